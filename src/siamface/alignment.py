@@ -1,0 +1,118 @@
+"""Alignment: landmarks -> the canonical face chip an encoder was trained on.
+
+One pure function, `align`, warps an image so that the 5 landmarks land on a template with a similarity
+transform (rotation, uniform scale, translation) fitted by least squares. `DLIB_CHIP` reproduces the
+geometry of dlib's ``get_face_chip(img, shape, size=150, padding=0.25)``: dlib's 5-point template, fitted
+from the template to the landmarks, exactly as dlib does, then sampled bilinearly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+#: dlib's 5-point template on the unit square (dlib/image_transforms/interpolation.h,
+#: get_face_chip_details), in the order of `siamface.types.LANDMARK_NAMES`.
+DLIB_TEMPLATE5 = np.array([
+    [0.8595674595992, 0.2134981538014],
+    [0.6460604764104, 0.2289674387677],
+    [0.1205750620789, 0.2137274526848],
+    [0.3340850613712, 0.2290642403242],
+    [0.4901123135679, 0.6277975316475],
+])
+
+
+@dataclass(frozen=True)
+class ChipSpec:
+    """Where the landmarks go in an encoder's input: template on the unit square, padding, chip size."""
+
+    size: int = 150
+    padding: float = 0.25
+    template: tuple[tuple[float, float], ...] = tuple(map(tuple, DLIB_TEMPLATE5))
+
+    def target_points(self) -> np.ndarray:
+        t = np.asarray(self.template, np.float64)
+        return (t + self.padding) / (1 + 2 * self.padding) * self.size
+
+
+DLIB_CHIP = ChipSpec()
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2x3 matrix M of the least-squares similarity mapping src points onto dst points (Umeyama, no
+    reflection): dst ~= M @ [x, y, 1]."""
+    src = np.asarray(src, np.float64).reshape(-1, 2)
+    dst = np.asarray(dst, np.float64).reshape(-1, 2)
+    if len(src) != len(dst) or len(src) < 2:
+        raise ValueError("similarity_transform needs at least two matching point pairs")
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    var_s = (s ** 2).sum() / len(src)
+    if var_s <= 0:
+        raise ValueError("similarity_transform: source points are all identical")
+    cov = d.T @ s / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    sign = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[-1] = -1
+    rot = u @ np.diag(sign) @ vt
+    scale = (sig * sign).sum() / var_s
+    m = np.zeros((2, 3))
+    m[:, :2] = scale * rot
+    m[:, 2] = mu_d - scale * rot @ mu_s
+    return m
+
+
+def chip_transform(landmarks: np.ndarray, spec: ChipSpec = DLIB_CHIP) -> np.ndarray:
+    """2x3 matrix mapping chip pixel coordinates to image coordinates, as dlib's chip extraction does.
+
+    dlib fits the similarity from the template to the landmarks, keeps its angle and scale, centres a
+    rectangle of ``size * scale`` on the image of the chip centre, and maps the chip's first and last
+    pixels onto that rectangle's corners; reproducing that gives chips equal to dlib's to within
+    interpolation rounding.
+    """
+    landmarks = np.asarray(landmarks, np.float64).reshape(-1, 2)
+    if not np.isfinite(landmarks).all():
+        raise ValueError("align: landmarks contain NaN; run the landmark stage first")
+    n = spec.size
+    fit = similarity_transform(spec.target_points(), landmarks)
+    scale = float(np.hypot(*fit[:, 0]))
+    rotation = fit[:, :2] / scale
+    effective = (n * scale - 1.0) / (n - 1.0)
+    centre = fit @ np.array([n / 2.0, n / 2.0, 1.0])
+    m = np.zeros((2, 3))
+    m[:, :2] = rotation * effective
+    m[:, 2] = centre - m[:, :2] @ np.array([(n - 1) / 2.0, (n - 1) / 2.0])
+    return m
+
+
+def align(image: np.ndarray, landmarks: np.ndarray, spec: ChipSpec = DLIB_CHIP) -> np.ndarray:
+    """The aligned (size, size, 3) chip of one face from its (5, 2) landmarks.
+
+    Pixels outside the image are black, as in dlib. When the face is more than twice the chip's size, the
+    image is first halved with a Gaussian pyramid (as dlib does) so that the chip is not aliased.
+    """
+    m = chip_transform(landmarks, spec)
+    n = spec.size
+    side = n * float(np.hypot(*m[:, 0])) / 2.0
+    depth = 0
+    while side * side > n * n:
+        side /= 2.0
+        depth += 1
+    work = image
+    for _ in range(depth):
+        work = cv2.pyrDown(work)
+    if depth:
+        m = m / (2 ** depth)
+    return cv2.warpAffine(work, m, (n, n), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
+
+def align_all(image: np.ndarray, landmarks: np.ndarray, spec: ChipSpec = DLIB_CHIP) -> np.ndarray:
+    """(n, size, size, 3) chips for (n, 5, 2) landmarks."""
+    landmarks = np.asarray(landmarks).reshape(-1, 5, 2)
+    if len(landmarks) == 0:
+        return np.zeros((0, spec.size, spec.size, 3), np.uint8)
+    return np.stack([align(image, lm, spec) for lm in landmarks])

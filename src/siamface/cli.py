@@ -1,0 +1,193 @@
+"""The `siamface` command.
+
+    siamface verify A B [--json]          same person? exit 0 = same, 1 = different, 2 = error
+    siamface detect IMAGE [--out PNG]     faces, boxes and landmarks
+    siamface embed IMAGE --json           embeddings of every face
+    siamface models                       the detectors and models available
+
+Every command has --help. Errors are one line on stderr (exit 2), never a traceback, unless --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from . import __version__
+from .errors import SiamfaceError
+
+EXIT_SAME, EXIT_DIFFERENT, EXIT_ERROR = 0, 1, 2
+
+
+def _add_chain_options(p: argparse.ArgumentParser, threshold: bool = False) -> None:
+    from .detection import detector_names
+    from .embedding import model_names
+    from .pipeline import DEFAULT_DETECTOR, DEFAULT_MODEL
+
+    p.add_argument("--detector", default=DEFAULT_DETECTOR, choices=detector_names(),
+                   help=f"face detector (default: {DEFAULT_DETECTOR})")
+    p.add_argument("--model", default=DEFAULT_MODEL, choices=model_names(),
+                   help=f"face encoder (default: {DEFAULT_MODEL})")
+    p.add_argument("--min-face", type=int, default=20, metavar="PX",
+                   help="ignore faces whose box is smaller than PX pixels (default: 20)")
+    p.add_argument("--upsample", type=int, default=None, metavar="N",
+                   help="upsample the image N times (x2 each) to find small faces (default: detector's own)")
+    if threshold:
+        p.add_argument("--threshold", type=float, default=None,
+                       help="cosine-similarity threshold: same person when similarity >= it "
+                            "(default: the model's calibrated threshold)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="siamface",
+        description="Face verification and identification around a Siamese encoder. Offline: every model "
+                    "comes from an installed package.")
+    parser.add_argument("--version", action="version", version=f"siamface {__version__}")
+    parser.add_argument("--debug", action="store_true", help="log details and show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("verify", help="are the faces in two images the same person?",
+                       description="Compare the largest face of image A with the largest face of image B. "
+                                   "Exit code: 0 same person, 1 different, 2 error (unreadable file, no face).")
+    p.add_argument("a", help="first image (path)")
+    p.add_argument("b", help="second image (path)")
+    _add_chain_options(p, threshold=True)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("detect", help="find faces and their landmarks",
+                       description="Find every face in an image, biggest first: box (x1 y1 x2 y2), score and "
+                                   "5 landmarks. Exit code 0 when at least one face is found, 1 when none.")
+    p.add_argument("image", help="image path")
+    p.add_argument("--out", metavar="PNG", help="write a copy of the image with boxes and landmarks drawn")
+    _add_chain_options(p)
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("embed", help="print the embedding of every face",
+                       description="Detect, align and embed every face of an image; print boxes and "
+                                   "L2-normalised embeddings. Exit code 1 when no face is found.")
+    p.add_argument("image", help="image path")
+    _add_chain_options(p)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("models", help="list the available detectors and models",
+                       description="List detectors and encoders with their input size and default threshold.")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def _pipeline(args):
+    from .pipeline import Pipeline
+
+    options = {"min_face_size": args.min_face}
+    if args.upsample is not None:
+        options["upsample"] = args.upsample
+    return Pipeline(detector=args.detector, model=args.model, threshold=getattr(args, "threshold", None),
+                    **options)
+
+
+def cmd_verify(args) -> int:
+    result = _pipeline(args).verify(args.a, args.b)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        verdict = "SAME person" if result.same else "DIFFERENT people"
+        print(f"{verdict}: similarity {result.similarity:.4f} "
+              f"{'>=' if result.same else '<'} threshold {result.threshold:.4f}  "
+              f"(distance {result.distance:.4f}, model {result.model}, detector {result.detector})")
+        print(f"  threshold: {result.threshold_source}")
+        print(f"  a: {args.a}  face at {_box(result.box_a)}  ({result.faces_a} found)")
+        print(f"  b: {args.b}  face at {_box(result.box_b)}  ({result.faces_b} found)")
+        for note in result.notes:
+            print(f"  note: {note}")
+    return EXIT_SAME if result.same else EXIT_DIFFERENT
+
+
+def cmd_detect(args) -> int:
+    from .draw import draw_faces
+    from .image import load_image, save_image
+
+    pipe = _pipeline(args)
+    image = load_image(args.image)
+    faces = pipe.detect(image)
+    if args.out:
+        save_image(draw_faces(image, faces), args.out)
+    if args.json:
+        print(json.dumps({"image": args.image, "size": [image.shape[1], image.shape[0]],
+                          "detector": faces.detector, "faces": faces.to_list()}, indent=2))
+    else:
+        print(f"{args.image}: {len(faces)} face(s) found by {faces.detector} ({image.shape[1]}x{image.shape[0]})")
+        for i, item in enumerate(faces.to_list()):
+            print(f"  [{i}] box {_box(item['box'])}  score {item['score']:.3f}")
+        if args.out:
+            print(f"  annotated image written to {args.out}")
+    return 0 if len(faces) else 1
+
+
+def cmd_embed(args) -> int:
+    pipe = _pipeline(args)
+    faces = pipe.embed(args.image)
+    info = pipe.encoder.info
+    payload = {"image": args.image, "model": info.name, "model_version": info.version,
+               "detector": faces.detector, "faces": faces.to_list()}
+    if args.json:
+        print(json.dumps(payload))
+    else:
+        print(f"{args.image}: {len(faces)} face(s), {info.embedding_size}-d embeddings from {info.name}")
+        for i, item in enumerate(payload["faces"]):
+            head = ", ".join(f"{v:.3f}" for v in item["embedding"][:6])
+            print(f"  [{i}] box {_box(item['box'])}  [{head}, ...]")
+    return 0 if len(faces) else 1
+
+
+def cmd_models(args) -> int:
+    from .detection import detector_names
+    from .embedding import create_encoder, model_names
+
+    models = []
+    for name in model_names():
+        info = create_encoder(name).info
+        models.append({"name": name, "version": info.version, "embedding_size": info.embedding_size,
+                       "input": f"{info.chip.size}x{info.chip.size} RGB", "metric": info.metric,
+                       "threshold": info.threshold, "threshold_source": info.threshold_source})
+    if args.json:
+        print(json.dumps({"detectors": detector_names(), "models": models}, indent=2))
+    else:
+        print("detectors: " + ", ".join(detector_names()))
+        print("models:")
+        for m in models:
+            print(f"  {m['name']}: {m['embedding_size']}-d, input {m['input']}, {m['metric']} "
+                  f"threshold {m['threshold']} ({m['threshold_source']})")
+    return 0
+
+
+def _box(box) -> str:
+    return "(" + ", ".join(f"{v:.0f}" for v in box) + ")"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_ERROR
+    try:
+        return args.func(args)
+    except SiamfaceError as exc:
+        if args.debug:
+            raise
+        print(f"siamface: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("siamface: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

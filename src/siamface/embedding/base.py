@@ -1,0 +1,77 @@
+"""The `Encoder` protocol and the model registry.
+
+An encoder turns aligned chips into embeddings: ``embed(chips (n, s, s, 3) uint8 RGB) -> (n, d) float32``,
+each row L2-normalised. It carries the contract that travels with its weights (`ModelInfo`): chip geometry,
+embedding size, metric, version, and a default threshold measured on data (never guessed).
+Register a model with ``@register_model("name")``; build one with `create_encoder`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..alignment import DLIB_CHIP, ChipSpec
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a caller must know to use an encoder's embeddings correctly."""
+
+    name: str
+    version: str
+    embedding_size: int
+    chip: ChipSpec = DLIB_CHIP
+    metric: str = "cosine"
+    #: Cosine-similarity threshold: same person when similarity >= threshold.
+    threshold: float = 0.5
+    #: Where that threshold comes from (data set, target error rate).
+    threshold_source: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    info: ModelInfo
+
+    def embed(self, chips: np.ndarray) -> np.ndarray: ...
+
+
+_REGISTRY: dict[str, Callable[..., Encoder]] = {}
+
+
+def register_model(name: str):
+    def wrap(factory):
+        _REGISTRY[name] = factory
+        return factory
+    return wrap
+
+
+def model_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_encoder(name: str, **options) -> Encoder:
+    """Build an encoder by name: ``create_encoder("dlib-resnet")``."""
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(model_names())}")
+    return _REGISTRY[name](**options)
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def check_chips(chips: np.ndarray, size: int) -> np.ndarray:
+    chips = np.asarray(chips)
+    if chips.ndim == 3:
+        chips = chips[None]
+    if chips.ndim != 4 or chips.shape[1:] != (size, size, 3) or chips.dtype != np.uint8:
+        raise ValueError(f"embed() takes uint8 chips of shape (n, {size}, {size}, 3); "
+                         f"got {chips.dtype} {chips.shape}")
+    return chips

@@ -1,0 +1,53 @@
+"""Every exception siamface raises on purpose.
+
+    SiamfaceError                 base: catch this to catch them all
+    ├── ImageError                an input could not be turned into an RGB image (which input, why)
+    ├── NoFaceError               an image holds no face where one was needed
+    ├── ModelError                a model is unknown, missing or could not be loaded
+    │   └── ModelMismatchError    embeddings from different models were compared
+    ├── ConfigError               a setting or option has an invalid value
+    └── GalleryError              the gallery store refused an operation
+
+Library code raises these and logs; it never prints and never exits.
+"""
+
+from __future__ import annotations
+
+
+class SiamfaceError(Exception):
+    """Base class of every siamface error."""
+
+
+class ImageError(SiamfaceError, ValueError):
+    """An input could not be decoded or validated as an image."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+
+class NoFaceError(SiamfaceError):
+    """No face was found where one was required."""
+
+    def __init__(self, source: str, detector: str = "") -> None:
+        self.source = source
+        self.detector = detector
+        by = f" by detector {detector!r}" if detector else ""
+        super().__init__(f"{source}: no face found{by}")
+
+
+class ModelError(SiamfaceError):
+    """A model is unknown, its files are missing, or it failed to load."""
+
+
+class ModelMismatchError(ModelError):
+    """Two embeddings (or an embedding and a gallery) come from different models."""
+
+
+class ConfigError(SiamfaceError, ValueError):
+    """An option or setting has an invalid value."""
+
+
+class GalleryError(SiamfaceError):
+    """The gallery store refused an operation."""

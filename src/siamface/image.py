@@ -1,0 +1,195 @@
+"""Decoding at the edge: the one place where files, bytes and foreign arrays become images.
+
+Everything deeper in siamface takes an RGB ``uint8`` array of shape (H, W, 3), C-contiguous. `load_image`
+accepts a path, raw bytes, a binary file object or a NumPy array and returns exactly that, or raises
+`ImageError` naming the input and the reason. Decoding is done by Pillow: JPEG, PNG, BMP, PGM/PPM, TIFF,
+WebP, GIF (first frame). The EXIF orientation is applied; grayscale, palette, alpha (composited over
+white), CMYK and 16-bit inputs are normalised. The pixel count is checked from the header *before*
+the pixels are decoded, so a decompression bomb is refused without allocating it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import IO, Union
+
+import numpy as np
+
+from .errors import ImageError
+
+#: Largest image decoded by default, in pixels (about 8000 x 6000). Override per call with `max_pixels`.
+MAX_PIXELS = 48_000_000
+#: Largest encoded input read, in bytes.
+MAX_BYTES = 100 * 1024 * 1024
+#: Smallest side accepted, in pixels: below it there is no face to find.
+MIN_SIDE = 16
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, IO[bytes], np.ndarray]
+
+
+def describe(source: object) -> str:
+    """A short human name for an input, used in error messages."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, np.ndarray):
+        return f"<array {source.dtype} {source.shape}>"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{len(source)} bytes>"
+    name = getattr(source, "name", None)
+    return str(name) if isinstance(name, str) else f"<{type(source).__name__}>"
+
+
+def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
+    """Return the image as an RGB uint8 array (H, W, 3), or raise `ImageError`.
+
+    Arrays are taken as RGB (or gray) already: (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); uint8, uint16
+    (scaled down) or float in [0, 1] are accepted. OpenCV users must convert BGR to RGB first.
+    """
+    label = name or describe(source)
+    if isinstance(source, np.ndarray):
+        return _from_array(source, label, max_pixels)
+    data = _read_bytes(source, label)
+    return _decode(data, label, max_pixels)
+
+
+def _read_bytes(source: object, label: str) -> bytes:
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise ImageError(label, "file not found")
+        if path.is_dir():
+            raise ImageError(label, "is a directory, not an image file")
+        try:
+            size = path.stat().st_size
+            if size > MAX_BYTES:
+                raise ImageError(label, f"file is {size} bytes, more than the {MAX_BYTES}-byte limit")
+            data = path.read_bytes()
+        except PermissionError:
+            raise ImageError(label, "permission denied") from None
+        except OSError as exc:
+            raise ImageError(label, f"could not be read ({exc.strerror or exc})") from None
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    elif hasattr(source, "read"):
+        try:
+            data = source.read(MAX_BYTES + 1)
+        except OSError as exc:
+            raise ImageError(label, f"could not be read ({exc})") from None
+        if not isinstance(data, (bytes, bytearray)):
+            raise ImageError(label, "file object must be opened in binary mode")
+        if len(data) > MAX_BYTES:
+            raise ImageError(label, f"more than the {MAX_BYTES}-byte limit")
+        data = bytes(data)
+    else:
+        raise ImageError(label, f"unsupported input type {type(source).__name__}; "
+                                "give a path, bytes, a binary file object or a NumPy array")
+    if not data:
+        raise ImageError(label, "empty file (0 bytes)")
+    return data
+
+
+def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (then raises) on its own bomb limit; our limit, checked below, is the one that counts.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width <= 0 or height <= 0:
+                raise ImageError(label, f"invalid size {width}x{height}")
+            if width * height > max_pixels:
+                raise ImageError(label, f"{width}x{height} = {width * height} pixels is more than the limit of "
+                                        f"{max_pixels} (a decompression bomb or a needlessly huge image)")
+            img.load()
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(label, "not an image, or a format that cannot be decoded "
+                                "(JPEG, PNG, BMP, PGM/PPM, TIFF, WebP, GIF are supported)") from None
+    except Image.DecompressionBombError:
+        raise ImageError(label, f"refused as a decompression bomb: far more pixels than the limit of "
+                                f"{max_pixels}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(label, f"truncated or corrupt image data ({exc})") from None
+
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block must not lose an otherwise good image
+        pass
+    return _to_rgb_array(img, label)
+
+
+def _to_rgb_array(img, label: str) -> np.ndarray:
+    from PIL import Image
+
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img)
+        return _from_array(arr, label, MAX_PIXELS * 4)
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba).convert("RGB")
+    elif mode != "RGB":
+        img = img.convert("RGB")
+    arr = np.asarray(img, dtype=np.uint8)
+    _check_side(arr, label)
+    return np.ascontiguousarray(arr)
+
+
+def _from_array(arr: np.ndarray, label: str, max_pixels: int) -> np.ndarray:
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ImageError(label, f"expected an array of shape (H, W), (H, W, 3) or (H, W, 4), got {arr.shape}")
+    if arr.shape[0] * arr.shape[1] > max_pixels:
+        raise ImageError(label, f"{arr.shape[1]}x{arr.shape[0]} pixels is more than the limit of {max_pixels}")
+    if arr.dtype == np.uint8:
+        out = arr
+    elif arr.dtype == np.uint16:
+        out = (arr >> 8).astype(np.uint8)
+    elif arr.dtype in (np.int32, np.int64, np.uint32):
+        top = 65535 if arr.max(initial=0) > 255 else 255
+        out = (np.clip(arr, 0, top) * (255.0 / top)).round().astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ImageError(label, "array contains NaN or infinite values")
+        scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
+        out = np.clip(arr * scale, 0, 255).round().astype(np.uint8)
+    elif arr.dtype == np.bool_:
+        out = arr.astype(np.uint8) * 255
+    else:
+        raise ImageError(label, f"unsupported array dtype {arr.dtype}")
+    if out.ndim == 2:
+        out = np.repeat(out[:, :, None], 3, axis=2)
+    elif out.shape[2] == 4:
+        alpha = out[:, :, 3:4].astype(np.float32) / 255.0
+        out = (out[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
+    _check_side(out, label)
+    return np.ascontiguousarray(out)
+
+
+def _check_side(arr: np.ndarray, label: str) -> None:
+    if min(arr.shape[0], arr.shape[1]) < MIN_SIDE:
+        raise ImageError(label, f"image is {arr.shape[1]}x{arr.shape[0]} pixels; "
+                                f"each side must be at least {MIN_SIDE}")
+
+
+def to_bgr(image: np.ndarray) -> np.ndarray:
+    """RGB -> BGR for OpenCV calls (the only conversion siamface does, at its own edges)."""
+    return np.ascontiguousarray(image[:, :, ::-1])
+
+
+def save_image(image: np.ndarray, path: str | os.PathLike) -> None:
+    """Write an RGB uint8 image; the format comes from the file extension."""
+    from PIL import Image
+
+    Image.fromarray(image).save(os.fspath(path))

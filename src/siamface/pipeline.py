@@ -1,0 +1,149 @@
+"""`Pipeline`: the one chain decode -> detect -> landmarks -> align -> embed -> compare.
+
+It holds the loaded detector and encoder (built on first use, not at construction or import) and is
+reused across calls; the CLI, the API functions and later the gallery, video loop and HTTP service all go
+through it, so no stage is re-implemented elsewhere. Thread-safe for concurrent calls once built.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+
+from .alignment import align_all
+from .detection import Detector, create_detector
+from .embedding import Encoder, create_encoder
+from .errors import NoFaceError
+from .image import ImageSource, describe, load_image
+from .matching import cosine_similarity, similarity_to_distance
+from .types import Faces, Verification
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DETECTOR = "retinaface"
+DEFAULT_MODEL = "dlib-resnet"
+
+
+class Pipeline:
+    """Detect, align and embed faces, and verify pairs.
+
+    >>> p = Pipeline()                       # nothing loaded yet
+    >>> result = p.verify("a.jpg", "b.jpg")  # models load here, once
+    >>> result.same, result.similarity
+    """
+
+    def __init__(self, detector: str | Detector = DEFAULT_DETECTOR, model: str | Encoder = DEFAULT_MODEL,
+                 threshold: float | None = None, threshold_source: str | None = None,
+                 **detector_options) -> None:
+        self._detector_spec = detector
+        self._detector_options = detector_options
+        self._model_spec = model
+        self._detector: Detector | None = detector if not isinstance(detector, str) else None
+        self._encoder: Encoder | None = model if not isinstance(model, str) else None
+        self._threshold = threshold
+        self._threshold_source = threshold_source
+        self._lock = threading.Lock()
+
+    # -- stages, built lazily -------------------------------------------------------------------
+    @property
+    def detector(self) -> Detector:
+        if self._detector is None:
+            with self._lock:
+                if self._detector is None:
+                    self._detector = create_detector(self._detector_spec, **self._detector_options)
+        return self._detector
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            with self._lock:
+                if self._encoder is None:
+                    self._encoder = create_encoder(self._model_spec)
+        return self._encoder
+
+    @property
+    def threshold(self) -> float:
+        return self._threshold if self._threshold is not None else self.encoder.info.threshold
+
+    @property
+    def threshold_source(self) -> str:
+        if self._threshold is not None:
+            return self._threshold_source or "given by the caller"
+        return self.encoder.info.threshold_source
+
+    # -- verbs ------------------------------------------------------------------------------------
+    def load_image(self, source: ImageSource) -> np.ndarray:
+        return load_image(source)
+
+    def detect(self, image: ImageSource) -> Faces:
+        """All faces in an image, biggest first, with boxes, scores and landmarks."""
+        return self.detector.detect(_as_array(image))
+
+    def embed(self, image: ImageSource, faces: Faces | None = None) -> Faces:
+        """Faces of an image with aligned chips and L2-normalised embeddings filled in."""
+        array = _as_array(image)
+        if faces is None:
+            faces = self.detector.detect(array)
+        chips = align_all(array, faces.landmarks, self.encoder.info.chip)
+        faces.chips = chips
+        faces.embeddings = self.encoder.embed(chips) if len(chips) else \
+            np.zeros((0, self.encoder.info.embedding_size), np.float32)
+        return faces
+
+    def embed_largest(self, image: ImageSource) -> tuple[Faces, int]:
+        """The largest face of an image (a `Faces` of length 1) and how many faces were found.
+
+        Raises `NoFaceError` when there is none. Only the largest face is aligned and embedded.
+        """
+        array = _as_array(image)
+        found = self.detector.detect(array)
+        if len(found) == 0:
+            raise NoFaceError(describe(image) if not isinstance(image, np.ndarray) else "image",
+                              getattr(self.detector, "name", ""))
+        return self.embed(array, found[0]), len(found)
+
+    def compare(self, a: np.ndarray, b: np.ndarray) -> float:
+        """Cosine similarity of two embeddings (1-D)."""
+        return float(cosine_similarity(np.ravel(a), np.ravel(b)))
+
+    def verify(self, a: ImageSource, b: ImageSource, threshold: float | None = None) -> Verification:
+        """Are the (largest) faces of two images the same person?
+
+        Raises `ImageError` for an unreadable input and `NoFaceError` when an image has no face.
+        """
+        face_a, n_a = self.embed_largest(a)
+        face_b, n_b = self.embed_largest(b)
+        similarity = self.compare(face_a.embeddings[0], face_b.embeddings[0])
+        thr = float(threshold) if threshold is not None else self.threshold
+        source = "given by the caller" if threshold is not None else self.threshold_source
+        notes = []
+        for label, n in (("a", n_a), ("b", n_b)):
+            if n > 1:
+                notes.append(f"{label}: {n} faces found, the largest was used")
+        return Verification(
+            same=bool(similarity >= thr), similarity=similarity,
+            distance=float(similarity_to_distance(similarity)), threshold=thr,
+            model=self.encoder.info.name, detector=getattr(self.detector, "name", type(self.detector).__name__),
+            box_a=tuple(float(v) for v in face_a.boxes[0]), box_b=tuple(float(v) for v in face_b.boxes[0]),
+            faces_a=n_a, faces_b=n_b, threshold_source=source, notes=tuple(notes))
+
+
+def _as_array(image: ImageSource) -> np.ndarray:
+    if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+        return np.ascontiguousarray(image)
+    return load_image(image)
+
+
+_default: Pipeline | None = None
+_default_lock = threading.Lock()
+
+
+def default_pipeline() -> Pipeline:
+    """The process-wide pipeline behind the module-level functions (created on first use)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Pipeline()
+        return _default

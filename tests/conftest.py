@@ -1,0 +1,67 @@
+"""Shared fixtures. Every face image comes from tests/fixtures/att (AT&T faces, see fixtures/SOURCE.md);
+colour, rotated, scaled, multi-face and faceless images are derived from them here, at test time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ATT = FIXTURES / "att"
+
+
+def att(subject: int, image: int) -> Path:
+    return ATT / f"s{subject}" / f"{image}.pgm"
+
+
+def att_rgb(subject: int, image: int, tint=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """An AT&T face as an RGB array, optionally tinted (per-channel gain) to make it colour."""
+    gray = np.asarray(Image.open(att(subject, image)), np.float32)
+    rgb = np.stack([gray * t for t in tint], axis=2)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def scene(faces: list[tuple[np.ndarray, float, tuple[int, int]]], size=(480, 640)) -> np.ndarray:
+    """A textured background with faces pasted at (x, y), each scaled by its factor."""
+    rng = np.random.default_rng(0)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = (90 + 40 * np.sin(xx / 37.0) + 30 * np.cos(yy / 23.0)).astype(np.float32)
+    canvas = np.stack([base * 0.9, base, base * 1.1], axis=2) + rng.normal(0, 4, (h, w, 3))
+    canvas = np.clip(canvas, 0, 255).astype(np.uint8)
+    for face, factor, (x, y) in faces:
+        img = Image.fromarray(face).resize((round(face.shape[1] * factor), round(face.shape[0] * factor)),
+                                           Image.BICUBIC)
+        arr = np.asarray(img)
+        canvas[y:y + arr.shape[0], x:x + arr.shape[1]] = arr
+    return canvas
+
+
+def faceless(size=(240, 320)) -> np.ndarray:
+    """A real-looking but faceless image: smooth gradients, stripes and noise."""
+    rng = np.random.default_rng(1)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = 120 + 80 * np.sin(xx / 17.0)
+    g = 100 + 60 * np.cos(yy / 11.0)
+    b = 80 + 50 * np.sin((xx + yy) / 29.0)
+    img = np.stack([r, g, b], axis=2) + rng.normal(0, 6, (h, w, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def pipeline():
+    from siamface import Pipeline
+
+    return Pipeline()
+
+
+@pytest.fixture(scope="session")
+def group_scene() -> np.ndarray:
+    """Three different people in one 640x480 picture: s3 largest, then s5, then s7."""
+    return scene([(att_rgb(3, 1, (1.05, 0.95, 0.85)), 2.2, (30, 120)),
+                  (att_rgb(5, 1, (0.9, 1.0, 1.1)), 1.5, (300, 60)),
+                  (att_rgb(7, 1), 1.0, (500, 300))])

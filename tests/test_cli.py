@@ -1,0 +1,114 @@
+"""The `siamface` command through its real entry point: exit codes, text and JSON output, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import att, faceless
+
+from pathlib import Path
+
+# the console script installed next to the interpreter running the tests (the venv's bin/)
+_BESIDE = Path(sys.executable).parent / "siamface"
+SIAMFACE = str(_BESIDE) if _BESIDE.exists() else (shutil.which("siamface") or "")
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    cmd = [SIAMFACE] if SIAMFACE else [sys.executable, "-m", "siamface"]
+    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=120)
+
+
+def test_entry_point_is_installed():
+    assert SIAMFACE, "the siamface console script is not on PATH: pip install -e ."
+
+
+def test_verify_same_person_exits_0():
+    out = run("verify", att(1, 1), att(1, 2))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("SAME person") and "threshold" in out.stdout
+
+
+def test_verify_different_people_exits_1_with_json():
+    out = run("verify", att(1, 1), att(4, 1), "--json")
+    assert out.returncode == 1, out.stderr
+    data = json.loads(out.stdout)
+    assert data["same"] is False and data["model"] == "dlib-resnet"
+    assert data["similarity"] < data["threshold"] and len(data["a"]["box"]) == 4
+
+
+def test_verify_without_face_exits_2_with_clear_message(tmp_path):
+    empty = tmp_path / "wall.png"
+    Image.fromarray(faceless()).save(empty)
+    out = run("verify", empty, att(1, 1))
+    assert out.returncode == 2
+    assert "wall.png: no face found" in out.stderr and "Traceback" not in out.stderr
+
+
+def _half_jpeg() -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.open(att(1, 1)).save(buf, format="JPEG")
+    return buf.getvalue()[:600]
+
+
+@pytest.mark.parametrize("content, message", [(b"", "empty"), (_half_jpeg(), "truncated or corrupt"),
+                                              (b"hello", "not an image")], ids=["empty", "truncated", "text"])
+def test_verify_bad_file_exits_2(tmp_path, content, message):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(content)
+    out = run("verify", bad, att(1, 1))
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_verify_missing_file_exits_2():
+    out = run("verify", "no/such/file.jpg", att(1, 1))
+    assert out.returncode == 2 and "file not found" in out.stderr
+
+
+def test_detect_writes_annotated_image(tmp_path, group_scene):
+    src, dst = tmp_path / "group.jpg", tmp_path / "annotated.png"
+    Image.fromarray(group_scene).save(src, quality=95)
+    out = run("detect", src, "--out", dst, "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert len(data["faces"]) == 3 and len(data["faces"][0]["landmarks"]) == 5
+    drawn = np.asarray(Image.open(dst))
+    assert drawn.shape == group_scene.shape and not np.array_equal(drawn, group_scene)
+
+
+def test_embed_json_has_unit_embeddings():
+    out = run("embed", att(2, 2), "--json", "--detector", "hog")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    vector = np.array(data["faces"][0]["embedding"])
+    assert vector.shape == (128,) and abs(np.linalg.norm(vector) - 1) < 1e-4
+    assert data["detector"] == "hog"
+
+
+def test_threshold_option_changes_the_decision():
+    assert run("verify", att(1, 1), att(1, 2), "--threshold", "0.9999").returncode == 1
+
+
+@pytest.mark.parametrize("command", ["verify", "detect", "embed", "models"])
+def test_help_on_every_command(command):
+    out = run(command, "--help")
+    assert out.returncode == 0 and "usage: siamface " + command in out.stdout
+
+
+def test_unknown_detector_is_a_usage_error():
+    out = run("verify", att(1, 1), att(1, 2), "--detector", "yolo")
+    assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_models_lists_detectors_and_models():
+    out = run("models", "--json")
+    data = json.loads(out.stdout)
+    assert "retinaface" in data["detectors"] and data["models"][0]["embedding_size"] == 128

@@ -1,0 +1,138 @@
+"""Decoding at the edge: every supported format, normalisations, limits, and a clear error per bad input."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from siamface.errors import ImageError
+from siamface.image import load_image
+
+from conftest import att, att_rgb
+
+
+def encode(array: np.ndarray, fmt: str, mode: str | None = None, **params) -> bytes:
+    buf = io.BytesIO()
+    img = Image.fromarray(array) if mode is None else Image.fromarray(array).convert(mode)
+    img.save(buf, format=fmt, **params)
+    return buf.getvalue()
+
+
+FACE = att_rgb(1, 1, (1.0, 0.8, 0.6))
+
+
+@pytest.mark.parametrize("fmt, mode, lossless", [
+    ("JPEG", None, False), ("PNG", None, True), ("BMP", None, True), ("PPM", None, True),
+    ("TIFF", None, True), ("WEBP", None, False), ("GIF", "P", False), ("PNG", "L", False),
+])
+def test_formats_decode_to_rgb_uint8(fmt, mode, lossless):
+    image = load_image(encode(FACE, fmt, mode))
+    assert image.dtype == np.uint8 and image.shape == FACE.shape and image.flags.c_contiguous
+    if lossless:
+        assert np.array_equal(image, FACE)
+    else:
+        assert np.abs(image.astype(int) - FACE).mean() < 20
+
+
+def test_pgm_from_path_is_grey_rgb():
+    image = load_image(att(2, 1))
+    assert image.shape == (112, 92, 3)
+    assert np.array_equal(image[:, :, 0], image[:, :, 2])
+
+
+def test_path_bytes_file_and_array_agree(tmp_path):
+    path = tmp_path / "face.png"
+    path.write_bytes(encode(FACE, "PNG"))
+    from_path = load_image(path)
+    assert np.array_equal(from_path, load_image(str(path)))
+    assert np.array_equal(from_path, load_image(path.read_bytes()))
+    with open(path, "rb") as fh:
+        assert np.array_equal(from_path, load_image(fh))
+    assert np.array_equal(from_path, load_image(FACE))
+
+
+def test_exif_orientation_is_applied():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: display needs a 90-degree clockwise turn
+    rotated = np.ascontiguousarray(np.rot90(FACE, k=1))  # what a camera held sideways stores
+    image = load_image(encode(rotated, "JPEG", exif=exif.tobytes(), quality=95))
+    assert image.shape == FACE.shape  # turned back upright: 112 high, 92 wide
+    assert np.abs(image.astype(int) - FACE).mean() < 12
+
+
+def test_alpha_is_composited_on_white():
+    rgba = np.dstack([FACE, np.full(FACE.shape[:2], 255, np.uint8)])
+    rgba[:10, :10, 3] = 0
+    image = load_image(encode(rgba, "PNG"))
+    assert image.shape == FACE.shape
+    assert (image[:10, :10] == 255).all() and np.array_equal(image[50:, 50:], FACE[50:, 50:])
+
+
+def test_16_bit_grey_png_is_scaled_to_8_bit():
+    gray16 = (np.asarray(Image.open(att(1, 1)), np.uint16) * 257)
+    buf = io.BytesIO()
+    Image.fromarray(gray16).save(buf, format="PNG")
+    image = load_image(buf.getvalue())
+    assert image.dtype == np.uint8
+    assert np.array_equal(image[:, :, 0], np.asarray(Image.open(att(1, 1))))
+
+
+@pytest.mark.parametrize("array, expected", [
+    (np.zeros((40, 30), np.uint8), (40, 30, 3)),
+    (np.zeros((40, 30, 1), np.uint8), (40, 30, 3)),
+    (np.full((40, 30, 3), 65535, np.uint16), (40, 30, 3)),
+    (np.full((40, 30, 4), 0.5, np.float32), (40, 30, 3)),
+])
+def test_arrays_are_normalised(array, expected):
+    assert load_image(array).shape == expected
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        chunk(b"IEND", b"")
+
+
+JPEG = encode(FACE, "JPEG")
+
+
+@pytest.mark.parametrize("source, reason", [
+    (b"", "empty"),
+    (JPEG[: len(JPEG) // 2], "truncated"),
+    (b"this is a text file, not a picture\n" * 20, "not an image"),
+    (_png_header_only(100_000, 100_000), "limit"),
+    (np.zeros((8, 8, 3), np.uint8), "at least"),
+    (np.zeros((20, 20, 2), np.uint8), "expected an array"),
+    (np.full((20, 20), np.nan, np.float32), "NaN"),
+    (np.zeros((20, 20), np.complex64), "dtype"),
+    (12345, "unsupported input type"),
+], ids=["empty", "truncated", "text", "bomb", "tiny", "two-channel", "nan", "complex", "int"])
+def test_bad_inputs_raise_image_error(source, reason):
+    with pytest.raises(ImageError, match=reason):
+        load_image(source)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(ImageError, match="not found") as info:
+        load_image(tmp_path / "nope.jpg")
+    assert "nope.jpg" in str(info.value)
+    with pytest.raises(ImageError, match="directory"):
+        load_image(tmp_path)
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    # 60,000 x 60,000 RGB would need 10.8 GB; the header alone must be enough to refuse it.
+    with pytest.raises(ImageError, match="decompression bomb"):
+        load_image(_png_header_only(60_000, 60_000))
+
+
+def test_custom_pixel_limit():
+    with pytest.raises(ImageError, match="limit"):
+        load_image(JPEG, max_pixels=1000)
