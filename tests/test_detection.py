@@ -39,6 +39,7 @@ def test_one_face_with_landmarks_on_the_face(name, subject, image):
 
 
 def test_cnn_detector_finds_the_face():
+    assert len(create_detector("cnn-dlib").detect(load_image(att(3, 1)))) == 1
     faces = create_detector("cnn").detect(load_image(att(3, 1)))
     assert len(faces) == 1 and faces.detector == "cnn"
 
