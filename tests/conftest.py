@@ -52,6 +52,15 @@ def faceless(size=(240, 320)) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_config(tmp_path_factory):
+    """Tests never read or write the user's calibration file."""
+    import os
+
+    os.environ["SIAMFACE_CONFIG_DIR"] = str(tmp_path_factory.mktemp("config"))
+    yield
+
+
 @pytest.fixture(scope="session")
 def pipeline():
     from siamface import Pipeline

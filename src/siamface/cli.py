@@ -11,6 +11,7 @@ Every command has --help. Errors are one line on stderr (exit 2), never a traceb
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -19,6 +20,9 @@ from . import __version__
 from .errors import SiamfaceError
 
 EXIT_SAME, EXIT_DIFFERENT, EXIT_ERROR = 0, 1, 2
+
+#: Modules that add their own sub-commands (see build_parser).
+_COMMAND_MODULES: list[str] = []
 
 
 def _add_chain_options(p: argparse.ArgumentParser, threshold: bool = False) -> None:
@@ -77,10 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="List detectors and encoders with their input size and default threshold.")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_models)
+
+    # Commands that live beside their subsystem: each module exposes add_parsers(sub, chain_options).
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module).add_parsers(sub, _add_chain_options)
     return parser
 
 
-def _pipeline(args):
+def pipeline_from_args(args):
     from .pipeline import Pipeline
 
     options = {"min_face_size": args.min_face}
@@ -91,7 +99,7 @@ def _pipeline(args):
 
 
 def cmd_verify(args) -> int:
-    result = _pipeline(args).verify(args.a, args.b)
+    result = pipeline_from_args(args).verify(args.a, args.b)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -111,7 +119,7 @@ def cmd_detect(args) -> int:
     from .draw import draw_faces
     from .image import load_image, save_image
 
-    pipe = _pipeline(args)
+    pipe = pipeline_from_args(args)
     image = load_image(args.image)
     faces = pipe.detect(image)
     if args.out:
@@ -129,7 +137,7 @@ def cmd_detect(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    pipe = _pipeline(args)
+    pipe = pipeline_from_args(args)
     faces = pipe.embed(args.image)
     info = pipe.encoder.info
     payload = {"image": args.image, "model": info.name, "model_version": info.version,

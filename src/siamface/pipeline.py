@@ -8,7 +8,9 @@ through it, so no stage is re-implemented elsewhere. Thread-safe for concurrent 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +20,7 @@ from .embedding import Encoder, create_encoder
 from .errors import NoFaceError
 from .image import ImageSource, describe, load_image
 from .matching import cosine_similarity, similarity_to_distance
+from .thresholds import Calibration, load_calibration
 from .types import Faces, Verification
 
 log = logging.getLogger(__name__)
@@ -36,7 +39,7 @@ class Pipeline:
 
     def __init__(self, detector: str | Detector = DEFAULT_DETECTOR, model: str | Encoder = DEFAULT_MODEL,
                  threshold: float | None = None, threshold_source: str | None = None,
-                 **detector_options) -> None:
+                 calibration_file: str | os.PathLike | None = None, **detector_options) -> None:
         self._detector_spec = detector
         self._detector_options = detector_options
         self._model_spec = model
@@ -44,6 +47,8 @@ class Pipeline:
         self._encoder: Encoder | None = model if not isinstance(model, str) else None
         self._threshold = threshold
         self._threshold_source = threshold_source
+        self._calibration_file = Path(calibration_file) if calibration_file is not None else None
+        self._calibration: Calibration | None | bool = False  # False: not looked up yet
         self._lock = threading.Lock()
 
     # -- stages, built lazily -------------------------------------------------------------------
@@ -64,13 +69,27 @@ class Pipeline:
         return self._encoder
 
     @property
+    def calibration(self) -> Calibration | None:
+        """The calibration in force for this pipeline's model (explicit file, then the user's), or None."""
+        if self._calibration is False:
+            self._calibration = load_calibration(self.encoder.info.name, self._calibration_file)
+        return self._calibration
+
+    @property
     def threshold(self) -> float:
-        return self._threshold if self._threshold is not None else self.encoder.info.threshold
+        """Explicit threshold, else the calibrated one, else the model's measured default."""
+        if self._threshold is not None:
+            return self._threshold
+        if self.calibration is not None:
+            return self.calibration.threshold
+        return self.encoder.info.threshold
 
     @property
     def threshold_source(self) -> str:
         if self._threshold is not None:
             return self._threshold_source or "given by the caller"
+        if self.calibration is not None:
+            return self.calibration.describe()
         return self.encoder.info.threshold_source
 
     # -- verbs ------------------------------------------------------------------------------------

@@ -1,0 +1,81 @@
+"""Calibrated thresholds: where `siamface calibrate` writes them and where the chain reads them.
+
+A calibration file is JSON mapping a model name to a `Calibration` (threshold, the criterion that chose it,
+the error rates measured at it, the data it was measured on). The chain looks, in order, for: a threshold
+given by the caller; the calibration file given explicitly (e.g. the one beside a gallery); the user's
+calibration file (``$SIAMFACE_CONFIG_DIR`` or ``$XDG_CONFIG_HOME/siamface`` or ``~/.config/siamface``,
+file ``thresholds.json``); and last the model's built-in default, itself measured on data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ._files import atomic_write_bytes
+from .errors import ConfigError
+
+FILE_NAME = "thresholds.json"
+
+
+def config_dir() -> Path:
+    if os.environ.get("SIAMFACE_CONFIG_DIR"):
+        return Path(os.environ["SIAMFACE_CONFIG_DIR"])
+    if os.environ.get("XDG_CONFIG_HOME"):
+        return Path(os.environ["XDG_CONFIG_HOME"]) / "siamface"
+    return Path.home() / ".config" / "siamface"
+
+
+def user_calibration_file() -> Path:
+    return config_dir() / FILE_NAME
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A threshold chosen from measurements, with what it was chosen for and what it achieved."""
+
+    model: str
+    threshold: float
+    criterion: str            # "far=0.001", "eer" or "best-accuracy"
+    far: float                # false-accept rate measured at the threshold on the calibration data
+    frr: float                # false-reject rate measured there
+    dataset: str = ""
+    detector: str = ""
+    n_genuine: int = 0
+    n_impostor: int = 0
+    created: str = ""
+
+    def describe(self) -> str:
+        where = f" on {self.dataset}" if self.dataset else ""
+        return (f"calibrated ({self.criterion}){where}: FAR {self.far:.4%}, FRR {self.frr:.4%} "
+                f"at this threshold ({self.n_genuine} genuine / {self.n_impostor} impostor pairs)")
+
+
+def read_calibrations(path: Path) -> dict[str, Calibration]:
+    try:
+        raw = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a readable calibration file ({exc})") from None
+    try:
+        return {name: Calibration(**entry) for name, entry in raw.items()}
+    except TypeError as exc:
+        raise ConfigError(f"{path}: unexpected calibration entry ({exc})") from None
+
+
+def load_calibration(model: str, path: Path | None = None) -> Calibration | None:
+    """The calibration of `model` in `path` (default: the user's file), or None."""
+    return read_calibrations(path or user_calibration_file()).get(model)
+
+
+def save_calibration(calibration: Calibration, path: Path | None = None) -> Path:
+    """Add or replace the model's entry in the calibration file (atomically); returns the file."""
+    path = Path(path or user_calibration_file())
+    entries = read_calibrations(path)
+    entries[calibration.model] = calibration
+    payload = {name: asdict(c) for name, c in sorted(entries.items())}
+    atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
+    return path
