@@ -53,6 +53,8 @@ class BoxDetector:
 
     name = "base"
     native_upsample = False
+    #: (dx, dy, side): how this detector's boxes map to the HOG-style boxes dlib's landmark model expects.
+    landmark_box: tuple[float, float, float] | None = None
 
     def __init__(self, min_face_size: int = 20, upsample: int = 0, max_faces: int | None = None) -> None:
         if min_face_size < 1:
@@ -87,7 +89,7 @@ class BoxDetector:
         faces = faces[side >= self.min_face_size].sorted_by_size()
         if self.max_faces is not None:
             faces = faces[: self.max_faces]
-        return with_landmarks(image, faces)
+        return with_landmarks(image, faces, self.landmark_box)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(min_face_size={self.min_face_size}, upsample={self.upsample}, "

@@ -20,6 +20,7 @@ CASCADE = "haarcascade_frontalface_default.xml"
 @register_detector("haar")
 class HaarDetector(BoxDetector):
     name = "haar"
+    landmark_box = (0.0, 0.075, 0.88)
 
     def __init__(self, min_face_size: int = 20, upsample: int = 0, max_faces: int | None = None,
                  scale_factor: float = 1.1, min_neighbors: int = 5) -> None:

@@ -15,6 +15,7 @@ _KEYS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 @register_detector("mtcnn")
 class MtcnnDetector(BoxDetector):
     name = "mtcnn"
+    landmark_box = (0.010, 0.070, 0.96)
 
     def __init__(self, min_face_size: int = 20, upsample: int = 0, max_faces: int | None = None,
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)) -> None:

@@ -59,6 +59,7 @@ class RetinaFaceDetector(BoxDetector):
     scaled down first (faces smaller than about 16 px at that scale are missed)."""
 
     name = "retinaface"
+    landmark_box = (-0.005, 0.066, 0.93)
 
     def __init__(self, min_face_size: int = 20, upsample: int = 0, max_faces: int | None = None,
                  score_threshold: float = 0.8, nms_iou: float = 0.4, max_side: int = 960,
