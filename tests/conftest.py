@@ -3,6 +3,7 @@ colour, rotated, scaled, multi-face and faceless images are derived from them he
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -74,3 +75,26 @@ def group_scene() -> np.ndarray:
     return scene([(att_rgb(3, 1, (1.05, 0.95, 0.85)), 2.2, (30, 120)),
                   (att_rgb(5, 1, (0.9, 1.0, 1.1)), 1.5, (300, 60)),
                   (att_rgb(7, 1), 1.0, (500, 300))])
+
+
+@pytest.fixture(scope="module")
+def private_model_cache(tmp_path_factory):
+    """A private $SIAMFACE_CACHE for a module whose subprocesses write caches, reusing the read-only
+    converted ONNX models by symlink (no re-conversion)."""
+    from siamface.embedding.dlib_onnx import default_cache_dir
+
+    target = tmp_path_factory.getbasetemp() / "siamface-cache"
+    target.mkdir(exist_ok=True)
+    source = default_cache_dir()
+    if source.is_dir():
+        for onnx in source.glob("*.onnx"):
+            link = target / onnx.name
+            if not link.exists():
+                os.symlink(onnx, link)
+    old = os.environ.get("SIAMFACE_CACHE")
+    os.environ["SIAMFACE_CACHE"] = str(target)
+    yield target
+    if old is None:
+        os.environ.pop("SIAMFACE_CACHE", None)
+    else:
+        os.environ["SIAMFACE_CACHE"] = old

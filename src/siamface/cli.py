@@ -22,7 +22,7 @@ from .errors import SiamfaceError
 EXIT_SAME, EXIT_DIFFERENT, EXIT_ERROR = 0, 1, 2
 
 #: Modules that add their own sub-commands (see build_parser).
-_COMMAND_MODULES: list[str] = []
+_COMMAND_MODULES: list[str] = ["siamface.evaluation.commands"]
 
 
 def _add_chain_options(p: argparse.ArgumentParser, threshold: bool = False) -> None:
@@ -88,14 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def pipeline_from_args(args):
+def pipeline_from_args(args, calibration_file=None):
+    """The chain from the common options (`calibration_file`: a thresholds file read before the user's)."""
     from .pipeline import Pipeline
 
     options = {"min_face_size": args.min_face}
     if args.upsample is not None:
         options["upsample"] = args.upsample
     return Pipeline(detector=args.detector, model=args.model, threshold=getattr(args, "threshold", None),
-                    **options)
+                    calibration_file=calibration_file, **options)
 
 
 def cmd_verify(args) -> int:

@@ -1,0 +1,220 @@
+"""An embedding cache on disk, so that evaluating again (another threshold, another report) is instant.
+
+One SQLite file (WAL journal, safe for several readers and one writer at a time) maps
+
+    (sha256 of the image file's bytes, model name@version, detector name + options + siamface version)
+        -> the largest face's embedding, or "no face"
+
+The key is the *content* of the file, not its path: renaming or copying a dataset keeps its entries, and
+byte-identical duplicates are embedded once. Anything that changes the embedding (another model version,
+another detector, another ``min_face_size``/``upsample``, another class-level setting such as a detector's
+``landmark_box``) is another key. Options that do not change the result (thread counts) are left out.
+An unreadable image is never cached.
+
+Default location: ``embeddings.sqlite`` in siamface's cache folder, the one that already holds the ONNX
+conversions of the models: ``$SIAMFACE_CACHE`` (a folder), else ``$XDG_CACHE_HOME/siamface``, else
+``~/.cache/siamface``; so ``~/.cache/siamface/embeddings.sqlite`` by default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..errors import ConfigError
+
+__all__ = ["CachedEmbedding", "EmbeddingCache", "default_cache_path", "detector_key", "detector_options",
+           "file_sha256", "model_key"]
+
+FILE_NAME = "embeddings.sqlite"
+SCHEMA_VERSION = 1
+
+#: Detector attributes that do not change which face is found or where (left out of the key).
+_NOT_IN_KEY = frozenset({"threads", "num_threads", "name"})
+
+
+def default_cache_path() -> Path:
+    """``embeddings.sqlite`` in siamface's cache folder: ``$SIAMFACE_CACHE``, else ``$XDG_CACHE_HOME/siamface``,
+    else ``~/.cache/siamface`` (the folder that also holds the converted ONNX models)."""
+    from ..embedding.dlib_onnx import default_cache_dir
+
+    return default_cache_dir() / FILE_NAME
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_key(info: Any) -> str:
+    """``name@version`` of an encoder's `ModelInfo` (e.g. ``dlib-resnet@dlib_face_recognition_resnet_model_v1``)."""
+    return f"{info.name}@{info.version}"
+
+
+def _plain(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return False
+
+
+def detector_options(detector: Any) -> dict[str, Any]:
+    """The public, plain-valued settings of a detector (``min_face_size``, ``upsample``, thresholds...)."""
+    out: dict[str, Any] = {}
+    for key, value in sorted(vars(detector).items()):
+        if key.startswith("_") or key in _NOT_IN_KEY or not _plain(value):
+            continue
+        out[key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _class_settings(detector: Any) -> dict[str, Any]:
+    """Plain public class attributes (e.g. ``landmark_box``): code-level settings that change the result."""
+    out: dict[str, Any] = {}
+    for klass in reversed(type(detector).__mro__):
+        for key, value in vars(klass).items():
+            if key.startswith("_") or key in _NOT_IN_KEY or not _plain(value):
+                continue
+            out[key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def detector_key(detector: Any) -> str:
+    """Detector name, its options and class-level settings, and the siamface version, as one string.
+
+    E.g. ``hog {"landmark_box":null,"max_faces":null,"min_face_size":20,...} siamface=0.1.0``. Class-level
+    settings (such as how boxes are mapped for the landmark model) are included so that a code change
+    there does not silently reuse embeddings computed before it.
+    """
+    from .. import __version__
+
+    name = getattr(detector, "name", type(detector).__name__)
+    settings = {**_class_settings(detector), **detector_options(detector)}
+    return f"{name} {json.dumps(settings, sort_keys=True, separators=(',', ':'))} siamface={__version__}"
+
+
+@dataclass(frozen=True)
+class CachedEmbedding:
+    """A cache entry: the embedding of the largest face (None when no face was found) and the face count."""
+
+    embedding: np.ndarray | None
+    n_faces: int
+
+    @property
+    def found(self) -> bool:
+        return self.embedding is not None
+
+
+class EmbeddingCache:
+    """Embeddings keyed by (file sha256, model key, detector key) in one SQLite file.
+
+    >>> with EmbeddingCache("emb.sqlite") as cache:
+    ...     cache.put(sha, "dlib-resnet@v1", "hog {...}", vector, n_faces=1)
+    ...     cache.get(sha, "dlib-resnet@v1", "hog {...}").embedding
+
+    Writes are committed in batches (every `commit_every` puts, and on `flush`/`close`). One instance is
+    meant for one thread; open one per thread or process (WAL lets them share the file).
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, commit_every: int = 64) -> None:
+        self.path = Path(path) if path is not None else default_cache_path()
+        self.commit_every = max(1, int(commit_every))
+        self._pending = 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), timeout=30.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS embeddings ("
+                " sha256 TEXT NOT NULL, model TEXT NOT NULL, detector TEXT NOT NULL,"
+                " n_faces INTEGER NOT NULL, dim INTEGER NOT NULL, embedding BLOB,"
+                " created REAL NOT NULL, PRIMARY KEY (sha256, model, detector)) WITHOUT ROWID")
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            self._db.commit()
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"embedding cache {self.path}: cannot be opened ({exc}); "
+                              "pass --cache PATH elsewhere or --no-cache") from None
+
+    # -- reading ------------------------------------------------------------------------------------
+    def get(self, sha256: str, model: str, detector: str) -> CachedEmbedding | None:
+        """The cached entry, or None when this (image, model, detector) was never embedded."""
+        row = self._db.execute(
+            "SELECT n_faces, dim, embedding FROM embeddings WHERE sha256=? AND model=? AND detector=?",
+            (sha256, model, detector)).fetchone()
+        return None if row is None else _entry(row)
+
+    def get_many(self, sha256s: Iterable[str], model: str, detector: str) -> dict[str, CachedEmbedding]:
+        """Entries found for several files at once: ``{sha256: entry}`` (missing ones are absent)."""
+        wanted = list(dict.fromkeys(sha256s))
+        out: dict[str, CachedEmbedding] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT sha256, n_faces, dim, embedding FROM embeddings "
+                f"WHERE model=? AND detector=? AND sha256 IN ({marks})", (model, detector, *chunk))
+            for sha, *rest in rows:
+                out[sha] = _entry(rest)
+        return out
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
+
+    # -- writing ------------------------------------------------------------------------------------
+    def put(self, sha256: str, model: str, detector: str, embedding: np.ndarray | None, n_faces: int) -> None:
+        """Store the embedding of an image's largest face, or ``None`` for "no face found"."""
+        if embedding is None:
+            dim, blob = 0, None
+        else:
+            vec = np.ascontiguousarray(np.ravel(embedding), dtype="<f4")
+            dim, blob = int(vec.size), vec.tobytes()
+        self._db.execute("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (sha256, model, detector, int(n_faces), dim, blob, time.time()))
+        self._pending += 1
+        if self._pending >= self.commit_every:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._db.commit()
+            self._pending = 0
+
+    def close(self) -> None:
+        if getattr(self, "_db", None) is not None:
+            self.flush()
+            self._db.close()
+            self._db = None
+
+    def __enter__(self) -> EmbeddingCache:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"EmbeddingCache({str(self.path)!r})"
+
+
+def _entry(row) -> CachedEmbedding:
+    n_faces, dim, blob = row
+    if blob is None:
+        return CachedEmbedding(None, int(n_faces))
+    return CachedEmbedding(np.frombuffer(blob, dtype="<f4", count=int(dim)).astype(np.float32), int(n_faces))

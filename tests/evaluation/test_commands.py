@@ -1,0 +1,162 @@
+"""`siamface evaluate` and `siamface calibrate` on the AT&T fixtures, in-process through cli.main, and the
+calibration read back by the real `siamface verify` console script in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ATT, att
+
+from siamface.cli import build_parser, main
+from siamface.thresholds import read_calibrations
+
+_BESIDE = Path(sys.executable).parent / "siamface"
+SIAMFACE = str(_BESIDE) if _BESIDE.exists() else (shutil.which("siamface") or "")
+
+
+pytestmark = pytest.mark.usefixtures("private_model_cache")
+
+
+@pytest.fixture(scope="module")
+def cache_file(tmp_path_factory) -> str:
+    """One embedding cache for the module (and test_runner's): each fixture image is embedded once."""
+    return str(tmp_path_factory.getbasetemp() / "shared-embeddings.sqlite")
+
+
+@pytest.fixture
+def config_dir(tmp_path, monkeypatch) -> Path:
+    """Each test its own calibration folder: nothing leaks into the session's or the user's."""
+    d = tmp_path / "config"
+    monkeypatch.setenv("SIAMFACE_CONFIG_DIR", str(d))
+    return d
+
+
+def test_commands_are_registered():
+    help_text = build_parser().format_help()
+    assert "evaluate" in help_text and "calibrate" in help_text
+
+
+def test_evaluate_folder_writes_report_and_plots(tmp_path, cache_file, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "out"
+    code = main(["evaluate", "--folder", str(ATT), "--detector", "hog", "--out", str(out),
+                 "--cache", cache_file, "--quiet"])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "1 with no usable face: s1/3.pgm" in text and "EER" in text and "TAR @ FAR" in text
+    assert "accuracy" in text and "ROC AUC" in text and "wrote" in text
+    for name in ("report.json", "roc.png", "scores.png", "scores.csv"):
+        assert (out / name).stat().st_size > 0, name
+    report = json.loads((out / "report.json").read_text())
+    assert report["protocol"] == "folder" and report["images"]["failures"] == 1
+    assert report["at_threshold"]["accuracy"] >= 0.95 and report["comparisons"]["genuine"] == 60
+
+
+def test_evaluate_default_out_dir_and_json(tmp_path, cache_file, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(["evaluate", "--identify", str(ATT), "--detector", "hog", "--cache", cache_file, "--json"])
+    captured = capsys.readouterr()
+    assert code == 0
+    report = json.loads(captured.out)  # stdout is the JSON alone; what was written goes to stderr
+    ident = report["identification"]
+    assert ident["rank1"]["rate"] >= 0.9 and ident["rank5"]["rate"] >= ident["rank1"]["rate"]
+    assert ident["open_set"]["fpir"] is not None and ident["open_set"]["fnir"] is not None
+    assert (tmp_path / "out" / "evaluate-att-identify" / "report.json").exists()
+    assert "wrote" in captured.err
+
+
+def test_evaluate_lfw_pairs(tmp_path, cache_file, capsys):
+    root = tmp_path / "lfw"
+    for s, name in ((2, "Ann"), (3, "Bob"), (4, "Cid")):
+        (root / name).mkdir(parents=True)
+        for i in (1, 2, 3):
+            shutil.copy(att(s, i), root / name / f"{name}_{i:04d}.jpg")
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("2 2\nAnn 1 2\nBob 1 3\nAnn 1 Bob 1\nBob 2 Cid 2\n"
+                     "Cid 1 3\nAnn 2 3\nCid 1 Ann 3\nBob 3 Ann 2\n")
+    code = main(["evaluate", "--lfw-pairs", str(pairs), "--root", str(root), "--detector", "hog",
+                 "--out", str(tmp_path / "o"), "--cache", cache_file, "--quiet"])
+    text = capsys.readouterr().out
+    assert code == 0 and "2-fold accuracy" in text
+
+
+def test_calibrate_then_verify_uses_it(tmp_path, cache_file, config_dir, capsys):
+    code = main(["calibrate", "--folder", str(ATT), "--detector", "hog", "--target", "eer",
+                 "--cache", cache_file, "--quiet"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    written = config_dir / "thresholds.json"
+    assert f"wrote {written}" in text and "now uses this threshold" in text
+    cal = read_calibrations(written)["dlib-resnet"]
+    assert cal.criterion == "eer" and cal.detector == "hog" and cal.dataset == str(ATT.resolve())
+    assert (cal.n_genuine, cal.n_impostor) == (60, 60) and cal.created[:4].isdigit()
+    assert 0.8 < cal.threshold < 1.0 and 0 <= cal.far <= 0.1 and 0 <= cal.frr <= 0.1
+
+    # the real console script, in a fresh process, reads the user calibration file
+    assert SIAMFACE, "the siamface console script is not installed"
+    env = dict(os.environ, SIAMFACE_CONFIG_DIR=str(config_dir))
+    out = subprocess.run([SIAMFACE, "verify", str(att(2, 1)), str(att(2, 2)), "--json"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["threshold"] == pytest.approx(cal.threshold)
+    assert result["threshold_source"].startswith("calibrated (eer) on ") and str(ATT.resolve()) in \
+        result["threshold_source"]
+
+
+def test_calibrate_write_file_and_json(tmp_path, cache_file, config_dir, capsys):
+    target = tmp_path / "elsewhere" / "cal.json"
+    code = main(["calibrate", "--folder", str(ATT), "--detector", "hog", "--target", "best-accuracy",
+                 "--write", str(target), "--cache", cache_file, "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["file"] == str(target) and data["read_by_verify"] is False
+    assert read_calibrations(target)["dlib-resnet"].criterion == "best-accuracy"
+    assert not (config_dir / "thresholds.json").exists()
+
+
+def test_calibrate_refuses_an_unsupported_far_target(tmp_path, cache_file, config_dir, capsys):
+    args = ["calibrate", "--folder", str(ATT), "--detector", "hog", "--target", "far=0.001",
+            "--cache", cache_file, "--quiet"]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "far=0.001 cannot be measured" in err and "1,000 impostor" in err and "there are 60" in err
+    assert "--force" in err and "Traceback" not in err
+    assert not (config_dir / "thresholds.json").exists()
+
+    # more impostor pairs make it measurable...
+    assert main(args[:-3] + ["--target", "far=0.01", "--impostors", "100"] + args[-3:]) == 0
+    assert read_calibrations(config_dir / "thresholds.json")["dlib-resnet"].criterion == "far=0.01"
+    capsys.readouterr()
+    # ...and --force saves it anyway, with a warning
+    assert main(args + ["--force"]) == 0
+    assert "warning: forced" in capsys.readouterr().out
+    assert read_calibrations(config_dir / "thresholds.json")["dlib-resnet"].criterion == "far=0.001"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["evaluate", "--lfw-pairs", "pairs.txt"], "needs --root"),
+    (["evaluate", "--pairs-same", "a.txt", "--root", "."], "needs --pairs-different"),
+    (["evaluate", "--folder", "no/such/folder"], "not a directory"),
+    (["evaluate", "--lfw-pairs", "no/such/pairs.txt", "--root", "."], "file not found"),
+    (["calibrate", "--folder", "x", "--target", "far=high"], "the FAR must be a number"),
+    (["calibrate", "--folder", "x", "--target", "fnr=0.1"], "expected far=RATE"),
+], ids=["no-root", "no-different", "no-folder", "no-pairs-file", "bad-far", "bad-target"])
+def test_errors_exit_2_with_one_line(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(argv + ["--no-cache"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_missing_data_option_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate"])
+    assert exc.value.code == 2

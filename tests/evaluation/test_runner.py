@@ -1,0 +1,286 @@
+"""siamface.evaluation.runner and .cache on the real AT&T fixtures (tests/fixtures/att, 10 people x 4).
+
+The hog detector misses s1/3.pgm, which gives every protocol one failure to detect. Embeddings are shared
+between tests through one cache file in the session's temporary folder, so each image is embedded about
+once per session; the user's own caches and calibration files are never touched.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ATT, att
+
+from siamface import Pipeline
+from siamface.errors import ConfigError
+from siamface.evaluation import cache as cache_mod
+from siamface.evaluation import runner
+from siamface.evaluation.cache import EmbeddingCache, detector_key, detector_options, model_key
+
+
+pytestmark = pytest.mark.usefixtures("private_model_cache")
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    with EmbeddingCache(tmp_path_factory.getbasetemp() / "shared-embeddings.sqlite") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def hog():
+    return Pipeline(detector="hog")
+
+
+class CountingPipeline(Pipeline):
+    """A Pipeline that counts how many images it embeds."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.calls = 0
+
+    def embed_largest(self, image):
+        self.calls += 1
+        return super().embed_largest(image)
+
+
+# --------------------------------------------------------------------------------------------------- #
+# protocols
+# --------------------------------------------------------------------------------------------------- #
+def test_folder_protocol_on_fixtures(hog, shared_cache):
+    r = runner.evaluate_folder(hog, ATT, seed=0, cache=shared_cache, progress=False)
+    assert r.protocol == "folder" and r.model == "dlib-resnet" and r.detector == "hog"
+    assert r.n_images == 40 and r.n_genuine == 60 and r.n_impostor == 60
+    # hog misses s1/3.pgm: one failure; its 3 genuine pairs are false rejects, and they are counted
+    assert r.n_failures == 1 and r.failed_images == ["s1/3.pgm"]
+    assert r.n_failed_genuine == 3 and r.n_failed_pairs == r.n_failed_genuine + r.n_failed_impostor
+    assert np.isnan(r.scores).sum() == r.n_failed_pairs
+    assert r.at_threshold.fn >= 3 and r.at_threshold.n_failures == r.n_failed_pairs
+    assert r.at_threshold.accuracy >= 0.95 and r.best_accuracy.accuracy >= 0.97
+    assert r.eer <= 0.06 and 0.8 < r.eer_threshold < 1.0 and r.auc > 0.9
+    # 60 impostor pairs: FAR 0.1 is measurable, 0.01 and finer are not
+    assert [t.supported for t in r.tar_at_far] == [True, False, False, False]
+    d = r.to_dict()
+    json.dumps(d, allow_nan=False)  # valid JSON: NaN/inf written as null
+    assert d["images"]["failures"] == 1 and "non-match" in d["failure_policy"]
+    assert "not supported" in d["tar_at_far"][1]["note"]
+    text = runner.format_report(r)
+    assert "1 with no usable face: s1/3.pgm" in text and "EER" in text and "n/a" in text
+
+
+def test_impostor_count_and_seed(hog, shared_cache):
+    a = runner.evaluate_folder(hog, ATT, n_impostors=100, seed=1, cache=shared_cache, progress=False)
+    b = runner.evaluate_folder(hog, ATT, n_impostors=100, seed=1, cache=shared_cache, progress=False)
+    assert a.n_impostor == 100 and a.pairs == b.pairs
+    c = runner.evaluate_folder(hog, ATT, impostor_ratio=2.0, seed=0, cache=shared_cache, progress=False)
+    assert c.n_impostor == 120 and [t.supported for t in c.tar_at_far][:2] == [True, True]
+
+
+def _lfw_layout(tmp_path: Path) -> tuple[Path, Path]:
+    """Fixtures copied into LFW's layout (name/name_0001.jpg, bytes unchanged) and a 2-fold pairs file."""
+    root = tmp_path / "lfw"
+    names = {s: f"Person_{chr(ord('A') + s - 1)}" for s in range(1, 11)}
+    for s, name in names.items():
+        (root / name).mkdir(parents=True)
+        for i in range(1, 5):
+            shutil.copy(att(s, i), root / name / f"{name}_{i:04d}.jpg")
+    n = names
+    fold1 = [f"{n[2]}\t1\t2", f"{n[3]}\t1\t3", f"{n[4]}\t2\t4", f"{n[5]}\t1\t4",
+             f"{n[2]}\t1\t{n[3]}\t1", f"{n[4]}\t2\t{n[5]}\t3", f"{n[1]}\t1\t{n[2]}\t4", f"{n[3]}\t2\t{n[4]}\t1"]
+    fold2 = [f"{n[6]}\t1\t2", f"{n[7]}\t3\t4", f"{n[8]}\t1\t3", f"{n[1]}\t1\t3",
+             f"{n[6]}\t1\t{n[7]}\t1", f"{n[8]}\t2\t{n[9]}\t2", f"{n[9]}\t4\t{n[10]}\t1", f"{n[10]}\t2\t{n[6]}\t3"]
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("2\t4\n" + "\n".join(fold1 + fold2) + "\n")
+    return pairs, root
+
+
+def test_lfw_pairs_two_folds(tmp_path, hog, shared_cache):
+    pairs, root = _lfw_layout(tmp_path)
+    r = runner.evaluate_lfw(hog, pairs, root, cache=shared_cache, progress=False)
+    assert r.protocol == "lfw" and r.n_pairs == 16 and r.n_genuine == 8
+    assert r.kfold is not None and len(r.kfold.accuracies) == 2 and r.kfold.fold_sizes == (8, 8)
+    assert r.kfold.mean >= 0.8 and r.kfold.std >= 0
+    # Person_A_0003 is s1/3.pgm: hog finds no face there; the genuine pair "Person_A 1 3" is a false reject
+    assert r.n_failures == 1 and r.failed_images == ["Person_A/Person_A_0003.jpg"] and r.n_failed_genuine == 1
+    assert r.to_dict()["kfold"]["mean"] == pytest.approx(r.kfold.mean)
+
+
+def test_pair_lists(tmp_path, hog, shared_cache):
+    same = tmp_path / "same.txt"
+    diff = tmp_path / "diff.txt"
+    same.write_text("s2/1.pgm s2/2.pgm\ns3/1.pgm s3/4.pgm\ns4/2.pgm s4/3.pgm\n")
+    diff.write_text("s2/1.pgm s3/1.pgm\ns4/1.pgm s5/1.pgm\ns6/1.pgm s7/2.pgm\n# comment\n")
+    r = runner.evaluate_pair_lists(hog, same, diff, ATT, cache=shared_cache, progress=False)
+    assert (r.n_genuine, r.n_impostor, r.n_failures) == (3, 3, 0)
+    assert r.at_threshold.accuracy == 1.0 and r.pairs[0] == ("s2/1.pgm", "s2/2.pgm")
+
+
+def test_open_set_identification(hog, shared_cache):
+    r = runner.evaluate_identification(hog, ATT, gallery_per_id=1, unknown_fraction=0.2, seed=0,
+                                       cache=shared_cache, progress=False)
+    i = r.identification
+    # 10 people: 2 unknown (8 non-mated probes), 8 enrolled with one image each (24 mated probes)
+    assert (i.n_gallery_ids, i.n_gallery_images, i.n_mated, i.n_non_mated) == (8, 8, 24, 8)
+    assert i.n_probe_failures + i.n_gallery_failures == 1  # s1/3.pgm
+    assert i.rank1.rate >= 0.9 and i.rank5.rate >= i.rank1.rate
+    assert 0.0 <= i.open_set.fpir <= 0.25 and 0.0 <= i.open_set.fnir <= 0.2
+    assert i.open_set.threshold == r.threshold
+    # verification figures over every probe x template comparison
+    assert r.n_pairs == 32 * 8 and r.n_genuine == 24 and r.eer < 0.1
+    assert r.pairs is None
+    assert "rank-1" in runner.format_report(r)
+
+
+def test_missing_images_are_an_error(tmp_path, hog):
+    same = tmp_path / "same.txt"
+    same.write_text("s2/1.pgm s2/2.pgm\n")
+    with pytest.raises(ConfigError, match="2 of 2 images not found"):
+        runner.evaluate_pair_lists(hog, same, same, tmp_path, cache=None, progress=False)
+
+
+def test_explicit_threshold_is_reported(hog, shared_cache):
+    r = runner.evaluate_folder(hog, ATT, cache=shared_cache, progress=False, threshold=0.5)
+    assert r.threshold == 0.5 and r.threshold_source == "given by the caller"
+    assert r.at_threshold.far > 0.5  # everything looks alike at 0.5 for dlib-resnet
+
+
+# --------------------------------------------------------------------------------------------------- #
+# cache
+# --------------------------------------------------------------------------------------------------- #
+def test_second_run_hits_the_cache(tmp_path):
+    data = tmp_path / "faces"
+    for s in (1, 2, 3):
+        shutil.copytree(ATT / f"s{s}", data / f"s{s}")
+    db = tmp_path / "cache.sqlite"
+    first = CountingPipeline(detector="hog")
+    with EmbeddingCache(db) as c:
+        r1 = runner.evaluate_folder(first, data, cache=c, progress=False)
+    assert first.calls == 12  # 12 distinct images in 18 genuine + 18 impostor pairs: each embedded once
+    assert (r1.n_computed, r1.n_from_cache, r1.n_failures) == (12, 0, 1)
+
+    second = CountingPipeline(detector="hog")
+    with EmbeddingCache(db) as c:
+        assert len(c) == 12  # the "no face" of s1/3.pgm is cached too
+        r2 = runner.evaluate_folder(second, data, cache=c, progress=False, threshold=0.95)
+    assert second.calls == 0
+    assert (r2.n_computed, r2.n_from_cache, r2.n_failures) == (0, 12, 1)
+    np.testing.assert_array_equal(r1.scores, r2.scores)  # NaN positions included
+
+    other = CountingPipeline(detector="hog", min_face_size=30)  # another detector setting: another key
+    with EmbeddingCache(db) as c:
+        runner.evaluate_folder(other, data, cache=c, progress=False)
+    assert other.calls == 12
+
+
+def test_cache_roundtrip_and_keys(tmp_path):
+    vec = np.linspace(-1, 1, 128).astype(np.float32)
+    with EmbeddingCache(tmp_path / "c.sqlite", commit_every=1) as c:
+        c.put("aa", "m@1", "hog {}", vec, 2)
+        c.put("bb", "m@1", "hog {}", None, 0)
+        assert c.get("aa", "m@1", "hog {}").n_faces == 2
+        np.testing.assert_array_equal(c.get("aa", "m@1", "hog {}").embedding, vec)
+        assert c.get("bb", "m@1", "hog {}").found is False
+        assert c.get("aa", "m@2", "hog {}") is None and c.get("aa", "m@1", "cnn {}") is None
+        assert set(c.get_many(["aa", "bb", "cc"], "m@1", "hog {}")) == {"aa", "bb"}
+    import sqlite3
+
+    mode = sqlite3.connect(tmp_path / "c.sqlite").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+    from siamface.detection import create_detector
+
+    a = create_detector("retinaface", threads=1)
+    b = create_detector("retinaface", threads=4)
+    assert detector_key(a) == detector_key(b)  # thread count does not change the faces found
+    assert detector_key(a) != detector_key(create_detector("retinaface", min_face_size=40))
+    assert detector_options(create_detector("hog"))["upsample"] == 1
+    assert model_key(Pipeline().encoder.info) == "dlib-resnet@dlib_face_recognition_resnet_model_v1"
+
+
+def test_default_cache_path_follows_siamface_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("SIAMFACE_CACHE", str(tmp_path))
+    assert cache_mod.default_cache_path() == tmp_path / "embeddings.sqlite"
+    monkeypatch.delenv("SIAMFACE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_mod.default_cache_path() == tmp_path / "xdg" / "siamface" / "embeddings.sqlite"
+
+
+# --------------------------------------------------------------------------------------------------- #
+# calibration choice, progress, outputs
+# --------------------------------------------------------------------------------------------------- #
+def _synthetic(n_gen=100, n_imp=100, seed=0):
+    rng = np.random.default_rng(seed)
+    s = np.concatenate([rng.normal(0.95, 0.02, n_gen), rng.normal(0.85, 0.03, n_imp)])
+    y = np.concatenate([np.ones(n_gen, bool), np.zeros(n_imp, bool)])
+    return s, y
+
+
+def test_choose_threshold_criteria():
+    s, y = _synthetic()
+    e = runner.choose_threshold(s, y, "eer")
+    assert e.criterion == "eer" and abs(e.far - e.frr) < 0.03
+    b = runner.choose_threshold(s, y, "best-accuracy")
+    assert b.criterion == "best-accuracy"
+    f = runner.choose_threshold(s, y, "far=0.01")
+    assert f.criterion == "far=0.01" and f.far <= 0.01 and f.supported
+    with pytest.raises(runner.UnsupportedTargetError, match=r"at least 1,000 impostor.*there are 100.*--force"):
+        runner.choose_threshold(s, y, "far=1e-3")
+    forced = runner.choose_threshold(s, y, "far=1e-3", force=True)
+    assert not forced.supported and forced.far == 0.0 and "forced" in forced.note
+    with pytest.raises(ConfigError, match="expected far=RATE"):
+        runner.parse_target("fnr=0.1")
+    with pytest.raises(ConfigError):
+        runner.parse_target("far=2")
+
+
+def test_progress_bar_only_on_a_terminal():
+    quiet = io.StringIO()
+    with runner.Progress(10, "embedding", stream=quiet) as bar:
+        for _ in range(10):
+            bar.update()
+    assert quiet.getvalue() == ""
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Tty()
+    with runner.Progress(3, "embedding", stream=tty, interval=0) as bar:
+        for _ in range(3):
+            bar.update()
+    out = tty.getvalue()
+    assert out.startswith("\rembedding [") and "3/3" in out and out.endswith("\n")
+    off = Tty()
+    with runner.Progress(3, stream=off, enabled=False) as bar:
+        bar.update(3)
+    assert off.getvalue() == ""
+
+
+def test_outputs_with_and_without_matplotlib(tmp_path, hog, shared_cache, monkeypatch):
+    r = runner.evaluate_folder(hog, ATT, cache=shared_cache, progress=False)
+    pytest.importorskip("matplotlib")
+    written, skipped = runner.write_outputs(r, tmp_path / "with")
+    assert skipped is None
+    assert {p.name for p in written} == {"report.json", "scores.csv", "roc.png", "scores.png"}
+    assert json.loads((tmp_path / "with" / "report.json").read_text())["images"]["n"] == 40
+    lines = (tmp_path / "with" / "scores.csv").read_text().splitlines()
+    assert lines[0] == "a,b,label,score" and len(lines) == 121 and "s1/3.pgm" in "".join(lines)
+
+    from siamface.evaluation import plots
+
+    def no_matplotlib():
+        raise ImportError("no matplotlib")
+
+    monkeypatch.setattr(plots, "_pyplot", no_matplotlib)
+    written, skipped = runner.write_outputs(r, tmp_path / "without")
+    assert "matplotlib" in skipped and "siamface[plot]" in skipped
+    assert sorted(p.name for p in written) == ["report.json", "scores.csv"]
+    assert not (tmp_path / "without" / "roc.png").exists()
+    assert math.isfinite(r.eer)
