@@ -1,0 +1,30 @@
+"""The gallery: people enrolled with their face templates, 1:1 verification against a claimed identity,
+1:N identification, and an audit log of every decision, stored in one SQLite file.
+
+    Gallery            the verbs: enroll / enroll_folder / enroll_bulk / enroll_video, verify, identify, reembed
+    Store              the storage protocol; SQLiteStore its embedded implementation
+    ExactIndex         in-memory exact 1:N search, rebuilt when the store changes
+    QualityGates       enrollment gate thresholds (face count, size, pose, sharpness, duplicates)
+
+Biometric data: deleting a person removes their templates, kept images and audit rows, and the freed bytes
+are overwritten. Images are kept only by galleries created with ``keep_images=True``, and unencrypted.
+"""
+
+from __future__ import annotations
+
+from .core import DEFAULT_FRACTION, RULES, Gallery, calibration_file_for
+from .enroll import QualityGates, assess, image_files, pose, sharpness, video_frames
+from .index import ExactIndex, Hit
+from .results import (UNKNOWN, Candidate, ClaimVerification, EnrolledTemplate, EnrollmentReport, FaceIdentity,
+                      Identification, Rejection, TemplateScore)
+from .sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteStore
+from .store import (AddResult, AuditEntry, AuditRecord, ModelBinding, NewTemplate, Person, Store, Template,
+                    UnknownPersonError)
+
+__all__ = [
+    "AddResult", "AuditEntry", "AuditRecord", "Candidate", "ClaimVerification", "DEFAULT_FRACTION",
+    "EnrolledTemplate", "EnrollmentReport", "ExactIndex", "FaceIdentity", "Gallery", "Hit", "Identification",
+    "MIGRATIONS", "ModelBinding", "NewTemplate", "Person", "QualityGates", "RULES", "Rejection",
+    "SCHEMA_VERSION", "SQLiteStore", "Store", "Template", "TemplateScore", "UNKNOWN", "UnknownPersonError",
+    "assess", "calibration_file_for", "image_files", "pose", "sharpness", "video_frames",
+]

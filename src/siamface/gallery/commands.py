@@ -1,0 +1,368 @@
+"""The gallery's sub-commands of `siamface`:
+
+    siamface enroll   --gallery G NAME IMAGES... | --folder DIR [NAME] | --bulk DIR
+                      | --video FILE NAME [--frames N] | --camera N NAME   [--strict] [--keep-images]
+    siamface check    --gallery G --claim NAME PROBE [--rule best|mean|fraction] [--fraction F]
+    siamface identify --gallery G PROBE... [--top K]
+    siamface gallery  list | show NAME | delete NAME | rename OLD NEW | stats | audit [--limit N] | reembed
+                      (each with --gallery G)
+
+Exit codes: 0 accepted / found / enrolled, 1 denied / unknown / nothing enrolled, 2 error. ``--json`` prints
+JSON on stdout. The gallery may also be named by ``$SIAMFACE_GALLERY``. A calibration file beside the
+gallery (``<gallery>.thresholds.json``, written by ``siamface calibrate``) sets the threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from ..errors import ConfigError
+
+EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
+
+
+def add_parsers(sub, chain_options) -> None:
+    """Add enroll, check, identify and gallery to the `siamface` parser (called by siamface.cli)."""
+    p = sub.add_parser(
+        "enroll", help="add a person (or people) to a gallery",
+        description="Enroll one person from image files, a folder of their images, a video or a camera, or "
+                    "many people from a folder of person-named sub-folders (--bulk). Every image passes "
+                    "quality gates (one face, size, pose, sharpness, not a near-duplicate) or is rejected "
+                    "with its reason. The gallery file is created, bound to the model, if it does not "
+                    "exist. Exit code 0 when every person got at least one template, 1 otherwise.")
+    _gallery_option(p)
+    p.add_argument("name", nargs="?", help="the person's name (default with --folder: the folder's name)")
+    p.add_argument("images", nargs="*", help="image files of that person")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--folder", metavar="DIR", help="every image in DIR, all of one person")
+    src.add_argument("--bulk", metavar="DIR", help="every sub-folder of DIR is one person, named after it")
+    src.add_argument("--video", metavar="FILE", help="sample frames of a video file of one person")
+    src.add_argument("--camera", metavar="N", type=int, help="sample frames from camera number N")
+    p.add_argument("--frames", type=int, default=5, metavar="N",
+                   help="with --video/--camera: good, diverse frames to keep (default: 5)")
+    p.add_argument("--strict", action="store_true",
+                   help="reject images with several faces (default: use the largest, with a warning)")
+    p.add_argument("--min-size", type=int, default=60, metavar="PX",
+                   help="reject faces whose box is smaller than PX pixels (default: 60)")
+    p.add_argument("--min-sharpness", type=float, default=None, metavar="V",
+                   help="reject chips whose Laplacian variance is under V (default: 25, measured)")
+    p.add_argument("--keep-images", action="store_true",
+                   help="when creating the gallery: keep a face crop with each template (stored "
+                        "unencrypted; needed to re-embed with another model)")
+    p.add_argument("--metadata", metavar="JSON", help="a JSON object stored with the person")
+    chain_options(p, threshold=True)
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser(
+        "check", help="is this probe the person it claims to be? (1:1 against a gallery)",
+        description="Compare the largest face of PROBE with every template of the claimed person. Rules: "
+                    "best (highest similarity), mean (mean similarity), fraction (at least F of the templates "
+                    "match). Logged in the gallery's audit. Exit code 0 accepted, 1 denied, 2 error "
+                    "(unknown name, no face).")
+    _gallery_option(p)
+    p.add_argument("--claim", required=True, metavar="NAME", help="the claimed identity")
+    p.add_argument("probe", help="probe image")
+    p.add_argument("--rule", choices=("best", "mean", "fraction"), default="best",
+                   help="how template scores are combined (default: best)")
+    p.add_argument("--fraction", type=float, default=0.5, metavar="F",
+                   help="with --rule fraction: share of templates that must match (default: 0.5)")
+    chain_options(p, threshold=True)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser(
+        "identify", help="who are the faces in these images? (1:N against a gallery)",
+        description="Name every face of each probe: the enrolled person with the best template similarity "
+                    "when it reaches the threshold, else unknown; the top K candidates are shown. Logged in "
+                    "the gallery's audit. Exit code 0 when every probe has a known face, 1 otherwise.")
+    _gallery_option(p)
+    p.add_argument("probes", nargs="+", metavar="PROBE", help="probe images")
+    p.add_argument("--top", type=int, default=5, metavar="K", help="candidates to show per face (default: 5)")
+    chain_options(p, threshold=True)
+    p.set_defaults(func=cmd_identify)
+
+    p = sub.add_parser("gallery", help="list, show, delete, rename people; stats; audit; re-embed",
+                       description="Manage a gallery file.")
+    gsub = p.add_subparsers(dest="gallery_command", metavar="ACTION", required=True)
+    q = gsub.add_parser("list", help="the people enrolled")
+    _gallery_option(q, json_flag=True)
+    q.set_defaults(func=cmd_list)
+    q = gsub.add_parser("show", help="one person and their templates")
+    _gallery_option(q, json_flag=True)
+    q.add_argument("name")
+    q.set_defaults(func=cmd_show)
+    q = gsub.add_parser("delete", help="remove a person with their templates, images and audit entries")
+    _gallery_option(q, json_flag=True)
+    q.add_argument("name")
+    q.set_defaults(func=cmd_delete)
+    q = gsub.add_parser("rename", help="rename a person")
+    _gallery_option(q, json_flag=True)
+    q.add_argument("old")
+    q.add_argument("new")
+    q.set_defaults(func=cmd_rename)
+    q = gsub.add_parser("stats", help="counts, model, file size")
+    _gallery_option(q, json_flag=True)
+    q.set_defaults(func=cmd_stats)
+    q = gsub.add_parser("audit", help="the latest decisions logged")
+    _gallery_option(q, json_flag=True)
+    q.add_argument("--limit", type=int, default=20, metavar="N", help="entries to show (default: 20)")
+    q.add_argument("--person", metavar="NAME", help="only entries naming this person")
+    q.set_defaults(func=cmd_audit)
+    q = gsub.add_parser("reembed", help="re-embed every template with another model (needs kept images)",
+                        description="Recompute every template from its kept face image with --model and bind "
+                                    "the gallery to that model, in one transaction.")
+    _gallery_option(q)
+    chain_options(q)
+    q.set_defaults(func=cmd_reembed)
+
+
+def _gallery_option(p: argparse.ArgumentParser, json_flag: bool = False) -> None:
+    default = os.environ.get("SIAMFACE_GALLERY")
+    p.add_argument("--gallery", "-g", metavar="FILE", default=default, required=default is None,
+                   help="the gallery file (SQLite)" + (f" (default: $SIAMFACE_GALLERY = {default})" if default
+                                                       else "; or set $SIAMFACE_GALLERY"))
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _pipeline(args):
+    """The chain from the common options, with the calibration file beside the gallery when there is one."""
+    from .. import cli
+    from .core import calibration_file_for
+
+    calibration = calibration_file_for(args.gallery)
+    return cli.pipeline_from_args(args, calibration_file=calibration if calibration.is_file() else None)
+
+
+def _open(args, pipeline=None, create: bool = False, keep_images: bool = False):
+    from .core import Gallery
+
+    return Gallery(args.gallery, pipeline, create=create, keep_images=keep_images)
+
+
+def _print_json(payload) -> None:
+    print(json.dumps(payload, indent=2))
+
+
+class _Progress:
+    """A one-line progress bar on stderr (a line per step when stderr is not a terminal)."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+
+    def __call__(self, done: int, total: int, report) -> None:
+        status = f"{report.person}: +{len(report.added)}" + (f", {len(report.rejected)} rejected"
+                                                             if report.rejected else "")
+        if self.tty:
+            width = 30
+            filled = int(width * done / max(total, 1))
+            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {status[:40]:<40}")
+            if done == total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(f"[{done}/{total}] {status}\n")
+        self.stream.flush()
+
+
+# -- enroll ------------------------------------------------------------------------------------------
+def cmd_enroll(args) -> int:
+    from .enroll import QualityGates
+
+    sources = [bool(args.images), bool(args.folder), bool(args.bulk), bool(args.video), args.camera is not None]
+    if sum(sources) != 1:
+        if args.name and not any(sources[1:]) and not args.images:
+            raise ConfigError(f"enroll {args.name}: give image files, or one of --folder, --video, --camera")
+        raise ConfigError("enroll takes exactly one source: NAME IMAGES..., --folder DIR, --bulk DIR, "
+                          "--video FILE or --camera N")
+    if (args.video or args.camera is not None) and not args.name:
+        raise ConfigError("--video and --camera need the person's NAME")
+    if args.bulk and args.name:
+        raise ConfigError("--bulk takes the names from the sub-folders; give no NAME")
+    if args.frames < 1:
+        raise ConfigError(f"--frames must be >= 1, got {args.frames}")
+    metadata = None
+    if args.metadata:
+        try:
+            metadata = json.loads(args.metadata)
+        except ValueError as exc:
+            raise ConfigError(f"--metadata is not valid JSON ({exc})") from None
+        if not isinstance(metadata, dict):
+            raise ConfigError("--metadata must be a JSON object")
+    gates = QualityGates(min_face=args.min_size, strict=args.strict,
+                         **({"min_sharpness": args.min_sharpness} if args.min_sharpness is not None else {}))
+    frames = None
+    if args.video or args.camera is not None:  # open the source first: a bad one creates no gallery
+        from .enroll import video_frames
+
+        frames = video_frames(args.video if args.video else args.camera, candidates=max(30, args.frames * 12))
+    pipe = _pipeline(args)
+    with _open(args, pipe, create=True, keep_images=args.keep_images) as gallery:
+        gallery.gates = gates
+        if args.bulk:
+            reports = gallery.enroll_bulk(args.bulk, progress=_Progress())
+        elif args.folder:
+            reports = [gallery.enroll_folder(args.folder, args.name, metadata=metadata)]
+        elif frames is not None:
+            reports = [gallery.enroll_frames(args.name, frames, keep=args.frames, metadata=metadata)]
+        else:
+            reports = [gallery.enroll(args.name, args.images, sources=list(args.images), metadata=metadata)]
+    if args.json:
+        _print_json({"gallery": args.gallery, "people": [r.to_dict() for r in reports]})
+    else:
+        for r in reports:
+            state = "new person" if r.created else "existing person"
+            print(f"{r.person}: {len(r.added)} template(s) added ({state}, {r.templates_total} in total)"
+                  + (f", {len(r.rejected)} rejected" if r.rejected else ""))
+            for rejection in r.rejected:
+                print(f"  rejected ({rejection.reason}): {rejection.message}")
+            for warning in r.warnings:
+                print(f"  warning: {warning}")
+        if not reports:
+            print(f"{args.bulk}: no person folders found")
+    return EXIT_OK if reports and all(r.added for r in reports) else EXIT_NO
+
+
+# -- check (1:1) ---------------------------------------------------------------------------------------
+def cmd_check(args) -> int:
+    pipe = _pipeline(args)
+    with _open(args, pipe) as gallery:
+        result = gallery.verify(args.claim, args.probe, rule=args.rule, fraction=args.fraction)
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        verdict = "ACCEPTED" if result.accepted else "DENIED"
+        rule = f"{result.rule} {result.fraction:g}" if result.fraction is not None else result.rule
+        print(f"{verdict}: {args.probe} {'is' if result.accepted else 'is not'} {result.claim!r} "
+              f"(rule {rule}: score {result.score:.4f} {'>=' if result.accepted else '<'} threshold "
+              f"{result.threshold:.4f}; {result.matched}/{len(result.templates)} templates match)")
+        print(f"  threshold: {result.threshold_source}")
+        for t in result.templates:
+            print(f"  template {t.template_id}: {t.similarity:.4f} {'match' if t.matched else '-'}  {t.source}")
+        for note in result.notes:
+            print(f"  note: {note}")
+    return EXIT_OK if result.accepted else EXIT_NO
+
+
+# -- identify (1:N) -------------------------------------------------------------------------------------
+def cmd_identify(args) -> int:
+    from ..errors import NoFaceError
+
+    pipe = _pipeline(args)
+    results = []
+    with _open(args, pipe) as gallery:
+        for probe in args.probes:
+            result = gallery.identify(probe, top=args.top)
+            if not result.faces:
+                raise NoFaceError(probe, getattr(pipe.detector, "name", ""))
+            results.append(result)
+    if args.json:
+        _print_json({"gallery": args.gallery, "results": [r.to_dict() for r in results]})
+    else:
+        for r in results:
+            print(f"{r.probe}: {len(r.faces)} face(s), threshold {r.threshold:.4f}")
+            for i, face in enumerate(r.faces):
+                box = "(" + ", ".join(f"{v:.0f}" for v in face.box) + ")"
+                score = f"{face.similarity:.4f}" if face.similarity is not None else "-"
+                others = ", ".join(f"{c.person} {c.similarity:.4f}" for c in face.candidates[1:])
+                print(f"  [{i}] {box}: {face.name} ({score})" + (f"  next: {others}" if others else ""))
+    return EXIT_OK if all(r.found for r in results) else EXIT_NO
+
+
+# -- gallery management ------------------------------------------------------------------------------------
+def _store(args):
+    from .sqlite import SQLiteStore
+
+    return SQLiteStore(args.gallery)
+
+
+def cmd_list(args) -> int:
+    with _store(args) as store:
+        people = store.people()
+    if args.json:
+        _print_json({"gallery": args.gallery, "people": [p.to_dict() for p in people]})
+    else:
+        for p in people:
+            print(f"{p.name}\t{p.n_templates} template(s)\tsince {p.created}")
+        print(f"{len(people)} people")
+    return EXIT_OK
+
+
+def cmd_show(args) -> int:
+    with _store(args) as store:
+        person = store.person(args.name)
+        templates = store.templates(person.name)
+    if args.json:
+        _print_json({**person.to_dict(), "template_list": [t.to_dict() for t in templates]})
+    else:
+        print(f"{person.name} (id {person.id}, since {person.created}), {person.n_templates} template(s)")
+        if person.metadata:
+            print(f"  metadata: {json.dumps(person.metadata)}")
+        for t in templates:
+            q = t.quality
+            print(f"  template {t.id}: {t.source}  face {q.get('face_px', '?')} px, sharpness "
+                  f"{q.get('sharpness', '?')}, roll {q.get('roll_deg', '?')}, yaw {q.get('yaw', '?')}"
+                  + ("  [image kept]" if t.has_image else ""))
+    return EXIT_OK
+
+
+def cmd_delete(args) -> int:
+    with _store(args) as store:
+        person = store.person(args.name)
+        removed = store.delete(person.name)
+    if args.json:
+        _print_json({"deleted": person.name, "templates": removed})
+    else:
+        print(f"deleted {person.name!r}: {removed} template(s), their images and audit entries")
+    return EXIT_OK
+
+
+def cmd_rename(args) -> int:
+    with _store(args) as store:
+        person = store.rename(args.old, args.new)
+    if args.json:
+        _print_json(person.to_dict())
+    else:
+        print(f"renamed {args.old!r} to {person.name!r}")
+    return EXIT_OK
+
+
+def cmd_stats(args) -> int:
+    with _store(args) as store:
+        stats = store.stats()
+    if args.json:
+        _print_json(stats)
+    else:
+        for key, value in stats.items():
+            print(f"{key}: {value}")
+    return EXIT_OK
+
+
+def cmd_audit(args) -> int:
+    with _store(args) as store:
+        entries = store.audit(limit=args.limit, person=args.person)
+    if args.json:
+        _print_json({"gallery": args.gallery, "entries": [e.to_dict() for e in entries]})
+    else:
+        for e in entries:
+            score = f"{e.score:.4f}" if e.score is not None else "-"
+            who = f"claim {e.claimed!r} -> " if e.kind == "verify" else ""
+            print(f"{e.time}  {e.kind:<8} {who}{e.returned or 'nobody'}  score {score} "
+                  f"threshold {e.threshold:.4f}  {'accepted' if e.accepted else 'denied'}"
+                  + (f"  ({e.rule})" if e.rule else ""))
+    return EXIT_OK
+
+
+def cmd_reembed(args) -> int:
+    pipe = _pipeline(args)
+    with _open(args) as gallery:
+        before = gallery.store.model
+        n = gallery.reembed(pipe)
+        after = gallery.store.model
+    if args.json:
+        _print_json({"templates": n, "from": before.name, "to": after.name, "to_version": after.version})
+    else:
+        print(f"re-embedded {n} template(s): {before.describe()} -> {after.describe()}")
+    return EXIT_OK

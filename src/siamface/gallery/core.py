@@ -1,0 +1,326 @@
+"""`Gallery`: a store, its 1:N index and a `Pipeline`, with the verbs enroll, verify (1:1 against a claimed
+identity) and identify (1:N), each decision written to the store's audit log.
+
+    >>> from siamface import Pipeline
+    >>> from siamface.gallery import Gallery
+    >>> g = Gallery("people.db", Pipeline(), create=True)
+    >>> g.enroll("alice", ["alice1.jpg", "alice2.jpg", "alice3.jpg"]).added
+    >>> g.verify("alice", "probe.jpg", rule="fraction").accepted
+    >>> g.identify("group.jpg").names
+    ['alice', 'unknown']
+
+A gallery is bound to the model that created it; enrolling or querying with another raises
+`ModelMismatchError`. Safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, GalleryError
+from ..image import describe, load_image
+from .enroll import QualityGates, Sample, assess, image_files, person_folders, video_frames
+from .index import ExactIndex
+from .results import (Candidate, ClaimVerification, EnrolledTemplate, EnrollmentReport, FaceIdentity,
+                      Identification, Rejection, TemplateScore)
+from .sqlite import SQLiteStore
+from .store import AuditRecord, ModelBinding, NewTemplate, Store, Template, UnknownPersonError
+
+log = logging.getLogger(__name__)
+
+RULES = ("best", "mean", "fraction")
+DEFAULT_FRACTION = 0.5
+#: Frames of a video kept only when below this similarity to every frame kept before (diversity).
+VIDEO_DIVERSITY = 0.99
+
+
+def calibration_file_for(gallery: str | os.PathLike) -> Path:
+    """The calibration file that travels with a gallery: ``<gallery>.thresholds.json``."""
+    return Path(f"{os.fspath(gallery)}.thresholds.json")
+
+
+class Gallery:
+    """People enrolled with a pipeline's model, searched with the same pipeline.
+
+    `store`: a `Store`, or a path to an SQLite gallery file (created, bound to the pipeline's model, when
+    `create` is true and it does not exist; `keep_images` then decides whether face crops are kept, stored
+    unencrypted, which is what makes re-embedding with a new model possible).
+    `threshold`: overrides the pipeline's (calibrated) threshold for every decision.
+    """
+
+    def __init__(self, store: Store | str | os.PathLike, pipeline=None, *, create: bool = False,
+                 keep_images: bool = False, gates: QualityGates | None = None,
+                 threshold: float | None = None) -> None:
+        self._pipeline = pipeline
+        if isinstance(store, (str, os.PathLike)):
+            # Creating: always name the model, so that a second process racing to create the same file
+            # binds (or checks) it too instead of finding an unbound file.
+            model = ModelBinding.of(self.pipeline.encoder.info) if create else None
+            store = SQLiteStore(store, model, create=create, keep_images=keep_images)
+        self.store: Store = store
+        self.index = ExactIndex(store)
+        self.gates = gates or QualityGates()
+        self._threshold = threshold
+
+    @property
+    def pipeline(self):
+        if self._pipeline is None:
+            from ..pipeline import Pipeline
+
+            self._pipeline = Pipeline()
+        return self._pipeline
+
+    @property
+    def threshold(self) -> float:
+        return float(self._threshold) if self._threshold is not None else float(self.pipeline.threshold)
+
+    @property
+    def threshold_source(self) -> str:
+        return "given by the caller" if self._threshold is not None else self.pipeline.threshold_source
+
+    def check_model(self) -> ModelBinding:
+        """Raise `ModelMismatchError` unless the pipeline's model is the one this gallery is bound to."""
+        mine = ModelBinding.of(self.pipeline.encoder.info)
+        self.store.model.check(mine, self.store.location)
+        return mine
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Gallery:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- enrollment ----------------------------------------------------------------------------------
+    def enroll(self, name: str, images: Iterable[Any], *, metadata: dict[str, Any] | None = None,
+               sources: Sequence[str] | None = None) -> EnrollmentReport:
+        """Enroll `name` from images (paths, bytes or RGB arrays): every image passes the quality gates or
+        is rejected with its reason; the ones kept are added in one transaction (the person is created
+        then, with all of them, or not at all)."""
+        self.check_model()
+        images = list(images)
+        labels = list(sources) if sources is not None else [describe(i) for i in images]
+        samples, rejected, warnings = [], [], []
+        for image, label in zip(images, labels):
+            outcome = assess(self.pipeline, image, label, self.gates, keep_image=self.store.keep_images)
+            if isinstance(outcome, Rejection):
+                rejected.append(outcome)
+            else:
+                samples.append(outcome)
+        return self._commit(name, samples, rejected, warnings, metadata)
+
+    def enroll_frames(self, name: str, frames: Iterable[tuple[np.ndarray, str]], *, keep: int = 5,
+                      diversity: float = VIDEO_DIVERSITY, metadata: dict[str, Any] | None = None) -> EnrollmentReport:
+        """Enroll `name` from (RGB frame, label) pairs (see `video_frames`): keep up to `keep` frames that
+        pass the gates and are each below `diversity` similarity to the frames already kept."""
+        self.check_model()
+        if keep < 1:
+            raise ConfigError(f"the number of frames to keep must be >= 1, got {keep}")
+        samples: list[Sample] = []
+        rejected: list[Rejection] = []
+        similar = 0
+        iterator = iter(frames)
+        try:
+            for frame, label in iterator:
+                outcome = assess(self.pipeline, frame, label, self.gates, keep_image=self.store.keep_images)
+                if isinstance(outcome, Rejection):
+                    rejected.append(outcome)
+                    continue
+                if samples and max(float(s.embedding @ outcome.embedding) for s in samples) >= diversity:
+                    similar += 1
+                    continue
+                samples.append(outcome)
+                if len(samples) >= keep:
+                    break
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+        warnings = [f"{similar} good frame(s) skipped as too similar to frames kept"] if similar else []
+        if len(samples) < keep:
+            warnings.append(f"only {len(samples)} of the {keep} frames asked for passed the gates")
+        return self._commit(name, samples, rejected, warnings, metadata)
+
+    def enroll_video(self, name: str, source: str | int | os.PathLike, *, keep: int = 5,
+                     metadata: dict[str, Any] | None = None) -> EnrollmentReport:
+        """Enroll from a video file or a camera index (``int``), keeping `keep` good, diverse frames."""
+        if not isinstance(source, int):
+            source = os.fspath(source)
+        frames = video_frames(source, candidates=max(30, keep * 12))
+        return self.enroll_frames(name, frames, keep=keep, metadata=metadata)
+
+    def enroll_folder(self, folder: str | os.PathLike, name: str | None = None, **kw) -> EnrollmentReport:
+        """Enroll one person from every image in `folder` (named after the folder unless `name`)."""
+        folder = Path(folder)
+        files = image_files(folder)
+        return self.enroll(name or folder.resolve().name, files, sources=[str(f) for f in files], **kw)
+
+    def enroll_bulk(self, root: str | os.PathLike,
+                    progress: Callable[[int, int, EnrollmentReport], None] | None = None) -> list[EnrollmentReport]:
+        """Enroll every sub-folder of `root` as the person it is named after, one transaction per person.
+        `progress(done, total, report)` is called after each person."""
+        self.check_model()
+        folders = person_folders(root)
+        reports = []
+        for i, (name, files) in enumerate(folders, 1):
+            report = self.enroll(name, files, sources=[str(f) for f in files])
+            reports.append(report)
+            if progress is not None:
+                progress(i, len(folders), report)
+        return reports
+
+    def _commit(self, name: str, samples: list[Sample], rejected: list[Rejection], warnings: list[str],
+                metadata: dict[str, Any] | None) -> EnrollmentReport:
+        for s in samples:
+            warnings.extend(s.warnings)
+        if samples:
+            warnings.extend(self._lookalike_warnings(name, samples))
+        limit = self.gates.duplicate
+
+        def keep(existing: Sequence[Template], new: Sequence[NewTemplate]) -> list[str | None]:
+            kept = [t.embedding for t in existing]
+            verdicts: list[str | None] = []
+            for t in new:
+                e = np.asarray(t.embedding, np.float32)
+                best = max((float(k @ e) for k in kept), default=-1.0)
+                if best > limit:
+                    verdicts.append(f"{t.source}: near-duplicate of a template {name!r} already has "
+                                    f"(similarity {best:.4f} > {limit:g})")
+                else:
+                    verdicts.append(None)
+                    kept.append(e)
+            return verdicts
+
+        news = [NewTemplate(s.embedding, s.source, s.quality, s.image) for s in samples]
+        if news:
+            result = self.store.add_templates(name, news, metadata=metadata, keep=keep)
+            added = tuple(EnrolledTemplate(tid, s.source, s.quality)
+                          for tid, s in zip(result.template_ids, samples) if tid is not None)
+            rejected += [Rejection(samples[i].source, "duplicate", reason) for i, reason in result.skipped.items()]
+            created = result.created
+            total = result.person.n_templates if result.person is not None else 0
+        else:
+            added, created, total = (), False, self._templates_of(name)
+        report = EnrollmentReport(name.strip(), created, added, tuple(rejected), tuple(warnings), total)
+        log.info("enrolled %r: %d added, %d rejected", name, len(added), len(rejected))
+        return report
+
+    def _templates_of(self, name: str) -> int:
+        try:
+            return self.store.person(name).n_templates
+        except UnknownPersonError:
+            return 0
+
+    def _lookalike_warnings(self, name: str, samples: list[Sample]) -> list[str]:
+        """Warn when a new face already matches *another* enrolled person."""
+        try:
+            own = self.store.person(name).id
+        except UnknownPersonError:
+            own = None
+        hits = self.index.search(np.stack([s.embedding for s in samples]), k=1, exclude=own)
+        thr = self.threshold
+        found = [(s, h[0]) for s, h in zip(samples, hits) if h and h[0].similarity >= thr]
+        names = self.store.names([h.person_id for _, h in found]) if found else {}
+        return [f"{s.source}: also matches {names.get(h.person_id, h.person_id)!r} "
+                f"(similarity {h.similarity:.4f} >= threshold {thr:.4f})" for s, h in found]
+
+    # -- 1:1 -------------------------------------------------------------------------------------------
+    def verify(self, claim: str, probe: Any, *, rule: str = "best", fraction: float = DEFAULT_FRACTION,
+               threshold: float | None = None, audit: bool = True) -> ClaimVerification:
+        """Is the (largest) face of `probe` the person `claim`? Compared with every template of that person
+        and decided by `rule` (see `ClaimVerification`). Raises `UnknownPersonError` for an unknown claim
+        and `NoFaceError` when the probe has no face."""
+        if rule not in RULES:
+            raise ConfigError(f"unknown rule {rule!r}; choose one of: {', '.join(RULES)}")
+        if not 0 < fraction <= 1:
+            raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
+        model = self.check_model()
+        person = self.store.person(claim)
+        label = describe(probe)
+        face, n_found = self.pipeline.embed_largest(probe)
+        thr = float(threshold) if threshold is not None else self.threshold
+        source = "given by the caller" if threshold is not None else self.threshold_source
+        ids, scores = self.index.person_scores(face.embeddings, person.id)
+        scores = scores[0]
+        if len(scores) == 0:  # a store never keeps a person without templates; be safe all the same
+            raise GalleryError(f"{person.name!r} has no templates to verify against")
+        ordered = np.sort(scores)[::-1]
+        if rule == "best":
+            score = float(ordered[0])
+        elif rule == "mean":
+            score = float(scores.mean())
+        else:
+            score = float(ordered[max(1, math.ceil(fraction * len(ordered) - 1e-9)) - 1])
+        accepted = score >= thr
+        sources = {t.id: t.source for t in self.store.templates(person.name)}
+        evidence = tuple(sorted((TemplateScore(int(i), float(s), sources.get(int(i), ""), bool(s >= thr))
+                                 for i, s in zip(ids, scores)), key=lambda t: -t.similarity))
+        notes = (f"{n_found} faces found in the probe, the largest was used",) if n_found > 1 else ()
+        result = ClaimVerification(
+            claim=person.name, accepted=bool(accepted), score=score, rule=rule, threshold=thr,
+            threshold_source=source, templates=evidence, matched=int((scores >= thr).sum()), model=model.name,
+            box=tuple(float(v) for v in face.boxes[0]), faces_found=n_found,
+            fraction=fraction if rule == "fraction" else None, probe=label, notes=notes)
+        if audit:
+            self.store.log([AuditRecord("verify", person.id, person.id if accepted else None, score, thr,
+                                        bool(accepted), rule, model.name)])
+        return result
+
+    # -- 1:N -------------------------------------------------------------------------------------------
+    def identify(self, probe: Any, *, top: int = 5, threshold: float | None = None,
+                 audit: bool = True) -> Identification:
+        """Name every face of `probe` (biggest first): the person with the best template similarity when it
+        reaches the threshold, else unknown; the `top` best candidates are given as evidence."""
+        if top < 1:
+            raise ConfigError(f"top must be >= 1, got {top}")
+        model = self.check_model()
+        label = describe(probe)
+        faces = self.pipeline.embed(probe)
+        thr = float(threshold) if threshold is not None else self.threshold
+        source = "given by the caller" if threshold is not None else self.threshold_source
+        hits = self.index.search(faces.embeddings, k=top) if len(faces) else []
+        names = self.store.names([h.person_id for row in hits for h in row])
+        identities, records = [], []
+        for i, row in enumerate(hits):
+            candidates = tuple(Candidate(names.get(h.person_id, str(h.person_id)), h.similarity, h.template_id)
+                               for h in row)
+            best = row[0] if row else None
+            accepted = best is not None and best.similarity >= thr
+            identities.append(FaceIdentity(
+                box=tuple(float(v) for v in faces.boxes[i]),
+                person=candidates[0].person if accepted else None,
+                similarity=best.similarity if best is not None else None,
+                accepted=bool(accepted), candidates=candidates))
+            records.append(AuditRecord("identify", None, best.person_id if accepted else None,
+                                       best.similarity if best is not None else None, thr, bool(accepted),
+                                       "best", model.name))
+        if audit:
+            self.store.log(records)
+        notes = () if len(faces) else ("no face found",)
+        return Identification(label, tuple(identities), thr, source, model.name, notes)
+
+    # -- maintenance -----------------------------------------------------------------------------------
+    def reembed(self, pipeline) -> int:
+        """Re-embed every template from its kept image with `pipeline`'s model and bind the gallery to that
+        model, in one transaction. Needs a gallery created with ``keep_images=True``; returns the number of
+        templates re-embedded."""
+        templates = self.store.templates()
+        missing = [t.id for t in templates if not t.has_image]
+        if missing:
+            raise GalleryError(f"{self.store.location}: {len(missing)} template(s) have no kept image (the "
+                               "gallery was not created with keep_images); re-enroll from the original images")
+        vectors = {}
+        for t in templates:
+            face, _ = pipeline.embed_largest(load_image(self.store.image(t.id), name=f"template {t.id}"))
+            vectors[t.id] = face.embeddings[0]
+        self.store.rebind(ModelBinding.of(pipeline.encoder.info), vectors)
+        self._pipeline = pipeline
+        return len(vectors)

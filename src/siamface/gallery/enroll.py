@@ -1,0 +1,230 @@
+"""Enrollment quality gates and image sources (files, folders, person-named folders, video, camera).
+
+Each image offered for enrollment passes these gates, in order, or is rejected with its reason:
+
+==============  =====================================================================================
+reason          rule (defaults in `QualityGates`)
+==============  =====================================================================================
+unreadable      the file cannot be decoded as an image
+no-face         the detector finds no face
+several-faces   more than one face and ``strict`` (otherwise the largest is used, with a warning)
+too-small       the face box's shorter side is under ``min_face`` pixels (60), as the detectors measure
+not-frontal     eye-line roll over ``max_roll`` degrees (20), or the yaw proxy over ``max_yaw`` (0.5):
+                the nose's position along the eye line, 0 = midway between the eyes, 1 = over an eye
+blurred         variance of the Laplacian over the central 40% of the aligned chip under
+                ``min_sharpness`` (25)
+duplicate       similarity above ``duplicate`` (0.995) to a template the person already has, or to one
+                added earlier in the same call (checked inside the store's write transaction)
+==============  =====================================================================================
+
+A face that matches *another* enrolled person at or above the threshold is enrolled with a warning.
+
+The gate values were measured on tests/fixtures/att (40 images, retinaface detector): every frontal image
+passes with roll under 10 degrees and yaw under 0.4, the one profile image (s1/3) has yaw 0.66;
+sharpness of the originals is 32 at least (median 88), Gaussian-blurred copies (sigma 1.5) reach 16 at
+most. The chip is 150 px, so small faces are upsampled into it: a lower sharpness figure is expected for
+them, and the threshold was chosen on faces about 75 px wide, the smallest the other gates allow.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+
+from ..errors import ImageError
+from ..image import describe, load_image
+from .results import Rejection
+
+log = logging.getLogger(__name__)
+
+REASONS = ("unreadable", "no-face", "several-faces", "too-small", "not-frontal", "blurred", "duplicate")
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".tif", ".tiff",
+                            ".webp", ".gif"})
+
+
+@dataclass(frozen=True)
+class QualityGates:
+    """Thresholds of the enrollment gates (see the module's table)."""
+
+    min_face: int = 60
+    min_sharpness: float = 25.0
+    max_roll: float = 20.0
+    max_yaw: float = 0.5
+    duplicate: float = 0.995
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class Sample:
+    """An image that passed the per-image gates: its embedding and quality figures."""
+
+    source: str
+    embedding: np.ndarray = field(repr=False)
+    quality: dict[str, Any]
+    box: tuple[float, float, float, float]
+    image: bytes | None = field(default=None, repr=False)
+    warnings: tuple[str, ...] = ()
+
+
+def sharpness(chip: np.ndarray, central: float = 0.4) -> float:
+    """Variance of the Laplacian over the central `central` fraction (per side) of an aligned chip.
+
+    The centre holds eyes, nose and mouth; the chip's border can hold padding outside the image, whose
+    hard edge would make any chip look sharp.
+    """
+    gray = cv2.cvtColor(np.ascontiguousarray(chip), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    h, w = gray.shape
+    dy, dx = int(h * (1 - central) / 2), int(w * (1 - central) / 2)
+    return float(cv2.Laplacian(gray[dy:h - dy, dx:w - dx], cv2.CV_32F).var())
+
+
+def pose(landmarks: np.ndarray) -> tuple[float, float]:
+    """(roll in degrees, yaw proxy in [0, 1+]) from dlib's 5 landmarks.
+
+    Roll is the angle of the line between the eye centres. The yaw proxy is where the nose base projects
+    on that line: 0 midway between the eyes (frontal), 1 over one eye (strongly turned).
+    """
+    lm = np.asarray(landmarks, np.float64).reshape(5, 2)
+    eye_a, eye_b, nose = lm[0:2].mean(axis=0), lm[2:4].mean(axis=0), lm[4]
+    line = eye_a - eye_b
+    length2 = float(line @ line)
+    if not np.isfinite(length2) or length2 < 1e-6:
+        return float("nan"), float("nan")
+    roll = math.degrees(math.atan2(line[1], line[0]))
+    if roll > 90:
+        roll -= 180
+    elif roll < -90:
+        roll += 180
+    position = float((nose - eye_b) @ line / length2)
+    return roll, abs(position - 0.5) * 2
+
+
+def face_crop_png(image: np.ndarray, box, margin: float = 0.5) -> bytes:
+    """The face with `margin` x its size around it, PNG-encoded (what a gallery keeps with
+    ``keep_images``: enough for a detector to find the face again when re-embedding)."""
+    from PIL import Image
+    import io
+
+    x1, y1, x2, y2 = (float(v) for v in box)
+    mw, mh = (x2 - x1) * margin, (y2 - y1) * margin
+    h, w = image.shape[:2]
+    a, b = max(0, int(x1 - mw)), max(0, int(y1 - mh))
+    c, d = min(w, int(math.ceil(x2 + mw))), min(h, int(math.ceil(y2 + mh)))
+    buf = io.BytesIO()
+    Image.fromarray(image[b:d, a:c]).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def assess(pipeline, image, source: str | None = None, gates: QualityGates = QualityGates(),
+           keep_image: bool = False) -> Sample | Rejection:
+    """Run the per-image gates on one image (path, bytes or RGB array) with `pipeline`."""
+    label = source or describe(image)
+    try:
+        array = load_image(image, name=label)
+    except ImageError as exc:
+        return Rejection(label, "unreadable", str(exc))
+    faces = pipeline.detect(array)
+    if len(faces) == 0:
+        return Rejection(label, "no-face", f"{label}: no face found")
+    warnings = []
+    if len(faces) > 1:
+        if gates.strict:
+            return Rejection(label, "several-faces", f"{label}: {len(faces)} faces found; an enrollment "
+                                                     "image must show one person (strict mode)")
+        warnings.append(f"{label}: {len(faces)} faces found, the largest was used")
+    face = faces[0]
+    x1, y1, x2, y2 = (float(v) for v in face.boxes[0])
+    side = min(x2 - x1, y2 - y1)
+    if side < gates.min_face:
+        return Rejection(label, "too-small", f"{label}: face is {side:.0f} px, smaller than the "
+                                             f"{gates.min_face} px minimum")
+    roll, yaw = pose(face.landmarks[0])
+    if not (abs(roll) <= gates.max_roll and yaw <= gates.max_yaw):
+        return Rejection(label, "not-frontal", f"{label}: face not frontal enough (roll {roll:.1f} deg, "
+                                               f"limit {gates.max_roll:g}; yaw {yaw:.2f}, limit {gates.max_yaw:g})")
+    face = pipeline.embed(array, face)
+    sharp = sharpness(face.chips[0])
+    if sharp < gates.min_sharpness:
+        return Rejection(label, "blurred", f"{label}: face too blurred (sharpness {sharp:.1f}, "
+                                           f"minimum {gates.min_sharpness:g})")
+    quality = {"faces_found": len(faces), "face_px": round(side, 1),
+               "detector_score": round(float(face.scores[0]), 4), "sharpness": round(sharp, 2),
+               "roll_deg": round(roll, 2), "yaw": round(yaw, 3), "detector": face.detector,
+               "box": [round(v, 1) for v in (x1, y1, x2, y2)]}
+    return Sample(label, face.embeddings[0].astype(np.float32), quality, (x1, y1, x2, y2),
+                  face_crop_png(array, (x1, y1, x2, y2)) if keep_image else None, tuple(warnings))
+
+
+# -- sources ---------------------------------------------------------------------------------------
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files directly in `folder` (by suffix), sorted; hidden files skipped."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageError(str(folder), "not a folder")
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def person_folders(root: str | Path) -> list[tuple[str, list[Path]]]:
+    """(name, images) for each sub-folder of `root` (the sub-folder's name is the person's), sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ImageError(str(root), "not a folder")
+    return [(d.name, image_files(d)) for d in sorted(root.iterdir())
+            if d.is_dir() and not d.name.startswith(".")]
+
+
+def open_capture(source: str | int | Path):
+    """A `cv2.VideoCapture` on a video file or a camera index, or `ImageError` saying why not."""
+    if isinstance(source, int):
+        label = f"camera {source}"
+        capture = cv2.VideoCapture(source)
+        if not capture.isOpened():
+            capture.release()
+            raise ImageError(label, "cannot be opened (no such camera, it is busy, or access is denied)")
+        return capture, label
+    path = Path(source)
+    if not path.is_file():
+        raise ImageError(str(path), "video file not found")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        capture.release()
+        raise ImageError(str(path), "cannot be opened as a video (unknown format or codec)")
+    return capture, str(path)
+
+
+def video_frames(source: str | int | Path, *, candidates: int = 60, max_frames: int = 600) -> Iterator[tuple[np.ndarray, str]]:
+    """RGB frames of a video file or camera, labelled ``"<source>#frame=N"``.
+
+    A file yields about `candidates` frames spread evenly over its length; a camera yields every frame
+    read, up to `max_frames`. The source is opened here, at once (`ImageError` if it cannot be), and
+    released when the iterator is exhausted or closed.
+    """
+    capture, label = open_capture(source)
+    return _frames(capture, label, not isinstance(source, int), candidates, max_frames)
+
+
+def _frames(capture, label: str, is_file: bool, candidates: int, max_frames: int) -> Iterator[tuple[np.ndarray, str]]:
+    try:
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if is_file else 0
+        step = max(1, total // max(1, candidates)) if total > 0 else 1
+        index = 0
+        while index < max_frames * step:
+            ok, frame = capture.read()
+            if not ok or frame is None:
+                break
+            if index % step == 0:
+                if frame.ndim == 2:
+                    frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+                else:
+                    frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                yield np.ascontiguousarray(frame), f"{label}#frame={index}"
+            index += 1
+    finally:
+        capture.release()

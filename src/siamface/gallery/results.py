@@ -1,0 +1,159 @@
+"""What the gallery answers: enrollment reports, 1:1 verifications against a claimed identity and 1:N
+identifications, each with its evidence and a JSON-ready ``to_dict()``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+UNKNOWN = "unknown"
+
+
+def _r(value: float | None, digits: int = 6) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An image or frame refused at enrollment, and why. `reason` is a short code (see
+    `siamface.gallery.enroll.REASONS`), `message` the sentence for people."""
+
+    source: str
+    reason: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "reason": self.reason, "message": self.message}
+
+
+@dataclass(frozen=True)
+class EnrolledTemplate:
+    template_id: int
+    source: str
+    quality: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"template_id": self.template_id, "source": self.source, "quality": self.quality}
+
+
+@dataclass(frozen=True)
+class EnrollmentReport:
+    """One person's enrollment: templates added, images rejected (with reasons), warnings."""
+
+    person: str
+    created: bool
+    added: tuple[EnrolledTemplate, ...] = ()
+    rejected: tuple[Rejection, ...] = ()
+    warnings: tuple[str, ...] = ()
+    templates_total: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.added)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"person": self.person, "created": self.created, "added": [a.to_dict() for a in self.added],
+                "rejected": [r.to_dict() for r in self.rejected], "warnings": list(self.warnings),
+                "templates_total": self.templates_total}
+
+
+@dataclass(frozen=True)
+class TemplateScore:
+    """One template's similarity to the probe, as evidence."""
+
+    template_id: int
+    similarity: float
+    source: str = ""
+    matched: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"template_id": self.template_id, "similarity": _r(self.similarity), "source": self.source,
+                "matched": self.matched}
+
+
+@dataclass(frozen=True)
+class ClaimVerification:
+    """Is the probe's face the person it claims to be?
+
+    `score` is the rule's figure on the similarity scale, compared with `threshold`: the best template
+    similarity (rule ``best``), their mean (``mean``), or for ``fraction`` the k-th best similarity with
+    k = ceil(fraction * templates), which reaches the threshold exactly when at least that fraction of the
+    templates match. `templates` holds every template's similarity (best first).
+    """
+
+    claim: str
+    accepted: bool
+    score: float
+    rule: str
+    threshold: float
+    threshold_source: str
+    templates: tuple[TemplateScore, ...]
+    matched: int
+    model: str
+    box: tuple[float, float, float, float]
+    faces_found: int
+    fraction: float | None = None
+    probe: str = ""
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"claim": self.claim, "accepted": self.accepted, "score": _r(self.score), "rule": self.rule,
+                "fraction": self.fraction, "threshold": self.threshold, "threshold_source": self.threshold_source,
+                "matched": self.matched, "templates": [t.to_dict() for t in self.templates],
+                "model": self.model, "probe": self.probe, "box": [round(v, 1) for v in self.box],
+                "faces_found": self.faces_found, "notes": list(self.notes)}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A person considered for a face: their best template's similarity and which template it was."""
+
+    person: str
+    similarity: float
+    template_id: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"person": self.person, "similarity": _r(self.similarity), "template_id": self.template_id}
+
+
+@dataclass(frozen=True)
+class FaceIdentity:
+    """Who one face of a probe is: the best candidate when at or above the threshold, else unknown."""
+
+    box: tuple[float, float, float, float]
+    person: str | None
+    similarity: float | None
+    accepted: bool
+    candidates: tuple[Candidate, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.person if self.person is not None else UNKNOWN
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"box": [round(v, 1) for v in self.box], "person": self.name, "known": self.accepted,
+                "similarity": _r(self.similarity), "candidates": [c.to_dict() for c in self.candidates]}
+
+
+@dataclass(frozen=True)
+class Identification:
+    """Every face of one probe image, biggest first, each named or unknown."""
+
+    probe: str
+    faces: tuple[FaceIdentity, ...]
+    threshold: float
+    threshold_source: str
+    model: str
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.faces]
+
+    @property
+    def found(self) -> bool:
+        return any(f.accepted for f in self.faces)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"probe": self.probe, "faces": [f.to_dict() for f in self.faces], "threshold": self.threshold,
+                "threshold_source": self.threshold_source, "model": self.model, "notes": list(self.notes)}

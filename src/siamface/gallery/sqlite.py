@@ -1,0 +1,536 @@
+"""`SQLiteStore`: a gallery in one SQLite file.
+
+- WAL journal (readers never block the writer), ``busy_timeout`` (writers from other threads and processes
+  wait their turn instead of failing), ``synchronous=FULL``.
+- Every change is one ``BEGIN IMMEDIATE`` transaction: a process killed in the middle of an enrollment
+  leaves the file as it was before that enrollment, and checks made inside the transaction (duplicate
+  names, near-duplicate templates) cannot race with another writer.
+- ``foreign_keys=ON`` with ``ON DELETE CASCADE``: deleting a person removes their templates, kept images and
+  the audit rows naming them; ``secure_delete=ON`` overwrites the freed bytes, and the WAL is checkpointed
+  and truncated after a deletion so that no copy lingers there either.
+- The schema version is ``PRAGMA user_version``; `MIGRATIONS` maps each version to the function that
+  brings the file from the previous one, all applied in one transaction when a file is opened.
+- Kept images (``keep_images=True`` at creation) are stored **unencrypted**, like everything else in the
+  file: protect the file (permissions, encrypted disk) as the biometric data it is.
+
+One connection per thread (SQLite connections must not be shared across threads while in use).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import GalleryError, ModelMismatchError
+from .store import (AddResult, AuditEntry, AuditRecord, KeepFilter, ModelBinding, NewTemplate, Person,
+                    Template, UnknownPersonError)
+
+log = logging.getLogger(__name__)
+
+#: How long a writer waits for another one before giving up, in seconds.
+BUSY_TIMEOUT_S = 30.0
+MAX_NAME_LENGTH = 200
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    """Run `;`-separated statements inside the current transaction (``executescript`` would commit it)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _migrate_to_1(db: sqlite3.Connection) -> None:
+    _run_script(db, """
+        CREATE TABLE meta (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        CREATE TABLE people (
+            id       INTEGER PRIMARY KEY,
+            name     TEXT NOT NULL UNIQUE COLLATE NOCASE,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            created  TEXT NOT NULL
+        );
+        CREATE TABLE templates (
+            id            INTEGER PRIMARY KEY,
+            person_id     INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+            embedding     BLOB NOT NULL,
+            model         TEXT NOT NULL,
+            model_version TEXT NOT NULL,
+            source        TEXT NOT NULL DEFAULT '',
+            quality       TEXT NOT NULL DEFAULT '{}',
+            created       TEXT NOT NULL,
+            image         BLOB
+        );
+        CREATE INDEX templates_person ON templates(person_id);
+        CREATE TABLE audit (
+            id          INTEGER PRIMARY KEY,
+            time        TEXT NOT NULL,
+            kind        TEXT NOT NULL CHECK (kind IN ('verify', 'identify')),
+            claimed_id  INTEGER REFERENCES people(id) ON DELETE CASCADE,
+            returned_id INTEGER REFERENCES people(id) ON DELETE CASCADE,
+            score       REAL,
+            threshold   REAL NOT NULL,
+            accepted    INTEGER NOT NULL,
+            rule        TEXT NOT NULL DEFAULT '',
+            model       TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX audit_claimed ON audit(claimed_id);
+        CREATE INDEX audit_returned ON audit(returned_id);
+        INSERT INTO meta (key, value) VALUES ('generation', '0');
+    """)
+
+
+#: Schema migrations: version -> function bringing a file at version - 1 to that version (inside the
+#: opening transaction; never commit in one). Add a new entry for every schema change; never edit one.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _migrate_to_1,
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _blob(embedding: np.ndarray, size: int) -> bytes:
+    vector = np.asarray(embedding, dtype="<f4").reshape(-1)
+    if vector.shape[0] != size:
+        raise GalleryError(f"template has {vector.shape[0]} dimensions; this gallery's model makes {size}")
+    if not np.isfinite(vector).all():
+        raise GalleryError("template embedding holds NaN or infinity")
+    return vector.tobytes()
+
+
+def check_name(name: str) -> str:
+    """A person's name, stripped; refuses empty, over-long or control-character names."""
+    if not isinstance(name, str):
+        raise GalleryError(f"a person's name must be a string, not {type(name).__name__}")
+    clean = name.strip()
+    if not clean:
+        raise GalleryError("a person's name cannot be empty")
+    if len(clean) > MAX_NAME_LENGTH:
+        raise GalleryError(f"a person's name is limited to {MAX_NAME_LENGTH} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in clean):
+        raise GalleryError(f"a person's name cannot contain control characters: {clean!r}")
+    return clean
+
+
+class SQLiteStore:
+    """A gallery store in one SQLite file, bound to one model.
+
+    >>> store = SQLiteStore("people.db", model=ModelBinding("dlib-resnet", "v1", 128), create=True)
+
+    `model` is required to create a file and, when given for an existing one, must match it
+    (`ModelMismatchError`); `keep_images` is decided at creation and stored in the file.
+    """
+
+    def __init__(self, path: str | os.PathLike, model: ModelBinding | None = None, *, create: bool = False,
+                 keep_images: bool = False, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
+        self.path = Path(path)
+        self.location = str(self.path)
+        self._busy_timeout = float(busy_timeout)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        if self.path.is_dir():
+            raise GalleryError(f"{self.path} is a directory, not a gallery file")
+        if not self.path.exists() and not create:
+            raise GalleryError(f"no gallery at {self.path} (enroll someone to create it)")
+        if not self.path.exists():
+            if model is None:
+                raise GalleryError(f"creating gallery {self.path} needs the model it will be bound to")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._open_and_migrate(model, keep_images)
+        if model is not None:
+            self.model.check(model, self.location)
+
+    # -- connections and transactions --------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            return db
+        # Switching to WAL (and reading a WAL another process is creating) can answer "database is locked"
+        # at once, without SQLite's busy handler: retry that until the busy timeout, like any writer wait.
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            db = None
+            try:
+                db = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None,
+                                     check_same_thread=False)
+                db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+                db.execute("PRAGMA foreign_keys = ON")
+                db.execute("PRAGMA secure_delete = ON")
+                db.execute("PRAGMA synchronous = FULL")
+                mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as exc:
+                if db is not None:
+                    db.close()
+                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                    raise GalleryError(f"{self.path}: not a usable gallery file ({exc})") from None
+                time.sleep(0.02)
+            except sqlite3.DatabaseError as exc:
+                if db is not None:
+                    db.close()
+                raise GalleryError(f"{self.path}: not a usable gallery file ({exc})") from None
+        if str(mode).lower() != "wal":
+            log.warning("%s: journal mode is %s, not WAL", self.path, mode)
+        self._local.db = db
+        with self._connections_lock:
+            self._connections.append(db)
+        return db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken at once (BEGIN IMMEDIATE) so that reads inside it are current."""
+        db = self._connect()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise GalleryError(f"{self.path}: cannot start a change ({exc})") from None
+        try:
+            yield db
+        except BaseException:
+            self._rollback(db)
+            raise
+        else:
+            try:
+                db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._rollback(db)
+                raise GalleryError(f"{self.path}: change not saved ({exc})") from None
+
+    @staticmethod
+    def _rollback(db: sqlite3.Connection) -> None:
+        if db.in_transaction:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error as exc:  # SQLite may have rolled back already
+                log.debug("rollback: %s", exc)
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """One read snapshot (several SELECTs that see the same state)."""
+        db = self._connect()
+        db.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            db.execute("COMMIT")
+
+    @staticmethod
+    def _bump(db: sqlite3.Connection) -> None:
+        db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+
+    def _open_and_migrate(self, model: ModelBinding | None, keep_images: bool) -> None:
+        try:
+            with self._write() as db:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise GalleryError(f"{self.path}: gallery schema version {version} is newer than this "
+                                       f"siamface understands ({SCHEMA_VERSION}); upgrade siamface")
+                if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                    raise GalleryError(f"{self.path}: an SQLite file that is not a siamface gallery")
+                for target in range(version + 1, SCHEMA_VERSION + 1):
+                    log.info("%s: migrating gallery schema to version %d", self.path, target)
+                    MIGRATIONS[target](db)
+                    db.execute(f"PRAGMA user_version = {target}")
+                meta = dict(db.execute("SELECT key, value FROM meta"))
+                if "model_name" not in meta:
+                    if model is None:
+                        raise GalleryError(f"{self.path}: gallery is not bound to a model yet; "
+                                           "open it with the model to bind")
+                    meta = {"model_name": model.name, "model_version": model.version,
+                            "embedding_size": str(model.embedding_size),
+                            "keep_images": "1" if keep_images else "0", "created": _now()}
+                    db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
+        except sqlite3.DatabaseError as exc:
+            raise GalleryError(f"{self.path}: not a usable gallery file ({exc})") from None
+        self.model = ModelBinding(meta["model_name"], meta["model_version"], int(meta["embedding_size"]))
+        self.keep_images = meta["keep_images"] == "1"
+        self.created = meta["created"]
+        if model is not None and keep_images and not self.keep_images:
+            log.warning("%s: this gallery was created without keep_images; images will not be kept",
+                        self.path)
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for db in self._connections:
+                try:
+                    db.close()
+                except sqlite3.Error:
+                    pass
+            self._connections.clear()
+        self._local = threading.local()
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.location!r}, model={self.model.describe()})"
+
+    # -- reads ---------------------------------------------------------------------------------------
+    def generation(self) -> int:
+        row = self._connect().execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return int(row[0])
+
+    @staticmethod
+    def _person(row) -> Person:
+        return Person(id=row[0], name=row[1], metadata=json.loads(row[2]), created=row[3],
+                      n_templates=row[4])
+
+    _PERSON_SELECT = ("SELECT p.id, p.name, p.metadata, p.created, "
+                      "(SELECT count(*) FROM templates t WHERE t.person_id = p.id) FROM people p")
+
+    def _find(self, db: sqlite3.Connection, name: str) -> Person | None:
+        row = db.execute(self._PERSON_SELECT + " WHERE p.name = ?", (name.strip(),)).fetchone()
+        return self._person(row) if row else None
+
+    def person(self, name: str) -> Person:
+        found = self._find(self._connect(), name)
+        if found is None:
+            raise UnknownPersonError(name, self.location)
+        return found
+
+    def people(self) -> list[Person]:
+        rows = self._connect().execute(self._PERSON_SELECT + " ORDER BY p.name").fetchall()
+        return [self._person(r) for r in rows]
+
+    def names(self, person_ids: Sequence[int]) -> dict[int, str]:
+        ids = sorted({int(i) for i in person_ids})
+        out: dict[int, str] = {}
+        db = self._connect()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(db.execute(f"SELECT id, name FROM people WHERE id IN ({marks})", chunk).fetchall())
+        return out
+
+    def _templates(self, db: sqlite3.Connection, person_id: int | None, embeddings: bool) -> list[Template]:
+        columns = ("id, person_id, model, model_version, source, quality, created, image IS NOT NULL"
+                   + (", embedding" if embeddings else ""))
+        if person_id is None:
+            rows = db.execute(f"SELECT {columns} FROM templates ORDER BY person_id, id").fetchall()
+        else:
+            rows = db.execute(f"SELECT {columns} FROM templates WHERE person_id = ? ORDER BY id",
+                              (person_id,)).fetchall()
+        return [Template(id=r[0], person_id=r[1], model=r[2], model_version=r[3], source=r[4],
+                         quality=json.loads(r[5]), created=r[6], has_image=bool(r[7]),
+                         embedding=np.frombuffer(r[8], "<f4").astype(np.float32) if embeddings else None)
+                for r in rows]
+
+    def templates(self, name: str | None = None, *, embeddings: bool = False) -> list[Template]:
+        with self._read() as db:
+            person_id = None
+            if name is not None:
+                found = self._find(db, name)
+                if found is None:
+                    raise UnknownPersonError(name, self.location)
+                person_id = found.id
+            return self._templates(db, person_id, embeddings)
+
+    def matrix(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        d = self.model.embedding_size
+        with self._read() as db:
+            generation = int(db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+            rows = db.execute("SELECT id, person_id, embedding FROM templates ORDER BY person_id, id").fetchall()
+        if not rows:
+            return generation, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, d), np.float32)
+        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        people = np.fromiter((r[1] for r in rows), np.int64, len(rows))
+        matrix = np.frombuffer(b"".join(r[2] for r in rows), "<f4").reshape(len(rows), d).astype(np.float32)
+        return generation, ids, people, matrix
+
+    def image(self, template_id: int) -> bytes | None:
+        row = self._connect().execute("SELECT image FROM templates WHERE id = ?", (int(template_id),)).fetchone()
+        if row is None:
+            raise GalleryError(f"no template {template_id} in {self.location}")
+        return row[0]
+
+    def audit(self, limit: int | None = None, person: str | None = None) -> list[AuditEntry]:
+        sql = ("SELECT a.id, a.time, a.kind, c.name, r.name, a.score, a.threshold, a.accepted, a.rule, a.model "
+               "FROM audit a LEFT JOIN people c ON c.id = a.claimed_id LEFT JOIN people r ON r.id = a.returned_id")
+        params: list[Any] = []
+        db = self._connect()
+        if person is not None:
+            found = self._find(db, person)
+            if found is None:
+                raise UnknownPersonError(person, self.location)
+            sql += " WHERE a.claimed_id = ? OR a.returned_id = ?"
+            params += [found.id, found.id]
+        sql += " ORDER BY a.id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        return [AuditEntry(id=r[0], time=r[1], kind=r[2], claimed=r[3], returned=r[4], score=r[5],
+                           threshold=r[6], accepted=bool(r[7]), rule=r[8], model=r[9])
+                for r in db.execute(sql, params).fetchall()]
+
+    def stats(self) -> dict[str, Any]:
+        with self._read() as db:
+            people = db.execute("SELECT count(*) FROM people").fetchone()[0]
+            templates = db.execute("SELECT count(*) FROM templates").fetchone()[0]
+            images = db.execute("SELECT count(*) FROM templates WHERE image IS NOT NULL").fetchone()[0]
+            audit = db.execute("SELECT count(*) FROM audit").fetchone()[0]
+            page_size = db.execute("PRAGMA page_size").fetchone()[0]
+            pages = db.execute("PRAGMA page_count").fetchone()[0]
+        return {"gallery": self.location, "model": self.model.name, "model_version": self.model.version,
+                "embedding_size": self.model.embedding_size, "keep_images": self.keep_images,
+                "created": self.created, "schema_version": SCHEMA_VERSION, "people": people,
+                "templates": templates, "kept_images": images, "audit_entries": audit,
+                "file_bytes": page_size * pages}
+
+    # -- writes --------------------------------------------------------------------------------------
+    def _insert_template(self, db: sqlite3.Connection, person_id: int, template: NewTemplate, now: str) -> int:
+        if template.image is not None and not self.keep_images:
+            raise GalleryError(f"{self.location} was created without keep_images: images are not stored")
+        cursor = db.execute(
+            "INSERT INTO templates (person_id, embedding, model, model_version, source, quality, created, image) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (person_id, _blob(template.embedding, self.model.embedding_size), self.model.name,
+             self.model.version, template.source, json.dumps(template.quality, sort_keys=True), now,
+             template.image))
+        return int(cursor.lastrowid)
+
+    def add_templates(self, name: str, templates: Sequence[NewTemplate], *,
+                      metadata: dict[str, Any] | None = None, create: bool = True,
+                      keep: KeepFilter | None = None) -> AddResult:
+        name = check_name(name)
+        templates = list(templates)
+        for t in templates:  # refuse bad input before taking the write lock
+            _blob(t.embedding, self.model.embedding_size)
+        with self._write() as db:
+            self._check_bound(db)
+            found = self._find(db, name)
+            if found is None and not create:
+                raise UnknownPersonError(name, self.location)
+            existing = self._templates(db, found.id, True) if found is not None else []
+            verdicts = list(keep(existing, templates)) if keep is not None else [None] * len(templates)
+            if len(verdicts) != len(templates):
+                raise ValueError("keep filter must return one verdict per template")
+            skipped = {i: reason for i, reason in enumerate(verdicts) if reason is not None}
+            if len(skipped) == len(templates):
+                return AddResult(found, False, (None,) * len(templates), skipped)
+            now = _now()
+            created = found is None
+            if created:
+                cursor = db.execute("INSERT INTO people (name, metadata, created) VALUES (?, ?, ?)",
+                                    (name, json.dumps(metadata or {}, sort_keys=True), now))
+                person_id = int(cursor.lastrowid)
+            else:
+                person_id = found.id
+                if metadata:
+                    merged = {**found.metadata, **metadata}
+                    db.execute("UPDATE people SET metadata = ? WHERE id = ?",
+                               (json.dumps(merged, sort_keys=True), person_id))
+            ids: list[int | None] = []
+            for i, template in enumerate(templates):
+                ids.append(None if i in skipped else self._insert_template(db, person_id, template, now))
+            self._bump(db)
+            person = self._find(db, name)
+        return AddResult(person, created, tuple(ids), skipped)
+
+    def _check_bound(self, db: sqlite3.Connection) -> None:
+        """The file's model may have been changed by another process (re-embedding) since we opened it."""
+        meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN "
+                               "('model_name', 'model_version', 'embedding_size')"))
+        current = ModelBinding(meta["model_name"], meta["model_version"], int(meta["embedding_size"]))
+        if current != self.model:
+            raise ModelMismatchError(f"{self.location} was re-embedded with model {current.describe()} since "
+                                     f"it was opened (with {self.model.describe()}); open it again")
+
+    def rename(self, old: str, new: str) -> Person:
+        new = check_name(new)
+        with self._write() as db:
+            found = self._find(db, old)
+            if found is None:
+                raise UnknownPersonError(old, self.location)
+            clash = self._find(db, new)
+            if clash is not None and clash.id != found.id:
+                raise GalleryError(f"cannot rename {found.name!r} to {new!r}: that name is taken")
+            db.execute("UPDATE people SET name = ? WHERE id = ?", (new, found.id))
+            self._bump(db)
+            return self._find(db, new)
+
+    def set_metadata(self, name: str, metadata: dict[str, Any]) -> Person:
+        with self._write() as db:
+            found = self._find(db, name)
+            if found is None:
+                raise UnknownPersonError(name, self.location)
+            db.execute("UPDATE people SET metadata = ? WHERE id = ?",
+                       (json.dumps(metadata, sort_keys=True), found.id))
+            self._bump(db)
+            return self._find(db, name)
+
+    def delete(self, name: str) -> int:
+        with self._write() as db:
+            found = self._find(db, name)
+            if found is None:
+                raise UnknownPersonError(name, self.location)
+            db.execute("DELETE FROM people WHERE id = ?", (found.id,))  # cascades to templates and audit
+            self._bump(db)
+        self._flush_wal()
+        log.info("%s: deleted %r and %d template(s)", self.location, found.name, found.n_templates)
+        return found.n_templates
+
+    def _flush_wal(self) -> None:
+        """Copy the WAL into the main file (where secure_delete has zeroed the freed bytes) and truncate it,
+        so that deleted biometric data does not survive in the WAL. Skipped (logged) while readers hold it."""
+        try:
+            busy, _, _ = self._connect().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.OperationalError as exc:
+            busy = 1
+            log.debug("checkpoint failed: %s", exc)
+        if busy:
+            log.warning("%s: the WAL could not be truncated now (another reader is active); deleted data "
+                        "leaves it at the next checkpoint", self.location)
+
+    def log(self, records: Sequence[AuditRecord]) -> None:
+        if not records:
+            return
+        now = _now()
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO audit (time, kind, claimed_id, returned_id, score, threshold, accepted, rule, model) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(now, r.kind, r.claimed, r.returned, None if r.score is None else float(r.score),
+                  float(r.threshold), int(bool(r.accepted)), r.rule, r.model) for r in records])
+
+    def rebind(self, model: ModelBinding, embeddings: dict[int, np.ndarray]) -> None:
+        with self._write() as db:
+            ids = {r[0] for r in db.execute("SELECT id FROM templates")}
+            if ids != set(embeddings):
+                raise GalleryError(f"{self.location}: re-embedding must cover every template "
+                                   f"({len(ids)} stored, {len(embeddings)} given); nothing changed")
+            for template_id, vector in embeddings.items():
+                db.execute("UPDATE templates SET embedding = ?, model = ?, model_version = ? WHERE id = ?",
+                           (_blob(vector, model.embedding_size), model.name, model.version, template_id))
+            db.executemany("UPDATE meta SET value = ? WHERE key = ?",
+                           [(model.name, "model_name"), (model.version, "model_version"),
+                            (str(model.embedding_size), "embedding_size")])
+            self._bump(db)
+        self.model = model
+        self._flush_wal()
+
+    def integrity(self) -> list[str]:
+        """Problems found by SQLite's integrity and foreign-key checks (empty when the file is sound)."""
+        db = self._connect()
+        problems = [r[0] for r in db.execute("PRAGMA integrity_check").fetchall() if r[0] != "ok"]
+        problems += [f"foreign key: {tuple(r)}" for r in db.execute("PRAGMA foreign_key_check").fetchall()]
+        return problems

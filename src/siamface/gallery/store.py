@@ -1,0 +1,201 @@
+"""The `Store` protocol: what a gallery keeps, and the records it hands back.
+
+A store holds people, their templates (embeddings with the model that made them and how they were
+obtained) and an audit log of the decisions taken against them. It is bound to one model (name, version,
+embedding size) at creation and refuses templates from another. Every change is one transaction: a person
+enrolled is enrolled with all of the templates of that call or not at all. Deleting a person removes their
+templates, any kept images and the audit rows that name them.
+
+`SQLiteStore` (``siamface.gallery.sqlite``) is the embedded implementation; a PostgreSQL store will follow
+the same protocol and run the same tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from ..errors import GalleryError, ModelMismatchError
+
+
+class UnknownPersonError(GalleryError):
+    """A name given (a claimed identity, a person to show, rename or delete) is not in the gallery."""
+
+    def __init__(self, name: str, gallery: str = "") -> None:
+        self.name = name
+        where = f" in gallery {gallery}" if gallery else ""
+        super().__init__(f"no person named {name!r}{where} (see `siamface gallery list`)")
+
+
+@dataclass(frozen=True)
+class ModelBinding:
+    """The model a gallery is bound to: every template in it was made by this model."""
+
+    name: str
+    version: str
+    embedding_size: int
+
+    @classmethod
+    def of(cls, info) -> ModelBinding:
+        """From an encoder's `ModelInfo`."""
+        return cls(info.name, info.version, int(info.embedding_size))
+
+    def describe(self) -> str:
+        return f"{self.name!r} version {self.version!r} ({self.embedding_size}-d)"
+
+    def check(self, other: ModelBinding, gallery: str = "") -> None:
+        """Raise `ModelMismatchError` unless `other` is this very model."""
+        if other != self:
+            where = f"gallery {gallery}" if gallery else "the gallery"
+            raise ModelMismatchError(
+                f"{where} holds templates of model {self.describe()}, but this pipeline uses model "
+                f"{other.describe()}; embeddings of different models cannot be compared. Use "
+                f"--model {self.name}, or re-embed the gallery with the new model "
+                f"(`siamface gallery reembed --model {other.name}`, possible only when it keeps images).")
+
+
+@dataclass(frozen=True)
+class Person:
+    id: int
+    name: str
+    metadata: dict[str, Any]
+    created: str
+    n_templates: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "metadata": self.metadata, "created": self.created,
+                "templates": self.n_templates}
+
+
+@dataclass(frozen=True)
+class Template:
+    """A stored template. `embedding` is None when listed without embeddings."""
+
+    id: int
+    person_id: int
+    model: str
+    model_version: str
+    source: str
+    quality: dict[str, Any]
+    created: str
+    has_image: bool = False
+    embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "person_id": self.person_id, "model": self.model,
+                "model_version": self.model_version, "source": self.source, "quality": self.quality,
+                "created": self.created, "has_image": self.has_image}
+
+
+@dataclass(frozen=True)
+class NewTemplate:
+    """A template about to be stored. `image`: encoded image bytes (PNG), kept only by galleries created
+    with ``keep_images=True``."""
+
+    embedding: np.ndarray
+    source: str = ""
+    quality: dict[str, Any] = field(default_factory=dict)
+    image: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """A decision to log. Names are resolved to ids by the store; None for "nobody"."""
+
+    kind: str                   # "verify" or "identify"
+    claimed: int | None         # person id claimed (verify)
+    returned: int | None        # person id returned (the claimed one when accepted; the one identified)
+    score: float | None
+    threshold: float
+    accepted: bool
+    rule: str = ""
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    time: str
+    kind: str
+    claimed: str | None
+    returned: str | None
+    score: float | None
+    threshold: float
+    accepted: bool
+    rule: str
+    model: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "time": self.time, "kind": self.kind, "claimed": self.claimed,
+                "returned": self.returned, "score": self.score, "threshold": self.threshold,
+                "accepted": self.accepted, "rule": self.rule, "model": self.model}
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """What `Store.add_templates` did: the person (after the change), whether it was created, the ids of
+    the templates added (in the order given, None where skipped) and why each skipped one was skipped."""
+
+    person: Person | None
+    created: bool
+    template_ids: tuple[int | None, ...]
+    skipped: dict[int, str]
+
+
+#: Called inside the write transaction with the person's existing templates (with embeddings; empty for a
+#: new person) and the candidates; returns, per candidate, None to keep it or a reason to skip it.
+#: Running inside the transaction makes checks such as "not a near-duplicate" race-free.
+KeepFilter = Callable[[Sequence[Template], Sequence[NewTemplate]], Sequence["str | None"]]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A gallery store. Implementations are safe to share between threads."""
+
+    location: str
+    model: ModelBinding
+    keep_images: bool
+
+    def generation(self) -> int:
+        """A counter that moves whenever people or templates change (in any process)."""
+
+    def add_templates(self, name: str, templates: Sequence[NewTemplate], *,
+                      metadata: dict[str, Any] | None = None, create: bool = True,
+                      keep: KeepFilter | None = None) -> AddResult:
+        """Add templates to `name` (created if missing and `create`), all in one transaction. When every
+        candidate is skipped, nothing changes (a new person is not created)."""
+
+    def person(self, name: str) -> Person:
+        """The person of that name, or `UnknownPersonError`."""
+
+    def people(self) -> list[Person]: ...
+
+    def templates(self, name: str | None = None, *, embeddings: bool = False) -> list[Template]: ...
+
+    def matrix(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """(generation, template ids (n,), person ids (n,), embeddings (n, d) float32), sorted by person id
+        then template id, read in one consistent snapshot."""
+
+    def names(self, person_ids: Sequence[int]) -> dict[int, str]: ...
+
+    def image(self, template_id: int) -> bytes | None: ...
+
+    def rename(self, old: str, new: str) -> Person: ...
+
+    def set_metadata(self, name: str, metadata: dict[str, Any]) -> Person: ...
+
+    def delete(self, name: str) -> int:
+        """Remove a person with everything that names them; returns the number of templates removed."""
+
+    def log(self, records: Sequence[AuditRecord]) -> None: ...
+
+    def audit(self, limit: int | None = None, person: str | None = None) -> list[AuditEntry]: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def rebind(self, model: ModelBinding, embeddings: dict[int, np.ndarray]) -> None:
+        """Replace every template's embedding and the gallery's model, in one transaction (re-embedding)."""
+
+    def close(self) -> None: ...

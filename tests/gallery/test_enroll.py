@@ -1,0 +1,138 @@
+"""Enrollment gates on real faces: each rejection with its reason; folders, bulk, video and camera sources."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from siamface.errors import ImageError
+from siamface.gallery import Gallery, QualityGates, Rejection, assess, pose, sharpness
+
+from conftest import att, att_rgb, faceless, scene
+from gallery_support import base_gallery, bulk_folder, check_consistent, gallery, gallery_file  # noqa: F401 (fixtures)
+
+
+def _blurred(s, i, sigma=2.0):
+    return cv2.GaussianBlur(att_rgb(s, i), (0, 0), sigma)
+
+
+def _two_faces():
+    return scene([(att_rgb(4, 2), 1.0, (40, 40)), (att_rgb(6, 2), 1.0, (300, 40))], size=(240, 480))
+
+
+@pytest.mark.parametrize("image, gates, reason", [
+    (faceless(), QualityGates(), "no-face"),
+    (b"not an image", QualityGates(), "unreadable"),
+    (_blurred(4, 2), QualityGates(), "blurred"),
+    (_blurred(8, 3, 1.5), QualityGates(), "blurred"),
+    (scene([(att_rgb(4, 2), 0.6, (50, 50))], size=(200, 200)), QualityGates(), "too-small"),
+    (att(2, 2), QualityGates(), "too-small"),
+    (_two_faces(), QualityGates(strict=True), "several-faces"),
+    (att(1, 3), QualityGates(min_face=40), "not-frontal"),       # a profile
+])
+def test_rejections_name_their_reason(pipeline, image, gates, reason):
+    outcome = assess(pipeline, image, "probe", gates)
+    assert isinstance(outcome, Rejection) and outcome.reason == reason, outcome
+    assert outcome.message.startswith("probe")
+
+
+@pytest.mark.parametrize("image", [att(4, 2), att_rgb(8, 3), att(6, 1), att(9, 4)])
+def test_good_images_pass_with_quality_figures(pipeline, image):
+    sample = assess(pipeline, image, "ok")
+    assert not isinstance(sample, Rejection), sample
+    q = sample.quality
+    assert q["faces_found"] == 1 and q["face_px"] >= 60 and q["sharpness"] >= 25 and abs(q["roll_deg"]) < 20
+    assert sample.embedding.shape == (128,) and sample.image is None and sample.warnings == ()
+
+
+def test_several_faces_use_the_largest_with_a_warning(pipeline):
+    sample = assess(pipeline, _two_faces(), "two")
+    assert not isinstance(sample, Rejection) and "2 faces found" in sample.warnings[0]
+
+
+def test_sharpness_and_pose_figures():
+    chip = att_rgb(4, 2)
+    assert sharpness(chip) > sharpness(cv2.GaussianBlur(chip, (0, 0), 2.0))
+    frontal = np.array([[70, 60], [60, 60], [30, 60], [40, 60], [50, 80]], np.float32)
+    assert pose(frontal) == pytest.approx((0.0, 0.0))
+    turned = frontal.copy()
+    turned[4, 0] = 65                      # nose over the eye on the image's right
+    assert pose(turned)[1] == pytest.approx(1.0)
+    tilted = frontal.copy()
+    tilted[0:2, 1] += 15
+    assert pose(tilted)[0] > 15
+
+
+def test_duplicates_are_rejected_and_new_images_added(gallery):
+    before = gallery.store.person("s3").n_templates
+    shifted = np.ascontiguousarray(np.roll(att_rgb(3, 2), 2, axis=1))   # the same photo, moved 2 px
+    report = gallery.enroll("s3", [att(3, 2), shifted])
+    assert [r.reason for r in report.rejected] == ["duplicate", "duplicate"] and not report.added
+    assert "near-duplicate" in report.rejected[1].message
+    report = gallery.enroll("s4", [att(4, 1), att(4, 1)])          # new, then a duplicate within the call
+    assert len(report.added) == 1 and [r.reason for r in report.rejected] == ["duplicate"]
+    assert gallery.store.person("s3").n_templates == before
+    assert report.templates_total == gallery.store.person("s4").n_templates
+
+
+def test_a_face_matching_another_person_is_enrolled_with_a_warning(gallery):
+    report = gallery.enroll("impostor", [att(4, 1)])
+    assert len(report.added) == 1 and any("also matches 's4'" in w for w in report.warnings)
+
+
+def test_nothing_enrolled_creates_nobody(gallery):
+    report = gallery.enroll("ghost", [faceless(), _blurred(4, 2)])
+    assert not report.ok and not report.created and [r.reason for r in report.rejected] == ["no-face", "blurred"]
+    assert "ghost" not in [p.name for p in gallery.store.people()]
+
+
+def test_folder_and_bulk(tmp_path, pipeline):
+    root = bulk_folder(tmp_path / "bulk", subjects=(3, 4), images=(2, 3))
+    (root / "s4" / "notes.txt").write_text("not an image")
+    calls = []
+    with Gallery(tmp_path / "g.db", pipeline, create=True) as g:
+        reports = g.enroll_bulk(root, progress=lambda done, total, r: calls.append((done, total, r.person)))
+        assert [(r.person, len(r.added)) for r in reports] == [("s3", 2), ("s4", 2)]
+        assert calls == [(1, 2, "s3"), (2, 2, "s4")]
+        report = g.enroll_folder(root / "s3", "three")   # same faces: warned as matching s3
+        assert len(report.added) == 2 and any("also matches 's3'" in w for w in report.warnings)
+        assert report.added[0].source.endswith("2.pgm")
+    check_consistent(tmp_path / "g.db")
+
+
+def _video(path, subject, size=(240, 320)):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (size[1], size[0]))
+    assert writer.isOpened()
+    frames = [faceless(size)] * 3
+    for i in (1, 2, 3, 4):
+        frames += [scene([(att_rgb(subject, i), 1.5, (90 + k, 40))], size=size) for k in range(4)]
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def test_video_keeps_good_and_diverse_frames(tmp_path, pipeline):
+    video = _video(tmp_path / "s6.avi", 6)
+    with Gallery(tmp_path / "g.db", pipeline, create=True) as g:
+        report = g.enroll_video("s6", video, keep=3)
+        assert len(report.added) == 3, report
+        assert all("#frame=" in a.source for a in report.added)
+        assert {r.reason for r in report.rejected} == {"no-face"}
+        assert any("too similar" in w for w in report.warnings)
+        embeddings = np.stack([t.embedding for t in g.store.templates("s6", embeddings=True)])
+        similarity = embeddings @ embeddings.T
+        assert similarity[~np.eye(3, dtype=bool)].max() < 0.99
+        assert g.verify("s6", att(6, 1)).accepted
+
+
+def test_unopenable_camera_and_video_give_clear_errors(tmp_path, pipeline):
+    with Gallery(tmp_path / "g.db", pipeline, create=True) as g:
+        with pytest.raises(ImageError, match="camera 57: cannot be opened"):
+            g.enroll_video("x", 57)
+        with pytest.raises(ImageError, match="video file not found"):
+            g.enroll_video("x", tmp_path / "none.avi")
+        (tmp_path / "bad.avi").write_bytes(b"junk" * 100)
+        with pytest.raises(ImageError, match="cannot be opened as a video"):
+            g.enroll_video("x", tmp_path / "bad.avi")

@@ -1,0 +1,174 @@
+"""The gallery's verbs on real faces: 1:1 against a claimed identity under each rule, 1:N on a group scene and
+on a stranger, the audit trail, model binding, re-embedding, deletion, and threads enrolling at once."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import numpy as np
+import pytest
+
+from siamface import Pipeline
+from siamface.errors import ConfigError, GalleryError, ModelMismatchError, NoFaceError
+from siamface.gallery import RULES, Gallery, UnknownPersonError
+
+from conftest import att, faceless
+from gallery_support import (PEOPLE, PROBE, STRANGER, base_gallery, check_consistent, gallery,  # noqa: F401
+                             gallery_file, name, rows)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_the_right_claim_is_accepted_and_wrong_ones_denied(gallery, rule):
+    for s in PEOPLE:
+        right = gallery.verify(name(s), att(s, PROBE), rule=rule)
+        assert right.accepted and right.score >= right.threshold, (s, rule, right.score)
+        assert right.rule == rule and len(right.templates) == gallery.store.person(name(s)).n_templates
+        wrong_claim = name(PEOPLE[(PEOPLE.index(s) + 1) % len(PEOPLE)])
+        wrong = gallery.verify(wrong_claim, att(s, PROBE), rule=rule)
+        assert not wrong.accepted and wrong.score < wrong.threshold, (s, wrong_claim, rule, wrong.score)
+
+
+def test_rule_scores_follow_their_definitions(gallery):
+    results = {rule: gallery.verify("s7", att(7, PROBE), rule=rule, fraction=1.0) for rule in RULES}
+    sims = np.array([t.similarity for t in results["best"].templates])
+    assert list(sims) == sorted(sims, reverse=True)                      # evidence, best first
+    assert results["best"].score == pytest.approx(sims.max())
+    assert results["mean"].score == pytest.approx(sims.mean())
+    assert results["fraction"].score == pytest.approx(sims.min())        # fraction 1: every template
+    assert results["fraction"].fraction == 1.0 and results["best"].fraction is None
+    strict = gallery.verify("s7", att(7, PROBE), threshold=float(sims.max()) + 1e-4)
+    assert not strict.accepted and strict.threshold_source == "given by the caller"
+    d = results["mean"].to_dict()
+    assert d["accepted"] is True and d["rule"] == "mean" and len(d["templates"]) == len(sims)
+
+
+def test_fraction_rule_counts_matching_templates(gallery):
+    sims = sorted((t.similarity for t in gallery.verify("s4", att(4, PROBE)).templates), reverse=True)
+    between = (sims[0] + sims[1]) / 2                 # only the best template matches at this threshold
+    assert gallery.verify("s4", att(4, PROBE), rule="fraction", fraction=0.3, threshold=between).accepted
+    denied = gallery.verify("s4", att(4, PROBE), rule="fraction", fraction=0.5, threshold=between)
+    assert not denied.accepted and denied.matched == 1
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"claim": "nobody"}, UnknownPersonError),
+    ({"rule": "median"}, ConfigError),
+    ({"rule": "fraction", "fraction": 0}, ConfigError),
+    ({"probe": faceless()}, NoFaceError),
+])
+def test_verify_errors(gallery, kwargs, error):
+    args = {"claim": "s3", "probe": att(3, PROBE), **kwargs}
+    with pytest.raises(error):
+        gallery.verify(args.pop("claim"), args.pop("probe"), **args)
+
+
+def test_identify_names_every_face_of_a_group(gallery, group_scene):
+    result = gallery.identify(group_scene, top=3)
+    assert result.names == ["s3", "s5", "s7"] and result.found
+    for face in result.faces:
+        assert face.accepted and face.similarity >= result.threshold
+        assert face.candidates[0].person == face.person and len(face.candidates) == 3
+        assert face.candidates[1].similarity < result.threshold
+
+
+def test_a_stranger_is_unknown_with_candidates_as_evidence(gallery):
+    result = gallery.identify(att(STRANGER, PROBE))
+    assert result.names == ["unknown"] and not result.found
+    face = result.faces[0]
+    assert face.person is None and len(face.candidates) == 5 and face.similarity < result.threshold
+    assert result.to_dict()["faces"][0]["person"] == "unknown"
+    assert gallery.identify(faceless()).faces == ()
+
+
+def test_every_decision_is_audited(gallery, gallery_file):
+    gallery.verify("s3", att(3, PROBE), rule="mean")
+    gallery.verify("s4", att(3, PROBE))
+    gallery.identify(att(STRANGER, PROBE))
+    entries = gallery.store.audit()
+    assert [(e.kind, e.claimed, e.returned, e.accepted, e.rule) for e in entries] == [
+        ("identify", None, None, False, "best"),
+        ("verify", "s4", None, False, "best"),
+        ("verify", "s3", "s3", True, "mean"),
+    ]
+    assert all(e.threshold == gallery.threshold and e.model == "dlib-resnet" for e in entries)
+    assert rows(gallery_file, "SELECT count(*) FROM audit") == [(3,)]
+
+
+class _OtherVersion:
+    """The same network under another version: a gallery must refuse it all the same."""
+
+    def __init__(self, encoder):
+        self._encoder = encoder
+        self.info = dataclasses.replace(encoder.info, version="v2-retrained")
+
+    def embed(self, chips):
+        return self._encoder.embed(chips)
+
+
+def test_another_model_is_refused_for_enroll_verify_and_identify(gallery_file, pipeline):
+    other = Pipeline(detector=pipeline.detector, model=_OtherVersion(pipeline.encoder))
+    with Gallery(gallery_file, other) as g:
+        for call in (lambda: g.enroll("x", [att(10, 1)]), lambda: g.verify("s3", att(3, 1)),
+                     lambda: g.identify(att(3, 1))):
+            with pytest.raises(ModelMismatchError, match="'v2-retrained'.*cannot be compared"):
+                call()
+        assert len(g.store.people()) == len(PEOPLE)    # management still works
+
+
+def test_reembed_needs_kept_images_then_rebinds(tmp_path, pipeline, gallery):
+    with pytest.raises(GalleryError, match="no kept image"):
+        gallery.reembed(pipeline)
+    path = tmp_path / "kept.db"
+    with Gallery(path, pipeline, create=True, keep_images=True) as g:
+        g.enroll("s3", [att(3, 2), att(3, 3)])
+        assert rows(path, "SELECT count(*) FROM templates WHERE image IS NOT NULL") == [(2,)]
+        other = Pipeline(detector=pipeline.detector, model=_OtherVersion(pipeline.encoder))
+        assert g.reembed(other) == 2
+        assert g.store.model.version == "v2-retrained" and g.verify("s3", att(3, 1)).accepted
+    with Gallery(path, pipeline) as g, pytest.raises(ModelMismatchError):
+        g.identify(att(3, 1))
+
+
+def test_delete_removes_everything_about_a_person(gallery, gallery_file):
+    gallery.verify("s4", att(4, PROBE))
+    gallery.verify("s3", att(4, PROBE))              # s4's face, denied as s3: names s3 only
+    gallery.identify(att(4, PROBE))                  # returns s4
+    pid = gallery.store.person("s4").id
+    embedding = gallery.store.templates("s4", embeddings=True)[0].embedding.astype("<f4").tobytes()
+    assert gallery.store.delete("s4") == 3
+    gallery.close()
+    check_consistent(gallery_file)
+    assert rows(gallery_file, "SELECT count(*) FROM people WHERE id = ?", (pid,)) == [(0,)]
+    assert rows(gallery_file, "SELECT count(*) FROM templates WHERE person_id = ?", (pid,)) == [(0,)]
+    assert rows(gallery_file, "SELECT count(*) FROM audit WHERE claimed_id = ? OR returned_id = ?",
+                (pid, pid)) == [(0,)]
+    assert rows(gallery_file, "SELECT count(*) FROM audit") == [(1,)]
+    assert embedding not in gallery_file.read_bytes()
+    with Gallery(gallery_file, gallery.pipeline) as g:
+        assert g.identify(att(4, PROBE)).names == ["unknown"]
+
+
+def test_threads_enrolling_at_once(tmp_path, pipeline):
+    path = tmp_path / "g.db"
+    Gallery(path, pipeline, create=True).close()
+    errors = []
+
+    def work(subjects):
+        try:
+            with Gallery(path, pipeline) as g:
+                for s in subjects:
+                    g.enroll(name(s), [att(s, 2), att(s, 4)])
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    # every thread enrolls s3 and s4 (the same images): each must end with 2 templates, once
+    threads = [threading.Thread(target=work, args=((3, 4, extra),)) for extra in (6, 7, 8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    check_consistent(path)
+    assert rows(path, "SELECT name, (SELECT count(*) FROM templates t WHERE t.person_id = p.id) "
+                      "FROM people p ORDER BY name") == [(name(s), 2) for s in (3, 4, 6, 7, 8)]

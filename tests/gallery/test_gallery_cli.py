@@ -1,0 +1,139 @@
+"""The gallery commands through the real `siamface` console script: exit codes, text and JSON, errors as one
+line, two processes enrolling into one gallery, and a bulk enrollment killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from conftest import att, faceless
+from gallery_support import (PROBE, SIAMFACE, STRANGER, base_gallery, bulk_folder, check_consistent,  # noqa: F401
+                             cli, cli_command, gallery_file, rows)
+
+
+def test_entry_point_is_installed():
+    assert SIAMFACE, "the siamface console script is not on PATH: pip install -e ."
+
+
+def test_enroll_check_identify(tmp_path):
+    g = tmp_path / "people.db"
+    out = cli("enroll", "--gallery", g, "--bulk", bulk_folder(tmp_path / "bulk", subjects=(3, 4)), "--json")
+    assert out.returncode == 0, out.stderr
+    assert [p["person"] for p in json.loads(out.stdout)["people"]] == ["s3", "s4"]
+    assert "[2/2] s4" in out.stderr                                   # progress on stderr
+    out = cli("enroll", "-g", g, "s6", att(6, 2), att(6, 3), att(2, 2), "--strict")
+    assert out.returncode == 0 and "2 template(s) added" in out.stdout
+    assert "rejected (too-small)" in out.stdout
+    out = cli("enroll", "-g", g, "wall", tmp_path / "missing.png")
+    assert out.returncode == 1 and "rejected (unreadable)" in out.stdout
+
+    out = cli("check", "-g", g, "--claim", "s3", att(3, PROBE), "--rule", "fraction")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ACCEPTED") and "rule fraction 0.5" in out.stdout
+    out = cli("check", "-g", g, "--claim", "s4", att(3, PROBE), "--json")
+    data = json.loads(out.stdout)
+    assert out.returncode == 1 and data["accepted"] is False and len(data["templates"]) == 3
+
+    out = cli("identify", "-g", g, att(4, PROBE), att(STRANGER, PROBE), "--top", "2", "--json")
+    assert out.returncode == 1, out.stderr                            # the stranger is unknown
+    results = json.loads(out.stdout)["results"]
+    assert [r["faces"][0]["person"] for r in results] == ["s4", "unknown"]
+    out = cli("identify", "-g", g, att(6, PROBE))
+    assert out.returncode == 0 and ": s6 (" in out.stdout
+
+    out = cli("gallery", "audit", "-g", g, "--json")
+    kinds = [e["kind"] for e in json.loads(out.stdout)["entries"]]
+    assert kinds == ["identify", "identify", "identify", "verify", "verify"]
+
+
+def test_management_commands(gallery_file):
+    g = gallery_file
+    out = cli("gallery", "list", "-g", g)
+    assert out.returncode == 0 and "s3\t3 template(s)" in out.stdout and "7 people" in out.stdout
+    out = cli("gallery", "show", "-g", g, "s4", "--json")
+    assert out.returncode == 0 and len(json.loads(out.stdout)["template_list"]) == 3
+    assert cli("gallery", "rename", "-g", g, "s4", "Fourth").returncode == 0
+    out = cli("gallery", "delete", "-g", g, "fourth")
+    assert out.returncode == 0 and "deleted 'Fourth'" in out.stdout
+    assert rows(g, "SELECT count(*) FROM people") == [(6,)]
+    out = cli("gallery", "stats", "-g", g, "--json")
+    assert json.loads(out.stdout)["people"] == 6 and json.loads(out.stdout)["model"] == "dlib-resnet"
+    out = cli("gallery", "reembed", "-g", g)
+    assert out.returncode == 2 and "no kept image" in out.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["check", "--claim", "nobody", att(3, 1)], "no person named 'nobody'"),
+    (["check", "--claim", "s3", "FACELESS"], "no face found"),
+    (["enroll", "x", "--camera", "57"], "camera 57: cannot be opened"),
+    (["enroll", "x"], "give image files"),
+    (["gallery", "delete", "nobody"], "no person named"),
+])
+def test_errors_exit_2_with_one_line(gallery_file, tmp_path, args, message):
+    wall = tmp_path / "wall.png"
+    from PIL import Image
+    Image.fromarray(faceless()).save(wall)
+    args = [wall if a == "FACELESS" else a for a in args]
+    out = cli(*args[:2], "-g", gallery_file, *args[2:]) if args[0] == "gallery" else cli(*args, "-g", gallery_file)
+    assert out.returncode == 2, out
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_missing_gallery_is_an_error_not_a_new_file(tmp_path):
+    out = cli("identify", "-g", tmp_path / "none.db", att(3, 1))
+    assert out.returncode == 2 and "no gallery at" in out.stderr and not (tmp_path / "none.db").exists()
+
+
+def test_two_processes_enrolling_the_same_people(tmp_path):
+    g = tmp_path / "people.db"
+    bulk = bulk_folder(tmp_path / "bulk", subjects=(3, 4, 6, 7))
+    procs = [subprocess.Popen(cli_command() + ["enroll", "-g", str(g), "--bulk", str(bulk)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode in (0, 1), err          # 1: the second found every image already enrolled
+    check_consistent(g)
+    counts = rows(g, "SELECT name, (SELECT count(*) FROM templates t WHERE t.person_id = p.id) FROM people p "
+                     "ORDER BY name")
+    assert counts == [("s3", 3), ("s4", 3), ("s6", 3), ("s7", 3)]
+
+
+def test_sigkill_during_bulk_enrollment_leaves_whole_people(tmp_path):
+    g = tmp_path / "people.db"
+    subjects = (3, 4, 6, 7, 8, 9)
+    bulk = bulk_folder(tmp_path / "bulk", subjects=subjects)
+    for k in range(4):                                  # more people: the kill lands mid-way
+        shutil.copytree(bulk / "s8", bulk / f"t{k}")
+    proc = subprocess.Popen(cli_command() + ["enroll", "-g", str(g), "--bulk", str(bulk)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 90
+    people = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        if g.exists():
+            try:
+                db = sqlite3.connect(f"file:{g}?mode=ro", uri=True, timeout=1)
+                people = db.execute("SELECT count(*) FROM people").fetchone()[0]
+                db.close()
+            except sqlite3.Error:
+                continue
+            if people >= 2:
+                break
+    assert proc.poll() is None, "enrollment finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    check_consistent(g)
+    counts = rows(g, "SELECT name, (SELECT count(*) FROM templates t WHERE t.person_id = p.id) FROM people p")
+    assert 2 <= len(counts) < len(subjects) + 4
+    assert all(n == 3 for _, n in counts), counts      # each person entirely, or not at all
+    out = cli("enroll", "-g", g, "--bulk", bulk)        # and the gallery takes the rest afterwards
+    assert out.returncode == 1 or out.returncode == 0
+    check_consistent(g)
+    assert len(rows(g, "SELECT name FROM people")) == len(subjects) + 4

@@ -1,0 +1,288 @@
+"""SQLiteStore on synthetic templates: schema, model binding, transactions, cascading deletion that leaves no
+bytes behind, concurrency from threads and processes, and a process killed inside a transaction."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from siamface.errors import GalleryError, ModelMismatchError
+from siamface.gallery import (MIGRATIONS, SCHEMA_VERSION, AuditRecord, ModelBinding, NewTemplate, SQLiteStore,
+                              UnknownPersonError)
+
+from gallery_support import check_consistent, rows, unit_vectors
+
+MODEL = ModelBinding("test-model", "1", 128)
+
+
+@pytest.fixture()
+def store(tmp_path):
+    with SQLiteStore(tmp_path / "g.db", MODEL, create=True) as s:
+        yield s
+
+
+def _templates(n, seed=0, **kw):
+    return [NewTemplate(v, source=f"img{i}.png", quality={"i": i}, **kw) for i, v in enumerate(unit_vectors(n, seed=seed))]
+
+
+def test_new_file_has_schema_wal_and_binding(store, tmp_path):
+    path = tmp_path / "g.db"
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert rows(path, "PRAGMA journal_mode") == [("wal",)]
+    meta = dict(rows(path, "SELECT key, value FROM meta"))
+    assert (meta["model_name"], meta["model_version"], meta["embedding_size"]) == ("test-model", "1", "128")
+    db = store._connect()
+    assert db.execute("PRAGMA foreign_keys").fetchone() == (1,)
+    assert db.execute("PRAGMA secure_delete").fetchone() == (1,)
+    assert db.execute("PRAGMA busy_timeout").fetchone()[0] > 0
+    assert set(MIGRATIONS) == set(range(1, SCHEMA_VERSION + 1))
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({}, GalleryError, "no gallery at"),
+    ({"create": True}, GalleryError, "needs the model"),
+])
+def test_opening_a_missing_gallery(tmp_path, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        SQLiteStore(tmp_path / "none.db", **kwargs)
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_other_model_is_refused_with_a_clear_message(store, tmp_path):
+    store.close()
+    with pytest.raises(ModelMismatchError, match=r"'test-model' version '1'.*'other' version '2'.*--model test-model"):
+        SQLiteStore(tmp_path / "g.db", ModelBinding("other", "2", 128))
+    with SQLiteStore(tmp_path / "g.db") as again:  # without a model: opened as it is (management commands)
+        assert again.model == MODEL
+
+
+def test_wrong_embedding_size_and_nan_are_refused(store):
+    with pytest.raises(GalleryError, match="64 dimensions"):
+        store.add_templates("a", [NewTemplate(np.ones(64, np.float32))])
+    with pytest.raises(GalleryError, match="NaN"):
+        store.add_templates("a", [NewTemplate(np.full(128, np.nan, np.float32))])
+    assert store.people() == []
+
+
+def test_newer_schema_and_foreign_sqlite_files_are_refused(tmp_path, store):
+    store._connect().execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    store.close()
+    with pytest.raises(GalleryError, match="newer than this siamface"):
+        SQLiteStore(tmp_path / "g.db")
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(GalleryError, match="not a siamface gallery"):
+        SQLiteStore(other, MODEL, create=True)
+    (tmp_path / "junk.db").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(GalleryError, match="not a usable gallery"):
+        SQLiteStore(tmp_path / "junk.db")
+
+
+def test_migration_table_brings_an_old_file_up(tmp_path, monkeypatch):
+    from siamface.gallery import sqlite as module
+
+    path = tmp_path / "g.db"
+    SQLiteStore(path, MODEL, create=True).close()
+
+    def to_2(db):
+        db.execute("ALTER TABLE people ADD COLUMN note TEXT")
+
+    monkeypatch.setitem(module.MIGRATIONS, 2, to_2)
+    monkeypatch.setattr(module, "SCHEMA_VERSION", 2)
+    SQLiteStore(path).close()
+    assert rows(path, "PRAGMA user_version") == [(2,)]
+    assert "note" in [r[1] for r in rows(path, "PRAGMA table_info(people)")]
+
+
+def test_add_list_rename_and_names_are_unique_ignoring_case(store):
+    result = store.add_templates("Alice", _templates(3), metadata={"team": "a"})
+    assert result.created and len(result.template_ids) == 3 and result.person.n_templates == 3
+    again = store.add_templates("alice", _templates(2, seed=1))
+    assert not again.created and again.person.name == "Alice" and again.person.n_templates == 5
+    store.add_templates("Bob", _templates(1, seed=2))
+    assert [p.name for p in store.people()] == ["Alice", "Bob"]
+    assert store.person("ALICE").metadata == {"team": "a"}
+    with pytest.raises(GalleryError, match="taken"):
+        store.rename("Alice", "bob")
+    assert store.rename("alice", "Alicia").name == "Alicia"
+    with pytest.raises(UnknownPersonError, match="no person named 'Alice'"):
+        store.person("Alice")
+    t = store.templates("Alicia", embeddings=True)
+    assert [x.source for x in t] == ["img0.png", "img1.png", "img2.png", "img0.png", "img1.png"]
+    assert t[0].embedding.dtype == np.float32 and t[0].quality == {"i": 0} and t[0].model == "test-model"
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "a\nb", "x" * 201])
+def test_bad_names_are_refused(store, bad):
+    with pytest.raises(GalleryError):
+        store.add_templates(bad, _templates(1))
+
+
+def test_generation_moves_on_every_change(store):
+    g0 = store.generation()
+    store.add_templates("a", _templates(1))
+    g1 = store.generation()
+    store.rename("a", "b")
+    g2 = store.generation()
+    store.delete("b")
+    assert g0 < g1 < g2 < store.generation()
+
+
+def test_a_failing_enrollment_changes_nothing(store):
+    store.add_templates("a", _templates(1))
+    before = store.generation()
+
+    def explode(existing, new):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        store.add_templates("b", _templates(3), keep=explode)
+    with pytest.raises(GalleryError):  # the third template is bad: the first two must not stay
+        store.add_templates("c", _templates(2) + [NewTemplate(np.zeros(3, np.float32))])
+    assert [p.name for p in store.people()] == ["a"] and store.generation() == before
+
+
+def test_all_skipped_creates_nobody(store):
+    result = store.add_templates("a", _templates(2), keep=lambda existing, new: ["dup"] * len(new))
+    assert result.person is None and result.skipped == {0: "dup", 1: "dup"} and store.people() == []
+
+
+def test_images_only_when_the_gallery_keeps_them(store, tmp_path):
+    with pytest.raises(GalleryError, match="without keep_images"):
+        store.add_templates("a", _templates(1, image=b"png"))
+    with SQLiteStore(tmp_path / "k.db", MODEL, create=True, keep_images=True) as kept:
+        tid = kept.add_templates("a", _templates(1, image=b"\x89PNG data")).template_ids[0]
+        assert kept.image(tid) == b"\x89PNG data" and kept.stats()["kept_images"] == 1
+
+
+def test_delete_removes_templates_images_and_audit_and_leaves_no_bytes(tmp_path):
+    path = tmp_path / "k.db"
+    marker = np.full(128, 0.0883883, np.float32)      # a recognisable embedding
+    secret = b"FACE-IMAGE-OF-ALICE-" * 50
+    with SQLiteStore(path, MODEL, create=True, keep_images=True) as s:
+        alice = s.add_templates("alice", [NewTemplate(marker, "a.png", image=secret)]).person
+        bob = s.add_templates("bob", _templates(2)).person
+        s.log([AuditRecord("verify", alice.id, alice.id, 0.99, 0.9, True, "best"),
+               AuditRecord("identify", None, alice.id, 0.97, 0.9, True, "best"),
+               AuditRecord("verify", bob.id, None, 0.5, 0.9, False, "mean"),
+               AuditRecord("identify", None, None, 0.3, 0.9, False, "best")])
+        assert marker.tobytes() in path.read_bytes() + (tmp_path / "k.db-wal").read_bytes()
+        assert s.delete("alice") == 1
+        assert [a.returned for a in s.audit()] == [None, None]   # bob's denial and an unknown remain
+        with pytest.raises(UnknownPersonError):
+            s.delete("alice")
+    check_consistent(path)
+    assert rows(path, "SELECT count(*) FROM people WHERE name = 'alice'") == [(0,)]
+    assert rows(path, "SELECT count(*) FROM templates") == [(2,)]
+    assert rows(path, "SELECT count(*) FROM audit") == [(2,)]
+    data = path.read_bytes()
+    wal = tmp_path / "k.db-wal"
+    data += wal.read_bytes() if wal.exists() else b""
+    assert marker.tobytes() not in data and b"FACE-IMAGE-OF-ALICE" not in data and b"alice" not in data
+
+
+def test_audit_lists_newest_first_with_names(store):
+    a = store.add_templates("a", _templates(1)).person
+    store.log([AuditRecord("verify", a.id, a.id, 0.95, 0.9, True, "fraction", "m")])
+    store.log([AuditRecord("identify", None, None, 0.2, 0.9, False, "best", "m")])
+    entries = store.audit()
+    assert [e.kind for e in entries] == ["identify", "verify"]
+    assert entries[1].claimed == "a" and entries[1].returned == "a" and entries[1].rule == "fraction"
+    assert len(store.audit(limit=1)) == 1 and len(store.audit(person="a")) == 1
+
+
+def test_rebind_replaces_every_embedding_and_the_model(store):
+    store.add_templates("a", _templates(2))
+    ids = [t.id for t in store.templates()]
+    with pytest.raises(GalleryError, match="every template"):
+        store.rebind(ModelBinding("new", "2", 4), {ids[0]: np.ones(4, np.float32)})
+    store.rebind(ModelBinding("new", "2", 4), {i: np.ones(4, np.float32) / 2 for i in ids})
+    assert store.model == ModelBinding("new", "2", 4) and store.matrix()[3].shape == (2, 4)
+    assert {t.model for t in store.templates()} == {"new"}
+
+
+def test_threads_enrolling_the_same_names_make_one_person_each(store):
+    errors = []
+
+    def work(seed):
+        try:
+            for k in range(10):
+                store.add_templates(f"p{k}", _templates(2, seed=seed * 100 + k))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    people = store.people()
+    assert sorted(p.name for p in people) == sorted(f"p{k}" for k in range(10))
+    assert all(p.n_templates == 12 for p in people)
+    check_consistent(store.path)
+
+
+_WRITER = textwrap.dedent("""
+    import sys, time
+    import numpy as np
+    from siamface.gallery import ModelBinding, NewTemplate, SQLiteStore
+    path, seed, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    if pause:
+        original = SQLiteStore._insert_template
+        def slow(self, db, person_id, template, now):
+            tid = original(self, db, person_id, template, now)
+            print("inserted", template.source, flush=True)
+            time.sleep(pause)
+            return tid
+        SQLiteStore._insert_template = slow
+    store = SQLiteStore(path, ModelBinding("test-model", "1", 128), create=True)
+    rng = np.random.default_rng(seed)
+    for k in range(int(sys.argv[4])):
+        v = rng.normal(size=(4, 128)).astype(np.float32)
+        store.add_templates(f"p{k}", [NewTemplate(x / np.linalg.norm(x), f"p{k}/{i}") for i, x in enumerate(v)])
+        print("committed", k, flush=True)
+""")
+
+
+def test_two_processes_enrolling_at_once(tmp_path):
+    path = tmp_path / "g.db"
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(seed), "0", "15"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    check_consistent(path)
+    assert rows(path, "SELECT count(*), count(DISTINCT name) FROM people") == [(15, 15)]
+    assert rows(path, "SELECT min(n), max(n) FROM (SELECT count(*) n FROM templates GROUP BY person_id)") == [(8, 8)]
+
+
+def test_sigkill_inside_an_enrollment_transaction_leaves_the_gallery_as_before(tmp_path):
+    path = tmp_path / "g.db"
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path), "3", "0.15", "5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        seen.append(line.strip())
+        if line.strip() == "inserted p2/1":   # p0 and p1 committed; p2 half written, transaction open
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert "committed 1" in seen and "committed 2" not in seen, seen
+    check_consistent(path)
+    assert rows(path, "SELECT name, (SELECT count(*) FROM templates t WHERE t.person_id = p.id) "
+                      "FROM people p ORDER BY name") == [("p0", 4), ("p1", 4)]
+    with SQLiteStore(path) as s:   # and it is still a working gallery
+        s.add_templates("p2", _templates(4))
+        assert s.person("p2").n_templates == 4
