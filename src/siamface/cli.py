@@ -1,6 +1,8 @@
 """The `siamface` command.
 
     siamface verify A B [--json]          same person? exit 0 = same, 1 = different, 2 = error
+    siamface verify --gallery G --claim NAME PROBE [--rule best|mean|fraction]
+                                          is PROBE the enrolled person NAME? exit 0 granted, 1 denied
     siamface detect IMAGE [--out PNG]     faces, boxes and landmarks
     siamface embed IMAGE --json           embeddings of every face
     siamface models                       the detectors and models available
@@ -17,7 +19,7 @@ import logging
 import sys
 
 from . import __version__
-from .errors import SiamfaceError
+from .errors import ConfigError, SiamfaceError
 
 EXIT_SAME, EXIT_DIFFERENT, EXIT_ERROR = 0, 1, 2
 
@@ -54,11 +56,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="log details and show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("verify", help="are the faces in two images the same person?",
-                       description="Compare the largest face of image A with the largest face of image B. "
-                                   "Exit code: 0 same person, 1 different, 2 error (unreadable file, no face).")
-    p.add_argument("a", help="first image (path)")
-    p.add_argument("b", help="second image (path)")
+    p = sub.add_parser(
+        "verify", help="are the faces in two images the same person? (or: is this the person claimed?)",
+        description="Compare the largest face of image A with the largest face of image B. With --gallery "
+                    "and --claim NAME, compare the largest face of one PROBE with every template of the "
+                    "enrolled person NAME instead, decided by --rule (best: highest similarity, mean: mean "
+                    "similarity, fraction: at least F of the templates match); the attempt is logged in the "
+                    "gallery's audit. Exit code: 0 same person / granted, 1 different / denied, 2 error "
+                    "(unreadable file, no face, unknown name).")
+    p.add_argument("a", metavar="A|PROBE", help="first image, or the probe with --claim")
+    p.add_argument("b", metavar="B", nargs="?", help="second image (not with --claim)")
+    p.add_argument("--gallery", "-g", metavar="FILE", default=None,
+                   help="with --claim: the gallery file (default: $SIAMFACE_GALLERY)")
+    p.add_argument("--claim", metavar="NAME", help="the claimed identity, checked against the gallery")
+    p.add_argument("--rule", choices=("best", "mean", "fraction"), default=None,
+                   help="with --claim: how template scores are combined (default: best)")
+    p.add_argument("--fraction", type=float, default=None, metavar="F",
+                   help="with --rule fraction: share of the templates that must match (default: 0.5)")
     _add_chain_options(p, threshold=True)
     p.set_defaults(func=cmd_verify)
 
@@ -100,6 +114,14 @@ def pipeline_from_args(args, calibration_file=None):
 
 
 def cmd_verify(args) -> int:
+    if args.claim is not None or args.gallery is not None:
+        from .gallery.commands import cmd_claim
+
+        return cmd_claim(args)
+    if args.b is None:
+        raise ConfigError("verify takes two images A B, or one PROBE with --gallery G --claim NAME")
+    if args.rule is not None or args.fraction is not None:
+        raise ConfigError("--rule and --fraction apply to verify --claim NAME only")
     result = pipeline_from_args(args).verify(args.a, args.b)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

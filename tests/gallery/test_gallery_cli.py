@@ -34,12 +34,15 @@ def test_enroll_check_identify(tmp_path):
     out = cli("enroll", "-g", g, "wall", tmp_path / "missing.png")
     assert out.returncode == 1 and "rejected (unreadable)" in out.stdout
 
-    out = cli("check", "-g", g, "--claim", "s3", att(3, PROBE), "--rule", "fraction")
+    out = cli("verify", "--gallery", g, "--claim", "s3", att(3, PROBE), "--rule", "fraction")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("ACCEPTED") and "rule fraction 0.5" in out.stdout
-    out = cli("check", "-g", g, "--claim", "s4", att(3, PROBE), "--json")
+    assert out.stdout.startswith("GRANTED") and "rule fraction 0.5" in out.stdout
+    assert "threshold: default: FAR 1e-3" in out.stdout and out.stdout.count("  template ") == 3
+    out = cli("verify", "-g", g, "--claim", "s4", att(3, PROBE), "--json")
     data = json.loads(out.stdout)
     assert out.returncode == 1 and data["accepted"] is False and len(data["templates"]) == 3
+    assert data["rule"] == "best" and data["threshold"] == 0.93 and "threshold_source" in data
+    assert cli("verify", att(3, 1), att(3, 2)).returncode == 0      # two images: the plain 1:1 compare
 
     out = cli("identify", "-g", g, att(4, PROBE), att(STRANGER, PROBE), "--top", "2", "--json")
     assert out.returncode == 1, out.stderr                            # the stranger is unknown
@@ -70,8 +73,10 @@ def test_management_commands(gallery_file):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["check", "--claim", "nobody", att(3, 1)], "no person named 'nobody'"),
-    (["check", "--claim", "s3", "FACELESS"], "no face found"),
+    (["verify", "--claim", "nobody", att(3, 1)], "no person named 'nobody'"),
+    (["verify", "--claim", "s3", "FACELESS"], "no face found"),
+    (["verify", "--claim", "s3", att(3, 1), att(3, 2)], "takes one PROBE image"),
+    (["verify", "--claim", "s3", att(3, 1), "--fraction", "0.3"], "--rule fraction only"),
     (["enroll", "x", "--camera", "57"], "camera 57: cannot be opened"),
     (["enroll", "x"], "give image files"),
     (["gallery", "delete", "nobody"], "no person named"),

@@ -2,7 +2,6 @@
 
     siamface enroll   --gallery G NAME IMAGES... | --folder DIR [NAME] | --bulk DIR
                       | --video FILE NAME [--frames N] | --camera N NAME   [--strict] [--keep-images]
-    siamface check    --gallery G --claim NAME PROBE [--rule best|mean|fraction] [--fraction F]
     siamface identify --gallery G PROBE... [--top K]
     siamface gallery  list | show NAME | delete NAME | rename OLD NEW | stats | audit [--limit N] | reembed
                       (each with --gallery G)
@@ -25,7 +24,7 @@ EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
 
 
 def add_parsers(sub, chain_options) -> None:
-    """Add enroll, check, identify and gallery to the `siamface` parser (called by siamface.cli)."""
+    """Add enroll, identify, people and gallery to the `siamface` parser (called by siamface.cli)."""
     p = sub.add_parser(
         "enroll", help="add a person (or people) to a gallery",
         description="Enroll one person from image files, a folder of their images, a video or a camera, or "
@@ -55,22 +54,6 @@ def add_parsers(sub, chain_options) -> None:
     p.add_argument("--metadata", metavar="JSON", help="a JSON object stored with the person")
     chain_options(p, threshold=True)
     p.set_defaults(func=cmd_enroll)
-
-    p = sub.add_parser(
-        "check", help="is this probe the person it claims to be? (1:1 against a gallery)",
-        description="Compare the largest face of PROBE with every template of the claimed person. Rules: "
-                    "best (highest similarity), mean (mean similarity), fraction (at least F of the templates "
-                    "match). Logged in the gallery's audit. Exit code 0 accepted, 1 denied, 2 error "
-                    "(unknown name, no face).")
-    _gallery_option(p)
-    p.add_argument("--claim", required=True, metavar="NAME", help="the claimed identity")
-    p.add_argument("probe", help="probe image")
-    p.add_argument("--rule", choices=("best", "mean", "fraction"), default="best",
-                   help="how template scores are combined (default: best)")
-    p.add_argument("--fraction", type=float, default=0.5, metavar="F",
-                   help="with --rule fraction: share of templates that must match (default: 0.5)")
-    chain_options(p, threshold=True)
-    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser(
         "identify", help="who are the faces in these images? (1:N against a gallery)",
@@ -225,20 +208,35 @@ def cmd_enroll(args) -> int:
     return EXIT_OK if reports and all(r.added for r in reports) else EXIT_NO
 
 
-# -- check (1:1) ---------------------------------------------------------------------------------------
-def cmd_check(args) -> int:
+# -- verify --claim (1:1) -------------------------------------------------------------------------------
+def cmd_claim(args) -> int:
+    """`siamface verify --gallery G --claim NAME PROBE` (the parser lives in siamface.cli)."""
+    from .core import DEFAULT_FRACTION
+
+    if args.claim is None:
+        raise ConfigError("verify --gallery needs --claim NAME (the identity to check)")
+    args.gallery = args.gallery or os.environ.get("SIAMFACE_GALLERY")
+    if not args.gallery:
+        raise ConfigError("verify --claim needs --gallery FILE (or $SIAMFACE_GALLERY)")
+    if args.b is not None:
+        raise ConfigError(f"verify --claim takes one PROBE image, got two ({args.a}, {args.b})")
+    rule = args.rule or "best"
+    if args.fraction is not None and rule != "fraction":
+        raise ConfigError("--fraction applies to --rule fraction only")
+    fraction = args.fraction if args.fraction is not None else DEFAULT_FRACTION
     pipe = _pipeline(args)
     with _open(args, pipe) as gallery:
-        result = gallery.verify(args.claim, args.probe, rule=args.rule, fraction=args.fraction)
+        result = gallery.verify(args.claim, args.a, rule=rule, fraction=fraction)
     if args.json:
         _print_json(result.to_dict())
     else:
-        verdict = "ACCEPTED" if result.accepted else "DENIED"
+        verdict = "GRANTED" if result.accepted else "DENIED"
         rule = f"{result.rule} {result.fraction:g}" if result.fraction is not None else result.rule
-        print(f"{verdict}: {args.probe} {'is' if result.accepted else 'is not'} {result.claim!r} "
+        print(f"{verdict}: {args.a} {'is' if result.accepted else 'is not'} {result.claim!r} "
               f"(rule {rule}: score {result.score:.4f} {'>=' if result.accepted else '<'} threshold "
               f"{result.threshold:.4f}; {result.matched}/{len(result.templates)} templates match)")
-        print(f"  threshold: {result.threshold_source}")
+        far = f"; FAR {result.threshold_far:.3g} at this threshold" if result.threshold_far is not None else ""
+        print(f"  threshold: {result.threshold_source}{far}")
         for t in result.templates:
             print(f"  template {t.template_id}: {t.similarity:.4f} {'match' if t.matched else '-'}  {t.source}")
         for note in result.notes:

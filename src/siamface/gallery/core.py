@@ -84,6 +84,17 @@ class Gallery:
     def threshold_source(self) -> str:
         return "given by the caller" if self._threshold is not None else self.pipeline.threshold_source
 
+    @property
+    def threshold_far(self) -> float | None:
+        """The false-accept rate measured at the threshold in force, when its calibration says it."""
+        if self._threshold is not None or getattr(self.pipeline, "_threshold", None) is not None:
+            return None
+        calibration = self.pipeline.calibration
+        if calibration is not None:
+            return float(calibration.far)
+        far = (getattr(self.pipeline.encoder.info, "extra", None) or {}).get("far")
+        return float(far) if far is not None else None
+
     def check_model(self) -> ModelBinding:
         """Raise `ModelMismatchError` unless the pipeline's model is the one this gallery is bound to."""
         mine = ModelBinding.of(self.pipeline.encoder.info)
@@ -268,7 +279,8 @@ class Gallery:
             claim=person.name, accepted=bool(accepted), score=score, rule=rule, threshold=thr,
             threshold_source=source, templates=evidence, matched=int((scores >= thr).sum()), model=model.name,
             box=tuple(float(v) for v in face.boxes[0]), faces_found=n_found,
-            fraction=fraction if rule == "fraction" else None, probe=label, notes=notes)
+            fraction=fraction if rule == "fraction" else None, probe=label, notes=notes,
+            threshold_far=self.threshold_far if threshold is None else None)
         if audit:
             self.store.log([AuditRecord("verify", person.id, person.id if accepted else None, score, thr,
                                         bool(accepted), rule, model.name)])

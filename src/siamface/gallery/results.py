@@ -95,10 +95,12 @@ class ClaimVerification:
     fraction: float | None = None
     probe: str = ""
     notes: tuple[str, ...] = ()
+    threshold_far: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"claim": self.claim, "accepted": self.accepted, "score": _r(self.score), "rule": self.rule,
                 "fraction": self.fraction, "threshold": self.threshold, "threshold_source": self.threshold_source,
+                "threshold_far": self.threshold_far,
                 "matched": self.matched, "templates": [t.to_dict() for t in self.templates],
                 "model": self.model, "probe": self.probe, "box": [round(v, 1) for v in self.box],
                 "faces_found": self.faces_found, "notes": list(self.notes)}
