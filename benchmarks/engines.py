@@ -1,6 +1,15 @@
-"""dlib vs ONNX Runtime for dlib's face ResNet: median milliseconds per face, batch 1 and batch 16.
+"""dlib vs ONNX Runtime for dlib's networks, and siamface end to end vs the face_recognition package.
 
     python benchmarks/engines.py [IMAGE_DIR] [--faces 32] [--repeats 15] [--threads N]
+                                 [--frames DIR] [--photos 60]
+
+1. The face ResNet: median milliseconds per face, batch 1 and batch 16, dlib vs ONNX Runtime.
+2. Detection: median milliseconds per 640x480 frame (--frames, default nuaa_train/live) for retinaface,
+   hog, cnn (MMOD in ONNX) and cnn-dlib (MMOD in dlib).
+3. End to end on --photos photos of IMAGE_DIR (decode, detect, landmarks, align, embed every face): faces
+   per second for siamface (default chain, and with dlib's HOG detector like face_recognition) and for the
+   `face_recognition` package when it is installed (`pip install --no-deps face_recognition==1.3.0`;
+   its model package needs pkg_resources, gone from setuptools >= 82, so a stand-in is given here).
 
 Faces come from real images under IMAGE_DIR (default ../shared/datasets/celeba_ids, else att_faces),
 found with dlib's HOG detector (upsample 1) and aligned with the 5-point predictor and
@@ -84,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--faces", type=int, default=32, help="faces to align (default 32)")
     ap.add_argument("--repeats", type=int, default=15, help="timed runs per figure (default 15)")
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    ap.add_argument("--frames", type=Path, default=None, help="640x480 frames for detection timing")
+    ap.add_argument("--photos", type=int, default=60, help="photos for the end-to-end figure (default 60)")
     args = ap.parse_args(argv)
 
     import dlib
@@ -135,7 +146,85 @@ def main(argv: list[str] | None = None) -> int:
         print(f"embed.speedup.batch1 {d1 / o1:.2f}")
         print(f"embed.speedup.batch16 {d16 / o16:.2f}")
         print(f"onnx.threads {enc.num_threads}")
+
+    frames_dir = args.frames or ROOT.parent / "shared" / "datasets" / "nuaa_train" / "live"
+    frames = [f for f in (load_rgb(p) for p in sorted(frames_dir.rglob("*.jpg"))[::97][:4]) if f is not None]
+    if frames:
+        detect_per_frame(frames, args.repeats)
+    end_to_end(image_dir, args.photos)
     return 0
+
+
+def detect_per_frame(frames: list[np.ndarray], repeats: int) -> None:
+    from siamface.detection import create_detector
+
+    h, w = frames[0].shape[:2]
+    for name in ("retinaface", "hog", "cnn", "cnn-dlib"):
+        det = create_detector(name)
+        reps = 3 if name == "cnn-dlib" else repeats
+        det.detect(frames[0])
+        times = []
+        for r in range(reps):
+            t = time.perf_counter()
+            det.detect(frames[r % len(frames)])
+            times.append((time.perf_counter() - t) * 1000)
+        print(f"detect.{name}_ms_per_{w}x{h} {statistics.median(times):.1f}")
+
+
+def _face_recognition():
+    """The face_recognition package, or None; its models package imports pkg_resources, so give it a
+    stand-in that resolves package files the way pkg_resources.resource_filename did."""
+    import importlib.util
+    import types
+
+    if importlib.util.find_spec("face_recognition") is None:
+        return None
+    if importlib.util.find_spec("pkg_resources") is None:
+        shim = types.ModuleType("pkg_resources")
+
+        def resource_filename(package: str, resource: str) -> str:
+            spec = importlib.util.find_spec(package)
+            return str(Path(spec.origin).parent / resource)
+
+        shim.resource_filename = resource_filename
+        sys.modules["pkg_resources"] = shim
+    import face_recognition
+
+    return face_recognition
+
+
+def end_to_end(image_dir: Path, count: int) -> None:
+    from siamface import Pipeline
+
+    photos = sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTS)[:: 7][:count]
+    print(f"e2e.photos {len(photos)}")
+
+    def run(name: str, faces_of) -> float:
+        faces_of(photos[0])                                   # warm-up: model loading
+        t = time.perf_counter()
+        n = sum(faces_of(p) for p in photos)
+        rate = n / (time.perf_counter() - t)
+        print(f"e2e.{name}.faces {n}")
+        print(f"e2e.{name}.faces_per_s {rate:.1f}")
+        return rate
+
+    rates = {}
+    for detector in ("retinaface", "hog"):
+        pipe = Pipeline(detector=detector)
+        rates[f"siamface_{detector}"] = run(f"siamface_{detector}", lambda p, pipe=pipe: len(pipe.embed(p)))
+    fr = _face_recognition()
+    if fr is None:
+        print("e2e.face_recognition not installed (pip install --no-deps face_recognition==1.3.0)")
+        return
+
+    def fr_faces(path: Path) -> int:
+        img = fr.load_image_file(str(path))
+        boxes = fr.face_locations(img, number_of_times_to_upsample=1)
+        return len(fr.face_encodings(img, known_face_locations=boxes))
+
+    peer = run("face_recognition", fr_faces)
+    for name, rate in rates.items():
+        print(f"e2e.ratio.{name}_vs_face_recognition {rate / peer:.2f}")
 
 
 if __name__ == "__main__":
