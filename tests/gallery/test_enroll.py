@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import cv2
 import numpy as np
 import pytest
 
 from siamface.errors import ImageError
-from siamface.gallery import Gallery, QualityGates, Rejection, assess, pose, sharpness
+from siamface.gallery import Gallery, QualityGates, Rejection, assess, pose, sharpness, video_frames
 
 from conftest import att, att_rgb, faceless, scene
-from gallery_support import base_gallery, bulk_folder, check_consistent, gallery, gallery_file  # noqa: F401 (fixtures)
+from gallery_support import (base_gallery, bulk_folder, check_consistent, cli, gallery, gallery_file,  # noqa: F401
+                             rows)
 
 
 def _blurred(s, i, sigma=2.0):
@@ -125,6 +129,34 @@ def test_video_keeps_good_and_diverse_frames(tmp_path, pipeline):
         similarity = embeddings @ embeddings.T
         assert similarity[~np.eye(3, dtype=bool)].max() < 0.99
         assert g.verify("s6", att(6, 1)).accepted
+
+
+def test_video_frames_too_close_in_time_are_skipped_and_a_timeout_stops(tmp_path, pipeline):
+    video = _video(tmp_path / "s6.avi", 6)                 # 19 frames at 10 fps: 0.0 .. 1.8 s
+    with Gallery(tmp_path / "g.db", pipeline, create=True) as g:
+        report = g.enroll_video("s6", video, keep=5, min_gap=1.0)
+        times = sorted(int(a.source.rsplit("=", 1)[1]) / 10 for a in report.added)
+        assert len(times) == 2 and times[1] - times[0] >= 1.0, report
+        assert any("less than 1 s from a frame kept" in w for w in report.warnings)
+        assert any("only 2 of the 5 frames" in w for w in report.warnings)
+        slow = ((f.image, f.label, f.time) for f in video_frames(video) if not time.sleep(0.05))
+        report = g.enroll_frames("s6b", slow, keep=5, timeout=0.2)
+        assert any("0.2 s timeout" in w for w in report.warnings) and len(report.added) < 5
+
+
+def test_enroll_cli_from_a_video_and_a_folder_of_people(tmp_path):
+    video = _video(tmp_path / "s6.avi", 6)
+    g = tmp_path / "g.db"
+    out = cli("enroll", "-g", g, "s6", "--video", video, "--frames", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    person = json.loads(out.stdout)["people"][0]
+    assert person["person"] == "s6" and len(person["added"]) == 2
+    assert all("#frame=" in a["source"] for a in person["added"])
+    out = cli("enroll", "-g", g, "--folder", bulk_folder(tmp_path / "people", subjects=(3, 4)))
+    assert out.returncode == 0 and "[2/2] s4" in out.stderr, out.stderr
+    assert [r[0] for r in rows(g, "SELECT name FROM people ORDER BY name")] == ["s3", "s4", "s6"]
+    out = cli("enroll", "-g", g, "--folder", tmp_path / "people", "--timeout", "3")
+    assert out.returncode == 2 and "apply to --video and --camera only" in out.stderr
 
 
 def test_unopenable_camera_and_video_give_clear_errors(tmp_path, pipeline):

@@ -24,7 +24,7 @@ def test_entry_point_is_installed():
 
 def test_enroll_check_identify(tmp_path):
     g = tmp_path / "people.db"
-    out = cli("enroll", "--gallery", g, "--bulk", bulk_folder(tmp_path / "bulk", subjects=(3, 4)), "--json")
+    out = cli("enroll", "--gallery", g, "--folder", bulk_folder(tmp_path / "bulk", subjects=(3, 4)), "--json")
     assert out.returncode == 0, out.stderr
     assert [p["person"] for p in json.loads(out.stdout)["people"]] == ["s3", "s4"]
     assert "[2/2] s4" in out.stderr                                   # progress on stderr

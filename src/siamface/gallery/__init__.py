@@ -13,7 +13,7 @@ are overwritten. Images are kept only by galleries created with ``keep_images=Tr
 from __future__ import annotations
 
 from .core import DEFAULT_FRACTION, RULES, Gallery, calibration_file_for
-from .enroll import QualityGates, assess, image_files, pose, sharpness, video_frames
+from .enroll import Frame, QualityGates, assess, image_files, pose, sharpness, video_frames
 from .index import ExactIndex, Hit
 from .results import (UNKNOWN, Candidate, ClaimVerification, EnrolledTemplate, EnrollmentReport, FaceIdentity,
                       Identification, Rejection, TemplateScore)
@@ -23,7 +23,7 @@ from .store import (AddResult, AuditEntry, AuditRecord, ModelBinding, NewTemplat
 
 __all__ = [
     "AddResult", "AuditEntry", "AuditRecord", "Candidate", "ClaimVerification", "DEFAULT_FRACTION",
-    "EnrolledTemplate", "EnrollmentReport", "ExactIndex", "FaceIdentity", "Gallery", "Hit", "Identification",
+    "EnrolledTemplate", "EnrollmentReport", "ExactIndex", "FaceIdentity", "Frame", "Gallery", "Hit", "Identification",
     "MIGRATIONS", "ModelBinding", "NewTemplate", "Person", "QualityGates", "RULES", "Rejection",
     "SCHEMA_VERSION", "SQLiteStore", "Store", "Template", "TemplateScore", "UNKNOWN", "UnknownPersonError",
     "assess", "calibration_file_for", "image_files", "pose", "sharpness", "video_frames",

@@ -1,7 +1,8 @@
 """The gallery's sub-commands of `siamface`:
 
-    siamface enroll   --gallery G NAME IMAGES... | --folder DIR [NAME] | --bulk DIR
-                      | --video FILE NAME [--frames N] | --camera N NAME   [--strict] [--keep-images]
+    siamface enroll   --gallery G NAME IMAGES... | --folder DIR | --video FILE NAME | --camera N NAME
+                      [--frames N] [--min-gap S] [--timeout S] [--strict] [--keep-images]
+                      (--folder: a folder of person-named sub-folders; with NAME, DIR's images are NAME's)
     siamface identify --gallery G PROBE... [--top K]
     siamface gallery  list | show NAME | delete NAME | rename OLD NEW | stats | audit [--limit N] | reembed
                       (each with --gallery G)
@@ -27,21 +28,30 @@ def add_parsers(sub, chain_options) -> None:
     """Add enroll, identify, people and gallery to the `siamface` parser (called by siamface.cli)."""
     p = sub.add_parser(
         "enroll", help="add a person (or people) to a gallery",
-        description="Enroll one person from image files, a folder of their images, a video or a camera, or "
-                    "many people from a folder of person-named sub-folders (--bulk). Every image passes "
+        description="Enroll one person from image files, a video or a camera, or many people from a folder "
+                    "of person-named sub-folders (--folder; with NAME, the folder's images are all NAME's). "
+                    "A video or camera session keeps --frames good frames that are diverse (not too alike, "
+                    "not too close in time). Every image passes "
                     "quality gates (one face, size, pose, sharpness, not a near-duplicate) or is rejected "
                     "with its reason. The gallery file is created, bound to the model, if it does not "
                     "exist. Exit code 0 when every person got at least one template, 1 otherwise.")
     _gallery_option(p)
-    p.add_argument("name", nargs="?", help="the person's name (default with --folder: the folder's name)")
+    p.add_argument("name", nargs="?", help="the person's name (none with --folder of person folders)")
     p.add_argument("images", nargs="*", help="image files of that person")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--folder", metavar="DIR", help="every image in DIR, all of one person")
-    src.add_argument("--bulk", metavar="DIR", help="every sub-folder of DIR is one person, named after it")
+    src.add_argument("--folder", "--bulk", metavar="DIR", dest="folder",
+                     help="every sub-folder of DIR is one person, named after it (progress on stderr); "
+                          "with NAME: every image directly in DIR, all of NAME. --bulk is an alias")
     src.add_argument("--video", metavar="FILE", help="sample frames of a video file of one person")
-    src.add_argument("--camera", metavar="N", type=int, help="sample frames from camera number N")
+    src.add_argument("--camera", metavar="N", type=int, help="capture frames from camera number N (headless)")
     p.add_argument("--frames", type=int, default=5, metavar="N",
                    help="with --video/--camera: good, diverse frames to keep (default: 5)")
+    p.add_argument("--min-gap", type=float, default=None, metavar="S",
+                   help="with --video/--camera: seconds between two frames kept (default: 0.5 for a camera, "
+                        "0 for a file, whose frames are already spread over its length)")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="with --video/--camera: stop the capture after S seconds (default: 30 for a camera, "
+                        "none for a file)")
     p.add_argument("--strict", action="store_true",
                    help="reject images with several faces (default: use the largest, with a warning)")
     p.add_argument("--min-size", type=int, default=60, metavar="PX",
@@ -154,18 +164,21 @@ class _Progress:
 def cmd_enroll(args) -> int:
     from .enroll import QualityGates
 
-    sources = [bool(args.images), bool(args.folder), bool(args.bulk), bool(args.video), args.camera is not None]
+    sources = [bool(args.images), bool(args.folder), bool(args.video), args.camera is not None]
     if sum(sources) != 1:
         if args.name and not any(sources[1:]) and not args.images:
             raise ConfigError(f"enroll {args.name}: give image files, or one of --folder, --video, --camera")
-        raise ConfigError("enroll takes exactly one source: NAME IMAGES..., --folder DIR, --bulk DIR, "
-                          "--video FILE or --camera N")
-    if (args.video or args.camera is not None) and not args.name:
+        raise ConfigError("enroll takes exactly one source: NAME IMAGES..., --folder DIR, --video FILE "
+                          "or --camera N")
+    capture = bool(args.video) or args.camera is not None
+    if capture and not args.name:
         raise ConfigError("--video and --camera need the person's NAME")
-    if args.bulk and args.name:
-        raise ConfigError("--bulk takes the names from the sub-folders; give no NAME")
     if args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")
+    if (args.min_gap is not None or args.timeout is not None) and not capture:
+        raise ConfigError("--min-gap and --timeout apply to --video and --camera only")
+    if (args.min_gap is not None and args.min_gap < 0) or (args.timeout is not None and args.timeout <= 0):
+        raise ConfigError("--min-gap must be >= 0 and --timeout > 0 seconds")
     metadata = None
     if args.metadata:
         try:
@@ -174,22 +187,30 @@ def cmd_enroll(args) -> int:
             raise ConfigError(f"--metadata is not valid JSON ({exc})") from None
         if not isinstance(metadata, dict):
             raise ConfigError("--metadata must be a JSON object")
+    if args.folder and not args.name and metadata:
+        raise ConfigError("--metadata is for one person; a folder of person folders enrolls many")
     gates = QualityGates(min_face=args.min_size, strict=args.strict,
                          **({"min_sharpness": args.min_sharpness} if args.min_sharpness is not None else {}))
     frames = None
-    if args.video or args.camera is not None:  # open the source first: a bad one creates no gallery
+    if capture:  # open the source first: a bad one creates no gallery
+        from .core import CAMERA_TIMEOUT_S
         from .enroll import video_frames
 
-        frames = video_frames(args.video if args.video else args.camera, candidates=max(30, args.frames * 12))
+        camera = args.camera is not None
+        frames = video_frames(args.camera if camera else args.video, candidates=max(30, args.frames * 12),
+                              max_frames=None if camera else 600)
+        min_gap = args.min_gap if args.min_gap is not None else (0.5 if camera else 0.0)
+        timeout = args.timeout if args.timeout is not None else (CAMERA_TIMEOUT_S if camera else None)
     pipe = _pipeline(args)
     with _open(args, pipe, create=True, keep_images=args.keep_images) as gallery:
         gallery.gates = gates
-        if args.bulk:
-            reports = gallery.enroll_bulk(args.bulk, progress=_Progress())
+        if args.folder and not args.name:
+            reports = gallery.enroll_bulk(args.folder, progress=_Progress())
         elif args.folder:
             reports = [gallery.enroll_folder(args.folder, args.name, metadata=metadata)]
         elif frames is not None:
-            reports = [gallery.enroll_frames(args.name, frames, keep=args.frames, metadata=metadata)]
+            reports = [gallery.enroll_frames(args.name, frames, keep=args.frames, min_gap=min_gap,
+                                             timeout=timeout, metadata=metadata)]
         else:
             reports = [gallery.enroll(args.name, args.images, sources=list(args.images), metadata=metadata)]
     if args.json:
@@ -204,7 +225,7 @@ def cmd_enroll(args) -> int:
             for warning in r.warnings:
                 print(f"  warning: {warning}")
         if not reports:
-            print(f"{args.bulk}: no person folders found")
+            print(f"{args.folder}: no person folders found")
     return EXIT_OK if reports and all(r.added for r in reports) else EXIT_NO
 
 

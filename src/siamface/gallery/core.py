@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -38,6 +39,8 @@ RULES = ("best", "mean", "fraction")
 DEFAULT_FRACTION = 0.5
 #: Frames of a video kept only when below this similarity to every frame kept before (diversity).
 VIDEO_DIVERSITY = 0.99
+#: How long a camera session runs at most when no timeout is given, in seconds.
+CAMERA_TIMEOUT_S = 30.0
 
 
 def calibration_file_for(gallery: str | os.PathLike) -> Path:
@@ -128,45 +131,78 @@ class Gallery:
                 samples.append(outcome)
         return self._commit(name, samples, rejected, warnings, metadata)
 
-    def enroll_frames(self, name: str, frames: Iterable[tuple[np.ndarray, str]], *, keep: int = 5,
-                      diversity: float = VIDEO_DIVERSITY, metadata: dict[str, Any] | None = None) -> EnrollmentReport:
-        """Enroll `name` from (RGB frame, label) pairs (see `video_frames`): keep up to `keep` frames that
-        pass the gates and are each below `diversity` similarity to the frames already kept."""
+    def enroll_frames(self, name: str, frames: Iterable[Any], *, keep: int = 5,
+                      diversity: float = VIDEO_DIVERSITY, min_gap: float = 0.0, timeout: float | None = None,
+                      metadata: dict[str, Any] | None = None) -> EnrollmentReport:
+        """Enroll `name` from a capture session: `frames` are `Frame`s or (RGB image, label[, time]) tuples
+        (see `video_frames`). Keeps up to `keep` frames that pass the gates, each below `diversity`
+        similarity to the frames already kept and at least `min_gap` seconds away from them (frames too
+        close in time are skipped before any work), and the same person as them (at or above the threshold:
+        a frame where someone else is the largest face is rejected as ``other-person``). Stops at `keep` frames, the end of the frames, or after
+        `timeout` seconds; everything kept is added in one transaction."""
         self.check_model()
         if keep < 1:
             raise ConfigError(f"the number of frames to keep must be >= 1, got {keep}")
+        if min_gap < 0 or (timeout is not None and timeout <= 0):
+            raise ConfigError("the minimum gap must be >= 0 and the timeout > 0 seconds")
         samples: list[Sample] = []
+        times: list[float] = []
         rejected: list[Rejection] = []
-        similar = 0
+        similar = close = 0
+        timed_out = False
+        deadline = time.monotonic() + timeout if timeout is not None else None
         iterator = iter(frames)
         try:
-            for frame, label in iterator:
+            for item in iterator:
+                frame, label, when = (*item, None)[:3]
+                if deadline is not None and time.monotonic() > deadline:
+                    timed_out = True
+                    break
+                if min_gap and when is not None and any(abs(when - t) < min_gap for t in times):
+                    close += 1
+                    continue
                 outcome = assess(self.pipeline, frame, label, self.gates, keep_image=self.store.keep_images)
                 if isinstance(outcome, Rejection):
                     rejected.append(outcome)
                     continue
-                if samples and max(float(s.embedding @ outcome.embedding) for s in samples) >= diversity:
+                alike = [float(s.embedding @ outcome.embedding) for s in samples]
+                if alike and min(alike) < self.threshold:
+                    rejected.append(Rejection(label, "other-person", f"{label}: not the person of the frames "
+                                              f"kept before (similarity {min(alike):.4f} < threshold "
+                                              f"{self.threshold:.4f})"))
+                    continue
+                if alike and max(alike) >= diversity:
                     similar += 1
                     continue
                 samples.append(outcome)
+                times.append(when if when is not None else 0.0)
                 if len(samples) >= keep:
                     break
         finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
+            closer = getattr(iterator, "close", None)
+            if closer is not None:
+                closer()
         warnings = [f"{similar} good frame(s) skipped as too similar to frames kept"] if similar else []
+        if close:
+            warnings.append(f"{close} frame(s) skipped as less than {min_gap:g} s from a frame kept")
+        if timed_out:
+            warnings.append(f"capture stopped after the {timeout:g} s timeout")
         if len(samples) < keep:
             warnings.append(f"only {len(samples)} of the {keep} frames asked for passed the gates")
         return self._commit(name, samples, rejected, warnings, metadata)
 
     def enroll_video(self, name: str, source: str | int | os.PathLike, *, keep: int = 5,
+                     min_gap: float = 0.0, timeout: float | None = None,
                      metadata: dict[str, Any] | None = None) -> EnrollmentReport:
-        """Enroll from a video file or a camera index (``int``), keeping `keep` good, diverse frames."""
-        if not isinstance(source, int):
+        """Enroll from a video file or a camera index (``int``), keeping `keep` good, diverse frames (see
+        `enroll_frames`). A camera is read until then or `timeout` (default 30 s)."""
+        camera = isinstance(source, int)
+        if not camera:
             source = os.fspath(source)
-        frames = video_frames(source, candidates=max(30, keep * 12))
-        return self.enroll_frames(name, frames, keep=keep, metadata=metadata)
+        elif timeout is None:
+            timeout = CAMERA_TIMEOUT_S
+        frames = video_frames(source, candidates=max(30, keep * 12), max_frames=None if camera else 600)
+        return self.enroll_frames(name, frames, keep=keep, min_gap=min_gap, timeout=timeout, metadata=metadata)
 
     def enroll_folder(self, folder: str | os.PathLike, name: str | None = None, **kw) -> EnrollmentReport:
         """Enroll one person from every image in `folder` (named after the folder unless `name`)."""

@@ -15,6 +15,8 @@ blurred         variance of the Laplacian over the central 40% of the aligned ch
                 ``min_sharpness`` (25)
 duplicate       similarity above ``duplicate`` (0.995) to a template the person already has, or to one
                 added earlier in the same call (checked inside the store's write transaction)
+other-person    capture sessions only (video, camera): below the threshold's similarity to a frame
+                already kept in the session, i.e. someone else is the largest face
 ==============  =====================================================================================
 
 A face that matches *another* enrolled person at or above the threshold is enrolled with a warning.
@@ -30,9 +32,10 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import cv2
 import numpy as np
@@ -43,7 +46,8 @@ from .results import Rejection
 
 log = logging.getLogger(__name__)
 
-REASONS = ("unreadable", "no-face", "several-faces", "too-small", "not-frontal", "blurred", "duplicate")
+REASONS = ("unreadable", "no-face", "several-faces", "too-small", "not-frontal", "blurred", "duplicate",
+           "other-person")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".tif", ".tiff",
                             ".webp", ".gif"})
 
@@ -199,23 +203,36 @@ def open_capture(source: str | int | Path):
     return capture, str(path)
 
 
-def video_frames(source: str | int | Path, *, candidates: int = 60, max_frames: int = 600) -> Iterator[tuple[np.ndarray, str]]:
-    """RGB frames of a video file or camera, labelled ``"<source>#frame=N"``.
+class Frame(NamedTuple):
+    """One frame of a capture session: RGB image, label (``"<source>#frame=N"``) and time in seconds
+    from the start (a file: frame index / frame rate; a camera: the clock)."""
+
+    image: np.ndarray
+    label: str
+    time: float
+
+
+def video_frames(source: str | int | Path, *, candidates: int = 60, max_frames: int | None = 600) -> Iterator[Frame]:
+    """RGB frames of a video file or camera, as `Frame`s.
 
     A file yields about `candidates` frames spread evenly over its length; a camera yields every frame
-    read, up to `max_frames`. The source is opened here, at once (`ImageError` if it cannot be), and
-    released when the iterator is exhausted or closed.
+    read, up to `max_frames` (None: until the camera stops or the caller closes the iterator). The source
+    is opened here, at once (`ImageError` if it cannot be), and released when the iterator is exhausted
+    or closed. No window is opened: this works headless.
     """
     capture, label = open_capture(source)
     return _frames(capture, label, not isinstance(source, int), candidates, max_frames)
 
 
-def _frames(capture, label: str, is_file: bool, candidates: int, max_frames: int) -> Iterator[tuple[np.ndarray, str]]:
+def _frames(capture, label: str, is_file: bool, candidates: int, max_frames: int | None) -> Iterator[Frame]:
     try:
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if is_file else 0
+        fps = float(capture.get(cv2.CAP_PROP_FPS) or 0) if is_file else 0.0
+        fps = fps if 0 < fps < 1000 else 25.0
         step = max(1, total // max(1, candidates)) if total > 0 else 1
+        start = time.monotonic()
         index = 0
-        while index < max_frames * step:
+        while max_frames is None or index < max_frames * step:
             ok, frame = capture.read()
             if not ok or frame is None:
                 break
@@ -224,7 +241,8 @@ def _frames(capture, label: str, is_file: bool, candidates: int, max_frames: int
                     frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
                 else:
                     frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                yield np.ascontiguousarray(frame), f"{label}#frame={index}"
+                when = index / fps if is_file else time.monotonic() - start
+                yield Frame(np.ascontiguousarray(frame), f"{label}#frame={index}", when)
             index += 1
     finally:
         capture.release()
