@@ -11,7 +11,8 @@ import pytest
 
 from siamface import Pipeline
 from siamface.errors import ConfigError, GalleryError, ModelMismatchError, NoFaceError
-from siamface.gallery import RULES, Gallery, UnknownPersonError
+from siamface.gallery import RULES, Gallery, NewTemplate, UnknownPersonError
+from siamface.gallery.core import decide
 
 from conftest import att, faceless
 from gallery_support import (PEOPLE, PROBE, STRANGER, base_gallery, check_consistent, gallery,  # noqa: F401
@@ -81,6 +82,28 @@ def test_a_stranger_is_unknown_with_candidates_as_evidence(gallery):
     assert gallery.identify(faceless()).faces == ()
 
 
+def test_two_people_too_close_to_call_are_ambiguous(gallery):
+    gallery.store.add_templates("twin", [_copy(t) for t in gallery.store.templates("s3", embeddings=True)])
+    result = gallery.identify(att(3, PROBE), top=3)
+    face = result.faces[0]
+    assert face.status == "ambiguous" and face.name == "ambiguous" and face.person is None
+    assert not face.accepted and face.similarity >= result.threshold
+    assert {c.person for c in face.candidates[:2]} == {"s3", "twin"} and len(face.candidates) == 3
+    assert result.to_dict()["faces"][0]["status"] == "ambiguous" and result.margin == 0.01
+    assert gallery.store.audit(limit=1)[0].rule == "best, ambiguous within 0.01"
+    gallery.store.delete("twin")
+    face = gallery.identify(att(3, PROBE), top=1).faces[0]          # top 1 still decides on the second
+    assert face.status == "known" and face.person == "s3" and len(face.candidates) == 1
+
+
+@pytest.mark.parametrize("best, second, margin, status", [
+    (0.95, 0.80, 0.01, "known"), (0.95, 0.945, 0.01, "ambiguous"), (0.95, 0.945, 0.0, "known"),
+    (0.95, None, 0.01, "known"), (0.90, 0.89, 0.01, "unknown"), (None, None, 0.01, "unknown"),
+])
+def test_open_set_decision_table(best, second, margin, status):
+    assert decide(best, second, 0.93, margin) == status
+
+
 def test_every_decision_is_audited(gallery, gallery_file):
     gallery.verify("s3", att(3, PROBE), rule="mean")
     gallery.verify("s4", att(3, PROBE))
@@ -93,6 +116,10 @@ def test_every_decision_is_audited(gallery, gallery_file):
     ]
     assert all(e.threshold == gallery.threshold and e.model == "dlib-resnet" for e in entries)
     assert rows(gallery_file, "SELECT count(*) FROM audit") == [(3,)]
+
+
+def _copy(template):
+    return NewTemplate(template.embedding, template.source)
 
 
 class _OtherVersion:

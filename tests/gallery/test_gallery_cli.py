@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import time
 
+import numpy as np
 import pytest
 
 from conftest import att, faceless
@@ -54,6 +55,27 @@ def test_enroll_check_identify(tmp_path):
     out = cli("gallery", "audit", "-g", g, "--json")
     kinds = [e["kind"] for e in json.loads(out.stdout)["entries"]]
     assert kinds == ["identify", "identify", "identify", "verify", "verify"]
+
+
+def test_identify_draws_names_and_scores(gallery_file, group_scene, tmp_path):
+    from PIL import Image
+
+    probe = tmp_path / "group.png"
+    Image.fromarray(group_scene).save(probe)
+    out = cli("identify", "-g", gallery_file, probe, "--top-k", "2", "--out", tmp_path / "out" / "named.png",
+              "--json")
+    assert out.returncode == 0, out.stderr
+    faces = json.loads(out.stdout)["results"][0]["faces"]
+    assert [(f["person"], f["status"], len(f["candidates"])) for f in faces] == [
+        ("s3", "known", 2), ("s5", "known", 2), ("s7", "known", 2)]
+    drawn = np.asarray(Image.open(tmp_path / "out" / "named.png").convert("RGB"))
+    assert drawn.shape == group_scene.shape
+    x1, y1, x2, y2 = (int(round(v)) for v in faces[0]["box"])
+    assert (drawn[y1:y2, x1] == (40, 200, 80)).all(axis=1).mean() > 0.5     # a green box where s3 is
+    assert (drawn != group_scene).any(axis=2).mean() < 0.2                  # the rest is the picture
+    out = cli("identify", "-g", gallery_file, probe, att(STRANGER, PROBE), "--out", tmp_path / "many")
+    assert out.returncode == 1 and sorted(p.name for p in (tmp_path / "many").iterdir()) == ["1.png", "group.png"]
+    assert "unknown" in out.stdout and "margin 0.01" in out.stdout
 
 
 def test_management_commands(gallery_file):

@@ -3,7 +3,7 @@
     siamface enroll   --gallery G NAME IMAGES... | --folder DIR | --video FILE NAME | --camera N NAME
                       [--frames N] [--min-gap S] [--timeout S] [--strict] [--keep-images]
                       (--folder: a folder of person-named sub-folders; with NAME, DIR's images are NAME's)
-    siamface identify --gallery G PROBE... [--top K]
+    siamface identify --gallery G PROBE... [--top-k K] [--margin M] [--out PNG|DIR]
     siamface gallery  list | show NAME | delete NAME | rename OLD NEW | stats | audit [--limit N] | reembed
                       (each with --gallery G)
 
@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from ..errors import ConfigError
 
@@ -68,11 +69,20 @@ def add_parsers(sub, chain_options) -> None:
     p = sub.add_parser(
         "identify", help="who are the faces in these images? (1:N against a gallery)",
         description="Name every face of each probe: the enrolled person with the best template similarity "
-                    "when it reaches the threshold, else unknown; the top K candidates are shown. Logged in "
-                    "the gallery's audit. Exit code 0 when every probe has a known face, 1 otherwise.")
+                    "when it reaches the threshold and the next person is more than --margin below; "
+                    "'ambiguous' when the next person is within the margin; else 'unknown'. The top K "
+                    "people are shown as evidence. Logged in the gallery's audit. Exit code 0 when every "
+                    "probe has a known face, 1 otherwise.")
     _gallery_option(p)
     p.add_argument("probes", nargs="+", metavar="PROBE", help="probe images")
-    p.add_argument("--top", type=int, default=5, metavar="K", help="candidates to show per face (default: 5)")
+    p.add_argument("--top-k", "--top", type=int, default=5, metavar="K", dest="top",
+                   help="candidates to show per face (default: 5)")
+    p.add_argument("--margin", type=float, default=None, metavar="M",
+                   help="ambiguous when the second person is within M similarity of the best "
+                        "(default: 0.01; 0 turns it off)")
+    p.add_argument("--out", metavar="PNG|DIR",
+                   help="write the probe with boxes, names and scores drawn (several probes: a folder, "
+                        "one <name>.png per probe)")
     chain_options(p, threshold=True)
     p.set_defaults(func=cmd_identify)
 
@@ -268,26 +278,83 @@ def cmd_claim(args) -> int:
 # -- identify (1:N) -------------------------------------------------------------------------------------
 def cmd_identify(args) -> int:
     from ..errors import NoFaceError
+    from .core import DEFAULT_MARGIN
 
+    if args.top < 1:
+        raise ConfigError(f"--top-k must be >= 1, got {args.top}")
+    margin = args.margin if args.margin is not None else DEFAULT_MARGIN
+    outputs = _outputs(args.out, args.probes) if args.out else {}
     pipe = _pipeline(args)
     results = []
     with _open(args, pipe) as gallery:
         for probe in args.probes:
-            result = gallery.identify(probe, top=args.top)
+            result = gallery.identify(probe, top=args.top, margin=margin)
             if not result.faces:
                 raise NoFaceError(probe, getattr(pipe.detector, "name", ""))
             results.append(result)
+            if probe in outputs:
+                _annotate(probe, result, outputs[probe])
     if args.json:
-        _print_json({"gallery": args.gallery, "results": [r.to_dict() for r in results]})
+        _print_json({"gallery": args.gallery, "results": [r.to_dict() for r in results],
+                     **({"annotated": {p: str(o) for p, o in outputs.items()}} if outputs else {})})
     else:
         for r in results:
-            print(f"{r.probe}: {len(r.faces)} face(s), threshold {r.threshold:.4f}")
+            print(f"{r.probe}: {len(r.faces)} face(s), threshold {r.threshold:.4f}, margin {r.margin:g}")
             for i, face in enumerate(r.faces):
                 box = "(" + ", ".join(f"{v:.0f}" for v in face.box) + ")"
                 score = f"{face.similarity:.4f}" if face.similarity is not None else "-"
                 others = ", ".join(f"{c.person} {c.similarity:.4f}" for c in face.candidates[1:])
                 print(f"  [{i}] {box}: {face.name} ({score})" + (f"  next: {others}" if others else ""))
+        for probe, out in outputs.items():
+            print(f"annotated {probe} -> {out}")
     return EXIT_OK if all(r.found for r in results) else EXIT_NO
+
+
+def _outputs(out: str, probes: list[str]) -> dict[str, Path]:
+    """Where each probe's annotated copy goes: `out` itself for one probe, else a file in folder `out`."""
+    target = Path(out)
+    if len(probes) == 1 and not target.is_dir():
+        if target.suffix.lower() not in {".png", ".jpg", ".jpeg", ".bmp", ".webp"}:
+            raise ConfigError(f"--out {out}: give an image file name (.png, .jpg) or a folder")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return {probes[0]: target}
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"--out {out}: several probes need a folder, and this is a file")
+    target.mkdir(parents=True, exist_ok=True)
+    names: dict[str, Path] = {}
+    for i, probe in enumerate(probes):
+        stem = Path(probe).stem or f"probe{i}"
+        path = target / f"{stem}.png"
+        if path in names.values():
+            path = target / f"{stem}-{i}.png"
+        names[probe] = path
+    return names
+
+
+def _annotate(probe: str, result, out: Path) -> None:
+    """Draw each face's box, name and score: green known, yellow ambiguous, red unknown."""
+    import numpy as np
+
+    from ..draw import GREEN, RED, YELLOW, draw_faces
+    from ..image import load_image, save_image
+    from ..types import Faces
+
+    image = load_image(probe)
+    faces = Faces(boxes=np.array([f.box for f in result.faces], np.float32).reshape(-1, 4),
+                  scores=np.array([f.similarity or 0.0 for f in result.faces], np.float32))
+    labels, colors = [], []
+    for f in result.faces:
+        score = f" {f.similarity:.3f}" if f.similarity is not None else ""
+        if f.status == "known":
+            labels.append(f"{f.person}{score}")
+            colors.append(GREEN)
+        elif f.status == "ambiguous":
+            labels.append(f"? {'/'.join(c.person for c in f.candidates[:2])}{score}")
+            colors.append(YELLOW)
+        else:
+            labels.append(f"unknown{score}")
+            colors.append(RED)
+    save_image(draw_faces(image, faces, labels, colors), out)
 
 
 # -- gallery management ------------------------------------------------------------------------------------

@@ -28,8 +28,8 @@ from ..errors import ConfigError, GalleryError
 from ..image import describe, load_image
 from .enroll import QualityGates, Sample, assess, image_files, person_folders, video_frames
 from .index import ExactIndex
-from .results import (Candidate, ClaimVerification, EnrolledTemplate, EnrollmentReport, FaceIdentity,
-                      Identification, Rejection, TemplateScore)
+from .results import (AMBIGUOUS, KNOWN, UNKNOWN, Candidate, ClaimVerification, EnrolledTemplate, EnrollmentReport,
+                      FaceIdentity, Identification, Rejection, TemplateScore)
 from .sqlite import SQLiteStore
 from .store import AuditRecord, ModelBinding, NewTemplate, Store, Template, UnknownPersonError
 
@@ -37,10 +37,23 @@ log = logging.getLogger(__name__)
 
 RULES = ("best", "mean", "fraction")
 DEFAULT_FRACTION = 0.5
+#: Identification calls a face ambiguous when the second person is within this similarity of the best
+#: (see benchmarks/gallery_att.py for its effect on the AT&T open-set experiment).
+DEFAULT_MARGIN = 0.01
 #: Frames of a video kept only when below this similarity to every frame kept before (diversity).
 VIDEO_DIVERSITY = 0.99
 #: How long a camera session runs at most when no timeout is given, in seconds.
 CAMERA_TIMEOUT_S = 30.0
+
+
+def decide(best: float | None, second: float | None, threshold: float, margin: float) -> str:
+    """Open-set decision for one face from the best and second-best *people*'s similarities:
+    ``known``, ``ambiguous`` (the second within `margin` of the best) or ``unknown``."""
+    if best is None or best < threshold:
+        return UNKNOWN
+    if second is not None and best - second <= margin:
+        return AMBIGUOUS
+    return KNOWN
 
 
 def calibration_file_for(gallery: str | os.PathLike) -> Path:
@@ -324,36 +337,42 @@ class Gallery:
 
     # -- 1:N -------------------------------------------------------------------------------------------
     def identify(self, probe: Any, *, top: int = 5, threshold: float | None = None,
-                 audit: bool = True) -> Identification:
+                 margin: float = DEFAULT_MARGIN, audit: bool = True) -> Identification:
         """Name every face of `probe` (biggest first): the person with the best template similarity when it
-        reaches the threshold, else unknown; the `top` best candidates are given as evidence."""
+        reaches the threshold and the next person is more than `margin` below, "ambiguous" when the next
+        is within `margin`, else "unknown" (see `FaceIdentity`); the `top` best people are the evidence."""
         if top < 1:
             raise ConfigError(f"top must be >= 1, got {top}")
+        if not 0 <= margin < 1:
+            raise ConfigError(f"margin must be in [0, 1), got {margin}")
         model = self.check_model()
         label = describe(probe)
         faces = self.pipeline.embed(probe)
         thr = float(threshold) if threshold is not None else self.threshold
         source = "given by the caller" if threshold is not None else self.threshold_source
-        hits = self.index.search(faces.embeddings, k=top) if len(faces) else []
+        hits = self.index.search(faces.embeddings, k=max(top, 2)) if len(faces) else []
         names = self.store.names([h.person_id for row in hits for h in row])
         identities, records = [], []
         for i, row in enumerate(hits):
             candidates = tuple(Candidate(names.get(h.person_id, str(h.person_id)), h.similarity, h.template_id)
                                for h in row)
             best = row[0] if row else None
-            accepted = best is not None and best.similarity >= thr
+            status = decide(best.similarity if best else None, row[1].similarity if len(row) > 1 else None,
+                            thr, margin)
+            accepted = status == KNOWN
             identities.append(FaceIdentity(
                 box=tuple(float(v) for v in faces.boxes[i]),
                 person=candidates[0].person if accepted else None,
                 similarity=best.similarity if best is not None else None,
-                accepted=bool(accepted), candidates=candidates))
+                accepted=accepted, candidates=candidates[:top], status=status))
             records.append(AuditRecord("identify", None, best.person_id if accepted else None,
-                                       best.similarity if best is not None else None, thr, bool(accepted),
-                                       "best", model.name))
+                                       best.similarity if best is not None else None, thr, accepted,
+                                       "best" if status != AMBIGUOUS else f"best, ambiguous within {margin:g}",
+                                       model.name))
         if audit:
             self.store.log(records)
         notes = () if len(faces) else ("no face found",)
-        return Identification(label, tuple(identities), thr, source, model.name, notes)
+        return Identification(label, tuple(identities), thr, source, model.name, notes, margin)
 
     # -- maintenance -----------------------------------------------------------------------------------
     def reembed(self, pipeline) -> int:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 UNKNOWN = "unknown"
+AMBIGUOUS = "ambiguous"
+KNOWN = "known"
 
 
 def _r(value: float | None, digits: int = 6) -> float | None:
@@ -120,21 +122,30 @@ class Candidate:
 
 @dataclass(frozen=True)
 class FaceIdentity:
-    """Who one face of a probe is: the best candidate when at or above the threshold, else unknown."""
+    """Who one face of a probe is (`status`):
+
+    - ``known``: the best candidate reaches the threshold and the next *person* is more than the margin
+      below it; `person` is that candidate.
+    - ``ambiguous``: the best candidate reaches the threshold but the second person is within the margin
+      of it; `person` is None (the candidates tell who was too close to call).
+    - ``unknown``: nobody reaches the threshold (open set); `person` is None.
+    """
 
     box: tuple[float, float, float, float]
     person: str | None
     similarity: float | None
     accepted: bool
     candidates: tuple[Candidate, ...] = ()
+    status: str = UNKNOWN
 
     @property
     def name(self) -> str:
-        return self.person if self.person is not None else UNKNOWN
+        return self.person if self.person is not None else self.status
 
     def to_dict(self) -> dict[str, Any]:
-        return {"box": [round(v, 1) for v in self.box], "person": self.name, "known": self.accepted,
-                "similarity": _r(self.similarity), "candidates": [c.to_dict() for c in self.candidates]}
+        return {"box": [round(v, 1) for v in self.box], "person": self.name, "status": self.status,
+                "known": self.accepted, "similarity": _r(self.similarity),
+                "candidates": [c.to_dict() for c in self.candidates]}
 
 
 @dataclass(frozen=True)
@@ -147,6 +158,7 @@ class Identification:
     threshold_source: str
     model: str
     notes: tuple[str, ...] = field(default=())
+    margin: float = 0.0
 
     @property
     def names(self) -> list[str]:
@@ -158,4 +170,4 @@ class Identification:
 
     def to_dict(self) -> dict[str, Any]:
         return {"probe": self.probe, "faces": [f.to_dict() for f in self.faces], "threshold": self.threshold,
-                "threshold_source": self.threshold_source, "model": self.model, "notes": list(self.notes)}
+                "margin": self.margin, "threshold_source": self.threshold_source, "model": self.model, "notes": list(self.notes)}
