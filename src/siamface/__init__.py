@@ -10,7 +10,7 @@ Importing siamface loads no model and touches no file; models load on first use.
 from __future__ import annotations
 
 from .errors import (ConfigError, GalleryError, ImageError, ModelError, ModelMismatchError, NoFaceError,
-                     SiamfaceError)
+                     SiamfaceError, SourceError)
 from .image import load_image
 from .pipeline import Pipeline, default_pipeline
 from .types import Faces, Verification
@@ -35,6 +35,6 @@ def verify(a, b, threshold: float | None = None) -> Verification:
 
 __all__ = [
     "ConfigError", "Faces", "GalleryError", "ImageError", "ModelError", "ModelMismatchError", "NoFaceError",
-    "Pipeline", "SiamfaceError", "Verification", "__version__", "default_pipeline", "detect", "embed",
+    "Pipeline", "SiamfaceError", "SourceError", "Verification", "__version__", "default_pipeline", "detect", "embed",
     "load_image", "verify",
 ]

@@ -24,7 +24,8 @@ from .errors import ConfigError, SiamfaceError
 EXIT_SAME, EXIT_DIFFERENT, EXIT_ERROR = 0, 1, 2
 
 #: Modules that add their own sub-commands (see build_parser).
-_COMMAND_MODULES: list[str] = ["siamface.evaluation.commands", "siamface.gallery.commands"]
+_COMMAND_MODULES: list[str] = ["siamface.evaluation.commands", "siamface.gallery.commands",
+                                 "siamface.live_commands"]
 
 
 def _add_chain_options(p: argparse.ArgumentParser, threshold: bool = False) -> None:

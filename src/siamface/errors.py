@@ -6,7 +6,8 @@
     ├── ModelError                a model is unknown, missing or could not be loaded
     │   └── ModelMismatchError    embeddings from different models were compared
     ├── ConfigError               a setting or option has an invalid value
-    └── GalleryError              the gallery store refused an operation
+    ├── GalleryError              the gallery store refused an operation
+    └── SourceError               a camera, video file or stream cannot be opened or stopped delivering
 
 Library code raises these and logs; it never prints and never exits.
 """
@@ -51,3 +52,7 @@ class ConfigError(SiamfaceError, ValueError):
 
 class GalleryError(SiamfaceError):
     """The gallery store refused an operation."""
+
+
+class SourceError(SiamfaceError):
+    """A camera, video file, stream or frame folder cannot be opened, or stopped delivering frames."""

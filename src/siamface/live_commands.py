@@ -1,0 +1,109 @@
+"""`siamface watch` and `siamface authenticate`: the real-time commands (see `siamface.live`).
+
+Events are JSON lines on stdout (one per person appearing, being re-identified or leaving; one grant or
+deny); a summary (frames, fps, latency) goes to stderr. Exit codes: watch 0 (or 2 on error); authenticate
+0 granted, 1 denied, 2 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_GRANTED, EXIT_DENIED = 0, 1
+
+
+def add_parsers(sub, chain_options) -> None:
+    p = sub.add_parser(
+        "watch", help="name the people in a video, camera or stream live (1:N against a gallery)",
+        description="Track every face of a video source and name it from the gallery (or 'unknown'). "
+                    "Detection runs on every frame, recognition on new tracks and every --refresh frames, "
+                    "names are voted over the track. JSON-lines events on stdout.")
+    _common(p, chain_options)
+    p.add_argument("--refresh", type=int, default=10, metavar="N",
+                   help="re-embed a tracked face every N frames (default 10)")
+    p.add_argument("--votes", type=int, default=5, metavar="N",
+                   help="a track's name is the vote of its last N recognitions (default 5)")
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser(
+        "authenticate", help="unlock for a claimed person in front of the camera (1:1 against a gallery)",
+        description="Verify the largest face of each frame against the claimed person's templates: grant as "
+                    "soon as --consecutive frames in a row verify, deny at --timeout. Exit code 0 granted, "
+                    "1 denied, 2 error.")
+    _common(p, chain_options)
+    p.add_argument("--claim", required=True, metavar="NAME", help="the person to authenticate")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="deny after S seconds (default 10)")
+    p.add_argument("--consecutive", type=int, default=3, metavar="N",
+                   help="frames in a row that must verify (default 3)")
+    p.set_defaults(func=cmd_authenticate)
+
+
+def _common(p: argparse.ArgumentParser, chain_options) -> None:
+    from .gallery.commands import _gallery_option
+
+    _gallery_option(p)
+    p.add_argument("--source", default="0",
+                   help="camera index, video file, stream URL (rtsp://, http://) or folder of frames (default 0)")
+    p.add_argument("--realtime", action="store_true",
+                   help="play a video file at its own frame rate, dropping frames when behind, as a camera "
+                        "would (default: every frame of a file)")
+    p.add_argument("--out", metavar="FILE", help="write the annotated video here (.mp4 or .avi)")
+    p.add_argument("--show", action="store_true", help="show the annotated video in a window (needs a display)")
+    p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
+    chain_options(p, threshold=True)
+
+
+def _open(args):
+    from .gallery import Gallery
+    from .gallery.commands import _pipeline
+    from .live import GalleryMatcher, VideoOut
+    from .video import LatestFrameReader, open_source
+
+    pipeline = _pipeline(args)
+    gallery = Gallery(args.gallery, pipeline)
+    matcher = GalleryMatcher(gallery, threshold=args.threshold)
+    source = open_source(args.source)
+    out = VideoOut(args.out, source.fps, show=args.show) if (args.out or args.show) else None
+    reader = LatestFrameReader(source, realtime=args.realtime, max_frames=args.max_frames)
+    return gallery, pipeline, matcher, reader, out
+
+
+def _summary(command: str, stats, extra: str = "") -> None:
+    s = stats.to_dict()
+    print(f"{command}: {s['frames']} frames at {s['fps']} fps, {s['dropped']} dropped, "
+          f"{s['faces_embedded']} faces embedded, latency p50 {s['latency_ms_p50']} ms / "
+          f"p99 {s['latency_ms_p99']} ms{extra}", file=sys.stderr)
+
+
+def cmd_watch(args) -> int:
+    from .live import Watcher, json_lines, run
+
+    gallery, pipeline, matcher, reader, out = _open(args)
+    with gallery, reader:
+        watcher = Watcher(pipeline, matcher, refresh=args.refresh, votes=args.votes,
+                          on_event=json_lines(sys.stdout))
+        try:
+            stats = run(reader, watcher, out, reader=reader)
+        except KeyboardInterrupt:
+            stats = watcher.stats
+    _summary("watch", stats)
+    return 0
+
+
+def cmd_authenticate(args) -> int:
+    from .live import Authenticator, json_lines, run
+
+    gallery, pipeline, matcher, reader, out = _open(args)
+    with gallery, reader:
+        auth = Authenticator(pipeline, matcher, args.claim, consecutive=args.consecutive,
+                             timeout=args.timeout, on_event=json_lines(sys.stdout))
+        try:
+            run(reader, auth, out, stop_when_decided=True, reader=reader)
+        except KeyboardInterrupt:
+            auth.finish()
+        decision = auth.decision
+        matcher.log_claim(args.claim, decision.granted, decision.best_score, rule="live")
+    _summary("authenticate", auth.stats, f"; {'GRANTED' if decision.granted else 'DENIED'}: {decision.reason}")
+    return EXIT_GRANTED if decision.granted else EXIT_DENIED
+

@@ -1,0 +1,240 @@
+"""Real time: video sources, the capture thread, tracking, `watch` and `authenticate`, on clips of real
+faces made at test time (AT&T fixtures pasted into a 640x480 scene, moving and zooming, cut between people)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import att, att_rgb, scene
+from siamface import SourceError
+from siamface.live import Authenticator, GalleryMatcher, Tracker, Watcher, run
+from siamface.video import Frame, FrameSource, LatestFrameReader, open_source
+
+ENROLLED = (3, 4)
+STRANGER = 6
+SEGMENT = 12      # frames per person in the clips
+
+
+def cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "siamface", *map(str, args)], capture_output=True, text=True,
+                          timeout=120)
+
+
+def write_clip(path, segments, fps: float = 25.0) -> None:
+    """Each segment: (subject or None, frames). A subject's face (image 1, never enrolled) pans and zooms."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (640, 480))
+    assert writer.isOpened()
+    for subject, n in segments:
+        for i in range(n):
+            faces = [] if subject is None else [(att_rgb(subject, 1), 1.8 + 0.3 * i / n, (80 + 12 * i, 60 + 3 * i))]
+            writer.write(cv2.cvtColor(scene(faces), cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+@pytest.fixture(scope="module")
+def gallery_file(tmp_path_factory, pipeline):
+    from siamface.gallery import Gallery
+
+    path = tmp_path_factory.mktemp("live") / "people.db"
+    with Gallery(path, pipeline, create=True) as g:
+        for s in ENROLLED:
+            report = g.enroll(f"s{s}", [att(s, i) for i in (2, 3, 4)])
+            assert report.added
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clips") / "three_people.avi"
+    write_clip(path, [(3, SEGMENT), (4, SEGMENT), (STRANGER, SEGMENT), (None, 4)])
+    return path
+
+
+@pytest.fixture(scope="module")
+def gallery(gallery_file, pipeline):
+    from siamface.gallery import Gallery
+
+    with Gallery(gallery_file, pipeline) as g:
+        yield g
+
+
+def test_watch_names_each_person_once_and_the_stranger_unknown(clip, gallery, pipeline):
+    events, results = [], []
+    watcher = Watcher(pipeline, GalleryMatcher(gallery), refresh=5, max_missed=3, on_event=events.append)
+    with LatestFrameReader(open_source(clip)) as reader:
+        for frame in reader:
+            results.append(watcher.process(frame))
+    watcher.finish()
+
+    assert len(results) == 3 * SEGMENT + 4                      # a file read without pacing loses no frame
+    expected = ["s3"] * SEGMENT + ["s4"] * SEGMENT + ["unknown"] * SEGMENT + [None] * 4
+    for result, want in zip(results, expected):
+        if want is None:
+            assert result.labels == []
+        else:
+            assert result.labels == [want], (result.frame.index, result.labels)
+    appeared = [(e["person"], e["frame"]) for e in events if e["event"] == "appeared"]
+    assert appeared == [("s3", 0), ("s4", SEGMENT), ("unknown", 2 * SEGMENT)]
+    left = [e["person"] for e in events if e["event"] == "left"]
+    assert sorted(left) == ["s3", "s4", "unknown"]
+    assert not [e for e in events if e["event"] == "identified"]      # no flicker
+    # embeddings only on new tracks and every `refresh` frames, not on every frame
+    assert sum(r.embedded for r in results) <= 3 * (SEGMENT // 5 + 1)
+    s3 = next(e for e in events if e["person"] == "s3")
+    assert s3["score"] >= gallery.threshold and {"time", "video_time", "track"} <= set(s3)
+
+
+def test_authenticate_grants_the_enrolled_person(clip, gallery, pipeline):
+    events = []
+    auth = Authenticator(pipeline, GalleryMatcher(gallery), "s3", consecutive=3, timeout=30, on_event=events.append)
+    with LatestFrameReader(open_source(clip)) as reader:
+        run(reader, auth, stop_when_decided=True, reader=reader)
+    assert auth.decision.granted
+    assert auth.decision.frames == 3                       # granted on the third frame in a row
+    assert [e["event"] for e in events] == ["granted"]
+    assert events[0]["best_score"] >= gallery.threshold
+
+
+def test_authenticate_denies_someone_else_and_an_empty_scene(tmp_path, gallery, pipeline):
+    only_s4 = tmp_path / "s4.avi"
+    write_clip(only_s4, [(4, SEGMENT)])
+    for source, reason in ((only_s4, "video ended"), (None, "no face")):
+        events = []
+        auth = Authenticator(pipeline, GalleryMatcher(gallery), "s3", on_event=events.append)
+        frames = open_source(only_s4) if source else Empty("empty")
+        with LatestFrameReader(frames) as reader:
+            run(reader, auth, stop_when_decided=True, reader=reader)
+        assert not auth.decision.granted and reason in auth.decision.reason
+        assert [e["event"] for e in events] == ["denied"]
+
+
+def test_authenticate_times_out(tmp_path, gallery, pipeline):
+    auth = Authenticator(pipeline, GalleryMatcher(gallery), "s3", timeout=0.0)
+    frame = Frame(0, 0.0, scene([(att_rgb(4, 1), 2.0, (100, 100))]), time.perf_counter())
+    time.sleep(0.01)
+    auth.process(frame)
+    assert auth.decision is not None and not auth.decision.granted and "timeout" in auth.decision.reason
+
+
+class Empty(FrameSource):
+    """Five faceless frames."""
+
+    def __iter__(self):
+        for i in range(5):
+            yield Frame(i, i / 25, scene([]), time.perf_counter())
+
+
+def test_cli_watch_and_authenticate(clip, gallery_file, tmp_path):
+    out = tmp_path / "annotated.mp4"
+    done = cli("watch", "-g", gallery_file, "--source", clip, "--out", out)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [e["person"] for e in events if e["event"] == "appeared"] == ["s3", "s4", "unknown"]
+    assert "fps" in done.stderr
+    video = cv2.VideoCapture(str(out))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 3 * SEGMENT + 4
+    video.release()
+
+    granted = cli("authenticate", "-g", gallery_file, "--claim", "s3", "--source", clip)
+    assert granted.returncode == 0, granted.stderr
+    assert json.loads(granted.stdout)["event"] == "granted"
+    denied = cli("authenticate", "-g", gallery_file, "--claim", "s4", "--source", clip, "--max-frames", 8)
+    assert denied.returncode == 1 and json.loads(denied.stdout)["event"] == "denied"
+    unknown = cli("authenticate", "-g", gallery_file, "--claim", "nobody", "--source", clip)
+    assert unknown.returncode == 2 and "nobody" in unknown.stderr
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "garbage", "camera"])
+def test_bad_sources_are_clear_errors(kind, tmp_path, gallery_file):
+    source = {"missing": str(tmp_path / "nope.mp4"), "camera": "7"}.get(kind)
+    if source is None:
+        source = str(tmp_path / f"{kind}.mp4")
+        (tmp_path / f"{kind}.mp4").write_bytes(b"" if kind == "empty" else b"not a video at all" * 100)
+    start = time.monotonic()
+    with pytest.raises(SourceError):
+        open_source(source)
+    assert time.monotonic() - start < 10
+    done = cli("watch", "-g", gallery_file, "--source", source)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
+
+
+class Failing(FrameSource):
+    """Three frames, then the camera is unplugged."""
+
+    live = True
+
+    def __iter__(self):
+        for i in range(3):
+            yield Frame(i, i / 25, scene([]), time.perf_counter())
+        raise SourceError("camera 0: disconnected")
+
+
+def test_source_error_mid_run_reaches_the_consumer_and_stops_the_thread():
+    reader = LatestFrameReader(Failing("camera 0"), drop=False)
+    got = []
+    with pytest.raises(SourceError, match="disconnected"):
+        for frame in reader:
+            got.append(frame.index)
+    assert got == [0, 1, 2]
+    reader.close()
+    assert not reader._thread.is_alive()
+
+
+class Fast(FrameSource):
+    """A camera delivering 200 frames at 500 fps."""
+
+    live = True
+
+    def __iter__(self):
+        for i in range(200):
+            time.sleep(0.002)
+            yield Frame(i, i / 500, np.zeros((4, 4, 3), np.uint8), time.perf_counter())
+
+
+def test_newest_frame_wins_when_the_consumer_is_slow():
+    ages, indices = [], []
+    with LatestFrameReader(Fast("fast")) as reader:
+        for frame in reader:
+            ages.append(time.perf_counter() - frame.captured)
+            indices.append(frame.index)
+            time.sleep(0.02)                                   # recognition 10x slower than the camera
+    assert reader.dropped > 50 and len(indices) < 150
+    assert indices == sorted(indices) and indices[-1] == 199   # always the newest, up to the end
+    assert max(ages) < 0.1                                     # no queue: a frame is never old
+
+
+def test_tracker_keeps_ids_across_motion_and_ends_lost_tracks():
+    tracker = Tracker(min_iou=0.3, max_missed=2)
+    box_a, box_b = np.array([10, 10, 60, 70.0]), np.array([200, 50, 260, 120.0])
+    first, started, _ = tracker.update(np.stack([box_a, box_b]), 0)
+    assert len(started) == 2
+    moved, started, _ = tracker.update(np.stack([box_b + 5, box_a + 4]), 1)
+    assert not started and [t.id for t in moved] == [first[1].id, first[0].id]
+    ended = []
+    for frame in range(2, 6):
+        ended += tracker.update(np.stack([box_b + 5]), frame)[2]
+    assert [t.id for t in ended] == [first[0].id] and len(tracker.tracks) == 1
+
+
+def test_folder_source(tmp_path):
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i:03d}.png"), scene([]))
+    with open_source(tmp_path) as source:
+        frames = list(source)
+    assert [f.index for f in frames] == [0, 1, 2] and frames[0].image.shape == (480, 640, 3)
+
+
+def test_ctrl_c_closes_cleanly():
+    reader = LatestFrameReader(Fast("fast"))
+    timer = threading.Timer(0.05, reader.close)
+    timer.start()
+    frames = list(reader)                   # ends when closed; no hang
+    assert len(frames) < 200 and not reader._thread.is_alive()
