@@ -170,7 +170,9 @@ def test_delete_removes_everything_about_a_person(gallery, gallery_file):
     assert rows(gallery_file, "SELECT count(*) FROM templates WHERE person_id = ?", (pid,)) == [(0,)]
     assert rows(gallery_file, "SELECT count(*) FROM audit WHERE claimed_id = ? OR returned_id = ?",
                 (pid, pid)) == [(0,)]
-    assert rows(gallery_file, "SELECT count(*) FROM audit") == [(1,)]
+    assert rows(gallery_file, "SELECT count(*) FROM audit") == [(3,)]                  # decisions stay
+    assert rows(gallery_file, "SELECT count(DISTINCT coalesce(claimed_tombstone, returned_tombstone)) FROM audit "
+                              "WHERE claimed_tombstone IS NOT NULL OR returned_tombstone IS NOT NULL") == [(1,)]
     assert embedding not in gallery_file.read_bytes()
     with Gallery(gallery_file, gallery.pipeline) as g:
         assert g.identify(att(4, PROBE)).names == ["unknown"]

@@ -80,18 +80,84 @@ def test_identify_draws_names_and_scores(gallery_file, group_scene, tmp_path):
 
 def test_management_commands(gallery_file):
     g = gallery_file
-    out = cli("gallery", "list", "-g", g)
+    out = cli("people", "list", "-g", g)
     assert out.returncode == 0 and "s3\t3 template(s)" in out.stdout and "7 people" in out.stdout
-    out = cli("gallery", "show", "-g", g, "s4", "--json")
+    out = cli("people", "show", "-g", g, "s4", "--json")
     assert out.returncode == 0 and len(json.loads(out.stdout)["template_list"]) == 3
-    assert cli("gallery", "rename", "-g", g, "s4", "Fourth").returncode == 0
-    out = cli("gallery", "delete", "-g", g, "fourth")
-    assert out.returncode == 0 and "deleted 'Fourth'" in out.stdout
+    assert cli("people", "rename", "-g", g, "s4", "Fourth").returncode == 0
+    out = cli("people", "remove", "-g", g, "fourth")
+    assert out.returncode == 0 and "removed 'Fourth'" in out.stdout
     assert rows(g, "SELECT count(*) FROM people") == [(6,)]
     out = cli("gallery", "stats", "-g", g, "--json")
     assert json.loads(out.stdout)["people"] == 6 and json.loads(out.stdout)["model"] == "dlib-resnet"
+    assert json.loads(out.stdout)["schema_version"] == 2
     out = cli("gallery", "reembed", "-g", g)
     assert out.returncode == 2 and "no kept image" in out.stderr
+
+
+def test_people_remove_leaves_no_trace_of_the_name_in_the_file(tmp_path):
+    """Every row, blob and string naming the person goes: the raw bytes of the file and its WAL are read."""
+    name = "Zebulon Quigglesworth"
+    folder = tmp_path / name
+    folder.mkdir()
+    for i in (2, 3, 4):
+        shutil.copy(att(5, i), folder / f"{name} {i}.pgm")          # the name is in every template's source
+    g = tmp_path / "people.db"
+    out = cli("enroll", "-g", g, name, *sorted(folder.iterdir()), "--keep-images",
+              "--metadata", json.dumps({"badge": f"{name} #42"}))
+    assert out.returncode == 0, out.stderr
+    assert cli("enroll", "-g", g, "s6", att(6, 2), att(6, 3)).returncode == 0
+    assert cli("verify", "-g", g, "--claim", name, att(5, 1)).returncode == 0
+    assert cli("verify", "-g", g, "--claim", name, att(6, 1)).returncode == 1
+    assert cli("identify", "-g", g, att(5, 1)).returncode == 0
+
+    def raw() -> bytes:
+        return b"".join(p.read_bytes() for p in tmp_path.glob("people.db*"))
+
+    needles = [name.encode(), name.encode("utf-16-le"), b"Zebulon", b"Quigglesworth"]
+    assert name.encode() in raw()
+    out = cli("people", "remove", "-g", g, name)
+    assert out.returncode == 0, out.stderr
+    assert [n for n in needles if n in raw()] == []
+    check_consistent(g)
+    assert rows(g, "SELECT count(*) FROM templates") == [(2,)]
+    audit = json.loads(cli("gallery", "audit", "-g", g, "--json").stdout)["entries"]
+    assert len(audit) == 3 and all(name not in json.dumps(e) for e in audit)
+    assert [e["claimed"].startswith("removed:") for e in audit if e["kind"] == "verify"] == [True, True]
+
+
+def test_export_import_round_trip_merge_and_refusals(gallery_file, tmp_path):
+    export = tmp_path / "people.jsonl"
+    out = cli("gallery", "export", "-g", gallery_file, export, "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["people"] == 7, out.stderr
+    lines = export.read_text().splitlines()
+    header = json.loads(lines[0])
+    assert header["format"] == "siamface-gallery" and header["version"] == 1 and len(lines) == 8
+    assert header["model"]["name"] == "dlib-resnet" and header["model"]["embedding_size"] == 128
+    assert "image" not in lines[1]
+    copy = tmp_path / "copy.db"
+    out = cli("gallery", "import", "-g", copy, export)
+    assert out.returncode == 0 and "7 new people" in out.stdout, out.stderr
+    assert cli("identify", "-g", copy, att(4, PROBE)).stdout.count(": s4 (") == 1
+    before = rows(gallery_file, "SELECT p.name, t.embedding FROM templates t JOIN people p ON p.id = t.person_id "
+                                "ORDER BY p.name, t.id")
+    assert rows(copy, "SELECT p.name, t.embedding FROM templates t JOIN people p ON p.id = t.person_id "
+                      "ORDER BY p.name, t.id") == before             # the very same bytes
+    out = cli("gallery", "import", "-g", copy, export)
+    assert out.returncode == 2 and "7 name(s) already in" in out.stderr and "--merge" in out.stderr
+    out = cli("gallery", "import", "-g", copy, export, "--merge", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["skipped_duplicates"] == len(before)
+    assert rows(copy, "SELECT count(*) FROM templates") == [(len(before),)]
+    other = tmp_path / "other.jsonl"
+    header["model"]["version"] = "v2-retrained"
+    other.write_text("\n".join([json.dumps(header)] + lines[1:]) + "\n")
+    out = cli("gallery", "import", "-g", copy, other)
+    assert out.returncode == 2 and "v2-retrained" in out.stderr
+    (tmp_path / "junk.jsonl").write_text('{"format": "something-else"}\n')
+    out = cli("gallery", "import", "-g", tmp_path / "new.db", tmp_path / "junk.jsonl")
+    assert out.returncode == 2 and "not a siamface gallery export" in out.stderr
+    assert not (tmp_path / "new.db").exists()
+    assert cli("gallery", "export", "-g", gallery_file, tmp_path / "x.jsonl", "--with-images").returncode == 2
 
 
 @pytest.mark.parametrize("args, message", [
@@ -101,14 +167,14 @@ def test_management_commands(gallery_file):
     (["verify", "--claim", "s3", att(3, 1), "--fraction", "0.3"], "--rule fraction only"),
     (["enroll", "x", "--camera", "57"], "camera 57: cannot be opened"),
     (["enroll", "x"], "give image files"),
-    (["gallery", "delete", "nobody"], "no person named"),
+    (["people", "remove", "nobody"], "no person named"),
 ])
 def test_errors_exit_2_with_one_line(gallery_file, tmp_path, args, message):
     wall = tmp_path / "wall.png"
     from PIL import Image
     Image.fromarray(faceless()).save(wall)
     args = [wall if a == "FACELESS" else a for a in args]
-    out = cli(*args[:2], "-g", gallery_file, *args[2:]) if args[0] == "gallery" else cli(*args, "-g", gallery_file)
+    out = cli(*args[:2], "-g", gallery_file, *args[2:]) if args[0] in ("gallery", "people") else cli(*args, "-g", gallery_file)
     assert out.returncode == 2, out
     assert message in out.stderr and "Traceback" not in out.stderr
 

@@ -96,11 +96,31 @@ def test_migration_table_brings_an_old_file_up(tmp_path, monkeypatch):
     def to_2(db):
         db.execute("ALTER TABLE people ADD COLUMN note TEXT")
 
-    monkeypatch.setitem(module.MIGRATIONS, 2, to_2)
-    monkeypatch.setattr(module, "SCHEMA_VERSION", 2)
+    future = module.SCHEMA_VERSION + 1
+    monkeypatch.setitem(module.MIGRATIONS, future, to_2)
+    monkeypatch.setattr(module, "SCHEMA_VERSION", future)
     SQLiteStore(path).close()
-    assert rows(path, "PRAGMA user_version") == [(2,)]
+    assert rows(path, "PRAGMA user_version") == [(future,)]
     assert "note" in [r[1] for r in rows(path, "PRAGMA table_info(people)")]
+
+
+def test_a_version_1_file_is_migrated_keeping_its_audit(tmp_path, monkeypatch):
+    from siamface.gallery import sqlite as module
+
+    path = tmp_path / "g.db"
+    with monkeypatch.context() as m:                      # a file written by the version-1 code
+        m.setattr(module, "MIGRATIONS", {1: module.MIGRATIONS[1]})
+        m.setattr(module, "SCHEMA_VERSION", 1)
+        with SQLiteStore(path, MODEL, create=True) as old:
+            a = old.add_templates("a", _templates(1)).person
+            old.log([AuditRecord("verify", a.id, a.id, 0.95, 0.9, True, "best")])
+    assert rows(path, "PRAGMA user_version") == [(1,)]
+    with SQLiteStore(path) as s:
+        assert [(e.claimed, e.returned, e.accepted) for e in s.audit()] == [("a", "a", True)]
+        s.delete("a")
+        assert [(e.claimed, e.claimed_tombstone is not None) for e in s.audit()] == [(None, True)]
+    assert rows(path, "PRAGMA user_version") == [(2,)]
+    check_consistent(path)
 
 
 def test_add_list_rename_and_names_are_unique_ignoring_case(store):
@@ -164,12 +184,13 @@ def test_images_only_when_the_gallery_keeps_them(store, tmp_path):
         assert kept.image(tid) == b"\x89PNG data" and kept.stats()["kept_images"] == 1
 
 
-def test_delete_removes_templates_images_and_audit_and_leaves_no_bytes(tmp_path):
+def test_delete_removes_templates_and_images_audit_keeps_a_tombstone_and_no_bytes_remain(tmp_path):
     path = tmp_path / "k.db"
     marker = np.full(128, 0.0883883, np.float32)      # a recognisable embedding
     secret = b"FACE-IMAGE-OF-ALICE-" * 50
     with SQLiteStore(path, MODEL, create=True, keep_images=True) as s:
-        alice = s.add_templates("alice", [NewTemplate(marker, "a.png", image=secret)]).person
+        alice = s.add_templates("alice", [NewTemplate(marker, "a.png", image=secret)],
+                                metadata={"badge": "alice-0042"}).person
         bob = s.add_templates("bob", _templates(2)).person
         s.log([AuditRecord("verify", alice.id, alice.id, 0.99, 0.9, True, "best"),
                AuditRecord("identify", None, alice.id, 0.97, 0.9, True, "best"),
@@ -177,13 +198,21 @@ def test_delete_removes_templates_images_and_audit_and_leaves_no_bytes(tmp_path)
                AuditRecord("identify", None, None, 0.3, 0.9, False, "best")])
         assert marker.tobytes() in path.read_bytes() + (tmp_path / "k.db-wal").read_bytes()
         assert s.delete("alice") == 1
-        assert [a.returned for a in s.audit()] == [None, None]   # bob's denial and an unknown remain
+        entries = s.audit()
+        assert [(e.claimed, e.returned) for e in entries] == [(None, None), ("bob", None), (None, None),
+                                                              (None, None)]
+        tombs = {entries[2].returned_tombstone, entries[3].claimed_tombstone, entries[3].returned_tombstone}
+        assert len(tombs) == 1 and None not in tombs                # one opaque id for alice's rows
+        assert entries[3].to_dict()["claimed"] == f"removed:{tombs.pop()}"
+        assert entries[0].returned_tombstone is None and entries[1].claimed_tombstone is None
         with pytest.raises(UnknownPersonError):
             s.delete("alice")
+        carol = s.add_templates("carol", _templates(1, seed=7)).person   # may reuse alice's id: no rows follow
+        assert s.audit(person="carol") == [] and carol.name == "carol"
     check_consistent(path)
     assert rows(path, "SELECT count(*) FROM people WHERE name = 'alice'") == [(0,)]
-    assert rows(path, "SELECT count(*) FROM templates") == [(2,)]
-    assert rows(path, "SELECT count(*) FROM audit") == [(2,)]
+    assert rows(path, "SELECT count(*) FROM templates") == [(3,)]
+    assert rows(path, "SELECT count(*) FROM audit") == [(4,)]
     data = path.read_bytes()
     wal = tmp_path / "k.db-wal"
     data += wal.read_bytes() if wal.exists() else b""

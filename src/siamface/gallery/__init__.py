@@ -6,14 +6,16 @@
     ExactIndex         in-memory exact 1:N search, rebuilt when the store changes
     QualityGates       enrollment gate thresholds (face count, size, pose, sharpness, duplicates)
 
-Biometric data: deleting a person removes their templates, kept images and audit rows, and the freed bytes
-are overwritten. Images are kept only by galleries created with ``keep_images=True``, and unencrypted.
+Biometric data: removing a person deletes their templates and kept images, the freed bytes overwritten;
+audit rows stay with an opaque tombstone id in place of the person. `export_gallery` / `import_gallery`
+move a gallery as one documented JSON-lines file (see ``siamface.gallery.exchange``). Images are kept only by galleries created with ``keep_images=True``, and unencrypted.
 """
 
 from __future__ import annotations
 
 from .core import DEFAULT_FRACTION, RULES, Gallery, calibration_file_for
 from .enroll import Frame, QualityGates, assess, image_files, pose, sharpness, video_frames
+from .exchange import export_gallery, import_gallery
 from .index import ExactIndex, Hit
 from .results import (UNKNOWN, Candidate, ClaimVerification, EnrolledTemplate, EnrollmentReport, FaceIdentity,
                       Identification, Rejection, TemplateScore)
@@ -26,5 +28,5 @@ __all__ = [
     "EnrolledTemplate", "EnrollmentReport", "ExactIndex", "FaceIdentity", "Frame", "Gallery", "Hit", "Identification",
     "MIGRATIONS", "ModelBinding", "NewTemplate", "Person", "QualityGates", "RULES", "Rejection",
     "SCHEMA_VERSION", "SQLiteStore", "Store", "Template", "TemplateScore", "UNKNOWN", "UnknownPersonError",
-    "assess", "calibration_file_for", "image_files", "pose", "sharpness", "video_frames",
+    "assess", "calibration_file_for", "export_gallery", "import_gallery", "image_files", "pose", "sharpness", "video_frames",
 ]

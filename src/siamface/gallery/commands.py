@@ -4,8 +4,9 @@
                       [--frames N] [--min-gap S] [--timeout S] [--strict] [--keep-images]
                       (--folder: a folder of person-named sub-folders; with NAME, DIR's images are NAME's)
     siamface identify --gallery G PROBE... [--top-k K] [--margin M] [--out PNG|DIR]
-    siamface gallery  list | show NAME | delete NAME | rename OLD NEW | stats | audit [--limit N] | reembed
-                      (each with --gallery G)
+    siamface people   list | show NAME | rename OLD NEW | remove NAME                 (each with --gallery G)
+    siamface gallery  export FILE [--with-images] | import FILE [--merge] | stats | audit [--limit N]
+                      | reembed --model M                                              (each with --gallery G)
 
 Exit codes: 0 accepted / found / enrolled, 1 denied / unknown / nothing enrolled, 2 error. ``--json`` prints
 JSON on stdout. The gallery may also be named by ``$SIAMFACE_GALLERY``. A calibration file beside the
@@ -86,25 +87,54 @@ def add_parsers(sub, chain_options) -> None:
     chain_options(p, threshold=True)
     p.set_defaults(func=cmd_identify)
 
-    p = sub.add_parser("gallery", help="list, show, delete, rename people; stats; audit; re-embed",
-                       description="Manage a gallery file.")
-    gsub = p.add_subparsers(dest="gallery_command", metavar="ACTION", required=True)
-    q = gsub.add_parser("list", help="the people enrolled")
+    p = sub.add_parser("people", help="list, show, rename, remove the people of a gallery",
+                       description="Manage the people of a gallery file.")
+    psub = p.add_subparsers(dest="people_command", metavar="ACTION", required=True)
+    q = psub.add_parser("list", help="the people enrolled")
     _gallery_option(q, json_flag=True)
     q.set_defaults(func=cmd_list)
-    q = gsub.add_parser("show", help="one person and their templates")
+    q = psub.add_parser("show", help="one person and their templates")
     _gallery_option(q, json_flag=True)
     q.add_argument("name")
     q.set_defaults(func=cmd_show)
-    q = gsub.add_parser("delete", help="remove a person with their templates, images and audit entries")
-    _gallery_option(q, json_flag=True)
-    q.add_argument("name")
-    q.set_defaults(func=cmd_delete)
-    q = gsub.add_parser("rename", help="rename a person")
+    q = psub.add_parser("rename", help="rename a person")
     _gallery_option(q, json_flag=True)
     q.add_argument("old")
     q.add_argument("new")
     q.set_defaults(func=cmd_rename)
+    q = psub.add_parser("remove", help="remove a person: every template and kept image; audit rows keep only "
+                                       "an opaque tombstone id",
+                        description="Remove a person with every trace: templates and kept images are deleted "
+                                    "and their bytes overwritten (SQLite secure_delete, WAL checkpointed); the "
+                                    "audit rows of decisions about them stay with an opaque tombstone id in "
+                                    "place of the person.")
+    _gallery_option(q, json_flag=True)
+    q.add_argument("name")
+    q.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("gallery", help="export, import, stats, audit, re-embed a gallery",
+                       description="Manage a gallery file.")
+    gsub = p.add_subparsers(dest="gallery_command", metavar="ACTION", required=True)
+    q = gsub.add_parser("export", help="write the gallery to one file (JSON lines, documented format)",
+                        description="Write every person and template to FILE: JSON lines, a header (format "
+                                    "siamface-gallery v1, the model) then one line per person with templates "
+                                    "as base64 little-endian float32. No images unless --with-images (and the "
+                                    "gallery keeps them). The file is biometric data, unencrypted.")
+    _gallery_option(q, json_flag=True)
+    q.add_argument("file", help="the export file to write (replaced atomically)")
+    q.add_argument("--with-images", action="store_true", help="include the kept face images")
+    q.set_defaults(func=cmd_export)
+    q = gsub.add_parser("import", help="add the people of an export file to a gallery",
+                        description="Add every person of an export FILE, in one transaction. The gallery is "
+                                    "created (bound to the file's model) when it does not exist; an existing "
+                                    "one must be bound to the same model. A name already enrolled is an error "
+                                    "unless --merge, which adds the templates to that person.")
+    _gallery_option(q, json_flag=True)
+    q.add_argument("file", help="an export file (siamface gallery export)")
+    q.add_argument("--merge", action="store_true", help="add to people already enrolled under the same name")
+    q.add_argument("--keep-images", action="store_true",
+                   help="when creating the gallery: keep the images the file carries (stored unencrypted)")
+    q.set_defaults(func=cmd_import)
     q = gsub.add_parser("stats", help="counts, model, file size")
     _gallery_option(q, json_flag=True)
     q.set_defaults(func=cmd_stats)
@@ -399,9 +429,9 @@ def cmd_delete(args) -> int:
         person = store.person(args.name)
         removed = store.delete(person.name)
     if args.json:
-        _print_json({"deleted": person.name, "templates": removed})
+        _print_json({"removed": person.name, "templates": removed})
     else:
-        print(f"deleted {person.name!r}: {removed} template(s), their images and audit entries")
+        print(f"removed {person.name!r}: {removed} template(s) and their images; audit entries keep a tombstone")
     return EXIT_OK
 
 
@@ -434,10 +464,52 @@ def cmd_audit(args) -> int:
     else:
         for e in entries:
             score = f"{e.score:.4f}" if e.score is not None else "-"
-            who = f"claim {e.claimed!r} -> " if e.kind == "verify" else ""
-            print(f"{e.time}  {e.kind:<8} {who}{e.returned or 'nobody'}  score {score} "
+            who = f"claim {e.claimed_label!r} -> " if e.kind == "verify" else ""
+            print(f"{e.time}  {e.kind:<8} {who}{e.returned_label or 'nobody'}  score {score} "
                   f"threshold {e.threshold:.4f}  {'accepted' if e.accepted else 'denied'}"
                   + (f"  ({e.rule})" if e.rule else ""))
+    return EXIT_OK
+
+
+def cmd_export(args) -> int:
+    from .exchange import export_gallery
+
+    with _store(args) as store:
+        summary = export_gallery(store, args.file, with_images=args.with_images)
+    if args.json:
+        _print_json(summary.to_dict())
+    else:
+        print(f"exported {summary.people} people, {summary.templates} template(s)"
+              + (f", {summary.images} image(s)" if summary.images else "") + f" to {summary.path}")
+    return EXIT_OK
+
+
+def cmd_import(args) -> int:
+    from .exchange import file_model, import_gallery, read_header
+    from .sqlite import SQLiteStore
+
+    header = read_header(args.file)  # a bad file creates no gallery
+    create = not os.path.exists(args.gallery)
+    try:
+        with SQLiteStore(args.gallery, file_model(header) if create else None, create=create,
+                         keep_images=args.keep_images) as store:
+            summary = import_gallery(store, args.file, merge=args.merge)
+    except BaseException:
+        if create:  # the gallery made for this import goes with it
+            for suffix in ("", "-wal", "-shm"):
+                try:
+                    os.unlink(f"{args.gallery}{suffix}")
+                except OSError:
+                    pass
+        raise
+    if args.json:
+        _print_json({"gallery": args.gallery, "created": create, **summary.to_dict()})
+    else:
+        print(f"imported {summary.templates} template(s): {summary.added_people} new people, "
+              f"{summary.merged_people} merged" + (f", {summary.skipped} duplicate(s) skipped" if summary.skipped
+                                                   else "")
+              + (f", {summary.images_dropped} image(s) not kept (the gallery keeps none)"
+                 if summary.images_dropped else ""))
     return EXIT_OK
 
 

@@ -5,9 +5,10 @@
 - Every change is one ``BEGIN IMMEDIATE`` transaction: a process killed in the middle of an enrollment
   leaves the file as it was before that enrollment, and checks made inside the transaction (duplicate
   names, near-duplicate templates) cannot race with another writer.
-- ``foreign_keys=ON`` with ``ON DELETE CASCADE``: deleting a person removes their templates, kept images and
-  the audit rows naming them; ``secure_delete=ON`` overwrites the freed bytes, and the WAL is checkpointed
-  and truncated after a deletion so that no copy lingers there either.
+- ``foreign_keys=ON`` with ``ON DELETE CASCADE``: deleting a person removes their templates and kept images;
+  the audit rows naming them stay (decisions are history) but keep only an opaque tombstone id in place of
+  the person (schema version 2). ``secure_delete=ON`` overwrites the freed bytes, and the WAL is
+  checkpointed and truncated after a deletion so that no copy lingers there either.
 - The schema version is ``PRAGMA user_version``; `MIGRATIONS` maps each version to the function that
   brings the file from the previous one, all applied in one transaction when a file is opened.
 - Kept images (``keep_images=True`` at creation) are stored **unencrypted**, like everything else in the
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -91,10 +93,39 @@ def _migrate_to_1(db: sqlite3.Connection) -> None:
     """)
 
 
+def _migrate_to_2(db: sqlite3.Connection) -> None:
+    """Audit rows outlive the people they name: removing a person sets the row's person ids to NULL and
+    writes an opaque tombstone id in their place (random, the same for every row of that person, linked to
+    nothing), instead of deleting the rows."""
+    _run_script(db, """
+        CREATE TABLE audit_v2 (
+            id                 INTEGER PRIMARY KEY,
+            time               TEXT NOT NULL,
+            kind               TEXT NOT NULL CHECK (kind IN ('verify', 'identify')),
+            claimed_id         INTEGER REFERENCES people(id) ON DELETE SET NULL,
+            returned_id        INTEGER REFERENCES people(id) ON DELETE SET NULL,
+            claimed_tombstone  TEXT,
+            returned_tombstone TEXT,
+            score              REAL,
+            threshold          REAL NOT NULL,
+            accepted           INTEGER NOT NULL,
+            rule               TEXT NOT NULL DEFAULT '',
+            model              TEXT NOT NULL DEFAULT ''
+        );
+        INSERT INTO audit_v2 (id, time, kind, claimed_id, returned_id, score, threshold, accepted, rule, model)
+            SELECT id, time, kind, claimed_id, returned_id, score, threshold, accepted, rule, model FROM audit;
+        DROP TABLE audit;
+        ALTER TABLE audit_v2 RENAME TO audit;
+        CREATE INDEX audit_claimed ON audit(claimed_id);
+        CREATE INDEX audit_returned ON audit(returned_id)
+    """)
+
+
 #: Schema migrations: version -> function bringing a file at version - 1 to that version (inside the
 #: opening transaction; never commit in one). Add a new entry for every schema change; never edit one.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _migrate_to_1,
+    2: _migrate_to_2,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -364,7 +395,8 @@ class SQLiteStore:
         return row[0]
 
     def audit(self, limit: int | None = None, person: str | None = None) -> list[AuditEntry]:
-        sql = ("SELECT a.id, a.time, a.kind, c.name, r.name, a.score, a.threshold, a.accepted, a.rule, a.model "
+        sql = ("SELECT a.id, a.time, a.kind, c.name, r.name, a.score, a.threshold, a.accepted, a.rule, a.model, "
+               "a.claimed_tombstone, a.returned_tombstone "
                "FROM audit a LEFT JOIN people c ON c.id = a.claimed_id LEFT JOIN people r ON r.id = a.returned_id")
         params: list[Any] = []
         db = self._connect()
@@ -379,7 +411,8 @@ class SQLiteStore:
             sql += " LIMIT ?"
             params.append(int(limit))
         return [AuditEntry(id=r[0], time=r[1], kind=r[2], claimed=r[3], returned=r[4], score=r[5],
-                           threshold=r[6], accepted=bool(r[7]), rule=r[8], model=r[9])
+                           threshold=r[6], accepted=bool(r[7]), rule=r[8], model=r[9], claimed_tombstone=r[10],
+                           returned_tombstone=r[11])
                 for r in db.execute(sql, params).fetchall()]
 
     def stats(self) -> dict[str, Any]:
@@ -417,34 +450,62 @@ class SQLiteStore:
             _blob(t.embedding, self.model.embedding_size)
         with self._write() as db:
             self._check_bound(db)
-            found = self._find(db, name)
-            if found is None and not create:
-                raise UnknownPersonError(name, self.location)
-            existing = self._templates(db, found.id, True) if found is not None else []
-            verdicts = list(keep(existing, templates)) if keep is not None else [None] * len(templates)
-            if len(verdicts) != len(templates):
-                raise ValueError("keep filter must return one verdict per template")
-            skipped = {i: reason for i, reason in enumerate(verdicts) if reason is not None}
-            if len(skipped) == len(templates):
-                return AddResult(found, False, (None,) * len(templates), skipped)
-            now = _now()
-            created = found is None
-            if created:
-                cursor = db.execute("INSERT INTO people (name, metadata, created) VALUES (?, ?, ?)",
-                                    (name, json.dumps(metadata or {}, sort_keys=True), now))
-                person_id = int(cursor.lastrowid)
-            else:
-                person_id = found.id
-                if metadata:
-                    merged = {**found.metadata, **metadata}
-                    db.execute("UPDATE people SET metadata = ? WHERE id = ?",
-                               (json.dumps(merged, sort_keys=True), person_id))
-            ids: list[int | None] = []
-            for i, template in enumerate(templates):
-                ids.append(None if i in skipped else self._insert_template(db, person_id, template, now))
-            self._bump(db)
-            person = self._find(db, name)
-        return AddResult(person, created, tuple(ids), skipped)
+            return self._add(db, name, templates, metadata, create, keep)
+
+    def add_people(self, people: Sequence[tuple[str, dict[str, Any], Sequence[NewTemplate]]], *,
+                   merge: bool = False, keep: KeepFilter | None = None) -> list[AddResult]:
+        """Add several people (name, metadata, templates) in ONE transaction (an import: all or nothing).
+        A name already in the gallery is an error unless `merge`, which adds to that person (metadata
+        merged); `keep` filters templates as in `add_templates`."""
+        people = [(check_name(n), dict(m or {}), list(ts)) for n, m, ts in people]
+        for _, _, templates in people:
+            for t in templates:
+                _blob(t.embedding, self.model.embedding_size)
+        seen: set[str] = set()
+        for n, _, _ in people:
+            if n.lower() in seen:
+                raise GalleryError(f"{n!r} appears twice in the people to add")
+            seen.add(n.lower())
+        with self._write() as db:
+            self._check_bound(db)
+            if not merge:
+                clashes = [n for n, _, _ in people if self._find(db, n) is not None]
+                if clashes:
+                    shown = ", ".join(repr(c) for c in clashes[:10]) + (" ..." if len(clashes) > 10 else "")
+                    raise GalleryError(f"{len(clashes)} name(s) already in {self.location}: {shown}; nothing "
+                                       "was added (merge them into the existing people with --merge)")
+            return [self._add(db, n, ts, m, True, keep) for n, m, ts in people]
+
+    def _add(self, db: sqlite3.Connection, name: str, templates: list[NewTemplate],
+             metadata: dict[str, Any] | None, create: bool, keep: KeepFilter | None) -> AddResult:
+        """The body of an addition, inside the caller's write transaction."""
+        found = self._find(db, name)
+        if found is None and not create:
+            raise UnknownPersonError(name, self.location)
+        existing = self._templates(db, found.id, True) if found is not None else []
+        verdicts = list(keep(existing, templates)) if keep is not None else [None] * len(templates)
+        if len(verdicts) != len(templates):
+            raise ValueError("keep filter must return one verdict per template")
+        skipped = {i: reason for i, reason in enumerate(verdicts) if reason is not None}
+        if len(skipped) == len(templates):
+            return AddResult(found, False, (None,) * len(templates), skipped)
+        now = _now()
+        created = found is None
+        if created:
+            cursor = db.execute("INSERT INTO people (name, metadata, created) VALUES (?, ?, ?)",
+                                (name, json.dumps(metadata or {}, sort_keys=True), now))
+            person_id = int(cursor.lastrowid)
+        else:
+            person_id = found.id
+            if metadata:
+                merged = {**found.metadata, **metadata}
+                db.execute("UPDATE people SET metadata = ? WHERE id = ?",
+                           (json.dumps(merged, sort_keys=True), person_id))
+        ids: list[int | None] = []
+        for i, template in enumerate(templates):
+            ids.append(None if i in skipped else self._insert_template(db, person_id, template, now))
+        self._bump(db)
+        return AddResult(self._find(db, name), created, tuple(ids), skipped)
 
     def _check_bound(self, db: sqlite3.Connection) -> None:
         """The file's model may have been changed by another process (re-embedding) since we opened it."""
@@ -483,7 +544,11 @@ class SQLiteStore:
             found = self._find(db, name)
             if found is None:
                 raise UnknownPersonError(name, self.location)
-            db.execute("DELETE FROM people WHERE id = ?", (found.id,))  # cascades to templates and audit
+            tombstone = secrets.token_hex(8)  # opaque: derived from nothing, stored nowhere else
+            for column in ("claimed", "returned"):
+                db.execute(f"UPDATE audit SET {column}_tombstone = ?, {column}_id = NULL WHERE {column}_id = ?",
+                           (tombstone, found.id))
+            db.execute("DELETE FROM people WHERE id = ?", (found.id,))  # cascades to templates and images
             self._bump(db)
         self._flush_wal()
         log.info("%s: deleted %r and %d template(s)", self.location, found.name, found.n_templates)

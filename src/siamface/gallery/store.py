@@ -4,7 +4,7 @@ A store holds people, their templates (embeddings with the model that made them 
 obtained) and an audit log of the decisions taken against them. It is bound to one model (name, version,
 embedding size) at creation and refuses templates from another. Every change is one transaction: a person
 enrolled is enrolled with all of the templates of that call or not at all. Deleting a person removes their
-templates, any kept images and the audit rows that name them.
+templates and any kept images; the audit rows that named them stay with an opaque tombstone id instead.
 
 `SQLiteStore` (``siamface.gallery.sqlite``) is the embedded implementation; a PostgreSQL store will follow
 the same protocol and run the same tests.
@@ -126,10 +126,20 @@ class AuditEntry:
     accepted: bool
     rule: str
     model: str
+    claimed_tombstone: str | None = None     # set (and `claimed` None) once that person was removed
+    returned_tombstone: str | None = None
+
+    @property
+    def claimed_label(self) -> str | None:
+        return self.claimed if self.claimed_tombstone is None else f"removed:{self.claimed_tombstone}"
+
+    @property
+    def returned_label(self) -> str | None:
+        return self.returned if self.returned_tombstone is None else f"removed:{self.returned_tombstone}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "time": self.time, "kind": self.kind, "claimed": self.claimed,
-                "returned": self.returned, "score": self.score, "threshold": self.threshold,
+        return {"id": self.id, "time": self.time, "kind": self.kind, "claimed": self.claimed_label,
+                "returned": self.returned_label, "score": self.score, "threshold": self.threshold,
                 "accepted": self.accepted, "rule": self.rule, "model": self.model}
 
 
@@ -167,6 +177,10 @@ class Store(Protocol):
         """Add templates to `name` (created if missing and `create`), all in one transaction. When every
         candidate is skipped, nothing changes (a new person is not created)."""
 
+    def add_people(self, people: Sequence[tuple[str, dict[str, Any], Sequence[NewTemplate]]], *,
+                   merge: bool = False, keep: KeepFilter | None = None) -> list[AddResult]:
+        """Add several people in one transaction; a name already there is an error unless `merge`."""
+
     def person(self, name: str) -> Person:
         """The person of that name, or `UnknownPersonError`."""
 
@@ -187,7 +201,8 @@ class Store(Protocol):
     def set_metadata(self, name: str, metadata: dict[str, Any]) -> Person: ...
 
     def delete(self, name: str) -> int:
-        """Remove a person with everything that names them; returns the number of templates removed."""
+        """Remove a person with their templates and images; their audit rows keep only a tombstone id.
+        Returns the number of templates removed."""
 
     def log(self, records: Sequence[AuditRecord]) -> None: ...
 

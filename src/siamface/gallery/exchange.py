@@ -1,0 +1,215 @@
+"""Gallery export and import: one self-describing file, ``siamface gallery export|import``.
+
+Format ``siamface-gallery`` version 1 is JSON Lines (UTF-8, one JSON object per line):
+
+- Line 1, the header::
+
+      {"format": "siamface-gallery", "version": 1,
+       "model": {"name": "dlib-resnet", "version": "...", "embedding_size": 128},
+       "embedding_encoding": "base64 float32 little-endian",
+       "exported": "2025-01-01T00:00:00.000+00:00", "people": 2, "templates": 7, "images": false}
+
+- Then one line per person::
+
+      {"name": "alice", "metadata": {...}, "created": "...",
+       "templates": [{"embedding": "<base64 of embedding_size little-endian float32>",
+                      "source": "alice1.jpg", "quality": {...}, "created": "...",
+                      "image": "<base64 PNG face crop>"}]}
+
+  ``image`` is present only when the export was asked for ``--with-images`` and the gallery keeps images.
+
+The file holds biometric templates, unencrypted: treat it like the gallery itself. Import refuses a file of
+another model (`ModelMismatchError`) and names already in the gallery unless ``merge`` (then templates go
+to the existing person, near-duplicates of their templates skipped); everything is added in one
+transaction. Created times are those of the import; the exported ones stay in the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from .._files import atomic_write_bytes
+from ..errors import GalleryError
+from .store import AddResult, ModelBinding, NewTemplate, Store, Template
+
+FORMAT = "siamface-gallery"
+VERSION = 1
+ENCODING = "base64 float32 little-endian"
+#: A merged template this alike to one the person has is skipped (the enrollment duplicate gate's value).
+MERGE_DUPLICATE = 0.995
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    path: str
+    people: int
+    templates: int
+    images: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.path, "people": self.people, "templates": self.templates, "images": self.images}
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    path: str
+    added_people: int
+    merged_people: int
+    templates: int
+    skipped: int
+    images_dropped: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.path, "new_people": self.added_people, "merged_people": self.merged_people,
+                "templates": self.templates, "skipped_duplicates": self.skipped,
+                "images_dropped": self.images_dropped}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def export_gallery(store: Store, path: str | os.PathLike, *, with_images: bool = False) -> ExportSummary:
+    """Write every person and template of `store` to `path` (format above), atomically."""
+    if with_images and not store.keep_images:
+        raise GalleryError(f"{store.location} keeps no images (it was not created with --keep-images); "
+                           "export without --with-images")
+    target = Path(path)
+    if target.is_dir():
+        raise GalleryError(f"{target} is a folder; give the export file's name")
+    people = store.people()
+    templates: dict[int, list[Template]] = {}
+    for t in store.templates(embeddings=True):
+        templates.setdefault(t.person_id, []).append(t)
+    header = {"format": FORMAT, "version": VERSION,
+              "model": {"name": store.model.name, "version": store.model.version,
+                        "embedding_size": store.model.embedding_size},
+              "embedding_encoding": ENCODING, "exported": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+              "people": len(people), "templates": sum(len(v) for v in templates.values()),
+              "images": bool(with_images)}
+    lines = [json.dumps(header, sort_keys=True)]
+    images = 0
+    for p in people:
+        rows = []
+        for t in templates.get(p.id, []):
+            row = {"embedding": _b64(np.asarray(t.embedding, "<f4").tobytes()), "source": t.source,
+                   "quality": t.quality, "created": t.created}
+            if with_images and t.has_image:
+                row["image"] = _b64(store.image(t.id))
+                images += 1
+            rows.append(row)
+        lines.append(json.dumps({"name": p.name, "metadata": p.metadata, "created": p.created,
+                                 "templates": rows}, sort_keys=True))
+    try:
+        atomic_write_bytes(target, ("\n".join(lines) + "\n").encode("utf-8"))
+    except OSError as exc:
+        raise GalleryError(f"cannot write {target}: {exc}") from None
+    return ExportSummary(str(target), len(people), header["templates"], images)
+
+
+def read_header(path: str | os.PathLike) -> dict[str, Any]:
+    """The header of an export file, checked (format, version, model), or `GalleryError`."""
+    return next(_read(path))[1]
+
+
+def _read(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    path = Path(path)
+    if not path.is_file():
+        raise GalleryError(f"{path}: no such export file")
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except ValueError:
+                raise GalleryError(f"{path}:{number}: not a siamface gallery export (not JSON)") from None
+            if not isinstance(item, dict):
+                raise GalleryError(f"{path}:{number}: expected a JSON object")
+            if number == 1:
+                _check_header(path, item)
+            yield number, item
+    if "number" not in locals():
+        raise GalleryError(f"{path}: empty file, not a siamface gallery export")
+
+
+def _check_header(path: Path, header: dict[str, Any]) -> None:
+    if header.get("format") != FORMAT:
+        raise GalleryError(f"{path}: not a siamface gallery export (format {header.get('format')!r})")
+    if header.get("version") != VERSION:
+        raise GalleryError(f"{path}: export format version {header.get('version')!r}; this siamface reads "
+                           f"version {VERSION}")
+    if header.get("embedding_encoding") != ENCODING:
+        raise GalleryError(f"{path}: unknown embedding encoding {header.get('embedding_encoding')!r}")
+    model = header.get("model") or {}
+    try:
+        ModelBinding(str(model["name"]), str(model["version"]), int(model["embedding_size"]))
+    except (KeyError, TypeError, ValueError):
+        raise GalleryError(f"{path}: the header does not name the model (name, version, embedding_size)") from None
+
+
+def file_model(header: dict[str, Any]) -> ModelBinding:
+    m = header["model"]
+    return ModelBinding(str(m["name"]), str(m["version"]), int(m["embedding_size"]))
+
+
+def _people(path: Path, header: dict[str, Any], keep_images: bool) -> tuple[list, int]:
+    size = file_model(header).embedding_size
+    people, dropped = [], 0
+    for number, item in _read(path):
+        if number == 1:
+            continue
+        try:
+            name, metadata, rows = item["name"], item.get("metadata") or {}, item["templates"]
+            templates = []
+            for row in rows:
+                vector = np.frombuffer(base64.b64decode(row["embedding"], validate=True), "<f4")
+                if vector.shape[0] != size:
+                    raise ValueError(f"an embedding of {vector.shape[0]} values, the model makes {size}")
+                image = base64.b64decode(row["image"], validate=True) if row.get("image") else None
+                if image is not None and not keep_images:
+                    dropped += 1
+                    image = None
+                templates.append(NewTemplate(vector.astype(np.float32), str(row.get("source", "")),
+                                             dict(row.get("quality") or {}), image))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GalleryError(f"{path}:{number}: malformed person entry ({exc})") from None
+        if not isinstance(metadata, dict):
+            raise GalleryError(f"{path}:{number}: metadata must be a JSON object")
+        people.append((name, metadata, templates))
+    return people, dropped
+
+
+def import_gallery(store: Store, path: str | os.PathLike, *, merge: bool = False) -> ImportSummary:
+    """Add every person of an export file to `store`, in one transaction (see the module's rules)."""
+    path = Path(path)
+    header = read_header(path)
+    store.model.check(file_model(header), store.location)
+    people, dropped = _people(path, header, store.keep_images)
+
+    def keep(existing: Sequence[Template], new: Sequence[NewTemplate]) -> list[str | None]:
+        kept = [np.asarray(t.embedding, np.float32) for t in existing]
+        verdicts: list[str | None] = []
+        for t in new:
+            e = np.asarray(t.embedding, np.float32)
+            if kept and max(float(k @ e) for k in kept) > MERGE_DUPLICATE:
+                verdicts.append("near-duplicate of a template the person has")
+            else:
+                verdicts.append(None)
+                kept.append(e)
+        return verdicts
+
+    results: list[AddResult] = store.add_people(people, merge=merge, keep=keep) if people else []
+    added = sum(1 for r in results if r.created)
+    merged = sum(1 for r in results if not r.created and any(i is not None for i in r.template_ids))
+    templates = sum(sum(1 for i in r.template_ids if i is not None) for r in results)
+    skipped = sum(len(r.skipped) for r in results)
+    return ImportSummary(str(path), added, merged, templates, skipped, dropped)
