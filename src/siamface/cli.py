@@ -25,7 +25,7 @@ EXIT_SAME, EXIT_DIFFERENT, EXIT_ERROR = 0, 1, 2
 
 #: Modules that add their own sub-commands (see build_parser).
 _COMMAND_MODULES: list[str] = ["siamface.evaluation.commands", "siamface.gallery.commands",
-                                 "siamface.live_commands"]
+                                 "siamface.training.commands", "siamface.live_commands"]
 
 
 def _add_chain_options(p: argparse.ArgumentParser, threshold: bool = False) -> None:
@@ -35,8 +35,9 @@ def _add_chain_options(p: argparse.ArgumentParser, threshold: bool = False) -> N
 
     p.add_argument("--detector", default=DEFAULT_DETECTOR, choices=detector_names(),
                    help=f"face detector (default: {DEFAULT_DETECTOR})")
-    p.add_argument("--model", default=DEFAULT_MODEL, choices=model_names(),
-                   help=f"face encoder (default: {DEFAULT_MODEL})")
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|FILE.onnx",
+                   help=f"face encoder: {', '.join(model_names())}, or a model exported by 'siamface train' "
+                        f"(path to its .onnx file) (default: {DEFAULT_MODEL})")
     p.add_argument("--min-face", type=int, default=20, metavar="PX",
                    help="ignore faces whose box is smaller than PX pixels (default: 20)")
     p.add_argument("--upsample", type=int, default=None, metavar="N",

@@ -3,7 +3,8 @@
 An encoder turns aligned chips into embeddings: ``embed(chips (n, s, s, 3) uint8 RGB) -> (n, d) float32``,
 each row L2-normalised. It carries the contract that travels with its weights (`ModelInfo`): chip geometry,
 embedding size, metric, version, and a default threshold measured on data (never guessed).
-Register a model with ``@register_model("name")``; build one with `create_encoder`.
+Register a model with ``@register_model("name")``; build one with `create_encoder` (a name, or the path
+of an exported ``.onnx`` file).
 """
 
 from __future__ import annotations
@@ -55,9 +56,15 @@ def model_names() -> list[str]:
 
 
 def create_encoder(name: str, **options) -> Encoder:
-    """Build an encoder by name: ``create_encoder("dlib-resnet")``."""
+    """Build an encoder by name: ``create_encoder("dlib-resnet")``, or from the path of a model exported by
+    ``siamface train`` (``create_encoder("runs/att/model.onnx")``, see `onnx_file`)."""
     if name not in _REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(model_names())}")
+        from .onnx_file import OnnxFileEncoder, is_model_path
+
+        if is_model_path(name):
+            return OnnxFileEncoder(name, **options)
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(model_names())} "
+                          "or the path of a model exported by siamface train (.onnx)")
     return _REGISTRY[name](**options)
 
 

@@ -1,0 +1,143 @@
+"""Encoders exported by ``siamface train``: an ``.onnx`` file whose metadata carries its preprocessing contract.
+
+    enc = create_encoder("runs/att/model.onnx")   # any spec ending in .onnx, or an existing file
+    vectors = enc.embed(chips)                     # (n, 150, 150, 3) uint8 aligned chips -> (n, d) float32
+
+Runs with ONNX Runtime only (no torch). The file's ``metadata_props`` (keys `META_PREFIX` + name) say what
+the network wants: ``input_size``, ``channels`` (1 = grey, 3 = RGB), ``mean`` / ``std`` (pixel units,
+0..255, one value or one per channel), ``embedding_size``, ``metric``, ``threshold`` (+ its source), the
+``chip`` the network was trained on (size and padding of the aligned crop) and a description of the
+training data. `preprocess` turns aligned chips into the network's input; the trainer uses the same
+function, so training and run time cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..alignment import ChipSpec
+from ..errors import ModelError
+from .base import ModelInfo, check_chips, l2_normalise
+
+META_PREFIX = "siamface."
+INPUT_NAME = "input"
+OUTPUT_NAME = "embedding"
+REQUIRED_KEYS = ("input_size", "channels", "mean", "std", "embedding_size", "metric", "threshold")
+
+
+def preprocess(chips: np.ndarray, size: int, channels: int, mean, std) -> np.ndarray:
+    """(n, s, s, 3) uint8 RGB chips -> (n, channels, size, size) float32, ``(pixel - mean) / std``.
+
+    Resized with area interpolation when shrinking, bilinear when enlarging; channels 1 = grey (ITU-R 601).
+    """
+    chips = np.asarray(chips)
+    if chips.ndim == 3:
+        chips = chips[None]
+    n = len(chips)
+    out = np.empty((n, channels, size, size), np.float32)
+    mean = np.asarray(mean, np.float32).reshape(-1, 1, 1)
+    std = np.asarray(std, np.float32).reshape(-1, 1, 1)
+    for i, chip in enumerate(chips):
+        if chip.shape[0] != size or chip.shape[1] != size:
+            interp = cv2.INTER_AREA if chip.shape[0] > size else cv2.INTER_LINEAR
+            chip = cv2.resize(chip, (size, size), interpolation=interp)
+        if channels == 1:
+            img = cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY)[None]
+        elif channels == 3:
+            img = chip.transpose(2, 0, 1)
+        else:
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        out[i] = (img.astype(np.float32) - mean) / std
+    return out
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The ``siamface.*`` metadata of an exported model, values decoded from JSON."""
+    session = _session(Path(path), 1)
+    return _decode(session.get_modelmeta().custom_metadata_map, path)
+
+
+def _decode(raw: dict, path) -> dict:
+    meta = {}
+    for key, value in raw.items():
+        if key.startswith(META_PREFIX):
+            try:
+                meta[key[len(META_PREFIX):]] = json.loads(value)
+            except ValueError:
+                meta[key[len(META_PREFIX):]] = value
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise ModelError(f"{path} is not a siamface model: metadata lacks {', '.join(META_PREFIX + k for k in missing)}")
+    return meta
+
+
+def _session(path: Path, num_threads: int):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ModelError("onnxruntime is not installed: pip install onnxruntime") from None
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = num_threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelError(f"onnxruntime could not load {path}: {exc}") from None
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def is_model_path(spec: str) -> bool:
+    """Is a ``--model`` value a path to an exported file rather than a registered name?"""
+    return str(spec).lower().endswith(".onnx") or os.path.sep in str(spec)
+
+
+class OnnxFileEncoder:
+    """An exported siamface model (see module doc). The session opens here: the metadata is the contract."""
+
+    def __init__(self, path: str | os.PathLike, num_threads: int | None = None, batch_size: int = 64) -> None:
+        from .onnx_runtime import default_num_threads
+
+        self.path = Path(path)
+        self._session_obj = _session(self.path, num_threads or default_num_threads())
+        self.meta = _decode(self._session_obj.get_modelmeta().custom_metadata_map, self.path)
+        m = self.meta
+        self.input_size = int(m["input_size"])
+        self.channels = int(m["channels"])
+        self.batch_size = int(batch_size)
+        chip = m.get("chip", {"size": 150, "padding": 0.25})
+        self.info = ModelInfo(
+            name=str(m.get("name") or self.path.stem), version=_file_digest(self.path)[:16],
+            embedding_size=int(m["embedding_size"]),
+            chip=ChipSpec(size=int(chip["size"]), padding=float(chip["padding"])),
+            metric=str(m["metric"]), threshold=float(m["threshold"]),
+            threshold_source=str(m.get("threshold_source", "stored in the model file")),
+            extra={"path": str(self.path), **{k: v for k, v in m.items() if k not in ("name", "threshold")}})
+        self._lock = threading.Lock()
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        chips = check_chips(chips, self.info.chip.size)
+        if len(chips) == 0:
+            return np.zeros((0, self.info.embedding_size), np.float32)
+        x = preprocess(chips, self.input_size, self.channels, self.meta["mean"], self.meta["std"])
+        parts = []
+        for start in range(0, len(x), self.batch_size):
+            (out,) = self._session_obj.run([OUTPUT_NAME], {INPUT_NAME: x[start:start + self.batch_size]})
+            parts.append(out)
+        return l2_normalise(np.concatenate(parts))

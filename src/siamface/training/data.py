@@ -1,0 +1,232 @@
+"""Training data: a folder per person, turned into aligned chips, split by identity.
+
+`load_faces` reads every image of ``root/<identity>/<image>`` (AT&T ``sN/*.pgm``, LFW ``Name/Name_0001.jpg``,
+your own folders), finds the largest face with the run-time detector and aligns it exactly as
+`siamface.pipeline.Pipeline` does, so a network learns on the chips it will see at run time. Images where
+no face is found are skipped and counted. The chips are cached (``.npz`` keyed by the files' names, sizes
+and times, the detector and the chip geometry). ``aligned=True`` uses the images as given, resized to the
+chip size (for datasets that are already aligned crops).
+
+`split_identities` cuts the identities (never the images) into train / validation / test; `verification_pairs`
+gives every genuine pair and a seeded sample of impostor pairs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..alignment import DLIB_CHIP, ChipSpec, align
+from ..errors import ConfigError, SiamfaceError
+from ..evaluation.protocols import folder_identities
+from ..image import load_image
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class FaceSet:
+    """Aligned chips with their identities: ``chips`` (n, s, s, 3) uint8 RGB, ``labels`` (n,) int indexes
+    into ``identities``, ``paths`` relative to ``root``."""
+
+    chips: np.ndarray
+    labels: np.ndarray
+    identities: list[str]
+    paths: list[str]
+    root: str = ""
+    skipped: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.chips)
+        if self.chips.ndim != 4 or self.chips.shape[3] != 3 or self.chips.dtype != np.uint8:
+            raise ValueError(f"chips must be (n, s, s, 3) uint8, got {self.chips.dtype} {self.chips.shape}")
+        if len(self.labels) != n or len(self.paths) != n:
+            raise ValueError(f"{n} chips but {len(self.labels)} labels and {len(self.paths)} paths")
+
+    def __len__(self) -> int:
+        return len(self.chips)
+
+    def subset(self, identities: list[str]) -> FaceSet:
+        """The images of some identities (labels renumbered in the given order)."""
+        index = {name: i for i, name in enumerate(identities)}
+        old = np.array([index.get(name, -1) for name in self.identities], np.int64)
+        new_labels = old[self.labels]
+        keep = np.flatnonzero(new_labels >= 0)
+        return FaceSet(self.chips[keep], new_labels[keep], list(identities), [self.paths[i] for i in keep],
+                       self.root)
+
+    def describe(self) -> str:
+        return f"{len(self.identities)} identities, {len(self)} images from {self.root}"
+
+
+def _cache_key(root: Path, files: dict[str, list[Path]], detector: str, aligned: bool, chip: ChipSpec) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([CACHE_VERSION, str(root.resolve()), detector, aligned, chip.size, chip.padding]).encode())
+    for ident, paths in files.items():
+        for p in paths:
+            st = p.stat()
+            h.update(f"{ident}/{p.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def default_chip_cache() -> Path:
+    from ..embedding.dlib_onnx import default_cache_dir
+
+    return default_cache_dir() / "train-chips"
+
+
+def load_faces(root: str | os.PathLike, *, detector: str = "retinaface", aligned: bool = False,
+               chip: ChipSpec = DLIB_CHIP, max_per_identity: int | None = None, min_per_identity: int = 1,
+               cache_dir: str | os.PathLike | None = None, progress=None) -> FaceSet:
+    """Read a folder-per-person dataset into aligned chips (see module doc).
+
+    max_per_identity: keep the first N images of each identity (natural order); min_per_identity: drop
+    identities with fewer images (after faceless ones are skipped). cache_dir: where chips are cached
+    (default: the user cache); ``False``-y string "none" disables the cache.
+    """
+    root = Path(root)
+    try:
+        files = folder_identities(root)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+    if max_per_identity:
+        files = {k: v[:max_per_identity] for k, v in files.items()}
+    if not files:
+        raise ConfigError(f"{root}: no identity folders with images found")
+    key = _cache_key(root, files, detector, aligned, chip)
+    cache = None if str(cache_dir).lower() == "none" else Path(cache_dir or default_chip_cache()) / f"{key}.npz"
+    if cache is not None and cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            chips, rel, idents, skipped = z["chips"], list(z["paths"]), list(z["identities"]), list(z["skipped"])
+        log.info("aligned chips read from %s", cache)
+    else:
+        chips, rel, idents, skipped = _align_all(root, files, detector, aligned, chip, progress)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp.npz")
+            np.savez(tmp, chips=chips, paths=np.array(rel, str), identities=np.array(idents, str),
+                     skipped=np.array(skipped, str))
+            os.replace(tmp, cache)
+    counts: dict[str, int] = {}
+    for ident in idents:
+        counts[ident] = counts.get(ident, 0) + 1
+    names = [k for k in files if counts.get(k, 0) >= max(1, min_per_identity)]
+    index = {name: i for i, name in enumerate(names)}
+    keep = [i for i, ident in enumerate(idents) if ident in index]
+    return FaceSet(np.ascontiguousarray(chips[keep]), np.array([index[idents[i]] for i in keep], np.int64),
+                   names, [str(rel[i]) for i in keep], str(root), [str(s) for s in skipped])
+
+
+def _align_all(root, files, detector_name, aligned, chip, progress):
+    detector = None
+    if not aligned:
+        from ..detection import create_detector
+
+        detector = create_detector(detector_name)
+    chips, rel, idents, skipped = [], [], [], []
+    total = sum(len(v) for v in files.values())
+    done = 0
+    for ident, paths in files.items():
+        for path in paths:
+            name = str(path.relative_to(root))
+            try:
+                image = load_image(path)
+            except SiamfaceError as exc:
+                log.warning("skipped %s: %s", name, exc)
+                skipped.append(name)
+                continue
+            if aligned:
+                interp = cv2.INTER_AREA if max(image.shape[:2]) > chip.size else cv2.INTER_LINEAR
+                chips.append(cv2.resize(image, (chip.size, chip.size), interpolation=interp))
+            else:
+                faces = detector.detect(image)
+                if len(faces) == 0:
+                    skipped.append(name)
+                    continue
+                chips.append(align(image, faces.landmarks[0], chip))
+            rel.append(name)
+            idents.append(ident)
+            done += 1
+            if progress is not None:
+                progress(done + len(skipped), total)
+    if not chips:
+        raise ConfigError(f"{root}: no face found in any image")
+    if skipped:
+        log.warning("%d of %d images skipped (no face or unreadable)", len(skipped), total)
+    return np.stack(chips), rel, idents, skipped
+
+
+def _count(value: float, n: int, what: str) -> int:
+    if value < 0:
+        raise ConfigError(f"{what} must be >= 0, got {value}")
+    count = int(round(value * n)) if value < 1 else int(value)
+    return count
+
+
+def split_identities(identities: list[str], val: float, test: float, seed: int) -> dict[str, list[str]]:
+    """Disjoint train / val / test lists of identities; ``val`` and ``test`` are counts (>= 1) or fractions.
+
+    The identities are sorted, shuffled with ``seed``; test takes the first ones, val the next, train the rest.
+    """
+    names = sorted(identities)
+    n_test, n_val = _count(test, len(names), "test"), _count(val, len(names), "val")
+    if n_test + n_val > len(names) - 2:
+        raise ConfigError(f"{len(names)} identities cannot give {n_test} test + {n_val} validation identities "
+                          "and still leave two to train on")
+    order = np.random.default_rng(seed).permutation(len(names))
+    shuffled = [names[i] for i in order]
+    return {"train": sorted(shuffled[n_test + n_val:]), "val": sorted(shuffled[n_test:n_test + n_val]),
+            "test": sorted(shuffled[:n_test])}
+
+
+def verification_pairs(labels: np.ndarray, seed: int = 0, impostor_ratio: float = 1.0,
+                       max_genuine: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, same) index arrays: every genuine pair (i < j, at most ``max_genuine``, seeded sample), then
+    ``impostor_ratio`` times as many distinct impostor pairs drawn without replacement (seeded)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    i, j = np.triu_indices(len(labels), 1)
+    same = labels[i] == labels[j]
+    gen, imp = np.flatnonzero(same), np.flatnonzero(~same)
+    if max_genuine is not None and len(gen) > max_genuine:
+        gen = np.sort(rng.choice(gen, max_genuine, replace=False))
+    n_imp = min(len(imp), int(round(impostor_ratio * len(gen))))
+    imp = np.sort(rng.choice(imp, n_imp, replace=False)) if n_imp else imp[:0]
+    pick = np.concatenate([gen, imp])
+    return i[pick], j[pick], same[pick]
+
+
+def write_split(run_dir: str | os.PathLike, faces: FaceSet, split: dict[str, list[str]], seed: int,
+                pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Path:
+    """Save ``split.json`` (identities and files per part) and, given the test pairs (indexes into the test
+    subset), ``test_pairs_same.txt`` / ``test_pairs_different.txt`` for ``siamface evaluate``."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    parts = {}
+    for name, ids in split.items():
+        wanted = set(ids)
+        parts[name] = {"identities": ids,
+                       "files": [p for p, lab in zip(faces.paths, faces.labels) if faces.identities[lab] in wanted]}
+    doc = {"root": str(Path(faces.root).resolve()), "seed": seed, "skipped": faces.skipped, **parts}
+    path = run_dir / "split.json"
+    path.write_text(json.dumps(doc, indent=1))
+    if pairs is not None:
+        test = faces.subset(split["test"])
+        a, b, same = pairs
+        for flag, fname in ((True, "test_pairs_same.txt"), (False, "test_pairs_different.txt")):
+            lines = [f"{test.paths[x]} {test.paths[y]}" for x, y, s in zip(a, b, same) if bool(s) == flag]
+            (run_dir / fname).write_text("\n".join(lines) + "\n")
+    return path
+
+
+def read_split(run_dir: str | os.PathLike) -> dict:
+    return json.loads((Path(run_dir) / "split.json").read_text())

@@ -1,0 +1,359 @@
+"""The training loop, top to bottom: data, split, network, loss, Adam + schedule, epochs, validation,
+checkpoints, early stopping, export, test figures.
+
+    result = train(TrainConfig(dataset="att_faces", out="runs/att", loss="contrastive"))
+    result["test"]["accuracy"], result["model"]            # figures on the unseen identities, the .onnx
+
+A run directory holds ``config.json``, ``split.json`` (+ ``test_pairs_*.txt`` for ``siamface evaluate``),
+``last.pt`` and ``best.pt`` (state dicts of encoder, head, optimiser, schedule and random generators, with the
+config: self-describing), ``metrics.csv``, ``curves.png`` (with matplotlib), ``model.onnx`` and
+``result.json``. ``resume=True`` continues from ``last.pt`` where it stopped, with the same random stream:
+the result equals an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from ..embedding.onnx_file import preprocess
+from ..errors import ConfigError
+from ..evaluation.metrics import best_accuracy_threshold, eer, tar_at_far, threshold_for_far
+from . import require_torch
+from .augment import Augment
+from .data import FaceSet, load_faces, split_identities, verification_pairs, write_split
+from .sampling import batch_pairs, pk_batches
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    dataset: str
+    out: str = "runs/train"
+    loss: str = "contrastive"          # contrastive | bce | triplet
+    encoder: str = "small"             # small | resnet
+    epochs: int = 40
+    batch: int = 64
+    per_identity: int = 4              # K images per identity in a batch
+    lr: float | None = None            # default: 2e-3 small, 1e-4 resnet
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"           # cosine | step | none
+    margin: float | None = None        # default per loss (losses.DEFAULT_MARGIN)
+    hard_negatives: bool = False
+    augment: str = "default"           # see Augment.parse
+    freeze: int = 0                    # freeze the first N blocks (negative: all but the last -N)
+    seed: int = 0
+    val: float = 0.1                   # identities: count (>= 1) or fraction
+    test: float = 0.25
+    aligned: bool = False
+    detector: str = "retinaface"
+    max_per_identity: int | None = None
+    min_per_identity: int = 2
+    input_size: int = 64               # small encoder only
+    channels: int = 1                  # small encoder only (1 grey, 3 RGB)
+    embedding_size: int = 128          # small encoder only
+    width: int = 16                    # small encoder only
+    patience: int = 10                 # early stopping: epochs without a better validation EER
+    far: float = 1e-3                  # threshold target when validation has >= 1/far impostor pairs
+    threads: int | None = None
+    cache_dir: str | None = None
+    name: str | None = None            # model name in the exported metadata (default: run folder name)
+    progress: bool = True
+    plot: bool = True
+
+    def check(self) -> None:
+        if self.loss not in ("contrastive", "bce", "triplet"):
+            raise ConfigError(f"--loss must be contrastive, bce or triplet, not {self.loss!r}")
+        if self.encoder not in ("small", "resnet"):
+            raise ConfigError(f"--encoder must be small or resnet, not {self.encoder!r}")
+        if self.schedule not in ("cosine", "step", "none"):
+            raise ConfigError(f"--schedule must be cosine, step or none, not {self.schedule!r}")
+        if self.epochs < 1 or self.batch < 4:
+            raise ConfigError("--epochs must be >= 1 and --batch >= 4")
+        Augment.parse(self.augment)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class _Bar:
+    """One line on stderr, redrawn: epoch, step, live loss and accuracy."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.stream = sys.stderr
+
+    def draw(self, text: str, end: bool = False) -> None:
+        if self.enabled:
+            self.stream.write("\r" + text.ljust(100) + ("\n" if end else ""))
+            self.stream.flush()
+
+
+def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+    if schedule == "step":
+        return 0.1 ** (epoch // max(1, epochs // 3))
+    return 1.0
+
+
+def _embed(torch, encoder, x: np.ndarray, batch: int = 128) -> np.ndarray:
+    encoder.eval()
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(x), batch):
+            out.append(torch.nn.functional.normalize(encoder(torch.from_numpy(x[s:s + batch])), dim=1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, encoder.embedding_size), np.float32)
+
+
+def _pair_scores(emb: np.ndarray, pairs) -> tuple[np.ndarray, np.ndarray]:
+    a, b, same = pairs
+    return np.sum(emb[a] * emb[b], axis=1), same.astype(np.int64)
+
+
+def verification_figures(scores: np.ndarray, labels: np.ndarray, threshold: float | None = None) -> dict:
+    """Accuracy at ``threshold`` (when given), EER, best accuracy and TAR at FAR 1e-3 of cosine scores."""
+    e, e_thr = eer(scores, labels)
+    best = best_accuracy_threshold(scores, labels)
+    out = {"pairs": int(len(labels)), "genuine": int(labels.sum()), "impostor": int(len(labels) - labels.sum()),
+           "eer": float(e), "eer_threshold": float(e_thr), "best_accuracy": float(best.accuracy),
+           "best_threshold": float(best.threshold)}
+    t = tar_at_far(scores, labels, 1e-3)
+    out["tar_at_far_1e-3"] = float(t.tar)
+    if threshold is not None:
+        out["threshold"] = float(threshold)
+        out["accuracy"] = float(np.mean((scores >= threshold) == (labels == 1)))
+        out["far"] = float(np.mean(scores[labels == 0] >= threshold)) if (labels == 0).any() else float("nan")
+        out["frr"] = float(np.mean(scores[labels == 1] < threshold)) if (labels == 1).any() else float("nan")
+    return out
+
+
+def calibrate_threshold(scores: np.ndarray, labels: np.ndarray, far: float) -> tuple[float, str]:
+    """FAR ``far`` when there are >= 1/far impostor pairs, else the EER threshold."""
+    n_imp = int((labels == 0).sum())
+    if n_imp >= 1 / far:
+        return float(threshold_for_far(scores, labels, far)), f"FAR {far:g}"
+    return float(eer(scores, labels)[1]), f"EER ({n_imp} impostor pairs are too few for FAR {far:g})"
+
+
+def train(config: TrainConfig, resume: bool = False, faces: FaceSet | None = None,
+          stop_after: int | None = None) -> dict:
+    """Run (or resume) a training run; returns the figures written to ``result.json``.
+
+    faces: the dataset already loaded (else read from ``config.dataset``); stop_after: run at most this many
+    epochs in this call (an interrupted run, resumed later with ``resume=True``).
+    """
+    torch = require_torch()
+    from .export import export_onnx
+    from .losses import PAIR_LOSSES, build_loss
+    from .networks import build_encoder
+
+    config.check()
+    out = Path(config.out)
+    ckpt_last = out / "last.pt"
+    if resume:
+        if not ckpt_last.is_file():
+            raise ConfigError(f"--resume: no checkpoint {ckpt_last}")
+        state = torch.load(ckpt_last, map_location="cpu", weights_only=False)
+        epochs, progress = config.epochs, config.progress
+        config = TrainConfig.from_dict(state["config"])
+        config.epochs, config.progress = max(epochs, config.epochs), progress
+    else:
+        state = None
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=1))
+    from ..embedding.onnx_runtime import default_num_threads
+
+    torch.set_num_threads(config.threads or default_num_threads())
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    bar = _Bar(config.progress and sys.stderr.isatty())
+
+    # -- data ---------------------------------------------------------------------------------------------
+    if faces is None:
+        faces = load_faces(config.dataset, detector=config.detector, aligned=config.aligned,
+                           max_per_identity=config.max_per_identity, min_per_identity=config.min_per_identity,
+                           cache_dir=config.cache_dir,
+                           progress=lambda i, n: bar.draw(f"aligning faces {i}/{n}", end=i == n))
+    split = split_identities(faces.identities, config.val, config.test, config.seed)
+    train_set, val_set, test_set = (faces.subset(split[k]) for k in ("train", "val", "test"))
+    test_pairs = verification_pairs(test_set.labels, seed=config.seed + 2)
+    val_pairs = verification_pairs(val_set.labels, seed=config.seed + 1, max_genuine=5000)
+    write_split(out, faces, split, config.seed, test_pairs)
+
+    encoder = build_encoder(config.encoder, input_size=config.input_size, channels=config.channels,
+                            embedding_size=config.embedding_size, width=config.width)
+    c = encoder.contract()
+    size, ch, mean, std = c["input_size"], c["channels"], c["mean"], c["std"]
+    # Training chips at the input size, uint8 RGB (augmented per batch); the others preprocessed once.
+    small = np.stack([preprocess_rgb(chip, size) for chip in train_set.chips])
+    x_val = preprocess(val_set.chips, size, ch, mean, std)
+    x_test = preprocess(test_set.chips, size, ch, mean, std)
+    augment = Augment.parse(config.augment)
+
+    head = build_loss(config.loss, config.margin, encoder.embedding_size)
+    frozen = encoder.freeze(config.freeze) if config.freeze else 0
+    params = [p for p in list(encoder.parameters()) + list(head.parameters()) if p.requires_grad]
+    lr = config.lr if config.lr is not None else (2e-3 if config.encoder == "small" else 1e-4)
+    optimiser = torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda e: _lr_factor(config.schedule, e, config.epochs))
+
+    history: list[dict] = []
+    best = {"eer": math.inf, "accuracy": -1.0, "epoch": -1}
+    start = 0
+    if state is not None:
+        encoder.load_state_dict(state["encoder"])
+        head.load_state_dict(state["head"])
+        optimiser.load_state_dict(state["optimiser"])
+        schedule.load_state_dict(state["schedule"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        history, best, start = state["history"], state["best"], state["epoch"] + 1
+        log.info("resuming %s at epoch %d", out, start + 1)
+
+    def checkpoint(path: Path, epoch: int) -> None:
+        torch.save({"config": asdict(config), "epoch": epoch, "encoder": encoder.state_dict(),
+                    "head": head.state_dict(), "optimiser": optimiser.state_dict(),
+                    "schedule": schedule.state_dict(), "numpy_rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(), "history": history, "best": best,
+                    "contract": c, "frozen_blocks": frozen}, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+
+    stale = sum(1 for row in history[best["epoch"] + 1:]) if history else 0
+    t_start = time.monotonic() - sum(row["seconds"] for row in history)
+    for epoch in range(start, config.epochs):
+        if stale >= config.patience or (stop_after is not None and epoch - start >= stop_after):
+            break
+        t0 = time.monotonic()
+        encoder.train()
+        head.train()
+        batches = pk_batches(train_set.labels, config.batch, config.per_identity, rng)
+        total_loss = total_acc = 0.0
+        lr_used = optimiser.param_groups[0]["lr"]
+        for step, idx in enumerate(batches, 1):
+            x = torch.from_numpy(preprocess(augment(small[idx], rng), size, ch, mean, std))
+            labels = train_set.labels[idx]
+            emb = torch.nn.functional.normalize(encoder(x), dim=1)
+            if config.loss in PAIR_LOSSES:
+                dist = torch.cdist(emb, emb).detach().numpy() if config.hard_negatives else None
+                a, b, y = batch_pairs(labels, rng, dist)
+                loss, acc = head(emb[a], emb[b], torch.from_numpy(y))
+            else:
+                loss, acc = head(emb, torch.from_numpy(labels))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total_loss += float(loss.detach())
+            total_acc += float(acc.detach())
+            bar.draw(f"epoch {epoch + 1}/{config.epochs} step {step}/{len(batches)}  "
+                     f"loss {total_loss / step:.4f}  acc {total_acc / step:.3f}")
+        schedule.step()
+        row = {"epoch": epoch + 1, "lr": lr_used, "train_loss": total_loss / len(batches), "train_accuracy": total_acc / len(batches)}
+        if len(val_set) and len(val_pairs[0]):
+            scores, labels = _pair_scores(_embed(torch, encoder, x_val), val_pairs)
+            fig = verification_figures(scores, labels)
+            row.update(val_eer=fig["eer"], val_accuracy=fig["best_accuracy"])
+            better = (fig["eer"], -fig["best_accuracy"]) < (best["eer"], -best["accuracy"])
+        else:  # no validation identities: the last epoch is the best
+            row.update(val_eer=float("nan"), val_accuracy=float("nan"))
+            better = True
+        row["seconds"] = time.monotonic() - t0
+        history.append(row)
+        if better:
+            best = {"eer": row["val_eer"] if not math.isnan(row["val_eer"]) else math.inf,
+                    "accuracy": row["val_accuracy"], "epoch": epoch}
+            stale = 0
+        else:
+            stale += 1
+        checkpoint(ckpt_last, epoch)
+        if better:
+            checkpoint(out / "best.pt", epoch)
+        bar.draw(f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  "
+                 f"acc {row['train_accuracy']:.3f}  val EER {row['val_eer']:.4f}  "
+                 f"val acc {row['val_accuracy']:.3f}  {row['seconds']:.1f}s", end=True)
+        _write_csv(out / "metrics.csv", history)
+    train_seconds = time.monotonic() - t_start
+
+    # -- best weights, threshold on validation, test figures, export --------------------------------------
+    encoder.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=False)["encoder"])
+    if len(val_pairs[0]):
+        threshold, how = calibrate_threshold(*_pair_scores(_embed(torch, encoder, x_val), val_pairs), config.far)
+        source = f"{how} on the validation split ({len(val_set.identities)} identities) of {faces.root}"
+    else:
+        tr_pairs = verification_pairs(train_set.labels, seed=config.seed + 3, max_genuine=5000)
+        x_tr = preprocess(train_set.chips, size, ch, mean, std)
+        threshold, how = calibrate_threshold(*_pair_scores(_embed(torch, encoder, x_tr), tr_pairs), config.far)
+        source = f"{how} on the training identities of {faces.root} (no validation split)"
+    test = {}
+    if len(test_pairs[0]):
+        test = verification_figures(*_pair_scores(_embed(torch, encoder, x_test), test_pairs), threshold)
+    name = config.name or out.resolve().name
+    training = (f"{config.loss} loss, {config.encoder} encoder, {len(train_set.identities)} identities / "
+                f"{len(train_set)} images of {Path(faces.root).name}, seed {config.seed}, "
+                f"best epoch {best['epoch'] + 1}")
+    model_path = export_onnx(encoder, out / "model.onnx", name=name, threshold=threshold,
+                             threshold_source=source, training=training,
+                             extra={"loss": config.loss, "encoder": config.encoder})
+    result = {"run": str(out), "model": str(model_path), "threshold": threshold, "threshold_source": source,
+              "train_seconds": train_seconds, "epochs_run": len(history), "best_epoch": best["epoch"] + 1,
+              "frozen_blocks": frozen, "identities": {k: len(v) for k, v in split.items()},
+              "images": {"train": len(train_set), "val": len(val_set), "test": len(test_set),
+                         "skipped": len(faces.skipped)},
+              "test": test, "training": training}
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    if config.plot:
+        _plot(out / "curves.png", history)
+    return result
+
+
+def preprocess_rgb(chip: np.ndarray, size: int) -> np.ndarray:
+    """A chip resized to the network's side, still uint8 RGB (what augmentation works on)."""
+    import cv2
+
+    if chip.shape[0] == size:
+        return chip
+    interp = cv2.INTER_AREA if chip.shape[0] > size else cv2.INTER_LINEAR
+    return cv2.resize(chip, (size, size), interpolation=interp)
+
+
+def _write_csv(path: Path, history: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _plot(path: Path, history: list[dict]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.info("matplotlib is not installed: no %s", path.name)
+        return
+    epochs = [r["epoch"] for r in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, [r["train_loss"] for r in history], label="train loss")
+    ax1.set_xlabel("epoch")
+    ax1.legend()
+    ax2.plot(epochs, [r["train_accuracy"] for r in history], label="train accuracy (batch pairs)")
+    ax2.plot(epochs, [r["val_accuracy"] for r in history], label="validation accuracy (best threshold)")
+    ax2.plot(epochs, [r["val_eer"] for r in history], label="validation EER")
+    ax2.set_xlabel("epoch")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,82 @@
+"""Training data: split by identity, pairs, batches and augmentation on the AT&T fixture faces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import ATT
+from siamface.training.augment import Augment
+from siamface.training.data import load_faces, split_identities, verification_pairs
+from siamface.training.sampling import batch_pairs, pk_batches
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    return load_faces(ATT, aligned=True, cache_dir=tmp_path_factory.mktemp("chips"))
+
+
+def test_aligned_faces_are_read_per_identity(faces):
+    assert len(faces.identities) == 10 and len(faces) == 40
+    assert faces.chips.shape == (40, 150, 150, 3)
+    assert np.bincount(faces.labels).tolist() == [4] * 10
+    assert faces.paths[0] == "s1/1.pgm"
+
+
+def test_detected_faces_are_cached(tmp_path):
+    first = load_faces(ATT, max_per_identity=2, cache_dir=tmp_path)
+    assert len(first) >= 18  # retinaface finds (nearly) every fixture face
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    again = load_faces(ATT, max_per_identity=2, cache_dir=tmp_path)
+    assert np.array_equal(first.chips, again.chips) and first.paths == again.paths
+
+
+@pytest.mark.parametrize("val, test, sizes", [(2, 3, (5, 2, 3)), (0.2, 0.3, (5, 2, 3)), (0, 2, (8, 0, 2))])
+def test_split_is_by_identity_and_seeded(faces, val, test, sizes):
+    split = split_identities(faces.identities, val, test, seed=3)
+    assert tuple(len(split[k]) for k in ("train", "val", "test")) == sizes
+    parts = [set(split[k]) for k in ("train", "val", "test")]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    assert set.union(*parts) == set(faces.identities)
+    assert split == split_identities(faces.identities, val, test, seed=3)
+    assert split != split_identities(faces.identities, val, test, seed=4)
+    subsets = [faces.subset(split[k]) for k in ("train", "val", "test")]
+    files = [set(s.paths) for s in subsets]
+    assert not (files[0] & files[2]) and sum(len(s) for s in subsets) == len(faces)
+
+
+def test_verification_pairs_are_balanced(faces):
+    a, b, same = verification_pairs(faces.labels, seed=1)
+    assert same.sum() == 10 * 6 and (~same).sum() == 60  # all genuine pairs, as many impostors
+    assert np.array_equal(faces.labels[a] == faces.labels[b], same)
+    assert len(set(zip(a.tolist(), b.tolist()))) == len(a)
+
+
+def test_batches_and_pairs(faces):
+    rng = np.random.default_rng(0)
+    batches = pk_batches(faces.labels, 16, 4, rng)
+    assert len(batches) == 3 and all(len(ix) == 16 for ix in batches)
+    assert all(np.bincount(faces.labels[ix], minlength=10).max() == 4 for ix in batches)
+    labels = faces.labels[batches[0]]
+    a, b, y = batch_pairs(labels, rng)
+    assert y.sum() == 16 and (1 - y).sum() == 16
+    assert np.array_equal(labels[a] == labels[b], y == 1) and not np.any(a == b)
+    dist = np.abs(np.subtract.outer(np.arange(16.0), np.arange(16.0)))
+    a, b, y = batch_pairs(labels, rng, dist)
+    neg = y == 0
+    for i, j in zip(a[neg], b[neg]):  # hard negatives: the nearest image of another identity
+        others = np.flatnonzero(labels != labels[i])
+        assert dist[i, j] == dist[i, others].min()
+
+
+def test_augmentation_is_seeded_and_changes_images(faces):
+    chips = faces.chips[:6]
+    aug = Augment()
+    one = aug(chips, np.random.default_rng(5))
+    assert one.shape == chips.shape and one.dtype == np.uint8
+    assert np.array_equal(one, aug(chips, np.random.default_rng(5)))
+    assert not np.array_equal(one, aug(chips, np.random.default_rng(6)))
+    assert np.abs(one.astype(int) - chips).mean() > 3
+    assert np.array_equal(Augment.none()(chips, np.random.default_rng(5)), chips)
+    flip = Augment.parse("flip=1,rotate=0,scale=0,shift=0,contrast=0,brightness=0,blur=0")
+    assert np.array_equal(flip(chips, np.random.default_rng(0)), chips[:, :, ::-1])

@@ -1,0 +1,137 @@
+"""The trainer on tiny real data (the AT&T fixture faces): loss falls, checkpoints resume exactly, the
+exported ONNX model runs without torch and equals the torch module, the CLI drives it all."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import ATT, att  # noqa: E402
+from siamface.embedding.onnx_file import preprocess  # noqa: E402
+from siamface.training.data import load_faces  # noqa: E402
+from siamface.training.networks import SmallCNN  # noqa: E402
+from siamface.training.trainer import TrainConfig, train  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    return load_faces(ATT, aligned=True, cache_dir=tmp_path_factory.mktemp("chips"))
+
+
+def _config(out: Path, **kw) -> TrainConfig:
+    base = dict(dataset=str(ATT), out=str(out), aligned=True, input_size=32, width=8, embedding_size=32,
+                batch=16, epochs=4, val=2, test=2, augment="default", threads=1, progress=False, plot=False,
+                patience=100)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, faces):
+    out = tmp_path_factory.mktemp("run") / "att"
+    return out, train(_config(out, epochs=8, augment="none", lr=3e-3), faces=faces)
+
+
+@pytest.mark.parametrize("loss", ["contrastive", "bce", "triplet"])
+def test_loss_falls(tmp_path, faces, loss):
+    train(_config(tmp_path, loss=loss, epochs=6, augment="none", lr=3e-3), faces=faces)
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    losses = [float(r.split(",")[2]) for r in rows[1:]]
+    assert len(losses) == 6
+    assert np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2]), losses
+
+
+def test_run_folder(run):
+    out, result = run
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "split.json", "last.pt", "best.pt", "metrics.csv", "model.onnx", "result.json",
+            "test_pairs_same.txt", "test_pairs_different.txt"} <= names
+    split = json.loads((out / "split.json").read_text())
+    assert not set(split["train"]["identities"]) & set(split["test"]["identities"])
+    same = (out / "test_pairs_same.txt").read_text().split()
+    assert {p.split("/")[0] for p in same} <= set(split["test"]["identities"])
+    assert result["test"]["genuine"] == 2 * 6 and result["test"]["impostor"] == 12
+    assert 0 <= result["test"]["accuracy"] <= 1 and -1 <= result["threshold"] <= 1
+
+
+def test_resume_continues_from_the_saved_state(tmp_path, faces):
+    straight = train(_config(tmp_path / "a", epochs=4), faces=faces)
+    train(_config(tmp_path / "b", epochs=4), faces=faces, stop_after=2)  # interrupted after two epochs
+    ckpt = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    assert ckpt["epoch"] == 1 and len(ckpt["history"]) == 2
+    resumed = train(_config(tmp_path / "b", epochs=4), resume=True, faces=faces)
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    assert b["epoch"] == 3
+    for key, value in a["encoder"].items():
+        assert torch.equal(value, b["encoder"][key]), key
+    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in a["history"]]
+    assert strip == [{k: v for k, v in row.items() if k != "seconds"} for row in b["history"]]
+    assert straight["test"] == resumed["test"]
+
+
+def test_freeze_keeps_the_first_blocks(tmp_path, faces):
+    train(_config(tmp_path, epochs=1, freeze=2, input_size=32, width=8), faces=faces)
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    torch.manual_seed(0)  # the trainer's initial weights
+    fresh = SmallCNN(input_size=32, channels=1, embedding_size=32, width=8).state_dict()
+    assert state["frozen_blocks"] == 2
+    for key, value in state["encoder"].items():
+        if key.startswith(("features.0.", "features.1.")):
+            assert torch.equal(value, fresh[key]), key
+    assert not torch.equal(state["encoder"]["features.2.0.weight"], fresh["features.2.0.weight"])
+
+
+_NO_TORCH = """
+import sys, json, numpy as np
+sys.modules["torch"] = None
+from siamface.embedding import create_encoder
+enc = create_encoder(sys.argv[1])
+chips = np.load(sys.argv[2])
+print(json.dumps({"emb": enc.embed(chips).tolist(), "name": enc.info.name, "threshold": enc.info.threshold,
+                  "torch": "torch" in sys.modules and sys.modules["torch"] is not None}))
+"""
+
+
+def test_exported_model_runs_without_torch_and_equals_the_module(run, faces, tmp_path):
+    out, result = run
+    chips_file = tmp_path / "chips.npy"
+    np.save(chips_file, faces.chips[:6])
+    proc = subprocess.run([sys.executable, "-c", _NO_TORCH, str(out / "model.onnx"), str(chips_file)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["name"] == "att" and not got["torch"]
+    assert got["threshold"] == pytest.approx(result["threshold"])
+    state = torch.load(out / "best.pt", weights_only=False)
+    net = SmallCNN(input_size=32, channels=1, embedding_size=32, width=8)
+    net.load_state_dict(state["encoder"])
+    net.eval()
+    with torch.no_grad():
+        want = torch.nn.functional.normalize(net(torch.from_numpy(preprocess(faces.chips[:6], 32, 1, net.mean,
+                                                                                   net.std))), dim=1).numpy()
+    assert np.abs(np.array(got["emb"]) - want).max() < 1e-5
+
+
+def test_cli_train_then_verify_with_the_exported_model(tmp_path, capsys):
+    from siamface.cli import main
+
+    out = tmp_path / "cli"
+    code = main(["train", str(ATT), "--aligned", "--out", str(out), "--epochs", "2", "--batch", "16",
+                 "--val", "2", "--test", "2", "--input-size", "32", "--threads", "1", "--quiet"])
+    text = capsys.readouterr().out
+    assert code == 0 and "test split (2 unseen identities" in text
+    assert "siamface evaluate --model" in text and "test_pairs_same.txt" in text
+    model = str(out / "model.onnx")
+    code = main(["verify", "--model", model, "--json", str(att(1, 1)), str(att(1, 2))])
+    payload = json.loads(capsys.readouterr().out)
+    assert code in (0, 1) and payload["model"] == "cli"
+    assert main(["verify", "--model", str(tmp_path / "missing.onnx"), str(att(1, 1)), str(att(1, 2))]) == 2
+    assert "model file not found" in capsys.readouterr().err
