@@ -284,67 +284,128 @@ class AuthDecision:
     threshold: float
     threshold_source: str
     seconds: float
+    liveness: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"event": "granted" if self.granted else "denied", "time": _now_iso(), "claim": self.claim,
                 "granted": self.granted, "reason": self.reason, "frames": self.frames,
                 "best_score": None if self.best_score is None else round(self.best_score, 4),
                 "last_scores": [round(s, 4) for s in self.scores[-10:]], "threshold": round(self.threshold, 4),
-                "threshold_source": self.threshold_source, "seconds": round(self.seconds, 2)}
+                "threshold_source": self.threshold_source, "seconds": round(self.seconds, 2),
+                "liveness": self.liveness}
+
+
+LIVENESS_MODES = ("off", "passive", "active", "both")
 
 
 class Authenticator:
     """1:1 unlock: the largest face of each frame against the claim; grant after `consecutive` frames in a
-    row at or above the threshold, deny at `timeout` seconds (or when the source ends)."""
+    row at or above the threshold, deny at `timeout` seconds (or when the source ends).
+
+    `liveness`: "passive" also needs each of those frames to score live (`PassiveLiveness`); "active" needs
+    the challenge of an `ActiveCheck` met, with parallax, before the grant (its prompts are events);
+    "both" needs both. Every decision carries the liveness evidence."""
 
     def __init__(self, pipeline, matcher: Matcher, claim: str, *, consecutive: int = 3,
-                 timeout: float = 10.0, on_event: Callable[[dict], None] | None = None) -> None:
+                 timeout: float = 10.0, on_event: Callable[[dict], None] | None = None,
+                 liveness: str = "off", passive=None, active=None) -> None:
         if consecutive < 1:
             raise ConfigError("consecutive must be >= 1")
+        if liveness not in LIVENESS_MODES:
+            raise ConfigError(f"liveness must be one of {', '.join(LIVENESS_MODES)}, not {liveness!r}")
         self.pipeline, self.matcher, self.claim = pipeline, matcher, claim
         matcher.verify(claim, np.zeros((0, pipeline.encoder.info.embedding_size), np.float32))  # claim exists
         self.consecutive = consecutive
         self.timeout = timeout
         self.on_event = on_event or (lambda event: None)
+        self.liveness = liveness
+        self.passive = None
+        self.active = None
+        if liveness in ("passive", "both"):
+            from .liveness import PassiveLiveness
+
+            self.passive = passive or PassiveLiveness()
+        if liveness in ("active", "both"):
+            from .liveness.active import ActiveCheck
+
+            self.active = active or ActiveCheck(timeout=timeout)
         self.stats = Stats()
         self.scores: list[float] = []
+        self.live_scores: list[float] = []
         self.run_length = 0
         self.started = time.monotonic()
         self.decision: AuthDecision | None = None
+        self._prompt = ""
+
+    def _liveness_evidence(self) -> dict[str, Any]:
+        evidence: dict[str, Any] = {"mode": self.liveness}
+        if self.passive is not None:
+            evidence["passive"] = {"model": self.passive.name, "threshold": round(self.passive.threshold, 4),
+                                   "last_scores": [round(s, 4) for s in self.live_scores[-10:]]}
+        if self.active is not None:
+            result = self.active.result
+            evidence["active"] = result.to_dict() if result else {"passed": False, "challenges": self.active.challenges}
+        return evidence
 
     def _decide(self, granted: bool, reason: str) -> AuthDecision:
         self.decision = AuthDecision(self.claim, granted, reason, self.stats.frames,
                                      max(self.scores) if self.scores else None, self.scores,
                                      self.matcher.threshold, getattr(self.matcher, "threshold_source", ""),
-                                     time.monotonic() - self.started)
+                                     time.monotonic() - self.started, self._liveness_evidence())
         self.on_event(self.decision.to_dict())
         return self.decision
 
     def process(self, frame: Frame) -> FrameResult:
         faces = self.pipeline.detect(frame.image)
         labels, scores = [], []
+        keypoints = box = None
         if len(faces):
             largest = self.pipeline.embed(frame.image, faces[:1])
+            box = largest.boxes[0]
+            keypoints = largest.data.get("keypoints", [None])[0]
             score = float(self.matcher.verify(self.claim, largest.embeddings)[0])
             self.scores.append(score)
             ok = score >= self.matcher.threshold
+            if self.passive is not None:
+                live = self.passive.score(frame.image, box)
+                self.live_scores.append(live.score)
+                ok = ok and live.live
             self.run_length = self.run_length + 1 if ok else 0
             labels, scores = [self.claim if ok else UNKNOWN] + [""] * (len(faces) - 1), [score]
             self.stats.embedded += 1
         else:
             self.run_length = 0
+        active_done = True
+        if self.active is not None and self.decision is None:
+            if keypoints is None and len(faces):
+                raise ConfigError(f"active liveness needs a detector with 5 keypoints (retinaface, mtcnn), "
+                                  f"not {faces.detector!r}")
+            result = self.active.update(keypoints, box, frame.time)
+            if self.active.prompt != self._prompt and result is None:
+                self._prompt = self.active.prompt
+                self.on_event({"event": "challenge", "time": _now_iso(), "frame": frame.index,
+                               "prompt": self._prompt})
+            if result is not None and not result.passed:
+                self._decide(False, f"liveness: {result.reason}")
+            active_done = result is not None and result.passed
         latency = (time.perf_counter() - frame.captured) * 1000
         self.stats.frames += 1
         self.stats.latencies_ms.append(latency)
-        if self.decision is None and self.run_length >= self.consecutive:
-            self._decide(True, f"{self.consecutive} consecutive frames verified")
+        if self.decision is None and self.run_length >= self.consecutive and active_done:
+            how = f"{self.consecutive} consecutive frames verified"
+            self._decide(True, how + (f" (liveness {self.liveness})" if self.liveness != "off" else ""))
         elif self.decision is None and time.monotonic() - self.started > self.timeout:
             self._decide(False, f"timeout after {self.timeout:g} s")
         return FrameResult(frame, faces, labels, scores, [], latency, 1 if len(faces) else 0)
 
     def finish(self) -> AuthDecision:
         if self.decision is None:
-            reason = "no face seen" if not self.scores else "the video ended before enough frames verified"
+            if not self.scores:
+                reason = "no face seen"
+            elif self.active is not None and self.active.result is None:
+                reason = f"the video ended before the liveness challenge was met ('{self.active.prompt}')"
+            else:
+                reason = "the video ended before enough frames verified"
             self._decide(False, reason)
         return self.decision  # type: ignore[return-value]
 

@@ -36,6 +36,10 @@ def add_parsers(sub, chain_options) -> None:
     p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="deny after S seconds (default 10)")
     p.add_argument("--consecutive", type=int, default=3, metavar="N",
                    help="frames in a row that must verify (default 3)")
+    p.add_argument("--liveness", choices=("off", "passive", "active", "both"), default="passive",
+                   help="presentation-attack checks: passive (each frame's texture scores live), active (a "
+                        "random head-turn challenge with a parallax test; prompts are 'challenge' events), "
+                        "both, or off (default: passive)")
     p.set_defaults(func=cmd_authenticate)
 
 
@@ -97,7 +101,7 @@ def cmd_authenticate(args) -> int:
     gallery, pipeline, matcher, reader, out = _open(args)
     with gallery, reader:
         auth = Authenticator(pipeline, matcher, args.claim, consecutive=args.consecutive,
-                             timeout=args.timeout, on_event=json_lines(sys.stdout))
+                             timeout=args.timeout, on_event=json_lines(sys.stdout), liveness=args.liveness)
         try:
             run(reader, auth, out, stop_when_decided=True, reader=reader)
         except KeyboardInterrupt:

@@ -1,0 +1,171 @@
+"""Liveness: PAD metrics on hand-computed cases, the shipped passive model, and the active check driven by
+real head motion (AT&T subject s26 turning left and right) against the same face warped as a moving plane."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import FIXTURES, att_rgb, scene
+from siamface.errors import ConfigError
+from siamface.image import load_image
+from siamface.liveness import PassiveLiveness, pad_report
+from siamface.liveness.active import ActiveCheck, parallax, yaw_ratio
+from siamface.liveness.passive import features, lbp_histogram
+
+TURN = FIXTURES / "att_turn" / "s26"
+FRONTAL, TURNED_RIGHT, FRONTAL_2, TURNED_LEFT = 1, 2, 3, 5     # s26: yaw about -0.04, -0.21, 0.01, +0.32
+
+
+def s26(image: int) -> np.ndarray:
+    """s26's photo (grey) enlarged into a 640x480 frame, as a webcam would see a face."""
+    face = np.repeat(load_image(TURN / f"{image}.pgm")[:, :, :1], 3, axis=2)
+    return scene([(face, 2.0, (220, 100))])
+
+
+def planar_turn(frame: np.ndarray, degrees: float) -> np.ndarray:
+    """The frame as a flat picture turned about its vertical axis (perspective), as a photo held and
+    rotated in front of the camera would look."""
+    h, w = frame.shape[:2]
+    a, f = np.deg2rad(degrees), 700.0
+    corners = np.float32([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
+    seen = [[f * x * np.cos(a) / (x * np.sin(a) + f) + w / 2, f * y / (x * np.sin(a) + f) + h / 2]
+            for x, y in corners]
+    m = cv2.getPerspectiveTransform(corners + np.float32([w / 2, h / 2]), np.float32(seen))
+    return cv2.warpPerspective(frame, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+
+
+@pytest.fixture(scope="module")
+def keypoints(pipeline):
+    def of(frame):
+        faces = pipeline.detect(frame)
+        assert len(faces) == 1
+        return faces.data["keypoints"][0], faces.boxes[0]
+    return of
+
+
+# -- metrics -----------------------------------------------------------------------------------------
+def test_pad_report_hand_computed():
+    scores = [0.9, 0.8, 0.3, 0.95, 0.2, 0.6, 0.7, 0.1]
+    labels = ["live", "live", "live", "live", "photo", "photo", "replay", "replay"]
+    r = pad_report(scores, labels, threshold=0.5)
+    assert r.bpcer == pytest.approx(1 / 4)                # 0.3 rejected
+    assert r.apcer == {"photo": pytest.approx(1 / 2), "replay": pytest.approx(1 / 2)}
+    assert r.acer == pytest.approx((0.5 + 0.25) / 2)
+    assert r.counts == {"live": 4, "photo": 2, "replay": 2}
+    with pytest.raises(ValueError):
+        pad_report([0.5, 0.6], ["live", "live"], 0.5)
+
+
+def test_pad_report_perfect_separation_and_ties():
+    r = pad_report([0.9, 0.8, 0.1, 0.2], ["live", "live", "print", "print"], threshold=0.5)
+    assert r.bpcer == 0 and r.apcer == {"print": 0} and r.eer == 0
+    tied = pad_report([0.5, 0.5], ["live", "print"], threshold=0.5)   # at the threshold counts as live
+    assert tied.bpcer == 0 and tied.apcer == {"print": 1.0}
+
+
+# -- passive -----------------------------------------------------------------------------------------
+def test_lbp_histogram_of_flat_and_textured_patches():
+    flat = lbp_histogram(np.full((16, 16), 100, np.uint8))
+    assert flat.sum() == pytest.approx(1) and flat.max() == pytest.approx(1)   # one pattern everywhere
+    noise = lbp_histogram(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))
+    assert (noise > 0).sum() > 40                                               # many patterns
+
+
+def test_shipped_passive_model_refuses_a_pasted_photo(pipeline):
+    model = PassiveLiveness()
+    frame = scene([(att_rgb(3, 1), 2.0, (100, 100))])      # a grey print-like face pasted in a scene
+    box = pipeline.detect(frame).boxes[0]
+    assert features(frame, box).shape == (373,)
+    result = model.score(frame, box)
+    assert 0 <= result.score <= 1 and not result.live
+    assert model.meta["held_out"]["counts"]["live"] > 100   # it says what it was measured on
+    again = model.score(frame, box)
+    assert again.score == result.score                       # deterministic
+
+
+# -- active ------------------------------------------------------------------------------------------
+def test_yaw_and_parallax_of_a_real_head_against_a_plane(keypoints):
+    ref, _ = keypoints(s26(FRONTAL))
+    right, _ = keypoints(s26(TURNED_RIGHT))
+    left, _ = keypoints(s26(TURNED_LEFT))
+    assert yaw_ratio(right) < -0.18 < 0.18 < yaw_ratio(left)
+    assert parallax(ref, left) > 0.15 and parallax(ref, right) > 0.1          # the nose leaves the plane
+    for degrees in (-35, -20, 20, 35):
+        flat, _ = keypoints(planar_turn(s26(FRONTAL), degrees))
+        assert abs(yaw_ratio(flat)) < 0.18                                    # a photo cannot "turn"
+        assert parallax(ref, flat) < 0.1                                      # and moves like a plane
+
+
+def feed(check: ActiveCheck, frames, keypoints, fps: float = 10.0):
+    result = None
+    for i, frame in enumerate(frames):
+        k, box = keypoints(frame)
+        result = check.update(k, box, i / fps)
+        if result is not None:
+            break
+    return result
+
+
+def test_active_check_passes_a_real_head_in_the_asked_order(keypoints):
+    frames = [s26(i) for i in (FRONTAL, FRONTAL, TURNED_RIGHT, FRONTAL_2, TURNED_LEFT, FRONTAL)]
+    check = ActiveCheck(["turn_right", "turn_left"], timeout=5)
+    assert check.prompt == "look straight at the camera"
+    result = feed(check, frames, keypoints)
+    assert result is not None and result.passed, result
+    assert result.completed == 2 and result.parallax > 0.15
+
+
+def test_active_check_refuses_the_wrong_order_and_a_moving_photo(keypoints):
+    frames = [s26(i) for i in (FRONTAL, TURNED_RIGHT, FRONTAL_2, TURNED_LEFT)] + [s26(FRONTAL)] * 10
+    wrong = ActiveCheck(["turn_left", "turn_right"], timeout=1.0)       # the right turn came too early
+    result = feed(wrong, frames, keypoints)
+    assert result is not None and not result.passed and "timeout" in result.reason
+    assert result.completed == 1 and result.seconds > 1.0
+
+    photo = [planar_turn(s26(FRONTAL), d) for d in (0, -20, -35, -20, 0, 20, 35, 20, 0)] * 2
+    check = ActiveCheck(["turn_right", "turn_left"], timeout=1.5)
+    result = feed(check, photo, keypoints)
+    assert result is not None and not result.passed and result.completed == 0
+    assert result.parallax < 0.1
+
+
+def test_active_check_draws_a_random_challenge_with_a_turn():
+    drawn = {tuple(ActiveCheck().challenges) for _ in range(40)}
+    assert len(drawn) > 3
+    assert all(len(c) == 2 and ({"turn_left", "turn_right"} & set(c)) for c in drawn)
+    with pytest.raises(ConfigError):
+        ActiveCheck(["blink"])
+
+
+def test_authenticate_with_active_liveness(tmp_path, pipeline, keypoints):
+    from siamface.gallery import Gallery
+    from siamface.live import Authenticator, GalleryMatcher
+    from siamface.video import Frame
+
+    with Gallery(tmp_path / "g.db", pipeline, create=True) as g:
+        g.enroll("s26", [TURN / f"{i}.pgm" for i in (6, 7)])
+        sequences = {
+            "real": [s26(i) for i in (FRONTAL, FRONTAL, TURNED_RIGHT, FRONTAL_2, FRONTAL_2, TURNED_LEFT,
+                                      TURNED_LEFT, FRONTAL, FRONTAL, FRONTAL)],
+            "photo": [planar_turn(s26(FRONTAL), d) for d in (0, -20, -35, -20, 0, 20, 35, 20, 0, 0)],
+        }
+        decisions = {}
+        for name, frames in sequences.items():
+            events = []
+            auth = Authenticator(pipeline, GalleryMatcher(g), "s26", consecutive=2, timeout=60,
+                                 on_event=events.append, liveness="active",
+                                 active=ActiveCheck(["turn_right", "turn_left"], timeout=0.9))
+            for i, image in enumerate(frames):
+                auth.process(Frame(i, i / 10, image, time.perf_counter()))
+                if auth.decision:
+                    break
+            decision = auth.finish()
+            decisions[name] = decision
+            assert events[0]["event"] == "challenge" and events[-1]["event"] in ("granted", "denied")
+            assert decision.to_dict()["liveness"]["mode"] == "active"
+    assert decisions["real"].granted, decisions["real"].reason
+    assert not decisions["photo"].granted and "liveness" in decisions["photo"].reason
