@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from siamface.gallery import ExactIndex, ModelBinding, NewTemplate, SQLiteStore
+from siamface.gallery import ExactIndex, GalleryIndex, ModelBinding, NewTemplate, SQLiteStore, synthetic
 
 from gallery_support import unit_vectors
 
@@ -66,3 +66,55 @@ def test_person_scores(store):
     ids, scores = ExactIndex(store).person_scores(v[:1], a.id)
     assert len(ids) == 2 and scores.shape == (1, 2)
     assert scores[0, 0] == pytest.approx(1.0, abs=1e-6)
+
+
+class _ArrayStore:
+    """The two reads an index makes, over arrays (a store of 20k templates would take long to fill)."""
+
+    def __init__(self, owners, matrix):
+        self.owners, self.rows, self.gen = owners, matrix, 0
+
+    def generation(self):
+        return self.gen
+
+    def matrix(self):
+        return self.gen, np.arange(len(self.rows)) + 1000, self.owners.astype(np.int64) + 1, self.rows
+
+
+def test_ivf_index_agrees_with_exact_search_on_20k_templates():
+    centres, owners, templates = synthetic.gallery(20_000, seed=3)
+    store = _ArrayStore(owners, templates)
+    exact = GalleryIndex(store, approx_min=None)
+    approx = GalleryIndex(store, approx_min=10_000)
+    assert approx.approximate and not exact.approximate
+    who, queries = synthetic.probes(centres, 300, seed=4)
+    e = exact.search(queries, k=3)
+    a = approx.search(queries, k=3)
+    recall = np.mean([x[0].person_id == y[0].person_id for x, y in zip(e, a)])
+    assert recall >= 0.99
+    assert np.mean([x[0].person_id == w + 1 for x, w in zip(e, who)]) == 1.0      # exact finds the truth
+    for x, y in zip(e, a):                     # same person: the same best template, the same score
+        if x[0].person_id == y[0].person_id:
+            assert (x[0].template_id, x[0].similarity) == pytest.approx((y[0].template_id, y[0].similarity))
+        assert len(y) == 3 and len({h.person_id for h in y}) == 3
+    forced = approx.search(queries[:1], k=3, exact=True)[0]
+    assert [(h.person_id, h.template_id) for h in forced] == [(h.person_id, h.template_id) for h in e[0]]
+    first = a[0][0].person_id
+    assert first not in [h.person_id for h in approx.search(queries[:1], k=3, exclude=first)[0]]
+
+
+def test_ivf_index_is_rebuilt_when_the_gallery_changes():
+    centres, owners, templates = synthetic.gallery(12_000, seed=5)
+    store = _ArrayStore(owners, templates)
+    index = GalleryIndex(store, approx_min=10_000)
+    before = index._current().ivf
+    newcomer = synthetic.around(centres[:1] * 0 + synthetic.gallery(1, seed=9)[0], np.random.default_rng(1))
+    store.owners = np.r_[owners, owners.max() + 1]
+    store.rows = np.vstack([templates, newcomer])
+    store.gen += 1
+    hit = index.search(newcomer)[0][0]
+    after = index._current().ivf
+    assert after is not before and np.array_equal(after.centroids, before.centroids)   # quantizer kept
+    assert hit.person_id == owners.max() + 2 and hit.similarity == pytest.approx(1.0, abs=1e-5)
+    store.owners, store.rows, store.gen = owners[:5000], templates[:5000], store.gen + 1
+    assert not index.approximate and len(index) == 5000                 # small again: exact

@@ -16,16 +16,17 @@ from __future__ import annotations
 from .core import DEFAULT_FRACTION, RULES, Gallery, calibration_file_for
 from .enroll import Frame, QualityGates, assess, image_files, pose, sharpness, video_frames
 from .exchange import export_gallery, import_gallery
-from .index import ExactIndex, Hit
+from .index import APPROX_MIN_TEMPLATES, ExactIndex, GalleryIndex, Hit, IVFIndex
 from .results import (UNKNOWN, Candidate, ClaimVerification, EnrolledTemplate, EnrollmentReport, FaceIdentity,
                       Identification, Rejection, TemplateScore)
+from . import synthetic
 from .sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteStore
 from .store import (AddResult, AuditEntry, AuditRecord, ModelBinding, NewTemplate, Person, Store, Template,
                     UnknownPersonError)
 
 __all__ = [
     "AddResult", "AuditEntry", "AuditRecord", "Candidate", "ClaimVerification", "DEFAULT_FRACTION",
-    "EnrolledTemplate", "EnrollmentReport", "ExactIndex", "FaceIdentity", "Frame", "Gallery", "Hit", "Identification",
+    "APPROX_MIN_TEMPLATES", "EnrolledTemplate", "EnrollmentReport", "ExactIndex", "GalleryIndex", "IVFIndex", "FaceIdentity", "Frame", "Gallery", "Hit", "Identification",
     "MIGRATIONS", "ModelBinding", "NewTemplate", "Person", "QualityGates", "RULES", "Rejection",
     "SCHEMA_VERSION", "SQLiteStore", "Store", "Template", "TemplateScore", "UNKNOWN", "UnknownPersonError",
     "assess", "calibration_file_for", "export_gallery", "import_gallery", "image_files", "pose", "sharpness", "video_frames",

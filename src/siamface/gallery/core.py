@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import ConfigError, GalleryError
 from ..image import describe, load_image
 from .enroll import QualityGates, Sample, assess, image_files, person_folders, video_frames
-from .index import ExactIndex
+from .index import GalleryIndex
 from .results import (AMBIGUOUS, KNOWN, UNKNOWN, Candidate, ClaimVerification, EnrolledTemplate, EnrollmentReport,
                       FaceIdentity, Identification, Rejection, TemplateScore)
 from .sqlite import SQLiteStore
@@ -80,7 +80,7 @@ class Gallery:
             model = ModelBinding.of(self.pipeline.encoder.info) if create else None
             store = SQLiteStore(store, model, create=create, keep_images=keep_images)
         self.store: Store = store
-        self.index = ExactIndex(store)
+        self.index = GalleryIndex(store)
         self.gates = gates or QualityGates()
         self._threshold = threshold
 
