@@ -27,6 +27,7 @@ _DATA_HELP = """data (one of):
   --pairs-same F --pairs-different F --root DIR
                                        two-column pair lists relative to DIR (celeba_ids)
   --identify DIR                       open-set 1:N from a folder per person
+  --liveness DIR                       (evaluate) DIR/live/ + DIR/<attack type>/: APCER, BPCER, ACER
 """
 
 
@@ -40,7 +41,7 @@ def add_parsers(sub, chain_options) -> None:
                     "non-matches (counted and reported). Writes report.json, scores.csv, roc.png and "
                     "scores.png into --out. Exit code 0, or 2 on error."),
         epilog=_DATA_HELP)
-    _data_options(p)
+    _data_options(p, liveness=True)
     p.add_argument("--out", metavar="DIR", help="output folder (default: out/evaluate-<dataset name>)")
     _run_options(p)
     chain_options(p, threshold=True)
@@ -72,9 +73,13 @@ def _wrap(text: str) -> str:
     return textwrap.fill(text, 88)
 
 
-def _data_options(p: argparse.ArgumentParser) -> None:
+def _data_options(p: argparse.ArgumentParser, liveness: bool = False) -> None:
     g = p.add_argument_group("data")
     x = g.add_mutually_exclusive_group(required=True)
+    if liveness:
+        x.add_argument("--liveness", metavar="DIR",
+                       help="presentation-attack detection: DIR/live/ and one folder per attack type; APCER, "
+                            "BPCER, ACER (--threshold: the liveness threshold)")
     x.add_argument("--folder", metavar="DIR", help="dataset with one sub-folder of images per person")
     x.add_argument("--lfw-pairs", metavar="FILE", help="LFW pairs file (header 'folds pairs-per-class'); needs --root")
     x.add_argument("--pairs-same", metavar="FILE", help="same-person pair list 'a b' per line; needs "
@@ -158,6 +163,11 @@ def _write(report, out_dir: str, echo) -> None:
 def cmd_evaluate(args) -> int:
     from .runner import format_report
 
+    if getattr(args, "liveness", None):
+        from ..cli import pipeline_from_args
+        from ..liveness.evaluate import run
+
+        return run(args, pipeline_from_args(args))
     report = _run(args)
     out = args.out or str(Path("out") / f"evaluate-{_dataset_name(args)}")
     if args.json:
