@@ -3,6 +3,7 @@ real head motion (AT&T subject s26 turning left and right) against the same face
 
 from __future__ import annotations
 
+import json
 import time
 
 import cv2
@@ -169,3 +170,24 @@ def test_authenticate_with_active_liveness(tmp_path, pipeline, keypoints):
             assert decision.to_dict()["liveness"]["mode"] == "active"
     assert decisions["real"].granted, decisions["real"].reason
     assert not decisions["photo"].granted and "liveness" in decisions["photo"].reason
+
+
+def test_evaluate_liveness_command(tmp_path, capsys):
+    from siamface.cli import main
+
+    data = tmp_path / "pad"
+    for kind, images in (("live", [s26(FRONTAL), s26(TURNED_LEFT)]),
+                         ("photo", [planar_turn(s26(FRONTAL), 25), planar_turn(s26(FRONTAL), -25)]),
+                         ("screen", [s26(FRONTAL_2)])):
+        (data / kind).mkdir(parents=True)
+        for i, image in enumerate(images):
+            cv2.imwrite(str(data / kind / f"{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert main(["evaluate", "--liveness", str(data), "--out", str(tmp_path / "out"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["counts"] == {"live": 2, "photo": 2, "screen": 1} and report["no_face"] == 0
+    assert set(report["apcer"]) == {"photo", "screen"} and 0 <= report["bpcer"] <= 1
+    assert (tmp_path / "out" / "report.json").is_file()
+
+    (data / "live").rename(data / "elsewhere")
+    assert main(["evaluate", "--liveness", str(data)]) == 2
+    assert "live/" in capsys.readouterr().err
