@@ -49,7 +49,7 @@ class _Encoder(nn.Module):
 
 
 class SmallCNN(_Encoder):
-    """Four conv blocks (conv 3x3, batch norm, ReLU, 2x2 max pool), then a linear layer to the embedding.
+    """Four conv blocks (conv 3x3, batch norm, ReLU, 2x2 max pool), then linear + batch norm to the embedding.
 
     At 64x64 grey input and width 32: about 60 M multiply-adds per face; ~1.3 M parameters.
     """
@@ -69,7 +69,9 @@ class SmallCNN(_Encoder):
             c = w
         self.features = nn.ModuleList(layers)
         side = input_size // 16
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c * side * side, embedding_size))
+        # The batch-norm "neck" centres the embedding: without it the normalised vectors crowd into a cone.
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c * side * side, embedding_size),
+                                  nn.BatchNorm1d(embedding_size))
 
     def blocks(self) -> list[nn.Module]:
         return [*self.features, self.head]

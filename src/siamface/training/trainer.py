@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..alignment import ChipSpec
 from ..embedding.onnx_file import preprocess
 from ..errors import ConfigError
 from ..evaluation.metrics import best_accuracy_threshold, eer, tar_at_far, threshold_for_far
@@ -55,6 +56,7 @@ class TrainConfig:
     val: float = 0.1                   # identities: count (>= 1) or fraction
     test: float = 0.25
     aligned: bool = False
+    padding: float = 0.25              # context around the face in the aligned chip (dlib's: 0.25)
     detector: str = "retinaface"
     max_per_identity: int | None = None
     min_per_identity: int = 2
@@ -180,9 +182,11 @@ def train(config: TrainConfig, resume: bool = False, faces: FaceSet | None = Non
     rng = np.random.default_rng(config.seed)
     bar = _Bar(config.progress and sys.stderr.isatty())
 
+    chip = ChipSpec(150, config.padding)
+
     # -- data ---------------------------------------------------------------------------------------------
     if faces is None:
-        faces = load_faces(config.dataset, detector=config.detector, aligned=config.aligned,
+        faces = load_faces(config.dataset, detector=config.detector, aligned=config.aligned, chip=chip,
                            max_per_identity=config.max_per_identity, min_per_identity=config.min_per_identity,
                            cache_dir=config.cache_dir,
                            progress=lambda i, n: bar.draw(f"aligning faces {i}/{n}", end=i == n))
@@ -304,7 +308,7 @@ def train(config: TrainConfig, resume: bool = False, faces: FaceSet | None = Non
                 f"{len(train_set)} images of {Path(faces.root).name}, seed {config.seed}, "
                 f"best epoch {best['epoch'] + 1}")
     model_path = export_onnx(encoder, out / "model.onnx", name=name, threshold=threshold,
-                             threshold_source=source, training=training,
+                             threshold_source=source, training=training, chip=chip,
                              extra={"loss": config.loss, "encoder": config.encoder})
     result = {"run": str(out), "model": str(model_path), "threshold": threshold, "threshold_source": source,
               "train_seconds": train_seconds, "epochs_run": len(history), "best_epoch": best["epoch"] + 1,
