@@ -58,6 +58,7 @@ class FrameSource:
 
     live: bool = False
     fps: float = 25.0
+    frame_count: int = 0
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -104,6 +105,8 @@ class CaptureSource(FrameSource):
         self._capture = self._open()
         fps = float(self._capture.get(_cv2().CAP_PROP_FPS) or 0.0)
         self.fps = fps if 0 < fps < 1000 else 25.0
+        #: frames in a file as its container states them (0: unknown or live)
+        self.frame_count = 0 if self.live else max(0, int(self._capture.get(_cv2().CAP_PROP_FRAME_COUNT) or 0))
 
     def _open(self):
         cv2 = _cv2()
@@ -116,7 +119,8 @@ class CaptureSource(FrameSource):
             cv2.utils.logging.setLogLevel(level)
         if not capture.isOpened():
             capture.release()
-            what = "camera is missing or busy" if isinstance(self.spec, int) else "cannot be opened as video"
+            what = ("cannot be opened (no such camera, it is busy, or access is denied)" if isinstance(self.spec, int)
+                    else "cannot be opened as a video (unknown format or codec)")
             raise SourceError(f"{self.name}: {what}")
         return capture
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
@@ -184,25 +183,6 @@ def person_folders(root: str | Path) -> list[tuple[str, list[Path]]]:
             if d.is_dir() and not d.name.startswith(".")]
 
 
-def open_capture(source: str | int | Path):
-    """A `cv2.VideoCapture` on a video file or a camera index, or `ImageError` saying why not."""
-    if isinstance(source, int):
-        label = f"camera {source}"
-        capture = cv2.VideoCapture(source)
-        if not capture.isOpened():
-            capture.release()
-            raise ImageError(label, "cannot be opened (no such camera, it is busy, or access is denied)")
-        return capture, label
-    path = Path(source)
-    if not path.is_file():
-        raise ImageError(str(path), "video file not found")
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        capture.release()
-        raise ImageError(str(path), "cannot be opened as a video (unknown format or codec)")
-    return capture, str(path)
-
-
 class Frame(NamedTuple):
     """One frame of a capture session: RGB image, label (``"<source>#frame=N"``) and time in seconds
     from the start (a file: frame index / frame rate; a camera: the clock)."""
@@ -213,36 +193,32 @@ class Frame(NamedTuple):
 
 
 def video_frames(source: str | int | Path, *, candidates: int = 60, max_frames: int | None = 600) -> Iterator[Frame]:
-    """RGB frames of a video file or camera, as `Frame`s.
+    """RGB frames of a video file or camera, as `Frame`s, read through `siamface.video.open_source` (the
+    sources `watch` and `authenticate` use).
 
     A file yields about `candidates` frames spread evenly over its length; a camera yields every frame
     read, up to `max_frames` (None: until the camera stops or the caller closes the iterator). The source
     is opened here, at once (`ImageError` if it cannot be), and released when the iterator is exhausted
     or closed. No window is opened: this works headless.
     """
-    capture, label = open_capture(source)
-    return _frames(capture, label, not isinstance(source, int), candidates, max_frames)
+    from ..video import SourceError, describe_source, open_source
 
-
-def _frames(capture, label: str, is_file: bool, candidates: int, max_frames: int | None) -> Iterator[Frame]:
+    if isinstance(source, Path) or (isinstance(source, str) and not source.strip().isdigit()):
+        if not Path(source).is_file():
+            raise ImageError(str(source), "video file not found")
     try:
-        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if is_file else 0
-        fps = float(capture.get(cv2.CAP_PROP_FPS) or 0) if is_file else 0.0
-        fps = fps if 0 < fps < 1000 else 25.0
+        frames = open_source(source)
+    except SourceError as exc:
+        raise ImageError(describe_source(source), str(exc).split(": ", 1)[-1]) from None
+    return _frames(frames, candidates, max_frames)
+
+
+def _frames(source, candidates: int, max_frames: int | None) -> Iterator[Frame]:
+    with source:
+        total = source.frame_count if not source.live else 0
         step = max(1, total // max(1, candidates)) if total > 0 else 1
-        start = time.monotonic()
-        index = 0
-        while max_frames is None or index < max_frames * step:
-            ok, frame = capture.read()
-            if not ok or frame is None:
+        for frame in source:
+            if max_frames is not None and frame.index >= max_frames * step:
                 break
-            if index % step == 0:
-                if frame.ndim == 2:
-                    frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-                else:
-                    frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                when = index / fps if is_file else time.monotonic() - start
-                yield Frame(np.ascontiguousarray(frame), f"{label}#frame={index}", when)
-            index += 1
-    finally:
-        capture.release()
+            if frame.index % step == 0:
+                yield Frame(frame.image, f"{source.name}#frame={frame.index}", frame.time)
