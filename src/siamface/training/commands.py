@@ -48,6 +48,8 @@ def add_parsers(sub, chain_options) -> None:
     p.add_argument("--val", type=float, default=0.1, metavar="N", help="validation identities: count or fraction")
     p.add_argument("--test", type=float, default=0.25, metavar="N", help="test identities: count or fraction")
     p.add_argument("--aligned", action="store_true", help="images are aligned face crops: use them as given")
+    p.add_argument("--padding", type=float, default=0.25,
+                   help="context around the face in the aligned chip (dlib's 0.25; saved with the model)")
     p.add_argument("--max-per-identity", type=int, default=None, metavar="N", help="use at most N images each")
     p.add_argument("--input-size", type=int, default=64, help="small encoder: input side in pixels (64)")
     p.add_argument("--channels", type=int, default=1, choices=[1, 3], help="small encoder: 1 grey, 3 RGB")
@@ -74,7 +76,8 @@ def cmd_train(args) -> int:
         dataset=args.dataset, out=out, loss=args.loss, encoder=args.encoder, epochs=args.epochs, batch=args.batch,
         per_identity=args.per_identity, lr=args.lr, schedule=args.schedule, margin=args.margin,
         hard_negatives=args.hard_negatives, augment=args.augment, freeze=args.freeze, seed=args.seed,
-        val=args.val, test=args.test, aligned=args.aligned, detector=args.detector,
+        val=args.val, test=args.test, aligned=args.aligned, padding=args.padding,
+        detector=args.detector,
         max_per_identity=args.max_per_identity, input_size=args.input_size, channels=args.channels,
         embedding_size=args.embedding_size, patience=args.patience, threads=args.threads, name=args.name,
         progress=not args.quiet)
