@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -41,7 +42,9 @@ def _session(threads: int):
         return _sessions[threads]
 
 
+@lru_cache(maxsize=8)
 def _anchors(height: int, width: int) -> np.ndarray:
+    """Prior boxes (cx, cy, w, h) for an input of this size; cached (video frames share one size)."""
     out = []
     for stride, sizes in zip(_STRIDES, _SIZES):
         ny, nx = math.ceil(height / stride), math.ceil(width / stride)
@@ -50,7 +53,9 @@ def _anchors(height: int, width: int) -> np.ndarray:
         for_loc = np.repeat(centers, len(sizes), axis=0)
         wh = np.tile(np.array([[s, s] for s in sizes], np.float32), (ny * nx, 1))
         out.append(np.concatenate([for_loc, wh], axis=1))
-    return np.concatenate(out).astype(np.float32)
+    anchors = np.concatenate(out).astype(np.float32)
+    anchors.flags.writeable = False
+    return anchors
 
 
 @register_detector("retinaface")
