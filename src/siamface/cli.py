@@ -25,7 +25,8 @@ EXIT_SAME, EXIT_DIFFERENT, EXIT_ERROR = 0, 1, 2
 
 #: Modules that add their own sub-commands (see build_parser).
 _COMMAND_MODULES: list[str] = ["siamface.evaluation.commands", "siamface.gallery.commands",
-                                 "siamface.training.commands", "siamface.live_commands"]
+                                 "siamface.training.commands", "siamface.live_commands",
+                                 "siamface.service.commands"]
 
 
 def _add_chain_options(p: argparse.ArgumentParser, threshold: bool = False) -> None:

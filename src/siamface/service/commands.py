@@ -1,0 +1,175 @@
+"""The service's sub-commands of `siamface`:
+
+    siamface serve --gallery G [--host 127.0.0.1] [--port 8000] [--liveness off|passive] [--workers N]
+                   [--max-upload-mb 10] [--max-pixels N] [--lockout-failures 5] [--lockout-window S]
+                   [--lockout-seconds S] [--keep-images] [--tls-cert PEM --tls-key PEM]
+    siamface keys create --gallery G [--name LABEL] | list | revoke ID          (each with --json)
+
+The keys live in ``<gallery>.keys.json`` (hashed); a running server sees new and revoked keys at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from ..errors import ConfigError
+
+EXIT_OK, EXIT_ERROR = 0, 2
+
+
+def add_parsers(sub, chain_options) -> None:
+    """Add `serve` and `keys` to the `siamface` parser (called by siamface.cli)."""
+    p = sub.add_parser(
+        "serve", help="run the HTTP API and the web page over a gallery",
+        description="Serve a gallery over HTTP: POST /v1/verify, /v1/identify, /v1/people (enroll), "
+                    "/v1/people/{name}/faces; GET/PATCH/DELETE /v1/people/{name}; GET /v1/people, /v1/health. "
+                    "Every route but /v1/health needs an API key (siamface keys create). The web page (camera "
+                    "enrollment, live identification and verification) is at /, the OpenAPI docs at /docs. "
+                    "Models load once, at start-up; the gallery is created when it does not exist. Plain HTTP "
+                    "unless --tls-cert/--tls-key: keep the default 127.0.0.1, or put a TLS proxy in front.")
+    _gallery(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
+                                                       "only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="inference threads running at once (default: CPU cores, at most 4)")
+    p.add_argument("--liveness", choices=("off", "passive"), default="off",
+                   help="passive: score every face's liveness; a claim is granted only to a live face "
+                        "(default: off)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, metavar="MB",
+                   help="largest request body (default: 10 MB; 413 above)")
+    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help="largest decoded image in pixels (default: 24 million; 400 above)")
+    p.add_argument("--lockout-failures", type=int, default=5, metavar="N",
+                   help="failed verifications of one person that lock it (default: 5)")
+    p.add_argument("--lockout-window", type=float, default=300.0, metavar="S",
+                   help="... within S seconds (default: 300)")
+    p.add_argument("--lockout-seconds", type=float, default=300.0, metavar="S",
+                   help="how long the lock lasts (default: 300; 429 meanwhile)")
+    p.add_argument("--min-size", type=int, default=60, metavar="PX",
+                   help="enrollment: reject faces whose box is smaller than PX pixels (default: 60)")
+    p.add_argument("--keep-images", action="store_true",
+                   help="when the server creates the gallery: keep a face crop with each template (stored "
+                        "unencrypted). Otherwise no uploaded image is stored")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (with --tls-key)")
+    p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    p.add_argument("--access-log", action="store_true", help="log every request (off: paths name people)")
+    chain_options(p, threshold=True)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("keys", help="create, list, revoke the API keys of a served gallery",
+                       description="API keys for `siamface serve`, stored hashed (SHA-256, per-key salt) in "
+                                   "<gallery>.keys.json. A key is shown once, when created.")
+    ksub = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    q = ksub.add_parser("create", help="make a new key and print it (once)")
+    _gallery(q)
+    q.add_argument("--name", default="", help="a label for the key (who or what uses it)")
+    q.add_argument("--json", action="store_true", help="print JSON instead of text")
+    q.set_defaults(func=cmd_keys_create)
+    q = ksub.add_parser("list", help="the keys (ids, labels, dates; never the secrets)")
+    _gallery(q)
+    q.add_argument("--json", action="store_true", help="print JSON instead of text")
+    q.set_defaults(func=cmd_keys_list)
+    q = ksub.add_parser("revoke", help="revoke a key (a running server refuses it at once)")
+    _gallery(q)
+    q.add_argument("key_id", metavar="ID", help="the key's id (from `keys list`)")
+    q.add_argument("--json", action="store_true", help="print JSON instead of text")
+    q.set_defaults(func=cmd_keys_revoke)
+
+
+def _gallery(p: argparse.ArgumentParser) -> None:
+    default = os.environ.get("SIAMFACE_GALLERY")
+    p.add_argument("--gallery", "-g", metavar="FILE", default=default, required=default is None,
+                   help="the gallery file (SQLite)" + (f" (default: $SIAMFACE_GALLERY = {default})" if default
+                                                       else "; or set $SIAMFACE_GALLERY"))
+
+
+def _keys(args):
+    from .keys import KeyStore, keys_file_for
+
+    return KeyStore(keys_file_for(args.gallery))
+
+
+def cmd_keys_create(args) -> int:
+    store = _keys(args)
+    record, key = store.create(args.name)
+    if args.json:
+        print(json.dumps({**record.public(), "key": key, "file": str(store.path)}, indent=2))
+    else:
+        print(key)
+        print(f"key {record.id} created in {store.path}; it is shown only now: keep it secret. Send it as "
+              f"'Authorization: Bearer KEY' or 'X-API-Key: KEY'.", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_keys_list(args) -> int:
+    keys = _keys(args).list()
+    if args.json:
+        print(json.dumps({"keys": [k.public() for k in keys]}, indent=2))
+    else:
+        for k in keys:
+            state = f"revoked {k.revoked}" if k.revoked else "active"
+            print(f"{k.id}\t{state}\tcreated {k.created}\t{k.name}")
+        print(f"{len(keys)} key(s), {sum(k.active for k in keys)} active")
+    return EXIT_OK
+
+
+def cmd_keys_revoke(args) -> int:
+    record = _keys(args).revoke(args.key_id)
+    if args.json:
+        print(json.dumps(record.public(), indent=2))
+    else:
+        print(f"key {record.id} revoked ({record.revoked})")
+    return EXIT_OK
+
+
+def cmd_serve(args) -> int:
+    try:
+        import uvicorn
+
+        from .app import create_app
+    except ImportError as exc:
+        raise ConfigError(f"siamface serve needs the service extra ({exc.name} is missing): "
+                          "pip install 'siamface[service]'") from None
+    from .settings import MAX_PIXELS, Settings
+    from .state import Service
+
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port must be 1-65535, got {args.port}")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    options = {}
+    if args.workers is not None:
+        options["workers"] = args.workers
+    settings = Settings(
+        gallery=args.gallery, detector=args.detector, model=args.model, min_face=args.min_face,
+        upsample=args.upsample, threshold=args.threshold, min_enroll_face=args.min_size,
+        keep_images=args.keep_images, liveness=args.liveness,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_pixels=args.max_pixels if args.max_pixels is not None else MAX_PIXELS,
+        lockout_failures=args.lockout_failures, lockout_window_s=args.lockout_window,
+        lockout_s=args.lockout_seconds, **options)
+    service = Service(settings)
+    service.open()  # models and gallery before listening: a bad gallery or model fails here, plainly
+    try:
+        if service.created_gallery:
+            print(f"siamface: created gallery {settings.gallery}", file=sys.stderr)
+        if service.keys.count_active() == 0:
+            print(f"siamface: warning: no API key yet; every request but /v1/health will be refused. Create "
+                  f"one with: siamface keys create --gallery {args.gallery}", file=sys.stderr)
+        if args.host not in ("127.0.0.1", "localhost", "::1") and not args.tls_cert:
+            print(f"siamface: warning: listening on {args.host} over plain HTTP: API keys and faces cross "
+                  "the network unencrypted; use --tls-cert/--tls-key or a TLS proxy", file=sys.stderr)
+        scheme = "https" if args.tls_cert else "http"
+        print(f"siamface: serving {settings.gallery.name} on {scheme}://{args.host}:{args.port} "
+              f"(page /, API docs /docs); Ctrl-C stops", file=sys.stderr, flush=True)
+        app = create_app(settings, service)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="debug" if args.debug else "warning",
+                    access_log=args.access_log, server_header=False, proxy_headers=False,
+                    ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
+    finally:
+        service.close()
+    return EXIT_OK

@@ -1,0 +1,81 @@
+"""How failures become HTTP answers: always JSON ``{"error": CODE, "detail": SENTENCE}``, with the status
+that says what went wrong, and never a file path or a traceback.
+
+    400 bad-image, bad-request, invalid-name   the input cannot be used
+    401 missing-api-key, invalid-api-key       no key, or not one of this server's keys
+    403 revoked-api-key                        a key that was revoked
+    404 unknown-person, not-found              no such person / route
+    409 person-exists, name-taken              the name is already enrolled
+    413 too-large                              the request body is over the upload limit
+    422 no-face, no-usable-face, invalid-request
+    429 locked                                 too many failed verifications of this person (Retry-After)
+    500 internal-error, model-error            the server's fault; details go to the server log only
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..errors import (ConfigError, GalleryError, ImageError, ModelError, ModelMismatchError, NoFaceError,
+                      SiamfaceError)
+
+# An absolute path of two components or more (/home/x/..., /tmp/g.db is one component after a folder).
+_PATH = re.compile(r"(?<![\w<>])(?:/[\w.@+\-]+){2,}/?")
+
+
+class ServiceError(Exception):
+    """An answer other than success, raised anywhere in a request and turned into JSON by the app."""
+
+    def __init__(self, status: int, error: str, detail: str, *, headers: dict[str, str] | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.error, "detail": self.detail, **self.extra}
+
+
+def scrub(message: str, *secrets: str) -> str:
+    """`message` without the given strings (the gallery's location) and without absolute paths."""
+    for s in sorted((s for s in secrets if s), key=len, reverse=True):
+        message = message.replace(s, "the gallery")
+    return _PATH.sub("<path>", message)
+
+
+def from_siamface(exc: SiamfaceError, *secrets: str) -> ServiceError:
+    """The HTTP answer for a siamface error."""
+    from ..gallery.store import UnknownPersonError
+
+    text = scrub(str(exc), *secrets)
+    if isinstance(exc, UnknownPersonError):
+        return ServiceError(404, "unknown-person", f"no person named {exc.name!r}")
+    if isinstance(exc, ImageError):
+        return ServiceError(400, "bad-image", text)
+    if isinstance(exc, NoFaceError):
+        return ServiceError(422, "no-face", text)
+    if isinstance(exc, ModelMismatchError):
+        return ServiceError(500, "model-mismatch", text)
+    if isinstance(exc, ModelError):
+        return ServiceError(500, "model-error", "a model could not be loaded; see the server log")
+    if isinstance(exc, ConfigError):
+        return ServiceError(400, "bad-request", text)
+    if isinstance(exc, GalleryError):
+        if "taken" in text or "already" in text:
+            return ServiceError(409, "name-taken", text)
+        return ServiceError(400, "gallery-refused", text)
+    return ServiceError(400, "bad-request", text)
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error statuses a route may answer."""
+    schema = {"type": "object", "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}}
+    texts = {400: "bad image or request", 401: "no or invalid API key", 403: "revoked API key",
+             404: "unknown person", 409: "name already enrolled", 413: "upload too large",
+             422: "no face / nothing enrolled / invalid request", 429: "locked after failed verifications"}
+    return {c: {"description": texts.get(c, "error"), "content": {"application/json": {"schema": schema}}}
+            for c in codes}

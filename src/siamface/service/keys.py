@@ -1,0 +1,234 @@
+"""API keys of the service, stored hashed in a keys file beside the gallery (``<gallery>.keys.json``).
+
+A key reads ``sf_<id>_<secret>``: `id` (8 hex digits) names it in listings and logs, `secret` is 32 random
+bytes (URL-safe base64). The file keeps, per key, the id, a label, the creation time, a random 16-byte salt and
+SHA-256(salt + secret), never the secret itself: the key is shown once, at creation. A plain salted SHA-256 is
+enough here because the secret is 256 random bits (nothing to brute-force, unlike a password); it also keeps
+the check cheap on every request. Comparison is constant-time.
+
+Writes are atomic (temporary file in the same folder, fsync, rename; mode 0600) and serialised between
+processes by an advisory lock, so `siamface keys create` may run while a server is up: the server re-reads
+the file whenever it changes, which is also how a revocation takes effect without a restart.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import tempfile
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import ConfigError
+
+FORMAT = "siamface-keys"
+VERSION = 1
+PREFIX = "sf_"
+
+
+def keys_file_for(gallery: str | os.PathLike) -> Path:
+    """The keys file that goes with a gallery: ``<gallery>.keys.json``."""
+    return Path(f"{os.fspath(gallery)}.keys.json")
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A stored key, without its secret."""
+
+    id: str
+    name: str
+    created: str
+    salt: str
+    digest: str
+    revoked: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked is None
+
+    def public(self) -> dict:
+        return {"id": self.id, "name": self.name, "created": self.created, "revoked": self.revoked}
+
+    def to_record(self) -> dict:
+        return {**self.public(), "salt": self.salt, "sha256": self.digest}
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome of checking a presented key: `ok`, else why not (``missing``, ``invalid``, ``revoked``)."""
+
+    ok: bool
+    reason: str = ""
+    key_id: str | None = None
+
+
+def _digest(salt_hex: str, secret: str) -> str:
+    return hashlib.sha256(bytes.fromhex(salt_hex) + secret.encode("utf-8")).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def parse_key(presented: str) -> tuple[str, str] | None:
+    """(id, secret) of a key written ``sf_<id>_<secret>``, or None when it is not shaped like one."""
+    if not presented.startswith(PREFIX):
+        return None
+    key_id, sep, secret = presented[len(PREFIX):].partition("_")
+    if not sep or len(key_id) != 8 or not secret or len(secret) > 128:
+        return None
+    try:
+        int(key_id, 16)
+    except ValueError:
+        return None
+    return key_id, secret
+
+
+class KeyStore:
+    """The keys of one gallery. Thread-safe; `check` re-reads the file when it changed on disk."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._keys: dict[str, ApiKey] = {}
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def _load(self) -> dict[str, ApiKey]:
+        if not self.path.exists():
+            return {}
+        try:
+            payload = json.loads(self.path.read_text(encoding="utf-8"))
+            if payload.get("format") != FORMAT:
+                raise ValueError(f"not a {FORMAT} file")
+            if int(payload.get("version", 0)) > VERSION:
+                raise ValueError(f"version {payload.get('version')} is newer than this siamface reads")
+            keys = {}
+            for r in payload.get("keys", []):
+                keys[r["id"]] = ApiKey(r["id"], r.get("name", ""), r["created"], r["salt"], r["sha256"],
+                                       r.get("revoked"))
+            return keys
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{self.path}: not a readable keys file ({exc})") from None
+
+    def _fresh(self) -> dict[str, ApiKey]:
+        """The keys, re-read when the file's size or modification time moved."""
+        try:
+            st = self.path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        with self._lock:
+            if stamp != self._stamp or stamp is None:
+                self._keys = self._load() if stamp is not None else {}
+                self._stamp = stamp
+            return self._keys
+
+    def list(self) -> list[ApiKey]:
+        return sorted(self._fresh().values(), key=lambda k: (k.created, k.id))
+
+    def count_active(self) -> int:
+        return sum(1 for k in self._fresh().values() if k.active)
+
+    def check(self, presented: str | None) -> Check:
+        """Is `presented` an active key of this store?"""
+        if not presented:
+            return Check(False, "missing")
+        parsed = parse_key(presented.strip())
+        if parsed is None:
+            return Check(False, "invalid")
+        key_id, secret = parsed
+        stored = self._fresh().get(key_id)
+        if stored is None:
+            _digest("00" * 16, secret)  # same work as a real check: no timing hint about which ids exist
+            return Check(False, "invalid")
+        if not hmac.compare_digest(_digest(stored.salt, secret), stored.digest):
+            return Check(False, "invalid")
+        if not stored.active:
+            return Check(False, "revoked", key_id)
+        return Check(True, "", key_id)
+
+    # -- writing ---------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Serialise writers across processes (advisory lock on a sibling file)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                import fcntl
+
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except ImportError:  # pragma: no cover - not POSIX: one writer at a time is the user's care
+                pass
+            yield
+        finally:
+            os.close(fd)
+
+    def _write(self, keys: dict[str, ApiKey]) -> None:
+        payload = {"format": FORMAT, "version": VERSION,
+                   "note": "API keys of a siamface service, hashed (SHA-256 with a per-key salt); "
+                           "manage with `siamface keys`",
+                   "keys": [k.to_record() for k in sorted(keys.values(), key=lambda k: (k.created, k.id))]}
+        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(payload, f, indent=2)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        with contextlib.suppress(OSError):  # make the rename itself durable
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    def create(self, name: str = "") -> tuple[ApiKey, str]:
+        """A new key: (its stored record, the full key to hand to the user, shown only now)."""
+        name = name.strip()
+        if len(name) > 100 or any(ord(c) < 32 for c in name):
+            raise ConfigError("a key's name is at most 100 printable characters")
+        with self._exclusive():
+            keys = dict(self._load())
+            key_id = secrets.token_hex(4)
+            while key_id in keys:
+                key_id = secrets.token_hex(4)
+            secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii").rstrip("=")
+            salt = secrets.token_hex(16)
+            record = ApiKey(key_id, name, _now(), salt, _digest(salt, secret))
+            keys[key_id] = record
+            self._write(keys)
+        return record, f"{PREFIX}{key_id}_{secret}"
+
+    def revoke(self, key_id: str) -> ApiKey:
+        """Mark a key revoked (kept in the file, so that listings show it). Unknown id: `ConfigError`."""
+        key_id = key_id.strip()
+        if key_id.startswith(PREFIX):  # a whole key pasted: take its id
+            parsed = parse_key(key_id)
+            key_id = parsed[0] if parsed else key_id
+        with self._exclusive():
+            keys = dict(self._load())
+            if key_id not in keys:
+                raise ConfigError(f"no key with id {key_id!r} (see `siamface keys list`)")
+            record = keys[key_id]
+            if record.active:
+                record = ApiKey(record.id, record.name, record.created, record.salt, record.digest, _now())
+                keys[key_id] = record
+                self._write(keys)
+        return record

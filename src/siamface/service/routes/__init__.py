@@ -1,0 +1,1 @@
+"""One router per resource: `system` (health), `recognition` (verify, identify), `people` (enroll, manage)."""

@@ -1,0 +1,34 @@
+"""What the routes share: the service of the app, the API-key scheme for the OpenAPI page, uploads."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from fastapi import Request, Security, UploadFile
+from fastapi.security import APIKeyHeader, HTTPBearer
+
+from ..state import Service, Upload
+
+# Declared for the OpenAPI page (its "Authorize" button); the check itself is done by `app.Gate`, before the
+# request body is read.
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer KEY")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: KEY")
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f<>\"'`\\]")
+
+
+def api_key(request: Request, bearer=Security(_bearer), header=Security(_header)) -> str | None:
+    """The id of the key the request was let in with (set by the gate)."""
+    return request.scope.get("state", {}).get("api_key")
+
+
+def service(request: Request) -> Service:
+    return request.app.state.service
+
+
+async def read_upload(upload: UploadFile, field: str) -> Upload:
+    """The bytes of an uploaded file, labelled by its field and base file name (never a client path)."""
+    data = await upload.read()
+    await upload.close()
+    name = _UNPRINTABLE.sub("", os.path.basename((upload.filename or "").replace("\\", "/")))[:60]
+    return Upload(data, f"{field} ({name})" if name else field)

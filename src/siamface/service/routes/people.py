@@ -1,0 +1,139 @@
+"""The people of the gallery: enroll (POST /v1/people, POST /v1/people/{name}/faces), list, show, rename or
+change metadata (PATCH), remove (DELETE). `{name}` is the person's name, URL-encoded."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import ServiceError, error_responses
+from ..state import Service
+from .deps import api_key, read_upload, service
+
+router = APIRouter(prefix="/v1/people", tags=["people"], dependencies=[Depends(api_key)])
+
+
+class PersonUpdate(BaseModel):
+    """What PATCH changes: a new name, and/or the metadata (replaced as a whole)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, description="the new name")
+    metadata: dict[str, Any] | None = Field(default=None, description="the new metadata object")
+
+
+async def _uploads(svc: Service, images: list[UploadFile]):
+    if not images:
+        raise ServiceError(400, "bad-request", "send at least one image file in field 'images'")
+    if len(images) > svc.settings.max_enroll_images:
+        raise ServiceError(400, "bad-request", f"at most {svc.settings.max_enroll_images} images per request, "
+                                               f"got {len(images)}")
+    return [await read_upload(f, f"images[{i}]") for i, f in enumerate(images)]
+
+
+def _metadata(text: str | None) -> dict[str, Any] | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ServiceError(400, "bad-request", "metadata is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ServiceError(400, "bad-request", "metadata must be a JSON object")
+    return value
+
+
+def _enrolled(added: bool, report: dict[str, Any], status: int) -> JSONResponse:
+    if not added:
+        reasons = "; ".join(r["message"] for r in report["rejected"]) or "no image passed"
+        raise ServiceError(422, "no-usable-face", f"no image could be enrolled: {reasons}",
+                           extra={"report": report})
+    return JSONResponse(report, status_code=status)
+
+
+@router.post("", summary="Enroll a new person from one or more images", status_code=201,
+             responses=error_responses(400, 401, 403, 409, 413, 422))
+async def create_person(
+    svc: Annotated[Service, Depends(service)],
+    name: Annotated[str, Form(description="the person's name (unique)")],
+    images: Annotated[list[UploadFile], File(description="face images of that person (several: better)")],
+    metadata: Annotated[str | None, Form(description="a JSON object stored with the person")] = None,
+) -> JSONResponse:
+    """Every image passes the enrollment quality gates (one face, size, pose, sharpness, not a duplicate) or
+    is listed in `rejected` with its reason; the person is created with the images kept (201), or not at all
+    (422 `no-usable-face`). The name must be new (409 otherwise). Images are not stored unless the gallery
+    was created to keep them."""
+    uploads = await _uploads(svc, images)
+    added, report = await svc.run(svc.enroll, name, uploads, _metadata(metadata), False)
+    return _enrolled(added, report, 201)
+
+
+@router.post("/{name}/faces", summary="Add face images to an enrolled person",
+             responses=error_responses(400, 401, 403, 404, 413, 422))
+async def add_faces(
+    name: str,
+    svc: Annotated[Service, Depends(service)],
+    images: Annotated[list[UploadFile], File(description="more face images of that person")],
+) -> JSONResponse:
+    uploads = await _uploads(svc, images)
+    added, report = await svc.run(svc.enroll, name, uploads, None, True)
+    return _enrolled(added, report, 200)
+
+
+@router.get("", summary="The people enrolled", responses=error_responses(401, 403))
+async def list_people(svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+    people = await svc.run(svc.gallery.store.people)
+    return {"people": [p.to_dict() for p in people]}
+
+
+@router.get("/{name}", summary="One person and their templates", responses=error_responses(401, 403, 404))
+async def show_person(name: str, svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+    def show():
+        person = svc.gallery.store.person(name)
+        return {**person.to_dict(), "template_list": [t.to_dict() for t in svc.gallery.store.templates(person.name)]}
+
+    return await svc.run(show)
+
+
+@router.patch("/{name}", summary="Rename a person and/or replace their metadata",
+              responses=error_responses(400, 401, 403, 404, 409, 422))
+async def update_person(name: str, change: PersonUpdate, svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+    if change.name is None and change.metadata is None:
+        raise ServiceError(400, "bad-request", "give a new 'name' and/or 'metadata'")
+
+    def update():
+        from ...gallery.sqlite import check_name
+        from ...gallery.store import UnknownPersonError
+
+        store = svc.gallery.store
+        person = store.person(name)
+        if change.name is not None:
+            try:
+                new = check_name(change.name)
+            except Exception as exc:
+                raise ServiceError(400, "invalid-name", str(exc)) from None
+            try:
+                other = store.person(new)
+            except UnknownPersonError:
+                other = None
+            if other is not None and other.id != person.id:
+                raise ServiceError(409, "name-taken", f"a person named {other.name!r} is already enrolled")
+            person = store.rename(person.name, new)
+        if change.metadata is not None:
+            person = store.set_metadata(person.name, change.metadata)
+        return person.to_dict()
+
+    return await svc.run(update)
+
+
+@router.delete("/{name}", summary="Remove a person, their templates and any kept images",
+               responses=error_responses(401, 403, 404))
+async def delete_person(name: str, svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+    def delete():
+        person = svc.gallery.store.person(name)
+        return {"removed": person.name, "templates": svc.gallery.store.delete(person.name)}
+
+    return await svc.run(delete)

@@ -1,0 +1,64 @@
+"""POST /v1/verify (two images, or a claimed person and a probe) and POST /v1/identify (1:N)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+
+from ..errors import ServiceError, error_responses
+from ..state import Service
+from .deps import api_key, read_upload, service
+
+router = APIRouter(prefix="/v1", tags=["recognition"], dependencies=[Depends(api_key)])
+
+
+@router.post("/verify", summary="Same person? Two images (a, b), or a claimed person and a probe image",
+             responses=error_responses(400, 401, 403, 404, 413, 422, 429))
+async def verify(
+    svc: Annotated[Service, Depends(service)],
+    claim: Annotated[str | None, Form(description="the enrolled person claimed (with `image`)")] = None,
+    image: Annotated[UploadFile | None, File(description="the probe, with `claim`")] = None,
+    a: Annotated[UploadFile | None, File(description="first image (without `claim`)")] = None,
+    b: Annotated[UploadFile | None, File(description="second image (without `claim`)")] = None,
+    rule: Annotated[Literal["best", "mean", "fraction"], Form(description="with `claim`: how the person's "
+                                                                          "template scores combine")] = "best",
+    fraction: Annotated[float, Form(gt=0, le=1, description="with rule=fraction: share of templates "
+                                                            "that must match")] = 0.5,
+) -> dict[str, Any]:
+    """With `claim` + `image`: the claim verification of `siamface verify --gallery G --claim NAME` (granted
+    when `accepted`, and live when liveness is on), logged in the gallery's audit; denied attempts count
+    towards the person's lock-out (429 once locked). With `a` + `b`: the evidence of `siamface verify A B`."""
+    if claim is not None:
+        if image is None or a is not None or b is not None:
+            raise ServiceError(400, "bad-request", "verify with 'claim' takes one image file in field 'image'")
+        probe = await read_upload(image, "image")
+        person = await svc.run(svc.person, claim)
+        async with svc.lockout.attempt(person.id) as attempt:
+            granted, payload = await svc.run(svc.verify_claim, person, probe, rule, fraction)
+            attempt.succeeded() if granted else attempt.failed()
+        if not granted:
+            left = svc.lockout.remaining_lock(person.id)
+            if left:
+                payload["locked_for_s"] = round(left)
+        return payload
+    if a is None or b is None or image is not None:
+        raise ServiceError(400, "bad-request", "verify takes two image files 'a' and 'b', or 'claim' and an "
+                                               "image file 'image'")
+    first, second = await read_upload(a, "a"), await read_upload(b, "b")
+    return await svc.run(svc.verify_pair, first, second)
+
+
+@router.post("/identify", summary="Who is in this image? (1:N against the gallery)",
+             responses=error_responses(400, 401, 403, 413, 422))
+async def identify(
+    svc: Annotated[Service, Depends(service)],
+    image: Annotated[UploadFile, File(description="the probe image")],
+    top: Annotated[int, Form(ge=1, le=50, description="candidates per face")] = 5,
+    margin: Annotated[float | None, Form(ge=0, lt=1, description="ambiguous when the second person is "
+                                                                 "within this similarity (default 0.01)")] = None,
+) -> dict[str, Any]:
+    """Every face of the image, biggest first, named (`known`), `ambiguous` or `unknown`, with the top
+    candidates as evidence: the JSON of `siamface identify --json`, plus the image `size`."""
+    probe = await read_upload(image, "image")
+    return await svc.run(svc.identify, probe, top, margin)

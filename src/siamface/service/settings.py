@@ -1,0 +1,51 @@
+"""`Settings`: everything a service process is started with (from `siamface serve`'s options)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+from .keys import keys_file_for
+
+#: Largest request body accepted, in bytes (HTTP 413 above it).
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+#: Largest decoded image, in pixels (a 24 MP photo; HTTP 400 above it).
+MAX_PIXELS = 24_000_000
+#: Images accepted by one enrollment request.
+MAX_ENROLL_IMAGES = 20
+
+
+@dataclass(frozen=True)
+class Settings:
+    gallery: Path
+    keys_file: Path | None = None
+    detector: str = "retinaface"
+    model: str = "dlib-resnet"
+    min_face: int = 20
+    upsample: int | None = None
+    threshold: float | None = None
+    min_enroll_face: int = 60            # enrollment gate: smallest face side, in pixels
+    keep_images: bool = False            # only when the gallery is created by the server
+    liveness: str = "off"                # "off" or "passive"
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
+    max_pixels: int = MAX_PIXELS
+    max_enroll_images: int = MAX_ENROLL_IMAGES
+    workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
+    lockout_failures: int = 5
+    lockout_window_s: float = 300.0
+    lockout_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gallery", Path(self.gallery))
+        if self.keys_file is None:
+            object.__setattr__(self, "keys_file", keys_file_for(self.gallery))
+        if self.liveness not in ("off", "passive"):
+            raise ConfigError(f"liveness must be 'off' or 'passive', got {self.liveness!r}")
+        if self.max_upload_bytes < 1024 or self.max_pixels < 1024 or self.max_enroll_images < 1:
+            raise ConfigError("upload, pixel and image-count limits must be positive (upload >= 1 kB)")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.lockout_failures < 1 or self.lockout_window_s <= 0 or self.lockout_s <= 0:
+            raise ConfigError("lock-out needs at least 1 failure and a positive window and duration")

@@ -1,0 +1,180 @@
+"""`Service`: what one server process holds — the pipeline (models loaded once, at start-up), the gallery,
+the API keys, the lock-out book, the optional liveness model — and the blocking work each route needs.
+
+Every method here that decodes an image or runs a model is synchronous and is called by the routes in a
+worker thread (`run`), never on the event loop; at most `settings.workers` of them run at once, so a burst of
+requests queues instead of oversubscribing the CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from typing import Any, Callable, TypeVar
+
+import anyio
+import anyio.to_thread
+import numpy as np
+
+from .. import __version__
+from ..errors import NoFaceError
+from ..image import load_image
+from .errors import ServiceError
+from .keys import KeyStore
+from .lockout import Lockout
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Upload:
+    """An uploaded image: its bytes and a label for messages (the form field, and the file's base name)."""
+
+    data: bytes
+    label: str
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = KeyStore(settings.keys_file)
+        self.lockout = Lockout(settings.lockout_failures, settings.lockout_window_s, settings.lockout_s)
+        self.pipeline = None
+        self.gallery = None
+        self.liveness = None
+        self.created_gallery = False
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    # -- life ------------------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Load the models, open (or create) the gallery and warm the chain up. Blocking; once per process."""
+        from ..gallery import Gallery, calibration_file_for
+        from ..pipeline import Pipeline
+
+        s = self.settings
+        calibration = calibration_file_for(s.gallery)
+        options: dict[str, Any] = {"min_face_size": s.min_face}
+        if s.upsample is not None:
+            options["upsample"] = s.upsample
+        self.pipeline = Pipeline(detector=s.detector, model=s.model, threshold=s.threshold,
+                                 calibration_file=calibration if calibration.is_file() else None, **options)
+        self.created_gallery = not s.gallery.exists()
+        self.gallery = Gallery(s.gallery, self.pipeline, create=self.created_gallery, keep_images=s.keep_images)
+        self.gallery.check_model()
+        from ..gallery import QualityGates
+
+        self.gallery.gates = QualityGates(min_face=s.min_enroll_face)
+        if s.liveness == "passive":
+            from ..liveness import PassiveLiveness
+
+            self.liveness = PassiveLiveness()
+        # Warm-up: build both models and run each once, so the first request does not pay for it.
+        self.pipeline.embed(np.full((120, 120, 3), 127, np.uint8))
+        self.gallery.index.search(np.zeros((1, self.pipeline.encoder.info.embedding_size), np.float32), k=1)
+
+    def close(self) -> None:
+        if self.gallery is not None:
+            self.gallery.close()
+
+    async def run(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        """Run blocking work in a worker thread, at most `settings.workers` at a time."""
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.settings.workers)
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=self._limiter)
+
+    def health(self) -> dict[str, Any]:
+        info = self.pipeline.encoder.info
+        return {"status": "ok", "version": __version__, "model": info.name,
+                "detector": getattr(self.pipeline.detector, "name", str(self.settings.detector)),
+                "liveness": self.settings.liveness}
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Strings that must never appear in an answer (where the gallery lives)."""
+        g = self.settings.gallery
+        return (str(g.resolve()), str(g), str(g.resolve().parent), str(self.settings.keys_file))
+
+    # -- blocking work -----------------------------------------------------------------------------------
+    def decode(self, upload: Upload) -> np.ndarray:
+        return load_image(upload.data, max_pixels=self.settings.max_pixels, name=upload.label)
+
+    def _liveness(self, image: np.ndarray, box) -> dict[str, Any] | None:
+        if self.liveness is None:
+            return None
+        return self.liveness.score(image, box).to_dict()
+
+    def verify_pair(self, a: Upload, b: Upload) -> dict[str, Any]:
+        images = [self.decode(a), self.decode(b)]
+        try:
+            result = self.pipeline.verify(images[0], images[1])
+        except NoFaceError:
+            missing = [u.label for u, img in zip((a, b), images) if len(self.pipeline.detect(img)) == 0]
+            raise ServiceError(422, "no-face", f"no face found in {' and '.join(missing) or 'an image'}") from None
+        payload = result.to_dict()
+        if self.liveness is not None:
+            payload["liveness"] = {"a": self._liveness(images[0], result.box_a),
+                                   "b": self._liveness(images[1], result.box_b)}
+        return payload
+
+    def person(self, name: str):
+        return self.gallery.store.person(name)
+
+    def verify_claim(self, person, probe: Upload, rule: str, fraction: float) -> tuple[bool, dict[str, Any]]:
+        """(granted, evidence). Granted needs the face to match and, with liveness on, to be live."""
+        image = self.decode(probe)
+        try:
+            result = self.gallery.verify(person.name, image, rule=rule, fraction=fraction)
+        except NoFaceError:
+            raise ServiceError(422, "no-face", f"no face found in {probe.label}") from None
+        result = dataclasses.replace(result, probe=probe.label)
+        payload = result.to_dict()
+        granted = result.accepted
+        if self.liveness is not None:
+            live = self._liveness(image, result.box)
+            payload["liveness"] = live
+            if granted and not live["live"]:
+                granted = False
+                payload["notes"].append("the face matches but did not pass the liveness check")
+        payload["granted"] = granted
+        return granted, payload
+
+    def identify(self, probe: Upload, top: int, margin: float | None) -> dict[str, Any]:
+        from ..gallery.core import DEFAULT_MARGIN
+
+        image = self.decode(probe)
+        result = self.gallery.identify(image, top=top, margin=DEFAULT_MARGIN if margin is None else margin)
+        if not result.faces:
+            raise ServiceError(422, "no-face", f"no face found in {probe.label}")
+        result = dataclasses.replace(result, probe=probe.label)
+        payload = result.to_dict()
+        if self.liveness is not None:
+            for face, item in zip(result.faces, payload["faces"]):
+                item["liveness"] = self._liveness(image, face.box)
+        payload["size"] = [int(image.shape[1]), int(image.shape[0])]
+        return payload
+
+    def enroll(self, name: str, uploads: list[Upload], metadata: dict[str, Any] | None,
+               must_exist: bool) -> tuple[bool, dict[str, Any]]:
+        """Enroll `name` from `uploads` (a new person unless `must_exist`). (anything added, report)."""
+        from ..gallery.sqlite import check_name
+        from ..gallery.store import UnknownPersonError
+
+        try:
+            name = check_name(name)
+        except Exception as exc:  # GalleryError: a bad name is the client's
+            raise ServiceError(400, "invalid-name", str(exc)) from None
+        try:
+            existing = self.gallery.store.person(name)
+        except UnknownPersonError:
+            existing = None
+        if must_exist and existing is None:
+            raise ServiceError(404, "unknown-person", f"no person named {name!r}")
+        if not must_exist and existing is not None:
+            raise ServiceError(409, "person-exists", f"a person named {existing.name!r} is already enrolled; "
+                                                     f"add faces with POST /v1/people/{{name}}/faces")
+        images = [self.decode(u) for u in uploads]
+        report = self.gallery.enroll(name, images, metadata=metadata, sources=[u.label for u in uploads])
+        return bool(report.added), report.to_dict()

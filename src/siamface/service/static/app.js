@@ -1,0 +1,256 @@
+// siamface web page: the camera in the browser, the API of the server that sent this page.
+// No framework, no build step, nothing loaded from elsewhere.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const video = $("video");
+const overlay = $("overlay");
+const ctx = overlay.getContext("2d");
+const grab = document.createElement("canvas");
+const MAX_SIDE = 640;          // frames are sent at most this wide/high
+const IDENTIFY_EVERY_MS = 300;
+const ENROLL_FRAMES = 5;
+const ENROLL_GAP_MS = 500;
+const VERIFY_DENIALS = 3;      // stop before the server's lock-out (5 failures)
+const VERIFY_TIMEOUT_MS = 10000;
+const COLOURS = { known: "#22c55e", ambiguous: "#eab308", unknown: "#ef4444" };
+
+let identifying = false;
+let busy = false;
+
+// -- key -----------------------------------------------------------------------------------------------
+function apiKey() { return sessionStorage.getItem("siamface-key") || ""; }
+
+function showKeyState() {
+  $("key-state").textContent = apiKey() ? "key set (this tab only)" : "no key";
+}
+
+$("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem("siamface-key", $("key").value.trim());
+  $("key").value = "";
+  showKeyState();
+  status("Key kept for this tab.");
+});
+
+// -- helpers -------------------------------------------------------------------------------------------
+function status(text, kind) {
+  const el = $("status");
+  el.textContent = text;
+  el.className = kind || "";
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function api(path, form) {
+  const response = await fetch(path, {
+    method: "POST", body: form, headers: { "Authorization": "Bearer " + apiKey() },
+  });
+  let body = {};
+  try { body = await response.json(); } catch (e) { body = { error: "bad-answer", detail: "not JSON" }; }
+  $("answer").textContent = JSON.stringify(body, null, 2);
+  return { status: response.status, ok: response.ok, body };
+}
+
+function problem(answer) {
+  const b = answer.body;
+  return `${b.error || answer.status}: ${b.detail || ""}`;
+}
+
+// One camera frame as a JPEG blob, and the scale from the video's pixels to the frame's.
+function frame() {
+  const w = video.videoWidth, h = video.videoHeight;
+  const scale = Math.min(1, MAX_SIDE / Math.max(w, h));
+  grab.width = Math.round(w * scale);
+  grab.height = Math.round(h * scale);
+  grab.getContext("2d").drawImage(video, 0, 0, grab.width, grab.height);
+  return new Promise((resolve) => grab.toBlob((blob) => resolve({ blob, scale }), "image/jpeg", 0.92));
+}
+
+function clearOverlay() { ctx.clearRect(0, 0, overlay.width, overlay.height); }
+
+function draw(faces, scale) {
+  overlay.width = video.videoWidth;
+  overlay.height = video.videoHeight;
+  clearOverlay();
+  ctx.lineWidth = Math.max(2, overlay.width / 240);
+  ctx.font = `${Math.max(14, overlay.width / 32)}px sans-serif`;
+  for (const face of faces) {
+    const [x1, y1, x2, y2] = face.box.map((v) => v / scale);
+    const colour = COLOURS[face.status] || COLOURS.unknown;
+    const label = face.similarity == null ? face.person : `${face.person} ${face.similarity.toFixed(2)}`;
+    ctx.strokeStyle = colour;
+    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    const width = ctx.measureText(label).width + 8;
+    const height = parseInt(ctx.font, 10) + 6;
+    ctx.fillStyle = colour;
+    ctx.fillRect(x1, Math.max(0, y1 - height), width, height);
+    ctx.fillStyle = "#000";
+    ctx.fillText(label, x1 + 4, Math.max(height - 6, y1 - 6));
+  }
+}
+
+function listFaces(faces) {
+  const list = $("faces");
+  list.replaceChildren(...faces.map((face) => {
+    const item = document.createElement("li");
+    item.className = face.status;
+    item.dataset.person = face.person;
+    const live = face.liveness ? (face.liveness.live ? ", live" : ", NOT live") : "";
+    item.textContent = `${face.person} (${face.status}${face.similarity == null ? "" : ", " +
+      face.similarity.toFixed(3)}${live})`;
+    return item;
+  }));
+}
+
+// -- camera --------------------------------------------------------------------------------------------
+async function startCamera() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    status("This browser gives no camera here (the page needs https or localhost).", "bad");
+    return;
+  }
+  try {
+    video.srcObject = await navigator.mediaDevices.getUserMedia({
+      video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false,
+    });
+    await video.play();
+    status(apiKey() ? "Camera on." : "Camera on. Enter your API key to start.");
+  } catch (err) {
+    status(`No camera: ${err.name} (${err.message})`, "bad");
+  }
+}
+
+function cameraReady() {
+  if (!video.videoWidth) { status("The camera is not ready yet.", "bad"); return false; }
+  if (!apiKey()) { status("Enter an API key first.", "bad"); return false; }
+  return true;
+}
+
+// -- enroll --------------------------------------------------------------------------------------------
+$("enroll-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const name = $("enroll-name").value.trim();
+  if (!name || !cameraReady() || busy) return;
+  busy = true;
+  try {
+    const form = new FormData();
+    form.append("name", name);
+    for (let i = 0; i < ENROLL_FRAMES; i++) {
+      status(`Capturing frame ${i + 1} of ${ENROLL_FRAMES}…`);
+      const { blob } = await frame();
+      form.append("images", blob, `frame${i + 1}.jpg`);
+      await sleep(ENROLL_GAP_MS);
+    }
+    status("Enrolling…");
+    let answer = await api("/v1/people", form);
+    if (answer.status === 409) {  // already enrolled: add these faces to that person
+      const more = new FormData();
+      for (const image of form.getAll("images")) more.append("images", image, image.name);
+      answer = await api(`/v1/people/${encodeURIComponent(name)}/faces`, more);
+    }
+    if (answer.ok) {
+      const r = answer.body;
+      status(`Enrolled ${r.person}: ${r.added.length} frame(s) kept, ${r.rejected.length} refused, ` +
+             `${r.templates_total} template(s) in all.`, "good");
+    } else {
+      status(`Enrollment failed — ${problem(answer)}`, "bad");
+    }
+  } catch (err) {
+    status(`Enrollment failed: ${err.message}`, "bad");
+  } finally {
+    busy = false;
+  }
+});
+
+// -- identify live ----------------------------------------------------------------------------------------
+async function identifyLoop() {
+  while (identifying) {
+    const started = performance.now();
+    try {
+      const { blob, scale } = await frame();
+      const form = new FormData();
+      form.append("image", blob, "frame.jpg");
+      const answer = await api("/v1/identify", form);
+      if (!identifying) break;
+      if (answer.ok) {
+        draw(answer.body.faces, scale);
+        listFaces(answer.body.faces);
+        status(`${answer.body.faces.length} face(s).`);
+      } else if (answer.body.error === "no-face") {
+        clearOverlay();
+        listFaces([]);
+        status("No face in view.");
+      } else {
+        status(`Identify — ${problem(answer)}`, "bad");
+        if (answer.status === 401 || answer.status === 403) stopIdentify();
+      }
+    } catch (err) {
+      status(`Identify: ${err.message}`, "bad");
+    }
+    await sleep(Math.max(0, IDENTIFY_EVERY_MS - (performance.now() - started)));
+  }
+}
+
+function stopIdentify() {
+  identifying = false;
+  $("identify").textContent = "Start";
+}
+
+$("identify").addEventListener("click", () => {
+  if (identifying) { stopIdentify(); clearOverlay(); return; }
+  if (!cameraReady()) return;
+  identifying = true;
+  $("identify").textContent = "Stop";
+  identifyLoop();
+});
+
+// -- verify ----------------------------------------------------------------------------------------------
+$("verify-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const claim = $("claim").value.trim();
+  if (!claim || !cameraReady() || busy) return;
+  busy = true;
+  const verdict = $("verdict");
+  verdict.className = "";
+  let denials = 0;
+  const deadline = performance.now() + VERIFY_TIMEOUT_MS;
+  try {
+    while (performance.now() < deadline) {
+      const { blob, scale } = await frame();
+      const form = new FormData();
+      form.append("claim", claim);
+      form.append("image", blob, "frame.jpg");
+      verdict.textContent = `Checking ${claim}…`;
+      const answer = await api("/v1/verify", form);
+      if (answer.ok) {
+        const r = answer.body;
+        draw([{ box: r.box, person: r.claim, status: r.granted ? "known" : "unknown", similarity: r.score }],
+             scale);
+        if (r.granted) {
+          verdict.textContent = `GRANTED: this is ${r.claim} (score ${r.score.toFixed(3)} ≥ ${r.threshold.toFixed(3)})`;
+          verdict.className = "good";
+          return;
+        }
+        denials += 1;
+        verdict.textContent = `Denied ${denials}/${VERIFY_DENIALS} (score ${r.score.toFixed(3)} < ` +
+                              `${r.threshold.toFixed(3)})${r.liveness && !r.liveness.live ? ", not live" : ""}`;
+        if (denials >= VERIFY_DENIALS) break;
+      } else if (answer.body.error !== "no-face") {
+        verdict.textContent = problem(answer);
+        verdict.className = "bad";
+        return;
+      }
+      await sleep(IDENTIFY_EVERY_MS);
+    }
+    verdict.textContent = `DENIED: not recognised as ${claim}.`;
+    verdict.className = "bad";
+  } catch (err) {
+    verdict.textContent = `Verify failed: ${err.message}`;
+    verdict.className = "bad";
+  } finally {
+    busy = false;
+  }
+});
+
+showKeyState();
+startCamera();
