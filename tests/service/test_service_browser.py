@@ -1,0 +1,124 @@
+"""The web page in real headless Chromium, its camera fed by a clip of a real face: enroll through the page,
+then the page names the person live and grants a verification. A screenshot is kept as a test artifact.
+
+Needs Debian's `chromium` and `chromium-driver` (``make test`` installs them when it runs as root) and
+selenium (the test extra); skips, saying which is missing, otherwise."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="the service extra is not installed (pip install -e '.[service]')")
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the test extra)")
+
+from conftest import att_rgb, scene  # noqa: E402
+from service_support import Server  # noqa: E402
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "out" / "test-artifacts"
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 10) -> None:
+    """Frames (H, W, 3 RGB uint8, even sides) as a YUV4MPEG2 clip: 4:2:0, BT.601 studio range."""
+    h, w = frames[0].shape[:2]
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for rgb in frames:
+            r, g, b = (rgb[..., i].astype(np.float32) for i in range(3))
+            y = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
+            u = 128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255
+            v = 128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255
+            half = lambda c: c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))  # noqa: E731
+            f.write(b"FRAME\n")
+            for plane in (y, half(u), half(v)):
+                f.write(np.clip(np.rint(plane), 0, 255).astype(np.uint8).tobytes())
+
+
+def face_clip(path: Path) -> None:
+    """Subject 3's four AT&T photos in turn, 8 frames each, at two positions, in a 640x480 scene."""
+    frames = []
+    for image in (1, 2, 3, 4):
+        for k in range(8):
+            frames.append(scene([(att_rgb(3, image, (1.05, 0.97, 0.9)), 2.5, (180 + 4 * k, 90))]))
+    write_y4m(path, frames)
+
+
+@pytest.fixture(scope="module")
+def browser_paths():
+    binary = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+    driver = shutil.which("chromedriver")
+    if binary is None or driver is None:
+        pytest.skip("headless Chromium needs Debian's chromium and chromium-driver "
+                    f"(found browser: {binary}, chromedriver: {driver}); `make test` installs them as root")
+    return binary, driver
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("page") / "page.db")
+    yield srv
+    srv.stop()
+
+
+def test_page_enrolls_then_names_the_person(server, browser_paths, tmp_path):
+    from selenium.webdriver.chrome.service import Service as DriverService
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    clip = tmp_path / "face.y4m"
+    face_clip(clip)
+    binary, driver_path = browser_paths
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--window-size=1280,900", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 f"--use-file-for-fake-video-capture={clip}"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=DriverService(executable_path=driver_path), options=options)
+    wait = WebDriverWait(browser, 90, poll_frequency=0.2)
+    text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
+    try:
+        browser.get(server.url + "/")
+        browser.find_element(By.ID, "key").send_keys(server.key)
+        browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+        wait.until(lambda b: b.execute_script("return document.getElementById('video').videoWidth") == 640)
+
+        # Before enrollment the face in view is nobody the gallery knows.
+        browser.find_element(By.ID, "identify").click()
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#faces li.unknown"))
+        browser.find_element(By.ID, "identify").click()  # stop
+
+        browser.find_element(By.ID, "enroll-name").send_keys("Ada")
+        browser.find_element(By.ID, "enroll").click()
+        wait.until(lambda b: "Enrolled Ada" in text("status") or "failed" in text("status"))
+        assert "Enrolled Ada" in text("status"), text("status")
+        person = server.request("GET", "/v1/people/Ada")
+        assert person.status == 200 and person.body["templates"] >= 2  # frames of different photos kept
+
+        browser.find_element(By.ID, "identify").click()
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, '#faces li.known[data-person="Ada"]'))
+        time.sleep(0.5)  # let the overlay draw the latest answer
+        drawn = browser.execute_script(
+            "const c = document.getElementById('overlay'); const d = c.getContext('2d')"
+            ".getImageData(0, 0, c.width, c.height).data; let n = 0;"
+            "for (let i = 0; i < d.length; i += 4) if (d[i + 1] > 150 && d[i] < 100 && d[i + 3] > 0) n++; return n;")
+        assert drawn > 200, "no green box drawn over the video"
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shot = ARTIFACTS / "service_page.png"
+        assert browser.save_screenshot(str(shot))
+        print(f"screenshot: {shot}")
+        browser.find_element(By.ID, "identify").click()  # stop
+
+        browser.find_element(By.ID, "claim").send_keys("Ada")
+        browser.find_element(By.ID, "verify").click()
+        wait.until(lambda b: "GRANTED" in text("verdict") or "DENIED" in text("verdict"))
+        assert "GRANTED: this is Ada" in text("verdict")
+        errors = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
+        assert not [e for e in errors if "favicon" not in e.get("message", "")], errors
+    finally:
+        browser.quit()
