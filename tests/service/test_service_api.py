@@ -262,3 +262,18 @@ def test_openapi_docs_and_page(server):
     with urllib.request.urlopen(server.url + "/static/app.js") as r:
         script = r.read().decode()
         assert "getUserMedia" in script and "http://" not in script and "https://" not in script
+
+
+def test_liveness_passive_denies_a_matching_but_flat_face(tmp_path):
+    # The passive model judges colour texture: a grey AT&T scan matches its person but is not a live face.
+    srv = Server(tmp_path / "live.db", "--liveness", "passive", "--min-size", "40")
+    try:
+        files = [("images", f"{i}.pgm", fixture_bytes(3, i)) for i in ENROLLED]
+        assert srv.request("POST", "/v1/people", fields={"name": "s3"}, files=files).status == 201
+        answer = srv.request("POST", "/v1/verify", fields={"claim": "s3"}, files=probe(3))
+        assert answer.status == 200 and answer.body["accepted"] is True and answer.body["granted"] is False
+        assert answer.body["liveness"]["live"] is False and "liveness" in answer.body["notes"][-1]
+        who = srv.request("POST", "/v1/identify", files=probe(3))
+        assert who.body["faces"][0]["person"] == "s3" and who.body["faces"][0]["liveness"]["live"] is False
+    finally:
+        srv.stop()
