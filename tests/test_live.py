@@ -247,4 +247,6 @@ def test_ctrl_c_closes_cleanly():
     timer = threading.Timer(0.05, reader.close)
     timer.start()
     frames = list(reader)                   # ends when closed; no hang
+    timer.join()
+    reader._thread.join(timeout=5)
     assert len(frames) < 200 and not reader._thread.is_alive()
