@@ -26,7 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..embedding.dlib_dat import DlibFormatError, DlibNet, Layer, S, _Reader, read_dlib_net
+from .._onnx import session_options
+from ..embedding.dlib_dat import (
+    DlibFormatError,
+    DlibNet,
+    Layer,
+    S,
+    _Reader,
+    read_dlib_net,
+)
 from ..errors import ModelError
 
 __all__ = ["mmod_spec", "load_dlib_mmod", "build_mmod_onnx", "cached_mmod_onnx", "OnnxMmodDetector",
@@ -284,10 +292,7 @@ class OnnxMmodDetector:
                         dat = dlib_model_path("mmod")
                     path = cached_mmod_onnx(dat, self._cache_dir)
                     self._net = load_dlib_mmod(dat)
-                    so = ort.SessionOptions()
-                    so.intra_op_num_threads = self.num_threads or default_num_threads()
-                    so.inter_op_num_threads = 1
-                    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                    so = session_options(self.num_threads or default_num_threads())
                     self._session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         return self._session, self._net
 

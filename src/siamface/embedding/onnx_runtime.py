@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._onnx import session_options
 from ..errors import ModelError
 
 __all__ = ["OnnxDlibResnet", "default_num_threads", "CHIP_SIZE", "EMBEDDING_DIM"]
@@ -93,11 +94,7 @@ class OnnxDlibResnet:
         except ImportError:
             raise ModelError("onnxruntime is not installed: pip install onnxruntime") from None
         path = self.model_path()
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = self.num_threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so = session_options(self.num_threads)
         providers = ["CPUExecutionProvider"]
         if self.use_cuda and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
