@@ -203,9 +203,15 @@ class LatestFrameReader:
 
     def _run(self) -> None:
         start = time.perf_counter()
+        frames = iter(self.source)
         try:
-            for frame in self.source:
-                if self._stop.is_set():
+            while not self._stop.is_set():
+                if not self.drop:                   # lossless: read the next frame only when it can be taken,
+                    with self._cond:                # so that its capture time is not spent waiting in line
+                        while self._slot is not None and not self._stop.is_set():
+                            self._cond.wait(0.1)
+                frame = next(frames, None)
+                if frame is None or self._stop.is_set():
                     break
                 if self.realtime:
                     delay = start + frame.time - time.perf_counter()
@@ -213,10 +219,7 @@ class LatestFrameReader:
                         time.sleep(delay)
                     frame = Frame(frame.index, frame.time, frame.image, time.perf_counter())
                 with self._cond:
-                    if not self.drop:
-                        while self._slot is not None and not self._stop.is_set():
-                            self._cond.wait(0.1)
-                    elif self._slot is not None:
+                    if self._slot is not None:
                         self.dropped += 1
                     self._slot = frame
                     self.read += 1
