@@ -254,7 +254,11 @@ def test_openapi_docs_and_page(server):
     import urllib.request
 
     with urllib.request.urlopen(server.url + "/docs") as r:
-        assert r.status == 200 and b"swagger" in r.read().lower()
+        docs = r.read().decode()
+        assert r.status == 200 and "swagger" in docs.lower()
+        assert "cdn" not in docs and "https://" not in docs           # offline: the UI is served from here
+    with urllib.request.urlopen(server.url + "/docs-static/swagger-ui-bundle.js") as r:
+        assert r.status == 200
     with urllib.request.urlopen(server.url + "/") as r:
         page = r.read().decode()
         assert "getUserMedia" not in page and "/static/app.js" in page  # the script is a file of ours

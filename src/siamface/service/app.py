@@ -172,7 +172,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
             if opened_here:
                 service.close()
 
-    app = FastAPI(title="siamface", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="siamface", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Face verification and identification. Every /v1 route but /v1/health needs an "
                               "API key: `Authorization: Bearer KEY` or `X-API-Key: KEY` (`siamface keys "
                               "create`). Images are sent as multipart form files; errors are JSON "
@@ -232,6 +232,32 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     with resources.as_file(static) as folder:
         app.mount("/static", StaticFiles(directory=folder), name="static")
 
+    _offline_docs(app)
     app.add_middleware(Gate, service=service, max_bytes=settings.max_upload_bytes)
     return app
+
+
+def _offline_docs(app) -> None:
+    """/docs from the Swagger UI files of the `swagger-ui-bundle` package (FastAPI's default page loads them
+    from a CDN, which an offline machine cannot reach); without that package, /docs says where the OpenAPI
+    document is."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        @app.get("/docs", include_in_schema=False)
+        async def docs_without_ui():
+            return HTMLResponse('<p>The OpenAPI document is at <a href="/openapi.json">/openapi.json</a> '
+                                '(install swagger-ui-bundle for the interactive page).</p>')
+        return
+    app.mount("/docs-static", StaticFiles(directory=swagger_ui_path), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="siamface API",
+                                   swagger_js_url="/docs-static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-static/swagger-ui.css",
+                                   swagger_favicon_url="/docs-static/favicon-32x32.png")
 
