@@ -51,6 +51,17 @@ demo: setup
 	@echo
 	@echo "== every pair of the 40 bundled faces (10 people), with the default detector and model"
 	$(BIN)/python examples/verify_folder.py $(SAMPLES)
+	@echo
+	@echo "== onboarding: enroll three people from their true images into the gallery $(OUT)/demo.db"
+	@rm -f $(OUT)/demo.db $(OUT)/demo.db-wal $(OUT)/demo.db-shm
+	for s in s3 s5 s7; do $(BIN)/siamface enroll -g $(OUT)/demo.db $$s $(SAMPLES)/$$s/1.pgm $(SAMPLES)/$$s/2.pgm $(SAMPLES)/$$s/3.pgm || exit 1; done
+	@echo
+	@echo "== 1:1: is this new photo the person it claims to be? (exit 0 granted, 1 denied)"
+	$(BIN)/siamface verify -g $(OUT)/demo.db --claim s5 $(SAMPLES)/s5/4.pgm
+	$(BIN)/siamface verify -g $(OUT)/demo.db --claim s5 $(SAMPLES)/s3/4.pgm || test $$? -eq 1
+	@echo
+	@echo "== 1:N: who is this? (an enrolled person, then someone never enrolled)"
+	$(BIN)/siamface identify -g $(OUT)/demo.db $(SAMPLES)/s7/4.pgm $(SAMPLES)/s9/4.pgm || test $$? -eq 1
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
