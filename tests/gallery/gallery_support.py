@@ -1,5 +1,10 @@
 """Shared by the gallery tests: a gallery of seven AT&T people built once per session and copied per test,
-synthetic templates for store-level tests, the console script, and SQLite checks made from outside."""
+synthetic templates for store-level tests, the console script, and checks made from outside the store.
+
+Every test that takes `backend` (directly or through `new_gallery`, `store_spec`, `gallery_file`,
+`gallery`) runs twice: on an SQLite file and on a PostgreSQL database of a throwaway server started once
+per session (postgres_support.py); a gallery "spec" is then a `Path` or a ``postgresql://`` URL. `rows`
+and `check_consistent` read either from outside the store."""
 
 from __future__ import annotations
 
@@ -45,8 +50,20 @@ def unit_vectors(n: int, d: int = 128, seed: int = 0) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def rows(path: Path, sql: str, params=()) -> list[tuple]:
-    """Read the gallery file with a plain SQLite connection (what is really on disk)."""
+def is_url(spec) -> bool:
+    return isinstance(spec, str) and spec.startswith("postgresql://")
+
+
+def rows(path, sql: str, params=()) -> list[tuple]:
+    """Read the gallery with a plain connection of its own (an SQLite file: what is really on disk; a
+    PostgreSQL URL: what another client sees). ``?`` placeholders work for both."""
+    if is_url(path):
+        import psycopg
+
+        with psycopg.connect(path, autocommit=True) as db:
+            cursor = db.execute(sql.replace("?", "%s"), params)
+            found = cursor.fetchall() if cursor.description else []
+            return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in found]
     db = sqlite3.connect(path)
     try:
         return db.execute(sql, params).fetchall()
@@ -54,8 +71,18 @@ def rows(path: Path, sql: str, params=()) -> list[tuple]:
         db.close()
 
 
-def check_consistent(path: Path) -> None:
-    """The file passes SQLite's integrity and foreign-key checks, and nobody is left without templates."""
+def check_consistent(path) -> None:
+    """The gallery passes its engine's integrity checks (SQLite's integrity and foreign-key checks;
+    PostgreSQL enforces foreign keys itself: no dangling ids), nobody is left without templates and no name
+    appears twice ignoring case."""
+    if is_url(path):
+        assert rows(path, "SELECT count(*) FROM templates t WHERE NOT EXISTS "
+                          "(SELECT 1 FROM people p WHERE p.id = t.person_id)") == [(0,)]
+        assert rows(path, "SELECT name FROM people p WHERE NOT EXISTS "
+                          "(SELECT 1 FROM templates t WHERE t.person_id = p.id)") == []
+        names = [r[0].lower() for r in rows(path, "SELECT name FROM people")]
+        assert len(names) == len(set(names))
+        return
     db = sqlite3.connect(path)
     try:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
@@ -79,31 +106,96 @@ def bulk_folder(root: Path, subjects=PEOPLE, images=ENROLLED) -> Path:
     return root
 
 
-_built: dict[str, Path] = {}
+BACKENDS = ("sqlite", "postgres")
+_cluster: dict[str, object] = {}
+
+
+def postgres_cluster():
+    """The session's PostgreSQL server (started at the first call, stopped at exit), or a skip."""
+    import atexit
+
+    from postgres_support import Cluster, server_bin
+
+    if "cluster" not in _cluster:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            _cluster["cluster"] = "psycopg is not installed (pip install -e '.[postgres]')"
+        else:
+            bindir = server_bin()
+            if bindir is None:
+                _cluster["cluster"] = ("PostgreSQL server binaries (initdb, pg_ctl) not found: "
+                                       "apt-get install postgresql (make test does it when root)")
+            else:
+                cluster = Cluster(bindir)
+                atexit.register(cluster.stop)
+                _cluster["cluster"] = cluster
+    found = _cluster["cluster"]
+    if isinstance(found, str):
+        pytest.skip(found)
+    return found
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request) -> str:
+    """The store backend a test runs on: "sqlite" or "postgres" (skipped without PostgreSQL)."""
+    if request.param == "postgres":
+        postgres_cluster()
+    return request.param
+
+
+@pytest.fixture()
+def new_gallery(backend, tmp_path):
+    """A factory of specs for galleries that do not exist yet: a file path, or the URL of a new empty
+    database."""
+    def make(stem: str = "g"):
+        if backend == "postgres":
+            return postgres_cluster().new_database()
+        return tmp_path / f"{stem}.db"
+
+    return make
+
+
+@pytest.fixture()
+def postgres_gallery() -> str:
+    """The URL of a new empty database, for PostgreSQL-only tests (skipped without PostgreSQL)."""
+    return postgres_cluster().new_database()
+
+
+_built: dict[str, object] = {}
 
 
 @pytest.fixture(scope="session")
-def base_gallery(tmp_path_factory, pipeline) -> Path:
-    """A gallery file with PEOPLE enrolled from ENROLLED images (built once; copy it before changing it).
+def base_gallery(tmp_path_factory, pipeline, backend):
+    """A gallery with PEOPLE enrolled from ENROLLED images, one per backend (built once; copy it before
+    changing it: `gallery_file`).
 
-    Each test module imports this fixture, which pytest then sets up once per module: the file is built
+    Each test module imports this fixture, which pytest then sets up once per module: the gallery is built
     once per session all the same (``_built``)."""
     from siamface.gallery import Gallery
 
-    if "base" in _built:
-        return _built["base"]
-    path = tmp_path_factory.mktemp("base") / "people.db"
+    if backend in _built:
+        return _built[backend]
+    if backend == "postgres":
+        path = postgres_cluster().new_database(name="base_gallery")
+    else:
+        path = tmp_path_factory.mktemp("base") / "people.db"
     with Gallery(path, pipeline, create=True) as g:
         for s in PEOPLE:
             report = g.enroll(name(s), [att(s, i) for i in ENROLLED])
             # s5's images 2 and 3 are about 0.995 alike: one may be refused as a near-duplicate
             assert len(report.added) >= 2 and {r.reason for r in report.rejected} <= {"duplicate"}, report
-    _built["base"] = path
+    _built[backend] = path
     return path
 
 
 @pytest.fixture()
-def gallery_file(base_gallery, tmp_path) -> Path:
+def gallery_file(base_gallery, backend, tmp_path):
+    """A copy of the base gallery: a file, or a database made from the base one as its template."""
+    if backend == "postgres":
+        from postgres_support import database_of
+
+        return postgres_cluster().new_database(template=database_of(base_gallery))
     path = tmp_path / "people.db"
     shutil.copy(base_gallery, path)
     return path

@@ -13,8 +13,8 @@ from siamface.errors import ImageError
 from siamface.gallery import Gallery, QualityGates, Rejection, assess, pose, sharpness, video_frames
 
 from conftest import att, att_rgb, faceless, scene
-from gallery_support import (base_gallery, bulk_folder, check_consistent, cli, gallery, gallery_file,  # noqa: F401
-                             rows)
+from gallery_support import (backend, base_gallery, bulk_folder, check_consistent, cli, gallery,  # noqa: F401
+                             gallery_file, new_gallery, rows)
 
 
 def _blurred(s, i, sigma=2.0):
@@ -91,18 +91,19 @@ def test_nothing_enrolled_creates_nobody(gallery):
     assert "ghost" not in [p.name for p in gallery.store.people()]
 
 
-def test_folder_and_bulk(tmp_path, pipeline):
+def test_folder_and_bulk(new_gallery, tmp_path, pipeline):
     root = bulk_folder(tmp_path / "bulk", subjects=(3, 4), images=(2, 3))
     (root / "s4" / "notes.txt").write_text("not an image")
     calls = []
-    with Gallery(tmp_path / "g.db", pipeline, create=True) as g:
+    spec = new_gallery()
+    with Gallery(spec, pipeline, create=True) as g:
         reports = g.enroll_bulk(root, progress=lambda done, total, r: calls.append((done, total, r.person)))
         assert [(r.person, len(r.added)) for r in reports] == [("s3", 2), ("s4", 2)]
         assert calls == [(1, 2, "s3"), (2, 2, "s4")]
         report = g.enroll_folder(root / "s3", "three")   # same faces: warned as matching s3
         assert len(report.added) == 2 and any("also matches 's3'" in w for w in report.warnings)
         assert report.added[0].source.endswith("2.pgm")
-    check_consistent(tmp_path / "g.db")
+    check_consistent(spec)
 
 
 def _video(path, subject, size=(240, 320)):
@@ -117,9 +118,9 @@ def _video(path, subject, size=(240, 320)):
     return path
 
 
-def test_video_keeps_good_and_diverse_frames(tmp_path, pipeline):
+def test_video_keeps_good_and_diverse_frames(new_gallery, tmp_path, pipeline):
     video = _video(tmp_path / "s6.avi", 6)
-    with Gallery(tmp_path / "g.db", pipeline, create=True) as g:
+    with Gallery(new_gallery(), pipeline, create=True) as g:
         report = g.enroll_video("s6", video, keep=3)
         assert len(report.added) == 3, report
         assert all("#frame=" in a.source for a in report.added)
@@ -131,9 +132,9 @@ def test_video_keeps_good_and_diverse_frames(tmp_path, pipeline):
         assert g.verify("s6", att(6, 1)).accepted
 
 
-def test_video_frames_too_close_in_time_are_skipped_and_a_timeout_stops(tmp_path, pipeline):
+def test_video_frames_too_close_in_time_are_skipped_and_a_timeout_stops(new_gallery, tmp_path, pipeline):
     video = _video(tmp_path / "s6.avi", 6)                 # 19 frames at 10 fps: 0.0 .. 1.8 s
-    with Gallery(tmp_path / "g.db", pipeline, create=True) as g:
+    with Gallery(new_gallery(), pipeline, create=True) as g:
         report = g.enroll_video("s6", video, keep=5, min_gap=1.0)
         times = sorted(int(a.source.rsplit("=", 1)[1]) / 10 for a in report.added)
         assert len(times) == 2 and times[1] - times[0] >= 1.0, report
@@ -144,9 +145,9 @@ def test_video_frames_too_close_in_time_are_skipped_and_a_timeout_stops(tmp_path
         assert any("0.2 s timeout" in w for w in report.warnings) and len(report.added) < 5
 
 
-def test_enroll_cli_from_a_video_and_a_folder_of_people(tmp_path):
+def test_enroll_cli_from_a_video_and_a_folder_of_people(new_gallery, tmp_path):
     video = _video(tmp_path / "s6.avi", 6)
-    g = tmp_path / "g.db"
+    g = new_gallery()
     out = cli("enroll", "-g", g, "s6", "--video", video, "--frames", "2", "--json")
     assert out.returncode == 0, out.stderr
     person = json.loads(out.stdout)["people"][0]
@@ -159,8 +160,8 @@ def test_enroll_cli_from_a_video_and_a_folder_of_people(tmp_path):
     assert out.returncode == 2 and "apply to --video and --camera only" in out.stderr
 
 
-def test_unopenable_camera_and_video_give_clear_errors(tmp_path, pipeline):
-    with Gallery(tmp_path / "g.db", pipeline, create=True) as g:
+def test_unopenable_camera_and_video_give_clear_errors(new_gallery, tmp_path, pipeline):
+    with Gallery(new_gallery(), pipeline, create=True) as g:
         with pytest.raises(ImageError, match="camera 57: cannot be opened"):
             g.enroll_video("x", 57)
         with pytest.raises(ImageError, match="video file not found"):

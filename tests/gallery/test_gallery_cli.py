@@ -15,16 +15,28 @@ import numpy as np
 import pytest
 
 from conftest import att, faceless
-from gallery_support import (PROBE, SIAMFACE, STRANGER, base_gallery, bulk_folder, check_consistent,  # noqa: F401
-                             cli, cli_command, gallery_file, rows)
+from gallery_support import (PROBE, SIAMFACE, STRANGER, backend, base_gallery, bulk_folder,  # noqa: F401
+                             check_consistent, cli, cli_command, gallery_file, is_url, new_gallery, rows)
+
+from siamface.gallery import gallery_exists
+
+
+def raw_text(spec, tmp_path) -> bytes:
+    """Everything the gallery holds: the bytes of the SQLite file and its WAL, or every row of every table of
+    the PostgreSQL database as text (bytea as hex)."""
+    if not is_url(spec):
+        return b"".join(p.read_bytes() for p in tmp_path.glob(f"{spec.name}*"))
+    tables = [r[0] for r in rows(spec, "SELECT table_name FROM information_schema.tables "
+                                       "WHERE table_schema = 'public'")]
+    return b"".join(str(r[0]).encode() for t in tables for r in rows(spec, f"SELECT x::text FROM {t} x"))
 
 
 def test_entry_point_is_installed():
     assert SIAMFACE, "the siamface console script is not on PATH: pip install -e ."
 
 
-def test_enroll_check_identify(tmp_path):
-    g = tmp_path / "people.db"
+def test_enroll_check_identify(new_gallery, tmp_path):
+    g = new_gallery("people")
     out = cli("enroll", "--gallery", g, "--folder", bulk_folder(tmp_path / "bulk", subjects=(3, 4)), "--json")
     assert out.returncode == 0, out.stderr
     assert [p["person"] for p in json.loads(out.stdout)["people"]] == ["s3", "s4"]
@@ -95,14 +107,15 @@ def test_management_commands(gallery_file):
     assert out.returncode == 2 and "no kept image" in out.stderr
 
 
-def test_people_remove_leaves_no_trace_of_the_name_in_the_file(tmp_path):
-    """Every row, blob and string naming the person goes: the raw bytes of the file and its WAL are read."""
+def test_people_remove_leaves_no_trace_of_the_name_in_the_file(new_gallery, tmp_path):
+    """Every row, blob and string naming the person goes: the raw bytes of the file and its WAL are read
+    (PostgreSQL: every row of every table)."""
     name = "Zebulon Quigglesworth"
     folder = tmp_path / name
     folder.mkdir()
     for i in (2, 3, 4):
         shutil.copy(att(5, i), folder / f"{name} {i}.pgm")          # the name is in every template's source
-    g = tmp_path / "people.db"
+    g = new_gallery("people")
     out = cli("enroll", "-g", g, name, *sorted(folder.iterdir()), "--keep-images",
               "--metadata", json.dumps({"badge": f"{name} #42"}))
     assert out.returncode == 0, out.stderr
@@ -112,7 +125,7 @@ def test_people_remove_leaves_no_trace_of_the_name_in_the_file(tmp_path):
     assert cli("identify", "-g", g, att(5, 1)).returncode == 0
 
     def raw() -> bytes:
-        return b"".join(p.read_bytes() for p in tmp_path.glob("people.db*"))
+        return raw_text(g, tmp_path)
 
     needles = [name.encode(), name.encode("utf-16-le"), b"Zebulon", b"Quigglesworth"]
     assert name.encode() in raw()
@@ -126,7 +139,7 @@ def test_people_remove_leaves_no_trace_of_the_name_in_the_file(tmp_path):
     assert [e["claimed"].startswith("removed:") for e in audit if e["kind"] == "verify"] == [True, True]
 
 
-def test_export_import_round_trip_merge_and_refusals(gallery_file, tmp_path):
+def test_export_import_round_trip_merge_and_refusals(gallery_file, new_gallery, tmp_path):
     export = tmp_path / "people.jsonl"
     out = cli("gallery", "export", "-g", gallery_file, export, "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["people"] == 7, out.stderr
@@ -135,7 +148,7 @@ def test_export_import_round_trip_merge_and_refusals(gallery_file, tmp_path):
     assert header["format"] == "siamface-gallery" and header["version"] == 1 and len(lines) == 8
     assert header["model"]["name"] == "dlib-resnet" and header["model"]["embedding_size"] == 128
     assert "image" not in lines[1]
-    copy = tmp_path / "copy.db"
+    copy = new_gallery("copy")
     out = cli("gallery", "import", "-g", copy, export)
     assert out.returncode == 0 and "7 new people" in out.stdout, out.stderr
     assert cli("identify", "-g", copy, att(4, PROBE)).stdout.count(": s4 (") == 1
@@ -154,9 +167,10 @@ def test_export_import_round_trip_merge_and_refusals(gallery_file, tmp_path):
     out = cli("gallery", "import", "-g", copy, other)
     assert out.returncode == 2 and "v2-retrained" in out.stderr
     (tmp_path / "junk.jsonl").write_text('{"format": "something-else"}\n')
-    out = cli("gallery", "import", "-g", tmp_path / "new.db", tmp_path / "junk.jsonl")
+    new = new_gallery("new")
+    out = cli("gallery", "import", "-g", new, tmp_path / "junk.jsonl")
     assert out.returncode == 2 and "not a siamface gallery export" in out.stderr
-    assert not (tmp_path / "new.db").exists()
+    assert not gallery_exists(new)
     assert cli("gallery", "export", "-g", gallery_file, tmp_path / "x.jsonl", "--with-images").returncode == 2
 
 
@@ -179,13 +193,44 @@ def test_errors_exit_2_with_one_line(gallery_file, tmp_path, args, message):
     assert message in out.stderr and "Traceback" not in out.stderr
 
 
-def test_missing_gallery_is_an_error_not_a_new_file(tmp_path):
-    out = cli("identify", "-g", tmp_path / "none.db", att(3, 1))
-    assert out.returncode == 2 and "no gallery at" in out.stderr and not (tmp_path / "none.db").exists()
+def test_missing_gallery_is_an_error_not_a_new_file(new_gallery):
+    none = new_gallery("none")
+    out = cli("identify", "-g", none, att(3, 1))
+    assert out.returncode == 2 and "no gallery at" in out.stderr and not gallery_exists(none)
 
 
-def test_two_processes_enrolling_the_same_people(tmp_path):
-    g = tmp_path / "people.db"
+def test_export_import_across_backends(gallery_file, backend, tmp_path):
+    """SQLite -> PostgreSQL -> SQLite (and the other way round): the same people, the very same bytes."""
+    from gallery_support import postgres_cluster
+
+    other = tmp_path / "other.db" if backend == "postgres" else postgres_cluster().new_database()
+    back = postgres_cluster().new_database() if backend == "postgres" else tmp_path / "back.db"
+    query = "SELECT p.name, t.source, t.embedding FROM templates t JOIN people p ON p.id = t.person_id ORDER BY p.name, t.id"
+    before = rows(gallery_file, query)
+    for source, target, name in ((gallery_file, other, "there"), (other, back, "back")):
+        export = tmp_path / f"{name}.jsonl"
+        out = cli("gallery", "export", "-g", source, export)
+        assert out.returncode == 0, out.stderr
+        out = cli("gallery", "import", "-g", target, export, "--json")
+        assert out.returncode == 0 and json.loads(out.stdout)["new_people"] == 7, out.stderr
+        assert rows(target, query) == before
+    out = cli("identify", "-g", back, att(4, PROBE))
+    assert out.returncode == 0 and ": s4 (" in out.stdout
+
+
+def test_migrate_reports_the_schema_version(gallery_file):
+    from siamface.gallery import SCHEMA_VERSION
+
+    out = cli("gallery", "migrate", "-g", gallery_file, "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["schema_version"] == SCHEMA_VERSION and data["migrated"] is False
+    out = cli("gallery", "migrate", "-g", gallery_file)
+    assert out.returncode == 0 and f"schema version {SCHEMA_VERSION} (up to date)" in out.stdout
+
+
+def test_two_processes_enrolling_the_same_people(new_gallery, tmp_path):
+    g = new_gallery("people")
     bulk = bulk_folder(tmp_path / "bulk", subjects=(3, 4, 6, 7))
     procs = [subprocess.Popen(cli_command() + ["enroll", "-g", str(g), "--bulk", str(bulk)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -198,8 +243,8 @@ def test_two_processes_enrolling_the_same_people(tmp_path):
     assert counts == [("s3", 3), ("s4", 3), ("s6", 3), ("s7", 3)]
 
 
-def test_sigkill_during_bulk_enrollment_leaves_whole_people(tmp_path):
-    g = tmp_path / "people.db"
+def test_sigkill_during_bulk_enrollment_leaves_whole_people(new_gallery, tmp_path):
+    g = new_gallery("people")
     subjects = (3, 4, 6, 7, 8, 9)
     bulk = bulk_folder(tmp_path / "bulk", subjects=subjects)
     for k in range(4):                                  # more people: the kill lands mid-way
@@ -210,12 +255,15 @@ def test_sigkill_during_bulk_enrollment_leaves_whole_people(tmp_path):
     people = 0
     while time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
-        if g.exists():
+        if is_url(g) or g.exists():
             try:
-                db = sqlite3.connect(f"file:{g}?mode=ro", uri=True, timeout=1)
-                people = db.execute("SELECT count(*) FROM people").fetchone()[0]
-                db.close()
-            except sqlite3.Error:
+                if is_url(g):
+                    people = rows(g, "SELECT count(*) FROM people")[0][0]
+                else:
+                    db = sqlite3.connect(f"file:{g}?mode=ro", uri=True, timeout=1)
+                    people = db.execute("SELECT count(*) FROM people").fetchone()[0]
+                    db.close()
+            except Exception:  # noqa: BLE001 - not created yet, or busy
                 continue
             if people >= 2:
                 break

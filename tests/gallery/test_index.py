@@ -5,14 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from siamface.gallery import ExactIndex, GalleryIndex, ModelBinding, NewTemplate, SQLiteStore, synthetic
+from siamface.gallery import ExactIndex, GalleryIndex, ModelBinding, NewTemplate, open_store, synthetic
 
-from gallery_support import unit_vectors
+from gallery_support import backend, new_gallery, unit_vectors  # noqa: F401
 
 
 @pytest.fixture()
-def store(tmp_path):
-    with SQLiteStore(tmp_path / "g.db", ModelBinding("m", "1", 16), create=True) as s:
+def store_spec(new_gallery):
+    return new_gallery()
+
+
+@pytest.fixture()
+def store(store_spec):
+    with open_store(store_spec, ModelBinding("m", "1", 16), create=True) as s:
         yield s
 
 
@@ -45,12 +50,12 @@ def test_search_matches_brute_force(store):
     assert results[0][0].person_id not in [h.person_id for h in excluded]
 
 
-def test_index_follows_changes_made_through_another_store(store, tmp_path):
+def test_index_follows_changes_made_through_another_store(store, store_spec):
     index = ExactIndex(store)
     v = unit_vectors(3, 16)
     store.add_templates("a", [NewTemplate(v[0])])
     assert index.search(v[1:2])[0][0].person_id == store.person("a").id
-    with SQLiteStore(tmp_path / "g.db") as other:    # another connection, as another process would
+    with open_store(store_spec) as other:    # another connection, as another process would
         other.add_templates("b", [NewTemplate(v[1])])
     assert len(index) == 2 and index.n_people == 2
     hit = index.search(v[1:2])[0][0]

@@ -1,5 +1,7 @@
-"""SQLiteStore on synthetic templates: schema, model binding, transactions, cascading deletion that leaves no
-bytes behind, concurrency from threads and processes, and a process killed inside a transaction."""
+"""The stores on synthetic templates: schema, model binding, transactions, cascading deletion that leaves no
+trace, concurrency from threads and processes, and a process killed inside a transaction. Tests taking
+`store`/`store_spec` run on SQLite and on PostgreSQL; file-level ones (raw bytes, PRAGMAs, corrupt files) are
+SQLite's, with their PostgreSQL counterparts beside them."""
 
 from __future__ import annotations
 
@@ -16,16 +18,28 @@ import numpy as np
 import pytest
 
 from siamface.errors import GalleryError, ModelMismatchError
-from siamface.gallery import (MIGRATIONS, SCHEMA_VERSION, AuditRecord, ModelBinding, NewTemplate, SQLiteStore,
-                              UnknownPersonError)
+from siamface.gallery import (MIGRATIONS, SCHEMA_VERSION, AuditRecord, ModelBinding, NewTemplate, PostgresStore,
+                              SQLiteStore, UnknownPersonError, open_store)
 
-from gallery_support import check_consistent, rows, unit_vectors
+from gallery_support import (backend, check_consistent, is_url, new_gallery, postgres_gallery, rows,  # noqa: F401
+                             unit_vectors)
 
 MODEL = ModelBinding("test-model", "1", 128)
 
 
 @pytest.fixture()
-def store(tmp_path):
+def store_spec(new_gallery):
+    return new_gallery()
+
+
+@pytest.fixture()
+def store(store_spec):
+    with open_store(store_spec, MODEL, create=True) as s:
+        yield s
+
+
+@pytest.fixture()
+def sqlite_store(tmp_path):
     with SQLiteStore(tmp_path / "g.db", MODEL, create=True) as s:
         yield s
 
@@ -34,7 +48,8 @@ def _templates(n, seed=0, **kw):
     return [NewTemplate(v, source=f"img{i}.png", quality={"i": i}, **kw) for i, v in enumerate(unit_vectors(n, seed=seed))]
 
 
-def test_new_file_has_schema_wal_and_binding(store, tmp_path):
+def test_new_file_has_schema_wal_and_binding(sqlite_store, tmp_path):
+    store = sqlite_store
     path = tmp_path / "g.db"
     assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert rows(path, "PRAGMA journal_mode") == [("wal",)]
@@ -47,21 +62,38 @@ def test_new_file_has_schema_wal_and_binding(store, tmp_path):
     assert set(MIGRATIONS) == set(range(1, SCHEMA_VERSION + 1))
 
 
+def test_new_database_has_schema_and_binding(postgres_gallery):
+    store_spec = postgres_gallery
+    store = open_store(store_spec, MODEL, create=True)
+    store.close()
+    assert isinstance(store, PostgresStore)
+    assert rows(store_spec, "SELECT version FROM siamface_schema") == [(SCHEMA_VERSION,)]
+    meta = dict(rows(store_spec, "SELECT key, value FROM meta"))
+    assert (meta["model_name"], meta["model_version"], meta["embedding_size"]) == ("test-model", "1", "128")
+    from siamface.gallery import postgres
+
+    assert set(postgres.MIGRATIONS) == set(MIGRATIONS) == set(range(1, SCHEMA_VERSION + 1))
+
+
 @pytest.mark.parametrize("kwargs, error, message", [
     ({}, GalleryError, "no gallery at"),
     ({"create": True}, GalleryError, "needs the model"),
 ])
-def test_opening_a_missing_gallery(tmp_path, kwargs, error, message):
+def test_opening_a_missing_gallery(new_gallery, kwargs, error, message):
+    spec = new_gallery("none")
     with pytest.raises(error, match=message):
-        SQLiteStore(tmp_path / "none.db", **kwargs)
-    assert not (tmp_path / "none.db").exists()
+        open_store(spec, **kwargs)
+    if is_url(spec):   # the database stays as it was: empty
+        assert rows(spec, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'") == [(0,)]
+    else:
+        assert not spec.exists()
 
 
-def test_other_model_is_refused_with_a_clear_message(store, tmp_path):
+def test_other_model_is_refused_with_a_clear_message(store, store_spec):
     store.close()
     with pytest.raises(ModelMismatchError, match=r"'test-model' version '1'.*'other' version '2'.*--model test-model"):
-        SQLiteStore(tmp_path / "g.db", ModelBinding("other", "2", 128))
-    with SQLiteStore(tmp_path / "g.db") as again:  # without a model: opened as it is (management commands)
+        open_store(store_spec, ModelBinding("other", "2", 128))
+    with open_store(store_spec) as again:  # without a model: opened as it is (management commands)
         assert again.model == MODEL
 
 
@@ -73,7 +105,40 @@ def test_wrong_embedding_size_and_nan_are_refused(store):
     assert store.people() == []
 
 
-def test_newer_schema_and_foreign_sqlite_files_are_refused(tmp_path, store):
+def test_newer_schema_and_foreign_databases_are_refused(postgres_gallery):
+    store_spec = postgres_gallery
+    open_store(store_spec, MODEL, create=True).close()
+    rows(store_spec, "UPDATE siamface_schema SET version = ? RETURNING version", (SCHEMA_VERSION + 1,))
+    with pytest.raises(GalleryError, match="newer than this siamface"):
+        open_store(store_spec)
+    other = store_spec.rsplit("/", 1)[0] + "/postgres"     # the server's own database: not a gallery
+    rows(other, "CREATE TABLE IF NOT EXISTS t (x int) ")
+    with pytest.raises(GalleryError, match="not a siamface gallery"):
+        open_store(other, MODEL, create=True)
+    assert rows(other, "SELECT to_regclass('people') IS NULL") == [(True,)]
+
+
+def test_a_version_1_database_is_migrated_keeping_its_audit(postgres_gallery, monkeypatch):
+    store_spec = postgres_gallery
+    from siamface.gallery import postgres as module
+
+    with monkeypatch.context() as m:                      # a database written by the version-1 code
+        m.setattr(module, "MIGRATIONS", {1: module.MIGRATIONS[1]})
+        m.setattr(module, "SCHEMA_VERSION", 1)
+        with open_store(store_spec, MODEL, create=True) as old:
+            a = old.add_templates("a", _templates(1)).person
+            old.log([AuditRecord("verify", a.id, a.id, 0.95, 0.9, True, "best")])
+    assert rows(store_spec, "SELECT version FROM siamface_schema") == [(1,)]
+    with open_store(store_spec) as s:
+        assert s.opened_version == 1 and s.schema_version() == SCHEMA_VERSION
+        assert [(e.claimed, e.returned, e.accepted) for e in s.audit()] == [("a", "a", True)]
+        s.delete("a")
+        assert [(e.claimed, e.claimed_tombstone is not None) for e in s.audit()] == [(None, True)]
+    check_consistent(store_spec)
+
+
+def test_newer_schema_and_foreign_sqlite_files_are_refused(tmp_path, sqlite_store):
+    store = sqlite_store
     store._connect().execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     store.close()
     with pytest.raises(GalleryError, match="newer than this siamface"):
@@ -176,10 +241,10 @@ def test_all_skipped_creates_nobody(store):
     assert result.person is None and result.skipped == {0: "dup", 1: "dup"} and store.people() == []
 
 
-def test_images_only_when_the_gallery_keeps_them(store, tmp_path):
+def test_images_only_when_the_gallery_keeps_them(store, new_gallery):
     with pytest.raises(GalleryError, match="without keep_images"):
         store.add_templates("a", _templates(1, image=b"png"))
-    with SQLiteStore(tmp_path / "k.db", MODEL, create=True, keep_images=True) as kept:
+    with open_store(new_gallery("k"), MODEL, create=True, keep_images=True) as kept:
         tid = kept.add_templates("a", _templates(1, image=b"\x89PNG data")).template_ids[0]
         assert kept.image(tid) == b"\x89PNG data" and kept.stats()["kept_images"] == 1
 
@@ -219,6 +284,32 @@ def test_delete_removes_templates_and_images_audit_keeps_a_tombstone_and_no_byte
     assert marker.tobytes() not in data and b"FACE-IMAGE-OF-ALICE" not in data and b"alice" not in data
 
 
+def test_delete_leaves_no_row_mentioning_the_person_in_postgres(postgres_gallery):
+    """PostgreSQL counterpart of the test above: after the deletion, no row of any table of the gallery holds
+    the name, the metadata, the embedding or the image (the server's free space and WAL are its own, see
+    siamface.gallery.postgres)."""
+    spec = postgres_gallery
+    marker = np.full(128, 0.0883883, np.float32)
+    secret = b"FACE-IMAGE-OF-ALICE-" * 50
+    with open_store(spec, MODEL, create=True, keep_images=True) as s:
+        alice = s.add_templates("alice", [NewTemplate(marker, "a.png", image=secret)],
+                                metadata={"badge": "alice-0042"}).person
+        bob = s.add_templates("bob", _templates(2)).person
+        s.log([AuditRecord("verify", alice.id, alice.id, 0.99, 0.9, True, "best"),
+               AuditRecord("verify", bob.id, None, 0.5, 0.9, False, "mean")])
+        assert s.delete("alice") == 1
+        assert [(e.claimed, e.claimed_tombstone is not None) for e in s.audit()] == [("bob", False), (None, True)]
+    check_consistent(spec)
+    tables = [r[0] for r in rows(spec, "SELECT table_name FROM information_schema.tables "
+                                       "WHERE table_schema = 'public'")]
+    assert {"people", "templates", "audit", "meta", "siamface_schema"} <= set(tables)
+    dump = b"".join(str(r[0]).encode() for t in tables for r in rows(spec, f"SELECT x::text FROM {t} x"))
+    assert b"bob" in dump
+    for trace in (b"alice", marker.tobytes().hex().encode(), secret.hex().encode()[:80]):
+        assert trace not in dump.lower()
+    assert rows(spec, "SELECT count(*) FROM templates") == [(2,)]
+
+
 def test_audit_lists_newest_first_with_names(store):
     a = store.add_templates("a", _templates(1)).person
     store.log([AuditRecord("verify", a.id, a.id, 0.95, 0.9, True, "fraction", "m")])
@@ -239,7 +330,7 @@ def test_rebind_replaces_every_embedding_and_the_model(store):
     assert {t.model for t in store.templates()} == {"new"}
 
 
-def test_threads_enrolling_the_same_names_make_one_person_each(store):
+def test_threads_enrolling_the_same_names_make_one_person_each(store, store_spec):
     errors = []
 
     def work(seed):
@@ -258,13 +349,13 @@ def test_threads_enrolling_the_same_names_make_one_person_each(store):
     people = store.people()
     assert sorted(p.name for p in people) == sorted(f"p{k}" for k in range(10))
     assert all(p.n_templates == 12 for p in people)
-    check_consistent(store.path)
+    check_consistent(store_spec)
 
 
 _WRITER = textwrap.dedent("""
     import sys, time
     import numpy as np
-    from siamface.gallery import ModelBinding, NewTemplate, SQLiteStore
+    from siamface.gallery import ModelBinding, NewTemplate, PostgresStore, SQLiteStore, open_store
     path, seed, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     if pause:
         original = SQLiteStore._insert_template
@@ -274,7 +365,16 @@ _WRITER = textwrap.dedent("""
             time.sleep(pause)
             return tid
         SQLiteStore._insert_template = slow
-    store = SQLiteStore(path, ModelBinding("test-model", "1", 128), create=True)
+        original_many = PostgresStore._insert_templates
+        def slow_many(self, db, person_id, templates, now):
+            ids = []
+            for t in templates:
+                ids += original_many(self, db, person_id, [t], now)
+                print("inserted", t.source, flush=True)
+                time.sleep(pause)
+            return ids
+        PostgresStore._insert_templates = slow_many
+    store = open_store(path, ModelBinding("test-model", "1", 128), create=True)
     rng = np.random.default_rng(seed)
     for k in range(int(sys.argv[4])):
         v = rng.normal(size=(4, 128)).astype(np.float32)
@@ -283,8 +383,8 @@ _WRITER = textwrap.dedent("""
 """)
 
 
-def test_two_processes_enrolling_at_once(tmp_path):
-    path = tmp_path / "g.db"
+def test_two_processes_enrolling_at_once(new_gallery):
+    path = new_gallery()
     procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(seed), "0", "15"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
     for p in procs:
@@ -292,11 +392,11 @@ def test_two_processes_enrolling_at_once(tmp_path):
         assert p.returncode == 0, err
     check_consistent(path)
     assert rows(path, "SELECT count(*), count(DISTINCT name) FROM people") == [(15, 15)]
-    assert rows(path, "SELECT min(n), max(n) FROM (SELECT count(*) n FROM templates GROUP BY person_id)") == [(8, 8)]
+    assert rows(path, "SELECT min(n), max(n) FROM (SELECT count(*) n FROM templates GROUP BY person_id) AS c") == [(8, 8)]
 
 
-def test_sigkill_inside_an_enrollment_transaction_leaves_the_gallery_as_before(tmp_path):
-    path = tmp_path / "g.db"
+def test_sigkill_inside_an_enrollment_transaction_leaves_the_gallery_as_before(new_gallery):
+    path = new_gallery()
     proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path), "3", "0.15", "5"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []
@@ -312,6 +412,6 @@ def test_sigkill_inside_an_enrollment_transaction_leaves_the_gallery_as_before(t
     check_consistent(path)
     assert rows(path, "SELECT name, (SELECT count(*) FROM templates t WHERE t.person_id = p.id) "
                       "FROM people p ORDER BY name") == [("p0", 4), ("p1", 4)]
-    with SQLiteStore(path) as s:   # and it is still a working gallery
+    with open_store(path) as s:   # and it is still a working gallery
         s.add_templates("p2", _templates(4))
         assert s.person("p2").n_templates == 4

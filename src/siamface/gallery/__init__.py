@@ -1,5 +1,6 @@
 """The gallery: people enrolled with their face templates, 1:1 verification against a claimed identity,
-1:N identification, and an audit log of every decision, stored in one SQLite file.
+1:N identification, and an audit log of every decision, stored in one SQLite file or, shared by several
+processes, in a PostgreSQL database named by URL (`PostgresStore`, the ``postgres`` extra).
 
     Gallery            the verbs: enroll / enroll_folder / enroll_bulk / enroll_video, verify, identify, reembed
     Store              the storage protocol; SQLiteStore its embedded implementation
@@ -20,14 +21,15 @@ from .index import APPROX_MIN_TEMPLATES, ExactIndex, GalleryIndex, Hit, IVFIndex
 from .results import (UNKNOWN, Candidate, ClaimVerification, EnrolledTemplate, EnrollmentReport, FaceIdentity,
                       Identification, Rejection, TemplateScore)
 from . import synthetic
+from .postgres import PostgresStore
 from .sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteStore
 from .store import (AddResult, AuditEntry, AuditRecord, ModelBinding, NewTemplate, Person, Store, Template,
-                    UnknownPersonError)
+                    UnknownPersonError, gallery_exists, is_database_url, open_store)
 
 __all__ = [
     "AddResult", "AuditEntry", "AuditRecord", "Candidate", "ClaimVerification", "DEFAULT_FRACTION",
     "APPROX_MIN_TEMPLATES", "EnrolledTemplate", "EnrollmentReport", "ExactIndex", "GalleryIndex", "IVFIndex", "FaceIdentity", "Frame", "Gallery", "Hit", "Identification",
     "MIGRATIONS", "ModelBinding", "NewTemplate", "Person", "QualityGates", "RULES", "Rejection",
-    "SCHEMA_VERSION", "SQLiteStore", "Store", "Template", "TemplateScore", "UNKNOWN", "UnknownPersonError",
-    "assess", "calibration_file_for", "export_gallery", "import_gallery", "image_files", "pose", "sharpness", "video_frames",
+    "PostgresStore", "SCHEMA_VERSION", "SQLiteStore", "Store", "Template", "TemplateScore", "UNKNOWN", "UnknownPersonError",
+    "assess", "calibration_file_for", "gallery_exists", "is_database_url", "open_store", "export_gallery", "import_gallery", "image_files", "pose", "sharpness", "video_frames",
 ]

@@ -6,7 +6,10 @@
     siamface identify --gallery G PROBE... [--top-k K] [--margin M] [--out PNG|DIR]
     siamface people   list | show NAME | rename OLD NEW | remove NAME                 (each with --gallery G)
     siamface gallery  export FILE [--with-images] | import FILE [--merge] | stats | audit [--limit N]
-                      | reembed --model M                                              (each with --gallery G)
+                      | reembed --model M | migrate                                    (each with --gallery G)
+
+A gallery G is an SQLite file, or a PostgreSQL database named by URL (``postgresql://user@host:port/db``,
+the ``postgres`` extra) shared by several processes and machines.
 
 Exit codes: 0 accepted / found / enrolled, 1 denied / unknown / nothing enrolled, 2 error. ``--json`` prints
 JSON on stdout. The gallery may also be named by ``$SIAMFACE_GALLERY``. A calibration file beside the
@@ -135,6 +138,12 @@ def add_parsers(sub, chain_options) -> None:
     q.add_argument("--keep-images", action="store_true",
                    help="when creating the gallery: keep the images the file carries (stored unencrypted)")
     q.set_defaults(func=cmd_import)
+    q = gsub.add_parser("migrate", help="bring the gallery's schema to this siamface's version",
+                        description="Apply the pending schema migrations (one transaction) and report the "
+                                    "schema version before and after; the same versions for SQLite files "
+                                    "and PostgreSQL databases.")
+    _gallery_option(q, json_flag=True)
+    q.set_defaults(func=cmd_migrate)
     q = gsub.add_parser("stats", help="counts, model, file size")
     _gallery_option(q, json_flag=True)
     q.set_defaults(func=cmd_stats)
@@ -153,8 +162,8 @@ def add_parsers(sub, chain_options) -> None:
 
 def _gallery_option(p: argparse.ArgumentParser, json_flag: bool = False) -> None:
     default = os.environ.get("SIAMFACE_GALLERY")
-    p.add_argument("--gallery", "-g", metavar="FILE", default=default, required=default is None,
-                   help="the gallery file (SQLite)" + (f" (default: $SIAMFACE_GALLERY = {default})" if default
+    p.add_argument("--gallery", "-g", metavar="FILE|URL", default=default, required=default is None,
+                   help="the gallery: an SQLite file or a postgresql:// URL" + (f" (default: $SIAMFACE_GALLERY = {default})" if default
                                                        else "; or set $SIAMFACE_GALLERY"))
     if json_flag:
         p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -389,9 +398,9 @@ def _annotate(probe: str, result, out: Path) -> None:
 
 # -- gallery management ------------------------------------------------------------------------------------
 def _store(args):
-    from .sqlite import SQLiteStore
+    from .store import open_store
 
-    return SQLiteStore(args.gallery)
+    return open_store(args.gallery)
 
 
 def cmd_list(args) -> int:
@@ -486,16 +495,21 @@ def cmd_export(args) -> int:
 
 def cmd_import(args) -> int:
     from .exchange import file_model, import_gallery, read_header
-    from .sqlite import SQLiteStore
+    from .store import gallery_exists, is_database_url, open_store
 
     header = read_header(args.file)  # a bad file creates no gallery
-    create = not os.path.exists(args.gallery)
+    create = not gallery_exists(args.gallery)
+    store = None
     try:
-        with SQLiteStore(args.gallery, file_model(header) if create else None, create=create,
-                         keep_images=args.keep_images) as store:
+        store = open_store(args.gallery, file_model(header) if create else None, create=create,
+                           keep_images=args.keep_images)
+        with store:
             summary = import_gallery(store, args.file, merge=args.merge)
     except BaseException:
-        if create:  # the gallery made for this import goes with it
+        if create and is_database_url(args.gallery):  # the gallery made for this import goes with it
+            if store is not None and getattr(store, "created_now", False):
+                store.drop()
+        elif create:
             for suffix in ("", "-wal", "-shm"):
                 try:
                     os.unlink(f"{args.gallery}{suffix}")
@@ -510,6 +524,20 @@ def cmd_import(args) -> int:
                                                    else "")
               + (f", {summary.images_dropped} image(s) not kept (the gallery keeps none)"
                  if summary.images_dropped else ""))
+    return EXIT_OK
+
+
+def cmd_migrate(args) -> int:
+    from .store import open_store
+
+    with open_store(args.gallery) as store:   # opening applies the pending migrations, in one transaction
+        before, after = store.opened_version, store.schema_version()
+    if args.json:
+        _print_json({"gallery": store.location, "from_version": before, "schema_version": after,
+                     "migrated": before != after})
+    else:
+        print(f"{store.location}: schema version {after}"
+              + (f" (migrated from {before})" if before != after else " (up to date)"))
     return EXIT_OK
 
 

@@ -30,8 +30,7 @@ from .enroll import QualityGates, Sample, assess, image_files, person_folders, v
 from .index import GalleryIndex
 from .results import (AMBIGUOUS, KNOWN, UNKNOWN, Candidate, ClaimVerification, EnrolledTemplate, EnrollmentReport,
                       FaceIdentity, Identification, Rejection, TemplateScore)
-from .sqlite import SQLiteStore
-from .store import AuditRecord, ModelBinding, NewTemplate, Store, Template, UnknownPersonError
+from .store import AuditRecord, ModelBinding, NewTemplate, Store, Template, UnknownPersonError, open_store
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ def calibration_file_for(gallery: str | os.PathLike) -> Path:
 class Gallery:
     """People enrolled with a pipeline's model, searched with the same pipeline.
 
-    `store`: a `Store`, or a path to an SQLite gallery file (created, bound to the pipeline's model, when
+    `store`: a `Store`, a path to an SQLite gallery file or a ``postgresql://`` URL (created, bound to the pipeline's model, when
     `create` is true and it does not exist; `keep_images` then decides whether face crops are kept, stored
     unencrypted, which is what makes re-embedding with a new model possible).
     `threshold`: overrides the pipeline's (calibrated) threshold for every decision.
@@ -78,7 +77,7 @@ class Gallery:
             # Creating: always name the model, so that a second process racing to create the same file
             # binds (or checks) it too instead of finding an unbound file.
             model = ModelBinding.of(self.pipeline.encoder.info) if create else None
-            store = SQLiteStore(store, model, create=create, keep_images=keep_images)
+            store = open_store(store, model, create=create, keep_images=keep_images)
         self.store: Store = store
         self.index = GalleryIndex(store)
         self.gates = gates or QualityGates()

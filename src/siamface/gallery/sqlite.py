@@ -275,6 +275,7 @@ class SQLiteStore:
                                        f"siamface understands ({SCHEMA_VERSION}); upgrade siamface")
                 if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                     raise GalleryError(f"{self.path}: an SQLite file that is not a siamface gallery")
+                self.opened_version = version
                 for target in range(version + 1, SCHEMA_VERSION + 1):
                     log.info("%s: migrating gallery schema to version %d", self.path, target)
                     MIGRATIONS[target](db)
@@ -296,6 +297,10 @@ class SQLiteStore:
         if model is not None and keep_images and not self.keep_images:
             log.warning("%s: this gallery was created without keep_images; images will not be kept",
                         self.path)
+
+    def schema_version(self) -> int:
+        """The file's schema version (`SCHEMA_VERSION` once opened: opening migrates)."""
+        return int(self._connect().execute("PRAGMA user_version").fetchone()[0])
 
     def close(self) -> None:
         with self._connections_lock:

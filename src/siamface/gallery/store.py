@@ -214,3 +214,35 @@ class Store(Protocol):
         """Replace every template's embedding and the gallery's model, in one transaction (re-embedding)."""
 
     def close(self) -> None: ...
+
+
+def is_database_url(spec) -> bool:
+    """Whether a gallery spec names a PostgreSQL database (``postgresql://…`` or ``postgres://…``) rather
+    than an SQLite file."""
+    return isinstance(spec, str) and spec.lower().startswith(("postgresql://", "postgres://"))
+
+
+def open_store(spec, model: ModelBinding | None = None, *, create: bool = False,
+               keep_images: bool = False) -> Store:
+    """The store a gallery spec names: a `PostgresStore` for a ``postgresql://`` URL, else a `SQLiteStore`
+    for a file path. `model`, `create` and `keep_images` as the stores take them."""
+    if is_database_url(spec):
+        from .postgres import PostgresStore
+
+        return PostgresStore(spec, model, create=create, keep_images=keep_images)
+    from .sqlite import SQLiteStore
+
+    return SQLiteStore(spec, model, create=create, keep_images=keep_images)
+
+
+def gallery_exists(spec) -> bool:
+    """Whether a gallery is there already (a file, or a database holding the gallery's schema)."""
+    if not is_database_url(spec):
+        import os
+
+        return os.path.exists(spec)
+    try:
+        open_store(spec).close()
+    except GalleryError:
+        return False
+    return True

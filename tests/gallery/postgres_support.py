@@ -1,0 +1,100 @@
+"""A throwaway PostgreSQL cluster for the tests: Debian's server binaries (``apt-get install postgresql``;
+``make test`` installs them when root), ``initdb`` into a temporary folder, ``pg_ctl`` on a free loopback
+port, trust authentication for one superuser, durability off (the tests kill clients, never the server).
+PostgreSQL refuses to run as root: as root the binaries run as the ``postgres`` user (``runuser``), in a
+folder that user owns. Used by the gallery and service tests; absent binaries make those tests skip."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+SUPERUSER = "siamface"
+
+
+def server_bin() -> Path | None:
+    """The folder of initdb/pg_ctl: $SIAMFACE_PG_BIN, else the newest /usr/lib/postgresql/*/bin, else PATH."""
+    given = os.environ.get("SIAMFACE_PG_BIN")
+    candidates = [Path(given)] if given else []
+    root = Path("/usr/lib/postgresql")
+    if root.is_dir():
+        versions = sorted((p for p in root.iterdir() if p.name.isdigit()), key=lambda p: int(p.name), reverse=True)
+        candidates += [v / "bin" for v in versions]
+    found = shutil.which("initdb")
+    if found:
+        candidates.append(Path(found).parent)
+    for c in candidates:
+        if (c / "initdb").exists() and (c / "pg_ctl").exists():
+            return c
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """A running server; `new_database()` hands out fresh database URLs."""
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="siamface-pg-"))
+        self.data = self.root / "data"
+        self.port = _free_port()
+        self._as_user: list[str] = []
+        if os.geteuid() == 0:
+            import pwd
+
+            try:
+                user = pwd.getpwnam("postgres")
+            except KeyError:
+                raise RuntimeError("running as root and there is no 'postgres' user to run the server as") from None
+            os.chown(self.root, user.pw_uid, user.pw_gid)
+            self._as_user = ["runuser", "-u", "postgres", "--"]
+        self._counter = itertools.count()
+        self._run("initdb", "-D", self.data, "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
+        options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root} "
+                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+                   "-c shared_buffers=128MB")
+        self._run("pg_ctl", "-D", self.data, "-l", self.root / "server.log", "-o", options, "-w", "-t", "60",
+                  "start")
+
+    def _run(self, tool: str, *args) -> None:
+        cmd = self._as_user + [str(self.bindir / tool)] + [str(a) for a in args]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            log = self.root / "server.log"
+            raise RuntimeError(f"{tool} failed: {done.stderr.strip()}\n"
+                               + (log.read_text()[-2000:] if log.exists() else ""))
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+
+    def execute(self, sql: str, database: str = "postgres") -> None:
+        import psycopg
+
+        with psycopg.connect(self.url(database), autocommit=True) as db:
+            db.execute(sql)
+
+    def new_database(self, template: str | None = None, name: str | None = None) -> str:
+        """A new empty database (or a copy of `template`, which must have no open connection); its URL."""
+        name = name or f"t{os.getpid()}_{next(self._counter)}"
+        self.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        return self.url(name)
+
+    def stop(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def database_of(url: str) -> str:
+    return url.rsplit("/", 1)[1]
