@@ -78,17 +78,19 @@ def multipart(fields: dict[str, str], files: list[tuple[str, str, bytes]]) -> tu
 class Server:
     """`siamface serve` on a free port over `gallery`, with one key; stopped by `stop()`."""
 
-    def __init__(self, gallery: Path, *extra: str, log: Path | None = None) -> None:
-        self.gallery = Path(gallery)
-        made = cli("keys", "create", "--gallery", self.gallery, "--name", "tests", "--json")
+    def __init__(self, gallery: Path | str, *extra: str, log: Path | None = None, keys: Path | None = None) -> None:
+        """`gallery`: a file, or a postgresql:// URL (then `keys` and `log` are needed)."""
+        self.gallery = gallery if isinstance(gallery, str) else Path(gallery)
+        keys_option = ["--keys", str(keys)] if keys else []
+        made = cli("keys", "create", "--gallery", self.gallery, *keys_option, "--name", "tests", "--json")
         assert made.returncode == 0, made.stderr
         self.key = json.loads(made.stdout)["key"]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log or self.gallery.with_suffix(".log")
         self._log = open(self.log, "w")
-        self.proc = subprocess.Popen(SIAMFACE + ["serve", "--gallery", str(self.gallery), "--port", str(self.port),
-                                                 *extra], stdout=self._log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(SIAMFACE + ["serve", "--gallery", str(self.gallery), *keys_option, "--port",
+                                                 str(self.port), *extra], stdout=self._log, stderr=subprocess.STDOUT,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + 180
         while True:

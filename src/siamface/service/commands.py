@@ -82,15 +82,18 @@ def add_parsers(sub, chain_options) -> None:
 
 def _gallery(p: argparse.ArgumentParser) -> None:
     default = os.environ.get("SIAMFACE_GALLERY")
-    p.add_argument("--gallery", "-g", metavar="FILE", default=default, required=default is None,
-                   help="the gallery file (SQLite)" + (f" (default: $SIAMFACE_GALLERY = {default})" if default
-                                                       else "; or set $SIAMFACE_GALLERY"))
+    p.add_argument("--gallery", "-g", metavar="FILE|URL", default=default, required=default is None,
+                   help="the gallery: an SQLite file or a postgresql:// URL" + (
+                       f" (default: $SIAMFACE_GALLERY = {default})" if default else "; or set $SIAMFACE_GALLERY"))
+    p.add_argument("--keys", metavar="FILE", default=os.environ.get("SIAMFACE_KEYS"),
+                   help="the API keys file (default: <gallery>.keys.json beside a gallery file; required for a "
+                        "postgresql:// gallery, one file shared by its servers; or set $SIAMFACE_KEYS)")
 
 
 def _keys(args):
     from .keys import KeyStore, keys_file_for
 
-    return KeyStore(keys_file_for(args.gallery))
+    return KeyStore(args.keys or keys_file_for(args.gallery))
 
 
 def cmd_keys_create(args) -> int:
@@ -145,7 +148,7 @@ def cmd_serve(args) -> int:
     if args.workers is not None:
         options["workers"] = args.workers
     settings = Settings(
-        gallery=args.gallery, detector=args.detector, model=args.model, min_face=args.min_face,
+        gallery=args.gallery, keys_file=args.keys, detector=args.detector, model=args.model, min_face=args.min_face,
         upsample=args.upsample, threshold=args.threshold, min_enroll_face=args.min_size,
         keep_images=args.keep_images, liveness=args.liveness,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
@@ -164,7 +167,10 @@ def cmd_serve(args) -> int:
             print(f"siamface: warning: listening on {args.host} over plain HTTP: API keys and faces cross "
                   "the network unencrypted; use --tls-cert/--tls-key or a TLS proxy", file=sys.stderr)
         scheme = "https" if args.tls_cert else "http"
-        print(f"siamface: serving {settings.gallery.name} on {scheme}://{args.host}:{args.port} "
+        from ..gallery.postgres import redact
+
+        shown = settings.gallery if isinstance(settings.gallery, str) else settings.gallery.name
+        print(f"siamface: serving {redact(shown)} on {scheme}://{args.host}:{args.port} "
               f"(page /, API docs /docs); Ctrl-C stops", file=sys.stderr, flush=True)
         app = create_app(settings, service)
         uvicorn.run(app, host=args.host, port=args.port, log_level="debug" if args.debug else "warning",

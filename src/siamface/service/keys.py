@@ -35,7 +35,14 @@ PREFIX = "sf_"
 
 
 def keys_file_for(gallery: str | os.PathLike) -> Path:
-    """The keys file that goes with a gallery: ``<gallery>.keys.json``."""
+    """The keys file that goes with a gallery file: ``<gallery>.keys.json``. A PostgreSQL gallery has no
+    place beside it: its keys file is named with ``--keys FILE`` (shared by the servers of that gallery)."""
+    from ..errors import ConfigError
+    from ..gallery.store import is_database_url
+
+    if is_database_url(gallery):
+        raise ConfigError("a PostgreSQL gallery needs --keys FILE: where its API keys are kept (hashed), one "
+                          "file shared by every server of that gallery")
     return Path(f"{os.fspath(gallery)}.keys.json")
 
 

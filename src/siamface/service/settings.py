@@ -19,7 +19,7 @@ MAX_ENROLL_IMAGES = 20
 
 @dataclass(frozen=True)
 class Settings:
-    gallery: Path
+    gallery: Path | str                  # an SQLite file, or a postgresql:// URL (then keys_file is needed)
     keys_file: Path | None = None
     detector: str = "retinaface"
     model: str = "dlib-resnet"
@@ -38,9 +38,13 @@ class Settings:
     lockout_s: float = 300.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "gallery", Path(self.gallery))
+        from ..gallery.store import is_database_url
+
+        if not is_database_url(self.gallery):
+            object.__setattr__(self, "gallery", Path(self.gallery))
         if self.keys_file is None:
             object.__setattr__(self, "keys_file", keys_file_for(self.gallery))
+        object.__setattr__(self, "keys_file", Path(self.keys_file))
         if self.liveness not in ("off", "passive"):
             raise ConfigError(f"liveness must be 'off' or 'passive', got {self.liveness!r}")
         if self.max_upload_bytes < 1024 or self.max_pixels < 1024 or self.max_enroll_images < 1:

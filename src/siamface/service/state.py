@@ -61,7 +61,9 @@ class Service:
             options["upsample"] = s.upsample
         self.pipeline = Pipeline(detector=s.detector, model=s.model, threshold=s.threshold,
                                  calibration_file=calibration if calibration.is_file() else None, **options)
-        self.created_gallery = not s.gallery.exists()
+        from ..gallery.store import gallery_exists
+
+        self.created_gallery = not gallery_exists(s.gallery)
         self.gallery = Gallery(s.gallery, self.pipeline, create=self.created_gallery, keep_images=s.keep_images)
         self.gallery.check_model()
         from ..gallery import QualityGates

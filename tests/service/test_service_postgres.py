@@ -1,0 +1,72 @@
+"""Two `siamface serve` processes over one PostgreSQL gallery (one keys file shared with --keys): a person
+enrolled through one is identified through the other at once, and the same name enrolled through both at
+the same moment makes one person. Real AT&T faces, a real PostgreSQL server (skipped without one)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the service extra is not installed (pip install -e '.[service]')")
+pytest.importorskip("psycopg", reason="the postgres extra is not installed (pip install -e '.[postgres]')")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gallery"))
+
+from gallery_support import postgres_cluster, rows  # noqa: E402
+from service_support import ENROLLED, PROBE, Server, cli, fixture_bytes  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    url = postgres_cluster().new_database()
+    folder = tmp_path_factory.mktemp("shared")
+    keys = folder / "gallery.keys.json"
+    started = []
+    try:
+        for label in ("a", "b"):
+            started.append(Server(url, "--min-size", "40", "--workers", "2", keys=keys, log=folder / f"{label}.log"))
+        yield url, started
+    finally:
+        for server in started:
+            server.stop()
+
+
+def _enroll(server, name, subject):
+    files = [("images", f"{i}.pgm", fixture_bytes(subject, i)) for i in ENROLLED]
+    return server.request("POST", "/v1/people", fields={"name": name}, files=files)
+
+
+def test_enrolled_through_one_server_identified_through_the_other_at_once(servers):
+    url, (a, b) = servers
+    probe = [("image", "probe.pgm", fixture_bytes(5, PROBE))]
+    assert b.request("POST", "/v1/identify", files=probe).body["faces"][0]["person"] == "unknown"
+    answer = _enroll(a, "s5", 5)
+    assert answer.status == 201, answer.body
+    found = b.request("POST", "/v1/identify", files=probe)
+    assert found.status == 200 and found.body["faces"][0]["person"] == "s5", found.body
+    assert b.request("DELETE", "/v1/people/s5").status in (200, 204)
+    gone = a.request("POST", "/v1/identify", files=probe)
+    assert gone.body["faces"][0]["person"] == "unknown", gone.body
+
+
+def test_the_same_name_enrolled_through_both_at_once_is_one_person(servers):
+    url, (a, b) = servers
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda server: _enroll(server, "s7", 7), [a, b, a, b]))
+    # the first to commit creates s7 (201); a request checked after that is told it exists (409); one that
+    # raced past the check adds to the same person, every image a duplicate (as with an SQLite gallery)
+    statuses = [x.status for x in answers]
+    assert statuses.count(201) >= 1 and set(statuses) <= {200, 201, 409, 422}, [x.body for x in answers]
+    assert rows(url, "SELECT count(*) FROM people WHERE lower(name) = 's7'") == [(1,)]
+    # the same three images four times: the first call adds them, the others find them duplicates
+    assert rows(url, "SELECT count(*) FROM templates t JOIN people p ON p.id = t.person_id "
+                     "WHERE p.name = 's7'") == [(len(ENROLLED),)]
+
+
+def test_a_url_gallery_without_keys_file_is_a_clear_error(servers):
+    url, _ = servers
+    out = cli("keys", "list", "--gallery", url)
+    assert out.returncode == 2 and "needs --keys FILE" in out.stderr and "Traceback" not in out.stderr
