@@ -2,7 +2,7 @@
 
     siamface train DATASET --loss contrastive|bce|triplet --encoder small|resnet --out runs/NAME
         [--epochs N --batch N --lr X --margin X --seed N --val N --test N --aligned --freeze N
-         --augment SPEC --hard-negatives --patience N --resume]
+         --augment SPEC --no-hard-negatives --patience N --resume]
 """
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ def add_parsers(sub, chain_options) -> None:
     p.add_argument("--per-identity", type=int, default=4, metavar="K", help="images per identity in a batch (4)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 2e-3 small, 1e-4 resnet)")
     p.add_argument("--schedule", default="cosine", choices=["cosine", "step", "none"], help="LR schedule")
-    p.add_argument("--margin", type=float, default=None, help="margin (default 1.0 contrastive, 0.3 triplet)")
-    p.add_argument("--hard-negatives", action="store_true", help="pair losses: impostor = nearest other identity")
+    p.add_argument("--margin", type=float, default=None, help="margin (default 1.4 contrastive, 0.3 triplet)")
+    p.add_argument("--hard-negatives", action=argparse.BooleanOptionalAction, default=True,
+                   help="pair losses: impostor = the nearest other identity in the batch (default; "
+                        "--no-hard-negatives: a random one)")
     p.add_argument("--augment", default="default", metavar="SPEC",
                    help="'default', 'none' or KEY=VALUE,... over the defaults (flip=0.5, rotate=10, scale=0.1, "
                         "shift=0.05, contrast=0.2, brightness=20, blur=0.2)")

@@ -49,7 +49,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     schedule: str = "cosine"           # cosine | step | none
     margin: float | None = None        # default per loss (losses.DEFAULT_MARGIN)
-    hard_negatives: bool = False
+    hard_negatives: bool = True        # pair losses: impostor = nearest other identity in the batch
     augment: str = "default"           # see Augment.parse
     freeze: int = 0                    # freeze the first N blocks (negative: all but the last -N)
     seed: int = 0
