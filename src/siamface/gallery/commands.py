@@ -517,7 +517,7 @@ def cmd_import(args) -> int:
                     pass
         raise
     if args.json:
-        _print_json({"gallery": args.gallery, "created": create, **summary.to_dict()})
+        _print_json({"gallery": store.location, "created": create, **summary.to_dict()})
     else:
         print(f"imported {summary.templates} template(s): {summary.added_people} new people, "
               f"{summary.merged_people} merged" + (f", {summary.skipped} duplicate(s) skipped" if summary.skipped
