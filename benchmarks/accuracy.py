@@ -3,7 +3,8 @@
     python benchmarks/accuracy.py [--data ../shared/datasets] [--detectors retinaface,hog] [--model dlib-resnet]
                                   [--cache PATH | --no-cache] [--out out/bench-accuracy] [--quiet]
 
-Protocols (every figure at the model's built-in threshold, never the user's calibration file):
+Protocols (every figure at the model's built-in threshold — its 1:N one for ``celeba1n`` — never the user's
+calibration file):
 
 * ``att``       att_faces, folder per person: all 1,800 genuine pairs + ``--att-impostors`` sampled impostors
                 (default 10,000, enough for FAR 1e-4), seed 0;
@@ -100,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
                 elif proto == "celeba":
                     r = runner.evaluate_pair_lists(pipe, celeba / "pairs_same.txt", celeba / "pairs_different.txt",
                                                    celeba, **common)
-                elif proto == "celeba1n":
+                elif proto == "celeba1n":                  # 1:N: the model's 1:N default
+                    info = pipe.encoder.info
+                    one_to_n = {**common, "threshold": info.identify_threshold or info.threshold}
                     r = runner.evaluate_identification(pipe, celeba, gallery_per_id=1, unknown_fraction=0.2,
-                                                       seed=0, **common)
+                                                       seed=0, **one_to_n)
                 else:
                     ap.error(f"unknown protocol {proto!r} (att, celeba, celeba1n)")
                 prefix = f"{proto}.{det}"

@@ -29,6 +29,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="which 30 people are enrolled (default: 0)")
     parser.add_argument("--enrolled", type=int, default=30)
     parser.add_argument("--margin", type=float, default=None, help="ambiguity margin (default: the gallery's)")
+    parser.add_argument("--threshold", type=float, default=None, help="decision threshold (default: the gallery's)")
     parser.add_argument("--detector", default=None, help="detector (default: the pipeline's)")
     args = parser.parse_args()
 
@@ -45,7 +46,8 @@ def main() -> int:
     enrolled = sorted(rng.choice(subjects, size=args.enrolled, replace=False).tolist(), key=lambda s: int(s[1:]))
     strangers = [s for s in subjects if s not in enrolled]
     pipe = Pipeline(**({"detector": args.detector} if args.detector else {}))
-    with tempfile.TemporaryDirectory() as tmp, Gallery(Path(tmp) / "att.db", pipe, create=True) as g:
+    with tempfile.TemporaryDirectory() as tmp, Gallery(Path(tmp) / "att.db", pipe, create=True,
+                                                                  threshold=args.threshold) as g:
         start = time.perf_counter()
         reasons: Counter = Counter()
         templates = 0
@@ -84,7 +86,7 @@ def main() -> int:
         print(f"enrollment: {templates} templates from {5 * len(enrolled)} images in {enroll_s:.1f} s; "
               f"{sum(reasons.values())} rejected" + (": " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
                                                      if reasons else ""))
-        print(f"threshold {g.threshold:.4f} ({g.threshold_source}); ambiguity margin {margin:g}")
+        print(f"threshold {g.identify_threshold:.4f} ({g.identify_threshold_source}); ambiguity margin {margin:g}")
         print(f"rank-1 identification rate: {rank1 / n_g:.2%} ({rank1}/{n_g} genuine probes; "
               f"{no_face} without a face count as misses)")
         print(f"FNIR at the threshold: {(n_g - named_right) / n_g:.2%} ({n_g - named_right}/{n_g}: "

@@ -50,13 +50,15 @@ class Matcher(Protocol):
 
 
 class GalleryMatcher:
-    """`Matcher` over a `siamface.gallery.Gallery` (its index and threshold)."""
+    """`Matcher` over a `siamface.gallery.Gallery`: its index, its 1:1 threshold for `verify` and its
+    (stricter) 1:N threshold for `identify`."""
 
     def __init__(self, gallery, threshold: float | None = None) -> None:
         self.gallery = gallery
         gallery.check_model()
         self.threshold = float(threshold) if threshold is not None else float(gallery.threshold)
         self.threshold_source = "given by the caller" if threshold is not None else gallery.threshold_source
+        self.identify_threshold = float(threshold) if threshold is not None else float(gallery.identify_threshold)
 
     def identify(self, embeddings: np.ndarray) -> list[tuple[str | None, float]]:
         hits = self.gallery.index.search(embeddings, k=1)
@@ -68,7 +70,7 @@ class GalleryMatcher:
                 continue
             best = row[0]
             name = names.get(best.person_id, str(best.person_id))
-            out.append((name if best.similarity >= self.threshold else None, float(best.similarity)))
+            out.append((name if best.similarity >= self.identify_threshold else None, float(best.similarity)))
         return out
 
     def verify(self, claim: str, embeddings: np.ndarray) -> np.ndarray:

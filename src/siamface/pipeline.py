@@ -92,6 +92,22 @@ class Pipeline:
             return self.calibration.describe()
         return self.encoder.info.threshold_source
 
+    @property
+    def identify_threshold(self) -> float:
+        """The 1:N threshold: explicit, else calibrated (a calibration file is the user's operating point for
+        both 1:1 and 1:N), else the model's 1:N default (stricter than its 1:1 one), else its 1:1 default."""
+        if self._threshold is not None or self.calibration is not None:
+            return self.threshold
+        info = self.encoder.info
+        return info.identify_threshold if info.identify_threshold is not None else info.threshold
+
+    @property
+    def identify_threshold_source(self) -> str:
+        info = self.encoder.info
+        if self._threshold is not None or self.calibration is not None or info.identify_threshold is None:
+            return self.threshold_source
+        return info.identify_threshold_source
+
     # -- verbs ------------------------------------------------------------------------------------
     def load_image(self, source: ImageSource) -> np.ndarray:
         return load_image(source)

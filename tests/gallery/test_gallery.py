@@ -114,7 +114,8 @@ def test_every_decision_is_audited(gallery, gallery_file):
         ("verify", "s4", None, False, "best"),
         ("verify", "s3", "s3", True, "mean"),
     ]
-    assert all(e.threshold == gallery.threshold and e.model == "dlib-resnet" for e in entries)
+    assert entries[0].threshold == gallery.identify_threshold > gallery.threshold   # 1:N is stricter
+    assert all(e.threshold == gallery.threshold and e.model == "dlib-resnet" for e in entries[1:])
     assert rows(gallery_file, "SELECT count(*) FROM audit") == [(3,)]
 
 

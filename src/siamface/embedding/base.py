@@ -31,6 +31,10 @@ class ModelInfo:
     threshold: float = 0.5
     #: Where that threshold comes from (data set, target error rate).
     threshold_source: str = ""
+    #: 1:N (identification) threshold: a search compares a probe with every template, so it needs a stricter
+    #: point than 1:1 to keep the false-positive identification rate down; None: the 1:1 threshold.
+    identify_threshold: float | None = None
+    identify_threshold_source: str = ""
     extra: dict = field(default_factory=dict)
 
 

@@ -374,11 +374,14 @@ def _rel(path: Path, root: Path | None) -> str:
     return str(path)
 
 
-def _pipeline_facts(pipeline: Any, threshold: float | None) -> dict[str, Any]:
+def _pipeline_facts(pipeline: Any, threshold: float | None, identify: bool = False) -> dict[str, Any]:
+    """Model, detector and the threshold in force (`identify`: the 1:N one)."""
     info = pipeline.encoder.info
     det = pipeline.detector
     if threshold is not None:
         thr, source = float(threshold), "given by the caller"
+    elif identify and hasattr(pipeline, "identify_threshold"):
+        thr, source = float(pipeline.identify_threshold), pipeline.identify_threshold_source
     else:
         thr, source = float(pipeline.threshold), pipeline.threshold_source
     return {"model": info.name, "model_version": info.version,
@@ -521,7 +524,7 @@ def evaluate_identification(pipeline: Any, root: str | os.PathLike, *, gallery_p
         raise ConfigError(str(exc)) from None
     if not split.probes:
         raise ConfigError(f"{root}: the split leaves no probe (every identity has <= {gallery_per_id} images)")
-    facts = _pipeline_facts(pipeline, threshold)
+    facts = _pipeline_facts(pipeline, threshold, identify=True)
     g_files = [f for f, _ in split.gallery_files]
     g_ids = np.array([k for _, k in split.gallery_files])
     p_files = [f for f, _ in split.probes]

@@ -100,6 +100,19 @@ class Gallery:
         return "given by the caller" if self._threshold is not None else self.pipeline.threshold_source
 
     @property
+    def identify_threshold(self) -> float:
+        """The 1:N threshold (see `Pipeline.identify_threshold`); the caller's threshold when given."""
+        if self._threshold is not None:
+            return float(self._threshold)
+        return float(getattr(self.pipeline, "identify_threshold", self.pipeline.threshold))
+
+    @property
+    def identify_threshold_source(self) -> str:
+        if self._threshold is not None:
+            return "given by the caller"
+        return getattr(self.pipeline, "identify_threshold_source", self.pipeline.threshold_source)
+
+    @property
     def threshold_far(self) -> float | None:
         """The false-accept rate measured at the threshold in force, when its calibration says it."""
         if self._threshold is not None or getattr(self.pipeline, "_threshold", None) is not None:
@@ -347,8 +360,8 @@ class Gallery:
         model = self.check_model()
         label = describe(probe)
         faces = self.pipeline.embed(probe)
-        thr = float(threshold) if threshold is not None else self.threshold
-        source = "given by the caller" if threshold is not None else self.threshold_source
+        thr = float(threshold) if threshold is not None else self.identify_threshold
+        source = "given by the caller" if threshold is not None else self.identify_threshold_source
         hits = self.index.search(faces.embeddings, k=max(top, 2)) if len(faces) else []
         names = self.store.names([h.person_id for row in hits for h in row])
         identities, records = [], []
