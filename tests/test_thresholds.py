@@ -29,10 +29,14 @@ def test_save_and_load_round_trip(tmp_path):
 def test_precedence(tmp_path):
     default = Pipeline().encoder.info.threshold
     assert Pipeline().threshold == default
+    assert Pipeline().identify_threshold == Pipeline().encoder.info.identify_threshold > default   # 1:N stricter
+    assert "1:N" in Pipeline().identify_threshold_source
+    assert Pipeline(threshold=0.5).identify_threshold == 0.5
     save_calibration(cal(0.93))  # the user's file
     try:
         p = Pipeline()
         assert p.threshold == 0.93 and "FAR 0.0900%" in p.threshold_source
+        assert p.identify_threshold == 0.93          # a calibration is the user's point for 1:1 and 1:N
         beside = tmp_path / "gallery.thresholds.json"
         save_calibration(cal(0.95), beside)
         assert Pipeline(calibration_file=beside).threshold == 0.95
