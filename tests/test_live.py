@@ -136,9 +136,10 @@ class Empty(FrameSource):
 
 def test_cli_watch_and_authenticate(clip, gallery_file, tmp_path):
     out = tmp_path / "annotated.mp4"
-    done = cli("watch", "-g", gallery_file, "--source", clip, "--out", out)
+    done = cli("watch", "-g", gallery_file, "--source", clip, "--out", out, "--json")
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert events[-1]["event"] == "summary" and events[-1]["frames"] == 3 * SEGMENT + 4
     assert [e["person"] for e in events if e["event"] == "appeared"] == ["s3", "s4", "unknown"]
     assert "fps" in done.stderr
     video = cv2.VideoCapture(str(out))

@@ -1,13 +1,14 @@
 """`siamface watch` and `siamface authenticate`: the real-time commands (see `siamface.live`).
 
 Events are JSON lines on stdout (one per person appearing, being re-identified or leaving; one grant or
-deny); a summary (frames, fps, latency) goes to stderr. Exit codes: watch 0 (or 2 on error); authenticate
+deny); a summary (frames, fps, latency) goes to stderr, and with --json also as a last "summary" event. Exit codes: watch 0 (or 2 on error); authenticate
 0 granted, 1 denied, 2 error.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 EXIT_GRANTED, EXIT_DENIED = 0, 1
@@ -73,8 +74,11 @@ def _open(args):
     return gallery, pipeline, matcher, reader, out
 
 
-def _summary(command: str, stats, extra: str = "") -> None:
+def _summary(command: str, stats, extra: str = "", as_json: bool = False) -> None:
+    """The run's figures: a line on stderr, and with --json also a final "summary" event on stdout."""
     s = stats.to_dict()
+    if as_json:
+        print(json.dumps({"event": "summary", "command": command, **s}), flush=True)
     print(f"{command}: {s['frames']} frames at {s['fps']} fps, {s['dropped']} dropped, "
           f"{s['faces_embedded']} faces embedded, latency p50 {s['latency_ms_p50']} ms / "
           f"p99 {s['latency_ms_p99']} ms{extra}", file=sys.stderr)
@@ -91,7 +95,7 @@ def cmd_watch(args) -> int:
             stats = run(reader, watcher, out, reader=reader)
         except KeyboardInterrupt:
             stats = watcher.stats
-    _summary("watch", stats)
+    _summary("watch", stats, as_json=args.json)
     return 0
 
 
@@ -108,6 +112,7 @@ def cmd_authenticate(args) -> int:
             auth.finish()
         decision = auth.decision
         matcher.log_claim(args.claim, decision.granted, decision.best_score, rule="live")
-    _summary("authenticate", auth.stats, f"; {'GRANTED' if decision.granted else 'DENIED'}: {decision.reason}")
+    _summary("authenticate", auth.stats, f"; {'GRANTED' if decision.granted else 'DENIED'}: {decision.reason}",
+             as_json=args.json)
     return EXIT_GRANTED if decision.granted else EXIT_DENIED
 
