@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -271,22 +270,3 @@ def cached_resnet_onnx(dat_path: str | Path, cache_dir: str | Path | None = None
         raise ModelError(f"cannot read dlib model {dat_path}: {exc}") from None
     target = cache / f"{dat_path.stem}-{digest}-c{CONVERTER_VERSION}.onnx"
     return cached_conversion(dat_path, target, lambda: build_resnet_onnx(dat_path))
-    data = build_resnet_onnx(dat_path)
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=cache)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-    except OSError as exc:
-        raise ModelError(f"cannot write the ONNX model to {cache}: {exc}") from None
-    return target
