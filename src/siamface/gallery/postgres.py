@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import threading
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
@@ -35,9 +34,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from ..errors import GalleryError, ModelMismatchError
-from .sqlite import SCHEMA_VERSION, _blob, _now, check_name
-from .store import (AddResult, AuditEntry, AuditRecord, KeepFilter, ModelBinding, NewTemplate, Person,
+from ..errors import GalleryError
+from .sqlbase import SqlWrites, _blob, _now
+from .sqlite import SCHEMA_VERSION
+from .store import (AuditEntry, AuditRecord, ModelBinding, NewTemplate, Person,
                     Template, UnknownPersonError)
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ assert max(MIGRATIONS) == SCHEMA_VERSION, "a schema change needs a PostgreSQL an
 TABLES = ("audit", "templates", "people", "meta", "siamface_schema")
 
 
-class PostgresStore:
+class PostgresStore(SqlWrites):
     """A gallery store in a PostgreSQL database, bound to one model.
 
     >>> store = PostgresStore("postgresql://app@db:5432/gallery", ModelBinding("dlib-resnet", "v1", 128),
@@ -142,6 +142,8 @@ class PostgresStore:
     The database must exist (``createdb``); its schema (``search_path``) must be empty or hold a gallery.
     `model` is required to create the gallery and, when given for an existing one, must match it.
     """
+
+    PARAM = "%s"
 
     def __init__(self, url: str, model: ModelBinding | None = None, *, create: bool = False,
                  keep_images: bool = False, connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
@@ -429,115 +431,13 @@ class PostgresStore:
                     break
         return ids
 
-    def add_templates(self, name: str, templates: Sequence[NewTemplate], *,
-                      metadata: dict[str, Any] | None = None, create: bool = True,
-                      keep: KeepFilter | None = None) -> AddResult:
-        name = check_name(name)
-        templates = list(templates)
-        for t in templates:  # refuse bad input before taking the write lock
-            _blob(t.embedding, self.model.embedding_size)
-        with self._write() as db:
-            self._check_bound(db)
-            return self._add(db, name, templates, metadata, create, keep)
+    def _insert_person(self, db, name: str, metadata_json: str, now: str) -> int:
+        return int(db.execute("INSERT INTO people (name, metadata, created) VALUES (%s, %s, %s) RETURNING id",
+                              (name, metadata_json, now)).fetchone()[0])
 
-    def add_people(self, people: Sequence[tuple[str, dict[str, Any], Sequence[NewTemplate]]], *,
-                   merge: bool = False, keep: KeepFilter | None = None) -> list[AddResult]:
-        """Several people in ONE transaction, as `SQLiteStore.add_people`."""
-        people = [(check_name(n), dict(m or {}), list(ts)) for n, m, ts in people]
-        for _, _, templates in people:
-            for t in templates:
-                _blob(t.embedding, self.model.embedding_size)
-        seen: set[str] = set()
-        for n, _, _ in people:
-            if n.lower() in seen:
-                raise GalleryError(f"{n!r} appears twice in the people to add")
-            seen.add(n.lower())
-        with self._write() as db:
-            self._check_bound(db)
-            if not merge:
-                clashes = [r[0] for r in db.execute(
-                    "SELECT name FROM people WHERE lower(name) = ANY(%s) ORDER BY name",
-                    ([n.lower() for n, _, _ in people],)).fetchall()]
-                if clashes:
-                    shown = ", ".join(repr(c) for c in clashes[:10]) + (" ..." if len(clashes) > 10 else "")
-                    raise GalleryError(f"{len(clashes)} name(s) already in {self.location}: {shown}; nothing "
-                                       "was added (merge them into the existing people with --merge)")
-            return [self._add(db, n, ts, m, True, keep) for n, m, ts in people]
-
-    def _add(self, db, name: str, templates: list[NewTemplate], metadata: dict[str, Any] | None, create: bool,
-             keep: KeepFilter | None) -> AddResult:
-        found = self._find(db, name)
-        if found is None and not create:
-            raise UnknownPersonError(name, self.location)
-        existing = self._templates(db, found.id, True) if found is not None else []
-        verdicts = list(keep(existing, templates)) if keep is not None else [None] * len(templates)
-        if len(verdicts) != len(templates):
-            raise ValueError("keep filter must return one verdict per template")
-        skipped = {i: reason for i, reason in enumerate(verdicts) if reason is not None}
-        if len(skipped) == len(templates):
-            return AddResult(found, False, (None,) * len(templates), skipped)
-        now = _now()
-        created = found is None
-        if created:
-            person_id = int(db.execute("INSERT INTO people (name, metadata, created) VALUES (%s, %s, %s) "
-                                       "RETURNING id",
-                                       (name, json.dumps(metadata or {}, sort_keys=True), now)).fetchone()[0])
-        else:
-            person_id = found.id
-            if metadata:
-                merged = {**found.metadata, **metadata}
-                db.execute("UPDATE people SET metadata = %s WHERE id = %s",
-                           (json.dumps(merged, sort_keys=True), person_id))
-        kept = [t for i, t in enumerate(templates) if i not in skipped]
-        new_ids = iter(self._insert_templates(db, person_id, kept, now))
-        ids = tuple(None if i in skipped else next(new_ids) for i in range(len(templates)))
-        self._bump(db)
-        return AddResult(self._find(db, name), created, ids, skipped)
-
-    def _check_bound(self, db) -> None:
-        meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN "
-                               "('model_name', 'model_version', 'embedding_size')").fetchall())
-        current = ModelBinding(meta["model_name"], meta["model_version"], int(meta["embedding_size"]))
-        if current != self.model:
-            raise ModelMismatchError(f"{self.location} was re-embedded with model {current.describe()} since "
-                                     f"it was opened (with {self.model.describe()}); open it again")
-
-    def rename(self, old: str, new: str) -> Person:
-        new = check_name(new)
-        with self._write() as db:
-            found = self._find(db, old)
-            if found is None:
-                raise UnknownPersonError(old, self.location)
-            clash = self._find(db, new)
-            if clash is not None and clash.id != found.id:
-                raise GalleryError(f"cannot rename {found.name!r} to {new!r}: that name is taken")
-            db.execute("UPDATE people SET name = %s WHERE id = %s", (new, found.id))
-            self._bump(db)
-            return self._find(db, new)
-
-    def set_metadata(self, name: str, metadata: dict[str, Any]) -> Person:
-        with self._write() as db:
-            found = self._find(db, name)
-            if found is None:
-                raise UnknownPersonError(name, self.location)
-            db.execute("UPDATE people SET metadata = %s WHERE id = %s",
-                       (json.dumps(metadata, sort_keys=True), found.id))
-            self._bump(db)
-            return self._find(db, name)
-
-    def delete(self, name: str) -> int:
-        with self._write() as db:
-            found = self._find(db, name)
-            if found is None:
-                raise UnknownPersonError(name, self.location)
-            tombstone = secrets.token_hex(8)  # opaque: derived from nothing, stored nowhere else
-            for column in ("claimed", "returned"):
-                db.execute(f"UPDATE audit SET {column}_tombstone = %s, {column}_id = NULL WHERE {column}_id = %s",
-                           (tombstone, found.id))
-            db.execute("DELETE FROM people WHERE id = %s", (found.id,))  # cascades to templates and images
-            self._bump(db)
-        log.info("%s: deleted %r and %d template(s)", self.location, found.name, found.n_templates)
-        return found.n_templates
+    def _name_clashes(self, db, names: Sequence[str]) -> list[str]:
+        return [r[0] for r in db.execute("SELECT name FROM people WHERE lower(name) = ANY(%s) ORDER BY name",
+                                         ([n.lower() for n in names],)).fetchall()]
 
     def log(self, records: Sequence[AuditRecord]) -> None:
         if not records:

@@ -143,7 +143,6 @@ class DlibResNet(_Encoder):
         self.mean = [float(p["avg_red"]), float(p["avg_green"]), float(p["avg_blue"])]
         self.std = [256.0] * 3
         layers, block_of, block = [], [], 0
-        channels = 3
         for layer in net.layers:
             kind, q, w = layer.kind, layer.params, layer.weights
             if kind == "con":
@@ -153,7 +152,7 @@ class DlibResNet(_Encoder):
                 with torch.no_grad():
                     conv.weight.copy_(torch.as_tensor(w["weight"]))
                     conv.bias.copy_(torch.as_tensor(w["bias"]))
-                mod, channels = conv, nf
+                mod = conv
             elif kind == "affine":
                 shape = (1, -1, 1, 1) if q["mode"] == "conv" else (1, -1)
                 mod = _Affine(w["gamma"], w["beta"], shape)

@@ -1,0 +1,193 @@
+"""The write logic both SQL stores share (`SQLiteStore`, `PostgresStore`): adding people and templates,
+renaming, metadata, deletion with audit tombstones, the model-binding check.
+
+A store mixes `SqlWrites` in and provides: ``PARAM`` (its driver's placeholder, ``?`` or ``%s``),
+``_write()`` (one write transaction), ``_find``, ``_templates``, ``_bump``, ``location``, ``model``, and the
+hooks `_insert_person`, `_insert_templates`, `_name_clashes` (and optionally `_after_delete`). The SQL here
+is written with ``?`` placeholders and passed through `_q`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import GalleryError, ModelMismatchError
+from .store import (
+    AddResult,
+    KeepFilter,
+    ModelBinding,
+    NewTemplate,
+    Person,
+    UnknownPersonError,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_NAME_LENGTH = 200
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _blob(embedding: np.ndarray, size: int) -> bytes:
+    vector = np.asarray(embedding, dtype="<f4").reshape(-1)
+    if vector.shape[0] != size:
+        raise GalleryError(f"template has {vector.shape[0]} dimensions; this gallery's model makes {size}")
+    if not np.isfinite(vector).all():
+        raise GalleryError("template embedding holds NaN or infinity")
+    return vector.tobytes()
+
+
+def check_name(name: str) -> str:
+    """A person's name, stripped; refuses empty, over-long or control-character names."""
+    if not isinstance(name, str):
+        raise GalleryError(f"a person's name must be a string, not {type(name).__name__}")
+    clean = name.strip()
+    if not clean:
+        raise GalleryError("a person's name cannot be empty")
+    if len(clean) > MAX_NAME_LENGTH:
+        raise GalleryError(f"a person's name is limited to {MAX_NAME_LENGTH} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in clean):
+        raise GalleryError(f"a person's name cannot contain control characters: {clean!r}")
+    return clean
+
+
+class SqlWrites:
+    PARAM = "?"
+
+    def _q(self, sql: str) -> str:
+        """`sql` with this driver's placeholder (the statements here contain no other question mark)."""
+        return sql if self.PARAM == "?" else sql.replace("?", self.PARAM)
+
+    # -- hooks -----------------------------------------------------------------------------------------
+    def _insert_person(self, db, name: str, metadata_json: str, now: str) -> int:
+        raise NotImplementedError
+
+    def _insert_templates(self, db, person_id: int, templates: Sequence[NewTemplate], now: str) -> list[int]:
+        raise NotImplementedError
+
+    def _name_clashes(self, db, names: Sequence[str]) -> list[str]:
+        """The names (as reported to the user) of `names` already in the gallery."""
+        raise NotImplementedError
+
+    def _after_delete(self) -> None:
+        """Called after a deletion's transaction committed."""
+
+    # -- shared ----------------------------------------------------------------------------------------
+    def add_templates(self, name: str, templates: Sequence[NewTemplate], *,
+                      metadata: dict[str, Any] | None = None, create: bool = True,
+                      keep: KeepFilter | None = None) -> AddResult:
+        name = check_name(name)
+        templates = list(templates)
+        for t in templates:  # refuse bad input before taking the write lock
+            _blob(t.embedding, self.model.embedding_size)
+        with self._write() as db:
+            self._check_bound(db)
+            return self._add(db, name, templates, metadata, create, keep)
+
+    def add_people(self, people: Sequence[tuple[str, dict[str, Any], Sequence[NewTemplate]]], *,
+                   merge: bool = False, keep: KeepFilter | None = None) -> list[AddResult]:
+        """Add several people (name, metadata, templates) in ONE transaction (an import: all or nothing).
+        A name already in the gallery is an error unless `merge`, which adds to that person (metadata
+        merged); `keep` filters templates as in `add_templates`."""
+        people = [(check_name(n), dict(m or {}), list(ts)) for n, m, ts in people]
+        for _, _, templates in people:
+            for t in templates:
+                _blob(t.embedding, self.model.embedding_size)
+        seen: set[str] = set()
+        for n, _, _ in people:
+            if n.lower() in seen:
+                raise GalleryError(f"{n!r} appears twice in the people to add")
+            seen.add(n.lower())
+        with self._write() as db:
+            self._check_bound(db)
+            if not merge:
+                clashes = self._name_clashes(db, [n for n, _, _ in people])
+                if clashes:
+                    shown = ", ".join(repr(c) for c in clashes[:10]) + (" ..." if len(clashes) > 10 else "")
+                    raise GalleryError(f"{len(clashes)} name(s) already in {self.location}: {shown}; nothing "
+                                       "was added (merge them into the existing people with --merge)")
+            return [self._add(db, n, ts, m, True, keep) for n, m, ts in people]
+
+    def _add(self, db, name: str, templates: list[NewTemplate], metadata: dict[str, Any] | None, create: bool,
+             keep: KeepFilter | None) -> AddResult:
+        """The body of an addition, inside the caller's write transaction."""
+        found = self._find(db, name)
+        if found is None and not create:
+            raise UnknownPersonError(name, self.location)
+        existing = self._templates(db, found.id, True) if found is not None else []
+        verdicts = list(keep(existing, templates)) if keep is not None else [None] * len(templates)
+        if len(verdicts) != len(templates):
+            raise ValueError("keep filter must return one verdict per template")
+        skipped = {i: reason for i, reason in enumerate(verdicts) if reason is not None}
+        if len(skipped) == len(templates):
+            return AddResult(found, False, (None,) * len(templates), skipped)
+        now = _now()
+        created = found is None
+        if created:
+            person_id = self._insert_person(db, name, json.dumps(metadata or {}, sort_keys=True), now)
+        else:
+            person_id = found.id
+            if metadata:
+                merged = {**found.metadata, **metadata}
+                db.execute(self._q("UPDATE people SET metadata = ? WHERE id = ?"),
+                           (json.dumps(merged, sort_keys=True), person_id))
+        kept = [t for i, t in enumerate(templates) if i not in skipped]
+        new_ids = iter(self._insert_templates(db, person_id, kept, now))
+        ids = tuple(None if i in skipped else next(new_ids) for i in range(len(templates)))
+        self._bump(db)
+        return AddResult(self._find(db, name), created, ids, skipped)
+
+    def _check_bound(self, db) -> None:
+        """The gallery's model may have been changed by another process (re-embedding) since we opened it."""
+        meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN "
+                               "('model_name', 'model_version', 'embedding_size')").fetchall())
+        current = ModelBinding(meta["model_name"], meta["model_version"], int(meta["embedding_size"]))
+        if current != self.model:
+            raise ModelMismatchError(f"{self.location} was re-embedded with model {current.describe()} since "
+                                     f"it was opened (with {self.model.describe()}); open it again")
+
+    def rename(self, old: str, new: str) -> Person:
+        new = check_name(new)
+        with self._write() as db:
+            found = self._find(db, old)
+            if found is None:
+                raise UnknownPersonError(old, self.location)
+            clash = self._find(db, new)
+            if clash is not None and clash.id != found.id:
+                raise GalleryError(f"cannot rename {found.name!r} to {new!r}: that name is taken")
+            db.execute(self._q("UPDATE people SET name = ? WHERE id = ?"), (new, found.id))
+            self._bump(db)
+            return self._find(db, new)
+
+    def set_metadata(self, name: str, metadata: dict[str, Any]) -> Person:
+        with self._write() as db:
+            found = self._find(db, name)
+            if found is None:
+                raise UnknownPersonError(name, self.location)
+            db.execute(self._q("UPDATE people SET metadata = ? WHERE id = ?"),
+                       (json.dumps(metadata, sort_keys=True), found.id))
+            self._bump(db)
+            return self._find(db, name)
+
+    def delete(self, name: str) -> int:
+        with self._write() as db:
+            found = self._find(db, name)
+            if found is None:
+                raise UnknownPersonError(name, self.location)
+            tombstone = secrets.token_hex(8)  # opaque: derived from nothing, stored nowhere else
+            for column in ("claimed", "returned"):
+                db.execute(self._q(f"UPDATE audit SET {column}_tombstone = ?, {column}_id = NULL "
+                                   f"WHERE {column}_id = ?"), (tombstone, found.id))
+            db.execute(self._q("DELETE FROM people WHERE id = ?"), (found.id,))  # cascades to templates, images
+            self._bump(db)
+        self._after_delete()
+        log.info("%s: deleted %r and %d template(s)", self.location, found.name, found.n_templates)
+        return found.n_templates
