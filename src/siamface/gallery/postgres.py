@@ -35,10 +35,9 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from ..errors import GalleryError
-from .sqlbase import SqlWrites, _blob, _now
+from .sqlbase import SqlStore, _blob, _now
 from .sqlite import SCHEMA_VERSION
-from .store import (AuditEntry, AuditRecord, ModelBinding, NewTemplate, Person,
-                    Template, UnknownPersonError)
+from .store import AuditEntry, AuditRecord, ModelBinding, NewTemplate, Person, UnknownPersonError
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +132,7 @@ assert max(MIGRATIONS) == SCHEMA_VERSION, "a schema change needs a PostgreSQL an
 TABLES = ("audit", "templates", "people", "meta", "siamface_schema")
 
 
-class PostgresStore(SqlWrites):
+class PostgresStore(SqlStore):
     """A gallery store in a PostgreSQL database, bound to one model.
 
     >>> store = PostgresStore("postgresql://app@db:5432/gallery", ModelBinding("dlib-resnet", "v1", 128),
@@ -289,28 +288,10 @@ class PostgresStore(SqlWrites):
             self._connections.clear()
         self._local = threading.local()
 
-    def __enter__(self) -> PostgresStore:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"PostgresStore({self.location!r}, model={self.model.describe()})"
 
     # -- reads ---------------------------------------------------------------------------------------
-    def generation(self) -> int:
-        row = self._connect().execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
-        return int(row[0])
-
-    @staticmethod
-    def _person(row) -> Person:
-        return Person(id=int(row[0]), name=row[1], metadata=json.loads(row[2]), created=row[3],
-                      n_templates=int(row[4]))
-
-    _PERSON_SELECT = ("SELECT p.id, p.name, p.metadata, p.created, "
-                      "(SELECT count(*) FROM templates t WHERE t.person_id = p.id) FROM people p")
-
     def _find(self, db, name: str) -> Person | None:
         row = db.execute(self._PERSON_SELECT + " WHERE lower(p.name) = lower(%s)", (name.strip(),)).fetchone()
         return self._person(row) if row else None
@@ -333,29 +314,6 @@ class PostgresStore(SqlWrites):
             return {}
         rows = self._connect().execute("SELECT id, name FROM people WHERE id = ANY(%s)", (ids,)).fetchall()
         return {int(r[0]): r[1] for r in rows}
-
-    def _templates(self, db, person_id: int | None, embeddings: bool) -> list[Template]:
-        columns = ("id, person_id, model, model_version, source, quality, created, image IS NOT NULL"
-                   + (", embedding" if embeddings else ""))
-        if person_id is None:
-            rows = db.execute(f"SELECT {columns} FROM templates ORDER BY person_id, id").fetchall()
-        else:
-            rows = db.execute(f"SELECT {columns} FROM templates WHERE person_id = %s ORDER BY id",
-                              (person_id,)).fetchall()
-        return [Template(id=int(r[0]), person_id=int(r[1]), model=r[2], model_version=r[3], source=r[4],
-                         quality=json.loads(r[5]), created=r[6], has_image=bool(r[7]),
-                         embedding=np.frombuffer(bytes(r[8]), "<f4").astype(np.float32) if embeddings else None)
-                for r in rows]
-
-    def templates(self, name: str | None = None, *, embeddings: bool = False) -> list[Template]:
-        with self._read() as db:
-            person_id = None
-            if name is not None:
-                found = self._find(db, name)
-                if found is None:
-                    raise UnknownPersonError(name, self.location)
-                person_id = found.id
-            return self._templates(db, person_id, embeddings)
 
     def matrix(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
         d = self.model.embedding_size

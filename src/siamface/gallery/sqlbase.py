@@ -1,10 +1,11 @@
-"""The write logic both SQL stores share (`SQLiteStore`, `PostgresStore`): adding people and templates,
-renaming, metadata, deletion with audit tombstones, the model-binding check.
+"""What both SQL stores (`SQLiteStore`, `PostgresStore`) do the same way: the writes (adding people and
+templates, renaming, metadata, deletion with audit tombstones, the model-binding check) and the reads whose
+SQL is common (generation, templates, the person row).
 
-A store mixes `SqlWrites` in and provides: ``PARAM`` (its driver's placeholder, ``?`` or ``%s``),
-``_write()`` (one write transaction), ``_find``, ``_templates``, ``_bump``, ``location``, ``model``, and the
-hooks `_insert_person`, `_insert_templates`, `_name_clashes` (and optionally `_after_delete`). The SQL here
-is written with ``?`` placeholders and passed through `_q`.
+A store subclasses `SqlStore` and provides: ``PARAM`` (its driver's placeholder, ``?`` or ``%s``),
+``_connect()``, ``_read()`` / ``_write()`` (transactions), ``close()``, ``_find``, ``_bump``, ``location``,
+``model``, and the hooks `_insert_person`, `_insert_templates`, `_name_clashes` (and optionally
+`_after_delete`). The SQL here is written with ``?`` placeholders and passed through `_q`.
 """
 
 from __future__ import annotations
@@ -18,14 +19,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import GalleryError, ModelMismatchError
-from .store import (
-    AddResult,
-    KeepFilter,
-    ModelBinding,
-    NewTemplate,
-    Person,
-    UnknownPersonError,
-)
+from .store import (AddResult, KeepFilter, ModelBinding, NewTemplate, Person, Template,
+                    UnknownPersonError)
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +54,50 @@ def check_name(name: str) -> str:
     return clean
 
 
-class SqlWrites:
+class SqlStore:
     PARAM = "?"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- reads both stores answer the same way -----------------------------------------------------------
+    def generation(self) -> int:
+        row = self._connect().execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return int(row[0])
+
+    @staticmethod
+    def _person(row) -> Person:
+        return Person(id=int(row[0]), name=row[1], metadata=json.loads(row[2]), created=row[3],
+                      n_templates=int(row[4]))
+
+    _PERSON_SELECT = ("SELECT p.id, p.name, p.metadata, p.created, "
+                      "(SELECT count(*) FROM templates t WHERE t.person_id = p.id) FROM people p")
+
+    def _templates(self, db, person_id: int | None, embeddings: bool) -> list[Template]:
+        columns = ("id, person_id, model, model_version, source, quality, created, image IS NOT NULL"
+                   + (", embedding" if embeddings else ""))
+        if person_id is None:
+            rows = db.execute(f"SELECT {columns} FROM templates ORDER BY person_id, id").fetchall()
+        else:
+            rows = db.execute(self._q(f"SELECT {columns} FROM templates WHERE person_id = ? ORDER BY id"),
+                              (person_id,)).fetchall()
+        return [Template(id=int(r[0]), person_id=int(r[1]), model=r[2], model_version=r[3], source=r[4],
+                         quality=json.loads(r[5]), created=r[6], has_image=bool(r[7]),
+                         embedding=np.frombuffer(bytes(r[8]), "<f4").astype(np.float32) if embeddings else None)
+                for r in rows]
+
+    def templates(self, name: str | None = None, *, embeddings: bool = False) -> list[Template]:
+        with self._read() as db:
+            person_id = None
+            if name is not None:
+                found = self._find(db, name)
+                if found is None:
+                    raise UnknownPersonError(name, self.location)
+                person_id = found.id
+            return self._templates(db, person_id, embeddings)
 
     def _q(self, sql: str) -> str:
         """`sql` with this driver's placeholder (the statements here contain no other question mark)."""

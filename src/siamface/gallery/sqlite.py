@@ -32,8 +32,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import GalleryError
-from .sqlbase import MAX_NAME_LENGTH, SqlWrites, _blob, _now, check_name  # noqa: F401  (re-exported)
-from .store import (AuditEntry, AuditRecord, ModelBinding, NewTemplate, Person, Template, UnknownPersonError)
+from .sqlbase import MAX_NAME_LENGTH, SqlStore, _blob, _now, check_name  # noqa: F401  (re-exported)
+from .store import AuditEntry, AuditRecord, ModelBinding, NewTemplate, Person, UnknownPersonError
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
 SCHEMA_VERSION = max(MIGRATIONS)
 
 
-class SQLiteStore(SqlWrites):
+class SQLiteStore(SqlStore):
     """A gallery store in one SQLite file, bound to one model.
 
     >>> store = SQLiteStore("people.db", model=ModelBinding("dlib-resnet", "v1", 128), create=True)
@@ -282,28 +282,10 @@ class SQLiteStore(SqlWrites):
             self._connections.clear()
         self._local = threading.local()
 
-    def __enter__(self) -> SQLiteStore:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"SQLiteStore({self.location!r}, model={self.model.describe()})"
 
     # -- reads ---------------------------------------------------------------------------------------
-    def generation(self) -> int:
-        row = self._connect().execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
-        return int(row[0])
-
-    @staticmethod
-    def _person(row) -> Person:
-        return Person(id=row[0], name=row[1], metadata=json.loads(row[2]), created=row[3],
-                      n_templates=row[4])
-
-    _PERSON_SELECT = ("SELECT p.id, p.name, p.metadata, p.created, "
-                      "(SELECT count(*) FROM templates t WHERE t.person_id = p.id) FROM people p")
-
     def _find(self, db: sqlite3.Connection, name: str) -> Person | None:
         row = db.execute(self._PERSON_SELECT + " WHERE p.name = ?", (name.strip(),)).fetchone()
         return self._person(row) if row else None
@@ -327,29 +309,6 @@ class SQLiteStore(SqlWrites):
             marks = ",".join("?" * len(chunk))
             out.update(db.execute(f"SELECT id, name FROM people WHERE id IN ({marks})", chunk).fetchall())
         return out
-
-    def _templates(self, db: sqlite3.Connection, person_id: int | None, embeddings: bool) -> list[Template]:
-        columns = ("id, person_id, model, model_version, source, quality, created, image IS NOT NULL"
-                   + (", embedding" if embeddings else ""))
-        if person_id is None:
-            rows = db.execute(f"SELECT {columns} FROM templates ORDER BY person_id, id").fetchall()
-        else:
-            rows = db.execute(f"SELECT {columns} FROM templates WHERE person_id = ? ORDER BY id",
-                              (person_id,)).fetchall()
-        return [Template(id=r[0], person_id=r[1], model=r[2], model_version=r[3], source=r[4],
-                         quality=json.loads(r[5]), created=r[6], has_image=bool(r[7]),
-                         embedding=np.frombuffer(r[8], "<f4").astype(np.float32) if embeddings else None)
-                for r in rows]
-
-    def templates(self, name: str | None = None, *, embeddings: bool = False) -> list[Template]:
-        with self._read() as db:
-            person_id = None
-            if name is not None:
-                found = self._find(db, name)
-                if found is None:
-                    raise UnknownPersonError(name, self.location)
-                person_id = found.id
-            return self._templates(db, person_id, embeddings)
 
     def matrix(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
         d = self.model.embedding_size
