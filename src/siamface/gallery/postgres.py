@@ -35,9 +35,9 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from ..errors import GalleryError
-from .sqlbase import SqlStore, _blob, _now
+from .sqlbase import SqlStore, _blob, _now, matrix_from_rows
 from .sqlite import SCHEMA_VERSION
-from .store import AuditEntry, AuditRecord, ModelBinding, NewTemplate, Person, UnknownPersonError
+from .store import AuditRecord, ModelBinding, NewTemplate, Person, UnknownPersonError
 
 log = logging.getLogger(__name__)
 
@@ -322,12 +322,7 @@ class PostgresStore(SqlStore):
             with db.cursor(binary=True) as cur:   # bytea arrives as raw bytes, no hex decoding
                 cur.execute("SELECT id, person_id, embedding FROM templates ORDER BY person_id, id")
                 rows = cur.fetchall()
-        if not rows:
-            return generation, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, d), np.float32)
-        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-        people = np.fromiter((r[1] for r in rows), np.int64, len(rows))
-        matrix = np.frombuffer(b"".join(r[2] for r in rows), "<f4").reshape(len(rows), d).astype(np.float32)
-        return generation, ids, people, matrix
+        return matrix_from_rows(generation, rows, d)
 
     def image(self, template_id: int) -> bytes | None:
         row = self._connect().execute("SELECT image FROM templates WHERE id = %s", (int(template_id),)).fetchone()
@@ -335,41 +330,10 @@ class PostgresStore(SqlStore):
             raise GalleryError(f"no template {template_id} in {self.location}")
         return None if row[0] is None else bytes(row[0])
 
-    def audit(self, limit: int | None = None, person: str | None = None) -> list[AuditEntry]:
-        sql = ("SELECT a.id, a.time, a.kind, c.name, r.name, a.score, a.threshold, a.accepted, a.rule, a.model, "
-               "a.claimed_tombstone, a.returned_tombstone "
-               "FROM audit a LEFT JOIN people c ON c.id = a.claimed_id LEFT JOIN people r ON r.id = a.returned_id")
-        params: list[Any] = []
-        with self._read() as db:
-            if person is not None:
-                found = self._find(db, person)
-                if found is None:
-                    raise UnknownPersonError(person, self.location)
-                sql += " WHERE a.claimed_id = %s OR a.returned_id = %s"
-                params += [found.id, found.id]
-            sql += " ORDER BY a.id DESC"
-            if limit is not None:
-                sql += " LIMIT %s"
-                params.append(int(limit))
-            rows = db.execute(sql, params).fetchall()
-        return [AuditEntry(id=int(r[0]), time=r[1], kind=r[2], claimed=r[3], returned=r[4], score=r[5],
-                           threshold=r[6], accepted=bool(r[7]), rule=r[8], model=r[9], claimed_tombstone=r[10],
-                           returned_tombstone=r[11])
-                for r in rows]
-
-    def stats(self) -> dict[str, Any]:
-        with self._read() as db:
-            people = db.execute("SELECT count(*) FROM people").fetchone()[0]
-            templates = db.execute("SELECT count(*) FROM templates").fetchone()[0]
-            images = db.execute("SELECT count(*) FROM templates WHERE image IS NOT NULL").fetchone()[0]
-            audit = db.execute("SELECT count(*) FROM audit").fetchone()[0]
-            size = db.execute("SELECT sum(pg_total_relation_size(c)) FROM unnest(%s::regclass[]) c",
-                              (list(TABLES),)).fetchone()[0]
-        return {"gallery": self.location, "model": self.model.name, "model_version": self.model.version,
-                "embedding_size": self.model.embedding_size, "keep_images": self.keep_images,
-                "created": self.created, "schema_version": SCHEMA_VERSION, "people": people,
-                "templates": templates, "kept_images": images, "audit_entries": audit,
-                "database_bytes": int(size or 0)}
+    def _storage_size(self, db) -> tuple[str, int]:
+        size = db.execute("SELECT sum(pg_total_relation_size(c)) FROM unnest(%s::regclass[]) c",
+                          (list(TABLES),)).fetchone()[0]
+        return "database_bytes", int(size or 0)
 
     # -- writes --------------------------------------------------------------------------------------
     def _insert_templates(self, db, person_id: int, templates: Sequence[NewTemplate], now: str) -> list[int]:

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import GalleryError, ModelMismatchError
-from .store import (AddResult, KeepFilter, ModelBinding, NewTemplate, Person, Template,
+from .store import (AddResult, AuditEntry, KeepFilter, ModelBinding, NewTemplate, Person, Template,
                     UnknownPersonError)
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,16 @@ def check_name(name: str) -> str:
     if any(ord(c) < 32 or ord(c) == 127 for c in clean):
         raise GalleryError(f"a person's name cannot contain control characters: {clean!r}")
     return clean
+
+
+def matrix_from_rows(generation: int, rows, d: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """`Store.matrix` from (template id, person id, embedding bytes) rows in person order."""
+    if not rows:
+        return generation, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, d), np.float32)
+    ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+    people = np.fromiter((r[1] for r in rows), np.int64, len(rows))
+    matrix = np.frombuffer(b"".join(r[2] for r in rows), "<f4").reshape(len(rows), d).astype(np.float32)
+    return generation, ids, people, matrix
 
 
 class SqlStore:
@@ -103,6 +113,42 @@ class SqlStore:
         """`sql` with this driver's placeholder (the statements here contain no other question mark)."""
         return sql if self.PARAM == "?" else sql.replace("?", self.PARAM)
 
+    def audit(self, limit: int | None = None, person: str | None = None) -> list[AuditEntry]:
+        sql = ("SELECT a.id, a.time, a.kind, c.name, r.name, a.score, a.threshold, a.accepted, a.rule, a.model, "
+               "a.claimed_tombstone, a.returned_tombstone "
+               "FROM audit a LEFT JOIN people c ON c.id = a.claimed_id LEFT JOIN people r ON r.id = a.returned_id")
+        params: list[Any] = []
+        with self._read() as db:
+            if person is not None:
+                found = self._find(db, person)
+                if found is None:
+                    raise UnknownPersonError(person, self.location)
+                sql += " WHERE a.claimed_id = ? OR a.returned_id = ?"
+                params += [found.id, found.id]
+            sql += " ORDER BY a.id DESC"
+            if limit is not None:
+                sql += " LIMIT ?"
+                params.append(int(limit))
+            rows = db.execute(self._q(sql), params).fetchall()
+        return [AuditEntry(id=int(r[0]), time=r[1], kind=r[2], claimed=r[3], returned=r[4], score=r[5],
+                           threshold=r[6], accepted=bool(r[7]), rule=r[8], model=r[9], claimed_tombstone=r[10],
+                           returned_tombstone=r[11])
+                for r in rows]
+
+    def stats(self) -> dict[str, Any]:
+        from .sqlite import SCHEMA_VERSION  # one version for both backends; sqlite.py imports this module
+
+        with self._read() as db:
+            people = db.execute("SELECT count(*) FROM people").fetchone()[0]
+            templates = db.execute("SELECT count(*) FROM templates").fetchone()[0]
+            images = db.execute("SELECT count(*) FROM templates WHERE image IS NOT NULL").fetchone()[0]
+            audit = db.execute("SELECT count(*) FROM audit").fetchone()[0]
+            size_key, size = self._storage_size(db)
+        return {"gallery": self.location, "model": self.model.name, "model_version": self.model.version,
+                "embedding_size": self.model.embedding_size, "keep_images": self.keep_images,
+                "created": self.created, "schema_version": SCHEMA_VERSION, "people": people,
+                "templates": templates, "kept_images": images, "audit_entries": audit, size_key: size}
+
     # -- hooks -----------------------------------------------------------------------------------------
     def _insert_person(self, db, name: str, metadata_json: str, now: str) -> int:
         raise NotImplementedError
@@ -112,6 +158,10 @@ class SqlStore:
 
     def _name_clashes(self, db, names: Sequence[str]) -> list[str]:
         """The names (as reported to the user) of `names` already in the gallery."""
+        raise NotImplementedError
+
+    def _storage_size(self, db) -> tuple[str, int]:
+        """(key, bytes) of the storage the gallery takes, for `stats`."""
         raise NotImplementedError
 
     def _after_delete(self) -> None:

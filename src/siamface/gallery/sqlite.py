@@ -27,13 +27,14 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from ..errors import GalleryError
-from .sqlbase import MAX_NAME_LENGTH, SqlStore, _blob, _now, check_name  # noqa: F401  (re-exported)
-from .store import AuditEntry, AuditRecord, ModelBinding, NewTemplate, Person, UnknownPersonError
+# MAX_NAME_LENGTH, _blob, _now and check_name are also imported from here by other modules.
+from .sqlbase import MAX_NAME_LENGTH, SqlStore, _blob, _now, check_name, matrix_from_rows  # noqa: F401
+from .store import AuditRecord, ModelBinding, NewTemplate, Person, UnknownPersonError
 
 log = logging.getLogger(__name__)
 
@@ -315,12 +316,7 @@ class SQLiteStore(SqlStore):
         with self._read() as db:
             generation = int(db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
             rows = db.execute("SELECT id, person_id, embedding FROM templates ORDER BY person_id, id").fetchall()
-        if not rows:
-            return generation, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, d), np.float32)
-        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-        people = np.fromiter((r[1] for r in rows), np.int64, len(rows))
-        matrix = np.frombuffer(b"".join(r[2] for r in rows), "<f4").reshape(len(rows), d).astype(np.float32)
-        return generation, ids, people, matrix
+        return matrix_from_rows(generation, rows, d)
 
     def image(self, template_id: int) -> bytes | None:
         row = self._connect().execute("SELECT image FROM templates WHERE id = ?", (int(template_id),)).fetchone()
@@ -328,40 +324,10 @@ class SQLiteStore(SqlStore):
             raise GalleryError(f"no template {template_id} in {self.location}")
         return row[0]
 
-    def audit(self, limit: int | None = None, person: str | None = None) -> list[AuditEntry]:
-        sql = ("SELECT a.id, a.time, a.kind, c.name, r.name, a.score, a.threshold, a.accepted, a.rule, a.model, "
-               "a.claimed_tombstone, a.returned_tombstone "
-               "FROM audit a LEFT JOIN people c ON c.id = a.claimed_id LEFT JOIN people r ON r.id = a.returned_id")
-        params: list[Any] = []
-        db = self._connect()
-        if person is not None:
-            found = self._find(db, person)
-            if found is None:
-                raise UnknownPersonError(person, self.location)
-            sql += " WHERE a.claimed_id = ? OR a.returned_id = ?"
-            params += [found.id, found.id]
-        sql += " ORDER BY a.id DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(int(limit))
-        return [AuditEntry(id=r[0], time=r[1], kind=r[2], claimed=r[3], returned=r[4], score=r[5],
-                           threshold=r[6], accepted=bool(r[7]), rule=r[8], model=r[9], claimed_tombstone=r[10],
-                           returned_tombstone=r[11])
-                for r in db.execute(sql, params).fetchall()]
-
-    def stats(self) -> dict[str, Any]:
-        with self._read() as db:
-            people = db.execute("SELECT count(*) FROM people").fetchone()[0]
-            templates = db.execute("SELECT count(*) FROM templates").fetchone()[0]
-            images = db.execute("SELECT count(*) FROM templates WHERE image IS NOT NULL").fetchone()[0]
-            audit = db.execute("SELECT count(*) FROM audit").fetchone()[0]
-            page_size = db.execute("PRAGMA page_size").fetchone()[0]
-            pages = db.execute("PRAGMA page_count").fetchone()[0]
-        return {"gallery": self.location, "model": self.model.name, "model_version": self.model.version,
-                "embedding_size": self.model.embedding_size, "keep_images": self.keep_images,
-                "created": self.created, "schema_version": SCHEMA_VERSION, "people": people,
-                "templates": templates, "kept_images": images, "audit_entries": audit,
-                "file_bytes": page_size * pages}
+    def _storage_size(self, db: sqlite3.Connection) -> tuple[str, int]:
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        return "file_bytes", page_size * pages
 
     # -- writes --------------------------------------------------------------------------------------
     def _insert_template(self, db: sqlite3.Connection, person_id: int, template: NewTemplate, now: str) -> int:
