@@ -12,6 +12,8 @@ from PIL import Image
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ATT = FIXTURES / "att"
+TURN = FIXTURES / "att_turn" / "s26"
+FRONTAL, TURNED_RIGHT, FRONTAL_2, TURNED_LEFT = 1, 2, 3, 5     # s26: yaw about -0.04, -0.21, 0.01, +0.32
 
 
 def att(subject: int, image: int) -> Path:
@@ -39,6 +41,26 @@ def scene(faces: list[tuple[np.ndarray, float, tuple[int, int]]], size=(480, 640
         arr = np.asarray(img)
         canvas[y:y + arr.shape[0], x:x + arr.shape[1]] = arr
     return canvas
+
+
+def s26(image: int) -> np.ndarray:
+    """s26's photo (grey) enlarged into a 640x480 frame, as a webcam would see a face."""
+    face = np.repeat(np.asarray(Image.open(TURN / f"{image}.pgm").convert("L"))[:, :, None], 3, axis=2)
+    return scene([(face, 2.0, (220, 100))])
+
+
+def planar_turn(frame: np.ndarray, degrees: float) -> np.ndarray:
+    """The frame as a flat picture turned about its vertical axis (perspective), as a photo held and
+    rotated in front of the camera would look."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    a, f = np.deg2rad(degrees), 700.0
+    corners = np.float32([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
+    seen = [[f * x * np.cos(a) / (x * np.sin(a) + f) + w / 2, f * y / (x * np.sin(a) + f) + h / 2]
+            for x, y in corners]
+    m = cv2.getPerspectiveTransform(corners + np.float32([w / 2, h / 2]), np.float32(seen))
+    return cv2.warpPerspective(frame, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
 
 
 def faceless(size=(240, 320)) -> np.ndarray:

@@ -10,33 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, att_rgb, scene
+from conftest import FRONTAL, FRONTAL_2, TURN, TURNED_LEFT, TURNED_RIGHT, att_rgb, planar_turn, s26, scene
 from siamface.errors import ConfigError
-from siamface.image import load_image
 from siamface.liveness import PassiveLiveness, pad_report
 from siamface.liveness.active import ActiveCheck, parallax, yaw_ratio
 from siamface.liveness.passive import features, lbp_histogram
-
-TURN = FIXTURES / "att_turn" / "s26"
-FRONTAL, TURNED_RIGHT, FRONTAL_2, TURNED_LEFT = 1, 2, 3, 5     # s26: yaw about -0.04, -0.21, 0.01, +0.32
-
-
-def s26(image: int) -> np.ndarray:
-    """s26's photo (grey) enlarged into a 640x480 frame, as a webcam would see a face."""
-    face = np.repeat(load_image(TURN / f"{image}.pgm")[:, :, :1], 3, axis=2)
-    return scene([(face, 2.0, (220, 100))])
-
-
-def planar_turn(frame: np.ndarray, degrees: float) -> np.ndarray:
-    """The frame as a flat picture turned about its vertical axis (perspective), as a photo held and
-    rotated in front of the camera would look."""
-    h, w = frame.shape[:2]
-    a, f = np.deg2rad(degrees), 700.0
-    corners = np.float32([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
-    seen = [[f * x * np.cos(a) / (x * np.sin(a) + f) + w / 2, f * y / (x * np.sin(a) + f) + h / 2]
-            for x, y in corners]
-    m = cv2.getPerspectiveTransform(corners + np.float32([w / 2, h / 2]), np.float32(seen))
-    return cv2.warpPerspective(frame, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
 
 
 @pytest.fixture(scope="module")
