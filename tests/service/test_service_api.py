@@ -89,6 +89,13 @@ def test_verify_claim_granted_and_denied_with_evidence(server):
     assert denied.body["score"] < denied.body["threshold"]
 
 
+def test_without_active_liveness_there_are_no_challenge_sessions(server):
+    answer = server.request("POST", "/v1/liveness/sessions")
+    assert (answer.status, answer.error) == (400, "active-liveness-off") and "--liveness" in answer.body["detail"]
+    granted = server.request("POST", "/v1/verify", fields={"claim": "s3", "liveness_session": "x"}, files=probe(3))
+    assert granted.body["granted"] is True and "liveness_session ignored" in granted.body["notes"][-1]
+
+
 def test_verify_two_images(server):
     same = server.request("POST", "/v1/verify", files=[("a", "a.pgm", fixture_bytes(5, 1)),
                                                        ("b", "b.pgm", fixture_bytes(5, 2))])

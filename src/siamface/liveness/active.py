@@ -109,6 +109,11 @@ class ActiveCheck:
     def result(self) -> ActiveResult | None:
         return self._state["result"]
 
+    @property
+    def progress(self) -> tuple[int, float]:
+        """Challenges met so far and the largest parallax seen (while undecided too)."""
+        return self._state["step"], self._state["parallax"]
+
     def _finish(self, passed: bool, reason: str) -> ActiveResult:
         s = self._state
         s["result"] = ActiveResult(passed, reason, list(self.challenges), s["step"], s["parallax"],

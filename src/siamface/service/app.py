@@ -39,7 +39,7 @@ PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 's
             "media-src 'self' blob: mediastream:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
             "frame-ancestors 'none'")
 _HTTP_CODES = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
-               405: "method-not-allowed", 413: "too-large", 415: "unsupported-media-type"}
+               405: "method-not-allowed", 410: "gone", 413: "too-large", 415: "unsupported-media-type"}
 
 
 def _json(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -157,7 +157,7 @@ class _TooLarge(Exception):
 def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     """The application for `settings`. `service`: one already opened (models loaded); else the lifespan
     opens one at start-up."""
-    from .routes import people, recognition, system
+    from .routes import liveness, people, recognition, system
 
     service = service or Service(settings)
     opened_here = service.pipeline is None
@@ -221,6 +221,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     app.include_router(system.router)
     app.include_router(recognition.router)
     app.include_router(people.router)
+    app.include_router(liveness.router)
 
     static = resources.files("siamface.service") / "static"
 

@@ -1,6 +1,7 @@
 """The service's sub-commands of `siamface`:
 
-    siamface serve --gallery G [--host 127.0.0.1] [--port 8000] [--liveness off|passive] [--workers N]
+    siamface serve --gallery G [--host 127.0.0.1] [--port 8000] [--liveness off|passive|active|both]
+                   [--challenge-seconds 10] [--session-seconds 60] [--workers N]
                    [--max-upload-mb 10] [--max-pixels N] [--lockout-failures 5] [--lockout-window S]
                    [--lockout-seconds S] [--keep-images] [--tls-cert PEM --tls-key PEM]
     siamface keys create --gallery G [--name LABEL] | list | revoke ID          (each with --json)
@@ -25,7 +26,8 @@ def add_parsers(sub, chain_options) -> None:
     p = sub.add_parser(
         "serve", help="run the HTTP API and the web page over a gallery",
         description="Serve a gallery over HTTP: POST /v1/verify, /v1/identify, /v1/people (enroll), "
-                    "/v1/people/{name}/faces; GET/PATCH/DELETE /v1/people/{name}; GET /v1/people, /v1/health. "
+                    "/v1/people/{name}/faces, /v1/liveness/sessions, /v1/liveness/sessions/{id}/frames; "
+                    "GET/PATCH/DELETE /v1/people/{name}; GET /v1/people, /v1/health. "
                     "Every route but /v1/health needs an API key (siamface keys create). The web page (camera "
                     "enrollment, live identification and verification) is at /, the OpenAPI docs at /docs. "
                     "Models load once, at start-up; the gallery is created when it does not exist. Plain HTTP "
@@ -36,9 +38,18 @@ def add_parsers(sub, chain_options) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="inference threads running at once (default: CPU cores, at most 4)")
-    p.add_argument("--liveness", choices=("off", "passive"), default="off",
-                   help="passive: score every face's liveness; a claim is granted only to a live face "
-                        "(default: off)")
+    p.add_argument("--liveness", choices=("off", "passive", "active", "both"), default="off",
+                   help="passive: score every face's liveness; a claim is granted only to a live face. "
+                        "active: a claim needs the id of a passed challenge session instead (turn your head, "
+                        "come closer; POST /v1/liveness/sessions). both: both checks. Use active or both for "
+                        "unlocking (default: off)")
+    p.add_argument("--challenge-seconds", type=float, default=10.0, metavar="S",
+                   help="active: time to meet a session's challenge, from its first frame (default: 10)")
+    p.add_argument("--session-seconds", type=float, default=60.0, metavar="S",
+                   help="active: a session's life, from its opening to its use by /v1/verify (default: 60)")
+    # Tests only: the same challenges for every session, instead of a random draw (a recording of the
+    # known order would pass): hidden from --help.
+    p.add_argument("--liveness-challenges", metavar="LIST", help=argparse.SUPPRESS)
     p.add_argument("--max-upload-mb", type=float, default=10.0, metavar="MB",
                    help="largest request body (default: 10 MB; 413 above)")
     p.add_argument("--max-pixels", type=int, default=None, metavar="N",
@@ -150,7 +161,9 @@ def cmd_serve(args) -> int:
     settings = Settings(
         gallery=args.gallery, keys_file=args.keys, detector=args.detector, model=args.model, min_face=args.min_face,
         upsample=args.upsample, threshold=args.threshold, min_enroll_face=args.min_size,
-        keep_images=args.keep_images, liveness=args.liveness,
+        keep_images=args.keep_images, liveness=args.liveness, challenge_s=args.challenge_seconds,
+        session_ttl_s=args.session_seconds,
+        challenges=tuple(args.liveness_challenges.split(",")) if args.liveness_challenges else None,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=args.max_pixels if args.max_pixels is not None else MAX_PIXELS,
         lockout_failures=args.lockout_failures, lockout_window_s=args.lockout_window,
@@ -163,6 +176,9 @@ def cmd_serve(args) -> int:
         if service.keys.count_active() == 0:
             print(f"siamface: warning: no API key yet; every request but /v1/health will be refused. Create "
                   f"one with: siamface keys create --gallery {args.gallery}", file=sys.stderr)
+        if settings.challenges:
+            print(f"siamface: warning: every liveness session asks {','.join(settings.challenges)} (meant for "
+                  "tests: a recording of a known challenge passes it)", file=sys.stderr)
         if args.host not in ("127.0.0.1", "localhost", "::1") and not args.tls_cert:
             print(f"siamface: warning: listening on {args.host} over plain HTTP: API keys and faces cross "
                   "the network unencrypted; use --tls-cert/--tls-key or a TLS proxy", file=sys.stderr)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..live import LIVENESS_MODES
 from .keys import keys_file_for
 
 #: Largest request body accepted, in bytes (HTTP 413 above it).
@@ -15,6 +16,9 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 24_000_000
 #: Images accepted by one enrollment request.
 MAX_ENROLL_IMAGES = 20
+#: Active liveness: challenge sessions open at once (429 above), and frames one session takes (then it fails).
+MAX_LIVENESS_SESSIONS = 100
+MAX_SESSION_FRAMES = 150
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,12 @@ class Settings:
     threshold: float | None = None
     min_enroll_face: int = 60            # enrollment gate: smallest face side, in pixels
     keep_images: bool = False            # only when the gallery is created by the server
-    liveness: str = "off"                # "off" or "passive"
+    liveness: str = "off"                # "off", "passive", "active" (challenge sessions) or "both"
+    challenge_s: float = 10.0            # active: time to meet the challenge, from a session's first frame
+    session_ttl_s: float = 60.0          # active: a session's life, from its opening to its use by /v1/verify
+    max_sessions: int = MAX_LIVENESS_SESSIONS
+    max_session_frames: int = MAX_SESSION_FRAMES
+    challenges: tuple[str, ...] | None = None   # tests only: the same challenges for every session
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     max_pixels: int = MAX_PIXELS
     max_enroll_images: int = MAX_ENROLL_IMAGES
@@ -36,6 +45,11 @@ class Settings:
     lockout_failures: int = 5
     lockout_window_s: float = 300.0
     lockout_s: float = 300.0
+
+    @property
+    def active_liveness(self) -> bool:
+        """Does a claim verification need a passed challenge session?"""
+        return self.liveness in ("active", "both")
 
     def __post_init__(self) -> None:
         from ..gallery.store import is_database_url
@@ -45,8 +59,17 @@ class Settings:
         if self.keys_file is None:
             object.__setattr__(self, "keys_file", keys_file_for(self.gallery))
         object.__setattr__(self, "keys_file", Path(self.keys_file))
-        if self.liveness not in ("off", "passive"):
-            raise ConfigError(f"liveness must be 'off' or 'passive', got {self.liveness!r}")
+        if self.liveness not in LIVENESS_MODES:
+            raise ConfigError(f"liveness must be one of {', '.join(LIVENESS_MODES)}, got {self.liveness!r}")
+        if self.challenge_s <= 0 or self.session_ttl_s < self.challenge_s:
+            raise ConfigError(f"the challenge time must be positive and the session life at least as long "
+                              f"(got {self.challenge_s:g} s and {self.session_ttl_s:g} s)")
+        if self.max_sessions < 1 or self.max_session_frames < 1:
+            raise ConfigError("max_sessions and max_session_frames must be >= 1")
+        if self.challenges is not None:
+            from ..liveness.active import ActiveCheck
+
+            object.__setattr__(self, "challenges", tuple(ActiveCheck(self.challenges).challenges))  # validated
         if self.max_upload_bytes < 1024 or self.max_pixels < 1024 or self.max_enroll_images < 1:
             raise ConfigError("upload, pixel and image-count limits must be positive (upload >= 1 kB)")
         if self.workers < 1:

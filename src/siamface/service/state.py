@@ -1,5 +1,6 @@
 """`Service`: what one server process holds — the pipeline (models loaded once, at start-up), the gallery,
-the API keys, the lock-out book, the optional liveness model — and the blocking work each route needs.
+the API keys, the lock-out book, the optional liveness model and challenge sessions — and the blocking work
+each route needs.
 
 Every method here that decodes an image or runs a model is synchronous and is called by the routes in a
 worker thread (`run`), never on the event loop; at most `settings.workers` of them run at once, so a burst of
@@ -18,11 +19,12 @@ import anyio.to_thread
 import numpy as np
 
 from .. import __version__
-from ..errors import NoFaceError
+from ..errors import ConfigError, NoFaceError
 from ..image import load_image
 from .errors import ServiceError
 from .keys import KeyStore
 from .lockout import Lockout
+from .sessions import PASSED, PENDING, LivenessSessions, Session
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,9 @@ class Service:
         self.pipeline = None
         self.gallery = None
         self.liveness = None
+        self.sessions = LivenessSessions(ttl=settings.session_ttl_s, max_sessions=settings.max_sessions,
+                                         max_frames=settings.max_session_frames, challenge_s=settings.challenge_s,
+                                         challenges=settings.challenges)
         self.created_gallery = False
         self._limiter: anyio.CapacityLimiter | None = None
 
@@ -69,12 +74,15 @@ class Service:
         from ..gallery import QualityGates
 
         self.gallery.gates = QualityGates(min_face=s.min_enroll_face)
-        if s.liveness == "passive":
+        if s.liveness in ("passive", "both"):
             from ..liveness import PassiveLiveness
 
             self.liveness = PassiveLiveness()
         # Warm-up: build both models and run each once, so the first request does not pay for it.
-        self.pipeline.embed(np.full((120, 120, 3), 127, np.uint8))
+        warm = self.pipeline.embed(np.full((120, 120, 3), 127, np.uint8))
+        if s.active_liveness and "keypoints" not in warm.data:
+            raise ConfigError(f"--liveness {s.liveness} needs a detector with 5 keypoints (retinaface, mtcnn), "
+                              f"not {warm.detector!r}")
         self.gallery.index.search(np.zeros((1, self.pipeline.encoder.info.embedding_size), np.float32), k=1)
 
     def close(self) -> None:
@@ -124,8 +132,10 @@ class Service:
     def person(self, name: str):
         return self.gallery.store.person(name)
 
-    def verify_claim(self, person, probe: Upload, rule: str, fraction: float) -> tuple[bool, dict[str, Any]]:
-        """(granted, evidence). Granted needs the face to match and, with liveness on, to be live."""
+    def verify_claim(self, person, probe: Upload, rule: str, fraction: float,
+                     session: Session | None = None) -> tuple[bool, dict[str, Any]]:
+        """(granted, evidence). Granted needs the face to match and, with liveness on, to be live: passive,
+        a live score of the probe; active, a passed challenge `session` whose faces are all the person."""
         image = self.decode(probe)
         try:
             result = self.gallery.verify(person.name, image, rule=rule, fraction=fraction)
@@ -134,14 +144,64 @@ class Service:
         result = dataclasses.replace(result, probe=probe.label)
         payload = result.to_dict()
         granted = result.accepted
-        if self.liveness is not None:
-            live = self._liveness(image, result.box)
+        live = self._liveness(image, result.box)
+        if self.settings.active_liveness:
+            active = self._challenge_evidence(session, person, result.threshold)
+            payload["liveness"] = {"mode": self.settings.liveness, "active": active}
+            if live is not None:
+                payload["liveness"]["passive"] = live
+            if granted and not active["passed"]:
+                payload["notes"].append(f"the face matches but the liveness challenge failed: {active['reason']}")
+            elif granted and not active["same_person"]:
+                payload["notes"].append(f"a face seen during the liveness challenge is not {person.name} "
+                                        f"(lowest score {active['lowest_score']})")
+            granted = granted and active["passed"] and active["same_person"]
+        elif live is not None:
             payload["liveness"] = live
-            if granted and not live["live"]:
-                granted = False
-                payload["notes"].append("the face matches but did not pass the liveness check")
+        if granted and live is not None and not live["live"]:
+            granted = False
+            payload["notes"].append("the face matches but did not pass the liveness check")
         payload["granted"] = granted
         return granted, payload
+
+    def _challenge_evidence(self, session: Session, person, threshold: float) -> dict[str, Any]:
+        """The session's result, and whether every face it saw is `person` (at the 1:1 threshold)."""
+        evidence = session.evidence()
+        lowest = None
+        if session.faces:
+            _, scores = self.gallery.index.person_scores(np.stack(session.faces), person.id)
+            lowest = float(scores.max(axis=1).min()) if scores.shape[1] else -1.0
+        evidence["passed"] = session.state == PASSED
+        evidence["lowest_score"] = None if lowest is None else round(lowest, 4)
+        evidence["same_person"] = lowest is not None and lowest >= threshold
+        return evidence
+
+    def liveness_session(self, session_id: str | None, key: str | None) -> Session | None:
+        """The challenge session a claim verification uses up (None when liveness is not active)."""
+        if not self.settings.active_liveness:
+            return None
+        if not session_id:
+            raise ServiceError(400, "liveness-required",
+                               f"this server's liveness is {self.settings.liveness}: open a session (POST "
+                               f"/v1/liveness/sessions), meet its challenge with frames, then send its id as "
+                               f"'liveness_session'")
+        return self.sessions.use(session_id, key)
+
+    def liveness_frame(self, session_id: str, key: str | None, frame: Upload) -> dict[str, Any]:
+        """One camera frame for a challenge session: its largest face fed to the check; the session's state."""
+        session = self.sessions.frame_slot(session_id, key)
+        if session.state != PENDING:
+            return self.sessions.describe(session)
+        image = self.decode(frame)
+        faces = self.pipeline.detect(image)
+        if len(faces) == 0:
+            state = self.sessions.feed(session, None, None, None)
+            if state["state"] == PENDING:
+                raise ServiceError(422, "no-face", f"no face found in {frame.label}", extra={"session": state})
+            return state
+        largest = self.pipeline.embed(image, faces[:1])
+        keypoints = largest.data["keypoints"][0]
+        return self.sessions.feed(session, keypoints, largest.boxes[0], largest.embeddings[0])
 
     def identify(self, probe: Upload, top: int, margin: float | None) -> dict[str, Any]:
         from ..gallery.core import DEFAULT_MARGIN

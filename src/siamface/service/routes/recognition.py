@@ -14,9 +14,10 @@ router = APIRouter(prefix="/v1", tags=["recognition"], dependencies=[Depends(api
 
 
 @router.post("/verify", summary="Same person? Two images (a, b), or a claimed person and a probe image",
-             responses=error_responses(400, 401, 403, 404, 413, 422, 429))
+             responses=error_responses(400, 401, 403, 404, 409, 410, 413, 422, 429))
 async def verify(
     svc: Annotated[Service, Depends(service)],
+    key: Annotated[str | None, Depends(api_key)],
     claim: Annotated[str | None, Form(description="the enrolled person claimed (with `image`)")] = None,
     image: Annotated[UploadFile | None, File(description="the probe, with `claim`")] = None,
     a: Annotated[UploadFile | None, File(description="first image (without `claim`)")] = None,
@@ -25,18 +26,27 @@ async def verify(
                                                                           "template scores combine")] = "best",
     fraction: Annotated[float, Form(gt=0, le=1, description="with rule=fraction: share of templates "
                                                             "that must match")] = 0.5,
+    liveness_session: Annotated[str | None, Form(description="with `claim`, when the server's liveness is "
+                                                             "active or both: a decided liveness session "
+                                                             "(used up by this request)")] = None,
 ) -> dict[str, Any]:
     """With `claim` + `image`: the claim verification of `siamface verify --gallery G --claim NAME` (granted
     when `accepted`, and live when liveness is on), logged in the gallery's audit; denied attempts count
-    towards the person's lock-out (429 once locked). With `a` + `b`: the evidence of `siamface verify A B`."""
+    towards the person's lock-out (429 once locked). With liveness `active` or `both`, a claim also needs
+    `liveness_session`: a session of this key whose challenge passed and whose every face is the claimed
+    person; the session is used up by this request, whatever it answers. With `a` + `b`: the evidence of
+    `siamface verify A B`."""
     if claim is not None:
         if image is None or a is not None or b is not None:
             raise ServiceError(400, "bad-request", "verify with 'claim' takes one image file in field 'image'")
         probe = await read_upload(image, "image")
         person = await svc.run(svc.person, claim)
+        session = svc.liveness_session(liveness_session, key)
         async with svc.lockout.attempt(person.id) as attempt:
-            granted, payload = await svc.run(svc.verify_claim, person, probe, rule, fraction)
+            granted, payload = await svc.run(svc.verify_claim, person, probe, rule, fraction, session)
             attempt.succeeded() if granted else attempt.failed()
+        if liveness_session and session is None:
+            payload["notes"].append(f"liveness_session ignored: this server's liveness is {svc.settings.liveness}")
         if not granted:
             left = svc.lockout.remaining_lock(person.id)
             if left:
