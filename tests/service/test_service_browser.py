@@ -1,5 +1,7 @@
 """The web page in real headless Chromium, its camera fed by a clip of a real face: enroll through the page,
-then the page names the person live and grants a verification. A screenshot is kept as a test artifact.
+then the page names the person live and grants a verification; on a server with active liveness, the page
+shows the challenge's prompts over the mirrored video while a clip of a head turning right then left
+answers them, and the claim is granted. Screenshots are kept as test artifacts.
 
 Needs Debian's `chromium` and `chromium-driver` (``make test`` installs them when it runs as root) and
 selenium (the test extra); skips, saying which is missing, otherwise."""
@@ -15,9 +17,11 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the service extra is not installed (pip install -e '.[service]')")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the test extra)")
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from conftest import att_rgb, scene  # noqa: E402
-from service_support import Server  # noqa: E402
+from conftest import FRONTAL, FRONTAL_2, TURNED_LEFT, TURNED_RIGHT, att_rgb, s26, scene  # noqa: E402
+from service_support import Server, png_bytes  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "out" / "test-artifacts"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -58,6 +62,11 @@ def browser_paths():
     return binary, driver
 
 
+def turning_clip(path: Path) -> None:
+    """s26 facing the camera, turning to its right, facing again, turning to its left: 8 frames each."""
+    write_y4m(path, [s26(image) for image in (FRONTAL, TURNED_RIGHT, FRONTAL_2, TURNED_LEFT) for _ in range(8)])
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     srv = Server(tmp_path_factory.mktemp("page") / "page.db")
@@ -65,13 +74,10 @@ def server(tmp_path_factory):
     srv.stop()
 
 
-def test_page_enrolls_then_names_the_person(server, browser_paths, tmp_path):
+def open_page(server, browser_paths, clip: Path):
+    """Headless Chromium whose camera plays `clip`, on the server's page with its key entered."""
     from selenium.webdriver.chrome.service import Service as DriverService
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    clip = tmp_path / "face.y4m"
-    face_clip(clip)
     binary, driver_path = browser_paths
     options = webdriver.ChromeOptions()
     options.binary_location = binary
@@ -80,13 +86,30 @@ def test_page_enrolls_then_names_the_person(server, browser_paths, tmp_path):
                  f"--use-file-for-fake-video-capture={clip}"):
         options.add_argument(flag)
     browser = webdriver.Chrome(service=DriverService(executable_path=driver_path), options=options)
-    wait = WebDriverWait(browser, 90, poll_frequency=0.2)
-    text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
     try:
         browser.get(server.url + "/")
         browser.find_element(By.ID, "key").send_keys(server.key)
         browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
-        wait.until(lambda b: b.execute_script("return document.getElementById('video').videoWidth") == 640)
+        WebDriverWait(browser, 90, poll_frequency=0.2).until(
+            lambda b: b.execute_script("return document.getElementById('video').videoWidth") == 640)
+    except Exception:
+        browser.quit()
+        raise
+    return browser
+
+
+def no_errors(browser) -> None:
+    errors = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
+    assert not [e for e in errors if "favicon" not in e.get("message", "")], errors
+
+
+def test_page_enrolls_then_names_the_person(server, browser_paths, tmp_path):
+    clip = tmp_path / "face.y4m"
+    face_clip(clip)
+    browser = open_page(server, browser_paths, clip)
+    wait = WebDriverWait(browser, 90, poll_frequency=0.2)
+    text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
+    try:
 
         # Before enrollment the face in view is nobody the gallery knows.
         browser.find_element(By.ID, "identify").click()
@@ -118,7 +141,51 @@ def test_page_enrolls_then_names_the_person(server, browser_paths, tmp_path):
         browser.find_element(By.ID, "verify").click()
         wait.until(lambda b: "GRANTED" in text("verdict") or "DENIED" in text("verdict"))
         assert "GRANTED: this is Ada" in text("verdict")
-        errors = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
-        assert not [e for e in errors if "favicon" not in e.get("message", "")], errors
+        no_errors(browser)
     finally:
         browser.quit()
+
+
+def test_page_meets_an_active_challenge_then_unlocks(browser_paths, tmp_path):
+    srv = Server(tmp_path / "active.db", "--liveness", "active", "--liveness-challenges", "turn_right,turn_left",
+                 "--challenge-seconds", "30")
+    clip = tmp_path / "turning.y4m"
+    turning_clip(clip)
+    browser = None
+    try:
+        enrolled = srv.request("POST", "/v1/people", fields={"name": "s26"},
+                               files=[("images", f"{i}.png", png_bytes(s26(i))) for i in (6, 7)])
+        assert enrolled.status == 201, enrolled.body
+        browser = open_page(srv, browser_paths, clip)
+        text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
+        assert "Liveness: active" in text("liveness-mode")
+        assert browser.execute_script("return getComputedStyle(document.getElementById('video')).transform")\
+            .startswith("matrix(-1")                                                  # a mirrored preview
+        browser.execute_script(  # every prompt the page shows, however briefly
+            "window.prompts = []; const el = document.getElementById('prompt');"
+            "new MutationObserver(() => window.prompts.push(el.textContent))"
+            ".observe(el, {childList: true, characterData: true, subtree: true});")
+        browser.find_element(By.ID, "claim").send_keys("s26")
+        browser.find_element(By.ID, "verify").click()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shot = ARTIFACTS / "service_page_challenge.png"
+        shot.unlink(missing_ok=True)
+
+        def decided(b) -> bool:
+            if not shot.exists() and "left" in text("prompt"):
+                b.save_screenshot(str(shot))   # the prompt over the video
+            return "GRANTED" in text("verdict") or "DENIED" in text("verdict") or "bad" in \
+                b.find_element(By.ID, "verdict").get_attribute("class")
+
+        WebDriverWait(browser, 90, poll_frequency=0.1).until(decided)
+        prompts = set(browser.execute_script("return window.prompts"))
+        assert "GRANTED: this is s26" in text("verdict"), (text("verdict"), text("evidence"))
+        assert "challenge turn_right then turn_left passed" in text("evidence")
+        assert {"turn your head to your right →", "← turn your head to your left"} <= prompts, prompts
+        assert not browser.find_element(By.ID, "prompt").is_displayed()
+        assert browser.save_screenshot(str(ARTIFACTS / "service_page_active.png"))
+        no_errors(browser)
+    finally:
+        if browser is not None:
+            browser.quit()
+        srv.stop()

@@ -13,10 +13,12 @@ const ENROLL_FRAMES = 5;
 const ENROLL_GAP_MS = 500;
 const VERIFY_DENIALS = 3;      // stop before the server's lock-out (5 failures)
 const VERIFY_TIMEOUT_MS = 10000;
+const CHALLENGE_EVERY_MS = 150; // active liveness: a frame this often, one request in flight at a time
 const COLOURS = { known: "#22c55e", ambiguous: "#eab308", unknown: "#ef4444" };
 
 let identifying = false;
 let busy = false;
+let livenessMode = "off";      // the server's, from /v1/health
 
 // -- key -----------------------------------------------------------------------------------------------
 function apiKey() { return sessionStorage.getItem("siamface-key") || ""; }
@@ -76,7 +78,8 @@ function draw(faces, scale) {
   ctx.lineWidth = Math.max(2, overlay.width / 240);
   ctx.font = `${Math.max(14, overlay.width / 32)}px sans-serif`;
   for (const face of faces) {
-    const [x1, y1, x2, y2] = face.box.map((v) => v / scale);
+    const [bx1, y1, bx2, y2] = face.box.map((v) => v / scale);
+    const x1 = overlay.width - bx2, x2 = overlay.width - bx1;  // the preview is mirrored, the frames are not
     const colour = COLOURS[face.status] || COLOURS.unknown;
     const label = face.similarity == null ? face.person : `${face.person} ${face.similarity.toFixed(2)}`;
     ctx.strokeStyle = colour;
@@ -101,6 +104,24 @@ function listFaces(faces) {
       face.similarity.toFixed(3)}${live})`;
     return item;
   }));
+}
+
+// -- server --------------------------------------------------------------------------------------------
+const LIVENESS_HELP = {
+  off: "Liveness: off on this server.",
+  passive: "Liveness: passive (each frame must look live).",
+  active: "Liveness: active. Verify asks you to move your head; follow the prompt over the video.",
+  both: "Liveness: active and passive. Verify asks you to move your head; follow the prompt over the video.",
+};
+
+async function readServer() {
+  try {
+    const response = await fetch("/v1/health");
+    livenessMode = (await response.json()).liveness || "off";
+  } catch (err) {
+    livenessMode = "off";
+  }
+  $("liveness-mode").textContent = LIVENESS_HELP[livenessMode] || `Liveness: ${livenessMode}.`;
 }
 
 // -- camera --------------------------------------------------------------------------------------------
@@ -205,52 +226,130 @@ $("identify").addEventListener("click", () => {
 });
 
 // -- verify ----------------------------------------------------------------------------------------------
+function verdictIs(text, kind) {
+  $("verdict").textContent = text;
+  $("verdict").className = kind || "";
+}
+
+function livenessText(liveness) {
+  if (!liveness) return "";
+  if (!liveness.mode) return liveness.live ? "live" : "NOT live";           // passive only
+  const parts = [];
+  const a = liveness.active;
+  if (a) {
+    let text = `challenge ${a.challenges.join(" then ")} ${a.passed ? "passed" : "failed"}`;
+    text += a.passed ? ` (parallax ${a.parallax.toFixed(2)})` : ` (${a.reason})`;
+    if (a.same_person === false) text += ", but another face answered it";
+    parts.push(text);
+  }
+  if (liveness.passive) {
+    parts.push(`passive ${liveness.passive.score.toFixed(2)}, ${liveness.passive.live ? "live" : "NOT live"}`);
+  }
+  return "Liveness: " + parts.join("; ") + ".";
+}
+
+function showVerification(r, scale) {
+  draw([{ box: r.box, person: r.claim, status: r.granted ? "known" : "unknown", similarity: r.score }], scale);
+  $("evidence").textContent = livenessText(r.liveness);
+  const score = `score ${r.score.toFixed(3)} ${r.accepted ? "≥" : "<"} ${r.threshold.toFixed(3)}`;
+  if (r.granted) verdictIs(`GRANTED: this is ${r.claim} (${score})`, "good");
+  else verdictIs(`DENIED: ${r.notes.length ? r.notes[r.notes.length - 1] : "not recognised as " + r.claim} (${score})`,
+                 "bad");
+}
+
+async function verifyClaim(claim, session) {
+  const { blob, scale } = await frame();
+  const form = new FormData();
+  form.append("claim", claim);
+  form.append("image", blob, "frame.jpg");
+  if (session) form.append("liveness_session", session);
+  return { answer: await api("/v1/verify", form), scale };
+}
+
+// Without active liveness: frames until one is granted, or 3 denials, or the timeout.
+async function verifyFrames(claim) {
+  let denials = 0;
+  const deadline = performance.now() + VERIFY_TIMEOUT_MS;
+  while (performance.now() < deadline) {
+    verdictIs(`Checking ${claim}…`);
+    const { answer, scale } = await verifyClaim(claim, null);
+    if (answer.ok) {
+      const r = answer.body;
+      if (r.granted) { showVerification(r, scale); return; }
+      draw([{ box: r.box, person: r.claim, status: "unknown", similarity: r.score }], scale);
+      denials += 1;
+      verdictIs(`Denied ${denials}/${VERIFY_DENIALS} (score ${r.score.toFixed(3)} < ` +
+                `${r.threshold.toFixed(3)})${r.liveness && !r.liveness.live ? ", not live" : ""}`);
+      if (denials >= VERIFY_DENIALS) break;
+    } else if (answer.body.error !== "no-face") {
+      verdictIs(problem(answer), "bad");
+      return;
+    }
+    await sleep(IDENTIFY_EVERY_MS);
+  }
+  verdictIs(`DENIED: not recognised as ${claim}.`, "bad");
+}
+
+// The prompt over the (mirrored) video, with an arrow the way the user should turn.
+function prompt(text) {
+  const el = $("prompt");
+  el.hidden = !text;
+  el.textContent = !text ? "" : /\bleft\b/.test(text) ? `← ${text}` : /\bright\b/.test(text) ? `${text} →` : text;
+}
+
+// Active liveness: a challenge session fed frames until it is decided, then the claim with its id.
+async function verifyActive(claim) {
+  verdictIs("Starting the liveness challenge…");
+  let answer = await api("/v1/liveness/sessions", new FormData());
+  if (!answer.ok) { verdictIs(problem(answer), "bad"); return; }
+  let session = answer.body;
+  const path = `/v1/liveness/sessions/${encodeURIComponent(session.session_id)}/frames`;
+  const deadline = performance.now() + 1000 * session.expires_in;
+  try {
+    while (session.state === "pending" && performance.now() < deadline) {
+      const started = performance.now();
+      const form = new FormData();
+      form.append("image", (await frame()).blob, "frame.jpg");
+      answer = await api(path, form);
+      if (answer.ok) {
+        session = answer.body;
+        prompt(session.prompt);
+      } else if (answer.body.error === "no-face" && answer.body.session) {
+        session = answer.body.session;
+        prompt(`No face in view: ${session.prompt}`);
+      } else {
+        verdictIs(problem(answer), "bad");
+        return;
+      }
+      verdictIs(`Liveness: ${session.completed} of ${session.challenges.length} done…`);
+      await sleep(Math.max(0, CHALLENGE_EVERY_MS - (performance.now() - started)));
+    }
+  } finally {
+    prompt("");
+  }
+  if (session.state === "pending") { verdictIs("DENIED: the liveness challenge ran out of time.", "bad"); return; }
+  verdictIs(`Challenge ${session.state}; checking ${claim}…`);
+  const verified = await verifyClaim(claim, session.session_id);
+  if (verified.answer.ok) showVerification(verified.answer.body, verified.scale);
+  else verdictIs(problem(verified.answer), "bad");
+}
+
 $("verify-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const claim = $("claim").value.trim();
   if (!claim || !cameraReady() || busy) return;
   busy = true;
-  const verdict = $("verdict");
-  verdict.className = "";
-  let denials = 0;
-  const deadline = performance.now() + VERIFY_TIMEOUT_MS;
+  $("evidence").textContent = "";
   try {
-    while (performance.now() < deadline) {
-      const { blob, scale } = await frame();
-      const form = new FormData();
-      form.append("claim", claim);
-      form.append("image", blob, "frame.jpg");
-      verdict.textContent = `Checking ${claim}…`;
-      const answer = await api("/v1/verify", form);
-      if (answer.ok) {
-        const r = answer.body;
-        draw([{ box: r.box, person: r.claim, status: r.granted ? "known" : "unknown", similarity: r.score }],
-             scale);
-        if (r.granted) {
-          verdict.textContent = `GRANTED: this is ${r.claim} (score ${r.score.toFixed(3)} ≥ ${r.threshold.toFixed(3)})`;
-          verdict.className = "good";
-          return;
-        }
-        denials += 1;
-        verdict.textContent = `Denied ${denials}/${VERIFY_DENIALS} (score ${r.score.toFixed(3)} < ` +
-                              `${r.threshold.toFixed(3)})${r.liveness && !r.liveness.live ? ", not live" : ""}`;
-        if (denials >= VERIFY_DENIALS) break;
-      } else if (answer.body.error !== "no-face") {
-        verdict.textContent = problem(answer);
-        verdict.className = "bad";
-        return;
-      }
-      await sleep(IDENTIFY_EVERY_MS);
-    }
-    verdict.textContent = `DENIED: not recognised as ${claim}.`;
-    verdict.className = "bad";
+    if (livenessMode === "active" || livenessMode === "both") await verifyActive(claim);
+    else await verifyFrames(claim);
   } catch (err) {
-    verdict.textContent = `Verify failed: ${err.message}`;
-    verdict.className = "bad";
+    verdictIs(`Verify failed: ${err.message}`, "bad");
   } finally {
     busy = false;
   }
 });
 
 showKeyState();
+readServer();
 startCamera();
