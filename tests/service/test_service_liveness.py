@@ -174,6 +174,36 @@ def test_health_says_active_and_pairs_need_no_session(server):
     assert pair.status == 200 and pair.body["same"] is True
 
 
+def test_both_needs_the_challenge_and_a_live_probe(tmp_path, frames):
+    # The passive model judges colour texture: s26's grey scans pass the challenge but do not look live.
+    srv = Server(tmp_path / "both.db", "--liveness", "both", "--liveness-challenges", "turn_right,turn_left",
+                 "--min-size", "40")
+    try:
+        files = [("images", f"{i}.png", png_bytes(s26(i))) for i in (6, 7)]
+        assert srv.request("POST", "/v1/people", fields={"name": "s26"}, files=files).status == 201
+        state = challenge(srv, frames["genuine"], 20)
+        assert state["state"] == "passed", state
+        answer = verify(srv, "s26", png_bytes(s26(FRONTAL)), state["session_id"])
+        assert answer.status == 200 and answer.body["accepted"] is True and answer.body["granted"] is False
+        live = answer.body["liveness"]
+        assert live["mode"] == "both" and live["active"]["passed"] is True and live["passive"]["live"] is False
+        assert "did not pass the liveness check" in answer.body["notes"][-1]
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--liveness", "active", "--detector", "haar"], "needs a detector with 5 keypoints"),
+    (["--liveness", "active", "--liveness-challenges", "turn_left,blink"], "unknown or no challenges"),
+    (["--liveness", "active", "--challenge-seconds", "90"], "session life at least as long"),
+    (["--liveness", "sometimes"], "invalid choice"),
+])
+def test_serve_refuses_bad_liveness_options(tmp_path, options, message):
+    done = cli("serve", "--gallery", tmp_path / "g.db", "--port", "1", *options)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not (tmp_path / "g.db").exists()
+
+
 # -- the session book, on a fake clock ------------------------------------------------------------------------
 class Clock:
     def __init__(self) -> None:

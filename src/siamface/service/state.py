@@ -66,6 +66,9 @@ class Service:
             options["upsample"] = s.upsample
         self.pipeline = Pipeline(detector=s.detector, model=s.model, threshold=s.threshold,
                                  calibration_file=calibration if calibration.is_file() else None, **options)
+        if s.active_liveness and "keypoints" not in self.pipeline.detect(np.zeros((64, 64, 3), np.uint8)).data:
+            raise ConfigError(f"--liveness {s.liveness} needs a detector with 5 keypoints (retinaface, mtcnn), "
+                              f"not {s.detector!r}")
         from ..gallery.store import gallery_exists
 
         self.created_gallery = not gallery_exists(s.gallery)
@@ -79,10 +82,7 @@ class Service:
 
             self.liveness = PassiveLiveness()
         # Warm-up: build both models and run each once, so the first request does not pay for it.
-        warm = self.pipeline.embed(np.full((120, 120, 3), 127, np.uint8))
-        if s.active_liveness and "keypoints" not in warm.data:
-            raise ConfigError(f"--liveness {s.liveness} needs a detector with 5 keypoints (retinaface, mtcnn), "
-                              f"not {warm.detector!r}")
+        self.pipeline.embed(np.full((120, 120, 3), 127, np.uint8))
         self.gallery.index.search(np.zeros((1, self.pipeline.encoder.info.embedding_size), np.float32), k=1)
 
     def close(self) -> None:
