@@ -298,13 +298,15 @@ class AuthDecision:
 
 
 LIVENESS_MODES = ("off", "passive", "active", "both")
+FRAMED_DENY = 3      # passive: deny once this many frames showed a frame (photo / screen border) around the face
 
 
 class Authenticator:
     """1:1 unlock: the largest face of each frame against the claim; grant after `consecutive` frames in a
     row at or above the threshold, deny at `timeout` seconds (or when the source ends).
 
-    `liveness`: "passive" also needs each of those frames to score live (`PassiveLiveness`); "active" needs
+    `liveness`: "passive" also needs each of those frames to score live (`PassiveLiveness`), and denies once
+    `FRAMED_DENY` frames showed a photo's or screen's border around the face; "active" needs
     the challenge of an `ActiveCheck` met, with parallax, before the grant (its prompts are events);
     "both" needs both. Every decision carries the liveness evidence."""
 
@@ -334,6 +336,7 @@ class Authenticator:
         self.stats = Stats()
         self.scores: list[float] = []
         self.live_scores: list[float] = []
+        self.framed_frames = 0
         self.run_length = 0
         self.started = time.monotonic()
         self.decision: AuthDecision | None = None
@@ -343,7 +346,8 @@ class Authenticator:
         evidence: dict[str, Any] = {"mode": self.liveness}
         if self.passive is not None:
             evidence["passive"] = {"model": self.passive.name, "threshold": round(self.passive.threshold, 4),
-                                   "last_scores": [round(s, 4) for s in self.live_scores[-10:]]}
+                                   "last_scores": [round(s, 4) for s in self.live_scores[-10:]],
+                                   "framed_frames": self.framed_frames}
         if self.active is not None:
             result = self.active.result
             evidence["active"] = result.to_dict() if result else {"passed": False, "challenges": self.active.challenges}
@@ -371,12 +375,15 @@ class Authenticator:
             if self.passive is not None:
                 live = self.passive.score(frame.image, box)
                 self.live_scores.append(live.score)
+                self.framed_frames += live.framed
                 ok = ok and live.live
             self.run_length = self.run_length + 1 if ok else 0
             labels, scores = [self.claim if ok else UNKNOWN] + [""] * (len(faces) - 1), [score]
             self.stats.embedded += 1
         else:
             self.run_length = 0
+        if self.decision is None and self.framed_frames >= FRAMED_DENY:
+            self._decide(False, f"liveness: a photo's or screen's border around the face in {self.framed_frames} frames")
         active_done = True
         if self.active is not None and self.decision is None:
             if keypoints is None and len(faces):

@@ -1,9 +1,12 @@
 """`siamface evaluate --liveness DIR`: presentation-attack figures (ISO/IEC 30107-3) on a folder of images.
 
-Layout: ``DIR/live/**`` (or ``real/``, ``bona_fide/``) holds bona fide images; every other sub-folder is
-an attack type named after it (``photo/``, ``replay/``, ``mask/`` ...), images at any depth. The largest
-face of each image is scored by the passive model; images with no face are counted apart. Writes
-report.json and a score histogram (scores.png, with matplotlib) into --out.
+Layout: ``DIR/live/**`` (or ``real/``, ``bona_fide/``) holds bona fide images or videos; every other
+sub-folder is an attack type named after it (``photo/``, ``replay/``, ``mask/`` ...), files at any depth.
+Each file is one presentation. An image: the largest face is scored by the passive check (texture model and
+frame cue). A video (a recording of one attempt): up to `VIDEO_FRAMES` frames spread over it are scored and
+the presentation's score is their median (a framed face scores 0), as a camera session would see it; the
+per-frame figures are reported too. Files with no face are counted apart. Writes report.json and a score
+histogram (scores.png, with matplotlib) into --out.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ from .metrics import LIVE, PadReport, pad_report
 from .passive import PassiveLiveness
 
 LIVE_NAMES = {"live", "real", "bona_fide", "bonafide", "genuine"}
-SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
+SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+VIDEO_FRAMES = 30
 
 
 def collect(root: Path) -> list[tuple[Path, str]]:
@@ -35,21 +41,56 @@ def collect(root: Path) -> list[tuple[Path, str]]:
     return items
 
 
-def score_items(items, pipeline, model: PassiveLiveness, progress=None) -> tuple[np.ndarray, list[str], list[str]]:
+def video_frames(path: Path, count: int = VIDEO_FRAMES):
+    """Up to ``count`` RGB frames spread evenly over a video file."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise ConfigError(f"{path}: cannot open the video")
+    try:
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        step = max(1, total // count) if total > 0 else 1
+        index = kept = 0
+        while kept < count:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if index % step == 0:
+                kept += 1
+                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            index += 1
+    finally:
+        capture.release()
+
+
+def _largest(faces) -> int:
+    boxes = faces.boxes
+    return int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
+
+
+def score_items(items, pipeline, model: PassiveLiveness, progress=None):
+    """(presentation scores, labels, files with no face, per-frame scores, per-frame labels)."""
     from ..image import load_image
 
-    scores, labels, missed = [], [], []
+    scores, labels, missed, frame_scores, frame_labels = [], [], [], [], []
     for n, (path, label) in enumerate(items):
-        image = load_image(path)
-        faces = pipeline.detect(image)
+        images = video_frames(path) if path.suffix.lower() in VIDEO_SUFFIXES else [load_image(path)]
+        seen = []
+        for image in images:
+            faces = pipeline.detect(image)
+            if len(faces):
+                seen.append(model.score(image, faces.boxes[_largest(faces)]).decision_score)
         if progress:
             progress(n + 1, len(items))
-        if not len(faces):
+        if not seen:
             missed.append(str(path))
             continue
-        scores.append(model.score(image, faces.boxes[0]).score)
+        scores.append(float(np.median(seen)))
         labels.append(label)
-    return np.array(scores), labels, missed
+        frame_scores += seen
+        frame_labels += [label] * len(seen)
+    return np.array(scores), labels, missed, np.array(frame_scores), frame_labels
 
 
 def run(args, pipeline) -> int:
@@ -63,10 +104,16 @@ def run(args, pipeline) -> int:
         if not args.quiet and sys.stderr.isatty():
             print(f"\r  scoring {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
 
-    scores, labels, missed = score_items(items, pipeline, model, progress)
+    scores, labels, missed, frame_scores, frame_labels = score_items(items, pipeline, model, progress)
+    if not len(scores):
+        raise ConfigError(f"{root}: no face found in any file")
     report = pad_report(scores, labels, model.threshold)
     payload = {"dataset": str(root), "model": model.name, "trained_on": model.meta.get("trained_on"),
                "no_face": len(missed), "no_face_files": missed[:50], **report.to_dict()}
+    videos = sum(p.suffix.lower() in VIDEO_SUFFIXES for p, _ in items)
+    if videos:
+        payload["videos"] = videos
+        payload["per_frame"] = pad_report(frame_scores, frame_labels, model.threshold).to_dict()
     (out / "report.json").write_text(json.dumps(payload, indent=2))
     written = [out / "report.json"]
     if _histogram(scores, labels, report, out / "scores.png", root.name):
@@ -75,6 +122,10 @@ def run(args, pipeline) -> int:
         print(json.dumps(payload, indent=2))
     else:
         print(_text(root, model, report, missed))
+        if "per_frame" in payload:
+            f = payload["per_frame"]
+            print(f"  per frame ({videos} videos, up to {VIDEO_FRAMES} frames each): BPCER {100 * f['bpcer']:.2f}%, "
+                  + ", ".join(f"APCER {k} {100 * v:.2f}%" for k, v in f["apcer"].items()))
         print("wrote " + ", ".join(map(str, written)))
     return 0
 

@@ -1,13 +1,19 @@
 """Passive liveness: is this face a live person or a presentation attack (printed photo, screen replay)?
 
-One image, one face box, no motion. Features are colour texture (Boulkenafet et al., "Face anti-spoofing
-based on color texture analysis", 2015): a print or a screen re-captured by a camera loses and distorts
-fine texture and chroma differently from skin, which shows in local binary pattern (LBP) histograms of the
-chroma channels more than of the luma. Here: uniform LBP(8,1) histograms of the HSV and YCbCr channels of
-the face (box x1.2, 64x64), plus the radial energy spectrum of the luma (moire, blur) and chroma statistics
-— 373 numbers, about 1 ms. Their square roots (Hellinger map) feed a logistic regression trained by the project
-(`siamface.liveness.train`) on NUAA printed-photo and phone-replay data turns them into a probability of "live". Its weights ship inside
-the package (``models/passive_v1.npz``, a few kB); no torch, no download.
+One image, one face box, no motion. Two cues:
+
+* **Texture** (Boulkenafet et al., "Face anti-spoofing based on color texture analysis", 2015): a print or a
+  screen re-captured by a camera loses and distorts fine texture and chroma differently from skin, which
+  shows in local binary pattern (LBP) histograms of the chroma channels more than of the luma. Here: uniform
+  LBP(8,1) histograms of the HSV and YCbCr channels of the face (box x1.2, 64x64), plus the radial energy
+  spectrum of the luma (moire, blur) and chroma statistics — 373 numbers, about 1 ms. Their square roots
+  (Hellinger map) feed a logistic regression trained by the project (`siamface.liveness.train`) on NUAA
+  printed photos, phone-replay crops, and bona fide faces from other cameras (so that "live" does not mean
+  "looks like the attack datasets' webcam"). Its weights ship inside the package (``models/passive_v2.npz``,
+  a few kB); no torch, no download.
+* **Frame** (`frame_sides`): the straight border of a photo or a phone screen around the face, found in
+  the image around the box (edges, Hough segments; about 2 ms). No training: geometry, so it does not
+  depend on the camera. A face with a frame on three sides is not live, whatever its texture.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import numpy as np
 from ..errors import ModelError
 
 MODEL_DIR = Path(__file__).parent / "models"
-DEFAULT_MODEL = MODEL_DIR / "passive_v1.npz"
+DEFAULT_MODEL = MODEL_DIR / "passive_v2.npz"
 CROP = 64
 FACE_SCALE = 1.2
 RINGS = 8
@@ -94,6 +100,66 @@ def features(image: np.ndarray, box) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32)
 
 
+FRAME_REACH = 1.0     # a frame edge is looked for up to this many face sizes from the face box
+FRAME_FACE = 80       # the face box is rescaled to this height (px) first: the same test at every distance
+SIDES = ("left", "right", "top", "bottom")
+
+
+def frame_sides(image: np.ndarray, box, reach: float = FRAME_REACH) -> tuple[str, ...]:
+    """The sides of the face that have a long straight edge beside them, within ``reach`` face sizes.
+
+    A printed photo's border and a phone's screen or bezel put straight edges around the face; a live face's
+    own outline (hair, jaw, shoulders) is curved, and a door or window behind a person rarely lines up on
+    both sides of it. An edge counts for "left"/"right" when it is near vertical, at least 0.7 face heights
+    long and level with the face; for "top"/"bottom" when near horizontal and spanning the face's centre.
+    Where the face fills the image (a tight crop) there is no room for a frame, and none is reported.
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    w, h = x2 - x1, y2 - y1
+    if w < 8 or h < 8:
+        return ()
+    rows, cols = image.shape[:2]
+    left, top = max(0, int(x1 - reach * w)), max(0, int(y1 - reach * h))
+    right, bottom = min(cols, int(np.ceil(x2 + reach * w))), min(rows, int(np.ceil(y2 + reach * h)))
+    s = FRAME_FACE / h
+    roi = image[top:bottom, left:right]
+    gray = cv2.cvtColor(roi, cv2.COLOR_RGB2GRAY) if roi.ndim == 3 else roi
+    gray = cv2.resize(gray, None, fx=s, fy=s, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    edges = cv2.Canny(cv2.GaussianBlur(gray, (5, 5), 0), 40, 100)
+    lines = cv2.HoughLinesP(edges, 1, np.pi / 180, threshold=int(0.4 * FRAME_FACE),
+                            minLineLength=int(0.7 * FRAME_FACE), maxLineGap=int(0.08 * FRAME_FACE) + 2)
+    if lines is None:
+        return ()
+    # the face box in the rescaled region
+    fx1, fy1, fx2, fy2 = (x1 - left) * s, (y1 - top) * s, (x2 - left) * s, (y2 - top) * s
+    fw, fh = fx2 - fx1, fy2 - fy1
+    cx, cy = (fx1 + fx2) / 2, (fy1 + fy2) / 2
+    found = set()
+    for xa, ya, xb, yb in lines[:, 0].astype(np.float64):
+        angle = abs(np.degrees(np.arctan2(yb - ya, xb - xa))) % 180
+        if abs(angle - 90) < 15:                                   # near vertical
+            x, lo, hi = (xa + xb) / 2, min(ya, yb), max(ya, yb)
+            if lo <= cy <= hi or hi - lo > fh:
+                if fx1 - reach * fw <= x < fx1 - 0.05 * fw:
+                    found.add("left")
+                elif fx2 + 0.05 * fw < x <= fx2 + reach * fw:
+                    found.add("right")
+        elif angle < 15 or angle > 165:                            # near horizontal
+            y, lo, hi = (ya + yb) / 2, min(xa, xb), max(xa, xb)
+            if lo <= cx <= hi:
+                if fy1 - reach * fh <= y < fy1 - 0.05 * fh:
+                    found.add("top")
+                elif fy2 + 0.05 * fh < y <= fy2 + reach * fh:
+                    found.add("bottom")
+    return tuple(side for side in SIDES if side in found)
+
+
+def is_framed(sides) -> bool:
+    """A face inside a frame: straight edges on three (or four) of its sides (hair can line both cheeks)."""
+    sides = set(sides)
+    return len(sides) >= 3
+
+
 def hellinger(x: np.ndarray) -> np.ndarray:
     """Square roots of the (non-negative) features: histograms compared by the Hellinger kernel, linearly."""
     return np.sqrt(np.abs(x))
@@ -101,19 +167,30 @@ def hellinger(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class LivenessScore:
-    """Probability that the face is live, the threshold, and the decision."""
+    """The texture model's probability that the face is live, its threshold, the straight edges found around
+    the face (`frame_sides`), and the decision: live when the texture passes and no frame encloses the face."""
 
     score: float
     threshold: float
     model: str
+    frame: tuple[str, ...] = ()
+
+    @property
+    def framed(self) -> bool:
+        return is_framed(self.frame)
 
     @property
     def live(self) -> bool:
-        return self.score >= self.threshold
+        return self.score >= self.threshold and not self.framed
+
+    @property
+    def decision_score(self) -> float:
+        """The texture score, or 0 for a framed face: one number whose threshold gives `live`."""
+        return 0.0 if self.framed else self.score
 
     def to_dict(self) -> dict:
         return {"score": round(self.score, 4), "threshold": round(self.threshold, 4), "live": self.live,
-                "model": self.model}
+                "frame": list(self.frame), "framed": self.framed, "model": self.model}
 
 
 class PassiveLiveness:
@@ -135,7 +212,8 @@ class PassiveLiveness:
         return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
 
     def score(self, image: np.ndarray, box) -> LivenessScore:
-        return LivenessScore(float(self.probability(features(image, box))[0]), self.threshold, self.name)
+        return LivenessScore(float(self.probability(features(image, box))[0]), self.threshold, self.name,
+                             frame_sides(image, box))
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 50,
