@@ -201,10 +201,16 @@ def test_evaluate_liveness_command(tmp_path, capsys):
         (data / kind).mkdir(parents=True)
         for i, image in enumerate(images):
             cv2.imwrite(str(data / kind / f"{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    # a recording is one presentation: 12 frames of s26 turning, every frame scored
+    writer = cv2.VideoWriter(str(data / "live" / "turning.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    for i in (FRONTAL, TURNED_LEFT, FRONTAL_2, TURNED_RIGHT) * 3:
+        writer.write(cv2.cvtColor(s26(i), cv2.COLOR_RGB2BGR))
+    writer.release()
     assert main(["evaluate", "--liveness", str(data), "--out", str(tmp_path / "out"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["counts"] == {"live": 2, "photo": 2, "screen": 1} and report["no_face"] == 0
+    assert report["counts"] == {"live": 3, "photo": 2, "screen": 1} and report["no_face"] == 0
     assert set(report["apcer"]) == {"photo", "screen"} and 0 <= report["bpcer"] <= 1
+    assert report["videos"] == 1 and report["per_frame"]["counts"]["live"] == 2 + 12
     assert (tmp_path / "out" / "report.json").is_file()
 
     (data / "live").rename(data / "elsewhere")

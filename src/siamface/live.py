@@ -59,6 +59,12 @@ class GalleryMatcher:
         self.threshold = float(threshold) if threshold is not None else float(gallery.threshold)
         self.threshold_source = "given by the caller" if threshold is not None else gallery.threshold_source
         self.identify_threshold = float(threshold) if threshold is not None else float(gallery.identify_threshold)
+        self._ids: dict[str, int] = {}   # claim -> person id: one lookup per session, not one per frame
+
+    def _person_id(self, claim: str) -> int:
+        if claim not in self._ids:
+            self._ids[claim] = self.gallery.store.person(claim).id
+        return self._ids[claim]
 
     def identify(self, embeddings: np.ndarray) -> list[tuple[str | None, float]]:
         hits = self.gallery.index.search(embeddings, k=1)
@@ -74,8 +80,9 @@ class GalleryMatcher:
         return out
 
     def verify(self, claim: str, embeddings: np.ndarray) -> np.ndarray:
-        person = self.gallery.store.person(claim)
-        _, scores = self.gallery.index.person_scores(embeddings, person.id)
+        """Best similarity of each embedding to the claimed person's templates (-1 when none are left:
+        a person removed during the session matches nothing)."""
+        _, scores = self.gallery.index.person_scores(embeddings, self._person_id(claim))
         return scores.max(axis=1) if scores.shape[1] else np.full(len(scores), -1.0)
 
     def log_claim(self, claim: str, accepted: bool, score: float | None, rule: str = "live") -> None:

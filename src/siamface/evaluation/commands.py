@@ -27,7 +27,8 @@ _DATA_HELP = """data (one of):
   --pairs-same F --pairs-different F --root DIR
                                        two-column pair lists relative to DIR (celeba_ids)
   --identify DIR                       open-set 1:N from a folder per person
-  --liveness DIR                       (evaluate) DIR/live/ + DIR/<attack type>/: APCER, BPCER, ACER
+  --liveness DIR                       (evaluate) DIR/live/ + DIR/<attack type>/, images or videos (one
+                                       presentation each): APCER, BPCER, ACER
 """
 
 
@@ -78,7 +79,8 @@ def _data_options(p: argparse.ArgumentParser, liveness: bool = False) -> None:
     x = g.add_mutually_exclusive_group(required=True)
     if liveness:
         x.add_argument("--liveness", metavar="DIR",
-                       help="presentation-attack detection: DIR/live/ and one folder per attack type; APCER, "
+                       help="presentation-attack detection: DIR/live/ and one folder per attack type, images "
+                            "or videos (a video is one presentation: the median over 30 of its frames); APCER, "
                             "BPCER, ACER (--threshold: the liveness threshold)")
     x.add_argument("--folder", metavar="DIR", help="dataset with one sub-folder of images per person")
     x.add_argument("--lfw-pairs", metavar="FILE", help="LFW pairs file (header 'folds pairs-per-class'); needs --root")
