@@ -278,3 +278,26 @@ def test_sigkill_during_bulk_enrollment_leaves_whole_people(new_gallery, tmp_pat
     assert out.returncode == 1 or out.returncode == 0
     check_consistent(g)
     assert len(rows(g, "SELECT name FROM people")) == len(subjects) + 4
+
+
+def test_export_images_gives_a_training_folder(new_gallery, tmp_path):
+    from siamface.training.data import load_faces
+
+    plain = new_gallery("plain")
+    assert cli("enroll", "--gallery", plain, "--folder", bulk_folder(tmp_path / "a", subjects=(3,))).returncode == 0
+    refused = cli("gallery", "export-images", "--gallery", plain, tmp_path / "none")
+    assert refused.returncode == 2 and "--keep-images" in refused.stderr
+
+    kept = new_gallery("kept")
+    bulk = bulk_folder(tmp_path / "b", subjects=(3, 4, 5))
+    assert cli("enroll", "--gallery", kept, "--folder", bulk, "--keep-images").returncode == 0
+    cli("people", "rename", "s5", "x/../y", "--gallery", kept)                 # a name that is not a path
+    out = cli("gallery", "export-images", "--gallery", kept, tmp_path / "train", "--json")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["people"] == 3 and summary["images"] >= 6
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["s3", "s4", "x_.._y"]
+    faces = load_faces(tmp_path / "train", cache_dir="none")                  # what `siamface train` reads
+    assert faces.identities == ["s3", "s4", "x_.._y"] and len(faces) == summary["images"]
+    again = cli("gallery", "export-images", "--gallery", kept, tmp_path / "train")
+    assert again.returncode == 2 and "not an empty folder" in again.stderr

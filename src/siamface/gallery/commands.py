@@ -6,7 +6,7 @@
     siamface identify --gallery G PROBE... [--top-k K] [--margin M] [--out PNG|DIR]
     siamface people   list | show NAME | rename OLD NEW | remove NAME                 (each with --gallery G)
     siamface gallery  export FILE [--with-images] | import FILE [--merge] | stats | audit [--limit N]
-                      | reembed --model M | migrate                                    (each with --gallery G)
+                      | export-images DIR | reembed --model M | migrate                 (each with --gallery G)
 
 A gallery G is an SQLite file, or a PostgreSQL database named by URL (``postgresql://user@host:port/db``,
 the ``postgres`` extra) shared by several processes and machines.
@@ -152,6 +152,15 @@ def add_parsers(sub, chain_options) -> None:
     q.add_argument("--limit", type=int, default=20, metavar="N", help="entries to show (default: 20)")
     q.add_argument("--person", metavar="NAME", help="only entries naming this person")
     q.set_defaults(func=cmd_audit)
+    q = gsub.add_parser("export-images", help="write the kept face images, a folder per person (to train on)",
+                        description="Write every kept face image (a gallery created with --keep-images) as "
+                                    "DIR/<person>/<template id>.png: the folder-per-person layout `siamface "
+                                    "train` reads. DIR must be new or empty. The images are biometric data; "
+                                    "delete DIR when done.")
+    _gallery_option(q, json_flag=True)
+    q.add_argument("dir", help="the folder to write (created; must be empty)")
+    q.add_argument("--person", metavar="NAME", help="only this person's images")
+    q.set_defaults(func=cmd_export_images)
     q = gsub.add_parser("reembed", help="re-embed every template with another model (needs kept images)",
                         description="Recompute every template from its kept face image with --model and bind "
                                     "the gallery to that model, in one transaction.")
@@ -538,6 +547,48 @@ def cmd_migrate(args) -> int:
     else:
         print(f"{store.location}: schema version {after}"
               + (f" (migrated from {before})" if before != after else " (up to date)"))
+    return EXIT_OK
+
+
+def folder_name(name: str) -> str:
+    """A person's name as one safe folder name (separators, control characters and leading dots replaced)."""
+    safe = "".join("_" if c in '/\\:*?"<>|' or ord(c) < 32 else c for c in name).strip()
+    return ("_" + safe[1:] if safe.startswith(".") else safe) or "_"
+
+
+def cmd_export_images(args) -> int:
+    out = Path(args.dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out}: exists and is not an empty folder")
+    with _open(args) as gallery:
+        store = gallery.store
+        templates = store.templates(args.person)
+        if not templates:
+            raise ConfigError("no templates" + (f" for {args.person!r}" if args.person else ""))
+        missing = sum(not t.has_image for t in templates)
+        if missing == len(templates):
+            raise ConfigError(f"{store.location}: no kept images (the gallery was not created with --keep-images)")
+        names = store.names(sorted({t.person_id for t in templates}))
+        folders: dict[int, Path] = {}
+        written = 0
+        for t in templates:
+            if not t.has_image:
+                continue
+            if t.person_id not in folders:
+                folder = out / folder_name(names[t.person_id])
+                if folder in folders.values():
+                    folder = out / f"{folder.name}-{t.person_id}"     # two names that map to one folder
+                folders[t.person_id] = folder
+                folder.mkdir(parents=True, exist_ok=True)
+            (folders[t.person_id] / f"{t.id}.png").write_bytes(store.image(t.id))
+            written += 1
+    summary = {"dir": str(out), "people": len(folders), "images": written, "without_image": missing}
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"wrote {written} image(s) of {len(folders)} people to {out}"
+              + (f"; {missing} template(s) have no kept image" if missing else "")
+              + f"\ntrain on them with: siamface train {out}")
     return EXIT_OK
 
 
