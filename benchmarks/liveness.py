@@ -44,9 +44,8 @@ def largest_face(pipeline, image):
     faces = pipeline.detect(image)
     if not len(faces):
         return None, None
-    b = faces.boxes
-    i = int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
-    return b[i], faces.data["keypoints"][i]
+    i = int(np.argmax(faces.areas))
+    return faces.boxes[i], faces.data["keypoints"][i]
 
 
 def passive_session(scores) -> bool:
@@ -121,13 +120,12 @@ def main() -> None:
         print(f"heldout.texture.apcer.{kind} {value:.4f}")
     print(f"heldout.texture.acer {r.acer:.4f}")
     print(f"heldout.texture.eer {r.eer:.4f}")
-    sources = np.array([i[2].rsplit(":", 1)[0] if not i[2].startswith("replay:") else "replay" for i in items])[use]
+    sources = np.array([T.source_of(i[2]) for i in items])[use]
     for src in sorted(set(sources)):
         m = (sources == src) & (labels[use] == "live")
         if m.any():
             print(f"heldout.texture.bpcer.{src} {np.mean(texture[m] < model.threshold):.4f} (n={int(m.sum())})")
     # the frame cue where there is a scene (NUAA frames, celeba photos); crops keep the texture decision
-    decided = texture >= model.threshold
     paths = [items[i][0] for i in np.flatnonzero(use)]
     framed = np.zeros(len(paths), bool)
     timings = []
@@ -148,20 +146,12 @@ def main() -> None:
     print(f"heldout.texture+frame.acer {r2.acer:.4f}")
     print(f"heldout.frame_cue.fired.live {np.mean(framed[labels[use] == 'live']):.4f}")
     print(f"heldout.frame_cue.fired.photo {np.mean(framed[labels[use] == 'photo']):.4f}")
-    del decided
 
     # 2. bona fide from other cameras ----------------------------------------------------------------
-    def frames_of(path, step):
-        from siamface.video import open_source
-
-        with open_source(path) as source:
-            for i, frame in enumerate(source):
-                if i % step == 0:
-                    yield frame.image
-
     clip = args.data / "videos_hamilton" / "short_hamilton_clip.mp4"
     photos = sorted((args.data / "deepface_pairs" / "dataset").glob("*.jpg"))
-    for name, images in (("hamilton_clip", frames_of(clip, 2) if clip.is_file() else []),
+    every_2nd = itertools.islice(video_frames(clip, 10_000), 0, None, 2) if clip.is_file() else []
+    for name, images in (("hamilton_clip", every_2nd),
                          ("deepface_photos", (load_image(p) for p in photos))):
         refused_t, refused = [], []
         for image in images:
@@ -187,24 +177,22 @@ def main() -> None:
     videos = {"live": args.data / "replay_videos" / "apfol_real2.webm",
               "replay": args.data / "replay_videos" / "apfol_fake2_replay.webm",
               "live:independent": args.data / "videos_hamilton" / "short_hamilton_clip.mp4"}
-    presentations = []      # (label, source, scores, keypoints+boxes)
+    presentations = []      # (label, name, frames)
     for (label, name), files in sorted(recordings.items()):
-        seq = [(load_image(f),) for f in files]
-        presentations.append((label, name, seq))
+        presentations.append((label, name, [load_image(f) for f in files]))
     for label, path in videos.items():
         if path.is_file():
             frames = list(video_frames(path, 10_000))
             label, _, independent = label.partition(":")
             source = "hamilton" if independent else "video"
             for start in range(0, len(frames) - 29, 30):                  # 1-second windows at 30 fps
-                presentations.append((label, f"{source}:{path.stem}:{start // 30}",
-                                      [(f,) for f in frames[start:start + 30]]))
+                presentations.append((label, f"{source}:{path.stem}:{start // 30}", frames[start:start + 30]))
     decisions = defaultdict(list)
     active = defaultdict(list)
     combined = defaultdict(list)
     for label, name, seq in presentations:
         scores, kb = [], []
-        for (image,) in seq:
+        for image in seq:
             box, k = largest_face(pipeline, image)
             scores.append(None if box is None else model.score(image, box))
             kb.append((k, box))

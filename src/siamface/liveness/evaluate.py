@@ -11,6 +11,7 @@ histogram (scores.png, with matplotlib) into --out.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -18,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..video import IMAGE_SUFFIXES
 from .metrics import LIVE, PadReport, pad_report
 from .passive import PassiveLiveness
 
 LIVE_NAMES = {"live", "real", "bona_fide", "bonafide", "genuine"}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 VIDEO_FRAMES = 30
@@ -42,31 +43,13 @@ def collect(root: Path) -> list[tuple[Path, str]]:
 
 
 def video_frames(path: Path, count: int = VIDEO_FRAMES):
-    """Up to ``count`` RGB frames spread evenly over a video file."""
-    import cv2
+    """Up to ``count`` RGB frames spread evenly over a video file (`siamface.video.open_source`)."""
+    from ..video import open_source
 
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise ConfigError(f"{path}: cannot open the video")
-    try:
-        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        step = max(1, total // count) if total > 0 else 1
-        index = kept = 0
-        while kept < count:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            if index % step == 0:
-                kept += 1
-                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            index += 1
-    finally:
-        capture.release()
-
-
-def _largest(faces) -> int:
-    boxes = faces.boxes
-    return int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
+    with open_source(path) as source:
+        step = max(1, source.frame_count // count) if source.frame_count else 1
+        for frame in itertools.islice(source, 0, step * count, step):
+            yield frame.image
 
 
 def score_items(items, pipeline, model: PassiveLiveness, progress=None):
@@ -80,7 +63,7 @@ def score_items(items, pipeline, model: PassiveLiveness, progress=None):
         for image in images:
             faces = pipeline.detect(image)
             if len(faces):
-                seen.append(model.score(image, faces.boxes[_largest(faces)]).decision_score)
+                seen.append(model.score(image, faces.boxes[int(np.argmax(faces.areas))]).decision_score)
         if progress:
             progress(n + 1, len(items))
         if not seen:

@@ -102,12 +102,18 @@ def extract(items, cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     return x, ok
 
 
+def source_of(group: str) -> str:
+    """The data source of an item's group: "nuaa", "replay" or "live:<folder>" (the group less its subject
+    or block)."""
+    return "replay" if group.startswith("replay:") else group.rsplit(":", 1)[0]
+
+
 def split(items) -> np.ndarray:
     """True for held-out items: the last third of the subjects of NUAA and of each ``--live`` folder, the
     last 3 of 10 blocks of each crop kind."""
     held_subjects = set()
-    for source in {g.rsplit(":", 1)[0] for _, _, g, _ in items if not g.startswith("replay:")}:
-        subjects = sorted({g for _, _, g, _ in items if g.rsplit(":", 1)[0] == source})
+    for source in {source_of(g) for _, _, g, _ in items} - {"replay"}:
+        subjects = sorted({g for _, _, g, _ in items if source_of(g) == source})
         held_subjects |= set(subjects[len(subjects) - len(subjects) // 3:])
     test = []
     for _, _, group, _ in items:
@@ -118,10 +124,10 @@ def split(items) -> np.ndarray:
     return np.array(test)
 
 
-def sample_weights(y: np.ndarray, groups: np.ndarray, live_share: float) -> np.ndarray:
+def sample_weights(y: np.ndarray, groups: np.ndarray | None = None, live_share: float = 0.25) -> np.ndarray:
     """Live and attack classes weigh the same; within the live class the ``--live`` folders weigh
     ``live_share`` (when there are any), the attack datasets' own live faces the rest."""
-    extra = np.char.startswith(groups.astype(str), "live:")
+    extra = np.zeros(len(y), bool) if groups is None else np.char.startswith(groups.astype(str), "live:")
     w = np.where(y == 1, 0.5, 0.5 / max((y == 0).sum(), 1))
     own = (y == 1) & ~extra
     if extra.any() and own.any():
@@ -137,7 +143,7 @@ def fit(x: np.ndarray, y: np.ndarray, l2: float, weights: np.ndarray | None = No
     mean = x.mean(0)
     scale = x.std(0) + 1e-6
     if weights is None:                                       # balance live and attack presentations
-        weights = np.where(y == 1, 0.5 / max(y.mean(), 1e-9), 0.5 / max(1 - y.mean(), 1e-9))
+        weights = sample_weights(y)
     weights, bias = fit_logistic((x - mean) / scale, y, l2=l2, weights=weights)
     return {"mean": mean, "scale": scale, "weights": weights, "bias": bias}
 
@@ -199,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     x, ok = extract(items, args.cache)
     labels = np.array([i[1] for i in items])
     groups = np.array([i[2] for i in items])
-    sources = np.array([g.rsplit(":", 1)[0] if not g.startswith("replay:") else "replay" for g in groups])
+    sources = np.array([source_of(g) for g in groups])
     test = split(items)
     y = (labels == LIVE).astype(np.float64)
     print(f"items {len(items)}, no face {int((~ok).sum())}, held out {int((test & ok).sum())}")
