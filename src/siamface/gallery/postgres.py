@@ -35,7 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from ..errors import GalleryError
-from .sqlbase import SqlStore, _blob, _now, matrix_from_rows
+from .sqlbase import SqlStore, _blob, _now, binding_meta, matrix_from_rows
 from .sqlite import SCHEMA_VERSION
 from .store import AuditRecord, ModelBinding, NewTemplate, Person, UnknownPersonError
 
@@ -247,12 +247,7 @@ class PostgresStore(SqlStore):
                 db.execute("UPDATE siamface_schema SET version = %s", (target,))
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             if "model_name" not in meta:
-                if model is None:
-                    raise GalleryError(f"{self.location}: gallery is not bound to a model yet; "
-                                       "open it with the model to bind")
-                meta = {"model_name": model.name, "model_version": model.version,
-                        "embedding_size": str(model.embedding_size),
-                        "keep_images": "1" if keep_images else "0", "created": _now()}
+                meta = binding_meta(self.location, model, keep_images)
                 with db.cursor() as cur:
                     cur.executemany("INSERT INTO meta (key, value) VALUES (%s, %s)", list(meta.items()))
         self.model = ModelBinding(meta["model_name"], meta["model_version"], int(meta["embedding_size"]))

@@ -31,6 +31,14 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def binding_meta(location: str, model: ModelBinding | None, keep_images: bool) -> dict[str, str]:
+    """The meta rows that bind a new gallery to ``model`` (an error when there is no model to bind)."""
+    if model is None:
+        raise GalleryError(f"{location}: gallery is not bound to a model yet; open it with the model to bind")
+    return {"model_name": model.name, "model_version": model.version, "embedding_size": str(model.embedding_size),
+            "keep_images": "1" if keep_images else "0", "created": _now()}
+
+
 def _blob(embedding: np.ndarray, size: int) -> bytes:
     vector = np.asarray(embedding, dtype="<f4").reshape(-1)
     if vector.shape[0] != size:

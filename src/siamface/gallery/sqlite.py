@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import GalleryError
 # MAX_NAME_LENGTH, _blob, _now and check_name are also imported from here by other modules.
-from .sqlbase import MAX_NAME_LENGTH, SqlStore, _blob, _now, check_name, matrix_from_rows  # noqa: F401
+from .sqlbase import MAX_NAME_LENGTH, SqlStore, _blob, _now, binding_meta, check_name, matrix_from_rows  # noqa: F401
 from .store import AuditRecord, ModelBinding, NewTemplate, Person, UnknownPersonError
 
 log = logging.getLogger(__name__)
@@ -253,12 +253,7 @@ class SQLiteStore(SqlStore):
                     db.execute(f"PRAGMA user_version = {target}")
                 meta = dict(db.execute("SELECT key, value FROM meta"))
                 if "model_name" not in meta:
-                    if model is None:
-                        raise GalleryError(f"{self.path}: gallery is not bound to a model yet; "
-                                           "open it with the model to bind")
-                    meta = {"model_name": model.name, "model_version": model.version,
-                            "embedding_size": str(model.embedding_size),
-                            "keep_images": "1" if keep_images else "0", "created": _now()}
+                    meta = binding_meta(str(self.path), model, keep_images)
                     db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
         except sqlite3.DatabaseError as exc:
             raise GalleryError(f"{self.path}: not a usable gallery file ({exc})") from None
