@@ -78,9 +78,10 @@ def test_detections_are_the_recorded_ones(name):
     got = _detections(_images()[name])
     assert [len(got[k]) for k in expected] == [len(v) for v in expected.values()]
     for key, value in expected.items():
-        # float32 inference: the same file and decoding give the same numbers to well under a pixel
+        # bit for bit on the machine that recorded them; another CPU's float32 kernels may differ in the
+        # last digits, so the tolerance is a hundredth of a pixel (and of a score)
         np.testing.assert_allclose(np.asarray(got[key]).reshape(-1), np.asarray(value).reshape(-1),
-                                   rtol=0, atol=1e-3, err_msg=f"{name}: {key}")
+                                   rtol=0, atol=1e-2, err_msg=f"{name}: {key}")
 
 
 if __name__ == "__main__":
