@@ -239,12 +239,15 @@ def cmd_enroll(args) -> int:
         raise ConfigError("--min-gap must be >= 0 and --timeout > 0 seconds")
     metadata = None
     if args.metadata:
+        from .sqlbase import MAX_JSON_DEPTH, json_object
+
         try:
             metadata = json.loads(args.metadata)
         except ValueError as exc:
             raise ConfigError(f"--metadata is not valid JSON ({exc})") from None
-        if not isinstance(metadata, dict):
-            raise ConfigError("--metadata must be a JSON object")
+        except RecursionError:
+            raise ConfigError(f"--metadata is nested more than {MAX_JSON_DEPTH} levels deep") from None
+        json_object(metadata, "--metadata")   # the store's bounds, checked before any gallery is created
     if args.folder and not args.name and metadata:
         raise ConfigError("--metadata is for one person; a folder of person folders enrolls many")
     gates = QualityGates(min_face=args.min_size, strict=args.strict,
@@ -353,6 +356,8 @@ def cmd_identify(args) -> int:
                 score = f"{face.similarity:.4f}" if face.similarity is not None else "-"
                 others = ", ".join(f"{c.person} {c.similarity:.4f}" for c in face.candidates[1:])
                 print(f"  [{i}] {box}: {face.name} ({score})" + (f"  next: {others}" if others else ""))
+            for note in r.notes:
+                print(f"  note: {note}")
         for probe, out in outputs.items():
             print(f"annotated {probe} -> {out}")
     return EXIT_OK if all(r.found for r in results) else EXIT_NO
@@ -444,7 +449,7 @@ def cmd_show(args) -> int:
 
 def cmd_delete(args) -> int:
     with _store(args) as store:
-        person = store.person(args.name)
+        person = store.person(args.name, metadata=False)   # a person whose metadata is damaged can go
         removed = store.delete(person.name)
     if args.json:
         _print_json({"removed": person.name, "templates": removed})
