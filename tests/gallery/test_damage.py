@@ -24,15 +24,8 @@ from siamface.gallery import Gallery, ModelBinding, NewTemplate, SQLiteStore, op
 from siamface.gallery.store import DamagedGalleryError, ReadOnlyGalleryError
 
 from conftest import att
-from gallery_support import (backend, cli, cli_command, is_url, new_gallery, postgres_gallery, rows,  # noqa: F401
-                             unit_vectors)
-
-MODEL = ModelBinding("test-model", "1", 128)
-
-
-@pytest.fixture()
-def store_spec(new_gallery):
-    return new_gallery()
+from gallery_support import (MODEL_128 as MODEL, backend, cli, cli_command, is_url, new_gallery,  # noqa: F401
+                             postgres_gallery, rows, store_spec, unit_vectors)
 
 
 @pytest.fixture()
