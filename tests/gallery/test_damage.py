@@ -136,6 +136,24 @@ def test_a_gallery_on_a_read_only_folder_is_opened_read_only(tmp_path, monkeypat
         assert not s.read_only
 
 
+def test_decisions_on_a_read_only_gallery_are_made_and_say_they_are_not_audited(tmp_path, pipeline):
+    from siamface.gallery.core import NOT_AUDITED
+    from siamface.live import GalleryMatcher
+
+    path = tmp_path / "people.db"
+    with Gallery(path, pipeline, create=True) as g:
+        g.enroll("s3", [att(3, 2), att(3, 3)])
+    before = path.read_bytes()
+    with Gallery(SQLiteStore(path, read_only=True), pipeline) as g:
+        claim = g.verify("s3", att(3, 1))
+        assert claim.accepted and NOT_AUDITED in claim.notes
+        found = g.identify(att(3, 1))
+        assert found.names == ["s3"] and NOT_AUDITED in found.notes
+        assert GalleryMatcher(g).log_claim("s3", True, 0.97) == (NOT_AUDITED,)   # `authenticate`'s log
+        assert g.store.audit() == []
+    assert path.read_bytes() == before
+
+
 def _unprivileged(tmp_root: Path) -> list[str]:
     """A command prefix that runs as an ordinary user (the tests may run as root, which ignores permission
     bits), or a skip."""

@@ -346,13 +346,14 @@ class Gallery:
             fraction=fraction if rule == "fraction" else None, probe=label, notes=notes,
             threshold_far=self.threshold_far if threshold is None else None)
         if audit:
-            unlogged = self._log([AuditRecord("verify", person.id, person.id if accepted else None, score, thr,
+            unlogged = self.audit([AuditRecord("verify", person.id, person.id if accepted else None, score, thr,
                                               bool(accepted), rule, model.name)])
             result = dataclasses.replace(result, notes=result.notes + unlogged)
         return result
 
-    def _log(self, records: list[AuditRecord]) -> tuple[str, ...]:
-        """Write the decisions to the audit log; on a read-only gallery, the note that they were not."""
+    def audit(self, records: list[AuditRecord]) -> tuple[str, ...]:
+        """Write decisions to the store's audit log: () once written, or on a read-only gallery, which
+        cannot log them, the note that says so (to show with the decision)."""
         if getattr(self.store, "read_only", False):
             return (NOT_AUDITED,)
         self.store.log(records)
@@ -397,7 +398,7 @@ class Gallery:
                                        model.name))
         notes = () if len(faces) else ("no face found",)
         if audit:
-            notes += self._log(records)
+            notes += self.audit(records)
         return Identification(label, tuple(identities), thr, source, model.name, notes, margin)
 
     # -- maintenance -----------------------------------------------------------------------------------
