@@ -85,14 +85,14 @@ class GalleryMatcher:
         _, scores = self.gallery.index.person_scores(embeddings, self._person_id(claim))
         return scores.max(axis=1) if scores.shape[1] else np.full(len(scores), -1.0)
 
-    def log_claim(self, claim: str, accepted: bool, score: float | None, rule: str = "live") -> None:
-        """Record a live 1:1 decision in the gallery's audit log."""
+    def log_claim(self, claim: str, accepted: bool, score: float | None, rule: str = "live") -> tuple[str, ...]:
+        """Record a live 1:1 decision in the gallery's audit log (notes: why it could not be, when so)."""
         from .gallery.store import AuditRecord
 
-        person = self.gallery.store.person(claim)
-        self.gallery.store.log([AuditRecord("verify", person.id, person.id if accepted else None, score,
-                                            self.threshold, bool(accepted), rule,
-                                            self.gallery.check_model().name)])
+        person = self.gallery.store.person(claim, metadata=False)
+        return self.gallery.audit([AuditRecord("verify", person.id, person.id if accepted else None, score,
+                                               self.threshold, bool(accepted), rule,
+                                               self.gallery.check_model().name)])
 
 
 # -- tracking ------------------------------------------------------------------------------------------

@@ -111,7 +111,8 @@ def cmd_authenticate(args) -> int:
         except KeyboardInterrupt:
             auth.finish()
         decision = auth.decision
-        matcher.log_claim(args.claim, decision.granted, decision.best_score, rule="live")
+        for note in matcher.log_claim(args.claim, decision.granted, decision.best_score, rule="live"):
+            print(f"siamface: note: {note}", file=sys.stderr)
     _summary("authenticate", auth.stats, f"; {'GRANTED' if decision.granted else 'DENIED'}: {decision.reason}",
              as_json=args.json)
     return EXIT_GRANTED if decision.granted else EXIT_DENIED

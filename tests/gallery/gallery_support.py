@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import att
+from siamface.gallery.store import ModelBinding
 
 #: Enrolled in the shared gallery with images 2, 3, 4; image 1 of each is the probe. s1 and s2 are kept
 #: out: some of their images are too small or in profile for the gates (see test_enroll.py), and s2 is the
@@ -154,6 +155,16 @@ def new_gallery(backend, tmp_path):
         return tmp_path / f"{stem}.db"
 
     return make
+
+
+#: The model synthetic-template stores are bound to.
+MODEL_128 = ModelBinding("test-model", "1", 128)
+
+
+@pytest.fixture()
+def store_spec(new_gallery):
+    """The spec of a new gallery (a file or a database) for store-level tests."""
+    return new_gallery()
 
 
 @pytest.fixture()

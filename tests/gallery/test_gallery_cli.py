@@ -299,5 +299,7 @@ def test_export_images_gives_a_training_folder(new_gallery, tmp_path):
     assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["s3", "s4", "x_.._y"]
     faces = load_faces(tmp_path / "train", cache_dir="none")                  # what `siamface train` reads
     assert faces.identities == ["s3", "s4", "x_.._y"] and len(faces) == summary["images"]
+    written = [tmp_path / "train", *(tmp_path / "train").rglob("*")]
+    assert {oct(p.stat().st_mode & 0o777) for p in written} == {"0o700", "0o600"}    # owner only: biometric
     again = cli("gallery", "export-images", "--gallery", kept, tmp_path / "train")
     assert again.returncode == 2 and "not an empty folder" in again.stderr

@@ -21,15 +21,8 @@ from siamface.errors import GalleryError, ModelMismatchError
 from siamface.gallery import (MIGRATIONS, SCHEMA_VERSION, AuditRecord, ModelBinding, NewTemplate, PostgresStore,
                               SQLiteStore, UnknownPersonError, open_store)
 
-from gallery_support import (backend, check_consistent, is_url, new_gallery, postgres_gallery, rows,  # noqa: F401
-                             unit_vectors)
-
-MODEL = ModelBinding("test-model", "1", 128)
-
-
-@pytest.fixture()
-def store_spec(new_gallery):
-    return new_gallery()
+from gallery_support import (MODEL_128 as MODEL, backend, check_consistent, is_url, new_gallery,  # noqa: F401
+                             postgres_gallery, rows, store_spec, unit_vectors)
 
 
 @pytest.fixture()

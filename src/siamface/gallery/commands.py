@@ -155,8 +155,8 @@ def add_parsers(sub, chain_options) -> None:
     q = gsub.add_parser("export-images", help="write the kept face images, a folder per person (to train on)",
                         description="Write every kept face image (a gallery created with --keep-images) as "
                                     "DIR/<person>/<template id>.png: the folder-per-person layout `siamface "
-                                    "train` reads. DIR must be new or empty. The images are biometric data; "
-                                    "delete DIR when done.")
+                                    "train` reads. DIR must be new or empty. The images are biometric data: "
+                                    "the folders are written 0700 and the files 0600; delete DIR when done.")
     _gallery_option(q, json_flag=True)
     q.add_argument("dir", help="the folder to write (created; must be empty)")
     q.add_argument("--person", metavar="NAME", help="only this person's images")
@@ -239,12 +239,15 @@ def cmd_enroll(args) -> int:
         raise ConfigError("--min-gap must be >= 0 and --timeout > 0 seconds")
     metadata = None
     if args.metadata:
+        from .sqlbase import MAX_JSON_DEPTH, json_object
+
         try:
             metadata = json.loads(args.metadata)
         except ValueError as exc:
             raise ConfigError(f"--metadata is not valid JSON ({exc})") from None
-        if not isinstance(metadata, dict):
-            raise ConfigError("--metadata must be a JSON object")
+        except RecursionError:
+            raise ConfigError(f"--metadata is nested more than {MAX_JSON_DEPTH} levels deep") from None
+        json_object(metadata, "--metadata")   # the store's bounds, checked before any gallery is created
     if args.folder and not args.name and metadata:
         raise ConfigError("--metadata is for one person; a folder of person folders enrolls many")
     gates = QualityGates(min_face=args.min_size, strict=args.strict,
@@ -353,6 +356,8 @@ def cmd_identify(args) -> int:
                 score = f"{face.similarity:.4f}" if face.similarity is not None else "-"
                 others = ", ".join(f"{c.person} {c.similarity:.4f}" for c in face.candidates[1:])
                 print(f"  [{i}] {box}: {face.name} ({score})" + (f"  next: {others}" if others else ""))
+            for note in r.notes:
+                print(f"  note: {note}")
         for probe, out in outputs.items():
             print(f"annotated {probe} -> {out}")
     return EXIT_OK if all(r.found for r in results) else EXIT_NO
@@ -444,7 +449,7 @@ def cmd_show(args) -> int:
 
 def cmd_delete(args) -> int:
     with _store(args) as store:
-        person = store.person(args.name)
+        person = store.person(args.name, metadata=False)   # a person whose metadata is damaged can go
         removed = store.delete(person.name)
     if args.json:
         _print_json({"removed": person.name, "templates": removed})
@@ -556,6 +561,13 @@ def folder_name(name: str) -> str:
     return ("_" + safe[1:] if safe.startswith(".") else safe) or "_"
 
 
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner may read (0600): a face image is biometric data."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
 def cmd_export_images(args) -> int:
     out = Path(args.dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -571,6 +583,7 @@ def cmd_export_images(args) -> int:
         names = store.names(sorted({t.person_id for t in templates}))
         folders: dict[int, Path] = {}
         written = 0
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)   # owner only, like the gallery
         for t in templates:
             if not t.has_image:
                 continue
@@ -579,8 +592,8 @@ def cmd_export_images(args) -> int:
                 if folder in folders.values():
                     folder = out / f"{folder.name}-{t.person_id}"     # two names that map to one folder
                 folders[t.person_id] = folder
-                folder.mkdir(parents=True, exist_ok=True)
-            (folders[t.person_id] / f"{t.id}.png").write_bytes(store.image(t.id))
+                folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _write_private(folders[t.person_id] / f"{t.id}.png", store.image(t.id))
             written += 1
     summary = {"dir": str(out), "people": len(folders), "images": written, "without_image": missing}
     if args.json:

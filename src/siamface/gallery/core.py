@@ -15,12 +15,13 @@ A gallery is bound to the model that created it; enrolling or querying with anot
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Collection, Iterable, Sequence
 
 import numpy as np
 
@@ -43,6 +44,8 @@ DEFAULT_MARGIN = 0.01
 VIDEO_DIVERSITY = 0.99
 #: How long a camera session runs at most when no timeout is given, in seconds.
 CAMERA_TIMEOUT_S = 30.0
+#: The note a decision carries when the gallery is read-only and cannot log it.
+NOT_AUDITED = "not audited: the gallery is read-only"
 
 
 def decide(best: float | None, second: float | None, threshold: float, margin: float) -> str:
@@ -315,7 +318,7 @@ class Gallery:
         if not 0 < fraction <= 1:
             raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
         model = self.check_model()
-        person = self.store.person(claim)
+        person = self.store.person(claim, metadata=False)   # decisions read no metadata
         label = describe(probe)
         face, n_found = self.pipeline.embed_largest(probe)
         thr = float(threshold) if threshold is not None else self.threshold
@@ -343,16 +346,28 @@ class Gallery:
             fraction=fraction if rule == "fraction" else None, probe=label, notes=notes,
             threshold_far=self.threshold_far if threshold is None else None)
         if audit:
-            self.store.log([AuditRecord("verify", person.id, person.id if accepted else None, score, thr,
-                                        bool(accepted), rule, model.name)])
+            unlogged = self.audit([AuditRecord("verify", person.id, person.id if accepted else None, score, thr,
+                                              bool(accepted), rule, model.name)])
+            result = dataclasses.replace(result, notes=result.notes + unlogged)
         return result
+
+    def audit(self, records: list[AuditRecord]) -> tuple[str, ...]:
+        """Write decisions to the store's audit log: () once written, or on a read-only gallery, which
+        cannot log them, the note that says so (to show with the decision)."""
+        if getattr(self.store, "read_only", False):
+            return (NOT_AUDITED,)
+        self.store.log(records)
+        return ()
 
     # -- 1:N -------------------------------------------------------------------------------------------
     def identify(self, probe: Any, *, top: int = 5, threshold: float | None = None,
-                 margin: float = DEFAULT_MARGIN, audit: bool = True) -> Identification:
+                 margin: float = DEFAULT_MARGIN, audit: bool = True,
+                 exclude: Collection[int] = ()) -> Identification:
         """Name every face of `probe` (biggest first): the person with the best template similarity when it
         reaches the threshold and the next person is more than `margin` below, "ambiguous" when the next
-        is within `margin`, else "unknown" (see `FaceIdentity`); the `top` best people are the evidence."""
+        is within `margin`, else "unknown" (see `FaceIdentity`); the `top` best people are the evidence.
+        People whose ids are in `exclude` are searched as if they were not enrolled (the service leaves out
+        people locked out of verification)."""
         if top < 1:
             raise ConfigError(f"top must be >= 1, got {top}")
         if not 0 <= margin < 1:
@@ -362,7 +377,7 @@ class Gallery:
         faces = self.pipeline.embed(probe)
         thr = float(threshold) if threshold is not None else self.identify_threshold
         source = "given by the caller" if threshold is not None else self.identify_threshold_source
-        hits = self.index.search(faces.embeddings, k=max(top, 2)) if len(faces) else []
+        hits = self.index.search(faces.embeddings, k=max(top, 2), exclude=exclude) if len(faces) else []
         names = self.store.names([h.person_id for row in hits for h in row])
         identities, records = [], []
         for i, row in enumerate(hits):
@@ -381,9 +396,9 @@ class Gallery:
                                        best.similarity if best is not None else None, thr, accepted,
                                        "best" if status != AMBIGUOUS else f"best, ambiguous within {margin:g}",
                                        model.name))
-        if audit:
-            self.store.log(records)
         notes = () if len(faces) else ("no face found",)
+        if audit:
+            notes += self.audit(records)
         return Identification(label, tuple(identities), thr, source, model.name, notes, margin)
 
     # -- maintenance -----------------------------------------------------------------------------------

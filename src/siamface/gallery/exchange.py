@@ -132,6 +132,8 @@ def _read(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
                 item = json.loads(line)
             except ValueError:
                 raise GalleryError(f"{path}:{number}: not a siamface gallery export (not JSON)") from None
+            except RecursionError:
+                raise GalleryError(f"{path}:{number}: JSON nested too deeply to be a person entry") from None
             if not isinstance(item, dict):
                 raise GalleryError(f"{path}:{number}: expected a JSON object")
             if number == 1:

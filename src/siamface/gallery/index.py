@@ -24,6 +24,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Collection
 
 import numpy as np
 
@@ -170,14 +171,16 @@ class GalleryIndex:
         """Whether searches go through the IVF index now."""
         return self._current().ivf is not None
 
-    def search(self, queries: np.ndarray, k: int = 5, exclude: int | None = None,
+    def search(self, queries: np.ndarray, k: int = 5, exclude: int | Collection[int] | None = None,
                exact: bool | None = None) -> list[list[Hit]]:
         """The `k` best people for each query row (best first), each with their best template.
 
-        `queries`: (m, d) L2-normalised embeddings. `exclude`: a person id to leave out. `exact`: force
-        exact search (True) or the IVF index when built (default: whichever is in force).
+        `queries`: (m, d) L2-normalised embeddings. `exclude`: a person id (or several) to leave out, as if
+        not enrolled. `exact`: force exact search (True) or the IVF index when built (default: whichever is
+        in force).
         """
         queries = np.atleast_2d(np.asarray(queries, np.float32))
+        exclude = _ids(exclude)
         snap = self._current()
         if not len(snap.people) or k < 1:
             return [[] for _ in range(len(queries))]
@@ -188,11 +191,11 @@ class GalleryIndex:
             return [self._search_ivf(snap, q, k, exclude) for q in queries]
         return _search_exact(snap, queries, k, exclude)
 
-    def _search_ivf(self, snap: _Snapshot, query: np.ndarray, k: int, exclude: int | None) -> list[Hit]:
+    def _search_ivf(self, snap: _Snapshot, query: np.ndarray, k: int, exclude: np.ndarray | None) -> list[Hit]:
         rows, scores = snap.ivf.candidates(query, self.nprobe)
         people = snap.person_ids[rows]
         if exclude is not None:
-            keep = people != exclude
+            keep = ~np.isin(people, exclude)
             rows, scores, people = rows[keep], scores[keep], people[keep]
         hits: list[Hit] = []
         seen: set[int] = set()
@@ -228,11 +231,19 @@ class ExactIndex(GalleryIndex):
         super().__init__(store, approx_min=None)
 
 
-def _search_exact(snap: _Snapshot, queries: np.ndarray, k: int, exclude: int | None) -> list[list[Hit]]:
+def _ids(exclude: int | Collection[int] | None) -> np.ndarray | None:
+    """Person ids to leave out of a search, as an array (None: nobody)."""
+    if exclude is None:
+        return None
+    ids = np.array([exclude] if isinstance(exclude, (int, np.integer)) else sorted(exclude), np.int64)
+    return ids if len(ids) else None
+
+
+def _search_exact(snap: _Snapshot, queries: np.ndarray, k: int, exclude: np.ndarray | None) -> list[list[Hit]]:
     scores = queries @ snap.matrix.T                                  # (m, n)
     per_person = np.maximum.reduceat(scores, snap.starts, axis=1)     # (m, p)
     if exclude is not None:
-        per_person[:, snap.people == exclude] = -np.inf
+        per_person[:, np.isin(snap.people, exclude)] = -np.inf
     k = min(k, per_person.shape[1])
     if k < per_person.shape[1]:
         top = np.argpartition(-per_person, k - 1, axis=1)[:, :k]

@@ -25,7 +25,6 @@ One connection per thread, in autocommit mode with explicit transactions.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from contextlib import contextmanager
@@ -35,9 +34,9 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from ..errors import GalleryError
-from .sqlbase import SqlStore, _blob, _now, binding_meta, matrix_from_rows
+from .sqlbase import SqlStore, _blob, _now, binding_meta, json_object
 from .sqlite import SCHEMA_VERSION
-from .store import AuditRecord, ModelBinding, NewTemplate, Person, UnknownPersonError
+from .store import AuditRecord, ModelBinding, NewTemplate, Person, UnknownPersonError, source_label
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +142,9 @@ class PostgresStore(SqlStore):
     """
 
     PARAM = "%s"
+
+    #: Writes need the database's permissions; a role without them gets the database's error.
+    read_only = False
 
     def __init__(self, url: str, model: ModelBinding | None = None, *, create: bool = False,
                  keep_images: bool = False, connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
@@ -287,13 +289,13 @@ class PostgresStore(SqlStore):
         return f"PostgresStore({self.location!r}, model={self.model.describe()})"
 
     # -- reads ---------------------------------------------------------------------------------------
-    def _find(self, db, name: str) -> Person | None:
+    def _find(self, db, name: str, metadata: bool = True) -> Person | None:
         row = db.execute(self._PERSON_SELECT + " WHERE lower(p.name) = lower(%s)", (name.strip(),)).fetchone()
-        return self._person(row) if row else None
+        return self._person(row, metadata) if row else None
 
-    def person(self, name: str) -> Person:
+    def person(self, name: str, *, metadata: bool = True) -> Person:
         with self._read() as db:
-            found = self._find(db, name)
+            found = self._find(db, name, metadata)
         if found is None:
             raise UnknownPersonError(name, self.location)
         return found
@@ -311,13 +313,12 @@ class PostgresStore(SqlStore):
         return {int(r[0]): r[1] for r in rows}
 
     def matrix(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-        d = self.model.embedding_size
         with self._read() as db:
             generation = int(db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
             with db.cursor(binary=True) as cur:   # bytea arrives as raw bytes, no hex decoding
                 cur.execute("SELECT id, person_id, embedding FROM templates ORDER BY person_id, id")
                 rows = cur.fetchall()
-        return matrix_from_rows(generation, rows, d)
+        return self._matrix(generation, rows)
 
     def image(self, template_id: int) -> bytes | None:
         row = self._connect().execute("SELECT image FROM templates WHERE id = %s", (int(template_id),)).fetchone()
@@ -336,7 +337,8 @@ class PostgresStore(SqlStore):
             if t.image is not None and not self.keep_images:
                 raise GalleryError(f"{self.location} was created without keep_images: images are not stored")
         params = [(person_id, _blob(t.embedding, self.model.embedding_size), self.model.name, self.model.version,
-                   t.source, json.dumps(t.quality, sort_keys=True), now, t.image) for t in templates]
+                   source_label(t.source), json_object(t.quality, "a template's quality"), now, t.image)
+                  for t in templates]
         ids: list[int] = []
         with db.cursor() as cur:
             cur.executemany(

@@ -19,12 +19,19 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import GalleryError, ModelMismatchError
-from .store import (AddResult, AuditEntry, KeepFilter, ModelBinding, NewTemplate, Person, Template,
-                    UnknownPersonError)
+from .store import (AddResult, AuditEntry, DamagedGalleryError, KeepFilter, ModelBinding, NewTemplate, Person,
+                    Template, UnknownPersonError, source_label)
 
 log = logging.getLogger(__name__)
 
 MAX_NAME_LENGTH = 200
+#: Bounds of a person's metadata and a template's quality figures (JSON objects): nesting levels (the object
+#: itself is level 1) and size of their JSON text. Checked on the way in; rows deeper than this (written by
+#: older code) are reported as damaged on the way out.
+MAX_JSON_DEPTH = 8
+MAX_JSON_BYTES = 64 * 1024
+#: A stored template is L2-normalised: its length may differ from 1 by this much at most.
+NORM_TOLERANCE = 0.01
 
 
 def _now() -> str:
@@ -43,9 +50,71 @@ def _blob(embedding: np.ndarray, size: int) -> bytes:
     vector = np.asarray(embedding, dtype="<f4").reshape(-1)
     if vector.shape[0] != size:
         raise GalleryError(f"template has {vector.shape[0]} dimensions; this gallery's model makes {size}")
-    if not np.isfinite(vector).all():
-        raise GalleryError("template embedding holds NaN or infinity")
+    problem = _embedding_problem(vector.reshape(1, -1))[0]
+    if problem:
+        raise GalleryError(f"template embedding {problem}")
     return vector.tobytes()
+
+
+def _embedding_problem(vectors: np.ndarray) -> list[str]:
+    """Per row of (n, d) float32 embeddings: '' when sound, else what is wrong with it."""
+    finite = np.isfinite(vectors).all(axis=1)
+    norms = np.linalg.norm(np.where(finite[:, None], vectors, 0), axis=1)
+    return ["" if ok and abs(n - 1) <= NORM_TOLERANCE else
+            "holds NaN or infinity" if not ok else f"is not of length 1 (L2 norm {n:.4g})"
+            for ok, n in zip(finite, norms)]
+
+
+def json_depth(value: Any) -> int:
+    """Nesting levels of a JSON-like value (a scalar is 0, ``{}`` is 1), counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if level > MAX_JSON_DEPTH:   # deep enough to refuse: stop counting
+            break
+        stack.extend((c, level + 1) for c in children)
+    return deepest
+
+
+def json_object(value: Any, what: str = "metadata") -> str:
+    """`value` as the JSON text a row keeps, or `GalleryError` unless it is a JSON object within the bounds
+    (`MAX_JSON_DEPTH` levels, `MAX_JSON_BYTES`) without NaN or infinity."""
+    if not isinstance(value, dict):
+        raise GalleryError(f"{what} must be a JSON object, not {type(value).__name__}")
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise GalleryError(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        text = json.dumps(value, sort_keys=True, allow_nan=False)
+    except ValueError:
+        raise GalleryError(f"{what} holds NaN or infinity, which JSON cannot carry") from None
+    except TypeError as exc:
+        raise GalleryError(f"{what} is not JSON: {exc}") from None
+    if len(text.encode("utf-8")) > MAX_JSON_BYTES:
+        raise GalleryError(f"{what} is over the {MAX_JSON_BYTES // 1024} KiB limit "
+                           f"({len(text.encode('utf-8'))} bytes as JSON)")
+    return text
+
+
+def read_json_object(text: str, where: str) -> dict[str, Any]:
+    """A row's metadata or quality text as a dict, or `DamagedGalleryError` saying `where` and why."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise DamagedGalleryError(f"{where} is damaged: JSON nested too deeply to read") from None
+    except (TypeError, ValueError):
+        raise DamagedGalleryError(f"{where} is damaged: not valid JSON") from None
+    if not isinstance(value, dict):
+        raise DamagedGalleryError(f"{where} is damaged: not a JSON object")
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise DamagedGalleryError(f"{where} is damaged: nested more than {MAX_JSON_DEPTH} levels deep")
+    return value
 
 
 def check_name(name: str) -> str:
@@ -62,13 +131,25 @@ def check_name(name: str) -> str:
     return clean
 
 
-def matrix_from_rows(generation: int, rows, d: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-    """`Store.matrix` from (template id, person id, embedding bytes) rows in person order."""
+def matrix_from_rows(generation: int, rows, d: int,
+                     damaged=None) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """`Store.matrix` from (template id, person id, embedding bytes) rows in person order. A row of the wrong
+    length, with NaN/infinity or not of length 1 is a `DamagedGalleryError` (no search runs on a damaged
+    gallery), raised by ``damaged(problems)`` when given (problems: (template id, person id, what) each)."""
     if not rows:
         return generation, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, d), np.float32)
     ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
     people = np.fromiter((r[1] for r in rows), np.int64, len(rows))
-    matrix = np.frombuffer(b"".join(r[2] for r in rows), "<f4").reshape(len(rows), d).astype(np.float32)
+    problems = [(int(r[0]), int(r[1]), f"{len(r[2])} bytes, not the {4 * d} of a {d}-d template")
+                for r in rows if len(r[2]) != 4 * d]
+    if not problems:
+        matrix = np.frombuffer(b"".join(r[2] for r in rows), "<f4").reshape(len(rows), d).astype(np.float32)
+        problems = [(int(ids[i]), int(people[i]), p) for i, p in enumerate(_embedding_problem(matrix)) if p]
+    if problems:
+        if damaged is not None:
+            damaged(problems)
+        raise DamagedGalleryError(f"{len(problems)} damaged template(s), e.g. template {problems[0][0]}: "
+                                  f"{problems[0][2]}")
     return generation, ids, people, matrix
 
 
@@ -86,10 +167,24 @@ class SqlStore:
         row = self._connect().execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
         return int(row[0])
 
-    @staticmethod
-    def _person(row) -> Person:
-        return Person(id=int(row[0]), name=row[1], metadata=json.loads(row[2]), created=row[3],
-                      n_templates=int(row[4]))
+    def _person(self, row, metadata: bool = True) -> Person:
+        return Person(id=int(row[0]), name=row[1], created=row[3], n_templates=int(row[4]),
+                      metadata=read_json_object(row[2], f"{self.location}: the metadata of {row[1]!r}")
+                      if metadata else {})
+
+    def _damaged(self, problems: Sequence[tuple[int, int, str]]) -> None:
+        """Raise `DamagedGalleryError` naming the damaged templates (id, person id, what) and their people."""
+        names = self.names([p for _, p, _ in problems])
+        shown = "; ".join(f"template {t} of {names.get(p, f'person {p}')!r} is damaged ({what})"
+                          for t, p, what in problems[:5]) + (" ..." if len(problems) > 5 else "")
+        people = sorted({names.get(p, str(p)) for _, p, _ in problems})
+        raise DamagedGalleryError(
+            f"{self.location}: {shown}. No decision is made from a damaged gallery: remove "
+            + (f"{people[0]!r} (`siamface people remove {people[0]}`)" if len(people) == 1 else "those people")
+            + " and enroll again, or restore a backup")
+
+    def _matrix(self, generation: int, rows) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        return matrix_from_rows(generation, rows, self.model.embedding_size, self._damaged)
 
     _PERSON_SELECT = ("SELECT p.id, p.name, p.metadata, p.created, "
                       "(SELECT count(*) FROM templates t WHERE t.person_id = p.id) FROM people p")
@@ -102,8 +197,19 @@ class SqlStore:
         else:
             rows = db.execute(self._q(f"SELECT {columns} FROM templates WHERE person_id = ? ORDER BY id"),
                               (person_id,)).fetchall()
-        return [Template(id=int(r[0]), person_id=int(r[1]), model=r[2], model_version=r[3], source=r[4],
-                         quality=json.loads(r[5]), created=r[6], has_image=bool(r[7]),
+        if embeddings:
+            self._matrix(0, [(r[0], r[1], bytes(r[8])) for r in rows])   # raises on a damaged template
+
+        def quality(r) -> dict[str, Any]:
+            try:
+                return read_json_object(r[5], "")
+            except DamagedGalleryError as exc:
+                who = self.names([int(r[1])]).get(int(r[1]), f"person {r[1]}")
+                raise DamagedGalleryError(f"{self.location}: the quality of template {r[0]} of {who!r}{exc}") \
+                    from None
+
+        return [Template(id=int(r[0]), person_id=int(r[1]), model=r[2], model_version=r[3],
+                         source=source_label(r[4]), quality=quality(r), created=r[6], has_image=bool(r[7]),
                          embedding=np.frombuffer(bytes(r[8]), "<f4").astype(np.float32) if embeddings else None)
                 for r in rows]
 
@@ -111,7 +217,7 @@ class SqlStore:
         with self._read() as db:
             person_id = None
             if name is not None:
-                found = self._find(db, name)
+                found = self._find_row(db, name)
                 if found is None:
                     raise UnknownPersonError(name, self.location)
                 person_id = found.id
@@ -128,7 +234,7 @@ class SqlStore:
         params: list[Any] = []
         with self._read() as db:
             if person is not None:
-                found = self._find(db, person)
+                found = self._find_row(db, person)
                 if found is None:
                     raise UnknownPersonError(person, self.location)
                 sql += " WHERE a.claimed_id = ? OR a.returned_id = ?"
@@ -157,6 +263,11 @@ class SqlStore:
                 "created": self.created, "schema_version": SCHEMA_VERSION, "people": people,
                 "templates": templates, "kept_images": images, "audit_entries": audit, size_key: size}
 
+    def _find_row(self, db, name: str) -> Person | None:
+        """`_find` without reading the metadata (left empty): what changes that do not need it use, so that
+        a person whose metadata is damaged can still be renamed, given new metadata or removed."""
+        return self._find(db, name, metadata=False)
+
     # -- hooks -----------------------------------------------------------------------------------------
     def _insert_person(self, db, name: str, metadata_json: str, now: str) -> int:
         raise NotImplementedError
@@ -181,8 +292,11 @@ class SqlStore:
                       keep: KeepFilter | None = None) -> AddResult:
         name = check_name(name)
         templates = list(templates)
-        for t in templates:  # refuse bad input before taking the write lock
+        if metadata is not None:   # refuse bad input before taking the write lock
+            json_object(metadata)
+        for t in templates:
             _blob(t.embedding, self.model.embedding_size)
+            json_object(t.quality, "a template's quality")
         with self._write() as db:
             self._check_bound(db)
             return self._add(db, name, templates, metadata, create, keep)
@@ -192,10 +306,12 @@ class SqlStore:
         """Add several people (name, metadata, templates) in ONE transaction (an import: all or nothing).
         A name already in the gallery is an error unless `merge`, which adds to that person (metadata
         merged); `keep` filters templates as in `add_templates`."""
-        people = [(check_name(n), dict(m or {}), list(ts)) for n, m, ts in people]
-        for _, _, templates in people:
+        people = [(check_name(n), m or {}, list(ts)) for n, m, ts in people]
+        for n, metadata, templates in people:
+            json_object(metadata, f"the metadata of {n!r}")
             for t in templates:
                 _blob(t.embedding, self.model.embedding_size)
+                json_object(t.quality, "a template's quality")
         seen: set[str] = set()
         for n, _, _ in people:
             if n.lower() in seen:
@@ -227,13 +343,12 @@ class SqlStore:
         now = _now()
         created = found is None
         if created:
-            person_id = self._insert_person(db, name, json.dumps(metadata or {}, sort_keys=True), now)
+            person_id = self._insert_person(db, name, json_object(metadata or {}), now)
         else:
             person_id = found.id
             if metadata:
                 merged = {**found.metadata, **metadata}
-                db.execute(self._q("UPDATE people SET metadata = ? WHERE id = ?"),
-                           (json.dumps(merged, sort_keys=True), person_id))
+                db.execute(self._q("UPDATE people SET metadata = ? WHERE id = ?"), (json_object(merged), person_id))
         kept = [t for i, t in enumerate(templates) if i not in skipped]
         new_ids = iter(self._insert_templates(db, person_id, kept, now))
         ids = tuple(None if i in skipped else next(new_ids) for i in range(len(templates)))
@@ -252,10 +367,10 @@ class SqlStore:
     def rename(self, old: str, new: str) -> Person:
         new = check_name(new)
         with self._write() as db:
-            found = self._find(db, old)
+            found = self._find_row(db, old)
             if found is None:
                 raise UnknownPersonError(old, self.location)
-            clash = self._find(db, new)
+            clash = self._find_row(db, new)
             if clash is not None and clash.id != found.id:
                 raise GalleryError(f"cannot rename {found.name!r} to {new!r}: that name is taken")
             db.execute(self._q("UPDATE people SET name = ? WHERE id = ?"), (new, found.id))
@@ -263,18 +378,18 @@ class SqlStore:
             return self._find(db, new)
 
     def set_metadata(self, name: str, metadata: dict[str, Any]) -> Person:
+        text = json_object(metadata)
         with self._write() as db:
-            found = self._find(db, name)
+            found = self._find_row(db, name)
             if found is None:
                 raise UnknownPersonError(name, self.location)
-            db.execute(self._q("UPDATE people SET metadata = ? WHERE id = ?"),
-                       (json.dumps(metadata, sort_keys=True), found.id))
+            db.execute(self._q("UPDATE people SET metadata = ? WHERE id = ?"), (text, found.id))
             self._bump(db)
             return self._find(db, name)
 
     def delete(self, name: str) -> int:
         with self._write() as db:
-            found = self._find(db, name)
+            found = self._find_row(db, name)   # not its metadata: a damaged person can be removed
             if found is None:
                 raise UnknownPersonError(name, self.location)
             tombstone = secrets.token_hex(8)  # opaque: derived from nothing, stored nowhere else

@@ -13,18 +13,23 @@
   brings the file from the previous one, all applied in one transaction when a file is opened.
 - Kept images (``keep_images=True`` at creation) are stored **unencrypted**, like everything else in the
   file: protect the file (permissions, encrypted disk) as the biometric data it is.
+- A new file is created 0600 (SQLite gives -wal and -shm the same mode). An existing file is identified
+  through a read-only connection before anything is written: another program's SQLite file is refused
+  untouched. A file this process may not write (or its folder) is opened read-only (``mode=ro``, and
+  ``immutable`` when the folder cannot hold the WAL index and no WAL is there): reads work, every change
+  raises `ReadOnlyGalleryError`.
 
 One connection per thread (SQLite connections must not be shared across threads while in use).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -33,8 +38,10 @@ import numpy as np
 
 from ..errors import GalleryError
 # MAX_NAME_LENGTH, _blob, _now and check_name are also imported from here by other modules.
-from .sqlbase import MAX_NAME_LENGTH, SqlStore, _blob, _now, binding_meta, check_name, matrix_from_rows  # noqa: F401
-from .store import AuditRecord, ModelBinding, NewTemplate, Person, UnknownPersonError
+from .sqlbase import (MAX_NAME_LENGTH, SqlStore, _blob, _now, binding_meta, check_name, json_object,  # noqa: F401
+                      matrix_from_rows)
+from .store import (AuditRecord, ModelBinding, NewTemplate, Person, ReadOnlyGalleryError, UnknownPersonError,
+                    source_label)
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +135,24 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
 SCHEMA_VERSION = max(MIGRATIONS)
 
 
+def _writable(path: Path) -> bool:
+    """Whether this process may change the gallery: write the file, and create its WAL and WAL index
+    (-wal, -shm) in its folder."""
+    return os.access(path, os.W_OK) and os.access(path.resolve().parent, os.W_OK)
+
+
+def _create_private(path: Path) -> None:
+    """Create the empty gallery file readable by its owner only (0600): it will hold biometric templates.
+    SQLite gives the -wal and -shm files it makes beside it the same permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:   # another process created it first: it is checked like any existing file
+        pass
+    except OSError as exc:
+        raise GalleryError(f"cannot create gallery {path}: {exc.strerror}") from None
+
+
 class SQLiteStore(SqlStore):
     """A gallery store in one SQLite file, bound to one model.
 
@@ -138,7 +163,8 @@ class SQLiteStore(SqlStore):
     """
 
     def __init__(self, path: str | os.PathLike, model: ModelBinding | None = None, *, create: bool = False,
-                 keep_images: bool = False, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
+                 keep_images: bool = False, busy_timeout: float = BUSY_TIMEOUT_S,
+                 read_only: bool | None = None) -> None:
         self.path = Path(path)
         self.location = str(self.path)
         self._busy_timeout = float(busy_timeout)
@@ -147,27 +173,66 @@ class SQLiteStore(SqlStore):
         self._connections_lock = threading.Lock()
         if self.path.is_dir():
             raise GalleryError(f"{self.path} is a directory, not a gallery file")
-        if not self.path.exists() and not create:
+        exists = self.path.exists()
+        if not exists and not create:
             raise GalleryError(f"no gallery at {self.path} (enroll someone to create it)")
-        if not self.path.exists():
+        self.read_only = bool(read_only) if read_only is not None else exists and not _writable(self.path)
+        if not exists:
             if model is None:
                 raise GalleryError(f"creating gallery {self.path} needs the model it will be bound to")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._open_and_migrate(model, keep_images)
+            if self.read_only:
+                raise ReadOnlyGalleryError(f"{self.path}: cannot create a gallery read-only")
+            _create_private(self.path)
+        version = self._identify()   # read-only: nothing is written to a file that is not a gallery
+        if self.read_only:
+            self._open_read_only(version)
+        else:
+            self._open_and_migrate(model, keep_images)
         if model is not None:
             self.model.check(model, self.location)
 
     # -- connections and transactions --------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            return db
+    def _read_only_uri(self) -> str:
+        """The URI that opens the file read-only. Without write access to the folder SQLite cannot make the
+        WAL index (-shm) a WAL-mode reader needs; when no WAL is there either, nothing can be writing to the
+        file, and it is opened immutable (no WAL, no locks)."""
+        uri = f"file:{urllib.parse.quote(str(self.path.resolve()))}?mode=ro"
+        side = [Path(f"{self.path}{suffix}").exists() for suffix in ("-wal", "-shm")]
+        if not side[0] and not (side[1] or os.access(self.path.resolve().parent, os.W_OK)):
+            uri += "&immutable=1"
+        return uri
+
+    def _identify(self) -> int:
+        """The file's schema version, read through a read-only connection: `GalleryError` for a file that is
+        not SQLite, an SQLite file of another program or a newer schema, before anything is written."""
+        db = self._open_connection(read_only=True)
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise GalleryError(f"{self.path}: not a usable gallery file ({exc})") from None
+        finally:
+            db.close()
+        if version == 0 and tables:
+            raise GalleryError(f"{self.path}: an SQLite file that is not a siamface gallery")
+        if version > SCHEMA_VERSION:
+            raise GalleryError(f"{self.path}: gallery schema version {version} is newer than this siamface "
+                               f"understands ({SCHEMA_VERSION}); upgrade siamface")
+        return version
+
+    def _open_connection(self, read_only: bool) -> sqlite3.Connection:
         # Switching to WAL (and reading a WAL another process is creating) can answer "database is locked"
         # at once, without SQLite's busy handler: retry that until the busy timeout, like any writer wait.
         deadline = time.monotonic() + self._busy_timeout
         while True:
             db = None
             try:
+                if read_only:
+                    db = sqlite3.connect(self._read_only_uri(), uri=True, timeout=self._busy_timeout,
+                                         isolation_level=None, check_same_thread=False)
+                    db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+                    db.execute("PRAGMA user_version").fetchone()   # reads the header: a bad file fails here
+                    return db
                 db = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None,
                                      check_same_thread=False)
                 db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
@@ -190,21 +255,41 @@ class SQLiteStore(SqlStore):
                 raise GalleryError(f"{self.path}: not a usable gallery file ({exc})") from None
         if str(mode).lower() != "wal":
             log.warning("%s: journal mode is %s, not WAL", self.path, mode)
+        return db
+
+    def _connect(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            return db
+        db = self._open_connection(self.read_only)
         self._local.db = db
         with self._connections_lock:
             self._connections.append(db)
         return db
 
+    def _refuse_write(self) -> ReadOnlyGalleryError:
+        return ReadOnlyGalleryError(f"{self.path}: the gallery is read-only (this process may not write the "
+                                    "file or its folder); reading it works, changing it needs write access")
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken at once (BEGIN IMMEDIATE) so that reads inside it are current."""
+        if self.read_only:
+            raise self._refuse_write()
         db = self._connect()
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
+            if "readonly" in str(exc):
+                raise self._refuse_write() from None
             raise GalleryError(f"{self.path}: cannot start a change ({exc})") from None
         try:
             yield db
+        except sqlite3.OperationalError as exc:
+            self._rollback(db)
+            if "readonly" in str(exc):   # e.g. a file system mounted read-only
+                raise self._refuse_write() from None
+            raise
         except BaseException:
             self._rollback(db)
             raise
@@ -213,6 +298,8 @@ class SQLiteStore(SqlStore):
                 db.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
                 self._rollback(db)
+                if "readonly" in str(exc):
+                    raise self._refuse_write() from None
                 raise GalleryError(f"{self.path}: change not saved ({exc})") from None
 
     @staticmethod
@@ -237,6 +324,29 @@ class SQLiteStore(SqlStore):
     def _bump(db: sqlite3.Connection) -> None:
         db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
 
+    def _open_read_only(self, version: int) -> None:
+        if version == 0:
+            raise ReadOnlyGalleryError(f"{self.path}: an empty file, not a gallery yet, and read-only")
+        if version < SCHEMA_VERSION:
+            raise ReadOnlyGalleryError(f"{self.path}: the gallery's schema (version {version}) needs migrating "
+                                       f"to version {SCHEMA_VERSION}, and it is read-only: run `siamface gallery "
+                                       "migrate` once with write access")
+        self.opened_version = version
+        try:
+            meta = dict(self._connect().execute("SELECT key, value FROM meta"))
+        except sqlite3.DatabaseError as exc:
+            raise GalleryError(f"{self.path}: not a usable gallery file ({exc})") from None
+        self._bind(meta)
+
+    def _bind(self, meta: dict[str, str]) -> None:
+        try:
+            self.model = ModelBinding(meta["model_name"], meta["model_version"], int(meta["embedding_size"]))
+        except (KeyError, ValueError):
+            raise GalleryError(f"{self.path}: gallery is not bound to a model (its meta rows are missing or "
+                               "damaged)") from None
+        self.keep_images = meta.get("keep_images") == "1"
+        self.created = meta.get("created", "")
+
     def _open_and_migrate(self, model: ModelBinding | None, keep_images: bool) -> None:
         try:
             with self._write() as db:
@@ -257,9 +367,7 @@ class SQLiteStore(SqlStore):
                     db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
         except sqlite3.DatabaseError as exc:
             raise GalleryError(f"{self.path}: not a usable gallery file ({exc})") from None
-        self.model = ModelBinding(meta["model_name"], meta["model_version"], int(meta["embedding_size"]))
-        self.keep_images = meta["keep_images"] == "1"
-        self.created = meta["created"]
+        self._bind(meta)
         if model is not None and keep_images and not self.keep_images:
             log.warning("%s: this gallery was created without keep_images; images will not be kept",
                         self.path)
@@ -282,12 +390,12 @@ class SQLiteStore(SqlStore):
         return f"SQLiteStore({self.location!r}, model={self.model.describe()})"
 
     # -- reads ---------------------------------------------------------------------------------------
-    def _find(self, db: sqlite3.Connection, name: str) -> Person | None:
+    def _find(self, db: sqlite3.Connection, name: str, metadata: bool = True) -> Person | None:
         row = db.execute(self._PERSON_SELECT + " WHERE p.name = ?", (name.strip(),)).fetchone()
-        return self._person(row) if row else None
+        return self._person(row, metadata) if row else None
 
-    def person(self, name: str) -> Person:
-        found = self._find(self._connect(), name)
+    def person(self, name: str, *, metadata: bool = True) -> Person:
+        found = self._find(self._connect(), name, metadata)
         if found is None:
             raise UnknownPersonError(name, self.location)
         return found
@@ -307,11 +415,10 @@ class SQLiteStore(SqlStore):
         return out
 
     def matrix(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-        d = self.model.embedding_size
         with self._read() as db:
             generation = int(db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
             rows = db.execute("SELECT id, person_id, embedding FROM templates ORDER BY person_id, id").fetchall()
-        return matrix_from_rows(generation, rows, d)
+        return self._matrix(generation, rows)
 
     def image(self, template_id: int) -> bytes | None:
         row = self._connect().execute("SELECT image FROM templates WHERE id = ?", (int(template_id),)).fetchone()
@@ -332,8 +439,8 @@ class SQLiteStore(SqlStore):
             "INSERT INTO templates (person_id, embedding, model, model_version, source, quality, created, image) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (person_id, _blob(template.embedding, self.model.embedding_size), self.model.name,
-             self.model.version, template.source, json.dumps(template.quality, sort_keys=True), now,
-             template.image))
+             self.model.version, source_label(template.source), json_object(template.quality, "a template's quality"),
+             now, template.image))
         return int(cursor.lastrowid)
 
     def _insert_person(self, db: sqlite3.Connection, name: str, metadata_json: str, now: str) -> int:

@@ -29,6 +29,23 @@ class UnknownPersonError(GalleryError):
         super().__init__(f"no person named {name!r}{where} (see `siamface gallery list`)")
 
 
+class DamagedGalleryError(GalleryError):
+    """A row of the gallery cannot be read as this siamface wrote it: a template of the wrong length, with
+    NaN/infinity or not of length 1, or metadata/quality that is not a bounded JSON object. Raised when the
+    row is read (no decision is ever made from it); the message names the person and the row."""
+
+
+class ReadOnlyGalleryError(GalleryError):
+    """A change was asked of a gallery opened read-only (a file or folder this process may not write)."""
+
+
+def source_label(source: str) -> str:
+    """What a template keeps of where it came from: the file name only (``/a/b/c.jpg`` -> ``c.jpg``, a
+    Windows path too), never a path; written so at enrolment and read so from galleries of older code."""
+    text = str(source or "").replace("\\", "/").rstrip("/")
+    return text.rsplit("/", 1)[-1]
+
+
 @dataclass(frozen=True)
 class ModelBinding:
     """The model a gallery is bound to: every template in it was made by this model."""
@@ -167,6 +184,7 @@ class Store(Protocol):
     location: str
     model: ModelBinding
     keep_images: bool
+    read_only: bool   # opened without write access: reads work, every change raises ReadOnlyGalleryError
 
     def generation(self) -> int:
         """A counter that moves whenever people or templates change (in any process)."""
@@ -181,8 +199,9 @@ class Store(Protocol):
                    merge: bool = False, keep: KeepFilter | None = None) -> list[AddResult]:
         """Add several people in one transaction; a name already there is an error unless `merge`."""
 
-    def person(self, name: str) -> Person:
-        """The person of that name, or `UnknownPersonError`."""
+    def person(self, name: str, *, metadata: bool = True) -> Person:
+        """The person of that name, or `UnknownPersonError`. ``metadata=False``: without reading their
+        metadata (left empty), which works on a person whose metadata is damaged."""
 
     def people(self) -> list[Person]: ...
 
@@ -225,7 +244,8 @@ def is_database_url(spec) -> bool:
 def open_store(spec, model: ModelBinding | None = None, *, create: bool = False,
                keep_images: bool = False) -> Store:
     """The store a gallery spec names: a `PostgresStore` for a ``postgresql://`` URL, else a `SQLiteStore`
-    for a file path. `model`, `create` and `keep_images` as the stores take them."""
+    for a file path (read-only when this process may not write the file or its folder). `model`, `create`
+    and `keep_images` as the stores take them."""
     if is_database_url(spec):
         from .postgres import PostgresStore
 

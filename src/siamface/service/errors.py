@@ -15,6 +15,8 @@ that says what went wrong, and never a file path or a traceback.
     429 locked                                 too many failed verifications of this person (Retry-After)
     429 too-many-liveness-sessions             the server keeps no more open sessions (Retry-After)
     500 internal-error, model-error            the server's fault; details go to the server log only
+    500 gallery-damaged                        a row of the gallery was tampered with or damaged (which one)
+    503 gallery-read-only                      a change asked of a gallery the server may only read
 """
 
 from __future__ import annotations
@@ -54,11 +56,15 @@ def scrub(message: str, *secrets: str) -> str:
 
 def from_siamface(exc: SiamfaceError, *secrets: str) -> ServiceError:
     """The HTTP answer for a siamface error."""
-    from ..gallery.store import UnknownPersonError
+    from ..gallery.store import DamagedGalleryError, ReadOnlyGalleryError, UnknownPersonError
 
     text = scrub(str(exc), *secrets)
     if isinstance(exc, UnknownPersonError):
         return ServiceError(404, "unknown-person", f"no person named {exc.name!r}")
+    if isinstance(exc, DamagedGalleryError):
+        return ServiceError(500, "gallery-damaged", text)
+    if isinstance(exc, ReadOnlyGalleryError):
+        return ServiceError(503, "gallery-read-only", text)
     if isinstance(exc, ImageError):
         return ServiceError(400, "bad-image", text)
     if isinstance(exc, NoFaceError):

@@ -108,6 +108,11 @@ class Lockout:
                 if not state.failures and not state.in_flight and not state.waiting and state.locked_until <= now:
                     self._states.pop(key, None)
 
+    def locked(self) -> set[Hashable]:
+        """The keys locked now."""
+        now = self._clock()
+        return {key for key, state in self._states.items() if state.locked_until > now}
+
     def failures(self, key: Hashable) -> int:
         state = self._states.get(key)
         if state is None:

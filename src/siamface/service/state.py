@@ -74,6 +74,9 @@ class Service:
         self.created_gallery = not gallery_exists(s.gallery)
         self.gallery = Gallery(s.gallery, self.pipeline, create=self.created_gallery, keep_images=s.keep_images)
         self.gallery.check_model()
+        if self.gallery.store.read_only:
+            log.warning("%s is read-only: enrolment and changes are refused, decisions are not audited",
+                        self.gallery.store.location)
         from ..gallery import QualityGates
 
         self.gallery.gates = QualityGates(min_face=s.min_enroll_face)
@@ -130,7 +133,7 @@ class Service:
         return payload
 
     def person(self, name: str):
-        return self.gallery.store.person(name)
+        return self.gallery.store.person(name, metadata=False)   # a claim reads no metadata
 
     def verify_claim(self, person, probe: Upload, rule: str, fraction: float,
                      session: Session | None = None) -> tuple[bool, dict[str, Any]]:
@@ -203,15 +206,26 @@ class Service:
         keypoints = largest.data["keypoints"][0]
         return self.sessions.feed(session, keypoints, largest.boxes[0], largest.embeddings[0])
 
-    def identify(self, probe: Upload, top: int, margin: float | None) -> dict[str, Any]:
+    def identify(self, probe: Upload, top: int, margin: float | None, locked=frozenset()) -> dict[str, Any]:
+        """Who is in the probe, revealing no more than a decision needs: people in `locked` (locked out of
+        verification) are searched as if not enrolled, an unknown face carries no score and no candidates,
+        and a named or ambiguous one only the candidates within the margin of the threshold or above it (so
+        that identification is no score oracle for probing anybody)."""
         from ..gallery.core import DEFAULT_MARGIN
 
         image = self.decode(probe)
-        result = self.gallery.identify(image, top=top, margin=DEFAULT_MARGIN if margin is None else margin)
+        result = self.gallery.identify(image, top=top, margin=DEFAULT_MARGIN if margin is None else margin,
+                                       exclude=locked)
         if not result.faces:
             raise ServiceError(422, "no-face", f"no face found in {probe.label}")
         result = dataclasses.replace(result, probe=probe.label)
         payload = result.to_dict()
+        floor = result.threshold - result.margin
+        for item in payload["faces"]:
+            if item["status"] == "unknown":
+                item["similarity"], item["candidates"] = None, []
+            else:
+                item["candidates"] = [c for c in item["candidates"] if c["similarity"] >= floor]
         if self.liveness is not None:
             for face, item in zip(result.faces, payload["faces"]):
                 item["liveness"] = self._liveness(image, face.box)

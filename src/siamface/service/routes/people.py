@@ -10,6 +10,8 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from ...errors import GalleryError
+from ...gallery.sqlbase import MAX_JSON_DEPTH, json_object
 from ..errors import ServiceError, error_responses
 from ..state import Service
 from .deps import api_key, read_upload, service
@@ -41,9 +43,18 @@ def _metadata(text: str | None) -> dict[str, Any] | None:
         value = json.loads(text)
     except ValueError:
         raise ServiceError(400, "bad-request", "metadata is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise ServiceError(400, "bad-request", "metadata must be a JSON object")
+    except RecursionError:
+        raise ServiceError(400, "bad-request", f"metadata is nested more than {MAX_JSON_DEPTH} levels deep") from None
+    _bounded(value)
     return value
+
+
+def _bounded(metadata: Any) -> None:
+    """400 unless `metadata` is a JSON object within the gallery's bounds (depth, size, no NaN)."""
+    try:
+        json_object(metadata)
+    except GalleryError as exc:
+        raise ServiceError(400, "bad-request", str(exc)) from None
 
 
 def _enrolled(added: bool, report: dict[str, Any], status: int) -> JSONResponse:
@@ -109,7 +120,7 @@ async def update_person(name: str, change: PersonUpdate, svc: Annotated[Service,
         from ...gallery.store import UnknownPersonError
 
         store = svc.gallery.store
-        person = store.person(name)
+        person = store.person(name, metadata=False)   # damaged metadata can be replaced
         if change.name is not None:
             try:
                 new = check_name(change.name)
@@ -123,6 +134,7 @@ async def update_person(name: str, change: PersonUpdate, svc: Annotated[Service,
                 raise ServiceError(409, "name-taken", f"a person named {other.name!r} is already enrolled")
             person = store.rename(person.name, new)
         if change.metadata is not None:
+            _bounded(change.metadata)
             person = store.set_metadata(person.name, change.metadata)
         return person.to_dict()
 
@@ -133,7 +145,7 @@ async def update_person(name: str, change: PersonUpdate, svc: Annotated[Service,
                responses=error_responses(401, 403, 404))
 async def delete_person(name: str, svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
     def delete():
-        person = svc.gallery.store.person(name)
+        person = svc.gallery.store.person(name, metadata=False)   # a damaged person can be removed
         return {"removed": person.name, "templates": svc.gallery.store.delete(person.name)}
 
     return await svc.run(delete)

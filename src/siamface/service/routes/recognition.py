@@ -68,7 +68,9 @@ async def identify(
     margin: Annotated[float | None, Form(ge=0, lt=1, description="ambiguous when the second person is "
                                                                  "within this similarity (default 0.01)")] = None,
 ) -> dict[str, Any]:
-    """Every face of the image, biggest first, named (`known`), `ambiguous` or `unknown`, with the top
-    candidates as evidence: the JSON of `siamface identify --json`, plus the image `size`."""
+    """Every face of the image, biggest first, named (`known`), `ambiguous` or `unknown`: the JSON of
+    `siamface identify --json`, plus the image `size`, revealing less: an `unknown` face has no similarity
+    and no candidates, a named or ambiguous one only the (at most `top`) candidates scoring at least the
+    threshold minus the margin, and a person locked out of verification is searched as if not enrolled."""
     probe = await read_upload(image, "image")
-    return await svc.run(svc.identify, probe, top, margin)
+    return await svc.run(svc.identify, probe, top, margin, svc.lockout.locked())
