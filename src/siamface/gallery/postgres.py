@@ -35,7 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from ..errors import GalleryError
-from .sqlbase import SqlStore, _blob, _now, binding_meta, matrix_from_rows
+from .sqlbase import SqlStore, _blob, _now, binding_meta, lookup_form, matrix_from_rows
 from .sqlite import SCHEMA_VERSION
 from .store import AuditRecord, ModelBinding, NewTemplate, Person, UnknownPersonError
 
@@ -288,7 +288,7 @@ class PostgresStore(SqlStore):
 
     # -- reads ---------------------------------------------------------------------------------------
     def _find(self, db, name: str) -> Person | None:
-        row = db.execute(self._PERSON_SELECT + " WHERE lower(p.name) = lower(%s)", (name.strip(),)).fetchone()
+        row = db.execute(self._PERSON_SELECT + " WHERE lower(p.name) = lower(%s)", (lookup_form(name),)).fetchone()
         return self._person(row) if row else None
 
     def person(self, name: str) -> Person:

@@ -19,13 +19,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import GalleryError, ModelMismatchError
-from .store import (AddResult, AuditEntry, KeepFilter, ModelBinding, NewTemplate, Person, Template,
-                    UnknownPersonError)
+from .names import MAX_NAME_LENGTH, check_name, lookup_form  # noqa: F401 - also imported from here
+from .store import (AddResult, AuditEntry, KeepFilter, ModelBinding, NewTemplate, Person, PersonExistsError,
+                    Template, UnknownPersonError)
 
 log = logging.getLogger(__name__)
-
-MAX_NAME_LENGTH = 200
-
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -46,20 +44,6 @@ def _blob(embedding: np.ndarray, size: int) -> bytes:
     if not np.isfinite(vector).all():
         raise GalleryError("template embedding holds NaN or infinity")
     return vector.tobytes()
-
-
-def check_name(name: str) -> str:
-    """A person's name, stripped; refuses empty, over-long or control-character names."""
-    if not isinstance(name, str):
-        raise GalleryError(f"a person's name must be a string, not {type(name).__name__}")
-    clean = name.strip()
-    if not clean:
-        raise GalleryError("a person's name cannot be empty")
-    if len(clean) > MAX_NAME_LENGTH:
-        raise GalleryError(f"a person's name is limited to {MAX_NAME_LENGTH} characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in clean):
-        raise GalleryError(f"a person's name cannot contain control characters: {clean!r}")
-    return clean
 
 
 def matrix_from_rows(generation: int, rows, d: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
@@ -178,14 +162,16 @@ class SqlStore:
     # -- shared ----------------------------------------------------------------------------------------
     def add_templates(self, name: str, templates: Sequence[NewTemplate], *,
                       metadata: dict[str, Any] | None = None, create: bool = True,
-                      keep: KeepFilter | None = None) -> AddResult:
+                      keep: KeepFilter | None = None, new: bool = False) -> AddResult:
+        if new and not create:
+            raise ValueError("a person cannot be both new and required to exist")
         name = check_name(name)
         templates = list(templates)
         for t in templates:  # refuse bad input before taking the write lock
             _blob(t.embedding, self.model.embedding_size)
         with self._write() as db:
             self._check_bound(db)
-            return self._add(db, name, templates, metadata, create, keep)
+            return self._add(db, name, templates, metadata, create, keep, new)
 
     def add_people(self, people: Sequence[tuple[str, dict[str, Any], Sequence[NewTemplate]]], *,
                    merge: bool = False, keep: KeepFilter | None = None) -> list[AddResult]:
@@ -212,11 +198,14 @@ class SqlStore:
             return [self._add(db, n, ts, m, True, keep) for n, m, ts in people]
 
     def _add(self, db, name: str, templates: list[NewTemplate], metadata: dict[str, Any] | None, create: bool,
-             keep: KeepFilter | None) -> AddResult:
-        """The body of an addition, inside the caller's write transaction."""
+             keep: KeepFilter | None, new: bool = False) -> AddResult:
+        """The body of an addition, inside the caller's write transaction: the name is looked up here, so
+        that "must be new" and "must exist" cannot race with another writer."""
         found = self._find(db, name)
         if found is None and not create:
             raise UnknownPersonError(name, self.location)
+        if found is not None and new:
+            raise PersonExistsError(found.name, self.location)
         existing = self._templates(db, found.id, True) if found is not None else []
         verdicts = list(keep(existing, templates)) if keep is not None else [None] * len(templates)
         if len(verdicts) != len(templates):

@@ -33,7 +33,8 @@ import numpy as np
 
 from ..errors import GalleryError
 # MAX_NAME_LENGTH, _blob, _now and check_name are also imported from here by other modules.
-from .sqlbase import MAX_NAME_LENGTH, SqlStore, _blob, _now, binding_meta, check_name, matrix_from_rows  # noqa: F401
+from .sqlbase import (MAX_NAME_LENGTH, SqlStore, _blob, _now, binding_meta, check_name,  # noqa: F401
+                      lookup_form, matrix_from_rows)
 from .store import AuditRecord, ModelBinding, NewTemplate, Person, UnknownPersonError
 
 log = logging.getLogger(__name__)
@@ -283,7 +284,7 @@ class SQLiteStore(SqlStore):
 
     # -- reads ---------------------------------------------------------------------------------------
     def _find(self, db: sqlite3.Connection, name: str) -> Person | None:
-        row = db.execute(self._PERSON_SELECT + " WHERE p.name = ?", (name.strip(),)).fetchone()
+        row = db.execute(self._PERSON_SELECT + " WHERE p.name = ?", (lookup_form(name),)).fetchone()
         return self._person(row) if row else None
 
     def person(self, name: str) -> Person:

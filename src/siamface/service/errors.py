@@ -54,11 +54,17 @@ def scrub(message: str, *secrets: str) -> str:
 
 def from_siamface(exc: SiamfaceError, *secrets: str) -> ServiceError:
     """The HTTP answer for a siamface error."""
-    from ..gallery.store import UnknownPersonError
+    from ..gallery.names import InvalidNameError
+    from ..gallery.store import PersonExistsError, UnknownPersonError
 
     text = scrub(str(exc), *secrets)
     if isinstance(exc, UnknownPersonError):
         return ServiceError(404, "unknown-person", f"no person named {exc.name!r}")
+    if isinstance(exc, PersonExistsError):
+        return ServiceError(409, "person-exists", f"a person named {exc.name!r} is already enrolled; add faces "
+                                                  "with POST /v1/people/{name}/faces")
+    if isinstance(exc, InvalidNameError):
+        return ServiceError(400, "invalid-name", text)
     if isinstance(exc, ImageError):
         return ServiceError(400, "bad-image", text)
     if isinstance(exc, NoFaceError):
