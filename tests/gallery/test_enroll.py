@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 
 import cv2
@@ -10,10 +12,10 @@ import numpy as np
 import pytest
 
 from siamface.errors import ImageError
-from siamface.gallery import Gallery, QualityGates, Rejection, assess, pose, sharpness, video_frames
+from siamface.gallery import Gallery, NewTemplate, QualityGates, Rejection, assess, pose, sharpness, video_frames
 
 from conftest import att, att_rgb, faceless, scene
-from gallery_support import (backend, base_gallery, bulk_folder, check_consistent, cli, gallery,  # noqa: F401
+from gallery_support import (PROBE, backend, base_gallery, bulk_folder, check_consistent, cli, gallery,  # noqa: F401
                              gallery_file, new_gallery, rows)
 
 
@@ -169,3 +171,57 @@ def test_unopenable_camera_and_video_give_clear_errors(new_gallery, tmp_path, pi
         (tmp_path / "bad.avi").write_bytes(b"junk" * 100)
         with pytest.raises(ImageError, match="cannot be opened as a video"):
             g.enroll_video("x", tmp_path / "bad.avi")
+
+
+def test_a_stranger_is_not_added_to_an_enrolled_person_unless_forced(gallery):
+    """Issue 15, defect 3: `enroll A_b <someone else>` added the stranger to `a_b` silently."""
+    before = gallery.store.person("s3").n_templates
+    report = gallery.enroll("S3", [att(10, 1)])                   # names match ignoring case: s3
+    assert report.person == "s3" and report.existing and not report.created and not report.added
+    [rejection] = report.rejected
+    assert rejection.reason == "other-person" and rejection.source.endswith("10/1.pgm")
+    assert "does not match the enrolled person 'S3'" in rejection.message
+    assert f"< threshold {gallery.threshold:.4f}" in rejection.message and "--force" in rejection.message
+    assert gallery.store.person("s3").n_templates == before
+    assert gallery.identify(att(10, 2)).names == ["unknown"]
+    mixed = gallery.enroll("s3", [att(3, PROBE), att(10, 2)])      # the match goes in, the stranger does not
+    assert [a.source.endswith("3/1.pgm") for a in mixed.added] == [True]
+    assert [r.reason for r in mixed.rejected] == ["other-person"]
+    forced = gallery.enroll("s3", [att(10, 1)], force=True)
+    assert len(forced.added) == 1 and forced.templates_total == before + 2
+    assert gallery.identify(att(10, 2)).names == ["s3"]
+
+
+def test_new_and_existing_are_decided_by_the_store(gallery):
+    from siamface.gallery.store import PersonExistsError, UnknownPersonError
+
+    with pytest.raises(PersonExistsError, match="'s3' is already enrolled"):
+        gallery.enroll("S3", [att(3, PROBE)], new=True)
+    with pytest.raises(UnknownPersonError, match="siamface people list"):
+        gallery.enroll("nobody", [att(3, PROBE)], existing=True)
+    assert gallery.enroll("s4", [att(4, PROBE)], existing=True).added
+    # the store itself refuses, whatever was checked before it (another writer may have come in between)
+    with pytest.raises(PersonExistsError):
+        gallery.store.add_templates("s5", [NewTemplate(np.eye(128, dtype=np.float32)[0])], new=True)
+    assert "nobody" not in [p.name for p in gallery.store.people()]
+
+
+def test_a_new_name_with_every_image_rejected_is_not_reported_as_existing(gallery):
+    """Issue 15, defect 11: it read "existing person, 0 in total"."""
+    report = gallery.enroll("Newcomer", [faceless()])
+    assert not report.created and not report.existing and report.templates_total == 0
+    assert report.to_dict()["existing"] is False
+    assert "Newcomer" not in [p.name for p in gallery.store.people()]
+
+
+def test_a_face_under_the_minimum_never_reads_as_the_minimum(pipeline):
+    """Issue 15, defect 11: "face is 60 px, smaller than the 60 px minimum" (59.6 rounded)."""
+    faces = pipeline.detect(att(1, 4))
+    x1, y1, x2, y2 = (float(v) for v in faces.boxes[0])
+    side = min(x2 - x1, y2 - y1)
+    limit = math.ceil(side)
+    assert round(side) == limit, "this image's face must round up to the limit for the test to mean something"
+    rejection = assess(pipeline, att(1, 4), gates=QualityGates(min_face=limit))
+    assert rejection.reason == "too-small"
+    shown = float(re.search(r"face is ([\d.]+) px", rejection.message).group(1))
+    assert shown < limit and f"smaller than the {limit} px minimum" in rejection.message

@@ -16,7 +16,8 @@ import pytest
 
 from conftest import att, faceless
 from gallery_support import (PROBE, SIAMFACE, STRANGER, backend, base_gallery, bulk_folder,  # noqa: F401
-                             check_consistent, cli, cli_command, gallery_file, is_url, new_gallery, rows)
+                             check_consistent, cli, cli_command, gallery_file, is_url, new_gallery, raw_rename,
+                             rows)
 
 from siamface.gallery import gallery_exists
 
@@ -291,7 +292,8 @@ def test_export_images_gives_a_training_folder(new_gallery, tmp_path):
     kept = new_gallery("kept")
     bulk = bulk_folder(tmp_path / "b", subjects=(3, 4, 5))
     assert cli("enroll", "--gallery", kept, "--folder", bulk, "--keep-images").returncode == 0
-    cli("people", "rename", "s5", "x/../y", "--gallery", kept)                 # a name that is not a path
+    assert cli("people", "rename", "s5", "x/../y", "--gallery", kept).returncode == 2   # refused today,
+    raw_rename(kept, "s5", "x/../y")                      # but an older gallery may hold such a name: not a path
     out = cli("gallery", "export-images", "--gallery", kept, tmp_path / "train", "--json")
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
@@ -303,3 +305,46 @@ def test_export_images_gives_a_training_folder(new_gallery, tmp_path):
     assert {oct(p.stat().st_mode & 0o777) for p in written} == {"0o700", "0o600"}    # owner only: biometric
     again = cli("gallery", "export-images", "--gallery", kept, tmp_path / "train")
     assert again.returncode == 2 and "not an empty folder" in again.stderr
+
+
+def test_enroll_says_whether_it_creates_or_adds_and_refuses_a_stranger_without_force(gallery_file, tmp_path):
+    g = gallery_file
+    out = cli("enroll", "-g", g, "S3", att(3, PROBE))                  # names match ignoring case
+    assert out.returncode == 0, out.stderr
+    assert "S3: 1 template(s) added to the existing person 's3' (names match ignoring case) (4 in total)" in out.stdout
+    out = cli("enroll", "-g", g, "s3", att(10, 1))
+    assert out.returncode == 1 and "nothing added to the existing person 's3' (4 in total)" in out.stdout
+    assert "rejected (other-person)" in out.stdout and "does not match" in out.stdout and "--force" in out.stdout
+    out = cli("enroll", "-g", g, "s3", att(10, 1), "--force", "--json")
+    report = json.loads(out.stdout)["people"][0]
+    assert out.returncode == 0 and report["existing"] and len(report["added"]) == 1
+    out = cli("enroll", "-g", g, "Ten", att(10, 2))
+    assert out.returncode == 0 and "Ten: new person created, 1 template(s) added" in out.stdout
+    wall = tmp_path / "wall.png"
+    from PIL import Image
+    Image.fromarray(faceless()).save(wall)
+    out = cli("enroll", "-g", g, "Newcomer", wall)                     # issue 15, defect 11
+    assert out.returncode == 1 and "Newcomer: not enrolled, no image passed; no person was created" in out.stdout
+    assert "existing" not in out.stdout
+    assert "Newcomer" not in cli("people", "list", "-g", g).stdout
+    check_consistent(g)
+
+
+def test_identify_answers_the_good_probes_around_a_bad_one(gallery_file, tmp_path):
+    """Issue 15, defect 11: `identify p1 bad.jpg p2` printed nothing for p1 and p2."""
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    out = cli("identify", "-g", gallery_file, att(4, PROBE), bad, att(6, PROBE))
+    assert out.returncode == 2
+    assert ": s4 (" in out.stdout and ": s6 (" in out.stdout
+    assert out.stderr.count("siamface: error:") == 1 and "bad.jpg" in out.stderr and "Traceback" not in out.stderr
+    out = cli("identify", "-g", gallery_file, att(4, PROBE), bad, "--json")
+    data = json.loads(out.stdout)
+    assert out.returncode == 2 and [r["faces"][0]["person"] for r in data["results"]] == ["s4"]
+    assert [e["probe"] for e in data["errors"]] == [str(bad)]
+
+
+def test_an_unknown_claim_points_to_a_command_that_exists(gallery_file):
+    out = cli("verify", "-g", gallery_file, "--claim", "nobody", att(3, PROBE))
+    assert out.returncode == 2 and "see `siamface people list`" in out.stderr
+    assert cli("people", "list", "-g", gallery_file).returncode == 0

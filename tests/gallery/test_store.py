@@ -408,3 +408,29 @@ def test_sigkill_inside_an_enrollment_transaction_leaves_the_gallery_as_before(n
     with open_store(path) as s:   # and it is still a working gallery
         s.add_templates("p2", _templates(4))
         assert s.person("p2").n_templates == 4
+
+
+def test_threads_creating_the_same_new_name_one_wins_the_others_are_refused(store, store_spec):
+    """Issue 15, defect 1 at the store: "the name must be new" is decided inside the write transaction."""
+    from siamface.gallery.store import PersonExistsError
+
+    for trial in range(3):
+        barrier = threading.Barrier(4)
+        outcomes = []
+
+        def work(seed, name=f"New{trial}"):
+            barrier.wait()
+            try:
+                outcomes.append(("ok", store.add_templates(name if seed % 2 else name.lower(),
+                                                           _templates(2, seed=seed), new=True).person.id))
+            except PersonExistsError as exc:
+                outcomes.append(("taken", exc.name))
+
+        threads = [threading.Thread(target=work, args=(trial * 10 + t,)) for t in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(o[0] for o in outcomes) == ["ok", "taken", "taken", "taken"]
+        assert store.person(f"new{trial}").n_templates == 2
+    check_consistent(store_spec)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import threading
 import time
+import urllib.parse
 
 import numpy as np
 import pytest
@@ -289,3 +291,73 @@ def test_liveness_passive_denies_a_matching_but_flat_face(tmp_path):
         assert who.body["faces"][0]["person"] == "s3" and who.body["faces"][0]["liveness"]["live"] is False
     finally:
         srv.stop()
+
+
+# -- issue 15: enrollment races, strangers, names ----------------------------------------------------------
+RACERS = {"a": (10, (1, 2), 3), "b": (1, (1, 2), 4)}     # subject, images enrolled, probe (neither in PEOPLE)
+
+
+def test_two_requests_creating_one_new_name_at_once_make_one_person(server):
+    """Two `POST /v1/people` with the same new name and different people's faces, at the same moment: one is
+    created (201), the other refused (409), never merged; a claim by the refused person is denied."""
+    for trial in range(4):
+        name = f"Race{trial}"
+        barrier = threading.Barrier(2)
+
+        def post(who):
+            subject, images, _ = RACERS[who]
+            files = [("images", f"{who}-{i}.pgm", fixture_bytes(subject, i)) for i in images]
+            barrier.wait()
+            return who, server.request("POST", "/v1/people", fields={"name": name}, files=files)
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            answers = dict(pool.map(post, "ab"))
+        assert sorted(a.status for a in answers.values()) == [201, 409], {w: a.body for w, a in answers.items()}
+        winner = next(w for w, a in answers.items() if a.status == 201)
+        loser = "b" if winner == "a" else "a"
+        assert answers[loser].error == "person-exists" and name in answers[loser].body["detail"]
+        shown = server.request("GET", f"/v1/people/{name}").body
+        assert shown["templates"] == len(answers[winner].body["added"]) >= 1
+        assert all(f"({winner}-" in t["source"] for t in shown["template_list"]), shown
+        for who, granted in ((winner, True), (loser, False)):
+            subject, _, probe_image = RACERS[who]
+            claim = server.request("POST", "/v1/verify", fields={"claim": name}, files=probe(subject, probe_image))
+            assert claim.status == 200 and claim.body["granted"] is granted, (who, claim.body)
+        assert server.request("DELETE", f"/v1/people/{name}").status == 200
+
+
+def test_faces_of_someone_else_are_not_added_to_a_person_unless_forced(server):
+    files = [("images", f"{i}.pgm", fixture_bytes(1, i)) for i in (1, 2)]
+    assert server.request("POST", "/v1/people", fields={"name": "Eleven"}, files=files).status == 201
+    stranger = [("images", "other.pgm", fixture_bytes(10, 1))]
+    refused = server.request("POST", "/v1/people/ELEVEN/faces", files=stranger)
+    assert (refused.status, refused.error) == (422, "no-usable-face"), refused.body
+    [rejection] = refused.body["report"]["rejected"]
+    assert rejection["reason"] == "other-person" and "other.pgm" in rejection["message"]
+    assert "< threshold" in rejection["message"] and "force=true" in rejection["message"]
+    assert server.request("GET", "/v1/people/Eleven").body["templates"] == 2
+    forced = server.request("POST", "/v1/people/Eleven/faces", fields={"force": "true"}, files=stranger)
+    assert forced.status == 200 and forced.body["existing"] and len(forced.body["added"]) == 1
+    assert server.request("DELETE", "/v1/people/Eleven").status == 200
+
+
+@pytest.mark.parametrize("name", ["Zoë O’Neil", "李小龍", "O.J. (Jr.) & co + 2", "user@example.org", "a_b"])
+def test_every_accepted_name_can_be_read_and_removed_over_the_api(server, name):
+    created = server.request("POST", "/v1/people", fields={"name": name},
+                             files=[("images", "1.pgm", fixture_bytes(10, 1))])
+    assert created.status == 201 and created.body["person"] == name, created.body
+    path = "/v1/people/" + urllib.parse.quote(name, safe="")
+    assert server.request("GET", path).body["name"] == name
+    assert name in [p["name"] for p in server.request("GET", "/v1/people").body["people"]]
+    removed = server.request("DELETE", path)
+    assert removed.status == 200 and removed.body["removed"] == name
+
+
+@pytest.mark.parametrize("name", ["a/b", "evil\u202egnp.exe", " padded", "tab\there", "x" * 201])
+def test_names_that_could_not_be_managed_are_refused(server, name):
+    answer = server.request("POST", "/v1/people", fields={"name": name},
+                            files=[("images", "1.pgm", fixture_bytes(10, 1))])
+    assert (answer.status, answer.error) == (400, "invalid-name"), answer.body
+    renamed = server.request("PATCH", "/v1/people/s3", json_body={"name": name})
+    assert (renamed.status, renamed.error) == (400, "invalid-name")
+    assert server.request("GET", "/v1/people/s3").status == 200

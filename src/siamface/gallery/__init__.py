@@ -6,6 +6,7 @@ processes, in a PostgreSQL database named by URL (`PostgresStore`, the ``postgre
     Store              the storage protocol; SQLiteStore its embedded implementation
     ExactIndex         in-memory exact 1:N search, rebuilt when the store changes
     QualityGates       enrollment gate thresholds (face count, size, pose, sharpness, duplicates)
+    check_name         the rule every person's name follows (``siamface.gallery.names``)
 
 Biometric data: removing a person deletes their templates and kept images, the freed bytes overwritten;
 audit rows stay with an opaque tombstone id in place of the person. `export_gallery` / `import_gallery`
@@ -17,19 +18,20 @@ from __future__ import annotations
 from .core import DEFAULT_FRACTION, RULES, Gallery, calibration_file_for
 from .enroll import Frame, QualityGates, assess, image_files, pose, sharpness, video_frames
 from .exchange import export_gallery, import_gallery
+from .names import InvalidNameError, check_name
 from .index import APPROX_MIN_TEMPLATES, ExactIndex, GalleryIndex, Hit, IVFIndex
 from .results import (UNKNOWN, Candidate, ClaimVerification, EnrolledTemplate, EnrollmentReport, FaceIdentity,
                       Identification, Rejection, TemplateScore)
 from . import synthetic
 from .postgres import PostgresStore
 from .sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteStore
-from .store import (AddResult, AuditEntry, AuditRecord, ModelBinding, NewTemplate, Person, Store, Template,
-                    UnknownPersonError, gallery_exists, is_database_url, open_store)
+from .store import (AddResult, AuditEntry, AuditRecord, ModelBinding, NewTemplate, Person, PersonExistsError, Store,
+                    Template, UnknownPersonError, gallery_exists, is_database_url, open_store)
 
 __all__ = [
     "AddResult", "AuditEntry", "AuditRecord", "Candidate", "ClaimVerification", "DEFAULT_FRACTION",
     "APPROX_MIN_TEMPLATES", "EnrolledTemplate", "EnrollmentReport", "ExactIndex", "GalleryIndex", "IVFIndex", "FaceIdentity", "Frame", "Gallery", "Hit", "Identification",
-    "MIGRATIONS", "ModelBinding", "NewTemplate", "Person", "QualityGates", "RULES", "Rejection",
+    "InvalidNameError", "MIGRATIONS", "ModelBinding", "PersonExistsError", "NewTemplate", "Person", "QualityGates", "RULES", "Rejection",
     "PostgresStore", "SCHEMA_VERSION", "SQLiteStore", "Store", "Template", "TemplateScore", "UNKNOWN", "UnknownPersonError",
-    "assess", "calibration_file_for", "gallery_exists", "is_database_url", "open_store", "export_gallery", "import_gallery", "image_files", "pose", "sharpness", "video_frames",
+    "assess", "calibration_file_for", "check_name", "gallery_exists", "is_database_url", "open_store", "export_gallery", "import_gallery", "image_files", "pose", "sharpness", "video_frames",
 ]

@@ -1,7 +1,7 @@
 """The gallery's sub-commands of `siamface`:
 
     siamface enroll   --gallery G NAME IMAGES... | --folder DIR | --video FILE NAME | --camera N NAME
-                      [--frames N] [--min-gap S] [--timeout S] [--strict] [--keep-images]
+                      [--frames N] [--min-gap S] [--timeout S] [--strict] [--keep-images] [--force]
                       (--folder: a folder of person-named sub-folders; with NAME, DIR's images are NAME's)
     siamface identify --gallery G PROBE... [--top-k K] [--margin M] [--out PNG|DIR]
     siamface people   list | show NAME | rename OLD NEW | remove NAME                 (each with --gallery G)
@@ -11,7 +11,8 @@
 A gallery G is an SQLite file, or a PostgreSQL database named by URL (``postgresql://user@host:port/db``,
 the ``postgres`` extra) shared by several processes and machines.
 
-Exit codes: 0 accepted / found / enrolled, 1 denied / unknown / nothing enrolled, 2 error. ``--json`` prints
+Exit codes: 0 accepted / found / enrolled, 1 denied / unknown / nothing enrolled, 2 error (identify: a probe
+that cannot be read or holds no face, the other probes answered all the same). ``--json`` prints
 JSON on stdout. The gallery may also be named by ``$SIAMFACE_GALLERY``. A calibration file beside the
 gallery (``<gallery>.thresholds.json``, written by ``siamface calibrate``) sets the threshold.
 """
@@ -38,8 +39,13 @@ def add_parsers(sub, chain_options) -> None:
                     "A video or camera session keeps --frames good frames that are diverse (not too alike, "
                     "not too close in time). Every image passes "
                     "quality gates (one face, size, pose, sharpness, not a near-duplicate) or is rejected "
-                    "with its reason. The gallery file is created, bound to the model, if it does not "
-                    "exist. Exit code 0 when every person got at least one template, 1 otherwise.")
+                    "with its reason. A NAME already enrolled (names match ignoring case) gets the new "
+                    "images added, but only those whose face matches one of the person's templates at the "
+                    "1:1 threshold (--force adds the others too); the output says whether a person was "
+                    "created or added to. Names: letters, numbers, single spaces and . , ' ’ - _ ( ) & @ +, "
+                    "starting with a letter or a number (see the README). The gallery file is created, "
+                    "bound to the model, if it does not exist. Exit code 0 when every person got at least "
+                    "one template, 1 otherwise, 2 on an error (nothing enrolled).")
     _gallery_option(p)
     p.add_argument("name", nargs="?", help="the person's name (none with --folder of person folders)")
     p.add_argument("images", nargs="*", help="image files of that person")
@@ -67,6 +73,9 @@ def add_parsers(sub, chain_options) -> None:
                    help="when creating the gallery: keep a face crop with each template (stored "
                         "unencrypted; needed to re-embed with another model)")
     p.add_argument("--metadata", metavar="JSON", help="a JSON object stored with the person")
+    p.add_argument("--force", action="store_true",
+                   help="add images to an enrolled person even when their face does not match the person's "
+                        "templates at the 1:1 threshold (refused by default)")
     chain_options(p, threshold=True)
     p.set_defaults(func=cmd_enroll)
 
@@ -75,8 +84,10 @@ def add_parsers(sub, chain_options) -> None:
         description="Name every face of each probe: the enrolled person with the best template similarity "
                     "when it reaches the threshold and the next person is more than --margin below; "
                     "'ambiguous' when the next person is within the margin; else 'unknown'. The top K "
-                    "people are shown as evidence. Logged in the gallery's audit. Exit code 0 when every "
-                    "probe has a known face, 1 otherwise.")
+                    "people are shown as evidence. Logged in the gallery's audit. A probe that cannot be "
+                    "read or holds no face is reported as an error (on stderr; under \"errors\" with --json) "
+                    "and the other probes are still answered. Exit code 0 when every probe has a known "
+                    "face, 1 when some face is unknown or ambiguous, 2 when a probe was an error.")
     _gallery_option(p)
     p.add_argument("probes", nargs="+", metavar="PROBE", help="probe images")
     p.add_argument("--top-k", "--top", type=int, default=5, metavar="K", dest="top",
@@ -250,6 +261,10 @@ def cmd_enroll(args) -> int:
         json_object(metadata, "--metadata")   # the store's bounds, checked before any gallery is created
     if args.folder and not args.name and metadata:
         raise ConfigError("--metadata is for one person; a folder of person folders enrolls many")
+    if args.name is not None:  # a bad name creates no gallery and runs no model
+        from .names import check_name
+
+        check_name(args.name)
     gates = QualityGates(min_face=args.min_size, strict=args.strict,
                          **({"min_sharpness": args.min_sharpness} if args.min_sharpness is not None else {}))
     frames = None
@@ -266,21 +281,20 @@ def cmd_enroll(args) -> int:
     with _open(args, pipe, create=True, keep_images=args.keep_images) as gallery:
         gallery.gates = gates
         if args.folder and not args.name:
-            reports = gallery.enroll_bulk(args.folder, progress=_Progress())
+            reports = gallery.enroll_bulk(args.folder, progress=_Progress(), force=args.force)
         elif args.folder:
-            reports = [gallery.enroll_folder(args.folder, args.name, metadata=metadata)]
+            reports = [gallery.enroll_folder(args.folder, args.name, metadata=metadata, force=args.force)]
         elif frames is not None:
             reports = [gallery.enroll_frames(args.name, frames, keep=args.frames, min_gap=min_gap,
-                                             timeout=timeout, metadata=metadata)]
+                                             timeout=timeout, metadata=metadata, force=args.force)]
         else:
-            reports = [gallery.enroll(args.name, args.images, sources=list(args.images), metadata=metadata)]
+            reports = [gallery.enroll(args.name, args.images, sources=list(args.images), metadata=metadata,
+                                      force=args.force)]
     if args.json:
         _print_json({"gallery": args.gallery, "people": [r.to_dict() for r in reports]})
     else:
         for r in reports:
-            state = "new person" if r.created else "existing person"
-            print(f"{r.person}: {len(r.added)} template(s) added ({state}, {r.templates_total} in total)"
-                  + (f", {len(r.rejected)} rejected" if r.rejected else ""))
+            print(_enrolled_line(r, args.name if args.name is not None else r.person))
             for rejection in r.rejected:
                 print(f"  rejected ({rejection.reason}): {rejection.message}")
             for warning in r.warnings:
@@ -288,6 +302,21 @@ def cmd_enroll(args) -> int:
         if not reports:
             print(f"{args.folder}: no person folders found")
     return EXIT_OK if reports and all(r.added for r in reports) else EXIT_NO
+
+
+def _enrolled_line(report, given: str) -> str:
+    """What happened to one person, saying whether they were created, added to, or not enrolled at all."""
+    rejected = f"; {len(report.rejected)} image(s) rejected" if report.rejected else ""
+    same = "" if given == report.person else " (names match ignoring case)"
+    if report.created:
+        return f"{report.person}: new person created, {len(report.added)} template(s) added{rejected}"
+    if report.existing and report.added:
+        return (f"{given}: {len(report.added)} template(s) added to the existing person {report.person!r}{same} "
+                f"({report.templates_total} in total){rejected}")
+    if report.existing:
+        return (f"{given}: nothing added to the existing person {report.person!r}{same} "
+                f"({report.templates_total} in total){rejected}")
+    return f"{given}: not enrolled, no image passed; no person was created{rejected}"
 
 
 # -- verify --claim (1:1) -------------------------------------------------------------------------------
@@ -328,7 +357,7 @@ def cmd_claim(args) -> int:
 
 # -- identify (1:N) -------------------------------------------------------------------------------------
 def cmd_identify(args) -> int:
-    from ..errors import NoFaceError
+    from ..errors import ImageError, NoFaceError
     from .core import DEFAULT_MARGIN
 
     if args.top < 1:
@@ -336,18 +365,24 @@ def cmd_identify(args) -> int:
     margin = args.margin if args.margin is not None else DEFAULT_MARGIN
     outputs = _outputs(args.out, args.probes) if args.out else {}
     pipe = _pipeline(args)
-    results = []
+    results, errors, annotated = [], [], {}
     with _open(args, pipe) as gallery:
         for probe in args.probes:
-            result = gallery.identify(probe, top=args.top, margin=margin)
-            if not result.faces:
-                raise NoFaceError(probe, getattr(pipe.detector, "name", ""))
+            try:   # one bad probe is reported; the others are still answered
+                result = gallery.identify(probe, top=args.top, margin=margin)
+                if not result.faces:
+                    raise NoFaceError(probe, getattr(pipe.detector, "name", ""))
+            except (ImageError, NoFaceError) as exc:
+                errors.append((probe, str(exc)))
+                continue
             results.append(result)
             if probe in outputs:
                 _annotate(probe, result, outputs[probe])
+                annotated[probe] = outputs[probe]
     if args.json:
         _print_json({"gallery": args.gallery, "results": [r.to_dict() for r in results],
-                     **({"annotated": {p: str(o) for p, o in outputs.items()}} if outputs else {})})
+                     **({"errors": [{"probe": p, "error": e} for p, e in errors]} if errors else {}),
+                     **({"annotated": {p: str(o) for p, o in annotated.items()}} if annotated else {})})
     else:
         for r in results:
             print(f"{r.probe}: {len(r.faces)} face(s), threshold {r.threshold:.4f}, margin {r.margin:g}")
@@ -358,8 +393,12 @@ def cmd_identify(args) -> int:
                 print(f"  [{i}] {box}: {face.name} ({score})" + (f"  next: {others}" if others else ""))
             for note in r.notes:
                 print(f"  note: {note}")
-        for probe, out in outputs.items():
+        for probe, out in annotated.items():
             print(f"annotated {probe} -> {out}")
+    for _, message in errors:
+        print(f"siamface: error: {message}", file=sys.stderr)
+    if errors:
+        return EXIT_ERROR
     return EXIT_OK if all(r.found for r in results) else EXIT_NO
 
 

@@ -15,8 +15,10 @@ blurred         variance of the Laplacian over the central 40% of the aligned ch
                 ``min_sharpness`` (25)
 duplicate       similarity above ``duplicate`` (0.995) to a template the person already has, or to one
                 added earlier in the same call (checked inside the store's write transaction)
-other-person    capture sessions only (video, camera): below the threshold's similarity to a frame
-                already kept in the session, i.e. someone else is the largest face
+other-person    a person already enrolled: below the 1:1 threshold's similarity to every template the
+                person has (checked inside the store's transaction; ``force`` turns it off). Capture
+                sessions (video, camera) also: below it to a frame already kept in the session, i.e.
+                someone else is the largest face
 ==============  =====================================================================================
 
 A face that matches *another* enrolled person at or above the threshold is enrolled with a warning.
@@ -124,6 +126,11 @@ def face_crop_png(image: np.ndarray, box, margin: float = 0.5) -> bytes:
     return buf.getvalue()
 
 
+def _floor1(value: float) -> str:
+    """`value` with one decimal, rounded down: a size under a limit never prints as the limit itself."""
+    return f"{math.floor(value * 10 + 1e-9) / 10:.1f}"
+
+
 def assess(pipeline, image, source: str | None = None, gates: QualityGates = QualityGates(),
            keep_image: bool = False) -> Sample | Rejection:
     """Run the per-image gates on one image (path, bytes or RGB array) with `pipeline`."""
@@ -145,7 +152,7 @@ def assess(pipeline, image, source: str | None = None, gates: QualityGates = Qua
     x1, y1, x2, y2 = (float(v) for v in face.boxes[0])
     side = min(x2 - x1, y2 - y1)
     if side < gates.min_face:
-        return Rejection(label, "too-small", f"{label}: face is {side:.0f} px, smaller than the "
+        return Rejection(label, "too-small", f"{label}: face is {_floor1(side)} px, smaller than the "
                                              f"{gates.min_face} px minimum")
     roll, yaw = pose(face.landmarks[0])
     if not (abs(roll) <= gates.max_roll and yaw <= gates.max_yaw):

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from ..errors import GalleryError
-from .sqlbase import SqlStore, _blob, _now, binding_meta, json_object
+from .sqlbase import SqlStore, _blob, _now, binding_meta, json_object, lookup_form
 from .sqlite import SCHEMA_VERSION
 from .store import AuditRecord, ModelBinding, NewTemplate, Person, UnknownPersonError, source_label
 
@@ -290,7 +290,7 @@ class PostgresStore(SqlStore):
 
     # -- reads ---------------------------------------------------------------------------------------
     def _find(self, db, name: str, metadata: bool = True) -> Person | None:
-        row = db.execute(self._PERSON_SELECT + " WHERE lower(p.name) = lower(%s)", (name.strip(),)).fetchone()
+        row = db.execute(self._PERSON_SELECT + " WHERE lower(p.name) = lower(%s)", (lookup_form(name),)).fetchone()
         return self._person(row, metadata) if row else None
 
     def person(self, name: str, *, metadata: bool = True) -> Person:

@@ -40,7 +40,11 @@ class EnrolledTemplate:
 
 @dataclass(frozen=True)
 class EnrollmentReport:
-    """One person's enrollment: templates added, images rejected (with reasons), warnings."""
+    """One person's enrollment: templates added, images rejected (with reasons), warnings.
+
+    `person` is the name as enrolled (an existing person's stored name: names match ignoring case);
+    `created` says the call created the person, `existing` that it was enrolled before the call; neither
+    when nothing was enrolled for a new name (no person is left behind then)."""
 
     person: str
     created: bool
@@ -53,8 +57,14 @@ class EnrollmentReport:
     def ok(self) -> bool:
         return bool(self.added)
 
+    @property
+    def existing(self) -> bool:
+        """The person was enrolled before this call (a store never keeps a person without templates)."""
+        return not self.created and self.templates_total > 0
+
     def to_dict(self) -> dict[str, Any]:
-        return {"person": self.person, "created": self.created, "added": [a.to_dict() for a in self.added],
+        return {"person": self.person, "created": self.created, "existing": self.existing,
+                "added": [a.to_dict() for a in self.added],
                 "rejected": [r.to_dict() for r in self.rejected], "warnings": list(self.warnings),
                 "templates_total": self.templates_total}
 

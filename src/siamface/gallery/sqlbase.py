@@ -19,12 +19,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import GalleryError, ModelMismatchError
+from .names import MAX_NAME_LENGTH, check_name, lookup_form  # noqa: F401 - also imported from here
 from .store import (AddResult, AuditEntry, DamagedGalleryError, KeepFilter, ModelBinding, NewTemplate, Person,
-                    Template, UnknownPersonError, source_label)
+                    PersonExistsError, Template, UnknownPersonError, source_label)
 
 log = logging.getLogger(__name__)
 
-MAX_NAME_LENGTH = 200
 #: Bounds of a person's metadata and a template's quality figures (JSON objects): nesting levels (the object
 #: itself is level 1) and size of their JSON text. Checked on the way in; rows deeper than this (written by
 #: older code) are reported as damaged on the way out.
@@ -115,20 +115,6 @@ def read_json_object(text: str, where: str) -> dict[str, Any]:
     if json_depth(value) > MAX_JSON_DEPTH:
         raise DamagedGalleryError(f"{where} is damaged: nested more than {MAX_JSON_DEPTH} levels deep")
     return value
-
-
-def check_name(name: str) -> str:
-    """A person's name, stripped; refuses empty, over-long or control-character names."""
-    if not isinstance(name, str):
-        raise GalleryError(f"a person's name must be a string, not {type(name).__name__}")
-    clean = name.strip()
-    if not clean:
-        raise GalleryError("a person's name cannot be empty")
-    if len(clean) > MAX_NAME_LENGTH:
-        raise GalleryError(f"a person's name is limited to {MAX_NAME_LENGTH} characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in clean):
-        raise GalleryError(f"a person's name cannot contain control characters: {clean!r}")
-    return clean
 
 
 def matrix_from_rows(generation: int, rows, d: int,
@@ -289,7 +275,9 @@ class SqlStore:
     # -- shared ----------------------------------------------------------------------------------------
     def add_templates(self, name: str, templates: Sequence[NewTemplate], *,
                       metadata: dict[str, Any] | None = None, create: bool = True,
-                      keep: KeepFilter | None = None) -> AddResult:
+                      keep: KeepFilter | None = None, new: bool = False) -> AddResult:
+        if new and not create:
+            raise ValueError("a person cannot be both new and required to exist")
         name = check_name(name)
         templates = list(templates)
         if metadata is not None:   # refuse bad input before taking the write lock
@@ -299,7 +287,7 @@ class SqlStore:
             json_object(t.quality, "a template's quality")
         with self._write() as db:
             self._check_bound(db)
-            return self._add(db, name, templates, metadata, create, keep)
+            return self._add(db, name, templates, metadata, create, keep, new)
 
     def add_people(self, people: Sequence[tuple[str, dict[str, Any], Sequence[NewTemplate]]], *,
                    merge: bool = False, keep: KeepFilter | None = None) -> list[AddResult]:
@@ -328,11 +316,14 @@ class SqlStore:
             return [self._add(db, n, ts, m, True, keep) for n, m, ts in people]
 
     def _add(self, db, name: str, templates: list[NewTemplate], metadata: dict[str, Any] | None, create: bool,
-             keep: KeepFilter | None) -> AddResult:
-        """The body of an addition, inside the caller's write transaction."""
+             keep: KeepFilter | None, new: bool = False) -> AddResult:
+        """The body of an addition, inside the caller's write transaction: the name is looked up here, so
+        that "must be new" and "must exist" cannot race with another writer."""
         found = self._find(db, name)
         if found is None and not create:
             raise UnknownPersonError(name, self.location)
+        if found is not None and new:
+            raise PersonExistsError(found.name, self.location)
         existing = self._templates(db, found.id, True) if found is not None else []
         verdicts = list(keep(existing, templates)) if keep is not None else [None] * len(templates)
         if len(verdicts) != len(templates):

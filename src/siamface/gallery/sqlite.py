@@ -39,7 +39,7 @@ import numpy as np
 from ..errors import GalleryError
 # MAX_NAME_LENGTH, _blob, _now and check_name are also imported from here by other modules.
 from .sqlbase import (MAX_NAME_LENGTH, SqlStore, _blob, _now, binding_meta, check_name, json_object,  # noqa: F401
-                      matrix_from_rows)
+                      lookup_form, matrix_from_rows)
 from .store import (AuditRecord, ModelBinding, NewTemplate, Person, ReadOnlyGalleryError, UnknownPersonError,
                     source_label)
 
@@ -391,7 +391,7 @@ class SQLiteStore(SqlStore):
 
     # -- reads ---------------------------------------------------------------------------------------
     def _find(self, db: sqlite3.Connection, name: str, metadata: bool = True) -> Person | None:
-        row = db.execute(self._PERSON_SELECT + " WHERE p.name = ?", (name.strip(),)).fetchone()
+        row = db.execute(self._PERSON_SELECT + " WHERE p.name = ?", (lookup_form(name),)).fetchone()
         return self._person(row, metadata) if row else None
 
     def person(self, name: str, *, metadata: bool = True) -> Person:

@@ -26,7 +26,16 @@ class UnknownPersonError(GalleryError):
     def __init__(self, name: str, gallery: str = "") -> None:
         self.name = name
         where = f" in gallery {gallery}" if gallery else ""
-        super().__init__(f"no person named {name!r}{where} (see `siamface gallery list`)")
+        super().__init__(f"no person named {name!r}{where} (see `siamface people list`)")
+
+
+class PersonExistsError(GalleryError):
+    """A name given for a new person is already enrolled (names are unique ignoring case)."""
+
+    def __init__(self, name: str, gallery: str = "") -> None:
+        self.name = name
+        where = f" in gallery {gallery}" if gallery else ""
+        super().__init__(f"a person named {name!r} is already enrolled{where}")
 
 
 class DamagedGalleryError(GalleryError):
@@ -191,9 +200,12 @@ class Store(Protocol):
 
     def add_templates(self, name: str, templates: Sequence[NewTemplate], *,
                       metadata: dict[str, Any] | None = None, create: bool = True,
-                      keep: KeepFilter | None = None) -> AddResult:
+                      keep: KeepFilter | None = None, new: bool = False) -> AddResult:
         """Add templates to `name` (created if missing and `create`), all in one transaction. When every
-        candidate is skipped, nothing changes (a new person is not created)."""
+        candidate is skipped, nothing changes (a new person is not created). `new`: the name must not be
+        enrolled yet (`PersonExistsError` otherwise); `create=False`: it must be (`UnknownPersonError`).
+        Both are decided inside the transaction: of two writers creating the same new name with
+        ``new=True``, exactly one succeeds. Names are checked by `siamface.gallery.names.check_name`."""
 
     def add_people(self, people: Sequence[tuple[str, dict[str, Any], Sequence[NewTemplate]]], *,
                    merge: bool = False, keep: KeepFilter | None = None) -> list[AddResult]:

@@ -56,7 +56,8 @@ def scrub(message: str, *secrets: str) -> str:
 
 def from_siamface(exc: SiamfaceError, *secrets: str) -> ServiceError:
     """The HTTP answer for a siamface error."""
-    from ..gallery.store import DamagedGalleryError, ReadOnlyGalleryError, UnknownPersonError
+    from ..gallery.names import InvalidNameError
+    from ..gallery.store import DamagedGalleryError, PersonExistsError, ReadOnlyGalleryError, UnknownPersonError
 
     text = scrub(str(exc), *secrets)
     if isinstance(exc, UnknownPersonError):
@@ -65,6 +66,11 @@ def from_siamface(exc: SiamfaceError, *secrets: str) -> ServiceError:
         return ServiceError(500, "gallery-damaged", text)
     if isinstance(exc, ReadOnlyGalleryError):
         return ServiceError(503, "gallery-read-only", text)
+    if isinstance(exc, PersonExistsError):
+        return ServiceError(409, "person-exists", f"a person named {exc.name!r} is already enrolled; add faces "
+                                                  "with POST /v1/people/{name}/faces")
+    if isinstance(exc, InvalidNameError):
+        return ServiceError(400, "invalid-name", text)
     if isinstance(exc, ImageError):
         return ServiceError(400, "bad-image", text)
     if isinstance(exc, NoFaceError):

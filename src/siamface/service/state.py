@@ -108,6 +108,10 @@ class Service:
     def secrets(self) -> tuple[str, ...]:
         """Strings that must never appear in an answer (where the gallery lives)."""
         g = self.settings.gallery
+        if isinstance(g, str):   # a postgresql:// URL: the URL, with and without its password
+            from ..gallery.postgres import redact
+
+            return (g, redact(g), str(self.settings.keys_file))
         return (str(g.resolve()), str(g), str(g.resolve().parent), str(self.settings.keys_file))
 
     # -- blocking work -----------------------------------------------------------------------------------
@@ -233,24 +237,16 @@ class Service:
         return payload
 
     def enroll(self, name: str, uploads: list[Upload], metadata: dict[str, Any] | None,
-               must_exist: bool) -> tuple[bool, dict[str, Any]]:
-        """Enroll `name` from `uploads` (a new person unless `must_exist`). (anything added, report)."""
-        from ..gallery.sqlite import check_name
-        from ..gallery.store import UnknownPersonError
-
-        try:
-            name = check_name(name)
-        except Exception as exc:  # GalleryError: a bad name is the client's
-            raise ServiceError(400, "invalid-name", str(exc)) from None
-        try:
-            existing = self.gallery.store.person(name)
-        except UnknownPersonError:
-            existing = None
-        if must_exist and existing is None:
-            raise ServiceError(404, "unknown-person", f"no person named {name!r}")
-        if not must_exist and existing is not None:
-            raise ServiceError(409, "person-exists", f"a person named {existing.name!r} is already enrolled; "
-                                                     f"add faces with POST /v1/people/{{name}}/faces")
+               must_exist: bool, force: bool = False) -> tuple[bool, dict[str, Any]]:
+        """Enroll `name` from `uploads`: a new person (409 when the name is taken, decided inside the
+        gallery's write transaction, so two requests racing for one new name cannot both create it), or,
+        with `must_exist`, more faces of an enrolled one (those that do not match the person are rejected
+        unless `force`). (anything added, report). A bad name, a taken one or an unknown one raise the
+        gallery's errors, which the app answers with 400 `invalid-name`, 409 `person-exists` and 404
+        `unknown-person`."""
+        # answered before decoding anything; the gallery decides again, inside its write transaction
+        name = self.gallery.check_enrollment(name, new=not must_exist, existing=must_exist)
         images = [self.decode(u) for u in uploads]
-        report = self.gallery.enroll(name, images, metadata=metadata, sources=[u.label for u in uploads])
+        report = self.gallery.enroll(name, images, metadata=metadata, sources=[u.label for u in uploads],
+                                     new=not must_exist, existing=must_exist, force=force)
         return bool(report.added), report.to_dict()

@@ -75,8 +75,10 @@ async def create_person(
 ) -> JSONResponse:
     """Every image passes the enrollment quality gates (one face, size, pose, sharpness, not a duplicate) or
     is listed in `rejected` with its reason; the person is created with the images kept (201), or not at all
-    (422 `no-usable-face`). The name must be new (409 otherwise). Images are not stored unless the gallery
-    was created to keep them."""
+    (422 `no-usable-face`). The name must be new, ignoring case (409 `person-exists` otherwise, also when
+    another request creates it at the same moment). Names: letters, numbers, single spaces and
+    `. , ' ’ - _ ( ) & @ +`, starting with a letter or a number (400 `invalid-name` otherwise). Images are
+    not stored unless the gallery was created to keep them."""
     uploads = await _uploads(svc, images)
     added, report = await svc.run(svc.enroll, name, uploads, _metadata(metadata), False)
     return _enrolled(added, report, 201)
@@ -88,9 +90,14 @@ async def add_faces(
     name: str,
     svc: Annotated[Service, Depends(service)],
     images: Annotated[list[UploadFile], File(description="more face images of that person")],
+    force: Annotated[bool, Form(description="add the images even when their face does not match the "
+                                            "person's templates at the 1:1 threshold")] = False,
 ) -> JSONResponse:
+    """Each image passes the quality gates and must match one of the person's templates at the 1:1
+    threshold (else it is rejected as `other-person`, with its score and the threshold) unless
+    `force=true`; 200 with the images added, or 422 `no-usable-face` when none was."""
     uploads = await _uploads(svc, images)
-    added, report = await svc.run(svc.enroll, name, uploads, None, True)
+    added, report = await svc.run(svc.enroll, name, uploads, None, True, force)
     return _enrolled(added, report, 200)
 
 
@@ -116,7 +123,7 @@ async def update_person(name: str, change: PersonUpdate, svc: Annotated[Service,
         raise ServiceError(400, "bad-request", "give a new 'name' and/or 'metadata'")
 
     def update():
-        from ...gallery.sqlite import check_name
+        from ...gallery.names import InvalidNameError, check_name
         from ...gallery.store import UnknownPersonError
 
         store = svc.gallery.store
@@ -124,7 +131,7 @@ async def update_person(name: str, change: PersonUpdate, svc: Annotated[Service,
         if change.name is not None:
             try:
                 new = check_name(change.name)
-            except Exception as exc:
+            except InvalidNameError as exc:
                 raise ServiceError(400, "invalid-name", str(exc)) from None
             try:
                 other = store.person(new)

@@ -171,7 +171,8 @@ $("enroll-form").addEventListener("submit", async (event) => {
     }
     if (answer.ok) {
       const r = answer.body;
-      status(`Enrolled ${r.person}: ${r.added.length} frame(s) kept, ${r.rejected.length} refused, ` +
+      const how = r.created ? "new person" : "added to the existing person";
+      status(`Enrolled ${r.person} (${how}): ${r.added.length} frame(s) kept, ${r.rejected.length} refused, ` +
              `${r.templates_total} template(s) in all.`, "good");
     } else {
       status(`Enrollment failed — ${problem(answer)}`, "bad");
