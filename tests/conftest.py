@@ -84,6 +84,16 @@ def blended_face(subject: int, image: int) -> np.ndarray:
     return frame
 
 
+def phone_screen(subject: int, image: int) -> np.ndarray:
+    """An AT&T face shown on a phone held up in a scene: a dark bezel around a backlit screen (brighter
+    gamma, a blue cast, faint scan lines)."""
+    face = att_rgb(subject, image).astype(np.float32) / 255.0
+    shown = 255 * face ** 0.7 * np.array([0.92, 0.97, 1.08])
+    shown[::3] *= 0.85
+    shown = np.pad(np.clip(shown, 0, 255).astype(np.uint8), ((18, 18), (8, 8), (0, 0)), constant_values=15)
+    return scene([(shown, 2.0, (200, 60))])
+
+
 def faceless(size=(240, 320)) -> np.ndarray:
     """A real-looking but faceless image: smooth gradients, stripes and noise."""
     rng = np.random.default_rng(1)

@@ -190,7 +190,9 @@ def test_evaluate_liveness_command(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["counts"] == {"live": 3, "photo": 2, "screen": 1} and report["no_face"] == 0
     assert set(report["apcer"]) == {"photo", "screen"} and 0 <= report["bpcer"] <= 1
-    assert report["videos"] == 1 and report["per_frame"]["counts"]["live"] == 2 + 12
+    assert report["videos"] == 1 and report["per_frame"]["combined"]["counts"]["live"] == 2 + 12
+    assert set(report["cues"]) == {"cnn", "texture", "frame"}              # every cue alone, beside the combination
+    assert set(report["per_frame"]) == {"combined", "cnn", "texture", "frame"}
     assert (tmp_path / "out" / "report.json").is_file()
 
     (data / "live").rename(data / "elsewhere")
