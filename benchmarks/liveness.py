@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import re
 import statistics
 import sys
@@ -255,7 +256,7 @@ def main() -> None:
     from siamface import Pipeline
 
     pipeline = Pipeline()
-    timings = []
+    timings, cpu = [], []
     sample = [items[i][0] for i in np.flatnonzero(use & (sources == "nuaa"))][::10]
     for path in sample:
         image = load_image(path)
@@ -263,12 +264,16 @@ def main() -> None:
         if len(faces):
             box = faces.boxes[int(np.argmax(faces.areas))]
             decide.check.score(image, box)                       # warm
-            t0 = time.perf_counter()
-            decide.check.score(image, box)
-            timings.append((time.perf_counter() - t0) * 1000)
-    ms = statistics.median(timings)
-    print(f"passive.ms_per_face {ms:.2f} (median of {len(timings)} NUAA frames, 640x480: texture + frame + "
-          f"CNN pair + combiner)")
+            for _ in range(5):
+                t0, c0 = time.perf_counter(), time.process_time()
+                decide.check.score(image, box)
+                timings.append((time.perf_counter() - t0) * 1000)
+                cpu.append((time.process_time() - c0) * 1000)
+    ms, cpu_ms = statistics.median(timings), statistics.median(cpu)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"passive.ms_per_face wall {ms:.2f}, CPU time {cpu_ms:.2f}, fastest wall {min(timings):.2f} (median of "
+          f"{len(timings)} runs on NUAA frames, 640x480: texture + frame + CNN pair + combiner; one ONNX Runtime "
+          f"thread; load average {load:.1f} on {os.cpu_count()} cores: wall time includes waiting for the CPU)")
 
     # targets (the combination) -----------------------------------------------------------------------
     c = {k: v["combined"] for k, v in figures.items()}
@@ -282,7 +287,8 @@ def main() -> None:
     total = sum(len(v) for (s, l, d), v in granted.items() if d == "combined")
     print(f"target per presentation no error on the held-out recordings: {wrong} errors of {total} "
           f"{'met' if wrong == 0 else 'NOT met'}")
-    verdict("whole passive check per face", ms, TARGETS["ms"], "ms")
+    verdict("whole passive check per face, CPU time", cpu_ms, TARGETS["ms"], "ms")
+    verdict("whole passive check per face, wall time", ms, TARGETS["ms"], "ms")
 
 
 if __name__ == "__main__":

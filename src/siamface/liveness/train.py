@@ -1,8 +1,12 @@
-"""Train the passive liveness model on attack data, split by subject, and report ISO/IEC 30107-3 figures.
+"""Train the passive liveness models on attack data, split by subject, and report ISO/IEC 30107-3 figures.
 
     python -m siamface.liveness.train --nuaa ../shared/datasets/nuaa_train \\
         --replay ../shared/datasets/replay_crops --live ../shared/datasets/celeba_ids --live-every 3 \\
         [--out src/siamface/liveness/models/passive_v2.npz]
+
+    # then the combiner of the passive check (CNN pair + that texture model + frame cue):
+    python -m siamface.liveness.train --combine --bpcer 0.02 --name passive_v3 (same data options) \\
+        [--out src/siamface/liveness/models/passive_v3.json]
 
 Data layouts understood (``--data`` may be given several times, as TYPE=DIR):
 * NUAA: ``live/<subject>/*.jpg`` and ``photo/<subject>/*.jpg`` (640x480 frames; the face is detected);
