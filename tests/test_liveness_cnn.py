@@ -14,9 +14,9 @@ from siamface.errors import ModelError
 from siamface.liveness.cnn import NETWORKS, AntiSpoofCnn, crop, scaled_box
 
 ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS = Path("/work/shared/models/silent-face")
-if not WEIGHTS.is_dir():
-    WEIGHTS = ROOT.parent / "shared" / "models" / "silent-face"
+# the original weights, in the workplace's shared folder beside the checkout (or beside its worktrees' folder)
+WEIGHTS = next((p / "shared" / "models" / "silent-face" for p in (ROOT.parent, ROOT.parent.parent)
+                if (p / "shared" / "models" / "silent-face").is_dir()), ROOT.parent / "shared" / "models" / "silent-face")
 PTH = {"minifasnet_v2": "2.7_80x80_MiniFASNetV2.pth", "minifasnet_v1se": "4_0_0_80x80_MiniFASNetV1SE.pth"}
 
 

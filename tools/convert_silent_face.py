@@ -101,7 +101,9 @@ weights themselves are unchanged; ONNX Runtime reproduces the PyTorch logits wit
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--weights", type=Path, default=ROOT.parent / "shared" / "models" / "silent-face")
+    shared = next((p / "shared" for p in (ROOT.parent, ROOT.parent.parent) if (p / "shared").is_dir()),
+                  ROOT.parent / "shared")
+    ap.add_argument("--weights", type=Path, default=shared / "models" / "silent-face")
     ap.add_argument("--out", type=Path, default=ROOT / "src" / "siamface" / "liveness" / "models")
     args = ap.parse_args(argv)
     import minifasnet
