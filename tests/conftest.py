@@ -63,6 +63,37 @@ def planar_turn(frame: np.ndarray, degrees: float) -> np.ndarray:
     return cv2.warpPerspective(frame, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
 
 
+def held_photo(subject: int, image: int) -> np.ndarray:
+    """An AT&T photo with a white paper margin, held up in a scene: a printed photo's straight border."""
+    photo = np.pad(att_rgb(subject, image), ((10, 10), (10, 10), (0, 0)), constant_values=235)
+    return scene([(photo, 2.0, (200, 80))])
+
+
+def blended_face(subject: int, image: int) -> np.ndarray:
+    """The same face melted into the scene through a soft oval: a head with no straight edge around it."""
+    import cv2
+
+    frame = scene([])
+    face = cv2.resize(att_rgb(subject, image), None, fx=2.0, fy=2.0, interpolation=cv2.INTER_CUBIC)
+    h, w = face.shape[:2]
+    mask = np.zeros((h, w), np.float32)
+    cv2.ellipse(mask, (w // 2, h // 2 + 10), (int(w * 0.36), int(h * 0.42)), 0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), 9)[:, :, None]
+    region = frame[80:80 + h, 200:200 + w].astype(np.float32)
+    frame[80:80 + h, 200:200 + w] = (mask * face + (1 - mask) * region).astype(np.uint8)
+    return frame
+
+
+def phone_screen(subject: int, image: int) -> np.ndarray:
+    """An AT&T face shown on a phone held up in a scene: a dark bezel around a backlit screen (brighter
+    gamma, a blue cast, faint scan lines)."""
+    face = att_rgb(subject, image).astype(np.float32) / 255.0
+    shown = 255 * face ** 0.7 * np.array([0.92, 0.97, 1.08])
+    shown[::3] *= 0.85
+    shown = np.pad(np.clip(shown, 0, 255).astype(np.uint8), ((18, 18), (8, 8), (0, 0)), constant_values=15)
+    return scene([(shown, 2.0, (200, 60))])
+
+
 def faceless(size=(240, 320)) -> np.ndarray:
     """A real-looking but faceless image: smooth gradients, stripes and noise."""
     rng = np.random.default_rng(1)

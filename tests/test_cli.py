@@ -112,3 +112,8 @@ def test_models_lists_detectors_and_models():
     out = run("models", "--json")
     data = json.loads(out.stdout)
     assert "retinaface" in data["detectors"] and data["models"][0]["embedding_size"] == 128
+    liveness = {m["name"]: m for m in data["liveness"]}
+    assert {"passive_v3", "minifasnet_v2", "minifasnet_v1se", "passive_v2", "frame"} <= set(liveness)
+    assert liveness["minifasnet_v2"]["licence"].startswith("Apache-2.0") and "Silent-Face" in liveness["minifasnet_v2"]["source"]
+    text = run("models").stdout
+    assert "liveness models:" in text and "licence: Apache-2.0" in text

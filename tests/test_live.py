@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import att, att_rgb, scene
+from conftest import att, att_rgb, held_photo, scene
 from siamface import SourceError
 from siamface.live import Authenticator, GalleryMatcher, Tracker, Watcher, run
 from siamface.video import Frame, FrameSource, LatestFrameReader, open_source
@@ -152,10 +152,17 @@ def test_cli_watch_and_authenticate(clip, gallery_file, tmp_path):
     denied = cli("authenticate", "-g", gallery_file, "--claim", "s4", "--source", clip, "--max-frames", 8,
                  "--liveness", "off")
     assert denied.returncode == 1 and json.loads(denied.stdout)["event"] == "denied"
-    # the default passive check refuses the same clip for s3: its frames are pasted grey photos
-    photo = cli("authenticate", "-g", gallery_file, "--claim", "s3", "--source", clip)
+    # the default passive check refuses s3 shown as a printed photo (a white margin, held up in the scene)
+    printed = tmp_path / "printed.avi"
+    writer = cv2.VideoWriter(str(printed), cv2.VideoWriter_fourcc(*"MJPG"), 25, (640, 480))
+    for _ in range(10):
+        writer.write(cv2.cvtColor(held_photo(3, 1), cv2.COLOR_RGB2BGR))
+    writer.release()
+    photo = cli("authenticate", "-g", gallery_file, "--claim", "s3", "--source", printed)
     assert photo.returncode == 1, photo.stdout + photo.stderr
-    assert json.loads(photo.stdout)["liveness"]["passive"]["last_scores"]
+    decision = json.loads(photo.stdout)
+    assert decision["best_score"] >= decision["threshold"]                 # it is s3, but not live
+    assert decision["liveness"]["passive"]["frames_not_live"] == 10 and "not live" in decision["reason"]
     unknown = cli("authenticate", "-g", gallery_file, "--claim", "nobody", "--source", clip)
     assert unknown.returncode == 2 and "nobody" in unknown.stderr
 

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import FRONTAL, FRONTAL_2, TURN, TURNED_LEFT, TURNED_RIGHT, att_rgb, planar_turn, s26, scene
+from conftest import (FRONTAL, FRONTAL_2, TURN, TURNED_LEFT, TURNED_RIGHT, att_rgb, blended_face, held_photo,
+                      planar_turn, s26, scene)
 from siamface.errors import ConfigError
 from siamface.liveness import PassiveLiveness, pad_report
 from siamface.liveness.active import ActiveCheck, parallax, yaw_ratio
@@ -66,33 +67,12 @@ def test_shipped_passive_model_refuses_a_pasted_photo(pipeline):
     assert again.score == result.score                       # deterministic
 
 
-def _held_photo(subject: int, image: int) -> np.ndarray:
-    """An AT&T photo with a white paper margin, held up in a scene: a printed photo's straight border."""
-    photo = np.pad(att_rgb(subject, image), ((10, 10), (10, 10), (0, 0)), constant_values=235)
-    return scene([(photo, 2.0, (200, 80))])
-
-
-def _blended_face(subject: int, image: int) -> np.ndarray:
-    """The same face melted into the scene through a soft oval: a head with no straight edge around it."""
-    import cv2
-
-    frame = scene([])
-    face = cv2.resize(att_rgb(subject, image), None, fx=2.0, fy=2.0, interpolation=cv2.INTER_CUBIC)
-    h, w = face.shape[:2]
-    mask = np.zeros((h, w), np.float32)
-    cv2.ellipse(mask, (w // 2, h // 2 + 10), (int(w * 0.36), int(h * 0.42)), 0, 0, 360, 1.0, -1)
-    mask = cv2.GaussianBlur(mask, (0, 0), 9)[:, :, None]
-    region = frame[80:80 + h, 200:200 + w].astype(np.float32)
-    frame[80:80 + h, 200:200 + w] = (mask * face + (1 - mask) * region).astype(np.uint8)
-    return frame
-
-
 def test_frame_cue_finds_a_printed_photos_border_and_not_a_face_outline(pipeline):
     for subject, image in ((1, 1), (3, 1), (7, 2)):
-        photo = _held_photo(subject, image)
+        photo = held_photo(subject, image)
         sides = frame_sides(photo, pipeline.detect(photo).boxes[0])
         assert is_framed(sides), (subject, sides)
-        head = _blended_face(subject, image)
+        head = blended_face(subject, image)
         faces = pipeline.detect(head)
         assert len(faces), (subject, "the blended face is still a face")
         assert not is_framed(frame_sides(head, faces.boxes[0])), subject
@@ -210,7 +190,9 @@ def test_evaluate_liveness_command(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["counts"] == {"live": 3, "photo": 2, "screen": 1} and report["no_face"] == 0
     assert set(report["apcer"]) == {"photo", "screen"} and 0 <= report["bpcer"] <= 1
-    assert report["videos"] == 1 and report["per_frame"]["counts"]["live"] == 2 + 12
+    assert report["videos"] == 1 and report["per_frame"]["combined"]["counts"]["live"] == 2 + 12
+    assert set(report["cues"]) == {"cnn", "texture", "frame"}              # every cue alone, beside the combination
+    assert set(report["per_frame"]) == {"combined", "cnn", "texture", "frame"}
     assert (tmp_path / "out" / "report.json").is_file()
 
     (data / "live").rename(data / "elsewhere")

@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("models", help="list the available detectors and models",
-                       description="List detectors and encoders with their input size and default threshold.")
+                       description="List detectors and encoders with their input size and default threshold, and the "
+                                   "liveness models with their source and licence.")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_models)
 
@@ -188,14 +189,21 @@ def cmd_models(args) -> int:
         models.append({"name": name, "version": info.version, "embedding_size": info.embedding_size,
                        "input": f"{info.chip.size}x{info.chip.size} RGB", "metric": info.metric,
                        "threshold": info.threshold, "threshold_source": info.threshold_source})
+    from .liveness.combined import liveness_models
+
+    liveness = liveness_models()
     if args.json:
-        print(json.dumps({"detectors": detector_names(), "models": models}, indent=2))
+        print(json.dumps({"detectors": detector_names(), "models": models, "liveness": liveness}, indent=2))
     else:
         print("detectors: " + ", ".join(detector_names()))
         print("models:")
         for m in models:
             print(f"  {m['name']}: {m['embedding_size']}-d, input {m['input']}, {m['metric']} "
                   f"threshold {m['threshold']} ({m['threshold_source']})")
+        print("liveness models:")
+        for m in liveness:
+            threshold = f", threshold {m['threshold']:.4f}" if m.get("threshold") is not None else ""
+            print(f"  {m['name']}: {m['role']}{threshold}\n      source: {m['source']}; licence: {m['licence']}")
     return 0
 
 

@@ -305,15 +305,14 @@ class AuthDecision:
 
 
 LIVENESS_MODES = ("off", "passive", "active", "both")
-FRAMED_DENY = 3      # passive: deny once this many frames showed a frame (photo / screen border) around the face
 
 
 class Authenticator:
     """1:1 unlock: the largest face of each frame against the claim; grant after `consecutive` frames in a
     row at or above the threshold, deny at `timeout` seconds (or when the source ends).
 
-    `liveness`: "passive" also needs each of those frames to score live (`PassiveLiveness`), and denies once
-    `FRAMED_DENY` frames showed a photo's or screen's border around the face; "active" needs
+    `liveness`: "passive" also needs each of those frames to be live by the passive check (`PassiveCheck`:
+    the CNN pair, the texture model and the frame cue combined; no cue vetoes alone); "active" needs
     the challenge of an `ActiveCheck` met, with parallax, before the grant (its prompts are events);
     "both" needs both. Every decision carries the liveness evidence."""
 
@@ -333,9 +332,9 @@ class Authenticator:
         self.passive = None
         self.active = None
         if liveness in ("passive", "both"):
-            from .liveness import PassiveLiveness
+            from .liveness import PassiveCheck
 
-            self.passive = passive or PassiveLiveness()
+            self.passive = passive or PassiveCheck()
         if liveness in ("active", "both"):
             from .liveness.active import ActiveCheck
 
@@ -343,7 +342,8 @@ class Authenticator:
         self.stats = Stats()
         self.scores: list[float] = []
         self.live_scores: list[float] = []
-        self.framed_frames = 0
+        self.framed_frames = 0       # evidence: frames where the frame cue saw a border (an input, not a veto)
+        self.not_live_frames = 0
         self.run_length = 0
         self.started = time.monotonic()
         self.decision: AuthDecision | None = None
@@ -354,7 +354,7 @@ class Authenticator:
         if self.passive is not None:
             evidence["passive"] = {"model": self.passive.name, "threshold": round(self.passive.threshold, 4),
                                    "last_scores": [round(s, 4) for s in self.live_scores[-10:]],
-                                   "framed_frames": self.framed_frames}
+                                   "framed_frames": self.framed_frames, "frames_not_live": self.not_live_frames}
         if self.active is not None:
             result = self.active.result
             evidence["active"] = result.to_dict() if result else {"passed": False, "challenges": self.active.challenges}
@@ -383,14 +383,13 @@ class Authenticator:
                 live = self.passive.score(frame.image, box)
                 self.live_scores.append(live.score)
                 self.framed_frames += live.framed
+                self.not_live_frames += not live.live
                 ok = ok and live.live
             self.run_length = self.run_length + 1 if ok else 0
             labels, scores = [self.claim if ok else UNKNOWN] + [""] * (len(faces) - 1), [score]
             self.stats.embedded += 1
         else:
             self.run_length = 0
-        if self.decision is None and self.framed_frames >= FRAMED_DENY:
-            self._decide(False, f"liveness: a photo's or screen's border around the face in {self.framed_frames} frames")
         active_done = True
         if self.active is not None and self.decision is None:
             if keypoints is None and len(faces):
@@ -411,7 +410,8 @@ class Authenticator:
             how = f"{self.consecutive} consecutive frames verified"
             self._decide(True, how + (f" (liveness {self.liveness})" if self.liveness != "off" else ""))
         elif self.decision is None and time.monotonic() - self.started > self.timeout:
-            self._decide(False, f"timeout after {self.timeout:g} s")
+            self._decide(False, f"timeout after {self.timeout:g} s" + (
+                f" (liveness: {self.not_live_frames} frames not live)" if self.not_live_frames else ""))
         return FrameResult(frame, faces, labels, scores, [], latency, 1 if len(faces) else 0)
 
     def finish(self) -> AuthDecision:
@@ -420,6 +420,9 @@ class Authenticator:
                 reason = "no face seen"
             elif self.active is not None and self.active.result is None:
                 reason = f"the video ended before the liveness challenge was met ('{self.active.prompt}')"
+            elif self.passive is not None and self.not_live_frames:
+                reason = (f"the video ended before enough frames verified (liveness: {self.not_live_frames} "
+                          f"frames not live)")
             else:
                 reason = "the video ended before enough frames verified"
             self._decide(False, reason)

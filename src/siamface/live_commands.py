@@ -38,7 +38,8 @@ def add_parsers(sub, chain_options) -> None:
     p.add_argument("--consecutive", type=int, default=3, metavar="N",
                    help="frames in a row that must verify (default 3)")
     p.add_argument("--liveness", choices=("off", "passive", "active", "both"), default="passive",
-                   help="presentation-attack checks: passive (each frame's texture scores live), active (a "
+                   help="presentation-attack checks: passive (each frame's face is live by the passive check: "
+                        "anti-spoofing CNN, texture and frame cues combined), active (a "
                         "random head-turn challenge with a parallax test; prompts are 'challenge' events), "
                         "both, or off (default: passive)")
     p.set_defaults(func=cmd_authenticate)

@@ -24,7 +24,8 @@ LOCK_FAILURES, LOCK_SECONDS = 3, 4
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("service")
-    srv = Server(folder / "people.db", "--min-size", "40", "--max-pixels", "1000000", "--max-upload-mb", "2",
+    srv = Server(folder / "people.db", "--liveness", "off", "--min-size", "40", "--max-pixels", "1000000",
+                 "--max-upload-mb", "2",
                  "--lockout-failures", str(LOCK_FAILURES), "--lockout-window", "60",
                  "--lockout-seconds", str(LOCK_SECONDS), "--workers", "2")
     try:

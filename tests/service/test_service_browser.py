@@ -69,7 +69,7 @@ def turning_clip(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("page") / "page.db")
+    srv = Server(tmp_path_factory.mktemp("page") / "page.db", "--liveness", "off")
     yield srv
     srv.stop()
 

@@ -16,7 +16,11 @@ import pytest
 pytest.importorskip("fastapi", reason="the service extra is not installed (pip install -e '.[service]')")
 pytest.importorskip("multipart", reason="the service extra is not installed (pip install -e '.[service]')")
 
-from conftest import FRONTAL, FRONTAL_2, TURNED_LEFT, TURNED_RIGHT, faceless, planar_turn, s26  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from conftest import (FRONTAL, FRONTAL_2, TURN, TURNED_LEFT, TURNED_RIGHT, blended_face, faceless,  # noqa: E402
+                      phone_screen, planar_turn, s26, scene)
 from service_support import ENROLLED, PROBE, Server, cli, fixture_bytes, png_bytes  # noqa: E402
 from siamface.service.errors import ServiceError  # noqa: E402
 from siamface.service.sessions import LivenessSessions  # noqa: E402
@@ -174,8 +178,14 @@ def test_health_says_active_and_pairs_need_no_session(server):
     assert pair.status == 200 and pair.body["same"] is True
 
 
+def printed_s26() -> bytes:
+    """s26's frontal photo printed with a white margin and held up in a scene (PNG)."""
+    face = np.repeat(np.asarray(Image.open(TURN / f"{FRONTAL}.pgm").convert("L"))[:, :, None], 3, axis=2)
+    return png_bytes(scene([(np.pad(face, ((10, 10), (10, 10), (0, 0)), constant_values=235), 2.0, (200, 80))]))
+
+
 def test_both_needs_the_challenge_and_a_live_probe(tmp_path, frames):
-    # The passive model judges colour texture: s26's grey scans pass the challenge but do not look live.
+    # A real head passes the challenge, then the claim's probe is a printed photo of the same person.
     srv = Server(tmp_path / "both.db", "--liveness", "both", "--liveness-challenges", "turn_right,turn_left",
                  "--min-size", "40")
     try:
@@ -183,11 +193,30 @@ def test_both_needs_the_challenge_and_a_live_probe(tmp_path, frames):
         assert srv.request("POST", "/v1/people", fields={"name": "s26"}, files=files).status == 201
         state = challenge(srv, frames["genuine"], 20)
         assert state["state"] == "passed", state
-        answer = verify(srv, "s26", png_bytes(s26(FRONTAL)), state["session_id"])
+        answer = verify(srv, "s26", printed_s26(), state["session_id"])
         assert answer.status == 200 and answer.body["accepted"] is True and answer.body["granted"] is False
         live = answer.body["liveness"]
         assert live["mode"] == "both" and live["active"]["passed"] is True and live["passive"]["live"] is False
         assert "did not pass the liveness check" in answer.body["notes"][-1]
+    finally:
+        srv.stop()
+
+
+def test_serve_checks_claims_passively_by_default_and_not_enrollment(tmp_path):
+    srv = Server(tmp_path / "default.db", "--min-size", "40")          # no --liveness: passive
+    try:
+        assert srv.request("GET", "/v1/health", key=None).body["liveness"] == "passive"
+        # enrollment is not checked: grey scans (not live to the check) enroll
+        files = [("images", f"{i}.pgm", fixture_bytes(3, i)) for i in (2, 3, 4)]
+        assert srv.request("POST", "/v1/people", fields={"name": "s3"}, files=files).status == 201
+        live = verify(srv, "s3", png_bytes(blended_face(3, 1)), None)
+        assert live.status == 200 and live.body["granted"] is True, live.body
+        assert live.body["liveness"]["live"] is True and "cnn" in live.body["liveness"]
+        for attack in (fixture_bytes(3, 1), png_bytes(phone_screen(3, 1))):   # a scan, a phone screen
+            answer = verify(srv, "s3", attack, None)
+            assert answer.status == 200 and answer.body["accepted"] is True and answer.body["granted"] is False
+            assert answer.body["liveness"]["live"] is False
+            assert "did not pass the liveness check" in answer.body["notes"][-1]
     finally:
         srv.stop()
 

@@ -28,7 +28,8 @@ _DATA_HELP = """data (one of):
                                        two-column pair lists relative to DIR (celeba_ids)
   --identify DIR                       open-set 1:N from a folder per person
   --liveness DIR                       (evaluate) DIR/live/ + DIR/<attack type>/, images or videos (one
-                                       presentation each): APCER, BPCER, ACER
+                                       presentation each): APCER, BPCER, ACER of the passive check
+                                       and of every cue alone (CNN pair, texture, frame)
 """
 
 
@@ -81,7 +82,8 @@ def _data_options(p: argparse.ArgumentParser, liveness: bool = False) -> None:
         x.add_argument("--liveness", metavar="DIR",
                        help="presentation-attack detection: DIR/live/ and one folder per attack type, images "
                             "or videos (a video is one presentation: the median over 30 of its frames); APCER, "
-                            "BPCER, ACER (--threshold: the liveness threshold)")
+                            "BPCER, ACER of the passive check and of every cue alone (CNN pair, texture, frame), "
+                            "per presentation and per frame (--threshold: the passive check's threshold)")
     x.add_argument("--folder", metavar="DIR", help="dataset with one sub-folder of images per person")
     x.add_argument("--lfw-pairs", metavar="FILE", help="LFW pairs file (header 'folds pairs-per-class'); needs --root")
     x.add_argument("--pairs-same", metavar="FILE", help="same-person pair list 'a b' per line; needs "

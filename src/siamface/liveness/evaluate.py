@@ -2,11 +2,14 @@
 
 Layout: ``DIR/live/**`` (or ``real/``, ``bona_fide/``) holds bona fide images or videos; every other
 sub-folder is an attack type named after it (``photo/``, ``replay/``, ``mask/`` ...), files at any depth.
-Each file is one presentation. An image: the largest face is scored by the passive check (texture model and
-frame cue). A video (a recording of one attempt): up to `VIDEO_FRAMES` frames spread over it are scored and
-the presentation's score is their median (a framed face scores 0), as a camera session would see it; the
-per-frame figures are reported too. Files with no face are counted apart. Writes report.json and a score
-histogram (scores.png, with matplotlib) into --out.
+Each file is one presentation. An image: the largest face is scored by the passive check (`PassiveCheck`:
+the CNN pair, the texture model and the frame cue, combined). A video (a recording of one attempt): up to
+`VIDEO_FRAMES` frames spread over it are scored and the presentation's score is their median, as a camera
+session would see it; the per-frame figures are reported too. Every cue is also reported alone, each at its
+own threshold: the CNN pair (mean probability of real, at the threshold chosen with the combiner), the
+texture model (at its own threshold) and the frame cue (a face framed on 3-4 sides is an attack). Files
+with no face are counted apart. Writes report.json and a histogram of the combined score (scores.png, with
+matplotlib) into --out.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..video import IMAGE_SUFFIXES
+from .combined import PassiveCheck, PassiveScore
 from .metrics import LIVE, PadReport, pad_report
-from .passive import PassiveLiveness
 
 LIVE_NAMES = {"live", "real", "bona_fide", "bonafide", "genuine"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 VIDEO_FRAMES = 30
+#: the decisions reported: the combination, then every cue alone
+DECISIONS = ("combined", "cnn", "texture", "frame")
 
 
 def collect(root: Path) -> list[tuple[Path, str]]:
@@ -52,8 +57,19 @@ def video_frames(path: Path, count: int = VIDEO_FRAMES):
             yield frame.image
 
 
-def score_items(items, pipeline, model: PassiveLiveness, progress=None):
-    """(presentation scores, labels, files with no face, per-frame scores, per-frame labels)."""
+def cue_values(s: PassiveScore) -> dict[str, float]:
+    """Each decision's score for one face: the combination and every cue alone."""
+    return {"combined": s.score, "cnn": s.cnn.score, "texture": s.texture, "frame": 0.0 if s.framed else 1.0}
+
+
+def cue_thresholds(model: PassiveCheck) -> dict[str, float]:
+    return {"combined": model.threshold, "cnn": float(model.meta["cnn_alone_threshold"]),
+            "texture": model.texture.threshold, "frame": 0.5}
+
+
+def score_items(items, pipeline, model: PassiveCheck, progress=None):
+    """(presentation scores, labels, files with no face, per-frame scores, per-frame labels); scores are
+    dicts of arrays, one per decision of `cue_values`."""
     from ..image import load_image
 
     scores, labels, missed, frame_scores, frame_labels = [], [], [], [], []
@@ -63,23 +79,26 @@ def score_items(items, pipeline, model: PassiveLiveness, progress=None):
         for image in images:
             faces = pipeline.detect(image)
             if len(faces):
-                seen.append(model.score(image, faces.boxes[int(np.argmax(faces.areas))]).decision_score)
+                seen.append(cue_values(model.score(image, faces.boxes[int(np.argmax(faces.areas))])))
         if progress:
             progress(n + 1, len(items))
         if not seen:
             missed.append(str(path))
             continue
-        scores.append(float(np.median(seen)))
+        scores.append({k: float(np.median([s[k] for s in seen])) for k in seen[0]})
         labels.append(label)
         frame_scores += seen
         frame_labels += [label] * len(seen)
-    return np.array(scores), labels, missed, np.array(frame_scores), frame_labels
+
+    def columns(rows):
+        return {k: np.array([r[k] for r in rows]) for k in DECISIONS}
+    return columns(scores), labels, missed, columns(frame_scores), frame_labels
 
 
 def run(args, pipeline) -> int:
     root = Path(args.liveness)
     items = collect(root)
-    model = PassiveLiveness(threshold=args.threshold)
+    model = PassiveCheck(threshold=args.threshold)
     out = Path(args.out or f"out/evaluate-liveness-{root.resolve().name}")
     out.mkdir(parents=True, exist_ok=True)
 
@@ -88,33 +107,42 @@ def run(args, pipeline) -> int:
             print(f"\r  scoring {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
 
     scores, labels, missed, frame_scores, frame_labels = score_items(items, pipeline, model, progress)
-    if not len(scores):
+    if not labels:
         raise ConfigError(f"{root}: no face found in any file")
-    report = pad_report(scores, labels, model.threshold)
+    thresholds = cue_thresholds(model)
+    report = pad_report(scores["combined"], labels, model.threshold)
     payload = {"dataset": str(root), "model": model.name, "trained_on": model.meta.get("trained_on"),
                "no_face": len(missed), "no_face_files": missed[:50], **report.to_dict()}
+    payload["cues"] = {k: pad_report(scores[k], labels, thresholds[k]).to_dict() for k in DECISIONS[1:]}
     videos = sum(p.suffix.lower() in VIDEO_SUFFIXES for p, _ in items)
     if videos:
         payload["videos"] = videos
-        payload["per_frame"] = pad_report(frame_scores, frame_labels, model.threshold).to_dict()
+        payload["per_frame"] = {k: pad_report(frame_scores[k], frame_labels, thresholds[k]).to_dict()
+                                for k in DECISIONS}
     (out / "report.json").write_text(json.dumps(payload, indent=2))
     written = [out / "report.json"]
-    if _histogram(scores, labels, report, out / "scores.png", root.name):
+    if _histogram(scores["combined"], labels, report, out / "scores.png", root.name):
         written.append(out / "scores.png")
     if args.json:
         print(json.dumps(payload, indent=2))
     else:
         print(_text(root, model, report, missed))
-        if "per_frame" in payload:
-            f = payload["per_frame"]
-            print(f"  per frame ({videos} videos, up to {VIDEO_FRAMES} frames each): BPCER {100 * f['bpcer']:.2f}%, "
-                  + ", ".join(f"APCER {k} {100 * v:.2f}%" for k, v in f["apcer"].items()))
+        print("  every decision, per presentation" + (" (a video: the median of its frames)" if videos else "")
+              + " / per frame:")
+        for k in DECISIONS:
+            rows = [("presentation", report.to_dict() if k == "combined" else payload["cues"][k])]
+            if videos:
+                rows.append(("frame", payload["per_frame"][k]))
+            for unit, r in rows:
+                print(f"    {k:9s} {unit:12s} threshold {r['threshold']:.4f}  BPCER {100 * r['bpcer']:6.2f}%  "
+                      + "  ".join(f"APCER {t} {100 * v:6.2f}%" for t, v in r["apcer"].items()))
         print("wrote " + ", ".join(map(str, written)))
     return 0
 
 
-def _text(root: Path, model: PassiveLiveness, r: PadReport, missed: list[str]) -> str:
-    lines = [f"presentation-attack detection on {root}", f"  model {model.name} (threshold {r.threshold:.4f})",
+def _text(root: Path, model: PassiveCheck, r: PadReport, missed: list[str]) -> str:
+    lines = [f"presentation-attack detection on {root}",
+             f"  passive check {model.name} (CNN pair + texture + frame cue; threshold {r.threshold:.4f})",
              "  presentations " + ", ".join(f"{k} {v}" for k, v in r.counts.items())
              + f"; {len(missed)} with no face (not scored)",
              f"  BPCER  {100 * r.bpcer:6.2f}%   (live refused)"]

@@ -13,7 +13,9 @@ One image, one face box, no motion. Two cues:
   a few kB); no torch, no download.
 * **Frame** (`frame_sides`): the straight border of a photo or a phone screen around the face, found in
   the image around the box (edges, Hough segments; about 2 ms). No training: geometry, so it does not
-  depend on the camera. A face with a frame on three sides is not live, whatever its texture.
+  depend on the camera. ``passive_v2`` alone (`LivenessScore.live`) calls a face framed on three sides not
+  live whatever its texture; the passive check (`siamface.liveness.combined`) uses the count of framed sides
+  as one input among others instead, because door frames, shelves and collars frame live faces too.
 """
 
 from __future__ import annotations

@@ -38,11 +38,12 @@ def add_parsers(sub, chain_options) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="inference threads running at once (default: CPU cores, at most 4)")
-    p.add_argument("--liveness", choices=("off", "passive", "active", "both"), default="off",
-                   help="passive: score every face's liveness; a claim is granted only to a live face. "
-                        "active: a claim needs the id of a passed challenge session instead (turn your head, "
-                        "come closer; POST /v1/liveness/sessions). both: both checks. Use active or both for "
-                        "unlocking (default: off)")
+    p.add_argument("--liveness", choices=("off", "passive", "active", "both"), default="passive",
+                   help="passive (default): the passive check (anti-spoofing CNN, texture, frame cue) on the "
+                        "probe of every /v1/verify claim; a claim is granted only to a live face (enrollment is "
+                        "not checked). active: a claim needs the id of a passed challenge session too (turn "
+                        "your head, come closer; POST /v1/liveness/sessions). both: both checks, for unlocking. "
+                        "off: no check, for deployments that match uploaded photos (ID photos, archives)")
     p.add_argument("--challenge-seconds", type=float, default=10.0, metavar="S",
                    help="active: time to meet a session's challenge, from its first frame (default: 10)")
     p.add_argument("--session-seconds", type=float, default=60.0, metavar="S",

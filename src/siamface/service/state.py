@@ -81,9 +81,9 @@ class Service:
 
         self.gallery.gates = QualityGates(min_face=s.min_enroll_face)
         if s.liveness in ("passive", "both"):
-            from ..liveness import PassiveLiveness
+            from ..liveness import PassiveCheck
 
-            self.liveness = PassiveLiveness()
+            self.liveness = PassiveCheck()
         # Warm-up: build both models and run each once, so the first request does not pay for it.
         self.pipeline.embed(np.full((120, 120, 3), 127, np.uint8))
         self.gallery.index.search(np.zeros((1, self.pipeline.encoder.info.embedding_size), np.float32), k=1)

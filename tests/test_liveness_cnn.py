@@ -1,0 +1,97 @@
+"""The shipped anti-spoofing CNN pair (MiniFASNetV2 / V1SE as ONNX): its crop, its equality with our torch
+modules on the original weights, and recorded scores on fixture frames."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import FRONTAL, blended_face, held_photo, s26
+from siamface.errors import ModelError
+from siamface.liveness.cnn import NETWORKS, AntiSpoofCnn, crop, scaled_box
+
+ROOT = Path(__file__).resolve().parents[1]
+# the original weights, in the workplace's shared folder beside the checkout (or beside its worktrees' folder)
+WEIGHTS = next((p / "shared" / "models" / "silent-face" for p in (ROOT.parent, ROOT.parent.parent)
+                if (p / "shared" / "models" / "silent-face").is_dir()), ROOT.parent / "shared" / "models" / "silent-face")
+PTH = {"minifasnet_v2": "2.7_80x80_MiniFASNetV2.pth", "minifasnet_v1se": "4_0_0_80x80_MiniFASNetV1SE.pth"}
+
+
+def test_scaled_box_enlarges_around_the_centre_and_shifts_inside():
+    assert scaled_box((100, 100, 140, 150), 2.0, 640, 480) == (80, 75, 161, 176)    # 80x100 around (120, 125)
+    # near the left/top edge: shifted right/down, not cut (same size)
+    assert scaled_box((0, 10, 40, 60), 2.0, 640, 480) == (0, 0, 81, 101)
+    # near the right/bottom edge: shifted left/up
+    assert scaled_box((600, 430, 640, 480), 2.0, 640, 480) == (559, 379, 640, 480)
+    # too big for the image: the scale shrinks until the taller side fits (479 / 280), the same for both sides
+    left, top, right, bottom = scaled_box((200, 100, 400, 380), 4.0, 640, 480)
+    assert (top, bottom) == (0, 480) and (left, right) == (128, 472)
+    with pytest.raises(ValueError):
+        scaled_box((10, 10, 10, 30), 2.7, 640, 480)
+
+
+def test_crop_is_bgr_0_255_80x80():
+    image = np.zeros((120, 160, 3), np.uint8)
+    image[:, :, 0] = 200                                     # red in RGB
+    x = crop(image, (60, 40, 100, 80), 2.7)
+    assert x.shape == (3, 80, 80) and x.dtype == np.float32
+    assert x[2].min() == 200 and x[0].max() == 0             # BGR: red is the last channel, not scaled
+    grey = crop(image[:, :, 0], (60, 40, 100, 80), 4.0)      # a grey image is repeated into 3 channels
+    assert grey.shape == (3, 80, 80) and np.all(grey == 200)
+
+
+@pytest.fixture(scope="module")
+def frames(pipeline):
+    out = {}
+    for name, frame in (("s26", s26(FRONTAL)), ("held_photo", held_photo(1, 1)), ("blended", blended_face(7, 2))):
+        faces = pipeline.detect(frame)
+        assert len(faces) == 1
+        out[name] = (frame, faces.boxes[0])
+    return out
+
+
+def test_onnx_equals_our_torch_modules_on_the_original_weights(frames):
+    torch = pytest.importorskip("torch")
+    if not WEIGHTS.is_dir():
+        pytest.skip(f"the original .pth weights are not at {WEIGHTS}")
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import convert_silent_face
+        import minifasnet
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    cnn = AntiSpoofCnn()
+    for name, scale in NETWORKS.items():
+        net = minifasnet.load(WEIGHTS / PTH[name])
+        faces = np.stack([crop(frame, box, scale) for frame, box in frames.values()])
+        for x in [faces, *convert_silent_face.test_inputs()]:
+            with torch.no_grad():
+                expected = net(torch.from_numpy(x)).numpy()
+            got = cnn.sessions[name].run(None, {"input": x})[0]
+            assert np.abs(got - expected).max() <= 1e-5, name
+
+
+# Recorded with the shipped graphs: a face in a scene passes, a printed photo with its white margin fails.
+RECORDED = {"s26": (0.885600, 0.994321), "held_photo": (0.005950, 0.013969), "blended": (0.982867, 0.990079)}
+
+
+def test_recorded_scores_on_fixture_faces(frames):
+    cnn = AntiSpoofCnn()
+    for name, (frame, box) in frames.items():
+        v2, v1se = cnn.probabilities(frame, [box])[0]
+        assert (v2, v1se) == pytest.approx(RECORDED[name], abs=1e-4), name
+        score = cnn.score(frame, box)
+        assert score.score == pytest.approx((v2 + v1se) / 2)
+    assert cnn.score(*frames["held_photo"]).score < 0.05 < 0.9 < cnn.score(*frames["blended"]).score
+    assert cnn.probabilities(frames["s26"][0], np.zeros((0, 4))).shape == (0, 2)
+
+
+def test_a_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelError, match="missing"):
+        AntiSpoofCnn(tmp_path)
+    (tmp_path / "minifasnet_v2.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ModelError, match="could not be loaded"):
+        AntiSpoofCnn(tmp_path)
