@@ -14,8 +14,9 @@ Pre-processing, anchors, decoding and suppression are written here, after MediaP
   (overlapping boxes, IoU > 0.3, are averaged, weighted by score, into the best one).
 
 `blazeface` is the front-camera model: fast, for faces that fill a good part of the picture (selfie
-range: a face narrower than about 1/8 of the picture's long side is missed). `blazeface-back` is the
-back-camera model: twice the input, finds faces down to about 1/16 of the long side, slower.
+range: a face narrower than about 1/7 of the picture's long side, 90 px in a 640x480 frame, is missed).
+`blazeface-back` is the back-camera model: twice the input, finds faces of 30 px in a 640x480 frame (1/20
+of the long side), about three times slower.
 The six keypoints are kept in ``faces.data["keypoints6"]``; they are not the five keypoints (with mouth
 corners) that active liveness reads, so `retinaface`/`mtcnn` remain the detectors for that.
 """
@@ -142,7 +143,7 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray,
 @register_detector("blazeface")
 class BlazeFaceDetector(BoxDetector):
     """BlazeFace front-camera model (128 px input): the fastest detector, for faces that fill a good
-    part of the picture (webcam, selfie, ID photo); faces smaller than about 1/8 of the long side are
+    part of the picture (webcam, selfie, ID photo); faces narrower than about 1/7 of the long side are
     missed. dlib's 5 landmarks run on its box, mapped to the HOG-style box they were trained on."""
 
     name = "blazeface"
@@ -172,8 +173,8 @@ class BlazeFaceDetector(BoxDetector):
 
 @register_detector("blazeface-back")
 class BlazeFaceBackDetector(BlazeFaceDetector):
-    """BlazeFace back-camera model (256 px input): finds smaller faces (down to about 1/16 of the long
-    side) than `blazeface`, at about three times its cost."""
+    """BlazeFace back-camera model (256 px input): finds smaller faces (30 px in a 640x480 frame, 1/20 of
+    the long side) than `blazeface`, at about three times its cost."""
 
     name = "blazeface-back"
     variant = BACK
