@@ -48,7 +48,8 @@ def create_detector(name: str, **options) -> Detector:
 class BoxDetector:
     """Shared behaviour: options, upsampling for detectors without their own, landmarks, order, limits.
 
-    Subclasses implement ``_find(image) -> (boxes (n,4) xyxy, scores (n,), extra columns dict)``.
+    Subclasses implement ``_find(image) -> (boxes (n,4) xyxy, scores (n,), extra columns dict)``; extra
+    columns whose name starts with ``keypoints`` are points in pixels, scaled back with the boxes.
     """
 
     name = "base"
