@@ -100,7 +100,7 @@ def report(prefix: str, emb: dict, pairs: list[tuple[str, str]], labels: np.ndar
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=HERE.parent.parent / "shared/datasets/celeba_ids")
-    ap.add_argument("--detectors", default="retinaface,hog,mtcnn,haar,cnn")
+    ap.add_argument("--detectors", default="retinaface,blazeface,blazeface-back,hog,mtcnn,haar,cnn")
     ap.add_argument("--per-id", type=int, default=8)
     ap.add_argument("--impostors", type=int, default=100_000)
     ap.add_argument("--cache", type=Path, default=HERE.parent / ".cache/bench")

@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--frames", type=Path, default=HERE.parent.parent / "shared/datasets/nuaa_train/live")
     ap.add_argument("--images", type=int, default=4, help="how many photos to time on")
     ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--detectors", default="retinaface,hog,mtcnn,haar,cnn,cnn-dlib")
+    ap.add_argument("--detectors", default="retinaface,blazeface,blazeface-back,hog,mtcnn,haar,cnn,cnn-dlib")
     args = ap.parse_args()
 
     files = sorted(args.frames.rglob("*.jpg"))[:: 97][: args.images]

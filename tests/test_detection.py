@@ -11,11 +11,13 @@ from siamface.image import load_image
 
 from conftest import att, faceless
 
-FAST = ["retinaface", "hog", "mtcnn", "haar"]
+FAST = ["retinaface", "hog", "mtcnn", "haar", "blazeface", "blazeface-back"]
+#: blazeface (the front-camera model) is for faces that fill the picture: in the scene it finds the largest.
+SCENE = [name for name in FAST if name != "blazeface"]
 
 
 def test_registry_lists_every_detector():
-    assert set(detector_names()) >= {"hog", "cnn", "haar", "retinaface", "mtcnn"}
+    assert set(detector_names()) >= {"hog", "cnn", "haar", "retinaface", "mtcnn", "blazeface", "blazeface-back"}
 
 
 def test_unknown_detector_names_the_valid_ones():
@@ -44,7 +46,7 @@ def test_cnn_detector_finds_the_face():
     assert len(faces) == 1 and faces.detector == "cnn"
 
 
-@pytest.mark.parametrize("name", FAST)
+@pytest.mark.parametrize("name", SCENE)
 def test_scene_with_three_people_sorted_biggest_first(name, group_scene):
     faces = create_detector(name).detect(group_scene)
     assert len(faces) == 3
@@ -82,3 +84,61 @@ def test_bad_options_raise(options):
 def test_detect_refuses_non_rgb_arrays():
     with pytest.raises(ValueError, match="RGB uint8"):
         create_detector("hog").detect(np.zeros((50, 50), np.uint8))
+
+
+def test_blazeface_front_model_finds_only_the_face_that_fills_the_picture(group_scene):
+    faces = create_detector("blazeface").detect(group_scene)
+    assert len(faces) == 1
+    x1, y1, x2, y2 = faces.boxes[0]
+    assert 30 < (x1 + x2) / 2 < 232 and 120 < (y1 + y2) / 2 < 366   # s3, pasted at 30..232 x 120..366
+
+
+@pytest.mark.parametrize("name", ["blazeface", "blazeface-back"])
+def test_blazeface_six_keypoints_on_the_face(name):
+    img = load_image(att(5, 2))
+    faces = create_detector(name).detect(img)
+    kp = faces.data["keypoints6"]
+    assert kp.shape == (1, 6, 2) and kp.dtype == np.float32
+    right_eye, left_eye, nose, mouth, right_ear, left_ear = kp[0]
+    # the subject's right eye is on the image's left; ears outside the eyes; nose then mouth below them
+    assert right_ear[0] < right_eye[0] < nose[0] < left_eye[0] < left_ear[0]
+    assert max(right_eye[1], left_eye[1]) < nose[1] < mouth[1]
+    x1, y1, x2, y2 = faces.boxes[0]
+    assert (x1 <= kp[0, :4, 0]).all() and (kp[0, :4, 0] <= x2).all() and (y1 <= kp[0, :4, 1]).all()
+    # dlib's landmarks, run on the mapped box, agree with the network's own eyes (within a fifth of their
+    # distance): the eye corners' midpoints are the eye centres
+    lm = faces.landmarks[0]
+    eye_gap = np.linalg.norm(left_eye - right_eye)
+    assert np.linalg.norm((lm[2] + lm[3]) / 2 - right_eye) < 0.2 * eye_gap
+    assert np.linalg.norm((lm[0] + lm[1]) / 2 - left_eye) < 0.2 * eye_gap
+
+
+def test_blazeface_keypoints_follow_upsampling():
+    img = load_image(att(9, 4))
+    plain = create_detector("blazeface-back").detect(img)
+    up = create_detector("blazeface-back", upsample=1).detect(img)
+    assert len(plain) == len(up) == 1
+    assert np.abs(plain.boxes - up.boxes).max() < 4
+    assert np.abs(plain.data["keypoints6"] - up.data["keypoints6"]).max() < 4
+
+
+def test_blazeface_anchors_match_the_networks_outputs():
+    from siamface.detection.blazeface import BACK, FRONT, _session, anchors
+
+    for variant in (FRONT, BACK):
+        rows = sum(o.shape[1] for o in _session(variant, 1).get_outputs() if o.shape[2] == 1)
+        assert anchors(variant).shape == (rows, 2) == (896, 2)
+        assert (0 < anchors(variant)).all() and (anchors(variant) < 1).all()
+
+
+def test_blazeface_weighted_suppression_merges_overlapping_boxes():
+    from siamface.detection.blazeface import weighted_nms
+
+    boxes = np.array([[0, 0, 10, 10], [2, 0, 12, 10], [50, 50, 60, 60]], np.float32)
+    scores = np.array([0.9, 0.3, 0.6], np.float32)
+    kps = np.repeat(boxes[:, None, :2], 6, axis=1)
+    out_boxes, out_scores, out_kps = weighted_nms(boxes, scores, kps, 0.3)
+    assert out_scores.tolist() == pytest.approx([0.9, 0.6])
+    assert out_boxes[0].tolist() == pytest.approx([0.5, 0, 10.5, 10])    # (0.9 * 0 + 0.3 * 2) / 1.2
+    assert out_kps[0, 0].tolist() == pytest.approx([0.5, 0])
+    assert out_boxes[1].tolist() == pytest.approx([50, 50, 60, 60])

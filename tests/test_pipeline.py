@@ -131,3 +131,13 @@ def test_model_registry():
 def test_scene_helper_builds_a_textured_scene():
     img = scene([])
     assert img.shape == (480, 640, 3) and img.std() > 10
+
+
+@pytest.mark.parametrize("detector", ["blazeface", "blazeface-back"])
+def test_blazeface_boxes_give_the_same_embeddings_as_retinaface(pipeline, detector):
+    # dlib's landmarks run on BlazeFace's mapped box: the aligned face, so the embedding, is retinaface's
+    other = Pipeline(detector=detector)
+    for subject, image in [(1, 1), (4, 2), (6, 3), (10, 4)]:
+        a = pipeline.embed_largest(att(subject, image))[0].embeddings[0]
+        b = other.embed_largest(att(subject, image))[0].embeddings[0]
+        assert float(a @ b) > 0.98

@@ -2,6 +2,6 @@
 loaded until a detector's first ``detect`` call."""
 
 from .base import BoxDetector, Detector, create_detector, detector_names, nms, register_detector
-from . import dlib_detectors, haar, mtcnn, retinaface  # noqa: F401  (registration)
+from . import blazeface, dlib_detectors, haar, mtcnn, retinaface  # noqa: F401  (registration)
 
 __all__ = ["BoxDetector", "Detector", "create_detector", "detector_names", "nms", "register_detector"]

@@ -48,7 +48,8 @@ def create_detector(name: str, **options) -> Detector:
 class BoxDetector:
     """Shared behaviour: options, upsampling for detectors without their own, landmarks, order, limits.
 
-    Subclasses implement ``_find(image) -> (boxes (n,4) xyxy, scores (n,), extra columns dict)``.
+    Subclasses implement ``_find(image) -> (boxes (n,4) xyxy, scores (n,), extra columns dict)``; extra
+    columns whose name starts with ``keypoints`` are points in pixels, scaled back with the boxes.
     """
 
     name = "base"
@@ -80,7 +81,7 @@ class BoxDetector:
             work = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
         boxes, scores, extra = self._find(work)
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4) / scale
-        extra = {k: np.asarray(v, np.float32) / scale if k == "keypoints" else v for k, v in extra.items()}
+        extra = {k: np.asarray(v, np.float32) / scale if k.startswith("keypoints") else v for k, v in extra.items()}
         h, w = image.shape[:2]
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
