@@ -111,4 +111,10 @@ def test_unknown_detector_is_a_usage_error():
 def test_models_lists_detectors_and_models():
     out = run("models", "--json")
     data = json.loads(out.stdout)
-    assert "retinaface" in data["detectors"] and data["models"][0]["embedding_size"] == 128
+    models = {m["name"]: m for m in data["models"]}
+    assert "retinaface" in data["detectors"] and models["dlib-resnet"]["embedding_size"] == 128
+    facenet, fused = models["facenet"], models["dlib+facenet"]
+    assert facenet["embedding_size"] == 512 and "160x160 RGB box crop" in facenet["input"]
+    assert fused["embedding_size"] == 640 and " + " in fused["input"]
+    for m in (facenet, fused):
+        assert m["threshold"] < m["identify_threshold"] < 1 and "FAR 1e-4" in m["identify_threshold_source"]

@@ -124,8 +124,9 @@ def test_model_registry():
     info = create_encoder("dlib-resnet").info
     assert info.embedding_size == 128 and info.chip.size == 150 and 0 < info.threshold < 1
     assert info.threshold_source
-    with pytest.raises(ConfigError, match="unknown model 'facenet'.*dlib-resnet"):
-        create_encoder("facenet")
+    assert {"facenet", "dlib+facenet"} <= set(model_names())
+    with pytest.raises(ConfigError, match="unknown model 'arcface'.*dlib-resnet"):
+        create_encoder("arcface")
 
 
 def test_scene_helper_builds_a_textured_scene():
