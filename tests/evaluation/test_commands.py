@@ -84,7 +84,10 @@ def test_evaluate_lfw_pairs(tmp_path, cache_file, capsys):
     code = main(["evaluate", "--lfw-pairs", str(pairs), "--root", str(root), "--detector", "hog",
                  "--out", str(tmp_path / "o"), "--cache", cache_file, "--quiet"])
     text = capsys.readouterr().out
-    assert code == 0 and "2-fold accuracy" in text
+    assert code == 0 and "2-fold accuracy" in text and "the one nearest the centre used" in text
+    code = main(["evaluate", "--lfw-pairs", str(pairs), "--root", str(root), "--detector", "hog", "--face",
+                 "largest", "--out", str(tmp_path / "o"), "--cache", cache_file, "--quiet", "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["images"]["face_used"] == "largest"
 
 
 def test_calibrate_then_verify_uses_it(tmp_path, cache_file, config_dir, capsys):
@@ -148,7 +151,8 @@ def test_calibrate_refuses_an_unsupported_far_target(tmp_path, cache_file, confi
     (["evaluate", "--lfw-pairs", "no/such/pairs.txt", "--root", "."], "file not found"),
     (["calibrate", "--folder", "x", "--target", "far=high"], "the FAR must be a number"),
     (["calibrate", "--folder", "x", "--target", "fnr=0.1"], "expected far=RATE"),
-], ids=["no-root", "no-different", "no-folder", "no-pairs-file", "bad-far", "bad-target"])
+    (["evaluate", "--identify", "x", "--face", "centre"], "--face centre is not for --identify"),
+], ids=["no-root", "no-different", "no-folder", "no-pairs-file", "bad-far", "bad-target", "identify-centre"])
 def test_errors_exit_2_with_one_line(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = main(argv + ["--no-cache"])
