@@ -301,3 +301,22 @@ def test_export_images_gives_a_training_folder(new_gallery, tmp_path):
     assert faces.identities == ["s3", "s4", "x_.._y"] and len(faces) == summary["images"]
     again = cli("gallery", "export-images", "--gallery", kept, tmp_path / "train")
     assert again.returncode == 2 and "not an empty folder" in again.stderr
+
+
+def test_a_gallery_keeps_its_model_when_the_default_changes(tmp_path):
+    """A gallery bound to another model than the default (e.g. made with dlib-resnet before the default became
+    dlib+facenet) keeps working without --model, says how to move, and `gallery reembed` moves it."""
+    from siamface.pipeline import DEFAULT_MODEL
+
+    other = "facenet" if DEFAULT_MODEL != "facenet" else "dlib-resnet"
+    g = tmp_path / "old.db"
+    out = cli("enroll", "-g", g, "s3", att(3, 2), att(3, 3), "--model", other, "--keep-images")
+    assert out.returncode == 0, out.stderr
+    out = cli("identify", "-g", g, att(3, PROBE), "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["results"][0]["model"] == other
+    assert f"bound to model {other}, which it keeps using" in out.stderr
+    assert f"gallery reembed --model {DEFAULT_MODEL}" in out.stderr
+    out = cli("gallery", "reembed", "-g", g, "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["to"] == DEFAULT_MODEL, out.stderr
+    out = cli("identify", "-g", g, att(3, PROBE), "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["results"][0]["model"] == DEFAULT_MODEL and "note" not in out.stderr
