@@ -64,7 +64,10 @@ def create_encoder(name: str, flip: bool = False, **options) -> Encoder:
     ``siamface train`` (``create_encoder("runs/att/model.onnx")``, see `onnx_file`). ``flip=True``: each
     face's embedding is the mean of the face's and its mirror image's (`FlipAveraged`)."""
     if flip:
-        return FlipAveraged(create_encoder(name, **options))
+        encoder = create_encoder(name, **options)
+        if getattr(encoder, "chip_specs", None):
+            raise ConfigError(f"{name}: flip averaging is set per part of a fused model, not on the whole")
+        return FlipAveraged(encoder)
     if name not in _REGISTRY:
         from .onnx_file import OnnxFileEncoder, is_model_path
 
