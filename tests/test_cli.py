@@ -39,7 +39,7 @@ def test_verify_different_people_exits_1_with_json():
     out = run("verify", att(1, 1), att(4, 1), "--json")
     assert out.returncode == 1, out.stderr
     data = json.loads(out.stdout)
-    assert data["same"] is False and data["model"] == "dlib-resnet"
+    assert data["same"] is False and data["model"] == "dlib+facenet"
     assert data["similarity"] < data["threshold"] and len(data["a"]["box"]) == 4
 
 
@@ -89,7 +89,7 @@ def test_embed_json_has_unit_embeddings():
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     vector = np.array(data["faces"][0]["embedding"])
-    assert vector.shape == (128,) and abs(np.linalg.norm(vector) - 1) < 1e-4
+    assert vector.shape == (640,) and abs(np.linalg.norm(vector) - 1) < 1e-4
     assert data["detector"] == "hog"
 
 

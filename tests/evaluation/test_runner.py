@@ -36,7 +36,7 @@ def shared_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hog():
-    return Pipeline(detector="hog")
+    return Pipeline(detector="hog", model="dlib-resnet")
 
 
 class CountingPipeline(Pipeline):
@@ -223,7 +223,7 @@ def test_cache_roundtrip_and_keys(tmp_path):
     assert detector_key(a) == detector_key(b)  # thread count does not change the faces found
     assert detector_key(a) != detector_key(create_detector("retinaface", min_face_size=40))
     assert detector_options(create_detector("hog"))["upsample"] == 1
-    assert model_key(Pipeline().encoder.info) == "dlib-resnet@dlib_face_recognition_resnet_model_v1"
+    assert model_key(Pipeline(model="dlib-resnet").encoder.info) == "dlib-resnet@dlib_face_recognition_resnet_model_v1"
 
 
 def test_default_cache_path_follows_siamface_cache(monkeypatch, tmp_path):

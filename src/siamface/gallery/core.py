@@ -106,10 +106,15 @@ class Gallery:
 
     @property
     def pipeline(self):
+        """The pipeline given, else one with the model this gallery is bound to (a registered one), else the
+        default model's."""
         if self._pipeline is None:
+            from ..embedding import model_names
             from ..pipeline import Pipeline
 
-            self._pipeline = Pipeline()
+            bound = getattr(getattr(self, "store", None), "model", None)
+            self._pipeline = Pipeline(model=bound.name) if bound is not None and bound.name in model_names() \
+                else Pipeline()
         return self._pipeline
 
     @property
