@@ -15,6 +15,9 @@ from conftest import att, faceless
 
 from pathlib import Path
 
+from siamface.embedding import create_encoder
+from siamface.pipeline import DEFAULT_MODEL
+
 # the console script installed next to the interpreter running the tests (the venv's bin/)
 _BESIDE = Path(sys.executable).parent / "siamface"
 SIAMFACE = str(_BESIDE) if _BESIDE.exists() else (shutil.which("siamface") or "")
@@ -39,7 +42,7 @@ def test_verify_different_people_exits_1_with_json():
     out = run("verify", att(1, 1), att(4, 1), "--json")
     assert out.returncode == 1, out.stderr
     data = json.loads(out.stdout)
-    assert data["same"] is False and data["model"] == "dlib+facenet"
+    assert data["same"] is False and data["model"] == DEFAULT_MODEL
     assert data["similarity"] < data["threshold"] and len(data["a"]["box"]) == 4
 
 
@@ -89,7 +92,8 @@ def test_embed_json_has_unit_embeddings():
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     vector = np.array(data["faces"][0]["embedding"])
-    assert vector.shape == (640,) and abs(np.linalg.norm(vector) - 1) < 1e-4
+    assert vector.shape == (create_encoder(DEFAULT_MODEL).info.embedding_size,)
+    assert abs(np.linalg.norm(vector) - 1) < 1e-4
     assert data["detector"] == "hog"
 
 

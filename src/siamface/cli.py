@@ -191,7 +191,8 @@ def cmd_models(args) -> int:
         info = enc.info
         specs = getattr(enc, "chip_specs", None) or (info.chip,)
         crops = " + ".join(f"{c.size}x{c.size} RGB " + ("aligned on 5 landmarks" if c.crop == "landmarks"
-                                                          else f"box crop, margin {c.margin:g}") for c in specs)
+                                                          else f"box crop, margin {c.margin:g}" + ("" if c.square else ", stretched"))
+                          for c in specs)
         models.append({"name": name, "version": info.version, "embedding_size": info.embedding_size,
                        "input": crops, "metric": info.metric,
                        "threshold": info.threshold, "threshold_source": info.threshold_source,

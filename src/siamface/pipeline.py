@@ -25,9 +25,10 @@ from .types import Faces, Verification
 log = logging.getLogger(__name__)
 
 DEFAULT_DETECTOR = "retinaface"
-#: dlib's ResNet fused with FaceNet: measured better than dlib-resnet alone on every data set of
-#: benchmarks/accuracy.py --table, at the same frame rate in the live loop (README, "Encoders").
-DEFAULT_MODEL = "dlib+facenet"
+#: dlib's ResNet. dlib+facenet measures better on every data set of benchmarks/accuracy.py --table but
+#: costs the live 640x480 loop its 29.5 fps (28.2-28.6 against 29.9-30.0 fps, README "Encoders"), so it is
+#: an option (--model dlib+facenet), not the default.
+DEFAULT_MODEL = "dlib-resnet"
 
 
 class Pipeline:
