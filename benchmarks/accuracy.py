@@ -2,6 +2,11 @@
 
     python benchmarks/accuracy.py [--data ../shared/datasets] [--detectors retinaface,hog] [--model dlib-resnet]
                                   [--cache PATH | --no-cache] [--out out/bench-accuracy] [--quiet]
+    python benchmarks/accuracy.py --table [--data ../shared/datasets]
+
+``--table``: the encoders side by side, one table (see `model_table`): dlib-resnet, facenet and the fused
+dlib+facenet, each with and without flip averaging, on celeba_ids (folder protocol on the identities NOT
+used for fitting the fused model), AT&T, yale_faces and deepface_pairs, detector retinaface.
 
 Protocols (every figure at the model's built-in threshold — its 1:N one for ``celeba1n`` — never the user's
 calibration file):
@@ -27,6 +32,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE))
+
+import numpy as np  # noqa: E402
 
 from siamface import Pipeline  # noqa: E402
 from siamface.evaluation import runner  # noqa: E402
@@ -70,8 +78,100 @@ def verification_figures(prefix: str, r: runner.EvaluationReport) -> None:
     figure(f"{prefix}.seconds", r.seconds)
 
 
+def _sets(data: Path):
+    """(name, root, files, labels or None, explicit pairs or None, face choice) of each table data set."""
+    from _facecache import celeba_files, fit_split
+    from siamface.evaluation.protocols import folder_identities
+
+    files, labels = celeba_files(data / "celeba_ids")
+    test = ~fit_split(labels)
+    yield "celeba_ids (test ids)", data / "celeba_ids", [f for f, k in zip(files, test) if k], labels[test], None, "largest"
+    att = data / "att_faces"
+    ids = folder_identities(att)
+    files = [str(Path(p).relative_to(att)) for k in sorted(ids) for p in ids[k]]
+    yield "att_faces", att, files, np.array([f.split("/")[0] for f in files]), None, "largest"
+    yale = data / "yale_faces"
+    files = sorted(p.name for p in yale.iterdir() if p.name.startswith("subject"))
+    yield "yale_faces", yale, files, np.array([f.split(".")[0] for f in files]), None, "largest"
+    deep = data / "deepface_pairs" / "dataset"
+    rows = [line.split(",") for line in (deep / "master.csv").read_text().split("\n")[1:] if line.strip()]
+    pairs = [(a, b, int(d.strip() == "Yes")) for a, b, d in rows]
+    files = sorted({a for a, _, _ in pairs} | {b for _, b, _ in pairs})
+    yield "deepface_pairs", deep, files, None, pairs, "centre"
+
+
+def model_table(data: Path) -> None:
+    """One table: rows = models, columns = data sets x (images with no face, EER, TAR@FAR 1e-3, 1e-4).
+
+    Pairs: celeba_ids, AT&T and yale_faces: every genuine and every impostor pair of the set (celeba_ids: the
+    first 8 photos of each of the 199 test identities); deepface_pairs: its 300 labelled pairs (too few
+    impostors for FAR 1e-3: n/a), the face nearest each image's centre. A pair with a missed face scores as
+    a non-match. The fused model's scores are ``w s_dlib + (1 - w) s_facenet`` from the cached part
+    embeddings, which is exactly the dot product of its embeddings; checked here against the real
+    ``dlib+facenet`` encoder on the first images of each set.
+    """
+    import _facecache as fc
+    from siamface.embedding import create_encoder
+    from siamface.embedding.fused import DLIB_FACENET, DLIB_FACENET_FLIP
+    from siamface.evaluation.metrics import eer, tar_at_far
+
+    w = DLIB_FACENET.weight
+    if DLIB_FACENET_FLIP.weight != w:
+        raise SystemExit("the table assumes one weight for dlib+facenet and dlib+facenet-flip")
+    det = Pipeline(detector="retinaface").detector
+    rows: dict[str, list[str]] = {}
+    header = ["model"]
+    for name, root, files, labels, pairs, face in _sets(data):
+        dets = fc.detections(root, files, det, "retinaface")
+        emb = {}
+        for model in ("dlib-resnet", "facenet"):
+            for flip in (False, True):
+                pipe = Pipeline(detector=det, model=create_encoder(model, flip=flip))
+                emb[model, flip] = fc.embeddings(f"{model}{'-flip' if flip else ''}", root, files, dets, pipe, face)
+        check = [f for f in files[:40] if dets[f] is not None and len(dets[f])][:8]
+        idx = [files.index(f) for f in check]
+        fused = {}
+        for fusion in (DLIB_FACENET, DLIB_FACENET_FLIP):
+            flips = {p: bool(o.get("flip")) for p, o in fusion.parts}
+            real = fc.embeddings(f"{fusion.name}-check", root, check, {f: dets[f] for f in check},
+                                 Pipeline(detector=det, model=fusion.name), face)
+            composed = np.concatenate([np.sqrt(w) * emb["dlib-resnet", flips["dlib-resnet"]][idx],
+                                       np.sqrt(1 - w) * emb["facenet", flips["facenet"]][idx]], axis=1)
+            assert np.abs(real - composed).max() < 1e-4, f"{fusion.name} differs from its parts"
+            fused[fusion.name] = flips
+        if pairs is None:
+            i, j, y = fc.all_pairs(labels)
+        else:
+            pos = {f: k for k, f in enumerate(files)}
+            i = np.array([pos[a] for a, _, _ in pairs])
+            j = np.array([pos[b] for _, b, _ in pairs])
+            y = np.array([d for _, _, d in pairs])
+        s = {key: fc.pair_scores(e, i, j) for key, e in emb.items()}
+        models = {
+            "dlib-resnet": s["dlib-resnet", False], "dlib-resnet +flip": s["dlib-resnet", True],
+            "facenet": s["facenet", False], "facenet +flip": s["facenet", True],
+            **{f"{name} (w={w:g})": w * s["dlib-resnet", flips["dlib-resnet"]] + (1 - w) * s["facenet", flips["facenet"]]
+               for name, flips in fused.items()},
+        }
+        no_face = int(np.isnan(emb["dlib-resnet", False][:, 0]).sum())
+        header += [f"{name}: no face", "EER", "TAR@1e-3", "TAR@1e-4"]
+        print(f"# {name}: {len(files)} images, {int(y.sum())} genuine / {int((1 - y).sum())} impostor pairs",
+              flush=True)
+        for model, sc in models.items():
+            cells = [f"{no_face}/{len(files)}", f"{eer(sc, y)[0]:.2%}"]
+            for far in (1e-3, 1e-4):
+                t = tar_at_far(sc, y, far)
+                cells.append(f"{t.tar:.2%}" if t.supported else "n/a")
+            rows.setdefault(model, []).extend(cells)
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for model, cells in rows.items():
+        print(f"| {model} | " + " | ".join(cells) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--table", action="store_true", help="the encoders side by side (see the module doc)")
     ap.add_argument("--data", default=str(HERE.parent.parent / "shared" / "datasets"),
                     help="folder holding att_faces/ and celeba_ids/ (default: ../shared/datasets)")
     ap.add_argument("--detectors", default="retinaface,hog")
@@ -86,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     data = Path(args.data)
+    if args.table:
+        model_table(data)
+        return 0
     att, celeba = data / "att_faces", data / "celeba_ids"
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     cache = None if args.no_cache else EmbeddingCache(args.cache)

@@ -3,8 +3,10 @@
     python benchmarks/stages.py [--frames ../shared/datasets/nuaa_train/live] [--repeats 15]
 
 Stages: decode (a 640x480 JPEG file), detection at 640x480 with every detector, dlib 5-point landmarks,
-alignment to the 150x150 chip, embedding (ONNX engine and dlib reference, one face). Each figure is the
-median over --repeats runs per image over several images, after one warm-up run. One figure per line.
+alignment to the 150x150 chip, embedding of one face by each model (--models; its chips already cut: for
+the fused model both parts' chips), and crop + embedding of one face (``embed_face``: what the chain
+spends after detection). Each figure is the median over --repeats runs per image over several images, after
+one warm-up run. One figure per line.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from siamface.alignment import align  # noqa: E402
 from siamface.detection import create_detector  # noqa: E402
-from siamface.embedding import create_encoder  # noqa: E402
+from siamface.embedding import create_encoder, encoder_chips  # noqa: E402
 from siamface.image import load_image  # noqa: E402
 from siamface.landmarks import predict_landmarks  # noqa: E402
 
@@ -43,6 +45,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=4, help="how many photos to time on")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--detectors", default="retinaface,blazeface,blazeface-back,hog,mtcnn,haar,cnn,cnn-dlib")
+    ap.add_argument("--models", default="dlib-resnet,dlib-resnet-reference,facenet,dlib+facenet")
+    ap.add_argument("--flip", action="store_true", help="also time each model with flip averaging")
     args = ap.parse_args()
 
     files = sorted(args.frames.rglob("*.jpg"))[:: 97][: args.images]
@@ -63,12 +67,27 @@ def main() -> None:
     pairs = [(im, f) for im, f in zip(images, faces) if len(f)]
     print(f"landmarks.dlib5_ms {statistics.median(median_ms(lambda im=im, f=f: predict_landmarks(im, f.boxes), args.repeats) for im, f in pairs):.2f}")
     print(f"align_ms {statistics.median(median_ms(lambda im=im, f=f: align(im, f.landmarks[0]), args.repeats) for im, f in pairs):.2f}")
-    chips = np.stack([align(im, f.landmarks[0]) for im, f in pairs])
-    for model in ("dlib-resnet", "dlib-resnet-reference"):
-        enc = create_encoder(model)
-        print(f"embed.{model}_ms_per_face {median_ms(lambda: enc.embed(chips[:1]), args.repeats):.1f}")
-        batch = np.repeat(chips, 16 // len(chips) + 1, axis=0)[:16]
-        print(f"embed.{model}_ms_per_face_batch16 {median_ms(lambda: enc.embed(batch), 5) / 16:.1f}")
+    for model in args.models.split(","):
+        fused = bool(getattr(create_encoder(model), "chip_specs", None))  # flip is set per part there
+        for flip in (False, True) if args.flip and not fused else (False,):
+            enc = create_encoder(model, flip=flip)
+            name = model + ("+flip" if flip else "")
+            chips = [encoder_chips(enc, im, f.boxes, f.landmarks) for im, f in pairs]
+            one = chips[0]
+            print(f"embed.{name}_ms_per_face {median_ms(lambda: enc.embed(one), args.repeats):.1f}")
+            ms = statistics.median(median_ms(lambda im=im, f=f: enc.embed(encoder_chips(enc, im, f.boxes, f.landmarks)),
+                                             args.repeats) for im, f in pairs)
+            print(f"embed_face.{name}_ms {ms:.1f}")
+            if model != "dlib-resnet-reference":
+                batch = _batch(chips, 16)
+                print(f"embed.{name}_ms_per_face_batch16 {median_ms(lambda: enc.embed(batch), 5) / 16:.1f}")
+
+
+def _batch(chips: list, n: int):
+    """n faces' chips from a list of per-image chips (arrays, or tuples of arrays for a fused model)."""
+    if isinstance(chips[0], tuple):
+        return tuple(_batch([c[k] for c in chips], n) for k in range(len(chips[0])))
+    return np.repeat(np.concatenate(chips), n // len(chips) + 1, axis=0)[:n]
 
 
 if __name__ == "__main__":

@@ -58,19 +58,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=150)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--model", default=None, help="encoder (default: the default model)")
+    ap.add_argument("--no-5face", action="store_true", help="skip the 5-face clip")
     ap.add_argument("--hamilton", type=Path, default=ROOT.parent / "shared" / "datasets" / "videos_hamilton")
     args = ap.parse_args()
 
     from siamface import Pipeline
     from siamface.gallery import Gallery
 
-    pipeline = Pipeline()
+    pipeline = Pipeline(model=args.model) if args.model else Pipeline()
+    print(f"model {pipeline.encoder.info.name}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         with Gallery(tmp / "people.db", pipeline, create=True) as gallery:
             for s in PEOPLE:
                 gallery.enroll(f"s{s}", [att(s, i) for i in (2, 3, 4)])
-            for faces in (1, 5):
+            for faces in (1,) if args.no_5face else (1, 5):
                 clip = tmp / f"clip{faces}.avi"
                 make_clip(clip, faces, args.frames)
                 for mode, realtime in (("all", False), ("camera", True)):

@@ -15,6 +15,9 @@ from conftest import att, faceless
 
 from pathlib import Path
 
+from siamface.embedding import create_encoder
+from siamface.pipeline import DEFAULT_MODEL
+
 # the console script installed next to the interpreter running the tests (the venv's bin/)
 _BESIDE = Path(sys.executable).parent / "siamface"
 SIAMFACE = str(_BESIDE) if _BESIDE.exists() else (shutil.which("siamface") or "")
@@ -39,7 +42,7 @@ def test_verify_different_people_exits_1_with_json():
     out = run("verify", att(1, 1), att(4, 1), "--json")
     assert out.returncode == 1, out.stderr
     data = json.loads(out.stdout)
-    assert data["same"] is False and data["model"] == "dlib-resnet"
+    assert data["same"] is False and data["model"] == DEFAULT_MODEL
     assert data["similarity"] < data["threshold"] and len(data["a"]["box"]) == 4
 
 
@@ -89,7 +92,8 @@ def test_embed_json_has_unit_embeddings():
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     vector = np.array(data["faces"][0]["embedding"])
-    assert vector.shape == (128,) and abs(np.linalg.norm(vector) - 1) < 1e-4
+    assert vector.shape == (create_encoder(DEFAULT_MODEL).info.embedding_size,)
+    assert abs(np.linalg.norm(vector) - 1) < 1e-4
     assert data["detector"] == "hog"
 
 
@@ -111,7 +115,13 @@ def test_unknown_detector_is_a_usage_error():
 def test_models_lists_detectors_and_models():
     out = run("models", "--json")
     data = json.loads(out.stdout)
-    assert "retinaface" in data["detectors"] and data["models"][0]["embedding_size"] == 128
+    models = {m["name"]: m for m in data["models"]}
+    assert "retinaface" in data["detectors"] and models["dlib-resnet"]["embedding_size"] == 128
+    facenet, fused = models["facenet"], models["dlib+facenet"]
+    assert facenet["embedding_size"] == 512 and "160x160 RGB box crop" in facenet["input"]
+    assert fused["embedding_size"] == 640 and " + " in fused["input"]
+    for m in (facenet, fused):
+        assert m["threshold"] < m["identify_threshold"] < 1 and "FAR 1e-4" in m["identify_threshold_source"]
     liveness = {m["name"]: m for m in data["liveness"]}
     assert {"passive_v3", "minifasnet_v2", "minifasnet_v1se", "passive_v2", "frame"} <= set(liveness)
     assert liveness["minifasnet_v2"]["licence"].startswith("Apache-2.0") and "Silent-Face" in liveness["minifasnet_v2"]["source"]

@@ -64,7 +64,7 @@ def test_every_fixture_pair_genuine_above_impostor(fixture_embeddings, pipeline)
 def test_embeddings_are_unit_vectors_and_deterministic(pipeline):
     faces = pipeline.embed(att(2, 3))
     again = pipeline.embed(att(2, 3))
-    assert faces.embeddings.shape == (1, 128) and faces.embeddings.dtype == np.float32
+    assert faces.embeddings.shape == (1, pipeline.encoder.info.embedding_size) and faces.embeddings.dtype == np.float32
     assert abs(np.linalg.norm(faces.embeddings[0]) - 1) < 1e-5
     assert np.array_equal(faces.embeddings, again.embeddings)
     assert faces.chips.shape == (1, 150, 150, 3)
@@ -91,7 +91,7 @@ def test_group_photo_uses_largest_face_and_says_so(pipeline, group_scene):
 
 def test_every_face_of_a_group_photo_is_embedded(pipeline, group_scene):
     faces = pipeline.embed(group_scene)
-    assert faces.embeddings.shape == (3, 128)
+    assert faces.embeddings.shape == (3, pipeline.encoder.info.embedding_size)
     references = np.stack([pipeline.embed_largest(att(s, 3))[0].embeddings[0] for s in (3, 5, 7)])
     assert list(np.argmax(faces.embeddings @ references.T, axis=1)) == [0, 1, 2]
 
@@ -124,8 +124,9 @@ def test_model_registry():
     info = create_encoder("dlib-resnet").info
     assert info.embedding_size == 128 and info.chip.size == 150 and 0 < info.threshold < 1
     assert info.threshold_source
-    with pytest.raises(ConfigError, match="unknown model 'facenet'.*dlib-resnet"):
-        create_encoder("facenet")
+    assert {"facenet", "dlib+facenet"} <= set(model_names())
+    with pytest.raises(ConfigError, match="unknown model 'arcface'.*dlib-resnet"):
+        create_encoder("arcface")
 
 
 def test_scene_helper_builds_a_textured_scene():

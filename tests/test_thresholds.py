@@ -10,8 +10,10 @@ from siamface.thresholds import Calibration, load_calibration, save_calibration,
 
 from conftest import att
 
+from siamface.pipeline import DEFAULT_MODEL
 
-def cal(threshold: float, model: str = "dlib-resnet") -> Calibration:
+
+def cal(threshold: float, model: str = DEFAULT_MODEL) -> Calibration:
     return Calibration(model=model, threshold=threshold, criterion="far=0.001", far=0.0009, frr=0.08,
                        dataset="unit", n_genuine=10, n_impostor=1000)
 
@@ -20,7 +22,7 @@ def test_save_and_load_round_trip(tmp_path):
     path = tmp_path / "g.thresholds.json"
     save_calibration(cal(0.91), path)
     save_calibration(cal(0.5, model="other"), path)
-    assert load_calibration("dlib-resnet", path).threshold == 0.91
+    assert load_calibration(DEFAULT_MODEL, path).threshold == 0.91
     assert load_calibration("other", path).threshold == 0.5
     assert load_calibration("missing", path) is None
     assert not list(tmp_path.glob("*.tmp"))
@@ -51,4 +53,4 @@ def test_corrupt_calibration_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "t.json"
     bad.write_text("{not json")
     with pytest.raises(ConfigError, match="t.json: not a readable calibration file"):
-        load_calibration("dlib-resnet", bad)
+        load_calibration(DEFAULT_MODEL, bad)

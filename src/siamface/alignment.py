@@ -1,9 +1,13 @@
-"""Alignment: landmarks -> the canonical face chip an encoder was trained on.
+"""Alignment: landmarks (or a detector box) -> the canonical face chip an encoder was trained on.
 
 One pure function, `align`, warps an image so that the 5 landmarks land on a template with a similarity
 transform (rotation, uniform scale, translation) fitted by least squares. `DLIB_CHIP` reproduces the
 geometry of dlib's ``get_face_chip(img, shape, size=150, padding=0.25)``: dlib's 5-point template, fitted
 from the template to the landmarks, exactly as dlib does, then sampled bilinearly.
+
+Some encoders were trained on unrotated detector crops instead (FaceNet: the MTCNN box enlarged by a
+margin, resized to 160x160). A `ChipSpec` with ``crop="box"`` says so; `crop_all` makes the chips of
+either kind from a `Faces`' boxes and landmarks.
 """
 
 from __future__ import annotations
@@ -31,6 +35,16 @@ class ChipSpec:
     size: int = 150
     padding: float = 0.25
     template: tuple[tuple[float, float], ...] = tuple(map(tuple, DLIB_TEMPLATE5))
+    #: "landmarks": the similarity warp above; "box": the detector box, made square about its centre
+    #: (side = its larger side), enlarged by `margin` (a fraction of that side, on each side), resized;
+    #: with ``square=False`` the box keeps its own shape and is stretched to the square chip.
+    crop: str = "landmarks"
+    margin: float = 0.0
+    square: bool = True
+
+    def __post_init__(self) -> None:
+        if self.crop not in ("landmarks", "box"):
+            raise ValueError(f"ChipSpec.crop must be 'landmarks' or 'box', not {self.crop!r}")
 
     def target_points(self) -> np.ndarray:
         t = np.asarray(self.template, np.float64)
@@ -94,9 +108,27 @@ def align(image: np.ndarray, landmarks: np.ndarray, spec: ChipSpec = DLIB_CHIP) 
     Pixels outside the image are black, as in dlib. When the face is more than twice the chip's size, the
     image is first halved with a Gaussian pyramid (as dlib does) so that the chip is not aliased.
     """
-    m = chip_transform(landmarks, spec)
-    n = spec.size
-    side = n * float(np.hypot(*m[:, 0])) / 2.0
+    return _warp(image, chip_transform(landmarks, spec), spec.size)
+
+
+def box_transform(box, spec: ChipSpec) -> np.ndarray:
+    """2x3 matrix mapping chip pixel coordinates to image coordinates for a ``crop="box"`` chip: the square
+    of side ``max(w, h) * (1 + 2 * margin)`` centred on the box, pixel centres onto pixel centres."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not np.isfinite([x1, y1, x2, y2]).all() or x2 <= x1 or y2 <= y1:
+        raise ValueError(f"crop: bad face box {box}")
+    w, h = x2 - x1, y2 - y1
+    if spec.square:
+        w = h = max(w, h)
+    w, h = w * (1 + 2 * spec.margin), h * (1 + 2 * spec.margin)
+    sx, sy = w / spec.size, h / spec.size
+    cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+    return np.array([[sx, 0.0, cx - w / 2.0 + 0.5 * sx - 0.5],
+                     [0.0, sy, cy - h / 2.0 + 0.5 * sy - 0.5]])
+
+
+def _warp(image: np.ndarray, m: np.ndarray, n: int) -> np.ndarray:
+    side = n * float(min(np.hypot(*m[:, 0]), np.hypot(*m[:, 1]))) / 2.0
     depth = 0
     while side * side > n * n:
         side /= 2.0
@@ -116,3 +148,13 @@ def align_all(image: np.ndarray, landmarks: np.ndarray, spec: ChipSpec = DLIB_CH
     if len(landmarks) == 0:
         return np.zeros((0, spec.size, spec.size, 3), np.uint8)
     return np.stack([align(image, lm, spec) for lm in landmarks])
+
+
+def crop_all(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray, spec: ChipSpec = DLIB_CHIP) -> np.ndarray:
+    """(n, size, size, 3) chips of n faces, the kind `spec` asks for (landmark warp or box crop)."""
+    if spec.crop == "landmarks":
+        return align_all(image, landmarks, spec)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if len(boxes) == 0:
+        return np.zeros((0, spec.size, spec.size, 3), np.uint8)
+    return np.stack([_warp(image, box_transform(b, spec), spec.size) for b in boxes])

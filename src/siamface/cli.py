@@ -36,9 +36,10 @@ def _add_chain_options(p: argparse.ArgumentParser, threshold: bool = False) -> N
 
     p.add_argument("--detector", default=DEFAULT_DETECTOR, choices=detector_names(),
                    help=f"face detector (default: {DEFAULT_DETECTOR})")
-    p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|FILE.onnx",
+    p.add_argument("--model", default=None, metavar="NAME|FILE.onnx",
                    help=f"face encoder: {', '.join(model_names())}, or a model exported by 'siamface train' "
-                        f"(path to its .onnx file) (default: {DEFAULT_MODEL})")
+                        f"(path to its .onnx file) (default: {DEFAULT_MODEL}; on an existing gallery, the model "
+                        "it is bound to)")
     p.add_argument("--min-face", type=int, default=20, metavar="PX",
                    help="ignore faces whose box is smaller than PX pixels (default: 20)")
     p.add_argument("--upsample", type=int, default=None, metavar="N",
@@ -113,7 +114,9 @@ def pipeline_from_args(args, calibration_file=None):
     options = {"min_face_size": args.min_face}
     if args.upsample is not None:
         options["upsample"] = args.upsample
-    return Pipeline(detector=args.detector, model=args.model, threshold=getattr(args, "threshold", None),
+    from .pipeline import DEFAULT_MODEL
+
+    return Pipeline(detector=args.detector, model=args.model or DEFAULT_MODEL, threshold=getattr(args, "threshold", None),
                     calibration_file=calibration_file, **options)
 
 
@@ -185,10 +188,18 @@ def cmd_models(args) -> int:
 
     models = []
     for name in model_names():
-        info = create_encoder(name).info
+        enc = create_encoder(name)
+        info = enc.info
+        specs = getattr(enc, "chip_specs", None) or (info.chip,)
+        crops = " + ".join(f"{c.size}x{c.size} RGB " + ("aligned on 5 landmarks" if c.crop == "landmarks"
+                                                          else f"box crop, margin {c.margin:g}" + ("" if c.square else ", stretched"))
+                          for c in specs)
         models.append({"name": name, "version": info.version, "embedding_size": info.embedding_size,
-                       "input": f"{info.chip.size}x{info.chip.size} RGB", "metric": info.metric,
-                       "threshold": info.threshold, "threshold_source": info.threshold_source})
+                       "input": crops, "metric": info.metric,
+                       "threshold": info.threshold, "threshold_source": info.threshold_source,
+                       "identify_threshold": info.identify_threshold if info.identify_threshold is not None
+                       else info.threshold,
+                       "identify_threshold_source": info.identify_threshold_source or info.threshold_source})
     from .liveness.combined import liveness_models
 
     liveness = liveness_models()
@@ -198,8 +209,9 @@ def cmd_models(args) -> int:
         print("detectors: " + ", ".join(detector_names()))
         print("models:")
         for m in models:
-            print(f"  {m['name']}: {m['embedding_size']}-d, input {m['input']}, {m['metric']} "
-                  f"threshold {m['threshold']} ({m['threshold_source']})")
+            print(f"  {m['name']}: {m['embedding_size']}-d, input {m['input']}, {m['metric']}")
+            print(f"      threshold 1:1 {m['threshold']} ({m['threshold_source']})")
+            print(f"      threshold 1:N {m['identify_threshold']} ({m['identify_threshold_source']})")
         print("liveness models:")
         for m in liveness:
             threshold = f", threshold {m['threshold']:.4f}" if m.get("threshold") is not None else ""

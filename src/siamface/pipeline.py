@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .alignment import align_all
 from .detection import Detector, create_detector
-from .embedding import Encoder, create_encoder
+from .embedding import Encoder, create_encoder, encoder_chips
 from .errors import NoFaceError
 from .image import ImageSource, describe, load_image
 from .matching import cosine_similarity, similarity_to_distance
@@ -26,6 +25,9 @@ from .types import Faces, Verification
 log = logging.getLogger(__name__)
 
 DEFAULT_DETECTOR = "retinaface"
+#: dlib's ResNet. dlib+facenet measures better on every data set of benchmarks/accuracy.py --table but
+#: costs the live 640x480 loop its 29.5 fps (28.2-28.6 against 29.9-30.0 fps, README "Encoders"), so it is
+#: an option (--model dlib+facenet), not the default.
 DEFAULT_MODEL = "dlib-resnet"
 
 
@@ -121,9 +123,9 @@ class Pipeline:
         array = _as_array(image)
         if faces is None:
             faces = self.detector.detect(array)
-        chips = align_all(array, faces.landmarks, self.encoder.info.chip)
-        faces.chips = chips
-        faces.embeddings = self.encoder.embed(chips) if len(chips) else \
+        chips = encoder_chips(self.encoder, array, faces.boxes, faces.landmarks)
+        faces.chips = chips[0] if isinstance(chips, tuple) else chips  # a fused model: its first part's chips
+        faces.embeddings = self.encoder.embed(chips) if len(faces) else \
             np.zeros((0, self.encoder.info.embedding_size), np.float32)
         return faces
 
@@ -132,12 +134,18 @@ class Pipeline:
 
         Raises `NoFaceError` when there is none. Only the largest face is aligned and embedded.
         """
+        return self.embed_one(image, "largest")
+
+    def embed_one(self, image: ImageSource, face: str = "largest") -> tuple[Faces, int]:
+        """One face of an image, ``"largest"`` or the one nearest the ``"centre"`` (see `Faces.chosen`), as a
+        `Faces` of length 1, and how many faces were found. Raises `NoFaceError` when there is none."""
         array = _as_array(image)
         found = self.detector.detect(array)
         if len(found) == 0:
             raise NoFaceError(describe(image) if not isinstance(image, np.ndarray) else "image",
                               getattr(self.detector, "name", ""))
-        return self.embed(array, found[0]), len(found)
+        k = found.chosen(face, array.shape)
+        return self.embed(array, found[k]), len(found)
 
     def compare(self, a: np.ndarray, b: np.ndarray) -> float:
         """Cosine similarity of two embeddings (1-D)."""

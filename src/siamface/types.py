@@ -94,6 +94,20 @@ class Faces:
     def has_landmarks(self) -> np.ndarray:
         return np.isfinite(self.landmarks).all(axis=(1, 2))
 
+    def chosen(self, how: str, image_shape) -> int:
+        """Index of the face to use when an image has several: ``"largest"`` (the biggest box) or
+        ``"centre"`` (the box whose centre is nearest the image centre: the LFW convention, where the crops
+        are centred on the subject). Raises IndexError when there is no face."""
+        if len(self) == 0:
+            raise IndexError("no face to choose from")
+        if how == "largest":
+            return int(np.argmax(self.areas))
+        if how == "centre":
+            h, w = image_shape[:2]
+            centres = (self.boxes[:, :2] + self.boxes[:, 2:]) / 2.0
+            return int(np.argmin(((centres - np.array([w / 2.0, h / 2.0])) ** 2).sum(axis=1)))
+        raise ValueError(f"face choice must be 'largest' or 'centre', not {how!r}")
+
     def sorted_by_size(self) -> Faces:
         """Biggest box first (ties broken by score)."""
         order = np.lexsort((-self.scores, -self.areas))

@@ -15,6 +15,7 @@ import pytest
 from conftest import ATT, att
 
 from siamface.cli import build_parser, main
+from siamface.pipeline import DEFAULT_MODEL
 from siamface.thresholds import read_calibrations
 
 _BESIDE = Path(sys.executable).parent / "siamface"
@@ -84,7 +85,10 @@ def test_evaluate_lfw_pairs(tmp_path, cache_file, capsys):
     code = main(["evaluate", "--lfw-pairs", str(pairs), "--root", str(root), "--detector", "hog",
                  "--out", str(tmp_path / "o"), "--cache", cache_file, "--quiet"])
     text = capsys.readouterr().out
-    assert code == 0 and "2-fold accuracy" in text
+    assert code == 0 and "2-fold accuracy" in text and "the one nearest the centre used" in text
+    code = main(["evaluate", "--lfw-pairs", str(pairs), "--root", str(root), "--detector", "hog", "--face",
+                 "largest", "--out", str(tmp_path / "o"), "--cache", cache_file, "--quiet", "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["images"]["face_used"] == "largest"
 
 
 def test_calibrate_then_verify_uses_it(tmp_path, cache_file, config_dir, capsys):
@@ -94,7 +98,7 @@ def test_calibrate_then_verify_uses_it(tmp_path, cache_file, config_dir, capsys)
     assert code == 0, text
     written = config_dir / "thresholds.json"
     assert f"wrote {written}" in text and "now uses this threshold" in text
-    cal = read_calibrations(written)["dlib-resnet"]
+    cal = read_calibrations(written)[DEFAULT_MODEL]
     assert cal.criterion == "eer" and cal.detector == "hog" and cal.dataset == str(ATT.resolve())
     assert (cal.n_genuine, cal.n_impostor) == (60, 60) and cal.created[:4].isdigit()
     assert 0.8 < cal.threshold < 1.0 and 0 <= cal.far <= 0.1 and 0 <= cal.frr <= 0.1
@@ -117,7 +121,7 @@ def test_calibrate_write_file_and_json(tmp_path, cache_file, config_dir, capsys)
                  "--write", str(target), "--cache", cache_file, "--json"])
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["file"] == str(target) and data["read_by_verify"] is False
-    assert read_calibrations(target)["dlib-resnet"].criterion == "best-accuracy"
+    assert read_calibrations(target)[DEFAULT_MODEL].criterion == "best-accuracy"
     assert not (config_dir / "thresholds.json").exists()
 
 
@@ -133,12 +137,12 @@ def test_calibrate_refuses_an_unsupported_far_target(tmp_path, cache_file, confi
 
     # more impostor pairs make it measurable...
     assert main(args[:-3] + ["--target", "far=0.01", "--impostors", "100"] + args[-3:]) == 0
-    assert read_calibrations(config_dir / "thresholds.json")["dlib-resnet"].criterion == "far=0.01"
+    assert read_calibrations(config_dir / "thresholds.json")[DEFAULT_MODEL].criterion == "far=0.01"
     capsys.readouterr()
     # ...and --force saves it anyway, with a warning
     assert main(args + ["--force"]) == 0
     assert "warning: forced" in capsys.readouterr().out
-    assert read_calibrations(config_dir / "thresholds.json")["dlib-resnet"].criterion == "far=0.001"
+    assert read_calibrations(config_dir / "thresholds.json")[DEFAULT_MODEL].criterion == "far=0.001"
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -148,7 +152,8 @@ def test_calibrate_refuses_an_unsupported_far_target(tmp_path, cache_file, confi
     (["evaluate", "--lfw-pairs", "no/such/pairs.txt", "--root", "."], "file not found"),
     (["calibrate", "--folder", "x", "--target", "far=high"], "the FAR must be a number"),
     (["calibrate", "--folder", "x", "--target", "fnr=0.1"], "expected far=RATE"),
-], ids=["no-root", "no-different", "no-folder", "no-pairs-file", "bad-far", "bad-target"])
+    (["evaluate", "--identify", "x", "--face", "centre"], "--face centre is not for --identify"),
+], ids=["no-root", "no-different", "no-folder", "no-pairs-file", "bad-far", "bad-target", "identify-centre"])
 def test_errors_exit_2_with_one_line(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = main(argv + ["--no-cache"])

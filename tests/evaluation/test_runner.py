@@ -36,7 +36,7 @@ def shared_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hog():
-    return Pipeline(detector="hog")
+    return Pipeline(detector="hog", model="dlib-resnet")
 
 
 class CountingPipeline(Pipeline):
@@ -122,6 +122,28 @@ def test_pair_lists(tmp_path, hog, shared_cache):
     assert r.at_threshold.accuracy == 1.0 and r.pairs[0] == ("s2/1.pgm", "s2/2.pgm")
 
 
+def test_pair_lists_use_the_face_nearest_the_centre(tmp_path, hog):
+    from PIL import Image
+
+    from conftest import att_rgb, scene
+
+    # s5 big in a corner, s2 smaller in the middle: the subject of the picture is s2
+    group = scene([(att_rgb(5, 1), 2.2, (0, 0)), (att_rgb(2, 1), 1.6, (246, 150))])
+    Image.fromarray(group).save(tmp_path / "group.png")
+    shutil.copy(att(2, 2), tmp_path / "s2.pgm")
+    shutil.copy(att(5, 2), tmp_path / "s5.pgm")
+    same, diff = tmp_path / "same.txt", tmp_path / "diff.txt"
+    same.write_text("group.png s2.pgm\n")
+    diff.write_text("group.png s5.pgm\n")
+    centre = runner.evaluate_pair_lists(hog, same, diff, tmp_path, cache=None, progress=False)
+    largest = runner.evaluate_pair_lists(hog, same, diff, tmp_path, cache=None, progress=False, face="largest")
+    assert centre.face == "centre" and centre.to_dict()["images"]["face_used"] == "centre"
+    assert centre.n_multi_face == 1 and "the one nearest the centre used" in runner.format_report(centre)
+    assert centre.scores[0] > centre.scores[1] + 0.1      # group's face is s2
+    assert largest.scores[1] > largest.scores[0] + 0.1    # group's face is s5
+    assert "the largest used" in runner.format_report(largest)
+
+
 def test_open_set_identification(hog, shared_cache):
     r = runner.evaluate_identification(hog, ATT, gallery_per_id=1, unknown_fraction=0.2, seed=0,
                                        cache=shared_cache, progress=False)
@@ -201,7 +223,7 @@ def test_cache_roundtrip_and_keys(tmp_path):
     assert detector_key(a) == detector_key(b)  # thread count does not change the faces found
     assert detector_key(a) != detector_key(create_detector("retinaface", min_face_size=40))
     assert detector_options(create_detector("hog"))["upsample"] == 1
-    assert model_key(Pipeline().encoder.info) == "dlib-resnet@dlib_face_recognition_resnet_model_v1"
+    assert model_key(Pipeline(model="dlib-resnet").encoder.info) == "dlib-resnet@dlib_face_recognition_resnet_model_v1"
 
 
 def test_default_cache_path_follows_siamface_cache(monkeypatch, tmp_path):

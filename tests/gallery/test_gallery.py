@@ -13,6 +13,7 @@ from siamface import Pipeline
 from siamface.errors import ConfigError, GalleryError, ModelMismatchError, NoFaceError
 from siamface.gallery import RULES, Gallery, NewTemplate, UnknownPersonError
 from siamface.gallery.core import decide
+from siamface.pipeline import DEFAULT_MODEL
 
 from conftest import att, faceless
 from gallery_support import (PEOPLE, PROBE, STRANGER, backend, base_gallery, check_consistent, gallery,  # noqa: F401
@@ -115,7 +116,7 @@ def test_every_decision_is_audited(gallery, gallery_file):
         ("verify", "s3", "s3", True, "mean"),
     ]
     assert entries[0].threshold == gallery.identify_threshold > gallery.threshold   # 1:N is stricter
-    assert all(e.threshold == gallery.threshold and e.model == "dlib-resnet" for e in entries[1:])
+    assert all(e.threshold == gallery.threshold and e.model == DEFAULT_MODEL for e in entries[1:])
     assert rows(gallery_file, "SELECT count(*) FROM audit") == [(3,)]
 
 
@@ -129,6 +130,8 @@ class _OtherVersion:
     def __init__(self, encoder):
         self._encoder = encoder
         self.info = dataclasses.replace(encoder.info, version="v2-retrained")
+        if getattr(encoder, "chip_specs", None):   # a fused model: one crop per part
+            self.chip_specs = encoder.chip_specs
 
     def embed(self, chips):
         return self._encoder.embed(chips)

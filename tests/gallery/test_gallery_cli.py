@@ -20,6 +20,8 @@ from gallery_support import (PROBE, SIAMFACE, STRANGER, backend, base_gallery, b
                              rows)
 
 from siamface.gallery import gallery_exists
+from siamface.embedding import create_encoder
+from siamface.pipeline import DEFAULT_MODEL
 
 
 def raw_text(spec, tmp_path) -> bytes:
@@ -55,7 +57,8 @@ def test_enroll_check_identify(new_gallery, tmp_path):
     out = cli("verify", "-g", g, "--claim", "s4", att(3, PROBE), "--json")
     data = json.loads(out.stdout)
     assert out.returncode == 1 and data["accepted"] is False and len(data["templates"]) == 3
-    assert data["rule"] == "best" and data["threshold"] == 0.93 and "threshold_source" in data
+    assert data["rule"] == "best" and data["threshold"] == create_encoder(DEFAULT_MODEL).info.threshold
+    assert "threshold_source" in data
     assert cli("verify", att(3, 1), att(3, 2)).returncode == 0      # two images: the plain 1:1 compare
 
     out = cli("identify", "-g", g, att(4, PROBE), att(STRANGER, PROBE), "--top", "2", "--json")
@@ -102,7 +105,7 @@ def test_management_commands(gallery_file):
     assert out.returncode == 0 and "removed 'Fourth'" in out.stdout
     assert rows(g, "SELECT count(*) FROM people") == [(6,)]
     out = cli("gallery", "stats", "-g", g, "--json")
-    assert json.loads(out.stdout)["people"] == 6 and json.loads(out.stdout)["model"] == "dlib-resnet"
+    assert json.loads(out.stdout)["people"] == 6 and json.loads(out.stdout)["model"] == DEFAULT_MODEL
     assert json.loads(out.stdout)["schema_version"] == 2
     out = cli("gallery", "reembed", "-g", g)
     assert out.returncode == 2 and "no kept image" in out.stderr
@@ -147,7 +150,8 @@ def test_export_import_round_trip_merge_and_refusals(gallery_file, new_gallery, 
     lines = export.read_text().splitlines()
     header = json.loads(lines[0])
     assert header["format"] == "siamface-gallery" and header["version"] == 1 and len(lines) == 8
-    assert header["model"]["name"] == "dlib-resnet" and header["model"]["embedding_size"] == 128
+    assert header["model"]["name"] == DEFAULT_MODEL
+    assert header["model"]["embedding_size"] == create_encoder(DEFAULT_MODEL).info.embedding_size
     assert "image" not in lines[1]
     copy = new_gallery("copy")
     out = cli("gallery", "import", "-g", copy, export)
@@ -348,3 +352,20 @@ def test_an_unknown_claim_points_to_a_command_that_exists(gallery_file):
     out = cli("verify", "-g", gallery_file, "--claim", "nobody", att(3, PROBE))
     assert out.returncode == 2 and "see `siamface people list`" in out.stderr
     assert cli("people", "list", "-g", gallery_file).returncode == 0
+
+
+def test_a_gallery_keeps_its_model_when_the_default_changes(tmp_path):
+    """A gallery bound to another model than the default (e.g. made with dlib-resnet before the default became
+    dlib+facenet) keeps working without --model, says how to move, and `gallery reembed` moves it."""
+    other = "dlib-resnet" if DEFAULT_MODEL != "dlib-resnet" else "facenet"
+    g = tmp_path / "old.db"
+    out = cli("enroll", "-g", g, "s3", att(3, 2), att(3, 3), "--model", other, "--keep-images")
+    assert out.returncode == 0, out.stderr
+    out = cli("identify", "-g", g, att(3, PROBE), "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["results"][0]["model"] == other
+    assert f"bound to model {other}, which it keeps using" in out.stderr
+    assert f"gallery reembed --model {DEFAULT_MODEL}" in out.stderr
+    out = cli("gallery", "reembed", "-g", g, "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["to"] == DEFAULT_MODEL, out.stderr
+    out = cli("identify", "-g", g, att(3, PROBE), "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["results"][0]["model"] == DEFAULT_MODEL and "note" not in out.stderr

@@ -18,6 +18,8 @@ pytest.importorskip("multipart", reason="the service extra is not installed (pip
 from conftest import att_rgb, faceless, scene  # noqa: E402
 from service_support import ENROLLED, PEOPLE, PROBE, Server, cli, fixture_bytes, png_bytes  # noqa: E402
 
+from siamface.pipeline import DEFAULT_MODEL  # noqa: E402
+
 LOCK_FAILURES, LOCK_SECONDS = 3, 4
 
 
@@ -50,7 +52,7 @@ def no_leak(server, answer) -> None:
 # -- keys ---------------------------------------------------------------------------------------------------
 def test_health_needs_no_key_and_names_no_path(server):
     answer = server.request("GET", "/v1/health", key=None)
-    assert answer.status == 200 and answer.body["status"] == "ok" and answer.body["model"] == "dlib-resnet"
+    assert answer.status == 200 and answer.body["status"] == "ok" and answer.body["model"] == DEFAULT_MODEL
     no_leak(server, answer)
 
 

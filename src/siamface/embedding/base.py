@@ -14,7 +14,7 @@ from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..alignment import DLIB_CHIP, ChipSpec
+from ..alignment import DLIB_CHIP, ChipSpec, crop_all
 from ..errors import ConfigError
 
 
@@ -59,9 +59,15 @@ def model_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_encoder(name: str, **options) -> Encoder:
+def create_encoder(name: str, flip: bool = False, **options) -> Encoder:
     """Build an encoder by name: ``create_encoder("dlib-resnet")``, or from the path of a model exported by
-    ``siamface train`` (``create_encoder("runs/att/model.onnx")``, see `onnx_file`)."""
+    ``siamface train`` (``create_encoder("runs/att/model.onnx")``, see `onnx_file`). ``flip=True``: each
+    face's embedding is the mean of the face's and its mirror image's (`FlipAveraged`)."""
+    if flip:
+        encoder = create_encoder(name, **options)
+        if getattr(encoder, "chip_specs", None):
+            raise ConfigError(f"{name}: flip averaging is set per part of a fused model, not on the whole")
+        return FlipAveraged(encoder)
     if name not in _REGISTRY:
         from .onnx_file import OnnxFileEncoder, is_model_path
 
@@ -70,6 +76,35 @@ def create_encoder(name: str, **options) -> Encoder:
         raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(model_names())} "
                           "or the path of a model exported by siamface train (.onnx)")
     return _REGISTRY[name](**options)
+
+
+def encoder_chips(encoder: Encoder, image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray):
+    """The chips `encoder.embed` takes for these faces: one array cropped as ``info.chip`` says, or, for an
+    encoder made of parts that each want their own crop (``chip_specs``), a tuple of arrays, one per part."""
+    specs = getattr(encoder, "chip_specs", None)
+    if specs:
+        return tuple(crop_all(image, boxes, landmarks, spec) for spec in specs)
+    return crop_all(image, boxes, landmarks, encoder.info.chip)
+
+
+class FlipAveraged:
+    """Flip test-time augmentation: embeds each chip and its left-right mirror and returns the normalised sum
+    (twice the work). Its embeddings differ from the plain model's, so its version says ``+flip`` and a
+    gallery made with one refuses the other."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        from dataclasses import replace
+
+        self.encoder = encoder
+        self.info = replace(encoder.info, version=f"{encoder.info.version}+flip",
+                            extra={**encoder.info.extra, "flip": True})
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        chips = check_chips(chips, self.info.chip.size)
+        if len(chips) == 0:
+            return np.zeros((0, self.info.embedding_size), np.float32)
+        both = self.encoder.embed(np.concatenate([chips, chips[:, :, ::-1]]))
+        return l2_normalise(both[:len(chips)] + both[len(chips):])
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:

@@ -95,6 +95,10 @@ def _data_options(p: argparse.ArgumentParser, liveness: bool = False) -> None:
                                                               "(default: --impostor-ratio x genuine pairs)")
     g.add_argument("--impostor-ratio", type=float, default=1.0, metavar="R",
                    help="--folder: impostor pairs per genuine pair (default 1.0)")
+    g.add_argument("--face", choices=("largest", "centre"), default=None,
+                   help="the face used when an image has several: the one nearest the image centre (default "
+                        "for --lfw-pairs and the pair lists, whose images are centred on the subject) or the "
+                        "largest (default for --folder; always for --identify)")
     g.add_argument("--seed", type=int, default=0, help="seed of the impostor sample / open-set split (default 0)")
     g.add_argument("--gallery-per-id", type=int, default=1, metavar="N",
                    help="--identify: images enrolled per known identity (default 1)")
@@ -136,18 +140,22 @@ def _run(args):
         raise ConfigError("--pairs-different needs --pairs-same")
     if args.impostors is not None and args.impostors < 0:
         raise ConfigError("--impostors must be >= 0")
+    if args.identify and args.face == "centre":
+        raise ConfigError("--face centre is not for --identify, which uses the largest face")
     pipeline = pipeline_from_args(args)
     cache = None if args.no_cache else EmbeddingCache(args.cache)
     common = {"cache": cache, "progress": not args.quiet}
+    pair_face = {"face": args.face or "centre"}
     try:
         if args.folder:
             return runner.evaluate_folder(pipeline, args.folder, n_impostors=args.impostors,
-                                          impostor_ratio=args.impostor_ratio, seed=args.seed, **common)
+                                          impostor_ratio=args.impostor_ratio, seed=args.seed,
+                                          face=args.face or "largest", **common)
         if args.lfw_pairs:
-            return runner.evaluate_lfw(pipeline, args.lfw_pairs, args.root, **common)
+            return runner.evaluate_lfw(pipeline, args.lfw_pairs, args.root, **common, **pair_face)
         if args.pairs_same:
             return runner.evaluate_pair_lists(pipeline, args.pairs_same, args.pairs_different, args.root,
-                                              **common)
+                                              **common, **pair_face)
         return runner.evaluate_identification(pipeline, args.identify, gallery_per_id=args.gallery_per_id,
                                               unknown_fraction=args.unknown_fraction, seed=args.seed, **common)
     finally:

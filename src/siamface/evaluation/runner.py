@@ -160,8 +160,9 @@ class EmbeddingRun:
 
 
 def embed_images(pipeline: Any, paths: Iterable[str | os.PathLike], cache: EmbeddingCache | None = None,
-                 progress: bool = True, stream: TextIO | None = None) -> EmbeddingRun:
-    """Embed the largest face of each distinct image (cache first); never raises for a faceless image.
+                 progress: bool = True, stream: TextIO | None = None, face: str = "largest") -> EmbeddingRun:
+    """Embed one face of each distinct image (cache first), the largest or the one nearest the centre
+    (`face`); never raises for a faceless image.
 
     A missing file is an error (`ConfigError`, naming how many and the first few): a wrong ``--root`` must
     not pass for a 100% failure rate. An undecodable file is a failure (``error="unreadable: ..."``).
@@ -178,6 +179,8 @@ def embed_images(pipeline: Any, paths: Iterable[str | os.PathLike], cache: Embed
     hits: dict[str, Any] = {}
     if cache is not None:
         mkey, dkey = model_key(pipeline.encoder.info), detector_key(pipeline.detector)
+        if face != "largest":  # the entries made before the choice existed are those of the largest face
+            dkey += f" face={face}"
         for p in unique:
             try:
                 keys[p] = file_sha256(p)
@@ -197,7 +200,7 @@ def embed_images(pipeline: Any, paths: Iterable[str | os.PathLike], cache: Embed
         with Progress(len(todo), label, stream=stream, enabled=progress) as bar:
             try:
                 for p in todo:
-                    outcome = _embed_one(pipeline, p)
+                    outcome = _embed_one(pipeline, p, face)
                     outcomes[p] = outcome
                     computed += 1
                     if cache is not None and p in keys and (outcome.error in (None, "no face")):
@@ -210,9 +213,9 @@ def embed_images(pipeline: Any, paths: Iterable[str | os.PathLike], cache: Embed
     return EmbeddingRun(ordered, n_cached, computed, time.perf_counter() - t0)
 
 
-def _embed_one(pipeline: Any, path: Path) -> ImageOutcome:
+def _embed_one(pipeline: Any, path: Path, face: str) -> ImageOutcome:
     try:
-        faces, n = pipeline.embed_largest(path)
+        faces, n = pipeline.embed_largest(path) if face == "largest" else pipeline.embed_one(path, face)
     except NoFaceError:
         return ImageOutcome(None, 0, "no face")
     except ImageError as exc:
@@ -272,7 +275,7 @@ class EvaluationReport:
     n_failures: int                     # images with no face found or undecodable
     n_unreadable: int
     failed_images: list[str]
-    n_multi_face: int                   # images with several faces (the largest was used)
+    n_multi_face: int                   # images with several faces (`face` says which was used)
     n_from_cache: int
     n_computed: int
     # comparisons
@@ -295,6 +298,7 @@ class EvaluationReport:
     seconds: float = 0.0
     created: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    face: str = "largest"               # the face used when an image has several: "largest" or "centre"
     # not in to_dict(): the raw material of the plots and of calibration
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
@@ -320,6 +324,7 @@ class EvaluationReport:
             "threshold": self.threshold, "threshold_source": self.threshold_source,
             "images": {"n": self.n_images, "failures": self.n_failures, "unreadable": self.n_unreadable,
                        "failed": self.failed_images, "several_faces": self.n_multi_face,
+                       "face_used": self.face,
                        "from_cache": self.n_from_cache, "computed": self.n_computed},
             "comparisons": {"n": self.n_pairs, "genuine": self.n_genuine, "impostor": self.n_impostor,
                             "failed": self.n_failed_pairs, "failed_genuine": self.n_failed_genuine,
@@ -426,7 +431,7 @@ def evaluate_pairs(pipeline: Any, pairs: Sequence[tuple[str | os.PathLike, str |
                    root: str | os.PathLike | None = None, folds: Any = None, threshold: float | None = None,
                    cache: EmbeddingCache | None = None, progress: bool = True,
                    far_targets: Sequence[float] = DEFAULT_FAR_TARGETS,
-                   options: dict[str, Any] | None = None) -> EvaluationReport:
+                   options: dict[str, Any] | None = None, face: str = "largest") -> EvaluationReport:
     """Verify every pair ``(a, b)`` (label 1 = same person) and measure; the general form of the protocols.
 
     ``folds``: per-pair fold ids (or an int k) for the LFW k-fold accuracy; None to skip it.
@@ -441,7 +446,7 @@ def evaluate_pairs(pipeline: Any, pairs: Sequence[tuple[str | os.PathLike, str |
     a_files = [Path(a) for a, _ in pairs]
     b_files = [Path(b) for _, b in pairs]
     facts = _pipeline_facts(pipeline, threshold)
-    run = embed_images(pipeline, a_files + b_files, cache=cache, progress=progress)
+    run = embed_images(pipeline, a_files + b_files, cache=cache, progress=progress, face=face)
     dim = pipeline.encoder.info.embedding_size
     ea, eb = _matrix(run.outcomes, a_files, dim), _matrix(run.outcomes, b_files, dim)
     scores = np.sum(ea.astype(np.float64) * eb.astype(np.float64), axis=1)  # NaN where either failed
@@ -456,13 +461,16 @@ def evaluate_pairs(pipeline: Any, pairs: Sequence[tuple[str | os.PathLike, str |
     return EvaluationReport(
         protocol=protocol, dataset=dataset, **facts, **_image_facts(run, root_p),
         **_verification(scores, y, facts["threshold"], far_targets), kfold=kfold,
-        seconds=time.perf_counter() - t0, created=_now(), options=dict(options or {}),
+        seconds=time.perf_counter() - t0, created=_now(), options=dict(options or {}), face=face,
         scores=scores, labels=y,
         pairs=[(_rel(a.resolve(), root_p), _rel(b.resolve(), root_p)) for a, b in zip(a_files, b_files)])
 
 
-def evaluate_lfw(pipeline: Any, pairs_file: str | os.PathLike, root: str | os.PathLike, **kw) -> EvaluationReport:
-    """LFW protocol: ``pairs.txt`` (header ``folds per-class``), images ``root/name/name_0001.jpg``.
+def evaluate_lfw(pipeline: Any, pairs_file: str | os.PathLike, root: str | os.PathLike, *, face: str = "centre",
+                 **kw) -> EvaluationReport:
+    """LFW protocol: ``pairs.txt`` (header ``folds per-class``), images ``root/name/name_0001.jpg``. When an
+    image has several faces, the one nearest its centre is used (LFW's crops are centred on the subject)
+    unless ``face="largest"``.
 
     Besides the pooled figures, ``report.kfold`` has the k-fold accuracy: for each fold the
     best-accuracy threshold of the other folds is applied to it; mean and sample std over folds.
@@ -472,7 +480,7 @@ def evaluate_lfw(pipeline: Any, pairs_file: str | os.PathLike, root: str | os.Pa
     pairs = [pr.paths(root) for pr in lfw_pairs]
     options = {"pairs_file": str(Path(pairs_file).resolve()), "folds": len(folds), **kw.pop("options", {})}
     return evaluate_pairs(pipeline, pairs, labels, protocol="lfw", dataset=str(Path(root).resolve()),
-                          root=root, folds=fold_ids if len(folds) >= 2 else None, options=options, **kw)
+                          root=root, folds=fold_ids if len(folds) >= 2 else None, options=options, face=face, **kw)
 
 
 def evaluate_folder(pipeline: Any, root: str | os.PathLike, *, n_impostors: int | None = None,
@@ -493,15 +501,17 @@ def evaluate_folder(pipeline: Any, root: str | os.PathLike, *, n_impostors: int 
 
 
 def evaluate_pair_lists(pipeline: Any, same_file: str | os.PathLike, different_file: str | os.PathLike,
-                        root: str | os.PathLike, **kw) -> EvaluationReport:
-    """Two two-column pair lists (``a b`` per line, relative to ``root``): same-person, different-person."""
+                        root: str | os.PathLike, *, face: str = "centre", **kw) -> EvaluationReport:
+    """Two two-column pair lists (``a b`` per line, relative to ``root``): same-person, different-person.
+    Like LFW, the face nearest each image's centre is used when there are several (``face="largest"``:
+    the biggest)."""
     same = _read(read_pairs_file, same_file, root)
     diff = _read(read_pairs_file, different_file, root)
     labels = np.array([1] * len(same) + [0] * len(diff))
     options = {"pairs_same": str(Path(same_file).resolve()), "pairs_different": str(Path(different_file).resolve()),
                **kw.pop("options", {})}
     return evaluate_pairs(pipeline, same + diff, labels, protocol="pairs", dataset=str(Path(root).resolve()),
-                          root=root, options=options, **kw)
+                          root=root, options=options, face=face, **kw)
 
 
 def evaluate_identification(pipeline: Any, root: str | os.PathLike, *, gallery_per_id: int = 1,
@@ -738,7 +748,8 @@ def format_report(r: EvaluationReport) -> str:
     lines.append(f"  model {r.model} ({r.model_version}), detector {r.detector} ({opts})")
     shown = ", ".join(r.failed_images[:5]) + (", ..." if len(r.failed_images) > 5 else "")
     fail = f"{r.n_failures} with no usable face" + (f": {shown}" if r.failed_images else "")
-    lines.append(f"  images       {r.n_images:,} ({fail}; {r.n_multi_face} with several faces, largest used)")
+    used = "the largest" if r.face == "largest" else "the one nearest the centre"
+    lines.append(f"  images       {r.n_images:,} ({fail}; {r.n_multi_face} with several faces, {used} used)")
     lines.append(f"               {r.n_from_cache:,} embeddings from the cache, {r.n_computed:,} computed")
     kind = "comparisons" if r.protocol == "identify" else "pairs"
     lines.append(f"  {kind:<12} {r.n_pairs:,} = {r.n_genuine:,} genuine + {r.n_impostor:,} impostor; "

@@ -173,8 +173,8 @@ def add_parsers(sub, chain_options) -> None:
     q.add_argument("--person", metavar="NAME", help="only this person's images")
     q.set_defaults(func=cmd_export_images)
     q = gsub.add_parser("reembed", help="re-embed every template with another model (needs kept images)",
-                        description="Recompute every template from its kept face image with --model and bind "
-                                    "the gallery to that model, in one transaction.")
+                        description="Recompute every template from its kept face image with --model (default: "
+                                    "the default model) and bind the gallery to that model, in one transaction.")
     _gallery_option(q)
     chain_options(q)
     q.set_defaults(func=cmd_reembed)
@@ -190,10 +190,15 @@ def _gallery_option(p: argparse.ArgumentParser, json_flag: bool = False) -> None
 
 
 def _pipeline(args):
-    """The chain from the common options, with the calibration file beside the gallery when there is one."""
+    """The chain from the common options, with the calibration file beside the gallery when there is one; without
+    --model, an existing gallery's own model (see `model_for_gallery`)."""
     from .. import cli
-    from .core import calibration_file_for
+    from ..pipeline import DEFAULT_MODEL
+    from .core import calibration_file_for, model_for_gallery
 
+    args.model, note = model_for_gallery(args.gallery, args.model, DEFAULT_MODEL)
+    if note:
+        print(f"siamface: note: {note}", file=sys.stderr)
     calibration = calibration_file_for(args.gallery)
     return cli.pipeline_from_args(args, calibration_file=calibration if calibration.is_file() else None)
 
@@ -645,6 +650,9 @@ def cmd_export_images(args) -> int:
 
 
 def cmd_reembed(args) -> int:
+    from ..pipeline import DEFAULT_MODEL
+
+    args.model = args.model or DEFAULT_MODEL  # the move's target: the default, unless --model names another
     pipe = _pipeline(args)
     with _open(args) as gallery:
         before = gallery.store.model

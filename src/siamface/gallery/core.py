@@ -65,6 +65,27 @@ def calibration_file_for(gallery: str | os.PathLike) -> Path:
     return Path(f"{os.fspath(gallery)}.thresholds.json")
 
 
+def model_for_gallery(gallery, requested: str | None, default: str) -> tuple[str, str | None]:
+    """The model a command on `gallery` runs: `requested` when given; else, for an existing gallery, the
+    registered model it is bound to, so that a gallery made before the default changed keeps working (with
+    a note on how to move it to `default`); else `default`. Returns (model, note or None)."""
+    if requested is not None:
+        return requested, None
+    from .store import gallery_exists
+
+    if gallery is None or not gallery_exists(gallery):
+        return default, None
+    from ..embedding import model_names
+
+    with open_store(gallery) as store:
+        bound = store.model
+    if bound is None or bound.name == default or bound.name not in model_names():
+        return default, None
+    return bound.name, (f"gallery {gallery} is bound to model {bound.name}, which it keeps using; the default "
+                        f"model is now {default}: `siamface gallery reembed --model {default}` moves it "
+                        "(needs a gallery that keeps images)")
+
+
 class Gallery:
     """People enrolled with a pipeline's model, searched with the same pipeline.
 
@@ -90,10 +111,15 @@ class Gallery:
 
     @property
     def pipeline(self):
+        """The pipeline given, else one with the model this gallery is bound to (a registered one), else the
+        default model's."""
         if self._pipeline is None:
+            from ..embedding import model_names
             from ..pipeline import Pipeline
 
-            self._pipeline = Pipeline()
+            bound = getattr(getattr(self, "store", None), "model", None)
+            self._pipeline = Pipeline(model=bound.name) if bound is not None and bound.name in model_names() \
+                else Pipeline()
         return self._pipeline
 
     @property

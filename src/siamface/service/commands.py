@@ -174,6 +174,8 @@ def cmd_serve(args) -> int:
     try:
         if service.created_gallery:
             print(f"siamface: created gallery {settings.gallery}", file=sys.stderr)
+        if service.model_note:
+            print(f"siamface: note: {service.model_note}", file=sys.stderr)
         if service.keys.count_active() == 0:
             print(f"siamface: warning: no API key yet; every request but /v1/health will be refused. Create "
                   f"one with: siamface keys create --gallery {args.gallery}", file=sys.stderr)

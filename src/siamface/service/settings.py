@@ -26,7 +26,7 @@ class Settings:
     gallery: Path | str                  # an SQLite file, or a postgresql:// URL (then keys_file is needed)
     keys_file: Path | None = None
     detector: str = "retinaface"
-    model: str = "dlib-resnet"
+    model: str | None = None             # None: an existing gallery's own model, else the default model
     min_face: int = 20
     upsample: int | None = None
     threshold: float | None = None

@@ -51,20 +51,23 @@ class Service:
                                          max_frames=settings.max_session_frames, challenge_s=settings.challenge_s,
                                          challenges=settings.challenges)
         self.created_gallery = False
+        self.model_note: str | None = None
         self._limiter: anyio.CapacityLimiter | None = None
 
     # -- life ------------------------------------------------------------------------------------------
     def open(self) -> None:
         """Load the models, open (or create) the gallery and warm the chain up. Blocking; once per process."""
         from ..gallery import Gallery, calibration_file_for
-        from ..pipeline import Pipeline
+        from ..gallery.core import model_for_gallery
+        from ..pipeline import DEFAULT_MODEL, Pipeline
 
         s = self.settings
+        model, self.model_note = model_for_gallery(s.gallery, s.model, DEFAULT_MODEL)
         calibration = calibration_file_for(s.gallery)
         options: dict[str, Any] = {"min_face_size": s.min_face}
         if s.upsample is not None:
             options["upsample"] = s.upsample
-        self.pipeline = Pipeline(detector=s.detector, model=s.model, threshold=s.threshold,
+        self.pipeline = Pipeline(detector=s.detector, model=model, threshold=s.threshold,
                                  calibration_file=calibration if calibration.is_file() else None, **options)
         if s.active_liveness and "keypoints" not in self.pipeline.detect(np.zeros((64, 64, 3), np.uint8)).data:
             raise ConfigError(f"--liveness {s.liveness} needs a detector with 5 keypoints (retinaface, mtcnn), "

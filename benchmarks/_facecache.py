@@ -1,0 +1,137 @@
+"""Stage outputs cached on disk for the accuracy benchmarks, so that one detection pass serves every model.
+
+    dets = detections(root, files, "retinaface")         # {file: Faces (all faces, biggest first) or None}
+    emb = embeddings("facenet", root, files, dets, pipe) # (n, d) float32, NaN rows where no face / unreadable
+
+Detections (boxes, scores, landmarks of every face) are stored per dataset and detector; embeddings of the
+chosen face per dataset, model, face choice and flip setting, as .npz files in CACHE (default: the
+worktree's .cache/bench/, git-ignored). A cache file is only valid for the same files in the same order
+(checked) and the same code: delete the folder after changing a model. Everything goes through the
+library's own stages (`Pipeline.detect`, `Pipeline.embed`), so the figures are those of the product.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+
+from siamface.errors import ImageError  # noqa: E402
+from siamface.evaluation.protocols import folder_identities  # noqa: E402
+from siamface.image import load_image  # noqa: E402
+from siamface.types import Faces  # noqa: E402
+
+#: celeba_ids folder protocol: the first PER_ID photos of each identity; N_FIT identities (seeded) are the
+#: fitting identities, on which every choice of the FaceNet and fused models is made.
+PER_ID = 8
+N_FIT = 100
+
+CACHE = Path(os.environ.get("SIAMFACE_BENCH_CACHE", HERE.parent / ".cache" / "bench"))
+
+
+def _key(root: Path, tag: str) -> Path:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    return CACHE / f"{root.name}-{tag}.npz"
+
+
+def _progress(label: str, i: int, n: int) -> None:
+    if i % 200 == 0 or i == n:
+        print(f"  {label}: {i}/{n}", file=sys.stderr, flush=True)
+
+
+def _load_detections(path: Path, tag: str) -> dict[str, Faces | None]:
+    if not path.exists():
+        return {}
+    d = np.load(path, allow_pickle=False)
+    out: dict[str, Faces | None] = {}
+    for i, f in enumerate(d["files"]):
+        a, b = d["offsets"][i], d["offsets"][i + 1]
+        out[str(f)] = None if d["unreadable"][i] else Faces(
+            boxes=d["boxes"][a:b], scores=d["scores"][a:b], landmarks=d["landmarks"][a:b], detector=tag)
+    return out
+
+
+def detections(root: Path, files: list[str], detector, tag: str) -> dict[str, Faces | None]:
+    """Every face of each image (None: unreadable), computed once per (dataset, detector tag, file)."""
+    path = _key(root, f"det-{tag}")
+    known = _load_detections(path, tag)
+    todo = [f for f in files if f not in known]
+    for i, f in enumerate(todo, 1):
+        try:
+            known[f] = detector.detect(load_image(root / f))
+        except ImageError:
+            known[f] = None
+        _progress(f"detect {root.name}", i, len(todo))
+    if todo:
+        names = list(known)
+        faces = [known[f] if known[f] is not None else Faces() for f in names]
+        offsets = np.cumsum([0] + [len(x) for x in faces])
+        np.savez(path, files=np.array(names), offsets=offsets,
+                 boxes=np.concatenate([x.boxes.reshape(-1, 4) for x in faces]).astype(np.float32),
+                 scores=np.concatenate([x.scores.reshape(-1) for x in faces]).astype(np.float32),
+                 landmarks=np.concatenate([x.landmarks.reshape(-1, 5, 2) for x in faces]).astype(np.float32),
+                 unreadable=np.array([known[f] is None for f in names]))
+    return {f: known[f] for f in files}
+
+
+def embeddings(tag: str, root: Path, files: list[str], dets: dict[str, Faces | None], pipeline,
+               face: str = "largest") -> np.ndarray:
+    """(n, d) embeddings of the chosen face of each file (NaN rows: no face or unreadable), cached by tag and
+    the model's name@version."""
+    import hashlib
+
+    info = pipeline.encoder.info
+    version = hashlib.sha1(f"{info.name}@{info.version}".encode()).hexdigest()[:8]
+    path = _key(root, f"emb-{tag}-{version}-{face}")
+    known: dict[str, np.ndarray] = {}
+    if path.exists():
+        d = np.load(path, allow_pickle=False)
+        known = {str(f): e for f, e in zip(d["files"], d["emb"])}
+    todo = [f for f in files if f not in known]
+    dim = info.embedding_size
+    for i, f in enumerate(todo, 1):
+        e = np.full(dim, np.nan, np.float32)
+        faces = dets[f]
+        if faces is not None and len(faces):
+            image = load_image(root / f)
+            k = faces.chosen(face, image.shape)
+            e = pipeline.embed(image, faces[k:k + 1]).embeddings[0]
+        known[f] = e
+        _progress(f"embed {root.name} {tag}", i, len(todo))
+    if todo:
+        np.savez(path, files=np.array(list(known)), emb=np.stack(list(known.values())))
+    return np.stack([known[f] for f in files]) if files else np.zeros((0, dim), np.float32)
+
+def celeba_files(root: Path) -> tuple[list[str], np.ndarray]:
+    """The first PER_ID photos of each identity (the folder protocol's images) and their identity index."""
+    ids = folder_identities(root)
+    files, labels = [], []
+    for k, name in enumerate(sorted(ids)):
+        for p in ids[name][:PER_ID]:
+            files.append(str(Path(p).relative_to(root)))
+            labels.append(k)
+    return files, np.array(labels)
+
+
+def fit_split(labels: np.ndarray) -> np.ndarray:
+    """Boolean mask of the images whose identity is one of the N_FIT fitting identities (seed 0)."""
+    fit = np.random.default_rng(0).permutation(np.unique(labels))[:N_FIT]
+    return np.isin(labels, fit)
+
+
+def all_pairs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair (i < j) of a labelled set: indices and 1 for genuine, 0 for impostor."""
+    i, j = np.triu_indices(len(labels), 1)
+    return i, j, (labels[i] == labels[j]).astype(int)
+
+
+def pair_scores(emb: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each pair; a pair with a missed face scores -1 (a non-match)."""
+    gram = emb.astype(np.float64) @ emb.astype(np.float64).T
+    s = gram[i, j]
+    return np.where(np.isnan(s), -1.0, s)

@@ -1,0 +1,108 @@
+"""Fit the fused model and calibrate the new models' thresholds, on training data only.
+
+    python benchmarks/fusion_fit.py [--data ../shared/datasets]
+
+Data: the 100 fitting identities of celeba_ids (`_facecache.fit_split`; every genuine and impostor pair among
+their first 8 photos) and, for the thresholds, AT&T (all pairs), as dlib-resnet's defaults were measured.
+Prints, for dlib and FaceNet each with and without flip averaging, the weight w of
+``w cos_dlib + (1 - w) cos_facenet`` over a grid with EER and TAR at FAR 1e-3 on the fitting identities;
+the choice (lowest FRR at FAR 1e-3 + EER); and each model's thresholds at FAR 1e-3 and 1e-4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE))
+
+from _facecache import all_pairs, celeba_files, detections, embeddings, fit_split, pair_scores  # noqa: E402
+
+from siamface import Pipeline  # noqa: E402
+from siamface.embedding import create_encoder  # noqa: E402
+from siamface.evaluation.metrics import eer, tar_at_far, threshold_for_far  # noqa: E402
+from siamface.evaluation.protocols import folder_identities  # noqa: E402
+
+GRID = np.round(np.arange(0.0, 1.0001, 0.05), 2)
+
+
+def model_embeddings(name: str, flip: bool, root: Path, files: list[str], dets, detector) -> np.ndarray:
+    pipe = Pipeline(detector=detector, model=create_encoder(name, flip=flip))
+    return embeddings(f"{name}{'-flip' if flip else ''}", root, files, dets, pipe)
+
+
+def att_files(root: Path) -> tuple[list[str], np.ndarray]:
+    ids = folder_identities(root)
+    files, labels = [], []
+    for k, name in enumerate(sorted(ids)):
+        for p in ids[name]:
+            files.append(str(Path(p).relative_to(root)))
+            labels.append(k)
+    return files, np.array(labels)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=str(HERE.parent.parent / "shared" / "datasets"))
+    args = ap.parse_args(argv)
+    data = Path(args.data)
+    celeba, att = data / "celeba_ids", data / "att_faces"
+    det = Pipeline(detector="retinaface").detector
+    files, labels = celeba_files(celeba)
+    fit = fit_split(labels)
+    files_fit = [f for f, k in zip(files, fit) if k]
+    dets = detections(celeba, files, det, "retinaface")
+    i, j, y = all_pairs(labels[fit])
+    afiles, alabels = att_files(att)
+    adets = detections(att, afiles, det, "retinaface")
+    ai, aj, ay = all_pairs(alabels)
+
+    scores, att_scores = {}, {}
+    for name in ("dlib-resnet", "facenet"):
+        for flip in (False, True):
+            key = f"{name}{'-flip' if flip else ''}"
+            emb = model_embeddings(name, flip, celeba, files_fit, {f: dets[f] for f in files_fit}, det)
+            scores[key] = pair_scores(emb, i, j)
+            att_scores[key] = pair_scores(model_embeddings(name, flip, att, afiles, adets, det), ai, aj)
+            print(f"{key}.eer {eer(scores[key], y)[0]:.4f}\n{key}.tar_at_far_0.001 "
+                  f"{tar_at_far(scores[key], y, 1e-3).tar:.4f}", flush=True)
+
+    best = None
+    for a in ("dlib-resnet", "dlib-resnet-flip"):
+        for b in ("facenet", "facenet-flip"):
+            for w in GRID:
+                s = w * scores[a] + (1 - w) * scores[b]
+                e, t = eer(s, y)[0], tar_at_far(s, y, 1e-3).tar
+                print(f"fuse.{a}.{b}.w{w:.2f}.eer {e:.4f}\nfuse.{a}.{b}.w{w:.2f}.tar_at_far_0.001 {t:.4f}")
+                cost = (1 - t) + e
+                if best is None or cost < best[0] - 1e-9:
+                    best = (cost, a, b, float(w))
+    _, a, b, w = best
+    print(f"choice {a} {b} w={w:.2f}")
+    fused = w * scores[a] + (1 - w) * scores[b]
+    fused_att = w * att_scores[a] + (1 - w) * att_scores[b]
+    # the same weight without flip averaging: half the embedding time (the real-time default)
+    plain = w * scores["dlib-resnet"] + (1 - w) * scores["facenet"]
+    plain_att = w * att_scores["dlib-resnet"] + (1 - w) * att_scores["facenet"]
+    print(f"fused-noflip.w{w:.2f}.eer {eer(plain, y)[0]:.4f}\nfused-noflip.w{w:.2f}.tar_at_far_0.001 "
+          f"{tar_at_far(plain, y, 1e-3).tar:.4f}")
+    for key, s, sa in (("facenet", scores["facenet"], att_scores["facenet"]),
+                       ("facenet-flip", scores["facenet-flip"], att_scores["facenet-flip"]),
+                       ("fused", fused, fused_att), ("fused-noflip", plain, plain_att),
+                       ("dlib-resnet", scores["dlib-resnet"], att_scores["dlib-resnet"])):
+        for far in (1e-3, 1e-4):
+            print(f"threshold.{key}.far_{far:g}.celeba_fit {threshold_for_far(s, y, far):.4f}  "
+                  f"tar {tar_at_far(s, y, far).tar:.4f}")
+            print(f"threshold.{key}.far_{far:g}.att {threshold_for_far(sa, ay, far):.4f}  "
+                  f"tar {tar_at_far(sa, ay, far).tar:.4f}")
+    print(f"pairs celeba_fit {y.sum()} genuine / {(1 - y).sum()} impostor; att {ay.sum()} / {(1 - ay).sum()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

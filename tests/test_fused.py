@@ -1,0 +1,67 @@
+"""The fused model dlib+facenet: one embedding per face whose dot product is the weighted sum of its parts'
+cosines, usable by a gallery like any other model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from conftest import att, att_rgb, scene  # noqa: E402
+
+from siamface import ModelMismatchError, Pipeline  # noqa: E402
+from siamface.embedding import create_encoder  # noqa: E402
+from siamface.embedding.fused import DLIB_FACENET  # noqa: E402
+from siamface.gallery import Gallery  # noqa: E402
+
+
+
+@pytest.fixture(scope="module")
+def fused() -> Pipeline:
+    return Pipeline(model="dlib+facenet")
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    return [scene([(att_rgb(s, i), 2.0, (200, 100))]) for s, i in ((1, 1), (1, 2), (2, 1))]
+
+
+def test_fused_embedding_is_the_weighted_concatenation_of_its_parts(fused, frames):
+    w = DLIB_FACENET.weight
+    parts = [Pipeline(detector=fused.detector, model=create_encoder(name, **opts)) for name, opts in DLIB_FACENET.parts]
+    for frame in frames:
+        faces = fused.detect(frame)[:1]
+        e = fused.embed(frame, faces).embeddings[0]
+        a, b = (p.embed(frame, faces[:1]).embeddings[0] for p in parts)
+        assert e.shape == (a.size + b.size,) and abs(np.linalg.norm(e) - 1) < 1e-5
+        assert np.abs(e - np.concatenate([np.sqrt(w) * a, np.sqrt(1 - w) * b])).max() < 1e-5
+    (e1, e2), (a1, a2), (b1, b2) = ([p.embed_largest(f)[0].embeddings[0] for f in frames[:2]]
+                                    for p in [fused, *parts])
+    assert float(e1 @ e2) == pytest.approx(w * float(a1 @ a2) + (1 - w) * float(b1 @ b2), abs=1e-5)
+    info = fused.encoder.info
+    assert info.extra["weight"] == w and f"w={w:g}" in info.version and info.embedding_size == 640
+
+
+def test_fused_embed_takes_one_chip_array_per_part(fused):
+    enc = fused.encoder
+    assert [s.size for s in enc.chip_specs] == [150, 160]
+    with pytest.raises(ValueError, match="one per part"):
+        enc.embed(np.zeros((1, 150, 150, 3), np.uint8))
+    with pytest.raises(ValueError, match="different numbers of faces"):
+        enc.embed((np.zeros((1, 150, 150, 3), np.uint8), np.zeros((2, 160, 160, 3), np.uint8)))
+    assert enc.embed((np.zeros((0, 150, 150, 3), np.uint8), np.zeros((0, 160, 160, 3), np.uint8))).shape == (0, 640)
+
+
+def test_gallery_with_the_fused_model_and_a_dlib_gallery(tmp_path, fused):
+    with Gallery(tmp_path / "fused.db", fused, create=True) as g:
+        for s in (3, 5, 7):
+            assert g.enroll(f"s{s}", [att(s, 2), att(s, 3), att(s, 4)]).templates_total == 3
+        for s in (3, 5, 7):
+            result = g.identify(att(s, 1))
+            assert result.names == [f"s{s}"] and result.model == "dlib+facenet"
+    with Gallery(tmp_path / "dlib.db", Pipeline(detector=fused.detector, model="dlib-resnet"), create=True) as g:
+        g.enroll("s3", [att(3, 2)])
+    with Gallery(tmp_path / "dlib.db", fused) as g:
+        with pytest.raises(ModelMismatchError, match="gallery reembed --model dlib\\+facenet"):
+            g.identify(att(3, 1))
