@@ -50,28 +50,38 @@ def _uniform_lut() -> np.ndarray:
     return lut
 
 
-def lbp_histogram(channel: np.ndarray) -> np.ndarray:
-    """Normalised 59-bin uniform LBP(8,1) histogram of one uint8 channel."""
-    c = channel.astype(np.int16)
-    center = c[1:-1, 1:-1]
-    h, w = center.shape
-    code = np.zeros((h, w), np.int64)
+def lbp_histograms(channels: np.ndarray) -> np.ndarray:
+    """Normalised 59-bin uniform LBP(8,1) histograms of a stack of uint8 channels (k, h, w) -> (k, 59)."""
+    c = np.asarray(channels)
+    center = c[:, 1:-1, 1:-1]
+    k, h, w = center.shape
+    code = np.zeros((k, h, w), np.uint8)
     offsets = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))
     for bit, (dy, dx) in enumerate(offsets):
-        code |= (c[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] >= center).astype(np.int64) << bit
-    hist = np.bincount(_uniform_lut()[code].ravel(), minlength=59).astype(np.float32)
-    return hist / hist.sum()
+        code |= (c[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] >= center).view(np.uint8) << np.uint8(bit)
+    bins = _uniform_lut()[code] + 59 * np.arange(k)[:, None, None]      # one bincount for every channel
+    hist = np.bincount(bins.ravel(), minlength=59 * k).reshape(k, 59).astype(np.float32)
+    return hist / hist.sum(axis=1, keepdims=True)
+
+
+def lbp_histogram(channel: np.ndarray) -> np.ndarray:
+    """Normalised 59-bin uniform LBP(8,1) histogram of one uint8 channel."""
+    return lbp_histograms(np.asarray(channel)[None])[0]
+
+
+@lru_cache(maxsize=4)
+def _rings(h: int, w: int) -> np.ndarray:
+    """Ring index (0..`RINGS`) of every frequency of an h x w centred spectrum."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = np.hypot(yy - h / 2, xx - w / 2) / (min(h, w) / 2)
+    return np.minimum((r * RINGS).astype(np.int64), RINGS).ravel()
 
 
 def radial_spectrum(gray: np.ndarray) -> np.ndarray:
     """Share of spectral energy (log magnitude) in `RINGS` rings from low to high frequency."""
     f = np.fft.fftshift(np.fft.fft2(gray.astype(np.float32) - gray.mean()))
     mag = np.log1p(np.abs(f))
-    h, w = gray.shape
-    yy, xx = np.mgrid[0:h, 0:w]
-    r = np.hypot(yy - h / 2, xx - w / 2) / (min(h, w) / 2)
-    ring = np.minimum((r * RINGS).astype(np.int64), RINGS)
-    energy = np.bincount(ring.ravel(), weights=mag.ravel(), minlength=RINGS + 1)[:RINGS]
+    energy = np.bincount(_rings(*gray.shape), weights=mag.ravel(), minlength=RINGS + 1)[:RINGS]
     return (energy / max(energy.sum(), 1e-9)).astype(np.float32)
 
 
@@ -92,7 +102,7 @@ def features(image: np.ndarray, box) -> np.ndarray:
     crop = face_crop(image, box)
     hsv = cv2.cvtColor(crop, cv2.COLOR_RGB2HSV)
     ycc = cv2.cvtColor(crop, cv2.COLOR_RGB2YCrCb)
-    parts = [lbp_histogram(hsv[:, :, i]) for i in range(3)] + [lbp_histogram(ycc[:, :, i]) for i in range(3)]
+    parts = list(lbp_histograms(np.concatenate([hsv, ycc], axis=2).transpose(2, 0, 1)))
     parts.append(radial_spectrum(ycc[:, :, 0]))
     luma = ycc[:, :, 0].astype(np.float32)
     chans = np.stack([hsv[:, :, 1], hsv[:, :, 2], ycc[:, :, 1], ycc[:, :, 2], ycc[:, :, 0]]).reshape(5, -1)
