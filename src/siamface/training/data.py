@@ -2,10 +2,10 @@
 
 `load_faces` reads every image of ``root/<identity>/<image>`` (AT&T ``sN/*.pgm``, LFW ``Name/Name_0001.jpg``,
 your own folders), finds the largest face with the run-time detector and aligns (or, for a ``crop="box"``
-chip such as FaceNet's, crops) it exactly as `siamface.pipeline.Pipeline` does, so a network learns on the chips it will see at run time. Images where
-no face is found are skipped and counted. The chips are cached (``.npz`` keyed by the files' names, sizes
-and times, the detector and the chip geometry). ``aligned=True`` uses the images as given, resized to the
-chip size (for datasets that are already aligned crops).
+chip such as FaceNet's, crops) it exactly as `siamface.pipeline.Pipeline` does, so a network learns on the
+chips it will see at run time. Images where no face is found are skipped and counted. The chips are cached
+(``.npz`` keyed by the files' names, sizes and times, the detector and the chip geometry). ``aligned=True``
+uses the images as given, resized to the chip size (for datasets that are already aligned crops).
 
 `split_identities` cuts the identities (never the images) into train / validation / test; `verification_pairs`
 gives every genuine pair and a seeded sample of impostor pairs.
