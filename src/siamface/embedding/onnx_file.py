@@ -6,7 +6,8 @@
 Runs with ONNX Runtime only (no torch). The file's ``metadata_props`` (keys `META_PREFIX` + name) say what
 the network wants: ``input_size``, ``channels`` (1 = grey, 3 = RGB), ``mean`` / ``std`` (pixel units,
 0..255, one value or one per channel), ``embedding_size``, ``metric``, ``threshold`` (+ its source), the
-``chip`` the network was trained on (size and padding of the aligned crop) and a description of the
+``chip`` the network was trained on (size and padding of the aligned crop; for a box crop also ``crop``,
+``margin`` and ``square``) and a description of the
 training data. `preprocess` turns aligned chips into the network's input; the trainer uses the same
 function, so training and run time cannot drift apart.
 """
@@ -57,6 +58,24 @@ def preprocess(chips: np.ndarray, size: int, channels: int, mean, std) -> np.nda
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         out[i] = (img.astype(np.float32) - mean) / std
     return out
+
+
+def chip_metadata(chip: ChipSpec) -> dict:
+    """The ``chip`` metadata entry: size and padding of a landmark-aligned chip; for a box crop (FaceNet's)
+    also ``crop``, ``margin`` and ``square``."""
+    meta = {"size": chip.size, "padding": chip.padding}
+    if chip.crop != "landmarks":
+        meta.update(crop=chip.crop, margin=chip.margin, square=chip.square)
+    return meta
+
+
+def chip_from_metadata(meta: dict) -> ChipSpec:
+    try:
+        return ChipSpec(size=int(meta["size"]), padding=float(meta.get("padding", 0.25)),
+                        crop=str(meta.get("crop", "landmarks")), margin=float(meta.get("margin", 0.0)),
+                        square=bool(meta.get("square", True)))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"bad chip metadata {meta!r}: {exc}") from None
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
@@ -123,7 +142,7 @@ class OnnxFileEncoder:
         self.info = ModelInfo(
             name=str(m.get("name") or self.path.stem), version=_file_digest(self.path)[:16],
             embedding_size=int(m["embedding_size"]),
-            chip=ChipSpec(size=int(chip["size"]), padding=float(chip["padding"])),
+            chip=chip_from_metadata(chip),
             metric=str(m["metric"]), threshold=float(m["threshold"]),
             threshold_source=str(m.get("threshold_source", "stored in the model file")),
             extra={"path": str(self.path), **{k: v for k, v in m.items() if k not in ("name", "threshold")}})

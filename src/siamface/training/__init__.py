@@ -1,6 +1,6 @@
 """Training Siamese face encoders (the ``train`` extra: ``pip install 'siamface[train]'``, torch CPU).
 
-    siamface train DATASET --loss contrastive|bce|triplet --encoder small|resnet --out runs/NAME
+    siamface train DATASET --loss contrastive|bce|triplet --encoder small|resnet|facenet --out runs/NAME
 
 Modules, from data to file:
 
@@ -9,7 +9,8 @@ Modules, from data to file:
 * `augment`: seeded flips, small rotations, scale/crop, contrast, brightness and blur (training inputs only).
 * `sampling`: identity-balanced batches (P identities x K images), in-batch pairs with optional hard
   negatives.
-* `networks`: the small CNN trained from scratch and dlib's ResNet as a torch module (fine-tuning, freezing).
+* `networks`: the small CNN trained from scratch and dlib's ResNet as a torch module (fine-tuning, freezing);
+  `facenet_net`: FaceNet's Inception-ResNet-v1 as a torch module from its GraphDef (trunk cached when frozen).
 * `losses`: contrastive (Euclidean distance), L1-distance + dense + sigmoid with BCE, batch-hard triplet.
 * `trainer`: `TrainConfig` and `train` (Adam, cosine schedule, validation, checkpoints, resume, early stop).
 * `export`: the encoder to ONNX with its preprocessing contract and calibrated threshold in the metadata;

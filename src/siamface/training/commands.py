@@ -1,6 +1,6 @@
 """The ``siamface train`` command (registered through cli._COMMAND_MODULES; torch is imported only when it runs).
 
-    siamface train DATASET --loss contrastive|bce|triplet --encoder small|resnet --out runs/NAME
+    siamface train DATASET --loss contrastive|bce|triplet --encoder small|resnet|facenet --out runs/NAME
         [--epochs N --batch N --lr X --margin X --seed N --val N --test N --aligned --freeze N
          --augment SPEC --no-hard-negatives --patience N --resume]
 """
@@ -30,8 +30,10 @@ def add_parsers(sub, chain_options) -> None:
     p.add_argument("--loss", default="contrastive", choices=["contrastive", "bce", "triplet"],
                    help="contrastive (Euclidean distance, margin), bce (L1 distance + dense + sigmoid) or "
                         "triplet (batch-hard); default contrastive")
-    p.add_argument("--encoder", default="small", choices=["small", "resnet"],
-                   help="small: CNN from scratch; resnet: dlib's pretrained ResNet, fine-tuned (default small)")
+    p.add_argument("--encoder", default="small", choices=["small", "resnet", "facenet"],
+                   help="small: CNN from scratch; resnet: dlib's pretrained ResNet, fine-tuned; facenet: "
+                        "FaceNet's pretrained Inception-ResNet-v1, fine-tuned on its own box crops "
+                        "(default small)")
     p.add_argument("--epochs", type=int, default=40, help="epochs (default 40)")
     p.add_argument("--batch", type=int, default=64, help="images per batch (default 64)")
     p.add_argument("--per-identity", type=int, default=4, metavar="K", help="images per identity in a batch (4)")
@@ -41,17 +43,20 @@ def add_parsers(sub, chain_options) -> None:
     p.add_argument("--hard-negatives", action=argparse.BooleanOptionalAction, default=True,
                    help="pair losses: impostor = the nearest other identity in the batch (default; "
                         "--no-hard-negatives: a random one)")
-    p.add_argument("--augment", default="default", metavar="SPEC",
+    p.add_argument("--augment", default=None, metavar="SPEC",
                    help="'default', 'none' or KEY=VALUE,... over the defaults (flip=0.5, rotate=10, scale=0.1, "
-                        "shift=0.05, contrast=0.2, brightness=20, blur=0.2)")
-    p.add_argument("--freeze", type=int, default=0, metavar="N",
-                   help="freeze the first N blocks of the encoder (negative: all but the last -N)")
+                        "shift=0.05, contrast=0.2, brightness=20, blur=0.2); default: 'default', for facenet "
+                        "'none' (then its frozen blocks run once per image and are cached)")
+    p.add_argument("--freeze", type=int, default=None, metavar="N",
+                   help="freeze the first N blocks of the encoder (negative: all but the last -N); default 0, "
+                        "for facenet -2 (only Block8 and the bottleneck train, of 25 blocks)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, sampling, augmentation and weights")
     p.add_argument("--val", type=float, default=0.1, metavar="N", help="validation identities: count or fraction")
     p.add_argument("--test", type=float, default=0.25, metavar="N", help="test identities: count or fraction")
     p.add_argument("--aligned", action="store_true", help="images are aligned face crops: use them as given")
     p.add_argument("--padding", type=float, default=0.25,
-                   help="context around the face in the aligned chip (dlib's 0.25; saved with the model)")
+                   help="context around the face in the aligned chip (dlib's 0.25; saved with the model; "
+                        "facenet keeps its own box crop)")
     p.add_argument("--max-per-identity", type=int, default=None, metavar="N", help="use at most N images each")
     p.add_argument("--input-size", type=int, default=64, help="small encoder: input side in pixels (64)")
     p.add_argument("--channels", type=int, default=1, choices=[1, 3], help="small encoder: 1 grey, 3 RGB")
@@ -77,7 +82,9 @@ def cmd_train(args) -> int:
     config = TrainConfig(
         dataset=args.dataset, out=out, loss=args.loss, encoder=args.encoder, epochs=args.epochs, batch=args.batch,
         per_identity=args.per_identity, lr=args.lr, schedule=args.schedule, margin=args.margin,
-        hard_negatives=args.hard_negatives, augment=args.augment, freeze=args.freeze, seed=args.seed,
+        hard_negatives=args.hard_negatives, seed=args.seed,
+        augment=args.augment if args.augment is not None else ("none" if args.encoder == "facenet" else "default"),
+        freeze=args.freeze if args.freeze is not None else (-2 if args.encoder == "facenet" else 0),
         val=args.val, test=args.test, aligned=args.aligned, padding=args.padding,
         detector=args.detector,
         max_per_identity=args.max_per_identity, input_size=args.input_size, channels=args.channels,

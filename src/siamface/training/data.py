@@ -1,11 +1,11 @@
 """Training data: a folder per person, turned into aligned chips, split by identity.
 
 `load_faces` reads every image of ``root/<identity>/<image>`` (AT&T ``sN/*.pgm``, LFW ``Name/Name_0001.jpg``,
-your own folders), finds the largest face with the run-time detector and aligns it exactly as
-`siamface.pipeline.Pipeline` does, so a network learns on the chips it will see at run time. Images where
-no face is found are skipped and counted. The chips are cached (``.npz`` keyed by the files' names, sizes
-and times, the detector and the chip geometry). ``aligned=True`` uses the images as given, resized to the
-chip size (for datasets that are already aligned crops).
+your own folders), finds the largest face with the run-time detector and aligns (or, for a ``crop="box"``
+chip such as FaceNet's, crops) it exactly as `siamface.pipeline.Pipeline` does, so a network learns on the
+chips it will see at run time. Images where no face is found are skipped and counted. The chips are cached
+(``.npz`` keyed by the files' names, sizes and times, the detector and the chip geometry). ``aligned=True``
+uses the images as given, resized to the chip size (for datasets that are already aligned crops).
 
 `split_identities` cuts the identities (never the images) into train / validation / test; `verification_pairs`
 gives every genuine pair and a seeded sample of impostor pairs.
@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..alignment import DLIB_CHIP, ChipSpec, align
+from ..alignment import DLIB_CHIP, ChipSpec, crop_all
 from ..errors import ConfigError, SiamfaceError
 from ..evaluation.protocols import folder_identities
 from ..image import load_image
@@ -70,7 +70,8 @@ class FaceSet:
 
 def _cache_key(root: Path, files: dict[str, list[Path]], detector: str, aligned: bool, chip: ChipSpec) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([CACHE_VERSION, str(root.resolve()), detector, aligned, chip.size, chip.padding]).encode())
+    geometry = [chip.size, chip.padding] + ([chip.crop, chip.margin, chip.square] if chip.crop != "landmarks" else [])
+    h.update(json.dumps([CACHE_VERSION, str(root.resolve()), detector, aligned, *geometry]).encode())
     for ident, paths in files.items():
         for p in paths:
             st = p.stat()
@@ -152,7 +153,7 @@ def _align_all(root, files, detector_name, aligned, chip, progress):
                 if len(faces) == 0:
                     skipped.append(name)
                     continue
-                chips.append(align(image, faces.landmarks[0], chip))
+                chips.append(crop_all(image, faces.boxes[:1], faces.landmarks[:1], chip)[0])
             rel.append(name)
             idents.append(ident)
             done += 1

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from ..alignment import DLIB_CHIP, ChipSpec
-from ..embedding.onnx_file import INPUT_NAME, META_PREFIX, OUTPUT_NAME
+from ..embedding.onnx_file import INPUT_NAME, META_PREFIX, OUTPUT_NAME, chip_metadata
 from . import require_torch
 
 OPSET = 17
@@ -39,7 +39,7 @@ def export_onnx(encoder, path: str | os.PathLike, *, name: str, threshold: float
     proto = onnx.load_from_string(buf.getvalue())
     meta = {**c, "name": name, "metric": "cosine", "threshold": float(threshold),
             "threshold_source": threshold_source, "training": training,
-            "chip": {"size": chip.size, "padding": chip.padding}, **(extra or {})}
+            "chip": chip_metadata(chip), **(extra or {})}
     del proto.metadata_props[:]
     for key, value in meta.items():
         entry = proto.metadata_props.add()

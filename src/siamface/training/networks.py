@@ -1,4 +1,5 @@
-"""Encoders as torch modules: a small CNN trained from scratch, and dlib's pretrained ResNet.
+"""Encoders as torch modules: a small CNN trained from scratch, dlib's pretrained ResNet (and FaceNet, in
+`facenet_net`).
 
 Every encoder maps ``(n, channels, size, size)`` float32 inputs, normalised as ``(pixel - mean) / std``
 (`siamface.embedding.onnx_file.preprocess`), to raw ``(n, embedding_size)`` vectors; the losses and the
@@ -223,7 +224,7 @@ class Normalised(nn.Module):
         return F.normalize(self.encoder(x), dim=1)
 
 
-ENCODERS = {"small": SmallCNN, "resnet": DlibResNet}
+ENCODERS = ("small", "resnet", "facenet")
 
 
 def build_encoder(name: str, **options) -> _Encoder:
@@ -231,4 +232,8 @@ def build_encoder(name: str, **options) -> _Encoder:
         raise ValueError(f"unknown encoder {name!r}; choose one of: {', '.join(ENCODERS)}")
     if name == "resnet":
         return DlibResNet(**{k: v for k, v in options.items() if k == "dat_path"})
+    if name == "facenet":
+        from .facenet_net import FaceNetNet  # FaceNet's graph: read only when asked for
+
+        return FaceNetNet(**{k: v for k, v in options.items() if k == "graph_path"})
     return SmallCNN(**options)

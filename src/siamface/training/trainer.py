@@ -41,22 +41,22 @@ class TrainConfig:
     dataset: str
     out: str = "runs/train"
     loss: str = "contrastive"          # contrastive | bce | triplet
-    encoder: str = "small"             # small | resnet
+    encoder: str = "small"             # small | resnet | facenet
     epochs: int = 40
     batch: int = 64
     per_identity: int = 4              # K images per identity in a batch
-    lr: float | None = None            # default: 2e-3 small, 1e-4 resnet
+    lr: float | None = None            # default: 2e-3 small, 1e-4 resnet and facenet
     weight_decay: float = 5e-4
     schedule: str = "cosine"           # cosine | step | none
     margin: float | None = None        # default per loss (losses.DEFAULT_MARGIN)
     hard_negatives: bool = True        # pair losses: impostor = nearest other identity in the batch
-    augment: str = "default"           # see Augment.parse
+    augment: str = "default"           # see Augment.parse ("none": frozen blocks run once, cached)
     freeze: int = 0                    # freeze the first N blocks (negative: all but the last -N)
     seed: int = 0
     val: float = 0.1                   # identities: count (>= 1) or fraction
     test: float = 0.25
     aligned: bool = False
-    padding: float = 0.25              # context around the face in the aligned chip (dlib's: 0.25)
+    padding: float = 0.25              # context around the face in the aligned chip (dlib's: 0.25; not facenet)
     detector: str = "retinaface"
     max_per_identity: int | None = None
     min_per_identity: int = 2
@@ -75,8 +75,8 @@ class TrainConfig:
     def check(self) -> None:
         if self.loss not in ("contrastive", "bce", "triplet"):
             raise ConfigError(f"--loss must be contrastive, bce or triplet, not {self.loss!r}")
-        if self.encoder not in ("small", "resnet"):
-            raise ConfigError(f"--encoder must be small or resnet, not {self.encoder!r}")
+        if self.encoder not in ("small", "resnet", "facenet"):
+            raise ConfigError(f"--encoder must be small, resnet or facenet, not {self.encoder!r}")
         if self.schedule not in ("cosine", "step", "none"):
             raise ConfigError(f"--schedule must be cosine, step or none, not {self.schedule!r}")
         if self.epochs < 1 or self.batch < 4:
@@ -110,13 +110,24 @@ def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     return 1.0
 
 
-def _embed(torch, encoder, x: np.ndarray, batch: int = 128) -> np.ndarray:
+def _embed(torch, encoder, x: np.ndarray, batch: int = 128, forward=None) -> np.ndarray:
+    """L2-normalised embeddings of network inputs ``x`` (or, with ``forward=encoder.tail``, of cached
+    trunk outputs)."""
     encoder.eval()
+    forward = forward or encoder
     out = []
     with torch.no_grad():
         for s in range(0, len(x), batch):
-            out.append(torch.nn.functional.normalize(encoder(torch.from_numpy(x[s:s + batch])), dim=1).numpy())
+            out.append(torch.nn.functional.normalize(forward(torch.from_numpy(x[s:s + batch])), dim=1).numpy())
     return np.concatenate(out) if out else np.zeros((0, encoder.embedding_size), np.float32)
+
+
+def _trunk_outputs(torch, encoder, x: np.ndarray, batch: int = 32) -> np.ndarray:
+    """The frozen blocks run once over network inputs ``x`` (see `facenet_net.FaceNetNet.trunk`)."""
+    encoder.eval()
+    with torch.no_grad():
+        parts = [encoder.trunk(torch.from_numpy(x[s:s + batch])).numpy() for s in range(0, len(x), batch)]
+    return np.concatenate(parts) if parts else x
 
 
 def _pair_scores(emb: np.ndarray, pairs) -> tuple[np.ndarray, np.ndarray]:
@@ -182,7 +193,12 @@ def train(config: TrainConfig, resume: bool = False, faces: FaceSet | None = Non
     rng = np.random.default_rng(config.seed)
     bar = _Bar(config.progress and sys.stderr.isatty())
 
-    chip = ChipSpec(150, config.padding)
+    if config.encoder == "facenet":
+        from ..embedding.facenet import FACENET_CHIP
+
+        chip = FACENET_CHIP  # FaceNet's crop contract: the detector box, +10 % a side, stretched to 160x160
+    else:
+        chip = ChipSpec(150, config.padding)
 
     # -- data ---------------------------------------------------------------------------------------------
     if faces is None:
@@ -208,6 +224,13 @@ def train(config: TrainConfig, resume: bool = False, faces: FaceSet | None = Non
 
     head = build_loss(config.loss, config.margin, encoder.embedding_size)
     frozen = encoder.freeze(config.freeze) if config.freeze else 0
+    # Frozen blocks whose output never changes (no augmentation) run once: every step then costs only the
+    # trainable blocks (FaceNet fine-tuning on CPU). `forward` maps what is stored in x_* to embeddings.
+    cached = bool(frozen) and hasattr(encoder, "trunk") and not augment.active
+    forward = encoder.tail if cached else encoder
+    if cached:
+        h_train = _trunk_outputs(torch, encoder, preprocess(small, size, ch, mean, std))
+        x_val, x_test = _trunk_outputs(torch, encoder, x_val), _trunk_outputs(torch, encoder, x_test)
     params = [p for p in list(encoder.parameters()) + list(head.parameters()) if p.requires_grad]
     lr = config.lr if config.lr is not None else (2e-3 if config.encoder == "small" else 1e-4)
     optimiser = torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
@@ -247,9 +270,12 @@ def train(config: TrainConfig, resume: bool = False, faces: FaceSet | None = Non
         total_loss = total_acc = 0.0
         lr_used = optimiser.param_groups[0]["lr"]
         for step, idx in enumerate(batches, 1):
-            x = torch.from_numpy(preprocess(augment(small[idx], rng), size, ch, mean, std))
+            if cached:
+                x = torch.from_numpy(h_train[idx])
+            else:
+                x = torch.from_numpy(preprocess(augment(small[idx], rng), size, ch, mean, std))
             labels = train_set.labels[idx]
-            emb = torch.nn.functional.normalize(encoder(x), dim=1)
+            emb = torch.nn.functional.normalize(forward(x), dim=1)
             if config.loss in PAIR_LOSSES:
                 dist = torch.cdist(emb, emb).detach().numpy() if config.hard_negatives else None
                 a, b, y = batch_pairs(labels, rng, dist)
@@ -266,7 +292,7 @@ def train(config: TrainConfig, resume: bool = False, faces: FaceSet | None = Non
         schedule.step()
         row = {"epoch": epoch + 1, "lr": lr_used, "train_loss": total_loss / len(batches), "train_accuracy": total_acc / len(batches)}
         if len(val_set) and len(val_pairs[0]):
-            scores, labels = _pair_scores(_embed(torch, encoder, x_val), val_pairs)
+            scores, labels = _pair_scores(_embed(torch, encoder, x_val, forward=forward), val_pairs)
             fig = verification_figures(scores, labels)
             row.update(val_eer=fig["eer"], val_accuracy=fig["best_accuracy"])
             better = (fig["eer"], -fig["best_accuracy"]) < (best["eer"], -best["accuracy"])
@@ -293,16 +319,19 @@ def train(config: TrainConfig, resume: bool = False, faces: FaceSet | None = Non
     # -- best weights, threshold on validation, test figures, export --------------------------------------
     encoder.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=False)["encoder"])
     if len(val_pairs[0]):
-        threshold, how = calibrate_threshold(*_pair_scores(_embed(torch, encoder, x_val), val_pairs), config.far)
+        threshold, how = calibrate_threshold(*_pair_scores(_embed(torch, encoder, x_val, forward=forward), val_pairs),
+                                             config.far)
         source = f"{how} on the validation split ({len(val_set.identities)} identities) of {faces.root}"
     else:
         tr_pairs = verification_pairs(train_set.labels, seed=config.seed + 3, max_genuine=5000)
-        x_tr = preprocess(train_set.chips, size, ch, mean, std)
-        threshold, how = calibrate_threshold(*_pair_scores(_embed(torch, encoder, x_tr), tr_pairs), config.far)
+        x_tr = h_train if cached else preprocess(train_set.chips, size, ch, mean, std)
+        threshold, how = calibrate_threshold(*_pair_scores(_embed(torch, encoder, x_tr, forward=forward), tr_pairs),
+                                             config.far)
         source = f"{how} on the training identities of {faces.root} (no validation split)"
     test = {}
     if len(test_pairs[0]):
-        test = verification_figures(*_pair_scores(_embed(torch, encoder, x_test), test_pairs), threshold)
+        test = verification_figures(*_pair_scores(_embed(torch, encoder, x_test, forward=forward), test_pairs),
+                                    threshold)
     name = config.name or out.resolve().name
     training = (f"{config.loss} loss, {config.encoder} encoder, {len(train_set.identities)} identities / "
                 f"{len(train_set)} images of {Path(faces.root).name}, seed {config.seed}, "
@@ -312,7 +341,7 @@ def train(config: TrainConfig, resume: bool = False, faces: FaceSet | None = Non
                              extra={"loss": config.loss, "encoder": config.encoder})
     result = {"run": str(out), "model": str(model_path), "threshold": threshold, "threshold_source": source,
               "train_seconds": train_seconds, "epochs_run": len(history), "best_epoch": best["epoch"] + 1,
-              "frozen_blocks": frozen, "identities": {k: len(v) for k, v in split.items()},
+              "frozen_blocks": frozen, "trunk_cached": cached, "identities": {k: len(v) for k, v in split.items()},
               "images": {"train": len(train_set), "val": len(val_set), "test": len(test_set),
                          "skipped": len(faces.skipped)},
               "test": test, "training": training}
