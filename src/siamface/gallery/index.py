@@ -224,6 +224,13 @@ class GalleryIndex:
         return snap.template_ids[lo:hi], scores
 
 
+def index_for(store: Store):
+    """The 1:N index a gallery searches with: the store's own when it has one (a PostgreSQL gallery searches
+    inside the database, `siamface.gallery.postgres.PostgresIndex`), else a `GalleryIndex` in this process."""
+    own = getattr(store, "search_index", None)
+    return own() if own is not None else GalleryIndex(store)
+
+
 class ExactIndex(GalleryIndex):
     """A `GalleryIndex` that always searches exactly."""
 

@@ -162,6 +162,8 @@ class SQLiteStore(SqlStore):
     (`ModelMismatchError`); `keep_images` is decided at creation and stored in the file.
     """
 
+    SCHEMA_VERSION = SCHEMA_VERSION
+
     def __init__(self, path: str | os.PathLike, model: ModelBinding | None = None, *, create: bool = False,
                  keep_images: bool = False, busy_timeout: float = BUSY_TIMEOUT_S,
                  read_only: bool | None = None) -> None:
