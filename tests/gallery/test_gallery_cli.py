@@ -103,7 +103,7 @@ def test_management_commands(gallery_file):
     assert rows(g, "SELECT count(*) FROM people") == [(6,)]
     out = cli("gallery", "stats", "-g", g, "--json")
     assert json.loads(out.stdout)["people"] == 6 and json.loads(out.stdout)["model"] == "dlib-resnet"
-    assert json.loads(out.stdout)["schema_version"] == (3 if is_url(g) else 2)   # PostgreSQL's 3: pgvector
+    assert json.loads(out.stdout)["schema_version"] == 3
     out = cli("gallery", "reembed", "-g", g)
     assert out.returncode == 2 and "no kept image" in out.stderr
 

@@ -181,7 +181,7 @@ def test_a_version_1_file_is_migrated_keeping_its_audit(tmp_path, monkeypatch):
         assert [(e.claimed, e.returned, e.accepted) for e in s.audit()] == [("a", "a", True)]
         s.delete("a")
         assert [(e.claimed, e.claimed_tombstone is not None) for e in s.audit()] == [(None, True)]
-    assert rows(path, "PRAGMA user_version") == [(2,)]
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     check_consistent(path)
 
 

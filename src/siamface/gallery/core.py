@@ -135,6 +135,9 @@ class Gallery:
         return mine
 
     def close(self) -> None:
+        closer = getattr(self.index, "close", None)
+        if closer is not None:   # an in-process FAISS index writes what it learnt since its last save
+            closer()
         self.store.close()
 
     def __enter__(self) -> Gallery:

@@ -533,6 +533,16 @@ class PostgresIndex:
         except psycopg.errors.UndefinedTable as exc:
             raise GalleryError(f"{self.store.location}: not a siamface gallery ({str(exc).strip()})") from None
 
+    def check(self) -> None:
+        """Read every template's length in the database (one scan): `DamagedGalleryError` naming those that
+        are not of length 1, as loading an in-process index would (``serve`` runs it at start-up)."""
+        with self._statements() as db:
+            rows = db.execute("SELECT id, person_id, vector_norm(embedding) FROM templates "
+                              "WHERE abs(vector_norm(embedding) - 1) > %s ORDER BY id LIMIT 100",
+                              (NORM_TOLERANCE,)).fetchall()
+        if rows:
+            self.store._damaged([(int(t), int(p), f"is not of length 1 (L2 norm {n:.4g})") for t, p, n in rows])
+
     def _check(self, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         _, ids, people, matrix = self.store._matrix(0, [(r[0], r[1], self.store._raw(r[2])) for r in rows])
         return ids, people, matrix

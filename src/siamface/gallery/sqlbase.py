@@ -200,6 +200,14 @@ class SqlStore:
                          embedding=np.frombuffer(r[8], "<f4").astype(np.float32) if embeddings else None)
                 for r in rows]
 
+    def person_matrix(self, person_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(template ids, embeddings (t, d)) of one person, read alone and checked as `matrix` checks them."""
+        with self._read() as db:
+            rows = db.execute(self._q("SELECT id, person_id, embedding FROM templates WHERE person_id = ? "
+                                      "ORDER BY id"), (int(person_id),)).fetchall()
+        _, ids, _, matrix = self._matrix(0, [(r[0], r[1], self._raw(r[2])) for r in rows])
+        return ids, matrix
+
     def templates(self, name: str | None = None, *, embeddings: bool = False) -> list[Template]:
         with self._read() as db:
             person_id = None
