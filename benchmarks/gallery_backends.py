@@ -11,9 +11,11 @@ Each (backend, size) runs in a process of its own, so that its memory is its own
 - 1:N p50/p99: one probe per search (k=5) through the gallery's index (`siamface.gallery.index.index_for`);
 - recall@1: the share of probes whose best person is the exact search's (computed here in NumPy from the
   very templates stored);
-- memory: this process's resident set after the searches (and, for PostgreSQL, the server's HNSW index size);
+- memory: the resident set of the searching process (a process of its own that opens the gallery and
+  searches, as a server would), after its searches; for PostgreSQL also the server's HNSW index size;
 - visible: seconds from another process's commit of a new person (time taken after its commit returned)
-  until this process's next search returns that person, the worst of 5 rounds (searching back to back).
+  until the searching process, searching back to back, returns that person: the worst of 5 rounds.
+- PostgreSQL is also measured with other numbers of HNSW candidates (--sweep; the gallery's default first).
 
     python benchmarks/gallery_backends.py                         # 100k and 1M, every backend
     python benchmarks/gallery_backends.py --sizes 100000 --backends postgres --postgres postgresql://me@db/x
@@ -29,7 +31,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -41,18 +42,6 @@ PER_PERSON = 10
 ENROLL_PEOPLE = 100
 ROUNDS = 5
 TARGETS = {"p50_ms": 5.0, "recall_at_1": 0.99, "visible_s": 1.0}
-
-_WRITER = textwrap.dedent("""
-    import sys, time
-    import numpy as np
-    from siamface.gallery import NewTemplate, open_store
-    store = open_store(sys.argv[1])
-    vectors = np.load(sys.argv[2])
-    for r, line in enumerate(sys.stdin):
-        store.add_templates(f"newcomer{r}", [NewTemplate(vectors[r])])
-        print(time.time(), flush=True)
-""")
-
 
 def _rss_mb() -> float:
     import psutil
@@ -87,10 +76,10 @@ def _bulk(store, owners: np.ndarray, templates: np.ndarray) -> float:
     return len(templates) / (time.perf_counter() - start)
 
 
-def one(backend: str, spec: str, n: int, queries: int, tmp: Path) -> dict:
-    """Everything measured for one backend and size (run in a process of its own)."""
-    from siamface.gallery import ExactIndex, ModelBinding, NewTemplate, open_store, synthetic
-    from siamface.gallery.index import index_for
+def one(backend: str, spec: str, n: int, queries: int, tmp: Path, sweep: list[int]) -> list[dict]:
+    """Load a gallery of `n` templates and measure it through a searching process of its own (run in a
+    process of its own too)."""
+    from siamface.gallery import ModelBinding, NewTemplate, open_store, synthetic
 
     centres, owners, templates = synthetic.gallery(n, per_person=PER_PERSON, seed=3)
     _, probes = synthetic.probes(centres, queries, seed=4)
@@ -102,7 +91,7 @@ def one(backend: str, spec: str, n: int, queries: int, tmp: Path) -> dict:
     if backend == "postgres":
         import psycopg
 
-        from siamface.gallery.postgres import HNSW_INDEX
+        from siamface.gallery.postgres import HNSW_INDEX, HNSW_SQL
 
         admin = psycopg.connect(spec, autocommit=True)
         admin.execute(f"DROP INDEX {HNSW_INDEX}")
@@ -110,9 +99,11 @@ def one(backend: str, spec: str, n: int, queries: int, tmp: Path) -> dict:
         start = time.perf_counter()
         admin.execute("SET maintenance_work_mem = '3GB'")
         admin.execute("SET max_parallel_maintenance_workers = 1")
-        admin.execute(f"CREATE INDEX {HNSW_INDEX} ON templates USING hnsw (embedding vector_cosine_ops)")
+        admin.execute(HNSW_SQL)
         admin.execute("VACUUM ANALYZE templates")
         out["index_build_s"] = time.perf_counter() - start
+        out["server_index_mb"] = admin.execute("SELECT pg_relation_size(%s)", (HNSW_INDEX,)).fetchone()[0] / 2**20
+        admin.close()
     else:
         out["bulk_tps"] = _bulk(store, owners, templates)
     start = time.perf_counter()
@@ -120,53 +111,82 @@ def one(backend: str, spec: str, n: int, queries: int, tmp: Path) -> dict:
         rows = extra[p * PER_PERSON:(p + 1) * PER_PERSON]
         store.add_templates(f"extra{p:04d}", [NewTemplate(v, f"{i}.png") for i, v in enumerate(rows)])
     out["enroll_tps"] = len(extra) / (time.perf_counter() - start)
-    all_templates = np.concatenate([templates, extra])
-    all_owners = np.concatenate([owners, len(centres) + np.arange(len(extra)) // PER_PERSON])
-    truth = _truth(all_templates, all_owners, probes)
+    truth = _truth(np.concatenate([templates, extra]),
+                   np.concatenate([owners, len(centres) + np.arange(len(extra)) // PER_PERSON]), probes)
     name_of = [f"person{p:07d}" for p in range(len(centres))] + [f"extra{p:04d}" for p in range(ENROLL_PEOPLE)]
+    newcomers = synthetic.around(synthetic.gallery(ROUNDS, per_person=1, seed=7)[0], np.random.default_rng(8))
+    np.save(tmp / "probes.npy", probes)
+    np.save(tmp / "newcomers.npy", newcomers)
+    (tmp / "truth.json").write_text(json.dumps([name_of[t] for t in truth]))
+    del centres, owners, templates, extra
+    searcher = subprocess.Popen([sys.executable, __file__, "--search", backend, spec, str(tmp),
+                                 "--sweep", *map(str, sweep)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True)
+    try:
+        measured = json.loads(searcher.stdout.readline())
+        visible = []
+        for r in range(ROUNDS):   # the searcher searches back to back; this process commits a new person
+            searcher.stdin.write(f"{r}\n")
+            searcher.stdin.flush()
+            time.sleep(0.2)
+            store.add_templates(f"newcomer{r}", [NewTemplate(newcomers[r])])
+            committed = time.time()
+            visible.append(max(0.0, float(searcher.stdout.readline()) - committed))
+    finally:
+        searcher.stdin.close()
+        searcher.wait(timeout=300)
+    store.close()
+    rows = []
+    for m in measured:
+        rows.append({**out, **m, "visible_s": max(visible)} if m is measured[0] else {**out, **m})
+    return rows
+
+
+def search(backend: str, spec: str, tmp: Path, sweep: list[int]) -> None:
+    """The searching process: its index, its latencies, recall and memory (one JSON line), then, per line
+    read, search back to back until newcomer<r> is found and print when."""
+    from siamface.gallery import ExactIndex, open_store
+    from siamface.gallery.index import index_for
+
+    probes = np.load(tmp / "probes.npy")
+    newcomers = np.load(tmp / "newcomers.npy")
+    truth = json.loads((tmp / "truth.json").read_text())
+    store = open_store(spec)
     index = ExactIndex(store) if backend == "exact" else index_for(store)
-    out["index"] = type(index).__name__ + (f" ({index.kind})" if getattr(index, "kind", None) else "")
     start = time.perf_counter()
     index.search(probes[:1], k=5)
-    out["ready_s"] = time.perf_counter() - start
-    out["index"] = type(index).__name__ + (f" ({index.kind})" if getattr(index, "kind", None) else "")
-    times, found = [], []
-    for q in probes:
-        start = time.perf_counter()
-        hits = index.search(q[None], k=5)[0]
-        times.append(time.perf_counter() - start)
-        found.append(hits[0].person_id)
-    names = store.names(found)
-    out["p50_ms"] = 1000 * float(np.percentile(times, 50))
-    out["p99_ms"] = 1000 * float(np.percentile(times, 99))
-    out["recall_at_1"] = float(np.mean([names[f] == name_of[t] for f, t in zip(found, truth)]))
-    out["rss_mb"] = _rss_mb()
+    ready = time.perf_counter() - start
+    kinds = [(index, getattr(index, "kind", type(index).__name__))]
     if backend == "postgres":
-        out["server_index_mb"] = admin.execute("SELECT pg_relation_size(%s)", (HNSW_INDEX,)).fetchone()[0] / 2**20
-    # visibility: another process commits a new person; this one searches back to back until it is found
-    newcomers = synthetic.around(synthetic.gallery(ROUNDS, per_person=1, seed=7)[0], np.random.default_rng(8))
-    np.save(tmp / "newcomers.npy", newcomers)
-    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(spec), str(tmp / "newcomers.npy")],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    visible = []
-    try:
-        for r in range(ROUNDS):
-            writer.stdin.write("go\n")
-            writer.stdin.flush()
-            committed = float(writer.stdout.readline())
-            deadline = time.time() + 120
-            while time.time() < deadline:
-                hit = index.search(newcomers[r:r + 1], k=1)[0][0]
-                if store.names([hit.person_id])[hit.person_id] == f"newcomer{r}":
-                    break
-            visible.append(max(0.0, time.time() - committed))
-    finally:
-        writer.stdin.close()
-        writer.wait(timeout=60)
-    out["visible_s"] = max(visible)
-    out["rss_after_mb"] = _rss_mb()
+        from siamface.gallery.postgres import PostgresIndex
+
+        kinds = [(index, f"pgvector HNSW, {index.candidates} candidates")] + \
+            [(PostgresIndex(store, c), f"pgvector HNSW, {c} candidates") for c in sweep if c != index.candidates]
+    results = []
+    for which, label in kinds:
+        times, found = [], []
+        for q in probes:
+            t0 = time.perf_counter()
+            hits = which.search(q[None], k=5)[0]
+            times.append(time.perf_counter() - t0)
+            found.append(hits[0].person_id)
+        names = store.names(found)
+        results.append({"index": label, "ready_s": ready, "p50_ms": 1000 * float(np.percentile(times, 50)),
+                        "p99_ms": 1000 * float(np.percentile(times, 99)),
+                        "recall_at_1": float(np.mean([names[f] == t for f, t in zip(found, truth)])),
+                        "rss_mb": _rss_mb()})
+    print(json.dumps(results), flush=True)
+    for line in sys.stdin:
+        r = int(line)
+        while True:
+            hit = index.search(newcomers[r:r + 1], k=1)[0][0]
+            if store.names([hit.person_id])[hit.person_id] == f"newcomer{r}":
+                print(time.time(), flush=True)
+                break
+    closer = getattr(index, "close", None)
+    if closer is not None:
+        closer()
     store.close()
-    return out
 
 
 def faiss_only(n: int, queries: int, kind: str) -> dict:
@@ -226,12 +246,19 @@ def main() -> None:
     parser.add_argument("--faiss-kind", choices=["flat", "sq8"], default="sq8",
                         help="the FAISS index of --faiss-only (default sq8: a quarter of flat's memory)")
     parser.add_argument("--json", metavar="FILE", help="also append each result as a JSON line to FILE")
+    parser.add_argument("--sweep", type=int, nargs="*", default=[100, 200, 400], metavar="C",
+                        help="PostgreSQL: also measure with these numbers of HNSW candidates (ef_search)")
     parser.add_argument("--one", nargs=3, metavar=("BACKEND", "SPEC", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--search", nargs=3, metavar=("BACKEND", "SPEC", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.search:
+        backend, spec, folder = args.search
+        search(backend, spec, Path(folder), args.sweep)
+        return
     if args.one:
         backend, spec, n = args.one
         with tempfile.TemporaryDirectory() as tmp:
-            print(json.dumps(one(backend, spec, int(n), args.queries, Path(tmp))))
+            print(json.dumps(one(backend, spec, int(n), args.queries, Path(tmp), args.sweep)))
         return
     if args.faiss_only:
         _report([faiss_only(args.faiss_only, args.queries, args.faiss_kind)], args.json)
@@ -267,14 +294,15 @@ def main() -> None:
                             p.unlink()
                     started = time.perf_counter()
                     done = subprocess.run([sys.executable, __file__, "--one", backend, spec, str(n),
-                                           "--queries", str(args.queries)], capture_output=True, text=True)
+                                           "--queries", str(args.queries), "--sweep", *map(str, args.sweep)],
+                                          capture_output=True, text=True)
                     if done.returncode != 0:
                         print(f"{backend} at {n}: failed\n{done.stderr[-3000:]}", file=sys.stderr)
                         continue
-                    result = json.loads(done.stdout.strip().splitlines()[-1])
-                    result["run_s"] = time.perf_counter() - started
-                    results.append(result)
-                    _report([result], args.json)
+                    for result in json.loads(done.stdout.strip().splitlines()[-1]):
+                        result["run_s"] = time.perf_counter() - started
+                        results.append(result)
+                        _report([result], args.json)
     finally:
         if cluster is not None:
             cluster.stop()
@@ -294,9 +322,10 @@ def _report(results: list[dict], path: str | None, table: bool = False) -> None:
               f"{'p50 ms':>7} {'p99 ms':>7} {'recall@1':>8} {'RSS MB':>7} {'visible s':>9}  index")
         for r in results:
             met = [k for k, v in TARGETS.items() if k in r and (r[k] > v if k != "recall_at_1" else r[k] < v)]
+            visible = f"{r['visible_s']:>9.3f}" if "visible_s" in r else f"{'-':>9}"
             print(f"{r['templates']:>10} {r['backend']:<9} {r.get('bulk_tps', 0):>10.0f} "
                   f"{r.get('enroll_tps', 0):>12.0f} {r.get('ready_s', 0):>8.2f} {r['p50_ms']:>7.2f} "
-                  f"{r['p99_ms']:>7.2f} {r['recall_at_1']:>8.4f} {r['rss_mb']:>7.0f} {r.get('visible_s', 0):>9.3f}  "
+                  f"{r['p99_ms']:>7.2f} {r['recall_at_1']:>8.4f} {r['rss_mb']:>7.0f} {visible}  "
                   f"{r['index']}" + (f"  misses target: {', '.join(met)}" if met else "  targets met"))
 
 

@@ -94,3 +94,29 @@ def test_the_hnsw_search_agrees_with_exact_search(postgres_gallery):
             [[h.person_id for h in r] for r in truth[:20]]
         first = found[0][0].person_id
         assert first not in [h.person_id for h in fast.search(probes[:1], k=3, exclude=first)[0]]
+
+
+def test_a_read_only_database_searches_and_refuses_changes_like_a_replica(postgres_gallery):
+    """A hot standby answers every transaction read-only; default_transaction_read_only does the same here:
+    the gallery opens read-only, searches (1:N and 1:1) work, changes are refused plainly."""
+    from siamface.gallery.postgres import PostgresIndex
+    from siamface.gallery.store import ReadOnlyGalleryError
+
+    _, _, templates = synthetic.gallery(6, per_person=3, seed=8)
+    with open_store(postgres_gallery, MODEL, create=True) as primary:
+        a = primary.add_templates("a", [NewTemplate(v) for v in templates[:3]]).person
+        primary.add_templates("b", [NewTemplate(v) for v in templates[3:]])
+    database = postgres_gallery.rsplit("/", 1)[1]
+    rows(postgres_gallery.rsplit("/", 1)[0] + "/postgres",
+         f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+    with open_store(postgres_gallery) as replica:
+        assert replica.read_only and replica.model == MODEL
+        index = PostgresIndex(replica)
+        assert index.search(templates[:1], k=1)[0][0].person_id == a.id
+        assert index.person_scores(templates[:1], a.id)[0].tolist() == [t.id for t in replica.templates("a")]
+        with pytest.raises(ReadOnlyGalleryError, match="read-only"):
+            replica.add_templates("c", [NewTemplate(templates[0])])
+        with pytest.raises(ReadOnlyGalleryError, match="read-only"):
+            replica.delete("a")
+    out = cli("people", "remove", "-g", postgres_gallery, "a")
+    assert out.returncode == 2 and "read-only" in out.stderr and "Traceback" not in out.stderr

@@ -45,8 +45,8 @@ from ..errors import GalleryError
 from .index import Hit, _ids
 from .sqlbase import (NORM_TOLERANCE, SqlStore, _blob, _now, binding_meta, json_object, lookup_form,
                       matrix_from_rows)
-from .store import (AuditRecord, DamagedGalleryError, ModelBinding, NewTemplate, Person, UnknownPersonError,
-                    source_label)
+from .store import (AuditRecord, DamagedGalleryError, ModelBinding, NewTemplate, Person, ReadOnlyGalleryError,
+                    UnknownPersonError, source_label)
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,11 @@ _MIGRATE_TO_2 = """
         ON DELETE SET NULL
 """
 
-#: The HNSW index of the templates (cosine distance; pgvector's defaults m=16, ef_construction=64).
+#: The HNSW index of the templates (cosine distance; m=16 as pgvector's default, ef_construction 128 instead
+#: of 64: a better graph for recall, at about twice the build time; see benchmarks/gallery_backends.py).
 HNSW_INDEX = "templates_embedding_hnsw"
+HNSW_SQL = f"CREATE INDEX {HNSW_INDEX} ON templates USING hnsw (embedding vector_cosine_ops) " \
+           "WITH (m = 16, ef_construction = 128)"
 #: Rows converted per batch by the migration to version 3.
 _BATCH = 50_000
 
@@ -170,7 +173,7 @@ def _migrate_to_3(store: PostgresStore, db, model: ModelBinding | None) -> None:
     db.execute("ALTER TABLE templates DROP COLUMN embedding")
     db.execute("ALTER TABLE templates RENAME COLUMN vec TO embedding")
     db.execute("ALTER TABLE templates ALTER COLUMN embedding SET NOT NULL")
-    db.execute(f"CREATE INDEX {HNSW_INDEX} ON templates USING hnsw (embedding vector_cosine_ops)")
+    db.execute(HNSW_SQL)
 
 
 #: Schema migrations, version -> SQL (or a function of the store, the connection and the model to bind)
@@ -200,7 +203,9 @@ class PostgresStore(SqlStore):
     PARAM = "%s"
     SCHEMA_VERSION = SCHEMA_VERSION
 
-    #: Writes need the database's permissions; a role without them gets the database's error.
+    #: Set on opening: the server only reads (a hot standby, a read replica, or default_transaction_read_only
+    #: for this role or database). Then reads and searches work, decisions are not audited, and every change
+    #: raises `ReadOnlyGalleryError`. Otherwise writes need the database's permissions, as any client's.
     read_only = False
 
     def __init__(self, url: str, model: ModelBinding | None = None, *, create: bool = False,
@@ -295,6 +300,9 @@ class PostgresStore(SqlStore):
             raise GalleryError(f"{self.location}: not a siamface gallery ({str(exc).strip()})") from None
 
     def _write(self):
+        if self.read_only:
+            raise ReadOnlyGalleryError(f"{self.location}: the gallery is read-only (a standby or read-only "
+                                       "database: changes go to the primary)")
         return self._transaction(True)
 
     def _read(self):
@@ -306,6 +314,11 @@ class PostgresStore(SqlStore):
         db.execute(f"NOTIFY {NOTIFY_CHANNEL}")
 
     def _open_and_migrate(self, model: ModelBinding | None, create: bool, keep_images: bool) -> None:
+        self.read_only = self._connect().execute("SELECT current_setting('transaction_read_only')").fetchone()[0] \
+            == "on"
+        if self.read_only:
+            self._open_read_only()
+            return
         with self._write() as db:
             has_version = db.execute("SELECT to_regclass('siamface_schema') IS NOT NULL").fetchone()[0]
             if has_version:
@@ -352,6 +365,26 @@ class PostgresStore(SqlStore):
         if model is not None and keep_images and not self.keep_images:
             log.warning("%s: this gallery was created without keep_images; images will not be kept",
                         self.location)
+
+    def _open_read_only(self) -> None:
+        """Open a gallery on a server that only reads (a replica): no migration, no binding can be written."""
+        with self._read() as db:
+            if not db.execute("SELECT to_regclass('siamface_schema') IS NOT NULL").fetchone()[0]:
+                raise ReadOnlyGalleryError(f"no gallery at {self.location}, and the database is read-only "
+                                           "(create it on the primary)")
+            version = int(db.execute("SELECT version FROM siamface_schema").fetchone()[0])
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        self.opened_version = version
+        if version > SCHEMA_VERSION:
+            raise GalleryError(f"{self.location}: gallery schema version {version} is newer than this "
+                               f"siamface understands ({SCHEMA_VERSION}); upgrade siamface")
+        if version < SCHEMA_VERSION or "model_name" not in meta:
+            raise ReadOnlyGalleryError(f"{self.location}: the gallery's schema (version {version}) needs migrating "
+                                       f"to version {SCHEMA_VERSION}, and the database is read-only: run "
+                                       "`siamface gallery migrate` against the primary")
+        self.model = ModelBinding(meta["model_name"], meta["model_version"], int(meta["embedding_size"]))
+        self.keep_images = meta["keep_images"] == "1"
+        self.created = meta["created"]
 
     @staticmethod
     def _schema(db) -> str:
@@ -482,7 +515,7 @@ class PostgresStore(SqlStore):
                                  (str(model.embedding_size), "embedding_size")])
             if model.embedding_size != self.model.embedding_size:
                 db.execute("ALTER TABLE templates ALTER COLUMN embedding SET NOT NULL")
-                db.execute(f"CREATE INDEX {HNSW_INDEX} ON templates USING hnsw (embedding vector_cosine_ops)")
+                db.execute(HNSW_SQL)
             self._bump(db)
         self.model = model
 
