@@ -181,11 +181,14 @@ class GalleryIndex:
             state.template_ids, state.person_ids = template_ids[order], person_ids[order]
         state.generation, state.seq = generation, seq
         state.unsaved += len(touched)
-        # a removal is written at once (the file must not keep a removed person's templates: the store deleted
-        # it); additions in batches
-        if len(present) or state.unsaved >= max(1000, len(state.template_ids) // 100) or \
-                (self.path is not None and not self.path.exists()):
+        # a removal is written at once, after any write under way (which may hold the removed templates: the
+        # store deleted the file for that); additions in batches, and not while a write is under way (the
+        # search does not wait for the disk)
+        if len(present):
             self._save(state)
+        elif state.unsaved >= max(1000, len(state.template_ids) // 100) or \
+                (self.path is not None and not self.path.exists()):
+            self._save(state, wait=False)
         return True
 
     def _header(self) -> dict:
@@ -193,9 +196,12 @@ class GalleryIndex:
         return {"model": [model.name, model.version, model.embedding_size],
                 "gallery_created": getattr(self.store, "created", "")}
 
-    def _save(self, state: _Faiss) -> None:
-        """Write the index to its file (in the background: searches go on meanwhile)."""
+    def _save(self, state: _Faiss, wait: bool = True) -> None:
+        """Write the index to its file (in the background: searches go on meanwhile). ``wait=False``: not now
+        when a write is under way (what is unsaved is written by a later change or `close`)."""
         if self.path is None or not self._save_file or state.seq is None:
+            return
+        if not wait and self._saver is not None and self._saver.is_alive():
             return
         from .faiss_index import FaissIndex
 
