@@ -598,7 +598,10 @@ class PostgresIndex:
                 # once per connection: each search is then one statement, one round trip (the settings
                 # apply from the extension's loading on, for the session)
                 db.execute(f"SET hnsw.ef_search = {limit}")
-                db.execute("SET hnsw.iterative_scan = relaxed_order")
+                try:   # pgvector 0.8+: exclusions do not shorten the candidate list
+                    db.execute("SET hnsw.iterative_scan = relaxed_order")
+                except self.store._psycopg.Error as exc:
+                    log.debug("%s: no iterative HNSW scans (%s)", self.store.location, exc)
                 db._siamface_ef_search = limit
             for q in queries:
                 params = [] if excluded is None else [[int(i) for i in excluded]]
