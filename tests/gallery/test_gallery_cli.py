@@ -106,7 +106,7 @@ def test_management_commands(gallery_file):
     assert rows(g, "SELECT count(*) FROM people") == [(6,)]
     out = cli("gallery", "stats", "-g", g, "--json")
     assert json.loads(out.stdout)["people"] == 6 and json.loads(out.stdout)["model"] == DEFAULT_MODEL
-    assert json.loads(out.stdout)["schema_version"] == 2
+    assert json.loads(out.stdout)["schema_version"] == 3
     out = cli("gallery", "reembed", "-g", g)
     assert out.returncode == 2 and "no kept image" in out.stderr
 
@@ -224,8 +224,9 @@ def test_export_import_across_backends(gallery_file, backend, tmp_path):
 
 
 def test_migrate_reports_the_schema_version(gallery_file):
-    from siamface.gallery import SCHEMA_VERSION
+    from siamface.gallery import SCHEMA_VERSION, postgres
 
+    SCHEMA_VERSION = postgres.SCHEMA_VERSION if is_url(gallery_file) else SCHEMA_VERSION
     out = cli("gallery", "migrate", "-g", gallery_file, "--json")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)

@@ -1,4 +1,6 @@
-"""ExactIndex against a brute-force reference, and its lazy rebuild when the store changes elsewhere."""
+"""ExactIndex against a brute-force reference, and its lazy rebuild when the store changes elsewhere; the
+FAISS index against exact search, following changes from the gallery's change log, kept beside the gallery,
+and the exact fallback without faiss-cpu."""
 
 from __future__ import annotations
 
@@ -86,12 +88,13 @@ class _ArrayStore:
         return self.gen, np.arange(len(self.rows)) + 1000, self.owners.astype(np.int64) + 1, self.rows
 
 
-def test_ivf_index_agrees_with_exact_search_on_20k_templates():
+def test_faiss_index_agrees_with_exact_search_on_20k_templates():
+    pytest.importorskip("faiss", reason="the faiss extra is not installed (pip install -e '.[faiss]')")
     centres, owners, templates = synthetic.gallery(20_000, seed=3)
     store = _ArrayStore(owners, templates)
     exact = GalleryIndex(store, approx_min=None)
     approx = GalleryIndex(store, approx_min=10_000)
-    assert approx.approximate and not exact.approximate
+    assert approx.approximate and not exact.approximate and approx.kind.startswith("FAISS")
     who, queries = synthetic.probes(centres, 300, seed=4)
     e = exact.search(queries, k=3)
     a = approx.search(queries, k=3)
@@ -108,18 +111,81 @@ def test_ivf_index_agrees_with_exact_search_on_20k_templates():
     assert first not in [h.person_id for h in approx.search(queries[:1], k=3, exclude=first)[0]]
 
 
-def test_ivf_index_is_rebuilt_when_the_gallery_changes():
+def test_faiss_index_follows_changes_from_another_process_without_reloading_and_is_kept_beside(tmp_path,
+                                                                                                monkeypatch):
+    pytest.importorskip("faiss", reason="the faiss extra is not installed (pip install -e '.[faiss]')")
     centres, owners, templates = synthetic.gallery(12_000, seed=5)
-    store = _ArrayStore(owners, templates)
+    path = tmp_path / "g.db"
+    store = open_store(path, ModelBinding("m", "1", 128), create=True)
+    store.add_people([(f"p{p}", {}, [NewTemplate(v) for v in templates[owners == p]]) for p in range(len(centres))])
     index = GalleryIndex(store, approx_min=10_000)
-    before = index._current().ivf
-    newcomer = synthetic.around(centres[:1] * 0 + synthetic.gallery(1, seed=9)[0], np.random.default_rng(1))
-    store.owners = np.r_[owners, owners.max() + 1]
-    store.rows = np.vstack([templates, newcomer])
-    store.gen += 1
-    hit = index.search(newcomer)[0][0]
-    after = index._current().ivf
-    assert after is not before and np.array_equal(after.centroids, before.centroids)   # quantizer kept
-    assert hit.person_id == owners.max() + 2 and hit.similarity == pytest.approx(1.0, abs=1e-5)
-    store.owners, store.rows, store.gen = owners[:5000], templates[:5000], store.gen + 1
-    assert not index.approximate and len(index) == 5000                 # small again: exact
+    assert index.approximate and len(index) == 12_000
+    index.close()
+    saved = tmp_path / "g.db.faiss"
+    assert saved.stat().st_mode & 0o777 == 0o600
+
+    def no_reload():
+        raise AssertionError("the whole gallery was read again")
+
+    monkeypatch.setattr(store, "matrix", no_reload)
+    other = open_store(path)                    # another writer (a process of its own would do the same)
+    newcomer = synthetic.around(synthetic.gallery(1, seed=9)[0], np.random.default_rng(1))
+    added = other.add_templates("late", [NewTemplate(newcomer[0])])
+    hit = index.search(newcomer)[0][0]          # the next search: the change log, not a reload
+    assert hit.person_id == added.person.id and hit.similarity == pytest.approx(1.0, abs=1e-5)
+    index.close()
+    # a new process loads the saved index (and the log since), no reload either
+    fresh = open_store(path)
+    monkeypatch.setattr(fresh, "matrix", no_reload)
+    again = GalleryIndex(fresh, approx_min=10_000)
+    assert again.search(newcomer)[0][0].person_id == added.person.id
+    # removing a person removes the saved file (it holds their template), the index follows at once and
+    # writes a new one without it
+    blob = newcomer[0].astype("<f4").tobytes()
+    assert blob in saved.read_bytes()
+    other.delete("late")
+    assert not saved.exists()
+    assert again.search(newcomer)[0][0].person_id != added.person.id
+    again.close()
+    assert saved.exists() and blob not in saved.read_bytes()
+
+
+def test_without_faiss_a_large_gallery_is_searched_exactly_and_the_log_says_why(monkeypatch, caplog):
+    from siamface.gallery import faiss_index, index as module
+
+    monkeypatch.setattr(faiss_index, "available", lambda: False)
+    monkeypatch.setattr(module, "_warned", set())
+    centres, owners, templates = synthetic.gallery(12_000, seed=5)
+    index = GalleryIndex(_ArrayStore(owners, templates), approx_min=10_000)
+    who, queries = synthetic.probes(centres, 5, seed=4)
+    with caplog.at_level("WARNING"):
+        found = index.search(queries, k=1)
+    assert not index.approximate and index.kind == "exact"
+    assert [h[0].person_id for h in found] == list(who + 1)
+    assert "faiss-cpu is not installed: 1:N search over 12000 templates is exact" in caplog.text
+    assert "pip install 'siamface[faiss]'" in caplog.text
+
+
+def test_a_saved_faiss_index_the_change_log_no_longer_reaches_is_rebuilt(tmp_path):
+    pytest.importorskip("faiss", reason="the faiss extra is not installed (pip install -e '.[faiss]')")
+    import sqlite3
+
+    centres, owners, templates = synthetic.gallery(10_000, seed=6)
+    path = tmp_path / "g.db"
+    with open_store(path, ModelBinding("m", "1", 128), create=True) as store:
+        store.add_people([(f"p{p}", {}, [NewTemplate(v) for v in templates[owners == p]])
+                          for p in range(len(centres))])
+        GalleryIndex(store, approx_min=10_000).close()
+        newcomer = synthetic.around(synthetic.gallery(1, seed=9)[0], np.random.default_rng(1))
+        added = store.add_templates("late", [NewTemplate(newcomer[0])])
+    db = sqlite3.connect(path)                   # the log pruned past the saved index (as after 200k changes)
+    db.execute("DELETE FROM template_changes WHERE seq < (SELECT max(seq) FROM template_changes)")
+    db.commit()
+    db.close()
+    with open_store(path) as store:
+        reads = []
+        original = store.matrix
+        store.matrix = lambda: reads.append(1) or original()
+        index = GalleryIndex(store, approx_min=10_000)
+        assert index.search(newcomer)[0][0].person_id == added.person.id
+        assert reads == [1] and index.approximate          # rebuilt from the gallery, once

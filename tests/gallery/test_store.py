@@ -21,8 +21,8 @@ from siamface.errors import GalleryError, ModelMismatchError
 from siamface.gallery import (MIGRATIONS, SCHEMA_VERSION, AuditRecord, ModelBinding, NewTemplate, PostgresStore,
                               SQLiteStore, UnknownPersonError, open_store)
 
-from gallery_support import (MODEL_128 as MODEL, backend, check_consistent, is_url, new_gallery,  # noqa: F401
-                             postgres_gallery, rows, store_spec, unit_vectors)
+from gallery_support import (MODEL_128 as MODEL, backend, check_consistent, is_url,  # noqa: F401
+                             legacy_postgres_gallery, new_gallery, postgres_gallery, rows, store_spec, unit_vectors)
 
 
 @pytest.fixture()
@@ -60,12 +60,17 @@ def test_new_database_has_schema_and_binding(postgres_gallery):
     store = open_store(store_spec, MODEL, create=True)
     store.close()
     assert isinstance(store, PostgresStore)
-    assert rows(store_spec, "SELECT version FROM siamface_schema") == [(SCHEMA_VERSION,)]
-    meta = dict(rows(store_spec, "SELECT key, value FROM meta"))
-    assert (meta["model_name"], meta["model_version"], meta["embedding_size"]) == ("test-model", "1", "128")
     from siamface.gallery import postgres
 
-    assert set(postgres.MIGRATIONS) == set(MIGRATIONS) == set(range(1, SCHEMA_VERSION + 1))
+    assert rows(store_spec, "SELECT version FROM siamface_schema") == [(postgres.SCHEMA_VERSION,)]
+    meta = dict(rows(store_spec, "SELECT key, value FROM meta"))
+    assert (meta["model_name"], meta["model_version"], meta["embedding_size"]) == ("test-model", "1", "128")
+    # versions 1 and 2 are SQLite's; 3 (templates as pgvector vectors, HNSW index) is PostgreSQL's own
+    assert set(postgres.MIGRATIONS) == set(range(1, postgres.SCHEMA_VERSION + 1)) == set(MIGRATIONS) | {3}
+    assert rows(store_spec, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                            "WHERE attrelid = 'templates'::regclass AND attname = 'embedding'") == [("vector(128)",)]
+    assert rows(store_spec, "SELECT strpos(indexdef, 'USING hnsw (embedding vector_cosine_ops)') > 0 "
+                            "FROM pg_indexes WHERE indexname = ?", (postgres.HNSW_INDEX,)) == [(True,)]
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
@@ -101,7 +106,9 @@ def test_wrong_embedding_size_and_nan_are_refused(store):
 def test_newer_schema_and_foreign_databases_are_refused(postgres_gallery):
     store_spec = postgres_gallery
     open_store(store_spec, MODEL, create=True).close()
-    rows(store_spec, "UPDATE siamface_schema SET version = ? RETURNING version", (SCHEMA_VERSION + 1,))
+    from siamface.gallery.postgres import SCHEMA_VERSION as PG_VERSION
+
+    rows(store_spec, "UPDATE siamface_schema SET version = ? RETURNING version", (PG_VERSION + 1,))
     with pytest.raises(GalleryError, match="newer than this siamface"):
         open_store(store_spec)
     other = store_spec.rsplit("/", 1)[0] + "/postgres"     # the server's own database: not a gallery
@@ -111,19 +118,16 @@ def test_newer_schema_and_foreign_databases_are_refused(postgres_gallery):
     assert rows(other, "SELECT to_regclass('people') IS NULL") == [(True,)]
 
 
-def test_a_version_1_database_is_migrated_keeping_its_audit(postgres_gallery, monkeypatch):
+def test_a_version_1_database_is_migrated_keeping_its_audit(postgres_gallery):
     store_spec = postgres_gallery
     from siamface.gallery import postgres as module
 
-    with monkeypatch.context() as m:                      # a database written by the version-1 code
-        m.setattr(module, "MIGRATIONS", {1: module.MIGRATIONS[1]})
-        m.setattr(module, "SCHEMA_VERSION", 1)
-        with open_store(store_spec, MODEL, create=True) as old:
-            a = old.add_templates("a", _templates(1)).person
-            old.log([AuditRecord("verify", a.id, a.id, 0.95, 0.9, True, "best")])
+    # a database written by the version-1 code
+    legacy_postgres_gallery(store_spec, 1, MODEL, [("a", [(unit_vectors(1)[0].astype("<f4").tobytes(), "a.png")])],
+                            audit=True)
     assert rows(store_spec, "SELECT version FROM siamface_schema") == [(1,)]
     with open_store(store_spec) as s:
-        assert s.opened_version == 1 and s.schema_version() == SCHEMA_VERSION
+        assert s.opened_version == 1 and s.schema_version() == module.SCHEMA_VERSION
         assert [(e.claimed, e.returned, e.accepted) for e in s.audit()] == [("a", "a", True)]
         s.delete("a")
         assert [(e.claimed, e.claimed_tombstone is not None) for e in s.audit()] == [(None, True)]
@@ -177,7 +181,7 @@ def test_a_version_1_file_is_migrated_keeping_its_audit(tmp_path, monkeypatch):
         assert [(e.claimed, e.returned, e.accepted) for e in s.audit()] == [("a", "a", True)]
         s.delete("a")
         assert [(e.claimed, e.claimed_tombstone is not None) for e in s.audit()] == [(None, True)]
-    assert rows(path, "PRAGMA user_version") == [(2,)]
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     check_consistent(path)
 
 

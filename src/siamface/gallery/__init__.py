@@ -4,7 +4,9 @@ processes, in a PostgreSQL database named by URL (`PostgresStore`, the ``postgre
 
     Gallery            the verbs: enroll / enroll_folder / enroll_bulk / enroll_video, verify, identify, reembed
     Store              the storage protocol; SQLiteStore its embedded implementation
-    ExactIndex         in-memory exact 1:N search, rebuilt when the store changes
+    GalleryIndex       in-process 1:N search kept in step with the store: exact, FAISS past 50k templates
+                       (the ``faiss`` extra); a PostgreSQL gallery searches inside the database instead
+    ExactIndex         in-process exact 1:N search, reloaded when the store changes
     QualityGates       enrollment gate thresholds (face count, size, pose, sharpness, duplicates)
     check_name         the rule every person's name follows (``siamface.gallery.names``)
 
@@ -19,7 +21,7 @@ from .core import DEFAULT_FRACTION, RULES, Gallery, calibration_file_for
 from .enroll import Frame, QualityGates, assess, image_files, pose, sharpness, video_frames
 from .exchange import export_gallery, import_gallery
 from .names import InvalidNameError, check_name
-from .index import APPROX_MIN_TEMPLATES, ExactIndex, GalleryIndex, Hit, IVFIndex
+from .index import APPROX_MIN_TEMPLATES, ExactIndex, GalleryIndex, Hit
 from .results import (UNKNOWN, Candidate, ClaimVerification, EnrolledTemplate, EnrollmentReport, FaceIdentity,
                       Identification, Rejection, TemplateScore)
 from . import synthetic
@@ -30,7 +32,7 @@ from .store import (AddResult, AuditEntry, AuditRecord, ModelBinding, NewTemplat
 
 __all__ = [
     "AddResult", "AuditEntry", "AuditRecord", "Candidate", "ClaimVerification", "DEFAULT_FRACTION",
-    "APPROX_MIN_TEMPLATES", "EnrolledTemplate", "EnrollmentReport", "ExactIndex", "GalleryIndex", "IVFIndex", "FaceIdentity", "Frame", "Gallery", "Hit", "Identification",
+    "APPROX_MIN_TEMPLATES", "EnrolledTemplate", "EnrollmentReport", "ExactIndex", "GalleryIndex", "FaceIdentity", "Frame", "Gallery", "Hit", "Identification",
     "InvalidNameError", "MIGRATIONS", "ModelBinding", "PersonExistsError", "NewTemplate", "Person", "QualityGates", "RULES", "Rejection",
     "PostgresStore", "SCHEMA_VERSION", "SQLiteStore", "Store", "Template", "TemplateScore", "UNKNOWN", "UnknownPersonError",
     "assess", "calibration_file_for", "check_name", "gallery_exists", "is_database_url", "open_store", "export_gallery", "import_gallery", "image_files", "pose", "sharpness", "video_frames",

@@ -151,8 +151,11 @@ def add_parsers(sub, chain_options) -> None:
     q.set_defaults(func=cmd_import)
     q = gsub.add_parser("migrate", help="bring the gallery's schema to this siamface's version",
                         description="Apply the pending schema migrations (one transaction) and report the "
-                                    "schema version before and after; the same versions for SQLite files "
-                                    "and PostgreSQL databases.")
+                                    "schema version before and after. Version 3: an SQLite file keeps a log "
+                                    "of template changes (the FAISS index follows it); a PostgreSQL database "
+                                    "keeps templates as pgvector vectors with an HNSW index (converted from "
+                                    "bytes; the server needs pgvector, and a damaged template stops the "
+                                    "migration with nothing changed).")
     _gallery_option(q, json_flag=True)
     q.set_defaults(func=cmd_migrate)
     q = gsub.add_parser("stats", help="counts, model, file size")

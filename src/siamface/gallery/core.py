@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import ConfigError, GalleryError
 from ..image import describe, load_image
 from .enroll import QualityGates, Sample, assess, image_files, person_folders, video_frames
-from .index import GalleryIndex
+from .index import index_for
 from .results import (AMBIGUOUS, KNOWN, UNKNOWN, Candidate, ClaimVerification, EnrolledTemplate, EnrollmentReport,
                       FaceIdentity, Identification, Rejection, TemplateScore)
 from .names import InvalidNameError, check_name
@@ -105,7 +105,7 @@ class Gallery:
             model = ModelBinding.of(self.pipeline.encoder.info) if create else None
             store = open_store(store, model, create=create, keep_images=keep_images)
         self.store: Store = store
-        self.index = GalleryIndex(store)
+        self.index = index_for(store)
         self.gates = gates or QualityGates()
         self._threshold = threshold
 
@@ -161,6 +161,9 @@ class Gallery:
         return mine
 
     def close(self) -> None:
+        closer = getattr(self.index, "close", None)
+        if closer is not None:   # an in-process FAISS index writes what it learnt since its last save
+            closer()
         self.store.close()
 
     def __enter__(self) -> Gallery:

@@ -1,29 +1,32 @@
-"""1:N search over a store's templates, in memory, with NumPy: exact, and an approximate inverted-file
-index (`IVFIndex`) that takes over past `APPROX_MIN_TEMPLATES` templates.
+"""1:N search over a store's templates in this process: exact NumPy search, and FAISS (`FaissIndex`, the
+``faiss`` extra) past `APPROX_MIN_TEMPLATES` templates. (A PostgreSQL gallery searches inside the database
+instead: `index_for` hands out its `PostgresIndex`.)
 
-The index keeps one float32 matrix of every template (rows sorted by person) and rebuilds it lazily: each
-search first reads the store's change counter (`Store.generation`, one small query) and reloads the
-matrix only when it moved, so changes made by other threads or processes are seen at the next search.
+Each search first reads the store's change counter (`Store.generation`, one small query). Exact search
+keeps one float32 matrix of every template (rows sorted by person) and reloads it when the counter moved.
+The FAISS index keeps no such copy: when the counter moved it reads only the templates changed since
+(`SQLiteStore.changes`, a log the gallery keeps by trigger) and adds or removes them by id, so a change made
+by another process is seen at the next search in milliseconds, not after a reload. It is kept in a file
+beside the gallery (``<gallery>.faiss``, 0600, with the change-log position it reflects) and loaded from
+there at the next start, rebuilt only when the log no longer reaches back to it; removing a person deletes
+that file, so that their templates do not outlive them on disk (an index in memory rewrites it).
 
-A person's score for a probe is their best template's cosine similarity. Search is a matrix product
-followed by a per-person maximum over contiguous row segments (``np.maximum.reduceat``).
-
-Past `APPROX_MIN_TEMPLATES` templates `GalleryIndex` also builds an `IVFIndex` (inverted file: a spherical
-k-means coarse quantizer trained on the templates, each template filed under its nearest centroid; a
-query scans only the `nprobe` lists whose centroids are nearest and re-ranks those candidates with exact
-cosine similarity). It is rebuilt, like the matrix, when the store's generation moves. Measured by
-benchmarks/gallery.py on synthetic templates (people = random unit vectors, templates and probes at cosine
-0.93-0.97 to their person): at 1M templates the exact search is tens of ms, the IVF one a few ms with
-recall@1 (same top person as exact) above 99 %. NumPy only: no optional dependency.
+A person's score for a probe is their best template's cosine similarity. Exact search is a matrix product
+followed by a per-person maximum over contiguous row segments (``np.maximum.reduceat``); FAISS returns the
+nearest templates with their exact similarity (IVFFlat), grouped here per person. Without faiss-cpu,
+galleries of any size search exactly, and the first search says so in the log.
 """
+
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Collection
 
 import numpy as np
@@ -32,67 +35,12 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 
-#: From this many templates on, `GalleryIndex` searches with an `IVFIndex` (measured: below it, exact
+#: From this many templates on, `GalleryIndex` searches with FAISS when installed (measured: below it, exact
 #: search is as fast, see benchmarks/gallery.py).
 APPROX_MIN_TEMPLATES = 50_000
-#: Lists scanned per query (of about 2 * sqrt(n)): recall@1 >= 99 % on the synthetic benchmark at 1M.
-DEFAULT_NPROBE = 12
-
-
-class IVFIndex:
-    """Inverted-file approximate search over L2-normalised rows (cosine similarity), NumPy only.
-
-    `nlist` lists (default about 2 * sqrt(n)) from spherical k-means trained on a sample of the rows;
-    the rows are stored grouped by list, so that a query reads `nprobe` contiguous blocks.
-    """
-
-    def __init__(self, matrix: np.ndarray, nlist: int | None = None, *, iterations: int = 8,
-                 sample: int = 64, seed: int = 0, centroids: np.ndarray | None = None) -> None:
-        start = time.perf_counter()
-        matrix = np.ascontiguousarray(matrix, np.float32)
-        n, d = matrix.shape
-        if n == 0:
-            raise ValueError("an IVF index needs at least one row")
-        if centroids is not None:  # re-filing after a change: the quantizer trained before still fits
-            self.nlist = len(centroids)
-            iterations = 0
-        else:
-            self.nlist = int(min(n, nlist or max(16, round(2 * math.sqrt(n)))))
-        rng = np.random.default_rng(seed)
-        train = matrix[rng.choice(n, size=min(n, self.nlist * sample), replace=False)] if iterations else matrix[:0]
-        if centroids is None:
-            centroids = train[rng.choice(len(train), size=self.nlist, replace=False)].copy()
-        for _ in range(iterations):
-            assign = np.argmax(train @ centroids.T, axis=1)
-            sums = np.zeros_like(centroids)
-            np.add.at(sums, assign, train)
-            norms = np.linalg.norm(sums, axis=1, keepdims=True)
-            empty = norms[:, 0] == 0
-            centroids = np.where(empty[:, None], centroids, sums / np.maximum(norms, 1e-12))
-        self.centroids = np.ascontiguousarray(centroids, np.float32)
-        assign = np.empty(n, np.int64)
-        for lo in range(0, n, 65536):
-            assign[lo:lo + 65536] = np.argmax(matrix[lo:lo + 65536] @ self.centroids.T, axis=1)
-        self.order = np.argsort(assign, kind="stable")               # list-grouped position -> row
-        self.vectors = matrix[self.order]
-        self.offsets = np.r_[0, np.cumsum(np.bincount(assign, minlength=self.nlist))]
-        self.build_seconds = time.perf_counter() - start
-
-    @property
-    def nbytes(self) -> int:
-        return self.vectors.nbytes + self.order.nbytes + self.centroids.nbytes + self.offsets.nbytes
-
-    def candidates(self, query: np.ndarray, nprobe: int = DEFAULT_NPROBE) -> tuple[np.ndarray, np.ndarray]:
-        """(rows of the original matrix, their exact similarities) in the `nprobe` nearest lists."""
-        nprobe = max(1, min(int(nprobe), self.nlist))
-        near = self.centroids @ query
-        lists = np.argpartition(-near, nprobe - 1)[:nprobe] if nprobe < self.nlist else np.arange(self.nlist)
-        blocks = [(self.offsets[i], self.offsets[i + 1]) for i in lists]
-        scores = np.concatenate([self.vectors[lo:hi] @ query for lo, hi in blocks])
-        positions = np.concatenate([np.arange(lo, hi) for lo, hi in blocks])
-        return self.order[positions], scores
-
-
+#: Logged once per process when a gallery this large searches exactly because faiss-cpu is missing.
+NO_FAISS = ("faiss-cpu is not installed: 1:N search over %d templates is exact (NumPy, reloaded after every "
+            "change); pip install 'siamface[faiss]' for the FAISS index")
 @dataclass(frozen=True)
 class Hit:
     """A person found for a probe: their id, best similarity, and the template that gave it."""
@@ -110,7 +58,6 @@ class _Snapshot:
     matrix: np.ndarray         # (n, d) float32
     starts: np.ndarray         # (p,) first row of each person
     people: np.ndarray         # (p,) person id of each segment
-    ivf: IVFIndex | None = field(default=None, compare=False)
 
 
 def _snapshot(generation: int, template_ids: np.ndarray, person_ids: np.ndarray, matrix: np.ndarray) -> _Snapshot:
@@ -125,103 +72,290 @@ def _snapshot(generation: int, template_ids: np.ndarray, person_ids: np.ndarray,
                      person_ids[starts])
 
 
+@dataclass
+class _Faiss:
+    """The FAISS state of a `GalleryIndex`: the index, and the person of each template id (sorted by id)."""
+
+    generation: int
+    seq: int | None            # position in the store's change log it reflects (None: the store keeps none)
+    index: object              # FaissIndex
+    template_ids: np.ndarray   # (n,) int64, sorted
+    person_ids: np.ndarray     # (n,) int64
+    unsaved: int = 0           # changes applied since it was last written to its file
+
+
 class GalleryIndex:
-    """Nearest-person search over the templates of `store` (rebuilt when the store changes): exact NumPy
-    search, or an `IVFIndex` from `approx_min` templates on (``approx_min=None``: always exact)."""
+    """Nearest-person search over the templates of `store`, kept in step with it: exact NumPy search, or
+    FAISS from `approx_min` templates on when faiss-cpu is installed (``approx_min=None``: always exact).
+    `persist`: keep the FAISS index in ``<gallery>.faiss`` beside an SQLite gallery (default: when the
+    gallery is writable)."""
 
     def __init__(self, store: Store, *, approx_min: int | None = APPROX_MIN_TEMPLATES,
-                 nprobe: int = DEFAULT_NPROBE) -> None:
+                 nprobe: int | None = None, persist: bool | None = None) -> None:
         self.store = store
         self.approx_min = approx_min
         self.nprobe = nprobe
-        self._snap: _Snapshot | None = None
-        self._lock = threading.Lock()
+        path = getattr(store, "path", None)
+        writable = path is not None and not getattr(store, "read_only", False)
+        self.path = Path(f"{path}.faiss") if path is not None and (persist or persist is None) else None
+        self._save_file = writable and persist is not False
+        self._state: _Snapshot | _Faiss | None = None
+        self._lock = threading.RLock()
+        self._saver: threading.Thread | None = None
 
-    def _current(self) -> _Snapshot:
+    # -- keeping in step with the store ----------------------------------------------------------------
+    def _current(self) -> _Snapshot | _Faiss:
         generation = self.store.generation()
-        snap = self._snap
-        if snap is not None and snap.generation == generation:
-            return snap
+        state = self._state
+        if state is not None and state.generation == generation:
+            return state
         with self._lock:
-            if self._snap is None or self._snap.generation != generation:
-                old = self._snap.ivf if self._snap is not None else None
-                snap = _snapshot(*self.store.matrix())
-                n = len(snap.template_ids)
-                if self.approx_min is not None and n >= self.approx_min:
-                    # Keep the trained quantizer while the gallery is within a factor 2 of its size then:
-                    # re-filing the templates is a fraction of training.
-                    reuse = old is not None and old.centroids.shape[1] == snap.matrix.shape[1] and \
-                        len(old.order) / 2 <= n <= 2 * len(old.order)
-                    ivf = IVFIndex(snap.matrix, centroids=old.centroids if reuse else None)
-                    snap = _Snapshot(**{**snap.__dict__, "ivf": ivf})
-                    log.info("IVF index over %d templates built in %.1f s", len(snap.template_ids),
-                             snap.ivf.build_seconds)
-                self._snap = snap
-            return self._snap
+            if self._state is None or self._state.generation != generation:
+                self._state = self._refresh()
+            return self._state
 
+    def _faiss_wanted(self) -> bool:
+        if self.approx_min is None:
+            return False
+        from . import faiss_index
+
+        return faiss_index.available()
+
+    def _refresh(self) -> _Snapshot | _Faiss:
+        state = self._state
+        if isinstance(state, _Faiss) and self._catch_up(state):
+            return state
+        if state is None and self._faiss_wanted() and self.path is not None:
+            loaded = self._load()
+            if loaded is not None:
+                return loaded
+        return self._full()
+
+    def _full(self) -> _Snapshot | _Faiss:
+        """Read every template; a FAISS index over them when the gallery is large enough (and faiss-cpu is
+        there), else an exact snapshot."""
+        seq = self.store.change_seq() if hasattr(self.store, "change_seq") else None   # before the matrix:
+        generation, template_ids, person_ids, matrix = self.store.matrix()     # changes in between replay
+        n = len(template_ids)
+        if self.approx_min is not None and n >= self.approx_min:
+            if self._faiss_wanted():
+                return self._build(generation, seq, template_ids, person_ids, matrix)
+            _warn_no_faiss(n)
+        return _snapshot(generation, template_ids, person_ids, matrix)
+
+    def _build(self, generation, seq, template_ids, person_ids, matrix) -> _Faiss:
+        from .faiss_index import FaissIndex
+
+        start = time.perf_counter()
+        index = FaissIndex(matrix.shape[1], len(template_ids), **({"nprobe": self.nprobe} if self.nprobe else {}))
+        index.train(matrix)
+        index.add(template_ids, matrix)
+        order = np.argsort(template_ids, kind="stable")
+        state = _Faiss(generation, seq, index, template_ids[order], person_ids[order], unsaved=1)
+        log.info("FAISS index over %d templates (%d lists) built in %.1f s", len(template_ids), index.nlist,
+                 time.perf_counter() - start)
+        self._save(state)
+        return state
+
+    def _catch_up(self, state: _Faiss) -> bool:
+        """Apply the templates changed since `state` was made (from the store's change log) to it, in place;
+        False when that cannot be done (no log, or it no longer reaches back, or another embedding size)."""
+        if state.seq is None or not hasattr(self.store, "changes"):
+            return False
+        found = self.store.changes(state.seq)
+        if found is None:
+            return False
+        generation, seq, touched, (ids, people, matrix) = found
+        if len(ids) and matrix.shape[1] != state.index.d:
+            return False
+        present = touched[np.isin(touched, state.template_ids)]
+        if len(present):
+            state.index.remove(present)
+            keep = ~np.isin(state.template_ids, present)
+            state.template_ids, state.person_ids = state.template_ids[keep], state.person_ids[keep]
+        if len(ids):
+            state.index.add(ids, matrix)
+            template_ids = np.concatenate([state.template_ids, ids])
+            person_ids = np.concatenate([state.person_ids, people])
+            order = np.argsort(template_ids, kind="stable")
+            state.template_ids, state.person_ids = template_ids[order], person_ids[order]
+        state.generation, state.seq = generation, seq
+        state.unsaved += len(touched)
+        # a removal is written at once, after any write under way (which may hold the removed templates: the
+        # store deleted the file for that); additions in batches, and not while a write is under way (the
+        # search does not wait for the disk)
+        if len(present):
+            self._save(state)
+        elif state.unsaved >= max(1000, len(state.template_ids) // 100) or \
+                (self.path is not None and not self.path.exists()):
+            self._save(state, wait=False)
+        return True
+
+    def _header(self) -> dict:
+        model = self.store.model
+        return {"model": [model.name, model.version, model.embedding_size],
+                "gallery_created": getattr(self.store, "created", "")}
+
+    def _save(self, state: _Faiss, wait: bool = True) -> None:
+        """Write the index to its file (in the background: searches go on meanwhile). ``wait=False``: not now
+        when a write is under way (what is unsaved is written by a later change or `close`)."""
+        if self.path is None or not self._save_file or state.seq is None:
+            return
+        if not wait and self._saver is not None and self._saver.is_alive():
+            return
+        from .faiss_index import FaissIndex
+
+        header = {**self._header(), "generation": state.generation, "seq": state.seq}
+        arrays = (state.template_ids.copy(), state.person_ids.copy())
+        copy = FaissIndex(state.index.d, 0, kind=state.index.kind,
+                          index=_clone(state.index.index))   # the writer works on its own copy
+        state.unsaved = 0
+
+        def write() -> None:
+            try:
+                copy.save(self.path, header, arrays)
+            except OSError as exc:
+                log.warning("%s: FAISS index not saved (%s)", self.path, exc)
+
+        if self._saver is not None:
+            self._saver.join()
+        self._saver = threading.Thread(target=write, name="faiss-save")
+        self._saver.start()
+
+    def _load(self) -> _Faiss | None:
+        """The index saved beside the gallery, brought up to date from the change log; None when there is
+        none, it is of another gallery or model, or the log no longer reaches back to it (rebuild)."""
+        from .faiss_index import FaissIndex
+
+        found = FaissIndex.load(self.path, **({"nprobe": self.nprobe} if self.nprobe else {}))
+        if found is None:
+            return None
+        index, header, arrays = found
+        if any(header.get(k) != v for k, v in self._header().items()) or len(arrays) != 2 \
+                or not hasattr(self.store, "changes"):
+            return None
+        state = _Faiss(int(header["generation"]), int(header["seq"]), index, arrays[0], arrays[1])
+        if not self._catch_up(state) or len(state.template_ids) != self.store.stats()["templates"]:
+            return None
+        log.info("FAISS index over %d templates loaded from %s", len(state.template_ids), self.path)
+        return state
+
+    def close(self) -> None:
+        """Write what the index learnt since its last save, and wait for the writer."""
+        with self._lock:
+            if isinstance(self._state, _Faiss) and self._state.unsaved:
+                self._save(self._state)
+            if self._saver is not None:
+                self._saver.join()
+                self._saver = None
+
+    # -- what it holds ---------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._current().template_ids)
 
     @property
     def n_people(self) -> int:
-        return len(self._current().people)
+        state = self._current()
+        return len(state.people) if isinstance(state, _Snapshot) else len(np.unique(state.person_ids))
 
     @property
     def approximate(self) -> bool:
-        """Whether searches go through the IVF index now."""
-        return self._current().ivf is not None
+        """Whether searches go through FAISS now."""
+        return isinstance(self._current(), _Faiss)
 
+    @property
+    def kind(self) -> str:
+        state = self._current()
+        if isinstance(state, _Faiss):
+            return f"FAISS IVF-{state.index.kind} {state.index.nlist} lists, nprobe {state.index.index.nprobe}"
+        return "exact"
+
+    # -- search ----------------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int = 5, exclude: int | Collection[int] | None = None,
                exact: bool | None = None) -> list[list[Hit]]:
         """The `k` best people for each query row (best first), each with their best template.
 
         `queries`: (m, d) L2-normalised embeddings. `exclude`: a person id (or several) to leave out, as if
-        not enrolled. `exact`: force exact search (True) or the IVF index when built (default: whichever is
-        in force).
+        not enrolled. `exact`: force exact search (True) or FAISS when built (default: whichever is in force).
         """
         queries = np.atleast_2d(np.asarray(queries, np.float32))
         exclude = _ids(exclude)
-        snap = self._current()
-        if not len(snap.people) or k < 1:
+        if k < 1:
             return [[] for _ in range(len(queries))]
-        if queries.shape[1] != snap.matrix.shape[1]:
+        state = self._current()
+        if isinstance(state, _Faiss):
+            if state.index.d != queries.shape[1]:
+                raise ValueError(f"query embeddings are {queries.shape[1]}-d; the gallery's are {state.index.d}-d")
+            if not exact:
+                excluded = set() if exclude is None else {int(i) for i in exclude}
+                with self._lock:   # FAISS is changed in place (under this lock): never search meanwhile
+                    return [_search_faiss(state, q, k, excluded) for q in queries]
+            state = _snapshot(*self.store.matrix())
+        if not len(state.people):
+            return [[] for _ in range(len(queries))]
+        if queries.shape[1] != state.matrix.shape[1]:
             raise ValueError(f"query embeddings are {queries.shape[1]}-d; the gallery's are "
-                             f"{snap.matrix.shape[1]}-d")
-        if snap.ivf is not None and not exact:
-            return [self._search_ivf(snap, q, k, exclude) for q in queries]
-        return _search_exact(snap, queries, k, exclude)
-
-    def _search_ivf(self, snap: _Snapshot, query: np.ndarray, k: int, exclude: np.ndarray | None) -> list[Hit]:
-        rows, scores = snap.ivf.candidates(query, self.nprobe)
-        people = snap.person_ids[rows]
-        if exclude is not None:
-            keep = ~np.isin(people, exclude)
-            rows, scores, people = rows[keep], scores[keep], people[keep]
-        hits: list[Hit] = []
-        seen: set[int] = set()
-        width = min(len(scores), 64 * k)
-        while len(hits) < k and width:
-            top = np.argpartition(-scores, width - 1)[:width] if width < len(scores) else np.arange(len(scores))
-            hits, seen = [], set()
-            for i in top[np.argsort(-scores[top], kind="stable")]:
-                person = int(people[i])
-                if person not in seen:
-                    seen.add(person)
-                    hits.append(Hit(person, float(np.clip(scores[i], -1.0, 1.0)), int(snap.template_ids[rows[i]])))
-                    if len(hits) == k:
-                        break
-            if width == len(scores):
-                break
-            width = len(scores) if len(hits) < k else 0
-        return hits
+                             f"{state.matrix.shape[1]}-d")
+        return _search_exact(state, queries, k, exclude)
 
     def person_scores(self, queries: np.ndarray, person_id: int) -> tuple[np.ndarray, np.ndarray]:
         """(template ids (t,), similarities (m, t)) of one person's templates against each query."""
         queries = np.atleast_2d(np.asarray(queries, np.float32))
-        snap = self._current()
-        lo, hi = np.searchsorted(snap.person_ids, [person_id, person_id + 1])
-        scores = np.clip(queries @ snap.matrix[lo:hi].T, -1.0, 1.0)
-        return snap.template_ids[lo:hi], scores
+        state = self._current()
+        if isinstance(state, _Faiss):   # no copy of the templates here: read that person's rows
+            ids, matrix = self.store.person_matrix(person_id)
+            return ids, np.clip(queries @ matrix.T, -1.0, 1.0)
+        lo, hi = np.searchsorted(state.person_ids, [person_id, person_id + 1])
+        scores = np.clip(queries @ state.matrix[lo:hi].T, -1.0, 1.0)
+        return state.template_ids[lo:hi], scores
+
+
+def _clone(index):
+    from .faiss_index import _faiss
+
+    return _faiss().clone_index(index)
+
+
+_warned: set[int] = set()
+
+
+def _warn_no_faiss(n: int) -> None:
+    if not _warned:
+        _warned.add(n)
+        log.warning(NO_FAISS, n)
+
+
+def _search_faiss(state: _Faiss, query: np.ndarray, k: int, exclude: set[int]) -> list[Hit]:
+    """The k best people among the nearest templates FAISS finds (more of them fetched while the people
+    found fall short of k because of exclusions or people with many templates)."""
+    total = len(state.template_ids)
+    want = min(total, 32 * k)
+    while True:
+        ids, scores = state.index.candidates(query[None], want)
+        ids, scores = ids[0], scores[0]
+        valid = ids >= 0
+        ids, scores = ids[valid], scores[valid]
+        people = state.person_ids[np.searchsorted(state.template_ids, ids)]
+        hits: list[Hit] = []
+        seen: set[int] = set()
+        for i in np.argsort(-scores, kind="stable"):
+            person = int(people[i])
+            if person in seen or person in exclude:
+                continue
+            seen.add(person)
+            hits.append(Hit(person, float(np.clip(scores[i], -1.0, 1.0)), int(ids[i])))
+            if len(hits) == k:
+                return hits
+        if want >= total or len(ids) < want:
+            return hits
+        want = min(total, want * 4)
+
+
+def index_for(store: Store):
+    """The 1:N index a gallery searches with: the store's own when it has one (a PostgreSQL gallery searches
+    inside the database, `siamface.gallery.postgres.PostgresIndex`), else a `GalleryIndex` in this process."""
+    own = getattr(store, "search_index", None)
+    return own() if own is not None else GalleryIndex(store)
 
 
 class ExactIndex(GalleryIndex):

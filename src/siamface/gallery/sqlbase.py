@@ -184,7 +184,8 @@ class SqlStore:
             rows = db.execute(self._q(f"SELECT {columns} FROM templates WHERE person_id = ? ORDER BY id"),
                               (person_id,)).fetchall()
         if embeddings:
-            self._matrix(0, [(r[0], r[1], bytes(r[8])) for r in rows])   # raises on a damaged template
+            rows = [(*r[:8], self._raw(r[8])) for r in rows]
+            self._matrix(0, [(r[0], r[1], r[8]) for r in rows])   # raises on a damaged template
 
         def quality(r) -> dict[str, Any]:
             try:
@@ -196,8 +197,16 @@ class SqlStore:
 
         return [Template(id=int(r[0]), person_id=int(r[1]), model=r[2], model_version=r[3],
                          source=source_label(r[4]), quality=quality(r), created=r[6], has_image=bool(r[7]),
-                         embedding=np.frombuffer(bytes(r[8]), "<f4").astype(np.float32) if embeddings else None)
+                         embedding=np.frombuffer(r[8], "<f4").astype(np.float32) if embeddings else None)
                 for r in rows]
+
+    def person_matrix(self, person_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(template ids, embeddings (t, d)) of one person, read alone and checked as `matrix` checks them."""
+        with self._read() as db:
+            rows = db.execute(self._q("SELECT id, person_id, embedding FROM templates WHERE person_id = ? "
+                                      "ORDER BY id"), (int(person_id),)).fetchall()
+        _, ids, _, matrix = self._matrix(0, [(r[0], r[1], self._raw(r[2])) for r in rows])
+        return ids, matrix
 
     def templates(self, name: str | None = None, *, embeddings: bool = False) -> list[Template]:
         with self._read() as db:
@@ -208,6 +217,11 @@ class SqlStore:
                     raise UnknownPersonError(name, self.location)
                 person_id = found.id
             return self._templates(db, person_id, embeddings)
+
+    @staticmethod
+    def _raw(value) -> bytes:
+        """A stored embedding as little-endian float32 bytes (SQLite keeps them so; PostgreSQL overrides)."""
+        return bytes(value)
 
     def _q(self, sql: str) -> str:
         """`sql` with this driver's placeholder (the statements here contain no other question mark)."""
@@ -236,8 +250,6 @@ class SqlStore:
                 for r in rows]
 
     def stats(self) -> dict[str, Any]:
-        from .sqlite import SCHEMA_VERSION  # one version for both backends; sqlite.py imports this module
-
         with self._read() as db:
             people = db.execute("SELECT count(*) FROM people").fetchone()[0]
             templates = db.execute("SELECT count(*) FROM templates").fetchone()[0]
@@ -246,7 +258,7 @@ class SqlStore:
             size_key, size = self._storage_size(db)
         return {"gallery": self.location, "model": self.model.name, "model_version": self.model.version,
                 "embedding_size": self.model.embedding_size, "keep_images": self.keep_images,
-                "created": self.created, "schema_version": SCHEMA_VERSION, "people": people,
+                "created": self.created, "schema_version": self.SCHEMA_VERSION, "people": people,
                 "templates": templates, "kept_images": images, "audit_entries": audit, size_key: size}
 
     def _find_row(self, db, name: str) -> Person | None:

@@ -126,11 +126,37 @@ def _migrate_to_2(db: sqlite3.Connection) -> None:
     """)
 
 
+def _migrate_to_3(db: sqlite3.Connection) -> None:
+    """A log of template changes (ids only, no biometric data), written by triggers whatever writes the
+    file: what a process's 1:N index reads to catch up with a change made elsewhere without reloading
+    every template. `SQLiteStore.changes` reads it; a change keeps the last `CHANGE_LOG_KEEP` entries."""
+    db.execute("CREATE TABLE template_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+               "template_id INTEGER NOT NULL)")
+    db.execute("CREATE TRIGGER template_added AFTER INSERT ON templates BEGIN "
+               "INSERT INTO template_changes (template_id) VALUES (new.id); END")
+    db.execute("CREATE TRIGGER template_removed AFTER DELETE ON templates BEGIN "
+               "INSERT INTO template_changes (template_id) VALUES (old.id); END")
+    db.execute("CREATE TRIGGER template_changed AFTER UPDATE OF id, person_id, embedding ON templates BEGIN "
+               "INSERT INTO template_changes (template_id) VALUES (old.id); "
+               "INSERT INTO template_changes (template_id) VALUES (new.id); END")
+    # the log keeps its last CHANGE_LOG_KEEP entries (pruned every 1000), whichever code writes the file
+    db.execute(f"CREATE TRIGGER template_changes_pruned AFTER INSERT ON template_changes "
+               f"WHEN new.seq % 1000 = 0 BEGIN "
+               f"DELETE FROM template_changes WHERE seq <= new.seq - {CHANGE_LOG_KEEP}; END")
+    # the starting point: nothing logged yet, an index built from now on reads from here
+    db.execute("INSERT INTO template_changes (template_id) VALUES (0)")
+
+
+#: Entries of the template change log kept (older ones are dropped; an index further behind rebuilds).
+#: Part of schema version 3 (its trigger): never change it; a new value needs a migration.
+CHANGE_LOG_KEEP = 200_000
+
 #: Schema migrations: version -> function bringing a file at version - 1 to that version (inside the
 #: opening transaction; never commit in one). Add a new entry for every schema change; never edit one.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _migrate_to_1,
     2: _migrate_to_2,
+    3: _migrate_to_3,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -161,6 +187,8 @@ class SQLiteStore(SqlStore):
     `model` is required to create a file and, when given for an existing one, must match it
     (`ModelMismatchError`); `keep_images` is decided at creation and stored in the file.
     """
+
+    SCHEMA_VERSION = SCHEMA_VERSION
 
     def __init__(self, path: str | os.PathLike, model: ModelBinding | None = None, *, create: bool = False,
                  keep_images: bool = False, busy_timeout: float = BUSY_TIMEOUT_S,
@@ -324,6 +352,29 @@ class SQLiteStore(SqlStore):
     def _bump(db: sqlite3.Connection) -> None:
         db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
 
+    def change_seq(self) -> int:
+        """Where the template change log stands (read it before `matrix`, then `changes` from here)."""
+        return int(self._connect().execute("SELECT coalesce(max(seq), 0) FROM template_changes").fetchone()[0])
+
+    def changes(self, since: int):
+        """The templates changed after log entry `since`, in one snapshot: (generation, log position now,
+        ids of every template touched, (ids, person ids, embeddings) of those that are there now, checked
+        as `matrix` checks them); None when the log no longer reaches back to `since` (rebuild instead)."""
+        with self._read() as db:
+            generation = int(db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+            low, high = db.execute("SELECT min(seq), max(seq) FROM template_changes").fetchone()
+            if low is None or since < low:
+                return None
+            touched = sorted({int(r[0]) for r in db.execute(
+                "SELECT template_id FROM template_changes WHERE seq > ?", (since,))} - {0})
+            rows = []
+            for lo in range(0, len(touched), 500):
+                part = touched[lo:lo + 500]
+                rows += db.execute(f"SELECT id, person_id, embedding FROM templates WHERE id IN "
+                                   f"({','.join('?' * len(part))}) ORDER BY person_id, id", part).fetchall()
+        _, ids, people, matrix = self._matrix(generation, rows)
+        return generation, int(high), np.array(touched, np.int64), (ids, people, matrix)
+
     def _open_read_only(self, version: int) -> None:
         if version == 0:
             raise ReadOnlyGalleryError(f"{self.path}: an empty file, not a gallery yet, and read-only")
@@ -457,6 +508,14 @@ class SQLiteStore(SqlStore):
 
     def _after_delete(self) -> None:
         self._flush_wal()
+        # the in-process FAISS index saved beside the gallery holds the removed templates: gone with them
+        # (an index in memory catches up from the change log and writes a new one)
+        try:
+            os.unlink(f"{self.path}.faiss")
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("%s.faiss: not removed (%s); delete it by hand", self.path, exc.strerror)
 
     def _flush_wal(self) -> None:
         """Copy the WAL into the main file (where secure_delete has zeroed the freed bytes) and truncate it,

@@ -223,6 +223,9 @@ class Store(Protocol):
         """(generation, template ids (n,), person ids (n,), embeddings (n, d) float32), sorted by person id
         then template id, read in one consistent snapshot."""
 
+    def person_matrix(self, person_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(template ids, embeddings (t, d) float32) of one person, checked as `matrix` checks them."""
+
     def names(self, person_ids: Sequence[int]) -> dict[int, str]: ...
 
     def image(self, template_id: int) -> bytes | None: ...

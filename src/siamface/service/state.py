@@ -90,6 +90,9 @@ class Service:
         # Warm-up: build both models and run each once, so the first request does not pay for it.
         self.pipeline.embed(np.full((120, 120, 3), 127, np.uint8))
         self.gallery.index.search(np.zeros((1, self.pipeline.encoder.info.embedding_size), np.float32), k=1)
+        check = getattr(self.gallery.index, "check", None)
+        if check is not None:   # an index in the database reads no template above: check them all once
+            check()
 
     def close(self) -> None:
         if self.gallery is not None:

@@ -1,0 +1,152 @@
+"""FAISS (``faiss-cpu``, the ``faiss`` extra) as the in-process 1:N index of an SQLite gallery.
+
+`FaissIndex` is an inverted file over inner products (cosine on L2-normalised templates): a coarse k-means
+quantizer of about ``2 * sqrt(n)`` lists trained once on a sample, each template filed under its nearest
+list by its template id, ``nprobe`` lists scanned per query. Two kinds:
+
+- ``flat`` (IVFFlat): the templates themselves in the lists, so the similarities it returns are exact; what
+  a gallery uses. 512 bytes per 128-d template.
+- ``sq8`` (IVF, 8-bit scalar quantisation): a quarter of the memory, similarities within about 1e-3; for
+  galleries of tens of millions in process (benchmarks/gallery_backends.py --faiss-only).
+
+Templates are added and removed by id without a rebuild. `save` / `load` keep it in a file (written 0600,
+atomically) with the gallery generation and change sequence it reflects; `siamface.gallery.index` keeps
+it in step with the gallery from the store's change log and rebuilds only when the file is stale beyond
+what the log covers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+#: Lists scanned per query: recall@1 >= 99 % against exact search on the synthetic benchmark at 1M.
+DEFAULT_NPROBE = 16
+#: Training sample per list (k-means on at most this many templates per list).
+SAMPLE_PER_LIST = 40
+#: Format tag of the persisted file's header line.
+FILE_FORMAT = "siamface-faiss-index"
+
+
+def available() -> bool:
+    """Whether faiss-cpu can be imported."""
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _faiss():
+    import faiss
+
+    return faiss
+
+
+class FaissIndex:
+    """An IVF index over L2-normalised rows with int64 ids (template ids). Not thread-safe: the caller
+    serialises searches and changes."""
+
+    def __init__(self, d: int, expected: int, kind: str | None = None, nprobe: int = DEFAULT_NPROBE,
+                 index=None) -> None:
+        faiss = _faiss()
+        self.d = int(d)
+        self.kind = kind or "flat"
+        if index is None:
+            nlist = int(max(16, min(8192, round(2 * math.sqrt(max(1, expected))))))
+            quantizer = faiss.IndexFlatIP(self.d)
+            if self.kind == "flat":
+                index = faiss.IndexIVFFlat(quantizer, self.d, nlist, faiss.METRIC_INNER_PRODUCT)
+            elif self.kind == "sq8":
+                index = faiss.IndexIVFScalarQuantizer(quantizer, self.d, nlist, faiss.ScalarQuantizer.QT_8bit,
+                                                      faiss.METRIC_INNER_PRODUCT)
+            else:
+                raise ValueError(f"unknown FAISS index kind {kind!r}")
+            self._quantizer = quantizer     # the index does not own it: kept alive with it
+            index.cp.niter = 10             # k-means iterations (FAISS's default 25 buys no recall here)
+        self.index = index
+        self.index.nprobe = int(nprobe)
+
+    @property
+    def nlist(self) -> int:
+        return int(self.index.nlist)
+
+    @property
+    def trained(self) -> bool:
+        return bool(self.index.is_trained)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the lists take (codes and ids) plus the quantizer."""
+        code = self.d * 4 if self.kind == "flat" else self.d
+        return len(self) * (code + 8) + self.nlist * self.d * 4
+
+    def train(self, rows: np.ndarray, seed: int = 0) -> None:
+        """Train the coarse quantizer (and the scalar quantizer) on a sample of `rows`."""
+        rows = np.ascontiguousarray(rows, np.float32)
+        take = min(len(rows), self.nlist * SAMPLE_PER_LIST)
+        if take < len(rows):
+            rows = rows[np.sort(np.random.default_rng(seed).choice(len(rows), take, replace=False))]
+        if len(rows) < self.nlist:   # fewer rows than lists: repeat them (tiny galleries only)
+            rows = np.resize(rows, (self.nlist, self.d))
+        self.index.train(rows)
+
+    def add(self, ids: np.ndarray, rows: np.ndarray) -> None:
+        if len(ids):
+            self.index.add_with_ids(np.ascontiguousarray(rows, np.float32), np.ascontiguousarray(ids, np.int64))
+
+    def remove(self, ids) -> int:
+        ids = np.ascontiguousarray(np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids), np.int64)
+        return int(self.index.remove_ids(ids)) if len(ids) else 0
+
+    def candidates(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids (m, k), similarities (m, k)) of the `k` nearest rows of each query (-1 ids pad short rows)."""
+        scores, ids = self.index.search(np.ascontiguousarray(np.atleast_2d(queries), np.float32), int(k))
+        return ids, scores
+
+    # -- persistence -----------------------------------------------------------------------------------
+    def save(self, path: Path, header: dict, arrays: tuple[np.ndarray, ...] = ()) -> None:
+        """Write the index to `path` (0600, replaced atomically): a JSON header line, the int64 `arrays`,
+        then FAISS's bytes."""
+        data = _faiss().serialize_index(self.index)
+        arrays = tuple(np.ascontiguousarray(a, np.int64) for a in arrays)
+        line = json.dumps({"format": FILE_FORMAT, "kind": self.kind, "d": self.d, **header,
+                           "arrays": [len(a) for a in arrays]}).encode() + b"\n"
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(line)
+                for a in arrays:
+                    f.write(memoryview(a).cast("B"))
+                f.write(memoryview(data))
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    @classmethod
+    def load(cls, path: Path, nprobe: int = DEFAULT_NPROBE) -> tuple[FaissIndex, dict, list[np.ndarray]] | None:
+        """The index in `path`, its header and arrays, or None when there is none or it is not one of ours."""
+        try:
+            with open(path, "rb") as f:
+                header = json.loads(f.readline())
+                if not isinstance(header, dict) or header.get("format") != FILE_FORMAT:
+                    return None
+                arrays = [np.frombuffer(f.read(8 * int(n)), np.int64).copy() for n in header["arrays"]]
+                data = np.frombuffer(f.read(), np.uint8)
+            index = _faiss().deserialize_index(data)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError):
+            return None
+        return cls(int(header["d"]), 0, kind=header.get("kind"), nprobe=nprobe, index=index), header, arrays
