@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable, Iterator
 
 from .errors import ModelError
 
 
-def atomic_write_bytes(target: Path, data: bytes) -> None:
+@contextmanager
+def atomic_file(target: Path, *, mode: int | None = None, fsync: bool = True) -> Iterator[BinaryIO]:
+    """A binary file to write that appears at `target` whole when the block ends, or not at all when it
+    raises: a temporary file in the same folder (created with `mode`, e.g. 0o600, when given), flushed to
+    disk unless `fsync` is False (a cache that can be rebuilt), then renamed into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            yield f
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, target)
     except BaseException:
         try:
@@ -25,6 +33,11 @@ def atomic_write_bytes(target: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def atomic_write_bytes(target: Path, data: bytes, *, mode: int | None = None) -> None:
+    with atomic_file(target, mode=mode) as f:
+        f.write(data)
 
 
 def cached_conversion(source: Path, target: Path, build: Callable[[], bytes]) -> Path:

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .._files import atomic_file
 
 #: Lists scanned per query: recall@1 >= 99 % against exact search on the synthetic benchmark at 1M.
 DEFAULT_NPROBE = 16
@@ -120,21 +120,11 @@ class FaissIndex:
         arrays = tuple(np.ascontiguousarray(a, np.int64) for a in arrays)
         line = json.dumps({"format": FILE_FORMAT, "kind": self.kind, "d": self.d, **header,
                            "arrays": [len(a) for a in arrays]}).encode() + b"\n"
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(line)
-                for a in arrays:
-                    f.write(memoryview(a).cast("B"))
-                f.write(memoryview(data))
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with atomic_file(path, mode=0o600, fsync=False) as f:   # a cache: the gallery is the truth
+            f.write(line)
+            for a in arrays:
+                f.write(memoryview(a).cast("B"))
+            f.write(memoryview(data))
 
     @classmethod
     def load(cls, path: Path, nprobe: int = DEFAULT_NPROBE) -> tuple[FaissIndex, dict, list[np.ndarray]] | None:
