@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
@@ -50,3 +51,36 @@ def cached_conversion(source: Path, target: Path, build: Callable[[], bytes]) ->
     except OSError as exc:
         raise ModelError(f"cannot write the converted model of {source} to {target.parent}: {exc}") from None
     return target
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """``$SIAMFACE_CACHE``, else ``$XDG_CACHE_HOME/siamface``, else ``~/.cache/siamface``."""
+    env = os.environ.get("SIAMFACE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "siamface"
+    return Path.home() / ".cache" / "siamface"
+
+
+def cached_model(source: str | Path, stem: str, version: int, build: Callable[[], bytes], *,
+                 cache_dir: str | Path | None = None, what: str = "model file") -> Path:
+    """The ONNX conversion of `source`, made once by ``build()`` into the cache dir: the file name holds
+    `stem`, the first 16 hex digits of the source's sha256 and the converter `version`, and it is written
+    atomically (`cached_conversion`), so a reader never sees a half-written model."""
+    source = Path(source)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    try:
+        digest = file_sha256(source)[:16]
+    except OSError as exc:
+        raise ModelError(f"cannot read {what} {source}: {exc}") from None
+    return cached_conversion(source, cache / f"{stem}-{digest}-c{version}.onnx", build)

@@ -108,13 +108,11 @@ def build_mmod_onnx(dat_path: str | Path) -> tuple[bytes, DlibNet]:
 
 def cached_mmod_onnx(dat_path: str | Path, cache_dir: str | Path | None = None) -> Path:
     """The ONNX conversion of the MMOD conv net, made once into the cache dir (atomic write)."""
-    from .._files import cached_conversion
-    from ..embedding.dlib_onnx import default_cache_dir, file_sha256
+    from .._files import cached_model
 
     dat_path = Path(dat_path)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = cache / f"{dat_path.stem}-{file_sha256(dat_path)[:16]}-c{MMOD_CONVERTER_VERSION}.onnx"
-    return cached_conversion(dat_path, target, lambda: build_mmod_onnx(dat_path)[0])
+    return cached_model(dat_path, dat_path.stem, MMOD_CONVERTER_VERSION, lambda: build_mmod_onnx(dat_path)[0],
+                        cache_dir=cache_dir, what="dlib model")
 
 
 # --------------------------------------------------------------------------------------------------

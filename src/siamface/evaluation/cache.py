@@ -18,7 +18,6 @@ conversions of the models: ``$SIAMFACE_CACHE`` (a folder), else ``$XDG_CACHE_HOM
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -29,6 +28,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .._files import default_cache_dir, file_sha256  # noqa: F401 - file_sha256 is also imported from here
 from ..errors import ConfigError
 
 __all__ = ["CachedEmbedding", "EmbeddingCache", "default_cache_path", "detector_key", "detector_options",
@@ -44,21 +44,9 @@ _NOT_IN_KEY = frozenset({"threads", "num_threads", "name"})
 def default_cache_path() -> Path:
     """``embeddings.sqlite`` in siamface's cache folder: ``$SIAMFACE_CACHE``, else ``$XDG_CACHE_HOME/siamface``,
     else ``~/.cache/siamface`` (the folder that also holds the converted ONNX models)."""
-    from ..embedding.dlib_onnx import default_cache_dir
-
     return default_cache_dir() / FILE_NAME
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
 
 
 def model_key(info: Any) -> str:

@@ -80,7 +80,7 @@ def _cache_key(root: Path, files: dict[str, list[Path]], detector: str, aligned:
 
 
 def default_chip_cache() -> Path:
-    from ..embedding.dlib_onnx import default_cache_dir
+    from .._files import default_cache_dir
 
     return default_cache_dir() / "train-chips"
 
