@@ -63,6 +63,8 @@ demo: setup
 	$(BIN)/siamface identify -g $(OUT)/demo.db $(SAMPLES)/s7/4.pgm $(SAMPLES)/s9/4.pgm || test $$? -eq 1
 
 test: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 # face_recognition (the peer in benchmarks/engines.py) declares dlib, a source build: it is installed without

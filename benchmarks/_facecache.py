@@ -51,8 +51,11 @@ def _load_detections(path: Path, tag: str) -> dict[str, Faces | None]:
     out: dict[str, Faces | None] = {}
     for i, f in enumerate(d["files"]):
         a, b = d["offsets"][i], d["offsets"][i + 1]
-        out[str(f)] = None if d["unreadable"][i] else Faces(
-            boxes=d["boxes"][a:b], scores=d["scores"][a:b], landmarks=d["landmarks"][a:b], detector=tag)
+        out[str(f)] = (
+            None
+            if d["unreadable"][i]
+            else Faces(boxes=d["boxes"][a:b], scores=d["scores"][a:b], landmarks=d["landmarks"][a:b], detector=tag)
+        )
     return out
 
 
@@ -71,16 +74,21 @@ def detections(root: Path, files: list[str], detector, tag: str) -> dict[str, Fa
         names = list(known)
         faces = [known[f] if known[f] is not None else Faces() for f in names]
         offsets = np.cumsum([0] + [len(x) for x in faces])
-        np.savez(path, files=np.array(names), offsets=offsets,
-                 boxes=np.concatenate([x.boxes.reshape(-1, 4) for x in faces]).astype(np.float32),
-                 scores=np.concatenate([x.scores.reshape(-1) for x in faces]).astype(np.float32),
-                 landmarks=np.concatenate([x.landmarks.reshape(-1, 5, 2) for x in faces]).astype(np.float32),
-                 unreadable=np.array([known[f] is None for f in names]))
+        np.savez(
+            path,
+            files=np.array(names),
+            offsets=offsets,
+            boxes=np.concatenate([x.boxes.reshape(-1, 4) for x in faces]).astype(np.float32),
+            scores=np.concatenate([x.scores.reshape(-1) for x in faces]).astype(np.float32),
+            landmarks=np.concatenate([x.landmarks.reshape(-1, 5, 2) for x in faces]).astype(np.float32),
+            unreadable=np.array([known[f] is None for f in names]),
+        )
     return {f: known[f] for f in files}
 
 
-def embeddings(tag: str, root: Path, files: list[str], dets: dict[str, Faces | None], pipeline,
-               face: str = "largest") -> np.ndarray:
+def embeddings(
+    tag: str, root: Path, files: list[str], dets: dict[str, Faces | None], pipeline, face: str = "largest"
+) -> np.ndarray:
     """(n, d) embeddings of the chosen face of each file (NaN rows: no face or unreadable), cached by tag and
     the model's name@version."""
     import hashlib
@@ -100,12 +108,13 @@ def embeddings(tag: str, root: Path, files: list[str], dets: dict[str, Faces | N
         if faces is not None and len(faces):
             image = load_image(root / f)
             k = faces.chosen(face, image.shape)
-            e = pipeline.embed(image, faces[k:k + 1]).embeddings[0]
+            e = pipeline.embed(image, faces[k : k + 1]).embeddings[0]
         known[f] = e
         _progress(f"embed {root.name} {tag}", i, len(todo))
     if todo:
         np.savez(path, files=np.array(list(known)), emb=np.stack(list(known.values())))
     return np.stack([known[f] for f in files]) if files else np.zeros((0, dim), np.float32)
+
 
 def celeba_files(root: Path) -> tuple[list[str], np.ndarray]:
     """The first PER_ID photos of each identity (the folder protocol's images) and their identity index."""

@@ -81,11 +81,19 @@ def verification_figures(prefix: str, r: runner.EvaluationReport) -> None:
 def _sets(data: Path):
     """(name, root, files, labels or None, explicit pairs or None, face choice) of each table data set."""
     from _facecache import celeba_files, fit_split
+
     from siamface.evaluation.protocols import folder_identities
 
     files, labels = celeba_files(data / "celeba_ids")
     test = ~fit_split(labels)
-    yield "celeba_ids (test ids)", data / "celeba_ids", [f for f, k in zip(files, test) if k], labels[test], None, "largest"
+    yield (
+        "celeba_ids (test ids)",
+        data / "celeba_ids",
+        [f for f, k in zip(files, test) if k],
+        labels[test],
+        None,
+        "largest",
+    )
     att = data / "att_faces"
     ids = folder_identities(att)
     files = [str(Path(p).relative_to(att)) for k in sorted(ids) for p in ids[k]]
@@ -111,6 +119,7 @@ def model_table(data: Path) -> None:
     ``dlib+facenet`` encoder on the first images of each set.
     """
     import _facecache as fc
+
     from siamface.embedding import create_encoder
     from siamface.embedding.fused import DLIB_FACENET, DLIB_FACENET_FLIP
     from siamface.evaluation.metrics import eer, tar_at_far
@@ -133,10 +142,21 @@ def model_table(data: Path) -> None:
         fused = {}
         for fusion in (DLIB_FACENET, DLIB_FACENET_FLIP):
             flips = {p: bool(o.get("flip")) for p, o in fusion.parts}
-            real = fc.embeddings(f"{fusion.name}-check", root, check, {f: dets[f] for f in check},
-                                 Pipeline(detector=det, model=fusion.name), face)
-            composed = np.concatenate([np.sqrt(w) * emb["dlib-resnet", flips["dlib-resnet"]][idx],
-                                       np.sqrt(1 - w) * emb["facenet", flips["facenet"]][idx]], axis=1)
+            real = fc.embeddings(
+                f"{fusion.name}-check",
+                root,
+                check,
+                {f: dets[f] for f in check},
+                Pipeline(detector=det, model=fusion.name),
+                face,
+            )
+            composed = np.concatenate(
+                [
+                    np.sqrt(w) * emb["dlib-resnet", flips["dlib-resnet"]][idx],
+                    np.sqrt(1 - w) * emb["facenet", flips["facenet"]][idx],
+                ],
+                axis=1,
+            )
             assert np.abs(real - composed).max() < 1e-4, f"{fusion.name} differs from its parts"
             fused[fusion.name] = flips
         if pairs is None:
@@ -148,15 +168,21 @@ def model_table(data: Path) -> None:
             y = np.array([d for _, _, d in pairs])
         s = {key: fc.pair_scores(e, i, j) for key, e in emb.items()}
         models = {
-            "dlib-resnet": s["dlib-resnet", False], "dlib-resnet +flip": s["dlib-resnet", True],
-            "facenet": s["facenet", False], "facenet +flip": s["facenet", True],
-            **{f"{name} (w={w:g})": w * s["dlib-resnet", flips["dlib-resnet"]] + (1 - w) * s["facenet", flips["facenet"]]
-               for name, flips in fused.items()},
+            "dlib-resnet": s["dlib-resnet", False],
+            "dlib-resnet +flip": s["dlib-resnet", True],
+            "facenet": s["facenet", False],
+            "facenet +flip": s["facenet", True],
+            **{
+                f"{name} (w={w:g})": w * s["dlib-resnet", flips["dlib-resnet"]]
+                + (1 - w) * s["facenet", flips["facenet"]]
+                for name, flips in fused.items()
+            },
         }
         no_face = int(np.isnan(emb["dlib-resnet", False][:, 0]).sum())
         header += [f"{name}: no face", "EER", "TAR@1e-3", "TAR@1e-4"]
-        print(f"# {name}: {len(files)} images, {int(y.sum())} genuine / {int((1 - y).sum())} impostor pairs",
-              flush=True)
+        print(
+            f"# {name}: {len(files)} images, {int(y.sum())} genuine / {int((1 - y).sum())} impostor pairs", flush=True
+        )
         for model, sc in models.items():
             cells = [f"{no_face}/{len(files)}", f"{eer(sc, y)[0]:.2%}"]
             for far in (1e-3, 1e-4):
@@ -172,8 +198,11 @@ def model_table(data: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--table", action="store_true", help="the encoders side by side (see the module doc)")
-    ap.add_argument("--data", default=str(HERE.parent.parent / "shared" / "datasets"),
-                    help="folder holding att_faces/ and celeba_ids/ (default: ../shared/datasets)")
+    ap.add_argument(
+        "--data",
+        default=str(HERE.parent.parent / "shared" / "datasets"),
+        help="folder holding att_faces/ and celeba_ids/ (default: ../shared/datasets)",
+    )
     ap.add_argument("--detectors", default="retinaface,hog")
     ap.add_argument("--model", default="dlib-resnet")
     ap.add_argument("--protocols", default="att,celeba,celeba1n")
@@ -202,13 +231,15 @@ def main(argv: list[str] | None = None) -> int:
                 if proto == "att":
                     r = runner.evaluate_folder(pipe, att, n_impostors=args.att_impostors, seed=0, **common)
                 elif proto == "celeba":
-                    r = runner.evaluate_pair_lists(pipe, celeba / "pairs_same.txt", celeba / "pairs_different.txt",
-                                                   celeba, **common)
-                elif proto == "celeba1n":                  # 1:N: the model's 1:N default
+                    r = runner.evaluate_pair_lists(
+                        pipe, celeba / "pairs_same.txt", celeba / "pairs_different.txt", celeba, **common
+                    )
+                elif proto == "celeba1n":  # 1:N: the model's 1:N default
                     info = pipe.encoder.info
                     one_to_n = {**common, "threshold": info.identify_threshold or info.threshold}
-                    r = runner.evaluate_identification(pipe, celeba, gallery_per_id=1, unknown_fraction=0.2,
-                                                       seed=0, **one_to_n)
+                    r = runner.evaluate_identification(
+                        pipe, celeba, gallery_per_id=1, unknown_fraction=0.2, seed=0, **one_to_n
+                    )
                 else:
                     ap.error(f"unknown protocol {proto!r} (att, celeba, celeba1n)")
                 prefix = f"{proto}.{det}"

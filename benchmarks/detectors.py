@@ -72,14 +72,14 @@ def embed_all(detector: str, root: Path, files: list[str], cache: Path) -> tuple
         cache.mkdir(parents=True, exist_ok=True)
         names = sorted(out)
         emb = np.stack([out[f] if out[f] is not None else np.zeros(128, np.float32) for f in names])
-        np.savez(path, files=np.array(names), emb=emb, found=np.array([out[f] is not None for f in names]),
-                 ms=det_ms)
+        np.savez(path, files=np.array(names), emb=emb, found=np.array([out[f] is not None for f in names]), ms=det_ms)
     return out, det_ms
 
 
 def report(prefix: str, emb: dict, pairs: list[tuple[str, str]], labels: np.ndarray) -> None:
-    scores = np.array([float(emb[a] @ emb[b]) if emb[a] is not None and emb[b] is not None else np.nan
-                       for a, b in pairs])
+    scores = np.array(
+        [float(emb[a] @ emb[b]) if emb[a] is not None and emb[b] is not None else np.nan for a, b in pairs]
+    )
     rate, thr = eer(scores, labels)
     best = best_accuracy_threshold(scores, labels)
     print(f"{prefix}.pairs {int(labels.sum())}+{int((1 - labels).sum())}")

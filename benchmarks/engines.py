@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                 return np.array(rec.compute_face_descriptor(batch[0]), np.float32)[None]
             return np.array([np.array(d) for d in rec.compute_face_descriptor(list(batch))], np.float32)
 
-        singles = [chips[i:i + 1] for i in range(len(chips))]
-        sixteens = [chips[i:i + 16] for i in range(0, len(chips) - 15, 16)] or [chips[:16]]
+        singles = [chips[i : i + 1] for i in range(len(chips))]
+        sixteens = [chips[i : i + 16] for i in range(0, len(chips) - 15, 16)] or [chips[:16]]
 
         ref = dlib_embed(chips)
         got = enc.embed(chips)
@@ -196,11 +196,11 @@ def _face_recognition():
 def end_to_end(image_dir: Path, count: int) -> None:
     from siamface import Pipeline
 
-    photos = sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTS)[:: 7][:count]
+    photos = sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTS)[::7][:count]
     print(f"e2e.photos {len(photos)}")
 
     def run(name: str, faces_of) -> float:
-        faces_of(photos[0])                                   # warm-up: model loading
+        faces_of(photos[0])  # warm-up: model loading
         t = time.perf_counter()
         n = sum(faces_of(p) for p in photos)
         rate = n / (time.perf_counter() - t)

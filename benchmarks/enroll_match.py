@@ -39,11 +39,11 @@ def main() -> int:
     pipe = Pipeline()
     threshold = float(args.threshold if args.threshold is not None else pipe.threshold)
     folders = sorted(d for d in args.folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    folders = folders[:args.people] if args.people else folders
+    folders = folders[: args.people] if args.people else folders
     people: dict[str, list[np.ndarray]] = {}
     rejected = offered = 0
     for folder in folders:
-        files = image_files(folder)[:args.per_person] if args.per_person else image_files(folder)
+        files = image_files(folder)[: args.per_person] if args.per_person else image_files(folder)
         kept = []
         for f in files:
             offered += 1
@@ -58,8 +58,8 @@ def main() -> int:
     names = sorted(people)
     genuine_refused = genuine = impostor_accepted = impostor = 0
     for name in names:
-        templates = np.stack(people[name][:args.templates])
-        for e in people[name][args.templates:]:
+        templates = np.stack(people[name][: args.templates])
+        for e in people[name][args.templates :]:
             genuine += 1
             genuine_refused += float((templates @ e).max()) < threshold
         others = [n for n in names if n != name]
@@ -72,9 +72,13 @@ def main() -> int:
     print(f"threshold: {threshold:.4f}")
     print(f"images offered: {offered}, rejected by the gates: {rejected}")
     print(f"people with more than {args.templates} good images: {len(names)}")
-    print(f"genuine additions refused: {genuine_refused} of {genuine} ({100 * genuine_refused / max(genuine, 1):.1f} %)")
-    print(f"impostor additions accepted: {impostor_accepted} of {impostor} "
-          f"({100 * impostor_accepted / max(impostor, 1):.2f} %; without the check: 100 %)")
+    print(
+        f"genuine additions refused: {genuine_refused} of {genuine} ({100 * genuine_refused / max(genuine, 1):.1f} %)"
+    )
+    print(
+        f"impostor additions accepted: {impostor_accepted} of {impostor} "
+        f"({100 * impostor_accepted / max(impostor, 1):.2f} %; without the check: 100 %)"
+    )
     return 0
 
 

@@ -14,8 +14,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
@@ -34,8 +32,9 @@ VARIANTS = {
     "box-m0.05-stretch": dict(chip=ChipSpec(size=160, crop="box", margin=0.05, square=False)),
     "box-m0.15-stretch": dict(chip=ChipSpec(size=160, crop="box", margin=0.15, square=False)),
     "box-m0.20-stretch": dict(chip=ChipSpec(size=160, crop="box", margin=0.20, square=False)),
-    "box-m0.10-stretch-prewhiten": dict(chip=ChipSpec(size=160, crop="box", margin=0.10, square=False),
-                                        normalisation="prewhiten"),
+    "box-m0.10-stretch-prewhiten": dict(
+        chip=ChipSpec(size=160, crop="box", margin=0.10, square=False), normalisation="prewhiten"
+    ),
     "box-m0.00": dict(chip=ChipSpec(size=160, crop="box", margin=0.0)),
     "box-m0.05": dict(chip=ChipSpec(size=160, crop="box", margin=0.05)),
     "box-m0.10": dict(chip=ChipSpec(size=160, crop="box", margin=0.10)),

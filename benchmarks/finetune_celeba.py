@@ -33,8 +33,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     faces = load_faces(args.data, max_per_identity=args.per_identity_max, min_per_identity=2)
-    print(f"celeba images aligned: {len(faces)} of {len(faces) + len(faces.skipped)}, "
-          f"{len(faces.identities)} identities")
+    print(
+        f"celeba images aligned: {len(faces)} of {len(faces) + len(faces.skipped)}, {len(faces.identities)} identities"
+    )
     split = split_identities(faces.identities, 0.1, 0.3, args.seed)
     test = faces.subset(split["test"])
     a, b, same = verification_pairs(test.labels, seed=args.seed + 2)
@@ -44,17 +45,34 @@ def main() -> None:
 
     emb = create_encoder("dlib-resnet").embed(test.chips)
     base = verification_figures(np.sum(emb[a] * emb[b], 1), labels)
-    print(f"test: {len(split['test'])} unseen identities, {base['genuine']} genuine + {base['impostor']} impostor pairs")
+    print(
+        f"test: {len(split['test'])} unseen identities, {base['genuine']} genuine + {base['impostor']} impostor pairs"
+    )
     print(f"un-tuned dlib-resnet FRR at FAR 1e-3: {1 - base['tar_at_far_1e-3']:.2%}")
     print(f"un-tuned dlib-resnet EER: {base['eer']:.2%}")
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = TrainConfig(dataset=args.data, out=f"{tmp}/ft", loss=args.loss, encoder="resnet", epochs=args.epochs,
-                          freeze=args.freeze, lr=args.lr, val=0.1, test=0.3, seed=args.seed, batch=32,
-                          max_per_identity=args.per_identity_max, progress=False, plot=False)
+        cfg = TrainConfig(
+            dataset=args.data,
+            out=f"{tmp}/ft",
+            loss=args.loss,
+            encoder="resnet",
+            epochs=args.epochs,
+            freeze=args.freeze,
+            lr=args.lr,
+            val=0.1,
+            test=0.3,
+            seed=args.seed,
+            batch=32,
+            max_per_identity=args.per_identity_max,
+            progress=False,
+            plot=False,
+        )
         r = train(cfg, faces=faces)
     t = r["test"]
-    print(f"fine-tuned ({args.loss}, freeze {args.freeze}, {len(split['train'])} identities, {r['epochs_run']} epochs, "
-          f"best {r['best_epoch']}) FRR at FAR 1e-3: {1 - t['tar_at_far_1e-3']:.2%}")
+    print(
+        f"fine-tuned ({args.loss}, freeze {args.freeze}, {len(split['train'])} identities, {r['epochs_run']} epochs, "
+        f"best {r['best_epoch']}) FRR at FAR 1e-3: {1 - t['tar_at_far_1e-3']:.2%}"
+    )
     print(f"fine-tuned EER: {t['eer']:.2%}")
     print(f"fine-tuning time: {r['train_seconds']:.0f} s")
 

@@ -23,9 +23,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
+import _facecache as fc  # noqa: E402
 import numpy as np  # noqa: E402
 
-import _facecache as fc  # noqa: E402
 from siamface import Pipeline  # noqa: E402
 from siamface.alignment import crop_all  # noqa: E402
 from siamface.embedding import create_encoder  # noqa: E402
@@ -53,8 +53,14 @@ def fit_faces(root: Path, det):
         idents.append(f.split("/")[0])
     names = sorted(set(idents))
     index = {n: i for i, n in enumerate(names)}
-    return FaceSet(np.stack(chips), np.array([index[i] for i in idents]), names, paths, str(root),
-                   [f for f in files if f not in set(paths)])
+    return FaceSet(
+        np.stack(chips),
+        np.array([index[i] for i in idents]),
+        names,
+        paths,
+        str(root),
+        [f for f in files if f not in set(paths)],
+    )
 
 
 def figures(scores: np.ndarray, y: np.ndarray) -> str:
@@ -83,29 +89,51 @@ def main() -> None:
     celeba = data / "celeba_ids"
     det = Pipeline(detector="retinaface").detector
     faces = fit_faces(celeba, det)
-    print(f"# training: {faces.describe()} (fitting identities), {len(faces.skipped)} photos without a face",
-          flush=True)
-    config = TrainConfig(dataset=str(celeba), out=args.out, loss=args.loss, encoder="facenet", epochs=args.epochs,
-                         batch=args.batch, lr=args.lr, margin=args.margin, freeze=args.freeze, augment="none",
-                         val=10, test=0, seed=args.seed, progress=False, plot=False, patience=100)
+    print(
+        f"# training: {faces.describe()} (fitting identities), {len(faces.skipped)} photos without a face", flush=True
+    )
+    config = TrainConfig(
+        dataset=str(celeba),
+        out=args.out,
+        loss=args.loss,
+        encoder="facenet",
+        epochs=args.epochs,
+        batch=args.batch,
+        lr=args.lr,
+        margin=args.margin,
+        freeze=args.freeze,
+        augment="none",
+        val=10,
+        test=0,
+        seed=args.seed,
+        progress=False,
+        plot=False,
+        patience=100,
+    )
     r = train(config, faces=faces)
-    print(f"# fine-tuned: {args.loss}, freeze {args.freeze} ({r['frozen_blocks']} of 25 blocks frozen), "
-          f"{r['epochs_run']} epochs, best {r['best_epoch']}, {r['train_seconds']:.0f} s, model {r['model']}",
-          flush=True)
+    print(
+        f"# fine-tuned: {args.loss}, freeze {args.freeze} ({r['frozen_blocks']} of 25 blocks frozen), "
+        f"{r['epochs_run']} epochs, best {r['best_epoch']}, {r['train_seconds']:.0f} s, model {r['model']}",
+        flush=True,
+    )
 
     files, labels = fc.celeba_files(celeba)
     test = ~fc.fit_split(labels)
     att = data / "att_faces"
     ids = folder_identities(att)
     att_files = [str(Path(p).relative_to(att)) for k in sorted(ids) for p in ids[k]]
-    sets = [("celeba_ids (test ids)", celeba, [f for f, k in zip(files, test) if k], labels[test]),
-            ("att_faces", att, att_files, np.array([f.split("/")[0] for f in att_files]))]
+    sets = [
+        ("celeba_ids (test ids)", celeba, [f for f, k in zip(files, test) if k], labels[test]),
+        ("att_faces", att, att_files, np.array([f.split("/")[0] for f in att_files])),
+    ]
     models = {"facenet": create_encoder("facenet"), "facenet fine-tuned": create_encoder(r["model"])}
     for name, root, set_files, set_labels in sets:
         dets = fc.detections(root, set_files, det, "retinaface")
         i, j, y = fc.all_pairs(set_labels)
-        print(f"# {name}: {len(set_files)} images, {int(y.sum())} genuine / {int((1 - y).sum())} impostor pairs",
-              flush=True)
+        print(
+            f"# {name}: {len(set_files)} images, {int(y.sum())} genuine / {int((1 - y).sum())} impostor pairs",
+            flush=True,
+        )
         for model, encoder in models.items():
             emb = fc.embeddings(model.replace(" ", "-"), root, set_files, dets, Pipeline(detector=det, model=encoder))
             print(f"{name} | {model} | {figures(fc.pair_scores(emb, i, j), y)}", flush=True)

@@ -69,8 +69,11 @@ def main(argv=None) -> int:
             emb = model_embeddings(name, flip, celeba, files_fit, {f: dets[f] for f in files_fit}, det)
             scores[key] = pair_scores(emb, i, j)
             att_scores[key] = pair_scores(model_embeddings(name, flip, att, afiles, adets, det), ai, aj)
-            print(f"{key}.eer {eer(scores[key], y)[0]:.4f}\n{key}.tar_at_far_0.001 "
-                  f"{tar_at_far(scores[key], y, 1e-3).tar:.4f}", flush=True)
+            print(
+                f"{key}.eer {eer(scores[key], y)[0]:.4f}\n{key}.tar_at_far_0.001 "
+                f"{tar_at_far(scores[key], y, 1e-3).tar:.4f}",
+                flush=True,
+            )
 
     best = None
     for a in ("dlib-resnet", "dlib-resnet-flip"):
@@ -89,17 +92,26 @@ def main(argv=None) -> int:
     # the same weight without flip averaging: half the embedding time (the real-time default)
     plain = w * scores["dlib-resnet"] + (1 - w) * scores["facenet"]
     plain_att = w * att_scores["dlib-resnet"] + (1 - w) * att_scores["facenet"]
-    print(f"fused-noflip.w{w:.2f}.eer {eer(plain, y)[0]:.4f}\nfused-noflip.w{w:.2f}.tar_at_far_0.001 "
-          f"{tar_at_far(plain, y, 1e-3).tar:.4f}")
-    for key, s, sa in (("facenet", scores["facenet"], att_scores["facenet"]),
-                       ("facenet-flip", scores["facenet-flip"], att_scores["facenet-flip"]),
-                       ("fused", fused, fused_att), ("fused-noflip", plain, plain_att),
-                       ("dlib-resnet", scores["dlib-resnet"], att_scores["dlib-resnet"])):
+    print(
+        f"fused-noflip.w{w:.2f}.eer {eer(plain, y)[0]:.4f}\nfused-noflip.w{w:.2f}.tar_at_far_0.001 "
+        f"{tar_at_far(plain, y, 1e-3).tar:.4f}"
+    )
+    for key, s, sa in (
+        ("facenet", scores["facenet"], att_scores["facenet"]),
+        ("facenet-flip", scores["facenet-flip"], att_scores["facenet-flip"]),
+        ("fused", fused, fused_att),
+        ("fused-noflip", plain, plain_att),
+        ("dlib-resnet", scores["dlib-resnet"], att_scores["dlib-resnet"]),
+    ):
         for far in (1e-3, 1e-4):
-            print(f"threshold.{key}.far_{far:g}.celeba_fit {threshold_for_far(s, y, far):.4f}  "
-                  f"tar {tar_at_far(s, y, far).tar:.4f}")
-            print(f"threshold.{key}.far_{far:g}.att {threshold_for_far(sa, ay, far):.4f}  "
-                  f"tar {tar_at_far(sa, ay, far).tar:.4f}")
+            print(
+                f"threshold.{key}.far_{far:g}.celeba_fit {threshold_for_far(s, y, far):.4f}  "
+                f"tar {tar_at_far(s, y, far).tar:.4f}"
+            )
+            print(
+                f"threshold.{key}.far_{far:g}.att {threshold_for_far(sa, ay, far):.4f}  "
+                f"tar {tar_at_far(sa, ay, far).tar:.4f}"
+            )
     print(f"pairs celeba_fit {y.sum()} genuine / {(1 - y).sum()} impostor; att {ay.sum()} / {(1 - ay).sum()}")
     return 0
 

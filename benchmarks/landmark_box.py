@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=320)
     ap.add_argument("--skip-per-id", type=int, default=8, help="photos per identity left to detectors.py")
     args = ap.parse_args()
-    rest = [p for files in folder_identities(args.data).values() for p in files[args.skip_per_id:]]
+    rest = [p for files in folder_identities(args.data).values() for p in files[args.skip_per_id :]]
     photos = [rest[i] for i in np.linspace(0, len(rest) - 1, min(args.photos, len(rest))).astype(int)]
     det, hog = create_detector(args.detector), create_detector("hog", upsample=1)
     rows = []
@@ -47,8 +47,13 @@ def main() -> None:
         if not (x1 <= hc[0] <= x2 and y1 <= hc[1] <= y2):
             continue
         w, ht = x2 - x1, y2 - y1
-        rows.append([(hc[0] - (x1 + x2) / 2) / w, (hc[1] - (y1 + y2) / 2) / ht,
-                     np.sqrt((hx2 - hx1) * (hy2 - hy1)) / np.sqrt(w * ht)])
+        rows.append(
+            [
+                (hc[0] - (x1 + x2) / 2) / w,
+                (hc[1] - (y1 + y2) / 2) / ht,
+                np.sqrt((hx2 - hx1) * (hy2 - hy1)) / np.sqrt(w * ht),
+            ]
+        )
     dx, dy, side = np.median(np.array(rows), axis=0)
     print(f"{args.detector}.pairs {len(rows)}/{len(photos)}")
     print(f"{args.detector}.landmark_box ({dx:.3f}, {dy:.3f}, {side:.2f})")

@@ -43,9 +43,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-CONSECUTIVE = 3      # authenticate's default
-ORDERS = [list(o) for o in itertools.permutations(("turn_left", "turn_right", "closer"), 2)
-          if "closer" not in o or any(c.startswith("turn") for c in o)]
+CONSECUTIVE = 3  # authenticate's default
+ORDERS = [
+    list(o)
+    for o in itertools.permutations(("turn_left", "turn_right", "closer"), 2)
+    if "closer" not in o or any(c.startswith("turn") for c in o)
+]
 DECISIONS = ("passive_v2", "cnn", "combined")
 TARGETS = {"apcer.photo": 0.01, "apcer.replay": 0.05, "bpcer.nuaa": 0.02, "bpcer.other": 0.05, "ms": 10.0}
 
@@ -66,14 +69,20 @@ def face_table(cache: Path, images, all_faces: bool, min_size: int = 40) -> dict
         if not len(faces):
             continue
         largest = int(np.argmax(faces.areas))
-        for j in (range(len(faces)) if all_faces else [largest]):
+        for j in range(len(faces)) if all_faces else [largest]:
             box = faces.boxes[j]
             if all_faces and box[2] - box[0] < min_size:
                 continue
             found = frame_sides(image, box)
-            for key, value in (("frame", f), ("largest", j == largest), ("box", box),
-                               ("kps", faces.data["keypoints"][j]), ("x", features(image, box)),
-                               ("cnn", cnn.probabilities(image, [box])[0]), ("sides", [s in found for s in SIDES])):
+            for key, value in (
+                ("frame", f),
+                ("largest", j == largest),
+                ("box", box),
+                ("kps", faces.data["keypoints"][j]),
+                ("x", features(image, box)),
+                ("cnn", cnn.probabilities(image, [box])[0]),
+                ("sides", [s in found for s in SIDES]),
+            ):
                 rows[key].append(value)
     table = {k: np.array(v) for k, v in rows.items()}
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -94,9 +103,11 @@ class Decide:
     def __call__(self, t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         texture = self.texture.probability(t["x"])
         framed = t["sides"].sum(axis=1) >= 3
-        return {"passive_v2": (texture >= self.texture.threshold) & ~framed,
-                "cnn": t["cnn"].mean(axis=1) >= self.cnn_threshold,
-                "combined": self.check.combine(texture, t["cnn"], t["sides"]) >= self.check.threshold}
+        return {
+            "passive_v2": (texture >= self.texture.threshold) & ~framed,
+            "cnn": t["cnn"].mean(axis=1) >= self.cnn_threshold,
+            "combined": self.check.combine(texture, t["cnn"], t["sides"]) >= self.check.threshold,
+        }
 
 
 def rate(values) -> str:
@@ -158,8 +169,10 @@ def main() -> None:
     from siamface.liveness.evaluate import video_frames
 
     decide = Decide()
-    print(f"passive check {decide.check.name} threshold {decide.check.threshold:.4f}; passive_v2 threshold "
-          f"{decide.texture.threshold:.4f}; CNN pair alone threshold {decide.cnn_threshold:.4f}")
+    print(
+        f"passive check {decide.check.name} threshold {decide.check.threshold:.4f}; passive_v2 threshold "
+        f"{decide.texture.threshold:.4f}; CNN pair alone threshold {decide.cnn_threshold:.4f}"
+    )
     print(f"combiner fitted on {decide.check.meta.get('trained_on')}")
 
     # 1. held-out frames ------------------------------------------------------------------------------
@@ -172,16 +185,16 @@ def main() -> None:
     sources = np.array([T.source_of(i[2]) for i in items])
     decided = decide(table)
     use = held & ok
-    print(f"heldout.counts {dict(zip(*np.unique(labels[use], return_counts=True)))}; no face "
-          f"{int((held & ~ok).sum())}")
+    print(f"heldout.counts {dict(zip(*np.unique(labels[use], return_counts=True)))}; no face {int((held & ~ok).sum())}")
     figures = defaultdict(dict)
     for kind in ("photo", "replay"):
         m = use & (labels == kind)
         figures[f"apcer.{kind}"] = side_by_side(f"frame.heldout.{kind}", {d: v[m] for d, v in decided.items()}, True)
     for src in sorted(set(sources[use & (labels == "live")])):
         m = use & (labels == "live") & (sources == src)
-        figures[f"bpcer.{src}"] = side_by_side(f"frame.heldout.{src.replace('live:', '')}.live",
-                                               {d: v[m] for d, v in decided.items()}, False)
+        figures[f"bpcer.{src}"] = side_by_side(
+            f"frame.heldout.{src.replace('live:', '')}.live", {d: v[m] for d, v in decided.items()}, False
+        )
 
     # 2. bona fide faces from other cameras; the replay videos' frames --------------------------------
     clip = args.data / "videos_hamilton" / "short_hamilton_clip.mp4"
@@ -203,14 +216,16 @@ def main() -> None:
     # 3. the frame cue on every bona fide source -------------------------------------------------------
     for src in sorted(set(sources[ok & (labels == "live")])):
         m = ok & (labels == "live") & (sources == src)
-        print(f"frame_cue.fires.{src.replace('live:', '')}.live {rate(table['sides'][m].sum(1) >= 3)} (train + held out)")
+        print(
+            f"frame_cue.fires.{src.replace('live:', '')}.live {rate(table['sides'][m].sum(1) >= 3)} (train + held out)"
+        )
     for name, t in tables.items():
         print(f"frame_cue.fires.{name} {rate(t['sides'].sum(1) >= 3)}")
     m = ok & (labels == "photo")
     print(f"frame_cue.fires.nuaa.photo {rate(table['sides'][m].sum(1) >= 3)} (for comparison: attacks)")
 
     # 4 + 5. presentations -----------------------------------------------------------------------------
-    presentations = []      # (source, label, {decision: [live or None per frame]}, [(keypoints, box)])
+    presentations = []  # (source, label, {decision: [live or None per frame]}, [(keypoints, box)])
     recordings: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i in np.flatnonzero(held):
         path, label, group, _ = items[i]
@@ -219,15 +234,16 @@ def main() -> None:
     for (label, _), idx in sorted(recordings.items()):
         idx = sorted(idx, key=lambda i: int(re.findall(r"\d+", items[i][0].stem)[-1]))
         frames = {d: [bool(decided[d][i]) if ok[i] else None for i in idx] for d in DECISIONS}
-        presentations.append(("nuaa", label, frames, [(table["kps"][i], table["box"][i]) if ok[i] else (None, None)
-                                                      for i in idx]))
+        presentations.append(
+            ("nuaa", label, frames, [(table["kps"][i], table["box"][i]) if ok[i] else (None, None) for i in idx])
+        )
     for name, label in (("replay_video_live", "live"), ("replay_video_attack", "replay"), ("hamilton", "live")):
         t = tables[name]
         d = decide(t)
         largest = t["largest"].astype(bool)
         by_frame = {int(f): i for i, f in enumerate(t["frame"]) if largest[i]}
         count = int(t["frame"].max()) + 1
-        for start in range(0, count - 29, 30):                    # 1-second windows at 30 fps
+        for start in range(0, count - 29, 30):  # 1-second windows at 30 fps
             window = [by_frame.get(f) for f in range(start, start + 30)]
             frames = {k: [None if i is None else bool(v[i]) for i in window] for k, v in d.items()}
             kb = [(None, None) if i is None else (t["kps"][i], t["box"][i]) for i in window]
@@ -263,7 +279,7 @@ def main() -> None:
         faces = pipeline.detect(image)
         if len(faces):
             box = faces.boxes[int(np.argmax(faces.areas))]
-            decide.check.score(image, box)                       # warm
+            decide.check.score(image, box)  # warm
             for _ in range(5):
                 t0, c0 = time.perf_counter(), time.process_time()
                 decide.check.score(image, box)
@@ -271,9 +287,11 @@ def main() -> None:
                 cpu.append((time.process_time() - c0) * 1000)
     ms, cpu_ms = statistics.median(timings), statistics.median(cpu)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"passive.ms_per_face wall {ms:.2f}, CPU time {cpu_ms:.2f}, fastest wall {min(timings):.2f} (median of "
-          f"{len(timings)} runs on NUAA frames, 640x480: texture + frame + CNN pair + combiner; one ONNX Runtime "
-          f"thread; load average {load:.1f} on {os.cpu_count()} cores: wall time includes waiting for the CPU)")
+    print(
+        f"passive.ms_per_face wall {ms:.2f}, CPU time {cpu_ms:.2f}, fastest wall {min(timings):.2f} (median of "
+        f"{len(timings)} runs on NUAA frames, 640x480: texture + frame + CNN pair + combiner; one ONNX Runtime "
+        f"thread; load average {load:.1f} on {os.cpu_count()} cores: wall time includes waiting for the CPU)"
+    )
 
     # targets (the combination) -----------------------------------------------------------------------
     c = {k: v["combined"] for k, v in figures.items()}
@@ -285,8 +303,10 @@ def main() -> None:
         verdict(f"per frame BPCER {key[6:]}", c[key], TARGETS["bpcer.other"])
     wrong = sum(v for (s, l, d), v in errors.items() if d == "combined")
     total = sum(len(v) for (s, l, d), v in granted.items() if d == "combined")
-    print(f"target per presentation no error on the held-out recordings: {wrong} errors of {total} "
-          f"{'met' if wrong == 0 else 'NOT met'}")
+    print(
+        f"target per presentation no error on the held-out recordings: {wrong} errors of {total} "
+        f"{'met' if wrong == 0 else 'NOT met'}"
+    )
     verdict("whole passive check per face, CPU time", cpu_ms, TARGETS["ms"], "ms")
     verdict("whole passive check per face, wall time", ms, TARGETS["ms"], "ms")
 

@@ -78,16 +78,16 @@ def main() -> None:
 
     yt, gt, st, lt = y[train], groups[train], sources[train], labels[train]
     weights = T.sample_weights(yt, gt, share)
-    texture_scores = {"loso": T.leave_one_source_out(table["x"][train], yt, gt, l2, share),
-                      "oof": T.out_of_fold(table["x"][train], yt, gt, l2, weights=weights)}
+    texture_scores = {
+        "loso": T.leave_one_source_out(table["x"][train], yt, gt, l2, share),
+        "oof": T.out_of_fold(table["x"][train], yt, gt, l2, weights=weights),
+    }
     cnn_mean = table["cnn"][train].mean(1)
     fitted, criterion = {}, {}
     print(f"out of fold on the training split (threshold: BPCER <= {BPCER:g} on every live source)")
     for kind in CANDIDATES:
-        x = inputs(texture_scores["oof" if kind == "C" else "loso"], table["cnn"][train], table["sides"][train],
-                   kind)
-        oof = T.out_of_fold(x, yt, gt, 1.0, weights=weights, fit_fn=T.fit_combiner,
-                            predict_fn=T.combiner_probability)
+        x = inputs(texture_scores["oof" if kind == "C" else "loso"], table["cnn"][train], table["sides"][train], kind)
+        oof = T.out_of_fold(x, yt, gt, 1.0, weights=weights, fit_fn=T.fit_combiner, predict_fn=T.combiner_probability)
         gate = None
         if kind == "D":
             gate, _ = T.threshold_on_every_source(cnn_mean, yt, st, BPCER / 2)
@@ -97,13 +97,20 @@ def main() -> None:
         apcer = {k: float(np.mean(oof[lt == k] >= threshold)) for k in ("photo", "replay")}
         bpcer = {s: float(np.mean(oof[(yt == 1) & (st == s)] < threshold)) for s in sorted(set(st[yt == 1]))}
         criterion[kind] = max(apcer.values())
-        print(f"  {kind}: threshold {threshold:.4f}; APCER " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in apcer.items())
-              + "; BPCER " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in bpcer.items())
-              + f"; weights {np.round(fitted[kind][0]['weights'], 2).tolist()}")
+        print(
+            f"  {kind}: threshold {threshold:.4f}; APCER "
+            + ", ".join(f"{k} {100 * v:.1f} %" for k, v in apcer.items())
+            + "; BPCER "
+            + ", ".join(f"{k} {100 * v:.1f} %" for k, v in bpcer.items())
+            + f"; weights {np.round(fitted[kind][0]['weights'], 2).tolist()}"
+        )
     better = [k for k in CANDIDATES if criterion[k] <= criterion["A"] - MARGIN]
     choice = min(better, key=lambda k: criterion[k]) if better else "A"
-    print(f"chosen by the rule: {choice} (worst out-of-fold APCER: "
-          + ", ".join(f"{k} {100 * v:.1f} %" for k, v in criterion.items()) + ")")
+    print(
+        f"chosen by the rule: {choice} (worst out-of-fold APCER: "
+        + ", ".join(f"{k} {100 * v:.1f} %" for k, v in criterion.items())
+        + ")"
+    )
 
     def decide(kind, x_texture, cnn, sides) -> np.ndarray:
         model, threshold, gate = fitted[kind]
@@ -124,18 +131,24 @@ def main() -> None:
                 keep = t["frame"] % 2 == 0 if name == "hamilton" else np.ones(len(t["frame"]), bool)
                 ok = decide(kind, t["x"], t["cnn"], t["sides"])[keep]
             row[f"APCER {name}" if name == "replay_attack" else f"BPCER {name}"] = float(
-                np.mean(ok if name == "replay_attack" else ~ok))
+                np.mean(ok if name == "replay_attack" else ~ok)
+            )
         rows[kind] = row
     print("held out and never trained on (per frame, %; for information, not for choosing)")
     print(f"  {'':22s}" + "".join(f"{k:>8s}" for k in CANDIDATES))
     for key in rows["A"]:
         print(f"  {key:22s}" + "".join(f"{100 * rows[k][key]:8.1f}" for k in CANDIDATES))
     if choice != "A":
-        broken = [f"{key} {100 * value:.1f} % > {100 * TARGETS.get(key, OTHER_BPCER):g} %"
-                  for key, value in rows[choice].items() if value > TARGETS.get(key, OTHER_BPCER)
-                  and rows["A"][key] <= TARGETS.get(key, OTHER_BPCER)]
-        print(f"{choice} would break targets that passive_v3 meets: {'; '.join(broken)} -> not shipped" if broken
-              else f"{choice} breaks no target that passive_v3 meets")
+        broken = [
+            f"{key} {100 * value:.1f} % > {100 * TARGETS.get(key, OTHER_BPCER):g} %"
+            for key, value in rows[choice].items()
+            if value > TARGETS.get(key, OTHER_BPCER) and rows["A"][key] <= TARGETS.get(key, OTHER_BPCER)
+        ]
+        print(
+            f"{choice} would break targets that passive_v3 meets: {'; '.join(broken)} -> not shipped"
+            if broken
+            else f"{choice} breaks no target that passive_v3 meets"
+        )
 
 
 if __name__ == "__main__":

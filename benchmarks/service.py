@@ -44,8 +44,12 @@ def multipart(fields: dict[str, str], files: list[tuple[str, str, bytes]]) -> tu
     for name, value in fields.items():
         out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
     for name, filename, data in files:
-        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                  "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+        out.write(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n".encode()
+            + data
+            + b"\r\n"
+        )
     out.write(f"--{boundary}--\r\n".encode())
     return out.getvalue(), f"multipart/form-data; boundary={boundary}"
 
@@ -63,8 +67,9 @@ class Client:
             if self.conn is None:
                 self.conn = http.client.HTTPConnection(self.host, self.port, timeout=120)
             try:
-                self.conn.request("POST", path, body=body, headers={"Content-Type": ctype,
-                                                                    "Authorization": f"Bearer {self.key}"})
+                self.conn.request(
+                    "POST", path, body=body, headers={"Content-Type": ctype, "Authorization": f"Bearer {self.key}"}
+                )
                 r = self.conn.getresponse()
                 raw = r.read()
                 if r.getheader("connection", "").lower() == "close":
@@ -83,15 +88,19 @@ def start_server(folder: Path, workers: int | None) -> tuple[subprocess.Popen, s
     beside = Path(sys.executable).parent / "siamface"
     cmd = [str(beside)] if beside.exists() else [shutil.which("siamface") or "siamface"]
     gallery = folder / "bench.db"
-    made = subprocess.run(cmd + ["keys", "create", "--gallery", str(gallery), "--json"], capture_output=True,
-                          text=True, check=True)
+    made = subprocess.run(
+        cmd + ["keys", "create", "--gallery", str(gallery), "--json"], capture_output=True, text=True, check=True
+    )
     key = json.loads(made.stdout)["key"]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     extra = ["--workers", str(workers)] if workers else []
-    proc = subprocess.Popen(cmd + ["serve", "--gallery", str(gallery), "--port", str(port), "--min-size", "40",
-                                   *extra], stdout=subprocess.DEVNULL, stderr=open(folder / "server.log", "w"))
+    proc = subprocess.Popen(
+        cmd + ["serve", "--gallery", str(gallery), "--port", str(port), "--min-size", "40", *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=open(folder / "server.log", "w"),
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while True:
@@ -107,8 +116,9 @@ def start_server(folder: Path, workers: int | None) -> tuple[subprocess.Popen, s
         time.sleep(0.25)
     client = Client(url, key)
     for s in PEOPLE:
-        status, body = client.post("/v1/people", {"name": f"s{s}"},
-                                   [("images", f"{i}.pgm", image(s, i)) for i in ENROLLED])
+        status, body = client.post(
+            "/v1/people", {"name": f"s{s}"}, [("images", f"{i}.pgm", image(s, i)) for i in ENROLLED]
+        )
         if status != 201:
             raise SystemExit(f"enrolling s{s} failed: {status} {body}")
     return proc, url, key
@@ -132,8 +142,11 @@ def main(argv=None) -> int:
             proc, url, key = start_server(folder, args.workers)
         probes = {s: image(s, PROBE) for s in PEOPLE}
         checker = Client(url, key)
-        claims = [s for s in PEOPLE if checker.post("/v1/verify", {"claim": f"s{s}"},
-                                                    [("image", "p.pgm", probes[s])])[1].get("granted")]
+        claims = [
+            s
+            for s in PEOPLE
+            if checker.post("/v1/verify", {"claim": f"s{s}"}, [("image", "p.pgm", probes[s])])[1].get("granted")
+        ]
         latencies: list[float] = []
         errors: list[str] = []
         lock = threading.Lock()

@@ -49,13 +49,15 @@ def main() -> None:
     ap.add_argument("--flip", action="store_true", help="also time each model with flip averaging")
     args = ap.parse_args()
 
-    files = sorted(args.frames.rglob("*.jpg"))[:: 97][: args.images]
+    files = sorted(args.frames.rglob("*.jpg"))[::97][: args.images]
     if not files:
         sys.exit(f"no .jpg under {args.frames}")
     images = [load_image(f) for f in files]
     print(f"images {len(files)} ({images[0].shape[1]}x{images[0].shape[0]})")
 
-    print(f"decode_jpeg_640x480_ms {statistics.median(median_ms(lambda f=f: load_image(f), args.repeats) for f in files):.2f}")
+    print(
+        f"decode_jpeg_640x480_ms {statistics.median(median_ms(lambda f=f: load_image(f), args.repeats) for f in files):.2f}"
+    )
     for name in args.detectors.split(","):
         det = create_detector(name)
         reps = 3 if name == "cnn-dlib" else args.repeats
@@ -65,8 +67,12 @@ def main() -> None:
     det = create_detector("retinaface")
     faces = [det.detect(im)[:1] for im in images]
     pairs = [(im, f) for im, f in zip(images, faces) if len(f)]
-    print(f"landmarks.dlib5_ms {statistics.median(median_ms(lambda im=im, f=f: predict_landmarks(im, f.boxes), args.repeats) for im, f in pairs):.2f}")
-    print(f"align_ms {statistics.median(median_ms(lambda im=im, f=f: align(im, f.landmarks[0]), args.repeats) for im, f in pairs):.2f}")
+    print(
+        f"landmarks.dlib5_ms {statistics.median(median_ms(lambda im=im, f=f: predict_landmarks(im, f.boxes), args.repeats) for im, f in pairs):.2f}"
+    )
+    print(
+        f"align_ms {statistics.median(median_ms(lambda im=im, f=f: align(im, f.landmarks[0]), args.repeats) for im, f in pairs):.2f}"
+    )
     for model in args.models.split(","):
         fused = bool(getattr(create_encoder(model), "chip_specs", None))  # flip is set per part there
         for flip in (False, True) if args.flip and not fused else (False,):
@@ -75,8 +81,10 @@ def main() -> None:
             chips = [encoder_chips(enc, im, f.boxes, f.landmarks) for im, f in pairs]
             one = chips[0]
             print(f"embed.{name}_ms_per_face {median_ms(lambda: enc.embed(one), args.repeats):.1f}")
-            ms = statistics.median(median_ms(lambda im=im, f=f: enc.embed(encoder_chips(enc, im, f.boxes, f.landmarks)),
-                                             args.repeats) for im, f in pairs)
+            ms = statistics.median(
+                median_ms(lambda im=im, f=f: enc.embed(encoder_chips(enc, im, f.boxes, f.landmarks)), args.repeats)
+                for im, f in pairs
+            )
             print(f"embed_face.{name}_ms {ms:.1f}")
             if model != "dlib-resnet-reference":
                 batch = _batch(chips, 16)

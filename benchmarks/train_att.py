@@ -35,8 +35,17 @@ def main() -> None:
     print(f"att images aligned: {len(faces)} of {len(faces) + len(faces.skipped)} (no face: {len(faces.skipped)})")
     with tempfile.TemporaryDirectory() as tmp:
         for loss in args.losses.split(","):
-            cfg = TrainConfig(dataset=args.data, out=f"{tmp}/{loss}", loss=loss, epochs=args.epochs, val=4, test=10,
-                              seed=args.seed, progress=False, plot=False)
+            cfg = TrainConfig(
+                dataset=args.data,
+                out=f"{tmp}/{loss}",
+                loss=loss,
+                epochs=args.epochs,
+                val=4,
+                test=10,
+                seed=args.seed,
+                progress=False,
+                plot=False,
+            )
             t0 = time.monotonic()
             r = train(cfg, faces=faces)
             wall = time.monotonic() - t0
@@ -45,15 +54,19 @@ def main() -> None:
             print(f"{loss} accuracy at val threshold {r['threshold']:.3f}: {t['accuracy']:.2%}")
             print(f"{loss} EER: {t['eer']:.2%}")
             print(f"{loss} best accuracy (test-optimal threshold): {t['best_accuracy']:.2%}")
-            print(f"{loss} training time: {r['train_seconds']:.0f} s ({r['epochs_run']} epochs, best {r['best_epoch']}; "
-                  f"{wall:.0f} s with validation, test and export)")
+            print(
+                f"{loss} training time: {r['train_seconds']:.0f} s ({r['epochs_run']} epochs, best {r['best_epoch']}; "
+                f"{wall:.0f} s with validation, test and export)"
+            )
     split = split_identities(faces.identities, 4, 10, args.seed)
     test = faces.subset(split["test"])
     a, b, same = verification_pairs(test.labels, seed=args.seed + 2)
     emb = create_encoder("dlib-resnet").embed(test.chips)
     ref = verification_figures(np.sum(emb[a] * emb[b], 1), same.astype(int), 0.93)
-    print(f"dlib-resnet (pretrained) same pairs: accuracy at 0.93 {ref['accuracy']:.2%}, EER {ref['eer']:.2%}, "
-          f"best accuracy {ref['best_accuracy']:.2%}")
+    print(
+        f"dlib-resnet (pretrained) same pairs: accuracy at 0.93 {ref['accuracy']:.2%}, EER {ref['eer']:.2%}, "
+        f"best accuracy {ref['best_accuracy']:.2%}"
+    )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,9 @@ def make_clip(path: Path, faces: int, frames: int, fps: float = 30.0) -> None:
         if faces == 1:
             placed = [(att_rgb(PEOPLE[0], 1), 1.8 + 0.4 * i / frames, (100 + i % 200, 80 + (i // 3) % 60))]
         else:
-            placed = [(att_rgb(s, 1), 1.15, (20 + 125 * k, 60 + 150 * (k % 2) + (i % 30))) for k, s in enumerate(PEOPLE)]
+            placed = [
+                (att_rgb(s, 1), 1.15, (20 + 125 * k, 60 + 150 * (k % 2) + (i % 30))) for k, s in enumerate(PEOPLE)
+            ]
         writer.write(cv2.cvtColor(scene(placed), cv2.COLOR_RGB2BGR))
     writer.release()
 

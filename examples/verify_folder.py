@@ -41,8 +41,10 @@ def main() -> int:
         right[same][1] += 1
     total_right = right[True][0] + right[False][0]
     total = right[True][1] + right[False][1]
-    print(f"{len(files)} images of {len({f.parent for f in files})} people, {len(missed)} without a face "
-          f"({elapsed / max(len(files), 1) * 1000:.0f} ms per image: detect + align + embed)")
+    print(
+        f"{len(files)} images of {len({f.parent for f in files})} people, {len(missed)} without a face "
+        f"({elapsed / max(len(files), 1) * 1000:.0f} ms per image: detect + align + embed)"
+    )
     print(f"threshold {thr:.4f} ({pipe.threshold_source})")
     print(f"same-person pairs accepted:   {right[True][0]}/{right[True][1]}")
     print(f"different-people pairs denied: {right[False][0]}/{right[False][1]}")

@@ -13,7 +13,7 @@ from PIL import Image
 FIXTURES = Path(__file__).parent / "fixtures"
 ATT = FIXTURES / "att"
 TURN = FIXTURES / "att_turn" / "s26"
-FRONTAL, TURNED_RIGHT, FRONTAL_2, TURNED_LEFT = 1, 2, 3, 5     # s26: yaw about -0.04, -0.21, 0.01, +0.32
+FRONTAL, TURNED_RIGHT, FRONTAL_2, TURNED_LEFT = 1, 2, 3, 5  # s26: yaw about -0.04, -0.21, 0.01, +0.32
 
 
 def att(subject: int, image: int) -> Path:
@@ -36,10 +36,11 @@ def scene(faces: list[tuple[np.ndarray, float, tuple[int, int]]], size=(480, 640
     canvas = np.stack([base * 0.9, base, base * 1.1], axis=2) + rng.normal(0, 4, (h, w, 3))
     canvas = np.clip(canvas, 0, 255).astype(np.uint8)
     for face, factor, (x, y) in faces:
-        img = Image.fromarray(face).resize((round(face.shape[1] * factor), round(face.shape[0] * factor)),
-                                           Image.BICUBIC)
+        img = Image.fromarray(face).resize(
+            (round(face.shape[1] * factor), round(face.shape[0] * factor)), Image.BICUBIC
+        )
         arr = np.asarray(img)
-        canvas[y:y + arr.shape[0], x:x + arr.shape[1]] = arr
+        canvas[y : y + arr.shape[0], x : x + arr.shape[1]] = arr
     return canvas
 
 
@@ -57,8 +58,7 @@ def planar_turn(frame: np.ndarray, degrees: float) -> np.ndarray:
     h, w = frame.shape[:2]
     a, f = np.deg2rad(degrees), 700.0
     corners = np.float32([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
-    seen = [[f * x * np.cos(a) / (x * np.sin(a) + f) + w / 2, f * y / (x * np.sin(a) + f) + h / 2]
-            for x, y in corners]
+    seen = [[f * x * np.cos(a) / (x * np.sin(a) + f) + w / 2, f * y / (x * np.sin(a) + f) + h / 2] for x, y in corners]
     m = cv2.getPerspectiveTransform(corners + np.float32([w / 2, h / 2]), np.float32(seen))
     return cv2.warpPerspective(frame, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
 
@@ -79,8 +79,8 @@ def blended_face(subject: int, image: int) -> np.ndarray:
     mask = np.zeros((h, w), np.float32)
     cv2.ellipse(mask, (w // 2, h // 2 + 10), (int(w * 0.36), int(h * 0.42)), 0, 0, 360, 1.0, -1)
     mask = cv2.GaussianBlur(mask, (0, 0), 9)[:, :, None]
-    region = frame[80:80 + h, 200:200 + w].astype(np.float32)
-    frame[80:80 + h, 200:200 + w] = (mask * face + (1 - mask) * region).astype(np.uint8)
+    region = frame[80 : 80 + h, 200 : 200 + w].astype(np.float32)
+    frame[80 : 80 + h, 200 : 200 + w] = (mask * face + (1 - mask) * region).astype(np.uint8)
     return frame
 
 
@@ -88,7 +88,7 @@ def phone_screen(subject: int, image: int) -> np.ndarray:
     """An AT&T face shown on a phone held up in a scene: a dark bezel around a backlit screen (brighter
     gamma, a blue cast, faint scan lines)."""
     face = att_rgb(subject, image).astype(np.float32) / 255.0
-    shown = 255 * face ** 0.7 * np.array([0.92, 0.97, 1.08])
+    shown = 255 * face**0.7 * np.array([0.92, 0.97, 1.08])
     shown[::3] *= 0.85
     shown = np.pad(np.clip(shown, 0, 255).astype(np.uint8), ((18, 18), (8, 8), (0, 0)), constant_values=15)
     return scene([(shown, 2.0, (200, 60))])
@@ -125,9 +125,13 @@ def pipeline():
 @pytest.fixture(scope="session")
 def group_scene() -> np.ndarray:
     """Three different people in one 640x480 picture: s3 largest, then s5, then s7."""
-    return scene([(att_rgb(3, 1, (1.05, 0.95, 0.85)), 2.2, (30, 120)),
-                  (att_rgb(5, 1, (0.9, 1.0, 1.1)), 1.5, (300, 60)),
-                  (att_rgb(7, 1), 1.0, (500, 300))])
+    return scene(
+        [
+            (att_rgb(3, 1, (1.05, 0.95, 0.85)), 2.2, (30, 120)),
+            (att_rgb(5, 1, (0.9, 1.0, 1.1)), 1.5, (300, 60)),
+            (att_rgb(7, 1), 1.0, (500, 300)),
+        ]
+    )
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from conftest import att
 
 from siamface.alignment import DLIB_CHIP, align, chip_transform, similarity_transform
 from siamface.image import load_image
-
-from conftest import att
 
 
 def test_similarity_transform_recovers_a_known_transform():

@@ -6,14 +6,12 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import att, faceless
-
-from pathlib import Path
+from PIL import Image
 
 from siamface.embedding import create_encoder
 from siamface.pipeline import DEFAULT_MODEL
@@ -62,8 +60,11 @@ def _half_jpeg() -> bytes:
     return buf.getvalue()[:600]
 
 
-@pytest.mark.parametrize("content, message", [(b"", "empty"), (_half_jpeg(), "truncated or corrupt"),
-                                              (b"hello", "not an image")], ids=["empty", "truncated", "text"])
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"", "empty"), (_half_jpeg(), "truncated or corrupt"), (b"hello", "not an image")],
+    ids=["empty", "truncated", "text"],
+)
 def test_verify_bad_file_exits_2(tmp_path, content, message):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(content)
@@ -124,6 +125,9 @@ def test_models_lists_detectors_and_models():
         assert m["threshold"] < m["identify_threshold"] < 1 and "FAR 1e-4" in m["identify_threshold_source"]
     liveness = {m["name"]: m for m in data["liveness"]}
     assert {"passive_v3", "minifasnet_v2", "minifasnet_v1se", "passive_v2", "frame"} <= set(liveness)
-    assert liveness["minifasnet_v2"]["licence"].startswith("Apache-2.0") and "Silent-Face" in liveness["minifasnet_v2"]["source"]
+    assert (
+        liveness["minifasnet_v2"]["licence"].startswith("Apache-2.0")
+        and "Silent-Face" in liveness["minifasnet_v2"]["source"]
+    )
     text = run("models").stdout
     assert "liveness models:" in text and "licence: Apache-2.0" in text

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import att, faceless
 
 from siamface.detection import create_detector, detector_names
 from siamface.errors import ConfigError
 from siamface.image import load_image
-
-from conftest import att, faceless
 
 FAST = ["retinaface", "hog", "mtcnn", "haar", "blazeface", "blazeface-back"]
 #: blazeface (the front-camera model) is for faces that fill the picture: in the scene it finds the largest.
@@ -90,7 +89,7 @@ def test_blazeface_front_model_finds_only_the_face_that_fills_the_picture(group_
     faces = create_detector("blazeface").detect(group_scene)
     assert len(faces) == 1
     x1, y1, x2, y2 = faces.boxes[0]
-    assert 30 < (x1 + x2) / 2 < 232 and 120 < (y1 + y2) / 2 < 366   # s3, pasted at 30..232 x 120..366
+    assert 30 < (x1 + x2) / 2 < 232 and 120 < (y1 + y2) / 2 < 366  # s3, pasted at 30..232 x 120..366
 
 
 @pytest.mark.parametrize("name", ["blazeface", "blazeface-back"])
@@ -139,6 +138,6 @@ def test_blazeface_weighted_suppression_merges_overlapping_boxes():
     kps = np.repeat(boxes[:, None, :2], 6, axis=1)
     out_boxes, out_scores, out_kps = weighted_nms(boxes, scores, kps, 0.3)
     assert out_scores.tolist() == pytest.approx([0.9, 0.6])
-    assert out_boxes[0].tolist() == pytest.approx([0.5, 0, 10.5, 10])    # (0.9 * 0 + 0.3 * 2) / 1.2
+    assert out_boxes[0].tolist() == pytest.approx([0.5, 0, 10.5, 10])  # (0.9 * 0 + 0.3 * 2) / 1.2
     assert out_kps[0, 0].tolist() == pytest.approx([0.5, 0])
     assert out_boxes[1].tolist() == pytest.approx([50, 50, 60, 60])

@@ -32,13 +32,13 @@ def _read_pgm(path: Path) -> np.ndarray:
     fields: list[bytes] = []
     pos = 0
     while len(fields) < 4:
-        while data[pos:pos + 1].isspace():
+        while data[pos : pos + 1].isspace():
             pos += 1
-        if data[pos:pos + 1] == b"#":
+        if data[pos : pos + 1] == b"#":
             pos = data.index(b"\n", pos) + 1
             continue
         end = pos
-        while not data[end:end + 1].isspace():
+        while not data[end : end + 1].isspace():
             end += 1
         fields.append(data[pos:end])
         pos = end
@@ -127,7 +127,7 @@ def test_onnx_matches_dlib_on_real_faces(chips, reference, encoder):
 
 def test_batch_and_single_agree(chips, encoder):
     batch = encoder.embed(chips[:5])
-    singles = np.concatenate([encoder.embed(chips[i:i + 1]) for i in range(min(5, len(chips)))])
+    singles = np.concatenate([encoder.embed(chips[i : i + 1]) for i in range(min(5, len(chips)))])
     assert np.abs(batch[: len(singles)] - singles).max() < 1e-4
 
 

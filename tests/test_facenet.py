@@ -19,14 +19,14 @@ from PIL import Image
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+from conftest import att, att_rgb, scene  # noqa: E402
+
 from siamface.alignment import ChipSpec, crop_all  # noqa: E402
 from siamface.embedding import create_encoder  # noqa: E402
 from siamface.embedding.facenet import normalise  # noqa: E402
 from siamface.embedding.facenet_onnx import CONVERTER_VERSION, cached_facenet_onnx, facenet_graph_path  # noqa: E402
 from siamface.embedding.tf_graph import TfGraphError, parse_graph_def, read_graph_def  # noqa: E402
 from siamface.errors import ModelError  # noqa: E402
-
-from conftest import att, att_rgb, scene  # noqa: E402
 
 try:
     GRAPH = facenet_graph_path()
@@ -85,17 +85,20 @@ def test_conversion_is_cached_by_graph_hash(onnx_path):
 
 def test_box_crop_is_the_square_box_with_margin():
     image = np.zeros((200, 300, 3), np.uint8)
-    image[50:150, 100:180] = 255                      # an 80 x 100 white box
+    image[50:150, 100:180] = 255  # an 80 x 100 white box
     spec = ChipSpec(size=100, crop="box", margin=0.0)
     chip = crop_all(image, np.array([[100, 50, 180, 150]]), np.full((1, 5, 2), np.nan), spec)[0]
     assert chip.shape == (100, 100, 3)
     row = chip[50, :, 0]
-    assert row[12:88].min() == 255 and row[:8].max() == 0 and row[92:].max() == 0   # 80 of 100 columns
-    wide = crop_all(image, np.array([[100, 50, 180, 150]]), np.zeros((1, 5, 2)), ChipSpec(100, crop="box", margin=0.25))[0]
+    assert row[12:88].min() == 255 and row[:8].max() == 0 and row[92:].max() == 0  # 80 of 100 columns
+    wide = crop_all(
+        image, np.array([[100, 50, 180, 150]]), np.zeros((1, 5, 2)), ChipSpec(100, crop="box", margin=0.25)
+    )[0]
     assert 50 < (wide[50, :, 0] > 127).sum() < 56  # the same box in a 1.5x wider square: 80 / 150 * 100
-    stretched = crop_all(image, np.array([[100, 50, 180, 150]]), np.zeros((1, 5, 2)),
-                         ChipSpec(100, crop="box", margin=0.0, square=False))[0]
-    assert stretched[2:-2, 2:-2].min() == 255                  # the box fills the chip, stretched to a square
+    stretched = crop_all(
+        image, np.array([[100, 50, 180, 150]]), np.zeros((1, 5, 2)), ChipSpec(100, crop="box", margin=0.0, square=False)
+    )[0]
+    assert stretched[2:-2, 2:-2].min() == 255  # the box fills the chip, stretched to a square
 
 
 def test_chip_spec_refuses_an_unknown_crop():
@@ -111,8 +114,10 @@ def facenet_pipeline():
 
 
 def test_facenet_tells_people_apart(facenet_pipeline):
-    emb = {k: facenet_pipeline.embed_largest(scene([(att_rgb(*k), 2.0, (200, 100))]))[0].embeddings[0]
-           for k in [(1, 1), (1, 2), (2, 1), (3, 1)]}
+    emb = {
+        k: facenet_pipeline.embed_largest(scene([(att_rgb(*k), 2.0, (200, 100))]))[0].embeddings[0]
+        for k in [(1, 1), (1, 2), (2, 1), (3, 1)]
+    }
     assert all(abs(np.linalg.norm(e) - 1) < 1e-5 for e in emb.values())
     same = float(emb[1, 1] @ emb[1, 2])
     others = [float(emb[1, 1] @ emb[k]) for k in [(2, 1), (3, 1)]]

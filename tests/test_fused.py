@@ -16,7 +16,6 @@ from siamface.embedding.fused import DLIB_FACENET  # noqa: E402
 from siamface.gallery import Gallery  # noqa: E402
 
 
-
 @pytest.fixture(scope="module")
 def fused() -> Pipeline:
     return Pipeline(model="dlib+facenet")
@@ -36,8 +35,7 @@ def test_fused_embedding_is_the_weighted_concatenation_of_its_parts(fused, frame
         a, b = (p.embed(frame, faces[:1]).embeddings[0] for p in parts)
         assert e.shape == (a.size + b.size,) and abs(np.linalg.norm(e) - 1) < 1e-5
         assert np.abs(e - np.concatenate([np.sqrt(w) * a, np.sqrt(1 - w) * b])).max() < 1e-5
-    (e1, e2), (a1, a2), (b1, b2) = ([p.embed_largest(f)[0].embeddings[0] for f in frames[:2]]
-                                    for p in [fused, *parts])
+    (e1, e2), (a1, a2), (b1, b2) = ([p.embed_largest(f)[0].embeddings[0] for f in frames[:2]] for p in [fused, *parts])
     assert float(e1 @ e2) == pytest.approx(w * float(a1 @ a2) + (1 - w) * float(b1 @ b2), abs=1e-5)
     info = fused.encoder.info
     assert info.extra["weight"] == w and f"w={w:g}" in info.version and info.embedding_size == 640

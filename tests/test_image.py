@@ -8,12 +8,11 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import att, att_rgb
 from PIL import Image
 
 from siamface.errors import ImageError
 from siamface.image import load_image
-
-from conftest import att, att_rgb
 
 
 def encode(array: np.ndarray, fmt: str, mode: str | None = None, **params) -> bytes:
@@ -26,10 +25,19 @@ def encode(array: np.ndarray, fmt: str, mode: str | None = None, **params) -> by
 FACE = att_rgb(1, 1, (1.0, 0.8, 0.6))
 
 
-@pytest.mark.parametrize("fmt, mode, lossless", [
-    ("JPEG", None, False), ("PNG", None, True), ("BMP", None, True), ("PPM", None, True),
-    ("TIFF", None, True), ("WEBP", None, False), ("GIF", "P", False), ("PNG", "L", False),
-])
+@pytest.mark.parametrize(
+    "fmt, mode, lossless",
+    [
+        ("JPEG", None, False),
+        ("PNG", None, True),
+        ("BMP", None, True),
+        ("PPM", None, True),
+        ("TIFF", None, True),
+        ("WEBP", None, False),
+        ("GIF", "P", False),
+        ("PNG", "L", False),
+    ],
+)
 def test_formats_decode_to_rgb_uint8(fmt, mode, lossless):
     image = load_image(encode(FACE, fmt, mode))
     assert image.dtype == np.uint8 and image.shape == FACE.shape and image.flags.c_contiguous
@@ -74,7 +82,7 @@ def test_alpha_is_composited_on_white():
 
 
 def test_16_bit_grey_png_is_scaled_to_8_bit():
-    gray16 = (np.asarray(Image.open(att(1, 1)), np.uint16) * 257)
+    gray16 = np.asarray(Image.open(att(1, 1)), np.uint16) * 257
     buf = io.BytesIO()
     Image.fromarray(gray16).save(buf, format="PNG")
     image = load_image(buf.getvalue())
@@ -82,12 +90,15 @@ def test_16_bit_grey_png_is_scaled_to_8_bit():
     assert np.array_equal(image[:, :, 0], np.asarray(Image.open(att(1, 1))))
 
 
-@pytest.mark.parametrize("array, expected", [
-    (np.zeros((40, 30), np.uint8), (40, 30, 3)),
-    (np.zeros((40, 30, 1), np.uint8), (40, 30, 3)),
-    (np.full((40, 30, 3), 65535, np.uint16), (40, 30, 3)),
-    (np.full((40, 30, 4), 0.5, np.float32), (40, 30, 3)),
-])
+@pytest.mark.parametrize(
+    "array, expected",
+    [
+        (np.zeros((40, 30), np.uint8), (40, 30, 3)),
+        (np.zeros((40, 30, 1), np.uint8), (40, 30, 3)),
+        (np.full((40, 30, 3), 65535, np.uint16), (40, 30, 3)),
+        (np.full((40, 30, 4), 0.5, np.float32), (40, 30, 3)),
+    ],
+)
 def test_arrays_are_normalised(array, expected):
     assert load_image(array).shape == expected
 
@@ -95,25 +106,29 @@ def test_arrays_are_normalised(array, expected):
 def _png_header_only(width: int, height: int) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
-        chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 JPEG = encode(FACE, "JPEG")
 
 
-@pytest.mark.parametrize("source, reason", [
-    (b"", "empty"),
-    (JPEG[: len(JPEG) // 2], "truncated"),
-    (b"this is a text file, not a picture\n" * 20, "not an image"),
-    (_png_header_only(100_000, 100_000), "limit"),
-    (np.zeros((8, 8, 3), np.uint8), "at least"),
-    (np.zeros((20, 20, 2), np.uint8), "expected an array"),
-    (np.full((20, 20), np.nan, np.float32), "NaN"),
-    (np.zeros((20, 20), np.complex64), "dtype"),
-    (12345, "unsupported input type"),
-], ids=["empty", "truncated", "text", "bomb", "tiny", "two-channel", "nan", "complex", "int"])
+@pytest.mark.parametrize(
+    "source, reason",
+    [
+        (b"", "empty"),
+        (JPEG[: len(JPEG) // 2], "truncated"),
+        (b"this is a text file, not a picture\n" * 20, "not an image"),
+        (_png_header_only(100_000, 100_000), "limit"),
+        (np.zeros((8, 8, 3), np.uint8), "at least"),
+        (np.zeros((20, 20, 2), np.uint8), "expected an array"),
+        (np.full((20, 20), np.nan, np.float32), "NaN"),
+        (np.zeros((20, 20), np.complex64), "dtype"),
+        (12345, "unsupported input type"),
+    ],
+    ids=["empty", "truncated", "text", "bomb", "tiny", "two-channel", "nan", "complex", "int"],
+)
 def test_bad_inputs_raise_image_error(source, reason):
     with pytest.raises(ImageError, match=reason):
         load_image(source)

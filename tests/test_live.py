@@ -13,20 +13,21 @@ import time
 import cv2
 import numpy as np
 import pytest
-
 from conftest import att, att_rgb, held_photo, scene
+
 from siamface import SourceError
 from siamface.live import Authenticator, GalleryMatcher, Tracker, Watcher, run
 from siamface.video import Frame, FrameSource, LatestFrameReader, open_source
 
 ENROLLED = (3, 4)
 STRANGER = 6
-SEGMENT = 12      # frames per person in the clips
+SEGMENT = 12  # frames per person in the clips
 
 
 def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "siamface", *map(str, args)], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "siamface", *map(str, args)], capture_output=True, text=True, timeout=120
+    )
 
 
 def write_clip(path, segments, fps: float = 25.0) -> None:
@@ -75,7 +76,7 @@ def test_watch_names_each_person_once_and_the_stranger_unknown(clip, gallery, pi
             results.append(watcher.process(frame))
     watcher.finish()
 
-    assert len(results) == 3 * SEGMENT + 4                      # a file read without pacing loses no frame
+    assert len(results) == 3 * SEGMENT + 4  # a file read without pacing loses no frame
     expected = ["s3"] * SEGMENT + ["s4"] * SEGMENT + ["unknown"] * SEGMENT + [None] * 4
     for result, want in zip(results, expected):
         if want is None:
@@ -86,7 +87,7 @@ def test_watch_names_each_person_once_and_the_stranger_unknown(clip, gallery, pi
     assert appeared == [("s3", 0), ("s4", SEGMENT), ("unknown", 2 * SEGMENT)]
     left = [e["person"] for e in events if e["event"] == "left"]
     assert sorted(left) == ["s3", "s4", "unknown"]
-    assert not [e for e in events if e["event"] == "identified"]      # no flicker
+    assert not [e for e in events if e["event"] == "identified"]  # no flicker
     # embeddings only on new tracks and every `refresh` frames, not on every frame
     assert sum(r.embedded for r in results) <= 3 * (SEGMENT // 5 + 1)
     s3 = next(e for e in events if e["person"] == "s3")
@@ -95,12 +96,13 @@ def test_watch_names_each_person_once_and_the_stranger_unknown(clip, gallery, pi
 
 def test_authenticate_grants_the_enrolled_person(clip, gallery, pipeline):
     events = []
-    auth = Authenticator(pipeline, GalleryMatcher(gallery), "s3", consecutive=3, timeout=30, on_event=events.append,
-                         liveness="off")            # pasted grey photos: the passive check would (rightly) refuse
+    auth = Authenticator(
+        pipeline, GalleryMatcher(gallery), "s3", consecutive=3, timeout=30, on_event=events.append, liveness="off"
+    )  # pasted grey photos: the passive check would (rightly) refuse
     with LatestFrameReader(open_source(clip)) as reader:
         run(reader, auth, stop_when_decided=True, reader=reader)
     assert auth.decision.granted
-    assert auth.decision.frames == 3                       # granted on the third frame in a row
+    assert auth.decision.frames == 3  # granted on the third frame in a row
     assert [e["event"] for e in events] == ["granted"]
     assert events[0]["best_score"] >= gallery.threshold
 
@@ -149,8 +151,9 @@ def test_cli_watch_and_authenticate(clip, gallery_file, tmp_path):
     granted = cli("authenticate", "-g", gallery_file, "--claim", "s3", "--source", clip, "--liveness", "off")
     assert granted.returncode == 0, granted.stderr
     assert json.loads(granted.stdout)["event"] == "granted"
-    denied = cli("authenticate", "-g", gallery_file, "--claim", "s4", "--source", clip, "--max-frames", 8,
-                 "--liveness", "off")
+    denied = cli(
+        "authenticate", "-g", gallery_file, "--claim", "s4", "--source", clip, "--max-frames", 8, "--liveness", "off"
+    )
     assert denied.returncode == 1 and json.loads(denied.stdout)["event"] == "denied"
     # the default passive check refuses s3 shown as a printed photo (a white margin, held up in the scene)
     printed = tmp_path / "printed.avi"
@@ -161,7 +164,7 @@ def test_cli_watch_and_authenticate(clip, gallery_file, tmp_path):
     photo = cli("authenticate", "-g", gallery_file, "--claim", "s3", "--source", printed)
     assert photo.returncode == 1, photo.stdout + photo.stderr
     decision = json.loads(photo.stdout)
-    assert decision["best_score"] >= decision["threshold"]                 # it is s3, but not live
+    assert decision["best_score"] >= decision["threshold"]  # it is s3, but not live
     assert decision["liveness"]["passive"]["frames_not_live"] == 10 and "not live" in decision["reason"]
     unknown = cli("authenticate", "-g", gallery_file, "--claim", "nobody", "--source", clip)
     assert unknown.returncode == 2 and "nobody" in unknown.stderr
@@ -221,10 +224,10 @@ def test_newest_frame_wins_when_the_consumer_is_slow():
         for frame in reader:
             ages.append(time.perf_counter() - frame.captured)
             indices.append(frame.index)
-            time.sleep(0.02)                                   # recognition 10x slower than the camera
+            time.sleep(0.02)  # recognition 10x slower than the camera
     assert reader.dropped > 50 and len(indices) < 150
-    assert indices == sorted(indices) and indices[-1] == 199   # always the newest, up to the end
-    assert statistics.median(ages) < 0.02                      # no queue: a frame is never old
+    assert indices == sorted(indices) and indices[-1] == 199  # always the newest, up to the end
+    assert statistics.median(ages) < 0.02  # no queue: a frame is never old
 
 
 def test_tracker_keeps_ids_across_motion_and_ends_lost_tracks():
@@ -250,11 +253,11 @@ def test_folder_source(tmp_path):
 
 def test_ctrl_c_closes_cleanly():
     source = Fast("slow")
-    source.period = 0.01                    # 2 s of frames
+    source.period = 0.01  # 2 s of frames
     reader = LatestFrameReader(source)
     timer = threading.Timer(0.05, reader.close)
     timer.start()
-    frames = list(reader)                   # ends when closed; no hang
+    frames = list(reader)  # ends when closed; no hang
     timer.join()
     reader._thread.join(timeout=5)
     assert len(frames) < 200 and not reader._thread.is_alive()

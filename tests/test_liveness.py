@@ -9,9 +9,20 @@ import time
 import cv2
 import numpy as np
 import pytest
+from conftest import (
+    FRONTAL,
+    FRONTAL_2,
+    TURN,
+    TURNED_LEFT,
+    TURNED_RIGHT,
+    att_rgb,
+    blended_face,
+    held_photo,
+    planar_turn,
+    s26,
+    scene,
+)
 
-from conftest import (FRONTAL, FRONTAL_2, TURN, TURNED_LEFT, TURNED_RIGHT, att_rgb, blended_face, held_photo,
-                      planar_turn, s26, scene)
 from siamface.errors import ConfigError
 from siamface.liveness import PassiveLiveness, pad_report
 from siamface.liveness.active import ActiveCheck, parallax, yaw_ratio
@@ -24,6 +35,7 @@ def keypoints(pipeline):
         faces = pipeline.detect(frame)
         assert len(faces) == 1
         return faces.data["keypoints"][0], faces.boxes[0]
+
     return of
 
 
@@ -32,7 +44,7 @@ def test_pad_report_hand_computed():
     scores = [0.9, 0.8, 0.3, 0.95, 0.2, 0.6, 0.7, 0.1]
     labels = ["live", "live", "live", "live", "photo", "photo", "replay", "replay"]
     r = pad_report(scores, labels, threshold=0.5)
-    assert r.bpcer == pytest.approx(1 / 4)                # 0.3 rejected
+    assert r.bpcer == pytest.approx(1 / 4)  # 0.3 rejected
     assert r.apcer == {"photo": pytest.approx(1 / 2), "replay": pytest.approx(1 / 2)}
     assert r.acer == pytest.approx((0.5 + 0.25) / 2)
     assert r.counts == {"live": 4, "photo": 2, "replay": 2}
@@ -43,28 +55,28 @@ def test_pad_report_hand_computed():
 def test_pad_report_perfect_separation_and_ties():
     r = pad_report([0.9, 0.8, 0.1, 0.2], ["live", "live", "print", "print"], threshold=0.5)
     assert r.bpcer == 0 and r.apcer == {"print": 0} and r.eer == 0
-    tied = pad_report([0.5, 0.5], ["live", "print"], threshold=0.5)   # at the threshold counts as live
+    tied = pad_report([0.5, 0.5], ["live", "print"], threshold=0.5)  # at the threshold counts as live
     assert tied.bpcer == 0 and tied.apcer == {"print": 1.0}
 
 
 # -- passive -----------------------------------------------------------------------------------------
 def test_lbp_histogram_of_flat_and_textured_patches():
     flat = lbp_histogram(np.full((16, 16), 100, np.uint8))
-    assert flat.sum() == pytest.approx(1) and flat.max() == pytest.approx(1)   # one pattern everywhere
+    assert flat.sum() == pytest.approx(1) and flat.max() == pytest.approx(1)  # one pattern everywhere
     noise = lbp_histogram(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))
-    assert (noise > 0).sum() > 40                                               # many patterns
+    assert (noise > 0).sum() > 40  # many patterns
 
 
 def test_shipped_passive_model_refuses_a_pasted_photo(pipeline):
     model = PassiveLiveness()
-    frame = scene([(att_rgb(3, 1), 2.0, (100, 100))])      # a grey print-like face pasted in a scene
+    frame = scene([(att_rgb(3, 1), 2.0, (100, 100))])  # a grey print-like face pasted in a scene
     box = pipeline.detect(frame).boxes[0]
     assert features(frame, box).shape == (373,)
     result = model.score(frame, box)
     assert 0 <= result.score <= 1 and not result.live
-    assert model.meta["held_out"]["counts"]["live"] > 100   # it says what it was measured on
+    assert model.meta["held_out"]["counts"]["live"] > 100  # it says what it was measured on
     again = model.score(frame, box)
-    assert again.score == result.score                       # deterministic
+    assert again.score == result.score  # deterministic
 
 
 def test_frame_cue_finds_a_printed_photos_border_and_not_a_face_outline(pipeline):
@@ -76,11 +88,11 @@ def test_frame_cue_finds_a_printed_photos_border_and_not_a_face_outline(pipeline
         faces = pipeline.detect(head)
         assert len(faces), (subject, "the blended face is still a face")
         assert not is_framed(frame_sides(head, faces.boxes[0])), subject
-    assert frame_sides(np.zeros((50, 50, 3), np.uint8), (0, 0, 4, 4)) == ()   # too small: nothing to say
+    assert frame_sides(np.zeros((50, 50, 3), np.uint8), (0, 0, 4, 4)) == ()  # too small: nothing to say
 
 
 def test_a_framed_face_is_not_live_whatever_its_texture():
-    texture_ok = LivenessScore(0.99, 0.9, "m", ("left", "right"))           # hair can line both cheeks
+    texture_ok = LivenessScore(0.99, 0.9, "m", ("left", "right"))  # hair can line both cheeks
     assert texture_ok.live and not texture_ok.framed
     framed = LivenessScore(0.99, 0.9, "m", ("left", "right", "top"))
     assert not framed.live and framed.decision_score == 0.0
@@ -93,11 +105,11 @@ def test_yaw_and_parallax_of_a_real_head_against_a_plane(keypoints):
     right, _ = keypoints(s26(TURNED_RIGHT))
     left, _ = keypoints(s26(TURNED_LEFT))
     assert yaw_ratio(right) < -0.18 < 0.18 < yaw_ratio(left)
-    assert parallax(ref, left) > 0.15 and parallax(ref, right) > 0.1          # the nose leaves the plane
+    assert parallax(ref, left) > 0.15 and parallax(ref, right) > 0.1  # the nose leaves the plane
     for degrees in (-35, -20, 20, 35):
         flat, _ = keypoints(planar_turn(s26(FRONTAL), degrees))
-        assert abs(yaw_ratio(flat)) < 0.18                                    # a photo cannot "turn"
-        assert parallax(ref, flat) < 0.1                                      # and moves like a plane
+        assert abs(yaw_ratio(flat)) < 0.18  # a photo cannot "turn"
+        assert parallax(ref, flat) < 0.1  # and moves like a plane
 
 
 def feed(check: ActiveCheck, frames, keypoints, fps: float = 10.0):
@@ -121,7 +133,7 @@ def test_active_check_passes_a_real_head_in_the_asked_order(keypoints):
 
 def test_active_check_refuses_the_wrong_order_and_a_moving_photo(keypoints):
     frames = [s26(i) for i in (FRONTAL, TURNED_RIGHT, FRONTAL_2, TURNED_LEFT)] + [s26(FRONTAL)] * 10
-    wrong = ActiveCheck(["turn_left", "turn_right"], timeout=1.0)       # the right turn came too early
+    wrong = ActiveCheck(["turn_left", "turn_right"], timeout=1.0)  # the right turn came too early
     result = feed(wrong, frames, keypoints)
     assert result is not None and not result.passed and "timeout" in result.reason
     assert result.completed == 1 and result.seconds > 1.0
@@ -149,16 +161,36 @@ def test_authenticate_with_active_liveness(tmp_path, pipeline, keypoints):
     with Gallery(tmp_path / "g.db", pipeline, create=True) as g:
         g.enroll("s26", [TURN / f"{i}.pgm" for i in (6, 7)])
         sequences = {
-            "real": [s26(i) for i in (FRONTAL, FRONTAL, TURNED_RIGHT, FRONTAL_2, FRONTAL_2, TURNED_LEFT,
-                                      TURNED_LEFT, FRONTAL, FRONTAL, FRONTAL)],
+            "real": [
+                s26(i)
+                for i in (
+                    FRONTAL,
+                    FRONTAL,
+                    TURNED_RIGHT,
+                    FRONTAL_2,
+                    FRONTAL_2,
+                    TURNED_LEFT,
+                    TURNED_LEFT,
+                    FRONTAL,
+                    FRONTAL,
+                    FRONTAL,
+                )
+            ],
             "photo": [planar_turn(s26(FRONTAL), d) for d in (0, -20, -35, -20, 0, 20, 35, 20, 0, 0)],
         }
         decisions = {}
         for name, frames in sequences.items():
             events = []
-            auth = Authenticator(pipeline, GalleryMatcher(g), "s26", consecutive=2, timeout=60,
-                                 on_event=events.append, liveness="active",
-                                 active=ActiveCheck(["turn_right", "turn_left"], timeout=0.9))
+            auth = Authenticator(
+                pipeline,
+                GalleryMatcher(g),
+                "s26",
+                consecutive=2,
+                timeout=60,
+                on_event=events.append,
+                liveness="active",
+                active=ActiveCheck(["turn_right", "turn_left"], timeout=0.9),
+            )
             for i, image in enumerate(frames):
                 auth.process(Frame(i, i / 10, image, time.perf_counter()))
                 if auth.decision:
@@ -175,9 +207,11 @@ def test_evaluate_liveness_command(tmp_path, capsys):
     from siamface.cli import main
 
     data = tmp_path / "pad"
-    for kind, images in (("live", [s26(FRONTAL), s26(TURNED_LEFT)]),
-                         ("photo", [planar_turn(s26(FRONTAL), 25), planar_turn(s26(FRONTAL), -25)]),
-                         ("screen", [s26(FRONTAL_2)])):
+    for kind, images in (
+        ("live", [s26(FRONTAL), s26(TURNED_LEFT)]),
+        ("photo", [planar_turn(s26(FRONTAL), 25), planar_turn(s26(FRONTAL), -25)]),
+        ("screen", [s26(FRONTAL_2)]),
+    ):
         (data / kind).mkdir(parents=True)
         for i, image in enumerate(images):
             cv2.imwrite(str(data / kind / f"{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
@@ -191,7 +225,7 @@ def test_evaluate_liveness_command(tmp_path, capsys):
     assert report["counts"] == {"live": 3, "photo": 2, "screen": 1} and report["no_face"] == 0
     assert set(report["apcer"]) == {"photo", "screen"} and 0 <= report["bpcer"] <= 1
     assert report["videos"] == 1 and report["per_frame"]["combined"]["counts"]["live"] == 2 + 12
-    assert set(report["cues"]) == {"cnn", "texture", "frame"}              # every cue alone, beside the combination
+    assert set(report["cues"]) == {"cnn", "texture", "frame"}  # every cue alone, beside the combination
     assert set(report["per_frame"]) == {"combined", "cnn", "texture", "frame"}
     assert (tmp_path / "out" / "report.json").is_file()
 

@@ -8,20 +8,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FRONTAL, blended_face, held_photo, s26
+
 from siamface.errors import ModelError
 from siamface.liveness.cnn import NETWORKS, AntiSpoofCnn, crop, scaled_box
 
 ROOT = Path(__file__).resolve().parents[1]
 # the original weights, in the workplace's shared folder beside the checkout (or beside its worktrees' folder)
-WEIGHTS = next((p / "shared" / "models" / "silent-face" for p in (ROOT.parent, ROOT.parent.parent)
-                if (p / "shared" / "models" / "silent-face").is_dir()), ROOT.parent / "shared" / "models" / "silent-face")
+WEIGHTS = next(
+    (
+        p / "shared" / "models" / "silent-face"
+        for p in (ROOT.parent, ROOT.parent.parent)
+        if (p / "shared" / "models" / "silent-face").is_dir()
+    ),
+    ROOT.parent / "shared" / "models" / "silent-face",
+)
 PTH = {"minifasnet_v2": "2.7_80x80_MiniFASNetV2.pth", "minifasnet_v1se": "4_0_0_80x80_MiniFASNetV1SE.pth"}
 
 
 def test_scaled_box_enlarges_around_the_centre_and_shifts_inside():
-    assert scaled_box((100, 100, 140, 150), 2.0, 640, 480) == (80, 75, 161, 176)    # 80x100 around (120, 125)
+    assert scaled_box((100, 100, 140, 150), 2.0, 640, 480) == (80, 75, 161, 176)  # 80x100 around (120, 125)
     # near the left/top edge: shifted right/down, not cut (same size)
     assert scaled_box((0, 10, 40, 60), 2.0, 640, 480) == (0, 0, 81, 101)
     # near the right/bottom edge: shifted left/up
@@ -35,11 +41,11 @@ def test_scaled_box_enlarges_around_the_centre_and_shifts_inside():
 
 def test_crop_is_bgr_0_255_80x80():
     image = np.zeros((120, 160, 3), np.uint8)
-    image[:, :, 0] = 200                                     # red in RGB
+    image[:, :, 0] = 200  # red in RGB
     x = crop(image, (60, 40, 100, 80), 2.7)
     assert x.shape == (3, 80, 80) and x.dtype == np.float32
-    assert x[2].min() == 200 and x[0].max() == 0             # BGR: red is the last channel, not scaled
-    grey = crop(image[:, :, 0], (60, 40, 100, 80), 4.0)      # a grey image is repeated into 3 channels
+    assert x[2].min() == 200 and x[0].max() == 0  # BGR: red is the last channel, not scaled
+    grey = crop(image[:, :, 0], (60, 40, 100, 80), 4.0)  # a grey image is repeated into 3 channels
     assert grey.shape == (3, 80, 80) and np.all(grey == 200)
 
 

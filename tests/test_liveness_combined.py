@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import att, blended_face, held_photo, phone_screen
+
 from siamface.errors import ModelError
 from siamface.liveness import PassiveCheck
 from siamface.liveness.combined import DEFAULT_COMBINED, INPUTS, combiner_inputs, liveness_models
@@ -31,9 +31,11 @@ def largest_box(pipeline, frame):
 
 def test_live_faces_pass_printed_photos_and_screens_do_not(pipeline, check):
     for subject, image in SUBJECTS:
-        for kind, frame, live in (("blended", blended_face(subject, image), True),
-                                  ("printed photo", held_photo(subject, image), False),
-                                  ("phone screen", phone_screen(subject, image), False)):
+        for kind, frame, live in (
+            ("blended", blended_face(subject, image), True),
+            ("printed photo", held_photo(subject, image), False),
+            ("phone screen", phone_screen(subject, image), False),
+        ):
             s = check.score(frame, largest_box(pipeline, frame))
             assert s.live is live, (subject, kind, s.to_dict())
             assert 0 <= s.score <= 1 and s.decision_score == s.score
@@ -52,10 +54,10 @@ def test_each_attack_is_caught_by_a_different_cue(pipeline, check):
 def test_the_frame_cue_is_an_input_not_a_veto(check):
     confident_live = check.combine([0.97], [[0.98, 0.99]], [[False] * 4])[0]
     framed_live = check.combine([0.97], [[0.98, 0.99]], [[True] * 4])[0]
-    assert framed_live < confident_live                       # straight edges on all sides lower the score
-    assert framed_live >= check.threshold                     # but a door frame alone does not deny a live face
+    assert framed_live < confident_live  # straight edges on all sides lower the score
+    assert framed_live >= check.threshold  # but a door frame alone does not deny a live face
     doubtful = check.combine([0.5], [[0.3, 0.3]], [[True] * 4])[0]
-    assert doubtful < check.threshold                         # with weak cues it tips the decision
+    assert doubtful < check.threshold  # with weak cues it tips the decision
     assert combiner_inputs([0.5], [[0.5, 0.5]], [[True, False, True, False]]).tolist() == [[0, 0, 0, 2]]
 
 
@@ -91,10 +93,10 @@ def test_authenticate_passive_grants_the_live_face_and_denies_photo_and_screen(t
     with Gallery(tmp_path / "g.db", pipeline, create=True) as g:
         g.enroll("s3", [att(3, i) for i in (2, 3, 4)])
         decisions = {}
-        for kind, frame in (("live", blended_face(3, 1)), ("photo", held_photo(3, 1)),
-                            ("screen", phone_screen(3, 1))):
-            auth = Authenticator(pipeline, GalleryMatcher(g), "s3", consecutive=3, timeout=60,
-                                 liveness="passive", passive=check)
+        for kind, frame in (("live", blended_face(3, 1)), ("photo", held_photo(3, 1)), ("screen", phone_screen(3, 1))):
+            auth = Authenticator(
+                pipeline, GalleryMatcher(g), "s3", consecutive=3, timeout=60, liveness="passive", passive=check
+            )
             for i in range(6):
                 auth.process(Frame(i, i / 10, frame, time.perf_counter()))
                 if auth.decision:
@@ -104,4 +106,4 @@ def test_authenticate_passive_grants_the_live_face_and_denies_photo_and_screen(t
     for kind in ("photo", "screen"):
         d = decisions[kind]
         assert not d.granted and "not live" in d.reason, (kind, d.reason)
-        assert d.liveness["passive"]["frames_not_live"] == 6 and max(d.scores) >= g.threshold   # it matched
+        assert d.liveness["passive"]["frames_not_live"] == 6 and max(d.scores) >= g.threshold  # it matched

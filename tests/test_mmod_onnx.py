@@ -54,8 +54,9 @@ def test_same_faces_as_dlib(tmp_path):
     det = OnnxMmodDetector(cache_dir=tmp_path)
     found = 0
     for img in _images():
-        ref = [(d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1, d.confidence)
-               for d in cnn(img, 0)]
+        ref = [
+            (d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1, d.confidence) for d in cnn(img, 0)
+        ]
         boxes, scores = det.detect(img)
         assert len(boxes) == len(ref)
         for (l, t, r, b, conf), box, score in zip(sorted(ref, key=lambda d: -d[4]), boxes, scores):

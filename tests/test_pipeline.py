@@ -7,22 +7,23 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import ATT, att, att_rgb, faceless, scene
 
 import siamface
 from siamface import NoFaceError, Pipeline
 from siamface.embedding import create_encoder, model_names
 from siamface.errors import ConfigError, ImageError
 
-from conftest import ATT, att, att_rgb, faceless, scene
-
 
 def test_import_loads_nothing():
     import subprocess
     import sys
 
-    code = ("import sys, siamface; "
-            "heavy = [m for m in ('dlib', 'onnxruntime', 'torch', 'cv2') if m in sys.modules]; "
-            "print(','.join(heavy))")
+    code = (
+        "import sys, siamface; "
+        "heavy = [m for m in ('dlib', 'onnxruntime', 'torch', 'cv2') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() in ("", "cv2"), out.stdout  # no model runtime at import
 
@@ -32,10 +33,19 @@ def test_pipeline_builds_stages_lazily():
     assert p._detector is None and p._encoder is None
 
 
-@pytest.mark.parametrize("a, b, same", [
-    ((1, 1), (1, 2), True), ((3, 1), (3, 4), True), ((5, 2), (5, 3), True), ((8, 1), (8, 4), True),
-    ((1, 1), (4, 1), False), ((3, 2), (6, 2), False), ((5, 1), (9, 3), False), ((7, 4), (10, 2), False),
-])
+@pytest.mark.parametrize(
+    "a, b, same",
+    [
+        ((1, 1), (1, 2), True),
+        ((3, 1), (3, 4), True),
+        ((5, 2), (5, 3), True),
+        ((8, 1), (8, 4), True),
+        ((1, 1), (4, 1), False),
+        ((3, 2), (6, 2), False),
+        ((5, 1), (9, 3), False),
+        ((7, 4), (10, 2), False),
+    ],
+)
 def test_verify_table(pipeline, a, b, same):
     result = pipeline.verify(att(*a), att(*b))
     assert result.same is same
@@ -75,8 +85,9 @@ def test_colour_scaled_and_rotated_copies_still_verify(pipeline):
 
     warm = att_rgb(6, 1, (1.1, 0.9, 0.7))
     big = np.asarray(Image.fromarray(att_rgb(6, 1, (0.8, 0.9, 1.1))).resize((276, 336), Image.BICUBIC))
-    tilted = np.asarray(Image.fromarray(att_rgb(6, 1)).rotate(12, resample=Image.BICUBIC, expand=True,
-                                                                fillcolor=(60, 60, 60)))
+    tilted = np.asarray(
+        Image.fromarray(att_rgb(6, 1)).rotate(12, resample=Image.BICUBIC, expand=True, fillcolor=(60, 60, 60))
+    )
     for probe in (warm, big, tilted):
         assert pipeline.verify(probe, att(6, 3)).same
         assert not pipeline.verify(probe, att(2, 3)).same

@@ -19,17 +19,23 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import FIXTURES, att, att_rgb, faceless, s26, scene  # noqa: E402
 
-from siamface.detection import create_detector  # noqa: E402
-from siamface.detection import retinaface  # noqa: E402
+from siamface.detection import (
+    create_detector,  # noqa: E402
+    retinaface,  # noqa: E402
+)
 from siamface.image import load_image  # noqa: E402
 
 RECORDED = FIXTURES / "retinaface_detections.json"
 
 
 def _group() -> np.ndarray:
-    return scene([(att_rgb(3, 1, (1.05, 0.95, 0.85)), 2.2, (30, 120)),
-                  (att_rgb(5, 1, (0.9, 1.0, 1.1)), 1.5, (300, 60)),
-                  (att_rgb(7, 1), 1.0, (500, 300))])
+    return scene(
+        [
+            (att_rgb(3, 1, (1.05, 0.95, 0.85)), 2.2, (30, 120)),
+            (att_rgb(5, 1, (0.9, 1.0, 1.1)), 1.5, (300, 60)),
+            (att_rgb(7, 1), 1.0, (500, 300)),
+        ]
+    )
 
 
 def _images() -> dict[str, np.ndarray]:
@@ -48,10 +54,13 @@ def _detections(image: np.ndarray) -> dict[str, list]:
     detector = create_detector("retinaface")
     boxes, scores, extra = detector._find(image)
     faces = detector.detect(image)
-    return {"boxes": np.asarray(boxes, float).tolist(), "scores": np.asarray(scores, float).tolist(),
-            "keypoints": np.asarray(extra["keypoints"], float).tolist(),
-            "face_boxes": np.asarray(faces.boxes, float).tolist(),
-            "face_landmarks": np.asarray(faces.landmarks, float).tolist()}
+    return {
+        "boxes": np.asarray(boxes, float).tolist(),
+        "scores": np.asarray(scores, float).tolist(),
+        "keypoints": np.asarray(extra["keypoints"], float).tolist(),
+        "face_boxes": np.asarray(faces.boxes, float).tolist(),
+        "face_landmarks": np.asarray(faces.landmarks, float).tolist(),
+    }
 
 
 def test_model_file_is_inside_the_package_with_its_licence():
@@ -71,8 +80,20 @@ def test_needs_no_other_package(monkeypatch):
     assert len(faces) == 1
 
 
-@pytest.mark.parametrize("name", ["att s1/1", "att s2/1", "att s5/2", "att s9/4", "att s7/3", "s26 frame",
-                                  "group 640x480", "group 1600x1200", "faceless"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "att s1/1",
+        "att s2/1",
+        "att s5/2",
+        "att s9/4",
+        "att s7/3",
+        "s26 frame",
+        "group 640x480",
+        "group 1600x1200",
+        "faceless",
+    ],
+)
 def test_detections_are_the_recorded_ones(name):
     expected = json.loads(RECORDED.read_text())[name]
     got = _detections(_images()[name])
@@ -80,8 +101,9 @@ def test_detections_are_the_recorded_ones(name):
     for key, value in expected.items():
         # bit for bit on the machine that recorded them; another CPU's float32 kernels may differ in the
         # last digits, so the tolerance is a hundredth of a pixel (and of a score)
-        np.testing.assert_allclose(np.asarray(got[key]).reshape(-1), np.asarray(value).reshape(-1),
-                                   rtol=0, atol=1e-2, err_msg=f"{name}: {key}")
+        np.testing.assert_allclose(
+            np.asarray(got[key]).reshape(-1), np.asarray(value).reshape(-1), rtol=0, atol=1e-2, err_msg=f"{name}: {key}"
+        )
 
 
 if __name__ == "__main__":

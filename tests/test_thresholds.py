@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import pytest
+from conftest import att
 
 from siamface import Pipeline
 from siamface.errors import ConfigError
-from siamface.thresholds import Calibration, load_calibration, save_calibration, user_calibration_file
-
-from conftest import att
-
 from siamface.pipeline import DEFAULT_MODEL
+from siamface.thresholds import Calibration, load_calibration, save_calibration, user_calibration_file
 
 
 def cal(threshold: float, model: str = DEFAULT_MODEL) -> Calibration:
-    return Calibration(model=model, threshold=threshold, criterion="far=0.001", far=0.0009, frr=0.08,
-                       dataset="unit", n_genuine=10, n_impostor=1000)
+    return Calibration(
+        model=model,
+        threshold=threshold,
+        criterion="far=0.001",
+        far=0.0009,
+        frr=0.08,
+        dataset="unit",
+        n_genuine=10,
+        n_impostor=1000,
+    )
 
 
 def test_save_and_load_round_trip(tmp_path):
@@ -31,14 +37,14 @@ def test_save_and_load_round_trip(tmp_path):
 def test_precedence(tmp_path):
     default = Pipeline().encoder.info.threshold
     assert Pipeline().threshold == default
-    assert Pipeline().identify_threshold == Pipeline().encoder.info.identify_threshold > default   # 1:N stricter
+    assert Pipeline().identify_threshold == Pipeline().encoder.info.identify_threshold > default  # 1:N stricter
     assert "1:N" in Pipeline().identify_threshold_source
     assert Pipeline(threshold=0.5).identify_threshold == 0.5
     save_calibration(cal(0.93))  # the user's file
     try:
         p = Pipeline()
         assert p.threshold == 0.93 and "FAR 0.0900%" in p.threshold_source
-        assert p.identify_threshold == 0.93          # a calibration is the user's point for 1:1 and 1:N
+        assert p.identify_threshold == 0.93  # a calibration is the user's point for 1:1 and 1:N
         beside = tmp_path / "gallery.thresholds.json"
         save_calibration(cal(0.95), beside)
         assert Pipeline(calibration_file=beside).threshold == 0.95

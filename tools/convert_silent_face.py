@@ -30,10 +30,14 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 #: (.pth file, shipped name, crop scale around the face box)
-NETWORKS = (("2.7_80x80_MiniFASNetV2.pth", "minifasnet_v2", 2.7),
-            ("4_0_0_80x80_MiniFASNetV1SE.pth", "minifasnet_v1se", 4.0))
-SOURCE = ("github.com/minivision-ai/Silent-Face-Anti-Spoofing, commit b6d5f04ad78778917853b25c778acef6d5626d15, "
-          "resources/anti_spoof_models/")
+NETWORKS = (
+    ("2.7_80x80_MiniFASNetV2.pth", "minifasnet_v2", 2.7),
+    ("4_0_0_80x80_MiniFASNetV1SE.pth", "minifasnet_v1se", 4.0),
+)
+SOURCE = (
+    "github.com/minivision-ai/Silent-Face-Anti-Spoofing, commit b6d5f04ad78778917853b25c778acef6d5626d15, "
+    "resources/anti_spoof_models/"
+)
 TOLERANCE = 1e-5
 
 
@@ -46,13 +50,27 @@ def export(net, scale: float, pth: Path) -> bytes:
     import torch
 
     buffer = io.BytesIO()
-    torch.onnx.export(net, torch.zeros(1, 3, 80, 80), buffer, input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}}, opset_version=13, dynamo=False)
+    torch.onnx.export(
+        net,
+        torch.zeros(1, 3, 80, 80),
+        buffer,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}},
+        opset_version=13,
+        dynamo=False,
+    )
     model = unfold_prelu(onnx.load_from_string(buffer.getvalue()))
-    meta = {"scale": f"{scale:g}", "input": "BGR 0..255, 80x80, NCHW, face box x scale, shifted inside the image",
-            "output": "3 logits; softmax index 1 = real face", "source": SOURCE, "weights": pth.name,
-            "weights_sha256": sha256(pth), "licence": "Apache-2.0",
-            "converted_by": "siamface tools/convert_silent_face.py"}
+    meta = {
+        "scale": f"{scale:g}",
+        "input": "BGR 0..255, 80x80, NCHW, face box x scale, shifted inside the image",
+        "output": "3 logits; softmax index 1 = real face",
+        "source": SOURCE,
+        "weights": pth.name,
+        "weights_sha256": sha256(pth),
+        "licence": "Apache-2.0",
+        "converted_by": "siamface tools/convert_silent_face.py",
+    }
     for key, value in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
@@ -79,10 +97,12 @@ def unfold_prelu(model):
             nodes.append(node)
             continue
         (x, slope), (y,) = node.input, node.output
-        nodes += [helper.make_node("Relu", [x], [f"{y}/pos"]),
-                  helper.make_node("Min", [x, zero], [f"{y}/neg"]),
-                  helper.make_node("Mul", [f"{y}/neg", slope], [f"{y}/scaled"]),
-                  helper.make_node("Add", [f"{y}/pos", f"{y}/scaled"], [y])]
+        nodes += [
+            helper.make_node("Relu", [x], [f"{y}/pos"]),
+            helper.make_node("Min", [x, zero], [f"{y}/neg"]),
+            helper.make_node("Mul", [f"{y}/neg", slope], [f"{y}/scaled"]),
+            helper.make_node("Add", [f"{y}/pos", f"{y}/scaled"], [y]),
+        ]
     del graph.node[:]
     graph.node.extend(nodes)
     return model
@@ -96,8 +116,10 @@ def test_inputs() -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     small = rng.uniform(0, 255, (4, 10, 10, 3)).astype(np.float32)
     smooth = np.stack([cv2.resize(s, (80, 80), interpolation=cv2.INTER_CUBIC) for s in small])
-    return [rng.uniform(0, 255, (4, 3, 80, 80)).astype(np.float32),
-            np.clip(smooth, 0, 255).transpose(0, 3, 1, 2).copy()]
+    return [
+        rng.uniform(0, 255, (4, 3, 80, 80)).astype(np.float32),
+        np.clip(smooth, 0, 255).transpose(0, 3, 1, 2).copy(),
+    ]
 
 
 def max_difference(net, graph: bytes) -> float:
@@ -131,8 +153,9 @@ are unchanged; ONNX Runtime reproduces the PyTorch logits within {tol:g}.
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    shared = next((p / "shared" for p in (ROOT.parent, ROOT.parent.parent) if (p / "shared").is_dir()),
-                  ROOT.parent / "shared")
+    shared = next(
+        (p / "shared" for p in (ROOT.parent, ROOT.parent.parent) if (p / "shared").is_dir()), ROOT.parent / "shared"
+    )
     ap.add_argument("--weights", type=Path, default=shared / "models" / "silent-face")
     ap.add_argument("--out", type=Path, default=ROOT / "src" / "siamface" / "liveness" / "models")
     args = ap.parse_args(argv)
@@ -153,8 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out / (name + '.onnx')} ({len(graph)} bytes), max |onnx - torch| {diff:.2e}")
     licence = args.weights / "LICENSE"
     (args.out / "LICENSE-silent-face").write_bytes(licence.read_bytes())
-    (args.out / "NOTICE-silent-face").write_text(NOTICE.format(source=SOURCE, files="\n".join(files),
-                                                               tol=TOLERANCE))
+    (args.out / "NOTICE-silent-face").write_text(NOTICE.format(source=SOURCE, files="\n".join(files), tol=TOLERANCE))
     print(f"wrote {args.out / 'LICENSE-silent-face'}, {args.out / 'NOTICE-silent-face'}")
     return 0
 

@@ -36,8 +36,9 @@ from torch import nn
 class ConvBlock(nn.Module):
     """conv (no bias) + BN, then PReLU unless ``act`` is False (upstream's Linear_block)."""
 
-    def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, padding: int = 0,
-                 groups: int = 1, act: bool = True) -> None:
+    def __init__(
+        self, cin: int, cout: int, kernel: int = 1, stride: int = 1, padding: int = 0, groups: int = 1, act: bool = True
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel, stride, padding, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(cout)
@@ -83,8 +84,9 @@ class Stage(nn.Module):
 
     def __init__(self, channels: int, inners: list[int], se: dict[int, int]) -> None:
         super().__init__()
-        self.model = nn.Sequential(*[Bottleneck(channels, channels, w, 1, True, se.get(i, 0))
-                                     for i, w in enumerate(inners)])
+        self.model = nn.Sequential(
+            *[Bottleneck(channels, channels, w, 1, True, se.get(i, 0)) for i, w in enumerate(inners)]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -99,8 +101,11 @@ class MiniFASNet(nn.Module):
 
         def stage(name: str, channels: int) -> Stage:
             count = sum(1 for k in widths if k.startswith(name + "."))
-            return Stage(channels, [widths[f"{name}.{i}"] for i in range(count)],
-                         {i: se[f"{name}.{i}"] for i in range(count) if f"{name}.{i}" in se})
+            return Stage(
+                channels,
+                [widths[f"{name}.{i}"] for i in range(count)],
+                {i: se[f"{name}.{i}"] for i in range(count) if f"{name}.{i}" in se},
+            )
 
         self.conv1 = ConvBlock(3, 32, 3, 2, 1)
         self.conv2_dw = ConvBlock(32, 32, 3, 1, 1, groups=32)
@@ -117,8 +122,18 @@ class MiniFASNet(nn.Module):
         self.prob = nn.Linear(embedding, classes, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in (self.conv1, self.conv2_dw, self.conv_23, self.conv_3, self.conv_34, self.conv_4,
-                      self.conv_45, self.conv_5, self.conv_6_sep, self.conv_6_dw):
+        for layer in (
+            self.conv1,
+            self.conv2_dw,
+            self.conv_23,
+            self.conv_3,
+            self.conv_34,
+            self.conv_4,
+            self.conv_45,
+            self.conv_5,
+            self.conv_6_sep,
+            self.conv_6_dw,
+        ):
             x = layer(x)
         return self.prob(self.bn(self.linear(torch.flatten(x, 1))))
 

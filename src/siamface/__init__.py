@@ -9,8 +9,16 @@ Importing siamface loads no model and touches no file; models load on first use.
 
 from __future__ import annotations
 
-from .errors import (ConfigError, GalleryError, ImageError, ModelError, ModelMismatchError, NoFaceError,
-                     SiamfaceError, SourceError)
+from .errors import (
+    ConfigError,
+    GalleryError,
+    ImageError,
+    ModelError,
+    ModelMismatchError,
+    NoFaceError,
+    SiamfaceError,
+    SourceError,
+)
 from .image import load_image
 from .pipeline import Pipeline, default_pipeline
 from .types import Faces, Verification
@@ -34,7 +42,21 @@ def verify(a, b, threshold: float | None = None) -> Verification:
 
 
 __all__ = [
-    "ConfigError", "Faces", "GalleryError", "ImageError", "ModelError", "ModelMismatchError", "NoFaceError",
-    "Pipeline", "SiamfaceError", "SourceError", "Verification", "__version__", "default_pipeline", "detect", "embed",
-    "load_image", "verify",
+    "ConfigError",
+    "Faces",
+    "GalleryError",
+    "ImageError",
+    "ModelError",
+    "ModelMismatchError",
+    "NoFaceError",
+    "Pipeline",
+    "SiamfaceError",
+    "SourceError",
+    "Verification",
+    "__version__",
+    "default_pipeline",
+    "detect",
+    "embed",
+    "load_image",
+    "verify",
 ]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 from .errors import ModelError
 
@@ -72,8 +73,15 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "siamface"
 
 
-def cached_model(source: str | Path, stem: str, version: int, build: Callable[[], bytes], *,
-                 cache_dir: str | Path | None = None, what: str = "model file") -> Path:
+def cached_model(
+    source: str | Path,
+    stem: str,
+    version: int,
+    build: Callable[[], bytes],
+    *,
+    cache_dir: str | Path | None = None,
+    what: str = "model file",
+) -> Path:
     """The ONNX conversion of `source`, made once by ``build()`` into the cache dir: the file name holds
     `stem`, the first 16 hex digits of the source's sha256 and the converter `version`, and it is written
     atomically (`cached_conversion`), so a reader never sees a half-written model."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from .errors import ModelError
@@ -29,7 +29,7 @@ def require(module: str, hint: str) -> None:
         raise ModelError(f"the Python module {module!r} is not installed; {hint}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def dlib_model_path(kind: str) -> Path:
     """Path of one of dlib's model files: 'resnet', 'landmarks5' or 'mmod'."""
     if kind not in DLIB_FILES:

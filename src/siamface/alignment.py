@@ -19,13 +19,15 @@ import numpy as np
 
 #: dlib's 5-point template on the unit square (dlib/image_transforms/interpolation.h,
 #: get_face_chip_details), in the order of `siamface.types.LANDMARK_NAMES`.
-DLIB_TEMPLATE5 = np.array([
-    [0.8595674595992, 0.2134981538014],
-    [0.6460604764104, 0.2289674387677],
-    [0.1205750620789, 0.2137274526848],
-    [0.3340850613712, 0.2290642403242],
-    [0.4901123135679, 0.6277975316475],
-])
+DLIB_TEMPLATE5 = np.array(
+    [
+        [0.8595674595992, 0.2134981538014],
+        [0.6460604764104, 0.2289674387677],
+        [0.1205750620789, 0.2137274526848],
+        [0.3340850613712, 0.2290642403242],
+        [0.4901123135679, 0.6277975316475],
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         raise ValueError("similarity_transform needs at least two matching point pairs")
     mu_s, mu_d = src.mean(0), dst.mean(0)
     s, d = src - mu_s, dst - mu_d
-    var_s = (s ** 2).sum() / len(src)
+    var_s = (s**2).sum() / len(src)
     if var_s <= 0:
         raise ValueError("similarity_transform: source points are all identical")
     cov = d.T @ s / len(src)
@@ -123,8 +125,7 @@ def box_transform(box, spec: ChipSpec) -> np.ndarray:
     w, h = w * (1 + 2 * spec.margin), h * (1 + 2 * spec.margin)
     sx, sy = w / spec.size, h / spec.size
     cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
-    return np.array([[sx, 0.0, cx - w / 2.0 + 0.5 * sx - 0.5],
-                     [0.0, sy, cy - h / 2.0 + 0.5 * sy - 0.5]])
+    return np.array([[sx, 0.0, cx - w / 2.0 + 0.5 * sx - 0.5], [0.0, sy, cy - h / 2.0 + 0.5 * sy - 0.5]])
 
 
 def _warp(image: np.ndarray, m: np.ndarray, n: int) -> np.ndarray:
@@ -137,9 +138,15 @@ def _warp(image: np.ndarray, m: np.ndarray, n: int) -> np.ndarray:
     for _ in range(depth):
         work = cv2.pyrDown(work)
     if depth:
-        m = m / (2 ** depth)
-    return cv2.warpAffine(work, m, (n, n), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        m = m / (2**depth)
+    return cv2.warpAffine(
+        work,
+        m,
+        (n, n),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
+    )
 
 
 def align_all(image: np.ndarray, landmarks: np.ndarray, spec: ChipSpec = DLIB_CHIP) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -14,8 +14,12 @@ RED = (230, 60, 50)
 YELLOW = (250, 210, 40)
 
 
-def draw_faces(image: np.ndarray, faces: Faces, labels: Sequence[str] | None = None,
-               colors: Sequence[tuple[int, int, int]] | None = None) -> np.ndarray:
+def draw_faces(
+    image: np.ndarray,
+    faces: Faces,
+    labels: Sequence[str] | None = None,
+    colors: Sequence[tuple[int, int, int]] | None = None,
+) -> np.ndarray:
     """A copy of the RGB image with each face's box, landmarks and label drawn on it."""
     out = np.ascontiguousarray(image.copy())
     thick = max(1, round(max(image.shape[:2]) / 400))
@@ -32,6 +36,5 @@ def draw_faces(image: np.ndarray, faces: Faces, labels: Sequence[str] | None = N
             (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
             ty = y1 - 4 if y1 - th - 6 > 0 else y2 + th + 4
             cv2.rectangle(out, (x1, ty - th - 3), (x1 + tw + 4, ty + base - 1), color, -1)
-            cv2.putText(out, text, (x1 + 2, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
-                        cv2.LINE_AA)
+            cv2.putText(out, text, (x1 + 2, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return out

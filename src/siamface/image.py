@@ -14,7 +14,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import IO, Union
+from typing import IO
 
 import numpy as np
 
@@ -27,7 +27,7 @@ MAX_BYTES = 100 * 1024 * 1024
 #: Smallest side accepted, in pixels: below it there is no face to find.
 MIN_SIDE = 16
 
-ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, IO[bytes], np.ndarray]
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes] | np.ndarray
 
 
 def describe(source: object) -> str:
@@ -84,8 +84,11 @@ def _read_bytes(source: object, label: str) -> bytes:
             raise ImageError(label, f"more than the {MAX_BYTES}-byte limit")
         data = bytes(data)
     else:
-        raise ImageError(label, f"unsupported input type {type(source).__name__}; "
-                                "give a path, bytes, a binary file object or a NumPy array")
+        raise ImageError(
+            label,
+            f"unsupported input type {type(source).__name__}; "
+            "give a path, bytes, a binary file object or a NumPy array",
+        )
     if not data:
         raise ImageError(label, "empty file (0 bytes)")
     return data
@@ -103,17 +106,23 @@ def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
             if width <= 0 or height <= 0:
                 raise ImageError(label, f"invalid size {width}x{height}")
             if width * height > max_pixels:
-                raise ImageError(label, f"{width}x{height} = {width * height} pixels is more than the limit of "
-                                        f"{max_pixels} (a decompression bomb or a needlessly huge image)")
+                raise ImageError(
+                    label,
+                    f"{width}x{height} = {width * height} pixels is more than the limit of "
+                    f"{max_pixels} (a decompression bomb or a needlessly huge image)",
+                )
             img.load()
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(label, "not an image, or a format that cannot be decoded "
-                                "(JPEG, PNG, BMP, PGM/PPM, TIFF, WebP, GIF are supported)") from None
+        raise ImageError(
+            label,
+            "not an image, or a format that cannot be decoded (JPEG, PNG, BMP, PGM/PPM, TIFF, WebP, GIF are supported)",
+        ) from None
     except Image.DecompressionBombError:
-        raise ImageError(label, f"refused as a decompression bomb: far more pixels than the limit of "
-                                f"{max_pixels}") from None
+        raise ImageError(
+            label, f"refused as a decompression bomb: far more pixels than the limit of {max_pixels}"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(label, f"truncated or corrupt image data ({exc})") from None
 
@@ -179,8 +188,7 @@ def _from_array(arr: np.ndarray, label: str, max_pixels: int) -> np.ndarray:
 
 def _check_side(arr: np.ndarray, label: str) -> None:
     if min(arr.shape[0], arr.shape[1]) < MIN_SIDE:
-        raise ImageError(label, f"image is {arr.shape[1]}x{arr.shape[0]} pixels; "
-                                f"each side must be at least {MIN_SIDE}")
+        raise ImageError(label, f"image is {arr.shape[1]}x{arr.shape[0]} pixels; each side must be at least {MIN_SIDE}")
 
 
 def to_bgr(image: np.ndarray) -> np.ndarray:

@@ -46,8 +46,7 @@ def hog_like_boxes(boxes: np.ndarray, adjust: tuple[float, float, float] | None)
     return np.stack([cx - half, cy - half, cx + half, cy + half], axis=1)
 
 
-def with_landmarks(image: np.ndarray, faces: Faces,
-                   adjust: tuple[float, float, float] | None = None) -> Faces:
+def with_landmarks(image: np.ndarray, faces: Faces, adjust: tuple[float, float, float] | None = None) -> Faces:
     """Fill the landmarks of faces that have none yet (predicted on HOG-style boxes, see `hog_like_boxes`)."""
     missing = ~faces.has_landmarks
     if missing.any():

@@ -24,8 +24,10 @@ import statistics
 import sys
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from datetime import UTC
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -59,7 +61,7 @@ class GalleryMatcher:
         self.threshold = float(threshold) if threshold is not None else float(gallery.threshold)
         self.threshold_source = "given by the caller" if threshold is not None else gallery.threshold_source
         self.identify_threshold = float(threshold) if threshold is not None else float(gallery.identify_threshold)
-        self._ids: dict[str, int] = {}   # claim -> person id: one lookup per session, not one per frame
+        self._ids: dict[str, int] = {}  # claim -> person id: one lookup per session, not one per frame
 
     def _person_id(self, claim: str) -> int:
         if claim not in self._ids:
@@ -90,9 +92,20 @@ class GalleryMatcher:
         from .gallery.store import AuditRecord
 
         person = self.gallery.store.person(claim, metadata=False)
-        return self.gallery.audit([AuditRecord("verify", person.id, person.id if accepted else None, score,
-                                               self.threshold, bool(accepted), rule,
-                                               self.gallery.check_model().name)])
+        return self.gallery.audit(
+            [
+                AuditRecord(
+                    "verify",
+                    person.id,
+                    person.id if accepted else None,
+                    score,
+                    self.threshold,
+                    bool(accepted),
+                    rule,
+                    self.gallery.check_model().name,
+                )
+            ]
+        )
 
 
 # -- tracking ------------------------------------------------------------------------------------------
@@ -119,11 +132,11 @@ class Track:
     first_frame: int
     last_frame: int
     votes: deque = field(default_factory=lambda: deque(maxlen=5))
-    embedded_frame: int = -10**9
+    embedded_frame: int = -(10**9)
     missed: int = 0
-    name: str | None = None          # decided identity (None: not decided or unknown)
-    score: float = float("nan")      # mean similarity of the votes for `name`
-    announced: str | None = None     # the identity last reported in an event
+    name: str | None = None  # decided identity (None: not decided or unknown)
+    score: float = float("nan")  # mean similarity of the votes for `name`
+    announced: str | None = None  # the identity last reported in an event
 
     def decide(self) -> None:
         """Identity = the most frequent vote (unknown counts as a vote); ties go to the higher mean score."""
@@ -209,24 +222,36 @@ class Stats:
     def to_dict(self) -> dict[str, Any]:
         lat = sorted(self.latencies_ms)
         pick = (lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 1)) if lat else (lambda q: None)
-        return {"frames": self.frames, "dropped": self.dropped, "faces_embedded": self.embedded,
-                "fps": round(self.frames / self.seconds, 1) if self.seconds > 0 else None,
-                "latency_ms_p50": round(statistics.median(lat), 1) if lat else None,
-                "latency_ms_p99": pick(0.99)}
+        return {
+            "frames": self.frames,
+            "dropped": self.dropped,
+            "faces_embedded": self.embedded,
+            "fps": round(self.frames / self.seconds, 1) if self.seconds > 0 else None,
+            "latency_ms_p50": round(statistics.median(lat), 1) if lat else None,
+            "latency_ms_p99": pick(0.99),
+        }
 
 
 def _now_iso() -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class Watcher:
     """1:N in a video: name every tracked face, with events when a person appears, is (re)identified or
     leaves. Call `process(frame)` per frame, then `finish()`."""
 
-    def __init__(self, pipeline, matcher: Matcher, *, refresh: int = 10, votes: int = 5,
-                 max_missed: int = 10, on_event: Callable[[dict], None] | None = None) -> None:
+    def __init__(
+        self,
+        pipeline,
+        matcher: Matcher,
+        *,
+        refresh: int = 10,
+        votes: int = 5,
+        max_missed: int = 10,
+        on_event: Callable[[dict], None] | None = None,
+    ) -> None:
         if refresh < 1 or votes < 1:
             raise ConfigError("refresh and votes must be >= 1")
         self.pipeline = pipeline
@@ -238,9 +263,16 @@ class Watcher:
         self._last_frame: Frame | None = None
 
     def _event(self, kind: str, frame: Frame, track: Track, **extra) -> None:
-        event = {"event": kind, "time": _now_iso(), "video_time": round(frame.time, 3), "frame": frame.index,
-                 "track": track.id, "person": track.label,
-                 "score": None if np.isnan(track.score) else round(track.score, 4), **extra}
+        event = {
+            "event": kind,
+            "time": _now_iso(),
+            "video_time": round(frame.time, 3),
+            "frame": frame.index,
+            "track": track.id,
+            "person": track.label,
+            "score": None if np.isnan(track.score) else round(track.score, 4),
+            **extra,
+        }
         self.on_event(event)
 
     def process(self, frame: Frame) -> FrameResult:
@@ -269,8 +301,15 @@ class Watcher:
         self.stats.frames += 1
         self.stats.latencies_ms.append(latency)
         self._last_frame = frame
-        return FrameResult(frame, faces, [t.label for t in tracks],
-                           [t.score for t in tracks], [t.id for t in tracks], latency, len(stale))
+        return FrameResult(
+            frame,
+            faces,
+            [t.label for t in tracks],
+            [t.score for t in tracks],
+            [t.id for t in tracks],
+            latency,
+            len(stale),
+        )
 
     def finish(self) -> None:
         """End every open track (the video ended): one "left" event each."""
@@ -296,12 +335,20 @@ class AuthDecision:
     liveness: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"event": "granted" if self.granted else "denied", "time": _now_iso(), "claim": self.claim,
-                "granted": self.granted, "reason": self.reason, "frames": self.frames,
-                "best_score": None if self.best_score is None else round(self.best_score, 4),
-                "last_scores": [round(s, 4) for s in self.scores[-10:]], "threshold": round(self.threshold, 4),
-                "threshold_source": self.threshold_source, "seconds": round(self.seconds, 2),
-                "liveness": self.liveness}
+        return {
+            "event": "granted" if self.granted else "denied",
+            "time": _now_iso(),
+            "claim": self.claim,
+            "granted": self.granted,
+            "reason": self.reason,
+            "frames": self.frames,
+            "best_score": None if self.best_score is None else round(self.best_score, 4),
+            "last_scores": [round(s, 4) for s in self.scores[-10:]],
+            "threshold": round(self.threshold, 4),
+            "threshold_source": self.threshold_source,
+            "seconds": round(self.seconds, 2),
+            "liveness": self.liveness,
+        }
 
 
 LIVENESS_MODES = ("off", "passive", "active", "both")
@@ -316,9 +363,19 @@ class Authenticator:
     the challenge of an `ActiveCheck` met, with parallax, before the grant (its prompts are events);
     "both" needs both. Every decision carries the liveness evidence."""
 
-    def __init__(self, pipeline, matcher: Matcher, claim: str, *, consecutive: int = 3,
-                 timeout: float = 10.0, on_event: Callable[[dict], None] | None = None,
-                 liveness: str = "off", passive=None, active=None) -> None:
+    def __init__(
+        self,
+        pipeline,
+        matcher: Matcher,
+        claim: str,
+        *,
+        consecutive: int = 3,
+        timeout: float = 10.0,
+        on_event: Callable[[dict], None] | None = None,
+        liveness: str = "off",
+        passive=None,
+        active=None,
+    ) -> None:
         if consecutive < 1:
             raise ConfigError("consecutive must be >= 1")
         if liveness not in LIVENESS_MODES:
@@ -342,7 +399,7 @@ class Authenticator:
         self.stats = Stats()
         self.scores: list[float] = []
         self.live_scores: list[float] = []
-        self.framed_frames = 0       # evidence: frames where the frame cue saw a border (an input, not a veto)
+        self.framed_frames = 0  # evidence: frames where the frame cue saw a border (an input, not a veto)
         self.not_live_frames = 0
         self.run_length = 0
         self.started = time.monotonic()
@@ -352,19 +409,31 @@ class Authenticator:
     def _liveness_evidence(self) -> dict[str, Any]:
         evidence: dict[str, Any] = {"mode": self.liveness}
         if self.passive is not None:
-            evidence["passive"] = {"model": self.passive.name, "threshold": round(self.passive.threshold, 4),
-                                   "last_scores": [round(s, 4) for s in self.live_scores[-10:]],
-                                   "framed_frames": self.framed_frames, "frames_not_live": self.not_live_frames}
+            evidence["passive"] = {
+                "model": self.passive.name,
+                "threshold": round(self.passive.threshold, 4),
+                "last_scores": [round(s, 4) for s in self.live_scores[-10:]],
+                "framed_frames": self.framed_frames,
+                "frames_not_live": self.not_live_frames,
+            }
         if self.active is not None:
             result = self.active.result
             evidence["active"] = result.to_dict() if result else {"passed": False, "challenges": self.active.challenges}
         return evidence
 
     def _decide(self, granted: bool, reason: str) -> AuthDecision:
-        self.decision = AuthDecision(self.claim, granted, reason, self.stats.frames,
-                                     max(self.scores) if self.scores else None, self.scores,
-                                     self.matcher.threshold, getattr(self.matcher, "threshold_source", ""),
-                                     time.monotonic() - self.started, self._liveness_evidence())
+        self.decision = AuthDecision(
+            self.claim,
+            granted,
+            reason,
+            self.stats.frames,
+            max(self.scores) if self.scores else None,
+            self.scores,
+            self.matcher.threshold,
+            getattr(self.matcher, "threshold_source", ""),
+            time.monotonic() - self.started,
+            self._liveness_evidence(),
+        )
         self.on_event(self.decision.to_dict())
         return self.decision
 
@@ -393,13 +462,13 @@ class Authenticator:
         active_done = True
         if self.active is not None and self.decision is None:
             if keypoints is None and len(faces):
-                raise ConfigError(f"active liveness needs a detector with 5 keypoints (retinaface, mtcnn), "
-                                  f"not {faces.detector!r}")
+                raise ConfigError(
+                    f"active liveness needs a detector with 5 keypoints (retinaface, mtcnn), not {faces.detector!r}"
+                )
             result = self.active.update(keypoints, box, frame.time)
             if self.active.prompt != self._prompt and result is None:
                 self._prompt = self.active.prompt
-                self.on_event({"event": "challenge", "time": _now_iso(), "frame": frame.index,
-                               "prompt": self._prompt})
+                self.on_event({"event": "challenge", "time": _now_iso(), "frame": frame.index, "prompt": self._prompt})
             if result is not None and not result.passed:
                 self._decide(False, f"liveness: {result.reason}")
             active_done = result is not None and result.passed
@@ -410,8 +479,11 @@ class Authenticator:
             how = f"{self.consecutive} consecutive frames verified"
             self._decide(True, how + (f" (liveness {self.liveness})" if self.liveness != "off" else ""))
         elif self.decision is None and time.monotonic() - self.started > self.timeout:
-            self._decide(False, f"timeout after {self.timeout:g} s" + (
-                f" (liveness: {self.not_live_frames} frames not live)" if self.not_live_frames else ""))
+            self._decide(
+                False,
+                f"timeout after {self.timeout:g} s"
+                + (f" (liveness: {self.not_live_frames} frames not live)" if self.not_live_frames else ""),
+            )
         return FrameResult(frame, faces, labels, scores, [], latency, 1 if len(faces) else 0)
 
     def finish(self) -> AuthDecision:
@@ -421,8 +493,9 @@ class Authenticator:
             elif self.active is not None and self.active.result is None:
                 reason = f"the video ended before the liveness challenge was met ('{self.active.prompt}')"
             elif self.passive is not None and self.not_live_frames:
-                reason = (f"the video ended before enough frames verified (liveness: {self.not_live_frames} "
-                          f"frames not live)")
+                reason = (
+                    f"the video ended before enough frames verified (liveness: {self.not_live_frames} frames not live)"
+                )
             else:
                 reason = "the video ended before enough frames verified"
             self._decide(False, reason)
@@ -443,8 +516,7 @@ def annotate(result: FrameResult, fps: float | None = None) -> np.ndarray:
         colors.append(RED if name == UNKNOWN else GREEN)
     out = draw_faces(result.frame.image, result.faces, labels, colors)
     if fps is not None:
-        cv2.putText(out, f"{fps:.1f} fps", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 0), 2,
-                    cv2.LINE_AA)
+        cv2.putText(out, f"{fps:.1f} fps", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 0), 2, cv2.LINE_AA)
     return out
 
 
@@ -457,10 +529,16 @@ class VideoOut:
         self.path, self.fps, self.show, self.title = path, fps, show, title
         self._writer = None
         if show and re.search(r"GUI:\s+NONE", cv2.getBuildInformation()):
-            raise ConfigError("--show needs an OpenCV build with a GUI; this one is headless "
-                              "(opencv-python-headless). Use --out FILE instead.")
-        if show and sys.platform.startswith("linux") and not os.environ.get("DISPLAY") \
-                and not os.environ.get("WAYLAND_DISPLAY"):
+            raise ConfigError(
+                "--show needs an OpenCV build with a GUI; this one is headless "
+                "(opencv-python-headless). Use --out FILE instead."
+            )
+        if (
+            show
+            and sys.platform.startswith("linux")
+            and not os.environ.get("DISPLAY")
+            and not os.environ.get("WAYLAND_DISPLAY")
+        ):
             raise ConfigError("--show: no display here (DISPLAY is not set). Use --out FILE instead.")
 
     def write(self, rgb: np.ndarray) -> bool:
@@ -471,8 +549,9 @@ class VideoOut:
         if self.path:
             if self._writer is None:
                 fourcc = "MJPG" if self.path.lower().endswith(".avi") else "mp4v"
-                self._writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*fourcc), self.fps,
-                                               (bgr.shape[1], bgr.shape[0]))
+                self._writer = cv2.VideoWriter(
+                    self.path, cv2.VideoWriter_fourcc(*fourcc), self.fps, (bgr.shape[1], bgr.shape[0])
+                )
                 if not self._writer.isOpened():
                     raise ConfigError(f"{self.path}: cannot write video (use .mp4 or .avi)")
             self._writer.write(bgr)
@@ -491,8 +570,9 @@ class VideoOut:
             cv2.destroyAllWindows()
 
 
-def run(frames: Iterable[Frame], runner, out: VideoOut | None = None, *, stop_when_decided: bool = False,
-        reader=None) -> Stats:
+def run(
+    frames: Iterable[Frame], runner, out: VideoOut | None = None, *, stop_when_decided: bool = False, reader=None
+) -> Stats:
     """Feed `frames` to a `Watcher` or `Authenticator` until they end (or the decision is made); write
     annotated frames to `out`. Returns the runner's stats (fps over the whole run)."""
     start = time.perf_counter()

@@ -16,32 +16,47 @@ EXIT_GRANTED, EXIT_DENIED = 0, 1
 
 def add_parsers(sub, chain_options) -> None:
     p = sub.add_parser(
-        "watch", help="name the people in a video, camera or stream live (1:N against a gallery)",
+        "watch",
+        help="name the people in a video, camera or stream live (1:N against a gallery)",
         description="Track every face of a video source and name it from the gallery (or 'unknown'). "
-                    "Detection runs on every frame, recognition on new tracks and every --refresh frames, "
-                    "names are voted over the track. JSON-lines events on stdout.")
+        "Detection runs on every frame, recognition on new tracks and every --refresh frames, "
+        "names are voted over the track. JSON-lines events on stdout.",
+    )
     _common(p, chain_options)
-    p.add_argument("--refresh", type=int, default=10, metavar="N",
-                   help="re-embed a tracked face every N frames (default 10)")
-    p.add_argument("--votes", type=int, default=5, metavar="N",
-                   help="a track's name is the vote of its last N recognitions (default 5)")
+    p.add_argument(
+        "--refresh", type=int, default=10, metavar="N", help="re-embed a tracked face every N frames (default 10)"
+    )
+    p.add_argument(
+        "--votes",
+        type=int,
+        default=5,
+        metavar="N",
+        help="a track's name is the vote of its last N recognitions (default 5)",
+    )
     p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser(
-        "authenticate", help="unlock for a claimed person in front of the camera (1:1 against a gallery)",
+        "authenticate",
+        help="unlock for a claimed person in front of the camera (1:1 against a gallery)",
         description="Verify the largest face of each frame against the claimed person's templates: grant as "
-                    "soon as --consecutive frames in a row verify, deny at --timeout. Exit code 0 granted, "
-                    "1 denied, 2 error.")
+        "soon as --consecutive frames in a row verify, deny at --timeout. Exit code 0 granted, "
+        "1 denied, 2 error.",
+    )
     _common(p, chain_options)
     p.add_argument("--claim", required=True, metavar="NAME", help="the person to authenticate")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="deny after S seconds (default 10)")
-    p.add_argument("--consecutive", type=int, default=3, metavar="N",
-                   help="frames in a row that must verify (default 3)")
-    p.add_argument("--liveness", choices=("off", "passive", "active", "both"), default="passive",
-                   help="presentation-attack checks: passive (each frame's face is live by the passive check: "
-                        "anti-spoofing CNN, texture and frame cues combined), active (a "
-                        "random head-turn challenge with a parallax test; prompts are 'challenge' events), "
-                        "both, or off (default: passive)")
+    p.add_argument(
+        "--consecutive", type=int, default=3, metavar="N", help="frames in a row that must verify (default 3)"
+    )
+    p.add_argument(
+        "--liveness",
+        choices=("off", "passive", "active", "both"),
+        default="passive",
+        help="presentation-attack checks: passive (each frame's face is live by the passive check: "
+        "anti-spoofing CNN, texture and frame cues combined), active (a "
+        "random head-turn challenge with a parallax test; prompts are 'challenge' events), "
+        "both, or off (default: passive)",
+    )
     p.set_defaults(func=cmd_authenticate)
 
 
@@ -49,11 +64,17 @@ def _common(p: argparse.ArgumentParser, chain_options) -> None:
     from .gallery.commands import _gallery_option
 
     _gallery_option(p)
-    p.add_argument("--source", default="0",
-                   help="camera index, video file, stream URL (rtsp://, http://) or folder of frames (default 0)")
-    p.add_argument("--realtime", action="store_true",
-                   help="play a video file at its own frame rate, dropping frames when behind, as a camera "
-                        "would (default: every frame of a file)")
+    p.add_argument(
+        "--source",
+        default="0",
+        help="camera index, video file, stream URL (rtsp://, http://) or folder of frames (default 0)",
+    )
+    p.add_argument(
+        "--realtime",
+        action="store_true",
+        help="play a video file at its own frame rate, dropping frames when behind, as a camera "
+        "would (default: every frame of a file)",
+    )
     p.add_argument("--out", metavar="FILE", help="write the annotated video here (.mp4 or .avi)")
     p.add_argument("--show", action="store_true", help="show the annotated video in a window (needs a display)")
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
@@ -80,9 +101,12 @@ def _summary(command: str, stats, extra: str = "", as_json: bool = False) -> Non
     s = stats.to_dict()
     if as_json:
         print(json.dumps({"event": "summary", "command": command, **s}), flush=True)
-    print(f"{command}: {s['frames']} frames at {s['fps']} fps, {s['dropped']} dropped, "
-          f"{s['faces_embedded']} faces embedded, latency p50 {s['latency_ms_p50']} ms / "
-          f"p99 {s['latency_ms_p99']} ms{extra}", file=sys.stderr)
+    print(
+        f"{command}: {s['frames']} frames at {s['fps']} fps, {s['dropped']} dropped, "
+        f"{s['faces_embedded']} faces embedded, latency p50 {s['latency_ms_p50']} ms / "
+        f"p99 {s['latency_ms_p99']} ms{extra}",
+        file=sys.stderr,
+    )
 
 
 def cmd_watch(args) -> int:
@@ -90,8 +114,7 @@ def cmd_watch(args) -> int:
 
     gallery, pipeline, matcher, reader, out = _open(args)
     with gallery, reader:
-        watcher = Watcher(pipeline, matcher, refresh=args.refresh, votes=args.votes,
-                          on_event=json_lines(sys.stdout))
+        watcher = Watcher(pipeline, matcher, refresh=args.refresh, votes=args.votes, on_event=json_lines(sys.stdout))
         try:
             stats = run(reader, watcher, out, reader=reader)
         except KeyboardInterrupt:
@@ -105,8 +128,15 @@ def cmd_authenticate(args) -> int:
 
     gallery, pipeline, matcher, reader, out = _open(args)
     with gallery, reader:
-        auth = Authenticator(pipeline, matcher, args.claim, consecutive=args.consecutive,
-                             timeout=args.timeout, on_event=json_lines(sys.stdout), liveness=args.liveness)
+        auth = Authenticator(
+            pipeline,
+            matcher,
+            args.claim,
+            consecutive=args.consecutive,
+            timeout=args.timeout,
+            on_event=json_lines(sys.stdout),
+            liveness=args.liveness,
+        )
         try:
             run(reader, auth, out, stop_when_decided=True, reader=reader)
         except KeyboardInterrupt:
@@ -114,7 +144,10 @@ def cmd_authenticate(args) -> int:
         decision = auth.decision
         for note in matcher.log_claim(args.claim, decision.granted, decision.best_score, rule="live"):
             print(f"siamface: note: {note}", file=sys.stderr)
-    _summary("authenticate", auth.stats, f"; {'GRANTED' if decision.granted else 'DENIED'}: {decision.reason}",
-             as_json=args.json)
+    _summary(
+        "authenticate",
+        auth.stats,
+        f"; {'GRANTED' if decision.granted else 'DENIED'}: {decision.reason}",
+        as_json=args.json,
+    )
     return EXIT_GRANTED if decision.granted else EXIT_DENIED
-

@@ -39,9 +39,15 @@ class Pipeline:
     >>> result.same, result.similarity
     """
 
-    def __init__(self, detector: str | Detector = DEFAULT_DETECTOR, model: str | Encoder = DEFAULT_MODEL,
-                 threshold: float | None = None, threshold_source: str | None = None,
-                 calibration_file: str | os.PathLike | None = None, **detector_options) -> None:
+    def __init__(
+        self,
+        detector: str | Detector = DEFAULT_DETECTOR,
+        model: str | Encoder = DEFAULT_MODEL,
+        threshold: float | None = None,
+        threshold_source: str | None = None,
+        calibration_file: str | os.PathLike | None = None,
+        **detector_options,
+    ) -> None:
         self._detector_spec = detector
         self._detector_options = detector_options
         self._model_spec = model
@@ -125,8 +131,9 @@ class Pipeline:
             faces = self.detector.detect(array)
         chips = encoder_chips(self.encoder, array, faces.boxes, faces.landmarks)
         faces.chips = chips[0] if isinstance(chips, tuple) else chips  # a fused model: its first part's chips
-        faces.embeddings = self.encoder.embed(chips) if len(faces) else \
-            np.zeros((0, self.encoder.info.embedding_size), np.float32)
+        faces.embeddings = (
+            self.encoder.embed(chips) if len(faces) else np.zeros((0, self.encoder.info.embedding_size), np.float32)
+        )
         return faces
 
     def embed_largest(self, image: ImageSource) -> tuple[Faces, int]:
@@ -142,8 +149,9 @@ class Pipeline:
         array = _as_array(image)
         found = self.detector.detect(array)
         if len(found) == 0:
-            raise NoFaceError(describe(image) if not isinstance(image, np.ndarray) else "image",
-                              getattr(self.detector, "name", ""))
+            raise NoFaceError(
+                describe(image) if not isinstance(image, np.ndarray) else "image", getattr(self.detector, "name", "")
+            )
         k = found.chosen(face, array.shape)
         return self.embed(array, found[k]), len(found)
 
@@ -166,11 +174,19 @@ class Pipeline:
             if n > 1:
                 notes.append(f"{label}: {n} faces found, the largest was used")
         return Verification(
-            same=bool(similarity >= thr), similarity=similarity,
-            distance=float(similarity_to_distance(similarity)), threshold=thr,
-            model=self.encoder.info.name, detector=getattr(self.detector, "name", type(self.detector).__name__),
-            box_a=tuple(float(v) for v in face_a.boxes[0]), box_b=tuple(float(v) for v in face_b.boxes[0]),
-            faces_a=n_a, faces_b=n_b, threshold_source=source, notes=tuple(notes))
+            same=bool(similarity >= thr),
+            similarity=similarity,
+            distance=float(similarity_to_distance(similarity)),
+            threshold=thr,
+            model=self.encoder.info.name,
+            detector=getattr(self.detector, "name", type(self.detector).__name__),
+            box_a=tuple(float(v) for v in face_a.boxes[0]),
+            box_b=tuple(float(v) for v in face_b.boxes[0]),
+            faces_a=n_a,
+            faces_b=n_b,
+            threshold_source=source,
+            notes=tuple(notes),
+        )
 
 
 def _as_array(image: ImageSource) -> np.ndarray:

@@ -38,9 +38,9 @@ class Calibration:
 
     model: str
     threshold: float
-    criterion: str            # "far=0.001", "eer" or "best-accuracy"
-    far: float                # false-accept rate measured at the threshold on the calibration data
-    frr: float                # false-reject rate measured there
+    criterion: str  # "far=0.001", "eer" or "best-accuracy"
+    far: float  # false-accept rate measured at the threshold on the calibration data
+    frr: float  # false-reject rate measured there
     dataset: str = ""
     detector: str = ""
     n_genuine: int = 0
@@ -49,8 +49,10 @@ class Calibration:
 
     def describe(self) -> str:
         where = f" on {self.dataset}" if self.dataset else ""
-        return (f"calibrated ({self.criterion}){where}: FAR {self.far:.4%}, FRR {self.frr:.4%} "
-                f"at this threshold ({self.n_genuine} genuine / {self.n_impostor} impostor pairs)")
+        return (
+            f"calibrated ({self.criterion}){where}: FAR {self.far:.4%}, FRR {self.frr:.4%} "
+            f"at this threshold ({self.n_genuine} genuine / {self.n_impostor} impostor pairs)"
+        )
 
 
 def read_calibrations(path: Path) -> dict[str, Calibration]:

@@ -20,9 +20,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -119,8 +119,11 @@ class CaptureSource(FrameSource):
             cv2.utils.logging.setLogLevel(level)
         if not capture.isOpened():
             capture.release()
-            what = ("cannot be opened (no such camera, it is busy, or access is denied)" if isinstance(self.spec, int)
-                    else "cannot be opened as a video (unknown format or codec)")
+            what = (
+                "cannot be opened (no such camera, it is busy, or access is denied)"
+                if isinstance(self.spec, int)
+                else "cannot be opened as a video (unknown format or codec)"
+            )
             raise SourceError(f"{self.name}: {what}")
         return capture
 
@@ -131,13 +134,13 @@ class CaptureSource(FrameSource):
             ok, bgr = self._capture.read()
             if not ok or bgr is None:
                 if not self.live:
-                    return                                          # end of file
+                    return  # end of file
                 failures += 1
                 if failures > self.reconnects:
                     raise SourceError(f"{self.name}: no frames after {self.reconnects} reconnects")
                 log.warning("%s: no frame; reconnecting (%d/%d)", self.name, failures, self.reconnects)
                 self._capture.release()
-                time.sleep(min(2.0, 0.25 * 2 ** failures))
+                time.sleep(min(2.0, 0.25 * 2**failures))
                 try:
                     self._capture = self._open()
                 except SourceError:
@@ -185,8 +188,9 @@ class LatestFrameReader:
     Iterate over it to get frames until the source ends; a source error is raised in the consumer.
     """
 
-    def __init__(self, source: FrameSource, *, drop: bool | None = None, realtime: bool = False,
-                 max_frames: int | None = None) -> None:
+    def __init__(
+        self, source: FrameSource, *, drop: bool | None = None, realtime: bool = False, max_frames: int | None = None
+    ) -> None:
         self.source = source
         self.realtime = realtime and not source.live
         self.drop = (source.live or self.realtime) if drop is None else drop
@@ -206,8 +210,8 @@ class LatestFrameReader:
         frames = iter(self.source)
         try:
             while not self._stop.is_set():
-                if not self.drop:                   # lossless: read the next frame only when it can be taken,
-                    with self._cond:                # so that its capture time is not spent waiting in line
+                if not self.drop:  # lossless: read the next frame only when it can be taken,
+                    with self._cond:  # so that its capture time is not spent waiting in line
                         while self._slot is not None and not self._stop.is_set():
                             self._cond.wait(0.1)
                 frame = next(frames, None)

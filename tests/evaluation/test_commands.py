@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ATT, att
 
 from siamface.cli import build_parser, main
@@ -47,8 +46,9 @@ def test_commands_are_registered():
 def test_evaluate_folder_writes_report_and_plots(tmp_path, cache_file, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "out"
-    code = main(["evaluate", "--folder", str(ATT), "--detector", "hog", "--out", str(out),
-                 "--cache", cache_file, "--quiet"])
+    code = main(
+        ["evaluate", "--folder", str(ATT), "--detector", "hog", "--out", str(out), "--cache", cache_file, "--quiet"]
+    )
     text = capsys.readouterr().out
     assert code == 0
     assert "1 with no usable face: s1/3.pgm" in text and "EER" in text and "TAR @ FAR" in text
@@ -80,20 +80,51 @@ def test_evaluate_lfw_pairs(tmp_path, cache_file, capsys):
         for i in (1, 2, 3):
             shutil.copy(att(s, i), root / name / f"{name}_{i:04d}.jpg")
     pairs = tmp_path / "pairs.txt"
-    pairs.write_text("2 2\nAnn 1 2\nBob 1 3\nAnn 1 Bob 1\nBob 2 Cid 2\n"
-                     "Cid 1 3\nAnn 2 3\nCid 1 Ann 3\nBob 3 Ann 2\n")
-    code = main(["evaluate", "--lfw-pairs", str(pairs), "--root", str(root), "--detector", "hog",
-                 "--out", str(tmp_path / "o"), "--cache", cache_file, "--quiet"])
+    pairs.write_text("2 2\nAnn 1 2\nBob 1 3\nAnn 1 Bob 1\nBob 2 Cid 2\nCid 1 3\nAnn 2 3\nCid 1 Ann 3\nBob 3 Ann 2\n")
+    code = main(
+        [
+            "evaluate",
+            "--lfw-pairs",
+            str(pairs),
+            "--root",
+            str(root),
+            "--detector",
+            "hog",
+            "--out",
+            str(tmp_path / "o"),
+            "--cache",
+            cache_file,
+            "--quiet",
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0 and "2-fold accuracy" in text and "the one nearest the centre used" in text
-    code = main(["evaluate", "--lfw-pairs", str(pairs), "--root", str(root), "--detector", "hog", "--face",
-                 "largest", "--out", str(tmp_path / "o"), "--cache", cache_file, "--quiet", "--json"])
+    code = main(
+        [
+            "evaluate",
+            "--lfw-pairs",
+            str(pairs),
+            "--root",
+            str(root),
+            "--detector",
+            "hog",
+            "--face",
+            "largest",
+            "--out",
+            str(tmp_path / "o"),
+            "--cache",
+            cache_file,
+            "--quiet",
+            "--json",
+        ]
+    )
     assert code == 0 and json.loads(capsys.readouterr().out)["images"]["face_used"] == "largest"
 
 
 def test_calibrate_then_verify_uses_it(tmp_path, cache_file, config_dir, capsys):
-    code = main(["calibrate", "--folder", str(ATT), "--detector", "hog", "--target", "eer",
-                 "--cache", cache_file, "--quiet"])
+    code = main(
+        ["calibrate", "--folder", str(ATT), "--detector", "hog", "--target", "eer", "--cache", cache_file, "--quiet"]
+    )
     text = capsys.readouterr().out
     assert code == 0, text
     written = config_dir / "thresholds.json"
@@ -106,19 +137,40 @@ def test_calibrate_then_verify_uses_it(tmp_path, cache_file, config_dir, capsys)
     # the real console script, in a fresh process, reads the user calibration file
     assert SIAMFACE, "the siamface console script is not installed"
     env = dict(os.environ, SIAMFACE_CONFIG_DIR=str(config_dir))
-    out = subprocess.run([SIAMFACE, "verify", str(att(2, 1)), str(att(2, 2)), "--json"],
-                         capture_output=True, text=True, timeout=120, env=env)
+    out = subprocess.run(
+        [SIAMFACE, "verify", str(att(2, 1)), str(att(2, 2)), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["threshold"] == pytest.approx(cal.threshold)
-    assert result["threshold_source"].startswith("calibrated (eer) on ") and str(ATT.resolve()) in \
-        result["threshold_source"]
+    assert (
+        result["threshold_source"].startswith("calibrated (eer) on ")
+        and str(ATT.resolve()) in result["threshold_source"]
+    )
 
 
 def test_calibrate_write_file_and_json(tmp_path, cache_file, config_dir, capsys):
     target = tmp_path / "elsewhere" / "cal.json"
-    code = main(["calibrate", "--folder", str(ATT), "--detector", "hog", "--target", "best-accuracy",
-                 "--write", str(target), "--cache", cache_file, "--json"])
+    code = main(
+        [
+            "calibrate",
+            "--folder",
+            str(ATT),
+            "--detector",
+            "hog",
+            "--target",
+            "best-accuracy",
+            "--write",
+            str(target),
+            "--cache",
+            cache_file,
+            "--json",
+        ]
+    )
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["file"] == str(target) and data["read_by_verify"] is False
     assert read_calibrations(target)[DEFAULT_MODEL].criterion == "best-accuracy"
@@ -126,8 +178,18 @@ def test_calibrate_write_file_and_json(tmp_path, cache_file, config_dir, capsys)
 
 
 def test_calibrate_refuses_an_unsupported_far_target(tmp_path, cache_file, config_dir, capsys):
-    args = ["calibrate", "--folder", str(ATT), "--detector", "hog", "--target", "far=0.001",
-            "--cache", cache_file, "--quiet"]
+    args = [
+        "calibrate",
+        "--folder",
+        str(ATT),
+        "--detector",
+        "hog",
+        "--target",
+        "far=0.001",
+        "--cache",
+        cache_file,
+        "--quiet",
+    ]
     code = main(args)
     err = capsys.readouterr().err
     assert code == 2
@@ -145,15 +207,19 @@ def test_calibrate_refuses_an_unsupported_far_target(tmp_path, cache_file, confi
     assert read_calibrations(config_dir / "thresholds.json")[DEFAULT_MODEL].criterion == "far=0.001"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["evaluate", "--lfw-pairs", "pairs.txt"], "needs --root"),
-    (["evaluate", "--pairs-same", "a.txt", "--root", "."], "needs --pairs-different"),
-    (["evaluate", "--folder", "no/such/folder"], "not a directory"),
-    (["evaluate", "--lfw-pairs", "no/such/pairs.txt", "--root", "."], "file not found"),
-    (["calibrate", "--folder", "x", "--target", "far=high"], "the FAR must be a number"),
-    (["calibrate", "--folder", "x", "--target", "fnr=0.1"], "expected far=RATE"),
-    (["evaluate", "--identify", "x", "--face", "centre"], "--face centre is not for --identify"),
-], ids=["no-root", "no-different", "no-folder", "no-pairs-file", "bad-far", "bad-target", "identify-centre"])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["evaluate", "--lfw-pairs", "pairs.txt"], "needs --root"),
+        (["evaluate", "--pairs-same", "a.txt", "--root", "."], "needs --pairs-different"),
+        (["evaluate", "--folder", "no/such/folder"], "not a directory"),
+        (["evaluate", "--lfw-pairs", "no/such/pairs.txt", "--root", "."], "file not found"),
+        (["calibrate", "--folder", "x", "--target", "far=high"], "the FAR must be a number"),
+        (["calibrate", "--folder", "x", "--target", "fnr=0.1"], "expected far=RATE"),
+        (["evaluate", "--identify", "x", "--face", "centre"], "--face centre is not for --identify"),
+    ],
+    ids=["no-root", "no-different", "no-folder", "no-pairs-file", "bad-far", "bad-target", "identify-centre"],
+)
 def test_errors_exit_2_with_one_line(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = main(argv + ["--no-cache"])

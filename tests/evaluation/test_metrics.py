@@ -84,7 +84,11 @@ def test_confusion_impostor_failure_is_a_correct_reject():
     "labels,thr,expect",
     [
         # all genuine (.9, .5) at .6: tp1 fn1; FAR undefined
-        ([1, 1], 0.6, dict(tp=1, fp=0, tn=0, fn=1, accuracy=0.5, precision=1.0, recall=0.5, f1=2 / 3, far=NAN, frr=0.5)),
+        (
+            [1, 1],
+            0.6,
+            dict(tp=1, fp=0, tn=0, fn=1, accuracy=0.5, precision=1.0, recall=0.5, f1=2 / 3, far=NAN, frr=0.5),
+        ),
         # all impostor (.9, .5) at .6: fp1 tn1; TAR, FRR, F1 undefined
         ([0, 0], 0.6, dict(tp=0, fp=1, tn=1, fn=0, accuracy=0.5, precision=0.0, recall=NAN, f1=NAN, far=0.5, frr=NAN)),
     ],

@@ -163,12 +163,7 @@ def test_genuine_pairs(att_like):
 
 
 def all_cross_pairs(ids):
-    return {
-        frozenset((a, b))
-        for (ka, fa), (kb, fb) in combinations(ids.items(), 2)
-        for a in fa
-        for b in fb
-    }
+    return {frozenset((a, b)) for (ka, fa), (kb, fb) in combinations(ids.items(), 2) for a in fa for b in fb}
 
 
 def test_impostor_pairs_all_and_unique(att_like):
@@ -269,7 +264,7 @@ def test_open_set_split(tmp_path):
     assert len(s.unknown_ids) == 2 and len(s.known_ids) == 4
     assert set(s.gallery) == set(s.known_ids)
     assert not set(s.unknown_ids) & set(s.gallery)
-    for k, files in s.gallery.items():
+    for files in s.gallery.values():
         assert len(files) == 1
     # mated probes: 2 per known 3-image identity (solo, if known, is enrolled whole: 0 probes)
     n_known_3 = sum(1 for k in s.known_ids if k != "solo")

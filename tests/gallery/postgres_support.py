@@ -31,8 +31,11 @@ def embedded_bin() -> Path | None:
 
 def _has_pgvector(bindir: Path) -> bool:
     """Whether the server of `bindir` has the pgvector extension (its control file beside the server's)."""
-    shares = [bindir.parent / "share" / "extension", bindir.parent / "share" / "postgresql" / "extension",
-              Path("/usr/share/postgresql") / bindir.parent.name / "extension"]
+    shares = [
+        bindir.parent / "share" / "extension",
+        bindir.parent / "share" / "postgresql" / "extension",
+        Path("/usr/share/postgresql") / bindir.parent.name / "extension",
+    ]
     return any((s / "vector.control").exists() for s in shares)
 
 
@@ -81,26 +84,28 @@ class Cluster:
                 except KeyError:
                     continue
             else:
-                raise RuntimeError("running as root and there is neither a 'postgres' nor a 'nobody' user to "
-                                   "run the server as")
+                raise RuntimeError(
+                    "running as root and there is neither a 'postgres' nor a 'nobody' user to run the server as"
+                )
             os.chown(self.root, user.pw_uid, user.pw_gid)
             self._as_user = ["runuser", "-u", user.pw_name, "--"]
         self._counter = itertools.count()
         self._run("initdb", "-D", self.data, "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
-        options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root} "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
-                   "-c shared_buffers=128MB"
-                   + "".join(f" -c {k}={v}" for k, v in (settings or {}).items()))
-        self._run("pg_ctl", "-D", self.data, "-l", self.root / "server.log", "-o", options, "-w", "-t", "60",
-                  "start")
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+            "-c shared_buffers=128MB" + "".join(f" -c {k}={v}" for k, v in (settings or {}).items())
+        )
+        self._run("pg_ctl", "-D", self.data, "-l", self.root / "server.log", "-o", options, "-w", "-t", "60", "start")
 
     def _run(self, tool: str, *args) -> None:
         cmd = self._as_user + [str(self.bindir / tool)] + [str(a) for a in args]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             log = self.root / "server.log"
-            raise RuntimeError(f"{tool} failed: {done.stderr.strip()}\n"
-                               + (log.read_text()[-2000:] if log.exists() else ""))
+            raise RuntimeError(
+                f"{tool} failed: {done.stderr.strip()}\n" + (log.read_text()[-2000:] if log.exists() else "")
+            )
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"

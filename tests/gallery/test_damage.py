@@ -18,22 +18,34 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import att
+from gallery_support import MODEL_128 as MODEL  # noqa: F401
+from gallery_support import (
+    backend,
+    cli,
+    cli_command,
+    is_url,
+    new_gallery,
+    postgres_gallery,
+    rows,
+    store_spec,
+    unit_vectors,
+)
 
 from siamface.errors import GalleryError
 from siamface.gallery import Gallery, ModelBinding, NewTemplate, SQLiteStore, open_store
 from siamface.gallery.index import index_for
 from siamface.gallery.store import DamagedGalleryError, ReadOnlyGalleryError
 
-from conftest import att
-from gallery_support import (MODEL_128 as MODEL, backend, cli, cli_command, is_url, new_gallery,  # noqa: F401
-                             postgres_gallery, rows, store_spec, unit_vectors)
-
 
 @pytest.fixture()
 def store(store_spec):
     with open_store(store_spec, MODEL, create=True) as s:
-        s.add_templates("alice", [NewTemplate(v, f"a{i}.png", {"i": i}) for i, v in enumerate(unit_vectors(2))],
-                        metadata={"badge": 7})
+        s.add_templates(
+            "alice",
+            [NewTemplate(v, f"a{i}.png", {"i": i}) for i, v in enumerate(unit_vectors(2))],
+            metadata={"badge": 7},
+        )
         s.add_templates("bob", [NewTemplate(unit_vectors(1, seed=3)[0], "b.png")])
         yield s
 
@@ -50,8 +62,11 @@ def _tamper(spec, sql: str, params=()) -> None:
 
 
 def _first_template(spec, person: str) -> int:
-    return rows(spec, "SELECT t.id FROM templates t JOIN people p ON p.id = t.person_id WHERE p.name = ? "
-                      "ORDER BY t.id", (person,))[0][0]
+    return rows(
+        spec,
+        "SELECT t.id FROM templates t JOIN people p ON p.id = t.person_id WHERE p.name = ? ORDER BY t.id",
+        (person,),
+    )[0][0]
 
 
 # -- 7: a foreign SQLite file is refused before anything is written to it -----------------------------------
@@ -66,8 +81,8 @@ def test_a_foreign_sqlite_file_is_refused_without_a_byte_changed(tmp_path, creat
     before = other.read_bytes()
     with pytest.raises(GalleryError, match="not a siamface gallery"):
         SQLiteStore(other, MODEL if create else None, create=create)
-    assert other.read_bytes() == before          # still a rollback-journal file: no switch to WAL
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]     # no -wal, -shm left beside it
+    assert other.read_bytes() == before  # still a rollback-journal file: no switch to WAL
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]  # no -wal, -shm left beside it
 
 
 def test_the_cli_refuses_a_foreign_file_and_leaves_it_alone(tmp_path):
@@ -150,7 +165,7 @@ def test_decisions_on_a_read_only_gallery_are_made_and_say_they_are_not_audited(
         assert claim.accepted and NOT_AUDITED in claim.notes
         found = g.identify(att(3, 1))
         assert found.names == ["s3"] and NOT_AUDITED in found.notes
-        assert GalleryMatcher(g).log_claim("s3", True, 0.97) == (NOT_AUDITED,)   # `authenticate`'s log
+        assert GalleryMatcher(g).log_claim("s3", True, 0.97) == (NOT_AUDITED,)  # `authenticate`'s log
         assert g.store.audit() == []
     assert path.read_bytes() == before
 
@@ -167,7 +182,7 @@ def _unprivileged(tmp_root: Path) -> list[str]:
 
 
 def test_read_only_gallery_identify_and_people_list_work_and_enroll_says_read_only(pipeline):
-    root = Path(tempfile.mkdtemp(prefix="siamface-ro-"))    # outside pytest's 0700 tmp: `nobody` can enter
+    root = Path(tempfile.mkdtemp(prefix="siamface-ro-"))  # outside pytest's 0700 tmp: `nobody` can enter
     try:
         root.chmod(0o755)
         folder = root / "gallery"
@@ -179,7 +194,7 @@ def test_read_only_gallery_identify_and_people_list_work_and_enroll_says_read_on
         folder.chmod(0o555)
         before = path.read_bytes()
         prefix = _unprivileged(root)
-        cache = root / "cache"   # the converted models, where the unprivileged user can read and write
+        cache = root / "cache"  # the converted models, where the unprivileged user can read and write
         cache.mkdir(mode=0o777)
         cache.chmod(0o777)
         from siamface.embedding.dlib_onnx import default_cache_dir
@@ -188,11 +203,17 @@ def test_read_only_gallery_identify_and_people_list_work_and_enroll_says_read_on
             shutil.copy(converted, cache / converted.name)
             (cache / converted.name).chmod(0o644)
         (root / "config").mkdir()
-        env = {**os.environ, "HOME": str(root), "SIAMFACE_CACHE": str(cache), "SIAMFACE_CONFIG_DIR": str(root / "config")}
+        env = {
+            **os.environ,
+            "HOME": str(root),
+            "SIAMFACE_CACHE": str(cache),
+            "SIAMFACE_CONFIG_DIR": str(root / "config"),
+        }
 
         def run(*args):
-            return subprocess.run(prefix + cli_command() + [str(a) for a in args], capture_output=True,
-                                  text=True, timeout=180, env=env)
+            return subprocess.run(
+                prefix + cli_command() + [str(a) for a in args], capture_output=True, text=True, timeout=180, env=env
+            )
 
         listed = run("people", "list", "--gallery", path)
         assert listed.returncode == 0, listed.stderr
@@ -215,17 +236,20 @@ def test_read_only_gallery_identify_and_people_list_work_and_enroll_says_read_on
 
 
 # -- 5: damaged template rows ----------------------------------------------------------------------------
-@pytest.mark.parametrize("damage, why", [
-    (lambda v: v[:100], "100 bytes"),
-    (lambda v: np.full(128, np.nan, "<f4").tobytes(), "NaN or infinity"),
-    (lambda v: np.r_[np.full(127, 0.0), [np.inf]].astype("<f4").tobytes(), "NaN or infinity"),
-    (lambda v: (np.frombuffer(v, "<f4") * 1e6).astype("<f4").tobytes(), "not of length 1"),
-])
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (lambda v: v[:100], "100 bytes"),
+        (lambda v: np.full(128, np.nan, "<f4").tobytes(), "NaN or infinity"),
+        (lambda v: np.r_[np.full(127, 0.0), [np.inf]].astype("<f4").tobytes(), "NaN or infinity"),
+        (lambda v: (np.frombuffer(v, "<f4") * 1e6).astype("<f4").tobytes(), "not of length 1"),
+    ],
+)
 def test_a_damaged_embedding_is_an_error_naming_the_row_never_a_score(store, store_spec, damage, why):
     template = _first_template(store_spec, "alice")
     blob = rows(store_spec, "SELECT embedding FROM templates WHERE id = ?", (template,))[0][0]
     bad = damage(bytes(blob))
-    if is_url(store_spec):   # a pgvector column: the server itself refuses a wrong size, NaN or infinity
+    if is_url(store_spec):  # a pgvector column: the server itself refuses a wrong size, NaN or infinity
         vector = np.frombuffer(bad, "<f4")
         if why != "not of length 1":
             import psycopg
@@ -248,7 +272,7 @@ def test_a_damaged_embedding_is_an_error_naming_the_row_never_a_score(store, sto
             index.search(probe, k=2)
         with pytest.raises(DamagedGalleryError, match=f"template {template} of 'alice'"):
             index.person_scores(probe, s.person("alice").id)
-        if is_url(store_spec):   # what `serve` runs at start-up on an index that lives in the database
+        if is_url(store_spec):  # what `serve` runs at start-up on an index that lives in the database
             with pytest.raises(DamagedGalleryError, match=f"template {template} of 'alice'.*{why}"):
                 index.check()
         # The repair the message suggests works on the damaged person.
@@ -256,26 +280,30 @@ def test_a_damaged_embedding_is_an_error_naming_the_row_never_a_score(store, sto
         assert s.matrix()[3].shape == (1, 128)
 
 
-@pytest.mark.parametrize("column, table, value", [
-    ("quality", "templates", "{not json"),
-    ("quality", "templates", "[1, 2]"),
-    ("metadata", "people", '{"a": '),
-    ("metadata", "people", "[" * 5000 + "]" * 5000),
-])
+@pytest.mark.parametrize(
+    "column, table, value",
+    [
+        ("quality", "templates", "{not json"),
+        ("quality", "templates", "[1, 2]"),
+        ("metadata", "people", '{"a": '),
+        ("metadata", "people", "[" * 5000 + "]" * 5000),
+    ],
+)
 def test_unreadable_json_in_a_row_is_an_error_naming_it(store, store_spec, column, table, value):
     if table == "people":
         _tamper(store_spec, "UPDATE people SET metadata = ? WHERE name = 'alice'", (value,))
         read = [lambda s: s.people(), lambda s: s.person("alice")]
     else:
-        _tamper(store_spec, "UPDATE templates SET quality = ? WHERE id = ?",
-                (value, _first_template(store_spec, "alice")))
+        _tamper(
+            store_spec, "UPDATE templates SET quality = ? WHERE id = ?", (value, _first_template(store_spec, "alice"))
+        )
         read = [lambda s: s.templates("alice"), lambda s: s.templates()]
     with open_store(store_spec) as s:
         for how in read:
             with pytest.raises(DamagedGalleryError, match=f"{column} of .*'alice'"):
                 how(s)
-        assert s.person("bob").name == "bob"      # the others are still readable one by one
-        assert s.matrix()[3].shape == (3, 128)     # and decisions, which read no JSON, still work
+        assert s.person("bob").name == "bob"  # the others are still readable one by one
+        assert s.matrix()[3].shape == (3, 128)  # and decisions, which read no JSON, still work
         if table == "people":
             assert s.set_metadata("alice", {"fixed": True}).metadata == {"fixed": True}
         else:
@@ -293,12 +321,15 @@ def test_the_cli_reports_a_damaged_gallery_with_exit_code_2(tmp_path):
 
 
 # -- 6: metadata is bounded at input -------------------------------------------------------------------
-@pytest.mark.parametrize("metadata, why", [
-    ({"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": {"j": {"k": 1}}}}}}}}}}}, "nested"),
-    ({"blob": "x" * 70_000}, "KiB"),
-    ({"x": float("nan")}, "NaN"),
-    (["not", "an", "object"], "JSON object"),
-])
+@pytest.mark.parametrize(
+    "metadata, why",
+    [
+        ({"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": {"j": {"k": 1}}}}}}}}}}}, "nested"),
+        ({"blob": "x" * 70_000}, "KiB"),
+        ({"x": float("nan")}, "NaN"),
+        (["not", "an", "object"], "JSON object"),
+    ],
+)
 def test_metadata_is_bounded_on_every_way_in(store, metadata, why):
     with pytest.raises(GalleryError, match=why):
         store.add_templates("carol", [NewTemplate(unit_vectors(1, seed=9)[0])], metadata=metadata)
@@ -318,12 +349,22 @@ def test_the_cli_refuses_deeply_nested_metadata_plainly(tmp_path):
 
 # -- 4: sources are file names, never paths ----------------------------------------------------------------
 def test_sources_are_stored_and_read_back_as_file_names(store, store_spec):
-    store.add_templates("carol", [NewTemplate(unit_vectors(1, seed=5)[0], "/home/x/photos/c 1.jpg"),
-                                  NewTemplate(unit_vectors(1, seed=6)[0], "C:\\faces\\c2.png"),
-                                  NewTemplate(unit_vectors(1, seed=7)[0], "/srv/clip.mp4#frame=12")])
+    store.add_templates(
+        "carol",
+        [
+            NewTemplate(unit_vectors(1, seed=5)[0], "/home/x/photos/c 1.jpg"),
+            NewTemplate(unit_vectors(1, seed=6)[0], "C:\\faces\\c2.png"),
+            NewTemplate(unit_vectors(1, seed=7)[0], "/srv/clip.mp4#frame=12"),
+        ],
+    )
     assert [t.source for t in store.templates("carol")] == ["c 1.jpg", "c2.png", "clip.mp4#frame=12"]
-    stored = [r[0] for r in rows(store_spec, "SELECT source FROM templates t JOIN people p ON p.id = t.person_id "
-                                             "WHERE p.name = 'carol' ORDER BY t.id")]
+    stored = [
+        r[0]
+        for r in rows(
+            store_spec,
+            "SELECT source FROM templates t JOIN people p ON p.id = t.person_id WHERE p.name = 'carol' ORDER BY t.id",
+        )
+    ]
     assert stored == ["c 1.jpg", "c2.png", "clip.mp4#frame=12"]
     # A gallery written by older code, which kept the path: read back without it.
     _tamper(store_spec, "UPDATE templates SET source = '/data/att_faces/s3/4.pgm'")
@@ -331,10 +372,16 @@ def test_sources_are_stored_and_read_back_as_file_names(store, store_spec):
 
 
 def test_an_import_file_with_deeply_nested_metadata_is_refused_plainly(tmp_path):
-    header = {"format": "siamface-gallery", "version": 1, "embedding_encoding": "base64 float32 little-endian",
-              "model": {"name": "m", "version": "1", "embedding_size": 128}}
+    header = {
+        "format": "siamface-gallery",
+        "version": 1,
+        "embedding_encoding": "base64 float32 little-endian",
+        "model": {"name": "m", "version": "1", "embedding_size": 128},
+    }
     deep = '{"name": "x", "templates": [], "metadata": ' + "[" * 5000 + "]" * 5000 + "}"
-    shallow = json.dumps({"name": "y", "templates": [], "metadata": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": {}}}}}}}}}}})
+    shallow = json.dumps(
+        {"name": "y", "templates": [], "metadata": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": {}}}}}}}}}}}
+    )
     for line in (deep, shallow):
         path = tmp_path / "in.jsonl"
         path.write_text(json.dumps(header) + "\n" + line + "\n")

@@ -10,13 +10,22 @@ import time
 import cv2
 import numpy as np
 import pytest
+from conftest import att, att_rgb, faceless, scene
+from gallery_support import (  # noqa: F401
+    PROBE,
+    backend,
+    base_gallery,
+    bulk_folder,
+    check_consistent,
+    cli,
+    gallery,
+    gallery_file,
+    new_gallery,
+    rows,
+)
 
 from siamface.errors import ImageError
 from siamface.gallery import Gallery, NewTemplate, QualityGates, Rejection, assess, pose, sharpness, video_frames
-
-from conftest import att, att_rgb, faceless, scene
-from gallery_support import (PROBE, backend, base_gallery, bulk_folder, check_consistent, cli, gallery,  # noqa: F401
-                             gallery_file, new_gallery, rows)
 
 
 def _blurred(s, i, sigma=2.0):
@@ -27,16 +36,19 @@ def _two_faces():
     return scene([(att_rgb(4, 2), 1.0, (40, 40)), (att_rgb(6, 2), 1.0, (300, 40))], size=(240, 480))
 
 
-@pytest.mark.parametrize("image, gates, reason", [
-    (faceless(), QualityGates(), "no-face"),
-    (b"not an image", QualityGates(), "unreadable"),
-    (_blurred(4, 2), QualityGates(), "blurred"),
-    (_blurred(8, 3, 1.5), QualityGates(), "blurred"),
-    (scene([(att_rgb(4, 2), 0.6, (50, 50))], size=(200, 200)), QualityGates(), "too-small"),
-    (att(2, 2), QualityGates(), "too-small"),
-    (_two_faces(), QualityGates(strict=True), "several-faces"),
-    (att(1, 3), QualityGates(min_face=40), "not-frontal"),       # a profile
-])
+@pytest.mark.parametrize(
+    "image, gates, reason",
+    [
+        (faceless(), QualityGates(), "no-face"),
+        (b"not an image", QualityGates(), "unreadable"),
+        (_blurred(4, 2), QualityGates(), "blurred"),
+        (_blurred(8, 3, 1.5), QualityGates(), "blurred"),
+        (scene([(att_rgb(4, 2), 0.6, (50, 50))], size=(200, 200)), QualityGates(), "too-small"),
+        (att(2, 2), QualityGates(), "too-small"),
+        (_two_faces(), QualityGates(strict=True), "several-faces"),
+        (att(1, 3), QualityGates(min_face=40), "not-frontal"),  # a profile
+    ],
+)
 def test_rejections_name_their_reason(pipeline, image, gates, reason):
     outcome = assess(pipeline, image, "probe", gates)
     assert isinstance(outcome, Rejection) and outcome.reason == reason, outcome
@@ -49,7 +61,11 @@ def test_good_images_pass_with_quality_figures(pipeline, image):
     assert not isinstance(sample, Rejection), sample
     q = sample.quality
     assert q["faces_found"] == 1 and q["face_px"] >= 60 and q["sharpness"] >= 25 and abs(q["roll_deg"]) < 20
-    assert sample.embedding.shape == (pipeline.encoder.info.embedding_size,) and sample.image is None and sample.warnings == ()
+    assert (
+        sample.embedding.shape == (pipeline.encoder.info.embedding_size,)
+        and sample.image is None
+        and sample.warnings == ()
+    )
 
 
 def test_several_faces_use_the_largest_with_a_warning(pipeline):
@@ -63,7 +79,7 @@ def test_sharpness_and_pose_figures():
     frontal = np.array([[70, 60], [60, 60], [30, 60], [40, 60], [50, 80]], np.float32)
     assert pose(frontal) == pytest.approx((0.0, 0.0))
     turned = frontal.copy()
-    turned[4, 0] = 65                      # nose over the eye on the image's right
+    turned[4, 0] = 65  # nose over the eye on the image's right
     assert pose(turned)[1] == pytest.approx(1.0)
     tilted = frontal.copy()
     tilted[0:2, 1] += 15
@@ -72,11 +88,11 @@ def test_sharpness_and_pose_figures():
 
 def test_duplicates_are_rejected_and_new_images_added(gallery):
     before = gallery.store.person("s3").n_templates
-    shifted = np.ascontiguousarray(np.roll(att_rgb(3, 2), 2, axis=1))   # the same photo, moved 2 px
+    shifted = np.ascontiguousarray(np.roll(att_rgb(3, 2), 2, axis=1))  # the same photo, moved 2 px
     report = gallery.enroll("s3", [att(3, 2), shifted])
     assert [r.reason for r in report.rejected] == ["duplicate", "duplicate"] and not report.added
     assert "near-duplicate" in report.rejected[1].message
-    report = gallery.enroll("s4", [att(4, 1), att(4, 1)])          # new, then a duplicate within the call
+    report = gallery.enroll("s4", [att(4, 1), att(4, 1)])  # new, then a duplicate within the call
     assert len(report.added) == 1 and [r.reason for r in report.rejected] == ["duplicate"]
     assert gallery.store.person("s3").n_templates == before
     assert report.templates_total == gallery.store.person("s4").n_templates
@@ -102,7 +118,7 @@ def test_folder_and_bulk(new_gallery, tmp_path, pipeline):
         reports = g.enroll_bulk(root, progress=lambda done, total, r: calls.append((done, total, r.person)))
         assert [(r.person, len(r.added)) for r in reports] == [("s3", 2), ("s4", 2)]
         assert calls == [(1, 2, "s3"), (2, 2, "s4")]
-        report = g.enroll_folder(root / "s3", "three")   # same faces: warned as matching s3
+        report = g.enroll_folder(root / "s3", "three")  # same faces: warned as matching s3
         assert len(report.added) == 2 and any("also matches 's3'" in w for w in report.warnings)
         assert report.added[0].source.endswith("2.pgm")
     check_consistent(spec)
@@ -135,7 +151,7 @@ def test_video_keeps_good_and_diverse_frames(new_gallery, tmp_path, pipeline):
 
 
 def test_video_frames_too_close_in_time_are_skipped_and_a_timeout_stops(new_gallery, tmp_path, pipeline):
-    video = _video(tmp_path / "s6.avi", 6)                 # 19 frames at 10 fps: 0.0 .. 1.8 s
+    video = _video(tmp_path / "s6.avi", 6)  # 19 frames at 10 fps: 0.0 .. 1.8 s
     with Gallery(new_gallery(), pipeline, create=True) as g:
         report = g.enroll_video("s6", video, keep=5, min_gap=1.0)
         times = sorted(int(a.source.rsplit("=", 1)[1]) / 10 for a in report.added)
@@ -176,7 +192,7 @@ def test_unopenable_camera_and_video_give_clear_errors(new_gallery, tmp_path, pi
 def test_a_stranger_is_not_added_to_an_enrolled_person_unless_forced(gallery):
     """Issue 15, defect 3: `enroll A_b <someone else>` added the stranger to `a_b` silently."""
     before = gallery.store.person("s3").n_templates
-    report = gallery.enroll("S3", [att(10, 1)])                   # names match ignoring case: s3
+    report = gallery.enroll("S3", [att(10, 1)])  # names match ignoring case: s3
     assert report.person == "s3" and report.existing and not report.created and not report.added
     [rejection] = report.rejected
     assert rejection.reason == "other-person" and rejection.source.endswith("10/1.pgm")
@@ -184,7 +200,7 @@ def test_a_stranger_is_not_added_to_an_enrolled_person_unless_forced(gallery):
     assert f"< threshold {gallery.threshold:.4f}" in rejection.message and "--force" in rejection.message
     assert gallery.store.person("s3").n_templates == before
     assert gallery.identify(att(10, 2)).names == ["unknown"]
-    mixed = gallery.enroll("s3", [att(3, PROBE), att(10, 2)])      # the match goes in, the stranger does not
+    mixed = gallery.enroll("s3", [att(3, PROBE), att(10, 2)])  # the match goes in, the stranger does not
     assert [a.source.endswith("3/1.pgm") for a in mixed.added] == [True]
     assert [r.reason for r in mixed.rejected] == ["other-person"]
     forced = gallery.enroll("s3", [att(10, 1)], force=True)

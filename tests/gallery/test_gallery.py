@@ -8,16 +8,27 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import att, faceless
+from gallery_support import (  # noqa: F401
+    PEOPLE,
+    PROBE,
+    STRANGER,
+    backend,
+    base_gallery,
+    check_consistent,
+    gallery,
+    gallery_file,
+    is_url,
+    name,
+    new_gallery,
+    rows,
+)
 
 from siamface import Pipeline
 from siamface.errors import ConfigError, GalleryError, ModelMismatchError, NoFaceError
 from siamface.gallery import RULES, Gallery, NewTemplate, UnknownPersonError
 from siamface.gallery.core import decide
 from siamface.pipeline import DEFAULT_MODEL
-
-from conftest import att, faceless
-from gallery_support import (PEOPLE, PROBE, STRANGER, backend, base_gallery, check_consistent, gallery,  # noqa: F401
-                             gallery_file, is_url, name, new_gallery, rows)
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -34,10 +45,10 @@ def test_the_right_claim_is_accepted_and_wrong_ones_denied(gallery, rule):
 def test_rule_scores_follow_their_definitions(gallery):
     results = {rule: gallery.verify("s7", att(7, PROBE), rule=rule, fraction=1.0) for rule in RULES}
     sims = np.array([t.similarity for t in results["best"].templates])
-    assert list(sims) == sorted(sims, reverse=True)                      # evidence, best first
+    assert list(sims) == sorted(sims, reverse=True)  # evidence, best first
     assert results["best"].score == pytest.approx(sims.max())
     assert results["mean"].score == pytest.approx(sims.mean())
-    assert results["fraction"].score == pytest.approx(sims.min())        # fraction 1: every template
+    assert results["fraction"].score == pytest.approx(sims.min())  # fraction 1: every template
     assert results["fraction"].fraction == 1.0 and results["best"].fraction is None
     strict = gallery.verify("s7", att(7, PROBE), threshold=float(sims.max()) + 1e-4)
     assert not strict.accepted and strict.threshold_source == "given by the caller"
@@ -47,18 +58,21 @@ def test_rule_scores_follow_their_definitions(gallery):
 
 def test_fraction_rule_counts_matching_templates(gallery):
     sims = sorted((t.similarity for t in gallery.verify("s4", att(4, PROBE)).templates), reverse=True)
-    between = (sims[0] + sims[1]) / 2                 # only the best template matches at this threshold
+    between = (sims[0] + sims[1]) / 2  # only the best template matches at this threshold
     assert gallery.verify("s4", att(4, PROBE), rule="fraction", fraction=0.3, threshold=between).accepted
     denied = gallery.verify("s4", att(4, PROBE), rule="fraction", fraction=0.5, threshold=between)
     assert not denied.accepted and denied.matched == 1
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    ({"claim": "nobody"}, UnknownPersonError),
-    ({"rule": "median"}, ConfigError),
-    ({"rule": "fraction", "fraction": 0}, ConfigError),
-    ({"probe": faceless()}, NoFaceError),
-])
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"claim": "nobody"}, UnknownPersonError),
+        ({"rule": "median"}, ConfigError),
+        ({"rule": "fraction", "fraction": 0}, ConfigError),
+        ({"probe": faceless()}, NoFaceError),
+    ],
+)
 def test_verify_errors(gallery, kwargs, error):
     args = {"claim": "s3", "probe": att(3, PROBE), **kwargs}
     with pytest.raises(error):
@@ -93,14 +107,21 @@ def test_two_people_too_close_to_call_are_ambiguous(gallery):
     assert result.to_dict()["faces"][0]["status"] == "ambiguous" and result.margin == 0.01
     assert gallery.store.audit(limit=1)[0].rule == "best, ambiguous within 0.01"
     gallery.store.delete("twin")
-    face = gallery.identify(att(3, PROBE), top=1).faces[0]          # top 1 still decides on the second
+    face = gallery.identify(att(3, PROBE), top=1).faces[0]  # top 1 still decides on the second
     assert face.status == "known" and face.person == "s3" and len(face.candidates) == 1
 
 
-@pytest.mark.parametrize("best, second, margin, status", [
-    (0.95, 0.80, 0.01, "known"), (0.95, 0.945, 0.01, "ambiguous"), (0.95, 0.945, 0.0, "known"),
-    (0.95, None, 0.01, "known"), (0.90, 0.89, 0.01, "unknown"), (None, None, 0.01, "unknown"),
-])
+@pytest.mark.parametrize(
+    "best, second, margin, status",
+    [
+        (0.95, 0.80, 0.01, "known"),
+        (0.95, 0.945, 0.01, "ambiguous"),
+        (0.95, 0.945, 0.0, "known"),
+        (0.95, None, 0.01, "known"),
+        (0.90, 0.89, 0.01, "unknown"),
+        (None, None, 0.01, "unknown"),
+    ],
+)
 def test_open_set_decision_table(best, second, margin, status):
     assert decide(best, second, 0.93, margin) == status
 
@@ -115,7 +136,7 @@ def test_every_decision_is_audited(gallery, gallery_file):
         ("verify", "s4", None, False, "best"),
         ("verify", "s3", "s3", True, "mean"),
     ]
-    assert entries[0].threshold == gallery.identify_threshold > gallery.threshold   # 1:N is stricter
+    assert entries[0].threshold == gallery.identify_threshold > gallery.threshold  # 1:N is stricter
     assert all(e.threshold == gallery.threshold and e.model == DEFAULT_MODEL for e in entries[1:])
     assert rows(gallery_file, "SELECT count(*) FROM audit") == [(3,)]
 
@@ -130,7 +151,7 @@ class _OtherVersion:
     def __init__(self, encoder):
         self._encoder = encoder
         self.info = dataclasses.replace(encoder.info, version="v2-retrained")
-        if getattr(encoder, "chip_specs", None):   # a fused model: one crop per part
+        if getattr(encoder, "chip_specs", None):  # a fused model: one crop per part
             self.chip_specs = encoder.chip_specs
 
     def embed(self, chips):
@@ -140,11 +161,14 @@ class _OtherVersion:
 def test_another_model_is_refused_for_enroll_verify_and_identify(gallery_file, pipeline):
     other = Pipeline(detector=pipeline.detector, model=_OtherVersion(pipeline.encoder))
     with Gallery(gallery_file, other) as g:
-        for call in (lambda: g.enroll("x", [att(10, 1)]), lambda: g.verify("s3", att(3, 1)),
-                     lambda: g.identify(att(3, 1))):
+        for call in (
+            lambda: g.enroll("x", [att(10, 1)]),
+            lambda: g.verify("s3", att(3, 1)),
+            lambda: g.identify(att(3, 1)),
+        ):
             with pytest.raises(ModelMismatchError, match="'v2-retrained'.*cannot be compared"):
                 call()
-        assert len(g.store.people()) == len(PEOPLE)    # management still works
+        assert len(g.store.people()) == len(PEOPLE)  # management still works
 
 
 def test_reembed_needs_kept_images_then_rebinds(new_gallery, pipeline, gallery):
@@ -163,8 +187,8 @@ def test_reembed_needs_kept_images_then_rebinds(new_gallery, pipeline, gallery):
 
 def test_delete_removes_everything_about_a_person(gallery, gallery_file):
     gallery.verify("s4", att(4, PROBE))
-    gallery.verify("s3", att(4, PROBE))              # s4's face, denied as s3: names s3 only
-    gallery.identify(att(4, PROBE))                  # returns s4
+    gallery.verify("s3", att(4, PROBE))  # s4's face, denied as s3: names s3 only
+    gallery.identify(att(4, PROBE))  # returns s4
     pid = gallery.store.person("s4").id
     embedding = gallery.store.templates("s4", embeddings=True)[0].embedding.astype("<f4").tobytes()
     assert gallery.store.delete("s4") == 3
@@ -172,14 +196,19 @@ def test_delete_removes_everything_about_a_person(gallery, gallery_file):
     check_consistent(gallery_file)
     assert rows(gallery_file, "SELECT count(*) FROM people WHERE id = ?", (pid,)) == [(0,)]
     assert rows(gallery_file, "SELECT count(*) FROM templates WHERE person_id = ?", (pid,)) == [(0,)]
-    assert rows(gallery_file, "SELECT count(*) FROM audit WHERE claimed_id = ? OR returned_id = ?",
-                (pid, pid)) == [(0,)]
-    assert rows(gallery_file, "SELECT count(*) FROM audit") == [(3,)]                  # decisions stay
-    assert rows(gallery_file, "SELECT count(DISTINCT coalesce(claimed_tombstone, returned_tombstone)) FROM audit "
-                              "WHERE claimed_tombstone IS NOT NULL OR returned_tombstone IS NOT NULL") == [(1,)]
-    if is_url(gallery_file):   # no row of the database holds it (the server's free space is its own)
-        assert rows(gallery_file, "SELECT count(*) FROM templates WHERE embedding = ?",
-                    (np.frombuffer(embedding, "<f4"),)) == [(0,)]
+    assert rows(gallery_file, "SELECT count(*) FROM audit WHERE claimed_id = ? OR returned_id = ?", (pid, pid)) == [
+        (0,)
+    ]
+    assert rows(gallery_file, "SELECT count(*) FROM audit") == [(3,)]  # decisions stay
+    assert rows(
+        gallery_file,
+        "SELECT count(DISTINCT coalesce(claimed_tombstone, returned_tombstone)) FROM audit "
+        "WHERE claimed_tombstone IS NOT NULL OR returned_tombstone IS NOT NULL",
+    ) == [(1,)]
+    if is_url(gallery_file):  # no row of the database holds it (the server's free space is its own)
+        assert rows(
+            gallery_file, "SELECT count(*) FROM templates WHERE embedding = ?", (np.frombuffer(embedding, "<f4"),)
+        ) == [(0,)]
     else:
         assert embedding not in gallery_file.read_bytes()
     with Gallery(gallery_file, gallery.pipeline) as g:
@@ -207,5 +236,6 @@ def test_threads_enrolling_at_once(new_gallery, pipeline):
         t.join()
     assert errors == []
     check_consistent(path)
-    assert rows(path, "SELECT name, (SELECT count(*) FROM templates t WHERE t.person_id = p.id) "
-                      "FROM people p ORDER BY name") == [(name(s), 2) for s in (3, 4, 6, 7, 8)]
+    assert rows(
+        path, "SELECT name, (SELECT count(*) FROM templates t WHERE t.person_id = p.id) FROM people p ORDER BY name"
+    ) == [(name(s), 2) for s in (3, 4, 6, 7, 8)]

@@ -13,14 +13,26 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import att, faceless
-from gallery_support import (PROBE, SIAMFACE, STRANGER, backend, base_gallery, bulk_folder,  # noqa: F401
-                             check_consistent, cli, cli_command, gallery_file, is_url, new_gallery, raw_rename,
-                             rows)
+from gallery_support import (  # noqa: F401
+    PROBE,
+    SIAMFACE,
+    STRANGER,
+    backend,
+    base_gallery,
+    bulk_folder,
+    check_consistent,
+    cli,
+    cli_command,
+    gallery_file,
+    is_url,
+    new_gallery,
+    raw_rename,
+    rows,
+)
 
-from siamface.gallery import gallery_exists
 from siamface.embedding import create_encoder
+from siamface.gallery import gallery_exists
 from siamface.pipeline import DEFAULT_MODEL
 
 
@@ -29,8 +41,9 @@ def raw_text(spec, tmp_path) -> bytes:
     the PostgreSQL database as text (bytea as hex)."""
     if not is_url(spec):
         return b"".join(p.read_bytes() for p in tmp_path.glob(f"{spec.name}*"))
-    tables = [r[0] for r in rows(spec, "SELECT table_name FROM information_schema.tables "
-                                       "WHERE table_schema = 'public'")]
+    tables = [
+        r[0] for r in rows(spec, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+    ]
     return b"".join(str(r[0]).encode() for t in tables for r in rows(spec, f"SELECT x::text FROM {t} x"))
 
 
@@ -43,7 +56,7 @@ def test_enroll_check_identify(new_gallery, tmp_path):
     out = cli("enroll", "--gallery", g, "--folder", bulk_folder(tmp_path / "bulk", subjects=(3, 4)), "--json")
     assert out.returncode == 0, out.stderr
     assert [p["person"] for p in json.loads(out.stdout)["people"]] == ["s3", "s4"]
-    assert "[2/2] s4" in out.stderr                                   # progress on stderr
+    assert "[2/2] s4" in out.stderr  # progress on stderr
     out = cli("enroll", "-g", g, "s6", att(6, 2), att(6, 3), att(2, 2), "--strict")
     assert out.returncode == 0 and "2 template(s) added" in out.stdout
     assert "rejected (too-small)" in out.stdout
@@ -59,10 +72,10 @@ def test_enroll_check_identify(new_gallery, tmp_path):
     assert out.returncode == 1 and data["accepted"] is False and len(data["templates"]) == 3
     assert data["rule"] == "best" and data["threshold"] == create_encoder(DEFAULT_MODEL).info.threshold
     assert "threshold_source" in data
-    assert cli("verify", att(3, 1), att(3, 2)).returncode == 0      # two images: the plain 1:1 compare
+    assert cli("verify", att(3, 1), att(3, 2)).returncode == 0  # two images: the plain 1:1 compare
 
     out = cli("identify", "-g", g, att(4, PROBE), att(STRANGER, PROBE), "--top", "2", "--json")
-    assert out.returncode == 1, out.stderr                            # the stranger is unknown
+    assert out.returncode == 1, out.stderr  # the stranger is unknown
     results = json.loads(out.stdout)["results"]
     assert [r["faces"][0]["person"] for r in results] == ["s4", "unknown"]
     out = cli("identify", "-g", g, att(6, PROBE))
@@ -78,17 +91,19 @@ def test_identify_draws_names_and_scores(gallery_file, group_scene, tmp_path):
 
     probe = tmp_path / "group.png"
     Image.fromarray(group_scene).save(probe)
-    out = cli("identify", "-g", gallery_file, probe, "--top-k", "2", "--out", tmp_path / "out" / "named.png",
-              "--json")
+    out = cli("identify", "-g", gallery_file, probe, "--top-k", "2", "--out", tmp_path / "out" / "named.png", "--json")
     assert out.returncode == 0, out.stderr
     faces = json.loads(out.stdout)["results"][0]["faces"]
     assert [(f["person"], f["status"], len(f["candidates"])) for f in faces] == [
-        ("s3", "known", 2), ("s5", "known", 2), ("s7", "known", 2)]
+        ("s3", "known", 2),
+        ("s5", "known", 2),
+        ("s7", "known", 2),
+    ]
     drawn = np.asarray(Image.open(tmp_path / "out" / "named.png").convert("RGB"))
     assert drawn.shape == group_scene.shape
     x1, y1, x2, y2 = (int(round(v)) for v in faces[0]["box"])
-    assert (drawn[y1:y2, x1] == (40, 200, 80)).all(axis=1).mean() > 0.5     # a green box where s3 is
-    assert (drawn != group_scene).any(axis=2).mean() < 0.2                  # the rest is the picture
+    assert (drawn[y1:y2, x1] == (40, 200, 80)).all(axis=1).mean() > 0.5  # a green box where s3 is
+    assert (drawn != group_scene).any(axis=2).mean() < 0.2  # the rest is the picture
     out = cli("identify", "-g", gallery_file, probe, att(STRANGER, PROBE), "--out", tmp_path / "many")
     assert out.returncode == 1 and sorted(p.name for p in (tmp_path / "many").iterdir()) == ["1.png", "group.png"]
     assert "unknown" in out.stdout and "margin 0.01" in out.stdout
@@ -118,10 +133,18 @@ def test_people_remove_leaves_no_trace_of_the_name_in_the_file(new_gallery, tmp_
     folder = tmp_path / name
     folder.mkdir()
     for i in (2, 3, 4):
-        shutil.copy(att(5, i), folder / f"{name} {i}.pgm")          # the name is in every template's source
+        shutil.copy(att(5, i), folder / f"{name} {i}.pgm")  # the name is in every template's source
     g = new_gallery("people")
-    out = cli("enroll", "-g", g, name, *sorted(folder.iterdir()), "--keep-images",
-              "--metadata", json.dumps({"badge": f"{name} #42"}))
+    out = cli(
+        "enroll",
+        "-g",
+        g,
+        name,
+        *sorted(folder.iterdir()),
+        "--keep-images",
+        "--metadata",
+        json.dumps({"badge": f"{name} #42"}),
+    )
     assert out.returncode == 0, out.stderr
     assert cli("enroll", "-g", g, "s6", att(6, 2), att(6, 3)).returncode == 0
     assert cli("verify", "-g", g, "--claim", name, att(5, 1)).returncode == 0
@@ -157,10 +180,17 @@ def test_export_import_round_trip_merge_and_refusals(gallery_file, new_gallery, 
     out = cli("gallery", "import", "-g", copy, export)
     assert out.returncode == 0 and "7 new people" in out.stdout, out.stderr
     assert cli("identify", "-g", copy, att(4, PROBE)).stdout.count(": s4 (") == 1
-    before = rows(gallery_file, "SELECT p.name, t.embedding FROM templates t JOIN people p ON p.id = t.person_id "
-                                "ORDER BY p.name, t.id")
-    assert rows(copy, "SELECT p.name, t.embedding FROM templates t JOIN people p ON p.id = t.person_id "
-                      "ORDER BY p.name, t.id") == before             # the very same bytes
+    before = rows(
+        gallery_file,
+        "SELECT p.name, t.embedding FROM templates t JOIN people p ON p.id = t.person_id ORDER BY p.name, t.id",
+    )
+    assert (
+        rows(
+            copy,
+            "SELECT p.name, t.embedding FROM templates t JOIN people p ON p.id = t.person_id ORDER BY p.name, t.id",
+        )
+        == before
+    )  # the very same bytes
     out = cli("gallery", "import", "-g", copy, export)
     assert out.returncode == 2 and "7 name(s) already in" in out.stderr and "--merge" in out.stderr
     out = cli("gallery", "import", "-g", copy, export, "--merge", "--json")
@@ -179,21 +209,29 @@ def test_export_import_round_trip_merge_and_refusals(gallery_file, new_gallery, 
     assert cli("gallery", "export", "-g", gallery_file, tmp_path / "x.jsonl", "--with-images").returncode == 2
 
 
-@pytest.mark.parametrize("args, message", [
-    (["verify", "--claim", "nobody", att(3, 1)], "no person named 'nobody'"),
-    (["verify", "--claim", "s3", "FACELESS"], "no face found"),
-    (["verify", "--claim", "s3", att(3, 1), att(3, 2)], "takes one PROBE image"),
-    (["verify", "--claim", "s3", att(3, 1), "--fraction", "0.3"], "--rule fraction only"),
-    (["enroll", "x", "--camera", "57"], "camera 57: cannot be opened"),
-    (["enroll", "x"], "give image files"),
-    (["people", "remove", "nobody"], "no person named"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["verify", "--claim", "nobody", att(3, 1)], "no person named 'nobody'"),
+        (["verify", "--claim", "s3", "FACELESS"], "no face found"),
+        (["verify", "--claim", "s3", att(3, 1), att(3, 2)], "takes one PROBE image"),
+        (["verify", "--claim", "s3", att(3, 1), "--fraction", "0.3"], "--rule fraction only"),
+        (["enroll", "x", "--camera", "57"], "camera 57: cannot be opened"),
+        (["enroll", "x"], "give image files"),
+        (["people", "remove", "nobody"], "no person named"),
+    ],
+)
 def test_errors_exit_2_with_one_line(gallery_file, tmp_path, args, message):
     wall = tmp_path / "wall.png"
     from PIL import Image
+
     Image.fromarray(faceless()).save(wall)
     args = [wall if a == "FACELESS" else a for a in args]
-    out = cli(*args[:2], "-g", gallery_file, *args[2:]) if args[0] in ("gallery", "people") else cli(*args, "-g", gallery_file)
+    out = (
+        cli(*args[:2], "-g", gallery_file, *args[2:])
+        if args[0] in ("gallery", "people")
+        else cli(*args, "-g", gallery_file)
+    )
     assert out.returncode == 2, out
     assert message in out.stderr and "Traceback" not in out.stderr
 
@@ -238,14 +276,22 @@ def test_migrate_reports_the_schema_version(gallery_file):
 def test_two_processes_enrolling_the_same_people(new_gallery, tmp_path):
     g = new_gallery("people")
     bulk = bulk_folder(tmp_path / "bulk", subjects=(3, 4, 6, 7))
-    procs = [subprocess.Popen(cli_command() + ["enroll", "-g", str(g), "--bulk", str(bulk)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            cli_command() + ["enroll", "-g", str(g), "--bulk", str(bulk)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     for p in procs:
         out, err = p.communicate(timeout=120)
-        assert p.returncode in (0, 1), err          # 1: the second found every image already enrolled
+        assert p.returncode in (0, 1), err  # 1: the second found every image already enrolled
     check_consistent(g)
-    counts = rows(g, "SELECT name, (SELECT count(*) FROM templates t WHERE t.person_id = p.id) FROM people p "
-                     "ORDER BY name")
+    counts = rows(
+        g, "SELECT name, (SELECT count(*) FROM templates t WHERE t.person_id = p.id) FROM people p ORDER BY name"
+    )
     assert counts == [("s3", 3), ("s4", 3), ("s6", 3), ("s7", 3)]
 
 
@@ -253,10 +299,13 @@ def test_sigkill_during_bulk_enrollment_leaves_whole_people(new_gallery, tmp_pat
     g = new_gallery("people")
     subjects = (3, 4, 6, 7, 8, 9)
     bulk = bulk_folder(tmp_path / "bulk", subjects=subjects)
-    for k in range(4):                                  # more people: the kill lands mid-way
+    for k in range(4):  # more people: the kill lands mid-way
         shutil.copytree(bulk / "s8", bulk / f"t{k}")
-    proc = subprocess.Popen(cli_command() + ["enroll", "-g", str(g), "--bulk", str(bulk)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cli_command() + ["enroll", "-g", str(g), "--bulk", str(bulk)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 90
     people = 0
     while time.monotonic() < deadline and proc.poll() is None:
@@ -279,8 +328,8 @@ def test_sigkill_during_bulk_enrollment_leaves_whole_people(new_gallery, tmp_pat
     check_consistent(g)
     counts = rows(g, "SELECT name, (SELECT count(*) FROM templates t WHERE t.person_id = p.id) FROM people p")
     assert 2 <= len(counts) < len(subjects) + 4
-    assert all(n == 3 for _, n in counts), counts      # each person entirely, or not at all
-    out = cli("enroll", "-g", g, "--bulk", bulk)        # and the gallery takes the rest afterwards
+    assert all(n == 3 for _, n in counts), counts  # each person entirely, or not at all
+    out = cli("enroll", "-g", g, "--bulk", bulk)  # and the gallery takes the rest afterwards
     assert out.returncode == 1 or out.returncode == 0
     check_consistent(g)
     assert len(rows(g, "SELECT name FROM people")) == len(subjects) + 4
@@ -297,24 +346,24 @@ def test_export_images_gives_a_training_folder(new_gallery, tmp_path):
     kept = new_gallery("kept")
     bulk = bulk_folder(tmp_path / "b", subjects=(3, 4, 5))
     assert cli("enroll", "--gallery", kept, "--folder", bulk, "--keep-images").returncode == 0
-    assert cli("people", "rename", "s5", "x/../y", "--gallery", kept).returncode == 2   # refused today,
-    raw_rename(kept, "s5", "x/../y")                      # but an older gallery may hold such a name: not a path
+    assert cli("people", "rename", "s5", "x/../y", "--gallery", kept).returncode == 2  # refused today,
+    raw_rename(kept, "s5", "x/../y")  # but an older gallery may hold such a name: not a path
     out = cli("gallery", "export-images", "--gallery", kept, tmp_path / "train", "--json")
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["people"] == 3 and summary["images"] >= 6
     assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["s3", "s4", "x_.._y"]
-    faces = load_faces(tmp_path / "train", cache_dir="none")                  # what `siamface train` reads
+    faces = load_faces(tmp_path / "train", cache_dir="none")  # what `siamface train` reads
     assert faces.identities == ["s3", "s4", "x_.._y"] and len(faces) == summary["images"]
     written = [tmp_path / "train", *(tmp_path / "train").rglob("*")]
-    assert {oct(p.stat().st_mode & 0o777) for p in written} == {"0o700", "0o600"}    # owner only: biometric
+    assert {oct(p.stat().st_mode & 0o777) for p in written} == {"0o700", "0o600"}  # owner only: biometric
     again = cli("gallery", "export-images", "--gallery", kept, tmp_path / "train")
     assert again.returncode == 2 and "not an empty folder" in again.stderr
 
 
 def test_enroll_says_whether_it_creates_or_adds_and_refuses_a_stranger_without_force(gallery_file, tmp_path):
     g = gallery_file
-    out = cli("enroll", "-g", g, "S3", att(3, PROBE))                  # names match ignoring case
+    out = cli("enroll", "-g", g, "S3", att(3, PROBE))  # names match ignoring case
     assert out.returncode == 0, out.stderr
     assert "S3: 1 template(s) added to the existing person 's3' (names match ignoring case) (4 in total)" in out.stdout
     out = cli("enroll", "-g", g, "s3", att(10, 1))
@@ -327,8 +376,9 @@ def test_enroll_says_whether_it_creates_or_adds_and_refuses_a_stranger_without_f
     assert out.returncode == 0 and "Ten: new person created, 1 template(s) added" in out.stdout
     wall = tmp_path / "wall.png"
     from PIL import Image
+
     Image.fromarray(faceless()).save(wall)
-    out = cli("enroll", "-g", g, "Newcomer", wall)                     # issue 15, defect 11
+    out = cli("enroll", "-g", g, "Newcomer", wall)  # issue 15, defect 11
     assert out.returncode == 1 and "Newcomer: not enrolled, no image passed; no person was created" in out.stdout
     assert "existing" not in out.stdout
     assert "Newcomer" not in cli("people", "list", "-g", g).stdout
@@ -369,4 +419,8 @@ def test_a_gallery_keeps_its_model_when_the_default_changes(tmp_path):
     out = cli("gallery", "reembed", "-g", g, "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["to"] == DEFAULT_MODEL, out.stderr
     out = cli("identify", "-g", g, att(3, PROBE), "--json")
-    assert out.returncode == 0 and json.loads(out.stdout)["results"][0]["model"] == DEFAULT_MODEL and "note" not in out.stderr
+    assert (
+        out.returncode == 0
+        and json.loads(out.stdout)["results"][0]["model"] == DEFAULT_MODEL
+        and "note" not in out.stderr
+    )

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gallery_support import backend, new_gallery, unit_vectors  # noqa: F401
 
 from siamface.gallery import ExactIndex, GalleryIndex, ModelBinding, NewTemplate, open_store, synthetic
-
-from gallery_support import backend, new_gallery, unit_vectors  # noqa: F401
 
 
 @pytest.fixture()
@@ -57,7 +56,7 @@ def test_index_follows_changes_made_through_another_store(store, store_spec):
     v = unit_vectors(3, 16)
     store.add_templates("a", [NewTemplate(v[0])])
     assert index.search(v[1:2])[0][0].person_id == store.person("a").id
-    with open_store(store_spec) as other:    # another connection, as another process would
+    with open_store(store_spec) as other:  # another connection, as another process would
         other.add_templates("b", [NewTemplate(v[1])])
     assert len(index) == 2 and index.n_people == 2
     hit = index.search(v[1:2])[0][0]
@@ -100,8 +99,8 @@ def test_faiss_index_agrees_with_exact_search_on_20k_templates():
     a = approx.search(queries, k=3)
     recall = np.mean([x[0].person_id == y[0].person_id for x, y in zip(e, a)])
     assert recall >= 0.99
-    assert np.mean([x[0].person_id == w + 1 for x, w in zip(e, who)]) == 1.0      # exact finds the truth
-    for x, y in zip(e, a):                     # same person: the same best template, the same score
+    assert np.mean([x[0].person_id == w + 1 for x, w in zip(e, who)]) == 1.0  # exact finds the truth
+    for x, y in zip(e, a):  # same person: the same best template, the same score
         if x[0].person_id == y[0].person_id:
             assert (x[0].template_id, x[0].similarity) == pytest.approx((y[0].template_id, y[0].similarity))
         assert len(y) == 3 and len({h.person_id for h in y}) == 3
@@ -111,8 +110,7 @@ def test_faiss_index_agrees_with_exact_search_on_20k_templates():
     assert first not in [h.person_id for h in approx.search(queries[:1], k=3, exclude=first)[0]]
 
 
-def test_faiss_index_follows_changes_from_another_process_without_reloading_and_is_kept_beside(tmp_path,
-                                                                                                monkeypatch):
+def test_faiss_index_follows_changes_from_another_process_without_reloading_and_is_kept_beside(tmp_path, monkeypatch):
     pytest.importorskip("faiss", reason="the faiss extra is not installed (pip install -e '.[faiss]')")
     centres, owners, templates = synthetic.gallery(12_000, seed=5)
     path = tmp_path / "g.db"
@@ -128,10 +126,10 @@ def test_faiss_index_follows_changes_from_another_process_without_reloading_and_
         raise AssertionError("the whole gallery was read again")
 
     monkeypatch.setattr(store, "matrix", no_reload)
-    other = open_store(path)                    # another writer (a process of its own would do the same)
+    other = open_store(path)  # another writer (a process of its own would do the same)
     newcomer = synthetic.around(synthetic.gallery(1, seed=9)[0], np.random.default_rng(1))
     added = other.add_templates("late", [NewTemplate(newcomer[0])])
-    hit = index.search(newcomer)[0][0]          # the next search: the change log, not a reload
+    hit = index.search(newcomer)[0][0]  # the next search: the change log, not a reload
     assert hit.person_id == added.person.id and hit.similarity == pytest.approx(1.0, abs=1e-5)
     index.close()
     # a new process loads the saved index (and the log since), no reload either
@@ -151,7 +149,8 @@ def test_faiss_index_follows_changes_from_another_process_without_reloading_and_
 
 
 def test_without_faiss_a_large_gallery_is_searched_exactly_and_the_log_says_why(monkeypatch, caplog):
-    from siamface.gallery import faiss_index, index as module
+    from siamface.gallery import faiss_index
+    from siamface.gallery import index as module
 
     monkeypatch.setattr(faiss_index, "available", lambda: False)
     monkeypatch.setattr(module, "_warned", set())
@@ -173,12 +172,11 @@ def test_a_saved_faiss_index_the_change_log_no_longer_reaches_is_rebuilt(tmp_pat
     centres, owners, templates = synthetic.gallery(10_000, seed=6)
     path = tmp_path / "g.db"
     with open_store(path, ModelBinding("m", "1", 128), create=True) as store:
-        store.add_people([(f"p{p}", {}, [NewTemplate(v) for v in templates[owners == p]])
-                          for p in range(len(centres))])
+        store.add_people([(f"p{p}", {}, [NewTemplate(v) for v in templates[owners == p]]) for p in range(len(centres))])
         GalleryIndex(store, approx_min=10_000).close()
         newcomer = synthetic.around(synthetic.gallery(1, seed=9)[0], np.random.default_rng(1))
         added = store.add_templates("late", [NewTemplate(newcomer[0])])
-    db = sqlite3.connect(path)                   # the log pruned past the saved index (as after 200k changes)
+    db = sqlite3.connect(path)  # the log pruned past the saved index (as after 200k changes)
     db.execute("DELETE FROM template_changes WHERE seq < (SELECT max(seq) FROM template_changes)")
     db.commit()
     db.close()
@@ -188,4 +186,4 @@ def test_a_saved_faiss_index_the_change_log_no_longer_reaches_is_rebuilt(tmp_pat
         store.matrix = lambda: reads.append(1) or original()
         index = GalleryIndex(store, approx_min=10_000)
         assert index.search(newcomer)[0][0].person_id == added.person.id
-        assert reads == [1] and index.approximate          # rebuilt from the gallery, once
+        assert reads == [1] and index.approximate  # rebuilt from the gallery, once

@@ -8,25 +8,43 @@ import json
 import unicodedata
 
 import pytest
+from conftest import att
+from gallery_support import (  # noqa: F401
+    backend,
+    base_gallery,
+    check_consistent,
+    cli,
+    gallery_file,
+    new_gallery,
+    raw_rename,
+    rows,
+    unit_vectors,
+)
 
 from siamface.gallery import Gallery, ModelBinding, NewTemplate, open_store
 from siamface.gallery.names import MAX_NAME_LENGTH, InvalidNameError, check_name
 
-from conftest import att
-from gallery_support import (backend, base_gallery, check_consistent, cli, gallery_file, new_gallery,  # noqa: F401
-                             raw_rename, rows, unit_vectors)
-
 MODEL = ModelBinding("test-model", "1", 128)
-GOOD = ["Alice", "Zoë O’Neil", "李小龍", "Ngũgĩ wa Thiong'o", "Jean-Luc Picard", "O.J. (Jr.) & co + 2", "a_b",
-        "user@example.org", "x" * MAX_NAME_LENGTH, "Ωmega 7"]
+GOOD = [
+    "Alice",
+    "Zoë O’Neil",
+    "李小龍",
+    "Ngũgĩ wa Thiong'o",
+    "Jean-Luc Picard",
+    "O.J. (Jr.) & co + 2",
+    "a_b",
+    "user@example.org",
+    "x" * MAX_NAME_LENGTH,
+    "Ωmega 7",
+]
 BAD = {
     "a/b": "slash",
     "a\\b": "slash",
-    "evil\u202egnp.exe": "format character",          # right-to-left override
-    "ab\u200bc": "format character",                  # zero-width space
+    "evil\u202egnp.exe": "format character",  # right-to-left override
+    "ab\u200bc": "format character",  # zero-width space
     "a\tb": "control character",
     "a\nb": "control character",
-    "a\u00a0b": "other than the plain space",           # no-break space
+    "a\u00a0b": "other than the plain space",  # no-break space
     " Alice": "leading or trailing space",
     "Alice ": "leading or trailing space",
     "Al  ice": "two spaces",
@@ -66,14 +84,14 @@ def test_every_way_into_a_store_applies_the_rule(new_gallery):
         for bad in ("a/b", "evil\u202egnp"):
             with pytest.raises(InvalidNameError):
                 store.add_templates(bad, _one())
-            with pytest.raises(InvalidNameError):          # an import
+            with pytest.raises(InvalidNameError):  # an import
                 store.add_people([(bad, {}, _one())])
         store.add_templates("Alice", _one())
         with pytest.raises(InvalidNameError):
             store.rename("Alice", "a/b")
         store.add_templates(unicodedata.normalize("NFD", "Zoë"), _one(1))
         assert sorted(p.name for p in store.people()) == ["Alice", "Zoë"]
-        assert store.person(unicodedata.normalize("NFD", "zoë")).name == "Zoë"   # NFC and case ignored
+        assert store.person(unicodedata.normalize("NFD", "zoë")).name == "Zoë"  # NFC and case ignored
         assert store.person("ALICE").name == "Alice"
     assert rows(spec, "SELECT count(*) FROM people") == [(2,)]
     check_consistent(spec)

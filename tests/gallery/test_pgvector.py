@@ -8,15 +8,16 @@ import json
 
 import numpy as np
 import pytest
+from conftest import att
+from gallery_support import MODEL_128 as MODEL  # noqa: F401
+from gallery_support import PROBE, backend, base_gallery, cli, legacy_postgres_gallery, postgres_gallery, rows
 
 from siamface.gallery import ExactIndex, Gallery, NewTemplate, open_store, synthetic
 from siamface.gallery.postgres import SCHEMA_VERSION, PostgresIndex
 
-from conftest import att
-from gallery_support import (MODEL_128 as MODEL, PROBE, backend, base_gallery, cli,  # noqa: F401
-                             legacy_postgres_gallery, postgres_gallery, rows)
-
-QUERY = "SELECT p.name, t.source, t.embedding FROM templates t JOIN people p ON p.id = t.person_id ORDER BY p.name, t.id"
+QUERY = (
+    "SELECT p.name, t.source, t.embedding FROM templates t JOIN people p ON p.id = t.person_id ORDER BY p.name, t.id"
+)
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -34,10 +35,14 @@ def test_a_bytea_gallery_of_real_faces_is_migrated_by_the_cli_and_identifies(bas
     legacy_postgres_gallery(postgres_gallery, 2, model, list(people.items()))
     out = cli("gallery", "migrate", "-g", postgres_gallery, "--json")
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) | {"gallery": None} == {"gallery": None, "from_version": 2,
-                                                          "schema_version": SCHEMA_VERSION, "migrated": True}
+    assert json.loads(out.stdout) | {"gallery": None} == {
+        "gallery": None,
+        "from_version": 2,
+        "schema_version": SCHEMA_VERSION,
+        "migrated": True,
+    }
     assert rows(postgres_gallery, "SELECT version FROM siamface_schema") == [(SCHEMA_VERSION,)]
-    assert rows(postgres_gallery, QUERY) == before                    # the same bytes, now as vectors
+    assert rows(postgres_gallery, QUERY) == before  # the same bytes, now as vectors
     out = cli("identify", "-g", postgres_gallery, att(4, PROBE))
     assert out.returncode == 0 and ": s4 (" in out.stdout, out.stdout + out.stderr
     out = cli("verify", "-g", postgres_gallery, "--claim", "s5", att(5, PROBE))
@@ -47,8 +52,12 @@ def test_a_bytea_gallery_of_real_faces_is_migrated_by_the_cli_and_identifies(bas
 def test_a_damaged_bytea_template_stops_the_migration_and_changes_nothing(postgres_gallery):
     good = synthetic.gallery(3, per_person=3, seed=4)[2]
     nan = np.full(128, np.nan, "<f4").tobytes()
-    legacy_postgres_gallery(postgres_gallery, 2, MODEL, [("alice", [(good[0].tobytes(), "a.png"), (nan, "b.png")]),
-                                                         ("bob", [(good[1].tobytes(), "c.png")])])
+    legacy_postgres_gallery(
+        postgres_gallery,
+        2,
+        MODEL,
+        [("alice", [(good[0].tobytes(), "a.png"), (nan, "b.png")]), ("bob", [(good[1].tobytes(), "c.png")])],
+    )
     before = rows(postgres_gallery, "SELECT id, embedding FROM templates ORDER BY id")
     out = cli("gallery", "migrate", "-g", postgres_gallery)
     assert out.returncode == 2 and "Traceback" not in out.stderr
@@ -62,13 +71,13 @@ def test_search_runs_in_the_database_and_sees_another_clients_commit_at_once(pos
     _, _, templates = synthetic.gallery(40, per_person=4, seed=5)
     with open_store(postgres_gallery, MODEL, create=True) as writer, open_store(postgres_gallery) as reader:
         for p in range(9):
-            writer.add_templates(f"p{p}", [NewTemplate(v) for v in templates[4 * p:4 * p + 4]])
+            writer.add_templates(f"p{p}", [NewTemplate(v) for v in templates[4 * p : 4 * p + 4]])
         index = Gallery(reader).index
-        assert isinstance(index, PostgresIndex) and not hasattr(index, "_snap")   # no copy in this process
+        assert isinstance(index, PostgresIndex) and not hasattr(index, "_snap")  # no copy in this process
         probe = templates[37:38]
         before = index.search(probe, k=1)[0][0]
         added = writer.add_templates("late", [NewTemplate(v) for v in templates[36:40]])
-        after = index.search(probe, k=1)[0][0]                   # the next search, no reload step
+        after = index.search(probe, k=1)[0][0]  # the next search, no reload step
         assert before.person_id != added.person.id and after.person_id == added.person.id
         assert after.template_id == added.template_ids[1] and after.similarity == pytest.approx(1.0, abs=1e-5)
         writer.delete("late")
@@ -80,18 +89,19 @@ def test_the_hnsw_search_agrees_with_exact_search(postgres_gallery):
     exact search's, excluded people included."""
     centres, owners, templates = synthetic.gallery(5000, per_person=10, seed=6)
     with open_store(postgres_gallery, MODEL, create=True) as store:
-        store.add_people([(f"p{p}", {}, [NewTemplate(v) for v in templates[owners == p]])
-                          for p in range(len(centres))])
-        plan = rows(postgres_gallery, "EXPLAIN SELECT id FROM templates ORDER BY embedding <=> ? LIMIT 100",
-                    (templates[0],))
+        store.add_people([(f"p{p}", {}, [NewTemplate(v) for v in templates[owners == p]]) for p in range(len(centres))])
+        plan = rows(
+            postgres_gallery, "EXPLAIN SELECT id FROM templates ORDER BY embedding <=> ? LIMIT 100", (templates[0],)
+        )
         assert "templates_embedding_hnsw" in " ".join(r[0] for r in plan)
         who, probes = synthetic.probes(centres, 100, seed=7)
         fast, exact = PostgresIndex(store), ExactIndex(store)
         found = fast.search(probes, k=3)
         truth = exact.search(probes, k=3)
         assert sum(f[0].person_id == t[0].person_id for f, t in zip(found, truth)) >= 99
-        assert [[h.person_id for h in r] for r in fast.search(probes[:20], k=3, exact=True)] == \
-            [[h.person_id for h in r] for r in truth[:20]]
+        assert [[h.person_id for h in r] for r in fast.search(probes[:20], k=3, exact=True)] == [
+            [h.person_id for h in r] for r in truth[:20]
+        ]
         first = found[0][0].person_id
         assert first not in [h.person_id for h in fast.search(probes[:1], k=3, exclude=first)[0]]
 
@@ -107,8 +117,10 @@ def test_a_read_only_database_searches_and_refuses_changes_like_a_replica(postgr
         a = primary.add_templates("a", [NewTemplate(v) for v in templates[:3]]).person
         primary.add_templates("b", [NewTemplate(v) for v in templates[3:]])
     database = postgres_gallery.rsplit("/", 1)[1]
-    rows(postgres_gallery.rsplit("/", 1)[0] + "/postgres",
-         f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+    rows(
+        postgres_gallery.rsplit("/", 1)[0] + "/postgres",
+        f'ALTER DATABASE "{database}" SET default_transaction_read_only = on',
+    )
     with open_store(postgres_gallery) as replica:
         assert replica.read_only and replica.model == MODEL
         index = PostgresIndex(replica)

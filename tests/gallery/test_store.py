@@ -16,13 +16,31 @@ import time
 
 import numpy as np
 import pytest
+from gallery_support import MODEL_128 as MODEL  # noqa: F401
+from gallery_support import (
+    backend,
+    check_consistent,
+    is_url,
+    legacy_postgres_gallery,
+    new_gallery,
+    postgres_gallery,
+    rows,
+    store_spec,
+    unit_vectors,
+)
 
 from siamface.errors import GalleryError, ModelMismatchError
-from siamface.gallery import (MIGRATIONS, SCHEMA_VERSION, AuditRecord, ModelBinding, NewTemplate, PostgresStore,
-                              SQLiteStore, UnknownPersonError, open_store)
-
-from gallery_support import (MODEL_128 as MODEL, backend, check_consistent, is_url,  # noqa: F401
-                             legacy_postgres_gallery, new_gallery, postgres_gallery, rows, store_spec, unit_vectors)
+from siamface.gallery import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    AuditRecord,
+    ModelBinding,
+    NewTemplate,
+    PostgresStore,
+    SQLiteStore,
+    UnknownPersonError,
+    open_store,
+)
 
 
 @pytest.fixture()
@@ -38,7 +56,9 @@ def sqlite_store(tmp_path):
 
 
 def _templates(n, seed=0, **kw):
-    return [NewTemplate(v, source=f"img{i}.png", quality={"i": i}, **kw) for i, v in enumerate(unit_vectors(n, seed=seed))]
+    return [
+        NewTemplate(v, source=f"img{i}.png", quality={"i": i}, **kw) for i, v in enumerate(unit_vectors(n, seed=seed))
+    ]
 
 
 def test_new_file_has_schema_wal_and_binding(sqlite_store, tmp_path):
@@ -67,21 +87,30 @@ def test_new_database_has_schema_and_binding(postgres_gallery):
     assert (meta["model_name"], meta["model_version"], meta["embedding_size"]) == ("test-model", "1", "128")
     # versions 1 and 2 are SQLite's; 3 (templates as pgvector vectors, HNSW index) is PostgreSQL's own
     assert set(postgres.MIGRATIONS) == set(range(1, postgres.SCHEMA_VERSION + 1)) == set(MIGRATIONS) | {3}
-    assert rows(store_spec, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-                            "WHERE attrelid = 'templates'::regclass AND attname = 'embedding'") == [("vector(128)",)]
-    assert rows(store_spec, "SELECT strpos(indexdef, 'USING hnsw (embedding vector_cosine_ops)') > 0 "
-                            "FROM pg_indexes WHERE indexname = ?", (postgres.HNSW_INDEX,)) == [(True,)]
+    assert rows(
+        store_spec,
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = 'templates'::regclass AND attname = 'embedding'",
+    ) == [("vector(128)",)]
+    assert rows(
+        store_spec,
+        "SELECT strpos(indexdef, 'USING hnsw (embedding vector_cosine_ops)') > 0 FROM pg_indexes WHERE indexname = ?",
+        (postgres.HNSW_INDEX,),
+    ) == [(True,)]
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    ({}, GalleryError, "no gallery at"),
-    ({"create": True}, GalleryError, "needs the model"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({}, GalleryError, "no gallery at"),
+        ({"create": True}, GalleryError, "needs the model"),
+    ],
+)
 def test_opening_a_missing_gallery(new_gallery, kwargs, error, message):
     spec = new_gallery("none")
     with pytest.raises(error, match=message):
         open_store(spec, **kwargs)
-    if is_url(spec):   # the database stays as it was: empty
+    if is_url(spec):  # the database stays as it was: empty
         assert rows(spec, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'") == [(0,)]
     else:
         assert not spec.exists()
@@ -111,7 +140,7 @@ def test_newer_schema_and_foreign_databases_are_refused(postgres_gallery):
     rows(store_spec, "UPDATE siamface_schema SET version = ? RETURNING version", (PG_VERSION + 1,))
     with pytest.raises(GalleryError, match="newer than this siamface"):
         open_store(store_spec)
-    other = store_spec.rsplit("/", 1)[0] + "/postgres"     # the server's own database: not a gallery
+    other = store_spec.rsplit("/", 1)[0] + "/postgres"  # the server's own database: not a gallery
     rows(other, "CREATE TABLE IF NOT EXISTS t (x int) ")
     with pytest.raises(GalleryError, match="not a siamface gallery"):
         open_store(other, MODEL, create=True)
@@ -123,8 +152,9 @@ def test_a_version_1_database_is_migrated_keeping_its_audit(postgres_gallery):
     from siamface.gallery import postgres as module
 
     # a database written by the version-1 code
-    legacy_postgres_gallery(store_spec, 1, MODEL, [("a", [(unit_vectors(1)[0].astype("<f4").tobytes(), "a.png")])],
-                            audit=True)
+    legacy_postgres_gallery(
+        store_spec, 1, MODEL, [("a", [(unit_vectors(1)[0].astype("<f4").tobytes(), "a.png")])], audit=True
+    )
     assert rows(store_spec, "SELECT version FROM siamface_schema") == [(1,)]
     with open_store(store_spec) as s:
         assert s.opened_version == 1 and s.schema_version() == module.SCHEMA_VERSION
@@ -170,7 +200,7 @@ def test_a_version_1_file_is_migrated_keeping_its_audit(tmp_path, monkeypatch):
     from siamface.gallery import sqlite as module
 
     path = tmp_path / "g.db"
-    with monkeypatch.context() as m:                      # a file written by the version-1 code
+    with monkeypatch.context() as m:  # a file written by the version-1 code
         m.setattr(module, "MIGRATIONS", {1: module.MIGRATIONS[1]})
         m.setattr(module, "SCHEMA_VERSION", 1)
         with SQLiteStore(path, MODEL, create=True) as old:
@@ -248,28 +278,32 @@ def test_images_only_when_the_gallery_keeps_them(store, new_gallery):
 
 def test_delete_removes_templates_and_images_audit_keeps_a_tombstone_and_no_bytes_remain(tmp_path):
     path = tmp_path / "k.db"
-    marker = np.full(128, 0.0883883, np.float32)      # a recognisable embedding
+    marker = np.full(128, 0.0883883, np.float32)  # a recognisable embedding
     secret = b"FACE-IMAGE-OF-ALICE-" * 50
     with SQLiteStore(path, MODEL, create=True, keep_images=True) as s:
-        alice = s.add_templates("alice", [NewTemplate(marker, "a.png", image=secret)],
-                                metadata={"badge": "alice-0042"}).person
+        alice = s.add_templates(
+            "alice", [NewTemplate(marker, "a.png", image=secret)], metadata={"badge": "alice-0042"}
+        ).person
         bob = s.add_templates("bob", _templates(2)).person
-        s.log([AuditRecord("verify", alice.id, alice.id, 0.99, 0.9, True, "best"),
-               AuditRecord("identify", None, alice.id, 0.97, 0.9, True, "best"),
-               AuditRecord("verify", bob.id, None, 0.5, 0.9, False, "mean"),
-               AuditRecord("identify", None, None, 0.3, 0.9, False, "best")])
+        s.log(
+            [
+                AuditRecord("verify", alice.id, alice.id, 0.99, 0.9, True, "best"),
+                AuditRecord("identify", None, alice.id, 0.97, 0.9, True, "best"),
+                AuditRecord("verify", bob.id, None, 0.5, 0.9, False, "mean"),
+                AuditRecord("identify", None, None, 0.3, 0.9, False, "best"),
+            ]
+        )
         assert marker.tobytes() in path.read_bytes() + (tmp_path / "k.db-wal").read_bytes()
         assert s.delete("alice") == 1
         entries = s.audit()
-        assert [(e.claimed, e.returned) for e in entries] == [(None, None), ("bob", None), (None, None),
-                                                              (None, None)]
+        assert [(e.claimed, e.returned) for e in entries] == [(None, None), ("bob", None), (None, None), (None, None)]
         tombs = {entries[2].returned_tombstone, entries[3].claimed_tombstone, entries[3].returned_tombstone}
-        assert len(tombs) == 1 and None not in tombs                # one opaque id for alice's rows
+        assert len(tombs) == 1 and None not in tombs  # one opaque id for alice's rows
         assert entries[3].to_dict()["claimed"] == f"removed:{tombs.pop()}"
         assert entries[0].returned_tombstone is None and entries[1].claimed_tombstone is None
         with pytest.raises(UnknownPersonError):
             s.delete("alice")
-        carol = s.add_templates("carol", _templates(1, seed=7)).person   # may reuse alice's id: no rows follow
+        carol = s.add_templates("carol", _templates(1, seed=7)).person  # may reuse alice's id: no rows follow
         assert s.audit(person="carol") == [] and carol.name == "carol"
     check_consistent(path)
     assert rows(path, "SELECT count(*) FROM people WHERE name = 'alice'") == [(0,)]
@@ -289,16 +323,22 @@ def test_delete_leaves_no_row_mentioning_the_person_in_postgres(postgres_gallery
     marker = np.full(128, 0.0883883, np.float32)
     secret = b"FACE-IMAGE-OF-ALICE-" * 50
     with open_store(spec, MODEL, create=True, keep_images=True) as s:
-        alice = s.add_templates("alice", [NewTemplate(marker, "a.png", image=secret)],
-                                metadata={"badge": "alice-0042"}).person
+        alice = s.add_templates(
+            "alice", [NewTemplate(marker, "a.png", image=secret)], metadata={"badge": "alice-0042"}
+        ).person
         bob = s.add_templates("bob", _templates(2)).person
-        s.log([AuditRecord("verify", alice.id, alice.id, 0.99, 0.9, True, "best"),
-               AuditRecord("verify", bob.id, None, 0.5, 0.9, False, "mean")])
+        s.log(
+            [
+                AuditRecord("verify", alice.id, alice.id, 0.99, 0.9, True, "best"),
+                AuditRecord("verify", bob.id, None, 0.5, 0.9, False, "mean"),
+            ]
+        )
         assert s.delete("alice") == 1
         assert [(e.claimed, e.claimed_tombstone is not None) for e in s.audit()] == [("bob", False), (None, True)]
     check_consistent(spec)
-    tables = [r[0] for r in rows(spec, "SELECT table_name FROM information_schema.tables "
-                                       "WHERE table_schema = 'public'")]
+    tables = [
+        r[0] for r in rows(spec, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+    ]
     assert {"people", "templates", "audit", "meta", "siamface_schema"} <= set(tables)
     dump = b"".join(str(r[0]).encode() for t in tables for r in rows(spec, f"SELECT x::text FROM {t} x"))
     assert b"bob" in dump
@@ -382,34 +422,48 @@ _WRITER = textwrap.dedent("""
 
 def test_two_processes_enrolling_at_once(new_gallery):
     path = new_gallery()
-    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(seed), "0", "15"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(path), str(seed), "0", "15"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (1, 2)
+    ]
     for p in procs:
         out, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
     check_consistent(path)
     assert rows(path, "SELECT count(*), count(DISTINCT name) FROM people") == [(15, 15)]
-    assert rows(path, "SELECT min(n), max(n) FROM (SELECT count(*) n FROM templates GROUP BY person_id) AS c") == [(8, 8)]
+    assert rows(path, "SELECT min(n), max(n) FROM (SELECT count(*) n FROM templates GROUP BY person_id) AS c") == [
+        (8, 8)
+    ]
 
 
 def test_sigkill_inside_an_enrollment_transaction_leaves_the_gallery_as_before(new_gallery):
     path = new_gallery()
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path), "3", "0.15", "5"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path), "3", "0.15", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen = []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         seen.append(line.strip())
-        if line.strip() == "inserted p2/1":   # p0 and p1 committed; p2 half written, transaction open
+        if line.strip() == "inserted p2/1":  # p0 and p1 committed; p2 half written, transaction open
             break
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     assert "committed 1" in seen and "committed 2" not in seen, seen
     check_consistent(path)
-    assert rows(path, "SELECT name, (SELECT count(*) FROM templates t WHERE t.person_id = p.id) "
-                      "FROM people p ORDER BY name") == [("p0", 4), ("p1", 4)]
-    with open_store(path) as s:   # and it is still a working gallery
+    assert rows(
+        path, "SELECT name, (SELECT count(*) FROM templates t WHERE t.person_id = p.id) FROM people p ORDER BY name"
+    ) == [("p0", 4), ("p1", 4)]
+    with open_store(path) as s:  # and it is still a working gallery
         s.add_templates("p2", _templates(4))
         assert s.person("p2").n_templates == 4
 
@@ -425,8 +479,14 @@ def test_threads_creating_the_same_new_name_one_wins_the_others_are_refused(stor
         def work(seed, name=f"New{trial}"):
             barrier.wait()
             try:
-                outcomes.append(("ok", store.add_templates(name if seed % 2 else name.lower(),
-                                                           _templates(2, seed=seed), new=True).person.id))
+                outcomes.append(
+                    (
+                        "ok",
+                        store.add_templates(
+                            name if seed % 2 else name.lower(), _templates(2, seed=seed), new=True
+                        ).person.id,
+                    )
+                )
             except PersonExistsError as exc:
                 outcomes.append(("taken", exc.name))
 

@@ -17,13 +17,15 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from conftest import att
 from PIL import Image
 
-from conftest import att
-
 _BESIDE = Path(sys.executable).parent / "siamface"
-SIAMFACE = [str(_BESIDE)] if _BESIDE.exists() else ([shutil.which("siamface")] if shutil.which("siamface")
-                                                     else [sys.executable, "-m", "siamface.cli"])
+SIAMFACE = (
+    [str(_BESIDE)]
+    if _BESIDE.exists()
+    else ([shutil.which("siamface")] if shutil.which("siamface") else [sys.executable, "-m", "siamface.cli"])
+)
 #: Enrolled with images 2, 3, 4; image 1 is the probe (the AT&T faces the gallery tests use the same way).
 PEOPLE = (3, 4, 5, 6, 7, 8, 9)
 ENROLLED = (2, 3, 4)
@@ -67,8 +69,10 @@ def multipart(fields: dict[str, str], files: list[tuple[str, str, bytes]]) -> tu
     for name, value in fields.items():
         out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
     for name, filename, data in files:
-        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                  f"Content-Type: application/octet-stream\r\n\r\n".encode())
+        out.write(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n".encode()
+        )
         out.write(data)
         out.write(b"\r\n")
     out.write(f"--{boundary}--\r\n".encode())
@@ -89,9 +93,12 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log or self.gallery.with_suffix(".log")
         self._log = open(self.log, "w")
-        self.proc = subprocess.Popen(SIAMFACE + ["serve", "--gallery", str(self.gallery), *keys_option, "--port",
-                                                 str(self.port), *extra], stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.proc = subprocess.Popen(
+            SIAMFACE + ["serve", "--gallery", str(self.gallery), *keys_option, "--port", str(self.port), *extra],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         deadline = time.monotonic() + 180
         while True:
             if self.proc.poll() is not None:
@@ -106,9 +113,18 @@ class Server:
                 raise RuntimeError(f"siamface serve did not answer in time: {self.log.read_text()}")
             time.sleep(0.25)
 
-    def request(self, method: str, path: str, *, key: str | None | bool = True, fields: dict | None = None,
-                files: list[tuple[str, str, bytes]] | None = None, json_body: dict | None = None,
-                headers: dict | None = None, timeout: float = 120) -> Answer:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        key: str | None | bool = True,
+        fields: dict | None = None,
+        files: list[tuple[str, str, bytes]] | None = None,
+        json_body: dict | None = None,
+        headers: dict | None = None,
+        timeout: float = 120,
+    ) -> Answer:
         """One HTTP request. `key`: True for the server's key, a string for that one, None for none."""
         hdrs = dict(headers or {})
         if key is True:

@@ -26,10 +26,25 @@ LOCK_FAILURES, LOCK_SECONDS = 3, 4
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("service")
-    srv = Server(folder / "people.db", "--liveness", "off", "--min-size", "40", "--max-pixels", "1000000",
-                 "--max-upload-mb", "2",
-                 "--lockout-failures", str(LOCK_FAILURES), "--lockout-window", "60",
-                 "--lockout-seconds", str(LOCK_SECONDS), "--workers", "2")
+    srv = Server(
+        folder / "people.db",
+        "--liveness",
+        "off",
+        "--min-size",
+        "40",
+        "--max-pixels",
+        "1000000",
+        "--max-upload-mb",
+        "2",
+        "--lockout-failures",
+        str(LOCK_FAILURES),
+        "--lockout-window",
+        "60",
+        "--lockout-seconds",
+        str(LOCK_SECONDS),
+        "--workers",
+        "2",
+    )
     try:
         for s in PEOPLE:
             files = [("images", f"{i}.pgm", fixture_bytes(s, i)) for i in ENROLLED]
@@ -56,11 +71,14 @@ def test_health_needs_no_key_and_names_no_path(server):
     no_leak(server, answer)
 
 
-@pytest.mark.parametrize("key, status, error", [
-    (None, 401, "missing-api-key"),
-    ("sf_0badc0de_" + "x" * 43, 401, "invalid-api-key"),
-    ("not-a-key", 401, "invalid-api-key"),
-])
+@pytest.mark.parametrize(
+    "key, status, error",
+    [
+        (None, 401, "missing-api-key"),
+        ("sf_0badc0de_" + "x" * 43, 401, "invalid-api-key"),
+        ("not-a-key", 401, "invalid-api-key"),
+    ],
+)
 def test_requests_without_a_valid_key_are_refused(server, key, status, error):
     for method, path in (("GET", "/v1/people"), ("POST", "/v1/identify"), ("DELETE", "/v1/people/s3")):
         answer = server.request(method, path, key=key, files=probe(3) if method == "POST" else None)
@@ -102,25 +120,34 @@ def test_without_active_liveness_there_are_no_challenge_sessions(server):
 
 
 def test_verify_two_images(server):
-    same = server.request("POST", "/v1/verify", files=[("a", "a.pgm", fixture_bytes(5, 1)),
-                                                       ("b", "b.pgm", fixture_bytes(5, 2))])
+    same = server.request(
+        "POST", "/v1/verify", files=[("a", "a.pgm", fixture_bytes(5, 1)), ("b", "b.pgm", fixture_bytes(5, 2))]
+    )
     assert same.status == 200 and same.body["same"] is True
-    other = server.request("POST", "/v1/verify", files=[("a", "a.pgm", fixture_bytes(5, 1)),
-                                                        ("b", "b.pgm", fixture_bytes(8, 1))])
+    other = server.request(
+        "POST", "/v1/verify", files=[("a", "a.pgm", fixture_bytes(5, 1)), ("b", "b.pgm", fixture_bytes(8, 1))]
+    )
     assert other.status == 200 and other.body["same"] is False and other.body["similarity"] < other.body["threshold"]
 
 
-@pytest.mark.parametrize("fields, files, status, error", [
-    ({"claim": "nobody"}, "s3", 404, "unknown-person"),
-    ({"claim": "s3"}, "faceless", 422, "no-face"),
-    ({"claim": "s3"}, "garbage", 400, "bad-image"),
-    ({"claim": "s3"}, None, 400, "bad-request"),
-    ({}, "s3", 400, "bad-request"),                     # one image and no claim
-    ({"claim": "s3", "rule": "median"}, "s3", 422, "invalid-request"),
-])
+@pytest.mark.parametrize(
+    "fields, files, status, error",
+    [
+        ({"claim": "nobody"}, "s3", 404, "unknown-person"),
+        ({"claim": "s3"}, "faceless", 422, "no-face"),
+        ({"claim": "s3"}, "garbage", 400, "bad-image"),
+        ({"claim": "s3"}, None, 400, "bad-request"),
+        ({}, "s3", 400, "bad-request"),  # one image and no claim
+        ({"claim": "s3", "rule": "median"}, "s3", 422, "invalid-request"),
+    ],
+)
 def test_verify_errors(server, fields, files, status, error):
-    uploads = {"s3": probe(3), "faceless": [("image", "f.png", png_bytes(faceless()))],
-               "garbage": [("image", "g.jpg", b"\xff\xd8 this is not a jpeg")], None: []}[files]
+    uploads = {
+        "s3": probe(3),
+        "faceless": [("image", "f.png", png_bytes(faceless()))],
+        "garbage": [("image", "g.jpg", b"\xff\xd8 this is not a jpeg")],
+        None: [],
+    }[files]
     answer = server.request("POST", "/v1/verify", fields=fields, files=uploads)
     assert (answer.status, answer.error) == (status, error), answer.body
     assert answer.body["detail"]
@@ -128,8 +155,9 @@ def test_verify_errors(server, fields, files, status, error):
 
 
 def test_verify_pair_names_the_image_without_a_face(server):
-    answer = server.request("POST", "/v1/verify", files=[("a", "a.pgm", fixture_bytes(5, 1)),
-                                                         ("b", "b.png", png_bytes(faceless()))])
+    answer = server.request(
+        "POST", "/v1/verify", files=[("a", "a.pgm", fixture_bytes(5, 1)), ("b", "b.png", png_bytes(faceless()))]
+    )
     assert (answer.status, answer.error) == (422, "no-face") and "b (b.png)" in answer.body["detail"]
 
 
@@ -166,11 +194,14 @@ def test_identify_group_names_each_face(server):
     assert [f["person"] for f in answer.body["faces"]] == ["s3", "s5", "s7"]
 
 
-@pytest.mark.parametrize("upload, status, error", [
-    (("image", "f.png", "faceless"), 422, "no-face"),
-    (("image", "x.png", b"\x89PNG\r\n\x1a\n broken"), 400, "bad-image"),
-    (("picture", "s3.pgm", "s3"), 422, "invalid-request"),   # wrong field name
-])
+@pytest.mark.parametrize(
+    "upload, status, error",
+    [
+        (("image", "f.png", "faceless"), 422, "no-face"),
+        (("image", "x.png", b"\x89PNG\r\n\x1a\n broken"), 400, "bad-image"),
+        (("picture", "s3.pgm", "s3"), 422, "invalid-request"),  # wrong field name
+    ],
+)
 def test_identify_errors(server, upload, status, error):
     field, name, data = upload
     data = {"faceless": png_bytes(faceless()), "s3": fixture_bytes(3, 1)}.get(data, data)
@@ -206,8 +237,12 @@ def test_image_over_the_pixel_limit_is_400(server):
 
 # -- people -------------------------------------------------------------------------------------------------
 def test_enroll_add_show_rename_delete(server):
-    created = server.request("POST", "/v1/people", fields={"name": "Ten", "metadata": '{"team": "x"}'},
-                             files=[("images", "1.pgm", fixture_bytes(10, 1)), ("images", "2.pgm", fixture_bytes(10, 2))])
+    created = server.request(
+        "POST",
+        "/v1/people",
+        fields={"name": "Ten", "metadata": '{"team": "x"}'},
+        files=[("images", "1.pgm", fixture_bytes(10, 1)), ("images", "2.pgm", fixture_bytes(10, 2))],
+    )
     assert created.status == 201 and created.body["created"] is True and len(created.body["added"]) >= 1
     more = server.request("POST", "/v1/people/Ten/faces", files=[("images", "3.pgm", fixture_bytes(10, 3))])
     assert more.status in (200, 422)  # s10's image 3 may be refused as a near-duplicate (see gallery tests)
@@ -227,25 +262,55 @@ def test_enroll_add_show_rename_delete(server):
     assert server.request("GET", "/v1/people/Dix").error == "unknown-person"
 
 
-@pytest.mark.parametrize("method, path, kwargs, status, error", [
-    ("POST", "/v1/people", {"fields": {"name": "s3"}, "files": [("images", "1.pgm", b"s3-1")]}, 409, "person-exists"),
-    ("POST", "/v1/people", {"fields": {"name": "Nobody"}, "files": [("images", "f.png", b"faceless")]},
-     422, "no-usable-face"),
-    ("POST", "/v1/people", {"fields": {"name": "Broken"}, "files": [("images", "b.jpg", b"not an image")]},
-     400, "bad-image"),
-    ("POST", "/v1/people", {"fields": {"name": "   "}, "files": [("images", "1.pgm", b"s3-1")]}, 400, "invalid-name"),
-    ("POST", "/v1/people", {"fields": {"name": "NoImages"}}, 422, "invalid-request"),
-    ("POST", "/v1/people", {"fields": {"name": "Meta", "metadata": "[1]"}, "files": [("images", "1.pgm", b"s3-1")]},
-     400, "bad-request"),
-    ("POST", "/v1/people/ghost/faces", {"files": [("images", "1.pgm", b"s3-1")]}, 404, "unknown-person"),
-    ("GET", "/v1/people/ghost", {}, 404, "unknown-person"),
-    ("PATCH", "/v1/people/ghost", {"json_body": {"name": "x"}}, 404, "unknown-person"),
-    ("PATCH", "/v1/people/s3", {"json_body": {"name": "s4"}}, 409, "name-taken"),
-    ("PATCH", "/v1/people/s3", {"json_body": {"nick": "x"}}, 422, "invalid-request"),
-    ("PATCH", "/v1/people/s3", {"json_body": {}}, 400, "bad-request"),
-    ("DELETE", "/v1/people/ghost", {}, 404, "unknown-person"),
-    ("GET", "/v1/nothing-here", {}, 404, "not-found"),
-])
+@pytest.mark.parametrize(
+    "method, path, kwargs, status, error",
+    [
+        (
+            "POST",
+            "/v1/people",
+            {"fields": {"name": "s3"}, "files": [("images", "1.pgm", b"s3-1")]},
+            409,
+            "person-exists",
+        ),
+        (
+            "POST",
+            "/v1/people",
+            {"fields": {"name": "Nobody"}, "files": [("images", "f.png", b"faceless")]},
+            422,
+            "no-usable-face",
+        ),
+        (
+            "POST",
+            "/v1/people",
+            {"fields": {"name": "Broken"}, "files": [("images", "b.jpg", b"not an image")]},
+            400,
+            "bad-image",
+        ),
+        (
+            "POST",
+            "/v1/people",
+            {"fields": {"name": "   "}, "files": [("images", "1.pgm", b"s3-1")]},
+            400,
+            "invalid-name",
+        ),
+        ("POST", "/v1/people", {"fields": {"name": "NoImages"}}, 422, "invalid-request"),
+        (
+            "POST",
+            "/v1/people",
+            {"fields": {"name": "Meta", "metadata": "[1]"}, "files": [("images", "1.pgm", b"s3-1")]},
+            400,
+            "bad-request",
+        ),
+        ("POST", "/v1/people/ghost/faces", {"files": [("images", "1.pgm", b"s3-1")]}, 404, "unknown-person"),
+        ("GET", "/v1/people/ghost", {}, 404, "unknown-person"),
+        ("PATCH", "/v1/people/ghost", {"json_body": {"name": "x"}}, 404, "unknown-person"),
+        ("PATCH", "/v1/people/s3", {"json_body": {"name": "s4"}}, 409, "name-taken"),
+        ("PATCH", "/v1/people/s3", {"json_body": {"nick": "x"}}, 422, "invalid-request"),
+        ("PATCH", "/v1/people/s3", {"json_body": {}}, 400, "bad-request"),
+        ("DELETE", "/v1/people/ghost", {}, 404, "unknown-person"),
+        ("GET", "/v1/nothing-here", {}, 404, "not-found"),
+    ],
+)
 def test_people_errors(server, method, path, kwargs, status, error):
     data = {b"s3-1": fixture_bytes(3, 1), b"faceless": png_bytes(faceless())}
     if "files" in kwargs:
@@ -262,14 +327,20 @@ def test_people_errors(server, method, path, kwargs, status, error):
 def test_openapi_docs_and_page(server):
     spec = server.request("GET", "/openapi.json", key=None)
     assert spec.status == 200
-    assert {"/v1/verify", "/v1/identify", "/v1/people", "/v1/people/{name}", "/v1/people/{name}/faces",
-            "/v1/health"} <= set(spec.body["paths"])
+    assert {
+        "/v1/verify",
+        "/v1/identify",
+        "/v1/people",
+        "/v1/people/{name}",
+        "/v1/people/{name}/faces",
+        "/v1/health",
+    } <= set(spec.body["paths"])
     import urllib.request
 
     with urllib.request.urlopen(server.url + "/docs") as r:
         docs = r.read().decode()
         assert r.status == 200 and "swagger" in docs.lower()
-        assert "cdn" not in docs and "https://" not in docs           # offline: the UI is served from here
+        assert "cdn" not in docs and "https://" not in docs  # offline: the UI is served from here
     with urllib.request.urlopen(server.url + "/docs-static/swagger-ui-bundle.js") as r:
         assert r.status == 200
     with urllib.request.urlopen(server.url + "/") as r:
@@ -297,7 +368,7 @@ def test_liveness_passive_denies_a_matching_but_flat_face(tmp_path):
 
 
 # -- issue 15: enrollment races, strangers, names ----------------------------------------------------------
-RACERS = {"a": (10, (1, 2), 3), "b": (1, (1, 2), 4)}     # subject, images enrolled, probe (neither in PEOPLE)
+RACERS = {"a": (10, (1, 2), 3), "b": (1, (1, 2), 4)}  # subject, images enrolled, probe (neither in PEOPLE)
 
 
 def test_two_requests_creating_one_new_name_at_once_make_one_person(server):
@@ -346,8 +417,9 @@ def test_faces_of_someone_else_are_not_added_to_a_person_unless_forced(server):
 
 @pytest.mark.parametrize("name", ["Zoë O’Neil", "李小龍", "O.J. (Jr.) & co + 2", "user@example.org", "a_b"])
 def test_every_accepted_name_can_be_read_and_removed_over_the_api(server, name):
-    created = server.request("POST", "/v1/people", fields={"name": name},
-                             files=[("images", "1.pgm", fixture_bytes(10, 1))])
+    created = server.request(
+        "POST", "/v1/people", fields={"name": name}, files=[("images", "1.pgm", fixture_bytes(10, 1))]
+    )
     assert created.status == 201 and created.body["person"] == name, created.body
     path = "/v1/people/" + urllib.parse.quote(name, safe="")
     assert server.request("GET", path).body["name"] == name
@@ -358,8 +430,9 @@ def test_every_accepted_name_can_be_read_and_removed_over_the_api(server, name):
 
 @pytest.mark.parametrize("name", ["a/b", "evil\u202egnp.exe", " padded", "tab\there", "x" * 201])
 def test_names_that_could_not_be_managed_are_refused(server, name):
-    answer = server.request("POST", "/v1/people", fields={"name": name},
-                            files=[("images", "1.pgm", fixture_bytes(10, 1))])
+    answer = server.request(
+        "POST", "/v1/people", fields={"name": name}, files=[("images", "1.pgm", fixture_bytes(10, 1))]
+    )
     assert (answer.status, answer.error) == (400, "invalid-name"), answer.body
     renamed = server.request("PATCH", "/v1/people/s3", json_body={"name": name})
     assert (renamed.status, renamed.error) == (400, "invalid-name")

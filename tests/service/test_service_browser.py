@@ -17,10 +17,9 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the service extra is not installed (pip install -e '.[service]')")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the test extra)")
+from conftest import FRONTAL, FRONTAL_2, TURNED_LEFT, TURNED_RIGHT, att_rgb, s26, scene  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
-from conftest import FRONTAL, FRONTAL_2, TURNED_LEFT, TURNED_RIGHT, att_rgb, s26, scene  # noqa: E402
 from service_support import Server, png_bytes  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "out" / "test-artifacts"
@@ -57,8 +56,10 @@ def browser_paths():
     binary = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
     driver = shutil.which("chromedriver")
     if binary is None or driver is None:
-        pytest.skip("headless Chromium needs Debian's chromium and chromium-driver "
-                    f"(found browser: {binary}, chromedriver: {driver}); `make test` installs them as root")
+        pytest.skip(
+            "headless Chromium needs Debian's chromium and chromium-driver "
+            f"(found browser: {binary}, chromedriver: {driver}); `make test` installs them as root"
+        )
     return binary, driver
 
 
@@ -81,9 +82,16 @@ def open_page(server, browser_paths, clip: Path):
     binary, driver_path = browser_paths
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1280,900", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                 f"--use-file-for-fake-video-capture={clip}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,900",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={clip}",
+    ):
         options.add_argument(flag)
     browser = webdriver.Chrome(service=DriverService(executable_path=driver_path), options=options)
     try:
@@ -91,7 +99,8 @@ def open_page(server, browser_paths, clip: Path):
         browser.find_element(By.ID, "key").send_keys(server.key)
         browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
         WebDriverWait(browser, 90, poll_frequency=0.2).until(
-            lambda b: b.execute_script("return document.getElementById('video').videoWidth") == 640)
+            lambda b: b.execute_script("return document.getElementById('video').videoWidth") == 640
+        )
     except Exception:
         browser.quit()
         raise
@@ -110,7 +119,6 @@ def test_page_enrolls_then_names_the_person(server, browser_paths, tmp_path):
     wait = WebDriverWait(browser, 90, poll_frequency=0.2)
     text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
     try:
-
         # Before enrollment the face in view is nobody the gallery knows.
         browser.find_element(By.ID, "identify").click()
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#faces li.unknown"))
@@ -129,7 +137,8 @@ def test_page_enrolls_then_names_the_person(server, browser_paths, tmp_path):
         drawn = browser.execute_script(
             "const c = document.getElementById('overlay'); const d = c.getContext('2d')"
             ".getImageData(0, 0, c.width, c.height).data; let n = 0;"
-            "for (let i = 0; i < d.length; i += 4) if (d[i + 1] > 150 && d[i] < 100 && d[i + 3] > 0) n++; return n;")
+            "for (let i = 0; i < d.length; i += 4) if (d[i + 1] > 150 && d[i] < 100 && d[i + 3] > 0) n++; return n;"
+        )
         assert drawn > 200, "no green box drawn over the video"
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shot = ARTIFACTS / "service_page.png"
@@ -147,24 +156,37 @@ def test_page_enrolls_then_names_the_person(server, browser_paths, tmp_path):
 
 
 def test_page_meets_an_active_challenge_then_unlocks(browser_paths, tmp_path):
-    srv = Server(tmp_path / "active.db", "--liveness", "active", "--liveness-challenges", "turn_right,turn_left",
-                 "--challenge-seconds", "30")
+    srv = Server(
+        tmp_path / "active.db",
+        "--liveness",
+        "active",
+        "--liveness-challenges",
+        "turn_right,turn_left",
+        "--challenge-seconds",
+        "30",
+    )
     clip = tmp_path / "turning.y4m"
     turning_clip(clip)
     browser = None
     try:
-        enrolled = srv.request("POST", "/v1/people", fields={"name": "s26"},
-                               files=[("images", f"{i}.png", png_bytes(s26(i))) for i in (6, 7)])
+        enrolled = srv.request(
+            "POST",
+            "/v1/people",
+            fields={"name": "s26"},
+            files=[("images", f"{i}.png", png_bytes(s26(i))) for i in (6, 7)],
+        )
         assert enrolled.status == 201, enrolled.body
         browser = open_page(srv, browser_paths, clip)
         text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
         assert "Liveness: active" in text("liveness-mode")
-        assert browser.execute_script("return getComputedStyle(document.getElementById('video')).transform")\
-            .startswith("matrix(-1")                                                  # a mirrored preview
+        assert browser.execute_script("return getComputedStyle(document.getElementById('video')).transform").startswith(
+            "matrix(-1"
+        )  # a mirrored preview
         browser.execute_script(  # every prompt the page shows, however briefly
             "window.prompts = []; const el = document.getElementById('prompt');"
             "new MutationObserver(() => window.prompts.push(el.textContent))"
-            ".observe(el, {childList: true, characterData: true, subtree: true});")
+            ".observe(el, {childList: true, characterData: true, subtree: true});"
+        )
         browser.find_element(By.ID, "claim").send_keys("s26")
         browser.find_element(By.ID, "verify").click()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -173,9 +195,12 @@ def test_page_meets_an_active_challenge_then_unlocks(browser_paths, tmp_path):
 
         def decided(b) -> bool:
             if not shot.exists() and "left" in text("prompt"):
-                b.save_screenshot(str(shot))   # the prompt over the video
-            return "GRANTED" in text("verdict") or "DENIED" in text("verdict") or "bad" in \
-                b.find_element(By.ID, "verdict").get_attribute("class")
+                b.save_screenshot(str(shot))  # the prompt over the video
+            return (
+                "GRANTED" in text("verdict")
+                or "DENIED" in text("verdict")
+                or "bad" in b.find_element(By.ID, "verdict").get_attribute("class")
+            )
 
         WebDriverWait(browser, 90, poll_frequency=0.1).until(decided)
         prompts = set(browser.execute_script("return window.prompts"))

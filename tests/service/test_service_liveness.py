@@ -17,11 +17,22 @@ pytest.importorskip("fastapi", reason="the service extra is not installed (pip i
 pytest.importorskip("multipart", reason="the service extra is not installed (pip install -e '.[service]')")
 
 import numpy as np  # noqa: E402
+from conftest import (  # noqa: E402
+    FRONTAL,
+    FRONTAL_2,
+    TURN,
+    TURNED_LEFT,
+    TURNED_RIGHT,
+    blended_face,
+    faceless,
+    phone_screen,
+    planar_turn,
+    s26,
+    scene,
+)
 from PIL import Image  # noqa: E402
-
-from conftest import (FRONTAL, FRONTAL_2, TURN, TURNED_LEFT, TURNED_RIGHT, blended_face, faceless,  # noqa: E402
-                      phone_screen, planar_turn, s26, scene)
 from service_support import ENROLLED, PROBE, Server, cli, fixture_bytes, png_bytes  # noqa: E402
+
 from siamface.service.errors import ServiceError  # noqa: E402
 from siamface.service.sessions import LivenessSessions  # noqa: E402
 
@@ -32,15 +43,35 @@ PHOTO_DEGREES = (0, -20, -35, -20, 0, 20, 35, 20)
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("active") / "unlock.db", "--liveness", "active",
-                 "--liveness-challenges", "turn_right,turn_left", "--challenge-seconds", str(CHALLENGE_S),
-                 "--session-seconds", str(SESSION_S), "--min-size", "40", "--workers", "2")
+    srv = Server(
+        tmp_path_factory.mktemp("active") / "unlock.db",
+        "--liveness",
+        "active",
+        "--liveness-challenges",
+        "turn_right,turn_left",
+        "--challenge-seconds",
+        str(CHALLENGE_S),
+        "--session-seconds",
+        str(SESSION_S),
+        "--min-size",
+        "40",
+        "--workers",
+        "2",
+    )
     try:
-        enrolled = srv.request("POST", "/v1/people", fields={"name": "s26"},
-                               files=[("images", f"{i}.png", png_bytes(s26(i))) for i in (6, 7)])
+        enrolled = srv.request(
+            "POST",
+            "/v1/people",
+            fields={"name": "s26"},
+            files=[("images", f"{i}.png", png_bytes(s26(i))) for i in (6, 7)],
+        )
         assert enrolled.status == 201, enrolled.body
-        enrolled = srv.request("POST", "/v1/people", fields={"name": "s3"},
-                               files=[("images", f"{i}.pgm", fixture_bytes(3, i)) for i in ENROLLED])
+        enrolled = srv.request(
+            "POST",
+            "/v1/people",
+            fields={"name": "s3"},
+            files=[("images", f"{i}.pgm", fixture_bytes(3, i)) for i in ENROLLED],
+        )
         assert enrolled.status == 201, enrolled.body
         yield srv
     finally:
@@ -50,8 +81,10 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def frames():
     """PNG frames: s26's real head turning, and its frontal photo turned as a plane."""
-    return {"genuine": [png_bytes(s26(i)) for i in GENUINE],
-            "photo": [png_bytes(planar_turn(s26(FRONTAL), d)) for d in PHOTO_DEGREES]}
+    return {
+        "genuine": [png_bytes(s26(i)) for i in GENUINE],
+        "photo": [png_bytes(planar_turn(s26(FRONTAL), d)) for d in PHOTO_DEGREES],
+    }
 
 
 def open_session(server, **kwargs):
@@ -61,8 +94,9 @@ def open_session(server, **kwargs):
 
 
 def send(server, session_id: str, png: bytes, **kwargs):
-    return server.request("POST", f"/v1/liveness/sessions/{session_id}/frames",
-                          files=[("image", "frame.png", png)], **kwargs)
+    return server.request(
+        "POST", f"/v1/liveness/sessions/{session_id}/frames", files=[("image", "frame.png", png)], **kwargs
+    )
 
 
 def challenge(server, pngs: list[bytes], seconds: float) -> dict:
@@ -95,8 +129,7 @@ def test_a_real_head_meets_the_challenge_and_unlocks_once(server, frames):
             break
     state = answer.body
     assert state["state"] == "passed", state
-    assert prompts[:3] == ["turn your head to your right", "look straight at the camera",
-                           "turn your head to your left"]
+    assert prompts[:3] == ["turn your head to your right", "look straight at the camera", "turn your head to your left"]
     assert state["completed"] == 2 and state["parallax"] > 0.1 and state["prompt"] is None
 
     granted = verify(server, "s26", png_bytes(s26(FRONTAL)), session["session_id"])
@@ -121,7 +154,7 @@ def test_a_photo_turned_in_front_of_the_camera_fails_and_is_denied(server, frame
     assert state["completed"] == 0 and state["parallax"] < 0.1
     denied = verify(server, "s26", png_bytes(s26(FRONTAL)), state["session_id"])
     assert denied.status == 200, denied.body
-    assert denied.body["accepted"] is True and denied.body["granted"] is False   # the face matches, all the same
+    assert denied.body["accepted"] is True and denied.body["granted"] is False  # the face matches, all the same
     assert denied.body["liveness"]["active"]["passed"] is False
     assert "liveness challenge failed" in denied.body["notes"][-1]
 
@@ -129,7 +162,7 @@ def test_a_photo_turned_in_front_of_the_camera_fails_and_is_denied(server, frame
 def test_a_challenge_met_by_someone_else_does_not_unlock_another_person(server, frames):
     state = challenge(server, frames["genuine"], SESSION_S - 1)
     assert state["state"] == "passed", state
-    answer = verify(server, "s3", fixture_bytes(3, PROBE), state["session_id"])   # s3's photo as the probe
+    answer = verify(server, "s3", fixture_bytes(3, PROBE), state["session_id"])  # s3's photo as the probe
     assert answer.status == 200, answer.body
     assert answer.body["accepted"] is True and answer.body["granted"] is False
     active = answer.body["liveness"]["active"]
@@ -141,7 +174,9 @@ def test_a_challenge_met_by_someone_else_does_not_unlock_another_person(server, 
 def test_session_errors(server, frames):
     probe = png_bytes(s26(FRONTAL))
     missing = verify(server, "s26", probe, None)
-    assert (missing.status, missing.error) == (400, "liveness-required") and "/v1/liveness/sessions" in missing.body["detail"]
+    assert (missing.status, missing.error) == (400, "liveness-required") and "/v1/liveness/sessions" in missing.body[
+        "detail"
+    ]
     unknown = verify(server, "s26", probe, "no-such-session")
     assert (unknown.status, unknown.error) == (404, "unknown-liveness-session")
     assert send(server, "no-such-session", frames["genuine"][0]).error == "unknown-liveness-session"
@@ -173,8 +208,9 @@ def test_session_errors(server, frames):
 
 def test_health_says_active_and_pairs_need_no_session(server):
     assert server.request("GET", "/v1/health", key=None).body["liveness"] == "active"
-    pair = server.request("POST", "/v1/verify", files=[("a", "a.pgm", fixture_bytes(3, 1)),
-                                                       ("b", "b.pgm", fixture_bytes(3, 2))])
+    pair = server.request(
+        "POST", "/v1/verify", files=[("a", "a.pgm", fixture_bytes(3, 1)), ("b", "b.pgm", fixture_bytes(3, 2))]
+    )
     assert pair.status == 200 and pair.body["same"] is True
 
 
@@ -186,8 +222,9 @@ def printed_s26() -> bytes:
 
 def test_both_needs_the_challenge_and_a_live_probe(tmp_path, frames):
     # A real head passes the challenge, then the claim's probe is a printed photo of the same person.
-    srv = Server(tmp_path / "both.db", "--liveness", "both", "--liveness-challenges", "turn_right,turn_left",
-                 "--min-size", "40")
+    srv = Server(
+        tmp_path / "both.db", "--liveness", "both", "--liveness-challenges", "turn_right,turn_left", "--min-size", "40"
+    )
     try:
         files = [("images", f"{i}.png", png_bytes(s26(i))) for i in (6, 7)]
         assert srv.request("POST", "/v1/people", fields={"name": "s26"}, files=files).status == 201
@@ -203,7 +240,7 @@ def test_both_needs_the_challenge_and_a_live_probe(tmp_path, frames):
 
 
 def test_serve_checks_claims_passively_by_default_and_not_enrollment(tmp_path):
-    srv = Server(tmp_path / "default.db", "--min-size", "40")          # no --liveness: passive
+    srv = Server(tmp_path / "default.db", "--min-size", "40")  # no --liveness: passive
     try:
         assert srv.request("GET", "/v1/health", key=None).body["liveness"] == "passive"
         # enrollment is not checked: grey scans (not live to the check) enroll
@@ -212,7 +249,7 @@ def test_serve_checks_claims_passively_by_default_and_not_enrollment(tmp_path):
         live = verify(srv, "s3", png_bytes(blended_face(3, 1)), None)
         assert live.status == 200 and live.body["granted"] is True, live.body
         assert live.body["liveness"]["live"] is True and "cnn" in live.body["liveness"]
-        for attack in (fixture_bytes(3, 1), png_bytes(phone_screen(3, 1))):   # a scan, a phone screen
+        for attack in (fixture_bytes(3, 1), png_bytes(phone_screen(3, 1))):  # a scan, a phone screen
             answer = verify(srv, "s3", attack, None)
             assert answer.status == 200 and answer.body["accepted"] is True and answer.body["granted"] is False
             assert answer.body["liveness"]["live"] is False
@@ -221,12 +258,15 @@ def test_serve_checks_claims_passively_by_default_and_not_enrollment(tmp_path):
         srv.stop()
 
 
-@pytest.mark.parametrize("options, message", [
-    (["--liveness", "active", "--detector", "haar"], "needs a detector with 5 keypoints"),
-    (["--liveness", "active", "--liveness-challenges", "turn_left,blink"], "unknown or no challenges"),
-    (["--liveness", "active", "--challenge-seconds", "90"], "session life at least as long"),
-    (["--liveness", "sometimes"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--liveness", "active", "--detector", "haar"], "needs a detector with 5 keypoints"),
+        (["--liveness", "active", "--liveness-challenges", "turn_left,blink"], "unknown or no challenges"),
+        (["--liveness", "active", "--challenge-seconds", "90"], "session life at least as long"),
+        (["--liveness", "sometimes"], "invalid choice"),
+    ],
+)
 def test_serve_refuses_bad_liveness_options(tmp_path, options, message):
     done = cli("serve", "--gallery", tmp_path / "g.db", "--port", "1", *options)
     assert done.returncode == 2 and message in done.stderr, done.stderr
@@ -253,18 +293,18 @@ def test_session_book_bounds():
 
     first, second = book.open("k1")["session_id"], book.open("k2")["session_id"]
     assert error(book.open, "k1") == (429, "too-many-liveness-sessions")
-    assert error(book.frame_slot, first, "k2") == (404, "unknown-liveness-session")   # bound to its key
+    assert error(book.frame_slot, first, "k2") == (404, "unknown-liveness-session")  # bound to its key
     for _ in range(3):
         assert book.feed(book.frame_slot(first, "k1"), None, None, None)["state"] == "pending"
     over = book.frame_slot(first, "k1")
     assert over.state == "failed" and "more than 3 frames" in over.reason
     assert book.use(first, "k1").evidence()["passed"] is False
     assert error(book.use, first, "k1") == (409, "liveness-session-used")
-    book.open("k1")                                        # a used session frees its place
+    book.open("k1")  # a used session frees its place
     assert error(book.use, second, "k2") == (409, "liveness-pending")
     clock.now += 30.5
     assert error(book.frame_slot, second, "k2") == (410, "expired-liveness-session")
-    book.open("k1")                                        # expired ones free theirs too
+    book.open("k1")  # expired ones free theirs too
     clock.now += 31
     book.open("k1")
-    assert error(book.frame_slot, second, "k2") == (404, "unknown-liveness-session")   # forgotten after a ttl more
+    assert error(book.frame_slot, second, "k2") == (404, "unknown-liveness-session")  # forgotten after a ttl more

@@ -63,8 +63,9 @@ def test_the_same_name_enrolled_through_both_at_once_is_one_person(servers):
     assert {x.error for x in answers if x.status == 409} == {"person-exists"}
     assert rows(url, "SELECT count(*) FROM people WHERE lower(name) = 's7'") == [(1,)]
     # the same three images four times: the first call adds them, the others find them duplicates
-    assert rows(url, "SELECT count(*) FROM templates t JOIN people p ON p.id = t.person_id "
-                     "WHERE p.name = 's7'") == [(len(ENROLLED),)]
+    assert rows(url, "SELECT count(*) FROM templates t JOIN people p ON p.id = t.person_id WHERE p.name = 's7'") == [
+        (len(ENROLLED),)
+    ]
 
 
 def test_gallery_errors_are_answered_not_500(servers):

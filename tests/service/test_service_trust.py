@@ -25,12 +25,21 @@ LOCK_FAILURES, LOCK_SECONDS = 2, 30
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("trust")
     gallery = folder / "people.db"
-    for s in PEOPLE:   # enrolled from the CLI with absolute paths, as an operator would
+    for s in PEOPLE:  # enrolled from the CLI with absolute paths, as an operator would
         done = cli("enroll", "--gallery", gallery, f"s{s}", *[att(s, i).resolve() for i in ENROLLED])
         assert done.returncode == 0, done.stderr
     # claims here are checked against AT&T photos (pictures of pictures): liveness off, as for uploaded photos
-    srv = Server(gallery, "--liveness", "off", "--lockout-failures", str(LOCK_FAILURES), "--lockout-window", "60",
-                 "--lockout-seconds", str(LOCK_SECONDS))
+    srv = Server(
+        gallery,
+        "--liveness",
+        "off",
+        "--lockout-failures",
+        str(LOCK_FAILURES),
+        "--lockout-window",
+        "60",
+        "--lockout-seconds",
+        str(LOCK_SECONDS),
+    )
     try:
         yield srv
     finally:
@@ -66,11 +75,11 @@ def test_a_locked_out_person_is_not_identified_until_the_lock_ends(server):
         assert denied.status == 200 and denied.body["granted"] is False
     locked = server.request("POST", "/v1/verify", fields={"claim": "s6"}, files=probe(6))
     assert (locked.status, locked.error) == (429, "locked")
-    for _ in range(3):   # probing the locked person through identification learns nothing about them
+    for _ in range(3):  # probing the locked person through identification learns nothing about them
         face = identify(server, 6)
         assert face["person"] != "s6" and "s6" not in json.dumps(face)
         assert face["status"] == "unknown" and face["similarity"] is None
-    assert identify(server, 7)["person"] == "s7"      # others are identified as before
+    assert identify(server, 7)["person"] == "s7"  # others are identified as before
     audit = cli("gallery", "audit", "--gallery", server.gallery, "--limit", "3", "--json")
     assert all(e["returned"] != "s6" for e in json.loads(audit.stdout)["entries"])
 
@@ -84,14 +93,18 @@ def test_no_answer_carries_a_server_path(server):
     assert {t["source"] for t in claim.body["templates"]} == {f"{i}.pgm" for i in ENROLLED}
     root = str(att(3, 2).resolve().parents[2])
     for answer in (shown, claim):
-        assert "/" not in json.dumps([t["source"] for t in answer.body.get("template_list", answer.body.get("templates"))])
+        assert "/" not in json.dumps(
+            [t["source"] for t in answer.body.get("template_list", answer.body.get("templates"))]
+        )
         assert root not in json.dumps(answer.body)
 
 
 def test_a_gallery_of_older_code_with_paths_answers_without_them(server):
     db = sqlite3.connect(server.gallery)
-    db.execute("UPDATE templates SET source = '/data/att_faces/s4/' || id || '.pgm' "
-               "WHERE person_id = (SELECT id FROM people WHERE name = 's4')")
+    db.execute(
+        "UPDATE templates SET source = '/data/att_faces/s4/' || id || '.pgm' "
+        "WHERE person_id = (SELECT id FROM people WHERE name = 's4')"
+    )
     db.commit()
     db.close()
     shown = server.request("GET", "/v1/people/s4")
@@ -103,10 +116,21 @@ def test_a_gallery_of_older_code_with_paths_answers_without_them(server):
 DEEP = "{" + '"a": {' * 5000 + "}" * 5001
 
 
-@pytest.mark.parametrize("method, path, kwargs", [
-    ("POST", "/v1/people", {"fields": {"name": "deep", "metadata": DEEP}, "files": [("images", "2.pgm", fixture_bytes(10, 2))]}),
-    ("PATCH", "/v1/people/s3", {"json_body": {"metadata": {"x": {"y": {"z": {"a": {"b": {"c": {"d": {"e": {"f": 1}}}}}}}}}}}),
-])
+@pytest.mark.parametrize(
+    "method, path, kwargs",
+    [
+        (
+            "POST",
+            "/v1/people",
+            {"fields": {"name": "deep", "metadata": DEEP}, "files": [("images", "2.pgm", fixture_bytes(10, 2))]},
+        ),
+        (
+            "PATCH",
+            "/v1/people/s3",
+            {"json_body": {"metadata": {"x": {"y": {"z": {"a": {"b": {"c": {"d": {"e": {"f": 1}}}}}}}}}}},
+        ),
+    ],
+)
 def test_deeply_nested_metadata_is_a_400(server, method, path, kwargs):
     answer = server.request(method, path, **kwargs)
     assert (answer.status, answer.error) == (400, "bad-request") and "nested" in answer.body["detail"], answer.body
@@ -114,8 +138,12 @@ def test_deeply_nested_metadata_is_a_400(server, method, path, kwargs):
 
 def test_a_json_body_nested_5000_levels_deep_is_refused_plainly(server):
     raw = ('{"metadata": ' + "[" * 5000 + "]" * 5000 + "}").encode()
-    req = urllib.request.Request(server.url + "/v1/people/s3", data=raw, method="PATCH",
-                                 headers={"Authorization": f"Bearer {server.key}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        server.url + "/v1/people/s3",
+        data=raw,
+        method="PATCH",
+        headers={"Authorization": f"Bearer {server.key}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             status, body = r.status, json.loads(r.read())
@@ -145,6 +173,6 @@ def test_serve_refuses_to_start_on_a_damaged_template_with_one_line(tmp_path):
     db.commit()
     db.close()
     start = time.monotonic()
-    done = cli("serve", "--gallery", gallery, "--port", "1")   # refused before it listens
+    done = cli("serve", "--gallery", gallery, "--port", "1")  # refused before it listens
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "template 1 of 's3' is damaged" in done.stderr and time.monotonic() - start < 120

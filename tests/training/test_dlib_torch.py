@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from conftest import att  # noqa: E402
+
 from siamface.embedding.onnx_file import preprocess  # noqa: E402
 from siamface.embedding.onnx_runtime import OnnxDlibResnet  # noqa: E402
 from siamface.training.networks import DlibResNet  # noqa: E402

@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
 from conftest import ATT, att  # noqa: E402
+
 from siamface.embedding.facenet import FACENET_CHIP, FaceNetSession, normalise  # noqa: E402
 from siamface.embedding.facenet_onnx import facenet_graph_path  # noqa: E402
 from siamface.errors import ModelError  # noqa: E402
@@ -72,9 +73,32 @@ def test_cli_fine_tunes_facenet_and_exports_a_loadable_model(tmp_path, capsys):
     from siamface.embedding import create_encoder
 
     out = tmp_path / "ft"
-    code = main(["train", str(ATT), "--encoder", "facenet", "--loss", "contrastive", "--out", str(out),
-                 "--epochs", "4", "--batch", "16", "--lr", "1e-3", "--val", "2", "--test", "2", "--threads", "2",
-                 "--quiet", "--json"])
+    code = main(
+        [
+            "train",
+            str(ATT),
+            "--encoder",
+            "facenet",
+            "--loss",
+            "contrastive",
+            "--out",
+            str(out),
+            "--epochs",
+            "4",
+            "--batch",
+            "16",
+            "--lr",
+            "1e-3",
+            "--val",
+            "2",
+            "--test",
+            "2",
+            "--threads",
+            "2",
+            "--quiet",
+            "--json",
+        ]
+    )
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and result["frozen_blocks"] == 23 and result["trunk_cached"]
     losses = [float(r["train_loss"]) for r in csv.DictReader(open(out / "metrics.csv"))]

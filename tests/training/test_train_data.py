@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import ATT
+
 from siamface.training.augment import Augment
 from siamface.training.data import load_faces, split_identities, verification_pairs
 from siamface.training.sampling import batch_pairs, pk_batches

@@ -14,6 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from conftest import ATT, att  # noqa: E402
+
 from siamface.embedding.onnx_file import preprocess  # noqa: E402
 from siamface.training.data import load_faces  # noqa: E402
 from siamface.training.networks import SmallCNN  # noqa: E402
@@ -26,9 +27,23 @@ def faces(tmp_path_factory):
 
 
 def _config(out: Path, **kw) -> TrainConfig:
-    base = dict(dataset=str(ATT), out=str(out), aligned=True, input_size=32, width=8, embedding_size=32,
-                batch=16, epochs=4, val=2, test=2, augment="default", threads=1, progress=False, plot=False,
-                patience=100)
+    base = dict(
+        dataset=str(ATT),
+        out=str(out),
+        aligned=True,
+        input_size=32,
+        width=8,
+        embedding_size=32,
+        batch=16,
+        epochs=4,
+        val=2,
+        test=2,
+        augment="default",
+        threads=1,
+        progress=False,
+        plot=False,
+        patience=100,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -51,8 +66,17 @@ def test_loss_falls(tmp_path, faces, loss):
 def test_run_folder(run):
     out, result = run
     names = {p.name for p in out.iterdir()}
-    assert {"config.json", "split.json", "last.pt", "best.pt", "metrics.csv", "model.onnx", "result.json",
-            "test_pairs_same.txt", "test_pairs_different.txt"} <= names
+    assert {
+        "config.json",
+        "split.json",
+        "last.pt",
+        "best.pt",
+        "metrics.csv",
+        "model.onnx",
+        "result.json",
+        "test_pairs_same.txt",
+        "test_pairs_different.txt",
+    } <= names
     split = json.loads((out / "split.json").read_text())
     assert not set(split["train"]["identities"]) & set(split["test"]["identities"])
     same = (out / "test_pairs_same.txt").read_text().split()
@@ -104,8 +128,12 @@ def test_exported_model_runs_without_torch_and_equals_the_module(run, faces, tmp
     out, result = run
     chips_file = tmp_path / "chips.npy"
     np.save(chips_file, faces.chips[:6])
-    proc = subprocess.run([sys.executable, "-c", _NO_TORCH, str(out / "model.onnx"), str(chips_file)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _NO_TORCH, str(out / "model.onnx"), str(chips_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
     assert got["name"] == "att" and not got["torch"]
@@ -115,8 +143,9 @@ def test_exported_model_runs_without_torch_and_equals_the_module(run, faces, tmp
     net.load_state_dict(state["encoder"])
     net.eval()
     with torch.no_grad():
-        want = torch.nn.functional.normalize(net(torch.from_numpy(preprocess(faces.chips[:6], 32, 1, net.mean,
-                                                                                   net.std))), dim=1).numpy()
+        want = torch.nn.functional.normalize(
+            net(torch.from_numpy(preprocess(faces.chips[:6], 32, 1, net.mean, net.std))), dim=1
+        ).numpy()
     assert np.abs(np.array(got["emb"]) - want).max() < 1e-5
 
 
@@ -124,8 +153,28 @@ def test_cli_train_then_verify_with_the_exported_model(tmp_path, capsys):
     from siamface.cli import main
 
     out = tmp_path / "cli"
-    code = main(["train", str(ATT), "--aligned", "--out", str(out), "--epochs", "2", "--batch", "16",
-                 "--val", "2", "--test", "2", "--input-size", "32", "--threads", "1", "--quiet"])
+    code = main(
+        [
+            "train",
+            str(ATT),
+            "--aligned",
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--batch",
+            "16",
+            "--val",
+            "2",
+            "--test",
+            "2",
+            "--input-size",
+            "32",
+            "--threads",
+            "1",
+            "--quiet",
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0 and "test split (2 unseen identities" in text
     assert "siamface evaluate --model" in text and "test_pairs_same.txt" in text

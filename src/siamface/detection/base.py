@@ -7,7 +7,8 @@ Register a new one with ``@register_detector("name")``; build one by name with `
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -31,6 +32,7 @@ def register_detector(name: str):
     def wrap(factory):
         _REGISTRY[name] = factory
         return factory
+
     return wrap
 
 
@@ -77,7 +79,7 @@ class BoxDetector:
         scale = 1.0
         work = image
         if self.upsample and not self.native_upsample:
-            scale = float(2 ** self.upsample)
+            scale = float(2**self.upsample)
             work = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
         boxes, scores, extra = self._find(work)
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4) / scale
@@ -93,8 +95,10 @@ class BoxDetector:
         return with_landmarks(image, faces, self.landmark_box)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(min_face_size={self.min_face_size}, upsample={self.upsample}, "
-                f"max_faces={self.max_faces})")
+        return (
+            f"{type(self).__name__}(min_face_size={self.min_face_size}, upsample={self.upsample}, "
+            f"max_faces={self.max_faces})"
+        )
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:

@@ -65,8 +65,9 @@ def _session(variant: Variant, threads: int):
             path = MODEL_DIR / variant.file
             if not path.is_file():
                 raise ModelError(f"BlazeFace model missing from the installed package: {path}")
-            _sessions[key] = ort.InferenceSession(str(path), session_options(threads),
-                                                  providers=["CPUExecutionProvider"])
+            _sessions[key] = ort.InferenceSession(
+                str(path), session_options(threads), providers=["CPUExecutionProvider"]
+            )
         return _sessions[key]
 
 
@@ -93,13 +94,14 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, float, f
     resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     pad_x, pad_y = (size - nw) // 2, (size - nh) // 2
     canvas = np.zeros((size, size, 3), np.uint8)
-    canvas[pad_y:pad_y + nh, pad_x:pad_x + nw] = resized
+    canvas[pad_y : pad_y + nh, pad_x : pad_x + nw] = resized
     blob = canvas.astype(np.float32) / 127.5 - 1.0
     return blob[None], scale, float(pad_x), float(pad_y)
 
 
-def decode(raw: np.ndarray, logits: np.ndarray, variant: Variant,
-           threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def decode(
+    raw: np.ndarray, logits: np.ndarray, variant: Variant, threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boxes (n, 4) xyxy and keypoints (n, 6, 2) in input pixels, with scores (n,), above `threshold`."""
     scores = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -100.0, 100.0)))
     keep = scores > threshold
@@ -112,8 +114,9 @@ def decode(raw: np.ndarray, logits: np.ndarray, variant: Variant,
     return boxes.astype(np.float32), scores, keypoints.astype(np.float32)
 
 
-def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray,
-                 iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def weighted_nms(
+    boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, iou: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """MediaPipe's weighted suppression: the best remaining box takes every box overlapping it by more
     than `iou` and becomes their score-weighted mean (box and keypoints); its score is kept."""
     order = np.argsort(-scores, kind="stable")
@@ -148,10 +151,17 @@ class BlazeFaceDetector(BoxDetector):
 
     name = "blazeface"
     variant = FRONT
-    landmark_box = (-0.013, -0.022, 0.96)   # benchmarks/landmark_box.py --detector blazeface
+    landmark_box = (-0.013, -0.022, 0.96)  # benchmarks/landmark_box.py --detector blazeface
 
-    def __init__(self, min_face_size: int = 20, upsample: int = 0, max_faces: int | None = None,
-                 score_threshold: float = 0.5, nms_iou: float = 0.3, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        min_face_size: int = 20,
+        upsample: int = 0,
+        max_faces: int | None = None,
+        score_threshold: float = 0.5,
+        nms_iou: float = 0.3,
+        threads: int | None = None,
+    ) -> None:
         super().__init__(min_face_size, upsample, max_faces)
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
@@ -178,4 +188,4 @@ class BlazeFaceBackDetector(BlazeFaceDetector):
 
     name = "blazeface-back"
     variant = BACK
-    landmark_box = (-0.008, -0.017, 0.98)   # benchmarks/landmark_box.py --detector blazeface-back
+    landmark_box = (-0.008, -0.017, 0.98)  # benchmarks/landmark_box.py --detector blazeface-back

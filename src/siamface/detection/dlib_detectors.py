@@ -19,8 +19,9 @@ class HogDetector(BoxDetector):
     name = "hog"
     native_upsample = True
 
-    def __init__(self, min_face_size: int = 20, upsample: int = 1, max_faces: int | None = None,
-                 threshold: float = 0.0) -> None:
+    def __init__(
+        self, min_face_size: int = 20, upsample: int = 1, max_faces: int | None = None, threshold: float = 0.0
+    ) -> None:
         super().__init__(min_face_size, upsample, max_faces)
         self.threshold = float(threshold)
 

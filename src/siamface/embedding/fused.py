@@ -40,25 +40,36 @@ class FusedEncoder:
 
     def __init__(self, fusion: Fusion, num_threads: int | None = None) -> None:
         self.fusion = fusion
-        self.parts: list[Encoder] = [create_encoder(name, num_threads=num_threads, **opts)
-                                     for name, opts in fusion.parts]
+        self.parts: list[Encoder] = [
+            create_encoder(name, num_threads=num_threads, **opts) for name, opts in fusion.parts
+        ]
         self.chip_specs = tuple(p.info.chip for p in self.parts)
         self._scale = np.array([np.sqrt(fusion.weight), np.sqrt(1.0 - fusion.weight)], np.float32)
         part_ids = ";".join(f"{p.info.name}@{p.info.version}" for p in self.parts)
         self.info = ModelInfo(
-            name=fusion.name, version=f"{part_ids};w={fusion.weight:g}",
+            name=fusion.name,
+            version=f"{part_ids};w={fusion.weight:g}",
             embedding_size=sum(p.info.embedding_size for p in self.parts),
-            chip=self.parts[0].info.chip, threshold=fusion.threshold, threshold_source=fusion.threshold_source,
+            chip=self.parts[0].info.chip,
+            threshold=fusion.threshold,
+            threshold_source=fusion.threshold_source,
             identify_threshold=fusion.identify_threshold,
             identify_threshold_source=fusion.identify_threshold_source,
-            extra={"parts": [name for name, _ in fusion.parts], "part_options": [dict(o) for _, o in fusion.parts],
-                   "weight": fusion.weight, "fitted_on": fusion.fitted_on})
+            extra={
+                "parts": [name for name, _ in fusion.parts],
+                "part_options": [dict(o) for _, o in fusion.parts],
+                "weight": fusion.weight,
+                "fitted_on": fusion.fitted_on,
+            },
+        )
 
     def embed(self, chips) -> np.ndarray:
         """``chips``: one uint8 chip array per part, in the order of `chip_specs` -> (n, d1 + d2) float32."""
         if not isinstance(chips, (tuple, list)) or len(chips) != len(self.parts):
-            raise ValueError(f"{self.info.name}: embed() takes a tuple of {len(self.parts)} chip arrays, one per "
-                             "part (see chip_specs)")
+            raise ValueError(
+                f"{self.info.name}: embed() takes a tuple of {len(self.parts)} chip arrays, one per "
+                "part (see chip_specs)"
+            )
         arrays = [check_chips(c, spec.size) for c, spec in zip(chips, self.chip_specs)]
         if len({len(a) for a in arrays}) != 1:
             raise ValueError(f"{self.info.name}: the parts' chip arrays hold different numbers of faces")
@@ -83,12 +94,12 @@ DLIB_FACENET = Fusion(
     parts=(("dlib-resnet", {}), ("facenet", {})),
     weight=0.85,
     fitted_on="celeba_ids, 100 fitting identities (benchmarks/_facecache.fit_split), retinaface",
-    threshold=0.873,       # celeba_ids fitting identities 0.8508, AT&T 0.8729
+    threshold=0.873,  # celeba_ids fitting identities 0.8508, AT&T 0.8729
     threshold_source="default: FAR 1e-3 on celeba_ids fitting identities and AT&T, the stricter "
-                     "(siamface calibrate sets your own)",
+    "(siamface calibrate sets your own)",
     identify_threshold=0.888,  # 0.8789, 0.8876
     identify_threshold_source="default for 1:N: FAR 1e-4 on celeba_ids fitting identities and AT&T, the "
-                              "stricter (siamface calibrate sets your own)",
+    "stricter (siamface calibrate sets your own)",
 )
 
 DLIB_FACENET_FLIP = Fusion(
@@ -96,7 +107,7 @@ DLIB_FACENET_FLIP = Fusion(
     parts=(("dlib-resnet", {"flip": True}), ("facenet", {"flip": True})),
     weight=0.85,
     fitted_on=DLIB_FACENET.fitted_on,
-    threshold=0.876,       # 0.8547, 0.8764
+    threshold=0.876,  # 0.8547, 0.8764
     threshold_source=DLIB_FACENET.threshold_source,
     identify_threshold=0.89,  # 0.8844, 0.8900
     identify_threshold_source=DLIB_FACENET.identify_threshold_source,

@@ -71,9 +71,13 @@ def chip_metadata(chip: ChipSpec) -> dict:
 
 def chip_from_metadata(meta: dict) -> ChipSpec:
     try:
-        return ChipSpec(size=int(meta["size"]), padding=float(meta.get("padding", 0.25)),
-                        crop=str(meta.get("crop", "landmarks")), margin=float(meta.get("margin", 0.0)),
-                        square=bool(meta.get("square", True)))
+        return ChipSpec(
+            size=int(meta["size"]),
+            padding=float(meta.get("padding", 0.25)),
+            crop=str(meta.get("crop", "landmarks")),
+            margin=float(meta.get("margin", 0.0)),
+            square=bool(meta.get("square", True)),
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"bad chip metadata {meta!r}: {exc}") from None
 
@@ -89,12 +93,14 @@ def _decode(raw: dict, path) -> dict:
     for key, value in raw.items():
         if key.startswith(META_PREFIX):
             try:
-                meta[key[len(META_PREFIX):]] = json.loads(value)
+                meta[key[len(META_PREFIX) :]] = json.loads(value)
             except ValueError:
-                meta[key[len(META_PREFIX):]] = value
+                meta[key[len(META_PREFIX) :]] = value
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
-        raise ModelError(f"{path} is not a siamface model: metadata lacks {', '.join(META_PREFIX + k for k in missing)}")
+        raise ModelError(
+            f"{path} is not a siamface model: metadata lacks {', '.join(META_PREFIX + k for k in missing)}"
+        )
     return meta
 
 
@@ -140,12 +146,15 @@ class OnnxFileEncoder:
         self.batch_size = int(batch_size)
         chip = m.get("chip", {"size": 150, "padding": 0.25})
         self.info = ModelInfo(
-            name=str(m.get("name") or self.path.stem), version=_file_digest(self.path)[:16],
+            name=str(m.get("name") or self.path.stem),
+            version=_file_digest(self.path)[:16],
             embedding_size=int(m["embedding_size"]),
             chip=chip_from_metadata(chip),
-            metric=str(m["metric"]), threshold=float(m["threshold"]),
+            metric=str(m["metric"]),
+            threshold=float(m["threshold"]),
             threshold_source=str(m.get("threshold_source", "stored in the model file")),
-            extra={"path": str(self.path), **{k: v for k, v in m.items() if k not in ("name", "threshold")}})
+            extra={"path": str(self.path), **{k: v for k, v in m.items() if k not in ("name", "threshold")}},
+        )
         self._lock = threading.Lock()
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
@@ -155,6 +164,6 @@ class OnnxFileEncoder:
         x = preprocess(chips, self.input_size, self.channels, self.meta["mean"], self.meta["std"])
         parts = []
         for start in range(0, len(x), self.batch_size):
-            (out,) = self._session_obj.run([OUTPUT_NAME], {INPUT_NAME: x[start:start + self.batch_size]})
+            (out,) = self._session_obj.run([OUTPUT_NAME], {INPUT_NAME: x[start : start + self.batch_size]})
             parts.append(out)
         return l2_normalise(np.concatenate(parts))

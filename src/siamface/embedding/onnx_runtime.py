@@ -48,9 +48,16 @@ class OnnxDlibResnet:
     dim = EMBEDDING_DIM
     chip_size = CHIP_SIZE
 
-    def __init__(self, model_path: str | os.PathLike | None = None, *, dat_path: str | os.PathLike | None = None,
-                 num_threads: int | None = None, use_cuda: bool = False, cache_dir: str | os.PathLike | None = None,
-                 batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        model_path: str | os.PathLike | None = None,
+        *,
+        dat_path: str | os.PathLike | None = None,
+        num_threads: int | None = None,
+        use_cuda: bool = False,
+        cache_dir: str | os.PathLike | None = None,
+        batch_size: int = 64,
+    ) -> None:
         if num_threads is not None and int(num_threads) < 1:
             raise ValueError("num_threads must be >= 1")
         if int(batch_size) < 1:
@@ -123,7 +130,7 @@ class OnnxDlibResnet:
         chips = np.ascontiguousarray(chips)
         parts = []
         for start in range(0, n, self.batch_size):
-            (out,) = session.run(["embedding"], {"chips": chips[start:start + self.batch_size]})
+            (out,) = session.run(["embedding"], {"chips": chips[start : start + self.batch_size]})
             parts.append(out)
         out = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return np.ascontiguousarray(out, dtype=np.float32)

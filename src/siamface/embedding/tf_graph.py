@@ -31,8 +31,7 @@ from ..errors import ModelError
 __all__ = ["TfGraphError", "TfNode", "read_graph_def", "parse_graph_def"]
 
 #: tensorflow/core/framework/types.proto DataType -> NumPy dtype (the ones a frozen graph holds).
-_DTYPES = {1: np.float32, 2: np.float64, 3: np.int32, 4: np.uint8, 5: np.int16, 6: np.int8, 9: np.int64,
-           10: np.bool_}
+_DTYPES = {1: np.float32, 2: np.float64, 3: np.int32, 4: np.uint8, 5: np.int16, 6: np.int8, 9: np.int64, 10: np.bool_}
 
 
 class TfGraphError(ModelError):
@@ -73,18 +72,18 @@ def _fields(buf: memoryview):
         elif wire == 1:
             if pos + 8 > end:
                 raise TfGraphError("GraphDef: truncated 64-bit field")
-            value = int.from_bytes(buf[pos:pos + 8], "little")
+            value = int.from_bytes(buf[pos : pos + 8], "little")
             pos += 8
         elif wire == 2:
             n, pos = _varint(buf, pos)
             if pos + n > end:
                 raise TfGraphError(f"GraphDef: field {number} runs past the end of its message")
-            value = buf[pos:pos + n]
+            value = buf[pos : pos + n]
             pos += n
         elif wire == 5:
             if pos + 4 > end:
                 raise TfGraphError("GraphDef: truncated 32-bit field")
-            value = int.from_bytes(buf[pos:pos + 4], "little")
+            value = int.from_bytes(buf[pos : pos + 4], "little")
             pos += 4
         else:
             raise TfGraphError(f"GraphDef: unsupported wire type {wire} (field {number})")
@@ -180,7 +179,7 @@ def _list(buf: memoryview) -> list:
 
 
 def _attr_value(buf: memoryview) -> Any:
-    for number, wire, value in _fields(buf):
+    for number, _wire, value in _fields(buf):
         if number == 1:
             return _list(value)
         if number == 2:

@@ -22,17 +22,25 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
 from .._files import default_cache_dir, file_sha256  # noqa: F401 - file_sha256 is also imported from here
 from ..errors import ConfigError
 
-__all__ = ["CachedEmbedding", "EmbeddingCache", "default_cache_path", "detector_key", "detector_options",
-           "file_sha256", "model_key"]
+__all__ = [
+    "CachedEmbedding",
+    "EmbeddingCache",
+    "default_cache_path",
+    "detector_key",
+    "detector_options",
+    "file_sha256",
+    "model_key",
+]
 
 FILE_NAME = "embeddings.sqlite"
 SCHEMA_VERSION = 1
@@ -45,8 +53,6 @@ def default_cache_path() -> Path:
     """``embeddings.sqlite`` in siamface's cache folder: ``$SIAMFACE_CACHE``, else ``$XDG_CACHE_HOME/siamface``,
     else ``~/.cache/siamface`` (the folder that also holds the converted ONNX models)."""
     return default_cache_dir() / FILE_NAME
-
-
 
 
 def model_key(info: Any) -> str:
@@ -133,20 +139,23 @@ class EmbeddingCache:
                 "CREATE TABLE IF NOT EXISTS embeddings ("
                 " sha256 TEXT NOT NULL, model TEXT NOT NULL, detector TEXT NOT NULL,"
                 " n_faces INTEGER NOT NULL, dim INTEGER NOT NULL, embedding BLOB,"
-                " created REAL NOT NULL, PRIMARY KEY (sha256, model, detector)) WITHOUT ROWID")
+                " created REAL NOT NULL, PRIMARY KEY (sha256, model, detector)) WITHOUT ROWID"
+            )
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             self._db.commit()
         except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"embedding cache {self.path}: cannot be opened ({exc}); "
-                              "pass --cache PATH elsewhere or --no-cache") from None
+            raise ConfigError(
+                f"embedding cache {self.path}: cannot be opened ({exc}); pass --cache PATH elsewhere or --no-cache"
+            ) from None
 
     # -- reading ------------------------------------------------------------------------------------
     def get(self, sha256: str, model: str, detector: str) -> CachedEmbedding | None:
         """The cached entry, or None when this (image, model, detector) was never embedded."""
         row = self._db.execute(
             "SELECT n_faces, dim, embedding FROM embeddings WHERE sha256=? AND model=? AND detector=?",
-            (sha256, model, detector)).fetchone()
+            (sha256, model, detector),
+        ).fetchone()
         return None if row is None else _entry(row)
 
     def get_many(self, sha256s: Iterable[str], model: str, detector: str) -> dict[str, CachedEmbedding]:
@@ -154,11 +163,13 @@ class EmbeddingCache:
         wanted = list(dict.fromkeys(sha256s))
         out: dict[str, CachedEmbedding] = {}
         for start in range(0, len(wanted), 500):
-            chunk = wanted[start:start + 500]
+            chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
                 f"SELECT sha256, n_faces, dim, embedding FROM embeddings "
-                f"WHERE model=? AND detector=? AND sha256 IN ({marks})", (model, detector, *chunk))
+                f"WHERE model=? AND detector=? AND sha256 IN ({marks})",
+                (model, detector, *chunk),
+            )
             for sha, *rest in rows:
                 out[sha] = _entry(rest)
         return out
@@ -174,8 +185,10 @@ class EmbeddingCache:
         else:
             vec = np.ascontiguousarray(np.ravel(embedding), dtype="<f4")
             dim, blob = int(vec.size), vec.tobytes()
-        self._db.execute("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (sha256, model, detector, int(n_faces), dim, blob, time.time()))
+        self._db.execute(
+            "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (sha256, model, detector, int(n_faces), dim, blob, time.time()),
+        )
         self._pending += 1
         if self._pending >= self.commit_every:
             self.flush()

@@ -35,14 +35,18 @@ _DATA_HELP = """data (one of):
 
 def add_parsers(sub, chain_options) -> None:
     p = sub.add_parser(
-        "evaluate", help="measure accuracy, EER and TAR@FAR on a dataset",
+        "evaluate",
+        help="measure accuracy, EER and TAR@FAR on a dataset",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=_wrap("Embed every image of a protocol once (cached), score the pairs and report accuracy, "
-                    "precision, recall and F1 at the threshold in force, ROC AUC, EER, TAR at FAR 1e-1..1e-4 "
-                    "and the best-accuracy threshold. An image where no face is found makes its pairs "
-                    "non-matches (counted and reported). Writes report.json, scores.csv, roc.png and "
-                    "scores.png into --out. Exit code 0, or 2 on error."),
-        epilog=_DATA_HELP)
+        description=_wrap(
+            "Embed every image of a protocol once (cached), score the pairs and report accuracy, "
+            "precision, recall and F1 at the threshold in force, ROC AUC, EER, TAR at FAR 1e-1..1e-4 "
+            "and the best-accuracy threshold. An image where no face is found makes its pairs "
+            "non-matches (counted and reported). Writes report.json, scores.csv, roc.png and "
+            "scores.png into --out. Exit code 0, or 2 on error."
+        ),
+        epilog=_DATA_HELP,
+    )
     _data_options(p, liveness=True)
     p.add_argument("--out", metavar="DIR", help="output folder (default: out/evaluate-<dataset name>)")
     _run_options(p)
@@ -50,21 +54,30 @@ def add_parsers(sub, chain_options) -> None:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
-        "calibrate", help="choose the threshold on a dataset and save it for verify",
+        "calibrate",
+        help="choose the threshold on a dataset and save it for verify",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=_wrap("Score a protocol's pairs, pick the threshold meeting --target and save it as the "
-                    "model's calibration (the user calibration file unless --write FILE), with the FAR and "
-                    "FRR it achieves and the data it was measured on; 'siamface verify' then uses it. A FAR "
-                    "target finer than 1 / (number of impostor pairs) is refused unless --force. "
-                    "Exit code 0, or 2 on error."),
-        epilog=_DATA_HELP)
+        description=_wrap(
+            "Score a protocol's pairs, pick the threshold meeting --target and save it as the "
+            "model's calibration (the user calibration file unless --write FILE), with the FAR and "
+            "FRR it achieves and the data it was measured on; 'siamface verify' then uses it. A FAR "
+            "target finer than 1 / (number of impostor pairs) is refused unless --force. "
+            "Exit code 0, or 2 on error."
+        ),
+        epilog=_DATA_HELP,
+    )
     _data_options(p)
-    p.add_argument("--target", required=True, metavar="far=RATE|eer|best-accuracy",
-                   help="criterion: the lowest threshold with FAR <= RATE on this data (e.g. far=0.001), the "
-                        "equal-error-rate threshold, or the threshold of best accuracy")
+    p.add_argument(
+        "--target",
+        required=True,
+        metavar="far=RATE|eer|best-accuracy",
+        help="criterion: the lowest threshold with FAR <= RATE on this data (e.g. far=0.001), the "
+        "equal-error-rate threshold, or the threshold of best accuracy",
+    )
     p.add_argument("--write", metavar="FILE", help="calibration file to write (default: the user's, read by verify)")
-    p.add_argument("--force", action="store_true",
-                   help="save a FAR target even when the data has fewer than 1/FAR impostor pairs")
+    p.add_argument(
+        "--force", action="store_true", help="save a FAR target even when the data has fewer than 1/FAR impostor pairs"
+    )
     p.add_argument("--out", metavar="DIR", help="also write the report and plots into DIR")
     _run_options(p)
     chain_options(p)
@@ -79,38 +92,69 @@ def _data_options(p: argparse.ArgumentParser, liveness: bool = False) -> None:
     g = p.add_argument_group("data")
     x = g.add_mutually_exclusive_group(required=True)
     if liveness:
-        x.add_argument("--liveness", metavar="DIR",
-                       help="presentation-attack detection: DIR/live/ and one folder per attack type, images "
-                            "or videos (a video is one presentation: the median over 30 of its frames); APCER, "
-                            "BPCER, ACER of the passive check and of every cue alone (CNN pair, texture, frame), "
-                            "per presentation and per frame (--threshold: the passive check's threshold)")
+        x.add_argument(
+            "--liveness",
+            metavar="DIR",
+            help="presentation-attack detection: DIR/live/ and one folder per attack type, images "
+            "or videos (a video is one presentation: the median over 30 of its frames); APCER, "
+            "BPCER, ACER of the passive check and of every cue alone (CNN pair, texture, frame), "
+            "per presentation and per frame (--threshold: the passive check's threshold)",
+        )
     x.add_argument("--folder", metavar="DIR", help="dataset with one sub-folder of images per person")
     x.add_argument("--lfw-pairs", metavar="FILE", help="LFW pairs file (header 'folds pairs-per-class'); needs --root")
-    x.add_argument("--pairs-same", metavar="FILE", help="same-person pair list 'a b' per line; needs "
-                                                        "--pairs-different and --root")
+    x.add_argument(
+        "--pairs-same", metavar="FILE", help="same-person pair list 'a b' per line; needs --pairs-different and --root"
+    )
     x.add_argument("--identify", metavar="DIR", help="open-set 1:N identification on a folder-per-person dataset")
     g.add_argument("--pairs-different", metavar="FILE", help="different-person pair list (with --pairs-same)")
     g.add_argument("--root", metavar="DIR", help="image root for --lfw-pairs and the pair lists")
-    g.add_argument("--impostors", type=int, metavar="N", help="--folder: number of impostor pairs "
-                                                              "(default: --impostor-ratio x genuine pairs)")
-    g.add_argument("--impostor-ratio", type=float, default=1.0, metavar="R",
-                   help="--folder: impostor pairs per genuine pair (default 1.0)")
-    g.add_argument("--face", choices=("largest", "centre"), default=None,
-                   help="the face used when an image has several: the one nearest the image centre (default "
-                        "for --lfw-pairs and the pair lists, whose images are centred on the subject) or the "
-                        "largest (default for --folder; always for --identify)")
+    g.add_argument(
+        "--impostors",
+        type=int,
+        metavar="N",
+        help="--folder: number of impostor pairs (default: --impostor-ratio x genuine pairs)",
+    )
+    g.add_argument(
+        "--impostor-ratio",
+        type=float,
+        default=1.0,
+        metavar="R",
+        help="--folder: impostor pairs per genuine pair (default 1.0)",
+    )
+    g.add_argument(
+        "--face",
+        choices=("largest", "centre"),
+        default=None,
+        help="the face used when an image has several: the one nearest the image centre (default "
+        "for --lfw-pairs and the pair lists, whose images are centred on the subject) or the "
+        "largest (default for --folder; always for --identify)",
+    )
     g.add_argument("--seed", type=int, default=0, help="seed of the impostor sample / open-set split (default 0)")
-    g.add_argument("--gallery-per-id", type=int, default=1, metavar="N",
-                   help="--identify: images enrolled per known identity (default 1)")
-    g.add_argument("--unknown-fraction", type=float, default=0.2, metavar="F",
-                   help="--identify: share of identities kept out of the gallery (default 0.2)")
+    g.add_argument(
+        "--gallery-per-id",
+        type=int,
+        default=1,
+        metavar="N",
+        help="--identify: images enrolled per known identity (default 1)",
+    )
+    g.add_argument(
+        "--unknown-fraction",
+        type=float,
+        default=0.2,
+        metavar="F",
+        help="--identify: share of identities kept out of the gallery (default 0.2)",
+    )
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
     c = p.add_mutually_exclusive_group()
-    c.add_argument("--cache", metavar="PATH", help="embedding cache file (SQLite; default "
-                                                   "$SIAMFACE_CACHE/embeddings.sqlite, else "
-                                                   "~/.cache/siamface/embeddings.sqlite)")
+    c.add_argument(
+        "--cache",
+        metavar="PATH",
+        help="embedding cache file (SQLite; default "
+        "$SIAMFACE_CACHE/embeddings.sqlite, else "
+        "~/.cache/siamface/embeddings.sqlite)",
+    )
     c.add_argument("--no-cache", action="store_true", help="embed everything, read and write no cache")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -148,16 +192,29 @@ def _run(args):
     pair_face = {"face": args.face or "centre"}
     try:
         if args.folder:
-            return runner.evaluate_folder(pipeline, args.folder, n_impostors=args.impostors,
-                                          impostor_ratio=args.impostor_ratio, seed=args.seed,
-                                          face=args.face or "largest", **common)
+            return runner.evaluate_folder(
+                pipeline,
+                args.folder,
+                n_impostors=args.impostors,
+                impostor_ratio=args.impostor_ratio,
+                seed=args.seed,
+                face=args.face or "largest",
+                **common,
+            )
         if args.lfw_pairs:
             return runner.evaluate_lfw(pipeline, args.lfw_pairs, args.root, **common, **pair_face)
         if args.pairs_same:
-            return runner.evaluate_pair_lists(pipeline, args.pairs_same, args.pairs_different, args.root,
-                                              **common, **pair_face)
-        return runner.evaluate_identification(pipeline, args.identify, gallery_per_id=args.gallery_per_id,
-                                              unknown_fraction=args.unknown_fraction, seed=args.seed, **common)
+            return runner.evaluate_pair_lists(
+                pipeline, args.pairs_same, args.pairs_different, args.root, **common, **pair_face
+            )
+        return runner.evaluate_identification(
+            pipeline,
+            args.identify,
+            gallery_per_id=args.gallery_per_id,
+            unknown_fraction=args.unknown_fraction,
+            seed=args.seed,
+            **common,
+        )
     finally:
         if cache is not None:
             cache.close()
@@ -204,23 +261,37 @@ def cmd_calibrate(args) -> int:
     if args.out:
         _write(report, args.out, (lambda m: print(m, file=sys.stderr)) if args.json else print)
     if args.json:
-        print(json.dumps({"calibration": asdict(cal), "file": str(path),
-                          "read_by_verify": path.resolve() == user_file.resolve()}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "calibration": asdict(cal),
+                    "file": str(path),
+                    "read_by_verify": path.resolve() == user_file.resolve(),
+                },
+                indent=2,
+            )
+        )
         return 0
     kind = "comparisons" if report.protocol == "identify" else "pairs"
     print(f"calibrated {cal.model} (detector {cal.detector}) for {cal.criterion} on {cal.dataset}")
-    print(f"  threshold {cal.threshold:.4f}: FAR {cal.far:.4%}, FRR {cal.frr:.4%} on {cal.n_genuine:,} genuine / "
-          f"{cal.n_impostor:,} impostor {kind} ({report.n_failures} of {report.n_images:,} images with no "
-          f"usable face; their {kind} count as non-matches)")
-    print(f"  for reference: EER {report.eer:.2%} at {report.eer_threshold:.4f}, best accuracy "
-          f"{report.best_accuracy.accuracy:.2%} at {report.best_accuracy.threshold:.4f}, "
-          f"ROC AUC {report.auc:.4f}")
+    print(
+        f"  threshold {cal.threshold:.4f}: FAR {cal.far:.4%}, FRR {cal.frr:.4%} on {cal.n_genuine:,} genuine / "
+        f"{cal.n_impostor:,} impostor {kind} ({report.n_failures} of {report.n_images:,} images with no "
+        f"usable face; their {kind} count as non-matches)"
+    )
+    print(
+        f"  for reference: EER {report.eer:.2%} at {report.eer_threshold:.4f}, best accuracy "
+        f"{report.best_accuracy.accuracy:.2%} at {report.best_accuracy.threshold:.4f}, "
+        f"ROC AUC {report.auc:.4f}"
+    )
     if cal.criterion.startswith("far=") and args.force:
         n_imp = cal.n_impostor
         far = float(cal.criterion[4:])
         if n_imp * far < 1:
-            print(f"  warning: forced; {n_imp:,} impostor {kind} cannot measure a FAR of {far:g} "
-                  f"(needs >= {round(1 / far):,})")
+            print(
+                f"  warning: forced; {n_imp:,} impostor {kind} cannot measure a FAR of {far:g} "
+                f"(needs >= {round(1 / far):,})"
+            )
     print(f"  wrote {path}")
     if path.resolve() == user_file.resolve():
         print(f"  'siamface verify --model {cal.model}' now uses this threshold (unless --threshold is given)")

@@ -29,8 +29,9 @@ Conventions used by every function in this module
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -74,9 +75,7 @@ def _as_scores(scores: Any, name: str = "scores") -> np.ndarray:
     if s.size == 0:
         raise ValueError(f"{name} is empty: at least one comparison is needed")
     if np.isinf(s).any():
-        raise ValueError(
-            f"{name} contains +/-inf; scores must be finite similarities, or NaN for a failure"
-        )
+        raise ValueError(f"{name} contains +/-inf; scores must be finite similarities, or NaN for a failure")
     return s
 
 
@@ -410,9 +409,7 @@ def tar_at_far(scores: Any, labels: Any, far_target: float) -> TarAtFar:
     return TarAtFar(_ratio(tp, n_gen), thr, fp / n_imp, bool(supported), f, n_imp, n_fail)
 
 
-def tar_at_fars(
-    scores: Any, labels: Any, far_targets: Sequence[float] = DEFAULT_FAR_TARGETS
-) -> list[TarAtFar]:
+def tar_at_fars(scores: Any, labels: Any, far_targets: Sequence[float] = DEFAULT_FAR_TARGETS) -> list[TarAtFar]:
     """:func:`tar_at_far` for several targets (default 1e-1, 1e-2, 1e-3, 1e-4), in the given order."""
     s, y = _validate(scores, labels)
     return [tar_at_far(s, y, f) for f in far_targets]

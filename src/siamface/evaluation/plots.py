@@ -23,9 +23,7 @@ def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "plotting needs matplotlib, an optional dependency: pip install matplotlib"
-        ) from exc
+        raise ImportError("plotting needs matplotlib, an optional dependency: pip install matplotlib") from exc
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -200,11 +201,7 @@ def folder_identities(root: PathLike, exts: Iterable[str] = IMAGE_EXTS) -> dict[
     for d in sorted(r.iterdir(), key=lambda q: _natural_key(q.name)):
         if d.name.startswith(".") or not d.is_dir():
             continue
-        files = [
-            f
-            for f in d.iterdir()
-            if not f.name.startswith(".") and f.suffix.lower() in ext_set and f.is_file()
-        ]
+        files = [f for f in d.iterdir() if not f.name.startswith(".") and f.suffix.lower() in ext_set and f.is_file()]
         if files:
             out[d.name] = sorted(files, key=lambda q: _natural_key(q.name))
     return out

@@ -17,23 +17,85 @@ move a gallery as one documented JSON-lines file (see ``siamface.gallery.exchang
 
 from __future__ import annotations
 
+from . import synthetic  # noqa: F401  (siamface.gallery.synthetic, the benchmarks' galleries)
 from .core import DEFAULT_FRACTION, RULES, Gallery, calibration_file_for
 from .enroll import Frame, QualityGates, assess, image_files, pose, sharpness, video_frames
 from .exchange import export_gallery, import_gallery
-from .names import InvalidNameError, check_name
 from .index import APPROX_MIN_TEMPLATES, ExactIndex, GalleryIndex, Hit
-from .results import (UNKNOWN, Candidate, ClaimVerification, EnrolledTemplate, EnrollmentReport, FaceIdentity,
-                      Identification, Rejection, TemplateScore)
-from . import synthetic
+from .names import InvalidNameError, check_name
 from .postgres import PostgresStore
+from .results import (
+    UNKNOWN,
+    Candidate,
+    ClaimVerification,
+    EnrolledTemplate,
+    EnrollmentReport,
+    FaceIdentity,
+    Identification,
+    Rejection,
+    TemplateScore,
+)
 from .sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteStore
-from .store import (AddResult, AuditEntry, AuditRecord, ModelBinding, NewTemplate, Person, PersonExistsError, Store,
-                    Template, UnknownPersonError, gallery_exists, is_database_url, open_store)
+from .store import (
+    AddResult,
+    AuditEntry,
+    AuditRecord,
+    ModelBinding,
+    NewTemplate,
+    Person,
+    PersonExistsError,
+    Store,
+    Template,
+    UnknownPersonError,
+    gallery_exists,
+    is_database_url,
+    open_store,
+)
 
 __all__ = [
-    "AddResult", "AuditEntry", "AuditRecord", "Candidate", "ClaimVerification", "DEFAULT_FRACTION",
-    "APPROX_MIN_TEMPLATES", "EnrolledTemplate", "EnrollmentReport", "ExactIndex", "GalleryIndex", "FaceIdentity", "Frame", "Gallery", "Hit", "Identification",
-    "InvalidNameError", "MIGRATIONS", "ModelBinding", "PersonExistsError", "NewTemplate", "Person", "QualityGates", "RULES", "Rejection",
-    "PostgresStore", "SCHEMA_VERSION", "SQLiteStore", "Store", "Template", "TemplateScore", "UNKNOWN", "UnknownPersonError",
-    "assess", "calibration_file_for", "check_name", "gallery_exists", "is_database_url", "open_store", "export_gallery", "import_gallery", "image_files", "pose", "sharpness", "video_frames",
+    "AddResult",
+    "AuditEntry",
+    "AuditRecord",
+    "Candidate",
+    "ClaimVerification",
+    "DEFAULT_FRACTION",
+    "APPROX_MIN_TEMPLATES",
+    "EnrolledTemplate",
+    "EnrollmentReport",
+    "ExactIndex",
+    "GalleryIndex",
+    "FaceIdentity",
+    "Frame",
+    "Gallery",
+    "Hit",
+    "Identification",
+    "InvalidNameError",
+    "MIGRATIONS",
+    "ModelBinding",
+    "PersonExistsError",
+    "NewTemplate",
+    "Person",
+    "QualityGates",
+    "RULES",
+    "Rejection",
+    "PostgresStore",
+    "SCHEMA_VERSION",
+    "SQLiteStore",
+    "Store",
+    "Template",
+    "TemplateScore",
+    "UNKNOWN",
+    "UnknownPersonError",
+    "assess",
+    "calibration_file_for",
+    "check_name",
+    "gallery_exists",
+    "is_database_url",
+    "open_store",
+    "export_gallery",
+    "import_gallery",
+    "image_files",
+    "pose",
+    "sharpness",
+    "video_frames",
 ]

@@ -33,76 +33,134 @@ EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
 def add_parsers(sub, chain_options) -> None:
     """Add enroll, identify, people and gallery to the `siamface` parser (called by siamface.cli)."""
     p = sub.add_parser(
-        "enroll", help="add a person (or people) to a gallery",
+        "enroll",
+        help="add a person (or people) to a gallery",
         description="Enroll one person from image files, a video or a camera, or many people from a folder "
-                    "of person-named sub-folders (--folder; with NAME, the folder's images are all NAME's). "
-                    "A video or camera session keeps --frames good frames that are diverse (not too alike, "
-                    "not too close in time). Every image passes "
-                    "quality gates (one face, size, pose, sharpness, not a near-duplicate) or is rejected "
-                    "with its reason. A NAME already enrolled (names match ignoring case) gets the new "
-                    "images added, but only those whose face matches one of the person's templates at the "
-                    "1:1 threshold (--force adds the others too); the output says whether a person was "
-                    "created or added to. Names: letters, numbers, single spaces and . , ' ’ - _ ( ) & @ +, "
-                    "starting with a letter or a number (see the README). The gallery file is created, "
-                    "bound to the model, if it does not exist. Exit code 0 when every person got at least "
-                    "one template, 1 otherwise, 2 on an error (nothing enrolled).")
+        "of person-named sub-folders (--folder; with NAME, the folder's images are all NAME's). "
+        "A video or camera session keeps --frames good frames that are diverse (not too alike, "
+        "not too close in time). Every image passes "
+        "quality gates (one face, size, pose, sharpness, not a near-duplicate) or is rejected "
+        "with its reason. A NAME already enrolled (names match ignoring case) gets the new "
+        "images added, but only those whose face matches one of the person's templates at the "
+        "1:1 threshold (--force adds the others too); the output says whether a person was "
+        "created or added to. Names: letters, numbers, single spaces and . , ' ’ - _ ( ) & @ +, "
+        "starting with a letter or a number (see the README). The gallery file is created, "
+        "bound to the model, if it does not exist. Exit code 0 when every person got at least "
+        "one template, 1 otherwise, 2 on an error (nothing enrolled).",
+    )
     _gallery_option(p)
     p.add_argument("name", nargs="?", help="the person's name (none with --folder of person folders)")
     p.add_argument("images", nargs="*", help="image files of that person")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--folder", "--bulk", metavar="DIR", dest="folder",
-                     help="every sub-folder of DIR is one person, named after it (progress on stderr); "
-                          "with NAME: every image directly in DIR, all of NAME. --bulk is an alias")
+    src.add_argument(
+        "--folder",
+        "--bulk",
+        metavar="DIR",
+        dest="folder",
+        help="every sub-folder of DIR is one person, named after it (progress on stderr); "
+        "with NAME: every image directly in DIR, all of NAME. --bulk is an alias",
+    )
     src.add_argument("--video", metavar="FILE", help="sample frames of a video file of one person")
     src.add_argument("--camera", metavar="N", type=int, help="capture frames from camera number N (headless)")
-    p.add_argument("--frames", type=int, default=5, metavar="N",
-                   help="with --video/--camera: good, diverse frames to keep (default: 5)")
-    p.add_argument("--min-gap", type=float, default=None, metavar="S",
-                   help="with --video/--camera: seconds between two frames kept (default: 0.5 for a camera, "
-                        "0 for a file, whose frames are already spread over its length)")
-    p.add_argument("--timeout", type=float, default=None, metavar="S",
-                   help="with --video/--camera: stop the capture after S seconds (default: 30 for a camera, "
-                        "none for a file)")
-    p.add_argument("--strict", action="store_true",
-                   help="reject images with several faces (default: use the largest, with a warning)")
-    p.add_argument("--min-size", type=int, default=60, metavar="PX",
-                   help="reject faces whose box is smaller than PX pixels (default: 60)")
-    p.add_argument("--min-sharpness", type=float, default=None, metavar="V",
-                   help="reject chips whose Laplacian variance is under V (default: 25, measured)")
-    p.add_argument("--keep-images", action="store_true",
-                   help="when creating the gallery: keep a face crop with each template (stored "
-                        "unencrypted; needed to re-embed with another model)")
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=5,
+        metavar="N",
+        help="with --video/--camera: good, diverse frames to keep (default: 5)",
+    )
+    p.add_argument(
+        "--min-gap",
+        type=float,
+        default=None,
+        metavar="S",
+        help="with --video/--camera: seconds between two frames kept (default: 0.5 for a camera, "
+        "0 for a file, whose frames are already spread over its length)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="with --video/--camera: stop the capture after S seconds (default: 30 for a camera, none for a file)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="reject images with several faces (default: use the largest, with a warning)",
+    )
+    p.add_argument(
+        "--min-size",
+        type=int,
+        default=60,
+        metavar="PX",
+        help="reject faces whose box is smaller than PX pixels (default: 60)",
+    )
+    p.add_argument(
+        "--min-sharpness",
+        type=float,
+        default=None,
+        metavar="V",
+        help="reject chips whose Laplacian variance is under V (default: 25, measured)",
+    )
+    p.add_argument(
+        "--keep-images",
+        action="store_true",
+        help="when creating the gallery: keep a face crop with each template (stored "
+        "unencrypted; needed to re-embed with another model)",
+    )
     p.add_argument("--metadata", metavar="JSON", help="a JSON object stored with the person")
-    p.add_argument("--force", action="store_true",
-                   help="add images to an enrolled person even when their face does not match the person's "
-                        "templates at the 1:1 threshold (refused by default)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="add images to an enrolled person even when their face does not match the person's "
+        "templates at the 1:1 threshold (refused by default)",
+    )
     chain_options(p, threshold=True)
     p.set_defaults(func=cmd_enroll)
 
     p = sub.add_parser(
-        "identify", help="who are the faces in these images? (1:N against a gallery)",
+        "identify",
+        help="who are the faces in these images? (1:N against a gallery)",
         description="Name every face of each probe: the enrolled person with the best template similarity "
-                    "when it reaches the threshold and the next person is more than --margin below; "
-                    "'ambiguous' when the next person is within the margin; else 'unknown'. The top K "
-                    "people are shown as evidence. Logged in the gallery's audit. A probe that cannot be "
-                    "read or holds no face is reported as an error (on stderr; under \"errors\" with --json) "
-                    "and the other probes are still answered. Exit code 0 when every probe has a known "
-                    "face, 1 when some face is unknown or ambiguous, 2 when a probe was an error.")
+        "when it reaches the threshold and the next person is more than --margin below; "
+        "'ambiguous' when the next person is within the margin; else 'unknown'. The top K "
+        "people are shown as evidence. Logged in the gallery's audit. A probe that cannot be "
+        "read or holds no face is reported as an error (on stderr; under \"errors\" with --json) "
+        "and the other probes are still answered. Exit code 0 when every probe has a known "
+        "face, 1 when some face is unknown or ambiguous, 2 when a probe was an error.",
+    )
     _gallery_option(p)
     p.add_argument("probes", nargs="+", metavar="PROBE", help="probe images")
-    p.add_argument("--top-k", "--top", type=int, default=5, metavar="K", dest="top",
-                   help="candidates to show per face (default: 5)")
-    p.add_argument("--margin", type=float, default=None, metavar="M",
-                   help="ambiguous when the second person is within M similarity of the best "
-                        "(default: 0.01; 0 turns it off)")
-    p.add_argument("--out", metavar="PNG|DIR",
-                   help="write the probe with boxes, names and scores drawn (several probes: a folder, "
-                        "one <name>.png per probe)")
+    p.add_argument(
+        "--top-k",
+        "--top",
+        type=int,
+        default=5,
+        metavar="K",
+        dest="top",
+        help="candidates to show per face (default: 5)",
+    )
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        metavar="M",
+        help="ambiguous when the second person is within M similarity of the best (default: 0.01; 0 turns it off)",
+    )
+    p.add_argument(
+        "--out",
+        metavar="PNG|DIR",
+        help="write the probe with boxes, names and scores drawn (several probes: a folder, one <name>.png per probe)",
+    )
     chain_options(p, threshold=True)
     p.set_defaults(func=cmd_identify)
 
-    p = sub.add_parser("people", help="list, show, rename, remove the people of a gallery",
-                       description="Manage the people of a gallery file.")
+    p = sub.add_parser(
+        "people",
+        help="list, show, rename, remove the people of a gallery",
+        description="Manage the people of a gallery file.",
+    )
     psub = p.add_subparsers(dest="people_command", metavar="ACTION", required=True)
     q = psub.add_parser("list", help="the people enrolled")
     _gallery_option(q, json_flag=True)
@@ -116,46 +174,61 @@ def add_parsers(sub, chain_options) -> None:
     q.add_argument("old")
     q.add_argument("new")
     q.set_defaults(func=cmd_rename)
-    q = psub.add_parser("remove", help="remove a person: every template and kept image; audit rows keep only "
-                                       "an opaque tombstone id",
-                        description="Remove a person with every trace: templates and kept images are deleted "
-                                    "and their bytes overwritten (SQLite secure_delete, WAL checkpointed); the "
-                                    "audit rows of decisions about them stay with an opaque tombstone id in "
-                                    "place of the person.")
+    q = psub.add_parser(
+        "remove",
+        help="remove a person: every template and kept image; audit rows keep only an opaque tombstone id",
+        description="Remove a person with every trace: templates and kept images are deleted "
+        "and their bytes overwritten (SQLite secure_delete, WAL checkpointed); the "
+        "audit rows of decisions about them stay with an opaque tombstone id in "
+        "place of the person.",
+    )
     _gallery_option(q, json_flag=True)
     q.add_argument("name")
     q.set_defaults(func=cmd_delete)
 
-    p = sub.add_parser("gallery", help="export, import, stats, audit, re-embed a gallery",
-                       description="Manage a gallery file.")
+    p = sub.add_parser(
+        "gallery", help="export, import, stats, audit, re-embed a gallery", description="Manage a gallery file."
+    )
     gsub = p.add_subparsers(dest="gallery_command", metavar="ACTION", required=True)
-    q = gsub.add_parser("export", help="write the gallery to one file (JSON lines, documented format)",
-                        description="Write every person and template to FILE: JSON lines, a header (format "
-                                    "siamface-gallery v1, the model) then one line per person with templates "
-                                    "as base64 little-endian float32. No images unless --with-images (and the "
-                                    "gallery keeps them). The file is biometric data, unencrypted.")
+    q = gsub.add_parser(
+        "export",
+        help="write the gallery to one file (JSON lines, documented format)",
+        description="Write every person and template to FILE: JSON lines, a header (format "
+        "siamface-gallery v1, the model) then one line per person with templates "
+        "as base64 little-endian float32. No images unless --with-images (and the "
+        "gallery keeps them). The file is biometric data, unencrypted.",
+    )
     _gallery_option(q, json_flag=True)
     q.add_argument("file", help="the export file to write (replaced atomically)")
     q.add_argument("--with-images", action="store_true", help="include the kept face images")
     q.set_defaults(func=cmd_export)
-    q = gsub.add_parser("import", help="add the people of an export file to a gallery",
-                        description="Add every person of an export FILE, in one transaction. The gallery is "
-                                    "created (bound to the file's model) when it does not exist; an existing "
-                                    "one must be bound to the same model. A name already enrolled is an error "
-                                    "unless --merge, which adds the templates to that person.")
+    q = gsub.add_parser(
+        "import",
+        help="add the people of an export file to a gallery",
+        description="Add every person of an export FILE, in one transaction. The gallery is "
+        "created (bound to the file's model) when it does not exist; an existing "
+        "one must be bound to the same model. A name already enrolled is an error "
+        "unless --merge, which adds the templates to that person.",
+    )
     _gallery_option(q, json_flag=True)
     q.add_argument("file", help="an export file (siamface gallery export)")
     q.add_argument("--merge", action="store_true", help="add to people already enrolled under the same name")
-    q.add_argument("--keep-images", action="store_true",
-                   help="when creating the gallery: keep the images the file carries (stored unencrypted)")
+    q.add_argument(
+        "--keep-images",
+        action="store_true",
+        help="when creating the gallery: keep the images the file carries (stored unencrypted)",
+    )
     q.set_defaults(func=cmd_import)
-    q = gsub.add_parser("migrate", help="bring the gallery's schema to this siamface's version",
-                        description="Apply the pending schema migrations (one transaction) and report the "
-                                    "schema version before and after. Version 3: an SQLite file keeps a log "
-                                    "of template changes (the FAISS index follows it); a PostgreSQL database "
-                                    "keeps templates as pgvector vectors with an HNSW index (converted from "
-                                    "bytes; the server needs pgvector, and a damaged template stops the "
-                                    "migration with nothing changed).")
+    q = gsub.add_parser(
+        "migrate",
+        help="bring the gallery's schema to this siamface's version",
+        description="Apply the pending schema migrations (one transaction) and report the "
+        "schema version before and after. Version 3: an SQLite file keeps a log "
+        "of template changes (the FAISS index follows it); a PostgreSQL database "
+        "keeps templates as pgvector vectors with an HNSW index (converted from "
+        "bytes; the server needs pgvector, and a damaged template stops the "
+        "migration with nothing changed).",
+    )
     _gallery_option(q, json_flag=True)
     q.set_defaults(func=cmd_migrate)
     q = gsub.add_parser("stats", help="counts, model, file size")
@@ -166,18 +239,24 @@ def add_parsers(sub, chain_options) -> None:
     q.add_argument("--limit", type=int, default=20, metavar="N", help="entries to show (default: 20)")
     q.add_argument("--person", metavar="NAME", help="only entries naming this person")
     q.set_defaults(func=cmd_audit)
-    q = gsub.add_parser("export-images", help="write the kept face images, a folder per person (to train on)",
-                        description="Write every kept face image (a gallery created with --keep-images) as "
-                                    "DIR/<person>/<template id>.png: the folder-per-person layout `siamface "
-                                    "train` reads. DIR must be new or empty. The images are biometric data: "
-                                    "the folders are written 0700 and the files 0600; delete DIR when done.")
+    q = gsub.add_parser(
+        "export-images",
+        help="write the kept face images, a folder per person (to train on)",
+        description="Write every kept face image (a gallery created with --keep-images) as "
+        "DIR/<person>/<template id>.png: the folder-per-person layout `siamface "
+        "train` reads. DIR must be new or empty. The images are biometric data: "
+        "the folders are written 0700 and the files 0600; delete DIR when done.",
+    )
     _gallery_option(q, json_flag=True)
     q.add_argument("dir", help="the folder to write (created; must be empty)")
     q.add_argument("--person", metavar="NAME", help="only this person's images")
     q.set_defaults(func=cmd_export_images)
-    q = gsub.add_parser("reembed", help="re-embed every template with another model (needs kept images)",
-                        description="Recompute every template from its kept face image with --model (default: "
-                                    "the default model) and bind the gallery to that model, in one transaction.")
+    q = gsub.add_parser(
+        "reembed",
+        help="re-embed every template with another model (needs kept images)",
+        description="Recompute every template from its kept face image with --model (default: "
+        "the default model) and bind the gallery to that model, in one transaction.",
+    )
     _gallery_option(q)
     chain_options(q)
     q.set_defaults(func=cmd_reembed)
@@ -185,9 +264,15 @@ def add_parsers(sub, chain_options) -> None:
 
 def _gallery_option(p: argparse.ArgumentParser, json_flag: bool = False) -> None:
     default = os.environ.get("SIAMFACE_GALLERY")
-    p.add_argument("--gallery", "-g", metavar="FILE|URL", default=default, required=default is None,
-                   help="the gallery: an SQLite file or a postgresql:// URL" + (f" (default: $SIAMFACE_GALLERY = {default})" if default
-                                                       else "; or set $SIAMFACE_GALLERY"))
+    p.add_argument(
+        "--gallery",
+        "-g",
+        metavar="FILE|URL",
+        default=default,
+        required=default is None,
+        help="the gallery: an SQLite file or a postgresql:// URL"
+        + (f" (default: $SIAMFACE_GALLERY = {default})" if default else "; or set $SIAMFACE_GALLERY"),
+    )
     if json_flag:
         p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
@@ -224,8 +309,9 @@ class _Progress:
         self.tty = self.stream.isatty()
 
     def __call__(self, done: int, total: int, report) -> None:
-        status = f"{report.person}: +{len(report.added)}" + (f", {len(report.rejected)} rejected"
-                                                             if report.rejected else "")
+        status = f"{report.person}: +{len(report.added)}" + (
+            f", {len(report.rejected)} rejected" if report.rejected else ""
+        )
         if self.tty:
             width = 30
             filled = int(width * done / max(total, 1))
@@ -245,8 +331,7 @@ def cmd_enroll(args) -> int:
     if sum(sources) != 1:
         if args.name and not any(sources[1:]) and not args.images:
             raise ConfigError(f"enroll {args.name}: give image files, or one of --folder, --video, --camera")
-        raise ConfigError("enroll takes exactly one source: NAME IMAGES..., --folder DIR, --video FILE "
-                          "or --camera N")
+        raise ConfigError("enroll takes exactly one source: NAME IMAGES..., --folder DIR, --video FILE or --camera N")
     capture = bool(args.video) or args.camera is not None
     if capture and not args.name:
         raise ConfigError("--video and --camera need the person's NAME")
@@ -266,23 +351,29 @@ def cmd_enroll(args) -> int:
             raise ConfigError(f"--metadata is not valid JSON ({exc})") from None
         except RecursionError:
             raise ConfigError(f"--metadata is nested more than {MAX_JSON_DEPTH} levels deep") from None
-        json_object(metadata, "--metadata")   # the store's bounds, checked before any gallery is created
+        json_object(metadata, "--metadata")  # the store's bounds, checked before any gallery is created
     if args.folder and not args.name and metadata:
         raise ConfigError("--metadata is for one person; a folder of person folders enrolls many")
     if args.name is not None:  # a bad name creates no gallery and runs no model
         from .names import check_name
 
         check_name(args.name)
-    gates = QualityGates(min_face=args.min_size, strict=args.strict,
-                         **({"min_sharpness": args.min_sharpness} if args.min_sharpness is not None else {}))
+    gates = QualityGates(
+        min_face=args.min_size,
+        strict=args.strict,
+        **({"min_sharpness": args.min_sharpness} if args.min_sharpness is not None else {}),
+    )
     frames = None
     if capture:  # open the source first: a bad one creates no gallery
         from .core import CAMERA_TIMEOUT_S
         from .enroll import video_frames
 
         camera = args.camera is not None
-        frames = video_frames(args.camera if camera else args.video, candidates=max(30, args.frames * 12),
-                              max_frames=None if camera else 600)
+        frames = video_frames(
+            args.camera if camera else args.video,
+            candidates=max(30, args.frames * 12),
+            max_frames=None if camera else 600,
+        )
         min_gap = args.min_gap if args.min_gap is not None else (0.5 if camera else 0.0)
         timeout = args.timeout if args.timeout is not None else (CAMERA_TIMEOUT_S if camera else None)
     pipe = _pipeline(args)
@@ -293,11 +384,21 @@ def cmd_enroll(args) -> int:
         elif args.folder:
             reports = [gallery.enroll_folder(args.folder, args.name, metadata=metadata, force=args.force)]
         elif frames is not None:
-            reports = [gallery.enroll_frames(args.name, frames, keep=args.frames, min_gap=min_gap,
-                                             timeout=timeout, metadata=metadata, force=args.force)]
+            reports = [
+                gallery.enroll_frames(
+                    args.name,
+                    frames,
+                    keep=args.frames,
+                    min_gap=min_gap,
+                    timeout=timeout,
+                    metadata=metadata,
+                    force=args.force,
+                )
+            ]
         else:
-            reports = [gallery.enroll(args.name, args.images, sources=list(args.images), metadata=metadata,
-                                      force=args.force)]
+            reports = [
+                gallery.enroll(args.name, args.images, sources=list(args.images), metadata=metadata, force=args.force)
+            ]
     if args.json:
         _print_json({"gallery": args.gallery, "people": [r.to_dict() for r in reports]})
     else:
@@ -319,11 +420,15 @@ def _enrolled_line(report, given: str) -> str:
     if report.created:
         return f"{report.person}: new person created, {len(report.added)} template(s) added{rejected}"
     if report.existing and report.added:
-        return (f"{given}: {len(report.added)} template(s) added to the existing person {report.person!r}{same} "
-                f"({report.templates_total} in total){rejected}")
+        return (
+            f"{given}: {len(report.added)} template(s) added to the existing person {report.person!r}{same} "
+            f"({report.templates_total} in total){rejected}"
+        )
     if report.existing:
-        return (f"{given}: nothing added to the existing person {report.person!r}{same} "
-                f"({report.templates_total} in total){rejected}")
+        return (
+            f"{given}: nothing added to the existing person {report.person!r}{same} "
+            f"({report.templates_total} in total){rejected}"
+        )
     return f"{given}: not enrolled, no image passed; no person was created{rejected}"
 
 
@@ -351,9 +456,11 @@ def cmd_claim(args) -> int:
     else:
         verdict = "GRANTED" if result.accepted else "DENIED"
         rule = f"{result.rule} {result.fraction:g}" if result.fraction is not None else result.rule
-        print(f"{verdict}: {args.a} {'is' if result.accepted else 'is not'} {result.claim!r} "
-              f"(rule {rule}: score {result.score:.4f} {'>=' if result.accepted else '<'} threshold "
-              f"{result.threshold:.4f}; {result.matched}/{len(result.templates)} templates match)")
+        print(
+            f"{verdict}: {args.a} {'is' if result.accepted else 'is not'} {result.claim!r} "
+            f"(rule {rule}: score {result.score:.4f} {'>=' if result.accepted else '<'} threshold "
+            f"{result.threshold:.4f}; {result.matched}/{len(result.templates)} templates match)"
+        )
         far = f"; FAR {result.threshold_far:.3g} at this threshold" if result.threshold_far is not None else ""
         print(f"  threshold: {result.threshold_source}{far}")
         for t in result.templates:
@@ -376,7 +483,7 @@ def cmd_identify(args) -> int:
     results, errors, annotated = [], [], {}
     with _open(args, pipe) as gallery:
         for probe in args.probes:
-            try:   # one bad probe is reported; the others are still answered
+            try:  # one bad probe is reported; the others are still answered
                 result = gallery.identify(probe, top=args.top, margin=margin)
                 if not result.faces:
                     raise NoFaceError(probe, getattr(pipe.detector, "name", ""))
@@ -388,9 +495,14 @@ def cmd_identify(args) -> int:
                 _annotate(probe, result, outputs[probe])
                 annotated[probe] = outputs[probe]
     if args.json:
-        _print_json({"gallery": args.gallery, "results": [r.to_dict() for r in results],
-                     **({"errors": [{"probe": p, "error": e} for p, e in errors]} if errors else {}),
-                     **({"annotated": {p: str(o) for p, o in annotated.items()}} if annotated else {})})
+        _print_json(
+            {
+                "gallery": args.gallery,
+                "results": [r.to_dict() for r in results],
+                **({"errors": [{"probe": p, "error": e} for p, e in errors]} if errors else {}),
+                **({"annotated": {p: str(o) for p, o in annotated.items()}} if annotated else {}),
+            }
+        )
     else:
         for r in results:
             print(f"{r.probe}: {len(r.faces)} face(s), threshold {r.threshold:.4f}, margin {r.margin:g}")
@@ -440,8 +552,10 @@ def _annotate(probe: str, result, out: Path) -> None:
     from ..types import Faces
 
     image = load_image(probe)
-    faces = Faces(boxes=np.array([f.box for f in result.faces], np.float32).reshape(-1, 4),
-                  scores=np.array([f.similarity or 0.0 for f in result.faces], np.float32))
+    faces = Faces(
+        boxes=np.array([f.box for f in result.faces], np.float32).reshape(-1, 4),
+        scores=np.array([f.similarity or 0.0 for f in result.faces], np.float32),
+    )
     labels, colors = [], []
     for f in result.faces:
         score = f" {f.similarity:.3f}" if f.similarity is not None else ""
@@ -488,15 +602,17 @@ def cmd_show(args) -> int:
             print(f"  metadata: {json.dumps(person.metadata)}")
         for t in templates:
             q = t.quality
-            print(f"  template {t.id}: {t.source}  face {q.get('face_px', '?')} px, sharpness "
-                  f"{q.get('sharpness', '?')}, roll {q.get('roll_deg', '?')}, yaw {q.get('yaw', '?')}"
-                  + ("  [image kept]" if t.has_image else ""))
+            print(
+                f"  template {t.id}: {t.source}  face {q.get('face_px', '?')} px, sharpness "
+                f"{q.get('sharpness', '?')}, roll {q.get('roll_deg', '?')}, yaw {q.get('yaw', '?')}"
+                + ("  [image kept]" if t.has_image else "")
+            )
     return EXIT_OK
 
 
 def cmd_delete(args) -> int:
     with _store(args) as store:
-        person = store.person(args.name, metadata=False)   # a person whose metadata is damaged can go
+        person = store.person(args.name, metadata=False)  # a person whose metadata is damaged can go
         removed = store.delete(person.name)
     if args.json:
         _print_json({"removed": person.name, "templates": removed})
@@ -535,9 +651,11 @@ def cmd_audit(args) -> int:
         for e in entries:
             score = f"{e.score:.4f}" if e.score is not None else "-"
             who = f"claim {e.claimed_label!r} -> " if e.kind == "verify" else ""
-            print(f"{e.time}  {e.kind:<8} {who}{e.returned_label or 'nobody'}  score {score} "
-                  f"threshold {e.threshold:.4f}  {'accepted' if e.accepted else 'denied'}"
-                  + (f"  ({e.rule})" if e.rule else ""))
+            print(
+                f"{e.time}  {e.kind:<8} {who}{e.returned_label or 'nobody'}  score {score} "
+                f"threshold {e.threshold:.4f}  {'accepted' if e.accepted else 'denied'}"
+                + (f"  ({e.rule})" if e.rule else "")
+            )
     return EXIT_OK
 
 
@@ -549,8 +667,11 @@ def cmd_export(args) -> int:
     if args.json:
         _print_json(summary.to_dict())
     else:
-        print(f"exported {summary.people} people, {summary.templates} template(s)"
-              + (f", {summary.images} image(s)" if summary.images else "") + f" to {summary.path}")
+        print(
+            f"exported {summary.people} people, {summary.templates} template(s)"
+            + (f", {summary.images} image(s)" if summary.images else "")
+            + f" to {summary.path}"
+        )
     return EXIT_OK
 
 
@@ -562,8 +683,9 @@ def cmd_import(args) -> int:
     create = not gallery_exists(args.gallery)
     store = None
     try:
-        store = open_store(args.gallery, file_model(header) if create else None, create=create,
-                           keep_images=args.keep_images)
+        store = open_store(
+            args.gallery, file_model(header) if create else None, create=create, keep_images=args.keep_images
+        )
         with store:
             summary = import_gallery(store, args.file, merge=args.merge)
     except BaseException:
@@ -580,25 +702,33 @@ def cmd_import(args) -> int:
     if args.json:
         _print_json({"gallery": store.location, "created": create, **summary.to_dict()})
     else:
-        print(f"imported {summary.templates} template(s): {summary.added_people} new people, "
-              f"{summary.merged_people} merged" + (f", {summary.skipped} duplicate(s) skipped" if summary.skipped
-                                                   else "")
-              + (f", {summary.images_dropped} image(s) not kept (the gallery keeps none)"
-                 if summary.images_dropped else ""))
+        print(
+            f"imported {summary.templates} template(s): {summary.added_people} new people, "
+            f"{summary.merged_people} merged"
+            + (f", {summary.skipped} duplicate(s) skipped" if summary.skipped else "")
+            + (
+                f", {summary.images_dropped} image(s) not kept (the gallery keeps none)"
+                if summary.images_dropped
+                else ""
+            )
+        )
     return EXIT_OK
 
 
 def cmd_migrate(args) -> int:
     from .store import open_store
 
-    with open_store(args.gallery) as store:   # opening applies the pending migrations, in one transaction
+    with open_store(args.gallery) as store:  # opening applies the pending migrations, in one transaction
         before, after = store.opened_version, store.schema_version()
     if args.json:
-        _print_json({"gallery": store.location, "from_version": before, "schema_version": after,
-                     "migrated": before != after})
+        _print_json(
+            {"gallery": store.location, "from_version": before, "schema_version": after, "migrated": before != after}
+        )
     else:
-        print(f"{store.location}: schema version {after}"
-              + (f" (migrated from {before})" if before != after else " (up to date)"))
+        print(
+            f"{store.location}: schema version {after}"
+            + (f" (migrated from {before})" if before != after else " (up to date)")
+        )
     return EXIT_OK
 
 
@@ -630,14 +760,14 @@ def cmd_export_images(args) -> int:
         names = store.names(sorted({t.person_id for t in templates}))
         folders: dict[int, Path] = {}
         written = 0
-        out.mkdir(mode=0o700, parents=True, exist_ok=True)   # owner only, like the gallery
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)  # owner only, like the gallery
         for t in templates:
             if not t.has_image:
                 continue
             if t.person_id not in folders:
                 folder = out / folder_name(names[t.person_id])
                 if folder in folders.values():
-                    folder = out / f"{folder.name}-{t.person_id}"     # two names that map to one folder
+                    folder = out / f"{folder.name}-{t.person_id}"  # two names that map to one folder
                 folders[t.person_id] = folder
                 folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             _write_private(folders[t.person_id] / f"{t.id}.png", store.image(t.id))
@@ -646,9 +776,11 @@ def cmd_export_images(args) -> int:
     if args.json:
         _print_json(summary)
     else:
-        print(f"wrote {written} image(s) of {len(folders)} people to {out}"
-              + (f"; {missing} template(s) have no kept image" if missing else "")
-              + f"\ntrain on them with: siamface train {out}")
+        print(
+            f"wrote {written} image(s) of {len(folders)} people to {out}"
+            + (f"; {missing} template(s) have no kept image" if missing else "")
+            + f"\ntrain on them with: siamface train {out}"
+        )
     return EXIT_OK
 
 

@@ -20,8 +20,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,11 +30,30 @@ from ..errors import ConfigError, GalleryError
 from ..image import describe, load_image
 from .enroll import QualityGates, Sample, assess, image_files, person_folders, video_frames
 from .index import index_for
-from .results import (AMBIGUOUS, KNOWN, UNKNOWN, Candidate, ClaimVerification, EnrolledTemplate, EnrollmentReport,
-                      FaceIdentity, Identification, Rejection, TemplateScore)
 from .names import InvalidNameError, check_name
-from .store import (AuditRecord, ModelBinding, NewTemplate, PersonExistsError, Store, Template, UnknownPersonError,
-                    open_store)
+from .results import (
+    AMBIGUOUS,
+    KNOWN,
+    UNKNOWN,
+    Candidate,
+    ClaimVerification,
+    EnrolledTemplate,
+    EnrollmentReport,
+    FaceIdentity,
+    Identification,
+    Rejection,
+    TemplateScore,
+)
+from .store import (
+    AuditRecord,
+    ModelBinding,
+    NewTemplate,
+    PersonExistsError,
+    Store,
+    Template,
+    UnknownPersonError,
+    open_store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +101,11 @@ def model_for_gallery(gallery, requested: str | None, default: str) -> tuple[str
         bound = store.model
     if bound is None or bound.name == default or bound.name not in model_names():
         return default, None
-    return bound.name, (f"gallery {gallery} is bound to model {bound.name}, which it keeps using; the default "
-                        f"model is now {default}: `siamface gallery reembed --model {default}` moves it "
-                        "(needs a gallery that keeps images)")
+    return bound.name, (
+        f"gallery {gallery} is bound to model {bound.name}, which it keeps using; the default "
+        f"model is now {default}: `siamface gallery reembed --model {default}` moves it "
+        "(needs a gallery that keeps images)"
+    )
 
 
 class Gallery:
@@ -95,9 +117,16 @@ class Gallery:
     `threshold`: overrides the pipeline's (calibrated) threshold for every decision.
     """
 
-    def __init__(self, store: Store | str | os.PathLike, pipeline=None, *, create: bool = False,
-                 keep_images: bool = False, gates: QualityGates | None = None,
-                 threshold: float | None = None) -> None:
+    def __init__(
+        self,
+        store: Store | str | os.PathLike,
+        pipeline=None,
+        *,
+        create: bool = False,
+        keep_images: bool = False,
+        gates: QualityGates | None = None,
+        threshold: float | None = None,
+    ) -> None:
         self._pipeline = pipeline
         if isinstance(store, (str, os.PathLike)):
             # Creating: always name the model, so that a second process racing to create the same file
@@ -118,8 +147,9 @@ class Gallery:
             from ..pipeline import Pipeline
 
             bound = getattr(getattr(self, "store", None), "model", None)
-            self._pipeline = Pipeline(model=bound.name) if bound is not None and bound.name in model_names() \
-                else Pipeline()
+            self._pipeline = (
+                Pipeline(model=bound.name) if bound is not None and bound.name in model_names() else Pipeline()
+            )
         return self._pipeline
 
     @property
@@ -162,7 +192,7 @@ class Gallery:
 
     def close(self) -> None:
         closer = getattr(self.index, "close", None)
-        if closer is not None:   # an in-process FAISS index writes what it learnt since its last save
+        if closer is not None:  # an in-process FAISS index writes what it learnt since its last save
             closer()
         self.store.close()
 
@@ -173,9 +203,17 @@ class Gallery:
         self.close()
 
     # -- enrollment ----------------------------------------------------------------------------------
-    def enroll(self, name: str, images: Iterable[Any], *, metadata: dict[str, Any] | None = None,
-               sources: Sequence[str] | None = None, new: bool = False, existing: bool = False,
-               force: bool = False) -> EnrollmentReport:
+    def enroll(
+        self,
+        name: str,
+        images: Iterable[Any],
+        *,
+        metadata: dict[str, Any] | None = None,
+        sources: Sequence[str] | None = None,
+        new: bool = False,
+        existing: bool = False,
+        force: bool = False,
+    ) -> EnrollmentReport:
         """Enroll `name` from images (paths, bytes or RGB arrays): every image passes the quality gates or
         is rejected with its reason; the ones kept are added in one transaction (the person is created
         then, with all of them, or not at all).
@@ -214,9 +252,18 @@ class Gallery:
                 raise PersonExistsError(found.name, self.store.location)
         return name
 
-    def enroll_frames(self, name: str, frames: Iterable[Any], *, keep: int = 5,
-                      diversity: float = VIDEO_DIVERSITY, min_gap: float = 0.0, timeout: float | None = None,
-                      metadata: dict[str, Any] | None = None, force: bool = False) -> EnrollmentReport:
+    def enroll_frames(
+        self,
+        name: str,
+        frames: Iterable[Any],
+        *,
+        keep: int = 5,
+        diversity: float = VIDEO_DIVERSITY,
+        min_gap: float = 0.0,
+        timeout: float | None = None,
+        metadata: dict[str, Any] | None = None,
+        force: bool = False,
+    ) -> EnrollmentReport:
         """Enroll `name` from a capture session: `frames` are `Frame`s or (RGB image, label[, time]) tuples
         (see `video_frames`). Keeps up to `keep` frames that pass the gates, each below `diversity`
         similarity to the frames already kept and at least `min_gap` seconds away from them (frames too
@@ -251,9 +298,15 @@ class Gallery:
                     continue
                 alike = [float(s.embedding @ outcome.embedding) for s in samples]
                 if alike and min(alike) < self.threshold:
-                    rejected.append(Rejection(label, "other-person", f"{label}: not the person of the frames "
-                                              f"kept before (similarity {min(alike):.4f} < threshold "
-                                              f"{self.threshold:.4f})"))
+                    rejected.append(
+                        Rejection(
+                            label,
+                            "other-person",
+                            f"{label}: not the person of the frames "
+                            f"kept before (similarity {min(alike):.4f} < threshold "
+                            f"{self.threshold:.4f})",
+                        )
+                    )
                     continue
                 if alike and max(alike) >= diversity:
                     similar += 1
@@ -275,9 +328,17 @@ class Gallery:
             warnings.append(f"only {len(samples)} of the {keep} frames asked for passed the gates")
         return self._commit(name, samples, rejected, warnings, metadata, force=force)
 
-    def enroll_video(self, name: str, source: str | int | os.PathLike, *, keep: int = 5,
-                     min_gap: float = 0.0, timeout: float | None = None,
-                     metadata: dict[str, Any] | None = None, force: bool = False) -> EnrollmentReport:
+    def enroll_video(
+        self,
+        name: str,
+        source: str | int | os.PathLike,
+        *,
+        keep: int = 5,
+        min_gap: float = 0.0,
+        timeout: float | None = None,
+        metadata: dict[str, Any] | None = None,
+        force: bool = False,
+    ) -> EnrollmentReport:
         """Enroll from a video file or a camera index (``int``), keeping `keep` good, diverse frames (see
         `enroll_frames`). A camera is read until then or `timeout` (default 30 s)."""
         camera = isinstance(source, int)
@@ -286,8 +347,9 @@ class Gallery:
         elif timeout is None:
             timeout = CAMERA_TIMEOUT_S
         frames = video_frames(source, candidates=max(30, keep * 12), max_frames=None if camera else 600)
-        return self.enroll_frames(name, frames, keep=keep, min_gap=min_gap, timeout=timeout, metadata=metadata,
-                                  force=force)
+        return self.enroll_frames(
+            name, frames, keep=keep, min_gap=min_gap, timeout=timeout, metadata=metadata, force=force
+        )
 
     def enroll_folder(self, folder: str | os.PathLike, name: str | None = None, **kw) -> EnrollmentReport:
         """Enroll one person from every image in `folder` (named after the folder unless `name`)."""
@@ -295,9 +357,12 @@ class Gallery:
         files = image_files(folder)
         return self.enroll(name or folder.resolve().name, files, sources=[str(f) for f in files], **kw)
 
-    def enroll_bulk(self, root: str | os.PathLike,
-                    progress: Callable[[int, int, EnrollmentReport], None] | None = None,
-                    force: bool = False) -> list[EnrollmentReport]:
+    def enroll_bulk(
+        self,
+        root: str | os.PathLike,
+        progress: Callable[[int, int, EnrollmentReport], None] | None = None,
+        force: bool = False,
+    ) -> list[EnrollmentReport]:
         """Enroll every sub-folder of `root` as the person it is named after, one transaction per person.
         `progress(done, total, report)` is called after each person. Every folder's name is checked first:
         one that is not a valid name (`check_name`) stops the whole call before anyone is enrolled."""
@@ -310,8 +375,11 @@ class Gallery:
             except InvalidNameError as exc:
                 bad.append(str(exc))
         if bad:
-            raise InvalidNameError(f"{root}: {len(bad)} folder name(s) cannot be person names, nothing enrolled: "
-                                   + "; ".join(bad[:3]) + (" ..." if len(bad) > 3 else ""))
+            raise InvalidNameError(
+                f"{root}: {len(bad)} folder name(s) cannot be person names, nothing enrolled: "
+                + "; ".join(bad[:3])
+                + (" ..." if len(bad) > 3 else "")
+            )
         reports = []
         for i, (name, files) in enumerate(folders, 1):
             report = self.enroll(name, files, sources=[str(f) for f in files], force=force)
@@ -320,9 +388,18 @@ class Gallery:
                 progress(i, len(folders), report)
         return reports
 
-    def _commit(self, name: str, samples: list[Sample], rejected: list[Rejection], warnings: list[str],
-                metadata: dict[str, Any] | None, *, new: bool = False, existing: bool = False,
-                force: bool = False) -> EnrollmentReport:
+    def _commit(
+        self,
+        name: str,
+        samples: list[Sample],
+        rejected: list[Rejection],
+        warnings: list[str],
+        metadata: dict[str, Any] | None,
+        *,
+        new: bool = False,
+        existing: bool = False,
+        force: bool = False,
+    ) -> EnrollmentReport:
         for s in samples:
             warnings.extend(s.warnings)
         if samples:
@@ -341,13 +418,17 @@ class Gallery:
                 best = max((float(k @ e) for k in kept), default=-1.0)
                 if match is not None and match < threshold and not force:
                     reasons[i] = "other-person"
-                    verdicts.append(f"{t.source}: does not match the enrolled person {name!r} (best similarity "
-                                    f"{match:.4f} < threshold {threshold:.4f}); not added (--force, or "
-                                    "force=true over the API, adds it anyway)")
+                    verdicts.append(
+                        f"{t.source}: does not match the enrolled person {name!r} (best similarity "
+                        f"{match:.4f} < threshold {threshold:.4f}); not added (--force, or "
+                        "force=true over the API, adds it anyway)"
+                    )
                 elif best > limit:
                     reasons[i] = "duplicate"
-                    verdicts.append(f"{t.source}: near-duplicate of a template {name!r} already has "
-                                    f"(similarity {best:.4f} > {limit:g})")
+                    verdicts.append(
+                        f"{t.source}: near-duplicate of a template {name!r} already has "
+                        f"(similarity {best:.4f} > {limit:g})"
+                    )
                 else:
                     verdicts.append(None)
                     kept.append(e)
@@ -356,12 +437,16 @@ class Gallery:
         news = [NewTemplate(s.embedding, s.source, s.quality, s.image) for s in samples]
         person = None
         if news:
-            result = self.store.add_templates(name, news, metadata=metadata, keep=keep, new=new,
-                                              create=not existing)
-            added = tuple(EnrolledTemplate(tid, s.source, s.quality)
-                          for tid, s in zip(result.template_ids, samples) if tid is not None)
-            rejected += [Rejection(samples[i].source, reasons.get(i, "duplicate"), reason)
-                         for i, reason in result.skipped.items()]
+            result = self.store.add_templates(name, news, metadata=metadata, keep=keep, new=new, create=not existing)
+            added = tuple(
+                EnrolledTemplate(tid, s.source, s.quality)
+                for tid, s in zip(result.template_ids, samples)
+                if tid is not None
+            )
+            rejected += [
+                Rejection(samples[i].source, reasons.get(i, "duplicate"), reason)
+                for i, reason in result.skipped.items()
+            ]
             created, person = result.created, result.person
         else:
             added, created = (), False
@@ -373,8 +458,9 @@ class Gallery:
             if person is not None and new:
                 raise PersonExistsError(person.name, self.store.location)
         total = person.n_templates if person is not None else 0
-        report = EnrollmentReport(person.name if person is not None else name, created, added, tuple(rejected),
-                                  tuple(warnings), total)
+        report = EnrollmentReport(
+            person.name if person is not None else name, created, added, tuple(rejected), tuple(warnings), total
+        )
         log.info("enrolled %r: %d added, %d rejected", name, len(added), len(rejected))
         return report
 
@@ -388,12 +474,23 @@ class Gallery:
         thr = self.threshold
         found = [(s, h[0]) for s, h in zip(samples, hits) if h and h[0].similarity >= thr]
         names = self.store.names([h.person_id for _, h in found]) if found else {}
-        return [f"{s.source}: also matches {names.get(h.person_id, h.person_id)!r} "
-                f"(similarity {h.similarity:.4f} >= threshold {thr:.4f})" for s, h in found]
+        return [
+            f"{s.source}: also matches {names.get(h.person_id, h.person_id)!r} "
+            f"(similarity {h.similarity:.4f} >= threshold {thr:.4f})"
+            for s, h in found
+        ]
 
     # -- 1:1 -------------------------------------------------------------------------------------------
-    def verify(self, claim: str, probe: Any, *, rule: str = "best", fraction: float = DEFAULT_FRACTION,
-               threshold: float | None = None, audit: bool = True) -> ClaimVerification:
+    def verify(
+        self,
+        claim: str,
+        probe: Any,
+        *,
+        rule: str = "best",
+        fraction: float = DEFAULT_FRACTION,
+        threshold: float | None = None,
+        audit: bool = True,
+    ) -> ClaimVerification:
         """Is the (largest) face of `probe` the person `claim`? Compared with every template of that person
         and decided by `rule` (see `ClaimVerification`). Raises `UnknownPersonError` for an unknown claim
         and `NoFaceError` when the probe has no face."""
@@ -402,7 +499,7 @@ class Gallery:
         if not 0 < fraction <= 1:
             raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
         model = self.check_model()
-        person = self.store.person(claim, metadata=False)   # decisions read no metadata
+        person = self.store.person(claim, metadata=False)  # decisions read no metadata
         label = describe(probe)
         face, n_found = self.pipeline.embed_largest(probe)
         thr = float(threshold) if threshold is not None else self.threshold
@@ -420,18 +517,45 @@ class Gallery:
             score = float(ordered[max(1, math.ceil(fraction * len(ordered) - 1e-9)) - 1])
         accepted = score >= thr
         sources = {t.id: t.source for t in self.store.templates(person.name)}
-        evidence = tuple(sorted((TemplateScore(int(i), float(s), sources.get(int(i), ""), bool(s >= thr))
-                                 for i, s in zip(ids, scores)), key=lambda t: -t.similarity))
+        evidence = tuple(
+            sorted(
+                (TemplateScore(int(i), float(s), sources.get(int(i), ""), bool(s >= thr)) for i, s in zip(ids, scores)),
+                key=lambda t: -t.similarity,
+            )
+        )
         notes = (f"{n_found} faces found in the probe, the largest was used",) if n_found > 1 else ()
         result = ClaimVerification(
-            claim=person.name, accepted=bool(accepted), score=score, rule=rule, threshold=thr,
-            threshold_source=source, templates=evidence, matched=int((scores >= thr).sum()), model=model.name,
-            box=tuple(float(v) for v in face.boxes[0]), faces_found=n_found,
-            fraction=fraction if rule == "fraction" else None, probe=label, notes=notes,
-            threshold_far=self.threshold_far if threshold is None else None)
+            claim=person.name,
+            accepted=bool(accepted),
+            score=score,
+            rule=rule,
+            threshold=thr,
+            threshold_source=source,
+            templates=evidence,
+            matched=int((scores >= thr).sum()),
+            model=model.name,
+            box=tuple(float(v) for v in face.boxes[0]),
+            faces_found=n_found,
+            fraction=fraction if rule == "fraction" else None,
+            probe=label,
+            notes=notes,
+            threshold_far=self.threshold_far if threshold is None else None,
+        )
         if audit:
-            unlogged = self.audit([AuditRecord("verify", person.id, person.id if accepted else None, score, thr,
-                                              bool(accepted), rule, model.name)])
+            unlogged = self.audit(
+                [
+                    AuditRecord(
+                        "verify",
+                        person.id,
+                        person.id if accepted else None,
+                        score,
+                        thr,
+                        bool(accepted),
+                        rule,
+                        model.name,
+                    )
+                ]
+            )
             result = dataclasses.replace(result, notes=result.notes + unlogged)
         return result
 
@@ -444,9 +568,16 @@ class Gallery:
         return ()
 
     # -- 1:N -------------------------------------------------------------------------------------------
-    def identify(self, probe: Any, *, top: int = 5, threshold: float | None = None,
-                 margin: float = DEFAULT_MARGIN, audit: bool = True,
-                 exclude: Collection[int] = ()) -> Identification:
+    def identify(
+        self,
+        probe: Any,
+        *,
+        top: int = 5,
+        threshold: float | None = None,
+        margin: float = DEFAULT_MARGIN,
+        audit: bool = True,
+        exclude: Collection[int] = (),
+    ) -> Identification:
         """Name every face of `probe` (biggest first): the person with the best template similarity when it
         reaches the threshold and the next person is more than `margin` below, "ambiguous" when the next
         is within `margin`, else "unknown" (see `FaceIdentity`); the `top` best people are the evidence.
@@ -465,21 +596,34 @@ class Gallery:
         names = self.store.names([h.person_id for row in hits for h in row])
         identities, records = [], []
         for i, row in enumerate(hits):
-            candidates = tuple(Candidate(names.get(h.person_id, str(h.person_id)), h.similarity, h.template_id)
-                               for h in row)
+            candidates = tuple(
+                Candidate(names.get(h.person_id, str(h.person_id)), h.similarity, h.template_id) for h in row
+            )
             best = row[0] if row else None
-            status = decide(best.similarity if best else None, row[1].similarity if len(row) > 1 else None,
-                            thr, margin)
+            status = decide(best.similarity if best else None, row[1].similarity if len(row) > 1 else None, thr, margin)
             accepted = status == KNOWN
-            identities.append(FaceIdentity(
-                box=tuple(float(v) for v in faces.boxes[i]),
-                person=candidates[0].person if accepted else None,
-                similarity=best.similarity if best is not None else None,
-                accepted=accepted, candidates=candidates[:top], status=status))
-            records.append(AuditRecord("identify", None, best.person_id if accepted else None,
-                                       best.similarity if best is not None else None, thr, accepted,
-                                       "best" if status != AMBIGUOUS else f"best, ambiguous within {margin:g}",
-                                       model.name))
+            identities.append(
+                FaceIdentity(
+                    box=tuple(float(v) for v in faces.boxes[i]),
+                    person=candidates[0].person if accepted else None,
+                    similarity=best.similarity if best is not None else None,
+                    accepted=accepted,
+                    candidates=candidates[:top],
+                    status=status,
+                )
+            )
+            records.append(
+                AuditRecord(
+                    "identify",
+                    None,
+                    best.person_id if accepted else None,
+                    best.similarity if best is not None else None,
+                    thr,
+                    accepted,
+                    "best" if status != AMBIGUOUS else f"best, ambiguous within {margin:g}",
+                    model.name,
+                )
+            )
         notes = () if len(faces) else ("no face found",)
         if audit:
             notes += self.audit(records)
@@ -493,8 +637,10 @@ class Gallery:
         templates = self.store.templates()
         missing = [t.id for t in templates if not t.has_image]
         if missing:
-            raise GalleryError(f"{self.store.location}: {len(missing)} template(s) have no kept image (the "
-                               "gallery was not created with keep_images); re-enroll from the original images")
+            raise GalleryError(
+                f"{self.store.location}: {len(missing)} template(s) have no kept image (the "
+                "gallery was not created with keep_images); re-enroll from the original images"
+            )
         vectors = {}
         for t in templates:
             face, _ = pipeline.embed_largest(load_image(self.store.image(t.id), name=f"template {t.id}"))

@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -47,10 +48,8 @@ from .results import Rejection
 
 log = logging.getLogger(__name__)
 
-REASONS = ("unreadable", "no-face", "several-faces", "too-small", "not-frontal", "blurred", "duplicate",
-           "other-person")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".tif", ".tiff",
-                            ".webp", ".gif"})
+REASONS = ("unreadable", "no-face", "several-faces", "too-small", "not-frontal", "blurred", "duplicate", "other-person")
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".tif", ".tiff", ".webp", ".gif"})
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,7 @@ def sharpness(chip: np.ndarray, central: float = 0.4) -> float:
     gray = cv2.cvtColor(np.ascontiguousarray(chip), cv2.COLOR_RGB2GRAY).astype(np.float32)
     h, w = gray.shape
     dy, dx = int(h * (1 - central) / 2), int(w * (1 - central) / 2)
-    return float(cv2.Laplacian(gray[dy:h - dy, dx:w - dx], cv2.CV_32F).var())
+    return float(cv2.Laplacian(gray[dy : h - dy, dx : w - dx], cv2.CV_32F).var())
 
 
 def pose(landmarks: np.ndarray) -> tuple[float, float]:
@@ -113,8 +112,9 @@ def pose(landmarks: np.ndarray) -> tuple[float, float]:
 def face_crop_png(image: np.ndarray, box, margin: float = 0.5) -> bytes:
     """The face with `margin` x its size around it, PNG-encoded (what a gallery keeps with
     ``keep_images``: enough for a detector to find the face again when re-embedding)."""
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     x1, y1, x2, y2 = (float(v) for v in box)
     mw, mh = (x2 - x1) * margin, (y2 - y1) * margin
@@ -131,8 +131,9 @@ def _floor1(value: float) -> str:
     return f"{math.floor(value * 10 + 1e-9) / 10:.1f}"
 
 
-def assess(pipeline, image, source: str | None = None, gates: QualityGates = QualityGates(),
-           keep_image: bool = False) -> Sample | Rejection:
+def assess(
+    pipeline, image, source: str | None = None, gates: QualityGates = QualityGates(), keep_image: bool = False
+) -> Sample | Rejection:
     """Run the per-image gates on one image (path, bytes or RGB array) with `pipeline`."""
     label = source or describe(image)
     try:
@@ -145,30 +146,51 @@ def assess(pipeline, image, source: str | None = None, gates: QualityGates = Qua
     warnings = []
     if len(faces) > 1:
         if gates.strict:
-            return Rejection(label, "several-faces", f"{label}: {len(faces)} faces found; an enrollment "
-                                                     "image must show one person (strict mode)")
+            return Rejection(
+                label,
+                "several-faces",
+                f"{label}: {len(faces)} faces found; an enrollment image must show one person (strict mode)",
+            )
         warnings.append(f"{label}: {len(faces)} faces found, the largest was used")
     face = faces[0]
     x1, y1, x2, y2 = (float(v) for v in face.boxes[0])
     side = min(x2 - x1, y2 - y1)
     if side < gates.min_face:
-        return Rejection(label, "too-small", f"{label}: face is {_floor1(side)} px, smaller than the "
-                                             f"{gates.min_face} px minimum")
+        return Rejection(
+            label, "too-small", f"{label}: face is {_floor1(side)} px, smaller than the {gates.min_face} px minimum"
+        )
     roll, yaw = pose(face.landmarks[0])
     if not (abs(roll) <= gates.max_roll and yaw <= gates.max_yaw):
-        return Rejection(label, "not-frontal", f"{label}: face not frontal enough (roll {roll:.1f} deg, "
-                                               f"limit {gates.max_roll:g}; yaw {yaw:.2f}, limit {gates.max_yaw:g})")
+        return Rejection(
+            label,
+            "not-frontal",
+            f"{label}: face not frontal enough (roll {roll:.1f} deg, "
+            f"limit {gates.max_roll:g}; yaw {yaw:.2f}, limit {gates.max_yaw:g})",
+        )
     face = pipeline.embed(array, face)
     sharp = sharpness(face.chips[0])
     if sharp < gates.min_sharpness:
-        return Rejection(label, "blurred", f"{label}: face too blurred (sharpness {sharp:.1f}, "
-                                           f"minimum {gates.min_sharpness:g})")
-    quality = {"faces_found": len(faces), "face_px": round(side, 1),
-               "detector_score": round(float(face.scores[0]), 4), "sharpness": round(sharp, 2),
-               "roll_deg": round(roll, 2), "yaw": round(yaw, 3), "detector": face.detector,
-               "box": [round(v, 1) for v in (x1, y1, x2, y2)]}
-    return Sample(label, face.embeddings[0].astype(np.float32), quality, (x1, y1, x2, y2),
-                  face_crop_png(array, (x1, y1, x2, y2)) if keep_image else None, tuple(warnings))
+        return Rejection(
+            label, "blurred", f"{label}: face too blurred (sharpness {sharp:.1f}, minimum {gates.min_sharpness:g})"
+        )
+    quality = {
+        "faces_found": len(faces),
+        "face_px": round(side, 1),
+        "detector_score": round(float(face.scores[0]), 4),
+        "sharpness": round(sharp, 2),
+        "roll_deg": round(roll, 2),
+        "yaw": round(yaw, 3),
+        "detector": face.detector,
+        "box": [round(v, 1) for v in (x1, y1, x2, y2)],
+    }
+    return Sample(
+        label,
+        face.embeddings[0].astype(np.float32),
+        quality,
+        (x1, y1, x2, y2),
+        face_crop_png(array, (x1, y1, x2, y2)) if keep_image else None,
+        tuple(warnings),
+    )
 
 
 # -- sources ---------------------------------------------------------------------------------------
@@ -177,8 +199,9 @@ def image_files(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageError(str(folder), "not a folder")
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
 def person_folders(root: str | Path) -> list[tuple[str, list[Path]]]:
@@ -186,8 +209,7 @@ def person_folders(root: str | Path) -> list[tuple[str, list[Path]]]:
     root = Path(root)
     if not root.is_dir():
         raise ImageError(str(root), "not a folder")
-    return [(d.name, image_files(d)) for d in sorted(root.iterdir())
-            if d.is_dir() and not d.name.startswith(".")]
+    return [(d.name, image_files(d)) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
 
 
 class Frame(NamedTuple):

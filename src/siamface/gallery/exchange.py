@@ -29,10 +29,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -68,9 +69,14 @@ class ImportSummary:
     images_dropped: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"file": self.path, "new_people": self.added_people, "merged_people": self.merged_people,
-                "templates": self.templates, "skipped_duplicates": self.skipped,
-                "images_dropped": self.images_dropped}
+        return {
+            "file": self.path,
+            "new_people": self.added_people,
+            "merged_people": self.merged_people,
+            "templates": self.templates,
+            "skipped_duplicates": self.skipped,
+            "images_dropped": self.images_dropped,
+        }
 
 
 def _b64(data: bytes) -> str:
@@ -80,8 +86,9 @@ def _b64(data: bytes) -> str:
 def export_gallery(store: Store, path: str | os.PathLike, *, with_images: bool = False) -> ExportSummary:
     """Write every person and template of `store` to `path` (format above), atomically."""
     if with_images and not store.keep_images:
-        raise GalleryError(f"{store.location} keeps no images (it was not created with --keep-images); "
-                           "export without --with-images")
+        raise GalleryError(
+            f"{store.location} keeps no images (it was not created with --keep-images); export without --with-images"
+        )
     target = Path(path)
     if target.is_dir():
         raise GalleryError(f"{target} is a folder; give the export file's name")
@@ -89,25 +96,40 @@ def export_gallery(store: Store, path: str | os.PathLike, *, with_images: bool =
     templates: dict[int, list[Template]] = {}
     for t in store.templates(embeddings=True):
         templates.setdefault(t.person_id, []).append(t)
-    header = {"format": FORMAT, "version": VERSION,
-              "model": {"name": store.model.name, "version": store.model.version,
-                        "embedding_size": store.model.embedding_size},
-              "embedding_encoding": ENCODING, "exported": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-              "people": len(people), "templates": sum(len(v) for v in templates.values()),
-              "images": bool(with_images)}
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": {
+            "name": store.model.name,
+            "version": store.model.version,
+            "embedding_size": store.model.embedding_size,
+        },
+        "embedding_encoding": ENCODING,
+        "exported": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "people": len(people),
+        "templates": sum(len(v) for v in templates.values()),
+        "images": bool(with_images),
+    }
     lines = [json.dumps(header, sort_keys=True)]
     images = 0
     for p in people:
         rows = []
         for t in templates.get(p.id, []):
-            row = {"embedding": _b64(np.asarray(t.embedding, "<f4").tobytes()), "source": t.source,
-                   "quality": t.quality, "created": t.created}
+            row = {
+                "embedding": _b64(np.asarray(t.embedding, "<f4").tobytes()),
+                "source": t.source,
+                "quality": t.quality,
+                "created": t.created,
+            }
             if with_images and t.has_image:
                 row["image"] = _b64(store.image(t.id))
                 images += 1
             rows.append(row)
-        lines.append(json.dumps({"name": p.name, "metadata": p.metadata, "created": p.created,
-                                 "templates": rows}, sort_keys=True))
+        lines.append(
+            json.dumps(
+                {"name": p.name, "metadata": p.metadata, "created": p.created, "templates": rows}, sort_keys=True
+            )
+        )
     try:
         atomic_write_bytes(target, ("\n".join(lines) + "\n").encode("utf-8"))
     except OSError as exc:
@@ -147,8 +169,9 @@ def _check_header(path: Path, header: dict[str, Any]) -> None:
     if header.get("format") != FORMAT:
         raise GalleryError(f"{path}: not a siamface gallery export (format {header.get('format')!r})")
     if header.get("version") != VERSION:
-        raise GalleryError(f"{path}: export format version {header.get('version')!r}; this siamface reads "
-                           f"version {VERSION}")
+        raise GalleryError(
+            f"{path}: export format version {header.get('version')!r}; this siamface reads version {VERSION}"
+        )
     if header.get("embedding_encoding") != ENCODING:
         raise GalleryError(f"{path}: unknown embedding encoding {header.get('embedding_encoding')!r}")
     model = header.get("model") or {}
@@ -180,8 +203,11 @@ def _people(path: Path, header: dict[str, Any], keep_images: bool) -> tuple[list
                 if image is not None and not keep_images:
                     dropped += 1
                     image = None
-                templates.append(NewTemplate(vector.astype(np.float32), str(row.get("source", "")),
-                                             dict(row.get("quality") or {}), image))
+                templates.append(
+                    NewTemplate(
+                        vector.astype(np.float32), str(row.get("source", "")), dict(row.get("quality") or {}), image
+                    )
+                )
         except (KeyError, TypeError, ValueError) as exc:
             raise GalleryError(f"{path}:{number}: malformed person entry ({exc})") from None
         if not isinstance(metadata, dict):

@@ -52,8 +52,9 @@ class FaissIndex:
     """An IVF index over L2-normalised rows with int64 ids (template ids). Not thread-safe: the caller
     serialises searches and changes."""
 
-    def __init__(self, d: int, expected: int, kind: str | None = None, nprobe: int = DEFAULT_NPROBE,
-                 index=None) -> None:
+    def __init__(
+        self, d: int, expected: int, kind: str | None = None, nprobe: int = DEFAULT_NPROBE, index=None
+    ) -> None:
         faiss = _faiss()
         self.d = int(d)
         self.kind = kind or "flat"
@@ -63,12 +64,13 @@ class FaissIndex:
             if self.kind == "flat":
                 index = faiss.IndexIVFFlat(quantizer, self.d, nlist, faiss.METRIC_INNER_PRODUCT)
             elif self.kind == "sq8":
-                index = faiss.IndexIVFScalarQuantizer(quantizer, self.d, nlist, faiss.ScalarQuantizer.QT_8bit,
-                                                      faiss.METRIC_INNER_PRODUCT)
+                index = faiss.IndexIVFScalarQuantizer(
+                    quantizer, self.d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+                )
             else:
                 raise ValueError(f"unknown FAISS index kind {kind!r}")
-            self._quantizer = quantizer     # the index does not own it: kept alive with it
-            index.cp.niter = 10             # k-means iterations (FAISS's default 25 buys no recall here)
+            self._quantizer = quantizer  # the index does not own it: kept alive with it
+            index.cp.niter = 10  # k-means iterations (FAISS's default 25 buys no recall here)
         self.index = index
         self.index.nprobe = int(nprobe)
 
@@ -95,7 +97,7 @@ class FaissIndex:
         take = min(len(rows), self.nlist * SAMPLE_PER_LIST)
         if take < len(rows):
             rows = rows[np.sort(np.random.default_rng(seed).choice(len(rows), take, replace=False))]
-        if len(rows) < self.nlist:   # fewer rows than lists: repeat them (tiny galleries only)
+        if len(rows) < self.nlist:  # fewer rows than lists: repeat them (tiny galleries only)
             rows = np.resize(rows, (self.nlist, self.d))
         self.index.train(rows)
 
@@ -118,9 +120,13 @@ class FaissIndex:
         then FAISS's bytes."""
         data = _faiss().serialize_index(self.index)
         arrays = tuple(np.ascontiguousarray(a, np.int64) for a in arrays)
-        line = json.dumps({"format": FILE_FORMAT, "kind": self.kind, "d": self.d, **header,
-                           "arrays": [len(a) for a in arrays]}).encode() + b"\n"
-        with atomic_file(path, mode=0o600, fsync=False) as f:   # a cache: the gallery is the truth
+        line = (
+            json.dumps(
+                {"format": FILE_FORMAT, "kind": self.kind, "d": self.d, **header, "arrays": [len(a) for a in arrays]}
+            ).encode()
+            + b"\n"
+        )
+        with atomic_file(path, mode=0o600, fsync=False) as f:  # a cache: the gallery is the truth
             f.write(line)
             for a in arrays:
                 f.write(memoryview(a).cast("B"))

@@ -17,17 +17,14 @@ nearest templates with their exact similarity (IVFFlat), grouped here per person
 galleries of any size search exactly, and the first search says so in the log.
 """
 
-
 from __future__ import annotations
 
 import logging
-import math
-import os
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection
 
 import numpy as np
 
@@ -39,8 +36,12 @@ log = logging.getLogger(__name__)
 #: search is as fast, see benchmarks/gallery.py).
 APPROX_MIN_TEMPLATES = 50_000
 #: Logged once per process when a gallery this large searches exactly because faiss-cpu is missing.
-NO_FAISS = ("faiss-cpu is not installed: 1:N search over %d templates is exact (NumPy, reloaded after every "
-            "change); pip install 'siamface[faiss]' for the FAISS index")
+NO_FAISS = (
+    "faiss-cpu is not installed: 1:N search over %d templates is exact (NumPy, reloaded after every "
+    "change); pip install 'siamface[faiss]' for the FAISS index"
+)
+
+
 @dataclass(frozen=True)
 class Hit:
     """A person found for a probe: their id, best similarity, and the template that gave it."""
@@ -53,11 +54,11 @@ class Hit:
 @dataclass(frozen=True)
 class _Snapshot:
     generation: int
-    template_ids: np.ndarray   # (n,) int64
-    person_ids: np.ndarray     # (n,) int64, sorted
-    matrix: np.ndarray         # (n, d) float32
-    starts: np.ndarray         # (p,) first row of each person
-    people: np.ndarray         # (p,) person id of each segment
+    template_ids: np.ndarray  # (n,) int64
+    person_ids: np.ndarray  # (n,) int64, sorted
+    matrix: np.ndarray  # (n, d) float32
+    starts: np.ndarray  # (p,) first row of each person
+    people: np.ndarray  # (p,) person id of each segment
 
 
 def _snapshot(generation: int, template_ids: np.ndarray, person_ids: np.ndarray, matrix: np.ndarray) -> _Snapshot:
@@ -68,8 +69,9 @@ def _snapshot(generation: int, template_ids: np.ndarray, person_ids: np.ndarray,
         starts = np.flatnonzero(np.r_[True, person_ids[1:] != person_ids[:-1]])
     else:
         starts = np.zeros(0, np.int64)
-    return _Snapshot(generation, template_ids, person_ids, np.ascontiguousarray(matrix, np.float32), starts,
-                     person_ids[starts])
+    return _Snapshot(
+        generation, template_ids, person_ids, np.ascontiguousarray(matrix, np.float32), starts, person_ids[starts]
+    )
 
 
 @dataclass
@@ -77,11 +79,11 @@ class _Faiss:
     """The FAISS state of a `GalleryIndex`: the index, and the person of each template id (sorted by id)."""
 
     generation: int
-    seq: int | None            # position in the store's change log it reflects (None: the store keeps none)
-    index: object              # FaissIndex
-    template_ids: np.ndarray   # (n,) int64, sorted
-    person_ids: np.ndarray     # (n,) int64
-    unsaved: int = 0           # changes applied since it was last written to its file
+    seq: int | None  # position in the store's change log it reflects (None: the store keeps none)
+    index: object  # FaissIndex
+    template_ids: np.ndarray  # (n,) int64, sorted
+    person_ids: np.ndarray  # (n,) int64
+    unsaved: int = 0  # changes applied since it was last written to its file
 
 
 class GalleryIndex:
@@ -90,8 +92,14 @@ class GalleryIndex:
     `persist`: keep the FAISS index in ``<gallery>.faiss`` beside an SQLite gallery (default: when the
     gallery is writable)."""
 
-    def __init__(self, store: Store, *, approx_min: int | None = APPROX_MIN_TEMPLATES,
-                 nprobe: int | None = None, persist: bool | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        approx_min: int | None = APPROX_MIN_TEMPLATES,
+        nprobe: int | None = None,
+        persist: bool | None = None,
+    ) -> None:
         self.store = store
         self.approx_min = approx_min
         self.nprobe = nprobe
@@ -134,8 +142,8 @@ class GalleryIndex:
     def _full(self) -> _Snapshot | _Faiss:
         """Read every template; a FAISS index over them when the gallery is large enough (and faiss-cpu is
         there), else an exact snapshot."""
-        seq = self.store.change_seq() if hasattr(self.store, "change_seq") else None   # before the matrix:
-        generation, template_ids, person_ids, matrix = self.store.matrix()     # changes in between replay
+        seq = self.store.change_seq() if hasattr(self.store, "change_seq") else None  # before the matrix:
+        generation, template_ids, person_ids, matrix = self.store.matrix()  # changes in between replay
         n = len(template_ids)
         if self.approx_min is not None and n >= self.approx_min:
             if self._faiss_wanted():
@@ -152,8 +160,12 @@ class GalleryIndex:
         index.add(template_ids, matrix)
         order = np.argsort(template_ids, kind="stable")
         state = _Faiss(generation, seq, index, template_ids[order], person_ids[order], unsaved=1)
-        log.info("FAISS index over %d templates (%d lists) built in %.1f s", len(template_ids), index.nlist,
-                 time.perf_counter() - start)
+        log.info(
+            "FAISS index over %d templates (%d lists) built in %.1f s",
+            len(template_ids),
+            index.nlist,
+            time.perf_counter() - start,
+        )
         self._save(state)
         return state
 
@@ -186,15 +198,18 @@ class GalleryIndex:
         # search does not wait for the disk)
         if len(present):
             self._save(state)
-        elif state.unsaved >= max(1000, len(state.template_ids) // 100) or \
-                (self.path is not None and not self.path.exists()):
+        elif state.unsaved >= max(1000, len(state.template_ids) // 100) or (
+            self.path is not None and not self.path.exists()
+        ):
             self._save(state, wait=False)
         return True
 
     def _header(self) -> dict:
         model = self.store.model
-        return {"model": [model.name, model.version, model.embedding_size],
-                "gallery_created": getattr(self.store, "created", "")}
+        return {
+            "model": [model.name, model.version, model.embedding_size],
+            "gallery_created": getattr(self.store, "created", ""),
+        }
 
     def _save(self, state: _Faiss, wait: bool = True) -> None:
         """Write the index to its file (in the background: searches go on meanwhile). ``wait=False``: not now
@@ -207,8 +222,9 @@ class GalleryIndex:
 
         header = {**self._header(), "generation": state.generation, "seq": state.seq}
         arrays = (state.template_ids.copy(), state.person_ids.copy())
-        copy = FaissIndex(state.index.d, 0, kind=state.index.kind,
-                          index=_clone(state.index.index))   # the writer works on its own copy
+        copy = FaissIndex(
+            state.index.d, 0, kind=state.index.kind, index=_clone(state.index.index)
+        )  # the writer works on its own copy
         state.unsaved = 0
 
         def write() -> None:
@@ -231,8 +247,11 @@ class GalleryIndex:
         if found is None:
             return None
         index, header, arrays = found
-        if any(header.get(k) != v for k, v in self._header().items()) or len(arrays) != 2 \
-                or not hasattr(self.store, "changes"):
+        if (
+            any(header.get(k) != v for k, v in self._header().items())
+            or len(arrays) != 2
+            or not hasattr(self.store, "changes")
+        ):
             return None
         state = _Faiss(int(header["generation"]), int(header["seq"]), index, arrays[0], arrays[1])
         if not self._catch_up(state) or len(state.template_ids) != self.store.stats()["templates"]:
@@ -271,8 +290,9 @@ class GalleryIndex:
         return "exact"
 
     # -- search ----------------------------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int = 5, exclude: int | Collection[int] | None = None,
-               exact: bool | None = None) -> list[list[Hit]]:
+    def search(
+        self, queries: np.ndarray, k: int = 5, exclude: int | Collection[int] | None = None, exact: bool | None = None
+    ) -> list[list[Hit]]:
         """The `k` best people for each query row (best first), each with their best template.
 
         `queries`: (m, d) L2-normalised embeddings. `exclude`: a person id (or several) to leave out, as if
@@ -288,21 +308,20 @@ class GalleryIndex:
                 raise ValueError(f"query embeddings are {queries.shape[1]}-d; the gallery's are {state.index.d}-d")
             if not exact:
                 excluded = set() if exclude is None else {int(i) for i in exclude}
-                with self._lock:   # FAISS is changed in place (under this lock): never search meanwhile
+                with self._lock:  # FAISS is changed in place (under this lock): never search meanwhile
                     return [_search_faiss(state, q, k, excluded) for q in queries]
             state = _snapshot(*self.store.matrix())
         if not len(state.people):
             return [[] for _ in range(len(queries))]
         if queries.shape[1] != state.matrix.shape[1]:
-            raise ValueError(f"query embeddings are {queries.shape[1]}-d; the gallery's are "
-                             f"{state.matrix.shape[1]}-d")
+            raise ValueError(f"query embeddings are {queries.shape[1]}-d; the gallery's are {state.matrix.shape[1]}-d")
         return _search_exact(state, queries, k, exclude)
 
     def person_scores(self, queries: np.ndarray, person_id: int) -> tuple[np.ndarray, np.ndarray]:
         """(template ids (t,), similarities (m, t)) of one person's templates against each query."""
         queries = np.atleast_2d(np.asarray(queries, np.float32))
         state = self._current()
-        if isinstance(state, _Faiss):   # no copy of the templates here: read that person's rows
+        if isinstance(state, _Faiss):  # no copy of the templates here: read that person's rows
             ids, matrix = self.store.person_matrix(person_id)
             return ids, np.clip(queries @ matrix.T, -1.0, 1.0)
         lo, hi = np.searchsorted(state.person_ids, [person_id, person_id + 1])
@@ -374,8 +393,8 @@ def _ids(exclude: int | Collection[int] | None) -> np.ndarray | None:
 
 
 def _search_exact(snap: _Snapshot, queries: np.ndarray, k: int, exclude: np.ndarray | None) -> list[list[Hit]]:
-    scores = queries @ snap.matrix.T                                  # (m, n)
-    per_person = np.maximum.reduceat(scores, snap.starts, axis=1)     # (m, p)
+    scores = queries @ snap.matrix.T  # (m, n)
+    per_person = np.maximum.reduceat(scores, snap.starts, axis=1)  # (m, p)
     if exclude is not None:
         per_person[:, np.isin(snap.people, exclude)] = -np.inf
     k = min(k, per_person.shape[1])

@@ -36,8 +36,10 @@ class InvalidNameError(GalleryError):
 
 
 def _refuse(name: str, why: str) -> InvalidNameError:
-    return InvalidNameError(f"invalid name {name!r}: {why} (a name is letters, numbers, single spaces and "
-                            f". , ' ’ - _ ( ) & @ +, starting with a letter or a number)")
+    return InvalidNameError(
+        f"invalid name {name!r}: {why} (a name is letters, numbers, single spaces and "
+        f". , ' ’ - _ ( ) & @ +, starting with a letter or a number)"
+    )
 
 
 def check_name(name: str) -> str:

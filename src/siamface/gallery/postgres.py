@@ -35,18 +35,26 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
 from ..errors import GalleryError
 from .index import Hit, _ids
-from .sqlbase import (NORM_TOLERANCE, SqlStore, _blob, _now, binding_meta, json_object, lookup_form,
-                      matrix_from_rows)
-from .store import (AuditRecord, DamagedGalleryError, ModelBinding, NewTemplate, Person, ReadOnlyGalleryError,
-                    UnknownPersonError, source_label)
+from .sqlbase import NORM_TOLERANCE, SqlStore, _blob, _now, binding_meta, json_object, lookup_form, matrix_from_rows
+from .store import (
+    AuditRecord,
+    DamagedGalleryError,
+    ModelBinding,
+    NewTemplate,
+    Person,
+    ReadOnlyGalleryError,
+    UnknownPersonError,
+    source_label,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +81,12 @@ def redact(url: str) -> str:
 
 def _psycopg():
     try:
-        import psycopg
         import pgvector.psycopg  # noqa: F401 - the vector type's adapters, registered per connection
+        import psycopg
     except ImportError:
-        raise GalleryError("a PostgreSQL gallery needs psycopg 3 and pgvector: pip install 'siamface[postgres]'") \
-            from None
+        raise GalleryError(
+            "a PostgreSQL gallery needs psycopg 3 and pgvector: pip install 'siamface[postgres]'"
+        ) from None
     return psycopg
 
 
@@ -135,8 +144,10 @@ _MIGRATE_TO_2 = """
 #: The HNSW index of the templates (cosine distance; m=16 as pgvector's default, ef_construction 128 instead
 #: of 64: a better graph for recall, at about twice the build time; see benchmarks/gallery_backends.py).
 HNSW_INDEX = "templates_embedding_hnsw"
-HNSW_SQL = f"CREATE INDEX {HNSW_INDEX} ON templates USING hnsw (embedding vector_cosine_ops) " \
-           "WITH (m = 16, ef_construction = 128)"
+HNSW_SQL = (
+    f"CREATE INDEX {HNSW_INDEX} ON templates USING hnsw (embedding vector_cosine_ops) "
+    "WITH (m = 16, ef_construction = 128)"
+)
 #: Rows converted per batch by the migration to version 3.
 _BATCH = 50_000
 
@@ -159,12 +170,12 @@ def _migrate_to_3(store: PostgresStore, db, model: ModelBinding | None) -> None:
             if not batch:
                 break
             try:
-                _, ids, _, matrix = matrix_from_rows(0, [(r[0], r[1], bytes(r[2])) for r in batch], d,
-                                                     store._damaged)
+                _, ids, _, matrix = matrix_from_rows(0, [(r[0], r[1], bytes(r[2])) for r in batch], d, store._damaged)
             except DamagedGalleryError as exc:
                 raise DamagedGalleryError(
                     f"{exc}. The migration to schema version 3 (pgvector) changed nothing: remove those "
-                    "people with the siamface that wrote the gallery, then migrate") from None
+                    "people with the siamface that wrote the gallery, then migrate"
+                ) from None
             with db.cursor() as put, put.copy("COPY siamface_vectors (id, vec) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(["int8", "vector"])
                 for i in range(len(ids)):
@@ -208,8 +219,15 @@ class PostgresStore(SqlStore):
     #: raises `ReadOnlyGalleryError`. Otherwise writes need the database's permissions, as any client's.
     read_only = False
 
-    def __init__(self, url: str, model: ModelBinding | None = None, *, create: bool = False,
-                 keep_images: bool = False, connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        url: str,
+        model: ModelBinding | None = None,
+        *,
+        create: bool = False,
+        keep_images: bool = False,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+    ) -> None:
         self._psycopg = _psycopg()
         if not is_url(url):
             raise GalleryError(f"not a PostgreSQL URL: {url!r} (postgresql://user@host:port/database)")
@@ -236,13 +254,15 @@ class PostgresStore(SqlStore):
             return db
         psycopg = self._psycopg
         try:
-            db = psycopg.connect(self.url, autocommit=True, connect_timeout=int(self._connect_timeout),
-                                 application_name="siamface")
+            db = psycopg.connect(
+                self.url, autocommit=True, connect_timeout=int(self._connect_timeout), application_name="siamface"
+            )
         except psycopg.OperationalError as exc:
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             if "does not exist" in reason and "database" in reason:
-                raise GalleryError(f"no gallery at {self.location}: {reason} (create the database with "
-                                   "`createdb` first)") from None
+                raise GalleryError(
+                    f"no gallery at {self.location}: {reason} (create the database with `createdb` first)"
+                ) from None
             raise GalleryError(f"cannot connect to the gallery at {self.location}: {reason}") from None
         except psycopg.Error as exc:
             raise GalleryError(f"{self.location}: not a usable gallery database ({exc})") from None
@@ -264,13 +284,15 @@ class PostgresStore(SqlStore):
     def _create_vector_extension(self, db) -> None:
         psycopg = self._psycopg
         try:
-            with db.transaction():    # a savepoint: the error below is reported, not a broken transaction
+            with db.transaction():  # a savepoint: the error below is reported, not a broken transaction
                 db.execute("CREATE EXTENSION IF NOT EXISTS vector")
         except psycopg.Error as exc:
             reason = str(exc).strip().splitlines()[0]
-            raise GalleryError(f"{self.location}: the gallery needs the pgvector extension ({reason}); install "
-                               "pgvector on the server, and have a role allowed to run CREATE EXTENSION vector "
-                               "(a superuser, or the database's owner on PostgreSQL 13+) run it once") from None
+            raise GalleryError(
+                f"{self.location}: the gallery needs the pgvector extension ({reason}); install "
+                "pgvector on the server, and have a role allowed to run CREATE EXTENSION vector "
+                "(a superuser, or the database's owner on PostgreSQL 13+) run it once"
+            ) from None
         self._register_vector(db)
 
     @staticmethod
@@ -301,8 +323,10 @@ class PostgresStore(SqlStore):
 
     def _write(self):
         if self.read_only:
-            raise ReadOnlyGalleryError(f"{self.location}: the gallery is read-only (a standby or read-only "
-                                       "database: changes go to the primary)")
+            raise ReadOnlyGalleryError(
+                f"{self.location}: the gallery is read-only (a standby or read-only "
+                "database: changes go to the primary)"
+            )
         return self._transaction(True)
 
     def _read(self):
@@ -314,8 +338,9 @@ class PostgresStore(SqlStore):
         db.execute(f"NOTIFY {NOTIFY_CHANNEL}")
 
     def _open_and_migrate(self, model: ModelBinding | None, create: bool, keep_images: bool) -> None:
-        self.read_only = self._connect().execute("SELECT current_setting('transaction_read_only')").fetchone()[0] \
-            == "on"
+        self.read_only = (
+            self._connect().execute("SELECT current_setting('transaction_read_only')").fetchone()[0] == "on"
+        )
         if self.read_only:
             self._open_read_only()
             return
@@ -325,11 +350,14 @@ class PostgresStore(SqlStore):
                 version = db.execute("SELECT version FROM siamface_schema").fetchone()[0]
             else:
                 version = 0
-                tables = db.execute("SELECT count(*) FROM information_schema.tables "
-                                    "WHERE table_schema = current_schema()").fetchone()[0]
+                tables = db.execute(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()"
+                ).fetchone()[0]
                 if tables:
-                    raise GalleryError(f"{self.location}: a database that is not a siamface gallery "
-                                       f"({tables} table(s) in schema {self._schema(db)!r})")
+                    raise GalleryError(
+                        f"{self.location}: a database that is not a siamface gallery "
+                        f"({tables} table(s) in schema {self._schema(db)!r})"
+                    )
                 if not create:
                     raise GalleryError(f"no gallery at {self.location} (enroll someone to create it)")
                 if model is None:
@@ -339,8 +367,10 @@ class PostgresStore(SqlStore):
                 self.created_now = True
             self.opened_version = version
             if version > SCHEMA_VERSION:
-                raise GalleryError(f"{self.location}: gallery schema version {version} is newer than this "
-                                   f"siamface understands ({SCHEMA_VERSION}); upgrade siamface")
+                raise GalleryError(
+                    f"{self.location}: gallery schema version {version} is newer than this "
+                    f"siamface understands ({SCHEMA_VERSION}); upgrade siamface"
+                )
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 log.info("%s: migrating gallery schema to version %d", self.location, target)
                 step = MIGRATIONS[target]
@@ -363,25 +393,29 @@ class PostgresStore(SqlStore):
         self.keep_images = meta["keep_images"] == "1"
         self.created = meta["created"]
         if model is not None and keep_images and not self.keep_images:
-            log.warning("%s: this gallery was created without keep_images; images will not be kept",
-                        self.location)
+            log.warning("%s: this gallery was created without keep_images; images will not be kept", self.location)
 
     def _open_read_only(self) -> None:
         """Open a gallery on a server that only reads (a replica): no migration, no binding can be written."""
         with self._read() as db:
             if not db.execute("SELECT to_regclass('siamface_schema') IS NOT NULL").fetchone()[0]:
-                raise ReadOnlyGalleryError(f"no gallery at {self.location}, and the database is read-only "
-                                           "(create it on the primary)")
+                raise ReadOnlyGalleryError(
+                    f"no gallery at {self.location}, and the database is read-only (create it on the primary)"
+                )
             version = int(db.execute("SELECT version FROM siamface_schema").fetchone()[0])
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         self.opened_version = version
         if version > SCHEMA_VERSION:
-            raise GalleryError(f"{self.location}: gallery schema version {version} is newer than this "
-                               f"siamface understands ({SCHEMA_VERSION}); upgrade siamface")
+            raise GalleryError(
+                f"{self.location}: gallery schema version {version} is newer than this "
+                f"siamface understands ({SCHEMA_VERSION}); upgrade siamface"
+            )
         if version < SCHEMA_VERSION or "model_name" not in meta:
-            raise ReadOnlyGalleryError(f"{self.location}: the gallery's schema (version {version}) needs migrating "
-                                       f"to version {SCHEMA_VERSION}, and the database is read-only: run "
-                                       "`siamface gallery migrate` against the primary")
+            raise ReadOnlyGalleryError(
+                f"{self.location}: the gallery's schema (version {version}) needs migrating "
+                f"to version {SCHEMA_VERSION}, and the database is read-only: run "
+                "`siamface gallery migrate` against the primary"
+            )
         self.model = ModelBinding(meta["model_name"], meta["model_version"], int(meta["embedding_size"]))
         self.keep_images = meta["keep_images"] == "1"
         self.created = meta["created"]
@@ -428,7 +462,7 @@ class PostgresStore(SqlStore):
         return found
 
     def people(self) -> list[Person]:
-        with self._read() as db:   # ignoring case, as SQLite's NOCASE column does
+        with self._read() as db:  # ignoring case, as SQLite's NOCASE column does
             rows = db.execute(self._PERSON_SELECT + " ORDER BY lower(p.name), p.name").fetchall()
         return [self._person(r) for r in rows]
 
@@ -442,7 +476,7 @@ class PostgresStore(SqlStore):
     def matrix(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
         with self._read() as db:
             generation = int(db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
-            with db.cursor(binary=True) as cur:   # vectors arrive in binary, no text parsing
+            with db.cursor(binary=True) as cur:  # vectors arrive in binary, no text parsing
                 cur.execute("SELECT id, person_id, embedding FROM templates ORDER BY person_id, id")
                 rows = [(r[0], r[1], self._raw(r[2])) for r in cur]
         return self._matrix(generation, rows)
@@ -454,8 +488,9 @@ class PostgresStore(SqlStore):
         return None if row[0] is None else bytes(row[0])
 
     def _storage_size(self, db) -> tuple[str, int]:
-        size = db.execute("SELECT sum(pg_total_relation_size(c)) FROM unnest(%s::regclass[]) c",
-                          (list(TABLES),)).fetchone()[0]
+        size = db.execute(
+            "SELECT sum(pg_total_relation_size(c)) FROM unnest(%s::regclass[]) c", (list(TABLES),)
+        ).fetchone()[0]
         return "database_bytes", int(size or 0)
 
     # -- writes --------------------------------------------------------------------------------------
@@ -463,14 +498,27 @@ class PostgresStore(SqlStore):
         for t in templates:
             if t.image is not None and not self.keep_images:
                 raise GalleryError(f"{self.location} was created without keep_images: images are not stored")
-        params = [(person_id, _vector(t.embedding, self.model.embedding_size), self.model.name, self.model.version,
-                   source_label(t.source), json_object(t.quality, "a template's quality"), now, t.image)
-                  for t in templates]
+        params = [
+            (
+                person_id,
+                _vector(t.embedding, self.model.embedding_size),
+                self.model.name,
+                self.model.version,
+                source_label(t.source),
+                json_object(t.quality, "a template's quality"),
+                now,
+                t.image,
+            )
+            for t in templates
+        ]
         ids: list[int] = []
         with db.cursor() as cur:
             cur.executemany(
                 "INSERT INTO templates (person_id, embedding, model, model_version, source, quality, created, "
-                "image) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id", params, returning=True)
+                "image) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                params,
+                returning=True,
+            )
             while True:
                 ids.append(int(cur.fetchone()[0]))
                 if not cur.nextset():
@@ -478,12 +526,20 @@ class PostgresStore(SqlStore):
         return ids
 
     def _insert_person(self, db, name: str, metadata_json: str, now: str) -> int:
-        return int(db.execute("INSERT INTO people (name, metadata, created) VALUES (%s, %s, %s) RETURNING id",
-                              (name, metadata_json, now)).fetchone()[0])
+        return int(
+            db.execute(
+                "INSERT INTO people (name, metadata, created) VALUES (%s, %s, %s) RETURNING id",
+                (name, metadata_json, now),
+            ).fetchone()[0]
+        )
 
     def _name_clashes(self, db, names: Sequence[str]) -> list[str]:
-        return [r[0] for r in db.execute("SELECT name FROM people WHERE lower(name) = ANY(%s) ORDER BY name",
-                                         ([n.lower() for n in names],)).fetchall()]
+        return [
+            r[0]
+            for r in db.execute(
+                "SELECT name FROM people WHERE lower(name) = ANY(%s) ORDER BY name", ([n.lower() for n in names],)
+            ).fetchall()
+        ]
 
     def log(self, records: Sequence[AuditRecord]) -> None:
         if not records:
@@ -493,26 +549,50 @@ class PostgresStore(SqlStore):
             cur.executemany(
                 "INSERT INTO audit (time, kind, claimed_id, returned_id, score, threshold, accepted, rule, model) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                [(now, r.kind, r.claimed, r.returned, None if r.score is None else float(r.score),
-                  float(r.threshold), bool(r.accepted), r.rule, r.model) for r in records])
+                [
+                    (
+                        now,
+                        r.kind,
+                        r.claimed,
+                        r.returned,
+                        None if r.score is None else float(r.score),
+                        float(r.threshold),
+                        bool(r.accepted),
+                        r.rule,
+                        r.model,
+                    )
+                    for r in records
+                ],
+            )
 
     def rebind(self, model: ModelBinding, embeddings: dict[int, np.ndarray]) -> None:
         with self._write() as db:
             ids = {int(r[0]) for r in db.execute("SELECT id FROM templates").fetchall()}
             if ids != set(embeddings):
-                raise GalleryError(f"{self.location}: re-embedding must cover every template "
-                                   f"({len(ids)} stored, {len(embeddings)} given); nothing changed")
-            if model.embedding_size != self.model.embedding_size:   # a column of the new model's size
+                raise GalleryError(
+                    f"{self.location}: re-embedding must cover every template "
+                    f"({len(ids)} stored, {len(embeddings)} given); nothing changed"
+                )
+            if model.embedding_size != self.model.embedding_size:  # a column of the new model's size
                 db.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")
                 db.execute("ALTER TABLE templates DROP COLUMN embedding")
                 db.execute(f"ALTER TABLE templates ADD COLUMN embedding vector({int(model.embedding_size)})")
             with db.cursor() as cur:
-                cur.executemany("UPDATE templates SET embedding = %s, model = %s, model_version = %s WHERE id = %s",
-                                [(_vector(v, model.embedding_size), model.name, model.version, int(i))
-                                 for i, v in embeddings.items()])
-                cur.executemany("UPDATE meta SET value = %s WHERE key = %s",
-                                [(model.name, "model_name"), (model.version, "model_version"),
-                                 (str(model.embedding_size), "embedding_size")])
+                cur.executemany(
+                    "UPDATE templates SET embedding = %s, model = %s, model_version = %s WHERE id = %s",
+                    [
+                        (_vector(v, model.embedding_size), model.name, model.version, int(i))
+                        for i, v in embeddings.items()
+                    ],
+                )
+                cur.executemany(
+                    "UPDATE meta SET value = %s WHERE key = %s",
+                    [
+                        (model.name, "model_name"),
+                        (model.version, "model_version"),
+                        (str(model.embedding_size), "embedding_size"),
+                    ],
+                )
             if model.embedding_size != self.model.embedding_size:
                 db.execute("ALTER TABLE templates ALTER COLUMN embedding SET NOT NULL")
                 db.execute(HNSW_SQL)
@@ -570,9 +650,11 @@ class PostgresIndex:
         """Read every template's length in the database (one scan): `DamagedGalleryError` naming those that
         are not of length 1, as loading an in-process index would (``serve`` runs it at start-up)."""
         with self._statements() as db:
-            rows = db.execute("SELECT id, person_id, vector_norm(embedding) FROM templates "
-                              "WHERE abs(vector_norm(embedding) - 1) > %s ORDER BY id LIMIT 100",
-                              (NORM_TOLERANCE,)).fetchall()
+            rows = db.execute(
+                "SELECT id, person_id, vector_norm(embedding) FROM templates "
+                "WHERE abs(vector_norm(embedding) - 1) > %s ORDER BY id LIMIT 100",
+                (NORM_TOLERANCE,),
+            ).fetchall()
         if rows:
             self.store._damaged([(int(t), int(p), f"is not of length 1 (L2 norm {n:.4g})") for t, p, n in rows])
 
@@ -598,21 +680,28 @@ class PostgresIndex:
                 # once per connection: each search is then one statement, one round trip (the settings
                 # apply from the extension's loading on, for the session)
                 db.execute(f"SET hnsw.ef_search = {limit}")
-                try:   # pgvector 0.8+: exclusions do not shorten the candidate list
+                try:  # pgvector 0.8+: exclusions do not shorten the candidate list
                     db.execute("SET hnsw.iterative_scan = relaxed_order")
                 except self.store._psycopg.Error as exc:
                     log.debug("%s: no iterative HNSW scans (%s)", self.store.location, exc)
                 db._siamface_ef_search = limit
             for q in queries:
                 params = [] if excluded is None else [[int(i) for i in excluded]]
-                if exact:   # every person's best template, then the k best people: a full scan
-                    cur.execute("SELECT id, person_id, -distance, norm FROM (SELECT DISTINCT ON (person_id) id, "
-                                "person_id, embedding <#> %s AS distance, vector_norm(embedding) AS norm "
-                                "FROM templates " + where + "ORDER BY person_id, distance) best "
-                                "ORDER BY distance LIMIT %s", [q, *params, k])
-                else:   # the candidates by cosine distance, with their exact similarity and length
-                    cur.execute("SELECT id, person_id, -(embedding <#> %s), vector_norm(embedding) FROM templates "
-                                + where + "ORDER BY embedding <=> %s LIMIT %s", [q, *params, q, limit])
+                if exact:  # every person's best template, then the k best people: a full scan
+                    cur.execute(
+                        "SELECT id, person_id, -distance, norm FROM (SELECT DISTINCT ON (person_id) id, "
+                        "person_id, embedding <#> %s AS distance, vector_norm(embedding) AS norm "
+                        "FROM templates " + where + "ORDER BY person_id, distance) best "
+                        "ORDER BY distance LIMIT %s",
+                        [q, *params, k],
+                    )
+                else:  # the candidates by cosine distance, with their exact similarity and length
+                    cur.execute(
+                        "SELECT id, person_id, -(embedding <#> %s), vector_norm(embedding) FROM templates "
+                        + where
+                        + "ORDER BY embedding <=> %s LIMIT %s",
+                        [q, *params, q, limit],
+                    )
                 results.append(self._rank(cur.fetchall(), q, k))
         return results
 
@@ -627,8 +716,9 @@ class PostgresIndex:
         norms = np.array([r[3] for r in rows], np.float64)
         bad = np.flatnonzero(np.abs(norms - 1) > NORM_TOLERANCE)
         if len(bad):
-            self.store._damaged([(int(ids[i]), int(people[i]), f"is not of length 1 (L2 norm {norms[i]:.4g})")
-                                 for i in bad])
+            self.store._damaged(
+                [(int(ids[i]), int(people[i]), f"is not of length 1 (L2 norm {norms[i]:.4g})") for i in bad]
+            )
         scores = np.clip(scores, -1.0, 1.0)
         best: dict[int, tuple[float, int]] = {}
         for i in np.argsort(-scores, kind="stable"):
@@ -644,8 +734,9 @@ class PostgresIndex:
         that person's rows only."""
         queries = np.atleast_2d(np.asarray(queries, np.float32))
         with self._statements() as db, db.cursor(binary=True) as cur:
-            cur.execute("SELECT id, person_id, embedding FROM templates WHERE person_id = %s ORDER BY id",
-                        (int(person_id),))
+            cur.execute(
+                "SELECT id, person_id, embedding FROM templates WHERE person_id = %s ORDER BY id", (int(person_id),)
+            )
             rows = cur.fetchall()
         if not rows:
             return np.zeros(0, np.int64), np.zeros((len(queries), 0), np.float32)

@@ -63,10 +63,15 @@ class EnrollmentReport:
         return not self.created and self.templates_total > 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"person": self.person, "created": self.created, "existing": self.existing,
-                "added": [a.to_dict() for a in self.added],
-                "rejected": [r.to_dict() for r in self.rejected], "warnings": list(self.warnings),
-                "templates_total": self.templates_total}
+        return {
+            "person": self.person,
+            "created": self.created,
+            "existing": self.existing,
+            "added": [a.to_dict() for a in self.added],
+            "rejected": [r.to_dict() for r in self.rejected],
+            "warnings": list(self.warnings),
+            "templates_total": self.templates_total,
+        }
 
 
 @dataclass(frozen=True)
@@ -79,8 +84,12 @@ class TemplateScore:
     matched: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"template_id": self.template_id, "similarity": _r(self.similarity), "source": self.source,
-                "matched": self.matched}
+        return {
+            "template_id": self.template_id,
+            "similarity": _r(self.similarity),
+            "source": self.source,
+            "matched": self.matched,
+        }
 
 
 @dataclass(frozen=True)
@@ -110,12 +119,23 @@ class ClaimVerification:
     threshold_far: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"claim": self.claim, "accepted": self.accepted, "score": _r(self.score), "rule": self.rule,
-                "fraction": self.fraction, "threshold": self.threshold, "threshold_source": self.threshold_source,
-                "threshold_far": self.threshold_far,
-                "matched": self.matched, "templates": [t.to_dict() for t in self.templates],
-                "model": self.model, "probe": self.probe, "box": [round(v, 1) for v in self.box],
-                "faces_found": self.faces_found, "notes": list(self.notes)}
+        return {
+            "claim": self.claim,
+            "accepted": self.accepted,
+            "score": _r(self.score),
+            "rule": self.rule,
+            "fraction": self.fraction,
+            "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
+            "threshold_far": self.threshold_far,
+            "matched": self.matched,
+            "templates": [t.to_dict() for t in self.templates],
+            "model": self.model,
+            "probe": self.probe,
+            "box": [round(v, 1) for v in self.box],
+            "faces_found": self.faces_found,
+            "notes": list(self.notes),
+        }
 
 
 @dataclass(frozen=True)
@@ -153,9 +173,14 @@ class FaceIdentity:
         return self.person if self.person is not None else self.status
 
     def to_dict(self) -> dict[str, Any]:
-        return {"box": [round(v, 1) for v in self.box], "person": self.name, "status": self.status,
-                "known": self.accepted, "similarity": _r(self.similarity),
-                "candidates": [c.to_dict() for c in self.candidates]}
+        return {
+            "box": [round(v, 1) for v in self.box],
+            "person": self.name,
+            "status": self.status,
+            "known": self.accepted,
+            "similarity": _r(self.similarity),
+            "candidates": [c.to_dict() for c in self.candidates],
+        }
 
 
 @dataclass(frozen=True)
@@ -179,5 +204,12 @@ class Identification:
         return any(f.accepted for f in self.faces)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"probe": self.probe, "faces": [f.to_dict() for f in self.faces], "threshold": self.threshold,
-                "margin": self.margin, "threshold_source": self.threshold_source, "model": self.model, "notes": list(self.notes)}
+        return {
+            "probe": self.probe,
+            "faces": [f.to_dict() for f in self.faces],
+            "threshold": self.threshold,
+            "margin": self.margin,
+            "threshold_source": self.threshold_source,
+            "model": self.model,
+            "notes": list(self.notes),
+        }

@@ -13,15 +13,27 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from datetime import datetime, timezone
-from typing import Any, Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
 from ..errors import GalleryError, ModelMismatchError
 from .names import MAX_NAME_LENGTH, check_name, lookup_form  # noqa: F401 - also imported from here
-from .store import (AddResult, AuditEntry, DamagedGalleryError, KeepFilter, ModelBinding, NewTemplate, Person,
-                    PersonExistsError, Template, UnknownPersonError, source_label)
+from .store import (
+    AddResult,
+    AuditEntry,
+    DamagedGalleryError,
+    KeepFilter,
+    ModelBinding,
+    NewTemplate,
+    Person,
+    PersonExistsError,
+    Template,
+    UnknownPersonError,
+    source_label,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +47,20 @@ NORM_TOLERANCE = 0.01
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def binding_meta(location: str, model: ModelBinding | None, keep_images: bool) -> dict[str, str]:
     """The meta rows that bind a new gallery to ``model`` (an error when there is no model to bind)."""
     if model is None:
         raise GalleryError(f"{location}: gallery is not bound to a model yet; open it with the model to bind")
-    return {"model_name": model.name, "model_version": model.version, "embedding_size": str(model.embedding_size),
-            "keep_images": "1" if keep_images else "0", "created": _now()}
+    return {
+        "model_name": model.name,
+        "model_version": model.version,
+        "embedding_size": str(model.embedding_size),
+        "keep_images": "1" if keep_images else "0",
+        "created": _now(),
+    }
 
 
 def _blob(embedding: np.ndarray, size: int) -> bytes:
@@ -60,9 +77,14 @@ def _embedding_problem(vectors: np.ndarray) -> list[str]:
     """Per row of (n, d) float32 embeddings: '' when sound, else what is wrong with it."""
     finite = np.isfinite(vectors).all(axis=1)
     norms = np.linalg.norm(np.where(finite[:, None], vectors, 0), axis=1)
-    return ["" if ok and abs(n - 1) <= NORM_TOLERANCE else
-            "holds NaN or infinity" if not ok else f"is not of length 1 (L2 norm {n:.4g})"
-            for ok, n in zip(finite, norms)]
+    return [
+        ""
+        if ok and abs(n - 1) <= NORM_TOLERANCE
+        else "holds NaN or infinity"
+        if not ok
+        else f"is not of length 1 (L2 norm {n:.4g})"
+        for ok, n in zip(finite, norms)
+    ]
 
 
 def json_depth(value: Any) -> int:
@@ -77,7 +99,7 @@ def json_depth(value: Any) -> int:
         else:
             continue
         deepest = max(deepest, level)
-        if level > MAX_JSON_DEPTH:   # deep enough to refuse: stop counting
+        if level > MAX_JSON_DEPTH:  # deep enough to refuse: stop counting
             break
         stack.extend((c, level + 1) for c in children)
     return deepest
@@ -97,8 +119,9 @@ def json_object(value: Any, what: str = "metadata") -> str:
     except TypeError as exc:
         raise GalleryError(f"{what} is not JSON: {exc}") from None
     if len(text.encode("utf-8")) > MAX_JSON_BYTES:
-        raise GalleryError(f"{what} is over the {MAX_JSON_BYTES // 1024} KiB limit "
-                           f"({len(text.encode('utf-8'))} bytes as JSON)")
+        raise GalleryError(
+            f"{what} is over the {MAX_JSON_BYTES // 1024} KiB limit ({len(text.encode('utf-8'))} bytes as JSON)"
+        )
     return text
 
 
@@ -117,8 +140,7 @@ def read_json_object(text: str, where: str) -> dict[str, Any]:
     return value
 
 
-def matrix_from_rows(generation: int, rows, d: int,
-                     damaged=None) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+def matrix_from_rows(generation: int, rows, d: int, damaged=None) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """`Store.matrix` from (template id, person id, embedding bytes) rows in person order. A row of the wrong
     length, with NaN/infinity or not of length 1 is a `DamagedGalleryError` (no search runs on a damaged
     gallery), raised by ``damaged(problems)`` when given (problems: (template id, person id, what) each)."""
@@ -126,16 +148,20 @@ def matrix_from_rows(generation: int, rows, d: int,
         return generation, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, d), np.float32)
     ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
     people = np.fromiter((r[1] for r in rows), np.int64, len(rows))
-    problems = [(int(r[0]), int(r[1]), f"{len(r[2])} bytes, not the {4 * d} of a {d}-d template")
-                for r in rows if len(r[2]) != 4 * d]
+    problems = [
+        (int(r[0]), int(r[1]), f"{len(r[2])} bytes, not the {4 * d} of a {d}-d template")
+        for r in rows
+        if len(r[2]) != 4 * d
+    ]
     if not problems:
         matrix = np.frombuffer(b"".join(r[2] for r in rows), "<f4").reshape(len(rows), d).astype(np.float32)
         problems = [(int(ids[i]), int(people[i]), p) for i, p in enumerate(_embedding_problem(matrix)) if p]
     if problems:
         if damaged is not None:
             damaged(problems)
-        raise DamagedGalleryError(f"{len(problems)} damaged template(s), e.g. template {problems[0][0]}: "
-                                  f"{problems[0][2]}")
+        raise DamagedGalleryError(
+            f"{len(problems)} damaged template(s), e.g. template {problems[0][0]}: {problems[0][2]}"
+        )
     return generation, ids, people, matrix
 
 
@@ -154,57 +180,78 @@ class SqlStore:
         return int(row[0])
 
     def _person(self, row, metadata: bool = True) -> Person:
-        return Person(id=int(row[0]), name=row[1], created=row[3], n_templates=int(row[4]),
-                      metadata=read_json_object(row[2], f"{self.location}: the metadata of {row[1]!r}")
-                      if metadata else {})
+        return Person(
+            id=int(row[0]),
+            name=row[1],
+            created=row[3],
+            n_templates=int(row[4]),
+            metadata=read_json_object(row[2], f"{self.location}: the metadata of {row[1]!r}") if metadata else {},
+        )
 
     def _damaged(self, problems: Sequence[tuple[int, int, str]]) -> None:
         """Raise `DamagedGalleryError` naming the damaged templates (id, person id, what) and their people."""
         names = self.names([p for _, p, _ in problems])
-        shown = "; ".join(f"template {t} of {names.get(p, f'person {p}')!r} is damaged ({what})"
-                          for t, p, what in problems[:5]) + (" ..." if len(problems) > 5 else "")
+        shown = "; ".join(
+            f"template {t} of {names.get(p, f'person {p}')!r} is damaged ({what})" for t, p, what in problems[:5]
+        ) + (" ..." if len(problems) > 5 else "")
         people = sorted({names.get(p, str(p)) for _, p, _ in problems})
         raise DamagedGalleryError(
             f"{self.location}: {shown}. No decision is made from a damaged gallery: remove "
             + (f"{people[0]!r} (`siamface people remove {people[0]}`)" if len(people) == 1 else "those people")
-            + " and enroll again, or restore a backup")
+            + " and enroll again, or restore a backup"
+        )
 
     def _matrix(self, generation: int, rows) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
         return matrix_from_rows(generation, rows, self.model.embedding_size, self._damaged)
 
-    _PERSON_SELECT = ("SELECT p.id, p.name, p.metadata, p.created, "
-                      "(SELECT count(*) FROM templates t WHERE t.person_id = p.id) FROM people p")
+    _PERSON_SELECT = (
+        "SELECT p.id, p.name, p.metadata, p.created, "
+        "(SELECT count(*) FROM templates t WHERE t.person_id = p.id) FROM people p"
+    )
 
     def _templates(self, db, person_id: int | None, embeddings: bool) -> list[Template]:
-        columns = ("id, person_id, model, model_version, source, quality, created, image IS NOT NULL"
-                   + (", embedding" if embeddings else ""))
+        columns = "id, person_id, model, model_version, source, quality, created, image IS NOT NULL" + (
+            ", embedding" if embeddings else ""
+        )
         if person_id is None:
             rows = db.execute(f"SELECT {columns} FROM templates ORDER BY person_id, id").fetchall()
         else:
-            rows = db.execute(self._q(f"SELECT {columns} FROM templates WHERE person_id = ? ORDER BY id"),
-                              (person_id,)).fetchall()
+            rows = db.execute(
+                self._q(f"SELECT {columns} FROM templates WHERE person_id = ? ORDER BY id"), (person_id,)
+            ).fetchall()
         if embeddings:
             rows = [(*r[:8], self._raw(r[8])) for r in rows]
-            self._matrix(0, [(r[0], r[1], r[8]) for r in rows])   # raises on a damaged template
+            self._matrix(0, [(r[0], r[1], r[8]) for r in rows])  # raises on a damaged template
 
         def quality(r) -> dict[str, Any]:
             try:
                 return read_json_object(r[5], "")
             except DamagedGalleryError as exc:
                 who = self.names([int(r[1])]).get(int(r[1]), f"person {r[1]}")
-                raise DamagedGalleryError(f"{self.location}: the quality of template {r[0]} of {who!r}{exc}") \
-                    from None
+                raise DamagedGalleryError(f"{self.location}: the quality of template {r[0]} of {who!r}{exc}") from None
 
-        return [Template(id=int(r[0]), person_id=int(r[1]), model=r[2], model_version=r[3],
-                         source=source_label(r[4]), quality=quality(r), created=r[6], has_image=bool(r[7]),
-                         embedding=np.frombuffer(r[8], "<f4").astype(np.float32) if embeddings else None)
-                for r in rows]
+        return [
+            Template(
+                id=int(r[0]),
+                person_id=int(r[1]),
+                model=r[2],
+                model_version=r[3],
+                source=source_label(r[4]),
+                quality=quality(r),
+                created=r[6],
+                has_image=bool(r[7]),
+                embedding=np.frombuffer(r[8], "<f4").astype(np.float32) if embeddings else None,
+            )
+            for r in rows
+        ]
 
     def person_matrix(self, person_id: int) -> tuple[np.ndarray, np.ndarray]:
         """(template ids, embeddings (t, d)) of one person, read alone and checked as `matrix` checks them."""
         with self._read() as db:
-            rows = db.execute(self._q("SELECT id, person_id, embedding FROM templates WHERE person_id = ? "
-                                      "ORDER BY id"), (int(person_id),)).fetchall()
+            rows = db.execute(
+                self._q("SELECT id, person_id, embedding FROM templates WHERE person_id = ? ORDER BY id"),
+                (int(person_id),),
+            ).fetchall()
         _, ids, _, matrix = self._matrix(0, [(r[0], r[1], self._raw(r[2])) for r in rows])
         return ids, matrix
 
@@ -228,9 +275,11 @@ class SqlStore:
         return sql if self.PARAM == "?" else sql.replace("?", self.PARAM)
 
     def audit(self, limit: int | None = None, person: str | None = None) -> list[AuditEntry]:
-        sql = ("SELECT a.id, a.time, a.kind, c.name, r.name, a.score, a.threshold, a.accepted, a.rule, a.model, "
-               "a.claimed_tombstone, a.returned_tombstone "
-               "FROM audit a LEFT JOIN people c ON c.id = a.claimed_id LEFT JOIN people r ON r.id = a.returned_id")
+        sql = (
+            "SELECT a.id, a.time, a.kind, c.name, r.name, a.score, a.threshold, a.accepted, a.rule, a.model, "
+            "a.claimed_tombstone, a.returned_tombstone "
+            "FROM audit a LEFT JOIN people c ON c.id = a.claimed_id LEFT JOIN people r ON r.id = a.returned_id"
+        )
         params: list[Any] = []
         with self._read() as db:
             if person is not None:
@@ -244,10 +293,23 @@ class SqlStore:
                 sql += " LIMIT ?"
                 params.append(int(limit))
             rows = db.execute(self._q(sql), params).fetchall()
-        return [AuditEntry(id=int(r[0]), time=r[1], kind=r[2], claimed=r[3], returned=r[4], score=r[5],
-                           threshold=r[6], accepted=bool(r[7]), rule=r[8], model=r[9], claimed_tombstone=r[10],
-                           returned_tombstone=r[11])
-                for r in rows]
+        return [
+            AuditEntry(
+                id=int(r[0]),
+                time=r[1],
+                kind=r[2],
+                claimed=r[3],
+                returned=r[4],
+                score=r[5],
+                threshold=r[6],
+                accepted=bool(r[7]),
+                rule=r[8],
+                model=r[9],
+                claimed_tombstone=r[10],
+                returned_tombstone=r[11],
+            )
+            for r in rows
+        ]
 
     def stats(self) -> dict[str, Any]:
         with self._read() as db:
@@ -256,10 +318,20 @@ class SqlStore:
             images = db.execute("SELECT count(*) FROM templates WHERE image IS NOT NULL").fetchone()[0]
             audit = db.execute("SELECT count(*) FROM audit").fetchone()[0]
             size_key, size = self._storage_size(db)
-        return {"gallery": self.location, "model": self.model.name, "model_version": self.model.version,
-                "embedding_size": self.model.embedding_size, "keep_images": self.keep_images,
-                "created": self.created, "schema_version": self.SCHEMA_VERSION, "people": people,
-                "templates": templates, "kept_images": images, "audit_entries": audit, size_key: size}
+        return {
+            "gallery": self.location,
+            "model": self.model.name,
+            "model_version": self.model.version,
+            "embedding_size": self.model.embedding_size,
+            "keep_images": self.keep_images,
+            "created": self.created,
+            "schema_version": self.SCHEMA_VERSION,
+            "people": people,
+            "templates": templates,
+            "kept_images": images,
+            "audit_entries": audit,
+            size_key: size,
+        }
 
     def _find_row(self, db, name: str) -> Person | None:
         """`_find` without reading the metadata (left empty): what changes that do not need it use, so that
@@ -285,14 +357,21 @@ class SqlStore:
         """Called after a deletion's transaction committed."""
 
     # -- shared ----------------------------------------------------------------------------------------
-    def add_templates(self, name: str, templates: Sequence[NewTemplate], *,
-                      metadata: dict[str, Any] | None = None, create: bool = True,
-                      keep: KeepFilter | None = None, new: bool = False) -> AddResult:
+    def add_templates(
+        self,
+        name: str,
+        templates: Sequence[NewTemplate],
+        *,
+        metadata: dict[str, Any] | None = None,
+        create: bool = True,
+        keep: KeepFilter | None = None,
+        new: bool = False,
+    ) -> AddResult:
         if new and not create:
             raise ValueError("a person cannot be both new and required to exist")
         name = check_name(name)
         templates = list(templates)
-        if metadata is not None:   # refuse bad input before taking the write lock
+        if metadata is not None:  # refuse bad input before taking the write lock
             json_object(metadata)
         for t in templates:
             _blob(t.embedding, self.model.embedding_size)
@@ -301,8 +380,13 @@ class SqlStore:
             self._check_bound(db)
             return self._add(db, name, templates, metadata, create, keep, new)
 
-    def add_people(self, people: Sequence[tuple[str, dict[str, Any], Sequence[NewTemplate]]], *,
-                   merge: bool = False, keep: KeepFilter | None = None) -> list[AddResult]:
+    def add_people(
+        self,
+        people: Sequence[tuple[str, dict[str, Any], Sequence[NewTemplate]]],
+        *,
+        merge: bool = False,
+        keep: KeepFilter | None = None,
+    ) -> list[AddResult]:
         """Add several people (name, metadata, templates) in ONE transaction (an import: all or nothing).
         A name already in the gallery is an error unless `merge`, which adds to that person (metadata
         merged); `keep` filters templates as in `add_templates`."""
@@ -323,12 +407,22 @@ class SqlStore:
                 clashes = self._name_clashes(db, [n for n, _, _ in people])
                 if clashes:
                     shown = ", ".join(repr(c) for c in clashes[:10]) + (" ..." if len(clashes) > 10 else "")
-                    raise GalleryError(f"{len(clashes)} name(s) already in {self.location}: {shown}; nothing "
-                                       "was added (merge them into the existing people with --merge)")
+                    raise GalleryError(
+                        f"{len(clashes)} name(s) already in {self.location}: {shown}; nothing "
+                        "was added (merge them into the existing people with --merge)"
+                    )
             return [self._add(db, n, ts, m, True, keep) for n, m, ts in people]
 
-    def _add(self, db, name: str, templates: list[NewTemplate], metadata: dict[str, Any] | None, create: bool,
-             keep: KeepFilter | None, new: bool = False) -> AddResult:
+    def _add(
+        self,
+        db,
+        name: str,
+        templates: list[NewTemplate],
+        metadata: dict[str, Any] | None,
+        create: bool,
+        keep: KeepFilter | None,
+        new: bool = False,
+    ) -> AddResult:
         """The body of an addition, inside the caller's write transaction: the name is looked up here, so
         that "must be new" and "must exist" cannot race with another writer."""
         found = self._find(db, name)
@@ -360,12 +454,17 @@ class SqlStore:
 
     def _check_bound(self, db) -> None:
         """The gallery's model may have been changed by another process (re-embedding) since we opened it."""
-        meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN "
-                               "('model_name', 'model_version', 'embedding_size')").fetchall())
+        meta = dict(
+            db.execute(
+                "SELECT key, value FROM meta WHERE key IN ('model_name', 'model_version', 'embedding_size')"
+            ).fetchall()
+        )
         current = ModelBinding(meta["model_name"], meta["model_version"], int(meta["embedding_size"]))
         if current != self.model:
-            raise ModelMismatchError(f"{self.location} was re-embedded with model {current.describe()} since "
-                                     f"it was opened (with {self.model.describe()}); open it again")
+            raise ModelMismatchError(
+                f"{self.location} was re-embedded with model {current.describe()} since "
+                f"it was opened (with {self.model.describe()}); open it again"
+            )
 
     def rename(self, old: str, new: str) -> Person:
         new = check_name(new)
@@ -392,13 +491,15 @@ class SqlStore:
 
     def delete(self, name: str) -> int:
         with self._write() as db:
-            found = self._find_row(db, name)   # not its metadata: a damaged person can be removed
+            found = self._find_row(db, name)  # not its metadata: a damaged person can be removed
             if found is None:
                 raise UnknownPersonError(name, self.location)
             tombstone = secrets.token_hex(8)  # opaque: derived from nothing, stored nowhere else
             for column in ("claimed", "returned"):
-                db.execute(self._q(f"UPDATE audit SET {column}_tombstone = ?, {column}_id = NULL "
-                                   f"WHERE {column}_id = ?"), (tombstone, found.id))
+                db.execute(
+                    self._q(f"UPDATE audit SET {column}_tombstone = ?, {column}_id = NULL WHERE {column}_id = ?"),
+                    (tombstone, found.id),
+                )
             db.execute(self._q("DELETE FROM people WHERE id = ?"), (found.id,))  # cascades to templates, images
             self._bump(db)
         self._after_delete()

@@ -30,18 +30,35 @@ import sqlite3
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from ..errors import GalleryError
+
 # MAX_NAME_LENGTH, _blob, _now and check_name are also imported from here by other modules.
-from .sqlbase import (MAX_NAME_LENGTH, SqlStore, _blob, _now, binding_meta, check_name, json_object,  # noqa: F401
-                      lookup_form, matrix_from_rows)
-from .store import (AuditRecord, ModelBinding, NewTemplate, Person, ReadOnlyGalleryError, UnknownPersonError,
-                    source_label)
+from .sqlbase import (  # noqa: F401
+    MAX_NAME_LENGTH,
+    SqlStore,
+    _blob,
+    _now,
+    binding_meta,
+    check_name,
+    json_object,
+    lookup_form,
+    matrix_from_rows,
+)
+from .store import (
+    AuditRecord,
+    ModelBinding,
+    NewTemplate,
+    Person,
+    ReadOnlyGalleryError,
+    UnknownPersonError,
+    source_label,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +74,9 @@ def _run_script(db: sqlite3.Connection, script: str) -> None:
 
 
 def _migrate_to_1(db: sqlite3.Connection) -> None:
-    _run_script(db, """
+    _run_script(
+        db,
+        """
         CREATE TABLE meta (
             key   TEXT PRIMARY KEY,
             value TEXT NOT NULL
@@ -95,14 +114,17 @@ def _migrate_to_1(db: sqlite3.Connection) -> None:
         CREATE INDEX audit_claimed ON audit(claimed_id);
         CREATE INDEX audit_returned ON audit(returned_id);
         INSERT INTO meta (key, value) VALUES ('generation', '0');
-    """)
+    """,
+    )
 
 
 def _migrate_to_2(db: sqlite3.Connection) -> None:
     """Audit rows outlive the people they name: removing a person sets the row's person ids to NULL and
     writes an opaque tombstone id in their place (random, the same for every row of that person, linked to
     nothing), instead of deleting the rows."""
-    _run_script(db, """
+    _run_script(
+        db,
+        """
         CREATE TABLE audit_v2 (
             id                 INTEGER PRIMARY KEY,
             time               TEXT NOT NULL,
@@ -123,26 +145,34 @@ def _migrate_to_2(db: sqlite3.Connection) -> None:
         ALTER TABLE audit_v2 RENAME TO audit;
         CREATE INDEX audit_claimed ON audit(claimed_id);
         CREATE INDEX audit_returned ON audit(returned_id)
-    """)
+    """,
+    )
 
 
 def _migrate_to_3(db: sqlite3.Connection) -> None:
     """A log of template changes (ids only, no biometric data), written by triggers whatever writes the
     file: what a process's 1:N index reads to catch up with a change made elsewhere without reloading
     every template. `SQLiteStore.changes` reads it; a change keeps the last `CHANGE_LOG_KEEP` entries."""
-    db.execute("CREATE TABLE template_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
-               "template_id INTEGER NOT NULL)")
-    db.execute("CREATE TRIGGER template_added AFTER INSERT ON templates BEGIN "
-               "INSERT INTO template_changes (template_id) VALUES (new.id); END")
-    db.execute("CREATE TRIGGER template_removed AFTER DELETE ON templates BEGIN "
-               "INSERT INTO template_changes (template_id) VALUES (old.id); END")
-    db.execute("CREATE TRIGGER template_changed AFTER UPDATE OF id, person_id, embedding ON templates BEGIN "
-               "INSERT INTO template_changes (template_id) VALUES (old.id); "
-               "INSERT INTO template_changes (template_id) VALUES (new.id); END")
+    db.execute("CREATE TABLE template_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, template_id INTEGER NOT NULL)")
+    db.execute(
+        "CREATE TRIGGER template_added AFTER INSERT ON templates BEGIN "
+        "INSERT INTO template_changes (template_id) VALUES (new.id); END"
+    )
+    db.execute(
+        "CREATE TRIGGER template_removed AFTER DELETE ON templates BEGIN "
+        "INSERT INTO template_changes (template_id) VALUES (old.id); END"
+    )
+    db.execute(
+        "CREATE TRIGGER template_changed AFTER UPDATE OF id, person_id, embedding ON templates BEGIN "
+        "INSERT INTO template_changes (template_id) VALUES (old.id); "
+        "INSERT INTO template_changes (template_id) VALUES (new.id); END"
+    )
     # the log keeps its last CHANGE_LOG_KEEP entries (pruned every 1000), whichever code writes the file
-    db.execute(f"CREATE TRIGGER template_changes_pruned AFTER INSERT ON template_changes "
-               f"WHEN new.seq % 1000 = 0 BEGIN "
-               f"DELETE FROM template_changes WHERE seq <= new.seq - {CHANGE_LOG_KEEP}; END")
+    db.execute(
+        f"CREATE TRIGGER template_changes_pruned AFTER INSERT ON template_changes "
+        f"WHEN new.seq % 1000 = 0 BEGIN "
+        f"DELETE FROM template_changes WHERE seq <= new.seq - {CHANGE_LOG_KEEP}; END"
+    )
     # the starting point: nothing logged yet, an index built from now on reads from here
     db.execute("INSERT INTO template_changes (template_id) VALUES (0)")
 
@@ -173,7 +203,7 @@ def _create_private(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:   # another process created it first: it is checked like any existing file
+    except FileExistsError:  # another process created it first: it is checked like any existing file
         pass
     except OSError as exc:
         raise GalleryError(f"cannot create gallery {path}: {exc.strerror}") from None
@@ -190,9 +220,16 @@ class SQLiteStore(SqlStore):
 
     SCHEMA_VERSION = SCHEMA_VERSION
 
-    def __init__(self, path: str | os.PathLike, model: ModelBinding | None = None, *, create: bool = False,
-                 keep_images: bool = False, busy_timeout: float = BUSY_TIMEOUT_S,
-                 read_only: bool | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        model: ModelBinding | None = None,
+        *,
+        create: bool = False,
+        keep_images: bool = False,
+        busy_timeout: float = BUSY_TIMEOUT_S,
+        read_only: bool | None = None,
+    ) -> None:
         self.path = Path(path)
         self.location = str(self.path)
         self._busy_timeout = float(busy_timeout)
@@ -211,7 +248,7 @@ class SQLiteStore(SqlStore):
             if self.read_only:
                 raise ReadOnlyGalleryError(f"{self.path}: cannot create a gallery read-only")
             _create_private(self.path)
-        version = self._identify()   # read-only: nothing is written to a file that is not a gallery
+        version = self._identify()  # read-only: nothing is written to a file that is not a gallery
         if self.read_only:
             self._open_read_only(version)
         else:
@@ -244,8 +281,10 @@ class SQLiteStore(SqlStore):
         if version == 0 and tables:
             raise GalleryError(f"{self.path}: an SQLite file that is not a siamface gallery")
         if version > SCHEMA_VERSION:
-            raise GalleryError(f"{self.path}: gallery schema version {version} is newer than this siamface "
-                               f"understands ({SCHEMA_VERSION}); upgrade siamface")
+            raise GalleryError(
+                f"{self.path}: gallery schema version {version} is newer than this siamface "
+                f"understands ({SCHEMA_VERSION}); upgrade siamface"
+            )
         return version
 
     def _open_connection(self, read_only: bool) -> sqlite3.Connection:
@@ -256,13 +295,19 @@ class SQLiteStore(SqlStore):
             db = None
             try:
                 if read_only:
-                    db = sqlite3.connect(self._read_only_uri(), uri=True, timeout=self._busy_timeout,
-                                         isolation_level=None, check_same_thread=False)
+                    db = sqlite3.connect(
+                        self._read_only_uri(),
+                        uri=True,
+                        timeout=self._busy_timeout,
+                        isolation_level=None,
+                        check_same_thread=False,
+                    )
                     db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-                    db.execute("PRAGMA user_version").fetchone()   # reads the header: a bad file fails here
+                    db.execute("PRAGMA user_version").fetchone()  # reads the header: a bad file fails here
                     return db
-                db = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None,
-                                     check_same_thread=False)
+                db = sqlite3.connect(
+                    self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+                )
                 db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
                 db.execute("PRAGMA foreign_keys = ON")
                 db.execute("PRAGMA secure_delete = ON")
@@ -296,8 +341,10 @@ class SQLiteStore(SqlStore):
         return db
 
     def _refuse_write(self) -> ReadOnlyGalleryError:
-        return ReadOnlyGalleryError(f"{self.path}: the gallery is read-only (this process may not write the "
-                                    "file or its folder); reading it works, changing it needs write access")
+        return ReadOnlyGalleryError(
+            f"{self.path}: the gallery is read-only (this process may not write the "
+            "file or its folder); reading it works, changing it needs write access"
+        )
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -315,7 +362,7 @@ class SQLiteStore(SqlStore):
             yield db
         except sqlite3.OperationalError as exc:
             self._rollback(db)
-            if "readonly" in str(exc):   # e.g. a file system mounted read-only
+            if "readonly" in str(exc):  # e.g. a file system mounted read-only
                 raise self._refuse_write() from None
             raise
         except BaseException:
@@ -365,13 +412,18 @@ class SQLiteStore(SqlStore):
             low, high = db.execute("SELECT min(seq), max(seq) FROM template_changes").fetchone()
             if low is None or since < low:
                 return None
-            touched = sorted({int(r[0]) for r in db.execute(
-                "SELECT template_id FROM template_changes WHERE seq > ?", (since,))} - {0})
+            touched = sorted(
+                {int(r[0]) for r in db.execute("SELECT template_id FROM template_changes WHERE seq > ?", (since,))}
+                - {0}
+            )
             rows = []
             for lo in range(0, len(touched), 500):
-                part = touched[lo:lo + 500]
-                rows += db.execute(f"SELECT id, person_id, embedding FROM templates WHERE id IN "
-                                   f"({','.join('?' * len(part))}) ORDER BY person_id, id", part).fetchall()
+                part = touched[lo : lo + 500]
+                rows += db.execute(
+                    f"SELECT id, person_id, embedding FROM templates WHERE id IN "
+                    f"({','.join('?' * len(part))}) ORDER BY person_id, id",
+                    part,
+                ).fetchall()
         _, ids, people, matrix = self._matrix(generation, rows)
         return generation, int(high), np.array(touched, np.int64), (ids, people, matrix)
 
@@ -379,9 +431,11 @@ class SQLiteStore(SqlStore):
         if version == 0:
             raise ReadOnlyGalleryError(f"{self.path}: an empty file, not a gallery yet, and read-only")
         if version < SCHEMA_VERSION:
-            raise ReadOnlyGalleryError(f"{self.path}: the gallery's schema (version {version}) needs migrating "
-                                       f"to version {SCHEMA_VERSION}, and it is read-only: run `siamface gallery "
-                                       "migrate` once with write access")
+            raise ReadOnlyGalleryError(
+                f"{self.path}: the gallery's schema (version {version}) needs migrating "
+                f"to version {SCHEMA_VERSION}, and it is read-only: run `siamface gallery "
+                "migrate` once with write access"
+            )
         self.opened_version = version
         try:
             meta = dict(self._connect().execute("SELECT key, value FROM meta"))
@@ -393,8 +447,9 @@ class SQLiteStore(SqlStore):
         try:
             self.model = ModelBinding(meta["model_name"], meta["model_version"], int(meta["embedding_size"]))
         except (KeyError, ValueError):
-            raise GalleryError(f"{self.path}: gallery is not bound to a model (its meta rows are missing or "
-                               "damaged)") from None
+            raise GalleryError(
+                f"{self.path}: gallery is not bound to a model (its meta rows are missing or damaged)"
+            ) from None
         self.keep_images = meta.get("keep_images") == "1"
         self.created = meta.get("created", "")
 
@@ -403,8 +458,10 @@ class SQLiteStore(SqlStore):
             with self._write() as db:
                 version = db.execute("PRAGMA user_version").fetchone()[0]
                 if version > SCHEMA_VERSION:
-                    raise GalleryError(f"{self.path}: gallery schema version {version} is newer than this "
-                                       f"siamface understands ({SCHEMA_VERSION}); upgrade siamface")
+                    raise GalleryError(
+                        f"{self.path}: gallery schema version {version} is newer than this "
+                        f"siamface understands ({SCHEMA_VERSION}); upgrade siamface"
+                    )
                 if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                     raise GalleryError(f"{self.path}: an SQLite file that is not a siamface gallery")
                 self.opened_version = version
@@ -420,8 +477,7 @@ class SQLiteStore(SqlStore):
             raise GalleryError(f"{self.path}: not a usable gallery file ({exc})") from None
         self._bind(meta)
         if model is not None and keep_images and not self.keep_images:
-            log.warning("%s: this gallery was created without keep_images; images will not be kept",
-                        self.path)
+            log.warning("%s: this gallery was created without keep_images; images will not be kept", self.path)
 
     def schema_version(self) -> int:
         """The file's schema version (`SCHEMA_VERSION` once opened: opening migrates)."""
@@ -460,7 +516,7 @@ class SQLiteStore(SqlStore):
         out: dict[int, str] = {}
         db = self._connect()
         for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
+            chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             out.update(db.execute(f"SELECT id, name FROM people WHERE id IN ({marks})", chunk).fetchall())
         return out
@@ -489,18 +545,26 @@ class SQLiteStore(SqlStore):
         cursor = db.execute(
             "INSERT INTO templates (person_id, embedding, model, model_version, source, quality, created, image) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (person_id, _blob(template.embedding, self.model.embedding_size), self.model.name,
-             self.model.version, source_label(template.source), json_object(template.quality, "a template's quality"),
-             now, template.image))
+            (
+                person_id,
+                _blob(template.embedding, self.model.embedding_size),
+                self.model.name,
+                self.model.version,
+                source_label(template.source),
+                json_object(template.quality, "a template's quality"),
+                now,
+                template.image,
+            ),
+        )
         return int(cursor.lastrowid)
 
     def _insert_person(self, db: sqlite3.Connection, name: str, metadata_json: str, now: str) -> int:
-        cursor = db.execute("INSERT INTO people (name, metadata, created) VALUES (?, ?, ?)",
-                            (name, metadata_json, now))
+        cursor = db.execute("INSERT INTO people (name, metadata, created) VALUES (?, ?, ?)", (name, metadata_json, now))
         return int(cursor.lastrowid)
 
-    def _insert_templates(self, db: sqlite3.Connection, person_id: int, templates: Sequence[NewTemplate],
-                          now: str) -> list[int]:
+    def _insert_templates(
+        self, db: sqlite3.Connection, person_id: int, templates: Sequence[NewTemplate], now: str
+    ) -> list[int]:
         return [self._insert_template(db, person_id, t, now) for t in templates]
 
     def _name_clashes(self, db: sqlite3.Connection, names: Sequence[str]) -> list[str]:
@@ -526,8 +590,11 @@ class SQLiteStore(SqlStore):
             busy = 1
             log.debug("checkpoint failed: %s", exc)
         if busy:
-            log.warning("%s: the WAL could not be truncated now (another reader is active); deleted data "
-                        "leaves it at the next checkpoint", self.location)
+            log.warning(
+                "%s: the WAL could not be truncated now (another reader is active); deleted data "
+                "leaves it at the next checkpoint",
+                self.location,
+            )
 
     def log(self, records: Sequence[AuditRecord]) -> None:
         if not records:
@@ -537,21 +604,43 @@ class SQLiteStore(SqlStore):
             db.executemany(
                 "INSERT INTO audit (time, kind, claimed_id, returned_id, score, threshold, accepted, rule, model) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(now, r.kind, r.claimed, r.returned, None if r.score is None else float(r.score),
-                  float(r.threshold), int(bool(r.accepted)), r.rule, r.model) for r in records])
+                [
+                    (
+                        now,
+                        r.kind,
+                        r.claimed,
+                        r.returned,
+                        None if r.score is None else float(r.score),
+                        float(r.threshold),
+                        int(bool(r.accepted)),
+                        r.rule,
+                        r.model,
+                    )
+                    for r in records
+                ],
+            )
 
     def rebind(self, model: ModelBinding, embeddings: dict[int, np.ndarray]) -> None:
         with self._write() as db:
             ids = {r[0] for r in db.execute("SELECT id FROM templates")}
             if ids != set(embeddings):
-                raise GalleryError(f"{self.location}: re-embedding must cover every template "
-                                   f"({len(ids)} stored, {len(embeddings)} given); nothing changed")
+                raise GalleryError(
+                    f"{self.location}: re-embedding must cover every template "
+                    f"({len(ids)} stored, {len(embeddings)} given); nothing changed"
+                )
             for template_id, vector in embeddings.items():
-                db.execute("UPDATE templates SET embedding = ?, model = ?, model_version = ? WHERE id = ?",
-                           (_blob(vector, model.embedding_size), model.name, model.version, template_id))
-            db.executemany("UPDATE meta SET value = ? WHERE key = ?",
-                           [(model.name, "model_name"), (model.version, "model_version"),
-                            (str(model.embedding_size), "embedding_size")])
+                db.execute(
+                    "UPDATE templates SET embedding = ?, model = ?, model_version = ? WHERE id = ?",
+                    (_blob(vector, model.embedding_size), model.name, model.version, template_id),
+                )
+            db.executemany(
+                "UPDATE meta SET value = ? WHERE key = ?",
+                [
+                    (model.name, "model_name"),
+                    (model.version, "model_version"),
+                    (str(model.embedding_size), "embedding_size"),
+                ],
+            )
             self._bump(db)
         self.model = model
         self._flush_wal()

@@ -12,8 +12,9 @@ the same protocol and run the same tests.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -79,7 +80,8 @@ class ModelBinding:
                 f"{where} holds templates of model {self.describe()}, but this pipeline uses model "
                 f"{other.describe()}; embeddings of different models cannot be compared. Use "
                 f"--model {self.name}, or re-embed the gallery with the new model "
-                f"(`siamface gallery reembed --model {other.name}`, possible only when it keeps images).")
+                f"(`siamface gallery reembed --model {other.name}`, possible only when it keeps images)."
+            )
 
 
 @dataclass(frozen=True)
@@ -91,8 +93,13 @@ class Person:
     n_templates: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "metadata": self.metadata, "created": self.created,
-                "templates": self.n_templates}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "metadata": self.metadata,
+            "created": self.created,
+            "templates": self.n_templates,
+        }
 
 
 @dataclass(frozen=True)
@@ -110,9 +117,16 @@ class Template:
     embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "person_id": self.person_id, "model": self.model,
-                "model_version": self.model_version, "source": self.source, "quality": self.quality,
-                "created": self.created, "has_image": self.has_image}
+        return {
+            "id": self.id,
+            "person_id": self.person_id,
+            "model": self.model,
+            "model_version": self.model_version,
+            "source": self.source,
+            "quality": self.quality,
+            "created": self.created,
+            "has_image": self.has_image,
+        }
 
 
 @dataclass(frozen=True)
@@ -130,9 +144,9 @@ class NewTemplate:
 class AuditRecord:
     """A decision to log. Names are resolved to ids by the store; None for "nobody"."""
 
-    kind: str                   # "verify" or "identify"
-    claimed: int | None         # person id claimed (verify)
-    returned: int | None        # person id returned (the claimed one when accepted; the one identified)
+    kind: str  # "verify" or "identify"
+    claimed: int | None  # person id claimed (verify)
+    returned: int | None  # person id returned (the claimed one when accepted; the one identified)
     score: float | None
     threshold: float
     accepted: bool
@@ -152,7 +166,7 @@ class AuditEntry:
     accepted: bool
     rule: str
     model: str
-    claimed_tombstone: str | None = None     # set (and `claimed` None) once that person was removed
+    claimed_tombstone: str | None = None  # set (and `claimed` None) once that person was removed
     returned_tombstone: str | None = None
 
     @property
@@ -164,9 +178,18 @@ class AuditEntry:
         return self.returned if self.returned_tombstone is None else f"removed:{self.returned_tombstone}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "time": self.time, "kind": self.kind, "claimed": self.claimed_label,
-                "returned": self.returned_label, "score": self.score, "threshold": self.threshold,
-                "accepted": self.accepted, "rule": self.rule, "model": self.model}
+        return {
+            "id": self.id,
+            "time": self.time,
+            "kind": self.kind,
+            "claimed": self.claimed_label,
+            "returned": self.returned_label,
+            "score": self.score,
+            "threshold": self.threshold,
+            "accepted": self.accepted,
+            "rule": self.rule,
+            "model": self.model,
+        }
 
 
 @dataclass(frozen=True)
@@ -193,22 +216,34 @@ class Store(Protocol):
     location: str
     model: ModelBinding
     keep_images: bool
-    read_only: bool   # opened without write access: reads work, every change raises ReadOnlyGalleryError
+    read_only: bool  # opened without write access: reads work, every change raises ReadOnlyGalleryError
 
     def generation(self) -> int:
         """A counter that moves whenever people or templates change (in any process)."""
 
-    def add_templates(self, name: str, templates: Sequence[NewTemplate], *,
-                      metadata: dict[str, Any] | None = None, create: bool = True,
-                      keep: KeepFilter | None = None, new: bool = False) -> AddResult:
+    def add_templates(
+        self,
+        name: str,
+        templates: Sequence[NewTemplate],
+        *,
+        metadata: dict[str, Any] | None = None,
+        create: bool = True,
+        keep: KeepFilter | None = None,
+        new: bool = False,
+    ) -> AddResult:
         """Add templates to `name` (created if missing and `create`), all in one transaction. When every
         candidate is skipped, nothing changes (a new person is not created). `new`: the name must not be
         enrolled yet (`PersonExistsError` otherwise); `create=False`: it must be (`UnknownPersonError`).
         Both are decided inside the transaction: of two writers creating the same new name with
         ``new=True``, exactly one succeeds. Names are checked by `siamface.gallery.names.check_name`."""
 
-    def add_people(self, people: Sequence[tuple[str, dict[str, Any], Sequence[NewTemplate]]], *,
-                   merge: bool = False, keep: KeepFilter | None = None) -> list[AddResult]:
+    def add_people(
+        self,
+        people: Sequence[tuple[str, dict[str, Any], Sequence[NewTemplate]]],
+        *,
+        merge: bool = False,
+        keep: KeepFilter | None = None,
+    ) -> list[AddResult]:
         """Add several people in one transaction; a name already there is an error unless `merge`."""
 
     def person(self, name: str, *, metadata: bool = True) -> Person:
@@ -256,8 +291,7 @@ def is_database_url(spec) -> bool:
     return isinstance(spec, str) and spec.lower().startswith(("postgresql://", "postgres://"))
 
 
-def open_store(spec, model: ModelBinding | None = None, *, create: bool = False,
-               keep_images: bool = False) -> Store:
+def open_store(spec, model: ModelBinding | None = None, *, create: bool = False, keep_images: bool = False) -> Store:
     """The store a gallery spec names: a `PostgresStore` for a ``postgresql://`` URL, else a `SQLiteStore`
     for a file path (read-only when this process may not write the file or its folder). `model`, `create`
     and `keep_images` as the stores take them."""

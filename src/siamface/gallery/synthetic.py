@@ -15,13 +15,14 @@ def around(centres: np.ndarray, rng: np.random.Generator, cosine=(0.93, 0.97)) -
     """One unit vector per centre row, at a cosine drawn from `cosine` to it."""
     c = rng.uniform(cosine[0], cosine[1], size=(len(centres), 1)).astype(np.float32)
     noise = rng.standard_normal(centres.shape, dtype=np.float32)
-    noise -= (noise * centres).sum(axis=1, keepdims=True) * centres     # orthogonal to the centre
+    noise -= (noise * centres).sum(axis=1, keepdims=True) * centres  # orthogonal to the centre
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
     return (c * centres + np.sqrt(1 - c * c) * noise).astype(np.float32)
 
 
-def gallery(n_templates: int, per_person: int = 10, d: int = 128, seed: int = 0,
-            cosine=(0.93, 0.97)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def gallery(
+    n_templates: int, per_person: int = 10, d: int = 128, seed: int = 0, cosine=(0.93, 0.97)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(centres (p, d), person index of each template (n,), templates (n, d)), sorted by person."""
     rng = np.random.default_rng(seed)
     people = -(-n_templates // per_person)

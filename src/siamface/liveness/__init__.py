@@ -10,8 +10,8 @@
 * `metrics`: APCER per attack type, BPCER, ACER (ISO/IEC 30107-3).
 """
 
-from .metrics import PadReport, pad_report
 from .combined import PassiveCheck, PassiveScore
+from .metrics import PadReport, pad_report
 from .passive import LivenessScore, PassiveLiveness
 
 __all__ = ["LivenessScore", "PadReport", "PassiveCheck", "PassiveLiveness", "PassiveScore", "pad_report"]

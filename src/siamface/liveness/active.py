@@ -20,8 +20,8 @@ challenge was met in order and the largest parallax seen reaches `parallax_min`,
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -29,8 +29,12 @@ import numpy as np
 from ..errors import ConfigError
 
 CHALLENGES = ("turn_left", "turn_right", "closer")
-PROMPTS = {"turn_left": "turn your head to your left", "turn_right": "turn your head to your right",
-           "closer": "come closer to the camera", "frontal": "look straight at the camera"}
+PROMPTS = {
+    "turn_left": "turn your head to your left",
+    "turn_right": "turn your head to your right",
+    "closer": "come closer to the camera",
+    "frontal": "look straight at the camera",
+}
 
 
 def yaw_ratio(keypoints: np.ndarray) -> float:
@@ -45,7 +49,7 @@ def parallax(reference: np.ndarray, keypoints: np.ndarray) -> float:
     """How far (in eye distances) the nose is from where a flat face's homography puts it."""
     ref = np.asarray(reference, np.float32)
     cur = np.asarray(keypoints, np.float32)
-    planar = [0, 1, 3, 4]                                       # eyes and mouth corners
+    planar = [0, 1, 3, 4]  # eyes and mouth corners
     h = cv2.getPerspectiveTransform(ref[planar], cur[planar])
     predicted = cv2.perspectiveTransform(ref[None, 2:3], h)[0, 0]
     iod = np.linalg.norm(cur[1] - cur[0])
@@ -62,8 +66,14 @@ class ActiveResult:
     seconds: float
 
     def to_dict(self) -> dict:
-        return {"passed": self.passed, "reason": self.reason, "challenges": self.challenges,
-                "completed": self.completed, "parallax": round(self.parallax, 4), "seconds": round(self.seconds, 2)}
+        return {
+            "passed": self.passed,
+            "reason": self.reason,
+            "challenges": self.challenges,
+            "completed": self.completed,
+            "parallax": round(self.parallax, 4),
+            "seconds": round(self.seconds, 2),
+        }
 
 
 @dataclass
@@ -80,7 +90,7 @@ class ActiveCheck:
     _state: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        if self.challenges is None:             # at least one turn: it is what shows parallax
+        if self.challenges is None:  # at least one turn: it is what shows parallax
             first = ("turn_left", "turn_right")[secrets.randbelow(2)]
             pool = [c for c in CHALLENGES if c != first]
             drawn = [first] + [pool.pop(secrets.randbelow(len(pool))) for _ in range(min(self.count, 3) - 1)]
@@ -92,8 +102,17 @@ class ActiveCheck:
         unknown = [c for c in self.challenges if c not in CHALLENGES]
         if unknown or not self.challenges:
             raise ConfigError(f"unknown or no challenges {unknown}; choose from {', '.join(CHALLENGES)}")
-        self._state = {"step": 0, "faced": False, "start_width": None, "t0": None, "reference": None,
-                       "reference_yaw": None, "parallax": 0.0, "result": None, "t": 0.0}
+        self._state = {
+            "step": 0,
+            "faced": False,
+            "start_width": None,
+            "t0": None,
+            "reference": None,
+            "reference_yaw": None,
+            "parallax": 0.0,
+            "result": None,
+            "t": 0.0,
+        }
 
     @property
     def prompt(self) -> str:
@@ -116,8 +135,14 @@ class ActiveCheck:
 
     def _finish(self, passed: bool, reason: str) -> ActiveResult:
         s = self._state
-        s["result"] = ActiveResult(passed, reason, list(self.challenges), s["step"], s["parallax"],
-                                   s["t"] - (s["t0"] if s["t0"] is not None else s["t"]))
+        s["result"] = ActiveResult(
+            passed,
+            reason,
+            list(self.challenges),
+            s["step"],
+            s["parallax"],
+            s["t"] - (s["t0"] if s["t0"] is not None else s["t"]),
+        )
         return s["result"]
 
     def update(self, keypoints: np.ndarray | None, box, t: float) -> ActiveResult | None:
@@ -145,14 +170,20 @@ class ActiveCheck:
                 s["faced"], s["start_width"] = True, width
             return None
         challenge = self.challenges[s["step"]]
-        met = ((challenge == "turn_left" and yaw > self.turn) or (challenge == "turn_right" and yaw < -self.turn)
-               or (challenge == "closer" and width >= self.closer * s["start_width"]))
+        met = (
+            (challenge == "turn_left" and yaw > self.turn)
+            or (challenge == "turn_right" and yaw < -self.turn)
+            or (challenge == "closer" and width >= self.closer * s["start_width"])
+        )
         if met:
             s["step"] += 1
-            s["faced"] = False                     # back to the camera before the next one
+            s["faced"] = False  # back to the camera before the next one
             if s["step"] == len(self.challenges):
                 if s["parallax"] >= self.parallax_min:
                     return self._finish(True, "challenges met with a 3-D face")
-                return self._finish(False, f"challenges met but the face moved like a flat picture "
-                                           f"(parallax {s['parallax']:.3f} < {self.parallax_min})")
+                return self._finish(
+                    False,
+                    f"challenges met but the face moved like a flat picture "
+                    f"(parallax {s['parallax']:.3f} < {self.parallax_min})",
+                )
         return None

@@ -83,8 +83,11 @@ class CnnScore:
         return (self.v2 + self.v1se) / 2
 
     def to_dict(self) -> dict:
-        return {"score": round(self.score, 4), "minifasnet_v2": round(self.v2, 4),
-                "minifasnet_v1se": round(self.v1se, 4)}
+        return {
+            "score": round(self.score, 4),
+            "minifasnet_v2": round(self.v2, 4),
+            "minifasnet_v1se": round(self.v1se, 4),
+        }
 
 
 class AntiSpoofCnn:
@@ -107,12 +110,15 @@ class AntiSpoofCnn:
         with self._lock:
             if key not in self._sessions:
                 if not path.is_file():
-                    raise ModelError(f"anti-spoofing model {path} is missing (reinstall siamface, or run "
-                                     f"tools/convert_silent_face.py)")
+                    raise ModelError(
+                        f"anti-spoofing model {path} is missing (reinstall siamface, or run "
+                        f"tools/convert_silent_face.py)"
+                    )
                 try:
-                    self._sessions[key] = ort.InferenceSession(str(path), session_options(self.threads),
-                                                               providers=["CPUExecutionProvider"])
-                except Exception as exc:      # a damaged file: one line, not a traceback
+                    self._sessions[key] = ort.InferenceSession(
+                        str(path), session_options(self.threads), providers=["CPUExecutionProvider"]
+                    )
+                except Exception as exc:  # a damaged file: one line, not a traceback
                     raise ModelError(f"anti-spoofing model {path} could not be loaded: {exc}") from None
             return self._sessions[key]
 

@@ -31,7 +31,7 @@ from .passive import MODEL_DIR, SIDES, PassiveLiveness, features, frame_sides, i
 DEFAULT_COMBINED = MODEL_DIR / "passive_v3.json"
 #: the combiner's inputs, in order
 INPUTS = ("texture", "minifasnet_v2", "minifasnet_v1se", "frame_sides")
-EPS = 0.01          # no cue is trusted beyond 99 % either way: log-odds within +-4.6
+EPS = 0.01  # no cue is trusted beyond 99 % either way: log-odds within +-4.6
 
 
 def logit(p) -> np.ndarray:
@@ -74,16 +74,28 @@ class PassiveScore:
         return self.score
 
     def to_dict(self) -> dict:
-        return {"score": round(self.score, 4), "threshold": round(self.threshold, 4), "live": self.live,
-                "model": self.model, "texture": round(self.texture, 4), "cnn": self.cnn.to_dict(),
-                "frame": list(self.frame), "framed": self.framed}
+        return {
+            "score": round(self.score, 4),
+            "threshold": round(self.threshold, 4),
+            "live": self.live,
+            "model": self.model,
+            "texture": round(self.texture, 4),
+            "cnn": self.cnn.to_dict(),
+            "frame": list(self.frame),
+            "framed": self.framed,
+        }
 
 
 class PassiveCheck:
     """The shipped (or a given) combiner over the shipped cue models. ``threshold`` overrides the file's."""
 
-    def __init__(self, path: str | Path = DEFAULT_COMBINED, threshold: float | None = None,
-                 texture: PassiveLiveness | None = None, cnn: AntiSpoofCnn | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path = DEFAULT_COMBINED,
+        threshold: float | None = None,
+        texture: PassiveLiveness | None = None,
+        cnn: AntiSpoofCnn | None = None,
+    ) -> None:
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"liveness model {path} is missing")
@@ -125,16 +137,43 @@ def liveness_models() -> list[dict]:
     combiner = json.loads(DEFAULT_COMBINED.read_text()) if DEFAULT_COMBINED.is_file() else {}
     texture = PassiveLiveness() if (MODEL_DIR / "passive_v2.npz").is_file() else None
     ours = "trained by siamface (python -m siamface.liveness.train{})"
-    models = [{"name": combiner.get("meta", {}).get("name", "passive_v3"), "role": "the passive decision: "
-               "logistic combination of the cues below", "file": DEFAULT_COMBINED.name,
-               "threshold": combiner.get("threshold"), "source": ours.format(" --combine"), "licence": "MIT"}]
+    models = [
+        {
+            "name": combiner.get("meta", {}).get("name", "passive_v3"),
+            "role": "the passive decision: logistic combination of the cues below",
+            "file": DEFAULT_COMBINED.name,
+            "threshold": combiner.get("threshold"),
+            "source": ours.format(" --combine"),
+            "licence": "MIT",
+        }
+    ]
     for name, scale in NETWORKS.items():
-        models.append({"name": name, "role": f"anti-spoofing CNN, face box x{scale:g}, 80x80 BGR",
-                       "file": f"{name}.onnx", "source": SOURCE + ", converted to ONNX by tools/convert_silent_face.py",
-                       "licence": f"{LICENCE} (LICENSE-silent-face, NOTICE-silent-face)"})
-    models.append({"name": texture.name if texture else "passive_v2", "role": "colour-texture model (LBP, "
-                   "spectrum; logistic)", "file": "passive_v2.npz",
-                   "threshold": texture.threshold if texture else None, "source": ours.format(""), "licence": "MIT"})
-    models.append({"name": "frame", "role": "frame cue: straight edges around the face (geometry, no weights)",
-                   "file": None, "source": "siamface", "licence": "MIT"})
+        models.append(
+            {
+                "name": name,
+                "role": f"anti-spoofing CNN, face box x{scale:g}, 80x80 BGR",
+                "file": f"{name}.onnx",
+                "source": SOURCE + ", converted to ONNX by tools/convert_silent_face.py",
+                "licence": f"{LICENCE} (LICENSE-silent-face, NOTICE-silent-face)",
+            }
+        )
+    models.append(
+        {
+            "name": texture.name if texture else "passive_v2",
+            "role": "colour-texture model (LBP, spectrum; logistic)",
+            "file": "passive_v2.npz",
+            "threshold": texture.threshold if texture else None,
+            "source": ours.format(""),
+            "licence": "MIT",
+        }
+    )
+    models.append(
+        {
+            "name": "frame",
+            "role": "frame cue: straight edges around the face (geometry, no weights)",
+            "file": None,
+            "source": "siamface",
+            "licence": "MIT",
+        }
+    )
     return models

@@ -63,8 +63,12 @@ def cue_values(s: PassiveScore) -> dict[str, float]:
 
 
 def cue_thresholds(model: PassiveCheck) -> dict[str, float]:
-    return {"combined": model.threshold, "cnn": float(model.meta["cnn_alone_threshold"]),
-            "texture": model.texture.threshold, "frame": 0.5}
+    return {
+        "combined": model.threshold,
+        "cnn": float(model.meta["cnn_alone_threshold"]),
+        "texture": model.texture.threshold,
+        "frame": 0.5,
+    }
 
 
 def score_items(items, pipeline, model: PassiveCheck, progress=None):
@@ -92,6 +96,7 @@ def score_items(items, pipeline, model: PassiveCheck, progress=None):
 
     def columns(rows):
         return {k: np.array([r[k] for r in rows]) for k in DECISIONS}
+
     return columns(scores), labels, missed, columns(frame_scores), frame_labels
 
 
@@ -111,14 +116,21 @@ def run(args, pipeline) -> int:
         raise ConfigError(f"{root}: no face found in any file")
     thresholds = cue_thresholds(model)
     report = pad_report(scores["combined"], labels, model.threshold)
-    payload = {"dataset": str(root), "model": model.name, "trained_on": model.meta.get("trained_on"),
-               "no_face": len(missed), "no_face_files": missed[:50], **report.to_dict()}
+    payload = {
+        "dataset": str(root),
+        "model": model.name,
+        "trained_on": model.meta.get("trained_on"),
+        "no_face": len(missed),
+        "no_face_files": missed[:50],
+        **report.to_dict(),
+    }
     payload["cues"] = {k: pad_report(scores[k], labels, thresholds[k]).to_dict() for k in DECISIONS[1:]}
     videos = sum(p.suffix.lower() in VIDEO_SUFFIXES for p, _ in items)
     if videos:
         payload["videos"] = videos
-        payload["per_frame"] = {k: pad_report(frame_scores[k], frame_labels, thresholds[k]).to_dict()
-                                for k in DECISIONS}
+        payload["per_frame"] = {
+            k: pad_report(frame_scores[k], frame_labels, thresholds[k]).to_dict() for k in DECISIONS
+        }
     (out / "report.json").write_text(json.dumps(payload, indent=2))
     written = [out / "report.json"]
     if _histogram(scores["combined"], labels, report, out / "scores.png", root.name):
@@ -127,30 +139,40 @@ def run(args, pipeline) -> int:
         print(json.dumps(payload, indent=2))
     else:
         print(_text(root, model, report, missed))
-        print("  every decision, per presentation" + (" (a video: the median of its frames)" if videos else "")
-              + " / per frame:")
+        print(
+            "  every decision, per presentation"
+            + (" (a video: the median of its frames)" if videos else "")
+            + " / per frame:"
+        )
         for k in DECISIONS:
             rows = [("presentation", report.to_dict() if k == "combined" else payload["cues"][k])]
             if videos:
                 rows.append(("frame", payload["per_frame"][k]))
             for unit, r in rows:
-                print(f"    {k:9s} {unit:12s} threshold {r['threshold']:.4f}  BPCER {100 * r['bpcer']:6.2f}%  "
-                      + "  ".join(f"APCER {t} {100 * v:6.2f}%" for t, v in r["apcer"].items()))
+                print(
+                    f"    {k:9s} {unit:12s} threshold {r['threshold']:.4f}  BPCER {100 * r['bpcer']:6.2f}%  "
+                    + "  ".join(f"APCER {t} {100 * v:6.2f}%" for t, v in r["apcer"].items())
+                )
         print("wrote " + ", ".join(map(str, written)))
     return 0
 
 
 def _text(root: Path, model: PassiveCheck, r: PadReport, missed: list[str]) -> str:
-    lines = [f"presentation-attack detection on {root}",
-             f"  passive check {model.name} (CNN pair + texture + frame cue; threshold {r.threshold:.4f})",
-             "  presentations " + ", ".join(f"{k} {v}" for k, v in r.counts.items())
-             + f"; {len(missed)} with no face (not scored)",
-             f"  BPCER  {100 * r.bpcer:6.2f}%   (live refused)"]
+    lines = [
+        f"presentation-attack detection on {root}",
+        f"  passive check {model.name} (CNN pair + texture + frame cue; threshold {r.threshold:.4f})",
+        "  presentations "
+        + ", ".join(f"{k} {v}" for k, v in r.counts.items())
+        + f"; {len(missed)} with no face (not scored)",
+        f"  BPCER  {100 * r.bpcer:6.2f}%   (live refused)",
+    ]
     for kind, rate in r.apcer.items():
         lines.append(f"  APCER  {100 * rate:6.2f}%   ({kind} accepted as live)")
-    lines += [f"  ACER   {100 * r.acer:6.2f}%",
-              f"  EER    {100 * r.eer:6.2f}% at threshold {r.eer_threshold:.4f}",
-              "  BPCER at APCER 5% / 1%: " + " / ".join(f"{100 * v:.2f}%" for v in r.bpcer_at_apcer.values())]
+    lines += [
+        f"  ACER   {100 * r.acer:6.2f}%",
+        f"  EER    {100 * r.eer:6.2f}% at threshold {r.eer_threshold:.4f}",
+        "  BPCER at APCER 5% / 1%: " + " / ".join(f"{100 * v:.2f}%" for v in r.bpcer_at_apcer.values()),
+    ]
     return "\n".join(lines)
 
 
@@ -166,8 +188,13 @@ def _histogram(scores, labels, report: PadReport, path: Path, title: str) -> boo
     fig, ax = plt.subplots(figsize=(7, 4.5))
     bins = np.linspace(0, 1, 41)
     for kind in [LIVE, *report.apcer]:
-        ax.hist(scores[labels == kind], bins=bins, alpha=0.55, density=True,
-                label=f"{kind} (n={int((labels == kind).sum())})")
+        ax.hist(
+            scores[labels == kind],
+            bins=bins,
+            alpha=0.55,
+            density=True,
+            label=f"{kind} (n={int((labels == kind).sum())})",
+        )
     ax.axvline(report.threshold, color="k", ls="--", label=f"threshold {report.threshold:.3f}")
     ax.set_xlabel("liveness score (probability of live)")
     ax.set_ylabel("density")

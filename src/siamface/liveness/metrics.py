@@ -31,11 +31,16 @@ class PadReport:
         return (max(self.apcer.values(), default=0.0) + self.bpcer) / 2
 
     def to_dict(self) -> dict:
-        return {"threshold": round(self.threshold, 4), "bpcer": round(self.bpcer, 4),
-                "apcer": {k: round(v, 4) for k, v in self.apcer.items()}, "acer": round(self.acer, 4),
-                "eer": round(self.eer, 4), "eer_threshold": round(self.eer_threshold, 4),
-                "bpcer_at_apcer": {k: round(v, 4) for k, v in self.bpcer_at_apcer.items()},
-                "counts": self.counts}
+        return {
+            "threshold": round(self.threshold, 4),
+            "bpcer": round(self.bpcer, 4),
+            "apcer": {k: round(v, 4) for k, v in self.apcer.items()},
+            "acer": round(self.acer, 4),
+            "eer": round(self.eer, 4),
+            "eer_threshold": round(self.eer_threshold, 4),
+            "bpcer_at_apcer": {k: round(v, 4) for k, v in self.bpcer_at_apcer.items()},
+            "counts": self.counts,
+        }
 
 
 def pad_report(scores: np.ndarray, labels: list[str] | np.ndarray, threshold: float) -> PadReport:

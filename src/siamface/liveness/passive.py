@@ -58,8 +58,8 @@ def lbp_histograms(channels: np.ndarray) -> np.ndarray:
     code = np.zeros((k, h, w), np.uint8)
     offsets = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))
     for bit, (dy, dx) in enumerate(offsets):
-        code |= (c[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] >= center).view(np.uint8) << np.uint8(bit)
-    bins = _uniform_lut()[code] + 59 * np.arange(k)[:, None, None]      # one bincount for every channel
+        code |= (c[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] >= center).view(np.uint8) << np.uint8(bit)
+    bins = _uniform_lut()[code] + 59 * np.arange(k)[:, None, None]  # one bincount for every channel
     hist = np.bincount(bins.ravel(), minlength=59 * k).reshape(k, 59).astype(np.float32)
     return hist / hist.sum(axis=1, keepdims=True)
 
@@ -112,8 +112,8 @@ def features(image: np.ndarray, box) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32)
 
 
-FRAME_REACH = 1.0     # a frame edge is looked for up to this many face sizes from the face box
-FRAME_FACE = 80       # the face box is rescaled to this height (px) first: the same test at every distance
+FRAME_REACH = 1.0  # a frame edge is looked for up to this many face sizes from the face box
+FRAME_FACE = 80  # the face box is rescaled to this height (px) first: the same test at every distance
 SIDES = ("left", "right", "top", "bottom")
 
 
@@ -138,8 +138,14 @@ def frame_sides(image: np.ndarray, box, reach: float = FRAME_REACH) -> tuple[str
     gray = cv2.cvtColor(roi, cv2.COLOR_RGB2GRAY) if roi.ndim == 3 else roi
     gray = cv2.resize(gray, None, fx=s, fy=s, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
     edges = cv2.Canny(cv2.GaussianBlur(gray, (5, 5), 0), 40, 100)
-    lines = cv2.HoughLinesP(edges, 1, np.pi / 180, threshold=int(0.4 * FRAME_FACE),
-                            minLineLength=int(0.7 * FRAME_FACE), maxLineGap=int(0.08 * FRAME_FACE) + 2)
+    lines = cv2.HoughLinesP(
+        edges,
+        1,
+        np.pi / 180,
+        threshold=int(0.4 * FRAME_FACE),
+        minLineLength=int(0.7 * FRAME_FACE),
+        maxLineGap=int(0.08 * FRAME_FACE) + 2,
+    )
     if lines is None:
         return ()
     # the face box in the rescaled region
@@ -149,14 +155,14 @@ def frame_sides(image: np.ndarray, box, reach: float = FRAME_REACH) -> tuple[str
     found = set()
     for xa, ya, xb, yb in lines[:, 0].astype(np.float64):
         angle = abs(np.degrees(np.arctan2(yb - ya, xb - xa))) % 180
-        if abs(angle - 90) < 15:                                   # near vertical
+        if abs(angle - 90) < 15:  # near vertical
             x, lo, hi = (xa + xb) / 2, min(ya, yb), max(ya, yb)
             if lo <= cy <= hi or hi - lo > fh:
                 if fx1 - reach * fw <= x < fx1 - 0.05 * fw:
                     found.add("left")
                 elif fx2 + 0.05 * fw < x <= fx2 + reach * fw:
                     found.add("right")
-        elif angle < 15 or angle > 165:                            # near horizontal
+        elif angle < 15 or angle > 165:  # near horizontal
             y, lo, hi = (ya + yb) / 2, min(xa, xb), max(xa, xb)
             if lo <= cx <= hi:
                 if fy1 - reach * fh <= y < fy1 - 0.05 * fh:
@@ -201,8 +207,14 @@ class LivenessScore:
         return 0.0 if self.framed else self.score
 
     def to_dict(self) -> dict:
-        return {"score": round(self.score, 4), "threshold": round(self.threshold, 4), "live": self.live,
-                "frame": list(self.frame), "framed": self.framed, "model": self.model}
+        return {
+            "score": round(self.score, 4),
+            "threshold": round(self.threshold, 4),
+            "live": self.live,
+            "frame": list(self.frame),
+            "framed": self.framed,
+            "model": self.model,
+        }
 
 
 class PassiveLiveness:
@@ -224,12 +236,14 @@ class PassiveLiveness:
         return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
 
     def score(self, image: np.ndarray, box) -> LivenessScore:
-        return LivenessScore(float(self.probability(features(image, box))[0]), self.threshold, self.name,
-                             frame_sides(image, box))
+        return LivenessScore(
+            float(self.probability(features(image, box))[0]), self.threshold, self.name, frame_sides(image, box)
+        )
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 50,
-                 weights: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 50, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, float]:
     """L2-regularised logistic regression by Newton's method (IRLS) on standardised features."""
     n, d = x.shape
     sample_w = np.ones(n) if weights is None else weights

@@ -44,8 +44,9 @@ def _number(path: Path) -> int:
     return int(found[-1]) if found else 0
 
 
-def collect(nuaa: Path | None, replay: Path | None, live: list[Path] = (), live_every: int = 1
-            ) -> list[tuple[Path, str, str, bool]]:
+def collect(
+    nuaa: Path | None, replay: Path | None, live: list[Path] = (), live_every: int = 1
+) -> list[tuple[Path, str, str, bool]]:
     """(file, label, group, is_crop): label "live"/"photo"/"replay"; group decides the split."""
     items = []
     for root in live:
@@ -59,10 +60,9 @@ def collect(nuaa: Path | None, replay: Path | None, live: list[Path] = (), live_
                         items.append((f, label, f"nuaa:{subject.name}", False))
     if replay is not None:
         for kind, label in (("real", LIVE), ("fake", "replay")):
-            files = sorted((f for f in (replay / kind).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES),
-                           key=_number)
+            files = sorted((f for f in (replay / kind).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES), key=_number)
             for rank, f in enumerate(files):
-                block = int(10 * rank / len(files))               # ten blocks of neighbouring frames
+                block = int(10 * rank / len(files))  # ten blocks of neighbouring frames
                 items.append((f, label, f"replay:{kind}:{block}", True))
     return items
 
@@ -72,7 +72,7 @@ def extract(items, cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     from ..detection import create_detector
     from ..image import load_image
 
-    if cache is not None:                     # one cache file per list of files
+    if cache is not None:  # one cache file per list of files
         digest = hashlib.sha256("\n".join(str(i[0]) for i in items).encode()).hexdigest()[:12]
         cache = cache.with_name(f"{cache.stem}-{digest}{cache.suffix}")
     if cache is not None and cache.is_file():
@@ -127,9 +127,14 @@ def cue_table(items, cache: Path | None = None) -> dict[str, np.ndarray]:
     detector = create_detector("retinaface", min_face_size=16)
     cnn = AntiSpoofCnn()
     n = len(items)
-    table = {"ok": np.zeros(n, bool), "box": np.zeros((n, 4), np.float32), "x": np.zeros((n, 373), np.float32),
-             "cnn": np.zeros((n, 2), np.float32), "sides": np.zeros((n, 4), bool),
-             "kps": np.zeros((n, 5, 2), np.float32)}
+    table = {
+        "ok": np.zeros(n, bool),
+        "box": np.zeros((n, 4), np.float32),
+        "x": np.zeros((n, 373), np.float32),
+        "cnn": np.zeros((n, 2), np.float32),
+        "sides": np.zeros((n, 4), bool),
+        "kps": np.zeros((n, 5, 2), np.float32),
+    }
     for i, (path, _, _, is_crop) in enumerate(items):
         image = load_image(path)
         faces = detector.detect(image)
@@ -167,7 +172,7 @@ def split(items) -> np.ndarray:
     held_subjects = set()
     for source in {source_of(g) for _, _, g, _ in items} - {"replay"}:
         subjects = sorted({g for _, _, g, _ in items if source_of(g) == source})
-        held_subjects |= set(subjects[len(subjects) - len(subjects) // 3:])
+        held_subjects |= set(subjects[len(subjects) - len(subjects) // 3 :])
     test = []
     for _, _, group, _ in items:
         if not group.startswith("replay:"):
@@ -195,7 +200,7 @@ def fit(x: np.ndarray, y: np.ndarray, l2: float, weights: np.ndarray | None = No
     x = hellinger(x)
     mean = x.mean(0)
     scale = x.std(0) + 1e-6
-    if weights is None:                                       # balance live and attack presentations
+    if weights is None:  # balance live and attack presentations
         weights = sample_weights(y)
     weights, bias = fit_logistic((x - mean) / scale, y, l2=l2, weights=weights)
     return {"mean": mean, "scale": scale, "weights": weights, "bias": bias}
@@ -221,8 +226,9 @@ def folds_of(groups, folds: int = 4) -> np.ndarray:
     return np.array([fold_map[g] for g in groups])
 
 
-def out_of_fold(x, y, groups, l2: float, folds: int = 4, weights: np.ndarray | None = None,
-                fit_fn=None, predict_fn=None) -> np.ndarray:
+def out_of_fold(
+    x, y, groups, l2: float, folds: int = 4, weights: np.ndarray | None = None, fit_fn=None, predict_fn=None
+) -> np.ndarray:
     """Scores of each training item from a model that did not see its fold (the texture model's `fit` and
     `probability` unless others are given)."""
     fit_fn, predict_fn = fit_fn or fit, predict_fn or probability
@@ -296,37 +302,67 @@ def train_combiner(args, items) -> int:
     if texture.meta.get("trained_on", {}).get("split") != "training split only":
         raise SystemExit(f"{args.texture}: the texture model must be fitted on the training split only")
     w_train = sample_weights(y[train], groups[train], args.live_share)
-    texture_train = leave_one_source_out(table["x"][train], y[train], groups[train], float(texture.meta["l2"]),
-                                         args.live_share)
+    texture_train = leave_one_source_out(
+        table["x"][train], y[train], groups[train], float(texture.meta["l2"]), args.live_share
+    )
     inputs = combiner_inputs(texture_train, table["cnn"][train], table["sides"][train])
-    oof = out_of_fold(inputs, y[train], groups[train], args.combine_l2, weights=w_train,
-                      fit_fn=fit_combiner, predict_fn=combiner_probability)
+    oof = out_of_fold(
+        inputs,
+        y[train],
+        groups[train],
+        args.combine_l2,
+        weights=w_train,
+        fit_fn=fit_combiner,
+        predict_fn=combiner_probability,
+    )
     thr, live_sources = threshold_on_every_source(oof, y[train], sources[train], args.bpcer)
     cnn_train = table["cnn"][train].mean(1)
     cnn_thr, _ = threshold_on_every_source(cnn_train, y[train], sources[train], args.bpcer)
-    print(f"out-of-fold EER {pad_report(oof, labels[train], 0.5).eer:.4f}; threshold (out-of-fold BPCER <= "
-          f"{args.bpcer:g} on each live source of the training split: {', '.join(live_sources)}) {thr:.4f}; "
-          f"the CNN pair alone, same rule: {cnn_thr:.4f}")
+    print(
+        f"out-of-fold EER {pad_report(oof, labels[train], 0.5).eer:.4f}; threshold (out-of-fold BPCER <= "
+        f"{args.bpcer:g} on each live source of the training split: {', '.join(live_sources)}) {thr:.4f}; "
+        f"the CNN pair alone, same rule: {cnn_thr:.4f}"
+    )
     model = fit_combiner(inputs, y[train], args.combine_l2, w_train)
-    print("weights (standardised inputs):", dict(zip(INPUTS, np.round(model["weights"], 3).tolist())),
-          f"bias {model['bias']:.3f}")
+    print(
+        "weights (standardised inputs):",
+        dict(zip(INPUTS, np.round(model["weights"], 3).tolist())),
+        f"bias {model['bias']:.3f}",
+    )
     held_inputs = combiner_inputs(texture.probability(table["x"][held]), table["cnn"][held], table["sides"][held])
     p_held = combiner_probability(model, held_inputs)
     report = pad_report(p_held, labels[held], thr)
-    per_source = {src: round(float(np.mean(p_held[(sources[held] == src) & (y[held] == 1)] < thr)), 4)
-                  for src in sorted(set(sources[held & (y == 1)]))}
+    per_source = {
+        src: round(float(np.mean(p_held[(sources[held] == src) & (y[held] == 1)] < thr)), 4)
+        for src in sorted(set(sources[held & (y == 1)]))
+    }
     print("held-out:", json.dumps(report.to_dict()))
     print("held-out BPCER per live source:", json.dumps(per_source))
-    meta = {"name": args.name, "texture_model": texture.name, "cnn": "minifasnet_v2 + minifasnet_v1se",
-            "l2": args.combine_l2, "live_share": args.live_share, "bpcer_target": args.bpcer,
-            "cnn_alone_threshold": cnn_thr,
-            "trained_on": {"nuaa": str(args.nuaa) if args.nuaa else None,
-                           "replay": str(args.replay) if args.replay else None,
-                           "live": [f"{d} (every {args.live_every})" for d in args.live],
-                           "split": "training split only (texture scores leave-one-source-out)"},
-            "held_out": {**report.to_dict(), "bpcer_per_live_source": per_source}}
-    payload = {"inputs": list(INPUTS), "mean": model["mean"].tolist(), "scale": model["scale"].tolist(),
-               "weights": model["weights"].tolist(), "bias": model["bias"], "threshold": thr, "meta": meta}
+    meta = {
+        "name": args.name,
+        "texture_model": texture.name,
+        "cnn": "minifasnet_v2 + minifasnet_v1se",
+        "l2": args.combine_l2,
+        "live_share": args.live_share,
+        "bpcer_target": args.bpcer,
+        "cnn_alone_threshold": cnn_thr,
+        "trained_on": {
+            "nuaa": str(args.nuaa) if args.nuaa else None,
+            "replay": str(args.replay) if args.replay else None,
+            "live": [f"{d} (every {args.live_every})" for d in args.live],
+            "split": "training split only (texture scores leave-one-source-out)",
+        },
+        "held_out": {**report.to_dict(), "bpcer_per_live_source": per_source},
+    }
+    payload = {
+        "inputs": list(INPUTS),
+        "mean": model["mean"].tolist(),
+        "scale": model["scale"].tolist(),
+        "weights": model["weights"].tolist(),
+        "bias": model["bias"],
+        "threshold": thr,
+        "meta": meta,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1) + "\n")
     print(f"wrote {args.out}")
@@ -337,22 +373,44 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--nuaa", type=Path)
     ap.add_argument("--replay", type=Path)
-    ap.add_argument("--live", type=Path, action="append", default=[], metavar="DIR",
-                    help="more bona fide faces, DIR/<person>/*.jpg (repeatable)")
+    ap.add_argument(
+        "--live",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="more bona fide faces, DIR/<person>/*.jpg (repeatable)",
+    )
     ap.add_argument("--live-every", type=int, default=1, metavar="N", help="use every N-th file of --live folders")
-    ap.add_argument("--live-share", type=float, default=0.25,
-                    help="share of the live class's weight given to the --live folders (0.25)")
-    ap.add_argument("--bpcer", type=float, default=0.05,
-                    help="threshold: at most this out-of-fold BPCER on every live source of the training split")
+    ap.add_argument(
+        "--live-share",
+        type=float,
+        default=0.25,
+        help="share of the live class's weight given to the --live folders (0.25)",
+    )
+    ap.add_argument(
+        "--bpcer",
+        type=float,
+        default=0.05,
+        help="threshold: at most this out-of-fold BPCER on every live source of the training split",
+    )
     ap.add_argument("--name", default="passive_v2", help="model name in the file's metadata")
     ap.add_argument("--out", type=Path, default=DEFAULT_MODEL)
     ap.add_argument("--cache", type=Path, default=Path(".cache/liveness/features.npz"))
-    ap.add_argument("--l2", type=float, nargs="+", default=[30.0, 100.0, 300.0, 1000.0, 3000.0],
-                    help="L2 strengths tried; the one with the lowest out-of-fold EER on the training split wins")
+    ap.add_argument(
+        "--l2",
+        type=float,
+        nargs="+",
+        default=[30.0, 100.0, 300.0, 1000.0, 3000.0],
+        help="L2 strengths tried; the one with the lowest out-of-fold EER on the training split wins",
+    )
     ap.add_argument("--final", action="store_true", help="refit on every item (train + held out) at the end")
-    ap.add_argument("--combine", action="store_true",
-                    help="fit the combiner of the cues (CNN pair, texture model --texture, frame cue) instead "
-                         "of the texture model; --out defaults to models/passive_v3.json")
+    ap.add_argument(
+        "--combine",
+        action="store_true",
+        help="fit the combiner of the cues (CNN pair, texture model --texture, frame cue) instead "
+        "of the texture model; --out defaults to models/passive_v3.json",
+    )
     ap.add_argument("--texture", type=Path, default=DEFAULT_MODEL, help="with --combine: the texture model")
     ap.add_argument("--combine-l2", type=float, default=1.0, help="with --combine: the combiner's L2 strength")
     args = ap.parse_args(argv)
@@ -376,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     train = ok & ~test
     w_train = sample_weights(y[train], groups[train], args.live_share)
     best = None
-    for l2 in args.l2:                       # model selection on the training split only
+    for l2 in args.l2:  # model selection on the training split only
         oof = out_of_fold(x[train], y[train], groups[train], l2, weights=w_train)
         eer = pad_report(oof, labels[train], 0.5).eer
         print(f"l2 {l2:g}: out-of-fold EER {eer:.4f}")
@@ -385,29 +443,46 @@ def main(argv: list[str] | None = None) -> int:
     _, l2, oof = best
     live_sources = sorted(set(sources[train & (y == 1)]))
     thr = min(threshold_at_bpcer(oof, (y[train] == 1) & (sources[train] == src), args.bpcer) for src in live_sources)
-    print(f"l2 {l2:g}; threshold (out-of-fold BPCER <= {args.bpcer:g} on each live source of the training "
-          f"split: {', '.join(live_sources)}) {thr:.4f}")
+    print(
+        f"l2 {l2:g}; threshold (out-of-fold BPCER <= {args.bpcer:g} on each live source of the training "
+        f"split: {', '.join(live_sources)}) {thr:.4f}"
+    )
     model = fit(x[train], y[train], l2, w_train)
     held = ok & test
     p_held = probability(model, x[held])
     report = pad_report(p_held, labels[held], thr)
     print("held-out:", json.dumps(report.to_dict()))
-    per_source = {src: round(float(np.mean(p_held[(sources[held] == src) & (y[held] == 1)] < thr)), 4)
-                  for src in sorted(set(sources[held & (y == 1)]))}
+    per_source = {
+        src: round(float(np.mean(p_held[(sources[held] == src) & (y[held] == 1)] < thr)), 4)
+        for src in sorted(set(sources[held & (y == 1)]))
+    }
     print("held-out BPCER per live source:", json.dumps(per_source))
     if args.final:
         model = fit(x[ok], y[ok], l2, sample_weights(y[ok], groups[ok], args.live_share))
-    meta = {"name": args.name, "features": "colour LBP + spectrum, 64x64 face x1.2, Hellinger map",
-            "threshold": thr, "l2": l2, "live_share": args.live_share, "bpcer_target": args.bpcer,
-            "trained_on": {"nuaa": str(args.nuaa) if args.nuaa else None,
-                           "replay": str(args.replay) if args.replay else None,
-                           "live": [f"{d} (every {args.live_every})" for d in args.live],
-                           "split": "final refit on all" if args.final else "training split only"},
-            "held_out": {**report.to_dict(), "bpcer_per_live_source": per_source}}
+    meta = {
+        "name": args.name,
+        "features": "colour LBP + spectrum, 64x64 face x1.2, Hellinger map",
+        "threshold": thr,
+        "l2": l2,
+        "live_share": args.live_share,
+        "bpcer_target": args.bpcer,
+        "trained_on": {
+            "nuaa": str(args.nuaa) if args.nuaa else None,
+            "replay": str(args.replay) if args.replay else None,
+            "live": [f"{d} (every {args.live_every})" for d in args.live],
+            "split": "final refit on all" if args.final else "training split only",
+        },
+        "held_out": {**report.to_dict(), "bpcer_per_live_source": per_source},
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.out, mean=model["mean"].astype(np.float32), scale=model["scale"].astype(np.float32),
-                        weights=model["weights"].astype(np.float32), bias=np.float32(model["bias"]),
-                        meta=np.array(json.dumps(meta)))
+    np.savez_compressed(
+        args.out,
+        mean=model["mean"].astype(np.float32),
+        scale=model["scale"].astype(np.float32),
+        weights=model["weights"].astype(np.float32),
+        bias=np.float32(model["bias"]),
+        meta=np.array(json.dumps(meta)),
+    )
     print(f"wrote {args.out}")
     return 0
 

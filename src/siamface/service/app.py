@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from importlib import resources
+
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -35,11 +36,21 @@ log = logging.getLogger(__name__)
 #: Routes under /v1 that need no key.
 PUBLIC = frozenset({"/v1/health"})
 #: What the page may load: only this server's own files; the camera stays in the page.
-PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-            "media-src 'self' blob: mediastream:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
-            "frame-ancestors 'none'")
-_HTTP_CODES = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
-               405: "method-not-allowed", 410: "gone", 413: "too-large", 415: "unsupported-media-type"}
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "media-src 'self' blob: mediastream:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+_HTTP_CODES = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    410: "gone",
+    413: "too-large",
+    415: "unsupported-media-type",
+}
 
 
 def _json(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -99,18 +110,25 @@ class Gate:
                 if check.reason == "revoked":
                     answer = _json(403, "revoked-api-key", "this API key was revoked")
                 elif check.reason == "missing":
-                    answer = _json(401, "missing-api-key", "send an API key: 'Authorization: Bearer KEY' or "
-                                                           "'X-API-Key: KEY' (create one with `siamface keys "
-                                                           "create`)", {"WWW-Authenticate": "Bearer"})
+                    answer = _json(
+                        401,
+                        "missing-api-key",
+                        "send an API key: 'Authorization: Bearer KEY' or "
+                        "'X-API-Key: KEY' (create one with `siamface keys "
+                        "create`)",
+                        {"WWW-Authenticate": "Bearer"},
+                    )
                 else:
-                    answer = _json(401, "invalid-api-key", "this API key is not valid",
-                                   {"WWW-Authenticate": "Bearer"})
+                    answer = _json(401, "invalid-api-key", "this API key is not valid", {"WWW-Authenticate": "Bearer"})
                 await answer(scope, receive, send_with_headers)
                 return
             scope.setdefault("state", {})["api_key"] = check.key_id
 
-        too_large = _json(413, "too-large", f"the request body is over the {self.max_bytes // (1024 * 1024)} MB "
-                                            f"limit ({self.max_bytes} bytes)")
+        too_large = _json(
+            413,
+            "too-large",
+            f"the request body is over the {self.max_bytes // (1024 * 1024)} MB limit ({self.max_bytes} bytes)",
+        )
         length = headers.get("content-length")
         if length is not None:
             try:
@@ -172,11 +190,17 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
             if opened_here:
                 service.close()
 
-    app = FastAPI(title="siamface", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Face verification and identification. Every /v1 route but /v1/health needs an "
-                              "API key: `Authorization: Bearer KEY` or `X-API-Key: KEY` (`siamface keys "
-                              "create`). Images are sent as multipart form files; errors are JSON "
-                              "`{\"error\": CODE, \"detail\": SENTENCE}`.")
+    app = FastAPI(
+        title="siamface",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description="Face verification and identification. Every /v1 route but /v1/health needs an "
+        "API key: `Authorization: Bearer KEY` or `X-API-Key: KEY` (`siamface keys "
+        "create`). Images are sent as multipart form files; errors are JSON "
+        "`{\"error\": CODE, \"detail\": SENTENCE}`.",
+    )
     app.state.service = service
     app.state.settings = settings
 
@@ -193,15 +217,23 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
 
     @app.exception_handler(LockedOut)
     async def _locked(request: Request, exc: LockedOut):
-        return JSONResponse({"error": "locked", "detail": f"too many failed verifications of this person; "
-                                                          f"retry in {exc.retry_after} s",
-                             "retry_after": exc.retry_after},
-                            status_code=429, headers={"Retry-After": str(exc.retry_after)})
+        return JSONResponse(
+            {
+                "error": "locked",
+                "detail": f"too many failed verifications of this person; retry in {exc.retry_after} s",
+                "retry_after": exc.retry_after,
+            },
+            status_code=429,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
-        return JSONResponse({"error": _HTTP_CODES.get(exc.status_code, "http-error"), "detail": str(exc.detail)},
-                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            {"error": _HTTP_CODES.get(exc.status_code, "http-error"), "detail": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -209,14 +241,17 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         for e in exc.errors():
             where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path"))
             problems.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
-        return JSONResponse({"error": "invalid-request", "detail": "; ".join(problems) or "invalid request"},
-                            status_code=422)
+        return JSONResponse(
+            {"error": "invalid-request", "detail": "; ".join(problems) or "invalid request"}, status_code=422
+        )
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):
         log.exception("%s %s failed", request.method, request.url.path)
-        return JSONResponse({"error": "internal-error", "detail": "the server could not answer this request; "
-                                                                  "see its log"}, status_code=500)
+        return JSONResponse(
+            {"error": "internal-error", "detail": "the server could not answer this request; see its log"},
+            status_code=500,
+        )
 
     app.include_router(system.router)
     app.include_router(recognition.router)
@@ -248,17 +283,23 @@ def _offline_docs(app) -> None:
     try:
         from swagger_ui_bundle import swagger_ui_path
     except ImportError:
+
         @app.get("/docs", include_in_schema=False)
         async def docs_without_ui():
-            return HTMLResponse('<p>The OpenAPI document is at <a href="/openapi.json">/openapi.json</a> '
-                                '(install swagger-ui-bundle for the interactive page).</p>')
+            return HTMLResponse(
+                '<p>The OpenAPI document is at <a href="/openapi.json">/openapi.json</a> '
+                '(install swagger-ui-bundle for the interactive page).</p>'
+            )
+
         return
     app.mount("/docs-static", StaticFiles(directory=swagger_ui_path), name="docs-static")
 
     @app.get("/docs", include_in_schema=False)
     async def docs():
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title="siamface API",
-                                   swagger_js_url="/docs-static/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs-static/swagger-ui.css",
-                                   swagger_favicon_url="/docs-static/favicon-32x32.png")
-
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title="siamface API",
+            swagger_js_url="/docs-static/swagger-ui-bundle.js",
+            swagger_css_url="/docs-static/swagger-ui.css",
+            swagger_favicon_url="/docs-static/favicon-32x32.png",
+        )

@@ -24,57 +24,109 @@ EXIT_OK, EXIT_ERROR = 0, 2
 def add_parsers(sub, chain_options) -> None:
     """Add `serve` and `keys` to the `siamface` parser (called by siamface.cli)."""
     p = sub.add_parser(
-        "serve", help="run the HTTP API and the web page over a gallery",
+        "serve",
+        help="run the HTTP API and the web page over a gallery",
         description="Serve a gallery over HTTP: POST /v1/verify, /v1/identify, /v1/people (enroll), "
-                    "/v1/people/{name}/faces, /v1/liveness/sessions, /v1/liveness/sessions/{id}/frames; "
-                    "GET/PATCH/DELETE /v1/people/{name}; GET /v1/people, /v1/health. "
-                    "Every route but /v1/health needs an API key (siamface keys create). The web page (camera "
-                    "enrollment, live identification and verification) is at /, the OpenAPI docs at /docs. "
-                    "Models load once, at start-up; the gallery is created when it does not exist. Plain HTTP "
-                    "unless --tls-cert/--tls-key: keep the default 127.0.0.1, or put a TLS proxy in front.")
+        "/v1/people/{name}/faces, /v1/liveness/sessions, /v1/liveness/sessions/{id}/frames; "
+        "GET/PATCH/DELETE /v1/people/{name}; GET /v1/people, /v1/health. "
+        "Every route but /v1/health needs an API key (siamface keys create). The web page (camera "
+        "enrollment, live identification and verification) is at /, the OpenAPI docs at /docs. "
+        "Models load once, at start-up; the gallery is created when it does not exist. Plain HTTP "
+        "unless --tls-cert/--tls-key: keep the default 127.0.0.1, or put a TLS proxy in front.",
+    )
     _gallery(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
-                                                       "only)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="inference threads running at once (default: CPU cores, at most 4)")
-    p.add_argument("--liveness", choices=("off", "passive", "active", "both"), default="passive",
-                   help="passive (default): the passive check (anti-spoofing CNN, texture, frame cue) on the "
-                        "probe of every /v1/verify claim; a claim is granted only to a live face (enrollment is "
-                        "not checked). active: a claim needs the id of a passed challenge session too (turn "
-                        "your head, come closer; POST /v1/liveness/sessions). both: both checks, for unlocking. "
-                        "off: no check, for deployments that match uploaded photos (ID photos, archives)")
-    p.add_argument("--challenge-seconds", type=float, default=10.0, metavar="S",
-                   help="active: time to meet a session's challenge, from its first frame (default: 10)")
-    p.add_argument("--session-seconds", type=float, default=60.0, metavar="S",
-                   help="active: a session's life, from its opening to its use by /v1/verify (default: 60)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="inference threads running at once (default: CPU cores, at most 4)",
+    )
+    p.add_argument(
+        "--liveness",
+        choices=("off", "passive", "active", "both"),
+        default="passive",
+        help="passive (default): the passive check (anti-spoofing CNN, texture, frame cue) on the "
+        "probe of every /v1/verify claim; a claim is granted only to a live face (enrollment is "
+        "not checked). active: a claim needs the id of a passed challenge session too (turn "
+        "your head, come closer; POST /v1/liveness/sessions). both: both checks, for unlocking. "
+        "off: no check, for deployments that match uploaded photos (ID photos, archives)",
+    )
+    p.add_argument(
+        "--challenge-seconds",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="active: time to meet a session's challenge, from its first frame (default: 10)",
+    )
+    p.add_argument(
+        "--session-seconds",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="active: a session's life, from its opening to its use by /v1/verify (default: 60)",
+    )
     # Tests only: the same challenges for every session, instead of a random draw (a recording of the
     # known order would pass): hidden from --help.
     p.add_argument("--liveness-challenges", metavar="LIST", help=argparse.SUPPRESS)
-    p.add_argument("--max-upload-mb", type=float, default=10.0, metavar="MB",
-                   help="largest request body (default: 10 MB; 413 above)")
-    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                   help="largest decoded image in pixels (default: 24 million; 400 above)")
-    p.add_argument("--lockout-failures", type=int, default=5, metavar="N",
-                   help="failed verifications of one person that lock it (default: 5)")
-    p.add_argument("--lockout-window", type=float, default=300.0, metavar="S",
-                   help="... within S seconds (default: 300)")
-    p.add_argument("--lockout-seconds", type=float, default=300.0, metavar="S",
-                   help="how long the lock lasts (default: 300; 429 meanwhile)")
-    p.add_argument("--min-size", type=int, default=60, metavar="PX",
-                   help="enrollment: reject faces whose box is smaller than PX pixels (default: 60)")
-    p.add_argument("--keep-images", action="store_true",
-                   help="when the server creates the gallery: keep a face crop with each template (stored "
-                        "unencrypted). Otherwise no uploaded image is stored")
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=10.0,
+        metavar="MB",
+        help="largest request body (default: 10 MB; 413 above)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="largest decoded image in pixels (default: 24 million; 400 above)",
+    )
+    p.add_argument(
+        "--lockout-failures",
+        type=int,
+        default=5,
+        metavar="N",
+        help="failed verifications of one person that lock it (default: 5)",
+    )
+    p.add_argument(
+        "--lockout-window", type=float, default=300.0, metavar="S", help="... within S seconds (default: 300)"
+    )
+    p.add_argument(
+        "--lockout-seconds",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="how long the lock lasts (default: 300; 429 meanwhile)",
+    )
+    p.add_argument(
+        "--min-size",
+        type=int,
+        default=60,
+        metavar="PX",
+        help="enrollment: reject faces whose box is smaller than PX pixels (default: 60)",
+    )
+    p.add_argument(
+        "--keep-images",
+        action="store_true",
+        help="when the server creates the gallery: keep a face crop with each template (stored "
+        "unencrypted). Otherwise no uploaded image is stored",
+    )
     p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (with --tls-key)")
     p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     p.add_argument("--access-log", action="store_true", help="log every request (off: paths name people)")
     chain_options(p, threshold=True)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("keys", help="create, list, revoke the API keys of a served gallery",
-                       description="API keys for `siamface serve`, stored hashed (SHA-256, per-key salt) in "
-                                   "<gallery>.keys.json. A key is shown once, when created.")
+    p = sub.add_parser(
+        "keys",
+        help="create, list, revoke the API keys of a served gallery",
+        description="API keys for `siamface serve`, stored hashed (SHA-256, per-key salt) in "
+        "<gallery>.keys.json. A key is shown once, when created.",
+    )
     ksub = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     q = ksub.add_parser("create", help="make a new key and print it (once)")
     _gallery(q)
@@ -94,12 +146,22 @@ def add_parsers(sub, chain_options) -> None:
 
 def _gallery(p: argparse.ArgumentParser) -> None:
     default = os.environ.get("SIAMFACE_GALLERY")
-    p.add_argument("--gallery", "-g", metavar="FILE|URL", default=default, required=default is None,
-                   help="the gallery: an SQLite file or a postgresql:// URL" + (
-                       f" (default: $SIAMFACE_GALLERY = {default})" if default else "; or set $SIAMFACE_GALLERY"))
-    p.add_argument("--keys", metavar="FILE", default=os.environ.get("SIAMFACE_KEYS"),
-                   help="the API keys file (default: <gallery>.keys.json beside a gallery file; required for a "
-                        "postgresql:// gallery, one file shared by its servers; or set $SIAMFACE_KEYS)")
+    p.add_argument(
+        "--gallery",
+        "-g",
+        metavar="FILE|URL",
+        default=default,
+        required=default is None,
+        help="the gallery: an SQLite file or a postgresql:// URL"
+        + (f" (default: $SIAMFACE_GALLERY = {default})" if default else "; or set $SIAMFACE_GALLERY"),
+    )
+    p.add_argument(
+        "--keys",
+        metavar="FILE",
+        default=os.environ.get("SIAMFACE_KEYS"),
+        help="the API keys file (default: <gallery>.keys.json beside a gallery file; required for a "
+        "postgresql:// gallery, one file shared by its servers; or set $SIAMFACE_KEYS)",
+    )
 
 
 def _keys(args):
@@ -115,8 +177,11 @@ def cmd_keys_create(args) -> int:
         print(json.dumps({**record.public(), "key": key, "file": str(store.path)}, indent=2))
     else:
         print(key)
-        print(f"key {record.id} created in {store.path}; it is shown only now: keep it secret. Send it as "
-              f"'Authorization: Bearer KEY' or 'X-API-Key: KEY'.", file=sys.stderr)
+        print(
+            f"key {record.id} created in {store.path}; it is shown only now: keep it secret. Send it as "
+            f"'Authorization: Bearer KEY' or 'X-API-Key: KEY'.",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
@@ -147,8 +212,9 @@ def cmd_serve(args) -> int:
 
         from .app import create_app
     except ImportError as exc:
-        raise ConfigError(f"siamface serve needs the service extra ({exc.name} is missing): "
-                          "pip install 'siamface[service]'") from None
+        raise ConfigError(
+            f"siamface serve needs the service extra ({exc.name} is missing): pip install 'siamface[service]'"
+        ) from None
     from .settings import MAX_PIXELS, Settings
     from .state import Service
 
@@ -160,15 +226,26 @@ def cmd_serve(args) -> int:
     if args.workers is not None:
         options["workers"] = args.workers
     settings = Settings(
-        gallery=args.gallery, keys_file=args.keys, detector=args.detector, model=args.model, min_face=args.min_face,
-        upsample=args.upsample, threshold=args.threshold, min_enroll_face=args.min_size,
-        keep_images=args.keep_images, liveness=args.liveness, challenge_s=args.challenge_seconds,
+        gallery=args.gallery,
+        keys_file=args.keys,
+        detector=args.detector,
+        model=args.model,
+        min_face=args.min_face,
+        upsample=args.upsample,
+        threshold=args.threshold,
+        min_enroll_face=args.min_size,
+        keep_images=args.keep_images,
+        liveness=args.liveness,
+        challenge_s=args.challenge_seconds,
         session_ttl_s=args.session_seconds,
         challenges=tuple(args.liveness_challenges.split(",")) if args.liveness_challenges else None,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=args.max_pixels if args.max_pixels is not None else MAX_PIXELS,
-        lockout_failures=args.lockout_failures, lockout_window_s=args.lockout_window,
-        lockout_s=args.lockout_seconds, **options)
+        lockout_failures=args.lockout_failures,
+        lockout_window_s=args.lockout_window,
+        lockout_s=args.lockout_seconds,
+        **options,
+    )
     service = Service(settings)
     service.open()  # models and gallery before listening: a bad gallery or model fails here, plainly
     try:
@@ -177,24 +254,45 @@ def cmd_serve(args) -> int:
         if service.model_note:
             print(f"siamface: note: {service.model_note}", file=sys.stderr)
         if service.keys.count_active() == 0:
-            print(f"siamface: warning: no API key yet; every request but /v1/health will be refused. Create "
-                  f"one with: siamface keys create --gallery {args.gallery}", file=sys.stderr)
+            print(
+                f"siamface: warning: no API key yet; every request but /v1/health will be refused. Create "
+                f"one with: siamface keys create --gallery {args.gallery}",
+                file=sys.stderr,
+            )
         if settings.challenges:
-            print(f"siamface: warning: every liveness session asks {','.join(settings.challenges)} (meant for "
-                  "tests: a recording of a known challenge passes it)", file=sys.stderr)
+            print(
+                f"siamface: warning: every liveness session asks {','.join(settings.challenges)} (meant for "
+                "tests: a recording of a known challenge passes it)",
+                file=sys.stderr,
+            )
         if args.host not in ("127.0.0.1", "localhost", "::1") and not args.tls_cert:
-            print(f"siamface: warning: listening on {args.host} over plain HTTP: API keys and faces cross "
-                  "the network unencrypted; use --tls-cert/--tls-key or a TLS proxy", file=sys.stderr)
+            print(
+                f"siamface: warning: listening on {args.host} over plain HTTP: API keys and faces cross "
+                "the network unencrypted; use --tls-cert/--tls-key or a TLS proxy",
+                file=sys.stderr,
+            )
         scheme = "https" if args.tls_cert else "http"
         from ..gallery.postgres import redact
 
         shown = settings.gallery if isinstance(settings.gallery, str) else settings.gallery.name
-        print(f"siamface: serving {redact(shown)} on {scheme}://{args.host}:{args.port} "
-              f"(page /, API docs /docs); Ctrl-C stops", file=sys.stderr, flush=True)
+        print(
+            f"siamface: serving {redact(shown)} on {scheme}://{args.host}:{args.port} "
+            f"(page /, API docs /docs); Ctrl-C stops",
+            file=sys.stderr,
+            flush=True,
+        )
         app = create_app(settings, service)
-        uvicorn.run(app, host=args.host, port=args.port, log_level="debug" if args.debug else "warning",
-                    access_log=args.access_log, server_header=False, proxy_headers=False,
-                    ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level="debug" if args.debug else "warning",
+            access_log=args.access_log,
+            server_header=False,
+            proxy_headers=False,
+            ssl_certfile=args.tls_cert,
+            ssl_keyfile=args.tls_key,
+        )
     finally:
         service.close()
     return EXIT_OK

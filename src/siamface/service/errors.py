@@ -24,8 +24,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..errors import (ConfigError, GalleryError, ImageError, ModelError, ModelMismatchError, NoFaceError,
-                      SiamfaceError)
+from ..errors import ConfigError, GalleryError, ImageError, ModelError, ModelMismatchError, NoFaceError, SiamfaceError
 
 # An absolute path of two components or more (/home/x/..., /tmp/g.db is one component after a folder).
 _PATH = re.compile(r"(?<![\w<>])(?:/[\w.@+\-]+){2,}/?")
@@ -34,8 +33,15 @@ _PATH = re.compile(r"(?<![\w<>])(?:/[\w.@+\-]+){2,}/?")
 class ServiceError(Exception):
     """An answer other than success, raised anywhere in a request and turned into JSON by the app."""
 
-    def __init__(self, status: int, error: str, detail: str, *, headers: dict[str, str] | None = None,
-                 extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.error = error
@@ -67,8 +73,11 @@ def from_siamface(exc: SiamfaceError, *secrets: str) -> ServiceError:
     if isinstance(exc, ReadOnlyGalleryError):
         return ServiceError(503, "gallery-read-only", text)
     if isinstance(exc, PersonExistsError):
-        return ServiceError(409, "person-exists", f"a person named {exc.name!r} is already enrolled; add faces "
-                                                  "with POST /v1/people/{name}/faces")
+        return ServiceError(
+            409,
+            "person-exists",
+            f"a person named {exc.name!r} is already enrolled; add faces with POST /v1/people/{{name}}/faces",
+        )
     if isinstance(exc, InvalidNameError):
         return ServiceError(400, "invalid-name", text)
     if isinstance(exc, ImageError):
@@ -91,11 +100,17 @@ def from_siamface(exc: SiamfaceError, *secrets: str) -> ServiceError:
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for the error statuses a route may answer."""
     schema = {"type": "object", "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}}
-    texts = {400: "bad image or request", 401: "no or invalid API key", 403: "revoked API key",
-             404: "unknown person or liveness session", 409: "name already enrolled / liveness session used "
-                                                           "or not finished",
-             410: "liveness session expired", 413: "upload too large",
-             422: "no face / nothing enrolled / invalid request",
-             429: "locked after failed verifications / too many liveness sessions"}
-    return {c: {"description": texts.get(c, "error"), "content": {"application/json": {"schema": schema}}}
-            for c in codes}
+    texts = {
+        400: "bad image or request",
+        401: "no or invalid API key",
+        403: "revoked API key",
+        404: "unknown person or liveness session",
+        409: "name already enrolled / liveness session used or not finished",
+        410: "liveness session expired",
+        413: "upload too large",
+        422: "no face / nothing enrolled / invalid request",
+        429: "locked after failed verifications / too many liveness sessions",
+    }
+    return {
+        c: {"description": texts.get(c, "error"), "content": {"application/json": {"schema": schema}}} for c in codes
+    }

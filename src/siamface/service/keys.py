@@ -22,10 +22,10 @@ import os
 import secrets
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 
 from ..errors import ConfigError
 
@@ -41,8 +41,10 @@ def keys_file_for(gallery: str | os.PathLike) -> Path:
     from ..gallery.store import is_database_url
 
     if is_database_url(gallery):
-        raise ConfigError("a PostgreSQL gallery needs --keys FILE: where its API keys are kept (hashed), one "
-                          "file shared by every server of that gallery")
+        raise ConfigError(
+            "a PostgreSQL gallery needs --keys FILE: where its API keys are kept (hashed), one "
+            "file shared by every server of that gallery"
+        )
     return Path(f"{os.fspath(gallery)}.keys.json")
 
 
@@ -82,14 +84,14 @@ def _digest(salt_hex: str, secret: str) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def parse_key(presented: str) -> tuple[str, str] | None:
     """(id, secret) of a key written ``sf_<id>_<secret>``, or None when it is not shaped like one."""
     if not presented.startswith(PREFIX):
         return None
-    key_id, sep, secret = presented[len(PREFIX):].partition("_")
+    key_id, sep, secret = presented[len(PREFIX) :].partition("_")
     if not sep or len(key_id) != 8 or not secret or len(secret) > 128:
         return None
     try:
@@ -120,8 +122,9 @@ class KeyStore:
                 raise ValueError(f"version {payload.get('version')} is newer than this siamface reads")
             keys = {}
             for r in payload.get("keys", []):
-                keys[r["id"]] = ApiKey(r["id"], r.get("name", ""), r["created"], r["salt"], r["sha256"],
-                                       r.get("revoked"))
+                keys[r["id"]] = ApiKey(
+                    r["id"], r.get("name", ""), r["created"], r["salt"], r["sha256"], r.get("revoked")
+                )
             return keys
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{self.path}: not a readable keys file ({exc})") from None
@@ -182,10 +185,12 @@ class KeyStore:
             os.close(fd)
 
     def _write(self, keys: dict[str, ApiKey]) -> None:
-        payload = {"format": FORMAT, "version": VERSION,
-                   "note": "API keys of a siamface service, hashed (SHA-256 with a per-key salt); "
-                           "manage with `siamface keys`",
-                   "keys": [k.to_record() for k in sorted(keys.values(), key=lambda k: (k.created, k.id))]}
+        payload = {
+            "format": FORMAT,
+            "version": VERSION,
+            "note": "API keys of a siamface service, hashed (SHA-256 with a per-key salt); manage with `siamface keys`",
+            "keys": [k.to_record() for k in sorted(keys.values(), key=lambda k: (k.created, k.id))],
+        }
         fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:

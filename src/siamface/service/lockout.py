@@ -17,8 +17,8 @@ import asyncio
 import contextlib
 import math
 import time
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable, Hashable
 
 
 class LockedOut(Exception):
@@ -53,8 +53,13 @@ class Attempt:
 
 
 class Lockout:
-    def __init__(self, max_failures: int = 5, window: float = 300.0, duration: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_failures: int = 5,
+        window: float = 300.0,
+        duration: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if max_failures < 1 or window <= 0 or duration <= 0:
             raise ValueError("lock-out needs max_failures >= 1 and a positive window and duration")
         self.max_failures = int(max_failures)

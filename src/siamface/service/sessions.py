@@ -23,8 +23,9 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,8 +42,8 @@ class Session:
     check: ActiveCheck
     expires: float
     frames: int = 0
-    faces: list[np.ndarray] = field(default_factory=list)   # embedding of the largest face of each frame
-    failure: str | None = None                              # failed here, not by the check (too many frames)
+    faces: list[np.ndarray] = field(default_factory=list)  # embedding of the largest face of each frame
+    failure: str | None = None  # failed here, not by the check (too many frames)
     used: bool = False
 
     @property
@@ -60,9 +61,17 @@ class Session:
         """What the check found, for a verification's answer (as `siamface authenticate` reports it)."""
         completed, parallax = self.check.progress
         result = self.check.result
-        found = result.to_dict() if result is not None else {
-            "passed": False, "reason": self.reason, "challenges": list(self.check.challenges),
-            "completed": completed, "parallax": round(parallax, 4)}
+        found = (
+            result.to_dict()
+            if result is not None
+            else {
+                "passed": False,
+                "reason": self.reason,
+                "challenges": list(self.check.challenges),
+                "completed": completed,
+                "parallax": round(parallax, 4),
+            }
+        )
         return {**found, "session_id": self.id, "frames": self.frames, "faces": len(self.faces)}
 
 
@@ -70,8 +79,16 @@ class LivenessSessions:
     """The open challenge sessions of one server. `challenges`: a fixed list for every session (tests
     only: a recording can replay a known order); None draws them at random per session."""
 
-    def __init__(self, *, ttl: float, max_sessions: int, max_frames: int, challenge_s: float,
-                 challenges: Sequence[str] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        ttl: float,
+        max_sessions: int,
+        max_frames: int,
+        challenge_s: float,
+        challenges: Sequence[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ttl = float(ttl)
         self.max_sessions = int(max_sessions)
         self.max_frames = int(max_frames)
@@ -84,10 +101,17 @@ class LivenessSessions:
     def describe(self, session: Session) -> dict[str, Any]:
         """The state of a session as the routes answer it."""
         completed, parallax = session.check.progress
-        return {"session_id": session.id, "state": session.state, "prompt": session.check.prompt or None,
-                "reason": session.reason, "challenges": list(session.check.challenges), "completed": completed,
-                "parallax": round(parallax, 4), "frames": session.frames,
-                "expires_in": round(max(0.0, session.expires - self.clock()), 1)}
+        return {
+            "session_id": session.id,
+            "state": session.state,
+            "prompt": session.check.prompt or None,
+            "reason": session.reason,
+            "challenges": list(session.check.challenges),
+            "completed": completed,
+            "parallax": round(parallax, 4),
+            "frames": session.frames,
+            "expires_in": round(max(0.0, session.expires - self.clock()), 1),
+        }
 
     def _prune(self, now: float) -> None:
         """Forget sessions expired for a ttl already (kept until then to answer 410/409, not 404)."""
@@ -100,26 +124,36 @@ class LivenessSessions:
             self._prune(now)
             active = sum(1 for s in self._sessions.values() if not s.used and now <= s.expires)
             if active >= self.max_sessions:
-                raise ServiceError(429, "too-many-liveness-sessions",
-                                   f"{active} liveness sessions are open, the most this server keeps; retry soon",
-                                   headers={"Retry-After": "5"})
-            session = Session(secrets.token_urlsafe(18), key,
-                              ActiveCheck(self.challenges, timeout=self.challenge_s), now + self.ttl)
+                raise ServiceError(
+                    429,
+                    "too-many-liveness-sessions",
+                    f"{active} liveness sessions are open, the most this server keeps; retry soon",
+                    headers={"Retry-After": "5"},
+                )
+            session = Session(
+                secrets.token_urlsafe(18), key, ActiveCheck(self.challenges, timeout=self.challenge_s), now + self.ttl
+            )
             self._sessions[session.id] = session
             return {**self.describe(session), "timeout": self.challenge_s, "max_frames": self.max_frames}
 
     def _find(self, session_id: str, key: str | None) -> Session:
         session = self._sessions.get(session_id)
-        if session is None or session.key != key:   # another key's session is as unknown as none
-            raise ServiceError(404, "unknown-liveness-session",
-                               "no liveness session with this id for this API key; open one with POST "
-                               "/v1/liveness/sessions")
+        if session is None or session.key != key:  # another key's session is as unknown as none
+            raise ServiceError(
+                404,
+                "unknown-liveness-session",
+                "no liveness session with this id for this API key; open one with POST /v1/liveness/sessions",
+            )
         if session.used:
-            raise ServiceError(409, "liveness-session-used", "this liveness session was already used by a "
-                                                             "verification; open a new one")
+            raise ServiceError(
+                409, "liveness-session-used", "this liveness session was already used by a verification; open a new one"
+            )
         if self.clock() > session.expires:
-            raise ServiceError(410, "expired-liveness-session", f"this liveness session expired (sessions last "
-                                                                f"{self.ttl:g} s); open a new one")
+            raise ServiceError(
+                410,
+                "expired-liveness-session",
+                f"this liveness session expired (sessions last {self.ttl:g} s); open a new one",
+            )
         return session
 
     def frame_slot(self, session_id: str, key: str | None) -> Session:
@@ -146,8 +180,12 @@ class LivenessSessions:
         with self._lock:
             session = self._find(session_id, key)
             if session.state == PENDING:
-                raise ServiceError(409, "liveness-pending", f"the liveness challenge is not finished "
-                                                            f"('{session.check.prompt}'): send frames until its "
-                                                            f"state is passed or failed")
+                raise ServiceError(
+                    409,
+                    "liveness-pending",
+                    f"the liveness challenge is not finished "
+                    f"('{session.check.prompt}'): send frames until its "
+                    f"state is passed or failed",
+                )
             session.used = True
             return session

@@ -23,21 +23,21 @@ MAX_SESSION_FRAMES = 150
 
 @dataclass(frozen=True)
 class Settings:
-    gallery: Path | str                  # an SQLite file, or a postgresql:// URL (then keys_file is needed)
+    gallery: Path | str  # an SQLite file, or a postgresql:// URL (then keys_file is needed)
     keys_file: Path | None = None
     detector: str = "retinaface"
-    model: str | None = None             # None: an existing gallery's own model, else the default model
+    model: str | None = None  # None: an existing gallery's own model, else the default model
     min_face: int = 20
     upsample: int | None = None
     threshold: float | None = None
-    min_enroll_face: int = 60            # enrollment gate: smallest face side, in pixels
-    keep_images: bool = False            # only when the gallery is created by the server
-    liveness: str = "off"                # "off", "passive", "active" (challenge sessions) or "both"
-    challenge_s: float = 10.0            # active: time to meet the challenge, from a session's first frame
-    session_ttl_s: float = 60.0          # active: a session's life, from its opening to its use by /v1/verify
+    min_enroll_face: int = 60  # enrollment gate: smallest face side, in pixels
+    keep_images: bool = False  # only when the gallery is created by the server
+    liveness: str = "off"  # "off", "passive", "active" (challenge sessions) or "both"
+    challenge_s: float = 10.0  # active: time to meet the challenge, from a session's first frame
+    session_ttl_s: float = 60.0  # active: a session's life, from its opening to its use by /v1/verify
     max_sessions: int = MAX_LIVENESS_SESSIONS
     max_session_frames: int = MAX_SESSION_FRAMES
-    challenges: tuple[str, ...] | None = None   # tests only: the same challenges for every session
+    challenges: tuple[str, ...] | None = None  # tests only: the same challenges for every session
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     max_pixels: int = MAX_PIXELS
     max_enroll_images: int = MAX_ENROLL_IMAGES
@@ -62,8 +62,10 @@ class Settings:
         if self.liveness not in LIVENESS_MODES:
             raise ConfigError(f"liveness must be one of {', '.join(LIVENESS_MODES)}, got {self.liveness!r}")
         if self.challenge_s <= 0 or self.session_ttl_s < self.challenge_s:
-            raise ConfigError(f"the challenge time must be positive and the session life at least as long "
-                              f"(got {self.challenge_s:g} s and {self.session_ttl_s:g} s)")
+            raise ConfigError(
+                f"the challenge time must be positive and the session life at least as long "
+                f"(got {self.challenge_s:g} s and {self.session_ttl_s:g} s)"
+            )
         if self.max_sessions < 1 or self.max_session_frames < 1:
             raise ConfigError("max_sessions and max_session_frames must be >= 1")
         if self.challenges is not None:

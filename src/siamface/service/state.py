@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -47,9 +48,13 @@ class Service:
         self.pipeline = None
         self.gallery = None
         self.liveness = None
-        self.sessions = LivenessSessions(ttl=settings.session_ttl_s, max_sessions=settings.max_sessions,
-                                         max_frames=settings.max_session_frames, challenge_s=settings.challenge_s,
-                                         challenges=settings.challenges)
+        self.sessions = LivenessSessions(
+            ttl=settings.session_ttl_s,
+            max_sessions=settings.max_sessions,
+            max_frames=settings.max_session_frames,
+            challenge_s=settings.challenge_s,
+            challenges=settings.challenges,
+        )
         self.created_gallery = False
         self.model_note: str | None = None
         self._limiter: anyio.CapacityLimiter | None = None
@@ -67,19 +72,27 @@ class Service:
         options: dict[str, Any] = {"min_face_size": s.min_face}
         if s.upsample is not None:
             options["upsample"] = s.upsample
-        self.pipeline = Pipeline(detector=s.detector, model=model, threshold=s.threshold,
-                                 calibration_file=calibration if calibration.is_file() else None, **options)
+        self.pipeline = Pipeline(
+            detector=s.detector,
+            model=model,
+            threshold=s.threshold,
+            calibration_file=calibration if calibration.is_file() else None,
+            **options,
+        )
         if s.active_liveness and "keypoints" not in self.pipeline.detect(np.zeros((64, 64, 3), np.uint8)).data:
-            raise ConfigError(f"--liveness {s.liveness} needs a detector with 5 keypoints (retinaface, mtcnn), "
-                              f"not {s.detector!r}")
+            raise ConfigError(
+                f"--liveness {s.liveness} needs a detector with 5 keypoints (retinaface, mtcnn), not {s.detector!r}"
+            )
         from ..gallery.store import gallery_exists
 
         self.created_gallery = not gallery_exists(s.gallery)
         self.gallery = Gallery(s.gallery, self.pipeline, create=self.created_gallery, keep_images=s.keep_images)
         self.gallery.check_model()
         if self.gallery.store.read_only:
-            log.warning("%s is read-only: enrolment and changes are refused, decisions are not audited",
-                        self.gallery.store.location)
+            log.warning(
+                "%s is read-only: enrolment and changes are refused, decisions are not audited",
+                self.gallery.store.location,
+            )
         from ..gallery import QualityGates
 
         self.gallery.gates = QualityGates(min_face=s.min_enroll_face)
@@ -91,7 +104,7 @@ class Service:
         self.pipeline.embed(np.full((120, 120, 3), 127, np.uint8))
         self.gallery.index.search(np.zeros((1, self.pipeline.encoder.info.embedding_size), np.float32), k=1)
         check = getattr(self.gallery.index, "check", None)
-        if check is not None:   # an index in the database reads no template above: check them all once
+        if check is not None:  # an index in the database reads no template above: check them all once
             check()
 
     def close(self) -> None:
@@ -106,15 +119,19 @@ class Service:
 
     def health(self) -> dict[str, Any]:
         info = self.pipeline.encoder.info
-        return {"status": "ok", "version": __version__, "model": info.name,
-                "detector": getattr(self.pipeline.detector, "name", str(self.settings.detector)),
-                "liveness": self.settings.liveness}
+        return {
+            "status": "ok",
+            "version": __version__,
+            "model": info.name,
+            "detector": getattr(self.pipeline.detector, "name", str(self.settings.detector)),
+            "liveness": self.settings.liveness,
+        }
 
     @property
     def secrets(self) -> tuple[str, ...]:
         """Strings that must never appear in an answer (where the gallery lives)."""
         g = self.settings.gallery
-        if isinstance(g, str):   # a postgresql:// URL: the URL, with and without its password
+        if isinstance(g, str):  # a postgresql:// URL: the URL, with and without its password
             from ..gallery.postgres import redact
 
             return (g, redact(g), str(self.settings.keys_file))
@@ -138,15 +155,18 @@ class Service:
             raise ServiceError(422, "no-face", f"no face found in {' and '.join(missing) or 'an image'}") from None
         payload = result.to_dict()
         if self.liveness is not None:
-            payload["liveness"] = {"a": self._liveness(images[0], result.box_a),
-                                   "b": self._liveness(images[1], result.box_b)}
+            payload["liveness"] = {
+                "a": self._liveness(images[0], result.box_a),
+                "b": self._liveness(images[1], result.box_b),
+            }
         return payload
 
     def person(self, name: str):
-        return self.gallery.store.person(name, metadata=False)   # a claim reads no metadata
+        return self.gallery.store.person(name, metadata=False)  # a claim reads no metadata
 
-    def verify_claim(self, person, probe: Upload, rule: str, fraction: float,
-                     session: Session | None = None) -> tuple[bool, dict[str, Any]]:
+    def verify_claim(
+        self, person, probe: Upload, rule: str, fraction: float, session: Session | None = None
+    ) -> tuple[bool, dict[str, Any]]:
         """(granted, evidence). Granted needs the face to match and, with liveness on, to be live: passive,
         a live score of the probe; active, a passed challenge `session` whose faces are all the person."""
         image = self.decode(probe)
@@ -166,8 +186,10 @@ class Service:
             if granted and not active["passed"]:
                 payload["notes"].append(f"the face matches but the liveness challenge failed: {active['reason']}")
             elif granted and not active["same_person"]:
-                payload["notes"].append(f"a face seen during the liveness challenge is not {person.name} "
-                                        f"(lowest score {active['lowest_score']})")
+                payload["notes"].append(
+                    f"a face seen during the liveness challenge is not {person.name} "
+                    f"(lowest score {active['lowest_score']})"
+                )
             granted = granted and active["passed"] and active["same_person"]
         elif live is not None:
             payload["liveness"] = live
@@ -194,10 +216,13 @@ class Service:
         if not self.settings.active_liveness:
             return None
         if not session_id:
-            raise ServiceError(400, "liveness-required",
-                               f"this server's liveness is {self.settings.liveness}: open a session (POST "
-                               f"/v1/liveness/sessions), meet its challenge with frames, then send its id as "
-                               f"'liveness_session'")
+            raise ServiceError(
+                400,
+                "liveness-required",
+                f"this server's liveness is {self.settings.liveness}: open a session (POST "
+                f"/v1/liveness/sessions), meet its challenge with frames, then send its id as "
+                f"'liveness_session'",
+            )
         return self.sessions.use(session_id, key)
 
     def liveness_frame(self, session_id: str, key: str | None, frame: Upload) -> dict[str, Any]:
@@ -224,8 +249,9 @@ class Service:
         from ..gallery.core import DEFAULT_MARGIN
 
         image = self.decode(probe)
-        result = self.gallery.identify(image, top=top, margin=DEFAULT_MARGIN if margin is None else margin,
-                                       exclude=locked)
+        result = self.gallery.identify(
+            image, top=top, margin=DEFAULT_MARGIN if margin is None else margin, exclude=locked
+        )
         if not result.faces:
             raise ServiceError(422, "no-face", f"no face found in {probe.label}")
         result = dataclasses.replace(result, probe=probe.label)
@@ -242,8 +268,9 @@ class Service:
         payload["size"] = [int(image.shape[1]), int(image.shape[0])]
         return payload
 
-    def enroll(self, name: str, uploads: list[Upload], metadata: dict[str, Any] | None,
-               must_exist: bool, force: bool = False) -> tuple[bool, dict[str, Any]]:
+    def enroll(
+        self, name: str, uploads: list[Upload], metadata: dict[str, Any] | None, must_exist: bool, force: bool = False
+    ) -> tuple[bool, dict[str, Any]]:
         """Enroll `name` from `uploads`: a new person (409 when the name is taken, decided inside the
         gallery's write transaction, so two requests racing for one new name cannot both create it), or,
         with `must_exist`, more faces of an enrolled one (those that do not match the person are rejected
@@ -253,6 +280,13 @@ class Service:
         # answered before decoding anything; the gallery decides again, inside its write transaction
         name = self.gallery.check_enrollment(name, new=not must_exist, existing=must_exist)
         images = [self.decode(u) for u in uploads]
-        report = self.gallery.enroll(name, images, metadata=metadata, sources=[u.label for u in uploads],
-                                     new=not must_exist, existing=must_exist, force=force)
+        report = self.gallery.enroll(
+            name,
+            images,
+            metadata=metadata,
+            sources=[u.label for u in uploads],
+            new=not must_exist,
+            existing=must_exist,
+            force=force,
+        )
         return bool(report.added), report.to_dict()

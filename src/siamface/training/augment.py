@@ -20,13 +20,13 @@ from ..errors import ConfigError
 
 @dataclass(frozen=True)
 class Augment:
-    flip: float = 0.5          # probability of a horizontal flip
-    rotate: float = 10.0       # max |rotation| in degrees
-    scale: float = 0.1         # scale drawn in [1 - scale, 1 + scale]
-    shift: float = 0.05        # max |shift| as a fraction of the side
-    contrast: float = 0.2      # contrast factor in [1 - c, 1 + c]
-    brightness: float = 20.0   # added to pixels, in [-b, b]
-    blur: float = 0.2          # probability of a Gaussian blur (sigma 0.5-1.2 px)
+    flip: float = 0.5  # probability of a horizontal flip
+    rotate: float = 10.0  # max |rotation| in degrees
+    scale: float = 0.1  # scale drawn in [1 - scale, 1 + scale]
+    shift: float = 0.05  # max |shift| as a fraction of the side
+    contrast: float = 0.2  # contrast factor in [1 - c, 1 + c]
+    brightness: float = 20.0  # added to pixels, in [-b, b]
+    blur: float = 0.2  # probability of a Gaussian blur (sigma 0.5-1.2 px)
 
     @classmethod
     def none(cls) -> Augment:

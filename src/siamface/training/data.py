@@ -61,8 +61,7 @@ class FaceSet:
         old = np.array([index.get(name, -1) for name in self.identities], np.int64)
         new_labels = old[self.labels]
         keep = np.flatnonzero(new_labels >= 0)
-        return FaceSet(self.chips[keep], new_labels[keep], list(identities), [self.paths[i] for i in keep],
-                       self.root)
+        return FaceSet(self.chips[keep], new_labels[keep], list(identities), [self.paths[i] for i in keep], self.root)
 
     def describe(self) -> str:
         return f"{len(self.identities)} identities, {len(self)} images from {self.root}"
@@ -85,9 +84,17 @@ def default_chip_cache() -> Path:
     return default_cache_dir() / "train-chips"
 
 
-def load_faces(root: str | os.PathLike, *, detector: str = "retinaface", aligned: bool = False,
-               chip: ChipSpec = DLIB_CHIP, max_per_identity: int | None = None, min_per_identity: int = 1,
-               cache_dir: str | os.PathLike | None = None, progress=None) -> FaceSet:
+def load_faces(
+    root: str | os.PathLike,
+    *,
+    detector: str = "retinaface",
+    aligned: bool = False,
+    chip: ChipSpec = DLIB_CHIP,
+    max_per_identity: int | None = None,
+    min_per_identity: int = 1,
+    cache_dir: str | os.PathLike | None = None,
+    progress=None,
+) -> FaceSet:
     """Read a folder-per-person dataset into aligned chips (see module doc).
 
     max_per_identity: keep the first N images of each identity (natural order); min_per_identity: drop
@@ -114,8 +121,13 @@ def load_faces(root: str | os.PathLike, *, detector: str = "retinaface", aligned
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp.npz")
-            np.savez(tmp, chips=chips, paths=np.array(rel, str), identities=np.array(idents, str),
-                     skipped=np.array(skipped, str))
+            np.savez(
+                tmp,
+                chips=chips,
+                paths=np.array(rel, str),
+                identities=np.array(idents, str),
+                skipped=np.array(skipped, str),
+            )
             os.replace(tmp, cache)
     counts: dict[str, int] = {}
     for ident in idents:
@@ -123,8 +135,14 @@ def load_faces(root: str | os.PathLike, *, detector: str = "retinaface", aligned
     names = [k for k in files if counts.get(k, 0) >= max(1, min_per_identity)]
     index = {name: i for i, name in enumerate(names)}
     keep = [i for i, ident in enumerate(idents) if ident in index]
-    return FaceSet(np.ascontiguousarray(chips[keep]), np.array([index[idents[i]] for i in keep], np.int64),
-                   names, [str(rel[i]) for i in keep], str(root), [str(s) for s in skipped])
+    return FaceSet(
+        np.ascontiguousarray(chips[keep]),
+        np.array([index[idents[i]] for i in keep], np.int64),
+        names,
+        [str(rel[i]) for i in keep],
+        str(root),
+        [str(s) for s in skipped],
+    )
 
 
 def _align_all(root, files, detector_name, aligned, chip, progress):
@@ -181,16 +199,22 @@ def split_identities(identities: list[str], val: float, test: float, seed: int) 
     names = sorted(identities)
     n_test, n_val = _count(test, len(names), "test"), _count(val, len(names), "val")
     if n_test + n_val > len(names) - 2:
-        raise ConfigError(f"{len(names)} identities cannot give {n_test} test + {n_val} validation identities "
-                          "and still leave two to train on")
+        raise ConfigError(
+            f"{len(names)} identities cannot give {n_test} test + {n_val} validation identities "
+            "and still leave two to train on"
+        )
     order = np.random.default_rng(seed).permutation(len(names))
     shuffled = [names[i] for i in order]
-    return {"train": sorted(shuffled[n_test + n_val:]), "val": sorted(shuffled[n_test:n_test + n_val]),
-            "test": sorted(shuffled[:n_test])}
+    return {
+        "train": sorted(shuffled[n_test + n_val :]),
+        "val": sorted(shuffled[n_test : n_test + n_val]),
+        "test": sorted(shuffled[:n_test]),
+    }
 
 
-def verification_pairs(labels: np.ndarray, seed: int = 0, impostor_ratio: float = 1.0,
-                       max_genuine: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def verification_pairs(
+    labels: np.ndarray, seed: int = 0, impostor_ratio: float = 1.0, max_genuine: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(a, b, same) index arrays: every genuine pair (i < j, at most ``max_genuine``, seeded sample), then
     ``impostor_ratio`` times as many distinct impostor pairs drawn without replacement (seeded)."""
     labels = np.asarray(labels)
@@ -206,8 +230,13 @@ def verification_pairs(labels: np.ndarray, seed: int = 0, impostor_ratio: float 
     return i[pick], j[pick], same[pick]
 
 
-def write_split(run_dir: str | os.PathLike, faces: FaceSet, split: dict[str, list[str]], seed: int,
-                pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Path:
+def write_split(
+    run_dir: str | os.PathLike,
+    faces: FaceSet,
+    split: dict[str, list[str]],
+    seed: int,
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> Path:
     """Save ``split.json`` (identities and files per part) and, given the test pairs (indexes into the test
     subset), ``test_pairs_same.txt`` / ``test_pairs_different.txt`` for ``siamface evaluate``."""
     run_dir = Path(run_dir)
@@ -215,8 +244,10 @@ def write_split(run_dir: str | os.PathLike, faces: FaceSet, split: dict[str, lis
     parts = {}
     for name, ids in split.items():
         wanted = set(ids)
-        parts[name] = {"identities": ids,
-                       "files": [p for p, lab in zip(faces.paths, faces.labels) if faces.identities[lab] in wanted]}
+        parts[name] = {
+            "identities": ids,
+            "files": [p for p, lab in zip(faces.paths, faces.labels) if faces.identities[lab] in wanted],
+        }
     doc = {"root": str(Path(faces.root).resolve()), "seed": seed, "skipped": faces.skipped, **parts}
     path = run_dir / "split.json"
     path.write_text(json.dumps(doc, indent=1))

@@ -20,8 +20,17 @@ from . import require_torch
 OPSET = 17
 
 
-def export_onnx(encoder, path: str | os.PathLike, *, name: str, threshold: float, threshold_source: str,
-                training: str = "", chip: ChipSpec = DLIB_CHIP, extra: dict | None = None) -> Path:
+def export_onnx(
+    encoder,
+    path: str | os.PathLike,
+    *,
+    name: str,
+    threshold: float,
+    threshold_source: str,
+    training: str = "",
+    chip: ChipSpec = DLIB_CHIP,
+    extra: dict | None = None,
+) -> Path:
     """Write ``encoder`` (a `networks._Encoder`) to ``path`` as ONNX with ``siamface.*`` metadata."""
     torch = require_torch()
     import onnx
@@ -34,12 +43,27 @@ def export_onnx(encoder, path: str | os.PathLike, *, name: str, threshold: float
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (dummy,), buf, dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}})
+        torch.onnx.export(
+            model,
+            (dummy,),
+            buf,
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}},
+        )
     proto = onnx.load_from_string(buf.getvalue())
-    meta = {**c, "name": name, "metric": "cosine", "threshold": float(threshold),
-            "threshold_source": threshold_source, "training": training,
-            "chip": chip_metadata(chip), **(extra or {})}
+    meta = {
+        **c,
+        "name": name,
+        "metric": "cosine",
+        "threshold": float(threshold),
+        "threshold_source": threshold_source,
+        "training": training,
+        "chip": chip_metadata(chip),
+        **(extra or {}),
+    }
     del proto.metadata_props[:]
     for key, value in meta.items():
         entry = proto.metadata_props.add()

@@ -102,10 +102,10 @@ class FaceNetNet(_Encoder):
         for n in nodes:
             if n.op == "BiasAdd":
                 bias_of[_ref(n.inputs[0])] = n
-        self._ops: list[tuple] = []          # (op, output, inputs, module key or constant, block index)
+        self._ops: list[tuple] = []  # (op, output, inputs, module key or constant, block index)
         self._blocks: list[str] = []
         modules: dict[str, nn.Module] = {}
-        alias: dict[str, str] = {}           # TF node -> the value that holds it (folded / identity nodes)
+        alias: dict[str, str] = {}  # TF node -> the value that holds it (folded / identity nodes)
 
         def const(ref: str):
             node = by_name.get(_ref(ref))
@@ -248,7 +248,7 @@ class FaceNetNet(_Encoder):
         (or the raw embedding after the last block)."""
         values = {self._entry[first]: x}
         stop = self._starts[last] if last < len(self._blocks) else len(self._ops)
-        for op, out, ins, arg, _ in self._ops[self._starts[first]:stop]:
+        for op, out, ins, arg, _ in self._ops[self._starts[first] : stop]:
             if op == "module":
                 y = self.layers[arg](values[ins[0]])
             elif op == "relu":

@@ -43,7 +43,7 @@ class BCEHead(nn.Module):
         super().__init__()
         self.dense = nn.Linear(embedding_size, 1)
         with torch.no_grad():  # start as "far apart = different": a negative weight on every distance
-            self.dense.weight.fill_(-4.0 / embedding_size ** 0.5)
+            self.dense.weight.fill_(-4.0 / embedding_size**0.5)
             self.dense.bias.fill_(2.0)
 
     def forward(self, ea, eb, same):

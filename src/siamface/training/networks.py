@@ -40,13 +40,18 @@ class _Encoder(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        for block in self.blocks()[:getattr(self, "_frozen", 0)]:
+        for block in self.blocks()[: getattr(self, "_frozen", 0)]:
             block.eval()  # frozen batch-norm keeps its statistics
         return self
 
     def contract(self) -> dict:
-        return {"input_size": self.input_size, "channels": self.channels, "mean": list(self.mean),
-                "std": list(self.std), "embedding_size": self.embedding_size}
+        return {
+            "input_size": self.input_size,
+            "channels": self.channels,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "embedding_size": self.embedding_size,
+        }
 
 
 class SmallCNN(_Encoder):
@@ -55,8 +60,9 @@ class SmallCNN(_Encoder):
     At 64x64 grey input and width 32: about 60 M multiply-adds per face; ~1.3 M parameters.
     """
 
-    def __init__(self, input_size: int = 64, channels: int = 1, embedding_size: int = 128, width: int = 32,
-                 dropout: float = 0.2) -> None:
+    def __init__(
+        self, input_size: int = 64, channels: int = 1, embedding_size: int = 128, width: int = 32, dropout: float = 0.2
+    ) -> None:
         super().__init__()
         if input_size % 16:
             raise ValueError(f"input_size must be a multiple of 16, got {input_size}")
@@ -65,14 +71,21 @@ class SmallCNN(_Encoder):
         widths = [width, width * 2, width * 4, width * 8]
         layers, c = [], channels
         for w in widths:
-            layers.append(nn.Sequential(nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w),
-                                        nn.ReLU(inplace=True), nn.MaxPool2d(2)))
+            layers.append(
+                nn.Sequential(
+                    nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True), nn.MaxPool2d(2)
+                )
+            )
             c = w
         self.features = nn.ModuleList(layers)
         side = input_size // 16
         # The batch-norm "neck" centres the embedding: without it the normalised vectors crowd into a cone.
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c * side * side, embedding_size),
-                                  nn.BatchNorm1d(embedding_size))
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(c * side * side, embedding_size),
+            nn.BatchNorm1d(embedding_size),
+        )
 
     def blocks(self) -> list[nn.Module]:
         return [*self.features, self.head]
@@ -148,8 +161,9 @@ class DlibResNet(_Encoder):
             kind, q, w = layer.kind, layer.params, layer.weights
             if kind == "con":
                 nf, k, nr, nc = w["weight"].shape
-                conv = nn.Conv2d(k, nf, (nr, nc), stride=(q["stride_y"], q["stride_x"]),
-                                 padding=(q["padding_y"], q["padding_x"]))
+                conv = nn.Conv2d(
+                    k, nf, (nr, nc), stride=(q["stride_y"], q["stride_x"]), padding=(q["padding_y"], q["padding_x"])
+                )
                 with torch.no_grad():
                     conv.weight.copy_(torch.as_tensor(w["weight"]))
                     conv.bias.copy_(torch.as_tensor(w["bias"]))
@@ -164,8 +178,11 @@ class DlibResNet(_Encoder):
                     mod = nn.AdaptiveMaxPool2d(1) if kind == "max_pool" else _GlobalAvg()
                 else:
                     cls = nn.MaxPool2d if kind == "max_pool" else nn.AvgPool2d
-                    mod = cls((q["nr"], q["nc"]), stride=(q["stride_y"], q["stride_x"]),
-                              padding=(q["padding_y"], q["padding_x"]))
+                    mod = cls(
+                        (q["nr"], q["nc"]),
+                        stride=(q["stride_y"], q["stride_x"]),
+                        padding=(q["padding_y"], q["padding_x"]),
+                    )
             elif kind in ("tag", "skip", "add_prev"):
                 mod = _Marker(kind, q["tag"])
             elif kind == "fc":
@@ -210,6 +227,7 @@ def _add_padded(a, b):
     def pad(x):
         c, h, w = x.shape[1:]
         return F.pad(x, (0, target[2] - w, 0, target[1] - h, 0, target[0] - c))
+
     return pad(a) + pad(b)
 
 

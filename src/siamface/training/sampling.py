@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def pk_batches(labels: np.ndarray, batch_size: int, k: int, rng: np.random.Generator,
-               steps: int | None = None) -> list[np.ndarray]:
+def pk_batches(
+    labels: np.ndarray, batch_size: int, k: int, rng: np.random.Generator, steps: int | None = None
+) -> list[np.ndarray]:
     """One epoch of batches (index arrays): each has ``batch_size // k`` identities with ``k`` images each
     (without replacement when the identity has enough). ``steps`` defaults to ``ceil(n / batch_size)``."""
     labels = np.asarray(labels)
@@ -30,8 +31,9 @@ def pk_batches(labels: np.ndarray, batch_size: int, k: int, rng: np.random.Gener
     return out
 
 
-def batch_pairs(labels: np.ndarray, rng: np.random.Generator,
-                distances: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def batch_pairs(
+    labels: np.ndarray, rng: np.random.Generator, distances: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(a, b, same) positions within a batch: for every image one genuine partner (another image of its
     identity, at random) and one impostor (at random, or the nearest under ``distances`` (n, n) when given:
     hard-negative mining). Images alone in their identity get no genuine pair."""

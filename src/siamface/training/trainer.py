@@ -40,35 +40,35 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     dataset: str
     out: str = "runs/train"
-    loss: str = "contrastive"          # contrastive | bce | triplet
-    encoder: str = "small"             # small | resnet | facenet
+    loss: str = "contrastive"  # contrastive | bce | triplet
+    encoder: str = "small"  # small | resnet | facenet
     epochs: int = 40
     batch: int = 64
-    per_identity: int = 4              # K images per identity in a batch
-    lr: float | None = None            # default: 2e-3 small, 1e-4 resnet and facenet
+    per_identity: int = 4  # K images per identity in a batch
+    lr: float | None = None  # default: 2e-3 small, 1e-4 resnet and facenet
     weight_decay: float = 5e-4
-    schedule: str = "cosine"           # cosine | step | none
-    margin: float | None = None        # default per loss (losses.DEFAULT_MARGIN)
-    hard_negatives: bool = True        # pair losses: impostor = nearest other identity in the batch
-    augment: str = "default"           # see Augment.parse ("none": frozen blocks run once, cached)
-    freeze: int = 0                    # freeze the first N blocks (negative: all but the last -N)
+    schedule: str = "cosine"  # cosine | step | none
+    margin: float | None = None  # default per loss (losses.DEFAULT_MARGIN)
+    hard_negatives: bool = True  # pair losses: impostor = nearest other identity in the batch
+    augment: str = "default"  # see Augment.parse ("none": frozen blocks run once, cached)
+    freeze: int = 0  # freeze the first N blocks (negative: all but the last -N)
     seed: int = 0
-    val: float = 0.1                   # identities: count (>= 1) or fraction
+    val: float = 0.1  # identities: count (>= 1) or fraction
     test: float = 0.25
     aligned: bool = False
-    padding: float = 0.25              # context around the face in the aligned chip (dlib's: 0.25; not facenet)
+    padding: float = 0.25  # context around the face in the aligned chip (dlib's: 0.25; not facenet)
     detector: str = "retinaface"
     max_per_identity: int | None = None
     min_per_identity: int = 2
-    input_size: int = 64               # small encoder only
-    channels: int = 1                  # small encoder only (1 grey, 3 RGB)
-    embedding_size: int = 128          # small encoder only
-    width: int = 16                    # small encoder only
-    patience: int = 10                 # early stopping: epochs without a better validation EER
-    far: float = 1e-3                  # threshold target when validation has >= 1/far impostor pairs
+    input_size: int = 64  # small encoder only
+    channels: int = 1  # small encoder only (1 grey, 3 RGB)
+    embedding_size: int = 128  # small encoder only
+    width: int = 16  # small encoder only
+    patience: int = 10  # early stopping: epochs without a better validation EER
+    far: float = 1e-3  # threshold target when validation has >= 1/far impostor pairs
     threads: int | None = None
     cache_dir: str | None = None
-    name: str | None = None            # model name in the exported metadata (default: run folder name)
+    name: str | None = None  # model name in the exported metadata (default: run folder name)
     progress: bool = True
     plot: bool = True
 
@@ -118,7 +118,7 @@ def _embed(torch, encoder, x: np.ndarray, batch: int = 128, forward=None) -> np.
     out = []
     with torch.no_grad():
         for s in range(0, len(x), batch):
-            out.append(torch.nn.functional.normalize(forward(torch.from_numpy(x[s:s + batch])), dim=1).numpy())
+            out.append(torch.nn.functional.normalize(forward(torch.from_numpy(x[s : s + batch])), dim=1).numpy())
     return np.concatenate(out) if out else np.zeros((0, encoder.embedding_size), np.float32)
 
 
@@ -126,7 +126,7 @@ def _trunk_outputs(torch, encoder, x: np.ndarray, batch: int = 32) -> np.ndarray
     """The frozen blocks run once over network inputs ``x`` (see `facenet_net.FaceNetNet.trunk`)."""
     encoder.eval()
     with torch.no_grad():
-        parts = [encoder.trunk(torch.from_numpy(x[s:s + batch])).numpy() for s in range(0, len(x), batch)]
+        parts = [encoder.trunk(torch.from_numpy(x[s : s + batch])).numpy() for s in range(0, len(x), batch)]
     return np.concatenate(parts) if parts else x
 
 
@@ -139,9 +139,15 @@ def verification_figures(scores: np.ndarray, labels: np.ndarray, threshold: floa
     """Accuracy at ``threshold`` (when given), EER, best accuracy and TAR at FAR 1e-3 of cosine scores."""
     e, e_thr = eer(scores, labels)
     best = best_accuracy_threshold(scores, labels)
-    out = {"pairs": int(len(labels)), "genuine": int(labels.sum()), "impostor": int(len(labels) - labels.sum()),
-           "eer": float(e), "eer_threshold": float(e_thr), "best_accuracy": float(best.accuracy),
-           "best_threshold": float(best.threshold)}
+    out = {
+        "pairs": int(len(labels)),
+        "genuine": int(labels.sum()),
+        "impostor": int(len(labels) - labels.sum()),
+        "eer": float(e),
+        "eer_threshold": float(e_thr),
+        "best_accuracy": float(best.accuracy),
+        "best_threshold": float(best.threshold),
+    }
     t = tar_at_far(scores, labels, 1e-3)
     out["tar_at_far_1e-3"] = float(t.tar)
     if threshold is not None:
@@ -160,8 +166,9 @@ def calibrate_threshold(scores: np.ndarray, labels: np.ndarray, far: float) -> t
     return float(eer(scores, labels)[1]), f"EER ({n_imp} impostor pairs are too few for FAR {far:g})"
 
 
-def train(config: TrainConfig, resume: bool = False, faces: FaceSet | None = None,
-          stop_after: int | None = None) -> dict:
+def train(
+    config: TrainConfig, resume: bool = False, faces: FaceSet | None = None, stop_after: int | None = None
+) -> dict:
     """Run (or resume) a training run; returns the figures written to ``result.json``.
 
     faces: the dataset already loaded (else read from ``config.dataset``); stop_after: run at most this many
@@ -202,18 +209,29 @@ def train(config: TrainConfig, resume: bool = False, faces: FaceSet | None = Non
 
     # -- data ---------------------------------------------------------------------------------------------
     if faces is None:
-        faces = load_faces(config.dataset, detector=config.detector, aligned=config.aligned, chip=chip,
-                           max_per_identity=config.max_per_identity, min_per_identity=config.min_per_identity,
-                           cache_dir=config.cache_dir,
-                           progress=lambda i, n: bar.draw(f"aligning faces {i}/{n}", end=i == n))
+        faces = load_faces(
+            config.dataset,
+            detector=config.detector,
+            aligned=config.aligned,
+            chip=chip,
+            max_per_identity=config.max_per_identity,
+            min_per_identity=config.min_per_identity,
+            cache_dir=config.cache_dir,
+            progress=lambda i, n: bar.draw(f"aligning faces {i}/{n}", end=i == n),
+        )
     split = split_identities(faces.identities, config.val, config.test, config.seed)
     train_set, val_set, test_set = (faces.subset(split[k]) for k in ("train", "val", "test"))
     test_pairs = verification_pairs(test_set.labels, seed=config.seed + 2)
     val_pairs = verification_pairs(val_set.labels, seed=config.seed + 1, max_genuine=5000)
     write_split(out, faces, split, config.seed, test_pairs)
 
-    encoder = build_encoder(config.encoder, input_size=config.input_size, channels=config.channels,
-                            embedding_size=config.embedding_size, width=config.width)
+    encoder = build_encoder(
+        config.encoder,
+        input_size=config.input_size,
+        channels=config.channels,
+        embedding_size=config.embedding_size,
+        width=config.width,
+    )
     c = encoder.contract()
     size, ch, mean, std = c["input_size"], c["channels"], c["mean"], c["std"]
     # Training chips at the input size, uint8 RGB (augmented per batch); the others preprocessed once.
@@ -234,8 +252,7 @@ def train(config: TrainConfig, resume: bool = False, faces: FaceSet | None = Non
     params = [p for p in list(encoder.parameters()) + list(head.parameters()) if p.requires_grad]
     lr = config.lr if config.lr is not None else (2e-3 if config.encoder == "small" else 1e-4)
     optimiser = torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda e: _lr_factor(config.schedule, e, config.epochs))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda e: _lr_factor(config.schedule, e, config.epochs))
 
     history: list[dict] = []
     best = {"eer": math.inf, "accuracy": -1.0, "epoch": -1}
@@ -251,14 +268,26 @@ def train(config: TrainConfig, resume: bool = False, faces: FaceSet | None = Non
         log.info("resuming %s at epoch %d", out, start + 1)
 
     def checkpoint(path: Path, epoch: int) -> None:
-        torch.save({"config": asdict(config), "epoch": epoch, "encoder": encoder.state_dict(),
-                    "head": head.state_dict(), "optimiser": optimiser.state_dict(),
-                    "schedule": schedule.state_dict(), "numpy_rng": rng.bit_generator.state,
-                    "torch_rng": torch.get_rng_state(), "history": history, "best": best,
-                    "contract": c, "frozen_blocks": frozen}, path.with_suffix(".tmp"))
+        torch.save(
+            {
+                "config": asdict(config),
+                "epoch": epoch,
+                "encoder": encoder.state_dict(),
+                "head": head.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "schedule": schedule.state_dict(),
+                "numpy_rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "history": history,
+                "best": best,
+                "contract": c,
+                "frozen_blocks": frozen,
+            },
+            path.with_suffix(".tmp"),
+        )
         path.with_suffix(".tmp").replace(path)
 
-    stale = sum(1 for row in history[best["epoch"] + 1:]) if history else 0
+    stale = sum(1 for row in history[best["epoch"] + 1 :]) if history else 0
     t_start = time.monotonic() - sum(row["seconds"] for row in history)
     for epoch in range(start, config.epochs):
         if stale >= config.patience or (stop_after is not None and epoch - start >= stop_after):
@@ -287,10 +316,17 @@ def train(config: TrainConfig, resume: bool = False, faces: FaceSet | None = Non
             optimiser.step()
             total_loss += float(loss.detach())
             total_acc += float(acc.detach())
-            bar.draw(f"epoch {epoch + 1}/{config.epochs} step {step}/{len(batches)}  "
-                     f"loss {total_loss / step:.4f}  acc {total_acc / step:.3f}")
+            bar.draw(
+                f"epoch {epoch + 1}/{config.epochs} step {step}/{len(batches)}  "
+                f"loss {total_loss / step:.4f}  acc {total_acc / step:.3f}"
+            )
         schedule.step()
-        row = {"epoch": epoch + 1, "lr": lr_used, "train_loss": total_loss / len(batches), "train_accuracy": total_acc / len(batches)}
+        row = {
+            "epoch": epoch + 1,
+            "lr": lr_used,
+            "train_loss": total_loss / len(batches),
+            "train_accuracy": total_acc / len(batches),
+        }
         if len(val_set) and len(val_pairs[0]):
             scores, labels = _pair_scores(_embed(torch, encoder, x_val, forward=forward), val_pairs)
             fig = verification_figures(scores, labels)
@@ -302,49 +338,76 @@ def train(config: TrainConfig, resume: bool = False, faces: FaceSet | None = Non
         row["seconds"] = time.monotonic() - t0
         history.append(row)
         if better:
-            best = {"eer": row["val_eer"] if not math.isnan(row["val_eer"]) else math.inf,
-                    "accuracy": row["val_accuracy"], "epoch": epoch}
+            best = {
+                "eer": row["val_eer"] if not math.isnan(row["val_eer"]) else math.inf,
+                "accuracy": row["val_accuracy"],
+                "epoch": epoch,
+            }
             stale = 0
         else:
             stale += 1
         checkpoint(ckpt_last, epoch)
         if better:
             checkpoint(out / "best.pt", epoch)
-        bar.draw(f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  "
-                 f"acc {row['train_accuracy']:.3f}  val EER {row['val_eer']:.4f}  "
-                 f"val acc {row['val_accuracy']:.3f}  {row['seconds']:.1f}s", end=True)
+        bar.draw(
+            f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  "
+            f"acc {row['train_accuracy']:.3f}  val EER {row['val_eer']:.4f}  "
+            f"val acc {row['val_accuracy']:.3f}  {row['seconds']:.1f}s",
+            end=True,
+        )
         _write_csv(out / "metrics.csv", history)
     train_seconds = time.monotonic() - t_start
 
     # -- best weights, threshold on validation, test figures, export --------------------------------------
     encoder.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=False)["encoder"])
     if len(val_pairs[0]):
-        threshold, how = calibrate_threshold(*_pair_scores(_embed(torch, encoder, x_val, forward=forward), val_pairs),
-                                             config.far)
+        threshold, how = calibrate_threshold(
+            *_pair_scores(_embed(torch, encoder, x_val, forward=forward), val_pairs), config.far
+        )
         source = f"{how} on the validation split ({len(val_set.identities)} identities) of {faces.root}"
     else:
         tr_pairs = verification_pairs(train_set.labels, seed=config.seed + 3, max_genuine=5000)
         x_tr = h_train if cached else preprocess(train_set.chips, size, ch, mean, std)
-        threshold, how = calibrate_threshold(*_pair_scores(_embed(torch, encoder, x_tr, forward=forward), tr_pairs),
-                                             config.far)
+        threshold, how = calibrate_threshold(
+            *_pair_scores(_embed(torch, encoder, x_tr, forward=forward), tr_pairs), config.far
+        )
         source = f"{how} on the training identities of {faces.root} (no validation split)"
     test = {}
     if len(test_pairs[0]):
-        test = verification_figures(*_pair_scores(_embed(torch, encoder, x_test, forward=forward), test_pairs),
-                                    threshold)
+        test = verification_figures(
+            *_pair_scores(_embed(torch, encoder, x_test, forward=forward), test_pairs), threshold
+        )
     name = config.name or out.resolve().name
-    training = (f"{config.loss} loss, {config.encoder} encoder, {len(train_set.identities)} identities / "
-                f"{len(train_set)} images of {Path(faces.root).name}, seed {config.seed}, "
-                f"best epoch {best['epoch'] + 1}")
-    model_path = export_onnx(encoder, out / "model.onnx", name=name, threshold=threshold,
-                             threshold_source=source, training=training, chip=chip,
-                             extra={"loss": config.loss, "encoder": config.encoder})
-    result = {"run": str(out), "model": str(model_path), "threshold": threshold, "threshold_source": source,
-              "train_seconds": train_seconds, "epochs_run": len(history), "best_epoch": best["epoch"] + 1,
-              "frozen_blocks": frozen, "trunk_cached": cached, "identities": {k: len(v) for k, v in split.items()},
-              "images": {"train": len(train_set), "val": len(val_set), "test": len(test_set),
-                         "skipped": len(faces.skipped)},
-              "test": test, "training": training}
+    training = (
+        f"{config.loss} loss, {config.encoder} encoder, {len(train_set.identities)} identities / "
+        f"{len(train_set)} images of {Path(faces.root).name}, seed {config.seed}, "
+        f"best epoch {best['epoch'] + 1}"
+    )
+    model_path = export_onnx(
+        encoder,
+        out / "model.onnx",
+        name=name,
+        threshold=threshold,
+        threshold_source=source,
+        training=training,
+        chip=chip,
+        extra={"loss": config.loss, "encoder": config.encoder},
+    )
+    result = {
+        "run": str(out),
+        "model": str(model_path),
+        "threshold": threshold,
+        "threshold_source": source,
+        "train_seconds": train_seconds,
+        "epochs_run": len(history),
+        "best_epoch": best["epoch"] + 1,
+        "frozen_blocks": frozen,
+        "trunk_cached": cached,
+        "identities": {k: len(v) for k, v in split.items()},
+        "images": {"train": len(train_set), "val": len(val_set), "test": len(test_set), "skipped": len(faces.skipped)},
+        "test": test,
+        "training": training,
+    }
     (out / "result.json").write_text(json.dumps(result, indent=1))
     if config.plot:
         _plot(out / "curves.png", history)

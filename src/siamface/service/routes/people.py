@@ -31,8 +31,9 @@ async def _uploads(svc: Service, images: list[UploadFile]):
     if not images:
         raise ServiceError(400, "bad-request", "send at least one image file in field 'images'")
     if len(images) > svc.settings.max_enroll_images:
-        raise ServiceError(400, "bad-request", f"at most {svc.settings.max_enroll_images} images per request, "
-                                               f"got {len(images)}")
+        raise ServiceError(
+            400, "bad-request", f"at most {svc.settings.max_enroll_images} images per request, got {len(images)}"
+        )
     return [await read_upload(f, f"images[{i}]") for i, f in enumerate(images)]
 
 
@@ -60,13 +61,16 @@ def _bounded(metadata: Any) -> None:
 def _enrolled(added: bool, report: dict[str, Any], status: int) -> JSONResponse:
     if not added:
         reasons = "; ".join(r["message"] for r in report["rejected"]) or "no image passed"
-        raise ServiceError(422, "no-usable-face", f"no image could be enrolled: {reasons}",
-                           extra={"report": report})
+        raise ServiceError(422, "no-usable-face", f"no image could be enrolled: {reasons}", extra={"report": report})
     return JSONResponse(report, status_code=status)
 
 
-@router.post("", summary="Enroll a new person from one or more images", status_code=201,
-             responses=error_responses(400, 401, 403, 409, 413, 422))
+@router.post(
+    "",
+    summary="Enroll a new person from one or more images",
+    status_code=201,
+    responses=error_responses(400, 401, 403, 409, 413, 422),
+)
 async def create_person(
     svc: Annotated[Service, Depends(service)],
     name: Annotated[str, Form(description="the person's name (unique)")],
@@ -84,14 +88,21 @@ async def create_person(
     return _enrolled(added, report, 201)
 
 
-@router.post("/{name}/faces", summary="Add face images to an enrolled person",
-             responses=error_responses(400, 401, 403, 404, 413, 422))
+@router.post(
+    "/{name}/faces",
+    summary="Add face images to an enrolled person",
+    responses=error_responses(400, 401, 403, 404, 413, 422),
+)
 async def add_faces(
     name: str,
     svc: Annotated[Service, Depends(service)],
     images: Annotated[list[UploadFile], File(description="more face images of that person")],
-    force: Annotated[bool, Form(description="add the images even when their face does not match the "
-                                            "person's templates at the 1:1 threshold")] = False,
+    force: Annotated[
+        bool,
+        Form(
+            description="add the images even when their face does not match the person's templates at the 1:1 threshold"
+        ),
+    ] = False,
 ) -> JSONResponse:
     """Each image passes the quality gates and must match one of the person's templates at the 1:1
     threshold (else it is rejected as `other-person`, with its score and the threshold) unless
@@ -116,8 +127,11 @@ async def show_person(name: str, svc: Annotated[Service, Depends(service)]) -> d
     return await svc.run(show)
 
 
-@router.patch("/{name}", summary="Rename a person and/or replace their metadata",
-              responses=error_responses(400, 401, 403, 404, 409, 422))
+@router.patch(
+    "/{name}",
+    summary="Rename a person and/or replace their metadata",
+    responses=error_responses(400, 401, 403, 404, 409, 422),
+)
 async def update_person(name: str, change: PersonUpdate, svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
     if change.name is None and change.metadata is None:
         raise ServiceError(400, "bad-request", "give a new 'name' and/or 'metadata'")
@@ -127,7 +141,7 @@ async def update_person(name: str, change: PersonUpdate, svc: Annotated[Service,
         from ...gallery.store import UnknownPersonError
 
         store = svc.gallery.store
-        person = store.person(name, metadata=False)   # damaged metadata can be replaced
+        person = store.person(name, metadata=False)  # damaged metadata can be replaced
         if change.name is not None:
             try:
                 new = check_name(change.name)
@@ -148,11 +162,12 @@ async def update_person(name: str, change: PersonUpdate, svc: Annotated[Service,
     return await svc.run(update)
 
 
-@router.delete("/{name}", summary="Remove a person, their templates and any kept images",
-               responses=error_responses(401, 403, 404))
+@router.delete(
+    "/{name}", summary="Remove a person, their templates and any kept images", responses=error_responses(401, 403, 404)
+)
 async def delete_person(name: str, svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
     def delete():
-        person = svc.gallery.store.person(name, metadata=False)   # a damaged person can be removed
+        person = svc.gallery.store.person(name, metadata=False)  # a damaged person can be removed
         return {"removed": person.name, "templates": svc.gallery.store.delete(person.name)}
 
     return await svc.run(delete)

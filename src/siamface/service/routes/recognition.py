@@ -13,8 +13,11 @@ from .deps import api_key, read_upload, service
 router = APIRouter(prefix="/v1", tags=["recognition"], dependencies=[Depends(api_key)])
 
 
-@router.post("/verify", summary="Same person? Two images (a, b), or a claimed person and a probe image",
-             responses=error_responses(400, 401, 403, 404, 409, 410, 413, 422, 429))
+@router.post(
+    "/verify",
+    summary="Same person? Two images (a, b), or a claimed person and a probe image",
+    responses=error_responses(400, 401, 403, 404, 409, 410, 413, 422, 429),
+)
 async def verify(
     svc: Annotated[Service, Depends(service)],
     key: Annotated[str | None, Depends(api_key)],
@@ -22,13 +25,20 @@ async def verify(
     image: Annotated[UploadFile | None, File(description="the probe, with `claim`")] = None,
     a: Annotated[UploadFile | None, File(description="first image (without `claim`)")] = None,
     b: Annotated[UploadFile | None, File(description="second image (without `claim`)")] = None,
-    rule: Annotated[Literal["best", "mean", "fraction"], Form(description="with `claim`: how the person's "
-                                                                          "template scores combine")] = "best",
-    fraction: Annotated[float, Form(gt=0, le=1, description="with rule=fraction: share of templates "
-                                                            "that must match")] = 0.5,
-    liveness_session: Annotated[str | None, Form(description="with `claim`, when the server's liveness is "
-                                                             "active or both: a decided liveness session "
-                                                             "(used up by this request)")] = None,
+    rule: Annotated[
+        Literal["best", "mean", "fraction"], Form(description="with `claim`: how the person's template scores combine")
+    ] = "best",
+    fraction: Annotated[
+        float, Form(gt=0, le=1, description="with rule=fraction: share of templates that must match")
+    ] = 0.5,
+    liveness_session: Annotated[
+        str | None,
+        Form(
+            description="with `claim`, when the server's liveness is "
+            "active or both: a decided liveness session "
+            "(used up by this request)"
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """With `claim` + `image`: the claim verification of `siamface verify --gallery G --claim NAME` (granted
     when `accepted`, and live when liveness is on), logged in the gallery's audit; denied attempts count
@@ -53,20 +63,26 @@ async def verify(
                 payload["locked_for_s"] = round(left)
         return payload
     if a is None or b is None or image is not None:
-        raise ServiceError(400, "bad-request", "verify takes two image files 'a' and 'b', or 'claim' and an "
-                                               "image file 'image'")
+        raise ServiceError(
+            400, "bad-request", "verify takes two image files 'a' and 'b', or 'claim' and an image file 'image'"
+        )
     first, second = await read_upload(a, "a"), await read_upload(b, "b")
     return await svc.run(svc.verify_pair, first, second)
 
 
-@router.post("/identify", summary="Who is in this image? (1:N against the gallery)",
-             responses=error_responses(400, 401, 403, 413, 422))
+@router.post(
+    "/identify",
+    summary="Who is in this image? (1:N against the gallery)",
+    responses=error_responses(400, 401, 403, 413, 422),
+)
 async def identify(
     svc: Annotated[Service, Depends(service)],
     image: Annotated[UploadFile, File(description="the probe image")],
     top: Annotated[int, Form(ge=1, le=50, description="candidates per face")] = 5,
-    margin: Annotated[float | None, Form(ge=0, lt=1, description="ambiguous when the second person is "
-                                                                 "within this similarity (default 0.01)")] = None,
+    margin: Annotated[
+        float | None,
+        Form(ge=0, lt=1, description="ambiguous when the second person is within this similarity (default 0.01)"),
+    ] = None,
 ) -> dict[str, Any]:
     """Every face of the image, biggest first, named (`known`), `ambiguous` or `unknown`: the JSON of
     `siamface identify --json`, plus the image `size`, revealing less: an `unknown` face has no similarity
