@@ -92,3 +92,15 @@ def cached_model(
     except OSError as exc:
         raise ModelError(f"cannot read {what} {source}: {exc}") from None
     return cached_conversion(source, cache / f"{stem}-{digest}-c{version}.onnx", build)
+
+
+def create_private_file(path: Path) -> None:
+    """Create `path` empty and readable by its owner only (0600) unless it exists; its folder is made too.
+
+    For SQLite files that will hold biometric templates: SQLite gives the -wal and -shm files it makes
+    beside a database the database's permissions. Raises OSError when the file cannot be created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:  # another process created it first: it is used like any existing file
+        pass

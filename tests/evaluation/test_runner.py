@@ -320,3 +320,14 @@ def test_outputs_with_and_without_matplotlib(tmp_path, hog, shared_cache, monkey
     assert sorted(p.name for p in written) == ["report.json", "scores.csv"]
     assert not (tmp_path / "without" / "roc.png").exists()
     assert math.isfinite(r.eer)
+
+
+def test_a_new_embedding_cache_is_readable_by_its_owner_only(tmp_path):
+    """Cached embeddings are biometric templates: the file, and the WAL files SQLite makes beside it, are 0600."""
+    path = tmp_path / "sub" / "emb.sqlite"
+    with EmbeddingCache(path) as c:
+        c.put("0" * 64, "m", "d", np.ones(4, np.float32) / 2, n_faces=1)
+        c.flush()
+        modes = {p.name: p.stat().st_mode & 0o777 for p in path.parent.iterdir()}
+    assert modes["emb.sqlite"] == 0o600 and all(m == 0o600 for m in modes.values()), modes
+    assert EmbeddingCache(path).get("0" * 64, "m", "d").n_faces == 1  # an existing cache opens as before

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .._files import default_cache_dir, file_sha256  # noqa: F401 - file_sha256 is also imported from here
+from .._files import create_private_file, default_cache_dir, file_sha256  # noqa: F401 - file_sha256 is also imported from here
 from ..errors import ConfigError
 
 __all__ = [
@@ -131,7 +131,7 @@ class EmbeddingCache:
         self.commit_every = max(1, int(commit_every))
         self._pending = 0
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            create_private_file(self.path)  # embeddings are biometric templates: owner only (0600)
             self._db = sqlite3.connect(str(self.path), timeout=30.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")

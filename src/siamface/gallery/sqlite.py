@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import create_private_file
 from ..errors import GalleryError
 
 # MAX_NAME_LENGTH, _blob, _now and check_name are also imported from here by other modules.
@@ -200,11 +201,8 @@ def _writable(path: Path) -> bool:
 def _create_private(path: Path) -> None:
     """Create the empty gallery file readable by its owner only (0600): it will hold biometric templates.
     SQLite gives the -wal and -shm files it makes beside it the same permissions."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:  # another process created it first: it is checked like any existing file
-        pass
+        create_private_file(path)  # another process may have created it first: then it is checked as any other
     except OSError as exc:
         raise GalleryError(f"cannot create gallery {path}: {exc.strerror}") from None
 
