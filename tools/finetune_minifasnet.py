@@ -143,7 +143,7 @@ def fine_tune(pth: Path, feats: np.ndarray, y: np.ndarray, w: np.ndarray, log=No
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         if log:
             log(f"    epoch {epoch + 1}: loss {total / len(feats):.4f}")
     return net.eval()
