@@ -3,6 +3,7 @@ modules on the original weights, and recorded scores on fixture frames."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -59,16 +60,22 @@ def frames(pipeline):
     return out
 
 
-def test_onnx_equals_our_torch_modules_on_the_original_weights(frames):
-    torch = pytest.importorskip("torch")
+def tools(*names: str) -> list:
+    """The tools/ scripts ``names`` as modules (they need torch and the original weights: skipped without)."""
+    pytest.importorskip("torch")
     if not WEIGHTS.is_dir():
         pytest.skip(f"the original .pth weights are not at {WEIGHTS}")
     sys.path.insert(0, str(ROOT / "tools"))
     try:
-        import convert_silent_face
-        import minifasnet
+        return [importlib.import_module(name) for name in names]
     finally:
         sys.path.remove(str(ROOT / "tools"))
+
+
+def test_onnx_equals_our_torch_modules_on_the_original_weights(frames):
+    convert_silent_face, minifasnet = tools("convert_silent_face", "minifasnet")
+    import torch
+
     cnn = AntiSpoofCnn()
     for name, scale in NETWORKS.items():
         net = minifasnet.load(WEIGHTS / PTH[name])
@@ -110,3 +117,25 @@ def test_a_missing_model_is_a_clear_error(tmp_path):
     (tmp_path / "minifasnet_v2.onnx").write_bytes(b"not a graph")
     with pytest.raises(ModelError, match="could not be loaded"):
         AntiSpoofCnn(tmp_path)
+
+
+def test_fine_tuning_tool_trains_on_frozen_trunk_features_that_reproduce_the_network(frames):
+    """tools/finetune_minifasnet.py runs the frozen layers once and trains the rest on their output: the two
+    halves together must be the network, for the crop and for its mirror image."""
+    ft, minifasnet = tools("finetune_minifasnet", "minifasnet")
+    import torch
+
+    net = minifasnet.load(WEIGHTS / PTH["minifasnet_v1se"])
+    x = np.stack([crop(frame, box, NETWORKS["minifasnet_v1se"]) for frame, box in frames.values()]).astype(np.uint8)
+    feats = ft.trunk_features(net, x)
+    with torch.no_grad():
+        whole = net(torch.from_numpy(x.astype(np.float32)))
+        mirrored = net(torch.from_numpy(np.ascontiguousarray(x[:, :, :, ::-1]).astype(np.float32)))
+        assert torch.allclose(ft.head(net, torch.from_numpy(feats[:, 0])), whole, atol=1e-5)
+        assert torch.allclose(ft.head(net, torch.from_numpy(feats[:, 1])), mirrored, atol=1e-5)
+    real = torch.softmax(whole, 1)[:, 1].numpy()
+    assert np.allclose(ft.probabilities(net, feats), real, atol=1e-6)
+    # the loss is the cross-entropy of "real": low for the live faces called live, high if called attacks
+    live = torch.tensor([1.0, 0.0, 1.0])  # s26, held_photo, blended
+    weights = torch.ones(3)
+    assert float(ft.real_loss(whole, live, weights)) < 0.1 < float(ft.real_loss(whole, 1 - live, weights))
