@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from .._files import IMAGE_SUFFIXES
+
 __all__ = [
     "IMAGE_EXTS",
     "LfwPair",
@@ -42,8 +44,9 @@ __all__ = [
     "open_set_split",
 ]
 
-#: Image extensions recognised by :func:`folder_identities` (case-insensitive).
-IMAGE_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pbm", ".bmp", ".tif", ".tiff", ".webp")
+#: Image extensions recognised by :func:`folder_identities` (case-insensitive): siamface's one set,
+#: :data:`siamface._files.IMAGE_SUFFIXES`, under its old name.
+IMAGE_EXTS = IMAGE_SUFFIXES
 
 PathLike = str | os.PathLike
 

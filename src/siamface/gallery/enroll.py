@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
+from .._files import IMAGE_SUFFIXES
 from ..errors import ImageError
 from ..image import describe, load_image
 from .results import Rejection
@@ -49,7 +50,6 @@ from .results import Rejection
 log = logging.getLogger(__name__)
 
 REASONS = ("unreadable", "no-face", "several-faces", "too-small", "not-frontal", "blurred", "duplicate", "other-person")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".tif", ".tiff", ".webp", ".gif"})
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from ..errors import ConfigError
-from ..video import IMAGE_SUFFIXES
 from .combined import PassiveCheck, PassiveScore
 from .metrics import LIVE, PadReport, pad_report
 
 LIVE_NAMES = {"live", "real", "bona_fide", "bonafide", "genuine"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 VIDEO_FRAMES = 30
 #: the decisions reported: the combination, then every cue alone
