@@ -26,7 +26,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,6 +35,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from .._progress import Progress
 from ..errors import ConfigError, ImageError, NoFaceError
 from ..thresholds import Calibration
 from .cache import EmbeddingCache, detector_key, detector_options, file_sha256, model_key
@@ -85,68 +85,6 @@ FAILURE_POLICY = (
     "the score NaN: a non-match at every threshold, i.e. a false reject for a genuine pair and a "
     "correct reject for an impostor pair; those pairs stay in every denominator"
 )
-
-
-# --------------------------------------------------------------------------------------------------- #
-# progress bar
-# --------------------------------------------------------------------------------------------------- #
-class Progress:
-    """A one-line progress bar on stderr; silent when disabled or when the stream is not a terminal."""
-
-    def __init__(
-        self,
-        total: int,
-        label: str = "",
-        stream: TextIO | None = None,
-        enabled: bool = True,
-        width: int = 28,
-        interval: float = 0.1,
-    ) -> None:
-        self.total = int(total)
-        self.label = label
-        self.stream = stream if stream is not None else sys.stderr
-        isatty = getattr(self.stream, "isatty", None)
-        self.enabled = bool(enabled) and self.total > 0 and bool(isatty and isatty())
-        self.width = width
-        self.interval = interval
-        self.done = 0
-        self._start = time.monotonic()
-        self._last = 0.0
-        self._drawn = False
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last >= self.interval or self.done >= self.total:
-            self._last = now
-            self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        frac = min(1.0, self.done / self.total)
-        filled = int(round(frac * self.width))
-        elapsed = now - self._start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 else 0.0
-        bar = "#" * filled + "." * (self.width - filled)
-        self.stream.write(
-            f"\r{self.label} [{bar}] {self.done}/{self.total}  {rate:5.1f}/s  eta {int(eta) // 60}:{int(eta) % 60:02d} "
-        )
-        self.stream.flush()
-        self._drawn = True
-
-    def close(self) -> None:
-        if self.enabled and self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = False
-
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 # --------------------------------------------------------------------------------------------------- #
