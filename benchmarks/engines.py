@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".pgm", ".bmp", ".ppm"}
+from siamface._files import IMAGE_SUFFIXES as IMAGE_EXTS  # noqa: E402
 
 
 def default_dir() -> Path:

@@ -43,7 +43,8 @@ def main() -> int:
     people: dict[str, list[np.ndarray]] = {}
     rejected = offered = 0
     for folder in folders:
-        files = image_files(folder)[: args.per_person] if args.per_person else image_files(folder)
+        files = sorted(image_files(folder))  # plain name order (AT&T: 1, 10, 2, ...), as the README's figures
+        files = files[: args.per_person] if args.per_person else files
         kept = []
         for f in files:
             offered += 1

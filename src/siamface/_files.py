@@ -1,4 +1,5 @@
-"""Writing files so that a reader never sees half of one: temp file in the same folder, fsync, rename."""
+"""Files: which ones are images or videos (by suffix), writing one so that a reader never sees half of it
+(temp file in the same folder, fsync, rename), hashing one, and caching a converted model."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .errors import ModelError
+
+#: The suffixes (lower case) of the image files siamface reads from a folder: what `siamface.image.load_image`
+#: decodes (Pillow: JPEG, PNG, BMP, PGM/PPM/PBM, TIFF, WebP, GIF's first frame). One set for every folder
+#: reader: enrollment, evaluation and training datasets, a folder of frames, the liveness data.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".tif", ".tiff", ".webp", ".gif"})
+#: The suffixes (lower case) of the video files read frame by frame through OpenCV's ``VideoCapture``.
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
 
 
 @contextmanager

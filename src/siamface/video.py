@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ._files import IMAGE_SUFFIXES
 from .errors import SourceError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 #: Seconds a live source may deliver nothing before it counts as disconnected.
 READ_TIMEOUT_S = 5.0

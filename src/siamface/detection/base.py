@@ -7,12 +7,12 @@ Register a new one with ``@register_detector("name")``; build one by name with `
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 
+from .._registry import Registry
 from ..errors import ConfigError
 from ..landmarks import with_landmarks
 from ..types import Faces
@@ -25,26 +25,14 @@ class Detector(Protocol):
     def detect(self, image: np.ndarray) -> Faces: ...
 
 
-_REGISTRY: dict[str, Callable[..., Detector]] = {}
-
-
-def register_detector(name: str):
-    def wrap(factory):
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
-
-
-def detector_names() -> list[str]:
-    return sorted(_REGISTRY)
+_REGISTRY: Registry[Detector] = Registry("detector")
+register_detector = _REGISTRY.register
+detector_names = _REGISTRY.names
 
 
 def create_detector(name: str, **options) -> Detector:
     """Build a detector by name: ``create_detector("hog", upsample=1, min_face_size=40)``."""
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown detector {name!r}; choose one of: {', '.join(detector_names())}")
-    return _REGISTRY[name](**options)
+    return _REGISTRY.create(name, **options)
 
 
 class BoxDetector:

@@ -9,12 +9,12 @@ of an exported ``.onnx`` file).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from .._registry import Registry
 from ..alignment import DLIB_CHIP, ChipSpec, crop_all
 from ..errors import ConfigError
 
@@ -46,19 +46,9 @@ class Encoder(Protocol):
     def embed(self, chips: np.ndarray) -> np.ndarray: ...
 
 
-_REGISTRY: dict[str, Callable[..., Encoder]] = {}
-
-
-def register_model(name: str):
-    def wrap(factory):
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
-
-
-def model_names() -> list[str]:
-    return sorted(_REGISTRY)
+_REGISTRY: Registry[Encoder] = Registry("model")
+register_model = _REGISTRY.register
+model_names = _REGISTRY.names
 
 
 def create_encoder(name: str, flip: bool = False, **options) -> Encoder:
@@ -75,11 +65,8 @@ def create_encoder(name: str, flip: bool = False, **options) -> Encoder:
 
         if is_model_path(name):
             return OnnxFileEncoder(name, **options)
-        raise ConfigError(
-            f"unknown model {name!r}; choose one of: {', '.join(model_names())} "
-            "or the path of a model exported by siamface train (.onnx)"
-        )
-    return _REGISTRY[name](**options)
+        raise _REGISTRY.unknown(name, " or the path of a model exported by siamface train (.onnx)")
+    return _REGISTRY.create(name, **options)
 
 
 def encoder_chips(encoder: Encoder, image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray):

@@ -4,6 +4,12 @@ Scores are similarities (higher = more alike); a pair is accepted when
 ``score >= threshold``; label 1 = genuine, 0 = impostor; NaN score = failure,
 treated as "no match" at every threshold and counted in every result.
 Plotting lives in :mod:`siamface.evaluation.plots` (needs matplotlib).
+
+Modules, one job each: ``metrics`` (the figures), ``protocols`` (which comparisons: LFW, folders, pair
+lists, open-set splits; folder reading, splitting and pair sampling come from :mod:`siamface.datasets`),
+``embed`` (each distinct image embedded once), ``cache`` (embeddings kept between runs), ``runner`` (the
+protocols run end to end), ``report`` (what a run measured, its summary and files), ``calibrate``
+(choosing and saving a threshold), ``plots``.
 """
 
 from .metrics import (

@@ -3,8 +3,10 @@
 * LFW's ``pairs.txt`` (:func:`read_lfw_pairs`, :func:`lfw_image_path`,
   :func:`flatten_folds`);
 * folder-per-person datasets (AT&T/ORL ``sN/*.pgm``, ``celeba_ids/<id>/*.jpg``):
-  :func:`folder_identities`, :func:`genuine_pairs`, :func:`impostor_pairs`,
-  :func:`make_pairs`, :func:`split_identities`;
+  :func:`make_pairs`; the reader, pair sampler and identity split it uses
+  (:func:`folder_identities`, :func:`genuine_pairs`, :func:`impostor_pairs`,
+  :func:`split_identities`) live in :mod:`siamface.datasets`, shared with
+  training and enrollment, and are re-exported here;
 * simple two-column pair lists (:func:`read_pairs_file`);
 * open-set 1:N splits (:func:`open_set_split`).
 
@@ -16,13 +18,22 @@ here reads images; it only lists paths. Labels: 1 = same person, 0 = different.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .._files import IMAGE_SUFFIXES
+from ..datasets import (
+    Pair,
+    count_impostor_pairs,
+    folder_identities,
+    genuine_pairs,
+    impostor_pairs,
+    split_identities,
+)
 
 __all__ = [
     "IMAGE_EXTS",
@@ -42,8 +53,9 @@ __all__ = [
     "open_set_split",
 ]
 
-#: Image extensions recognised by :func:`folder_identities` (case-insensitive).
-IMAGE_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pbm", ".bmp", ".tif", ".tiff", ".webp")
+#: Image extensions recognised by :func:`folder_identities` (case-insensitive): siamface's one set,
+#: :data:`siamface._files.IMAGE_SUFFIXES`, under its old name.
+IMAGE_EXTS = IMAGE_SUFFIXES
 
 PathLike = str | os.PathLike
 
@@ -170,117 +182,9 @@ def flatten_folds(folds: Sequence[Sequence[LfwPair]]) -> tuple[list[LfwPair], np
 # --------------------------------------------------------------------------- #
 # folder-per-person datasets
 # --------------------------------------------------------------------------- #
-def _natural_key(name: str) -> list[Any]:
-    """Sort key so that ``2.pgm`` < ``10.pgm`` and ``s2`` < ``s10``."""
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
-
-
-def _norm_exts(exts: Iterable[str]) -> tuple[str, ...]:
-    out = tuple(("." + e.lstrip(".")).lower() for e in exts)
-    if not out:
-        raise ValueError("exts is empty: give at least one image extension")
-    return out
-
-
-def folder_identities(root: PathLike, exts: Iterable[str] = IMAGE_EXTS) -> dict[str, list[Path]]:
-    """``{identity: [image paths]}`` for a dataset laid out as ``root/<identity>/<image>``.
-
-    Identities are the immediate sub-folders of ``root`` and files are those
-    directly inside them whose extension (case-insensitive) is in ``exts``
-    (default :data:`IMAGE_EXTS`, which includes ``.pgm``). Hidden entries are
-    skipped, as are files directly under ``root`` (``README``, ``SOURCE.txt``)
-    and folders without any image. Identities and files are in natural sort
-    order (``s2`` before ``s10``, ``2.pgm`` before ``10.pgm``).
-    Raises ``FileNotFoundError`` if ``root`` is not a directory.
-    """
-    r = Path(root)
-    if not r.is_dir():
-        raise FileNotFoundError(f"dataset root is not a directory: {r}")
-    ext_set = _norm_exts(exts)
-    out: dict[str, list[Path]] = {}
-    for d in sorted(r.iterdir(), key=lambda q: _natural_key(q.name)):
-        if d.name.startswith(".") or not d.is_dir():
-            continue
-        files = [f for f in d.iterdir() if not f.name.startswith(".") and f.suffix.lower() in ext_set and f.is_file()]
-        if files:
-            out[d.name] = sorted(files, key=lambda q: _natural_key(q.name))
-    return out
-
-
-@dataclass(frozen=True)
-class Pair:
-    """Two images to compare, with their identities; ``label`` is 1 when same person."""
-
-    a: Path
-    b: Path
-    id_a: str
-    id_b: str
-
-    @property
-    def same(self) -> bool:
-        return self.id_a == self.id_b
-
-    @property
-    def label(self) -> int:
-        return int(self.same)
-
-
 def pair_labels(pairs: Iterable[Pair | LfwPair]) -> np.ndarray:
     """The 0/1 labels of a list of pairs, as an int array."""
     return np.array([p.label for p in pairs], dtype=np.int64)
-
-
-def genuine_pairs(identities: Mapping[str, Sequence[PathLike]]) -> list[Pair]:
-    """All same-person pairs ``(files[i], files[j])``, ``i < j``, identity by identity in mapping order.
-
-    An identity with n images gives n(n-1)/2 pairs (AT&T: 40 x 45 = 1,800).
-    """
-    out: list[Pair] = []
-    for ident, files in identities.items():
-        fs = [Path(f) for f in files]
-        for i in range(len(fs)):
-            for j in range(i + 1, len(fs)):
-                out.append(Pair(fs[i], fs[j], ident, ident))
-    return out
-
-
-def _count_impostor_pairs(sizes: Sequence[int]) -> int:
-    total = sum(sizes)
-    return (total * total - sum(s * s for s in sizes)) // 2
-
-
-def impostor_pairs(identities: Mapping[str, Sequence[PathLike]], n: int, seed: int = 0) -> list[Pair]:
-    """``n`` distinct different-person pairs drawn uniformly at random without replacement.
-
-    Unordered pairs are never repeated (``(x, y)`` and ``(y, x)`` are the same
-    pair). In each returned pair ``a`` comes before ``b`` in the mapping's
-    order (identity order, then file order); the list is in sampling order,
-    which depends only on ``identities`` and ``seed``. Works without listing
-    every possible pair, so large sets (millions of combinations) are cheap.
-    Raises ``ValueError`` if ``n`` is negative or exceeds the number of
-    possible different-person pairs.
-    """
-    n = int(n)
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    names = list(identities)
-    files = [[Path(f) for f in identities[k]] for k in names]
-    sizes = [len(f) for f in files]
-    total = _count_impostor_pairs(sizes)
-    if n > total:
-        raise ValueError(f"asked for {n} impostor pairs but only {total} different-person pairs exist")
-    if n == 0:
-        return []
-    flat = [f for fs in files for f in fs]
-    owner = np.repeat(np.arange(len(names)), sizes)
-    block_end = np.cumsum(sizes)[owner]  # first flat index after image i's identity block
-    per_image = len(flat) - block_end  # partners j > i of another identity
-    offsets = np.concatenate([[0], np.cumsum(per_image)])
-    rng = np.random.default_rng(seed)
-    lin = rng.choice(total, size=n, replace=False)
-    i = np.searchsorted(offsets, lin, side="right") - 1
-    j = block_end[i] + (lin - offsets[i])
-    return [Pair(flat[a], flat[b], names[owner[a]], names[owner[b]]) for a, b in zip(i.tolist(), j.tolist())]
 
 
 def make_pairs(
@@ -303,41 +207,10 @@ def make_pairs(
     if n_impostors is None:
         if impostor_ratio < 0:
             raise ValueError(f"impostor_ratio must be >= 0, got {impostor_ratio}")
-        n_imp = min(int(round(impostor_ratio * len(gen))), _count_impostor_pairs([len(v) for v in ids.values()]))
+        n_imp = min(int(round(impostor_ratio * len(gen))), count_impostor_pairs([len(v) for v in ids.values()]))
     else:
         n_imp = int(n_impostors)
     return gen + impostor_pairs(ids, n_imp, seed)
-
-
-def split_identities(
-    ids: Iterable[Any], fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0
-) -> tuple[list[Any], ...]:
-    """Split identities into disjoint groups (e.g. train/val/test) of the given fractions.
-
-    Duplicate ids are merged (so a per-image id list may be passed). The unique
-    ids are sorted, shuffled with ``seed`` and cut into ``len(fractions)``
-    parts; sizes use the largest-remainder rule so they add up exactly (ties to
-    the earlier part), e.g. 40 ids with (0.7, 0.15, 0.15) -> 28, 6, 6. Each part
-    is returned sorted. Same input and seed -> same split. Raises
-    ``ValueError`` for negative fractions or fractions not summing to 1.
-    """
-    fr = np.asarray(fractions, dtype=np.float64)
-    if fr.ndim != 1 or fr.size == 0:
-        raise ValueError("fractions must be a non-empty sequence")
-    if (fr < 0).any() or not np.isclose(fr.sum(), 1.0, atol=1e-6):
-        raise ValueError(f"fractions must be >= 0 and sum to 1, got {tuple(fractions)}")
-    uniq = sorted(set(ids), key=lambda v: (str(type(v)), v))
-    n = len(uniq)
-    raw = fr * n
-    counts = np.floor(raw + 1e-9).astype(int)
-    rest = n - int(counts.sum())
-    if rest > 0:
-        order = sorted(range(fr.size), key=lambda k: (-(raw[k] - counts[k]), k))
-        for k in order[:rest]:
-            counts[k] += 1
-    perm = np.random.default_rng(seed).permutation(n)
-    bounds = np.concatenate([[0], np.cumsum(counts)])
-    return tuple(sorted(uniq[i] for i in perm[bounds[k] : bounds[k + 1]]) for k in range(fr.size))
 
 
 def read_pairs_file(path: PathLike, root: PathLike | None = None) -> list[tuple[Any, Any]]:

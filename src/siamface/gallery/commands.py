@@ -25,6 +25,7 @@ import os
 import sys
 from pathlib import Path
 
+from .._progress import Progress
 from ..errors import ConfigError
 
 EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
@@ -302,25 +303,16 @@ def _print_json(payload) -> None:
 
 
 class _Progress:
-    """A one-line progress bar on stderr (a line per step when stderr is not a terminal)."""
+    """enroll --folder's progress: a line on stderr per person (redrawn in place on a terminal)."""
 
     def __init__(self, stream=None) -> None:
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
+        self.bar = Progress(0, stream=stream, width=30, interval=0, lines=True)
 
     def __call__(self, done: int, total: int, report) -> None:
-        status = f"{report.person}: +{len(report.added)}" + (
-            f", {len(report.rejected)} rejected" if report.rejected else ""
-        )
-        if self.tty:
-            width = 30
-            filled = int(width * done / max(total, 1))
-            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {status[:40]:<40}")
-            if done == total:
-                self.stream.write("\n")
-        else:
-            self.stream.write(f"[{done}/{total}] {status}\n")
-        self.stream.flush()
+        rejected = f", {len(report.rejected)} rejected" if report.rejected else ""
+        self.bar.to(done, total, f"{report.person}: +{len(report.added)}{rejected}")
+        if done == total:
+            self.bar.close()
 
 
 # -- enroll ------------------------------------------------------------------------------------------

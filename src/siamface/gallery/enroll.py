@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
+from .. import datasets
 from ..errors import ImageError
 from ..image import describe, load_image
 from .results import Rejection
@@ -49,7 +50,6 @@ from .results import Rejection
 log = logging.getLogger(__name__)
 
 REASONS = ("unreadable", "no-face", "several-faces", "too-small", "not-frontal", "blurred", "duplicate", "other-person")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".tif", ".tiff", ".webp", ".gif"})
 
 
 @dataclass(frozen=True)
@@ -195,21 +195,21 @@ def assess(
 
 # -- sources ---------------------------------------------------------------------------------------
 def image_files(folder: str | Path) -> list[Path]:
-    """The image files directly in `folder` (by suffix), sorted; hidden files skipped."""
+    """The image files directly in `folder` (by suffix), in natural order (``2.jpg`` before ``10.jpg``);
+    hidden files skipped. The reader of `siamface.datasets`, which evaluation and training use too."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageError(str(folder), "not a folder")
-    return sorted(
-        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    return datasets.image_files(folder)
 
 
 def person_folders(root: str | Path) -> list[tuple[str, list[Path]]]:
-    """(name, images) for each sub-folder of `root` (the sub-folder's name is the person's), sorted."""
+    """(name, images) for each sub-folder of `root` (the sub-folder's name is the person's), in natural
+    order, as `siamface.datasets.folder_identities` reads a dataset (a folder without images included)."""
     root = Path(root)
     if not root.is_dir():
         raise ImageError(str(root), "not a folder")
-    return [(d.name, image_files(d)) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+    return list(datasets.folder_identities(root, keep_empty=True).items())
 
 
 class Frame(NamedTuple):

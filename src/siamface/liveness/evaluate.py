@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from .._files import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from .._progress import Progress
 from ..errors import ConfigError
-from ..video import IMAGE_SUFFIXES
 from .combined import PassiveCheck, PassiveScore
 from .metrics import LIVE, PadReport, pad_report
 
 LIVE_NAMES = {"live", "real", "bona_fide", "bonafide", "genuine"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 VIDEO_FRAMES = 30
 #: the decisions reported: the combination, then every cue alone
@@ -107,11 +106,8 @@ def run(args, pipeline) -> int:
     out = Path(args.out or f"out/evaluate-liveness-{root.resolve().name}")
     out.mkdir(parents=True, exist_ok=True)
 
-    def progress(done, total):
-        if not args.quiet and sys.stderr.isatty():
-            print(f"\r  scoring {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
-
-    scores, labels, missed, frame_scores, frame_labels = score_items(items, pipeline, model, progress)
+    with Progress(len(items), "  scoring", enabled=not args.quiet) as bar:
+        scores, labels, missed, frame_scores, frame_labels = score_items(items, pipeline, model, bar.to)
     if not labels:
         raise ConfigError(f"{root}: no face found in any file")
     thresholds = cue_thresholds(model)

@@ -33,10 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import IMAGE_SUFFIXES
 from .metrics import LIVE, pad_report
 from .passive import DEFAULT_MODEL, features, fit_logistic, hellinger
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
 
 def _number(path: Path) -> int:

@@ -8,7 +8,8 @@ chips it will see at run time. Images where no face is found are skipped and cou
 uses the images as given, resized to the chip size (for datasets that are already aligned crops).
 
 `split_identities` cuts the identities (never the images) into train / validation / test; `verification_pairs`
-gives every genuine pair and a seeded sample of impostor pairs.
+gives every genuine pair and a seeded sample of impostor pairs. The folder reader, the split and the pair
+sampler are evaluation's (`siamface.datasets`), so a dataset is read, split and paired the same way by both.
 """
 
 from __future__ import annotations
@@ -24,8 +25,14 @@ import cv2
 import numpy as np
 
 from ..alignment import DLIB_CHIP, ChipSpec, crop_all
+from ..datasets import (
+    count_impostor_pairs,
+    folder_identities,
+    genuine_indices,
+    impostor_indices,
+    split_by_counts,
+)
 from ..errors import ConfigError, SiamfaceError
-from ..evaluation.protocols import folder_identities
 from ..image import load_image
 
 log = logging.getLogger(__name__)
@@ -194,40 +201,50 @@ def _count(value: float, n: int, what: str) -> int:
 def split_identities(identities: list[str], val: float, test: float, seed: int) -> dict[str, list[str]]:
     """Disjoint train / val / test lists of identities; ``val`` and ``test`` are counts (>= 1) or fractions.
 
-    The identities are sorted, shuffled with ``seed``; test takes the first ones, val the next, train the rest.
+    The identities are sorted, shuffled with ``seed``; test takes the first ones, val the next, train the rest
+    (`siamface.datasets.split_by_counts`, the split evaluation uses too).
     """
-    names = sorted(identities)
-    n_test, n_val = _count(test, len(names), "test"), _count(val, len(names), "val")
-    if n_test + n_val > len(names) - 2:
+    n = len(set(identities))
+    n_test, n_val = _count(test, n, "test"), _count(val, n, "val")
+    if n_test + n_val > n - 2:
         raise ConfigError(
-            f"{len(names)} identities cannot give {n_test} test + {n_val} validation identities "
-            "and still leave two to train on"
+            f"{n} identities cannot give {n_test} test + {n_val} validation identities and still leave two to train on"
         )
-    order = np.random.default_rng(seed).permutation(len(names))
-    shuffled = [names[i] for i in order]
-    return {
-        "train": sorted(shuffled[n_test + n_val :]),
-        "val": sorted(shuffled[n_test : n_test + n_val]),
-        "test": sorted(shuffled[:n_test]),
-    }
+    test_ids, val_ids, train_ids = split_by_counts(identities, [n_test, n_val, n - n_test - n_val], seed)
+    return {"train": train_ids, "val": val_ids, "test": test_ids}
 
 
 def verification_pairs(
     labels: np.ndarray, seed: int = 0, impostor_ratio: float = 1.0, max_genuine: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(a, b, same) index arrays: every genuine pair (i < j, at most ``max_genuine``, seeded sample), then
-    ``impostor_ratio`` times as many distinct impostor pairs drawn without replacement (seeded)."""
+    ``impostor_ratio`` times as many distinct impostor pairs drawn without replacement (seeded), each part
+    in (a, b) order.
+
+    The pairs come from evaluation's sampler (`siamface.datasets.genuine_indices`, `impostor_indices`) over
+    the identities in the order they first appear in ``labels``; a `FaceSet`'s labels run identity by
+    identity, so there the images keep their own order.
+    """
     labels = np.asarray(labels)
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    rank = np.argsort(np.argsort(first))  # identity -> its place by first appearance
+    order = np.argsort(rank[inverse.ravel()], kind="stable")  # images grouped by identity, own order kept
+    sizes = np.bincount(rank[inverse.ravel()], minlength=len(first)).tolist()
     rng = np.random.default_rng(seed)
-    i, j = np.triu_indices(len(labels), 1)
-    same = labels[i] == labels[j]
-    gen, imp = np.flatnonzero(same), np.flatnonzero(~same)
-    if max_genuine is not None and len(gen) > max_genuine:
-        gen = np.sort(rng.choice(gen, max_genuine, replace=False))
-    n_imp = min(len(imp), int(round(impostor_ratio * len(gen))))
-    imp = np.sort(rng.choice(imp, n_imp, replace=False)) if n_imp else imp[:0]
-    pick = np.concatenate([gen, imp])
-    return i[pick], j[pick], same[pick]
+    gi, gj = genuine_indices(sizes)
+    if max_genuine is not None and len(gi) > max_genuine:
+        keep = np.sort(rng.choice(len(gi), max_genuine, replace=False))
+        gi, gj = gi[keep], gj[keep]
+    n_imp = min(count_impostor_pairs(sizes), int(round(impostor_ratio * len(gi))))
+    ii, ij = impostor_indices(sizes, n_imp, rng)
+    a = np.concatenate([order[gi], order[ii]])
+    b = np.concatenate([order[gj], order[ij]])
+    a, b = np.minimum(a, b), np.maximum(a, b)
+    n_gen = len(gi)
+    parts = [np.lexsort((b[:n_gen], a[:n_gen])), n_gen + np.lexsort((b[n_gen:], a[n_gen:]))]
+    pick = np.concatenate(parts)
+    a, b = a[pick], b[pick]
+    return a, b, labels[a] == labels[b]
 
 
 def write_split(

@@ -17,13 +17,13 @@ import csv
 import json
 import logging
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
+from .._progress import Progress
 from ..alignment import ChipSpec
 from ..embedding.onnx_file import preprocess
 from ..errors import ConfigError
@@ -87,19 +87,6 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
-
-
-class _Bar:
-    """One line on stderr, redrawn: epoch, step, live loss and accuracy."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.stream = sys.stderr
-
-    def draw(self, text: str, end: bool = False) -> None:
-        if self.enabled:
-            self.stream.write("\r" + text.ljust(100) + ("\n" if end else ""))
-            self.stream.flush()
 
 
 def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
@@ -198,7 +185,7 @@ def train(
     torch.set_num_threads(config.threads or default_num_threads())
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    bar = _Bar(config.progress and sys.stderr.isatty())
+    bar = Progress(0, enabled=config.progress)  # epoch and step figures, redrawn in place on a terminal
 
     if config.encoder == "facenet":
         from ..embedding.facenet import FACENET_CHIP
@@ -217,7 +204,7 @@ def train(
             max_per_identity=config.max_per_identity,
             min_per_identity=config.min_per_identity,
             cache_dir=config.cache_dir,
-            progress=lambda i, n: bar.draw(f"aligning faces {i}/{n}", end=i == n),
+            progress=lambda i, n: bar.show(f"aligning faces {i}/{n}", end=i == n),
         )
     split = split_identities(faces.identities, config.val, config.test, config.seed)
     train_set, val_set, test_set = (faces.subset(split[k]) for k in ("train", "val", "test"))
@@ -316,7 +303,7 @@ def train(
             optimiser.step()
             total_loss += float(loss.detach())
             total_acc += float(acc.detach())
-            bar.draw(
+            bar.show(
                 f"epoch {epoch + 1}/{config.epochs} step {step}/{len(batches)}  "
                 f"loss {total_loss / step:.4f}  acc {total_acc / step:.3f}"
             )
@@ -349,7 +336,7 @@ def train(
         checkpoint(ckpt_last, epoch)
         if better:
             checkpoint(out / "best.pt", epoch)
-        bar.draw(
+        bar.show(
             f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  "
             f"acc {row['train_accuracy']:.3f}  val EER {row['val_eer']:.4f}  "
             f"val acc {row['val_accuracy']:.3f}  {row['seconds']:.1f}s",

@@ -1,0 +1,120 @@
+"""Embed one face of each distinct image of a protocol, once: the cache first, then the pipeline.
+
+`embed_images` never raises for a faceless or undecodable image: it records why (`ImageOutcome.error`), and
+the protocols score every pair of that image NaN (see `siamface.evaluation.report.FAILURE_POLICY`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from .._progress import Progress
+from ..errors import ConfigError, ImageError, NoFaceError
+from .cache import EmbeddingCache, detector_key, file_sha256, model_key
+
+__all__ = ["EmbeddingRun", "ImageOutcome", "embed_images"]
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    """What became of one image: its embedding (None on failure), faces found, why it failed, cache hit."""
+
+    embedding: np.ndarray | None
+    n_faces: int = 0
+    error: str | None = None  # None, "no face" or "unreadable: <reason>"
+    cached: bool = False
+
+
+@dataclass
+class EmbeddingRun:
+    outcomes: dict[Path, ImageOutcome]
+    n_cached: int
+    n_computed: int
+    seconds: float
+
+
+def embed_images(
+    pipeline: Any,
+    paths: Iterable[str | os.PathLike],
+    cache: EmbeddingCache | None = None,
+    progress: bool = True,
+    stream: TextIO | None = None,
+    face: str = "largest",
+) -> EmbeddingRun:
+    """Embed one face of each distinct image (cache first), the largest or the one nearest the centre
+    (`face`); never raises for a faceless image.
+
+    A missing file is an error (`ConfigError`, naming how many and the first few): a wrong ``--root`` must
+    not pass for a 100% failure rate. An undecodable file is a failure (``error="unreadable: ..."``).
+    """
+    t0 = time.perf_counter()
+    unique = list(dict.fromkeys(Path(p) for p in paths))
+    missing = [p for p in unique if not p.is_file()]
+    if missing:
+        shown = ", ".join(str(p) for p in missing[:3])
+        raise ConfigError(f"{len(missing)} of {len(unique)} images not found (e.g. {shown}); check the dataset root")
+    outcomes: dict[Path, ImageOutcome] = {}
+    keys: dict[Path, str] = {}
+    hits: dict[str, Any] = {}
+    if cache is not None:
+        mkey, dkey = model_key(pipeline.encoder.info), detector_key(pipeline.detector)
+        if face != "largest":  # the entries made before the choice existed are those of the largest face
+            dkey += f" face={face}"
+        for p in unique:
+            try:
+                keys[p] = file_sha256(p)
+            except OSError as exc:
+                outcomes[p] = ImageOutcome(None, 0, f"unreadable: {exc.strerror or exc}")
+        hits = cache.get_many(keys.values(), mkey, dkey)
+        for p, sha in keys.items():
+            entry = hits.get(sha)
+            if entry is not None:
+                outcomes[p] = ImageOutcome(
+                    entry.embedding, entry.n_faces, None if entry.found else "no face", cached=True
+                )
+    todo = [p for p in unique if p not in outcomes]
+    n_cached = sum(1 for o in outcomes.values() if o.cached)
+    computed = 0
+    if todo:
+        label = f"embedding {len(todo)} images"
+        with Progress(len(todo), label, stream=stream, enabled=progress) as bar:
+            try:
+                for p in todo:
+                    outcome = _embed_one(pipeline, p, face)
+                    outcomes[p] = outcome
+                    computed += 1
+                    if cache is not None and p in keys and (outcome.error in (None, "no face")):
+                        cache.put(keys[p], mkey, dkey, outcome.embedding, outcome.n_faces)
+                    bar.update()
+            finally:
+                if cache is not None:
+                    cache.flush()
+    ordered = {p: outcomes[p] for p in unique}
+    return EmbeddingRun(ordered, n_cached, computed, time.perf_counter() - t0)
+
+
+def _embed_one(pipeline: Any, path: Path, face: str) -> ImageOutcome:
+    try:
+        faces, n = pipeline.embed_largest(path) if face == "largest" else pipeline.embed_one(path, face)
+    except NoFaceError:
+        return ImageOutcome(None, 0, "no face")
+    except ImageError as exc:
+        return ImageOutcome(None, 0, f"unreadable: {exc.reason}")
+    return ImageOutcome(np.asarray(faces.embeddings[0], np.float32), int(n), None)
+
+
+def _matrix(outcomes: dict[Path, ImageOutcome], files: Sequence[Path], dim: int) -> np.ndarray:
+    """(n, dim) embeddings of `files`, NaN rows for failures."""
+    m = np.full((len(files), dim), np.nan, np.float32)
+    for i, f in enumerate(files):
+        e = outcomes[Path(f)].embedding
+        if e is not None:
+            m[i] = e
+    return m
