@@ -21,6 +21,7 @@ Decisions, all on cosine similarity (higher = more alike; a face matches when ``
     claim(scores, t, rule, fraction)     a probe against a claimed person's templates    -> Decision
     gate(decision, liveness)             a match refused unless the liveness checks pass -> Decision
     identity(similarities, t, margin)    1:N, open set, with the ambiguity margin        -> known / ambiguous / unknown
+    in_reach(similarity, t, margin)      a 1:N candidate near enough to count as evidence -> bool
 
 `Decision` (in `siamface.types`) is the one answer to "is it them?"; `Verification`, `ClaimVerification`
 and `live.AuthDecision` extend it with their verb's evidence.
@@ -214,3 +215,9 @@ def identity(similarities: Sequence[float], threshold: Threshold, margin: float 
     if len(similarities) > 1 and similarities[0] - similarities[1] <= margin:
         return AMBIGUOUS
     return KNOWN
+
+
+def in_reach(similarity: float, threshold: Threshold, margin: float = DEFAULT_MARGIN) -> bool:
+    """Is a 1:N candidate close enough to the threshold to count as evidence for a decision: at or above
+    the threshold less the margin? (The service shows no candidate below it: no score oracle.)"""
+    return bool(similarity >= threshold.value - margin)

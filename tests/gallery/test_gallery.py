@@ -25,9 +25,9 @@ from gallery_support import (  # noqa: F401
 )
 
 from siamface import Pipeline
+from siamface.decision import Threshold, identity
 from siamface.errors import ConfigError, GalleryError, ModelMismatchError, NoFaceError
 from siamface.gallery import RULES, Gallery, NewTemplate, UnknownPersonError
-from siamface.decision import Threshold, identity
 from siamface.pipeline import DEFAULT_MODEL
 
 

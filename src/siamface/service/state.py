@@ -20,7 +20,7 @@ import anyio.to_thread
 import numpy as np
 
 from .. import __version__
-from ..decision import Liveness, Threshold, gate
+from ..decision import UNKNOWN, Liveness, Threshold, gate, in_reach
 from ..errors import ConfigError, NoFaceError
 from ..gallery.results import ClaimVerification
 from ..image import load_image
@@ -254,12 +254,14 @@ class Service:
             raise ServiceError(422, "no-face", f"no face found in {probe.label}")
         result = dataclasses.replace(result, probe=probe.label)
         payload = result.to_dict()
-        floor = result.threshold - result.margin
+        threshold = Threshold(result.threshold, result.threshold_source)
         for item in payload["faces"]:
-            if item["status"] == "unknown":
+            if item["status"] == UNKNOWN:
                 item["similarity"], item["candidates"] = None, []
             else:
-                item["candidates"] = [c for c in item["candidates"] if c["similarity"] >= floor]
+                item["candidates"] = [
+                    c for c in item["candidates"] if in_reach(c["similarity"], threshold, result.margin)
+                ]
         if self.liveness is not None:
             for face, item in zip(result.faces, payload["faces"]):
                 item["liveness"] = self._liveness(image, face.box)
