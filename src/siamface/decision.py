@@ -7,7 +7,7 @@ reports at).
 
 Thresholds (`resolve`), for 1:1 and 1:N, each with the source said in every answer, the first found of:
 
-1. a threshold given by the caller (one value, for 1:1 and 1:N alike);
+1. the caller's threshold (one value, for 1:1 and 1:N alike);
 2. the model's entry in the calibration file given explicitly (the one beside a gallery,
    ``<gallery>.thresholds.json``);
 3. the model's entry in the user's calibration file (`siamface.thresholds.user_calibration_file`);
@@ -42,7 +42,7 @@ from .errors import ConfigError
 from .thresholds import Calibration, load_calibration, user_calibration_file
 from .types import Decision
 
-#: The source of a threshold given by the caller (an argument, ``--threshold``).
+#: The source said for the caller's threshold (an argument, ``--threshold``).
 CALLER = "given by the caller"
 #: 1:N calls a face ambiguous when the second person is within this similarity of the best (see
 #: benchmarks/gallery_att.py for its effect on the AT&T open-set experiment).
@@ -96,6 +96,32 @@ class Thresholds:
         if not 0 <= margin < 1:
             raise ConfigError(f"margin must be in [0, 1), got {margin}")
         return dataclasses.replace(self, margin=float(margin))
+
+
+class ThresholdsInForce:
+    """For a class with a `thresholds` property: the values and sources under the names callers read
+    (`threshold` and `threshold_source` 1:1, `identify_threshold` and `identify_threshold_source` 1:N)."""
+
+    thresholds: Thresholds
+
+    @property
+    def threshold(self) -> float:
+        """The 1:1 threshold in force."""
+        return self.thresholds.verify.value
+
+    @property
+    def threshold_source(self) -> str:
+        return self.thresholds.verify.source
+
+    @property
+    def identify_threshold(self) -> float:
+        """The 1:N threshold in force: a caller's or a calibration's is the 1:1 one, the model's default is
+        stricter."""
+        return self.thresholds.identify.value
+
+    @property
+    def identify_threshold_source(self) -> str:
+        return self.thresholds.identify.source
 
 
 def find_calibration(model: str, calibration_file: str | Path | None = None) -> Calibration | None:

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .decision import AMBIGUOUS, KNOWN, UNKNOWN, Liveness, Thresholds, gate, identity, same
+from .decision import AMBIGUOUS, KNOWN, UNKNOWN, Liveness, Thresholds, ThresholdsInForce, gate, identity, same
 from .errors import ConfigError
 from .types import Decision, Faces
 from .video import Frame
@@ -54,7 +54,7 @@ class Matcher(Protocol):
         """Per embedding: the best similarity to the claimed person's templates."""
 
 
-class GalleryMatcher:
+class GalleryMatcher(ThresholdsInForce):
     """`Matcher` over a `siamface.gallery.Gallery`: its index and its thresholds (the caller's `threshold`
     when given), so that a face is named as `Gallery.identify` names it."""
 
@@ -63,20 +63,6 @@ class GalleryMatcher:
         gallery.check_model()
         self.thresholds = gallery.thresholds.given(threshold).with_margin(margin)
         self._ids: dict[str, int] = {}  # claim -> person id: one lookup per session, not one per frame
-
-    @property
-    def threshold(self) -> float:
-        """The 1:1 threshold (`authenticate`)."""
-        return self.thresholds.verify.value
-
-    @property
-    def threshold_source(self) -> str:
-        return self.thresholds.verify.source
-
-    @property
-    def identify_threshold(self) -> float:
-        """The 1:N threshold (`watch`)."""
-        return self.thresholds.identify.value
 
     def _person_id(self, claim: str) -> int:
         if claim not in self._ids:

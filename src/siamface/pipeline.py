@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decision import Thresholds, find_calibration, resolve, same
+from .decision import Thresholds, ThresholdsInForce, find_calibration, resolve, same
 from .detection import Detector, create_detector
 from .embedding import Encoder, create_encoder, encoder_chips
 from .errors import NoFaceError
@@ -32,7 +32,7 @@ DEFAULT_DETECTOR = "retinaface"
 DEFAULT_MODEL = "dlib-resnet"
 
 
-class Pipeline:
+class Pipeline(ThresholdsInForce):
     """Detect, align and embed faces, and verify pairs.
 
     >>> p = Pipeline()                       # nothing loaded yet
@@ -96,25 +96,6 @@ class Pipeline:
         """The calibration in force for this pipeline's model (explicit file, then the user's), or None
         (also when the caller gave a threshold)."""
         return self.thresholds.calibration
-
-    @property
-    def threshold(self) -> float:
-        """The 1:1 threshold in force (see `thresholds`)."""
-        return self.thresholds.verify.value
-
-    @property
-    def threshold_source(self) -> str:
-        return self.thresholds.verify.source
-
-    @property
-    def identify_threshold(self) -> float:
-        """The 1:N threshold in force: a caller's or a calibration's is the same as 1:1, the model's
-        default is stricter (see `thresholds`)."""
-        return self.thresholds.identify.value
-
-    @property
-    def identify_threshold_source(self) -> str:
-        return self.thresholds.identify.source
 
     # -- verbs ------------------------------------------------------------------------------------
     def load_image(self, source: ImageSource) -> np.ndarray:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..decision import DEFAULT_FRACTION, Thresholds, check_rule, identity
+from ..decision import DEFAULT_FRACTION, Thresholds, ThresholdsInForce, check_rule, identity
 from ..decision import DEFAULT_MARGIN as DEFAULT_MARGIN  # the rules, the margin: named by the decision module
 from ..decision import RULES as RULES
 from ..decision import claim as decide_claim
@@ -95,7 +95,7 @@ def model_for_gallery(gallery, requested: str | None, default: str) -> tuple[str
     )
 
 
-class Gallery:
+class Gallery(ThresholdsInForce):
     """People enrolled with a pipeline's model, searched with the same pipeline.
 
     `store`: a `Store`, a path to an SQLite gallery file or a ``postgresql://`` URL (created, bound to the pipeline's model, when
@@ -143,24 +143,6 @@ class Gallery:
     def thresholds(self) -> Thresholds:
         """The thresholds in force for every decision: the caller's (`threshold`), else the pipeline's."""
         return self.pipeline.thresholds.given(self._threshold)
-
-    @property
-    def threshold(self) -> float:
-        """The 1:1 threshold in force (see `thresholds`)."""
-        return self.thresholds.verify.value
-
-    @property
-    def threshold_source(self) -> str:
-        return self.thresholds.verify.source
-
-    @property
-    def identify_threshold(self) -> float:
-        """The 1:N threshold in force (see `Pipeline.thresholds`)."""
-        return self.thresholds.identify.value
-
-    @property
-    def identify_threshold_source(self) -> str:
-        return self.thresholds.identify.source
 
     @property
     def threshold_far(self) -> float | None:
