@@ -517,14 +517,14 @@ def annotate(result: FrameResult, fps: float | None = None) -> np.ndarray:
     """The frame with boxes, names and scores (and the processing rate) drawn on it."""
     import cv2
 
-    from .draw import GREEN, RED, draw_faces
+    from .draw import GREEN, RED, YELLOW, draw_faces
 
     labels, colors = [], []
     for i in range(len(result.faces)):
         name = result.labels[i] if i < len(result.labels) else ""
         score = result.scores[i] if i < len(result.scores) else float("nan")
         labels.append(f"{name} {score:.2f}" if name and not np.isnan(score) else name)
-        colors.append(RED if name in (UNKNOWN, AMBIGUOUS) else GREEN)
+        colors.append({UNKNOWN: RED, AMBIGUOUS: YELLOW}.get(name, GREEN))  # as the web page colours them
     out = draw_faces(result.frame.image, result.faces, labels, colors)
     if fps is not None:
         cv2.putText(out, f"{fps:.1f} fps", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 0), 2, cv2.LINE_AA)
