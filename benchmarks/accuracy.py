@@ -37,6 +37,7 @@ sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
 
 from siamface import Pipeline  # noqa: E402
+from siamface.decision import resolve  # noqa: E402
 from siamface.evaluation import runner  # noqa: E402
 from siamface.evaluation.cache import EmbeddingCache, default_cache_path  # noqa: E402
 
@@ -225,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for det in [d.strip() for d in args.detectors.split(",") if d.strip()]:
             pipe = Pipeline(detector=det, model=args.model)
-            thr = pipe.encoder.info.threshold  # the model default, not the user's calibration
+            defaults = resolve(pipe.encoder.info)  # the model's defaults, not the user's calibration
+            thr = defaults.verify.value
             common = {"cache": cache, "progress": not args.quiet, "threshold": thr}
             for proto in protocols:
                 if proto == "att":
@@ -235,8 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                         pipe, celeba / "pairs_same.txt", celeba / "pairs_different.txt", celeba, **common
                     )
                 elif proto == "celeba1n":  # 1:N: the model's 1:N default
-                    info = pipe.encoder.info
-                    one_to_n = {**common, "threshold": info.identify_threshold or info.threshold}
+                    one_to_n = {**common, "threshold": defaults.identify.value}
                     r = runner.evaluate_identification(
                         pipe, celeba, gallery_per_id=1, unknown_fraction=0.2, seed=0, **one_to_n
                     )

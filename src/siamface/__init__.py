@@ -21,7 +21,7 @@ from .errors import (
 )
 from .image import load_image
 from .pipeline import Pipeline, default_pipeline
-from .types import Faces, Verification
+from .types import Decision, Faces, Verification
 
 __version__ = "0.1.0"
 
@@ -43,6 +43,7 @@ def verify(a, b, threshold: float | None = None) -> Verification:
 
 __all__ = [
     "ConfigError",
+    "Decision",
     "Faces",
     "GalleryError",
     "ImageError",

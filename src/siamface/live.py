@@ -10,8 +10,10 @@ new or whose last embedding is `refresh` frames old, and a track's identity is t
 `votes` recognitions, so names do not flicker and CPU goes where it matters. `authenticate` grants when
 `consecutive` frames in a row verify the claim on the largest face, and denies at the timeout.
 
-The matcher is the gallery's exact or indexed search through `GalleryMatcher`; anything with the same two
-methods works (tests, other stores).
+The matcher is the gallery's exact or indexed search through `GalleryMatcher`, which names a face as
+`Gallery.identify` does (`siamface.decision`: the 1:N threshold and the ambiguity margin, so `watch` and
+`identify` give the same name; a face too close to call between two people is "ambiguous"); anything with
+its attribute and two methods works (tests, other stores).
 """
 
 from __future__ import annotations
@@ -31,36 +33,35 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .decision import AMBIGUOUS, KNOWN, UNKNOWN, Liveness, Thresholds, ThresholdsInForce, gate, identity, same
 from .errors import ConfigError
-from .types import Faces
+from .types import Decision, Faces
 from .video import Frame
 
 log = logging.getLogger(__name__)
 
-UNKNOWN = "unknown"
-
 
 # -- matching ------------------------------------------------------------------------------------------
 class Matcher(Protocol):
-    threshold: float
+    #: The thresholds in force: 1:1 for `verify`, 1:N and the ambiguity margin for `identify`.
+    thresholds: Thresholds
 
     def identify(self, embeddings: np.ndarray) -> list[tuple[str | None, float]]:
-        """Per embedding: the best person and similarity (person None when below the threshold)."""
+        """Per embedding: the name decided (`siamface.decision.identity`: the person, or ``ambiguous``;
+        None when unknown) and the best similarity."""
 
     def verify(self, claim: str, embeddings: np.ndarray) -> np.ndarray:
         """Per embedding: the best similarity to the claimed person's templates."""
 
 
-class GalleryMatcher:
-    """`Matcher` over a `siamface.gallery.Gallery`: its index, its 1:1 threshold for `verify` and its
-    (stricter) 1:N threshold for `identify`."""
+class GalleryMatcher(ThresholdsInForce):
+    """`Matcher` over a `siamface.gallery.Gallery`: its index and its thresholds (the caller's `threshold`
+    when given), so that a face is named as `Gallery.identify` names it."""
 
-    def __init__(self, gallery, threshold: float | None = None) -> None:
+    def __init__(self, gallery, threshold: float | None = None, margin: float | None = None) -> None:
         self.gallery = gallery
         gallery.check_model()
-        self.threshold = float(threshold) if threshold is not None else float(gallery.threshold)
-        self.threshold_source = "given by the caller" if threshold is not None else gallery.threshold_source
-        self.identify_threshold = float(threshold) if threshold is not None else float(gallery.identify_threshold)
+        self.thresholds = gallery.thresholds.given(threshold).with_margin(margin)
         self._ids: dict[str, int] = {}  # claim -> person id: one lookup per session, not one per frame
 
     def _person_id(self, claim: str) -> int:
@@ -69,16 +70,17 @@ class GalleryMatcher:
         return self._ids[claim]
 
     def identify(self, embeddings: np.ndarray) -> list[tuple[str | None, float]]:
-        hits = self.gallery.index.search(embeddings, k=1)
+        """Per embedding: the person when known, ``ambiguous`` when the second person is within the margin,
+        None when unknown (as `Gallery.identify` decides), and the best similarity (-1 with nobody enrolled)."""
+        hits = self.gallery.index.search(embeddings, k=2)  # the second person decides "ambiguous"
         names = self.gallery.store.names([row[0].person_id for row in hits if row])
         out: list[tuple[str | None, float]] = []
         for row in hits:
-            if not row:
-                out.append((None, -1.0))
-                continue
-            best = row[0]
-            name = names.get(best.person_id, str(best.person_id))
-            out.append((name if best.similarity >= self.identify_threshold else None, float(best.similarity)))
+            status = identity([h.similarity for h in row], self.thresholds.identify, self.thresholds.margin)
+            if status == KNOWN:
+                out.append((names.get(row[0].person_id, str(row[0].person_id)), float(row[0].similarity)))
+            else:
+                out.append((AMBIGUOUS if status == AMBIGUOUS else None, float(row[0].similarity) if row else -1.0))
         return out
 
     def verify(self, claim: str, embeddings: np.ndarray) -> np.ndarray:
@@ -99,7 +101,7 @@ class GalleryMatcher:
                     person.id,
                     person.id if accepted else None,
                     score,
-                    self.threshold,
+                    self.thresholds.verify.value,
                     bool(accepted),
                     rule,
                     self.gallery.check_model().name,
@@ -134,7 +136,7 @@ class Track:
     votes: deque = field(default_factory=lambda: deque(maxlen=5))
     embedded_frame: int = -(10**9)
     missed: int = 0
-    name: str | None = None  # decided identity (None: not decided or unknown)
+    name: str | None = None  # decided identity (None: not decided or unknown; "ambiguous": too close to call)
     score: float = float("nan")  # mean similarity of the votes for `name`
     announced: str | None = None  # the identity last reported in an event
 
@@ -321,18 +323,25 @@ class Watcher:
         self.tracker.tracks = []
 
 
-@dataclass
-class AuthDecision:
+@dataclass(frozen=True, kw_only=True)
+class AuthDecision(Decision):
+    """`authenticate`'s answer: a `Decision` (`granted` is its `accepted`, `best_score` its `score`: the best
+    frame's similarity to the claim) with why, over how many frames and seconds, and the liveness evidence."""
+
     claim: str
-    granted: bool
     reason: str
     frames: int
-    best_score: float | None
-    scores: list[float]
-    threshold: float
-    threshold_source: str
+    scores: tuple[float, ...]
     seconds: float
     liveness: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def granted(self) -> bool:
+        return self.accepted
+
+    @property
+    def best_score(self) -> float | None:
+        return self.score
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -422,17 +431,18 @@ class Authenticator:
         return evidence
 
     def _decide(self, granted: bool, reason: str) -> AuthDecision:
+        threshold = self.matcher.thresholds.verify
         self.decision = AuthDecision(
-            self.claim,
-            granted,
-            reason,
-            self.stats.frames,
-            max(self.scores) if self.scores else None,
-            self.scores,
-            self.matcher.threshold,
-            getattr(self.matcher, "threshold_source", ""),
-            time.monotonic() - self.started,
-            self._liveness_evidence(),
+            accepted=granted,
+            score=max(self.scores) if self.scores else None,
+            threshold=threshold.value,
+            threshold_source=threshold.source,
+            claim=self.claim,
+            reason=reason,
+            frames=self.stats.frames,
+            scores=tuple(self.scores),
+            seconds=time.monotonic() - self.started,
+            liveness=self._liveness_evidence(),
         )
         self.on_event(self.decision.to_dict())
         return self.decision
@@ -447,13 +457,14 @@ class Authenticator:
             keypoints = largest.data.get("keypoints", [None])[0]
             score = float(self.matcher.verify(self.claim, largest.embeddings)[0])
             self.scores.append(score)
-            ok = score >= self.matcher.threshold
+            verdict = same(score, self.matcher.thresholds.verify)
             if self.passive is not None:
                 live = self.passive.score(frame.image, box)
                 self.live_scores.append(live.score)
                 self.framed_frames += live.framed
                 self.not_live_frames += not live.live
-                ok = ok and live.live
+                verdict = gate(verdict, Liveness(live=bool(live.live)))
+            ok = verdict.accepted
             self.run_length = self.run_length + 1 if ok else 0
             labels, scores = [self.claim if ok else UNKNOWN] + [""] * (len(faces) - 1), [score]
             self.stats.embedded += 1
@@ -506,14 +517,14 @@ def annotate(result: FrameResult, fps: float | None = None) -> np.ndarray:
     """The frame with boxes, names and scores (and the processing rate) drawn on it."""
     import cv2
 
-    from .draw import GREEN, RED, draw_faces
+    from .draw import GREEN, RED, YELLOW, draw_faces
 
     labels, colors = [], []
     for i in range(len(result.faces)):
         name = result.labels[i] if i < len(result.labels) else ""
         score = result.scores[i] if i < len(result.scores) else float("nan")
         labels.append(f"{name} {score:.2f}" if name and not np.isnan(score) else name)
-        colors.append(RED if name == UNKNOWN else GREEN)
+        colors.append({UNKNOWN: RED, AMBIGUOUS: YELLOW}.get(name, GREEN))  # as the web page colours them
     out = draw_faces(result.frame.image, result.faces, labels, colors)
     if fps is not None:
         cv2.putText(out, f"{fps:.1f} fps", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 0), 2, cv2.LINE_AA)

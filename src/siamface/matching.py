@@ -1,8 +1,8 @@
-"""Comparing embeddings: similarity, distance and the threshold decision.
+"""Comparing embeddings: similarity and distance.
 
 All siamface embeddings are L2-normalised, so cosine similarity and Euclidean distance carry the same
 information: ``distance = sqrt(2 - 2 * similarity)``. Decisions are made on similarity (higher = more
-alike): two faces match when ``similarity >= threshold``.
+alike), in `siamface.decision`: two faces match when ``similarity >= threshold``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,3 @@ def similarity_to_distance(similarity: np.ndarray | float) -> np.ndarray | float
 
 def distance_to_similarity(distance: np.ndarray | float) -> np.ndarray | float:
     return 1.0 - np.asarray(distance, np.float64) ** 2 / 2.0
-
-
-def is_match(similarity: float, threshold: float) -> bool:
-    return bool(similarity >= threshold)

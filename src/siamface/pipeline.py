@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .decision import Thresholds, ThresholdsInForce, find_calibration, resolve, same
 from .detection import Detector, create_detector
 from .embedding import Encoder, create_encoder, encoder_chips
 from .errors import NoFaceError
 from .image import ImageSource, describe, load_image
 from .matching import cosine_similarity, similarity_to_distance
-from .thresholds import Calibration, load_calibration
+from .thresholds import Calibration
 from .types import Faces, Verification
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ DEFAULT_DETECTOR = "retinaface"
 DEFAULT_MODEL = "dlib-resnet"
 
 
-class Pipeline:
+class Pipeline(ThresholdsInForce):
     """Detect, align and embed faces, and verify pairs.
 
     >>> p = Pipeline()                       # nothing loaded yet
@@ -56,7 +57,7 @@ class Pipeline:
         self._threshold = threshold
         self._threshold_source = threshold_source
         self._calibration_file = Path(calibration_file) if calibration_file is not None else None
-        self._calibration: Calibration | None | bool = False  # False: not looked up yet
+        self._thresholds: Thresholds | None = None  # resolved on first use
         self._lock = threading.Lock()
 
     # -- stages, built lazily -------------------------------------------------------------------
@@ -77,44 +78,24 @@ class Pipeline:
         return self._encoder
 
     @property
+    def thresholds(self) -> Thresholds:
+        """The thresholds in force (1:1 and 1:N, each with its source), resolved once by the rule of
+        `siamface.decision`: the caller's, else the calibration (explicit file, then the user's), else
+        the model's measured defaults."""
+        if self._thresholds is None:
+            if self._threshold is not None:
+                found = resolve(None, given=self._threshold, given_source=self._threshold_source)
+            else:
+                info = self.encoder.info
+                found = resolve(info, calibration=find_calibration(info.name, self._calibration_file))
+            self._thresholds = found
+        return self._thresholds
+
+    @property
     def calibration(self) -> Calibration | None:
-        """The calibration in force for this pipeline's model (explicit file, then the user's), or None."""
-        if self._calibration is False:
-            self._calibration = load_calibration(self.encoder.info.name, self._calibration_file)
-        return self._calibration
-
-    @property
-    def threshold(self) -> float:
-        """Explicit threshold, else the calibrated one, else the model's measured default."""
-        if self._threshold is not None:
-            return self._threshold
-        if self.calibration is not None:
-            return self.calibration.threshold
-        return self.encoder.info.threshold
-
-    @property
-    def threshold_source(self) -> str:
-        if self._threshold is not None:
-            return self._threshold_source or "given by the caller"
-        if self.calibration is not None:
-            return self.calibration.describe()
-        return self.encoder.info.threshold_source
-
-    @property
-    def identify_threshold(self) -> float:
-        """The 1:N threshold: explicit, else calibrated (a calibration file is the user's operating point for
-        both 1:1 and 1:N), else the model's 1:N default (stricter than its 1:1 one), else its 1:1 default."""
-        if self._threshold is not None or self.calibration is not None:
-            return self.threshold
-        info = self.encoder.info
-        return info.identify_threshold if info.identify_threshold is not None else info.threshold
-
-    @property
-    def identify_threshold_source(self) -> str:
-        info = self.encoder.info
-        if self._threshold is not None or self.calibration is not None or info.identify_threshold is None:
-            return self.threshold_source
-        return info.identify_threshold_source
+        """The calibration in force for this pipeline's model (explicit file, then the user's), or None
+        (also when the caller gave a threshold)."""
+        return self.thresholds.calibration
 
     # -- verbs ------------------------------------------------------------------------------------
     def load_image(self, source: ImageSource) -> np.ndarray:
@@ -167,24 +148,19 @@ class Pipeline:
         face_a, n_a = self.embed_largest(a)
         face_b, n_b = self.embed_largest(b)
         similarity = self.compare(face_a.embeddings[0], face_b.embeddings[0])
-        thr = float(threshold) if threshold is not None else self.threshold
-        source = "given by the caller" if threshold is not None else self.threshold_source
         notes = []
         for label, n in (("a", n_a), ("b", n_b)):
             if n > 1:
                 notes.append(f"{label}: {n} faces found, the largest was used")
-        return Verification(
-            same=bool(similarity >= thr),
-            similarity=similarity,
+        return same(similarity, self.thresholds.given(threshold).verify).extend(
+            Verification,
             distance=float(similarity_to_distance(similarity)),
-            threshold=thr,
             model=self.encoder.info.name,
             detector=getattr(self.detector, "name", type(self.detector).__name__),
             box_a=tuple(float(v) for v in face_a.boxes[0]),
             box_b=tuple(float(v) for v in face_b.boxes[0]),
             faces_a=n_a,
             faces_b=n_b,
-            threshold_source=source,
             notes=tuple(notes),
         )
 

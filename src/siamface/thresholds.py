@@ -1,10 +1,10 @@
 """Calibrated thresholds: where `siamface calibrate` writes them and where the chain reads them.
 
 A calibration file is JSON mapping a model name to a `Calibration` (threshold, the criterion that chose it,
-the error rates measured at it, the data it was measured on). The chain looks, in order, for: a threshold
-given by the caller; the calibration file given explicitly (e.g. the one beside a gallery); the user's
-calibration file (``$SIAMFACE_CONFIG_DIR`` or ``$XDG_CONFIG_HOME/siamface`` or ``~/.config/siamface``,
-file ``thresholds.json``); and last the model's built-in default, itself measured on data.
+the error rates measured at it, the data it was measured on). The user's calibration file is
+``thresholds.json`` in ``$SIAMFACE_CONFIG_DIR`` or ``$XDG_CONFIG_HOME/siamface`` or ``~/.config/siamface``.
+This module is the file format only: which threshold is in force (the caller's, a calibration file given
+explicitly, the user's, the model's default) is decided in one place, `siamface.decision.resolve`.
 """
 
 from __future__ import annotations

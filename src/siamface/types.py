@@ -1,4 +1,5 @@
-"""The records that flow between stages: `Faces` (what a detector returns) and `Verification`.
+"""The records that flow between stages: `Faces` (what a detector returns), `Decision` (the answer to "is it
+them?", made by `siamface.decision`) and `Verification` (a pair's).
 
 `Faces` is a small columnar container in the manner of parallel arrays: n boxes, n scores, n landmark sets,
 and, as later stages fill them, n aligned chips and n embeddings. It is never `None`: an image with no
@@ -8,8 +9,8 @@ boolean mask.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -129,26 +130,52 @@ class Faces:
         return out
 
 
-@dataclass(frozen=True)
-class Verification:
+_D = TypeVar("_D", bound="Decision")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    """The answer to "is it them?", whichever verb asked (one pair, a claimed identity, a live unlock):
+    `accepted` or not, the `score` that decided it (cosine similarity, or a rule's figure on that scale;
+    None when no face was scored), the `threshold` it met or missed with its `threshold_source`, and
+    `notes`. Made by `siamface.decision`; `Verification`, `gallery.ClaimVerification` and
+    `live.AuthDecision` extend it with their verb's evidence (and keep their own JSON form)."""
+
+    accepted: bool
+    score: float | None
+    threshold: float
+    threshold_source: str = ""
+    notes: tuple[str, ...] = ()
+
+    def extend(self, cls: type[_D], **evidence: Any) -> _D:
+        """This decision as a `cls` (a subclass) with its evidence; `evidence` may also replace `notes`."""
+        return cls(**{**{f.name: getattr(self, f.name) for f in fields(Decision)}, **evidence})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verification(Decision):
     """The answer to "are these two faces the same person?", with its evidence.
 
-    `similarity` is the cosine similarity of the two L2-normalised embeddings (1 = identical), `distance`
-    the Euclidean distance between them (sqrt(2 - 2 * similarity)). `same` is `similarity >= threshold`.
+    `similarity` (the `score`) is the cosine similarity of the two L2-normalised embeddings (1 =
+    identical), `distance` the Euclidean distance between them (sqrt(2 - 2 * similarity)). `same` (the
+    decision's `accepted`) is `similarity >= threshold`.
     """
 
-    same: bool
-    similarity: float
     distance: float
-    threshold: float
     model: str
     detector: str
     box_a: tuple[float, float, float, float]
     box_b: tuple[float, float, float, float]
     faces_a: int
     faces_b: int
-    threshold_source: str = ""
-    notes: tuple[str, ...] = ()
+
+    @property
+    def same(self) -> bool:
+        return self.accepted
+
+    @property
+    def similarity(self) -> float:
+        return float(self.score)
 
     def to_dict(self) -> dict[str, Any]:
         return {

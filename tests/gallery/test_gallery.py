@@ -25,9 +25,9 @@ from gallery_support import (  # noqa: F401
 )
 
 from siamface import Pipeline
+from siamface.decision import Threshold, identity
 from siamface.errors import ConfigError, GalleryError, ModelMismatchError, NoFaceError
 from siamface.gallery import RULES, Gallery, NewTemplate, UnknownPersonError
-from siamface.gallery.core import decide
 from siamface.pipeline import DEFAULT_MODEL
 
 
@@ -123,7 +123,8 @@ def test_two_people_too_close_to_call_are_ambiguous(gallery):
     ],
 )
 def test_open_set_decision_table(best, second, margin, status):
-    assert decide(best, second, 0.93, margin) == status
+    similarities = [s for s in (best, second) if s is not None]
+    assert identity(similarities, Threshold(0.93, "test"), margin) == status
 
 
 def test_every_decision_is_audited(gallery, gallery_file):

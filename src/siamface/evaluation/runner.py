@@ -93,19 +93,15 @@ def _pipeline_facts(pipeline: Any, threshold: float | None, identify: bool = Fal
     """Model, detector and the threshold in force (`identify`: the 1:N one)."""
     info = pipeline.encoder.info
     det = pipeline.detector
-    if threshold is not None:
-        thr, source = float(threshold), "given by the caller"
-    elif identify and hasattr(pipeline, "identify_threshold"):
-        thr, source = float(pipeline.identify_threshold), pipeline.identify_threshold_source
-    else:
-        thr, source = float(pipeline.threshold), pipeline.threshold_source
+    thresholds = pipeline.thresholds.given(threshold)
+    chosen = thresholds.identify if identify else thresholds.verify
     return {
         "model": info.name,
         "model_version": info.version,
         "detector": getattr(det, "name", type(det).__name__),
         "detector_options": detector_options(det),
-        "threshold": thr,
-        "threshold_source": source,
+        "threshold": chosen.value,
+        "threshold_source": chosen.source,
     }
 
 

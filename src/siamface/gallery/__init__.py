@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from . import synthetic  # noqa: F401  (siamface.gallery.synthetic, the benchmarks' galleries)
 from .core import DEFAULT_FRACTION, RULES, Gallery, calibration_file_for
-from .enroll import Frame, QualityGates, assess, image_files, pose, sharpness, video_frames
+from .enroll import CaptureFrame, QualityGates, assess, image_files, pose, sharpness, video_frames
 from .exchange import export_gallery, import_gallery
 from .index import APPROX_MIN_TEMPLATES, ExactIndex, GalleryIndex, Hit
 from .names import InvalidNameError, check_name
@@ -57,6 +57,7 @@ __all__ = [
     "AuditEntry",
     "AuditRecord",
     "Candidate",
+    "CaptureFrame",
     "ClaimVerification",
     "DEFAULT_FRACTION",
     "APPROX_MIN_TEMPLATES",
@@ -65,7 +66,6 @@ __all__ = [
     "ExactIndex",
     "GalleryIndex",
     "FaceIdentity",
-    "Frame",
     "Gallery",
     "Hit",
     "Identification",

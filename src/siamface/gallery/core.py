@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -26,6 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from ..decision import DEFAULT_FRACTION, Thresholds, ThresholdsInForce, check_rule, identity
+from ..decision import DEFAULT_MARGIN as DEFAULT_MARGIN  # the rules, the margin: named by the decision module
+from ..decision import RULES as RULES
+from ..decision import claim as decide_claim
 from ..errors import ConfigError, GalleryError
 from ..image import describe, load_image
 from .enroll import QualityGates, Sample, assess, image_files, person_folders, video_frames
@@ -34,7 +37,6 @@ from .names import InvalidNameError, check_name
 from .results import (
     AMBIGUOUS,
     KNOWN,
-    UNKNOWN,
     Candidate,
     ClaimVerification,
     EnrolledTemplate,
@@ -57,27 +59,12 @@ from .store import (
 
 log = logging.getLogger(__name__)
 
-RULES = ("best", "mean", "fraction")
-DEFAULT_FRACTION = 0.5
-#: Identification calls a face ambiguous when the second person is within this similarity of the best
-#: (see benchmarks/gallery_att.py for its effect on the AT&T open-set experiment).
-DEFAULT_MARGIN = 0.01
 #: Frames of a video kept only when below this similarity to every frame kept before (diversity).
 VIDEO_DIVERSITY = 0.99
 #: How long a camera session runs at most when no timeout is given, in seconds.
 CAMERA_TIMEOUT_S = 30.0
 #: The note a decision carries when the gallery is read-only and cannot log it.
 NOT_AUDITED = "not audited: the gallery is read-only"
-
-
-def decide(best: float | None, second: float | None, threshold: float, margin: float) -> str:
-    """Open-set decision for one face from the best and second-best *people*'s similarities:
-    ``known``, ``ambiguous`` (the second within `margin` of the best) or ``unknown``."""
-    if best is None or best < threshold:
-        return UNKNOWN
-    if second is not None and best - second <= margin:
-        return AMBIGUOUS
-    return KNOWN
 
 
 def calibration_file_for(gallery: str | os.PathLike) -> Path:
@@ -108,7 +95,7 @@ def model_for_gallery(gallery, requested: str | None, default: str) -> tuple[str
     )
 
 
-class Gallery:
+class Gallery(ThresholdsInForce):
     """People enrolled with a pipeline's model, searched with the same pipeline.
 
     `store`: a `Store`, a path to an SQLite gallery file or a ``postgresql://`` URL (created, bound to the pipeline's model, when
@@ -153,36 +140,14 @@ class Gallery:
         return self._pipeline
 
     @property
-    def threshold(self) -> float:
-        return float(self._threshold) if self._threshold is not None else float(self.pipeline.threshold)
-
-    @property
-    def threshold_source(self) -> str:
-        return "given by the caller" if self._threshold is not None else self.pipeline.threshold_source
-
-    @property
-    def identify_threshold(self) -> float:
-        """The 1:N threshold (see `Pipeline.identify_threshold`); the caller's threshold when given."""
-        if self._threshold is not None:
-            return float(self._threshold)
-        return float(getattr(self.pipeline, "identify_threshold", self.pipeline.threshold))
-
-    @property
-    def identify_threshold_source(self) -> str:
-        if self._threshold is not None:
-            return "given by the caller"
-        return getattr(self.pipeline, "identify_threshold_source", self.pipeline.threshold_source)
+    def thresholds(self) -> Thresholds:
+        """The thresholds in force for every decision: the caller's (`threshold`), else the pipeline's."""
+        return self.pipeline.thresholds.given(self._threshold)
 
     @property
     def threshold_far(self) -> float | None:
-        """The false-accept rate measured at the threshold in force, when its calibration says it."""
-        if self._threshold is not None or getattr(self.pipeline, "_threshold", None) is not None:
-            return None
-        calibration = self.pipeline.calibration
-        if calibration is not None:
-            return float(calibration.far)
-        far = (getattr(self.pipeline.encoder.info, "extra", None) or {}).get("far")
-        return float(far) if far is not None else None
+        """The false-accept rate measured at the 1:1 threshold in force, when its calibration or model says it."""
+        return self.thresholds.verify.far
 
     def check_model(self) -> ModelBinding:
         """Raise `ModelMismatchError` unless the pipeline's model is the one this gallery is bound to."""
@@ -264,7 +229,7 @@ class Gallery:
         metadata: dict[str, Any] | None = None,
         force: bool = False,
     ) -> EnrollmentReport:
-        """Enroll `name` from a capture session: `frames` are `Frame`s or (RGB image, label[, time]) tuples
+        """Enroll `name` from a capture session: `frames` are `CaptureFrame`s or (RGB image, label[, time]) tuples
         (see `video_frames`). Keeps up to `keep` frames that pass the gates, each below `diversity`
         similarity to the frames already kept and at least `min_gap` seconds away from them (frames too
         close in time are skipped before any work), and the same person as them (at or above the threshold:
@@ -281,6 +246,7 @@ class Gallery:
         rejected: list[Rejection] = []
         similar = close = 0
         timed_out = False
+        same_person = self.thresholds.verify
         deadline = time.monotonic() + timeout if timeout is not None else None
         iterator = iter(frames)
         try:
@@ -297,14 +263,14 @@ class Gallery:
                     rejected.append(outcome)
                     continue
                 alike = [float(s.embedding @ outcome.embedding) for s in samples]
-                if alike and min(alike) < self.threshold:
+                if alike and not same_person.accepts(min(alike)):
                     rejected.append(
                         Rejection(
                             label,
                             "other-person",
                             f"{label}: not the person of the frames "
                             f"kept before (similarity {min(alike):.4f} < threshold "
-                            f"{self.threshold:.4f})",
+                            f"{same_person.value:.4f})",
                         )
                     )
                     continue
@@ -404,7 +370,7 @@ class Gallery:
             warnings.extend(s.warnings)
         if samples:
             warnings.extend(self._lookalike_warnings(name, samples))
-        limit, threshold = self.gates.duplicate, self.threshold
+        limit, threshold = self.gates.duplicate, self.thresholds.verify
         reasons: dict[int, str] = {}
 
         def keep(enrolled: Sequence[Template], candidates: Sequence[NewTemplate]) -> list[str | None]:
@@ -416,11 +382,11 @@ class Gallery:
                 e = np.asarray(t.embedding, np.float32)
                 match = max((float(k @ e) for k in own), default=None)
                 best = max((float(k @ e) for k in kept), default=-1.0)
-                if match is not None and match < threshold and not force:
+                if match is not None and not threshold.accepts(match) and not force:
                     reasons[i] = "other-person"
                     verdicts.append(
                         f"{t.source}: does not match the enrolled person {name!r} (best similarity "
-                        f"{match:.4f} < threshold {threshold:.4f}); not added (--force, or "
+                        f"{match:.4f} < threshold {threshold.value:.4f}); not added (--force, or "
                         "force=true over the API, adds it anyway)"
                     )
                 elif best > limit:
@@ -471,12 +437,12 @@ class Gallery:
         except UnknownPersonError:
             own = None
         hits = self.index.search(np.stack([s.embedding for s in samples]), k=1, exclude=own)
-        thr = self.threshold
-        found = [(s, h[0]) for s, h in zip(samples, hits) if h and h[0].similarity >= thr]
+        thr = self.thresholds.verify
+        found = [(s, h[0]) for s, h in zip(samples, hits) if h and thr.accepts(h[0].similarity)]
         names = self.store.names([h.person_id for _, h in found]) if found else {}
         return [
             f"{s.source}: also matches {names.get(h.person_id, h.person_id)!r} "
-            f"(similarity {h.similarity:.4f} >= threshold {thr:.4f})"
+            f"(similarity {h.similarity:.4f} >= threshold {thr.value:.4f})"
             for s, h in found
         ]
 
@@ -494,52 +460,43 @@ class Gallery:
         """Is the (largest) face of `probe` the person `claim`? Compared with every template of that person
         and decided by `rule` (see `ClaimVerification`). Raises `UnknownPersonError` for an unknown claim
         and `NoFaceError` when the probe has no face."""
-        if rule not in RULES:
-            raise ConfigError(f"unknown rule {rule!r}; choose one of: {', '.join(RULES)}")
-        if not 0 < fraction <= 1:
-            raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
+        check_rule(rule, fraction)
         model = self.check_model()
         person = self.store.person(claim, metadata=False)  # decisions read no metadata
         label = describe(probe)
         face, n_found = self.pipeline.embed_largest(probe)
-        thr = float(threshold) if threshold is not None else self.threshold
-        source = "given by the caller" if threshold is not None else self.threshold_source
+        chosen = self.thresholds.given(threshold).verify
         ids, scores = self.index.person_scores(face.embeddings, person.id)
         scores = scores[0]
         if len(scores) == 0:  # a store never keeps a person without templates; be safe all the same
             raise GalleryError(f"{person.name!r} has no templates to verify against")
-        ordered = np.sort(scores)[::-1]
-        if rule == "best":
-            score = float(ordered[0])
-        elif rule == "mean":
-            score = float(scores.mean())
-        else:
-            score = float(ordered[max(1, math.ceil(fraction * len(ordered) - 1e-9)) - 1])
-        accepted = score >= thr
+        decided = decide_claim(scores, chosen, rule, fraction)
+        accepted, score, thr = decided.accepted, decided.score, chosen.value
         sources = {t.id: t.source for t in self.store.templates(person.name)}
+        matches = chosen.accepts(scores)
         evidence = tuple(
             sorted(
-                (TemplateScore(int(i), float(s), sources.get(int(i), ""), bool(s >= thr)) for i, s in zip(ids, scores)),
+                (
+                    TemplateScore(int(i), float(s), sources.get(int(i), ""), bool(m))
+                    for i, s, m in zip(ids, scores, matches)
+                ),
                 key=lambda t: -t.similarity,
             )
         )
         notes = (f"{n_found} faces found in the probe, the largest was used",) if n_found > 1 else ()
-        result = ClaimVerification(
+        result = decided.extend(
+            ClaimVerification,
             claim=person.name,
-            accepted=bool(accepted),
-            score=score,
             rule=rule,
-            threshold=thr,
-            threshold_source=source,
             templates=evidence,
-            matched=int((scores >= thr).sum()),
+            matched=int(matches.sum()),
             model=model.name,
             box=tuple(float(v) for v in face.boxes[0]),
             faces_found=n_found,
             fraction=fraction if rule == "fraction" else None,
             probe=label,
             notes=notes,
-            threshold_far=self.threshold_far if threshold is None else None,
+            threshold_far=chosen.far,
         )
         if audit:
             unlogged = self.audit(
@@ -574,24 +531,24 @@ class Gallery:
         *,
         top: int = 5,
         threshold: float | None = None,
-        margin: float = DEFAULT_MARGIN,
+        margin: float | None = None,
         audit: bool = True,
         exclude: Collection[int] = (),
     ) -> Identification:
         """Name every face of `probe` (biggest first): the person with the best template similarity when it
-        reaches the threshold and the next person is more than `margin` below, "ambiguous" when the next
-        is within `margin`, else "unknown" (see `FaceIdentity`); the `top` best people are the evidence.
+        reaches the threshold and the next person is more than `margin` below (default `DEFAULT_MARGIN`),
+        "ambiguous" when the next is within `margin`, else "unknown" (`siamface.decision.identity`, see
+        `FaceIdentity`); the `top` best people are the evidence.
         People whose ids are in `exclude` are searched as if they were not enrolled (the service leaves out
         people locked out of verification)."""
         if top < 1:
             raise ConfigError(f"top must be >= 1, got {top}")
-        if not 0 <= margin < 1:
-            raise ConfigError(f"margin must be in [0, 1), got {margin}")
+        policy = self.thresholds.given(threshold).with_margin(margin)
+        margin, chosen = policy.margin, policy.identify
         model = self.check_model()
         label = describe(probe)
         faces = self.pipeline.embed(probe)
-        thr = float(threshold) if threshold is not None else self.identify_threshold
-        source = "given by the caller" if threshold is not None else self.identify_threshold_source
+        thr, source = chosen.value, chosen.source
         hits = self.index.search(faces.embeddings, k=max(top, 2), exclude=exclude) if len(faces) else []
         names = self.store.names([h.person_id for row in hits for h in row])
         identities, records = [], []
@@ -600,7 +557,7 @@ class Gallery:
                 Candidate(names.get(h.person_id, str(h.person_id)), h.similarity, h.template_id) for h in row
             )
             best = row[0] if row else None
-            status = decide(best.similarity if best else None, row[1].similarity if len(row) > 1 else None, thr, margin)
+            status = identity([h.similarity for h in row], chosen, margin)
             accepted = status == KNOWN
             identities.append(
                 FaceIdentity(

@@ -212,7 +212,7 @@ def person_folders(root: str | Path) -> list[tuple[str, list[Path]]]:
     return list(datasets.folder_identities(root, keep_empty=True).items())
 
 
-class Frame(NamedTuple):
+class CaptureFrame(NamedTuple):
     """One frame of a capture session: RGB image, label (``"<source>#frame=N"``) and time in seconds
     from the start (a file: frame index / frame rate; a camera: the clock)."""
 
@@ -221,8 +221,10 @@ class Frame(NamedTuple):
     time: float
 
 
-def video_frames(source: str | int | Path, *, candidates: int = 60, max_frames: int | None = 600) -> Iterator[Frame]:
-    """RGB frames of a video file or camera, as `Frame`s, read through `siamface.video.open_source` (the
+def video_frames(
+    source: str | int | Path, *, candidates: int = 60, max_frames: int | None = 600
+) -> Iterator[CaptureFrame]:
+    """RGB frames of a video file or camera, as `CaptureFrame`s, read through `siamface.video.open_source` (the
     sources `watch` and `authenticate` use).
 
     A file yields about `candidates` frames spread evenly over its length; a camera yields every frame
@@ -242,7 +244,7 @@ def video_frames(source: str | int | Path, *, candidates: int = 60, max_frames: 
     return _frames(frames, candidates, max_frames)
 
 
-def _frames(source, candidates: int, max_frames: int | None) -> Iterator[Frame]:
+def _frames(source, candidates: int, max_frames: int | None) -> Iterator[CaptureFrame]:
     with source:
         total = source.frame_count if not source.live else 0
         step = max(1, total // max(1, candidates)) if total > 0 else 1
@@ -250,4 +252,4 @@ def _frames(source, candidates: int, max_frames: int | None) -> Iterator[Frame]:
             if max_frames is not None and frame.index >= max_frames * step:
                 break
             if frame.index % step == 0:
-                yield Frame(frame.image, f"{source.name}#frame={frame.index}", frame.time)
+                yield CaptureFrame(frame.image, f"{source.name}#frame={frame.index}", frame.time)

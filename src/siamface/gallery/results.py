@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-UNKNOWN = "unknown"
-AMBIGUOUS = "ambiguous"
-KNOWN = "known"
+from ..decision import AMBIGUOUS as AMBIGUOUS  # the 1:N statuses, named by the decision module
+from ..decision import KNOWN as KNOWN
+from ..decision import UNKNOWN
+from ..types import Decision
 
 
 def _r(value: float | None, digits: int = 6) -> float | None:
@@ -92,22 +93,20 @@ class TemplateScore:
         }
 
 
-@dataclass(frozen=True)
-class ClaimVerification:
-    """Is the probe's face the person it claims to be?
+@dataclass(frozen=True, kw_only=True)
+class ClaimVerification(Decision):
+    """Is the probe's face the person it claims to be? A `Decision` (`accepted`, `score`, `threshold`,
+    `threshold_source`, `notes`) with its evidence.
 
     `score` is the rule's figure on the similarity scale, compared with `threshold`: the best template
     similarity (rule ``best``), their mean (``mean``), or for ``fraction`` the k-th best similarity with
     k = ceil(fraction * templates), which reaches the threshold exactly when at least that fraction of the
-    templates match. `templates` holds every template's similarity (best first).
+    templates match (see `siamface.decision.claim`). `templates` holds every template's similarity (best
+    first).
     """
 
     claim: str
-    accepted: bool
-    score: float
     rule: str
-    threshold: float
-    threshold_source: str
     templates: tuple[TemplateScore, ...]
     matched: int
     model: str
@@ -115,7 +114,6 @@ class ClaimVerification:
     faces_found: int
     fraction: float | None = None
     probe: str = ""
-    notes: tuple[str, ...] = ()
     threshold_far: float | None = None
 
     def to_dict(self) -> dict[str, Any]:

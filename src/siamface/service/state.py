@@ -20,7 +20,9 @@ import anyio.to_thread
 import numpy as np
 
 from .. import __version__
+from ..decision import UNKNOWN, Liveness, Threshold, gate, in_reach
 from ..errors import ConfigError, NoFaceError
+from ..gallery.results import ClaimVerification
 from ..image import load_image
 from .errors import ServiceError
 from .keys import KeyStore
@@ -176,31 +178,30 @@ class Service:
             raise ServiceError(422, "no-face", f"no face found in {probe.label}") from None
         result = dataclasses.replace(result, probe=probe.label)
         payload = result.to_dict()
-        granted = result.accepted
         live = self._liveness(image, result.box)
+        evidence = Liveness(live=None if live is None else bool(live["live"]))
         if self.settings.active_liveness:
-            active = self._challenge_evidence(session, person, result.threshold)
+            active = self._challenge_evidence(session, person, result)
             payload["liveness"] = {"mode": self.settings.liveness, "active": active}
             if live is not None:
                 payload["liveness"]["passive"] = live
-            if granted and not active["passed"]:
-                payload["notes"].append(f"the face matches but the liveness challenge failed: {active['reason']}")
-            elif granted and not active["same_person"]:
-                payload["notes"].append(
-                    f"a face seen during the liveness challenge is not {person.name} "
-                    f"(lowest score {active['lowest_score']})"
-                )
-            granted = granted and active["passed"] and active["same_person"]
+            evidence = dataclasses.replace(
+                evidence,
+                challenge=active["passed"],
+                challenge_reason=active.get("reason", ""),
+                same_person=active["same_person"],
+                lowest=active["lowest_score"],
+            )
         elif live is not None:
             payload["liveness"] = live
-        if granted and live is not None and not live["live"]:
-            granted = False
-            payload["notes"].append("the face matches but did not pass the liveness check")
-        payload["granted"] = granted
-        return granted, payload
+        granted = gate(result, evidence, who=person.name)
+        payload["notes"] = list(granted.notes)
+        payload["granted"] = granted.accepted
+        return granted.accepted, payload
 
-    def _challenge_evidence(self, session: Session, person, threshold: float) -> dict[str, Any]:
-        """The session's result, and whether every face it saw is `person` (at the 1:1 threshold)."""
+    def _challenge_evidence(self, session: Session, person, result: ClaimVerification) -> dict[str, Any]:
+        """The session's result, and whether every face it saw is `person` (at the 1:1 threshold `result`
+        was decided at)."""
         evidence = session.evidence()
         lowest = None
         if session.faces:
@@ -208,7 +209,8 @@ class Service:
             lowest = float(scores.max(axis=1).min()) if scores.shape[1] else -1.0
         evidence["passed"] = session.state == PASSED
         evidence["lowest_score"] = None if lowest is None else round(lowest, 4)
-        evidence["same_person"] = lowest is not None and lowest >= threshold
+        threshold = Threshold(result.threshold, result.threshold_source)
+        evidence["same_person"] = lowest is not None and threshold.accepts(lowest)
         return evidence
 
     def liveness_session(self, session_id: str | None, key: str | None) -> Session | None:
@@ -246,22 +248,20 @@ class Service:
         verification) are searched as if not enrolled, an unknown face carries no score and no candidates,
         and a named or ambiguous one only the candidates within the margin of the threshold or above it (so
         that identification is no score oracle for probing anybody)."""
-        from ..gallery.core import DEFAULT_MARGIN
-
         image = self.decode(probe)
-        result = self.gallery.identify(
-            image, top=top, margin=DEFAULT_MARGIN if margin is None else margin, exclude=locked
-        )
+        result = self.gallery.identify(image, top=top, margin=margin, exclude=locked)
         if not result.faces:
             raise ServiceError(422, "no-face", f"no face found in {probe.label}")
         result = dataclasses.replace(result, probe=probe.label)
         payload = result.to_dict()
-        floor = result.threshold - result.margin
+        threshold = Threshold(result.threshold, result.threshold_source)
         for item in payload["faces"]:
-            if item["status"] == "unknown":
+            if item["status"] == UNKNOWN:
                 item["similarity"], item["candidates"] = None, []
             else:
-                item["candidates"] = [c for c in item["candidates"] if c["similarity"] >= floor]
+                item["candidates"] = [
+                    c for c in item["candidates"] if in_reach(c["similarity"], threshold, result.margin)
+                ]
         if self.liveness is not None:
             for face, item in zip(result.faces, payload["faces"]):
                 item["liveness"] = self._liveness(image, face.box)

@@ -25,6 +25,7 @@ import numpy as np
 
 from .._progress import Progress
 from ..alignment import ChipSpec
+from ..decision import Threshold
 from ..embedding.onnx_file import preprocess
 from ..errors import ConfigError
 from ..evaluation.metrics import best_accuracy_threshold, eer, tar_at_far, threshold_for_far
@@ -139,9 +140,10 @@ def verification_figures(scores: np.ndarray, labels: np.ndarray, threshold: floa
     out["tar_at_far_1e-3"] = float(t.tar)
     if threshold is not None:
         out["threshold"] = float(threshold)
-        out["accuracy"] = float(np.mean((scores >= threshold) == (labels == 1)))
-        out["far"] = float(np.mean(scores[labels == 0] >= threshold)) if (labels == 0).any() else float("nan")
-        out["frr"] = float(np.mean(scores[labels == 1] < threshold)) if (labels == 1).any() else float("nan")
+        accepted = Threshold(float(threshold), "").accepts(scores)  # the decision verify makes, per pair
+        out["accuracy"] = float(np.mean(accepted == (labels == 1)))
+        out["far"] = float(np.mean(accepted[labels == 0])) if (labels == 0).any() else float("nan")
+        out["frr"] = float(np.mean(~accepted[labels == 1])) if (labels == 1).any() else float("nan")
     return out
 
 

@@ -1,0 +1,249 @@
+"""The one decision policy: which thresholds are in force, and every "is it them?" decision made with them.
+
+Every verb decides here, so that a change of rule is made once: `Pipeline.verify` (one pair), the
+gallery's `verify` (a claimed identity), `identify` (1:N), `enroll` (is a new face the person's?), `watch`
+and `authenticate` (live), the HTTP service (with its liveness checks), and evaluation (the threshold it
+reports at).
+
+Thresholds (`resolve`), for 1:1 and 1:N, each with the source said in every answer, the first found of:
+
+1. the caller's threshold (one value, for 1:1 and 1:N alike);
+2. the model's entry in the calibration file given explicitly (the one beside a gallery,
+   ``<gallery>.thresholds.json``);
+3. the model's entry in the user's calibration file (`siamface.thresholds.user_calibration_file`);
+   a calibration is the user's operating point for 1:1 and 1:N alike;
+4. the model's measured defaults: 1:1 ``info.threshold``; 1:N ``info.identify_threshold`` (stricter), or
+   the 1:1 one when the model has none.
+
+Decisions, all on cosine similarity (higher = more alike; a face matches when ``similarity >= threshold``):
+
+    same(similarity, t)                  one pair                                        -> Decision
+    claim(scores, t, rule, fraction)     a probe against a claimed person's templates    -> Decision
+    gate(decision, liveness)             a match refused unless the liveness checks pass -> Decision
+    identity(similarities, t, margin)    1:N, open set, with the ambiguity margin        -> known / ambiguous / unknown
+    in_reach(similarity, t, margin)      a 1:N candidate near enough to count as evidence -> bool
+
+`Decision` (in `siamface.types`) is the one answer to "is it them?"; `Verification`, `ClaimVerification`
+and `live.AuthDecision` extend it with their verb's evidence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .errors import ConfigError
+from .thresholds import Calibration, load_calibration, user_calibration_file
+from .types import Decision
+
+#: The source said for the caller's threshold (an argument, ``--threshold``).
+CALLER = "given by the caller"
+#: 1:N calls a face ambiguous when the second person is within this similarity of the best (see
+#: benchmarks/gallery_att.py for its effect on the AT&T open-set experiment).
+DEFAULT_MARGIN = 0.01
+#: How a probe is scored against a claimed person's templates (see `claim`).
+RULES = ("best", "mean", "fraction")
+DEFAULT_FRACTION = 0.5
+#: The 1:N statuses (see `identity`).
+KNOWN, AMBIGUOUS, UNKNOWN = "known", "ambiguous", "unknown"
+
+D = TypeVar("D", bound=Decision)
+
+
+# -- thresholds ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Threshold:
+    """One threshold in force: its value, where it comes from (said in every answer) and, when a
+    calibration or the model measured it, the false-accept rate at it."""
+
+    value: float
+    source: str
+    far: float | None = None
+
+    def accepts(self, similarity):
+        """Does `similarity` reach the threshold? A number gives a bool, an array an array of bools."""
+        if np.ndim(similarity) == 0:
+            return bool(float(similarity) >= self.value)
+        return np.asarray(similarity) >= self.value
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The thresholds in force for a model: 1:1 (`verify`), 1:N (`identify`) and the 1:N ambiguity
+    `margin`, resolved once (see `resolve`)."""
+
+    verify: Threshold
+    identify: Threshold
+    margin: float = DEFAULT_MARGIN
+    calibration: Calibration | None = None
+
+    def given(self, value: float | None, source: str | None = None) -> Thresholds:
+        """These thresholds with a caller's `value` in force for 1:1 and 1:N (unchanged when None)."""
+        if value is None:
+            return self
+        return resolve(None, given=value, given_source=source, margin=self.margin)
+
+    def with_margin(self, margin: float | None) -> Thresholds:
+        """These thresholds with another ambiguity margin (unchanged when None); ConfigError outside [0, 1)."""
+        if margin is None:
+            return self
+        if not 0 <= margin < 1:
+            raise ConfigError(f"margin must be in [0, 1), got {margin}")
+        return dataclasses.replace(self, margin=float(margin))
+
+
+class ThresholdsInForce:
+    """For a class with a `thresholds` property: the values and sources under the names callers read
+    (`threshold` and `threshold_source` 1:1, `identify_threshold` and `identify_threshold_source` 1:N)."""
+
+    thresholds: Thresholds
+
+    @property
+    def threshold(self) -> float:
+        """The 1:1 threshold in force."""
+        return self.thresholds.verify.value
+
+    @property
+    def threshold_source(self) -> str:
+        return self.thresholds.verify.source
+
+    @property
+    def identify_threshold(self) -> float:
+        """The 1:N threshold in force: a caller's or a calibration's is the 1:1 one, the model's default is
+        stricter."""
+        return self.thresholds.identify.value
+
+    @property
+    def identify_threshold_source(self) -> str:
+        return self.thresholds.identify.source
+
+
+def find_calibration(model: str, calibration_file: str | Path | None = None) -> Calibration | None:
+    """The model's calibration in force: its entry in `calibration_file` when given, else in the user's
+    calibration file, else None."""
+    found = load_calibration(model, Path(calibration_file)) if calibration_file is not None else None
+    return found if found is not None else load_calibration(model, user_calibration_file())
+
+
+def resolve(
+    info: Any,
+    *,
+    given: float | None = None,
+    given_source: str | None = None,
+    calibration: Calibration | None = None,
+    margin: float = DEFAULT_MARGIN,
+) -> Thresholds:
+    """The thresholds in force for the model described by `info` (an `embedding.ModelInfo`): the caller's
+    `given` value, else `calibration` (see `find_calibration`), else the model's defaults."""
+    if given is not None:
+        chosen = Threshold(float(given), given_source or CALLER)
+        return Thresholds(chosen, chosen, margin)
+    if calibration is not None:
+        chosen = Threshold(float(calibration.threshold), calibration.describe(), float(calibration.far))
+        return Thresholds(chosen, chosen, margin, calibration)
+    far = (getattr(info, "extra", None) or {}).get("far")
+    verify = Threshold(float(info.threshold), info.threshold_source, float(far) if far is not None else None)
+    if info.identify_threshold is None:
+        return Thresholds(verify, verify, margin)
+    return Thresholds(verify, Threshold(float(info.identify_threshold), info.identify_threshold_source), margin)
+
+
+# -- 1:1 ----------------------------------------------------------------------------------------------
+def same(similarity: float, threshold: Threshold) -> Decision:
+    """Are two faces with this similarity the same person?"""
+    return Decision(
+        accepted=threshold.accepts(similarity),
+        score=float(similarity),
+        threshold=threshold.value,
+        threshold_source=threshold.source,
+    )
+
+
+def check_rule(rule: str, fraction: float = DEFAULT_FRACTION) -> None:
+    """ConfigError unless `rule` is one of `RULES` and `fraction` is in (0, 1]."""
+    if rule not in RULES:
+        raise ConfigError(f"unknown rule {rule!r}; choose one of: {', '.join(RULES)}")
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
+
+
+def claim(scores: np.ndarray, threshold: Threshold, rule: str = "best", fraction: float = DEFAULT_FRACTION) -> Decision:
+    """Is a probe the claimed person, from its similarities to each of that person's templates?
+
+    The score compared with the threshold: the best similarity (rule ``best``), their mean (``mean``), or
+    for ``fraction`` the k-th best with k = ceil(fraction * templates), which reaches the threshold exactly
+    when at least that fraction of the templates match."""
+    check_rule(rule, fraction)
+    scores = np.asarray(scores, np.float64).ravel()
+    if len(scores) == 0:
+        raise ConfigError("no templates to score a claim against")
+    ordered = np.sort(scores)[::-1]
+    if rule == "best":
+        score = float(ordered[0])
+    elif rule == "mean":
+        score = float(scores.mean())
+    else:
+        score = float(ordered[max(1, math.ceil(fraction * len(ordered) - 1e-9)) - 1])
+    return same(score, threshold)
+
+
+# -- liveness ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Liveness:
+    """What the liveness checks asked for found, for `gate` (None: that check was not asked for).
+
+    `live`: the passive check's verdict on the face. `challenge`: the active challenge was met, or why not
+    (`challenge_reason`); `same_person`: every face seen during it was the claimed person (its `lowest`
+    score, for the note)."""
+
+    live: bool | None = None
+    challenge: bool | None = None
+    challenge_reason: str = ""
+    same_person: bool | None = None
+    lowest: float | None = None
+
+
+def gate(decision: Decision, liveness: Liveness, who: str = "") -> Decision:
+    """The decision once liveness is weighed: accepted only when the face matched and every check asked
+    for passed; a refused match says why in its notes. Returns a plain `Decision`."""
+    accepted, notes = decision.accepted, list(decision.notes)
+    if liveness.challenge is not None:
+        if accepted and not liveness.challenge:
+            notes.append(f"the face matches but the liveness challenge failed: {liveness.challenge_reason}")
+        elif accepted and not liveness.same_person:
+            notes.append(f"a face seen during the liveness challenge is not {who} (lowest score {liveness.lowest})")
+        accepted = accepted and liveness.challenge and bool(liveness.same_person)
+    if accepted and liveness.live is False:
+        accepted = False
+        notes.append("the face matches but did not pass the liveness check")
+    return Decision(
+        accepted=bool(accepted),
+        score=decision.score,
+        threshold=decision.threshold,
+        threshold_source=decision.threshold_source,
+        notes=tuple(notes),
+    )
+
+
+# -- 1:N ------------------------------------------------------------------------------------------------
+def identity(similarities: Sequence[float], threshold: Threshold, margin: float = DEFAULT_MARGIN) -> str:
+    """Open-set decision for one face from the best *people*'s similarities, best first: ``known`` when
+    the best reaches the threshold and the second person is more than `margin` below it, ``ambiguous``
+    when the second is within `margin`, ``unknown`` when nobody reaches the threshold."""
+    if len(similarities) == 0 or not threshold.accepts(similarities[0]):
+        return UNKNOWN
+    if len(similarities) > 1 and similarities[0] - similarities[1] <= margin:
+        return AMBIGUOUS
+    return KNOWN
+
+
+def in_reach(similarity: float, threshold: Threshold, margin: float = DEFAULT_MARGIN) -> bool:
+    """Is a 1:N candidate close enough to the threshold to count as evidence for a decision: at or above
+    the threshold less the margin? (The service shows no candidate below it: no score oracle.)"""
+    return bool(similarity >= threshold.value - margin)
