@@ -61,7 +61,7 @@ def add_parsers(sub, chain_options) -> None:
 
 
 def _common(p: argparse.ArgumentParser, chain_options) -> None:
-    from .gallery.commands import _gallery_option
+    from .gallery import _gallery_option
 
     _gallery_option(p)
     p.add_argument(
@@ -82,10 +82,10 @@ def _common(p: argparse.ArgumentParser, chain_options) -> None:
 
 
 def _open(args):
-    from .gallery import Gallery
-    from .gallery.commands import _pipeline
-    from .live import GalleryMatcher, VideoOut
-    from .video import LatestFrameReader, open_source
+    from ..gallery import Gallery
+    from ..live import GalleryMatcher, VideoOut
+    from ..video import LatestFrameReader, open_source
+    from .gallery import _pipeline
 
     pipeline = _pipeline(args)
     gallery = Gallery(args.gallery, pipeline)
@@ -110,7 +110,7 @@ def _summary(command: str, stats, extra: str = "", as_json: bool = False) -> Non
 
 
 def cmd_watch(args) -> int:
-    from .live import Watcher, json_lines, run
+    from ..live import Watcher, json_lines, run
 
     gallery, pipeline, matcher, reader, out = _open(args)
     with gallery, reader:
@@ -124,7 +124,7 @@ def cmd_watch(args) -> int:
 
 
 def cmd_authenticate(args) -> int:
-    from .live import Authenticator, json_lines, run
+    from ..live import Authenticator, json_lines, run
 
     gallery, pipeline, matcher, reader, out = _open(args)
     with gallery, reader:

@@ -165,7 +165,7 @@ def _gallery(p: argparse.ArgumentParser) -> None:
 
 
 def _keys(args):
-    from .keys import KeyStore, keys_file_for
+    from ..service.keys import KeyStore, keys_file_for
 
     return KeyStore(args.keys or keys_file_for(args.gallery))
 
@@ -210,13 +210,13 @@ def cmd_serve(args) -> int:
     try:
         import uvicorn
 
-        from .app import create_app
+        from ..service.app import create_app
     except ImportError as exc:
         raise ConfigError(
             f"siamface serve needs the service extra ({exc.name} is missing): pip install 'siamface[service]'"
         ) from None
-    from .settings import MAX_PIXELS, Settings
-    from .state import Service
+    from ..service.settings import MAX_PIXELS, Settings
+    from ..service.state import Service
 
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be 1-65535, got {args.port}")

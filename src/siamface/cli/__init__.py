@@ -18,25 +18,25 @@ import json
 import logging
 import sys
 
-from . import __version__
-from .errors import ConfigError, SiamfaceError
+from .. import __version__
+from ..errors import ConfigError, SiamfaceError
 
 EXIT_SAME, EXIT_DIFFERENT, EXIT_ERROR = 0, 1, 2
 
 #: Modules that add their own sub-commands (see build_parser).
 _COMMAND_MODULES: list[str] = [
-    "siamface.evaluation.commands",
-    "siamface.gallery.commands",
-    "siamface.training.commands",
-    "siamface.live_commands",
-    "siamface.service.commands",
+    "siamface.cli.evaluate",
+    "siamface.cli.gallery",
+    "siamface.cli.train",
+    "siamface.cli.live",
+    "siamface.cli.serve",
 ]
 
 
 def _add_chain_options(p: argparse.ArgumentParser, threshold: bool = False) -> None:
-    from .detection import detector_names
-    from .embedding import model_names
-    from .pipeline import DEFAULT_DETECTOR, DEFAULT_MODEL
+    from ..detection import detector_names
+    from ..embedding import model_names
+    from ..pipeline import DEFAULT_DETECTOR, DEFAULT_MODEL
 
     p.add_argument(
         "--detector",
@@ -161,12 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def pipeline_from_args(args, calibration_file=None):
     """The chain from the common options (`calibration_file`: a thresholds file read before the user's)."""
-    from .pipeline import Pipeline
+    from ..pipeline import Pipeline
 
     options = {"min_face_size": args.min_face}
     if args.upsample is not None:
         options["upsample"] = args.upsample
-    from .pipeline import DEFAULT_MODEL
+    from ..pipeline import DEFAULT_MODEL
 
     return Pipeline(
         detector=args.detector,
@@ -179,7 +179,7 @@ def pipeline_from_args(args, calibration_file=None):
 
 def cmd_verify(args) -> int:
     if args.claim is not None or args.gallery is not None:
-        from .gallery.commands import cmd_claim
+        from .gallery import cmd_claim
 
         return cmd_claim(args)
     if args.b is None:
@@ -205,8 +205,8 @@ def cmd_verify(args) -> int:
 
 
 def cmd_detect(args) -> int:
-    from .draw import draw_faces
-    from .image import load_image, save_image
+    from ..draw import draw_faces
+    from ..image import load_image, save_image
 
     pipe = pipeline_from_args(args)
     image = load_image(args.image)
@@ -256,8 +256,8 @@ def cmd_embed(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .detection import detector_names
-    from .embedding import create_encoder, model_names
+    from ..detection import detector_names
+    from ..embedding import create_encoder, model_names
 
     models = []
     for name in model_names():
@@ -288,7 +288,7 @@ def cmd_models(args) -> int:
                 "identify_threshold_source": info.identify_threshold_source or info.threshold_source,
             }
         )
-    from .liveness.combined import liveness_models
+    from ..liveness.combined import liveness_models
 
     liveness = liveness_models()
     if args.json:

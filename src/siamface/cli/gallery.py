@@ -281,8 +281,8 @@ def _pipeline(args):
     """The chain from the common options, with the calibration file beside the gallery when there is one; without
     --model, an existing gallery's own model (see `model_for_gallery`)."""
     from .. import cli
+    from ..gallery.core import calibration_file_for, model_for_gallery
     from ..pipeline import DEFAULT_MODEL
-    from .core import calibration_file_for, model_for_gallery
 
     args.model, note = model_for_gallery(args.gallery, args.model, DEFAULT_MODEL)
     if note:
@@ -292,7 +292,7 @@ def _pipeline(args):
 
 
 def _open(args, pipeline=None, create: bool = False, keep_images: bool = False):
-    from .core import Gallery
+    from ..gallery.core import Gallery
 
     return Gallery(args.gallery, pipeline, create=create, keep_images=keep_images)
 
@@ -325,7 +325,7 @@ class _Progress:
 
 # -- enroll ------------------------------------------------------------------------------------------
 def cmd_enroll(args) -> int:
-    from .enroll import QualityGates
+    from ..gallery.enroll import QualityGates
 
     sources = [bool(args.images), bool(args.folder), bool(args.video), args.camera is not None]
     if sum(sources) != 1:
@@ -343,7 +343,7 @@ def cmd_enroll(args) -> int:
         raise ConfigError("--min-gap must be >= 0 and --timeout > 0 seconds")
     metadata = None
     if args.metadata:
-        from .sqlbase import MAX_JSON_DEPTH, json_object
+        from ..gallery.sqlbase import MAX_JSON_DEPTH, json_object
 
         try:
             metadata = json.loads(args.metadata)
@@ -355,7 +355,7 @@ def cmd_enroll(args) -> int:
     if args.folder and not args.name and metadata:
         raise ConfigError("--metadata is for one person; a folder of person folders enrolls many")
     if args.name is not None:  # a bad name creates no gallery and runs no model
-        from .names import check_name
+        from ..gallery.names import check_name
 
         check_name(args.name)
     gates = QualityGates(
@@ -365,8 +365,8 @@ def cmd_enroll(args) -> int:
     )
     frames = None
     if capture:  # open the source first: a bad one creates no gallery
-        from .core import CAMERA_TIMEOUT_S
-        from .enroll import video_frames
+        from ..gallery.core import CAMERA_TIMEOUT_S
+        from ..gallery.enroll import video_frames
 
         camera = args.camera is not None
         frames = video_frames(
@@ -435,7 +435,7 @@ def _enrolled_line(report, given: str) -> str:
 # -- verify --claim (1:1) -------------------------------------------------------------------------------
 def cmd_claim(args) -> int:
     """`siamface verify --gallery G --claim NAME PROBE` (the parser lives in siamface.cli)."""
-    from .core import DEFAULT_FRACTION
+    from ..gallery.core import DEFAULT_FRACTION
 
     if args.claim is None:
         raise ConfigError("verify --gallery needs --claim NAME (the identity to check)")
@@ -473,7 +473,7 @@ def cmd_claim(args) -> int:
 # -- identify (1:N) -------------------------------------------------------------------------------------
 def cmd_identify(args) -> int:
     from ..errors import ImageError, NoFaceError
-    from .core import DEFAULT_MARGIN
+    from ..gallery.core import DEFAULT_MARGIN
 
     if args.top < 1:
         raise ConfigError(f"--top-k must be >= 1, got {args.top}")
@@ -573,7 +573,7 @@ def _annotate(probe: str, result, out: Path) -> None:
 
 # -- gallery management ------------------------------------------------------------------------------------
 def _store(args):
-    from .store import open_store
+    from ..gallery.store import open_store
 
     return open_store(args.gallery)
 
@@ -660,7 +660,7 @@ def cmd_audit(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .exchange import export_gallery
+    from ..gallery.exchange import export_gallery
 
     with _store(args) as store:
         summary = export_gallery(store, args.file, with_images=args.with_images)
@@ -676,8 +676,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from .exchange import file_model, import_gallery, read_header
-    from .store import gallery_exists, is_database_url, open_store
+    from ..gallery.exchange import file_model, import_gallery, read_header
+    from ..gallery.store import gallery_exists, is_database_url, open_store
 
     header = read_header(args.file)  # a bad file creates no gallery
     create = not gallery_exists(args.gallery)
@@ -716,7 +716,7 @@ def cmd_import(args) -> int:
 
 
 def cmd_migrate(args) -> int:
-    from .store import open_store
+    from ..gallery.store import open_store
 
     with open_store(args.gallery) as store:  # opening applies the pending migrations, in one transaction
         before, after = store.opened_version, store.schema_version()

@@ -172,9 +172,9 @@ def _dataset_name(args) -> str:
 
 def _run(args):
     """Build the pipeline and cache from the arguments, run the chosen protocol, return the report."""
-    from ..cli import pipeline_from_args
-    from . import runner
-    from .cache import EmbeddingCache
+    from ..evaluation import runner
+    from ..evaluation.cache import EmbeddingCache
+    from . import pipeline_from_args
 
     if (args.lfw_pairs or args.pairs_same) and not args.root:
         raise ConfigError(f"{'--lfw-pairs' if args.lfw_pairs else '--pairs-same'} needs --root DIR (the image folder)")
@@ -221,7 +221,7 @@ def _run(args):
 
 
 def _write(report, out_dir: str, echo) -> None:
-    from .runner import write_outputs
+    from ..evaluation.runner import write_outputs
 
     written, skipped = write_outputs(report, out_dir)
     echo(f"wrote {', '.join(str(p) for p in written)}")
@@ -230,11 +230,11 @@ def _write(report, out_dir: str, echo) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from .runner import format_report
+    from ..evaluation.runner import format_report
 
     if getattr(args, "liveness", None):
-        from ..cli import pipeline_from_args
         from ..liveness.evaluate import run
+        from . import pipeline_from_args
 
         return run(args, pipeline_from_args(args))
     report = _run(args)
@@ -251,8 +251,8 @@ def cmd_evaluate(args) -> int:
 def cmd_calibrate(args) -> int:
     from dataclasses import asdict
 
+    from ..evaluation.runner import calibrate, parse_target
     from ..thresholds import user_calibration_file
-    from .runner import calibrate, parse_target
 
     parse_target(args.target)  # a bad --target fails before any image is embedded
     report = _run(args)

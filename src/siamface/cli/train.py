@@ -103,7 +103,7 @@ def add_parsers(sub, chain_options) -> None:
 def cmd_train(args) -> int:
     from pathlib import Path
 
-    from .trainer import TrainConfig, train
+    from ..training.trainer import TrainConfig, train
 
     out = args.out or f"runs/{Path(args.dataset).resolve().name}-{args.loss}"
     if args.resume and not (Path(out) / "last.pt").is_file():
