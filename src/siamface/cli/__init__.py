@@ -1,80 +1,27 @@
-"""The `siamface` command.
+"""The `siamface` command: every sub-command and its options live in this package, one module per family.
 
-    siamface verify A B [--json]          same person? exit 0 = same, 1 = different, 2 = error
-    siamface verify --gallery G --claim NAME PROBE [--rule best|mean|fraction]
-                                          is PROBE the enrolled person NAME? exit 0 granted, 1 denied
-    siamface detect IMAGE [--out PNG]     faces, boxes and landmarks
-    siamface embed IMAGE --json           embeddings of every face
-    siamface models                       the detectors and models available
+    faces      verify A B, detect, embed, models              (images alone)
+    gallery    enroll, identify, verify --claim, people ..., gallery ...
+    evaluate   evaluate, calibrate
+    train      train
+    live       watch, authenticate
+    serve      serve, keys
 
-Every command has --help. Errors are one line on stderr (exit 2), never a traceback, unless --debug.
+`main(argv)` runs one command in this process and returns its exit code (the console script and
+``python -m siamface`` call it). Every command has --help. Errors are one line on stderr (exit 2), never a
+traceback, unless --debug.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
 import logging
 import sys
 
 from .. import __version__
-from ..errors import ConfigError, SiamfaceError
-
-EXIT_SAME, EXIT_DIFFERENT, EXIT_ERROR = 0, 1, 2
-
-#: Modules that add their own sub-commands (see build_parser).
-_COMMAND_MODULES: list[str] = [
-    "siamface.cli.evaluate",
-    "siamface.cli.gallery",
-    "siamface.cli.train",
-    "siamface.cli.live",
-    "siamface.cli.serve",
-]
-
-
-def _add_chain_options(p: argparse.ArgumentParser, threshold: bool = False) -> None:
-    from ..detection import detector_names
-    from ..embedding import model_names
-    from ..pipeline import DEFAULT_DETECTOR, DEFAULT_MODEL
-
-    p.add_argument(
-        "--detector",
-        default=DEFAULT_DETECTOR,
-        choices=detector_names(),
-        help=f"face detector (default: {DEFAULT_DETECTOR})",
-    )
-    p.add_argument(
-        "--model",
-        default=None,
-        metavar="NAME|FILE.onnx",
-        help=f"face encoder: {', '.join(model_names())}, or a model exported by 'siamface train' "
-        f"(path to its .onnx file) (default: {DEFAULT_MODEL}; on an existing gallery, the model "
-        "it is bound to)",
-    )
-    p.add_argument(
-        "--min-face",
-        type=int,
-        default=20,
-        metavar="PX",
-        help="ignore faces whose box is smaller than PX pixels (default: 20)",
-    )
-    p.add_argument(
-        "--upsample",
-        type=int,
-        default=None,
-        metavar="N",
-        help="upsample the image N times (x2 each) to find small faces (default: detector's own)",
-    )
-    if threshold:
-        p.add_argument(
-            "--threshold",
-            type=float,
-            default=None,
-            help="cosine-similarity threshold: same person when similarity >= it "
-            "(default: the model's calibrated threshold)",
-        )
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+from ..errors import SiamfaceError
+from . import evaluate, faces, gallery, live, serve, train
+from ._common import EXIT_ERROR
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,228 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="log details and show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser(
-        "verify",
-        help="are the faces in two images the same person? (or: is this the person claimed?)",
-        description="Compare the largest face of image A with the largest face of image B. With --gallery "
-        "and --claim NAME, compare the largest face of one PROBE with every template of the "
-        "enrolled person NAME instead, decided by --rule (best: highest similarity, mean: mean "
-        "similarity, fraction: at least F of the templates match); the attempt is logged in the "
-        "gallery's audit. Exit code: 0 same person / granted, 1 different / denied, 2 error "
-        "(unreadable file, no face, unknown name).",
-    )
-    p.add_argument("a", metavar="A|PROBE", help="first image, or the probe with --claim")
-    p.add_argument("b", metavar="B", nargs="?", help="second image (not with --claim)")
-    p.add_argument(
-        "--gallery",
-        "-g",
-        metavar="FILE",
-        default=None,
-        help="with --claim: the gallery file (default: $SIAMFACE_GALLERY)",
-    )
-    p.add_argument("--claim", metavar="NAME", help="the claimed identity, checked against the gallery")
-    p.add_argument(
-        "--rule",
-        choices=("best", "mean", "fraction"),
-        default=None,
-        help="with --claim: how template scores are combined (default: best)",
-    )
-    p.add_argument(
-        "--fraction",
-        type=float,
-        default=None,
-        metavar="F",
-        help="with --rule fraction: share of the templates that must match (default: 0.5)",
-    )
-    _add_chain_options(p, threshold=True)
-    p.set_defaults(func=cmd_verify)
-
-    p = sub.add_parser(
-        "detect",
-        help="find faces and their landmarks",
-        description="Find every face in an image, biggest first: box (x1 y1 x2 y2), score and "
-        "5 landmarks. Exit code 0 when at least one face is found, 1 when none.",
-    )
-    p.add_argument("image", help="image path")
-    p.add_argument("--out", metavar="PNG", help="write a copy of the image with boxes and landmarks drawn")
-    _add_chain_options(p)
-    p.set_defaults(func=cmd_detect)
-
-    p = sub.add_parser(
-        "embed",
-        help="print the embedding of every face",
-        description="Detect, align and embed every face of an image; print boxes and "
-        "L2-normalised embeddings. Exit code 1 when no face is found.",
-    )
-    p.add_argument("image", help="image path")
-    _add_chain_options(p)
-    p.set_defaults(func=cmd_embed)
-
-    p = sub.add_parser(
-        "models",
-        help="list the available detectors and models",
-        description="List detectors and encoders with their input size and default threshold, and the "
-        "liveness models with their source and licence.",
-    )
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.set_defaults(func=cmd_models)
-
-    # Commands that live beside their subsystem: each module exposes add_parsers(sub, chain_options).
-    for module in _COMMAND_MODULES:
-        importlib.import_module(module).add_parsers(sub, _add_chain_options)
+    # Each module adds its own commands, in the order --help lists them.
+    for module in (faces, evaluate, gallery, train, live, serve):
+        module.add_parsers(sub)
     return parser
-
-
-def pipeline_from_args(args, calibration_file=None):
-    """The chain from the common options (`calibration_file`: a thresholds file read before the user's)."""
-    from ..pipeline import Pipeline
-
-    options = {"min_face_size": args.min_face}
-    if args.upsample is not None:
-        options["upsample"] = args.upsample
-    from ..pipeline import DEFAULT_MODEL
-
-    return Pipeline(
-        detector=args.detector,
-        model=args.model or DEFAULT_MODEL,
-        threshold=getattr(args, "threshold", None),
-        calibration_file=calibration_file,
-        **options,
-    )
-
-
-def cmd_verify(args) -> int:
-    if args.claim is not None or args.gallery is not None:
-        from .gallery import cmd_claim
-
-        return cmd_claim(args)
-    if args.b is None:
-        raise ConfigError("verify takes two images A B, or one PROBE with --gallery G --claim NAME")
-    if args.rule is not None or args.fraction is not None:
-        raise ConfigError("--rule and --fraction apply to verify --claim NAME only")
-    result = pipeline_from_args(args).verify(args.a, args.b)
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-    else:
-        verdict = "SAME person" if result.same else "DIFFERENT people"
-        print(
-            f"{verdict}: similarity {result.similarity:.4f} "
-            f"{'>=' if result.same else '<'} threshold {result.threshold:.4f}  "
-            f"(distance {result.distance:.4f}, model {result.model}, detector {result.detector})"
-        )
-        print(f"  threshold: {result.threshold_source}")
-        print(f"  a: {args.a}  face at {_box(result.box_a)}  ({result.faces_a} found)")
-        print(f"  b: {args.b}  face at {_box(result.box_b)}  ({result.faces_b} found)")
-        for note in result.notes:
-            print(f"  note: {note}")
-    return EXIT_SAME if result.same else EXIT_DIFFERENT
-
-
-def cmd_detect(args) -> int:
-    from ..draw import draw_faces
-    from ..image import load_image, save_image
-
-    pipe = pipeline_from_args(args)
-    image = load_image(args.image)
-    faces = pipe.detect(image)
-    if args.out:
-        save_image(draw_faces(image, faces), args.out)
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "image": args.image,
-                    "size": [image.shape[1], image.shape[0]],
-                    "detector": faces.detector,
-                    "faces": faces.to_list(),
-                },
-                indent=2,
-            )
-        )
-    else:
-        print(f"{args.image}: {len(faces)} face(s) found by {faces.detector} ({image.shape[1]}x{image.shape[0]})")
-        for i, item in enumerate(faces.to_list()):
-            print(f"  [{i}] box {_box(item['box'])}  score {item['score']:.3f}")
-        if args.out:
-            print(f"  annotated image written to {args.out}")
-    return 0 if len(faces) else 1
-
-
-def cmd_embed(args) -> int:
-    pipe = pipeline_from_args(args)
-    faces = pipe.embed(args.image)
-    info = pipe.encoder.info
-    payload = {
-        "image": args.image,
-        "model": info.name,
-        "model_version": info.version,
-        "detector": faces.detector,
-        "faces": faces.to_list(),
-    }
-    if args.json:
-        print(json.dumps(payload))
-    else:
-        print(f"{args.image}: {len(faces)} face(s), {info.embedding_size}-d embeddings from {info.name}")
-        for i, item in enumerate(payload["faces"]):
-            head = ", ".join(f"{v:.3f}" for v in item["embedding"][:6])
-            print(f"  [{i}] box {_box(item['box'])}  [{head}, ...]")
-    return 0 if len(faces) else 1
-
-
-def cmd_models(args) -> int:
-    from ..detection import detector_names
-    from ..embedding import create_encoder, model_names
-
-    models = []
-    for name in model_names():
-        enc = create_encoder(name)
-        info = enc.info
-        specs = getattr(enc, "chip_specs", None) or (info.chip,)
-        crops = " + ".join(
-            f"{c.size}x{c.size} RGB "
-            + (
-                "aligned on 5 landmarks"
-                if c.crop == "landmarks"
-                else f"box crop, margin {c.margin:g}" + ("" if c.square else ", stretched")
-            )
-            for c in specs
-        )
-        models.append(
-            {
-                "name": name,
-                "version": info.version,
-                "embedding_size": info.embedding_size,
-                "input": crops,
-                "metric": info.metric,
-                "threshold": info.threshold,
-                "threshold_source": info.threshold_source,
-                "identify_threshold": info.identify_threshold
-                if info.identify_threshold is not None
-                else info.threshold,
-                "identify_threshold_source": info.identify_threshold_source or info.threshold_source,
-            }
-        )
-    from ..liveness.combined import liveness_models
-
-    liveness = liveness_models()
-    if args.json:
-        print(json.dumps({"detectors": detector_names(), "models": models, "liveness": liveness}, indent=2))
-    else:
-        print("detectors: " + ", ".join(detector_names()))
-        print("models:")
-        for m in models:
-            print(f"  {m['name']}: {m['embedding_size']}-d, input {m['input']}, {m['metric']}")
-            print(f"      threshold 1:1 {m['threshold']} ({m['threshold_source']})")
-            print(f"      threshold 1:N {m['identify_threshold']} ({m['identify_threshold_source']})")
-        print("liveness models:")
-        for m in liveness:
-            threshold = f", threshold {m['threshold']:.4f}" if m.get("threshold") is not None else ""
-            print(f"  {m['name']}: {m['role']}{threshold}\n      source: {m['source']}; licence: {m['licence']}")
-    return 0
-
-
-def _box(box) -> str:
-    return "(" + ", ".join(f"{v:.0f}" for v in box) + ")"
 
 
 def main(argv: list[str] | None = None) -> int:

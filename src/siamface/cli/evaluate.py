@@ -1,4 +1,4 @@
-"""The ``siamface evaluate`` and ``siamface calibrate`` commands (registered through cli._COMMAND_MODULES).
+"""The ``siamface evaluate`` and ``siamface calibrate`` commands (see `siamface.cli`).
 
     siamface evaluate --folder DIR [--impostors N | --impostor-ratio R] [--seed S]
     siamface evaluate --lfw-pairs pairs.txt --root DIR
@@ -20,6 +20,7 @@ import textwrap
 from pathlib import Path
 
 from ..errors import ConfigError
+from ._common import add_chain_options, pipeline_from_args
 
 _DATA_HELP = """data (one of):
   --folder DIR                         folder per person: every genuine pair + seeded impostor pairs
@@ -33,7 +34,7 @@ _DATA_HELP = """data (one of):
 """
 
 
-def add_parsers(sub, chain_options) -> None:
+def add_parsers(sub) -> None:
     p = sub.add_parser(
         "evaluate",
         help="measure accuracy, EER and TAR@FAR on a dataset",
@@ -50,7 +51,7 @@ def add_parsers(sub, chain_options) -> None:
     _data_options(p, liveness=True)
     p.add_argument("--out", metavar="DIR", help="output folder (default: out/evaluate-<dataset name>)")
     _run_options(p)
-    chain_options(p, threshold=True)
+    add_chain_options(p, threshold=True)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -80,7 +81,7 @@ def add_parsers(sub, chain_options) -> None:
     )
     p.add_argument("--out", metavar="DIR", help="also write the report and plots into DIR")
     _run_options(p)
-    chain_options(p)
+    add_chain_options(p)
     p.set_defaults(func=cmd_calibrate)
 
 
@@ -174,7 +175,6 @@ def _run(args):
     """Build the pipeline and cache from the arguments, run the chosen protocol, return the report."""
     from ..evaluation import runner
     from ..evaluation.cache import EmbeddingCache
-    from . import pipeline_from_args
 
     if (args.lfw_pairs or args.pairs_same) and not args.root:
         raise ConfigError(f"{'--lfw-pairs' if args.lfw_pairs else '--pairs-same'} needs --root DIR (the image folder)")
@@ -234,7 +234,6 @@ def cmd_evaluate(args) -> int:
 
     if getattr(args, "liveness", None):
         from ..liveness.evaluate import run
-        from . import pipeline_from_args
 
         return run(args, pipeline_from_args(args))
     report = _run(args)

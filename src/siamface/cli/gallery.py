@@ -19,19 +19,26 @@ gallery (``<gallery>.thresholds.json``, written by ``siamface calibrate``) sets 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
 from ..errors import ConfigError
+from ._common import (
+    EXIT_ERROR,
+    EXIT_NO,
+    EXIT_OK,
+    add_chain_options,
+    add_gallery_option,
+    open_gallery,
+    pipeline_from_args,
+    print_json,
+)
 
-EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
 
-
-def add_parsers(sub, chain_options) -> None:
-    """Add enroll, identify, people and gallery to the `siamface` parser (called by siamface.cli)."""
+def add_parsers(sub) -> None:
+    """Add enroll, identify, people and gallery to the `siamface` parser ."""
     p = sub.add_parser(
         "enroll",
         help="add a person (or people) to a gallery",
@@ -48,7 +55,7 @@ def add_parsers(sub, chain_options) -> None:
         "bound to the model, if it does not exist. Exit code 0 when every person got at least "
         "one template, 1 otherwise, 2 on an error (nothing enrolled).",
     )
-    _gallery_option(p)
+    add_gallery_option(p)
     p.add_argument("name", nargs="?", help="the person's name (none with --folder of person folders)")
     p.add_argument("images", nargs="*", help="image files of that person")
     src = p.add_mutually_exclusive_group()
@@ -116,7 +123,7 @@ def add_parsers(sub, chain_options) -> None:
         help="add images to an enrolled person even when their face does not match the person's "
         "templates at the 1:1 threshold (refused by default)",
     )
-    chain_options(p, threshold=True)
+    add_chain_options(p, threshold=True)
     p.set_defaults(func=cmd_enroll)
 
     p = sub.add_parser(
@@ -130,7 +137,7 @@ def add_parsers(sub, chain_options) -> None:
         "and the other probes are still answered. Exit code 0 when every probe has a known "
         "face, 1 when some face is unknown or ambiguous, 2 when a probe was an error.",
     )
-    _gallery_option(p)
+    add_gallery_option(p)
     p.add_argument("probes", nargs="+", metavar="PROBE", help="probe images")
     p.add_argument(
         "--top-k",
@@ -153,7 +160,7 @@ def add_parsers(sub, chain_options) -> None:
         metavar="PNG|DIR",
         help="write the probe with boxes, names and scores drawn (several probes: a folder, one <name>.png per probe)",
     )
-    chain_options(p, threshold=True)
+    add_chain_options(p, threshold=True)
     p.set_defaults(func=cmd_identify)
 
     p = sub.add_parser(
@@ -163,14 +170,14 @@ def add_parsers(sub, chain_options) -> None:
     )
     psub = p.add_subparsers(dest="people_command", metavar="ACTION", required=True)
     q = psub.add_parser("list", help="the people enrolled")
-    _gallery_option(q, json_flag=True)
+    add_gallery_option(q, json_flag=True)
     q.set_defaults(func=cmd_list)
     q = psub.add_parser("show", help="one person and their templates")
-    _gallery_option(q, json_flag=True)
+    add_gallery_option(q, json_flag=True)
     q.add_argument("name")
     q.set_defaults(func=cmd_show)
     q = psub.add_parser("rename", help="rename a person")
-    _gallery_option(q, json_flag=True)
+    add_gallery_option(q, json_flag=True)
     q.add_argument("old")
     q.add_argument("new")
     q.set_defaults(func=cmd_rename)
@@ -182,7 +189,7 @@ def add_parsers(sub, chain_options) -> None:
         "audit rows of decisions about them stay with an opaque tombstone id in "
         "place of the person.",
     )
-    _gallery_option(q, json_flag=True)
+    add_gallery_option(q, json_flag=True)
     q.add_argument("name")
     q.set_defaults(func=cmd_delete)
 
@@ -198,7 +205,7 @@ def add_parsers(sub, chain_options) -> None:
         "as base64 little-endian float32. No images unless --with-images (and the "
         "gallery keeps them). The file is biometric data, unencrypted.",
     )
-    _gallery_option(q, json_flag=True)
+    add_gallery_option(q, json_flag=True)
     q.add_argument("file", help="the export file to write (replaced atomically)")
     q.add_argument("--with-images", action="store_true", help="include the kept face images")
     q.set_defaults(func=cmd_export)
@@ -210,7 +217,7 @@ def add_parsers(sub, chain_options) -> None:
         "one must be bound to the same model. A name already enrolled is an error "
         "unless --merge, which adds the templates to that person.",
     )
-    _gallery_option(q, json_flag=True)
+    add_gallery_option(q, json_flag=True)
     q.add_argument("file", help="an export file (siamface gallery export)")
     q.add_argument("--merge", action="store_true", help="add to people already enrolled under the same name")
     q.add_argument(
@@ -229,13 +236,13 @@ def add_parsers(sub, chain_options) -> None:
         "bytes; the server needs pgvector, and a damaged template stops the "
         "migration with nothing changed).",
     )
-    _gallery_option(q, json_flag=True)
+    add_gallery_option(q, json_flag=True)
     q.set_defaults(func=cmd_migrate)
     q = gsub.add_parser("stats", help="counts, model, file size")
-    _gallery_option(q, json_flag=True)
+    add_gallery_option(q, json_flag=True)
     q.set_defaults(func=cmd_stats)
     q = gsub.add_parser("audit", help="the latest decisions logged")
-    _gallery_option(q, json_flag=True)
+    add_gallery_option(q, json_flag=True)
     q.add_argument("--limit", type=int, default=20, metavar="N", help="entries to show (default: 20)")
     q.add_argument("--person", metavar="NAME", help="only entries naming this person")
     q.set_defaults(func=cmd_audit)
@@ -247,7 +254,7 @@ def add_parsers(sub, chain_options) -> None:
         "train` reads. DIR must be new or empty. The images are biometric data: "
         "the folders are written 0700 and the files 0600; delete DIR when done.",
     )
-    _gallery_option(q, json_flag=True)
+    add_gallery_option(q, json_flag=True)
     q.add_argument("dir", help="the folder to write (created; must be empty)")
     q.add_argument("--person", metavar="NAME", help="only this person's images")
     q.set_defaults(func=cmd_export_images)
@@ -257,48 +264,9 @@ def add_parsers(sub, chain_options) -> None:
         description="Recompute every template from its kept face image with --model (default: "
         "the default model) and bind the gallery to that model, in one transaction.",
     )
-    _gallery_option(q)
-    chain_options(q)
+    add_gallery_option(q)
+    add_chain_options(q)
     q.set_defaults(func=cmd_reembed)
-
-
-def _gallery_option(p: argparse.ArgumentParser, json_flag: bool = False) -> None:
-    default = os.environ.get("SIAMFACE_GALLERY")
-    p.add_argument(
-        "--gallery",
-        "-g",
-        metavar="FILE|URL",
-        default=default,
-        required=default is None,
-        help="the gallery: an SQLite file or a postgresql:// URL"
-        + (f" (default: $SIAMFACE_GALLERY = {default})" if default else "; or set $SIAMFACE_GALLERY"),
-    )
-    if json_flag:
-        p.add_argument("--json", action="store_true", help="print JSON instead of text")
-
-
-def _pipeline(args):
-    """The chain from the common options, with the calibration file beside the gallery when there is one; without
-    --model, an existing gallery's own model (see `model_for_gallery`)."""
-    from .. import cli
-    from ..gallery.core import calibration_file_for, model_for_gallery
-    from ..pipeline import DEFAULT_MODEL
-
-    args.model, note = model_for_gallery(args.gallery, args.model, DEFAULT_MODEL)
-    if note:
-        print(f"siamface: note: {note}", file=sys.stderr)
-    calibration = calibration_file_for(args.gallery)
-    return cli.pipeline_from_args(args, calibration_file=calibration if calibration.is_file() else None)
-
-
-def _open(args, pipeline=None, create: bool = False, keep_images: bool = False):
-    from ..gallery.core import Gallery
-
-    return Gallery(args.gallery, pipeline, create=create, keep_images=keep_images)
-
-
-def _print_json(payload) -> None:
-    print(json.dumps(payload, indent=2))
 
 
 class _Progress:
@@ -376,8 +344,8 @@ def cmd_enroll(args) -> int:
         )
         min_gap = args.min_gap if args.min_gap is not None else (0.5 if camera else 0.0)
         timeout = args.timeout if args.timeout is not None else (CAMERA_TIMEOUT_S if camera else None)
-    pipe = _pipeline(args)
-    with _open(args, pipe, create=True, keep_images=args.keep_images) as gallery:
+    pipe = pipeline_from_args(args, gallery=args.gallery)
+    with open_gallery(args, pipe, create=True, keep_images=args.keep_images) as gallery:
         gallery.gates = gates
         if args.folder and not args.name:
             reports = gallery.enroll_bulk(args.folder, progress=_Progress(), force=args.force)
@@ -400,7 +368,7 @@ def cmd_enroll(args) -> int:
                 gallery.enroll(args.name, args.images, sources=list(args.images), metadata=metadata, force=args.force)
             ]
     if args.json:
-        _print_json({"gallery": args.gallery, "people": [r.to_dict() for r in reports]})
+        print_json({"gallery": args.gallery, "people": [r.to_dict() for r in reports]})
     else:
         for r in reports:
             print(_enrolled_line(r, args.name if args.name is not None else r.person))
@@ -434,7 +402,7 @@ def _enrolled_line(report, given: str) -> str:
 
 # -- verify --claim (1:1) -------------------------------------------------------------------------------
 def cmd_claim(args) -> int:
-    """`siamface verify --gallery G --claim NAME PROBE` (the parser lives in siamface.cli)."""
+    """`siamface verify --gallery G --claim NAME PROBE` (the parser is in `faces`)."""
     from ..gallery.core import DEFAULT_FRACTION
 
     if args.claim is None:
@@ -448,11 +416,11 @@ def cmd_claim(args) -> int:
     if args.fraction is not None and rule != "fraction":
         raise ConfigError("--fraction applies to --rule fraction only")
     fraction = args.fraction if args.fraction is not None else DEFAULT_FRACTION
-    pipe = _pipeline(args)
-    with _open(args, pipe) as gallery:
+    pipe = pipeline_from_args(args, gallery=args.gallery)
+    with open_gallery(args, pipe) as gallery:
         result = gallery.verify(args.claim, args.a, rule=rule, fraction=fraction)
     if args.json:
-        _print_json(result.to_dict())
+        print_json(result.to_dict())
     else:
         verdict = "GRANTED" if result.accepted else "DENIED"
         rule = f"{result.rule} {result.fraction:g}" if result.fraction is not None else result.rule
@@ -479,9 +447,9 @@ def cmd_identify(args) -> int:
         raise ConfigError(f"--top-k must be >= 1, got {args.top}")
     margin = args.margin if args.margin is not None else DEFAULT_MARGIN
     outputs = _outputs(args.out, args.probes) if args.out else {}
-    pipe = _pipeline(args)
+    pipe = pipeline_from_args(args, gallery=args.gallery)
     results, errors, annotated = [], [], {}
-    with _open(args, pipe) as gallery:
+    with open_gallery(args, pipe) as gallery:
         for probe in args.probes:
             try:  # one bad probe is reported; the others are still answered
                 result = gallery.identify(probe, top=args.top, margin=margin)
@@ -495,7 +463,7 @@ def cmd_identify(args) -> int:
                 _annotate(probe, result, outputs[probe])
                 annotated[probe] = outputs[probe]
     if args.json:
-        _print_json(
+        print_json(
             {
                 "gallery": args.gallery,
                 "results": [r.to_dict() for r in results],
@@ -582,7 +550,7 @@ def cmd_list(args) -> int:
     with _store(args) as store:
         people = store.people()
     if args.json:
-        _print_json({"gallery": args.gallery, "people": [p.to_dict() for p in people]})
+        print_json({"gallery": args.gallery, "people": [p.to_dict() for p in people]})
     else:
         for p in people:
             print(f"{p.name}\t{p.n_templates} template(s)\tsince {p.created}")
@@ -595,7 +563,7 @@ def cmd_show(args) -> int:
         person = store.person(args.name)
         templates = store.templates(person.name)
     if args.json:
-        _print_json({**person.to_dict(), "template_list": [t.to_dict() for t in templates]})
+        print_json({**person.to_dict(), "template_list": [t.to_dict() for t in templates]})
     else:
         print(f"{person.name} (id {person.id}, since {person.created}), {person.n_templates} template(s)")
         if person.metadata:
@@ -615,7 +583,7 @@ def cmd_delete(args) -> int:
         person = store.person(args.name, metadata=False)  # a person whose metadata is damaged can go
         removed = store.delete(person.name)
     if args.json:
-        _print_json({"removed": person.name, "templates": removed})
+        print_json({"removed": person.name, "templates": removed})
     else:
         print(f"removed {person.name!r}: {removed} template(s) and their images; audit entries keep a tombstone")
     return EXIT_OK
@@ -625,7 +593,7 @@ def cmd_rename(args) -> int:
     with _store(args) as store:
         person = store.rename(args.old, args.new)
     if args.json:
-        _print_json(person.to_dict())
+        print_json(person.to_dict())
     else:
         print(f"renamed {args.old!r} to {person.name!r}")
     return EXIT_OK
@@ -635,7 +603,7 @@ def cmd_stats(args) -> int:
     with _store(args) as store:
         stats = store.stats()
     if args.json:
-        _print_json(stats)
+        print_json(stats)
     else:
         for key, value in stats.items():
             print(f"{key}: {value}")
@@ -646,7 +614,7 @@ def cmd_audit(args) -> int:
     with _store(args) as store:
         entries = store.audit(limit=args.limit, person=args.person)
     if args.json:
-        _print_json({"gallery": args.gallery, "entries": [e.to_dict() for e in entries]})
+        print_json({"gallery": args.gallery, "entries": [e.to_dict() for e in entries]})
     else:
         for e in entries:
             score = f"{e.score:.4f}" if e.score is not None else "-"
@@ -665,7 +633,7 @@ def cmd_export(args) -> int:
     with _store(args) as store:
         summary = export_gallery(store, args.file, with_images=args.with_images)
     if args.json:
-        _print_json(summary.to_dict())
+        print_json(summary.to_dict())
     else:
         print(
             f"exported {summary.people} people, {summary.templates} template(s)"
@@ -700,7 +668,7 @@ def cmd_import(args) -> int:
                     pass
         raise
     if args.json:
-        _print_json({"gallery": store.location, "created": create, **summary.to_dict()})
+        print_json({"gallery": store.location, "created": create, **summary.to_dict()})
     else:
         print(
             f"imported {summary.templates} template(s): {summary.added_people} new people, "
@@ -721,7 +689,7 @@ def cmd_migrate(args) -> int:
     with open_store(args.gallery) as store:  # opening applies the pending migrations, in one transaction
         before, after = store.opened_version, store.schema_version()
     if args.json:
-        _print_json(
+        print_json(
             {"gallery": store.location, "from_version": before, "schema_version": after, "migrated": before != after}
         )
     else:
@@ -749,7 +717,7 @@ def cmd_export_images(args) -> int:
     out = Path(args.dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out}: exists and is not an empty folder")
-    with _open(args) as gallery:
+    with open_gallery(args) as gallery:
         store = gallery.store
         templates = store.templates(args.person)
         if not templates:
@@ -774,7 +742,7 @@ def cmd_export_images(args) -> int:
             written += 1
     summary = {"dir": str(out), "people": len(folders), "images": written, "without_image": missing}
     if args.json:
-        _print_json(summary)
+        print_json(summary)
     else:
         print(
             f"wrote {written} image(s) of {len(folders)} people to {out}"
@@ -788,13 +756,13 @@ def cmd_reembed(args) -> int:
     from ..pipeline import DEFAULT_MODEL
 
     args.model = args.model or DEFAULT_MODEL  # the move's target: the default, unless --model names another
-    pipe = _pipeline(args)
-    with _open(args) as gallery:
+    pipe = pipeline_from_args(args, gallery=args.gallery)
+    with open_gallery(args) as gallery:
         before = gallery.store.model
         n = gallery.reembed(pipe)
         after = gallery.store.model
     if args.json:
-        _print_json({"templates": n, "from": before.name, "to": after.name, "to_version": after.version})
+        print_json({"templates": n, "from": before.name, "to": after.name, "to_version": after.version})
     else:
         print(f"re-embedded {n} template(s): {before.describe()} -> {after.describe()}")
     return EXIT_OK

@@ -1,4 +1,4 @@
-"""The ``siamface train`` command (registered through cli._COMMAND_MODULES; torch is imported only when it runs).
+"""The ``siamface train`` command (see `siamface.cli`; torch is imported only when it runs).
 
 siamface train DATASET --loss contrastive|bce|triplet --encoder small|resnet|facenet --out runs/NAME
     [--epochs N --batch N --lr X --margin X --seed N --val N --test N --aligned --freeze N
@@ -15,7 +15,7 @@ import textwrap
 from ..errors import ConfigError
 
 
-def add_parsers(sub, chain_options) -> None:
+def add_parsers(sub) -> None:
     p = sub.add_parser(
         "train",
         help="train a Siamese face encoder on a folder-per-person dataset",
