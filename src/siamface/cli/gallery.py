@@ -541,7 +541,7 @@ def _annotate(probe: str, result, out: Path) -> None:
 
 # -- gallery management ------------------------------------------------------------------------------------
 def _store(args):
-    from ..gallery.store import open_store
+    from ..gallery.backends import open_store
 
     return open_store(args.gallery)
 
@@ -644,8 +644,9 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
+    from ..gallery.backends import gallery_exists, open_store
     from ..gallery.exchange import file_model, import_gallery, read_header
-    from ..gallery.store import gallery_exists, is_database_url, open_store
+    from ..gallery.store import is_database_url
 
     header = read_header(args.file)  # a bad file creates no gallery
     create = not gallery_exists(args.gallery)
@@ -684,7 +685,7 @@ def cmd_import(args) -> int:
 
 
 def cmd_migrate(args) -> int:
-    from ..gallery.store import open_store
+    from ..gallery.backends import open_store
 
     with open_store(args.gallery) as store:  # opening applies the pending migrations, in one transaction
         before, after = store.opened_version, store.schema_version()

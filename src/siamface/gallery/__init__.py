@@ -18,6 +18,7 @@ move a gallery as one documented JSON-lines file (see ``siamface.gallery.exchang
 from __future__ import annotations
 
 from . import synthetic  # noqa: F401  (siamface.gallery.synthetic, the benchmarks' galleries)
+from .backends import gallery_exists, open_store
 from .core import DEFAULT_FRACTION, RULES, Gallery, calibration_file_for
 from .enroll import Frame, QualityGates, assess, image_files, pose, sharpness, video_frames
 from .exchange import export_gallery, import_gallery
@@ -47,9 +48,7 @@ from .store import (
     Store,
     Template,
     UnknownPersonError,
-    gallery_exists,
     is_database_url,
-    open_store,
 )
 
 __all__ = [

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import ConfigError, GalleryError
 from ..image import describe, load_image
+from .backends import gallery_exists, open_store
 from .enroll import QualityGates, Sample, assess, image_files, person_folders, video_frames
 from .index import index_for
 from .names import InvalidNameError, check_name
@@ -52,7 +53,6 @@ from .store import (
     Store,
     Template,
     UnknownPersonError,
-    open_store,
 )
 
 log = logging.getLogger(__name__)
@@ -91,8 +91,6 @@ def model_for_gallery(gallery, requested: str | None, default: str) -> tuple[str
     a note on how to move it to `default`); else `default`. Returns (model, note or None)."""
     if requested is not None:
         return requested, None
-    from .store import gallery_exists
-
     if gallery is None or not gallery_exists(gallery):
         return default, None
     from ..embedding import model_names

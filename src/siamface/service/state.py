@@ -70,7 +70,7 @@ class Service:
             raise ConfigError(
                 f"--liveness {s.liveness} needs a detector with 5 keypoints (retinaface, mtcnn), not {s.detector!r}"
             )
-        from ..gallery.store import gallery_exists
+        from ..gallery.backends import gallery_exists
 
         self.created_gallery = not gallery_exists(s.gallery)
         self.gallery = open_gallery(s.gallery, self.pipeline, create=self.created_gallery, keep_images=s.keep_images)
