@@ -233,9 +233,7 @@ def cmd_evaluate(args) -> int:
     from ..evaluation.runner import format_report
 
     if getattr(args, "liveness", None):
-        from ..liveness.evaluate import run
-
-        return run(args, pipeline_from_args(args))
+        return _evaluate_liveness(args)
     report = _run(args)
     out = args.out or str(Path("out") / f"evaluate-{_dataset_name(args)}")
     if args.json:
@@ -244,6 +242,24 @@ def cmd_evaluate(args) -> int:
     else:
         print(format_report(report))
         _write(report, out, print)
+    return 0
+
+
+def _evaluate_liveness(args) -> int:
+    from ..liveness.evaluate import evaluate_liveness, format_evaluation
+
+    root = Path(args.liveness)
+
+    def progress(done, total):
+        if not args.quiet and sys.stderr.isatty():
+            print(f"\r  scoring {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
+
+    out = Path(args.out or f"out/evaluate-liveness-{root.resolve().name}")
+    result = evaluate_liveness(root, pipeline_from_args(args), out, threshold=args.threshold, progress=progress)
+    if args.json:
+        print(json.dumps(result.payload, indent=2))
+    else:
+        print(format_evaluation(result))
     return 0
 
 
