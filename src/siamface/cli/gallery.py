@@ -38,7 +38,7 @@ from ._common import (
 
 
 def add_parsers(sub) -> None:
-    """Add enroll, identify, people and gallery to the `siamface` parser ."""
+    """Add enroll, identify, people and gallery to the `siamface` parser."""
     p = sub.add_parser(
         "enroll",
         help="add a person (or people) to a gallery",
@@ -644,32 +644,11 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from ..gallery.backends import gallery_exists, open_store
-    from ..gallery.exchange import file_model, import_gallery, read_header
-    from ..gallery.store import is_database_url
+    from ..gallery.exchange import import_into
 
-    header = read_header(args.file)  # a bad file creates no gallery
-    create = not gallery_exists(args.gallery)
-    store = None
-    try:
-        store = open_store(
-            args.gallery, file_model(header) if create else None, create=create, keep_images=args.keep_images
-        )
-        with store:
-            summary = import_gallery(store, args.file, merge=args.merge)
-    except BaseException:
-        if create and is_database_url(args.gallery):  # the gallery made for this import goes with it
-            if store is not None and getattr(store, "created_now", False):
-                store.drop()
-        elif create:
-            for suffix in ("", "-wal", "-shm"):
-                try:
-                    os.unlink(f"{args.gallery}{suffix}")
-                except OSError:
-                    pass
-        raise
+    summary, location, create = import_into(args.gallery, args.file, merge=args.merge, keep_images=args.keep_images)
     if args.json:
-        print_json({"gallery": store.location, "created": create, **summary.to_dict()})
+        print_json({"gallery": location, "created": create, **summary.to_dict()})
     else:
         print(
             f"imported {summary.templates} template(s): {summary.added_people} new people, "
@@ -701,54 +680,17 @@ def cmd_migrate(args) -> int:
     return EXIT_OK
 
 
-def folder_name(name: str) -> str:
-    """A person's name as one safe folder name (separators, control characters and leading dots replaced)."""
-    safe = "".join("_" if c in '/\\:*?"<>|' or ord(c) < 32 else c for c in name).strip()
-    return ("_" + safe[1:] if safe.startswith(".") else safe) or "_"
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a file only its owner may read (0600): a face image is biometric data."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
 def cmd_export_images(args) -> int:
-    out = Path(args.dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"{out}: exists and is not an empty folder")
-    with open_gallery(args) as gallery:
-        store = gallery.store
-        templates = store.templates(args.person)
-        if not templates:
-            raise ConfigError("no templates" + (f" for {args.person!r}" if args.person else ""))
-        missing = sum(not t.has_image for t in templates)
-        if missing == len(templates):
-            raise ConfigError(f"{store.location}: no kept images (the gallery was not created with --keep-images)")
-        names = store.names(sorted({t.person_id for t in templates}))
-        folders: dict[int, Path] = {}
-        written = 0
-        out.mkdir(mode=0o700, parents=True, exist_ok=True)  # owner only, like the gallery
-        for t in templates:
-            if not t.has_image:
-                continue
-            if t.person_id not in folders:
-                folder = out / folder_name(names[t.person_id])
-                if folder in folders.values():
-                    folder = out / f"{folder.name}-{t.person_id}"  # two names that map to one folder
-                folders[t.person_id] = folder
-                folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _write_private(folders[t.person_id] / f"{t.id}.png", store.image(t.id))
-            written += 1
-    summary = {"dir": str(out), "people": len(folders), "images": written, "without_image": missing}
+    from ..gallery.exchange import export_images
+
+    summary = export_images(args.gallery, args.dir, person=args.person)
     if args.json:
-        print_json(summary)
+        print_json(summary.to_dict())
     else:
         print(
-            f"wrote {written} image(s) of {len(folders)} people to {out}"
-            + (f"; {missing} template(s) have no kept image" if missing else "")
-            + f"\ntrain on them with: siamface train {out}"
+            f"wrote {summary.images} image(s) of {summary.people} people to {summary.dir}"
+            + (f"; {summary.without_image} template(s) have no kept image" if summary.without_image else "")
+            + f"\ntrain on them with: siamface train {summary.dir}"
         )
     return EXIT_OK
 

@@ -21,7 +21,7 @@ from ._common import EXIT_OK, add_chain_options, add_gallery_option
 
 
 def add_parsers(sub) -> None:
-    """Add `serve` and `keys` to the `siamface` parser ."""
+    """Add `serve` and `keys` to the `siamface` parser."""
     p = sub.add_parser(
         "serve",
         help="run the HTTP API and the web page over a gallery",

@@ -21,7 +21,7 @@ from . import synthetic  # noqa: F401  (siamface.gallery.synthetic, the benchmar
 from .backends import gallery_exists, open_store
 from .core import DEFAULT_FRACTION, RULES, Gallery, calibration_file_for
 from .enroll import Frame, QualityGates, assess, image_files, pose, sharpness, video_frames
-from .exchange import export_gallery, import_gallery
+from .exchange import export_gallery, export_images, import_gallery, import_into
 from .index import APPROX_MIN_TEMPLATES, ExactIndex, GalleryIndex, Hit
 from .names import InvalidNameError, check_name
 from .postgres import PostgresStore
@@ -92,7 +92,9 @@ __all__ = [
     "is_database_url",
     "open_store",
     "export_gallery",
+    "export_images",
     "import_gallery",
+    "import_into",
     "image_files",
     "pose",
     "sharpness",
