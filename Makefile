@@ -65,6 +65,7 @@ demo: setup
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 # face_recognition (the peer in benchmarks/engines.py) declares dlib, a source build: it is installed without

@@ -3,8 +3,8 @@
 An encoder turns aligned chips into embeddings: ``embed(chips (n, s, s, 3) uint8 RGB) -> (n, d) float32``,
 each row L2-normalised. It carries the contract that travels with its weights (`ModelInfo`): chip geometry,
 embedding size, metric, version, and a default threshold measured on data (never guessed).
-Register a model with ``@register_model("name")``; build one with `create_encoder` (a name, or the path
-of an exported ``.onnx`` file).
+Register a model with ``@register_model("name")``; build one with `create_encoder` (``build.py``: a name, or
+the path of an exported ``.onnx`` file).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import numpy as np
 
 from .._registry import Registry
 from ..alignment import DLIB_CHIP, ChipSpec, crop_all
-from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -49,24 +48,6 @@ class Encoder(Protocol):
 _REGISTRY: Registry[Encoder] = Registry("model")
 register_model = _REGISTRY.register
 model_names = _REGISTRY.names
-
-
-def create_encoder(name: str, flip: bool = False, **options) -> Encoder:
-    """Build an encoder by name: ``create_encoder("dlib-resnet")``, or from the path of a model exported by
-    ``siamface train`` (``create_encoder("runs/att/model.onnx")``, see `onnx_file`). ``flip=True``: each
-    face's embedding is the mean of the face's and its mirror image's (`FlipAveraged`)."""
-    if flip:
-        encoder = create_encoder(name, **options)
-        if getattr(encoder, "chip_specs", None):
-            raise ConfigError(f"{name}: flip averaging is set per part of a fused model, not on the whole")
-        return FlipAveraged(encoder)
-    if name not in _REGISTRY:
-        from .onnx_file import OnnxFileEncoder, is_model_path
-
-        if is_model_path(name):
-            return OnnxFileEncoder(name, **options)
-        raise _REGISTRY.unknown(name, " or the path of a model exported by siamface train (.onnx)")
-    return _REGISTRY.create(name, **options)
 
 
 def encoder_chips(encoder: Encoder, image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray):

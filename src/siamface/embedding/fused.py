@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Encoder, ModelInfo, check_chips, create_encoder, register_model
+from .base import Encoder, ModelInfo, check_chips, register_model
+from .build import create_encoder
 
 
 @dataclass(frozen=True)

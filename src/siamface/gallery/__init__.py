@@ -18,9 +18,10 @@ move a gallery as one documented JSON-lines file (see ``siamface.gallery.exchang
 from __future__ import annotations
 
 from . import synthetic  # noqa: F401  (siamface.gallery.synthetic, the benchmarks' galleries)
+from .backends import gallery_exists, open_store
 from .core import DEFAULT_FRACTION, RULES, Gallery, calibration_file_for
 from .enroll import CaptureFrame, QualityGates, assess, image_files, pose, sharpness, video_frames
-from .exchange import export_gallery, import_gallery
+from .exchange import export_gallery, export_images, import_gallery, import_into
 from .index import APPROX_MIN_TEMPLATES, ExactIndex, GalleryIndex, Hit
 from .names import InvalidNameError, check_name
 from .postgres import PostgresStore
@@ -47,9 +48,7 @@ from .store import (
     Store,
     Template,
     UnknownPersonError,
-    gallery_exists,
     is_database_url,
-    open_store,
 )
 
 __all__ = [
@@ -93,7 +92,9 @@ __all__ = [
     "is_database_url",
     "open_store",
     "export_gallery",
+    "export_images",
     "import_gallery",
+    "import_into",
     "image_files",
     "pose",
     "sharpness",

@@ -31,6 +31,7 @@ from ..decision import RULES as RULES
 from ..decision import claim as decide_claim
 from ..errors import ConfigError, GalleryError
 from ..image import describe, load_image
+from .backends import gallery_exists, open_store
 from .enroll import QualityGates, Sample, assess, image_files, person_folders, video_frames
 from .index import index_for
 from .names import InvalidNameError, check_name
@@ -54,7 +55,6 @@ from .store import (
     Store,
     Template,
     UnknownPersonError,
-    open_store,
 )
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,6 @@ def model_for_gallery(gallery, requested: str | None, default: str) -> tuple[str
     a note on how to move it to `default`); else `default`. Returns (model, note or None)."""
     if requested is not None:
         return requested, None
-    from .store import gallery_exists
-
     if gallery is None or not gallery_exists(gallery):
         return default, None
     from ..embedding import model_names

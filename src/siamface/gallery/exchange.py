@@ -38,8 +38,9 @@ from typing import Any
 import numpy as np
 
 from .._files import atomic_write_bytes
-from ..errors import GalleryError
-from .store import AddResult, ModelBinding, NewTemplate, Store, Template
+from ..errors import ConfigError, GalleryError
+from .backends import gallery_exists, open_store
+from .store import AddResult, ModelBinding, NewTemplate, Store, Template, is_database_url
 
 FORMAT = "siamface-gallery"
 VERSION = 1
@@ -241,3 +242,87 @@ def import_gallery(store: Store, path: str | os.PathLike, *, merge: bool = False
     templates = sum(sum(1 for i in r.template_ids if i is not None) for r in results)
     skipped = sum(len(r.skipped) for r in results)
     return ImportSummary(str(path), added, merged, templates, skipped, dropped)
+
+
+def import_into(
+    spec, path: str | os.PathLike, *, merge: bool = False, keep_images: bool = False
+) -> tuple[ImportSummary, str, bool]:
+    """`import_gallery` into the gallery `spec` (a file or a ``postgresql://`` URL), created when it does not
+    exist, bound to the file's model (`keep_images`: keep the images the file carries). A gallery created
+    here goes again when the import fails; a bad file creates none. Returns (summary, the gallery's
+    location, whether it was created)."""
+    header = read_header(path)  # a bad file creates no gallery
+    create = not gallery_exists(spec)
+    store = None
+    try:
+        store = open_store(spec, file_model(header) if create else None, create=create, keep_images=keep_images)
+        with store:
+            summary = import_gallery(store, path, merge=merge)
+    except BaseException:
+        if create and is_database_url(spec):  # the gallery made for this import goes with it
+            if store is not None and getattr(store, "created_now", False):
+                store.drop()
+        elif create:
+            for suffix in ("", "-wal", "-shm"):
+                try:
+                    os.unlink(f"{spec}{suffix}")
+                except OSError:
+                    pass
+        raise
+    return summary, store.location, create
+
+
+@dataclass(frozen=True)
+class ImagesExport:
+    dir: Path
+    people: int
+    images: int
+    without_image: int  # templates that have no kept image
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dir": str(self.dir), "people": self.people, "images": self.images, "without_image": self.without_image}
+
+
+def folder_name(name: str) -> str:
+    """A person's name as one safe folder name (separators, control characters and leading dots replaced)."""
+    safe = "".join("_" if c in '/\\:*?"<>|' or ord(c) < 32 else c for c in name).strip()
+    return ("_" + safe[1:] if safe.startswith(".") else safe) or "_"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner may read (0600): a face image is biometric data."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def export_images(spec, out: str | os.PathLike, *, person: str | None = None) -> ImagesExport:
+    """Write every kept face image of the gallery `spec` (of `person` only, when given) as
+    ``out/<person>/<template id>.png``: the folder-per-person layout ``siamface train`` reads. `out` must be
+    new or empty; its folders are written 0700 and its files 0600 (biometric data)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out}: exists and is not an empty folder")
+    with open_store(spec) as store:
+        templates = store.templates(person)
+        if not templates:
+            raise ConfigError("no templates" + (f" for {person!r}" if person else ""))
+        missing = sum(not t.has_image for t in templates)
+        if missing == len(templates):
+            raise ConfigError(f"{store.location}: no kept images (the gallery was not created with --keep-images)")
+        names = store.names(sorted({t.person_id for t in templates}))
+        folders: dict[int, Path] = {}
+        written = 0
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)  # owner only, like the gallery
+        for t in templates:
+            if not t.has_image:
+                continue
+            if t.person_id not in folders:
+                folder = out / folder_name(names[t.person_id])
+                if folder in folders.values():
+                    folder = out / f"{folder.name}-{t.person_id}"  # two names that map to one folder
+                folders[t.person_id] = folder
+                folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _write_private(folders[t.person_id] / f"{t.id}.png", store.image(t.id))
+            written += 1
+    return ImagesExport(out, len(folders), written, missing)

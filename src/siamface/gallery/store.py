@@ -6,8 +6,9 @@ embedding size) at creation and refuses templates from another. Every change is 
 enrolled is enrolled with all of the templates of that call or not at all. Deleting a person removes their
 templates and any kept images; the audit rows that named them stay with an opaque tombstone id instead.
 
-`SQLiteStore` (``siamface.gallery.sqlite``) is the embedded implementation; a PostgreSQL store will follow
-the same protocol and run the same tests.
+`SQLiteStore` (``siamface.gallery.sqlite``) is the embedded implementation, `PostgresStore`
+(``siamface.gallery.postgres``) the shared one; both follow this protocol and run the same tests, and
+`open_store` (``siamface.gallery.backends``) picks one from a gallery's spec. This module imports neither.
 """
 
 from __future__ import annotations
@@ -289,29 +290,3 @@ def is_database_url(spec) -> bool:
     """Whether a gallery spec names a PostgreSQL database (``postgresql://…`` or ``postgres://…``) rather
     than an SQLite file."""
     return isinstance(spec, str) and spec.lower().startswith(("postgresql://", "postgres://"))
-
-
-def open_store(spec, model: ModelBinding | None = None, *, create: bool = False, keep_images: bool = False) -> Store:
-    """The store a gallery spec names: a `PostgresStore` for a ``postgresql://`` URL, else a `SQLiteStore`
-    for a file path (read-only when this process may not write the file or its folder). `model`, `create`
-    and `keep_images` as the stores take them."""
-    if is_database_url(spec):
-        from .postgres import PostgresStore
-
-        return PostgresStore(spec, model, create=create, keep_images=keep_images)
-    from .sqlite import SQLiteStore
-
-    return SQLiteStore(spec, model, create=create, keep_images=keep_images)
-
-
-def gallery_exists(spec) -> bool:
-    """Whether a gallery is there already (a file, or a database holding the gallery's schema)."""
-    if not is_database_url(spec):
-        import os
-
-        return os.path.exists(spec)
-    try:
-        open_store(spec).close()
-    except GalleryError:
-        return False
-    return True

@@ -1,4 +1,4 @@
-"""`siamface evaluate --liveness DIR`: presentation-attack figures (ISO/IEC 30107-3) on a folder of images.
+"""Presentation-attack figures (``siamface evaluate --liveness DIR``) (ISO/IEC 30107-3) on a folder of images.
 
 Layout: ``DIR/live/**`` (or ``real/``, ``bona_fide/``) holds bona fide images or videos; every other
 sub-folder is an attack type named after it (``photo/``, ``replay/``, ``mask/`` ...), files at any depth.
@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .._files import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from .._progress import Progress
 from ..errors import ConfigError
 from .combined import PassiveCheck, PassiveScore
 from .metrics import LIVE, PadReport, pad_report
@@ -99,15 +100,28 @@ def score_items(items, pipeline, model: PassiveCheck, progress=None):
     return columns(scores), labels, missed, columns(frame_scores), frame_labels
 
 
-def run(args, pipeline) -> int:
-    root = Path(args.liveness)
-    items = collect(root)
-    model = PassiveCheck(threshold=args.threshold)
-    out = Path(args.out or f"out/evaluate-liveness-{root.resolve().name}")
-    out.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True)
+class LivenessEvaluation:
+    """What `evaluate_liveness` measured and wrote: ``payload`` is report.json's content."""
 
-    with Progress(len(items), "  scoring", enabled=not args.quiet) as bar:
-        scores, labels, missed, frame_scores, frame_labels = score_items(items, pipeline, model, bar.to)
+    root: Path
+    model: PassiveCheck
+    report: PadReport
+    payload: dict
+    missed: list[str]
+    videos: int
+    written: list[Path]
+
+
+def evaluate_liveness(
+    root: Path, pipeline, out: Path, threshold: float | None = None, progress: Callable[[int, int], None] | None = None
+) -> LivenessEvaluation:
+    """Score every presentation under `root` with the passive check (at `threshold`, None: its own), write
+    report.json and scores.png (with matplotlib) into `out`; `progress(done, total)` after each file."""
+    items = collect(root)
+    model = PassiveCheck(threshold=threshold)
+    out.mkdir(parents=True, exist_ok=True)
+    scores, labels, missed, frame_scores, frame_labels = score_items(items, pipeline, model, progress)
     if not labels:
         raise ConfigError(f"{root}: no face found in any file")
     thresholds = cue_thresholds(model)
@@ -131,26 +145,29 @@ def run(args, pipeline) -> int:
     written = [out / "report.json"]
     if _histogram(scores["combined"], labels, report, out / "scores.png", root.name):
         written.append(out / "scores.png")
-    if args.json:
-        print(json.dumps(payload, indent=2))
-    else:
-        print(_text(root, model, report, missed))
-        print(
-            "  every decision, per presentation"
-            + (" (a video: the median of its frames)" if videos else "")
-            + " / per frame:"
-        )
-        for k in DECISIONS:
-            rows = [("presentation", report.to_dict() if k == "combined" else payload["cues"][k])]
-            if videos:
-                rows.append(("frame", payload["per_frame"][k]))
-            for unit, r in rows:
-                print(
-                    f"    {k:9s} {unit:12s} threshold {r['threshold']:.4f}  BPCER {100 * r['bpcer']:6.2f}%  "
-                    + "  ".join(f"APCER {t} {100 * v:6.2f}%" for t, v in r["apcer"].items())
-                )
-        print("wrote " + ", ".join(map(str, written)))
-    return 0
+    return LivenessEvaluation(root, model, report, payload, missed, videos, written)
+
+
+def format_evaluation(result: LivenessEvaluation) -> str:
+    """The text report: the passive check's figures, then every decision per presentation (and per frame)."""
+    payload, report, videos = result.payload, result.report, result.videos
+    lines = [
+        _text(result.root, result.model, report, result.missed),
+        "  every decision, per presentation"
+        + (" (a video: the median of its frames)" if videos else "")
+        + " / per frame:",
+    ]
+    for k in DECISIONS:
+        rows = [("presentation", report.to_dict() if k == "combined" else payload["cues"][k])]
+        if videos:
+            rows.append(("frame", payload["per_frame"][k]))
+        for unit, r in rows:
+            lines.append(
+                f"    {k:9s} {unit:12s} threshold {r['threshold']:.4f}  BPCER {100 * r['bpcer']:6.2f}%  "
+                + "  ".join(f"APCER {t} {100 * v:6.2f}%" for t, v in r["apcer"].items())
+            )
+    lines.append("wrote " + ", ".join(map(str, result.written)))
+    return "\n".join(lines)
 
 
 def _text(root: Path, model: PassiveCheck, r: PadReport, missed: list[str]) -> str:

@@ -64,31 +64,18 @@ class Service:
     # -- life ------------------------------------------------------------------------------------------
     def open(self) -> None:
         """Load the models, open (or create) the gallery and warm the chain up. Blocking; once per process."""
-        from ..gallery import Gallery, calibration_file_for
-        from ..gallery.core import model_for_gallery
-        from ..pipeline import DEFAULT_MODEL, Pipeline
+        from ..factory import build_pipeline, open_gallery
 
         s = self.settings
-        model, self.model_note = model_for_gallery(s.gallery, s.model, DEFAULT_MODEL)
-        calibration = calibration_file_for(s.gallery)
-        options: dict[str, Any] = {"min_face_size": s.min_face}
-        if s.upsample is not None:
-            options["upsample"] = s.upsample
-        self.pipeline = Pipeline(
-            detector=s.detector,
-            model=model,
-            threshold=s.threshold,
-            calibration_file=calibration if calibration.is_file() else None,
-            **options,
-        )
+        self.pipeline, self.model_note = build_pipeline(s, gallery=s.gallery)
         if s.active_liveness and "keypoints" not in self.pipeline.detect(np.zeros((64, 64, 3), np.uint8)).data:
             raise ConfigError(
                 f"--liveness {s.liveness} needs a detector with 5 keypoints (retinaface, mtcnn), not {s.detector!r}"
             )
-        from ..gallery.store import gallery_exists
+        from ..gallery.backends import gallery_exists
 
         self.created_gallery = not gallery_exists(s.gallery)
-        self.gallery = Gallery(s.gallery, self.pipeline, create=self.created_gallery, keep_images=s.keep_images)
+        self.gallery = open_gallery(s.gallery, self.pipeline, create=self.created_gallery, keep_images=s.keep_images)
         self.gallery.check_model()
         if self.gallery.store.read_only:
             log.warning(

@@ -9,6 +9,7 @@ Modules, from data to file:
 * `augment`: seeded flips, small rotations, scale/crop, contrast, brightness and blur (training inputs only).
 * `sampling`: identity-balanced batches (P identities x K images), in-batch pairs with optional hard
   negatives.
+* `encoder`: `TorchEncoder`, the base of the networks below (preprocessing contract, blocks, freezing).
 * `networks`: the small CNN trained from scratch and dlib's ResNet as a torch module (fine-tuning, freezing);
   `facenet_net`: FaceNet's Inception-ResNet-v1 as a torch module from its GraphDef (trunk cached when frozen).
 * `losses`: contrastive (Euclidean distance), L1-distance + dense + sigmoid with BCE, batch-hard triplet.

@@ -31,7 +31,7 @@ def export_onnx(
     chip: ChipSpec = DLIB_CHIP,
     extra: dict | None = None,
 ) -> Path:
-    """Write ``encoder`` (a `networks._Encoder`) to ``path`` as ONNX with ``siamface.*`` metadata."""
+    """Write ``encoder`` (an `encoder.TorchEncoder`) to ``path`` as ONNX with ``siamface.*`` metadata."""
     torch = require_torch()
     import onnx
 

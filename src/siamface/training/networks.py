@@ -5,56 +5,20 @@ Every encoder maps ``(n, channels, size, size)`` float32 inputs, normalised as `
 (`siamface.embedding.onnx_file.preprocess`), to raw ``(n, embedding_size)`` vectors; the losses and the
 exported model L2-normalise them. Each carries its preprocessing contract (``input_size``, ``channels``,
 ``mean``, ``std``, ``embedding_size``) and is cut into ``blocks()`` for freezing: ``freeze(n)`` fixes the
-first n blocks (their weights, and their batch-norm statistics).
+first n blocks (their weights, and their batch-norm statistics): `encoder.TorchEncoder`, their base.
 """
 
 from __future__ import annotations
 
 from . import require_torch
+from .encoder import TorchEncoder
 
 torch = require_torch()
 nn = torch.nn
 F = torch.nn.functional
 
 
-class _Encoder(nn.Module):
-    input_size: int
-    channels: int
-    mean: list[float]
-    std: list[float]
-    embedding_size: int
-
-    def blocks(self) -> list[nn.Module]:
-        raise NotImplementedError
-
-    def freeze(self, n: int) -> int:
-        """Freeze the first ``n`` blocks (negative: all but the last -n); returns how many are frozen."""
-        blocks = self.blocks()
-        n = len(blocks) + n if n < 0 else min(n, len(blocks))
-        self._frozen = max(0, n)
-        for i, block in enumerate(blocks):
-            for p in block.parameters():
-                p.requires_grad_(i >= self._frozen)
-        self.train(self.training)
-        return self._frozen
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        for block in self.blocks()[: getattr(self, "_frozen", 0)]:
-            block.eval()  # frozen batch-norm keeps its statistics
-        return self
-
-    def contract(self) -> dict:
-        return {
-            "input_size": self.input_size,
-            "channels": self.channels,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "embedding_size": self.embedding_size,
-        }
-
-
-class SmallCNN(_Encoder):
+class SmallCNN(TorchEncoder):
     """Four conv blocks (conv 3x3, batch norm, ReLU, 2x2 max pool), then linear + batch norm to the embedding.
 
     At 64x64 grey input and width 32: about 60 M multiply-adds per face; ~1.3 M parameters.
@@ -134,7 +98,7 @@ class _Dense(nn.Module):
         return x + self.bias if self.bias is not None else x
 
 
-class DlibResNet(_Encoder):
+class DlibResNet(TorchEncoder):
     """dlib's ``dlib_face_recognition_resnet_model_v1`` (ResNet-29, 128-d) with its pretrained weights.
 
     Built layer by layer from the network read by `siamface.embedding.dlib_dat` (the same walk as the ONNX
@@ -245,7 +209,7 @@ class Normalised(nn.Module):
 ENCODERS = ("small", "resnet", "facenet")
 
 
-def build_encoder(name: str, **options) -> _Encoder:
+def build_encoder(name: str, **options) -> TorchEncoder:
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; choose one of: {', '.join(ENCODERS)}")
     if name == "resnet":

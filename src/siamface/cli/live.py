@@ -11,10 +11,12 @@ import argparse
 import json
 import sys
 
+from ._common import add_chain_options, add_gallery_option, open_gallery, pipeline_from_args
+
 EXIT_GRANTED, EXIT_DENIED = 0, 1
 
 
-def add_parsers(sub, chain_options) -> None:
+def add_parsers(sub) -> None:
     p = sub.add_parser(
         "watch",
         help="name the people in a video, camera or stream live (1:N against a gallery)",
@@ -22,7 +24,7 @@ def add_parsers(sub, chain_options) -> None:
         "Detection runs on every frame, recognition on new tracks and every --refresh frames, "
         "names are voted over the track. JSON-lines events on stdout.",
     )
-    _common(p, chain_options)
+    _source_options(p)
     p.add_argument(
         "--refresh", type=int, default=10, metavar="N", help="re-embed a tracked face every N frames (default 10)"
     )
@@ -42,7 +44,7 @@ def add_parsers(sub, chain_options) -> None:
         "soon as --consecutive frames in a row verify, deny at --timeout. Exit code 0 granted, "
         "1 denied, 2 error.",
     )
-    _common(p, chain_options)
+    _source_options(p)
     p.add_argument("--claim", required=True, metavar="NAME", help="the person to authenticate")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="deny after S seconds (default 10)")
     p.add_argument(
@@ -60,10 +62,8 @@ def add_parsers(sub, chain_options) -> None:
     p.set_defaults(func=cmd_authenticate)
 
 
-def _common(p: argparse.ArgumentParser, chain_options) -> None:
-    from .gallery.commands import _gallery_option
-
-    _gallery_option(p)
+def _source_options(p: argparse.ArgumentParser) -> None:
+    add_gallery_option(p)
     p.add_argument(
         "--source",
         default="0",
@@ -78,17 +78,15 @@ def _common(p: argparse.ArgumentParser, chain_options) -> None:
     p.add_argument("--out", metavar="FILE", help="write the annotated video here (.mp4 or .avi)")
     p.add_argument("--show", action="store_true", help="show the annotated video in a window (needs a display)")
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
-    chain_options(p, threshold=True)
+    add_chain_options(p, threshold=True)
 
 
 def _open(args):
-    from .gallery import Gallery
-    from .gallery.commands import _pipeline
-    from .live import GalleryMatcher, VideoOut
-    from .video import LatestFrameReader, open_source
+    from ..live import GalleryMatcher, VideoOut
+    from ..video import LatestFrameReader, open_source
 
-    pipeline = _pipeline(args)
-    gallery = Gallery(args.gallery, pipeline)
+    pipeline = pipeline_from_args(args, gallery=args.gallery)
+    gallery = open_gallery(args, pipeline)
     matcher = GalleryMatcher(gallery, threshold=args.threshold)
     source = open_source(args.source)
     out = VideoOut(args.out, source.fps, show=args.show) if (args.out or args.show) else None
@@ -110,7 +108,7 @@ def _summary(command: str, stats, extra: str = "", as_json: bool = False) -> Non
 
 
 def cmd_watch(args) -> int:
-    from .live import Watcher, json_lines, run
+    from ..live import Watcher, json_lines, run
 
     gallery, pipeline, matcher, reader, out = _open(args)
     with gallery, reader:
@@ -124,7 +122,7 @@ def cmd_watch(args) -> int:
 
 
 def cmd_authenticate(args) -> int:
-    from .live import Authenticator, json_lines, run
+    from ..live import Authenticator, json_lines, run
 
     gallery, pipeline, matcher, reader, out = _open(args)
     with gallery, reader:

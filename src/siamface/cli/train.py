@@ -1,4 +1,4 @@
-"""The ``siamface train`` command (registered through cli._COMMAND_MODULES; torch is imported only when it runs).
+"""The ``siamface train`` command (see `siamface.cli`; torch is imported only when it runs).
 
 siamface train DATASET --loss contrastive|bce|triplet --encoder small|resnet|facenet --out runs/NAME
     [--epochs N --batch N --lr X --margin X --seed N --val N --test N --aligned --freeze N
@@ -15,7 +15,7 @@ import textwrap
 from ..errors import ConfigError
 
 
-def add_parsers(sub, chain_options) -> None:
+def add_parsers(sub) -> None:
     p = sub.add_parser(
         "train",
         help="train a Siamese face encoder on a folder-per-person dataset",
@@ -103,7 +103,7 @@ def add_parsers(sub, chain_options) -> None:
 def cmd_train(args) -> int:
     from pathlib import Path
 
-    from .trainer import TrainConfig, train
+    from ..training.trainer import TrainConfig, train
 
     out = args.out or f"runs/{Path(args.dataset).resolve().name}-{args.loss}"
     if args.resume and not (Path(out) / "last.pt").is_file():

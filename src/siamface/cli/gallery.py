@@ -19,7 +19,6 @@ gallery (``<gallery>.thresholds.json``, written by ``siamface calibrate``) sets 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -27,12 +26,20 @@ from pathlib import Path
 
 from .._progress import Progress
 from ..errors import ConfigError
+from ._common import (
+    EXIT_ERROR,
+    EXIT_NO,
+    EXIT_OK,
+    add_chain_options,
+    add_gallery_option,
+    open_gallery,
+    pipeline_from_args,
+    print_json,
+)
 
-EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
 
-
-def add_parsers(sub, chain_options) -> None:
-    """Add enroll, identify, people and gallery to the `siamface` parser (called by siamface.cli)."""
+def add_parsers(sub) -> None:
+    """Add enroll, identify, people and gallery to the `siamface` parser."""
     p = sub.add_parser(
         "enroll",
         help="add a person (or people) to a gallery",
@@ -49,7 +56,7 @@ def add_parsers(sub, chain_options) -> None:
         "bound to the model, if it does not exist. Exit code 0 when every person got at least "
         "one template, 1 otherwise, 2 on an error (nothing enrolled).",
     )
-    _gallery_option(p)
+    add_gallery_option(p)
     p.add_argument("name", nargs="?", help="the person's name (none with --folder of person folders)")
     p.add_argument("images", nargs="*", help="image files of that person")
     src = p.add_mutually_exclusive_group()
@@ -117,7 +124,7 @@ def add_parsers(sub, chain_options) -> None:
         help="add images to an enrolled person even when their face does not match the person's "
         "templates at the 1:1 threshold (refused by default)",
     )
-    chain_options(p, threshold=True)
+    add_chain_options(p, threshold=True)
     p.set_defaults(func=cmd_enroll)
 
     p = sub.add_parser(
@@ -131,7 +138,7 @@ def add_parsers(sub, chain_options) -> None:
         "and the other probes are still answered. Exit code 0 when every probe has a known "
         "face, 1 when some face is unknown or ambiguous, 2 when a probe was an error.",
     )
-    _gallery_option(p)
+    add_gallery_option(p)
     p.add_argument("probes", nargs="+", metavar="PROBE", help="probe images")
     p.add_argument(
         "--top-k",
@@ -154,7 +161,7 @@ def add_parsers(sub, chain_options) -> None:
         metavar="PNG|DIR",
         help="write the probe with boxes, names and scores drawn (several probes: a folder, one <name>.png per probe)",
     )
-    chain_options(p, threshold=True)
+    add_chain_options(p, threshold=True)
     p.set_defaults(func=cmd_identify)
 
     p = sub.add_parser(
@@ -164,14 +171,14 @@ def add_parsers(sub, chain_options) -> None:
     )
     psub = p.add_subparsers(dest="people_command", metavar="ACTION", required=True)
     q = psub.add_parser("list", help="the people enrolled")
-    _gallery_option(q, json_flag=True)
+    add_gallery_option(q, json_flag=True)
     q.set_defaults(func=cmd_list)
     q = psub.add_parser("show", help="one person and their templates")
-    _gallery_option(q, json_flag=True)
+    add_gallery_option(q, json_flag=True)
     q.add_argument("name")
     q.set_defaults(func=cmd_show)
     q = psub.add_parser("rename", help="rename a person")
-    _gallery_option(q, json_flag=True)
+    add_gallery_option(q, json_flag=True)
     q.add_argument("old")
     q.add_argument("new")
     q.set_defaults(func=cmd_rename)
@@ -183,7 +190,7 @@ def add_parsers(sub, chain_options) -> None:
         "audit rows of decisions about them stay with an opaque tombstone id in "
         "place of the person.",
     )
-    _gallery_option(q, json_flag=True)
+    add_gallery_option(q, json_flag=True)
     q.add_argument("name")
     q.set_defaults(func=cmd_delete)
 
@@ -199,7 +206,7 @@ def add_parsers(sub, chain_options) -> None:
         "as base64 little-endian float32. No images unless --with-images (and the "
         "gallery keeps them). The file is biometric data, unencrypted.",
     )
-    _gallery_option(q, json_flag=True)
+    add_gallery_option(q, json_flag=True)
     q.add_argument("file", help="the export file to write (replaced atomically)")
     q.add_argument("--with-images", action="store_true", help="include the kept face images")
     q.set_defaults(func=cmd_export)
@@ -211,7 +218,7 @@ def add_parsers(sub, chain_options) -> None:
         "one must be bound to the same model. A name already enrolled is an error "
         "unless --merge, which adds the templates to that person.",
     )
-    _gallery_option(q, json_flag=True)
+    add_gallery_option(q, json_flag=True)
     q.add_argument("file", help="an export file (siamface gallery export)")
     q.add_argument("--merge", action="store_true", help="add to people already enrolled under the same name")
     q.add_argument(
@@ -230,13 +237,13 @@ def add_parsers(sub, chain_options) -> None:
         "bytes; the server needs pgvector, and a damaged template stops the "
         "migration with nothing changed).",
     )
-    _gallery_option(q, json_flag=True)
+    add_gallery_option(q, json_flag=True)
     q.set_defaults(func=cmd_migrate)
     q = gsub.add_parser("stats", help="counts, model, file size")
-    _gallery_option(q, json_flag=True)
+    add_gallery_option(q, json_flag=True)
     q.set_defaults(func=cmd_stats)
     q = gsub.add_parser("audit", help="the latest decisions logged")
-    _gallery_option(q, json_flag=True)
+    add_gallery_option(q, json_flag=True)
     q.add_argument("--limit", type=int, default=20, metavar="N", help="entries to show (default: 20)")
     q.add_argument("--person", metavar="NAME", help="only entries naming this person")
     q.set_defaults(func=cmd_audit)
@@ -248,7 +255,7 @@ def add_parsers(sub, chain_options) -> None:
         "train` reads. DIR must be new or empty. The images are biometric data: "
         "the folders are written 0700 and the files 0600; delete DIR when done.",
     )
-    _gallery_option(q, json_flag=True)
+    add_gallery_option(q, json_flag=True)
     q.add_argument("dir", help="the folder to write (created; must be empty)")
     q.add_argument("--person", metavar="NAME", help="only this person's images")
     q.set_defaults(func=cmd_export_images)
@@ -258,48 +265,9 @@ def add_parsers(sub, chain_options) -> None:
         description="Recompute every template from its kept face image with --model (default: "
         "the default model) and bind the gallery to that model, in one transaction.",
     )
-    _gallery_option(q)
-    chain_options(q)
+    add_gallery_option(q)
+    add_chain_options(q)
     q.set_defaults(func=cmd_reembed)
-
-
-def _gallery_option(p: argparse.ArgumentParser, json_flag: bool = False) -> None:
-    default = os.environ.get("SIAMFACE_GALLERY")
-    p.add_argument(
-        "--gallery",
-        "-g",
-        metavar="FILE|URL",
-        default=default,
-        required=default is None,
-        help="the gallery: an SQLite file or a postgresql:// URL"
-        + (f" (default: $SIAMFACE_GALLERY = {default})" if default else "; or set $SIAMFACE_GALLERY"),
-    )
-    if json_flag:
-        p.add_argument("--json", action="store_true", help="print JSON instead of text")
-
-
-def _pipeline(args):
-    """The chain from the common options, with the calibration file beside the gallery when there is one; without
-    --model, an existing gallery's own model (see `model_for_gallery`)."""
-    from .. import cli
-    from ..pipeline import DEFAULT_MODEL
-    from .core import calibration_file_for, model_for_gallery
-
-    args.model, note = model_for_gallery(args.gallery, args.model, DEFAULT_MODEL)
-    if note:
-        print(f"siamface: note: {note}", file=sys.stderr)
-    calibration = calibration_file_for(args.gallery)
-    return cli.pipeline_from_args(args, calibration_file=calibration if calibration.is_file() else None)
-
-
-def _open(args, pipeline=None, create: bool = False, keep_images: bool = False):
-    from .core import Gallery
-
-    return Gallery(args.gallery, pipeline, create=create, keep_images=keep_images)
-
-
-def _print_json(payload) -> None:
-    print(json.dumps(payload, indent=2))
 
 
 class _Progress:
@@ -317,7 +285,7 @@ class _Progress:
 
 # -- enroll ------------------------------------------------------------------------------------------
 def cmd_enroll(args) -> int:
-    from .enroll import QualityGates
+    from ..gallery.enroll import QualityGates
 
     sources = [bool(args.images), bool(args.folder), bool(args.video), args.camera is not None]
     if sum(sources) != 1:
@@ -335,7 +303,7 @@ def cmd_enroll(args) -> int:
         raise ConfigError("--min-gap must be >= 0 and --timeout > 0 seconds")
     metadata = None
     if args.metadata:
-        from .sqlbase import MAX_JSON_DEPTH, json_object
+        from ..gallery.sqlbase import MAX_JSON_DEPTH, json_object
 
         try:
             metadata = json.loads(args.metadata)
@@ -347,7 +315,7 @@ def cmd_enroll(args) -> int:
     if args.folder and not args.name and metadata:
         raise ConfigError("--metadata is for one person; a folder of person folders enrolls many")
     if args.name is not None:  # a bad name creates no gallery and runs no model
-        from .names import check_name
+        from ..gallery.names import check_name
 
         check_name(args.name)
     gates = QualityGates(
@@ -357,8 +325,8 @@ def cmd_enroll(args) -> int:
     )
     frames = None
     if capture:  # open the source first: a bad one creates no gallery
-        from .core import CAMERA_TIMEOUT_S
-        from .enroll import video_frames
+        from ..gallery.core import CAMERA_TIMEOUT_S
+        from ..gallery.enroll import video_frames
 
         camera = args.camera is not None
         frames = video_frames(
@@ -368,8 +336,8 @@ def cmd_enroll(args) -> int:
         )
         min_gap = args.min_gap if args.min_gap is not None else (0.5 if camera else 0.0)
         timeout = args.timeout if args.timeout is not None else (CAMERA_TIMEOUT_S if camera else None)
-    pipe = _pipeline(args)
-    with _open(args, pipe, create=True, keep_images=args.keep_images) as gallery:
+    pipe = pipeline_from_args(args, gallery=args.gallery)
+    with open_gallery(args, pipe, create=True, keep_images=args.keep_images) as gallery:
         gallery.gates = gates
         if args.folder and not args.name:
             reports = gallery.enroll_bulk(args.folder, progress=_Progress(), force=args.force)
@@ -392,7 +360,7 @@ def cmd_enroll(args) -> int:
                 gallery.enroll(args.name, args.images, sources=list(args.images), metadata=metadata, force=args.force)
             ]
     if args.json:
-        _print_json({"gallery": args.gallery, "people": [r.to_dict() for r in reports]})
+        print_json({"gallery": args.gallery, "people": [r.to_dict() for r in reports]})
     else:
         for r in reports:
             print(_enrolled_line(r, args.name if args.name is not None else r.person))
@@ -426,8 +394,8 @@ def _enrolled_line(report, given: str) -> str:
 
 # -- verify --claim (1:1) -------------------------------------------------------------------------------
 def cmd_claim(args) -> int:
-    """`siamface verify --gallery G --claim NAME PROBE` (the parser lives in siamface.cli)."""
-    from .core import DEFAULT_FRACTION
+    """`siamface verify --gallery G --claim NAME PROBE` (the parser is in `faces`)."""
+    from ..gallery.core import DEFAULT_FRACTION
 
     if args.claim is None:
         raise ConfigError("verify --gallery needs --claim NAME (the identity to check)")
@@ -440,11 +408,11 @@ def cmd_claim(args) -> int:
     if args.fraction is not None and rule != "fraction":
         raise ConfigError("--fraction applies to --rule fraction only")
     fraction = args.fraction if args.fraction is not None else DEFAULT_FRACTION
-    pipe = _pipeline(args)
-    with _open(args, pipe) as gallery:
+    pipe = pipeline_from_args(args, gallery=args.gallery)
+    with open_gallery(args, pipe) as gallery:
         result = gallery.verify(args.claim, args.a, rule=rule, fraction=fraction)
     if args.json:
-        _print_json(result.to_dict())
+        print_json(result.to_dict())
     else:
         verdict = "GRANTED" if result.accepted else "DENIED"
         rule = f"{result.rule} {result.fraction:g}" if result.fraction is not None else result.rule
@@ -465,15 +433,15 @@ def cmd_claim(args) -> int:
 # -- identify (1:N) -------------------------------------------------------------------------------------
 def cmd_identify(args) -> int:
     from ..errors import ImageError, NoFaceError
-    from .core import DEFAULT_MARGIN
+    from ..gallery.core import DEFAULT_MARGIN
 
     if args.top < 1:
         raise ConfigError(f"--top-k must be >= 1, got {args.top}")
     margin = args.margin if args.margin is not None else DEFAULT_MARGIN
     outputs = _outputs(args.out, args.probes) if args.out else {}
-    pipe = _pipeline(args)
+    pipe = pipeline_from_args(args, gallery=args.gallery)
     results, errors, annotated = [], [], {}
-    with _open(args, pipe) as gallery:
+    with open_gallery(args, pipe) as gallery:
         for probe in args.probes:
             try:  # one bad probe is reported; the others are still answered
                 result = gallery.identify(probe, top=args.top, margin=margin)
@@ -487,7 +455,7 @@ def cmd_identify(args) -> int:
                 _annotate(probe, result, outputs[probe])
                 annotated[probe] = outputs[probe]
     if args.json:
-        _print_json(
+        print_json(
             {
                 "gallery": args.gallery,
                 "results": [r.to_dict() for r in results],
@@ -565,7 +533,7 @@ def _annotate(probe: str, result, out: Path) -> None:
 
 # -- gallery management ------------------------------------------------------------------------------------
 def _store(args):
-    from .store import open_store
+    from ..gallery.backends import open_store
 
     return open_store(args.gallery)
 
@@ -574,7 +542,7 @@ def cmd_list(args) -> int:
     with _store(args) as store:
         people = store.people()
     if args.json:
-        _print_json({"gallery": args.gallery, "people": [p.to_dict() for p in people]})
+        print_json({"gallery": args.gallery, "people": [p.to_dict() for p in people]})
     else:
         for p in people:
             print(f"{p.name}\t{p.n_templates} template(s)\tsince {p.created}")
@@ -587,7 +555,7 @@ def cmd_show(args) -> int:
         person = store.person(args.name)
         templates = store.templates(person.name)
     if args.json:
-        _print_json({**person.to_dict(), "template_list": [t.to_dict() for t in templates]})
+        print_json({**person.to_dict(), "template_list": [t.to_dict() for t in templates]})
     else:
         print(f"{person.name} (id {person.id}, since {person.created}), {person.n_templates} template(s)")
         if person.metadata:
@@ -607,7 +575,7 @@ def cmd_delete(args) -> int:
         person = store.person(args.name, metadata=False)  # a person whose metadata is damaged can go
         removed = store.delete(person.name)
     if args.json:
-        _print_json({"removed": person.name, "templates": removed})
+        print_json({"removed": person.name, "templates": removed})
     else:
         print(f"removed {person.name!r}: {removed} template(s) and their images; audit entries keep a tombstone")
     return EXIT_OK
@@ -617,7 +585,7 @@ def cmd_rename(args) -> int:
     with _store(args) as store:
         person = store.rename(args.old, args.new)
     if args.json:
-        _print_json(person.to_dict())
+        print_json(person.to_dict())
     else:
         print(f"renamed {args.old!r} to {person.name!r}")
     return EXIT_OK
@@ -627,7 +595,7 @@ def cmd_stats(args) -> int:
     with _store(args) as store:
         stats = store.stats()
     if args.json:
-        _print_json(stats)
+        print_json(stats)
     else:
         for key, value in stats.items():
             print(f"{key}: {value}")
@@ -638,7 +606,7 @@ def cmd_audit(args) -> int:
     with _store(args) as store:
         entries = store.audit(limit=args.limit, person=args.person)
     if args.json:
-        _print_json({"gallery": args.gallery, "entries": [e.to_dict() for e in entries]})
+        print_json({"gallery": args.gallery, "entries": [e.to_dict() for e in entries]})
     else:
         for e in entries:
             score = f"{e.score:.4f}" if e.score is not None else "-"
@@ -652,12 +620,12 @@ def cmd_audit(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .exchange import export_gallery
+    from ..gallery.exchange import export_gallery
 
     with _store(args) as store:
         summary = export_gallery(store, args.file, with_images=args.with_images)
     if args.json:
-        _print_json(summary.to_dict())
+        print_json(summary.to_dict())
     else:
         print(
             f"exported {summary.people} people, {summary.templates} template(s)"
@@ -668,31 +636,11 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from .exchange import file_model, import_gallery, read_header
-    from .store import gallery_exists, is_database_url, open_store
+    from ..gallery.exchange import import_into
 
-    header = read_header(args.file)  # a bad file creates no gallery
-    create = not gallery_exists(args.gallery)
-    store = None
-    try:
-        store = open_store(
-            args.gallery, file_model(header) if create else None, create=create, keep_images=args.keep_images
-        )
-        with store:
-            summary = import_gallery(store, args.file, merge=args.merge)
-    except BaseException:
-        if create and is_database_url(args.gallery):  # the gallery made for this import goes with it
-            if store is not None and getattr(store, "created_now", False):
-                store.drop()
-        elif create:
-            for suffix in ("", "-wal", "-shm"):
-                try:
-                    os.unlink(f"{args.gallery}{suffix}")
-                except OSError:
-                    pass
-        raise
+    summary, location, create = import_into(args.gallery, args.file, merge=args.merge, keep_images=args.keep_images)
     if args.json:
-        _print_json({"gallery": store.location, "created": create, **summary.to_dict()})
+        print_json({"gallery": location, "created": create, **summary.to_dict()})
     else:
         print(
             f"imported {summary.templates} template(s): {summary.added_people} new people, "
@@ -708,12 +656,12 @@ def cmd_import(args) -> int:
 
 
 def cmd_migrate(args) -> int:
-    from .store import open_store
+    from ..gallery.backends import open_store
 
     with open_store(args.gallery) as store:  # opening applies the pending migrations, in one transaction
         before, after = store.opened_version, store.schema_version()
     if args.json:
-        _print_json(
+        print_json(
             {"gallery": store.location, "from_version": before, "schema_version": after, "migrated": before != after}
         )
     else:
@@ -724,54 +672,17 @@ def cmd_migrate(args) -> int:
     return EXIT_OK
 
 
-def folder_name(name: str) -> str:
-    """A person's name as one safe folder name (separators, control characters and leading dots replaced)."""
-    safe = "".join("_" if c in '/\\:*?"<>|' or ord(c) < 32 else c for c in name).strip()
-    return ("_" + safe[1:] if safe.startswith(".") else safe) or "_"
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a file only its owner may read (0600): a face image is biometric data."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
 def cmd_export_images(args) -> int:
-    out = Path(args.dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"{out}: exists and is not an empty folder")
-    with _open(args) as gallery:
-        store = gallery.store
-        templates = store.templates(args.person)
-        if not templates:
-            raise ConfigError("no templates" + (f" for {args.person!r}" if args.person else ""))
-        missing = sum(not t.has_image for t in templates)
-        if missing == len(templates):
-            raise ConfigError(f"{store.location}: no kept images (the gallery was not created with --keep-images)")
-        names = store.names(sorted({t.person_id for t in templates}))
-        folders: dict[int, Path] = {}
-        written = 0
-        out.mkdir(mode=0o700, parents=True, exist_ok=True)  # owner only, like the gallery
-        for t in templates:
-            if not t.has_image:
-                continue
-            if t.person_id not in folders:
-                folder = out / folder_name(names[t.person_id])
-                if folder in folders.values():
-                    folder = out / f"{folder.name}-{t.person_id}"  # two names that map to one folder
-                folders[t.person_id] = folder
-                folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _write_private(folders[t.person_id] / f"{t.id}.png", store.image(t.id))
-            written += 1
-    summary = {"dir": str(out), "people": len(folders), "images": written, "without_image": missing}
+    from ..gallery.exchange import export_images
+
+    summary = export_images(args.gallery, args.dir, person=args.person)
     if args.json:
-        _print_json(summary)
+        print_json(summary.to_dict())
     else:
         print(
-            f"wrote {written} image(s) of {len(folders)} people to {out}"
-            + (f"; {missing} template(s) have no kept image" if missing else "")
-            + f"\ntrain on them with: siamface train {out}"
+            f"wrote {summary.images} image(s) of {summary.people} people to {summary.dir}"
+            + (f"; {summary.without_image} template(s) have no kept image" if summary.without_image else "")
+            + f"\ntrain on them with: siamface train {summary.dir}"
         )
     return EXIT_OK
 
@@ -780,13 +691,13 @@ def cmd_reembed(args) -> int:
     from ..pipeline import DEFAULT_MODEL
 
     args.model = args.model or DEFAULT_MODEL  # the move's target: the default, unless --model names another
-    pipe = _pipeline(args)
-    with _open(args) as gallery:
+    pipe = pipeline_from_args(args, gallery=args.gallery)
+    with open_gallery(args) as gallery:
         before = gallery.store.model
         n = gallery.reembed(pipe)
         after = gallery.store.model
     if args.json:
-        _print_json({"templates": n, "from": before.name, "to": after.name, "to_version": after.version})
+        print_json({"templates": n, "from": before.name, "to": after.name, "to_version": after.version})
     else:
         print(f"re-embedded {n} template(s): {before.describe()} -> {after.describe()}")
     return EXIT_OK

@@ -17,12 +17,11 @@ import os
 import sys
 
 from ..errors import ConfigError
+from ._common import EXIT_OK, add_chain_options, add_gallery_option
 
-EXIT_OK, EXIT_ERROR = 0, 2
 
-
-def add_parsers(sub, chain_options) -> None:
-    """Add `serve` and `keys` to the `siamface` parser (called by siamface.cli)."""
+def add_parsers(sub) -> None:
+    """Add `serve` and `keys` to the `siamface` parser."""
     p = sub.add_parser(
         "serve",
         help="run the HTTP API and the web page over a gallery",
@@ -34,7 +33,7 @@ def add_parsers(sub, chain_options) -> None:
         "Models load once, at start-up; the gallery is created when it does not exist. Plain HTTP "
         "unless --tls-cert/--tls-key: keep the default 127.0.0.1, or put a TLS proxy in front.",
     )
-    _gallery(p)
+    _gallery_and_keys(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument(
@@ -118,7 +117,7 @@ def add_parsers(sub, chain_options) -> None:
     p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (with --tls-key)")
     p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     p.add_argument("--access-log", action="store_true", help="log every request (off: paths name people)")
-    chain_options(p, threshold=True)
+    add_chain_options(p, threshold=True)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
@@ -129,32 +128,23 @@ def add_parsers(sub, chain_options) -> None:
     )
     ksub = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     q = ksub.add_parser("create", help="make a new key and print it (once)")
-    _gallery(q)
+    _gallery_and_keys(q)
     q.add_argument("--name", default="", help="a label for the key (who or what uses it)")
     q.add_argument("--json", action="store_true", help="print JSON instead of text")
     q.set_defaults(func=cmd_keys_create)
     q = ksub.add_parser("list", help="the keys (ids, labels, dates; never the secrets)")
-    _gallery(q)
+    _gallery_and_keys(q)
     q.add_argument("--json", action="store_true", help="print JSON instead of text")
     q.set_defaults(func=cmd_keys_list)
     q = ksub.add_parser("revoke", help="revoke a key (a running server refuses it at once)")
-    _gallery(q)
+    _gallery_and_keys(q)
     q.add_argument("key_id", metavar="ID", help="the key's id (from `keys list`)")
     q.add_argument("--json", action="store_true", help="print JSON instead of text")
     q.set_defaults(func=cmd_keys_revoke)
 
 
-def _gallery(p: argparse.ArgumentParser) -> None:
-    default = os.environ.get("SIAMFACE_GALLERY")
-    p.add_argument(
-        "--gallery",
-        "-g",
-        metavar="FILE|URL",
-        default=default,
-        required=default is None,
-        help="the gallery: an SQLite file or a postgresql:// URL"
-        + (f" (default: $SIAMFACE_GALLERY = {default})" if default else "; or set $SIAMFACE_GALLERY"),
-    )
+def _gallery_and_keys(p: argparse.ArgumentParser) -> None:
+    add_gallery_option(p)
     p.add_argument(
         "--keys",
         metavar="FILE",
@@ -165,7 +155,7 @@ def _gallery(p: argparse.ArgumentParser) -> None:
 
 
 def _keys(args):
-    from .keys import KeyStore, keys_file_for
+    from ..service.keys import KeyStore, keys_file_for
 
     return KeyStore(args.keys or keys_file_for(args.gallery))
 
@@ -210,13 +200,13 @@ def cmd_serve(args) -> int:
     try:
         import uvicorn
 
-        from .app import create_app
+        from ..service.app import create_app
     except ImportError as exc:
         raise ConfigError(
             f"siamface serve needs the service extra ({exc.name} is missing): pip install 'siamface[service]'"
         ) from None
-    from .settings import MAX_PIXELS, Settings
-    from .state import Service
+    from ..service.settings import MAX_PIXELS, Settings
+    from ..service.state import Service
 
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be 1-65535, got {args.port}")

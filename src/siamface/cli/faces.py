@@ -1,92 +1,24 @@
-"""The `siamface` command.
+"""The commands on image files alone, no gallery: verify (two images; with --claim it is the gallery's, see
+`gallery.cmd_claim`), detect, embed, models.
 
     siamface verify A B [--json]          same person? exit 0 = same, 1 = different, 2 = error
-    siamface verify --gallery G --claim NAME PROBE [--rule best|mean|fraction]
-                                          is PROBE the enrolled person NAME? exit 0 granted, 1 denied
     siamface detect IMAGE [--out PNG]     faces, boxes and landmarks
     siamface embed IMAGE --json           embeddings of every face
     siamface models                       the detectors and models available
-
-Every command has --help. Errors are one line on stderr (exit 2), never a traceback, unless --debug.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import json
-import logging
-import sys
 
-from . import __version__
-from .errors import ConfigError, SiamfaceError
+from ..errors import ConfigError
+from ._common import add_chain_options, pipeline_from_args
 
-EXIT_SAME, EXIT_DIFFERENT, EXIT_ERROR = 0, 1, 2
-
-#: Modules that add their own sub-commands (see build_parser).
-_COMMAND_MODULES: list[str] = [
-    "siamface.evaluation.commands",
-    "siamface.gallery.commands",
-    "siamface.training.commands",
-    "siamface.live_commands",
-    "siamface.service.commands",
-]
+EXIT_SAME, EXIT_DIFFERENT = 0, 1
 
 
-def _add_chain_options(p: argparse.ArgumentParser, threshold: bool = False) -> None:
-    from .detection import detector_names
-    from .embedding import model_names
-    from .pipeline import DEFAULT_DETECTOR, DEFAULT_MODEL
-
-    p.add_argument(
-        "--detector",
-        default=DEFAULT_DETECTOR,
-        choices=detector_names(),
-        help=f"face detector (default: {DEFAULT_DETECTOR})",
-    )
-    p.add_argument(
-        "--model",
-        default=None,
-        metavar="NAME|FILE.onnx",
-        help=f"face encoder: {', '.join(model_names())}, or a model exported by 'siamface train' "
-        f"(path to its .onnx file) (default: {DEFAULT_MODEL}; on an existing gallery, the model "
-        "it is bound to)",
-    )
-    p.add_argument(
-        "--min-face",
-        type=int,
-        default=20,
-        metavar="PX",
-        help="ignore faces whose box is smaller than PX pixels (default: 20)",
-    )
-    p.add_argument(
-        "--upsample",
-        type=int,
-        default=None,
-        metavar="N",
-        help="upsample the image N times (x2 each) to find small faces (default: detector's own)",
-    )
-    if threshold:
-        p.add_argument(
-            "--threshold",
-            type=float,
-            default=None,
-            help="cosine-similarity threshold: same person when similarity >= it "
-            "(default: the model's calibrated threshold)",
-        )
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="siamface",
-        description="Face verification and identification around a Siamese encoder. Offline: every model "
-        "comes from an installed package.",
-    )
-    parser.add_argument("--version", action="version", version=f"siamface {__version__}")
-    parser.add_argument("--debug", action="store_true", help="log details and show tracebacks")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def add_parsers(sub) -> None:
+    """Add verify, detect, embed and models to the `siamface` parser."""
     p = sub.add_parser(
         "verify",
         help="are the faces in two images the same person? (or: is this the person claimed?)",
@@ -120,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="F",
         help="with --rule fraction: share of the templates that must match (default: 0.5)",
     )
-    _add_chain_options(p, threshold=True)
+    add_chain_options(p, threshold=True)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser(
@@ -131,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("image", help="image path")
     p.add_argument("--out", metavar="PNG", help="write a copy of the image with boxes and landmarks drawn")
-    _add_chain_options(p)
+    add_chain_options(p)
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser(
@@ -141,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         "L2-normalised embeddings. Exit code 1 when no face is found.",
     )
     p.add_argument("image", help="image path")
-    _add_chain_options(p)
+    add_chain_options(p)
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser(
@@ -153,33 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_models)
 
-    # Commands that live beside their subsystem: each module exposes add_parsers(sub, chain_options).
-    for module in _COMMAND_MODULES:
-        importlib.import_module(module).add_parsers(sub, _add_chain_options)
-    return parser
-
-
-def pipeline_from_args(args, calibration_file=None):
-    """The chain from the common options (`calibration_file`: a thresholds file read before the user's)."""
-    from .pipeline import Pipeline
-
-    options = {"min_face_size": args.min_face}
-    if args.upsample is not None:
-        options["upsample"] = args.upsample
-    from .pipeline import DEFAULT_MODEL
-
-    return Pipeline(
-        detector=args.detector,
-        model=args.model or DEFAULT_MODEL,
-        threshold=getattr(args, "threshold", None),
-        calibration_file=calibration_file,
-        **options,
-    )
-
 
 def cmd_verify(args) -> int:
     if args.claim is not None or args.gallery is not None:
-        from .gallery.commands import cmd_claim
+        from .gallery import cmd_claim
 
         return cmd_claim(args)
     if args.b is None:
@@ -205,8 +114,8 @@ def cmd_verify(args) -> int:
 
 
 def cmd_detect(args) -> int:
-    from .draw import draw_faces
-    from .image import load_image, save_image
+    from ..draw import draw_faces
+    from ..image import load_image, save_image
 
     pipe = pipeline_from_args(args)
     image = load_image(args.image)
@@ -256,8 +165,8 @@ def cmd_embed(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .detection import detector_names
-    from .embedding import create_encoder, model_names
+    from ..detection import detector_names
+    from ..embedding import create_encoder, model_names
 
     models = []
     for name in model_names():
@@ -288,7 +197,7 @@ def cmd_models(args) -> int:
                 "identify_threshold_source": info.identify_threshold_source or info.threshold_source,
             }
         )
-    from .liveness.combined import liveness_models
+    from ..liveness.combined import liveness_models
 
     liveness = liveness_models()
     if args.json:
@@ -309,28 +218,3 @@ def cmd_models(args) -> int:
 
 def _box(box) -> str:
     return "(" + ", ".join(f"{v:.0f}" for v in box) + ")"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_ERROR
-    try:
-        return args.func(args)
-    except SiamfaceError as exc:
-        if args.debug:
-            raise
-        print(f"siamface: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("siamface: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

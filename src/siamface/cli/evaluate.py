@@ -1,4 +1,4 @@
-"""The ``siamface evaluate`` and ``siamface calibrate`` commands (registered through cli._COMMAND_MODULES).
+"""The ``siamface evaluate`` and ``siamface calibrate`` commands (see `siamface.cli`).
 
     siamface evaluate --folder DIR [--impostors N | --impostor-ratio R] [--seed S]
     siamface evaluate --lfw-pairs pairs.txt --root DIR
@@ -19,7 +19,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+from .._progress import Progress
 from ..errors import ConfigError
+from ._common import add_chain_options, pipeline_from_args
 
 _DATA_HELP = """data (one of):
   --folder DIR                         folder per person: every genuine pair + seeded impostor pairs
@@ -33,7 +35,7 @@ _DATA_HELP = """data (one of):
 """
 
 
-def add_parsers(sub, chain_options) -> None:
+def add_parsers(sub) -> None:
     p = sub.add_parser(
         "evaluate",
         help="measure accuracy, EER and TAR@FAR on a dataset",
@@ -50,7 +52,7 @@ def add_parsers(sub, chain_options) -> None:
     _data_options(p, liveness=True)
     p.add_argument("--out", metavar="DIR", help="output folder (default: out/evaluate-<dataset name>)")
     _run_options(p)
-    chain_options(p, threshold=True)
+    add_chain_options(p, threshold=True)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -80,7 +82,7 @@ def add_parsers(sub, chain_options) -> None:
     )
     p.add_argument("--out", metavar="DIR", help="also write the report and plots into DIR")
     _run_options(p)
-    chain_options(p)
+    add_chain_options(p)
     p.set_defaults(func=cmd_calibrate)
 
 
@@ -172,9 +174,8 @@ def _dataset_name(args) -> str:
 
 def _run(args):
     """Build the pipeline and cache from the arguments, run the chosen protocol, return the report."""
-    from ..cli import pipeline_from_args
-    from . import runner
-    from .cache import EmbeddingCache
+    from ..evaluation import runner
+    from ..evaluation.cache import EmbeddingCache
 
     if (args.lfw_pairs or args.pairs_same) and not args.root:
         raise ConfigError(f"{'--lfw-pairs' if args.lfw_pairs else '--pairs-same'} needs --root DIR (the image folder)")
@@ -221,7 +222,7 @@ def _run(args):
 
 
 def _write(report, out_dir: str, echo) -> None:
-    from .runner import write_outputs
+    from ..evaluation.runner import write_outputs
 
     written, skipped = write_outputs(report, out_dir)
     echo(f"wrote {', '.join(str(p) for p in written)}")
@@ -230,13 +231,10 @@ def _write(report, out_dir: str, echo) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from .runner import format_report
+    from ..evaluation.runner import format_report
 
     if getattr(args, "liveness", None):
-        from ..cli import pipeline_from_args
-        from ..liveness.evaluate import run
-
-        return run(args, pipeline_from_args(args))
+        return _evaluate_liveness(args)
     report = _run(args)
     out = args.out or str(Path("out") / f"evaluate-{_dataset_name(args)}")
     if args.json:
@@ -248,11 +246,36 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _evaluate_liveness(args) -> int:
+    from ..liveness.evaluate import evaluate_liveness, format_evaluation
+
+    root = Path(args.liveness)
+
+    bars: list[Progress] = []  # the one progress line, made when the number of files is known
+
+    def progress(done, total):
+        if not bars:
+            bars.append(Progress(total, "  scoring", enabled=not args.quiet))
+        bars[0].to(done, total)
+
+    out = Path(args.out or f"out/evaluate-liveness-{root.resolve().name}")
+    try:
+        result = evaluate_liveness(root, pipeline_from_args(args), out, threshold=args.threshold, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    if args.json:
+        print(json.dumps(result.payload, indent=2))
+    else:
+        print(format_evaluation(result))
+    return 0
+
+
 def cmd_calibrate(args) -> int:
     from dataclasses import asdict
 
+    from ..evaluation.runner import calibrate, parse_target
     from ..thresholds import user_calibration_file
-    from .runner import calibrate, parse_target
 
     parse_target(args.target)  # a bad --target fails before any image is embedded
     report = _run(args)

@@ -1,0 +1,94 @@
+"""What several commands share: the chain options, the gallery option, building the chain from them
+(through `siamface.factory`) and printing JSON. Nothing heavy is imported until a command runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
+
+
+def add_chain_options(p: argparse.ArgumentParser, threshold: bool = False) -> None:
+    """--detector, --model, --min-face, --upsample (and --threshold), --json: the options of the chain."""
+    from ..detection import detector_names
+    from ..embedding import model_names
+    from ..pipeline import DEFAULT_DETECTOR, DEFAULT_MODEL
+
+    p.add_argument(
+        "--detector",
+        default=DEFAULT_DETECTOR,
+        choices=detector_names(),
+        help=f"face detector (default: {DEFAULT_DETECTOR})",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME|FILE.onnx",
+        help=f"face encoder: {', '.join(model_names())}, or a model exported by 'siamface train' "
+        f"(path to its .onnx file) (default: {DEFAULT_MODEL}; on an existing gallery, the model "
+        "it is bound to)",
+    )
+    p.add_argument(
+        "--min-face",
+        type=int,
+        default=20,
+        metavar="PX",
+        help="ignore faces whose box is smaller than PX pixels (default: 20)",
+    )
+    p.add_argument(
+        "--upsample",
+        type=int,
+        default=None,
+        metavar="N",
+        help="upsample the image N times (x2 each) to find small faces (default: detector's own)",
+    )
+    if threshold:
+        p.add_argument(
+            "--threshold",
+            type=float,
+            default=None,
+            help="cosine-similarity threshold: same person when similarity >= it "
+            "(default: the model's calibrated threshold)",
+        )
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def add_gallery_option(p: argparse.ArgumentParser, json_flag: bool = False) -> None:
+    """--gallery/-g (default $SIAMFACE_GALLERY, else required), and --json with `json_flag`."""
+    default = os.environ.get("SIAMFACE_GALLERY")
+    p.add_argument(
+        "--gallery",
+        "-g",
+        metavar="FILE|URL",
+        default=default,
+        required=default is None,
+        help="the gallery: an SQLite file or a postgresql:// URL"
+        + (f" (default: $SIAMFACE_GALLERY = {default})" if default else "; or set $SIAMFACE_GALLERY"),
+    )
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def pipeline_from_args(args, gallery=None):
+    """The chain from the chain options; with `gallery`, the calibration file beside it when there is one
+    and, without --model, an existing gallery's own model (its note goes to stderr)."""
+    from ..factory import build_pipeline
+
+    pipeline, note = build_pipeline(args, gallery=gallery)
+    if note:
+        print(f"siamface: note: {note}", file=sys.stderr)
+    return pipeline
+
+
+def open_gallery(args, pipeline=None, create: bool = False, keep_images: bool = False):
+    """The gallery of --gallery, searched with `pipeline`."""
+    from ..factory import open_gallery
+
+    return open_gallery(args.gallery, pipeline, create=create, keep_images=keep_images)
+
+
+def print_json(payload) -> None:
+    print(json.dumps(payload, indent=2))

@@ -1,0 +1,50 @@
+"""Options to a working chain: the one place a command or the service turns its options into a `Pipeline`
+and opens its `Gallery`.
+
+    >>> pipeline, note = build_pipeline(args, gallery=args.gallery)   # args: parsed options, or Settings
+    >>> gallery = open_gallery(args.gallery, pipeline, create=True)
+
+With a gallery, the pipeline runs the model the gallery is bound to when none is named (`note` then says
+so, see `gallery.core.model_for_gallery`), and reads the calibration file beside the gallery
+(``<gallery>.thresholds.json``, written by ``siamface calibrate``) before the user's. Library code: it
+returns the note, the caller decides where it goes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .gallery.core import Gallery, calibration_file_for, model_for_gallery
+from .pipeline import DEFAULT_MODEL, Pipeline
+
+
+def build_pipeline(options: Any, gallery: str | os.PathLike | None = None) -> tuple[Pipeline, str | None]:
+    """The chain `options` name: anything with ``detector``, ``model`` (None: the default, or the gallery's
+    own), ``min_face``, ``upsample`` (None: the detector's own) and optionally ``threshold`` attributes,
+    such as a command's parsed options or the service's `Settings`. Returns (pipeline, note or None)."""
+    model, note, calibration = options.model, None, None
+    if gallery is not None:
+        model, note = model_for_gallery(gallery, model, DEFAULT_MODEL)
+        beside = calibration_file_for(gallery)
+        calibration = beside if beside.is_file() else None
+    detector_options: dict[str, Any] = {"min_face_size": options.min_face}
+    if options.upsample is not None:
+        detector_options["upsample"] = options.upsample
+    pipeline = Pipeline(
+        detector=options.detector,
+        model=model or DEFAULT_MODEL,
+        threshold=getattr(options, "threshold", None),
+        calibration_file=calibration,
+        **detector_options,
+    )
+    return pipeline, note
+
+
+def open_gallery(
+    spec: str | os.PathLike, pipeline: Pipeline | None = None, *, create: bool = False, keep_images: bool = False
+) -> Gallery:
+    """The gallery `spec` names (an SQLite file or a ``postgresql://`` URL), searched with `pipeline` (None:
+    one with the model the gallery is bound to). `create`: made, bound to the pipeline's model, when it does
+    not exist; `keep_images` then decides whether face crops are kept."""
+    return Gallery(spec, pipeline, create=create, keep_images=keep_images)
