@@ -1,6 +1,6 @@
 """Accuracy of the chain on the shared datasets: verification and open-set identification, per detector.
 
-    python benchmarks/accuracy.py [--data ../shared/datasets] [--detectors retinaface,hog] [--model dlib-resnet]
+    python benchmarks/accuracy.py [--data ../shared/datasets] [--detectors retinaface,hog] [--model dlib+facenet]
                                   [--cache PATH | --no-cache] [--out out/bench-accuracy] [--quiet]
     python benchmarks/accuracy.py --table [--data ../shared/datasets]
 
@@ -40,6 +40,7 @@ from siamface import Pipeline  # noqa: E402
 from siamface.decision import resolve  # noqa: E402
 from siamface.evaluation import runner  # noqa: E402
 from siamface.evaluation.cache import EmbeddingCache, default_cache_path  # noqa: E402
+from siamface.pipeline import DEFAULT_MODEL  # noqa: E402
 
 
 def figure(name: str, value) -> None:
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         help="folder holding att_faces/ and celeba_ids/ (default: ../shared/datasets)",
     )
     ap.add_argument("--detectors", default="retinaface,hog")
-    ap.add_argument("--model", default="dlib-resnet")
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="the encoder (default: %(default)s, siamface's default)")
     ap.add_argument("--protocols", default="att,celeba,celeba1n")
     ap.add_argument("--att-impostors", type=int, default=10_000)
     c = ap.add_mutually_exclusive_group()

@@ -7,7 +7,8 @@
 2. Detection: median milliseconds per 640x480 frame (--frames, default nuaa_train/live) for retinaface,
    hog, cnn (MMOD in ONNX) and cnn-dlib (MMOD in dlib).
 3. End to end on --photos photos of IMAGE_DIR (decode, detect, landmarks, align, embed every face): faces
-   per second for siamface (default chain, and with dlib's HOG detector like face_recognition) and for the
+   per second for siamface (default detector, and dlib's HOG detector like face_recognition; encoder
+   dlib-resnet, the network face_recognition runs, whatever siamface's default model) and for the
    `face_recognition` package when it is installed (`pip install --no-deps face_recognition==1.3.0`;
    its model package needs pkg_resources, gone from setuptools >= 82, so a stand-in is given here).
 
@@ -210,7 +211,7 @@ def end_to_end(image_dir: Path, count: int) -> None:
 
     rates = {}
     for detector in ("retinaface", "hog"):
-        pipe = Pipeline(detector=detector)
+        pipe = Pipeline(detector=detector, model="dlib-resnet")  # face_recognition's network: engines compared
         rates[f"siamface_{detector}"] = run(f"siamface_{detector}", lambda p, pipe=pipe: len(pipe.embed(p)))
     fr = _face_recognition()
     if fr is None:

@@ -1,6 +1,6 @@
 """Verify every pair of faces in a folder-per-person dataset and print how many decisions were right.
 
-    python examples/verify_folder.py tests/fixtures/att [--detector retinaface] [--model dlib-resnet]
+    python examples/verify_folder.py tests/fixtures/att [--detector retinaface] [--model dlib+facenet]
 
 Uses only the public API: one `siamface.Pipeline`, reused for every image.
 """
@@ -19,8 +19,8 @@ import siamface
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("folder", type=Path, help="one sub-folder of images per person")
-    ap.add_argument("--detector", default="retinaface")
-    ap.add_argument("--model", default="dlib-resnet")
+    ap.add_argument("--detector", default=siamface.pipeline.DEFAULT_DETECTOR)
+    ap.add_argument("--model", default=siamface.pipeline.DEFAULT_MODEL, help="default: %(default)s")
     args = ap.parse_args()
 
     pipe = siamface.Pipeline(detector=args.detector, model=args.model)

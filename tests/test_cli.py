@@ -123,6 +123,8 @@ def test_models_lists_detectors_and_models():
     assert fused["embedding_size"] == 640 and " + " in fused["input"]
     for m in (facenet, fused):
         assert m["threshold"] < m["identify_threshold"] < 1 and "FAR 1e-4" in m["identify_threshold_source"]
+    assert [m["name"] for m in data["models"] if m["default"]] == [DEFAULT_MODEL] == ["dlib+facenet"]
+    assert data["default_detector"] == "retinaface"
     liveness = {m["name"]: m for m in data["liveness"]}
     assert {"passive_v3", "minifasnet_v2", "minifasnet_v1se", "passive_v2", "frame"} <= set(liveness)
     assert (
@@ -130,4 +132,5 @@ def test_models_lists_detectors_and_models():
         and "Silent-Face" in liveness["minifasnet_v2"]["source"]
     )
     text = run("models").stdout
+    assert "  dlib+facenet (default): 640-d" in text and "retinaface (default)" in text
     assert "liveness models:" in text and "licence: Apache-2.0" in text

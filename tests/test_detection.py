@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import att, faceless
+from conftest import att, att_rgb, faceless, scene
 
 from siamface.detection import create_detector, detector_names
 from siamface.errors import ConfigError
@@ -59,6 +59,22 @@ def test_scene_with_three_people_sorted_biggest_first(name, group_scene):
 def test_faceless_image_gives_empty_faces(name):
     faces = create_detector(name).detect(faceless())
     assert len(faces) == 0 and faces.boxes.shape == (0, 4) and faces.landmarks.shape == (0, 5, 2)
+
+
+def test_retinaface_falls_back_to_a_lower_score_only_when_nothing_else_is_found():
+    # a 41x50 px face (s7/1 at 0.45 x) scores 0.74: under the 0.8 threshold, above the 0.5 fallback
+    small = scene([(att_rgb(7, 1), 0.45, (100, 100))])
+    assert len(create_detector("retinaface", fallback_threshold=None).detect(small)) == 0
+    faces = create_detector("retinaface").detect(small)
+    assert len(faces) == 1 and 0.5 < faces.scores[0] < 0.8
+    x1, y1, x2, y2 = faces.boxes[0]
+    assert 100 <= x1 < x2 <= 142 and 100 <= y1 < y2 <= 151  # on the pasted face
+    # beside a face that scores above 0.8, the unsure one is not taken
+    both = scene([(att_rgb(3, 1), 1.5, (300, 60)), (att_rgb(7, 1), 0.45, (100, 100))])
+    found = create_detector("retinaface").detect(both)
+    assert len(found) == 1 and found.scores[0] > 0.8 and found.boxes[0][0] >= 300
+    for empty in (faceless(), scene([])):
+        assert len(create_detector("retinaface").detect(empty)) == 0
 
 
 def test_max_faces_and_min_face_size(group_scene):

@@ -146,10 +146,22 @@ def test_scene_helper_builds_a_textured_scene():
 
 
 @pytest.mark.parametrize("detector", ["blazeface", "blazeface-back"])
-def test_blazeface_boxes_give_the_same_embeddings_as_retinaface(pipeline, detector):
-    # dlib's landmarks run on BlazeFace's mapped box: the aligned face, so the embedding, is retinaface's
+def test_blazeface_boxes_give_the_same_embeddings_as_retinaface(detector):
+    # dlib's landmarks run on BlazeFace's mapped box: the aligned face, so dlib-resnet's embedding, is
+    # retinaface's. (Pinned to dlib-resnet: FaceNet crops the raw detector box, see the test below.)
+    ours, other = Pipeline(model="dlib-resnet"), Pipeline(detector=detector, model="dlib-resnet")
+    for subject, image in [(1, 1), (4, 2), (6, 3), (10, 4)]:
+        a = ours.embed_largest(att(subject, image))[0].embeddings[0]
+        b = other.embed_largest(att(subject, image))[0].embeddings[0]
+        assert float(a @ b) > 0.98
+
+
+@pytest.mark.parametrize("detector", ["blazeface", "blazeface-back"])
+def test_a_face_found_by_blazeface_matches_itself_found_by_retinaface_with_the_default_model(pipeline, detector):
+    # the fused default's FaceNet half crops each detector's own box (a margin, no landmark warp), so its
+    # embedding moves with the box; the same face must still match itself far above the 1:1 threshold
     other = Pipeline(detector=detector)
     for subject, image in [(1, 1), (4, 2), (6, 3), (10, 4)]:
         a = pipeline.embed_largest(att(subject, image))[0].embeddings[0]
         b = other.embed_largest(att(subject, image))[0].embeddings[0]
-        assert float(a @ b) > 0.98
+        assert float(a @ b) > pipeline.threshold + 0.05

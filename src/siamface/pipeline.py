@@ -26,10 +26,10 @@ from .types import Faces, Verification
 log = logging.getLogger(__name__)
 
 DEFAULT_DETECTOR = "retinaface"
-#: dlib's ResNet. dlib+facenet measures better on every data set of benchmarks/accuracy.py --table but
-#: costs the live 640x480 loop its 29.5 fps (28.2-28.6 against 29.9-30.0 fps, README "Encoders"), so it is
-#: an option (--model dlib+facenet), not the default.
-DEFAULT_MODEL = "dlib-resnet"
+#: dlib's ResNet and FaceNet fused (640-d). It measures better than dlib-resnet on every data set of
+#: benchmarks/accuracy.py --table and keeps the live 640x480 loop inside its budget on an idle machine
+#: (README "Encoders"). Galleries bound to another model keep it (see `gallery.core.model_for_gallery`).
+DEFAULT_MODEL = "dlib+facenet"
 
 
 class Pipeline(ThresholdsInForce):

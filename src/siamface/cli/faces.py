@@ -167,6 +167,7 @@ def cmd_embed(args) -> int:
 def cmd_models(args) -> int:
     from ..detection import detector_names
     from ..embedding import create_encoder, model_names
+    from ..pipeline import DEFAULT_DETECTOR, DEFAULT_MODEL
 
     models = []
     for name in model_names():
@@ -185,6 +186,7 @@ def cmd_models(args) -> int:
         models.append(
             {
                 "name": name,
+                "default": name == DEFAULT_MODEL,
                 "version": info.version,
                 "embedding_size": info.embedding_size,
                 "input": crops,
@@ -201,12 +203,14 @@ def cmd_models(args) -> int:
 
     liveness = liveness_models()
     if args.json:
-        print(json.dumps({"detectors": detector_names(), "models": models, "liveness": liveness}, indent=2))
+        payload = {"detectors": detector_names(), "default_detector": DEFAULT_DETECTOR, "models": models}
+        print(json.dumps({**payload, "liveness": liveness}, indent=2))
     else:
-        print("detectors: " + ", ".join(detector_names()))
+        print("detectors: " + ", ".join(d + (" (default)" if d == DEFAULT_DETECTOR else "") for d in detector_names()))
         print("models:")
         for m in models:
-            print(f"  {m['name']}: {m['embedding_size']}-d, input {m['input']}, {m['metric']}")
+            default = " (default)" if m["default"] else ""
+            print(f"  {m['name']}{default}: {m['embedding_size']}-d, input {m['input']}, {m['metric']}")
             print(f"      threshold 1:1 {m['threshold']} ({m['threshold_source']})")
             print(f"      threshold 1:N {m['identify_threshold']} ({m['identify_threshold_source']})")
         print("liveness models:")
