@@ -33,10 +33,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .decision import AMBIGUOUS, KNOWN, UNKNOWN, Liveness, Thresholds, ThresholdsInForce, gate, identity, same
-from .errors import ConfigError
-from .types import Decision, Faces
-from .video import Frame
+from ..decision import AMBIGUOUS, KNOWN, UNKNOWN, Liveness, Thresholds, ThresholdsInForce, gate, identity, same
+from ..errors import ConfigError
+from ..types import Decision, Faces
+from ..video import Frame
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class GalleryMatcher(ThresholdsInForce):
 
     def log_claim(self, claim: str, accepted: bool, score: float | None, rule: str = "live") -> tuple[str, ...]:
         """Record a live 1:1 decision in the gallery's audit log (notes: why it could not be, when so)."""
-        from .gallery.store import AuditRecord
+        from ..gallery.store import AuditRecord
 
         person = self.gallery.store.person(claim, metadata=False)
         return self.gallery.audit(
@@ -398,11 +398,11 @@ class Authenticator:
         self.passive = None
         self.active = None
         if liveness in ("passive", "both"):
-            from .liveness import PassiveCheck
+            from ..liveness import PassiveCheck
 
             self.passive = passive or PassiveCheck()
         if liveness in ("active", "both"):
-            from .liveness.active import ActiveCheck
+            from ..liveness.active import ActiveCheck
 
             self.active = active or ActiveCheck(timeout=timeout)
         self.stats = Stats()
@@ -517,7 +517,7 @@ def annotate(result: FrameResult, fps: float | None = None) -> np.ndarray:
     """The frame with boxes, names and scores (and the processing rate) drawn on it."""
     import cv2
 
-    from .draw import GREEN, RED, YELLOW, draw_faces
+    from ..draw import GREEN, RED, YELLOW, draw_faces
 
     labels, colors = [], []
     for i in range(len(result.faces)):
