@@ -3,6 +3,7 @@
 processes, in a PostgreSQL database named by URL (`PostgresStore`, the ``postgres`` extra).
 
     Gallery            the verbs: enroll / enroll_folder / enroll_bulk / enroll_video, verify, identify, reembed
+                       (``core``; the enroll verbs in ``enrolling``, verify and identify in ``search``)
     Store              the storage protocol; SQLiteStore its embedded implementation
     GalleryIndex       in-process 1:N search kept in step with the store: exact, FAISS past 50k templates
                        (the ``faiss`` extra); a PostgreSQL gallery searches inside the database instead

@@ -1,0 +1,165 @@
+"""Search in a gallery: 1:1 (`verify`, is the probe's face the claimed person, with every template's score as
+evidence) and 1:N (`identify`, who is each face of the probe, with the best candidates), each decided by
+`siamface.decision` and written to the audit log; mixed into `Gallery` by `Searching`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Collection
+from typing import Any
+
+from ..decision import DEFAULT_FRACTION, Thresholds, check_rule, identity
+from ..decision import claim as decide_claim
+from ..errors import ConfigError, GalleryError
+from ..image import describe
+from .results import (
+    AMBIGUOUS,
+    KNOWN,
+    Candidate,
+    ClaimVerification,
+    FaceIdentity,
+    Identification,
+    TemplateScore,
+)
+from .store import AuditRecord, ModelBinding, Store
+
+
+class Searching:
+    """The search verbs of `Gallery`, which provides what they use (declared here)."""
+
+    store: Store
+    index: Any  # `index_for`: a GalleryIndex, or a PostgreSQL store's own
+    pipeline: Any
+    thresholds: Thresholds
+    check_model: Callable[[], ModelBinding]
+    audit: Callable[[list[AuditRecord]], tuple[str, ...]]
+
+    def verify(
+        self,
+        claim: str,
+        probe: Any,
+        *,
+        rule: str = "best",
+        fraction: float = DEFAULT_FRACTION,
+        threshold: float | None = None,
+        audit: bool = True,
+    ) -> ClaimVerification:
+        """Is the (largest) face of `probe` the person `claim`? Compared with every template of that person
+        and decided by `rule` (see `ClaimVerification`). Raises `UnknownPersonError` for an unknown claim
+        and `NoFaceError` when the probe has no face."""
+        check_rule(rule, fraction)
+        model = self.check_model()
+        person = self.store.person(claim, metadata=False)  # decisions read no metadata
+        label = describe(probe)
+        face, n_found = self.pipeline.embed_largest(probe)
+        chosen = self.thresholds.given(threshold).verify
+        ids, scores = self.index.person_scores(face.embeddings, person.id)
+        scores = scores[0]
+        if len(scores) == 0:  # a store never keeps a person without templates; be safe all the same
+            raise GalleryError(f"{person.name!r} has no templates to verify against")
+        decided = decide_claim(scores, chosen, rule, fraction)
+        accepted, score, thr = decided.accepted, decided.score, chosen.value
+        sources = {t.id: t.source for t in self.store.templates(person.name)}
+        matches = chosen.accepts(scores)
+        evidence = tuple(
+            sorted(
+                (
+                    TemplateScore(int(i), float(s), sources.get(int(i), ""), bool(m))
+                    for i, s, m in zip(ids, scores, matches)
+                ),
+                key=lambda t: -t.similarity,
+            )
+        )
+        notes = (f"{n_found} faces found in the probe, the largest was used",) if n_found > 1 else ()
+        result = decided.extend(
+            ClaimVerification,
+            claim=person.name,
+            rule=rule,
+            templates=evidence,
+            matched=int(matches.sum()),
+            model=model.name,
+            box=tuple(float(v) for v in face.boxes[0]),
+            faces_found=n_found,
+            fraction=fraction if rule == "fraction" else None,
+            probe=label,
+            notes=notes,
+            threshold_far=chosen.far,
+        )
+        if audit:
+            unlogged = self.audit(
+                [
+                    AuditRecord(
+                        "verify",
+                        person.id,
+                        person.id if accepted else None,
+                        score,
+                        thr,
+                        bool(accepted),
+                        rule,
+                        model.name,
+                    )
+                ]
+            )
+            result = dataclasses.replace(result, notes=result.notes + unlogged)
+        return result
+
+    def identify(
+        self,
+        probe: Any,
+        *,
+        top: int = 5,
+        threshold: float | None = None,
+        margin: float | None = None,
+        audit: bool = True,
+        exclude: Collection[int] = (),
+    ) -> Identification:
+        """Name every face of `probe` (biggest first): the person with the best template similarity when it
+        reaches the threshold and the next person is more than `margin` below (default `DEFAULT_MARGIN`),
+        "ambiguous" when the next is within `margin`, else "unknown" (`siamface.decision.identity`, see
+        `FaceIdentity`); the `top` best people are the evidence.
+        People whose ids are in `exclude` are searched as if they were not enrolled (the service leaves out
+        people locked out of verification)."""
+        if top < 1:
+            raise ConfigError(f"top must be >= 1, got {top}")
+        policy = self.thresholds.given(threshold).with_margin(margin)
+        margin, chosen = policy.margin, policy.identify
+        model = self.check_model()
+        label = describe(probe)
+        faces = self.pipeline.embed(probe)
+        thr, source = chosen.value, chosen.source
+        hits = self.index.search(faces.embeddings, k=max(top, 2), exclude=exclude) if len(faces) else []
+        names = self.store.names([h.person_id for row in hits for h in row])
+        identities, records = [], []
+        for i, row in enumerate(hits):
+            candidates = tuple(
+                Candidate(names.get(h.person_id, str(h.person_id)), h.similarity, h.template_id) for h in row
+            )
+            best = row[0] if row else None
+            status = identity([h.similarity for h in row], chosen, margin)
+            accepted = status == KNOWN
+            identities.append(
+                FaceIdentity(
+                    box=tuple(float(v) for v in faces.boxes[i]),
+                    person=candidates[0].person if accepted else None,
+                    similarity=best.similarity if best is not None else None,
+                    accepted=accepted,
+                    candidates=candidates[:top],
+                    status=status,
+                )
+            )
+            records.append(
+                AuditRecord(
+                    "identify",
+                    None,
+                    best.person_id if accepted else None,
+                    best.similarity if best is not None else None,
+                    thr,
+                    accepted,
+                    "best" if status != AMBIGUOUS else f"best, ambiguous within {margin:g}",
+                    model.name,
+                )
+            )
+        notes = () if len(faces) else ("no face found",)
+        if audit:
+            notes += self.audit(records)
+        return Identification(label, tuple(identities), thr, source, model.name, notes, margin)

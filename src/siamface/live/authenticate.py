@@ -1,0 +1,208 @@
+"""`authenticate`: 1:1 unlock for one claimed person over a video, with passive and/or active liveness, ending
+in one `AuthDecision`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..decision import UNKNOWN, Liveness, gate, same
+from ..errors import ConfigError
+from ..types import Decision
+from ..video import Frame
+from .matcher import Matcher
+from .results import FrameResult, Stats, now_iso
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthDecision(Decision):
+    """`authenticate`'s answer: a `Decision` (`granted` is its `accepted`, `best_score` its `score`: the best
+    frame's similarity to the claim) with why, over how many frames and seconds, and the liveness evidence."""
+
+    claim: str
+    reason: str
+    frames: int
+    scores: tuple[float, ...]
+    seconds: float
+    liveness: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def granted(self) -> bool:
+        return self.accepted
+
+    @property
+    def best_score(self) -> float | None:
+        return self.score
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event": "granted" if self.granted else "denied",
+            "time": now_iso(),
+            "claim": self.claim,
+            "granted": self.granted,
+            "reason": self.reason,
+            "frames": self.frames,
+            "best_score": None if self.best_score is None else round(self.best_score, 4),
+            "last_scores": [round(s, 4) for s in self.scores[-10:]],
+            "threshold": round(self.threshold, 4),
+            "threshold_source": self.threshold_source,
+            "seconds": round(self.seconds, 2),
+            "liveness": self.liveness,
+        }
+
+
+LIVENESS_MODES = ("off", "passive", "active", "both")
+
+
+class Authenticator:
+    """1:1 unlock: the largest face of each frame against the claim; grant after `consecutive` frames in a
+    row at or above the threshold, deny at `timeout` seconds (or when the source ends).
+
+    `liveness`: "passive" also needs each of those frames to be live by the passive check (`PassiveCheck`:
+    the CNN pair, the texture model and the frame cue combined; no cue vetoes alone); "active" needs
+    the challenge of an `ActiveCheck` met, with parallax, before the grant (its prompts are events);
+    "both" needs both. Every decision carries the liveness evidence."""
+
+    def __init__(
+        self,
+        pipeline,
+        matcher: Matcher,
+        claim: str,
+        *,
+        consecutive: int = 3,
+        timeout: float = 10.0,
+        on_event: Callable[[dict], None] | None = None,
+        liveness: str = "off",
+        passive=None,
+        active=None,
+    ) -> None:
+        if consecutive < 1:
+            raise ConfigError("consecutive must be >= 1")
+        if liveness not in LIVENESS_MODES:
+            raise ConfigError(f"liveness must be one of {', '.join(LIVENESS_MODES)}, not {liveness!r}")
+        self.pipeline, self.matcher, self.claim = pipeline, matcher, claim
+        matcher.verify(claim, np.zeros((0, pipeline.encoder.info.embedding_size), np.float32))  # claim exists
+        self.consecutive = consecutive
+        self.timeout = timeout
+        self.on_event = on_event or (lambda event: None)
+        self.liveness = liveness
+        self.passive = None
+        self.active = None
+        if liveness in ("passive", "both"):
+            from ..liveness import PassiveCheck
+
+            self.passive = passive or PassiveCheck()
+        if liveness in ("active", "both"):
+            from ..liveness.active import ActiveCheck
+
+            self.active = active or ActiveCheck(timeout=timeout)
+        self.stats = Stats()
+        self.scores: list[float] = []
+        self.live_scores: list[float] = []
+        self.framed_frames = 0  # evidence: frames where the frame cue saw a border (an input, not a veto)
+        self.not_live_frames = 0
+        self.run_length = 0
+        self.started = time.monotonic()
+        self.decision: AuthDecision | None = None
+        self._prompt = ""
+
+    def _liveness_evidence(self) -> dict[str, Any]:
+        evidence: dict[str, Any] = {"mode": self.liveness}
+        if self.passive is not None:
+            evidence["passive"] = {
+                "model": self.passive.name,
+                "threshold": round(self.passive.threshold, 4),
+                "last_scores": [round(s, 4) for s in self.live_scores[-10:]],
+                "framed_frames": self.framed_frames,
+                "frames_not_live": self.not_live_frames,
+            }
+        if self.active is not None:
+            result = self.active.result
+            evidence["active"] = result.to_dict() if result else {"passed": False, "challenges": self.active.challenges}
+        return evidence
+
+    def _decide(self, granted: bool, reason: str) -> AuthDecision:
+        threshold = self.matcher.thresholds.verify
+        self.decision = AuthDecision(
+            accepted=granted,
+            score=max(self.scores) if self.scores else None,
+            threshold=threshold.value,
+            threshold_source=threshold.source,
+            claim=self.claim,
+            reason=reason,
+            frames=self.stats.frames,
+            scores=tuple(self.scores),
+            seconds=time.monotonic() - self.started,
+            liveness=self._liveness_evidence(),
+        )
+        self.on_event(self.decision.to_dict())
+        return self.decision
+
+    def process(self, frame: Frame) -> FrameResult:
+        faces = self.pipeline.detect(frame.image)
+        labels, scores = [], []
+        keypoints = box = None
+        if len(faces):
+            largest = self.pipeline.embed(frame.image, faces[:1])
+            box = largest.boxes[0]
+            keypoints = largest.data.get("keypoints", [None])[0]
+            score = float(self.matcher.verify(self.claim, largest.embeddings)[0])
+            self.scores.append(score)
+            verdict = same(score, self.matcher.thresholds.verify)
+            if self.passive is not None:
+                live = self.passive.score(frame.image, box)
+                self.live_scores.append(live.score)
+                self.framed_frames += live.framed
+                self.not_live_frames += not live.live
+                verdict = gate(verdict, Liveness(live=bool(live.live)))
+            ok = verdict.accepted
+            self.run_length = self.run_length + 1 if ok else 0
+            labels, scores = [self.claim if ok else UNKNOWN] + [""] * (len(faces) - 1), [score]
+            self.stats.embedded += 1
+        else:
+            self.run_length = 0
+        active_done = True
+        if self.active is not None and self.decision is None:
+            if keypoints is None and len(faces):
+                raise ConfigError(
+                    f"active liveness needs a detector with 5 keypoints (retinaface, mtcnn), not {faces.detector!r}"
+                )
+            result = self.active.update(keypoints, box, frame.time)
+            if self.active.prompt != self._prompt and result is None:
+                self._prompt = self.active.prompt
+                self.on_event({"event": "challenge", "time": now_iso(), "frame": frame.index, "prompt": self._prompt})
+            if result is not None and not result.passed:
+                self._decide(False, f"liveness: {result.reason}")
+            active_done = result is not None and result.passed
+        latency = (time.perf_counter() - frame.captured) * 1000
+        self.stats.frames += 1
+        self.stats.latencies_ms.append(latency)
+        if self.decision is None and self.run_length >= self.consecutive and active_done:
+            how = f"{self.consecutive} consecutive frames verified"
+            self._decide(True, how + (f" (liveness {self.liveness})" if self.liveness != "off" else ""))
+        elif self.decision is None and time.monotonic() - self.started > self.timeout:
+            self._decide(
+                False,
+                f"timeout after {self.timeout:g} s"
+                + (f" (liveness: {self.not_live_frames} frames not live)" if self.not_live_frames else ""),
+            )
+        return FrameResult(frame, faces, labels, scores, [], latency, 1 if len(faces) else 0)
+
+    def finish(self) -> AuthDecision:
+        if self.decision is None:
+            if not self.scores:
+                reason = "no face seen"
+            elif self.active is not None and self.active.result is None:
+                reason = f"the video ended before the liveness challenge was met ('{self.active.prompt}')"
+            elif self.passive is not None and self.not_live_frames:
+                reason = (
+                    f"the video ended before enough frames verified (liveness: {self.not_live_frames} frames not live)"
+                )
+            else:
+                reason = "the video ended before enough frames verified"
+            self._decide(False, reason)
+        return self.decision  # type: ignore[return-value]

@@ -1,0 +1,78 @@
+"""The matcher a runner asks "who is this?" and "is this them?": the `Matcher` protocol, and `GalleryMatcher`,
+which answers from a `siamface.gallery.Gallery`'s index and names a face as `Gallery.identify` does."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from ..decision import AMBIGUOUS, KNOWN, Thresholds, ThresholdsInForce, identity
+
+
+class Matcher(Protocol):
+    #: The thresholds in force: 1:1 for `verify`, 1:N and the ambiguity margin for `identify`.
+    thresholds: Thresholds
+
+    def identify(self, embeddings: np.ndarray) -> list[tuple[str | None, float]]:
+        """Per embedding: the name decided (`siamface.decision.identity`: the person, or ``ambiguous``;
+        None when unknown) and the best similarity."""
+
+    def verify(self, claim: str, embeddings: np.ndarray) -> np.ndarray:
+        """Per embedding: the best similarity to the claimed person's templates."""
+
+
+class GalleryMatcher(ThresholdsInForce):
+    """`Matcher` over a `siamface.gallery.Gallery`: its index and its thresholds (the caller's `threshold`
+    when given), so that a face is named as `Gallery.identify` names it."""
+
+    def __init__(self, gallery, threshold: float | None = None, margin: float | None = None) -> None:
+        self.gallery = gallery
+        gallery.check_model()
+        self.thresholds = gallery.thresholds.given(threshold).with_margin(margin)
+        self._ids: dict[str, int] = {}  # claim -> person id: one lookup per session, not one per frame
+
+    def _person_id(self, claim: str) -> int:
+        if claim not in self._ids:
+            self._ids[claim] = self.gallery.store.person(claim).id
+        return self._ids[claim]
+
+    def identify(self, embeddings: np.ndarray) -> list[tuple[str | None, float]]:
+        """Per embedding: the person when known, ``ambiguous`` when the second person is within the margin,
+        None when unknown (as `Gallery.identify` decides), and the best similarity (-1 with nobody enrolled)."""
+        hits = self.gallery.index.search(embeddings, k=2)  # the second person decides "ambiguous"
+        names = self.gallery.store.names([row[0].person_id for row in hits if row])
+        out: list[tuple[str | None, float]] = []
+        for row in hits:
+            status = identity([h.similarity for h in row], self.thresholds.identify, self.thresholds.margin)
+            if status == KNOWN:
+                out.append((names.get(row[0].person_id, str(row[0].person_id)), float(row[0].similarity)))
+            else:
+                out.append((AMBIGUOUS if status == AMBIGUOUS else None, float(row[0].similarity) if row else -1.0))
+        return out
+
+    def verify(self, claim: str, embeddings: np.ndarray) -> np.ndarray:
+        """Best similarity of each embedding to the claimed person's templates (-1 when none are left:
+        a person removed during the session matches nothing)."""
+        _, scores = self.gallery.index.person_scores(embeddings, self._person_id(claim))
+        return scores.max(axis=1) if scores.shape[1] else np.full(len(scores), -1.0)
+
+    def log_claim(self, claim: str, accepted: bool, score: float | None, rule: str = "live") -> tuple[str, ...]:
+        """Record a live 1:1 decision in the gallery's audit log (notes: why it could not be, when so)."""
+        from ..gallery.store import AuditRecord
+
+        person = self.gallery.store.person(claim, metadata=False)
+        return self.gallery.audit(
+            [
+                AuditRecord(
+                    "verify",
+                    person.id,
+                    person.id if accepted else None,
+                    score,
+                    self.thresholds.verify.value,
+                    bool(accepted),
+                    rule,
+                    self.gallery.check_model().name,
+                )
+            ]
+        )
