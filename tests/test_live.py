@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
-import sys
 import threading
 import time
 
 import cv2
 import numpy as np
 import pytest
-from conftest import att, att_rgb, held_photo, scene
+from conftest import att, att_rgb, held_photo, run_cli, scene
 
 from siamface import SourceError
 from siamface.live import Authenticator, GalleryMatcher, Tracker, Watcher, run
@@ -24,10 +22,7 @@ STRANGER = 6
 SEGMENT = 12  # frames per person in the clips
 
 
-def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "siamface", *map(str, args)], capture_output=True, text=True, timeout=120
-    )
+cli = run_cli  # `siamface ARGS` in this process
 
 
 def write_clip(path, segments, fps: float = 25.0) -> None:

@@ -1,5 +1,5 @@
 """Shared by the service tests: a real `siamface serve` in a subprocess on a free port, keys made with the
-real `siamface keys create`, and a small HTTP client (standard library only) that speaks multipart."""
+`siamface keys create` (run in the test's process), and a small HTTP client (standard library only) that speaks multipart."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import att
+from conftest import att, run_cli
 from PIL import Image
 
 _BESIDE = Path(sys.executable).parent / "siamface"
@@ -32,8 +32,15 @@ ENROLLED = (2, 3, 4)
 PROBE = 1
 
 
-def cli(*args, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(SIAMFACE + [str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+#: `siamface ARGS` (keys, serve's refusals) run in this process (see conftest.run_cli); `Server` starts a real
+#: `siamface serve` process.
+cli = run_cli
+
+
+def never_listen(*args, **kwargs):
+    """Stands for `uvicorn.run` where `siamface serve` must refuse to start: listening is a failure (and a
+    test that would otherwise serve for ever in its own process)."""
+    raise AssertionError("siamface serve got past its checks and would listen")
 
 
 def fixture_bytes(subject: int, image: int) -> bytes:

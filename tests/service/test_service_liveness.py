@@ -31,7 +31,7 @@ from conftest import (  # noqa: E402
     scene,
 )
 from PIL import Image  # noqa: E402
-from service_support import ENROLLED, PROBE, Server, cli, fixture_bytes, png_bytes  # noqa: E402
+from service_support import ENROLLED, PROBE, Server, cli, fixture_bytes, never_listen, png_bytes  # noqa: E402
 
 from siamface.service.errors import ServiceError  # noqa: E402
 from siamface.service.sessions import LivenessSessions  # noqa: E402
@@ -267,7 +267,8 @@ def test_serve_checks_claims_passively_by_default_and_not_enrollment(tmp_path):
         (["--liveness", "sometimes"], "invalid choice"),
     ],
 )
-def test_serve_refuses_bad_liveness_options(tmp_path, options, message):
+def test_serve_refuses_bad_liveness_options(tmp_path, options, message, monkeypatch):
+    monkeypatch.setattr("uvicorn.run", never_listen)  # in this process: refused before it would listen
     done = cli("serve", "--gallery", tmp_path / "g.db", "--port", "1", *options)
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert not (tmp_path / "g.db").exists()
