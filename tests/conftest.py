@@ -158,6 +158,15 @@ def run_cli(*args, env: dict[str, str] | None = None) -> subprocess.CompletedPro
     return subprocess.CompletedProcess(["siamface", *argv], code, out.getvalue(), err.getvalue())
 
 
+def pytest_collection_modifyitems(items):
+    """`slow` (registered in pyproject.toml) also marks every test that uses the PostgreSQL server: the
+    backend="postgres" runs and the PostgreSQL-only tests (the cluster's start-up, a database per test)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if "postgres_gallery" in item.fixturenames or (callspec and callspec.params.get("backend") == "postgres"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_config(tmp_path_factory):
     """Tests never read or write the user's calibration file."""

@@ -22,6 +22,8 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from service_support import Server, png_bytes  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a browser, a fake camera
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "out" / "test-artifacts"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 

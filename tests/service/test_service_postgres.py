@@ -15,6 +15,8 @@ pytest.importorskip("psycopg", reason="the postgres extra is not installed (pip 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gallery"))
 
+pytestmark = pytest.mark.slow  # the PostgreSQL server
+
 from gallery_support import postgres_cluster, rows  # noqa: E402
 from service_support import ENROLLED, PROBE, Server, cli, fixture_bytes  # noqa: E402
 
