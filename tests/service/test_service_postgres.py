@@ -29,7 +29,9 @@ def servers(tmp_path_factory):
     started = []
     try:
         for label in ("a", "b"):
-            started.append(Server(url, "--min-size", "40", "--workers", "2", keys=keys, log=folder / f"{label}.log"))
+            started.append(
+                Server(url, "--min-size", "40", "--workers", "2", keys=keys, log=folder / f"{label}.log", process=True)
+            )
         yield url, started
     finally:
         for server in started:
