@@ -116,11 +116,15 @@ def test_authenticate_denies_someone_else_and_an_empty_scene(tmp_path, gallery, 
 
 
 def test_authenticate_times_out(tmp_path, gallery, pipeline):
-    auth = Authenticator(pipeline, GalleryMatcher(gallery), "s3", timeout=0.0, liveness="off")
+    now = [100.0]
+    auth = Authenticator(pipeline, GalleryMatcher(gallery), "s3", timeout=5.0, liveness="off", clock=lambda: now[0])
     frame = Frame(0, 0.0, scene([(att_rgb(4, 1), 2.0, (100, 100))]), time.perf_counter())
-    time.sleep(0.01)
     auth.process(frame)
-    assert auth.decision is not None and not auth.decision.granted and "timeout" in auth.decision.reason
+    assert auth.decision is None  # someone else, but within the time allowed
+    now[0] += 5.5
+    auth.process(frame)
+    assert auth.decision is not None and not auth.decision.granted and "timeout after 5 s" in auth.decision.reason
+    assert auth.decision.to_dict()["seconds"] == pytest.approx(5.5, abs=0.01)
 
 
 class Empty(FrameSource):
