@@ -1,5 +1,6 @@
-"""The gallery commands through the real `siamface` console script: exit codes, text and JSON, errors as one
-line, two processes enrolling into one gallery, and a bulk enrollment killed with SIGKILL."""
+"""The gallery commands through `siamface.cli.main` (in the test process): exit codes, text and JSON, errors as
+one line; and through the real console script: two processes enrolling into one gallery, and a bulk enrollment
+killed with SIGKILL."""
 
 from __future__ import annotations
 

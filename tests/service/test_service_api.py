@@ -1,5 +1,6 @@
-"""The HTTP API over a real `siamface serve` process: keys, every route's success and error answers,
-limits, lock-out, concurrency. Real AT&T faces throughout."""
+"""The HTTP API over `siamface serve` (in a thread of the test process, see service_support.Server): keys,
+every route's success and error answers, limits, lock-out (on the server's clock, moved forward),
+concurrency. Real AT&T faces throughout."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Active liveness in the HTTP service, over a real `siamface serve --liveness active`: challenge sessions
+"""Active liveness in the HTTP service, over `siamface serve --liveness active` (in a thread of the test
+process; its clock moved forward to expire a session): challenge sessions
 fed real head motion (AT&T subject s26 turning right then left) unlock; the same frontal photo turned as a
 flat picture fails and is denied; a challenge answered by someone else does not unlock another person; and
 every misuse of a session gets its own JSON error. The session book's bounds are tested with a fake clock.

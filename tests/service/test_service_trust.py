@@ -1,4 +1,4 @@
-"""What the HTTP API withholds and refuses (issue 15), over a real `siamface serve` on a gallery enrolled
+"""What the HTTP API withholds and refuses (issue 15), over `siamface serve` (in a thread of the test process) on a gallery enrolled
 from the CLI with full paths: identification is no way round the lock-out and no score oracle, no server
 path in any answer, metadata bounded, and damaged rows answered plainly (start-up included)."""
 
