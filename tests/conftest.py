@@ -120,8 +120,8 @@ def run_cli(*args, env: dict[str, str] | None = None) -> subprocess.CompletedPro
     restored; SystemExit gives the exit code (argparse's usage errors, --help, --version), and an uncaught
     exception the traceback on stderr with exit code 1, as the interpreter would.
 
-    Tests that need a real process (exit status through the OS, signals, the console script, another user)
-    use subprocess."""
+    One call at a time (stdout and stderr are swapped process-wide). Tests that need a real process (exit
+    status through the OS, signals, the console script, another user) use subprocess."""
     from siamface.cli import main
 
     argv = [str(a) for a in args]
