@@ -62,11 +62,13 @@ demo: setup
 	@echo "== 1:N: who is this? (an enrolled person, then someone never enrolled)"
 	$(BIN)/siamface identify -g $(OUT)/demo.db $(SAMPLES)/s7/4.pgm $(SAMPLES)/s9/4.pgm || test $$? -eq 1
 
+# Two worker processes (CI's two cores), each test file whole in one of them: a file's module fixtures (a
+# server, a gallery) are made once and its tests keep their order. `pytest -m "not slow"` is the quick run.
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # face_recognition (the peer in benchmarks/engines.py) declares dlib, a source build: it is installed without
 # its dependencies, dlib-bin provides the module.

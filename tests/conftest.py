@@ -3,7 +3,13 @@ colour, rotated, scaled, multi-face and faceless images are derived from them he
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
+import subprocess
+import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +117,61 @@ def faceless(size=(240, 320)) -> np.ndarray:
     b = 80 + 50 * np.sin((xx + yy) / 29.0)
     img = np.stack([r, g, b], axis=2) + rng.normal(0, 6, (h, w, 3))
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def run_cli(*args, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`siamface ARGS` run in this process through `siamface.cli.main`, shaped as `subprocess.run` returns it
+    (returncode, stdout, stderr as text): the models loaded by an earlier call are reused, no interpreter is
+    started. Each call is isolated as a fresh process would be: its own stdout, stderr and empty stdin, the
+    logging set up by `main` removed afterwards, `env` (added to the environment) and the working folder
+    restored; SystemExit gives the exit code (argparse's usage errors, --help, --version), and an uncaught
+    exception the traceback on stderr with exit code 1, as the interpreter would.
+
+    One call at a time (stdout and stderr are swapped process-wide). Tests that need a real process (exit
+    status through the OS, signals, the console script, another user) use subprocess."""
+    from siamface.cli import main
+
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    saved_logging = (root.handlers[:], root.level)
+    saved_env = dict(os.environ)
+    saved_cwd, saved_stdin = os.getcwd(), sys.stdin
+    root.handlers = []  # as in a new process: main's logging.basicConfig writes to this call's stderr
+    os.environ.update(env or {})
+    sys.stdin = io.StringIO("")
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as exc:
+                if exc.code is None or isinstance(exc.code, int):
+                    code = exc.code or 0
+                else:
+                    print(exc.code, file=sys.stderr)
+                    code = 1
+            except Exception:  # noqa: BLE001 - what the interpreter does with an uncaught exception
+                traceback.print_exc()
+                code = 1
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers, level = saved_logging
+        root.setLevel(level)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+        sys.stdin = saved_stdin
+    return subprocess.CompletedProcess(["siamface", *argv], code, out.getvalue(), err.getvalue())
+
+
+def pytest_collection_modifyitems(items):
+    """`slow` (registered in pyproject.toml) also marks every test that uses the PostgreSQL server: the
+    backend="postgres" runs and the PostgreSQL-only tests (the cluster's start-up, a database per test)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if "postgres_gallery" in item.fixturenames or (callspec and callspec.params.get("backend") == "postgres"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,4 +1,6 @@
-"""The `siamface` command through its real entry point: exit codes, text and JSON output, errors."""
+"""The `siamface` command: exit codes, text and JSON output, errors. Most run in this process through
+`siamface.cli.main` (`run`, see conftest.run_cli); the exit codes 0, 1 and 2 are also checked through a real
+process: the installed console script and `python -m siamface`."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import att, faceless
+from conftest import att, faceless, run_cli
 from PIL import Image
 
 from siamface.embedding import create_encoder
@@ -21,8 +23,12 @@ _BESIDE = Path(sys.executable).parent / "siamface"
 SIAMFACE = str(_BESIDE) if _BESIDE.exists() else (shutil.which("siamface") or "")
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    cmd = [SIAMFACE] if SIAMFACE else [sys.executable, "-m", "siamface"]
+run = run_cli
+
+
+def run_process(*args: str, module: bool = False) -> subprocess.CompletedProcess:
+    """`siamface ARGS` in a new process: the console script, or `python -m siamface` with `module`."""
+    cmd = [sys.executable, "-m", "siamface"] if module or not SIAMFACE else [SIAMFACE]
     return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=120)
 
 
@@ -31,13 +37,13 @@ def test_entry_point_is_installed():
 
 
 def test_verify_same_person_exits_0():
-    out = run("verify", att(1, 1), att(1, 2))
+    out = run_process("verify", att(1, 1), att(1, 2))  # the console script
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("SAME person") and "threshold" in out.stdout
 
 
 def test_verify_different_people_exits_1_with_json():
-    out = run("verify", att(1, 1), att(4, 1), "--json")
+    out = run_process("verify", att(1, 1), att(4, 1), "--json", module=True)
     assert out.returncode == 1, out.stderr
     data = json.loads(out.stdout)
     assert data["same"] is False and data["model"] == DEFAULT_MODEL
@@ -73,7 +79,7 @@ def test_verify_bad_file_exits_2(tmp_path, content, message):
 
 
 def test_verify_missing_file_exits_2():
-    out = run("verify", "no/such/file.jpg", att(1, 1))
+    out = run_process("verify", "no/such/file.jpg", att(1, 1))
     assert out.returncode == 2 and "file not found" in out.stderr
 
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
-import sys
 import threading
 import time
 
 import cv2
 import numpy as np
 import pytest
-from conftest import att, att_rgb, held_photo, scene
+from conftest import att, att_rgb, held_photo, run_cli, scene
 
 from siamface import SourceError
 from siamface.live import Authenticator, GalleryMatcher, Tracker, Watcher, run
@@ -24,10 +22,7 @@ STRANGER = 6
 SEGMENT = 12  # frames per person in the clips
 
 
-def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "siamface", *map(str, args)], capture_output=True, text=True, timeout=120
-    )
+cli = run_cli  # `siamface ARGS` in this process
 
 
 def write_clip(path, segments, fps: float = 25.0) -> None:
@@ -121,11 +116,15 @@ def test_authenticate_denies_someone_else_and_an_empty_scene(tmp_path, gallery, 
 
 
 def test_authenticate_times_out(tmp_path, gallery, pipeline):
-    auth = Authenticator(pipeline, GalleryMatcher(gallery), "s3", timeout=0.0, liveness="off")
+    now = [100.0]
+    auth = Authenticator(pipeline, GalleryMatcher(gallery), "s3", timeout=5.0, liveness="off", clock=lambda: now[0])
     frame = Frame(0, 0.0, scene([(att_rgb(4, 1), 2.0, (100, 100))]), time.perf_counter())
-    time.sleep(0.01)
     auth.process(frame)
-    assert auth.decision is not None and not auth.decision.granted and "timeout" in auth.decision.reason
+    assert auth.decision is None  # someone else, but within the time allowed
+    now[0] += 5.5
+    auth.process(frame)
+    assert auth.decision is not None and not auth.decision.granted and "timeout after 5 s" in auth.decision.reason
+    assert auth.decision.to_dict()["seconds"] == pytest.approx(5.5, abs=0.01)
 
 
 @pytest.fixture(scope="module")

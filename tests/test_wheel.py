@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import att
 
-pytestmark = pytest.mark.wheel
+pytestmark = [pytest.mark.wheel, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_WHEEL_BYTES = 8_000_000  # the shipped ONNX models (detectors, liveness) are about 5 MB of it

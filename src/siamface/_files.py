@@ -81,6 +81,19 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "siamface"
 
 
+_digests: dict[tuple, str] = {}
+
+
+def _source_digest(source: Path) -> str:
+    """The first 16 hex digits of `source`'s sha256, hashed once per process for a given path, size and
+    modification time (a process that builds many pipelines reads a large model file once)."""
+    stat = source.stat()
+    key = (str(source.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _digests:
+        _digests[key] = file_sha256(source)[:16]
+    return _digests[key]
+
+
 def cached_model(
     source: str | Path,
     stem: str,
@@ -96,7 +109,7 @@ def cached_model(
     source = Path(source)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     try:
-        digest = file_sha256(source)[:16]
+        digest = _source_digest(source)
     except OSError as exc:
         raise ModelError(f"cannot read {what} {source}: {exc}") from None
     return cached_conversion(source, cache / f"{stem}-{digest}-c{version}.onnx", build)

@@ -8,6 +8,9 @@ with spinning, 21-25 ms without; on an idle machine the difference is within noi
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 
 def session_options(threads: int):
     """`onnxruntime.SessionOptions` for `threads` intra-op threads, sequential, all graph optimisations."""
@@ -20,3 +23,26 @@ def session_options(threads: int):
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
+
+
+_shared_lock = threading.Lock()
+_shared: dict[tuple, object] = {}
+
+
+def shared_session(path: str | Path, threads: int, providers: tuple[str, ...] = ("CPUExecutionProvider",)):
+    """An `onnxruntime.InferenceSession` of the file `path` with `session_options(threads)`, shared by every
+    caller in the process that asks for the same file (same size and modification time), threads and
+    providers: a process that builds several pipelines (a test run, a command run many times in one
+    process) loads each model once. A session's ``run`` is thread-safe. Errors are ONNX Runtime's own (or
+    OSError for a missing file): callers turn them into a ModelError."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, int(threads), tuple(providers))
+    with _shared_lock:
+        session = _shared.get(key)
+        if session is None:
+            session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=list(providers))
+            _shared[key] = session
+        return session

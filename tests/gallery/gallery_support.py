@@ -1,5 +1,6 @@
 """Shared by the gallery tests: a gallery of seven AT&T people built once per session and copied per test,
-synthetic templates for store-level tests, the console script, and checks made from outside the store.
+synthetic templates for store-level tests, the `siamface` command (in this process, or the console script in
+a process of its own), and checks made from outside the store.
 
 Every test that takes `backend` (directly or through `new_gallery`, `store_spec`, `gallery_file`,
 `gallery`) runs twice: on an SQLite file and on a PostgreSQL database of a throwaway server started once
@@ -10,13 +11,12 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import att
+from conftest import att, run_cli
 
 from siamface.gallery.store import ModelBinding
 
@@ -33,12 +33,13 @@ _BESIDE = Path(sys.executable).parent / "siamface"
 SIAMFACE = str(_BESIDE) if _BESIDE.exists() else (shutil.which("siamface") or "")
 
 
-def cli(*args, timeout: float = 120) -> subprocess.CompletedProcess:
-    cmd = [SIAMFACE] if SIAMFACE else [sys.executable, "-m", "siamface"]
-    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+#: `siamface ARGS` run in this process (see conftest.run_cli); `cli_command()` for a real process.
+cli = run_cli
 
 
 def cli_command() -> list[str]:
+    """The command line of the console script, for the tests that need a process of its own (two at once,
+    SIGKILL, another user)."""
     return [SIAMFACE] if SIAMFACE else [sys.executable, "-m", "siamface"]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
 
 import cv2
 import numpy as np
@@ -158,8 +157,14 @@ def test_video_frames_too_close_in_time_are_skipped_and_a_timeout_stops(new_gall
         assert len(times) == 2 and times[1] - times[0] >= 1.0, report
         assert any("less than 1 s from a frame kept" in w for w in report.warnings)
         assert any("only 2 of the 5 frames" in w for w in report.warnings)
-        slow = ((f.image, f.label, f.time) for f in video_frames(video) if not time.sleep(0.05))
-        report = g.enroll_frames("s6b", slow, keep=5, timeout=0.2)
+        now = [0.0]
+
+        def slow():  # a capture delivering a frame every 0.05 s, on the clock the enrollment reads
+            for f in video_frames(video):
+                now[0] += 0.05
+                yield f.image, f.label, f.time
+
+        report = g.enroll_frames("s6b", slow(), keep=5, timeout=0.2, clock=lambda: now[0])
         assert any("0.2 s timeout" in w for w in report.warnings) and len(report.added) < 5
 
 

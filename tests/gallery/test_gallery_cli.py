@@ -1,5 +1,6 @@
-"""The gallery commands through the real `siamface` console script: exit codes, text and JSON, errors as one
-line, two processes enrolling into one gallery, and a bulk enrollment killed with SIGKILL."""
+"""The gallery commands through `siamface.cli.main` (in the test process): exit codes, text and JSON, errors as
+one line; and through the real console script: two processes enrolling into one gallery, and a bulk enrollment
+killed with SIGKILL."""
 
 from __future__ import annotations
 
@@ -242,6 +243,7 @@ def test_missing_gallery_is_an_error_not_a_new_file(new_gallery):
     assert out.returncode == 2 and "no gallery at" in out.stderr and not gallery_exists(none)
 
 
+@pytest.mark.slow  # both runs use the PostgreSQL server
 def test_export_import_across_backends(gallery_file, backend, tmp_path):
     """SQLite -> PostgreSQL -> SQLite (and the other way round): the same people, the very same bytes."""
     from gallery_support import postgres_cluster

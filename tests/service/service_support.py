@@ -1,5 +1,6 @@
-"""Shared by the service tests: a real `siamface serve` in a subprocess on a free port, keys made with the
-real `siamface keys create`, and a small HTTP client (standard library only) that speaks multipart."""
+"""Shared by the service tests: `siamface serve` on a free port (in a thread of the test process, or a real
+process), keys made with `siamface keys create` (run in the test's process), a clock the tests move forward,
+and a small HTTP client (standard library only) that speaks multipart."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import att
+from conftest import att, run_cli
 from PIL import Image
 
 _BESIDE = Path(sys.executable).parent / "siamface"
@@ -32,8 +33,15 @@ ENROLLED = (2, 3, 4)
 PROBE = 1
 
 
-def cli(*args, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(SIAMFACE + [str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+#: `siamface ARGS` (keys, serve's refusals) run in this process (see conftest.run_cli); `Server` starts a real
+#: `siamface serve` process.
+cli = run_cli
+
+
+def never_listen(*args, **kwargs):
+    """Stands for `uvicorn.run` where `siamface serve` must refuse to start: listening is a failure (and a
+    test that would otherwise serve for ever in its own process)."""
+    raise AssertionError("siamface serve got past its checks and would listen")
 
 
 def fixture_bytes(subject: int, image: int) -> bytes:
@@ -79,10 +87,31 @@ def multipart(fields: dict[str, str], files: list[tuple[str, str, bytes]]) -> tu
     return out.getvalue(), f"multipart/form-data; boundary={boundary}"
 
 
-class Server:
-    """`siamface serve` on a free port over `gallery`, with one key; stopped by `stop()`."""
+class Clock:
+    """`time.monotonic` plus an offset a test moves forward: a server's lock-outs and liveness sessions see
+    time pass (`advance`) without the test waiting for it."""
 
-    def __init__(self, gallery: Path | str, *extra: str, log: Path | None = None, keys: Path | None = None) -> None:
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+class Server:
+    """`siamface serve` on a free port over `gallery`, with one key; stopped by `stop()`.
+
+    By default the command runs in a thread of the test process (`main(["serve", ...])`, uvicorn's server
+    started by it, stopped as Ctrl-C would): the models the tests already loaded are reused, and `service`
+    (its lock-out book and liveness sessions) runs on `clock`, a `Clock` the test moves forward. With
+    `process=True` it is a real `siamface serve` process, stopped with SIGTERM, writing to `log`."""
+
+    def __init__(
+        self, gallery: Path | str, *extra: str, log: Path | None = None, keys: Path | None = None, process: bool = False
+    ) -> None:
         """`gallery`: a file, or a postgresql:// URL (then `keys` and `log` are needed)."""
         self.gallery = gallery if isinstance(gallery, str) else Path(gallery)
         keys_option = ["--keys", str(keys)] if keys else []
@@ -91,18 +120,24 @@ class Server:
         self.key = json.loads(made.stdout)["key"]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log or self.gallery.with_suffix(".log")
-        self._log = open(self.log, "w")
-        self.proc = subprocess.Popen(
-            SIAMFACE + ["serve", "--gallery", str(self.gallery), *keys_option, "--port", str(self.port), *extra],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        argv = ["serve", "--gallery", str(self.gallery), *keys_option, "--port", str(self.port), *extra]
+        self.clock = Clock()
+        self.proc = self._thread = self._uvicorn = self.service = None
+        if process:
+            self.log = log or self.gallery.with_suffix(".log")
+            self._log = open(self.log, "w")
+            self.proc = subprocess.Popen(
+                SIAMFACE + argv,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        else:
+            self._serve_in_thread(argv)
         deadline = time.monotonic() + 180
         while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"siamface serve exited ({self.proc.returncode}): {self.log.read_text()}")
+            if not self._running():
+                raise RuntimeError(f"siamface serve exited: {self._output()}")
             try:
                 if self.request("GET", "/v1/health", key=None).status == 200:
                     break
@@ -110,8 +145,47 @@ class Server:
                 pass
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"siamface serve did not answer in time: {self.log.read_text()}")
-            time.sleep(0.25)
+                raise RuntimeError(f"siamface serve did not answer in time: {self._output()}")
+            time.sleep(0.1)
+
+    def _serve_in_thread(self, argv: list[str]) -> None:
+        import threading
+
+        import uvicorn
+
+        from siamface.cli import main
+
+        started = threading.Event()
+        original = uvicorn.run
+
+        def run(app, **options):  # what `siamface serve` calls: uvicorn.run(app, host=..., port=..., ...)
+            self.service = app.state.service
+            self.service.lockout.clock = self.service.sessions.clock = self.clock
+            self._uvicorn = uvicorn.Server(uvicorn.Config(app, **options))
+            started.set()
+            self._uvicorn.run()
+
+        def serve():
+            try:
+                self.exit_code = main(argv)
+            finally:
+                started.set()
+
+        uvicorn.run = run
+        try:
+            self._thread = threading.Thread(target=serve, name=f"siamface serve :{self.port}", daemon=True)
+            self._thread.start()
+            started.wait(180)
+        finally:
+            uvicorn.run = original
+
+    def _running(self) -> bool:
+        return self.proc.poll() is None if self.proc is not None else self._thread.is_alive()
+
+    def _output(self) -> str:
+        if self.proc is not None:
+            return self.log.read_text()
+        return f"exit code {getattr(self, 'exit_code', None)} (its messages are in the test's captured stderr)"
 
     def request(
         self,
@@ -151,6 +225,12 @@ class Server:
         return Answer(status, body, {k.lower(): v for k, v in got.items()})
 
     def stop(self) -> None:
+        if self.proc is None:
+            if self._uvicorn is not None:
+                self._uvicorn.should_exit = True  # as on Ctrl-C: finish the requests, then the lifespan ends
+            self._thread.join(timeout=30)
+            assert not self._thread.is_alive(), "siamface serve did not stop"
+            return
         if self.proc.poll() is None:
             self.proc.terminate()
             try:

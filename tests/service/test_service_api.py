@@ -1,12 +1,12 @@
-"""The HTTP API over a real `siamface serve` process: keys, every route's success and error answers,
-limits, lock-out, concurrency. Real AT&T faces throughout."""
+"""The HTTP API over `siamface serve` (in a thread of the test process, see service_support.Server): keys,
+every route's success and error answers, limits, lock-out (on the server's clock, moved forward),
+concurrency. Real AT&T faces throughout."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import json
 import threading
-import time
 import urllib.parse
 
 import numpy as np
@@ -171,7 +171,7 @@ def test_lockout_after_failed_verifications(server):
     assert 1 <= int(locked.headers["retry-after"]) <= LOCK_SECONDS
     # Other people are not affected.
     assert server.request("POST", "/v1/verify", fields={"claim": "s7"}, files=probe(7)).body["accepted"] is True
-    time.sleep(LOCK_SECONDS + 0.5)
+    server.clock.advance(LOCK_SECONDS + 0.5)  # the lock's time passes on the server's clock
     again = server.request("POST", "/v1/verify", fields={"claim": "s6"}, files=genuine)
     assert again.status == 200 and again.body["accepted"] is True
 

@@ -22,6 +22,8 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from service_support import Server, png_bytes  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a browser, a fake camera
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "out" / "test-artifacts"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
@@ -70,7 +72,7 @@ def turning_clip(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("page") / "page.db", "--liveness", "off")
+    srv = Server(tmp_path_factory.mktemp("page") / "page.db", "--liveness", "off", process=True)  # a real process
     yield srv
     srv.stop()
 
@@ -164,6 +166,7 @@ def test_page_meets_an_active_challenge_then_unlocks(browser_paths, tmp_path):
         "turn_right,turn_left",
         "--challenge-seconds",
         "30",
+        process=True,
     )
     clip = tmp_path / "turning.y4m"
     turning_clip(clip)

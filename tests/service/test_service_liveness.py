@@ -1,4 +1,5 @@
-"""Active liveness in the HTTP service, over a real `siamface serve --liveness active`: challenge sessions
+"""Active liveness in the HTTP service, over `siamface serve --liveness active` (in a thread of the test
+process; its clock moved forward to expire a session): challenge sessions
 fed real head motion (AT&T subject s26 turning right then left) unlock; the same frontal photo turned as a
 flat picture fails and is denied; a challenge answered by someone else does not unlock another person; and
 every misuse of a session gets its own JSON error. The session book's bounds are tested with a fake clock.
@@ -31,7 +32,7 @@ from conftest import (  # noqa: E402
     scene,
 )
 from PIL import Image  # noqa: E402
-from service_support import ENROLLED, PROBE, Server, cli, fixture_bytes, png_bytes  # noqa: E402
+from service_support import ENROLLED, PROBE, Server, cli, fixture_bytes, never_listen, png_bytes  # noqa: E402
 
 from siamface.service.errors import ServiceError  # noqa: E402
 from siamface.service.sessions import LivenessSessions  # noqa: E402
@@ -200,7 +201,7 @@ def test_session_errors(server, frames):
         assert refused.status == 401 and refused.error in ("missing-api-key", "invalid-api-key")
         assert send(server, session, frames["genuine"][0], key=key).status == 401
 
-    time.sleep(SESSION_S + 0.3)
+    server.clock.advance(SESSION_S + 0.3)  # the session's life passes on the server's clock
     expired = send(server, session, frames["genuine"][0])
     assert (expired.status, expired.error) == (410, "expired-liveness-session")
     assert verify(server, "s26", probe, session).error == "expired-liveness-session"
@@ -268,7 +269,8 @@ def test_serve_checks_claims_passively_by_default_and_not_enrollment(tmp_path):
         (["--liveness", "sometimes"], "invalid choice"),
     ],
 )
-def test_serve_refuses_bad_liveness_options(tmp_path, options, message):
+def test_serve_refuses_bad_liveness_options(tmp_path, options, message, monkeypatch):
+    monkeypatch.setattr("uvicorn.run", never_listen)  # in this process: refused before it would listen
     done = cli("serve", "--gallery", tmp_path / "g.db", "--port", "1", *options)
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert not (tmp_path / "g.db").exists()

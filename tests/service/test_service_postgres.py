@@ -15,6 +15,8 @@ pytest.importorskip("psycopg", reason="the postgres extra is not installed (pip 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gallery"))
 
+pytestmark = pytest.mark.slow  # the PostgreSQL server
+
 from gallery_support import postgres_cluster, rows  # noqa: E402
 from service_support import ENROLLED, PROBE, Server, cli, fixture_bytes  # noqa: E402
 
@@ -27,7 +29,9 @@ def servers(tmp_path_factory):
     started = []
     try:
         for label in ("a", "b"):
-            started.append(Server(url, "--min-size", "40", "--workers", "2", keys=keys, log=folder / f"{label}.log"))
+            started.append(
+                Server(url, "--min-size", "40", "--workers", "2", keys=keys, log=folder / f"{label}.log", process=True)
+            )
         yield url, started
     finally:
         for server in started:

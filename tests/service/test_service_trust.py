@@ -1,4 +1,4 @@
-"""What the HTTP API withholds and refuses (issue 15), over a real `siamface serve` on a gallery enrolled
+"""What the HTTP API withholds and refuses (issue 15), over `siamface serve` (in a thread of the test process) on a gallery enrolled
 from the CLI with full paths: identification is no way round the lock-out and no score oracle, no server
 path in any answer, metadata bounded, and damaged rows answered plainly (start-up included)."""
 
@@ -16,7 +16,7 @@ pytest.importorskip("fastapi", reason="the service extra is not installed (pip i
 pytest.importorskip("multipart", reason="the service extra is not installed (pip install -e '.[service]')")
 
 from conftest import att  # noqa: E402
-from service_support import ENROLLED, PEOPLE, PROBE, Server, cli, fixture_bytes  # noqa: E402
+from service_support import ENROLLED, PEOPLE, PROBE, Server, cli, fixture_bytes, never_listen  # noqa: E402
 
 LOCK_FAILURES, LOCK_SECONDS = 2, 30
 
@@ -165,7 +165,7 @@ def test_damaged_metadata_of_older_code_is_reported_and_can_be_replaced(server):
     assert fixed.status == 200 and fixed.body["metadata"] == {"ok": True}
 
 
-def test_serve_refuses_to_start_on_a_damaged_template_with_one_line(tmp_path):
+def test_serve_refuses_to_start_on_a_damaged_template_with_one_line(tmp_path, monkeypatch):
     gallery = tmp_path / "people.db"
     assert cli("enroll", "--gallery", gallery, "s3", att(3, 2), att(3, 3)).returncode == 0
     db = sqlite3.connect(gallery)
@@ -173,6 +173,7 @@ def test_serve_refuses_to_start_on_a_damaged_template_with_one_line(tmp_path):
     db.commit()
     db.close()
     start = time.monotonic()
-    done = cli("serve", "--gallery", gallery, "--port", "1")  # refused before it listens
+    monkeypatch.setattr("uvicorn.run", never_listen)  # in this process: refused before it would listen
+    done = cli("serve", "--gallery", gallery, "--port", "1")
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "template 1 of 's3' is damaged" in done.stderr and time.monotonic() - start < 120

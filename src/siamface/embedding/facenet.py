@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 
-from .._onnx import session_options
+from .._onnx import shared_session
 from ..alignment import ChipSpec
 from ..errors import ModelError
 from .base import ModelInfo, check_chips, l2_normalise, register_model
@@ -80,18 +80,14 @@ class FaceNetSession:
             with self._lock:
                 if self._session is None:
                     try:
-                        import onnxruntime as ort
+                        import onnxruntime  # noqa: F401
                     except ImportError:
                         raise ModelError("onnxruntime is not installed: pip install onnxruntime") from None
                     from .facenet_onnx import cached_facenet_onnx
 
                     path = cached_facenet_onnx()
                     try:
-                        self._session = ort.InferenceSession(
-                            str(path),
-                            sess_options=session_options(self.num_threads),
-                            providers=["CPUExecutionProvider"],
-                        )
+                        self._session = shared_session(path, self.num_threads)
                     except Exception as exc:  # onnxruntime raises its own exception types
                         raise ModelError(f"onnxruntime could not load {path}: {exc}") from None
         return self._session

@@ -4,7 +4,8 @@
     desc = enc.embed(chips)                # chips: (N, 150, 150, 3) uint8 RGB, aligned like dlib.get_face_chip
     desc /= np.linalg.norm(desc, axis=1, keepdims=True)   # raw descriptors: the caller normalises
 
-The InferenceSession is created on the first call (thread-safe), not in the constructor.
+The InferenceSession is created on the first call (thread-safe), not in the constructor, and shared with
+every encoder of the process on the same file (`siamface._onnx.shared_session`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._onnx import session_options
+from .._onnx import shared_session
 from ..errors import ModelError
 
 __all__ = ["OnnxDlibResnet", "default_num_threads", "CHIP_SIZE", "EMBEDDING_DIM"]
@@ -101,12 +102,11 @@ class OnnxDlibResnet:
         except ImportError:
             raise ModelError("onnxruntime is not installed: pip install onnxruntime") from None
         path = self.model_path()
-        so = session_options(self.num_threads)
         providers = ["CPUExecutionProvider"]
         if self.use_cuda and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         try:
-            return ort.InferenceSession(str(path), sess_options=so, providers=providers)
+            return shared_session(path, self.num_threads, tuple(providers))
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"onnxruntime could not load {path}: {exc}") from None
 

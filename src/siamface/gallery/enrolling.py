@@ -105,6 +105,7 @@ class Enrolling:
         timeout: float | None = None,
         metadata: dict[str, Any] | None = None,
         force: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> EnrollmentReport:
         """Enroll `name` from a capture session: `frames` are `CaptureFrame`s or (RGB image, label[, time]) tuples
         (see `video_frames`). Keeps up to `keep` frames that pass the gates, each below `diversity`
@@ -112,7 +113,7 @@ class Enrolling:
         close in time are skipped before any work), and the same person as them (at or above the threshold:
         a frame where someone else is the largest face is rejected as ``other-person``). Stops at `keep` frames, the end of the frames, or after
         `timeout` seconds; everything kept is added in one transaction. An enrolled person's new frames must
-        match their templates unless `force` (see `enroll`)."""
+        match their templates unless `force` (see `enroll`). `clock`: seconds for the timeout (monotonic)."""
         name = self.check_enrollment(name)
         if keep < 1:
             raise ConfigError(f"the number of frames to keep must be >= 1, got {keep}")
@@ -124,12 +125,12 @@ class Enrolling:
         similar = close = 0
         timed_out = False
         same_person = self.thresholds.verify
-        deadline = time.monotonic() + timeout if timeout is not None else None
+        deadline = clock() + timeout if timeout is not None else None
         iterator = iter(frames)
         try:
             for item in iterator:
                 frame, label, when = (*item, None)[:3]
-                if deadline is not None and time.monotonic() > deadline:
+                if deadline is not None and clock() > deadline:
                     timed_out = True
                     break
                 if min_gap and when is not None and any(abs(when - t) < min_gap for t in times):

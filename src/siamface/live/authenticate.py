@@ -65,7 +65,8 @@ class Authenticator:
     `liveness`: "passive" also needs each of those frames to be live by the passive check (`PassiveCheck`:
     the CNN pair, the texture model and the frame cue combined; no cue vetoes alone); "active" needs
     the challenge of an `ActiveCheck` met, with parallax, before the grant (its prompts are events);
-    "both" needs both. Every decision carries the liveness evidence."""
+    "both" needs both. Every decision carries the liveness evidence. `clock`: seconds for the timeout
+    (monotonic; a test may pass its own)."""
 
     def __init__(
         self,
@@ -79,6 +80,7 @@ class Authenticator:
         liveness: str = "off",
         passive=None,
         active=None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if consecutive < 1:
             raise ConfigError("consecutive must be >= 1")
@@ -106,7 +108,8 @@ class Authenticator:
         self.framed_frames = 0  # evidence: frames where the frame cue saw a border (an input, not a veto)
         self.not_live_frames = 0
         self.run_length = 0
-        self.started = time.monotonic()
+        self.clock = clock
+        self.started = clock()
         self.decision: AuthDecision | None = None
         self._prompt = ""
 
@@ -136,7 +139,7 @@ class Authenticator:
             reason=reason,
             frames=self.stats.frames,
             scores=tuple(self.scores),
-            seconds=time.monotonic() - self.started,
+            seconds=self.clock() - self.started,
             liveness=self._liveness_evidence(),
         )
         self.on_event(self.decision.to_dict())
@@ -184,7 +187,7 @@ class Authenticator:
         if self.decision is None and self.run_length >= self.consecutive and active_done:
             how = f"{self.consecutive} consecutive frames verified"
             self._decide(True, how + (f" (liveness {self.liveness})" if self.liveness != "off" else ""))
-        elif self.decision is None and time.monotonic() - self.started > self.timeout:
+        elif self.decision is None and self.clock() - self.started > self.timeout:
             self._decide(
                 False,
                 f"timeout after {self.timeout:g} s"

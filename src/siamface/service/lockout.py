@@ -65,7 +65,7 @@ class Lockout:
         self.max_failures = int(max_failures)
         self.window = float(window)
         self.duration = float(duration)
-        self._clock = clock
+        self.clock = clock
         self._states: dict[Hashable, _State] = {}
 
     def _prune(self, state: _State, now: float) -> None:
@@ -74,7 +74,7 @@ class Lockout:
     def remaining_lock(self, key: Hashable) -> float:
         """Seconds left of a lock on `key` (0 when not locked)."""
         state = self._states.get(key)
-        return max(0.0, state.locked_until - self._clock()) if state is not None else 0.0
+        return max(0.0, state.locked_until - self.clock()) if state is not None else 0.0
 
     @contextlib.asynccontextmanager
     async def attempt(self, key: Hashable) -> AsyncIterator[Attempt]:
@@ -82,7 +82,7 @@ class Lockout:
         state = self._states.setdefault(key, _State())
         async with state.changed:
             while True:
-                now = self._clock()
+                now = self.clock()
                 self._prune(state, now)
                 if state.locked_until > now:
                     raise LockedOut(state.locked_until - now)
@@ -100,7 +100,7 @@ class Lockout:
         finally:
             async with state.changed:
                 state.in_flight -= 1
-                now = self._clock()
+                now = self.clock()
                 if attempt.outcome is True:
                     state.failures.clear()
                 elif attempt.outcome is False:
@@ -115,12 +115,12 @@ class Lockout:
 
     def locked(self) -> set[Hashable]:
         """The keys locked now."""
-        now = self._clock()
+        now = self.clock()
         return {key for key, state in self._states.items() if state.locked_until > now}
 
     def failures(self, key: Hashable) -> int:
         state = self._states.get(key)
         if state is None:
             return 0
-        self._prune(state, self._clock())
+        self._prune(state, self.clock())
         return len(state.failures)
