@@ -167,6 +167,28 @@ def test_watch_and_identify_give_the_same_name(near_tie_gallery, dlib_pipeline, 
     assert {c.person for c in face.candidates} == {"s3", "s3 again"}  # the near tie is real, not made up
 
 
+def test_cli_watch_and_identify_take_the_same_margin(near_tie_gallery, tmp_path):
+    """`siamface watch --margin` and `siamface identify --margin` on the near tie: ambiguous by default,
+    s3 with the margin off, from the command line as from the library."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    image = scene([(att_rgb(3, 1), 2.0, (200, 100))])
+    cv2.imwrite(str(frames / "0001.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    g = str(near_tie_gallery.store.location)
+    for margin, want in ((None, "ambiguous"), ("0", "s3")):
+        extra = [] if margin is None else ["--margin", margin]
+        watched = cli("watch", "-g", g, "--source", frames, "--model", "dlib-resnet", "--json", *extra)
+        assert watched.returncode == 0, watched.stderr
+        events = [json.loads(line) for line in watched.stdout.splitlines()]
+        assert [e["person"] for e in events if e["event"] == "appeared"] == [want], events
+        named = cli("identify", "-g", g, frames / "0001.png", "--model", "dlib-resnet", "--json", *extra)
+        assert named.returncode in (0, 1), named.stderr
+        assert [
+            f["status"] if f["status"] != "known" else f["person"]
+            for f in json.loads(named.stdout)["results"][0]["faces"]
+        ] == [want]
+
+
 class Empty(FrameSource):
     """Five faceless frames."""
 

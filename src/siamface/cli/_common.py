@@ -56,6 +56,17 @@ def add_chain_options(p: argparse.ArgumentParser, threshold: bool = False) -> No
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
+def add_margin_option(p: argparse.ArgumentParser) -> None:
+    """--margin: the 1:N ambiguity margin (identify and watch decide alike, see siamface.decision)."""
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        metavar="M",
+        help="ambiguous when the second person is within M similarity of the best (default: 0.01; 0 turns it off)",
+    )
+
+
 def add_gallery_option(p: argparse.ArgumentParser, json_flag: bool = False) -> None:
     """--gallery/-g (default $SIAMFACE_GALLERY, else required), and --json with `json_flag`."""
     default = os.environ.get("SIAMFACE_GALLERY")

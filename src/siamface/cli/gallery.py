@@ -32,6 +32,7 @@ from ._common import (
     EXIT_OK,
     add_chain_options,
     add_gallery_option,
+    add_margin_option,
     open_gallery,
     pipeline_from_args,
     print_json,
@@ -149,13 +150,7 @@ def add_parsers(sub) -> None:
         dest="top",
         help="candidates to show per face (default: 5)",
     )
-    p.add_argument(
-        "--margin",
-        type=float,
-        default=None,
-        metavar="M",
-        help="ambiguous when the second person is within M similarity of the best (default: 0.01; 0 turns it off)",
-    )
+    add_margin_option(p)
     p.add_argument(
         "--out",
         metavar="PNG|DIR",

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from ._common import add_chain_options, add_gallery_option, open_gallery, pipeline_from_args
+from ._common import add_chain_options, add_gallery_option, add_margin_option, open_gallery, pipeline_from_args
 
 EXIT_GRANTED, EXIT_DENIED = 0, 1
 
@@ -35,6 +35,7 @@ def add_parsers(sub) -> None:
         metavar="N",
         help="a track's name is the vote of its last N recognitions (default 5)",
     )
+    add_margin_option(p)
     p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser(
@@ -87,7 +88,7 @@ def _open(args):
 
     pipeline = pipeline_from_args(args, gallery=args.gallery)
     gallery = open_gallery(args, pipeline)
-    matcher = GalleryMatcher(gallery, threshold=args.threshold)
+    matcher = GalleryMatcher(gallery, threshold=args.threshold, margin=getattr(args, "margin", None))
     source = open_source(args.source)
     out = VideoOut(args.out, source.fps, show=args.show) if (args.out or args.show) else None
     reader = LatestFrameReader(source, realtime=args.realtime, max_frames=args.max_frames)
