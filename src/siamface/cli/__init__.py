@@ -1,7 +1,8 @@
 """The `siamface` command: every sub-command and its options live in this package, one module per family.
 
     faces      verify A B, detect, embed, models              (images alone)
-    gallery    enroll, identify, verify --claim, people ..., gallery ...
+    gallery    enroll, identify, verify --claim                (recognition against a gallery)
+    admin      people ..., gallery ...                         (the gallery's records)
     evaluate   evaluate, calibrate
     train      train
     live       watch, authenticate
@@ -20,7 +21,7 @@ import sys
 
 from .. import __version__
 from ..errors import SiamfaceError
-from . import evaluate, faces, gallery, live, serve, train
+from . import admin, evaluate, faces, gallery, live, serve, train
 from ._common import EXIT_ERROR
 
 
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     # Each module adds its own commands, in the order --help lists them.
-    for module in (faces, evaluate, gallery, train, live, serve):
+    for module in (faces, evaluate, gallery, admin, train, live, serve):
         module.add_parsers(sub)
     return parser
 

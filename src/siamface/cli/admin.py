@@ -1,0 +1,302 @@
+"""The gallery's records, for an operator (each with --gallery G):
+
+    siamface people   list | show NAME | rename OLD NEW | remove NAME
+    siamface gallery  export FILE [--with-images] | import FILE [--merge] | stats | audit [--limit N]
+                      | export-images DIR | reembed --model M | migrate
+
+Recognition against a gallery (enroll, identify, verify --claim) is in `gallery.py`. Exit codes and
+``--json`` as there.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ._common import (
+    EXIT_OK,
+    add_chain_options,
+    add_gallery_option,
+    open_gallery,
+    pipeline_from_args,
+    print_json,
+)
+
+
+def add_parsers(sub) -> None:
+    """Add people and gallery to the `siamface` parser."""
+    p = sub.add_parser(
+        "people",
+        help="list, show, rename, remove the people of a gallery",
+        description="Manage the people of a gallery file.",
+    )
+    psub = p.add_subparsers(dest="people_command", metavar="ACTION", required=True)
+    q = psub.add_parser("list", help="the people enrolled")
+    add_gallery_option(q, json_flag=True)
+    q.set_defaults(func=cmd_list)
+    q = psub.add_parser("show", help="one person and their templates")
+    add_gallery_option(q, json_flag=True)
+    q.add_argument("name")
+    q.set_defaults(func=cmd_show)
+    q = psub.add_parser("rename", help="rename a person")
+    add_gallery_option(q, json_flag=True)
+    q.add_argument("old")
+    q.add_argument("new")
+    q.set_defaults(func=cmd_rename)
+    q = psub.add_parser(
+        "remove",
+        help="remove a person: every template and kept image; audit rows keep only an opaque tombstone id",
+        description="Remove a person with every trace: templates and kept images are deleted "
+        "and their bytes overwritten (SQLite secure_delete, WAL checkpointed); the "
+        "audit rows of decisions about them stay with an opaque tombstone id in "
+        "place of the person.",
+    )
+    add_gallery_option(q, json_flag=True)
+    q.add_argument("name")
+    q.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser(
+        "gallery", help="export, import, stats, audit, re-embed a gallery", description="Manage a gallery file."
+    )
+    gsub = p.add_subparsers(dest="gallery_command", metavar="ACTION", required=True)
+    q = gsub.add_parser(
+        "export",
+        help="write the gallery to one file (JSON lines, documented format)",
+        description="Write every person and template to FILE: JSON lines, a header (format "
+        "siamface-gallery v1, the model) then one line per person with templates "
+        "as base64 little-endian float32. No images unless --with-images (and the "
+        "gallery keeps them). The file is biometric data, unencrypted.",
+    )
+    add_gallery_option(q, json_flag=True)
+    q.add_argument("file", help="the export file to write (replaced atomically)")
+    q.add_argument("--with-images", action="store_true", help="include the kept face images")
+    q.set_defaults(func=cmd_export)
+    q = gsub.add_parser(
+        "import",
+        help="add the people of an export file to a gallery",
+        description="Add every person of an export FILE, in one transaction. The gallery is "
+        "created (bound to the file's model) when it does not exist; an existing "
+        "one must be bound to the same model. A name already enrolled is an error "
+        "unless --merge, which adds the templates to that person.",
+    )
+    add_gallery_option(q, json_flag=True)
+    q.add_argument("file", help="an export file (siamface gallery export)")
+    q.add_argument("--merge", action="store_true", help="add to people already enrolled under the same name")
+    q.add_argument(
+        "--keep-images",
+        action="store_true",
+        help="when creating the gallery: keep the images the file carries (stored unencrypted)",
+    )
+    q.set_defaults(func=cmd_import)
+    q = gsub.add_parser(
+        "migrate",
+        help="bring the gallery's schema to this siamface's version",
+        description="Apply the pending schema migrations (one transaction) and report the "
+        "schema version before and after. Version 3: an SQLite file keeps a log "
+        "of template changes (the FAISS index follows it); a PostgreSQL database "
+        "keeps templates as pgvector vectors with an HNSW index (converted from "
+        "bytes; the server needs pgvector, and a damaged template stops the "
+        "migration with nothing changed).",
+    )
+    add_gallery_option(q, json_flag=True)
+    q.set_defaults(func=cmd_migrate)
+    q = gsub.add_parser("stats", help="counts, model, file size")
+    add_gallery_option(q, json_flag=True)
+    q.set_defaults(func=cmd_stats)
+    q = gsub.add_parser("audit", help="the latest decisions logged")
+    add_gallery_option(q, json_flag=True)
+    q.add_argument("--limit", type=int, default=20, metavar="N", help="entries to show (default: 20)")
+    q.add_argument("--person", metavar="NAME", help="only entries naming this person")
+    q.set_defaults(func=cmd_audit)
+    q = gsub.add_parser(
+        "export-images",
+        help="write the kept face images, a folder per person (to train on)",
+        description="Write every kept face image (a gallery created with --keep-images) as "
+        "DIR/<person>/<template id>.png: the folder-per-person layout `siamface "
+        "train` reads. DIR must be new or empty. The images are biometric data: "
+        "the folders are written 0700 and the files 0600; delete DIR when done.",
+    )
+    add_gallery_option(q, json_flag=True)
+    q.add_argument("dir", help="the folder to write (created; must be empty)")
+    q.add_argument("--person", metavar="NAME", help="only this person's images")
+    q.set_defaults(func=cmd_export_images)
+    q = gsub.add_parser(
+        "reembed",
+        help="re-embed every template with another model (needs kept images)",
+        description="Recompute every template from its kept face image with --model (default: "
+        "the default model) and bind the gallery to that model, in one transaction.",
+    )
+    add_gallery_option(q)
+    add_chain_options(q)
+    q.set_defaults(func=cmd_reembed)
+
+
+# -- gallery management ------------------------------------------------------------------------------------
+def _store(args):
+    from ..gallery.backends import open_store
+
+    return open_store(args.gallery)
+
+
+def cmd_list(args) -> int:
+    with _store(args) as store:
+        people = store.people()
+    if args.json:
+        print_json({"gallery": args.gallery, "people": [p.to_dict() for p in people]})
+    else:
+        for p in people:
+            print(f"{p.name}\t{p.n_templates} template(s)\tsince {p.created}")
+        print(f"{len(people)} people")
+    return EXIT_OK
+
+
+def cmd_show(args) -> int:
+    with _store(args) as store:
+        person = store.person(args.name)
+        templates = store.templates(person.name)
+    if args.json:
+        print_json({**person.to_dict(), "template_list": [t.to_dict() for t in templates]})
+    else:
+        print(f"{person.name} (id {person.id}, since {person.created}), {person.n_templates} template(s)")
+        if person.metadata:
+            print(f"  metadata: {json.dumps(person.metadata)}")
+        for t in templates:
+            q = t.quality
+            print(
+                f"  template {t.id}: {t.source}  face {q.get('face_px', '?')} px, sharpness "
+                f"{q.get('sharpness', '?')}, roll {q.get('roll_deg', '?')}, yaw {q.get('yaw', '?')}"
+                + ("  [image kept]" if t.has_image else "")
+            )
+    return EXIT_OK
+
+
+def cmd_delete(args) -> int:
+    with _store(args) as store:
+        person = store.person(args.name, metadata=False)  # a person whose metadata is damaged can go
+        removed = store.delete(person.name)
+    if args.json:
+        print_json({"removed": person.name, "templates": removed})
+    else:
+        print(f"removed {person.name!r}: {removed} template(s) and their images; audit entries keep a tombstone")
+    return EXIT_OK
+
+
+def cmd_rename(args) -> int:
+    with _store(args) as store:
+        person = store.rename(args.old, args.new)
+    if args.json:
+        print_json(person.to_dict())
+    else:
+        print(f"renamed {args.old!r} to {person.name!r}")
+    return EXIT_OK
+
+
+def cmd_stats(args) -> int:
+    with _store(args) as store:
+        stats = store.stats()
+    if args.json:
+        print_json(stats)
+    else:
+        for key, value in stats.items():
+            print(f"{key}: {value}")
+    return EXIT_OK
+
+
+def cmd_audit(args) -> int:
+    with _store(args) as store:
+        entries = store.audit(limit=args.limit, person=args.person)
+    if args.json:
+        print_json({"gallery": args.gallery, "entries": [e.to_dict() for e in entries]})
+    else:
+        for e in entries:
+            score = f"{e.score:.4f}" if e.score is not None else "-"
+            who = f"claim {e.claimed_label!r} -> " if e.kind == "verify" else ""
+            print(
+                f"{e.time}  {e.kind:<8} {who}{e.returned_label or 'nobody'}  score {score} "
+                f"threshold {e.threshold:.4f}  {'accepted' if e.accepted else 'denied'}"
+                + (f"  ({e.rule})" if e.rule else "")
+            )
+    return EXIT_OK
+
+
+def cmd_export(args) -> int:
+    from ..gallery.exchange import export_gallery
+
+    with _store(args) as store:
+        summary = export_gallery(store, args.file, with_images=args.with_images)
+    if args.json:
+        print_json(summary.to_dict())
+    else:
+        print(
+            f"exported {summary.people} people, {summary.templates} template(s)"
+            + (f", {summary.images} image(s)" if summary.images else "")
+            + f" to {summary.path}"
+        )
+    return EXIT_OK
+
+
+def cmd_import(args) -> int:
+    from ..gallery.exchange import import_into
+
+    summary, location, create = import_into(args.gallery, args.file, merge=args.merge, keep_images=args.keep_images)
+    if args.json:
+        print_json({"gallery": location, "created": create, **summary.to_dict()})
+    else:
+        print(
+            f"imported {summary.templates} template(s): {summary.added_people} new people, "
+            f"{summary.merged_people} merged"
+            + (f", {summary.skipped} duplicate(s) skipped" if summary.skipped else "")
+            + (
+                f", {summary.images_dropped} image(s) not kept (the gallery keeps none)"
+                if summary.images_dropped
+                else ""
+            )
+        )
+    return EXIT_OK
+
+
+def cmd_migrate(args) -> int:
+    from ..gallery.backends import open_store
+
+    with open_store(args.gallery) as store:  # opening applies the pending migrations, in one transaction
+        before, after = store.opened_version, store.schema_version()
+    if args.json:
+        print_json(
+            {"gallery": store.location, "from_version": before, "schema_version": after, "migrated": before != after}
+        )
+    else:
+        print(
+            f"{store.location}: schema version {after}"
+            + (f" (migrated from {before})" if before != after else " (up to date)")
+        )
+    return EXIT_OK
+
+
+def cmd_export_images(args) -> int:
+    from ..gallery.exchange import export_images
+
+    summary = export_images(args.gallery, args.dir, person=args.person)
+    if args.json:
+        print_json(summary.to_dict())
+    else:
+        print(
+            f"wrote {summary.images} image(s) of {summary.people} people to {summary.dir}"
+            + (f"; {summary.without_image} template(s) have no kept image" if summary.without_image else "")
+            + f"\ntrain on them with: siamface train {summary.dir}"
+        )
+    return EXIT_OK
+
+
+def cmd_reembed(args) -> int:
+    from ..pipeline import DEFAULT_MODEL
+
+    args.model = args.model or DEFAULT_MODEL  # the move's target: the default, unless --model names another
+    pipe = pipeline_from_args(args, gallery=args.gallery)
+    with open_gallery(args) as gallery:
+        before = gallery.store.model
+        n = gallery.reembed(pipe)
+        after = gallery.store.model
+    if args.json:
+        print_json({"templates": n, "from": before.name, "to": after.name, "to_version": after.version})
+    else:
+        print(f"re-embedded {n} template(s): {before.describe()} -> {after.describe()}")
+    return EXIT_OK
