@@ -250,6 +250,12 @@ class Enrolling:
             warnings.extend(self._lookalike_warnings(name, samples))
         limit, threshold = self.gates.duplicate, self.thresholds.verify
         reasons: dict[int, str] = {}
+        shown = name  # the enrolled person's name as stored (names match ignoring case), for the messages
+        if samples and not new:
+            try:
+                shown = self.store.person(name).name
+            except UnknownPersonError:  # a new person (or removed meanwhile): the store decides below
+                pass
 
         def keep(enrolled: Sequence[Template], candidates: Sequence[NewTemplate]) -> list[str | None]:
             # Inside the store's write transaction: `enrolled` is the person's templates as they are now.
@@ -263,14 +269,14 @@ class Enrolling:
                 if match is not None and not threshold.accepts(match) and not force:
                     reasons[i] = "other-person"
                     verdicts.append(
-                        f"{t.source}: does not match the enrolled person {name!r} (best similarity "
+                        f"{t.source}: does not match the enrolled person {shown!r} (best similarity "
                         f"{match:.4f} < threshold {threshold.value:.4f}); not added (--force, or "
                         "force=true over the API, adds it anyway)"
                     )
                 elif best > limit:
                     reasons[i] = "duplicate"
                     verdicts.append(
-                        f"{t.source}: near-duplicate of a template {name!r} already has "
+                        f"{t.source}: near-duplicate of a template {shown!r} already has "
                         f"(similarity {best:.4f} > {limit:g})"
                     )
                 else:
