@@ -210,6 +210,29 @@ def test_export_import_round_trip_merge_and_refusals(gallery_file, new_gallery, 
     assert cli("gallery", "export", "-g", gallery_file, tmp_path / "x.jsonl", "--with-images").returncode == 2
 
 
+def test_import_merge_refuses_another_persons_face_unless_forced(gallery_file, tmp_path):
+    """An export whose "s4" holds s5's templates must not merge s5's face into the enrolled s4 (the rule of
+    enrolling into an existing person); --force merges them; --force alone is an error."""
+    export = tmp_path / "people.jsonl"
+    assert cli("gallery", "export", "-g", gallery_file, export).returncode == 0
+    header, *people = [json.loads(line) for line in export.read_text().splitlines()]
+    [s5] = [p for p in people if p["name"] == "s5"]
+    crafted = tmp_path / "crafted.jsonl"
+    crafted.write_text("\n".join(json.dumps(x) for x in (header, {**s5, "name": "S4"})) + "\n")
+    before = rows(gallery_file, "SELECT count(*) FROM templates")
+    out = cli("gallery", "import", "-g", gallery_file, crafted, "--merge", "--json")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["refused_not_matching"] == len(s5["templates"]) and summary["templates"] == 0, summary
+    assert rows(gallery_file, "SELECT count(*) FROM templates") == before
+    assert cli("identify", "-g", gallery_file, att(5, PROBE)).stdout.count(": s5 (") == 1
+    out = cli("gallery", "import", "-g", gallery_file, crafted, "--merge")
+    assert "refused: matching none of the person's templates (--force adds them)" in out.stdout
+    assert cli("gallery", "import", "-g", gallery_file, crafted, "--force").returncode == 2
+    out = cli("gallery", "import", "-g", gallery_file, crafted, "--merge", "--force", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["templates"] == len(s5["templates"]), out.stdout
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

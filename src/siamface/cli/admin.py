@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+from ..errors import ConfigError
 from ._common import (
     EXIT_OK,
     add_chain_options,
@@ -76,11 +77,18 @@ def add_parsers(sub) -> None:
         description="Add every person of an export FILE, in one transaction. The gallery is "
         "created (bound to the file's model) when it does not exist; an existing "
         "one must be bound to the same model. A name already enrolled is an error "
-        "unless --merge, which adds the templates to that person.",
+        "unless --merge, which adds the templates to that person: those that match one of the "
+        "person's templates at the 1:1 threshold in force (as enroll adds images to an enrolled "
+        "person), all of them with --force.",
     )
     add_gallery_option(q, json_flag=True)
     q.add_argument("file", help="an export file (siamface gallery export)")
     q.add_argument("--merge", action="store_true", help="add to people already enrolled under the same name")
+    q.add_argument(
+        "--force",
+        action="store_true",
+        help="with --merge: add the templates that match none of the person's templates too",
+    )
     q.add_argument(
         "--keep-images",
         action="store_true",
@@ -234,10 +242,30 @@ def cmd_export(args) -> int:
     return EXIT_OK
 
 
+def _merge_threshold(args):
+    """The 1:1 threshold in force on the gallery (its model, the calibration beside it or the user's), as
+    enroll applies it to images added to an enrolled person; None when nothing is checked."""
+    from types import SimpleNamespace
+
+    from ..factory import build_pipeline
+    from ..gallery.backends import gallery_exists
+    from ..pipeline import DEFAULT_DETECTOR
+
+    if not args.merge or args.force or not gallery_exists(args.gallery):
+        return None
+    chain = SimpleNamespace(detector=DEFAULT_DETECTOR, model=None, min_face=20, upsample=None)
+    pipeline, _ = build_pipeline(chain, gallery=args.gallery)
+    return pipeline.thresholds.verify
+
+
 def cmd_import(args) -> int:
     from ..gallery.exchange import import_into
 
-    summary, location, create = import_into(args.gallery, args.file, merge=args.merge, keep_images=args.keep_images)
+    if args.force and not args.merge:
+        raise ConfigError("--force only applies with --merge")
+    summary, location, create = import_into(
+        args.gallery, args.file, merge=args.merge, keep_images=args.keep_images, match=_merge_threshold(args)
+    )
     if args.json:
         print_json({"gallery": location, "created": create, **summary.to_dict()})
     else:
@@ -245,6 +273,11 @@ def cmd_import(args) -> int:
             f"imported {summary.templates} template(s): {summary.added_people} new people, "
             f"{summary.merged_people} merged"
             + (f", {summary.skipped} duplicate(s) skipped" if summary.skipped else "")
+            + (
+                f", {summary.refused} refused: matching none of the person's templates (--force adds them)"
+                if summary.refused
+                else ""
+            )
             + (
                 f", {summary.images_dropped} image(s) not kept (the gallery keeps none)"
                 if summary.images_dropped

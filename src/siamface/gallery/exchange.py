@@ -20,8 +20,9 @@ Format ``siamface-gallery`` version 1 is JSON Lines (UTF-8, one JSON object per 
 
 The file holds biometric templates, unencrypted: treat it like the gallery itself. Import refuses a file of
 another model (`ModelMismatchError`) and names already in the gallery unless ``merge`` (then templates go
-to the existing person, near-duplicates of their templates skipped); everything is added in one
-transaction. Created times are those of the import; the exported ones stay in the file.
+to the existing person, near-duplicates of their templates skipped, and, given a ``match`` threshold, so
+are templates that match none of the person's templates: the rule of enrolling into an existing person);
+everything is added in one transaction. Created times are those of the import; the exported ones stay in the file.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from .._files import atomic_write_bytes
+from ..decision import Threshold
 from ..errors import ConfigError, GalleryError
 from .backends import gallery_exists, open_store
 from .store import AddResult, ModelBinding, NewTemplate, Store, Template, is_database_url
@@ -68,6 +70,7 @@ class ImportSummary:
     templates: int
     skipped: int
     images_dropped: int
+    refused: int = 0  # merged templates that matched none of the person's templates
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +79,7 @@ class ImportSummary:
             "merged_people": self.merged_people,
             "templates": self.templates,
             "skipped_duplicates": self.skipped,
+            "refused_not_matching": self.refused,
             "images_dropped": self.images_dropped,
         }
 
@@ -217,19 +221,30 @@ def _people(path: Path, header: dict[str, Any], keep_images: bool) -> tuple[list
     return people, dropped
 
 
-def import_gallery(store: Store, path: str | os.PathLike, *, merge: bool = False) -> ImportSummary:
-    """Add every person of an export file to `store`, in one transaction (see the module's rules)."""
+NOT_MATCHING = "matches none of the person's templates"
+
+
+def import_gallery(
+    store: Store, path: str | os.PathLike, *, merge: bool = False, match: Threshold | None = None
+) -> ImportSummary:
+    """Add every person of an export file to `store`, in one transaction (see the module's rules).
+    `match`: with `merge`, a template for a person already enrolled must reach this 1:1 threshold against
+    one of their templates (None: no such check, as ``--force``)."""
     path = Path(path)
     header = read_header(path)
     store.model.check(file_model(header), store.location)
     people, dropped = _people(path, header, store.keep_images)
 
     def keep(existing: Sequence[Template], new: Sequence[NewTemplate]) -> list[str | None]:
-        kept = [np.asarray(t.embedding, np.float32) for t in existing]
+        own = [np.asarray(t.embedding, np.float32) for t in existing]
+        kept = list(own)
         verdicts: list[str | None] = []
         for t in new:
             e = np.asarray(t.embedding, np.float32)
-            if kept and max(float(k @ e) for k in kept) > MERGE_DUPLICATE:
+            best_own = max((float(k @ e) for k in own), default=None)
+            if match is not None and best_own is not None and not match.accepts(best_own):
+                verdicts.append(f"{NOT_MATCHING} (best similarity {best_own:.4f} < threshold {match.value:.4f})")
+            elif kept and max(float(k @ e) for k in kept) > MERGE_DUPLICATE:
                 verdicts.append("near-duplicate of a template the person has")
             else:
                 verdicts.append(None)
@@ -240,12 +255,13 @@ def import_gallery(store: Store, path: str | os.PathLike, *, merge: bool = False
     added = sum(1 for r in results if r.created)
     merged = sum(1 for r in results if not r.created and any(i is not None for i in r.template_ids))
     templates = sum(sum(1 for i in r.template_ids if i is not None) for r in results)
-    skipped = sum(len(r.skipped) for r in results)
-    return ImportSummary(str(path), added, merged, templates, skipped, dropped)
+    reasons = [why for r in results for why in r.skipped.values()]
+    refused = sum(1 for why in reasons if why.startswith(NOT_MATCHING))
+    return ImportSummary(str(path), added, merged, templates, len(reasons) - refused, dropped, refused)
 
 
 def import_into(
-    spec, path: str | os.PathLike, *, merge: bool = False, keep_images: bool = False
+    spec, path: str | os.PathLike, *, merge: bool = False, keep_images: bool = False, match: Threshold | None = None
 ) -> tuple[ImportSummary, str, bool]:
     """`import_gallery` into the gallery `spec` (a file or a ``postgresql://`` URL), created when it does not
     exist, bound to the file's model (`keep_images`: keep the images the file carries). A gallery created
@@ -257,7 +273,7 @@ def import_into(
     try:
         store = open_store(spec, file_model(header) if create else None, create=create, keep_images=keep_images)
         with store:
-            summary = import_gallery(store, path, merge=merge)
+            summary = import_gallery(store, path, merge=merge, match=match)
     except BaseException:
         if create and is_database_url(spec):  # the gallery made for this import goes with it
             if store is not None and getattr(store, "created_now", False):
