@@ -165,6 +165,7 @@ def cmd_embed(args) -> int:
 
 
 def cmd_models(args) -> int:
+    from ..decision import resolve
     from ..detection import detector_names
     from ..embedding import create_encoder, model_names
     from ..pipeline import DEFAULT_DETECTOR, DEFAULT_MODEL
@@ -173,6 +174,7 @@ def cmd_models(args) -> int:
     for name in model_names():
         enc = create_encoder(name)
         info = enc.info
+        defaults = resolve(info)  # the model's own thresholds, by the one rule
         specs = getattr(enc, "chip_specs", None) or (info.chip,)
         crops = " + ".join(
             f"{c.size}x{c.size} RGB "
@@ -191,12 +193,10 @@ def cmd_models(args) -> int:
                 "embedding_size": info.embedding_size,
                 "input": crops,
                 "metric": info.metric,
-                "threshold": info.threshold,
-                "threshold_source": info.threshold_source,
-                "identify_threshold": info.identify_threshold
-                if info.identify_threshold is not None
-                else info.threshold,
-                "identify_threshold_source": info.identify_threshold_source or info.threshold_source,
+                "threshold": defaults.verify.value,
+                "threshold_source": defaults.verify.source,
+                "identify_threshold": defaults.identify.value,
+                "identify_threshold_source": defaults.identify.source,
             }
         )
     from ..liveness.combined import liveness_models
