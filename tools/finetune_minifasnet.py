@@ -33,7 +33,6 @@ the live class). Needs torch (the "train" extra); the package runs the ONNX grap
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -210,7 +209,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from siamface.liveness import train as T
     from siamface.liveness.cnn import NETWORKS
-    from siamface.liveness.combined import INPUTS
     from siamface.liveness.passive import PassiveLiveness
 
     torch.set_num_threads(args.threads)
@@ -318,16 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         "training_out_of_fold": figures,
         "accepted_by_rule": bool(accepted),
     }
-    payload = {
-        "inputs": list(INPUTS),
-        "mean": model["mean"].tolist(),
-        "scale": model["scale"].tolist(),
-        "weights": model["weights"].tolist(),
-        "bias": model["bias"],
-        "threshold": cand["threshold"],
-        "meta": meta,
-    }
-    (args.out / "passive_v4.json").write_text(json.dumps(payload, indent=1) + "\n")
+    (args.out / "passive_v4.json").write_text(T.combiner_json(model, cand["threshold"], meta))
     log(f"wrote {args.out / 'passive_v4.json'} (weights {np.round(model['weights'], 3).tolist()})")
     return 0
 

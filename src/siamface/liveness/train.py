@@ -252,6 +252,23 @@ def fit_combiner(inputs: np.ndarray, y: np.ndarray, l2: float, weights: np.ndarr
     return {"mean": mean, "scale": scale, "weights": w, "bias": bias}
 
 
+def combiner_json(model: dict, threshold: float, meta: dict) -> str:
+    """A fitted combiner (`fit_combiner`) with its threshold and facts, as the JSON file `PassiveCheck`
+    loads (``liveness/models/passive_v3.json``)."""
+    from .combined import INPUTS
+
+    payload = {
+        "inputs": list(INPUTS),
+        "mean": model["mean"].tolist(),
+        "scale": model["scale"].tolist(),
+        "weights": model["weights"].tolist(),
+        "bias": model["bias"],
+        "threshold": threshold,
+        "meta": meta,
+    }
+    return json.dumps(payload, indent=1) + "\n"
+
+
 def combiner_probability(model: dict, inputs: np.ndarray) -> np.ndarray:
     z = ((inputs - model["mean"]) / model["scale"]) @ model["weights"] + model["bias"]
     return 1 / (1 + np.exp(-np.clip(z, -30, 30)))
@@ -353,17 +370,8 @@ def train_combiner(args, items) -> int:
         },
         "held_out": {**report.to_dict(), "bpcer_per_live_source": per_source},
     }
-    payload = {
-        "inputs": list(INPUTS),
-        "mean": model["mean"].tolist(),
-        "scale": model["scale"].tolist(),
-        "weights": model["weights"].tolist(),
-        "bias": model["bias"],
-        "threshold": thr,
-        "meta": meta,
-    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=1) + "\n")
+    args.out.write_text(combiner_json(model, thr, meta))
     print(f"wrote {args.out}")
     return 0
 
