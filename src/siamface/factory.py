@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .decision import Thresholds
 from .gallery.core import Gallery, calibration_file_for, model_for_gallery
 from .pipeline import DEFAULT_MODEL, Pipeline
 
@@ -25,9 +26,7 @@ def build_pipeline(options: Any, gallery: str | os.PathLike | None = None) -> tu
     such as a command's parsed options or the service's `Settings`. Returns (pipeline, note or None)."""
     model, note, calibration = options.model, None, None
     if gallery is not None:
-        model, note = model_for_gallery(gallery, model, DEFAULT_MODEL)
-        beside = calibration_file_for(gallery)
-        calibration = beside if beside.is_file() else None
+        model, note, calibration = _on_gallery(gallery, model)
     detector_options: dict[str, Any] = {"min_face_size": options.min_face}
     if options.upsample is not None:
         detector_options["upsample"] = options.upsample
@@ -39,6 +38,20 @@ def build_pipeline(options: Any, gallery: str | os.PathLike | None = None) -> tu
         **detector_options,
     )
     return pipeline, note
+
+
+def gallery_thresholds(gallery: str | os.PathLike) -> Thresholds:
+    """The thresholds in force on `gallery` when no threshold is given: those of the model it is bound to,
+    or of the calibration beside it, or of the user's, as its commands decide."""
+    model, _, calibration = _on_gallery(gallery, None)
+    return Pipeline(model=model, calibration_file=calibration).thresholds
+
+
+def _on_gallery(gallery: str | os.PathLike, model: str | None) -> tuple[str, str | None, os.PathLike | None]:
+    """(model, note, calibration file) of a command on `gallery`: see `build_pipeline`."""
+    model, note = model_for_gallery(gallery, model, DEFAULT_MODEL)
+    beside = calibration_file_for(gallery)
+    return model, note, beside if beside.is_file() else None
 
 
 def open_gallery(

@@ -245,17 +245,12 @@ def cmd_export(args) -> int:
 def _merge_threshold(args):
     """The 1:1 threshold in force on the gallery (its model, the calibration beside it or the user's), as
     enroll applies it to images added to an enrolled person; None when nothing is checked."""
-    from types import SimpleNamespace
-
-    from ..factory import build_pipeline
+    from ..factory import gallery_thresholds
     from ..gallery.backends import gallery_exists
-    from ..pipeline import DEFAULT_DETECTOR
 
     if not args.merge or args.force or not gallery_exists(args.gallery):
         return None
-    chain = SimpleNamespace(detector=DEFAULT_DETECTOR, model=None, min_face=20, upsample=None)
-    pipeline, _ = build_pipeline(chain, gallery=args.gallery)
-    return pipeline.thresholds.verify
+    return gallery_thresholds(args.gallery).verify
 
 
 def cmd_import(args) -> int:
