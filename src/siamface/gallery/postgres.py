@@ -44,7 +44,7 @@ import numpy as np
 
 from ..errors import GalleryError
 from .index import Hit, _ids
-from .sqlbase import NORM_TOLERANCE, SqlStore, _blob, _now, binding_meta, json_object, lookup_form, matrix_from_rows
+from .sqlbase import NORM_TOLERANCE, SqlStore, _blob, _now, binding_meta, lookup_form, matrix_from_rows
 from .store import (
     AuditRecord,
     DamagedGalleryError,
@@ -53,7 +53,6 @@ from .store import (
     Person,
     ReadOnlyGalleryError,
     UnknownPersonError,
-    source_label,
 )
 
 log = logging.getLogger(__name__)
@@ -495,22 +494,7 @@ class PostgresStore(SqlStore):
 
     # -- writes --------------------------------------------------------------------------------------
     def _insert_templates(self, db, person_id: int, templates: Sequence[NewTemplate], now: str) -> list[int]:
-        for t in templates:
-            if t.image is not None and not self.keep_images:
-                raise GalleryError(f"{self.location} was created without keep_images: images are not stored")
-        params = [
-            (
-                person_id,
-                _vector(t.embedding, self.model.embedding_size),
-                self.model.name,
-                self.model.version,
-                source_label(t.source),
-                json_object(t.quality, "a template's quality"),
-                now,
-                t.image,
-            )
-            for t in templates
-        ]
+        params = [self._template_row(person_id, t, now, _vector) for t in templates]
         ids: list[int] = []
         with db.cursor() as cur:
             cur.executemany(

@@ -343,6 +343,7 @@ class SqlStore:
         raise NotImplementedError
 
     def _insert_templates(self, db, person_id: int, templates: Sequence[NewTemplate], now: str) -> list[int]:
+        """Insert the rows `_template_row` makes; return their ids in order."""
         raise NotImplementedError
 
     def _name_clashes(self, db, names: Sequence[str]) -> list[str]:
@@ -357,6 +358,22 @@ class SqlStore:
         """Called after a deletion's transaction committed."""
 
     # -- shared ----------------------------------------------------------------------------------------
+    def _template_row(self, person_id: int, template: NewTemplate, now: str, encode) -> tuple:
+        """The values of a new row of ``templates`` (person_id, embedding, model, model_version, source,
+        quality, created, image), the embedding written by the backend's `encode(vector, size)`."""
+        if template.image is not None and not self.keep_images:
+            raise GalleryError(f"{self.location} was created without keep_images: images are not stored")
+        return (
+            person_id,
+            encode(template.embedding, self.model.embedding_size),
+            self.model.name,
+            self.model.version,
+            source_label(template.source),
+            json_object(template.quality, "a template's quality"),
+            now,
+            template.image,
+        )
+
     def add_templates(
         self,
         name: str,

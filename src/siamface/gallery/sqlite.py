@@ -58,7 +58,6 @@ from .store import (
     Person,
     ReadOnlyGalleryError,
     UnknownPersonError,
-    source_label,
 )
 
 log = logging.getLogger(__name__)
@@ -538,21 +537,10 @@ class SQLiteStore(SqlStore):
 
     # -- writes --------------------------------------------------------------------------------------
     def _insert_template(self, db: sqlite3.Connection, person_id: int, template: NewTemplate, now: str) -> int:
-        if template.image is not None and not self.keep_images:
-            raise GalleryError(f"{self.location} was created without keep_images: images are not stored")
         cursor = db.execute(
             "INSERT INTO templates (person_id, embedding, model, model_version, source, quality, created, image) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                person_id,
-                _blob(template.embedding, self.model.embedding_size),
-                self.model.name,
-                self.model.version,
-                source_label(template.source),
-                json_object(template.quality, "a template's quality"),
-                now,
-                template.image,
-            ),
+            self._template_row(person_id, template, now, _blob),
         )
         return int(cursor.lastrowid)
 
