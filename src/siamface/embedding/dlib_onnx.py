@@ -239,15 +239,21 @@ def net_to_onnx(net: DlibNet, *, doc: str = "", name: str = ""):
         c, h, w = g.shapes[x]
         out_info = helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["N", c, h or "OH", w or "OW"])
     graph = helper.make_graph(g.nodes, name or "dlib_net", [in_info], [out_info], initializer=g.inits)
-    model = helper.make_model(
+    return finish_model(g.onnx, graph, "siamface.embedding.dlib_onnx", CONVERTER_VERSION, doc)
+
+
+def finish_model(onnx, graph, producer: str, version: int, doc: str):
+    """The checked ONNX model of a converter's `graph` (module `onnx` given, imported lazily by the caller):
+    opset `OPSET`, IR version 8 (readable by onnxruntime >= 1.10), named by its converter and version."""
+    model = onnx.helper.make_model(
         graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="siamface.embedding.dlib_onnx",
-        producer_version=str(CONVERTER_VERSION),
+        opset_imports=[onnx.helper.make_opsetid("", OPSET)],
+        producer_name=producer,
+        producer_version=str(version),
         doc_string=doc,
     )
-    model.ir_version = 8  # readable by onnxruntime >= 1.10
-    g.onnx.checker.check_model(model)
+    model.ir_version = 8
+    onnx.checker.check_model(model)
     return model
 
 

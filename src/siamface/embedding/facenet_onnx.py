@@ -24,7 +24,7 @@ import numpy as np
 
 from .._files import cached_model, file_sha256
 from ..errors import ModelError
-from .dlib_onnx import OPSET
+from .dlib_onnx import finish_model
 from .tf_graph import TfNode, read_graph_def
 
 __all__ = [
@@ -291,16 +291,7 @@ class _Builder:
             [helper.make_tensor_value_info(OUTPUT_NAME, TP.FLOAT, ["N", EMBEDDING_DIM])],
             initializer=self.inits,
         )
-        model = helper.make_model(
-            graph,
-            opset_imports=[helper.make_opsetid("", OPSET)],
-            producer_name="siamface.embedding.facenet_onnx",
-            producer_version=str(CONVERTER_VERSION),
-            doc_string=doc,
-        )
-        model.ir_version = 8
-        self.onnx.checker.check_model(model)
-        return model
+        return finish_model(self.onnx, graph, "siamface.embedding.facenet_onnx", CONVERTER_VERSION, doc)
 
 
 def _topological(nodes: list[TfNode], by_name: dict[str, TfNode]) -> list[TfNode]:
