@@ -1,12 +1,13 @@
 """Accuracy of the chain on the shared datasets: verification and open-set identification, per detector.
 
-    python benchmarks/accuracy.py [--data ../shared/datasets] [--detectors retinaface,hog] [--model dlib+facenet]
+    python benchmarks/accuracy.py [--data ../shared/datasets] [--detectors retinaface,hog] [--model dlib-flip+facenet]
                                   [--cache PATH | --no-cache] [--out out/bench-accuracy] [--quiet]
     python benchmarks/accuracy.py --table [--data ../shared/datasets]
 
-``--table``: the encoders side by side, one table (see `model_table`): dlib-resnet, facenet and the fused
-dlib+facenet, each with and without flip averaging, on celeba_ids (folder protocol on the identities NOT
-used for fitting the fused model), AT&T, yale_faces and deepface_pairs, detector retinaface.
+``--table``: the encoders side by side, one table (see `model_table`): dlib-resnet and facenet, each with and
+without flip averaging, and the fused dlib+facenet with flip on neither part, on dlib's only or on both, on
+celeba_ids (folder protocol on the identities NOT used for fitting the fused model), AT&T, yale_faces and
+deepface_pairs, detector retinaface.
 
 Protocols (every figure at the model's built-in threshold — its 1:N one for ``celeba1n`` — never the user's
 calibration file):
@@ -123,12 +124,13 @@ def model_table(data: Path) -> None:
     import _facecache as fc
 
     from siamface.embedding import create_encoder
-    from siamface.embedding.fused import DLIB_FACENET, DLIB_FACENET_FLIP
+    from siamface.embedding.fused import DLIB_FACENET, DLIB_FACENET_FLIP, DLIB_FLIP_FACENET
     from siamface.evaluation.metrics import eer, tar_at_far
 
+    fusions = (DLIB_FACENET, DLIB_FLIP_FACENET, DLIB_FACENET_FLIP)
     w = DLIB_FACENET.weight
-    if DLIB_FACENET_FLIP.weight != w:
-        raise SystemExit("the table assumes one weight for dlib+facenet and dlib+facenet-flip")
+    if any(f.weight != w for f in fusions):
+        raise SystemExit("the table assumes one weight for every fused model")
     det = Pipeline(detector="retinaface").detector
     rows: dict[str, list[str]] = {}
     header = ["model"]
@@ -142,7 +144,7 @@ def model_table(data: Path) -> None:
         check = [f for f in files[:40] if dets[f] is not None and len(dets[f])][:8]
         idx = [files.index(f) for f in check]
         fused = {}
-        for fusion in (DLIB_FACENET, DLIB_FACENET_FLIP):
+        for fusion in fusions:
             flips = {p: bool(o.get("flip")) for p, o in fusion.parts}
             real = fc.embeddings(
                 f"{fusion.name}-check",

@@ -124,12 +124,12 @@ def test_models_lists_detectors_and_models():
     data = json.loads(out.stdout)
     models = {m["name"]: m for m in data["models"]}
     assert "retinaface" in data["detectors"] and models["dlib-resnet"]["embedding_size"] == 128
-    facenet, fused = models["facenet"], models["dlib+facenet"]
+    facenet, fused = models["facenet"], models["dlib-flip+facenet"]
     assert facenet["embedding_size"] == 512 and "160x160 RGB box crop" in facenet["input"]
     assert fused["embedding_size"] == 640 and " + " in fused["input"]
     for m in (facenet, fused):
         assert m["threshold"] < m["identify_threshold"] < 1 and "FAR 1e-4" in m["identify_threshold_source"]
-    assert [m["name"] for m in data["models"] if m["default"]] == [DEFAULT_MODEL] == ["dlib+facenet"]
+    assert [m["name"] for m in data["models"] if m["default"]] == [DEFAULT_MODEL] == ["dlib-flip+facenet"]
     assert data["default_detector"] == "retinaface"
     liveness = {m["name"]: m for m in data["liveness"]}
     assert {"passive_v3", "minifasnet_v2", "minifasnet_v1se", "passive_v2", "frame"} <= set(liveness)
@@ -138,5 +138,5 @@ def test_models_lists_detectors_and_models():
         and "Silent-Face" in liveness["minifasnet_v2"]["source"]
     )
     text = run("models").stdout
-    assert "  dlib+facenet (default): 640-d" in text and "retinaface (default)" in text
+    assert "  dlib-flip+facenet (default): 640-d" in text and "retinaface (default)" in text
     assert "liveness models:" in text and "licence: Apache-2.0" in text

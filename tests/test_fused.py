@@ -1,7 +1,9 @@
-"""The fused model dlib+facenet: one embedding per face whose dot product is the weighted sum of its parts'
-cosines, usable by a gallery like any other model."""
+"""The fused models dlib+facenet and dlib-flip+facenet (the default): one embedding per face whose dot product
+is the weighted sum of its parts' cosines, usable by a gallery like any other model."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
@@ -12,13 +14,14 @@ from conftest import att, att_rgb, scene  # noqa: E402
 
 from siamface import ModelMismatchError, Pipeline  # noqa: E402
 from siamface.embedding import create_encoder  # noqa: E402
-from siamface.embedding.fused import DLIB_FACENET  # noqa: E402
+from siamface.embedding.fused import DLIB_FACENET, DLIB_FLIP_FACENET  # noqa: E402
 from siamface.gallery import Gallery  # noqa: E402
+from siamface.pipeline import DEFAULT_MODEL  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def fused() -> Pipeline:
-    return Pipeline(model="dlib+facenet")
+    return Pipeline(model=DEFAULT_MODEL)
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +29,11 @@ def frames() -> list[np.ndarray]:
     return [scene([(att_rgb(s, i), 2.0, (200, 100))]) for s, i in ((1, 1), (1, 2), (2, 1))]
 
 
-def test_fused_embedding_is_the_weighted_concatenation_of_its_parts(fused, frames):
-    w = DLIB_FACENET.weight
-    parts = [Pipeline(detector=fused.detector, model=create_encoder(name, **opts)) for name, opts in DLIB_FACENET.parts]
+@pytest.mark.parametrize("fusion", [DLIB_FACENET, DLIB_FLIP_FACENET], ids=lambda f: f.name)
+def test_fused_embedding_is_the_weighted_concatenation_of_its_parts(fusion, fused, frames):
+    w = fusion.weight
+    fused = Pipeline(detector=fused.detector, model=fusion.name)
+    parts = [Pipeline(detector=fused.detector, model=create_encoder(name, **opts)) for name, opts in fusion.parts]
     for frame in frames:
         faces = fused.detect(frame)[:1]
         e = fused.embed(frame, faces).embeddings[0]
@@ -39,6 +44,9 @@ def test_fused_embedding_is_the_weighted_concatenation_of_its_parts(fused, frame
     assert float(e1 @ e2) == pytest.approx(w * float(a1 @ a2) + (1 - w) * float(b1 @ b2), abs=1e-5)
     info = fused.encoder.info
     assert info.extra["weight"] == w and f"w={w:g}" in info.version and info.embedding_size == 640
+    flips = [bool(opts.get("flip")) for _, opts in fusion.parts]
+    assert [p.encoder.info.version.endswith("+flip") for p in parts] == flips
+    assert info.extra["part_options"] == [dict(o) for _, o in fusion.parts]
 
 
 def test_fused_embed_takes_one_chip_array_per_part(fused):
@@ -57,9 +65,9 @@ def test_gallery_with_the_fused_model_and_a_dlib_gallery(tmp_path, fused):
             assert g.enroll(f"s{s}", [att(s, 2), att(s, 3), att(s, 4)]).templates_total == 3
         for s in (3, 5, 7):
             result = g.identify(att(s, 1))
-            assert result.names == [f"s{s}"] and result.model == "dlib+facenet"
+            assert result.names == [f"s{s}"] and result.model == DEFAULT_MODEL
     with Gallery(tmp_path / "dlib.db", Pipeline(detector=fused.detector, model="dlib-resnet"), create=True) as g:
         g.enroll("s3", [att(3, 2)])
     with Gallery(tmp_path / "dlib.db", fused) as g:
-        with pytest.raises(ModelMismatchError, match="gallery reembed --model dlib\\+facenet"):
+        with pytest.raises(ModelMismatchError, match=f"gallery reembed --model {re.escape(DEFAULT_MODEL)}"):
             g.identify(att(3, 1))

@@ -29,7 +29,7 @@ DEFAULT_DETECTOR = "retinaface"
 #: dlib's ResNet and FaceNet fused (640-d). It measures better than dlib-resnet on every data set of
 #: benchmarks/accuracy.py --table and keeps the live 640x480 loop inside its budget on an idle machine
 #: (README "Encoders"). Galleries bound to another model keep it (see `gallery.core.model_for_gallery`).
-DEFAULT_MODEL = "dlib+facenet"
+DEFAULT_MODEL = "dlib-flip+facenet"
 
 
 class Pipeline(ThresholdsInForce):
