@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 from .decision import Thresholds
-from .gallery.core import Gallery, calibration_file_for, model_for_gallery
+from .gallery.core import Gallery, calibration_beside, model_for_gallery
 from .pipeline import DEFAULT_MODEL, Pipeline
 
 
@@ -50,14 +50,14 @@ def gallery_thresholds(gallery: str | os.PathLike) -> Thresholds:
 def _on_gallery(gallery: str | os.PathLike, model: str | None) -> tuple[str, str | None, os.PathLike | None]:
     """(model, note, calibration file) of a command on `gallery`: see `build_pipeline`."""
     model, note = model_for_gallery(gallery, model, DEFAULT_MODEL)
-    beside = calibration_file_for(gallery)
-    return model, note, beside if beside.is_file() else None
+    return model, note, calibration_beside(gallery)
 
 
 def open_gallery(
     spec: str | os.PathLike, pipeline: Pipeline | None = None, *, create: bool = False, keep_images: bool = False
 ) -> Gallery:
     """The gallery `spec` names (an SQLite file or a ``postgresql://`` URL), searched with `pipeline` (None:
-    one with the model the gallery is bound to). `create`: made, bound to the pipeline's model, when it does
-    not exist; `keep_images` then decides whether face crops are kept."""
+    one with the model the gallery is bound to and the calibration beside it, as `build_pipeline` builds).
+    `create`: made, bound to the pipeline's model, when it does not exist; `keep_images` then decides whether
+    face crops are kept."""
     return Gallery(spec, pipeline, create=create, keep_images=keep_images)

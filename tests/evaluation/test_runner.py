@@ -276,6 +276,24 @@ def test_choose_threshold_criteria():
         runner.parse_target("far=2")
 
 
+def test_training_chooses_its_threshold_as_calibrate_does(hog, shared_cache):
+    """A trained model's threshold is `siamface calibrate`'s choice on the same comparisons: the FAR target
+    when the data measures it, else the EER; a FAR that no threshold reaches (impostors tied at the top, as
+    one photo filed under two people gives) is a clear error, not a threshold of +inf that refuses everyone."""
+    from siamface.training.trainer import calibrate_threshold
+
+    r = runner.evaluate_folder(hog, ATT, n_impostors=100, seed=1, cache=shared_cache, progress=False)
+    s, y = r.scores, r.labels
+    assert calibrate_threshold(s, y, 0.01) == (runner.choose_threshold(s, y, "far=0.01").threshold, "FAR 0.01")
+    assert calibrate_threshold(s, y, 1e-3) == (
+        runner.choose_threshold(s, y, "eer").threshold,
+        "EER (100 impostor pairs are too few for FAR 0.001)",
+    )
+    duplicated = np.append(s, [1.0, 1.0]), np.append(y, [False, False])
+    with pytest.raises(ConfigError, match="no threshold reaches FAR <= 0.01"):
+        calibrate_threshold(*duplicated, 0.01)
+
+
 def test_progress_bar_only_on_a_terminal():
     quiet = io.StringIO()
     with runner.Progress(10, "embedding", stream=quiet) as bar:

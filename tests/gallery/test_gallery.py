@@ -4,6 +4,8 @@ on a stranger, the audit trail, model binding, re-embedding, deletion, and threa
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import threading
 
 import numpy as np
@@ -16,6 +18,7 @@ from gallery_support import (  # noqa: F401
     backend,
     base_gallery,
     check_consistent,
+    cli,
     gallery,
     gallery_file,
     is_url,
@@ -25,10 +28,11 @@ from gallery_support import (  # noqa: F401
 )
 
 from siamface import Pipeline
-from siamface.decision import Threshold, identity
+from siamface.decision import CALLER, Threshold, identity
 from siamface.errors import ConfigError, GalleryError, ModelMismatchError, NoFaceError
-from siamface.gallery import RULES, Gallery, NewTemplate, UnknownPersonError
+from siamface.gallery import RULES, Gallery, NewTemplate, UnknownPersonError, calibration_file_for
 from siamface.pipeline import DEFAULT_MODEL
+from siamface.thresholds import Calibration, save_calibration
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -140,6 +144,38 @@ def test_every_decision_is_audited(gallery, gallery_file):
     assert entries[0].threshold == gallery.identify_threshold > gallery.threshold  # 1:N is stricter
     assert all(e.threshold == gallery.threshold and e.model == DEFAULT_MODEL for e in entries[1:])
     assert rows(gallery_file, "SELECT count(*) FROM audit") == [(3,)]
+
+
+def test_a_gallery_opened_without_a_pipeline_decides_with_the_calibration_beside_it(gallery, gallery_file):
+    """The library decides as the commands do: the calibration written beside the gallery is in force."""
+    if is_url(gallery_file):
+        pytest.skip("a calibration file lies beside a gallery file")
+    probe = att(3, PROBE)
+    by_default = gallery.verify("s3", probe)  # the session's pipeline, given: the model's default threshold
+    assert by_default.accepted and by_default.threshold_source == gallery.pipeline.encoder.info.threshold_source
+    gallery.close()
+    stricter = math.ceil(by_default.score * 1e4 + 1) / 1e4  # just above s3's own score: now denied
+    save_calibration(
+        Calibration(model=DEFAULT_MODEL, threshold=stricter, criterion="far=0.001", far=0.0004, frr=0.1),
+        calibration_file_for(gallery_file),
+    )
+    with Gallery(gallery_file) as g:
+        library = g.verify("s3", probe)
+        assert g.identify_threshold == stricter  # a calibration is in force for 1:N too
+    assert not library.accepted and library.threshold == stricter
+    assert library.threshold_source.startswith("calibrated (far=0.001)")
+    out = cli("verify", "-g", gallery_file, "--claim", "s3", probe, "--json")
+    command = json.loads(out.stdout)
+    assert out.returncode == 1, out.stderr
+    assert (command["accepted"], command["threshold"], command["threshold_source"]) == (
+        library.accepted,
+        library.threshold,
+        library.threshold_source,
+    )
+    with Gallery(gallery_file, threshold=0.5) as g:  # the caller's threshold still comes first
+        assert g.verify("s3", probe).threshold_source == CALLER
+    with Gallery(gallery_file, gallery.pipeline) as g:  # and a caller's pipeline is used as given
+        assert g.verify("s3", probe).threshold == by_default.threshold
 
 
 def _copy(template):

@@ -1,6 +1,7 @@
-"""Shared by the service tests: `siamface serve` on a free port (in a thread of the test process, or a real
-process), keys made with `siamface keys create` (run in the test's process), a clock the tests move forward,
-and a small HTTP client (standard library only) that speaks multipart."""
+"""Shared by the service tests: the skip of a module without the service extra (`require_service`),
+`siamface serve` on a free port (in a thread of the test process, or a real process), keys made with
+`siamface keys create` (run in the test's process), a clock the tests move forward, and a small HTTP client
+(standard library only) that speaks multipart."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from conftest import att, run_cli
 from PIL import Image
 
@@ -31,6 +33,17 @@ SIAMFACE = (
 PEOPLE = (3, 4, 5, 6, 7, 8, 9)
 ENROLLED = (2, 3, 4)
 PROBE = 1
+
+
+#: Why a service test module is skipped (see `require_service`).
+SERVICE_EXTRA_MISSING = "the service extra is not installed (pip install -e '.[service]')"
+
+
+def require_service() -> None:
+    """Skip the calling test module unless the service extra's FastAPI and python-multipart (its form parser)
+    can be imported: call it at the top of the module, before anything imports the service."""
+    for module in ("fastapi", "multipart"):
+        pytest.importorskip(module, reason=SERVICE_EXTRA_MISSING)
 
 
 #: `siamface ARGS` (keys, serve's refusals) run in this process (see conftest.run_cli); `Server` starts a real

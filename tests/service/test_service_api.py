@@ -11,9 +11,9 @@ import urllib.parse
 
 import numpy as np
 import pytest
+from service_support import require_service
 
-pytest.importorskip("fastapi", reason="the service extra is not installed (pip install -e '.[service]')")
-pytest.importorskip("multipart", reason="the service extra is not installed (pip install -e '.[service]')")
+require_service()
 
 from conftest import att_rgb, faceless, scene  # noqa: E402
 from service_support import ENROLLED, PEOPLE, PROBE, Server, cli, fixture_bytes, png_bytes  # noqa: E402

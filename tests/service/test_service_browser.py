@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from service_support import require_service
 
-pytest.importorskip("fastapi", reason="the service extra is not installed (pip install -e '.[service]')")
+require_service()
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the test extra)")
 from conftest import FRONTAL, FRONTAL_2, TURNED_LEFT, TURNED_RIGHT, att_rgb, s26, scene  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402

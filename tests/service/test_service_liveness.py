@@ -13,9 +13,9 @@ import json
 import time
 
 import pytest
+from service_support import require_service
 
-pytest.importorskip("fastapi", reason="the service extra is not installed (pip install -e '.[service]')")
-pytest.importorskip("multipart", reason="the service extra is not installed (pip install -e '.[service]')")
+require_service()
 
 import numpy as np  # noqa: E402
 from conftest import (  # noqa: E402

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from service_support import require_service
 
-pytest.importorskip("fastapi", reason="the service extra is not installed (pip install -e '.[service]')")
+require_service()
 pytest.importorskip("psycopg", reason="the postgres extra is not installed (pip install -e '.[postgres]')")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gallery"))

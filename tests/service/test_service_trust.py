@@ -11,9 +11,9 @@ import urllib.error
 import urllib.request
 
 import pytest
+from service_support import require_service
 
-pytest.importorskip("fastapi", reason="the service extra is not installed (pip install -e '.[service]')")
-pytest.importorskip("multipart", reason="the service extra is not installed (pip install -e '.[service]')")
+require_service()
 
 from conftest import att  # noqa: E402
 from service_support import ENROLLED, PEOPLE, PROBE, Server, cli, fixture_bytes, never_listen  # noqa: E402

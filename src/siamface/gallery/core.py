@@ -49,6 +49,13 @@ def calibration_file_for(gallery: str | os.PathLike) -> Path:
     return Path(f"{os.fspath(gallery)}.thresholds.json")
 
 
+def calibration_beside(gallery: str | os.PathLike) -> Path | None:
+    """The calibration file beside `gallery` (`calibration_file_for`) when there is one, else None: what the
+    commands and a `Gallery` without a pipeline give the pipeline as its explicit calibration file."""
+    beside = calibration_file_for(gallery)
+    return beside if beside.is_file() else None
+
+
 def model_for_gallery(gallery, requested: str | None, default: str) -> tuple[str, str | None]:
     """The model a command on `gallery` runs: `requested` when given; else, for an existing gallery, the
     registered model it is bound to, so that a gallery made before the default changed keeps working (with
@@ -57,10 +64,14 @@ def model_for_gallery(gallery, requested: str | None, default: str) -> tuple[str
         return requested, None
     if gallery is None or not gallery_exists(gallery):
         return default, None
+    with open_store(gallery) as store:
+        return _bound_model(gallery, store.model, default)
+
+
+def _bound_model(gallery, bound: ModelBinding | None, default: str) -> tuple[str, str | None]:
+    """`model_for_gallery` for a gallery whose store is bound to `bound` (None: not bound yet)."""
     from ..embedding import model_names
 
-    with open_store(gallery) as store:
-        bound = store.model
     if bound is None or bound.name == default or bound.name not in model_names():
         return default, None
     return bound.name, (
@@ -76,6 +87,10 @@ class Gallery(Enrolling, Searching, ThresholdsInForce):
     `store`: a `Store`, a path to an SQLite gallery file or a ``postgresql://`` URL (created, bound to the pipeline's model, when
     `create` is true and it does not exist; `keep_images` then decides whether face crops are kept, stored
     unencrypted, which is what makes re-embedding with a new model possible).
+    `pipeline`: None builds one as the commands do: with the model the gallery is bound to (a registered
+    one, else the default model) and the calibration file beside the gallery (``<gallery>.thresholds.json``,
+    written by ``siamface calibrate``) as its explicit calibration, so that the thresholds in force follow
+    the order of `siamface.decision` (caller, calibration beside the gallery, the user's, model default).
     `threshold`: overrides the pipeline's (calibrated) threshold for every decision.
     """
 
@@ -90,6 +105,7 @@ class Gallery(Enrolling, Searching, ThresholdsInForce):
         threshold: float | None = None,
     ) -> None:
         self._pipeline = pipeline
+        self._spec = store if isinstance(store, (str, os.PathLike)) else store.location
         if isinstance(store, (str, os.PathLike)):
             # Creating: always name the model, so that a second process racing to create the same file
             # binds (or checks) it too instead of finding an unbound file.
@@ -102,16 +118,13 @@ class Gallery(Enrolling, Searching, ThresholdsInForce):
 
     @property
     def pipeline(self):
-        """The pipeline given, else one with the model this gallery is bound to (a registered one), else the
-        default model's."""
+        """The pipeline given, else one with the model this gallery is bound to (a registered one, else the
+        default model's) and the calibration beside it, as the commands build theirs (see `Gallery`)."""
         if self._pipeline is None:
-            from ..embedding import model_names
-            from ..pipeline import Pipeline
+            from ..pipeline import DEFAULT_MODEL, Pipeline
 
-            bound = getattr(getattr(self, "store", None), "model", None)
-            self._pipeline = (
-                Pipeline(model=bound.name) if bound is not None and bound.name in model_names() else Pipeline()
-            )
+            model, _ = _bound_model(self._spec, getattr(getattr(self, "store", None), "model", None), DEFAULT_MODEL)
+            self._pipeline = Pipeline(model=model, calibration_file=calibration_beside(self._spec))
         return self._pipeline
 
     @property

@@ -28,7 +28,8 @@ from ..alignment import ChipSpec
 from ..decision import Threshold
 from ..embedding.onnx_file import preprocess
 from ..errors import ConfigError
-from ..evaluation.metrics import best_accuracy_threshold, eer, tar_at_far, threshold_for_far
+from ..evaluation.calibrate import UnsupportedTargetError, choose_threshold
+from ..evaluation.metrics import best_accuracy_threshold, eer, tar_at_far
 from . import require_torch
 from .augment import Augment
 from .data import FaceSet, load_faces, split_identities, verification_pairs, write_split
@@ -148,11 +149,14 @@ def verification_figures(scores: np.ndarray, labels: np.ndarray, threshold: floa
 
 
 def calibrate_threshold(scores: np.ndarray, labels: np.ndarray, far: float) -> tuple[float, str]:
-    """FAR ``far`` when there are >= 1/far impostor pairs, else the EER threshold."""
-    n_imp = int((labels == 0).sum())
-    if n_imp >= 1 / far:
-        return float(threshold_for_far(scores, labels, far)), f"FAR {far:g}"
-    return float(eer(scores, labels)[1]), f"EER ({n_imp} impostor pairs are too few for FAR {far:g})"
+    """The threshold exported with a trained model, chosen as ``siamface calibrate`` chooses it
+    (`evaluation.calibrate.choose_threshold`): FAR ``far`` when there are >= 1/far impostor pairs, else the
+    EER. Returns (threshold, how it was chosen); ConfigError when no threshold reaches FAR ``far``."""
+    try:
+        return choose_threshold(scores, labels, f"far={far!r}").threshold, f"FAR {far:g}"
+    except UnsupportedTargetError:
+        eer_point = choose_threshold(scores, labels, "eer")
+        return eer_point.threshold, f"EER ({eer_point.n_impostor} impostor pairs are too few for FAR {far:g})"
 
 
 def train(
