@@ -127,6 +127,9 @@ def test_models_lists_detectors_and_models():
     facenet, fused = models["facenet"], models["dlib-flip+facenet"]
     assert facenet["embedding_size"] == 512 and "160x160 RGB box crop" in facenet["input"]
     assert fused["embedding_size"] == 640 and " + " in fused["input"]
+    mirror = ", averaged with its mirror image"
+    assert fused["input"].split(" + ")[0].endswith(mirror) and mirror not in fused["input"].split(" + ")[1]
+    assert mirror not in models["dlib+facenet"]["input"] and fused["input"] != models["dlib+facenet"]["input"]
     for m in (facenet, fused):
         assert m["threshold"] < m["identify_threshold"] < 1 and "FAR 1e-4" in m["identify_threshold_source"]
     assert [m["name"] for m in data["models"] if m["default"]] == [DEFAULT_MODEL] == ["dlib-flip+facenet"]

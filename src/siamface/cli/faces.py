@@ -176,6 +176,7 @@ def cmd_models(args) -> int:
         info = enc.info
         defaults = resolve(info)  # the model's own thresholds, by the one rule
         specs = getattr(enc, "chip_specs", None) or (info.chip,)
+        flips = [bool(p.info.extra.get("flip")) for p in getattr(enc, "parts", None) or (enc,)]
         crops = " + ".join(
             f"{c.size}x{c.size} RGB "
             + (
@@ -183,7 +184,8 @@ def cmd_models(args) -> int:
                 if c.crop == "landmarks"
                 else f"box crop, margin {c.margin:g}" + ("" if c.square else ", stretched")
             )
-            for c in specs
+            + (", averaged with its mirror image" if flip else "")
+            for c, flip in zip(specs, flips)
         )
         models.append(
             {

@@ -14,7 +14,8 @@ lists them in ``chip_specs`` and `embed` takes one chip array per part.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 
@@ -107,39 +108,21 @@ DLIB_FACENET = Fusion(
 #: (about 3 ms of the 26 a face), and its flip brings part of the gain of flipping both (fitting identities:
 #: EER 4.87 %, TAR@FAR1e-3 81.5 %, against 4.91 % / 81.2 % without flip and 4.77 % / 81.9 % with both)
 #: while the live loop stays inside its budget. Thresholds as above.
-DLIB_FLIP_FACENET = Fusion(
+DLIB_FLIP_FACENET = replace(
+    DLIB_FACENET,
     name="dlib-flip+facenet",
     parts=(("dlib-resnet", {"flip": True}), ("facenet", {})),
-    weight=0.85,
-    fitted_on=DLIB_FACENET.fitted_on,
     threshold=0.877,  # 0.8543, 0.8765
-    threshold_source=DLIB_FACENET.threshold_source,
     identify_threshold=0.891,  # 0.8839, 0.8906
-    identify_threshold_source=DLIB_FACENET.identify_threshold_source,
 )
 
-DLIB_FACENET_FLIP = Fusion(
+DLIB_FACENET_FLIP = replace(
+    DLIB_FACENET,
     name="dlib+facenet-flip",
     parts=(("dlib-resnet", {"flip": True}), ("facenet", {"flip": True})),
-    weight=0.85,
-    fitted_on=DLIB_FACENET.fitted_on,
     threshold=0.876,  # 0.8547, 0.8764
-    threshold_source=DLIB_FACENET.threshold_source,
     identify_threshold=0.89,  # 0.8844, 0.8900
-    identify_threshold_source=DLIB_FACENET.identify_threshold_source,
 )
 
-
-@register_model("dlib+facenet")
-def _dlib_facenet(num_threads: int | None = None) -> FusedEncoder:
-    return FusedEncoder(DLIB_FACENET, num_threads=num_threads)
-
-
-@register_model("dlib-flip+facenet")
-def _dlib_flip_facenet(num_threads: int | None = None) -> FusedEncoder:
-    return FusedEncoder(DLIB_FLIP_FACENET, num_threads=num_threads)
-
-
-@register_model("dlib+facenet-flip")
-def _dlib_facenet_flip(num_threads: int | None = None) -> FusedEncoder:
-    return FusedEncoder(DLIB_FACENET_FLIP, num_threads=num_threads)
+for _fusion in (DLIB_FACENET, DLIB_FLIP_FACENET, DLIB_FACENET_FLIP):
+    register_model(_fusion.name)(partial(FusedEncoder, _fusion))
