@@ -139,3 +139,33 @@ def test_fine_tuning_tool_trains_on_frozen_trunk_features_that_reproduce_the_net
     live = torch.tensor([1.0, 0.0, 1.0])  # s26, held_photo, blended
     weights = torch.ones(3)
     assert float(ft.real_loss(whole, live, weights)) < 0.1 < float(ft.real_loss(whole, 1 - live, weights))
+
+
+def test_anchoring_term_measures_only_framed_faces_drift_from_the_original_network(frames):
+    """--anchor: KL(original || fine-tuned) on the framed (full-frame) items, over the batch size; zero while
+    the network is the original, nothing from tight crops; and training with it stays nearer the original."""
+    ft, minifasnet = tools("finetune_minifasnet", "minifasnet")
+    import torch
+
+    pth = WEIGHTS / PTH["minifasnet_v2"]
+    net = minifasnet.load(pth)
+    x = np.stack([crop(frame, box, NETWORKS["minifasnet_v2"]) for frame, box in frames.values()]).astype(np.uint8)
+    feats = ft.trunk_features(net, x)
+    with torch.no_grad():
+        logits = ft.head(net, torch.from_numpy(feats[:, 0]))
+    reference = torch.log_softmax(logits, 1)
+    framed = torch.tensor([1.0, 1.0, 0.0])
+    assert float(ft.anchor_loss(logits, reference, framed)) == pytest.approx(0.0, abs=1e-7)
+    moved = logits + torch.tensor([[3.0, -3.0, 0.0]] * 3)
+    kl = (reference.exp() * (reference - torch.log_softmax(moved, 1))).sum(1)
+    assert float(ft.anchor_loss(moved, reference, framed)) == pytest.approx(float(kl[:2].sum()) / 3, rel=1e-6)
+    assert float(ft.anchor_loss(moved, reference, torch.zeros(3))) == 0.0
+
+    # taught the opposite labels, the anchored network drifts less from the original on the framed faces
+    wrong, w = np.array([0.0, 1.0, 0.0]), np.ones(3)
+    drift = {}
+    for anchor in (0.0, 100.0):
+        tuned = ft.fine_tune(pth, feats, wrong, w, anchor=anchor, framed=np.ones(3, bool))
+        with torch.no_grad():
+            drift[anchor] = float(ft.anchor_loss(ft.head(tuned, torch.from_numpy(feats[:, 0])), reference, framed))
+    assert drift[100.0] < drift[0.0] / 5

@@ -1,7 +1,7 @@
 """Fine-tune the MiniFASNet pair on the liveness training split, out of fold, and build a candidate passive check.
 
     python tools/finetune_minifasnet.py [--data ../shared/datasets] [--cache .cache/liveness] \
-        [--work out/finetune] [--out out/finetune/models]
+        [--work out/finetune] [--out out/finetune/models] [--anchor 0]
 
 The data and the split are the ones of ``python -m siamface.liveness.train`` and ``benchmarks/liveness.py``
 (`train.collect` with every 3rd celeba_ids photo, `train.split`: NUAA subjects and celeba people by thirds,
@@ -28,6 +28,18 @@ BatchNorm in inference mode (running statistics kept); Adam, learning rate 1e-4,
 random horizontal flips; loss the weighted binary cross-entropy of the "real" probability (softmax index 1,
 the two attack logits left free), weights `train.sample_weights` (live and attack balanced, celeba 25 % of
 the live class). Needs torch (the "train" extra); the package runs the ONNX graphs only.
+
+Anchoring (``--anchor A``, default 0: off, the second round's candidate as it was): the same split, folds,
+layers, optimiser, epochs and rule, and one term added to each step's loss, fixed before any held-out figure
+of it was computed: A times the Kullback-Leibler divergence KL(original || fine-tuned) of the network's
+three-way softmax, from the ORIGINAL pretrained network (frozen, computed once) to the network being trained,
+on the same view (crop or mirror image) the step sees, for every training-split input that has surroundings:
+the full-frame items, NUAA frames and celeba_ids photos (`train.collect`'s is_crop False); the replay crops
+(is_crop True, a face cut tight) add nothing. The term is summed over those items of the batch and divided
+by the batch's size (a batch of crops only adds 0), unweighted by `train.sample_weights`. Its aim: the
+networks learn the replay crops without forgetting what the pretrained weights caught in full frames (the
+second round's candidate let 11.4 % of replay_videos' full-frame phone replay through, the shipped check 0).
+Third attempt, run once: ``--anchor 1.0 --work out/anchor --out out/anchor/models``.
 """
 
 from __future__ import annotations
@@ -86,6 +98,16 @@ def real_loss(logits, target, weight):
     return -(weight * (target * log_real + (1 - target) * log_fake)).sum() / weight.sum()
 
 
+def anchor_loss(logits, reference, framed):
+    """Sum over the framed items (bool tensor) of KL(reference || softmax(logits)), over the batch size;
+    ``reference``: the original network's log-probabilities of the same inputs (n x 3)."""
+    import torch
+
+    log_p = torch.log_softmax(logits, dim=1)
+    kl = (reference.exp() * (reference - log_p)).sum(dim=1)
+    return (kl * framed).sum() / len(logits)
+
+
 FROZEN = ("conv1", "conv2_dw", "conv_23", "conv_3", "conv_34", "conv_4", "conv_45")
 
 
@@ -118,9 +140,18 @@ def head(net, f):
     return net.prob(net.bn(net.linear(torch.flatten(f, 1))))
 
 
-def fine_tune(pth: Path, feats: np.ndarray, y: np.ndarray, w: np.ndarray, log=None):
+def fine_tune(
+    pth: Path,
+    feats: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    log=None,
+    anchor: float = 0.0,
+    framed: np.ndarray | None = None,
+):
     """One network (from its Apache-2.0 weights) fine-tuned on trunk features of its crops (`trunk_features`),
-    y (1 live, 0 attack), w (sample weights); each step sees each crop or its mirror image at random."""
+    y (1 live, 0 attack), w (sample weights); each step sees each crop or its mirror image at random. With
+    ``anchor`` > 0 the items where ``framed`` is True are kept near the original network (`anchor_loss`)."""
     import minifasnet
     import torch
 
@@ -130,6 +161,11 @@ def fine_tune(pth: Path, feats: np.ndarray, y: np.ndarray, w: np.ndarray, log=No
     for name, p in net.named_parameters():
         p.requires_grad = name.split(".")[0] in TRAINED
     net.eval()  # BatchNorm keeps its running statistics; there is no dropout
+    if anchor > 0:  # the original network's log-probabilities of both views, before any step
+        with torch.no_grad():
+            flat = torch.from_numpy(feats.reshape(-1, *feats.shape[2:]))
+            reference = torch.log_softmax(head(net, flat), dim=1).reshape(len(feats), 2, -1)
+        framed_t = torch.from_numpy(np.asarray(framed, dtype=np.float32))
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=LR)
     yt, wt = torch.from_numpy(y.astype(np.float32)), torch.from_numpy(w.astype(np.float32))
     for epoch in range(EPOCHS):
@@ -137,8 +173,11 @@ def fine_tune(pth: Path, feats: np.ndarray, y: np.ndarray, w: np.ndarray, log=No
         total = 0.0
         for start in range(0, len(order), BATCH):
             idx = order[start : start + BATCH]
-            batch = feats[idx, rng.integers(0, 2, len(idx))]
-            loss = real_loss(head(net, torch.from_numpy(batch)), yt[idx], wt[idx])
+            view = rng.integers(0, 2, len(idx))
+            logits = head(net, torch.from_numpy(feats[idx, view]))
+            loss = real_loss(logits, yt[idx], wt[idx])
+            if anchor > 0:
+                loss = loss + anchor * anchor_loss(logits, reference[idx, view], framed_t[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -203,6 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "out" / "finetune")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "finetune" / "models")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
+    ap.add_argument(
+        "--anchor",
+        type=float,
+        default=0.0,
+        help="weight of KL(original || fine-tuned) on the full-frame items (NUAA, celeba); 0: off",
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -231,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     log("trunk features computed")
     yt, gt, st, lt = y[train], groups[train], sources[train], labels[train]
+    framed = np.array([not i[3] for i in items])[train]  # full frames and photos; the replay crops are cut tight
+    tune = {"anchor": args.anchor, "framed": framed} if args.anchor > 0 else {}
+    if args.anchor > 0:
+        log(f"anchor {args.anchor:g}: KL(original || fine-tuned) on {int(framed.sum())} full-frame faces")
     weights = T.sample_weights(yt, gt, 0.25)
     fold = T.folds_of(gt)
     log(f"training split: {int(train.sum())} faces, folds {np.bincount(fold).tolist()}")
@@ -246,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
             for j, name in enumerate(NETWORKS):
                 t0 = time.time()
                 log(f"  fold {k}, {name}: {int(fit.sum())} faces")
-                net = fine_tune(args.weights / WEIGHTS[name], feats[name][fit], yt[fit], weights[fit], log)
+                part = {**tune, "framed": framed[fit]} if tune else {}
+                net = fine_tune(args.weights / WEIGHTS[name], feats[name][fit], yt[fit], weights[fit], log, **part)
                 oof_cnn[held, j] = probabilities(net, feats[name][held])
                 log(f"    {time.time() - t0:.0f} s")
         args.work.mkdir(parents=True, exist_ok=True)
@@ -290,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             net.eval()
         else:
             log(f"  final, {name}: {int(train.sum())} faces")
-            net = fine_tune(pth, feats[name], yt, weights, log)
+            net = fine_tune(pth, feats[name], yt, weights, log, **tune)
             torch.save(net.state_dict(), path)
         graph = C.export(net, scale, pth)
         diff = C.max_difference(net, graph)
@@ -301,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "name": "passive_v4",
         "texture_model": texture.name,
-        "cnn": "minifasnet_v2 + minifasnet_v1se fine-tuned on the training split (tools/finetune_minifasnet.py)",
+        "cnn": "minifasnet_v2 + minifasnet_v1se fine-tuned on the training split (tools/finetune_minifasnet.py"
+        + (f" --anchor {args.anchor:g})" if tune else ")"),
         "l2": 1.0,
         "live_share": 0.25,
         "bpcer_target": BPCER,
@@ -312,7 +363,13 @@ def main(argv: list[str] | None = None) -> int:
             "live": [f"{args.data / 'celeba_ids'} (every 3)"],
             "split": "training split only (texture scores leave-one-source-out, CNN scores out of fold)",
         },
-        "fine_tuning": {"trained_layers": list(TRAINED), "lr": LR, "epochs": EPOCHS, "batch": BATCH},
+        "fine_tuning": {
+            "trained_layers": list(TRAINED),
+            "lr": LR,
+            "epochs": EPOCHS,
+            "batch": BATCH,
+            **({"anchor": args.anchor, "anchored_on": "full-frame items (NUAA, celeba_ids)"} if tune else {}),
+        },
         "training_out_of_fold": figures,
         "accepted_by_rule": bool(accepted),
     }
