@@ -13,7 +13,14 @@ from conftest import att, blended_face, held_photo, phone_screen
 
 from siamface.errors import ModelError
 from siamface.liveness import PassiveCheck
-from siamface.liveness.combined import DEFAULT_COMBINED, INPUTS, combiner_inputs, liveness_models
+from siamface.liveness.combined import (
+    DEFAULT_COMBINED,
+    INPUTS,
+    MODEL_DIR,
+    PRETRAINED_COMBINED,
+    combiner_inputs,
+    liveness_models,
+)
 
 SUBJECTS = ((1, 1), (3, 1), (7, 2))
 
@@ -45,10 +52,11 @@ def test_live_faces_pass_printed_photos_and_screens_do_not(pipeline, check):
 
 
 def test_each_attack_is_caught_by_a_different_cue(pipeline, check):
-    # the screen fools the texture model but not the CNN pair; the combination follows the CNN
+    # the screen fools the texture model but not the CNN pair (below the pair's own threshold when alone);
+    # the combination follows the CNN
     screen = phone_screen(3, 1)
     s = check.score(screen, largest_box(pipeline, screen))
-    assert s.texture >= check.texture.threshold and s.cnn.score < 0.1 and not s.live
+    assert s.texture >= check.texture.threshold and s.cnn.score < check.meta["cnn_alone_threshold"] and not s.live
 
 
 def test_the_frame_cue_is_an_input_not_a_veto(check):
@@ -61,15 +69,55 @@ def test_the_frame_cue_is_an_input_not_a_veto(check):
     assert combiner_inputs([0.5], [[0.5, 0.5]], [[True, False, True, False]]).tolist() == [[0, 0, 0, 2]]
 
 
-def test_the_shipped_combiner_says_how_it_was_fitted():
-    data = json.loads(DEFAULT_COMBINED.read_text())
-    assert data["inputs"] == list(INPUTS)
-    meta = data["meta"]
-    assert "training split only" in meta["trained_on"]["split"] and meta["bpcer_target"] <= 0.05
-    assert meta["held_out"]["counts"]["live"] > 100 and 0 < meta["cnn_alone_threshold"] < 1
+def test_the_shipped_combiners_say_how_they_were_fitted():
+    for path in (DEFAULT_COMBINED, PRETRAINED_COMBINED):
+        data = json.loads(path.read_text())
+        assert data["inputs"] == list(INPUTS)
+        meta = data["meta"]
+        assert "training split only" in meta["trained_on"]["split"] and meta["bpcer_target"] <= 0.05
+        assert 0 < meta["cnn_alone_threshold"] < 1
+    # the default: its own fine-tuned pair beside it, accepted by the rule fixed before its held-out figures
+    meta = json.loads(DEFAULT_COMBINED.read_text())["meta"]
+    assert meta["name"] == "passive_v4" and meta["fine_tuning"]["anchor"] == 1.0 and meta["accepted_by_rule"]
+    assert meta["training_out_of_fold"]["passive_v4 (candidate)"]["worst_apcer"] <= 0.05
+    assert json.loads(PRETRAINED_COMBINED.read_text())["meta"]["held_out"]["counts"]["live"] > 100
     names = {m["name"]: m for m in liveness_models()}
-    assert names["minifasnet_v2"]["licence"].startswith("Apache-2.0")
-    assert "Silent-Face" in names["minifasnet_v1se"]["source"] and names["passive_v2"]["licence"] == "MIT"
+    assert [m["name"] for m in liveness_models() if m.get("default")] == ["passive_v4"]
+    for net in ("minifasnet_v2", "minifasnet_v1se"):
+        assert names[net]["licence"].startswith("Apache-2.0") and "Silent-Face" in names[net]["source"]
+        tuned = names[f"passive_v4/{net}"]
+        assert tuned["licence"].startswith("Apache-2.0") and "fine-tuned" in tuned["source"]
+        assert (MODEL_DIR / tuned["file"]).is_file() and (MODEL_DIR / tuned["file"]).parent == DEFAULT_COMBINED.parent
+    for notice in ("LICENSE-silent-face", "NOTICE-silent-face"):
+        assert (DEFAULT_COMBINED.parent / notice).is_file()
+    assert "MODIFIED" in (DEFAULT_COMBINED.parent / "NOTICE-silent-face").read_text()
+    assert names["passive_v2"]["licence"] == "MIT"
+
+
+#: the fine-tuned pair's probabilities of real on fixture faces, recorded when passive_v4 was shipped
+TUNED_PAIR = {"live": (0.36522, 0.82647), "photo": (0.01016, 0.14374), "screen": (0.0383, 0.39339)}
+
+
+def test_the_default_check_runs_its_own_fine_tuned_pair(pipeline, check):
+    pretrained = PassiveCheck(PRETRAINED_COMBINED)
+    assert check.name == "passive_v4" and check.cnn.model_dir == DEFAULT_COMBINED.parent
+    assert pretrained.name == "passive_v3" and pretrained.cnn.model_dir == MODEL_DIR
+    for kind, frame in (("live", blended_face(3, 1)), ("photo", held_photo(3, 1)), ("screen", phone_screen(3, 1))):
+        box = largest_box(pipeline, frame)
+        tuned = check.cnn.probabilities(frame, [box])[0]
+        assert tuned == pytest.approx(TUNED_PAIR[kind], abs=2e-4), (kind, tuned)
+        assert np.abs(tuned - pretrained.cnn.probabilities(frame, [box])[0]).max() > 0.05  # other weights
+
+
+def test_a_combiner_names_its_networks_folder(tmp_path):
+    data = json.loads(DEFAULT_COMBINED.read_text())
+    (tmp_path / "moved.json").write_text(json.dumps(data))  # networks "." but none beside it
+    with pytest.raises(ModelError, match="missing"):
+        PassiveCheck(tmp_path / "moved.json")
+    data["networks"] = 3
+    (tmp_path / "odd.json").write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="must name a folder"):
+        PassiveCheck(tmp_path / "odd.json")
 
 
 def test_a_bad_combiner_file_is_a_clear_error(tmp_path):

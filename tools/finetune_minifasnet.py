@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         "training_out_of_fold": figures,
         "accepted_by_rule": bool(accepted),
     }
-    (args.out / "passive_v4.json").write_text(T.combiner_json(model, cand["threshold"], meta))
+    (args.out / "passive_v4.json").write_text(T.combiner_json(model, cand["threshold"], meta, networks="."))
     log(f"wrote {args.out / 'passive_v4.json'} (weights {np.round(model['weights'], 3).tolist()})")
     return 0
 

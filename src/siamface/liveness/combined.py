@@ -3,8 +3,10 @@
     cues ──► inputs (log-odds of each model; the frame cue's count of straight sides) ──► logistic ──► score
     score >= threshold  ──►  live
 
-* ``cnn``: the pretrained MiniFASNetV2 / V1SE pair (`siamface.liveness.cnn`, Apache-2.0), each network's
-  probability of a real face;
+* ``cnn``: the MiniFASNetV2 / V1SE pair (`siamface.liveness.cnn`, Apache-2.0), each network's probability
+  of a real face: in ``passive_v4`` (the default) the pair fine-tuned by siamface (`tools/finetune_minifasnet.py
+  --anchor 1`), shipped beside its combiner file (the file's ``networks`` entry); in ``passive_v3`` the
+  pretrained pair;
 * ``texture``: the project's colour-texture model (`PassiveLiveness`, ``passive_v2``);
 * ``frame``: the straight edges found around the face (`frame_sides`). It is an input like the others,
   not a veto: door frames, shelves and collars put straight edges beside live faces too.
@@ -13,7 +15,9 @@ The combiner is a logistic regression over those inputs, fitted by ``python -m s
 --combine`` on the training split only (subject-disjoint from the held-out data), with the texture model's
 scores taken out of fold so that the combiner does not learn to trust a model on the faces it was fitted
 to. Its threshold is chosen out of fold at a stated BPCER on every live source of the training split. The
-file ships as ``models/passive_v3.json`` (a few numbers and the figures it was measured with).
+default ships as ``models/passive_v4/`` (its combiner file with a few numbers and the figures it was measured
+with, and its two networks); ``models/passive_v3.json``, the combiner over the pretrained pair, stays
+(``PassiveCheck(PRETRAINED_COMBINED)``).
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from ..errors import ModelError
 from .cnn import AntiSpoofCnn, CnnScore
 from .passive import MODEL_DIR, SIDES, PassiveLiveness, features, frame_sides, is_framed
 
-DEFAULT_COMBINED = MODEL_DIR / "passive_v3.json"
+DEFAULT_COMBINED = MODEL_DIR / "passive_v4" / "passive_v4.json"
+#: the previous default: the same kind of combiner over the pretrained CNN pair
+PRETRAINED_COMBINED = MODEL_DIR / "passive_v3.json"
 #: the combiner's inputs, in order
 INPUTS = ("texture", "minifasnet_v2", "minifasnet_v1se", "frame_sides")
 EPS = 0.01  # no cue is trusted beyond 99 % either way: log-odds within +-4.6
@@ -87,7 +93,9 @@ class PassiveScore:
 
 
 class PassiveCheck:
-    """The shipped (or a given) combiner over the shipped cue models. ``threshold`` overrides the file's."""
+    """The shipped (or a given) combiner over its cue models. ``threshold`` overrides the file's. The CNN pair
+    is ``cnn`` when given, else the folder the file's ``networks`` entry names (relative to the file), else
+    the shipped pretrained pair."""
 
     def __init__(
         self,
@@ -114,7 +122,10 @@ class PassiveCheck:
         self.threshold = float(threshold) if threshold is not None else file_threshold
         self.name = self.meta.get("name", path.stem)
         self.texture = texture or PassiveLiveness()
-        self.cnn = cnn or AntiSpoofCnn()
+        networks = data.get("networks")
+        if cnn is None and networks is not None and not isinstance(networks, str):
+            raise ModelError(f"liveness model {path}: 'networks' must name a folder")
+        self.cnn = cnn or (AntiSpoofCnn(path.parent / networks) if networks is not None else AntiSpoofCnn())
 
     def combine(self, texture, cnn, sides) -> np.ndarray:
         """Combined probability of live from the cues' values (arrays of n faces)."""
@@ -131,27 +142,46 @@ class PassiveCheck:
 
 
 def liveness_models() -> list[dict]:
-    """The shipped liveness models, for ``siamface models``: name, role, files, source and licence."""
+    """The shipped liveness models, for ``siamface models``: name, role, files, source and licence; the
+    default combiner first."""
     from .cnn import LICENCE, NETWORKS, SOURCE
 
-    combiner = json.loads(DEFAULT_COMBINED.read_text()) if DEFAULT_COMBINED.is_file() else {}
     texture = PassiveLiveness() if (MODEL_DIR / "passive_v2.npz").is_file() else None
     ours = "trained by siamface (python -m siamface.liveness.train{})"
-    models = [
-        {
-            "name": combiner.get("meta", {}).get("name", "passive_v3"),
-            "role": "the passive decision: logistic combination of the cues below",
-            "file": DEFAULT_COMBINED.name,
-            "threshold": combiner.get("threshold"),
-            "source": ours.format(" --combine"),
-            "licence": "MIT",
-        }
-    ]
+    models = []
+    for path, default in ((DEFAULT_COMBINED, True), (PRETRAINED_COMBINED, False)):
+        combiner = json.loads(path.read_text()) if path.is_file() else {}
+        meta = combiner.get("meta", {})
+        own = combiner.get("networks") is not None
+        models.append(
+            {
+                "name": meta.get("name", path.stem),
+                "default": default,
+                "role": "the passive decision: logistic combination of the texture model, the frame cue and "
+                + ("its own fine-tuned CNN pair" if own else "the pretrained CNN pair"),
+                "file": str(path.relative_to(MODEL_DIR)),
+                "threshold": combiner.get("threshold"),
+                "source": "trained by siamface (tools/finetune_minifasnet.py --anchor 1)"
+                if own
+                else ours.format(" --combine"),
+                "licence": "MIT",
+            }
+        )
+        for name, scale in NETWORKS.items() if own else ():
+            models.append(
+                {
+                    "name": f"{meta.get('name', path.stem)}/{name}",
+                    "role": f"anti-spoofing CNN fine-tuned by siamface, face box x{scale:g}, 80x80 BGR",
+                    "file": str((path.parent / combiner["networks"] / f"{name}.onnx").relative_to(MODEL_DIR)),
+                    "source": f"{SOURCE}, fine-tuned from the pretrained weights by tools/finetune_minifasnet.py",
+                    "licence": f"{LICENCE} (LICENSE-silent-face, NOTICE-silent-face beside it)",
+                }
+            )
     for name, scale in NETWORKS.items():
         models.append(
             {
                 "name": name,
-                "role": f"anti-spoofing CNN, face box x{scale:g}, 80x80 BGR",
+                "role": f"anti-spoofing CNN (pretrained), face box x{scale:g}, 80x80 BGR",
                 "file": f"{name}.onnx",
                 "source": SOURCE + ", converted to ONNX by tools/convert_silent_face.py",
                 "licence": f"{LICENCE} (LICENSE-silent-face, NOTICE-silent-face)",

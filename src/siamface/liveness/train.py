@@ -252,12 +252,14 @@ def fit_combiner(inputs: np.ndarray, y: np.ndarray, l2: float, weights: np.ndarr
     return {"mean": mean, "scale": scale, "weights": w, "bias": bias}
 
 
-def combiner_json(model: dict, threshold: float, meta: dict) -> str:
+def combiner_json(model: dict, threshold: float, meta: dict, networks: str | None = None) -> str:
     """A fitted combiner (`fit_combiner`) with its threshold and facts, as the JSON file `PassiveCheck`
-    loads (``liveness/models/passive_v3.json``)."""
+    loads (``liveness/models/passive_v4/passive_v4.json``). ``networks``: the folder of its own CNN pair,
+    relative to the file (``"."``: beside it); None: the shipped pretrained pair."""
     from .combined import INPUTS
 
     payload = {
+        **({"networks": networks} if networks is not None else {}),
         "inputs": list(INPUTS),
         "mean": model["mean"].tolist(),
         "scale": model["scale"].tolist(),
@@ -416,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         "--combine",
         action="store_true",
         help="fit the combiner of the cues (CNN pair, texture model --texture, frame cue) instead "
-        "of the texture model; --out defaults to models/passive_v3.json",
+        "of the texture model; --out defaults to models/passive_v3.json (the combiner over the pretrained CNN pair)",
     )
     ap.add_argument("--texture", type=Path, default=DEFAULT_MODEL, help="with --combine: the texture model")
     ap.add_argument("--combine-l2", type=float, default=1.0, help="with --combine: the combiner's L2 strength")
@@ -427,9 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     items = collect(args.nuaa, args.replay, args.live, args.live_every)
     if args.combine:
         if args.out == DEFAULT_MODEL:
-            from .combined import DEFAULT_COMBINED
+            from .combined import PRETRAINED_COMBINED
 
-            args.out = DEFAULT_COMBINED
+            args.out = PRETRAINED_COMBINED  # a combiner over the pretrained pair, as passive_v3
         return train_combiner(args, items)
     x, ok = extract(items, args.cache)
     labels = np.array([i[1] for i in items])
