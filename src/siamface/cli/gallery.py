@@ -122,7 +122,7 @@ def add_parsers(sub) -> None:
         help="add images to an enrolled person even when their face does not match the person's "
         "templates at the 1:1 threshold (refused by default)",
     )
-    add_chain_options(p, threshold=True)
+    add_chain_options(p, threshold=True, gallery=True)
     p.set_defaults(func=cmd_enroll)
 
     p = sub.add_parser(
@@ -154,7 +154,7 @@ def add_parsers(sub) -> None:
         metavar="PNG|DIR",
         help="write the probe with boxes, names and scores drawn (several probes: a folder, one <name>.png per probe)",
     )
-    add_chain_options(p, threshold=True)
+    add_chain_options(p, threshold=True, gallery=True)
     p.set_defaults(func=cmd_identify)
 
 
