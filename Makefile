@@ -1,6 +1,6 @@
 # siamface: two commands on a fresh machine with Python 3.11.
 #   make demo   set up .venv and run the main job on the bundled sample faces
-#   make test   set up .venv (with the test, plot and train extras) and run the test suite
+#   make test   set up .venv (with the test, plot, train, service, postgres and faiss extras) and run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin

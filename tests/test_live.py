@@ -245,6 +245,13 @@ def test_bad_sources_are_clear_errors(kind, tmp_path, gallery_file):
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
 
 
+def test_an_unwritable_out_suffix_is_refused_before_any_frame(clip, gallery_file, tmp_path):
+    out = tmp_path / "annotated.txt"  # no video container OpenCV can write
+    done = cli("watch", "-g", gallery_file, "--source", clip, "--out", out)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
+    assert "cannot write video" in done.stderr and done.stdout == "" and not out.exists()
+
+
 class Failing(FrameSource):
     """Three frames, then the camera is unplugged."""
 

@@ -177,6 +177,14 @@ def test_calibrate_write_file_and_json(tmp_path, cache_file, config_dir, capsys)
     assert not (config_dir / "thresholds.json").exists()
 
 
+def test_calibrate_beside_a_gallery_says_who_reads_it(tmp_path, cache_file, config_dir, capsys):
+    target = tmp_path / "people.db.thresholds.json"
+    args = ["calibrate", "--folder", str(ATT), "--detector", "hog", "--target", "best-accuracy"]
+    code = main([*args, "--write", str(target), "--cache", cache_file, "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0 and f"note: the gallery {tmp_path / 'people.db'} uses it" in out, out
+
+
 def test_calibrate_refuses_an_unsupported_far_target(tmp_path, cache_file, config_dir, capsys):
     args = [
         "calibrate",

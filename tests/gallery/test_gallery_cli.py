@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import att, faceless
+from conftest import att, att_rgb, faceless, scene
 from gallery_support import (  # noqa: F401
     PROBE,
     SIAMFACE,
@@ -108,6 +108,21 @@ def test_identify_draws_names_and_scores(gallery_file, group_scene, tmp_path):
     out = cli("identify", "-g", gallery_file, probe, att(STRANGER, PROBE), "--out", tmp_path / "many")
     assert out.returncode == 1 and sorted(p.name for p in (tmp_path / "many").iterdir()) == ["1.png", "group.png"]
     assert "unknown" in out.stdout and "margin 0.01" in out.stdout
+
+
+def test_identify_exit_code_counts_probes_not_faces(gallery_file, tmp_path):
+    from PIL import Image
+
+    mixed = tmp_path / "mixed.png"  # an enrolled person beside a stranger in one picture
+    Image.fromarray(scene([(att_rgb(3, PROBE), 2.0, (40, 120)), (att_rgb(STRANGER, PROBE), 2.0, (360, 120))])).save(
+        mixed
+    )
+    out = cli("identify", "-g", gallery_file, mixed, "--json")
+    faces = json.loads(out.stdout)["results"][0]["faces"]
+    assert sorted(f["person"] for f in faces) == ["s3", "unknown"]
+    assert out.returncode == 0, out.stderr  # the probe has a known face
+    out = cli("identify", "-g", gallery_file, mixed, att(STRANGER, PROBE))
+    assert out.returncode == 1  # the second probe has none
 
 
 def test_management_commands(gallery_file):

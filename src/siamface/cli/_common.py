@@ -11,8 +11,9 @@ import sys
 EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
 
 
-def add_chain_options(p: argparse.ArgumentParser, threshold: bool = False) -> None:
-    """--detector, --model, --min-face, --upsample (and --threshold), --json: the options of the chain."""
+def add_chain_options(p: argparse.ArgumentParser, threshold: bool = False, gallery: bool = False) -> None:
+    """--detector, --model, --min-face, --upsample (and --threshold), --json: the options of the chain.
+    `gallery`: the command opens an existing gallery, whose model is then the default."""
     from ..detection import detector_names
     from ..embedding import model_names
     from ..pipeline import DEFAULT_DETECTOR, DEFAULT_MODEL
@@ -28,8 +29,8 @@ def add_chain_options(p: argparse.ArgumentParser, threshold: bool = False) -> No
         default=None,
         metavar="NAME|FILE.onnx",
         help=f"face encoder: {', '.join(model_names())}, or a model exported by 'siamface train' "
-        f"(path to its .onnx file) (default: {DEFAULT_MODEL}; on an existing gallery, the model "
-        "it is bound to)",
+        f"(path to its .onnx file) (default: {DEFAULT_MODEL}"
+        + ("; on an existing gallery, the model it is bound to)" if gallery else ")"),
     )
     p.add_argument(
         "--min-face",
@@ -50,8 +51,11 @@ def add_chain_options(p: argparse.ArgumentParser, threshold: bool = False) -> No
             "--threshold",
             type=float,
             default=None,
-            help="cosine-similarity threshold: same person when similarity >= it "
-            "(default: the model's calibrated threshold)",
+            help="cosine-similarity threshold: same person when similarity >= it (default: the model's "
+            "entry in "
+            + ("the calibration file beside the gallery (<gallery>.thresholds.json), else in " if gallery else "")
+            + "the user's calibration file, written by 'siamface calibrate'; else the model's default, "
+            "see 'siamface models')",
         )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 

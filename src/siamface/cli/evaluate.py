@@ -318,6 +318,15 @@ def cmd_calibrate(args) -> int:
     print(f"  wrote {path}")
     if path.resolve() == user_file.resolve():
         print(f"  'siamface verify --model {cal.model}' now uses this threshold (unless --threshold is given)")
+    elif path.name.endswith(".thresholds.json"):  # the file that travels with a gallery
+        gallery = path.with_name(path.name[: -len(".thresholds.json")])
+        print(
+            f"  note: the gallery {gallery} uses it (identify, verify --claim, watch, authenticate, serve, "
+            f"a library Gallery); verify of two images reads {user_file}"
+        )
     else:
-        print(f"  note: verify reads {user_file}; use this file with Pipeline(calibration_file=...)")
+        print(
+            f"  note: verify reads {user_file}; use this file with Pipeline(calibration_file=...), or name it "
+            "<gallery>.thresholds.json beside a gallery"
+        )
     return 0

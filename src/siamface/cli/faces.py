@@ -52,7 +52,7 @@ def add_parsers(sub) -> None:
         metavar="F",
         help="with --rule fraction: share of the templates that must match (default: 0.5)",
     )
-    add_chain_options(p, threshold=True)
+    add_chain_options(p, threshold=True, gallery=True)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser(

@@ -122,7 +122,7 @@ def add_parsers(sub) -> None:
         help="add images to an enrolled person even when their face does not match the person's "
         "templates at the 1:1 threshold (refused by default)",
     )
-    add_chain_options(p, threshold=True)
+    add_chain_options(p, threshold=True, gallery=True)
     p.set_defaults(func=cmd_enroll)
 
     p = sub.add_parser(
@@ -133,8 +133,9 @@ def add_parsers(sub) -> None:
         "'ambiguous' when the next person is within the margin; else 'unknown'. The top K "
         "people are shown as evidence. Logged in the gallery's audit. A probe that cannot be "
         "read or holds no face is reported as an error (on stderr; under \"errors\" with --json) "
-        "and the other probes are still answered. Exit code 0 when every probe has a known "
-        "face, 1 when some face is unknown or ambiguous, 2 when a probe was an error.",
+        "and the other probes are still answered. Exit code 0 when every probe has at least one "
+        "known face (others beside it may be unknown), 1 when a probe has none (every face "
+        "unknown or ambiguous), 2 when a probe was an error.",
     )
     add_gallery_option(p)
     p.add_argument("probes", nargs="+", metavar="PROBE", help="probe images")
@@ -153,7 +154,7 @@ def add_parsers(sub) -> None:
         metavar="PNG|DIR",
         help="write the probe with boxes, names and scores drawn (several probes: a folder, one <name>.png per probe)",
     )
-    add_chain_options(p, threshold=True)
+    add_chain_options(p, threshold=True, gallery=True)
     p.set_defaults(func=cmd_identify)
 
 

@@ -79,7 +79,7 @@ def _source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="FILE", help="write the annotated video here (.mp4 or .avi)")
     p.add_argument("--show", action="store_true", help="show the annotated video in a window (needs a display)")
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
-    add_chain_options(p, threshold=True)
+    add_chain_options(p, threshold=True, gallery=True)
 
 
 def _open(args):

@@ -13,6 +13,10 @@ from ..decision import AMBIGUOUS, UNKNOWN
 from ..errors import ConfigError
 from .results import FrameResult
 
+#: The suffixes `VideoOut` writes (.avi as MJPG, the others as mp4v): OpenCV opens no writer for other ones,
+#: so they are refused before the first frame instead of after it.
+WRITABLE_VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v"})
+
 
 def annotate(result: FrameResult, fps: float | None = None) -> np.ndarray:
     """The frame with boxes, names and scores (and the processing rate) drawn on it."""
@@ -40,6 +44,8 @@ class VideoOut:
 
         self.path, self.fps, self.show, self.title = path, fps, show, title
         self._writer = None
+        if path and os.path.splitext(path)[1].lower() not in WRITABLE_VIDEO_SUFFIXES:
+            raise ConfigError(f"{path}: cannot write video (use .mp4 or .avi)")
         if show and re.search(r"GUI:\s+NONE", cv2.getBuildInformation()):
             raise ConfigError(
                 "--show needs an OpenCV build with a GUI; this one is headless "
