@@ -6,9 +6,13 @@ passive check (their combination with the frame cue), side by side, with the iss
 Decisions compared (each face: its largest-face box from RetinaFace):
 * ``passive_v2``: the texture model at its threshold, a face framed on 3-4 sides refused (the rule shipped
   before the CNN);
-* ``cnn``: the MiniFASNetV2 / V1SE pair, mean probability of real at the threshold chosen on the training
-  split with the combiner (same BPCER rule);
-* ``combined``: the passive check (`PassiveCheck`, passive_v3), what `authenticate` and `serve` use.
+* ``cnn``: the pretrained MiniFASNetV2 / V1SE pair, mean probability of real at the threshold chosen on the
+  training split with passive_v3's combiner (same BPCER rule);
+* ``passive_v3``: the combination over the pretrained pair (`PassiveCheck(PRETRAINED_COMBINED)`, the default
+  before passive_v4);
+* ``cnn_v4``: the default's own pair (fine-tuned by ``tools/finetune_minifasnet.py --anchor 1``) alone, at its
+  threshold from the training split;
+* ``combined``: the passive check (`PassiveCheck()`, passive_v4), what `authenticate` and `serve` use.
 
 1. Per frame, held out by `siamface.liveness.train.split` (NUAA subjects 0007-0009, live and printed photo;
    the last 3 of 10 blocks of the replay crops; the last third of the celeba_ids people, every 3rd photo).
@@ -65,7 +69,7 @@ ORDERS = [
     for o in itertools.permutations(("turn_left", "turn_right", "closer"), 2)
     if "closer" not in o or any(c.startswith("turn") for c in o)
 ]
-DECISIONS = ["passive_v2", "cnn", "combined"]
+DECISIONS = ["passive_v2", "cnn", "passive_v3", "cnn_v4", "combined"]
 TARGETS = {"apcer.photo": 0.01, "apcer.replay": 0.05, "bpcer.nuaa": 0.02, "bpcer.other": 0.05, "ms": 10.0}
 
 
@@ -106,29 +110,45 @@ def face_table(cache: Path, images, all_faces: bool, min_size: int = 40) -> dict
     return table
 
 
+def networks_tag(model_dir: Path) -> str:
+    """A short hash of a CNN pair's two graphs: the cache key of its scores."""
+    from siamface.liveness.cnn import NETWORKS
+
+    return hashlib.sha256(b"".join((model_dir / f"{n}.onnx").read_bytes() for n in NETWORKS)).hexdigest()[:12]
+
+
 class Decide:
-    """The three decisions' live/not-live for rows of cues (x, cnn, sides)."""
+    """The decisions' live/not-live for rows of cues (x, cnn: the pretrained pair, cnn_default: the default's
+    own pair, cnn_candidate: a candidate's, sides)."""
 
     def __init__(self, candidate: Path | None = None) -> None:
         from siamface.liveness import PassiveCheck
         from siamface.liveness.cnn import AntiSpoofCnn
+        from siamface.liveness.combined import PRETRAINED_COMBINED
 
         self.check = PassiveCheck()
         self.texture = self.check.texture
-        self.cnn_threshold = float(self.check.meta["cnn_alone_threshold"])
+        self.previous = PassiveCheck(PRETRAINED_COMBINED, texture=self.texture)
+        self.cnn_threshold = float(self.previous.meta["cnn_alone_threshold"])
+        #: the pairs whose scores are computed on top of the cached pretrained ones: column -> (networks, tag)
+        self.networks = {"cnn_default": (self.check.cnn, networks_tag(self.check.cnn.model_dir))}
         self.candidate = None
         if candidate is not None:
             self.candidate = PassiveCheck(
                 candidate / "passive_v4.json", texture=self.texture, cnn=AntiSpoofCnn(candidate)
             )
+            self.networks["cnn_candidate"] = (self.candidate.cnn, networks_tag(candidate))
 
     def __call__(self, t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         texture = self.texture.probability(t["x"])
         framed = t["sides"].sum(axis=1) >= 3
+        own = t["cnn_default"]
         out = {
             "passive_v2": (texture >= self.texture.threshold) & ~framed,
             "cnn": t["cnn"].mean(axis=1) >= self.cnn_threshold,
-            "combined": self.check.combine(texture, t["cnn"], t["sides"]) >= self.check.threshold,
+            "passive_v3": self.previous.combine(texture, t["cnn"], t["sides"]) >= self.previous.threshold,
+            "cnn_v4": own.mean(axis=1) >= float(self.check.meta["cnn_alone_threshold"]),
+            "combined": self.check.combine(texture, own, t["sides"]) >= self.check.threshold,
         }
         if self.candidate is not None:
             c = self.candidate
@@ -218,21 +238,21 @@ def main() -> None:
 
     from siamface.image import load_image
     from siamface.liveness import train as T
-    from siamface.liveness.cnn import NETWORKS
     from siamface.liveness.evaluate import video_frames
 
     decide = Decide(args.candidate)
     if decide.candidate is not None:
         DECISIONS.extend(["cnn*", "candidate"])
         c = decide.candidate
-        tag = hashlib.sha256(b"".join((args.candidate / f"{n}.onnx").read_bytes() for n in NETWORKS)).hexdigest()[:12]
         print(
             f"candidate {c.name} threshold {c.threshold:.4f}; its CNN pair alone {float(c.meta['cnn_alone_threshold']):.4f}"
             f"; accepted by the training-split rule: {c.meta.get('accepted_by_rule')}"
         )
     print(
-        f"passive check {decide.check.name} threshold {decide.check.threshold:.4f}; passive_v2 threshold "
-        f"{decide.texture.threshold:.4f}; CNN pair alone threshold {decide.cnn_threshold:.4f}"
+        f"passive check {decide.check.name} threshold {decide.check.threshold:.4f}, its CNN pair alone "
+        f"{float(decide.check.meta['cnn_alone_threshold']):.4f}; {decide.previous.name} threshold "
+        f"{decide.previous.threshold:.4f}; passive_v2 threshold {decide.texture.threshold:.4f}; pretrained CNN pair "
+        f"alone threshold {decide.cnn_threshold:.4f}"
     )
     print(f"combiner fitted on {decide.check.meta.get('trained_on')}")
 
@@ -242,10 +262,10 @@ def main() -> None:
     held = T.split(items)
     table = T.cue_table(items, args.cache / "cues.npz")
     ok = table["ok"]
-    if decide.candidate is not None:
-        table["frame"] = np.arange(len(items))
+    table["frame"] = np.arange(len(items))
+    for column, (cnn, tag) in decide.networks.items():
         images = (load_image(item[0]) if ok[n] else None for n, item in enumerate(items))
-        table["cnn_candidate"] = rescore(args.cache / f"cnn-{tag}-cues.npy", table, images, decide.candidate.cnn)
+        table[column] = rescore(args.cache / f"cnn-{tag}-cues.npy", table, images, cnn)
     labels = np.array([i[1] for i in items])
     sources = np.array([T.source_of(i[2]) for i in items])
     decided = decide(table)
@@ -275,10 +295,8 @@ def main() -> None:
     tables = {}
     for name, (images, all_faces, file) in streams.items():
         tables[name] = face_table(args.cache / f"faces-{file}.npz", images(), all_faces)
-        if decide.candidate is not None:
-            tables[name]["cnn_candidate"] = rescore(
-                args.cache / f"cnn-{tag}-{file}.npy", tables[name], images(), decide.candidate.cnn
-            )
+        for column, (cnn, tag) in decide.networks.items():
+            tables[name][column] = rescore(args.cache / f"cnn-{tag}-{file}.npy", tables[name], images(), cnn)
     for name, t in tables.items():
         d = decide(t)
         keep = (t["frame"] % 2 == 0) if name == "hamilton" else np.ones(len(t["frame"]), bool)
@@ -344,7 +362,7 @@ def main() -> None:
     from siamface import Pipeline
 
     pipeline = Pipeline()
-    checks = {"combined": decide.check}
+    checks = {"passive_v3": decide.previous, "combined": decide.check}
     if decide.candidate is not None:
         checks["candidate"] = decide.candidate
     speed = {}

@@ -1,5 +1,6 @@
-"""Other ways to combine the passive cues, chosen on the training split, with their held-out figures beside
-the shipped passive_v3 (issue 17: the held-out replay-crop APCER target, <= 5 %, is not met).
+"""Other ways to combine the passive cues over the pretrained CNN pair, chosen on the training split, with their
+held-out figures beside passive_v3, the default when this was written (none of them met the held-out
+replay-crop APCER target, <= 5 %; passive_v4, with its own fine-tuned pair, does and is the default now).
 
     python benchmarks/liveness_combiners.py [--data ../shared/datasets] [--cache .cache/liveness]
 

@@ -11,7 +11,9 @@ training split is ever trained on or looked at here:
 1. crops: both networks' 80x80 inputs of every scored face (`cnn.crop`), kept as uint8 in WORK/crops.npz;
 2. out of fold: for each of the 4 folds of `train.folds_of` (NUAA subjects in turn, replay blocks two by two,
    celeba people in turn) both networks are fine-tuned on the other three folds and score the held-back one;
-3. the candidate passive check ("passive_v4"): the combiner of `train.train_combiner` (logistic over the
+3. the candidate passive check ("passive_v4"; with --anchor 1.0 the one shipped as the default, in
+   src/siamface/liveness/models/passive_v4/; the comparison below is with passive_v3, the combiner over the
+   pretrained pair, the default when the tool was written): the combiner of `train.train_combiner` (logistic over the
    texture model's leave-one-source-out log-odds, each network's log-odds and the framed sides) fitted on
    those out-of-fold CNN scores, its threshold out of fold (same folds) at BPCER <= 2 % on every live
    source; the same for the shipped passive_v3 inputs, so that both are measured alike;
