@@ -143,3 +143,17 @@ def test_models_lists_detectors_and_models():
     text = run("models").stdout
     assert "  dlib-flip+facenet (default): 640-d" in text and "retinaface (default)" in text
     assert "liveness models:" in text and "licence: Apache-2.0" in text
+
+
+def test_serve_takes_no_json_option():
+    # serve prints a start line and a log: --json would be accepted and do nothing, so it is not offered
+    # (a usage error, exit 2, where it is given); its keys commands keep theirs
+    out = run("serve", "--help")
+    assert out.returncode == 0 and "--threshold" in out.stdout and "--json" not in out.stdout
+    assert "--json" in run("keys", "list", "--help").stdout
+
+
+def test_only_evaluate_lists_the_liveness_data_option():
+    assert "--liveness DIR" in run("evaluate", "--help").stdout
+    calibrate = run("calibrate", "--help").stdout
+    assert "--identify DIR" in calibrate and "--liveness" not in calibrate

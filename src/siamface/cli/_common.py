@@ -11,9 +11,12 @@ import sys
 EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
 
 
-def add_chain_options(p: argparse.ArgumentParser, threshold: bool = False, gallery: bool = False) -> None:
+def add_chain_options(
+    p: argparse.ArgumentParser, threshold: bool = False, gallery: bool = False, json_flag: bool = True
+) -> None:
     """--detector, --model, --min-face, --upsample (and --threshold), --json: the options of the chain.
-    `gallery`: the command opens an existing gallery, whose model is then the default."""
+    `gallery`: the command opens an existing gallery, whose model is then the default; `json_flag`: the
+    command prints something --json can change (not `serve`, which prints a start line and a log)."""
     from ..detection import detector_names
     from ..embedding import model_names
     from ..pipeline import DEFAULT_DETECTOR, DEFAULT_MODEL
@@ -57,7 +60,8 @@ def add_chain_options(p: argparse.ArgumentParser, threshold: bool = False, galle
             + "the user's calibration file, written by 'siamface calibrate'; else the model's default, "
             "see 'siamface models')",
         )
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 def add_margin_option(p: argparse.ArgumentParser) -> None:

@@ -29,7 +29,8 @@ _DATA_HELP = """data (one of):
   --pairs-same F --pairs-different F --root DIR
                                        two-column pair lists relative to DIR (celeba_ids)
   --identify DIR                       open-set 1:N from a folder per person
-  --liveness DIR                       (evaluate) DIR/live/ + DIR/<attack type>/, images or videos (one
+"""
+_LIVENESS_HELP = """  --liveness DIR                       DIR/live/ + DIR/<attack type>/, images or videos (one
                                        presentation each): APCER, BPCER, ACER of the passive check
                                        and of every cue alone (CNN pair, texture, frame)
 """
@@ -47,7 +48,7 @@ def add_parsers(sub) -> None:
             "non-matches (counted and reported). Writes report.json, scores.csv, roc.png and "
             "scores.png into --out. Exit code 0, or 2 on error."
         ),
-        epilog=_DATA_HELP,
+        epilog=_DATA_HELP + _LIVENESS_HELP,
     )
     _data_options(p, liveness=True)
     p.add_argument("--out", metavar="DIR", help="output folder (default: out/evaluate-<dataset name>)")

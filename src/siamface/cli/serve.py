@@ -117,7 +117,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (with --tls-key)")
     p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     p.add_argument("--access-log", action="store_true", help="log every request (off: paths name people)")
-    add_chain_options(p, threshold=True, gallery=True)
+    add_chain_options(p, threshold=True, gallery=True, json_flag=False)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
