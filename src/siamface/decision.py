@@ -194,6 +194,11 @@ def claim(scores: np.ndarray, threshold: Threshold, rule: str = "best", fraction
 
 
 # -- liveness ---------------------------------------------------------------------------------------------
+#: the liveness modes of `authenticate` and the service: no check, the passive check on every frame's face,
+#: the active challenge, or both
+LIVENESS_MODES = ("off", "passive", "active", "both")
+
+
 @dataclass(frozen=True)
 class Liveness:
     """What the liveness checks asked for found, for `gate` (None: that check was not asked for).

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from ..decision import LIVENESS_MODES
 from ._common import add_chain_options, add_gallery_option, add_margin_option, open_gallery, pipeline_from_args
 
 EXIT_GRANTED, EXIT_DENIED = 0, 1
@@ -53,7 +54,7 @@ def add_parsers(sub) -> None:
     )
     p.add_argument(
         "--liveness",
-        choices=("off", "passive", "active", "both"),
+        choices=LIVENESS_MODES,
         default="passive",
         help="presentation-attack checks: passive (each frame's face is live by the passive check: "
         "anti-spoofing CNN, texture and frame cues combined), active (a "

@@ -16,6 +16,7 @@ import json
 import os
 import sys
 
+from ..decision import LIVENESS_MODES
 from ..errors import ConfigError
 from ._common import EXIT_OK, add_chain_options, add_gallery_option
 
@@ -45,7 +46,7 @@ def add_parsers(sub) -> None:
     )
     p.add_argument(
         "--liveness",
-        choices=("off", "passive", "active", "both"),
+        choices=LIVENESS_MODES,
         default="passive",
         help="passive (default): the passive check (anti-spoofing CNN, texture, frame cue) on the "
         "probe of every /v1/verify claim; a claim is granted only to a live face (enrollment is "

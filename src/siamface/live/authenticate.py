@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..decision import UNKNOWN, Liveness, gate, same
+from ..decision import LIVENESS_MODES, UNKNOWN, Liveness, gate, same
 from ..errors import ConfigError
 from ..types import Decision
 from ..video import Frame
@@ -53,9 +53,6 @@ class AuthDecision(Decision):
             "seconds": round(self.seconds, 2),
             "liveness": self.liveness,
         }
-
-
-LIVENESS_MODES = ("off", "passive", "active", "both")
 
 
 class Authenticator:

@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..decision import LIVENESS_MODES
 from ..errors import ConfigError
-from ..live import LIVENESS_MODES
 from .keys import keys_file_for
 
 #: Largest request body accepted, in bytes (HTTP 413 above it).
