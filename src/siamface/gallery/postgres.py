@@ -44,7 +44,7 @@ import numpy as np
 
 from ..errors import GalleryError
 from .index import Hit, _ids
-from .sqlbase import NORM_TOLERANCE, SqlStore, _blob, _now, binding_meta, lookup_form, matrix_from_rows
+from .sqlbase import NORM_TOLERANCE, SqlStore, _blob, binding_meta, lookup_form, matrix_from_rows
 from .store import (
     AuditRecord,
     DamagedGalleryError,
@@ -528,26 +528,9 @@ class PostgresStore(SqlStore):
     def log(self, records: Sequence[AuditRecord]) -> None:
         if not records:
             return
-        now = _now()
+        rows = self._audit_rows(records)
         with self._write() as db, db.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO audit (time, kind, claimed_id, returned_id, score, threshold, accepted, rule, model) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                [
-                    (
-                        now,
-                        r.kind,
-                        r.claimed,
-                        r.returned,
-                        None if r.score is None else float(r.score),
-                        float(r.threshold),
-                        bool(r.accepted),
-                        r.rule,
-                        r.model,
-                    )
-                    for r in records
-                ],
-            )
+            cur.executemany(self._q(self.AUDIT_INSERT), rows)
 
     def rebind(self, model: ModelBinding, embeddings: dict[int, np.ndarray]) -> None:
         with self._write() as db:

@@ -358,6 +358,31 @@ class SqlStore:
         """Called after a deletion's transaction committed."""
 
     # -- shared ----------------------------------------------------------------------------------------
+    #: one row of the audit log per decision (the driver's placeholders through `_q`)
+    AUDIT_INSERT = (
+        "INSERT INTO audit (time, kind, claimed_id, returned_id, score, threshold, accepted, rule, model) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+
+    @staticmethod
+    def _audit_rows(records) -> list[tuple]:
+        """The values of `AUDIT_INSERT` for each `AuditRecord`, all stamped with the same time."""
+        now = _now()
+        return [
+            (
+                now,
+                r.kind,
+                r.claimed,
+                r.returned,
+                None if r.score is None else float(r.score),
+                float(r.threshold),
+                bool(r.accepted),
+                r.rule,
+                r.model,
+            )
+            for r in records
+        ]
+
     def _template_row(self, person_id: int, template: NewTemplate, now: str, encode) -> tuple:
         """The values of a new row of ``templates`` (person_id, embedding, model, model_version, source,
         quality, created, image), the embedding written by the backend's `encode(vector, size)`."""

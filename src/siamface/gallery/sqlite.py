@@ -585,26 +585,9 @@ class SQLiteStore(SqlStore):
     def log(self, records: Sequence[AuditRecord]) -> None:
         if not records:
             return
-        now = _now()
+        rows = self._audit_rows(records)  # sqlite3 stores the bool `accepted` as 1 / 0, as before
         with self._write() as db:
-            db.executemany(
-                "INSERT INTO audit (time, kind, claimed_id, returned_id, score, threshold, accepted, rule, model) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        now,
-                        r.kind,
-                        r.claimed,
-                        r.returned,
-                        None if r.score is None else float(r.score),
-                        float(r.threshold),
-                        int(bool(r.accepted)),
-                        r.rule,
-                        r.model,
-                    )
-                    for r in records
-                ],
-            )
+            db.executemany(self.AUDIT_INSERT, rows)
 
     def rebind(self, model: ModelBinding, embeddings: dict[int, np.ndarray]) -> None:
         with self._write() as db:
