@@ -127,6 +127,19 @@ def celeba_files(root: Path) -> tuple[list[str], np.ndarray]:
     return files, np.array(labels)
 
 
+def att_files(root: Path) -> tuple[list[str], np.ndarray]:
+    """Every AT&T image (s1/1.pgm ...), person by person, and its person's folder name."""
+    ids = folder_identities(root)
+    files = [str(Path(p).relative_to(root)) for k in sorted(ids) for p in ids[k]]
+    return files, np.array([f.split("/")[0] for f in files])
+
+
+def yale_files(root: Path) -> tuple[list[str], np.ndarray]:
+    """Every yale_faces image (subject01.glasses ...) and its subject."""
+    files = sorted(p.name for p in root.iterdir() if p.name.startswith("subject"))
+    return files, np.array([f.split(".")[0] for f in files])
+
+
 def fit_split(labels: np.ndarray) -> np.ndarray:
     """Boolean mask of the images whose identity is one of the N_FIT fitting identities (seed 0)."""
     fit = np.random.default_rng(0).permutation(np.unique(labels))[:N_FIT]

@@ -83,9 +83,7 @@ def verification_figures(prefix: str, r: runner.EvaluationReport) -> None:
 
 def _sets(data: Path):
     """(name, root, files, labels or None, explicit pairs or None, face choice) of each table data set."""
-    from _facecache import celeba_files, fit_split
-
-    from siamface.evaluation.protocols import folder_identities
+    from _facecache import att_files, celeba_files, fit_split, yale_files
 
     files, labels = celeba_files(data / "celeba_ids")
     test = ~fit_split(labels)
@@ -97,13 +95,8 @@ def _sets(data: Path):
         None,
         "largest",
     )
-    att = data / "att_faces"
-    ids = folder_identities(att)
-    files = [str(Path(p).relative_to(att)) for k in sorted(ids) for p in ids[k]]
-    yield "att_faces", att, files, np.array([f.split("/")[0] for f in files]), None, "largest"
-    yale = data / "yale_faces"
-    files = sorted(p.name for p in yale.iterdir() if p.name.startswith("subject"))
-    yield "yale_faces", yale, files, np.array([f.split(".")[0] for f in files]), None, "largest"
+    yield "att_faces", data / "att_faces", *att_files(data / "att_faces"), None, "largest"
+    yield "yale_faces", data / "yale_faces", *yale_files(data / "yale_faces"), None, "largest"
     deep = data / "deepface_pairs" / "dataset"
     rows = [line.split(",") for line in (deep / "master.csv").read_text().split("\n")[1:] if line.strip()]
     pairs = [(a, b, int(d.strip() == "Yes")) for a, b, d in rows]

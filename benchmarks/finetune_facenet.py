@@ -31,7 +31,6 @@ from siamface.alignment import crop_all  # noqa: E402
 from siamface.embedding import create_encoder  # noqa: E402
 from siamface.embedding.facenet import FACENET_CHIP  # noqa: E402
 from siamface.evaluation.metrics import eer, tar_at_far  # noqa: E402
-from siamface.evaluation.protocols import folder_identities  # noqa: E402
 from siamface.image import load_image  # noqa: E402
 
 
@@ -120,11 +119,9 @@ def main() -> None:
     files, labels = fc.celeba_files(celeba)
     test = ~fc.fit_split(labels)
     att = data / "att_faces"
-    ids = folder_identities(att)
-    att_files = [str(Path(p).relative_to(att)) for k in sorted(ids) for p in ids[k]]
     sets = [
         ("celeba_ids (test ids)", celeba, [f for f, k in zip(files, test) if k], labels[test]),
-        ("att_faces", att, att_files, np.array([f.split("/")[0] for f in att_files])),
+        ("att_faces", att, *fc.att_files(att)),
     ]
     models = {"facenet": create_encoder("facenet"), "facenet fine-tuned": create_encoder(r["model"])}
     for name, root, set_files, set_labels in sets:

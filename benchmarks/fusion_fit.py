@@ -22,12 +22,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from _facecache import all_pairs, celeba_files, detections, embeddings, fit_split, pair_scores  # noqa: E402
+from _facecache import all_pairs, att_files, celeba_files, detections, embeddings, fit_split, pair_scores  # noqa: E402
 
 from siamface import Pipeline  # noqa: E402
 from siamface.embedding import create_encoder  # noqa: E402
 from siamface.evaluation.metrics import eer, tar_at_far, threshold_for_far  # noqa: E402
-from siamface.evaluation.protocols import folder_identities  # noqa: E402
 
 GRID = np.round(np.arange(0.0, 1.0001, 0.05), 2)
 
@@ -35,16 +34,6 @@ GRID = np.round(np.arange(0.0, 1.0001, 0.05), 2)
 def model_embeddings(name: str, flip: bool, root: Path, files: list[str], dets, detector) -> np.ndarray:
     pipe = Pipeline(detector=detector, model=create_encoder(name, flip=flip))
     return embeddings(f"{name}{'-flip' if flip else ''}", root, files, dets, pipe)
-
-
-def att_files(root: Path) -> tuple[list[str], np.ndarray]:
-    ids = folder_identities(root)
-    files, labels = [], []
-    for k, name in enumerate(sorted(ids)):
-        for p in ids[name]:
-            files.append(str(Path(p).relative_to(root)))
-            labels.append(k)
-    return files, np.array(labels)
 
 
 def main(argv=None) -> int:

@@ -39,7 +39,6 @@ from siamface.embedding import create_encoder  # noqa: E402
 from siamface.embedding.base import check_chips, l2_normalise  # noqa: E402
 from siamface.embedding.fused import DLIB_FLIP_FACENET  # noqa: E402
 from siamface.evaluation.metrics import eer, tar_at_far  # noqa: E402
-from siamface.evaluation.protocols import folder_identities  # noqa: E402
 
 W = DLIB_FLIP_FACENET.weight
 
@@ -124,18 +123,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     data = Path(args.data)
     det = Pipeline(detector="retinaface").detector
-    sets = {}
     files, labels = fc.celeba_files(data / "celeba_ids")
-    sets["celeba_ids"] = (data / "celeba_ids", files, labels)
-    for name in ("att_faces", "yale_faces"):
-        root = data / name
-        if name == "att_faces":
-            ids = folder_identities(root)
-            names = [str(Path(p).relative_to(root)) for k in sorted(ids) for p in ids[k]]
-            sets[name] = (root, names, np.array([f.split("/")[0] for f in names]))
-        else:
-            names = sorted(p.name for p in root.iterdir() if p.name.startswith("subject"))
-            sets[name] = (root, names, np.array([f.split(".")[0] for f in names]))
+    sets = {
+        "celeba_ids": (data / "celeba_ids", files, labels),
+        "att_faces": (data / "att_faces", *fc.att_files(data / "att_faces")),
+        "yale_faces": (data / "yale_faces", *fc.yale_files(data / "yale_faces")),
+    }
     encoders = {
         "dlib-resnet-flip": create_encoder("dlib-resnet", flip=True),
         "facenet": create_encoder("facenet"),

@@ -18,6 +18,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE))
+
+from _facecache import att_files, yale_files  # noqa: E402
 
 from siamface import Pipeline  # noqa: E402
 from siamface.image import load_image  # noqa: E402
@@ -32,9 +35,10 @@ def main(argv=None) -> int:
     pipeline = Pipeline()
     checks = {"passive_v4": PassiveCheck()}
     checks["passive_v3"] = PassiveCheck(PRETRAINED_COMBINED, texture=checks["passive_v4"].texture)
+    yale, att = args.data / "yale_faces", args.data / "att_faces"
     sets = {
-        "yale_faces (grey)": sorted(p for p in (args.data / "yale_faces").iterdir() if p.name.startswith("subject")),
-        "att_faces (grey)": sorted((args.data / "att_faces").rglob("*.pgm")),
+        "yale_faces (grey)": [yale / f for f in yale_files(yale)[0]],
+        "att_faces (grey)": [att / f for f in att_files(att)[0]],
         "deepface_pairs (colour)": sorted((args.data / "deepface_pairs" / "dataset").glob("*.jpg")),
     }
     for name, files in sets.items():
