@@ -104,6 +104,25 @@ def test_embed_json_has_unit_embeddings():
     assert data["detector"] == "hog"
 
 
+@pytest.mark.parametrize("command", ["detect", "embed"])
+def test_json_into_a_closed_pipe_is_quiet(command):
+    """`siamface detect --json ... | head`: the reader leaves early; no traceback, the SIGPIPE exit code."""
+    cmd = [SIAMFACE or sys.executable, *([] if SIAMFACE else ["-m", "siamface"]), command, att(3, 1), "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the pipe's reader is gone before the command has written anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_watch_out_help_lists_every_writable_suffix():
+    from siamface.live.render import WRITABLE_VIDEO_SUFFIXES
+
+    out = run("watch", "--help")
+    text = " ".join(out.stdout.split())
+    assert all(suffix in text for suffix in WRITABLE_VIDEO_SUFFIXES)
+
+
 def test_threshold_option_changes_the_decision():
     assert run("verify", att(1, 1), att(1, 2), "--threshold", "0.9999").returncode == 1
 

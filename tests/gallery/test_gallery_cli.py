@@ -125,6 +125,22 @@ def test_identify_exit_code_counts_probes_not_faces(gallery_file, tmp_path):
     assert out.returncode == 1  # the second probe has none
 
 
+def test_identify_takes_folders(gallery_file, tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(att(3, PROBE), folder / "sub" / "10.pgm")
+    shutil.copy(att(STRANGER, PROBE), folder / "2.pgm")
+    (folder / "notes.txt").write_text("not an image")
+    out = cli("identify", "-g", gallery_file, folder, "--json")
+    results = json.loads(out.stdout)["results"]
+    assert [r["probe"] for r in results] == [str(folder / "2.pgm"), str(folder / "sub" / "10.pgm")]
+    assert [r["faces"][0]["person"] for r in results] == ["unknown", "s3"]
+    assert out.returncode == 1  # one probe (the stranger) has no known face
+    (tmp_path / "empty").mkdir()
+    out = cli("identify", "-g", gallery_file, tmp_path / "empty")
+    assert out.returncode == 2 and "a folder with no image in it" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_management_commands(gallery_file):
     g = gallery_file
     out = cli("people", "list", "-g", g)

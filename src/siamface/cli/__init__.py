@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_ERROR
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a pipe closed early fails here, inside the try, not in Python's flush at exit
+        return code
     except SiamfaceError as exc:
         if args.debug:
             raise
@@ -60,3 +62,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("siamface: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`siamface detect --json ... | head`): nothing more can be said on stdout, and
+        # Python's own flush at exit must not fail on it either, so stdout now points at /dev/null.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+#: What a shell reports for a program ended by SIGPIPE (128 + 13).
+EXIT_BROKEN_PIPE = 141
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (a test's buffer): nothing to silence
+        pass

@@ -77,7 +77,7 @@ def _source_options(p: argparse.ArgumentParser) -> None:
         help="play a video file at its own frame rate, dropping frames when behind, as a camera "
         "would (default: every frame of a file)",
     )
-    p.add_argument("--out", metavar="FILE", help="write the annotated video here (.mp4 or .avi)")
+    p.add_argument("--out", metavar="FILE", help="write the annotated video here (.mp4, .avi, .mov, .mkv or .m4v)")
     p.add_argument("--show", action="store_true", help="show the annotated video in a window (needs a display)")
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
     add_chain_options(p, threshold=True, gallery=True)
