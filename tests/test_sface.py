@@ -144,6 +144,17 @@ def test_fusions_embed_one_unit_vector_per_face(name, size, group_scene):
     np.testing.assert_allclose(np.linalg.norm(faces.embeddings, axis=1), 1.0, atol=1e-5)
 
 
+class _Counting:
+    """An encoder that records how many faces each forward pass gets."""
+
+    def __init__(self, encoder, calls: list[int]):
+        self.encoder, self.info, self.calls = encoder, encoder.info, calls
+
+    def embed(self, chips):
+        self.calls.append(len(chips))
+        return self.encoder.embed(chips)
+
+
 def test_evaluation_embeds_faces_in_batches(tmp_path):
     """`siamface evaluate`'s embedding step: the faces of several images go through the network together."""
     import shutil
@@ -151,18 +162,23 @@ def test_evaluation_embeds_faces_in_batches(tmp_path):
     from siamface.evaluation import runner
 
     calls: list[int] = []
-
-    class Counting:
-        def __init__(self, encoder):
-            self.encoder, self.info = encoder, encoder.info
-
-        def embed(self, chips):
-            calls.append(len(chips))
-            return self.encoder.embed(chips)
-
     for s in (3, 4):
         shutil.copytree(ATT / f"s{s}", tmp_path / f"s{s}")
-    pipe = Pipeline(detector="retinaface", model=Counting(create_encoder("sface")))
+    pipe = Pipeline(detector="retinaface", model=_Counting(create_encoder("sface"), calls))
     report = runner.evaluate_folder(pipe, tmp_path, progress=False)
     assert report.n_images == 8 and report.n_failures == 0
     assert calls == [8]  # one forward pass for the eight faces, not eight
+
+
+def test_enrolment_from_a_folder_and_reembed_embed_in_batches(tmp_path):
+    from siamface.gallery import Gallery
+
+    calls: list[int] = []
+    pipe = Pipeline(detector="retinaface", model=_Counting(create_encoder("sface"), calls))
+    with Gallery(tmp_path / "g.db", pipe, create=True, keep_images=True) as g:
+        report = g.enroll("s4", [ATT / "s4" / f"{k}.pgm" for k in (1, 2, 3, 4)])
+        assert len(report.added) == 4, report.rejected
+        assert calls == [4]  # the four photos' faces in one forward pass
+        assert g.reembed(pipe) == 4
+        assert calls == [4, 4]
+        assert g.verify("s4", att_rgb(4, 1)).accepted
