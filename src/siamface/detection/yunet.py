@@ -36,7 +36,7 @@ STRIDES = (8, 16, 32)
 def build_yunet_onnx(source: str | Path = MODEL_FILE) -> bytes:
     """The fp32 ONNX model of the shipped int8bq file with a symbolic image size, serialised."""
     note = "block de-quantisation folded into fp32 weights, image size symbolic"
-    return build_folded(source, "YuNet 2023mar (OpenCV Zoo)", note, {"input": [None, None, "H", "W"]}, (1,))
+    return build_folded(source, "YuNet 2023mar (OpenCV Zoo)", note, {"input": [None, None, "H", "W"]}, output_dims=(1,))
 
 
 def cached_yunet_onnx(source: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:
