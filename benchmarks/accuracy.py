@@ -105,7 +105,7 @@ def _sets(data: Path):
     yield "deepface_pairs", deep, files, None, pairs, "centre"
 
 
-def model_table(data: Path, models: str | None = None) -> None:
+def model_table(data: Path, models: str | None = None, detector: str = "retinaface") -> None:
     """One table: rows = models, columns = data sets x (images with no face, EER, TAR@FAR 1e-3, 1e-4).
 
     Pairs: celeba_ids, AT&T and yale_faces: every genuine and every impostor pair of the set (celeba_ids: the
@@ -113,7 +113,8 @@ def model_table(data: Path, models: str | None = None) -> None:
     impostors for FAR 1e-3: n/a), the face nearest each image's centre. A pair with a missed face scores as
     a non-match. A fused model's scores are ``sum_k w_k s_k`` from its parts' cached embeddings, which is
     exactly the dot product of its embeddings; checked here against the real fused encoder on the first
-    images of each set. `models`: a comma-separated subset of the rows (default: all).
+    images of each set. `models`: a comma-separated subset of the rows (default: all); `detector`: another
+    detector than retinaface.
     """
     import _facecache as fc
 
@@ -147,20 +148,21 @@ def model_table(data: Path, models: str | None = None) -> None:
     fusions = tuple(f for f in fusions if wanted is None or f.name in wanted)
     singles = {k: v for k, v in singles.items() if wanted is None or k in wanted}
     needed = set(singles.values()) | {(p, bool(o.get("flip"))) for f in fusions for p, o in f.parts}
-    det = Pipeline(detector="retinaface").detector
+    det = Pipeline(detector=detector).detector
     rows: dict[str, list[str]] = {}
     header = ["model"]
     for name, root, files, labels, pairs, face in _sets(data):
-        dets = fc.detections(root, files, det, "retinaface")
+        dets = fc.detections(root, files, det, detector)
         emb = {}
         for model, flip in sorted(needed):
             pipe = Pipeline(detector=det, model=create_encoder(model, flip=flip))
-            emb[model, flip] = fc.embeddings(f"{model}{'-flip' if flip else ''}", root, files, dets, pipe, face)
+            tag = f"{model}{'-flip' if flip else ''}" + ("" if detector == "retinaface" else f"-{detector}")
+            emb[model, flip] = fc.embeddings(tag, root, files, dets, pipe, face)
         check = [f for f in files[:40] if dets[f] is not None and len(dets[f])][:8]
         idx = [files.index(f) for f in check]
         for fusion in fusions:
             real = fc.embeddings(
-                f"{fusion.name}-check",
+                f"{fusion.name}-check" + ("" if detector == "retinaface" else f"-{detector}"),
                 root,
                 check,
                 {f: dets[f] for f in check},
@@ -214,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--table", action="store_true", help="the encoders side by side (see the module doc)")
     ap.add_argument("--table-models", default=None, help="with --table: only these rows (comma-separated)")
+    ap.add_argument("--table-detector", default="retinaface", help="with --table: the detector (default: %(default)s)")
     ap.add_argument(
         "--data",
         default=str(HERE.parent.parent / "shared" / "datasets"),
@@ -232,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = Path(args.data)
     if args.table:
-        model_table(data, args.table_models)
+        model_table(data, args.table_models, args.table_detector)
         return 0
     att, celeba = data / "att_faces", data / "celeba_ids"
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
