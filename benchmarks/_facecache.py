@@ -3,7 +3,8 @@
     dets = detections(root, files, "retinaface")         # {file: Faces (all faces, biggest first) or None}
     emb = embeddings("facenet", root, files, dets, pipe) # (n, d) float32, NaN rows where no face / unreadable
 
-Detections (boxes, scores, landmarks of every face) are stored per dataset and detector; embeddings of the
+Detections (boxes, scores, landmarks and the detector's own five keypoints, NaN where it gives none, of every
+face) are stored per dataset and detector; embeddings of the
 chosen face per dataset, model, face choice and flip setting, as .npz files in CACHE (default: the
 worktree's .cache/bench/, git-ignored). A cache file is only valid for the same files in the same order
 (checked) and the same code: delete the folder after changing a model. Everything goes through the
@@ -48,13 +49,21 @@ def _load_detections(path: Path, tag: str) -> dict[str, Faces | None]:
     if not path.exists():
         return {}
     d = np.load(path, allow_pickle=False)
+    if "keypoints" not in d.files:  # written before the keypoints were kept: detect again
+        return {}
     out: dict[str, Faces | None] = {}
     for i, f in enumerate(d["files"]):
         a, b = d["offsets"][i], d["offsets"][i + 1]
         out[str(f)] = (
             None
             if d["unreadable"][i]
-            else Faces(boxes=d["boxes"][a:b], scores=d["scores"][a:b], landmarks=d["landmarks"][a:b], detector=tag)
+            else Faces(
+                boxes=d["boxes"][a:b],
+                scores=d["scores"][a:b],
+                landmarks=d["landmarks"][a:b],
+                detector=tag,
+                data={} if np.isnan(d["keypoints"][a:b]).all() and b > a else {"keypoints": d["keypoints"][a:b]},
+            )
         )
     return out
 
@@ -81,6 +90,9 @@ def detections(root: Path, files: list[str], detector, tag: str) -> dict[str, Fa
             boxes=np.concatenate([x.boxes.reshape(-1, 4) for x in faces]).astype(np.float32),
             scores=np.concatenate([x.scores.reshape(-1) for x in faces]).astype(np.float32),
             landmarks=np.concatenate([x.landmarks.reshape(-1, 5, 2) for x in faces]).astype(np.float32),
+            keypoints=np.concatenate(
+                [np.asarray(x.data.get("keypoints", np.full((len(x), 5, 2), np.nan))).reshape(-1, 5, 2) for x in faces]
+            ).astype(np.float32),
             unreadable=np.array([known[f] is None for f in names]),
         )
     return {f: known[f] for f in files}

@@ -5,7 +5,8 @@
     python benchmarks/accuracy.py --table [--data ../shared/datasets]
 
 ``--table``: the encoders side by side, one table (see `model_table`): dlib-resnet and facenet, each with and
-without flip averaging, and the fused dlib+facenet with flip on neither part, on dlib's only or on both, on
+without flip averaging, sface, the fused dlib+facenet with flip on neither part, on dlib's only or on both,
+and the SFace fusions (sface+dlib-flip, sface+facenet, sface+dlib-flip+facenet), on
 celeba_ids (folder protocol on the identities NOT used for fitting the fused model), AT&T, yale_faces and
 deepface_pairs, detector retinaface.
 
@@ -104,43 +105,64 @@ def _sets(data: Path):
     yield "deepface_pairs", deep, files, None, pairs, "centre"
 
 
-def model_table(data: Path) -> None:
+def model_table(data: Path, models: str | None = None, detector: str = "retinaface") -> None:
     """One table: rows = models, columns = data sets x (images with no face, EER, TAR@FAR 1e-3, 1e-4).
 
     Pairs: celeba_ids, AT&T and yale_faces: every genuine and every impostor pair of the set (celeba_ids: the
     first 8 photos of each of the 199 test identities); deepface_pairs: its 300 labelled pairs (too few
     impostors for FAR 1e-3: n/a), the face nearest each image's centre. A pair with a missed face scores as
-    a non-match. The fused model's scores are ``w s_dlib + (1 - w) s_facenet`` from the cached part
-    embeddings, which is exactly the dot product of its embeddings; checked here against the real
-    ``dlib+facenet`` encoder on the first images of each set.
+    a non-match. A fused model's scores are ``sum_k w_k s_k`` from its parts' cached embeddings, which is
+    exactly the dot product of its embeddings; checked here against the real fused encoder on the first
+    images of each set. `models`: a comma-separated subset of the rows (default: all); `detector`: another
+    detector than retinaface.
     """
     import _facecache as fc
 
     from siamface.embedding import create_encoder
-    from siamface.embedding.fused import DLIB_FACENET, DLIB_FACENET_FLIP, DLIB_FLIP_FACENET
+    from siamface.embedding.fused import (
+        DLIB_FACENET,
+        DLIB_FACENET_FLIP,
+        DLIB_FLIP_FACENET,
+        SFACE_DLIB_FLIP,
+        SFACE_DLIB_FLIP_FACENET,
+        SFACE_FACENET,
+    )
     from siamface.evaluation.metrics import eer, tar_at_far
 
-    fusions = (DLIB_FACENET, DLIB_FLIP_FACENET, DLIB_FACENET_FLIP)
-    w = DLIB_FACENET.weight
-    if any(f.weight != w for f in fusions):
-        raise SystemExit("the table assumes one weight for every fused model")
-    det = Pipeline(detector="retinaface").detector
+    fusions = (
+        DLIB_FACENET,
+        DLIB_FLIP_FACENET,
+        DLIB_FACENET_FLIP,
+        SFACE_DLIB_FLIP,
+        SFACE_FACENET,
+        SFACE_DLIB_FLIP_FACENET,
+    )
+    singles = {
+        "dlib-resnet": ("dlib-resnet", False),
+        "dlib-resnet +flip": ("dlib-resnet", True),
+        "facenet": ("facenet", False),
+        "facenet +flip": ("facenet", True),
+        "sface": ("sface", False),
+    }
+    wanted = None if not models else {m.strip() for m in models.split(",") if m.strip()}
+    fusions = tuple(f for f in fusions if wanted is None or f.name in wanted)
+    singles = {k: v for k, v in singles.items() if wanted is None or k in wanted}
+    needed = set(singles.values()) | {(p, bool(o.get("flip"))) for f in fusions for p, o in f.parts}
+    det = Pipeline(detector=detector).detector
     rows: dict[str, list[str]] = {}
     header = ["model"]
     for name, root, files, labels, pairs, face in _sets(data):
-        dets = fc.detections(root, files, det, "retinaface")
+        dets = fc.detections(root, files, det, detector)
         emb = {}
-        for model in ("dlib-resnet", "facenet"):
-            for flip in (False, True):
-                pipe = Pipeline(detector=det, model=create_encoder(model, flip=flip))
-                emb[model, flip] = fc.embeddings(f"{model}{'-flip' if flip else ''}", root, files, dets, pipe, face)
+        for model, flip in sorted(needed):
+            pipe = Pipeline(detector=det, model=create_encoder(model, flip=flip))
+            tag = f"{model}{'-flip' if flip else ''}" + ("" if detector == "retinaface" else f"-{detector}")
+            emb[model, flip] = fc.embeddings(tag, root, files, dets, pipe, face)
         check = [f for f in files[:40] if dets[f] is not None and len(dets[f])][:8]
         idx = [files.index(f) for f in check]
-        fused = {}
         for fusion in fusions:
-            flips = {p: bool(o.get("flip")) for p, o in fusion.parts}
             real = fc.embeddings(
-                f"{fusion.name}-check",
+                f"{fusion.name}-check" + ("" if detector == "retinaface" else f"-{detector}"),
                 root,
                 check,
                 {f: dets[f] for f in check},
@@ -149,13 +171,12 @@ def model_table(data: Path) -> None:
             )
             composed = np.concatenate(
                 [
-                    np.sqrt(w) * emb["dlib-resnet", flips["dlib-resnet"]][idx],
-                    np.sqrt(1 - w) * emb["facenet", flips["facenet"]][idx],
+                    np.sqrt(w) * emb[p, bool(o.get("flip"))][idx]
+                    for (p, o), w in zip(fusion.parts, fusion.part_weights())
                 ],
                 axis=1,
             )
             assert np.abs(real - composed).max() < 1e-4, f"{fusion.name} differs from its parts"
-            fused[fusion.name] = flips
         if pairs is None:
             i, j, y = fc.all_pairs(labels)
         else:
@@ -164,28 +185,27 @@ def model_table(data: Path) -> None:
             j = np.array([pos[b] for _, b, _ in pairs])
             y = np.array([d for _, _, d in pairs])
         s = {key: fc.pair_scores(e, i, j) for key, e in emb.items()}
-        models = {
-            "dlib-resnet": s["dlib-resnet", False],
-            "dlib-resnet +flip": s["dlib-resnet", True],
-            "facenet": s["facenet", False],
-            "facenet +flip": s["facenet", True],
+        scored = {
+            **{row: s[key] for row, key in singles.items()},
             **{
-                f"{name} (w={w:g})": w * s["dlib-resnet", flips["dlib-resnet"]]
-                + (1 - w) * s["facenet", flips["facenet"]]
-                for name, flips in fused.items()
+                f"{f.name} (w={f.weight_label()})": sum(
+                    w * s[p, bool(o.get("flip"))] for (p, o), w in zip(f.parts, f.part_weights())
+                )
+                for f in fusions
             },
         }
-        no_face = int(np.isnan(emb["dlib-resnet", False][:, 0]).sum())
+        no_face = int(np.isnan(next(iter(emb.values()))[:, 0]).sum())
         header += [f"{name}: no face", "EER", "TAR@1e-3", "TAR@1e-4"]
         print(
             f"# {name}: {len(files)} images, {int(y.sum())} genuine / {int((1 - y).sum())} impostor pairs", flush=True
         )
-        for model, sc in models.items():
+        for model, sc in scored.items():
             cells = [f"{no_face}/{len(files)}", f"{eer(sc, y)[0]:.2%}"]
             for far in (1e-3, 1e-4):
                 t = tar_at_far(sc, y, far)
                 cells.append(f"{t.tar:.2%}" if t.supported else "n/a")
             rows.setdefault(model, []).extend(cells)
+            print(f"{name}.{model.split(' ')[0]}.eer {eer(sc, y)[0]:.4f}", flush=True)
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for model, cells in rows.items():
@@ -195,6 +215,8 @@ def model_table(data: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--table", action="store_true", help="the encoders side by side (see the module doc)")
+    ap.add_argument("--table-models", default=None, help="with --table: only these rows (comma-separated)")
+    ap.add_argument("--table-detector", default="retinaface", help="with --table: the detector (default: %(default)s)")
     ap.add_argument(
         "--data",
         default=str(HERE.parent.parent / "shared" / "datasets"),
@@ -213,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = Path(args.data)
     if args.table:
-        model_table(data)
+        model_table(data, args.table_models, args.table_detector)
         return 0
     att, celeba = data / "att_faces", data / "celeba_ids"
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]

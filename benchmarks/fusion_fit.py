@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,29 +37,64 @@ def model_embeddings(name: str, flip: bool, root: Path, files: list[str], dets, 
     return embeddings(f"{name}{'-flip' if flip else ''}", root, files, dets, pipe)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=str(HERE.parent.parent / "shared" / "datasets"))
-    args = ap.parse_args(argv)
-    data = Path(args.data)
+@dataclass
+class FitSets:
+    """The data every choice of a fused model is made on: the celeba_ids fitting identities and AT&T, their
+    retinaface detections and every pair (``i``, ``j``, ``y``; AT&T's ``ai``, ``aj``, ``ay``)."""
+
+    det: object
+    celeba: Path
+    files: list[str]
+    dets: dict
+    i: np.ndarray
+    j: np.ndarray
+    y: np.ndarray
+    att: Path
+    afiles: list[str]
+    adets: dict
+    ai: np.ndarray
+    aj: np.ndarray
+    ay: np.ndarray
+
+    def scores(self, name: str, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+        """A model's pair scores on the fitting identities and on AT&T."""
+        emb = model_embeddings(name, flip, self.celeba, self.files, self.dets, self.det)
+        att = model_embeddings(name, flip, self.att, self.afiles, self.adets, self.det)
+        return pair_scores(emb, self.i, self.j), pair_scores(att, self.ai, self.aj)
+
+
+def fit_sets(data: Path) -> FitSets:
     celeba, att = data / "celeba_ids", data / "att_faces"
     det = Pipeline(detector="retinaface").detector
     files, labels = celeba_files(celeba)
     fit = fit_split(labels)
     files_fit = [f for f, k in zip(files, fit) if k]
-    dets = detections(celeba, files, det, "retinaface")
-    i, j, y = all_pairs(labels[fit])
     afiles, alabels = att_files(att)
-    adets = detections(att, afiles, det, "retinaface")
-    ai, aj, ay = all_pairs(alabels)
+    return FitSets(
+        det,
+        celeba,
+        files_fit,
+        detections(celeba, files_fit, det, "retinaface"),
+        *all_pairs(labels[fit]),
+        att,
+        afiles,
+        detections(att, afiles, det, "retinaface"),
+        *all_pairs(alabels),
+    )
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=str(HERE.parent.parent / "shared" / "datasets"))
+    args = ap.parse_args(argv)
+    sets = fit_sets(Path(args.data))
+    y, ay = sets.y, sets.ay
 
     scores, att_scores = {}, {}
     for name in ("dlib-resnet", "facenet"):
         for flip in (False, True):
             key = f"{name}{'-flip' if flip else ''}"
-            emb = model_embeddings(name, flip, celeba, files_fit, {f: dets[f] for f in files_fit}, det)
-            scores[key] = pair_scores(emb, i, j)
-            att_scores[key] = pair_scores(model_embeddings(name, flip, att, afiles, adets, det), ai, aj)
+            scores[key], att_scores[key] = sets.scores(name, flip)
             print(
                 f"{key}.eer {eer(scores[key], y)[0]:.4f}\n{key}.tar_at_far_0.001 "
                 f"{tar_at_far(scores[key], y, 1e-3).tar:.4f}",

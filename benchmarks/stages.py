@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--frames", type=Path, default=HERE.parent.parent / "shared/datasets/nuaa_train/live")
     ap.add_argument("--images", type=int, default=4, help="how many photos to time on")
     ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--detectors", default="retinaface,blazeface,blazeface-back,hog,mtcnn,haar,cnn,cnn-dlib")
+    ap.add_argument("--detectors", default="retinaface,yunet,blazeface,blazeface-back,hog,mtcnn,haar,cnn,cnn-dlib")
     ap.add_argument("--models", default="dlib-resnet,dlib-resnet-reference,facenet,dlib+facenet")
     ap.add_argument("--flip", action="store_true", help="also time each model with flip averaging")
     args = ap.parse_args()
@@ -78,11 +78,14 @@ def main() -> None:
         for flip in (False, True) if args.flip and not fused else (False,):
             enc = create_encoder(model, flip=flip)
             name = model + ("+flip" if flip else "")
-            chips = [encoder_chips(enc, im, f.boxes, f.landmarks) for im, f in pairs]
+            chips = [encoder_chips(enc, im, f.boxes, f.landmarks, f.data.get("keypoints")) for im, f in pairs]
             one = chips[0]
             print(f"embed.{name}_ms_per_face {median_ms(lambda: enc.embed(one), args.repeats):.1f}")
             ms = statistics.median(
-                median_ms(lambda im=im, f=f: enc.embed(encoder_chips(enc, im, f.boxes, f.landmarks)), args.repeats)
+                median_ms(
+                    lambda im=im, f=f: enc.embed(encoder_chips(enc, im, f.boxes, f.landmarks, f.data.get("keypoints"))),
+                    args.repeats,
+                )
                 for im, f in pairs
             )
             print(f"embed_face.{name}_ms {ms:.1f}")

@@ -46,3 +46,32 @@ def shared_session(path: str | Path, threads: int, providers: tuple[str, ...] = 
             session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=list(providers))
             _shared[key] = session
         return session
+
+
+class LazySession:
+    """A `shared_session` opened on first use (thread-safe) from the file `path()` returns, which may convert
+    a model into the cache first; errors become `ModelError`. ``LazySession(cached_sface_onnx, 2).session``."""
+
+    def __init__(self, path, threads: int) -> None:
+        self._path = path
+        self.threads = int(threads)
+        self._session = None
+        self._lock = threading.Lock()
+
+    @property
+    def session(self):
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    from .errors import ModelError
+
+                    try:
+                        import onnxruntime  # noqa: F401
+                    except ImportError:
+                        raise ModelError("onnxruntime is not installed: pip install onnxruntime") from None
+                    path = self._path()
+                    try:
+                        self._session = shared_session(path, self.threads)
+                    except Exception as exc:  # onnxruntime raises its own exception types
+                        raise ModelError(f"onnxruntime could not load {path}: {exc}") from None
+        return self._session

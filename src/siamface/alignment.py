@@ -6,8 +6,11 @@ geometry of dlib's ``get_face_chip(img, shape, size=150, padding=0.25)``: dlib's
 from the template to the landmarks, exactly as dlib does, then sampled bilinearly.
 
 Some encoders were trained on unrotated detector crops instead (FaceNet: the MTCNN box enlarged by a
-margin, resized to 160x160). A `ChipSpec` with ``crop="box"`` says so; `crop_all` makes the chips of
-either kind from a `Faces`' boxes and landmarks.
+margin, resized to 160x160). A `ChipSpec` with ``crop="box"`` says so. Others were trained on chips warped
+from the detector's own five keypoints (eye centres, nose tip, mouth corners) onto a template (SFace: the
+ArcFace 112x112 template): ``crop="keypoints"``, with, for a face whose detector gives no keypoints, where
+dlib's five landmarks land in that chip (`ChipSpec.landmark_template`). `crop_all` makes the chips of any
+kind from a `Faces`' boxes, landmarks and keypoints.
 """
 
 from __future__ import annotations
@@ -39,14 +42,18 @@ class ChipSpec:
     template: tuple[tuple[float, float], ...] = tuple(map(tuple, DLIB_TEMPLATE5))
     #: "landmarks": the similarity warp above; "box": the detector box, made square about its centre
     #: (side = its larger side), enlarged by `margin` (a fraction of that side, on each side), resized;
-    #: with ``square=False`` the box keeps its own shape and is stretched to the square chip.
+    #: with ``square=False`` the box keeps its own shape and is stretched to the square chip; "keypoints":
+    #: the least-squares similarity from the detector's five keypoints onto `template` (a plain warp, as
+    #: OpenCV's and InsightFace's alignment do), or, for a face without keypoints, from dlib's five
+    #: landmarks onto `landmark_template`.
     crop: str = "landmarks"
     margin: float = 0.0
     square: bool = True
+    landmark_template: tuple[tuple[float, float], ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.crop not in ("landmarks", "box"):
-            raise ValueError(f"ChipSpec.crop must be 'landmarks' or 'box', not {self.crop!r}")
+        if self.crop not in ("landmarks", "box", "keypoints"):
+            raise ValueError(f"ChipSpec.crop must be 'landmarks', 'box' or 'keypoints', not {self.crop!r}")
 
     def target_points(self) -> np.ndarray:
         t = np.asarray(self.template, np.float64)
@@ -157,10 +164,49 @@ def align_all(image: np.ndarray, landmarks: np.ndarray, spec: ChipSpec = DLIB_CH
     return np.stack([align(image, lm, spec) for lm in landmarks])
 
 
-def crop_all(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray, spec: ChipSpec = DLIB_CHIP) -> np.ndarray:
-    """(n, size, size, 3) chips of n faces, the kind `spec` asks for (landmark warp or box crop)."""
+def keypoint_transform(points: np.ndarray, template: np.ndarray) -> np.ndarray:
+    """2x3 matrix mapping chip pixel coordinates to image coordinates, for the plain similarity warp that
+    takes the image `points` onto the chip's `template` points (pixels)."""
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    if not np.isfinite(points).all():
+        raise ValueError("align: keypoints contain NaN")
+    return cv2.invertAffineTransform(similarity_transform(points, template))
+
+
+def align_keypoints(
+    image: np.ndarray, landmarks: np.ndarray, keypoints: np.ndarray | None, spec: ChipSpec
+) -> np.ndarray:
+    """(n, size, size, 3) chips of a ``crop="keypoints"`` spec: a face with finite `keypoints` (n, 5, 2) is
+    warped from them onto ``spec.template``; one without, from its dlib `landmarks` onto
+    ``spec.landmark_template`` (ValueError when the spec has none)."""
+    landmarks = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
+    n = len(landmarks)
+    out = np.zeros((n, spec.size, spec.size, 3), np.uint8)
+    keypoints = None if keypoints is None else np.asarray(keypoints, np.float64).reshape(-1, 5, 2)
+    for i in range(n):
+        if keypoints is not None and np.isfinite(keypoints[i]).all():
+            m = keypoint_transform(keypoints[i], np.asarray(spec.template, np.float64) * spec.size)
+        elif spec.landmark_template is not None:
+            m = keypoint_transform(landmarks[i], np.asarray(spec.landmark_template, np.float64) * spec.size)
+        else:
+            raise ValueError("align: this chip needs the detector's five keypoints")
+        out[i] = _warp(image, m, spec.size)
+    return out
+
+
+def crop_all(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    landmarks: np.ndarray,
+    spec: ChipSpec = DLIB_CHIP,
+    keypoints: np.ndarray | None = None,
+) -> np.ndarray:
+    """(n, size, size, 3) chips of n faces, the kind `spec` asks for (landmark warp, box crop, or keypoint
+    warp: `keypoints` (n, 5, 2), the detector's own, NaN or None where it gives none)."""
     if spec.crop == "landmarks":
         return align_all(image, landmarks, spec)
+    if spec.crop == "keypoints":
+        return align_keypoints(image, landmarks, keypoints, spec)
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     if len(boxes) == 0:
         return np.zeros((0, spec.size, spec.size, 3), np.uint8)

@@ -176,12 +176,15 @@ def cmd_models(args) -> int:
         info = enc.info
         defaults = resolve(info)  # the model's own thresholds, by the one rule
         specs = getattr(enc, "chip_specs", None) or (info.chip,)
-        flips = [bool(p.info.extra.get("flip")) for p in getattr(enc, "parts", None) or (enc,)]
+        parts = getattr(enc, "parts", None) or (enc,)
+        flips = [bool(p.info.extra.get("flip")) for p in parts]
         crops = " + ".join(
             f"{c.size}x{c.size} RGB "
             + (
                 "aligned on 5 landmarks"
                 if c.crop == "landmarks"
+                else "aligned on the detector's 5 keypoints (dlib's landmarks where it gives none)"
+                if c.crop == "keypoints"
                 else f"box crop, margin {c.margin:g}" + ("" if c.square else ", stretched")
             )
             + (", averaged with its mirror image" if flip else "")
@@ -199,6 +202,8 @@ def cmd_models(args) -> int:
                 "threshold_source": defaults.verify.source,
                 "identify_threshold": defaults.identify.value,
                 "identify_threshold_source": defaults.identify.source,
+                "licence": "; ".join(dict.fromkeys(p.info.extra.get("licence", "") for p in parts)),
+                "training_data": "; ".join(dict.fromkeys(p.info.extra.get("training data", "") for p in parts)),
             }
         )
     from ..liveness.combined import liveness_models
@@ -215,6 +220,7 @@ def cmd_models(args) -> int:
             print(f"  {m['name']}{default}: {m['embedding_size']}-d, input {m['input']}, {m['metric']}")
             print(f"      threshold 1:1 {m['threshold']} ({m['threshold_source']})")
             print(f"      threshold 1:N {m['identify_threshold']} ({m['identify_threshold_source']})")
+            print(f"      licence: {m['licence']}; training data: {m['training_data']}")
         print("liveness models:")
         for m in liveness:
             threshold = f", threshold {m['threshold']:.4f}" if m.get("threshold") is not None else ""

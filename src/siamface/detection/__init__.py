@@ -1,7 +1,7 @@
 """Face detectors behind one protocol. Importing this package registers the built-in names; no model is
 loaded until a detector's first ``detect`` call."""
 
-from . import blazeface, dlib_detectors, haar, mtcnn, retinaface  # noqa: F401  (registration)
+from . import blazeface, dlib_detectors, haar, mtcnn, retinaface, yunet  # noqa: F401  (registration)
 from .base import BoxDetector, Detector, create_detector, detector_names, nms, register_detector
 
 __all__ = ["BoxDetector", "Detector", "create_detector", "detector_names", "nms", "register_detector"]

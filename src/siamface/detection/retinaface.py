@@ -94,13 +94,7 @@ class RetinaFaceDetector(BoxDetector):
         self.threads = threads or min(4, _cpu_count())
 
     def _find(self, image):
-        h0, w0 = image.shape[:2]
-        scale = min(1.0, self.max_side / max(h0, w0))
-        work = (
-            image
-            if scale == 1.0
-            else cv2.resize(image, (round(w0 * scale), round(h0 * scale)), interpolation=cv2.INTER_AREA)
-        )
+        work, scale = downscaled(image, self.max_side)
         h, w = work.shape[:2]
         blob = (work[:, :, ::-1].astype(np.float32) - _MEAN_BGR).transpose(2, 0, 1)[None]
         loc, conf, pts = _session(self.threads).run(None, {"input": np.ascontiguousarray(blob)})
@@ -118,6 +112,16 @@ class RetinaFaceDetector(BoxDetector):
         keypoints = anchors[:, None, :2] + pts.reshape(-1, 5, 2) * 0.1 * anchors[:, None, 2:]
         idx = nms(boxes, conf, self.nms_iou)
         return boxes[idx] / scale, conf[idx], {"keypoints": keypoints[idx] / scale}
+
+
+def downscaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """The image scaled down (area interpolation) so that its longer side is at most `max_side`, and the
+    scale used (1.0: the image itself)."""
+    h0, w0 = image.shape[:2]
+    scale = min(1.0, max_side / max(h0, w0))
+    if scale == 1.0:
+        return image, scale
+    return cv2.resize(image, (round(w0 * scale), round(h0 * scale)), interpolation=cv2.INTER_AREA), scale
 
 
 def _cpu_count() -> int:

@@ -1,6 +1,6 @@
 """Face encoders behind one protocol, built by name. Nothing loads until the first ``embed`` call."""
 
-from . import dlib_resnet, facenet, fused  # noqa: F401  (registration)
+from . import dlib_resnet, facenet, fused, sface  # noqa: F401  (registration)
 from .base import Encoder, ModelInfo, encoder_chips, l2_normalise, model_names, register_model
 from .build import create_encoder
 

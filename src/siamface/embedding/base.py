@@ -50,13 +50,17 @@ register_model = _REGISTRY.register
 model_names = _REGISTRY.names
 
 
-def encoder_chips(encoder: Encoder, image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray):
+def encoder_chips(
+    encoder: Encoder, image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray, keypoints: np.ndarray | None = None
+):
     """The chips `encoder.embed` takes for these faces: one array cropped as ``info.chip`` says, or, for an
-    encoder made of parts that each want their own crop (``chip_specs``), a tuple of arrays, one per part."""
+    encoder made of parts that each want their own crop (``chip_specs``), a tuple of arrays, one per part.
+    `keypoints`: the detector's five keypoints per face (``faces.data["keypoints"]``), for the encoders
+    aligned on them (`ChipSpec` ``crop="keypoints"``)."""
     specs = getattr(encoder, "chip_specs", None)
     if specs:
-        return tuple(crop_all(image, boxes, landmarks, spec) for spec in specs)
-    return crop_all(image, boxes, landmarks, encoder.info.chip)
+        return tuple(crop_all(image, boxes, landmarks, spec, keypoints) for spec in specs)
+    return crop_all(image, boxes, landmarks, encoder.info.chip, keypoints)
 
 
 class FlipAveraged:

@@ -8,13 +8,10 @@ TensorFlow. Its contract (`FACENET_INFO`, measured on training identities of cel
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
-from .._onnx import shared_session
+from .._onnx import LazySession
 from ..alignment import ChipSpec
-from ..errors import ModelError
 from .base import ModelInfo, check_chips, l2_normalise, register_model
 
 #: The crop FaceNet measured best with on celeba_ids fitting identities (benchmarks/facenet_crops.py): the
@@ -63,6 +60,12 @@ def normalise(chips: np.ndarray, how: str = "fixed") -> np.ndarray:
     raise ValueError(f"unknown normalisation {how!r}")
 
 
+def _converted_graph():
+    from .facenet_onnx import cached_facenet_onnx
+
+    return cached_facenet_onnx()
+
+
 class FaceNetSession:
     """The converted graph in an ONNX Runtime session, opened on first use (thread-safe)."""
 
@@ -71,26 +74,11 @@ class FaceNetSession:
 
         self.num_threads = int(num_threads or default_num_threads())
         self.batch_size = int(batch_size)
-        self._session = None
-        self._lock = threading.Lock()
+        self._lazy = LazySession(_converted_graph, self.num_threads)
 
     @property
     def session(self):
-        if self._session is None:
-            with self._lock:
-                if self._session is None:
-                    try:
-                        import onnxruntime  # noqa: F401
-                    except ImportError:
-                        raise ModelError("onnxruntime is not installed: pip install onnxruntime") from None
-                    from .facenet_onnx import cached_facenet_onnx
-
-                    path = cached_facenet_onnx()
-                    try:
-                        self._session = shared_session(path, self.num_threads)
-                    except Exception as exc:  # onnxruntime raises its own exception types
-                        raise ModelError(f"onnxruntime could not load {path}: {exc}") from None
-        return self._session
+        return self._lazy.session
 
     def run(self, x: np.ndarray) -> np.ndarray:
         from .facenet_onnx import INPUT_NAME, OUTPUT_NAME

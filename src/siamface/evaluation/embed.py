@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from .._progress import Progress
-from ..errors import ConfigError, ImageError, NoFaceError
+from ..errors import ConfigError, ImageError
 from .cache import EmbeddingCache, detector_key, file_sha256, model_key
 
 __all__ = ["EmbeddingRun", "ImageOutcome", "embed_images"]
@@ -86,13 +86,14 @@ def embed_images(
         label = f"embedding {len(todo)} images"
         with Progress(len(todo), label, stream=stream, enabled=progress) as bar:
             try:
-                for p in todo:
-                    outcome = _embed_one(pipeline, p, face)
-                    outcomes[p] = outcome
-                    computed += 1
-                    if cache is not None and p in keys and (outcome.error in (None, "no face")):
-                        cache.put(keys[p], mkey, dkey, outcome.embedding, outcome.n_faces)
-                    bar.update()
+                for start in range(0, len(todo), BATCH_IMAGES):
+                    chunk = todo[start : start + BATCH_IMAGES]
+                    for p, outcome in zip(chunk, _embed_batch(pipeline, chunk, face)):
+                        outcomes[p] = outcome
+                        computed += 1
+                        if cache is not None and p in keys and (outcome.error in (None, "no face")):
+                            cache.put(keys[p], mkey, dkey, outcome.embedding, outcome.n_faces)
+                        bar.update()
             finally:
                 if cache is not None:
                     cache.flush()
@@ -100,14 +101,31 @@ def embed_images(
     return EmbeddingRun(ordered, n_cached, computed, time.perf_counter() - t0)
 
 
-def _embed_one(pipeline: Any, path: Path, face: str) -> ImageOutcome:
-    try:
-        faces, n = pipeline.embed_largest(path) if face == "largest" else pipeline.embed_one(path, face)
-    except NoFaceError:
-        return ImageOutcome(None, 0, "no face")
-    except ImageError as exc:
-        return ImageOutcome(None, 0, f"unreadable: {exc.reason}")
-    return ImageOutcome(np.asarray(faces.embeddings[0], np.float32), int(n), None)
+def _embed_batch(pipeline: Any, paths: Sequence[Path], face: str) -> list[ImageOutcome]:
+    """One outcome per path: each image decoded and its faces detected, then the chosen faces of all of them
+    embedded together (`Pipeline.embed_many`: one forward pass per batch of faces, not one per image)."""
+    outcomes: list[ImageOutcome | None] = []
+    found = []
+    for path in paths:
+        try:
+            array = pipeline.load_image(path)
+        except ImageError as exc:
+            outcomes.append(ImageOutcome(None, 0, f"unreadable: {exc.reason}"))
+            continue
+        faces = pipeline.detect(array)
+        if len(faces) == 0:
+            outcomes.append(ImageOutcome(None, 0, "no face"))
+            continue
+        found.append((len(outcomes), len(faces), array, faces[faces.chosen(face, array.shape)]))
+        outcomes.append(None)
+    embedded = pipeline.embed_many([(array, chosen) for _, _, array, chosen in found]) if found else []
+    for (k, n, _, _), faces in zip(found, embedded):
+        outcomes[k] = ImageOutcome(np.asarray(faces.embeddings[0], np.float32), int(n), None)
+    return outcomes
+
+
+#: Images decoded and detected before their faces are embedded together.
+BATCH_IMAGES = 16
 
 
 def _matrix(outcomes: dict[Path, ImageOutcome], files: Sequence[Path], dim: int) -> np.ndarray:

@@ -29,7 +29,7 @@ from ..decision import DEFAULT_FRACTION as DEFAULT_FRACTION  # the rules, the ma
 from ..decision import DEFAULT_MARGIN as DEFAULT_MARGIN
 from ..decision import RULES as RULES
 from ..decision import Thresholds, ThresholdsInForce
-from ..errors import GalleryError
+from ..errors import GalleryError, NoFaceError
 from ..image import load_image
 from .backends import gallery_exists, open_store
 from .enroll import QualityGates
@@ -39,6 +39,9 @@ from .enrolling import Enrolling
 from .index import index_for
 from .search import Searching
 from .store import AuditRecord, ModelBinding, Store
+
+#: Templates whose kept images are decoded and detected before their faces are embedded together.
+REEMBED_BATCH = 16
 
 #: The note a decision carries when the gallery is read-only and cannot log it.
 NOT_AUDITED = "not audited: the gallery is read-only"
@@ -176,9 +179,17 @@ class Gallery(Enrolling, Searching, ThresholdsInForce):
                 "gallery was not created with keep_images); re-enroll from the original images"
             )
         vectors = {}
-        for t in templates:
-            face, _ = pipeline.embed_largest(load_image(self.store.image(t.id), name=f"template {t.id}"))
-            vectors[t.id] = face.embeddings[0]
+        for start in range(0, len(templates), REEMBED_BATCH):
+            chunk = templates[start : start + REEMBED_BATCH]
+            items = []
+            for t in chunk:
+                image = load_image(self.store.image(t.id), name=f"template {t.id}")
+                found = pipeline.detect(image)
+                if not len(found):
+                    raise NoFaceError(f"template {t.id}", getattr(pipeline.detector, "name", ""))
+                items.append((image, found[found.chosen("largest", image.shape)]))
+            for t, face in zip(chunk, pipeline.embed_many(items)):  # one forward pass per chunk
+                vectors[t.id] = face.embeddings[0]
         self.store.rebind(ModelBinding.of(pipeline.encoder.info), vectors)
         self._pipeline = pipeline
         return len(vectors)

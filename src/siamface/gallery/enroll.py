@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -135,7 +135,47 @@ def assess(
     pipeline, image, source: str | None = None, gates: QualityGates = QualityGates(), keep_image: bool = False
 ) -> Sample | Rejection:
     """Run the per-image gates on one image (path, bytes or RGB array) with `pipeline`."""
-    label = source or describe(image)
+    return assess_many(pipeline, [(image, source)], gates, keep_image)[0]
+
+
+def assess_many(
+    pipeline, images: Sequence[tuple[Any, str | None]], gates: QualityGates = QualityGates(), keep_image: bool = False
+) -> list[Sample | Rejection]:
+    """`assess` for several (image, source) pairs: the gates before embedding run image by image, then the
+    faces that passed are embedded together (`Pipeline.embed_many`: one forward pass per batch, not one per
+    image), then the sharpness gate on their chips."""
+    outcomes: list[Sample | Rejection | None] = []
+    pending = []
+    for image, source in images:
+        found = _before_embedding(pipeline, image, source or describe(image), gates)
+        if isinstance(found, Rejection):
+            outcomes.append(found)
+        else:
+            pending.append((len(outcomes), *found))
+            outcomes.append(None)
+    embedded = pipeline.embed_many([(array, face) for _, _, array, face, _, _ in pending]) if pending else []
+    for (k, label, array, _, quality, warnings), face in zip(pending, embedded):
+        sharp = sharpness(face.chips[0])
+        if sharp < gates.min_sharpness:
+            outcomes[k] = Rejection(
+                label, "blurred", f"{label}: face too blurred (sharpness {sharp:.1f}, minimum {gates.min_sharpness:g})"
+            )
+            continue
+        box = tuple(float(v) for v in face.boxes[0])
+        outcomes[k] = Sample(
+            label,
+            face.embeddings[0].astype(np.float32),
+            {**quality, "sharpness": round(sharp, 2)},
+            box,
+            face_crop_png(array, box) if keep_image else None,
+            tuple(warnings),
+        )
+    return outcomes
+
+
+def _before_embedding(pipeline, image, label: str, gates: QualityGates):
+    """The gates an image meets before its face is embedded: (label, array, face, quality, warnings) or a
+    `Rejection`."""
     try:
         array = load_image(image, name=label)
     except ImageError as exc:
@@ -167,30 +207,17 @@ def assess(
             f"{label}: face not frontal enough (roll {roll:.1f} deg, "
             f"limit {gates.max_roll:g}; yaw {yaw:.2f}, limit {gates.max_yaw:g})",
         )
-    face = pipeline.embed(array, face)
-    sharp = sharpness(face.chips[0])
-    if sharp < gates.min_sharpness:
-        return Rejection(
-            label, "blurred", f"{label}: face too blurred (sharpness {sharp:.1f}, minimum {gates.min_sharpness:g})"
-        )
     quality = {
         "faces_found": len(faces),
         "face_px": round(side, 1),
         "detector_score": round(float(face.scores[0]), 4),
-        "sharpness": round(sharp, 2),
+        "sharpness": None,
         "roll_deg": round(roll, 2),
         "yaw": round(yaw, 3),
         "detector": face.detector,
         "box": [round(v, 1) for v in (x1, y1, x2, y2)],
     }
-    return Sample(
-        label,
-        face.embeddings[0].astype(np.float32),
-        quality,
-        (x1, y1, x2, y2),
-        face_crop_png(array, (x1, y1, x2, y2)) if keep_image else None,
-        tuple(warnings),
-    )
+    return label, array, face, quality, warnings
 
 
 # -- sources ---------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import numpy as np
 from ..decision import Thresholds
 from ..errors import ConfigError
 from ..image import describe
-from .enroll import QualityGates, Sample, assess, image_files, person_folders, video_frames
+from .enroll import QualityGates, Sample, assess, assess_many, image_files, person_folders, video_frames
 from .names import InvalidNameError, check_name
 from .results import EnrolledTemplate, EnrollmentReport, Rejection
 from .store import ModelBinding, NewTemplate, PersonExistsError, Store, Template, UnknownPersonError
@@ -68,8 +68,7 @@ class Enrolling:
         images = list(images)
         labels = list(sources) if sources is not None else [describe(i) for i in images]
         samples, rejected, warnings = [], [], []
-        for image, label in zip(images, labels):
-            outcome = assess(self.pipeline, image, label, self.gates, keep_image=self.store.keep_images)
+        for outcome in assess_many(self.pipeline, list(zip(images, labels)), self.gates, self.store.keep_images):
             if isinstance(outcome, Rejection):
                 rejected.append(outcome)
             else:
