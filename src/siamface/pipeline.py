@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _budget
 from .decision import Thresholds, ThresholdsInForce, find_calibration, resolve, same
 from .detection import Detector, create_detector
 from .embedding import Encoder, create_encoder, encoder_chips
@@ -30,6 +31,8 @@ DEFAULT_DETECTOR = "retinaface"
 #: benchmarks/accuracy.py --table and keeps the live 640x480 loop inside its budget on an idle machine
 #: (README "Encoders"). Galleries bound to another model keep it (see `gallery.core.model_for_gallery`).
 DEFAULT_MODEL = "dlib-flip+facenet"
+#: Faces embedded in one call of the encoder (a time budget is checked between calls).
+EMBED_BATCH = 16
 
 
 class Pipeline(ThresholdsInForce):
@@ -103,18 +106,28 @@ class Pipeline(ThresholdsInForce):
 
     def detect(self, image: ImageSource) -> Faces:
         """All faces in an image, biggest first, with boxes, scores and landmarks."""
-        return self.detector.detect(_as_array(image))
+        array = _as_array(image)
+        _budget.check("detection")
+        return self.detector.detect(array)
 
     def embed(self, image: ImageSource, faces: Faces | None = None) -> Faces:
         """Faces of an image with aligned chips and L2-normalised embeddings filled in."""
         array = _as_array(image)
         if faces is None:
+            _budget.check("detection")
             faces = self.detector.detect(array)
         chips = encoder_chips(self.encoder, array, faces.boxes, faces.landmarks)
         faces.chips = chips[0] if isinstance(chips, tuple) else chips  # a fused model: its first part's chips
-        faces.embeddings = (
-            self.encoder.embed(chips) if len(faces) else np.zeros((0, self.encoder.info.embedding_size), np.float32)
-        )
+        parts = [np.zeros((0, self.encoder.info.embedding_size), np.float32)]
+        for lo in range(0, len(faces), EMBED_BATCH):  # batches, so that a time budget is checked between them
+            _budget.check("embedding")
+            batch = (
+                tuple(c[lo : lo + EMBED_BATCH] for c in chips)
+                if isinstance(chips, tuple)
+                else chips[lo : lo + EMBED_BATCH]
+            )
+            parts.append(self.encoder.embed(batch))
+        faces.embeddings = np.concatenate(parts) if len(parts) > 2 else parts[-1]
         return faces
 
     def embed_largest(self, image: ImageSource) -> tuple[Faces, int]:
@@ -128,6 +141,7 @@ class Pipeline(ThresholdsInForce):
         """One face of an image, ``"largest"`` or the one nearest the ``"centre"`` (see `Faces.chosen`), as a
         `Faces` of length 1, and how many faces were found. Raises `NoFaceError` when there is none."""
         array = _as_array(image)
+        _budget.check("detection")
         found = self.detector.detect(array)
         if len(found) == 0:
             raise NoFaceError(
