@@ -276,10 +276,12 @@ class PostgresStore(SqlStore):
 
     def _unavailable(self, exc: Exception, what: str) -> GalleryUnavailableError:
         """The error for a driver error that means the server cannot be used now (down, restarting, the
-        connection lost); the thread's connection is dropped, so that the next call connects again."""
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            self._local.db = None
+        connection lost). Every connection is closed (those of other threads are as broken), so that each
+        thread connects again at its next call: service resumes as soon as the server is back."""
+        self._local.db = None
+        with self._connections_lock:
+            broken, self._connections = self._connections, []
+        for db in broken:
             try:
                 db.close()
             except Exception as close_exc:  # a broken connection may fail to close: it is dropped all the same
