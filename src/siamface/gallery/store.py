@@ -67,7 +67,10 @@ class StaleRebindError(GalleryError):
     def __init__(self, location: str, ids) -> None:
         self.ids = frozenset(int(i) for i in ids)
         self.n = len(self.ids)
-        super().__init__(f"{location}: {self.n} template(s) were added while re-embedding; nothing changed")
+        super().__init__(
+            f"{location}: re-embedding must cover every template, and {self.n} were added since the new "
+            "embeddings were computed; nothing changed"
+        )
 
 
 class GalleryReembeddedError(ModelMismatchError):

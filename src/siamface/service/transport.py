@@ -29,12 +29,16 @@ log = logging.getLogger("siamface.service.transport")
 MAX_HEAD_BYTES = 16 * 1024
 #: File descriptors kept free of connections for everything else (models, the gallery, logs, threads).
 SPARE_FILES = 64
+#: The largest listening backlog (uvicorn's default).
+MAX_BACKLOG = 2048
 
 
-def connection_cap(requested: int) -> tuple[int, str | None]:
+def connection_cap(requested: int) -> tuple[int, int, str | None]:
     """The connections the server may hold: `requested`, lowered to fit the file limit (two descriptors per
-    connection: its socket and a spooled upload), after raising the soft limit to the hard one where allowed.
-    Returns (cap, a note when lowered)."""
+    connection: its socket and a spooled upload), after raising the soft limit to the hard one where allowed;
+    and the listening backlog, which is also how many connections asyncio accepts in one go before any is
+    refused (a quarter of the descriptors left free once the cap is held, so that a burst of connections
+    never meets "too many open files"). Returns (cap, backlog, a note when the cap was lowered)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = 2 * requested + SPARE_FILES + _open_files()
     if soft != resource.RLIM_INFINITY and soft < wanted:
@@ -45,12 +49,17 @@ def connection_cap(requested: int) -> tuple[int, str | None]:
         except (ValueError, OSError) as exc:
             log.debug("file limit not raised: %s", exc)
     if soft == resource.RLIM_INFINITY:
-        return requested, None
-    fits = max(1, (soft - SPARE_FILES - _open_files()) // 2)
+        return requested, MAX_BACKLOG, None
+    used = _open_files()
+    fits = max(1, (soft - SPARE_FILES - used) // 2)
+    cap = min(requested, fits)
+    backlog = max(8, min(MAX_BACKLOG, (soft - used - cap) // 4))
     if fits >= requested:
-        return requested, None
-    return fits, (
-        f"at most {fits} connections at once, not {requested}: the file limit is {soft} (raise it with `ulimit -n`)"
+        return cap, backlog, None
+    return (
+        cap,
+        backlog,
+        (f"at most {fits} connections at once, not {requested}: the file limit is {soft} (raise it with `ulimit -n`)"),
     )
 
 
@@ -124,10 +133,11 @@ def guarded_protocol(max_connections: int, header_timeout_s: float) -> type[H11P
 def uvicorn_options(settings: Settings) -> tuple[dict, str | None]:
     """The uvicorn settings of `settings`' limits: (options for `uvicorn.run`, a note when the connection cap
     was lowered to fit the file limit)."""
-    cap, note = connection_cap(settings.max_connections)
+    cap, backlog, note = connection_cap(settings.max_connections)
     return {
         "http": guarded_protocol(cap, settings.header_timeout_s),
         "timeout_keep_alive": settings.keep_alive_s,
         "limit_concurrency": cap + 1,  # the protocol refuses the connection past the cap first
         "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
+        "backlog": backlog,
     }, note
