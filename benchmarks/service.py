@@ -86,9 +86,12 @@ class Client:
         raise AssertionError("unreachable")
 
 
-def start_server(folder: Path, workers: int | None, liveness: str) -> tuple[subprocess.Popen, str, str]:
+def start_server(
+    folder: Path, workers: int | None, liveness: str, extra_args: tuple[str, ...] = (), command: list[str] | None = None
+) -> tuple[subprocess.Popen, str, str]:
+    """`siamface serve` (or `command`, e.g. another checkout's) over a new gallery with PEOPLE enrolled."""
     beside = Path(sys.executable).parent / "siamface"
-    cmd = [str(beside)] if beside.exists() else [shutil.which("siamface") or "siamface"]
+    cmd = command or ([str(beside)] if beside.exists() else [shutil.which("siamface") or "siamface"])
     gallery = folder / "bench.db"
     made = subprocess.run(
         cmd + ["keys", "create", "--gallery", str(gallery), "--json"], capture_output=True, text=True, check=True
@@ -101,7 +104,8 @@ def start_server(folder: Path, workers: int | None, liveness: str) -> tuple[subp
     proc = subprocess.Popen(
         cmd
         + ["serve", "--gallery", str(gallery), "--port", str(port), "--min-size", "40", "--liveness", liveness]
-        + extra,
+        + extra
+        + list(extra_args),
         stdout=subprocess.DEVNULL,
         stderr=open(folder / "server.log", "w"),
     )

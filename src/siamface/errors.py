@@ -7,6 +7,7 @@
     │   └── ModelMismatchError    embeddings from different models were compared
     ├── ConfigError               a setting or option has an invalid value
     ├── GalleryError              the gallery store refused an operation
+    ├── OverBudgetError           a request's work went past its time budget (see `siamface._budget`)
     └── SourceError               a camera, video file or stream cannot be opened or stopped delivering
 
 Library code raises these and logs; it never prints and never exits.
@@ -56,3 +57,13 @@ class GalleryError(SiamfaceError):
 
 class SourceError(SiamfaceError):
     """A camera, video file, stream or frame folder cannot be opened, or stopped delivering frames."""
+
+
+class OverBudgetError(SiamfaceError):
+    """Work done under a time budget (a request of `siamface serve`) went past its deadline; raised between
+    steps, before anything is written, so nothing was decided or changed."""
+
+    def __init__(self, step: str, budget: float) -> None:
+        self.step = step
+        self.budget = budget
+        super().__init__(f"over the {budget:g} s time budget ({step})")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _budget
 from .decision import Thresholds, ThresholdsInForce, find_calibration, resolve, same
 from .detection import Detector, create_detector
 from .embedding import Encoder, create_encoder, encoder_chips
@@ -30,6 +31,8 @@ DEFAULT_DETECTOR = "retinaface"
 #: benchmarks/accuracy.py --table and keeps the live 640x480 loop inside its budget on an idle machine
 #: (README "Encoders"). Galleries bound to another model keep it (see `gallery.core.model_for_gallery`).
 DEFAULT_MODEL = "dlib-flip+facenet"
+#: Faces embedded in one call of the encoder (a time budget is checked between calls).
+EMBED_BATCH = 16
 
 
 class Pipeline(ThresholdsInForce):
@@ -103,34 +106,41 @@ class Pipeline(ThresholdsInForce):
 
     def detect(self, image: ImageSource) -> Faces:
         """All faces in an image, biggest first, with boxes, scores and landmarks."""
-        return self.detector.detect(_as_array(image))
+        array = _as_array(image)
+        _budget.check("detection")
+        return self.detector.detect(array)
 
     def embed(self, image: ImageSource, faces: Faces | None = None) -> Faces:
         """Faces of an image with aligned chips and L2-normalised embeddings filled in."""
         array = _as_array(image)
         if faces is None:
+            _budget.check("detection")
             faces = self.detector.detect(array)
         return self.embed_many([(array, faces)])[0]
 
     def embed_many(self, items: list[tuple[np.ndarray, Faces]]) -> list[Faces]:
         """`embed` for several images at once: every face of every (RGB array, `Faces`) pair is cropped, and
-        all the chips go through the network together (the encoder splits them into its batches), so a
-        folder or a group of photos costs one forward pass per batch rather than one per image."""
+        the chips go through the network together, `EMBED_BATCH` at a time (a request's time budget is checked
+        between batches), so a folder or a group of photos costs one forward pass per batch rather than one
+        per image."""
         encoder = self.encoder
         per_image = [
             encoder_chips(encoder, image, faces.boxes, faces.landmarks, faces.data.get("keypoints"))
             for image, faces in items
         ]
-        counts = [len(faces) for _, faces in items]
-        total = sum(counts)
-        if total == 0:
-            embeddings = np.zeros((0, encoder.info.embedding_size), np.float32)
-        elif isinstance(per_image[0], tuple):  # a fused model: one chip array per part
-            embeddings = encoder.embed(tuple(np.concatenate(part) for part in zip(*per_image)))
-        else:
-            embeddings = encoder.embed(np.concatenate(per_image))
+        total = sum(len(faces) for _, faces in items)
+        parts = [np.zeros((0, encoder.info.embedding_size), np.float32)]
+        if total:
+            fused = isinstance(per_image[0], tuple)  # a fused model: one chip array per part
+            chips = tuple(np.concatenate(part) for part in zip(*per_image)) if fused else np.concatenate(per_image)
+            for lo in range(0, total, EMBED_BATCH):
+                _budget.check("embedding")
+                batch = tuple(c[lo : lo + EMBED_BATCH] for c in chips) if fused else chips[lo : lo + EMBED_BATCH]
+                parts.append(encoder.embed(batch))
+        embeddings = np.concatenate(parts)
         out, start = [], 0
-        for (_, faces), chips, n in zip(items, per_image, counts):
+        for (_, faces), chips in zip(items, per_image):
+            n = len(faces)
             faces.chips = chips[0] if isinstance(chips, tuple) else chips  # a fused model: its first part's
             faces.embeddings = embeddings[start : start + n]
             start += n
@@ -148,6 +158,7 @@ class Pipeline(ThresholdsInForce):
         """One face of an image, ``"largest"`` or the one nearest the ``"centre"`` (see `Faces.chosen`), as a
         `Faces` of length 1, and how many faces were found. Raises `NoFaceError` when there is none."""
         array = _as_array(image)
+        _budget.check("detection")
         found = self.detector.detect(array)
         if len(found) == 0:
             raise NoFaceError(

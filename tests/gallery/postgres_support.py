@@ -96,7 +96,17 @@ class Cluster:
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
             "-c shared_buffers=128MB" + "".join(f" -c {k}={v}" for k, v in (settings or {}).items())
         )
-        self._run("pg_ctl", "-D", self.data, "-l", self.root / "server.log", "-o", options, "-w", "-t", "60", "start")
+        self._options = options
+        self.resume()
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data (an outage); `resume` starts it again on the same port."""
+        self._run("pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        self._run(
+            "pg_ctl", "-D", self.data, "-l", self.root / "server.log", "-o", self._options, "-w", "-t", "60", "start"
+        )
 
     def _run(self, tool: str, *args) -> None:
         cmd = self._as_user + [str(self.bindir / tool)] + [str(a) for a in args]

@@ -222,6 +222,39 @@ def test_reembed_needs_kept_images_then_rebinds(new_gallery, pipeline, gallery):
         g.identify(att(3, 1))
 
 
+class _EnrolsMeanwhile:
+    """A pipeline whose embedding lets another writer (on the old model) enroll someone first, as a server
+    would while a re-embedding runs."""
+
+    def __init__(self, inner, writer, arrivals) -> None:
+        self.inner, self.writer, self.arrivals = inner, writer, list(arrivals)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def embed_many(self, items):
+        if self.arrivals:
+            name, face = self.arrivals.pop(0)
+            self.writer.enroll(name, [face])
+        return self.inner.embed_many(items)
+
+
+def test_reembed_finishes_while_people_are_enrolled_meanwhile(new_gallery, pipeline):
+    path = new_gallery("changing")
+    with Gallery(path, pipeline, create=True, keep_images=True) as g:
+        g.enroll("s3", [att(3, 2), att(3, 3)])
+        g.enroll("s4", [att(4, 2)])
+    other = Pipeline(detector=pipeline.detector, model=_OtherVersion(pipeline.encoder))
+    with Gallery(path, pipeline) as writer, Gallery(path, pipeline) as g:
+        assert g.reembed(_EnrolsMeanwhile(other, writer, [("s5", att(5, 2)), ("s6", att(6, 2))])) == 5
+        with pytest.raises(ModelMismatchError, match="re-embedded"):  # the old model writes no more
+            writer.enroll("s7", [att(7, 2)])
+    assert rows(path, "SELECT count(*) FROM people") == [(4,)]  # no one lost, the newcomers in
+    assert rows(path, "SELECT DISTINCT model_version FROM templates") == [("v2-retrained",)]  # no mixed models
+    with Gallery(path, other) as g:
+        assert g.verify("s5", att(5, 1)).accepted and g.identify(att(6, 1)).names == ["s6"]
+
+
 def test_delete_removes_everything_about_a_person(gallery, gallery_file):
     gallery.verify("s4", att(4, PROBE))
     gallery.verify("s3", att(4, PROBE))  # s4's face, denied as s3: names s3 only

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -55,6 +56,12 @@ def never_listen(*args, **kwargs):
     """Stands for `uvicorn.run` where `siamface serve` must refuse to start: listening is a failure (and a
     test that would otherwise serve for ever in its own process)."""
     raise AssertionError("siamface serve got past its checks and would listen")
+
+
+def _limit_files(n: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
 
 
 def fixture_bytes(subject: int, image: int) -> bytes:
@@ -123,9 +130,16 @@ class Server:
     `process=True` it is a real `siamface serve` process, stopped with SIGTERM, writing to `log`."""
 
     def __init__(
-        self, gallery: Path | str, *extra: str, log: Path | None = None, keys: Path | None = None, process: bool = False
+        self,
+        gallery: Path | str,
+        *extra: str,
+        log: Path | None = None,
+        keys: Path | None = None,
+        process: bool = False,
+        files: int | None = None,
     ) -> None:
-        """`gallery`: a file, or a postgresql:// URL (then `keys` and `log` are needed)."""
+        """`gallery`: a file, or a postgresql:// URL (then `keys` and `log` are needed). `files`: the
+        process's limit of open files (with `process`)."""
         self.gallery = gallery if isinstance(gallery, str) else Path(gallery)
         keys_option = ["--keys", str(keys)] if keys else []
         made = cli("keys", "create", "--gallery", self.gallery, *keys_option, "--name", "tests", "--json")
@@ -144,6 +158,7 @@ class Server:
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                preexec_fn=None if files is None else functools.partial(_limit_files, files),
             )
         else:
             self._serve_in_thread(argv)

@@ -4,6 +4,8 @@
                    [--challenge-seconds 10] [--session-seconds 60] [--workers N]
                    [--max-upload-mb 10] [--max-pixels N] [--lockout-failures 5] [--lockout-window S]
                    [--lockout-seconds S] [--keep-images] [--tls-cert PEM --tls-key PEM]
+                   [--max-faces 20] [--time-budget 30] [--header-timeout 10] [--body-timeout 60]
+                   [--max-connections 1000] [--keep-alive 5] [--access-log]
     siamface keys create --gallery G [--name LABEL] | list | revoke ID          (each with --json)
 
 The keys live in ``<gallery>.keys.json`` (hashed); a running server sees new and revoked keys at once.
@@ -84,6 +86,51 @@ def add_parsers(sub) -> None:
         default=None,
         metavar="N",
         help="largest decoded image in pixels (default: 24 million; 400 above)",
+    )
+    p.add_argument(
+        "--max-faces",
+        type=int,
+        default=20,
+        metavar="N",
+        help="faces of one image identified by /v1/identify: the N largest; the answer says how many were "
+        "found and 'truncated' (default: 20)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds one request's work may take, waiting for a worker included (default: 30; 503 "
+        "over-time-budget past it, nothing decided)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds a client has to send a request's headers before the connection is closed (default: 10)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds a client has to send a request's body (default: 60; 408 body-timeout past it)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="connections open at once; more are answered 503 and closed (default: 1000, lowered to fit "
+        "the file limit)",
+    )
+    p.add_argument(
+        "--keep-alive",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds an idle keep-alive connection stays open (default: 5)",
     )
     p.add_argument(
         "--lockout-failures",
@@ -201,7 +248,9 @@ def cmd_serve(args) -> int:
     try:
         import uvicorn
 
+        from ..service import logs
         from ..service.app import create_app
+        from ..service.transport import uvicorn_options
     except ImportError as exc:
         raise ConfigError(
             f"siamface serve needs the service extra ({exc.name} is missing): pip install 'siamface[service]'"
@@ -235,6 +284,12 @@ def cmd_serve(args) -> int:
         lockout_failures=args.lockout_failures,
         lockout_window_s=args.lockout_window,
         lockout_s=args.lockout_seconds,
+        max_faces=args.max_faces,
+        time_budget_s=args.time_budget,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        max_connections=args.max_connections,
+        keep_alive_s=args.keep_alive,
         **options,
     )
     service = Service(settings)
@@ -273,17 +328,42 @@ def cmd_serve(args) -> int:
             flush=True,
         )
         app = create_app(settings, service)
-        uvicorn.run(
-            app,
-            host=args.host,
-            port=args.port,
-            log_level="debug" if args.debug else "warning",
-            access_log=args.access_log,
-            server_header=False,
-            proxy_headers=False,
-            ssl_certfile=args.tls_cert,
-            ssl_keyfile=args.tls_key,
-        )
+        transport, note = uvicorn_options(settings)
+        if note:
+            print(f"siamface: note: {note}", file=sys.stderr)
+        limit = logs.configure(args.debug, args.access_log)
+        _exit_on_sigterm()
+        try:
+            uvicorn.run(
+                app,
+                host=args.host,
+                port=args.port,
+                log_config=None,  # logs.configure: rate-limited, the access log's query secrets redacted
+                log_level=None,
+                access_log=args.access_log,
+                server_header=False,
+                proxy_headers=False,
+                ssl_certfile=args.tls_cert,
+                ssl_keyfile=args.tls_key,
+                **transport,
+            )
+        finally:
+            logs.unconfigure(limit)
     finally:
         service.close()
     return EXIT_OK
+
+
+def _exit_on_sigterm() -> None:
+    """Make SIGTERM, which uvicorn re-raises once it has stopped serving, leave through `cmd_serve`'s cleanup
+    (the log's last counts, the gallery closed) instead of killing the process on the spot."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # not the process's main thread (tests): its signals are not ours
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)

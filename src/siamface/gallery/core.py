@@ -22,6 +22,7 @@ audit log and re-embeds; its verbs live by job, each importing nothing of this m
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -38,13 +39,17 @@ from .enrolling import VIDEO_DIVERSITY as VIDEO_DIVERSITY
 from .enrolling import Enrolling
 from .index import index_for
 from .search import Searching
-from .store import AuditRecord, ModelBinding, Store
+from .store import AuditRecord, GalleryReembeddedError, ModelBinding, StaleRebindError, Store
+
+log = logging.getLogger(__name__)
 
 #: Templates whose kept images are decoded and detected before their faces are embedded together.
 REEMBED_BATCH = 16
 
 #: The note a decision carries when the gallery is read-only and cannot log it.
 NOT_AUDITED = "not audited: the gallery is read-only"
+#: Tries `Gallery.reembed` makes at rebinding a gallery that changes while it re-embeds.
+REEMBED_ROUNDS = 20
 
 
 def calibration_file_for(gallery: str | os.PathLike) -> Path:
@@ -144,6 +149,11 @@ class Gallery(Enrolling, Searching, ThresholdsInForce):
         """Raise `ModelMismatchError` unless the pipeline's model is the one this gallery is bound to."""
         mine = ModelBinding.of(self.pipeline.encoder.info)
         self.store.model.check(mine, self.store.location)
+        bound_model = getattr(self.store, "bound_model", None)
+        if bound_model is not None:  # one small read: re-embedded by another process since it was opened?
+            now = bound_model()
+            if now != self.store.model:
+                raise GalleryReembeddedError(self.store.location, now, self.store.model)
         return mine
 
     def close(self) -> None:
@@ -167,29 +177,48 @@ class Gallery(Enrolling, Searching, ThresholdsInForce):
         return ()
 
     # -- maintenance -----------------------------------------------------------------------------------
-    def reembed(self, pipeline) -> int:
+    def reembed(self, pipeline, *, rounds: int = REEMBED_ROUNDS) -> int:
         """Re-embed every template from its kept image with `pipeline`'s model and bind the gallery to that
         model, in one transaction. Needs a gallery created with ``keep_images=True``; returns the number of
-        templates re-embedded."""
-        templates = self.store.templates()
-        missing = [t.id for t in templates if not t.has_image]
-        if missing:
-            raise GalleryError(
-                f"{self.store.location}: {len(missing)} template(s) have no kept image (the "
-                "gallery was not created with keep_images); re-enroll from the original images"
-            )
-        vectors = {}
-        for start in range(0, len(templates), REEMBED_BATCH):
-            chunk = templates[start : start + REEMBED_BATCH]
-            items = []
-            for t in chunk:
-                image = load_image(self.store.image(t.id), name=f"template {t.id}")
-                found = pipeline.detect(image)
-                if not len(found):
-                    raise NoFaceError(f"template {t.id}", getattr(pipeline.detector, "name", ""))
-                items.append((image, found[found.chosen("largest", image.shape)]))
-            for t, face in zip(chunk, pipeline.embed_many(items)):  # one forward pass per chunk
-                vectors[t.id] = face.embeddings[0]
-        self.store.rebind(ModelBinding.of(pipeline.encoder.info), vectors)
-        self._pipeline = pipeline
-        return len(vectors)
+        templates re-embedded.
+
+        The gallery may change meanwhile (a server enrolling): the templates are embedded outside the write
+        lock, and the rebinding transaction refuses to leave any template unconverted (`StaleRebindError`,
+        nothing changed); then only the templates that arrived since are embedded and it is tried again, up
+        to `rounds` times. Writers bound to the old model are refused once it is rebound, so no template of
+        the old model lands after it (`GalleryReembeddedError`)."""
+        binding = ModelBinding.of(pipeline.encoder.info)
+        vectors: dict = {}
+        for _ in range(rounds):
+            templates = self.store.templates()
+            missing = [t.id for t in templates if not t.has_image]
+            if missing:
+                raise GalleryError(
+                    f"{self.store.location}: {len(missing)} template(s) have no kept image (the "
+                    "gallery was not created with keep_images); re-enroll from the original images"
+                )
+            present = {t.id for t in templates}
+            vectors = {i: v for i, v in vectors.items() if i in present}  # templates removed meanwhile
+            todo = [t for t in templates if t.id not in vectors]
+            for lo in range(0, len(todo), REEMBED_BATCH):
+                chunk = todo[lo : lo + REEMBED_BATCH]
+                items = []
+                for t in chunk:
+                    image = load_image(self.store.image(t.id), name=f"template {t.id}")
+                    found = pipeline.detect(image)
+                    if not len(found):
+                        raise NoFaceError(f"template {t.id}", getattr(pipeline.detector, "name", ""))
+                    items.append((image, found[found.chosen("largest", image.shape)]))
+                for t, face in zip(chunk, pipeline.embed_many(items)):  # one forward pass per chunk
+                    vectors[t.id] = face.embeddings[0]
+            try:
+                self.store.rebind(binding, vectors)
+            except StaleRebindError as exc:
+                log.info("%s: %d template(s) arrived while re-embedding; embedding them", self.store.location, exc.n)
+                continue
+            self._pipeline = pipeline
+            return len(vectors)
+        raise GalleryError(
+            f"{self.store.location}: the gallery changed during each of {rounds} re-embedding rounds; nothing "
+            "changed (re-embed while fewer enrolments land)"
+        )

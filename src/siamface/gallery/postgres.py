@@ -48,6 +48,7 @@ from .sqlbase import NORM_TOLERANCE, SqlStore, _blob, binding_meta, lookup_form,
 from .store import (
     AuditRecord,
     DamagedGalleryError,
+    GalleryUnavailableError,
     ModelBinding,
     NewTemplate,
     Person,
@@ -262,7 +263,9 @@ class PostgresStore(SqlStore):
                 raise GalleryError(
                     f"no gallery at {self.location}: {reason} (create the database with `createdb` first)"
                 ) from None
-            raise GalleryError(f"cannot connect to the gallery at {self.location}: {reason}") from None
+            raise GalleryUnavailableError(
+                f"cannot connect to the gallery at {self.location}: {reason}", "unreachable"
+            ) from None
         except psycopg.Error as exc:
             raise GalleryError(f"{self.location}: not a usable gallery database ({exc})") from None
         self._register_vector(db)
@@ -270,6 +273,32 @@ class PostgresStore(SqlStore):
         with self._connections_lock:
             self._connections.append(db)
         return db
+
+    def _unavailable(self, exc: Exception, what: str) -> GalleryUnavailableError:
+        """The error for a driver error that means the server cannot be used now (down, restarting, the
+        connection lost). Every connection is closed (those of other threads are as broken), so that each
+        thread connects again at its next call: service resumes as soon as the server is back."""
+        self._local.db = None
+        with self._connections_lock:
+            broken, self._connections = self._connections, []
+        for db in broken:
+            try:
+                db.close()
+            except Exception as close_exc:  # a broken connection may fail to close: it is dropped all the same
+                log.debug("closing a broken connection: %s", close_exc)
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return GalleryUnavailableError(
+            f"{self.location}: {what}: the database is unreachable ({reason})", "unreachable"
+        )
+
+    @contextmanager
+    def outages(self) -> Iterator[None]:
+        """Work on the gallery, with the database server lost anywhere in it as `GalleryUnavailableError`."""
+        psycopg = self._psycopg
+        try:
+            yield
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise self._unavailable(exc, "the request failed") from None
 
     @staticmethod
     def _register_vector(db) -> None:
@@ -316,7 +345,7 @@ class PostgresStore(SqlStore):
         except psycopg.errors.UniqueViolation as exc:
             raise GalleryError(f"{self.location}: that name is taken ({exc.diag.message_detail or exc})") from None
         except psycopg.OperationalError as exc:
-            raise GalleryError(f"{self.location}: change not saved ({str(exc).strip()})") from None
+            raise self._unavailable(exc, "change not saved") from None
         except psycopg.errors.UndefinedTable as exc:
             raise GalleryError(f"{self.location}: not a siamface gallery ({str(exc).strip()})") from None
 
@@ -535,11 +564,7 @@ class PostgresStore(SqlStore):
     def rebind(self, model: ModelBinding, embeddings: dict[int, np.ndarray]) -> None:
         with self._write() as db:
             ids = {int(r[0]) for r in db.execute("SELECT id FROM templates").fetchall()}
-            if ids != set(embeddings):
-                raise GalleryError(
-                    f"{self.location}: re-embedding must cover every template "
-                    f"({len(ids)} stored, {len(embeddings)} given); nothing changed"
-                )
+            embeddings = self._rebind_cover(ids, embeddings)
             if model.embedding_size != self.model.embedding_size:  # a column of the new model's size
                 db.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")
                 db.execute("ALTER TABLE templates DROP COLUMN embedding")
@@ -609,7 +634,7 @@ class PostgresIndex:
         try:
             yield self.store._connect()
         except psycopg.OperationalError as exc:
-            raise GalleryError(f"{self.store.location}: search failed ({str(exc).strip()})") from None
+            raise self.store._unavailable(exc, "search failed") from None
         except psycopg.errors.UndefinedTable as exc:
             raise GalleryError(f"{self.store.location}: not a siamface gallery ({str(exc).strip()})") from None
 

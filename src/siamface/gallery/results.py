@@ -192,6 +192,7 @@ class Identification:
     model: str
     notes: tuple[str, ...] = field(default=())
     margin: float = 0.0
+    faces_found: int | None = None  # faces detected, when more than the faces identified (a cap)
 
     @property
     def names(self) -> list[str]:
@@ -210,4 +211,5 @@ class Identification:
             "threshold_source": self.threshold_source,
             "model": self.model,
             "notes": list(self.notes),
+            "faces_found": len(self.faces) if self.faces_found is None else self.faces_found,
         }

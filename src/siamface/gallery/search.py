@@ -8,10 +8,13 @@ import dataclasses
 from collections.abc import Callable, Collection
 from typing import Any
 
+import numpy as np
+
+from .. import _budget
 from ..decision import DEFAULT_FRACTION, Thresholds, check_rule, identity
 from ..decision import claim as decide_claim
 from ..errors import ConfigError, GalleryError
-from ..image import describe
+from ..image import describe, load_image
 from .results import (
     AMBIGUOUS,
     KNOWN,
@@ -86,6 +89,7 @@ class Searching:
             threshold_far=chosen.far,
         )
         if audit:
+            _budget.check("writing the decision")
             unlogged = self.audit(
                 [
                     AuditRecord(
@@ -112,20 +116,25 @@ class Searching:
         margin: float | None = None,
         audit: bool = True,
         exclude: Collection[int] = (),
+        max_faces: int | None = None,
     ) -> Identification:
         """Name every face of `probe` (biggest first): the person with the best template similarity when it
         reaches the threshold and the next person is more than `margin` below (default `DEFAULT_MARGIN`),
         "ambiguous" when the next is within `margin`, else "unknown" (`siamface.decision.identity`, see
         `FaceIdentity`); the `top` best people are the evidence.
         People whose ids are in `exclude` are searched as if they were not enrolled (the service leaves out
-        people locked out of verification)."""
+        people locked out of verification). `max_faces`: only the largest that many faces are identified (and
+        audited); `faces_found` and a note say how many there were."""
         if top < 1:
             raise ConfigError(f"top must be >= 1, got {top}")
         policy = self.thresholds.given(threshold).with_margin(margin)
         margin, chosen = policy.margin, policy.identify
         model = self.check_model()
         label = describe(probe)
-        faces = self.pipeline.embed(probe)
+        image = probe if isinstance(probe, np.ndarray) else load_image(probe)
+        found = self.pipeline.detect(image)
+        n_found = len(found)
+        faces = self.pipeline.embed(image, found if max_faces is None else found[:max_faces])
         thr, source = chosen.value, chosen.source
         hits = self.index.search(faces.embeddings, k=max(top, 2), exclude=exclude) if len(faces) else []
         names = self.store.names([h.person_id for row in hits for h in row])
@@ -160,6 +169,9 @@ class Searching:
                 )
             )
         notes = () if len(faces) else ("no face found",)
+        if n_found > len(faces):
+            notes += (f"{n_found} faces found, the {len(faces)} largest were identified",)
         if audit:
+            _budget.check("writing the decision")
             notes += self.audit(records)
-        return Identification(label, tuple(identities), thr, source, model.name, notes, margin)
+        return Identification(label, tuple(identities), thr, source, model.name, notes, margin, n_found)

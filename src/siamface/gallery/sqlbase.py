@@ -19,17 +19,19 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GalleryError, ModelMismatchError
+from ..errors import GalleryError
 from .names import MAX_NAME_LENGTH, check_name, lookup_form  # noqa: F401 - also imported from here
 from .store import (
     AddResult,
     AuditEntry,
     DamagedGalleryError,
+    GalleryReembeddedError,
     KeepFilter,
     ModelBinding,
     NewTemplate,
     Person,
     PersonExistsError,
+    StaleRebindError,
     Template,
     UnknownPersonError,
     source_label,
@@ -494,19 +496,33 @@ class SqlStore:
         self._bump(db)
         return AddResult(self._find(db, name), created, ids, skipped)
 
-    def _check_bound(self, db) -> None:
-        """The gallery's model may have been changed by another process (re-embedding) since we opened it."""
+    @staticmethod
+    def _binding(db) -> ModelBinding:
         meta = dict(
             db.execute(
                 "SELECT key, value FROM meta WHERE key IN ('model_name', 'model_version', 'embedding_size')"
             ).fetchall()
         )
-        current = ModelBinding(meta["model_name"], meta["model_version"], int(meta["embedding_size"]))
+        return ModelBinding(meta["model_name"], meta["model_version"], int(meta["embedding_size"]))
+
+    def _check_bound(self, db) -> None:
+        """The gallery's model may have been changed by another process (re-embedding) since we opened it."""
+        current = self._binding(db)
         if current != self.model:
-            raise ModelMismatchError(
-                f"{self.location} was re-embedded with model {current.describe()} since "
-                f"it was opened (with {self.model.describe()}); open it again"
-            )
+            raise GalleryReembeddedError(self.location, current, self.model)
+
+    def _rebind_cover(self, stored: set[int], embeddings: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """The new embeddings of the templates `stored` now (inside the rebinding transaction): those of
+        templates removed meanwhile are dropped; one added meanwhile and not covered is `StaleRebindError`."""
+        uncovered = stored - set(embeddings)
+        if uncovered:
+            raise StaleRebindError(self.location, uncovered)
+        return {i: v for i, v in embeddings.items() if i in stored}
+
+    def bound_model(self) -> ModelBinding:
+        """The model the gallery is bound to now, read from the database (another process may have re-embedded
+        it since this one opened it: compare with `model`)."""
+        return self._binding(self._connect())
 
     def rename(self, old: str, new: str) -> Person:
         new = check_name(new)

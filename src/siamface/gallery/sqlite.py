@@ -53,6 +53,7 @@ from .sqlbase import (  # noqa: F401
 )
 from .store import (
     AuditRecord,
+    GalleryUnavailableError,
     ModelBinding,
     NewTemplate,
     Person,
@@ -206,6 +207,10 @@ def _create_private(path: Path) -> None:
         raise GalleryError(f"cannot create gallery {path}: {exc.strerror}") from None
 
 
+#: SQLite's messages for a disk that is full or failing (SQLITE_FULL, SQLITE_IOERR).
+STORAGE_ERRORS = ("database or disk is full", "disk I/O error")
+
+
 class SQLiteStore(SqlStore):
     """A gallery store in one SQLite file, bound to one model.
 
@@ -354,6 +359,7 @@ class SQLiteStore(SqlStore):
         except sqlite3.OperationalError as exc:
             if "readonly" in str(exc):
                 raise self._refuse_write() from None
+            self._raise_if_storage(exc)
             raise GalleryError(f"{self.path}: cannot start a change ({exc})") from None
         try:
             yield db
@@ -361,6 +367,7 @@ class SQLiteStore(SqlStore):
             self._rollback(db)
             if "readonly" in str(exc):  # e.g. a file system mounted read-only
                 raise self._refuse_write() from None
+            self._raise_if_storage(exc)
             raise
         except BaseException:
             self._rollback(db)
@@ -372,7 +379,24 @@ class SQLiteStore(SqlStore):
                 self._rollback(db)
                 if "readonly" in str(exc):
                     raise self._refuse_write() from None
+                self._raise_if_storage(exc)
                 raise GalleryError(f"{self.path}: change not saved ({exc})") from None
+
+    def _raise_if_storage(self, exc: sqlite3.Error) -> None:
+        """`GalleryUnavailableError` ("full") for SQLite's errors of a full or failing disk."""
+        if any(text in str(exc) for text in STORAGE_ERRORS):
+            raise GalleryUnavailableError(
+                f"{self.path}: change not saved: the disk is full or failing ({exc})", "full"
+            ) from None
+
+    @contextmanager
+    def outages(self) -> Iterator[None]:
+        """Work on the gallery, with a full or failing disk met anywhere in it as `GalleryUnavailableError`."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            self._raise_if_storage(exc)
+            raise
 
     @staticmethod
     def _rollback(db: sqlite3.Connection) -> None:
@@ -592,11 +616,7 @@ class SQLiteStore(SqlStore):
     def rebind(self, model: ModelBinding, embeddings: dict[int, np.ndarray]) -> None:
         with self._write() as db:
             ids = {r[0] for r in db.execute("SELECT id FROM templates")}
-            if ids != set(embeddings):
-                raise GalleryError(
-                    f"{self.location}: re-embedding must cover every template "
-                    f"({len(ids)} stored, {len(embeddings)} given); nothing changed"
-                )
+            embeddings = self._rebind_cover(ids, embeddings)
             for template_id, vector in embeddings.items():
                 db.execute(
                     "UPDATE templates SET embedding = ?, model = ?, model_version = ? WHERE id = ?",

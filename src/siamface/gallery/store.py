@@ -50,6 +50,42 @@ class ReadOnlyGalleryError(GalleryError):
     """A change was asked of a gallery opened read-only (a file or folder this process may not write)."""
 
 
+class GalleryUnavailableError(GalleryError):
+    """The gallery's storage cannot be used now: its database server cannot be reached (`reason`
+    ``"unreachable"``), or its disk is full or failing (``"full"``: nothing could be written). Nothing was
+    changed; the same request may succeed once the storage is back."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class StaleRebindError(GalleryError):
+    """Re-embedding: templates were added after the new embeddings were computed; nothing was changed (embed
+    those `ids` too and rebind again)."""
+
+    def __init__(self, location: str, ids) -> None:
+        self.ids = frozenset(int(i) for i in ids)
+        self.n = len(self.ids)
+        super().__init__(
+            f"{location}: re-embedding must cover every template, and {self.n} were added since the new "
+            "embeddings were computed; nothing changed"
+        )
+
+
+class GalleryReembeddedError(ModelMismatchError):
+    """The gallery was re-embedded (bound to another model) by another process since this one opened it:
+    its templates are no longer comparable with this process's model; open the gallery again (restart a
+    server)."""
+
+    def __init__(self, location: str, now: ModelBinding, opened: ModelBinding) -> None:
+        self.now = now
+        super().__init__(
+            f"{location} was re-embedded with model {now.describe()} since it was opened (with "
+            f"{opened.describe()}); open it again (restart the server)"
+        )
+
+
 def source_label(source: str) -> str:
     """What a template keeps of where it came from: the file name only (``/a/b/c.jpg`` -> ``c.jpg``, a
     Windows path too), never a path; written so at enrolment and read so from galleries of older code."""

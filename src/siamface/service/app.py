@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import urllib.parse
 from importlib import resources
 
+import anyio
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,7 +30,8 @@ from .. import __version__
 from ..errors import SiamfaceError
 from .errors import ServiceError, from_siamface
 from .lockout import LockedOut
-from .settings import Settings
+from .logs import SECRET_PARAMS
+from .settings import BODY_TIMEOUT_S, Settings
 from .state import Service
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,7 @@ _HTTP_CODES = {
     403: "forbidden",
     404: "not-found",
     405: "method-not-allowed",
+    408: "body-timeout",
     410: "gone",
     413: "too-large",
     415: "unsupported-media-type",
@@ -67,13 +71,34 @@ def presented_key(headers: Headers) -> str | None:
     return headers.get("x-api-key") or None
 
 
-class Gate:
-    """Pure ASGI middleware: API key and upload limit, checked before the body is read; security headers."""
+def _relative(location: bytes) -> bytes:
+    """A redirect's target without the scheme and host a framework built from the request's Host header (a
+    client's word): the path and query only, so a redirect never points to another site."""
+    parts = urllib.parse.urlsplit(location.decode("latin-1"))
+    if not parts.scheme and not parts.netloc:
+        return location
+    path = "/" + parts.path.lstrip("/")  # never "//host": that too would name another site
+    return (path + (f"?{parts.query}" if parts.query else "")).encode("latin-1")
 
-    def __init__(self, app, service: Service, max_bytes: int) -> None:
+
+def _key_in_query(query_string: bytes) -> bool:
+    """Does the query carry a credential-like parameter (``?key=``, ``?api_key=``, ...)?"""
+    for part in query_string.decode("latin-1").split("&"):
+        name = urllib.parse.unquote_plus(part.partition("=")[0]).strip().lower().replace("-", "_")
+        if name in SECRET_PARAMS:
+            return True
+    return False
+
+
+class Gate:
+    """Pure ASGI middleware: API key and upload limit, checked before the body is read; the body's deadline;
+    security headers; redirects made relative."""
+
+    def __init__(self, app, service: Service, max_bytes: int, body_timeout_s: float = BODY_TIMEOUT_S) -> None:
         self.app = app
         self.service = service
         self.max_bytes = max_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def _drain(self, receive) -> None:
         """Read and drop a refused request's body (bounded), so the client sees the answer, not a reset."""
@@ -100,13 +125,44 @@ class Gate:
 
         async def send_with_headers(message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": list(message.get("headers", [])) + extra}
+                headers = [(k, _relative(v) if k.lower() == b"location" else v) for k, v in message.get("headers", [])]
+                message = {**message, "headers": headers + extra}
             await send(message)
+
+        deadline = anyio.current_time() + self.body_timeout_s
+        late = body_done = False
+        original_receive = receive
+
+        async def receive():  # the body's deadline: a client that sends it too slowly is cut off (408)
+            nonlocal late, body_done
+            if body_done:
+                return await original_receive()
+            with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+                message = await original_receive()
+                body_done = message["type"] != "http.request" or not message.get("more_body", False)
+                return message
+            late = True
+            raise _BodyTimeout()
+
+        if _key_in_query(scope.get("query_string", b"")):
+            await self._answer_early(
+                receive,
+                _json(
+                    400,
+                    "key-in-query",
+                    "a credential was sent in the URL, where logs and histories keep it: send the API key as "
+                    "'Authorization: Bearer KEY' or 'X-API-Key: KEY' only (and revoke a key that travelled so)",
+                ),
+                scope,
+                send_with_headers,
+            )
+            return
 
         if path.startswith("/v1/") and path not in PUBLIC:
             check = self.service.keys.check(presented_key(headers))
             if not check.ok:
-                await self._drain(receive)
+                if not await self._drained(receive, scope, send_with_headers):
+                    return
                 if check.reason == "revoked":
                     answer = _json(403, "revoked-api-key", "this API key was revoked")
                 elif check.reason == "missing":
@@ -137,8 +193,8 @@ class Gate:
                 await _json(400, "bad-request", "invalid Content-Length")(scope, receive, send_with_headers)
                 return
             if declared > self.max_bytes:
-                await self._drain(receive)
-                await too_large(scope, receive, send_with_headers)
+                if await self._drained(receive, scope, send_with_headers):
+                    await too_large(scope, receive, send_with_headers)
                 return
 
         received = 0
@@ -155,20 +211,44 @@ class Gate:
             return message
 
         async def guarded_send(message) -> None:
-            if not exceeded:
+            if not (exceeded or late):
                 await send_with_headers(message)
 
         try:
             await self.app(scope, limited_receive, guarded_send)
         except Exception:
-            if not exceeded:
+            if not (exceeded or late):
                 raise
-        if exceeded:
-            await self._drain(receive)
+        if late:
+            await _body_late(scope, receive, send_with_headers)
+        elif exceeded and await self._drained(receive, scope, send_with_headers):
             await too_large(scope, receive, send_with_headers)
+
+    async def _drained(self, receive, scope, send) -> bool:
+        """Drain a refused request's body; False (answered 408) when the client is too slow sending it."""
+        try:
+            await self._drain(receive)
+        except _BodyTimeout:
+            await _body_late(scope, receive, send)
+            return False
+        return True
+
+    async def _answer_early(self, receive, answer, scope, send) -> None:
+        if await self._drained(receive, scope, send):
+            await answer(scope, receive, send)
+
+
+async def _body_late(scope, receive, send) -> None:
+    log.warning("request body not received within its deadline: answered 408", extra={"kind": "body-timeout"})
+    answer = _json(408, "body-timeout", "the request body was not received in time", {"Connection": "close"})
+    await answer(scope, receive, send)
 
 
 class _TooLarge(Exception):
+    pass
+
+
+class _BodyTimeout(Exception):
     pass
 
 
@@ -206,14 +286,17 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError):
+        if exc.status >= 500:
+            cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+            log.error("%s %s: %s%s", request.method, request.url.path, exc.error, cause, extra={"kind": exc.error})
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(SiamfaceError)
     async def _siamface_error(request: Request, exc: SiamfaceError):
         err = from_siamface(exc, *service.secrets)
-        if err.status >= 500:
-            log.error("%s %s: %s", request.method, request.url.path, exc)
-        return JSONResponse(err.body(), status_code=err.status)
+        if err.status >= 500:  # one line per kind and interval (logs.RateLimit): a full disk is said once
+            log.error("%s %s: %s", request.method, request.url.path, exc, extra={"kind": err.error})
+        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
     @app.exception_handler(LockedOut)
     async def _locked(request: Request, exc: LockedOut):
@@ -269,8 +352,55 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         app.mount("/static", StaticFiles(directory=folder), name="static")
 
     _offline_docs(app)
-    app.add_middleware(Gate, service=service, max_bytes=settings.max_upload_bytes)
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            declare_limits(generate(), settings)
+        return app.openapi_schema
+
+    app.openapi = openapi
+    app.add_middleware(
+        Gate, service=service, max_bytes=settings.max_upload_bytes, body_timeout_s=settings.body_timeout_s
+    )
     return app
+
+
+def declare_limits(schema: dict, settings: Settings) -> dict:
+    """Declare in the OpenAPI document (in place) the limits the handlers enforce beyond what the route
+    signatures say, so that the document accepts nothing the server refuses: 1 to `max_enroll_images` images
+    per enrolment, names and claims of 1 to `MAX_NAME_LENGTH` characters, /v1/verify's two forms (a claim and
+    its image, or images a and b)."""
+    from ..gallery.names import MAX_NAME_LENGTH
+
+    name = {"minLength": 1, "maxLength": MAX_NAME_LENGTH}
+
+    def limit_string(prop: dict, limits: dict) -> None:
+        for branch in prop.get("anyOf", [prop]):
+            if branch.get("type") == "string":
+                branch.update(limits)
+
+    for body_name, body in schema.get("components", {}).get("schemas", {}).items():
+        props = body.get("properties", {})
+        if props.get("images", {}).get("type") == "array":
+            props["images"].update(minItems=1, maxItems=settings.max_enroll_images)
+        for field in ("name", "claim"):
+            if field in props:
+                limit_string(props[field], name)
+        if body_name.startswith("Body_verify"):
+            body["oneOf"] = [{"required": ["claim", "image"]}, {"required": ["a", "b"]}]
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "path" and parameter.get("name") == "name":
+                    parameter["schema"].update(name)
+    schema.setdefault("info", {})["description"] = (
+        schema["info"].get("description", "")
+        + f" Limits: a request body of at most {settings.max_upload_bytes} bytes (413), images of at most "
+        f"{settings.max_pixels} pixels (400), {settings.max_faces} faces identified per image, "
+        f"{settings.time_budget_s:g} s of work per request (503 `over-time-budget`)."
+    )
+    return schema
 
 
 def _offline_docs(app) -> None:

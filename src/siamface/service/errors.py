@@ -17,6 +17,12 @@ that says what went wrong, and never a file path or a traceback.
     500 internal-error, model-error            the server's fault; details go to the server log only
     500 gallery-damaged                        a row of the gallery was tampered with or damaged (which one)
     503 gallery-read-only                      a change asked of a gallery the server may only read
+    503 gallery-unavailable                    the gallery's database cannot be reached now (Retry-After)
+    503 storage-full                           the disk is full or failing: the change was not saved
+    503 not-audited                            a decision whose audit row could not be written: not given
+    503 gallery-reembedded                     the gallery was re-embedded under the server: restart it
+    503 over-time-budget                       the request's work went past its time budget (Retry-After)
+    503 too-many-connections                   the server holds its maximum of connections (then closes)
 """
 
 from __future__ import annotations
@@ -24,8 +30,19 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..errors import ConfigError, GalleryError, ImageError, ModelError, ModelMismatchError, NoFaceError, SiamfaceError
+from ..errors import (
+    ConfigError,
+    GalleryError,
+    ImageError,
+    ModelError,
+    ModelMismatchError,
+    NoFaceError,
+    OverBudgetError,
+    SiamfaceError,
+)
 
+#: Sent with a 503 that a later try may not meet.
+RETRY = {"Retry-After": "5"}
 # An absolute path of two components or more (/home/x/..., /tmp/g.db is one component after a folder).
 _PATH = re.compile(r"(?<![\w<>])(?:/[\w.@+\-]+){2,}/?")
 
@@ -63,9 +80,39 @@ def scrub(message: str, *secrets: str) -> str:
 def from_siamface(exc: SiamfaceError, *secrets: str) -> ServiceError:
     """The HTTP answer for a siamface error."""
     from ..gallery.names import InvalidNameError
-    from ..gallery.store import DamagedGalleryError, PersonExistsError, ReadOnlyGalleryError, UnknownPersonError
+    from ..gallery.store import (
+        DamagedGalleryError,
+        GalleryReembeddedError,
+        GalleryUnavailableError,
+        PersonExistsError,
+        ReadOnlyGalleryError,
+        UnknownPersonError,
+    )
 
     text = scrub(str(exc), *secrets)
+    if isinstance(exc, GalleryUnavailableError):
+        if exc.reason == "full":
+            return ServiceError(
+                503, "storage-full", "the gallery's disk is full or failing: nothing was saved", headers=RETRY
+            )
+        return ServiceError(
+            503, "gallery-unavailable", "the gallery's database cannot be reached now; retry later", headers=RETRY
+        )
+    if isinstance(exc, GalleryReembeddedError):
+        return ServiceError(
+            503,
+            "gallery-reembedded",
+            f"the gallery was re-embedded with model {exc.now.name!r} while this server runs another; restart "
+            "the server (nothing is wrong with the people enrolled)",
+        )
+    if isinstance(exc, OverBudgetError):
+        return ServiceError(
+            503,
+            "over-time-budget",
+            f"this request's work went past the server's {exc.budget:g} s time budget (at {exc.step}); nothing "
+            "was decided or changed: retry, with a smaller image or fewer faces",
+            headers=RETRY,
+        )
     if isinstance(exc, UnknownPersonError):
         return ServiceError(404, "unknown-person", f"no person named {exc.name!r}")
     if isinstance(exc, DamagedGalleryError):
@@ -110,6 +157,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         413: "upload too large",
         422: "no face / nothing enrolled / invalid request",
         429: "locked after failed verifications / too many liveness sessions",
+        503: "gallery unreachable, disk full, decision not audited, gallery re-embedded, or over time budget",
     }
     return {
         c: {"description": texts.get(c, "error"), "content": {"application/json": {"schema": schema}}} for c in codes

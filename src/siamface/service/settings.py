@@ -19,6 +19,17 @@ MAX_ENROLL_IMAGES = 20
 #: Active liveness: challenge sessions open at once (429 above), and frames one session takes (then it fails).
 MAX_LIVENESS_SESSIONS = 100
 MAX_SESSION_FRAMES = 150
+#: Faces of one image identified by /v1/identify: the largest; the answer says how many were found.
+MAX_FACES = 20
+#: Seconds one request's work may take, from its first step (waiting for a worker included); 503 past it.
+TIME_BUDGET_S = 30.0
+#: Seconds a client has to send a request's headers (then the connection is closed), and its body (408).
+HEADER_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 60.0
+#: Connections open at once (more are answered 503 and closed); lowered at start to fit the file limit.
+MAX_CONNECTIONS = 1000
+#: Seconds an idle keep-alive connection stays open after a response.
+KEEP_ALIVE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,12 @@ class Settings:
     lockout_failures: int = 5
     lockout_window_s: float = 300.0
     lockout_s: float = 300.0
+    max_faces: int = MAX_FACES
+    time_budget_s: float = TIME_BUDGET_S
+    header_timeout_s: float = HEADER_TIMEOUT_S
+    body_timeout_s: float = BODY_TIMEOUT_S
+    max_connections: int = MAX_CONNECTIONS
+    keep_alive_s: float = KEEP_ALIVE_S
 
     @property
     def active_liveness(self) -> bool:
@@ -78,3 +95,8 @@ class Settings:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.lockout_failures < 1 or self.lockout_window_s <= 0 or self.lockout_s <= 0:
             raise ConfigError("lock-out needs at least 1 failure and a positive window and duration")
+        if self.max_faces < 1 or self.max_connections < 1:
+            raise ConfigError("max_faces and max_connections must be >= 1")
+        timeouts = (self.time_budget_s, self.header_timeout_s, self.body_timeout_s, self.keep_alive_s)
+        if not all(0 < t < float("inf") for t in timeouts):
+            raise ConfigError("the time budget, the header, body and keep-alive timeouts must be positive seconds")

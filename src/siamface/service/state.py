@@ -9,20 +9,23 @@ requests queues instead of oversubscribing the CPU.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 import numpy as np
 
-from .. import __version__
+from .. import __version__, _budget
 from ..decision import UNKNOWN, Liveness, Threshold, gate, in_reach
 from ..errors import ConfigError, NoFaceError
 from ..gallery.results import ClaimVerification
+from ..gallery.store import DamagedGalleryError, GalleryReembeddedError, GalleryUnavailableError
 from ..image import load_image
 from .errors import ServiceError
 from .keys import KeyStore
@@ -60,6 +63,7 @@ class Service:
         self.created_gallery = False
         self.model_note: str | None = None
         self._limiter: anyio.CapacityLimiter | None = None
+        self.clock: Callable[[], float] = time.monotonic  # the time budget's
 
     # -- life ------------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -101,20 +105,66 @@ class Service:
             self.gallery.close()
 
     async def run(self, fn: Callable[..., T], *args, **kwargs) -> T:
-        """Run blocking work in a worker thread, at most `settings.workers` at a time."""
+        """Run blocking work in a worker thread, at most `settings.workers` at a time, within the request's
+        time budget (`siamface._budget`: set by its first call, waiting for a worker included)."""
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.settings.workers)
-        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=self._limiter)
+        _budget.start(self.settings.time_budget_s, self.clock)
+        return await anyio.to_thread.run_sync(
+            functools.partial(self._guarded, fn, *args, **kwargs), limiter=self._limiter
+        )
 
-    def health(self) -> dict[str, Any]:
+    def _guarded(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        """`fn`, with the store's driver errors of an outage as `GalleryUnavailableError`, and a template of
+        another size read after the gallery was re-embedded under the server as `GalleryReembeddedError`."""
+        _budget.check("waiting for a worker")
+        store = getattr(self.gallery, "store", None)
+        outages = getattr(store, "outages", None)
+        with outages() if outages is not None else contextlib.nullcontext():
+            try:
+                return fn(*args, **kwargs)
+            except DamagedGalleryError:
+                self.gallery.check_model()  # raises GalleryReembeddedError when that is the cause
+                raise
+
+    @contextlib.contextmanager
+    def _audited(self) -> Iterator[None]:
+        """A decision whose audit row cannot be written (a full disk) is not given: 503 `not-audited`."""
+        try:
+            yield
+        except GalleryUnavailableError as exc:
+            if exc.reason != "full":
+                raise
+            raise ServiceError(
+                503,
+                "not-audited",
+                "the decision could not be written to the audit log (the gallery's disk is full or failing), "
+                "so it is not given; retry later",
+                headers={"Retry-After": "5"},
+            ) from exc
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, body): 200 ``ok``, or 503 ``degraded`` with what is wrong with the gallery
+        (``unreachable``: its database cannot be reached; ``reembedded``: re-embedded under this server)."""
         info = self.pipeline.encoder.info
-        return {
+        body = {
             "status": "ok",
             "version": __version__,
             "model": info.name,
             "detector": getattr(self.pipeline.detector, "name", str(self.settings.detector)),
             "liveness": self.settings.liveness,
+            "gallery": "ok",
         }
+        try:
+            self._guarded(self.gallery.check_model)
+        except GalleryUnavailableError as exc:
+            body["gallery"] = "unreachable" if exc.reason == "unreachable" else "storage-full"
+        except GalleryReembeddedError:
+            body["gallery"] = "reembedded"
+        if body["gallery"] != "ok":
+            body["status"] = "degraded"
+            return 503, body
+        return 200, body
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -128,11 +178,12 @@ class Service:
 
     # -- blocking work -----------------------------------------------------------------------------------
     def decode(self, upload: Upload) -> np.ndarray:
+        _budget.check("decoding")
         return load_image(upload.data, max_pixels=self.settings.max_pixels, name=upload.label)
 
     def _liveness(self, image: np.ndarray, box) -> dict[str, Any] | None:
         if self.liveness is None:
-            return None
+            return None  # no time budget check here: a decision written to the audit log is answered
         return self.liveness.score(image, box).to_dict()
 
     def verify_pair(self, a: Upload, b: Upload) -> dict[str, Any]:
@@ -160,7 +211,8 @@ class Service:
         a live score of the probe; active, a passed challenge `session` whose faces are all the person."""
         image = self.decode(probe)
         try:
-            result = self.gallery.verify(person.name, image, rule=rule, fraction=fraction)
+            with self._audited():
+                result = self.gallery.verify(person.name, image, rule=rule, fraction=fraction)
         except NoFaceError:
             raise ServiceError(422, "no-face", f"no face found in {probe.label}") from None
         result = dataclasses.replace(result, probe=probe.label)
@@ -236,7 +288,10 @@ class Service:
         and a named or ambiguous one only the candidates within the margin of the threshold or above it (so
         that identification is no score oracle for probing anybody)."""
         image = self.decode(probe)
-        result = self.gallery.identify(image, top=top, margin=margin, exclude=locked)
+        with self._audited():
+            result = self.gallery.identify(
+                image, top=top, margin=margin, exclude=locked, max_faces=self.settings.max_faces
+            )
         if not result.faces:
             raise ServiceError(422, "no-face", f"no face found in {probe.label}")
         result = dataclasses.replace(result, probe=probe.label)
@@ -253,6 +308,7 @@ class Service:
             for face, item in zip(result.faces, payload["faces"]):
                 item["liveness"] = self._liveness(image, face.box)
         payload["size"] = [int(image.shape[1]), int(image.shape[0])]
+        payload["truncated"] = payload["faces_found"] > len(result.faces)
         return payload
 
     def enroll(
