@@ -43,10 +43,12 @@ class Searching:
         fraction: float = DEFAULT_FRACTION,
         threshold: float | None = None,
         audit: bool = True,
+        actor: str = "",
     ) -> ClaimVerification:
         """Is the (largest) face of `probe` the person `claim`? Compared with every template of that person
         and decided by `rule` (see `ClaimVerification`). Raises `UnknownPersonError` for an unknown claim
-        and `NoFaceError` when the probe has no face."""
+        and `NoFaceError` when the probe has no face. `audit=False`: the caller logs the decision it makes
+        from this one (the service, once liveness has had its say); `actor`: who asked, for the audit."""
         check_rule(rule, fraction)
         model = self.check_model()
         person = self.store.person(claim, metadata=False)  # decisions read no metadata
@@ -97,6 +99,7 @@ class Searching:
                         bool(accepted),
                         rule,
                         model.name,
+                        actor,
                     )
                 ]
             )
@@ -112,6 +115,7 @@ class Searching:
         margin: float | None = None,
         audit: bool = True,
         exclude: Collection[int] = (),
+        actor: str = "",
     ) -> Identification:
         """Name every face of `probe` (biggest first): the person with the best template similarity when it
         reaches the threshold and the next person is more than `margin` below (default `DEFAULT_MARGIN`),
@@ -157,6 +161,7 @@ class Searching:
                     accepted,
                     "best" if status != AMBIGUOUS else f"best, ambiguous within {margin:g}",
                     model.name,
+                    actor,
                 )
             )
         notes = () if len(faces) else ("no face found",)
