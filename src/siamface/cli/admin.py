@@ -106,7 +106,9 @@ def add_parsers(sub) -> None:
         "of template changes (the FAISS index follows it); a PostgreSQL database "
         "keeps templates as pgvector vectors with an HNSW index (converted from "
         "bytes; the server needs pgvector, and a damaged template stops the "
-        "migration with nothing changed).",
+        "migration with nothing changed). Version 4: a hash-chained audit of every decision and "
+        "change, rows keeping each person's opaque reference instead of a foreign key (the rows "
+        "there are chained as found).",
     )
     add_gallery_option(q, json_flag=True)
     q.set_defaults(func=cmd_migrate)
