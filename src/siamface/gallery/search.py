@@ -133,6 +133,8 @@ class Searching:
         thr, source = chosen.value, chosen.source
         hits = self.index.search(faces.embeddings, k=max(top, 2), exclude=exclude) if len(faces) else []
         names = self.store.names([h.person_id for row in hits for h in row])
+        # a person removed since the search (another process) is named by nobody: searched as if gone
+        hits = [[h for h in row if h.person_id in names] for row in hits]
         identities, records = [], []
         for i, row in enumerate(hits):
             candidates = tuple(
