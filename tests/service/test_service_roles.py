@@ -134,6 +134,13 @@ def test_keys_create_makes_a_recognise_key_unless_told_and_lists_roles(server):
     bad = cli("keys", "create", "--gallery", server.gallery, "--role", "root")
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
     assert cli("keys", "revoke", "--gallery", server.gallery, made["id"]).returncode == 0
+    import getpass
+
+    rows = audit(server, 2)  # key management is audited in the gallery too, as the OS user who ran it
+    assert [(e["kind"], e["detail"], e["actor"]) for e in rows] == [
+        ("key-revoke", {"key": made["id"], "role": "recognise"}, f"cli:{getpass.getuser()}"),
+        ("key-create", {"key": made["id"], "role": "recognise"}, f"cli:{getpass.getuser()}"),
+    ]
 
 
 # -- no oracles -------------------------------------------------------------------------------------------

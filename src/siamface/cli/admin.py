@@ -237,7 +237,10 @@ def cmd_audit(args) -> int:
         for e in entries:
             if e.kind not in ("verify", "identify"):
                 detail = ", ".join(f"{k} {v}" for k, v in e.detail.items())
-                print(f"{e.time}  {e.kind:<9} {e.claimed_label}  by {e.actor}" + (f"  ({detail})" if detail else ""))
+                print(
+                    f"{e.time}  {e.kind:<10} {e.claimed_label or '-'}  by {e.actor}"
+                    + (f"  ({detail})" if detail else "")
+                )
                 continue
             score = f"{e.score:.4f}" if e.score is not None else "-"
             who = f"claim {e.claimed_label!r} -> " if e.kind == "verify" else ""

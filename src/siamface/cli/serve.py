@@ -174,9 +174,24 @@ def _keys(args):
     return KeyStore(args.keys or keys_file_for(args.gallery))
 
 
+def _audit_key(args, kind: str, record) -> None:
+    """A key created or revoked, in the gallery's audit (when the gallery exists and can be written)."""
+    from ..errors import SiamfaceError
+    from ..gallery.backends import gallery_exists, open_store
+
+    if not args.gallery or not gallery_exists(args.gallery):
+        return
+    try:
+        with open_store(args.gallery) as store:
+            store.audit_event(kind, key=record.id, role=record.role)
+    except SiamfaceError as exc:
+        print(f"siamface: note: not written to the gallery's audit ({exc})", file=sys.stderr)
+
+
 def cmd_keys_create(args) -> int:
     store = _keys(args)
     record, key = store.create(args.name, args.role)
+    _audit_key(args, "key-create", record)
     if args.json:
         print(json.dumps({**record.public(), "key": key, "file": str(store.path)}, indent=2))
     else:
@@ -204,6 +219,7 @@ def cmd_keys_list(args) -> int:
 
 def cmd_keys_revoke(args) -> int:
     record = _keys(args).revoke(args.key_id)
+    _audit_key(args, "key-revoke", record)
     if args.json:
         print(json.dumps(record.public(), indent=2))
     else:

@@ -530,14 +530,29 @@ class SqlStore:
                 )
             self._append_audit(db, rows)
 
-    def _audit_change(self, db, kind: str, person: Person, actor: str, **detail: Any) -> None:
+    def _audit_change(self, db, kind: str, person: Person | None, actor: str, **detail: Any) -> None:
         """The audit row of a change to `person` (inside the change's transaction), and its INFO log line
         (the person's reference, never their name)."""
-        assert kind in CHANGES, kind
+        if kind not in CHANGES:
+            raise ValueError(f"not a change: {kind!r}")
         actor = actor or local_actor()
+        ref = person.ref if person is not None else None
         text = json.dumps(detail, sort_keys=True, separators=(",", ":")) if detail else ""
-        self._append_audit(db, [(_now(), kind, person.ref, None, None, None, True, "", "", actor, text)])
-        log.info("%s: %s of person %s by %s%s", self.location, kind, person.ref, actor, f" {text}" if text else "")
+        self._append_audit(db, [(_now(), kind, ref, None, None, None, True, "", "", actor, text)])
+        log.info(
+            "%s: %s%s by %s%s",
+            self.location,
+            kind,
+            f" of person {ref}" if ref else "",
+            actor,
+            f" {text}" if text else "",
+        )
+
+    def audit_event(self, kind: str, *, actor: str = "", **detail: Any) -> None:
+        """Audit a change made outside the gallery's tables (an API key created or revoked), in its own
+        transaction."""
+        with self._write() as db:
+            self._audit_change(db, kind, None, actor, **detail)
 
     def _template_row(self, person_id: int, template: NewTemplate, now: str, encode) -> tuple:
         """The values of a new row of ``templates`` (person_id, embedding, model, model_version, source,

@@ -145,7 +145,7 @@ class NewTemplate:
 
 #: What an audit row records: a decision (verify, identify) or a change (the rest).
 DECISIONS = ("verify", "identify")
-CHANGES = ("enrol", "add-faces", "rename", "metadata", "delete", "import")
+CHANGES = ("enrol", "add-faces", "rename", "metadata", "delete", "import", "key-create", "key-revoke")
 
 
 @dataclass(frozen=True)
