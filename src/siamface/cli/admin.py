@@ -245,7 +245,7 @@ def cmd_audit(args) -> int:
             score = f"{e.score:.4f}" if e.score is not None else "-"
             who = f"claim {e.claimed_label!r} -> " if e.kind == "verify" else ""
             print(
-                f"{e.time}  {e.kind:<9} {who}{e.returned_label or 'nobody'}  score {score} "
+                f"{e.time}  {e.kind:<10} {who}{e.returned_label or 'nobody'}  score {score} "
                 f"threshold {e.threshold:.4f}  {'accepted' if e.accepted else 'denied'}"
                 + (f"  ({e.rule})" if e.rule else "")
                 + (f"  by {e.actor}" if e.actor else "")
