@@ -261,7 +261,7 @@ class Enrolling:
         enrolled = False
         if samples:
             try:
-                shown = self.store.person(name).name
+                shown = self.store.person(name, metadata=False).name
                 enrolled = True
             except UnknownPersonError:  # a new person (or removed meanwhile): the store decides below
                 pass
