@@ -97,8 +97,12 @@ def test_duplicates_are_rejected_and_new_images_added(gallery):
     assert report.templates_total == gallery.store.person("s4").n_templates
 
 
-def test_a_face_matching_another_person_is_enrolled_with_a_warning(gallery):
-    report = gallery.enroll("impostor", [att(4, 1)])
+def test_a_new_person_whose_face_is_enrolled_already_is_refused_unless_forced(gallery):
+    report = gallery.enroll("impostor", [att(4, 1)])  # s4's face under a second name (issue 24)
+    assert not report.added and not report.created and [r.reason for r in report.rejected] == ["already-enrolled"]
+    assert "matches the enrolled person 's4'" in report.rejected[0].message
+    assert "impostor" not in [p.name for p in gallery.store.people()]
+    report = gallery.enroll("impostor", [att(4, 1)], force=True)  # the gallery's owner insists
     assert len(report.added) == 1 and any("also matches 's4'" in w for w in report.warnings)
 
 
@@ -117,7 +121,9 @@ def test_folder_and_bulk(new_gallery, tmp_path, pipeline):
         reports = g.enroll_bulk(root, progress=lambda done, total, r: calls.append((done, total, r.person)))
         assert [(r.person, len(r.added)) for r in reports] == [("s3", 2), ("s4", 2)]
         assert calls == [(1, 2, "s3"), (2, 2, "s4")]
-        report = g.enroll_folder(root / "s3", "three")  # same faces: warned as matching s3
+        report = g.enroll_folder(root / "s3", "three")  # same faces: refused, a face belongs to one person
+        assert not report.added and {r.reason for r in report.rejected} == {"already-enrolled"}
+        report = g.enroll_folder(root / "s3", "three", force=True)  # forced: warned as matching s3
         assert len(report.added) == 2 and any("also matches 's3'" in w for w in report.warnings)
         assert report.added[0].source.endswith("2.pgm")
     check_consistent(spec)

@@ -83,7 +83,7 @@ def test_enroll_check_identify(new_gallery, tmp_path):
     assert out.returncode == 0 and ": s6 (" in out.stdout
 
     out = cli("gallery", "audit", "-g", g, "--json")
-    kinds = [e["kind"] for e in json.loads(out.stdout)["entries"]]
+    kinds = [e["kind"] for e in json.loads(out.stdout)["entries"] if e["kind"] in ("verify", "identify")]
     assert kinds == ["identify", "identify", "identify", "verify", "verify"]
 
 
@@ -153,7 +153,7 @@ def test_management_commands(gallery_file):
     assert rows(g, "SELECT count(*) FROM people") == [(6,)]
     out = cli("gallery", "stats", "-g", g, "--json")
     assert json.loads(out.stdout)["people"] == 6 and json.loads(out.stdout)["model"] == DEFAULT_MODEL
-    assert json.loads(out.stdout)["schema_version"] == 3
+    assert json.loads(out.stdout)["schema_version"] == 4
     out = cli("gallery", "reembed", "-g", g)
     assert out.returncode == 2 and "no kept image" in out.stderr
 
@@ -194,7 +194,8 @@ def test_people_remove_leaves_no_trace_of_the_name_in_the_file(new_gallery, tmp_
     check_consistent(g)
     assert rows(g, "SELECT count(*) FROM templates") == [(2,)]
     audit = json.loads(cli("gallery", "audit", "-g", g, "--json").stdout)["entries"]
-    assert len(audit) == 3 and all(name not in json.dumps(e) for e in audit)
+    assert all(name not in json.dumps(e) for e in audit)  # decisions and changes alike
+    assert [e["kind"] for e in audit] == ["delete", "identify", "verify", "verify", "enrol", "enrol"]
     assert [e["claimed"].startswith("removed:") for e in audit if e["kind"] == "verify"] == [True, True]
 
 
@@ -334,7 +335,7 @@ def test_two_processes_enrolling_the_same_people(new_gallery, tmp_path):
     bulk = bulk_folder(tmp_path / "bulk", subjects=(3, 4, 6, 7))
     procs = [
         subprocess.Popen(
-            cli_command() + ["enroll", "-g", str(g), "--bulk", str(bulk)],
+            cli_command() + ["enroll", "-g", str(g), "--bulk", str(bulk), "--force"],  # t0..t3 are s8 again
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -358,7 +359,7 @@ def test_sigkill_during_bulk_enrollment_leaves_whole_people(new_gallery, tmp_pat
     for k in range(4):  # more people: the kill lands mid-way
         shutil.copytree(bulk / "s8", bulk / f"t{k}")
     proc = subprocess.Popen(
-        cli_command() + ["enroll", "-g", str(g), "--bulk", str(bulk)],
+        cli_command() + ["enroll", "-g", str(g), "--bulk", str(bulk), "--force"],  # t0..t3 are s8 again
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -385,7 +386,7 @@ def test_sigkill_during_bulk_enrollment_leaves_whole_people(new_gallery, tmp_pat
     counts = rows(g, "SELECT name, (SELECT count(*) FROM templates t WHERE t.person_id = p.id) FROM people p")
     assert 2 <= len(counts) < len(subjects) + 4
     assert all(n == 3 for _, n in counts), counts  # each person entirely, or not at all
-    out = cli("enroll", "-g", g, "--bulk", bulk)  # and the gallery takes the rest afterwards
+    out = cli("enroll", "-g", g, "--bulk", bulk, "--force")  # and the gallery takes the rest afterwards
     assert out.returncode == 1 or out.returncode == 0
     check_consistent(g)
     assert len(rows(g, "SELECT name FROM people")) == len(subjects) + 4
@@ -428,7 +429,10 @@ def test_enroll_says_whether_it_creates_or_adds_and_refuses_a_stranger_without_f
     out = cli("enroll", "-g", g, "s3", att(10, 1), "--force", "--json")
     report = json.loads(out.stdout)["people"][0]
     assert out.returncode == 0 and report["existing"] and len(report["added"]) == 1
-    out = cli("enroll", "-g", g, "Ten", att(10, 2))
+    out = cli("enroll", "-g", g, "Ten", att(10, 2))  # s10's face is s3's now: a face belongs to one person
+    assert out.returncode == 1 and "rejected (already-enrolled)" in out.stdout and "'s3'" in out.stdout
+    assert "Ten" not in cli("people", "list", "-g", g).stdout
+    out = cli("enroll", "-g", g, "Ten", att(10, 2), "--force")
     assert out.returncode == 0 and "Ten: new person created, 1 template(s) added" in out.stdout
     wall = tmp_path / "wall.png"
     from PIL import Image

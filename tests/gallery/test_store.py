@@ -159,8 +159,13 @@ def test_a_version_1_database_is_migrated_keeping_its_audit(postgres_gallery):
     with open_store(store_spec) as s:
         assert s.opened_version == 1 and s.schema_version() == module.SCHEMA_VERSION
         assert [(e.claimed, e.returned, e.accepted) for e in s.audit()] == [("a", "a", True)]
+        assert s.verify_audit().intact  # the old rows, chained as found (schema version 4)
         s.delete("a")
-        assert [(e.claimed, e.claimed_tombstone is not None) for e in s.audit()] == [(None, True)]
+        assert [(e.kind, e.claimed, e.claimed_tombstone is not None) for e in s.audit()] == [
+            ("delete", None, True),
+            ("verify", None, True),
+        ]
+        assert s.verify_audit().intact
     check_consistent(store_spec)
 
 
@@ -203,14 +208,29 @@ def test_a_version_1_file_is_migrated_keeping_its_audit(tmp_path, monkeypatch):
     with monkeypatch.context() as m:  # a file written by the version-1 code
         m.setattr(module, "MIGRATIONS", {1: module.MIGRATIONS[1]})
         m.setattr(module, "SCHEMA_VERSION", 1)
-        with SQLiteStore(path, MODEL, create=True) as old:
-            a = old.add_templates("a", _templates(1)).person
-            old.log([AuditRecord("verify", a.id, a.id, 0.95, 0.9, True, "best")])
+        SQLiteStore(path, MODEL, create=True).close()
+    db = sqlite3.connect(path)  # its rows, as that code wrote them
+    db.execute("INSERT INTO people (id, name, metadata, created) VALUES (1, 'a', '{}', 't')")
+    db.execute(
+        "INSERT INTO templates (person_id, embedding, model, model_version, created) VALUES (1, ?, ?, ?, 't')",
+        (unit_vectors(1)[0].astype("<f4").tobytes(), MODEL.name, MODEL.version),
+    )
+    db.execute(
+        "INSERT INTO audit (time, kind, claimed_id, returned_id, score, threshold, accepted, rule) "
+        "VALUES ('t', 'verify', 1, 1, 0.95, 0.9, 1, 'best')"
+    )
+    db.commit()
+    db.close()
     assert rows(path, "PRAGMA user_version") == [(1,)]
     with SQLiteStore(path) as s:
         assert [(e.claimed, e.returned, e.accepted) for e in s.audit()] == [("a", "a", True)]
+        assert s.verify_audit().intact  # the old rows, chained as found (schema version 4)
         s.delete("a")
-        assert [(e.claimed, e.claimed_tombstone is not None) for e in s.audit()] == [(None, True)]
+        assert [(e.kind, e.claimed, e.claimed_tombstone is not None) for e in s.audit()] == [
+            ("delete", None, True),
+            ("verify", None, True),
+        ]
+        assert s.verify_audit().intact
     assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     check_consistent(path)
 
@@ -295,7 +315,7 @@ def test_delete_removes_templates_and_images_audit_keeps_a_tombstone_and_no_byte
         )
         assert marker.tobytes() in path.read_bytes() + (tmp_path / "k.db-wal").read_bytes()
         assert s.delete("alice") == 1
-        entries = s.audit()
+        entries = [e for e in s.audit() if e.kind in ("verify", "identify")]
         assert [(e.claimed, e.returned) for e in entries] == [(None, None), ("bob", None), (None, None), (None, None)]
         tombs = {entries[2].returned_tombstone, entries[3].claimed_tombstone, entries[3].returned_tombstone}
         assert len(tombs) == 1 and None not in tombs  # one opaque id for alice's rows
@@ -304,11 +324,12 @@ def test_delete_removes_templates_and_images_audit_keeps_a_tombstone_and_no_byte
         with pytest.raises(UnknownPersonError):
             s.delete("alice")
         carol = s.add_templates("carol", _templates(1, seed=7)).person  # may reuse alice's id: no rows follow
-        assert s.audit(person="carol") == [] and carol.name == "carol"
+        assert [e.kind for e in s.audit(person="carol")] == ["enrol"] and carol.name == "carol"
+        assert s.verify_audit().intact  # no audit row changed with the deletion
     check_consistent(path)
     assert rows(path, "SELECT count(*) FROM people WHERE name = 'alice'") == [(0,)]
     assert rows(path, "SELECT count(*) FROM templates") == [(3,)]
-    assert rows(path, "SELECT count(*) FROM audit") == [(4,)]
+    assert rows(path, "SELECT count(*) FROM audit WHERE kind IN ('verify', 'identify')") == [(4,)]
     data = path.read_bytes()
     wal = tmp_path / "k.db-wal"
     data += wal.read_bytes() if wal.exists() else b""
@@ -334,7 +355,8 @@ def test_delete_leaves_no_row_mentioning_the_person_in_postgres(postgres_gallery
             ]
         )
         assert s.delete("alice") == 1
-        assert [(e.claimed, e.claimed_tombstone is not None) for e in s.audit()] == [("bob", False), (None, True)]
+        decisions = [e for e in s.audit() if e.kind == "verify"]
+        assert [(e.claimed, e.claimed_tombstone is not None) for e in decisions] == [("bob", False), (None, True)]
     check_consistent(spec)
     tables = [
         r[0] for r in rows(spec, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
@@ -352,9 +374,9 @@ def test_audit_lists_newest_first_with_names(store):
     store.log([AuditRecord("verify", a.id, a.id, 0.95, 0.9, True, "fraction", "m")])
     store.log([AuditRecord("identify", None, None, 0.2, 0.9, False, "best", "m")])
     entries = store.audit()
-    assert [e.kind for e in entries] == ["identify", "verify"]
+    assert [e.kind for e in entries] == ["identify", "verify", "enrol"]
     assert entries[1].claimed == "a" and entries[1].returned == "a" and entries[1].rule == "fraction"
-    assert len(store.audit(limit=1)) == 1 and len(store.audit(person="a")) == 1
+    assert len(store.audit(limit=1)) == 1 and len(store.audit(person="a")) == 2
 
 
 def test_rebind_replaces_every_embedding_and_the_model(store):

@@ -142,9 +142,8 @@ class Server:
         process's limit of open files (with `process`)."""
         self.gallery = gallery if isinstance(gallery, str) else Path(gallery)
         keys_option = ["--keys", str(keys)] if keys else []
-        made = cli("keys", "create", "--gallery", self.gallery, *keys_option, "--name", "tests", "--json")
-        assert made.returncode == 0, made.stderr
-        self.key = json.loads(made.stdout)["key"]
+        self.keys_option = keys_option
+        self.key = self.new_key("admin", "tests")  # the tests' own key may do everything
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         argv = ["serve", "--gallery", str(self.gallery), *keys_option, "--port", str(self.port), *extra]
@@ -175,6 +174,14 @@ class Server:
                 self.stop()
                 raise RuntimeError(f"siamface serve did not answer in time: {self._output()}")
             time.sleep(0.1)
+
+    def new_key(self, role: str, name: str = "device") -> str:
+        """A key of `role` made with `siamface keys create --role` (the server sees it at once)."""
+        made = cli(
+            "keys", "create", "--gallery", self.gallery, *self.keys_option, "--name", name, "--role", role, "--json"
+        )
+        assert made.returncode == 0, made.stderr
+        return json.loads(made.stdout)["key"]
 
     def _serve_in_thread(self, argv: list[str]) -> None:
         import threading

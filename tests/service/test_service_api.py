@@ -90,12 +90,12 @@ def test_requests_without_a_valid_key_are_refused(server, key, status, error):
 def test_x_api_key_header_and_keys_created_or_revoked_while_serving(server):
     assert server.request("GET", "/v1/people", key=None, headers={"X-API-Key": server.key}).status == 200
     made = json.loads(cli("keys", "create", "--gallery", server.gallery, "--json").stdout)
-    assert server.request("GET", "/v1/people", key=made["key"]).status == 200
+    assert server.request("GET", "/v1/whoami", key=made["key"]).status == 200
     listed = cli("keys", "list", "--gallery", server.gallery, "--json")
     assert made["key"] not in listed.stdout and made["id"] in listed.stdout
     assert made["key"].split("_", 2)[2] not in server.gallery.with_name("people.db.keys.json").read_text()
     assert cli("keys", "revoke", "--gallery", server.gallery, made["id"]).returncode == 0
-    answer = server.request("GET", "/v1/people", key=made["key"])
+    answer = server.request("GET", "/v1/whoami", key=made["key"])
     assert (answer.status, answer.error) == (403, "revoked-api-key")
 
 

@@ -78,8 +78,8 @@ def server(tmp_path_factory):
     srv.stop()
 
 
-def open_page(server, browser_paths, clip: Path):
-    """Headless Chromium whose camera plays `clip`, on the server's page with its key entered."""
+def open_page(server, browser_paths, clip: Path, key: str | None = None):
+    """Headless Chromium whose camera plays `clip`, on the server's page with its key (or `key`) entered."""
     from selenium.webdriver.chrome.service import Service as DriverService
 
     binary, driver_path = browser_paths
@@ -99,7 +99,7 @@ def open_page(server, browser_paths, clip: Path):
     browser = webdriver.Chrome(service=DriverService(executable_path=driver_path), options=options)
     try:
         browser.get(server.url + "/")
-        browser.find_element(By.ID, "key").send_keys(server.key)
+        browser.find_element(By.ID, "key").send_keys(key or server.key)
         browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
         WebDriverWait(browser, 90, poll_frequency=0.2).until(
             lambda b: b.execute_script("return document.getElementById('video').videoWidth") == 640
@@ -153,6 +153,26 @@ def test_page_enrolls_then_names_the_person(server, browser_paths, tmp_path):
         browser.find_element(By.ID, "verify").click()
         wait.until(lambda b: "GRANTED" in text("verdict") or "DENIED" in text("verdict"))
         assert "GRANTED: this is Ada" in text("verdict")
+        no_errors(browser)
+    finally:
+        browser.quit()
+
+
+def test_page_shows_a_recognise_key_no_enrolment(server, browser_paths, tmp_path):
+    """Issue 24: the page shows only what the key may do (GET /v1/whoami)."""
+    clip = tmp_path / "face.y4m"
+    face_clip(clip)
+    browser = open_page(server, browser_paths, clip, key=server.new_key("recognise", "door"))
+    shown = lambda element_id: browser.find_element(By.ID, element_id).is_displayed()  # noqa: E731
+    try:
+        WebDriverWait(browser, 30, poll_frequency=0.2).until(
+            lambda b: "recognise key set" in b.find_element(By.ID, "key-state").text
+        )
+        assert not shown("enroll-panel") and shown("identify") and shown("verify")
+        browser.find_element(By.ID, "key").send_keys(server.key)  # the admin key: enrolment appears
+        browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+        WebDriverWait(browser, 30, poll_frequency=0.2).until(lambda b: shown("enroll-panel"))
+        assert "admin key set" in browser.find_element(By.ID, "key-state").text
         no_errors(browser)
     finally:
         browser.quit()

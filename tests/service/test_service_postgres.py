@@ -5,6 +5,7 @@ the same moment makes one person. Real AT&T faces, a real PostgreSQL server (ski
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import sys
 from pathlib import Path
 
@@ -88,3 +89,38 @@ def test_a_url_gallery_without_keys_file_is_a_clear_error(servers):
     url, _ = servers
     out = cli("keys", "list", "--gallery", url)
     assert out.returncode == 2 and "needs --keys FILE" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_an_identify_racing_a_delete_is_answered_and_its_decision_audited(tmp_path):
+    """Issue 24: on PostgreSQL an identify racing a delete answered 500 and lost the decision (the audit's
+    foreign key). The race is made certain here: the person is removed, by another client, between the
+    server's decision and its audit row."""
+    from siamface.gallery import open_store
+
+    url = postgres_cluster().new_database()
+    srv = Server(url, "--min-size", "40", "--liveness", "off", keys=tmp_path / "keys.json")  # in this process
+    try:
+        assert _enroll(srv, "s5", 5).status == 201
+        store = srv.service.gallery.store
+        names = store.names
+
+        def names_then_someone_deletes(ids):
+            found = names(ids)  # the decision is made from these: s5 is named
+            with open_store(url) as other:
+                other.delete("s5")
+            return found
+
+        store.names = names_then_someone_deletes
+        try:
+            answer = srv.request("POST", "/v1/identify", files=[("image", "probe.pgm", fixture_bytes(5, PROBE))])
+        finally:
+            store.names = names
+        assert answer.status == 200, answer.body
+        latest = cli("gallery", "audit", "--gallery", url, "--limit", "2", "--json")
+        entries = json.loads(latest.stdout)["entries"]
+        assert [e["kind"] for e in entries] == ["identify", "delete"]
+        assert entries[0]["accepted"] is True and entries[0]["detail"] == {"person_removed": True}
+        assert entries[0]["actor"] == f"key:{srv.key.split('_')[1]}"
+        assert cli("gallery", "audit", "--gallery", url, "--verify").returncode == 0
+    finally:
+        srv.stop()

@@ -1,8 +1,8 @@
 """The gallery's records, for an operator (each with --gallery G):
 
     siamface people   list | show NAME | rename OLD NEW | remove NAME
-    siamface gallery  export FILE [--with-images] | import FILE [--merge] | stats | audit [--limit N]
-                      | export-images DIR | reembed --model M | migrate
+    siamface gallery  export FILE [--with-images] | import FILE [--merge] [--force] | stats
+                      | audit [--limit N] [--verify] | export-images DIR | reembed --model M | migrate
 
 Recognition against a gallery (enroll, identify, verify --claim) is in `gallery.py`. Exit codes and
 ``--json`` as there.
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 
-from ..errors import ConfigError
 from ._common import (
+    EXIT_NO,
     EXIT_OK,
     add_chain_options,
     add_gallery_option,
@@ -45,11 +45,11 @@ def add_parsers(sub) -> None:
     q.set_defaults(func=cmd_rename)
     q = psub.add_parser(
         "remove",
-        help="remove a person: every template and kept image; audit rows keep only an opaque tombstone id",
+        help="remove a person: every template and kept image; audit rows keep only an opaque reference",
         description="Remove a person with every trace: templates and kept images are deleted "
         "and their bytes overwritten (SQLite secure_delete, WAL checkpointed); the "
-        "audit rows of decisions about them stay with an opaque tombstone id in "
-        "place of the person.",
+        "audit rows about them stay, unchanged, with the person's opaque reference, "
+        "which nothing links to them any more. The removal is audited.",
     )
     add_gallery_option(q, json_flag=True)
     q.add_argument("name")
@@ -79,7 +79,9 @@ def add_parsers(sub) -> None:
         "one must be bound to the same model. A name already enrolled is an error "
         "unless --merge, which adds the templates to that person: those that match one of the "
         "person's templates at the 1:1 threshold in force (as enroll adds images to an enrolled "
-        "person), all of them with --force.",
+        "person), all of them with --force. A face belongs to one person: a new person whose "
+        "templates match someone enrolled, or another new person of the file, at the 1:N "
+        "threshold is an error (nothing imported) unless --force.",
     )
     add_gallery_option(q, json_flag=True)
     q.add_argument("file", help="an export file (siamface gallery export)")
@@ -87,7 +89,8 @@ def add_parsers(sub) -> None:
     q.add_argument(
         "--force",
         action="store_true",
-        help="with --merge: add the templates that match none of the person's templates too",
+        help="import people whose face matches someone else's, and with --merge add the templates that "
+        "match none of the person's templates too",
     )
     q.add_argument(
         "--keep-images",
@@ -103,17 +106,29 @@ def add_parsers(sub) -> None:
         "of template changes (the FAISS index follows it); a PostgreSQL database "
         "keeps templates as pgvector vectors with an HNSW index (converted from "
         "bytes; the server needs pgvector, and a damaged template stops the "
-        "migration with nothing changed).",
+        "migration with nothing changed). Version 4: a hash-chained audit of every decision and "
+        "change, rows keeping each person's opaque reference instead of a foreign key (the rows "
+        "there are chained as found).",
     )
     add_gallery_option(q, json_flag=True)
     q.set_defaults(func=cmd_migrate)
     q = gsub.add_parser("stats", help="counts, model, file size")
     add_gallery_option(q, json_flag=True)
     q.set_defaults(func=cmd_stats)
-    q = gsub.add_parser("audit", help="the latest decisions logged")
+    q = gsub.add_parser(
+        "audit",
+        help="the latest decisions and changes logged; --verify checks the hash chain",
+        description="Show the audit log, newest first: every decision (verify, identify: what the "
+        "client was told, liveness included) and every change (enrol, add-faces, rename, metadata, "
+        "delete, import), each with who asked (key:ID for an API key, cli:USER otherwise). Rows "
+        "are chained by hash; --verify recomputes the chain and exits 1, naming the row, when a "
+        "row was edited, removed or reordered (0 when intact), and prints the head to note "
+        "elsewhere: a later head must follow from it.",
+    )
     add_gallery_option(q, json_flag=True)
     q.add_argument("--limit", type=int, default=20, metavar="N", help="entries to show (default: 20)")
     q.add_argument("--person", metavar="NAME", help="only entries naming this person")
+    q.add_argument("--verify", action="store_true", help="check the hash chain instead of listing")
     q.set_defaults(func=cmd_audit)
     q = gsub.add_parser(
         "export-images",
@@ -184,7 +199,9 @@ def cmd_delete(args) -> int:
     if args.json:
         print_json({"removed": person.name, "templates": removed})
     else:
-        print(f"removed {person.name!r}: {removed} template(s) and their images; audit entries keep a tombstone")
+        print(
+            f"removed {person.name!r}: {removed} template(s) and their images; audit entries keep an opaque reference"
+        )
     return EXIT_OK
 
 
@@ -210,20 +227,45 @@ def cmd_stats(args) -> int:
 
 
 def cmd_audit(args) -> int:
+    if args.verify:
+        return _verify_audit(args)
     with _store(args) as store:
         entries = store.audit(limit=args.limit, person=args.person)
     if args.json:
         print_json({"gallery": args.gallery, "entries": [e.to_dict() for e in entries]})
     else:
         for e in entries:
+            if e.kind not in ("verify", "identify"):
+                detail = ", ".join(f"{k} {v}" for k, v in e.detail.items())
+                print(
+                    f"{e.time}  {e.kind:<10} {e.claimed_label or '-'}  by {e.actor}"
+                    + (f"  ({detail})" if detail else "")
+                )
+                continue
             score = f"{e.score:.4f}" if e.score is not None else "-"
             who = f"claim {e.claimed_label!r} -> " if e.kind == "verify" else ""
             print(
-                f"{e.time}  {e.kind:<8} {who}{e.returned_label or 'nobody'}  score {score} "
+                f"{e.time}  {e.kind:<10} {who}{e.returned_label or 'nobody'}  score {score} "
                 f"threshold {e.threshold:.4f}  {'accepted' if e.accepted else 'denied'}"
                 + (f"  ({e.rule})" if e.rule else "")
+                + (f"  by {e.actor}" if e.actor else "")
             )
     return EXIT_OK
+
+
+def _verify_audit(args) -> int:
+    """`gallery audit --verify`: 0 when the chain is whole, 1 (naming the rows) when it is not."""
+    with _store(args) as store:
+        check = store.verify_audit()
+    if args.json:
+        print_json({"gallery": args.gallery, **check.to_dict()})
+    elif check.intact:
+        print(f"audit intact: {check.rows} row(s) chained; head {check.head}")
+    else:
+        for row, problem in check.problems:
+            print(f"audit row {row}: {problem}" if row is not None else f"audit: {problem}")
+        print(f"audit NOT intact: {len(check.problems)} problem(s) in {check.rows} row(s)")
+    return EXIT_OK if check.intact else EXIT_NO
 
 
 def cmd_export(args) -> int:
@@ -253,13 +295,27 @@ def _merge_threshold(args):
     return gallery_thresholds(args.gallery).verify
 
 
+def _clash_threshold(args):
+    """The 1:N threshold in force on an existing gallery, at which a new person of an import must match
+    nobody else (a face belongs to one person); None with --force, or for a gallery the import creates."""
+    from ..factory import gallery_thresholds
+    from ..gallery.backends import gallery_exists
+
+    if args.force or not gallery_exists(args.gallery):
+        return None
+    return gallery_thresholds(args.gallery).identify
+
+
 def cmd_import(args) -> int:
     from ..gallery.exchange import import_into
 
-    if args.force and not args.merge:
-        raise ConfigError("--force only applies with --merge")
     summary, location, create = import_into(
-        args.gallery, args.file, merge=args.merge, keep_images=args.keep_images, match=_merge_threshold(args)
+        args.gallery,
+        args.file,
+        merge=args.merge,
+        keep_images=args.keep_images,
+        match=_merge_threshold(args),
+        clash=_clash_threshold(args),
     )
     if args.json:
         print_json({"gallery": location, "created": create, **summary.to_dict()})

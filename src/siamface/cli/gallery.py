@@ -49,7 +49,9 @@ def add_parsers(sub) -> None:
         "with its reason. A NAME already enrolled (names match ignoring case) gets the new "
         "images added, but only those whose face matches one of the person's templates at the "
         "1:1 threshold (--force adds the others too); the output says whether a person was "
-        "created or added to. Names: letters, numbers, single spaces and . , ' ’ - _ ( ) & @ +, "
+        "created or added to. A face belongs to one person: a new NAME whose face already matches "
+        "someone enrolled (at the 1:N threshold) is not created (rejected as already-enrolled, "
+        "naming whom) unless --force. Names: letters, numbers, single spaces and . , ' ’ - _ ( ) & @ +, "
         "starting with a letter or a number (see the README). The gallery file is created, "
         "bound to the model, if it does not exist. Exit code 0 when every person got at least "
         "one template, 1 otherwise, 2 on an error (nothing enrolled).",
@@ -120,7 +122,8 @@ def add_parsers(sub) -> None:
         "--force",
         action="store_true",
         help="add images to an enrolled person even when their face does not match the person's "
-        "templates at the 1:1 threshold (refused by default)",
+        "templates at the 1:1 threshold, and create a new person whose face already matches someone "
+        "enrolled (both refused by default)",
     )
     add_chain_options(p, threshold=True, gallery=True)
     p.set_defaults(func=cmd_enroll)

@@ -6,9 +6,11 @@
                    [--lockout-seconds S] [--keep-images] [--tls-cert PEM --tls-key PEM]
                    [--max-faces 20] [--time-budget 30] [--header-timeout 10] [--body-timeout 60]
                    [--max-connections 1000] [--keep-alive 5] [--access-log]
-    siamface keys create --gallery G [--name LABEL] | list | revoke ID          (each with --json)
+    siamface keys create --gallery G [--name LABEL] [--role recognise|enrol|admin] | list | revoke ID
+                                                                                (each with --json)
 
-The keys live in ``<gallery>.keys.json`` (hashed); a running server sees new and revoked keys at once.
+The keys live in ``<gallery>.keys.json`` (hashed); a running server sees new and revoked keys at once. A key's
+role says what it may do (`siamface.service.keys`); `create` makes a recognise key unless told otherwise.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 
 from ..decision import LIVENESS_MODES
 from ..errors import ConfigError
+from ..service.keys import DEFAULT_ROLE, LEGACY_ROLE, ROLES
 from ._common import EXIT_OK, add_chain_options, add_gallery_option
 
 
@@ -172,15 +175,25 @@ def add_parsers(sub) -> None:
         "keys",
         help="create, list, revoke the API keys of a served gallery",
         description="API keys for `siamface serve`, stored hashed (SHA-256, per-key salt) in "
-        "<gallery>.keys.json. A key is shown once, when created.",
+        "<gallery>.keys.json. A key is shown once, when created. Each key has a role: recognise (verify, "
+        "identify, liveness sessions), enrol (also create people, add faces that match them, list them), "
+        "admin (also forced additions and enrolments, rename, metadata, remove). A key made before roles "
+        "existed is an enrol key.",
     )
     ksub = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     q = ksub.add_parser("create", help="make a new key and print it (once)")
     _gallery_and_keys(q)
     q.add_argument("--name", default="", help="a label for the key (who or what uses it)")
+    q.add_argument(
+        "--role",
+        choices=ROLES,
+        default=DEFAULT_ROLE,
+        help=f"what the key may do (default: {DEFAULT_ROLE}, the least: a door or kiosk that only "
+        "recognises; enrol for an enrolment desk; admin for whoever manages the people)",
+    )
     q.add_argument("--json", action="store_true", help="print JSON instead of text")
     q.set_defaults(func=cmd_keys_create)
-    q = ksub.add_parser("list", help="the keys (ids, labels, dates; never the secrets)")
+    q = ksub.add_parser("list", help="the keys (ids, roles, labels, dates; never the secrets)")
     _gallery_and_keys(q)
     q.add_argument("--json", action="store_true", help="print JSON instead of text")
     q.set_defaults(func=cmd_keys_list)
@@ -208,15 +221,30 @@ def _keys(args):
     return KeyStore(args.keys or keys_file_for(args.gallery))
 
 
+def _audit_key(args, kind: str, record) -> None:
+    """A key created or revoked, in the gallery's audit (when the gallery exists and can be written)."""
+    from ..errors import SiamfaceError
+    from ..gallery.backends import gallery_exists, open_store
+
+    if not args.gallery or not gallery_exists(args.gallery):
+        return
+    try:
+        with open_store(args.gallery) as store:
+            store.audit_event(kind, key=record.id, role=record.role)
+    except SiamfaceError as exc:
+        print(f"siamface: note: not written to the gallery's audit ({exc})", file=sys.stderr)
+
+
 def cmd_keys_create(args) -> int:
     store = _keys(args)
-    record, key = store.create(args.name)
+    record, key = store.create(args.name, args.role)
+    _audit_key(args, "key-create", record)
     if args.json:
         print(json.dumps({**record.public(), "key": key, "file": str(store.path)}, indent=2))
     else:
         print(key)
         print(
-            f"key {record.id} created in {store.path}; it is shown only now: keep it secret. Send it as "
+            f"{record.role} key {record.id} created in {store.path}; it is shown only now: keep it secret. Send it as "
             f"'Authorization: Bearer KEY' or 'X-API-Key: KEY'.",
             file=sys.stderr,
         )
@@ -230,13 +258,15 @@ def cmd_keys_list(args) -> int:
     else:
         for k in keys:
             state = f"revoked {k.revoked}" if k.revoked else "active"
-            print(f"{k.id}\t{state}\tcreated {k.created}\t{k.name}")
+            role = f"{k.role} (made before roles)" if k.legacy else k.role
+            print(f"{k.id}\t{role}\t{state}\tcreated {k.created}\t{k.name}")
         print(f"{len(keys)} key(s), {sum(k.active for k in keys)} active")
     return EXIT_OK
 
 
 def cmd_keys_revoke(args) -> int:
     record = _keys(args).revoke(args.key_id)
+    _audit_key(args, "key-revoke", record)
     if args.json:
         print(json.dumps(record.public(), indent=2))
     else:
@@ -303,6 +333,14 @@ def cmd_serve(args) -> int:
             print(
                 f"siamface: warning: no API key yet; every request but /v1/health will be refused. Create "
                 f"one with: siamface keys create --gallery {args.gallery}",
+                file=sys.stderr,
+            )
+        legacy = [k.id for k in service.keys.list() if k.active and k.legacy]
+        if legacy:
+            print(
+                f"siamface: warning: {len(legacy)} key(s) made before roles existed ({', '.join(legacy[:5])}) "
+                f"may {LEGACY_ROLE}: replace each with a key of the least role it needs (siamface keys create "
+                "--role recognise|enrol|admin, then keys revoke ID)",
                 file=sys.stderr,
             )
         if settings.challenges:

@@ -12,7 +12,8 @@ processes, in a PostgreSQL database named by URL (`PostgresStore`, the ``postgre
     check_name         the rule every person's name follows (``siamface.gallery.names``)
 
 Biometric data: removing a person deletes their templates and kept images, the freed bytes overwritten;
-audit rows stay with an opaque tombstone id in place of the person. `export_gallery` / `import_gallery`
+audit rows stay, unchanged, with the person's opaque reference (a hash-chained log of every decision and change:
+``Store.verify_audit``). `export_gallery` / `import_gallery`
 move a gallery as one documented JSON-lines file (see ``siamface.gallery.exchange``). Images are kept only by galleries created with ``keep_images=True``, and unencrypted.
 """
 

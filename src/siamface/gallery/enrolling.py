@@ -4,8 +4,10 @@ enroll_folder and enroll_bulk, mixed into `Gallery` by `Enrolling`.
 Each image is assessed first (``siamface.gallery.enroll``: the quality gates, one `Sample` or one `Rejection`
 each, no store work); then the samples kept are committed in one store transaction, which checks them against
 the person as stored at that moment: a face that does not match an enrolled person's templates at the 1:1
-threshold is rejected as ``other-person`` (unless forced), a near-copy of a template as ``duplicate``. A new face
-that already matches *another* person is added with a warning.
+threshold is rejected as ``other-person`` (unless forced), a near-copy of a template as ``duplicate``. A face belongs
+to one person: a new person whose face already matches someone enrolled at the 1:N threshold is not created
+(every image rejected as ``already-enrolled``) unless forced; a face added to an enrolled person that matches
+*another* person at the 1:1 threshold is added with a warning.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Enrolling:
         new: bool = False,
         existing: bool = False,
         force: bool = False,
+        actor: str = "",
     ) -> EnrollmentReport:
         """Enroll `name` from images (paths, bytes or RGB arrays): every image passes the quality gates or
         is rejected with its reason; the ones kept are added in one transaction (the person is created
@@ -62,8 +65,10 @@ class Enrolling:
 
         A name already enrolled (ignoring case) gets the images added, but only those whose face matches
         one of the person's templates at the 1:1 threshold: the others are rejected as ``other-person``
-        unless `force`. `new`: the name must not be enrolled yet (`PersonExistsError`); `existing`: it
-        must be (`UnknownPersonError`); both decided inside the store's transaction, race-free."""
+        unless `force`. A new person whose face already matches someone enrolled at the 1:N threshold is
+        not created (``already-enrolled``) unless `force`. `new`: the name must not be enrolled yet
+        (`PersonExistsError`); `existing`: it must be (`UnknownPersonError`); both decided inside the
+        store's transaction, race-free. `actor`: who asked, for the audit (default: this OS user)."""
         name = self.check_enrollment(name, new=new, existing=existing)
         images = list(images)
         labels = list(sources) if sources is not None else [describe(i) for i in images]
@@ -73,7 +78,9 @@ class Enrolling:
                 rejected.append(outcome)
             else:
                 samples.append(outcome)
-        return self._commit(name, samples, rejected, warnings, metadata, new=new, existing=existing, force=force)
+        return self._commit(
+            name, samples, rejected, warnings, metadata, new=new, existing=existing, force=force, actor=actor
+        )
 
     def check_enrollment(self, name: str, *, new: bool = False, existing: bool = False) -> str:
         """The name checked (`check_name`) and, before any model work, `new` / `existing` answered from
@@ -105,6 +112,7 @@ class Enrolling:
         metadata: dict[str, Any] | None = None,
         force: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        actor: str = "",
     ) -> EnrollmentReport:
         """Enroll `name` from a capture session: `frames` are `CaptureFrame`s or (RGB image, label[, time]) tuples
         (see `video_frames`). Keeps up to `keep` frames that pass the gates, each below `diversity`
@@ -169,7 +177,7 @@ class Enrolling:
             warnings.append(f"capture stopped after the {timeout:g} s timeout")
         if len(samples) < keep:
             warnings.append(f"only {len(samples)} of the {keep} frames asked for passed the gates")
-        return self._commit(name, samples, rejected, warnings, metadata, force=force)
+        return self._commit(name, samples, rejected, warnings, metadata, force=force, actor=actor)
 
     def enroll_video(
         self,
@@ -242,19 +250,27 @@ class Enrolling:
         new: bool = False,
         existing: bool = False,
         force: bool = False,
+        actor: str = "",
     ) -> EnrollmentReport:
         for s in samples:
             warnings.extend(s.warnings)
-        if samples:
-            warnings.extend(self._lookalike_warnings(name, samples))
         limit, threshold = self.gates.duplicate, self.thresholds.verify
         reasons: dict[int, str] = {}
         shown = name  # the enrolled person's name as stored (names match ignoring case), for the messages
-        if samples and not new:
+        enrolled = False
+        if samples:
             try:
-                shown = self.store.person(name).name
+                shown = self.store.person(name, metadata=False).name
+                enrolled = True
             except UnknownPersonError:  # a new person (or removed meanwhile): the store decides below
                 pass
+        if samples and not enrolled and not existing and not force:
+            clashes = self._already_enrolled(samples)
+            if clashes:
+                rejected += clashes
+                samples = []
+        if samples:
+            warnings.extend(self._lookalike_warnings(name, samples))
 
         def keep(enrolled: Sequence[Template], candidates: Sequence[NewTemplate]) -> list[str | None]:
             # Inside the store's write transaction: `enrolled` is the person's templates as they are now.
@@ -286,7 +302,9 @@ class Enrolling:
         news = [NewTemplate(s.embedding, s.source, s.quality, s.image) for s in samples]
         person = None
         if news:
-            result = self.store.add_templates(name, news, metadata=metadata, keep=keep, new=new, create=not existing)
+            result = self.store.add_templates(
+                name, news, metadata=metadata, keep=keep, new=new, create=not existing, actor=actor, forced=force
+            )
             added = tuple(
                 EnrolledTemplate(tid, s.source, s.quality)
                 for tid, s in zip(result.template_ids, samples)
@@ -310,8 +328,29 @@ class Enrolling:
         report = EnrollmentReport(
             person.name if person is not None else name, created, added, tuple(rejected), tuple(warnings), total
         )
-        log.info("enrolled %r: %d added, %d rejected", name, len(added), len(rejected))
         return report
+
+    def _already_enrolled(self, samples: list[Sample]) -> list[Rejection]:
+        """A face belongs to one person: when a face of a new person already matches someone enrolled at the
+        1:N threshold, every sample rejected as ``already-enrolled`` (naming whom: the gallery's owner
+        reads this; the service names no one to a key that may not force), else []."""
+        hits = self.index.search(np.stack([s.embedding for s in samples]), k=1)
+        chosen = self.thresholds.identify
+        found = [h[0] for h in hits if h and chosen.accepts(h[0].similarity)]
+        if not found:
+            return []
+        best = max(found, key=lambda h: h.similarity)
+        who = self.store.names([best.person_id]).get(best.person_id, f"person {best.person_id}")
+        return [
+            Rejection(
+                s.source,
+                "already-enrolled",
+                f"{s.source}: the face already matches the enrolled person {who!r} (similarity "
+                f"{best.similarity:.4f} >= 1:N threshold {chosen.value:.4f}); a face belongs to one person, "
+                "so no new person was created (--force, or an admin's force=true, enrols it anyway)",
+            )
+            for s in samples
+        ]
 
     def _lookalike_warnings(self, name: str, samples: list[Sample]) -> list[str]:
         """Warn when a new face already matches *another* enrolled person."""

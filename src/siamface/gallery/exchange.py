@@ -42,7 +42,7 @@ from .._files import atomic_write_bytes
 from ..decision import Threshold
 from ..errors import ConfigError, GalleryError
 from .backends import gallery_exists, open_store
-from .store import AddResult, ModelBinding, NewTemplate, Store, Template, is_database_url
+from .store import AddResult, ModelBinding, NewTemplate, Store, Template, UnknownPersonError, is_database_url
 
 FORMAT = "siamface-gallery"
 VERSION = 1
@@ -224,16 +224,61 @@ def _people(path: Path, header: dict[str, Any], keep_images: bool) -> tuple[list
 NOT_MATCHING = "matches none of the person's templates"
 
 
+def _clashes(store: Store, people: list, threshold: Threshold) -> list[tuple[str, str]]:
+    """(new person, whom they match) for each person of an import who is not enrolled yet and whose
+    templates match someone enrolled, or another new person of the import, at `threshold`."""
+    known = set()
+    for name, _, _ in people:
+        try:
+            store.person(name, metadata=False)
+            known.add(name)
+        except UnknownPersonError:
+            pass
+    _, _, owners, matrix = store.matrix()
+    names = store.names(sorted({int(p) for p in owners})) if len(owners) else {}
+    fresh = [(n, np.stack([t.embedding for t in ts])) for n, _, ts in people if n not in known and ts]
+    found = []
+    for i, (name, vectors) in enumerate(fresh):
+        if len(matrix):
+            scores = (vectors @ matrix.T).max(axis=0)
+            best = int(np.argmax(scores))
+            if threshold.accepts(float(scores[best])):
+                found.append((name, names.get(int(owners[best]), str(owners[best]))))
+                continue
+        for other, theirs in fresh[i + 1 :]:
+            if threshold.accepts(float((vectors @ theirs.T).max())):
+                found.append((name, other))
+                break
+    return found
+
+
 def import_gallery(
-    store: Store, path: str | os.PathLike, *, merge: bool = False, match: Threshold | None = None
+    store: Store,
+    path: str | os.PathLike,
+    *,
+    merge: bool = False,
+    match: Threshold | None = None,
+    clash: Threshold | None = None,
+    actor: str = "",
 ) -> ImportSummary:
     """Add every person of an export file to `store`, in one transaction (see the module's rules).
     `match`: with `merge`, a template for a person already enrolled must reach this 1:1 threshold against
-    one of their templates (None: no such check, as ``--force``)."""
+    one of their templates (None: no such check, as ``--force``). `clash`: a face belongs to one person: a
+    new person whose templates reach this (1:N) threshold against someone enrolled or another new person
+    of the file stops the import, nothing added (None: no such check, as ``--force``)."""
     path = Path(path)
     header = read_header(path)
     store.model.check(file_model(header), store.location)
     people, dropped = _people(path, header, store.keep_images)
+    if clash is not None and people:
+        found = _clashes(store, people, clash)
+        if found:
+            shown = "; ".join(f"{a!r} matches {b!r}" for a, b in found[:5]) + (" ..." if len(found) > 5 else "")
+            raise GalleryError(
+                f"{path}: {len(found)} new person(s) whose face is already enrolled under another name "
+                f"(1:N threshold {clash.value:.4f}): {shown}. A face belongs to one person: nothing was "
+                "imported (--force imports them anyway)"
+            )
 
     def keep(existing: Sequence[Template], new: Sequence[NewTemplate]) -> list[str | None]:
         own = [np.asarray(t.embedding, np.float32) for t in existing]
@@ -251,7 +296,7 @@ def import_gallery(
                 kept.append(e)
         return verdicts
 
-    results: list[AddResult] = store.add_people(people, merge=merge, keep=keep) if people else []
+    results: list[AddResult] = store.add_people(people, merge=merge, keep=keep, actor=actor) if people else []
     added = sum(1 for r in results if r.created)
     merged = sum(1 for r in results if not r.created and any(i is not None for i in r.template_ids))
     templates = sum(sum(1 for i in r.template_ids if i is not None) for r in results)
@@ -261,7 +306,13 @@ def import_gallery(
 
 
 def import_into(
-    spec, path: str | os.PathLike, *, merge: bool = False, keep_images: bool = False, match: Threshold | None = None
+    spec,
+    path: str | os.PathLike,
+    *,
+    merge: bool = False,
+    keep_images: bool = False,
+    match: Threshold | None = None,
+    clash: Threshold | None = None,
 ) -> tuple[ImportSummary, str, bool]:
     """`import_gallery` into the gallery `spec` (a file or a ``postgresql://`` URL), created when it does not
     exist, bound to the file's model (`keep_images`: keep the images the file carries). A gallery created
@@ -273,7 +324,7 @@ def import_into(
     try:
         store = open_store(spec, file_model(header) if create else None, create=create, keep_images=keep_images)
         with store:
-            summary = import_gallery(store, path, merge=merge, match=match)
+            summary = import_gallery(store, path, merge=merge, match=match, clash=clash)
     except BaseException:
         if create and is_database_url(spec):  # the gallery made for this import goes with it
             if store is not None and getattr(store, "created_now", False):

@@ -10,13 +10,13 @@ The same semantics as `SQLiteStore`, transaction for transaction:
   of that person's others) cannot race with another writer, and two processes enrolling the same new name
   make one person, the second call adding to it. A unique index on ``lower(name)`` backs that up.
 - A process killed mid-change leaves nothing: the server rolls back the open transaction.
-- ``ON DELETE CASCADE`` removes a person's templates and kept images; audit rows keep an opaque tombstone
-  (schema version 2). Deleted rows are gone from every table at once; their bytes stay in the server's
+- ``ON DELETE CASCADE`` removes a person's templates and kept images; audit rows keep the person's opaque
+  reference, unchanged, with no foreign key (schema version 4, as SQLite's: a hash-chained audit). Deleted rows are gone from every table at once; their bytes stay in the server's
   free space and write-ahead log until PostgreSQL reuses them (``VACUUM``, WAL recycling): protect the
   server's storage as the biometric data it holds.
 - The schema version lives in ``siamface_schema``; `MIGRATIONS` has one entry per version, applied in one
-  transaction on open (``siamface gallery migrate`` does it on its own). Versions 1 and 2 are those of the
-  SQLite schema; version 3 (PostgreSQL only) keeps templates in a pgvector ``vector(d)`` column with an HNSW
+  transaction on open (``siamface gallery migrate`` does it on its own). Versions 1, 2 and 4 are those
+  of the SQLite schema; version 3 (PostgreSQL only) keeps templates in a pgvector ``vector(d)`` column with an HNSW
   index (cosine distance), converting the float32 bytes of older galleries.
 - Templates live only in the database: 1:N search is one SQL query over the HNSW index (`PostgresIndex`,
   the candidates re-ranked exactly here), a 1:1 claim reads the claimed person's rows only. No process keeps
@@ -44,9 +44,18 @@ import numpy as np
 
 from ..errors import GalleryError
 from .index import Hit, _ids
-from .sqlbase import NORM_TOLERANCE, SqlStore, _blob, binding_meta, lookup_form, matrix_from_rows
+from .sqlbase import (
+    AUDIT_COLUMNS,
+    NORM_TOLERANCE,
+    SqlStore,
+    _blob,
+    binding_meta,
+    chain_rows,
+    lookup_form,
+    matrix_from_rows,
+    new_ref,
+)
 from .store import (
-    AuditRecord,
     DamagedGalleryError,
     GalleryUnavailableError,
     ModelBinding,
@@ -187,14 +196,44 @@ def _migrate_to_3(store: PostgresStore, db, model: ModelBinding | None) -> None:
     db.execute(HNSW_SQL)
 
 
+def _migrate_to_4(store: PostgresStore, db, model: ModelBinding | None) -> None:
+    """As SQLite's version 4 (`siamface.gallery.sqlite._migrate_to_4`): people get an opaque audit
+    reference; audit rows keep it instead of the person id (tombstones become references), lose their
+    foreign keys and the check on `kind`, say who asked and what changed, and are chained by hash."""
+    db.execute("ALTER TABLE people ADD COLUMN ref TEXT")
+    for (person_id,) in db.execute("SELECT id FROM people").fetchall():
+        db.execute("UPDATE people SET ref = %s WHERE id = %s", (new_ref(), person_id))
+    for statement in (
+        "CREATE UNIQUE INDEX people_ref ON people(ref)",
+        "ALTER TABLE audit ADD COLUMN claimed_ref TEXT, ADD COLUMN returned_ref TEXT, "
+        "ADD COLUMN actor TEXT NOT NULL DEFAULT '', ADD COLUMN detail TEXT NOT NULL DEFAULT '', "
+        "ADD COLUMN prev_hash TEXT NOT NULL DEFAULT '', ADD COLUMN hash TEXT NOT NULL DEFAULT ''",
+        "UPDATE audit a SET claimed_ref = coalesce((SELECT ref FROM people p WHERE p.id = a.claimed_id), "
+        "a.claimed_tombstone), returned_ref = coalesce((SELECT ref FROM people p WHERE p.id = a.returned_id), "
+        "a.returned_tombstone)",
+        # the foreign keys and the indexes go with the columns
+        "ALTER TABLE audit DROP COLUMN claimed_id, DROP COLUMN returned_id, DROP COLUMN claimed_tombstone, "
+        "DROP COLUMN returned_tombstone",
+        "ALTER TABLE audit DROP CONSTRAINT IF EXISTS audit_kind_check",
+        "ALTER TABLE audit ALTER COLUMN threshold DROP NOT NULL",
+        "CREATE INDEX audit_claimed ON audit(claimed_ref)",
+        "CREATE INDEX audit_returned ON audit(returned_ref)",
+    ):
+        db.execute(statement)
+    rows = db.execute(f"SELECT id, {AUDIT_COLUMNS} FROM audit ORDER BY id").fetchall()
+    head = chain_rows(db, lambda q: q.replace("?", "%s"), rows)
+    db.execute("INSERT INTO meta (key, value) VALUES ('audit_head', %s)", (head,))
+
+
 #: Schema migrations, version -> SQL (or a function of the store, the connection and the model to bind)
-#: bringing a database at version - 1 to it. Versions 1 and 2 are those of
+#: bringing a database at version - 1 to it. Versions 1, 2 and 4 are those of
 #: `siamface.gallery.sqlite.MIGRATIONS` (one schema, two dialects); 3 is PostgreSQL's own (pgvector).
 #: Never edit an entry; add one.
 MIGRATIONS: dict[int, Any] = {
     1: _MIGRATE_TO_1,
     2: _MIGRATE_TO_2,
     3: _migrate_to_3,
+    4: _migrate_to_4,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -541,8 +580,8 @@ class PostgresStore(SqlStore):
     def _insert_person(self, db, name: str, metadata_json: str, now: str) -> int:
         return int(
             db.execute(
-                "INSERT INTO people (name, metadata, created) VALUES (%s, %s, %s) RETURNING id",
-                (name, metadata_json, now),
+                "INSERT INTO people (name, metadata, created, ref) VALUES (%s, %s, %s, %s) RETURNING id",
+                (name, metadata_json, now, new_ref()),
             ).fetchone()[0]
         )
 
@@ -553,13 +592,6 @@ class PostgresStore(SqlStore):
                 "SELECT name FROM people WHERE lower(name) = ANY(%s) ORDER BY name", ([n.lower() for n in names],)
             ).fetchall()
         ]
-
-    def log(self, records: Sequence[AuditRecord]) -> None:
-        if not records:
-            return
-        rows = self._audit_rows(records)
-        with self._write() as db, db.cursor() as cur:
-            cur.executemany(self._q(self.AUDIT_INSERT), rows)
 
     def rebind(self, model: ModelBinding, embeddings: dict[int, np.ndarray]) -> None:
         with self._write() as db:

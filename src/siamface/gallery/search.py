@@ -46,10 +46,12 @@ class Searching:
         fraction: float = DEFAULT_FRACTION,
         threshold: float | None = None,
         audit: bool = True,
+        actor: str = "",
     ) -> ClaimVerification:
         """Is the (largest) face of `probe` the person `claim`? Compared with every template of that person
         and decided by `rule` (see `ClaimVerification`). Raises `UnknownPersonError` for an unknown claim
-        and `NoFaceError` when the probe has no face."""
+        and `NoFaceError` when the probe has no face. `audit=False`: the caller logs the decision it makes
+        from this one (the service, once liveness has had its say); `actor`: who asked, for the audit."""
         check_rule(rule, fraction)
         model = self.check_model()
         person = self.store.person(claim, metadata=False)  # decisions read no metadata
@@ -101,6 +103,7 @@ class Searching:
                         bool(accepted),
                         rule,
                         model.name,
+                        actor,
                     )
                 ]
             )
@@ -117,6 +120,7 @@ class Searching:
         audit: bool = True,
         exclude: Collection[int] = (),
         max_faces: int | None = None,
+        actor: str = "",
     ) -> Identification:
         """Name every face of `probe` (biggest first): the person with the best template similarity when it
         reaches the threshold and the next person is more than `margin` below (default `DEFAULT_MARGIN`),
@@ -138,6 +142,8 @@ class Searching:
         thr, source = chosen.value, chosen.source
         hits = self.index.search(faces.embeddings, k=max(top, 2), exclude=exclude) if len(faces) else []
         names = self.store.names([h.person_id for row in hits for h in row])
+        # a person removed since the search (another process) is named by nobody: searched as if gone
+        hits = [[h for h in row if h.person_id in names] for row in hits]
         identities, records = [], []
         for i, row in enumerate(hits):
             candidates = tuple(
@@ -166,6 +172,7 @@ class Searching:
                     accepted,
                     "best" if status != AMBIGUOUS else f"best, ambiguous within {margin:g}",
                     model.name,
+                    actor,
                 )
             )
         notes = () if len(faces) else ("no face found",)

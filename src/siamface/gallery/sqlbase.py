@@ -1,6 +1,16 @@
 """What both SQL stores (`SQLiteStore`, `PostgresStore`) do the same way: the writes (adding people and
-templates, renaming, metadata, deletion with audit tombstones, the model-binding check) and the reads whose
-SQL is common (generation, templates, the person row).
+templates, renaming, metadata, deletion, the model-binding check), the audit log (a hash chain, each change
+audited in its own transaction) and the reads whose SQL is common (generation, templates, the person row).
+
+The audit log (schema version 4): each row keeps the person it is about as the person's opaque reference
+(``people.ref``, 16 random hex digits, never reused, not derived from anything), so that no row changes when
+the person is removed and nothing links the row to them afterwards; no foreign key ties the audit to
+``people`` (a decision logged just after its person was removed is still written). Each row stores
+``prev_hash`` (the hash of the row before it) and ``hash`` = SHA-256(prev_hash, newline, the row's content as
+canonical JSON: `audit_content`); the hash of the last row is kept in ``meta.audit_head``. `verify_audit`
+recomputes the chain: an edited row, a removed or reordered one, or removed last rows are found, unless
+whoever edited the database also recomputed every hash after the edit and the head — which is why
+``siamface gallery audit --verify`` prints the head, to be noted elsewhere and compared later.
 
 A store subclasses `SqlStore` and provides: ``PARAM`` (its driver's placeholder, ``?`` or ``%s``),
 ``_connect()``, ``_read()`` / ``_write()`` (transactions), ``close()``, ``_find``, ``_bump``, ``location``,
@@ -10,6 +20,8 @@ A store subclasses `SqlStore` and provides: ``PARAM`` (its driver's placeholder,
 
 from __future__ import annotations
 
+import getpass
+import hashlib
 import json
 import logging
 import secrets
@@ -22,7 +34,10 @@ import numpy as np
 from ..errors import GalleryError
 from .names import MAX_NAME_LENGTH, check_name, lookup_form  # noqa: F401 - also imported from here
 from .store import (
+    CHANGES,
+    DECISIONS,
     AddResult,
+    AuditCheck,
     AuditEntry,
     DamagedGalleryError,
     GalleryReembeddedError,
@@ -50,6 +65,67 @@ NORM_TOLERANCE = 0.01
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+#: The ``prev_hash`` of the first audit row.
+GENESIS = "0" * 64
+
+
+def local_actor() -> str:
+    """Who a change or decision is audited as when no API key made it: ``cli:<OS user>``."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no name for this uid
+        import os
+
+        return f"cli:uid-{os.getuid()}" if hasattr(os, "getuid") else "cli:?"
+
+
+def new_ref() -> str:
+    """A person's audit reference: random, derived from nothing."""
+    return secrets.token_hex(8)
+
+
+def audit_content(row: Sequence[Any]) -> str:
+    """The canonical text of an audit row's content (time, kind, claimed_ref, returned_ref, score,
+    threshold, accepted, rule, model, actor, detail), as both backends read it back."""
+    time, kind, claimed, returned, score, threshold, accepted, rule, model, actor, detail = row
+    return json.dumps(
+        [
+            str(time),
+            str(kind),
+            claimed,
+            returned,
+            None if score is None else float(score),
+            None if threshold is None else float(threshold),
+            bool(accepted),
+            str(rule),
+            str(model),
+            str(actor),
+            str(detail),
+        ],
+        separators=(",", ":"),
+        ensure_ascii=True,
+    )
+
+
+def chain_hash(prev: str, row: Sequence[Any]) -> str:
+    return hashlib.sha256(f"{prev}\n{audit_content(row)}".encode("ascii")).hexdigest()
+
+
+def chain_rows(db, q, rows) -> str:
+    """Chain `rows` ((id, content...) in id order, written before the chain existed) from the start: set
+    each row's prev_hash and hash, return the head. Used by the schema migrations to version 4."""
+    prev = GENESIS
+    for r in rows:
+        digest = chain_hash(prev, r[1:])
+        db.execute(q("UPDATE audit SET prev_hash = ?, hash = ? WHERE id = ?"), (prev, digest, r[0]))
+        prev = digest
+    return prev
+
+
+#: The columns of an audit row's content, in `audit_content`'s order.
+AUDIT_COLUMNS = "time, kind, claimed_ref, returned_ref, score, threshold, accepted, rule, model, actor, detail"
 
 
 def binding_meta(location: str, model: ModelBinding | None, keep_images: bool) -> dict[str, str]:
@@ -188,6 +264,7 @@ class SqlStore:
             created=row[3],
             n_templates=int(row[4]),
             metadata=read_json_object(row[2], f"{self.location}: the metadata of {row[1]!r}") if metadata else {},
+            ref=row[5] or "",
         )
 
     def _damaged(self, problems: Sequence[tuple[int, int, str]]) -> None:
@@ -208,7 +285,7 @@ class SqlStore:
 
     _PERSON_SELECT = (
         "SELECT p.id, p.name, p.metadata, p.created, "
-        "(SELECT count(*) FROM templates t WHERE t.person_id = p.id) FROM people p"
+        "(SELECT count(*) FROM templates t WHERE t.person_id = p.id), p.ref FROM people p"
     )
 
     def _templates(self, db, person_id: int | None, embeddings: bool) -> list[Template]:
@@ -279,8 +356,8 @@ class SqlStore:
     def audit(self, limit: int | None = None, person: str | None = None) -> list[AuditEntry]:
         sql = (
             "SELECT a.id, a.time, a.kind, c.name, r.name, a.score, a.threshold, a.accepted, a.rule, a.model, "
-            "a.claimed_tombstone, a.returned_tombstone "
-            "FROM audit a LEFT JOIN people c ON c.id = a.claimed_id LEFT JOIN people r ON r.id = a.returned_id"
+            "a.claimed_ref, a.returned_ref, a.actor, a.detail "
+            "FROM audit a LEFT JOIN people c ON c.ref = a.claimed_ref LEFT JOIN people r ON r.ref = a.returned_ref"
         )
         params: list[Any] = []
         with self._read() as db:
@@ -288,13 +365,21 @@ class SqlStore:
                 found = self._find_row(db, person)
                 if found is None:
                     raise UnknownPersonError(person, self.location)
-                sql += " WHERE a.claimed_id = ? OR a.returned_id = ?"
-                params += [found.id, found.id]
+                sql += " WHERE a.claimed_ref = ? OR a.returned_ref = ?"
+                params += [found.ref, found.ref]
             sql += " ORDER BY a.id DESC"
             if limit is not None:
                 sql += " LIMIT ?"
                 params.append(int(limit))
             rows = db.execute(self._q(sql), params).fetchall()
+
+        def detail(text: str) -> dict[str, Any]:
+            try:
+                value = json.loads(text) if text else {}
+            except ValueError:
+                return {"unreadable": text[:200]}
+            return value if isinstance(value, dict) else {"value": value}
+
         return [
             AuditEntry(
                 id=int(r[0]),
@@ -307,11 +392,36 @@ class SqlStore:
                 accepted=bool(r[7]),
                 rule=r[8],
                 model=r[9],
-                claimed_tombstone=r[10],
-                returned_tombstone=r[11],
+                claimed_ref=r[10],
+                returned_ref=r[11],
+                actor=r[12] or "",
+                detail=detail(r[13]),
             )
             for r in rows
         ]
+
+    def verify_audit(self) -> AuditCheck:
+        """Recompute the audit's hash chain in id order (see the module's docstring)."""
+        problems: list[tuple[int | None, str]] = []
+        prev, count = GENESIS, 0
+        with self._read() as db:
+            head = db.execute("SELECT value FROM meta WHERE key = 'audit_head'").fetchone()
+            rows = db.execute(f"SELECT id, prev_hash, hash, {AUDIT_COLUMNS} FROM audit ORDER BY id").fetchall()
+        for r in rows:
+            count += 1
+            row_id, stored_prev, stored = int(r[0]), r[1], r[2]
+            if stored_prev != prev:
+                problems.append(
+                    (row_id, "does not follow the row before it: a row was removed or inserted before it, or reordered")
+                )
+            if chain_hash(stored_prev or "", r[3:]) != stored:
+                problems.append((row_id, "its content does not match its hash: the row was edited"))
+            prev = stored or ""
+        if head is None:
+            problems.append((None, "the gallery keeps no audit head (meta.audit_head is missing)"))
+        elif head[0] != prev:
+            problems.append((None, "the last row is not the recorded head: the last row(s) were removed"))
+        return AuditCheck(count, prev, tuple(problems))
 
     def stats(self) -> dict[str, Any]:
         with self._read() as db:
@@ -360,30 +470,91 @@ class SqlStore:
         """Called after a deletion's transaction committed."""
 
     # -- shared ----------------------------------------------------------------------------------------
-    #: one row of the audit log per decision (the driver's placeholders through `_q`)
-    AUDIT_INSERT = (
-        "INSERT INTO audit (time, kind, claimed_id, returned_id, score, threshold, accepted, rule, model) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )
-
-    @staticmethod
-    def _audit_rows(records) -> list[tuple]:
-        """The values of `AUDIT_INSERT` for each `AuditRecord`, all stamped with the same time."""
-        now = _now()
-        return [
-            (
-                now,
-                r.kind,
-                r.claimed,
-                r.returned,
-                None if r.score is None else float(r.score),
-                float(r.threshold),
-                bool(r.accepted),
-                r.rule,
-                r.model,
+    def _refs(self, db, person_ids) -> dict[int, str]:
+        """The audit references of the people with these ids (those still enrolled)."""
+        ids = sorted({int(i) for i in person_ids if i is not None})
+        out: dict[int, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(
+                (int(i), r)
+                for i, r in db.execute(self._q(f"SELECT id, ref FROM people WHERE id IN ({marks})"), chunk).fetchall()
             )
-            for r in records
-        ]
+        return out
+
+    def _append_audit(self, db, rows: Sequence[tuple]) -> None:
+        """Append rows (the `AUDIT_COLUMNS` values each) to the chain, inside the caller's write
+        transaction (writers run one at a time: SQLite's BEGIN IMMEDIATE, PostgreSQL's advisory lock)."""
+        head = db.execute("SELECT value FROM meta WHERE key = 'audit_head'").fetchone()
+        prev = head[0] if head is not None else GENESIS
+        for row in rows:
+            digest = chain_hash(prev, row)
+            db.execute(
+                self._q(f"INSERT INTO audit ({AUDIT_COLUMNS}, prev_hash, hash) VALUES ({', '.join('?' * 13)})"),
+                (*row, prev, digest),
+            )
+            prev = digest
+        if head is None:
+            db.execute(self._q("INSERT INTO meta (key, value) VALUES ('audit_head', ?)"), (prev,))
+        else:
+            db.execute(self._q("UPDATE meta SET value = ? WHERE key = 'audit_head'"), (prev,))
+
+    def log(self, records) -> None:
+        """Write decisions to the audit log, one transaction. A person removed since the decision was made
+        is written as nobody (`returned_ref` None) with ``person_removed`` in the row's detail: the
+        decision is kept, and nothing about the removed person."""
+        if not records:
+            return
+        for r in records:
+            if r.kind not in DECISIONS:
+                raise ValueError(f"not a decision: {r.kind!r}")
+        now = _now()
+        with self._write() as db:
+            refs = self._refs(db, [p for r in records for p in (r.claimed, r.returned)])
+            rows = []
+            for r in records:
+                gone = [p for p in (r.claimed, r.returned) if p is not None and p not in refs]
+                rows.append(
+                    (
+                        now,
+                        r.kind,
+                        refs.get(r.claimed),
+                        refs.get(r.returned),
+                        None if r.score is None else float(r.score),
+                        float(r.threshold),
+                        bool(r.accepted),
+                        r.rule,
+                        r.model,
+                        r.actor or local_actor(),
+                        json.dumps({"person_removed": True}) if gone else "",
+                    )
+                )
+            self._append_audit(db, rows)
+
+    def _audit_change(self, db, kind: str, person: Person | None, actor: str, **detail: Any) -> None:
+        """The audit row of a change to `person` (inside the change's transaction), and its INFO log line
+        (the person's reference, never their name)."""
+        if kind not in CHANGES:
+            raise ValueError(f"not a change: {kind!r}")
+        actor = actor or local_actor()
+        ref = person.ref if person is not None else None
+        text = json.dumps(detail, sort_keys=True, separators=(",", ":")) if detail else ""
+        self._append_audit(db, [(_now(), kind, ref, None, None, None, True, "", "", actor, text)])
+        log.info(
+            "%s: %s%s by %s%s",
+            self.location,
+            kind,
+            f" of person {ref}" if ref else "",
+            actor,
+            f" {text}" if text else "",
+        )
+
+    def audit_event(self, kind: str, *, actor: str = "", **detail: Any) -> None:
+        """Audit a change made outside the gallery's tables (an API key created or revoked), in its own
+        transaction."""
+        with self._write() as db:
+            self._audit_change(db, kind, None, actor, **detail)
 
     def _template_row(self, person_id: int, template: NewTemplate, now: str, encode) -> tuple:
         """The values of a new row of ``templates`` (person_id, embedding, model, model_version, source,
@@ -410,6 +581,8 @@ class SqlStore:
         create: bool = True,
         keep: KeepFilter | None = None,
         new: bool = False,
+        actor: str = "",
+        forced: bool = False,
     ) -> AddResult:
         if new and not create:
             raise ValueError("a person cannot be both new and required to exist")
@@ -422,7 +595,14 @@ class SqlStore:
             json_object(t.quality, "a template's quality")
         with self._write() as db:
             self._check_bound(db)
-            return self._add(db, name, templates, metadata, create, keep, new)
+            result = self._add(db, name, templates, metadata, create, keep, new)
+            added = sum(1 for i in result.template_ids if i is not None)
+            if added:
+                kind = "enrol" if result.created else "add-faces"
+                self._audit_change(
+                    db, kind, result.person, actor, templates=added, **({"forced": True} if forced else {})
+                )
+            return result
 
     def add_people(
         self,
@@ -430,6 +610,7 @@ class SqlStore:
         *,
         merge: bool = False,
         keep: KeepFilter | None = None,
+        actor: str = "",
     ) -> list[AddResult]:
         """Add several people (name, metadata, templates) in ONE transaction (an import: all or nothing).
         A name already in the gallery is an error unless `merge`, which adds to that person (metadata
@@ -455,7 +636,12 @@ class SqlStore:
                         f"{len(clashes)} name(s) already in {self.location}: {shown}; nothing "
                         "was added (merge them into the existing people with --merge)"
                     )
-            return [self._add(db, n, ts, m, True, keep) for n, m, ts in people]
+            results = [self._add(db, n, ts, m, True, keep) for n, m, ts in people]
+            for r in results:
+                added = sum(1 for i in r.template_ids if i is not None)
+                if added:
+                    self._audit_change(db, "import", r.person, actor, templates=added, created=r.created)
+            return results
 
     def _add(
         self,
@@ -524,7 +710,7 @@ class SqlStore:
         it since this one opened it: compare with `model`)."""
         return self._binding(self._connect())
 
-    def rename(self, old: str, new: str) -> Person:
+    def rename(self, old: str, new: str, *, actor: str = "") -> Person:
         new = check_name(new)
         with self._write() as db:
             found = self._find_row(db, old)
@@ -534,32 +720,30 @@ class SqlStore:
             if clash is not None and clash.id != found.id:
                 raise GalleryError(f"cannot rename {found.name!r} to {new!r}: that name is taken")
             db.execute(self._q("UPDATE people SET name = ? WHERE id = ?"), (new, found.id))
+            self._audit_change(db, "rename", found, actor)
             self._bump(db)
             return self._find(db, new)
 
-    def set_metadata(self, name: str, metadata: dict[str, Any]) -> Person:
+    def set_metadata(self, name: str, metadata: dict[str, Any], *, actor: str = "") -> Person:
         text = json_object(metadata)
         with self._write() as db:
             found = self._find_row(db, name)
             if found is None:
                 raise UnknownPersonError(name, self.location)
             db.execute(self._q("UPDATE people SET metadata = ? WHERE id = ?"), (text, found.id))
+            self._audit_change(db, "metadata", found, actor)
             self._bump(db)
             return self._find(db, name)
 
-    def delete(self, name: str) -> int:
+    def delete(self, name: str, *, actor: str = "") -> int:
         with self._write() as db:
             found = self._find_row(db, name)  # not its metadata: a damaged person can be removed
             if found is None:
                 raise UnknownPersonError(name, self.location)
-            tombstone = secrets.token_hex(8)  # opaque: derived from nothing, stored nowhere else
-            for column in ("claimed", "returned"):
-                db.execute(
-                    self._q(f"UPDATE audit SET {column}_tombstone = ?, {column}_id = NULL WHERE {column}_id = ?"),
-                    (tombstone, found.id),
-                )
+            # the audit rows about them keep the person's reference, which nothing links to them once the
+            # row of `people` is gone (no row of the audit changes: the hash chain stays whole)
             db.execute(self._q("DELETE FROM people WHERE id = ?"), (found.id,))  # cascades to templates, images
+            self._audit_change(db, "delete", found, actor, templates=found.n_templates)
             self._bump(db)
         self._after_delete()
-        log.info("%s: deleted %r and %d template(s)", self.location, found.name, found.n_templates)
         return found.n_templates

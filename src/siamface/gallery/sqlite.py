@@ -6,8 +6,8 @@
   leaves the file as it was before that enrollment, and checks made inside the transaction (duplicate
   names, near-duplicate templates) cannot race with another writer.
 - ``foreign_keys=ON`` with ``ON DELETE CASCADE``: deleting a person removes their templates and kept images;
-  the audit rows naming them stay (decisions are history) but keep only an opaque tombstone id in place of
-  the person (schema version 2). ``secure_delete=ON`` overwrites the freed bytes, and the WAL is
+  the audit rows naming them stay (decisions are history), unchanged, with the person's opaque reference,
+  linked to nothing once the person is gone (schema version 4; see `siamface.gallery.sqlbase`). ``secure_delete=ON`` overwrites the freed bytes, and the WAL is
   checkpointed and truncated after a deletion so that no copy lingers there either.
 - The schema version is ``PRAGMA user_version``; `MIGRATIONS` maps each version to the function that
   brings the file from the previous one, all applied in one transaction when a file is opened.
@@ -41,18 +41,20 @@ from ..errors import GalleryError
 
 # MAX_NAME_LENGTH, _blob, _now and check_name are also imported from here by other modules.
 from .sqlbase import (  # noqa: F401
+    AUDIT_COLUMNS,
     MAX_NAME_LENGTH,
     SqlStore,
     _blob,
     _now,
     binding_meta,
+    chain_rows,
     check_name,
     json_object,
     lookup_form,
     matrix_from_rows,
+    new_ref,
 )
 from .store import (
-    AuditRecord,
     GalleryUnavailableError,
     ModelBinding,
     NewTemplate,
@@ -178,6 +180,50 @@ def _migrate_to_3(db: sqlite3.Connection) -> None:
     db.execute("INSERT INTO template_changes (template_id) VALUES (0)")
 
 
+def _migrate_to_4(db: sqlite3.Connection) -> None:
+    """A tamper-evident audit of every decision and change (see `siamface.gallery.sqlbase`): each person gets
+    an opaque reference (``people.ref``); audit rows keep the reference instead of the person's id (a
+    tombstone of a person removed before becomes that row's reference), have no foreign key (a decision is
+    written even when its person was removed meanwhile), say who asked (``actor``) and what changed
+    (``detail``), and are chained by hash from the first row on (rows written before are chained as found)."""
+    db.execute("ALTER TABLE people ADD COLUMN ref TEXT")
+    for (person_id,) in db.execute("SELECT id FROM people").fetchall():
+        db.execute("UPDATE people SET ref = ? WHERE id = ?", (new_ref(), person_id))
+    _run_script(
+        db,
+        """
+        CREATE UNIQUE INDEX people_ref ON people(ref);
+        CREATE TABLE audit_v4 (
+            id           INTEGER PRIMARY KEY,
+            time         TEXT NOT NULL,
+            kind         TEXT NOT NULL,
+            claimed_ref  TEXT,
+            returned_ref TEXT,
+            score        REAL,
+            threshold    REAL,
+            accepted     INTEGER NOT NULL,
+            rule         TEXT NOT NULL DEFAULT '',
+            model        TEXT NOT NULL DEFAULT '',
+            actor        TEXT NOT NULL DEFAULT '',
+            detail       TEXT NOT NULL DEFAULT '',
+            prev_hash    TEXT NOT NULL DEFAULT '',
+            hash         TEXT NOT NULL DEFAULT ''
+        );
+        INSERT INTO audit_v4 (id, time, kind, claimed_ref, returned_ref, score, threshold, accepted, rule, model)
+            SELECT a.id, a.time, a.kind, coalesce(c.ref, a.claimed_tombstone), coalesce(r.ref, a.returned_tombstone),
+                   a.score, a.threshold, a.accepted, a.rule, a.model
+            FROM audit a LEFT JOIN people c ON c.id = a.claimed_id LEFT JOIN people r ON r.id = a.returned_id;
+        DROP TABLE audit;
+        ALTER TABLE audit_v4 RENAME TO audit;
+        CREATE INDEX audit_claimed ON audit(claimed_ref);
+        CREATE INDEX audit_returned ON audit(returned_ref)
+    """,
+    )
+    rows = db.execute(f"SELECT id, {AUDIT_COLUMNS} FROM audit ORDER BY id").fetchall()
+    head = chain_rows(db, lambda q: q, rows)
+    db.execute("INSERT INTO meta (key, value) VALUES ('audit_head', ?)", (head,))
+
+
 #: Entries of the template change log kept (older ones are dropped; an index further behind rebuilds).
 #: Part of schema version 3 (its trigger): never change it; a new value needs a migration.
 CHANGE_LOG_KEEP = 200_000
@@ -188,6 +234,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _migrate_to_1,
     2: _migrate_to_2,
     3: _migrate_to_3,
+    4: _migrate_to_4,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -569,7 +616,10 @@ class SQLiteStore(SqlStore):
         return int(cursor.lastrowid)
 
     def _insert_person(self, db: sqlite3.Connection, name: str, metadata_json: str, now: str) -> int:
-        cursor = db.execute("INSERT INTO people (name, metadata, created) VALUES (?, ?, ?)", (name, metadata_json, now))
+        cursor = db.execute(
+            "INSERT INTO people (name, metadata, created, ref) VALUES (?, ?, ?, ?)",
+            (name, metadata_json, now, new_ref()),
+        )
         return int(cursor.lastrowid)
 
     def _insert_templates(
@@ -605,13 +655,6 @@ class SQLiteStore(SqlStore):
                 "leaves it at the next checkpoint",
                 self.location,
             )
-
-    def log(self, records: Sequence[AuditRecord]) -> None:
-        if not records:
-            return
-        rows = self._audit_rows(records)  # sqlite3 stores the bool `accepted` as 1 / 0, as before
-        with self._write() as db:
-            db.executemany(self.AUDIT_INSERT, rows)
 
     def rebind(self, model: ModelBinding, embeddings: dict[int, np.ndarray]) -> None:
         with self._write() as db:

@@ -4,7 +4,8 @@ A store holds people, their templates (embeddings with the model that made them 
 obtained) and an audit log of the decisions taken against them. It is bound to one model (name, version,
 embedding size) at creation and refuses templates from another. Every change is one transaction: a person
 enrolled is enrolled with all of the templates of that call or not at all. Deleting a person removes their
-templates and any kept images; the audit rows that named them stay with an opaque tombstone id instead.
+templates and any kept images; the audit rows that named them stay, with the person's opaque reference, which
+nothing links to anyone once the person is gone. The audit rows are chained by hash (`verify_audit`).
 
 `SQLiteStore` (``siamface.gallery.sqlite``) is the embedded implementation, `PostgresStore`
 (``siamface.gallery.postgres``) the shared one; both follow this protocol and run the same tests, and
@@ -128,6 +129,7 @@ class Person:
     metadata: dict[str, Any]
     created: str
     n_templates: int = 0
+    ref: str = field(default="", compare=False)  # the opaque reference audit rows keep (not in answers)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -177,9 +179,16 @@ class NewTemplate:
     image: bytes | None = field(default=None, repr=False)
 
 
+#: What an audit row records: a decision (verify, identify) or a change (the rest).
+DECISIONS = ("verify", "identify")
+CHANGES = ("enrol", "add-faces", "rename", "metadata", "delete", "import", "key-create", "key-revoke")
+
+
 @dataclass(frozen=True)
 class AuditRecord:
-    """A decision to log. Names are resolved to ids by the store; None for "nobody"."""
+    """A decision to log. Person ids are resolved by the store to the person's opaque audit reference
+    (`Person.ref`); None for "nobody". `actor`: who asked (``key:<id>`` for an API key; empty: this
+    process's OS user, ``cli:<user>``)."""
 
     kind: str  # "verify" or "identify"
     claimed: int | None  # person id claimed (verify)
@@ -189,22 +198,39 @@ class AuditRecord:
     accepted: bool
     rule: str = ""
     model: str = ""
+    actor: str = ""
 
 
 @dataclass(frozen=True)
 class AuditEntry:
+    """A row of the audit log. `claimed` / `returned`: the person's name while they are enrolled, None once
+    removed (or for nobody); `claimed_ref` / `returned_ref`: the opaque reference the row keeps for them,
+    linked to nothing once they are removed. A change row (`kind` in `CHANGES`) names its person in
+    `claimed` and says what changed in `detail` (counts and flags, never a name or a face)."""
+
     id: int
     time: str
     kind: str
     claimed: str | None
     returned: str | None
     score: float | None
-    threshold: float
+    threshold: float | None
     accepted: bool
     rule: str
     model: str
-    claimed_tombstone: str | None = None  # set (and `claimed` None) once that person was removed
-    returned_tombstone: str | None = None
+    claimed_ref: str | None = None
+    returned_ref: str | None = None
+    actor: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def claimed_tombstone(self) -> str | None:
+        """The reference of a claimed person since removed (None while enrolled, or for nobody)."""
+        return self.claimed_ref if self.claimed is None else None
+
+    @property
+    def returned_tombstone(self) -> str | None:
+        return self.returned_ref if self.returned is None else None
 
     @property
     def claimed_label(self) -> str | None:
@@ -226,6 +252,30 @@ class AuditEntry:
             "accepted": self.accepted,
             "rule": self.rule,
             "model": self.model,
+            "actor": self.actor,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class AuditCheck:
+    """What `Store.verify_audit` found: the rows checked, the chain's head (the hash of the last row, to
+    note elsewhere) and each problem (row id or None, what is wrong); `intact` when there is none."""
+
+    rows: int
+    head: str
+    problems: tuple[tuple[int | None, str], ...]
+
+    @property
+    def intact(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "head": self.head,
+            "intact": self.intact,
+            "problems": [{"row": r, "problem": p} for r, p in self.problems],
         }
 
 
@@ -267,6 +317,8 @@ class Store(Protocol):
         create: bool = True,
         keep: KeepFilter | None = None,
         new: bool = False,
+        actor: str = "",
+        forced: bool = False,
     ) -> AddResult:
         """Add templates to `name` (created if missing and `create`), all in one transaction. When every
         candidate is skipped, nothing changes (a new person is not created). `new`: the name must not be
@@ -280,6 +332,7 @@ class Store(Protocol):
         *,
         merge: bool = False,
         keep: KeepFilter | None = None,
+        actor: str = "",
     ) -> list[AddResult]:
         """Add several people in one transaction; a name already there is an error unless `merge`."""
 
@@ -302,17 +355,21 @@ class Store(Protocol):
 
     def image(self, template_id: int) -> bytes | None: ...
 
-    def rename(self, old: str, new: str) -> Person: ...
+    def rename(self, old: str, new: str, *, actor: str = "") -> Person: ...
 
-    def set_metadata(self, name: str, metadata: dict[str, Any]) -> Person: ...
+    def set_metadata(self, name: str, metadata: dict[str, Any], *, actor: str = "") -> Person: ...
 
-    def delete(self, name: str) -> int:
-        """Remove a person with their templates and images; their audit rows keep only a tombstone id.
-        Returns the number of templates removed."""
+    def delete(self, name: str, *, actor: str = "") -> int:
+        """Remove a person with their templates and images; their audit rows keep only the person's opaque
+        reference. Returns the number of templates removed. Every change (add, rename, metadata, delete)
+        writes an audit row naming `actor` in its own transaction."""
 
     def log(self, records: Sequence[AuditRecord]) -> None: ...
 
     def audit(self, limit: int | None = None, person: str | None = None) -> list[AuditEntry]: ...
+
+    def verify_audit(self) -> AuditCheck:
+        """Recompute the audit's hash chain: an edited, removed or reordered row is a problem."""
 
     def stats(self) -> dict[str, Any]: ...
 

@@ -178,7 +178,8 @@ class Gate:
                     answer = _json(401, "invalid-api-key", "this API key is not valid", {"WWW-Authenticate": "Bearer"})
                 await answer(scope, receive, send_with_headers)
                 return
-            scope.setdefault("state", {})["api_key"] = check.key_id
+            state = scope.setdefault("state", {})
+            state["api_key"], state["api_role"] = check.key_id, check.role
 
         too_large = _json(
             413,

@@ -5,9 +5,11 @@ that says what went wrong, and never a file path or a traceback.
     400 liveness-required, active-liveness-off a claim without a liveness session / sessions with it off
     401 missing-api-key, invalid-api-key       no key, or not one of this server's keys
     403 revoked-api-key                        a key that was revoked
+    403 forbidden-role                         the key's role may not do this (see `keys.ROLES`)
     404 unknown-person, not-found              no such person / route
     404 unknown-liveness-session               no such session for this key
     409 person-exists, name-taken              the name is already enrolled
+    409 already-enrolled                       the new person's face already matches someone enrolled
     409 liveness-session-used, liveness-pending   a session already used / whose challenge is not finished
     410 expired-liveness-session               the session is past its life
     413 too-large                              the request body is over the upload limit
@@ -150,13 +152,13 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     texts = {
         400: "bad image or request",
         401: "no or invalid API key",
-        403: "revoked API key",
+        403: "revoked API key, or a key whose role may not do this (forbidden-role)",
         404: "unknown person or liveness session",
-        409: "name already enrolled / liveness session used or not finished",
+        409: "name already enrolled / face already enrolled / liveness session used or not finished",
         410: "liveness session expired",
         413: "upload too large",
         422: "no face / nothing enrolled / invalid request",
-        429: "locked after failed verifications / too many liveness sessions",
+        429: "locked after failed verifications or refused faces / too many liveness sessions",
         503: "gallery unreachable, disk full, decision not audited, gallery re-embedded, or over time budget",
     }
     return {

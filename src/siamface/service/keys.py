@@ -1,10 +1,21 @@
 """API keys of the service, stored hashed in a keys file beside the gallery (``<gallery>.keys.json``).
 
 A key reads ``sf_<id>_<secret>``: `id` (8 hex digits) names it in listings and logs, `secret` is 32 random
-bytes (URL-safe base64). The file keeps, per key, the id, a label, the creation time, a random 16-byte salt and
-SHA-256(salt + secret), never the secret itself: the key is shown once, at creation. A plain salted SHA-256 is
+bytes (URL-safe base64). The file keeps, per key, the id, a label, its role, the creation time, a random 16-byte
+salt and SHA-256(salt + secret), never the secret itself: the key is shown once, at creation. A plain salted SHA-256 is
 enough here because the secret is 256 random bits (nothing to brute-force, unlike a password); it also keeps
 the check cheap on every request. Comparison is constant-time.
+
+Roles, least privilege first (`ROLES`; each may do what the ones before it may):
+
+    recognise   verify, identify, liveness sessions (a door, a kiosk, a login: the default of `keys create`)
+    enrol       + create a person, add faces that match the person, list and show people
+    admin       + forced additions and forced enrolments, rename, metadata, delete
+
+A key written before roles existed (version 1 of the file, no ``role``) is `LEGACY_ROLE` (enrol): an upgrade
+keeps an enrolment kiosk working, and takes from every old key what the issue showed them misused (forced
+additions, renames, deletions); ``keys list`` and ``serve`` point such keys out. The file is written at
+version 2, which an older siamface refuses to read (it would take every key for an admin key).
 
 Writes are atomic (temporary file in the same folder, fsync, rename; mode 0600) and serialised between
 processes by an advisory lock, so `siamface keys create` may run while a server is up: the server re-reads
@@ -15,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -30,8 +42,25 @@ from pathlib import Path
 from ..errors import ConfigError
 
 FORMAT = "siamface-keys"
-VERSION = 1
+VERSION = 2
 PREFIX = "sf_"
+#: The roles, least privileged first: a role may do everything the roles before it may.
+ROLES = ("recognise", "enrol", "admin")
+DEFAULT_ROLE = "recognise"
+#: What a key stored without a role (made before roles existed) may do (see the module's docstring).
+LEGACY_ROLE = "enrol"
+
+
+def check_role(role: str) -> str:
+    """`role` when it is one of `ROLES`, else `ConfigError` naming them."""
+    if role not in ROLES:
+        raise ConfigError(f"unknown role {role!r}; the roles are {', '.join(ROLES)}")
+    return role
+
+
+def allows(role: str | None, needed: str) -> bool:
+    """May a key of `role` do what needs `needed`?"""
+    return role in ROLES and ROLES.index(role) >= ROLES.index(needed)
 
 
 def keys_file_for(gallery: str | os.PathLike) -> Path:
@@ -58,16 +87,36 @@ class ApiKey:
     salt: str
     digest: str
     revoked: str | None = None
+    stored_role: str | None = None  # None: made before roles existed
 
     @property
     def active(self) -> bool:
         return self.revoked is None
 
+    @property
+    def role(self) -> str:
+        """What the key may do (`LEGACY_ROLE` for a key made before roles existed)."""
+        return self.stored_role or LEGACY_ROLE
+
+    @property
+    def legacy(self) -> bool:
+        return self.stored_role is None
+
     def public(self) -> dict:
-        return {"id": self.id, "name": self.name, "created": self.created, "revoked": self.revoked}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "role": self.role,
+            "legacy": self.legacy,
+            "created": self.created,
+            "revoked": self.revoked,
+        }
 
     def to_record(self) -> dict:
-        return {**self.public(), "salt": self.salt, "sha256": self.digest}
+        record = {"id": self.id, "name": self.name, "created": self.created, "revoked": self.revoked}
+        if self.stored_role is not None:
+            record["role"] = self.stored_role
+        return {**record, "salt": self.salt, "sha256": self.digest}
 
 
 @dataclass(frozen=True)
@@ -77,6 +126,7 @@ class Check:
     ok: bool
     reason: str = ""
     key_id: str | None = None
+    role: str | None = None
 
 
 def _digest(salt_hex: str, secret: str) -> str:
@@ -122,8 +172,11 @@ class KeyStore:
                 raise ValueError(f"version {payload.get('version')} is newer than this siamface reads")
             keys = {}
             for r in payload.get("keys", []):
+                role = r.get("role")
+                if role is not None and role not in ROLES:
+                    raise ValueError(f"key {r['id']} has the unknown role {role!r}")
                 keys[r["id"]] = ApiKey(
-                    r["id"], r.get("name", ""), r["created"], r["salt"], r["sha256"], r.get("revoked")
+                    r["id"], r.get("name", ""), r["created"], r["salt"], r["sha256"], r.get("revoked"), role
                 )
             return keys
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -164,7 +217,7 @@ class KeyStore:
             return Check(False, "invalid")
         if not stored.active:
             return Check(False, "revoked", key_id)
-        return Check(True, "", key_id)
+        return Check(True, "", key_id, stored.role)
 
     # -- writing ---------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -211,8 +264,9 @@ class KeyStore:
             finally:
                 os.close(dir_fd)
 
-    def create(self, name: str = "") -> tuple[ApiKey, str]:
-        """A new key: (its stored record, the full key to hand to the user, shown only now)."""
+    def create(self, name: str = "", role: str = DEFAULT_ROLE) -> tuple[ApiKey, str]:
+        """A new key of `role`: (its stored record, the full key to hand to the user, shown only now)."""
+        check_role(role)
         name = name.strip()
         if len(name) > 100 or any(ord(c) < 32 for c in name):
             raise ConfigError("a key's name is at most 100 printable characters")
@@ -223,7 +277,7 @@ class KeyStore:
                 key_id = secrets.token_hex(4)
             secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii").rstrip("=")
             salt = secrets.token_hex(16)
-            record = ApiKey(key_id, name, _now(), salt, _digest(salt, secret))
+            record = ApiKey(key_id, name, _now(), salt, _digest(salt, secret), None, role)
             keys[key_id] = record
             self._write(keys)
         return record, f"{PREFIX}{key_id}_{secret}"
@@ -240,7 +294,7 @@ class KeyStore:
                 raise ConfigError(f"no key with id {key_id!r} (see `siamface keys list`)")
             record = keys[key_id]
             if record.active:
-                record = ApiKey(record.id, record.name, record.created, record.salt, record.digest, _now())
+                record = dataclasses.replace(record, revoked=_now())
                 keys[key_id] = record
                 self._write(keys)
         return record

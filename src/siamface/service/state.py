@@ -25,7 +25,7 @@ from .. import __version__, _budget
 from ..decision import UNKNOWN, Liveness, Threshold, gate, in_reach
 from ..errors import ConfigError, NoFaceError
 from ..gallery.results import ClaimVerification
-from ..gallery.store import DamagedGalleryError, GalleryReembeddedError, GalleryUnavailableError
+from ..gallery.store import AuditRecord, DamagedGalleryError, GalleryReembeddedError, GalleryUnavailableError
 from ..image import load_image
 from .errors import ServiceError
 from .keys import KeyStore
@@ -35,6 +35,11 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def actor(key: str | None) -> str:
+    """Who an audit row says asked: the API key's id."""
+    return f"key:{key}" if key else "key:?"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,14 +210,14 @@ class Service:
         return self.gallery.store.person(name, metadata=False)  # a claim reads no metadata
 
     def verify_claim(
-        self, person, probe: Upload, rule: str, fraction: float, session: Session | None = None
+        self, person, probe: Upload, rule: str, fraction: float, session: Session | None = None, key: str | None = None
     ) -> tuple[bool, dict[str, Any]]:
         """(granted, evidence). Granted needs the face to match and, with liveness on, to be live: passive,
-        a live score of the probe; active, a passed challenge `session` whose faces are all the person."""
+        a live score of the probe; active, a passed challenge `session` whose faces are all the person. The
+        audit row says what the client is told (`granted`, liveness included) and which `key` asked."""
         image = self.decode(probe)
         try:
-            with self._audited():
-                result = self.gallery.verify(person.name, image, rule=rule, fraction=fraction)
+            result = self.gallery.verify(person.name, image, rule=rule, fraction=fraction, audit=False)
         except NoFaceError:
             raise ServiceError(422, "no-face", f"no face found in {probe.label}") from None
         result = dataclasses.replace(result, probe=probe.label)
@@ -234,7 +239,21 @@ class Service:
         elif live is not None:
             payload["liveness"] = live
         granted = gate(result, evidence, who=person.name)
-        payload["notes"] = list(granted.notes)
+        record = AuditRecord(
+            "verify",
+            person.id,
+            person.id if granted.accepted else None,
+            result.score,
+            result.threshold,
+            bool(granted.accepted),
+            result.rule,
+            result.model,
+            actor(key),
+        )
+        _budget.check("writing the decision")
+        with self._audited():  # a decision that cannot be audited is not given
+            unlogged = self.gallery.audit([record])
+        payload["notes"] = list(granted.notes) + list(unlogged)
         payload["granted"] = granted.accepted
         return granted.accepted, payload
 
@@ -282,15 +301,21 @@ class Service:
         keypoints = largest.data["keypoints"][0]
         return self.sessions.feed(session, keypoints, largest.boxes[0], largest.embeddings[0])
 
-    def identify(self, probe: Upload, top: int, margin: float | None, locked=frozenset()) -> dict[str, Any]:
+    def identify(
+        self, probe: Upload, top: int, margin: float | None, locked=frozenset(), key: str | None = None
+    ) -> dict[str, Any]:
         """Who is in the probe, revealing no more than a decision needs: people in `locked` (locked out of
         verification) are searched as if not enrolled, an unknown face carries no score and no candidates,
-        and a named or ambiguous one only the candidates within the margin of the threshold or above it (so
-        that identification is no score oracle for probing anybody)."""
+        and a named or ambiguous one only the candidates within the server's margin of the threshold or
+        above it (so that identification is no score oracle for probing anybody). The client's `margin` may
+        make the decision stricter (more faces ambiguous), never laxer, and never shows more candidates:
+        the server's margin bounds both."""
         image = self.decode(probe)
+        policy = self.gallery.thresholds.margin
+        decided = policy if margin is None else max(float(margin), policy)
         with self._audited():
             result = self.gallery.identify(
-                image, top=top, margin=margin, exclude=locked, max_faces=self.settings.max_faces
+                image, top=top, margin=decided, exclude=locked, max_faces=self.settings.max_faces, actor=actor(key)
             )
         if not result.faces:
             raise ServiceError(422, "no-face", f"no face found in {probe.label}")
@@ -301,9 +326,7 @@ class Service:
             if item["status"] == UNKNOWN:
                 item["similarity"], item["candidates"] = None, []
             else:
-                item["candidates"] = [
-                    c for c in item["candidates"] if in_reach(c["similarity"], threshold, result.margin)
-                ]
+                item["candidates"] = [c for c in item["candidates"] if in_reach(c["similarity"], threshold, policy)]
         if self.liveness is not None:
             for face, item in zip(result.faces, payload["faces"]):
                 item["liveness"] = self._liveness(image, face.box)
@@ -312,14 +335,23 @@ class Service:
         return payload
 
     def enroll(
-        self, name: str, uploads: list[Upload], metadata: dict[str, Any] | None, must_exist: bool, force: bool = False
+        self,
+        name: str,
+        uploads: list[Upload],
+        metadata: dict[str, Any] | None,
+        must_exist: bool,
+        force: bool = False,
+        key: str | None = None,
+        admin: bool = False,
     ) -> tuple[bool, dict[str, Any]]:
         """Enroll `name` from `uploads`: a new person (409 when the name is taken, decided inside the
         gallery's write transaction, so two requests racing for one new name cannot both create it), or,
         with `must_exist`, more faces of an enrolled one (those that do not match the person are rejected
         unless `force`). (anything added, report). A bad name, a taken one or an unknown one raise the
         gallery's errors, which the app answers with 400 `invalid-name`, 409 `person-exists` and 404
-        `unknown-person`."""
+        `unknown-person`. A new person whose face matches someone enrolled is 409 `already-enrolled`,
+        naming whom to an `admin` only. Unless `admin`, the report carries no score and names nobody else:
+        a refused face "does not match"."""
         # answered before decoding anything; the gallery decides again, inside its write transaction
         name = self.gallery.check_enrollment(name, new=not must_exist, existing=must_exist)
         images = [self.decode(u) for u in uploads]
@@ -331,5 +363,31 @@ class Service:
             new=not must_exist,
             existing=must_exist,
             force=force,
-        )
-        return bool(report.added), report.to_dict()
+            actor=actor(key),
+        ).to_dict()
+        clashes = [r for r in report["rejected"] if r["reason"] == "already-enrolled"]
+        if clashes and not report["added"]:
+            detail = (
+                clashes[0]["message"].split(": ", 1)[-1]
+                if admin
+                else "the face already matches a person enrolled; a face belongs to one person (an admin "
+                "key may force it)"
+            )
+            raise ServiceError(409, "already-enrolled", detail)
+        if not admin:
+            report = _without_scores(report)
+        return bool(report["added"]), report
+
+
+def _without_scores(report: dict[str, Any]) -> dict[str, Any]:
+    """An enrolment report for a key that may not force: a refused face "does not match", with no score and
+    no threshold; warnings that name someone else or give a score are left out."""
+    rejected = []
+    for r in report["rejected"]:
+        if r["reason"] == "other-person":
+            r = {**r, "message": f"{r['source']}: does not match the person; not added"}
+        elif r["reason"] == "duplicate":
+            r = {**r, "message": f"{r['source']}: a near-copy of a template the person has; not added"}
+        rejected.append(r)
+    warnings = [w for w in report["warnings"] if "similarity" not in w and "matches" not in w]
+    return {**report, "rejected": rejected, "warnings": warnings}

@@ -1,4 +1,5 @@
-"""What the routes share: the service of the app, the API-key scheme for the OpenAPI page, uploads."""
+"""What the routes share: the service of the app, the API-key scheme for the OpenAPI page, the role a route
+needs (`require`), uploads."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import re
 from fastapi import Request, Security, UploadFile
 from fastapi.security import APIKeyHeader, HTTPBearer
 
+from ..errors import ServiceError
+from ..keys import allows
 from ..state import Service, Upload
 
 # Declared for the OpenAPI page (its "Authorize" button); the check itself is done by `app.Gate`, before the
@@ -20,6 +23,33 @@ _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f<>\"'`\\]")
 def api_key(request: Request, bearer=Security(_bearer), header=Security(_header)) -> str | None:
     """The id of the key the request was let in with (set by the gate)."""
     return request.scope.get("state", {}).get("api_key")
+
+
+def api_role(request: Request) -> str | None:
+    """The role of the key the request was let in with (set by the gate)."""
+    return request.scope.get("state", {}).get("api_role")
+
+
+def refuse(role: str | None, needed: str, what: str) -> None:
+    """403 `forbidden-role` unless a key of `role` may do what needs `needed` (`what`, for the message)."""
+    if not allows(role, needed):
+        raise ServiceError(
+            403,
+            "forbidden-role",
+            f"{what} needs a key with the {needed} role; this key's role is {role or 'none'} "
+            f"(siamface keys create --role {needed})",
+        )
+
+
+def require(needed: str, what: str):
+    """A route dependency: 403 `forbidden-role` unless the request's key may do what needs `needed`."""
+
+    def check(request: Request, bearer=Security(_bearer), header=Security(_header)) -> str | None:
+        role = api_role(request)
+        refuse(role, needed, what)
+        return role
+
+    return check
 
 
 def service(request: Request) -> Service:

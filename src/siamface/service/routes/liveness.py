@@ -9,9 +9,11 @@ from fastapi import APIRouter, Depends, File, UploadFile
 
 from ..errors import ServiceError, error_responses
 from ..state import Service
-from .deps import api_key, read_upload, service
+from .deps import api_key, read_upload, require, service
 
-router = APIRouter(prefix="/v1/liveness", tags=["liveness"])
+router = APIRouter(
+    prefix="/v1/liveness", tags=["liveness"], dependencies=[Depends(require("recognise", "liveness sessions"))]
+)
 
 
 @router.post(

@@ -13,10 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from ...errors import GalleryError
 from ...gallery.sqlbase import MAX_JSON_DEPTH, json_object
 from ..errors import ServiceError, error_responses
-from ..state import Service
-from .deps import api_key, read_upload, service
+from ..keys import allows
+from ..state import Service, actor
+from .deps import api_key, api_role, read_upload, refuse, require, service
 
 router = APIRouter(prefix="/v1/people", tags=["people"], dependencies=[Depends(api_key)])
+_enrol = Depends(require("enrol", "enrolment"))
+_admin = Depends(require("admin", "renaming, changing metadata and removing people"))
 
 
 class PersonUpdate(BaseModel):
@@ -70,55 +73,89 @@ def _enrolled(added: bool, report: dict[str, Any], status: int) -> JSONResponse:
     summary="Enroll a new person from one or more images",
     status_code=201,
     responses=error_responses(400, 401, 403, 409, 413, 422),
+    dependencies=[_enrol],
 )
 async def create_person(
     svc: Annotated[Service, Depends(service)],
+    key: Annotated[str | None, Depends(api_key)],
+    role: Annotated[str | None, Depends(api_role)],
     name: Annotated[str, Form(description="the person's name (unique)")],
     images: Annotated[list[UploadFile], File(description="face images of that person (several: better)")],
     metadata: Annotated[str | None, Form(description="a JSON object stored with the person")] = None,
+    force: Annotated[
+        bool,
+        Form(description="admin keys: enroll even when the face already matches a person enrolled"),
+    ] = False,
 ) -> JSONResponse:
     """Every image passes the enrollment quality gates (one face, size, pose, sharpness, not a duplicate) or
     is listed in `rejected` with its reason; the person is created with the images kept (201), or not at all
     (422 `no-usable-face`). The name must be new, ignoring case (409 `person-exists` otherwise, also when
     another request creates it at the same moment). Names: letters, numbers, single spaces and
-    `. , ' ’ - _ ( ) & @ +`, starting with a letter or a number (400 `invalid-name` otherwise). Images are
-    not stored unless the gallery was created to keep them."""
+    `. , ' ’ - _ ( ) & @ +`, starting with a letter or a number (400 `invalid-name` otherwise). A face
+    belongs to one person: when the images' face already matches someone enrolled (at the 1:N threshold),
+    409 `already-enrolled`, naming no one (an admin key's answer names whom; `force=true`, admin keys only,
+    enrolls anyway). Images are not stored unless the gallery was created to keep them. Needs the enrol
+    role."""
+    if force:
+        refuse(role, "admin", "force=true")
     uploads = await _uploads(svc, images)
-    added, report = await svc.run(svc.enroll, name, uploads, _metadata(metadata), False)
+    added, report = await svc.run(
+        svc.enroll, name, uploads, _metadata(metadata), False, force, key, allows(role, "admin")
+    )
     return _enrolled(added, report, 201)
 
 
 @router.post(
     "/{name}/faces",
     summary="Add face images to an enrolled person",
-    responses=error_responses(400, 401, 403, 404, 413, 422),
+    responses=error_responses(400, 401, 403, 404, 413, 422, 429),
+    dependencies=[_enrol],
 )
 async def add_faces(
     name: str,
     svc: Annotated[Service, Depends(service)],
+    key: Annotated[str | None, Depends(api_key)],
+    role: Annotated[str | None, Depends(api_role)],
     images: Annotated[list[UploadFile], File(description="more face images of that person")],
     force: Annotated[
         bool,
         Form(
-            description="add the images even when their face does not match the person's templates at the 1:1 threshold"
+            description="admin keys: add the images even when their face does not match the person's "
+            "templates at the 1:1 threshold"
         ),
     ] = False,
 ) -> JSONResponse:
     """Each image passes the quality gates and must match one of the person's templates at the 1:1
-    threshold (else it is rejected as `other-person`, with its score and the threshold) unless
-    `force=true`; 200 with the images added, or 422 `no-usable-face` when none was."""
+    threshold, else it is rejected as `other-person` ("does not match", no score) unless `force=true`
+    (admin keys only); 200 with the images added, or 422 `no-usable-face` when none was. A request with a
+    face that does not match counts as a failed verification of that person towards the lock-out, and
+    while the person is locked, 429 `locked` (as POST /v1/verify). Needs the enrol role."""
+    if force:
+        refuse(role, "admin", "force=true")
     uploads = await _uploads(svc, images)
-    added, report = await svc.run(svc.enroll, name, uploads, None, True, force)
+    admin = allows(role, "admin")
+    if force:
+        added, report = await svc.run(svc.enroll, name, uploads, None, True, True, key, admin)
+        return _enrolled(added, report, 200)
+    person = await svc.run(svc.person, name)
+    async with svc.lockout.attempt(person.id) as attempt:
+        added, report = await svc.run(svc.enroll, name, uploads, None, True, False, key, admin)
+        if any(r["reason"] == "other-person" for r in report["rejected"]):
+            attempt.failed()
+        elif added:
+            attempt.succeeded()
     return _enrolled(added, report, 200)
 
 
-@router.get("", summary="The people enrolled", responses=error_responses(401, 403))
+@router.get("", summary="The people enrolled", responses=error_responses(401, 403), dependencies=[_enrol])
 async def list_people(svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
     people = await svc.run(svc.gallery.store.people)
     return {"people": [p.to_dict() for p in people]}
 
 
-@router.get("/{name}", summary="One person and their templates", responses=error_responses(401, 403, 404))
+@router.get(
+    "/{name}", summary="One person and their templates", responses=error_responses(401, 403, 404), dependencies=[_enrol]
+)
 async def show_person(name: str, svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
     def show():
         person = svc.gallery.store.person(name)
@@ -131,8 +168,15 @@ async def show_person(name: str, svc: Annotated[Service, Depends(service)]) -> d
     "/{name}",
     summary="Rename a person and/or replace their metadata",
     responses=error_responses(400, 401, 403, 404, 409, 422),
+    dependencies=[_admin],
 )
-async def update_person(name: str, change: PersonUpdate, svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+async def update_person(
+    name: str,
+    change: PersonUpdate,
+    svc: Annotated[Service, Depends(service)],
+    key: Annotated[str | None, Depends(api_key)],
+) -> dict[str, Any]:
+    """Needs the admin role."""
     if change.name is None and change.metadata is None:
         raise ServiceError(400, "bad-request", "give a new 'name' and/or 'metadata'")
 
@@ -153,21 +197,28 @@ async def update_person(name: str, change: PersonUpdate, svc: Annotated[Service,
                 other = None
             if other is not None and other.id != person.id:
                 raise ServiceError(409, "name-taken", f"a person named {other.name!r} is already enrolled")
-            person = store.rename(person.name, new)
+            person = store.rename(person.name, new, actor=actor(key))
         if change.metadata is not None:
             _bounded(change.metadata)
-            person = store.set_metadata(person.name, change.metadata)
+            person = store.set_metadata(person.name, change.metadata, actor=actor(key))
         return person.to_dict()
 
     return await svc.run(update)
 
 
 @router.delete(
-    "/{name}", summary="Remove a person, their templates and any kept images", responses=error_responses(401, 403, 404)
+    "/{name}",
+    summary="Remove a person, their templates and any kept images",
+    responses=error_responses(401, 403, 404),
+    dependencies=[_admin],
 )
-async def delete_person(name: str, svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+async def delete_person(
+    name: str, svc: Annotated[Service, Depends(service)], key: Annotated[str | None, Depends(api_key)]
+) -> dict[str, Any]:
+    """Needs the admin role."""
+
     def delete():
         person = svc.gallery.store.person(name, metadata=False)  # a damaged person can be removed
-        return {"removed": person.name, "templates": svc.gallery.store.delete(person.name)}
+        return {"removed": person.name, "templates": svc.gallery.store.delete(person.name, actor=actor(key))}
 
     return await svc.run(delete)

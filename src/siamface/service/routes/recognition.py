@@ -8,9 +8,13 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from ..errors import ServiceError, error_responses
 from ..state import Service
-from .deps import api_key, read_upload, service
+from .deps import api_key, read_upload, require, service
 
-router = APIRouter(prefix="/v1", tags=["recognition"], dependencies=[Depends(api_key)])
+router = APIRouter(
+    prefix="/v1",
+    tags=["recognition"],
+    dependencies=[Depends(api_key), Depends(require("recognise", "verification and identification"))],
+)
 
 
 @router.post(
@@ -53,7 +57,7 @@ async def verify(
         person = await svc.run(svc.person, claim)
         session = svc.liveness_session(liveness_session, key)
         async with svc.lockout.attempt(person.id) as attempt:
-            granted, payload = await svc.run(svc.verify_claim, person, probe, rule, fraction, session)
+            granted, payload = await svc.run(svc.verify_claim, person, probe, rule, fraction, session, key)
             attempt.succeeded() if granted else attempt.failed()
         if liveness_session and session is None:
             payload["notes"].append(f"liveness_session ignored: this server's liveness is {svc.settings.liveness}")
@@ -77,16 +81,23 @@ async def verify(
 )
 async def identify(
     svc: Annotated[Service, Depends(service)],
+    key: Annotated[str | None, Depends(api_key)],
     image: Annotated[UploadFile, File(description="the probe image")],
     top: Annotated[int, Form(ge=1, le=50, description="candidates per face")] = 5,
     margin: Annotated[
         float | None,
-        Form(ge=0, lt=1, description="ambiguous when the second person is within this similarity (default 0.01)"),
+        Form(
+            ge=0,
+            lt=1,
+            description="ambiguous when the second person is within this similarity; the server's margin "
+            "(default 0.01) is the least taken",
+        ),
     ] = None,
 ) -> dict[str, Any]:
     """Every face of the image, biggest first, named (`known`), `ambiguous` or `unknown`: the JSON of
     `siamface identify --json`, plus the image `size`, revealing less: an `unknown` face has no similarity
     and no candidates, a named or ambiguous one only the (at most `top`) candidates scoring at least the
-    threshold minus the margin, and a person locked out of verification is searched as if not enrolled."""
+    threshold minus the server's margin, and a person locked out of verification is searched as if not
+    enrolled. A `margin` above the server's makes more faces ambiguous; below it, the server's is used."""
     probe = await read_upload(image, "image")
-    return await svc.run(svc.identify, probe, top, margin, svc.lockout.locked())
+    return await svc.run(svc.identify, probe, top, margin, svc.lockout.locked(), key)

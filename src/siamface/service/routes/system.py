@@ -1,13 +1,18 @@
-"""GET /v1/health: liveness of the server itself (no key needed)."""
+"""GET /v1/health: liveness of the server itself (no key needed); GET /v1/whoami: the key's id and role, and
+what it may do (the page shows only that)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
+from ..errors import error_responses
+from ..keys import ROLES, allows
 from ..state import Service
-from .deps import service
+from .deps import api_key, api_role, service
 
 router = APIRouter(tags=["system"])
 
@@ -22,3 +27,10 @@ async def health(svc: Service = Depends(service)) -> JSONResponse:
     "storage-full", ...}`` while the gallery cannot serve decisions."""
     status, body = await anyio.to_thread.run_sync(svc.health)
     return JSONResponse(body, status_code=status)
+
+
+@router.get("/v1/whoami", summary="This API key: its id, role and what it may do", responses=error_responses(401, 403))
+async def whoami(key: str | None = Depends(api_key), role: str | None = Depends(api_role)) -> dict[str, Any]:
+    """`may`: each role's name, true when this key has it (recognise: verify, identify, liveness sessions;
+    enrol: create people, add matching faces, list them; admin: force, rename, metadata, remove)."""
+    return {"key": key, "role": role, "may": {r: allows(role, r) for r in ROLES}}

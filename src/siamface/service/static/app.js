@@ -23,15 +23,39 @@ let livenessMode = "off";      // the server's, from /v1/health
 // -- key -----------------------------------------------------------------------------------------------
 function apiKey() { return sessionStorage.getItem("siamface-key") || ""; }
 
-function showKeyState() {
-  $("key-state").textContent = apiKey() ? "key set (this tab only)" : "no key";
+function showKeyState(role) {
+  $("key-state").textContent = !apiKey() ? "no key"
+    : role ? `${role} key set (this tab only)` : "key set (this tab only)";
 }
 
-$("key-form").addEventListener("submit", (event) => {
+// Show only what the key may do (GET /v1/whoami): an enrol panel for enrol and admin keys only.
+async function readRole() {
+  let may = {};
+  if (apiKey()) {
+    try {
+      const response = await fetch("/v1/whoami", { headers: { "Authorization": "Bearer " + apiKey() } });
+      const body = await response.json();
+      if (response.ok) {
+        may = body.may || {};
+        showKeyState(body.role);
+      } else {
+        $("key-state").textContent = `key refused (${body.error || response.status})`;
+      }
+    } catch (err) {
+      showKeyState();
+    }
+  }
+  for (const el of document.querySelectorAll("[data-needs]")) {
+    el.hidden = el.dataset.needs !== "recognise" && !may[el.dataset.needs];
+  }
+}
+
+$("key-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   sessionStorage.setItem("siamface-key", $("key").value.trim());
   $("key").value = "";
   showKeyState();
+  await readRole();
   status("Key kept for this tab.");
 });
 
@@ -164,7 +188,7 @@ $("enroll-form").addEventListener("submit", async (event) => {
     }
     status("Enrolling…");
     let answer = await api("/v1/people", form);
-    if (answer.status === 409) {  // already enrolled: add these faces to that person
+    if (answer.status === 409 && answer.body.error === "person-exists") {  // the name is taken: add these faces
       const more = new FormData();
       for (const image of form.getAll("images")) more.append("images", image, image.name);
       answer = await api(`/v1/people/${encodeURIComponent(name)}/faces`, more);
@@ -352,5 +376,6 @@ $("verify-form").addEventListener("submit", async (event) => {
 });
 
 showKeyState();
+readRole();
 readServer();
 startCamera();

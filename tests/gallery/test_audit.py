@@ -1,0 +1,119 @@
+"""The audit log is complete and tamper-evident (issue 24), on SQLite and PostgreSQL: a decision about a person
+removed meanwhile is still written (no foreign key), every change says who made it, `gallery audit --verify`
+finds an edited, a removed or a dropped last row; a face belongs to one person on import too."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from conftest import att
+from gallery_support import MODEL_128 as MODEL
+from gallery_support import (  # noqa: F401
+    PROBE,
+    backend,
+    base_gallery,
+    cli,
+    gallery_file,
+    is_url,
+    new_gallery,
+    rows,
+    store_spec,
+    unit_vectors,
+)
+
+from siamface.gallery import AuditRecord, NewTemplate, open_store
+
+
+def test_a_decision_about_a_person_removed_meanwhile_is_still_audited(store_spec):
+    """An identify racing a delete: the search named the person, the deletion commits, then the decision is
+    logged. With the audit's foreign key this failed (PostgreSQL: a 500 and the decision lost)."""
+    with open_store(store_spec, MODEL, create=True) as s:
+        gone = s.add_templates("gone", [NewTemplate(v) for v in unit_vectors(2)]).person
+        s.delete("gone")
+        s.log([AuditRecord("identify", None, gone.id, 0.97, 0.9, True, "best", "m")])
+        latest = s.audit(limit=1)[0]
+        assert (latest.kind, latest.returned, latest.accepted) == ("identify", None, True)
+        assert latest.detail == {"person_removed": True}
+        assert s.verify_audit().intact
+
+
+def tamper(g, sql: str, params=()) -> None:
+    """Change the gallery behind siamface's back, as whoever holds the file or the database could."""
+    if is_url(g):
+        rows(g, sql + " RETURNING id", params)
+        return
+    db = sqlite3.connect(g)
+    db.execute(sql, params)
+    db.commit()
+    db.close()
+
+
+def _decisions(g) -> None:
+    assert cli("verify", "-g", g, "--claim", "s3", att(3, PROBE)).returncode == 0
+    assert cli("verify", "-g", g, "--claim", "s4", att(3, PROBE)).returncode == 1
+    assert cli("identify", "-g", g, att(5, PROBE)).returncode == 0
+
+
+def _verify(g):
+    out = cli("gallery", "audit", "-g", g, "--verify", "--json")
+    return out.returncode, json.loads(out.stdout)
+
+
+def test_audit_verify_finds_an_edited_row(gallery_file):
+    g = gallery_file
+    _decisions(g)
+    code, check = _verify(g)
+    assert code == 0 and check["intact"] and check["rows"] >= 3
+    out = cli("gallery", "audit", "-g", g, "--verify")
+    assert out.returncode == 0 and f"head {check['head']}" in out.stdout
+    # the denied claim turned into a granted one, behind siamface's back
+    denied = rows(g, "SELECT id FROM audit WHERE kind = 'verify' ORDER BY id")[1][0]
+    tamper(g, "UPDATE audit SET accepted = ? WHERE id = ?", (True, denied))
+    code, check = _verify(g)
+    assert code == 1 and not check["intact"]
+    assert check["problems"] == [{"row": denied, "problem": "its content does not match its hash: the row was edited"}]
+    out = cli("gallery", "audit", "-g", g, "--verify")
+    assert out.returncode == 1 and f"audit row {denied}: its content does not match" in out.stdout
+
+
+def test_audit_verify_finds_a_removed_row_and_removed_last_rows(gallery_file):
+    g = gallery_file
+    _decisions(g)
+    ids = [r[0] for r in rows(g, "SELECT id FROM audit ORDER BY id")]
+    tamper(g, "DELETE FROM audit WHERE id = ?", (ids[-2],))  # one in the middle
+    code, check = _verify(g)
+    assert code == 1 and [p["row"] for p in check["problems"]] == [ids[-1]]
+    assert "a row was removed" in check["problems"][0]["problem"]
+    tamper(g, "DELETE FROM audit WHERE id = ?", (ids[-1],))  # and the last one: now the tail
+    code, check = _verify(g)
+    assert code == 1 and check["problems"][-1]["row"] is None
+    assert "the last row(s) were removed" in check["problems"][-1]["problem"]
+
+
+def test_changes_from_the_command_line_are_audited_as_its_user(gallery_file):
+    import getpass
+
+    g = gallery_file
+    assert cli("people", "rename", "-g", g, "s4", "Fourth").returncode == 0
+    assert cli("people", "remove", "-g", g, "Fourth").returncode == 0
+    entries = json.loads(cli("gallery", "audit", "-g", g, "--limit", "2", "--json").stdout)["entries"]
+    assert [(e["kind"], e["actor"]) for e in entries] == [("delete", f"cli:{getpass.getuser()}")] * 1 + [
+        ("rename", f"cli:{getpass.getuser()}")
+    ]
+    assert entries[0]["claimed"] == entries[1]["claimed"] and entries[0]["claimed"].startswith("removed:")
+    assert "Fourth" not in json.dumps(entries) and entries[0]["detail"] == {"templates": 3}
+
+
+def test_import_refuses_a_clone_of_an_enrolled_face_unless_forced(gallery_file, new_gallery, tmp_path):
+    other = new_gallery("other")  # s5's face under another name, in a gallery of its own
+    assert cli("enroll", "-g", other, "Not Five", att(5, 2), att(5, 3)).returncode == 0
+    export = tmp_path / "clone.jsonl"
+    assert cli("gallery", "export", "-g", other, export).returncode == 0
+    out = cli("gallery", "import", "-g", gallery_file, export)
+    assert out.returncode == 2 and "'Not Five' matches 's5'" in out.stderr and "--force" in out.stderr
+    assert rows(gallery_file, "SELECT count(*) FROM people WHERE name = 'Not Five'") == [(0,)]
+    out = cli("gallery", "import", "-g", gallery_file, export, "--force")
+    assert out.returncode == 0 and "1 new people" in out.stdout, out.stderr
+    entries = json.loads(cli("gallery", "audit", "-g", gallery_file, "--limit", "1", "--json").stdout)["entries"]
+    assert entries[0]["kind"] == "import" and entries[0]["detail"] == {"created": True, "templates": 2}
