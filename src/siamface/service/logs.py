@@ -1,7 +1,8 @@
 """The log of `siamface serve`: rate-limited, so that a flood of refused connections or failing requests
 cannot fill a disk, and an access log that never shows a secret sent in a URL.
 
-- `RateLimit`: at most one line per kind (logger, level and message, or a record's ``kind``) per interval;
+- `RateLimit`: at most one line per kind (logger, level and message, or a record's ``kind``) per interval,
+  siamface's own INFO lines (one per audited change) excepted;
   the next line of that kind says how many were suppressed meanwhile, and `RateLimit.flush` (at shutdown)
   says it for the kinds still counting. An operating-system error (a refused accept: "too many open files")
   is one line, without its traceback.
@@ -54,6 +55,8 @@ class RateLimit(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == "uvicorn.access":
             return True  # asked for with --access-log: every request, on purpose
+        if record.levelno < logging.WARNING and record.name.startswith("siamface"):
+            return True  # one INFO line per audited change (made with a key): each is an event, never a flood
         kind = (record.name, record.levelno, getattr(record, "kind", None) or str(record.msg))
         now = self.clock()
         with self._lock:
