@@ -29,20 +29,29 @@ _shared_lock = threading.Lock()
 _shared: dict[tuple, object] = {}
 
 
-def shared_session(path: str | Path, threads: int, providers: tuple[str, ...] = ("CPUExecutionProvider",)):
+def shared_session(
+    path: str | Path, threads: int, providers: tuple[str, ...] = ("CPUExecutionProvider",), sha256: str | None = None
+):
     """An `onnxruntime.InferenceSession` of the file `path` with `session_options(threads)`, shared by every
     caller in the process that asks for the same file (same size and modification time), threads and
     providers: a process that builds several pipelines (a test run, a command run many times in one
-    process) loads each model once. A session's ``run`` is thread-safe. Errors are ONNX Runtime's own (or
-    OSError for a missing file): callers turn them into a ModelError."""
+    process) loads each model once. A session's ``run`` is thread-safe. `sha256`: the hash the file's bytes
+    must have (a cached conversion, `siamface._files.accepted_digest`); the session is made from the bytes
+    checked. Errors are ONNX Runtime's own (or OSError for a missing file, ValueError for a changed one):
+    callers turn them into a ModelError."""
+    import hashlib
+
     import onnxruntime as ort
 
     path = Path(path)
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, int(threads), tuple(providers))
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino, int(threads), tuple(providers))
     with _shared_lock:
         session = _shared.get(key)
         if session is None:
-            session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=list(providers))
+            data = path.read_bytes()  # the bytes checked are the bytes loaded
+            if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+                raise ValueError(f"{path} changed since it was checked against its source; run again")
+            session = ort.InferenceSession(data, sess_options=session_options(threads), providers=list(providers))
             _shared[key] = session
         return session
