@@ -15,7 +15,7 @@ The cache is never the truth. Each entry carries an HMAC-SHA256 of everything in
 embedding bytes) under a secret key kept in siamface's config folder (``cache.key``, 0600, made on first
 use: `siamface.thresholds.config_dir`), not beside the cache: whoever can write the cache folder (a shared
 or world-writable one) but not the user's config folder cannot forge an entry. An entry whose HMAC does
-not verify, whose bytes are not a finite unit vector of its stated size, or that the file cannot give back
+not verify, whose bytes are not a finite vector of its stated size, or that the file cannot give back
 (a damaged page) is treated as missing and embedded again (`rejected` counts them, the caller warns); a
 file SQLite cannot open at all is moved aside and the cache starts empty.
 
@@ -59,8 +59,6 @@ log = logging.getLogger(__name__)
 FILE_NAME = "embeddings.sqlite"
 SCHEMA_VERSION = 2  # 2: each entry's HMAC (entries of 1 have none: embedded again once)
 KEY_FILE = "cache.key"
-#: How far from length 1 a cached embedding may be (they are stored L2-normalised, float32).
-NORM_TOLERANCE = 1e-3
 
 #: Detector attributes that do not change which face is found or where (left out of the key).
 _NOT_IN_KEY = frozenset({"threads", "num_threads", "name"})
@@ -255,7 +253,7 @@ class EmbeddingCache:
         if blob is None:
             return CachedEmbedding(None, n_faces)
         vector = np.frombuffer(blob, dtype="<f4").astype(np.float32)
-        if not np.all(np.isfinite(vector)) or abs(float(np.linalg.norm(vector)) - 1.0) > NORM_TOLERANCE:
+        if not np.all(np.isfinite(vector)):
             return None
         return CachedEmbedding(vector, n_faces)
 
