@@ -86,3 +86,23 @@ def test_a_header_claiming_1e12_rows_is_a_rebuild_not_a_memory_error(big):
     header["arrays"] = [10**12, 10**12]
     path.with_name(path.name + ".faiss").write_bytes(json.dumps(header).encode() + b"\n" + data[end:])
     assert _identify(path)[0] == "s3"
+
+
+def test_serve_starts_on_a_damaged_index_file_and_names_the_right_person(big):
+    pytest.importorskip("fastapi", reason="the service extra is not installed")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "service"))
+    from service_support import Server
+
+    path, data = big
+    header, end, _, _ = _parts(data)
+    header["arrays"] = [10**12, 10**12]  # killed serve at start with MemoryError
+    path.with_name(path.name + ".faiss").write_bytes(json.dumps(header).encode() + b"\n" + data[end:])
+    server = Server(path)
+    try:
+        answer = server.request("POST", "/v1/identify", files=[("image", "probe.pgm", att(3, 1).read_bytes())])
+        assert answer.status == 200 and answer.body["faces"][0]["person"] == "s3", answer.body
+    finally:
+        server.stop()
