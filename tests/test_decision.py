@@ -20,12 +20,12 @@ def test_resolution_order_with_sources(tmp_path):
     default = resolve(info)
     assert (default.verify.value, default.identify.value) == (info.threshold, info.identify_threshold)
     assert default.verify.source == info.threshold_source and "1:N" in default.identify.source
-    given = resolve(info, given=0.5, calibration=cal(0.95))
-    assert given.verify == given.identify == Threshold(0.5, CALLER)  # the caller's wins, no FAR claimed
+    given = resolve(info, given=0.8, calibration=cal(0.95))
+    assert given.verify == given.identify == Threshold(0.8, CALLER)  # the caller's wins, no FAR claimed
     calibrated = resolve(info, calibration=cal(0.95))
     assert calibrated.verify == calibrated.identify and calibrated.verify.value == 0.95
     assert calibrated.verify.far == 0.0009 and "calibrated (far=0.001) on unit" in calibrated.verify.source
-    assert calibrated.given(None) is calibrated and calibrated.given(0.7).identify.source == CALLER
+    assert calibrated.given(None) is calibrated and calibrated.given(0.8).identify.source == CALLER
 
 
 def test_an_explicit_file_without_the_model_falls_back_to_the_users(tmp_path):

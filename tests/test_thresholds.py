@@ -39,7 +39,7 @@ def test_precedence(tmp_path):
     assert Pipeline().threshold == default
     assert Pipeline().identify_threshold == Pipeline().encoder.info.identify_threshold > default  # 1:N stricter
     assert "1:N" in Pipeline().identify_threshold_source
-    assert Pipeline(threshold=0.5).identify_threshold == 0.5
+    assert Pipeline(threshold=0.8).identify_threshold == 0.8
     save_calibration(cal(0.93))  # the user's file
     try:
         p = Pipeline()
@@ -48,7 +48,7 @@ def test_precedence(tmp_path):
         beside = tmp_path / "gallery.thresholds.json"
         save_calibration(cal(0.95), beside)
         assert Pipeline(calibration_file=beside).threshold == 0.95
-        assert Pipeline(threshold=0.5, calibration_file=beside).threshold == 0.5
+        assert Pipeline(threshold=0.8, calibration_file=beside).threshold == 0.8
         result = Pipeline().verify(att(1, 1), att(1, 2))
         assert result.threshold == 0.93 and "calibrated (far=0.001)" in result.threshold_source
     finally:

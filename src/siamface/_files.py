@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .errors import ModelError
+
+log = logging.getLogger(__name__)
 
 #: The suffixes (lower case) of the image files siamface reads from a folder: what `siamface.image.load_image`
 #: decodes (Pillow: JPEG, PNG, BMP, PGM/PPM/PBM, TIFF, WebP, GIF's first frame). One set for every folder
@@ -51,15 +54,19 @@ def atomic_write_bytes(target: Path, data: bytes, *, mode: int | None = None) ->
 
 
 def cached_conversion(source: Path, target: Path, build: Callable[[], bytes]) -> Path:
-    """`target` if it exists, else ``build()`` written there atomically; errors become `ModelError`."""
+    """`target` if it exists, else ``build()`` written there atomically; errors become `ModelError`.
+    Unchecked: for a cache whose content cannot be verified, prefer `cached_model`."""
     if target.is_file() and target.stat().st_size > 0:
         return target
-    data = build()
+    _write_conversion(source, target, build())
+    return target
+
+
+def _write_conversion(source: Path, target: Path, data: bytes) -> None:
     try:
         atomic_write_bytes(target, data)
     except OSError as exc:
         raise ModelError(f"cannot write the converted model of {source} to {target.parent}: {exc}") from None
-    return target
 
 
 def file_sha256(path: str | Path) -> str:
@@ -82,15 +89,18 @@ def default_cache_dir() -> Path:
 
 
 _digests: dict[tuple, str] = {}
+#: The sha256 of the bytes `cached_model` accepted at each cached model's path (resolved), in this process:
+#: `accepted_digest` gives it to the loader, which loads a model only when its bytes still hash to it.
+_accepted: dict[str, str] = {}
 
 
 def _source_digest(source: Path) -> str:
-    """The first 16 hex digits of `source`'s sha256, hashed once per process for a given path, size and
-    modification time (a process that builds many pipelines reads a large model file once)."""
+    """`source`'s sha256, hashed once per process for a given path, size and modification time (a process
+    that builds many pipelines reads a large model file once)."""
     stat = source.stat()
     key = (str(source.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _digests:
-        _digests[key] = file_sha256(source)[:16]
+        _digests[key] = file_sha256(source)
     return _digests[key]
 
 
@@ -103,16 +113,61 @@ def cached_model(
     cache_dir: str | Path | None = None,
     what: str = "model file",
 ) -> Path:
-    """The ONNX conversion of `source`, made once by ``build()`` into the cache dir: the file name holds
-    `stem`, the first 16 hex digits of the source's sha256 and the converter `version`, and it is written
-    atomically (`cached_conversion`), so a reader never sees a half-written model."""
+    """The ONNX conversion of `source`, made by ``build()`` into the cache dir, checked before use: the file
+    name holds `stem`, the first 16 hex digits of the source's sha256 and the converter `version`.
+
+    The cached file is a cache, never the truth. It is used when its bytes hash to the conversion's hash
+    shipped in the package (`siamface._conversions`, where whoever can write the cache folder cannot change
+    it); for a source not listed there, or a platform whose conversion gives other bytes, when it equals a
+    conversion made again now. Otherwise (replaced, truncated, another valid graph) it is converted again
+    and rewritten, with a warning. Written atomically, so a reader never sees a half-written model; load it
+    with ``shared_session(path, ..., sha256=accepted_digest(path))``, which checks the bytes it hands to ONNX
+    Runtime."""
+    from ._conversions import KNOWN_CONVERSIONS
+
     source = Path(source)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     try:
         digest = _source_digest(source)
     except OSError as exc:
         raise ModelError(f"cannot read {what} {source}: {exc}") from None
-    return cached_conversion(source, cache / f"{stem}-{digest}-c{version}.onnx", build)
+    target = cache / f"{stem}-{digest[:16]}-c{version}.onnx"
+    expected = KNOWN_CONVERSIONS.get((digest, int(version)))
+    try:
+        cached = target.read_bytes()
+    except FileNotFoundError:
+        cached = None
+    except OSError as exc:
+        log.warning("%s: cannot read the cached converted model (%s): converting %s again", target, exc, source)
+        cached = None
+    found = hashlib.sha256(cached).hexdigest() if cached is not None else None
+    if found is not None and found == expected:
+        _accepted[str(target.resolve())] = found
+        return target
+    fresh = build()
+    made = hashlib.sha256(fresh).hexdigest()
+    if expected is not None and made != expected:
+        log.info("%s: this platform's conversion differs from the one shipped; checked by converting again", source)
+    if cached == fresh:
+        _accepted[str(target.resolve())] = made
+        return target
+    if cached is not None:
+        log.warning(
+            "%s does not match the conversion of %s (a damaged or replaced cache file): converted again",
+            target,
+            source,
+        )
+    if target.is_symlink():  # never write through a link planted in the cache folder
+        target.unlink()
+    _write_conversion(source, target, fresh)
+    _accepted[str(target.resolve())] = made
+    return target
+
+
+def accepted_digest(path: str | Path) -> str | None:
+    """The sha256 `cached_model` accepted for the cached model at `path` in this process (None: not one it
+    checked). Give it to `siamface._onnx.shared_session`, which loads only bytes that still hash to it."""
+    return _accepted.get(str(Path(path).resolve()))
 
 
 def create_private_file(path: Path) -> None:

@@ -15,6 +15,10 @@ Thresholds (`resolve`), for 1:1 and 1:N, each with the source said in every answ
 4. the model's measured defaults: 1:1 ``info.threshold``; 1:N ``info.identify_threshold`` (stricter), or
    the 1:1 one when the model has none.
 
+Every threshold is checked where it enters (`check_threshold`): a finite number in the model's plausible
+range, from its impostor median (``info.impostor_median``: below it most strangers match) to 1, else
+`ConfigError` naming where it came from. A calibration file with a value outside it is refused, never used.
+
 Decisions, all on cosine similarity (higher = more alike; a face matches when ``similarity >= threshold``):
 
     same(similarity, t)                  one pair                                        -> Decision
@@ -52,6 +56,9 @@ RULES = ("best", "mean", "fraction")
 DEFAULT_FRACTION = 0.5
 #: The 1:N statuses (see `identity`).
 KNOWN, AMBIGUOUS, UNKNOWN = "known", "ambiguous", "unknown"
+#: The plausible thresholds of a model whose impostor median was not measured: above 0 (a threshold of 0 or
+#: less matches about half of all strangers in any embedding space) and at most 1 (cosine similarity).
+PLAUSIBLE = (0.0, 1.0)
 
 D = TypeVar("D", bound=Decision)
 
@@ -73,21 +80,54 @@ class Threshold:
         return np.asarray(similarity) >= self.value
 
 
+def plausible_range(info: Any = None) -> tuple[float, float, bool]:
+    """(low, high, low included) of the thresholds plausible for the model `info` describes: from its
+    impostor median (included) to 1, or above 0 to 1 when it has none (see `PLAUSIBLE`)."""
+    median = getattr(info, "impostor_median", None)
+    if median is None:
+        return PLAUSIBLE[0], PLAUSIBLE[1], False
+    return float(median), PLAUSIBLE[1], True
+
+
+def check_threshold(value: Any, info: Any = None, where: str = "threshold") -> float:
+    """`value` as a float if it is a finite number in the plausible range of the model `info` describes
+    (`plausible_range`), else `ConfigError` saying `where` it came from and why."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"{where}: {value!r} is not a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ConfigError(f"{where}: {value!r} is not a finite number")
+    low, high, included = plausible_range(info)
+    if number > high or number < low or (number == low and not included):
+        name = getattr(info, "name", None)
+        why = (
+            f"below {low:g}, the median similarity of two strangers' faces for model {name} (it would let "
+            "most strangers in)"
+            if included
+            else f"a cosine-similarity threshold must be above {low:g}"
+        )
+        raise ConfigError(f"{where}: {number:g} is outside the plausible range ({why}; at most {high:g})")
+    return number
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """The thresholds in force for a model: 1:1 (`verify`), 1:N (`identify`) and the 1:N ambiguity
-    `margin`, resolved once (see `resolve`)."""
+    `margin`, resolved once (see `resolve`); `info`: the model they are for (its plausible range checks
+    a caller's threshold, see `given`)."""
 
     verify: Threshold
     identify: Threshold
     margin: float = DEFAULT_MARGIN
     calibration: Calibration | None = None
+    info: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     def given(self, value: float | None, source: str | None = None) -> Thresholds:
-        """These thresholds with a caller's `value` in force for 1:1 and 1:N (unchanged when None)."""
+        """These thresholds with a caller's `value` in force for 1:1 and 1:N (unchanged when None), checked
+        against the model's plausible range (`check_threshold`)."""
         if value is None:
             return self
-        return resolve(None, given=value, given_source=source, margin=self.margin)
+        return resolve(self.info, given=value, given_source=source, margin=self.margin)
 
     def with_margin(self, margin: float | None) -> Thresholds:
         """These thresholds with another ambiguity margin (unchanged when None); ConfigError outside [0, 1)."""
@@ -124,11 +164,17 @@ class ThresholdsInForce:
         return self.thresholds.identify.source
 
 
-def find_calibration(model: str, calibration_file: str | Path | None = None) -> Calibration | None:
+def find_calibration(model: str, calibration_file: str | Path | None = None, info: Any = None) -> Calibration | None:
     """The model's calibration in force: its entry in `calibration_file` when given, else in the user's
-    calibration file, else None."""
-    found = load_calibration(model, Path(calibration_file)) if calibration_file is not None else None
-    return found if found is not None else load_calibration(model, user_calibration_file())
+    calibration file, else None. With `info` (the model's), a threshold outside its plausible range is a
+    `ConfigError` naming the file (`check_threshold`): such a file is refused, not skipped."""
+    for path in ([Path(calibration_file)] if calibration_file is not None else []) + [user_calibration_file()]:
+        found = load_calibration(model, path)
+        if found is not None:
+            if info is not None:
+                check_threshold(found.threshold, info, f"{path}: the threshold of {model}")
+            return found
+    return None
 
 
 def resolve(
@@ -139,19 +185,28 @@ def resolve(
     calibration: Calibration | None = None,
     margin: float = DEFAULT_MARGIN,
 ) -> Thresholds:
-    """The thresholds in force for the model described by `info` (an `embedding.ModelInfo`): the caller's
-    `given` value, else `calibration` (see `find_calibration`), else the model's defaults."""
+    """The thresholds in force for the model described by `info` (an `embedding.ModelInfo`; None when not
+    known: only the general range is checked): the caller's `given` value, else `calibration` (see
+    `find_calibration`), else the model's defaults. Each is checked by `check_threshold`."""
     if given is not None:
-        chosen = Threshold(float(given), given_source or CALLER)
-        return Thresholds(chosen, chosen, margin)
+        source = given_source or CALLER
+        chosen = Threshold(check_threshold(given, info, f"the threshold {source}"), source)
+        return Thresholds(chosen, chosen, margin, info=info)
     if calibration is not None:
-        chosen = Threshold(float(calibration.threshold), calibration.describe(), float(calibration.far))
-        return Thresholds(chosen, chosen, margin, calibration)
+        value = check_threshold(calibration.threshold, info, f"the calibrated threshold of {calibration.model}")
+        chosen = Threshold(value, calibration.describe(), float(calibration.far))
+        return Thresholds(chosen, chosen, margin, calibration, info=info)
     far = (getattr(info, "extra", None) or {}).get("far")
-    verify = Threshold(float(info.threshold), info.threshold_source, float(far) if far is not None else None)
+    where = f"the default threshold of model {info.name}"
+    verify = Threshold(
+        check_threshold(info.threshold, info, where), info.threshold_source, float(far) if far is not None else None
+    )
     if info.identify_threshold is None:
-        return Thresholds(verify, verify, margin)
-    return Thresholds(verify, Threshold(float(info.identify_threshold), info.identify_threshold_source), margin)
+        return Thresholds(verify, verify, margin, info=info)
+    identify = Threshold(
+        check_threshold(info.identify_threshold, info, where + " (1:N)"), info.identify_threshold_source
+    )
+    return Thresholds(verify, identify, margin, info=info)
 
 
 # -- 1:1 ----------------------------------------------------------------------------------------------

@@ -86,11 +86,11 @@ class Pipeline(ThresholdsInForce):
         `siamface.decision`: the caller's, else the calibration (explicit file, then the user's), else
         the model's measured defaults."""
         if self._thresholds is None:
+            info = self.encoder.info
             if self._threshold is not None:
-                found = resolve(None, given=self._threshold, given_source=self._threshold_source)
+                found = resolve(info, given=self._threshold, given_source=self._threshold_source)
             else:
-                info = self.encoder.info
-                found = resolve(info, calibration=find_calibration(info.name, self._calibration_file))
+                found = resolve(info, calibration=find_calibration(info.name, self._calibration_file, info))
             self._thresholds = found
         return self._thresholds
 

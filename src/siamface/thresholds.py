@@ -10,6 +10,7 @@ explicitly, the user's, the model's default) is decided in one place, `siamface.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,10 +63,28 @@ def read_calibrations(path: Path) -> dict[str, Calibration]:
         return {}
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: not a readable calibration file ({exc})") from None
-    try:
-        return {name: Calibration(**entry) for name, entry in raw.items()}
-    except TypeError as exc:
-        raise ConfigError(f"{path}: unexpected calibration entry ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: not a calibration file (a JSON object of model name -> calibration)")
+    out = {}
+    for name, entry in raw.items():
+        try:
+            out[name] = Calibration(**entry)
+        except TypeError as exc:
+            raise ConfigError(f"{path}: unexpected calibration entry ({exc})") from None
+        _check_entry(path, name, out[name])
+    return out
+
+
+def _check_entry(path: Path, name: str, cal: Calibration) -> None:
+    """ConfigError unless the entry is of its model and its threshold and rates are finite numbers (the
+    model's plausible range is checked where the model is known, `siamface.decision.find_calibration`)."""
+    if cal.model != name:
+        raise ConfigError(f"{path}: the entry of {name!r} is a calibration of {cal.model!r}")
+    for field, value, low in (("threshold", cal.threshold, -1.0), ("far", cal.far, 0.0), ("frr", cal.frr, 0.0)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{path}: the {field} of {name} is {value!r}, not a finite number")
+        if not low <= value <= 1.0:
+            raise ConfigError(f"{path}: the {field} of {name} is {value!r}, outside [{low:g}, 1]")
 
 
 def load_calibration(model: str, path: Path | None = None) -> Calibration | None:

@@ -182,9 +182,9 @@ def test_missing_images_are_an_error(tmp_path, hog):
 
 
 def test_explicit_threshold_is_reported(hog, shared_cache):
-    r = runner.evaluate_folder(hog, ATT, cache=shared_cache, progress=False, threshold=0.5)
-    assert r.threshold == 0.5 and r.threshold_source == "given by the caller"
-    assert r.at_threshold.far > 0.5  # everything looks alike at 0.5 for dlib-resnet
+    r = runner.evaluate_folder(hog, ATT, cache=shared_cache, progress=False, threshold=0.84)
+    assert r.threshold == 0.84 and r.threshold_source == "given by the caller"
+    assert r.at_threshold.far > 0.2  # many strangers look alike at 0.84 for dlib-resnet (its floor is 0.83)
 
 
 # --------------------------------------------------------------------------------------------------- #

@@ -172,7 +172,7 @@ def test_a_gallery_opened_without_a_pipeline_decides_with_the_calibration_beside
         library.threshold,
         library.threshold_source,
     )
-    with Gallery(gallery_file, threshold=0.5) as g:  # the caller's threshold still comes first
+    with Gallery(gallery_file, threshold=0.8) as g:  # the caller's threshold still comes first
         assert g.verify("s3", probe).threshold_source == CALLER
     with Gallery(gallery_file, gallery.pipeline) as g:  # and a caller's pipeline is used as given
         assert g.verify("s3", probe).threshold == by_default.threshold

@@ -418,6 +418,39 @@ def test_export_images_gives_a_training_folder(new_gallery, tmp_path):
     assert again.returncode == 2 and "not an empty folder" in again.stderr
 
 
+def test_export_images_follows_no_link_and_keeps_no_folder_others_can_write(new_gallery, tmp_path):
+    import os
+
+    kept = new_gallery("kept")
+    assert (
+        cli(
+            "enroll", "--gallery", kept, "--folder", bulk_folder(tmp_path / "b", subjects=(3,)), "--keep-images"
+        ).returncode
+        == 0
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    link = tmp_path / "link"
+    link.symlink_to(elsewhere, target_is_directory=True)
+    out = cli("gallery", "export-images", "--gallery", kept, link)
+    assert out.returncode == 2 and "link" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert list(elsewhere.iterdir()) == []  # nothing written through the link
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # anyone could have prepared it, or could add to it while we write
+    out = cli("gallery", "export-images", "--gallery", kept, shared)
+    assert out.returncode == 0, out.stderr
+    assert oct(shared.stat().st_mode & 0o777) == "0o700"
+    assert {oct(p.stat().st_mode & 0o777) for p in shared.rglob("*")} == {"0o700", "0o600"}
+    if os.geteuid() == 0:  # a folder of another user is refused (only root can make one here)
+        theirs = tmp_path / "theirs"
+        theirs.mkdir(mode=0o777)
+        os.chown(theirs, 65534, 65534)
+        out = cli("gallery", "export-images", "--gallery", kept, theirs)
+        assert out.returncode == 2 and "another user" in out.stderr
+        assert list(theirs.iterdir()) == []
+
+
 def test_enroll_says_whether_it_creates_or_adds_and_refuses_a_stranger_without_force(gallery_file, tmp_path):
     g = gallery_file
     out = cli("enroll", "-g", g, "S3", att(3, PROBE))  # names match ignoring case

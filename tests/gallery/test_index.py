@@ -132,11 +132,16 @@ def test_faiss_index_follows_changes_from_another_process_without_reloading_and_
     hit = index.search(newcomer)[0][0]  # the next search: the change log, not a reload
     assert hit.person_id == added.person.id and hit.similarity == pytest.approx(1.0, abs=1e-5)
     index.close()
-    # a new process loads the saved index (and the log since), no reload either
+    # a new process loads the saved index (and the log since): it reads the templates once to check the file
+    # against them (a cache, never the truth), and trains no new index
     fresh = open_store(path)
-    monkeypatch.setattr(fresh, "matrix", no_reload)
+    reads = []
+    original = fresh.matrix
+    monkeypatch.setattr(fresh, "matrix", lambda: reads.append(1) or original())
+    monkeypatch.setattr(GalleryIndex, "_build", lambda *a: (_ for _ in ()).throw(AssertionError("rebuilt")))
     again = GalleryIndex(fresh, approx_min=10_000)
-    assert again.search(newcomer)[0][0].person_id == added.person.id
+    assert again.search(newcomer)[0][0].person_id == added.person.id and reads == [1]
+    monkeypatch.undo()
     # removing a person removes the saved file (it holds their template), the index follows at once and
     # writes a new one without it
     blob = newcomer[0].astype("<f4").tobytes()

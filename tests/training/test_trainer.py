@@ -182,5 +182,12 @@ def test_cli_train_then_verify_with_the_exported_model(tmp_path, capsys):
     code = main(["verify", "--model", model, "--json", str(att(1, 1)), str(att(1, 2))])
     payload = json.loads(capsys.readouterr().out)
     assert code in (0, 1) and payload["model"] == "cli"
+    from siamface.embedding import create_encoder
+
+    floor = create_encoder(model).info.impostor_median  # measured on the validation impostors, exported
+    assert floor is not None and payload["threshold"] >= floor
+    below = f"{floor - 0.05:.4f}"
+    assert main(["verify", "--model", model, "--threshold", below, str(att(1, 1)), str(att(1, 2))]) == 2
+    assert "plausible range" in capsys.readouterr().err
     assert main(["verify", "--model", str(tmp_path / "missing.onnx"), str(att(1, 1)), str(att(1, 2))]) == 2
     assert "model file not found" in capsys.readouterr().err

@@ -58,7 +58,8 @@ def add_chain_options(
             "entry in "
             + ("the calibration file beside the gallery (<gallery>.thresholds.json), else in " if gallery else "")
             + "the user's calibration file, written by 'siamface calibrate'; else the model's default, "
-            "see 'siamface models')",
+            "see 'siamface models'). Each must lie in the model's plausible range, from the median "
+            "similarity of its strangers' pairs to 1, else exit 2",
         )
     if json_flag:
         p.add_argument("--json", action="store_true", help="print JSON instead of text")

@@ -135,11 +135,12 @@ def add_parsers(sub) -> None:
         help="write the kept face images, a folder per person (to train on)",
         description="Write every kept face image (a gallery created with --keep-images) as "
         "DIR/<person>/<template id>.png: the folder-per-person layout `siamface "
-        "train` reads. DIR must be new or empty. The images are biometric data: "
-        "the folders are written 0700 and the files 0600; delete DIR when done.",
+        "train` reads. DIR must be new or an empty folder of yours, not a link (an existing one is made 0700 "
+        "first). The images are biometric data: the folders are written 0700 and the files 0600; delete DIR "
+        "when done.",
     )
     add_gallery_option(q, json_flag=True)
-    q.add_argument("dir", help="the folder to write (created; must be empty)")
+    q.add_argument("dir", help="the folder to write (created 0700; an existing one must be empty, yours, not a link)")
     q.add_argument("--person", metavar="NAME", help="only this person's images")
     q.set_defaults(func=cmd_export_images)
     q = gsub.add_parser(

@@ -173,8 +173,9 @@ def _dataset_name(args) -> str:
     return "pairs"
 
 
-def _run(args):
-    """Build the pipeline and cache from the arguments, run the chosen protocol, return the report."""
+def _run(args, pipeline=None):
+    """Build the pipeline (unless given) and cache from the arguments, run the chosen protocol, return the
+    report."""
     from ..evaluation import runner
     from ..evaluation.cache import EmbeddingCache
 
@@ -188,7 +189,7 @@ def _run(args):
         raise ConfigError("--impostors must be >= 0")
     if args.identify and args.face == "centre":
         raise ConfigError("--face centre is not for --identify, which uses the largest face")
-    pipeline = pipeline_from_args(args)
+    pipeline = pipeline or pipeline_from_args(args)
     cache = None if args.no_cache else EmbeddingCache(args.cache)
     common = {"cache": cache, "progress": not args.quiet}
     pair_face = {"face": args.face or "centre"}
@@ -279,8 +280,9 @@ def cmd_calibrate(args) -> int:
     from ..thresholds import user_calibration_file
 
     parse_target(args.target)  # a bad --target fails before any image is embedded
-    report = _run(args)
-    cal, path = calibrate(report, args.target, args.write, force=args.force)
+    pipeline = pipeline_from_args(args)
+    report = _run(args, pipeline)
+    cal, path = calibrate(report, args.target, args.write, force=args.force, info=pipeline.encoder.info)
     user_file = user_calibration_file()
     if args.out:
         _write(report, args.out, (lambda m: print(m, file=sys.stderr)) if args.json else print)

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .._onnx import session_options
 from ..embedding.dlib_dat import (
     DlibFormatError,
     DlibNet,
@@ -299,8 +298,8 @@ class OnnxMmodDetector:
         if self._session is None:
             with self._lock:
                 if self._session is None:
-                    import onnxruntime as ort
-
+                    from .._files import accepted_digest
+                    from .._onnx import shared_session
                     from ..embedding.onnx_runtime import default_num_threads
 
                     dat = self._dat
@@ -310,8 +309,9 @@ class OnnxMmodDetector:
                         dat = dlib_model_path("mmod")
                     path = cached_mmod_onnx(dat, self._cache_dir)
                     self._net = load_dlib_mmod(dat)
-                    so = session_options(self.num_threads or default_num_threads())
-                    self._session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+                    self._session = shared_session(
+                        path, self.num_threads or default_num_threads(), sha256=accepted_digest(path)
+                    )
         return self._session, self._net
 
     def detect(self, image: np.ndarray):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import accepted_digest
 from .._onnx import LazySession
 from .._quantised import build_folded, cached_folded
 from ..errors import ModelError
@@ -87,7 +88,7 @@ class YuNetDetector(RetinaFaceDetector):
 
     def __init__(self, *args, score_threshold: float = 0.9, nms_iou: float = 0.3, **options) -> None:
         super().__init__(*args, score_threshold=score_threshold, nms_iou=nms_iou, **options)
-        self._lazy = LazySession(cached_yunet_onnx, self.threads)
+        self._lazy = LazySession(cached_yunet_onnx, self.threads, sha256=accepted_digest)
 
     def _find(self, image):
         work, scale = downscaled(image, self.max_side)

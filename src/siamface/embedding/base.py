@@ -35,6 +35,10 @@ class ModelInfo:
     #: point than 1:1 to keep the false-positive identification rate down; None: the 1:1 threshold.
     identify_threshold: float | None = None
     identify_threshold_source: str = ""
+    #: The median cosine similarity of two strangers' faces on the model's calibration data (the lower of the
+    #: data sets measured, benchmarks/impostor_floor.py): a threshold below it lets most strangers in, so
+    #: `siamface.decision.check_threshold` refuses one. None: not measured (then any threshold in (0, 1]).
+    impostor_median: float | None = None
     extra: dict = field(default_factory=dict)
 
 

@@ -52,6 +52,8 @@ class Fusion:
         """The weights as the model version spells them (two parts: the first's, as galleries recorded it)."""
         return f"{self.weight:g}" if not self.weights else "/".join(f"{w:g}" for w in self.weights)
 
+    impostor_median: float | None = None  # see ModelInfo.impostor_median
+
 
 class FusedEncoder:
     """Two encoders' unit embeddings, weighted and concatenated (see module doc)."""
@@ -73,6 +75,7 @@ class FusedEncoder:
             threshold_source=fusion.threshold_source,
             identify_threshold=fusion.identify_threshold,
             identify_threshold_source=fusion.identify_threshold_source,
+            impostor_median=fusion.impostor_median,
             extra={
                 "parts": [name for name, _ in fusion.parts],
                 "part_options": [dict(o) for _, o in fusion.parts],
@@ -118,6 +121,9 @@ DLIB_FACENET = Fusion(
     identify_threshold=0.888,  # 0.8789, 0.8876
     identify_threshold_source="default for 1:N: FAR 1e-4 on celeba_ids fitting identities and AT&T, the "
     "stricter (siamface calibrate sets your own)",
+    # impostor median: celeba_ids fitting identities 0.714, AT&T 0.748 (benchmarks/impostor_floor.py); the
+    # flip variants below measure the same to 0.01
+    impostor_median=0.71,
 )
 
 #: The default: the same weight with flip averaging on dlib's part only. dlib's embedding is the cheap one

@@ -6,6 +6,8 @@
 Runs with ONNX Runtime only (no torch). The file's ``metadata_props`` (keys `META_PREFIX` + name) say what
 the network wants: ``input_size``, ``channels`` (1 = grey, 3 = RGB), ``mean`` / ``std`` (pixel units,
 0..255, one value or one per channel), ``embedding_size``, ``metric``, ``threshold`` (+ its source), the
+median similarity of the validation impostors (``impostor_median``, optional: the floor of its plausible
+thresholds), the
 ``chip`` the network was trained on (size and padding of the aligned crop; for a box crop also ``crop``,
 ``margin`` and ``square``) and a description of the
 training data. `preprocess` turns aligned chips into the network's input; the trainer uses the same
@@ -126,6 +128,16 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def _impostor_median(value, path) -> float | None:
+    """The ``impostor_median`` metadata (written by ``siamface train``: the floor of the model's plausible
+    thresholds), or None when absent; `ModelError` when it is not a number in [-1, 1)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1.0 <= float(value) < 1.0:
+        raise ModelError(f"{path}: impostor_median {value!r} is not a cosine similarity in [-1, 1)")
+    return float(value)
+
+
 def is_model_path(spec: str) -> bool:
     """Is a ``--model`` value a path to an exported file rather than a registered name?"""
     return str(spec).lower().endswith(".onnx") or os.path.sep in str(spec)
@@ -153,6 +165,7 @@ class OnnxFileEncoder:
             metric=str(m["metric"]),
             threshold=float(m["threshold"]),
             threshold_source=str(m.get("threshold_source", "stored in the model file")),
+            impostor_median=_impostor_median(m.get("impostor_median"), self.path),
             extra={"path": str(self.path), **{k: v for k, v in m.items() if k not in ("name", "threshold")}},
         )
         self._lock = threading.Lock()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import accepted_digest
 from .._onnx import shared_session
 from ..errors import ModelError
 
@@ -106,7 +107,7 @@ class OnnxDlibResnet:
         if self.use_cuda and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         try:
-            return shared_session(path, self.num_threads, tuple(providers))
+            return shared_session(path, self.num_threads, tuple(providers), accepted_digest(path))
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"onnxruntime could not load {path}: {exc}") from None
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import accepted_digest
 from .._onnx import LazySession
 from .._quantised import build_folded, cached_folded
 from ..alignment import ChipSpec
@@ -119,7 +120,7 @@ class SFaceEncoder:
         self.info = SFACE_INFO
         self.num_threads = int(num_threads or default_num_threads())
         self.batch_size = int(batch_size)
-        self._lazy = LazySession(cached_sface_onnx, self.num_threads)
+        self._lazy = LazySession(cached_sface_onnx, self.num_threads, sha256=accepted_digest)
 
     @property
     def session(self):

@@ -11,6 +11,14 @@ another detector, another ``min_face_size``/``upsample``, another class-level se
 ``landmark_box``) is another key. Options that do not change the result (thread counts) are left out.
 An unreadable image is never cached.
 
+The cache is never the truth. Each entry carries an HMAC-SHA256 of everything in it (key, face count,
+embedding bytes) under a secret key kept in siamface's config folder (``cache.key``, 0600, made on first
+use: `siamface.thresholds.config_dir`), not beside the cache: whoever can write the cache folder (a shared
+or world-writable one) but not the user's config folder cannot forge an entry. An entry whose HMAC does
+not verify, whose bytes are not a finite vector of its stated size, or that the file cannot give back
+(a damaged page) is treated as missing and embedded again (`rejected` counts them, the caller warns); a
+file SQLite cannot open at all is moved aside and the cache starts empty.
+
 Default location: ``embeddings.sqlite`` in siamface's cache folder, the one that already holds the ONNX
 conversions of the models: ``$SIAMFACE_CACHE`` (a folder), else ``$XDG_CACHE_HOME/siamface``, else
 ``~/.cache/siamface``; so ``~/.cache/siamface/embeddings.sqlite`` by default.
@@ -18,8 +26,12 @@ conversions of the models: ``$SIAMFACE_CACHE`` (a folder), else ``$XDG_CACHE_HOM
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import logging
 import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -42,8 +54,11 @@ __all__ = [
     "model_key",
 ]
 
+log = logging.getLogger(__name__)
+
 FILE_NAME = "embeddings.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: each entry's HMAC (entries of 1 have none: embedded again once)
+KEY_FILE = "cache.key"
 
 #: Detector attributes that do not change which face is found or where (left out of the key).
 _NOT_IN_KEY = frozenset({"threads", "num_threads", "name"})
@@ -130,49 +145,117 @@ class EmbeddingCache:
         self.path = Path(path) if path is not None else default_cache_path()
         self.commit_every = max(1, int(commit_every))
         self._pending = 0
+        self._key = _secret_key()
+        #: entries found but refused since opening (damaged, or not written by this user's siamface)
+        self.rejected = 0
         try:
-            create_private_file(self.path)  # embeddings are biometric templates: owner only (0600)
-            self._db = sqlite3.connect(str(self.path), timeout=30.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:  # not a database, or damaged beyond reading: start again
+            self._db = None
+            self._reset(exc)
+        except (OSError, sqlite3.Error) as exc:
+            raise self._unusable(exc) from None
+
+    def _reset(self, exc: Exception) -> None:
+        """Move a damaged cache file (and its journal) aside and start an empty one (a cache: nothing is lost
+        but time)."""
+        aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+        log.warning("embedding cache %s is damaged (%s): moved to %s, starting empty", self.path, exc, aside)
+        if self._db is not None:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                side = Path(f"{self.path}{suffix}")
+                if side.exists():
+                    os.replace(side, f"{aside}{suffix}")
+            self._db = self._open()
+        except (OSError, sqlite3.Error) as again:
+            raise self._unusable(again) from None
+        self._pending = 0
+
+    def _unusable(self, exc: Exception) -> ConfigError:
+        return ConfigError(
+            f"embedding cache {self.path}: cannot be opened ({exc}); pass --cache PATH elsewhere or --no-cache"
+        )
+
+    def _open(self) -> sqlite3.Connection:
+        create_private_file(self.path)  # embeddings are biometric templates: owner only (0600)
+        db = sqlite3.connect(str(self.path), timeout=30.0)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(
                 "CREATE TABLE IF NOT EXISTS embeddings ("
                 " sha256 TEXT NOT NULL, model TEXT NOT NULL, detector TEXT NOT NULL,"
                 " n_faces INTEGER NOT NULL, dim INTEGER NOT NULL, embedding BLOB,"
-                " created REAL NOT NULL, PRIMARY KEY (sha256, model, detector)) WITHOUT ROWID"
+                " created REAL NOT NULL, mac BLOB, PRIMARY KEY (sha256, model, detector)) WITHOUT ROWID"
             )
-            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            self._db.commit()
-        except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(
-                f"embedding cache {self.path}: cannot be opened ({exc}); pass --cache PATH elsewhere or --no-cache"
-            ) from None
+            columns = {r[1] for r in db.execute("PRAGMA table_info(embeddings)")}
+            if "mac" not in columns:  # a cache of schema 1: its entries have none and are embedded again
+                db.execute("ALTER TABLE embeddings ADD COLUMN mac BLOB")
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            db.commit()
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     # -- reading ------------------------------------------------------------------------------------
     def get(self, sha256: str, model: str, detector: str) -> CachedEmbedding | None:
-        """The cached entry, or None when this (image, model, detector) was never embedded."""
-        row = self._db.execute(
-            "SELECT n_faces, dim, embedding FROM embeddings WHERE sha256=? AND model=? AND detector=?",
-            (sha256, model, detector),
-        ).fetchone()
-        return None if row is None else _entry(row)
+        """The cached entry, or None when this (image, model, detector) was never embedded or its entry
+        does not check (see the module)."""
+        return self.get_many([sha256], model, detector).get(sha256)
 
     def get_many(self, sha256s: Iterable[str], model: str, detector: str) -> dict[str, CachedEmbedding]:
-        """Entries found for several files at once: ``{sha256: entry}`` (missing ones are absent)."""
+        """Entries found for several files at once: ``{sha256: entry}`` (missing ones, and those that do not
+        check, are absent)."""
         wanted = list(dict.fromkeys(sha256s))
         out: dict[str, CachedEmbedding] = {}
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT sha256, n_faces, dim, embedding FROM embeddings "
-                f"WHERE model=? AND detector=? AND sha256 IN ({marks})",
-                (model, detector, *chunk),
-            )
-            for sha, *rest in rows:
-                out[sha] = _entry(rest)
+            try:
+                rows = self._db.execute(
+                    f"SELECT sha256, n_faces, dim, embedding, mac FROM embeddings "
+                    f"WHERE model=? AND detector=? AND sha256 IN ({marks})",
+                    (model, detector, *chunk),
+                ).fetchall()
+            except sqlite3.DatabaseError as exc:  # a damaged page: every entry is embedded again
+                self.rejected += len(wanted) - len(out)
+                self._reset(exc)
+                return out
+            for sha, n_faces, dim, blob, mac in rows:
+                entry = self._checked(sha, model, detector, n_faces, dim, blob, mac)
+                if entry is None:
+                    self.rejected += 1
+                else:
+                    out[sha] = entry
         return out
+
+    def _mac(self, sha256: str, model: str, detector: str, n_faces: int, dim: int, blob: bytes | None) -> bytes:
+        head = json.dumps([sha256, model, detector, int(n_faces), int(dim), blob is None]).encode()
+        return hmac.new(self._key, head + b"\0" + (blob or b""), hashlib.sha256).digest()
+
+    def _checked(self, sha, model, detector, n_faces, dim, blob, mac) -> CachedEmbedding | None:
+        """The entry if it is whole and this user's siamface wrote it, else None."""
+        if not isinstance(n_faces, int) or not isinstance(dim, int) or n_faces < 0 or dim < 0:
+            return None
+        if blob is not None and (not isinstance(blob, bytes) or len(blob) != 4 * dim or dim == 0):
+            return None
+        if not isinstance(mac, bytes) or not hmac.compare_digest(
+            mac, self._mac(sha, model, detector, n_faces, dim, blob)
+        ):
+            return None
+        if blob is None:
+            return CachedEmbedding(None, n_faces)
+        vector = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+        if not np.all(np.isfinite(vector)):
+            return None
+        return CachedEmbedding(vector, n_faces)
 
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
@@ -185,10 +268,16 @@ class EmbeddingCache:
         else:
             vec = np.ascontiguousarray(np.ravel(embedding), dtype="<f4")
             dim, blob = int(vec.size), vec.tobytes()
-        self._db.execute(
-            "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (sha256, model, detector, int(n_faces), dim, blob, time.time()),
+        row = (sha256, model, detector, int(n_faces), dim, blob, time.time())
+        insert = (
+            "INSERT OR REPLACE INTO embeddings (sha256, model, detector, n_faces, dim, embedding, created, mac) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         )
+        try:
+            self._db.execute(insert, (*row, self._mac(sha256, model, detector, n_faces, dim, blob)))
+        except sqlite3.DatabaseError as exc:  # damaged under us: start an empty cache and write there
+            self._reset(exc)
+            self._db.execute(insert, (*row, self._mac(sha256, model, detector, n_faces, dim, blob)))
         self._pending += 1
         if self._pending >= self.commit_every:
             self.flush()
@@ -214,8 +303,32 @@ class EmbeddingCache:
         return f"EmbeddingCache({str(self.path)!r})"
 
 
-def _entry(row) -> CachedEmbedding:
-    n_faces, dim, blob = row
-    if blob is None:
-        return CachedEmbedding(None, int(n_faces))
-    return CachedEmbedding(np.frombuffer(blob, dtype="<f4", count=int(dim)).astype(np.float32), int(n_faces))
+def _secret_key() -> bytes:
+    """The HMAC key of the user's cache entries: ``cache.key`` in the config folder (32 random bytes, 0600,
+    made on first use). Where that folder cannot be written, a key for this process only (entries then
+    check only in the process that wrote them)."""
+    from ..thresholds import config_dir
+
+    path = config_dir() / KEY_FILE
+    try:
+        key = path.read_bytes()
+        if len(key) >= 32:
+            return key
+    except OSError:
+        pass
+    key = secrets.token_bytes(32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+        return key
+    except FileExistsError:  # another process made it first (or it is damaged: then this process's own)
+        try:
+            found = path.read_bytes()
+            return found if len(found) >= 32 else key
+        except OSError:
+            return key
+    except OSError as exc:
+        log.warning("%s cannot be written (%s): cached embeddings check only within this process", path, exc)
+        return key

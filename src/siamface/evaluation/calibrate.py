@@ -20,9 +20,15 @@ __all__ = [
     "UnsupportedTargetError",
     "calibrate",
     "calibration_from_report",
+    "check_calibration",
     "choose_threshold",
     "parse_target",
 ]
+
+
+#: The largest share of its own impostor comparisons a calibrated threshold may let in (an EER or
+#: best-accuracy point on hard or poisoned data can sit far lower than any operating point): 5 %.
+MAX_CALIBRATED_FAR = 0.05
 
 
 class UnsupportedTargetError(ConfigError):
@@ -132,13 +138,34 @@ def calibration_from_report(report: EvaluationReport, target: str, force: bool =
     )
 
 
+def check_calibration(cal: Calibration, info=None) -> None:
+    """`ConfigError` unless `cal` may be written: its threshold in the model's plausible range
+    (`siamface.decision.check_threshold`, `info` the model's) and, on its own impostor data, letting at most
+    `MAX_CALIBRATED_FAR` of the strangers in."""
+    from ..decision import check_threshold
+
+    check_threshold(cal.threshold, info, f"calibrate: the threshold chosen for {cal.criterion}")
+    if cal.far > MAX_CALIBRATED_FAR:
+        raise ConfigError(
+            f"calibrate: the threshold chosen for {cal.criterion} ({cal.threshold:g}) lets {cal.far:.2%} of this "
+            f"data's {cal.n_impostor:,} impostor comparisons in, more than the {MAX_CALIBRATED_FAR:.0%} a "
+            "calibration may; nothing was written (choose a FAR target, e.g. --target far=0.001)"
+        )
+
+
 def calibrate(
-    report: EvaluationReport, target: str, path: str | os.PathLike | None = None, force: bool = False
+    report: EvaluationReport,
+    target: str,
+    path: str | os.PathLike | None = None,
+    force: bool = False,
+    info=None,
 ) -> tuple[Calibration, Path]:
-    """Choose the threshold on the report's data and save it (default: the user calibration file)."""
+    """Choose the threshold on the report's data, check it (`check_calibration`; `info`: the model's
+    `ModelInfo`) and save it (default: the user calibration file)."""
     from ..thresholds import save_calibration
 
     cal = calibration_from_report(report, target, force=force)
+    check_calibration(cal, info)
     try:
         written = save_calibration(cal, Path(path) if path is not None else None)
     except OSError as exc:

@@ -6,6 +6,7 @@ the protocols score every pair of that image NaN (see `siamface.evaluation.repor
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -20,6 +21,8 @@ from ..errors import ConfigError, ImageError
 from .cache import EmbeddingCache, detector_key, file_sha256, model_key
 
 __all__ = ["EmbeddingRun", "ImageOutcome", "embed_images"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,15 @@ def embed_images(
                 keys[p] = file_sha256(p)
             except OSError as exc:
                 outcomes[p] = ImageOutcome(None, 0, f"unreadable: {exc.strerror or exc}")
+        refused = cache.rejected
         hits = cache.get_many(keys.values(), mkey, dkey)
+        if cache.rejected > refused:
+            log.warning(
+                "%s: %d cached embeddings did not check (damaged, or not written by this user's siamface): "
+                "embedded again",
+                cache.path,
+                cache.rejected - refused,
+            )
         for p, sha in keys.items():
             entry = hits.get(sha)
             if entry is not None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -356,20 +357,52 @@ def folder_name(name: str) -> str:
     return ("_" + safe[1:] if safe.startswith(".") else safe) or "_"
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a file only its owner may read (0600): a face image is biometric data."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _write_private(folder: int, name: str, data: bytes) -> None:
+    """Write a new file only its owner may read (0600: a face image is biometric data) in the open `folder`,
+    never through a link or over an existing file."""
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=folder)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+
+
+def _private_folder(out: Path) -> int:
+    """An open descriptor of `out`, a folder only its owner may enter (0700) and empty: made when it does
+    not exist; an existing one must be a real folder (not a link) of this user, and is made 0700 before it
+    is checked empty (a folder others could write to may have been prepared for us). `ConfigError` otherwise."""
+    if not out.exists() and not out.is_symlink():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(out, 0o700)
+        except FileExistsError:
+            pass  # made meanwhile: checked below like any existing folder
+    try:
+        fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        why = "a link (links are not followed)" if out.is_symlink() else f"not a folder we can open ({exc.strerror})"
+        raise ConfigError(f"{out}: {why}") from None
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.geteuid():
+            raise ConfigError(f"{out}: belongs to another user; export-images writes only into a folder of its own")
+        if stat.S_IMODE(info.st_mode) != 0o700:
+            os.fchmod(fd, 0o700)  # before looking inside: nobody else can add anything from now on
+        if os.listdir(fd):
+            raise ConfigError(f"{out}: exists and is not an empty folder")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def export_images(spec, out: str | os.PathLike, *, person: str | None = None) -> ImagesExport:
     """Write every kept face image of the gallery `spec` (of `person` only, when given) as
     ``out/<person>/<template id>.png``: the folder-per-person layout ``siamface train`` reads. `out` must be
-    new or empty; its folders are written 0700 and its files 0600 (biometric data)."""
+    new or an empty folder of this user's, not a link; it and its folders are made 0700 (an existing one is
+    changed to 0700 first), its files 0600 (biometric data), all written through descriptors, never through
+    a link."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"{out}: exists and is not an empty folder")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ConfigError(f"{out}: " + ("a link (links are not followed)" if out.is_symlink() else "not a folder"))
     with open_store(spec) as store:
         templates = store.templates(person)
         if not templates:
@@ -378,18 +411,25 @@ def export_images(spec, out: str | os.PathLike, *, person: str | None = None) ->
         if missing == len(templates):
             raise ConfigError(f"{store.location}: no kept images (the gallery was not created with --keep-images)")
         names = store.names(sorted({t.person_id for t in templates}))
-        folders: dict[int, Path] = {}
+        folders: dict[int, int] = {}
+        used: set[str] = set()
         written = 0
-        out.mkdir(mode=0o700, parents=True, exist_ok=True)  # owner only, like the gallery
-        for t in templates:
-            if not t.has_image:
-                continue
-            if t.person_id not in folders:
-                folder = out / folder_name(names[t.person_id])
-                if folder in folders.values():
-                    folder = out / f"{folder.name}-{t.person_id}"  # two names that map to one folder
-                folders[t.person_id] = folder
-                folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _write_private(folders[t.person_id] / f"{t.id}.png", store.image(t.id))
-            written += 1
+        root = _private_folder(out)
+        try:
+            for t in templates:
+                if not t.has_image:
+                    continue
+                if t.person_id not in folders:
+                    name = folder_name(names[t.person_id])
+                    if name in used:
+                        name = f"{name}-{t.person_id}"  # two names that map to one folder
+                    used.add(name)
+                    os.mkdir(name, 0o700, dir_fd=root)
+                    folders[t.person_id] = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root)
+                    os.fchmod(folders[t.person_id], 0o700)  # whatever the umask
+                _write_private(folders[t.person_id], f"{t.id}.png", store.image(t.id))
+                written += 1
+        finally:
+            for fd in (*folders.values(), root):
+                os.close(fd)
     return ImagesExport(out, len(folders), written, missing)

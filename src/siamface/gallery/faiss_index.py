@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,8 @@ DEFAULT_NPROBE = 16
 SAMPLE_PER_LIST = 40
 #: Format tag of the persisted file's header line.
 FILE_FORMAT = "siamface-faiss-index"
+#: The longest header line read (a damaged file's first "line" may be all of it).
+MAX_HEADER = 64 * 1024
 
 
 def available() -> bool:
@@ -134,15 +137,60 @@ class FaissIndex:
 
     @classmethod
     def load(cls, path: Path, nprobe: int = DEFAULT_NPROBE) -> tuple[FaissIndex, dict, list[np.ndarray]] | None:
-        """The index in `path`, its header and arrays, or None when there is none or it is not one of ours."""
+        """The index in `path`, its header and arrays, or None when there is none, it is not one of ours or
+        it is damaged (a header claiming more than the file holds is refused before anything is allocated).
+        Whether it agrees with the gallery is the caller's to check (`contents`)."""
         try:
             with open(path, "rb") as f:
-                header = json.loads(f.readline())
+                size = os.fstat(f.fileno()).st_size
+                header = json.loads(f.readline(MAX_HEADER))
                 if not isinstance(header, dict) or header.get("format") != FILE_FORMAT:
                     return None
-                arrays = [np.frombuffer(f.read(8 * int(n)), np.int64).copy() for n in header["arrays"]]
+                counts = [int(n) for n in header["arrays"]]
+                d = int(header["d"])
+                if d < 1 or any(n < 0 for n in counts) or 8 * sum(counts) > size - f.tell():
+                    return None
+                arrays = [np.frombuffer(f.read(8 * n), np.int64).copy() for n in counts]
                 data = np.frombuffer(f.read(), np.uint8)
             index = _faiss().deserialize_index(data)
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError):
+            if int(index.d) != d:
+                return None
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, MemoryError, OverflowError):
             return None
-        return cls(int(header["d"]), 0, kind=header.get("kind"), nprobe=nprobe, index=index), header, arrays
+        return cls(d, 0, kind=header.get("kind"), nprobe=nprobe, index=index), header, arrays
+
+    def contents(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(ids (n,), rows (n, d) float32, list of each row (n,)) as the index holds them (IVFFlat keeps the
+        rows themselves), to be checked against the gallery; None when it is not an IVFFlat index."""
+        faiss = _faiss()
+        try:
+            ivf = faiss.extract_index_ivf(self.index)
+        except RuntimeError:
+            return None
+        lists = ivf.invlists
+        if self.kind != "flat" or int(lists.code_size) != 4 * self.d:
+            return None
+        ids, codes, owner = [], [], []
+        for number in range(int(ivf.nlist)):
+            n = int(lists.list_size(number))
+            if n:
+                ids.append(faiss.rev_swig_ptr(lists.get_ids(number), n).copy())
+                codes.append(faiss.rev_swig_ptr(lists.get_codes(number), n * 4 * self.d).copy())
+                owner.append(np.full(n, number, np.int64))
+        if not ids:
+            return np.zeros(0, np.int64), np.zeros((0, self.d), np.float32), np.zeros(0, np.int64)
+        rows = np.concatenate(codes).view(np.float32).reshape(-1, self.d)
+        return np.concatenate(ids).astype(np.int64), rows, np.concatenate(owner)
+
+    def filed_right(self, rows: np.ndarray, lists: np.ndarray, tolerance: float = 1e-5) -> bool:
+        """Is each row in the list of its nearest centroid (within `tolerance`), as `add` files it? A
+        quantizer changed in the file would send searches to the wrong lists."""
+        faiss = _faiss()
+        ivf = faiss.extract_index_ivf(self.index)
+        centroids = ivf.quantizer.reconstruct_n(0, int(ivf.nlist))
+        for lo in range(0, len(rows), 4096):
+            scores = rows[lo : lo + 4096] @ centroids.T
+            own = scores[np.arange(len(scores)), lists[lo : lo + 4096]]
+            if not np.all(np.isfinite(scores)) or np.any(own < scores.max(axis=1) - tolerance):
+                return False
+        return True

@@ -8,8 +8,11 @@ The FAISS index keeps no such copy: when the counter moved it reads only the tem
 (`SQLiteStore.changes`, a log the gallery keeps by trigger) and adds or removes them by id, so a change made
 by another process is seen at the next search in milliseconds, not after a reload. It is kept in a file
 beside the gallery (``<gallery>.faiss``, 0600, with the change-log position it reflects) and loaded from
-there at the next start, rebuilt only when the log no longer reaches back to it; removing a person deletes
-that file, so that their templates do not outlive them on disk (an index in memory rewrites it).
+there at the next start, rebuilt when the log no longer reaches back to it; removing a person deletes
+that file, so that their templates do not outlive them on disk (an index in memory rewrites it). The file
+is a cache, never the truth: a loaded one is checked against the gallery (every template id, its person and
+its vector bit for bit, each in its nearest list) and rebuilt, with a warning, when they disagree; a
+damaged header is a rebuild too.
 
 A person's score for a probe is their best template's cosine similarity. Exact search is a matrix product
 followed by a per-person maximum over contiguous row segments (``np.maximum.reduceat``); FAISS returns the
@@ -254,10 +257,31 @@ class GalleryIndex:
         ):
             return None
         state = _Faiss(int(header["generation"]), int(header["seq"]), index, arrays[0], arrays[1])
-        if not self._catch_up(state) or len(state.template_ids) != self.store.stats()["templates"]:
+        if not self._catch_up(state) or not self._agrees(state):
+            log.warning("%s does not match the gallery (damaged or changed by hand): rebuilt", self.path)
             return None
         log.info("FAISS index over %d templates loaded from %s", len(state.template_ids), self.path)
         return state
+
+    def _agrees(self, state: _Faiss) -> bool:
+        """Does a loaded index hold exactly the gallery's templates: the same ids, each under its person,
+        with the same vector, each in the list of its nearest centroid? The file is a cache, never the truth:
+        this reads every template once (what a rebuild reads too; it saves the k-means training)."""
+        generation, ids, people, matrix = self.store.matrix()
+        held = state.index.contents()
+        if generation != state.generation or held is None or len(held[0]) != len(ids):
+            return False
+        order = np.argsort(ids, kind="stable")
+        ids, people, matrix = ids[order], people[order], matrix[order]
+        if not (np.array_equal(ids, state.template_ids) and np.array_equal(people, state.person_ids)):
+            return False
+        held_ids, rows, lists = held
+        where = np.argsort(held_ids, kind="stable")
+        if not np.array_equal(held_ids[where], ids):
+            return False
+        if not np.array_equal(rows[where].view(np.uint32), matrix.view(np.uint32)):  # bit for bit (NaN too)
+            return False
+        return state.index.filed_right(rows, lists)
 
     def close(self) -> None:
         """Write what the index learnt since its last save, and wait for the writer."""

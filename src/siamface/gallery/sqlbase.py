@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GalleryError
-from .names import MAX_NAME_LENGTH, check_name, lookup_form  # noqa: F401 - also imported from here
+from .names import MAX_NAME_LENGTH, InvalidNameError, check_name, lookup_form, skeleton  # noqa: F401 - also imported from here
 from .store import (
     CHANGES,
     DECISIONS,
@@ -636,12 +636,26 @@ class SqlStore:
                         f"{len(clashes)} name(s) already in {self.location}: {shown}; nothing "
                         "was added (merge them into the existing people with --merge)"
                     )
-            results = [self._add(db, n, ts, m, True, keep) for n, m, ts in people]
+            skeletons = self._skeletons(db)
+            results = [self._add(db, n, ts, m, True, keep, skeletons=skeletons) for n, m, ts in people]
             for r in results:
                 added = sum(1 for i in r.template_ids if i is not None)
                 if added:
                     self._audit_change(db, "import", r.person, actor, templates=added, created=r.created)
             return results
+
+    def _skeletons(self, db) -> dict[str, tuple[int, str]]:
+        """skeleton -> (id, name) of every person (`siamface.gallery.names.skeleton`)."""
+        return {skeleton(name): (int(pid), name) for pid, name in db.execute("SELECT id, name FROM people")}
+
+    def _refuse_lookalike(self, name: str, skeletons: dict[str, tuple[int, str]], person_id: int | None = None):
+        """`InvalidNameError` when `name` could be taken for another person's name (same skeleton)."""
+        found = skeletons.get(skeleton(name))
+        if found is not None and found[0] != person_id:
+            raise InvalidNameError(
+                f"invalid name {name!r}: it could be taken for {found[1]!r}, already enrolled (the same letters "
+                "to the eye); choose a name that cannot"
+            )
 
     def _add(
         self,
@@ -652,9 +666,11 @@ class SqlStore:
         create: bool,
         keep: KeepFilter | None,
         new: bool = False,
+        skeletons: dict[str, tuple[int, str]] | None = None,
     ) -> AddResult:
         """The body of an addition, inside the caller's write transaction: the name is looked up here, so
-        that "must be new" and "must exist" cannot race with another writer."""
+        that "must be new" and "must exist" cannot race with another writer. A new person's name must not
+        look like another's (`skeletons`: of everyone, read here when not given; the new name is added)."""
         found = self._find(db, name)
         if found is None and not create:
             raise UnknownPersonError(name, self.location)
@@ -670,7 +686,10 @@ class SqlStore:
         now = _now()
         created = found is None
         if created:
+            skeletons = skeletons if skeletons is not None else self._skeletons(db)
+            self._refuse_lookalike(name, skeletons)
             person_id = self._insert_person(db, name, json_object(metadata or {}), now)
+            skeletons[skeleton(name)] = (person_id, name)
         else:
             person_id = found.id
             if metadata:
@@ -719,6 +738,7 @@ class SqlStore:
             clash = self._find_row(db, new)
             if clash is not None and clash.id != found.id:
                 raise GalleryError(f"cannot rename {found.name!r} to {new!r}: that name is taken")
+            self._refuse_lookalike(new, self._skeletons(db), found.id)
             db.execute(self._q("UPDATE people SET name = ? WHERE id = ?"), (new, found.id))
             self._audit_change(db, "rename", found, actor)
             self._bump(db)

@@ -77,6 +77,7 @@ class Service:
 
         s = self.settings
         self.pipeline, self.model_note = build_pipeline(s, gallery=s.gallery)
+        self.pipeline.thresholds  # noqa: B018 - resolved and range-checked now: a bad one stops the start
         if s.active_liveness and "keypoints" not in self.pipeline.detect(np.zeros((64, 64, 3), np.uint8)).data:
             raise ConfigError(
                 f"--liveness {s.liveness} needs a detector with 5 keypoints (retinaface, mtcnn), not {s.detector!r}"

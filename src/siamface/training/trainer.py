@@ -354,17 +354,18 @@ def train(
     # -- best weights, threshold on validation, test figures, export --------------------------------------
     encoder.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=False)["encoder"])
     if len(val_pairs[0]):
-        threshold, how = calibrate_threshold(
-            *_pair_scores(_embed(torch, encoder, x_val, forward=forward), val_pairs), config.far
-        )
-        source = f"{how} on the validation split ({len(val_set.identities)} identities) of {faces.root}"
+        scored = _pair_scores(_embed(torch, encoder, x_val, forward=forward), val_pairs)
+        source = f"on the validation split ({len(val_set.identities)} identities) of {faces.root}"
     else:
         tr_pairs = verification_pairs(train_set.labels, seed=config.seed + 3, max_genuine=5000)
         x_tr = h_train if cached else preprocess(train_set.chips, size, ch, mean, std)
-        threshold, how = calibrate_threshold(
-            *_pair_scores(_embed(torch, encoder, x_tr, forward=forward), tr_pairs), config.far
-        )
-        source = f"{how} on the training identities of {faces.root} (no validation split)"
+        scored = _pair_scores(_embed(torch, encoder, x_tr, forward=forward), tr_pairs)
+        source = f"on the training identities of {faces.root} (no validation split)"
+    threshold, how = calibrate_threshold(*scored, config.far)
+    source = f"{how} {source}"
+    impostors = scored[0][scored[1] == 0]
+    # the floor of the model's plausible thresholds (siamface.decision.check_threshold), measured as ours are
+    floor = {"impostor_median": round(float(np.median(impostors)), 4)} if len(impostors) else {}
     test = {}
     if len(test_pairs[0]):
         test = verification_figures(
@@ -384,7 +385,7 @@ def train(
         threshold_source=source,
         training=training,
         chip=chip,
-        extra={"loss": config.loss, "encoder": config.encoder},
+        extra={"loss": config.loss, "encoder": config.encoder, **floor},
     )
     result = {
         "run": str(out),

@@ -1,0 +1,84 @@
+"""The embedding cache is a cache, never the truth: entries it did not write (a poisoned cache), damaged ones
+and a damaged file are embedded again with a warning, so `calibrate` writes the threshold of the real faces
+and never a traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+
+import numpy as np
+import pytest
+from conftest import ATT, run_cli
+
+pytestmark = pytest.mark.usefixtures("private_model_cache")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faces")
+    for subject in range(3, 9):
+        shutil.copytree(ATT / f"s{subject}", root / f"s{subject}")
+    return root
+
+
+def _calibrate(data, cache, written):
+    out = run_cli(
+        "calibrate", "--folder", data, "--target", "eer", "--detector", "hog", "--cache", cache, "--quiet",
+        "--write", written, "--json",
+    )  # fmt: skip
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    return json.loads(out.stdout)["calibration"]["threshold"], out.stderr
+
+
+@pytest.fixture(scope="module")
+def honest(data, tmp_path_factory):
+    """The threshold calibrated without any cache, and a cache filled by a calibration."""
+    folder = tmp_path_factory.mktemp("honest")
+    cache = folder / "embeddings.sqlite"
+    threshold, _ = _calibrate(data, cache, folder / "t.json")
+    return threshold, cache
+
+
+def _copy(cache, tmp_path):
+    copy = tmp_path / "embeddings.sqlite"
+    shutil.copy(cache, copy)
+    return copy
+
+
+def test_a_poisoned_cache_does_not_change_the_calibrated_threshold(data, honest, tmp_path):
+    threshold, cache = honest
+    cache = _copy(cache, tmp_path)
+    db = sqlite3.connect(cache)
+    rng = np.random.default_rng(0)
+    for sha, dim in db.execute("SELECT sha256, dim FROM embeddings WHERE embedding IS NOT NULL").fetchall():
+        v = rng.normal(size=dim).astype("<f4")  # strangers to everyone: the EER point falls near 0
+        db.execute("UPDATE embeddings SET embedding = ? WHERE sha256 = ?", ((v / np.linalg.norm(v)).tobytes(), sha))
+    db.commit()
+    db.close()
+    poisoned, stderr = _calibrate(data, cache, tmp_path / "t.json")
+    assert poisoned == pytest.approx(threshold, abs=1e-6)
+    assert "did not check" in stderr and "embedded again" in stderr
+
+
+def test_a_partly_damaged_cache_embeds_the_bad_entries_again_with_a_warning(data, honest, tmp_path):
+    threshold, cache = honest
+    cache = _copy(cache, tmp_path)
+    db = sqlite3.connect(cache)
+    db.execute("UPDATE embeddings SET embedding = x'00ff' WHERE sha256 IN (SELECT sha256 FROM embeddings LIMIT 3)")
+    db.execute("UPDATE embeddings SET dim = 7 WHERE sha256 IN (SELECT sha256 FROM embeddings LIMIT 5 OFFSET 3)")
+    db.commit()
+    db.close()
+    again, stderr = _calibrate(data, cache, tmp_path / "t.json")
+    assert again == pytest.approx(threshold, abs=1e-6) and "did not check" in stderr
+
+
+def test_a_damaged_cache_file_is_moved_aside_not_a_crash(data, honest, tmp_path):
+    threshold, cache = honest
+    cache = _copy(cache, tmp_path)
+    raw = bytearray(cache.read_bytes())
+    raw[4096:] = b"\xff" * (len(raw) - 4096)  # every page after the first
+    cache.write_bytes(bytes(raw))
+    again, stderr = _calibrate(data, cache, tmp_path / "t.json")
+    assert again == pytest.approx(threshold, abs=1e-6) and "damaged" in stderr

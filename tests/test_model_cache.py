@@ -1,0 +1,87 @@
+"""Converted models in the cache folder are caches, never the truth: a cached file is used only when its bytes
+are the conversion's, as recorded inside the package (`siamface._conversions`); a replaced one (another valid
+graph that returns a constant, a truncated file) is converted again, with a warning."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from conftest import att, run_cli
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from siamface._conversions import KNOWN_CONVERSIONS  # noqa: E402
+from siamface._files import file_sha256  # noqa: E402
+from siamface._models import dlib_model_path  # noqa: E402
+from siamface.detection.mmod_onnx import MMOD_CONVERTER_VERSION, build_mmod_onnx  # noqa: E402
+from siamface.embedding.dlib_onnx import CONVERTER_VERSION, build_resnet_onnx  # noqa: E402
+
+
+def _constant_graph() -> bytes:
+    """A valid ONNX graph with dlib's ResNet's input and output that answers the same vector for every face."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Cast", ["chips"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["f", "axes"], ["s"], keepdims=0),
+        helper.make_node("Unsqueeze", ["s", "one"], ["col"]),
+        helper.make_node("Mul", ["col", "zero"], ["z"]),
+        helper.make_node("Add", ["z", "vec"], ["embedding"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([1, 2, 3], np.int64), "axes"),
+        numpy_helper.from_array(np.array([1], np.int64), "one"),
+        numpy_helper.from_array(np.zeros((1, 128), np.float32), "zero"),
+        numpy_helper.from_array(np.linspace(-1, 1, 128, dtype=np.float32)[None], "vec"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "constant",
+        [helper.make_tensor_value_info("chips", TensorProto.UINT8, ["N", 150, 150, 3])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 128])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_the_conversions_are_deterministic_and_their_hashes_ship_in_the_package():
+    for source, build, version in (
+        (dlib_model_path("resnet"), build_resnet_onnx, CONVERTER_VERSION),
+        (dlib_model_path("mmod"), lambda p: build_mmod_onnx(p)[0], MMOD_CONVERTER_VERSION),
+    ):
+        made = hashlib.sha256(build(source)).hexdigest()
+        assert KNOWN_CONVERSIONS[(file_sha256(source), version)] == made
+
+
+def test_a_cached_model_replaced_by_a_graph_that_answers_a_constant_is_converted_again(tmp_path):
+    dat = dlib_model_path("resnet")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    planted = cache / f"{dat.stem}-{file_sha256(dat)[:16]}-c{CONVERTER_VERSION}.onnx"
+    planted.write_bytes(_constant_graph())
+    env = {"SIAMFACE_CACHE": str(cache)}
+    out = run_cli("verify", att(3, 1), att(4, 1), "--model", "dlib-resnet", "--json", env=env)
+    assert out.returncode == 1, out.stdout + out.stderr  # two people, told apart (the constant said "same")
+    assert json.loads(out.stdout)["similarity"] < 0.9
+    assert "does not match the conversion" in out.stderr and "Traceback" not in out.stderr
+    assert file_sha256(planted) == KNOWN_CONVERSIONS[(file_sha256(dat), CONVERTER_VERSION)]  # rewritten
+    same = run_cli("verify", att(3, 1), att(3, 2), "--model", "dlib-resnet", env=env)
+    assert same.returncode == 0 and "does not match" not in same.stderr
+
+
+def test_a_truncated_cached_model_is_converted_again_not_a_crash(tmp_path):
+    dat = dlib_model_path("resnet")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    planted = cache / f"{dat.stem}-{file_sha256(dat)[:16]}-c{CONVERTER_VERSION}.onnx"
+    planted.write_bytes(b"\x08\x07" + b"\xff" * 1000)
+    out = run_cli("verify", att(3, 1), att(3, 2), "--model", "dlib-resnet", env={"SIAMFACE_CACHE": str(cache)})
+    assert out.returncode == 0, out.stderr
+    assert "converted again" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,121 @@
+"""Every threshold is checked where it enters: a calibration file beside a gallery or the user's, --threshold,
+the service's settings and `calibrate`'s own output must be a finite number in the model's plausible range
+(from its impostor median to 1), else a one-line error with exit 2 (never 1, `verify`'s "different person",
+never a traceback), and `serve` does not start."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+from conftest import ATT, att, run_cli
+
+from siamface.pipeline import DEFAULT_MODEL
+
+#: (value as written in the JSON file, why it must be refused)
+BAD = {
+    "-1": -1,
+    "0": 0,
+    "0.3": 0.3,  # the default model's strangers score about 0.71-0.75 (median): most of them would match
+    "string": "0.5",
+    "NaN": math.nan,
+    "Infinity": math.inf,
+    "above 1": 1.5,
+    "true": True,
+}
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory):
+    g = tmp_path_factory.mktemp("thresholds") / "people.db"
+    out = run_cli("enroll", "--gallery", g, "s3", att(3, 2), att(3, 3), att(3, 4))
+    assert out.returncode == 0, out.stderr
+    return g
+
+
+def _write(path, value) -> None:
+    entry = {"model": DEFAULT_MODEL, "threshold": value, "criterion": "far=0.001", "far": 0.001, "frr": 0.05}
+    path.write_text(json.dumps({DEFAULT_MODEL: entry}))
+
+
+def _one_line_error(out, *needles) -> None:
+    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("siamface: error:") and "Traceback" not in out.stderr, lines
+    for needle in needles:
+        assert needle in lines[0]
+    assert "granted" not in out.stdout and "calibrated" not in out.stdout
+
+
+@pytest.mark.parametrize("value", list(BAD.values()), ids=list(BAD))
+def test_a_calibration_file_beside_a_gallery_outside_the_plausible_range_is_refused(gallery, value):
+    beside = gallery.with_name(gallery.name + ".thresholds.json")
+    _write(beside, value)
+    try:
+        stranger = run_cli("verify", "--gallery", gallery, "--claim", "s3", att(4, 1))
+        _one_line_error(stranger, str(beside))
+        named = run_cli("identify", "--gallery", gallery, att(4, 1))
+        _one_line_error(named, str(beside))
+        _write(beside, 0.9)  # a plausible one is used, and said
+        own = run_cli("verify", "--gallery", gallery, "--claim", "s3", att(3, 1), "--json")
+        assert own.returncode == 0, own.stderr
+        answer = json.loads(own.stdout)
+        assert answer["threshold"] == 0.9 and answer["threshold_source"].startswith("calibrated (far=0.001)")
+    finally:
+        beside.unlink()
+    assert run_cli("verify", "--gallery", gallery, "--claim", "s3", att(4, 1)).returncode == 1  # then refused
+
+
+@pytest.mark.parametrize("value", [-1, 0.3, math.nan], ids=["-1", "0.3", "NaN"])
+def test_the_users_calibration_file_is_checked_too(tmp_path, value):
+    _write(tmp_path / "thresholds.json", value)
+    out = run_cli("verify", att(3, 1), att(4, 1), env={"SIAMFACE_CONFIG_DIR": str(tmp_path)})
+    _one_line_error(out, str(tmp_path / "thresholds.json"))
+
+
+@pytest.mark.parametrize("value", ["-5", "0", "0.3", "nan", "inf", "2"])
+def test_threshold_option_outside_the_plausible_range_is_refused(gallery, value):
+    _one_line_error(run_cli("verify", att(3, 1), att(4, 1), "--threshold", value), "threshold")
+    _one_line_error(run_cli("identify", "--gallery", gallery, att(4, 1), "--threshold", value), "threshold")
+
+
+def test_serve_refuses_to_start_on_an_implausible_calibration(gallery, monkeypatch, tmp_path):
+    pytest.importorskip("fastapi")
+    import uvicorn
+
+    def never_listen(*args, **kwargs):
+        raise AssertionError("siamface serve got past its checks and would listen")
+
+    monkeypatch.setattr(uvicorn, "run", never_listen)
+    beside = gallery.with_name(gallery.name + ".thresholds.json")
+    _write(beside, 0.3)
+    try:
+        out = run_cli("serve", "--gallery", gallery, "--port", "8765")
+    finally:
+        beside.unlink()
+    _one_line_error(out, str(beside), "plausible range")
+    _one_line_error(run_cli("serve", "--gallery", gallery, "--port", "8765", "--threshold", "-1"), "plausible range")
+
+
+def _mislabelled(root, people=((3, 4), (5, 6), (7, 8), (9, 10))):
+    """Folders each holding two people's photos under one name: the "genuine" pairs are half strangers."""
+    for a, b in people:
+        folder = root / f"s{a}"
+        folder.mkdir(parents=True)
+        for subject in (a, b):
+            for image in range(1, 5):
+                shutil.copy(ATT / f"s{subject}" / f"{image}.pgm", folder / f"{subject}-{image}.pgm")
+    return root
+
+
+def test_calibrate_refuses_a_threshold_that_lets_more_than_5_percent_of_its_strangers_in(tmp_path):
+    data = _mislabelled(tmp_path / "data")
+    written = tmp_path / "out.json"
+    out = run_cli(
+        "calibrate", "--folder", data, "--target", "eer", "--detector", "hog", "--no-cache", "--quiet",
+        "--write", written,
+    )  # fmt: skip
+    _one_line_error(out, "impostor comparisons in")
+    assert not written.exists()
