@@ -121,11 +121,31 @@ class Searching:
         people locked out of verification)."""
         if top < 1:
             raise ConfigError(f"top must be >= 1, got {top}")
+        self.check_model()
+        faces = self.pipeline.embed(probe)
+        return self.identify_faces(
+            describe(probe), faces, top=top, threshold=threshold, margin=margin, audit=audit, exclude=exclude
+        )
+
+    def identify_faces(
+        self,
+        label: str,
+        faces: Any,
+        *,
+        top: int = 5,
+        threshold: float | None = None,
+        margin: float | None = None,
+        audit: bool = True,
+        exclude: Collection[int] = (),
+    ) -> Identification:
+        """`identify` for faces already embedded with this gallery's pipeline (anything with ``boxes`` (n, 4)
+        and ``embeddings`` (n, d), e.g. a `Faces`, or faces read back from the embedding cache): the same
+        decision, candidates and audit, for `label` (the probe's name)."""
+        if top < 1:
+            raise ConfigError(f"top must be >= 1, got {top}")
         policy = self.thresholds.given(threshold).with_margin(margin)
         margin, chosen = policy.margin, policy.identify
         model = self.check_model()
-        label = describe(probe)
-        faces = self.pipeline.embed(probe)
         thr, source = chosen.value, chosen.source
         hits = self.index.search(faces.embeddings, k=max(top, 2), exclude=exclude) if len(faces) else []
         names = self.store.names([h.person_id for row in hits for h in row])
