@@ -42,7 +42,9 @@ def add_parsers(sub) -> None:
         "cluster",
         help="group the faces of a photo folder or video by person (no gallery needed)",
         description="Find every face of the photos and videos given (folders: every photo and video inside, "
-        "subfolders too) and group them by person without a gallery. A face that belongs to no group "
+        "subfolders too) and group them by person without a gallery: two faces are linked when their "
+        f"similarity reaches the model's 1:1 threshold in force plus {DEFAULT_SHIFT:g} (measured; --threshold "
+        "gives the linking threshold itself). A face that belongs to no group "
         "stays alone (\"unclustered\"). A video's face track counts once, with its time range. Every "
         "file is embedded once through the embedding cache, so a re-run or a grown folder embeds only "
         "what is new. Groups are numbered largest first; --enroll names groups into a gallery through "
