@@ -24,7 +24,17 @@ from _facecache import all_pairs, att_files, celeba_files, detections, embedding
 
 from siamface import Pipeline  # noqa: E402
 
-MODELS = ("dlib-resnet", "facenet", "dlib+facenet", "dlib-flip+facenet", "dlib+facenet-flip")
+MODELS = (
+    "dlib-resnet",
+    "facenet",
+    "dlib+facenet",
+    "dlib-flip+facenet",
+    "dlib+facenet-flip",
+    "sface",
+    "sface+dlib-flip",
+    "sface+facenet",
+    "sface+dlib-flip+facenet",
+)
 
 
 def _sets(data: Path) -> dict[str, tuple[Path, list[str], np.ndarray]]:

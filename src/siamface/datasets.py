@@ -30,6 +30,7 @@ __all__ = [
     "folder_identities",
     "genuine_indices",
     "genuine_pairs",
+    "files_under",
     "image_files",
     "impostor_indices",
     "impostor_pairs",
@@ -62,6 +63,30 @@ def image_files(folder: PathLike, exts: Iterable[str] = IMAGE_SUFFIXES) -> list[
     ext_set = _norm_exts(exts)
     files = [f for f in Path(folder).iterdir() if not f.name.startswith(".") and f.suffix.lower() in ext_set]
     return sorted((f for f in files if f.is_file()), key=lambda q: natural_key(q.name))
+
+
+def files_under(paths: Iterable[PathLike], exts: Iterable[str] = IMAGE_SUFFIXES, what: str = "image") -> list[str]:
+    """The files that `paths` name: a file as given; a folder as every file inside it whose suffix is in
+    `exts`, subfolders included (not through symbolic links), in natural order. A folder with no such file
+    is a `ConfigError` (naming `what` it lacks), not a silent nothing."""
+    from .errors import ConfigError
+
+    ext_set = _norm_exts(exts)
+    out: list[str] = []
+    for path in paths:
+        if not Path(path).is_dir():
+            out.append(os.fspath(path))
+            continue
+        found = [
+            Path(root) / name
+            for root, _, names in os.walk(path)
+            for name in names
+            if Path(name).suffix.lower() in ext_set
+        ]
+        if not found:
+            raise ConfigError(f"{os.fspath(path)}: a folder with no {what} in it ({', '.join(sorted(ext_set))})")
+        out.extend(str(f) for f in sorted(found, key=lambda f: [natural_key(part) for part in f.parts]))
+    return out
 
 
 def folder_identities(

@@ -82,3 +82,30 @@ def test_a_damaged_cache_file_is_moved_aside_not_a_crash(data, honest, tmp_path)
     cache.write_bytes(bytes(raw))
     again, stderr = _calibrate(data, cache, tmp_path / "t.json")
     assert again == pytest.approx(threshold, abs=1e-6) and "damaged" in stderr
+
+
+def test_every_face_entries_are_signed_and_a_rewritten_one_is_embedded_again(tmp_path, monkeypatch, caplog):
+    """The photo-library table (every face of a file) is checked like the largest-face entries: a rewritten
+    vector (someone else's face swapped in) or a damaged blob is not returned."""
+    from siamface.evaluation.cache import EmbeddingCache
+
+    monkeypatch.setenv("SIAMFACE_CONFIG_DIR", str(tmp_path / "config"))
+    path = tmp_path / "embeddings.sqlite"
+    boxes = np.array([[1, 2, 30, 40], [50, 60, 90, 100]], np.float32)
+    vectors = np.eye(2, 8, dtype=np.float32)
+    with EmbeddingCache(path) as cache:
+        cache.put_faces("a" * 64, "m@1", "d", boxes, vectors)
+        cache.put_faces("b" * 64, "m@1", "d", boxes, vectors)
+    with EmbeddingCache(path) as cache:
+        entry = cache.get_faces("a" * 64, "m@1", "d")
+        assert np.array_equal(entry.embeddings, vectors) and np.array_equal(entry.boxes, boxes)
+    db = sqlite3.connect(path)
+    swapped = np.eye(2, 8, k=3, dtype="<f4").tobytes()
+    db.execute("UPDATE faces SET embeddings = ? WHERE sha256 = ?", (swapped, "a" * 64))
+    db.execute("UPDATE faces SET boxes = ? WHERE sha256 = ?", (b"\xff" * 5, "b" * 64))
+    db.commit()
+    db.close()
+    with EmbeddingCache(path) as cache:
+        assert cache.get_faces("a" * 64, "m@1", "d") is None
+        assert cache.get_faces("b" * 64, "m@1", "d") is None
+    assert "embedding again" in caplog.text

@@ -2,6 +2,7 @@
 
     faces      verify A B, detect, embed, models              (images alone)
     gallery    enroll, identify, verify --claim                (recognition against a gallery)
+    library    cluster, find                                   (photo libraries and recordings)
     admin      people ..., gallery ...                         (the gallery's records)
     evaluate   evaluate, calibrate
     train      train
@@ -21,7 +22,7 @@ import sys
 
 from .. import __version__
 from ..errors import SiamfaceError
-from . import admin, evaluate, faces, gallery, live, serve, train
+from . import admin, evaluate, faces, gallery, library, live, serve, train
 from ._common import EXIT_ERROR
 
 
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     # Each module adds its own commands, in the order --help lists them.
-    for module in (faces, evaluate, gallery, admin, train, live, serve):
+    for module in (faces, evaluate, gallery, library, admin, train, live, serve):
         module.add_parsers(sub)
     return parser
 

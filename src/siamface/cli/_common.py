@@ -76,6 +76,19 @@ def add_margin_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_cache_options(p: argparse.ArgumentParser) -> None:
+    """--cache PATH | --no-cache: the embedding cache (`siamface.evaluation.cache`)."""
+    c = p.add_mutually_exclusive_group()
+    c.add_argument(
+        "--cache",
+        metavar="PATH",
+        help="embedding cache file (SQLite; default "
+        "$SIAMFACE_CACHE/embeddings.sqlite, else "
+        "~/.cache/siamface/embeddings.sqlite)",
+    )
+    c.add_argument("--no-cache", action="store_true", help="embed everything, read and write no cache")
+
+
 def add_gallery_option(p: argparse.ArgumentParser, json_flag: bool = False) -> None:
     """--gallery/-g (default $SIAMFACE_GALLERY, else required), and --json with `json_flag`."""
     default = os.environ.get("SIAMFACE_GALLERY")

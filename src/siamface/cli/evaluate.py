@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .._progress import Progress
 from ..errors import ConfigError
-from ._common import add_chain_options, pipeline_from_args
+from ._common import add_cache_options, add_chain_options, pipeline_from_args
 
 _DATA_HELP = """data (one of):
   --folder DIR                         folder per person: every genuine pair + seeded impostor pairs
@@ -150,15 +150,7 @@ def _data_options(p: argparse.ArgumentParser, liveness: bool = False) -> None:
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
-    c = p.add_mutually_exclusive_group()
-    c.add_argument(
-        "--cache",
-        metavar="PATH",
-        help="embedding cache file (SQLite; default "
-        "$SIAMFACE_CACHE/embeddings.sqlite, else "
-        "~/.cache/siamface/embeddings.sqlite)",
-    )
-    c.add_argument("--no-cache", action="store_true", help="embed everything, read and write no cache")
+    add_cache_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -335,7 +335,9 @@ def cmd_identify(args) -> int:
     if args.top < 1:
         raise ConfigError(f"--top-k must be >= 1, got {args.top}")
     margin = args.margin if args.margin is not None else DEFAULT_MARGIN
-    probes = _expand_probes(args.probes)
+    from ..datasets import files_under
+
+    probes = files_under(args.probes)
     outputs = _outputs(args.out, probes) if args.out else {}
     pipe = pipeline_from_args(args, gallery=args.gallery)
     results, errors, annotated = [], [], {}
@@ -378,29 +380,6 @@ def cmd_identify(args) -> int:
     if errors:
         return EXIT_ERROR
     return EXIT_OK if all(r.found for r in results) else EXIT_NO
-
-
-def _expand_probes(paths: list[str]) -> list[str]:
-    """The probe files: a file as given; a folder as every image inside it, subfolders included (not through
-    symbolic links), in natural order. A folder without an image is an error, not a silent nothing."""
-    from .._files import IMAGE_SUFFIXES
-    from ..datasets import natural_key
-
-    probes: list[str] = []
-    for path in paths:
-        if not Path(path).is_dir():
-            probes.append(path)
-            continue
-        found = [
-            Path(root) / name
-            for root, _, names in os.walk(path)
-            for name in names
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES
-        ]
-        if not found:
-            raise ConfigError(f"{path}: a folder with no image in it ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        probes.extend(str(f) for f in sorted(found, key=lambda f: [natural_key(part) for part in f.parts]))
-    return probes
 
 
 def _outputs(out: str, probes: list[str]) -> dict[str, Path]:

@@ -46,6 +46,7 @@ from ..errors import ConfigError
 
 __all__ = [
     "CachedEmbedding",
+    "CachedFaces",
     "EmbeddingCache",
     "default_cache_path",
     "detector_key",
@@ -301,6 +302,105 @@ class EmbeddingCache:
 
     def __repr__(self) -> str:
         return f"EmbeddingCache({str(self.path)!r})"
+
+    # -- every face of a file (photo libraries) ---------------------------------------------------------
+    # A table of its own, beside the largest-face entries above: (sha256, model, detector) -> every face's
+    # box and embedding, and for a video (whose detector key names the sampling) each face track's times.
+    def _faces_table(self) -> None:
+        if not getattr(self, "_has_faces_table", False):
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(faces)")}
+            if columns and "mac" not in columns:  # unsigned entries (a development build): embedded again
+                self._db.execute("DROP TABLE faces")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS faces ("
+                " sha256 TEXT NOT NULL, model TEXT NOT NULL, detector TEXT NOT NULL,"
+                " n_faces INTEGER NOT NULL, dim INTEGER NOT NULL, boxes BLOB, embeddings BLOB, times BLOB,"
+                " created REAL NOT NULL, mac BLOB, PRIMARY KEY (sha256, model, detector)) WITHOUT ROWID"
+            )
+            self._has_faces_table = True
+
+    def _faces_mac(self, sha256, model, detector, n_faces, dim, boxes, vectors, times) -> bytes:
+        head = json.dumps([sha256, model, detector, int(n_faces), int(dim), times is None]).encode()
+        body = b"\0".join((len(b).to_bytes(8, "little") + b) for b in (boxes or b"", vectors or b"", times or b""))
+        return hmac.new(self._key, head + b"\0" + body, hashlib.sha256).digest()
+
+    def get_faces(self, sha256: str, model: str, detector: str) -> CachedFaces | None:
+        """Every face cached for this (file, model, detector), or None when it was never embedded."""
+        self._faces_table()
+        row = self._db.execute(
+            "SELECT n_faces, dim, boxes, embeddings, times, mac FROM faces WHERE sha256=? AND model=? AND detector=?",
+            (sha256, model, detector),
+        ).fetchone()
+        if row is None:
+            return None
+        n, dim, boxes, vectors, times, mac = row
+        entry = None
+        if isinstance(mac, bytes) and hmac.compare_digest(
+            mac, self._faces_mac(sha256, model, detector, n, dim, boxes, vectors, times)
+        ):  # signed by this user's siamface: the same checks as a largest-face entry, then the shapes
+            try:
+                entry = _faces_entry((n, dim, boxes, vectors, times))
+            except (TypeError, ValueError):
+                entry = None
+        if entry is None or not np.all(np.isfinite(entry.embeddings)) or not np.all(np.isfinite(entry.boxes)):
+            log.warning("embedding cache %s: a damaged or unsigned entry of every face; embedding again", self.path)
+            return None
+        return entry
+
+    def put_faces(
+        self,
+        sha256: str,
+        model: str,
+        detector: str,
+        boxes: np.ndarray,
+        embeddings: np.ndarray,
+        times: np.ndarray | None = None,
+    ) -> None:
+        """Store every face of a file: boxes (n, 4), embeddings (n, d) and, for a video, times (n, 2)."""
+        self._faces_table()
+        boxes = np.ascontiguousarray(np.asarray(boxes).reshape(-1, 4), dtype="<f4")
+        vectors = np.asarray(embeddings, dtype="<f4")
+        vectors = np.ascontiguousarray(vectors.reshape(len(boxes), -1) if len(boxes) else np.zeros((0, 0), "<f4"))
+        spans = None if times is None else np.ascontiguousarray(np.asarray(times).reshape(-1, 2), dtype="<f8")
+        row = (
+            sha256,
+            model,
+            detector,
+            len(boxes),
+            int(vectors.shape[1]),
+            boxes.tobytes(),
+            vectors.tobytes(),
+            None if spans is None else spans.tobytes(),
+        )
+        self._db.execute(
+            "INSERT OR REPLACE INTO faces VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*row, time.time(), self._faces_mac(*row)),
+        )
+        self._pending += 1
+        if self._pending >= self.commit_every:
+            self.flush()
+
+
+@dataclass(frozen=True)
+class CachedFaces:
+    """Every face of a file: boxes (n, 4), embeddings (n, d), and times (n, 2) in seconds for a video."""
+
+    boxes: np.ndarray
+    embeddings: np.ndarray
+    times: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+def _faces_entry(row) -> CachedFaces:
+    n, dim, boxes, vectors, times = row
+    n, dim = int(n), int(dim)
+    return CachedFaces(
+        np.frombuffer(boxes, dtype="<f4", count=4 * n).reshape(n, 4).astype(np.float32),
+        np.frombuffer(vectors, dtype="<f4", count=n * dim).reshape(n, dim).astype(np.float32),
+        None if times is None else np.frombuffer(times, dtype="<f8", count=2 * n).reshape(n, 2).astype(np.float64),
+    )
 
 
 def _secret_key() -> bytes:

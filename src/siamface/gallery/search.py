@@ -131,14 +131,45 @@ class Searching:
         audited); `faces_found` and a note say how many there were."""
         if top < 1:
             raise ConfigError(f"top must be >= 1, got {top}")
+        self.check_model()
+        image = probe if isinstance(probe, np.ndarray) else load_image(probe)
+        found = self.pipeline.detect(image)
+        faces = self.pipeline.embed(image, found if max_faces is None else found[:max_faces])
+        return self.identify_faces(
+            describe(probe),
+            faces,
+            top=top,
+            threshold=threshold,
+            margin=margin,
+            audit=audit,
+            exclude=exclude,
+            actor=actor,
+            n_found=len(found),
+        )
+
+    def identify_faces(
+        self,
+        label: str,
+        faces: Any,
+        *,
+        top: int = 5,
+        threshold: float | None = None,
+        margin: float | None = None,
+        audit: bool = True,
+        exclude: Collection[int] = (),
+        actor: str = "",
+        n_found: int | None = None,
+    ) -> Identification:
+        """`identify` for faces already embedded with this gallery's pipeline (anything with ``boxes`` (n, 4)
+        and ``embeddings`` (n, d), e.g. a `Faces`, or faces read back from the embedding cache): the same
+        decision, candidates and audit, for `label` (the probe's name). `n_found`: the faces the probe had
+        before a cap (default: these)."""
+        if top < 1:
+            raise ConfigError(f"top must be >= 1, got {top}")
+        n_found = len(faces) if n_found is None else n_found
         policy = self.thresholds.given(threshold).with_margin(margin)
         margin, chosen = policy.margin, policy.identify
         model = self.check_model()
-        label = describe(probe)
-        image = probe if isinstance(probe, np.ndarray) else load_image(probe)
-        found = self.pipeline.detect(image)
-        n_found = len(found)
-        faces = self.pipeline.embed(image, found if max_faces is None else found[:max_faces])
         thr, source = chosen.value, chosen.source
         hits = self.index.search(faces.embeddings, k=max(top, 2), exclude=exclude) if len(faces) else []
         names = self.store.names([h.person_id for row in hits for h in row])

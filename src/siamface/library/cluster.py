@@ -1,0 +1,264 @@
+"""Group unit embeddings by person without a gallery: three methods over the graph of pairs whose cosine
+similarity reaches a threshold (the model's calibrated 1:1 threshold, as `siamface.decision` resolves it).
+
+    labels = cluster(embeddings, threshold, method="average")   # (n,) int: group per face, largest first
+
+==============  ======================================================================================
+method          rule
+==============  ======================================================================================
+components      single linkage: the connected components of the threshold graph (the naive baseline:
+                one look-alike pair joins two people)
+whispers        Chinese whispers (Biemann 2006, dlib's ``chinese_whispers``) over the threshold graph,
+                weighted by similarity: each face takes the label its neighbours carry the most weight of,
+                in a seeded random order, for `iterations` rounds (deterministic for a seed)
+average         agglomerative average linkage cut at the threshold: two groups merge while the mean
+                similarity of all their cross pairs reaches it (exact; run inside each connected
+                component, since no pair of groups from two components can reach it)
+==============  ======================================================================================
+
+Labels are renumbered so that group 0 is the largest (ties: the group whose first face comes first); a
+group of one face is a face that belongs to no group ("unclustered"). Neighbours come from FAISS where it is
+installed (range search; exact up to `EXACT_LIMIT` faces, an inverted-file index past it), else from NumPy
+in row blocks (exact).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+METHODS = ("whispers", "average", "components")
+#: Measured on celeba_ids (benchmarks/cluster.py, README "Photo libraries"): at the BCubed precision
+#: wanted (>= 0.98), Chinese whispers keeps the most recall.
+DEFAULT_METHOD = "whispers"
+#: Faces up to which FAISS searches exactly; past it, an inverted-file index (see `_faiss_index`).
+EXACT_LIMIT = 50_000
+NPROBE = 16
+#: Rows of the similarity matrix computed at once by the NumPy neighbour search (memory: BLOCK * n floats).
+BLOCK = 1024
+
+
+@dataclass(frozen=True)
+class Graph:
+    """The threshold graph: undirected edges ``i < j`` whose similarity reaches the threshold."""
+
+    n: int
+    i: np.ndarray
+    j: np.ndarray
+    similarity: np.ndarray
+
+
+def _unit(embeddings: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(np.asarray(embeddings, np.float32).reshape(len(embeddings), -1))
+    if not np.isfinite(x).all():
+        raise ConfigError("embeddings to cluster hold NaN or infinite values")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def threshold_graph(embeddings: np.ndarray, threshold: float, use_faiss: bool | None = None) -> Graph:
+    """Every pair of faces whose cosine similarity is at least `threshold`. `use_faiss`: None uses FAISS
+    when it is installed."""
+    x = _unit(embeddings)
+    n = len(x)
+    if n < 2:
+        return Graph(n, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    faiss = _faiss() if use_faiss in (None, True) else None
+    if use_faiss and faiss is None:
+        raise ConfigError("FAISS is not installed: pip install 'siamface[faiss]'")
+    if faiss is not None:
+        index = _faiss_index(faiss, x)
+        lims, sims, ids = index.range_search(x, float(threshold))
+        rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(lims.astype(np.int64)))
+        cols, sims = ids.astype(np.int64), sims.astype(np.float32)
+    else:
+        parts_r, parts_c, parts_s = [], [], []
+        for start in range(0, n, BLOCK):
+            block = x[start : start + BLOCK] @ x[start:].T  # only the columns from `start` on: i <= j
+            r, c = np.nonzero(block >= threshold)
+            parts_r.append(r + start)
+            parts_c.append(c + start)
+            parts_s.append(block[r, c])
+        rows, cols, sims = np.concatenate(parts_r), np.concatenate(parts_c), np.concatenate(parts_s)
+    keep = rows < cols
+    return Graph(n, rows[keep], cols[keep], sims[keep].astype(np.float32))
+
+
+def _faiss_index(faiss, x: np.ndarray):
+    """An exact inner-product index up to `EXACT_LIMIT` faces; past it an inverted-file index (`nlist` about
+    4 sqrt(n) lists, `NPROBE` of them searched), whose range search may miss a few edges."""
+    n, d = x.shape
+    if n <= EXACT_LIMIT:
+        index = faiss.IndexFlatIP(d)
+    else:
+        nlist = int(4 * np.sqrt(n))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False)
+        index.train(x[np.sort(sample)])
+        index.nprobe = NPROBE
+    index.add(x)
+    return index
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+def components(graph: Graph) -> np.ndarray:
+    """Connected components of `graph` (min-label propagation with pointer jumping): a label per node."""
+    labels = np.arange(graph.n, dtype=np.int64)
+    if not len(graph.i):
+        return labels
+    while True:
+        before = labels.copy()
+        low = np.minimum(labels[graph.i], labels[graph.j])
+        np.minimum.at(labels, graph.i, low)
+        np.minimum.at(labels, graph.j, low)
+        while True:  # pointer jumping: every node points at its label's label
+            jumped = labels[labels]
+            if np.array_equal(jumped, labels):
+                break
+            labels = jumped
+        if np.array_equal(labels, before):
+            return labels
+
+
+def chinese_whispers(graph: Graph, iterations: int = 20, seed: int = 0) -> np.ndarray:
+    """Chinese whispers over `graph`, edges weighted by similarity: a label per node."""
+    n = graph.n
+    labels = np.arange(n, dtype=np.int64)
+    if not len(graph.i):
+        return labels
+    src = np.concatenate([graph.i, graph.j])
+    dst = np.concatenate([graph.j, graph.i])
+    weight = np.concatenate([graph.similarity, graph.similarity]).astype(np.float64)
+    order = np.argsort(src, kind="stable")
+    src, dst, weight = src[order], dst[order], weight[order]
+    starts = np.searchsorted(src, np.arange(n + 1))
+    has_edges = np.flatnonzero(np.diff(starts) > 0)
+    rng = np.random.default_rng(seed)
+    for _ in range(iterations):
+        changed = 0
+        for node in rng.permutation(has_edges):
+            a, b = starts[node], starts[node + 1]
+            theirs = labels[dst[a:b]]
+            unique, inverse = np.unique(theirs, return_inverse=True)
+            totals = np.bincount(inverse, weights=weight[a:b])
+            best = int(unique[int(np.argmax(totals))])  # ties: the smallest label (argmax takes the first)
+            if best != labels[node]:
+                labels[node] = best
+                changed += 1
+        if not changed:
+            break
+    return labels
+
+
+def average_linkage(embeddings: np.ndarray, threshold: float, graph: Graph | None = None) -> np.ndarray:
+    """Average-linkage groups cut at `threshold`: a label per face. Exact: run by the nearest-neighbour
+    chain inside each connected component of the threshold graph (a pair of groups can only reach the
+    threshold on average if one of their cross pairs reaches it)."""
+    x = _unit(embeddings)
+    graph = graph if graph is not None else threshold_graph(x, threshold)
+    comp = components(graph)
+    labels = np.arange(graph.n, dtype=np.int64)
+    order = np.argsort(comp, kind="stable")
+    bounds = np.flatnonzero(np.diff(comp[order])) + 1
+    for members in np.split(order, bounds):
+        if len(members) < 2:
+            continue
+        groups = _nn_chain(x[members], threshold)
+        for g in np.unique(groups):
+            chosen = members[groups == g]
+            labels[chosen] = chosen.min()
+    return labels
+
+
+def _nn_chain(x: np.ndarray, threshold: float) -> np.ndarray:
+    """Average linkage on `x` (m unit rows), merging while the mean cross similarity >= threshold: labels.
+
+    The nearest-neighbour chain: follow each group's most similar group until two groups are each other's
+    best, merge them; a group whose best is under the threshold is final (average linkage is reducible:
+    merging two other groups never brings a group closer than the nearer of the two was)."""
+    m = len(x)
+    total = x.astype(np.float64) @ x.astype(np.float64).T  # sum of cross similarities between groups
+    size = np.ones(m)
+    active = np.ones(m, bool)
+    owner = np.arange(m)
+    chain: list[int] = []
+    remaining = m
+    while remaining > 1:
+        if not chain:
+            chain.append(int(np.flatnonzero(active)[0]))
+        top = chain[-1]
+        mean = total[top] / (size[top] * size)
+        mean[~active] = -np.inf
+        mean[top] = -np.inf
+        best = int(np.argmax(mean))
+        if mean[best] < threshold:  # final: it will never reach anyone
+            active[top] = False
+            remaining -= 1
+            chain.pop()
+            continue
+        if len(chain) > 1 and mean[chain[-2]] >= mean[best]:
+            best = chain[-2]  # ties keep the chain's previous group, so the chain ends
+        if len(chain) > 1 and best == chain[-2]:
+            chain.pop()
+            chain.pop()
+            a, b = min(top, best), max(top, best)
+            total[a] += total[b]
+            total[:, a] += total[:, b]
+            size[a] += size[b]
+            active[b] = False
+            owner[owner == b] = a
+            remaining -= 1
+        else:
+            chain.append(best)
+    return owner
+
+
+def cluster(
+    embeddings: np.ndarray,
+    threshold: float,
+    method: str = DEFAULT_METHOD,
+    *,
+    seed: int = 0,
+    use_faiss: bool | None = None,
+) -> np.ndarray:
+    """A group per face (n,), numbered by size, largest first; a group of one is an unclustered face."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown clustering method {method!r}; choose one of {', '.join(METHODS)}")
+    if not -1.0 <= float(threshold) <= 1.0:
+        raise ConfigError(f"clustering threshold must be a cosine similarity in [-1, 1], got {threshold}")
+    x = _unit(embeddings) if len(embeddings) else np.zeros((0, 1), np.float32)
+    if len(x) == 0:
+        return np.zeros(0, np.int64)
+    graph = threshold_graph(x, threshold, use_faiss=use_faiss)
+    if method == "components":
+        raw = components(graph)
+    elif method == "whispers":
+        raw = chinese_whispers(graph, seed=seed)
+    else:
+        raw = average_linkage(x, threshold, graph)
+    return renumber(raw)
+
+
+def renumber(labels: np.ndarray) -> np.ndarray:
+    """Labels 0.. by group size, largest first; ties by the group's first face."""
+    labels = np.asarray(labels)
+    if not len(labels):
+        return labels.astype(np.int64)
+    unique, first, inverse, counts = np.unique(labels, return_index=True, return_inverse=True, return_counts=True)
+    rank = np.lexsort((first, -counts))
+    new = np.empty(len(unique), np.int64)
+    new[rank] = np.arange(len(unique))
+    return new[inverse.reshape(-1)]

@@ -1,0 +1,229 @@
+"""Every face of a photo library, embedded once: photos (every face, not only the largest) and videos (one
+entry per face track, with its time range), through the embedding cache.
+
+    found = collect_faces(pipeline, ["holiday/", "clip.mp4"], cache=EmbeddingCache())
+    found.faces        # [LibraryFace(file, box, time, embedding)], files in natural order, faces biggest first
+    found.errors       # [(file, reason)]: unreadable photos and videos (the others are still read)
+    found.embedded     # files embedded now (the others came from the cache)
+
+The cache is keyed by the file's content (`siamface.evaluation.cache`): a re-run, a renamed file or a grown
+folder embeds only what is new. A video's entry is keyed by its sampling (`step`) and linking settings too.
+
+Videos: a frame every `step` seconds is read, its faces detected and embedded; a face joins the track
+(of the tracks seen within `max_gap` seconds) whose last face it is most similar to, when that similarity
+reaches the threshold (ties and near-ties go to the track whose box it overlaps most); else it starts a
+track. A track counts once: its embedding is the normalised mean of its faces', its box the one in its
+first frame, its time the first and last sampled times.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._files import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from ..errors import ImageError, SourceError
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two video frames read (2 per second).
+VIDEO_STEP = 0.5
+#: Seconds a video track may go unseen and still be continued.
+MAX_GAP = 2.0
+MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+
+
+@dataclass(frozen=True)
+class LibraryFace:
+    """One face of a library: its file, box (x1, y1, x2, y2), time range (videos) and embedding."""
+
+    file: str
+    box: tuple[float, float, float, float]
+    time: tuple[float, float] | None
+    embedding: np.ndarray = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "box": [round(float(v), 1) for v in self.box],
+            "time": None if self.time is None else [round(float(t), 3) for t in self.time],
+        }
+
+
+@dataclass
+class Collected:
+    faces: list[LibraryFace]
+    errors: list[tuple[str, str]]
+    embedded: int = 0
+    cached: int = 0
+    files: int = 0
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def media_files(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """Photos and videos: files as given, folders walked (see `siamface.datasets.files_under`)."""
+    from ..datasets import files_under
+
+    return files_under(paths, MEDIA_SUFFIXES, what="photo or video")
+
+
+def collect_faces(
+    pipeline: Any,
+    paths: Iterable[str | os.PathLike],
+    cache: Any = None,
+    *,
+    step: float = VIDEO_STEP,
+    max_gap: float = MAX_GAP,
+    link_threshold: float | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> Collected:
+    """Every face of the photos and videos `paths` name (folders walked), each file embedded once (the
+    cache first). `link_threshold`: the similarity that continues a video track (default: the pipeline's
+    1:1 threshold)."""
+    from ..evaluation.cache import detector_key, file_sha256, model_key
+
+    files = media_files(paths)
+    link = float(pipeline.threshold if link_threshold is None else link_threshold)
+    out = Collected([], [], files=len(files))
+    mkey = dkey = ""
+    if cache is not None:
+        mkey, base = model_key(pipeline.encoder.info), detector_key(pipeline.detector)
+        dkey = f"{base} every-face"
+        vkey = f"{base} video step={step:g} gap={max_gap:g} link={link:.6f}"
+    for n, path in enumerate(files, 1):
+        video = is_video(path)
+        sha = None
+        entry = None
+        if cache is not None:
+            try:
+                sha = file_sha256(path)
+            except OSError as exc:
+                out.errors.append((path, f"unreadable: {exc.strerror or exc}"))
+                continue
+            entry = cache.get_faces(sha, mkey, vkey if video else dkey)
+        if entry is None:
+            try:
+                if video:
+                    boxes, vectors, times = _video_tracks(pipeline, path, step, max_gap, link)
+                else:
+                    boxes, vectors, times = _photo_faces(pipeline, path)
+            except (ImageError, SourceError) as exc:
+                out.errors.append((path, str(exc)))
+                continue
+            out.embedded += 1
+            if cache is not None:
+                cache.put_faces(sha, mkey, vkey if video else dkey, boxes, vectors, times)
+        else:
+            boxes, vectors, times = entry.boxes, entry.embeddings, entry.times
+            out.cached += 1
+        for k in range(len(boxes)):
+            out.faces.append(
+                LibraryFace(
+                    path,
+                    tuple(float(v) for v in boxes[k]),
+                    None if times is None else (float(times[k, 0]), float(times[k, 1])),
+                    np.asarray(vectors[k], np.float32),
+                )
+            )
+        if progress is not None:
+            progress(n, len(files), path)
+    if cache is not None:
+        cache.flush()
+    return out
+
+
+def _photo_faces(pipeline: Any, path: str) -> tuple[np.ndarray, np.ndarray, None]:
+    faces = pipeline.embed(pipeline.load_image(path))
+    return faces.boxes.reshape(-1, 4), faces.embeddings, None
+
+
+def sampled_frames(path: str, step: float = VIDEO_STEP) -> Iterable[Any]:
+    """The frames of a video file about every `step` seconds (the first one included)."""
+    from ..video import open_source
+
+    with open_source(path) as source:
+        next_time = 0.0
+        for frame in source:
+            if frame.time + 1e-6 < next_time:
+                continue
+            next_time = frame.time + step
+            yield frame
+
+
+def _video_tracks(pipeline: Any, path: str, step: float, max_gap: float, link: float):
+    """One (box, embedding, time range) per face track of a video (see the module's docstring)."""
+    from ..live.tracking import iou_matrix
+
+    tracks: list[dict[str, Any]] = []
+    for frame in sampled_frames(path, step):
+        faces = pipeline.embed(frame.image)
+        if not len(faces):
+            continue
+        live = [t for t in tracks if frame.time - t["last"] <= max_gap + 1e-6]
+        taken: set[int] = set()
+        if live:
+            sims = faces.embeddings @ np.stack([t["recent"] for t in live]).T
+            overlap = iou_matrix(faces.boxes, np.stack([t["box"] for t in live]))
+            score = sims + 0.05 * overlap  # similarity decides; overlap breaks near-ties
+            assigned = [-1] * len(faces)
+            for flat in np.argsort(-score, axis=None):
+                fi, ti = divmod(int(flat), len(live))
+                if sims[fi, ti] < link:
+                    continue
+                if assigned[fi] >= 0 or ti in taken:
+                    continue
+                assigned[fi] = ti
+                taken.add(ti)
+        else:
+            assigned = [-1] * len(faces)
+        for fi in range(len(faces)):
+            box, vector = faces.boxes[fi].astype(np.float64), faces.embeddings[fi].astype(np.float64)
+            if assigned[fi] >= 0:
+                t = live[assigned[fi]]
+                t["sum"] += vector
+                t["recent"], t["box"], t["last"] = vector, box, frame.time
+            else:
+                tracks.append(
+                    {"sum": vector.copy(), "recent": vector, "box": box, "first_box": box}
+                    | {"first": frame.time, "last": frame.time}
+                )
+    if not tracks:
+        return np.zeros((0, 4), np.float32), np.zeros((0, 0), np.float32), np.zeros((0, 2))
+    vectors = np.stack([t["sum"] / max(np.linalg.norm(t["sum"]), 1e-12) for t in tracks]).astype(np.float32)
+    boxes = np.stack([t["first_box"] for t in tracks]).astype(np.float32)
+    times = np.array([[t["first"], t["last"]] for t in tracks], np.float64)
+    return boxes, vectors, times
+
+
+def face_crop(face: LibraryFace, pipeline: Any, margin: float = 0.6) -> np.ndarray:
+    """An RGB crop around a library face (the box widened by `margin` of its size on each side), so that it
+    is the largest face of what is enrolled; a video face is cut from its track's first frame."""
+    if face.time is None:
+        image = pipeline.load_image(face.file)
+    else:
+        image = _frame_at(face.file, face.time[0])
+    x1, y1, x2, y2 = face.box
+    w, h = x2 - x1, y2 - y1
+    H, W = image.shape[:2]
+    a, b = int(max(0, x1 - margin * w)), int(max(0, y1 - margin * h))
+    c, d = int(min(W, x2 + margin * w)), int(min(H, y2 + margin * h))
+    return np.ascontiguousarray(image[b:d, a:c])
+
+
+def _frame_at(path: str, when: float) -> np.ndarray:
+    from ..video import open_source
+
+    with open_source(path) as source:
+        for frame in source:
+            if frame.time + 1e-6 >= when:
+                return frame.image
+    raise SourceError(f"{path}: no frame at {when:.2f} s")

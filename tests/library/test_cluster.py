@@ -1,0 +1,108 @@
+"""The clustering methods and the grouping metrics, as tables: known groupings, a brute-force average
+linkage, look-alike chains, seeds, FAISS against NumPy neighbours; and on real faces (AT&T s3-s10)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import att
+
+from siamface.errors import ConfigError
+from siamface.gallery import synthetic
+from siamface.library import METHODS, bcubed, cluster, pairwise, threshold_graph
+from siamface.library.cluster import average_linkage, chinese_whispers, components, renumber
+
+
+@pytest.mark.parametrize(
+    "predicted, truth, expected_bcubed, expected_pairwise",
+    [
+        ([0, 0, 1, 1], [5, 5, 6, 6], (1.0, 1.0), (1.0, 1.0, 1.0)),
+        ([0, 0, 0, 0], [5, 5, 6, 6], (0.5, 1.0), (1 / 3, 1.0, 0.5)),
+        ([0, 1, 2, 3], [5, 5, 6, 6], (1.0, 0.5), (1.0, 0.0, 0.0)),
+        ([0, 0, 1], [5, 6, 6], (2 / 3, 2 / 3), (0.0, 0.0, 0.0)),
+    ],
+)
+def test_metrics(predicted, truth, expected_bcubed, expected_pairwise):
+    assert bcubed(np.array(predicted), np.array(truth)) == pytest.approx(expected_bcubed)
+    assert pairwise(np.array(predicted), np.array(truth)) == pytest.approx(expected_pairwise)
+
+
+def brute_average(x: np.ndarray, threshold: float) -> np.ndarray:
+    groups = [[i] for i in range(len(x))]
+    s = x @ x.T
+    while True:
+        best = None
+        for a in range(len(groups)):
+            for b in range(a + 1, len(groups)):
+                v = s[np.ix_(groups[a], groups[b])].mean()
+                if v >= threshold and (best is None or v > best[0]):
+                    best = (v, a, b)
+        if best is None:
+            break
+        groups[best[1]] += groups.pop(best[2])
+    out = np.empty(len(x), int)
+    for k, g in enumerate(groups):
+        out[g] = k
+    return out
+
+
+@pytest.mark.parametrize("seed, threshold", [(1, 0.3), (2, 0.1), (3, 0.5)])
+def test_average_linkage_is_exact(seed, threshold):
+    x = np.random.default_rng(seed).normal(size=(50, 6)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    got = average_linkage(x, threshold)
+    assert bcubed(got, brute_average(x, threshold)) == (1.0, 1.0)
+
+
+def chain() -> np.ndarray:
+    """Two tight pairs joined by one look-alike face: 0-1 and 3-4, with 2 close to 1 and to 3 only."""
+    angles = np.radians([0, 10, 40, 70, 80])
+    return np.stack([np.cos(angles), np.sin(angles)], 1).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "method, expected",
+    [
+        ("components", [0, 0, 0, 0, 0]),  # single linkage chains everyone through face 2
+        ("average", [0, 0, 2, 1, 1]),  # the look-alike stays alone
+    ],
+)
+def test_a_look_alike_chain(method, expected):
+    threshold = float(np.cos(np.radians(31)))  # 0-1, 1-2, 2-3, 3-4 reach it; 0-2 and 2-4 do not
+    assert cluster(chain(), threshold, method).tolist() == expected
+
+
+def test_whispers_is_deterministic_for_a_seed_and_splits_two_people():
+    _, owners, x = synthetic.gallery(400, per_person=20, d=64, seed=3)
+    a = cluster(x, 0.8, "whispers", seed=5)
+    assert np.array_equal(a, cluster(x, 0.8, "whispers", seed=5))
+    assert bcubed(a, owners) == (1.0, 1.0)
+    graph = threshold_graph(x, 0.8)
+    assert len(np.unique(chinese_whispers(graph, seed=1))) == len(np.unique(components(graph))) == 20
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_faiss_and_numpy_neighbours_agree(method):
+    pytest.importorskip("faiss")
+    _, _, x = synthetic.gallery(1500, d=32, seed=4)
+    assert np.array_equal(cluster(x, 0.85, method, use_faiss=True), cluster(x, 0.85, method, use_faiss=False))
+
+
+def test_labels_are_numbered_largest_first_and_inputs_are_checked():
+    assert renumber(np.array([7, 3, 3, 9, 9, 9])).tolist() == [2, 1, 1, 0, 0, 0]
+    assert cluster(np.zeros((0, 4), np.float32), 0.5).tolist() == []
+    with pytest.raises(ConfigError, match="unknown clustering method"):
+        cluster(chain(), 0.5, "kmeans")
+    with pytest.raises(ConfigError, match=r"\[-1, 1\]"):
+        cluster(chain(), 1.5)
+    with pytest.raises(ConfigError, match="NaN"):
+        cluster(np.full((2, 3), np.nan, np.float32), 0.5)
+
+
+def test_real_faces_of_eight_people_at_the_calibrated_threshold(pipeline):
+    """Every method groups s3-s10 (4 photos each) perfectly at the default model's 1:1 threshold."""
+    people = range(3, 11)
+    x = np.stack([pipeline.embed_largest(att(s, i))[0].embeddings[0] for s in people for i in range(1, 5)])
+    truth = np.repeat(list(people), 4)
+    for method in METHODS:
+        assert bcubed(cluster(x, pipeline.threshold, method), truth) == (1.0, 1.0), method

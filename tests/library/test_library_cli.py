@@ -1,0 +1,201 @@
+"""`siamface cluster` and `siamface find` through `siamface.cli.main`, on real faces (tests/fixtures/att s3-s5):
+a shuffled folder of three people comes back as three groups; a photo added later joins its group and is the
+only file embedded; --enroll names a group, which identify then names; a video of two people gives two groups
+of face tracks with their time ranges; find finds a person's photos and time ranges in a video."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import att, att_rgb, run_cli, scene
+
+from siamface.pipeline import Pipeline
+
+PEOPLE = (3, 4, 5)
+FPS = 10
+
+
+def shuffled_folder(root: Path, images=(1, 2, 3)) -> dict[str, int]:
+    """The people's photos under meaningless names, in two sub-folders: {file: subject}."""
+    rng = np.random.default_rng(7)
+    owners = {}
+    photos = [(s, i) for s in PEOPLE for i in images]
+    for k, n in enumerate(rng.permutation(len(photos))):
+        s, i = photos[n]
+        target = root / ("a" if k % 2 else "b") / f"photo{k:02d}.pgm"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(att(s, i), target)
+        owners[str(target)] = s
+    return owners
+
+
+def write_video(path: Path, segments) -> None:
+    """Each segment: (subject and image, or None for an empty scene, seconds); a face pans slowly."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (640, 480))
+    assert writer.isOpened()
+    for who, seconds in segments:
+        n = int(seconds * FPS)
+        for i in range(n):
+            faces = [] if who is None else [(att_rgb(*who), 2.0, (200 + 4 * i, 100 + i))]
+            writer.write(cv2.cvtColor(scene(faces), cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+#: s3 at 0-1 s and 6-7 s, s4 at 3-4 s and 9-10 s; empty scenes between (longer than a track's gap).
+VIDEO = [((3, 1), 1.0), (None, 2.0), ((4, 1), 1.0), (None, 2.0), ((3, 2), 1.0), (None, 2.0), ((4, 2), 1.0)]
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    root = tmp_path_factory.mktemp("library")
+    owners = shuffled_folder(root / "photos")
+    write_video(root / "clip.avi", VIDEO)
+    return root, owners
+
+
+def groups_of(payload, owners) -> list[set[int]]:
+    return [{owners[f["file"]] for f in c["faces"]} for c in payload["clusters"]]
+
+
+class CountingEmbed:
+    """Counts the images the pipeline embeds (every embedding of a photo or a video frame goes through it)."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.calls = 0
+        original = Pipeline.embed
+
+        def embed(pipeline, image, faces=None):
+            self.calls += 1
+            return original(pipeline, image, faces)
+
+        monkeypatch.setattr(Pipeline, "embed", embed)
+
+
+def test_shuffled_folder_gives_three_groups_and_a_new_photo_joins_without_re_embedding(library, monkeypatch):
+    root, owners = library
+    folder = root / "grow"
+    shutil.copytree(root / "photos", folder)
+    owners = {f.replace(str(root / "photos"), str(folder)): s for f, s in owners.items()}
+    cache = root / "grow.sqlite"
+    out = run_cli("cluster", folder, "--cache", cache, "--json")
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    assert set(payload) == {"clusters", "unclustered", "model", "threshold"}
+    assert sorted(map(sorted, groups_of(payload, owners))) == [[3], [4], [5]]  # one person per group
+    assert [len(c["faces"]) for c in payload["clusters"]] == [3, 3, 3] and payload["unclustered"] == []
+    assert [c["id"] for c in payload["clusters"]] == [0, 1, 2]
+    face = payload["clusters"][0]["faces"][0]
+    assert set(face) == {"file", "box", "time"} and len(face["box"]) == 4 and face["time"] is None
+    assert payload["model"] == "dlib-flip+facenet" and 0 < payload["threshold"] < 1
+
+    new = folder / "later" / "new.pgm"
+    new.parent.mkdir()
+    shutil.copy(att(4, 4), new)
+    owners[str(new)] = 4
+    counter = CountingEmbed(monkeypatch)
+    out = run_cli("cluster", folder, "--cache", cache)
+    assert out.returncode == 0, out.stderr
+    assert counter.calls == 1  # the new photo only: the others came from the cache
+    assert "1 files embedded, 9 from the cache" in out.stdout
+    out = run_cli("cluster", folder, "--cache", cache, "--json")
+    assert counter.calls == 1
+    payload = json.loads(out.stdout)
+    assert groups_of(payload, owners)[0] == {4} and len(payload["clusters"][0]["faces"]) == 4
+    assert str(new) in [f["file"] for f in payload["clusters"][0]["faces"]]
+
+
+def test_enroll_names_a_group_and_identify_then_names_that_person(library, tmp_path):
+    root, owners = library
+    cache = tmp_path / "c.sqlite"
+    payload = json.loads(run_cli("cluster", root / "photos", "--cache", cache, "--json").stdout)
+    k = next(i for i, g in enumerate(groups_of(payload, owners)) if g == {3})
+    gallery = tmp_path / "people.db"
+    out = run_cli("cluster", root / "photos", "--cache", cache, "--enroll", "-g", gallery, "--name", f"{k}=alice")
+    assert out.returncode == 0, out.stderr
+    assert f"enrolled group {k} as alice: 3 template(s) added" in out.stdout
+    out = run_cli("identify", "-g", gallery, att(3, 4), "--json")  # a photo of s3 the library does not hold
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["results"][0]["faces"][0]["person"] == "alice"
+    out = run_cli("identify", "-g", gallery, att(4, 4), "--json")
+    assert json.loads(out.stdout)["results"][0]["faces"][0]["person"] == "unknown"
+
+
+def test_video_of_two_people_gives_two_groups_of_tracks(library):
+    root, _ = library
+    out = run_cli("cluster", root / "clip.avi", "--cache", root / "video.sqlite", "--json")
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    assert payload["unclustered"] == []
+    starts = [sorted(round(f["time"][0]) for f in c["faces"]) for c in payload["clusters"]]
+    assert sorted(starts) == [[0, 6], [3, 9]]  # s3's two appearances, s4's two: a track counts once
+    for c in payload["clusters"]:
+        for f in c["faces"]:
+            assert f["file"] == str(root / "clip.avi") and f["time"][1] - f["time"][0] <= 1.0
+
+
+def test_find_gives_the_photos_and_the_time_ranges_of_a_video(library, tmp_path):
+    root, owners = library
+    gallery = tmp_path / "people.db"
+    assert run_cli("enroll", "-g", gallery, "carol", att(3, 4)).returncode == 0
+    assert run_cli("enroll", "-g", gallery, "dave", att(5, 4)).returncode == 0
+    cache = tmp_path / "c.sqlite"
+    out = run_cli("find", "-g", gallery, "carol", root / "photos", root / "clip.avi", "--cache", cache, "--json")
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout)["found"]
+    photos = sorted(f["file"] for f in found if f["time"] is None)
+    assert photos == sorted(f for f, s in owners.items() if s == 3)
+    ranges = [f["time"] for f in found if f["time"] is not None]
+    assert [round(t[0]) for t in ranges] == [0, 6]  # s3's appearances, not s4's
+    assert all(f["similarity"] > 0 for f in found)
+    out = run_cli("find", "-g", gallery, "dave", root / "clip.avi", "--cache", cache)
+    assert out.returncode == 1 and "not found" in out.stdout  # s5 is not in the video
+    out = run_cli("find", "-g", gallery, "nobody", root / "clip.avi", "--cache", cache)
+    assert out.returncode == 2 and "nobody" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_contact_sheet_has_a_row_per_group_and_escapes_file_names(library, tmp_path):
+    root, _ = library
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    for i in (1, 2):
+        shutil.copy(att(6, i), folder / f"<script>alert({i})<.pgm")
+    shutil.copy(att(7, 1), folder / "alone.pgm")
+    out = run_cli("cluster", folder, "--cache", tmp_path / "c.sqlite", "--out", tmp_path / "sheet")
+    assert out.returncode == 0, out.stderr
+    page = (tmp_path / "sheet" / "index.html").read_text()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;.pgm" in page
+    assert page.count('<div class="row">') == 2  # the group of s6, then the face alone
+    assert page.index("group 0: 2 face(s)") < page.index("unclustered: 1 face(s)")
+    assert page.count("data:image/jpeg;base64,") == 3
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--name", "0=alice"], "add --enroll"),
+        (["--enroll", "-g", "G.db"], "--enroll needs --name"),
+        (["--enroll", "-g", "G.db", "--name", "alice"], "give K=NAME"),
+        (["--step", "0"], "--step must be > 0"),
+    ],
+)
+def test_cluster_option_errors_are_one_line(args, message, tmp_path):
+    out = run_cli("cluster", att(3, 1), "--cache", tmp_path / "c.sqlite", *args)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "G.db").exists()
+
+
+def test_cluster_reports_an_unreadable_file_and_groups_the_others(tmp_path):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for i in (1, 2):
+        shutil.copy(att(8, i), folder / f"{i}.pgm")
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    out = run_cli("cluster", folder, "--cache", tmp_path / "c.sqlite", "--json")
+    assert out.returncode == 2 and "broken.jpg" in out.stderr
+    payload = json.loads(out.stdout)
+    assert len(payload["clusters"]) == 1 and payload["errors"][0]["file"].endswith("broken.jpg")
