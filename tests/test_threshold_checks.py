@@ -81,6 +81,15 @@ def test_threshold_option_outside_the_plausible_range_is_refused(gallery, value)
     _one_line_error(run_cli("identify", "--gallery", gallery, att(4, 1), "--threshold", value), "threshold")
 
 
+@pytest.mark.parametrize(
+    "model, value",
+    [("sface", "0.05"), ("sface+dlib-flip", "0.5"), ("sface+facenet", "0.05"), ("sface+dlib-flip+facenet", "0.55")],
+)
+def test_sface_models_have_a_plausible_range_too(model, value):
+    """Below each SFace model's impostor median (benchmarks/impostor_floor.py) a threshold is refused."""
+    _one_line_error(run_cli("verify", att(3, 1), att(4, 1), "--model", model, "--threshold", value), "threshold")
+
+
 def test_serve_refuses_to_start_on_an_implausible_calibration(gallery, monkeypatch, tmp_path):
     pytest.importorskip("fastapi")
     import uvicorn

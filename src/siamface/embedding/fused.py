@@ -165,6 +165,7 @@ SFACE_DLIB_FLIP = Fusion(
     threshold_source=DLIB_FACENET.threshold_source,
     identify_threshold=0.787,  # 0.7865, 0.7578
     identify_threshold_source=DLIB_FACENET.identify_threshold_source,
+    impostor_median=0.57,  # celeba_ids fitting identities 0.577, AT&T 0.580 (benchmarks/impostor_floor.py)
 )
 SFACE_FACENET = replace(
     SFACE_DLIB_FLIP,
@@ -173,6 +174,7 @@ SFACE_FACENET = replace(
     weight=0.8,
     threshold=0.393,  # 0.3803, 0.3925
     identify_threshold=0.507,  # 0.5073, 0.4472
+    impostor_median=0.08,  # 0.081, 0.087
 )
 SFACE_DLIB_FLIP_FACENET = replace(
     SFACE_DLIB_FLIP,
@@ -182,6 +184,7 @@ SFACE_DLIB_FLIP_FACENET = replace(
     weights=(0.2, 0.7, 0.1),
     threshold=0.769,  # 0.7593, 0.7686
     identify_threshold=0.814,  # 0.8135, 0.7898
+    impostor_median=0.6,  # 0.608, 0.628
 )
 
 for _fusion in (SFACE_DLIB_FLIP, SFACE_FACENET, SFACE_DLIB_FLIP_FACENET):

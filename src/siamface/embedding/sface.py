@@ -77,6 +77,8 @@ SFACE_INFO = ModelInfo(
     identify_threshold=0.496,
     identify_threshold_source="default for 1:N: FAR 1e-4 on celeba_ids fitting identities and AT&T, the "
     "stricter (siamface calibrate sets your own)",
+    # impostor median: celeba_ids fitting identities 0.094, AT&T 0.070 (benchmarks/impostor_floor.py)
+    impostor_median=0.07,
     extra={
         "normalisation": "none (raw 0..255 RGB; the graph subtracts 127.5 and scales by 1/128)",
         "licence": "Apache-2.0 (OpenCV Zoo, face_recognition_sface_2021dec_int8bq.onnx)",
