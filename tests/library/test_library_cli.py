@@ -174,6 +174,23 @@ def test_contact_sheet_has_a_row_per_group_and_escapes_file_names(library, tmp_p
     assert page.count("data:image/jpeg;base64,") == 3
 
 
+def test_contact_sheet_is_private_and_follows_no_link(library, tmp_path):
+    """The sheet shows faces: its folder is made 0700 (an existing one of ours too), the page 0600, and a link
+    given as the folder is refused with nothing written through it."""
+    root, _ = library
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    args = ("cluster", root, "--cache", tmp_path / "c.sqlite", "--quiet")
+    assert run_cli(*args, "--out", shared).returncode == 0
+    assert (shared.stat().st_mode & 0o777) == 0o700 and ((shared / "index.html").stat().st_mode & 0o777) == 0o600
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "link").symlink_to(elsewhere)
+    out = run_cli(*args, "--out", tmp_path / "link")
+    assert out.returncode == 2 and "a link" in out.stderr and not any(elsewhere.iterdir())
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -195,14 +195,17 @@ def cmd_cluster(args) -> int:
                 reports.append((k, enroll_group(gallery, name, grouping.clusters[k], limit=args.templates)))
     sheet = None
     if args.out:
+        from .._files import atomic_write_bytes
+        from ..gallery.exchange import private_folder
         from ..library.sheet import contact_sheet
 
         out = Path(args.out)
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {args.out}: give a folder, and this is a file")
-        out.mkdir(parents=True, exist_ok=True)
+        # the sheet shows faces (biometric data): a folder of this user's only (0700, not a link), a 0600 file
+        os.close(private_folder(out, empty=False, what="cluster --out"))
         sheet = out / "index.html"
-        sheet.write_text(contact_sheet(grouping, pipeline.load_image), encoding="utf-8")
+        atomic_write_bytes(sheet, contact_sheet(grouping, pipeline.load_image).encode("utf-8"), mode=0o600)
     if args.json:
         payload = grouping.to_dict()
         if reports:

@@ -365,10 +365,11 @@ def _write_private(folder: int, name: str, data: bytes) -> None:
         f.write(data)
 
 
-def _private_folder(out: Path) -> int:
-    """An open descriptor of `out`, a folder only its owner may enter (0700) and empty: made when it does
-    not exist; an existing one must be a real folder (not a link) of this user, and is made 0700 before it
-    is checked empty (a folder others could write to may have been prepared for us). `ConfigError` otherwise."""
+def private_folder(out: Path, *, empty: bool = True, what: str = "export-images") -> int:
+    """An open descriptor of `out`, a folder only its owner may enter (0700) and, with `empty`, empty: made
+    when it does not exist; an existing one must be a real folder (not a link) of this user, and is made 0700
+    before it is checked empty (a folder others could write to may have been prepared for us). `ConfigError`
+    otherwise. For every folder siamface writes face images into (`what` names the command in errors)."""
     if not out.exists() and not out.is_symlink():
         out.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -383,10 +384,10 @@ def _private_folder(out: Path) -> int:
     try:
         info = os.fstat(fd)
         if info.st_uid != os.geteuid():
-            raise ConfigError(f"{out}: belongs to another user; export-images writes only into a folder of its own")
+            raise ConfigError(f"{out}: belongs to another user; {what} writes only into a folder of its own")
         if stat.S_IMODE(info.st_mode) != 0o700:
             os.fchmod(fd, 0o700)  # before looking inside: nobody else can add anything from now on
-        if os.listdir(fd):
+        if empty and os.listdir(fd):
             raise ConfigError(f"{out}: exists and is not an empty folder")
     except BaseException:
         os.close(fd)
@@ -414,7 +415,7 @@ def export_images(spec, out: str | os.PathLike, *, person: str | None = None) ->
         folders: dict[int, int] = {}
         used: set[str] = set()
         written = 0
-        root = _private_folder(out)
+        root = private_folder(out)
         try:
             for t in templates:
                 if not t.has_image:
