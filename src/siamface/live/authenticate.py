@@ -151,8 +151,13 @@ class Authenticator:
         faces = self.pipeline.detect(frame.image)
         labels, scores = [], []
         seen = None
-        if len(faces):
-            largest = self.pipeline.embed(frame.image, faces[:1])
+        pick = 0 if len(faces) else None
+        if self.capture is not None:
+            from ..liveness.session import follow
+
+            pick = follow(faces.boxes, self.capture.previous, self.capture.rules.max_jump)
+        if pick is not None:
+            largest = self.pipeline.embed(frame.image, faces[pick : pick + 1])
             box = largest.boxes[0]
             keypoints = largest.data.get("keypoints", [None])[0]
             score = float(self.matcher.verify(self.claim, largest.embeddings)[0])
@@ -168,7 +173,10 @@ class Authenticator:
                 verdict = gate(verdict, Liveness(live=live))
             ok = verdict.accepted
             self.run_length = self.run_length + 1 if ok else 0
-            labels, scores = [self.claim if ok else UNKNOWN] + [""] * (len(faces) - 1), [score]
+            labels = [""] * len(faces)
+            labels[pick] = self.claim if ok else UNKNOWN
+            scores = [float("nan")] * len(faces)
+            scores[pick] = score
             self.stats.embedded += 1
             if self.capture is not None:
                 if keypoints is None:

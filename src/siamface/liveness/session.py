@@ -13,7 +13,9 @@ Every mode checks:
 * **stills**: a camera never gives the same pixels twice in a row; `max_repeats` repeated faces in a row (the
   same picture sent again) fail;
 * **continuity**: between consecutive frames the face may not jump (its centre by more than `max_jump` eye
-  distances, its size by more than `max_zoom`): a still swapped for another is a jump;
+  distances, its box's width by more than `max_zoom`): a still swapped for another is a jump. The face
+  followed is the one nearest the last frame's (`follow`), not always the largest: another person passing
+  behind does not break the session (and is not the one checked);
 * **the passive check** on every frame's face: at least `live_share` of them live (a session fails as soon as
   more than that share, or more than 2 faces, were refused).
 
@@ -79,6 +81,20 @@ def face_signature(image: np.ndarray, box) -> bytes:
     return patch.tobytes() + str(patch.shape).encode("ascii")
 
 
+def follow(boxes, previous: Seen | None, reach: float = 1.5) -> int | None:
+    """Which of a frame's faces (boxes, largest first) continues the session: the one whose centre is nearest
+    the last face's, if within `reach` of that face's eye distances (None: the session's face is not in this
+    frame, only someone else's), or the largest when there is no last face."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if previous is None or not len(boxes):
+        return 0 if len(boxes) else None
+    before = np.asarray(previous.box, np.float64)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    distance = np.linalg.norm(centres - (before[:2] + before[2:]) / 2, axis=1)
+    nearest = int(np.argmin(distance))
+    return nearest if distance[nearest] <= reach * eye_distance(previous.keypoints) else None
+
+
 def draw_prompts(count: int, rng: secrets.SystemRandom | None = None) -> list[str]:
     """`count` distinct prompt kinds in a random order, at least one of them a head turn."""
     rng = rng or secrets.SystemRandom()
@@ -108,8 +124,8 @@ class CaptureRules:
     min_interval: float = 0.03
     max_gap: float = 1.5
     max_repeats: int = 2
-    max_jump: float = 0.8
-    max_zoom: float = 0.3
+    max_jump: float = 1.5
+    max_zoom: float = 0.5
     live_share: float = 0.8
     min_frames: int = 10
     min_seconds: float = 1.5
@@ -262,8 +278,8 @@ class CaptureSession:
         self.frames += 1
         if t - self.t0 > r.timeout:
             return self._finish(False, f"timeout after {r.timeout:g} s at '{self.prompt}'")
-        if seen is None:
-            self.previous, self.frontal_since = None, None
+        if seen is None:  # the last face stays the reference: a faceless frame does not hide a jump
+            self.frontal_since = None
             return None
         k = np.asarray(seen.keypoints, np.float64)
         self.faces += 1
@@ -297,7 +313,7 @@ class CaptureSession:
         old = np.asarray(before.keypoints, np.float64)
         iod = eye_distance(old)
         moved = float(np.linalg.norm(k.mean(axis=0) - old.mean(axis=0)) / iod)
-        zoom = abs(eye_distance(k) / iod - 1)
+        zoom = abs(float(seen.box[2] - seen.box[0]) / max(float(before.box[2] - before.box[0]), 1e-6) - 1)
         if moved > r.max_jump or zoom > r.max_zoom:
             return f"the face jumped between two frames (moved {moved:.2f} eye distances, size {zoom:+.0%})"
         return None

@@ -226,22 +226,23 @@ class Service:
         return self.sessions.use(session_id, key, person.id)
 
     def liveness_frame(self, session_id: str, key: str | None, frame: Upload, arrived: float) -> dict[str, Any]:
-        """One camera frame for a capture session, `arrived` at that time of the server's clock: its largest
-        face fed to the session (with the passive check's verdict in modes passive and both); the session's
+        """One camera frame for a capture session, `arrived` at that time of the server's clock: its face (the
+        one that continues the session: `follow`) fed to the session (with the passive check's verdict in modes passive and both); the session's
         state."""
-        from ..liveness.session import Seen, face_signature
+        from ..liveness.session import Seen, face_signature, follow
 
         session = self.sessions.frame_slot(session_id, key)
         if session.state != PENDING:
             return self.sessions.describe(session)
         image = self.decode(frame)
         faces = self.pipeline.detect(image)
-        if len(faces) == 0:
+        pick = follow(faces.boxes, session.capture.previous, session.capture.rules.max_jump)
+        if pick is None:  # no face, or only faces far from the session's
             state = self.sessions.feed(session, arrived, None, None)
             if state["state"] == PENDING:
                 raise ServiceError(422, "no-face", f"no face found in {frame.label}", extra={"session": state})
             return state
-        largest = self.pipeline.embed(image, faces[:1])
+        largest = self.pipeline.embed(image, faces[pick : pick + 1])
         box = largest.boxes[0]
         live = None
         if self.liveness is not None and self.settings.passive_frames:
