@@ -277,7 +277,7 @@ def main() -> None:
                             "composite": lambda k, f=face: composite(f, rng, k),
                             "grey_on_colour": lambda k, f=face, i=i: grey_on_colour(f, i % 2 == 1, rng, k),
                         }[cls]
-                        presentations.append([make(k) for k in range(14)])
+                        presentations.append([make(k) for k in range(12)])
                 for frames in presentations:
                     state, _, _ = service.session("s23", frames)
                     record(cls, "service", state["state"] == "passed")

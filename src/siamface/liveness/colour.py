@@ -4,7 +4,8 @@ A colour camera sees skin whose saturation varies across the face (lips, cheeks,
 photo or a grey camera's frame has none, and a grey photo given a colour cast (a tint, a coloured print,
 a screen's white point) has a saturation that is the same everywhere. So on the inner face (the central
 part of the box, where there is no background), the spread of the HSV saturation separates them:
-`colour_spread` is its standard deviation over the pixels neither too dark nor clipped.
+`colour_spread` is its standard deviation over a 16 x 16 grid of cells (camera noise averaged out), those
+neither too dark nor clipped.
 
 `grey_frame` says whether a whole image carries no colour at all (a grey, IR or monochrome camera). Neither
 has weights: the thresholds that use them (`siamface.liveness.combined`) were chosen on the shared data,
@@ -13,9 +14,11 @@ as the README says.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 INNER = 0.6  # the central share of the face box (each side) that is read
+GRID = 16  # ... in this many cells a side
 GREY_CHROMA = 3.0  # a frame whose pixels all lie this close (in 0-255) to grey is grey
 
 
@@ -29,14 +32,17 @@ def _inner(image: np.ndarray, box) -> np.ndarray:
 
 
 def colour_spread(image: np.ndarray, box) -> float:
-    """Standard deviation of the saturation (0-1) over the inner face's pixels that are neither dark nor
-    clipped; 0 for a grey image or a face too small to read."""
+    """Standard deviation of the saturation (0-1) over the inner face, read at `GRID` x `GRID` (each cell
+    the mean of its pixels: skin's colour varies at the scale of lips, cheeks and eyes, a camera's noise at
+    the scale of a pixel, and would otherwise give a grey face colour), over the cells neither dark nor
+    clipped; 0 for a grey image or a face too small or too dark to read."""
     if image.ndim == 2 or image.shape[2] == 1:
         return 0.0
-    patch = _inner(image, box).reshape(-1, 3).astype(np.float32)
-    if len(patch) < 16:
+    patch = _inner(image, box)
+    if min(patch.shape[:2]) < GRID:
         return 0.0
-    top, low = patch.max(axis=1), patch.min(axis=1)
+    cells = cv2.resize(patch[..., :3], (GRID, GRID), interpolation=cv2.INTER_AREA).reshape(-1, 3).astype(np.float32)
+    top, low = cells.max(axis=1), cells.min(axis=1)
     keep = (top >= 40) & (top <= 250)
     if keep.sum() < 16:
         return 0.0

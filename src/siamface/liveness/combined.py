@@ -42,7 +42,7 @@ CAMERAS = ("colour", "grey")
 DEFAULT_NAME = "passive_v5"
 CNN_THRESHOLD = 0.125  # BPCER <= 2 % on every live source of the training split (NUAA, replay crops, celeba_ids)
 GREY_CNN_THRESHOLD = 0.05  # APCER <= 5 % on the training split's printed photos and replays, read as grey
-COLOUR_MIN = 0.02  # below every live face of the training split (lowest 0.033); grey or tinted faces <= 0.007
+COLOUR_MIN = 0.013  # BPCER <= 1 % on every live source of the training split; grey or tinted faces <= 0.006
 #: the combiner's inputs, in order
 INPUTS = ("texture", "minifasnet_v2", "minifasnet_v1se", "frame_sides")
 EPS = 0.01  # no cue is trusted beyond 99 % either way: log-odds within +-4.6
