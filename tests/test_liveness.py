@@ -33,7 +33,7 @@ from siamface.errors import ConfigError, ModelError
 from siamface.liveness import PassiveLiveness, pad_report
 from siamface.liveness.active import ActiveCheck, parallax, yaw_ratio
 from siamface.liveness.passive import LivenessScore, features, frame_sides, is_framed, lbp_histogram
-from siamface.liveness.session import CaptureRules, CaptureSession
+from siamface.liveness.session import CaptureRules, CaptureSession, Seen, draw_prompts, follow
 
 
 @pytest.fixture(scope="module")
@@ -239,3 +239,64 @@ def test_evaluate_liveness_command(tmp_path, capsys):
     (data / "live").rename(data / "elsewhere")
     assert main(["evaluate", "--liveness", str(data)]) == 2
     assert "live/" in capsys.readouterr().err
+
+
+# -- capture sessions on drawn keypoints (no model): the rules one at a time --------------------------------
+def head(yaw: float = 0.0, x: float = 0.0, t_noise: float = 0.0) -> Seen:
+    """A face's keypoints and box with the nose `yaw` eye distances off the eyes' midpoint (40 px apart)."""
+    k = np.array([[100, 100], [140, 100], [120 + 40 * yaw, 120], [105, 140], [135, 140]], np.float64)
+    k[:, 0] += x
+    k += t_noise
+    return Seen(k, (90 + x, 80, 150 + x, 160), True, None)
+
+
+def run_session(frames, prompts=("turn_right",), dt=0.2, **rules):
+    """Feed `frames(t, prompt)` -> Seen into an active session until it is decided; its result."""
+    s = CaptureSession("active", CaptureRules(**rules), list(prompts), random.Random(0))
+    t = 0.0
+    while s.result is None and t < 30:
+        s.observe(t, frames(t, PROMPTS_SHOWN.get(s.prompt, s.prompt) if s.revealed else None))
+        t += dt
+    return s.result
+
+
+PROMPTS_SHOWN: dict = {}
+
+
+def test_capture_session_rules_one_at_a_time():
+    wobble = lambda t: 0.01 * np.sin(7 * t)  # noqa: E731  (a live head is never perfectly still)
+
+    def follows(t, prompt, started={}):  # noqa: B006
+        if prompt is None:
+            started.clear()
+            return head(wobble(t))
+        started.setdefault("t", t)
+        return head(-min(0.3, 0.08 * (1 + (t - started["t"]) / 0.2)))
+
+    # a turn along a path (parallax waived: drawn keypoints are flat)
+    passed = run_session(follows, parallax_min=0.0)
+    assert passed.passed, passed.reason
+    # the turn in one frame: a jump
+    jumped = run_session(lambda t, p: head(-0.3 if p else wobble(t)), parallax_min=0.0)
+    assert not jumped.passed and "jump" in jumped.reason
+    # turning before the prompt is shown (a recording's own moment)
+    early = run_session(lambda t, p: head(-0.3 if t > 0.4 else wobble(t)), hold=(2.0, 2.5))
+    assert not early.passed and "before the prompt" in early.reason
+    # no reaction within react seconds of the prompt
+    late = run_session(lambda t, p: head(wobble(t)))
+    assert not late.passed and "no movement" in late.reason
+    # a gap, a burst
+    gap = run_session(follows, dt=2.0)
+    assert not gap.passed and "gap" in gap.reason
+    burst = run_session(follows, dt=0.01)
+    assert not burst.passed and "burst" in burst.reason
+
+
+def test_capture_session_follows_its_face_and_draws_secret_prompts():
+    assert follow([[0, 0, 60, 60], [385, 85, 435, 155]], head(x=290)) == 1  # the one near the last face
+    assert follow([[0, 0, 60, 60]], head(x=290)) is None  # only someone else: not this session's face
+    assert follow([], None) is None and follow([[0, 0, 9, 9]], None) == 0
+    drawn = {tuple(draw_prompts(3, random.Random(seed))) for seed in range(200)}
+    assert len(drawn) > 40 and all(set(d) & {"turn_left", "turn_right"} for d in drawn)
+    s = CaptureSession("active", CaptureRules(), None, random.Random(1))
+    assert s.shown == [] and s.prompt == "look straight at the camera"

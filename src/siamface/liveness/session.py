@@ -22,7 +22,8 @@ Every mode checks:
 ``passive`` mode (no prompts) passes after `min_frames` faces over at least `min_seconds`. ``active`` mode
 adds prompts: `count` kinds drawn at random from `PROMPTS` (at least one head turn: it is what shows
 parallax), revealed **one at a time**, each after the face has held frontal for a random time (`hold`,
-continuous, drawn per prompt), to be met within `respond` seconds of its reveal:
+continuous, drawn per prompt), to be begun within `react` seconds of its reveal (a quarter of the way) and
+met within `respond`:
 
 * a turn before its prompt is shown fails (anticipation: a recording replays its own moments);
 * a turn must be a path: the yaw passes through at least `path_frames` intermediate frames between frontal
@@ -130,7 +131,8 @@ class CaptureRules:
     min_frames: int = 10
     min_seconds: float = 1.5
     count: int = 3
-    hold: tuple[float, float] = (0.6, 2.0)
+    hold: tuple[float, float] = (0.6, 3.0)
+    react: float = 1.5
     respond: float = 5.0
     frontal: float = 0.10
     turn: float = 0.18
@@ -378,7 +380,10 @@ class CaptureSession:
             return self._finish(False, f"'{PROMPTS[prompt]}' not done within {r.respond:g} s")
         value = self._measure(prompt, k, width)
         self.path.append(value)
-        if value < self._goal(prompt):
+        start, goal = self.path[0], self._goal(prompt)
+        if t - self.revealed_at > r.react and max(self.path) < start + 0.25 * (goal - start):
+            return self._finish(False, f"no movement towards '{PROMPTS[prompt]}' within {r.react:g} s of it")
+        if value < goal:
             return None
         failed = self._path_check(prompt)
         if failed:
