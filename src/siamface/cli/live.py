@@ -55,7 +55,13 @@ def add_parsers(sub) -> None:
     )
     _source_options(p)
     p.add_argument("--claim", required=True, metavar="NAME", help="the person to authenticate")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="deny after S seconds (default 10)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=20.0,
+        metavar="S",
+        help="deny after S seconds (default 20: an active session's 3 prompts, each after a random hold, take 5-15 s)",
+    )
     p.add_argument(
         "--consecutive", type=int, default=3, metavar="N", help="frames in a row that must verify (default 3)"
     )
