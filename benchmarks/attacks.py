@@ -83,7 +83,7 @@ def held(picture: np.ndarray, rng, k: int) -> np.ndarray:
     m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
     turned = cv2.warpAffine(picture, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
     x, y = 220 + int(4 * np.sin(k / 2.0)) + int(rng.integers(-2, 3)), 90 + int(rng.integers(-2, 3))
-    frame = scene([(turned, 1.4, (x, y))]).astype(np.float32)
+    frame = scene([(turned, min(1.4, 380 / h, 400 / w), (x, y))]).astype(np.float32)
     return np.clip(frame + rng.normal(0, 2.5, frame.shape), 0, 255).astype(np.uint8)
 
 
@@ -123,7 +123,8 @@ def grey_on_colour(face: np.ndarray, tint: bool, rng, k: int) -> np.ndarray:
     if tint:
         grey = grey * np.array([1.05, 0.93, 0.82])
     picture = np.clip(grey, 0, 255).astype(np.uint8)
-    frame = scene([(picture, 1.6, (200 + int(3 * np.sin(k / 2.0)), 60))]).astype(np.float32)
+    factor = min(1.6, 410 / picture.shape[0], 420 / picture.shape[1])
+    frame = scene([(picture, factor, (200 + int(3 * np.sin(k / 2.0)), 60))]).astype(np.float32)
     return np.clip(frame + rng.normal(0, 2.5, frame.shape), 0, 255).astype(np.uint8)
 
 
