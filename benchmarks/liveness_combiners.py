@@ -61,6 +61,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets")
     ap.add_argument("--cache", type=Path, default=ROOT / ".cache" / "liveness")
+    ap.add_argument(
+        "--texture",
+        type=Path,
+        default=ROOT / "out" / "liveness" / "passive_v2.npz",
+        help="the texture model (no longer shipped: python -m siamface.liveness.train, or git history)",
+    )
     args = ap.parse_args()
 
     from siamface.liveness import train as T
@@ -74,7 +80,7 @@ def main() -> None:
     sources = np.array([T.source_of(g) for g in groups])
     y = (labels == "live").astype(np.float64)
     train, test = table["ok"] & ~held, table["ok"] & held
-    texture = PassiveLiveness()
+    texture = PassiveLiveness(args.texture)
     l2, share = float(texture.meta["l2"]), 0.25
 
     yt, gt, st, lt = y[train], groups[train], sources[train], labels[train]

@@ -223,3 +223,80 @@ def private_model_cache(tmp_path_factory):
         os.environ.pop("SIAMFACE_CACHE", None)
     else:
         os.environ["SIAMFACE_CACHE"] = old
+
+
+# -- a head turning, frame by frame (liveness sessions) ---------------------------------------------------
+TURN_S23 = FIXTURES / "att_turn" / "s23"
+#: s23's photos (mirrored: "m"), ordered by yaw: a path from frontal to turned, each way (yaw in eye distances,
+#: positive towards the image's right: the user's own left)
+S23_FRONTAL = ["7", "1", "m7", "m1"]
+S23_RIGHT = ["10", "m3", "m5", "4", "6", "9"]  # -0.07 ... -0.24
+S23_LEFT = ["m10", "3", "5", "m4", "m6", "m9"]  # +0.07 ... +0.24
+
+
+def s23_face(name: str) -> np.ndarray:
+    """One of s23's photos ("m" first: mirrored), grey, as an RGB array."""
+    mirrored = name.startswith("m")
+    grey = np.asarray(Image.open(TURN_S23 / f"{name.lstrip('m')}.pgm").convert("L"))
+    grey = grey[:, ::-1] if mirrored else grey
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+def camera_frame(name: str, rng: np.random.Generator, grey: bool = True) -> np.ndarray:
+    """s23's photo `name` in a 640x480 scene as a camera would give it: never the same pixels twice (sensor
+    noise, a pixel or two of sway); grey for a grey camera."""
+    return s23_frame(name, rng, grey)
+
+
+def s23_frame(name: str, rng: np.random.Generator, grey: bool = True, scale: float = 2.0, roll: float = 0.0):
+    """`camera_frame` with the head nearer (`scale`) or tilted in the image plane (`roll` degrees, positive
+    towards the image's right: the user's own left shoulder)."""
+    import cv2
+
+    face = s23_face(name)
+    if roll:
+        h, w = face.shape[:2]
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), -roll, 1.0)
+        face = cv2.warpAffine(face, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+    dx, dy = (int(v) for v in rng.integers(-2, 3, 2))
+    x, y = int(266 - 46 * scale) + dx, int(212 - 56 * scale) + dy  # the face's centre stays put
+    frame = scene([(face, scale, (x, y))]).astype(np.float32)
+    frame = np.clip(frame + rng.normal(0, 2.0, frame.shape), 0, 255).astype(np.uint8)
+    if grey:
+        frame = np.repeat(frame.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2)
+    return frame
+
+
+class TurningHead:
+    """A person in front of a camera who follows the prompts: frontal while asked to look or hold, and when a
+    prompt comes, a continuous movement (one step further each frame: a turn through s23's photos ordered by
+    yaw, a tilt of 3 degrees, or coming closer by 6 %), then back to frontal."""
+
+    def __init__(self, seed: int = 0, grey: bool = True) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.grey = grey
+        self.doing = None
+        self.step = 0
+        self.i = 0
+
+    def frame(self, prompt: str | None) -> np.ndarray:
+        prompt = prompt or ""
+        doing = next((w for w in ("turn", "tilt", "closer") if w in prompt), None)
+        side = "left" if "left" in prompt else "right"
+        if doing is not None:
+            key = (doing, side)
+            self.step = self.step + 1 if self.doing == key else 1
+            self.doing = key
+        else:
+            self.doing, self.step = None, 0
+        frontal = S23_FRONTAL[self.i % len(S23_FRONTAL)]
+        self.i += 1
+        if doing == "turn":
+            path = S23_LEFT if side == "left" else S23_RIGHT
+            return s23_frame(path[min(self.step, len(path)) - 1], self.rng, self.grey)
+        if doing == "tilt":
+            roll = min(3.0 * self.step, 18.0) * (1 if side == "left" else -1)
+            return s23_frame(frontal, self.rng, self.grey, roll=roll)
+        if doing == "closer":
+            return s23_frame(frontal, self.rng, self.grey, scale=2.0 * (1 + 0.06 * min(self.step, 6)))
+        return s23_frame(frontal, self.rng, self.grey)

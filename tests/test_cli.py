@@ -154,14 +154,18 @@ def test_models_lists_detectors_and_models():
     assert [m["name"] for m in data["models"] if m["default"]] == [DEFAULT_MODEL] == ["dlib-flip+facenet"]
     assert data["default_detector"] == "retinaface"
     liveness = {m["name"]: m for m in data["liveness"]}
-    assert {"passive_v3", "minifasnet_v2", "minifasnet_v1se", "passive_v2", "frame"} <= set(liveness)
+    assert {"passive_v5", "passive_v5-grey", "minifasnet_v2", "minifasnet_v1se", "colour", "frame"} <= set(liveness)
+    assert [m["name"] for m in data["liveness"] if m.get("default")] == ["passive_v5"]
+    shipped = {f["file"]: f for f in data["shipped_files"]}
+    assert shipped["liveness/models/minifasnet_v2.onnx"]["training_data"][0].startswith("upstream:silent-face")
+    assert not [f for f in shipped if "passive_v" in f]
     assert (
         liveness["minifasnet_v2"]["licence"].startswith("Apache-2.0")
         and "Silent-Face" in liveness["minifasnet_v2"]["source"]
     )
     text = run("models").stdout
     assert "  dlib-flip+facenet (default): 640-d" in text and "retinaface (default)" in text
-    assert "liveness models:" in text and "licence: Apache-2.0" in text
+    assert "liveness models:" in text and "licence: Apache-2.0" in text and "training data:" in text
 
 
 def test_serve_takes_no_json_option():

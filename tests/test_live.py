@@ -224,9 +224,11 @@ def test_cli_watch_and_authenticate(clip, gallery_file, tmp_path):
     writer.release()
     photo = cli("authenticate", "-g", gallery_file, "--claim", "s3", "--source", printed)
     assert photo.returncode == 1, photo.stdout + photo.stderr
-    decision = json.loads(photo.stdout)
+    decision = json.loads(photo.stdout.splitlines()[-1])  # after the session's prompt (a challenge event)
     assert decision["best_score"] >= decision["threshold"]  # it is s3, but not live
-    assert decision["liveness"]["passive"]["frames_not_live"] == 10 and "not live" in decision["reason"]
+    # a capture session (issue 25): the same printed picture frame after frame is refused at once
+    assert decision["liveness"]["passive"]["frames_not_live"] >= 1 and "liveness" in decision["reason"]
+    assert decision["liveness"]["session"]["passed"] is False
     unknown = cli("authenticate", "-g", gallery_file, "--claim", "nobody", "--source", clip)
     assert unknown.returncode == 2 and "nobody" in unknown.stderr
 

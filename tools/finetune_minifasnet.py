@@ -11,8 +11,8 @@ training split is ever trained on or looked at here:
 1. crops: both networks' 80x80 inputs of every scored face (`cnn.crop`), kept as uint8 in WORK/crops.npz;
 2. out of fold: for each of the 4 folds of `train.folds_of` (NUAA subjects in turn, replay blocks two by two,
    celeba people in turn) both networks are fine-tuned on the other three folds and score the held-back one;
-3. the candidate passive check ("passive_v4"; with --anchor 1.0 the one shipped as the default, in
-   src/siamface/liveness/models/passive_v4/; the comparison below is with passive_v3, the combiner over the
+3. the candidate passive check ("passive_v4"; with --anchor 1.0 the one that was the default until the
+   package stopped carrying weights fitted on these sets; the comparison below is with passive_v3, the combiner over the
    pretrained pair, the default when the tool was written): the combiner of `train.train_combiner` (logistic over the
    texture model's leave-one-source-out log-odds, each network's log-odds and the framed sides) fitted on
    those out-of-fold CNN scores, its threshold out of fold (same folds) at BPCER <= 2 % on every live
@@ -23,7 +23,11 @@ training split is ever trained on or looked at here:
    targets (APCER photo <= 1 %, replay <= 5 %, BPCER NUAA <= 2 %, other live <= 5 %) that the shipped
    check meets there;
 5. final: both networks fine-tuned on the whole training split, exported to ONNX (`convert_silent_face.export`,
-   checked against torch within 1e-5) into --out with the combiner as passive_v4.json.
+   checked against torch within 1e-5) into --out with the combiner as passive_v4.json, which names the
+   texture model it was fitted with (--texture, copied beside it as passive_v2.npz).
+
+Only for data you may train on: the result carries the terms of its training data and the package ships none
+of it. Use it with ``siamface authenticate/serve --liveness-model OUT/passive_v4.json``.
 
 Fine-tuning, fixed beforehand (no search): the layers up to conv_45 frozen, conv_5 onwards trained, every
 BatchNorm in inference mode (running statistics kept); Adam, learning rate 1e-4, 3 epochs, batches of 32,
@@ -243,6 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=ROOT / ".cache" / "liveness")
     ap.add_argument("--work", type=Path, default=ROOT / "out" / "finetune")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "finetune" / "models")
+    ap.add_argument(
+        "--texture",
+        type=Path,
+        default=ROOT / "out" / "liveness" / "passive_v2.npz",
+        help="the texture model (python -m siamface.liveness.train --out FILE)",
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
     ap.add_argument(
         "--anchor",
@@ -305,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         np.save(oof_path, oof_cnn)
 
     # 3 + 4. combiners and the rule, on the training split only ------------------------------------------
-    texture = PassiveLiveness()
+    texture = PassiveLiveness(args.texture)
     texture_loso = T.leave_one_source_out(table["x"][train], yt, gt, float(texture.meta["l2"]), 0.25)
     oof_shipped, _ = combiner_oof(texture_loso, table["cnn"][train], table["sides"][train], yt, gt, weights)
     oof_cand, model = combiner_oof(texture_loso, oof_cnn, table["sides"][train], yt, gt, weights)
@@ -375,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         "training_out_of_fold": figures,
         "accepted_by_rule": bool(accepted),
     }
+    (args.out / "passive_v2.npz").write_bytes(args.texture.read_bytes())
     (args.out / "passive_v4.json").write_text(T.combiner_json(model, cand["threshold"], meta, networks="."))
     log(f"wrote {args.out / 'passive_v4.json'} (weights {np.round(model['weights'], 3).tolist()})")
     return 0

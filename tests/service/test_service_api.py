@@ -112,9 +112,9 @@ def test_verify_claim_granted_and_denied_with_evidence(server):
     assert denied.body["score"] < denied.body["threshold"]
 
 
-def test_without_active_liveness_there_are_no_challenge_sessions(server):
-    answer = server.request("POST", "/v1/liveness/sessions")
-    assert (answer.status, answer.error) == (400, "active-liveness-off") and "--liveness" in answer.body["detail"]
+def test_without_liveness_there_are_no_capture_sessions(server):
+    answer = server.request("POST", "/v1/liveness/sessions", fields={"claim": "s3"})
+    assert (answer.status, answer.error) == (400, "liveness-off") and "--liveness" in answer.body["detail"]
     granted = server.request("POST", "/v1/verify", fields={"claim": "s3", "liveness_session": "x"}, files=probe(3))
     assert granted.body["granted"] is True and "liveness_session ignored" in granted.body["notes"][-1]
 
@@ -352,15 +352,16 @@ def test_openapi_docs_and_page(server):
         assert "getUserMedia" in script and "http://" not in script and "https://" not in script
 
 
-def test_liveness_passive_denies_a_matching_but_flat_face(tmp_path):
-    # The passive model judges colour texture: a grey AT&T scan matches its person but is not a live face.
+def test_liveness_passive_refuses_an_uploaded_image_and_reports_it_in_identify(tmp_path):
+    # Issue 25: with liveness on, a single posted image is never live (it used to be scored as one): a claim
+    # needs a capture session. Identification still carries the passive check's evidence (no decision): a
+    # grey AT&T scan on a colour camera is not live.
     srv = Server(tmp_path / "live.db", "--liveness", "passive", "--min-size", "40")
     try:
         files = [("images", f"{i}.pgm", fixture_bytes(3, i)) for i in ENROLLED]
         assert srv.request("POST", "/v1/people", fields={"name": "s3"}, files=files).status == 201
         answer = srv.request("POST", "/v1/verify", fields={"claim": "s3"}, files=probe(3))
-        assert answer.status == 200 and answer.body["accepted"] is True and answer.body["granted"] is False
-        assert answer.body["liveness"]["live"] is False and "liveness" in answer.body["notes"][-1]
+        assert (answer.status, answer.error) == (400, "liveness-session-required")
         who = srv.request("POST", "/v1/identify", files=probe(3))
         assert who.body["faces"][0]["person"] == "s3" and who.body["faces"][0]["liveness"]["live"] is False
     finally:

@@ -65,6 +65,25 @@ def add_chain_options(
         p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
+def add_camera_options(p: argparse.ArgumentParser) -> None:
+    """--camera and --liveness-model: what the passive liveness check is (authenticate, serve)."""
+    p.add_argument(
+        "--camera",
+        choices=("colour", "grey"),
+        default="colour",
+        help="the camera's kind, for the passive check: colour (default; a face without the colour of skin "
+        "is not live) or grey (an IR or monochrome camera: frames read as grey, with the grey thresholds)",
+    )
+    p.add_argument(
+        "--liveness-model",
+        metavar="FILE",
+        default=None,
+        help="a passive-check combiner file you trained on data you may use (python -m "
+        "siamface.liveness.train --combine, or tools/finetune_minifasnet.py) instead of the default "
+        "(the pretrained anti-spoofing CNN pair and the colour cue)",
+    )
+
+
 def add_margin_option(p: argparse.ArgumentParser) -> None:
     """--margin: the 1:N ambiguity margin (identify and watch decide alike, see siamface.decision)."""
     p.add_argument(

@@ -32,7 +32,7 @@ _DATA_HELP = """data (one of):
 """
 _LIVENESS_HELP = """  --liveness DIR                       DIR/live/ + DIR/<attack type>/, images or videos (one
                                        presentation each): APCER, BPCER, ACER of the passive check
-                                       and of every cue alone (CNN pair, texture, frame)
+                                       and of every cue alone (CNN pair, colour, frame)
 """
 
 
@@ -100,7 +100,7 @@ def _data_options(p: argparse.ArgumentParser, liveness: bool = False) -> None:
             metavar="DIR",
             help="presentation-attack detection: DIR/live/ and one folder per attack type, images "
             "or videos (a video is one presentation: the median over 30 of its frames); APCER, "
-            "BPCER, ACER of the passive check and of every cue alone (CNN pair, texture, frame), "
+            "BPCER, ACER of the passive check and of every cue alone (CNN pair, colour, frame), "
             "per presentation and per frame (--threshold: the passive check's threshold)",
         )
     x.add_argument("--folder", metavar="DIR", help="dataset with one sub-folder of images per person")

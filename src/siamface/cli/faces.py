@@ -80,7 +80,7 @@ def add_parsers(sub) -> None:
         "models",
         help="list the available detectors and models",
         description="List detectors and encoders with their input size and default threshold, and the "
-        "liveness models with their source and licence.",
+        "liveness models, and every model file shipped in the package with its source, licence and training data.",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_models)
@@ -207,11 +207,12 @@ def cmd_models(args) -> int:
             }
         )
     from ..liveness.combined import liveness_models
+    from ..provenance import describe
 
-    liveness = liveness_models()
+    liveness, shipped = liveness_models(), describe()
     if args.json:
         payload = {"detectors": detector_names(), "default_detector": DEFAULT_DETECTOR, "models": models}
-        print(json.dumps({**payload, "liveness": liveness}, indent=2))
+        print(json.dumps({**payload, "liveness": liveness, "shipped_files": shipped}, indent=2))
     else:
         print("detectors: " + ", ".join(d + (" (default)" if d == DEFAULT_DETECTOR else "") for d in detector_names()))
         print("models:")
@@ -225,6 +226,10 @@ def cmd_models(args) -> int:
         for m in liveness:
             threshold = f", threshold {m['threshold']:.4f}" if m.get("threshold") is not None else ""
             print(f"  {m['name']}: {m['role']}{threshold}\n      source: {m['source']}; licence: {m['licence']}")
+        print("files shipped in the package (source; licence; training data):")
+        for f in shipped:
+            trained = "; ".join(f["training_data"]) or "none (no weights)"
+            print(f"  {f['file']}\n      {f['source']}; licence: {f['licence']}; training data: {trained}")
     return 0
 
 

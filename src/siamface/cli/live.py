@@ -12,7 +12,14 @@ import json
 import sys
 
 from ..decision import LIVENESS_MODES
-from ._common import add_chain_options, add_gallery_option, add_margin_option, open_gallery, pipeline_from_args
+from ._common import (
+    add_camera_options,
+    add_chain_options,
+    add_gallery_option,
+    add_margin_option,
+    open_gallery,
+    pipeline_from_args,
+)
 
 EXIT_GRANTED, EXIT_DENIED = 0, 1
 
@@ -48,7 +55,13 @@ def add_parsers(sub) -> None:
     )
     _source_options(p)
     p.add_argument("--claim", required=True, metavar="NAME", help="the person to authenticate")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="deny after S seconds (default 10)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=20.0,
+        metavar="S",
+        help="deny after S seconds (default 20: an active session's 3 prompts, each after a random hold, take 5-15 s)",
+    )
     p.add_argument(
         "--consecutive", type=int, default=3, metavar="N", help="frames in a row that must verify (default 3)"
     )
@@ -56,11 +69,12 @@ def add_parsers(sub) -> None:
         "--liveness",
         choices=LIVENESS_MODES,
         default="passive",
-        help="presentation-attack checks: passive (each frame's face is live by the passive check: "
-        "anti-spoofing CNN, texture and frame cues combined), active (a "
-        "random head-turn challenge with a parallax test; prompts are 'challenge' events), "
-        "both, or off (default: passive)",
+        help="presentation-attack checks over the frames, as a capture session (camera rate, no repeated "
+        "picture, no jump): passive (the passive check on every frame), active (prompts revealed one at "
+        "a time at random moments, with a parallax test; prompts are 'challenge' events), both, or off "
+        "(default: passive)",
     )
+    add_camera_options(p)
     p.set_defaults(func=cmd_authenticate)
 
 
@@ -123,6 +137,15 @@ def cmd_watch(args) -> int:
     return 0
 
 
+def _passive_check(args):
+    """The passive check `--liveness`, `--camera` and `--liveness-model` ask for (None: none)."""
+    if args.liveness not in ("passive", "both"):
+        return None
+    from ..liveness import PassiveCheck
+
+    return PassiveCheck(args.liveness_model, camera=args.camera)
+
+
 def cmd_authenticate(args) -> int:
     from ..live import Authenticator, json_lines, run
 
@@ -136,6 +159,7 @@ def cmd_authenticate(args) -> int:
             timeout=args.timeout,
             on_event=json_lines(sys.stdout),
             liveness=args.liveness,
+            passive=_passive_check(args),
         )
         try:
             run(reader, auth, out, stop_when_decided=True, reader=reader)

@@ -1,7 +1,8 @@
 """The service's sub-commands of `siamface`:
 
     siamface serve --gallery G [--host 127.0.0.1] [--port 8000] [--liveness off|passive|active|both]
-                   [--challenge-seconds 10] [--session-seconds 60] [--workers N]
+                   [--camera colour|grey] [--liveness-model FILE]
+                   [--challenge-seconds 20] [--session-seconds 60] [--max-frame-gap 1.5] [--workers N]
                    [--max-upload-mb 10] [--max-pixels N] [--lockout-failures 5] [--lockout-window S]
                    [--lockout-seconds S] [--keep-images] [--tls-cert PEM --tls-key PEM]
                    [--max-faces 20] [--time-budget 30] [--header-timeout 10] [--body-timeout 60]
@@ -23,7 +24,7 @@ import sys
 from ..decision import LIVENESS_MODES
 from ..errors import ConfigError
 from ..service.keys import DEFAULT_ROLE, LEGACY_ROLE, ROLES
-from ._common import EXIT_OK, add_chain_options, add_gallery_option
+from ._common import EXIT_OK, add_camera_options, add_chain_options, add_gallery_option
 
 
 def add_parsers(sub) -> None:
@@ -53,25 +54,34 @@ def add_parsers(sub) -> None:
         "--liveness",
         choices=LIVENESS_MODES,
         default="passive",
-        help="passive (default): the passive check (anti-spoofing CNN, texture, frame cue) on the "
-        "probe of every /v1/verify claim; a claim is granted only to a live face (enrollment is "
-        "not checked). active: a claim needs the id of a passed challenge session too (turn "
-        "your head, come closer; POST /v1/liveness/sessions). both: both checks, for unlocking. "
-        "off: no check, for deployments that match uploaded photos (ID photos, archives)",
+        help="every mode but off grants a claim only through a capture session from a camera (POST "
+        "/v1/liveness/sessions, then frames at camera rate), never for an uploaded image. passive "
+        "(default): the passive check on every frame. active: prompts (turn, tilt, come closer) "
+        "revealed one at a time at random moments. both: prompts and the passive check, for "
+        "unlocking. off: no check, for deployments that match uploaded photos (ID photos, archives)",
     )
+    add_camera_options(p)
     p.add_argument(
         "--challenge-seconds",
         type=float,
-        default=10.0,
+        default=20.0,
         metavar="S",
-        help="active: time to meet a session's challenge, from its first frame (default: 10)",
+        help="a capture session must finish within S seconds of its first frame (default: 20)",
     )
     p.add_argument(
         "--session-seconds",
         type=float,
         default=60.0,
         metavar="S",
-        help="active: a session's life, from its opening to its use by /v1/verify (default: 60)",
+        help="a session's life, from its opening to its use by /v1/verify (default: 60)",
+    )
+    p.add_argument(
+        "--max-frame-gap",
+        type=float,
+        default=1.5,
+        metavar="S",
+        help="a session fails when two of its frames arrive more than S seconds apart (default: 1.5; "
+        "raise it for a slow server or network)",
     )
     # Tests only: the same challenges for every session, instead of a random draw (a recording of the
     # known order would pass): hidden from --help.
@@ -306,8 +316,11 @@ def cmd_serve(args) -> int:
         min_enroll_face=args.min_size,
         keep_images=args.keep_images,
         liveness=args.liveness,
+        camera=args.camera,
+        liveness_model=args.liveness_model,
         challenge_s=args.challenge_seconds,
         session_ttl_s=args.session_seconds,
+        max_frame_gap_s=args.max_frame_gap,
         challenges=tuple(args.liveness_challenges.split(",")) if args.liveness_challenges else None,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=args.max_pixels if args.max_pixels is not None else MAX_PIXELS,
@@ -345,7 +358,7 @@ def cmd_serve(args) -> int:
             )
         if settings.challenges:
             print(
-                f"siamface: warning: every liveness session asks {','.join(settings.challenges)} (meant for "
+                f"siamface: warning: every liveness session prompts {','.join(settings.challenges)} (meant for "
                 "tests: a recording of a known challenge passes it)",
                 file=sys.stderr,
             )

@@ -59,11 +59,13 @@ class Authenticator:
     """1:1 unlock: the largest face of each frame against the claim; grant after `consecutive` frames in a
     row at or above the threshold, deny at `timeout` seconds (or when the source ends).
 
-    `liveness`: "passive" also needs each of those frames to be live by the passive check (`PassiveCheck`:
-    the CNN pair, the texture model and the frame cue combined; no cue vetoes alone); "active" needs
-    the challenge of an `ActiveCheck` met, with parallax, before the grant (its prompts are events);
-    "both" needs both. Every decision carries the liveness evidence. `clock`: seconds for the timeout
-    (monotonic; a test may pass its own)."""
+    With `liveness` on, the frames are also one capture session (`siamface.liveness.session.CaptureSession`,
+    the same checks the HTTP service makes): timed by each frame's capture time, at camera rate, no repeated
+    picture, no jump of the face; "passive" runs the passive check (`PassiveCheck`, or `passive`) on every
+    frame's face, "active" reveals prompts one at a time at random moments (prompts are `challenge` events)
+    with a parallax test, "both" does both. A grant then needs the session passed too. Every decision carries
+    the liveness evidence. `clock`: seconds for the timeout (monotonic; a test may pass its own); `capture`:
+    a session to use instead of a new one (tests: fixed prompts)."""
 
     def __init__(
         self,
@@ -76,7 +78,7 @@ class Authenticator:
         on_event: Callable[[dict], None] | None = None,
         liveness: str = "off",
         passive=None,
-        active=None,
+        capture=None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if consecutive < 1:
@@ -90,15 +92,16 @@ class Authenticator:
         self.on_event = on_event or (lambda event: None)
         self.liveness = liveness
         self.passive = None
-        self.active = None
+        self.capture = None
         if liveness in ("passive", "both"):
             from ..liveness import PassiveCheck
 
             self.passive = passive or PassiveCheck()
-        if liveness in ("active", "both"):
-            from ..liveness.active import ActiveCheck
+        if liveness != "off":
+            from ..liveness.session import CaptureRules, CaptureSession
 
-            self.active = active or ActiveCheck(timeout=timeout)
+            mode = "passive" if liveness == "passive" else "active"
+            self.capture = capture or CaptureSession(mode, CaptureRules(timeout=timeout))
         self.stats = Stats()
         self.scores: list[float] = []
         self.live_scores: list[float] = []
@@ -120,9 +123,11 @@ class Authenticator:
                 "framed_frames": self.framed_frames,
                 "frames_not_live": self.not_live_frames,
             }
-        if self.active is not None:
-            result = self.active.result
-            evidence["active"] = result.to_dict() if result else {"passed": False, "challenges": self.active.challenges}
+        if self.capture is not None:
+            c = self.capture
+            evidence["session"] = (
+                c.result.to_dict() if c.result else {"passed": False, "mode": c.mode, "challenges": c.shown}
+            )
         return evidence
 
     def _decide(self, granted: bool, reason: str) -> AuthDecision:
@@ -145,43 +150,57 @@ class Authenticator:
     def process(self, frame: Frame) -> FrameResult:
         faces = self.pipeline.detect(frame.image)
         labels, scores = [], []
-        keypoints = box = None
-        if len(faces):
-            largest = self.pipeline.embed(frame.image, faces[:1])
+        seen = None
+        pick = 0 if len(faces) else None
+        if self.capture is not None:
+            from ..liveness.session import follow
+
+            pick = follow(faces.boxes, self.capture.previous, self.capture.rules.max_jump)
+        if pick is not None:
+            largest = self.pipeline.embed(frame.image, faces[pick : pick + 1])
             box = largest.boxes[0]
             keypoints = largest.data.get("keypoints", [None])[0]
             score = float(self.matcher.verify(self.claim, largest.embeddings)[0])
             self.scores.append(score)
             verdict = same(score, self.matcher.thresholds.verify)
+            live = None
             if self.passive is not None:
-                live = self.passive.score(frame.image, box)
-                self.live_scores.append(live.score)
-                self.framed_frames += live.framed
-                self.not_live_frames += not live.live
-                verdict = gate(verdict, Liveness(live=bool(live.live)))
+                checked = self.passive.score(frame.image, box)
+                live = bool(checked.live)
+                self.live_scores.append(checked.score)
+                self.framed_frames += checked.framed
+                self.not_live_frames += not live
+                verdict = gate(verdict, Liveness(live=live))
             ok = verdict.accepted
             self.run_length = self.run_length + 1 if ok else 0
-            labels, scores = [self.claim if ok else UNKNOWN] + [""] * (len(faces) - 1), [score]
+            labels = [""] * len(faces)
+            labels[pick] = self.claim if ok else UNKNOWN
+            scores = [float("nan")] * len(faces)
+            scores[pick] = score
             self.stats.embedded += 1
+            if self.capture is not None:
+                if keypoints is None:
+                    raise ConfigError(
+                        f"liveness needs a detector with 5 keypoints (retinaface, mtcnn), not {faces.detector!r}"
+                    )
+                from ..liveness.session import Seen, face_signature
+
+                seen = Seen(keypoints, box, live, face_signature(frame.image, box))
         else:
             self.run_length = 0
-        active_done = True
-        if self.active is not None and self.decision is None:
-            if keypoints is None and len(faces):
-                raise ConfigError(
-                    f"active liveness needs a detector with 5 keypoints (retinaface, mtcnn), not {faces.detector!r}"
-                )
-            result = self.active.update(keypoints, box, frame.time)
-            if self.active.prompt != self._prompt and result is None:
-                self._prompt = self.active.prompt
+        live_done = True
+        if self.capture is not None and self.decision is None:
+            result = self.capture.observe(frame.time, seen)
+            if self.capture.prompt != self._prompt and result is None:
+                self._prompt = self.capture.prompt
                 self.on_event({"event": "challenge", "time": now_iso(), "frame": frame.index, "prompt": self._prompt})
             if result is not None and not result.passed:
                 self._decide(False, f"liveness: {result.reason}")
-            active_done = result is not None and result.passed
+            live_done = result is not None and result.passed
         latency = (time.perf_counter() - frame.captured) * 1000
         self.stats.frames += 1
         self.stats.latencies_ms.append(latency)
-        if self.decision is None and self.run_length >= self.consecutive and active_done:
+        if self.decision is None and self.run_length >= self.consecutive and live_done:
             how = f"{self.consecutive} consecutive frames verified"
             self._decide(True, how + (f" (liveness {self.liveness})" if self.liveness != "off" else ""))
         elif self.decision is None and self.clock() - self.started > self.timeout:
@@ -196,8 +215,8 @@ class Authenticator:
         if self.decision is None:
             if not self.scores:
                 reason = "no face seen"
-            elif self.active is not None and self.active.result is None:
-                reason = f"the video ended before the liveness challenge was met ('{self.active.prompt}')"
+            elif self.capture is not None and self.capture.result is None:
+                reason = f"the video ended before the liveness session finished ('{self.capture.prompt}')"
             elif self.passive is not None and self.not_live_frames:
                 reason = (
                     f"the video ended before enough frames verified (liveness: {self.not_live_frames} frames not live)"

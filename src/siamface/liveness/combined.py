@@ -1,23 +1,26 @@
-"""The passive liveness decision: the CNN pair, the colour-texture model and the frame cue, combined.
+"""The passive liveness decision on one face: the default (weights the project may ship), or a user's combiner.
+
+The default (``passive_v5``, `PassiveCheck()`), for a **colour** camera::
+
+    face ──► MiniFASNetV2 / V1SE (pretrained, Apache-2.0): mean probability of real >= CNN_THRESHOLD
+         ──► colour spread of the inner face (`colour.colour_spread`) >= COLOUR_MIN   (no weights)
+         ──► live when both hold; the frame cue (`frame_sides`) is reported, not decided on
+
+and for a **grey** camera (``camera="grey"``: IR, monochrome): the frame converted to grey, the same pair at
+``GREY_CNN_THRESHOLD``, no colour test (a grey camera has none). Nothing in it was fitted by the project: the
+two networks are Minivision's, unchanged; the three thresholds were chosen by evaluating on the training
+split of the shared development data (see the README, Liveness), which is the only way data shaped them.
+
+A **user's combiner** (`PassiveCheck(path)`): the logistic combination of the texture model, the CNN pair
+and the frame cue that ``python -m siamface.liveness.train --combine`` or ``tools/finetune_minifasnet.py``
+write, for users who hold data they may train on. The file names its CNN pair (``networks``, a folder
+relative to the file; else the shipped pretrained pair) and its texture model (``texture``, a file relative
+to it; default ``passive_v2.npz`` beside it). Its inputs::
 
     cues ──► inputs (log-odds of each model; the frame cue's count of straight sides) ──► logistic ──► score
-    score >= threshold  ──►  live
 
-* ``cnn``: the MiniFASNetV2 / V1SE pair (`siamface.liveness.cnn`, Apache-2.0), each network's probability
-  of a real face: in ``passive_v4`` (the default) the pair fine-tuned by siamface (`tools/finetune_minifasnet.py
-  --anchor 1`), shipped beside its combiner file (the file's ``networks`` entry); in ``passive_v3`` the
-  pretrained pair;
-* ``texture``: the project's colour-texture model (`PassiveLiveness`, ``passive_v2``);
-* ``frame``: the straight edges found around the face (`frame_sides`). It is an input like the others,
-  not a veto: door frames, shelves and collars put straight edges beside live faces too.
-
-The combiner is a logistic regression over those inputs, fitted by ``python -m siamface.liveness.train
---combine`` on the training split only (subject-disjoint from the held-out data), with the texture model's
-scores taken out of fold so that the combiner does not learn to trust a model on the faces it was fitted
-to. Its threshold is chosen out of fold at a stated BPCER on every live source of the training split. The
-default ships as ``models/passive_v4/`` (its combiner file with a few numbers and the figures it was measured
-with, and its two networks); ``models/passive_v3.json``, the combiner over the pretrained pair, stays
-(``PassiveCheck(PRETRAINED_COMBINED)``).
+The package ships no such file: the ones the project fitted (passive_v2, passive_v3, passive_v4) were
+trained on NUAA, replay_crops and celeba_ids, whose terms do not allow shipping them (`siamface.provenance`).
 """
 
 from __future__ import annotations
@@ -28,13 +31,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 from .cnn import AntiSpoofCnn, CnnScore
-from .passive import MODEL_DIR, SIDES, PassiveLiveness, features, frame_sides, is_framed
+from .colour import colour_spread, to_grey
+from .passive import SIDES, PassiveLiveness, features, frame_sides, is_framed
 
-DEFAULT_COMBINED = MODEL_DIR / "passive_v4" / "passive_v4.json"
-#: the previous default: the same kind of combiner over the pretrained CNN pair
-PRETRAINED_COMBINED = MODEL_DIR / "passive_v3.json"
+#: the camera kinds the passive check knows
+CAMERAS = ("colour", "grey")
+#: the default check's name and thresholds (how they were chosen: the README, Liveness)
+DEFAULT_NAME = "passive_v5"
+CNN_THRESHOLD = 0.125  # BPCER <= 2 % on every live source of the training split (NUAA, replay crops, celeba_ids)
+GREY_CNN_THRESHOLD = 0.05  # APCER <= 5 % on the training split's printed photos and replays, read as grey
+COLOUR_MIN = 0.013  # BPCER <= 1 % on every live source of the training split; grey or tinted faces <= 0.006
 #: the combiner's inputs, in order
 INPUTS = ("texture", "minifasnet_v2", "minifasnet_v1se", "frame_sides")
 EPS = 0.01  # no cue is trusted beyond 99 % either way: log-odds within +-4.6
@@ -53,58 +61,99 @@ def combiner_inputs(texture, cnn, sides) -> np.ndarray:
     return np.column_stack([logit(texture), logit(cnn[:, 0]), logit(cnn[:, 1]), sides.sum(axis=1)])
 
 
+def default_live(cnn, colour, camera: str = "colour") -> np.ndarray:
+    """The default decision from its cues (arrays of n faces): the pair's mean probability of real
+    (``cnn`` (n, 2), on the grey frame for a grey camera) and, for a colour camera, the colour spread."""
+    mean = np.asarray(cnn, np.float64).reshape(-1, 2).mean(axis=1)
+    if camera == "grey":
+        return mean >= GREY_CNN_THRESHOLD
+    return (mean >= CNN_THRESHOLD) & (np.asarray(colour, np.float64).reshape(-1) >= COLOUR_MIN)
+
+
 @dataclass
 class PassiveScore:
-    """One face's passive check: every cue, the combined probability of live and the decision."""
+    """One face's passive check: every cue, the score compared with the threshold, and the decision.
+
+    The default check's `score` is the CNN pair's mean probability of real, and `colour` (the colour spread)
+    must also reach `colour_min` on a colour camera; a user's combiner's `score` is its combined probability
+    (`texture` its texture model's)."""
 
     score: float
     threshold: float
     model: str
-    texture: float
+    texture: float | None
     cnn: CnnScore
     frame: tuple[str, ...] = ()
+    colour: float | None = None
+    colour_min: float | None = None
+    camera: str = "colour"
     cues: dict = field(default_factory=dict)
 
     @property
     def framed(self) -> bool:
         """The frame cue alone would call it a photo or a screen (straight edges on 3-4 sides); evidence,
-        not a veto: it is one input of `score`."""
+        not a veto."""
         return is_framed(self.frame)
 
     @property
+    def colourless(self) -> bool:
+        """On a colour camera, a face with no colour of skin (grey, or one uniform tint)."""
+        return self.colour_min is not None and self.colour is not None and self.colour < self.colour_min
+
+    @property
     def live(self) -> bool:
-        return self.score >= self.threshold
+        return self.score >= self.threshold and not self.colourless
 
     @property
     def decision_score(self) -> float:
-        return self.score
+        return 0.0 if self.colourless else self.score
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "score": round(self.score, 4),
             "threshold": round(self.threshold, 4),
             "live": self.live,
             "model": self.model,
-            "texture": round(self.texture, 4),
+            "camera": self.camera,
             "cnn": self.cnn.to_dict(),
             "frame": list(self.frame),
             "framed": self.framed,
         }
+        if self.texture is not None:
+            out["texture"] = round(self.texture, 4)
+        if self.colour is not None:
+            out["colour"] = round(self.colour, 4)
+            out["colour_min"] = self.colour_min
+            out["colourless"] = self.colourless
+        return out
 
 
 class PassiveCheck:
-    """The shipped (or a given) combiner over its cue models. ``threshold`` overrides the file's. The CNN pair
-    is ``cnn`` when given, else the folder the file's ``networks`` entry names (relative to the file), else
-    the shipped pretrained pair."""
+    """The passive check: the default (``path`` None), or a user's combiner file. ``threshold`` overrides
+    the CNN threshold of the default (or the file's); ``camera``: "colour" or "grey" (see the module
+    docstring; a user's combiner is used as it was fitted, on colour frames)."""
 
     def __init__(
         self,
-        path: str | Path = DEFAULT_COMBINED,
+        path: str | Path | None = None,
         threshold: float | None = None,
         texture: PassiveLiveness | None = None,
         cnn: AntiSpoofCnn | None = None,
+        camera: str = "colour",
     ) -> None:
-        path = Path(path)
+        if camera not in CAMERAS:
+            raise ConfigError(f"camera must be one of {', '.join(CAMERAS)}, not {camera!r}")
+        self.camera = camera
+        self.path = None if path is None else Path(path)
+        self.texture = texture
+        self.meta: dict = {}
+        if self.path is None:
+            self.name = DEFAULT_NAME if camera == "colour" else f"{DEFAULT_NAME}-grey"
+            default = GREY_CNN_THRESHOLD if camera == "grey" else CNN_THRESHOLD
+            self.threshold = float(threshold) if threshold is not None else default
+            self.cnn = cnn or AntiSpoofCnn()
+            return
+        path = self.path
         if not path.is_file():
             raise ModelError(f"liveness model {path} is missing")
         try:
@@ -121,89 +170,94 @@ class PassiveCheck:
             raise ModelError(f"liveness model {path} expects inputs {data.get('inputs')}, not {list(INPUTS)}")
         self.threshold = float(threshold) if threshold is not None else file_threshold
         self.name = self.meta.get("name", path.stem)
-        self.texture = texture or PassiveLiveness()
-        networks = data.get("networks")
+        networks, texture_file = data.get("networks"), data.get("texture", "passive_v2.npz")
         if cnn is None and networks is not None and not isinstance(networks, str):
             raise ModelError(f"liveness model {path}: 'networks' must name a folder")
+        if not isinstance(texture_file, str):
+            raise ModelError(f"liveness model {path}: 'texture' must name a file")
+        self.texture = texture or PassiveLiveness(path.parent / texture_file)
         self.cnn = cnn or (AntiSpoofCnn(path.parent / networks) if networks is not None else AntiSpoofCnn())
 
+    @property
+    def combiner(self) -> bool:
+        """A user's combiner file (not the default)?"""
+        return self.path is not None
+
     def combine(self, texture, cnn, sides) -> np.ndarray:
-        """Combined probability of live from the cues' values (arrays of n faces)."""
+        """A user's combiner: combined probability of live from the cues' values (arrays of n faces)."""
         z = ((combiner_inputs(texture, cnn, sides) - self.mean) / self.scale) @ self.weights + self.bias
         return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
 
     def score(self, image: np.ndarray, box) -> PassiveScore:
+        frame = frame_sides(image, box)
+        if not self.combiner:
+            seen = to_grey(image) if self.camera == "grey" else image
+            v2, v1se = self.cnn.probabilities(seen, [box])[0]
+            cnn = CnnScore(float(v2), float(v1se))
+            colour = None if self.camera == "grey" else colour_spread(image, box)
+            return PassiveScore(
+                cnn.score,
+                self.threshold,
+                self.name,
+                None,
+                cnn,
+                frame,
+                colour=colour,
+                colour_min=None if colour is None else COLOUR_MIN,
+                camera=self.camera,
+            )
         texture = float(self.texture.probability(features(image, box))[0])
         v2, v1se = self.cnn.probabilities(image, [box])[0]
-        frame = frame_sides(image, box)
         sides = [[side in frame for side in SIDES]]
         score = float(self.combine([texture], [[v2, v1se]], sides)[0])
-        return PassiveScore(score, self.threshold, self.name, texture, CnnScore(float(v2), float(v1se)), frame)
+        return PassiveScore(
+            score,
+            self.threshold,
+            self.name,
+            texture,
+            CnnScore(float(v2), float(v1se)),
+            frame,
+            colour=colour_spread(image, box),  # evidence: a user's combiner decides without it
+            camera=self.camera,
+        )
 
 
 def liveness_models() -> list[dict]:
-    """The shipped liveness models, for ``siamface models``: name, role, files, source and licence; the
-    default combiner first."""
-    from .cnn import LICENCE, NETWORKS, SOURCE
+    """The liveness checks and files shipped, for ``siamface models``: the default check (grey camera too),
+    then every file of the liveness model folder with its provenance record (source, licence, training
+    data), then the frame and colour cues (no files)."""
+    from ..provenance import describe
 
-    texture = PassiveLiveness() if (MODEL_DIR / "passive_v2.npz").is_file() else None
-    ours = "trained by siamface (python -m siamface.liveness.train{})"
-    models = []
-    for path, default in ((DEFAULT_COMBINED, True), (PRETRAINED_COMBINED, False)):
-        combiner = json.loads(path.read_text()) if path.is_file() else {}
-        meta = combiner.get("meta", {})
-        own = combiner.get("networks") is not None
-        models.append(
-            {
-                "name": meta.get("name", path.stem),
-                "default": default,
-                "role": "the passive decision: logistic combination of the texture model, the frame cue and "
-                + ("its own fine-tuned CNN pair" if own else "the pretrained CNN pair"),
-                "file": str(path.relative_to(MODEL_DIR)),
-                "threshold": combiner.get("threshold"),
-                "source": "trained by siamface (tools/finetune_minifasnet.py --anchor 1)"
-                if own
-                else ours.format(" --combine"),
-                "licence": "MIT",
-            }
-        )
-        for name, scale in NETWORKS.items() if own else ():
-            models.append(
-                {
-                    "name": f"{meta.get('name', path.stem)}/{name}",
-                    "role": f"anti-spoofing CNN fine-tuned by siamface, face box x{scale:g}, 80x80 BGR",
-                    "file": str((path.parent / combiner["networks"] / f"{name}.onnx").relative_to(MODEL_DIR)),
-                    "source": f"{SOURCE}, fine-tuned from the pretrained weights by tools/finetune_minifasnet.py",
-                    "licence": f"{LICENCE} (LICENSE-silent-face, NOTICE-silent-face beside it)",
-                }
-            )
-    for name, scale in NETWORKS.items():
-        models.append(
-            {
-                "name": name,
-                "role": f"anti-spoofing CNN (pretrained), face box x{scale:g}, 80x80 BGR",
-                "file": f"{name}.onnx",
-                "source": SOURCE + ", converted to ONNX by tools/convert_silent_face.py",
-                "licence": f"{LICENCE} (LICENSE-silent-face, NOTICE-silent-face)",
-            }
-        )
-    models.append(
+    models = [
         {
-            "name": texture.name if texture else "passive_v2",
-            "role": "colour-texture model (LBP, spectrum; logistic)",
-            "file": "passive_v2.npz",
-            "threshold": texture.threshold if texture else None,
-            "source": ours.format(""),
-            "licence": "MIT",
-        }
-    )
-    models.append(
-        {
-            "name": "frame",
-            "role": "frame cue: straight edges around the face (geometry, no weights)",
+            "name": DEFAULT_NAME,
+            "default": True,
+            "role": "the passive decision on a colour camera: the pretrained CNN pair's mean probability of real "
+            f">= {CNN_THRESHOLD}, and the face's colour spread >= {COLOUR_MIN} (no learned weights of our own)",
             "file": None,
-            "source": "siamface",
+            "threshold": CNN_THRESHOLD,
+            "source": "siamface (thresholds chosen on the training split of the development data: README, Liveness)",
             "licence": "MIT",
-        }
-    )
+            "training_data": [],
+        },
+        {
+            "name": f"{DEFAULT_NAME}-grey",
+            "role": f"the passive decision on a grey camera (--camera grey): the pair on the grey frame >= "
+            f"{GREY_CNN_THRESHOLD}",
+            "file": None,
+            "threshold": GREY_CNN_THRESHOLD,
+            "source": "siamface (thresholds chosen on the training split of the development data: README, Liveness)",
+            "licence": "MIT",
+            "training_data": [],
+        },
+    ]
+    for entry in describe(["liveness/models"]):
+        name = Path(entry["file"]).name
+        if name.endswith(".onnx"):
+            models.append({"name": Path(name).stem, "role": "anti-spoofing CNN (pretrained)", **entry})
+    for name, role in (
+        ("frame", "frame cue: straight edges around the face (geometry, no weights; evidence only)"),
+        ("colour", "colour cue: spread of the inner face's saturation (no weights)"),
+    ):
+        models.append({"name": name, "role": role, "file": None, "source": "siamface", "licence": "MIT"})
     return models

@@ -3,11 +3,11 @@
 Layout: ``DIR/live/**`` (or ``real/``, ``bona_fide/``) holds bona fide images or videos; every other
 sub-folder is an attack type named after it (``photo/``, ``replay/``, ``mask/`` ...), files at any depth.
 Each file is one presentation. An image: the largest face is scored by the passive check (`PassiveCheck`:
-the CNN pair, the texture model and the frame cue, combined). A video (a recording of one attempt): up to
+the pretrained CNN pair and the colour cue by default, or a user's combiner file). A video (a recording of one attempt): up to
 `VIDEO_FRAMES` frames spread over it are scored and the presentation's score is their median, as a camera
 session would see it; the per-frame figures are reported too. Every cue is also reported alone, each at its
-own threshold: the CNN pair (mean probability of real, at the threshold chosen with the combiner), the
-texture model (at its own threshold) and the frame cue (a face framed on 3-4 sides is an attack). Files
+own threshold: the CNN pair (mean probability of real, at the default's threshold), the colour cue (the
+spread of the face's saturation) and the frame cue (a face framed on 3-4 sides is an attack). Files
 with no face are counted apart. Writes report.json and a histogram of the combined score (scores.png, with
 matplotlib) into --out.
 """
@@ -31,7 +31,7 @@ LIVE_NAMES = {"live", "real", "bona_fide", "bonafide", "genuine"}
 SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 VIDEO_FRAMES = 30
 #: the decisions reported: the combination, then every cue alone
-DECISIONS = ("combined", "cnn", "texture", "frame")
+DECISIONS = ("combined", "cnn", "colour", "frame")
 
 
 def collect(root: Path) -> list[tuple[Path, str]]:
@@ -59,16 +59,14 @@ def video_frames(path: Path, count: int = VIDEO_FRAMES):
 
 def cue_values(s: PassiveScore) -> dict[str, float]:
     """Each decision's score for one face: the combination and every cue alone."""
-    return {"combined": s.score, "cnn": s.cnn.score, "texture": s.texture, "frame": 0.0 if s.framed else 1.0}
+    colour = s.colour if s.colour is not None else 1.0  # a grey camera has no colour to read
+    return {"combined": s.decision_score, "cnn": s.cnn.score, "colour": colour, "frame": 0.0 if s.framed else 1.0}
 
 
 def cue_thresholds(model: PassiveCheck) -> dict[str, float]:
-    return {
-        "combined": model.threshold,
-        "cnn": float(model.meta["cnn_alone_threshold"]),
-        "texture": model.texture.threshold,
-        "frame": 0.5,
-    }
+    from .combined import CNN_THRESHOLD, COLOUR_MIN
+
+    return {"combined": model.threshold, "cnn": CNN_THRESHOLD, "colour": COLOUR_MIN, "frame": 0.5}
 
 
 def score_items(items, pipeline, model: PassiveCheck, progress=None):
@@ -173,7 +171,7 @@ def format_evaluation(result: LivenessEvaluation) -> str:
 def _text(root: Path, model: PassiveCheck, r: PadReport, missed: list[str]) -> str:
     lines = [
         f"presentation-attack detection on {root}",
-        f"  passive check {model.name} (CNN pair + texture + frame cue; threshold {r.threshold:.4f})",
+        f"  passive check {model.name} (threshold {r.threshold:.4f})",
         "  presentations "
         + ", ".join(f"{k} {v}" for k, v in r.counts.items())
         + f"; {len(missed)} with no face (not scored)",

@@ -9,8 +9,9 @@ One image, one face box, no motion. Two cues:
   spectrum of the luma (moire, blur) and chroma statistics — 373 numbers, about 1 ms. Their square roots
   (Hellinger map) feed a logistic regression trained by the project (`siamface.liveness.train`) on NUAA
   printed photos, phone-replay crops, and bona fide faces from other cameras (so that "live" does not mean
-  "looks like the attack datasets' webcam"). Its weights ship inside the package (``models/passive_v2.npz``,
-  a few kB); no torch, no download.
+  "looks like the attack datasets' webcam"). No weights ship: the package may not carry a model fitted on
+  those sets (their terms: `siamface.provenance`); a user who holds data they may train on fits their own
+  (``python -m siamface.liveness.train``, a few kB file) and names it in a combiner file (`combined`).
 * **Frame** (`frame_sides`): the straight border of a photo or a phone screen around the face, found in
   the image around the box (edges, Hough segments; about 2 ms). No training: geometry, so it does not
   depend on the camera. ``passive_v2`` alone (`LivenessScore.live`) calls a face framed on three sides not
@@ -31,7 +32,8 @@ import numpy as np
 from ..errors import ModelError
 
 MODEL_DIR = Path(__file__).parent / "models"
-DEFAULT_MODEL = MODEL_DIR / "passive_v2.npz"
+#: where `python -m siamface.liveness.train` writes the texture model by default (not in the package)
+DEFAULT_MODEL = Path("out") / "liveness" / "passive_v2.npz"
 CROP = 64
 FACE_SCALE = 1.2
 RINGS = 8
@@ -218,12 +220,15 @@ class LivenessScore:
 
 
 class PassiveLiveness:
-    """The shipped (or a given) logistic model over `features`."""
+    """A texture model file (`python -m siamface.liveness.train`): a logistic model over `features`."""
 
-    def __init__(self, path: str | Path = DEFAULT_MODEL, threshold: float | None = None) -> None:
+    def __init__(self, path: str | Path, threshold: float | None = None) -> None:
         path = Path(path)
         if not path.is_file():
-            raise ModelError(f"liveness model {path} is missing")
+            raise ModelError(
+                f"texture liveness model {path} is missing (the package ships none: train one with "
+                f"python -m siamface.liveness.train)"
+            )
         with np.load(path, allow_pickle=False) as data:
             self.mean, self.scale = data["mean"], data["scale"]
             self.weights, self.bias = data["weights"], float(data["bias"])

@@ -2,11 +2,16 @@
 
     python -m siamface.liveness.train --nuaa ../shared/datasets/nuaa_train \\
         --replay ../shared/datasets/replay_crops --live ../shared/datasets/celeba_ids --live-every 3 \\
-        [--out src/siamface/liveness/models/passive_v2.npz]
+        [--out out/liveness/passive_v2.npz]
 
     # then the combiner of the passive check (CNN pair + that texture model + frame cue):
     python -m siamface.liveness.train --combine --bpcer 0.02 --name passive_v3 (same data options) \\
-        [--out src/siamface/liveness/models/passive_v3.json]
+        [--out out/liveness/passive_v3.json]
+
+    # then use them: siamface authenticate/serve --liveness-model out/liveness/passive_v3.json
+    # (the combiner file names its texture model, passive_v2.npz beside it by default)
+
+Only for data you may train on: the package ships no model fitted here (see `siamface.provenance`).
 
 Data layouts understood (``--data`` may be given several times, as TYPE=DIR):
 * NUAA: ``live/<subject>/*.jpg`` and ``photo/<subject>/*.jpg`` (640x480 frames; the face is detected);
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -113,6 +119,7 @@ def cue_table(items, cache: Path | None = None) -> dict[str, np.ndarray]:
     from ..detection import create_detector
     from ..image import load_image
     from .cnn import AntiSpoofCnn
+    from .colour import colour_spread, to_grey
     from .passive import SIDES, frame_sides
 
     files = [str(i[0]) for i in items]
@@ -133,6 +140,8 @@ def cue_table(items, cache: Path | None = None) -> dict[str, np.ndarray]:
         "cnn": np.zeros((n, 2), np.float32),
         "sides": np.zeros((n, 4), bool),
         "kps": np.zeros((n, 5, 2), np.float32),
+        "colour": np.zeros(n, np.float32),
+        "cnn_grey": np.zeros((n, 2), np.float32),
     }
     for i, (path, _, _, is_crop) in enumerate(items):
         image = load_image(path)
@@ -149,6 +158,8 @@ def cue_table(items, cache: Path | None = None) -> dict[str, np.ndarray]:
         table["ok"][i], table["box"][i] = True, box
         table["x"][i] = features(image, box)
         table["cnn"][i] = cnn.probabilities(image, [box])[0]
+        table["colour"][i] = colour_spread(image, box)
+        table["cnn_grey"][i] = cnn.probabilities(to_grey(image), [box])[0]
         found = frame_sides(image, box)
         table["sides"][i] = [side in found for side in SIDES]
         if i % 200 == 0:
@@ -252,14 +263,18 @@ def fit_combiner(inputs: np.ndarray, y: np.ndarray, l2: float, weights: np.ndarr
     return {"mean": mean, "scale": scale, "weights": w, "bias": bias}
 
 
-def combiner_json(model: dict, threshold: float, meta: dict, networks: str | None = None) -> str:
+def combiner_json(
+    model: dict, threshold: float, meta: dict, networks: str | None = None, texture: str = "passive_v2.npz"
+) -> str:
     """A fitted combiner (`fit_combiner`) with its threshold and facts, as the JSON file `PassiveCheck`
-    loads (``liveness/models/passive_v4/passive_v4.json``). ``networks``: the folder of its own CNN pair,
-    relative to the file (``"."``: beside it); None: the shipped pretrained pair."""
+    loads (``--liveness-model FILE``). ``networks``: the folder of its own CNN pair,
+    relative to the file (``"."``: beside it); None: the shipped pretrained pair. ``texture``: its texture
+    model file, relative to the file."""
     from .combined import INPUTS
 
     payload = {
         **({"networks": networks} if networks is not None else {}),
+        "texture": texture,
         "inputs": list(INPUTS),
         "mean": model["mean"].tolist(),
         "scale": model["scale"].tolist(),
@@ -373,7 +388,8 @@ def train_combiner(args, items) -> int:
         "held_out": {**report.to_dict(), "bpcer_per_live_source": per_source},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(combiner_json(model, thr, meta))
+    texture_file = os.path.relpath(Path(args.texture).resolve(), Path(args.out).resolve().parent)
+    args.out.write_text(combiner_json(model, thr, meta, texture=texture_file))
     print(f"wrote {args.out}")
     return 0
 
@@ -418,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         "--combine",
         action="store_true",
         help="fit the combiner of the cues (CNN pair, texture model --texture, frame cue) instead "
-        "of the texture model; --out defaults to models/passive_v3.json (the combiner over the pretrained CNN pair)",
+        "of the texture model; --out defaults to out/liveness/passive_v3.json (the combiner over the pretrained CNN pair)",
     )
     ap.add_argument("--texture", type=Path, default=DEFAULT_MODEL, help="with --combine: the texture model")
     ap.add_argument("--combine-l2", type=float, default=1.0, help="with --combine: the combiner's L2 strength")
@@ -429,9 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     items = collect(args.nuaa, args.replay, args.live, args.live_every)
     if args.combine:
         if args.out == DEFAULT_MODEL:
-            from .combined import PRETRAINED_COMBINED
-
-            args.out = PRETRAINED_COMBINED  # a combiner over the pretrained pair, as passive_v3
+            args.out = DEFAULT_MODEL.with_name("passive_v3.json")  # a combiner over the pretrained pair
         return train_combiner(args, items)
     x, ok = extract(items, args.cache)
     labels = np.array([i[1] for i in items])

@@ -2,7 +2,7 @@
 that says what went wrong, and never a file path or a traceback.
 
     400 bad-image, bad-request, invalid-name   the input cannot be used
-    400 liveness-required, active-liveness-off a claim without a liveness session / sessions with it off
+    400 liveness-session-required, liveness-off   a claim without a capture session / sessions with liveness off
     401 missing-api-key, invalid-api-key       no key, or not one of this server's keys
     403 revoked-api-key                        a key that was revoked
     403 forbidden-role                         the key's role may not do this (see `keys.ROLES`)
@@ -10,12 +10,13 @@ that says what went wrong, and never a file path or a traceback.
     404 unknown-liveness-session               no such session for this key
     409 person-exists, name-taken              the name is already enrolled
     409 already-enrolled                       the new person's face already matches someone enrolled
-    409 liveness-session-used, liveness-pending   a session already used / whose challenge is not finished
+    409 liveness-session-used, liveness-pending   a session already used / not finished
+    409 liveness-session-other-claim           a session opened for another person (now used up)
     410 expired-liveness-session               the session is past its life
     413 too-large                              the request body is over the upload limit
     422 no-face, no-usable-face, invalid-request
     429 locked                                 too many failed verifications of this person (Retry-After)
-    429 too-many-liveness-sessions             the server keeps no more open sessions (Retry-After)
+    429 too-many-liveness-sessions             too many open, or opened by this key / for this person (Retry-After)
     500 internal-error, model-error            the server's fault; details go to the server log only
     500 gallery-damaged                        a row of the gallery was tampered with or damaged (which one)
     503 gallery-read-only                      a change asked of a gallery the server may only read

@@ -100,18 +100,26 @@ class Lockout:
         finally:
             async with state.changed:
                 state.in_flight -= 1
-                now = self.clock()
-                if attempt.outcome is True:
-                    state.failures.clear()
-                elif attempt.outcome is False:
-                    state.failures.append(now)
-                    self._prune(state, now)
-                    if len(state.failures) >= self.max_failures:
-                        state.locked_until = now + self.duration
-                        state.failures.clear()
+                self._record(key, state, attempt.outcome)
                 state.changed.notify_all()
-                if not state.failures and not state.in_flight and not state.waiting and state.locked_until <= now:
-                    self._states.pop(key, None)
+
+    def _record(self, key: Hashable, state: _State, outcome: bool | None) -> None:
+        now = self.clock()
+        if outcome is True:
+            state.failures.clear()
+        elif outcome is False:
+            state.failures.append(now)
+            self._prune(state, now)
+            if len(state.failures) >= self.max_failures:
+                state.locked_until = now + self.duration
+                state.failures.clear()
+        if not state.failures and not state.in_flight and not state.waiting and state.locked_until <= now:
+            self._states.pop(key, None)
+
+    def record_failure(self, key: Hashable) -> None:
+        """A failure of `key` decided elsewhere (a liveness session that failed or expired unused); counts
+        as a denied verification. Event loop only, as the rest."""
+        self._record(key, self._states.setdefault(key, _State()), False)
 
     def locked(self) -> set[Hashable]:
         """The keys locked now."""

@@ -1,20 +1,26 @@
-"""Active liveness over HTTP: challenge sessions, kept in the server's memory.
+"""Liveness over HTTP: capture sessions, kept in the server's memory.
 
-    POST /v1/liveness/sessions                 -> a session: random challenges (`ActiveCheck`), its first prompt
-    POST /v1/liveness/sessions/{id}/frames     -> one camera frame; the session's state: pending, passed, failed
+    POST /v1/liveness/sessions  claim=NAME       -> a session for that person: its id, the first prompt only
+    POST /v1/liveness/sessions/{id}/frames       -> one camera frame; the session's state: pending, passed, failed
     POST /v1/verify  claim + image + liveness_session=ID   -> consumes the session (once)
 
-The server finds the largest face of each frame and feeds its keypoints to the session's `ActiveCheck`
-with its own monotonic clock (a client cannot stretch or squeeze time); it keeps that face's embedding, so
-that the verification can require every face of the challenge to be the claimed person: one person cannot
-answer the challenge and then present another's photo as the probe.
+With liveness on (any mode but off) a claim is granted only through such a session: a single uploaded image
+is never live. Each session is a `siamface.liveness.session.CaptureSession` (the same checks `authenticate`
+makes at the camera): frames timed by the server's monotonic clock **on arrival** (a client cannot stretch
+or squeeze time), at camera rate, no repeated picture, no jump, the passive check on every frame (modes
+passive and both), prompts revealed one at a time at random moments (modes active and both). The server
+keeps each frame's largest face's embedding, so that the verification can require every face of the
+session to be the claimed person.
 
-A session belongs to the API key that opened it (another key gets 404, as for an unknown id), lives `ttl`
-seconds from its opening (410 after), takes at most `max_frames` frames (then it fails), and is used by
-the first verification that names it, whatever that verification decides (409 after). At most
-`max_sessions` are open at once (429). Restarting the server forgets them all.
+A session belongs to the API key that opened it and to the person it was opened for (another key gets 404,
+as for an unknown id; another claim 409). It lives `ttl` seconds from its opening (410 after), takes at most
+`max_frames` frames (then it fails), and is used by the first verification that names it, whatever that
+decides (409 after). Opening is limited per key and per claimed person (`per_key`, `per_person` a minute;
+429), and at most `max_sessions` are open at once. A session that fails, or expires unused, counts once as a
+failed verification of its person (`failures` hands them to the lock-out book). Restarting the server
+forgets them all.
 
-Methods are called from worker threads (frames) and the event loop (verify); one lock guards the book.
+Methods are called from worker threads (frames) and the event loop (open, verify); one lock guards the book.
 Detection and embedding run outside it.
 """
 
@@ -23,61 +29,63 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import defaultdict, deque
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..liveness.active import ActiveCheck
+from ..liveness.session import FAILED, PASSED, PENDING, CaptureRules, CaptureSession, Seen
 from .errors import ServiceError
 
-PENDING, PASSED, FAILED = "pending", "passed", "failed"
+__all__ = ["FAILED", "PASSED", "PENDING", "LivenessSessions", "Session"]
+RATE_WINDOW = 60.0  # seconds over which opening is counted
 
 
 @dataclass
 class Session:
     id: str
     key: str | None
-    check: ActiveCheck
+    person: Hashable  # the claimed person's id
+    claim: str  # and name
+    capture: CaptureSession
     expires: float
     frames: int = 0
     faces: list[np.ndarray] = field(default_factory=list)  # embedding of the largest face of each frame
-    failure: str | None = None  # failed here, not by the check (too many frames)
     used: bool = False
+    counted: bool = False  # its failure was handed to the lock-out
 
     @property
     def state(self) -> str:
-        if self.failure is not None:
-            return FAILED
-        result = self.check.result
-        return PENDING if result is None else (PASSED if result.passed else FAILED)
+        return self.capture.state
 
     @property
     def reason(self) -> str | None:
-        return self.failure or (self.check.result.reason if self.check.result else None)
+        return self.capture.result.reason if self.capture.result else None
 
     def evidence(self) -> dict[str, Any]:
-        """What the check found, for a verification's answer (as `siamface authenticate` reports it)."""
-        completed, parallax = self.check.progress
-        result = self.check.result
+        """What the session found, for a verification's answer (as `siamface authenticate` reports it)."""
+        c = self.capture
         found = (
-            result.to_dict()
-            if result is not None
+            c.result.to_dict()
+            if c.result is not None
             else {
                 "passed": False,
-                "reason": self.reason,
-                "challenges": list(self.check.challenges),
-                "completed": completed,
-                "parallax": round(parallax, 4),
+                "reason": None,
+                "mode": c.mode,
+                "challenges": c.shown,
+                "completed": c.step,
+                "parallax": round(c.parallax, 4),
             }
         )
         return {**found, "session_id": self.id, "frames": self.frames, "faces": len(self.faces)}
 
 
 class LivenessSessions:
-    """The open challenge sessions of one server. `challenges`: a fixed list for every session (tests
-    only: a recording can replay a known order); None draws them at random per session."""
+    """The open capture sessions of one server. `mode`: "passive" (no prompts) or "active"; `prompts`: a
+    fixed list for every session (tests only: a recording can follow a known list); None draws them.
+    `rng`: where the draws come from (tests may seed one; by default the system's secure source)."""
 
     def __init__(
         self,
@@ -85,30 +93,41 @@ class LivenessSessions:
         ttl: float,
         max_sessions: int,
         max_frames: int,
-        challenge_s: float,
-        challenges: Sequence[str] | None = None,
+        rules: CaptureRules,
+        mode: str = "active",
+        prompts: Sequence[str] | None = None,
+        per_key: int = 20,
+        per_person: int = 10,
         clock: Callable[[], float] = time.monotonic,
+        rng: Any = None,
     ) -> None:
         self.ttl = float(ttl)
         self.max_sessions = int(max_sessions)
         self.max_frames = int(max_frames)
-        self.challenge_s = float(challenge_s)
-        self.challenges = tuple(challenges) if challenges else None
+        self.rules = rules
+        self.mode = mode
+        self.prompts = tuple(prompts) if prompts else None
+        self.per_key, self.per_person = int(per_key), int(per_person)
         self.clock = clock
+        self.rng = rng  # the prompts' and moments' draws: None, a `secrets.SystemRandom` per session
         self._sessions: dict[str, Session] = {}
+        self._opened: dict[tuple[str, Hashable], deque] = defaultdict(deque)
         self._lock = threading.Lock()
 
     def describe(self, session: Session) -> dict[str, Any]:
-        """The state of a session as the routes answer it."""
-        completed, parallax = session.check.progress
+        """The state of a session as the routes answer it: the current prompt and those already shown,
+        never the ones to come."""
+        c = session.capture
         return {
             "session_id": session.id,
+            "claim": session.claim,
+            "mode": c.mode,
             "state": session.state,
-            "prompt": session.check.prompt or None,
+            "prompt": c.prompt or None,
             "reason": session.reason,
-            "challenges": list(session.check.challenges),
-            "completed": completed,
-            "parallax": round(parallax, 4),
+            "challenges": c.shown,
+            "completed": c.step,
+            "parallax": round(c.parallax, 4),
             "frames": session.frames,
             "expires_in": round(max(0.0, session.expires - self.clock()), 1),
         }
@@ -117,8 +136,24 @@ class LivenessSessions:
         """Forget sessions expired for a ttl already (kept until then to answer 410/409, not 404)."""
         for sid in [sid for sid, s in self._sessions.items() if now > s.expires + self.ttl]:
             del self._sessions[sid]
+        for key in [k for k, q in self._opened.items() if not q or now - q[-1] > RATE_WINDOW]:
+            del self._opened[key]
 
-    def open(self, key: str | None) -> dict[str, Any]:
+    def _rate(self, kind: str, who: Hashable, limit: int, now: float, what: str) -> None:
+        opened = self._opened[(kind, who)]
+        while opened and now - opened[0] > RATE_WINDOW:
+            opened.popleft()
+        if len(opened) >= limit:
+            wait = max(1, int(RATE_WINDOW - (now - opened[0])) + 1)
+            raise ServiceError(
+                429,
+                "too-many-liveness-sessions",
+                f"{len(opened)} liveness sessions opened {what} in the last {RATE_WINDOW:g} s, the most allowed; "
+                f"retry in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
+
+    def open(self, key: str | None, person: Hashable, claim: str) -> dict[str, Any]:
         now = self.clock()
         with self._lock:
             self._prune(now)
@@ -130,11 +165,19 @@ class LivenessSessions:
                     f"{active} liveness sessions are open, the most this server keeps; retry soon",
                     headers={"Retry-After": "5"},
                 )
-            session = Session(
-                secrets.token_urlsafe(18), key, ActiveCheck(self.challenges, timeout=self.challenge_s), now + self.ttl
-            )
+            self._rate("key", key, self.per_key, now, "with this API key")
+            self._rate("person", person, self.per_person, now, "for this person")
+            self._opened[("key", key)].append(now)
+            self._opened[("person", person)].append(now)
+            capture = CaptureSession(self.mode, self.rules, self.prompts, self.rng)
+            session = Session(secrets.token_urlsafe(18), key, person, claim, capture, now + self.ttl)
             self._sessions[session.id] = session
-            return {**self.describe(session), "timeout": self.challenge_s, "max_frames": self.max_frames}
+            return {
+                **self.describe(session),
+                "timeout": self.rules.timeout,
+                "max_frames": self.max_frames,
+                "max_gap": self.rules.max_gap,
+            }
 
     def _find(self, session_id: str, key: str | None) -> Session:
         session = self._sessions.get(session_id)
@@ -163,29 +206,49 @@ class LivenessSessions:
             if session.state == PENDING:
                 session.frames += 1
                 if session.frames > self.max_frames:
-                    session.failure = f"more than {self.max_frames} frames without meeting the challenge"
+                    session.capture.fail(f"more than {self.max_frames} frames without finishing")
             return session
 
-    def feed(self, session: Session, keypoints, box, embedding: np.ndarray | None) -> dict[str, Any]:
-        """One frame's largest face (all None: no face) into the session's check, at the server's time."""
+    def feed(self, session: Session, arrived: float, seen: Seen | None, embedding: np.ndarray | None) -> dict[str, Any]:
+        """One frame's largest face (None: no face) into the session's capture, at its arrival time."""
         with self._lock:
             if session.state == PENDING:
                 if embedding is not None:
                     session.faces.append(np.asarray(embedding, np.float32))
-                session.check.update(keypoints, box, self.clock())
+                session.capture.observe(arrived, seen)
             return self.describe(session)
 
-    def use(self, session_id: str, key: str | None) -> Session:
-        """Take a decided session for one verification; from then on it answers 409."""
+    def use(self, session_id: str, key: str | None, person: Hashable) -> Session:
+        """Take a decided session for one verification of `person`; from then on it answers 409."""
         with self._lock:
             session = self._find(session_id, key)
+            if session.person != person:
+                session.used = True  # a session is tried once, for the person it was opened for
+                raise ServiceError(
+                    409,
+                    "liveness-session-other-claim",
+                    f"this liveness session was opened for {session.claim!r}, not for this claim; it is used up",
+                )
             if session.state == PENDING:
                 raise ServiceError(
                     409,
                     "liveness-pending",
-                    f"the liveness challenge is not finished "
-                    f"('{session.check.prompt}'): send frames until its "
+                    f"the liveness session is not finished ('{session.capture.prompt}'): send frames until its "
                     f"state is passed or failed",
                 )
             session.used = True
             return session
+
+    def failures(self) -> list[Hashable]:
+        """The people of sessions that failed, or expired unused, since the last call (each session once):
+        for the lock-out book."""
+        now = self.clock()
+        out = []
+        with self._lock:
+            for s in self._sessions.values():
+                if s.counted:
+                    continue
+                if s.state == FAILED or (not s.used and now > s.expires):
+                    s.counted = True
+                    out.append(s.person)
+        return out

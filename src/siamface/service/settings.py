@@ -16,9 +16,12 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 24_000_000
 #: Images accepted by one enrollment request.
 MAX_ENROLL_IMAGES = 20
-#: Active liveness: challenge sessions open at once (429 above), and frames one session takes (then it fails).
+#: Liveness: capture sessions open at once (429 above), and frames one session takes (then it fails).
 MAX_LIVENESS_SESSIONS = 100
-MAX_SESSION_FRAMES = 150
+MAX_SESSION_FRAMES = 300
+#: Liveness sessions one API key, and one claimed person, may open a minute (429 above).
+SESSIONS_PER_KEY = 20
+SESSIONS_PER_PERSON = 10
 #: Faces of one image identified by /v1/identify: the largest; the answer says how many were found.
 MAX_FACES = 20
 #: Seconds one request's work may take, from its first step (waiting for a worker included); 503 past it.
@@ -43,12 +46,17 @@ class Settings:
     threshold: float | None = None
     min_enroll_face: int = 60  # enrollment gate: smallest face side, in pixels
     keep_images: bool = False  # only when the gallery is created by the server
-    liveness: str = "off"  # "off", "passive", "active" (challenge sessions) or "both"
-    challenge_s: float = 10.0  # active: time to meet the challenge, from a session's first frame
-    session_ttl_s: float = 60.0  # active: a session's life, from its opening to its use by /v1/verify
+    liveness: str = "off"  # "off", or a capture session: "passive", "active" (prompts) or "both"
+    camera: str = "colour"  # the passive check's camera kind: "colour" or "grey" (IR, monochrome)
+    liveness_model: Path | None = None  # a user's combiner file instead of the default passive check
+    challenge_s: float = 20.0  # a session's capture must end within this, from its first frame
+    session_ttl_s: float = 60.0  # a session's life, from its opening to its use by /v1/verify
+    max_frame_gap_s: float = 1.5  # the longest silence between two frames of a session
     max_sessions: int = MAX_LIVENESS_SESSIONS
     max_session_frames: int = MAX_SESSION_FRAMES
-    challenges: tuple[str, ...] | None = None  # tests only: the same challenges for every session
+    sessions_per_key: int = SESSIONS_PER_KEY
+    sessions_per_person: int = SESSIONS_PER_PERSON
+    challenges: tuple[str, ...] | None = None  # tests only: the same prompts for every session
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     max_pixels: int = MAX_PIXELS
     max_enroll_images: int = MAX_ENROLL_IMAGES
@@ -65,8 +73,18 @@ class Settings:
 
     @property
     def active_liveness(self) -> bool:
-        """Does a claim verification need a passed challenge session?"""
+        """Do liveness sessions prompt the user (turn, tilt, come closer)?"""
         return self.liveness in ("active", "both")
+
+    @property
+    def sessions_needed(self) -> bool:
+        """Does a claim verification need a passed capture session (every liveness mode but off)?"""
+        return self.liveness != "off"
+
+    @property
+    def passive_frames(self) -> bool:
+        """Is the passive check run on every frame of a session?"""
+        return self.liveness in ("passive", "both")
 
     def __post_init__(self) -> None:
         from ..gallery.store import is_database_url
@@ -85,10 +103,20 @@ class Settings:
             )
         if self.max_sessions < 1 or self.max_session_frames < 1:
             raise ConfigError("max_sessions and max_session_frames must be >= 1")
-        if self.challenges is not None:
-            from ..liveness.active import ActiveCheck
+        if not 0.1 <= self.max_frame_gap_s <= 10:
+            raise ConfigError(f"the longest gap between frames must be 0.1-10 s, got {self.max_frame_gap_s:g}")
+        if self.sessions_per_key < 1 or self.sessions_per_person < 1:
+            raise ConfigError("sessions_per_key and sessions_per_person must be >= 1")
+        from ..liveness.combined import CAMERAS
 
-            object.__setattr__(self, "challenges", tuple(ActiveCheck(self.challenges).challenges))  # validated
+        if self.camera not in CAMERAS:
+            raise ConfigError(f"camera must be one of {', '.join(CAMERAS)}, got {self.camera!r}")
+        if self.liveness_model is not None:
+            object.__setattr__(self, "liveness_model", Path(self.liveness_model))
+        if self.challenges is not None:
+            from ..liveness.session import CaptureSession
+
+            object.__setattr__(self, "challenges", tuple(CaptureSession("active", prompts=self.challenges).prompts))
         if self.max_upload_bytes < 1024 or self.max_pixels < 1024 or self.max_enroll_images < 1:
             raise ConfigError("upload, pixel and image-count limits must be positive (upload >= 1 kB)")
         if self.workers < 1:

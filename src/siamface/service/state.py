@@ -58,12 +58,17 @@ class Service:
         self.pipeline = None
         self.gallery = None
         self.liveness = None
+        from ..liveness.session import CaptureRules
+
         self.sessions = LivenessSessions(
             ttl=settings.session_ttl_s,
             max_sessions=settings.max_sessions,
             max_frames=settings.max_session_frames,
-            challenge_s=settings.challenge_s,
-            challenges=settings.challenges,
+            rules=CaptureRules(timeout=settings.challenge_s, max_gap=settings.max_frame_gap_s),
+            mode="active" if settings.active_liveness else "passive",
+            prompts=settings.challenges,
+            per_key=settings.sessions_per_key,
+            per_person=settings.sessions_per_person,
         )
         self.created_gallery = False
         self.model_note: str | None = None
@@ -78,7 +83,7 @@ class Service:
         s = self.settings
         self.pipeline, self.model_note = build_pipeline(s, gallery=s.gallery)
         self.pipeline.thresholds  # noqa: B018 - resolved and range-checked now: a bad one stops the start
-        if s.active_liveness and "keypoints" not in self.pipeline.detect(np.zeros((64, 64, 3), np.uint8)).data:
+        if s.sessions_needed and "keypoints" not in self.pipeline.detect(np.zeros((64, 64, 3), np.uint8)).data:
             raise ConfigError(
                 f"--liveness {s.liveness} needs a detector with 5 keypoints (retinaface, mtcnn), not {s.detector!r}"
             )
@@ -98,7 +103,7 @@ class Service:
         if s.liveness in ("passive", "both"):
             from ..liveness import PassiveCheck
 
-            self.liveness = PassiveCheck()
+            self.liveness = PassiveCheck(s.liveness_model, camera=s.camera)
         # Warm-up: build both models and run each once, so the first request does not pay for it.
         self.pipeline.embed(np.full((120, 120, 3), 127, np.uint8))
         self.gallery.index.search(np.zeros((1, self.pipeline.encoder.info.embedding_size), np.float32), k=1)
@@ -213,9 +218,9 @@ class Service:
     def verify_claim(
         self, person, probe: Upload, rule: str, fraction: float, session: Session | None = None, key: str | None = None
     ) -> tuple[bool, dict[str, Any]]:
-        """(granted, evidence). Granted needs the face to match and, with liveness on, to be live: passive,
-        a live score of the probe; active, a passed challenge `session` whose faces are all the person. The
-        audit row says what the client is told (`granted`, liveness included) and which `key` asked."""
+        """(granted, evidence). Granted needs the face to match and, with liveness on, a passed capture
+        `session` whose faces are all the person (and, with the passive check on, a live probe). The audit row
+        says what the client is told (`granted`, liveness included) and which `key` asked."""
         image = self.decode(probe)
         try:
             result = self.gallery.verify(person.name, image, rule=rule, fraction=fraction, audit=False)
@@ -225,9 +230,9 @@ class Service:
         payload = result.to_dict()
         live = self._liveness(image, result.box)
         evidence = Liveness(live=None if live is None else bool(live["live"]))
-        if self.settings.active_liveness:
+        if session is not None:
             active = self._challenge_evidence(session, person, result)
-            payload["liveness"] = {"mode": self.settings.liveness, "active": active}
+            payload["liveness"] = {"mode": self.settings.liveness, "session": active}
             if live is not None:
                 payload["liveness"]["passive"] = live
             evidence = dataclasses.replace(
@@ -272,35 +277,50 @@ class Service:
         evidence["same_person"] = lowest is not None and threshold.accepts(lowest)
         return evidence
 
-    def liveness_session(self, session_id: str | None, key: str | None) -> Session | None:
-        """The challenge session a claim verification uses up (None when liveness is not active)."""
-        if not self.settings.active_liveness:
+    def count_session_failures(self) -> None:
+        """Hand the sessions that failed or expired unused to the lock-out book (event loop only)."""
+        for person in self.sessions.failures():
+            self.lockout.record_failure(person)
+
+    def liveness_session(self, session_id: str | None, key: str | None, person) -> Session | None:
+        """The capture session a claim verification uses up (None when liveness is off): with liveness on,
+        a single posted image is never live."""
+        if not self.settings.sessions_needed:
             return None
         if not session_id:
             raise ServiceError(
                 400,
-                "liveness-required",
-                f"this server's liveness is {self.settings.liveness}: open a session (POST "
-                f"/v1/liveness/sessions), meet its challenge with frames, then send its id as "
-                f"'liveness_session'",
+                "liveness-session-required",
+                f"this server's liveness is {self.settings.liveness}: a claim is granted only through a live "
+                f"capture, never an uploaded image. Open a session (POST /v1/liveness/sessions with the claim), "
+                f"send camera frames until it passes, then send its id as 'liveness_session'",
             )
-        return self.sessions.use(session_id, key)
+        return self.sessions.use(session_id, key, person.id)
 
-    def liveness_frame(self, session_id: str, key: str | None, frame: Upload) -> dict[str, Any]:
-        """One camera frame for a challenge session: its largest face fed to the check; the session's state."""
+    def liveness_frame(self, session_id: str, key: str | None, frame: Upload, arrived: float) -> dict[str, Any]:
+        """One camera frame for a capture session, `arrived` at that time of the server's clock: its face (the
+        one that continues the session: `follow`) fed to the session (with the passive check's verdict in modes passive and both); the session's
+        state."""
+        from ..liveness.session import Seen, face_signature, follow
+
         session = self.sessions.frame_slot(session_id, key)
         if session.state != PENDING:
             return self.sessions.describe(session)
         image = self.decode(frame)
         faces = self.pipeline.detect(image)
-        if len(faces) == 0:
-            state = self.sessions.feed(session, None, None, None)
+        pick = follow(faces.boxes, session.capture.previous, session.capture.rules.max_jump)
+        if pick is None:  # no face, or only faces far from the session's
+            state = self.sessions.feed(session, arrived, None, None)
             if state["state"] == PENDING:
                 raise ServiceError(422, "no-face", f"no face found in {frame.label}", extra={"session": state})
             return state
-        largest = self.pipeline.embed(image, faces[:1])
-        keypoints = largest.data["keypoints"][0]
-        return self.sessions.feed(session, keypoints, largest.boxes[0], largest.embeddings[0])
+        largest = self.pipeline.embed(image, faces[pick : pick + 1])
+        box = largest.boxes[0]
+        live = None
+        if self.liveness is not None and self.settings.passive_frames:
+            live = bool(self.liveness.score(image, box).live)
+        seen = Seen(largest.data["keypoints"][0], box, live, face_signature(image, box))
+        return self.sessions.feed(session, arrived, seen, largest.embeddings[0])
 
     def identify(
         self, probe: Upload, top: int, margin: float | None, locked=frozenset(), key: str | None = None

@@ -1,13 +1,15 @@
-"""Active liveness: POST /v1/liveness/sessions (a challenge), POST /v1/liveness/sessions/{id}/frames (one
-camera frame each). A passed session's id then goes with a claim to POST /v1/verify (see `..sessions`)."""
+"""Liveness: POST /v1/liveness/sessions (a capture session for a claimed person), POST
+/v1/liveness/sessions/{id}/frames (one camera frame each). A passed session's id then goes with the claim to
+POST /v1/verify (see `..sessions`)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, UploadFile
+from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from ..errors import ServiceError, error_responses
+from ..lockout import LockedOut
 from ..state import Service
 from .deps import api_key, read_upload, require, service
 
@@ -18,26 +20,32 @@ router = APIRouter(
 
 @router.post(
     "/sessions",
-    summary="Open an active liveness session (a random challenge)",
+    summary="Open a liveness capture session for a claimed person",
     status_code=201,
-    responses=error_responses(400, 401, 403, 429),
+    responses=error_responses(400, 401, 403, 404, 429),
 )
 async def open_session(
-    svc: Annotated[Service, Depends(service)], key: Annotated[str | None, Depends(api_key)]
+    svc: Annotated[Service, Depends(service)],
+    key: Annotated[str | None, Depends(api_key)],
+    claim: Annotated[str, Form(description="the enrolled person the session will verify")],
 ) -> dict[str, Any]:
-    """The session's id, its challenges (turn_left, turn_right, closer: the user's own left and right, as
-    in a mirrored preview), the `prompt` to show, `timeout` (seconds to meet the challenge from the first
-    frame), `expires_in` (seconds left to use it in POST /v1/verify) and `max_frames`. Only with the server's
-    liveness `active` or `both` (400 `active-liveness-off` otherwise); it belongs to this API key."""
-    if not svc.settings.active_liveness:
+    """The session's id, its `mode` (passive: frames only; active: prompts too), the `prompt` to show now
+    (prompts are revealed one at a time, at random moments: `challenges` lists only those shown so far),
+    `timeout` (seconds to finish from the first frame), `max_gap` (the longest silence between frames),
+    `expires_in` (seconds left to use it in POST /v1/verify) and `max_frames`. Only with liveness on (400
+    `liveness-off` otherwise). It belongs to this API key and this person; opening is limited per key and per
+    person (429), refused while the person is locked out (429 `locked`), and a session that fails or
+    expires unused counts as a failed verification of the person."""
+    if not svc.settings.sessions_needed:
         raise ServiceError(
-            400,
-            "active-liveness-off",
-            f"this server's liveness is {svc.settings.liveness}; "
-            f"challenge sessions need `siamface serve --liveness "
-            f"active` or `both`",
+            400, "liveness-off", "this server's liveness is off: claims need no session (siamface serve --liveness)"
         )
-    return svc.sessions.open(key)
+    person = await svc.run(svc.person, claim)
+    svc.count_session_failures()
+    left = svc.lockout.remaining_lock(person.id)
+    if left:
+        raise LockedOut(left)
+    return svc.sessions.open(key, person.id, person.name)
 
 
 @router.post(
@@ -53,9 +61,14 @@ async def add_frame(
         UploadFile, File(description="one camera frame (JPEG or PNG), as the camera sees it (not mirrored)")
     ],
 ) -> dict[str, Any]:
-    """The largest face's keypoints go to the challenge, timed by the server's clock. Answers the session's
-    `state` (`pending`, `passed`, `failed`), the next `prompt`, the `reason` once decided, the challenges
-    `completed` and the largest `parallax` so far. 422 `no-face` (with the `session`) when the frame shows no
-    face. Frames sent after the decision change nothing."""
+    """Timed on arrival by the server's clock: frames must come at camera rate (no bursts, no gaps longer
+    than `max_gap`), never the same picture twice, with no jump of the face between frames. Answers the
+    session's `state` (`pending`, `passed`, `failed`), the `prompt` to show now, the `reason` once decided,
+    the prompts `completed` and the largest `parallax` so far. 422 `no-face` (with the `session`) when the
+    frame shows no face. Frames sent after the decision change nothing."""
+    arrived = svc.sessions.clock()  # the body is in: its arrival time, before any queueing for a worker
     frame = await read_upload(image, "image")
-    return await svc.run(svc.liveness_frame, session_id, key, frame)
+    try:
+        return await svc.run(svc.liveness_frame, session_id, key, frame, arrived)
+    finally:
+        svc.count_session_failures()

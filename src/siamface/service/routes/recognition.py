@@ -38,27 +38,31 @@ async def verify(
     liveness_session: Annotated[
         str | None,
         Form(
-            description="with `claim`, when the server's liveness is "
-            "active or both: a decided liveness session "
-            "(used up by this request)"
+            description="with `claim`, when the server's liveness is not off: a decided liveness "
+            "session opened for this claim (used up by this request)"
         ),
     ] = None,
 ) -> dict[str, Any]:
     """With `claim` + `image`: the claim verification of `siamface verify --gallery G --claim NAME` (granted
     when `accepted`, and live when liveness is on), logged in the gallery's audit; denied attempts count
-    towards the person's lock-out (429 once locked). With liveness `active` or `both`, a claim also needs
-    `liveness_session`: a session of this key whose challenge passed and whose every face is the claimed
-    person; the session is used up by this request, whatever it answers. With `a` + `b`: the evidence of
+    towards the person's lock-out (429 once locked). With liveness on (any mode but off), a claim also needs
+    `liveness_session`: a session of this key, opened for this claim, that passed and whose every face is
+    the claimed person (400 `liveness-session-required` without one: an uploaded image alone is never
+    live); the session is used up by this request, whatever it answers. With `a` + `b`: the evidence of
     `siamface verify A B`."""
     if claim is not None:
         if image is None or a is not None or b is not None:
             raise ServiceError(400, "bad-request", "verify with 'claim' takes one image file in field 'image'")
         probe = await read_upload(image, "image")
         person = await svc.run(svc.person, claim)
-        session = svc.liveness_session(liveness_session, key)
+        svc.count_session_failures()
+        session = svc.liveness_session(liveness_session, key, person)
         async with svc.lockout.attempt(person.id) as attempt:
             granted, payload = await svc.run(svc.verify_claim, person, probe, rule, fraction, session, key)
-            attempt.succeeded() if granted else attempt.failed()
+            if granted:
+                attempt.succeeded()
+            elif session is None or not session.counted:  # a failed session counted once already
+                attempt.failed()
         if liveness_session and session is None:
             payload["notes"].append(f"liveness_session ignored: this server's liveness is {svc.settings.liveness}")
         if not granted:

@@ -13,7 +13,7 @@ const ENROLL_FRAMES = 5;
 const ENROLL_GAP_MS = 500;
 const VERIFY_DENIALS = 3;      // stop before the server's lock-out (5 failures)
 const VERIFY_TIMEOUT_MS = 10000;
-const CHALLENGE_EVERY_MS = 150; // active liveness: a frame this often, one request in flight at a time
+const CHALLENGE_EVERY_MS = 150; // liveness session: a frame this often, one request in flight at a time
 const COLOURS = { known: "#22c55e", ambiguous: "#eab308", unknown: "#ef4444" };
 
 let identifying = false;
@@ -133,7 +133,7 @@ function listFaces(faces) {
 // -- server --------------------------------------------------------------------------------------------
 const LIVENESS_HELP = {
   off: "Liveness: off on this server.",
-  passive: "Liveness: passive (each frame must look live).",
+  passive: "Liveness: passive. Verify films you for a moment; every frame must look live.",
   active: "Liveness: active. Verify asks you to move your head; follow the prompt over the video.",
   both: "Liveness: active and passive. Verify asks you to move your head; follow the prompt over the video.",
 };
@@ -260,9 +260,10 @@ function livenessText(liveness) {
   if (!liveness) return "";
   if (!liveness.mode) return liveness.live ? "live" : "NOT live";           // passive only
   const parts = [];
-  const a = liveness.active;
+  const a = liveness.session;
   if (a) {
-    let text = `challenge ${a.challenges.join(" then ")} ${a.passed ? "passed" : "failed"}`;
+    const what = a.challenges && a.challenges.length ? `challenge ${a.challenges.join(" then ")}` : "capture";
+    let text = `${what} ${a.passed ? "passed" : "failed"}`;
     text += a.passed ? ` (parallax ${a.parallax.toFixed(2)})` : ` (${a.reason})`;
     if (a.same_person === false) text += ", but another face answered it";
     parts.push(text);
@@ -291,7 +292,7 @@ async function verifyClaim(claim, session) {
   return { answer: await api("/v1/verify", form), scale };
 }
 
-// Without active liveness: frames until one is granted, or 3 denials, or the timeout.
+// Liveness off: frames until one is granted, or 3 denials, or the timeout.
 async function verifyFrames(claim) {
   let denials = 0;
   const deadline = performance.now() + VERIFY_TIMEOUT_MS;
@@ -322,10 +323,13 @@ function prompt(text) {
   el.textContent = !text ? "" : /\bleft\b/.test(text) ? `← ${text}` : /\bright\b/.test(text) ? `${text} →` : text;
 }
 
-// Active liveness: a challenge session fed frames until it is decided, then the claim with its id.
-async function verifyActive(claim) {
-  verdictIs("Starting the liveness challenge…");
-  let answer = await api("/v1/liveness/sessions", new FormData());
+// Liveness on: a capture session for the claim, fed camera frames until it is decided (its prompts, if any,
+// come one at a time), then the claim with its id.
+async function verifySession(claim) {
+  verdictIs("Starting the liveness capture…");
+  const opening = new FormData();
+  opening.append("claim", claim);
+  let answer = await api("/v1/liveness/sessions", opening);
   if (!answer.ok) { verdictIs(problem(answer), "bad"); return; }
   let session = answer.body;
   const path = `/v1/liveness/sessions/${encodeURIComponent(session.session_id)}/frames`;
@@ -346,14 +350,14 @@ async function verifyActive(claim) {
         verdictIs(problem(answer), "bad");
         return;
       }
-      verdictIs(`Liveness: ${session.completed} of ${session.challenges.length} done…`);
+      verdictIs(session.mode === "active" ? `Liveness: ${session.completed} done…` : "Liveness: hold still…");
       await sleep(Math.max(0, CHALLENGE_EVERY_MS - (performance.now() - started)));
     }
   } finally {
     prompt("");
   }
-  if (session.state === "pending") { verdictIs("DENIED: the liveness challenge ran out of time.", "bad"); return; }
-  verdictIs(`Challenge ${session.state}; checking ${claim}…`);
+  if (session.state === "pending") { verdictIs("DENIED: the liveness capture ran out of time.", "bad"); return; }
+  verdictIs(`Liveness ${session.state}; checking ${claim}…`);
   const verified = await verifyClaim(claim, session.session_id);
   if (verified.answer.ok) showVerification(verified.answer.body, verified.scale);
   else verdictIs(problem(verified.answer), "bad");
@@ -366,7 +370,7 @@ $("verify-form").addEventListener("submit", async (event) => {
   busy = true;
   $("evidence").textContent = "";
   try {
-    if (livenessMode === "active" || livenessMode === "both") await verifyActive(claim);
+    if (livenessMode !== "off") await verifySession(claim);
     else await verifyFrames(claim);
   } catch (err) {
     verdictIs(`Verify failed: ${err.message}`, "bad");

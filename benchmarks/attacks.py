@@ -1,0 +1,353 @@
+"""Presentation attacks we build ourselves, each through the real service (`siamface serve`, in a thread of this
+process, its session clock moved by the benchmark: frames "arrive" at camera rate without waiting) and the
+real `authenticate` loop (`siamface.live.Authenticator`, frames timed by their capture time), with APCER per
+attack class and BPCER per presentation on the live recordings of ../shared (ISO/IEC 30107-3 terms: a
+presentation is one capture session; APCER = share of attack presentations whose liveness session passed,
+BPCER = share of bona fide presentations whose session failed).
+
+    python benchmarks/attacks.py [--data ../shared/datasets] [--n 50] [--only CLASS ...]
+
+Attack classes (faces: the deepface_pairs colour photos, in turn; s23 of AT&T for the prompted ones):
+
+* ``print``: a colour photo printed (paper-white margin, duller colours, softer), held up in a colour scene
+  with a hand's sway; ``screen``: shown on a phone (dark bezel, brighter gamma, a blue cast, faint lines);
+* ``composite``: the colour face cut out and pasted into a colour scene (soft oval edge);
+* ``grey_on_colour``: a grey photo enlarged into a colour scene, every other one with a slight colour tint;
+  these four against ``--liveness passive`` (the default) on a colour camera;
+* ``stills``: against ``--liveness active``: a frontal still, and when a prompt is shown a still that answers it
+  (a turned photo, the frontal one tilted, or enlarged), each frame with fresh camera noise;
+* ``replay``: a recorded session of a person following the prompts (s23 turning, tilting, coming closer,
+  frame by frame), replayed frame for frame into a new session (``active``);
+* ``reuse``: a passed session's id sent again with a claim after its first use.
+
+Bona fide (``--liveness passive``, colour camera): 2-second windows, one every second, of the live recordings
+(videos_hamilton's clip, largest face; replay_videos' apfol_real2.webm), every 3rd frame (10 a second).
+Active-mode BPCER needs people answering prompts; the recordings cannot, so it is not measured here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "service"))
+
+from conftest import S23_FRONTAL, S23_LEFT, S23_RIGHT, TurningHead, s23_frame, scene  # noqa: E402
+
+FRAME_S = 0.15  # the camera's frame interval
+CLASSES = ("print", "screen", "composite", "grey_on_colour", "stills", "replay", "reuse")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def colour_faces(data: Path, pipeline) -> list[np.ndarray]:
+    """The largest face of each deepface_pairs photo, cut with room around it (RGB)."""
+    from siamface.image import load_image
+
+    out = []
+    for path in sorted((data / "deepface_pairs" / "dataset").glob("*.jpg")):
+        image = load_image(path)
+        faces = pipeline.detect(image)
+        if not len(faces):
+            continue
+        x1, y1, x2, y2 = faces.boxes[int(np.argmax(faces.areas))]
+        w, h = x2 - x1, y2 - y1
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        l, t = int(max(0, cx - 0.9 * w)), int(max(0, cy - 1.0 * h))
+        r, b = int(min(image.shape[1], cx + 0.9 * w)), int(min(image.shape[0], cy + 1.0 * h))
+        crop = image[t:b, l:r]
+        if min(crop.shape[:2]) >= 60:
+            out.append(cv2.resize(crop, (150, int(150 * crop.shape[0] / crop.shape[1]))))
+    return out
+
+
+def held(picture: np.ndarray, rng, k: int) -> np.ndarray:
+    """`picture` held in a colour scene by a hand: a sway of a few pixels and a degree, camera noise."""
+    angle = 1.5 * np.sin(k / 3.0) + rng.normal(0, 0.3)
+    h, w = picture.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    turned = cv2.warpAffine(picture, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+    x, y = 220 + int(4 * np.sin(k / 2.0)) + int(rng.integers(-2, 3)), 90 + int(rng.integers(-2, 3))
+    frame = scene([(turned, min(1.4, 380 / h, 400 / w), (x, y))]).astype(np.float32)
+    return np.clip(frame + rng.normal(0, 2.5, frame.shape), 0, 255).astype(np.uint8)
+
+
+def printed(face: np.ndarray) -> np.ndarray:
+    f = face.astype(np.float32)
+    grey = f.mean(axis=2, keepdims=True)
+    f = 0.75 * f + 0.25 * grey  # duller inks
+    f = 30 + 0.8 * f  # paper: lifted blacks, lower contrast
+    f = cv2.GaussianBlur(f, (3, 3), 0.8)
+    return np.pad(np.clip(f, 0, 255).astype(np.uint8), ((12, 12), (12, 12), (0, 0)), constant_values=238)
+
+
+def on_screen(face: np.ndarray) -> np.ndarray:
+    f = face.astype(np.float32) / 255.0
+    shown = 255 * f**0.7 * np.array([0.92, 0.97, 1.08])
+    shown[::3] *= 0.9
+    shown = np.clip(shown, 0, 255).astype(np.uint8)
+    return np.pad(shown, ((18, 18), (8, 8), (0, 0)), constant_values=15)
+
+
+def composite(face: np.ndarray, rng, k: int) -> np.ndarray:
+    frame = scene([]).astype(np.float32)
+    big = cv2.resize(face, None, fx=1.6, fy=1.6, interpolation=cv2.INTER_CUBIC).astype(np.float32)
+    h, w = big.shape[:2]
+    mask = np.zeros((h, w), np.float32)
+    cv2.ellipse(mask, (w // 2, h // 2), (int(w * 0.36), int(h * 0.44)), 0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), 7)[:, :, None]
+    x, y = 200 + int(3 * np.sin(k / 2.0)), 60 + int(rng.integers(-2, 3))
+    h, w = min(h, 480 - y), min(w, 640 - x)
+    region = frame[y : y + h, x : x + w]
+    frame[y : y + h, x : x + w] = mask[:h, :w] * big[:h, :w] + (1 - mask[:h, :w]) * region
+    return np.clip(frame + rng.normal(0, 2.5, frame.shape), 0, 255).astype(np.uint8)
+
+
+def grey_on_colour(face: np.ndarray, tint: bool, rng, k: int) -> np.ndarray:
+    grey = np.repeat(face.astype(np.float32).mean(axis=2, keepdims=True), 3, axis=2)
+    if tint:
+        grey = grey * np.array([1.05, 0.93, 0.82])
+    picture = np.clip(grey, 0, 255).astype(np.uint8)
+    factor = min(1.6, 410 / picture.shape[0], 420 / picture.shape[1])
+    frame = scene([(picture, factor, (200 + int(3 * np.sin(k / 2.0)), 60))]).astype(np.float32)
+    return np.clip(frame + rng.normal(0, 2.5, frame.shape), 0, 255).astype(np.uint8)
+
+
+def still_for(prompt: str | None, rng) -> np.ndarray:
+    """The stills attacker: the frontal photo, or one still answering the prompt shown (grey photos: active
+    mode has no passive check)."""
+    prompt = prompt or ""
+    if "turn" in prompt:
+        return s23_frame((S23_LEFT if "left" in prompt else S23_RIGHT)[-1], rng)
+    if "tilt" in prompt:
+        return s23_frame(S23_FRONTAL[0], rng, roll=16.0 if "left" in prompt else -16.0)
+    if "closer" in prompt:
+        return s23_frame(S23_FRONTAL[0], rng, scale=2.7)
+    return s23_frame(S23_FRONTAL[0], rng)
+
+
+# -- the two paths ------------------------------------------------------------------------------------------
+class Service:
+    """`siamface serve` with a liveness mode, s23 and the deepface people's first faces enrolled."""
+
+    def __init__(self, folder: Path, mode: str, camera: str, enroll: dict) -> None:
+        from service_support import Server
+
+        self.server = Server(folder / f"{mode}.db", "--liveness", mode, "--camera", camera, "--min-size", "40")
+        self.clock = Clock()
+        self.server.service.sessions.clock = self.clock
+        self.server.service.sessions.per_key = self.server.service.sessions.per_person = 10**6  # a benchmark
+        self.server.service.lockout.max_failures = 10**6
+        for name, images in enroll.items():
+            self.server.request("POST", "/v1/people", fields={"name": name}, files=images)
+
+    def session(self, claim: str, frames, limit: int = 120) -> tuple[dict, str, list]:
+        """Open a session and send frames (a callable of the prompt shown, or a list) until it is decided."""
+        from service_support import png_bytes
+
+        opened = self.server.request("POST", "/v1/liveness/sessions", fields={"claim": claim})
+        assert opened.status == 201, opened.body
+        sid, state, sent = opened.body["session_id"], opened.body, []
+        for i in range(limit):
+            frame = frames(state.get("prompt")) if callable(frames) else (frames[i] if i < len(frames) else None)
+            if frame is None:
+                break
+            answer = self.server.request(
+                "POST", f"/v1/liveness/sessions/{sid}/frames", files=[("image", "f.png", png_bytes(frame))]
+            )
+            if answer.status == 200:
+                state = answer.body
+            elif answer.status == 422 and "session" in answer.body:
+                state = answer.body["session"]
+            else:
+                raise RuntimeError(answer.body)
+            sent.append(frame)
+            self.clock.now += FRAME_S
+            if state["state"] != "pending":
+                break
+        self.clock.now += 5.0
+        return state, sid, sent
+
+    def verify(self, claim: str, sid: str, probe: np.ndarray):
+        from service_support import png_bytes
+
+        fields = {"claim": claim, "liveness_session": sid}
+        return self.server.request("POST", "/v1/verify", fields=fields, files=[("image", "p.png", png_bytes(probe))])
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def authenticate(pipeline, gallery, claim: str, mode: str, camera: str, frames, limit: int = 120) -> bool:
+    """The real `authenticate` loop on frames (a callable of the last prompt, or a list): did its capture
+    session pass?"""
+    from siamface.live import Authenticator, GalleryMatcher
+    from siamface.liveness import PassiveCheck
+    from siamface.video import Frame
+
+    events: list[dict] = []
+    passive = PassiveCheck(camera=camera) if mode in ("passive", "both") else None
+    auth = Authenticator(
+        pipeline, GalleryMatcher(gallery), claim, timeout=30, liveness=mode, passive=passive, on_event=events.append
+    )
+    for i in range(limit):
+        prompts = [e["prompt"] for e in events if e["event"] == "challenge"]
+        prompt = prompts[-1] if prompts else None
+        frame = frames(prompt) if callable(frames) else (frames[i] if i < len(frames) else None)
+        if frame is None:
+            break
+        auth.process(Frame(i, i * FRAME_S, frame, time.perf_counter()))
+        if auth.capture.result is not None:
+            break
+    return bool(auth.capture.result and auth.capture.result.passed)
+
+
+def recordings(data: Path) -> list[list[np.ndarray]]:
+    """2-second windows (20 frames at 10 a second), one every second, of the live recordings."""
+    from siamface.liveness.evaluate import video_frames
+
+    out = []
+    for path in (data / "videos_hamilton" / "short_hamilton_clip.mp4", data / "replay_videos" / "apfol_real2.webm"):
+        frames = list(video_frames(path, 10_000))[::3]
+        out += [frames[s : s + 20] for s in range(0, len(frames) - 19, 10)]
+    return out
+
+
+def rate(values) -> str:
+    values = list(values)
+    return f"{np.mean(values):.1%} ({int(np.sum(values))}/{len(values)})" if values else "n/a"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets")
+    ap.add_argument("--n", type=int, default=50, help="presentations per attack class (default 50)")
+    ap.add_argument("--only", nargs="+", choices=CLASSES + ("bona_fide",), help="these classes only")
+    args = ap.parse_args()
+    import tempfile
+
+    from service_support import png_bytes
+
+    from siamface import Pipeline
+    from siamface.gallery import Gallery
+
+    todo = set(args.only or CLASSES + ("bona_fide",))
+    pipeline = Pipeline(detector="retinaface")
+    faces = colour_faces(args.data, pipeline)
+    rng = np.random.default_rng(0)
+    print(f"colour faces: {len(faces)} (deepface_pairs); presentations per class: {args.n}", flush=True)
+    folder = Path(tempfile.mkdtemp(prefix="siamface-attacks-"))
+    s23 = [("images", f"{n}.png", png_bytes(s23_frame(n, np.random.default_rng(9)))) for n in ("7", "1", "10")]
+    gallery = Gallery(folder / "auth.db", pipeline, create=True)
+    gallery.enroll("s23", [s23_frame(n, np.random.default_rng(9)) for n in ("7", "1", "10")])
+    results: dict[str, dict[str, list[bool]]] = {}
+
+    def record(cls: str, path: str, passed: bool) -> None:
+        results.setdefault(cls, {}).setdefault(path, []).append(passed)
+
+    passive_classes = [c for c in ("print", "screen", "composite", "grey_on_colour", "bona_fide") if c in todo]
+    if passive_classes:
+        service = Service(folder / "passive", "passive", "colour", {"s23": s23})
+        try:
+            for cls in passive_classes:
+                t0 = time.time()
+                if cls == "bona_fide":
+                    presentations = recordings(args.data)
+                else:
+                    presentations = []
+                    for i in range(args.n):
+                        face = faces[i % len(faces)]
+                        make = {
+                            "print": lambda k, f=face: held(printed(f), rng, k),
+                            "screen": lambda k, f=face: held(on_screen(f), rng, k),
+                            "composite": lambda k, f=face: composite(f, rng, k),
+                            "grey_on_colour": lambda k, f=face, i=i: grey_on_colour(f, i % 2 == 1, rng, k),
+                        }[cls]
+                        presentations.append([make(k) for k in range(12)])
+                for frames in presentations:
+                    state, _, _ = service.session("s23", frames)
+                    record(cls, "service", state["state"] == "passed")
+                    record(cls, "authenticate", authenticate(pipeline, gallery, "s23", "passive", "colour", frames))
+                print(
+                    f"{cls}: service {rate(results[cls]['service'])} passed, authenticate "
+                    f"{rate(results[cls]['authenticate'])} passed ({time.time() - t0:.0f} s)",
+                    flush=True,
+                )
+        finally:
+            service.stop()
+
+    active_classes = [c for c in ("stills", "replay", "reuse") if c in todo]
+    if active_classes:
+        service = Service(folder / "active", "active", "grey", {"s23": s23})
+        service.server.service.sessions.rng = random.Random(1)
+        try:
+            if "stills" in todo:
+                for _ in range(args.n):
+                    state, _, _ = service.session("s23", lambda p: still_for(p, rng))
+                    record("stills", "service", state["state"] == "passed")
+                    record(
+                        "stills",
+                        "authenticate",
+                        authenticate(pipeline, gallery, "s23", "active", "grey", lambda p: still_for(p, rng)),
+                    )
+                print(
+                    f"stills: service {rate(results['stills']['service'])}, authenticate "
+                    f"{rate(results['stills']['authenticate'])} passed",
+                    flush=True,
+                )
+            if "replay" in todo or "reuse" in todo:
+                recorded, genuine = [], []
+                for seed in range(5):  # genuine sessions, recorded
+                    state, sid, sent = service.session("s23", TurningHead(seed).frame)
+                    genuine.append(state["state"] == "passed")
+                    if state["state"] == "passed":
+                        recorded.append(sent)
+                        granted = service.verify("s23", sid, sent[0])
+                        if "reuse" in todo:  # the passed session's id, again and again
+                            for _ in range(args.n // 5):
+                                again = service.verify("s23", sid, sent[0])
+                                record("reuse", "service", again.status == 200 and again.body.get("granted"))
+                        genuine.append(granted.body.get("granted") is True)
+                print(f"genuine sessions (s23 following the prompts) passed and granted: {rate(genuine)}", flush=True)
+                if "replay" in todo:
+                    for i in range(args.n):
+                        sent = recorded[i % len(recorded)]
+                        state, _, _ = service.session("s23", sent)
+                        record("replay", "service", state["state"] == "passed")
+                        record("replay", "authenticate", authenticate(pipeline, gallery, "s23", "active", "grey", sent))
+                    print(
+                        f"replay: service {rate(results['replay']['service'])}, authenticate "
+                        f"{rate(results['replay']['authenticate'])} passed",
+                        flush=True,
+                    )
+                if "reuse" in todo:
+                    print(f"reuse: service {rate(results['reuse']['service'])} granted", flush=True)
+        finally:
+            service.stop()
+    gallery.close()
+
+    print("\nper presentation (APCER: attacks whose session passed; BPCER: live windows whose session failed)")
+    for cls, paths in results.items():
+        for path, values in paths.items():
+            what = "BPCER" if cls == "bona_fide" else "APCER"
+            shown = [not v for v in values] if cls == "bona_fide" else values
+            print(f"{what} {cls} via {path}: {rate(shown)}")
+
+
+if __name__ == "__main__":
+    main()

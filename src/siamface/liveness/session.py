@@ -1,0 +1,419 @@
+"""A capture session: "live" is a property of frames arriving from a camera, never of one image.
+
+`CaptureSession.observe(t, face)` is fed every frame of one presentation, in order, with the time it arrived
+(the server's monotonic clock over HTTP, the frame's capture time at the camera) and what was seen of its
+largest face (`Seen`: keypoints, box, the passive check's verdict, a small signature of its pixels; None
+for a frame with no face). It decides once: passed or failed, with a reason. The same class serves the HTTP
+service (`siamface.service.sessions`) and `authenticate` (`siamface.live.authenticate`).
+
+Every mode checks:
+
+* **timing**: frames at camera rate: two frames closer than `min_interval` are a burst, a silence longer than
+  `max_gap` a gap, and the whole capture must end within `timeout`;
+* **stills**: a camera never gives the same pixels twice in a row; `max_repeats` repeated faces in a row (the
+  same picture sent again) fail;
+* **continuity**: between consecutive frames the face may not jump (its centre by more than `max_jump` eye
+  distances, its box's width by more than `max_zoom`): a still swapped for another is a jump. The face
+  followed is the one nearest the last frame's (`follow`), not always the largest: another person passing
+  behind does not break the session (and is not the one checked);
+* **the passive check** on every frame's face: at least `live_share` of them live (a session fails as soon as
+  more than that share, or more than 2 faces, were refused).
+
+``passive`` mode (no prompts) passes after `min_frames` faces over at least `min_seconds`. ``active`` mode
+adds prompts: `count` kinds drawn at random from `PROMPTS` (at least one head turn: it is what shows
+parallax), revealed **one at a time**, each after the face has held frontal for a random time (`hold`,
+continuous, drawn per prompt), to be begun within `react` seconds of its reveal (a quarter of the way) and
+met within `respond`:
+
+* a turn before its prompt is shown fails (anticipation: a recording replays its own moments);
+* a turn must be a path: the yaw passes through at least `path_frames` intermediate frames between frontal
+  and turned, and no single frame carries more than `max_step` of the turn (stills per prompt are a jump);
+* the parallax of a 3-D head (`active.parallax`): the nose leaves the plane of the eyes and mouth corners
+  by at least `parallax_min` eye distances during the turns.
+
+With 5 prompt kinds, 3 drawn in a random order and random moments, a recording made for one session does
+not follow another: it turns at its own moments, and the prompts it answers are probably not the ones asked.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from .active import parallax, yaw_ratio
+
+PENDING, PASSED, FAILED = "pending", "passed", "failed"
+MODES = ("passive", "active")
+#: the prompt kinds, and what the user is asked (left and right are the user's own, as in a mirror)
+PROMPTS = {
+    "turn_left": "turn your head to your left",
+    "turn_right": "turn your head to your right",
+    "closer": "come closer to the camera",
+    "tilt_left": "tilt your head towards your left shoulder",
+    "tilt_right": "tilt your head towards your right shoulder",
+}
+TURNS = ("turn_left", "turn_right")
+FRONTAL = "look straight at the camera"
+HOLD = "hold still, looking at the camera"
+
+
+def roll_degrees(keypoints: np.ndarray) -> float:
+    """The eye line's angle in the image, degrees, positive when the user's left eye (image right) is lower."""
+    k = np.asarray(keypoints, np.float64)
+    dx, dy = k[1] - k[0]
+    return float(np.degrees(np.arctan2(dy, dx)))
+
+
+def eye_distance(keypoints: np.ndarray) -> float:
+    k = np.asarray(keypoints, np.float64)
+    return float(max(np.linalg.norm(k[1] - k[0]), 1e-6))
+
+
+def face_signature(image: np.ndarray, box) -> bytes:
+    """The face's pixels, exactly: a camera never gives the same twice in a row, a still sent again does."""
+    x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    h, w = image.shape[:2]
+    patch = np.ascontiguousarray(image[max(0, y1) : min(h, y2), max(0, x1) : min(w, x2)])
+    return patch.tobytes() + str(patch.shape).encode("ascii")
+
+
+def follow(boxes, previous: Seen | None, reach: float = 1.5) -> int | None:
+    """Which of a frame's faces (boxes, largest first) continues the session: the one whose centre is nearest
+    the last face's, if within `reach` of that face's eye distances (None: the session's face is not in this
+    frame, only someone else's), or the largest when there is no last face."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if previous is None or not len(boxes):
+        return 0 if len(boxes) else None
+    before = np.asarray(previous.box, np.float64)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    distance = np.linalg.norm(centres - (before[:2] + before[2:]) / 2, axis=1)
+    nearest = int(np.argmin(distance))
+    return nearest if distance[nearest] <= reach * eye_distance(previous.keypoints) else None
+
+
+def draw_prompts(count: int, rng: secrets.SystemRandom | None = None) -> list[str]:
+    """`count` distinct prompt kinds in a random order, at least one of them a head turn."""
+    rng = rng or secrets.SystemRandom()
+    count = max(1, min(count, len(PROMPTS)))
+    while True:
+        drawn = rng.sample(list(PROMPTS), count)
+        if any(p in TURNS for p in drawn):
+            return drawn
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What one frame showed of its largest face: its 5 keypoints, box, the passive check's verdict (None:
+    not checked) and a signature of its pixels (None: not compared)."""
+
+    keypoints: np.ndarray
+    box: Sequence[float]
+    live: bool | None = None
+    signature: bytes | None = None
+
+
+@dataclass
+class CaptureRules:
+    """The session's limits (seconds, eye distances); defaults for a webcam at 5-30 frames a second."""
+
+    timeout: float = 20.0
+    min_interval: float = 0.03
+    max_gap: float = 1.5
+    max_repeats: int = 2
+    max_jump: float = 1.5
+    max_zoom: float = 0.5
+    live_share: float = 0.8
+    min_frames: int = 10
+    min_seconds: float = 1.5
+    count: int = 3
+    hold: tuple[float, float] = (0.6, 3.0)
+    react: float = 1.5
+    respond: float = 5.0
+    frontal: float = 0.10
+    turn: float = 0.18
+    tilt: float = 12.0
+    closer: float = 1.25
+    path_frames: int = 1
+    max_step: float = 0.75
+    parallax_min: float = 0.10
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0 or self.max_gap <= self.min_interval or self.min_frames < 1:
+            raise ConfigError("a capture session needs a positive timeout, max_gap > min_interval, min_frames >= 1")
+
+
+@dataclass
+class CaptureResult:
+    passed: bool
+    reason: str
+    mode: str
+    prompts: list[str]
+    completed: int
+    parallax: float
+    seconds: float
+    frames: int
+    faces: int
+    live_faces: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "reason": self.reason,
+            "mode": self.mode,
+            "challenges": self.prompts,
+            "completed": self.completed,
+            "parallax": round(self.parallax, 4),
+            "seconds": round(self.seconds, 2),
+            "frames": self.frames,
+            "faces": self.faces,
+            "live_faces": self.live_faces,
+        }
+
+
+@dataclass
+class CaptureSession:
+    """One presentation's frames, decided once (see the module docstring). `prompts`: a fixed list (tests
+    only: a recording can follow a known list); None draws `rules.count` at random. `rng`: the source of
+    the random draws (a `secrets.SystemRandom` by default)."""
+
+    mode: str = "active"
+    rules: CaptureRules = field(default_factory=CaptureRules)
+    prompts: Sequence[str] | None = None
+    rng: Any = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"capture mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        self.rng = self.rng or secrets.SystemRandom()
+        if self.mode == "passive":
+            self.prompts = []
+        elif self.prompts is None:
+            self.prompts = draw_prompts(self.rules.count, self.rng)
+        self.prompts = list(self.prompts)
+        unknown = [p for p in self.prompts if p not in PROMPTS]
+        if unknown or (self.mode == "active" and not any(p in TURNS for p in self.prompts)):
+            raise ConfigError(
+                f"unknown or no head-turn prompts {self.prompts}; choose from {', '.join(PROMPTS)} (one a turn)"
+            )
+        self.result: CaptureResult | None = None
+        self.t0 = self.t = None
+        self.frames = self.faces = self.live_faces = 0
+        self.step = 0  # prompts met
+        self.revealed = False  # is prompt `step` shown?
+        self.revealed_at = None
+        self.frontal_since = None  # the face has been frontal since (None: not frontal)
+        self.hold_for = self._draw_hold()
+        self.repeats = 0
+        self.previous: Seen | None = None
+        self.reference = None  # a frontal face's keypoints, for parallax
+        self.reference_yaw = None
+        self.parallax = 0.0
+        self.start_width = None
+        self.path: list[float] = []  # the prompted measure since the reveal, one value a frame
+
+    # -- what the client is told -----------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        return PENDING if self.result is None else (PASSED if self.result.passed else FAILED)
+
+    @property
+    def prompt(self) -> str:
+        """What to ask the user now ("" once decided): only the current prompt, never the ones after it."""
+        if self.result is not None:
+            return ""
+        if self.mode == "passive":
+            return FRONTAL
+        if self.revealed:
+            return PROMPTS[self.prompts[self.step]]
+        return HOLD if self.frontal_since is not None else FRONTAL
+
+    @property
+    def shown(self) -> list[str]:
+        """The prompts revealed so far (the rest stay secret until their moment)."""
+        return list(self.prompts[: self.step + (1 if self.revealed else 0)])
+
+    def _draw_hold(self) -> float:
+        low, high = self.rules.hold
+        return low + (high - low) * self.rng.random()
+
+    def _finish(self, passed: bool, reason: str) -> CaptureResult:
+        self.result = CaptureResult(
+            passed,
+            reason,
+            self.mode,
+            list(self.prompts),
+            self.step,
+            self.parallax,
+            0.0 if self.t0 is None else self.t - self.t0,
+            self.frames,
+            self.faces,
+            self.live_faces,
+        )
+        return self.result
+
+    def fail(self, reason: str) -> CaptureResult:
+        """Fail the session from outside (too many frames, a face that is not the claimed person)."""
+        return self.result or self._finish(False, reason)
+
+    # -- one frame --------------------------------------------------------------------------------------
+    def observe(self, t: float, seen: Seen | None) -> CaptureResult | None:
+        """One frame at time `t` (seconds, monotonic), with its largest face or None; the result once decided."""
+        if self.result is not None:
+            return self.result
+        r = self.rules
+        if self.t is not None:
+            gap = t - self.t
+            if gap < r.min_interval:
+                return self._finish(
+                    False, f"frames arrived in a burst ({gap:.3f} s apart; a camera needs >= {r.min_interval:g} s)"
+                )
+            if gap > r.max_gap:
+                return self._finish(False, f"a gap of {gap:.2f} s between frames (at most {r.max_gap:g} s)")
+        if self.t0 is None:
+            self.t0 = t
+        self.t = t
+        self.frames += 1
+        if t - self.t0 > r.timeout:
+            return self._finish(False, f"timeout after {r.timeout:g} s at '{self.prompt}'")
+        if seen is None:  # the last face stays the reference: a faceless frame does not hide a jump
+            self.frontal_since = None
+            return None
+        k = np.asarray(seen.keypoints, np.float64)
+        self.faces += 1
+        self.live_faces += seen.live is not False
+        refused = self.faces - self.live_faces
+        if refused > max(2.0, (1 - r.live_share) * max(self.faces, r.min_frames)):  # the share is out of reach
+            return self._finish(False, self._live_enough() or f"{refused} faces not live by the passive check")
+        failed = self._continuity(seen, k)
+        if failed:
+            return self._finish(False, failed)
+        self.previous = seen
+        yaw = yaw_ratio(k)
+        if abs(yaw) < r.frontal and (self.reference is None or abs(yaw) < abs(self.reference_yaw)):
+            self.reference, self.reference_yaw = k, yaw
+        if self.reference is not None:
+            self.parallax = max(self.parallax, parallax(self.reference, k))
+        if self.mode == "passive":
+            return self._passive_done(t)
+        return self._prompted(t, k, seen)
+
+    def _continuity(self, seen: Seen, k: np.ndarray) -> str | None:
+        r, before = self.rules, self.previous
+        if before is None:
+            return None
+        if seen.signature is not None and seen.signature == before.signature:
+            self.repeats += 1
+            if self.repeats >= r.max_repeats:
+                return f"the same picture {self.repeats + 1} times in a row (a camera never repeats itself)"
+        else:
+            self.repeats = 0
+        old = np.asarray(before.keypoints, np.float64)
+        iod = eye_distance(old)
+        moved = float(np.linalg.norm(k.mean(axis=0) - old.mean(axis=0)) / iod)
+        zoom = abs(float(seen.box[2] - seen.box[0]) / max(float(before.box[2] - before.box[0]), 1e-6) - 1)
+        if moved > r.max_jump or zoom > r.max_zoom:
+            return f"the face jumped between two frames (moved {moved:.2f} eye distances, size {zoom:+.0%})"
+        return None
+
+    def _live_enough(self) -> str | None:
+        share = self.live_faces / max(self.faces, 1)
+        if share < self.rules.live_share:
+            return (
+                f"{self.faces - self.live_faces} of {self.faces} faces not live by the passive check "
+                f"(at least {self.rules.live_share:.0%} must be)"
+            )
+        return None
+
+    def _passive_done(self, t: float) -> CaptureResult | None:
+        r = self.rules
+        if self.faces >= r.min_frames and t - self.t0 >= r.min_seconds:
+            failed = self._live_enough()
+            if failed:
+                return self._finish(False, failed)
+            return self._finish(True, f"{self.faces} faces over {t - self.t0:.1f} s at camera rate")
+        return None
+
+    def _measure(self, prompt: str, k: np.ndarray, width: float) -> float:
+        """How far the face has gone towards `prompt` (a turn: yaw in its direction; a tilt: roll in its
+        direction; closer: the width's growth since the prompt's reveal)."""
+        if prompt == "turn_left":
+            return yaw_ratio(k)
+        if prompt == "turn_right":
+            return -yaw_ratio(k)
+        if prompt == "tilt_left":
+            return roll_degrees(k)
+        if prompt == "tilt_right":
+            return -roll_degrees(k)
+        return width / self.start_width
+
+    def _goal(self, prompt: str) -> float:
+        r = self.rules
+        return {"turn_left": r.turn, "turn_right": r.turn, "tilt_left": r.tilt, "tilt_right": r.tilt}.get(
+            prompt, r.closer
+        )
+
+    def _prompted(self, t: float, k: np.ndarray, seen: Seen) -> CaptureResult | None:
+        r = self.rules
+        yaw, width = yaw_ratio(k), float(seen.box[2] - seen.box[0])
+        frontal = abs(yaw) < r.frontal and abs(roll_degrees(k)) < r.tilt / 2
+        if not self.revealed:
+            if abs(yaw) >= r.turn or abs(roll_degrees(k)) >= r.tilt:
+                if self.frontal_since is not None:  # it had faced the camera: it moved before being asked
+                    return self._finish(False, "the head moved before the prompt was shown")
+            if not frontal:
+                self.frontal_since = None
+                return None
+            if self.frontal_since is None:
+                self.frontal_since = t
+            if t - self.frontal_since >= self.hold_for:  # reveal the next prompt, at a random moment
+                self.revealed, self.revealed_at = True, t
+                self.start_width = width
+                self.path = [self._measure(self.prompts[self.step], k, width)]
+            return None
+        prompt = self.prompts[self.step]
+        if t - self.revealed_at > r.respond:
+            return self._finish(False, f"'{PROMPTS[prompt]}' not done within {r.respond:g} s")
+        value = self._measure(prompt, k, width)
+        self.path.append(value)
+        start, goal = self.path[0], self._goal(prompt)
+        if t - self.revealed_at > r.react and max(self.path) < start + 0.25 * (goal - start):
+            return self._finish(False, f"no movement towards '{PROMPTS[prompt]}' within {r.react:g} s of it")
+        if value < goal:
+            return None
+        failed = self._path_check(prompt)
+        if failed:
+            return self._finish(False, failed)
+        self.step += 1
+        self.revealed, self.frontal_since, self.hold_for = False, None, self._draw_hold()
+        if self.step < len(self.prompts):
+            return None
+        if self.parallax < r.parallax_min:
+            return self._finish(
+                False,
+                f"prompts met but the face moved like a flat picture (parallax {self.parallax:.3f} < {r.parallax_min})",
+            )
+        failed = self._live_enough()
+        if failed:
+            return self._finish(False, failed)
+        return self._finish(True, f"{len(self.prompts)} prompts met with a 3-D face at camera rate")
+
+    def _path_check(self, prompt: str) -> str | None:
+        """A prompt met by a path, not a jump: intermediate frames between start and goal, no step too big."""
+        path = np.asarray(self.path, np.float64)
+        start, end, goal = path[0], path[-1], self._goal(prompt)
+        total = end - start
+        if total <= 0:
+            return None
+        middle = int(np.sum((path[1:-1] > start + 0.2 * (goal - start)) & (path[1:-1] < goal)))
+        step = float(np.max(np.diff(path)))
+        if middle < self.rules.path_frames or step > self.rules.max_step * total:
+            return (
+                f"'{PROMPTS[prompt]}' was a jump, not a movement ({middle} frames in between, one step "
+                f"{step / total:.0%} of the way): stills swapped per prompt?"
+            )
+        return None
