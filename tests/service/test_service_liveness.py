@@ -22,7 +22,7 @@ from service_support import require_service
 require_service()
 
 import numpy as np  # noqa: E402
-from conftest import S23_FRONTAL, S23_RIGHT, TurningHead, camera_frame  # noqa: E402
+from conftest import S23_FRONTAL, S23_RIGHT, TurningHead, att, camera_frame  # noqa: E402
 from service_support import Server, png_bytes  # noqa: E402
 
 from siamface.liveness.session import PROMPTS  # noqa: E402
@@ -185,6 +185,22 @@ def test_a_session_is_for_its_person_and_key(active):
     assert other.status == 404  # an unknown person
     missing = open_session(server, "nobody-else")
     assert (missing.status, missing.error) == (404, "unknown-person")
+
+
+def test_someone_else_answering_the_prompts_does_not_unlock_the_claimed_person(active):
+    """s23 follows the prompts of a session opened for s4, then s4's photo is posted as the probe: the
+    liveness was someone else's, so s4 is not granted (the photo alone matches s4)."""
+    server, clock = active
+    files = [("images", f"s4-{i}.pgm", att(4, i).read_bytes()) for i in (1, 2, 3)]
+    assert server.request("POST", "/v1/people", fields={"name": "s4"}, files=files).status == 201
+    session = open_session(server, "s4").body["session_id"]
+    play(server, clock, session, TurningHead(1).frame)
+    fields = {"claim": "s4", "liveness_session": session}
+    answer = server.request("POST", "/v1/verify", fields=fields, files=[("image", "s4.pgm", att(4, 4).read_bytes())])
+    assert answer.status == 200, answer.body
+    assert answer.body["accepted"] is True and answer.body["granted"] is False, answer.body
+    evidence = answer.body["liveness"]["session"]
+    assert not (evidence["passed"] and evidence["same_person"]), evidence
 
 
 def test_failed_sessions_lock_the_person_out_and_opening_is_rate_limited(tmp_path):

@@ -225,12 +225,17 @@ def test_every_change_and_decision_is_audited_with_its_key_and_no_name_stays_in_
 
 
 def test_a_claim_refused_on_liveness_is_audited_as_refused(tmp_path):
-    # The passive model judges colour texture: a grey AT&T scan matches its person but is not a live face.
+    # A capture session that fails (the same picture sent again and again: a still, not a camera) and a probe
+    # that matches its person: the face is accepted, the claim refused, and the audit says refused.
     srv = Server(tmp_path / "live.db", "--liveness", "passive", "--min-size", "40")
     try:
         assert srv.request("POST", "/v1/people", fields={"name": "s3"}, files=images(3, *ENROLLED)).status == 201
-        answer = srv.request("POST", "/v1/verify", fields={"claim": "s3"}, files=probe(3))
-        assert answer.body["accepted"] is True and answer.body["granted"] is False
+        session = srv.request("POST", "/v1/liveness/sessions", fields={"claim": "s3"}).body["session_id"]
+        for _ in range(3):
+            state = srv.request("POST", f"/v1/liveness/sessions/{session}/frames", files=probe(3))
+        assert state.body.get("state", state.body.get("session", {}).get("state")) == "failed", state.body
+        answer = srv.request("POST", "/v1/verify", fields={"claim": "s3", "liveness_session": session}, files=probe(3))
+        assert answer.body["accepted"] is True and answer.body["granted"] is False, answer.body
         latest = audit(srv, 1)[0]
         assert (latest["kind"], latest["claimed"], latest["accepted"], latest["returned"]) == (
             "verify",
