@@ -221,3 +221,17 @@ def test_a_walked_template_does_not_let_a_live_stranger_unlock_the_person(tmp_pa
         assert claim.body["granted"] is False, f"s23 was granted as s4 ({claim.body['score']}, session {state})"
     finally:
         server.stop()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="`serve --lockout-seconds nan` starts (NaN passes the '<= 0' check) and a lock until now+NaN never "
+    "holds: the lock-out is silently off; --lockout-window nan starts too (failures then never expire)",
+)
+@pytest.mark.parametrize("option", ["--lockout-seconds", "--lockout-window"])
+def test_serve_refuses_a_nan_lock_out_setting(tmp_path, option, monkeypatch):
+    from service_support import cli, never_listen
+
+    monkeypatch.setattr("uvicorn.run", never_listen)  # in this process: refused before it would listen
+    done = cli("serve", "--gallery", tmp_path / "g.db", "--port", "1", "--liveness", "off", option, "nan")
+    assert done.returncode == 2, done.stderr
