@@ -62,11 +62,6 @@ def _siamface() -> list[str]:
     return [found] if found else [sys.executable, "-m", "siamface.cli"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a FIFO named like a photo in a scanned folder blocks find, identify and cluster for ever (opened for "
-    "reading, it waits for a writer) instead of being reported as a file that cannot be read",
-)
 @pytest.mark.parametrize("command", ["find", "identify", "cluster"])
 def test_a_fifo_in_a_scanned_folder_does_not_hang_the_scan(tmp_path, command):
     import os

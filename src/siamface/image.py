@@ -62,6 +62,8 @@ def _read_bytes(source: object, label: str) -> bytes:
             raise ImageError(label, "file not found")
         if path.is_dir():
             raise ImageError(label, "is a directory, not an image file")
+        if not path.is_file():  # opening a FIFO would wait for a writer for ever; a device may never end
+            raise ImageError(label, "not a regular file (a pipe, socket or device): not read")
         try:
             size = path.stat().st_size
             if size > MAX_BYTES:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -322,7 +323,7 @@ def cmd_serve(args) -> int:
         session_ttl_s=args.session_seconds,
         max_frame_gap_s=args.max_frame_gap,
         challenges=tuple(args.liveness_challenges.split(",")) if args.liveness_challenges else None,
-        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_upload_bytes=_upload_bytes(args.max_upload_mb),
         max_pixels=args.max_pixels if args.max_pixels is not None else MAX_PIXELS,
         lockout_failures=args.lockout_failures,
         lockout_window_s=args.lockout_window,
@@ -418,3 +419,10 @@ def _exit_on_sigterm() -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
+
+
+def _upload_bytes(mb: float) -> int:
+    """--max-upload-mb in bytes; a one-line error for NaN or infinity (int() of them is a traceback)."""
+    if not math.isfinite(mb):
+        raise ConfigError(f"--max-upload-mb must be a finite number, got {mb}")
+    return int(mb * 1024 * 1024)

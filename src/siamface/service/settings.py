@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..decision import LIVENESS_MODES
@@ -87,6 +88,10 @@ class Settings:
         return self.liveness in ("passive", "both")
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # NaN passes every "<= 0" check: a NaN lock-out would never lock
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name} must be a finite number, got {value}")
         from ..gallery.store import is_database_url
 
         if not is_database_url(self.gallery):
