@@ -66,11 +66,6 @@ def png(array: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an enrol key moves an enrolled person's face into its own person by adding blends 10% at a time "
-    "(each matches the last), then adds the victim's own photos: identify names the victim as the attacker's person",
-)
 def test_an_enrol_key_cannot_walk_its_person_onto_someone_elses_face(server):
     # README, Security choices: an enrolment desk's key "adds faces that match them, never a face that does not
     # ... nor a face already enrolled under another name"; "a face belongs to one person".
@@ -168,11 +163,6 @@ def test_a_key_in_the_query_under_any_name_is_refused(server, param):
     assert (answer.status, answer.error) == (400, "key-in-query")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="liveness does not stop the template walk: with --liveness active, an enrol key walks s4 onto s23's face "
-    "(blends, then s23's turned photos), and s23, live and following the prompts with a recognise key, is granted as s4",
-)
 def test_a_walked_template_does_not_let_a_live_stranger_unlock_the_person(tmp_path):
     from conftest import S23_FRONTAL, S23_LEFT, S23_RIGHT, TurningHead, camera_frame, s23_face
     from service_support import png_bytes

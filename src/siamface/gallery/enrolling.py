@@ -269,6 +269,12 @@ class Enrolling:
             if clashes:
                 rejected += clashes
                 samples = []
+        if samples and enrolled and not force:
+            elsewhere = self._enrolled_elsewhere(name, samples)
+            if elsewhere:
+                rejected += [r for _, r in elsewhere]
+                taken = {i for i, _ in elsewhere}
+                samples = [s for i, s in enumerate(samples) if i not in taken]
         if samples:
             warnings.extend(self._lookalike_warnings(name, samples))
 
@@ -350,6 +356,31 @@ class Enrolling:
                 "so no new person was created (--force, or an admin's force=true, enrols it anyway)",
             )
             for s in samples
+        ]
+
+    def _enrolled_elsewhere(self, name: str, samples: list[Sample]) -> list[tuple[int, Rejection]]:
+        """A face added to an enrolled person that already matches *another* enrolled person at the 1:N
+        threshold is refused as ``already-enrolled`` (index, rejection), as a new person's would be: else one
+        enrol key could add someone else's face under its person's name (after walking its templates towards
+        that face with blends, each matching the one before)."""
+        own = self.store.person(name, metadata=False).id
+        hits = self.index.search(np.stack([s.embedding for s in samples]), k=1, exclude=(own,))
+        chosen = self.thresholds.identify
+        found = [(i, h[0]) for i, h in enumerate(hits) if h and chosen.accepts(h[0].similarity)]
+        names = self.store.names([h.person_id for _, h in found]) if found else {}
+        return [
+            (
+                i,
+                Rejection(
+                    samples[i].source,
+                    "already-enrolled",
+                    f"{samples[i].source}: the face already matches the enrolled person "
+                    f"{names.get(h.person_id, f'person {h.person_id}')!r} (similarity {h.similarity:.4f} >= 1:N "
+                    f"threshold {chosen.value:.4f}); a face belongs to one person, so it was not added (--force, "
+                    "or an admin's force=true, adds it anyway)",
+                ),
+            )
+            for i, h in found
         ]
 
     def _lookalike_warnings(self, name: str, samples: list[Sample]) -> list[str]:
