@@ -100,13 +100,16 @@ def check_threshold(value: Any, info: Any = None, where: str = "threshold") -> f
     low, high, included = plausible_range(info)
     if number > high or number < low or (number == low and not included):
         name = getattr(info, "name", None)
-        why = (
-            f"below {low:g}, the median similarity of two strangers' faces for model {name} (it would let "
-            "most strangers in)"
-            if included
-            else f"a cosine-similarity threshold must be above {low:g}"
-        )
-        raise ConfigError(f"{where}: {number:g} is outside the plausible range ({why}; at most {high:g})")
+        if number > high:
+            why = f"above {high:g}, the most a cosine similarity can be"
+        elif included:
+            why = (
+                f"below {low:g}, the median similarity of two strangers' faces for model {name} (it would let "
+                "most strangers in)"
+            )
+        else:
+            why = f"a cosine-similarity threshold must be above {low:g}"
+        raise ConfigError(f"{where}: {number:.10g} is outside the plausible range ({why}; at most {high:g})")
     return number
 
 

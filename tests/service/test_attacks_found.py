@@ -152,11 +152,6 @@ def test_adding_a_face_does_not_reset_the_lock_out(server):
     assert after.status == 429, after.body
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a key sent in the URL under a name outside the list (?bearer=, ?api%20key=) is not refused with "
-    "key-in-query (and is logged in full by --access-log)",
-)
 @pytest.mark.parametrize("param", ["bearer", "api%20key", "credential"])
 def test_a_key_in_the_query_under_any_name_is_refused(server, param):
     answer = server.request("GET", f"/v1/whoami?{param}={server.recognise}", key=None)

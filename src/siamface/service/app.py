@@ -30,7 +30,7 @@ from .. import __version__
 from ..errors import SiamfaceError
 from .errors import ServiceError, from_siamface
 from .lockout import LockedOut
-from .logs import SECRET_PARAMS
+from .logs import secret_param
 from .settings import BODY_TIMEOUT_S, Settings
 from .state import Service
 
@@ -82,12 +82,8 @@ def _relative(location: bytes) -> bytes:
 
 
 def _key_in_query(query_string: bytes) -> bool:
-    """Does the query carry a credential-like parameter (``?key=``, ``?api_key=``, ...)?"""
-    for part in query_string.decode("latin-1").split("&"):
-        name = urllib.parse.unquote_plus(part.partition("=")[0]).strip().lower().replace("-", "_")
-        if name in SECRET_PARAMS:
-            return True
-    return False
+    """Does the query carry a credential (``?key=``, ``?api_key=``, ..., or a key-shaped value under any name)?"""
+    return any(secret_param(part) for part in query_string.decode("latin-1").split("&"))
 
 
 class Gate:

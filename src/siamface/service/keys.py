@@ -34,6 +34,7 @@ import os
 import secrets
 import tempfile
 import threading
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -268,8 +269,9 @@ class KeyStore:
         """A new key of `role`: (its stored record, the full key to hand to the user, shown only now)."""
         check_role(role)
         name = name.strip()
-        if len(name) > 100 or any(ord(c) < 32 for c in name):
-            raise ConfigError("a key's name is at most 100 printable characters")
+        if len(name) > 100 or any(unicodedata.category(c).startswith("C") for c in name):
+            # C*: controls (C0, C1), format characters (bidi overrides, zero-width), unassigned, private use
+            raise ConfigError("a key's name is at most 100 printable characters (no control or format characters)")
         with self._exclusive():
             keys = dict(self._load())
             key_id = secrets.token_hex(4)

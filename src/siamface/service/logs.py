@@ -13,6 +13,7 @@ cannot fill a disk, and an access log that never shows a secret sent in a URL.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import urllib.parse
@@ -29,6 +30,19 @@ SECRET_PARAMS = frozenset(
 )
 
 
+#: A value shaped like an API key (``sf_<8 hex>_...``), whatever the parameter is called.
+_KEY_SHAPED = re.compile(r"sf_[0-9a-f]{8}_", re.IGNORECASE)
+
+
+def secret_param(part: str) -> bool:
+    """Is the query parameter `part` (``name=value``, still URL-encoded) a credential: a credential-like name
+    (``key``, ``api_key``, ``token``, ...) or a value shaped like an API key under any name?"""
+    name, _, value = part.partition("=")
+    if urllib.parse.unquote_plus(name).strip().lower().replace("-", "_") in SECRET_PARAMS:
+        return True
+    return bool(_KEY_SHAPED.search(urllib.parse.unquote_plus(value)))
+
+
 def redact_query(target: str) -> str:
     """`target` (a path with its query) with the values of credential-like query parameters redacted."""
     path, mark, query = target.partition("?")
@@ -37,8 +51,7 @@ def redact_query(target: str) -> str:
     parts = []
     for part in query.split("&"):
         name, eq, _ = part.partition("=")
-        secret = urllib.parse.unquote_plus(name).strip().lower().replace("-", "_") in SECRET_PARAMS
-        parts.append(f"{name}=[redacted]" if secret and eq else part)
+        parts.append(f"{name}=[redacted]" if eq and secret_param(part) else part)
     return f"{path}?{'&'.join(parts)}"
 
 
