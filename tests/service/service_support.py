@@ -68,6 +68,44 @@ def fixture_bytes(subject: int, image: int) -> bytes:
     return att(subject, image).read_bytes()
 
 
+def images(subject: int, *numbers: int) -> list[tuple[str, str, bytes]]:
+    """Multipart `images` fields: AT&T fixture photos `numbers` of `subject`."""
+    return [("images", f"{subject}-{i}.pgm", fixture_bytes(subject, i)) for i in numbers]
+
+
+def probe(subject: int, image: int = PROBE) -> list[tuple[str, str, bytes]]:
+    """The multipart `image` field of one fixture photo (the probe, by default)."""
+    return [("image", f"s{subject}-{image}.pgm", fixture_bytes(subject, image))]
+
+
+def role_server(folder: Path, lock_failures: int, lock_seconds: int) -> Server:
+    """A server without liveness where PEOPLE are enrolled from their ENROLLED photos (by its own admin key),
+    with a recognise key (`.recognise`) and an enrol key (`.enrol`): for the tests of what each role may do."""
+    srv = Server(
+        folder / "people.db",
+        "--liveness",
+        "off",
+        "--min-size",
+        "40",
+        "--lockout-failures",
+        str(lock_failures),
+        "--lockout-window",
+        "60",
+        "--lockout-seconds",
+        str(lock_seconds),
+    )
+    try:
+        for s in PEOPLE:
+            answer = srv.request("POST", "/v1/people", fields={"name": f"s{s}"}, files=images(s, *ENROLLED))
+            assert answer.status == 201, answer.body
+        srv.recognise = srv.new_key("recognise", "door")
+        srv.enrol = srv.new_key("enrol", "desk")
+    except BaseException:
+        srv.stop()
+        raise
+    return srv
+
+
 def png_bytes(array) -> bytes:
     out = io.BytesIO()
     Image.fromarray(array).save(out, format="PNG")

@@ -1,7 +1,7 @@
 """Attacks on the merged key roles, name rules, lock-out and query-key guard that found a way round them, over
 a real `siamface serve` (in a thread of the test process). Each test states what the README promises and is
-marked xfail(strict=True): it fails today, and turns into an XPASS (a failure of the suite) once fixed, so the
-mark must then be removed."""
+marked xfail(strict=True) while it fails, so that a fix turns it into an XPASS (a failure of the suite) and the
+mark must then be removed; those fixed since have lost their mark and guard the fix."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from service_support import require_service
 require_service()
 
 from conftest import att  # noqa: E402
-from service_support import ENROLLED, PEOPLE, PROBE, Server, fixture_bytes  # noqa: E402
+from service_support import ENROLLED, PROBE, images, probe, role_server  # noqa: E402
 
 LOCK_FAILURES = 2
 STRANGER = 10  # not enrolled: the attacker's own face
@@ -23,37 +23,9 @@ STRANGER = 10  # not enrolled: the attacker's own face
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("attacks")
-    srv = Server(
-        folder / "people.db",
-        "--liveness",
-        "off",
-        "--min-size",
-        "40",
-        "--lockout-failures",
-        str(LOCK_FAILURES),
-        "--lockout-window",
-        "60",
-        "--lockout-seconds",
-        "30",
-    )
-    try:
-        for s in PEOPLE:
-            answer = srv.request("POST", "/v1/people", fields={"name": f"s{s}"}, files=images(s, *ENROLLED))
-            assert answer.status == 201, answer.body
-        srv.recognise = srv.new_key("recognise", "door")
-        srv.enrol = srv.new_key("enrol", "desk")
-        yield srv
-    finally:
-        srv.stop()
-
-
-def images(subject: int, *numbers: int) -> list[tuple[str, str, bytes]]:
-    return [("images", f"{subject}-{i}.pgm", fixture_bytes(subject, i)) for i in numbers]
-
-
-def probe(subject: int, image: int = PROBE) -> list[tuple[str, str, bytes]]:
-    return [("image", f"s{subject}-{image}.pgm", fixture_bytes(subject, image))]
+    srv = role_server(tmp_path_factory.mktemp("attacks"), LOCK_FAILURES, 30)
+    yield srv
+    srv.stop()
 
 
 def grey(subject: int, image: int) -> np.ndarray:

@@ -14,7 +14,7 @@ from service_support import require_service
 
 require_service()
 
-from service_support import ENROLLED, PEOPLE, PROBE, Server, cli, fixture_bytes  # noqa: E402
+from service_support import ENROLLED, PEOPLE, PROBE, Server, cli, images, probe, role_server  # noqa: E402
 
 LOCK_FAILURES, LOCK_SECONDS = 2, 30
 STRANGER = 10  # not enrolled
@@ -22,37 +22,9 @@ STRANGER = 10  # not enrolled
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("roles")
-    srv = Server(
-        folder / "people.db",
-        "--liveness",
-        "off",
-        "--min-size",
-        "40",
-        "--lockout-failures",
-        str(LOCK_FAILURES),
-        "--lockout-window",
-        "60",
-        "--lockout-seconds",
-        str(LOCK_SECONDS),
-    )
-    try:
-        for s in PEOPLE:
-            answer = srv.request("POST", "/v1/people", fields={"name": f"s{s}"}, files=images(s, *ENROLLED))
-            assert answer.status == 201, answer.body
-        srv.recognise = srv.new_key("recognise", "door")
-        srv.enrol = srv.new_key("enrol", "desk")
-        yield srv
-    finally:
-        srv.stop()
-
-
-def images(subject: int, *numbers: int) -> list[tuple[str, str, bytes]]:
-    return [("images", f"{subject}-{i}.pgm", fixture_bytes(subject, i)) for i in numbers]
-
-
-def probe(subject: int, image: int = PROBE) -> list[tuple[str, str, bytes]]:
-    return [("image", f"s{subject}-{image}.pgm", fixture_bytes(subject, image))]
+    srv = role_server(tmp_path_factory.mktemp("roles"), LOCK_FAILURES, LOCK_SECONDS)
+    yield srv
+    srv.stop()
 
 
 def audit(server, limit: int = 50) -> list[dict]:
