@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -336,24 +336,31 @@ class Enrolling:
         )
         return report
 
+    def _enrolled_as(
+        self, samples: list[Sample], exclude: Collection[int] | None = None
+    ) -> list[tuple[int, str, float]]:
+        """(index, name, similarity) of each sample whose face already matches an enrolled person (other than
+        those in `exclude`) at the 1:N threshold: a face belongs to one person."""
+        hits = self.index.search(np.stack([s.embedding for s in samples]), k=1, exclude=exclude)
+        found = [(i, h[0]) for i, h in enumerate(hits) if h and self.thresholds.identify.accepts(h[0].similarity)]
+        names = self.store.names([h.person_id for _, h in found]) if found else {}
+        return [(i, names.get(h.person_id, f"person {h.person_id}"), h.similarity) for i, h in found]
+
     def _already_enrolled(self, samples: list[Sample]) -> list[Rejection]:
-        """A face belongs to one person: when a face of a new person already matches someone enrolled at the
-        1:N threshold, every sample rejected as ``already-enrolled`` (naming whom: the gallery's owner
-        reads this; the service names no one to a key that may not force), else []."""
-        hits = self.index.search(np.stack([s.embedding for s in samples]), k=1)
-        chosen = self.thresholds.identify
-        found = [h[0] for h in hits if h and chosen.accepts(h[0].similarity)]
+        """When a face of a new person already matches someone enrolled at the 1:N threshold, every sample
+        rejected as ``already-enrolled`` (naming whom: the gallery's owner reads this; the service names no
+        one to a key that may not force), else []."""
+        found = self._enrolled_as(samples)
         if not found:
             return []
-        best = max(found, key=lambda h: h.similarity)
-        who = self.store.names([best.person_id]).get(best.person_id, f"person {best.person_id}")
+        _, who, similarity = max(found, key=lambda f: f[2])
         return [
             Rejection(
                 s.source,
                 "already-enrolled",
                 f"{s.source}: the face already matches the enrolled person {who!r} (similarity "
-                f"{best.similarity:.4f} >= 1:N threshold {chosen.value:.4f}); a face belongs to one person, "
-                "so no new person was created (--force, or an admin's force=true, enrols it anyway)",
+                f"{similarity:.4f} >= 1:N threshold {self.thresholds.identify.value:.4f}); a face belongs to one "
+                "person, so no new person was created (--force, or an admin's force=true, enrols it anyway)",
             )
             for s in samples
         ]
@@ -364,23 +371,18 @@ class Enrolling:
         enrol key could add someone else's face under its person's name (after walking its templates towards
         that face with blends, each matching the one before)."""
         own = self.store.person(name, metadata=False).id
-        hits = self.index.search(np.stack([s.embedding for s in samples]), k=1, exclude=(own,))
-        chosen = self.thresholds.identify
-        found = [(i, h[0]) for i, h in enumerate(hits) if h and chosen.accepts(h[0].similarity)]
-        names = self.store.names([h.person_id for _, h in found]) if found else {}
         return [
             (
                 i,
                 Rejection(
                     samples[i].source,
                     "already-enrolled",
-                    f"{samples[i].source}: the face already matches the enrolled person "
-                    f"{names.get(h.person_id, f'person {h.person_id}')!r} (similarity {h.similarity:.4f} >= 1:N "
-                    f"threshold {chosen.value:.4f}); a face belongs to one person, so it was not added (--force, "
-                    "or an admin's force=true, adds it anyway)",
+                    f"{samples[i].source}: the face already matches the enrolled person {who!r} (similarity "
+                    f"{similarity:.4f} >= 1:N threshold {self.thresholds.identify.value:.4f}); a face belongs to "
+                    "one person, so it was not added (--force, or an admin's force=true, adds it anyway)",
                 ),
             )
-            for i, h in found
+            for i, who, similarity in self._enrolled_as(samples, exclude=(own,))
         ]
 
     def _lookalike_warnings(self, name: str, samples: list[Sample]) -> list[str]:
