@@ -8,11 +8,6 @@ import pytest
 from conftest import att, run_cli
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a name that reads as an enrolled one is accepted when its look-alike letter is Latin: 'ꜱ3' (U+A731 "
-    "LATIN LETTER SMALL CAPITAL S) is enrolled beside 's3' (the skeleton check misses it)",
-)
 def test_a_small_capital_look_alike_of_an_enrolled_name_is_refused(tmp_path):
     # README, Gallery: a new name "that could be taken for another person's (the same confusable skeleton ...)"
     # is refused.

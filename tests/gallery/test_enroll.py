@@ -253,3 +253,24 @@ def test_a_face_under_the_minimum_never_reads_as_the_minimum(pipeline):
     assert rejection.reason == "too-small"
     shown = float(re.search(r"face is ([\d.]+) px", rejection.message).group(1))
     assert shown < limit and f"smaller than the {limit} px minimum" in rejection.message
+
+
+def test_one_face_enrolled_under_two_names_at_once_creates_one_person(gallery, monkeypatch):
+    # The attack run's race: the already-enrolled check ran before the enrolment's transaction, so a second
+    # enrolment of the same face under another name, committed in between, let both names in. Here the
+    # second one commits exactly there (inside the first one's call, before its transaction).
+    face = att(10, 2)  # s10: enrolled under no name yet
+    original = gallery.store.add_templates
+    raced = []
+
+    def add_templates(name, templates, **kw):
+        if name == "twin a" and not raced:
+            raced.append(gallery.enroll("twin b", [face]))
+        return original(name, templates, **kw)
+
+    monkeypatch.setattr(gallery.store, "add_templates", add_templates)
+    first = gallery.enroll("twin a", [face])
+    assert raced[0].created, raced[0]
+    assert not first.created and [r.reason for r in first.rejected] == ["already-enrolled"], first
+    names = {p.name for p in gallery.store.people()}
+    assert "twin b" in names and "twin a" not in names

@@ -29,7 +29,7 @@ from ..gallery.store import AuditRecord, DamagedGalleryError, GalleryReembeddedE
 from ..image import load_image
 from .errors import ServiceError
 from .keys import KeyStore
-from .lockout import Lockout
+from .lockout import Lockout, Quota
 from .sessions import PASSED, PENDING, LivenessSessions, Session
 from .settings import Settings
 
@@ -55,6 +55,7 @@ class Service:
         self.settings = settings
         self.keys = KeyStore(settings.keys_file)
         self.lockout = Lockout(settings.lockout_failures, settings.lockout_window_s, settings.lockout_s)
+        self.additions = Quota(settings.additions_per_person, settings.additions_window_s)
         self.pipeline = None
         self.gallery = None
         self.liveness = None
@@ -385,6 +386,7 @@ class Service:
             existing=must_exist,
             force=force,
             actor=actor(key),
+            provisional=not admin,
         ).to_dict()
         clashes = [r for r in report["rejected"] if r["reason"] == "already-enrolled"]
         if clashes and not report["added"]:
