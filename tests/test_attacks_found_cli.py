@@ -69,3 +69,12 @@ def test_a_fifo_in_a_scanned_folder_does_not_hang_the_scan(tmp_path, command):
     except subprocess.TimeoutExpired:
         pytest.fail(f"siamface {command} still running after 20 s: blocked on the FIFO")
     assert done.returncode == 2 and "dropped.jpg" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("option", ["--min-sharpness", "--min-size"])
+def test_enroll_refuses_a_non_finite_gate_in_one_line(tmp_path, option):
+    # The attack run: `enroll --min-sharpness nan` was accepted (NaN is never "below": a blurred photo passes).
+    value = "nan" if option == "--min-sharpness" else "0"
+    out = run_cli("enroll", "--gallery", str(tmp_path / "g.db"), option, value, "s3", str(att(3, 2)))
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "gates" in out.stderr, out.stderr
+    assert not (tmp_path / "g.db").exists()

@@ -360,6 +360,8 @@ def cmd_serve(args) -> int:
             print(f"siamface: created gallery {settings.gallery}", file=sys.stderr)
         if service.model_note:
             print(f"siamface: note: {service.model_note}", file=sys.stderr)
+        for warning in service.warnings:
+            print(f"siamface: warning: {warning}", file=sys.stderr)
         if service.keys.count_active() == 0:
             print(
                 f"siamface: warning: no API key yet; every request but /v1/health will be refused. Create "

@@ -143,7 +143,7 @@ class Enrolling:
         name = self.check_enrollment(name)
         if keep < 1:
             raise ConfigError(f"the number of frames to keep must be >= 1, got {keep}")
-        if min_gap < 0 or (timeout is not None and timeout <= 0):
+        if not min_gap >= 0 or (timeout is not None and not 0 < timeout < float("inf")):
             raise ConfigError("the minimum gap must be >= 0 and the timeout > 0 seconds")
         samples: list[Sample] = []
         times: list[float] = []

@@ -350,6 +350,9 @@ class Store(Protocol):
 
     def people(self) -> list[Person]: ...
 
+    def name_key(self, name: str) -> str:
+        """The form by which the store tells names apart (names are unique ignoring case, as it folds it)."""
+
     def templates(self, name: str | None = None, *, embeddings: bool = False) -> list[Template]: ...
 
     def matrix(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:

@@ -32,6 +32,7 @@ import hmac
 import json
 import os
 import secrets
+import stat
 import tempfile
 import threading
 import unicodedata
@@ -160,6 +161,23 @@ class KeyStore:
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._keys: dict[str, ApiKey] = {}
+
+    def exposure(self) -> tuple[str | None, str | None]:
+        """(why other users may change the keys, why they may read them), each None when they may not: the
+        file's group or others write bits, or its folder's without the sticky bit (anyone who may write there
+        may replace the file); its group or others read bits. (None, None) where modes mean nothing
+        (Windows) or there is no file yet."""
+        if os.name == "nt" or not self.path.exists():
+            return None, None
+        mode, folder = self.path.stat().st_mode, self.path.parent.stat().st_mode
+        write = read = None
+        if mode & (stat.S_IWGRP | stat.S_IWOTH):
+            write = f"{self.path} may be written by other users (mode {stat.S_IMODE(mode):04o})"
+        elif folder & (stat.S_IWGRP | stat.S_IWOTH) and not folder & stat.S_ISVTX:
+            write = f"its folder {self.path.parent} may be written by other users (mode {stat.S_IMODE(folder):04o})"
+        if mode & (stat.S_IRGRP | stat.S_IROTH):
+            read = f"{self.path} may be read by other users (mode {stat.S_IMODE(mode):04o})"
+        return write, read
 
     # -- reading ---------------------------------------------------------------------------------------
     def _load(self) -> dict[str, ApiKey]:
