@@ -333,11 +333,6 @@ def test_a_name_nobody_has_shares_its_lock_out_with_the_spellings_the_gallery_ta
         assert after.status == 200, (enrolled, after.body)  # alike: another spelling to the gallery
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an enrol key adding its person's photo with someone else's in one request is told whom the other "
-    "photo matches and how closely (the already-enrolled rejection's message goes out unchanged)",
-)
 def test_an_enrol_key_is_not_told_whom_a_refused_added_face_matches(server):
     person, other = 6, 3
     server.clock.advance(2 * 86400)

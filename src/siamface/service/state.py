@@ -561,13 +561,16 @@ class Service:
 
 def _without_scores(report: dict[str, Any]) -> dict[str, Any]:
     """An enrolment report for a key that may not force: a refused face "does not match", with no score and
-    no threshold; warnings that name someone else or give a score are left out."""
+    no threshold, a face enrolled as someone else names no one; warnings that name someone else or give a
+    score are left out."""
     rejected = []
     for r in report["rejected"]:
         if r["reason"] == "other-person":
             r = {**r, "message": f"{r['source']}: does not match the person; not added"}
         elif r["reason"] == "duplicate":
             r = {**r, "message": f"{r['source']}: a near-copy of a template the person has; not added"}
+        elif r["reason"] == "already-enrolled":
+            r = {**r, "message": f"{r['source']}: the face already matches a person enrolled; not added"}
         rejected.append(r)
     warnings = [w for w in report["warnings"] if "similarity" not in w and "matches" not in w]
     return {**report, "rejected": rejected, "warnings": warnings}
