@@ -345,10 +345,6 @@ def test_an_enrol_key_is_not_told_whom_a_refused_added_face_matches(server):
     assert all(f"s{other}" not in r["message"] and "similarity" not in r["message"] for r in refused), refused
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a keys file owned by another user (who may rewrite it whatever its mode) is served without a word",
-)
 def test_serve_refuses_a_keys_file_another_user_owns(tmp_path, monkeypatch):
     import os
 
