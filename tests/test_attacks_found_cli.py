@@ -8,11 +8,6 @@ import pytest
 from conftest import att, run_cli
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a name that reads as an enrolled one is accepted when its look-alike letter is Latin: 'ꜱ3' (U+A731 "
-    "LATIN LETTER SMALL CAPITAL S) is enrolled beside 's3' (the skeleton check misses it)",
-)
 def test_a_small_capital_look_alike_of_an_enrolled_name_is_refused(tmp_path):
     # README, Gallery: a new name "that could be taken for another person's (the same confusable skeleton ...)"
     # is refused.
@@ -74,3 +69,12 @@ def test_a_fifo_in_a_scanned_folder_does_not_hang_the_scan(tmp_path, command):
     except subprocess.TimeoutExpired:
         pytest.fail(f"siamface {command} still running after 20 s: blocked on the FIFO")
     assert done.returncode == 2 and "dropped.jpg" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("option", ["--min-sharpness", "--min-size"])
+def test_enroll_refuses_a_non_finite_gate_in_one_line(tmp_path, option):
+    # The attack run: `enroll --min-sharpness nan` was accepted (NaN is never "below": a blurred photo passes).
+    value = "nan" if option == "--min-sharpness" else "0"
+    out = run_cli("enroll", "--gallery", str(tmp_path / "g.db"), option, value, "s3", str(att(3, 2)))
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "gates" in out.stderr, out.stderr
+    assert not (tmp_path / "g.db").exists()

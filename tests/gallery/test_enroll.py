@@ -253,3 +253,41 @@ def test_a_face_under_the_minimum_never_reads_as_the_minimum(pipeline):
     assert rejection.reason == "too-small"
     shown = float(re.search(r"face is ([\d.]+) px", rejection.message).group(1))
     assert shown < limit and f"smaller than the {limit} px minimum" in rejection.message
+
+
+def test_one_face_enrolled_under_two_names_at_once_creates_one_person(gallery, monkeypatch):
+    # The attack run's race: the already-enrolled check ran before the enrolment's transaction, so a second
+    # enrolment of the same face under another name, committed in between, let both names in. Here the
+    # second one commits exactly there (inside the first one's call, before its transaction).
+    face = att(10, 2)  # s10: enrolled under no name yet
+    original = gallery.store.add_templates
+    raced = []
+
+    def add_templates(name, templates, **kw):
+        if name == "twin a" and not raced:
+            raced.append(gallery.enroll("twin b", [face]))
+        return original(name, templates, **kw)
+
+    monkeypatch.setattr(gallery.store, "add_templates", add_templates)
+    first = gallery.enroll("twin a", [face])
+    assert raced[0].created, raced[0]
+    assert not first.created and [r.reason for r in first.rejected] == ["already-enrolled"], first
+    names = {p.name for p in gallery.store.people()}
+    assert "twin b" in names and "twin a" not in names
+
+
+def test_provisional_additions_never_become_the_reference_of_the_next(gallery):
+    # The enrol key's walk of the attack run, on both backends: blends from s7's photo towards s1's (not
+    # enrolled), 10 % at a time, each added as a key below admin adds (provisional). Each must match s7's
+    # original templates, so the walk stops short and s1's other photo is still not s7. The gallery's owner
+    # (provisional=False: the command line, an admin key) adds reference templates.
+    start = att_rgb(7, 1).astype(np.float32)
+    end = att_rgb(1, 1).astype(np.float32)
+    steps = [((1 - w) * start + w * end).clip(0, 255).astype(np.uint8) for w in np.arange(1, 11) / 10]
+    added = [i for i, mix in enumerate(steps, 1) if gallery.enroll("s7", [mix], provisional=True).added]
+    assert added and len(added) < 10, added
+    assert not gallery.verify("s7", att(1, 2)).accepted
+    marked = [t for t in gallery.store.templates("s7") if t.quality.get("provisional")]
+    assert len(marked) == len(added)
+    owners = gallery.enroll("s7", [np.ascontiguousarray(att_rgb(7, 1)[:, ::-1])])  # the owner's: no mark
+    assert owners.added and not any(t.quality.get("provisional") for t in gallery.store.templates("s7")[-1:])

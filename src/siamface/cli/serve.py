@@ -7,6 +7,7 @@
                    [--lockout-seconds S] [--keep-images] [--tls-cert PEM --tls-key PEM]
                    [--max-faces 20] [--time-budget 30] [--header-timeout 10] [--body-timeout 60]
                    [--max-connections 1000] [--keep-alive 5] [--access-log]
+                   [--additions-per-person 5] [--additions-window 86400]
     siamface keys create --gallery G [--name LABEL] [--role recognise|enrol|admin] | list | revoke ID
                                                                                 (each with --json)
 
@@ -145,6 +146,20 @@ def add_parsers(sub) -> None:
         default=5.0,
         metavar="S",
         help="seconds an idle keep-alive connection stays open (default: 5)",
+    )
+    p.add_argument(
+        "--additions-per-person",
+        type=int,
+        default=5,
+        metavar="N",
+        help="faces that keys below admin may add to one person ... (default: 5; 0: none; 429 above)",
+    )
+    p.add_argument(
+        "--additions-window",
+        type=float,
+        default=86400.0,
+        metavar="S",
+        help="... within S seconds (default: 86400, a day)",
     )
     p.add_argument(
         "--lockout-failures",
@@ -334,6 +349,8 @@ def cmd_serve(args) -> int:
         body_timeout_s=args.body_timeout,
         max_connections=args.max_connections,
         keep_alive_s=args.keep_alive,
+        additions_per_person=args.additions_per_person,
+        additions_window_s=args.additions_window,
         **options,
     )
     service = Service(settings)
@@ -343,6 +360,8 @@ def cmd_serve(args) -> int:
             print(f"siamface: created gallery {settings.gallery}", file=sys.stderr)
         if service.model_note:
             print(f"siamface: note: {service.model_note}", file=sys.stderr)
+        for warning in service.warnings:
+            print(f"siamface: warning: {warning}", file=sys.stderr)
         if service.keys.count_active() == 0:
             print(
                 f"siamface: warning: no API key yet; every request but /v1/health will be refused. Create "

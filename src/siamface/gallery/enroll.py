@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 
 from .. import datasets
-from ..errors import ImageError
+from ..errors import ConfigError, ImageError
 from ..image import describe, load_image
 from .results import Rejection
 
@@ -62,6 +62,16 @@ class QualityGates:
     max_yaw: float = 0.5
     duplicate: float = 0.995
     strict: bool = False
+
+    def __post_init__(self) -> None:
+        # NaN passes every comparison as "not below": a NaN gate would let every image through
+        values = (self.min_face, self.min_sharpness, self.max_roll, self.max_yaw, self.duplicate)
+        if not all(math.isfinite(float(v)) for v in values):
+            raise ConfigError(f"the enrolment gates must be finite numbers, got {self}")
+        if self.min_face < 1 or self.min_sharpness < 0 or self.max_roll < 0 or self.max_yaw < 0:
+            raise ConfigError(f"the enrolment gates must be positive (min_face >= 1), got {self}")
+        if not 0 < self.duplicate <= 1:
+            raise ConfigError(f"the near-duplicate similarity must be in (0, 1], got {self.duplicate}")
 
 
 @dataclass(frozen=True)

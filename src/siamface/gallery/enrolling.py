@@ -58,17 +58,27 @@ class Enrolling:
         existing: bool = False,
         force: bool = False,
         actor: str = "",
+        provisional: bool = False,
     ) -> EnrollmentReport:
         """Enroll `name` from images (paths, bytes or RGB arrays): every image passes the quality gates or
         is rejected with its reason; the ones kept are added in one transaction (the person is created
         then, with all of them, or not at all).
 
         A name already enrolled (ignoring case) gets the images added, but only those whose face matches
-        one of the person's templates at the 1:1 threshold: the others are rejected as ``other-person``
-        unless `force`. A new person whose face already matches someone enrolled at the 1:N threshold is
-        not created (``already-enrolled``) unless `force`. `new`: the name must not be enrolled yet
-        (`PersonExistsError`); `existing`: it must be (`UnknownPersonError`); both decided inside the
-        store's transaction, race-free. `actor`: who asked, for the audit (default: this OS user)."""
+        one of the person's *original* templates (see below) at the 1:1 threshold: the others are rejected
+        as ``other-person`` unless `force`. A new person whose face already matches someone enrolled at the
+        1:N threshold is not created (``already-enrolled``) unless `force`; that check is completed inside
+        the store's transaction, so two enrolments of one face under two names cannot both pass. `new`:
+        the name must not be enrolled yet (`PersonExistsError`); `existing`: it must be
+        (`UnknownPersonError`); both decided inside the store's transaction, race-free. `actor`: who asked,
+        for the audit (default: this OS user).
+
+        `provisional`: the faces added to an enrolled person are marked so (their quality's
+        ``"provisional": true``, and the audit row's): they are matched against and decide as the others, but
+        a later addition must match a template that is not provisional — those made when the person was
+        created, or added by the gallery's owner or an admin — so additions cannot walk the person's
+        templates, one small step each, towards another face (the service marks what a non-admin key adds;
+        the command line, the gallery's owner, does not)."""
         name = self.check_enrollment(name, new=new, existing=existing)
         images = list(images)
         labels = list(sources) if sources is not None else [describe(i) for i in images]
@@ -79,7 +89,16 @@ class Enrolling:
             else:
                 samples.append(outcome)
         return self._commit(
-            name, samples, rejected, warnings, metadata, new=new, existing=existing, force=force, actor=actor
+            name,
+            samples,
+            rejected,
+            warnings,
+            metadata,
+            new=new,
+            existing=existing,
+            force=force,
+            actor=actor,
+            provisional=provisional,
         )
 
     def check_enrollment(self, name: str, *, new: bool = False, existing: bool = False) -> str:
@@ -124,7 +143,7 @@ class Enrolling:
         name = self.check_enrollment(name)
         if keep < 1:
             raise ConfigError(f"the number of frames to keep must be >= 1, got {keep}")
-        if min_gap < 0 or (timeout is not None and timeout <= 0):
+        if not min_gap >= 0 or (timeout is not None and not 0 < timeout < float("inf")):
             raise ConfigError("the minimum gap must be >= 0 and the timeout > 0 seconds")
         samples: list[Sample] = []
         times: list[float] = []
@@ -251,10 +270,12 @@ class Enrolling:
         existing: bool = False,
         force: bool = False,
         actor: str = "",
+        provisional: bool = False,
     ) -> EnrollmentReport:
         for s in samples:
             warnings.extend(s.warnings)
-        limit, threshold = self.gates.duplicate, self.thresholds.verify
+        limit, threshold, one_face = self.gates.duplicate, self.thresholds.verify, self.thresholds.identify
+        since = self.store.last_template_id() if samples and not force else None  # before any check below
         reasons: dict[int, str] = {}
         shown = name  # the enrolled person's name as stored (names match ignoring case), for the messages
         enrolled = False
@@ -278,13 +299,29 @@ class Enrolling:
         if samples:
             warnings.extend(self._lookalike_warnings(name, samples))
 
-        def keep(enrolled: Sequence[Template], candidates: Sequence[NewTemplate]) -> list[str | None]:
-            # Inside the store's write transaction: `enrolled` is the person's templates as they are now.
-            own = [t.embedding for t in enrolled]
-            kept = list(own)
+        def keep(
+            enrolled: Sequence[Template], candidates: Sequence[NewTemplate], recent: Sequence[Template] = ()
+        ) -> list[str | None]:
+            # Inside the store's write transaction: `enrolled` is the person's templates as they are now,
+            # `recent` everyone's added since the checks above (by another writer meanwhile).
+            own = [t.embedding for t in enrolled if not t.quality.get("provisional")]
+            own = own or [t.embedding for t in enrolled]
+            kept = [t.embedding for t in enrolled]
+            mine = {t.person_id for t in enrolled}
+            others = [t for t in recent if t.person_id not in mine]
+            clash = _clash(candidates, others, one_face) if not force else {}
+            if clash and not enrolled:  # a new person: not created at all (as `_already_enrolled`)
+                clash = {i: clash.get(i, max(clash.values())) for i in range(len(candidates))}
             verdicts: list[str | None] = []
             for i, t in enumerate(candidates):
                 e = np.asarray(t.embedding, np.float32)
+                if i in clash:
+                    reasons[i] = "already-enrolled"
+                    verdicts.append(
+                        f"{t.source}: the face already matches a person enrolled meanwhile (similarity "
+                        f"{clash[i]:.4f} >= 1:N threshold {one_face.value:.4f}); a face belongs to one person"
+                    )
+                    continue
                 match = max((float(k @ e) for k in own), default=None)
                 best = max((float(k @ e) for k in kept), default=-1.0)
                 if match is not None and not threshold.accepts(match) and not force:
@@ -305,11 +342,20 @@ class Enrolling:
                     kept.append(e)
             return verdicts
 
-        news = [NewTemplate(s.embedding, s.source, s.quality, s.image) for s in samples]
+        marked = {"provisional": True} if provisional and enrolled and not force else {}
+        news = [NewTemplate(s.embedding, s.source, {**s.quality, **marked}, s.image) for s in samples]
         person = None
         if news:
             result = self.store.add_templates(
-                name, news, metadata=metadata, keep=keep, new=new, create=not existing, actor=actor, forced=force
+                name,
+                news,
+                metadata=metadata,
+                keep=keep,
+                new=new,
+                create=not existing,
+                actor=actor,
+                forced=force,
+                since=since,
             )
             added = tuple(
                 EnrolledTemplate(tid, s.source, s.quality)
@@ -400,3 +446,15 @@ class Enrolling:
             f"(similarity {h.similarity:.4f} >= threshold {thr.value:.4f})"
             for s, h in found
         ]
+
+
+def _clash(candidates: Sequence[NewTemplate], others: Sequence[Template], threshold) -> dict[int, float]:
+    """{candidate index: best similarity} of the candidates that match one of `others` (templates of other
+    people) at `threshold` (the 1:N one)."""
+    if not others or not candidates:
+        return {}
+    scores = (
+        np.stack([np.asarray(c.embedding, np.float32) for c in candidates]) @ np.stack([t.embedding for t in others]).T
+    )
+    best = scores.max(axis=1)
+    return {i: float(b) for i, b in enumerate(best) if threshold.accepts(float(b))}

@@ -33,7 +33,9 @@ can still be shown, renamed and removed by that name.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
+from importlib import resources
 
 from ..errors import GalleryError
 
@@ -91,13 +93,32 @@ def _script(c: str) -> str | None:
     return None
 
 
+@functools.cache
+def _confusables() -> dict[str, str]:
+    """Unicode's look-alike table (UTS #39 confusables.txt, its letters, marks and numbers: `confusables.tsv`,
+    made by tools/build_confusables.py), read once, at the first name checked."""
+    table = {}
+    text = resources.files(__package__).joinpath("confusables.tsv").read_text(encoding="utf-8")
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            source, target = line.split("\t")
+            table[chr(int(source, 16))] = "".join(chr(int(c, 16)) for c in target.split())
+    return table
+
+
+def _looks(text: str) -> str:
+    table = _confusables()
+    mapped = "".join(table.get(c, c) for c in (_LOOKALIKE.get(c, c) for c in text))
+    return "".join(_SAME_SHAPE.get(c, c) for c in unicodedata.normalize("NFD", mapped))
+
+
 def skeleton(name: str) -> str:
-    """What `name` looks like: NFKC, each look-alike letter as the Latin one, alike shapes as one, case
+    """What `name` looks like: NFKC, each look-alike character as its prototype (Unicode's confusables, UTS #39:
+    a Cyrillic or Greek letter as the Latin one, a small capital ``ꜱ`` as ``s``), alike shapes as one, case
     folded, marks kept. Two names with one skeleton are confusable (``Раul`` with a Cyrillic Р and ``Paul``;
-    ``Ian`` and ``lan``)."""
-    text = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", name))
-    mapped = "".join(_SAME_SHAPE.get(c, c) for c in (_LOOKALIKE.get(c, c) for c in text))
-    return unicodedata.normalize("NFC", mapped.casefold())
+    ``Ian`` and ``lan``; ``ꜱ3`` and ``s3``)."""
+    text = _looks(unicodedata.normalize("NFD", unicodedata.normalize("NFKC", name)))
+    return unicodedata.normalize("NFC", _looks(unicodedata.normalize("NFD", text.casefold())))
 
 
 def _mixed_lookalike(clean: str) -> str | None:

@@ -517,6 +517,12 @@ class PostgresStore(SqlStore):
         return f"PostgresStore({self.location!r}, model={self.model.describe()})"
 
     # -- reads ---------------------------------------------------------------------------------------
+    @staticmethod
+    def name_key(name: str) -> str:
+        """The form by which this store tells names apart: ``lower(name)``, PostgreSQL's Unicode lower case
+        (Python's, to the rare letters where the database's collation differs)."""
+        return lookup_form(name).lower()
+
     def _find(self, db, name: str, metadata: bool = True) -> Person | None:
         row = db.execute(self._PERSON_SELECT + " WHERE lower(p.name) = lower(%s)", (lookup_form(name),)).fetchone()
         return self._person(row, metadata) if row else None

@@ -288,11 +288,14 @@ class SqlStore:
         "(SELECT count(*) FROM templates t WHERE t.person_id = p.id), p.ref FROM people p"
     )
 
-    def _templates(self, db, person_id: int | None, embeddings: bool) -> list[Template]:
+    def _templates(self, db, person_id: int | None, embeddings: bool, after: int | None = None) -> list[Template]:
+        """The templates of one person (all when `person_id` is None), or those whose id is above `after`."""
         columns = "id, person_id, model, model_version, source, quality, created, image IS NOT NULL" + (
             ", embedding" if embeddings else ""
         )
-        if person_id is None:
+        if after is not None:
+            rows = db.execute(self._q(f"SELECT {columns} FROM templates WHERE id > ? ORDER BY id"), (after,)).fetchall()
+        elif person_id is None:
             rows = db.execute(f"SELECT {columns} FROM templates ORDER BY person_id, id").fetchall()
         else:
             rows = db.execute(
@@ -323,6 +326,12 @@ class SqlStore:
             )
             for r in rows
         ]
+
+    def last_template_id(self) -> int:
+        """The highest template id now (0 when none): templates are added one writer at a time, so those
+        added after this call have higher ids (see `add_templates`'s `since`)."""
+        with self._read() as db:
+            return int(db.execute("SELECT coalesce(max(id), 0) FROM templates").fetchone()[0])
 
     def person_matrix(self, person_id: int) -> tuple[np.ndarray, np.ndarray]:
         """(template ids, embeddings (t, d)) of one person, read alone and checked as `matrix` checks them."""
@@ -583,6 +592,7 @@ class SqlStore:
         new: bool = False,
         actor: str = "",
         forced: bool = False,
+        since: int | None = None,
     ) -> AddResult:
         if new and not create:
             raise ValueError("a person cannot be both new and required to exist")
@@ -595,13 +605,14 @@ class SqlStore:
             json_object(t.quality, "a template's quality")
         with self._write() as db:
             self._check_bound(db)
-            result = self._add(db, name, templates, metadata, create, keep, new)
-            added = sum(1 for i in result.template_ids if i is not None)
+            result = self._add(db, name, templates, metadata, create, keep, new, since=since)
+            added = [t for t, i in zip(templates, result.template_ids) if i is not None]
             if added:
                 kind = "enrol" if result.created else "add-faces"
-                self._audit_change(
-                    db, kind, result.person, actor, templates=added, **({"forced": True} if forced else {})
-                )
+                flags = {"forced": True} if forced else {}
+                if any(t.quality.get("provisional") for t in added):
+                    flags["provisional"] = True
+                self._audit_change(db, kind, result.person, actor, templates=len(added), **flags)
             return result
 
     def add_people(
@@ -667,17 +678,25 @@ class SqlStore:
         keep: KeepFilter | None,
         new: bool = False,
         skeletons: dict[str, tuple[int, str]] | None = None,
+        since: int | None = None,
     ) -> AddResult:
         """The body of an addition, inside the caller's write transaction: the name is looked up here, so
         that "must be new" and "must exist" cannot race with another writer. A new person's name must not
-        look like another's (`skeletons`: of everyone, read here when not given; the new name is added)."""
+        look like another's (`skeletons`: of everyone, read here when not given; the new name is added).
+        `since`: `keep` also gets the templates added after that id (by other writers since the caller's
+        checks), as its third argument."""
         found = self._find(db, name)
         if found is None and not create:
             raise UnknownPersonError(name, self.location)
         if found is not None and new:
             raise PersonExistsError(found.name, self.location)
         existing = self._templates(db, found.id, True) if found is not None else []
-        verdicts = list(keep(existing, templates)) if keep is not None else [None] * len(templates)
+        if keep is None:
+            verdicts: list[str | None] = [None] * len(templates)
+        elif since is None:
+            verdicts = list(keep(existing, templates))
+        else:
+            verdicts = list(keep(existing, templates, self._templates(db, None, True, after=since)))
         if len(verdicts) != len(templates):
             raise ValueError("keep filter must return one verdict per template")
         skipped = {i: reason for i, reason in enumerate(verdicts) if reason is not None}

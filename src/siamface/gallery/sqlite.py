@@ -258,6 +258,10 @@ def _create_private(path: Path) -> None:
 STORAGE_ERRORS = ("database or disk is full", "disk I/O error")
 
 
+#: SQLite's NOCASE: A-Z as a-z, nothing else.
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 class SQLiteStore(SqlStore):
     """A gallery store in one SQLite file, bound to one model.
 
@@ -565,6 +569,11 @@ class SQLiteStore(SqlStore):
         return f"SQLiteStore({self.location!r}, model={self.model.describe()})"
 
     # -- reads ---------------------------------------------------------------------------------------
+    @staticmethod
+    def name_key(name: str) -> str:
+        """The form by which this store tells names apart: SQLite's NOCASE folds ASCII letters only."""
+        return lookup_form(name).translate(_ASCII_LOWER)
+
     def _find(self, db: sqlite3.Connection, name: str, metadata: bool = True) -> Person | None:
         row = db.execute(self._PERSON_SELECT + " WHERE p.name = ?", (lookup_form(name),)).fetchone()
         return self._person(row, metadata) if row else None

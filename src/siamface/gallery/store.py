@@ -291,7 +291,8 @@ class AddResult:
 
 
 #: Called inside the write transaction with the person's existing templates (with embeddings; empty for a
-#: new person) and the candidates; returns, per candidate, None to keep it or a reason to skip it.
+#: new person) and the candidates (and, when `add_templates` is given `since`, the templates of anyone added
+#: after that id, with embeddings); returns, per candidate, None to keep it or a reason to skip it.
 #: Running inside the transaction makes checks such as "not a near-duplicate" race-free.
 KeepFilter = Callable[[Sequence[Template], Sequence[NewTemplate]], Sequence["str | None"]]
 
@@ -319,12 +320,19 @@ class Store(Protocol):
         new: bool = False,
         actor: str = "",
         forced: bool = False,
+        since: int | None = None,
     ) -> AddResult:
         """Add templates to `name` (created if missing and `create`), all in one transaction. When every
         candidate is skipped, nothing changes (a new person is not created). `new`: the name must not be
         enrolled yet (`PersonExistsError` otherwise); `create=False`: it must be (`UnknownPersonError`).
         Both are decided inside the transaction: of two writers creating the same new name with
-        ``new=True``, exactly one succeeds. Names are checked by `siamface.gallery.names.check_name`."""
+        ``new=True``, exactly one succeeds. Names are checked by `siamface.gallery.names.check_name`.
+        `since` (a `last_template_id` read before the caller's own checks): `keep` also gets the templates
+        added after it, so that a check of the whole gallery made before the transaction is completed inside
+        it. A template whose quality says ``provisional`` is audited so (``"provisional": true``)."""
+
+    def last_template_id(self) -> int:
+        """The highest template id (0 when none): templates are added one writer at a time, in id order."""
 
     def add_people(
         self,
@@ -341,6 +349,9 @@ class Store(Protocol):
         metadata (left empty), which works on a person whose metadata is damaged."""
 
     def people(self) -> list[Person]: ...
+
+    def name_key(self, name: str) -> str:
+        """The form by which the store tells names apart (names are unique ignoring case, as it folds it)."""
 
     def templates(self, name: str | None = None, *, embeddings: bool = False) -> list[Template]: ...
 

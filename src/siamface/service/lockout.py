@@ -132,3 +132,45 @@ class Lockout:
             return 0
         self._prune(state, self.clock())
         return len(state.failures)
+
+
+class QuotaExceeded(Exception):
+    """More than a `Quota` allows; retry after `retry_after` seconds."""
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = max(1, math.ceil(retry_after))
+        super().__init__(f"over the quota; retry in {self.retry_after} s")
+
+
+class Quota:
+    """At most `limit` units per key within `window` seconds (faces added to one person by keys below admin).
+    `take` reserves units before the work (so that concurrent requests cannot exceed the limit together),
+    `settle` keeps those actually used. In memory, on the event loop, as `Lockout`."""
+
+    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = int(limit)
+        self.window = float(window)
+        self.clock = clock
+        self._used: dict[Hashable, list[float]] = {}
+        self._reserved: dict[Hashable, int] = {}
+
+    def take(self, key: Hashable, n: int) -> None:
+        """Reserve `n` units of `key`, or `QuotaExceeded`."""
+        now = self.clock()
+        used = [t for t in self._used.get(key, []) if now - t < self.window]
+        self._used[key] = used
+        if len(used) + self._reserved.get(key, 0) + n > self.limit:
+            retry = (used[0] + self.window - now) if used else self.window
+            raise QuotaExceeded(retry)
+        self._reserved[key] = self._reserved.get(key, 0) + n
+
+    def settle(self, key: Hashable, reserved: int, used: int) -> None:
+        """Release a reservation of `reserved` units, `used` of which count from now."""
+        left = self._reserved.get(key, 0) - reserved
+        if left > 0:
+            self._reserved[key] = left
+        else:
+            self._reserved.pop(key, None)
+        self._used.setdefault(key, []).extend([self.clock()] * int(used))
+        if not self._used[key]:
+            del self._used[key]

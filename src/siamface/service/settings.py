@@ -34,6 +34,9 @@ BODY_TIMEOUT_S = 60.0
 MAX_CONNECTIONS = 1000
 #: Seconds an idle keep-alive connection stays open after a response.
 KEEP_ALIVE_S = 5.0
+#: Faces that keys below admin may add to one person within ADDITIONS_WINDOW_S seconds (429 above).
+ADDITIONS_PER_PERSON = 5
+ADDITIONS_WINDOW_S = 86400.0
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class Settings:
     body_timeout_s: float = BODY_TIMEOUT_S
     max_connections: int = MAX_CONNECTIONS
     keep_alive_s: float = KEEP_ALIVE_S
+    additions_per_person: int = ADDITIONS_PER_PERSON
+    additions_window_s: float = ADDITIONS_WINDOW_S
 
     @property
     def active_liveness(self) -> bool:
@@ -128,6 +133,8 @@ class Settings:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.lockout_failures < 1 or self.lockout_window_s <= 0 or self.lockout_s <= 0:
             raise ConfigError("lock-out needs at least 1 failure and a positive window and duration")
+        if self.additions_per_person < 0 or self.additions_window_s <= 0:
+            raise ConfigError("the faces added per person must be >= 0, within a positive number of seconds")
         if self.max_faces < 1 or self.max_connections < 1:
             raise ConfigError("max_faces and max_connections must be >= 1")
         timeouts = (self.time_budget_s, self.header_timeout_s, self.body_timeout_s, self.keep_alive_s)

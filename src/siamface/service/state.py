@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -25,11 +26,17 @@ from .. import __version__, _budget
 from ..decision import UNKNOWN, Liveness, Threshold, gate, in_reach
 from ..errors import ConfigError, NoFaceError
 from ..gallery.results import ClaimVerification
-from ..gallery.store import AuditRecord, DamagedGalleryError, GalleryReembeddedError, GalleryUnavailableError
+from ..gallery.store import (
+    AuditRecord,
+    DamagedGalleryError,
+    GalleryReembeddedError,
+    GalleryUnavailableError,
+    UnknownPersonError,
+)
 from ..image import load_image
 from .errors import ServiceError
-from .keys import KeyStore
-from .lockout import Lockout
+from .keys import KeyStore, allows
+from .lockout import Lockout, Quota
 from .sessions import PASSED, PENDING, LivenessSessions, Session
 from .settings import Settings
 
@@ -40,6 +47,47 @@ T = TypeVar("T")
 def actor(key: str | None) -> str:
     """Who an audit row says asked: the API key's id."""
     return f"key:{key}" if key else "key:?"
+
+
+@dataclasses.dataclass(frozen=True)
+class Unenrolled:
+    """A claimed name that nobody enrolled has, as a key that may not list people sees it: claimed, checked,
+    denied, counted towards a lock-out and audited like a wrong face for an enrolled name, so that the answer
+    says nothing of who is enrolled. `id`: its key in the lock-out book and the sessions (a digest of the
+    name folded as the store folds names, so that two spellings share a lock-out exactly when they would name
+    one enrolled person; never a person's id)."""
+
+    name: str
+    key: str  # the name as the store compares names (`Store.name_key`): claims it would take for one name share a key
+
+    @property
+    def id(self) -> str:
+        return "unenrolled:" + hashlib.sha256(self.key.encode()).hexdigest()[:24]
+
+
+#: What a claim's answer keeps for a key below enrol (no score, no template count, nothing that differs
+#: between a name nobody has and an enrolled one's wrong face).
+CLAIM_FIELDS = (
+    "accepted",
+    "rule",
+    "fraction",
+    "threshold",
+    "threshold_source",
+    "threshold_far",
+    "model",
+    "probe",
+    "box",
+    "faces_found",
+)
+#: Liveness evidence never shown to a key below admin: exact scores, which a client could climb.
+SCORES = frozenset({"score", "cnn", "colour", "lowest_score"})
+
+
+def without_scores(evidence: Any) -> Any:
+    """`evidence` (liveness dicts, nested) without exact scores (`SCORES`)."""
+    if isinstance(evidence, dict):
+        return {k: without_scores(v) for k, v in evidence.items() if k not in SCORES}
+    return evidence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +103,7 @@ class Service:
         self.settings = settings
         self.keys = KeyStore(settings.keys_file)
         self.lockout = Lockout(settings.lockout_failures, settings.lockout_window_s, settings.lockout_s)
+        self.additions = Quota(settings.additions_per_person, settings.additions_window_s)
         self.pipeline = None
         self.gallery = None
         self.liveness = None
@@ -72,6 +121,8 @@ class Service:
         )
         self.created_gallery = False
         self.model_note: str | None = None
+        self.warnings: list[str] = []  # said at start (serve prints them)
+        self.audit_state = "ok"  # "broken": the audit chain did not verify at start
         self._limiter: anyio.CapacityLimiter | None = None
         self.clock: Callable[[], float] = time.monotonic  # the time budget's
 
@@ -81,6 +132,14 @@ class Service:
         from ..factory import build_pipeline, open_gallery
 
         s = self.settings
+        writable, readable = self.keys.exposure()
+        if writable:  # whoever may write it may add an admin key
+            raise ConfigError(
+                f"{writable}: anyone who may change the keys file may give themselves an admin key; make it "
+                "yours alone (chmod 600, in a folder only you may write) before serving"
+            )
+        if readable:
+            self.warnings.append(f"{readable}: the keys' hashes are for this server's user only (chmod 600)")
         self.pipeline, self.model_note = build_pipeline(s, gallery=s.gallery)
         self.pipeline.thresholds  # noqa: B018 - resolved and range-checked now: a bad one stops the start
         if s.sessions_needed and "keypoints" not in self.pipeline.detect(np.zeros((64, 64, 3), np.uint8)).data:
@@ -110,6 +169,25 @@ class Service:
         check = getattr(self.gallery.index, "check", None)
         if check is not None:  # an index in the database reads no template above: check them all once
             check()
+        self._check_audit()
+
+    def _check_audit(self) -> None:
+        """Verify the audit's hash chain once, at start. A broken chain (a row edited or removed) is said
+        loudly — an ERROR in the log, a warning at start, ``"audit": "broken"`` in /v1/health — but does not
+        stop the server: refusing would let whoever can damage one row stop every door, and the evidence
+        stays for `siamface gallery audit --verify` (new rows chain on from the head as it is)."""
+        verified = self.gallery.store.verify_audit()
+        if verified.intact:
+            return
+        self.audit_state = "broken"
+        row, problem = verified.problems[0]
+        text = (
+            f"the gallery's audit log does not verify ({len(verified.problems)} problem(s), the first: "
+            f"{'row ' + str(row) + ': ' if row is not None else ''}{problem}): it was changed outside siamface; "
+            "keep a copy and see siamface gallery audit --verify"
+        )
+        log.error("%s", text)
+        self.warnings.append(text)
 
     def close(self) -> None:
         if self.gallery is not None:
@@ -165,6 +243,7 @@ class Service:
             "detector": getattr(self.pipeline.detector, "name", str(self.settings.detector)),
             "liveness": self.settings.liveness,
             "gallery": "ok",
+            "audit": self.audit_state,
         }
         try:
             self._guarded(self.gallery.check_model)
@@ -197,7 +276,9 @@ class Service:
             return None  # no time budget check here: a decision written to the audit log is answered
         return self.liveness.score(image, box).to_dict()
 
-    def verify_pair(self, a: Upload, b: Upload) -> dict[str, Any]:
+    def verify_pair(self, a: Upload, b: Upload, scores: bool = True) -> dict[str, Any]:
+        """The evidence of `siamface verify A B`; with the passive check on, each face's liveness (without
+        its exact scores unless `scores`: a key below admin cannot climb them)."""
         images = [self.decode(a), self.decode(b)]
         try:
             result = self.pipeline.verify(images[0], images[1])
@@ -210,20 +291,48 @@ class Service:
                 "a": self._liveness(images[0], result.box_a),
                 "b": self._liveness(images[1], result.box_b),
             }
+            if not scores:
+                payload["liveness"] = without_scores(payload["liveness"])
         return payload
 
     def person(self, name: str):
         return self.gallery.store.person(name, metadata=False)  # a claim reads no metadata
 
+    def claimed(self, name: str, reveal: bool):
+        """The person a claim names; for a name nobody has, `UnknownPersonError` (404) when `reveal` (keys
+        that may list people anyway), else an `Unenrolled` (decided as a wrong face: no oracle of names)."""
+        try:
+            return self.person(name)
+        except UnknownPersonError:
+            if reveal:
+                raise
+            from ..gallery.names import lookup_form
+
+            return Unenrolled(lookup_form(name), self.gallery.store.name_key(name))
+
     def verify_claim(
-        self, person, probe: Upload, rule: str, fraction: float, session: Session | None = None, key: str | None = None
+        self,
+        person,
+        probe: Upload,
+        rule: str,
+        fraction: float,
+        session: Session | None = None,
+        key: str | None = None,
+        role: str | None = "admin",
+        sent: str = "",
     ) -> tuple[bool, dict[str, Any]]:
         """(granted, evidence). Granted needs the face to match and, with liveness on, a passed capture
         `session` whose faces are all the person (and, with the passive check on, a live probe). The audit row
-        says what the client is told (`granted`, liveness included) and which `key` asked."""
+        says what the client is told (`granted`, liveness included) and which `key` asked. An `Unenrolled`
+        person is denied after the same work (its audit row names nobody, rule ``unknown-person``); a key of
+        `role` below enrol is told no score and nothing that tells the two apart (`claim`: the name as `sent`),
+        and below admin no exact liveness score."""
         image = self.decode(probe)
         try:
-            result = self.gallery.verify(person.name, image, rule=rule, fraction=fraction, audit=False)
+            if isinstance(person, Unenrolled):
+                result = self._nobody(person, image, rule, fraction)
+            else:
+                result = self.gallery.verify(person.name, image, rule=rule, fraction=fraction, audit=False)
         except NoFaceError:
             raise ServiceError(422, "no-face", f"no face found in {probe.label}") from None
         result = dataclasses.replace(result, probe=probe.label)
@@ -245,14 +354,15 @@ class Service:
         elif live is not None:
             payload["liveness"] = live
         granted = gate(result, evidence, who=person.name)
+        nobody = isinstance(person, Unenrolled)
         record = AuditRecord(
             "verify",
-            person.id,
+            None if nobody else person.id,
             person.id if granted.accepted else None,
             result.score,
             result.threshold,
             bool(granted.accepted),
-            result.rule,
+            "unknown-person" if nobody else result.rule,
             result.model,
             actor(key),
         )
@@ -261,14 +371,54 @@ class Service:
             unlogged = self.gallery.audit([record])
         payload["notes"] = list(granted.notes) + list(unlogged)
         payload["granted"] = granted.accepted
+        if not allows(role, "enrol"):  # the same fields whether the name is enrolled or not
+            shown = {k: payload[k] for k in CLAIM_FIELDS}
+            shown["claim"] = sent
+            if "liveness" in payload:
+                shown["liveness"] = without_scores(payload["liveness"])
+            payload = {**shown, "notes": list(result.notes) + list(unlogged), "granted": granted.accepted}
+        elif not allows(role, "admin") and "liveness" in payload:
+            payload["liveness"] = without_scores(payload["liveness"])
         return granted.accepted, payload
+
+    def _nobody(self, person: Unenrolled, image: np.ndarray, rule: str, fraction: float) -> ClaimVerification:
+        """A claim of a name nobody has, decided as a face that matches none of the person's templates after
+        the same work (the probe's largest face found and embedded)."""
+        from ..decision import check_rule
+        from ..decision import claim as decide_claim
+
+        check_rule(rule, fraction)
+        model = self.gallery.check_model()
+        face, n_found = self.pipeline.embed_largest(image)
+        chosen = self.gallery.thresholds.verify
+        # the reads a claim of an enrolled person makes (its templates' scores, their sources), on nobody: the
+        # answer comes after the same round trips to the database
+        self.gallery.index.person_scores(face.embeddings, 0)
+        with contextlib.suppress(UnknownPersonError):
+            self.gallery.store.templates(person.name)
+        return decide_claim(np.full(1, -1.0, np.float32), chosen, rule, fraction).extend(
+            ClaimVerification,
+            claim=person.name,
+            rule=rule,
+            templates=(),
+            matched=0,
+            model=model.name,
+            box=tuple(float(v) for v in face.boxes[0]),
+            faces_found=n_found,
+            fraction=fraction if rule == "fraction" else None,
+            probe="",
+            notes=(f"{n_found} faces found in the probe, the largest was used",) if n_found > 1 else (),
+            threshold_far=chosen.far,
+        )
 
     def _challenge_evidence(self, session: Session, person, result: ClaimVerification) -> dict[str, Any]:
         """The session's result, and whether every face it saw is `person` (at the 1:1 threshold `result`
         was decided at)."""
         evidence = session.evidence()
         lowest = None
-        if session.faces:
+        if session.faces and isinstance(person, Unenrolled):
+            lowest = -1.0
+        elif session.faces:
             _, scores = self.gallery.index.person_scores(np.stack(session.faces), person.id)
             lowest = float(scores.max(axis=1).min()) if scores.shape[1] else -1.0
         evidence["passed"] = session.state == PASSED
@@ -323,7 +473,13 @@ class Service:
         return self.sessions.feed(session, arrived, seen, largest.embeddings[0])
 
     def identify(
-        self, probe: Upload, top: int, margin: float | None, locked=frozenset(), key: str | None = None
+        self,
+        probe: Upload,
+        top: int,
+        margin: float | None,
+        locked=frozenset(),
+        key: str | None = None,
+        scores: bool = True,
     ) -> dict[str, Any]:
         """Who is in the probe, revealing no more than a decision needs: people in `locked` (locked out of
         verification) are searched as if not enrolled, an unknown face carries no score and no candidates,
@@ -350,7 +506,9 @@ class Service:
                 item["candidates"] = [c for c in item["candidates"] if in_reach(c["similarity"], threshold, policy)]
         if self.liveness is not None:
             for face, item in zip(result.faces, payload["faces"]):
-                item["liveness"] = self._liveness(image, face.box)
+                item["liveness"] = (
+                    self._liveness(image, face.box) if scores else without_scores(self._liveness(image, face.box))
+                )
         payload["size"] = [int(image.shape[1]), int(image.shape[0])]
         payload["truncated"] = payload["faces_found"] > len(result.faces)
         return payload
@@ -385,6 +543,7 @@ class Service:
             existing=must_exist,
             force=force,
             actor=actor(key),
+            provisional=not admin,
         ).to_dict()
         clashes = [r for r in report["rejected"] if r["reason"] == "already-enrolled"]
         if clashes and not report["added"]:
@@ -402,13 +561,16 @@ class Service:
 
 def _without_scores(report: dict[str, Any]) -> dict[str, Any]:
     """An enrolment report for a key that may not force: a refused face "does not match", with no score and
-    no threshold; warnings that name someone else or give a score are left out."""
+    no threshold, a face enrolled as someone else names no one; warnings that name someone else or give a
+    score are left out."""
     rejected = []
     for r in report["rejected"]:
         if r["reason"] == "other-person":
             r = {**r, "message": f"{r['source']}: does not match the person; not added"}
         elif r["reason"] == "duplicate":
             r = {**r, "message": f"{r['source']}: a near-copy of a template the person has; not added"}
+        elif r["reason"] == "already-enrolled":
+            r = {**r, "message": f"{r['source']}: the face already matches a person enrolled; not added"}
         rejected.append(r)
     warnings = [w for w in report["warnings"] if "similarity" not in w and "matches" not in w]
     return {**report, "rejected": rejected, "warnings": warnings}

@@ -8,10 +8,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
+from ...gallery.names import lookup_form
 from ..errors import ServiceError, error_responses
+from ..keys import allows
 from ..lockout import LockedOut
 from ..state import Service
-from .deps import api_key, read_upload, require, service
+from .deps import api_key, api_role, read_upload, require, service
 
 router = APIRouter(
     prefix="/v1/liveness", tags=["liveness"], dependencies=[Depends(require("recognise", "liveness sessions"))]
@@ -27,6 +29,7 @@ router = APIRouter(
 async def open_session(
     svc: Annotated[Service, Depends(service)],
     key: Annotated[str | None, Depends(api_key)],
+    role: Annotated[str | None, Depends(api_role)],
     claim: Annotated[str, Form(description="the enrolled person the session will verify")],
 ) -> dict[str, Any]:
     """The session's id, its `mode` (passive: frames only; active: prompts too), the `prompt` to show now
@@ -35,17 +38,21 @@ async def open_session(
     `expires_in` (seconds left to use it in POST /v1/verify) and `max_frames`. Only with liveness on (400
     `liveness-off` otherwise). It belongs to this API key and this person; opening is limited per key and per
     person (429), refused while the person is locked out (429 `locked`), and a session that fails or
-    expires unused counts as a failed verification of the person."""
+    expires unused counts as a failed verification of the person. To a recognise key, a name nobody has
+    opens a session as an enrolled one does (its claim is then denied: no oracle of who is enrolled); enrol
+    and admin keys get 404 `unknown-person`."""
     if not svc.settings.sessions_needed:
         raise ServiceError(
             400, "liveness-off", "this server's liveness is off: claims need no session (siamface serve --liveness)"
         )
-    person = await svc.run(svc.person, claim)
+    reveal = allows(role, "enrol")
+    person = await svc.run(svc.claimed, claim, reveal)
     svc.count_session_failures()
     left = svc.lockout.remaining_lock(person.id)
     if left:
         raise LockedOut(left)
-    return svc.sessions.open(key, person.id, person.name)
+    shown = person.name if reveal else lookup_form(claim)  # the name as sent: its stored case tells nothing
+    return svc.sessions.open(key, person.id, shown)
 
 
 @router.post(

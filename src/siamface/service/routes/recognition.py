@@ -6,9 +6,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
+from ...gallery.names import lookup_form
 from ..errors import ServiceError, error_responses
+from ..keys import allows
 from ..state import Service
-from .deps import api_key, read_upload, require, service
+from .deps import api_key, api_role, read_upload, require, service
 
 router = APIRouter(
     prefix="/v1",
@@ -25,6 +27,7 @@ router = APIRouter(
 async def verify(
     svc: Annotated[Service, Depends(service)],
     key: Annotated[str | None, Depends(api_key)],
+    role: Annotated[str | None, Depends(api_role)],
     claim: Annotated[str | None, Form(description="the enrolled person claimed (with `image`)")] = None,
     image: Annotated[UploadFile | None, File(description="the probe, with `claim`")] = None,
     a: Annotated[UploadFile | None, File(description="first image (without `claim`)")] = None,
@@ -48,17 +51,22 @@ async def verify(
     towards the person's lock-out (429 once locked). With liveness on (any mode but off), a claim also needs
     `liveness_session`: a session of this key, opened for this claim, that passed and whose every face is
     the claimed person (400 `liveness-session-required` without one: an uploaded image alone is never
-    live); the session is used up by this request, whatever it answers. With `a` + `b`: the evidence of
+    live); the session is used up by this request, whatever it answers. To a recognise key, a name nobody has
+    is answered as an enrolled name with another face (200, denied, counted and locked out alike: no oracle
+    of who is enrolled), and a claim's answer carries no score; enrol and admin keys get 404
+    `unknown-person`. Below admin, liveness evidence carries no exact score. With `a` + `b`: the evidence of
     `siamface verify A B`."""
     if claim is not None:
         if image is None or a is not None or b is not None:
             raise ServiceError(400, "bad-request", "verify with 'claim' takes one image file in field 'image'")
         probe = await read_upload(image, "image")
-        person = await svc.run(svc.person, claim)
+        person = await svc.run(svc.claimed, claim, allows(role, "enrol"))
         svc.count_session_failures()
         session = svc.liveness_session(liveness_session, key, person)
         async with svc.lockout.attempt(person.id) as attempt:
-            granted, payload = await svc.run(svc.verify_claim, person, probe, rule, fraction, session, key)
+            granted, payload = await svc.run(
+                svc.verify_claim, person, probe, rule, fraction, session, key, role, lookup_form(claim)
+            )
             if granted:
                 attempt.succeeded()
             elif session is None or not session.counted:  # a failed session counted once already
@@ -75,7 +83,7 @@ async def verify(
             400, "bad-request", "verify takes two image files 'a' and 'b', or 'claim' and an image file 'image'"
         )
     first, second = await read_upload(a, "a"), await read_upload(b, "b")
-    return await svc.run(svc.verify_pair, first, second)
+    return await svc.run(svc.verify_pair, first, second, allows(role, "admin"))
 
 
 @router.post(
@@ -86,6 +94,7 @@ async def verify(
 async def identify(
     svc: Annotated[Service, Depends(service)],
     key: Annotated[str | None, Depends(api_key)],
+    role: Annotated[str | None, Depends(api_role)],
     image: Annotated[UploadFile, File(description="the probe image")],
     top: Annotated[int, Form(ge=1, le=50, description="candidates per face")] = 5,
     margin: Annotated[
@@ -104,4 +113,5 @@ async def identify(
     threshold minus the server's margin, and a person locked out of verification is searched as if not
     enrolled. A `margin` above the server's makes more faces ambiguous; below it, the server's is used."""
     probe = await read_upload(image, "image")
-    return await svc.run(svc.identify, probe, top, margin, svc.lockout.locked(), key)
+    locked = {k for k in svc.lockout.locked() if isinstance(k, int)}  # people (not names nobody has)
+    return await svc.run(svc.identify, probe, top, margin, locked, key, allows(role, "admin"))

@@ -269,15 +269,23 @@ function livenessText(liveness) {
     parts.push(text);
   }
   if (liveness.passive) {
-    parts.push(`passive ${liveness.passive.score.toFixed(2)}, ${liveness.passive.live ? "live" : "NOT live"}`);
+    const passive = liveness.passive;  // the exact score is shown to admin keys only
+    const value = typeof passive.score === "number" ? `${passive.score.toFixed(2)}, ` : "";
+    parts.push(`passive ${value}${passive.live ? "live" : "NOT live"}`);
   }
   return "Liveness: " + parts.join("; ") + ".";
+}
+
+// A recognise key's answers carry no score: then only whether the face matched.
+function scoreText(r) {
+  if (typeof r.score !== "number") return r.accepted ? "the face matches" : "the face does not match";
+  return `score ${r.score.toFixed(3)} ${r.accepted ? "≥" : "<"} ${r.threshold.toFixed(3)}`;
 }
 
 function showVerification(r, scale) {
   draw([{ box: r.box, person: r.claim, status: r.granted ? "known" : "unknown", similarity: r.score }], scale);
   $("evidence").textContent = livenessText(r.liveness);
-  const score = `score ${r.score.toFixed(3)} ${r.accepted ? "≥" : "<"} ${r.threshold.toFixed(3)}`;
+  const score = scoreText(r);
   if (r.granted) verdictIs(`GRANTED: this is ${r.claim} (${score})`, "good");
   else verdictIs(`DENIED: ${r.notes.length ? r.notes[r.notes.length - 1] : "not recognised as " + r.claim} (${score})`,
                  "bad");
@@ -304,8 +312,8 @@ async function verifyFrames(claim) {
       if (r.granted) { showVerification(r, scale); return; }
       draw([{ box: r.box, person: r.claim, status: "unknown", similarity: r.score }], scale);
       denials += 1;
-      verdictIs(`Denied ${denials}/${VERIFY_DENIALS} (score ${r.score.toFixed(3)} < ` +
-                `${r.threshold.toFixed(3)})${r.liveness && !r.liveness.live ? ", not live" : ""}`);
+      verdictIs(`Denied ${denials}/${VERIFY_DENIALS} (${scoreText(r)})` +
+                `${r.liveness && !r.liveness.live ? ", not live" : ""}`);
       if (denials >= VERIFY_DENIALS) break;
     } else if (answer.body.error !== "no-face") {
       verdictIs(problem(answer), "bad");
