@@ -10,7 +10,8 @@ score, embedding and the model; an image without a face is one row with ``face``
 with its ``error``, so that every image given is in the index exactly once, faces or not.
 
 Resuming: the images already in the index are skipped (a re-run after a crash, a killed worker or a grown
-folder embeds only the rest). Ray retries the work of a worker that died; the driver writes each block of
+folder embeds only the rest). Ray restarts an embedding actor (one per CPU, each loading the chain once) lost
+with its worker or node, and runs its blocks again; the driver writes each block of
 results once it is complete, atomically (a Parquet part written aside and renamed, named by the hash of its
 paths; rows inserted in one transaction with ``ON CONFLICT DO NOTHING``), so a crash leaves no half block
 and a block written twice adds no row.
@@ -126,12 +127,19 @@ def _row(rows, path, face, digest, box=None, score=None, embedding=None, error=N
         rows[name].append(value)
 
 
-def _ray_block(batch: dict[str, np.ndarray], options: dict[str, Any]):
-    """Ray Data's map_batches function: a block of paths in, its rows out as an Arrow table."""
-    import pyarrow as pa
+class _RayEmbedder:
+    """Ray Data's map_batches callable, one per actor: the chain is loaded once, then each block of paths in
+    gives its rows out as an Arrow table."""
 
-    rows = embed_block([str(p) for p in batch["path"]], options)
-    return pa.table(_arrow_columns(rows))
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+        _pipeline(options)
+
+    def __call__(self, batch: dict[str, np.ndarray]):
+        import pyarrow as pa
+
+        rows = embed_block([str(p) for p in batch["path"]], self.options)
+        return pa.table(_arrow_columns(rows))
 
 
 def _arrow_columns(rows: dict[str, list]) -> dict[str, Any]:
@@ -301,8 +309,8 @@ def read_index(folder: str | os.PathLike) -> dict[str, Any]:
 
 
 def _retried() -> dict[str, Any]:
-    """Each block's task is run again, elsewhere, as often as its worker or node dies."""
-    return {"max_retries": -1}
+    """An actor lost with its worker or node is started again elsewhere, and its blocks run again there."""
+    return {"max_restarts": -1, "max_task_retries": -1}
 
 
 # -- the run ----------------------------------------------------------------------------------------------
@@ -353,12 +361,14 @@ def run_index(
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = False
             ds = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=max(1, len(todo) // batch))
+            cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
             ds = ds.map_batches(
-                _ray_block,
+                _RayEmbedder,
+                fn_constructor_kwargs={"options": options},
                 batch_size=batch,
                 batch_format="numpy",
-                fn_kwargs={"options": options},
                 num_cpus=1,
+                concurrency=(1, cpus),  # one actor per CPU; fewer when a node is lost
                 ray_remote_args_fn=_retried,
             )
             for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
