@@ -102,3 +102,30 @@ def test_a_crashed_run_is_finished_by_running_it_again_with_no_image_twice(clust
     another = "sface" if DEFAULT_MODEL != "sface" else "dlib-resnet"  # an index holds one model's embeddings
     other = run_cli("index", *SUBJECTS[:1], "--out", out, "--model", another, "--address", cluster.address)
     assert other.returncode == 2 and "holds embeddings of" in other.stderr
+
+
+def test_cluster_and_find_read_the_faces_from_an_index_without_embedding_again(cluster, tmp_path, monkeypatch):
+    out = tmp_path / "index"
+    made = run_cli("index", *SUBJECTS[:3], "--out", out, "--address", cluster.address, "--batch", "4", "--json")
+    assert made.returncode == 0, made.stderr
+    gallery = tmp_path / "people.db"
+    enrolled = run_cli("enroll", "-g", gallery, "s4", ATT / "s4" / "1.pgm", ATT / "s4" / "2.pgm")
+    assert enrolled.returncode == 0, enrolled.stderr
+
+    from siamface.pipeline import Pipeline
+
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("a face was embedded again")
+
+    monkeypatch.setattr(Pipeline, "embed_many", no_embedding)
+    grouped = run_cli("cluster", ATT, "--index", out, "--no-cache", "--json")
+    assert grouped.returncode == 0, grouped.stderr
+    payload = json.loads(grouped.stdout)
+    owners = [{Path(f["file"]).parent.name for f in c["faces"]} for c in payload["clusters"]]
+    assert sorted(map(sorted, owners)) == [["s3"], ["s4"], ["s5"]]  # one person per group, every face read
+    assert sum(len(c["faces"]) for c in payload["clusters"]) + len(payload["unclustered"]) == 12
+    only = run_cli("cluster", SUBJECTS[1], "--index", out, "--no-cache", "--json")  # PATH filters the index
+    assert {Path(f["file"]).parent.name for c in json.loads(only.stdout)["clusters"] for f in c["faces"]} == {"s4"}
+    found = run_cli("find", "-g", gallery, "s4", ATT, "--index", out, "--no-cache", "--json")
+    assert found.returncode == 0, found.stderr
+    assert {Path(p).parent.name for p in found.stdout.split('"') if p.endswith(".pgm")} == {"s4"}

@@ -368,7 +368,9 @@ def run_index(
                 batch_size=batch,
                 batch_format="numpy",
                 num_cpus=1,
-                concurrency=(1, cpus),  # one actor per CPU; fewer when a node is lost
+                compute=ray.data.ActorPoolStrategy(
+                    min_size=1, max_size=cpus
+                ),  # one actor per CPU, fewer when a node is lost
                 ray_remote_args_fn=_retried,
             )
             for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -383,3 +385,28 @@ def run_index(
                 ray.shutdown()
     sink.close()
     return IndexStats(len(paths), len(paths) - len(todo), done, faces, time.monotonic() - start)
+
+
+def indexed_faces(folder: str | os.PathLike, under: Iterable[str | os.PathLike], model: str):
+    """The faces of a Parquet index whose image is one of `under` or inside one of those folders, as a
+    photo library's `Collected` (for `cluster` and `find`, instead of embedding them again). Raises
+    ModelMismatchError when the index holds another model's embeddings than `model`."""
+    from .media import Collected, LibraryFace
+
+    index = read_index(folder)
+    if index["model"] is not None and index["model"] != model:
+        raise ModelMismatchError(
+            f"the index {folder} holds embeddings of {index['model']!r}, not {model!r} (give --model {index['model']})"
+        )
+    roots = [os.path.abspath(p) for p in under]
+
+    def wanted(path: str) -> bool:
+        full = os.path.abspath(path)
+        return any(full == r or full.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+    faces = [
+        LibraryFace(path, tuple(float(v) for v in box), None, vector)
+        for path, box, vector in zip(index["paths"], index["boxes"], index["embeddings"])
+        if wanted(path)
+    ]
+    return Collected(faces, [], embedded=0, cached=len(faces), files=len({f.file for f in faces}))
