@@ -24,7 +24,8 @@ def add_parsers(sub) -> None:
         "image without a face as face -1, an unreadable one as -2 with its error) to a folder of Parquet "
         f"parts or to the table {TABLE} of a PostgreSQL database with pgvector. Resumable: images already "
         "in the index are skipped, so a run stopped by a crash or a lost worker is finished by running it "
-        "again, with no image twice. Needs the cluster extra (pip install 'siamface[cluster]').",
+        "again, with no image twice. Paths are files every Ray node reads (on a cluster: a shared "
+        "filesystem; URLs are not read). Needs the cluster extra (pip install 'siamface[cluster]').",
     )
     p.add_argument("paths", nargs="*", metavar="PATH", help="photos or folders")
     p.add_argument("--list", metavar="FILE", help="a file of image paths, one a line (# comments)")
