@@ -117,8 +117,10 @@ async def identify(
     with its `index`: the single-image answer above, or, for an image that could not be answered (unreadable:
     400 `bad-image`; no face: 422 `no-face`), `{"index", "probe", "status", "error", "detail"}`, while the
     others are answered (HTTP 200). Each identification is audited as one."""
+    if image is None and images is None:  # as the validation of a required field answered before batches
+        raise ServiceError(422, "invalid-request", "image: Field required (or several images in field 'images')")
     form = await request.form()
-    if (image is None) == (images is None) or len(form.getlist("image")) > 1:
+    if image is not None and images is not None or len(form.getlist("image")) > 1:
         raise ServiceError(
             400,
             "bad-request",
