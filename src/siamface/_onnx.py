@@ -4,12 +4,97 @@ Threads do not spin while waiting for work (``session.intra_op.allow_spinning = 
 where a capture thread, a second model or another process also wants the CPU, spinning threads take the
 cores from the work itself. Measured on RetinaFace at 640x480 with one core busy elsewhere: 40 ms per frame
 with spinning, 21-25 ms without; on an idle machine the difference is within noise.
+
+The device: every session of the process (detectors, encoders, liveness) is made by `new_session` with the
+providers of the device in force, set once by `use_device` (``--device``, ``SIAMFACE_DEVICE``, the service's
+setting; the factory calls it) and read from ``SIAMFACE_DEVICE`` (else ``cpu``) when nothing set it:
+
+    cpu    CPUExecutionProvider only (the default: results bit-for-bit those of every earlier release)
+    cuda   CUDAExecutionProvider first, the CPU for the operators CUDA lacks; an error when onnxruntime
+           offers no CUDA (``pip install 'siamface[gpu]'``: onnxruntime-gpu, which replaces onnxruntime)
+    auto   cuda when onnxruntime offers it, else cpu
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
+
+DEVICES = ("auto", "cpu", "cuda")
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+#: Faces per forward pass of an encoder, by device: 16 keeps a CPU's caches warm and a request's time budget
+#: checked often; a GPU is fed by larger batches (benchmarks/throughput.py).
+BATCH = {CPU: 16, CUDA: 64}
+
+
+def providers_for(device: str, available: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The providers a session runs with on `device` ("auto", "cpu" or "cuda"), given the providers
+    onnxruntime offers (`available`). Raises ConfigError for another name, ModelError for cuda without CUDA."""
+    from .errors import ConfigError, ModelError
+
+    if device not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cpu" or (device == "auto" and CUDA not in available):
+        return (CPU,)
+    if CUDA not in available:
+        raise ModelError(
+            "device cuda: onnxruntime offers no CUDAExecutionProvider (it offers "
+            f"{', '.join(available) or 'none'}): install the gpu extra, pip install 'siamface[gpu]' (onnxruntime-gpu "
+            "in place of onnxruntime, with CUDA 12 and cuDNN 9), or use --device cpu or auto"
+        )
+    return (CUDA, CPU)
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+_device_lock = threading.Lock()
+_device: tuple[str, tuple[str, ...]] | None = None  # (device asked for, providers)
+
+
+def use_device(device: str | None = None, available: list[str] | None = None) -> tuple[str, ...]:
+    """Make `device` (None: ``$SIAMFACE_DEVICE``, else "cpu") the device of every session made from now on,
+    and return its providers. `available`: the providers offered (default: onnxruntime's)."""
+    global _device
+    device = (device or os.environ.get("SIAMFACE_DEVICE") or "cpu").strip().lower()
+    found = providers_for(device, available if available is not None else available_providers())
+    with _device_lock:
+        _device = (device, found)
+    return found
+
+
+def providers() -> tuple[str, ...]:
+    """The providers of the device in force (see `use_device`)."""
+    current = _device
+    if current is None:
+        use_device()
+        current = _device
+    return current[1]
+
+
+def device_report() -> dict:
+    """The device asked for, the providers sessions run with, and those onnxruntime offers."""
+    runs = providers()
+    return {"device": _device[0], "providers": list(runs), "available": available_providers()}
+
+
+def embed_batch() -> int:
+    """Faces per forward pass of an encoder on the device in force (`BATCH`)."""
+    return BATCH[providers()[0]]
+
+
+def new_session(model, threads: int, provider_list: tuple[str, ...] | None = None):
+    """An `onnxruntime.InferenceSession` of `model` (a path or the model's bytes) with `session_options(threads)`
+    and the providers of the device in force (or `provider_list`): the one place sessions are made."""
+    import onnxruntime as ort
+
+    model = str(model) if isinstance(model, Path) else model
+    chosen = list(provider_list or providers())
+    return ort.InferenceSession(model, sess_options=session_options(threads), providers=chosen)
 
 
 def session_options(threads: int):
@@ -30,29 +115,28 @@ _shared: dict[tuple, object] = {}
 
 
 def shared_session(
-    path: str | Path, threads: int, providers: tuple[str, ...] = ("CPUExecutionProvider",), sha256: str | None = None
+    path: str | Path, threads: int, provider_list: tuple[str, ...] | None = None, sha256: str | None = None
 ):
     """An `onnxruntime.InferenceSession` of the file `path` with `session_options(threads)`, shared by every
     caller in the process that asks for the same file (same size and modification time), threads and
-    providers: a process that builds several pipelines (a test run, a command run many times in one
+    providers (default: the device's): a process that builds several pipelines (a test run, a command run many times in one
     process) loads each model once. A session's ``run`` is thread-safe. `sha256`: the hash the file's bytes
     must have (a cached conversion, `siamface._files.accepted_digest`); the session is made from the bytes
     checked. Errors are ONNX Runtime's own (or OSError for a missing file, ValueError for a changed one):
     callers turn them into a ModelError."""
     import hashlib
 
-    import onnxruntime as ort
-
     path = Path(path)
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino, int(threads), tuple(providers))
+    chosen = tuple(provider_list or providers())
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino, int(threads), chosen)
     with _shared_lock:
         session = _shared.get(key)
         if session is None:
             data = path.read_bytes()  # the bytes checked are the bytes loaded
             if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
                 raise ValueError(f"{path} changed since it was checked against its source; run again")
-            session = ort.InferenceSession(data, sess_options=session_options(threads), providers=list(providers))
+            session = new_session(data, threads, chosen)
             _shared[key] = session
         return session
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ._onnx import use_device
 from .decision import Thresholds
 from .gallery.core import Gallery, calibration_beside, model_for_gallery
 from .pipeline import DEFAULT_MODEL, Pipeline
@@ -22,8 +23,9 @@ from .pipeline import DEFAULT_MODEL, Pipeline
 
 def build_pipeline(options: Any, gallery: str | os.PathLike | None = None) -> tuple[Pipeline, str | None]:
     """The chain `options` name: anything with ``detector``, ``model`` (None: the default, or the gallery's
-    own), ``min_face``, ``upsample`` (None: the detector's own) and optionally ``threshold`` attributes,
-    such as a command's parsed options or the service's `Settings`. Returns (pipeline, note or None)."""
+    own), ``min_face``, ``upsample`` (None: the detector's own) and optionally ``threshold`` and ``device``
+    (auto, cpu or cuda; None: ``$SIAMFACE_DEVICE``, else cpu: see `siamface._onnx`) attributes, such as a command's parsed options or the service's `Settings`. Returns (pipeline, note or None)."""
+    use_device(getattr(options, "device", None))
     model, note, calibration = options.model, None, None
     if gallery is not None:
         model, note, calibration = _on_gallery(gallery, model)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _budget
+from ._onnx import BATCH, CPU, embed_batch
 from .decision import Thresholds, ThresholdsInForce, find_calibration, resolve, same
 from .detection import Detector, create_detector
 from .embedding import Encoder, create_encoder, encoder_chips
@@ -31,8 +32,9 @@ DEFAULT_DETECTOR = "retinaface"
 #: benchmarks/accuracy.py --table and keeps the live 640x480 loop inside its budget on an idle machine
 #: (README "Encoders"). Galleries bound to another model keep it (see `gallery.core.model_for_gallery`).
 DEFAULT_MODEL = "dlib-flip+facenet"
-#: Faces embedded in one call of the encoder (a time budget is checked between calls).
-EMBED_BATCH = 16
+#: Faces embedded in one call of the encoder on the CPU (a time budget is checked between calls); on a GPU,
+#: `siamface._onnx.BATCH` (see `embed_batch`).
+EMBED_BATCH = BATCH[CPU]
 
 
 class Pipeline(ThresholdsInForce):
@@ -120,8 +122,8 @@ class Pipeline(ThresholdsInForce):
 
     def embed_many(self, items: list[tuple[np.ndarray, Faces]]) -> list[Faces]:
         """`embed` for several images at once: every face of every (RGB array, `Faces`) pair is cropped, and
-        the chips go through the network together, `EMBED_BATCH` at a time (a request's time budget is checked
-        between batches), so a folder or a group of photos costs one forward pass per batch rather than one
+        the chips go through the network together, `EMBED_BATCH` at a time on the CPU, more on a GPU (a
+        request's time budget is checked between batches), so a folder or a group of photos costs one forward pass per batch rather than one
         per image."""
         encoder = self.encoder
         per_image = [
@@ -133,9 +135,10 @@ class Pipeline(ThresholdsInForce):
         if total:
             fused = isinstance(per_image[0], tuple)  # a fused model: one chip array per part
             chips = tuple(np.concatenate(part) for part in zip(*per_image)) if fused else np.concatenate(per_image)
-            for lo in range(0, total, EMBED_BATCH):
+            step = embed_batch()
+            for lo in range(0, total, step):
                 _budget.check("embedding")
-                batch = tuple(c[lo : lo + EMBED_BATCH] for c in chips) if fused else chips[lo : lo + EMBED_BATCH]
+                batch = tuple(c[lo : lo + step] for c in chips) if fused else chips[lo : lo + step]
                 parts.append(encoder.embed(batch))
         embeddings = np.concatenate(parts)
         out, start = [], 0

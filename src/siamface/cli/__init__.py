@@ -3,6 +3,7 @@
     faces      verify A B, detect, embed, models              (images alone)
     gallery    enroll, identify, verify --claim                (recognition against a gallery)
     library    cluster, find                                   (photo libraries and recordings)
+    index      index                                           (archives, on Ray)
     admin      people ..., gallery ...                         (the gallery's records)
     evaluate   evaluate, calibrate
     train      train
@@ -22,7 +23,7 @@ import sys
 
 from .. import __version__
 from ..errors import SiamfaceError
-from . import admin, evaluate, faces, gallery, library, live, serve, train
+from . import admin, evaluate, faces, gallery, index, library, live, serve, train
 from ._common import EXIT_ERROR
 
 
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     # Each module adds its own commands, in the order --help lists them.
-    for module in (faces, evaluate, gallery, library, admin, train, live, serve):
+    for module in (faces, evaluate, gallery, library, index, admin, train, live, serve):
         module.add_parsers(sub)
     return parser
 

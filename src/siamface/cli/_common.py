@@ -14,7 +14,7 @@ EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
 def add_chain_options(
     p: argparse.ArgumentParser, threshold: bool = False, gallery: bool = False, json_flag: bool = True
 ) -> None:
-    """--detector, --model, --min-face, --upsample (and --threshold), --json: the options of the chain.
+    """--detector, --model, --min-face, --upsample, --device (and --threshold), --json: the options of the chain.
     `gallery`: the command opens an existing gallery, whose model is then the default; `json_flag`: the
     command prints something --json can change (not `serve`, which prints a start line and a log)."""
     from ..detection import detector_names
@@ -48,6 +48,13 @@ def add_chain_options(
         default=None,
         metavar="N",
         help="upsample the image N times (x2 each) to find small faces (default: detector's own)",
+    )
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default=None,
+        help="where the networks run: cpu, cuda (a GPU through onnxruntime-gpu, pip install 'siamface[gpu]'; "
+        "exit 2 when none is usable) or auto (cuda when usable, else cpu) (default: $SIAMFACE_DEVICE, else cpu)",
     )
     if threshold:
         p.add_argument(

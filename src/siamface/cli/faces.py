@@ -80,7 +80,14 @@ def add_parsers(sub) -> None:
         "models",
         help="list the available detectors and models",
         description="List detectors and encoders with their input size and default threshold, and the "
-        "liveness models, and every model file shipped in the package with its source, licence and training data.",
+        "liveness models, every model file shipped in the package with its source, licence and training data, "
+        "and the device the networks run on (the ONNX Runtime providers).",
+    )
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default=None,
+        help="the device to report on (default: $SIAMFACE_DEVICE, else cpu); cuda without a usable GPU: exit 2",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_models)
@@ -165,11 +172,14 @@ def cmd_embed(args) -> int:
 
 
 def cmd_models(args) -> int:
+    from .._onnx import device_report, use_device
     from ..decision import resolve
     from ..detection import detector_names
     from ..embedding import create_encoder, model_names
     from ..pipeline import DEFAULT_DETECTOR, DEFAULT_MODEL
 
+    use_device(args.device)
+    device = device_report()
     models = []
     for name in model_names():
         enc = create_encoder(name)
@@ -212,7 +222,7 @@ def cmd_models(args) -> int:
     liveness, shipped = liveness_models(), describe()
     if args.json:
         payload = {"detectors": detector_names(), "default_detector": DEFAULT_DETECTOR, "models": models}
-        print(json.dumps({**payload, "liveness": liveness, "shipped_files": shipped}, indent=2))
+        print(json.dumps({**payload, "liveness": liveness, "shipped_files": shipped, "device": device}, indent=2))
     else:
         print("detectors: " + ", ".join(d + (" (default)" if d == DEFAULT_DETECTOR else "") for d in detector_names()))
         print("models:")
@@ -230,6 +240,10 @@ def cmd_models(args) -> int:
         for f in shipped:
             trained = "; ".join(f["training_data"]) or "none (no weights)"
             print(f"  {f['file']}\n      {f['source']}; licence: {f['licence']}; training data: {trained}")
+        print(
+            f"device: {device['device']}, networks run on {' then '.join(device['providers'])} "
+            f"(onnxruntime offers {', '.join(device['available'])})"
+        )
     return 0
 
 

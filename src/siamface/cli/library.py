@@ -125,6 +125,12 @@ def _media_options(p: argparse.ArgumentParser) -> None:
         help=f"videos: seconds between two frames read (default: {VIDEO_STEP:g})",
     )
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument(
+        "--index",
+        metavar="DIR",
+        help="read the faces of the photos under PATH from this Parquet index (made by siamface index with the "
+        "same model) instead of embedding them",
+    )
 
 
 def _collect(args, pipeline):
@@ -133,6 +139,10 @@ def _collect(args, pipeline):
 
     if not args.step > 0:
         raise ConfigError(f"--step must be > 0 seconds, got {args.step}")
+    if args.index:
+        from ..library.index import indexed_faces
+
+        return indexed_faces(args.index, args.paths, pipeline.encoder.info.name)
     cache = None
     if not args.no_cache:
         from ..evaluation.cache import EmbeddingCache

@@ -111,6 +111,14 @@ def add_parsers(sub) -> None:
         "found and 'truncated' (default: 20)",
     )
     p.add_argument(
+        "--max-batch-images",
+        type=int,
+        default=16,
+        metavar="N",
+        help="images one batch request may carry (/v1/identify's field 'images', /v1/embed), each answered on "
+        "its own; more: 413 too-many-images (default: 16)",
+    )
+    p.add_argument(
         "--time-budget",
         type=float,
         default=30.0,
@@ -328,6 +336,7 @@ def cmd_serve(args) -> int:
         model=args.model,
         min_face=args.min_face,
         upsample=args.upsample,
+        device=args.device,
         threshold=args.threshold,
         min_enroll_face=args.min_size,
         keep_images=args.keep_images,
@@ -344,6 +353,7 @@ def cmd_serve(args) -> int:
         lockout_window_s=args.lockout_window,
         lockout_s=args.lockout_seconds,
         max_faces=args.max_faces,
+        max_batch_images=args.max_batch_images,
         time_budget_s=args.time_budget,
         header_timeout_s=args.header_timeout,
         body_timeout_s=args.body_timeout,

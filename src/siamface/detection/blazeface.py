@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .._onnx import session_options
+from .._onnx import new_session, providers
 from ..errors import ModelError
 from .base import BoxDetector, register_detector
 from .retinaface import _cpu_count
@@ -53,21 +53,17 @@ FRONT = Variant("face_detection_front_128x128.onnx", 128, ((8, 2), (16, 6)))
 BACK = Variant("face_detection_back_256x256.onnx", 256, ((16, 2), (32, 6)))
 
 _session_lock = threading.Lock()
-_sessions: dict[tuple[str, int], object] = {}
+_sessions: dict[tuple, object] = {}
 
 
 def _session(variant: Variant, threads: int):
-    key = (variant.file, threads)
+    key = (variant.file, threads, providers())
     with _session_lock:
         if key not in _sessions:
-            import onnxruntime as ort
-
             path = MODEL_DIR / variant.file
             if not path.is_file():
                 raise ModelError(f"BlazeFace model missing from the installed package: {path}")
-            _sessions[key] = ort.InferenceSession(
-                str(path), session_options(threads), providers=["CPUExecutionProvider"]
-            )
+            _sessions[key] = new_session(path, threads)
         return _sessions[key]
 
 

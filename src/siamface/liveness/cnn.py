@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from .._models import require
-from .._onnx import session_options
+from .._onnx import new_session, providers
 from ..errors import ModelError
 
 MODEL_DIR = Path(__file__).parent / "models"
@@ -103,10 +103,8 @@ class AntiSpoofCnn:
         self.sessions = {name: self._session(name) for name in NETWORKS}
 
     def _session(self, name: str):
-        import onnxruntime as ort
-
         path = self.model_dir / f"{name}.onnx"
-        key = f"{path}:{self.threads}"
+        key = f"{path}:{self.threads}:{','.join(providers())}"
         with self._lock:
             if key not in self._sessions:
                 if not path.is_file():
@@ -115,9 +113,7 @@ class AntiSpoofCnn:
                         f"tools/convert_silent_face.py)"
                     )
                 try:
-                    self._sessions[key] = ort.InferenceSession(
-                        str(path), session_options(self.threads), providers=["CPUExecutionProvider"]
-                    )
+                    self._sessions[key] = new_session(path, self.threads)
                 except Exception as exc:  # a damaged file: one line, not a traceback
                     raise ModelError(f"anti-spoofing model {path} could not be loaded: {exc}") from None
             return self._sessions[key]

@@ -252,7 +252,7 @@ class _BodyTimeout(Exception):
 def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     """The application for `settings`. `service`: one already opened (models loaded); else the lifespan
     opens one at start-up."""
-    from .routes import liveness, people, recognition, system
+    from .routes import embedding, liveness, people, recognition, system
 
     service = service or Service(settings)
     opened_here = service.pipeline is None
@@ -337,6 +337,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     app.include_router(recognition.router)
     app.include_router(people.router)
     app.include_router(liveness.router)
+    app.include_router(embedding.router)
 
     static = resources.files("siamface.service") / "static"
 
@@ -366,7 +367,8 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
 def declare_limits(schema: dict, settings: Settings) -> dict:
     """Declare in the OpenAPI document (in place) the limits the handlers enforce beyond what the route
     signatures say, so that the document accepts nothing the server refuses: 1 to `max_enroll_images` images
-    per enrolment, names and claims of 1 to `MAX_NAME_LENGTH` characters, /v1/verify's two forms (a claim and
+    per enrolment, 1 to `max_batch_images` per batch (/v1/identify's `images`, /v1/embed), /v1/identify's two
+    forms (one `image`, or `images`), names and claims of 1 to `MAX_NAME_LENGTH` characters, /v1/verify's two forms (a claim and
     its image, or images a and b)."""
     from ..gallery.names import MAX_NAME_LENGTH
 
@@ -379,8 +381,12 @@ def declare_limits(schema: dict, settings: Settings) -> dict:
 
     for body_name, body in schema.get("components", {}).get("schemas", {}).items():
         props = body.get("properties", {})
-        if props.get("images", {}).get("type") == "array":
-            props["images"].update(minItems=1, maxItems=settings.max_enroll_images)
+        batch = body_name.startswith(("Body_identify", "Body_embed"))
+        for branch in props.get("images", {}).get("anyOf", [props.get("images", {})]):
+            if branch.get("type") == "array":
+                branch.update(minItems=1, maxItems=settings.max_batch_images if batch else settings.max_enroll_images)
+        if body_name.startswith("Body_identify"):
+            body["oneOf"] = [{"required": ["image"]}, {"required": ["images"]}]
         for field in ("name", "claim"):
             if field in props:
                 limit_string(props[field], name)
@@ -393,7 +399,8 @@ def declare_limits(schema: dict, settings: Settings) -> dict:
                     parameter["schema"].update(name)
     schema.setdefault("info", {})["description"] = (
         schema["info"].get("description", "")
-        + f" Limits: a request body of at most {settings.max_upload_bytes} bytes (413), images of at most "
+        + f" Limits: a request body of at most {settings.max_upload_bytes} bytes (413), at most "
+        f"{settings.max_batch_images} images in a batch's field `images` (413 `too-many-images`), images of at most "
         f"{settings.max_pixels} pixels (400), {settings.max_faces} faces identified per image, "
         f"{settings.time_budget_s:g} s of work per request (503 `over-time-budget`)."
     )

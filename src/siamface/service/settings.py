@@ -17,6 +17,8 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 24_000_000
 #: Images accepted by one enrollment request.
 MAX_ENROLL_IMAGES = 20
+#: Images one /v1/identify or /v1/embed request may carry in field 'images' (HTTP 413 above).
+MAX_BATCH_IMAGES = 16
 #: Liveness: capture sessions open at once (429 above), and frames one session takes (then it fails).
 MAX_LIVENESS_SESSIONS = 100
 MAX_SESSION_FRAMES = 300
@@ -47,6 +49,7 @@ class Settings:
     model: str | None = None  # None: an existing gallery's own model, else the default model
     min_face: int = 20
     upsample: int | None = None
+    device: str | None = None  # "auto", "cpu" or "cuda"; None: $SIAMFACE_DEVICE, else cpu (siamface._onnx)
     threshold: float | None = None
     min_enroll_face: int = 60  # enrollment gate: smallest face side, in pixels
     keep_images: bool = False  # only when the gallery is created by the server
@@ -64,6 +67,7 @@ class Settings:
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     max_pixels: int = MAX_PIXELS
     max_enroll_images: int = MAX_ENROLL_IMAGES
+    max_batch_images: int = MAX_BATCH_IMAGES
     workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     lockout_failures: int = 5
     lockout_window_s: float = 300.0
@@ -104,6 +108,10 @@ class Settings:
         if self.keys_file is None:
             object.__setattr__(self, "keys_file", keys_file_for(self.gallery))
         object.__setattr__(self, "keys_file", Path(self.keys_file))
+        from .._onnx import DEVICES
+
+        if self.device is not None and self.device not in DEVICES:
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.liveness not in LIVENESS_MODES:
             raise ConfigError(f"liveness must be one of {', '.join(LIVENESS_MODES)}, got {self.liveness!r}")
         if self.challenge_s <= 0 or self.session_ttl_s < self.challenge_s:
@@ -127,7 +135,11 @@ class Settings:
             from ..liveness.session import CaptureSession
 
             object.__setattr__(self, "challenges", tuple(CaptureSession("active", prompts=self.challenges).prompts))
-        if self.max_upload_bytes < 1024 or self.max_pixels < 1024 or self.max_enroll_images < 1:
+        if (
+            self.max_upload_bytes < 1024
+            or self.max_pixels < 1024
+            or min(self.max_enroll_images, self.max_batch_images) < 1
+        ):
             raise ConfigError("upload, pixel and image-count limits must be positive (upload >= 1 kB)")
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")

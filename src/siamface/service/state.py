@@ -23,8 +23,9 @@ import anyio.to_thread
 import numpy as np
 
 from .. import __version__, _budget
+from .._onnx import providers
 from ..decision import UNKNOWN, Liveness, Threshold, gate, in_reach
-from ..errors import ConfigError, NoFaceError
+from ..errors import ConfigError, NoFaceError, SiamfaceError
 from ..gallery.results import ClaimVerification
 from ..gallery.store import (
     AuditRecord,
@@ -34,7 +35,7 @@ from ..gallery.store import (
     UnknownPersonError,
 )
 from ..image import load_image
-from .errors import ServiceError
+from .errors import ServiceError, from_siamface
 from .keys import KeyStore, allows
 from .lockout import Lockout, Quota
 from .sessions import PASSED, PENDING, LivenessSessions, Session
@@ -242,6 +243,7 @@ class Service:
             "model": info.name,
             "detector": getattr(self.pipeline.detector, "name", str(self.settings.detector)),
             "liveness": self.settings.liveness,
+            "providers": list(providers()),
             "gallery": "ok",
             "audit": self.audit_state,
         }
@@ -512,6 +514,69 @@ class Service:
         payload["size"] = [int(image.shape[1]), int(image.shape[0])]
         payload["truncated"] = payload["faces_found"] > len(result.faces)
         return payload
+
+    def each(self, uploads: list[Upload], answer: Callable[[Upload], dict[str, Any]]) -> list[dict[str, Any]]:
+        """`answer` for each upload, in order, each with its ``index``: an image that cannot be answered (not an
+        image, too large, no face: a 4xx of its own) is ``{"index", "probe", "status", "error", "detail"}``
+        without failing the others; what fails the request itself (an unreachable gallery, the time budget:
+        5xx, 429) fails it whole."""
+        results = []
+        for i, upload in enumerate(uploads):
+            try:
+                item = answer(upload)
+            except (ServiceError, SiamfaceError) as exc:
+                err = exc if isinstance(exc, ServiceError) else from_siamface(exc, *self.secrets)
+                if err.status >= 500 or err.status == 429:
+                    raise
+                item = {"probe": upload.label, "status": err.status, **err.body()}
+            results.append({"index": i, **item})
+        return results
+
+    def identify_many(
+        self,
+        probes: list[Upload],
+        top: int,
+        margin: float | None,
+        locked=frozenset(),
+        key: str | None = None,
+        scores: bool = True,
+    ) -> dict[str, Any]:
+        """`identify` for each probe, in order (see `each`), each decision audited as one."""
+        return {"results": self.each(probes, lambda probe: self.identify(probe, top, margin, locked, key, scores))}
+
+    def embed_many(self, uploads: list[Upload]) -> dict[str, Any]:
+        """The faces of each image (the `max_faces` largest) with their boxes, detection scores and embeddings
+        (the templates a gallery stores), in order (see `each`); the faces of all the images go through the
+        encoder together, in batches."""
+        found: dict[int, tuple[np.ndarray, Any]] = {}
+
+        def detect(upload: Upload) -> dict[str, Any]:
+            image = self.decode(upload)
+            _budget.check("detection")
+            faces = self.pipeline.detect(image)
+            if not len(faces):
+                raise ServiceError(422, "no-face", f"no face found in {upload.label}")
+            found[id(upload)] = (image, faces)
+            return {"probe": upload.label, "faces_found": len(faces), "truncated": len(faces) > self.settings.max_faces}
+
+        results = self.each(uploads, detect)
+        kept = [(u, *found[id(u)]) for u in uploads if id(u) in found]
+        embedded = self.pipeline.embed_many([(image, faces[: self.settings.max_faces]) for _, image, faces in kept])
+        by_upload = {id(u): (image, faces) for (u, image, _), faces in zip(kept, embedded)}
+        for upload, item in zip(uploads, results):
+            if id(upload) in by_upload:
+                image, faces = by_upload[id(upload)]
+                item["size"] = [int(image.shape[1]), int(image.shape[0])]
+                item["faces"] = [
+                    {
+                        "box": [round(float(v), 2) for v in faces.boxes[i]],
+                        "score": round(float(faces.scores[i]), 4),
+                        "embedding": [float(v) for v in faces.embeddings[i]],
+                    }
+                    for i in range(len(faces))
+                ]
+        info = self.pipeline.encoder.info
+        return {"model": info.name, "version": info.version, "embedding_size": info.embedding_size, "results": results}
 
     def enroll(
         self,

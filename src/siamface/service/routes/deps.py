@@ -62,3 +62,19 @@ async def read_upload(upload: UploadFile, field: str) -> Upload:
     await upload.close()
     name = _UNPRINTABLE.sub("", os.path.basename((upload.filename or "").replace("\\", "/")))[:60]
     return Upload(data, f"{field} ({name})" if name else field)
+
+
+async def read_batch(svc: Service, uploads: list[UploadFile]) -> list[Upload]:
+    """The images of field 'images' of a batch request: 1 to `max_batch_images` (413 `too-many-images` above)."""
+    limit = svc.settings.max_batch_images
+    if not uploads:
+        raise ServiceError(400, "bad-request", "send at least one image file in field 'images'")
+    if len(uploads) > limit:
+        for upload in uploads:
+            await upload.close()
+        raise ServiceError(
+            413,
+            "too-many-images",
+            f"at most {limit} images per request in field 'images', got {len(uploads)}: split them",
+        )
+    return [await read_upload(f, f"images[{i}]") for i, f in enumerate(uploads)]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 
 from ...gallery.names import lookup_form
 from ..errors import ServiceError, error_responses
 from ..keys import allows
 from ..state import Service
-from .deps import api_key, api_role, read_upload, require, service
+from .deps import api_key, api_role, read_batch, read_upload, require, service
 
 router = APIRouter(
     prefix="/v1",
@@ -88,14 +88,22 @@ async def verify(
 
 @router.post(
     "/identify",
-    summary="Who is in this image? (1:N against the gallery)",
+    summary="Who is in this image, or in each of these images? (1:N against the gallery)",
     responses=error_responses(400, 401, 403, 413, 422),
 )
 async def identify(
+    request: Request,
     svc: Annotated[Service, Depends(service)],
     key: Annotated[str | None, Depends(api_key)],
     role: Annotated[str | None, Depends(api_role)],
-    image: Annotated[UploadFile, File(description="the probe image")],
+    image: Annotated[UploadFile | None, File(description="the probe image (one): answered as before")] = None,
+    images: Annotated[
+        list[UploadFile] | None,
+        File(
+            description="several probe images (instead of `image`; at most the server's max_batch_images, "
+            "413 `too-many-images` above): answered `{\"results\": [...]}`, one item per image in order"
+        ),
+    ] = None,
     top: Annotated[int, Form(ge=1, le=50, description="candidates per face")] = 5,
     margin: Annotated[
         float | None,
@@ -111,7 +119,25 @@ async def identify(
     `siamface identify --json`, plus the image `size`, revealing less: an `unknown` face has no similarity
     and no candidates, a named or ambiguous one only the (at most `top`) candidates scoring at least the
     threshold minus the server's margin, and a person locked out of verification is searched as if not
-    enrolled. A `margin` above the server's makes more faces ambiguous; below it, the server's is used."""
-    probe = await read_upload(image, "image")
+    enrolled. A `margin` above the server's makes more faces ambiguous; below it, the server's is used.
+
+    Several images: send them in field `images` (not `image`, which takes one file: a second `image` part is
+    refused, never ignored). The answer is `{"results": [...]}`, one item per image in the order sent, each
+    with its `index`: the single-image answer above, or, for an image that could not be answered (unreadable:
+    400 `bad-image`; no face: 422 `no-face`), `{"index", "probe", "status", "error", "detail"}`, while the
+    others are answered (HTTP 200). Each identification is audited as one."""
+    if image is None and images is None:  # as the validation of a required field answered before batches
+        raise ServiceError(422, "invalid-request", "image: Field required (or several images in field 'images')")
+    form = await request.form()
+    if image is not None and images is not None or len(form.getlist("image")) > 1:
+        raise ServiceError(
+            400,
+            "bad-request",
+            "identify takes one image file in field 'image', or several in field 'images' (not both)",
+        )
     locked = {k for k in svc.lockout.locked() if isinstance(k, int)}  # people (not names nobody has)
-    return await svc.run(svc.identify, probe, top, margin, locked, key, allows(role, "admin"))
+    if image is not None:
+        probe = await read_upload(image, "image")
+        return await svc.run(svc.identify, probe, top, margin, locked, key, allows(role, "admin"))
+    probes = await read_batch(svc, images)
+    return await svc.run(svc.identify_many, probes, top, margin, locked, key, allows(role, "admin"))

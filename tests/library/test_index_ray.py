@@ -1,0 +1,131 @@
+"""`siamface index` on a real local Ray cluster (a head and a worker node, each its own raylet and worker
+processes): a worker node killed in the middle of a run, and a run resumed after a crash, leave every image
+in the index exactly once. Kept light for 2 cores: one CPU per node, 100 MB object stores, no dashboard."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ATT, run_cli
+
+ray = pytest.importorskip("ray", reason="the cluster extra is not installed (pip install -e '.[cluster]')")
+pq = pytest.importorskip("pyarrow.parquet", reason="the cluster extra is not installed (pip install -e '.[cluster]')")
+
+SUBJECTS = [ATT / f"s{s}" for s in range(3, 11)]  # 32 faces; s1 and s2 are left out
+NODE = {"num_cpus": 1, "object_store_memory": 100 * 1024 * 1024}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False})
+    c.worker = c.add_node(**NODE)
+    try:
+        yield c
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        c.shutdown()
+
+
+def rows(folder: Path) -> list[tuple[str, int]]:
+    out = []
+    for part in sorted(folder.glob("part-*.parquet")):
+        t = pq.read_table(part, columns=["path", "face"]).to_pydict()
+        out += list(zip(t["path"], t["face"]))
+    return out
+
+
+def images() -> set[str]:
+    return {str(p) for s in SUBJECTS for p in s.iterdir()}
+
+
+def test_a_worker_killed_mid_run_leaves_every_image_exactly_once(cluster, tmp_path):
+    out = tmp_path / "index"
+    killed = threading.Event()
+    written_before_the_kill = []
+
+    def kill_the_worker_once_a_block_is_written():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list(out.glob("part-*.parquet")):
+            time.sleep(0.05)
+        written_before_the_kill.append(len(list(out.glob("part-*.parquet"))))
+        cluster.remove_node(cluster.worker, allow_graceful=False)  # its raylet and workers are killed
+        killed.set()
+
+    killer = threading.Thread(target=kill_the_worker_once_a_block_is_written, daemon=True)
+    killer.start()
+    result = run_cli("index", *SUBJECTS, "--out", out, "--address", cluster.address, "--batch", "2", "--json")
+    killer.join(30)
+    assert result.returncode == 0, result.stderr
+    assert killed.is_set() and written_before_the_kill[0] < 16  # 16 blocks of 2: killed mid-run
+    # Ray's driver prints the lost raylet's last log lines on stdout (not siamface's doing): the report is
+    # the JSON object that ends the output
+    report = json.loads(
+        result.stdout[result.stdout.rindex("\n{\n") + 1 :] if "\n{\n" in result.stdout else result.stdout
+    )
+    assert report["images"] == report["indexed"] == len(images()) == 32
+    found = rows(out)
+    assert len(found) == len(set(found))  # no row twice
+    assert {p for p, _ in found} == images()  # no image missing
+    assert all(face == 0 for _, face in found)  # one face each: no image embedded as two rows
+
+
+def test_a_crashed_run_is_finished_by_running_it_again_with_no_image_twice(cluster, tmp_path):
+    out = tmp_path / "index"
+    first = run_cli("index", *SUBJECTS[:2], "--out", out, "--address", cluster.address, "--batch", "2", "--json")
+    assert first.returncode == 0, first.stderr
+    parts = sorted(out.glob("part-*.parquet"))
+    assert len(parts) == 4
+    lost = set(pq.read_table(parts[0], columns=["path"]).column("path").to_pylist())
+    parts[0].unlink()  # the crash came before this block was written...
+    (out / f".{parts[1].name}.999.tmp").write_bytes(b"half a part")  # ...and while this one was
+    again = run_cli("index", *SUBJECTS[:3], "--out", out, "--address", cluster.address, "--batch", "2", "--json")
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert report["already_indexed"] == 8 - len(lost) and report["indexed"] == 4 + len(lost)
+    found = rows(out)
+    assert len(found) == len(set(found)) == 12
+    assert not list(out.glob(".*.tmp"))
+
+    from siamface.library.index import read_index
+
+    index = read_index(out)
+    assert len(index["paths"]) == 12 and index["embeddings"].shape[0] == 12
+    from siamface.pipeline import DEFAULT_MODEL
+
+    another = "sface" if DEFAULT_MODEL != "sface" else "dlib-resnet"  # an index holds one model's embeddings
+    other = run_cli("index", *SUBJECTS[:1], "--out", out, "--model", another, "--address", cluster.address)
+    assert other.returncode == 2 and "holds embeddings of" in other.stderr
+
+
+def test_cluster_and_find_read_the_faces_from_an_index_without_embedding_again(cluster, tmp_path, monkeypatch):
+    out = tmp_path / "index"
+    made = run_cli("index", *SUBJECTS[:3], "--out", out, "--address", cluster.address, "--batch", "4", "--json")
+    assert made.returncode == 0, made.stderr
+    gallery = tmp_path / "people.db"
+    enrolled = run_cli("enroll", "-g", gallery, "s4", ATT / "s4" / "1.pgm", ATT / "s4" / "2.pgm")
+    assert enrolled.returncode == 0, enrolled.stderr
+
+    from siamface.pipeline import Pipeline
+
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("a face was embedded again")
+
+    monkeypatch.setattr(Pipeline, "embed_many", no_embedding)
+    grouped = run_cli("cluster", ATT, "--index", out, "--no-cache", "--json")
+    assert grouped.returncode == 0, grouped.stderr
+    payload = json.loads(grouped.stdout)
+    owners = [{Path(f["file"]).parent.name for f in c["faces"]} for c in payload["clusters"]]
+    assert sorted(map(sorted, owners)) == [["s3"], ["s4"], ["s5"]]  # one person per group, every face read
+    assert sum(len(c["faces"]) for c in payload["clusters"]) + len(payload["unclustered"]) == 12
+    only = run_cli("cluster", SUBJECTS[1], "--index", out, "--no-cache", "--json")  # PATH filters the index
+    assert {Path(f["file"]).parent.name for c in json.loads(only.stdout)["clusters"] for f in c["faces"]} == {"s4"}
+    found = run_cli("find", "-g", gallery, "s4", ATT, "--index", out, "--no-cache", "--json")
+    assert found.returncode == 0, found.stderr
+    assert {Path(p).parent.name for p in found.stdout.split('"') if p.endswith(".pgm")} == {"s4"}
