@@ -1,6 +1,6 @@
 """Verify every pair of faces in a folder-per-person dataset and print how many decisions were right.
 
-    python examples/verify_folder.py tests/fixtures/att [--detector retinaface] [--model dlib-flip+facenet]
+    python examples/verify_folder.py tests/fixtures/att [--detector retinaface] [--model sface+dlib-flip]
 
 Uses only the public API: one `siamface.Pipeline`, reused for every image.
 """

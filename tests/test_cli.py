@@ -151,7 +151,7 @@ def test_models_lists_detectors_and_models():
     assert mirror not in models["dlib+facenet"]["input"] and fused["input"] != models["dlib+facenet"]["input"]
     for m in (facenet, fused):
         assert m["threshold"] < m["identify_threshold"] < 1 and "FAR 1e-4" in m["identify_threshold_source"]
-    assert [m["name"] for m in data["models"] if m["default"]] == [DEFAULT_MODEL] == ["dlib-flip+facenet"]
+    assert [m["name"] for m in data["models"] if m["default"]] == [DEFAULT_MODEL] == ["sface"]
     assert data["default_detector"] == "retinaface"
     liveness = {m["name"]: m for m in data["liveness"]}
     assert {"passive_v5", "passive_v5-grey", "minifasnet_v2", "minifasnet_v1se", "colour", "frame"} <= set(liveness)
@@ -164,7 +164,9 @@ def test_models_lists_detectors_and_models():
         and "Silent-Face" in liveness["minifasnet_v2"]["source"]
     )
     text = run("models").stdout
-    assert "  dlib-flip+facenet (default): 640-d" in text and "retinaface (default)" in text
+    assert (
+        "  sface (default): 128-d" in text and "  dlib-flip+facenet: 640-d" in text and "retinaface (default)" in text
+    )
     assert "liveness models:" in text and "licence: Apache-2.0" in text and "training data:" in text
 
 

@@ -1,4 +1,4 @@
-"""The fused models dlib+facenet and dlib-flip+facenet (the default): one embedding per face whose dot product
+"""The fused models dlib+facenet and dlib-flip+facenet (the default before sface): one embedding per face whose dot product
 is the weighted sum of its parts' cosines, usable by a gallery like any other model."""
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from siamface import ModelMismatchError, Pipeline  # noqa: E402
 from siamface.embedding import create_encoder  # noqa: E402
 from siamface.embedding.fused import DLIB_FACENET, DLIB_FLIP_FACENET  # noqa: E402
 from siamface.gallery import Gallery  # noqa: E402
-from siamface.pipeline import DEFAULT_MODEL  # noqa: E402
+
+FUSED = DLIB_FLIP_FACENET.name  # pinned: these tests are about the fused model, whatever the default
 
 
 @pytest.fixture(scope="module")
 def fused() -> Pipeline:
-    return Pipeline(model=DEFAULT_MODEL)
+    return Pipeline(model=FUSED)
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +66,9 @@ def test_gallery_with_the_fused_model_and_a_dlib_gallery(tmp_path, fused):
             assert g.enroll(f"s{s}", [att(s, 2), att(s, 3), att(s, 4)]).templates_total == 3
         for s in (3, 5, 7):
             result = g.identify(att(s, 1))
-            assert result.names == [f"s{s}"] and result.model == DEFAULT_MODEL
+            assert result.names == [f"s{s}"] and result.model == FUSED
     with Gallery(tmp_path / "dlib.db", Pipeline(detector=fused.detector, model="dlib-resnet"), create=True) as g:
         g.enroll("s3", [att(3, 2)])
     with Gallery(tmp_path / "dlib.db", fused) as g:
-        with pytest.raises(ModelMismatchError, match=f"gallery reembed --model {re.escape(DEFAULT_MODEL)}"):
+        with pytest.raises(ModelMismatchError, match=f"gallery reembed --model {re.escape(FUSED)}"):
             g.identify(att(3, 1))

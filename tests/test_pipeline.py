@@ -77,7 +77,8 @@ def test_embeddings_are_unit_vectors_and_deterministic(pipeline):
     assert faces.embeddings.shape == (1, pipeline.encoder.info.embedding_size) and faces.embeddings.dtype == np.float32
     assert abs(np.linalg.norm(faces.embeddings[0]) - 1) < 1e-5
     assert np.array_equal(faces.embeddings, again.embeddings)
-    assert faces.chips.shape == (1, 150, 150, 3)
+    size = pipeline.encoder.info.chip.size  # the model's own chip (sface: 112, dlib-resnet: 150)
+    assert faces.chips.shape == (1, size, size, 3)
 
 
 def test_colour_scaled_and_rotated_copies_still_verify(pipeline):

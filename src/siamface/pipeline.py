@@ -28,10 +28,11 @@ from .types import Faces, Verification
 log = logging.getLogger(__name__)
 
 DEFAULT_DETECTOR = "retinaface"
-#: dlib's ResNet and FaceNet fused (640-d). It measures better than dlib-resnet on every data set of
-#: benchmarks/accuracy.py --table and keeps the live 640x480 loop inside its budget on an idle machine
-#: (README "Encoders"). Galleries bound to another model keep it (see `gallery.core.model_for_gallery`).
-DEFAULT_MODEL = "dlib-flip+facenet"
+#: SFace (128-d), chosen by the rule of benchmarks/DEFAULT_RULE.md (README "Encoders"): among the encoders
+#: whose embedding cost per face is at most half of the former default `dlib-flip+facenet`'s, the most
+#: accurate on celeba_ids held-out identities that is not worse on the other sets. Galleries bound to another
+#: model keep it (see `gallery.core.model_for_gallery`) and say how to move (`siamface gallery reembed`).
+DEFAULT_MODEL = "sface"
 #: Faces embedded in one call of the encoder on the CPU (a time budget is checked between calls); on a GPU,
 #: `siamface._onnx.BATCH` (see `embed_batch`).
 EMBED_BATCH = BATCH[CPU]

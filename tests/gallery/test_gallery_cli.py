@@ -299,6 +299,26 @@ def test_missing_gallery_is_an_error_not_a_new_file(new_gallery):
 
 
 @pytest.mark.slow  # both runs use the PostgreSQL server
+def test_a_merge_skips_a_near_duplicate_by_the_models_own_measure(tmp_path):
+    """The same photo moved 2 px scores about 0.992 with SFace: below the fused models' 0.995, above SFace's
+    near-duplicate similarity (0.98). Merged into a gallery that has the photo, it is skipped, as enrolment
+    would refuse it."""
+    from PIL import Image
+
+    assert create_encoder(DEFAULT_MODEL).info.duplicate < 0.99
+    shifted = tmp_path / "shifted.png"
+    Image.fromarray(np.ascontiguousarray(np.roll(att_rgb(3, 2), 2, axis=1))).save(shifted)
+    a, b, export = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "b.jsonl"
+    assert cli("enroll", "-g", a, "s3", att(3, 2)).returncode == 0
+    out = cli("enroll", "-g", a, "s3", shifted, "--json")
+    assert out.returncode == 1 and "near-duplicate" in out.stdout + out.stderr
+    assert cli("enroll", "-g", b, "s3", shifted).returncode == 0
+    assert cli("gallery", "export", "-g", b, export).returncode == 0
+    out = cli("gallery", "import", "-g", a, export, "--merge", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["skipped_duplicates"] == 1, out.stdout
+    assert rows(a, "SELECT count(*) FROM templates") == [(1,)]
+
+
 def test_export_import_across_backends(gallery_file, backend, tmp_path):
     """SQLite -> PostgreSQL -> SQLite (and the other way round): the same people, the very same bytes."""
     from gallery_support import postgres_cluster
@@ -498,9 +518,38 @@ def test_an_unknown_claim_points_to_a_command_that_exists(gallery_file):
     assert cli("people", "list", "-g", gallery_file).returncode == 0
 
 
+def test_a_gallery_of_the_former_default_keeps_its_model(tmp_path):
+    """A gallery enrolled with `dlib-flip+facenet` (the default before `sface`) is searched and verified with
+    it, without --model: the right person found, the model and its own thresholds in the answers, and a note
+    on how to move. Run with the default model's thresholds instead (0.389 / 0.496 for SFace against the
+    fused model's 0.877 / 0.891), a stranger would be named."""
+    former = "dlib-flip+facenet"
+    assert DEFAULT_MODEL != former
+    info = create_encoder(former).info
+    g = tmp_path / "former.db"
+    for person in (3, 4):
+        out = cli("enroll", "-g", g, f"s{person}", att(person, 2), att(person, 3), "--model", former)
+        assert out.returncode == 0, out.stderr
+    out = cli("identify", "-g", g, att(3, PROBE), att(5, PROBE), "--json")
+    assert out.returncode == 1, out.stderr  # s5 was never enrolled: unknown
+    results = json.loads(out.stdout)["results"]
+    assert [r["model"] for r in results] == [former, former]
+    assert [r["faces"][0]["status"] for r in results] == ["known", "unknown"] and results[0]["faces"][0][
+        "person"
+    ] == "s3"
+    assert all(r["threshold"] == info.identify_threshold for r in results)
+    assert results[1]["faces"][0]["similarity"] > create_encoder(DEFAULT_MODEL).info.identify_threshold
+    assert f"bound to model {former}, which it keeps using" in out.stderr
+    assert f"`siamface gallery reembed --model {DEFAULT_MODEL}` moves it" in out.stderr
+    out = cli("verify", "-g", g, "--claim", "s4", att(4, PROBE), "--json")
+    answer = json.loads(out.stdout)
+    assert out.returncode == 0 and answer["model"] == former and answer["threshold"] == info.threshold
+    assert cli("verify", "-g", g, "--claim", "s4", att(5, PROBE)).returncode == 1
+
+
 def test_a_gallery_keeps_its_model_when_the_default_changes(tmp_path):
     """A gallery bound to another model than the default (e.g. made with dlib-resnet before the default became
-    dlib+facenet) keeps working without --model, says how to move, and `gallery reembed` moves it."""
+    a fused model, then sface) keeps working without --model, says how to move, and `gallery reembed` moves it."""
     other = "dlib-resnet" if DEFAULT_MODEL != "dlib-resnet" else "facenet"
     g = tmp_path / "old.db"
     out = cli("enroll", "-g", g, "s3", att(3, 2), att(3, 3), "--model", other, "--keep-images")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import att, att_rgb, run_cli, scene
 
-from siamface.pipeline import Pipeline
+from siamface.pipeline import DEFAULT_MODEL, Pipeline
 
 PEOPLE = (3, 4, 5)
 FPS = 10
@@ -91,7 +91,7 @@ def test_shuffled_folder_gives_three_groups_and_a_new_photo_joins_without_re_emb
     assert [c["id"] for c in payload["clusters"]] == [0, 1, 2]
     face = payload["clusters"][0]["faces"][0]
     assert set(face) == {"file", "box", "time"} and len(face["box"]) == 4 and face["time"] is None
-    assert payload["model"] == "dlib-flip+facenet" and 0 < payload["threshold"] < 1
+    assert payload["model"] == DEFAULT_MODEL and 0 < payload["threshold"] < 1
 
     new = folder / "later" / "new.pgm"
     new.parent.mkdir()

@@ -39,6 +39,10 @@ class ModelInfo:
     #: data sets measured, benchmarks/impostor_floor.py): a threshold below it lets most strangers in, so
     #: `siamface.decision.check_threshold` refuses one. None: not measured (then any threshold in (0, 1]).
     impostor_median: float | None = None
+    #: A new template at least this alike to one the person has is a near-duplicate (the enrolment gate, a
+    #: gallery import's merge): the same photo re-encoded or moved a few pixels scores above it. Per model,
+    #: since how far a re-encoded photo moves an embedding depends on the model.
+    duplicate: float = 0.995
     extra: dict = field(default_factory=dict)
 
 

@@ -108,8 +108,8 @@ class FusedEncoder:
 #: impostor percentiles 1/50/99.9: dlib 0.74/0.84/0.93, FaceNet -0.25/0.03/0.47); w rescales the two as a
 #: score normalisation would. Flip on both parts doubles the embedding time (about 48 instead of 27 ms per
 #: face on two shared cores) and took the live 640x480 loop out of its latency budget, so `dlib+facenet-flip`
-#: is an option; the default is `dlib-flip+facenet` below. Thresholds: FAR 1e-3 (1:1) and 1e-4 (1:N) on
-#: the fitting identities and on AT&T (all pairs); the default is the stricter of the two.
+#: is an option; `dlib-flip+facenet` below was the default before `sface`. Thresholds: FAR 1e-3 (1:1) and
+#: 1e-4 (1:N) on the fitting identities and on AT&T (all pairs); the default is the stricter of the two.
 DLIB_FACENET = Fusion(
     name="dlib+facenet",
     parts=(("dlib-resnet", {}), ("facenet", {})),
@@ -126,10 +126,11 @@ DLIB_FACENET = Fusion(
     impostor_median=0.71,
 )
 
-#: The default: the same weight with flip averaging on dlib's part only. dlib's embedding is the cheap one
-#: (about 3 ms of the 26 a face), and its flip brings part of the gain of flipping both (fitting identities:
-#: EER 4.87 %, TAR@FAR1e-3 81.5 %, against 4.91 % / 81.2 % without flip and 4.77 % / 81.9 % with both)
-#: while the live loop stays inside its budget. Thresholds as above.
+#: The default before `sface` (`pipeline.DEFAULT_MODEL`): the same weight with flip averaging on dlib's
+#: part only. dlib's embedding is the cheap one (about 3 ms of the 26 a face), and its flip brings part of
+#: the gain of flipping both (fitting identities: EER 4.87 %, TAR@FAR1e-3 81.5 %, against 4.91 % / 81.2 %
+#: without flip and 4.77 % / 81.9 % with both) while the live loop stays inside its budget. Thresholds as
+#: above.
 DLIB_FLIP_FACENET = replace(
     DLIB_FACENET,
     name="dlib-flip+facenet",

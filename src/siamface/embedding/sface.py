@@ -79,6 +79,10 @@ SFACE_INFO = ModelInfo(
     "stricter (siamface calibrate sets your own)",
     # impostor median: celeba_ids fitting identities 0.094, AT&T 0.070 (benchmarks/impostor_floor.py)
     impostor_median=0.07,
+    # the same AT&T photo (s3-s10, 32 photos) moved 1-3 px or saved as JPEG 80: cosine 0.966 at least, median
+    # 0.989, 84 % above 0.98; two different photos of one person at most 0.972 (dlib-flip+facenet: copies
+    # 0.994 at least, so 0.995 there)
+    duplicate=0.98,
     extra={
         "normalisation": "none (raw 0..255 RGB; the graph subtracts 127.5 and scales by 1/128)",
         "licence": "Apache-2.0 (OpenCV Zoo, face_recognition_sface_2021dec_int8bq.onnx)",

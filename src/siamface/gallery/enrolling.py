@@ -31,7 +31,9 @@ from .store import ModelBinding, NewTemplate, PersonExistsError, Store, Template
 
 log = logging.getLogger(__name__)
 
-#: Frames of a video kept only when below this similarity to every frame kept before (diversity).
+#: Frames of a video kept only when below this similarity to every frame kept before (diversity), or below
+#: the model's near-duplicate similarity (`ModelInfo.duplicate`) when that is lower (SFace: 0.98), so that a
+#: frame kept as diverse is never refused as a near-duplicate afterwards.
 VIDEO_DIVERSITY = 0.99
 #: How long a camera session runs at most when no timeout is given, in seconds.
 CAMERA_TIMEOUT_S = 30.0
@@ -125,7 +127,7 @@ class Enrolling:
         frames: Iterable[Any],
         *,
         keep: int = 5,
-        diversity: float = VIDEO_DIVERSITY,
+        diversity: float | None = None,
         min_gap: float = 0.0,
         timeout: float | None = None,
         metadata: dict[str, Any] | None = None,
@@ -134,7 +136,8 @@ class Enrolling:
         actor: str = "",
     ) -> EnrollmentReport:
         """Enroll `name` from a capture session: `frames` are `CaptureFrame`s or (RGB image, label[, time]) tuples
-        (see `video_frames`). Keeps up to `keep` frames that pass the gates, each below `diversity`
+        (see `video_frames`). Keeps up to `keep` frames that pass the gates, each below `diversity` (None:
+        `VIDEO_DIVERSITY` or the model's near-duplicate similarity, the lower)
         similarity to the frames already kept and at least `min_gap` seconds away from them (frames too
         close in time are skipped before any work), and the same person as them (at or above the threshold:
         a frame where someone else is the largest face is rejected as ``other-person``). Stops at `keep` frames, the end of the frames, or after
@@ -152,6 +155,8 @@ class Enrolling:
         timed_out = False
         same_person = self.thresholds.verify
         deadline = clock() + timeout if timeout is not None else None
+        if diversity is None:
+            diversity = min(VIDEO_DIVERSITY, self._duplicate())
         iterator = iter(frames)
         try:
             for item in iterator:
@@ -258,6 +263,10 @@ class Enrolling:
                 progress(i, len(folders), report)
         return reports
 
+    def _duplicate(self) -> float:
+        """The near-duplicate similarity in force: the gates' own, else the model's (`ModelInfo.duplicate`)."""
+        return self.gates.duplicate if self.gates.duplicate is not None else self.pipeline.encoder.info.duplicate
+
     def _commit(
         self,
         name: str,
@@ -274,7 +283,7 @@ class Enrolling:
     ) -> EnrollmentReport:
         for s in samples:
             warnings.extend(s.warnings)
-        limit, threshold, one_face = self.gates.duplicate, self.thresholds.verify, self.thresholds.identify
+        limit, threshold, one_face = self._duplicate(), self.thresholds.verify, self.thresholds.identify
         since = self.store.last_template_id() if samples and not force else None  # before any check below
         reasons: dict[int, str] = {}
         shown = name  # the enrolled person's name as stored (names match ignoring case), for the messages

@@ -48,7 +48,8 @@ from .store import AddResult, ModelBinding, NewTemplate, Store, Template, Unknow
 FORMAT = "siamface-gallery"
 VERSION = 1
 ENCODING = "base64 float32 little-endian"
-#: A merged template this alike to one the person has is skipped (the enrollment duplicate gate's value).
+#: A merged template this alike to one the person has is skipped: the enrollment duplicate gate's value, the
+#: model's own (`ModelInfo.duplicate`) for a registered model, else this.
 MERGE_DUPLICATE = 0.995
 
 
@@ -253,6 +254,14 @@ def _clashes(store: Store, people: list, threshold: Threshold) -> list[tuple[str
     return found
 
 
+def _merge_duplicate(model: ModelBinding | None) -> float:
+    from ..embedding import create_encoder, model_names
+
+    if model is None or model.name not in model_names():
+        return MERGE_DUPLICATE
+    return create_encoder(model.name).info.duplicate
+
+
 def import_gallery(
     store: Store,
     path: str | os.PathLike,
@@ -281,6 +290,8 @@ def import_gallery(
                 "imported (--force imports them anyway)"
             )
 
+    duplicate = _merge_duplicate(store.model)
+
     def keep(existing: Sequence[Template], new: Sequence[NewTemplate]) -> list[str | None]:
         own = [np.asarray(t.embedding, np.float32) for t in existing]
         kept = list(own)
@@ -290,7 +301,7 @@ def import_gallery(
             best_own = max((float(k @ e) for k in own), default=None)
             if match is not None and best_own is not None and not match.accepts(best_own):
                 verdicts.append(f"{NOT_MATCHING} (best similarity {best_own:.4f} < threshold {match.value:.4f})")
-            elif kept and max(float(k @ e) for k in kept) > MERGE_DUPLICATE:
+            elif kept and max(float(k @ e) for k in kept) > duplicate:
                 verdicts.append("near-duplicate of a template the person has")
             else:
                 verdicts.append(None)
