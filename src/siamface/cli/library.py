@@ -92,7 +92,7 @@ def add_parsers(sub) -> None:
     )
     _media_options(p)
     add_chain_options(p, threshold=True, gallery=True)
-    p.set_defaults(func=cmd_cluster, shift=DEFAULT_SHIFT)
+    p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser(
         "find",
@@ -169,7 +169,7 @@ def _names(pairs: list[str]) -> dict[int, str]:
 
 # -- cluster ---------------------------------------------------------------------------------------------
 def cmd_cluster(args) -> int:
-    from ..library.groups import enroll_group, group_faces
+    from ..library.groups import cluster_threshold, enroll_group, group_faces
 
     names = _names(args.name)
     if args.enroll and not names:
@@ -182,7 +182,7 @@ def cmd_cluster(args) -> int:
         raise ConfigError(f"--templates must be >= 1, got {args.templates}")
     gallery_spec = args.gallery if args.enroll else None
     pipeline = pipeline_from_args(args, gallery=gallery_spec)
-    threshold = pipeline.threshold + (0.0 if args.threshold is not None else args.shift)
+    threshold = pipeline.threshold if args.threshold is not None else cluster_threshold(pipeline)
     collected = _collect(args, pipeline)
     grouping = group_faces(collected.faces, threshold, model=pipeline.encoder.info.name, method=args.method)
     unknown = sorted(k for k in names if k >= len(grouping.clusters))

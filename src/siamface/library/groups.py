@@ -76,11 +76,21 @@ def enroll_group(gallery: Any, name: str, faces: Sequence[LibraryFace], *, limit
     same photo, is the one enrolled. Returns the `EnrollmentReport`."""
     if limit < 1:
         raise ConfigError(f"templates per group must be >= 1, got {limit}")
-    area = lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])  # noqa: E731
-    chosen = sorted(faces, key=area, reverse=True)[:limit]
+    chosen = largest(faces, limit)
     crops = [face_crop(f, gallery.pipeline) for f in chosen]
     sources = [f.file if f.time is None else f"{f.file}@{f.time[0]:.2f}s" for f in chosen]
     return gallery.enroll(name, crops, sources=sources, **kw)
+
+
+def largest(faces: Sequence[LibraryFace], limit: int) -> list[LibraryFace]:
+    """The `limit` largest faces (by box area), largest first."""
+    return sorted(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)[:limit]
+
+
+def cluster_threshold(pipeline: Any) -> float:
+    """The similarity that links two faces for `siamface cluster` and the page's photo library: the
+    pipeline's 1:1 threshold in force plus `DEFAULT_SHIFT`."""
+    return float(pipeline.threshold) + DEFAULT_SHIFT
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ class Settings:
     body_timeout_s: float = BODY_TIMEOUT_S
     max_connections: int = MAX_CONNECTIONS
     keep_alive_s: float = KEEP_ALIVE_S
+    library: Path | None = None  # the one folder whose photos the page's photo library may read
 
     @property
     def active_liveness(self) -> bool:
@@ -99,6 +100,11 @@ class Settings:
         if self.keys_file is None:
             object.__setattr__(self, "keys_file", keys_file_for(self.gallery))
         object.__setattr__(self, "keys_file", Path(self.keys_file))
+        if self.library is not None:
+            folder = Path(self.library).resolve()  # the operator's folder, links resolved once, here
+            if not folder.is_dir():
+                raise ConfigError(f"--library {self.library}: not a folder")
+            object.__setattr__(self, "library", folder)
         if self.liveness not in LIVENESS_MODES:
             raise ConfigError(f"liveness must be one of {', '.join(LIVENESS_MODES)}, got {self.liveness!r}")
         if self.challenge_s <= 0 or self.session_ttl_s < self.challenge_s:
