@@ -36,15 +36,16 @@ from ._common import (
 def add_parsers(sub) -> None:
     """Add cluster and find to the `siamface` parser."""
     from ..library import DEFAULT_METHOD, METHODS
-    from ..library.groups import DEFAULT_SHIFT, ENROLL_TEMPLATES
+    from ..library.groups import ENROLL_TEMPLATES
 
     p = sub.add_parser(
         "cluster",
         help="group the faces of a photo folder or video by person (no gallery needed)",
         description="Find every face of the photos and videos given (folders: every photo and video inside, "
         "subfolders too) and group them by person without a gallery: two faces are linked when their "
-        f"similarity reaches the model's 1:1 threshold in force plus {DEFAULT_SHIFT:g} (measured; --threshold "
-        "gives the linking threshold itself). A face that belongs to no group "
+        "similarity reaches one decade of false-accept rate stricter than the model's 1:1 threshold in force "
+        "(the model's default 1:N threshold when nothing is calibrated; --threshold gives the linking "
+        "threshold itself). A face that belongs to no group "
         "stays alone (\"unclustered\"). A video's face track counts once, with its time range. Every "
         "file is embedded once through the embedding cache, so a re-run or a grown folder embeds only "
         "what is new. Groups are numbered largest first; --enroll names groups into a gallery through "
