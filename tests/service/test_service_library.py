@@ -6,6 +6,7 @@ version is refused); an uploaded photo joins its group; the routes are in the Op
 
 from __future__ import annotations
 
+import os
 import shutil
 import urllib.request
 
@@ -41,6 +42,8 @@ def library(tmp_path_factory):
     (folder / "a" / "link.pgm").symlink_to(outside / "1.pgm")  # a file link out of the folder
     (folder / "linked").symlink_to(outside)  # a folder link out of the folder
     (folder / ".hidden.pgm").symlink_to(outside / "2.pgm")
+    (folder / "b" / "broken.jpg").write_bytes(b"not a photo")
+    os.mkfifo(folder / "b" / "pipe.jpg")  # never opened for reading: it would block the scan for ever
     srv = Server(root / "people.db", "--liveness", "off", "--min-size", "40", "--library", str(folder))
     srv.enrol = srv.new_key("enrol", "desk")
     srv.recognise = srv.new_key("recognise", "door")
@@ -64,16 +67,23 @@ def test_the_folder_comes_back_as_three_groups_and_no_link_is_followed(library):
     srv, folder, owners = library
     done = scan(srv, srv.enrol)
     assert done["faces"] == 9 and done["files"] == 9
-    assert {e["file"]: e["error"] for e in done["errors"]} == {
-        "a/link.pgm": "a link (not followed)",
-        "linked": "a link (not followed)",
-    }
+    errors = {e["file"]: e["error"] for e in done["errors"]}
+    assert errors.pop("a/link.pgm") == errors.pop("linked") == "a link (not followed)"
+    assert errors.pop("b/pipe.jpg") == "not a regular file" and list(errors) == ["b/broken.jpg"]
     view = srv.request("GET", "/v1/library", key=srv.enrol).body
     assert sorted(map(sorted, groups(view, owners))) == [[3], [4], [5]]
     assert [len(c["faces"]) for c in view["clusters"]] == [3, 3, 3] and view["unclustered"] == []
     assert view["folder"] is True and str(folder) not in str(view)  # paths inside the folder only
     again = srv.request("POST", "/v1/library/scan", key=srv.enrol).body  # nothing new: nothing read
     assert again["read"] == 0 and again["version"] == view["version"]
+    broken = folder / "b" / "broken.jpg"
+    shutil.copy(att(5, 4), broken)  # the unreadable photo replaced: read again, and it joins s5's group
+    owners["b/broken.jpg"] = 5
+    assert scan(srv, srv.enrol)["read"] == 1
+    view = srv.request("GET", "/v1/library", key=srv.enrol).body
+    assert sorted(map(sorted, groups(view, owners))) == [[3], [4], [5]] and len(view["clusters"][0]["faces"]) == 4
+    broken.unlink()
+    assert scan(srv, srv.enrol)["faces"] == 9  # a removed photo is forgotten
 
 
 def test_thumbnails_are_for_enrol_keys_only_and_never_cached(library):

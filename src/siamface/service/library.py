@@ -163,6 +163,7 @@ class PhotoLibrary:
         self._entries: dict[int, Entry] = {}
         self._files: dict[str, tuple[tuple[int, int], list[int]]] = {}  # folder photo: (size, mtime), face ids
         self._errors: dict[str, str] = {}
+        self._failed: dict[str, tuple[int, int]] = {}  # photos that could not be read: (size, mtime) then
         self._next = 0
         self._grouping: tuple[int, float, Grouping] | None = None
 
@@ -177,8 +178,10 @@ class PhotoLibrary:
             gone = [f for f in self._files if f not in listed]
             for f in gone:
                 self._drop(f)
-            self._errors = {f: e for f, e in self._errors.items() if f in listed} | dict(skipped)
-            todo = [f for f, sig in listed.items() if self._files.get(f, (None,))[0] != sig and f not in self._errors]
+            # a photo that could not be read is tried again once it changes
+            self._failed = {f: sig for f, sig in self._failed.items() if listed.get(f) == sig}
+            self._errors = {f: e for f, e in self._errors.items() if f in self._failed} | dict(skipped)
+            todo = [f for f, sig in listed.items() if self._files.get(f, (None,))[0] != sig and f not in self._failed]
             if gone:
                 self.version += 1
         read = 0
@@ -190,7 +193,10 @@ class PhotoLibrary:
                 faces = pipeline.embed(image)
             except ImageError as exc:
                 with self._lock:
+                    self._drop(relative)
                     self._errors[relative] = str(exc).removeprefix(f"{relative}: ")
+                    self._failed[relative] = listed[relative]
+                    self.version += 1
                 read += 1
                 continue
             with self._lock:
@@ -238,6 +244,7 @@ class PhotoLibrary:
             self._entries.clear()
             self._files.clear()
             self._errors.clear()
+            self._failed.clear()
             self.version += 1
 
     # -- answering -------------------------------------------------------------------------------------------
