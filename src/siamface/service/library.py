@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .._files import IMAGE_SUFFIXES
-from ..errors import ConfigError, ImageError
+from ..errors import ConfigError, ImageError, OverBudgetError
 from ..library.groups import Grouping, group_faces
 from ..library.media import LibraryFace, crop_around
 from ..library.sheet import thumbnail_jpeg
@@ -78,7 +78,7 @@ def _open_inside(root: Path, relative: str, *, directory: bool = False) -> int:
     """A descriptor of `relative` (a path with '/' separators) inside `root`, following no link on the way."""
     parts = relative.split("/")
     if any(p in ("", ".", "..") or p.startswith(".") for p in parts):
-        raise ImageError(f"{relative}: not a path inside the library folder")
+        raise ImageError(relative, "not a path inside the library folder")
     fd = open_folder(root)
     try:
         for k, part in enumerate(parts):
@@ -90,7 +90,7 @@ def _open_inside(root: Path, relative: str, *, directory: bool = False) -> int:
                 why = (
                     "a link (not followed)" if exc.errno in (errno.ELOOP, errno.ENOTDIR) else (exc.strerror or str(exc))
                 )
-                raise ImageError(f"{relative}: {why}") from None
+                raise ImageError(relative, why) from None
             os.close(fd)
             fd = child
         return fd
@@ -105,16 +105,16 @@ def read_inside(root: Path, relative: str, limit: int = MAX_FILE_BYTES) -> bytes
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise ImageError(f"{relative}: not a regular file")
+            raise ImageError(relative, "not a regular file")
         if info.st_size > limit:
-            raise ImageError(f"{relative}: over the {limit // (1024 * 1024)} MB a library photo may have")
+            raise ImageError(relative, f"over the {limit // (1024 * 1024)} MB a library photo may have")
         os.set_blocking(fd, True)
         chunks, size = [], 0
         while chunk := os.read(fd, 1 << 20):
             chunks.append(chunk)
             size += len(chunk)
             if size > limit:
-                raise ImageError(f"{relative}: over the {limit // (1024 * 1024)} MB a library photo may have")
+                raise ImageError(relative, f"over the {limit // (1024 * 1024)} MB a library photo may have")
         return b"".join(chunks)
     finally:
         os.close(fd)
@@ -191,13 +191,15 @@ class PhotoLibrary:
             try:
                 image = _decode(read_inside(self.root, relative), relative, max_pixels)
                 faces = pipeline.embed(image)
-            except ImageError as exc:
+            except (ImageError, OverBudgetError) as exc:
                 with self._lock:
                     self._drop(relative)
-                    self._errors[relative] = str(exc).removeprefix(f"{relative}: ")
+                    self._errors[relative] = exc.reason if isinstance(exc, ImageError) else str(exc)
                     self._failed[relative] = listed[relative]
                     self.version += 1
                 read += 1
+                if isinstance(exc, OverBudgetError):
+                    break  # this photo alone took the request's time: the next scan goes on without it
                 continue
             with self._lock:
                 self._drop(relative)
@@ -306,5 +308,5 @@ def _jpeg(image: np.ndarray) -> bytes:
 
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
     if not ok:
-        raise ImageError("a face crop could not be encoded")
+        raise ImageError("a face crop", "could not be encoded")
     return data.tobytes()
