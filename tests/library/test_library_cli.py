@@ -91,7 +91,8 @@ def test_shuffled_folder_gives_three_groups_and_a_new_photo_joins_without_re_emb
     assert [c["id"] for c in payload["clusters"]] == [0, 1, 2]
     face = payload["clusters"][0]["faces"][0]
     assert set(face) == {"file", "box", "time"} and len(face["box"]) == 4 and face["time"] is None
-    assert payload["model"] == DEFAULT_MODEL and 0 < payload["threshold"] < 1
+    info = Pipeline().encoder.info  # the default model, uncalibrated: faces are linked at its 1:N threshold
+    assert payload["model"] == info.name and payload["threshold"] == pytest.approx(info.identify_threshold)
 
     new = folder / "later" / "new.pgm"
     new.parent.mkdir()
@@ -216,3 +217,19 @@ def test_cluster_reports_an_unreadable_file_and_groups_the_others(tmp_path):
     assert out.returncode == 2 and "broken.jpg" in out.stderr
     payload = json.loads(out.stdout)
     assert len(payload["clusters"]) == 1 and payload["errors"][0]["file"].endswith("broken.jpg")
+
+
+def test_the_linking_threshold_keeps_the_models_1_to_n_gap_above_a_calibrated_threshold(tmp_path):
+    """A 1:1 threshold given (or calibrated) moves the linking threshold by the model's own gap between its
+    1:N and 1:1 defaults (one decade of false-accept rate), not onto the laxer 1:1 threshold itself."""
+    info = Pipeline().encoder.info
+    given = round(info.threshold - 0.01, 4)
+    payload = json.loads(
+        run_cli("cluster", att(3, 1), "--cache", tmp_path / "c.sqlite", "--json", "--threshold", str(given)).stdout
+    )
+    assert payload["threshold"] == pytest.approx(given)  # --threshold is the linking threshold itself
+    from siamface.library.groups import cluster_threshold
+
+    assert cluster_threshold(Pipeline(threshold=given)) == pytest.approx(
+        given + info.identify_threshold - info.threshold
+    )

@@ -18,7 +18,7 @@ from service_support import require_service
 
 require_service()
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the test extra)")
-from conftest import S23_FRONTAL, att_rgb, camera_frame, scene  # noqa: E402
+from conftest import S23_FRONTAL, att, att_rgb, camera_frame, scene  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from service_support import Server, png_bytes  # noqa: E402
@@ -253,3 +253,58 @@ def test_page_shows_the_first_prompt_and_a_recording_cannot_follow_it(browser_pa
     verdict, evidence, prompts = page_session(browser_paths, tmp_path, "active", "service_page_challenge.png")
     assert "GRANTED" not in verdict, (verdict, evidence)
     assert [p for p in prompts if "turn your head" in p or "tilt" in p or "closer" in p], prompts
+
+
+def test_page_photo_library_groups_the_folder_escapes_names_and_enrolls_a_group(browser_paths, tmp_path):
+    """The photo library part: the server's folder read from the page, three groups with their thumbnails
+    (fetched with the key), file names shown as text only (a name that is markup runs nothing), a group named
+    from the page enrolled."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for s in (3, 4):
+        for i in (1, 2):
+            shutil.copy(att(s, i), folder / f"s{s}-{i}.pgm")
+    shutil.copy(att(5, 1), folder / "<img src=x onerror=window.pwned=1>.pgm")
+    shutil.copy(att(5, 2), folder / "<b id=bold>.pgm")
+    srv = Server(tmp_path / "library.db", "--liveness", "off", "--min-size", "40", "--library", str(folder))
+    clip = tmp_path / "face.y4m"
+    face_clip(clip)
+    browser = open_page(srv, browser_paths, clip, key=srv.new_key("enrol", "desk"))
+    wait = WebDriverWait(browser, 90, poll_frequency=0.2)
+    try:
+        wait.until(lambda b: b.find_element(By.ID, "library-scan").is_displayed())
+        browser.find_element(By.ID, "library-scan").click()
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#library-groups .group")) == 3)
+        wait.until(
+            lambda b: (
+                b.execute_script(
+                    "return [...document.querySelectorAll('#library-groups img')]"
+                    ".filter(i => i.complete && i.naturalWidth === 96).length"
+                )
+                == 6
+            )
+        )
+        titles = [i.get_attribute("title") for i in browser.find_elements(By.CSS_SELECTOR, "#library-groups img")]
+        assert "<img src=x onerror=window.pwned=1>.pgm" in titles and "<b id=bold>.pgm" in titles
+        assert browser.execute_script("return window.pwned === undefined && !document.getElementById('bold')")
+        group = next(
+            g
+            for g in browser.find_elements(By.CSS_SELECTOR, "#library-groups .group")
+            if {i.get_attribute("title") for i in g.find_elements(By.TAG_NAME, "img")} == {"s3-1.pgm", "s3-2.pgm"}
+        )
+        group.find_element(By.TAG_NAME, "input").send_keys("Grace")
+        group.find_element(By.TAG_NAME, "button").click()
+        wait.until(
+            lambda b: (
+                "Enrolled" in b.find_element(By.ID, "library-status").text
+                or "Not" in b.find_element(By.ID, "library-status").text
+            )
+        )
+        assert "Enrolled Grace" in browser.find_element(By.ID, "library-status").text
+        assert srv.request("GET", "/v1/people/Grace").status == 200
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        assert browser.save_screenshot(str(ARTIFACTS / "service_page_library.png"))
+        no_errors(browser)
+    finally:
+        browser.quit()
+        srv.stop()

@@ -36,15 +36,16 @@ from ._common import (
 def add_parsers(sub) -> None:
     """Add cluster and find to the `siamface` parser."""
     from ..library import DEFAULT_METHOD, METHODS
-    from ..library.groups import DEFAULT_SHIFT, ENROLL_TEMPLATES
+    from ..library.groups import ENROLL_TEMPLATES
 
     p = sub.add_parser(
         "cluster",
         help="group the faces of a photo folder or video by person (no gallery needed)",
         description="Find every face of the photos and videos given (folders: every photo and video inside, "
         "subfolders too) and group them by person without a gallery: two faces are linked when their "
-        f"similarity reaches the model's 1:1 threshold in force plus {DEFAULT_SHIFT:g} (measured; --threshold "
-        "gives the linking threshold itself). A face that belongs to no group "
+        "similarity reaches one decade of false-accept rate stricter than the model's 1:1 threshold in force "
+        "(the model's default 1:N threshold when nothing is calibrated; --threshold gives the linking "
+        "threshold itself). A face that belongs to no group "
         "stays alone (\"unclustered\"). A video's face track counts once, with its time range. Every "
         "file is embedded once through the embedding cache, so a re-run or a grown folder embeds only "
         "what is new. Groups are numbered largest first; --enroll names groups into a gallery through "
@@ -92,7 +93,7 @@ def add_parsers(sub) -> None:
     )
     _media_options(p)
     add_chain_options(p, threshold=True, gallery=True)
-    p.set_defaults(func=cmd_cluster, shift=DEFAULT_SHIFT)
+    p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser(
         "find",
@@ -179,7 +180,7 @@ def _names(pairs: list[str]) -> dict[int, str]:
 
 # -- cluster ---------------------------------------------------------------------------------------------
 def cmd_cluster(args) -> int:
-    from ..library.groups import enroll_group, group_faces
+    from ..library.groups import cluster_threshold, enroll_group, group_faces
 
     names = _names(args.name)
     if args.enroll and not names:
@@ -192,7 +193,7 @@ def cmd_cluster(args) -> int:
         raise ConfigError(f"--templates must be >= 1, got {args.templates}")
     gallery_spec = args.gallery if args.enroll else None
     pipeline = pipeline_from_args(args, gallery=gallery_spec)
-    threshold = pipeline.threshold + (0.0 if args.threshold is not None else args.shift)
+    threshold = pipeline.threshold if args.threshold is not None else cluster_threshold(pipeline)
     collected = _collect(args, pipeline)
     grouping = group_faces(collected.faces, threshold, model=pipeline.encoder.info.name, method=args.method)
     unknown = sorted(k for k in names if k >= len(grouping.clusters))

@@ -6,7 +6,7 @@
                    [--max-upload-mb 10] [--max-pixels N] [--lockout-failures 5] [--lockout-window S]
                    [--lockout-seconds S] [--keep-images] [--tls-cert PEM --tls-key PEM]
                    [--max-faces 20] [--time-budget 30] [--header-timeout 10] [--body-timeout 60]
-                   [--max-connections 1000] [--keep-alive 5] [--access-log]
+                   [--max-connections 1000] [--keep-alive 5] [--access-log] [--library DIR]
                    [--additions-per-person 5] [--additions-window 86400]
     siamface keys create --gallery G [--name LABEL] [--role recognise|enrol|admin] | list | revoke ID
                                                                                 (each with --json)
@@ -36,7 +36,7 @@ def add_parsers(sub) -> None:
         help="run the HTTP API and the web page over a gallery",
         description="Serve a gallery over HTTP: POST /v1/verify, /v1/identify, /v1/people (enroll), "
         "/v1/people/{name}/faces, /v1/liveness/sessions, /v1/liveness/sessions/{id}/frames; "
-        "GET/PATCH/DELETE /v1/people/{name}; GET /v1/people, /v1/health. "
+        "GET/PATCH/DELETE /v1/people/{name}; GET /v1/people, /v1/health; the photo library under /v1/library. "
         "Every route but /v1/health needs an API key (siamface keys create). The web page (camera "
         "enrollment, live identification and verification) is at /, the OpenAPI docs at /docs. "
         "Models load once, at start-up; the gallery is created when it does not exist. Plain HTTP "
@@ -198,6 +198,13 @@ def add_parsers(sub) -> None:
         action="store_true",
         help="when the server creates the gallery: keep a face crop with each template (stored "
         "unencrypted). Otherwise no uploaded image is stored",
+    )
+    p.add_argument(
+        "--library",
+        metavar="DIR",
+        help="the one folder whose photos the page's photo library may read (subfolders too; links are not "
+        "followed); clients (enrol keys) can see its faces grouped by person and name a group. Without it "
+        "the library holds uploaded photos only",
     )
     p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (with --tls-key)")
     p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
@@ -361,6 +368,7 @@ def cmd_serve(args) -> int:
         keep_alive_s=args.keep_alive,
         additions_per_person=args.additions_per_person,
         additions_window_s=args.additions_window,
+        library=args.library,
         **options,
     )
     service = Service(settings)

@@ -5,8 +5,9 @@
     enroll_group(gallery, "alice", grouping.clusters[3])         # through the gallery's enrolment gates
     find_person(gallery, "alice", collected)                     # [Sighting]: photos, and time ranges in videos
 
-The threshold of `group_faces` is the model's 1:1 threshold in force (`siamface.decision`) plus
-`DEFAULT_SHIFT`, chosen on celeba_ids by benchmarks/cluster.py (see the README, "Photo libraries").
+The threshold of `group_faces` for the commands and the service is `cluster_threshold(pipeline)`: one decade of
+false-accept rate stricter than the 1:1 threshold in force (`siamface.decision`; see the README, "Photo
+libraries", for the measurements behind it).
 `find_person` decides each face with the gallery's own 1:N decision (`Gallery.identify_faces`, the code
 behind `identify`): a face is the person only when identify would name them. A video's face track is
 decided once, on its mean embedding.
@@ -24,10 +25,8 @@ from ..errors import ConfigError
 from .cluster import DEFAULT_METHOD, cluster
 from .media import Collected, LibraryFace, face_crop
 
-#: Added to the 1:1 threshold in force to cluster. Measured on celeba_ids (benchmarks/cluster.py, with
-#: `dlib-flip+facenet`, the default model then, whose 1:1 threshold is 0.877; not yet re-measured with
-#: `sface`): Chinese whispers at +0.02 groups with BCubed precision 0.986 and recall 0.813; at +0.0,
-#: 0.958 and 0.894 (a merged pair of people is the costlier error: it names the wrong person once enrolled).
+#: Added to the 1:1 threshold in force to cluster when the model has no default 1:N threshold (see
+#: `cluster_threshold`).
 DEFAULT_SHIFT = 0.02
 #: Faces of a group offered for enrolment at most (the largest ones).
 ENROLL_TEMPLATES = 10
@@ -76,11 +75,29 @@ def enroll_group(gallery: Any, name: str, faces: Sequence[LibraryFace], *, limit
     same photo, is the one enrolled. Returns the `EnrollmentReport`."""
     if limit < 1:
         raise ConfigError(f"templates per group must be >= 1, got {limit}")
-    area = lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])  # noqa: E731
-    chosen = sorted(faces, key=area, reverse=True)[:limit]
+    chosen = largest(faces, limit)
     crops = [face_crop(f, gallery.pipeline) for f in chosen]
     sources = [f.file if f.time is None else f"{f.file}@{f.time[0]:.2f}s" for f in chosen]
     return gallery.enroll(name, crops, sources=sources, **kw)
+
+
+def largest(faces: Sequence[LibraryFace], limit: int) -> list[LibraryFace]:
+    """The `limit` largest faces (by box area), largest first."""
+    return sorted(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)[:limit]
+
+
+def cluster_threshold(pipeline: Any) -> float:
+    """The similarity that links two faces for `siamface cluster` and the page's photo library: one decade of
+    false-accept rate stricter than the 1:1 threshold in force, i.e. that threshold plus the model's own gap
+    between its default 1:N threshold (FAR 1e-4 per pair) and its default 1:1 threshold (FAR 1e-3): the
+    model's 1:N default itself when nothing is calibrated (sface 0.496, dlib-flip+facenet 0.891), and a
+    calibrated 1:1 threshold moved by the same gap. A model without a 1:N default: the 1:1 threshold plus
+    `DEFAULT_SHIFT`. Chosen on celeba_ids by benchmarks/cluster.py (README, "Photo libraries"): no shift was
+    tuned on it; a pair of people merged in one group names the wrong person once enrolled, so the stricter
+    side of the 1:1 threshold."""
+    info = pipeline.encoder.info
+    gap = DEFAULT_SHIFT if info.identify_threshold is None else info.identify_threshold - info.threshold
+    return min(1.0, float(pipeline.threshold) + float(gap))
 
 
 @dataclass(frozen=True)

@@ -205,13 +205,18 @@ def _video_tracks(pipeline: Any, path: str, step: float, max_gap: float, link: f
 
 
 def face_crop(face: LibraryFace, pipeline: Any, margin: float = 0.6) -> np.ndarray:
-    """An RGB crop around a library face (the box widened by `margin` of its size on each side), so that it
-    is the largest face of what is enrolled; a video face is cut from its track's first frame."""
+    """An RGB crop around a library face (`crop_around`), so that it is the largest face of what is
+    enrolled; a video face is cut from its track's first frame."""
     if face.time is None:
         image = pipeline.load_image(face.file)
     else:
         image = _frame_at(face.file, face.time[0])
-    x1, y1, x2, y2 = face.box
+    return crop_around(image, face.box, margin)
+
+
+def crop_around(image: np.ndarray, box, margin: float = 0.6) -> np.ndarray:
+    """The part of `image` around `box` (x1, y1, x2, y2), widened by `margin` of its size on each side."""
+    x1, y1, x2, y2 = (float(v) for v in box)
     w, h = x2 - x1, y2 - y1
     H, W = image.shape[:2]
     a, b = int(max(0, x1 - margin * w)), int(max(0, y1 - margin * h))

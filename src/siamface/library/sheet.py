@@ -62,8 +62,6 @@ def _label(face: LibraryFace) -> str:
 
 def _thumbnails(faces: Sequence[LibraryFace], load_image: Callable[[str], np.ndarray]) -> dict[int, str]:
     """Base64 JPEG thumbnails by ``id(face)``; a file that can no longer be read gets none."""
-    import cv2
-
     from ..errors import ImageError, SourceError
 
     by_file: dict[str, list[LibraryFace]] = {}
@@ -79,12 +77,19 @@ def _thumbnails(faces: Sequence[LibraryFace], load_image: Callable[[str], np.nda
             image = images.get(id(face))
             if image is None:
                 continue
-            crop = _square(image, face.box)
-            thumb = cv2.resize(crop, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
-            ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(thumb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
-            if ok:
-                out[id(face)] = base64.b64encode(jpeg.tobytes()).decode("ascii")
+            jpeg = thumbnail_jpeg(image, face.box)
+            if jpeg is not None:
+                out[id(face)] = base64.b64encode(jpeg).decode("ascii")
     return out
+
+
+def thumbnail_jpeg(image: np.ndarray, box: Any, side: int = THUMB) -> bytes | None:
+    """A `side` x `side` JPEG of the square around `box` in the RGB `image` (None if it cannot be encoded)."""
+    import cv2
+
+    thumb = cv2.resize(_square(image, box), (side, side), interpolation=cv2.INTER_AREA)
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(thumb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return jpeg.tobytes() if ok else None
 
 
 def _square(image: np.ndarray, box: Any, margin: float = 0.25) -> np.ndarray:

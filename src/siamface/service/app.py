@@ -252,7 +252,7 @@ class _BodyTimeout(Exception):
 def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     """The application for `settings`. `service`: one already opened (models loaded); else the lifespan
     opens one at start-up."""
-    from .routes import embedding, liveness, people, recognition, system
+    from .routes import embedding, library, liveness, people, recognition, system
 
     service = service or Service(settings)
     opened_here = service.pipeline is None
@@ -338,6 +338,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     app.include_router(people.router)
     app.include_router(liveness.router)
     app.include_router(embedding.router)
+    app.include_router(library.router)
 
     static = resources.files("siamface.service") / "static"
 

@@ -80,6 +80,7 @@ class Settings:
     keep_alive_s: float = KEEP_ALIVE_S
     additions_per_person: int = ADDITIONS_PER_PERSON
     additions_window_s: float = ADDITIONS_WINDOW_S
+    library: Path | None = None  # the one folder whose photos the page's photo library may read
 
     @property
     def active_liveness(self) -> bool:
@@ -112,6 +113,11 @@ class Settings:
 
         if self.device is not None and self.device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.library is not None:
+            folder = Path(self.library).resolve()  # the operator's folder, links resolved once, here
+            if not folder.is_dir():
+                raise ConfigError(f"--library {self.library}: not a folder")
+            object.__setattr__(self, "library", folder)
         if self.liveness not in LIVENESS_MODES:
             raise ConfigError(f"liveness must be one of {', '.join(LIVENESS_MODES)}, got {self.liveness!r}")
         if self.challenge_s <= 0 or self.session_ttl_s < self.challenge_s:

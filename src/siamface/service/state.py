@@ -120,6 +120,9 @@ class Service:
             per_key=settings.sessions_per_key,
             per_person=settings.sessions_per_person,
         )
+        from .library import PhotoLibrary
+
+        self.library = PhotoLibrary(settings.library)
         self.created_gallery = False
         self.model_note: str | None = None
         self.warnings: list[str] = []  # said at start (serve prints them)
@@ -266,7 +269,8 @@ class Service:
             from ..gallery.postgres import redact
 
             return (g, redact(g), str(self.settings.keys_file))
-        return (str(g.resolve()), str(g), str(g.resolve().parent), str(self.settings.keys_file))
+        folder = () if self.settings.library is None else (str(self.settings.library),)
+        return (str(g.resolve()), str(g), str(g.resolve().parent), str(self.settings.keys_file), *folder)
 
     # -- blocking work -----------------------------------------------------------------------------------
     def decode(self, upload: Upload) -> np.ndarray:
@@ -581,7 +585,7 @@ class Service:
     def enroll(
         self,
         name: str,
-        uploads: list[Upload],
+        uploads: list[Upload | tuple[np.ndarray, str]],
         metadata: dict[str, Any] | None,
         must_exist: bool,
         force: bool = False,
@@ -595,15 +599,15 @@ class Service:
         gallery's errors, which the app answers with 400 `invalid-name`, 409 `person-exists` and 404
         `unknown-person`. A new person whose face matches someone enrolled is 409 `already-enrolled`,
         naming whom to an `admin` only. Unless `admin`, the report carries no score and names nobody else:
-        a refused face "does not match"."""
+        a refused face "does not match". An upload may be an image already decoded, with its label."""
         # answered before decoding anything; the gallery decides again, inside its write transaction
         name = self.gallery.check_enrollment(name, new=not must_exist, existing=must_exist)
-        images = [self.decode(u) for u in uploads]
+        images = [u if isinstance(u, tuple) else (self.decode(u), u.label) for u in uploads]
         report = self.gallery.enroll(
             name,
-            images,
+            [image for image, _ in images],
             metadata=metadata,
-            sources=[u.label for u in uploads],
+            sources=[label for _, label in images],
             new=not must_exist,
             existing=must_exist,
             force=force,
@@ -622,6 +626,59 @@ class Service:
         if not admin:
             report = _without_scores(report)
         return bool(report["added"]), report
+
+    # -- photo library (routes/library.py) -----------------------------------------------------------------
+    def library_threshold(self) -> float:
+        from ..library.groups import cluster_threshold
+
+        return cluster_threshold(self.pipeline)
+
+    def library_view(self) -> dict[str, Any]:
+        version, grouping, entries = self.library.grouping(self.library_threshold(), self.pipeline.encoder.info.name)
+        face = lambda f: entries[id(f)].to_dict()  # noqa: E731
+        return {
+            **self.library.counts(),
+            "version": version,
+            "folder": self.library.root is not None,
+            "clusters": [{"id": k, "faces": [face(f) for f in group]} for k, group in enumerate(grouping.clusters)],
+            "unclustered": [face(f) for f in grouping.unclustered],
+            "model": grouping.model,
+            "threshold": round(float(grouping.threshold), 6),
+        }
+
+    def library_scan(self) -> dict[str, Any]:
+        """The folder's new photos, read for at most half the request's time budget."""
+        deadline = self.clock() + self.settings.time_budget_s / 2
+        return self.library.scan(self.pipeline, self.settings.max_pixels, lambda: self.clock() > deadline)
+
+    def library_add(self, uploads: list[Upload]) -> dict[str, Any]:
+        from ..errors import ImageError
+
+        photos = []
+        for u in uploads:
+            try:
+                photos.append({"file": u.label, "faces": self.library.add(self.pipeline, self.decode(u), u.label)})
+            except ImageError as exc:
+                photos.append({"file": u.label, "error": str(exc)})
+        return {**self.library.counts(), "photos": photos}
+
+    def library_enroll(
+        self, group: int, version: int, name: str, key: str | None, admin: bool
+    ) -> tuple[bool, dict[str, Any]]:
+        """Enroll group `group` of the library at `version` as the new person `name` (see the route)."""
+        from ..library.groups import ENROLL_TEMPLATES, largest
+
+        name = self.gallery.check_enrollment(name, new=True, existing=False)
+        shown, grouping, entries = self.library.grouping(self.library_threshold(), self.pipeline.encoder.info.name)
+        if shown != version:
+            raise ServiceError(
+                409, "library-changed", f"the library changed since version {version} (now {shown}): look again"
+            )
+        if not 0 <= group < len(grouping.clusters):
+            raise ServiceError(404, "unknown-group", f"no group {group} (the library has {len(grouping.clusters)})")
+        chosen = [entries[id(f)] for f in largest(grouping.clusters[group], ENROLL_TEMPLATES)]
+        crops = [(self.library.enrol_crop(e, self.settings.max_pixels), e.face.file) for e in chosen]
+        return self.enroll(name, crops, None, False, False, key, admin)
 
 
 def _without_scores(report: dict[str, Any]) -> dict[str, Any]:

@@ -48,6 +48,7 @@ async function readRole() {
   for (const el of document.querySelectorAll("[data-needs]")) {
     el.hidden = el.dataset.needs !== "recognise" && !may[el.dataset.needs];
   }
+  if (may.enrol) showLibrary();
 }
 
 $("key-form").addEventListener("submit", async (event) => {
@@ -385,6 +386,125 @@ $("verify-form").addEventListener("submit", async (event) => {
   } finally {
     busy = false;
   }
+});
+
+// -- photo library (enrol keys) ------------------------------------------------------------------------
+// Every name and file name goes into the page as text (textContent, alt, title), never as markup; the
+// thumbnails are fetched with the key and shown from blob URLs, and never cached (the server says no-store).
+const LIBRARY_THUMBS = 12;     // thumbnails shown per group
+let libraryUrls = [];
+
+async function request(method, path, form) {
+  const response = await fetch(path, {
+    method, body: form, cache: "no-store", headers: { "Authorization": "Bearer " + apiKey() },
+  });
+  let body = {};
+  try { body = await response.json(); } catch (e) { body = { error: "bad-answer", detail: "not JSON" }; }
+  return { status: response.status, ok: response.ok, body };
+}
+
+function libraryStatus(text, kind) {
+  $("library-status").textContent = text;
+  $("library-status").className = kind || "muted";
+}
+
+async function thumbnail(face) {
+  const img = document.createElement("img");
+  img.alt = face.file;
+  img.title = face.file;
+  const response = await fetch(`/v1/library/faces/${encodeURIComponent(face.id)}/thumbnail`, {
+    cache: "no-store", headers: { "Authorization": "Bearer " + apiKey() },
+  });
+  if (response.ok) {
+    const url = URL.createObjectURL(await response.blob());
+    libraryUrls.push(url);
+    img.src = url;
+  }
+  return img;
+}
+
+async function libraryRow(title, faces, group, version) {
+  const row = document.createElement("div");
+  row.className = "group";
+  const heading = document.createElement("h3");
+  const more = faces.length > LIBRARY_THUMBS ? `, ${faces.length - LIBRARY_THUMBS} more not shown` : "";
+  heading.textContent = `${title}: ${faces.length} face(s)${more}`;
+  row.append(heading);
+  row.append(...await Promise.all(faces.slice(0, LIBRARY_THUMBS).map(thumbnail)));
+  if (group !== null) {
+    const form = document.createElement("form");
+    const name = document.createElement("input");
+    name.placeholder = "name this person";
+    name.required = true;
+    name.maxLength = 200;
+    const button = document.createElement("button");
+    button.type = "submit";
+    button.textContent = "Enroll";
+    form.append(name, button);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const data = new FormData();
+      data.append("name", name.value.trim());
+      data.append("version", String(version));
+      const answer = await request("POST", `/v1/library/groups/${group}/enroll`, data);
+      $("answer").textContent = JSON.stringify(answer.body, null, 2);
+      if (answer.ok) {
+        libraryStatus(`Enrolled ${answer.body.person}: ${answer.body.added.length} face(s) kept, ` +
+                      `${answer.body.rejected.length} refused.`, "good");
+      } else {
+        libraryStatus(`Not enrolled — ${problem(answer)}`, "bad");
+      }
+    });
+    row.append(form);
+  }
+  return row;
+}
+
+async function showLibrary() {
+  const answer = await request("GET", "/v1/library");
+  if (!answer.ok) { libraryStatus(`Library — ${problem(answer)}`, "bad"); return; }
+  const view = answer.body;
+  $("library-scan").hidden = !view.folder;
+  for (const url of libraryUrls) URL.revokeObjectURL(url);
+  libraryUrls = [];
+  const rows = [];
+  for (const cluster of view.clusters) {
+    rows.push(await libraryRow(`group ${cluster.id}`, cluster.faces, cluster.id, view.version));
+  }
+  if (view.unclustered.length) rows.push(await libraryRow("alone", view.unclustered, null, view.version));
+  $("library-groups").replaceChildren(...rows);
+  const errors = view.errors.length ? `; ${view.errors.length} file(s) not read` : "";
+  libraryStatus(`${view.faces} face(s) in ${view.files} photo(s): ${view.clusters.length} group(s), ` +
+                `${view.unclustered.length} alone${errors}.`);
+}
+
+$("library-scan").addEventListener("click", async () => {
+  let answer;
+  do {
+    libraryStatus("Reading the server's folder…");
+    answer = await request("POST", "/v1/library/scan");
+    if (!answer.ok) { libraryStatus(`Reading the folder — ${problem(answer)}`, "bad"); return; }
+    libraryStatus(`Read ${answer.body.read}, ${answer.body.left} left…`);
+  } while (!answer.body.done);
+  await showLibrary();
+});
+
+$("library-upload").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const files = $("library-files").files;
+  if (!files.length) return;
+  const form = new FormData();
+  for (const file of files) form.append("images", file, file.name);
+  libraryStatus("Adding photos…");
+  const answer = await request("POST", "/v1/library/photos", form);
+  if (!answer.ok) { libraryStatus(`Adding photos — ${problem(answer)}`, "bad"); return; }
+  await showLibrary();
+});
+
+$("library-show").addEventListener("click", showLibrary);
+$("library-forget").addEventListener("click", async () => {
+  await request("DELETE", "/v1/library");
+  await showLibrary();
 });
 
 showKeyState();
