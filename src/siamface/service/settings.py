@@ -45,6 +45,7 @@ class Settings:
     min_face: int = 20
     upsample: int | None = None
     threshold: float | None = None
+    fpir: float | None = None  # 1:N: the share of strangers that may be named (None: calibration's, else 1 %)
     min_enroll_face: int = 60  # enrollment gate: smallest face side, in pixels
     keep_images: bool = False  # only when the gallery is created by the server
     liveness: str = "off"  # "off", or a capture session: "passive", "active" (prompts) or "both"
@@ -99,6 +100,12 @@ class Settings:
         if self.keys_file is None:
             object.__setattr__(self, "keys_file", keys_file_for(self.gallery))
         object.__setattr__(self, "keys_file", Path(self.keys_file))
+        if self.fpir is not None:
+            from ..decision import check_fpir
+
+            check_fpir(self.fpir, "fpir")
+            if self.threshold is not None:
+                raise ConfigError("a fixed threshold and an FPIR target exclude each other: give one")
         if self.liveness not in LIVENESS_MODES:
             raise ConfigError(f"liveness must be one of {', '.join(LIVENESS_MODES)}, got {self.liveness!r}")
         if self.challenge_s <= 0 or self.session_ttl_s < self.challenge_s:

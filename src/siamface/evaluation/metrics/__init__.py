@@ -32,11 +32,17 @@ FPIR/FNIR, FNIR at FPIR targets, DET points and the gallery-size sweep); every n
 
 from ._checks import DEFAULT_FAR_TARGETS
 from .identification import (
+    DEFAULT_FPIR_TARGETS,
     OpenSetResult,
     RankResult,
+    SweepPoint,
     cmc_curve,
+    det_curve,
+    fnir_at_fpir,
+    gallery_sweep,
     open_set_rates,
     rank_k_rate,
+    threshold_at_fpir,
 )
 from .roc import TarAtFar, auc, eer, eer_from_roc, roc_curve, tar_at_far, tar_at_fars, threshold_for_far
 from .verification import BestThreshold, Confusion, KFoldResult, best_accuracy_threshold, confusion_at, lfw_10fold
@@ -62,4 +68,10 @@ __all__ = [
     "cmc_curve",
     "rank_k_rate",
     "open_set_rates",
+    "DEFAULT_FPIR_TARGETS",
+    "SweepPoint",
+    "det_curve",
+    "fnir_at_fpir",
+    "gallery_sweep",
+    "threshold_at_fpir",
 ]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from ._checks import _ratio
+from ._checks import _COUNT_EPS, _ratio
 
 
 # --------------------------------------------------------------------------- #
@@ -204,3 +205,166 @@ def open_set_rates(
         n_mated=n_mated,
         n_failures=int(failed.sum()),
     )
+
+
+# --------------------------------------------------------------------------- #
+# FNIR at FPIR targets, the DET curve, the gallery-size sweep
+# --------------------------------------------------------------------------- #
+#: The FPIR operating points `evaluate --identify` reports: 10 %, 1 %, 0.1 %.
+DEFAULT_FPIR_TARGETS: tuple[float, ...] = (1e-1, 1e-2, 1e-3)
+#: How a probe is scored against a person with several templates: the best one, their mean, the mean of
+#: the best two.
+SCORE_RULES: tuple[str, ...] = ("best", "mean", "top2")
+
+
+def _person_scores(similarity: np.ndarray, gallery_ids: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray]:
+    """(identities (I,), (P, I) per-identity scores by `rule`), NaN -> -inf (a failure never matches)."""
+    if rule not in SCORE_RULES:
+        raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(SCORE_RULES)}")
+    m = np.where(np.isnan(similarity), -np.inf, np.asarray(similarity, np.float64))
+    idents, inverse = np.unique(gallery_ids, return_inverse=True)
+    out = np.empty((m.shape[0], idents.size))
+    for j in range(idents.size):
+        cols = np.sort(m[:, inverse.ravel() == j], axis=1)[:, ::-1]
+        if rule == "best":
+            out[:, j] = cols[:, 0]
+        elif rule == "mean":
+            out[:, j] = cols.mean(axis=1)
+        else:
+            out[:, j] = cols[:, : min(2, cols.shape[1])].mean(axis=1)
+    return idents, out
+
+
+def threshold_at_fpir(non_mated_best: Any, fpir: float) -> float:
+    """The lowest threshold naming at most a share `fpir` of these non-mated searches (their best scores,
+    -inf for a failure): just above the (k+1)-th best, k = floor(fpir * searches)."""
+    best = np.sort(np.asarray(non_mated_best, np.float64))[::-1]
+    k = int(math.floor(fpir * best.size + _COUNT_EPS))
+    if k >= best.size:
+        return -math.inf
+    return float(np.nextafter(best[k], np.inf))
+
+
+def fnir_at_fpir(
+    similarity: Any, probe_ids: Any, gallery_ids: Any, fpir: float, *, rule: str = "best"
+) -> OpenSetResult:
+    """Open-set rates at the threshold where the measured FPIR is at most `fpir` (`threshold_at_fpir` on
+    the non-mated probes' best scores), identities scored by `rule` (see `SCORE_RULES`)."""
+    per_id, idents, pid, mated, _ = _validate_search(similarity, probe_ids, gallery_ids)
+    if rule != "best":
+        idents, per_id = _person_scores(np.asarray(similarity, np.float64), np.asarray(gallery_ids), rule)
+    t = threshold_at_fpir(per_id[~mated].max(axis=1), fpir) if (~mated).any() else math.inf
+    return _open_set_from_scores(per_id, idents, pid, mated, t)
+
+
+def _open_set_from_scores(per_id, idents, pid, mated, t: float) -> OpenSetResult:
+    best = per_id.max(axis=1)
+    rows = np.flatnonzero(mated)
+    ranks = _mated_ranks(per_id, idents, pid, mated)
+    true = per_id[rows, np.searchsorted(idents, pid[rows])]
+    found = (ranks <= 1) & (true >= t)
+    fp = int(np.count_nonzero(~mated & (best >= t)))
+    n_non = int(np.count_nonzero(~mated))
+    return OpenSetResult(
+        threshold=float(t),
+        rank=1,
+        fpir=_ratio(fp, n_non),
+        fnir=_ratio(int(np.count_nonzero(~found)), rows.size),
+        n_false_positives=fp,
+        n_non_mated=n_non,
+        n_misses=int(np.count_nonzero(~found)),
+        n_mated=int(rows.size),
+        n_failures=int(np.isneginf(best).sum()),
+    )
+
+
+def det_curve(similarity: Any, probe_ids: Any, gallery_ids: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The open-set DET curve: (FPIR, FNIR) at every threshold a non-mated best score sets, FPIR
+    decreasing."""
+    per_id, idents, pid, mated, _ = _validate_search(similarity, probe_ids, gallery_ids)
+    cuts = np.unique(per_id[~mated].max(axis=1))
+    cuts = cuts[np.isfinite(cuts)]
+    points = [_open_set_from_scores(per_id, idents, pid, mated, float(t)) for t in cuts]
+    return np.array([p.fpir for p in points]), np.array([p.fnir for p in points])
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One gallery size of the sweep: `people` enrolled with `templates` in all, the `threshold` in force
+    for that size, the FPIR measured on `n_non_mated` stranger searches against the `target`, and the
+    FNIR of `n_mated` mated searches, pooled over `draws` random galleries."""
+
+    people: int
+    templates: int
+    threshold: float
+    target: float | None
+    fpir: float
+    n_non_mated: int
+    fnir: float
+    n_mated: int
+    draws: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def gallery_sweep(
+    embeddings: Any,
+    labels: Any,
+    threshold_for: Any,
+    sizes: Sequence[int],
+    *,
+    per_person: int = 1,
+    min_searches: int = 4000,
+    max_draws: int = 200,
+    target: float | None = None,
+    seed: int = 0,
+) -> list[SweepPoint]:
+    """FPIR and FNIR measured at each gallery size: `people` identities drawn at random (among those with
+    more than `per_person` faces) are enrolled with their first `per_person` faces; their other faces are
+    mated searches, every face of every other identity a stranger's search. The threshold at each size is
+    ``threshold_for(people, templates)`` (a fixed one ignores both); the best template decides (the
+    best-of-k rule). Draws repeat until `min_searches` stranger searches (at most `max_draws`).
+    `embeddings`: (n, d) L2-normalised, NaN rows where no face was found (left out)."""
+    e = np.asarray(embeddings, np.float64)
+    y = np.asarray(labels)
+    ok = ~np.isnan(e).any(axis=1)
+    e, y = e[ok], y[ok]
+    idents, counts = np.unique(y, return_counts=True)
+    eligible = idents[counts > per_person]
+    sim = e @ e.T
+    rng = np.random.default_rng(seed)
+    rows = np.arange(len(y))
+    out = []
+    for people in sizes:
+        if people > len(eligible) or people >= len(idents):
+            continue
+        fp = n_non = misses = n_mated = draws = 0
+        t = float(threshold_for(people, people * per_person))
+        while draws < max_draws and (n_non < min_searches or draws == 0):
+            chosen = rng.choice(eligible, people, replace=False)
+            enrolled = np.isin(y, chosen)
+            gallery = np.concatenate([rows[y == c][:per_person] for c in chosen])
+            mated = enrolled & ~np.isin(rows, gallery)
+            s = sim[:, gallery]
+            best = s.max(axis=1)
+            named = y[gallery][s.argmax(axis=1)]
+            fp += int(np.count_nonzero(~enrolled & (best >= t)))
+            n_non += int(np.count_nonzero(~enrolled))
+            misses += int(np.count_nonzero(mated & ~((named == y) & (best >= t))))
+            n_mated += int(np.count_nonzero(mated))
+            draws += 1
+        out.append(
+            SweepPoint(
+                people,
+                people * per_person,
+                t,
+                target,
+                _ratio(fp, n_non),
+                n_non,
+                _ratio(misses, n_mated),
+                n_mated,
+                draws,
+            )
+        )
+    return out

@@ -97,11 +97,23 @@ async def identify(
             "(default 0.01) is the least taken",
         ),
     ] = None,
+    fpir: Annotated[
+        float | None,
+        Form(
+            gt=0,
+            lt=1,
+            description="a lower share of strangers that may be named than the server's FPIR target (a higher "
+            "one is not taken: the server's is the most)",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """Every face of the image, biggest first, named (`known`), `ambiguous` or `unknown`: the JSON of
     `siamface identify --json`, plus the image `size`, revealing less: an `unknown` face has no similarity
     and no candidates, a named or ambiguous one only the (at most `top`) candidates scoring at least the
     threshold minus the server's margin, and a person locked out of verification is searched as if not
-    enrolled. A `margin` above the server's makes more faces ambiguous; below it, the server's is used."""
+    enrolled. A `margin` above the server's makes more faces ambiguous; below it, the server's is used.
+    The answer says the 1:N `threshold`, the `fpir` target it was set for and the `gallery_size` (people,
+    templates) it was computed for: it follows the gallery as people are enrolled and removed. An `fpir`
+    below the server's raises the threshold; above it, the server's is used."""
     probe = await read_upload(image, "image")
-    return await svc.run(svc.identify, probe, top, margin, svc.lockout.locked(), key)
+    return await svc.run(svc.identify, probe, top, margin, svc.lockout.locked(), key, fpir)
