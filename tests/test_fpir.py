@@ -23,6 +23,10 @@ def _enrol(gallery, people) -> None:
         assert done.returncode == 0, done.stderr
 
 
+#: a target strict enough that the threshold is above the 1:1 one (its floor) for any model at these sizes
+STRICT = "0.0001"
+
+
 def _identify(gallery, subject: int, *extra) -> dict:
     done = run_cli("identify", "--gallery", gallery, att(subject, 1), "--json", *extra)
     assert done.returncode in (0, 1), done.stderr
@@ -33,18 +37,19 @@ def _identify(gallery, subject: int, *extra) -> dict:
 def gallery(tmp_path_factory):
     path = tmp_path_factory.mktemp("fpir") / "people.db"
     _enrol(path, PEOPLE[:2])
-    small = _identify(path, 3)
+    small = _identify(path, 3, "--fpir", STRICT)
     _enrol(path, PEOPLE[2:])
     return path, small
 
 
 def test_the_threshold_rises_with_the_gallery_and_every_answer_says_why(gallery):
     path, small = gallery
-    large = _identify(path, 3)
-    assert small["gallery_size"] == {"people": 2, "templates": 6} and small["fpir"] == 0.01
-    assert large["gallery_size"] == {"people": 7, "templates": 21} and large["fpir"] == 0.01
+    large = _identify(path, 3, "--fpir", STRICT)
+    assert small["gallery_size"] == {"people": 2, "templates": 6} and small["fpir"] == 0.0001
+    assert large["gallery_size"] == {"people": 7, "templates": 21} and large["fpir"] == 0.0001
     assert large["threshold"] > small["threshold"]
-    assert large["threshold_source"].startswith("FPIR 0.01 for 7 people / 21 templates")
+    assert large["threshold_source"].startswith("FPIR 0.0001 for 7 people / 21 templates")
+    large = _identify(path, 3)
     assert large["faces"][0]["person"] == "s3"
     text = run_cli("identify", "--gallery", path, att(3, 1))
     assert f"threshold {large['threshold']:.4f} (FPIR 0.01 for 7 people / 21 templates)" in text.stdout
@@ -59,7 +64,7 @@ def test_a_stranger_is_unknown_among_the_fixture_people(gallery):
 
 def test_a_stricter_target_raises_the_threshold_and_a_fixed_one_excludes_it(gallery):
     path, _ = gallery
-    base, strict = _identify(path, 3), _identify(path, 3, "--fpir", "0.0001")
+    base, strict = _identify(path, 3), _identify(path, 3, "--fpir", STRICT)
     assert strict["threshold"] > base["threshold"] and strict["fpir"] == 0.0001
     fixed = _identify(path, 3, "--threshold", "0.9")
     assert fixed["threshold"] == 0.9 and fixed["fpir"] is None

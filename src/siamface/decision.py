@@ -18,7 +18,8 @@ Thresholds (`resolve`), for 1:1 and 1:N, each with the source said in every answ
 1:N by FPIR (`fpir_threshold`): the operator states the share of strangers that may be named (`fpir`,
 default `DEFAULT_FPIR`); a stranger meets every template of the gallery (M = its templates: the best-of-k
 rule), so the threshold in force is the impostor score a single comparison reaches with probability
-``p = 1 - (1 - fpir) ** (1 / M)``, read from the model's impostor tail (`siamface.tails`: measured quantiles,
+``p = 1 - (1 - fpir) ** (1 / M)`` (never below the 1:1 threshold: a small gallery would name on less
+evidence than a verification takes), read from the model's impostor tail (`siamface.tails`: measured quantiles,
 a fitted generalised Pareto model below them), recomputed for the gallery's size at every search
 (`Thresholds.for_gallery`). A calibration made with ``--target fpir=X`` brings its own tail and target.
 A caller's fixed threshold, or a calibration to a FAR, sets a fixed 1:N threshold instead.
@@ -177,6 +178,16 @@ def fpir_threshold(policy: FpirPolicy, people: int, templates: int) -> Threshold
     return Threshold(float(value), source, p, policy.fpir, int(people), int(templates))
 
 
+def _at_least_verify(identify: Threshold, verify: Threshold) -> Threshold:
+    """A 1:N threshold by FPIR, raised to the 1:1 one when below it (a small gallery): naming someone never
+    takes less evidence than verifying them (the source says so)."""
+    if identify.value >= verify.value:
+        return identify
+    return dataclasses.replace(
+        identify, value=verify.value, source=f"{identify.source}, raised to the 1:1 threshold {verify.value:g}"
+    )
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """The thresholds in force for a model: 1:1 (`verify`), 1:N (`identify`) and the 1:N ambiguity
@@ -203,7 +214,7 @@ class Thresholds:
         templates (unchanged for a fixed 1:N threshold)."""
         if self.fpir is None:
             return self
-        identify = fpir_threshold(self.fpir, max(int(people), 1), max(int(templates), 1))
+        identify = _at_least_verify(fpir_threshold(self.fpir, max(int(people), 1), max(int(templates), 1)), self.verify)
         return dataclasses.replace(self, identify=identify)
 
     def with_fpir(self, fpir: float | None, *, stricter_only: bool = False) -> Thresholds:
@@ -224,7 +235,7 @@ class Thresholds:
         policy = dataclasses.replace(self.fpir, fpir=fpir)
         identify = self.identify
         if identify.people is not None and identify.templates is not None:
-            identify = fpir_threshold(policy, identify.people, identify.templates)
+            identify = _at_least_verify(fpir_threshold(policy, identify.people, identify.templates), self.verify)
         return dataclasses.replace(self, fpir=policy, identify=identify)
 
     def with_margin(self, margin: float | None) -> Thresholds:
