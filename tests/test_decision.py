@@ -11,6 +11,7 @@ from test_thresholds import cal
 from siamface import Pipeline
 from siamface.decision import CALLER, Liveness, Threshold, claim, gate, resolve, same
 from siamface.errors import ConfigError
+from siamface.tails import shipped_tail
 from siamface.thresholds import save_calibration, user_calibration_file
 from siamface.types import Decision, Verification
 
@@ -18,8 +19,10 @@ from siamface.types import Decision, Verification
 def test_resolution_order_with_sources(tmp_path):
     info = Pipeline().encoder.info
     default = resolve(info)
-    assert (default.verify.value, default.identify.value) == (info.threshold, info.identify_threshold)
-    assert default.verify.source == info.threshold_source and "1:N" in default.identify.source
+    tail = shipped_tail(info.name)
+    floor = max(tail.score_at(0.01), info.threshold)  # 1:N never below 1:1
+    assert (default.verify.value, default.identify.value) == (info.threshold, pytest.approx(floor))
+    assert default.verify.source == info.threshold_source and default.identify.source.startswith("FPIR 0.01")
     given = resolve(info, given=0.8, calibration=cal(0.95))
     assert given.verify == given.identify == Threshold(0.8, CALLER)  # the caller's wins, no FAR claimed
     calibrated = resolve(info, calibration=cal(0.95))

@@ -331,3 +331,21 @@ def test_ctrl_c_closes_cleanly():
     timer.join()
     reader._thread.join(timeout=5)
     assert len(frames) < 200 and not reader._thread.is_alive()
+
+
+def test_cli_watch_events_say_the_fpir_policy_as_identify_does(near_tie_gallery, tmp_path):
+    """Every `watch` event carries the 1:N threshold, the FPIR target and the gallery size it was computed
+    for, the same as `identify` answers with."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    image = scene([(att_rgb(3, 1), 2.0, (200, 100))])
+    cv2.imwrite(str(frames / "0001.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    g = str(near_tie_gallery.store.location)
+    options = ("--model", "dlib-resnet", "--fpir", "0.001", "--json")
+    watched = cli("watch", "-g", g, "--source", frames, *options)
+    assert watched.returncode == 0, watched.stderr
+    appeared = [e for e in map(json.loads, watched.stdout.splitlines()) if e["event"] == "appeared"][0]
+    named = json.loads(cli("identify", "-g", g, frames / "0001.png", *options).stdout)["results"][0]
+    assert appeared["fpir"] == named["fpir"] == 0.001
+    assert appeared["gallery_size"] == named["gallery_size"] and named["gallery_size"]["people"] >= 2
+    assert appeared["threshold"] == pytest.approx(named["threshold"], abs=1e-6)

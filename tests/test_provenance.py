@@ -52,3 +52,10 @@ def test_the_terms_table_says_the_development_sets_may_not_ship():
     for name in ("nuaa", "replay_crops", "celeba_ids"):
         assert DATASETS[name][1] is False
     assert "liveness/models" in MODEL_FOLDERS and provenance.describe()
+
+
+def test_the_impostor_tails_are_a_statistic_of_the_fitting_identities_recorded_as_such():
+    entry = provenance.records("embedding/models")["impostor_tails.json"]
+    assert entry["training_data"] == [] and entry["measured_on"] == ["celeba_ids"]
+    tails = json.loads((provenance.record_file("embedding/models").parent / "impostor_tails.json").read_text())
+    assert "fitting identities" in tails["source"]

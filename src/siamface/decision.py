@@ -12,8 +12,17 @@ Thresholds (`resolve`), for 1:1 and 1:N, each with the source said in every answ
    ``<gallery>.thresholds.json``);
 3. the model's entry in the user's calibration file (`siamface.thresholds.user_calibration_file`);
    a calibration is the user's operating point for 1:1 and 1:N alike;
-4. the model's measured defaults: 1:1 ``info.threshold``; 1:N ``info.identify_threshold`` (stricter), or
-   the 1:1 one when the model has none.
+4. the model's measured defaults: 1:1 ``info.threshold``; 1:N set by FPIR (below) when the package ships
+   the model's impostor tail, else ``info.identify_threshold`` (stricter), or the 1:1 one.
+
+1:N by FPIR (`fpir_threshold`): the operator states the share of strangers that may be named (`fpir`,
+default `DEFAULT_FPIR`); a stranger meets every template of the gallery (M = its templates: the best-of-k
+rule), so the threshold in force is the impostor score a single comparison reaches with probability
+``p = 1 - (1 - fpir) ** (1 / M)`` (never below the 1:1 threshold: a small gallery would name on less
+evidence than a verification takes), read from the model's impostor tail (`siamface.tails`: measured quantiles,
+a fitted generalised Pareto model below them), recomputed for the gallery's size at every search
+(`Thresholds.for_gallery`). A calibration made with ``--target fpir=X`` brings its own tail and target.
+A caller's fixed threshold, or a calibration to a FAR, sets a fixed 1:N threshold instead.
 
 Every threshold is checked where it enters (`check_threshold`): a finite number in the model's plausible
 range, from its impostor median (``info.impostor_median``: below it most strangers match) to 1, else
@@ -24,6 +33,7 @@ Decisions, all on cosine similarity (higher = more alike; a face matches when ``
     same(similarity, t)                  one pair                                        -> Decision
     claim(scores, t, rule, fraction)     a probe against a claimed person's templates    -> Decision
     gate(decision, liveness)             a match refused unless the liveness checks pass -> Decision
+    fpir_threshold(tail, fpir, people, templates)  the 1:N threshold for a gallery's size  -> Threshold
     identity(similarities, t, margin)    1:N, open set, with the ambiguity margin        -> known / ambiguous / unknown
     in_reach(similarity, t, margin)      a 1:N candidate near enough to count as evidence -> bool
 
@@ -43,6 +53,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .errors import ConfigError
+from .tails import ImpostorTail, shipped_tail
 from .thresholds import Calibration, load_calibration, user_calibration_file
 from .types import Decision
 
@@ -59,6 +70,8 @@ KNOWN, AMBIGUOUS, UNKNOWN = "known", "ambiguous", "unknown"
 #: The plausible thresholds of a model whose impostor median was not measured: above 0 (a threshold of 0 or
 #: less matches about half of all strangers in any embedding space) and at most 1 (cosine similarity).
 PLAUSIBLE = (0.0, 1.0)
+#: The share of strangers 1:N may name (false-positive identification rate), by default.
+DEFAULT_FPIR = 0.01
 
 D = TypeVar("D", bound=Decision)
 
@@ -67,11 +80,24 @@ D = TypeVar("D", bound=Decision)
 @dataclass(frozen=True)
 class Threshold:
     """One threshold in force: its value, where it comes from (said in every answer) and, when a
-    calibration or the model measured it, the false-accept rate at it."""
+    calibration or the model measured it, the false-accept rate at it. A 1:N threshold set by FPIR also
+    says its target `fpir` and the gallery size it was computed for (`people`, `templates`)."""
 
     value: float
     source: str
     far: float | None = None
+    fpir: float | None = None
+    people: int | None = None
+    templates: int | None = None
+
+    def describe_1n(self) -> dict[str, Any]:
+        """The 1:N fields every identify answer carries: threshold, its source, FPIR target, gallery size."""
+        return {
+            "threshold": round(self.value, 6),
+            "threshold_source": self.source,
+            "fpir": self.fpir,
+            "gallery_size": {"people": self.people, "templates": self.templates},
+        }
 
     def accepts(self, similarity):
         """Does `similarity` reach the threshold? A number gives a bool, an array an array of bools."""
@@ -113,24 +139,104 @@ def check_threshold(value: Any, info: Any = None, where: str = "threshold") -> f
     return number
 
 
+def check_fpir(value: Any, where: str = "the FPIR target") -> float:
+    """`value` as a float if it is a rate strictly between 0 and 1, else `ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"{where}: {value!r} is not a number")
+    if not 0 < float(value) < 1:
+        raise ConfigError(f"{where}: {value!r} is not a rate between 0 and 1 (e.g. 0.01 for 1 % of strangers)")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class FpirPolicy:
+    """1:N set by FPIR: the target `fpir`, the impostor `tail` it is read from and where that tail comes
+    from (`origin`, said in every answer)."""
+
+    fpir: float
+    tail: ImpostorTail = dataclasses.field(repr=False)
+    origin: str
+
+
+def comparison_rate(fpir: float, comparisons: int) -> float:
+    """The single-comparison false-match rate p at which a stranger compared with `comparisons` templates
+    is named with probability `fpir`: ``1 - (1 - p) ** M = fpir``."""
+    return float(-math.expm1(math.log1p(-fpir) / max(int(comparisons), 1)))
+
+
+def fpir_threshold(policy: FpirPolicy, people: int, templates: int) -> Threshold:
+    """The 1:N threshold naming a share `policy.fpir` of strangers in a gallery of `people` people and
+    `templates` templates (at least one of each is assumed): the tail's score at `comparison_rate`
+    (measured down to ``tail.finest``, the fitted model below; at most 1)."""
+    p = comparison_rate(policy.fpir, templates)
+    value = min(policy.tail.score_at(p), PLAUSIBLE[1])
+    part = "measured" if p >= policy.tail.finest else "fitted (generalised Pareto)"
+    source = (
+        f"FPIR {policy.fpir:g} for {people} people / {templates} templates: the {part} impostor tail "
+        f"({policy.origin}) at p={p:.3g} per comparison"
+    )
+    return Threshold(float(value), source, p, policy.fpir, int(people), int(templates))
+
+
+def _at_least_verify(identify: Threshold, verify: Threshold) -> Threshold:
+    """A 1:N threshold by FPIR, raised to the 1:1 one when below it (a small gallery): naming someone never
+    takes less evidence than verifying them (the source says so)."""
+    if identify.value >= verify.value:
+        return identify
+    return dataclasses.replace(
+        identify, value=verify.value, source=f"{identify.source}, raised to the 1:1 threshold {verify.value:g}"
+    )
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """The thresholds in force for a model: 1:1 (`verify`), 1:N (`identify`) and the 1:N ambiguity
     `margin`, resolved once (see `resolve`); `info`: the model they are for (its plausible range checks
-    a caller's threshold, see `given`)."""
+    a caller's threshold, see `given`). With `fpir` (1:N by FPIR), `identify` holds for the gallery size it
+    says until `for_gallery` computes it for another."""
 
     verify: Threshold
     identify: Threshold
     margin: float = DEFAULT_MARGIN
     calibration: Calibration | None = None
     info: Any = dataclasses.field(default=None, repr=False, compare=False)
+    fpir: FpirPolicy | None = None
 
     def given(self, value: float | None, source: str | None = None) -> Thresholds:
         """These thresholds with a caller's `value` in force for 1:1 and 1:N (unchanged when None), checked
-        against the model's plausible range (`check_threshold`)."""
+        against the model's plausible range (`check_threshold`): a fixed 1:N threshold, no FPIR policy."""
         if value is None:
             return self
         return resolve(self.info, given=value, given_source=source, margin=self.margin)
+
+    def for_gallery(self, people: int, templates: int) -> Thresholds:
+        """These thresholds with the 1:N one computed for a gallery of `people` people and `templates`
+        templates (unchanged for a fixed 1:N threshold)."""
+        if self.fpir is None:
+            return self
+        identify = _at_least_verify(fpir_threshold(self.fpir, max(int(people), 1), max(int(templates), 1)), self.verify)
+        return dataclasses.replace(self, identify=identify)
+
+    def with_fpir(self, fpir: float | None, *, stricter_only: bool = False) -> Thresholds:
+        """These thresholds with another FPIR target (unchanged when None). `stricter_only`: a target above
+        the one in force is refused (`ConfigError`): a client may narrow the server's policy, never widen
+        it. Without an FPIR policy (a fixed 1:N threshold) a target is refused too."""
+        if fpir is None:
+            return self
+        fpir = check_fpir(fpir)
+        if self.fpir is None:
+            raise ConfigError(
+                "the 1:N threshold in force is fixed (a given threshold or a FAR calibration): no FPIR target applies"
+            )
+        if stricter_only and fpir > self.fpir.fpir:
+            raise ConfigError(
+                f"an FPIR target of {fpir:g} is above the {self.fpir.fpir:g} in force; it may only be lower"
+            )
+        policy = dataclasses.replace(self.fpir, fpir=fpir)
+        identify = self.identify
+        if identify.people is not None and identify.templates is not None:
+            identify = _at_least_verify(fpir_threshold(policy, identify.people, identify.templates), self.verify)
+        return dataclasses.replace(self, fpir=policy, identify=identify)
 
     def with_margin(self, margin: float | None) -> Thresholds:
         """These thresholds with another ambiguity margin (unchanged when None); ConfigError outside [0, 1)."""
@@ -187,29 +293,41 @@ def resolve(
     given_source: str | None = None,
     calibration: Calibration | None = None,
     margin: float = DEFAULT_MARGIN,
+    fpir: float | None = None,
 ) -> Thresholds:
     """The thresholds in force for the model described by `info` (an `embedding.ModelInfo`; None when not
     known: only the general range is checked): the caller's `given` value, else `calibration` (see
-    `find_calibration`), else the model's defaults. Each is checked by `check_threshold`."""
+    `find_calibration`), else the model's defaults. Each is checked by `check_threshold`. `fpir`: the 1:N
+    target when 1:N is set by FPIR (default: the calibration's, else `DEFAULT_FPIR`); refused with a fixed
+    1:N threshold."""
     if given is not None:
         source = given_source or CALLER
         chosen = Threshold(check_threshold(given, info, f"the threshold {source}"), source)
-        return Thresholds(chosen, chosen, margin, info=info)
+        return Thresholds(chosen, chosen, margin, info=info).with_fpir(fpir)
     if calibration is not None:
         value = check_threshold(calibration.threshold, info, f"the calibrated threshold of {calibration.model}")
         chosen = Threshold(value, calibration.describe(), float(calibration.far))
-        return Thresholds(chosen, chosen, margin, calibration, info=info)
+        policy = None
+        if calibration.tail is not None:
+            tail = ImpostorTail.from_dict(calibration.tail, f"the calibration of {calibration.model}")
+            policy = FpirPolicy(check_fpir(calibration.fpir), tail, f"calibrated on {calibration.dataset}")
+        found = Thresholds(chosen, chosen, margin, calibration, info=info, fpir=policy)
+        return found.for_gallery(1, 1).with_fpir(fpir) if policy is not None else found.with_fpir(fpir)
     far = (getattr(info, "extra", None) or {}).get("far")
     where = f"the default threshold of model {info.name}"
     verify = Threshold(
         check_threshold(info.threshold, info, where), info.threshold_source, float(far) if far is not None else None
     )
+    tail = shipped_tail(info.name)
+    if tail is not None:
+        policy = FpirPolicy(DEFAULT_FPIR, tail, f"model {info.name}'s, {tail.n:,} impostor pairs of celeba_ids")
+        return Thresholds(verify, verify, margin, info=info, fpir=policy).for_gallery(1, 1).with_fpir(fpir)
     if info.identify_threshold is None:
-        return Thresholds(verify, verify, margin, info=info)
+        return Thresholds(verify, verify, margin, info=info).with_fpir(fpir)
     identify = Threshold(
         check_threshold(info.identify_threshold, info, where + " (1:N)"), info.identify_threshold_source
     )
-    return Thresholds(verify, identify, margin, info=info)
+    return Thresholds(verify, identify, margin, info=info).with_fpir(fpir)
 
 
 # -- 1:1 ----------------------------------------------------------------------------------------------

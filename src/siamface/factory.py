@@ -56,10 +56,15 @@ def _on_gallery(gallery: str | os.PathLike, model: str | None) -> tuple[str, str
 
 
 def open_gallery(
-    spec: str | os.PathLike, pipeline: Pipeline | None = None, *, create: bool = False, keep_images: bool = False
+    spec: str | os.PathLike,
+    pipeline: Pipeline | None = None,
+    *,
+    create: bool = False,
+    keep_images: bool = False,
+    fpir: float | None = None,
 ) -> Gallery:
     """The gallery `spec` names (an SQLite file or a ``postgresql://`` URL), searched with `pipeline` (None:
     one with the model the gallery is bound to and the calibration beside it, as `build_pipeline` builds).
     `create`: made, bound to the pipeline's model, when it does not exist; `keep_images` then decides whether
-    face crops are kept."""
-    return Gallery(spec, pipeline, create=create, keep_images=keep_images)
+    face crops are kept. `fpir`: the 1:N FPIR target (see `Gallery`)."""
+    return Gallery(spec, pipeline, create=create, keep_images=keep_images, fpir=fpir)

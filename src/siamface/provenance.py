@@ -3,7 +3,8 @@
 Each model folder (``detection/models``, ``liveness/models``, ``embedding/models`` when there is one) holds a
 ``PROVENANCE.json``: for every other file in the folder, its ``source``, ``licence`` and ``training_data`` (the
 data sets its weights were fitted on, as keys of `DATASETS`; an empty list for a file with no weights: a
-licence text, a notice, a source note). `problems` lists what would make the package unshippable: a file
+licence text, a notice, a source note) and, for a statistic measured on data (the impostor tails),
+``measured_on``: those data sets, which must be known, and may be development sets (no weights are fitted). `problems` lists what would make the package unshippable: a file
 with no record, a record for a file that is not there, a data set that is not in `DATASETS`, or one whose
 terms do not allow shipping weights fitted on it. ``siamface models`` prints the records.
 """
@@ -102,6 +103,9 @@ def problems(folders=MODEL_FOLDERS) -> list[str]:
                     found.append(f"{folder}/{name}: training data {dataset!r} has no known terms")
                 elif not terms[1]:
                     found.append(f"{folder}/{name}: trained on {dataset} ({terms[0]}), which may not ship")
+            for dataset in entry.get("measured_on", []):
+                if dataset not in DATASETS:
+                    found.append(f"{folder}/{name}: measured on {dataset!r}, which has no known terms")
         for name in sorted(set(recorded) - set(files)):
             found.append(f"{folder}/{name}: recorded but not shipped")
     return found
@@ -119,6 +123,7 @@ def describe(folders=MODEL_FOLDERS) -> list[dict]:
                     "file": f"{folder}/{name}",
                     "source": entry.get("source"),
                     "licence": entry.get("licence"),
+                    "measured_on": entry.get("measured_on", []),
                     "training_data": [
                         f"{d} ({DATASETS[d][0]})" if d in DATASETS else d for d in entry.get("training_data", [])
                     ],

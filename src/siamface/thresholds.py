@@ -39,7 +39,7 @@ class Calibration:
 
     model: str
     threshold: float
-    criterion: str  # "far=0.001", "eer" or "best-accuracy"
+    criterion: str  # "far=0.001", "eer", "best-accuracy" or "fpir=0.01"
     far: float  # false-accept rate measured at the threshold on the calibration data
     frr: float  # false-reject rate measured there
     dataset: str = ""
@@ -47,9 +47,16 @@ class Calibration:
     n_genuine: int = 0
     n_impostor: int = 0
     created: str = ""
+    fpir: float | None = None  # a calibration for 1:N by FPIR ("fpir=X"): its target ...
+    tail: dict | None = None  # ... and the impostor tail measured (`siamface.tails.ImpostorTail.to_dict`)
 
     def describe(self) -> str:
         where = f" on {self.dataset}" if self.dataset else ""
+        if self.fpir is not None:
+            return (
+                f"calibrated ({self.criterion}){where}: 1:1 at FAR {self.far:.4%} ({self.n_impostor} impostor pairs), "
+                "1:N set by FPIR from this data's impostor tail"
+            )
         return (
             f"calibrated ({self.criterion}){where}: FAR {self.far:.4%}, FRR {self.frr:.4%} "
             f"at this threshold ({self.n_genuine} genuine / {self.n_impostor} impostor pairs)"

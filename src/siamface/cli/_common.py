@@ -102,6 +102,19 @@ def add_margin_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_fpir_option(p: argparse.ArgumentParser) -> None:
+    """--fpir: the share of strangers 1:N may name (identify and watch alike, see siamface.decision)."""
+    p.add_argument(
+        "--fpir",
+        type=float,
+        default=None,
+        metavar="RATE",
+        help="1:N threshold set so that at most this share of strangers is named as someone, for the "
+        "gallery's current size (default: the calibration's target, else 0.01; not with --threshold, "
+        "which fixes the 1:N threshold)",
+    )
+
+
 def add_cache_options(p: argparse.ArgumentParser) -> None:
     """--cache PATH | --no-cache: the embedding cache (`siamface.evaluation.cache`)."""
     c = p.add_mutually_exclusive_group()

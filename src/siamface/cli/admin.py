@@ -297,14 +297,16 @@ def _merge_threshold(args):
 
 
 def _clash_threshold(args):
-    """The 1:N threshold in force on an existing gallery, at which a new person of an import must match
-    nobody else (a face belongs to one person); None with --force, or for a gallery the import creates."""
-    from ..factory import gallery_thresholds
+    """The 1:N threshold in force on an existing gallery (by FPIR: for its size now), at which a new person of
+    an import must match nobody else (a face belongs to one person); None with --force, or for a gallery the
+    import creates."""
+    from ..factory import open_gallery
     from ..gallery.backends import gallery_exists
 
     if args.force or not gallery_exists(args.gallery):
         return None
-    return gallery_thresholds(args.gallery).identify
+    with open_gallery(args.gallery) as gallery:
+        return gallery.thresholds.identify
 
 
 def cmd_import(args) -> int:

@@ -6,7 +6,7 @@
     siamface evaluate --identify DIR [--gallery-per-id N] [--unknown-fraction F]
         [--out DIR] [--cache PATH | --no-cache] [--quiet] [--detector D] [--threshold T] [--json]
 
-    siamface calibrate (same data options) --target far=0.001|eer|best-accuracy [--write FILE] [--force]
+    siamface calibrate (same data options) --target far=0.001|fpir=0.01|eer|best-accuracy [--write FILE] [--force]
 
 Both exit 0 on success and 2 on error (one line on stderr). Nothing heavy is imported until a command runs.
 """
@@ -65,6 +65,9 @@ def add_parsers(sub) -> None:
             "model's calibration (the user calibration file unless --write FILE), with the FAR and "
             "FRR it achieves and the data it was measured on; 'siamface verify' then uses it. A FAR "
             "target finer than 1 / (number of impostor pairs) is refused unless --force. "
+            "--target fpir=RATE calibrates 1:N instead: the data's impostor score tail is saved with the "
+            "target, and identify/watch/serve set the 1:N threshold from it for the gallery's size "
+            "(--folder: every impostor pair is used unless --impostors says otherwise). "
             "Exit code 0, or 2 on error."
         ),
         epilog=_DATA_HELP,
@@ -73,9 +76,10 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--target",
         required=True,
-        metavar="far=RATE|eer|best-accuracy",
-        help="criterion: the lowest threshold with FAR <= RATE on this data (e.g. far=0.001), the "
-        "equal-error-rate threshold, or the threshold of best accuracy",
+        metavar="far=RATE|fpir=RATE|eer|best-accuracy",
+        help="criterion: the lowest threshold with FAR <= RATE on this data (e.g. far=0.001), 1:N naming at "
+        "most RATE of strangers at any gallery size (e.g. fpir=0.01), the equal-error-rate threshold, "
+        "or the threshold of best accuracy",
     )
     p.add_argument("--write", metavar="FILE", help="calibration file to write (default: the user's, read by verify)")
     p.add_argument(
@@ -271,7 +275,9 @@ def cmd_calibrate(args) -> int:
     from ..evaluation.runner import calibrate, parse_target
     from ..thresholds import user_calibration_file
 
-    parse_target(args.target)  # a bad --target fails before any image is embedded
+    criterion, _ = parse_target(args.target)  # a bad --target fails before any image is embedded
+    if criterion.startswith("fpir=") and args.folder and args.impostors is None:
+        args.impostor_ratio = 1e12  # a tail is measured on every impostor pair of the folder
     pipeline = pipeline_from_args(args)
     report = _run(args, pipeline)
     cal, path = calibrate(report, args.target, args.write, force=args.force, info=pipeline.encoder.info)
@@ -310,6 +316,14 @@ def cmd_calibrate(args) -> int:
                 f"  warning: forced; {n_imp:,} impostor {kind} cannot measure a FAR of {far:g} "
                 f"(needs >= {round(1 / far):,})"
             )
+    if cal.fpir is not None:
+        tail = cal.tail or {}
+        measured = tail.get("quantiles", [[None]])[-1][0]
+        print(
+            f"  1:N set by FPIR {cal.fpir:g}: impostor tail of {tail.get('n', 0):,} comparisons, measured down to "
+            f"p={measured:g} per comparison, a fitted generalised Pareto model below (xi "
+            f"{tail.get('gpd', {}).get('xi', float('nan')):+.3f})"
+        )
     print(f"  wrote {path}")
     if path.resolve() == user_file.resolve():
         print(f"  'siamface verify --model {cal.model}' now uses this threshold (unless --threshold is given)")

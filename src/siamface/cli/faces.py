@@ -212,6 +212,12 @@ def cmd_models(args) -> int:
                 "threshold_source": defaults.verify.source,
                 "identify_threshold": defaults.identify.value,
                 "identify_threshold_source": defaults.identify.source,
+                "identify_fpir": defaults.fpir.fpir if defaults.fpir is not None else None,
+                "identify_threshold_by_templates": {
+                    n: round(defaults.for_gallery(n, n).identify.value, 4) for n in (10, 1_000, 100_000)
+                }
+                if defaults.fpir is not None
+                else None,
                 "licence": "; ".join(dict.fromkeys(p.info.extra.get("licence", "") for p in parts)),
                 "training_data": "; ".join(dict.fromkeys(p.info.extra.get("training data", "") for p in parts)),
             }
@@ -230,7 +236,11 @@ def cmd_models(args) -> int:
             default = " (default)" if m["default"] else ""
             print(f"  {m['name']}{default}: {m['embedding_size']}-d, input {m['input']}, {m['metric']}")
             print(f"      threshold 1:1 {m['threshold']} ({m['threshold_source']})")
-            print(f"      threshold 1:N {m['identify_threshold']} ({m['identify_threshold_source']})")
+            if m["identify_fpir"] is not None:
+                sizes = ", ".join(f"{n:,} templates {t}" for n, t in m["identify_threshold_by_templates"].items())
+                print(f"      threshold 1:N by FPIR {m['identify_fpir']:g}, by gallery size: {sizes}")
+            else:
+                print(f"      threshold 1:N {m['identify_threshold']} ({m['identify_threshold_source']})")
             print(f"      licence: {m['licence']}; training data: {m['training_data']}")
         print("liveness models:")
         for m in liveness:

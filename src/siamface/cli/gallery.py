@@ -28,6 +28,7 @@ from ._common import (
     EXIT_NO,
     EXIT_OK,
     add_chain_options,
+    add_fpir_option,
     add_gallery_option,
     add_margin_option,
     open_gallery,
@@ -138,7 +139,9 @@ def add_parsers(sub) -> None:
         "read or holds no face is reported as an error (on stderr; under \"errors\" with --json) "
         "and the other probes are still answered. Exit code 0 when every probe has at least one "
         "known face (others beside it may be unknown), 1 when a probe has none (every face "
-        "unknown or ambiguous), 2 when a probe was an error.",
+        "unknown or ambiguous), 2 when a probe was an error. The 1:N threshold is set by --fpir for the "
+        "gallery's size (people and templates), unless --threshold fixes it; every answer says the "
+        "threshold, the FPIR target and the gallery size.",
     )
     add_gallery_option(p)
     p.add_argument(
@@ -158,6 +161,7 @@ def add_parsers(sub) -> None:
         help="candidates to show per face (default: 5)",
     )
     add_margin_option(p)
+    add_fpir_option(p)
     p.add_argument(
         "--out",
         metavar="PNG|DIR",
@@ -344,7 +348,7 @@ def cmd_identify(args) -> int:
     with open_gallery(args, pipe) as gallery:
         for probe in probes:
             try:  # one bad probe is reported; the others are still answered
-                result = gallery.identify(probe, top=args.top, margin=margin)
+                result = gallery.identify(probe, top=args.top, margin=margin, fpir=args.fpir)
                 if not result.faces:
                     raise NoFaceError(probe, getattr(pipe.detector, "name", ""))
             except (ImageError, NoFaceError) as exc:
@@ -365,7 +369,12 @@ def cmd_identify(args) -> int:
         )
     else:
         for r in results:
-            print(f"{r.probe}: {len(r.faces)} face(s), threshold {r.threshold:.4f}, margin {r.margin:g}")
+            policy = (
+                f" (FPIR {r.fpir:g} for {r.gallery_people} people / {r.gallery_templates} templates)"
+                if r.fpir is not None
+                else " (fixed)"
+            )
+            print(f"{r.probe}: {len(r.faces)} face(s), threshold {r.threshold:.4f}{policy}, margin {r.margin:g}")
             for i, face in enumerate(r.faces):
                 box = "(" + ", ".join(f"{v:.0f}" for v in face.box) + ")"
                 score = f"{face.similarity:.4f}" if face.similarity is not None else "-"

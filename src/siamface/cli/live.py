@@ -15,6 +15,7 @@ from ..decision import LIVENESS_MODES
 from ._common import (
     add_camera_options,
     add_chain_options,
+    add_fpir_option,
     add_gallery_option,
     add_margin_option,
     open_gallery,
@@ -44,6 +45,7 @@ def add_parsers(sub) -> None:
         help="a track's name is the vote of its last N recognitions (default 5)",
     )
     add_margin_option(p)
+    add_fpir_option(p)
     p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser(
@@ -103,7 +105,9 @@ def _open(args):
 
     pipeline = pipeline_from_args(args, gallery=args.gallery)
     gallery = open_gallery(args, pipeline)
-    matcher = GalleryMatcher(gallery, threshold=args.threshold, margin=getattr(args, "margin", None))
+    matcher = GalleryMatcher(
+        gallery, threshold=args.threshold, margin=getattr(args, "margin", None), fpir=getattr(args, "fpir", None)
+    )
     source = open_source(args.source)
     out = VideoOut(args.out, source.fps, show=args.show) if (args.out or args.show) else None
     reader = LatestFrameReader(source, realtime=args.realtime, max_frames=args.max_frames)

@@ -26,7 +26,7 @@ import sys
 from ..decision import LIVENESS_MODES
 from ..errors import ConfigError
 from ..service.keys import DEFAULT_ROLE, LEGACY_ROLE, ROLES
-from ._common import EXIT_OK, add_camera_options, add_chain_options, add_gallery_option
+from ._common import EXIT_OK, add_camera_options, add_chain_options, add_fpir_option, add_gallery_option
 
 
 def add_parsers(sub) -> None:
@@ -209,6 +209,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (with --tls-key)")
     p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     p.add_argument("--access-log", action="store_true", help="log every request (off: paths name people)")
+    add_fpir_option(p)
     add_chain_options(p, threshold=True, gallery=True, json_flag=False)
     p.set_defaults(func=cmd_serve)
 
@@ -345,6 +346,7 @@ def cmd_serve(args) -> int:
         upsample=args.upsample,
         device=args.device,
         threshold=args.threshold,
+        fpir=args.fpir,
         min_enroll_face=args.min_size,
         keep_images=args.keep_images,
         liveness=args.liveness,

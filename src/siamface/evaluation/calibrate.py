@@ -1,5 +1,9 @@
-"""Calibration: the threshold meeting a target (``far=X``, ``eer``, ``best-accuracy``) on a report's
-comparisons, and the calibration file it is saved to (read back by `siamface.thresholds`)."""
+"""Calibration: the threshold meeting a target (``far=X``, ``eer``, ``best-accuracy``, ``fpir=X``) on a report's
+comparisons, and the calibration file it is saved to (read back by `siamface.thresholds`).
+
+``fpir=X`` calibrates 1:N by FPIR: the impostor tail of the data (`siamface.tails.fit_tail`) is saved with the
+target, and the 1:N threshold in force then follows a gallery's size (`siamface.decision.fpir_threshold`);
+the 1:1 threshold saved is the tail's score at a per-comparison rate of X (a gallery of one)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..tails import ImpostorTail, fit_tail
 from ..thresholds import Calibration
 from .metrics import best_accuracy_threshold, confusion_at, eer_from_roc, roc_curve, tar_at_far
 from .report import EvaluationReport, _now
@@ -36,21 +41,27 @@ class UnsupportedTargetError(ConfigError):
 
 
 def parse_target(text: str) -> tuple[str, float | None]:
-    """``"far=0.001"`` -> ``("far=0.001", 0.001)``; ``"eer"``/``"best-accuracy"`` -> ``(name, None)``."""
+    """``"far=0.001"`` -> ``("far=0.001", 0.001)``, ``"fpir=0.01"`` -> ``("fpir=0.01", 0.01)``;
+    ``"eer"``/``"best-accuracy"`` -> ``(name, None)``."""
     t = text.strip().lower().replace("_", "-")
     if t in ("eer", "best-accuracy"):
         return t, None
     if t == "accuracy":
         return "best-accuracy", None
-    if t.startswith("far="):
-        try:
-            far = float(t[4:])
-        except ValueError:
-            far = math.nan
-        if not 0.0 < far < 1.0:
-            raise ConfigError(f"--target {text!r}: the FAR must be a number between 0 and 1, e.g. far=0.001")
-        return f"far={far:g}", far
-    raise ConfigError(f"--target {text!r}: expected far=RATE (e.g. far=0.001), eer or best-accuracy")
+    for name, example in (("far", "0.001"), ("fpir", "0.01")):
+        if t.startswith(f"{name}="):
+            try:
+                rate = float(t[len(name) + 1 :])
+            except ValueError:
+                rate = math.nan
+            if not 0.0 < rate < 1.0:
+                raise ConfigError(
+                    f"--target {text!r}: the {name.upper()} must be a number between 0 and 1, e.g. {name}={example}"
+                )
+            return f"{name}={rate:g}", rate
+    raise ConfigError(
+        f"--target {text!r}: expected far=RATE (e.g. far=0.001), fpir=RATE (e.g. fpir=0.01), eer or best-accuracy"
+    )
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,7 @@ class ThresholdChoice:
     n_genuine: int
     n_impostor: int
     note: str = ""
+    tail: ImpostorTail | None = None  # fpir=X: the impostor tail measured
 
 
 def choose_threshold(scores: np.ndarray, labels: np.ndarray, target: str, force: bool = False) -> ThresholdChoice:
@@ -83,7 +95,11 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray, target: str, force:
         raise ConfigError("no comparison could be scored (no face found in any image)")
     note = ""
     supported = True
-    if far_target is not None:
+    tail = None
+    if criterion.startswith("fpir="):
+        tail = fit_tail(s[~y & np.isfinite(s)], "calibration")
+        thr = tail.score_at(far_target)
+    elif far_target is not None:
         r = tar_at_far(s, y, far_target)
         supported = r.supported
         if not supported:
@@ -112,7 +128,7 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray, target: str, force:
     if not math.isfinite(thr):
         raise ConfigError(f"no finite threshold found for {criterion} on this data")
     c = confusion_at(s, y, thr)
-    return ThresholdChoice(float(thr), criterion, c.far, c.frr, supported, n_gen, n_imp, note)
+    return ThresholdChoice(float(thr), criterion, c.far, c.frr, supported, n_gen, n_imp, note, tail)
 
 
 def _finest_far(n_imp: int) -> str:
@@ -135,6 +151,10 @@ def calibration_from_report(report: EvaluationReport, target: str, force: bool =
         n_genuine=choice.n_genuine,
         n_impostor=choice.n_impostor,
         created=_now(),
+        fpir=float(choice.criterion[5:]) if choice.tail is not None else None,
+        tail=dict(choice.tail.to_dict(), source=f"{report.dataset}: {choice.n_impostor:,} impostor comparisons")
+        if choice.tail is not None
+        else None,
     )
 
 

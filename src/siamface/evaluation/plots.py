@@ -147,3 +147,42 @@ def plot_score_histograms(
     finally:
         plt.close(fig)
     return out
+
+
+def plot_det(
+    fpir: Any,
+    fnir: Any,
+    path: str | os.PathLike,
+    *,
+    label: str | None = None,
+    title: str = "DET (open-set identification)",
+    fpir_targets: tuple[float, ...] = (1e-3, 1e-2, 1e-1),
+    dpi: int = 120,
+) -> Path:
+    """Write the open-set DET curve (FNIR against FPIR, both on log axes) to ``path`` (PNG), with dotted
+    lines at the FPIR targets; points with FPIR = 0 are drawn at the left edge. Returns the path."""
+    plt = _pyplot()
+    x = np.asarray(fpir, dtype=np.float64)
+    y = np.asarray(fnir, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1 or x.size < 2:
+        raise ValueError("fpir and fnir must be 1-D arrays of equal length (>= 2 points)")
+    pos = x[x > 0]
+    lo = 10 ** math.floor(math.log10(min(1e-3, float(pos.min()) if pos.size else 1e-3)))
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.plot(np.maximum(x, lo), np.maximum(y, 1e-4), label=label)
+    for t in fpir_targets:
+        if t >= lo:
+            ax.axvline(t, linestyle=":", color="grey")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, 1)
+    ax.set_xlabel("FPIR (strangers named)")
+    ax.set_ylabel("FNIR (enrolled people missed)")
+    ax.set_title(title)
+    if label:
+        ax.legend(loc="upper right")
+    ax.grid(True, which="both", alpha=0.3)
+    out = Path(path)
+    fig.savefig(out, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return out

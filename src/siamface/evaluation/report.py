@@ -5,6 +5,7 @@ summary (`format_report`) and its files (`write_outputs`: report.json, scores.cs
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -15,7 +16,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .metrics import BestThreshold, Confusion, KFoldResult, OpenSetResult, RankResult, TarAtFar, roc_curve
+from .metrics import (
+    BestThreshold,
+    Confusion,
+    KFoldResult,
+    OpenSetResult,
+    RankResult,
+    SweepPoint,
+    TarAtFar,
+    roc_curve,
+)
 
 __all__ = ["FAILURE_POLICY", "EvaluationReport", "IdentificationResult", "format_report", "write_outputs"]
 
@@ -28,7 +38,9 @@ FAILURE_POLICY = (
 
 @dataclass(frozen=True)
 class IdentificationResult:
-    """Open-set 1:N figures: closed-set rank-1/rank-5 over mated probes, FPIR/FNIR at the threshold."""
+    """Open-set 1:N figures: closed-set rank-1/5/10 over mated probes, FPIR/FNIR at the threshold in force
+    (for this gallery's size), FNIR at FPIR targets, the DET curve's points (`det`: FPIR, FNIR; not in the
+    JSON) and the gallery-size sweep (FPIR measured against the target at each size)."""
 
     n_gallery_ids: int
     n_gallery_images: int
@@ -43,9 +55,17 @@ class IdentificationResult:
     rank1: RankResult
     rank5: RankResult
     open_set: OpenSetResult
+    rank10: RankResult | None = None
+    at_fpir: list[OpenSetResult] = field(default_factory=list)
+    sweep: list[SweepPoint] = field(default_factory=list)
+    fpir_target: float | None = None
+    fpir_targets: list[float] = field(default_factory=list)  # the targets of `at_fpir`, in order
+    det: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(dataclasses.replace(self, det=None))
+        out.pop("det")
+        return out
 
 
 @dataclass
@@ -218,6 +238,9 @@ def write_outputs(
     far, tar, _ = report.roc()
     who = f"{report.model} + {report.detector}"
     name = Path(report.dataset).name or report.dataset
+    ident = report.identification
+    if ident is not None and ident.det is not None and len(ident.det[0]) > 1:
+        written.append(P.plot_det(*ident.det, out / "det.png", label=who, title=f"DET: {name} (1:N), {who}"))
     if np.isfinite(far).all() and np.isfinite(tar).all():
         written.append(
             P.plot_roc(far, tar, out / "roc.png", label=who, title=f"ROC: {name} ({report.protocol}), {who}")
@@ -311,10 +334,32 @@ def format_report(r: EvaluationReport) -> str:
             f"({i.n_gallery_failures} failed), probes {i.n_probes} = {i.n_mated} mated + "
             f"{i.n_non_mated} non-mated ({i.n_probe_failures} failed)"
         )
-        lines.append(f"    rank-1 {_pct(i.rank1.rate)}   rank-5 {_pct(i.rank5.rate)}   (closed set, mated probes)")
+        rank10 = f"   rank-10 {_pct(i.rank10.rate)}" if i.rank10 is not None else ""
+        lines.append(
+            f"    rank-1 {_pct(i.rank1.rate)}   rank-5 {_pct(i.rank5.rate)}{rank10}   (closed set, mated probes)"
+        )
         lines.append(
             f"    at threshold {o.threshold:.4f}: FPIR {_pct(o.fpir)} ({o.n_false_positives}/{o.n_non_mated})"
             f"   FNIR {_pct(o.fnir)} ({o.n_misses}/{o.n_mated})"
         )
+        for target, a in zip(i.fpir_targets, i.at_fpir):
+            if a.n_non_mated * target < 1:
+                lines.append(
+                    f"    FNIR at FPIR {_pct(target)}: n/a (too little data: needs >= {round(1 / target):,} "
+                    f"non-mated probes, has {a.n_non_mated})"
+                )
+            else:
+                lines.append(
+                    f"    FNIR {_pct(a.fnir)} at FPIR {_pct(target)} (measured {_pct(a.fpir)}, threshold "
+                    f"{_num(a.threshold)})"
+                )
+        if i.sweep:
+            target = f"target {_pct(i.fpir_target)}" if i.fpir_target is not None else "a fixed threshold"
+            lines.append(f"    gallery-size sweep ({target}; every other face a stranger's search):")
+            for p in i.sweep:
+                lines.append(
+                    f"      {p.people:6d} people / {p.templates:6d} templates: threshold {p.threshold:.4f}  "
+                    f"FPIR {_pct(p.fpir)} of {p.n_non_mated}   FNIR {_pct(p.fnir)} of {p.n_mated}"
+                )
     lines.append(f"  time         {r.seconds:.1f} s")
     return "\n".join(lines)

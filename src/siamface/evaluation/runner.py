@@ -42,10 +42,14 @@ from .calibrate import UnsupportedTargetError, calibrate, calibration_from_repor
 from .embed import EmbeddingRun, ImageOutcome, _matrix, embed_images
 from .metrics import (
     DEFAULT_FAR_TARGETS,
+    DEFAULT_FPIR_TARGETS,
     auc,
     best_accuracy_threshold,
     confusion_at,
+    det_curve,
     eer_from_roc,
+    fnir_at_fpir,
+    gallery_sweep,
     lfw_10fold,
     open_set_rates,
     rank_k_rate,
@@ -89,12 +93,15 @@ def _rel(path: Path, root: Path | None) -> str:
     return str(path)
 
 
-def _pipeline_facts(pipeline: Any, threshold: float | None, identify: bool = False) -> dict[str, Any]:
-    """Model, detector and the threshold in force (`identify`: the 1:N one)."""
+def _pipeline_facts(
+    pipeline: Any, threshold: float | None, identify: bool = False, size: tuple[int, int] = (1, 1)
+) -> dict[str, Any]:
+    """Model, detector and the threshold in force (`identify`: the 1:N one, for a gallery of `size`: people,
+    templates)."""
     info = pipeline.encoder.info
     det = pipeline.detector
     thresholds = pipeline.thresholds.given(threshold)
-    chosen = thresholds.identify if identify else thresholds.verify
+    chosen = thresholds.for_gallery(*size).identify if identify else thresholds.verify
     return {
         "model": info.name,
         "model_version": info.version,
@@ -313,14 +320,18 @@ def evaluate_identification(
     cache: EmbeddingCache | None = None,
     progress: bool = True,
     far_targets: Sequence[float] = DEFAULT_FAR_TARGETS,
+    fpir_targets: Sequence[float] = DEFAULT_FPIR_TARGETS,
     options: dict[str, Any] | None = None,
 ) -> EvaluationReport:
     """Open-set 1:N: ``unknown_fraction`` of the identities are left out of the gallery (their images are
     non-mated probes); every other identity enrols ``gallery_per_id`` images, the rest are mated probes.
 
-    ``report.identification``: rank-1 and rank-5 (closed set: mated probes; an identity scores its best
+    ``report.identification``: rank-1, 5 and 10 (closed set: mated probes; an identity scores its best
     template), FPIR (non-mated probes whose best score >= threshold) and FNIR (mated probes whose identity
-    is not rank 1 with a score >= threshold) at the threshold in force. The verification figures of the
+    is not rank 1 with a score >= threshold) at the threshold in force for this gallery's size, FNIR at
+    each of `fpir_targets` (the threshold set on the non-mated probes), the DET curve, and the gallery-size
+    sweep (`sweep_sizes`: 10 people up to the most that leave strangers, every image of the folder, each
+    size's threshold from the policy in force; `siamface.evaluation.metrics.gallery_sweep`). The verification figures of the
     report are those of every probe x gallery-template comparison (genuine = same identity).
     """
     t0 = time.perf_counter()
@@ -330,7 +341,8 @@ def evaluate_identification(
         raise ConfigError(str(exc)) from None
     if not split.probes:
         raise ConfigError(f"{root}: the split leaves no probe (every identity has <= {gallery_per_id} images)")
-    facts = _pipeline_facts(pipeline, threshold, identify=True)
+    facts = _pipeline_facts(pipeline, threshold, identify=True, size=(len(split.gallery), len(split.gallery_files)))
+    policy = pipeline.thresholds.given(threshold)
     g_files = [f for f, _ in split.gallery_files]
     g_ids = np.array([k for _, k in split.gallery_files])
     p_files = [f for f, _ in split.probes]
@@ -354,6 +366,20 @@ def evaluate_identification(
         rank1=rank_k_rate(sim, p_ids, g_ids, 1),
         rank5=rank_k_rate(sim, p_ids, g_ids, 5),
         open_set=open_set_rates(sim, p_ids, g_ids, thr, rank=1),
+        rank10=rank_k_rate(sim, p_ids, g_ids, 10),
+        at_fpir=[fnir_at_fpir(sim, p_ids, g_ids, f) for f in fpir_targets] if (~np.isin(p_ids, g_ids)).any() else [],
+        sweep=gallery_sweep(
+            np.concatenate([G, P]),
+            np.concatenate([g_ids, p_ids]),
+            lambda people, templates: policy.for_gallery(people, templates).identify.value,
+            sweep_sizes(len(np.unique(np.concatenate([g_ids, p_ids])))),
+            per_person=gallery_per_id,
+            target=policy.fpir.fpir if policy.fpir is not None else None,
+            seed=seed,
+        ),
+        fpir_target=policy.fpir.fpir if policy.fpir is not None else None,
+        fpir_targets=list(fpir_targets),
+        det=det_curve(sim, p_ids, g_ids) if (~np.isin(p_ids, g_ids)).any() else None,
     )
     labels = (p_ids[:, None] == g_ids[None, :]).ravel()
     scores = sim.ravel()
@@ -372,6 +398,13 @@ def evaluate_identification(
         scores=scores,
         labels=labels,
     )
+
+
+def sweep_sizes(n_ids: int) -> list[int]:
+    """The gallery sizes of the sweep: 10, 20, 50, 100, 200, 500, ... below `n_ids` - 1, and the largest,
+    `n_ids` - 1 (a stranger's identity is always left; none below 2 people)."""
+    sizes = [m * 10**e for e in range(1, 7) for m in (1, 2, 5) if m * 10**e < n_ids - 1]
+    return sizes + [n_ids - 1] if n_ids - 1 >= 2 else sizes
 
 
 def _read(reader: Callable, path: str | os.PathLike, *args) -> Any:

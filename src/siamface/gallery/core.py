@@ -99,7 +99,9 @@ class Gallery(Enrolling, Searching, ThresholdsInForce):
     one, else the default model) and the calibration file beside the gallery (``<gallery>.thresholds.json``,
     written by ``siamface calibrate``) as its explicit calibration, so that the thresholds in force follow
     the order of `siamface.decision` (caller, calibration beside the gallery, the user's, model default).
-    `threshold`: overrides the pipeline's (calibrated) threshold for every decision.
+    `threshold`: overrides the pipeline's (calibrated) threshold for every decision (a fixed 1:N threshold).
+    `fpir`: the share of strangers 1:N may name, when 1:N is set by FPIR (default: the calibration's, else
+    `siamface.decision.DEFAULT_FPIR`); the 1:N threshold follows the gallery's size at every search.
     """
 
     def __init__(
@@ -111,8 +113,10 @@ class Gallery(Enrolling, Searching, ThresholdsInForce):
         keep_images: bool = False,
         gates: QualityGates | None = None,
         threshold: float | None = None,
+        fpir: float | None = None,
     ) -> None:
         self._pipeline = pipeline
+        self._fpir = fpir
         self._spec = store if isinstance(store, (str, os.PathLike)) else store.location
         if isinstance(store, (str, os.PathLike)):
             # Creating: always name the model, so that a second process racing to create the same file
@@ -137,8 +141,10 @@ class Gallery(Enrolling, Searching, ThresholdsInForce):
 
     @property
     def thresholds(self) -> Thresholds:
-        """The thresholds in force for every decision: the caller's (`threshold`), else the pipeline's."""
-        return self.pipeline.thresholds.given(self._threshold)
+        """The thresholds in force for every decision: the caller's (`threshold`), else the pipeline's; 1:N by
+        FPIR computed for the gallery's size now (people and templates, read from the index)."""
+        chosen = self.pipeline.thresholds.given(self._threshold).with_fpir(self._fpir)
+        return chosen.for_gallery(self.index.n_people, len(self.index)) if chosen.fpir is not None else chosen
 
     @property
     def threshold_far(self) -> float | None:

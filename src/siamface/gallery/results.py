@@ -193,6 +193,9 @@ class Identification:
     notes: tuple[str, ...] = field(default=())
     margin: float = 0.0
     faces_found: int | None = None  # faces detected, when more than the faces identified (a cap)
+    fpir: float | None = None  # 1:N set by FPIR: the target, and the gallery size the threshold is for
+    gallery_people: int | None = None
+    gallery_templates: int | None = None
 
     @property
     def names(self) -> list[str]:
@@ -209,6 +212,8 @@ class Identification:
             "threshold": self.threshold,
             "margin": self.margin,
             "threshold_source": self.threshold_source,
+            "fpir": self.fpir,
+            "gallery_size": {"people": self.gallery_people, "templates": self.gallery_templates},
             "model": self.model,
             "notes": list(self.notes),
             "faces_found": len(self.faces) if self.faces_found is None else self.faces_found,

@@ -121,6 +121,7 @@ class Searching:
         exclude: Collection[int] = (),
         max_faces: int | None = None,
         actor: str = "",
+        fpir: float | None = None,
     ) -> Identification:
         """Name every face of `probe` (biggest first): the person with the best template similarity when it
         reaches the threshold and the next person is more than `margin` below (default `DEFAULT_MARGIN`),
@@ -128,7 +129,8 @@ class Searching:
         `FaceIdentity`); the `top` best people are the evidence.
         People whose ids are in `exclude` are searched as if they were not enrolled (the service leaves out
         people locked out of verification). `max_faces`: only the largest that many faces are identified (and
-        audited); `faces_found` and a note say how many there were."""
+        audited); `faces_found` and a note say how many there were. `fpir`: another FPIR target for this
+        search (1:N set by FPIR only; the threshold, the target and the gallery size are in the answer)."""
         if top < 1:
             raise ConfigError(f"top must be >= 1, got {top}")
         self.check_model()
@@ -145,6 +147,7 @@ class Searching:
             exclude=exclude,
             actor=actor,
             n_found=len(found),
+            fpir=fpir,
         )
 
     def identify_faces(
@@ -159,6 +162,7 @@ class Searching:
         exclude: Collection[int] = (),
         actor: str = "",
         n_found: int | None = None,
+        fpir: float | None = None,
     ) -> Identification:
         """`identify` for faces already embedded with this gallery's pipeline (anything with ``boxes`` (n, 4)
         and ``embeddings`` (n, d), e.g. a `Faces`, or faces read back from the embedding cache): the same
@@ -167,7 +171,7 @@ class Searching:
         if top < 1:
             raise ConfigError(f"top must be >= 1, got {top}")
         n_found = len(faces) if n_found is None else n_found
-        policy = self.thresholds.given(threshold).with_margin(margin)
+        policy = self.thresholds.given(threshold).with_margin(margin).with_fpir(fpir)
         margin, chosen = policy.margin, policy.identify
         model = self.check_model()
         thr, source = chosen.value, chosen.source
@@ -212,4 +216,16 @@ class Searching:
         if audit:
             _budget.check("writing the decision")
             notes += self.audit(records)
-        return Identification(label, tuple(identities), thr, source, model.name, notes, margin, n_found)
+        return Identification(
+            label,
+            tuple(identities),
+            thr,
+            source,
+            model.name,
+            notes,
+            margin,
+            n_found,
+            fpir=chosen.fpir,
+            gallery_people=chosen.people,
+            gallery_templates=chosen.templates,
+        )

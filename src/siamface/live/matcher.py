@@ -26,11 +26,20 @@ class GalleryMatcher(ThresholdsInForce):
     """`Matcher` over a `siamface.gallery.Gallery`: its index and its thresholds (the caller's `threshold`
     when given), so that a face is named as `Gallery.identify` names it."""
 
-    def __init__(self, gallery, threshold: float | None = None, margin: float | None = None) -> None:
+    def __init__(
+        self, gallery, threshold: float | None = None, margin: float | None = None, fpir: float | None = None
+    ) -> None:
         self.gallery = gallery
         gallery.check_model()
-        self.thresholds = gallery.thresholds.given(threshold).with_margin(margin)
+        self._asked = (threshold, margin, fpir)
+        self.thresholds  # noqa: B018 - a bad threshold, margin or target fails here, not at the first face
         self._ids: dict[str, int] = {}  # claim -> person id: one lookup per session, not one per frame
+
+    @property
+    def thresholds(self) -> Thresholds:  # type: ignore[override]
+        """The thresholds in force now: 1:N by FPIR follows the gallery's size as people are enrolled."""
+        threshold, margin, fpir = self._asked
+        return self.gallery.thresholds.given(threshold).with_margin(margin).with_fpir(fpir)
 
     def _person_id(self, claim: str) -> int:
         if claim not in self._ids:
@@ -43,8 +52,9 @@ class GalleryMatcher(ThresholdsInForce):
         hits = self.gallery.index.search(embeddings, k=2)  # the second person decides "ambiguous"
         names = self.gallery.store.names([row[0].person_id for row in hits if row])
         out: list[tuple[str | None, float]] = []
+        policy = self.thresholds
         for row in hits:
-            status = identity([h.similarity for h in row], self.thresholds.identify, self.thresholds.margin)
+            status = identity([h.similarity for h in row], policy.identify, policy.margin)
             if status == KNOWN:
                 out.append((names.get(row[0].person_id, str(row[0].person_id)), float(row[0].similarity)))
             else:

@@ -48,6 +48,7 @@ class Watcher:
             "track": track.id,
             "person": track.label,
             "score": None if np.isnan(track.score) else round(track.score, 4),
+            **self.matcher.thresholds.identify.describe_1n(),
             **extra,
         }
         self.on_event(event)

@@ -51,6 +51,7 @@ class Settings:
     upsample: int | None = None
     device: str | None = None  # "auto", "cpu" or "cuda"; None: $SIAMFACE_DEVICE, else cpu (siamface._onnx)
     threshold: float | None = None
+    fpir: float | None = None  # 1:N: the share of strangers that may be named (None: calibration's, else 1 %)
     min_enroll_face: int = 60  # enrollment gate: smallest face side, in pixels
     keep_images: bool = False  # only when the gallery is created by the server
     liveness: str = "off"  # "off", or a capture session: "passive", "active" (prompts) or "both"
@@ -118,6 +119,12 @@ class Settings:
             if not folder.is_dir():
                 raise ConfigError(f"--library {self.library}: not a folder")
             object.__setattr__(self, "library", folder)
+        if self.fpir is not None:
+            from ..decision import check_fpir
+
+            check_fpir(self.fpir, "fpir")
+            if self.threshold is not None:
+                raise ConfigError("a fixed threshold and an FPIR target exclude each other: give one")
         if self.liveness not in LIVENESS_MODES:
             raise ConfigError(f"liveness must be one of {', '.join(LIVENESS_MODES)}, got {self.liveness!r}")
         if self.challenge_s <= 0 or self.session_ttl_s < self.challenge_s:

@@ -153,8 +153,11 @@ class Service:
         from ..gallery.backends import gallery_exists
 
         self.created_gallery = not gallery_exists(s.gallery)
-        self.gallery = open_gallery(s.gallery, self.pipeline, create=self.created_gallery, keep_images=s.keep_images)
+        self.gallery = open_gallery(
+            s.gallery, self.pipeline, create=self.created_gallery, keep_images=s.keep_images, fpir=s.fpir
+        )
         self.gallery.check_model()
+        self.gallery.thresholds  # noqa: B018 - an FPIR target with a fixed 1:N threshold stops the start
         if self.gallery.store.read_only:
             log.warning(
                 "%s is read-only: enrolment and changes are refused, decisions are not audited",
@@ -486,19 +489,31 @@ class Service:
         locked=frozenset(),
         key: str | None = None,
         scores: bool = True,
+        fpir: float | None = None,
     ) -> dict[str, Any]:
         """Who is in the probe, revealing no more than a decision needs: people in `locked` (locked out of
         verification) are searched as if not enrolled, an unknown face carries no score and no candidates,
         and a named or ambiguous one only the candidates within the server's margin of the threshold or
         above it (so that identification is no score oracle for probing anybody). The client's `margin` may
         make the decision stricter (more faces ambiguous), never laxer, and never shows more candidates:
-        the server's margin bounds both."""
+        the server's margin bounds both. So does the client's `fpir`: a lower FPIR target than the server's
+        is taken, a higher one is not (the server's is used), and with a fixed 1:N threshold it is ignored."""
         image = self.decode(probe)
-        policy = self.gallery.thresholds.margin
+        in_force = self.gallery.thresholds
+        policy = in_force.margin
         decided = policy if margin is None else max(float(margin), policy)
+        target = None
+        if fpir is not None and in_force.fpir is not None:
+            target = min(float(fpir), in_force.fpir.fpir)
         with self._audited():
             result = self.gallery.identify(
-                image, top=top, margin=decided, exclude=locked, max_faces=self.settings.max_faces, actor=actor(key)
+                image,
+                top=top,
+                margin=decided,
+                exclude=locked,
+                max_faces=self.settings.max_faces,
+                actor=actor(key),
+                fpir=target,
             )
         if not result.faces:
             raise ServiceError(422, "no-face", f"no face found in {probe.label}")
@@ -544,9 +559,12 @@ class Service:
         locked=frozenset(),
         key: str | None = None,
         scores: bool = True,
+        fpir: float | None = None,
     ) -> dict[str, Any]:
         """`identify` for each probe, in order (see `each`), each decision audited as one."""
-        return {"results": self.each(probes, lambda probe: self.identify(probe, top, margin, locked, key, scores))}
+        return {
+            "results": self.each(probes, lambda probe: self.identify(probe, top, margin, locked, key, scores, fpir))
+        }
 
     def embed_many(self, uploads: list[Upload]) -> dict[str, Any]:
         """The faces of each image (the `max_faces` largest) with their boxes, detection scores and embeddings

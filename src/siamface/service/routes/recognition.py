@@ -114,6 +114,15 @@ async def identify(
             "(default 0.01) is the least taken",
         ),
     ] = None,
+    fpir: Annotated[
+        float | None,
+        Form(
+            gt=0,
+            lt=1,
+            description="a lower share of strangers that may be named than the server's FPIR target (a higher "
+            "one is not taken: the server's is the most)",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """Every face of the image, biggest first, named (`known`), `ambiguous` or `unknown`: the JSON of
     `siamface identify --json`, plus the image `size`, revealing less: an `unknown` face has no similarity
@@ -125,7 +134,11 @@ async def identify(
     refused, never ignored). The answer is `{"results": [...]}`, one item per image in the order sent, each
     with its `index`: the single-image answer above, or, for an image that could not be answered (unreadable:
     400 `bad-image`; no face: 422 `no-face`), `{"index", "probe", "status", "error", "detail"}`, while the
-    others are answered (HTTP 200). Each identification is audited as one."""
+    others are answered (HTTP 200). Each identification is audited as one.
+
+    The answer says the 1:N `threshold`, the `fpir` target it was set for and the `gallery_size` (people,
+    templates) it was computed for: it follows the gallery as people are enrolled and removed. An `fpir`
+    below the server's raises the threshold; above it, the server's is used."""
     if image is None and images is None:  # as the validation of a required field answered before batches
         raise ServiceError(422, "invalid-request", "image: Field required (or several images in field 'images')")
     form = await request.form()
@@ -138,6 +151,6 @@ async def identify(
     locked = {k for k in svc.lockout.locked() if isinstance(k, int)}  # people (not names nobody has)
     if image is not None:
         probe = await read_upload(image, "image")
-        return await svc.run(svc.identify, probe, top, margin, locked, key, allows(role, "admin"))
+        return await svc.run(svc.identify, probe, top, margin, locked, key, allows(role, "admin"), fpir)
     probes = await read_batch(svc, images)
-    return await svc.run(svc.identify_many, probes, top, margin, locked, key, allows(role, "admin"))
+    return await svc.run(svc.identify_many, probes, top, margin, locked, key, allows(role, "admin"), fpir)
