@@ -18,7 +18,7 @@ from service_support import require_service
 
 require_service()
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the test extra)")
-from conftest import S23_FRONTAL, att_rgb, camera_frame, scene  # noqa: E402
+from conftest import S23_MOVING, att_rgb, camera_frame, scene  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from service_support import Server, png_bytes  # noqa: E402
@@ -174,10 +174,10 @@ def test_page_shows_a_recognise_key_no_enrolment(server, browser_paths, tmp_path
 
 
 def camera_clip(path: Path) -> None:
-    """s23 in front of a grey camera, 40 frames: the frontal photos in turn, each with its own noise and sway
-    (a camera never repeats itself)."""
+    """s23 in front of a grey camera, 40 frames: a head moving a little (`S23_MOVING`), each frame with its own
+    noise and sway (a camera never repeats itself)."""
     rng = np.random.default_rng(0)
-    write_y4m(path, [camera_frame(S23_FRONTAL[i % 4], rng) for i in range(40)])
+    write_y4m(path, [camera_frame(S23_MOVING[i % len(S23_MOVING)], rng) for i in range(40)])
 
 
 def page_session(browser_paths, tmp_path, mode: str, shot_name: str):
