@@ -186,10 +186,18 @@ def _authenticate(pipeline, g, frames, timeout: float = 60.0):
     from siamface.live import Authenticator, GalleryMatcher
     from siamface.video import Frame
 
+    now = [0.0]  # the clock is the frames' own: a loaded machine does not time the test out
     auth = Authenticator(
-        pipeline, GalleryMatcher(g), "s23", timeout=timeout, liveness="passive", passive=PassiveCheck(camera="grey")
+        pipeline,
+        GalleryMatcher(g),
+        "s23",
+        timeout=timeout,
+        liveness="passive",
+        passive=PassiveCheck(camera="grey"),
+        clock=lambda: now[0],
     )
     for i, frame in enumerate(frames):
+        now[0] = i / 10
         auth.process(Frame(i, i / 10, frame, time.perf_counter()))
         if auth.decision:
             break
@@ -228,3 +236,22 @@ def test_a_face_that_leaves_the_shot_starts_a_new_presentation(tmp_path, pipelin
     session = decision.liveness["session"]
     assert decision.granted, decision.reason
     assert session["restarts"] == 1 and session["faces"] >= 10, session
+
+
+def test_a_face_too_dark_to_read_is_followed_but_not_counted(pipeline):
+    # a colour face so dim the colour cue cannot read it: no verdict either way (not refused, as before, and
+    # not live); a passive session follows it without counting it, and counts the readable faces
+    from siamface.liveness.session import CaptureSession, see
+
+    rng = np.random.default_rng(4)
+    bright = [scene([(att_rgb(3, 1, (1.1, 1.0, 0.8)), 2.0, (220, 100))]) for _ in range(2)]
+    frames = [np.clip(f + rng.normal(0, 2, f.shape), 0, 255).astype(np.uint8) for f in bright]
+    dark = (frames[1] * 0.12).astype(np.uint8)
+    check = PassiveCheck()
+    session = CaptureSession("passive")
+    for t, frame in enumerate((frames[0], dark)):
+        faces = pipeline.detect(frame)
+        seen, checked = see(frame, faces.boxes[0], faces.data["keypoints"][0], check)
+        session.observe(t * 0.1, seen)
+    assert checked.readable is False and seen.readable is False and checked.to_dict()["readable"] is False
+    assert session.faces == 1 and session.result is None, (session.faces, session.result)

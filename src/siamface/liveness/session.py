@@ -118,12 +118,24 @@ def draw_prompts(count: int, rng: secrets.SystemRandom | None = None) -> list[st
 @dataclass(frozen=True)
 class Seen:
     """What one frame showed of its largest face: its 5 keypoints, box, the passive check's verdict (None:
-    not checked) and a signature of its pixels (None: not compared)."""
+    not checked), a signature of its pixels (None: not compared) and whether the passive check could read it
+    at all (False: too small or too dark: the face is followed, but neither counts for nor against)."""
 
     keypoints: np.ndarray
     box: Sequence[float]
     live: bool | None = None
     signature: bytes | None = None
+    readable: bool = True
+
+
+def see(image: np.ndarray, box, keypoints, passive=None) -> tuple[Seen, Any]:
+    """What a session is told of one frame's face, the same at the camera and over HTTP: its keypoints and box,
+    the passive check's verdict (with `passive`, a `PassiveCheck`; its score is returned too, else None) and a
+    signature of its pixels."""
+    checked = None if passive is None else passive.score(image, box)
+    live = None if checked is None else bool(checked.live)
+    readable = checked is None or checked.readable
+    return Seen(keypoints, box, live, face_signature(image, box), readable), checked
 
 
 @dataclass
@@ -311,6 +323,12 @@ class CaptureSession:
             return None
         self.absent_since = None
         k = np.asarray(seen.keypoints, np.float64)
+        if not seen.readable:  # followed (no jump, no repeat), not counted: it waits for a face it can read
+            failed = self._continuity(seen, k) if self.previous is not None else None
+            if failed:
+                return self._finish(False, failed)
+            self.previous = seen
+            return None
         if self.faces == 0:  # the presentation begins with its first face
             self.t0 = t
         self.faces += 1
