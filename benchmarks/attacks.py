@@ -5,9 +5,10 @@ attack class and BPCER per presentation on the live recordings of ../shared (ISO
 presentation is one capture session; APCER = share of attack presentations whose liveness session passed,
 BPCER = share of bona fide presentations whose session failed).
 
-    python benchmarks/attacks.py [--data ../shared/datasets] [--n 50] [--only CLASS ...]
+    python benchmarks/attacks.py [--data ../shared/datasets] [--n 50] [--frames 25] [--faces deepface|celeba] [--only CLASS ...]
 
-Attack classes (faces: the deepface_pairs colour photos, in turn; s23 of AT&T for the prompted ones):
+Attack classes (faces: the deepface_pairs colour photos in turn, or with ``--faces celeba`` the first photo of each
+person of celeba_ids' held-out third; s23 of AT&T for the prompted ones):
 
 * ``print``: a colour photo printed (paper-white margin, duller colours, softer), held up in a colour scene
   with a hand's sway; ``screen``: shown on a phone (dark bezel, brighter gamma, a blue cast, faint lines);
