@@ -15,6 +15,12 @@ person of celeba_ids' held-out third; s23 of AT&T for the prompted ones):
 * ``composite``: the colour face cut out and pasted into a colour scene (soft oval edge);
 * ``grey_on_colour``: a grey photo enlarged into a colour scene, every other one with a slight colour tint;
   these four against ``--liveness passive`` (the default) on a colour camera;
+* ``passive_stills``: stills of one person at different head poses swapped frame by frame: each person of
+  celeba_ids' held-out third with at least 3 photos in turn, their photos aligned on the eyes (the face stays
+  put, no jump of place or size), a photo drawn at random each frame, pasted into a colour scene as
+  ``composite`` (which the passive check calls live) — against ``--liveness passive``;
+  ``passive_stills_ordered``: the same photos ordered by yaw, shown up and down that order (the poses as near
+  a path as the person's photos allow: the attacker who orders their stills);
 * ``stills``: against ``--liveness active``: a frontal still, and when a prompt is shown a still that answers it
   (a turned photo, the frontal one tilted, or enlarged), each frame with fresh camera noise;
 * ``replay``: a recorded session of a person following the prompts (s23 turning, tilting, coming closer,
@@ -52,8 +58,17 @@ sys.path.insert(0, str(ROOT / "tests" / "service"))
 from conftest import S23_FRONTAL, S23_LEFT, S23_RIGHT, TurningHead, s23_frame, scene  # noqa: E402
 
 FRAME_S = 0.15  # the camera's frame interval
-CLASSES = ("print", "screen", "composite", "grey_on_colour", "replay_video", "stills", "replay", "reuse")
-PASSIVE = ("print", "screen", "composite", "grey_on_colour", "replay_video", "bona_fide")
+PASSIVE_ATTACKS = (
+    "print",
+    "screen",
+    "composite",
+    "grey_on_colour",
+    "replay_video",
+    "passive_stills",
+    "passive_stills_ordered",
+)
+CLASSES = PASSIVE_ATTACKS + ("stills", "replay", "reuse")
+PASSIVE = PASSIVE_ATTACKS + ("bona_fide",)
 
 
 class Clock:
@@ -90,6 +105,36 @@ def colour_faces(data: Path, pipeline, source: str = "deepface", limit: int = 64
         crop = image[t:b, l:r]
         if min(crop.shape[:2]) >= 60:
             out.append(cv2.resize(crop, (150, int(150 * crop.shape[0] / crop.shape[1]))))
+    return out
+
+
+def pose_series(data: Path, pipeline, limit: int = 50) -> list[list[np.ndarray]]:
+    """Per person of celeba_ids' held-out third with at least 3 photos (at most `limit` people): their photos'
+    largest faces aligned on the eyes (a similarity mapping the eye centres to fixed points of a 150x190 crop),
+    ordered by yaw, then back down (a path through their poses: first, ..., last, ..., second)."""
+    from siamface.image import load_image
+    from siamface.liveness.active import yaw_ratio
+
+    people = sorted(p for p in (data / "celeba_ids").iterdir() if p.is_dir())
+    out = []
+    for person in people[2 * len(people) // 3 :]:
+        if len(out) >= limit:
+            break
+        posed = []
+        for path in sorted(person.glob("*.jpg")):
+            image = load_image(path)
+            faces = pipeline.detect(image)
+            if not len(faces):
+                continue
+            k = np.asarray(faces.data["keypoints"][int(np.argmax(faces.areas))], np.float32)
+            eyes = np.float32([[50, 80], [100, 80]])
+            m, _ = cv2.estimateAffinePartial2D(k[:2], eyes)
+            if m is not None:
+                posed.append((yaw_ratio(k), cv2.warpAffine(image, m, (150, 190), borderMode=cv2.BORDER_REPLICATE)))
+        if len(posed) >= 3:
+            posed.sort(key=lambda p: p[0])
+            stills = [still for _, still in posed]
+            out.append(stills + stills[-2:0:-1])
     return out
 
 
@@ -287,6 +332,11 @@ def main() -> None:
     todo = set(args.only or CLASSES + ("bona_fide",))
     pipeline = Pipeline(detector="retinaface")
     faces = colour_faces(args.data, pipeline, args.faces, max(args.n, 64))
+    series = pose_series(args.data, pipeline, args.n) if todo & {"passive_stills", "passive_stills_ordered"} else []
+    if series:
+        print(
+            f"pose series (passive_stills): {len(series)} people, {np.mean([len(s) for s in series]):.0f} frames a cycle"
+        )
     rng = np.random.default_rng(0)
     print(f"colour faces: {len(faces)} ({args.faces}); presentations per class: {args.n}", flush=True)
     folder = Path(tempfile.mkdtemp(prefix="siamface-attacks-"))
@@ -315,6 +365,12 @@ def main() -> None:
                             "screen": lambda k, f=face: held(on_screen(f), rng, k),
                             "composite": lambda k, f=face: composite(f, rng, k),
                             "grey_on_colour": lambda k, f=face, i=i: grey_on_colour(f, i % 2 == 1, rng, k),
+                            "passive_stills": lambda k, i=i: composite(
+                                series[i % len(series)][int(rng.integers(len(series[i % len(series)])))], rng, k
+                            ),
+                            "passive_stills_ordered": lambda k, i=i: composite(
+                                series[i % len(series)][k % len(series[i % len(series)])], rng, k
+                            ),
                         }[cls]
                         presentations.append(("", [make(k) for k in range(args.frames)]))
                 for i, (source, frames) in enumerate(presentations):  # the claim does not change the verdict

@@ -232,13 +232,20 @@ TURN_S23 = FIXTURES / "att_turn" / "s23"
 S23_FRONTAL = ["7", "1", "m7", "m1"]
 S23_RIGHT = ["10", "m3", "m5", "4", "6", "9"]  # -0.07 ... -0.24
 S23_LEFT = ["m10", "3", "5", "m4", "m6", "m9"]  # +0.07 ... +0.24
-#: a head that moves a little in front of the camera (a passive session needs its 3-D movement): frontal, a
-#: small turn to the user's left (yaw up to +0.13) and back
-S23_MOVING = ["7", "1", "m10", "3", "5", "3", "m10", "1"]
+#: s23's poses for a head that moves a little (a passive session needs its 3-D movement): frontal, a small turn
+#: to the user's left (yaw up to +0.13) and back. Swapped frame by frame they are stills, which jump
+S23_POSES = ["7", "1", "m10", "3", "5", "3", "m10", "1"]
+#: the live stand-in: the same poses as a continuous movement, each photo cross-faded into the next over 5 frames
+#: (a camera sees the poses in between; `s23_face` reads a (photo, next photo, weight of the next) triple)
+S23_MOVING = [(a, b, j / 5) for a, b in zip(S23_POSES, S23_POSES[1:] + S23_POSES[:1]) for j in range(5)]
 
 
-def s23_face(name: str) -> np.ndarray:
-    """One of s23's photos ("m" first: mirrored), grey, as an RGB array."""
+def s23_face(name) -> np.ndarray:
+    """One of s23's photos ("m" first: mirrored), grey, as an RGB array; or a cross-fade (photo, next, weight)."""
+    if isinstance(name, tuple):
+        a, b, weight = name
+        blend = (1 - weight) * s23_face(a).astype(np.float32) + weight * s23_face(b).astype(np.float32)
+        return blend.round().astype(np.uint8)
     mirrored = name.startswith("m")
     grey = np.asarray(Image.open(TURN_S23 / f"{name.lstrip('m')}.pgm").convert("L"))
     grey = grey[:, ::-1] if mirrored else grey

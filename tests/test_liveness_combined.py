@@ -14,6 +14,7 @@ import pytest
 from conftest import (
     S23_FRONTAL,
     S23_MOVING,
+    S23_POSES,
     att,
     att_rgb,
     blended_face,
@@ -218,6 +219,24 @@ def test_a_picture_moved_as_a_plane_never_passes_a_passive_session(tmp_path, pip
     session = decision.liveness["session"]
     assert not decision.granted and "flat picture" in decision.reason, decision.reason
     assert session["faces"] >= 10 and session["parallax"] < 0.15, session
+
+
+def test_stills_swapped_frame_by_frame_never_pass_a_passive_session(tmp_path, pipeline):
+    # s23's photos at slightly different head poses (frontal to a small turn and back: `S23_POSES`, each a real
+    # 3-D pose, parallax up to 0.2) swapped frame by frame, with fresh noise: the parallax is there, but it
+    # comes in jumps, not along a path; the session waits for a movement and fails at the timeout, saying so.
+    # The same poses cross-faded (`S23_MOVING`) pass: see the test above
+    from siamface.gallery import Gallery
+
+    rng = np.random.default_rng(5)
+    with Gallery(tmp_path / "g.db", pipeline, create=True) as g:
+        g.enroll("s23", [camera_frame(n, rng) for n in ("7", "1", "10")])
+        frames = [camera_frame(S23_POSES[i % len(S23_POSES)], rng) for i in range(45)]
+        decision = _authenticate(pipeline, g, frames, timeout=4.0)
+    session = decision.liveness["session"]
+    assert not decision.granted and "the movement jumped" in decision.reason, decision.reason
+    assert "stills swapped?" in decision.reason
+    assert session["faces"] >= 30 and session["parallax"] >= 0.15, session
 
 
 def test_a_face_that_leaves_the_shot_starts_a_new_presentation(tmp_path, pipeline):

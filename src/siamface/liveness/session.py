@@ -23,7 +23,11 @@ Every mode checks:
 shown a **3-D movement** (`passive_parallax`: the nose off the plane of the eyes and mouth corners, as in
 `active.parallax`, measured against the most frontal face of the presentation): a photo, a screen or a face
 pasted into a scene moves as a plane, however it is held, shifted or turned; a live head never holds that
-still. It waits for it until the timeout (asking for a small movement), then fails. A **presentation** is
+still. The movement must be a **path** (`jumped`, as a prompted turn): from the last face near the frontal
+reference to where it got, at least `passive_path_frames` faces in between and no single frame carrying more
+than `passive_max_step` of the way; stills of the person at different head poses swapped frame by frame
+are jumps. It waits for such a movement until the timeout (asking for a small movement), then fails ("moved
+like a flat picture", or "the movement jumped" when the parallax came only in jumps). A **presentation** is
 one face that stays: in ``passive`` mode, when the face has been gone for more than `max_absent` seconds
 (it left the shot), the session starts again from the next face (`restarts`) instead of deciding on a
 face that left; the timeout still counts from the first frame, and a session fails after `max_restarts`
@@ -34,8 +38,9 @@ continuous, drawn per prompt), to be begun within `react` seconds of its reveal 
 met within `respond`:
 
 * a turn before its prompt is shown fails (anticipation: a recording replays its own moments);
-* a turn must be a path: the yaw passes through at least `path_frames` intermediate frames between frontal
-  and turned, and no single frame carries more than `max_step` of the turn (stills per prompt are a jump);
+* a turn must be a path (`jumped`): the yaw passes through at least `path_frames` intermediate frames between
+  frontal and turned, and no single frame carries more than `max_step` of the turn (stills per prompt are a
+  jump);
 * the parallax of a 3-D head (`active.parallax`): the nose leaves the plane of the eyes and mouth corners
   by at least `parallax_min` eye distances during the turns.
 
@@ -105,6 +110,21 @@ def follow(boxes, previous: Seen | None, reach: float = 1.5) -> int | None:
     return nearest if distance[nearest] <= reach * eye_distance(previous.keypoints) else None
 
 
+def jumped(path: Sequence[float], goal: float, frames: int, max_step: float) -> tuple[int, float] | None:
+    """Was a movement a jump? `path`: one value a frame, from where it started to where it reached `goal`. A
+    movement passes through at least `frames` frames in between (past a fifth of the way, short of the goal)
+    and no single frame carries more than `max_step` of the way; otherwise (frames in between, the largest
+    step's share of the way). Stills swapped frame by frame are jumps."""
+    path = np.asarray(path, np.float64)
+    start, total = path[0], path[-1] - path[0]
+    if len(path) < 2 or total <= 0:
+        return None
+    between = path[1:-1]
+    middle = int(np.sum((between > start + 0.2 * (goal - start)) & (between < goal)))
+    share = float(np.max(np.diff(path))) / total
+    return None if middle >= frames and share <= max_step else (middle, share)
+
+
 def draw_prompts(count: int, rng: secrets.SystemRandom | None = None) -> list[str]:
     """`count` distinct prompt kinds in a random order, at least one of them a head turn."""
     rng = rng or secrets.SystemRandom()
@@ -163,6 +183,8 @@ class CaptureRules:
     max_step: float = 0.75
     parallax_min: float = 0.10
     passive_parallax: float = 0.15
+    passive_path_frames: int = 3
+    passive_max_step: float = 0.5
     max_absent: float = 0.5
     max_restarts: int = 3
 
@@ -242,6 +264,10 @@ class CaptureSession:
         self.reference = None  # a frontal face's keypoints, for parallax
         self.reference_yaw = None
         self.parallax = 0.0
+        self.moves: list[float] = []  # passive: this presentation's parallax, one value a face
+        self.kept: list[np.ndarray] = []  # passive: this presentation's keypoints, one a face
+        self.moved = False  # passive: the 3-D movement was reached along a path
+        self.jump: tuple[int, float] | None = None  # passive: the last movement that jumped
         self.start_width = None
         self.path: list[float] = []  # the prompted measure since the reveal, one value a frame
 
@@ -309,8 +335,8 @@ class CaptureSession:
         self.t = t
         self.frames += 1
         if t - self.started > r.timeout:
-            if self.mode == "passive" and self.faces and self.parallax < r.passive_parallax:
-                return self._finish(False, self._flat())
+            if self.mode == "passive" and self.faces and not self.moved:
+                return self._finish(False, self._flat() if self.jump is None else self._jumped())
             return self._finish(False, f"timeout after {r.timeout:g} s at '{self.prompt}'")
         if seen is None:  # the last face stays the reference: a faceless frame does not hide a jump
             self.frontal_since = None
@@ -345,7 +371,10 @@ class CaptureSession:
         if frontal_enough and (self.reference is None or abs(yaw) < abs(self.reference_yaw)):
             self.reference, self.reference_yaw = k, yaw
         if self.reference is not None:
-            self.parallax = max(self.parallax, parallax(self.reference, k))
+            now = parallax(self.reference, k)
+            self.parallax = max(self.parallax, now)
+            if self.mode == "passive":
+                self._follow_movement(now, k)
         if self.mode == "passive":
             return self._passive_done(t)
         return self._prompted(t, k, seen)
@@ -357,6 +386,7 @@ class CaptureSession:
         self.faces = self.live_faces = self.repeats = 0
         self.previous = self.reference = self.reference_yaw = None
         self.parallax = 0.0
+        self.moves, self.kept, self.moved, self.jump = [], [], False, None
         self.absent_since = None
 
     def _flat(self) -> str:
@@ -364,6 +394,30 @@ class CaptureSession:
             f"the face moved like a flat picture for {self.t - self.started:.1f} s (parallax {self.parallax:.3f} "
             f"< {self.rules.passive_parallax}): a photo, a screen or a composite?"
         )
+
+    def _jumped(self) -> str:
+        middle, share = self.jump
+        return (
+            f"the movement jumped: the parallax reached {self.parallax:.3f} with {middle} frames in between "
+            f"(at least {self.rules.passive_path_frames}) and one step {share:.0%} of the way (at most "
+            f"{self.rules.passive_max_step:.0%}): stills swapped?"
+        )
+
+    def _follow_movement(self, now: float, k: np.ndarray) -> None:
+        """Passive mode: the 3-D movement counts once reached along a path (`jumped`, the way measured to where
+        it got: `now`, at least `passive_parallax`), from the last face near the frontal reference (a fifth of
+        `passive_parallax`; else the lowest so far), every face measured against the same (latest) reference."""
+        r = self.rules
+        self.moves.append(now)
+        self.kept.append(k)
+        if self.moved or now < r.passive_parallax or len(self.moves) < 2:
+            return
+        self.moves = [parallax(self.reference, old) for old in self.kept]  # against one reference
+        before = np.asarray(self.moves[:-1])
+        near = np.flatnonzero(before <= 0.2 * r.passive_parallax)
+        start = int(near[-1]) if len(near) else int(len(before) - 1 - np.argmin(before[::-1]))
+        self.jump = jumped(self.moves[start:], now, r.passive_path_frames, r.passive_max_step)
+        self.moved = self.jump is None
 
     def _continuity(self, seen: Seen, k: np.ndarray) -> str | None:
         r, before = self.rules, self.previous
@@ -398,8 +452,10 @@ class CaptureSession:
             failed = self._live_enough()
             if failed:
                 return self._finish(False, failed)
-            if self.parallax < r.passive_parallax:
-                return None  # no 3-D movement yet: wait for one (the prompt asks for it) until the timeout
+            if not self.moved:
+                return (
+                    None  # no 3-D movement (along a path) yet: wait for one (the prompt asks for it) until the timeout
+                )
             return self._finish(
                 True, f"{self.faces} faces over {t - self.t0:.1f} s at camera rate, moving as a head (3-D)"
             )
@@ -470,17 +526,12 @@ class CaptureSession:
         return self._finish(True, f"{len(self.prompts)} prompts met with a 3-D face at camera rate")
 
     def _path_check(self, prompt: str) -> str | None:
-        """A prompt met by a path, not a jump: intermediate frames between start and goal, no step too big."""
-        path = np.asarray(self.path, np.float64)
-        start, end, goal = path[0], path[-1], self._goal(prompt)
-        total = end - start
-        if total <= 0:
+        """A prompt met by a path, not a jump (`jumped`)."""
+        jump = jumped(self.path, self._goal(prompt), self.rules.path_frames, self.rules.max_step)
+        if jump is None:
             return None
-        middle = int(np.sum((path[1:-1] > start + 0.2 * (goal - start)) & (path[1:-1] < goal)))
-        step = float(np.max(np.diff(path)))
-        if middle < self.rules.path_frames or step > self.rules.max_step * total:
-            return (
-                f"'{PROMPTS[prompt]}' was a jump, not a movement ({middle} frames in between, one step "
-                f"{step / total:.0%} of the way): stills swapped per prompt?"
-            )
-        return None
+        middle, share = jump
+        return (
+            f"'{PROMPTS[prompt]}' was a jump, not a movement ({middle} frames in between, one step "
+            f"{share:.0%} of the way): stills swapped per prompt?"
+        )
