@@ -232,6 +232,9 @@ TURN_S23 = FIXTURES / "att_turn" / "s23"
 S23_FRONTAL = ["7", "1", "m7", "m1"]
 S23_RIGHT = ["10", "m3", "m5", "4", "6", "9"]  # -0.07 ... -0.24
 S23_LEFT = ["m10", "3", "5", "m4", "m6", "m9"]  # +0.07 ... +0.24
+#: a head that moves a little in front of the camera (a passive session needs its 3-D movement): frontal, a
+#: small turn to the user's left (yaw up to +0.13) and back
+S23_MOVING = ["7", "1", "m10", "3", "5", "3", "m10", "1"]
 
 
 def s23_face(name: str) -> np.ndarray:
@@ -299,4 +302,6 @@ class TurningHead:
             return s23_frame(frontal, self.rng, self.grey, roll=roll)
         if doing == "closer":
             return s23_frame(frontal, self.rng, self.grey, scale=2.0 * (1 + 0.06 * min(self.step, 6)))
+        if "move" in prompt:  # a passive session asks for a small movement
+            return s23_frame(S23_MOVING[self.i % len(S23_MOVING)], self.rng, self.grey)
         return s23_frame(frontal, self.rng, self.grey)

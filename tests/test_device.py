@@ -57,7 +57,7 @@ def test_the_device_in_force_picks_the_providers_and_the_batch_of_every_new_sess
     _onnx.new_session(b"model bytes", 1)
     assert made["p"] == [CUDA, CPU]
     assert _onnx.use_device("cpu", available=GPU_WHEEL) == (CPU,)
-    assert _onnx.embed_batch() == 16
+    assert _onnx.embed_batch() == _onnx.BATCH[CPU] == 4
 
 
 @pytest.mark.skipif(CUDA in _onnx.available_providers(), reason="this onnxruntime offers CUDA")

@@ -349,3 +349,35 @@ def test_cli_watch_events_say_the_fpir_policy_as_identify_does(near_tie_gallery,
     assert appeared["fpir"] == named["fpir"] == 0.001
     assert appeared["gallery_size"] == named["gallery_size"] and named["gallery_size"]["people"] >= 2
     assert appeared["threshold"] == pytest.approx(named["threshold"], abs=1e-6)
+
+
+def test_cli_watch_with_liveness_names_a_face_only_once_its_session_passed(tmp_path, pipeline):
+    # issue 25, the camera path: `watch --liveness passive` decides as `authenticate` does. s23 moving a little
+    # in front of a grey camera is 'checking', then named s23 once its capture session passed (a 'liveness'
+    # event); s23's photo moved about as a plane (a sway, fresh noise each frame) is never named
+    from conftest import S23_MOVING, camera_frame, s23_frame
+
+    from siamface.gallery import Gallery
+
+    rng = np.random.default_rng(5)
+    with Gallery(tmp_path / "g.db", pipeline, create=True) as g:
+        g.enroll("s23", [camera_frame(n, rng) for n in ("7", "1", "10")])
+    shows = {
+        "moving": [camera_frame(S23_MOVING[i % len(S23_MOVING)], rng) for i in range(45)],
+        "picture": [s23_frame("7", rng, roll=1.5 * np.sin(i / 3)) for i in range(45)],
+    }
+    events = {}
+    for kind, frames in shows.items():
+        folder = tmp_path / kind
+        folder.mkdir()
+        for i, frame in enumerate(frames):  # a folder of frames plays at 25 a second
+            cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        args = ("watch", "-g", tmp_path / "g.db", "--source", folder, "--liveness", "passive", "--camera", "grey")
+        done = cli(*args)
+        assert done.returncode == 0, done.stderr
+        events[kind] = [json.loads(line) for line in done.stdout.splitlines()]
+    moving = [(e["event"], e["person"]) for e in events["moving"] if e["event"] != "left"]
+    assert moving[0] == ("appeared", "checking") and ("identified", "s23") in moving, moving
+    passed = [e for e in events["moving"] if e["event"] == "liveness"]
+    assert passed and passed[0]["live"] is True and passed[0]["liveness"]["parallax"] >= 0.15, passed
+    assert {e["person"] for e in events["picture"]} == {"checking"}, events["picture"]

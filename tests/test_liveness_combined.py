@@ -11,7 +11,18 @@ import time
 
 import numpy as np
 import pytest
-from conftest import S23_FRONTAL, att, att_rgb, blended_face, camera_frame, held_photo, phone_screen, scene
+from conftest import (
+    S23_FRONTAL,
+    S23_MOVING,
+    att,
+    att_rgb,
+    blended_face,
+    camera_frame,
+    held_photo,
+    phone_screen,
+    s23_frame,
+    scene,
+)
 
 from siamface.errors import ConfigError, ModelError
 from siamface.liveness import PassiveCheck
@@ -142,8 +153,9 @@ def test_a_bad_combiner_file_is_a_clear_error(tmp_path):
 
 
 def test_authenticate_passive_is_a_capture_session(tmp_path, pipeline):
-    # a grey camera: s23 in front of it, a frame every 0.1 s, granted once the session has 10 live faces over
-    # 1.5 s; the same still sent over and over is denied (a camera never repeats itself)
+    # a grey camera: s23 in front of it, moving a little, a frame every 0.1 s, granted once the session has 10 live
+    # faces over 1.5 s and a 3-D movement; the same still sent over and over is denied (a camera never repeats
+    # itself)
     from siamface.gallery import Gallery
     from siamface.live import Authenticator, GalleryMatcher
     from siamface.video import Frame
@@ -159,7 +171,7 @@ def test_authenticate_passive_is_a_capture_session(tmp_path, pipeline):
                 pipeline, GalleryMatcher(g), "s23", timeout=60, liveness="passive", passive=PassiveCheck(camera="grey")
             )
             for i in range(25):
-                frame = camera_frame(S23_FRONTAL[i % 4], rng) if kind == "live" else still
+                frame = camera_frame(S23_MOVING[i % len(S23_MOVING)], rng) if kind == "live" else still
                 auth.process(Frame(i, i / 10, frame, time.perf_counter()))
                 if auth.decision:
                     break
@@ -167,3 +179,79 @@ def test_authenticate_passive_is_a_capture_session(tmp_path, pipeline):
     assert decisions["live"].granted, decisions["live"].reason
     assert decisions["live"].liveness["session"]["faces"] >= 10
     assert not decisions["still"].granted and "same picture" in decisions["still"].reason
+
+
+def _authenticate(pipeline, g, frames, timeout: float = 60.0):
+    """`authenticate --liveness passive --camera grey` on `frames`, a frame every 0.1 s: its decision."""
+    from siamface.live import Authenticator, GalleryMatcher
+    from siamface.video import Frame
+
+    now = [0.0]  # the clock is the frames' own: a loaded machine does not time the test out
+    auth = Authenticator(
+        pipeline,
+        GalleryMatcher(g),
+        "s23",
+        timeout=timeout,
+        liveness="passive",
+        passive=PassiveCheck(camera="grey"),
+        clock=lambda: now[0],
+    )
+    for i, frame in enumerate(frames):
+        now[0] = i / 10
+        auth.process(Frame(i, i / 10, frame, time.perf_counter()))
+        if auth.decision:
+            break
+    return auth.finish()
+
+
+def test_a_picture_moved_as_a_plane_never_passes_a_passive_session(tmp_path, pipeline):
+    # s23's photo pasted into a scene and moved about (a sway of a degree or two, a pixel or two, fresh noise
+    # each frame): the passive check calls every face live on a grey camera, but the face never moves as a
+    # head does (no parallax), so the session waits for a movement and fails at the timeout
+    from siamface.gallery import Gallery
+
+    rng = np.random.default_rng(2)
+    with Gallery(tmp_path / "g.db", pipeline, create=True) as g:
+        g.enroll("s23", [camera_frame(n, rng) for n in ("7", "1", "10")])
+        frames = [s23_frame("7", rng, roll=1.5 * np.sin(i / 3)) for i in range(40)]
+        decision = _authenticate(pipeline, g, frames, timeout=3.0)
+    session = decision.liveness["session"]
+    assert not decision.granted and "flat picture" in decision.reason, decision.reason
+    assert session["faces"] >= 10 and session["parallax"] < 0.15, session
+
+
+def test_a_face_that_leaves_the_shot_starts_a_new_presentation(tmp_path, pipeline):
+    # s23 moving a little, then out of the shot for 0.6 s, then back on the other side of the frame: the
+    # session starts again from the returning face (one restart) and passes, instead of waiting for the face
+    # where it left and failing at the timeout
+    from siamface.gallery import Gallery
+
+    rng = np.random.default_rng(3)
+    with Gallery(tmp_path / "g.db", pipeline, create=True) as g:
+        g.enroll("s23", [camera_frame(n, rng) for n in ("7", "1", "10")])
+        moving = [camera_frame(S23_MOVING[i % len(S23_MOVING)], rng) for i in range(40)]
+        empty = np.repeat(scene([]).mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)
+        frames = moving[:5] + [empty] * 6 + [np.roll(f, 220, axis=1) for f in moving[5:]]
+        decision = _authenticate(pipeline, g, frames, timeout=6.0)
+    session = decision.liveness["session"]
+    assert decision.granted, decision.reason
+    assert session["restarts"] == 1 and session["faces"] >= 10, session
+
+
+def test_a_face_too_dark_to_read_is_followed_but_not_counted(pipeline):
+    # a colour face so dim the colour cue cannot read it: no verdict either way (not refused, as before, and
+    # not live); a passive session follows it without counting it, and counts the readable faces
+    from siamface.liveness.session import CaptureSession, see
+
+    rng = np.random.default_rng(4)
+    bright = [scene([(att_rgb(3, 1, (1.1, 1.0, 0.8)), 2.0, (220, 100))]) for _ in range(2)]
+    frames = [np.clip(f + rng.normal(0, 2, f.shape), 0, 255).astype(np.uint8) for f in bright]
+    dark = (frames[1] * 0.12).astype(np.uint8)
+    check = PassiveCheck()
+    session = CaptureSession("passive")
+    for t, frame in enumerate((frames[0], dark)):
+        faces = pipeline.detect(frame)
+        seen, checked = see(frame, faces.boxes[0], faces.data["keypoints"][0], check)
+        session.observe(t * 0.1, seen)
+    assert checked.readable is False and seen.readable is False and checked.to_dict()["readable"] is False
+    assert session.faces == 1 and session.result is None, (session.faces, session.result)

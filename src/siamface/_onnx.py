@@ -23,9 +23,11 @@ from pathlib import Path
 
 DEVICES = ("auto", "cpu", "cuda")
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
-#: Faces per forward pass of an encoder, by device: 16 keeps a CPU's caches warm and a request's time budget
-#: checked often; a GPU is fed by larger batches (benchmarks/throughput.py).
-BATCH = {CPU: 16, CUDA: 64}
+#: Faces per forward pass of an encoder, by device. On a CPU, larger batches are slower for the default
+#: encoder (sface, 2 cores, faces/s at batch 1 / 4 / 8 / 16: 72 / 71 / 57 / 49; dlib-resnet 291 / 347 / 343 /
+#: 349; facenet flat): 4 is the compromise, and keeps a request's time budget checked often. A GPU is fed by
+#: larger batches (benchmarks/throughput.py).
+BATCH = {CPU: 4, CUDA: 64}
 
 
 def providers_for(device: str, available: list[str] | tuple[str, ...]) -> tuple[str, ...]:

@@ -526,8 +526,8 @@ def test_an_unknown_claim_points_to_a_command_that_exists(gallery_file):
 def test_a_gallery_of_the_former_default_keeps_its_model(tmp_path):
     """A gallery enrolled with `dlib-flip+facenet` (the default before `sface`) is searched and verified with
     it, without --model: the right person found, the model and its own thresholds in the answers, and a note
-    on how to move. Run with the default model's thresholds instead (0.389 / 0.496 for SFace against the
-    fused model's 0.877 / 0.891), a stranger would be named."""
+    on how to move. Run with the default model's thresholds instead (0.389 / at most 0.496 for SFace against
+    the fused model's 0.877 and up), a stranger would be named."""
     former = "dlib-flip+facenet"
     assert DEFAULT_MODEL != former
     info = create_encoder(former).info
@@ -542,7 +542,8 @@ def test_a_gallery_of_the_former_default_keeps_its_model(tmp_path):
     assert [r["faces"][0]["status"] for r in results] == ["known", "unknown"] and results[0]["faces"][0][
         "person"
     ] == "s3"
-    assert all(r["threshold"] == info.identify_threshold for r in results)
+    # 1:N by FPIR for this gallery's size, from the former model's own tail (never below its 1:1 threshold)
+    assert all(info.threshold <= r["threshold"] < 1 for r in results)
     assert results[1]["faces"][0]["similarity"] > create_encoder(DEFAULT_MODEL).info.identify_threshold
     assert f"bound to model {former}, which it keeps using" in out.stderr
     assert f"`siamface gallery reembed --model {DEFAULT_MODEL}` moves it" in out.stderr

@@ -18,7 +18,7 @@ from service_support import require_service
 
 require_service()
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the test extra)")
-from conftest import S23_FRONTAL, att, att_rgb, camera_frame, scene  # noqa: E402
+from conftest import S23_FRONTAL, S23_MOVING, att, att_rgb, camera_frame, scene  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from service_support import Server, png_bytes  # noqa: E402
@@ -173,11 +173,11 @@ def test_page_shows_a_recognise_key_no_enrolment(server, browser_paths, tmp_path
         browser.quit()
 
 
-def camera_clip(path: Path) -> None:
-    """s23 in front of a grey camera, 40 frames: the frontal photos in turn, each with its own noise and sway
-    (a camera never repeats itself)."""
+def camera_clip(path: Path, names=S23_MOVING) -> None:
+    """s23 in front of a grey camera, 40 frames: a head moving a little (`S23_MOVING`, or the photos `names` in
+    turn), each frame with its own noise and sway (a camera never repeats itself)."""
     rng = np.random.default_rng(0)
-    write_y4m(path, [camera_frame(S23_FRONTAL[i % 4], rng) for i in range(40)])
+    write_y4m(path, [camera_frame(names[i % len(names)], rng) for i in range(40)])
 
 
 def page_session(browser_paths, tmp_path, mode: str, shot_name: str):
@@ -198,7 +198,7 @@ def page_session(browser_paths, tmp_path, mode: str, shot_name: str):
         process=True,
     )
     clip = tmp_path / "camera.y4m"
-    camera_clip(clip)
+    camera_clip(clip, S23_MOVING if mode == "passive" else S23_FRONTAL)  # active: a recording facing the camera
     browser = None
     try:
         rng = np.random.default_rng(9)

@@ -46,6 +46,16 @@ def add_parsers(sub) -> None:
     )
     add_margin_option(p)
     add_fpir_option(p)
+    p.add_argument(
+        "--liveness",
+        choices=("off", "passive"),
+        default="off",
+        help="off (default): name every face; passive: each tracked face is a passive capture session, as in "
+        "authenticate (camera rate, no repeated picture, the passive check on every frame, a 3-D movement), "
+        "and is named only once it passed ('checking' until then, 'not-live' after a failed session; a "
+        "'liveness' event per decided session)",
+    )
+    add_camera_options(p)
     p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser(
@@ -132,7 +142,15 @@ def cmd_watch(args) -> int:
 
     gallery, pipeline, matcher, reader, out = _open(args)
     with gallery, reader:
-        watcher = Watcher(pipeline, matcher, refresh=args.refresh, votes=args.votes, on_event=json_lines(sys.stdout))
+        watcher = Watcher(
+            pipeline,
+            matcher,
+            refresh=args.refresh,
+            votes=args.votes,
+            on_event=json_lines(sys.stdout),
+            liveness=args.liveness,
+            passive=_passive_check(args),
+        )
         try:
             stats = run(reader, watcher, out, reader=reader)
         except KeyboardInterrupt:

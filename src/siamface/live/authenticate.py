@@ -163,14 +163,19 @@ class Authenticator:
             score = float(self.matcher.verify(self.claim, largest.embeddings)[0])
             self.scores.append(score)
             verdict = same(score, self.matcher.thresholds.verify)
-            live = None
-            if self.passive is not None:
-                checked = self.passive.score(frame.image, box)
-                live = bool(checked.live)
-                self.live_scores.append(checked.score)
-                self.framed_frames += checked.framed
-                self.not_live_frames += not live
-                verdict = gate(verdict, Liveness(live=live))
+            if self.capture is not None:
+                if keypoints is None:
+                    raise ConfigError(
+                        f"liveness needs a detector with 5 keypoints (retinaface, mtcnn), not {faces.detector!r}"
+                    )
+                from ..liveness.session import see
+
+                seen, checked = see(frame.image, box, keypoints, self.passive)
+                if checked is not None:
+                    self.live_scores.append(checked.score)
+                    self.framed_frames += checked.framed
+                    self.not_live_frames += not seen.live
+                    verdict = gate(verdict, Liveness(live=bool(seen.live)))
             ok = verdict.accepted
             self.run_length = self.run_length + 1 if ok else 0
             labels = [""] * len(faces)
@@ -178,14 +183,6 @@ class Authenticator:
             scores = [float("nan")] * len(faces)
             scores[pick] = score
             self.stats.embedded += 1
-            if self.capture is not None:
-                if keypoints is None:
-                    raise ConfigError(
-                        f"liveness needs a detector with 5 keypoints (retinaface, mtcnn), not {faces.detector!r}"
-                    )
-                from ..liveness.session import Seen, face_signature
-
-                seen = Seen(keypoints, box, live, face_signature(frame.image, box))
         else:
             self.run_length = 0
         live_done = True

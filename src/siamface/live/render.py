@@ -12,6 +12,7 @@ import numpy as np
 from ..decision import AMBIGUOUS, UNKNOWN
 from ..errors import ConfigError
 from .results import FrameResult
+from .watcher import CHECKING, NOT_LIVE
 
 #: The suffixes `VideoOut` writes (.avi as MJPG, the others as mp4v): OpenCV opens no writer for other ones,
 #: so they are refused before the first frame instead of after it.
@@ -29,7 +30,7 @@ def annotate(result: FrameResult, fps: float | None = None) -> np.ndarray:
         name = result.labels[i] if i < len(result.labels) else ""
         score = result.scores[i] if i < len(result.scores) else float("nan")
         labels.append(f"{name} {score:.2f}" if name and not np.isnan(score) else name)
-        colors.append({UNKNOWN: RED, AMBIGUOUS: YELLOW}.get(name, GREEN))  # as the web page colours them
+        colors.append({UNKNOWN: RED, AMBIGUOUS: YELLOW, CHECKING: YELLOW, NOT_LIVE: RED}.get(name, GREEN))
     out = draw_faces(result.frame.image, result.faces, labels, colors)
     if fps is not None:
         cv2.putText(out, f"{fps:.1f} fps", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 0), 2, cv2.LINE_AA)

@@ -1,5 +1,12 @@
 """`watch`: 1:N in a video, every tracked face named, with events when a person appears, is (re)identified
-or leaves."""
+or leaves.
+
+With ``liveness="passive"`` watch decides like `authenticate`: each track is a passive capture session
+(`siamface.liveness.session.CaptureSession`, fed by `session.see`, the same code as `authenticate` and the
+service: camera rate, no repeated picture, the passive check on every frame, a 3-D movement, restarts when
+the face leaves), and a track is named only once its session passed; until then it is ``checking``, after a
+failed session ``not-live`` (a new session then begins on its next frames), with a ``liveness`` event for
+each decided session."""
 
 from __future__ import annotations
 
@@ -13,6 +20,10 @@ from ..video import Frame
 from .matcher import Matcher
 from .results import FrameResult, Stats, now_iso
 from .tracking import Track, Tracker
+
+#: what a track is called while its liveness session runs, and after one failed
+CHECKING, NOT_LIVE = "checking", "not-live"
+WATCH_LIVENESS = ("off", "passive")
 
 
 class Watcher:
@@ -28,9 +39,24 @@ class Watcher:
         votes: int = 5,
         max_missed: int = 10,
         on_event: Callable[[dict], None] | None = None,
+        liveness: str = "off",
+        passive=None,
+        rules=None,
     ) -> None:
         if refresh < 1 or votes < 1:
             raise ConfigError("refresh and votes must be >= 1")
+        if liveness not in WATCH_LIVENESS:
+            raise ConfigError(f"watch liveness must be one of {', '.join(WATCH_LIVENESS)}, not {liveness!r}")
+        self.liveness = liveness
+        self.passive = None
+        if liveness == "passive":
+            from ..liveness import PassiveCheck
+            from ..liveness.session import CaptureRules
+
+            self.passive = passive or PassiveCheck()
+            self.rules = rules or CaptureRules()
+        self.captures: dict[int, object] = {}  # track id -> its capture session
+        self.not_live: set[int] = set()  # tracks whose last session failed
         self.pipeline = pipeline
         self.matcher = matcher
         self.refresh = refresh
@@ -46,16 +72,51 @@ class Watcher:
             "video_time": round(frame.time, 3),
             "frame": frame.index,
             "track": track.id,
-            "person": track.label,
+            "person": self.label(track),
             "score": None if np.isnan(track.score) else round(track.score, 4),
             **self.matcher.thresholds.identify.describe_1n(),
             **extra,
         }
         self.on_event(event)
 
+    def label(self, track: Track) -> str:
+        """The track's name as watch reports it: with liveness on, only once its session passed."""
+        if self.liveness == "off":
+            return track.label
+        capture = self.captures.get(track.id)
+        if capture is not None and capture.state == "passed":
+            return track.label
+        return NOT_LIVE if track.id in self.not_live else CHECKING
+
+    def _check(self, frame: Frame, faces, tracks: list[Track]) -> None:
+        """Feed each track's capture session this frame's face (or its absence)."""
+        from ..liveness.session import CaptureSession, see
+
+        keypoints = faces.data.get("keypoints")
+        if keypoints is None and len(faces):
+            raise ConfigError(f"liveness needs a detector with 5 keypoints (retinaface, mtcnn), not {faces.detector!r}")
+        here = {track.id: i for i, track in enumerate(tracks)}
+        for track in self.tracker.tracks:
+            capture = self.captures.get(track.id)
+            if capture is not None and capture.state == "passed":
+                continue
+            if capture is None or capture.state == "failed":
+                capture = self.captures[track.id] = CaptureSession("passive", self.rules)
+            i = here.get(track.id)
+            seen = None if i is None else see(frame.image, faces.boxes[i], keypoints[i], self.passive)[0]
+            result = capture.observe(frame.time, seen)
+            if result is not None:
+                if result.passed:
+                    self.not_live.discard(track.id)
+                else:
+                    self.not_live.add(track.id)
+                self._event("liveness", frame, track, live=result.passed, liveness=result.to_dict())
+
     def process(self, frame: Frame) -> FrameResult:
         faces = self.pipeline.detect(frame.image)
         tracks, _, ended = self.tracker.update(faces.boxes, frame.index)
+        if self.liveness != "off":
+            self._check(frame, faces, tracks)
         stale = [i for i, t in enumerate(tracks) if frame.index - t.embedded_frame >= self.refresh]
         if stale:
             subset = self.pipeline.embed(frame.image, faces[np.array(stale)])
@@ -66,15 +127,18 @@ class Watcher:
                 track.decide()
             self.stats.embedded += len(stale)
         for track in tracks:
+            shown = self.label(track)
             if track.announced is None and track.votes:
                 self._event("appeared", frame, track)
-                track.announced = track.label
-            elif track.announced is not None and track.announced != track.label:
+                track.announced = shown
+            elif track.announced is not None and track.announced != shown:
                 self._event("identified", frame, track, previous=track.announced)
-                track.announced = track.label
+                track.announced = shown
         for track in ended:
             if track.announced is not None:
                 self._event("left", frame, track, frames=track.last_frame - track.first_frame + 1)
+            self.captures.pop(track.id, None)
+            self.not_live.discard(track.id)
         latency = (time.perf_counter() - frame.captured) * 1000
         self.stats.frames += 1
         self.stats.latencies_ms.append(latency)
@@ -82,7 +146,7 @@ class Watcher:
         return FrameResult(
             frame,
             faces,
-            [t.label for t in tracks],
+            [self.label(t) for t in tracks],
             [t.score for t in tracks],
             [t.id for t in tracks],
             latency,

@@ -32,20 +32,26 @@ def _inner(image: np.ndarray, box) -> np.ndarray:
 
 
 def colour_spread(image: np.ndarray, box) -> float:
+    """`colour_reading`, 0 where there is nothing to read."""
+    reading = colour_reading(image, box)
+    return 0.0 if reading is None else reading
+
+
+def colour_reading(image: np.ndarray, box) -> float | None:
     """Standard deviation of the saturation (0-1) over the inner face, read at `GRID` x `GRID` (each cell
     the mean of its pixels: skin's colour varies at the scale of lips, cheeks and eyes, a camera's noise at
     the scale of a pixel, and would otherwise give a grey face colour), over the cells neither dark nor
-    clipped; 0 for a grey image or a face too small or too dark to read."""
+    clipped; 0 for a grey image, None for a face too small or too dark to read (no verdict either way)."""
     if image.ndim == 2 or image.shape[2] == 1:
         return 0.0
     patch = _inner(image, box)
     if min(patch.shape[:2]) < GRID:
-        return 0.0
+        return None
     cells = cv2.resize(patch[..., :3], (GRID, GRID), interpolation=cv2.INTER_AREA).reshape(-1, 3).astype(np.float32)
     top, low = cells.max(axis=1), cells.min(axis=1)
     keep = (top >= 40) & (top <= 250)
     if keep.sum() < 16:
-        return 0.0
+        return None
     saturation = (top[keep] - low[keep]) / top[keep]
     return float(saturation.std())
 

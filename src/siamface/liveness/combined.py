@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import ConfigError, ModelError
 from .cnn import AntiSpoofCnn, CnnScore
-from .colour import colour_spread, to_grey
+from .colour import colour_reading, colour_spread, to_grey
 from .passive import SIDES, PassiveLiveness, features, frame_sides, is_framed
 
 #: the camera kinds the passive check knows
@@ -88,6 +88,7 @@ class PassiveScore:
     colour_min: float | None = None
     camera: str = "colour"
     cues: dict = field(default_factory=dict)
+    readable: bool = True  # False: the colour cue could not read the face (too small or too dark): no verdict
 
     @property
     def framed(self) -> bool:
@@ -125,6 +126,7 @@ class PassiveScore:
             out["colour"] = round(self.colour, 4)
             out["colour_min"] = self.colour_min
             out["colourless"] = self.colourless
+            out["readable"] = self.readable
         return out
 
 
@@ -194,7 +196,8 @@ class PassiveCheck:
             seen = to_grey(image) if self.camera == "grey" else image
             v2, v1se = self.cnn.probabilities(seen, [box])[0]
             cnn = CnnScore(float(v2), float(v1se))
-            colour = None if self.camera == "grey" else colour_spread(image, box)
+            reading = None if self.camera == "grey" else colour_reading(image, box)
+            colour = None if self.camera == "grey" else (reading or 0.0)
             return PassiveScore(
                 cnn.score,
                 self.threshold,
@@ -205,6 +208,7 @@ class PassiveCheck:
                 colour=colour,
                 colour_min=None if colour is None else COLOUR_MIN,
                 camera=self.camera,
+                readable=self.camera == "grey" or reading is not None,
             )
         texture = float(self.texture.probability(features(image, box))[0])
         v2, v1se = self.cnn.probabilities(image, [box])[0]

@@ -19,7 +19,15 @@ Every mode checks:
 * **the passive check** on every frame's face: at least `live_share` of them live (a session fails as soon as
   more than that share, or more than 2 faces, were refused).
 
-``passive`` mode (no prompts) passes after `min_frames` faces over at least `min_seconds`. ``active`` mode
+``passive`` mode (no prompts) passes after `min_frames` faces over at least `min_seconds`, once the face has
+shown a **3-D movement** (`passive_parallax`: the nose off the plane of the eyes and mouth corners, as in
+`active.parallax`, measured against the most frontal face of the presentation): a photo, a screen or a face
+pasted into a scene moves as a plane, however it is held, shifted or turned; a live head never holds that
+still. It waits for it until the timeout (asking for a small movement), then fails. A **presentation** is
+one face that stays: in ``passive`` mode, when the face has been gone for more than `max_absent` seconds
+(it left the shot), the session starts again from the next face (`restarts`) instead of deciding on a
+face that left; the timeout still counts from the first frame, and a session fails after `max_restarts`
+(each restart is a new try: failed sessions count towards the lock-out, restarts must not evade it). ``active`` mode
 adds prompts: `count` kinds drawn at random from `PROMPTS` (at least one head turn: it is what shows
 parallax), revealed **one at a time**, each after the face has held frontal for a random time (`hold`,
 continuous, drawn per prompt), to be begun within `react` seconds of its reveal (a quarter of the way) and
@@ -60,6 +68,7 @@ PROMPTS = {
 TURNS = ("turn_left", "turn_right")
 FRONTAL = "look straight at the camera"
 HOLD = "hold still, looking at the camera"
+MOVE = "look at the camera and move your head a little"
 
 
 def roll_degrees(keypoints: np.ndarray) -> float:
@@ -109,12 +118,24 @@ def draw_prompts(count: int, rng: secrets.SystemRandom | None = None) -> list[st
 @dataclass(frozen=True)
 class Seen:
     """What one frame showed of its largest face: its 5 keypoints, box, the passive check's verdict (None:
-    not checked) and a signature of its pixels (None: not compared)."""
+    not checked), a signature of its pixels (None: not compared) and whether the passive check could read it
+    at all (False: too small or too dark: the face is followed, but neither counts for nor against)."""
 
     keypoints: np.ndarray
     box: Sequence[float]
     live: bool | None = None
     signature: bytes | None = None
+    readable: bool = True
+
+
+def see(image: np.ndarray, box, keypoints, passive=None) -> tuple[Seen, Any]:
+    """What a session is told of one frame's face, the same at the camera and over HTTP: its keypoints and box,
+    the passive check's verdict (with `passive`, a `PassiveCheck`; its score is returned too, else None) and a
+    signature of its pixels."""
+    checked = None if passive is None else passive.score(image, box)
+    live = None if checked is None else bool(checked.live)
+    readable = checked is None or checked.readable
+    return Seen(keypoints, box, live, face_signature(image, box), readable), checked
 
 
 @dataclass
@@ -141,6 +162,9 @@ class CaptureRules:
     path_frames: int = 1
     max_step: float = 0.75
     parallax_min: float = 0.10
+    passive_parallax: float = 0.15
+    max_absent: float = 0.5
+    max_restarts: int = 3
 
     def __post_init__(self) -> None:
         if self.timeout <= 0 or self.max_gap <= self.min_interval or self.min_frames < 1:
@@ -159,6 +183,7 @@ class CaptureResult:
     frames: int
     faces: int
     live_faces: int
+    restarts: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -172,6 +197,7 @@ class CaptureResult:
             "frames": self.frames,
             "faces": self.faces,
             "live_faces": self.live_faces,
+            "restarts": self.restarts,
         }
 
 
@@ -202,6 +228,9 @@ class CaptureSession:
             )
         self.result: CaptureResult | None = None
         self.t0 = self.t = None
+        self.started = None  # the first frame's time: the timeout counts from it, across restarts
+        self.restarts = 0
+        self.absent_since = None  # the face has been gone since (None: it is here)
         self.frames = self.faces = self.live_faces = 0
         self.step = 0  # prompts met
         self.revealed = False  # is prompt `step` shown?
@@ -227,7 +256,7 @@ class CaptureSession:
         if self.result is not None:
             return ""
         if self.mode == "passive":
-            return FRONTAL
+            return MOVE if self.faces >= self.rules.min_frames else FRONTAL
         if self.revealed:
             return PROMPTS[self.prompts[self.step]]
         return HOLD if self.frontal_since is not None else FRONTAL
@@ -253,6 +282,7 @@ class CaptureSession:
             self.frames,
             self.faces,
             self.live_faces,
+            self.restarts,
         )
         return self.result
 
@@ -274,16 +304,33 @@ class CaptureSession:
                 )
             if gap > r.max_gap:
                 return self._finish(False, f"a gap of {gap:.2f} s between frames (at most {r.max_gap:g} s)")
-        if self.t0 is None:
-            self.t0 = t
+        if self.started is None:
+            self.started = t
         self.t = t
         self.frames += 1
-        if t - self.t0 > r.timeout:
+        if t - self.started > r.timeout:
+            if self.mode == "passive" and self.faces and self.parallax < r.passive_parallax:
+                return self._finish(False, self._flat())
             return self._finish(False, f"timeout after {r.timeout:g} s at '{self.prompt}'")
         if seen is None:  # the last face stays the reference: a faceless frame does not hide a jump
             self.frontal_since = None
+            if self.absent_since is None:
+                self.absent_since = t
+            if self.mode == "passive" and self.faces and t - self.absent_since > r.max_absent:
+                if self.restarts >= r.max_restarts:  # each restart would be a new try inside one session
+                    return self._finish(False, f"the face left the shot {self.restarts + 1} times")
+                self._restart()
             return None
+        self.absent_since = None
         k = np.asarray(seen.keypoints, np.float64)
+        if not seen.readable:  # followed (no jump, no repeat), not counted: it waits for a face it can read
+            failed = self._continuity(seen, k) if self.previous is not None else None
+            if failed:
+                return self._finish(False, failed)
+            self.previous = seen
+            return None
+        if self.faces == 0:  # the presentation begins with its first face
+            self.t0 = t
         self.faces += 1
         self.live_faces += seen.live is not False
         refused = self.faces - self.live_faces
@@ -294,13 +341,29 @@ class CaptureSession:
             return self._finish(False, failed)
         self.previous = seen
         yaw = yaw_ratio(k)
-        if abs(yaw) < r.frontal and (self.reference is None or abs(yaw) < abs(self.reference_yaw)):
+        frontal_enough = abs(yaw) < r.frontal or self.mode == "passive"  # passive: the most frontal so far
+        if frontal_enough and (self.reference is None or abs(yaw) < abs(self.reference_yaw)):
             self.reference, self.reference_yaw = k, yaw
         if self.reference is not None:
             self.parallax = max(self.parallax, parallax(self.reference, k))
         if self.mode == "passive":
             return self._passive_done(t)
         return self._prompted(t, k, seen)
+
+    def _restart(self) -> None:
+        """The face left the shot: a new presentation begins with the next face (passive mode)."""
+        self.restarts += 1
+        self.t0 = None
+        self.faces = self.live_faces = self.repeats = 0
+        self.previous = self.reference = self.reference_yaw = None
+        self.parallax = 0.0
+        self.absent_since = None
+
+    def _flat(self) -> str:
+        return (
+            f"the face moved like a flat picture for {self.t - self.started:.1f} s (parallax {self.parallax:.3f} "
+            f"< {self.rules.passive_parallax}): a photo, a screen or a composite?"
+        )
 
     def _continuity(self, seen: Seen, k: np.ndarray) -> str | None:
         r, before = self.rules, self.previous
@@ -335,7 +398,11 @@ class CaptureSession:
             failed = self._live_enough()
             if failed:
                 return self._finish(False, failed)
-            return self._finish(True, f"{self.faces} faces over {t - self.t0:.1f} s at camera rate")
+            if self.parallax < r.passive_parallax:
+                return None  # no 3-D movement yet: wait for one (the prompt asks for it) until the timeout
+            return self._finish(
+                True, f"{self.faces} faces over {t - self.t0:.1f} s at camera rate, moving as a head (3-D)"
+            )
         return None
 
     def _measure(self, prompt: str, k: np.ndarray, width: float) -> float:

@@ -460,7 +460,7 @@ class Service:
         """One camera frame for a capture session, `arrived` at that time of the server's clock: its face (the
         one that continues the session: `follow`) fed to the session (with the passive check's verdict in modes passive and both); the session's
         state."""
-        from ..liveness.session import Seen, face_signature, follow
+        from ..liveness.session import follow, see
 
         session = self.sessions.frame_slot(session_id, key)
         if session.state != PENDING:
@@ -475,10 +475,8 @@ class Service:
             return state
         largest = self.pipeline.embed(image, faces[pick : pick + 1])
         box = largest.boxes[0]
-        live = None
-        if self.liveness is not None and self.settings.passive_frames:
-            live = bool(self.liveness.score(image, box).live)
-        seen = Seen(largest.data["keypoints"][0], box, live, face_signature(image, box))
+        passive = self.liveness if self.settings.passive_frames else None
+        seen, _ = see(image, box, largest.data["keypoints"][0], passive)
         return self.sessions.feed(session, arrived, seen, largest.embeddings[0])
 
     def identify(
