@@ -159,7 +159,7 @@ def clean_celeba(files: list[str], labels: np.ndarray) -> tuple[list[str], np.nd
 
 
 def att_files(root: Path) -> tuple[list[str], np.ndarray]:
-    """Every AT&T image (s1/1.pgm ...), person by person, and its person's folder name."""
+    """Every AT&T image (s3/1.pgm ...), person by person, and its person's folder name."""
     ids = folder_identities(root)
     files = [str(Path(p).relative_to(root)) for k in sorted(ids) for p in ids[k]]
     return files, np.array([f.split("/")[0] for f in files])

@@ -25,7 +25,7 @@ import numpy as np
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--att", type=Path, required=True, help="the AT&T folder (s1 ... s40, 1.pgm ... 10.pgm)")
+    parser.add_argument("--att", type=Path, required=True, help="the AT&T folder (s3 ... s40, 1.pgm ... 10.pgm)")
     parser.add_argument("--seed", type=int, default=0, help="which 30 people are enrolled (default: 0)")
     parser.add_argument("--enrolled", type=int, default=30)
     parser.add_argument("--margin", type=float, default=None, help="ambiguity margin (default: the gallery's)")

@@ -37,13 +37,13 @@ def test_entry_point_is_installed():
 
 
 def test_verify_same_person_exits_0():
-    out = run_process("verify", att(1, 1), att(1, 2))  # the console script
+    out = run_process("verify", att(11, 1), att(11, 2))  # the console script
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("SAME person") and "threshold" in out.stdout
 
 
 def test_verify_different_people_exits_1_with_json():
-    out = run_process("verify", att(1, 1), att(4, 1), "--json", module=True)
+    out = run_process("verify", att(11, 1), att(4, 1), "--json", module=True)
     assert out.returncode == 1, out.stderr
     data = json.loads(out.stdout)
     assert data["same"] is False and data["model"] == DEFAULT_MODEL
@@ -53,7 +53,7 @@ def test_verify_different_people_exits_1_with_json():
 def test_verify_without_face_exits_2_with_clear_message(tmp_path):
     empty = tmp_path / "wall.png"
     Image.fromarray(faceless()).save(empty)
-    out = run("verify", empty, att(1, 1))
+    out = run("verify", empty, att(11, 1))
     assert out.returncode == 2
     assert "wall.png: no face found" in out.stderr and "Traceback" not in out.stderr
 
@@ -62,7 +62,7 @@ def _half_jpeg() -> bytes:
     import io
 
     buf = io.BytesIO()
-    Image.open(att(1, 1)).save(buf, format="JPEG")
+    Image.open(att(11, 1)).save(buf, format="JPEG")
     return buf.getvalue()[:600]
 
 
@@ -74,12 +74,12 @@ def _half_jpeg() -> bytes:
 def test_verify_bad_file_exits_2(tmp_path, content, message):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(content)
-    out = run("verify", bad, att(1, 1))
+    out = run("verify", bad, att(11, 1))
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
 
 
 def test_verify_missing_file_exits_2():
-    out = run_process("verify", "no/such/file.jpg", att(1, 1))
+    out = run_process("verify", "no/such/file.jpg", att(11, 1))
     assert out.returncode == 2 and "file not found" in out.stderr
 
 
@@ -95,7 +95,7 @@ def test_detect_writes_annotated_image(tmp_path, group_scene):
 
 
 def test_embed_json_has_unit_embeddings():
-    out = run("embed", att(2, 2), "--json", "--detector", "hog")
+    out = run("embed", att(33, 1), "--json", "--detector", "hog")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     vector = np.array(data["faces"][0]["embedding"])
@@ -124,7 +124,7 @@ def test_watch_out_help_lists_every_writable_suffix():
 
 
 def test_threshold_option_changes_the_decision():
-    assert run("verify", att(1, 1), att(1, 2), "--threshold", "0.9999").returncode == 1
+    assert run("verify", att(11, 1), att(11, 2), "--threshold", "0.9999").returncode == 1
 
 
 @pytest.mark.parametrize("command", ["verify", "detect", "embed", "models"])
@@ -134,7 +134,7 @@ def test_help_on_every_command(command):
 
 
 def test_unknown_detector_is_a_usage_error():
-    out = run("verify", att(1, 1), att(1, 2), "--detector", "yolo")
+    out = run("verify", att(11, 1), att(11, 2), "--detector", "yolo")
     assert out.returncode == 2 and "invalid choice" in out.stderr
 
 

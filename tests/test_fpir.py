@@ -13,7 +13,7 @@ from siamface.decision import FpirPolicy, comparison_rate, fpir_threshold
 from siamface.errors import ConfigError
 from siamface.tails import fit_tail, shipped_tail
 
-PEOPLE = (3, 4, 5, 6, 7, 8, 9)  # s10 stays a stranger; s1 and s2 are not used
+PEOPLE = (3, 4, 5, 6, 7, 8, 9)  # s10 stays a stranger; s11 and s33 are not used
 ENROLLED = (2, 3, 4)
 
 
@@ -74,7 +74,7 @@ def test_a_stricter_target_raises_the_threshold_and_a_fixed_one_excludes_it(gall
 
 @pytest.fixture
 def folder(tmp_path):
-    """The fixture people, a folder each (s1 and s2 left out)."""
+    """The fixture people, a folder each (s11 and s33 left out)."""
     root = tmp_path / "people"
     for s in (*PEOPLE, 10):
         (root / f"s{s}").mkdir(parents=True)

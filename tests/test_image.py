@@ -22,7 +22,7 @@ def encode(array: np.ndarray, fmt: str, mode: str | None = None, **params) -> by
     return buf.getvalue()
 
 
-FACE = att_rgb(1, 1, (1.0, 0.8, 0.6))
+FACE = att_rgb(11, 1, (1.0, 0.8, 0.6))
 
 
 @pytest.mark.parametrize(
@@ -48,7 +48,7 @@ def test_formats_decode_to_rgb_uint8(fmt, mode, lossless):
 
 
 def test_pgm_from_path_is_grey_rgb():
-    image = load_image(att(2, 1))
+    image = load_image(att(33, 1))
     assert image.shape == (112, 92, 3)
     assert np.array_equal(image[:, :, 0], image[:, :, 2])
 
@@ -82,12 +82,12 @@ def test_alpha_is_composited_on_white():
 
 
 def test_16_bit_grey_png_is_scaled_to_8_bit():
-    gray16 = np.asarray(Image.open(att(1, 1)), np.uint16) * 257
+    gray16 = np.asarray(Image.open(att(11, 1)), np.uint16) * 257
     buf = io.BytesIO()
     Image.fromarray(gray16).save(buf, format="PNG")
     image = load_image(buf.getvalue())
     assert image.dtype == np.uint8
-    assert np.array_equal(image[:, :, 0], np.asarray(Image.open(att(1, 1))))
+    assert np.array_equal(image[:, :, 0], np.asarray(Image.open(att(11, 1))))
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,7 @@ def test_precedence(tmp_path):
         save_calibration(cal(0.95), beside)
         assert Pipeline(calibration_file=beside).threshold == 0.95
         assert Pipeline(threshold=0.8, calibration_file=beside).threshold == 0.8
-        result = Pipeline().verify(att(1, 1), att(1, 2))
+        result = Pipeline().verify(att(11, 1), att(11, 2))
         assert result.threshold == 0.93 and "calibrated (far=0.001)" in result.threshold_source
     finally:
         user_calibration_file().unlink()

@@ -125,9 +125,9 @@ def test_the_venv_runs_the_installed_wheel_alone(installed, clean_env, tmp_path)
 
 def test_verify_from_the_wheel(installed, clean_env, tmp_path):
     siamface = installed / "siamface"
-    same = _run([siamface, "verify", att(1, 1), att(1, 2)], clean_env, tmp_path)
+    same = _run([siamface, "verify", att(11, 1), att(11, 2)], clean_env, tmp_path)
     assert same.returncode == 0 and "detector retinaface" in same.stdout, same.stdout + same.stderr
-    different = _run([siamface, "verify", att(1, 1), att(4, 1)], clean_env, tmp_path)
+    different = _run([siamface, "verify", att(11, 1), att(4, 1)], clean_env, tmp_path)
     assert different.returncode == 1 and different.stdout.startswith("DIFFERENT"), different.stdout + different.stderr
 
 

@@ -52,12 +52,12 @@ def test_evaluate_folder_writes_report_and_plots(tmp_path, cache_file, capsys):
     )
     text = capsys.readouterr().out
     assert code == 0
-    assert "1 with no usable face: s1/3.pgm" in text and "EER" in text and "TAR @ FAR" in text
+    assert "2 with no usable face: s33/2.pgm, s33/4.pgm" in text and "EER" in text and "TAR @ FAR" in text
     assert "accuracy" in text and "ROC AUC" in text and "wrote" in text
     for name in ("report.json", "roc.png", "scores.png", "scores.csv"):
         assert (out / name).stat().st_size > 0, name
     report = json.loads((out / "report.json").read_text())
-    assert report["protocol"] == "folder" and report["images"]["failures"] == 1
+    assert report["protocol"] == "folder" and report["images"]["failures"] == 2
     assert report["at_threshold"]["accuracy"] >= 0.95 and report["comparisons"]["genuine"] == 60
 
 
@@ -76,7 +76,7 @@ def test_evaluate_default_out_dir_and_json(tmp_path, cache_file, capsys, monkeyp
 
 def test_evaluate_lfw_pairs(tmp_path, cache_file, capsys):
     root = tmp_path / "lfw"
-    for s, name in ((2, "Ann"), (3, "Bob"), (4, "Cid")):
+    for s, name in ((11, "Ann"), (3, "Bob"), (4, "Cid")):
         (root / name).mkdir(parents=True)
         for i in (1, 2, 3):
             shutil.copy(att(s, i), root / name / f"{name}_{i:04d}.jpg")
@@ -123,15 +123,18 @@ def test_evaluate_lfw_pairs(tmp_path, cache_file, capsys):
 
 
 def test_calibrate_then_verify_uses_it(tmp_path, cache_file, config_dir, capsys):
+    # retinaface: hog misses two of s33's faces, whose forced false rejects (5 of 60 genuine pairs) would put
+    # the EER point above the 5 % FAR a calibration may write
     code = main(
-        ["calibrate", "--folder", str(ATT), "--detector", "hog", "--target", "eer", "--cache", cache_file, "--quiet"]
+        ["calibrate", "--folder", str(ATT), "--detector", "retinaface", "--target", "eer"]
+        + ["--cache", cache_file, "--quiet"]
     )
     text = capsys.readouterr().out
     assert code == 0, text
     written = config_dir / "thresholds.json"
     assert f"wrote {written}" in text and "now uses this threshold" in text
     cal = read_calibrations(written)[DEFAULT_MODEL]
-    assert cal.criterion == "eer" and cal.detector == "hog" and cal.dataset == str(ATT.resolve())
+    assert cal.criterion == "eer" and cal.detector == "retinaface" and cal.dataset == str(ATT.resolve())
     assert (cal.n_genuine, cal.n_impostor) == (60, 60) and cal.created[:4].isdigit()
     floor = create_encoder(DEFAULT_MODEL).info.impostor_median  # the model's plausible range starts there
     assert floor < cal.threshold < 1.0 and 0 <= cal.far <= 0.1 and 0 <= cal.frr <= 0.1
@@ -140,7 +143,7 @@ def test_calibrate_then_verify_uses_it(tmp_path, cache_file, config_dir, capsys)
     assert SIAMFACE, "the siamface console script is not installed"
     env = dict(os.environ, SIAMFACE_CONFIG_DIR=str(config_dir))
     out = subprocess.run(
-        [SIAMFACE, "verify", str(att(2, 1)), str(att(2, 2)), "--json"],
+        [SIAMFACE, "verify", str(att(11, 1)), str(att(11, 2)), "--json"],
         capture_output=True,
         text=True,
         timeout=120,

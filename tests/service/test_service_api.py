@@ -181,7 +181,7 @@ def test_identify_known_and_unknown(server):
     known = server.request("POST", "/v1/identify", files=probe(5))
     assert known.status == 200 and [f["person"] for f in known.body["faces"]] == ["s5"]
     assert known.body["faces"][0]["status"] == "known" and known.body["size"] == [92, 112]
-    stranger = server.request("POST", "/v1/identify", files=probe(2), fields={"top": "2"})
+    stranger = server.request("POST", "/v1/identify", files=probe(11), fields={"top": "2"})
     assert stranger.status == 200 and stranger.body["faces"][0]["status"] == "unknown"
     # An unknown face reveals nobody's score (see test_service_trust.py).
     assert stranger.body["faces"][0]["candidates"] == [] and stranger.body["faces"][0]["similarity"] is None

@@ -20,7 +20,7 @@ def test_aligned_faces_are_read_per_identity(faces):
     assert len(faces.identities) == 10 and len(faces) == 40
     assert faces.chips.shape == (40, 150, 150, 3)
     assert np.bincount(faces.labels).tolist() == [4] * 10
-    assert faces.paths[0] == "s1/1.pgm"
+    assert faces.paths[0] == "s3/1.pgm"
 
 
 def test_detected_faces_are_cached(tmp_path):

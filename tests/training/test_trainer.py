@@ -179,7 +179,7 @@ def test_cli_train_then_verify_with_the_exported_model(tmp_path, capsys):
     assert code == 0 and "test split (2 unseen identities" in text
     assert "siamface evaluate --model" in text and "test_pairs_same.txt" in text
     model = str(out / "model.onnx")
-    code = main(["verify", "--model", model, "--json", str(att(1, 1)), str(att(1, 2))])
+    code = main(["verify", "--model", model, "--json", str(att(11, 1)), str(att(11, 2))])
     payload = json.loads(capsys.readouterr().out)
     assert code in (0, 1) and payload["model"] == "cli"
     from siamface.embedding import create_encoder
@@ -187,7 +187,7 @@ def test_cli_train_then_verify_with_the_exported_model(tmp_path, capsys):
     floor = create_encoder(model).info.impostor_median  # measured on the validation impostors, exported
     assert floor is not None and payload["threshold"] >= floor
     below = f"{floor - 0.05:.4f}"
-    assert main(["verify", "--model", model, "--threshold", below, str(att(1, 1)), str(att(1, 2))]) == 2
+    assert main(["verify", "--model", model, "--threshold", below, str(att(11, 1)), str(att(11, 2))]) == 2
     assert "plausible range" in capsys.readouterr().err
-    assert main(["verify", "--model", str(tmp_path / "missing.onnx"), str(att(1, 1)), str(att(1, 2))]) == 2
+    assert main(["verify", "--model", str(tmp_path / "missing.onnx"), str(att(11, 1)), str(att(11, 2))]) == 2
     assert "model file not found" in capsys.readouterr().err

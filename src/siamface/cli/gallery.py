@@ -53,7 +53,7 @@ def add_parsers(sub) -> None:
         "created or added to. A face belongs to one person: a new NAME whose face already matches "
         "someone enrolled (at the 1:N threshold) is not created (rejected as already-enrolled, "
         "naming whom) unless --force. Names: letters, numbers, single spaces and . , ' ’ - _ ( ) & @ +, "
-        "starting with a letter or a number (see the README). The gallery file is created, "
+        "starting with a letter or a number (see the docs, Galleries). The gallery file is created, "
         "bound to the model, if it does not exist. Exit code 0 when every person got at least "
         "one template, 1 otherwise, 2 on an error (nothing enrolled).",
     )

@@ -57,7 +57,7 @@ def add_parsers(sub) -> None:
         "--method",
         choices=METHODS,
         default=DEFAULT_METHOD,
-        help=f"how faces are grouped (default: {DEFAULT_METHOD}, measured best on celeba_ids; see the README)",
+        help=f"how faces are grouped (default: {DEFAULT_METHOD}, measured best on celeba_ids; see the docs, Photo libraries)",
     )
     p.add_argument(
         "--out",
