@@ -369,7 +369,7 @@ def test_liveness_passive_refuses_an_uploaded_image_and_reports_it_in_identify(t
 
 
 # -- issue 15: enrollment races, strangers, names ----------------------------------------------------------
-RACERS = {"a": (10, (1, 2), 3), "b": (1, (1, 2), 4)}  # subject, images enrolled, probe (neither in PEOPLE)
+RACERS = {"a": (10, (1, 2), 3), "b": (11, (1, 2), 4)}  # subject, images enrolled, probe (neither in PEOPLE)
 
 
 def test_two_requests_creating_one_new_name_at_once_make_one_person(server):
@@ -377,7 +377,7 @@ def test_two_requests_creating_one_new_name_at_once_make_one_person(server):
     created (201), the other refused (409), never merged; a claim by the refused person is denied."""
     for trial in range(4):
         name = f"Race{trial}"
-        barrier = threading.Barrier(2)
+        barrier = threading.Barrier(2, timeout=120)  # a thread that fails early must not hang the other
 
         def post(who):
             subject, images, _ = RACERS[who]
@@ -402,7 +402,7 @@ def test_two_requests_creating_one_new_name_at_once_make_one_person(server):
 
 
 def test_faces_of_someone_else_are_not_added_to_a_person_unless_forced(server):
-    files = [("images", f"{i}.pgm", fixture_bytes(1, i)) for i in (1, 2)]
+    files = [("images", f"{i}.pgm", fixture_bytes(11, i)) for i in (1, 2)]
     assert server.request("POST", "/v1/people", fields={"name": "Eleven"}, files=files).status == 201
     stranger = [("images", "other.pgm", fixture_bytes(10, 1))]
     refused = server.request("POST", "/v1/people/ELEVEN/faces", files=stranger)

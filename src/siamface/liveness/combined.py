@@ -38,7 +38,7 @@ from .passive import SIDES, PassiveLiveness, features, frame_sides, is_framed
 
 #: the camera kinds the passive check knows
 CAMERAS = ("colour", "grey")
-#: the default check's name and thresholds (how they were chosen: the README, Liveness)
+#: the default check's name and thresholds (how they were chosen: docs/liveness.md)
 DEFAULT_NAME = "passive_v5"
 CNN_THRESHOLD = 0.125  # BPCER <= 2 % on every live source of the training split (NUAA, replay crops, celeba_ids)
 GREY_CNN_THRESHOLD = 0.05  # APCER <= 5 % on the training split's printed photos and replays, read as grey
@@ -240,7 +240,7 @@ def liveness_models() -> list[dict]:
             f">= {CNN_THRESHOLD}, and the face's colour spread >= {COLOUR_MIN} (no learned weights of our own)",
             "file": None,
             "threshold": CNN_THRESHOLD,
-            "source": "siamface (thresholds chosen on the training split of the development data: README, Liveness)",
+            "source": "siamface (thresholds chosen on the training split of the development data: docs/liveness.md)",
             "licence": "MIT",
             "training_data": [],
         },
@@ -250,7 +250,7 @@ def liveness_models() -> list[dict]:
             f"{GREY_CNN_THRESHOLD}",
             "file": None,
             "threshold": GREY_CNN_THRESHOLD,
-            "source": "siamface (thresholds chosen on the training split of the development data: README, Liveness)",
+            "source": "siamface (thresholds chosen on the training split of the development data: docs/liveness.md)",
             "licence": "MIT",
             "training_data": [],
         },
