@@ -27,7 +27,7 @@ def fused() -> Pipeline:
 
 @pytest.fixture(scope="module")
 def frames() -> list[np.ndarray]:
-    return [scene([(att_rgb(s, i), 2.0, (200, 100))]) for s, i in ((1, 1), (1, 2), (2, 1))]
+    return [scene([(att_rgb(s, i), 2.0, (200, 100))]) for s, i in ((11, 1), (11, 2), (10, 1))]
 
 
 @pytest.mark.parametrize("fusion", [DLIB_FACENET, DLIB_FLIP_FACENET], ids=lambda f: f.name)

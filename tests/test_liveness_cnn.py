@@ -53,7 +53,7 @@ def test_crop_is_bgr_0_255_80x80():
 @pytest.fixture(scope="module")
 def frames(pipeline):
     out = {}
-    for name, frame in (("s26", s26(FRONTAL)), ("held_photo", held_photo(1, 1)), ("blended", blended_face(7, 2))):
+    for name, frame in (("s26", s26(FRONTAL)), ("held_photo", held_photo(11, 1)), ("blended", blended_face(7, 2))):
         faces = pipeline.detect(frame)
         assert len(faces) == 1
         out[name] = (frame, faces.boxes[0])
@@ -96,8 +96,9 @@ def test_shipped_graphs_compute_prelu_without_the_slow_prelu_op():
         assert "PRelu" not in ops and ops.count("Min") >= 30, name
 
 
-# Recorded with the shipped graphs: a face in a scene passes, a printed photo with its white margin fails.
-RECORDED = {"s26": (0.885600, 0.994321), "held_photo": (0.005950, 0.013969), "blended": (0.982867, 0.990079)}
+# Recorded with the shipped graphs: a face in a scene passes, a printed photo with its white margin fails
+# (held_photo re-recorded on s11 when s1 left the fixtures).
+RECORDED = {"s26": (0.885600, 0.994321), "held_photo": (0.010303, 0.020151), "blended": (0.982867, 0.990079)}
 
 
 def test_recorded_scores_on_fixture_faces(frames):

@@ -64,7 +64,7 @@ def test_identify_reveals_no_score_below_the_threshold(server):
     # top=50 asked: only candidates near or above the threshold come back, not the other six people's scores.
     assert [c["person"] for c in known["candidates"]] == ["s5"]
     assert all(c["similarity"] >= floor for c in known["candidates"])
-    stranger = identify(server, 2)
+    stranger = identify(server, 11)
     assert stranger["status"] == "unknown" and stranger["similarity"] is None and stranger["candidates"] == []
 
 

@@ -40,7 +40,7 @@ def chips():
     from siamface import Pipeline
 
     pipe = Pipeline(model="facenet")
-    return np.concatenate([pipe.embed(str(att(s, i))).chips[:1] for s, i in ((1, 1), (2, 3), (5, 2), (9, 4))])
+    return np.concatenate([pipe.embed(str(att(s, i))).chips[:1] for s, i in ((11, 1), (10, 3), (5, 2), (9, 4))])
 
 
 def _nchw(chips: np.ndarray):
