@@ -7,6 +7,7 @@ import contextlib
 import io
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import traceback
@@ -312,3 +313,19 @@ class TurningHead:
         if "move" in prompt:  # a passive session asks for a small movement
             return s23_frame(S23_MOVING[self.i % len(S23_MOVING)], self.rng, self.grey)
         return s23_frame(frontal, self.rng, self.grey)
+
+
+#: Browsers the headless page tests drive (Debian's chromium first).
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+def chromium_paths() -> tuple[str, str]:
+    """The headless browser and its chromedriver, or skip the test: `make test` installs them as root."""
+    binary = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+    driver = shutil.which("chromedriver")
+    if binary is None or driver is None:
+        pytest.skip(
+            "headless Chromium needs Debian's chromium and chromium-driver "
+            f"(found browser: {binary}, chromedriver: {driver}); `make test` installs them as root"
+        )
+    return binary, driver

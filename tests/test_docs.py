@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import chromium_paths
 
 ROOT = Path(__file__).resolve().parents[1]
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +59,7 @@ def browser():
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the test extra)")
     from selenium.webdriver.chrome.service import Service as DriverService
 
-    binary = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
-    driver = shutil.which("chromedriver")
-    if binary is None or driver is None:
-        pytest.skip(
-            "headless Chromium needs Debian's chromium and chromium-driver "
-            f"(found browser: {binary}, chromedriver: {driver}); `make test` installs them as root"
-        )
+    binary, driver = chromium_paths()
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):

@@ -18,7 +18,7 @@ from service_support import require_service
 
 require_service()
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the test extra)")
-from conftest import S23_FRONTAL, S23_MOVING, att, att_rgb, camera_frame, scene  # noqa: E402
+from conftest import S23_FRONTAL, S23_MOVING, att, att_rgb, camera_frame, chromium_paths, scene  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from service_support import Server, png_bytes  # noqa: E402
@@ -26,7 +26,6 @@ from service_support import Server, png_bytes  # noqa: E402
 pytestmark = pytest.mark.slow  # a browser, a fake camera
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "out" / "test-artifacts"
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
 def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 10) -> None:
@@ -56,14 +55,7 @@ def face_clip(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def browser_paths():
-    binary = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
-    driver = shutil.which("chromedriver")
-    if binary is None or driver is None:
-        pytest.skip(
-            "headless Chromium needs Debian's chromium and chromium-driver "
-            f"(found browser: {binary}, chromedriver: {driver}); `make test` installs them as root"
-        )
-    return binary, driver
+    return chromium_paths()
 
 
 @pytest.fixture(scope="module")
