@@ -185,3 +185,86 @@ def test_enrolment_from_a_folder_and_reembed_embed_in_batches(tmp_path):
         assert g.reembed(pipe) == 4
         assert calls == [4, 4]
         assert g.verify("s4", att_rgb(4, 1)).accepted
+
+
+def _prelu_net(slopes: np.ndarray, depthwise_next: bool):
+    """Conv -> PRelu(slopes) -> Conv (pointwise, or depthwise 3x3): the pattern of SFace's blocks."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+    c = slopes.size
+    w2 = rng.normal(size=(c, 1, 3, 3) if depthwise_next else (8, c, 1, 1)).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(c, 3, 3, 3)).astype(np.float32), "w1"),
+        numpy_helper.from_array(slopes.reshape(c, 1, 1).astype(np.float32), "slope"),
+        numpy_helper.from_array(w2, "w2"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["data", "w1"], ["z"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("PRelu", ["z", "slope"], ["act"], name="act"),
+        helper.make_node("Conv", ["act", "w2"], ["out"], name="conv2", group=c if depthwise_next else 1),
+    ]
+    io = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [io("data", onnx.TensorProto.FLOAT, ["N", 3, 12, 12])],
+        [io("out", onnx.TensorProto.FLOAT, ["N", None, None, None])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("depthwise_next", [False, True])
+def test_prelu_rewritten_for_the_blocked_layout_is_the_same_function(depthwise_next):
+    """Every slope case of `_prelu_blocked`: negative, between 0 and 1, exactly 1 and above 1 (whose sign moves
+    into the next convolution, pointwise or depthwise): the rewritten network gives PRelu's outputs."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from siamface._onnx import new_session
+    from siamface._quantised import _prelu_blocked
+
+    slopes = np.array([-0.8, -0.1, 0.0, 0.25, 0.9, 1.0, 1.12, 1.5] * 2, np.float32)
+    model = _prelu_net(slopes, depthwise_next)
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    folded: dict = {}
+    nodes = _prelu_blocked(list(graph.node), inits, folded, helper, numpy_helper)
+    assert "PRelu" not in [n.op_type for n in nodes] and "Min" not in [n.op_type for n in nodes]
+    kept = [t for t in graph.initializer if t.name not in folded]
+    rewritten = helper.make_graph(
+        nodes,
+        "g",
+        list(graph.input),
+        list(graph.output),
+        initializer=kept + [numpy_helper.from_array(v, k) for k, v in folded.items()],
+    )
+    new = helper.make_model(rewritten, opset_imports=[helper.make_opsetid("", 17)])
+    new.ir_version = 8
+    onnx.checker.check_model(new)
+    x = np.random.default_rng(3).normal(size=(3, 3, 12, 12)).astype(np.float32) * 4
+    before = new_session(model.SerializeToString(), 1).run(None, {"data": x})[0]
+    after = new_session(new.SerializeToString(), 1).run(None, {"data": x})[0]
+    assert np.abs(after - before).max() <= 1e-4 * np.abs(before).max()
+
+
+def test_sface_runs_in_the_blocked_layout_without_reorders(tmp_path, sface):
+    """ONNX Runtime's optimised SFace graph stays in its blocked convolution layout from the first
+    convolution to the last (at most one reorder, before the final Gemm): no PRelu, Min or Mul pass over
+    the activations, nor a reorder out of and back into the layout around each convolution (converter 2 had
+    80 reorders and four elementwise passes per block, which made larger batches slower per face)."""
+    import onnx
+    import onnxruntime as ort
+
+    from siamface._onnx import session_options
+
+    options = session_options(1)
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(cached_sface_onnx()), options, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimised.onnx")).graph.node]
+    assert ops.count("ReorderOutput") + ops.count("ReorderInput") <= 1, ops
+    assert not {"PRelu", "Min", "Relu", "Add"} & set(ops), ops

@@ -28,8 +28,8 @@ KNOWN_CONVERSIONS: dict[tuple[str, int], str] = {
         "b310bc2437bc8dc2befda334411a56925cf9631fbde5e23e0aec272944f70c04"
     ),
     # face_recognition_sface_2021dec_int8bq.onnx (OpenCV Zoo, shipped in siamface), siamface.embedding.sface
-    ("fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee", 2): (
-        "5e5edb85bc7c270a4735d2a3de9cc060b489d960e9f32d28b815c3bec8a9c3d4"
+    ("fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee", 3): (
+        "88a7b0f5ee0dd6f52a668dd83304b913e3d8b3d11abfe44c82a2ceb64b9093df"
     ),
     # face_detection_yunet_2023mar_int8bq.onnx (OpenCV Zoo, shipped in siamface), siamface.detection.yunet
     ("49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10", 2): (

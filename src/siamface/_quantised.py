@@ -57,16 +57,16 @@ def fold_dequantisation(
     dynamic: dict[str, Sequence[str | None]],
     doc: str = "",
     output_dims: Sequence[int] = (0,),
-    prelu_as_relu: bool = False,
+    prelu_blocked: bool = False,
 ):
     """The fp32 ONNX ModelProto of the block-quantised model `source` (see module doc).
 
     `dynamic`: for each graph input kept, its dimensions as names (symbolic) or None (kept as in the file);
     every other graph input is dropped. Each graph output's dimensions at the indices `output_dims` become
     symbolic: the first input's first dimension name for index 0 when it has one (the batch), else a name
-    of their own. `prelu_as_relu`: each ``PRelu(x, a)`` written as ``Relu(x) + a * Min(x, 0)``, the same
-    function: ONNX Runtime runs convolutions in a blocked layout that PRelu leaves (a reorder before and after
-    each), and Relu, Min, Mul and Add stay in it (SFace: about half the time, the same outputs)."""
+    of their own. `prelu_blocked`: the Reshapes of constants folded, and each ``PRelu`` written in operators that
+    ONNX Runtime keeps in its blocked (NCHWc) convolution layout (`_prelu_blocked`; the same function to float
+    rounding)."""
     try:
         import onnx
         from onnx import helper, numpy_helper
@@ -93,9 +93,9 @@ def fold_dequantisation(
             nodes.append(node)
     if not folded:
         raise ModelError(f"{source}: no constant DequantizeLinear to fold (not a block-quantised model?)")
-    if prelu_as_relu:
-        nodes, extra = _prelu_as_relu(nodes, inits, folded, helper, numpy_helper)
-        folded.update(extra)
+    if prelu_blocked:
+        nodes = _fold_constant_reshapes(nodes, inits, folded, numpy_helper)
+        nodes = _prelu_blocked(nodes, inits, folded, helper, numpy_helper)
     used = {i for n in nodes for i in n.input} | {o.name for o in graph.output}
     initializers = [t for t in graph.initializer if t.name in used and t.name not in folded]
     initializers += [numpy_helper.from_array(a, name) for name, a in folded.items() if name in used]
@@ -134,26 +134,92 @@ def fold_dequantisation(
     return out
 
 
-def _prelu_as_relu(nodes, inits, folded, helper, numpy_helper):
-    """The nodes with every PRelu of a constant slope replaced (see `fold_dequantisation`), and the new
-    constants (each slope shaped (C, 1, 1) for NCHW, and a scalar zero)."""
-    out, extra = [], {"prelu_zero": np.zeros((), np.float32)}
+def _constant(name, inits, folded, numpy_helper):
+    """The value of the constant `name` (folded or an initializer), or None."""
+    if name in folded:
+        return folded[name]
+    return numpy_helper.to_array(inits[name]) if name in inits else None
+
+
+def _fold_constant_reshapes(nodes, inits, folded, numpy_helper):
+    """The nodes without the Reshapes of a constant by a constant shape (SFace reshapes each folded weight),
+    their results added to `folded`: each convolution's weight becomes a constant `_prelu_blocked` can edit."""
+    out = []
     for node in nodes:
-        slope_name = node.input[1] if node.op_type == "PRelu" else None
-        if slope_name is None or (slope_name not in inits and slope_name not in folded):
+        reshape = node.op_type == "Reshape"
+        data, shape = (_constant(i, inits, folded, numpy_helper) for i in node.input[:2]) if reshape else (None, None)
+        if data is None or shape is None or any(a.name == "allowzero" and a.i for a in node.attribute):
             out.append(node)
             continue
-        slope = folded[slope_name] if slope_name in folded else numpy_helper.to_array(inits[slope_name])
-        slope = np.asarray(slope, np.float32)
-        extra[slope_name + "_nchw"] = slope.reshape(-1, 1, 1) if slope.ndim == 1 else slope
-        x, y = node.input[0], node.output[0]
+        dims = [data.shape[k] if d == 0 else int(d) for k, d in enumerate(shape.tolist())]  # 0: keep that dim
+        folded[node.output[0]] = data.reshape(dims)
+    return out
+
+
+def _prelu_blocked(nodes, inits, folded, helper, numpy_helper):
+    """The nodes with each ``y = PRelu(z, a)`` of a constant per-channel slope written for ONNX Runtime's
+    blocked convolution layout, and the constants it needs added to `folded`.
+
+    ONNX Runtime runs convolutions in a blocked layout (NCHWc) that PRelu leaves: a reorder out and back and
+    four elementwise passes over the activations around every convolution (SFace: half of the time, and
+    more at larger batches, where the activations no longer fit in the cache). Here a PRelu is two 1x1
+    depthwise convolutions, which stay in that layout and take their activation and the addition inside:
+    ``r = Relu(k * z)`` and ``y = s * z + r`` with, per channel, ``s = 1, k = a - 1`` where ``a <= 1``
+    (``z > 0``: z; ``z < 0``: z + (a - 1) z) and ``s = -1, k = 1 - a`` where ``a > 1``, which gives ``-y``:
+    the sign is moved into the next convolution's weights for that input channel. A PRelu whose slope
+    exceeds 1 somewhere and whose only reader is not a convolution with its own constant weight is written
+    as ``Relu(z) + a * Min(z, 0)`` instead (elementwise, as before)."""
+    readers: dict[str, list] = {}
+    for node in nodes:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    out = []
+    for node in nodes:
+        slope = _constant(node.input[1], inits, folded, numpy_helper) if node.op_type == "PRelu" else None
+        if slope is None:
+            out.append(node)
+            continue
+        a = np.asarray(slope, np.float32).reshape(-1)
+        flip = a > 1
+        z, y, name = node.input[0], node.output[0], node.name or node.output[0]
+        reader = readers.get(y, [])
+        conv = reader[0] if len(reader) == 1 and reader[0].op_type == "Conv" and reader[0].input[0] == y else None
+        weight = None if conv is None else _constant(conv.input[1], inits, folded, numpy_helper)
+        if flip.any() and (weight is None or len(readers[conv.input[1]]) != 1):
+            out += _prelu_elementwise(node, a, folded, helper)
+            continue
+        if flip.any():
+            group = next((int(x.i) for x in conv.attribute if x.name == "group"), 1)
+            per_group, outs = weight.shape[1], weight.shape[0] // group
+            weight = weight.copy()
+            for c in np.flatnonzero(flip):
+                g = c // per_group
+                weight[g * outs : (g + 1) * outs, c % per_group] *= -1
+            folded[conv.input[1]] = weight
+        channels = a.size
+        folded[name + "_dwk"] = np.where(flip, 1 - a, a - 1).astype(np.float32).reshape(channels, 1, 1, 1)
+        folded[name + "_dws"] = np.where(flip, -1, 1).astype(np.float32).reshape(channels, 1, 1, 1)
+        depthwise = {"group": channels, "kernel_shape": [1, 1]}
         out += [
-            helper.make_node("Relu", [x], [y + "_pos"], name=node.name + "_pos"),
-            helper.make_node("Min", [x, "prelu_zero"], [y + "_min"], name=node.name + "_min"),
-            helper.make_node("Mul", [y + "_min", slope_name + "_nchw"], [y + "_neg"], name=node.name + "_neg"),
-            helper.make_node("Add", [y + "_pos", y + "_neg"], [y], name=node.name),
+            helper.make_node("Conv", [z, name + "_dwk"], [y + "_k"], name=name + "_k", **depthwise),
+            helper.make_node("Relu", [y + "_k"], [y + "_r"], name=name + "_r"),
+            helper.make_node("Conv", [z, name + "_dws"], [y + "_s"], name=name + "_s", **depthwise),
+            helper.make_node("Add", [y + "_s", y + "_r"], [y], name=name),
         ]
-    return out, extra
+    return out
+
+
+def _prelu_elementwise(node, a, folded, helper):
+    """``PRelu(z, a)`` as ``Relu(z) + a * Min(z, 0)`` (the slope shaped (C, 1, 1) for NCHW)."""
+    z, y, name = node.input[0], node.output[0], node.name or node.output[0]
+    folded["prelu_zero"] = np.zeros((), np.float32)
+    folded[name + "_a"] = a.reshape(-1, 1, 1)
+    return [
+        helper.make_node("Relu", [z], [y + "_pos"], name=name + "_pos"),
+        helper.make_node("Min", [z, "prelu_zero"], [y + "_min"], name=name + "_min"),
+        helper.make_node("Mul", [y + "_min", name + "_a"], [y + "_neg"], name=name + "_neg"),
+        helper.make_node("Add", [y + "_pos", y + "_neg"], [y], name=name),
+    ]
 
 
 def build_folded(source: str | Path, what: str, note: str, dynamic: dict, **options) -> bytes:
