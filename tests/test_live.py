@@ -89,6 +89,25 @@ def test_watch_names_each_person_once_and_the_stranger_unknown(clip, gallery, pi
     assert s3["score"] >= gallery.threshold and {"time", "video_time", "track"} <= set(s3)
 
 
+def test_a_camera_faster_than_the_loop_does_not_make_it_embed_every_face_on_every_frame(gallery, pipeline):
+    """Five faces seen by a camera whose frames the loop can keep only one in four of (frame numbers 0, 4, 8,
+    ...): each face is embedded when it appears, then refreshed every `refresh` frames processed, and the
+    refreshes are spread, at most one face a frame, so that no frame pays for five embeddings again (counting
+    frame numbers re-embedded all five on every third frame processed)."""
+    people = [*ENROLLED, STRANGER, 7, 8]  # two enrolled, three strangers
+    watcher = Watcher(pipeline, GalleryMatcher(gallery), refresh=10)
+    results = []
+    for n in range(30):
+        placed = [(att_rgb(s, 1), 1.15, (20 + 125 * k, 60 + 150 * (k % 2) + n % 5)) for k, s in enumerate(people)]
+        results.append(watcher.process(Frame(4 * n, 4 * n / 30, scene(placed), time.perf_counter())))
+    embedded = [r.embedded for r in results]
+    assert embedded[0] == 5 and max(embedded[1:]) == 1, embedded
+    assert embedded[10:15] == embedded[20:25] == [1] * 5 and sum(embedded) == 15, embedded  # one a frame
+    final = results[-1]
+    by_x = [label for _, label in sorted(zip(final.faces.boxes[:, 0], final.labels))]
+    assert by_x == [f"s{s}" for s in ENROLLED] + ["unknown"] * 3
+
+
 def test_authenticate_grants_the_enrolled_person(clip, gallery, pipeline):
     events = []
     auth = Authenticator(

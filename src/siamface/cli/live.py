@@ -35,7 +35,11 @@ def add_parsers(sub) -> None:
     )
     _source_options(p)
     p.add_argument(
-        "--refresh", type=int, default=10, metavar="N", help="re-embed a tracked face every N frames (default 10)"
+        "--refresh",
+        type=int,
+        default=10,
+        metavar="N",
+        help="re-embed a tracked face every N frames processed, at most one face in N a frame (default 10)",
     )
     p.add_argument(
         "--votes",

@@ -6,7 +6,8 @@
                                                           events (JSON lines), annotated frames, window
 
 Detection runs on every frame (it is what keeps boxes on faces); the encoder runs only on a track that is
-new or whose last embedding is `refresh` frames old, and a track's identity is the vote of its last
+new or whose last embedding is `refresh` processed frames old (those refreshes spread, at most one track in
+`refresh` a frame), and a track's identity is the vote of its last
 `votes` recognitions, so names do not flicker and CPU goes where it matters. `authenticate` grants when
 `consecutive` frames in a row verify the claim on the largest face, and denies at the timeout.
 

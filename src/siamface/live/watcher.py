@@ -112,18 +112,33 @@ class Watcher:
                     self.not_live.add(track.id)
                 self._event("liveness", frame, track, live=result.passed, liveness=result.to_dict())
 
+    def _due(self, tracks: list[Track]) -> list[int]:
+        """Indices of the tracks to embed on this frame: every new track, and of the tracks already recognised
+        those whose last embedding is `refresh` processed frames old, the oldest first, at most
+        ceil(tracks / refresh) of them. Counting frames processed, not frame numbers: a camera paced faster
+        than the loop skips frames, and counting its numbers would re-embed every face on every frame, which
+        slows the loop and makes it skip more. The cap spreads the refreshes of faces that appeared together
+        over several frames instead of embedding them all on one (a latency spike every `refresh` frames)."""
+        now = self.stats.frames
+        new = [i for i, t in enumerate(tracks) if not t.votes]
+        old = sorted(
+            (i for i, t in enumerate(tracks) if t.votes and now - t.embedded_frame >= self.refresh),
+            key=lambda i: tracks[i].embedded_frame,
+        )
+        return sorted(new + old[: -(-len(tracks) // self.refresh)])
+
     def process(self, frame: Frame) -> FrameResult:
         faces = self.pipeline.detect(frame.image)
         tracks, _, ended = self.tracker.update(faces.boxes, frame.index)
         if self.liveness != "off":
             self._check(frame, faces, tracks)
-        stale = [i for i, t in enumerate(tracks) if frame.index - t.embedded_frame >= self.refresh]
+        stale = self._due(tracks)
         if stale:
             subset = self.pipeline.embed(frame.image, faces[np.array(stale)])
             for i, (name, score) in zip(stale, self.matcher.identify(subset.embeddings)):
                 track = tracks[i]
                 track.votes.append((name, score))
-                track.embedded_frame = frame.index
+                track.embedded_frame = self.stats.frames
                 track.decide()
             self.stats.embedded += len(stale)
         for track in tracks:
