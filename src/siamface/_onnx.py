@@ -23,10 +23,11 @@ from pathlib import Path
 
 DEVICES = ("auto", "cpu", "cuda")
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
-#: Faces per forward pass of an encoder, by device. On a CPU, larger batches are slower for the default
-#: encoder (sface, 2 cores, faces/s at batch 1 / 4 / 8 / 16: 72 / 71 / 57 / 49; dlib-resnet 291 / 347 / 343 /
-#: 349; facenet flat): 4 is the compromise, and keeps a request's time budget checked often. A GPU is fed by
-#: larger batches (benchmarks/throughput.py).
+#: Faces per forward pass of an encoder, by device. On a CPU a face costs about the same at any batch size for
+#: the default encoder (sface's conversion 3, one thread, CPU ms per face at batch 1 / 4 / 16: 8.3 / 8.7 / 9.9;
+#: its convolutions already run near the core's arithmetic peak with one face, and larger batches leave the
+#: cache); dlib-resnet gains from 4 (faces/s at batch 1 / 4 / 8 / 16: 291 / 347 / 343 / 349), facenet is flat:
+#: 4 keeps a request's time budget checked often. A GPU is fed by larger batches (benchmarks/throughput.py).
 BATCH = {CPU: 4, CUDA: 64}
 
 
