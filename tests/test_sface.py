@@ -265,6 +265,10 @@ def test_sface_runs_in_the_blocked_layout_without_reorders(tmp_path, sface):
     options = session_options(1)
     options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
     ort.InferenceSession(str(cached_sface_onnx()), options, providers=["CPUExecutionProvider"])
-    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimised.onnx")).graph.node]
+    nodes = onnx.load(str(tmp_path / "optimised.onnx")).graph.node
+    ops = [n.op_type for n in nodes]
+    assert not {"PRelu", "Min"} & set(ops), ops
+    if not any(n.domain == "com.microsoft.nchwc" for n in nodes):
+        pytest.skip("ONNX Runtime has no blocked convolution layout on this CPU")
     assert ops.count("ReorderOutput") + ops.count("ReorderInput") <= 1, ops
-    assert not {"PRelu", "Min", "Relu", "Add"} & set(ops), ops
+    assert not {"Relu", "Add"} & set(ops), ops  # fused into the blocked convolutions
