@@ -6,7 +6,8 @@ Data: every impostor pair among the first 8 photos of the 100 fitting identities
 (`_facecache.fit_split`, retinaface, the embedding cache), the data the 1:N defaults were measured on, less
 its label noise (`_facecache.clean_celeba`: 4 fitting identities mixing several people); held-out
 identities are never used. Per model it fits `siamface.tails.fit_tail` (measured quantiles down
-to 100 exceedances, a generalised Pareto model of the top 0.3 %) and prints the pair count, the measured
+to 100 exceedances, a generalised Pareto model of the top 0.3 %, exponential where its
+fitted shape is bounded) and prints the pair count, the measured
 rate finest, the fitted shape and the score at rates 1e-4, 1e-6, 1e-8 (measured where it can be, fitted
 below). ``--write`` saves the tails file (a statistic of development data, no weights: its provenance
 record says so).
