@@ -107,20 +107,38 @@ SWEEPS: dict = {}
 
 def matched(new: str, former: str) -> None:
     """FNIR at the same measured FPIR: `new` under the FPIR policy against `former` with one fixed 1:N
-    threshold, the one (interpolated on a grid) at which `former` names the same share of strangers at that
-    size (the same random galleries: one seed)."""
+    threshold, the one at which `former` names the same share of strangers at that size, on the same random
+    galleries (`gallery_sweep`'s draws: one seed, the same sizes in the same order)."""
     ours, _, _ = SWEEPS[new]
     _, e, y = SWEEPS[former]
-    grid = np.linspace(create_encoder(former).info.threshold - 0.05, 1.0, 120)
-    runs = [gallery_sweep(e, y, lambda n, m, t=t: t, SIZES, min_searches=SEARCHES, max_draws=1000) for t in grid]
-    for i, a in enumerate(ours):
-        fpir = np.array([r[i].fpir for r in runs])[::-1]  # increasing as the threshold falls
-        fnir = np.array([r[i].fnir for r in runs])[::-1]
-        t = float(np.interp(a.fpir, fpir, grid[::-1]))
+    for a, (strangers, own, right) in zip(ours, _searches(e, y, [p.people for p in ours])):
+        t = float(np.quantile(strangers, 1 - a.fpir, method="higher"))
         print(
-            f"matched.n{a.people:<4d} FPIR {a.fpir:.4f}: {new} by FPIR FNIR {a.fnir:.4f} | {former} fixed "
-            f"{t:.4f} FNIR {float(np.interp(a.fpir, fpir, fnir)):.4f}"
+            f"matched.n{a.people:<4d} FPIR {a.fpir:.4f}: {new} by FPIR FNIR {a.fnir:.4f} | {former} fixed {t:.4f} "
+            f"(FPIR {np.mean(strangers >= t):.4f}) FNIR {1 - np.mean(right & (own >= t)):.4f}"
         )
+
+
+def _searches(e: np.ndarray, y: np.ndarray, sizes, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per size, the draws `gallery_sweep` makes (one template a person): every stranger's best score, every
+    mated search's best score and whether its best template is its own person."""
+    ok = ~np.isnan(e).any(axis=1)
+    e, y = e[ok].astype(np.float64), y[ok]
+    idents, counts = np.unique(y, return_counts=True)
+    eligible, sim, rows = idents[counts > 1], e @ e.T, np.arange(len(y))
+    rng, out = np.random.default_rng(seed), []
+    for people in sizes:
+        parts: list[list[np.ndarray]] = [[], [], []]
+        while len(parts[0]) < 1000 and sum(map(len, parts[0])) < SEARCHES:
+            chosen = rng.choice(eligible, people, replace=False)
+            enrolled = np.isin(y, chosen)
+            gallery = np.concatenate([rows[y == c][:1] for c in chosen])
+            mated = enrolled & ~np.isin(rows, gallery)
+            best, named = sim[:, gallery].max(axis=1), y[gallery][sim[:, gallery].argmax(axis=1)]
+            for part, value in zip(parts, (best[~enrolled], best[mated], (named == y)[mated])):
+                part.append(value)
+        out.append(tuple(np.concatenate(part) for part in parts))
+    return out
 
 
 def tail_check(model: str, held: np.ndarray, labels: np.ndarray, fitting: np.ndarray) -> None:
@@ -137,6 +155,12 @@ def tail_check(model: str, held: np.ndarray, labels: np.ndarray, fitting: np.nda
         print(
             f"{model}.tail p={p:g}: independent pairs {real[k - 1]:.4f} ({k} of {len(real):,} above) | shipped "
             f"{tail.score_at(p):.4f} ({'measured' if p >= tail.finest else 'exponential' if tail.xi == 0 else 'GPD'})"
+        )
+    genuine = (held @ held.T)[i, j][labels[i] == labels[j]]
+    for m in (10_000, 1_000_000):
+        t = fpir_threshold(resolve(create_encoder(model).info, fpir=0.01).fpir, m, m).value
+        print(
+            f"{model}.tail {m} templates: threshold {t:.4f} rejects {np.mean(genuine < t):.3f} of genuine held-out pairs"
         )
     # the largest real gallery the data allow: every held-out face a template, every fitting face a stranger
     m = len(held)
