@@ -12,6 +12,8 @@ rate finest, the fitted shape and the score at rates 1e-4, 1e-6, 1e-8 (measured 
 below). ``--grey sface dlib-flip+facenet`` instead compares, per model, the tail of the same pairs with both
 photos converted to grey (luma, the colour detections) and of grey x colour pairs, and the impostor
 quantiles of the grey studio sets att_faces (s3-s40) and yale_faces against the shipped tail.
+``--shape-interval sface dlib-flip+facenet`` instead prints the 90 % interval of the fitted shape over 100
+bootstrap resamples of the fitting identities (people drawn with replacement; pairs of one person left out).
 ``--write`` saves the tails file (a statistic of development data, no weights: its provenance
 record says so).
 """
@@ -47,7 +49,7 @@ from siamface import Pipeline  # noqa: E402
 from siamface.embedding import model_names  # noqa: E402
 from siamface.embedding.build import create_encoder  # noqa: E402
 from siamface.image import load_image  # noqa: E402
-from siamface.tails import TAILS_FILE, fit_tail, shipped_tail  # noqa: E402
+from siamface.tails import TAIL_SHARE, TAILS_FILE, fit_gpd, fit_tail, shipped_tail  # noqa: E402
 
 SOURCE = (
     "every impostor pair among the first 8 photos of the 96 fitting identities of celeba_ids not mixing "
@@ -124,16 +126,38 @@ def grey_check(data: Path, model: str, det) -> None:
         print(f"{model}.grey {folder} {len(s):,} impostor pairs  {at}")
 
 
+def shape_interval(data: Path, model: str, det, resamples: int = 100) -> None:
+    """The fitted shape's 5th and 95th percentiles over bootstrap resamples of the fitting identities."""
+    root, files, labels, dets = _fitting(data, det)
+    emb = embeddings(model, root, files, dets, Pipeline(detector=det, model=model)).astype(np.float64)
+    found = ~np.isnan(emb).any(axis=1)
+    emb, labels = emb[found], labels[found]
+    sim, people, rng, shapes = emb @ emb.T, np.unique(labels), np.random.default_rng(0), []
+    for _ in range(resamples):
+        rows = np.concatenate([np.flatnonzero(labels == c) for c in rng.choice(people, len(people))])
+        i, j = np.triu_indices(len(rows), 1)
+        s = np.sort(sim[rows[i], rows[j]][labels[rows[i]] != labels[rows[j]]])[::-1]
+        m = int(round(TAIL_SHARE * len(s)))
+        shapes.append(fit_gpd(s[:m] - s[m])[0])
+    low, high = np.percentile(shapes, [5, 95])
+    print(
+        f"{model}.shape 90 % interval over {resamples} resamples of the fitting identities: {low:+.3f} to {high:+.3f}"
+    )
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=str(HERE.parent.parent / "shared" / "datasets"))
     parser.add_argument("--write", action="store_true", help=f"write {TAILS_FILE.name} into the package")
     parser.add_argument("--grey", nargs="+", metavar="MODEL", help="the grey check of these models instead")
+    parser.add_argument("--shape-interval", nargs="+", metavar="MODEL", help="the shape's bootstrap interval instead")
     args = parser.parse_args(argv)
     det = Pipeline(detector="retinaface").detector
-    if args.grey:
-        for model in args.grey:
-            grey_check(Path(args.data), model, det)
+    for model in args.grey or []:
+        grey_check(Path(args.data), model, det)
+    for model in args.shape_interval or []:
+        shape_interval(Path(args.data), model, det)
+    if args.grey or args.shape_interval:
         return 0
     tails = {}
     for name in model_names():
