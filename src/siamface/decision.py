@@ -20,9 +20,10 @@ default `DEFAULT_FPIR`); a stranger meets every template of the gallery (M = its
 rule), so the threshold in force is the impostor score a single comparison reaches with probability
 ``p = 1 - (1 - fpir) ** (1 / M)`` (never below the 1:1 threshold: a small gallery would name on less
 evidence than a verification takes), read from the model's impostor tail (`siamface.tails`: measured quantiles,
-a fitted generalised Pareto model below them), recomputed for the gallery's size at every search
-(`Thresholds.for_gallery`). A calibration made with ``--target fpir=X`` brings its own tail and target.
-A caller's fixed threshold, or a calibration to a FAR, sets a fixed 1:N threshold instead.
+a fitted generalised Pareto model below them, exponential where its shape comes out bounded), recomputed
+for the gallery's size at every search (`Thresholds.for_gallery`). A calibration made with
+``--target fpir=X`` brings its own tail and target. A caller's fixed threshold, or a calibration to a FAR,
+sets a fixed 1:N threshold instead.
 
 Every threshold is checked where it enters (`check_threshold`): a finite number in the model's plausible
 range, from its impostor median (``info.impostor_median``: below it most strangers match) to 1, else
@@ -170,7 +171,8 @@ def fpir_threshold(policy: FpirPolicy, people: int, templates: int) -> Threshold
     (measured down to ``tail.finest``, the fitted model below; at most 1)."""
     p = comparison_rate(policy.fpir, templates)
     value = min(policy.tail.score_at(p), PLAUSIBLE[1])
-    part = "measured" if p >= policy.tail.finest else "fitted (generalised Pareto)"
+    shape = "exponential" if policy.tail.xi == 0 else "generalised Pareto"
+    part = "measured" if p >= policy.tail.finest else f"fitted ({shape})"
     source = (
         f"FPIR {policy.fpir:g} for {people} people / {templates} templates: the {part} impostor tail "
         f"({policy.origin}) at p={p:.3g} per comparison"
