@@ -1,16 +1,20 @@
 """The clustering methods and the grouping metrics, as tables: known groupings, a brute-force average
-linkage, look-alike chains, seeds, FAISS against NumPy neighbours; and on real faces (AT&T s3-s10)."""
+linkage, look-alike chains, seeds, FAISS against NumPy neighbours; and on real faces (AT&T s3-s10; every
+fixture person; s8 in varied conditions and out of focus for the mean-template join of whispers+mean)."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from conftest import att
+from PIL import Image
 
 from siamface.errors import ConfigError
 from siamface.gallery import synthetic
 from siamface.library import METHODS, bcubed, cluster, pairwise, threshold_graph
-from siamface.library.cluster import average_linkage, chinese_whispers, components, renumber
+from siamface.library.cluster import average_linkage, chinese_whispers, components, join_lone_faces, renumber
+from siamface.library.groups import cluster_threshold
 
 
 @pytest.mark.parametrize(
@@ -106,3 +110,78 @@ def test_real_faces_of_eight_people_at_the_calibrated_threshold(pipeline):
     truth = np.repeat(list(people), 4)
     for method in METHODS:
         assert bcubed(cluster(x, pipeline.threshold, method), truth) == (1.0, 1.0), method
+
+
+def photo(subject: int, image: int, condition: str = "") -> np.ndarray:
+    """A fixture photo (RGB) as if taken out of focus, with sunglasses (a dark band over the eyes) or in side
+    light (the left half in shade); "" as it is."""
+    gray = np.asarray(Image.open(att(subject, image)).convert("L"))
+    h, w = gray.shape
+    if condition == "out of focus":
+        gray = cv2.GaussianBlur(gray, (0, 0), 3.0)
+    elif condition == "sunglasses":
+        gray = gray.copy()
+        gray[int(h * 0.3) : int(h * 0.5)] = 0
+    elif condition == "side light":
+        gray = gray.copy()
+        gray[:, : w // 2] = (gray[:, : w // 2] * 0.3).astype(np.uint8)
+    elif condition:
+        raise ValueError(condition)
+    return np.stack([gray] * 3, axis=-1)
+
+
+#: s8's photos in varied conditions (whispers links them), and one more of s8 out of focus, which is below the
+#: linking threshold with each of them but reaches their mean template.
+VARIED = [(8, 1, "sunglasses"), (8, 3, "side light"), (8, 4, "side light")]
+BLURRED = (8, 2, "out of focus")
+
+
+def test_lone_faces_join_the_nearest_mean_template_and_only_at_the_join_threshold():
+    angles = np.radians([0, 10, 60, 70, 30])  # two pairs, then a face between them, nearer the first pair
+    x = np.stack([np.cos(angles), np.sin(angles)], 1).astype(np.float32)
+    labels = np.array([0, 0, 2, 2, 4])
+    means = [x[:2].sum(0) / np.linalg.norm(x[:2].sum(0)), x[2:4].sum(0) / np.linalg.norm(x[2:4].sum(0))]
+    near = float(x[4] @ means[0])
+    assert near > float(x[4] @ means[1])
+    assert join_lone_faces(x, labels, near).tolist() == [0, 0, 2, 2, 0]
+    assert join_lone_faces(x, labels, near + 1e-4).tolist() == [0, 0, 2, 2, 4]  # below it: stays alone
+    assert join_lone_faces(x[4:], np.array([0]), -1.0).tolist() == [0]  # no group to join: alone
+    with pytest.raises(ConfigError, match="join threshold"):
+        cluster(chain(), 0.5, "whispers+mean", join=-2.0)
+
+
+FIXTURE_PEOPLE = (3, 4, 5, 6, 7, 9, 10, 11, 33)
+
+
+def embed(pipeline, image) -> np.ndarray:
+    return pipeline.embed_largest(image)[0].embeddings[0]
+
+
+def test_a_person_whispers_splits_in_two_becomes_one_group_and_no_group_holds_two_people(pipeline):
+    """Every other fixture person's four photos, s8's in varied conditions and one of s8 out of focus: at the
+    default model's linking threshold Chinese whispers leaves the blurred photo alone (s8 in two groups);
+    whispers+mean joins it to s8's group by its mean template; every group holds one person either way."""
+    x = [embed(pipeline, photo(s, i)) for s in FIXTURE_PEOPLE for i in (1, 2, 3, 4)]
+    x += [embed(pipeline, photo(*p)) for p in [*VARIED, BLURRED]]
+    owners = np.array([s for s in FIXTURE_PEOPLE for _ in range(4)] + [8] * 4)
+    threshold = cluster_threshold(pipeline)
+    before = cluster(np.stack(x), threshold, "whispers")
+    after = cluster(np.stack(x), threshold, "whispers+mean")
+    assert sorted(np.bincount(before[owners == 8])[before[owners == 8]].tolist()) == [1, 3, 3, 3]  # split
+    assert np.sum(before == before[-1]) == 1
+    assert set(owners[after == after[-1]]) == {8} and np.sum(after == after[-1]) == 4  # one group of s8
+    assert bcubed(before, owners)[0] == bcubed(after, owners)[0] == 1.0  # no group holds two people
+    assert bcubed(after, owners)[1] > bcubed(before, owners)[1]
+    assert len(np.unique(after)) == len(FIXTURE_PEOPLE) + 1
+
+
+def test_a_lone_photo_of_someone_absent_joins_nobody(pipeline):
+    """Each fixture person's photo out of focus among the other people's photos only: alone, even though the
+    join compares it with every group's mean template."""
+    x = np.stack([embed(pipeline, photo(s, i)) for s in (*FIXTURE_PEOPLE, 8) for i in (1, 2, 3)])
+    owners = np.repeat([*FIXTURE_PEOPLE, 8], 3)
+    threshold = cluster_threshold(pipeline)
+    for person in (*FIXTURE_PEOPLE, 8):
+        probe = embed(pipeline, photo(person, 4, "out of focus"))
+        labels = cluster(np.vstack([x[owners != person], probe]), threshold, "whispers+mean")
+        assert np.sum(labels == labels[-1]) == 1, person

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import att, att_rgb, run_cli, scene
+from PIL import Image
 
 from siamface.pipeline import DEFAULT_MODEL, Pipeline
 
@@ -108,6 +109,33 @@ def test_shuffled_folder_gives_three_groups_and_a_new_photo_joins_without_re_emb
     payload = json.loads(out.stdout)
     assert groups_of(payload, owners)[0] == {4} and len(payload["clusters"][0]["faces"]) == 4
     assert str(new) in [f["file"] for f in payload["clusters"][0]["faces"]]
+
+
+def test_a_persons_lone_photo_joins_its_group_and_a_strangers_stays_alone(library, tmp_path):
+    """s8's photos in varied conditions and one of s8 out of focus beside s3-s5: whispers alone splits s8 in two
+    (the blurred photo alone); the default method joins that photo to s8's group by its mean template, while a
+    blurred photo of s6, who is not in the folder, joins nobody."""
+    from library.test_cluster import BLURRED, VARIED, photo
+
+    root, owners = library
+    folder = tmp_path / "photos"
+    shutil.copytree(root / "photos", folder)
+    owners = {f.replace(str(root / "photos"), str(folder)): s for f, s in owners.items()}
+    for k, shot in enumerate([*VARIED, BLURRED, (6, 4, "out of focus")]):
+        path = folder / "more" / f"shot{k}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(photo(*shot)).save(path)
+        owners[str(path)] = shot[0]
+    cache = tmp_path / "c.sqlite"
+    old = json.loads(run_cli("cluster", folder, "--cache", cache, "--json", "--method", "whispers").stdout)
+    assert sorted(map(sorted, groups_of(old, owners))) == [[3], [4], [5], [8]]
+    assert sorted(owners[f["file"]] for f in old["unclustered"]) == [6, 8]  # s8 split: its blurred photo alone
+    out = run_cli("cluster", folder, "--cache", cache, "--json")
+    assert out.returncode == 0, out.stderr
+    new = json.loads(out.stdout)
+    assert sorted(map(sorted, groups_of(new, owners))) == [[3], [4], [5], [8]]  # still one person per group
+    assert [len(c["faces"]) for c in new["clusters"]] == [4, 3, 3, 3] and groups_of(new, owners)[0] == {8}
+    assert [owners[f["file"]] for f in new["unclustered"]] == [6]
 
 
 def test_enroll_names_a_group_and_identify_then_names_that_person(library, tmp_path):

@@ -180,3 +180,25 @@ def test_a_server_without_a_library_folder_reads_none(tmp_path):
         assert srv.request("GET", "/v1/library").body["folder"] is False
     finally:
         srv.stop()
+
+
+def test_one_photo_under_many_names_hard_links_counts_once(tmp_path):
+    """A photo hard-linked under 30 more names (in the folder and a sub-folder) is read once: one face, not 31
+    (nor a group of one person's copies filling the library); the other names are reported as not read."""
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(att(3, 1), folder / "a.pgm")
+    shutil.copy(att(3, 2), folder / "b.pgm")
+    for k in range(30):
+        os.link(folder / "a.pgm", folder / ("sub" if k % 2 else ".") / f"copy{k:02d}.pgm")
+    srv = Server(tmp_path / "g.db", "--liveness", "off", "--min-size", "40", "--library", str(folder))
+    try:
+        key = srv.new_key("enrol", "desk")
+        done = scan(srv, key)
+        assert done["files"] == 2 and done["faces"] == 2
+        errors = {e["file"]: e["error"] for e in done["errors"]}
+        assert len(errors) == 30 and set(errors.values()) == {"the same file as a.pgm (a hard link): read once"}
+        view = srv.request("GET", "/v1/library", key=key).body
+        assert [sorted(f["file"] for f in c["faces"]) for c in view["clusters"]] == [["a.pgm", "b.pgm"]]
+    finally:
+        srv.stop()

@@ -1,6 +1,6 @@
 """Photo libraries: group the faces of people nobody enrolled, name a group, find a person everywhere.
 
-    siamface cluster PATH... [--method average|whispers|components] [--threshold T] [--json] [--out DIR]
+    siamface cluster PATH... [--method whispers+mean|whispers|average|components] [--threshold T] [--json] [--out DIR]
                      [--enroll -g GALLERY --name K=NAME ...] [--cache PATH | --no-cache] [--step S]
     siamface find -g GALLERY NAME PATH... [--margin M] [--json] [--cache PATH | --no-cache] [--step S]
 
@@ -45,7 +45,8 @@ def add_parsers(sub) -> None:
         "subfolders too) and group them by person without a gallery: two faces are linked when their "
         "similarity reaches one decade of false-accept rate stricter than the model's 1:1 threshold in force "
         "(the model's default 1:N threshold when nothing is calibrated; --threshold gives the linking "
-        "threshold itself). A face that belongs to no group "
+        "threshold itself). Chinese whispers groups them; a face it leaves alone then joins the group whose "
+        "mean template (the average of its faces) reaches that threshold. A face that belongs to no group "
         "stays alone (\"unclustered\"). A video's face track counts once, with its time range. Every "
         "file is embedded once through the embedding cache, so a re-run or a grown folder embeds only "
         "what is new. Groups are numbered largest first; --enroll names groups into a gallery through "

@@ -122,9 +122,13 @@ def read_inside(root: Path, relative: str, limit: int = MAX_FILE_BYTES) -> bytes
 
 def list_photos(root: Path) -> tuple[dict[str, tuple[int, int]], list[tuple[str, str]]]:
     """({relative path: (size, mtime_ns)} of the photos under `root`, [(relative path, why not read)]):
-    subfolders walked through descriptors, links never followed (each one listed as not read)."""
+    subfolders walked through descriptors, links never followed (each one listed as not read). A file under
+    several names (hard links) is one photo: read under its first name in path order, its other names listed
+    as not read, so that one photo linked a thousand times neither counts a thousand times nor fills the
+    library."""
     found: dict[str, tuple[int, int]] = {}
     skipped: list[tuple[str, str]] = []
+    names: dict[tuple[int, int], list[str]] = {}  # (device, inode) of a file with several names: its names
     pending = [("", open_folder(root))]
     while pending:
         prefix, fd = pending.pop()
@@ -145,10 +149,17 @@ def list_photos(root: Path) -> tuple[dict[str, tuple[int, int]], list[tuple[str,
                         info = entry.stat(follow_symlinks=False)
                         if stat.S_ISREG(info.st_mode):
                             found[relative] = (info.st_size, info.st_mtime_ns)
+                            if info.st_nlink > 1:
+                                names.setdefault((info.st_dev, info.st_ino), []).append(relative)
                         else:
                             skipped.append((relative, "not a regular file"))
         finally:
             os.close(fd)
+    for same in names.values():
+        first, *others = sorted(same)
+        for relative in others:
+            del found[relative]
+            skipped.append((relative, f"the same file as {first} (a hard link): read once"))
     return dict(sorted(found.items())), sorted(skipped)
 
 
