@@ -593,6 +593,7 @@ class SqlStore:
         actor: str = "",
         forced: bool = False,
         since: int | None = None,
+        created: str | None = None,
     ) -> AddResult:
         if new and not create:
             raise ValueError("a person cannot be both new and required to exist")
@@ -605,7 +606,7 @@ class SqlStore:
             json_object(t.quality, "a template's quality")
         with self._write() as db:
             self._check_bound(db)
-            result = self._add(db, name, templates, metadata, create, keep, new, since=since)
+            result = self._add(db, name, templates, metadata, create, keep, new, since=since, now=created)
             added = [t for t, i in zip(templates, result.template_ids) if i is not None]
             if added:
                 kind = "enrol" if result.created else "add-faces"
@@ -679,6 +680,7 @@ class SqlStore:
         new: bool = False,
         skeletons: dict[str, tuple[int, str]] | None = None,
         since: int | None = None,
+        now: str | None = None,
     ) -> AddResult:
         """The body of an addition, inside the caller's write transaction: the name is looked up here, so
         that "must be new" and "must exist" cannot race with another writer. A new person's name must not
@@ -702,7 +704,7 @@ class SqlStore:
         skipped = {i: reason for i, reason in enumerate(verdicts) if reason is not None}
         if len(skipped) == len(templates):
             return AddResult(found, False, (None,) * len(templates), skipped)
-        now = _now()
+        now = now or _now()
         created = found is None
         if created:
             skeletons = skeletons if skeletons is not None else self._skeletons(db)

@@ -321,6 +321,7 @@ class Store(Protocol):
         actor: str = "",
         forced: bool = False,
         since: int | None = None,
+        created: str | None = None,
     ) -> AddResult:
         """Add templates to `name` (created if missing and `create`), all in one transaction. When every
         candidate is skipped, nothing changes (a new person is not created). `new`: the name must not be
@@ -329,7 +330,8 @@ class Store(Protocol):
         ``new=True``, exactly one succeeds. Names are checked by `siamface.gallery.names.check_name`.
         `since` (a `last_template_id` read before the caller's own checks): `keep` also gets the templates
         added after it, so that a check of the whole gallery made before the transaction is completed inside
-        it. A template whose quality says ``provisional`` is audited so (``"provisional": true``)."""
+        it. A template whose quality says ``provisional`` is audited so (``"provisional": true``). `created`: the
+        new templates' time (ISO, UTC; default now), for a caller that keeps its own clock."""
 
     def last_template_id(self) -> int:
         """The highest template id (0 when none): templates are added one writer at a time, in id order."""
