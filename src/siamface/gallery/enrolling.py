@@ -88,10 +88,11 @@ class Enrolling:
         for the audit (default: this OS user).
 
         `provisional`: the faces added to an enrolled person are marked so (their quality's
-        ``"provisional": true``, and the audit row's): they are matched against and decide as the others, but
-        a later addition must match a template that is not provisional — those made when the person was
-        created, or added by the gallery's owner or an admin — so additions cannot walk the person's
-        templates, one small step each, towards another face (the service marks what a non-admin key adds;
+        ``"provisional": true``, and the audit row's): a later addition must match a template that is not
+        provisional — those made when the person was created, or added by the gallery's owner or an admin — and
+        they decide a claim or a search only when one of those originals matches too
+        (`siamface.decision.in_originals_reach`), so additions cannot walk the person's reach, one small step
+        each, towards another face (the service marks what a non-admin key adds;
         the command line, the gallery's owner, does not). `cap` (`AdditionCap`): with `provisional`, at most
         ``cap.limit`` provisional templates of the person made at or after ``cap.since``, those already stored
         included, the new ones stamped ``cap.now``; the others are rejected as ``too-many-additions``,

@@ -25,7 +25,7 @@ import hashlib
 import json
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -332,6 +332,16 @@ class SqlStore:
         added after this call have higher ids (see `add_templates`'s `since`)."""
         with self._read() as db:
             return int(db.execute("SELECT coalesce(max(id), 0) FROM templates").fetchone()[0])
+
+    def provisional_templates(self, template_ids: Collection[int]) -> set[int]:
+        """Those of `template_ids` whose quality says ``provisional`` (added by a key below admin)."""
+        ids = sorted({int(i) for i in template_ids})
+        if not ids:
+            return set()
+        marks = ", ".join("?" * len(ids))
+        with self._read() as db:
+            rows = db.execute(self._q(f"SELECT id, quality FROM templates WHERE id IN ({marks})"), ids).fetchall()
+        return {int(i) for i, quality in rows if '"provisional"' in quality and json.loads(quality).get("provisional")}
 
     def person_matrix(self, person_id: int) -> tuple[np.ndarray, np.ndarray]:
         """(template ids, embeddings (t, d)) of one person, read alone and checked as `matrix` checks them."""

@@ -14,7 +14,7 @@ nothing links to anyone once the person is gone. The audit rows are chained by h
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -335,6 +335,9 @@ class Store(Protocol):
 
     def last_template_id(self) -> int:
         """The highest template id (0 when none): templates are added one writer at a time, in id order."""
+
+    def provisional_templates(self, template_ids: Collection[int]) -> set[int]:
+        """Those of `template_ids` whose quality says ``provisional`` (added by a key below admin)."""
 
     def add_people(
         self,

@@ -432,15 +432,14 @@ class Service:
         """The session's result, and whether every face it saw is `person` (at the 1:1 threshold `result`
         was decided at)."""
         evidence = session.evidence()
+        threshold = Threshold(result.threshold, result.threshold_source)
         lowest = None
         if session.faces and isinstance(person, Unenrolled):
             lowest = -1.0
         elif session.faces:
-            _, scores = self.gallery.index.person_scores(np.stack(session.faces), person.id)
-            lowest = float(scores.max(axis=1).min()) if scores.shape[1] else -1.0
+            lowest = float(self.gallery.best_within_reach(np.stack(session.faces), person.id, threshold).min())
         evidence["passed"] = session.state == PASSED
         evidence["lowest_score"] = None if lowest is None else round(lowest, 4)
-        threshold = Threshold(result.threshold, result.threshold_source)
         evidence["same_person"] = lowest is not None and threshold.accepts(lowest)
         return evidence
 

@@ -129,7 +129,8 @@ async def add_faces(
     enrolment, or added by an admin key) at the 1:1 threshold, else it is rejected as `other-person` ("does
     not match", no score) unless `force=true` (admin keys only); 200 with the images added, or 422
     `no-usable-face` when none was. Faces added by a key below admin are provisional (they never serve as
-    the reference of a later addition), and at most `--additions-per-person` of them per person within
+    the reference of a later addition, and decide a claim or a search only when an original template matches
+    too), and at most `--additions-per-person` of them per person within
     `--additions-window` seconds (429 `too-many-additions`, with `Retry-After`). A request with a face that
     does not match counts as a failed verification of that person towards the lock-out, and while the
     person is locked, 429 `locked` (as POST /v1/verify). Needs the enrol role."""
