@@ -9,7 +9,7 @@ from conftest import att
 from test_thresholds import cal
 
 from siamface import Pipeline
-from siamface.decision import CALLER, Liveness, Threshold, claim, gate, resolve, same
+from siamface.decision import CALLER, Liveness, Threshold, claim, gate, in_originals_reach, resolve, same
 from siamface.errors import ConfigError
 from siamface.tails import shipped_tail
 from siamface.thresholds import save_calibration, user_calibration_file
@@ -63,6 +63,20 @@ def test_claim_rules(rule, fraction, score, accepted):
 def test_bad_claim_rules_are_config_errors(rule, fraction):
     with pytest.raises(ConfigError):
         claim(np.array([0.9]), Threshold(0.93, "test"), rule, fraction)
+
+
+@pytest.mark.parametrize(
+    "scores, provisional, deciding",
+    [
+        ([0.30, 0.60], [False, True], [0.30]),  # no original matches: the provisional 0.60 decides nothing
+        ([0.45, 0.60], [False, True], [0.45, 0.60]),  # an original matches: every template decides
+        ([0.30, 0.35], [False, False], [0.30, 0.35]),  # no provisional template: unchanged
+        ([0.60, 0.20], [True, True], [0.60, 0.20]),  # no original at all: decided on what there is
+    ],
+)
+def test_provisional_templates_decide_only_within_the_originals_reach(scores, provisional, deciding):
+    kept = in_originals_reach(np.array(scores), np.array(provisional), Threshold(0.4, "test"))
+    assert kept.tolist() == deciding
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,8 @@ Decisions, all on cosine similarity (higher = more alike; a face matches when ``
 
     same(similarity, t)                  one pair                                        -> Decision
     claim(scores, t, rule, fraction)     a probe against a claimed person's templates    -> Decision
+    in_originals_reach(scores, provisional, t)  the templates' scores that may decide (provisional ones
+                                         only when an original matches at the 1:1 t)     -> scores
     gate(decision, liveness)             a match refused unless the liveness checks pass -> Decision
     fpir_threshold(tail, fpir, people, templates)  the 1:N threshold for a gallery's size  -> Threshold
     identity(similarities, t, margin)    1:N, open set, with the ambiguity margin        -> known / ambiguous / unknown
@@ -369,6 +371,22 @@ def claim(scores: np.ndarray, threshold: Threshold, rule: str = "best", fraction
     else:
         score = float(ordered[max(1, math.ceil(fraction * len(ordered) - 1e-9)) - 1])
     return same(score, threshold)
+
+
+def in_originals_reach(scores: np.ndarray, provisional: np.ndarray, threshold: Threshold) -> np.ndarray:
+    """The similarities of a person's templates that may decide: all of them when one of the person's
+    *original* templates (made at enrolment, by an admin or the command line) matches at `threshold` (the 1:1
+    one), else the originals' alone. A provisional template (added by a key below admin, `provisional` True)
+    thus widens nothing beyond the originals' reach: blends added one step at a time towards a stranger's
+    face (each matching the originals) cannot get that stranger granted or named, who the originals do not
+    already match (benchmarks/template_walk.py). A person with no original template (none can be made so
+    today) is decided on all of them."""
+    scores = np.asarray(scores, np.float64).ravel()
+    provisional = np.asarray(provisional, bool).ravel()
+    originals = scores[~provisional]
+    if len(originals) == 0 or threshold.accepts(float(originals.max())):
+        return scores
+    return originals
 
 
 # -- liveness ---------------------------------------------------------------------------------------------

@@ -67,8 +67,11 @@ def no_leak(server, answer) -> None:
 # -- keys ---------------------------------------------------------------------------------------------------
 def test_health_needs_no_key_and_names_no_path(server):
     answer = server.request("GET", "/v1/health", key=None)
-    assert answer.status == 200 and answer.body["status"] == "ok" and answer.body["model"] == DEFAULT_MODEL
+    assert answer.status == 200 and answer.body == {"status": "ok", "gallery": "ok"}  # more to a key holder
+    told = server.request("GET", "/v1/health")
+    assert told.status == 200 and told.body["status"] == "ok" and told.body["model"] == DEFAULT_MODEL
     no_leak(server, answer)
+    no_leak(server, told)
 
 
 @pytest.mark.parametrize(

@@ -124,3 +124,45 @@ def test_an_identify_racing_a_delete_is_answered_and_its_decision_audited(tmp_pa
         assert cli("gallery", "audit", "--gallery", url, "--verify").returncode == 0
     finally:
         srv.stop()
+
+
+def test_two_servers_and_a_restart_allow_only_the_additions_cap_together(servers, tmp_path):
+    """Faces added by a key below admin are capped per person (`--additions-per-person`, 5 a day by default).
+    The cap was kept in each process's memory: two servers on one PostgreSQL allowed twice the cap, and a
+    restart cleared it. It is counted from the gallery's stored templates now."""
+    import io
+
+    from PIL import Image
+
+    url, (a, b) = servers
+    assert _enroll(a, "s8", 8).status == 201
+    desk = a.new_key("enrol", "desk")
+
+    def variant(i, angle):
+        out = io.BytesIO()
+        Image.open(io.BytesIO(fixture_bytes(8, i))).convert("L").rotate(angle, fillcolor=128).save(out, "PNG")
+        return [("images", f"v{i}{angle}.png", out.getvalue())]
+
+    variants = [variant(i, angle) for i in (1, 2, 3, 4) for angle in (-9, 6, 12)]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:  # both servers at once, 8 faces in flight
+        answers = list(
+            pool.map(
+                lambda x: (a, b)[x[0] % 2].request("POST", "/v1/people/s8/faces", key=desk, files=x[1]),
+                enumerate(variants[:8]),
+            )
+        )
+    added = sum(len(x.body.get("added", [])) for x in answers if x.status == 200)
+    assert added <= 5 and all(x.status in (200, 422, 429) for x in answers), [x.body for x in answers]
+    for i, files in enumerate(variants[8:]):
+        sent = (a, b)[i % 2].request("POST", "/v1/people/s8/faces", key=desk, files=files)
+        added += len(sent.body.get("added", [])) if sent.status == 200 else 0
+    assert added == 5, added
+    stored = "SELECT count(*) FROM templates t JOIN people p ON p.id = t.person_id WHERE p.name = 's8'"
+    assert rows(url, stored) == [(len(ENROLLED) + 5,)]
+    restarted = Server(url, "--min-size", "40", keys=a.keys_option[1], log=tmp_path / "c.log", process=True)
+    try:
+        again = restarted.request("POST", "/v1/people/s8/faces", key=desk, files=variant(1, -3))
+        assert (again.status, again.error) == (429, "too-many-additions"), again.body
+        assert int(again.headers["retry-after"]) > 3600
+    finally:
+        restarted.stop()

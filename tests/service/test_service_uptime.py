@@ -182,7 +182,7 @@ def test_a_gallery_reembedded_under_the_server_is_503_restart_never_damaged(tmp_
         srv.stop()
     srv = Server(gallery, "--liveness", "off", "--min-size", "40", "--workers", "1")  # restarted: its new model
     try:
-        assert srv.request("GET", "/v1/health", key=None).body["model"] == "dlib-resnet"
+        assert srv.request("GET", "/v1/health").body["model"] == "dlib-resnet"
         assert claim(srv, 3).body["granted"] is True
     finally:
         srv.stop()

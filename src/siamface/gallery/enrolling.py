@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,16 @@ log = logging.getLogger(__name__)
 VIDEO_DIVERSITY = 0.99
 #: How long a camera session runs at most when no timeout is given, in seconds.
 CAMERA_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class AdditionCap:
+    """At most `limit` provisional templates per person made at or after `since`; new ones are made at `now`
+    (ISO times in UTC, as templates' ``created``: the caller's clock)."""
+
+    limit: int
+    since: str
+    now: str
 
 
 class Enrolling:
@@ -61,6 +72,7 @@ class Enrolling:
         force: bool = False,
         actor: str = "",
         provisional: bool = False,
+        cap: AdditionCap | None = None,
     ) -> EnrollmentReport:
         """Enroll `name` from images (paths, bytes or RGB arrays): every image passes the quality gates or
         is rejected with its reason; the ones kept are added in one transaction (the person is created
@@ -76,11 +88,16 @@ class Enrolling:
         for the audit (default: this OS user).
 
         `provisional`: the faces added to an enrolled person are marked so (their quality's
-        ``"provisional": true``, and the audit row's): they are matched against and decide as the others, but
-        a later addition must match a template that is not provisional — those made when the person was
-        created, or added by the gallery's owner or an admin — so additions cannot walk the person's
-        templates, one small step each, towards another face (the service marks what a non-admin key adds;
-        the command line, the gallery's owner, does not)."""
+        ``"provisional": true``, and the audit row's): a later addition must match a template that is not
+        provisional — those made when the person was created, or added by the gallery's owner or an admin — and
+        they decide a claim or a search only when one of those originals matches too
+        (`siamface.decision.in_originals_reach`), so additions cannot walk the person's reach, one small step
+        each, towards another face (the service marks what a non-admin key adds;
+        the command line, the gallery's owner, does not). `cap` (`AdditionCap`): with `provisional`, at most
+        ``cap.limit`` provisional templates of the person made at or after ``cap.since``, those already stored
+        included, the new ones stamped ``cap.now``; the others are rejected as ``too-many-additions``,
+        decided inside the store's write transaction, so that every process sharing the gallery counts the same
+        stored templates and none can add past the cap, before or after a restart."""
         name = self.check_enrollment(name, new=new, existing=existing)
         images = list(images)
         labels = list(sources) if sources is not None else [describe(i) for i in images]
@@ -101,7 +118,12 @@ class Enrolling:
             force=force,
             actor=actor,
             provisional=provisional,
+            cap=cap,
         )
+
+    def recent_provisional(self, name: str, since: str) -> list[str]:
+        """When each provisional template of `name` made at or after `since` (ISO) was made, oldest first."""
+        return sorted(t.created for t in self.store.templates(name) if _recent_provisional(t, since))
 
     def check_enrollment(self, name: str, *, new: bool = False, existing: bool = False) -> str:
         """The name checked (`check_name`) and, before any model work, `new` / `existing` answered from
@@ -280,6 +302,7 @@ class Enrolling:
         force: bool = False,
         actor: str = "",
         provisional: bool = False,
+        cap: AdditionCap | None = None,
     ) -> EnrollmentReport:
         for s in samples:
             warnings.extend(s.warnings)
@@ -318,6 +341,9 @@ class Enrolling:
             kept = [t.embedding for t in enrolled]
             mine = {t.person_id for t in enrolled}
             others = [t for t in recent if t.person_id not in mine]
+            allowance = None
+            if cap is not None and marked:
+                allowance = cap.limit - sum(1 for t in enrolled if _recent_provisional(t, cap.since))
             clash = _clash(candidates, others, one_face) if not force else {}
             if clash and not enrolled:  # a new person: not created at all (as `_already_enrolled`)
                 clash = {i: clash.get(i, max(clash.values())) for i in range(len(candidates))}
@@ -346,9 +372,16 @@ class Enrolling:
                         f"{t.source}: near-duplicate of a template {shown!r} already has "
                         f"(similarity {best:.4f} > {limit:g})"
                     )
+                elif allowance is not None and allowance <= 0:
+                    reasons[i] = "too-many-additions"
+                    verdicts.append(
+                        f"{t.source}: {shown!r} already has {cap.limit} provisional faces added since {cap.since}; "
+                        "not added (an admin's key adds more)"
+                    )
                 else:
                     verdicts.append(None)
                     kept.append(e)
+                    allowance = allowance - 1 if allowance is not None else None
             return verdicts
 
         marked = {"provisional": True} if provisional and enrolled and not force else {}
@@ -365,6 +398,7 @@ class Enrolling:
                 actor=actor,
                 forced=force,
                 since=since,
+                created=cap.now if cap is not None and marked else None,
             )
             added = tuple(
                 EnrolledTemplate(tid, s.source, s.quality)
@@ -467,3 +501,8 @@ def _clash(candidates: Sequence[NewTemplate], others: Sequence[Template], thresh
     )
     best = scores.max(axis=1)
     return {i: float(b) for i, b in enumerate(best) if threshold.accepts(float(b))}
+
+
+def _recent_provisional(template: Template, since: str) -> bool:
+    """A provisional template made at or after `since` (ISO times in UTC compare as strings)."""
+    return bool(template.quality.get("provisional")) and template.created >= since

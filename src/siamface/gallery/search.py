@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 
 from .. import _budget
-from ..decision import DEFAULT_FRACTION, Thresholds, check_rule, identity
+from ..decision import DEFAULT_FRACTION, Threshold, Thresholds, check_rule, identity, in_originals_reach
 from ..decision import claim as decide_claim
 from ..errors import ConfigError, GalleryError
 from ..image import describe, load_image
+from .index import Hit
 from .results import (
     AMBIGUOUS,
     KNOWN,
@@ -24,7 +25,11 @@ from .results import (
     Identification,
     TemplateScore,
 )
-from .store import AuditRecord, ModelBinding, Store
+from .store import AuditRecord, ModelBinding, Store, Template
+
+
+def _provisional(template: Template | None) -> bool:
+    return template is not None and bool(template.quality.get("provisional"))
 
 
 class Searching:
@@ -62,10 +67,13 @@ class Searching:
         scores = scores[0]
         if len(scores) == 0:  # a store never keeps a person without templates; be safe all the same
             raise GalleryError(f"{person.name!r} has no templates to verify against")
-        decided = decide_claim(scores, chosen, rule, fraction)
+        stored = {t.id: t for t in self.store.templates(person.name)}
+        provisional = np.array([_provisional(stored.get(int(i))) for i in ids], bool)
+        deciding = in_originals_reach(scores, provisional, chosen)
+        decided = decide_claim(deciding, chosen, rule, fraction)
         accepted, score, thr = decided.accepted, decided.score, chosen.value
-        sources = {t.id: t.source for t in self.store.templates(person.name)}
-        matches = chosen.accepts(scores)
+        sources = {i: t.source for i, t in stored.items()}
+        matches = chosen.accepts(scores) & (~provisional | (len(deciding) == len(scores)))
         evidence = tuple(
             sorted(
                 (
@@ -179,6 +187,7 @@ class Searching:
         names = self.store.names([h.person_id for row in hits for h in row])
         # a person removed since the search (another process) is named by nobody: searched as if gone
         hits = [[h for h in row if h.person_id in names] for row in hits]
+        hits = self.within_originals_reach(faces.embeddings, hits, self.thresholds.given(threshold).verify)
         identities, records = [], []
         for i, row in enumerate(hits):
             candidates = tuple(
@@ -229,3 +238,38 @@ class Searching:
             gallery_people=chosen.people,
             gallery_templates=chosen.templates,
         )
+
+    def within_originals_reach(
+        self, queries: np.ndarray, hits: list[list[Hit]], one_to_one: Threshold
+    ) -> list[list[Hit]]:
+        """Each face's candidates, a candidate found on a provisional template rescored on its person's templates
+        within the originals' reach (`in_originals_reach`: on the originals alone unless one matches at the 1:1
+        threshold), best first again: what a key below admin added names nobody the originals would not."""
+        found = {h.template_id for row in hits for h in row}
+        flagged = self.store.provisional_templates(found) if found else set()
+        if not flagged:
+            return hits
+        out = []
+        for query, row in zip(queries, hits):
+            rescored = []
+            for h in row:
+                if h.template_id in flagged:
+                    ids, scores = self.index.person_scores(query, h.person_id)
+                    marks = self.store.provisional_templates({int(i) for i in ids})
+                    provisional = np.array([int(i) in marks for i in ids])
+                    if len(in_originals_reach(scores[0], provisional, one_to_one)) < len(ids):
+                        k = int(np.argmax(np.where(provisional, -np.inf, scores[0])))  # the originals' best
+                        h = Hit(h.person_id, float(scores[0][k]), int(ids[k]))
+                rescored.append(h)
+            out.append(sorted(rescored, key=lambda h: -h.similarity))
+        return out
+
+    def best_within_reach(self, queries: np.ndarray, person_id: int, one_to_one: Threshold) -> np.ndarray:
+        """Per query, its best similarity to the person's templates within the originals' reach
+        (`in_originals_reach` at the 1:1 threshold `one_to_one`); -1 when the person has no templates left."""
+        ids, scores = self.index.person_scores(queries, person_id)
+        if not scores.shape[1]:
+            return np.full(len(scores), -1.0)
+        marks = self.store.provisional_templates({int(i) for i in ids})
+        provisional = np.array([int(i) in marks for i in ids])
+        return np.array([in_originals_reach(row, provisional, one_to_one).max() for row in scores])

@@ -25,7 +25,7 @@ import hashlib
 import json
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -333,6 +333,16 @@ class SqlStore:
         with self._read() as db:
             return int(db.execute("SELECT coalesce(max(id), 0) FROM templates").fetchone()[0])
 
+    def provisional_templates(self, template_ids: Collection[int]) -> set[int]:
+        """Those of `template_ids` whose quality says ``provisional`` (added by a key below admin)."""
+        ids = sorted({int(i) for i in template_ids})
+        if not ids:
+            return set()
+        marks = ", ".join("?" * len(ids))
+        with self._read() as db:
+            rows = db.execute(self._q(f"SELECT id, quality FROM templates WHERE id IN ({marks})"), ids).fetchall()
+        return {int(i) for i, quality in rows if '"provisional"' in quality and json.loads(quality).get("provisional")}
+
     def person_matrix(self, person_id: int) -> tuple[np.ndarray, np.ndarray]:
         """(template ids, embeddings (t, d)) of one person, read alone and checked as `matrix` checks them."""
         with self._read() as db:
@@ -593,6 +603,7 @@ class SqlStore:
         actor: str = "",
         forced: bool = False,
         since: int | None = None,
+        created: str | None = None,
     ) -> AddResult:
         if new and not create:
             raise ValueError("a person cannot be both new and required to exist")
@@ -605,7 +616,7 @@ class SqlStore:
             json_object(t.quality, "a template's quality")
         with self._write() as db:
             self._check_bound(db)
-            result = self._add(db, name, templates, metadata, create, keep, new, since=since)
+            result = self._add(db, name, templates, metadata, create, keep, new, since=since, now=created)
             added = [t for t, i in zip(templates, result.template_ids) if i is not None]
             if added:
                 kind = "enrol" if result.created else "add-faces"
@@ -679,6 +690,7 @@ class SqlStore:
         new: bool = False,
         skeletons: dict[str, tuple[int, str]] | None = None,
         since: int | None = None,
+        now: str | None = None,
     ) -> AddResult:
         """The body of an addition, inside the caller's write transaction: the name is looked up here, so
         that "must be new" and "must exist" cannot race with another writer. A new person's name must not
@@ -702,7 +714,7 @@ class SqlStore:
         skipped = {i: reason for i, reason in enumerate(verdicts) if reason is not None}
         if len(skipped) == len(templates):
             return AddResult(found, False, (None,) * len(templates), skipped)
-        now = _now()
+        now = now or _now()
         created = found is None
         if created:
             skeletons = skeletons if skeletons is not None else self._skeletons(db)

@@ -14,7 +14,7 @@ nothing links to anyone once the person is gone. The audit rows are chained by h
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -321,6 +321,7 @@ class Store(Protocol):
         actor: str = "",
         forced: bool = False,
         since: int | None = None,
+        created: str | None = None,
     ) -> AddResult:
         """Add templates to `name` (created if missing and `create`), all in one transaction. When every
         candidate is skipped, nothing changes (a new person is not created). `new`: the name must not be
@@ -329,10 +330,14 @@ class Store(Protocol):
         ``new=True``, exactly one succeeds. Names are checked by `siamface.gallery.names.check_name`.
         `since` (a `last_template_id` read before the caller's own checks): `keep` also gets the templates
         added after it, so that a check of the whole gallery made before the transaction is completed inside
-        it. A template whose quality says ``provisional`` is audited so (``"provisional": true``)."""
+        it. A template whose quality says ``provisional`` is audited so (``"provisional": true``). `created`: the
+        new templates' time (ISO, UTC; default now), for a caller that keeps its own clock."""
 
     def last_template_id(self) -> int:
         """The highest template id (0 when none): templates are added one writer at a time, in id order."""
+
+    def provisional_templates(self, template_ids: Collection[int]) -> set[int]:
+        """Those of `template_ids` whose quality says ``provisional`` (added by a key below admin)."""
 
     def add_people(
         self,

@@ -49,10 +49,11 @@ class GalleryMatcher(ThresholdsInForce):
     def identify(self, embeddings: np.ndarray) -> list[tuple[str | None, float]]:
         """Per embedding: the person when known, ``ambiguous`` when the second person is within the margin,
         None when unknown (as `Gallery.identify` decides), and the best similarity (-1 with nobody enrolled)."""
+        policy = self.thresholds
         hits = self.gallery.index.search(embeddings, k=2)  # the second person decides "ambiguous"
+        hits = self.gallery.within_originals_reach(embeddings, hits, policy.verify)
         names = self.gallery.store.names([row[0].person_id for row in hits if row])
         out: list[tuple[str | None, float]] = []
-        policy = self.thresholds
         for row in hits:
             status = identity([h.similarity for h in row], policy.identify, policy.margin)
             if status == KNOWN:
@@ -64,8 +65,7 @@ class GalleryMatcher(ThresholdsInForce):
     def verify(self, claim: str, embeddings: np.ndarray) -> np.ndarray:
         """Best similarity of each embedding to the claimed person's templates (-1 when none are left:
         a person removed during the session matches nothing)."""
-        _, scores = self.gallery.index.person_scores(embeddings, self._person_id(claim))
-        return scores.max(axis=1) if scores.shape[1] else np.full(len(scores), -1.0)
+        return self.gallery.best_within_reach(embeddings, self._person_id(claim), self.thresholds.verify)
 
     def log_claim(self, claim: str, accepted: bool, score: float | None, rule: str = "live") -> tuple[str, ...]:
         """Record a live 1:1 decision in the gallery's audit log (notes: why it could not be, when so)."""

@@ -176,6 +176,11 @@ class Gate:
                 return
             state = scope.setdefault("state", {})
             state["api_key"], state["api_role"] = check.key_id, check.role
+        elif path in PUBLIC and presented_key(headers):  # answered either way; a valid key is told more
+            check = self.service.keys.check(presented_key(headers))
+            if check.ok:
+                state = scope.setdefault("state", {})
+                state["api_key"], state["api_role"] = check.key_id, check.role
 
         too_large = _json(
             413,

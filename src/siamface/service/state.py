@@ -14,8 +14,10 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import anyio
@@ -26,6 +28,7 @@ from .. import __version__, _budget
 from .._onnx import providers
 from ..decision import UNKNOWN, Liveness, Threshold, gate, in_reach
 from ..errors import ConfigError, NoFaceError, SiamfaceError
+from ..gallery.enrolling import AdditionCap
 from ..gallery.results import ClaimVerification
 from ..gallery.store import (
     AuditRecord,
@@ -37,12 +40,17 @@ from ..gallery.store import (
 from ..image import load_image
 from .errors import ServiceError, from_siamface
 from .keys import KeyStore, allows
-from .lockout import Lockout, Quota
+from .lockout import Lockout
 from .sessions import PASSED, PENDING, LivenessSessions, Session
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def _iso(seconds: float) -> str:
+    """A time (seconds since the epoch) as the gallery stores times: ISO, UTC, milliseconds."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
 
 
 def actor(key: str | None) -> str:
@@ -104,7 +112,7 @@ class Service:
         self.settings = settings
         self.keys = KeyStore(settings.keys_file)
         self.lockout = Lockout(settings.lockout_failures, settings.lockout_window_s, settings.lockout_s)
-        self.additions = Quota(settings.additions_per_person, settings.additions_window_s)
+        self.wall: Callable[[], float] = time.time  # the additions window's (compared with stored times)
         self.pipeline = None
         self.gallery = None
         self.liveness = None
@@ -424,15 +432,14 @@ class Service:
         """The session's result, and whether every face it saw is `person` (at the 1:1 threshold `result`
         was decided at)."""
         evidence = session.evidence()
+        threshold = Threshold(result.threshold, result.threshold_source)
         lowest = None
         if session.faces and isinstance(person, Unenrolled):
             lowest = -1.0
         elif session.faces:
-            _, scores = self.gallery.index.person_scores(np.stack(session.faces), person.id)
-            lowest = float(scores.max(axis=1).min()) if scores.shape[1] else -1.0
+            lowest = float(self.gallery.best_within_reach(np.stack(session.faces), person.id, threshold).min())
         evidence["passed"] = session.state == PASSED
         evidence["lowest_score"] = None if lowest is None else round(lowest, 4)
-        threshold = Threshold(result.threshold, result.threshold_source)
         evidence["same_person"] = lowest is not None and threshold.accepts(lowest)
         return evidence
 
@@ -619,6 +626,7 @@ class Service:
         # answered before decoding anything; the gallery decides again, inside its write transaction
         name = self.gallery.check_enrollment(name, new=not must_exist, existing=must_exist)
         images = [u if isinstance(u, tuple) else (self.decode(u), u.label) for u in uploads]
+        capped = must_exist and not admin and not force
         report = self.gallery.enroll(
             name,
             [image for image, _ in images],
@@ -629,7 +637,12 @@ class Service:
             force=force,
             actor=actor(key),
             provisional=not admin,
+            cap=AdditionCap(self.settings.additions_per_person, self.additions_since(), _iso(self.wall()))
+            if capped
+            else None,
         ).to_dict()
+        if capped and not report["added"] and any(r["reason"] == "too-many-additions" for r in report["rejected"]):
+            self.refuse_more_additions(name)
         clashes = [r for r in report["rejected"] if r["reason"] == "already-enrolled"]
         if clashes and not report["added"]:
             detail = (
@@ -642,6 +655,28 @@ class Service:
         if not admin:
             report = _without_scores(report)
         return bool(report["added"]), report
+
+    def additions_since(self) -> str:
+        """The start of the additions window now, as the gallery stores times (ISO, UTC)."""
+        return _iso(self.wall() - self.settings.additions_window_s)
+
+    def refuse_more_additions(self, name: str, more: int = 1) -> None:
+        """429 ``too-many-additions`` when `more` faces added to `name` by a key below admin would pass the cap,
+        counted from the gallery's stored provisional templates (so every server sharing the gallery, and one
+        restarted, counts the same); the gallery decides again inside its write transaction."""
+        limit = self.settings.additions_per_person
+        made = self.gallery.recent_provisional(name, self.additions_since())
+        if len(made) + more <= limit:
+            return
+        oldest = datetime.fromisoformat(made[0]).timestamp() if made else self.wall()
+        retry = max(1, math.ceil(oldest + self.settings.additions_window_s - self.wall()))
+        raise ServiceError(
+            429,
+            "too-many-additions",
+            f"at most {limit} faces may be added to one person within {self.settings.additions_window_s:g} s by a "
+            f"key below admin; retry in {retry} s",
+            headers={"Retry-After": str(retry)},
+        )
 
     # -- photo library (routes/library.py) -----------------------------------------------------------------
     def library_threshold(self) -> float:

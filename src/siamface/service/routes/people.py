@@ -14,7 +14,6 @@ from ...errors import GalleryError
 from ...gallery.sqlbase import MAX_JSON_DEPTH, json_object
 from ..errors import ServiceError, error_responses
 from ..keys import allows
-from ..lockout import QuotaExceeded
 from ..state import Service, actor
 from .deps import api_key, api_role, read_upload, refuse, require, service
 
@@ -130,7 +129,8 @@ async def add_faces(
     enrolment, or added by an admin key) at the 1:1 threshold, else it is rejected as `other-person` ("does
     not match", no score) unless `force=true` (admin keys only); 200 with the images added, or 422
     `no-usable-face` when none was. Faces added by a key below admin are provisional (they never serve as
-    the reference of a later addition), and at most `--additions-per-person` of them per person within
+    the reference of a later addition, and decide a claim or a search only when an original template matches
+    too), and at most `--additions-per-person` of them per person within
     `--additions-window` seconds (429 `too-many-additions`, with `Retry-After`). A request with a face that
     does not match counts as a failed verification of that person towards the lock-out, and while the
     person is locked, 429 `locked` (as POST /v1/verify). Needs the enrol role."""
@@ -142,29 +142,15 @@ async def add_faces(
         added, report = await svc.run(svc.enroll, name, uploads, None, True, True, key, admin)
         return _enrolled(added, report, 200)
     person = await svc.run(svc.person, name)
-    reserved = 0 if admin else len(uploads)
-    if reserved:
-        try:
-            svc.additions.take(person.id, reserved)
-        except QuotaExceeded as exc:
-            raise ServiceError(
-                429,
-                "too-many-additions",
-                f"at most {svc.settings.additions_per_person} faces may be added to one person within "
-                f"{svc.settings.additions_window_s:g} s by a key below admin; retry in {exc.retry_after} s",
-                headers={"Retry-After": str(exc.retry_after)},
-            ) from None
+    if not admin:
+        await svc.run(svc.refuse_more_additions, person.name, len(uploads))
     added, report = False, {"added": []}
-    try:
-        async with svc.lockout.attempt(person.id) as attempt:
-            added, report = await svc.run(svc.enroll, name, uploads, None, True, False, key, admin)
-            if any(r["reason"] == "other-person" for r in report["rejected"]):
-                attempt.failed()
-            # an added face is no verification: it leaves the person's count of failures as it was (clearing
-            # it would give an enrol key and a recognise key unlimited claims)
-    finally:
-        if reserved:
-            svc.additions.settle(person.id, reserved, len(report["added"]))
+    async with svc.lockout.attempt(person.id) as attempt:
+        added, report = await svc.run(svc.enroll, name, uploads, None, True, False, key, admin)
+        if any(r["reason"] == "other-person" for r in report["rejected"]):
+            attempt.failed()
+        # an added face is no verification: it leaves the person's count of failures as it was (clearing
+        # it would give an enrol key and a recognise key unlimited claims)
     return _enrolled(added, report, 200)
 
 

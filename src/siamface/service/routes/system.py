@@ -1,4 +1,4 @@
-"""GET /v1/health: liveness of the server itself (no key needed); GET /v1/whoami: the key's id and role, and
+"""GET /v1/health: is the server up (no key needed; a key holder is told more); GET /v1/whoami: the key's id and role, and
 what it may do (the page shows only that)."""
 
 from __future__ import annotations
@@ -22,10 +22,14 @@ router = APIRouter(tags=["system"])
     summary="Is the server up, and its gallery usable? (no API key needed)",
     responses={503: {"description": "degraded: the gallery is unreachable or was re-embedded under the server"}},
 )
-async def health(svc: Service = Depends(service)) -> JSONResponse:
-    """200 ``{"status": "ok", ...}``; 503 ``{"status": "degraded", "gallery": "unreachable" | "reembedded" |
-    "storage-full", ...}`` while the gallery cannot serve decisions."""
+async def health(svc: Service = Depends(service), key: str | None = Depends(api_key)) -> JSONResponse:
+    """200 ``{"status": "ok", "gallery": "ok"}``; 503 ``{"status": "degraded", "gallery": "unreachable" |
+    "reembedded" | "storage-full"}`` while the gallery cannot serve decisions. With a valid API key (any role),
+    also the version, model, detector, liveness mode, execution providers and the audit chain's state: an
+    outsider learns whether the server is up, not what would help to attack it (liveness off, the model)."""
     status, body = await anyio.to_thread.run_sync(svc.health)
+    if key is None:
+        body = {k: body[k] for k in ("status", "gallery")}
     return JSONResponse(body, status_code=status)
 
 

@@ -57,6 +57,7 @@ $("key-form").addEventListener("submit", async (event) => {
   $("key").value = "";
   showKeyState();
   await readRole();
+  await readServer();  // the liveness mode is told to key holders only
   status("Key kept for this tab.");
 });
 
@@ -141,7 +142,7 @@ const LIVENESS_HELP = {
 
 async function readServer() {
   try {
-    const response = await fetch("/v1/health");
+    const response = await fetch("/v1/health", apiKey() ? { headers: { "Authorization": "Bearer " + apiKey() } } : {});
     livenessMode = (await response.json()).liveness || "off";
   } catch (err) {
     livenessMode = "off";
