@@ -6,7 +6,7 @@
 
 ``--table``: the encoders side by side, one table (see `model_table`): dlib-resnet and facenet, each with and
 without flip averaging, sface, the fused dlib+facenet with flip on neither part, on dlib's only or on both,
-and the SFace fusions (sface+dlib-flip, sface+facenet, sface+dlib-flip+facenet), on
+and the SFace fusions (sface+dlib-flip, sface+dlib, sface+facenet, sface+dlib-flip+facenet), on
 celeba_ids (folder protocol on the identities NOT used for fitting the fused model), AT&T, yale_faces and
 deepface_pairs, detector retinaface.
 
@@ -123,6 +123,7 @@ def model_table(data: Path, models: str | None = None, detector: str = "retinafa
         DLIB_FACENET,
         DLIB_FACENET_FLIP,
         DLIB_FLIP_FACENET,
+        SFACE_DLIB,
         SFACE_DLIB_FLIP,
         SFACE_DLIB_FLIP_FACENET,
         SFACE_FACENET,
@@ -134,6 +135,7 @@ def model_table(data: Path, models: str | None = None, detector: str = "retinafa
         DLIB_FLIP_FACENET,
         DLIB_FACENET_FLIP,
         SFACE_DLIB_FLIP,
+        SFACE_DLIB,
         SFACE_FACENET,
         SFACE_DLIB_FLIP_FACENET,
     )
