@@ -179,13 +179,7 @@ def model_table(data: Path, models: str | None = None, detector: str = "retinafa
                 axis=1,
             )
             assert np.abs(real - composed).max() < 1e-4, f"{fusion.name} differs from its parts"
-        if pairs is None:
-            i, j, y = fc.all_pairs(labels)
-        else:
-            pos = {f: k for k, f in enumerate(files)}
-            i = np.array([pos[a] for a, _, _ in pairs])
-            j = np.array([pos[b] for _, b, _ in pairs])
-            y = np.array([d for _, _, d in pairs])
+        i, j, y = fc.set_pairs(files, labels, pairs)
         s = {key: fc.pair_scores(e, i, j) for key, e in emb.items()}
         scored = {
             **{row: s[key] for row, key in singles.items()},
