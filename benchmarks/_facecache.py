@@ -183,6 +183,17 @@ def all_pairs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return i, j, (labels[i] == labels[j]).astype(int)
 
 
+def set_pairs(files: list[str], labels: np.ndarray | None, pairs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A set's pairs as indices into `files` and 1 for genuine: every pair of a labelled set (`all_pairs`),
+    or its explicit (file, file, same) `pairs`."""
+    if pairs is None:
+        return all_pairs(labels)
+    pos = {f: k for k, f in enumerate(files)}
+    i = np.array([pos[a] for a, _, _ in pairs])
+    j = np.array([pos[b] for _, b, _ in pairs])
+    return i, j, np.array([d for _, _, d in pairs])
+
+
 def pair_scores(emb: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Cosine similarity of each pair; a pair with a missed face scores -1 (a non-match)."""
     gram = emb.astype(np.float64) @ emb.astype(np.float64).T

@@ -6,7 +6,7 @@
 
 ``--table``: the encoders side by side, one table (see `model_table`): dlib-resnet and facenet, each with and
 without flip averaging, sface, the fused dlib+facenet with flip on neither part, on dlib's only or on both,
-and the SFace fusions (sface+dlib-flip, sface+facenet, sface+dlib-flip+facenet), on
+and the SFace fusions (sface+dlib-flip, sface+dlib, sface+facenet, sface+dlib-flip+facenet), on
 celeba_ids (folder protocol on the identities NOT used for fitting the fused model), AT&T, yale_faces and
 deepface_pairs, detector retinaface.
 
@@ -123,6 +123,7 @@ def model_table(data: Path, models: str | None = None, detector: str = "retinafa
         DLIB_FACENET,
         DLIB_FACENET_FLIP,
         DLIB_FLIP_FACENET,
+        SFACE_DLIB,
         SFACE_DLIB_FLIP,
         SFACE_DLIB_FLIP_FACENET,
         SFACE_FACENET,
@@ -134,6 +135,7 @@ def model_table(data: Path, models: str | None = None, detector: str = "retinafa
         DLIB_FLIP_FACENET,
         DLIB_FACENET_FLIP,
         SFACE_DLIB_FLIP,
+        SFACE_DLIB,
         SFACE_FACENET,
         SFACE_DLIB_FLIP_FACENET,
     )
@@ -177,13 +179,7 @@ def model_table(data: Path, models: str | None = None, detector: str = "retinafa
                 axis=1,
             )
             assert np.abs(real - composed).max() < 1e-4, f"{fusion.name} differs from its parts"
-        if pairs is None:
-            i, j, y = fc.all_pairs(labels)
-        else:
-            pos = {f: k for k, f in enumerate(files)}
-            i = np.array([pos[a] for a, _, _ in pairs])
-            j = np.array([pos[b] for _, b, _ in pairs])
-            y = np.array([d for _, _, d in pairs])
+        i, j, y = fc.set_pairs(files, labels, pairs)
         s = {key: fc.pair_scores(e, i, j) for key, e in emb.items()}
         scored = {
             **{row: s[key] for row, key in singles.items()},

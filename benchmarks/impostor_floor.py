@@ -32,6 +32,7 @@ MODELS = (
     "dlib+facenet-flip",
     "sface",
     "sface+dlib-flip",
+    "sface+dlib",
     "sface+facenet",
     "sface+dlib-flip+facenet",
 )

@@ -31,6 +31,7 @@ from siamface import Pipeline  # noqa: E402
 from siamface.embedding import create_encoder  # noqa: E402
 from siamface.embedding.fused import (  # noqa: E402
     DLIB_FLIP_FACENET,
+    SFACE_DLIB,
     SFACE_DLIB_FLIP,
     SFACE_DLIB_FLIP_FACENET,
     SFACE_FACENET,
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
 
     sims = {key: cos(e) for key, e in parts.items()}
     rows = {"dlib-resnet": sims["dlib-resnet", False], "facenet": sims["facenet", False], "sface": sims["sface", False]}
-    for f in (DLIB_FLIP_FACENET, SFACE_DLIB_FLIP, SFACE_FACENET, SFACE_DLIB_FLIP_FACENET):
+    for f in (DLIB_FLIP_FACENET, SFACE_DLIB_FLIP, SFACE_DLIB, SFACE_FACENET, SFACE_DLIB_FLIP_FACENET):
         rows[f.name] = sum(w * sims[p, bool(o.get("flip"))] for (p, o), w in zip(f.parts, f.part_weights()))
     for name, s in rows.items():
         rank1, fnir, thr = open_set(s, labels[probes], gallery_ids, mated, args.fpir)

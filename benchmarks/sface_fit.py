@@ -3,8 +3,8 @@
     python benchmarks/sface_fit.py [--data ../shared/datasets]
 
 Data as in fusion_fit.py: the 100 celeba_ids fitting identities (`_facecache.fit_split`, every pair among
-their first 8 photos, retinaface) and AT&T (all pairs). For `sface+dlib-flip`, `sface+facenet` (weight of
-SFace's part w over 0, 0.05, ..., 1) and `sface+dlib-flip+facenet` (weights on the same grid, summing to 1)
+their first 8 photos, retinaface) and AT&T (all pairs). For `sface+dlib-flip`, `sface+dlib` (dlib's ResNet
+without flip), `sface+facenet` (weight of SFace's part w over 0, 0.05, ..., 1) and `sface+dlib-flip+facenet` (weights on the same grid, summing to 1)
 it prints EER and TAR at FAR 1e-3 on the fitting identities for every weight and the choice (lowest FRR at
 FAR 1e-3 + EER, as fusion_fit.py chooses); then, for `sface` and each chosen fusion, the thresholds at FAR
 1e-3 and 1e-4 on both sets (the default is the stricter of the two, as for the other models).
@@ -27,7 +27,12 @@ from fusion_fit import GRID, fit_sets  # noqa: E402
 
 from siamface.evaluation.metrics import eer, tar_at_far, threshold_for_far  # noqa: E402
 
-PARTS = {"sface": ("sface", False), "dlib-flip": ("dlib-resnet", True), "facenet": ("facenet", False)}
+PARTS = {
+    "sface": ("sface", False),
+    "dlib-flip": ("dlib-resnet", True),
+    "dlib": ("dlib-resnet", False),
+    "facenet": ("facenet", False),
+}
 
 
 def cost(s: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
@@ -49,7 +54,7 @@ def main(argv=None) -> int:
         print(f"{key}.eer {e:.4f}\n{key}.tar_at_far_0.001 {t:.4f}", flush=True)
 
     chosen: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {}
-    for other in ("dlib-flip", "facenet"):
+    for other in ("dlib-flip", "dlib", "facenet"):
         best = None
         for w in GRID:
             c, e, t = cost(w * fit_s["sface"] + (1 - w) * fit_s[other], y)

@@ -136,7 +136,7 @@ def test_models_lists_sface_with_licence_and_training_data():
     assert fused["embedding_size"] == 128 + 128 + 512 and "Apache-2.0" in fused["licence"]
 
 
-@pytest.mark.parametrize(("name", "size"), [("sface+dlib-flip", 256), ("sface+facenet", 640)])
+@pytest.mark.parametrize(("name", "size"), [("sface+dlib-flip", 256), ("sface+dlib", 256), ("sface+facenet", 640)])
 def test_fusions_embed_one_unit_vector_per_face(name, size, group_scene):
     pipe = Pipeline(model=name)
     faces = pipe.embed(group_scene)
@@ -272,3 +272,16 @@ def test_sface_runs_in_the_blocked_layout_without_reorders(tmp_path, sface):
         pytest.skip("ONNX Runtime has no blocked convolution layout on this CPU")
     assert ops.count("ReorderOutput") + ops.count("ReorderInput") <= 1, ops
     assert not {"Relu", "Add"} & set(ops), ops  # fused into the blocked convolutions
+
+def test_sface_dlib_is_sface_and_one_unflipped_dlib_pass_weighted_by_its_fit():
+    """`sface+dlib`: SFace and dlib's ResNet without flip averaging (one dlib pass per face), fused with the
+    weight fitted on the celeba_ids fitting identities: its score is 0.3 sface + 0.7 dlib-resnet."""
+    image_a, image_b = att_rgb(3, 1), att_rgb(3, 4)
+    scores = {}
+    for name in ("sface+dlib", "sface", "dlib-resnet"):
+        pipe = Pipeline(detector="retinaface", model=name)
+        a, b = (pipe.embed(im).embeddings[0] for im in (image_a, image_b))
+        scores[name] = float(a @ b)
+    assert scores["sface+dlib"] == pytest.approx(0.3 * scores["sface"] + 0.7 * scores["dlib-resnet"], abs=1e-5)
+    info = create_encoder("sface+dlib").info
+    assert info.extra["part_options"] == [{}, {}] and scores["sface+dlib"] > info.threshold

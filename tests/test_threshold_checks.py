@@ -87,7 +87,13 @@ def test_threshold_option_outside_the_plausible_range_is_refused(gallery, value)
 
 @pytest.mark.parametrize(
     "model, value",
-    [("sface", "0.05"), ("sface+dlib-flip", "0.5"), ("sface+facenet", "0.05"), ("sface+dlib-flip+facenet", "0.55")],
+    [
+        ("sface", "0.05"),
+        ("sface+dlib-flip", "0.5"),
+        ("sface+dlib", "0.55"),
+        ("sface+facenet", "0.05"),
+        ("sface+dlib-flip+facenet", "0.55"),
+    ],
 )
 def test_sface_models_have_a_plausible_range_too(model, value):
     """Below each SFace model's impostor median (benchmarks/impostor_floor.py) a threshold is refused."""
