@@ -26,7 +26,9 @@ pasted into a scene moves as a plane, however it is held, shifted or turned; a l
 still. The movement must be a **path** (`jumped`, as a prompted turn): from the last face near the frontal
 reference to where it got, at least `passive_path_frames` faces in between and no single frame carrying more
 than `passive_max_step` of the way; stills of the person at different head poses swapped frame by frame
-are jumps. It waits for such a movement until the timeout (asking for a small movement), then fails ("moved
+are jumps. Along the path the face's **light** stays steady (`light_change`: no channel's log mean changing
+by more than `passive_max_light` between two faces): a camera's frames keep it, a person's photos taken
+apart (another day, lamp or camera) change it, even when ordered into a path of poses. It waits for such a movement until the timeout (asking for a small movement), then fails ("moved
 like a flat picture", or "the movement jumped" when the parallax came only in jumps). A **presentation** is
 one face that stays: in ``passive`` mode, when the face has been gone for more than `max_absent` seconds
 (it left the shot), the session starts again from the next face (`restarts`) instead of deciding on a
