@@ -239,6 +239,24 @@ def test_stills_swapped_frame_by_frame_never_pass_a_passive_session(tmp_path, pi
     assert session["faces"] >= 30 and session["parallax"] >= 0.15, session
 
 
+def test_stills_of_photos_taken_apart_never_pass_a_passive_session_even_along_a_path(tmp_path, pipeline):
+    # s23's poses as a continuous movement (`S23_MOVING`: the frames in between are there, the parallax comes
+    # along a path), but every other frame from a photo taken under another light (darker by a third): stills
+    # of a person's different photos, ordered as near a path as they allow. A camera's frames keep the
+    # face's light; the session waits for a movement with a steady light and fails at the timeout, saying so
+    from siamface.gallery import Gallery
+
+    rng = np.random.default_rng(6)
+    with Gallery(tmp_path / "g.db", pipeline, create=True) as g:
+        g.enroll("s23", [camera_frame(n, rng) for n in ("7", "1", "10")])
+        frames = [camera_frame(S23_MOVING[i % len(S23_MOVING)], rng) for i in range(45)]
+        frames = [f if i % 2 else (f * 0.65).astype(np.uint8) for i, f in enumerate(frames)]
+        decision = _authenticate(pipeline, g, frames, timeout=4.0)
+    session = decision.liveness["session"]
+    assert not decision.granted and "the face's light changed" in decision.reason, decision.reason
+    assert session["faces"] >= 30 and session["parallax"] >= 0.15, session
+
+
 def test_a_face_that_leaves_the_shot_starts_a_new_presentation(tmp_path, pipeline):
     # s23 moving a little, then out of the shot for 0.6 s, then back on the other side of the frame: the
     # session starts again from the returning face (one restart) and passes, instead of waiting for the face

@@ -56,6 +56,18 @@ def colour_reading(image: np.ndarray, box) -> float | None:
     return float(saturation.std())
 
 
+def face_colour(image: np.ndarray, box) -> np.ndarray | None:
+    """The inner face's light: the log of its mean value per channel (None when there is nothing to read).
+    Between two frames of a camera it changes little, a head turning or not; between two photos taken
+    apart (another day, another lamp, another camera's white balance) it jumps."""
+    patch = _inner(image, box)
+    if patch.size == 0:
+        return None
+    if patch.ndim == 2:
+        patch = patch[:, :, None]
+    return np.log(patch.reshape(-1, patch.shape[2])[:, :3].mean(axis=0) + 8.0)
+
+
 def grey_frame(image: np.ndarray, step: int = 4) -> bool:
     """Does the image carry no colour (every sampled pixel within `GREY_CHROMA` of grey, allowing for a
     compressed file's noise at the 99th percentile)?"""

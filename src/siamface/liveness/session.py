@@ -26,7 +26,9 @@ pasted into a scene moves as a plane, however it is held, shifted or turned; a l
 still. The movement must be a **path** (`jumped`, as a prompted turn): from the last face near the frontal
 reference to where it got, at least `passive_path_frames` faces in between and no single frame carrying more
 than `passive_max_step` of the way; stills of the person at different head poses swapped frame by frame
-are jumps. It waits for such a movement until the timeout (asking for a small movement), then fails ("moved
+are jumps. Along the path the face's **light** stays steady (`light_change`: no channel's log mean changing
+by more than `passive_max_light` between two faces): a camera's frames keep it, a person's photos taken
+apart (another day, lamp or camera) change it, even when ordered into a path of poses. It waits for such a movement until the timeout (asking for a small movement), then fails ("moved
 like a flat picture", or "the movement jumped" when the parallax came only in jumps). A **presentation** is
 one face that stays: in ``passive`` mode, when the face has been gone for more than `max_absent` seconds
 (it left the shot), the session starts again from the next face (`restarts`) instead of deciding on a
@@ -59,6 +61,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .active import parallax, yaw_ratio
+from .colour import face_colour
 
 PENDING, PASSED, FAILED = "pending", "passed", "failed"
 MODES = ("passive", "active")
@@ -125,6 +128,16 @@ def jumped(path: Sequence[float], goal: float, frames: int, max_step: float) -> 
     return None if middle >= frames and share <= max_step else (middle, share)
 
 
+def light_change(before: Seen | None, now: Seen) -> float:
+    """How much the face's light (`Seen.light`) changed between two consecutive faces: the largest change of
+    a channel's log mean (0 when either was not read). A camera's frames change little, even with the head
+    turning (the live recordings of the development data: at most 0.24 at 10 frames a second); photos of a
+    person taken apart change it (stills of different photos: half of the swaps over 0.19)."""
+    if before is None or before.light is None or now.light is None:
+        return 0.0
+    return float(np.max(np.abs(np.asarray(now.light) - np.asarray(before.light))))
+
+
 def draw_prompts(count: int, rng: secrets.SystemRandom | None = None) -> list[str]:
     """`count` distinct prompt kinds in a random order, at least one of them a head turn."""
     rng = rng or secrets.SystemRandom()
@@ -138,24 +151,26 @@ def draw_prompts(count: int, rng: secrets.SystemRandom | None = None) -> list[st
 @dataclass(frozen=True)
 class Seen:
     """What one frame showed of its largest face: its 5 keypoints, box, the passive check's verdict (None:
-    not checked), a signature of its pixels (None: not compared) and whether the passive check could read it
-    at all (False: too small or too dark: the face is followed, but neither counts for nor against)."""
+    not checked), a signature of its pixels (None: not compared), whether the passive check could read it
+    at all (False: too small or too dark: the face is followed, but neither counts for nor against) and its
+    light (`colour.face_colour`: log mean per channel; None: not compared)."""
 
     keypoints: np.ndarray
     box: Sequence[float]
     live: bool | None = None
     signature: bytes | None = None
     readable: bool = True
+    light: np.ndarray | None = None
 
 
 def see(image: np.ndarray, box, keypoints, passive=None) -> tuple[Seen, Any]:
     """What a session is told of one frame's face, the same at the camera and over HTTP: its keypoints and box,
-    the passive check's verdict (with `passive`, a `PassiveCheck`; its score is returned too, else None) and a
-    signature of its pixels."""
+    the passive check's verdict (with `passive`, a `PassiveCheck`; its score is returned too, else None), a
+    signature of its pixels and its light."""
     checked = None if passive is None else passive.score(image, box)
     live = None if checked is None else bool(checked.live)
     readable = checked is None or checked.readable
-    return Seen(keypoints, box, live, face_signature(image, box), readable), checked
+    return Seen(keypoints, box, live, face_signature(image, box), readable, face_colour(image, box)), checked
 
 
 @dataclass
@@ -185,6 +200,7 @@ class CaptureRules:
     passive_parallax: float = 0.15
     passive_path_frames: int = 3
     passive_max_step: float = 0.5
+    passive_max_light: float = 0.3
     max_absent: float = 0.5
     max_restarts: int = 3
 
@@ -266,6 +282,7 @@ class CaptureSession:
         self.parallax = 0.0
         self.moves: list[float] = []  # passive: this presentation's parallax, one value a face
         self.kept: list[np.ndarray] = []  # passive: this presentation's keypoints, one a face
+        self.lights: list[float] = []  # passive: how much the face's light changed since the face before
         self.moved = False  # passive: the 3-D movement was reached along a path
         self.jump: tuple[int, float] | None = None  # passive: the last movement that jumped
         self.start_width = None
@@ -365,6 +382,7 @@ class CaptureSession:
         failed = self._continuity(seen, k)
         if failed:
             return self._finish(False, failed)
+        light = light_change(self.previous, seen)
         self.previous = seen
         yaw = yaw_ratio(k)
         frontal_enough = abs(yaw) < r.frontal or self.mode == "passive"  # passive: the most frontal so far
@@ -374,7 +392,7 @@ class CaptureSession:
             now = parallax(self.reference, k)
             self.parallax = max(self.parallax, now)
             if self.mode == "passive":
-                self._follow_movement(now, k)
+                self._follow_movement(now, k, light)
         if self.mode == "passive":
             return self._passive_done(t)
         return self._prompted(t, k, seen)
@@ -386,7 +404,7 @@ class CaptureSession:
         self.faces = self.live_faces = self.repeats = 0
         self.previous = self.reference = self.reference_yaw = None
         self.parallax = 0.0
-        self.moves, self.kept, self.moved, self.jump = [], [], False, None
+        self.moves, self.kept, self.lights, self.moved, self.jump = [], [], [], False, None
         self.absent_since = None
 
     def _flat(self) -> str:
@@ -396,27 +414,40 @@ class CaptureSession:
         )
 
     def _jumped(self) -> str:
-        middle, share = self.jump
+        middle, share, light = self.jump
+        r = self.rules
+        if light > r.passive_max_light:
+            return (
+                f"the movement jumped: the face's light changed by {light:.2f} between two frames on the way "
+                f"(at most {r.passive_max_light}): stills of different photos swapped?"
+            )
         return (
             f"the movement jumped: the parallax reached {self.parallax:.3f} with {middle} frames in between "
-            f"(at least {self.rules.passive_path_frames}) and one step {share:.0%} of the way (at most "
-            f"{self.rules.passive_max_step:.0%}): stills swapped?"
+            f"(at least {r.passive_path_frames}) and one step {share:.0%} of the way (at most "
+            f"{r.passive_max_step:.0%}): stills swapped?"
         )
 
-    def _follow_movement(self, now: float, k: np.ndarray) -> None:
+    def _follow_movement(self, now: float, k: np.ndarray, light: float) -> None:
         """Passive mode: the 3-D movement counts once reached along a path (`jumped`, the way measured to where
         it got: `now`, at least `passive_parallax`), from the last face near the frontal reference (a fifth of
-        `passive_parallax`; else the lowest so far), every face measured against the same (latest) reference."""
+        `passive_parallax`; else the lowest so far), every face measured against the same (latest) reference,
+        and the face's light steady along it (no change over `passive_max_light` between two faces of the
+        path: `light_change`)."""
         r = self.rules
         self.moves.append(now)
         self.kept.append(k)
+        self.lights.append(light)
         if self.moved or now < r.passive_parallax or len(self.moves) < 2:
             return
         self.moves = [parallax(self.reference, old) for old in self.kept]  # against one reference
         before = np.asarray(self.moves[:-1])
         near = np.flatnonzero(before <= 0.2 * r.passive_parallax)
         start = int(near[-1]) if len(near) else int(len(before) - 1 - np.argmin(before[::-1]))
-        self.jump = jumped(self.moves[start:], now, r.passive_path_frames, r.passive_max_step)
+        light = max(self.lights[start + 1 :])
+        jump = jumped(self.moves[start:], now, r.passive_path_frames, r.passive_max_step)
+        if jump is None and light > r.passive_max_light:
+            jump = (0, 1.0)
+        self.jump = None if jump is None else (*jump, light)
         self.moved = self.jump is None
 
     def _continuity(self, seen: Seen, k: np.ndarray) -> str | None:
