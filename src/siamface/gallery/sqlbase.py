@@ -419,6 +419,25 @@ class SqlStore:
             for r in rows
         ]
 
+    def recent_denials(self, person_id: int, since: str, limit: int = 1000) -> list[str]:
+        """When each denied claim verification of the person was audited (ISO, UTC, oldest first): those at
+        or after `since` and after the person's last granted one (at most the `limit` newest). Read through
+        the index on ``audit.claimed_ref``: the cost grows with the person's own audit rows, not the audit's."""
+        with self._read() as db:
+            rows = db.execute(
+                self._q(
+                    "SELECT a.time, a.accepted FROM audit a JOIN people p ON p.ref = a.claimed_ref "
+                    "WHERE p.id = ? AND a.kind = 'verify' AND a.time >= ? ORDER BY a.id DESC LIMIT ?"
+                ),
+                (int(person_id), str(since), int(limit)),
+            ).fetchall()
+        denied = []
+        for time, accepted in rows:
+            if accepted:
+                break
+            denied.append(str(time))
+        return denied[::-1]
+
     def verify_audit(self) -> AuditCheck:
         """Recompute the audit's hash chain in id order (see the module's docstring)."""
         problems: list[tuple[int | None, str]] = []

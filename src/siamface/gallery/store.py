@@ -384,6 +384,10 @@ class Store(Protocol):
 
     def audit(self, limit: int | None = None, person: str | None = None) -> list[AuditEntry]: ...
 
+    def recent_denials(self, person_id: int, since: str, limit: int = 1000) -> list[str]:
+        """When each denied claim verification of the person was audited (ISO, UTC, oldest first): those at
+        or after `since` and after the person's last granted one (at most the `limit` newest)."""
+
     def verify_audit(self) -> AuditCheck:
         """Recompute the audit's hash chain: an edited, removed or reordered row is a problem."""
 

@@ -443,6 +443,23 @@ class Service:
         evidence["same_person"] = lowest is not None and threshold.accepts(lowest)
         return evidence
 
+    def denials(self, person) -> list[float]:
+        """The ages in seconds (by `wall`) of `person`'s denied claims in the gallery's audit since their last
+        granted one, as far back as a lock-out they could still cause reaches (`Lockout.merge`): every
+        server sharing the gallery, and this one before a restart, audited them. Nothing for a name nobody
+        has (its claims are audited as nobody's: this process's count alone)."""
+        if isinstance(person, Unenrolled):
+            return []
+        s = self.settings
+        now = self.wall()
+        since = _iso(now - s.lockout_window_s - s.lockout_s)
+        times = self.gallery.store.recent_denials(person.id, since)
+        return [now - datetime.fromisoformat(t).timestamp() for t in times]
+
+    def stored_denials(self, person) -> Callable[[], Any]:
+        """`denials` read in a worker (`run`), for `Lockout.attempt`."""
+        return functools.partial(self.run, self.denials, person)
+
     def count_session_failures(self) -> None:
         """Hand the sessions that failed or expired unused to the lock-out book (event loop only)."""
         for person in self.sessions.failures():
