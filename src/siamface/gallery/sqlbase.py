@@ -67,6 +67,12 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def _detail(detail: dict[str, Any], gone: bool) -> str:
+    """A decision's audit detail as stored: its flags, and ``person_removed`` when a person it names is gone."""
+    flags = {**detail, "person_removed": True} if gone else dict(detail)
+    return json.dumps(flags, sort_keys=True) if flags else ""
+
+
 #: The ``prev_hash`` of the first audit row.
 GENESIS = "0" * 64
 
@@ -421,21 +427,24 @@ class SqlStore:
 
     def recent_denials(self, person_id: int, since: str, limit: int = 1000) -> list[str]:
         """When each denied claim verification of the person was audited (ISO, UTC, oldest first): those at
-        or after `since` and after the person's last granted one (at most the `limit` newest). Read through
-        the index on ``audit.claimed_ref``: the cost grows with the person's own audit rows, not the audit's."""
+        or after `since` and after the person's last granted one (at most the `limit` newest), but for those
+        whose detail says ``counted`` (a claim through a liveness session whose failure has its own row). Read
+        through the index on ``audit.claimed_ref``: the cost grows with the person's own audit rows, not the
+        audit's."""
         with self._read() as db:
             rows = db.execute(
                 self._q(
-                    "SELECT a.time, a.accepted FROM audit a JOIN people p ON p.ref = a.claimed_ref "
+                    "SELECT a.time, a.accepted, a.detail FROM audit a JOIN people p ON p.ref = a.claimed_ref "
                     "WHERE p.id = ? AND a.kind = 'verify' AND a.time >= ? ORDER BY a.id DESC LIMIT ?"
                 ),
                 (int(person_id), str(since), int(limit)),
             ).fetchall()
         denied = []
-        for time, accepted in rows:
+        for time, accepted, detail in rows:
             if accepted:
                 break
-            denied.append(str(time))
+            if '"counted"' not in (detail or ""):
+                denied.append(str(time))
         return denied[::-1]
 
     def verify_audit(self) -> AuditCheck:
@@ -565,7 +574,7 @@ class SqlStore:
                         r.rule,
                         r.model,
                         r.actor or local_actor(),
-                        json.dumps({"person_removed": True}) if gone else "",
+                        _detail(r.detail, gone),
                     )
                 )
             self._append_audit(db, rows)

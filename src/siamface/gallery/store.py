@@ -199,6 +199,7 @@ class AuditRecord:
     rule: str = ""
     model: str = ""
     actor: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)  # the row's detail (flags, never a name or a face)
 
 
 @dataclass(frozen=True)
@@ -386,7 +387,8 @@ class Store(Protocol):
 
     def recent_denials(self, person_id: int, since: str, limit: int = 1000) -> list[str]:
         """When each denied claim verification of the person was audited (ISO, UTC, oldest first): those at
-        or after `since` and after the person's last granted one (at most the `limit` newest)."""
+        or after `since` and after the person's last granted one (at most the `limit` newest), but for those
+        whose detail says ``counted`` (a claim through a liveness session whose failure has its own row)."""
 
     def verify_audit(self) -> AuditCheck:
         """Recompute the audit's hash chain: an edited, removed or reordered row is a problem."""

@@ -382,6 +382,8 @@ class Service:
             "unknown-person" if nobody else result.rule,
             result.model,
             actor(key),
+            # the session's failure has its own row (`count_session_failures`): this one is not counted again
+            {"counted": True} if session is not None and session.counted and not granted.accepted else {},
         )
         _budget.check("writing the decision")
         with self._audited():  # a decision that cannot be audited is not given
@@ -460,10 +462,32 @@ class Service:
         """`denials` read in a worker (`run`), for `Lockout.attempt`."""
         return functools.partial(self.run, self.denials, person)
 
-    def count_session_failures(self) -> None:
-        """Hand the sessions that failed or expired unused to the lock-out book (event loop only)."""
-        for person in self.sessions.failures():
-            self.lockout.record_failure(person)
+    async def count_session_failures(self) -> None:
+        """Hand the sessions that failed or expired unused to the lock-out book (on the event loop) and to the
+        gallery's audit, as denied claims of their person (rule ``liveness-session``, the session's key), so
+        that a restarted server and every server sharing the gallery count them too (`denials`). One that
+        cannot be audited (the gallery out of reach, the request's time budget spent) is logged and still
+        counted here."""
+        failed = self.sessions.failed()
+        for session in failed:
+            self.lockout.record_failure(session.person)
+        enrolled = [s for s in failed if isinstance(s.person, int)]
+        if not enrolled:
+            return
+        try:
+            await self.run(self._audit_failed_sessions, enrolled)
+        except (ServiceError, SiamfaceError) as exc:
+            log.warning("%d failed liveness session(s) not written to the audit: %s", len(enrolled), exc)
+
+    def _audit_failed_sessions(self, sessions: list[Session]) -> None:
+        threshold = self.gallery.thresholds.verify.value
+        model = self.pipeline.encoder.info.name
+        self.gallery.audit(
+            [
+                AuditRecord("verify", s.person, None, None, threshold, False, "liveness-session", model, actor(s.key))
+                for s in sessions
+            ]
+        )
 
     def liveness_session(self, session_id: str | None, key: str | None, person) -> Session | None:
         """The capture session a claim verification uses up (None when liveness is off): with liveness on,
