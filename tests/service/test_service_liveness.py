@@ -14,7 +14,9 @@ they come."""
 
 from __future__ import annotations
 
+import contextlib
 import random
+import sqlite3
 
 import pytest
 from service_support import require_service
@@ -215,6 +217,45 @@ def test_failed_sessions_lock_the_person_out_and_opening_is_rate_limited(tmp_pat
         assert (locked.status, locked.error) == (429, "locked")
     finally:
         server.stop()
+    # each failure is in the gallery's audit as a denied claim of the person: a restarted server keeps the lock
+    with contextlib.closing(sqlite3.connect(tmp_path / "passive.db")) as db:
+        rows = db.execute("SELECT rule, accepted, actor FROM audit WHERE kind = 'verify'").fetchall()
+    assert len(rows) == 3 and all(r[:2] == ("liveness-session", 0) and r[2].startswith("key:") for r in rows), rows
+    again = Server(
+        tmp_path / "passive.db",
+        "--liveness",
+        "passive",
+        "--camera",
+        "grey",
+        "--min-size",
+        "40",
+        "--lockout-failures",
+        "3",
+    )
+    try:
+        locked = open_session(again)
+        assert (locked.status, locked.error) == (429, "locked"), locked.body
+    finally:
+        again.stop()
+
+
+def test_a_failed_session_used_in_a_claim_counts_once_after_a_restart(tmp_path):
+    """A failed session then sent with a claim is one failure, in the process and in the audit alike."""
+    options = ("--liveness", "passive", "--camera", "grey", "--min-size", "40", "--lockout-failures", "3")
+    server, clock = start(tmp_path, "passive", *options[6:])
+    try:
+        for _ in range(2):
+            session = open_session(server).body["session_id"]
+            state, _ = play(server, clock, session, [camera_frame("7", np.random.default_rng(0))] * 3)
+            assert state["state"] == "failed", state
+            assert verify(server, session).body["granted"] is False
+    finally:
+        server.stop()
+    again = Server(tmp_path / "passive.db", *options)
+    try:
+        assert open_session(again).status == 201  # 2 failures of 3, not 4
+    finally:
+        again.stop()
 
 
 def test_passive_mode_is_a_session_without_prompts(tmp_path):

@@ -166,3 +166,34 @@ def test_two_servers_and_a_restart_allow_only_the_additions_cap_together(servers
         assert int(again.headers["retry-after"]) > 3600
     finally:
         restarted.stop()
+
+
+def test_denied_claims_on_two_servers_lock_the_person_on_both(tmp_path):
+    """After 5 denied claims (`--lockout-failures`, default) of one person, spread over two servers sharing
+    one PostgreSQL gallery, the next claim on either is 429: each server counts the denials in the gallery's
+    audit, not only its own (they allowed 5 per server before)."""
+    url = postgres_cluster().new_database()
+    keys = tmp_path / "keys.json"
+    started = []
+    try:
+        for x in "ab":
+            started.append(
+                Server(url, "--liveness", "off", "--min-size", "40", keys=keys, log=tmp_path / f"{x}.log", process=True)
+            )
+        a, b = started
+        assert _enroll(a, "s6", 6).status == 201
+        door = a.new_key("recognise", "door")
+        impostor = [("image", "s8.pgm", fixture_bytes(8, PROBE))]
+        genuine = [("image", "s6.pgm", fixture_bytes(6, PROBE))]
+        # a name nobody has is locked alike (else the lock-out would tell a recognise key who is enrolled)
+        for claim, last in (("s6", genuine), ("s99", impostor)):
+            for i in range(5):
+                denied = (b, a)[i % 2].request("POST", "/v1/verify", key=door, fields={"claim": claim}, files=impostor)
+                assert denied.status == 200 and denied.body["accepted"] is False, denied.body
+            for server in (a, b):  # a saw 2 of the 5, b 3
+                locked = server.request("POST", "/v1/verify", key=door, fields={"claim": claim}, files=last)
+                assert (locked.status, locked.error) == (429, "locked"), (claim, locked.body)
+                assert 1 <= int(locked.headers["retry-after"]) <= 300
+    finally:
+        for server in started:
+            server.stop()

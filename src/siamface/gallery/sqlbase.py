@@ -36,6 +36,7 @@ from .names import MAX_NAME_LENGTH, InvalidNameError, check_name, lookup_form, s
 from .store import (
     CHANGES,
     DECISIONS,
+    UNENROLLED,
     AddResult,
     AuditCheck,
     AuditEntry,
@@ -65,6 +66,12 @@ NORM_TOLERANCE = 0.01
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _detail(detail: dict[str, Any], gone: bool) -> str:
+    """A decision's audit detail as stored: its flags, and ``person_removed`` when a person it names is gone."""
+    flags = {**detail, "person_removed": True} if gone else dict(detail)
+    return json.dumps(flags, sort_keys=True) if flags else ""
 
 
 #: The ``prev_hash`` of the first audit row.
@@ -419,6 +426,30 @@ class SqlStore:
             for r in rows
         ]
 
+    def recent_denials(self, person_id: int | str, since: str, limit: int = 1000) -> list[str]:
+        """When each denied claim verification of the person was audited (ISO, UTC, oldest first): those at
+        or after `since` and after the person's last granted one (at most the `limit` newest), but for those
+        whose detail says ``counted`` (a claim through a liveness session whose failure has its own row). Read
+        through the index on ``audit.claimed_ref``: the cost grows with the person's own audit rows, not the
+        audit's. A string `person_id`: a name nobody has, by its lock-out key (see `AuditRecord`)."""
+        if isinstance(person_id, str):
+            ref, sql = person_id, "SELECT a.time, a.accepted, a.detail FROM audit a WHERE a.claimed_ref = ? "
+        else:
+            ref = int(person_id)
+            sql = "SELECT a.time, a.accepted, a.detail FROM audit a JOIN people p ON p.ref = a.claimed_ref WHERE p.id = ? "
+        with self._read() as db:
+            rows = db.execute(
+                self._q(sql + "AND a.kind = 'verify' AND a.time >= ? ORDER BY a.id DESC LIMIT ?"),
+                (ref, str(since), int(limit)),
+            ).fetchall()
+        denied = []
+        for time, accepted, detail in rows:
+            if accepted:
+                break
+            if '"counted"' not in (detail or ""):
+                denied.append(str(time))
+        return denied[::-1]
+
     def verify_audit(self) -> AuditCheck:
         """Recompute the audit's hash chain in id order (see the module's docstring)."""
         problems: list[tuple[int | None, str]] = []
@@ -530,7 +561,14 @@ class SqlStore:
                 raise ValueError(f"not a decision: {r.kind!r}")
         now = _now()
         with self._write() as db:
-            refs = self._refs(db, [p for r in records for p in (r.claimed, r.returned)])
+            refs: dict[Any, str] = self._refs(
+                db, [p for r in records for p in (r.claimed, r.returned) if not isinstance(p, str)]
+            )
+            refs.update(
+                (r.claimed, r.claimed)
+                for r in records
+                if isinstance(r.claimed, str) and r.claimed.startswith(UNENROLLED)
+            )
             rows = []
             for r in records:
                 gone = [p for p in (r.claimed, r.returned) if p is not None and p not in refs]
@@ -546,7 +584,7 @@ class SqlStore:
                         r.rule,
                         r.model,
                         r.actor or local_actor(),
-                        json.dumps({"person_removed": True}) if gone else "",
+                        _detail(r.detail, gone),
                     )
                 )
             self._append_audit(db, rows)

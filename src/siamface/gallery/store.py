@@ -184,14 +184,19 @@ DECISIONS = ("verify", "identify")
 CHANGES = ("enrol", "add-faces", "rename", "metadata", "delete", "import", "key-create", "key-revoke")
 
 
+#: How the audit's ``claimed_ref`` of a claim of a name nobody has begins (a digest of the name, no person).
+UNENROLLED = "unenrolled:"
+
+
 @dataclass(frozen=True)
 class AuditRecord:
     """A decision to log. Person ids are resolved by the store to the person's opaque audit reference
-    (`Person.ref`); None for "nobody". `actor`: who asked (``key:<id>`` for an API key; empty: this
-    process's OS user, ``cli:<user>``)."""
+    (`Person.ref`); None for "nobody". A claimed name nobody has may be given as its lock-out key (a string
+    starting ``unenrolled:``, see `UNENROLLED`), stored as is, so that its denials are counted like a person's.
+    `actor`: who asked (``key:<id>`` for an API key; empty: this process's OS user, ``cli:<user>``)."""
 
     kind: str  # "verify" or "identify"
-    claimed: int | None  # person id claimed (verify)
+    claimed: int | str | None  # person id claimed (verify), or a name nobody has as its lock-out key
     returned: int | None  # person id returned (the claimed one when accepted; the one identified)
     score: float | None
     threshold: float
@@ -199,6 +204,7 @@ class AuditRecord:
     rule: str = ""
     model: str = ""
     actor: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)  # the row's detail (flags, never a name or a face)
 
 
 @dataclass(frozen=True)
@@ -226,7 +232,9 @@ class AuditEntry:
     @property
     def claimed_tombstone(self) -> str | None:
         """The reference of a claimed person since removed (None while enrolled, or for nobody)."""
-        return self.claimed_ref if self.claimed is None else None
+        if self.claimed is not None or (self.claimed_ref or "").startswith(UNENROLLED):
+            return None
+        return self.claimed_ref
 
     @property
     def returned_tombstone(self) -> str | None:
@@ -383,6 +391,11 @@ class Store(Protocol):
     def log(self, records: Sequence[AuditRecord]) -> None: ...
 
     def audit(self, limit: int | None = None, person: str | None = None) -> list[AuditEntry]: ...
+
+    def recent_denials(self, person_id: int | str, since: str, limit: int = 1000) -> list[str]:
+        """When each denied claim verification of the person was audited (ISO, UTC, oldest first): those at
+        or after `since` and after the person's last granted one (at most the `limit` newest), but for those
+        whose detail says ``counted`` (a claim through a liveness session whose failure has its own row)."""
 
     def verify_audit(self) -> AuditCheck:
         """Recompute the audit's hash chain: an edited, removed or reordered row is a problem."""

@@ -5,10 +5,14 @@ verified for `duration` seconds (HTTP 429 with ``Retry-After``). A granted verif
 
 Concurrent attempts cannot get round the limit: at most ``max_failures - failures so far`` attempts for one
 person are in flight at a time; further ones wait their turn (they are not refused, so honest concurrent
-clients are only slowed, never failed). The state lives in the server process's memory: a restart clears
-it, and several server processes each keep their own.
+clients are only slowed, never failed). That bookkeeping lives in the server process's memory; the count
+itself is also taken from the gallery's audit when the caller gives `attempt` a way to read it (`stored`: the
+ages of the person's denied claims since their last granted one): the failures are then the larger of the
+process's count and the audit's, and a lock is derived from the audited denials as this book would have
+set it, so that a restarted server, or several servers sharing one gallery, count the same denials.
 
-All methods run on the event loop (no threads), which is what makes the bookkeeping race-free.
+All methods run on the event loop (no threads), which is what makes the bookkeeping race-free; the audit is
+read (off the loop, by `stored`) before the attempt is reserved.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -76,9 +80,35 @@ class Lockout:
         state = self._states.get(key)
         return max(0.0, state.locked_until - self.clock()) if state is not None else 0.0
 
+    def merge(self, key: Hashable, ages: Sequence[float]) -> None:
+        """Take in the denials of `key` recorded elsewhere (the gallery's audit: every process's), given by
+        their ages in seconds (those since the key's last granted attempt): replayed as `_record` would have
+        counted them, they lock `key` when they would have, and count as its failures when they are more
+        than this process's own (which the audit holds too: the larger count, never the sum)."""
+        now = self.clock()
+        failures: list[float] = []
+        until = 0.0
+        for t in sorted(now - float(age) for age in ages):
+            failures = [f for f in failures if t - f < self.window]
+            failures.append(t)
+            if len(failures) >= self.max_failures:
+                until, failures = t + self.duration, []
+        failures = [f for f in failures if now - f < self.window]
+        state = self._states.setdefault(key, _State())
+        self._prune(state, now)
+        state.locked_until = max(state.locked_until, until)
+        if len(failures) > len(state.failures):
+            state.failures = failures
+        self._tidy(key, state, now)
+
     @contextlib.asynccontextmanager
-    async def attempt(self, key: Hashable) -> AsyncIterator[Attempt]:
-        """Reserve an attempt for `key` (raises `LockedOut`), yield it, then record its outcome."""
+    async def attempt(
+        self, key: Hashable, stored: Callable[[], Awaitable[Sequence[float]]] | None = None
+    ) -> AsyncIterator[Attempt]:
+        """Reserve an attempt for `key` (raises `LockedOut`), yield it, then record its outcome. `stored`:
+        reads the ages of `key`'s denials recorded elsewhere (see `merge`), awaited before the reservation."""
+        if stored is not None:
+            self.merge(key, await stored())
         state = self._states.setdefault(key, _State())
         async with state.changed:
             while True:
@@ -113,6 +143,10 @@ class Lockout:
             if len(state.failures) >= self.max_failures:
                 state.locked_until = now + self.duration
                 state.failures.clear()
+        self._tidy(key, state, now)
+
+    def _tidy(self, key: Hashable, state: _State, now: float) -> None:
+        """Forget `key` when nothing is left to remember of it."""
         if not state.failures and not state.in_flight and not state.waiting and state.locked_until <= now:
             self._states.pop(key, None)
 

@@ -242,6 +242,10 @@ class LivenessSessions:
     def failures(self) -> list[Hashable]:
         """The people of sessions that failed, or expired unused, since the last call (each session once):
         for the lock-out book."""
+        return [s.person for s in self.failed()]
+
+    def failed(self) -> list[Session]:
+        """The sessions that failed, or expired unused, since the last call (each session once)."""
         now = self.clock()
         out = []
         with self._lock:
@@ -250,5 +254,5 @@ class LivenessSessions:
                     continue
                 if s.state == FAILED or (not s.used and now > s.expires):
                     s.counted = True
-                    out.append(s.person)
+                    out.append(s)
         return out

@@ -31,6 +31,7 @@ from ..errors import ConfigError, NoFaceError, SiamfaceError
 from ..gallery.enrolling import AdditionCap
 from ..gallery.results import ClaimVerification
 from ..gallery.store import (
+    UNENROLLED,
     AuditRecord,
     DamagedGalleryError,
     GalleryReembeddedError,
@@ -71,7 +72,7 @@ class Unenrolled:
 
     @property
     def id(self) -> str:
-        return "unenrolled:" + hashlib.sha256(self.key.encode()).hexdigest()[:24]
+        return UNENROLLED + hashlib.sha256(self.key.encode()).hexdigest()[:24]
 
 
 #: What a claim's answer keeps for a key below enrol (no score, no template count, nothing that differs
@@ -341,7 +342,8 @@ class Service:
         """(granted, evidence). Granted needs the face to match and, with liveness on, a passed capture
         `session` whose faces are all the person (and, with the passive check on, a live probe). The audit row
         says what the client is told (`granted`, liveness included) and which `key` asked. An `Unenrolled`
-        person is denied after the same work (its audit row names nobody, rule ``unknown-person``); a key of
+        person is denied after the same work (its audit row names nobody, rule ``unknown-person``, and keeps the
+        name's lock-out key, a digest, so that every server counts its denials); a key of
         `role` below enrol is told no score and nothing that tells the two apart (`claim`: the name as `sent`),
         and below admin no exact liveness score."""
         image = self.decode(probe)
@@ -374,7 +376,7 @@ class Service:
         nobody = isinstance(person, Unenrolled)
         record = AuditRecord(
             "verify",
-            None if nobody else person.id,
+            person.id,  # a name nobody has: its lock-out key (a digest of the name), as the store keeps it
             person.id if granted.accepted else None,
             result.score,
             result.threshold,
@@ -382,6 +384,8 @@ class Service:
             "unknown-person" if nobody else result.rule,
             result.model,
             actor(key),
+            # the session's failure has its own row (`count_session_failures`): this one is not counted again
+            {"counted": True} if session is not None and session.counted and not granted.accepted else {},
         )
         _budget.check("writing the decision")
         with self._audited():  # a decision that cannot be audited is not given
@@ -443,10 +447,47 @@ class Service:
         evidence["same_person"] = lowest is not None and threshold.accepts(lowest)
         return evidence
 
-    def count_session_failures(self) -> None:
-        """Hand the sessions that failed or expired unused to the lock-out book (event loop only)."""
-        for person in self.sessions.failures():
-            self.lockout.record_failure(person)
+    def denials(self, person) -> list[float]:
+        """The ages in seconds (by `wall`) of `person`'s denied claims in the gallery's audit since their last
+        granted one, as far back as a lock-out they could still cause reaches (`Lockout.merge`): every
+        server sharing the gallery, and this one before a restart, audited them. A name nobody has is counted
+        alike, by its lock-out key (`Unenrolled.id`, which its audit rows keep), so that the lock-out is no
+        oracle of who is enrolled, on one server or several."""
+        s = self.settings
+        now = self.wall()
+        since = _iso(now - s.lockout_window_s - s.lockout_s)
+        times = self.gallery.store.recent_denials(person.id, since)
+        return [now - datetime.fromisoformat(t).timestamp() for t in times]
+
+    def stored_denials(self, person) -> Callable[[], Any]:
+        """`denials` read in a worker (`run`), for `Lockout.attempt`."""
+        return functools.partial(self.run, self.denials, person)
+
+    async def count_session_failures(self) -> None:
+        """Hand the sessions that failed or expired unused to the lock-out book (on the event loop) and to the
+        gallery's audit, as denied claims of their person (rule ``liveness-session``, the session's key), so
+        that a restarted server and every server sharing the gallery count them too (`denials`). One that
+        cannot be audited (the gallery out of reach, the request's time budget spent) is logged and still
+        counted here."""
+        failed = self.sessions.failed()
+        for session in failed:
+            self.lockout.record_failure(session.person)
+        if not failed:
+            return
+        try:
+            await self.run(self._audit_failed_sessions, failed)
+        except (ServiceError, SiamfaceError) as exc:
+            log.warning("%d failed liveness session(s) not written to the audit: %s", len(failed), exc)
+
+    def _audit_failed_sessions(self, sessions: list[Session]) -> None:
+        threshold = self.gallery.thresholds.verify.value
+        model = self.pipeline.encoder.info.name
+        self.gallery.audit(
+            [
+                AuditRecord("verify", s.person, None, None, threshold, False, "liveness-session", model, actor(s.key))
+                for s in sessions
+            ]
+        )
 
     def liveness_session(self, session_id: str | None, key: str | None, person) -> Session | None:
         """The capture session a claim verification uses up (None when liveness is off): with liveness on,

@@ -47,7 +47,8 @@ async def open_session(
         )
     reveal = allows(role, "enrol")
     person = await svc.run(svc.claimed, claim, reveal)
-    svc.count_session_failures()
+    await svc.count_session_failures()
+    svc.lockout.merge(person.id, await svc.run(svc.denials, person))
     left = svc.lockout.remaining_lock(person.id)
     if left:
         raise LockedOut(left)
@@ -78,4 +79,4 @@ async def add_frame(
     try:
         return await svc.run(svc.liveness_frame, session_id, key, frame, arrived)
     finally:
-        svc.count_session_failures()
+        await svc.count_session_failures()

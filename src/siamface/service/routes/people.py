@@ -145,7 +145,7 @@ async def add_faces(
     if not admin:
         await svc.run(svc.refuse_more_additions, person.name, len(uploads))
     added, report = False, {"added": []}
-    async with svc.lockout.attempt(person.id) as attempt:
+    async with svc.lockout.attempt(person.id, svc.stored_denials(person)) as attempt:
         added, report = await svc.run(svc.enroll, name, uploads, None, True, False, key, admin)
         if any(r["reason"] == "other-person" for r in report["rejected"]):
             attempt.failed()

@@ -61,9 +61,9 @@ async def verify(
             raise ServiceError(400, "bad-request", "verify with 'claim' takes one image file in field 'image'")
         probe = await read_upload(image, "image")
         person = await svc.run(svc.claimed, claim, allows(role, "enrol"))
-        svc.count_session_failures()
+        await svc.count_session_failures()
         session = svc.liveness_session(liveness_session, key, person)
-        async with svc.lockout.attempt(person.id) as attempt:
+        async with svc.lockout.attempt(person.id, svc.stored_denials(person)) as attempt:
             granted, payload = await svc.run(
                 svc.verify_claim, person, probe, rule, fraction, session, key, role, lookup_form(claim)
             )
