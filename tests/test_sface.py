@@ -273,6 +273,7 @@ def test_sface_runs_in_the_blocked_layout_without_reorders(tmp_path, sface):
     assert ops.count("ReorderOutput") + ops.count("ReorderInput") <= 1, ops
     assert not {"Relu", "Add"} & set(ops), ops  # fused into the blocked convolutions
 
+
 def test_sface_dlib_is_sface_and_one_unflipped_dlib_pass_weighted_by_its_fit():
     """`sface+dlib`: SFace and dlib's ResNet without flip averaging (one dlib pass per face), fused with the
     weight fitted on the celeba_ids fitting identities: its score is 0.3 sface + 0.7 dlib-resnet."""
