@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 from conftest import (
     S23_FRONTAL,
+    S23_LEFT,
     S23_MOVING,
     S23_POSES,
+    S23_RIGHT,
     att,
     att_rgb,
     blended_face,
@@ -255,6 +257,25 @@ def test_stills_of_photos_taken_apart_never_pass_a_passive_session_even_along_a_
     session = decision.liveness["session"]
     assert not decision.granted and "the face's light changed" in decision.reason, decision.reason
     assert session["faces"] >= 30 and session["parallax"] >= 0.15, session
+
+
+def test_stills_from_both_sides_of_the_frontal_pose_never_pass_a_passive_session(tmp_path, pipeline):
+    # s23 frontal, then its photos turned a little more each frame but to alternate sides (left, right, left...;
+    # `S23_LEFT`, `S23_RIGHT`), one light: the parallax from the frontal face climbs step by step (a path, by
+    # that scalar), while the head's pose jumps from one side to the other every frame. A head goes through
+    # the poses in between; the session waits for such a movement and fails at the timeout, saying so
+    from siamface.gallery import Gallery
+
+    zigzag = [pose for pair in zip(S23_LEFT, S23_RIGHT[1:]) for pose in pair] + S23_LEFT[-1:]
+    poses = ["7", "1"] * 5 + zigzag + zigzag[::-1] + zigzag
+    rng = np.random.default_rng(1)
+    with Gallery(tmp_path / "g.db", pipeline, create=True) as g:
+        g.enroll("s23", [camera_frame(n, rng) for n in ("7", "1", "10")])
+        frames = [camera_frame(pose, rng) for pose in poses]
+        decision = _authenticate(pipeline, g, frames, timeout=3.0)
+    session = decision.liveness["session"]
+    assert not decision.granted and "the head's pose" in decision.reason, decision.reason
+    assert session["faces"] >= 25 and session["parallax"] >= 0.15, session
 
 
 def test_a_face_that_leaves_the_shot_starts_a_new_presentation(tmp_path, pipeline):
