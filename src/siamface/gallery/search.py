@@ -255,8 +255,7 @@ class Searching:
             for h in row:
                 if h.template_id in flagged:
                     ids, scores = self.index.person_scores(query, h.person_id)
-                    marks = self.store.provisional_templates({int(i) for i in ids})
-                    provisional = np.array([int(i) in marks for i in ids])
+                    provisional = self._provisional_mask(ids)
                     if len(in_originals_reach(scores[0], provisional, one_to_one)) < len(ids):
                         k = int(np.argmax(np.where(provisional, -np.inf, scores[0])))  # the originals' best
                         h = Hit(h.person_id, float(scores[0][k]), int(ids[k]))
@@ -270,6 +269,10 @@ class Searching:
         ids, scores = self.index.person_scores(queries, person_id)
         if not scores.shape[1]:
             return np.full(len(scores), -1.0)
-        marks = self.store.provisional_templates({int(i) for i in ids})
-        provisional = np.array([int(i) in marks for i in ids])
+        provisional = self._provisional_mask(ids)
         return np.array([in_originals_reach(row, provisional, one_to_one).max() for row in scores])
+
+    def _provisional_mask(self, template_ids: np.ndarray) -> np.ndarray:
+        """Per template id, in order: whether the store marks it provisional."""
+        marks = self.store.provisional_templates({int(i) for i in template_ids})
+        return np.array([int(i) in marks for i in template_ids], bool)
