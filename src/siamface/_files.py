@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -180,3 +181,23 @@ def create_private_file(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:  # another process created it first: it is used like any existing file
         pass
+
+
+def exposure(path: Path, *, owner: bool = True) -> tuple[str | None, str | None]:
+    """(why other users may change `path`, why they may read it), each None when they may not: the file owned
+    by another user (neither this process's nor root; not asked when not `owner`), its group or others write
+    bits, or its folder's without the sticky bit (anyone who may write there may replace the file); its group
+    or others read bits. (None, None) where modes mean nothing (Windows) or there is no file."""
+    if os.name == "nt" or not path.exists():
+        return None, None
+    st, folder = path.stat(), path.parent.stat().st_mode
+    mode, write, read = st.st_mode, None, None
+    if owner and st.st_uid not in (os.getuid(), 0):
+        write = f"{path} is owned by another user (uid {st.st_uid}), who may rewrite it"
+    elif mode & (stat.S_IWGRP | stat.S_IWOTH):
+        write = f"{path} may be written by other users (mode {stat.S_IMODE(mode):04o})"
+    elif folder & (stat.S_IWGRP | stat.S_IWOTH) and not folder & stat.S_ISVTX:
+        write = f"its folder {path.parent} may be written by other users (mode {stat.S_IMODE(folder):04o})"
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        read = f"{path} may be read by other users (mode {stat.S_IMODE(mode):04o})"
+    return write, read

@@ -376,3 +376,84 @@ def test_health_tells_an_outsider_only_whether_the_server_is_up(server):
     assert wrong.status == 200 and set(wrong.body) == {"status", "gallery"}, wrong.body
     door = server.request("GET", "/v1/health", key=server.recognise)
     assert door.status == 200 and {"liveness", "model", "audit"} <= set(door.body), door.body
+
+
+def _calibration_beside(gallery, model: str, threshold: float) -> None:
+    import json
+
+    entry = {"model": model, "threshold": threshold, "criterion": "far=0.001", "far": 0.001, "frr": 0.0}
+    gallery.with_name(gallery.name + ".thresholds.json").write_text(json.dumps({model: entry}))
+
+
+@pytest.mark.parametrize(
+    "what, mode",
+    [("thresholds.json", 0o666), ("thresholds.json", 0o664), ("gallery", 0o666), ("folder", 0o777)],
+)
+def test_serve_refuses_a_calibration_or_gallery_others_may_write(tmp_path, monkeypatch, what, mode):
+    # This round's attack run, as another user of the machine (d): the keys file was guarded, the files beside
+    # it that decide who is granted were not. A calibration file beside the gallery that others may write set
+    # the 1:1 threshold down to the model's impostor median (half of all strangers granted) and was served
+    # without a word; so was a gallery file they may write (a stranger's template under any name), or a
+    # folder where they may replace either.
+    from service_support import cli, never_listen
+
+    from siamface.embedding import create_encoder
+    from siamface.pipeline import DEFAULT_MODEL
+
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    gallery = folder / "people.db"
+    assert cli("enroll", "--gallery", gallery, "--min-size", "40", "s3", att(3, 2)).returncode == 0
+    assert cli("keys", "create", "--gallery", gallery, "--name", "door").returncode == 0
+    info = create_encoder(DEFAULT_MODEL).info
+    _calibration_beside(gallery, DEFAULT_MODEL, info.impostor_median or info.threshold)
+    target = {"thresholds.json": gallery.with_name(gallery.name + ".thresholds.json"), "gallery": gallery}
+    target.get(what, folder).chmod(mode)
+    monkeypatch.setattr("uvicorn.run", never_listen)
+    done = cli("serve", "--gallery", gallery, "--port", "1", "--liveness", "off")
+    assert done.returncode == 2 and "other users" in done.stderr, done.stderr
+
+
+def test_serve_refuses_a_calibration_beside_the_gallery_another_user_owns(tmp_path, monkeypatch):
+    import os
+
+    from service_support import cli, never_listen
+
+    from siamface.pipeline import DEFAULT_MODEL
+
+    if os.name == "nt" or os.getuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    gallery = tmp_path / "people.db"
+    assert cli("enroll", "--gallery", gallery, "--min-size", "40", "s3", att(3, 2)).returncode == 0
+    _calibration_beside(gallery, DEFAULT_MODEL, 0.9)
+    os.chown(gallery.with_name(gallery.name + ".thresholds.json"), 4321, 4321)  # planted in a sticky folder, say
+    monkeypatch.setattr("uvicorn.run", never_listen)
+    done = cli("serve", "--gallery", gallery, "--port", "1", "--liveness", "off")
+    assert done.returncode == 2 and "owned by" in done.stderr, done.stderr
+
+
+def test_a_running_server_takes_no_key_from_a_keys_file_another_user_wrote(tmp_path):
+    # This round's attack run, as another user of the machine (d): `serve` checks the keys file at start, then
+    # re-reads it whenever it changes (so that `keys create` and `revoke` take effect at once) without checking it
+    # again. A keys file written afterwards by another user (one that did not exist at start in a shared
+    # folder with the sticky bit, where anyone may create a file) gave that user an admin key at once.
+    import os
+
+    from service_support import Server
+
+    from siamface.service.keys import KeyStore
+
+    if os.name == "nt" or os.getuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    gallery = tmp_path / "people.db"
+    server = Server(gallery, "--liveness", "off")
+    try:
+        planted = tmp_path / "planted.keys.json"
+        _, mallory = KeyStore(planted).create("mallory", "admin")
+        os.chown(planted, 4321, 4321)
+        os.replace(planted, tmp_path / "people.db.keys.json")
+        answer = server.request("GET", "/v1/whoami", key=mallory)
+        assert answer.status != 200, answer.body
+        assert server.request("GET", "/v1/whoami", key=server.key).status != 200  # refused whole, not in part
+    finally:
+        server.stop()

@@ -32,7 +32,6 @@ import hmac
 import json
 import os
 import secrets
-import stat
 import tempfile
 import threading
 import unicodedata
@@ -41,6 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .._files import exposure
 from ..errors import ConfigError
 
 FORMAT = "siamface-keys"
@@ -156,35 +156,26 @@ def parse_key(presented: str) -> tuple[str, str] | None:
 class KeyStore:
     """The keys of one gallery. Thread-safe; `check` re-reads the file when it changed on disk."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, guarded: bool = False) -> None:
+        """`guarded` (a server's): a file other users may change (`exposure`) is refused whenever it is read,
+        not only at start: a server re-reads it when it changes."""
         self.path = Path(path)
+        self.guarded = guarded
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._keys: dict[str, ApiKey] = {}
 
     def exposure(self) -> tuple[str | None, str | None]:
-        """(why other users may change the keys, why they may read them), each None when they may not: the
-        file owned by another user (neither this process's nor root), its group or others write bits, or its
-        folder's without the sticky bit (anyone who may write there may replace the file); its group or others
-        read bits. (None, None) where modes mean nothing (Windows) or there is no file yet."""
-        if os.name == "nt" or not self.path.exists():
-            return None, None
-        st, folder = self.path.stat(), self.path.parent.stat().st_mode
-        mode, write, read = st.st_mode, None, None
-        if st.st_uid not in (os.getuid(), 0):
-            write = f"{self.path} is owned by another user (uid {st.st_uid}), who may rewrite it"
-        elif mode & (stat.S_IWGRP | stat.S_IWOTH):
-            write = f"{self.path} may be written by other users (mode {stat.S_IMODE(mode):04o})"
-        elif folder & (stat.S_IWGRP | stat.S_IWOTH) and not folder & stat.S_ISVTX:
-            write = f"its folder {self.path.parent} may be written by other users (mode {stat.S_IMODE(folder):04o})"
-        if mode & (stat.S_IRGRP | stat.S_IROTH):
-            read = f"{self.path} may be read by other users (mode {stat.S_IMODE(mode):04o})"
-        return write, read
+        """(why other users may change the keys, why they may read them): `siamface._files.exposure`."""
+        return exposure(self.path)
 
     # -- reading ---------------------------------------------------------------------------------------
     def _load(self) -> dict[str, ApiKey]:
         if not self.path.exists():
             return {}
+        writable = exposure(self.path)[0] if self.guarded else None
+        if writable:
+            raise ConfigError(f"{writable}: no key of it is taken (chmod 600, in a folder only you may write)")
         try:
             payload = json.loads(self.path.read_text(encoding="utf-8"))
             if payload.get("format") != FORMAT:

@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -111,7 +112,7 @@ class Upload:
 class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.keys = KeyStore(settings.keys_file)
+        self.keys = KeyStore(settings.keys_file, guarded=True)
         self.lockout = Lockout(settings.lockout_failures, settings.lockout_window_s, settings.lockout_s)
         self.wall: Callable[[], float] = time.time  # the additions window's (compared with stored times)
         self.pipeline = None
@@ -153,6 +154,7 @@ class Service:
             )
         if readable:
             self.warnings.append(f"{readable}: the keys' hashes are for this server's user only (chmod 600)")
+        self._refuse_exposed_gallery()
         self.pipeline, self.model_note = build_pipeline(s, gallery=s.gallery)
         self.pipeline.thresholds  # noqa: B018 - resolved and range-checked now: a bad one stops the start
         if s.sessions_needed and "keypoints" not in self.pipeline.detect(np.zeros((64, 64, 3), np.uint8)).data:
@@ -186,6 +188,26 @@ class Service:
         if check is not None:  # an index in the database reads no template above: check them all once
             check()
         self._check_audit()
+
+    def _refuse_exposed_gallery(self) -> None:
+        """ConfigError when other users may change what decides who is granted besides the keys: the gallery file
+        (its templates; and its SQLite side files) or the calibration file beside it (its threshold), by their
+        mode or their folder's, or (the calibration) by owning it. A gallery owned by another user is served
+        (read-only, when this process may not write it): its owner manages it."""
+        from .._files import exposure
+        from ..gallery.core import calibration_file_for
+
+        gallery = self.settings.gallery
+        if isinstance(gallery, str):  # a PostgreSQL URL: the database's roles decide
+            return
+        files = [(Path(f"{gallery}{side}"), False) for side in ("", "-wal", "-shm")]
+        for path, owner in [*files, (calibration_file_for(gallery), True)]:
+            writable, _ = exposure(path, owner=owner)
+            if writable:
+                raise ConfigError(
+                    f"{writable}: whoever may change the gallery or the calibration beside it decides who is "
+                    "granted; make it yours alone (chmod 600, in a folder only you may write) before serving"
+                )
 
     def _check_audit(self) -> None:
         """Verify the audit's hash chain once, at start. A broken chain (a row edited or removed) is said
