@@ -26,6 +26,9 @@ MAX_PIXELS = 48_000_000
 MAX_BYTES = 100 * 1024 * 1024
 #: Smallest side accepted, in pixels: below it there is no face to find.
 MIN_SIDE = 16
+#: The Pillow readers tried, and no other (each reader is a parser a crafted file may aim at): JPEG (MPO, the
+#: JPEG of many cameras, included), PNG, BMP, PGM/PPM/PBM, TIFF, WebP, GIF.
+FORMATS = ("JPEG", "PNG", "BMP", "PPM", "TIFF", "WEBP", "GIF")
 
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes] | np.ndarray
 
@@ -103,7 +106,7 @@ def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
         with warnings.catch_warnings():
             # Pillow warns (then raises) on its own bomb limit; our limit, checked below, is the one that counts.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=FORMATS)
             width, height = img.size
             if width <= 0 or height <= 0:
                 raise ImageError(label, f"invalid size {width}x{height}")

@@ -457,3 +457,25 @@ def test_a_running_server_takes_no_key_from_a_keys_file_another_user_wrote(tmp_p
         assert server.request("GET", "/v1/whoami", key=server.key).status != 200  # refused whole, not in part
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    "fmt, decoded",
+    [
+        *[(f, True) for f in ("PNG", "JPEG", "BMP", "PPM", "TIFF", "WEBP", "GIF")],
+        *[(f, False) for f in ("JPEG2000", "DDS", "TGA", "SGI", "PCX", "IM", "QOI", "ICO", "SPIDER")],
+    ],
+)
+def test_only_the_documented_image_formats_are_decoded(server, fmt, decoded):
+    # This round's attack run, as a key holder (b) and a user of the API (e): an upload was decoded by whichever
+    # of Pillow's ~40 readers recognised it (JPEG 2000 through OpenJPEG, DDS, TGA, SGI, PCX, IM, QOI, ICO,
+    # SPIDER ...), each a parser an attacker may aim a crafted file at, where the documents name seven formats.
+    face = Image.open(att(3, PROBE))
+    face = face.convert("F") if fmt == "SPIDER" else face.convert("RGB")
+    out = io.BytesIO()
+    face.save(out, format=fmt)
+    answer = server.request("POST", "/v1/identify", key=server.recognise, files=[("image", "face", out.getvalue())])
+    if decoded:
+        assert answer.status == 200 and answer.body["faces"][0]["person"] == "s3", answer.body
+    else:
+        assert (answer.status, answer.error) == (400, "bad-image"), answer.body
