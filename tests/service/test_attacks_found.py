@@ -479,3 +479,40 @@ def test_only_the_documented_image_formats_are_decoded(server, fmt, decoded):
         assert answer.status == 200 and answer.body["faces"][0]["person"] == "s3", answer.body
     else:
         assert (answer.status, answer.error) == (400, "bad-image"), answer.body
+
+
+def test_a_library_photo_swapped_after_it_was_shown_is_not_enrolled(tmp_path):
+    # This round's attack run, as someone who may write the library folder (d; a shared photo folder): naming a
+    # group read its photos again from the folder and enrolled whatever they held then. Swapping them (same
+    # size, the old modification time put back) between the operator's look at the group's thumbnails and the
+    # naming enrolled the swapper's face under the name the operator gave the faces shown.
+    import os
+    import shutil
+
+    from service_support import Server
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in (1, 2, 3):
+        shutil.copy(att(4, i), folder / f"{i}.pgm")
+    server = Server(tmp_path / "people.db", "--liveness", "off", "--min-size", "40", "--library", str(folder))
+    try:
+        desk = server.new_key("enrol", "desk")
+        while not server.request("POST", "/v1/library/scan", key=desk).body["done"]:
+            pass
+        view = server.request("GET", "/v1/library", key=desk).body
+        assert [len(c["faces"]) for c in view["clusters"]] == [3], view
+        for i in (1, 2, 3):  # the swap: another face, the same size, the old time
+            photo = folder / f"{i}.pgm"
+            before = photo.stat()
+            shutil.copy(att(STRANGER, i), photo)
+            assert photo.stat().st_size == before.st_size
+            os.utime(photo, ns=(before.st_atime_ns, before.st_mtime_ns))
+        named = server.request(
+            "POST", "/v1/library/groups/0/enroll", key=desk, fields={"name": "alice", "version": str(view["version"])}
+        )
+        assert (named.status, named.error) == (409, "library-changed"), named.body
+        who = server.request("POST", "/v1/identify", files=probe(STRANGER))
+        assert who.status == 200 and who.body["faces"][0]["person"] != "alice", who.body
+    finally:
+        server.stop()

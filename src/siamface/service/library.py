@@ -19,6 +19,7 @@ process's memory only: nothing is written to disk, and a restart forgets them (t
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 import threading
@@ -50,17 +51,22 @@ class LibraryFull(Exception):
     """The library holds `MAX_FACES` faces already."""
 
 
+class PhotoChanged(Exception):
+    """A folder photo no longer holds the bytes its faces were read from."""
+
+
 @dataclass(frozen=True)
 class Entry:
     """A face of the library: its id, where it is (`face.file`: a path inside the folder, or an upload's
     label), its thumbnail, and for an uploaded photo the crop enrolment would use (the folder's are read
-    again from the file)."""
+    again from the file, which must still hold the bytes of `digest`: what was shown is what is enrolled)."""
 
     id: int
     face: LibraryFace
     thumbnail: bytes
     crop: bytes | None
     uploaded: bool
+    digest: bytes | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "file": self.face.file, "box": [round(float(v), 1) for v in self.face.box]}
@@ -200,7 +206,8 @@ class PhotoLibrary:
             if stop():
                 break
             try:
-                image = _decode(read_inside(self.root, relative), relative, max_pixels)
+                data = read_inside(self.root, relative)
+                image = _decode(data, relative, max_pixels)
                 faces = pipeline.embed(image)
             except (ImageError, OverBudgetError) as exc:
                 with self._lock:
@@ -214,7 +221,7 @@ class PhotoLibrary:
                 continue
             with self._lock:
                 self._drop(relative)
-                ids = self._keep(relative, image, faces, uploaded=False)
+                ids = self._keep(relative, image, faces, uploaded=False, digest=hashlib.sha256(data).digest())
                 self._files[relative] = (listed[relative], ids)
                 self.version += 1
             read += 1
@@ -228,7 +235,7 @@ class PhotoLibrary:
             self.version += 1
         return len(ids)
 
-    def _keep(self, file: str, image: np.ndarray, faces: Any, uploaded: bool) -> list[int]:
+    def _keep(self, file: str, image: np.ndarray, faces: Any, uploaded: bool, digest: bytes | None = None) -> list[int]:
         if len(self._entries) + len(faces) > self.max_faces:
             raise LibraryFull(f"the library holds {len(self._entries)} faces; at most {self.max_faces}")
         uploaded_now = sum(e.uploaded for e in self._entries.values())
@@ -241,7 +248,7 @@ class PhotoLibrary:
             if uploaded:
                 crop = _jpeg(_bounded(crop_around(image, box), CROP_SIDE))
             face = LibraryFace(file, box, None, np.asarray(faces.embeddings[k], np.float32))
-            entry = Entry(self._next, face, thumbnail_jpeg(image, box) or b"", crop, uploaded)
+            entry = Entry(self._next, face, thumbnail_jpeg(image, box) or b"", crop, uploaded, digest)
             self._entries[entry.id] = entry
             ids.append(entry.id)
             self._next += 1
@@ -290,10 +297,14 @@ class PhotoLibrary:
 
     def enrol_crop(self, entry: Entry, max_pixels: int) -> np.ndarray:
         """The crop enrolment takes for a face: an upload's kept crop, or the photo read again from the folder
-        (the same way as the scan: no link followed)."""
+        (the same way as the scan: no link followed), `PhotoChanged` unless it holds the bytes the face was
+        read from (whatever its size and time say)."""
         if entry.crop is not None:
             return _decode(entry.crop, entry.face.file, max_pixels)
-        image = _decode(read_inside(self.root, entry.face.file), entry.face.file, max_pixels)
+        data = read_inside(self.root, entry.face.file)
+        if hashlib.sha256(data).digest() != entry.digest:
+            raise PhotoChanged(entry.face.file)
+        image = _decode(data, entry.face.file, max_pixels)
         return crop_around(image, entry.face.box)
 
 

@@ -791,7 +791,14 @@ class Service:
         if not 0 <= group < len(grouping.clusters):
             raise ServiceError(404, "unknown-group", f"no group {group} (the library has {len(grouping.clusters)})")
         chosen = [entries[id(f)] for f in largest(grouping.clusters[group], ENROLL_TEMPLATES)]
-        crops = [(self.library.enrol_crop(e, self.settings.max_pixels), e.face.file) for e in chosen]
+        from .library import PhotoChanged
+
+        try:
+            crops = [(self.library.enrol_crop(e, self.settings.max_pixels), e.face.file) for e in chosen]
+        except PhotoChanged as exc:
+            raise ServiceError(
+                409, "library-changed", f"{exc} changed since the library read it: scan again and look again"
+            ) from None
         return self.enroll(name, crops, None, False, False, key, admin)
 
 

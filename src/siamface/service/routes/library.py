@@ -106,7 +106,8 @@ async def enroll_group(
     """The group's largest faces (at most 10; a crop around each) go through the enrolment gates as POST
     /v1/people's images do (quality, duplicates; 409 `already-enrolled` when the face already matches someone
     enrolled, 409 `person-exists` for a taken name). 409 `library-changed` when the library changed since
-    `version` (group ids may have moved: look again)."""
+    `version` (group ids may have moved: look again), or a photo of the group no longer holds what was read
+    from it (what was shown is what is enrolled: scan and look again)."""
     try:
         added, report = await svc.run(svc.library_enroll, group, version, name, key, allows(role, "admin"))
     except (ImageError, NoFaceError) as exc:
