@@ -379,10 +379,14 @@ def test_health_tells_an_outsider_only_whether_the_server_is_up(server):
 
 
 def _calibration_beside(gallery, model: str, threshold: float) -> None:
+    _write_calibration(gallery.with_name(gallery.name + ".thresholds.json"), model, threshold)
+
+
+def _write_calibration(path, model: str, threshold: float) -> None:
     import json
 
     entry = {"model": model, "threshold": threshold, "criterion": "far=0.001", "far": 0.001, "frr": 0.0}
-    gallery.with_name(gallery.name + ".thresholds.json").write_text(json.dumps({model: entry}))
+    path.write_text(json.dumps({model: entry}))
 
 
 @pytest.mark.parametrize(
@@ -516,3 +520,40 @@ def test_a_library_photo_swapped_after_it_was_shown_is_not_enrolled(tmp_path):
         assert who.status == 200 and who.body["faces"][0]["person"] != "alice", who.body
     finally:
         server.stop()
+
+
+def test_serve_refuses_a_wal_file_another_user_put_beside_the_gallery(tmp_path, monkeypatch):
+    # SQLite replays a gallery's -wal file into it when it opens it: one put beside the gallery by another user
+    # (in a shared folder with the sticky bit, where anyone may create a file) is changes to the gallery.
+    import os
+
+    from service_support import cli, never_listen
+
+    if os.name == "nt" or os.getuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    gallery = tmp_path / "people.db"
+    assert cli("enroll", "--gallery", gallery, "--min-size", "40", "s3", att(3, 2)).returncode == 0
+    wal = tmp_path / "people.db-wal"
+    wal.write_bytes(b"")
+    os.chown(wal, 4321, 4321)
+    monkeypatch.setattr("uvicorn.run", never_listen)
+    done = cli("serve", "--gallery", gallery, "--port", "1", "--liveness", "off")
+    assert done.returncode == 2 and "owned by another user" in done.stderr, done.stderr
+
+
+def test_serve_refuses_a_user_calibration_file_others_may_write(tmp_path, monkeypatch):
+    from service_support import cli, never_listen
+
+    from siamface.pipeline import DEFAULT_MODEL
+
+    config = tmp_path / "config"
+    config.mkdir()
+    gallery = tmp_path / "people.db"
+    assert cli("enroll", "--gallery", gallery, "--min-size", "40", "s3", att(3, 2)).returncode == 0
+    _write_calibration(config / "thresholds.json", DEFAULT_MODEL, 0.9)
+    (config / "thresholds.json").chmod(0o666)
+    monkeypatch.setattr("uvicorn.run", never_listen)
+    done = cli(
+        "serve", "--gallery", gallery, "--port", "1", "--liveness", "off", env={"SIAMFACE_CONFIG_DIR": str(config)}
+    )
+    assert done.returncode == 2 and "other users" in done.stderr, done.stderr

@@ -191,21 +191,34 @@ class Service:
 
     def _refuse_exposed_gallery(self) -> None:
         """ConfigError when other users may change what decides who is granted besides the keys: the gallery file
-        (its templates; and its SQLite side files) or the calibration file beside it (its threshold), by their
-        mode or their folder's, or (the calibration) by owning it. A gallery owned by another user is served
-        (read-only, when this process may not write it): its owner manages it."""
+        (its templates), by its mode or its folder's; its SQLite side files (-wal, -shm: replayed into it), also
+        when a user other than the gallery's owns them; a calibration file in force (its threshold: the one
+        beside the gallery, the user's), also when another user owns it. A gallery owned by another user is
+        served (read-only, when this process may not write it): its owner manages it."""
+        import os
+
         from .._files import exposure
         from ..gallery.core import calibration_file_for
+        from ..thresholds import user_calibration_file
 
         gallery = self.settings.gallery
         if isinstance(gallery, str):  # a PostgreSQL URL: the database's roles decide
             return
-        files = [(Path(f"{gallery}{side}"), False) for side in ("", "-wal", "-shm")]
-        for path, owner in [*files, (calibration_file_for(gallery), True)]:
+        checks = [(Path(gallery), False), (calibration_file_for(gallery), True), (user_calibration_file(), True)]
+        for side in (Path(f"{gallery}-wal"), Path(f"{gallery}-shm")):
+            checks.append((side, False))
+            if os.name != "nt" and side.exists() and Path(gallery).exists():
+                owner = side.stat().st_uid
+                if owner not in (Path(gallery).stat().st_uid, 0):
+                    raise ConfigError(
+                        f"{side} is owned by another user (uid {owner}) than the gallery's, who may have put "
+                        "changes in it; move it away before serving"
+                    )
+        for path, owner in checks:
             writable, _ = exposure(path, owner=owner)
             if writable:
                 raise ConfigError(
-                    f"{writable}: whoever may change the gallery or the calibration beside it decides who is "
+                    f"{writable}: whoever may change the gallery or a calibration in force decides who is "
                     "granted; make it yours alone (chmod 600, in a folder only you may write) before serving"
                 )
 
