@@ -6,6 +6,7 @@ mark must then be removed; those fixed since have lost their mark and guard the 
 from __future__ import annotations
 
 import io
+import unicodedata
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from service_support import require_service
 require_service()
 
 from conftest import att  # noqa: E402
-from service_support import ENROLLED, PROBE, images, probe, role_server  # noqa: E402
+from service_support import ENROLLED, PROBE, fixture_bytes, images, probe, role_server  # noqa: E402
 
 LOCK_FAILURES = 2
 STRANGER = 10  # not enrolled: the attacker's own face
@@ -557,3 +558,30 @@ def test_serve_refuses_a_user_calibration_file_others_may_write(tmp_path, monkey
         "serve", "--gallery", gallery, "--port", "1", "--liveness", "off", env={"SIAMFACE_CONFIG_DIR": str(config)}
     )
     assert done.returncode == 2 and "other users" in done.stderr, done.stderr
+
+
+def test_an_uploaded_file_name_cannot_write_to_the_operators_terminal(server, tmp_path):
+    # This round's attack run, as an enrol key (b) against whoever manages the gallery: a template keeps its
+    # image's file name, shown by `siamface people show` and `verify --claim` as it was stored. The server
+    # dropped C0 controls from an upload's name but kept C1 controls (U+009B: a terminal's escape introducer)
+    # and the bidirectional overrides (U+202E shows "gpj.exe" as "exe.jpg"); the command line kept everything of
+    # a file it enrolled, ESC and BEL included (a terminal title set, colours, the screen cleared).
+    hostile = "a\u009b31m\u202egpj.exe\u200f"
+    made = server.request(
+        "POST",
+        "/v1/people",
+        key=server.enrol,
+        fields={"name": "Tess"},
+        files=[("images", f"{hostile}.pgm", fixture_bytes(33, i)) for i in ENROLLED],
+    )
+    assert made.status == 201, made.body
+    shown = server.request("GET", "/v1/people/Tess", key=server.enrol).body["template_list"]
+    named = tmp_path / "b\x1b]0;pwned\x07\x1b[2J.pgm"
+    named.write_bytes(fixture_bytes(11, 1))
+    from service_support import cli
+
+    gallery = tmp_path / "own.db"
+    assert cli("enroll", "--gallery", gallery, "--min-size", "40", "s11", named).returncode == 0
+    listed = cli("people", "show", "s11", "--gallery", gallery).stdout
+    for text in [listed, *(t["source"] for t in shown)]:
+        assert not any(unicodedata.category(c).startswith("C") for c in text.replace("\n", "")), repr(text)

@@ -14,6 +14,7 @@ nothing links to anyone once the person is gone. The audit rows are chained by h
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -89,9 +90,11 @@ class GalleryReembeddedError(ModelMismatchError):
 
 def source_label(source: str) -> str:
     """What a template keeps of where it came from: the file name only (``/a/b/c.jpg`` -> ``c.jpg``, a
-    Windows path too), never a path; written so at enrolment and read so from galleries of older code."""
+    Windows path too), never a path, with every control, format or unassigned character (ESC, C1 controls, the
+    bidirectional overrides, ...) as ``?``: a name someone else chose is shown in an operator's terminal.
+    Written so at enrolment and read so from galleries of older code."""
     text = str(source or "").replace("\\", "/").rstrip("/")
-    return text.rsplit("/", 1)[-1]
+    return "".join("?" if unicodedata.category(c).startswith("C") else c for c in text.rsplit("/", 1)[-1])
 
 
 @dataclass(frozen=True)
