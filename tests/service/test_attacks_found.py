@@ -576,6 +576,10 @@ def test_an_uploaded_file_name_cannot_write_to_the_operators_terminal(server, tm
     )
     assert made.status == 201, made.body
     shown = server.request("GET", "/v1/people/Tess", key=server.enrol).body["template_list"]
+    answered = server.request(
+        "POST", "/v1/identify", key=server.recognise, files=[("image", hostile, fixture_bytes(33, PROBE))]
+    )
+    assert answered.status == 200, answered.body
     named = tmp_path / "b\x1b]0;pwned\x07\x1b[2J.pgm"
     named.write_bytes(fixture_bytes(11, 1))
     from service_support import cli
@@ -583,5 +587,5 @@ def test_an_uploaded_file_name_cannot_write_to_the_operators_terminal(server, tm
     gallery = tmp_path / "own.db"
     assert cli("enroll", "--gallery", gallery, "--min-size", "40", "s11", named).returncode == 0
     listed = cli("people", "show", "s11", "--gallery", gallery).stdout
-    for text in [listed, *(t["source"] for t in shown)]:
+    for text in [listed, answered.body["probe"], *(t["source"] for t in shown)]:
         assert not any(unicodedata.category(c).startswith("C") for c in text.replace("\n", "")), repr(text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 
 from fastapi import Request, Security, UploadFile
 from fastapi.security import APIKeyHeader, HTTPBearer
@@ -60,7 +61,8 @@ async def read_upload(upload: UploadFile, field: str) -> Upload:
     """The bytes of an uploaded file, labelled by its field and base file name (never a client path)."""
     data = await upload.read()
     await upload.close()
-    name = _UNPRINTABLE.sub("", os.path.basename((upload.filename or "").replace("\\", "/")))[:60]
+    base = os.path.basename((upload.filename or "").replace("\\", "/"))
+    name = "".join(c for c in _UNPRINTABLE.sub("", base) if not unicodedata.category(c).startswith("C"))[:60]
     return Upload(data, f"{field} ({name})" if name else field)
 
 
