@@ -589,3 +589,32 @@ def test_an_uploaded_file_name_cannot_write_to_the_operators_terminal(server, tm
     listed = cli("people", "show", "s11", "--gallery", gallery).stdout
     for text in [listed, answered.body["probe"], *(t["source"] for t in shown)]:
         assert not any(unicodedata.category(c).startswith("C") for c in text.replace("\n", "")), repr(text)
+
+
+def test_locking_oneself_out_does_not_get_one_named_as_a_look_alike(tmp_path):
+    # This round's attack run, with a recognise key (b) at a door that opens for whoever /v1/identify names:
+    # twins (here one AT&T face enrolled twice: "s5" and, forced by an admin, "Quinn") come back ambiguous,
+    # and the door opens for neither. A person locked out of verification was searched as if not enrolled, so
+    # s5, after failing two claims of "s5" on purpose, was named "Quinn" and let in with Quinn's rights.
+    from service_support import Server
+
+    server = Server(tmp_path / "people.db", "--liveness", "off", "--min-size", "40", "--lockout-failures", "2")
+    try:
+        for name, subject in (("s5", 5), ("Quinn", 5), ("s3", 3)):
+            made = server.request(
+                "POST", "/v1/people", fields={"name": name, "force": "true"}, files=images(subject, *ENROLLED)
+            )
+            assert made.status == 201, made.body
+        door = server.new_key("recognise", "door")
+        before = server.request("POST", "/v1/identify", key=door, files=probe(5)).body["faces"][0]
+        assert before["status"] == "ambiguous" and before["person"] != "Quinn", before
+        for _ in range(2):
+            server.request("POST", "/v1/verify", key=door, fields={"claim": "s5"}, files=probe(STRANGER))
+        assert server.request("POST", "/v1/verify", key=door, fields={"claim": "s5"}, files=probe(5)).status == 429
+        after = server.request("POST", "/v1/identify", key=door, files=probe(5)).body["faces"][0]
+        assert after["person"] != "Quinn" and after["status"] == "unknown", after
+        assert "s5" not in str(after)  # the locked person's name and score appear nowhere
+        others = server.request("POST", "/v1/identify", key=door, files=probe(3)).body["faces"][0]
+        assert others["person"] == "s3", others  # others are identified as before
+    finally:
+        server.stop()

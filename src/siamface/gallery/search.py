@@ -135,8 +135,10 @@ class Searching:
         reaches the threshold and the next person is more than `margin` below (default `DEFAULT_MARGIN`),
         "ambiguous" when the next is within `margin`, else "unknown" (`siamface.decision.identity`, see
         `FaceIdentity`); the `top` best people are the evidence.
-        People whose ids are in `exclude` are searched as if they were not enrolled (the service leaves out
-        people locked out of verification). `max_faces`: only the largest that many faces are identified (and
+        People whose ids are in `exclude` (the service's: people locked out of verification) are named for no
+        face and shown nowhere, nor is anyone else for a face they match best or within `margin` of the best:
+        such a face is unknown (searched as if they were not enrolled, it would be named as their look-alike,
+        whom the margin keeps it from being named as otherwise). `max_faces`: only the largest that many faces are identified (and
         audited); `faces_found` and a note say how many there were. `fpir`: another FPIR target for this
         search (1:N set by FPIR only; the threshold, the target and the gallery size are in the answer)."""
         if top < 1:
@@ -183,11 +185,13 @@ class Searching:
         margin, chosen = policy.margin, policy.identify
         model = self.check_model()
         thr, source = chosen.value, chosen.source
-        hits = self.index.search(faces.embeddings, k=max(top, 2), exclude=exclude) if len(faces) else []
+        withheld = {int(i) for i in exclude}
+        hits = self.index.search(faces.embeddings, k=max(top, 2) + len(withheld)) if len(faces) else []
         names = self.store.names([h.person_id for row in hits for h in row])
         # a person removed since the search (another process) is named by nobody: searched as if gone
         hits = [[h for h in row if h.person_id in names] for row in hits]
         hits = self.within_originals_reach(faces.embeddings, hits, self.thresholds.given(threshold).verify)
+        hits = [_withhold(row, withheld, margin) for row in hits]
         identities, records = [], []
         for i, row in enumerate(hits):
             candidates = tuple(
@@ -276,3 +280,13 @@ class Searching:
         """Per template id, in order: whether the store marks it provisional."""
         marks = self.store.provisional_templates({int(i) for i in template_ids})
         return np.array([int(i) in marks for i in template_ids], bool)
+
+
+def _withhold(row: list[Hit], withheld: set[int], margin: float) -> list[Hit]:
+    """A face's candidates (best first) without the `withheld` people, or none at all when one of them is the
+    best or within `margin` of the best: the face is then nobody's (see `Searching.identify`)."""
+    if not withheld or not row:
+        return row
+    if any(h.person_id in withheld and h.similarity >= row[0].similarity - margin for h in row):
+        return []
+    return [h for h in row if h.person_id not in withheld]
