@@ -618,3 +618,27 @@ def test_locking_oneself_out_does_not_get_one_named_as_a_look_alike(tmp_path):
         assert others["person"] == "s3", others  # others are identified as before
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("size", [(1_400_000, 17), (17, 1_400_000)])
+def test_an_image_of_an_extreme_shape_is_answered_on_its_own(server, size):
+    # This round's attack run, as a key holder (b): an image within the pixel limit but of an extreme shape
+    # (1,400,000 x 17 pixels: a 6 kB PNG) was scaled by the detector to a side of 0 pixels, an OpenCV assertion:
+    # a 500 with a traceback in the log, and a batch it was part of failed whole (the other images unanswered);
+    # `siamface detect` ended in a traceback.
+    out = io.BytesIO()
+    Image.new("L", size, 128).save(out, format="PNG")
+    files = [("images", "thin.png", out.getvalue()), ("images", "s3.pgm", fixture_bytes(3, PROBE))]
+    answer = server.request("POST", "/v1/identify", key=server.recognise, files=files)
+    assert answer.status == 200, answer.body
+    thin, face = answer.body["results"]
+    assert thin["status"] == 422 and face["faces"][0]["person"] == "s3", answer.body
+
+
+def test_detect_answers_an_image_of_an_extreme_shape_without_a_traceback(tmp_path):
+    from service_support import cli
+
+    thin = tmp_path / "thin.png"
+    Image.new("L", (1_400_000, 17), 128).save(thin)
+    done = cli("detect", thin)
+    assert "Traceback" not in done.stderr and done.returncode in (0, 1, 2), done.stderr

@@ -118,7 +118,8 @@ def downscaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     scale = min(1.0, max_side / max(h0, w0))
     if scale == 1.0:
         return image, scale
-    return cv2.resize(image, (round(w0 * scale), round(h0 * scale)), interpolation=cv2.INTER_AREA), scale
+    size = (max(1, round(w0 * scale)), max(1, round(h0 * scale)))  # an extreme shape keeps a side of 1 px
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
 
 
 def _cpu_count() -> int:
