@@ -270,6 +270,21 @@ def test_import_merge_refuses_another_persons_face_unless_forced(gallery_file, t
     assert out.returncode == 0 and json.loads(out.stdout)["templates"] == len(s5["templates"]), out.stdout
 
 
+@pytest.mark.parametrize("name", [["s9"], {"s9": 1}, 9, None])
+def test_import_of_a_crafted_name_is_a_one_line_error(gallery_file, tmp_path, name):
+    # The attack run (a user fed a crafted export): a person's name that is not a string was a traceback
+    # (a list, an object) or reached the name checks as a number.
+    export = tmp_path / "people.jsonl"
+    assert cli("gallery", "export", "-g", gallery_file, export).returncode == 0
+    header, first, *_ = [json.loads(line) for line in export.read_text().splitlines()]
+    crafted = tmp_path / "crafted.jsonl"
+    crafted.write_text("\n".join(json.dumps(x) for x in (header, {**first, "name": name})) + "\n")
+    for extra in ((), ("--force",), ("--merge",)):
+        out = cli("gallery", "import", "-g", gallery_file, crafted, *extra)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert "crafted.jsonl:2: malformed person entry" in out.stderr, out.stderr
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -201,6 +201,8 @@ def _people(path: Path, header: dict[str, Any], keep_images: bool) -> tuple[list
             continue
         try:
             name, metadata, rows = item["name"], item.get("metadata") or {}, item["templates"]
+            if not isinstance(name, str) or not isinstance(rows, list):
+                raise TypeError("a name must be a string and templates a list")
             templates = []
             for row in rows:
                 vector = np.frombuffer(base64.b64decode(row["embedding"], validate=True), "<f4")
