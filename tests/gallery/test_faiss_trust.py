@@ -106,3 +106,14 @@ def test_serve_starts_on_a_damaged_index_file_and_names_the_right_person(big):
         assert answer.status == 200 and answer.body["faces"][0]["person"] == "s3", answer.body
     finally:
         server.stop()
+
+
+def test_a_file_other_users_may_write_is_not_read(big):
+    # The attack run: the file's bytes go to FAISS's own deserialiser before they are checked against the
+    # gallery; one other users may write (or plant beside a gallery in a shared folder) is not read at all.
+    path, data = big
+    saved = path.with_name(path.name + ".faiss")
+    saved.write_bytes(data)
+    saved.chmod(0o666)
+    named, stderr = _identify(path)
+    assert named == "s3" and "not loaded" in stderr and "may be written by other users" in stderr, stderr

@@ -244,8 +244,13 @@ class GalleryIndex:
     def _load(self) -> _Faiss | None:
         """The index saved beside the gallery, brought up to date from the change log; None when there is
         none, it is of another gallery or model, or the log no longer reaches back to it (rebuild)."""
+        from .._files import exposure
         from .faiss_index import FaissIndex
 
+        writable, _ = exposure(self.path)
+        if writable:  # its bytes go to FAISS's own reader before they are checked: not from another user
+            log.warning("%s: not loaded (%s): rebuilt", self.path, writable)
+            return None
         found = FaissIndex.load(self.path, **({"nprobe": self.nprobe} if self.nprobe else {}))
         if found is None:
             return None
