@@ -642,3 +642,17 @@ def test_detect_answers_an_image_of_an_extreme_shape_without_a_traceback(tmp_pat
     Image.new("L", (1_400_000, 17), 128).save(thin)
     done = cli("detect", thin)
     assert "Traceback" not in done.stderr and done.returncode in (0, 1, 2), done.stderr
+
+
+def test_keys_create_follows_no_link_planted_as_its_lock_file(tmp_path):
+    # This round's attack run, as another user of a shared folder (d): `siamface keys create` and `revoke` open
+    # (and create) `<keys file>.lock` beside the keys file; a link planted under that name was followed, so
+    # whoever runs them (root, often) created or opened the link's target: an empty /etc/nologin, say.
+    from service_support import cli
+
+    target = tmp_path / "elsewhere" / "nologin"
+    target.parent.mkdir()
+    (tmp_path / "people.db.keys.json.lock").symlink_to(target)
+    done = cli("keys", "create", "--gallery", tmp_path / "people.db", "--name", "door")
+    assert not target.exists(), "the link planted as the lock file was followed"
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "link" in done.stderr, done.stderr

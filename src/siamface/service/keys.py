@@ -237,7 +237,11 @@ class KeyStore:
         """Serialise writers across processes (advisory lock on a sibling file)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:  # never through a link planted under its name (its target would be created or opened)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except OSError as exc:
+            why = "a link (not followed)" if lock_path.is_symlink() else (exc.strerror or str(exc))
+            raise ConfigError(f"{lock_path}: cannot lock the keys file: {why}") from None
         try:
             try:
                 import fcntl
