@@ -186,7 +186,10 @@ class Searching:
         model = self.check_model()
         thr, source = chosen.value, chosen.source
         withheld = {int(i) for i in exclude}
-        hits = self.index.search(faces.embeddings, k=max(top, 2) + len(withheld)) if len(faces) else []
+        # room for the withheld people, at most 64 of them (past that, a face whose candidates they fill is
+        # theirs: unknown), so that locking many people out does not make every search long
+        k = max(top, 2) + min(len(withheld), 64)
+        hits = self.index.search(faces.embeddings, k=k) if len(faces) else []
         names = self.store.names([h.person_id for row in hits for h in row])
         # a person removed since the search (another process) is named by nobody: searched as if gone
         hits = [[h for h in row if h.person_id in names] for row in hits]
