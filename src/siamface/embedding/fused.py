@@ -11,10 +11,21 @@ all there is to fit.
 
 Each part crops its own chip (dlib's landmark-aligned 150 px chip, FaceNet's 160 px box crop): the encoder
 lists them in ``chip_specs`` and `embed` takes one chip array per part.
+
+A fusion marked ``concurrent`` runs its parts side by side, each in its own thread with its share of the
+intra-op threads (two cores: one each), instead of one after the other with all of them: ONNX Runtime's
+threads do not spin (`siamface._onnx`), so a network of many small operators (SFace: 88 after
+optimisation) pays a worker's wake-up on every one and gains little from a second thread, while two
+single-threaded networks keep both cores busy without waking anyone. The embeddings are the same
+(``tests/test_fused.py``); which fusions gain was measured (``benchmarks/sface_cost.py``): those where the
+parts cost about the same, not the ones with FaceNet, whose single-threaded pass is longer than the
+two-threaded chain.
 """
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -53,6 +64,24 @@ class Fusion:
         return f"{self.weight:g}" if not self.weights else "/".join(f"{w:g}" for w in self.weights)
 
     impostor_median: float | None = None  # see ModelInfo.impostor_median
+    #: Run the parts side by side, each with its share of the threads (see module doc).
+    concurrent: bool = False
+
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def _part_pool() -> ThreadPoolExecutor:
+    """The threads that run the other parts of a concurrent fusion while the caller's thread runs the first
+    (made on first use; a part never waits on this pool, so callers sharing it cannot deadlock)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            from .onnx_runtime import default_num_threads
+
+            _pool = ThreadPoolExecutor(max(2, default_num_threads()), thread_name_prefix="siamface-part")
+        return _pool
 
 
 class FusedEncoder:
@@ -60,9 +89,12 @@ class FusedEncoder:
 
     def __init__(self, fusion: Fusion, num_threads: int | None = None) -> None:
         self.fusion = fusion
-        self.parts: list[Encoder] = [
-            create_encoder(name, num_threads=num_threads, **opts) for name, opts in fusion.parts
-        ]
+        threads = num_threads
+        if fusion.concurrent:
+            from .onnx_runtime import default_num_threads
+
+            threads = max(1, int(num_threads or default_num_threads()) // len(fusion.parts))
+        self.parts: list[Encoder] = [create_encoder(name, num_threads=threads, **opts) for name, opts in fusion.parts]
         self.chip_specs = tuple(p.info.chip for p in self.parts)
         self._scale = np.sqrt(np.array(fusion.part_weights(), np.float64)).astype(np.float32)
         part_ids = ";".join(f"{p.info.name}@{p.info.version}" for p in self.parts)
@@ -96,7 +128,16 @@ class FusedEncoder:
             raise ValueError(f"{self.info.name}: the parts' chip arrays hold different numbers of faces")
         if len(arrays[0]) == 0:
             return np.zeros((0, self.info.embedding_size), np.float32)
-        out = [s * p.embed(a) for s, p, a in zip(self._scale, self.parts, arrays)]
+        if self.fusion.concurrent:
+            others = [_part_pool().submit(p.embed, a) for p, a in zip(self.parts[1:], arrays[1:])]
+            try:
+                first = self.parts[0].embed(arrays[0])
+            finally:  # the other parts finish (or fail) before this call returns either way
+                wait(others)
+            embeddings = [first, *(f.result() for f in others)]
+        else:
+            embeddings = [p.embed(a) for p, a in zip(self.parts, arrays)]
+        out = [s * e for s, e in zip(self._scale, embeddings)]
         return np.ascontiguousarray(np.concatenate(out, axis=1), np.float32)
 
 
@@ -167,6 +208,7 @@ SFACE_DLIB_FLIP = Fusion(
     identify_threshold=0.787,  # 0.7865, 0.7578
     identify_threshold_source=DLIB_FACENET.identify_threshold_source,
     impostor_median=0.57,  # celeba_ids fitting identities 0.577, AT&T 0.580 (benchmarks/impostor_floor.py)
+    concurrent=True,
 )
 #: SFace with dlib's ResNet without flip averaging (one dlib pass instead of two; benchmarks/sface_fit.py,
 #: w = 0.3 on SFace: fitting identities EER 5.15 %, TAR@FAR1e-3 87.8 %; benchmarks/sface_cost.py for its cost).
@@ -178,6 +220,7 @@ SFACE_DLIB = replace(
     threshold=0.755,  # celeba_ids fitting identities 0.7540, AT&T 0.7554
     identify_threshold=0.808,  # 0.8083, 0.7779
     impostor_median=0.61,  # celeba_ids fitting identities 0.612, AT&T 0.617 (benchmarks/impostor_floor.py)
+    concurrent=True,
 )
 SFACE_FACENET = replace(
     SFACE_DLIB_FLIP,
@@ -187,6 +230,7 @@ SFACE_FACENET = replace(
     threshold=0.393,  # 0.3803, 0.3925
     identify_threshold=0.507,  # 0.5073, 0.4472
     impostor_median=0.08,  # 0.081, 0.087
+    concurrent=False,
 )
 SFACE_DLIB_FLIP_FACENET = replace(
     SFACE_DLIB_FLIP,
@@ -197,6 +241,7 @@ SFACE_DLIB_FLIP_FACENET = replace(
     threshold=0.769,  # 0.7593, 0.7686
     identify_threshold=0.814,  # 0.8135, 0.7898
     impostor_median=0.6,  # 0.608, 0.628
+    concurrent=False,
 )
 
 for _fusion in (SFACE_DLIB_FLIP, SFACE_DLIB, SFACE_FACENET, SFACE_DLIB_FLIP_FACENET):
