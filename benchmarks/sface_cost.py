@@ -6,7 +6,7 @@ Each round times, once each and in turn, the crop + embedding of one detected fa
 640x480 photo; the photo changes every round) by every chain: `dlib-flip+facenet` (the former default,
 the cost gate's reference, benchmarks/DEFAULT_RULE.md), `sface`, `sface` with flip averaging,
 `dlib-resnet`, `sface+dlib` (SFace and dlib's ResNet without flip, fused) and `sface+dlib-flip`, as registered
-(the last two run their parts side by side, `siamface.embedding.fused`); the same fusions with the other
+(`sface+dlib` runs its parts side by side, `siamface.embedding.fused`); the same fusions with the other
 scheduling, for comparison (``sequential``: one part after the other, all threads each; ``side by side``: each
 part on its own thread, one intra-op thread each); and a
 second retinaface pass on the face's region (twice the box's side) scaled so that the box is 160 px wide,

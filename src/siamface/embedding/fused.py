@@ -17,9 +17,10 @@ intra-op threads (two cores: one each), instead of one after the other with all 
 threads do not spin (`siamface._onnx`), so a network of many small operators (SFace: 88 after
 optimisation) pays a worker's wake-up on every one and gains little from a second thread, while two
 single-threaded networks keep both cores busy without waking anyone. The embeddings are the same
-(``tests/test_fused.py``); which fusions gain was measured (``benchmarks/sface_cost.py``): those where the
-parts cost about the same, not the ones with FaceNet, whose single-threaded pass is longer than the
-two-threaded chain.
+(``tests/test_fused.py``). Which fusions gain was measured (``benchmarks/sface_cost.py``): `sface+dlib`, whose
+dlib pass (about 3 ms on one thread) hides behind SFace's (about 7); not `sface+dlib-flip` (its two dlib
+passes on one thread take as long as SFace, and under load the pair waited for the later one), nor the
+fusions with FaceNet (FaceNet alone on one thread takes longer than the whole chain on two).
 """
 
 from __future__ import annotations
@@ -208,10 +209,11 @@ SFACE_DLIB_FLIP = Fusion(
     identify_threshold=0.787,  # 0.7865, 0.7578
     identify_threshold_source=DLIB_FACENET.identify_threshold_source,
     impostor_median=0.57,  # celeba_ids fitting identities 0.577, AT&T 0.580 (benchmarks/impostor_floor.py)
-    concurrent=True,
 )
 #: SFace with dlib's ResNet without flip averaging (one dlib pass instead of two; benchmarks/sface_fit.py,
 #: w = 0.3 on SFace: fitting identities EER 5.15 %, TAR@FAR1e-3 87.8 %; benchmarks/sface_cost.py for its cost).
+#: Its parts run side by side (module doc): median 12.4-16.1 against 13.0-24.4 ms one after the other,
+#: interleaved, load 4-11 (`sface+dlib-flip` side by side was not faster, 15.5-34.4 against 15.3-18.1 ms).
 SFACE_DLIB = replace(
     SFACE_DLIB_FLIP,
     name="sface+dlib",
@@ -230,7 +232,6 @@ SFACE_FACENET = replace(
     threshold=0.393,  # 0.3803, 0.3925
     identify_threshold=0.507,  # 0.5073, 0.4472
     impostor_median=0.08,  # 0.081, 0.087
-    concurrent=False,
 )
 SFACE_DLIB_FLIP_FACENET = replace(
     SFACE_DLIB_FLIP,
@@ -241,7 +242,6 @@ SFACE_DLIB_FLIP_FACENET = replace(
     threshold=0.769,  # 0.7593, 0.7686
     identify_threshold=0.814,  # 0.8135, 0.7898
     impostor_median=0.6,  # 0.608, 0.628
-    concurrent=False,
 )
 
 for _fusion in (SFACE_DLIB_FLIP, SFACE_DLIB, SFACE_FACENET, SFACE_DLIB_FLIP_FACENET):
