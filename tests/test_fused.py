@@ -139,3 +139,19 @@ def test_the_former_default_runs_its_parts_one_after_the_other(name, fused, fram
         part.embed = (lambda embed: lambda chips: seen.add(threading.get_ident()) or embed(chips))(part.embed)
     enc.embed(_chips_of(enc, frames[0], fused.detector))
     assert seen == {threading.get_ident()}
+
+
+def test_a_forked_process_gets_its_own_part_threads(monkeypatch):
+    """A child made by fork inherits the pool object but not its threads: it makes its own rather than queue
+    parts that no thread will run."""
+    import os
+
+    from siamface.embedding import fused as fused_module
+
+    pool = fused_module._part_pool()
+    assert fused_module._part_pool() is pool
+    monkeypatch.setattr(fused_module, "_pool", fused_module._pool)  # this process's pool again after the test
+    monkeypatch.setattr(os, "getpid", lambda: -1)
+    child = fused_module._part_pool()
+    assert child is not pool and child.submit(lambda: 42).result(timeout=10) == 42
+    child.shutdown()

@@ -25,6 +25,7 @@ fusions with FaceNet (FaceNet alone on one thread takes longer than the whole ch
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
@@ -70,19 +71,20 @@ class Fusion:
 
 
 _pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # (the process that made it, the pool)
 
 
 def _part_pool() -> ThreadPoolExecutor:
     """The threads that run the other parts of a concurrent fusion while the caller's thread runs the first
-    (made on first use; a part never waits on this pool, so callers sharing it cannot deadlock)."""
+    (made on first use, and again in a forked child, which inherits the pool but not its threads; a part
+    never waits on this pool, so callers sharing it cannot deadlock)."""
     global _pool
     with _pool_lock:
-        if _pool is None:
+        if _pool is None or _pool[0] != os.getpid():
             from .onnx_runtime import default_num_threads
 
-            _pool = ThreadPoolExecutor(max(2, default_num_threads()), thread_name_prefix="siamface-part")
-        return _pool
+            _pool = (os.getpid(), ThreadPoolExecutor(max(2, default_num_threads()), thread_name_prefix="siamface-part"))
+        return _pool[1]
 
 
 class FusedEncoder:
