@@ -214,8 +214,10 @@ SFACE_DLIB_FLIP = Fusion(
 )
 #: SFace with dlib's ResNet without flip averaging (one dlib pass instead of two; benchmarks/sface_fit.py,
 #: w = 0.3 on SFace: fitting identities EER 5.15 %, TAR@FAR1e-3 87.8 %; benchmarks/sface_cost.py for its cost).
-#: Its parts run side by side (module doc): median 12.4-16.1 against 13.0-24.4 ms one after the other,
-#: interleaved, load 4-11 (`sface+dlib-flip` side by side was not faster, 15.5-34.4 against 15.3-18.1 ms).
+#: Its parts run side by side (module doc; benchmarks/sface_cost.py, ten runs at load 5-19 on two shared cores:
+#: fastest round 7.6-8.2 ms in every run against 7.8-11.5 one after the other; median 0.43-0.59x the former
+#: default's against 0.38-0.77x, lower in five runs, higher in four; `sface+dlib-flip` side by side was not
+#: faster in the median, 15.5-34.4 against 15.3-18.1 ms).
 SFACE_DLIB = replace(
     SFACE_DLIB_FLIP,
     name="sface+dlib",
