@@ -5,7 +5,10 @@
 Each round times, once each and in turn, the crop + embedding of one detected face (retinaface, a
 640x480 photo; the photo changes every round) by every chain: `dlib-flip+facenet` (the former default,
 the cost gate's reference, benchmarks/DEFAULT_RULE.md), `sface`, `sface` with flip averaging,
-`dlib-resnet`, `sface+dlib` (SFace and dlib's ResNet without flip, fused) and `sface+dlib-flip`; and a
+`dlib-resnet`, `sface+dlib` (SFace and dlib's ResNet without flip, fused) and `sface+dlib-flip`, as registered
+(`sface+dlib` runs its parts side by side, `siamface.embedding.fused`); the same fusions with the other
+scheduling, for comparison (``sequential``: one part after the other, all threads each; ``side by side``: each
+part on its own thread, one intra-op thread each); and a
 second retinaface pass on the face's region (twice the box's side) scaled so that the box is 160 px wide,
 what refining the keypoints of a small face would add (benchmarks/sface_align.py, ``refine``). Prints per
 chain the median and the fastest time over the rounds and both as a ratio of the reference's.
@@ -17,6 +20,7 @@ import argparse
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -27,6 +31,7 @@ import numpy as np  # noqa: E402
 
 from siamface.detection import create_detector  # noqa: E402
 from siamface.embedding import create_encoder, encoder_chips  # noqa: E402
+from siamface.embedding.fused import DLIB_FLIP_FACENET, SFACE_DLIB, SFACE_DLIB_FLIP, FusedEncoder  # noqa: E402
 from siamface.image import load_image  # noqa: E402
 
 CHAINS = (
@@ -50,6 +55,9 @@ def main(argv=None) -> int:
     pairs = [(im, det.detect(im)[:1]) for im in map(load_image, files)]
     pairs = [(im, f) for im, f in pairs if len(f)]
     encoders = {name: create_encoder(model, flip=flip) for name, model, flip in CHAINS}
+    for fusion in (SFACE_DLIB, SFACE_DLIB_FLIP, DLIB_FLIP_FACENET):
+        other = "sequential" if fusion.concurrent else "side by side"
+        encoders[f"{fusion.name} {other}"] = FusedEncoder(replace(fusion, concurrent=not fusion.concurrent))
 
     def once(enc, im, f) -> float:
         t = time.perf_counter()

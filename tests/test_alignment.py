@@ -5,8 +5,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from conftest import att
+from conftest import att, att_rgb, scene
 
+from siamface import alignment
 from siamface.alignment import DLIB_CHIP, align, chip_transform, similarity_transform
 from siamface.image import load_image
 
@@ -70,3 +71,36 @@ def test_chip_matches_dlib_get_face_chip():
 def test_nan_landmarks_are_refused():
     with pytest.raises(ValueError, match="NaN"):
         align(np.zeros((50, 50, 3), np.uint8), np.full((5, 2), np.nan))
+
+
+def _whole_image_chip(image, m, n):
+    """The chip as `alignment` made it before it filtered only the face's region: the whole image halved."""
+    side, depth = n * float(min(np.hypot(*m[:, 0]), np.hypot(*m[:, 1]))) / 2.0, 0
+    while side * side > n * n:
+        side, depth = side / 2.0, depth + 1
+    for _ in range(depth):
+        image = cv2.pyrDown(image)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    return cv2.warpAffine(image, m / 2**depth, (n, n), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def test_a_large_face_is_filtered_only_where_its_chip_reads_and_the_chip_is_the_same(monkeypatch):
+    """A face much larger than its chip is halved first (Gaussian pyramid); only its region is, and the chip is
+    the whole image's to the bit, at every depth, at the image's edges and past them, for odd sizes too."""
+    frame = scene([(att_rgb(3, 1), 3.0, (200, 60))])
+    sizes = []
+    pyr_down = cv2.pyrDown
+    monkeypatch.setattr(cv2, "pyrDown", lambda a: sizes.append(a.shape[:2]) or pyr_down(a))
+    landmarks = np.array([[420, 230], [370, 232], [260, 230], [310, 232], [340, 330]], np.float64)
+    align(frame, landmarks)  # a 180 px eye distance: the 150 px chip halves the region about the face once
+    assert len(sizes) == 1 and sizes[0][0] * sizes[0][1] < 0.5 * frame.shape[0] * frame.shape[1]
+    monkeypatch.setattr(cv2, "pyrDown", pyr_down)
+    rng = np.random.default_rng(7)
+    for image in (frame, frame[:-1, :-3]):
+        h, w = image.shape[:2]
+        for _ in range(150):
+            n = int(rng.choice([112, 150, 160]))
+            angle, zoom = rng.uniform(-np.pi, np.pi), rng.uniform(0.5, 9.0)
+            c, s = zoom * np.cos(angle), zoom * np.sin(angle)
+            m = np.array([[c, -s, rng.uniform(-300, w + 100)], [s, c, rng.uniform(-300, h + 100)]])
+            assert np.array_equal(alignment._warp(image, m, n), _whole_image_chip(image, m, n))

@@ -72,3 +72,86 @@ def test_gallery_with_the_fused_model_and_a_dlib_gallery(tmp_path, fused):
     with Gallery(tmp_path / "dlib.db", fused) as g:
         with pytest.raises(ModelMismatchError, match=f"gallery reembed --model {re.escape(FUSED)}"):
             g.identify(att(3, 1))
+
+
+def _chips_of(encoder, frame, detector):
+    from siamface.embedding import encoder_chips
+
+    faces = detector.detect(frame)[:1]
+    return encoder_chips(encoder, frame, faces.boxes, faces.landmarks, faces.data.get("keypoints"))
+
+
+@pytest.mark.parametrize("name", ["sface+dlib"])
+def test_sface_fusions_run_their_parts_side_by_side_with_the_same_embeddings(name, fused, frames):
+    """`sface+dlib` runs dlib's part in another thread while SFace runs, each part on its share of the threads,
+    and gives the embeddings of the parts run one after the other."""
+    import threading
+    from dataclasses import replace
+
+    from siamface.embedding.fused import FusedEncoder
+
+    enc = create_encoder(name, num_threads=2)
+    assert enc.fusion.concurrent and [p.info.name for p in enc.parts] == ["sface", "dlib-resnet"]
+    sequential = FusedEncoder(replace(enc.fusion, concurrent=False), num_threads=2)
+    for frame in frames:
+        chips = _chips_of(enc, frame, fused.detector)
+        assert np.abs(enc.embed(chips) - sequential.embed(chips)).max() < 1e-6
+    started = [threading.Event(), threading.Event()]
+    threads = {}
+
+    def meeting(k, embed):
+        def run(chips):
+            threads[k] = threading.get_ident()
+            started[k].set()
+            assert started[1 - k].wait(10), "the other part did not start while this one ran"
+            return embed(chips)
+
+        return run
+
+    for k, part in enumerate(enc.parts):
+        part.embed = meeting(k, part.embed)
+    assert enc.embed(_chips_of(enc, frames[0], fused.detector)).shape == (1, enc.info.embedding_size)
+    assert threads[0] == threading.get_ident() != threads[1]
+
+
+def test_a_failing_part_of_a_side_by_side_fusion_fails_the_call(fused, frames):
+    enc = create_encoder("sface+dlib")
+    chips = _chips_of(enc, frames[0], fused.detector)
+
+    def broken(chips):
+        raise RuntimeError("dlib part failed")
+
+    enc.parts[1].embed = broken
+    with pytest.raises(RuntimeError, match="dlib part failed"):
+        enc.embed(chips)
+
+
+@pytest.mark.parametrize("name", [FUSED, "sface+dlib-flip"])
+def test_the_former_default_runs_its_parts_one_after_the_other(name, fused, frames):
+    """dlib-flip+facenet, the cost gate's reference, keeps its parts in the caller's thread with all the threads
+    each (side by side it is slower: FaceNet alone on one thread takes longer than the whole chain); so does
+    sface+dlib-flip (side by side it was not faster)."""
+    import threading
+
+    enc = create_encoder(name)
+    seen = set()
+    for part in enc.parts:
+        part.embed = (lambda embed: lambda chips: seen.add(threading.get_ident()) or embed(chips))(part.embed)
+    enc.embed(_chips_of(enc, frames[0], fused.detector))
+    assert seen == {threading.get_ident()}
+
+
+def test_a_forked_process_gets_its_own_part_threads(monkeypatch):
+    """A child made by fork inherits the pool object but not its threads: it makes its own rather than queue
+    parts that no thread will run."""
+    import os
+
+    from siamface.embedding import fused as fused_module
+
+    pool = fused_module._part_pool()
+    assert fused_module._part_pool() is pool
+    monkeypatch.setattr(fused_module, "_pool", fused_module._pool)  # this process's pool again after the test
+    monkeypatch.setattr(os, "getpid", lambda: -1)
+    child = fused_module._part_pool()
+    assert child is not pool and child.submit(lambda: 42).result(timeout=10) == 42
+    child.shutdown()

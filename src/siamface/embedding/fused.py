@@ -11,10 +11,23 @@ all there is to fit.
 
 Each part crops its own chip (dlib's landmark-aligned 150 px chip, FaceNet's 160 px box crop): the encoder
 lists them in ``chip_specs`` and `embed` takes one chip array per part.
+
+A fusion marked ``concurrent`` runs its parts side by side, each in its own thread with its share of the
+intra-op threads (two cores: one each), instead of one after the other with all of them: ONNX Runtime's
+threads do not spin (`siamface._onnx`), so a network of many small operators (SFace: 88 after
+optimisation) pays a worker's wake-up on every one and gains little from a second thread, while two
+single-threaded networks keep both cores busy without waking anyone. The embeddings are the same
+(``tests/test_fused.py``). Which fusions gain was measured (``benchmarks/sface_cost.py``): `sface+dlib`, whose
+dlib pass (about 3 ms on one thread) hides behind SFace's (about 7); not `sface+dlib-flip` (its two dlib
+passes on one thread take as long as SFace, and under load the pair waited for the later one), nor the
+fusions with FaceNet (FaceNet alone on one thread takes longer than the whole chain on two).
 """
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -53,6 +66,25 @@ class Fusion:
         return f"{self.weight:g}" if not self.weights else "/".join(f"{w:g}" for w in self.weights)
 
     impostor_median: float | None = None  # see ModelInfo.impostor_median
+    #: Run the parts side by side, each with its share of the threads (see module doc).
+    concurrent: bool = False
+
+
+_pool_lock = threading.Lock()
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # (the process that made it, the pool)
+
+
+def _part_pool() -> ThreadPoolExecutor:
+    """The threads that run the other parts of a concurrent fusion while the caller's thread runs the first
+    (made on first use, and again in a forked child, which inherits the pool but not its threads; a part
+    never waits on this pool, so callers sharing it cannot deadlock)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            from .onnx_runtime import default_num_threads
+
+            _pool = (os.getpid(), ThreadPoolExecutor(max(2, default_num_threads()), thread_name_prefix="siamface-part"))
+        return _pool[1]
 
 
 class FusedEncoder:
@@ -60,9 +92,12 @@ class FusedEncoder:
 
     def __init__(self, fusion: Fusion, num_threads: int | None = None) -> None:
         self.fusion = fusion
-        self.parts: list[Encoder] = [
-            create_encoder(name, num_threads=num_threads, **opts) for name, opts in fusion.parts
-        ]
+        threads = num_threads
+        if fusion.concurrent:
+            from .onnx_runtime import default_num_threads
+
+            threads = max(1, int(num_threads or default_num_threads()) // len(fusion.parts))
+        self.parts: list[Encoder] = [create_encoder(name, num_threads=threads, **opts) for name, opts in fusion.parts]
         self.chip_specs = tuple(p.info.chip for p in self.parts)
         self._scale = np.sqrt(np.array(fusion.part_weights(), np.float64)).astype(np.float32)
         part_ids = ";".join(f"{p.info.name}@{p.info.version}" for p in self.parts)
@@ -96,7 +131,16 @@ class FusedEncoder:
             raise ValueError(f"{self.info.name}: the parts' chip arrays hold different numbers of faces")
         if len(arrays[0]) == 0:
             return np.zeros((0, self.info.embedding_size), np.float32)
-        out = [s * p.embed(a) for s, p, a in zip(self._scale, self.parts, arrays)]
+        if self.fusion.concurrent:
+            others = [_part_pool().submit(p.embed, a) for p, a in zip(self.parts[1:], arrays[1:])]
+            try:
+                first = self.parts[0].embed(arrays[0])
+            finally:  # the other parts finish (or fail) before this call returns either way
+                wait(others)
+            embeddings = [first, *(f.result() for f in others)]
+        else:
+            embeddings = [p.embed(a) for p, a in zip(self.parts, arrays)]
+        out = [s * e for s, e in zip(self._scale, embeddings)]
         return np.ascontiguousarray(np.concatenate(out, axis=1), np.float32)
 
 
@@ -170,6 +214,10 @@ SFACE_DLIB_FLIP = Fusion(
 )
 #: SFace with dlib's ResNet without flip averaging (one dlib pass instead of two; benchmarks/sface_fit.py,
 #: w = 0.3 on SFace: fitting identities EER 5.15 %, TAR@FAR1e-3 87.8 %; benchmarks/sface_cost.py for its cost).
+#: Its parts run side by side (module doc; benchmarks/sface_cost.py, ten runs at load 5-19 on two shared cores:
+#: fastest round 7.6-8.2 ms in every run against 7.8-11.5 one after the other; median 0.43-0.59x the former
+#: default's against 0.38-0.77x, lower in five runs, higher in four; `sface+dlib-flip` side by side was not
+#: faster in the median, 15.5-34.4 against 15.3-18.1 ms).
 SFACE_DLIB = replace(
     SFACE_DLIB_FLIP,
     name="sface+dlib",
@@ -178,6 +226,7 @@ SFACE_DLIB = replace(
     threshold=0.755,  # celeba_ids fitting identities 0.7540, AT&T 0.7554
     identify_threshold=0.808,  # 0.8083, 0.7779
     impostor_median=0.61,  # celeba_ids fitting identities 0.612, AT&T 0.617 (benchmarks/impostor_floor.py)
+    concurrent=True,
 )
 SFACE_FACENET = replace(
     SFACE_DLIB_FLIP,
