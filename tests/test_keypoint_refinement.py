@@ -132,3 +132,24 @@ def test_cli_switch_and_a_gallery_enrolled_without_the_refinement(tmp_path):
     assert [r["model"] for r in results] == [MODEL, MODEL]
     assert [r["faces"][0]["status"] for r in results] == ["known", "unknown"], results
     assert results[0]["faces"][0]["person"] == "s4"
+
+
+def test_the_refinement_keeps_to_a_requests_time_budget(fixture_faces):
+    """A photo of many small faces costs a pass each: past a request's deadline the refinement is not started
+    (`OverBudgetError` naming it), as detection and embedding are not."""
+    import contextvars
+
+    from siamface import _budget
+    from siamface.errors import OverBudgetError
+
+    faces, _ = fixture_faces
+    image, found = faces[0]
+    now = [0.0]
+
+    def run():
+        _budget.start(5.0, clock=lambda: now[0])
+        now[0] = 6.0  # the detection took the whole budget
+        Pipeline(model=MODEL).embed(image, found[:])
+
+    with pytest.raises(OverBudgetError, match="keypoint refinement"):
+        contextvars.copy_context().run(run)

@@ -161,6 +161,7 @@ class Pipeline(ThresholdsInForce):
             return keypoints
         if faces.detector != getattr(self.detector, "name", None):
             return keypoints
+        _budget.check("keypoint refinement")  # a pass per small face: a request's time budget holds
         return refine(image, faces.boxes, keypoints)
 
     def embed_largest(self, image: ImageSource) -> tuple[Faces, int]:
