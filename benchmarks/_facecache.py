@@ -102,11 +102,11 @@ def embeddings(
     tag: str, root: Path, files: list[str], dets: dict[str, Faces | None], pipeline, face: str = "largest"
 ) -> np.ndarray:
     """(n, d) embeddings of the chosen face of each file (NaN rows: no face or unreadable), cached by tag and
-    the model's name@version."""
+    the model's name@version (and the detector's keypoint refinement, for encoders aligned on keypoints)."""
     import hashlib
 
     info = pipeline.encoder.info
-    version = hashlib.sha1(f"{info.name}@{info.version}".encode()).hexdigest()[:8]
+    version = hashlib.sha1(f"{info.name}@{info.version}{_refinement(pipeline)}".encode()).hexdigest()[:8]
     path = _key(root, f"emb-{tag}-{version}-{face}")
     known: dict[str, np.ndarray] = {}
     if path.exists():
@@ -126,6 +126,18 @@ def embeddings(
     if todo:
         np.savez(path, files=np.array(list(known)), emb=np.stack(list(known.values())))
     return np.stack([known[f] for f in files]) if files else np.zeros((0, dim), np.float32)
+
+
+def _refinement(pipeline) -> str:
+    """What the pipeline's keypoint refinement adds to an embedding's cache key: nothing for an encoder whose
+    chips are not warped from keypoints, or a detector that does not refine (the keys of before)."""
+    from siamface.embedding import uses_keypoints
+
+    det = pipeline.detector
+    below = getattr(det, "refine_below", None)
+    if below is None or not hasattr(det, "refine_keypoints") or not uses_keypoints(pipeline.encoder):
+        return ""
+    return f"+refine<{below:g}:{det.refine_region:g}x{det.refine_box}"
 
 
 def celeba_files(root: Path) -> tuple[list[str], np.ndarray]:

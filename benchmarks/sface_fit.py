@@ -7,7 +7,10 @@ their first 8 photos, retinaface) and AT&T (all pairs). For `sface+dlib-flip`, `
 without flip), `sface+facenet` (weight of SFace's part w over 0, 0.05, ..., 1) and `sface+dlib-flip+facenet` (weights on the same grid, summing to 1)
 it prints EER and TAR at FAR 1e-3 on the fitting identities for every weight and the choice (lowest FRR at
 FAR 1e-3 + EER, as fusion_fit.py chooses); then, for `sface` and each chosen fusion, the thresholds at FAR
-1e-3 and 1e-4 on both sets (the default is the stricter of the two, as for the other models).
+1e-3 and 1e-4 on both sets (the default is the stricter of the two, as for the other models); with
+``--shipped``, for each fusion's shipped weights instead of the choice (a fusion's version names its weights,
+so a gallery enrolled with it is bound to them). SFace's chips are made as the product makes them (retinaface's
+keypoint refinement for small faces included, `RetinaFaceDetector.refine_keypoints`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ def cost(s: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(HERE.parent.parent / "shared" / "datasets"))
+    ap.add_argument(
+        "--shipped",
+        action="store_true",
+        help="thresholds for the weights the fusions ship with (siamface.embedding.fused), not the choices",
+    )
     args = ap.parse_args(argv)
     sets = fit_sets(Path(args.data))
     y, ay = sets.y, sets.ay
@@ -76,6 +84,11 @@ def main(argv=None) -> int:
     chosen["sface+dlib-flip+facenet"] = (("sface", "dlib-flip", "facenet"), best[1])
     print(f"choice sface+dlib-flip+facenet w={'/'.join(f'{w:.2f}' for w in best[1])}", flush=True)
 
+    if args.shipped:  # the thresholds of the weights the models ship with (their versions name them)
+        from siamface.embedding.fused import SFACE_DLIB, SFACE_DLIB_FLIP, SFACE_DLIB_FLIP_FACENET, SFACE_FACENET
+
+        for f in (SFACE_DLIB_FLIP, SFACE_DLIB, SFACE_FACENET, SFACE_DLIB_FLIP_FACENET):
+            chosen[f.name] = (chosen[f.name][0], f.part_weights())
     rows = {"sface": (("sface",), (1.0,))} | chosen
     for key, (parts, weights) in rows.items():
         s = sum(w * fit_s[p] for p, w in zip(parts, weights))
@@ -84,11 +97,11 @@ def main(argv=None) -> int:
         print(f"{key}.w{'/'.join(f'{w:.2f}' for w in weights)}.eer {e:.4f}  tar_at_far_0.001 {t:.4f}")
         for far in (1e-3, 1e-4):
             print(
-                f"threshold.{key}.far_{far:g}.celeba_fit {threshold_for_far(s, y, far):.4f}  "
+                f"threshold.{key}.far_{far:g}.celeba_fit {threshold_for_far(s, y, far):.5f}  "
                 f"tar {tar_at_far(s, y, far).tar:.4f}"
             )
             print(
-                f"threshold.{key}.far_{far:g}.att {threshold_for_far(sa, ay, far):.4f}  tar {tar_at_far(sa, ay, far).tar:.4f}"
+                f"threshold.{key}.far_{far:g}.att {threshold_for_far(sa, ay, far):.5f}  tar {tar_at_far(sa, ay, far).tar:.4f}"
             )
     print(f"pairs celeba_fit {y.sum()} genuine / {(1 - y).sum()} impostor; att {ay.sum()} / {(1 - ay).sum()}")
     return 0

@@ -67,13 +67,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--model", default=None, help="encoder (default: the default model)")
     ap.add_argument("--no-5face", action="store_true", help="skip the 5-face clip")
+    ap.add_argument("--no-keypoint-refinement", action="store_true", help="small faces aligned on the first keypoints")
     ap.add_argument("--hamilton", type=Path, default=ROOT.parent / "shared" / "datasets" / "videos_hamilton")
     args = ap.parse_args()
 
     from siamface import Pipeline
     from siamface.gallery import Gallery
 
-    pipeline = Pipeline(model=args.model) if args.model else Pipeline()
+    options = {"refine_below": None} if args.no_keypoint_refinement else {}
+    pipeline = Pipeline(model=args.model, **options) if args.model else Pipeline(**options)
     print(f"model {pipeline.encoder.info.name}, detector {pipeline.detector.name}")
     print(f"load average {' / '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as tmp:

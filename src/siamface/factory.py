@@ -23,8 +23,10 @@ from .pipeline import DEFAULT_MODEL, Pipeline
 
 def build_pipeline(options: Any, gallery: str | os.PathLike | None = None) -> tuple[Pipeline, str | None]:
     """The chain `options` name: anything with ``detector``, ``model`` (None: the default, or the gallery's
-    own), ``min_face``, ``upsample`` (None: the detector's own) and optionally ``threshold`` and ``device``
-    (auto, cpu or cuda; None: ``$SIAMFACE_DEVICE``, else cpu: see `siamface._onnx`) attributes, such as a command's parsed options or the service's `Settings`. Returns (pipeline, note or None)."""
+    own), ``min_face``, ``upsample`` (None: the detector's own) and optionally ``threshold``, ``device``
+    (auto, cpu or cuda; None: ``$SIAMFACE_DEVICE``, else cpu: see `siamface._onnx`) and ``refine_keypoints``
+    (False: no second detector pass on small faces' keypoints, see `RetinaFaceDetector`) attributes, such as a
+    command's parsed options or the service's `Settings`. Returns (pipeline, note or None)."""
     use_device(getattr(options, "device", None))
     model, note, calibration = options.model, None, None
     if gallery is not None:
@@ -39,6 +41,8 @@ def build_pipeline(options: Any, gallery: str | os.PathLike | None = None) -> tu
         calibration_file=calibration,
         **detector_options,
     )
+    if getattr(options, "refine_keypoints", True) is False and hasattr(pipeline.detector, "refine_below"):
+        pipeline.detector.refine_below = None  # small faces aligned on the first pass's keypoints, as before
     return pipeline, note
 
 

@@ -18,7 +18,7 @@ from . import _budget
 from ._onnx import BATCH, CPU, embed_batch
 from .decision import Thresholds, ThresholdsInForce, find_calibration, resolve, same
 from .detection import Detector, create_detector
-from .embedding import Encoder, create_encoder, encoder_chips
+from .embedding import Encoder, create_encoder, encoder_chips, uses_keypoints
 from .errors import NoFaceError
 from .image import ImageSource, describe, load_image
 from .matching import cosine_similarity, similarity_to_distance
@@ -128,7 +128,7 @@ class Pipeline(ThresholdsInForce):
         per image."""
         encoder = self.encoder
         per_image = [
-            encoder_chips(encoder, image, faces.boxes, faces.landmarks, faces.data.get("keypoints"))
+            encoder_chips(encoder, image, faces.boxes, faces.landmarks, self._chip_keypoints(image, faces))
             for image, faces in items
         ]
         total = sum(len(faces) for _, faces in items)
@@ -150,6 +150,19 @@ class Pipeline(ThresholdsInForce):
             start += n
             out.append(faces)
         return out
+
+    def _chip_keypoints(self, image: np.ndarray, faces: Faces) -> np.ndarray | None:
+        """The keypoints the encoder's chips are warped from: the detector's, with those of small faces found
+        again (`RetinaFaceDetector.refine_keypoints`) when the encoder's chips are warped from keypoints and
+        the faces came from this pipeline's detector, which can refine them. `faces` is left unchanged."""
+        keypoints = faces.data.get("keypoints")
+        refine = getattr(self.detector, "refine_keypoints", None)
+        if keypoints is None or refine is None or not len(faces) or not uses_keypoints(self.encoder):
+            return keypoints
+        if faces.detector != getattr(self.detector, "name", None):
+            return keypoints
+        _budget.check("keypoint refinement")  # a pass per small face: a request's time budget holds
+        return refine(image, faces.boxes, keypoints)
 
     def embed_largest(self, image: ImageSource) -> tuple[Faces, int]:
         """The largest face of an image (a `Faces` of length 1) and how many faces were found.

@@ -541,7 +541,7 @@ def test_an_unknown_claim_points_to_a_command_that_exists(gallery_file):
 def test_a_gallery_of_the_former_default_keeps_its_model(tmp_path):
     """A gallery enrolled with `dlib-flip+facenet` (the default before `sface`) is searched and verified with
     it, without --model: the right person found, the model and its own thresholds in the answers, and a note
-    on how to move. Run with the default model's thresholds instead (0.389 / at most 0.496 for SFace against
+    on how to move. Run with the default model's thresholds instead (0.393 / at most 0.526 for SFace against
     the fused model's 0.877 and up), a stranger would be named."""
     former = "dlib-flip+facenet"
     assert DEFAULT_MODEL != former

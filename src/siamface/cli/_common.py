@@ -14,7 +14,8 @@ EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
 def add_chain_options(
     p: argparse.ArgumentParser, threshold: bool = False, gallery: bool = False, json_flag: bool = True
 ) -> None:
-    """--detector, --model, --min-face, --upsample, --device (and --threshold), --json: the options of the chain.
+    """--detector, --model, --min-face, --upsample, --no-keypoint-refinement, --device (and --threshold), --json:
+    the options of the chain.
     `gallery`: the command opens an existing gallery, whose model is then the default; `json_flag`: the
     command prints something --json can change (not `serve`, which prints a start line and a log)."""
     from ..detection import detector_names
@@ -48,6 +49,13 @@ def add_chain_options(
         default=None,
         metavar="N",
         help="upsample the image N times (x2 each) to find small faces (default: detector's own)",
+    )
+    p.add_argument(
+        "--no-keypoint-refinement",
+        dest="refine_keypoints",
+        action="store_false",
+        help="align faces under 112 px on retinaface's first keypoints, as before, instead of finding them "
+        "again with a second pass on the face (SFace and its fusions; other models never use it)",
     )
     p.add_argument(
         "--device",

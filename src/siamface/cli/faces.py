@@ -193,7 +193,8 @@ def cmd_models(args) -> int:
             + (
                 "aligned on 5 landmarks"
                 if c.crop == "landmarks"
-                else "aligned on the detector's 5 keypoints (dlib's landmarks where it gives none)"
+                else "aligned on the detector's 5 keypoints (retinaface: found again for faces under 112 px; "
+                "dlib's landmarks where it gives none)"
                 if c.crop == "keypoints"
                 else f"box crop, margin {c.margin:g}" + ("" if c.square else ", stretched")
             )

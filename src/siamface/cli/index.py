@@ -56,6 +56,7 @@ def cmd_index(args) -> int:
         "model": args.model or DEFAULT_MODEL,
         "min_face": args.min_face,
         "upsample": args.upsample,
+        "refine_keypoints": args.refine_keypoints,
         "device": args.device,
     }
     sink = open_index(args.out)

@@ -344,6 +344,7 @@ def cmd_serve(args) -> int:
         model=args.model,
         min_face=args.min_face,
         upsample=args.upsample,
+        refine_keypoints=args.refine_keypoints,
         device=args.device,
         threshold=args.threshold,
         fpir=args.fpir,

@@ -71,6 +71,12 @@ def encoder_chips(
     return crop_all(image, boxes, landmarks, encoder.info.chip, keypoints)
 
 
+def uses_keypoints(encoder: Encoder) -> bool:
+    """Whether any of the encoder's chips is warped from the detector's five keypoints (``crop="keypoints"``)."""
+    specs = getattr(encoder, "chip_specs", None) or (encoder.info.chip,)
+    return any(spec.crop == "keypoints" for spec in specs)
+
+
 class FlipAveraged:
     """Flip test-time augmentation: embeds each chip and its left-right mirror and returns the normalised sum
     (twice the work). Its embeddings differ from the plain model's, so its version says ``+flip`` and a

@@ -81,7 +81,8 @@ _pipelines: dict[tuple, Any] = {}
 
 
 def _pipeline(options: dict[str, Any]):
-    """The chain of `options` (detector, model, min_face, upsample, device), built once per worker process."""
+    """The chain of `options` (detector, model, min_face, upsample, refine_keypoints, device), built once per
+    worker process."""
     key = tuple(sorted(options.items()))
     if key not in _pipelines:
         from types import SimpleNamespace

@@ -49,6 +49,7 @@ class Settings:
     model: str | None = None  # None: an existing gallery's own model, else the default model
     min_face: int = 20
     upsample: int | None = None
+    refine_keypoints: bool = True  # retinaface: small faces' keypoints found again for SFace's chips
     device: str | None = None  # "auto", "cpu" or "cuda"; None: $SIAMFACE_DEVICE, else cpu (siamface._onnx)
     threshold: float | None = None
     fpir: float | None = None  # 1:N: the share of strangers that may be named (None: calibration's, else 1 %)
