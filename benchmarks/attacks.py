@@ -32,10 +32,16 @@ still pending then (waiting for a movement it never sees) is not granted, and is
 
 Bona fide (``--liveness passive``, colour camera), per presentation: on each live recording of ../shared
 (videos_hamilton's clip; replay_videos' apfol_real2.webm), every 3rd frame (10 a second), a session opens at
-every second and runs on the following frames until it is decided or the recording ends (a presentation is a
-face that stays: when it leaves the shot for more than 0.5 s the session restarts on the next face; a session
-still pending at the end of the recording is reported apart, not counted). ``replay_video``: the same on
-replay_videos' apfol_fake2_replay.webm, a phone replaying a person to a webcam (a recorded attack, APCER).
+every second and runs on the following frames until it is decided, the face becomes another person's or the
+recording ends. A presentation is one face that stays, of one person: when it leaves the shot for more than
+0.5 s the session restarts on the next face; where the face the session follows becomes another person's (a
+film's cut: its embedding against the face before under the model's own 1:1 threshold, the test the
+sessions make, `identity_cuts`) the presentation ends, as the sessions end theirs. A presentation that ends
+undecided is reported apart, not counted: "too short" when it ended before it could pass (fewer than the
+session's 10 faces or 1.5 s), "pending" when it was long enough but showed no head movement yet; each with
+its reason, and per recording the identity cuts found. ``replay_video``: on replay_videos'
+apfol_fake2_replay.webm, a phone replaying a person to a webcam (a recorded attack, APCER), a session opened
+every second and run to the recording's end (whatever the attacker shows: not cut).
 Active-mode BPCER needs people answering prompts; the recordings cannot, so it is not measured here.
 """
 
@@ -258,6 +264,12 @@ class Service:
 def authenticate(pipeline, gallery, claim: str, mode: str, camera: str, frames, limit: int = 120) -> bool | None:
     """The real `authenticate` loop on frames (a callable of the last prompt, or a list): did its capture
     session pass (None: still pending when the frames ran out)?"""
+    result = authenticator(pipeline, gallery, claim, mode, camera, frames, limit).capture.result
+    return None if result is None else result.passed
+
+
+def authenticator(pipeline, gallery, claim: str, mode: str, camera: str, frames, limit: int = 120):
+    """`authenticate`'s loop after the frames (its capture session: `.capture`)."""
     from siamface.live import Authenticator, GalleryMatcher
     from siamface.liveness import PassiveCheck
     from siamface.video import Frame
@@ -276,7 +288,7 @@ def authenticate(pipeline, gallery, claim: str, mode: str, camera: str, frames, 
         auth.process(Frame(i, i * FRAME_S, frame, time.perf_counter()))
         if auth.capture.result is not None:
             break
-    return None if auth.capture.result is None else auth.capture.result.passed
+    return auth
 
 
 LIVE = ("videos_hamilton/short_hamilton_clip.mp4", "replay_videos/apfol_real2.webm")
@@ -285,13 +297,105 @@ REPLAYED = ("replay_videos/apfol_fake2_replay.webm",)
 
 def recordings(data: Path, names=LIVE) -> list[tuple[str, list[np.ndarray]]]:
     """Presentations on recordings: from every second (10 frames at 10 a second) to the recording's end."""
+    return [(Path(name).stem, frames[s:]) for name, frames in recorded(data, names) for s in windows(frames)]
+
+
+def recorded(data: Path, names) -> list[tuple[str, list[np.ndarray]]]:
+    """Each recording's frames, every 3rd (10 a second)."""
     from siamface.liveness.evaluate import video_frames
 
+    return [(name, list(video_frames(data / name, 10_000))[::3]) for name in names]
+
+
+def windows(frames: list) -> range:
+    """Where the presentations open: every second (10 frames), while 15 frames remain."""
+    return range(0, len(frames) - 15, 10)
+
+
+class Faces:
+    """Every face of a recording's frames, detected and embedded once (what a session is told of the face at
+    index `pick` of frame `i`: `see`'s, with the passive check), for `identity_cuts`."""
+
+    def __init__(self, pipeline, frames: list[np.ndarray], passive) -> None:
+        self.pipeline, self.frames, self.passive = pipeline, frames, passive
+        self.found: dict[int, object] = {}
+        self.seen: dict[tuple[int, int], object] = {}
+
+    def __call__(self, i: int):
+        if i not in self.found:
+            faces = self.pipeline.detect(self.frames[i])
+            self.found[i] = self.pipeline.embed(self.frames[i], faces) if len(faces) else faces
+        return self.found[i]
+
+    def see(self, i: int, pick: int):
+        from siamface.liveness.session import see
+
+        if (i, pick) not in self.seen:
+            faces = self(i)
+            keypoints, embedding = faces.data["keypoints"][pick], faces.embeddings[pick]
+            self.seen[(i, pick)] = see(self.frames[i], faces.boxes[pick], keypoints, self.passive, embedding)[0]
+        return self.seen[(i, pick)]
+
+
+def identity_cuts(faces: Faces, start: int, threshold: float) -> list[tuple[int, float]]:
+    """Where the face a passive session opened at frame `start` follows becomes another person's: (frame,
+    similarity to the face before) each time (the first of the two faces in a row unlike the one before), found by the sessions' own code (`CaptureSession` with
+    `same_person`, fed as `authenticate` feeds it: the face nearest the last one, `follow`; restarts when the
+    face leaves), with every other limit lifted so that it goes on to the recording's end unless a rule
+    fails the session there (a jump, a repeat: the real sessions fail there too, before any later cut)."""
+    from siamface.liveness.session import CaptureRules, CaptureSession, follow, similarity
+
+    rules = CaptureRules(timeout=1e9, min_frames=10**9, max_restarts=10**9, live_share=0.0)
+    session = CaptureSession("passive", rules, same_person=threshold)
+    cuts, unlike = [], None
+    for i in range(start, len(faces.frames)):
+        found = faces(i)
+        pick = follow(found.boxes, session.previous, rules.max_jump)
+        seen = None if pick is None else faces.see(i, pick)
+        before, score = session.other_people, None if seen is None else similarity(session.previous, seen)
+        if session.observe((i - start) * FRAME_S, seen) is not None:
+            break
+        if session.other_people > before:  # two faces in a row unlike the one before: the first was the cut
+            cuts.append(unlike)
+        unlike = (i, score) if session.unlike is not None else None
+    return cuts
+
+
+def bona_fide(pipeline, data: Path, passive) -> list[tuple[str, float, list[np.ndarray], str]]:
+    """The live recordings' presentations: (recording, opening second, frames, how it ends: at the recording's
+    end, or where the face became another person's), after printing each recording's identity cuts (followed
+    from its first frame)."""
+    threshold = float(pipeline.encoder.info.threshold)
     out = []
-    for name in names:
-        frames = list(video_frames(data / name, 10_000))[::3]
-        out += [(Path(name).stem, frames[s:]) for s in range(0, len(frames) - 15, 10)]
+    for name, frames in recorded(data, LIVE):
+        faces = Faces(pipeline, frames, passive)
+        found = identity_cuts(faces, 0, threshold)
+        listed = ", ".join(f"{i / 10:.1f} s ({sim:.2f})" for i, sim in found) or "none"
+        print(
+            f"  {name}: {len(frames)} frames; identity cuts of the face followed from its start: {len(found)}: {listed}"
+        )
+        for start in windows(frames):
+            cuts = identity_cuts(faces, start, threshold)
+            end = cuts[0][0] if cuts else len(frames)
+            why = (
+                f"the face became another person's at {end / 10:.1f} s (similarity {cuts[0][1]:.2f})"
+                if cuts
+                else "the recording ended"
+            )
+            out.append((Path(name).stem, start / 10, frames[start:end], why))
     return out
+
+
+def undecided(capture, frames: list, why: str) -> str:
+    """Why a bona fide presentation ended undecided (`capture`: `authenticate`'s session after its frames):
+    too short to pass at all since the session's last restart, or no head movement yet."""
+    r = capture.rules
+    seconds = 0.0 if capture.t0 is None else capture.t - capture.t0
+    since = f"since its restart {capture.restarts} (the face left)" if capture.restarts else "from its opening"
+    told = f"{why} after {len(frames)} frames; {capture.faces} faces over {seconds:.2f} s {since}"
+    if capture.faces < r.min_frames or seconds < r.min_seconds:
+        return f"too short: {told} (a session passes after {r.min_frames} faces over {r.min_seconds:g} s)"
+    return f"pending: {told}, no head movement along a path yet (parallax {capture.parallax:.3f})"
 
 
 def rate(values) -> str:
@@ -299,13 +403,26 @@ def rate(values) -> str:
     return f"{np.mean(values):.1%} ({int(np.sum(values))}/{len(values)})" if values else "n/a"
 
 
-def summary(paths: dict[str, list[bool | None]]) -> str:
+def summary(paths: dict[str, list]) -> str:
     """Per path: sessions passed / failed / still pending at the end of their frames."""
     return ", ".join(
         f"{path} {sum(v is True for v in values)} passed, {sum(v is False for v in values)} failed, "
         f"{sum(v is None for v in values)} pending"
         for path, values in paths.items()
+        if path != "presentation"
     )
+
+
+def per_recording(paths: dict[str, list]) -> None:
+    """The bona fide presentations per recording and path: passed / refused / undecided."""
+    names = paths["presentation"]
+    for name in dict.fromkeys(names):
+        for path in ("service", "authenticate"):
+            values = [v for n, v in zip(names, paths[path]) if n == name]
+            print(
+                f"  {name} via {path}: {values.count(True)} passed, {values.count(False)} refused, "
+                f"{values.count(None)} undecided"
+            )
 
 
 def main() -> None:
@@ -328,6 +445,7 @@ def main() -> None:
 
     from siamface import Pipeline
     from siamface.gallery import Gallery
+    from siamface.liveness import PassiveCheck
 
     todo = set(args.only or CLASSES + ("bona_fide",))
     pipeline = Pipeline(detector="retinaface")
@@ -354,8 +472,13 @@ def main() -> None:
         try:
             for cls in passive_classes:
                 t0 = time.time()
-                if cls in ("bona_fide", "replay_video"):
-                    presentations = recordings(args.data, LIVE if cls == "bona_fide" else REPLAYED)
+                ends = {}
+                if cls == "bona_fide":
+                    live = bona_fide(pipeline, args.data, PassiveCheck())
+                    presentations = [(f"{name} from {start:.0f} s", frames) for name, start, frames, _ in live]
+                    ends = {i: why for i, (_, _, _, why) in enumerate(live)}
+                elif cls == "replay_video":
+                    presentations = recordings(args.data, REPLAYED)
                 else:
                     presentations = []
                     for i in range(args.n):
@@ -375,10 +498,22 @@ def main() -> None:
                         presentations.append(("", [make(k) for k in range(args.frames)]))
                 for i, (source, frames) in enumerate(presentations):  # the claim does not change the verdict
                     state, _, _ = service.session("s23", frames, limit=len(frames))
-                    if cls == "bona_fide" and state["state"] == "failed":
-                        print(f"  {source} from {i}: failed: {state.get('reason')}", flush=True)
+                    auth = authenticator(pipeline, gallery, "s23", "passive", "colour", frames)
+                    passed = None if auth.capture.result is None else auth.capture.result.passed
+                    if cls == "bona_fide":
+                        served = None if state["state"] == "pending" else state["state"] == "passed"
+                        said = {True: "passed", False: "refused", None: "undecided"}
+                        line = f"  {source}: serve {said[served]}, authenticate {said[passed]}"
+                        if state["state"] == "failed":
+                            line += f"; serve's reason: {state.get('reason')}"
+                        if served is None or passed is None:
+                            line += f"; {undecided(auth.capture, frames, ends[i])}"
+                        print(line, flush=True)
+                        record(cls, "presentation", source.split(" from ")[0])
                     record(cls, "service", None if state["state"] == "pending" else state["state"] == "passed")
-                    record(cls, "authenticate", authenticate(pipeline, gallery, "s23", "passive", "colour", frames))
+                    record(cls, "authenticate", passed)
+                if cls == "bona_fide":
+                    per_recording(results[cls])
                 print(f"{cls}: {summary(results[cls])} ({time.time() - t0:.0f} s)", flush=True)
         finally:
             service.stop()
@@ -439,9 +574,14 @@ def main() -> None:
     )
     for cls, paths in results.items():
         for path, values in paths.items():
+            if path == "presentation":
+                continue
             if cls == "bona_fide":
                 decided = [v for v in values if v is not None]
-                print(f"BPCER {cls} via {path}: {rate([not v for v in decided])}, {len(values) - len(decided)} pending")
+                print(
+                    f"BPCER {cls} via {path}: {rate([not v for v in decided])} of the decided, "
+                    f"{len(values) - len(decided)} undecided (counted as refused: {rate([v is not True for v in values])})"
+                )
             else:
                 print(f"APCER {cls} via {path}: {rate([v is True for v in values])}, {values.count(None)} pending")
 

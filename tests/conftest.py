@@ -278,6 +278,15 @@ def s23_frame(name: str, rng: np.random.Generator, grey: bool = True, scale: flo
     return frame
 
 
+def att_frame(subject: int, image: int, rng: np.random.Generator) -> np.ndarray:
+    """An AT&T subject's photo where `camera_frame` puts s23's face (same size and place, a camera's noise and
+    sway, grey): a still of another person swapped in for s23 without a jump."""
+    dx, dy = (int(v) for v in rng.integers(-2, 3, 2))
+    frame = scene([(att_rgb(subject, image), 2.0, (174 + dx, 100 + dy))]).astype(np.float32)
+    frame = np.clip(frame + rng.normal(0, 2.0, frame.shape), 0, 255).astype(np.uint8)
+    return np.repeat(frame.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2)
+
+
 class TurningHead:
     """A person in front of a camera who follows the prompts: frontal while asked to look or hold, and when a
     prompt comes, a continuous movement (one step further each frame: a turn through s23's photos ordered by

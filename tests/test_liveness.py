@@ -3,6 +3,7 @@ real head motion (AT&T subject s26 turning left and right) against the same face
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
@@ -300,3 +301,43 @@ def test_capture_session_follows_its_face_and_draws_secret_prompts():
     assert len(drawn) > 40 and all(set(d) & {"turn_left", "turn_right"} for d in drawn)
     s = CaptureSession("active", CaptureRules(), None, random.Random(1))
     assert s.shown == [] and s.prompt == "look straight at the camera"
+
+
+def test_a_presentation_is_one_person_and_one_unlike_face_is_only_skipped():
+    # Drawn faces with embeddings: person a, then one face unlike it (a frame blurred by a quick turn: skipped,
+    # neither counted nor followed from), a again, then two faces in a row of person b (a cut, or a photo of
+    # someone else held where a's face was): a passive session restarts on b (when asked to) or fails; an
+    # active one fails
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=128), rng.normal(size=128)
+    blur = a + 3.0 * rng.normal(size=128)  # the same face, far off: under the threshold against a
+    threshold = 0.4
+    cos = float(a @ blur / np.linalg.norm(a) / np.linalg.norm(blur))
+    assert cos < threshold and abs(float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))) < threshold
+
+    def face(vector, i):
+        return dataclasses.replace(head(yaw=0.01 * (i % 3)), embedding=vector + 0.05 * rng.normal(size=128))
+
+    faces = [a] * 5 + [blur] + [a] * 4 + [b] * 4
+    for mode, other_person, ends in (
+        ("passive", "restart", "restart"),
+        ("passive", "fail", "fail"),
+        ("active", "restart", "fail"),
+    ):
+        s = CaptureSession(mode, CaptureRules(), ["turn_right"], random.Random(0), threshold, other_person)
+        for i, vector in enumerate(faces[:10]):
+            s.observe(0.2 * i, face(vector, i))
+        assert s.result is None and s.other_people == 0 and s.unlike is None  # the blurred face: skipped
+        assert mode == "active" or s.faces == 9  # and not counted
+        s.observe(2.0, face(b, 10))
+        assert s.result is None and s.unlike is not None  # one face unlike: not yet another person
+        s.observe(2.2, face(b, 11))
+        assert s.other_people == 1
+        if ends == "restart":
+            assert s.result is None and s.restarts == 1 and s.faces == 1  # a new presentation, from b's face
+        else:
+            assert s.result is not None and not s.result.passed and "another person's" in s.result.reason
+    unchecked = CaptureSession("passive", CaptureRules())  # no threshold: identities not compared
+    for i, vector in enumerate(faces):
+        unchecked.observe(0.2 * i, face(vector, i))
+    assert unchecked.other_people == 0 and unchecked.faces == len(faces)

@@ -18,6 +18,7 @@ from conftest import (
     S23_POSES,
     S23_RIGHT,
     att,
+    att_frame,
     att_rgb,
     blended_face,
     camera_frame,
@@ -313,3 +314,53 @@ def test_a_face_too_dark_to_read_is_followed_but_not_counted(pipeline):
         session.observe(t * 0.1, seen)
     assert checked.readable is False and seen.readable is False and checked.to_dict()["readable"] is False
     assert session.faces == 1 and session.result is None, (session.faces, session.result)
+
+
+@pytest.mark.parametrize("swap", ["moved", "passed"])
+def test_an_accomplices_movement_then_the_victims_photo_never_unlocks_the_victim(tmp_path, pipeline, swap):
+    # The attack: a live accomplice (s23, moving a little: `S23_MOVING`) in front of the camera until the
+    # session has its 3-D movement ("moved") or has passed ("passed"), then a still photo of the victim (s4,
+    # enrolled; the claim) held where the accomplice's face was, no jump of place or size. The photo verifies
+    # as s4 frame after frame; before, the accomplice's movement made the session pass and s4 was granted.
+    # Now the face becoming another person's ends the presentation (a restart: the photo must move as a head
+    # itself), and the presentation's faces must all be the claim's
+    from siamface.gallery import Gallery
+    from siamface.live import Authenticator, GalleryMatcher
+    from siamface.video import Frame
+
+    rng = np.random.default_rng(7)
+    now = [0.0]
+    with Gallery(tmp_path / "g.db", pipeline, create=True) as g:
+        g.enroll("s4", [att(4, i) for i in (1, 2, 3)])
+        events: list[dict] = []
+        auth = Authenticator(
+            pipeline,
+            GalleryMatcher(g),
+            "s4",
+            timeout=4.0,
+            liveness="passive",
+            passive=PassiveCheck(camera="grey"),
+            on_event=events.append,
+            clock=lambda: now[0],
+        )
+        i, swapped, victim = 0, None, 0
+        while auth.decision is None and i < 100:  # 20 frames a second: the movement before 1.5 s
+            done = auth.capture.moved if swap == "moved" else auth.capture.state == "passed"
+            swapped = i if swapped is None and done else swapped
+            if swapped is None:
+                frame = camera_frame(S23_MOVING[i % len(S23_MOVING)], rng)
+            else:
+                frame, victim = att_frame(4, 4, rng), victim + 1
+            now[0] = i / 20
+            auth.process(Frame(i, i / 20, frame, time.perf_counter()))
+            i += 1
+        decision = auth.finish()
+    session = decision.liveness["session"]
+    assert not decision.granted, decision.reason
+    if swap == "moved":  # the presentation ended at the swap: the photo, a new one, never moves as a head
+        assert swapped is not None and victim >= 20, (swapped, victim, decision.reason)
+        assert max(decision.scores[swapped:]) >= decision.threshold  # the photo verifies as s4 alone
+        assert session["other_people"] == 1 and session["restarts"] == 1, session
+        assert "flat picture" in decision.reason, decision.reason
+    else:  # the session passed on s23's movement, not s4's: denied then, before any photo is shown
+        assert session["passed"] and "not s4" in decision.reason, decision.reason

@@ -24,7 +24,7 @@ from service_support import require_service
 require_service()
 
 import numpy as np  # noqa: E402
-from conftest import S23_FRONTAL, S23_RIGHT, TurningHead, att, camera_frame  # noqa: E402
+from conftest import S23_FRONTAL, S23_MOVING, S23_RIGHT, TurningHead, att, att_frame, camera_frame  # noqa: E402
 from service_support import Server, png_bytes  # noqa: E402
 
 from siamface.liveness.session import PROMPTS  # noqa: E402
@@ -203,6 +203,41 @@ def test_someone_else_answering_the_prompts_does_not_unlock_the_claimed_person(a
     assert answer.body["accepted"] is True and answer.body["granted"] is False, answer.body
     evidence = answer.body["liveness"]["session"]
     assert not (evidence["passed"] and evidence["same_person"]), evidence
+
+
+def test_an_accomplices_movement_then_the_victims_photo_fails_the_session(active, tmp_path):
+    """A live accomplice (s23) makes the movement (passive: a small one; active: the first prompt), then a
+    still photo of the victim (the claim) is held where the accomplice's face was, without a jump: the face
+    became another person's, and the session fails there, saying so (before, the passive session passed on
+    the accomplice's movement; only the verification's every-face rule stood between it and a grant)."""
+    passive, passive_clock = start(tmp_path, "passive")
+    try:
+        for (server, clock), victim in (((passive, passive_clock), 4), (active, 5)):
+            files = [("images", f"s{victim}-{i}.pgm", att(victim, i).read_bytes()) for i in (1, 2, 3)]
+            enrolled = server.request("POST", "/v1/people", fields={"name": f"s{victim}"}, files=files)
+            assert enrolled.status == 201, enrolled.body
+            rng, head, shown = np.random.default_rng(victim), TurningHead(2), []
+
+            def frames(prompt, rng=rng, head=head, shown=shown, victim=victim):
+                shown.append(prompt)
+                if server is passive:  # s23 moving a little for 19 frames (its movement: 18), then the photo
+                    return camera_frame(S23_MOVING[len(shown) - 1], rng) if len(shown) <= 19 else None
+                if "left" in (prompt or "") or any("left" in (p or "") for p in shown):  # the 2nd prompt
+                    return None
+                return head.frame(prompt)
+
+            dt = 0.05 if server is passive else FRAME_S  # passive: the movement before its 1.5 s are up
+            session = open_session(server, f"s{victim}").body["session_id"]
+            state, _ = play(server, clock, session, frames, dt)
+            assert state["state"] == "pending", state  # the accomplice's part: no decision yet, but its movement
+            assert state["parallax"] >= 0.15 if server is passive else state["completed"] == 1, state
+            photos = [att_frame(victim, 4, rng) for _ in range(20)]
+            state, _ = play(server, clock, session, photos, dt)
+            assert state["state"] == "failed" and "another person's" in state["reason"], state
+            answer = verify(server, session, claim=f"s{victim}")
+            assert answer.body["granted"] is False, answer.body
+    finally:
+        passive.stop()
 
 
 def test_failed_sessions_lock_the_person_out_and_opening_is_rate_limited(tmp_path):

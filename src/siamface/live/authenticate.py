@@ -63,7 +63,11 @@ class Authenticator:
     the same checks the HTTP service makes): timed by each frame's capture time, at camera rate, no repeated
     picture, no jump of the face; "passive" runs the passive check (`PassiveCheck`, or `passive`) on every
     frame's face, "active" reveals prompts one at a time at random moments (prompts are `challenge` events)
-    with a parallax test, "both" does both. A grant then needs the session passed too. Every decision carries
+    with a parallax test, "both" does both. A grant then needs the session passed too, and its presentation to
+    be the claimed person's: the session ends a presentation where the face becomes another person (the
+    model's own 1:1 threshold between consecutive faces: a cut, an accomplice swapped for the victim's photo),
+    and every face of the presentation that passed must verify as the claim (as the service requires of
+    every face of its sessions), so that no one's movement unlocks someone else. Every decision carries
     the liveness evidence. `clock`: seconds for the timeout (monotonic; a test may pass its own); `capture`:
     a session to use instead of a new one (tests: fixed prompts)."""
 
@@ -102,12 +106,15 @@ class Authenticator:
 
             mode = "passive" if liveness == "passive" else "active"
             self.capture = capture or CaptureSession(mode, CaptureRules(timeout=timeout))
+            if self.capture.same_person is None:  # one presentation is one person, whoever made the session
+                self.capture.same_person = float(pipeline.encoder.info.threshold)
         self.stats = Stats()
         self.scores: list[float] = []
         self.live_scores: list[float] = []
         self.framed_frames = 0  # evidence: frames where the frame cue saw a border (an input, not a veto)
         self.not_live_frames = 0
         self.run_length = 0
+        self.presented: list[bool] = []  # whether each face of the session's presentation verified as the claim
         self.clock = clock
         self.started = clock()
         self.decision: AuthDecision | None = None
@@ -170,7 +177,7 @@ class Authenticator:
                     )
                 from ..liveness.session import see
 
-                seen, checked = see(frame.image, box, keypoints, self.passive)
+                seen, checked = see(frame.image, box, keypoints, self.passive, largest.embeddings[0])
                 if checked is not None:
                     self.live_scores.append(checked.score)
                     self.framed_frames += checked.framed
@@ -187,12 +194,24 @@ class Authenticator:
             self.run_length = 0
         live_done = True
         if self.capture is not None and self.decision is None:
+            pending, restarts = self.capture.result is None, self.capture.restarts
             result = self.capture.observe(frame.time, seen)
+            if self.capture.restarts != restarts:  # a new presentation: of the face seen now, if any
+                self.presented = []
+            if pending and seen is not None and self.capture.unlike is None:  # a face the session counted
+                self.presented.append(same(self.scores[-1], self.matcher.thresholds.verify).accepted)
             if self.capture.prompt != self._prompt and result is None:
                 self._prompt = self.capture.prompt
                 self.on_event({"event": "challenge", "time": now_iso(), "frame": frame.index, "prompt": self._prompt})
             if result is not None and not result.passed:
                 self._decide(False, f"liveness: {result.reason}")
+            elif result is not None and not all(self.presented):
+                others = self.presented.count(False)
+                self._decide(
+                    False,
+                    f"liveness: {others} of the {len(self.presented)} faces of the session's presentation are not "
+                    f"{self.claim}: someone else's movement does not unlock the claim",
+                )
             live_done = result is not None and result.passed
         latency = (time.perf_counter() - frame.captured) * 1000
         self.stats.frames += 1

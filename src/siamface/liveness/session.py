@@ -37,7 +37,19 @@ like a flat picture", or "the movement jumped" when the parallax came only in ju
 one face that stays: in ``passive`` mode, when the face has been gone for more than `max_absent` seconds
 (it left the shot), the session starts again from the next face (`restarts`) instead of deciding on a
 face that left; the timeout still counts from the first frame, and a session fails after `max_restarts`
-(each restart is a new try: failed sessions count towards the lock-out, restarts must not evade it). ``active`` mode
+(each restart is a new try: failed sessions count towards the lock-out, restarts must not evade it). A
+presentation is also **one person**: given `same_person` (the face model's own 1:1 threshold) and each face's
+embedding (`Seen.embedding`), two faces in a row less similar than that to the last face before them (a
+film's cut; a live accomplice swapped for a photo of the victim after making the movement) end the
+presentation (one such face alone is skipped: neither counted nor followed from; a fast head movement blurs
+a single frame so: the live recordings' one, 0.39 against the face before, 0.66 from the next):
+in ``passive`` mode with `other_person` "restart" the session starts again from the new face (a restart as
+above), otherwise (``active`` mode; the HTTP service, whose verification requires every face of the session
+to be the claimed person anyway) it fails. The movement is never built across two people. The face is
+compared with the last face, not the first: a live head turning in dim light drifts far from its first
+face (the Hamilton clip: one person's faces within one shot down to 0.27 against the shot's first, under
+sface's 0.389), while a cut falls at once (0.20 there); a slow cross-fade from one person into another is
+left to the claim's verification of every face (`authenticate`, the service). ``active`` mode
 adds prompts: `count` kinds drawn at random from `PROMPTS` (at least one head turn: it is what shows
 parallax), revealed **one at a time**, each after the face has held frontal for a random time (`hold`,
 continuous, drawn per prompt), to be begun within `react` seconds of its reveal (a quarter of the way) and
@@ -182,8 +194,9 @@ def draw_prompts(count: int, rng: secrets.SystemRandom | None = None) -> list[st
 class Seen:
     """What one frame showed of its largest face: its 5 keypoints, box, the passive check's verdict (None:
     not checked), a signature of its pixels (None: not compared), whether the passive check could read it
-    at all (False: too small or too dark: the face is followed, but neither counts for nor against) and its
-    light (`colour.face_colour`: log mean per channel; None: not compared)."""
+    at all (False: too small or too dark: the face is followed, but neither counts for nor against), its
+    light (`colour.face_colour`: log mean per channel; None: not compared) and its embedding (None: whose
+    face it is, not compared)."""
 
     keypoints: np.ndarray
     box: Sequence[float]
@@ -191,16 +204,26 @@ class Seen:
     signature: bytes | None = None
     readable: bool = True
     light: np.ndarray | None = None
+    embedding: np.ndarray | None = None
 
 
-def see(image: np.ndarray, box, keypoints, passive=None) -> tuple[Seen, Any]:
+def see(image: np.ndarray, box, keypoints, passive=None, embedding=None) -> tuple[Seen, Any]:
     """What a session is told of one frame's face, the same at the camera and over HTTP: its keypoints and box,
     the passive check's verdict (with `passive`, a `PassiveCheck`; its score is returned too, else None), a
-    signature of its pixels and its light."""
+    signature of its pixels, its light and its `embedding` (whose face it is)."""
     checked = None if passive is None else passive.score(image, box)
     live = None if checked is None else bool(checked.live)
     readable = checked is None or checked.readable
-    return Seen(keypoints, box, live, face_signature(image, box), readable, face_colour(image, box)), checked
+    vector = None if embedding is None else np.asarray(embedding, np.float32).ravel()
+    return Seen(keypoints, box, live, face_signature(image, box), readable, face_colour(image, box), vector), checked
+
+
+def similarity(before: Seen | None, now: Seen) -> float | None:
+    """The cosine similarity of two faces' embeddings (None when either has none)."""
+    if before is None or before.embedding is None or now.embedding is None:
+        return None
+    a, b = before.embedding, now.embedding
+    return float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
 
 
 @dataclass
@@ -253,6 +276,7 @@ class CaptureResult:
     faces: int
     live_faces: int
     restarts: int = 0
+    other_people: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -267,6 +291,7 @@ class CaptureResult:
             "faces": self.faces,
             "live_faces": self.live_faces,
             "restarts": self.restarts,
+            "other_people": self.other_people,
         }
 
 
@@ -274,16 +299,23 @@ class CaptureResult:
 class CaptureSession:
     """One presentation's frames, decided once (see the module docstring). `prompts`: a fixed list (tests
     only: a recording can follow a known list); None draws `rules.count` at random. `rng`: the source of
-    the random draws (a `secrets.SystemRandom` by default)."""
+    the random draws (a `secrets.SystemRandom` by default). `same_person`: the face model's 1:1 threshold
+    (cosine; None: faces' identities not compared); `other_person`: what a passive session does when the face
+    becomes another person's: "restart" (a new presentation from that face) or "fail" (active sessions
+    always fail)."""
 
     mode: str = "active"
     rules: CaptureRules = field(default_factory=CaptureRules)
     prompts: Sequence[str] | None = None
     rng: Any = None
+    same_person: float | None = None
+    other_person: str = "restart"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"capture mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.other_person not in ("restart", "fail"):
+            raise ConfigError(f"other_person must be 'restart' or 'fail', not {self.other_person!r}")
         self.rng = self.rng or secrets.SystemRandom()
         if self.mode == "passive":
             self.prompts = []
@@ -299,6 +331,8 @@ class CaptureSession:
         self.t0 = self.t = None
         self.started = None  # the first frame's time: the timeout counts from it, across restarts
         self.restarts = 0
+        self.other_people = 0  # times the face became another person's (each ended a presentation)
+        self.unlike: float | None = None  # the last face's similarity to the one before, when under same_person
         self.absent_since = None  # the face has been gone since (None: it is here)
         self.frames = self.faces = self.live_faces = 0
         self.step = 0  # prompts met
@@ -357,6 +391,7 @@ class CaptureSession:
             self.faces,
             self.live_faces,
             self.restarts,
+            self.other_people,
         )
         return self.result
 
@@ -392,10 +427,28 @@ class CaptureSession:
                 self.absent_since = t
             if self.mode == "passive" and self.faces and t - self.absent_since > r.max_absent:
                 if self.restarts >= r.max_restarts:  # each restart would be a new try inside one session
-                    return self._finish(False, f"the face left the shot {self.restarts + 1} times")
+                    return self._finish(False, f"the presentation restarted {self.restarts + 1} times (the face left)")
                 self._restart()
             return None
         self.absent_since = None
+        score = self._unlike(seen)
+        if score is None:
+            self.unlike = None
+        elif self.unlike is None:  # once: a blurred frame of the same person, or another person (the next says)
+            self.unlike, self.frontal_since = score, None
+            return None  # neither counted nor followed from
+        else:  # a presentation is one person: never build the evidence across two
+            other = (
+                f"the face became another person's (similarity {self.unlike:.2f}, then {score:.2f}, to the face "
+                f"before, under the same-person threshold {self.same_person:g}): one presentation is one person"
+            )
+            self.unlike = None
+            self.other_people += 1
+            if self.mode != "passive" or self.other_person == "fail":
+                return self._finish(False, other)
+            if self.restarts >= r.max_restarts:
+                return self._finish(False, f"{other}; the presentation restarted {self.restarts + 1} times")
+            self._restart()
         k = np.asarray(seen.keypoints, np.float64)
         if not seen.readable:  # followed (no jump, no repeat), not counted: it waits for a face it can read
             failed = self._continuity(seen, k) if self.previous is not None else None
@@ -428,15 +481,22 @@ class CaptureSession:
             return self._passive_done(t)
         return self._prompted(t, k, seen)
 
+    def _unlike(self, seen: Seen) -> float | None:
+        """The face's similarity to the last face followed when it is under `same_person` (None: the same
+        person, or not compared)."""
+        score = None if self.same_person is None else similarity(self.previous, seen)
+        return None if score is None or score >= self.same_person else score
+
     def _restart(self) -> None:
-        """The face left the shot: a new presentation begins with the next face (passive mode)."""
+        """The face left the shot, or became another person's: a new presentation begins with the next face
+        (passive mode)."""
         self.restarts += 1
         self.t0 = None
         self.faces = self.live_faces = self.repeats = 0
         self.previous = self.reference = self.reference_yaw = None
         self.parallax = 0.0
         self.moves, self.kept, self.lights, self.moved, self.jump = [], [], [], False, None
-        self.absent_since = None
+        self.absent_since = self.unlike = None
 
     def _flat(self) -> str:
         return (

@@ -10,7 +10,12 @@ makes at the camera): frames timed by the server's monotonic clock **on arrival*
 or squeeze time), at camera rate, no repeated picture, no jump, the passive check on every frame (modes
 passive and both), prompts revealed one at a time at random moments (modes active and both). The server
 keeps each frame's largest face's embedding, so that the verification can require every face of the
-session to be the claimed person.
+session to be the claimed person; and a session whose face becomes another person's (the face model's own
+1:1 threshold against the face before: an accomplice who made the movement swapped for a photo of the
+victim, or another person stepping into the face's place) fails at once, in every mode, where `authenticate`
+would start a new presentation: such a session could never be granted (not every face is the claimed
+person), and a restart would only give its sender another try inside it; failing counts towards the
+lock-out and says why.
 
 A session belongs to the API key that opened it and to the person it was opened for (another key gets 404,
 as for an unknown id; another claim 409). It lives `ttl` seconds from its opening (410 after), takes at most
@@ -85,7 +90,9 @@ class Session:
 class LivenessSessions:
     """The open capture sessions of one server. `mode`: "passive" (no prompts) or "active"; `prompts`: a
     fixed list for every session (tests only: a recording can follow a known list); None draws them.
-    `rng`: where the draws come from (tests may seed one; by default the system's secure source)."""
+    `rng`: where the draws come from (tests may seed one; by default the system's secure source).
+    `same_person`: the face model's 1:1 threshold (set by the service once its model is loaded): a session
+    whose face becomes another person's fails."""
 
     def __init__(
         self,
@@ -110,6 +117,7 @@ class LivenessSessions:
         self.per_key, self.per_person = int(per_key), int(per_person)
         self.clock = clock
         self.rng = rng  # the prompts' and moments' draws: None, a `secrets.SystemRandom` per session
+        self.same_person: float | None = None
         self._sessions: dict[str, Session] = {}
         self._opened: dict[tuple[str, Hashable], deque] = defaultdict(deque)
         self._lock = threading.Lock()
@@ -169,7 +177,7 @@ class LivenessSessions:
             self._rate("person", person, self.per_person, now, "for this person")
             self._opened[("key", key)].append(now)
             self._opened[("person", person)].append(now)
-            capture = CaptureSession(self.mode, self.rules, self.prompts, self.rng)
+            capture = CaptureSession(self.mode, self.rules, self.prompts, self.rng, self.same_person, "fail")
             session = Session(secrets.token_urlsafe(18), key, person, claim, capture, now + self.ttl)
             self._sessions[session.id] = session
             return {

@@ -157,6 +157,7 @@ class Service:
         self._refuse_exposed_gallery()
         self.pipeline, self.model_note = build_pipeline(s, gallery=s.gallery)
         self.pipeline.thresholds  # noqa: B018 - resolved and range-checked now: a bad one stops the start
+        self.sessions.same_person = float(self.pipeline.encoder.info.threshold)  # one session, one person
         if s.sessions_needed and "keypoints" not in self.pipeline.detect(np.zeros((64, 64, 3), np.uint8)).data:
             raise ConfigError(
                 f"--liveness {s.liveness} needs a detector with 5 keypoints (retinaface, mtcnn), not {s.detector!r}"
@@ -559,7 +560,7 @@ class Service:
         largest = self.pipeline.embed(image, faces[pick : pick + 1])
         box = largest.boxes[0]
         passive = self.liveness if self.settings.passive_frames else None
-        seen, _ = see(image, box, largest.data["keypoints"][0], passive)
+        seen, _ = see(image, box, largest.data["keypoints"][0], passive, largest.embeddings[0])
         return self.sessions.feed(session, arrived, seen, largest.embeddings[0])
 
     def identify(
