@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import logging
 import math
 import time
@@ -32,7 +31,6 @@ from ..errors import ConfigError, NoFaceError, SiamfaceError
 from ..gallery.enrolling import AdditionCap
 from ..gallery.results import ClaimVerification
 from ..gallery.store import (
-    UNENROLLED,
     AuditRecord,
     DamagedGalleryError,
     GalleryReembeddedError,
@@ -64,16 +62,13 @@ def actor(key: str | None) -> str:
 class Unenrolled:
     """A claimed name that nobody enrolled has, as a key that may not list people sees it: claimed, checked,
     denied, counted towards a lock-out and audited like a wrong face for an enrolled name, so that the answer
-    says nothing of who is enrolled. `id`: its key in the lock-out book and the sessions (a digest of the
-    name folded as the store folds names, so that two spellings share a lock-out exactly when they would name
-    one enrolled person; never a person's id)."""
+    says nothing of who is enrolled. `id`: its key in the lock-out book and the sessions, and its audit
+    reference (`Store.unenrolled_ref`: a digest of the name folded as the store folds names, keyed by the
+    gallery's secret, so that two spellings share a lock-out exactly when they would name one enrolled
+    person, and every server sharing the gallery counts them together; never a person's id)."""
 
     name: str
-    key: str  # the name as the store compares names (`Store.name_key`): claims it would take for one name share a key
-
-    @property
-    def id(self) -> str:
-        return UNENROLLED + hashlib.sha256(self.key.encode()).hexdigest()[:24]
+    id: str
 
 
 #: What a claim's answer keeps for a key below enrol (no score, no template count, nothing that differs
@@ -361,7 +356,7 @@ class Service:
                 raise
             from ..gallery.names import lookup_form
 
-            return Unenrolled(lookup_form(name), self.gallery.store.name_key(name))
+            return Unenrolled(lookup_form(name), self.gallery.store.unenrolled_ref(name))
 
     def verify_claim(
         self,
