@@ -25,7 +25,6 @@ def _library_faces(srv: Server) -> dict[int, str]:
     return {f["id"]: f["file"] for f in faces}
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed yet")
 def test_removing_a_person_leaves_nothing_of_them_in_the_servers_memory(tmp_path):
     # "Deletion removes everything about a person": their photo-library faces (thumbnails, the crops of uploads),
     # the capture sessions opened for them (which keep each frame's embedding and answer with their name), and

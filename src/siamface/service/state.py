@@ -727,6 +727,21 @@ class Service:
             report = _without_scores(report)
         return bool(report["added"]), report
 
+    def remove(self, name: str, key: str | None) -> tuple[Any, dict[str, Any]]:
+        """Remove the person `name` from the gallery (their templates and kept images, audited with `key`) and
+        from this process's memory: the photo library's faces that are theirs (`PhotoLibrary.forget`), the
+        capture sessions opened for them, the index's copy of their templates. (person, answer); the route then
+        clears their lock-out (`Lockout.forget`, on the event loop)."""
+        store = self.gallery.store
+        person = store.person(name, metadata=False)  # a damaged person can be removed
+        _, templates = store.person_matrix(person.id)
+        removed = store.delete(person.name, actor=actor(key))
+        len(self.gallery.index)  # the in-memory index catches up now, not at the next search
+        model = self.pipeline.encoder.info.name
+        self.library.forget(templates, self.gallery.thresholds.verify.value, self.library_threshold(), model)
+        self.sessions.forget(person.id)
+        return person, {"removed": person.name, "templates": removed}
+
     def additions_since(self) -> str:
         """The start of the additions window now, as the gallery stores times (ISO, UTC)."""
         return _iso(self.wall() - self.settings.additions_window_s)
