@@ -14,6 +14,7 @@ from service_support import require_service
 
 require_service()
 
+from conftest import att, run_cli  # noqa: E402
 from service_support import ENROLLED, PROBE, Server, images, probe  # noqa: E402
 
 
@@ -120,3 +121,24 @@ def test_a_key_pasted_into_a_url_path_is_not_written_to_the_access_log(tmp_path,
     assert "/v1/health" in text, text  # the access log is written
     secret = leaked.split("_", 2)[2]
     assert secret not in text, text
+
+
+def test_a_person_removed_by_the_command_line_leaves_no_lock_out_to_the_next_one_given_their_id(tmp_path):
+    # A person removed under a running server by `siamface people remove` (or through another server sharing the
+    # gallery): SQLite gives their id to the next person enrolled, who inherited the server's lock-out of it
+    gallery = tmp_path / "people.db"
+    srv = Server(gallery, "--liveness", "off", "--min-size", "40", "--lockout-failures", "2")
+    try:
+        desk = srv.new_key("enrol", "desk")
+        for s in (4, 3):
+            assert srv.request("POST", "/v1/people", fields={"name": f"s{s}"}, files=images(s, *ENROLLED)).status == 201
+        for _ in range(2):
+            assert srv.request("POST", "/v1/people/s3/faces", key=desk, files=images(8, 1)).status == 422
+        assert srv.request("POST", "/v1/people/s3/faces", key=desk, files=images(3, PROBE)).error == "locked"
+        assert run_cli("people", "remove", "s3", "--gallery", gallery).returncode == 0
+        enrolled = run_cli("enroll", "--gallery", gallery, "--min-size", "40", "s5", *(att(5, i) for i in ENROLLED))
+        assert enrolled.returncode == 0, enrolled.stderr
+        added = srv.request("POST", "/v1/people/s5/faces", key=desk, files=images(5, PROBE))
+        assert added.status == 200, added.body
+    finally:
+        srv.stop()

@@ -129,6 +129,7 @@ class Service:
 
         self.library = PhotoLibrary(settings.library)
         self.created_gallery = False
+        self._refs: dict[int, str] = {}  # person id -> the reference of the person it was seen for (`notice`)
         self.model_note: str | None = None
         self.warnings: list[str] = []  # said at start (serve prints them)
         self.audit_state = "ok"  # "broken": the audit chain did not verify at start
@@ -726,6 +727,19 @@ class Service:
         if not admin:
             report = _without_scores(report)
         return bool(report["added"]), report
+
+    def notice(self, person) -> None:
+        """Forget what this process holds under `person`'s id when it held it for another person, since removed
+        (by the command line, or another server sharing the gallery; SQLite gives a removed person's id to the
+        next person enrolled): their lock-out and liveness sessions. Called as a claim or an addition names the
+        person, on the event loop (the lock-out book's)."""
+        if isinstance(person, Unenrolled):
+            return
+        seen = self._refs.setdefault(person.id, person.ref)
+        if seen != person.ref:
+            self._refs[person.id] = person.ref
+            self.sessions.forget(person.id)
+            self.lockout.forget(person.id)
 
     def remove(self, name: str, key: str | None) -> tuple[Any, dict[str, Any]]:
         """Remove the person `name` from the gallery (their templates and kept images, audited with `key`) and

@@ -142,6 +142,7 @@ async def add_faces(
         added, report = await svc.run(svc.enroll, name, uploads, None, True, True, key, admin)
         return _enrolled(added, report, 200)
     person = await svc.run(svc.person, name)
+    svc.notice(person)
     if not admin:
         await svc.run(svc.refuse_more_additions, person.name, len(uploads))
     added, report = False, {"added": []}
