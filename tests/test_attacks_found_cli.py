@@ -4,6 +4,8 @@ suite) once fixed, so the mark must then be removed."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import att, run_cli
 
@@ -78,3 +80,26 @@ def test_enroll_refuses_a_non_finite_gate_in_one_line(tmp_path, option):
     out = run_cli("enroll", "--gallery", str(tmp_path / "g.db"), option, value, "s3", str(att(3, 2)))
     assert out.returncode == 2 and "Traceback" not in out.stderr and "gates" in out.stderr, out.stderr
     assert not (tmp_path / "g.db").exists()
+
+
+def test_one_enrolment_cannot_make_one_person_of_several_faces(tmp_path):
+    # "A face belongs to one person", and a face added to an enrolled person must match their originals: a new
+    # person's own images were not compared with each other, so one enrolment made a person of three people (each
+    # of whom a claim of that name then granted). The face the others match is the reference; a stranger's
+    # photo among them is refused as another person's, wherever it is in the list
+    gallery = str(tmp_path / "people.db")
+    made = run_cli(
+        "enroll", "--gallery", gallery, "--min-size", "40", "--json",
+        "eve", str(att(4, 2)), str(att(3, 2)), str(att(3, 3)), str(att(3, 4)),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    report = json.loads(made.stdout)["people"][0]
+    assert len(report["added"]) == 3, report
+    assert [(r["reason"], r["source"]) for r in report["rejected"]] == [("other-person", str(att(4, 2)))], report
+    for subject, granted in ((3, True), (4, False)):
+        claim = run_cli("verify", "--gallery", gallery, "--claim", "eve", "--json", str(att(subject, 1)))
+        assert json.loads(claim.stdout)["accepted"] is granted, claim.stdout
+    forced = run_cli(
+        "enroll", "--gallery", gallery, "--min-size", "40", "--force", "pair", str(att(5, 2)), str(att(6, 2))
+    )
+    assert forced.returncode == 0 and "2 template(s) added" in forced.stdout, forced.stdout

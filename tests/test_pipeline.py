@@ -120,6 +120,16 @@ def test_bad_file_raises_image_error(pipeline, tmp_path):
         pipeline.verify(bad, att(11, 1))
 
 
+@pytest.mark.parametrize("shape", [(0, 0, 3), (0, 92, 3), (112, 0, 3)])
+def test_an_empty_array_is_an_image_error(pipeline, shape):
+    # The second attack run: an RGB array with no pixels reached the detector (ZeroDivisionError), through the
+    # public functions and the pipeline alike; "bad input gets a clear error"
+    empty = np.zeros(shape, np.uint8)
+    for call in (siamface.detect, siamface.embed, pipeline.detect, pipeline.embed, lambda a: pipeline.verify(a, a)):
+        with pytest.raises(ImageError, match="no pixels"):
+            call(empty)
+
+
 def test_explicit_threshold_overrides_the_default(pipeline):
     result = pipeline.verify(att(11, 1), att(11, 2), threshold=0.999)
     assert not result.same and result.threshold == 0.999 and result.threshold_source == "given by the caller"

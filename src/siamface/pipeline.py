@@ -19,7 +19,7 @@ from ._onnx import BATCH, CPU, embed_batch
 from .decision import Thresholds, ThresholdsInForce, find_calibration, resolve, same
 from .detection import Detector, create_detector
 from .embedding import Encoder, create_encoder, encoder_chips, uses_keypoints
-from .errors import NoFaceError
+from .errors import ImageError, NoFaceError
 from .image import ImageSource, describe, load_image
 from .matching import cosine_similarity, similarity_to_distance
 from .thresholds import Calibration
@@ -215,6 +215,8 @@ class Pipeline(ThresholdsInForce):
 
 def _as_array(image: ImageSource) -> np.ndarray:
     if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+        if not image.shape[0] or not image.shape[1]:  # what else an RGB array holds is the caller's to choose
+            raise ImageError(describe(image), f"an image of {image.shape[1]}x{image.shape[0]}: no pixels")
         return np.ascontiguousarray(image)
     return load_image(image)
 

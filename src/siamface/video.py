@@ -103,6 +103,7 @@ class CaptureSource(FrameSource):
         self.reconnects = reconnects
         self.read_timeout = read_timeout
         self._capture = self._open()
+        self._refuse_huge_frames()
         fps = float(self._capture.get(_cv2().CAP_PROP_FPS) or 0.0)
         self.fps = fps if 0 < fps < 1000 else 25.0
         #: frames in a file as its container states them (0: unknown or live)
@@ -126,6 +127,17 @@ class CaptureSource(FrameSource):
             )
             raise SourceError(f"{self.name}: {what}")
         return capture
+
+    def _refuse_huge_frames(self) -> None:
+        """`SourceError` when the source's frames, as its header states them, are over the pixel limit of an
+        image (`MAX_PIXELS`): a small file of a few huge frames would take gigabytes once decoded."""
+        from .image import MAX_PIXELS
+
+        cv2 = _cv2()
+        width, height = (int(self._capture.get(p) or 0) for p in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
+        if width * height > MAX_PIXELS:
+            self.close()
+            raise SourceError(f"{self.name}: frames of {width}x{height} pixels, more than the limit of {MAX_PIXELS}")
 
     def __iter__(self) -> Iterator[Frame]:
         cv2 = _cv2()

@@ -202,6 +202,27 @@ def test_unopenable_camera_and_video_give_clear_errors(new_gallery, tmp_path, pi
             g.enroll_video("x", tmp_path / "bad.avi")
 
 
+@pytest.mark.parametrize("command", ["enroll", "watch"])
+def test_a_video_of_frames_over_the_pixel_limit_is_refused_before_its_frames_are_decoded(
+    new_gallery, tmp_path, command
+):
+    # The second attack run: images over 48 megapixels are refused from their header, a video's frames were not: a
+    # 2.4 MB video of two 16000x12000 frames took enroll and watch to 2.6 GB each (the codec allows 65535 a side)
+    from siamface.image import MAX_PIXELS
+
+    side = (math.isqrt(MAX_PIXELS) // 16 + 1) * 16  # a multiple of 16: the size the codec keeps
+    video = tmp_path / "huge.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (side, side))
+    writer.write(np.zeros((side, side, 3), np.uint8))
+    writer.release()
+    g = new_gallery()
+    assert cli("enroll", "-g", g, "--min-size", "40", "s3", att(3, 2)).returncode == 0
+    args = ["x", "--video", video] if command == "enroll" else ["--source", video]
+    out = cli(command, "-g", g, *args)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert f"frames of {side}x{side} pixels, more than the limit of {MAX_PIXELS}" in out.stderr, out.stderr
+
+
 def test_a_stranger_is_not_added_to_an_enrolled_person_unless_forced(gallery):
     """Issue 15, defect 3: `enroll A_b <someone else>` added the stranger to `a_b` silently."""
     before = gallery.store.person("s3").n_templates

@@ -285,6 +285,24 @@ def test_import_of_a_crafted_name_is_a_one_line_error(gallery_file, tmp_path, na
         assert "crafted.jsonl:2: malformed person entry" in out.stderr, out.stderr
 
 
+@pytest.mark.parametrize("where", ["header", "person"])
+def test_import_of_a_file_that_is_not_text_is_a_one_line_error(gallery_file, tmp_path, where):
+    # The second attack run: bytes that are not UTF-8 (a binary file given by mistake, or a crafted export) were a
+    # UnicodeDecodeError traceback, the header's or a later line's
+    export = tmp_path / "people.jsonl"
+    assert cli("gallery", "export", "-g", gallery_file, export).returncode == 0
+    header = export.read_bytes().splitlines()[0]
+    crafted = tmp_path / "crafted.jsonl"
+    crafted.write_bytes(b"\xfc\x00\x9c binary\n" if where == "header" else header + b'\n{"name": "s\xff"}\n')
+    new = tmp_path / "new.db"
+    for target in (gallery_file, new):
+        out = cli("gallery", "import", "-g", target, crafted)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        line = 1 if where == "header" else 2
+        assert f"crafted.jsonl:{line}: not a siamface gallery export (not UTF-8 text)" in out.stderr, out.stderr
+    assert not new.exists()
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

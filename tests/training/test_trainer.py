@@ -191,3 +191,27 @@ def test_cli_train_then_verify_with_the_exported_model(tmp_path, capsys):
     assert "plausible range" in capsys.readouterr().err
     assert main(["verify", "--model", str(tmp_path / "missing.onnx"), str(att(11, 1)), str(att(11, 2))]) == 2
     assert "model file not found" in capsys.readouterr().err
+
+
+def test_the_evaluate_command_train_prints_reads_person_folders_with_spaces(tmp_path):
+    # The second attack run: person folders named as people are ("Ada Lovelace") made test pair files whose lines
+    # the printed `siamface evaluate` command refused ("expected two fields"); the pair files separate by a tab
+    import shlex
+    import shutil
+
+    from conftest import run_cli
+
+    data = tmp_path / "people"
+    for folder in sorted(ATT.iterdir()):
+        if folder.is_dir():
+            shutil.copytree(folder, data / f"Ada {folder.name} Lovelace")
+    out = tmp_path / "run"
+    trained = run_cli(
+        "train", data, "--aligned", "--out", out, "--epochs", "1", "--batch", "16", "--val", "2", "--test", "3",
+        "--input-size", "32", "--threads", "1", "--quiet",
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    command = next(line for line in trained.stdout.splitlines() if "siamface evaluate" in line)
+    evaluated = run_cli(*shlex.split(command)[1:], "--no-cache", "--quiet")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "18 genuine" in evaluated.stdout, evaluated.stdout

@@ -216,8 +216,8 @@ def make_pairs(
 def read_pairs_file(path: PathLike, root: PathLike | None = None) -> list[tuple[Any, Any]]:
     """Read a two-column pair list (``a b`` per line, e.g. ``07399/000093.jpg 07256/000114.jpg``).
 
-    Fields are separated by whitespace; blank lines and ``#`` comments are
-    skipped. Returns ``(a, b)`` string tuples, or ``Path`` tuples joined to
+    Fields are separated by a tab when the line holds one (paths with spaces, as `siamface train` writes
+    them), else by whitespace; blank lines and ``#`` comments are skipped. Returns ``(a, b)`` string tuples, or ``Path`` tuples joined to
     ``root`` when it is given. The label is not in the file (it is implied by
     which file it is: ``pairs_same.txt`` / ``pairs_different.txt``). Raises
     ``ValueError`` naming the line when a line has other than two fields.
@@ -229,7 +229,7 @@ def read_pairs_file(path: PathLike, root: PathLike | None = None) -> list[tuple[
             line = raw.strip()
             if not line or line.startswith("#"):
                 continue
-            tok = line.split()
+            tok = raw.rstrip("\r\n").split("\t") if "\t" in line else line.split()
             if len(tok) != 2:
                 raise ValueError(f"{p}:{no}: expected two fields 'a b', got {len(tok)}: {line!r}")
             if root is not None:

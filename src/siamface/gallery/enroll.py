@@ -17,7 +17,9 @@ duplicate       similarity above ``duplicate`` (None: the model's, ``ModelInfo.d
                 0.98) to a template the person already has, or to one
                 added earlier in the same call (checked inside the store's write transaction)
 other-person    a person already enrolled: below the 1:1 threshold's similarity to every template the
-                person has (checked inside the store's transaction; ``force`` turns it off). Capture
+                person has (checked inside the store's transaction; ``force`` turns it off); a new
+                person: below it to the reference face (of the faces offered, the one that matches the
+                most of the others). Capture
                 sessions (video, camera) also: below it to a frame already kept in the session, i.e.
                 someone else is the largest face
 ==============  =====================================================================================

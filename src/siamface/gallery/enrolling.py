@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..decision import Thresholds
+from ..decision import Threshold, Thresholds
 from ..errors import ConfigError
 from ..image import describe
 from .enroll import QualityGates, Sample, assess, assess_many, image_files, person_folders, video_frames
@@ -337,7 +337,7 @@ class Enrolling:
             # Inside the store's write transaction: `enrolled` is the person's templates as they are now,
             # `recent` everyone's added since the checks above (by another writer meanwhile).
             own = [t.embedding for t in enrolled if not t.quality.get("provisional")]
-            own = own or [t.embedding for t in enrolled]
+            own = own or [t.embedding for t in enrolled] or _reference(candidates, threshold)
             kept = [t.embedding for t in enrolled]
             mine = {t.person_id for t in enrolled}
             others = [t for t in recent if t.person_id not in mine]
@@ -361,8 +361,9 @@ class Enrolling:
                 best = max((float(k @ e) for k in kept), default=-1.0)
                 if match is not None and not threshold.accepts(match) and not force:
                     reasons[i] = "other-person"
+                    whom = f"the enrolled person {shown!r}" if enrolled else "the face of the person's other images"
                     verdicts.append(
-                        f"{t.source}: does not match the enrolled person {shown!r} (best similarity "
+                        f"{t.source}: does not match {whom} (best similarity "
                         f"{match:.4f} < threshold {threshold.value:.4f}); not added (--force, or "
                         "force=true over the API, adds it anyway)"
                     )
@@ -506,3 +507,15 @@ def _clash(candidates: Sequence[NewTemplate], others: Sequence[Template], thresh
 def _recent_provisional(template: Template, since: str) -> bool:
     """A provisional template made at or after `since` (ISO times in UTC compare as strings)."""
     return bool(template.quality.get("provisional")) and template.created >= since
+
+
+def _reference(candidates: Sequence[NewTemplate], threshold: Threshold) -> list[np.ndarray]:
+    """A new person's reference face: of the faces offered, the one that matches the most of the others at the
+    1:1 threshold (the first such, in order). Every face kept must match it, as an addition must match the
+    person's originals: one enrolment cannot make one person of several faces (a stranger's photo among
+    someone's, or a walk of blends), whoever each would open the door to."""
+    if not candidates:
+        return []
+    faces = np.stack([np.asarray(t.embedding, np.float32) for t in candidates])
+    matches = threshold.accepts(faces @ faces.T).sum(axis=1)
+    return [faces[int(np.argmax(matches))]]

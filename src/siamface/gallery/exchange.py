@@ -153,8 +153,12 @@ def _read(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
     path = Path(path)
     if not path.is_file():
         raise GalleryError(f"{path}: no such export file")
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise GalleryError(f"{path}:{number}: not a siamface gallery export (not UTF-8 text)") from None
             if not line.strip():
                 continue
             try:

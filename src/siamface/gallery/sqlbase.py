@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -54,6 +55,8 @@ from .store import (
 )
 
 log = logging.getLogger(__name__)
+#: The meta row of the secret that keys the audit references of names nobody has (`unenrolled_ref`).
+CLAIM_SECRET = "claim_secret"
 
 #: Bounds of a person's metadata and a template's quality figures (JSON objects): nesting levels (the object
 #: itself is level 1) and size of their JSON text. Checked on the way in; rows deeper than this (written by
@@ -425,6 +428,37 @@ class SqlStore:
             )
             for r in rows
         ]
+
+    def unenrolled_ref(self, name: str) -> str:
+        """The audit reference (and lock-out key) of a claim of `name` while nobody has it: `UNENROLLED` + an
+        HMAC-SHA-256 of the name as this store tells names apart (`name_key`: the claims that would name one
+        person share it), keyed by a secret the gallery keeps (`_claim_secret`), so that whoever reads the audit
+        without the gallery (an export, a copy) cannot test names against it, while every process that opens the
+        gallery computes the same reference (one lock-out across servers and restarts)."""
+        digest = hmac.new(self._claim_secret(), self.name_key(name).encode(), hashlib.sha256).hexdigest()
+        return UNENROLLED + digest[:24]
+
+    def _claim_secret(self) -> bytes:
+        """The gallery's secret for `unenrolled_ref` (meta ``claim_secret``): made once, by whichever process
+        needs it first, inside a write transaction that keeps the row already there (two servers racing read
+        back the one stored). A read-only gallery without one (which audits nothing) gets one for this process."""
+        known = getattr(self, "_claim_key", None)
+        if known is not None:
+            return known
+        select = self._q("SELECT value FROM meta WHERE key = ?")
+        with self._read() as db:
+            row = db.execute(select, (CLAIM_SECRET,)).fetchone()
+        if row is None and self.read_only:
+            row = (secrets.token_hex(32),)
+        elif row is None:
+            with self._write() as db:
+                db.execute(
+                    self._q("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING"),
+                    (CLAIM_SECRET, secrets.token_hex(32)),
+                )
+                row = db.execute(select, (CLAIM_SECRET,)).fetchone()
+        self._claim_key = bytes.fromhex(row[0])
+        return self._claim_key
 
     def recent_denials(self, person_id: int | str, since: str, limit: int = 1000) -> list[str]:
         """When each denied claim verification of the person was audited (ISO, UTC, oldest first): those at

@@ -369,6 +369,10 @@ class Store(Protocol):
     def name_key(self, name: str) -> str:
         """The form by which the store tells names apart (names are unique ignoring case, as it folds it)."""
 
+    def unenrolled_ref(self, name: str) -> str:
+        """The audit reference of a claim of `name` while nobody has it (`UNENROLLED` + a keyed digest of its
+        `name_key`, keyed by the gallery's own secret: the same in every process that opens the gallery)."""
+
     def templates(self, name: str | None = None, *, embeddings: bool = False) -> list[Template]: ...
 
     def matrix(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:

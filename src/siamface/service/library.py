@@ -258,6 +258,27 @@ class PhotoLibrary:
         for i in self._files.pop(relative, (None, []))[1]:
             self._entries.pop(i, None)
 
+    def forget(self, templates: np.ndarray, threshold: float, link: float, model: str) -> int:
+        """Drop a removed person's faces: those that one of their `templates` matches at `threshold` (the 1:1
+        threshold in force: the same person), and every face grouped with one of them (at the linking threshold
+        `link`, as the page shows them), with their thumbnails and crops; how many. A folder photo of theirs is
+        not read again until it changes (its other faces stay)."""
+        if not len(templates):
+            return 0
+        _, grouping, by_face = self.grouping(link, model)
+        groups = [{by_face[id(f)].id for f in group if id(f) in by_face} for group in grouping.clusters]
+        with self._lock:
+            theirs = {e.id for e in self._entries.values() if float(np.max(templates @ e.face.embedding)) >= threshold}
+            theirs |= {i for group in groups if group & theirs for i in group}
+            for i in theirs:
+                self._entries.pop(i, None)
+            for f, (signature, ids) in self._files.items():
+                self._files[f] = (signature, [i for i in ids if i not in theirs])
+            if theirs:
+                self.version += 1
+                self._grouping = None
+        return len(theirs)
+
     def clear(self) -> None:
         """Forget every face (the folder is read again by the next scan)."""
         with self._lock:

@@ -155,6 +155,10 @@ class Lockout:
         as a denied verification. Event loop only, as the rest."""
         self._record(key, self._states.setdefault(key, _State()), False)
 
+    def forget(self, key: Hashable) -> None:
+        """Forget `key` (a person removed from the gallery: the next person given their id starts afresh)."""
+        self._states.pop(key, None)
+
     def locked(self) -> set[Hashable]:
         """The keys locked now."""
         now = self.clock()

@@ -7,7 +7,8 @@ cannot fill a disk, and an access log that never shows a secret sent in a URL.
   says it for the kinds still counting. An operating-system error (a refused accept: "too many open files")
   is one line, without its traceback.
 - `redact_query`: the access log's request line with the value of every query parameter that looks like a
-  credential (``key``, ``api_key``, ``token``, ...) replaced by ``[redacted]``.
+  credential (``key``, ``api_key``, ``token``, ...), and every path segment shaped like an API key (a key
+  pasted into the URL's path), replaced by ``[redacted]``.
 """
 
 from __future__ import annotations
@@ -44,10 +45,14 @@ def secret_param(part: str) -> bool:
 
 
 def redact_query(target: str) -> str:
-    """`target` (a path with its query) with the values of credential-like query parameters redacted."""
+    """`target` (a path with its query) with the values of credential-like query parameters, and the path's
+    segments that hold something shaped like an API key, redacted."""
     path, mark, query = target.partition("?")
+    path = "/".join(
+        "[redacted]" if _KEY_SHAPED.search(urllib.parse.unquote(segment)) else segment for segment in path.split("/")
+    )
     if not mark:
-        return target
+        return path
     parts = []
     for part in query.split("&"):
         name, eq, _ = part.partition("=")

@@ -247,6 +247,14 @@ class LivenessSessions:
             session.used = True
             return session
 
+    def forget(self, person: Hashable) -> None:
+        """Drop the sessions opened for `person` (removed from the gallery: their frames' embeddings and their
+        name go with them; the session ids answer 404) and the count of sessions opened for them."""
+        with self._lock:
+            for sid in [sid for sid, s in self._sessions.items() if s.person == person]:
+                del self._sessions[sid]
+            self._opened.pop(("person", person), None)
+
     def failures(self) -> list[Hashable]:
         """The people of sessions that failed, or expired unused, since the last call (each session once):
         for the lock-out book."""

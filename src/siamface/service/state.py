@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import logging
 import math
 import time
@@ -32,7 +31,6 @@ from ..errors import ConfigError, NoFaceError, SiamfaceError
 from ..gallery.enrolling import AdditionCap
 from ..gallery.results import ClaimVerification
 from ..gallery.store import (
-    UNENROLLED,
     AuditRecord,
     DamagedGalleryError,
     GalleryReembeddedError,
@@ -64,16 +62,13 @@ def actor(key: str | None) -> str:
 class Unenrolled:
     """A claimed name that nobody enrolled has, as a key that may not list people sees it: claimed, checked,
     denied, counted towards a lock-out and audited like a wrong face for an enrolled name, so that the answer
-    says nothing of who is enrolled. `id`: its key in the lock-out book and the sessions (a digest of the
-    name folded as the store folds names, so that two spellings share a lock-out exactly when they would name
-    one enrolled person; never a person's id)."""
+    says nothing of who is enrolled. `id`: its key in the lock-out book and the sessions, and its audit
+    reference (`Store.unenrolled_ref`: a digest of the name folded as the store folds names, keyed by the
+    gallery's secret, so that two spellings share a lock-out exactly when they would name one enrolled
+    person, and every server sharing the gallery counts them together; never a person's id)."""
 
     name: str
-    key: str  # the name as the store compares names (`Store.name_key`): claims it would take for one name share a key
-
-    @property
-    def id(self) -> str:
-        return UNENROLLED + hashlib.sha256(self.key.encode()).hexdigest()[:24]
+    id: str
 
 
 #: What a claim's answer keeps for a key below enrol (no score, no template count, nothing that differs
@@ -134,6 +129,7 @@ class Service:
 
         self.library = PhotoLibrary(settings.library)
         self.created_gallery = False
+        self._refs: dict[int, str] = {}  # person id -> the reference of the person it was seen for (`notice`)
         self.model_note: str | None = None
         self.warnings: list[str] = []  # said at start (serve prints them)
         self.audit_state = "ok"  # "broken": the audit chain did not verify at start
@@ -362,7 +358,7 @@ class Service:
                 raise
             from ..gallery.names import lookup_form
 
-            return Unenrolled(lookup_form(name), self.gallery.store.name_key(name))
+            return Unenrolled(lookup_form(name), self.gallery.store.unenrolled_ref(name))
 
     def verify_claim(
         self,
@@ -732,6 +728,34 @@ class Service:
         if not admin:
             report = _without_scores(report)
         return bool(report["added"]), report
+
+    def notice(self, person) -> None:
+        """Forget what this process holds under `person`'s id when it held it for another person, since removed
+        (by the command line, or another server sharing the gallery; SQLite gives a removed person's id to the
+        next person enrolled): their lock-out and liveness sessions. Called as a claim or an addition names the
+        person, on the event loop (the lock-out book's)."""
+        if isinstance(person, Unenrolled):
+            return
+        seen = self._refs.setdefault(person.id, person.ref)
+        if seen != person.ref:
+            self._refs[person.id] = person.ref
+            self.sessions.forget(person.id)
+            self.lockout.forget(person.id)
+
+    def remove(self, name: str, key: str | None) -> tuple[Any, dict[str, Any]]:
+        """Remove the person `name` from the gallery (their templates and kept images, audited with `key`) and
+        from this process's memory: the photo library's faces that are theirs (`PhotoLibrary.forget`), the
+        capture sessions opened for them, the index's copy of their templates. (person, answer); the route then
+        clears their lock-out (`Lockout.forget`, on the event loop)."""
+        store = self.gallery.store
+        person = store.person(name, metadata=False)  # a damaged person can be removed
+        _, templates = store.person_matrix(person.id)
+        removed = store.delete(person.name, actor=actor(key))
+        len(self.gallery.index)  # the in-memory index catches up now, not at the next search
+        model = self.pipeline.encoder.info.name
+        self.library.forget(templates, self.gallery.thresholds.verify.value, self.library_threshold(), model)
+        self.sessions.forget(person.id)
+        return person, {"removed": person.name, "templates": removed}
 
     def additions_since(self) -> str:
         """The start of the additions window now, as the gallery stores times (ISO, UTC)."""

@@ -47,6 +47,7 @@ async def open_session(
         )
     reveal = allows(role, "enrol")
     person = await svc.run(svc.claimed, claim, reveal)
+    svc.notice(person)
     await svc.count_session_failures()
     svc.lockout.merge(person.id, await svc.run(svc.denials, person))
     left = svc.lockout.remaining_lock(person.id)

@@ -142,6 +142,7 @@ async def add_faces(
         added, report = await svc.run(svc.enroll, name, uploads, None, True, True, key, admin)
         return _enrolled(added, report, 200)
     person = await svc.run(svc.person, name)
+    svc.notice(person)
     if not admin:
         await svc.run(svc.refuse_more_additions, person.name, len(uploads))
     added, report = False, {"added": []}
@@ -222,10 +223,9 @@ async def update_person(
 async def delete_person(
     name: str, svc: Annotated[Service, Depends(service)], key: Annotated[str | None, Depends(api_key)]
 ) -> dict[str, Any]:
-    """Needs the admin role."""
-
-    def delete():
-        person = svc.gallery.store.person(name, metadata=False)  # a damaged person can be removed
-        return {"removed": person.name, "templates": svc.gallery.store.delete(person.name, actor=actor(key))}
-
-    return await svc.run(delete)
+    """Removes the person from the gallery and from the server's memory: the photo library's faces that are
+    theirs (those their templates match at the 1:1 threshold, and the faces grouped with them), the liveness
+    sessions opened for them, their lock-out. Needs the admin role."""
+    person, answer = await svc.run(svc.remove, name, key)
+    svc.lockout.forget(person.id)
+    return answer

@@ -61,6 +61,7 @@ async def verify(
             raise ServiceError(400, "bad-request", "verify with 'claim' takes one image file in field 'image'")
         probe = await read_upload(image, "image")
         person = await svc.run(svc.claimed, claim, allows(role, "enrol"))
+        svc.notice(person)
         await svc.count_session_failures()
         session = svc.liveness_session(liveness_session, key, person)
         async with svc.lockout.attempt(person.id, svc.stored_denials(person)) as attempt:
