@@ -400,3 +400,52 @@ def test_cli_watch_with_liveness_names_a_face_only_once_its_session_passed(tmp_p
     passed = [e for e in events["moving"] if e["event"] == "liveness"]
     assert passed and passed[0]["live"] is True and passed[0]["liveness"]["parallax"] >= 0.15, passed
     assert {e["person"] for e in events["picture"]} == {"checking"}, events["picture"]
+
+
+def test_cli_watch_with_liveness_does_not_lend_an_accomplices_movement_to_the_victims_photo(tmp_path, pipeline):
+    # a track's liveness is bound to the face it was gathered on. s23 (the accomplice, enrolled too) moves in
+    # front of the camera until the track's session passed and is named s23; then a cut to s5's still photo (the
+    # victim) at the same place and size: the tracker keeps the track by position. s5 is never reported (the
+    # track is 'checking' again at its next embedding, within `--refresh` frames of the cut, and the photo's
+    # own session never passes); and the other way round, s23 moving after s5's photo is named s23, never s5.
+    # A cut after s23 made the movement, before the session's end (1.5 s), passes the session on the photo's
+    # frames: the pass is checked against the face it passed on, and withdrawn
+    from conftest import S23_MOVING, att_frame, camera_frame
+
+    from siamface.gallery import Gallery
+
+    rng = np.random.default_rng(8)
+    with Gallery(tmp_path / "g.db", pipeline, create=True) as g:
+        g.enroll("s23", [camera_frame(n, rng) for n in ("7", "1", "10")])
+        g.enroll("s5", [att(5, i) for i in (2, 3, 4)])
+    moving = [camera_frame(S23_MOVING[i % len(S23_MOVING)], rng) for i in range(50)]
+    photo = [att_frame(5, 1, rng) for _ in range(50)]
+    events = {}
+    shows = {"accomplice then photo": moving + photo, "photo then person": photo + moving}
+    shows["cut before the pass"] = moving[:32] + photo[:16]  # embedded at 0, 10, 20, 30; moved by 17; ends at 38
+    for kind, frames in shows.items():
+        folder = tmp_path / kind.replace(" ", "-")
+        folder.mkdir()
+        for i, frame in enumerate(frames):  # a folder of frames plays at 25 a second
+            cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        args = ("watch", "-g", tmp_path / "g.db", "--source", folder, "--liveness", "passive", "--camera", "grey")
+        done = cli(*args, "--refresh", "10")
+        assert done.returncode == 0, done.stderr
+        events[kind] = [json.loads(line) for line in done.stdout.splitlines()]
+        assert len({e["track"] for e in events[kind]}) == 1, events[kind]  # one track throughout: kept by position
+    swapped = events["accomplice then photo"]
+    named = [(e["frame"], e["person"]) for e in swapped if e["event"] in ("appeared", "identified")]
+    assert ("s23" in dict(named).values()) and min(f for f, p in named if p == "s23") < 50, named  # live, named
+    assert "s5" not in {e["person"] for e in swapped}, named  # the photo is never reported present and live
+    after = [(f, p) for f, p in named if f >= 50]
+    assert after and after[0][0] < 50 + 10 and after[0][1] == "checking", named  # s23's name leaves the photo
+    unbound = [e for e in swapped if e["event"] == "liveness" and e["frame"] >= 50]
+    assert unbound and unbound[0]["live"] is False and "another person" in unbound[0]["liveness"]["reason"], unbound
+    reverse = events["photo then person"]
+    assert "s5" not in {e["person"] for e in reverse}, reverse
+    assert [e["person"] for e in reverse if e["event"] in ("appeared", "identified")][-1] == "s23", reverse
+    early = events["cut before the pass"]
+    assert {e["person"] for e in early} == {"checking"}, early  # neither s23's name nor s5's on the photo
+    decided = [e for e in early if e["event"] == "liveness"]
+    assert len(decided) == 1 and decided[0]["live"] is False and decided[0]["frame"] > 32, decided
+    assert "another person" in decided[0]["liveness"]["reason"], decided

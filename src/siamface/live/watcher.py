@@ -6,7 +6,13 @@ With ``liveness="passive"`` watch decides like `authenticate`: each track is a p
 service: camera rate, no repeated picture, the passive check on every frame, a 3-D movement, restarts when
 the face leaves), and a track is named only once its session passed; until then it is ``checking``, after a
 failed session ``not-live`` (a new session then begins on its next frames), with a ``liveness`` event for
-each decided session."""
+each decided session. A track's liveness is bound to the person it was gathered on: the track is embedded on
+the frame its session passes, and whenever it is embedded (new, refreshed, passed) its embedding is compared
+with the track's first (the model's own 1:1 threshold, as a capture session compares faces); an
+unlike one (the tracker kept the track by position through a cut: an accomplice's movement, then the
+victim's photo in their place) starts the track's liveness and its votes again from that face, the one
+compared with from then on, so that no
+one's name is reported live on someone else's movement."""
 
 from __future__ import annotations
 
@@ -57,6 +63,8 @@ class Watcher:
             self.rules = rules or CaptureRules()
         self.captures: dict[int, object] = {}  # track id -> its capture session
         self.not_live: set[int] = set()  # tracks whose last session failed
+        self.bound: dict[int, np.ndarray] = {}  # track id -> the embedding its liveness is bound to
+        self.same_person = float(pipeline.encoder.info.threshold)  # the model's own 1:1 threshold
         self.pipeline = pipeline
         self.matcher = matcher
         self.refresh = refresh
@@ -88,14 +96,16 @@ class Watcher:
             return track.label
         return NOT_LIVE if track.id in self.not_live else CHECKING
 
-    def _check(self, frame: Frame, faces, tracks: list[Track]) -> None:
-        """Feed each track's capture session this frame's face (or its absence)."""
+    def _check(self, frame: Frame, faces, tracks: list[Track]) -> dict[int, object]:
+        """Feed each track's capture session this frame's face (or its absence); the sessions decided on this
+        frame, by track id (their events wait for `_bound`: a pass holds only for the person it began on)."""
         from ..liveness.session import CaptureSession, see
 
         keypoints = faces.data.get("keypoints")
         if keypoints is None and len(faces):
             raise ConfigError(f"liveness needs a detector with 5 keypoints (retinaface, mtcnn), not {faces.detector!r}")
         here = {track.id: i for i, track in enumerate(tracks)}
+        decided = {}
         for track in self.tracker.tracks:
             capture = self.captures.get(track.id)
             if capture is not None and capture.state == "passed":
@@ -106,11 +116,39 @@ class Watcher:
             seen = None if i is None else see(frame.image, faces.boxes[i], keypoints[i], self.passive)[0]
             result = capture.observe(frame.time, seen)
             if result is not None:
-                if result.passed:
-                    self.not_live.discard(track.id)
-                else:
-                    self.not_live.add(track.id)
-                self._event("liveness", frame, track, live=result.passed, liveness=result.to_dict())
+                decided[track.id] = result
+        return decided
+
+    def _bound(self, track: Track, embedding: np.ndarray) -> float | None:
+        """Whether the track's face is still the person its liveness is bound to (its first embedding, or the
+        first since its face became another person's): None when it is, else the similarity, and the track's liveness and votes start
+        again from this face (a new session from the next frame: the track is `checking` until it passes)."""
+        from ..liveness.session import CaptureSession
+
+        vector = np.asarray(embedding, np.float32).ravel()
+        anchor = self.bound.setdefault(track.id, vector)
+        score = float(anchor @ vector / max(float(np.linalg.norm(anchor) * np.linalg.norm(vector)), 1e-12))
+        if score >= self.same_person:
+            return None
+        self.bound[track.id] = vector
+        self.captures[track.id] = CaptureSession("passive", self.rules)
+        self.not_live.discard(track.id)
+        track.votes.clear()
+        return score
+
+    def _liveness_event(self, frame: Frame, track: Track, result, unlike: float | None) -> None:
+        """The `liveness` event of a session decided on this frame (`result`), or of a track's liveness
+        withdrawn because its face became another person's (`unlike`: the similarity)."""
+        if unlike is None:
+            (self.not_live.discard if result.passed else self.not_live.add)(track.id)
+            self._event("liveness", frame, track, live=result.passed, liveness=result.to_dict())
+            return
+        reason = (
+            f"the face became another person's (similarity {unlike:.2f} to the face its liveness session began "
+            f"with, under the same-person threshold {self.same_person:g}): its liveness starts again"
+        )
+        evidence = {"passed": False, "reason": reason, "similarity": round(unlike, 4)}
+        self._event("liveness", frame, track, live=False, liveness=evidence)
 
     def _due(self, tracks: list[Track]) -> list[int]:
         """Indices of the tracks to embed on this frame: every new track, and of the tracks already recognised
@@ -130,17 +168,25 @@ class Watcher:
     def process(self, frame: Frame) -> FrameResult:
         faces = self.pipeline.detect(frame.image)
         tracks, _, ended = self.tracker.update(faces.boxes, frame.index)
-        if self.liveness != "off":
-            self._check(frame, faces, tracks)
+        decided = self._check(frame, faces, tracks) if self.liveness != "off" else {}
         stale = self._due(tracks)
+        if decided:  # a pass is confirmed by the face it passed on: embedded on this frame
+            stale = sorted(set(stale) | {i for i, t in enumerate(tracks) if t.id in decided and decided[t.id].passed})
+        unlike: dict[int, float] = {}
         if stale:
             subset = self.pipeline.embed(frame.image, faces[np.array(stale)])
-            for i, (name, score) in zip(stale, self.matcher.identify(subset.embeddings)):
+            for i, embedding, (name, score) in zip(stale, subset.embeddings, self.matcher.identify(subset.embeddings)):
                 track = tracks[i]
+                withdrawn = self._bound(track, embedding) if self.liveness != "off" else None
+                if withdrawn is not None:
+                    unlike[track.id] = withdrawn
                 track.votes.append((name, score))
                 track.embedded_frame = self.stats.frames
                 track.decide()
             self.stats.embedded += len(stale)
+        for track in self.tracker.tracks:  # a session may fail on a frame without its face (a gap, the timeout)
+            if track.id in decided or track.id in unlike:
+                self._liveness_event(frame, track, decided.get(track.id), unlike.get(track.id))
         for track in tracks:
             shown = self.label(track)
             if track.announced is None and track.votes:
@@ -153,6 +199,7 @@ class Watcher:
             if track.announced is not None:
                 self._event("left", frame, track, frames=track.last_frame - track.first_frame + 1)
             self.captures.pop(track.id, None)
+            self.bound.pop(track.id, None)
             self.not_live.discard(track.id)
         latency = (time.perf_counter() - frame.captured) * 1000
         self.stats.frames += 1
