@@ -57,7 +57,7 @@ def add_parsers(sub) -> None:
         help="off (default): name every face; passive: each tracked face is a passive capture session, as in "
         "authenticate (camera rate, no repeated picture, the passive check on every frame, a 3-D movement), "
         "and is named only once it passed ('checking' until then, 'not-live' after a failed session; a "
-        "'liveness' event per decided session)",
+        "'liveness' event per decided session; a track whose face becomes another person's starts again)",
     )
     add_camera_options(p)
     p.set_defaults(func=cmd_watch)

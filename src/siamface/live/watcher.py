@@ -8,11 +8,10 @@ the face leaves), and a track is named only once its session passed; until then 
 failed session ``not-live`` (a new session then begins on its next frames), with a ``liveness`` event for
 each decided session. A track's liveness is bound to the person it was gathered on: the track is embedded on
 the frame its session passes, and whenever it is embedded (new, refreshed, passed) its embedding is compared
-with the track's first (the model's own 1:1 threshold, as a capture session compares faces); an
-unlike one (the tracker kept the track by position through a cut: an accomplice's movement, then the
-victim's photo in their place) starts the track's liveness and its votes again from that face, the one
-compared with from then on, so that no
-one's name is reported live on someone else's movement."""
+with the track's first (the model's own 1:1 threshold, as a capture session compares faces); an unlike one
+(the tracker kept the track by position through a cut: an accomplice's movement, then the victim's photo in
+their place) starts the track's liveness and its votes again from that face, the one compared with from then
+on, so that no one's name is reported live on someone else's movement."""
 
 from __future__ import annotations
 
