@@ -135,3 +135,46 @@ def test_one_photo_puppeted_by_a_local_warp_never_passes_an_active_session(tmp_p
         assert state["state"] != "passed" and claim["granted"] is False, (state, claim)
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("larger", ["accomplice", "photo"])
+def test_a_live_accomplice_beside_the_victims_photo_never_unlocks_the_victim(tmp_path, larger):
+    """Two faces in every frame: the victim's photo (still, with a camera's noise) and a live accomplice (s23
+    moving a little) beside it, either one the larger. The session follows one face from the first frame on
+    (the largest, then the nearest): following the accomplice it may pass on their movement, but the claim
+    for the victim is denied (every face of the session must be the victim); following the photo it never
+    moves as a head, and the claim is refused while the session is pending."""
+    from conftest import S23_MOVING, s23_face
+
+    srv, clock = server(tmp_path, "passive")
+    rng = np.random.default_rng(2)
+    photo, accomplice = (1.8, 2.0) if larger == "accomplice" else (2.2, 1.5)
+
+    def make(i: int, _prompt: str) -> np.ndarray:
+        moving = s23_face(S23_MOVING[i % len(S23_MOVING)])
+        dx, dy = (int(v) for v in rng.integers(-2, 3, 2))
+        frame = scene([(att_rgb(VICTIM, PHOTO), photo, (60, 100)), (moving, accomplice, (380 + dx, 100 + dy))])
+        frame = np.clip(frame.astype(np.float32) + rng.normal(0, 2.0, frame.shape), 0, 255).astype(np.uint8)
+        return np.repeat(frame.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2)
+
+    try:
+        session = open_session(srv, "victim").body["session_id"]
+        state: dict = {"state": "pending"}
+        for i in range(40):
+            answer = send(srv, session, make(i, ""))
+            clock.advance(0.1)
+            state = answer.body if answer.status == 200 else answer.body["session"]
+            if state["state"] != "pending":
+                break
+        fields = {"claim": "victim", "liveness_session": session}
+        probe = png_bytes(make(0, ""))
+        claim = srv.request("POST", "/v1/verify", fields=fields, files=[("image", "probe.png", probe)])
+        if larger == "accomplice":
+            assert state["state"] == "passed", state  # the accomplice's live movement, followed
+            assert claim.status == 200 and claim.body["granted"] is False, claim.body
+            assert claim.body["liveness"]["session"]["same_person"] is False, claim.body
+        else:
+            assert state["state"] == "pending" and state["parallax"] < 0.15, state  # a photo: no head movement
+            assert (claim.status, claim.error) == (409, "liveness-pending"), claim.body
+    finally:
+        srv.stop()
