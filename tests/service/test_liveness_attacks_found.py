@@ -1,9 +1,10 @@
 """Attacks on liveness sessions by someone holding one stolen photo of an enrolled person and a recognise key,
 over a real `siamface serve` (in a thread of the test process, a grey camera: the fixtures are grey AT&T
-photos). The frames are made from ONE photo of the victim, never from a camera: the service cannot tell an
-injected frame from a camera's, so the session's checks are all that stands between the photo and a grant.
-Each test that found a way in is marked xfail(strict=True) while it does, so that a fix turns it into an
-XPASS (a failure of the suite) and the mark must then be removed."""
+photos). The frames are made from ONE photo of the victim (in one test, beside an accomplice's live face),
+never from a camera: the service cannot tell an injected frame from a camera's, so the session's checks are
+all that stands between the photo and a grant. Each test that found a way in is marked xfail(strict=True)
+while it does, so that a fix turns it into an XPASS (a failure of the suite) and the mark must then be
+removed."""
 
 from __future__ import annotations
 
