@@ -122,11 +122,10 @@ class Watcher:
         """Whether the track's face is still the person its liveness is bound to (its first embedding, or the
         first since its face became another person's): None when it is, else the similarity, and the track's liveness and votes start
         again from this face (a new session from the next frame: the track is `checking` until it passes)."""
-        from ..liveness.session import CaptureSession
+        from ..liveness.session import CaptureSession, cosine
 
         vector = np.asarray(embedding, np.float32).ravel()
-        anchor = self.bound.setdefault(track.id, vector)
-        score = float(anchor @ vector / max(float(np.linalg.norm(anchor) * np.linalg.norm(vector)), 1e-12))
+        score = cosine(self.bound.setdefault(track.id, vector), vector)
         if score >= self.same_person:
             return None
         self.bound[track.id] = vector

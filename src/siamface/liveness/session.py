@@ -218,12 +218,16 @@ def see(image: np.ndarray, box, keypoints, passive=None, embedding=None) -> tupl
     return Seen(keypoints, box, live, face_signature(image, box), readable, face_colour(image, box), vector), checked
 
 
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """The cosine similarity of two embeddings, whether or not they are unit length."""
+    return float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
+
+
 def similarity(before: Seen | None, now: Seen) -> float | None:
     """The cosine similarity of two faces' embeddings (None when either has none)."""
     if before is None or before.embedding is None or now.embedding is None:
         return None
-    a, b = before.embedding, now.embedding
-    return float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
+    return cosine(before.embedding, now.embedding)
 
 
 @dataclass
