@@ -331,8 +331,8 @@ def test_session_book_bounds():
     assert error(book.use, first, "k1", 2) == (409, "liveness-session-other-claim")
     assert error(book.use, first, "k1", 1) == (409, "liveness-session-used")  # tried once, used up
     clock.advance(61)
-    assert book.failures() == [2, 1]  # expired unused: each counted once
-    assert book.failures() == []
+    assert [s.person for s in book.failed()] == [2, 1]  # expired unused: each counted once
+    assert book.failed() == []
     assert PROMPTS["turn_left"].startswith("turn")
 
 

@@ -255,13 +255,9 @@ class LivenessSessions:
                 del self._sessions[sid]
             self._opened.pop(("person", person), None)
 
-    def failures(self) -> list[Hashable]:
-        """The people of sessions that failed, or expired unused, since the last call (each session once):
-        for the lock-out book."""
-        return [s.person for s in self.failed()]
-
     def failed(self) -> list[Session]:
-        """The sessions that failed, or expired unused, since the last call (each session once)."""
+        """The sessions that failed, or expired unused, since the last call (each session once): for the
+        lock-out book and the audit."""
         now = self.clock()
         out = []
         with self._lock:
