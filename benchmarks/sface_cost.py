@@ -8,7 +8,9 @@ the cost gate's reference, benchmarks/DEFAULT_RULE.md), `sface`, `sface` with fl
 `dlib-resnet`, `sface+dlib` (SFace and dlib's ResNet without flip, fused) and `sface+dlib-flip`, as registered
 (`sface+dlib` runs its parts side by side, `siamface.embedding.fused`); the same fusions with the other
 scheduling, for comparison (``sequential``: one part after the other, all threads each; ``side by side``: each
-part on its own thread, one intra-op thread each); and a
+part on its own thread, the first with all the intra-op threads, the others with their share), `sface+dlib`
+side by side with one intra-op thread for each part (``one thread each``: its scheduling before SFace was given
+both threads); and a
 second retinaface pass on the face's region (twice the box's side) scaled so that the box is 160 px wide,
 what refining the keypoints of a small face would add (benchmarks/sface_align.py, ``refine``), and the
 product's pass (`RetinaFaceDetector.refine_keypoints` with its defaults, its crop included; the gate's faces
@@ -60,6 +62,9 @@ def main(argv=None) -> int:
     for fusion in (SFACE_DLIB, SFACE_DLIB_FLIP, DLIB_FLIP_FACENET):
         other = "sequential" if fusion.concurrent else "side by side"
         encoders[f"{fusion.name} {other}"] = FusedEncoder(replace(fusion, concurrent=not fusion.concurrent))
+    each = FusedEncoder(SFACE_DLIB)
+    each.parts[0] = create_encoder(SFACE_DLIB.parts[0][0], num_threads=1, **SFACE_DLIB.parts[0][1])
+    encoders[f"{SFACE_DLIB.name} one thread each"] = each
 
     def once(enc, im, f) -> float:
         t = time.perf_counter()

@@ -12,15 +12,16 @@ all there is to fit.
 Each part crops its own chip (dlib's landmark-aligned 150 px chip, FaceNet's 160 px box crop): the encoder
 lists them in ``chip_specs`` and `embed` takes one chip array per part.
 
-A fusion marked ``concurrent`` runs its parts side by side, each in its own thread with its share of the
-intra-op threads (two cores: one each), instead of one after the other with all of them: ONNX Runtime's
-threads do not spin (`siamface._onnx`), so a network of many small operators (SFace: 88 after
-optimisation) pays a worker's wake-up on every one and gains little from a second thread, while two
-single-threaded networks keep both cores busy without waking anyone. The embeddings are the same
+A fusion marked ``concurrent`` runs its parts side by side instead of one after the other: the first part
+(the longest) in the caller's thread with all the intra-op threads, each other part in a pool thread with its
+share of them (two cores: one). While the short part runs, the first part's second intra-op thread shares a
+core with it; once it is done, the first part has both cores (ONNX Runtime's parallel loops hand their blocks
+out one at a time, and a worker that has not started when the caller's thread has done them all is called
+off, so a worker kept waiting by a busy core costs little). The embeddings are the same
 (``tests/test_fused.py``). Which fusions gain was measured (``benchmarks/sface_cost.py``): `sface+dlib`, whose
-dlib pass (about 3 ms on one thread) hides behind SFace's (about 7); not `sface+dlib-flip` (its two dlib
-passes on one thread take as long as SFace, and under load the pair waited for the later one), nor the
-fusions with FaceNet (FaceNet alone on one thread takes longer than the whole chain on two).
+dlib pass (about 3 ms on one thread) hides behind SFace's (about 5.5 on two, 7 on one); not `sface+dlib-flip`
+(its two dlib passes on one thread take as long as SFace, and under load the pair waited for the later one),
+nor the fusions with FaceNet (FaceNet alone on one thread takes longer than the whole chain on two).
 """
 
 from __future__ import annotations
@@ -92,12 +93,15 @@ class FusedEncoder:
 
     def __init__(self, fusion: Fusion, num_threads: int | None = None) -> None:
         self.fusion = fusion
-        threads = num_threads
-        if fusion.concurrent:
+        threads = [num_threads] * len(fusion.parts)
+        if fusion.concurrent:  # the first part all the threads, the others their share (module doc)
             from .onnx_runtime import default_num_threads
 
-            threads = max(1, int(num_threads or default_num_threads()) // len(fusion.parts))
-        self.parts: list[Encoder] = [create_encoder(name, num_threads=threads, **opts) for name, opts in fusion.parts]
+            total = int(num_threads or default_num_threads())
+            threads = [total] + [max(1, total // len(fusion.parts))] * (len(fusion.parts) - 1)
+        self.parts: list[Encoder] = [
+            create_encoder(name, num_threads=n, **opts) for (name, opts), n in zip(fusion.parts, threads)
+        ]
         self.chip_specs = tuple(p.info.chip for p in self.parts)
         self._scale = np.sqrt(np.array(fusion.part_weights(), np.float64)).astype(np.float32)
         part_ids = ";".join(f"{p.info.name}@{p.info.version}" for p in self.parts)
