@@ -32,9 +32,10 @@ from siamface.evaluation.metrics import eer, tar_at_far, threshold_for_far  # no
 GRID = np.round(np.arange(0.0, 1.0001, 0.05), 2)
 
 
-def model_embeddings(name: str, flip: bool, root: Path, files: list[str], dets, detector) -> np.ndarray:
-    pipe = Pipeline(detector=detector, model=create_encoder(name, flip=flip))
-    return embeddings(f"{name}{'-flip' if flip else ''}", root, files, dets, pipe)
+def model_embeddings(name: str, flip: bool, root: Path, files: list[str], dets, detector, **options) -> np.ndarray:
+    pipe = Pipeline(detector=detector, model=create_encoder(name, flip=flip, **options))
+    tag = f"{name}{'-flip' if flip else ''}{''.join(f'-{k}' for k, v in sorted(options.items()) if v)}"
+    return embeddings(tag, root, files, dets, pipe)
 
 
 @dataclass
@@ -56,10 +57,10 @@ class FitSets:
     aj: np.ndarray
     ay: np.ndarray
 
-    def scores(self, name: str, flip: bool) -> tuple[np.ndarray, np.ndarray]:
-        """A model's pair scores on the fitting identities and on AT&T."""
-        emb = model_embeddings(name, flip, self.celeba, self.files, self.dets, self.det)
-        att = model_embeddings(name, flip, self.att, self.afiles, self.adets, self.det)
+    def scores(self, name: str, flip: bool, **options) -> tuple[np.ndarray, np.ndarray]:
+        """A model's pair scores on the fitting identities and on AT&T (`options`: the encoder's)."""
+        emb = model_embeddings(name, flip, self.celeba, self.files, self.dets, self.det, **options)
+        att = model_embeddings(name, flip, self.att, self.afiles, self.adets, self.det, **options)
         return pair_scores(emb, self.i, self.j), pair_scores(att, self.ai, self.aj)
 
 

@@ -221,20 +221,22 @@ SFACE_DLIB_FLIP = Fusion(
     identify_threshold_source=DLIB_FACENET.identify_threshold_source,
     impostor_median=0.57,  # celeba_ids fitting identities 0.577, AT&T 0.580 (benchmarks/impostor_floor.py)
 )
-#: SFace with dlib's ResNet without flip averaging (one dlib pass instead of two; benchmarks/sface_fit.py,
-#: w = 0.3 on SFace: fitting identities EER 5.15 %, TAR@FAR1e-3 87.8 %; benchmarks/sface_cost.py for its cost).
-#: Its parts run side by side (module doc; benchmarks/sface_cost.py, ten runs at load 5-19 on two shared cores:
-#: fastest round 7.6-8.2 ms in every run against 7.8-11.5 one after the other; median 0.43-0.59x the former
-#: default's against 0.38-0.77x, lower in five runs, higher in four; `sface+dlib-flip` side by side was not
-#: faster in the median, 15.5-34.4 against 15.3-18.1 ms).
+#: SFace with dlib's ResNet without flip averaging (one dlib pass instead of two), dlib's chip warped from the
+#: detector's five keypoints like SFace's, refined for small faces (`dlib_resnet.DLIB_KEYPOINT_CHIP`; before,
+#: from dlib's landmarks: version ``dlib_face_recognition_resnet_model_v1`` for that part, so a gallery enrolled
+#: then is told to re-embed). benchmarks/sface_fit.py, w = 0.3 on SFace (the rule's choice, as before): fitting
+#: identities EER 4.75 %, TAR@FAR1e-3 89.2 % (dlib's part from its landmarks: 5.07 % / 88.8 %; dlib alone
+#: 5.71 % / 75.0 % against 6.09 % / 73.9 %, benchmarks/dlib_keypoints.py); benchmarks/sface_cost.py for its cost.
+#: Its parts run side by side (module doc): SFace with both intra-op threads, dlib's pass with one.
 SFACE_DLIB = replace(
     SFACE_DLIB_FLIP,
     name="sface+dlib",
-    parts=(("sface", {}), ("dlib-resnet", {})),
+    parts=(("sface", {}), ("dlib-resnet", {"keypoints": True})),
     weight=0.3,
-    threshold=0.755,  # celeba_ids fitting identities 0.7555, AT&T 0.7510 (before the refinement: 0.7540, 0.7554)
-    identify_threshold=0.808,  # 0.8080, 0.7784 (before: 0.8083, 0.7779)
-    impostor_median=0.61,  # celeba_ids fitting identities 0.612, AT&T 0.617 (benchmarks/impostor_floor.py)
+    # celeba_ids fitting identities 0.7550, AT&T 0.7514 (dlib's part from its landmarks: 0.7555, 0.7510)
+    threshold=0.755,
+    identify_threshold=0.806,  # 0.8062, 0.7790 (before: 0.8080, 0.7784)
+    impostor_median=0.61,  # celeba_ids fitting identities 0.613, AT&T 0.617 (benchmarks/impostor_floor.py)
     concurrent=True,
 )
 SFACE_FACENET = replace(
