@@ -23,19 +23,28 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from _facecache import all_pairs, att_files, celeba_files, detections, embeddings, fit_split, pair_scores  # noqa: E402
+from _facecache import (  # noqa: E402
+    all_pairs,
+    att_files,
+    celeba_files,
+    detections,
+    embeddings,
+    fit_split,
+    pair_scores,
+    part_encoder,
+    part_key,
+    part_tag,
+)
 
 from siamface import Pipeline  # noqa: E402
-from siamface.embedding import create_encoder  # noqa: E402
 from siamface.evaluation.metrics import eer, tar_at_far, threshold_for_far  # noqa: E402
 
 GRID = np.round(np.arange(0.0, 1.0001, 0.05), 2)
 
 
 def model_embeddings(name: str, flip: bool, root: Path, files: list[str], dets, detector, **options) -> np.ndarray:
-    pipe = Pipeline(detector=detector, model=create_encoder(name, flip=flip, **options))
-    tag = f"{name}{'-flip' if flip else ''}{''.join(f'-{k}' for k, v in sorted(options.items()) if v)}"
-    return embeddings(tag, root, files, dets, pipe)
+    key = part_key(name, {"flip": flip, **options})
+    return embeddings(part_tag(key), root, files, dets, Pipeline(detector=detector, model=part_encoder(key)))
 
 
 @dataclass
