@@ -128,6 +128,25 @@ def embeddings(
     return np.stack([known[f] for f in files]) if files else np.zeros((0, dim), np.float32)
 
 
+def part_key(name: str, options: dict) -> tuple[str, bool, tuple]:
+    """A fused model's part (its encoder's name and options, `Fusion.parts`) as a key: name, flip averaging, the
+    other options sorted."""
+    return name, bool(options.get("flip")), tuple(sorted((k, v) for k, v in options.items() if k != "flip"))
+
+
+def part_tag(key: tuple[str, bool, tuple]) -> str:
+    """The embedding cache tag of a `part_key`: ``dlib-resnet-flip``, ``dlib-resnet-keypoints`` ..."""
+    name, flip, options = key
+    return name + ("-flip" if flip else "") + "".join(f"-{k}" for k, v in options if v)
+
+
+def part_encoder(key: tuple[str, bool, tuple]):
+    from siamface.embedding import create_encoder
+
+    name, flip, options = key
+    return create_encoder(name, flip=flip, **dict(options))
+
+
 def _refinement(pipeline) -> str:
     """What the pipeline's keypoint refinement adds to an embedding's cache key: nothing for an encoder whose
     chips are not warped from keypoints, or a detector that does not refine (the keys of before)."""

@@ -118,7 +118,6 @@ def model_table(data: Path, models: str | None = None, detector: str = "retinafa
     """
     import _facecache as fc
 
-    from siamface.embedding import create_encoder
     from siamface.embedding.fused import (
         DLIB_FACENET,
         DLIB_FACENET_FLIP,
@@ -140,26 +139,26 @@ def model_table(data: Path, models: str | None = None, detector: str = "retinafa
         SFACE_DLIB_FLIP_FACENET,
     )
     singles = {
-        "dlib-resnet": ("dlib-resnet", False),
-        "dlib-resnet +flip": ("dlib-resnet", True),
-        "facenet": ("facenet", False),
-        "facenet +flip": ("facenet", True),
-        "sface": ("sface", False),
+        "dlib-resnet": fc.part_key("dlib-resnet", {}),
+        "dlib-resnet +flip": fc.part_key("dlib-resnet", {"flip": True}),
+        "facenet": fc.part_key("facenet", {}),
+        "facenet +flip": fc.part_key("facenet", {"flip": True}),
+        "sface": fc.part_key("sface", {}),
     }
     wanted = None if not models else {m.strip() for m in models.split(",") if m.strip()}
     fusions = tuple(f for f in fusions if wanted is None or f.name in wanted)
     singles = {k: v for k, v in singles.items() if wanted is None or k in wanted}
-    needed = set(singles.values()) | {(p, bool(o.get("flip"))) for f in fusions for p, o in f.parts}
+    needed = set(singles.values()) | {fc.part_key(p, o) for f in fusions for p, o in f.parts}
     det = Pipeline(detector=detector).detector
     rows: dict[str, list[str]] = {}
     header = ["model"]
     for name, root, files, labels, pairs, face in _sets(data):
         dets = fc.detections(root, files, det, detector)
         emb = {}
-        for model, flip in sorted(needed):
-            pipe = Pipeline(detector=det, model=create_encoder(model, flip=flip))
-            tag = f"{model}{'-flip' if flip else ''}" + ("" if detector == "retinaface" else f"-{detector}")
-            emb[model, flip] = fc.embeddings(tag, root, files, dets, pipe, face)
+        for key in sorted(needed):
+            pipe = Pipeline(detector=det, model=fc.part_encoder(key))
+            tag = fc.part_tag(key) + ("" if detector == "retinaface" else f"-{detector}")
+            emb[key] = fc.embeddings(tag, root, files, dets, pipe, face)
         check = [f for f in files[:40] if dets[f] is not None and len(dets[f])][:8]
         idx = [files.index(f) for f in check]
         for fusion in fusions:
@@ -172,10 +171,7 @@ def model_table(data: Path, models: str | None = None, detector: str = "retinafa
                 face,
             )
             composed = np.concatenate(
-                [
-                    np.sqrt(w) * emb[p, bool(o.get("flip"))][idx]
-                    for (p, o), w in zip(fusion.parts, fusion.part_weights())
-                ],
+                [np.sqrt(w) * emb[fc.part_key(p, o)][idx] for (p, o), w in zip(fusion.parts, fusion.part_weights())],
                 axis=1,
             )
             assert np.abs(real - composed).max() < 1e-4, f"{fusion.name} differs from its parts"
@@ -185,7 +181,7 @@ def model_table(data: Path, models: str | None = None, detector: str = "retinafa
             **{row: s[key] for row, key in singles.items()},
             **{
                 f"{f.name} (w={f.weight_label()})": sum(
-                    w * s[p, bool(o.get("flip"))] for (p, o), w in zip(f.parts, f.part_weights())
+                    w * s[fc.part_key(p, o)] for (p, o), w in zip(f.parts, f.part_weights())
                 )
                 for f in fusions
             },

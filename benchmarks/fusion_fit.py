@@ -23,18 +23,28 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from _facecache import all_pairs, att_files, celeba_files, detections, embeddings, fit_split, pair_scores  # noqa: E402
+from _facecache import (  # noqa: E402
+    all_pairs,
+    att_files,
+    celeba_files,
+    detections,
+    embeddings,
+    fit_split,
+    pair_scores,
+    part_encoder,
+    part_key,
+    part_tag,
+)
 
 from siamface import Pipeline  # noqa: E402
-from siamface.embedding import create_encoder  # noqa: E402
 from siamface.evaluation.metrics import eer, tar_at_far, threshold_for_far  # noqa: E402
 
 GRID = np.round(np.arange(0.0, 1.0001, 0.05), 2)
 
 
-def model_embeddings(name: str, flip: bool, root: Path, files: list[str], dets, detector) -> np.ndarray:
-    pipe = Pipeline(detector=detector, model=create_encoder(name, flip=flip))
-    return embeddings(f"{name}{'-flip' if flip else ''}", root, files, dets, pipe)
+def model_embeddings(name: str, flip: bool, root: Path, files: list[str], dets, detector, **options) -> np.ndarray:
+    key = part_key(name, {"flip": flip, **options})
+    return embeddings(part_tag(key), root, files, dets, Pipeline(detector=detector, model=part_encoder(key)))
 
 
 @dataclass
@@ -56,10 +66,10 @@ class FitSets:
     aj: np.ndarray
     ay: np.ndarray
 
-    def scores(self, name: str, flip: bool) -> tuple[np.ndarray, np.ndarray]:
-        """A model's pair scores on the fitting identities and on AT&T."""
-        emb = model_embeddings(name, flip, self.celeba, self.files, self.dets, self.det)
-        att = model_embeddings(name, flip, self.att, self.afiles, self.adets, self.det)
+    def scores(self, name: str, flip: bool, **options) -> tuple[np.ndarray, np.ndarray]:
+        """A model's pair scores on the fitting identities and on AT&T (`options`: the encoder's)."""
+        emb = model_embeddings(name, flip, self.celeba, self.files, self.dets, self.det, **options)
+        att = model_embeddings(name, flip, self.att, self.afiles, self.adets, self.det, **options)
         return pair_scores(emb, self.i, self.j), pair_scores(att, self.ai, self.aj)
 
 

@@ -1,6 +1,6 @@
 """Gallery backends at scale, side by side: PostgreSQL + pgvector (search inside the database), SQLite + the
 in-process index (FAISS when installed) and exact NumPy search over the SQLite gallery, on synthetic
-dlib-like templates (siamface.gallery.synthetic: 128-d, 10 per person, probes at cosine 0.93-0.97 to
+dlib-like templates (siamface.gallery.synthetic: 128-d, or --dim, 10 per person, probes at cosine 0.93-0.97 to
 their person).
 
 Each (backend, size) runs in a process of its own, so that its memory is its own. Per run:
@@ -77,17 +77,17 @@ def _bulk(store, owners: np.ndarray, templates: np.ndarray) -> float:
     return len(templates) / (time.perf_counter() - start)
 
 
-def one(backend: str, spec: str, n: int, queries: int, tmp: Path, sweep: list[int]) -> list[dict]:
+def one(backend: str, spec: str, n: int, queries: int, tmp: Path, sweep: list[int], dim: int = 128) -> list[dict]:
     """Load a gallery of `n` templates and measure it through a searching process of its own (run in a
     process of its own too)."""
     from siamface.gallery import ModelBinding, NewTemplate, open_store, synthetic
 
-    centres, owners, templates = synthetic.gallery(n, per_person=PER_PERSON, seed=3)
+    centres, owners, templates = synthetic.gallery(n, per_person=PER_PERSON, d=dim, seed=3)
     _, probes = synthetic.probes(centres, queries, seed=4)
-    extra_centres = synthetic.gallery(ENROLL_PEOPLE * PER_PERSON, per_person=PER_PERSON, seed=5)[0]
+    extra_centres = synthetic.gallery(ENROLL_PEOPLE * PER_PERSON, per_person=PER_PERSON, d=dim, seed=5)[0]
     extra = synthetic.around(np.repeat(extra_centres, PER_PERSON, axis=0), np.random.default_rng(6))
     out: dict = {"backend": backend, "templates": n}
-    model = ModelBinding("dlib-resnet", "bench", 128)
+    model = ModelBinding("dlib-resnet", "bench", dim)
     store = open_store(spec, model, create=True)
     if backend == "postgres":
         import psycopg
@@ -118,7 +118,7 @@ def one(backend: str, spec: str, n: int, queries: int, tmp: Path, sweep: list[in
         probes,
     )
     name_of = [f"person{p:07d}" for p in range(len(centres))] + [f"extra{p:04d}" for p in range(ENROLL_PEOPLE)]
-    newcomers = synthetic.around(synthetic.gallery(ROUNDS, per_person=1, seed=7)[0], np.random.default_rng(8))
+    newcomers = synthetic.around(synthetic.gallery(ROUNDS, per_person=1, d=dim, seed=7)[0], np.random.default_rng(8))
     np.save(tmp / "probes.npy", probes)
     np.save(tmp / "newcomers.npy", newcomers)
     (tmp / "truth.json").write_text(json.dumps([name_of[t] for t in truth]))
@@ -263,6 +263,7 @@ def main() -> None:
         "--backends", nargs="+", default=["postgres", "sqlite", "exact"], choices=["postgres", "sqlite", "exact"]
     )
     parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--dim", type=int, default=128, help="template size (default 128; a fusion's: 256 and up)")
     parser.add_argument(
         "--postgres",
         metavar="URL",
@@ -294,7 +295,7 @@ def main() -> None:
     if args.one:
         backend, spec, n = args.one
         with tempfile.TemporaryDirectory() as tmp:
-            print(json.dumps(one(backend, spec, int(n), args.queries, Path(tmp), args.sweep)))
+            print(json.dumps(one(backend, spec, int(n), args.queries, Path(tmp), args.sweep, args.dim)))
         return
     if args.faiss_only:
         _report([faiss_only(args.faiss_only, args.queries, args.faiss_kind)], args.json)
@@ -339,6 +340,8 @@ def main() -> None:
                             str(n),
                             "--queries",
                             str(args.queries),
+                            "--dim",
+                            str(args.dim),
                             "--sweep",
                             *map(str, args.sweep),
                         ],

@@ -28,7 +28,6 @@ sys.path.insert(0, str(HERE))
 import _facecache as fc  # noqa: E402
 
 from siamface import Pipeline  # noqa: E402
-from siamface.embedding import create_encoder  # noqa: E402
 from siamface.embedding.fused import (  # noqa: E402
     DLIB_FLIP_FACENET,
     SFACE_DLIB,
@@ -64,10 +63,15 @@ def main(argv=None) -> int:
     files, labels = [f for f, k in zip(files, keep) if k], labels[keep]
     det = Pipeline(detector="retinaface").detector
     dets = fc.detections(root, files, det, "retinaface")
+    fusions = (DLIB_FLIP_FACENET, SFACE_DLIB_FLIP, SFACE_DLIB, SFACE_FACENET, SFACE_DLIB_FLIP_FACENET)
     parts = {}
-    for name, flip in (("dlib-resnet", False), ("dlib-resnet", True), ("facenet", False), ("sface", False)):
-        pipe = Pipeline(detector=det, model=create_encoder(name, flip=flip))
-        parts[name, flip] = fc.embeddings(f"{name}{'-flip' if flip else ''}", root, files, dets, pipe)
+    for key in sorted(
+        {fc.part_key(n, {}) for n in ("dlib-resnet", "facenet", "sface")}
+        | {fc.part_key(p, o) for f in fusions for p, o in f.parts}
+    ):
+        parts[key] = fc.embeddings(
+            fc.part_tag(key), root, files, dets, Pipeline(detector=det, model=fc.part_encoder(key))
+        )
 
     ids = np.unique(labels)
     unknown = set(np.random.default_rng(0).permutation(ids)[: round(args.unknown * len(ids))].tolist())
@@ -85,9 +89,9 @@ def main(argv=None) -> int:
         return e[probes].astype(np.float64) @ e[gallery].astype(np.float64).T
 
     sims = {key: cos(e) for key, e in parts.items()}
-    rows = {"dlib-resnet": sims["dlib-resnet", False], "facenet": sims["facenet", False], "sface": sims["sface", False]}
-    for f in (DLIB_FLIP_FACENET, SFACE_DLIB_FLIP, SFACE_DLIB, SFACE_FACENET, SFACE_DLIB_FLIP_FACENET):
-        rows[f.name] = sum(w * sims[p, bool(o.get("flip"))] for (p, o), w in zip(f.parts, f.part_weights()))
+    rows = {n: sims[fc.part_key(n, {})] for n in ("dlib-resnet", "facenet", "sface")}
+    for f in fusions:
+        rows[f.name] = sum(w * sims[fc.part_key(p, o)] for (p, o), w in zip(f.parts, f.part_weights()))
     for name, s in rows.items():
         rank1, fnir, thr = open_set(s, labels[probes], gallery_ids, mated, args.fpir)
         print(f"{name}.rank1 {rank1:.4f}\n{name}.fnir_at_fpir_{args.fpir:g} {fnir:.4f}  (threshold {thr:.4f})")

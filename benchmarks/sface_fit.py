@@ -4,8 +4,8 @@
 
 Data as in fusion_fit.py: the 100 celeba_ids fitting identities (`_facecache.fit_split`, every pair among
 their first 8 photos, retinaface) and AT&T (all pairs). For `sface+dlib-flip`, `sface+dlib` (dlib's ResNet
-without flip), `sface+facenet` (weight of SFace's part w over 0, 0.05, ..., 1) and `sface+dlib-flip+facenet` (weights on the same grid, summing to 1)
-it prints EER and TAR at FAR 1e-3 on the fitting identities for every weight and the choice (lowest FRR at
+without flip, aligned from the detector's keypoints), `sface+facenet` (weight of SFace's part w over 0, 0.05,
+..., 1) and `sface+dlib-flip+facenet` (weights on the same grid, summing to 1) it prints EER and TAR at FAR 1e-3 on the fitting identities for every weight and the choice (lowest FRR at
 FAR 1e-3 + EER, as fusion_fit.py chooses); then, for `sface` and each chosen fusion, the thresholds at FAR
 1e-3 and 1e-4 on both sets (the default is the stricter of the two, as for the other models); with
 ``--shipped``, for each fusion's shipped weights instead of the choice (a fusion's version names its weights,
@@ -30,11 +30,13 @@ from fusion_fit import GRID, fit_sets  # noqa: E402
 
 from siamface.evaluation.metrics import eer, tar_at_far, threshold_for_far  # noqa: E402
 
+#: Each part: its encoder, flip averaging and options. `sface+dlib`'s dlib part is aligned from the detector's
+#: keypoints (`siamface.embedding.dlib_resnet.DLIB_KEYPOINT_CHIP`), the other dlib parts from dlib's landmarks.
 PARTS = {
-    "sface": ("sface", False),
-    "dlib-flip": ("dlib-resnet", True),
-    "dlib": ("dlib-resnet", False),
-    "facenet": ("facenet", False),
+    "sface": ("sface", False, {}),
+    "dlib-flip": ("dlib-resnet", True, {}),
+    "dlib": ("dlib-resnet", False, {"keypoints": True}),
+    "facenet": ("facenet", False, {}),
 }
 
 
@@ -56,8 +58,8 @@ def main(argv=None) -> int:
     y, ay = sets.y, sets.ay
 
     fit_s, att_s = {}, {}
-    for key, (name, flip) in PARTS.items():
-        fit_s[key], att_s[key] = sets.scores(name, flip)
+    for key, (name, flip, options) in PARTS.items():
+        fit_s[key], att_s[key] = sets.scores(name, flip, **options)
         _, e, t = cost(fit_s[key], y)
         print(f"{key}.eer {e:.4f}\n{key}.tar_at_far_0.001 {t:.4f}", flush=True)
 

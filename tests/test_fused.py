@@ -83,8 +83,9 @@ def _chips_of(encoder, frame, detector):
 
 @pytest.mark.parametrize("name", ["sface+dlib"])
 def test_sface_fusions_run_their_parts_side_by_side_with_the_same_embeddings(name, fused, frames):
-    """`sface+dlib` runs dlib's part in another thread while SFace runs, each part on its share of the threads,
-    and gives the embeddings of the parts run one after the other."""
+    """`sface+dlib` runs dlib's part in another thread while SFace runs, SFace (in the caller's thread) with all
+    the intra-op threads and dlib with its share, and gives the embeddings of the parts run one after the
+    other."""
     import threading
     from dataclasses import replace
 
@@ -92,6 +93,7 @@ def test_sface_fusions_run_their_parts_side_by_side_with_the_same_embeddings(nam
 
     enc = create_encoder(name, num_threads=2)
     assert enc.fusion.concurrent and [p.info.name for p in enc.parts] == ["sface", "dlib-resnet"]
+    assert (enc.parts[0].num_threads, enc.parts[1]._engine.num_threads) == (2, 1)
     sequential = FusedEncoder(replace(enc.fusion, concurrent=False), num_threads=2)
     for frame in frames:
         chips = _chips_of(enc, frame, fused.detector)

@@ -275,14 +275,45 @@ def test_sface_runs_in_the_blocked_layout_without_reorders(tmp_path, sface):
 
 
 def test_sface_dlib_is_sface_and_one_unflipped_dlib_pass_weighted_by_its_fit():
-    """`sface+dlib`: SFace and dlib's ResNet without flip averaging (one dlib pass per face), fused with the
-    weight fitted on the celeba_ids fitting identities: its score is 0.3 sface + 0.7 dlib-resnet."""
+    """`sface+dlib`: SFace and dlib's ResNet without flip averaging (one dlib pass per face), dlib's chip warped
+    from the detector's keypoints, fused with the weight fitted on the celeba_ids fitting identities: its score
+    is 0.3 sface + 0.7 dlib-resnet (keypoints=True)."""
     image_a, image_b = att_rgb(3, 1), att_rgb(3, 4)
     scores = {}
-    for name in ("sface+dlib", "sface", "dlib-resnet"):
-        pipe = Pipeline(detector="retinaface", model=name)
+    for key, encoder in (
+        ("sface+dlib", "sface+dlib"),
+        ("sface", "sface"),
+        ("dlib", create_encoder("dlib-resnet", keypoints=True)),
+    ):
+        pipe = Pipeline(detector="retinaface", model=encoder)
         a, b = (pipe.embed(im).embeddings[0] for im in (image_a, image_b))
-        scores[name] = float(a @ b)
-    assert scores["sface+dlib"] == pytest.approx(0.3 * scores["sface"] + 0.7 * scores["dlib-resnet"], abs=1e-5)
+        scores[key] = float(a @ b)
+    assert scores["sface+dlib"] == pytest.approx(0.3 * scores["sface"] + 0.7 * scores["dlib"], abs=1e-5)
     info = create_encoder("sface+dlib").info
-    assert info.extra["part_options"] == [{}, {}] and scores["sface+dlib"] > info.threshold
+    assert info.extra["part_options"] == [{}, {"keypoints": True}] and scores["sface+dlib"] > info.threshold
+
+
+def test_sface_dlib_warps_dlibs_chip_from_the_keypoints():
+    """dlib's part of `sface+dlib` is aligned from the detector's five keypoints, as SFace's is (so a small face's
+    refined keypoints serve both): moving the keypoints moves its chip, moving dlib's landmarks does not; a
+    detector without keypoints gives chips warped from dlib's landmarks, close to dlib's own, and the same
+    person still matches while another does not."""
+    enc = create_encoder("sface+dlib")
+    assert [spec.crop for spec in enc.chip_specs] == ["keypoints", "keypoints"]
+    assert "keypoints" in enc.parts[1].info.version and enc.chip_specs[1].size == 150
+    image = scene([(att_rgb(4, 1), 2.0, (200, 100))])
+    faces = Pipeline(detector="retinaface").detect(image)[:1]
+    kps, lms = faces.data["keypoints"], faces.landmarks
+
+    def dlib_chip(keypoints, landmarks):
+        return encoder_chips(enc, image, faces.boxes, landmarks, keypoints)[1][0].astype(int)
+
+    chip = dlib_chip(kps, lms)
+    assert np.array_equal(chip, dlib_chip(kps, lms + 3.0))
+    assert np.abs(chip - dlib_chip(kps + 3.0, lms)).mean() > 5
+    own = crop_all(image, faces.boxes, lms, create_encoder("dlib-resnet").info.chip)[0].astype(int)
+    assert np.abs(dlib_chip(None, lms) - own).mean() < 6  # no keypoints: from the landmarks, about dlib's chip
+    pipe = Pipeline(detector="haar", model=enc)
+    a, b, c = (scene([(att_rgb(s, i), 2.0, (200, 100))]) for s, i in ((4, 1), (4, 3), (7, 1)))
+    same, other = pipe.verify(a, b), pipe.verify(a, c)
+    assert same.same and not other.same, (same.similarity, other.similarity)

@@ -9,9 +9,12 @@ labelled pairs of CelebA identities in shared/datasets/celeba_ids (see README, "
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from .._models import dlib_object
+from ..alignment import DLIB_CHIP, ChipSpec
 from .base import ModelInfo, check_chips, l2_normalise, register_model
 
 DLIB_RESNET_INFO = ModelInfo(
@@ -34,6 +37,38 @@ DLIB_RESNET_INFO = ModelInfo(
 )
 
 
+#: Where the detector's five keypoints (eye centres, nose tip, mouth corners) land, on average, in dlib's own
+#: 150 px chip: measured by benchmarks/dlib_keypoints.py on the 100 celeba_ids fitting identities (retinaface's
+#: keypoints mapped into the chip dlib's landmarks define; median over the faces). ``keypoints=True`` warps
+#: dlib's chip from them (the plain similarity warp SFace's chip uses), so that dlib's part of a fusion is
+#: aligned from the same keypoints as SFace's, refined for small faces (`RetinaFaceDetector.refine_keypoints`).
+KEYPOINTS_IN_CHIP = (
+    (47.2, 45.3),
+    (101.1, 44.9),
+    (73.5, 78.2),
+    (51.3, 100.7),
+    (97.4, 100.4),
+)
+
+#: dlib's chip warped from the detector's keypoints onto `KEYPOINTS_IN_CHIP`; a face whose detector gives none
+#: is warped from dlib's five landmarks onto dlib's own template (the same similarity, without dlib's rounding
+#: of the chip's corners).
+DLIB_KEYPOINT_CHIP = ChipSpec(
+    size=DLIB_CHIP.size,
+    padding=0.0,
+    template=tuple((x / DLIB_CHIP.size, y / DLIB_CHIP.size) for x, y in KEYPOINTS_IN_CHIP),
+    crop="keypoints",
+    landmark_template=tuple((float(x), float(y)) for x, y in DLIB_CHIP.target_points() / DLIB_CHIP.size),
+)
+
+#: The same network on those chips: its own version (its embeddings differ), dlib-resnet's thresholds (it is
+#: shipped as a part of `sface+dlib`, whose own thresholds are fitted; benchmarks/dlib_keypoints.py prints its
+#: EER and TAR alone on the fitting identities).
+DLIB_RESNET_KEYPOINTS_INFO = replace(
+    DLIB_RESNET_INFO, version=f"{DLIB_RESNET_INFO.version}/keypoints5", chip=DLIB_KEYPOINT_CHIP
+)
+
+
 @register_model("dlib-resnet-reference")
 class DlibResnetEncoder:
     """dlib's own forward pass (about 80 ms per face on two cores)."""
@@ -52,12 +87,13 @@ class DlibResnetEncoder:
 
 @register_model("dlib-resnet")
 class OnnxResnetEncoder:
-    """The same network run by ONNX Runtime (about 10-17 ms per face on two cores)."""
+    """The same network run by ONNX Runtime (about 3 ms per face on one core). ``keypoints=True``: its chips
+    are warped from the detector's five keypoints (`DLIB_KEYPOINT_CHIP`) instead of dlib's landmarks."""
 
-    def __init__(self, num_threads: int | None = None, use_cuda: bool = False) -> None:
+    def __init__(self, num_threads: int | None = None, use_cuda: bool = False, keypoints: bool = False) -> None:
         from .onnx_runtime import OnnxDlibResnet
 
-        self.info = DLIB_RESNET_INFO
+        self.info = DLIB_RESNET_KEYPOINTS_INFO if keypoints else DLIB_RESNET_INFO
         self._engine = OnnxDlibResnet(num_threads=num_threads, use_cuda=use_cuda)
 
     def embed(self, chips: np.ndarray) -> np.ndarray:

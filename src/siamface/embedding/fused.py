@@ -12,15 +12,16 @@ all there is to fit.
 Each part crops its own chip (dlib's landmark-aligned 150 px chip, FaceNet's 160 px box crop): the encoder
 lists them in ``chip_specs`` and `embed` takes one chip array per part.
 
-A fusion marked ``concurrent`` runs its parts side by side, each in its own thread with its share of the
-intra-op threads (two cores: one each), instead of one after the other with all of them: ONNX Runtime's
-threads do not spin (`siamface._onnx`), so a network of many small operators (SFace: 88 after
-optimisation) pays a worker's wake-up on every one and gains little from a second thread, while two
-single-threaded networks keep both cores busy without waking anyone. The embeddings are the same
+A fusion marked ``concurrent`` runs its parts side by side instead of one after the other: the first part
+(the longest) in the caller's thread with all the intra-op threads, each other part in a pool thread with its
+share of them (two cores: one). While the short part runs, the first part's second intra-op thread shares a
+core with it; once it is done, the first part has both cores (ONNX Runtime's parallel loops hand their blocks
+out one at a time, and a worker that has not started when the caller's thread has done them all is called
+off, so a worker kept waiting by a busy core costs little). The embeddings are the same
 (``tests/test_fused.py``). Which fusions gain was measured (``benchmarks/sface_cost.py``): `sface+dlib`, whose
-dlib pass (about 3 ms on one thread) hides behind SFace's (about 7); not `sface+dlib-flip` (its two dlib
-passes on one thread take as long as SFace, and under load the pair waited for the later one), nor the
-fusions with FaceNet (FaceNet alone on one thread takes longer than the whole chain on two).
+dlib pass (about 3 ms on one thread) hides behind SFace's (about 5.5 on two, 7 on one); not `sface+dlib-flip`
+(its two dlib passes on one thread take as long as SFace, and under load the pair waited for the later one),
+nor the fusions with FaceNet (FaceNet alone on one thread takes longer than the whole chain on two).
 """
 
 from __future__ import annotations
@@ -92,12 +93,15 @@ class FusedEncoder:
 
     def __init__(self, fusion: Fusion, num_threads: int | None = None) -> None:
         self.fusion = fusion
-        threads = num_threads
-        if fusion.concurrent:
+        threads = [num_threads] * len(fusion.parts)
+        if fusion.concurrent:  # the first part all the threads, the others their share (module doc)
             from .onnx_runtime import default_num_threads
 
-            threads = max(1, int(num_threads or default_num_threads()) // len(fusion.parts))
-        self.parts: list[Encoder] = [create_encoder(name, num_threads=threads, **opts) for name, opts in fusion.parts]
+            total = int(num_threads or default_num_threads())
+            threads = [total] + [max(1, total // len(fusion.parts))] * (len(fusion.parts) - 1)
+        self.parts: list[Encoder] = [
+            create_encoder(name, num_threads=n, **opts) for (name, opts), n in zip(fusion.parts, threads)
+        ]
         self.chip_specs = tuple(p.info.chip for p in self.parts)
         self._scale = np.sqrt(np.array(fusion.part_weights(), np.float64)).astype(np.float32)
         part_ids = ";".join(f"{p.info.name}@{p.info.version}" for p in self.parts)
@@ -217,20 +221,22 @@ SFACE_DLIB_FLIP = Fusion(
     identify_threshold_source=DLIB_FACENET.identify_threshold_source,
     impostor_median=0.57,  # celeba_ids fitting identities 0.577, AT&T 0.580 (benchmarks/impostor_floor.py)
 )
-#: SFace with dlib's ResNet without flip averaging (one dlib pass instead of two; benchmarks/sface_fit.py,
-#: w = 0.3 on SFace: fitting identities EER 5.15 %, TAR@FAR1e-3 87.8 %; benchmarks/sface_cost.py for its cost).
-#: Its parts run side by side (module doc; benchmarks/sface_cost.py, ten runs at load 5-19 on two shared cores:
-#: fastest round 7.6-8.2 ms in every run against 7.8-11.5 one after the other; median 0.43-0.59x the former
-#: default's against 0.38-0.77x, lower in five runs, higher in four; `sface+dlib-flip` side by side was not
-#: faster in the median, 15.5-34.4 against 15.3-18.1 ms).
+#: SFace with dlib's ResNet without flip averaging (one dlib pass instead of two), dlib's chip warped from the
+#: detector's five keypoints like SFace's, refined for small faces (`dlib_resnet.DLIB_KEYPOINT_CHIP`; before,
+#: from dlib's landmarks: version ``dlib_face_recognition_resnet_model_v1`` for that part, so a gallery enrolled
+#: then is told to re-embed). benchmarks/sface_fit.py, w = 0.3 on SFace (the rule's choice, as before): fitting
+#: identities EER 4.75 %, TAR@FAR1e-3 89.2 % (dlib's part from its landmarks: 5.07 % / 88.8 %; dlib alone
+#: 5.71 % / 75.0 % against 6.09 % / 73.9 %, benchmarks/dlib_keypoints.py); benchmarks/sface_cost.py for its cost.
+#: Its parts run side by side (module doc): SFace with both intra-op threads, dlib's pass with one.
 SFACE_DLIB = replace(
     SFACE_DLIB_FLIP,
     name="sface+dlib",
-    parts=(("sface", {}), ("dlib-resnet", {})),
+    parts=(("sface", {}), ("dlib-resnet", {"keypoints": True})),
     weight=0.3,
-    threshold=0.755,  # celeba_ids fitting identities 0.7555, AT&T 0.7510 (before the refinement: 0.7540, 0.7554)
-    identify_threshold=0.808,  # 0.8080, 0.7784 (before: 0.8083, 0.7779)
-    impostor_median=0.61,  # celeba_ids fitting identities 0.612, AT&T 0.617 (benchmarks/impostor_floor.py)
+    # celeba_ids fitting identities 0.7550, AT&T 0.7514 (dlib's part from its landmarks: 0.7555, 0.7510)
+    threshold=0.755,
+    identify_threshold=0.806,  # 0.8062, 0.7790 (before: 0.8080, 0.7784)
+    impostor_median=0.61,  # celeba_ids fitting identities 0.613, AT&T 0.617 (benchmarks/impostor_floor.py)
     concurrent=True,
 )
 SFACE_FACENET = replace(
