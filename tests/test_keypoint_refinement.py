@@ -90,13 +90,15 @@ def test_refined_keypoints_move_only_small_faces():
         assert moved < 0.1 * side
 
 
-def test_turned_off_gives_the_chips_of_the_first_keypoints(fixture_faces):
-    """``refine_below=None``: SFace's chips are warped from the detector's own keypoints, as before."""
+@pytest.mark.parametrize("off", [{"refine_below": None}, {"refine_keypoints": False}])
+def test_turned_off_gives_the_chips_of_the_first_keypoints(fixture_faces, off):
+    """``refine_below=None`` (the detector's option) or ``refine_keypoints=False`` (the pipeline's, what
+    ``--no-keypoint-refinement`` sets): SFace's chips are warped from the detector's own keypoints, as before."""
     faces, _ = fixture_faces
     image, found = faces[3]
     spec = Pipeline(model=MODEL).encoder.info.chip
     first = crop_all(image, found.boxes, found.landmarks, spec, found.data["keypoints"])
-    _, chips = _embed(Pipeline(model=MODEL, refine_below=None), [(image, found)])
+    _, chips = _embed(Pipeline(model=MODEL, **off), [(image, found)])
     np.testing.assert_array_equal(chips, first)
 
 

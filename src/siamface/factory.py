@@ -39,10 +39,9 @@ def build_pipeline(options: Any, gallery: str | os.PathLike | None = None) -> tu
         model=model or DEFAULT_MODEL,
         threshold=getattr(options, "threshold", None),
         calibration_file=calibration,
+        refine_keypoints=getattr(options, "refine_keypoints", True) is not False,
         **detector_options,
     )
-    if getattr(options, "refine_keypoints", True) is False and hasattr(pipeline.detector, "refine_below"):
-        pipeline.detector.refine_below = None  # small faces aligned on the first pass's keypoints, as before
     return pipeline, note
 
 

@@ -53,8 +53,10 @@ class Pipeline(ThresholdsInForce):
         threshold: float | None = None,
         threshold_source: str | None = None,
         calibration_file: str | os.PathLike | None = None,
+        refine_keypoints: bool = True,
         **detector_options,
     ) -> None:
+        self.refine_keypoints = refine_keypoints  # False: chips warped from the detector's first keypoints
         self._detector_spec = detector
         self._detector_options = detector_options
         self._model_spec = model
@@ -156,7 +158,7 @@ class Pipeline(ThresholdsInForce):
         again (`RetinaFaceDetector.refine_keypoints`) when the encoder's chips are warped from keypoints and
         the faces came from this pipeline's detector, which can refine them. `faces` is left unchanged."""
         keypoints = faces.data.get("keypoints")
-        refine = getattr(self.detector, "refine_keypoints", None)
+        refine = getattr(self.detector, "refine_keypoints", None) if self.refine_keypoints else None
         if keypoints is None or refine is None or not len(faces) or not uses_keypoints(self.encoder):
             return keypoints
         if faces.detector != getattr(self.detector, "name", None):

@@ -115,6 +115,10 @@ class GalleryIndex:
         self._saver: threading.Thread | None = None
 
     # -- keeping in step with the store ----------------------------------------------------------------
+    def catch_up(self) -> None:
+        """Bring the in-memory index in step with the store now (after a change), not at the next search."""
+        self._current()
+
     def _current(self) -> _Snapshot | _Faiss:
         generation = self.store.generation()
         state = self._state

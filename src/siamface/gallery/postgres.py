@@ -660,6 +660,9 @@ class PostgresIndex:
     def __len__(self) -> int:
         return int(self.store._connect().execute("SELECT count(*) FROM templates").fetchone()[0])
 
+    def catch_up(self) -> None:
+        """Nothing to do: every search reads the database (`GalleryIndex.catch_up`'s counterpart)."""
+
     @property
     def n_people(self) -> int:
         return int(self.store._connect().execute("SELECT count(*) FROM people").fetchone()[0])

@@ -751,7 +751,7 @@ class Service:
         person = store.person(name, metadata=False)  # a damaged person can be removed
         _, templates = store.person_matrix(person.id)
         removed = store.delete(person.name, actor=actor(key))
-        len(self.gallery.index)  # the in-memory index catches up now, not at the next search
+        self.gallery.index.catch_up()  # the in-memory index leaves the person now, not at the next search
         model = self.pipeline.encoder.info.name
         self.library.forget(templates, self.gallery.thresholds.verify.value, self.library_threshold(), model)
         self.sessions.forget(person.id)
