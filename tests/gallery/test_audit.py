@@ -117,3 +117,14 @@ def test_import_refuses_a_clone_of_an_enrolled_face_unless_forced(gallery_file, 
     assert out.returncode == 0 and "1 new people" in out.stdout, out.stderr
     entries = json.loads(cli("gallery", "audit", "-g", gallery_file, "--limit", "1", "--json").stdout)["entries"]
     assert entries[0]["kind"] == "import" and entries[0]["detail"] == {"created": True, "templates": 2}
+
+
+def test_only_a_rows_own_counted_flag_keeps_a_denial_out_of_the_lock_out_count(store_spec):
+    """`recent_denials` leaves out a denial whose detail says ``counted`` (a liveness session's failure has its
+    own row), by the detail's own top-level flag: the word anywhere else in the detail (a nested key, a
+    string) leaves the denial counted, as it did not when the detail was searched as text."""
+    with open_store(store_spec, MODEL, create=True) as s:
+        person = s.add_templates("p", [NewTemplate(v) for v in unit_vectors(1)]).person
+        details = [{"counted": True}, {"note": {"counted": True}}, {"reason": '"counted"'}, {}]
+        s.log([AuditRecord("verify", person.id, None, 0.1, 0.5, False, "", "m", "", d) for d in details])
+        assert len(s.recent_denials(person.id, "2000-01-01T00:00:00")) == 3

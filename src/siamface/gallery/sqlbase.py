@@ -480,7 +480,7 @@ class SqlStore:
         for time, accepted, detail in rows:
             if accepted:
                 break
-            if '"counted"' not in (detail or ""):
+            if not _counted(detail):
                 denied.append(str(time))
         return denied[::-1]
 
@@ -870,3 +870,13 @@ class SqlStore:
             self._bump(db)
         self._after_delete()
         return found.n_templates
+
+
+def _counted(detail: str | None) -> bool:
+    """Whether an audit row's detail (a JSON object) marks it ``counted`` by its own top-level key, not by the
+    word appearing anywhere in it."""
+    try:
+        parsed = json.loads(detail or "{}")
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and parsed.get("counted") is True
