@@ -37,7 +37,8 @@ recording ends. A presentation is one face that stays, of one person: when it le
 0.5 s the session restarts on the next face; where the face the session follows becomes another person's (a
 film's cut: its embedding against the face before under the model's own 1:1 threshold, the test the
 sessions make, `identity_cuts`) the presentation ends, as the sessions end theirs. A presentation that ends
-undecided is reported apart, not counted: "too short" when it ended before it could pass (fewer than the
+undecided is reported apart, not counted in BPCER (it is ISO/IEC 30107-3's bona fide presentation non-response,
+BPNRR, printed beside it): "too short" when it ended before it could pass (fewer than the
 session's 10 faces or 1.5 s), "pending" when it was long enough but showed no head movement yet; each with
 its reason, and per recording the identity cuts found. ``replay_video``: on replay_videos'
 apfol_fake2_replay.webm, a phone replaying a person to a webcam (a recorded attack, APCER), a session opened
@@ -419,9 +420,11 @@ def per_recording(paths: dict[str, list]) -> None:
     for name in dict.fromkeys(names):
         for path in ("service", "authenticate"):
             values = [v for n, v in zip(names, paths[path]) if n == name]
+            decided = values.count(True) + values.count(False)
             print(
                 f"  {name} via {path}: {values.count(True)} passed, {values.count(False)} refused, "
-                f"{values.count(None)} undecided"
+                f"{values.count(None)} undecided (BPCER {values.count(False)}/{decided}, "
+                f"BPNRR {values.count(None)}/{len(values)})"
             )
 
 
