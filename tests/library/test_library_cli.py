@@ -261,3 +261,33 @@ def test_the_linking_threshold_keeps_the_models_1_to_n_gap_above_a_calibrated_th
     assert cluster_threshold(Pipeline(threshold=given)) == pytest.approx(
         given + info.identify_threshold - info.threshold
     )
+
+
+@pytest.mark.parametrize("command", ["cluster", "find"])
+def test_a_pipe_or_a_device_in_a_folder_does_not_hang_a_scan_through_the_cache(tmp_path, command):
+    # The embedding cache (the default) hashed every file of the folder before it was read as a photo or a
+    # video: a FIFO named like a photo waited for a writer for ever, and a link to a device never ended (anyone
+    # who may write into the folder can leave one). Only regular files are hashed and read; the others are
+    # reported, the rest grouped or searched.
+    import os
+    import subprocess
+    import sys
+
+    gallery = tmp_path / "people.db"
+    assert run_cli("enroll", "--gallery", gallery, "--min-size", "40", "s4", att(4, 2)).returncode == 0
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(att(4, 1), folder / "ok.pgm")
+    os.mkfifo(folder / "dropped.jpg")
+    os.mkfifo(folder / "dropped.mp4")
+    (folder / "endless.png").symlink_to("/dev/zero")
+    args = {"cluster": ["cluster", folder], "find": ["find", "--gallery", gallery, "s4", folder]}[command]
+    run = [sys.executable, "-m", "siamface", *map(str, args), "--cache", str(tmp_path / "c.sqlite")]
+    try:
+        done = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"siamface {command} still running after 60 s: blocked on a pipe or a device")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    for name in ("dropped.jpg", "dropped.mp4", "endless.png"):
+        assert name in done.stderr and "not a regular file" in done.stderr, done.stderr
+    assert ("1 files embedded" if command == "cluster" else "ok.pgm") in done.stdout, done.stdout  # the photo read
