@@ -129,3 +129,42 @@ def test_cluster_and_find_read_the_faces_from_an_index_without_embedding_again(c
     found = run_cli("find", "-g", gallery, "s4", ATT, "--index", out, "--no-cache", "--json")
     assert found.returncode == 0, found.stderr
     assert {Path(p).parent.name for p in found.stdout.split('"') if p.endswith(".pgm")} == {"s4"}
+
+
+def test_a_pipe_or_a_device_among_the_images_is_an_unreadable_row_not_a_hung_worker(tmp_path):
+    # An embedding worker read each image whole before asking what it was: a FIFO named like a photo (anyone who
+    # may write into the archive can leave one) held its worker for ever, a link to /dev/zero grew it without
+    # end. Each is a row marked unreadable; the others are embedded. The block of work a Ray actor runs, in a
+    # process of its own (a hang is its timeout; its memory is bounded, for /dev/zero).
+    import os
+    import subprocess
+    import sys
+
+    from conftest import att
+
+    from siamface.pipeline import DEFAULT_MODEL
+
+    os.mkfifo(tmp_path / "dropped.jpg")
+    (tmp_path / "endless.png").symlink_to("/dev/zero")
+    paths = [str(tmp_path / "dropped.jpg"), str(tmp_path / "endless.png"), str(att(5, 1))]
+    script = (
+        "import json, resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_DATA, (4 << 30, 4 << 30))\n"
+        "from siamface.library.index import embed_block\n"
+        "options = {'detector': 'retinaface', 'model': sys.argv[2], 'min_face': 20, 'upsample': None, 'device': 'cpu'}\n"
+        "rows = embed_block(json.loads(sys.argv[1]), options)\n"
+        "print(json.dumps({'face': rows['face'], 'error': rows['error'], 'path': rows['path']}))\n"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script, json.dumps(paths), DEFAULT_MODEL], capture_output=True, text=True, timeout=60
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the block still running after 60 s: its worker blocked on the FIFO")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    by_path = dict(zip(rows["path"], zip(rows["face"], rows["error"])))
+    for bad in paths[:2]:
+        face, error = by_path[bad]
+        assert face == -2 and "not a regular file" in error, by_path
+    assert by_path[paths[2]] == (0, None)

@@ -96,7 +96,7 @@ def _pipeline(options: dict[str, Any]):
 def embed_block(paths: list[str], options: dict[str, Any]) -> dict[str, list]:
     """The rows (columns as lists) of the images `paths`: every face detected, the faces of all of them
     embedded together (`Pipeline.embed_many`, in batches)."""
-    from ..image import load_image
+    from ..image import load_image, read_image_file
 
     pipeline = _pipeline(options)
     model = pipeline.encoder.info.name
@@ -105,9 +105,9 @@ def embed_block(paths: list[str], options: dict[str, Any]) -> dict[str, list]:
     for path in paths:
         data = None
         try:
-            data = Path(path).read_bytes()
+            data = read_image_file(path)  # a regular file only, and not past the size an image may have
             image = load_image(data, name=path)
-        except (OSError, SiamfaceError) as exc:
+        except SiamfaceError as exc:
             digest = hashlib.sha256(data).hexdigest() if data is not None else ""
             _row(rows, path, UNREADABLE, digest, error=str(exc) or type(exc).__name__)
             continue
