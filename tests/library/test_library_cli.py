@@ -143,8 +143,9 @@ def test_enroll_names_a_group_and_identify_then_names_that_person(library, tmp_p
     cache = tmp_path / "c.sqlite"
     payload = json.loads(run_cli("cluster", root / "photos", "--cache", cache, "--json").stdout)
     k = next(i for i, g in enumerate(groups_of(payload, owners)) if g == {3})
+    key = payload["clusters"][k]["key"]
     gallery = tmp_path / "people.db"
-    out = run_cli("cluster", root / "photos", "--cache", cache, "--enroll", "-g", gallery, "--name", f"{k}=alice")
+    out = run_cli("cluster", root / "photos", "--cache", cache, "--enroll", "-g", gallery, "--name", f"{key}=alice")
     assert out.returncode == 0, out.stderr
     assert f"enrolled group {k} as alice: 3 template(s) added" in out.stdout
     out = run_cli("identify", "-g", gallery, att(3, 4), "--json")  # a photo of s3 the library does not hold
@@ -199,7 +200,7 @@ def test_contact_sheet_has_a_row_per_group_and_escapes_file_names(library, tmp_p
     page = (tmp_path / "sheet" / "index.html").read_text()
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;.pgm" in page
     assert page.count('<div class="row">') == 2  # the group of s6, then the face alone
-    assert page.index("group 0: 2 face(s)") < page.index("unclustered: 1 face(s)")
+    assert page.index("group 0, key ") < page.index("unclustered: 1 face(s)")
     assert page.count("data:image/jpeg;base64,") == 3
 
 
@@ -223,9 +224,12 @@ def test_contact_sheet_is_private_and_follows_no_link(library, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--name", "0=alice"], "add --enroll"),
+        (["--name", "0123456789ab=alice"], "add --enroll"),
         (["--enroll", "-g", "G.db"], "--enroll needs --name"),
-        (["--enroll", "-g", "G.db", "--name", "alice"], "give K=NAME"),
+        (["--enroll", "-g", "G.db", "--name", "alice"], "give KEY=NAME"),
+        (["--enroll", "-g", "G.db", "--name", "0=alice"], "by its key"),
+        (["--enroll", "-g", "G.db", "--name", "abc=alice"], "12 hex digits"),
+        (["--enroll", "-g", "G.db", "--name", "0123456789ab=alice"], "no group has the key 0123456789ab"),
         (["--step", "0"], "--step must be > 0"),
     ],
 )
@@ -291,3 +295,39 @@ def test_a_pipe_or_a_device_in_a_folder_does_not_hang_a_scan_through_the_cache(t
     for name in ("dropped.jpg", "dropped.mp4", "endless.png"):
         assert name in done.stderr and "not a regular file" in done.stderr, done.stderr
     assert ("1 files embedded" if command == "cluster" else "ok.pgm") in done.stdout, done.stdout  # the photo read
+
+
+def test_a_group_is_named_by_its_key_so_photos_added_since_cannot_take_its_place(tmp_path):
+    # The recipe named groups by number (--name 0=alice), numbered largest first: anyone who may add photos to
+    # the folder between the run that showed the groups and the one that enrolled them (a shared album) added
+    # five of their own, their group became group 0, and --name 0=alice enrolled them as alice (a claim of alice
+    # then granted them). A group is named by its key, a digest of its photos and faces: the same group keeps
+    # it whatever else is added, and a group whose photo was swapped since has another.
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for s in (3, 4):
+        for i in (1, 2, 3):
+            shutil.copy(att(s, i), folder / f"s{s}_{i}.pgm")
+    cache, gallery = tmp_path / "c.sqlite", tmp_path / "people.db"
+    shown = json.loads(run_cli("cluster", folder, "--cache", cache, "--json").stdout)
+    owners = {str(folder / f"s{s}_{i}.pgm"): s for s in (3, 4) for i in (1, 2, 3)}
+    number = next(i for i, g in enumerate(groups_of(shown, owners)) if g == {3})
+    key = shown["clusters"][number]["key"]
+    for i in (1, 2, 3, 4):  # added afterwards: a larger group, numbered first
+        shutil.copy(att(5, i), folder / f"z{i}.pgm")
+    by_number = run_cli("cluster", folder, "--cache", cache, "--enroll", "-g", gallery, "--name", f"{number}=alice")
+    assert by_number.returncode == 2 and "by its key" in by_number.stderr, by_number.stdout
+    assert not gallery.exists()
+    out = run_cli("cluster", folder, "--cache", cache, "--enroll", "-g", gallery, "--name", f"{key}=alice")
+    assert out.returncode == 0 and "as alice: 3 template(s) added" in out.stdout, (out.stdout, out.stderr)
+    for subject, granted in ((3, True), (5, False)):
+        claim = run_cli("verify", "--gallery", gallery, "--claim", "alice", "--json", att(subject, 4))
+        assert json.loads(claim.stdout)["accepted"] is granted, claim.stdout
+    shutil.copy(att(5, 1), folder / "s4_1.pgm")  # a photo of the group swapped for another person's
+    payload = json.loads(run_cli("cluster", folder, "--cache", cache, "--json").stdout)
+    assert key in [c["key"] for c in payload["clusters"]]  # s3's group is unchanged: the same key
+    s4 = next(i for i, g in enumerate(groups_of(shown, owners)) if g == {4})
+    swapped = run_cli(
+        "cluster", folder, "--cache", cache, "--enroll", "-g", gallery, "--name", f"{shown['clusters'][s4]['key']}=bob"
+    )
+    assert swapped.returncode == 2 and "no group has the key" in swapped.stderr, swapped.stdout

@@ -279,14 +279,14 @@ def open_index(spec: str | os.PathLike):
 
 def read_index(folder: str | os.PathLike) -> dict[str, Any]:
     """The faces of a Parquet index: ``paths`` (n,), ``faces`` (n,), ``boxes`` (n, 4), ``embeddings`` (n, d)
-    float32 and ``model``; each (path, face) once, images without a face left out."""
+    float32, ``digests`` (the sha256 of each face's image) and ``model``; each (path, face) once, images without a face left out."""
     import pyarrow.parquet as pq
 
     folder = Path(folder)
     parts = sorted(folder.glob("part-*.parquet"))
     if not parts:
         raise ConfigError(f"{folder} is not an index made by siamface index (no part-*.parquet inside)")
-    seen, paths, faces, boxes, vectors, models = set(), [], [], [], [], set()
+    seen, paths, faces, boxes, vectors, digests, models = set(), [], [], [], [], [], set()
     for part in parts:
         t = pq.read_table(part).to_pydict()
         for i, (path, face) in enumerate(zip(t["path"], t["face"])):
@@ -297,6 +297,7 @@ def read_index(folder: str | os.PathLike) -> dict[str, Any]:
             faces.append(face)
             boxes.append(t["box"][i])
             vectors.append(t["embedding"][i])
+            digests.append(t["image_sha256"][i] or "")
             models.add(t["model"][i])
     if len(models) > 1:
         raise ModelMismatchError(f"{folder} mixes embeddings of several models: {', '.join(sorted(models))}")
@@ -305,6 +306,7 @@ def read_index(folder: str | os.PathLike) -> dict[str, Any]:
         "faces": np.asarray(faces, np.int32),
         "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
         "embeddings": np.asarray(vectors, np.float32).reshape(len(paths), -1),
+        "digests": digests,
         "model": next(iter(models), None),
     }
 
@@ -406,8 +408,8 @@ def indexed_faces(folder: str | os.PathLike, under: Iterable[str | os.PathLike],
         return any(full == r or full.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
     faces = [
-        LibraryFace(path, tuple(float(v) for v in box), None, vector)
-        for path, box, vector in zip(index["paths"], index["boxes"], index["embeddings"])
+        LibraryFace(path, tuple(float(v) for v in box), None, vector, digest)
+        for path, box, vector, digest in zip(index["paths"], index["boxes"], index["embeddings"], index["digests"])
         if wanted(path)
     ]
     return Collected(faces, [], embedded=0, cached=len(faces), files=len({f.file for f in faces}))

@@ -43,12 +43,15 @@ MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 @dataclass(frozen=True)
 class LibraryFace:
-    """One face of a library: its file, box (x1, y1, x2, y2), time range (videos) and embedding."""
+    """One face of a library: its file, box (x1, y1, x2, y2), time range (videos), embedding, and the sha256 of
+    the file's bytes it was found in (`digest`, '' when not known): what is enrolled from it must come from
+    those bytes (`face_crop`)."""
 
     file: str
     box: tuple[float, float, float, float]
     time: tuple[float, float] | None
     embedding: np.ndarray = field(repr=False)
+    digest: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,11 +108,11 @@ def collect_faces(
     for n, path in enumerate(files, 1):
         video = is_video(path)
         data = sha = signature = None
-        try:  # a photo is read once: its hash (the cache's key) and its faces are of the same bytes
+        try:  # a photo is read once: its hash (the cache's key, the faces' digest) and its faces are of the same bytes
             if not video:
                 data = read_image_file(path)
-                sha = hashlib.sha256(data).hexdigest() if cache is not None else None
-            elif cache is not None:
+                sha = hashlib.sha256(data).hexdigest()
+            else:
                 sha, signature = _video_digest(path)
         except (ImageError, SourceError) as exc:
             out.errors.append((path, str(exc)))
@@ -137,6 +140,7 @@ def collect_faces(
                     tuple(float(v) for v in boxes[k]),
                     None if times is None else (float(times[k, 0]), float(times[k, 1])),
                     np.asarray(vectors[k], np.float32),
+                    sha,
                 )
             )
         if progress is not None:
@@ -242,10 +246,19 @@ def _video_tracks(pipeline: Any, path: str, step: float, max_gap: float, link: f
 
 def face_crop(face: LibraryFace, pipeline: Any, margin: float = 0.6) -> np.ndarray:
     """An RGB crop around a library face (`crop_around`), so that it is the largest face of what is
-    enrolled; a video face is cut from its track's first frame."""
+    enrolled; a video face is cut from its track's first frame. The file must still hold the bytes the face
+    was found in (`face.digest`, when known), else `ImageError`: a photo swapped after it was read and grouped
+    is not enrolled under the name its group was given."""
+    from ..image import load_image, read_image_file
+
     if face.time is None:
-        image = pipeline.load_image(face.file)
+        data = read_image_file(face.file)
+        if face.digest and hashlib.sha256(data).hexdigest() != face.digest:
+            raise ImageError(face.file, "changed since its faces were read and grouped: not enrolled")
+        image = load_image(data, name=face.file)
     else:
+        if face.digest and _video_digest(face.file)[0] != face.digest:
+            raise ImageError(face.file, "changed since its faces were read and grouped: not enrolled")
         image = _frame_at(face.file, face.time[0])
     return crop_around(image, face.box, margin)
 
