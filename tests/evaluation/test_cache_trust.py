@@ -109,3 +109,34 @@ def test_every_face_entries_are_signed_and_a_rewritten_one_is_embedded_again(tmp
         assert cache.get_faces("a" * 64, "m@1", "d") is None
         assert cache.get_faces("b" * 64, "m@1", "d") is None
     assert "embedding again" in caplog.text
+
+
+@pytest.mark.parametrize("how", ["mode 0644", "mode 0666", "another user's"])
+def test_a_cache_key_others_may_read_or_write_signs_nothing(tmp_path, monkeypatch, how):
+    # The cache's entries are signed with cache.key in the config folder, and whoever knows that key can sign
+    # entries of their own (another person's faces under a photo's digest: cluster and find then read them).
+    # A key file another user owns, or that others may read or write, was used as it was; now it is not (a key
+    # for this process only, with a warning), so an entry signed with it is embedded again.
+    import os
+
+    from siamface.evaluation.cache import KEY_FILE, EmbeddingCache
+
+    if how == "another user's" and (os.name == "nt" or os.getuid() != 0):
+        pytest.skip("giving a file to another user needs root")
+    config = tmp_path / "config"
+    config.mkdir()
+    known = b"k" * 32
+    (config / KEY_FILE).write_bytes(known)
+    if how == "another user's":
+        os.chown(config / KEY_FILE, 4321, 4321)
+        (config / KEY_FILE).chmod(0o600)
+    else:
+        (config / KEY_FILE).chmod(int(how.split()[-1], 8))
+    monkeypatch.setenv("SIAMFACE_CONFIG_DIR", str(config))
+    path = tmp_path / "embeddings.sqlite"
+    boxes, vectors = np.array([[1, 2, 30, 40]], np.float32), np.eye(1, 8, dtype=np.float32)
+    with EmbeddingCache(path) as forger:
+        forger._key = known  # what anyone who may read (or wrote) the key file can sign with
+        forger.put_faces("a" * 64, "m@1", "d", boxes, vectors)
+    with EmbeddingCache(path) as cache:
+        assert cache.get_faces("a" * 64, "m@1", "d") is None

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from .._files import create_private_file, default_cache_dir, file_sha256  # noqa: F401 - file_sha256 is also imported from here
+from .._files import create_private_file, default_cache_dir, exposure, file_sha256  # noqa: F401 - file_sha256 is also imported from here
 from ..errors import ConfigError
 
 __all__ = [
@@ -405,18 +405,23 @@ def _faces_entry(row) -> CachedFaces:
 
 def _secret_key() -> bytes:
     """The HMAC key of the user's cache entries: ``cache.key`` in the config folder (32 random bytes, 0600,
-    made on first use). Where that folder cannot be written, a key for this process only (entries then
-    check only in the process that wrote them)."""
+    made on first use). Where that folder cannot be written, or the file is one that another user owns or that
+    others may read or write (`siamface._files.exposure`), a key for this process only (entries then check only
+    in the process that wrote them)."""
     from ..thresholds import config_dir
 
     path = config_dir() / KEY_FILE
+    key = secrets.token_bytes(32)
+    writable, readable = exposure(path)
+    if writable or readable:  # whoever may read the key (or chose it) signs entries this user's siamface trusts
+        log.warning("%s: cached embeddings check only within this process", writable or readable)
+        return key
     try:
-        key = path.read_bytes()
-        if len(key) >= 32:
-            return key
+        found = path.read_bytes()
+        if len(found) >= 32:
+            return found
     except OSError:
         pass
-    key = secrets.token_bytes(32)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
