@@ -168,3 +168,45 @@ def test_a_pipe_or_a_device_among_the_images_is_an_unreadable_row_not_a_hung_wor
         face, error = by_path[bad]
         assert face == -2 and "not a regular file" in error, by_path
     assert by_path[paths[2]] == (0, None)
+
+
+@pytest.mark.parametrize("how", ["part 0666", "another user's part", "folder 0777"])
+def test_an_index_others_may_change_is_not_read(tmp_path, how):
+    # cluster --index and find --index took every row of every part-*.parquet in the folder as found: a part
+    # another user put there (a shared cluster file system), or changed, said which faces the photos hold (any
+    # embedding under any path: find reported a stranger's photos as s4's). An index that others may change is
+    # refused, as a gallery or a FAISS file is.
+    import os
+
+    import pyarrow
+    from conftest import att
+
+    from siamface.library.index import ParquetIndex, _arrow_columns, embed_block
+    from siamface.pipeline import DEFAULT_MODEL
+
+    if how == "another user's part" and (os.name == "nt" or os.getuid() != 0):
+        pytest.skip("giving a file to another user needs root")
+    gallery = tmp_path / "people.db"
+    assert run_cli("enroll", "--gallery", gallery, "--min-size", "40", "s4", att(4, 2)).returncode == 0
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for s in (4, 5):
+        (photos / f"s{s}.pgm").write_bytes(att(s, 1).read_bytes())
+    out = tmp_path / "index"
+    options = {"detector": "retinaface", "model": DEFAULT_MODEL, "min_face": 20, "upsample": None, "device": "cpu"}
+    rows = embed_block(sorted(str(p) for p in photos.iterdir()), options)
+    sink = ParquetIndex(out)
+    sink.bind(rows["model"][0])
+    sink.write(pyarrow.table(_arrow_columns(rows)))
+    args = ("find", "-g", gallery, "s4", photos, "--index", out, "--no-cache", "--json")
+    assert run_cli(*args).returncode == 0  # the owner's own index is read
+    (part,) = out.glob("part-*.parquet")
+    if how == "part 0666":
+        part.chmod(0o666)
+    elif how == "another user's part":
+        os.chown(part, 4321, 4321)
+    else:
+        out.chmod(0o777)
+    refused = run_cli(*args)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, (refused.stdout, refused.stderr)
+    assert "other users" in refused.stderr or "another user" in refused.stderr, refused.stderr

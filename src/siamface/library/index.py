@@ -278,14 +278,24 @@ def open_index(spec: str | os.PathLike):
 
 
 def read_index(folder: str | os.PathLike) -> dict[str, Any]:
-    """The faces of a Parquet index: ``paths`` (n,), ``faces`` (n,), ``boxes`` (n, 4), ``embeddings`` (n, d)
+    """The faces of a Parquet index (refused, `ConfigError`, when other users may change a part of it:
+    `siamface._files.exposure`): ``paths`` (n,), ``faces`` (n,), ``boxes`` (n, 4), ``embeddings`` (n, d)
     float32, ``digests`` (the sha256 of each face's image) and ``model``; each (path, face) once, images without a face left out."""
     import pyarrow.parquet as pq
+
+    from .._files import exposure
 
     folder = Path(folder)
     parts = sorted(folder.glob("part-*.parquet"))
     if not parts:
         raise ConfigError(f"{folder} is not an index made by siamface index (no part-*.parquet inside)")
+    for part in parts:  # its rows say which faces the photos hold: nobody else may have written them
+        writable, _ = exposure(part)
+        if writable:
+            raise ConfigError(
+                f"{writable}: an index that others may change says which faces the photos hold; make its folder "
+                "and parts yours alone (chmod 700 / 600), or index again"
+            )
     seen, paths, faces, boxes, vectors, digests, models = set(), [], [], [], [], [], set()
     for part in parts:
         t = pq.read_table(part).to_pydict()
