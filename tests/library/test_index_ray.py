@@ -210,3 +210,28 @@ def test_an_index_others_may_change_is_not_read(tmp_path, how):
     refused = run_cli(*args)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, (refused.stdout, refused.stderr)
     assert "other users" in refused.stderr or "another user" in refused.stderr, refused.stderr
+
+
+def test_a_part_is_never_written_through_a_link_planted_at_its_temporary_name(tmp_path):
+    # A part was written to .NAME.PID.tmp in the index folder (a shared file system on a cluster), a name anyone
+    # could predict (NAME: a digest of the block's paths): a link planted there made the run overwrite the link's
+    # target with Parquet bytes. Parts are written under a random name made O_EXCL, then renamed.
+    import hashlib
+    import os
+
+    import pyarrow
+
+    from siamface.library.index import ParquetIndex, _arrow_columns
+
+    rows = {"path": ["a.jpg"], "face": [-1], "image_sha256": [""], "box": [None], "score": [None]}
+    rows |= {"embedding": [None], "error": [None], "model": ["m"]}
+    name = "part-" + hashlib.sha256(b"a.jpg").hexdigest()[:24] + ".parquet"
+    out, victim = tmp_path / "index", tmp_path / "victims-file"
+    out.mkdir()
+    victim.write_bytes(b"keep me")
+    (out / f".{name}.{os.getpid()}.tmp").symlink_to(victim)
+    sink = ParquetIndex(out)
+    sink.write(pyarrow.table(_arrow_columns(rows)))
+    sink.close()
+    assert victim.read_bytes() == b"keep me"
+    assert pq.read_table(out / name).column("path").to_pylist() == ["a.jpg"]

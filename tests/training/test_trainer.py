@@ -246,3 +246,20 @@ def test_a_crafted_checkpoint_runs_no_code(tmp_path, faces):
     with pytest.raises(ConfigError, match="not a siamface training checkpoint"):
         train(_config(out, epochs=2, augment="none"), resume=True, faces=faces)
     assert not marker.exists()
+
+
+def test_checkpoints_and_the_model_are_never_written_through_a_link(tmp_path, faces):
+    # last.pt, best.pt and model.onnx were written to last.tmp, best.tmp and .model.onnx.tmp in the run folder,
+    # then renamed: a link planted at one of those names (a run folder in a shared place) made the trainer
+    # overwrite the link's target. They are written under random names made O_EXCL, then renamed.
+    out = tmp_path / "run"
+    out.mkdir()
+    victims = []
+    for planted in ("last.tmp", "best.tmp", ".model.onnx.tmp"):
+        victim = tmp_path / f"victim-{planted}"
+        victim.write_bytes(b"keep me")
+        (out / planted).symlink_to(victim)
+        victims.append(victim)
+    train(_config(out, epochs=1, augment="none"), faces=faces)
+    assert [v.read_bytes() for v in victims] == [b"keep me"] * 3
+    assert (out / "model.onnx").stat().st_size > 1000 and (out / "last.pt").is_file()

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import atomic_file, exposure
 from ..errors import ConfigError, GalleryError, ModelMismatchError, SiamfaceError
 
 log = logging.getLogger(__name__)
@@ -196,11 +197,8 @@ class ParquetIndex:
         final = self.folder / name
         if final.exists():
             return
-        aside = self.folder / f".{name}.{os.getpid()}.tmp"
-        pq.write_table(table, aside)
-        with open(aside, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(aside, final)
+        with atomic_file(final) as f:  # written aside under a random name (never through a link), then renamed
+            pq.write_table(table, f)
 
     def close(self) -> None:
         for stale in self.folder.glob(".part-*.tmp"):  # a crashed run's unfinished parts
@@ -282,8 +280,6 @@ def read_index(folder: str | os.PathLike) -> dict[str, Any]:
     `siamface._files.exposure`): ``paths`` (n,), ``faces`` (n,), ``boxes`` (n, 4), ``embeddings`` (n, d)
     float32, ``digests`` (the sha256 of each face's image) and ``model``; each (path, face) once, images without a face left out."""
     import pyarrow.parquet as pq
-
-    from .._files import exposure
 
     folder = Path(folder)
     parts = sorted(folder.glob("part-*.parquet"))

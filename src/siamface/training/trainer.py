@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import atomic_file
 from .._progress import Progress
 from ..alignment import ChipSpec
 from ..decision import Threshold
@@ -292,24 +293,24 @@ def train(
         log.info("resuming %s at epoch %d", out, start + 1)
 
     def checkpoint(path: Path, epoch: int) -> None:
-        torch.save(
-            {
-                "config": asdict(config),
-                "epoch": epoch,
-                "encoder": encoder.state_dict(),
-                "head": head.state_dict(),
-                "optimiser": optimiser.state_dict(),
-                "schedule": schedule.state_dict(),
-                "numpy_rng": rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state(),
-                "history": history,
-                "best": best,
-                "contract": c,
-                "frozen_blocks": frozen,
-            },
-            path.with_suffix(".tmp"),
-        )
-        path.with_suffix(".tmp").replace(path)
+        with atomic_file(path) as f:  # a random temporary name, never through a link, renamed into place
+            torch.save(
+                {
+                    "config": asdict(config),
+                    "epoch": epoch,
+                    "encoder": encoder.state_dict(),
+                    "head": head.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "numpy_rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(),
+                    "history": history,
+                    "best": best,
+                    "contract": c,
+                    "frozen_blocks": frozen,
+                },
+                f,
+            )
 
     stale = sum(1 for row in history[best["epoch"] + 1 :]) if history else 0
     t_start = time.monotonic() - sum(row["seconds"] for row in history)
