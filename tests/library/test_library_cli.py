@@ -331,3 +331,28 @@ def test_a_group_is_named_by_its_key_so_photos_added_since_cannot_take_its_place
         "cluster", folder, "--cache", cache, "--enroll", "-g", gallery, "--name", f"{shown['clusters'][s4]['key']}=bob"
     )
     assert swapped.returncode == 2 and "no group has the key" in swapped.stderr, swapped.stdout
+
+
+def test_a_photos_file_name_cannot_write_to_the_operators_terminal(tmp_path):
+    # A folder's file names are chosen by whoever may write into it. cluster, find, identify and enroll --folder
+    # printed them as they were: a photo named with OSC 52 (sets the terminal's clipboard), a screen clear and a
+    # right-to-left override reached the operator's terminal, in the results and in the error lines. Every
+    # control, format or unassigned character of what is printed as text is shown as '?' (JSON escapes them).
+    folder = tmp_path / "photos"
+    (folder / "s3").mkdir(parents=True)
+    hostile = "a\x1b]52;c;ZWNobyBwd25lZA==\x07\x1b[2J\u202egnp"
+    shutil.copy(att(3, 1), folder / "s3" / f"{hostile}.pgm")
+    shutil.copy(att(3, 2), folder / "s3" / "b.pgm")
+    (folder / "s3" / f"{hostile}-broken.jpg").write_bytes(b"not an image")
+    gallery = tmp_path / "people.db"
+    runs = {
+        "enroll": run_cli("enroll", "--gallery", gallery, "--folder", folder, "--min-size", "40"),
+        "cluster": run_cli("cluster", folder, "--cache", tmp_path / "c.sqlite"),
+        "find": run_cli("find", "--gallery", gallery, "s3", folder, "--cache", tmp_path / "c.sqlite"),
+        "identify": run_cli("identify", "--gallery", gallery, folder),
+    }
+    for command, out in runs.items():
+        text = out.stdout + out.stderr
+        assert "Traceback" not in text, (command, text)
+        assert not any(c in text for c in "\x1b\x07\u202e"), (command, text)
+        assert "a?]52;c;ZWNobyBwd25lZA==??[2J?gnp" in text, (command, text)  # the name is still there, shown

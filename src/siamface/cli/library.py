@@ -18,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+from .._progress import printable
 from ..errors import ConfigError
 from ._common import (
     EXIT_ERROR,
@@ -162,7 +163,7 @@ def _collect(args, pipeline):
         if cache is not None:
             cache.close()
     for path, message in collected.errors:
-        print(f"siamface: error: {path}: {message}", file=sys.stderr)
+        print(f"siamface: error: {printable(path)}: {printable(message)}", file=sys.stderr)
     return collected
 
 
@@ -250,14 +251,14 @@ def cmd_cluster(args) -> int:
             f"method {args.method}; {collected.embedded} files embedded, {collected.cached} from the cache"
         )
         for k, group in enumerate(grouping.clusters):
-            files = sorted({f.file for f in group})
+            files = sorted({printable(f.file) for f in group})
             shown = ", ".join(files[:3]) + (f", ... ({len(files)} files)" if len(files) > 3 else "")
             print(f"  group {k}, key {keys[k]}: {len(group)} faces: {shown}")
         for k, r in reports:
             rejected = f", {len(r.rejected)} rejected" if r.rejected else ""
             print(f"  enrolled group {k} as {r.person}: {len(r.added)} template(s) added{rejected}")
         if sheet is not None:
-            print(f"contact sheet: {sheet}")
+            print(f"contact sheet: {printable(sheet)}")
     if collected.errors:
         return EXIT_ERROR
     return EXIT_OK if all(r.added for _, r in reports) else EXIT_NO
@@ -287,7 +288,7 @@ def cmd_find(args) -> int:
         for s in found:
             where = s.file if s.time is None else f"{s.file} {s.time[0]:.1f}-{s.time[1]:.1f} s"
             box = "(" + ", ".join(f"{v:.0f}" for v in s.box) + ")"
-            print(f"{where}: {person} {box} ({s.similarity:.4f})")
+            print(f"{printable(where)}: {person} {box} ({s.similarity:.4f})")
         if not found:
             print(f"{person}: not found in {collected.files} file(s)")
     if collected.errors:
