@@ -140,3 +140,46 @@ def test_a_cache_key_others_may_read_or_write_signs_nothing(tmp_path, monkeypatc
         forger.put_faces("a" * 64, "m@1", "d", boxes, vectors)
     with EmbeddingCache(path) as cache:
         assert cache.get_faces("a" * 64, "m@1", "d") is None
+
+
+@pytest.mark.parametrize(
+    "planted", ["another user's cache", "a cache others may read", "a link", "another user's -wal"]
+)
+def test_a_cache_file_planted_in_a_shared_folder_gets_no_embedding(tmp_path, planted):
+    # The cache is meant to be safe in a shared cache folder (its entries are signed). But a cache file someone
+    # else made there first was opened as it was: another user's file (0666), or a link to a file of theirs,
+    # received the embeddings of every photo the user clustered (biometric templates, readable by them), and a
+    # -wal of theirs beside it was replayed into the cache and received its new pages. A cache file, or a -wal
+    # or -shm beside it, that is a link, is another user's or that others may read or write is refused.
+    import os
+    import shutil
+
+    if "another user" in planted and (os.name == "nt" or os.getuid() != 0):
+        pytest.skip("giving a file to another user needs root")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    cache = shared / "embeddings.sqlite"
+    theirs = tmp_path / "theirs.sqlite"
+    sqlite3.connect(theirs).close()
+    if planted == "a link":
+        cache.symlink_to(theirs)
+    elif planted == "another user's -wal":
+        sqlite3.connect(cache).close()
+        cache.chmod(0o600)
+        (shared / "embeddings.sqlite-wal").write_bytes(b"")
+        os.chown(shared / "embeddings.sqlite-wal", 4321, 4321)
+    else:
+        shutil.copy(theirs, cache)
+        cache.chmod(0o666 if planted == "another user's cache" else 0o644)
+        if planted == "another user's cache":
+            os.chown(cache, 4321, 4321)
+    before = {p.name: p.read_bytes() for p in (theirs, *shared.iterdir()) if not p.is_symlink()}
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(ATT / "s3" / "1.pgm", folder / "a.pgm")
+    out = run_cli("cluster", folder, "--cache", cache)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, (out.stdout, out.stderr)
+    assert "embedding cache" in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    after = {p.name: p.read_bytes() for p in (theirs, *shared.iterdir()) if not p.is_symlink()}
+    assert after == before  # nothing written into what was planted

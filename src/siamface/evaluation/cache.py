@@ -177,6 +177,23 @@ class EmbeddingCache:
             raise self._unusable(again) from None
         self._pending = 0
 
+    def _check_private(self) -> None:
+        """`ConfigError` unless the cache file and any -wal or -shm beside it are this user's alone: not a link,
+        not another user's, not readable or writable by others (`siamface._files.exposure`). In a shared cache
+        folder someone else may have made them first: their file would receive the embeddings of the user's
+        photos (biometric templates), and SQLite replays a -wal into its database."""
+        for suffix in ("", "-wal", "-shm"):
+            side = Path(f"{self.path}{suffix}")
+            why = f"{side} is a link" if side.is_symlink() else None
+            writable, readable = exposure(side)
+            why = why or writable or readable
+            if why:
+                raise ConfigError(
+                    f"embedding cache: {why}; it would hold the embeddings of your photos: make the cache yours "
+                    "alone (chmod 600, no link, in a folder others may not write), or pass --cache PATH elsewhere "
+                    "or --no-cache"
+                )
+
     def _unusable(self, exc: Exception) -> ConfigError:
         return ConfigError(
             f"embedding cache {self.path}: cannot be opened ({exc}); pass --cache PATH elsewhere or --no-cache"
@@ -184,6 +201,7 @@ class EmbeddingCache:
 
     def _open(self) -> sqlite3.Connection:
         create_private_file(self.path)  # embeddings are biometric templates: owner only (0600)
+        self._check_private()
         db = sqlite3.connect(str(self.path), timeout=30.0)
         try:
             db.execute("PRAGMA journal_mode=WAL")
