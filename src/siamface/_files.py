@@ -49,6 +49,22 @@ def atomic_file(target: Path, *, mode: int | None = None, fsync: bool = True) ->
         raise
 
 
+def open_for_reading(path: str | os.PathLike) -> tuple[int, os.stat_result]:
+    """(descriptor, stat) of `path` opened for reading without waiting (a FIFO without a writer would block the
+    open for ever), asked with ``fstat``: what the caller checks (a regular file, its size) is what it reads,
+    even when another file took the name after a check by name. A regular file's descriptor is blocking again;
+    the caller closes it. OSError as ``os.open`` raises it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if hasattr(os, "O_NONBLOCK") and stat.S_ISREG(info.st_mode):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info
+
+
 def atomic_write_bytes(target: Path, data: bytes, *, mode: int | None = None) -> None:
     with atomic_file(target, mode=mode) as f:
         f.write(data)

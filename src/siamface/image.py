@@ -18,6 +18,7 @@ from typing import IO
 
 import numpy as np
 
+from ._files import open_for_reading
 from .errors import ImageError
 
 #: Largest image decoded by default, in pixels (about 8000 x 6000). Override per call with `max_pixels`.
@@ -65,7 +66,7 @@ def read_image_file(path: str | os.PathLike, label: str | None = None) -> bytes:
     writer for ever, /dev/zero never ends), even one put in the file's place after a check by name."""
     label = label or os.fspath(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd, info = open_for_reading(path)
     except FileNotFoundError:
         raise ImageError(label, "file not found") from None
     except PermissionError:
@@ -73,14 +74,12 @@ def read_image_file(path: str | os.PathLike, label: str | None = None) -> bytes:
     except OSError as exc:
         raise ImageError(label, f"could not be read ({exc.strerror or exc})") from None
     try:
-        info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
             raise ImageError(label, "is a directory, not an image file")
         if not stat.S_ISREG(info.st_mode):
             raise ImageError(label, "not a regular file (a pipe, socket or device): not read")
         if info.st_size > MAX_BYTES:
             raise ImageError(label, f"file is {info.st_size} bytes, more than the {MAX_BYTES}-byte limit")
-        os.set_blocking(fd, True)
         chunks, size = [], 0
         while size <= MAX_BYTES and (chunk := os.read(fd, 1 << 20)):
             chunks.append(chunk)

@@ -167,15 +167,15 @@ def _signature(path: str) -> tuple[int, ...] | None:
 def _video_digest(path: str) -> tuple[str, tuple[int, ...]]:
     """(sha256, `_signature`) of the video file `path`, hashed from the file opened without waiting and only
     when it is a regular file (a FIFO would wait for a writer for ever, a device may never end): SourceError."""
+    from .._files import open_for_reading
+
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd, info = open_for_reading(path)
     except OSError as exc:
         raise SourceError(f"{path}: unreadable ({exc.strerror or exc})") from None
     try:
-        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise SourceError(f"{path}: not a regular file (a pipe, socket or device): not read")
-        os.set_blocking(fd, True)
         digest = hashlib.sha256()
         while chunk := os.read(fd, 1 << 20):
             digest.update(chunk)
