@@ -4,6 +4,7 @@ and never a traceback."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sqlite3
@@ -183,3 +184,36 @@ def test_a_cache_file_planted_in_a_shared_folder_gets_no_embedding(tmp_path, pla
     assert "embedding cache" in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
     after = {p.name: p.read_bytes() for p in (theirs, *shared.iterdir()) if not p.is_symlink()}
     assert after == before  # nothing written into what was planted
+
+
+def test_a_photo_changed_during_a_run_is_cached_under_its_own_digest(pipeline, tmp_path):
+    # embed_images hashed every file first (the cache's keys), then read them batch by batch: a photo changed in
+    # between (a dataset being written to, or someone who may write it) had the new photo's embedding cached
+    # under the old photo's digest, and every later run that held the old photo (anywhere, under any name) took
+    # the new face for it. Each image is hashed from the bytes it is decoded from.
+    from siamface.evaluation.cache import EmbeddingCache, detector_key, model_key
+    from siamface.evaluation.embed import embed_images
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    first, second = folder / "1.pgm", folder / "2.pgm"
+    shutil.copy(ATT / "s3" / "1.pgm", first)
+    shutil.copy(ATT / "s4" / "1.pgm", second)
+    old = hashlib.sha256(second.read_bytes()).hexdigest()
+
+    class ChangesTheSecondPhoto:
+        """The pipeline, but the second photo is replaced (by s5's) while the first is being detected."""
+
+        def __getattr__(self, name):
+            return getattr(pipeline, name)
+
+        def detect(self, image):
+            shutil.copy(ATT / "s5" / "1.pgm", second)
+            return pipeline.detect(image)
+
+    with EmbeddingCache(tmp_path / "c.sqlite") as cache:
+        run = embed_images(ChangesTheSecondPhoto(), [first, second], cache, progress=False)
+        fives = pipeline.embed(pipeline.load_image(ATT / "s5" / "1.pgm")).embeddings[0]
+        assert float(run.outcomes[second].embedding @ fives) > 0.99  # what was read: s5's photo
+        entry = cache.get_many([old], model_key(pipeline.encoder.info), detector_key(pipeline.detector)).get(old)
+        assert entry is None  # s4's photo's digest holds nothing of s5's face
