@@ -217,3 +217,36 @@ def test_a_photo_changed_during_a_run_is_cached_under_its_own_digest(pipeline, t
         assert float(run.outcomes[second].embedding @ fives) > 0.99  # what was read: s5's photo
         entry = cache.get_many([old], model_key(pipeline.encoder.info), detector_key(pipeline.detector)).get(old)
         assert entry is None  # s4's photo's digest holds nothing of s5's face
+
+
+def test_a_user_private_group_is_no_other_user(tmp_path):
+    # With umask 002 (Debian and Ubuntu give each user a group of their own, and that umask) siamface's folders
+    # and files are group-writable; the checks of who else may change a cache or a calibration took that group
+    # for other users, and refused the user's own default cache. A group of one user, named as them, is theirs.
+    import os
+
+    from siamface._files import _private_group
+
+    if os.name == "nt" or not _private_group(os.getgid(), os.getuid()):
+        pytest.skip("this user has no user private group")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(ATT / "s3" / "1.pgm", folder / "a.pgm")
+    env = {"SIAMFACE_CACHE": str(tmp_path / "cache"), "SIAMFACE_CONFIG_DIR": str(tmp_path / "config")}
+    old = os.umask(0o002)
+    try:
+        first = run_cli("cluster", folder, env=env)
+        again = run_cli("cluster", folder, env=env)
+        config = tmp_path / "config" / "thresholds.json"
+        entry = {"model": "m", "threshold": 0.9, "criterion": "far=0.001", "far": 0.001, "frr": 0.0}
+        from siamface.pipeline import DEFAULT_MODEL
+
+        config.write_text(json.dumps({DEFAULT_MODEL: {**entry, "model": DEFAULT_MODEL}}))
+        config.chmod(0o664)
+        verified = run_cli("verify", ATT / "s3" / "1.pgm", ATT / "s3" / "2.pgm", "--json", env=env)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "cache").stat().st_mode & 0o020  # group-writable, as umask 002 makes it
+    assert first.returncode == 0 and "1 files embedded" in first.stdout, first.stderr
+    assert again.returncode == 0 and "1 from the cache" in again.stdout and "WARNING" not in again.stderr, again.stderr
+    assert verified.returncode in (0, 1) and json.loads(verified.stdout)["threshold"] == 0.9, verified.stderr
