@@ -85,3 +85,50 @@ def test_a_truncated_cached_model_is_converted_again_not_a_crash(tmp_path):
     out = run_cli("verify", att(3, 1), att(3, 2), "--model", "dlib-resnet", env={"SIAMFACE_CACHE": str(cache)})
     assert out.returncode == 0, out.stderr
     assert "converted again" in out.stderr and "Traceback" not in out.stderr
+
+
+def _exported_model(weight: float) -> bytes:
+    """A tiny model in the format `siamface train` exports (input 'input', output 'embedding', siamface.*
+    metadata), whose one weight tells it apart."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.full((192, 4), weight, np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["embedding"])],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["n", 4])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    meta = {"input_size": 8, "channels": 3, "mean": 0, "std": 1, "embedding_size": 4, "metric": "cosine"}
+    meta |= {"threshold": 0.5, "chip": {"size": 8, "padding": 0.25}}
+    helper.set_model_props(model, {f"siamface.{k}": json.dumps(v) for k, v in meta.items()})
+    return model.SerializeToString()
+
+
+def test_a_model_files_version_is_the_digest_of_the_bytes_loaded(tmp_path, monkeypatch):
+    # An exported model (--model FILE) is bound to galleries by its version, the digest of its file, which was read
+    # again after ONNX Runtime had loaded the file by its path: another model put in the file's place (by whoever
+    # may write it), swapped back once loaded, ran under the version of the model galleries trust. The bytes
+    # hashed are the bytes loaded. The swap is made at its window: right after the session is made.
+    import siamface.embedding.onnx_file as onnx_file
+    from siamface.embedding.onnx_file import OnnxFileEncoder
+
+    trusted, other = _exported_model(0.1), _exported_model(-0.3)
+    path = tmp_path / "model.onnx"
+    path.write_bytes(other)  # in the file's place when it is loaded
+    loaded = []
+    made = onnx_file.new_session
+
+    def swapped_back(model, *args, **kw):
+        session = made(model, *args, **kw)
+        loaded.append(model if isinstance(model, bytes) else open(model, "rb").read())
+        path.write_bytes(trusted)
+        return session
+
+    monkeypatch.setattr(onnx_file, "new_session", swapped_back)
+    encoder = OnnxFileEncoder(path, num_threads=1)
+    assert loaded == [other]
+    assert encoder.info.version == hashlib.sha256(other).hexdigest()[:16] != hashlib.sha256(trusted).hexdigest()[:16]

@@ -72,6 +72,45 @@ def test_a_calibration_file_beside_a_gallery_outside_the_plausible_range_is_refu
     assert run_cli("verify", "--gallery", gallery, "--claim", "s3", att(4, 1)).returncode == 1  # then refused
 
 
+@pytest.mark.parametrize("how", ["mode 0666", "another user's", "folder 0777", "user file 0666"])
+def test_a_calibration_file_other_users_may_write_is_refused_by_the_commands(tmp_path, how):
+    # `serve` refused a calibration file that other users may write; the commands that decide on their own
+    # (verify --claim, identify, authenticate, watch) used it without a word. Planted beside a gallery in a shared
+    # sticky folder by another user, with the floor of the plausible range (the impostor median), it granted
+    # most strangers a claim of s3 (5 of 8 AT&T subjects). The file's owner, its mode and its folder's are
+    # checked as serve checks them, for the file beside the gallery and the user's own.
+    import os
+
+    if how == "another user's" and (os.name == "nt" or os.getuid() != 0):
+        pytest.skip("giving a file to another user needs root")
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o1777)  # /tmp-like: anyone may add a file, nobody may replace another's
+    gallery = folder / "people.db"
+    assert run_cli("enroll", "--gallery", gallery, "--min-size", "40", "s3", att(3, 2)).returncode == 0
+    floor = create_encoder(DEFAULT_MODEL).info.impostor_median
+    config = tmp_path / "config"
+    config.mkdir()
+    planted = config / "thresholds.json" if how == "user file 0666" else folder / "people.db.thresholds.json"
+    _write(planted, floor)
+    if how == "another user's":
+        os.chown(planted, 4321, 4321)
+    elif how == "folder 0777":
+        folder.chmod(0o777)
+    else:
+        planted.chmod(0o666)
+    env = {"SIAMFACE_CONFIG_DIR": str(config)}
+    for command in (["verify", "--claim", "s3"], ["identify"]):
+        out = run_cli(command[0], "--gallery", gallery, *command[1:], att(5, 1), env=env)
+        _one_line_error(out, str(planted.parent) if how == "folder 0777" else str(planted))
+    folder.chmod(0o700)
+    planted.chmod(0o600)
+    if how == "another user's":
+        os.chown(planted, os.getuid(), os.getgid())
+    granted = run_cli("verify", "--gallery", gallery, "--claim", "s3", att(5, 1), "--json", env=env)
+    assert granted.returncode == 0 and json.loads(granted.stdout)["threshold"] == floor  # the owner's own: used
+
+
 @pytest.mark.parametrize("value", [-1, UNDER_FLOOR, math.nan], ids=["-1", "under-floor", "NaN"])
 def test_the_users_calibration_file_is_checked_too(tmp_path, value):
     _write(tmp_path / "thresholds.json", value)

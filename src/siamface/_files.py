@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -47,6 +48,22 @@ def atomic_file(target: Path, *, mode: int | None = None, fsync: bool = True) ->
         except OSError:
             pass
         raise
+
+
+def open_for_reading(path: str | os.PathLike) -> tuple[int, os.stat_result]:
+    """(descriptor, stat) of `path` opened for reading without waiting (a FIFO without a writer would block the
+    open for ever), asked with ``fstat``: what the caller checks (a regular file, its size) is what it reads,
+    even when another file took the name after a check by name. A regular file's descriptor is blocking again;
+    the caller closes it. OSError as ``os.open`` raises it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if hasattr(os, "O_NONBLOCK") and stat.S_ISREG(info.st_mode):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info
 
 
 def atomic_write_bytes(target: Path, data: bytes, *, mode: int | None = None) -> None:
@@ -187,17 +204,37 @@ def exposure(path: Path, *, owner: bool = True) -> tuple[str | None, str | None]
     """(why other users may change `path`, why they may read it), each None when they may not: the file owned
     by another user (neither this process's nor root; not asked when not `owner`), its group or others write
     bits, or its folder's without the sticky bit (anyone who may write there may replace the file); its group
-    or others read bits. (None, None) where modes mean nothing (Windows) or there is no file."""
+    or others read bits. Group bits count only for a group others may be in: not a user private group (the
+    group of one user, named as they are, which Debian and Ubuntu make for each user, with umask 002). (None,
+    None) where modes mean nothing (Windows) or there is no file."""
     if os.name == "nt" or not path.exists():
         return None, None
-    st, folder = path.stat(), path.parent.stat().st_mode
-    mode, write, read = st.st_mode, None, None
+    st, parent = path.stat(), path.parent.stat()
+    mode, folder, write, read = st.st_mode, parent.st_mode, None, None
+    shared = not _private_group(st.st_gid, st.st_uid)
     if owner and st.st_uid not in (os.getuid(), 0):
         write = f"{path} is owned by another user (uid {st.st_uid}), who may rewrite it"
-    elif mode & (stat.S_IWGRP | stat.S_IWOTH):
+    elif mode & stat.S_IWOTH or (mode & stat.S_IWGRP and shared):
         write = f"{path} may be written by other users (mode {stat.S_IMODE(mode):04o})"
-    elif folder & (stat.S_IWGRP | stat.S_IWOTH) and not folder & stat.S_ISVTX:
+    elif (
+        folder & stat.S_IWOTH or (folder & stat.S_IWGRP and not _private_group(parent.st_gid, parent.st_uid))
+    ) and not folder & stat.S_ISVTX:
         write = f"its folder {path.parent} may be written by other users (mode {stat.S_IMODE(folder):04o})"
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
+    if mode & stat.S_IROTH or (mode & stat.S_IRGRP and shared):
         read = f"{path} may be read by other users (mode {stat.S_IMODE(mode):04o})"
     return write, read
+
+
+@functools.lru_cache(maxsize=64)
+def _private_group(gid: int, uid: int) -> bool:
+    """Is `gid` the user private group of `uid`: named as the user, their primary group, with no other member
+    (listed in it, or another user's primary group)?"""
+    try:
+        import grp
+        import pwd
+
+        group, user = grp.getgrgid(gid), pwd.getpwuid(uid)
+        others = [u.pw_name for u in pwd.getpwall() if u.pw_gid == gid and u.pw_uid != uid]
+    except (ImportError, KeyError):
+        return False
+    return group.gr_name == user.pw_name and user.pw_gid == gid and set(group.gr_mem) <= {user.pw_name} and not others

@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import sys
 import time
+import unicodedata
 from typing import TextIO
+
+
+def printable(text: object, keep: str = "") -> str:
+    """`text` as a terminal may be given it: every control, format or unassigned character (ESC, BEL, C1
+    controls, the bidirectional overrides, line breaks) as ``?``, except those in `keep`. For what others may
+    have chosen (a file name in a folder they may write, a template's source): printed raw, ESC sequences
+    would clear the operator's screen, set their clipboard (OSC 52) or reorder what they read."""
+    return "".join(c if c in keep or not unicodedata.category(c).startswith("C") else "?" for c in str(text))
 
 
 class Progress:

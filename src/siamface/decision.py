@@ -55,6 +55,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ._files import exposure
 from .errors import ConfigError
 from .tails import ImpostorTail, shipped_tail
 from .thresholds import Calibration, load_calibration, user_calibration_file
@@ -280,10 +281,18 @@ class ThresholdsInForce:
 def find_calibration(model: str, calibration_file: str | Path | None = None, info: Any = None) -> Calibration | None:
     """The model's calibration in force: its entry in `calibration_file` when given, else in the user's
     calibration file, else None. With `info` (the model's), a threshold outside its plausible range is a
-    `ConfigError` naming the file (`check_threshold`): such a file is refused, not skipped."""
+    `ConfigError` naming the file (`check_threshold`): such a file is refused, not skipped. So is a file that
+    other users may change (owned by another user, their write bits, or a folder where they may replace it,
+    `siamface._files.exposure`): a calibration decides who is granted."""
     for path in ([Path(calibration_file)] if calibration_file is not None else []) + [user_calibration_file()]:
         found = load_calibration(model, path)
         if found is not None:
+            writable, _ = exposure(path)
+            if writable:
+                raise ConfigError(
+                    f"{writable}: whoever may change a calibration in force decides who is granted; make it "
+                    "yours alone (chmod 600, in a folder only you may write) or remove it"
+                )
             if info is not None:
                 check_threshold(found.threshold, info, f"{path}: the threshold of {model}")
             return found

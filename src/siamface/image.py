@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
-from pathlib import Path
 from typing import IO
 
 import numpy as np
 
+from ._files import open_for_reading
 from .errors import ImageError
 
 #: Largest image decoded by default, in pixels (about 8000 x 6000). Override per call with `max_pixels`.
@@ -58,24 +59,44 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS, name: str |
     return _decode(data, label, max_pixels)
 
 
+def read_image_file(path: str | os.PathLike, label: str | None = None) -> bytes:
+    """The bytes of the image file `path` (at most `MAX_BYTES`), or `ImageError`. What is read is what was
+    checked: the file is opened first (without waiting: a FIFO has no writer to wait for) and the open file is
+    asked whether it is a regular file, so a pipe, socket or device is never read (a FIFO would wait for a
+    writer for ever, /dev/zero never ends), even one put in the file's place after a check by name."""
+    label = label or os.fspath(path)
+    try:
+        fd, info = open_for_reading(path)
+    except FileNotFoundError:
+        raise ImageError(label, "file not found") from None
+    except PermissionError:
+        raise ImageError(label, "permission denied") from None
+    except OSError as exc:
+        raise ImageError(label, f"could not be read ({exc.strerror or exc})") from None
+    try:
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageError(label, "is a directory, not an image file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError(label, "not a regular file (a pipe, socket or device): not read")
+        if info.st_size > MAX_BYTES:
+            raise ImageError(label, f"file is {info.st_size} bytes, more than the {MAX_BYTES}-byte limit")
+        chunks, size = [], 0
+        while size <= MAX_BYTES and (chunk := os.read(fd, 1 << 20)):
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    except OSError as exc:
+        raise ImageError(label, f"could not be read ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_BYTES:  # grown since it was asked its size
+        raise ImageError(label, f"more than the {MAX_BYTES}-byte limit")
+    return data
+
+
 def _read_bytes(source: object, label: str) -> bytes:
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise ImageError(label, "file not found")
-        if path.is_dir():
-            raise ImageError(label, "is a directory, not an image file")
-        if not path.is_file():  # opening a FIFO would wait for a writer for ever; a device may never end
-            raise ImageError(label, "not a regular file (a pipe, socket or device): not read")
-        try:
-            size = path.stat().st_size
-            if size > MAX_BYTES:
-                raise ImageError(label, f"file is {size} bytes, more than the {MAX_BYTES}-byte limit")
-            data = path.read_bytes()
-        except PermissionError:
-            raise ImageError(label, "permission denied") from None
-        except OSError as exc:
-            raise ImageError(label, f"could not be read ({exc.strerror or exc})") from None
+        data = read_image_file(source, label)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif hasattr(source, "read"):

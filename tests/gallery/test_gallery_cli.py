@@ -4,6 +4,7 @@ killed with SIGKILL."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -268,6 +269,44 @@ def test_import_merge_refuses_another_persons_face_unless_forced(gallery_file, t
     assert cli("gallery", "import", "-g", gallery_file, crafted, "--force").returncode == 2
     out = cli("gallery", "import", "-g", gallery_file, crafted, "--merge", "--force", "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["templates"] == len(s5["templates"]), out.stdout
+
+
+def test_import_refuses_images_that_are_not_the_faces_of_their_templates(new_gallery, tmp_path):
+    # This attack run (a crafted export): the import's gates look at the templates only, and the images travel
+    # with them unchecked; `gallery reembed` then makes each template from its image. Templates of alice's own,
+    # nudged (cosine 0.9: they match her and are no near-duplicates), carrying mallory's face crops, merged into
+    # alice; after a reembed to another model mallory (s5) was granted as alice. An image kept by an import
+    # must show the face of its template (the gallery's model, its 1:1 threshold), else nothing is imported.
+    g, other = new_gallery("people"), new_gallery("other")
+    assert cli("enroll", "-g", g, "--keep-images", "--min-size", "40", "alice", att(3, 1), att(3, 2)).returncode == 0
+    assert (
+        cli("enroll", "-g", other, "--keep-images", "--min-size", "40", "mallory", att(5, 1), att(5, 2)).returncode == 0
+    )
+    mine, theirs = tmp_path / "alice.jsonl", tmp_path / "mallory.jsonl"
+    assert cli("gallery", "export", "-g", g, mine, "--with-images").returncode == 0
+    assert cli("gallery", "export", "-g", other, theirs, "--with-images").returncode == 0
+    header, alice = [json.loads(line) for line in mine.read_text().splitlines()]
+    mallory = json.loads(theirs.read_text().splitlines()[1])
+    rng = np.random.default_rng(0)
+    rows_ = []
+    for own, face in zip(alice["templates"], mallory["templates"]):
+        e = np.frombuffer(base64.b64decode(own["embedding"]), "<f4").astype(np.float64)
+        n = rng.normal(size=e.shape)
+        n -= (n @ e) * e
+        v = 0.9 * e + np.sqrt(1 - 0.81) * n / np.linalg.norm(n)
+        rows_.append({"embedding": base64.b64encode(v.astype("<f4").tobytes()).decode(), "image": face["image"]})
+    crafted = tmp_path / "crafted.jsonl"
+    crafted.write_text(json.dumps(header) + "\n" + json.dumps({"name": "alice", "templates": rows_}) + "\n")
+    before = rows(g, "SELECT count(*) FROM templates")
+    for extra in (("--merge",), ("--merge", "--force")):
+        out = cli("gallery", "import", "-g", g, crafted, *extra)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, (out.stdout, out.stderr)
+        assert "not the face of its template" in out.stderr, out.stderr
+        assert rows(g, "SELECT count(*) FROM templates") == before
+    # an honest export with images goes into a new gallery that keeps them, and reembeds
+    again = new_gallery("again")
+    out = cli("gallery", "import", "-g", again, mine, "--keep-images", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["templates"] == 2, (out.stdout, out.stderr)
 
 
 @pytest.mark.parametrize("name", [["s9"], {"s9": 1}, 9, None])

@@ -185,3 +185,29 @@ def test_a_lone_photo_of_someone_absent_joins_nobody(pipeline):
         probe = embed(pipeline, photo(person, 4, "out of focus"))
         labels = cluster(np.vstack([x[owners != person], probe]), threshold, "whispers+mean")
         assert np.sum(labels == labels[-1]) == 1, person
+
+
+def test_a_photo_swapped_after_it_was_grouped_is_not_enrolled_with_its_group(pipeline, tmp_path):
+    # enroll_group read each photo again by its name: one swapped between the reading (the grouping shown) and
+    # the enrolment put the swapper's face under the name given to the group. Each face keeps the digest of the
+    # bytes it was found in, and a crop is taken only from those bytes.
+    import shutil
+
+    from siamface.errors import ImageError
+    from siamface.gallery import Gallery
+    from siamface.library.groups import enroll_group, group_faces
+    from siamface.library.media import collect_faces
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in (1, 2, 3):
+        shutil.copy(att(3, i), folder / f"{i}.pgm")
+    found = collect_faces(pipeline, [folder])
+    (group,) = group_faces(found.faces, cluster_threshold(pipeline)).clusters
+    shutil.copy(att(5, 1), folder / "2.pgm")  # swapped: same name, another person's face
+    with Gallery(tmp_path / "people.db", pipeline, create=True) as gallery:
+        with pytest.raises(ImageError, match="changed since its faces were read"):
+            enroll_group(gallery, "alice", group)
+        assert gallery.store.people() == []
+        shutil.copy(att(3, 2), folder / "2.pgm")  # the bytes it was read from, back: enrolled
+        assert len(enroll_group(gallery, "alice", group).added) == 3

@@ -129,3 +129,109 @@ def test_cluster_and_find_read_the_faces_from_an_index_without_embedding_again(c
     found = run_cli("find", "-g", gallery, "s4", ATT, "--index", out, "--no-cache", "--json")
     assert found.returncode == 0, found.stderr
     assert {Path(p).parent.name for p in found.stdout.split('"') if p.endswith(".pgm")} == {"s4"}
+
+
+def test_a_pipe_or_a_device_among_the_images_is_an_unreadable_row_not_a_hung_worker(tmp_path):
+    # An embedding worker read each image whole before asking what it was: a FIFO named like a photo (anyone who
+    # may write into the archive can leave one) held its worker for ever, a link to /dev/zero grew it without
+    # end. Each is a row marked unreadable; the others are embedded. The block of work a Ray actor runs, in a
+    # process of its own (a hang is its timeout; its memory is bounded, for /dev/zero).
+    import os
+    import subprocess
+    import sys
+
+    from conftest import att
+
+    from siamface.pipeline import DEFAULT_MODEL
+
+    os.mkfifo(tmp_path / "dropped.jpg")
+    (tmp_path / "endless.png").symlink_to("/dev/zero")
+    paths = [str(tmp_path / "dropped.jpg"), str(tmp_path / "endless.png"), str(att(5, 1))]
+    script = (
+        "import json, resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_DATA, (4 << 30, 4 << 30))\n"
+        "from siamface.library.index import embed_block\n"
+        "options = {'detector': 'retinaface', 'model': sys.argv[2], 'min_face': 20, 'upsample': None, 'device': 'cpu'}\n"
+        "rows = embed_block(json.loads(sys.argv[1]), options)\n"
+        "print(json.dumps({'face': rows['face'], 'error': rows['error'], 'path': rows['path']}))\n"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script, json.dumps(paths), DEFAULT_MODEL], capture_output=True, text=True, timeout=60
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the block still running after 60 s: its worker blocked on the FIFO")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    by_path = dict(zip(rows["path"], zip(rows["face"], rows["error"])))
+    for bad in paths[:2]:
+        face, error = by_path[bad]
+        assert face == -2 and "not a regular file" in error, by_path
+    assert by_path[paths[2]] == (0, None)
+
+
+@pytest.mark.parametrize("how", ["part 0666", "another user's part", "folder 0777"])
+def test_an_index_others_may_change_is_not_read(tmp_path, how):
+    # cluster --index and find --index took every row of every part-*.parquet in the folder as found: a part
+    # another user put there (a shared cluster file system), or changed, said which faces the photos hold (any
+    # embedding under any path: find reported a stranger's photos as s4's). An index that others may change is
+    # refused, as a gallery or a FAISS file is.
+    import os
+
+    import pyarrow
+    from conftest import att
+
+    from siamface.library.index import ParquetIndex, _arrow_columns, embed_block
+    from siamface.pipeline import DEFAULT_MODEL
+
+    if how == "another user's part" and (os.name == "nt" or os.getuid() != 0):
+        pytest.skip("giving a file to another user needs root")
+    gallery = tmp_path / "people.db"
+    assert run_cli("enroll", "--gallery", gallery, "--min-size", "40", "s4", att(4, 2)).returncode == 0
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for s in (4, 5):
+        (photos / f"s{s}.pgm").write_bytes(att(s, 1).read_bytes())
+    out = tmp_path / "index"
+    options = {"detector": "retinaface", "model": DEFAULT_MODEL, "min_face": 20, "upsample": None, "device": "cpu"}
+    rows = embed_block(sorted(str(p) for p in photos.iterdir()), options)
+    sink = ParquetIndex(out)
+    sink.bind(rows["model"][0])
+    sink.write(pyarrow.table(_arrow_columns(rows)))
+    args = ("find", "-g", gallery, "s4", photos, "--index", out, "--no-cache", "--json")
+    assert run_cli(*args).returncode == 0  # the owner's own index is read
+    (part,) = out.glob("part-*.parquet")
+    if how == "part 0666":
+        part.chmod(0o666)
+    elif how == "another user's part":
+        os.chown(part, 4321, 4321)
+    else:
+        out.chmod(0o777)
+    refused = run_cli(*args)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, (refused.stdout, refused.stderr)
+    assert "other users" in refused.stderr or "another user" in refused.stderr, refused.stderr
+
+
+def test_a_part_is_never_written_through_a_link_planted_at_its_temporary_name(tmp_path):
+    # A part was written to .NAME.PID.tmp in the index folder (a shared file system on a cluster), a name anyone
+    # could predict (NAME: a digest of the block's paths): a link planted there made the run overwrite the link's
+    # target with Parquet bytes. Parts are written under a random name made O_EXCL, then renamed.
+    import hashlib
+    import os
+
+    import pyarrow
+
+    from siamface.library.index import ParquetIndex, _arrow_columns
+
+    rows = {"path": ["a.jpg"], "face": [-1], "image_sha256": [""], "box": [None], "score": [None]}
+    rows |= {"embedding": [None], "error": [None], "model": ["m"]}
+    name = "part-" + hashlib.sha256(b"a.jpg").hexdigest()[:24] + ".parquet"
+    out, victim = tmp_path / "index", tmp_path / "victims-file"
+    out.mkdir()
+    victim.write_bytes(b"keep me")
+    (out / f".{name}.{os.getpid()}.tmp").symlink_to(victim)
+    sink = ParquetIndex(out)
+    sink.write(pyarrow.table(_arrow_columns(rows)))
+    sink.close()
+    assert victim.read_bytes() == b"keep me"
+    assert pq.read_table(out / name).column("path").to_pylist() == ["a.jpg"]

@@ -143,8 +143,9 @@ def test_enroll_names_a_group_and_identify_then_names_that_person(library, tmp_p
     cache = tmp_path / "c.sqlite"
     payload = json.loads(run_cli("cluster", root / "photos", "--cache", cache, "--json").stdout)
     k = next(i for i, g in enumerate(groups_of(payload, owners)) if g == {3})
+    key = payload["clusters"][k]["key"]
     gallery = tmp_path / "people.db"
-    out = run_cli("cluster", root / "photos", "--cache", cache, "--enroll", "-g", gallery, "--name", f"{k}=alice")
+    out = run_cli("cluster", root / "photos", "--cache", cache, "--enroll", "-g", gallery, "--name", f"{key}=alice")
     assert out.returncode == 0, out.stderr
     assert f"enrolled group {k} as alice: 3 template(s) added" in out.stdout
     out = run_cli("identify", "-g", gallery, att(3, 4), "--json")  # a photo of s3 the library does not hold
@@ -199,7 +200,7 @@ def test_contact_sheet_has_a_row_per_group_and_escapes_file_names(library, tmp_p
     page = (tmp_path / "sheet" / "index.html").read_text()
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;.pgm" in page
     assert page.count('<div class="row">') == 2  # the group of s6, then the face alone
-    assert page.index("group 0: 2 face(s)") < page.index("unclustered: 1 face(s)")
+    assert page.index("group 0, key ") < page.index("unclustered: 1 face(s)")
     assert page.count("data:image/jpeg;base64,") == 3
 
 
@@ -223,9 +224,12 @@ def test_contact_sheet_is_private_and_follows_no_link(library, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--name", "0=alice"], "add --enroll"),
+        (["--name", "0123456789ab=alice"], "add --enroll"),
         (["--enroll", "-g", "G.db"], "--enroll needs --name"),
-        (["--enroll", "-g", "G.db", "--name", "alice"], "give K=NAME"),
+        (["--enroll", "-g", "G.db", "--name", "alice"], "give KEY=NAME"),
+        (["--enroll", "-g", "G.db", "--name", "0=alice"], "by its key"),
+        (["--enroll", "-g", "G.db", "--name", "abc=alice"], "12 hex digits"),
+        (["--enroll", "-g", "G.db", "--name", "0123456789ab=alice"], "no group has the key 0123456789ab"),
         (["--step", "0"], "--step must be > 0"),
     ],
 )
@@ -261,3 +265,94 @@ def test_the_linking_threshold_keeps_the_models_1_to_n_gap_above_a_calibrated_th
     assert cluster_threshold(Pipeline(threshold=given)) == pytest.approx(
         given + info.identify_threshold - info.threshold
     )
+
+
+@pytest.mark.parametrize("command", ["cluster", "find"])
+def test_a_pipe_or_a_device_in_a_folder_does_not_hang_a_scan_through_the_cache(tmp_path, command):
+    # The embedding cache (the default) hashed every file of the folder before it was read as a photo or a
+    # video: a FIFO named like a photo waited for a writer for ever, and a link to a device never ended (anyone
+    # who may write into the folder can leave one). Only regular files are hashed and read; the others are
+    # reported, the rest grouped or searched.
+    import os
+    import subprocess
+    import sys
+
+    gallery = tmp_path / "people.db"
+    assert run_cli("enroll", "--gallery", gallery, "--min-size", "40", "s4", att(4, 2)).returncode == 0
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(att(4, 1), folder / "ok.pgm")
+    os.mkfifo(folder / "dropped.jpg")
+    os.mkfifo(folder / "dropped.mp4")
+    (folder / "endless.png").symlink_to("/dev/zero")
+    args = {"cluster": ["cluster", folder], "find": ["find", "--gallery", gallery, "s4", folder]}[command]
+    run = [sys.executable, "-m", "siamface", *map(str, args), "--cache", str(tmp_path / "c.sqlite")]
+    try:
+        done = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"siamface {command} still running after 60 s: blocked on a pipe or a device")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    for name in ("dropped.jpg", "dropped.mp4", "endless.png"):
+        assert name in done.stderr and "not a regular file" in done.stderr, done.stderr
+    assert ("1 files embedded" if command == "cluster" else "ok.pgm") in done.stdout, done.stdout  # the photo read
+
+
+def test_a_group_is_named_by_its_key_so_photos_added_since_cannot_take_its_place(tmp_path):
+    # The recipe named groups by number (--name 0=alice), numbered largest first: anyone who may add photos to
+    # the folder between the run that showed the groups and the one that enrolled them (a shared album) added
+    # five of their own, their group became group 0, and --name 0=alice enrolled them as alice (a claim of alice
+    # then granted them). A group is named by its key, a digest of its photos and faces: the same group keeps
+    # it whatever else is added, and a group whose photo was swapped since has another.
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for s in (3, 4):
+        for i in (1, 2, 3):
+            shutil.copy(att(s, i), folder / f"s{s}_{i}.pgm")
+    cache, gallery = tmp_path / "c.sqlite", tmp_path / "people.db"
+    shown = json.loads(run_cli("cluster", folder, "--cache", cache, "--json").stdout)
+    owners = {str(folder / f"s{s}_{i}.pgm"): s for s in (3, 4) for i in (1, 2, 3)}
+    number = next(i for i, g in enumerate(groups_of(shown, owners)) if g == {3})
+    key = shown["clusters"][number]["key"]
+    for i in (1, 2, 3, 4):  # added afterwards: a larger group, numbered first
+        shutil.copy(att(5, i), folder / f"z{i}.pgm")
+    by_number = run_cli("cluster", folder, "--cache", cache, "--enroll", "-g", gallery, "--name", f"{number}=alice")
+    assert by_number.returncode == 2 and "by its key" in by_number.stderr, by_number.stdout
+    assert not gallery.exists()
+    out = run_cli("cluster", folder, "--cache", cache, "--enroll", "-g", gallery, "--name", f"{key}=alice")
+    assert out.returncode == 0 and "as alice: 3 template(s) added" in out.stdout, (out.stdout, out.stderr)
+    for subject, granted in ((3, True), (5, False)):
+        claim = run_cli("verify", "--gallery", gallery, "--claim", "alice", "--json", att(subject, 4))
+        assert json.loads(claim.stdout)["accepted"] is granted, claim.stdout
+    shutil.copy(att(5, 1), folder / "s4_1.pgm")  # a photo of the group swapped for another person's
+    payload = json.loads(run_cli("cluster", folder, "--cache", cache, "--json").stdout)
+    assert key in [c["key"] for c in payload["clusters"]]  # s3's group is unchanged: the same key
+    s4 = next(i for i, g in enumerate(groups_of(shown, owners)) if g == {4})
+    swapped = run_cli(
+        "cluster", folder, "--cache", cache, "--enroll", "-g", gallery, "--name", f"{shown['clusters'][s4]['key']}=bob"
+    )
+    assert swapped.returncode == 2 and "no group has the key" in swapped.stderr, swapped.stdout
+
+
+def test_a_photos_file_name_cannot_write_to_the_operators_terminal(tmp_path):
+    # A folder's file names are chosen by whoever may write into it. cluster, find, identify and enroll --folder
+    # printed them as they were: a photo named with OSC 52 (sets the terminal's clipboard), a screen clear and a
+    # right-to-left override reached the operator's terminal, in the results and in the error lines. Every
+    # control, format or unassigned character of what is printed as text is shown as '?' (JSON escapes them).
+    folder = tmp_path / "photos"
+    (folder / "s3").mkdir(parents=True)
+    hostile = "a\x1b]52;c;ZWNobyBwd25lZA==\x07\x1b[2J\u202egnp"
+    shutil.copy(att(3, 1), folder / "s3" / f"{hostile}.pgm")
+    shutil.copy(att(3, 2), folder / "s3" / "b.pgm")
+    (folder / "s3" / f"{hostile}-broken.jpg").write_bytes(b"not an image")
+    gallery = tmp_path / "people.db"
+    runs = {
+        "enroll": run_cli("enroll", "--gallery", gallery, "--folder", folder, "--min-size", "40"),
+        "cluster": run_cli("cluster", folder, "--cache", tmp_path / "c.sqlite"),
+        "find": run_cli("find", "--gallery", gallery, "s3", folder, "--cache", tmp_path / "c.sqlite"),
+        "identify": run_cli("identify", "--gallery", gallery, folder),
+    }
+    for command, out in runs.items():
+        text = out.stdout + out.stderr
+        assert "Traceback" not in text, (command, text)
+        assert not any(c in text for c in "\x1b\x07\u202e"), (command, text)
+        assert "a?]52;c;ZWNobyBwd25lZA==??[2J?gnp" in text, (command, text)  # the name is still there, shown

@@ -311,6 +311,7 @@ def test_serve_refuses_a_keys_file_others_may_write_and_warns_of_one_they_may_re
     assert cli("keys", "create", "--gallery", gallery, "--name", "door").returncode == 0
     keys = tmp_path / "people.db.keys.json"
     keys.chmod(mode)
+    _group_of_others(keys, mode)
     monkeypatch.setattr("uvicorn.run", lambda *a, **kw: None)  # in this process: stop where it would listen
     done = cli("serve", "--gallery", gallery, "--port", "1", "--liveness", "off")
     if refused:
@@ -379,6 +380,17 @@ def test_health_tells_an_outsider_only_whether_the_server_is_up(server):
     assert door.status == 200 and {"liveness", "model", "audit"} <= set(door.body), door.body
 
 
+def _group_of_others(path, mode: int) -> None:
+    """Where `mode` gives its group write access, give `path` a group others may be in (gid 4321, no user's own
+    group): the group bits of a user private group (one user's, named as them) are no one else's."""
+    import os
+
+    if mode & 0o020 and not mode & 0o002:
+        if os.name == "nt" or os.getuid() != 0:
+            pytest.skip("giving a file another group needs root")
+        os.chown(path, -1, 4321)
+
+
 def _calibration_beside(gallery, model: str, threshold: float) -> None:
     _write_calibration(gallery.with_name(gallery.name + ".thresholds.json"), model, threshold)
 
@@ -414,6 +426,7 @@ def test_serve_refuses_a_calibration_or_gallery_others_may_write(tmp_path, monke
     _calibration_beside(gallery, DEFAULT_MODEL, info.impostor_median or info.threshold)
     target = {"thresholds.json": gallery.with_name(gallery.name + ".thresholds.json"), "gallery": gallery}
     target.get(what, folder).chmod(mode)
+    _group_of_others(target.get(what, folder), mode)
     monkeypatch.setattr("uvicorn.run", never_listen)
     done = cli("serve", "--gallery", gallery, "--port", "1", "--liveness", "off")
     assert done.returncode == 2 and "other users" in done.stderr, done.stderr

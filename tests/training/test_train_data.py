@@ -80,3 +80,42 @@ def test_augmentation_is_seeded_and_changes_images(faces):
     assert np.array_equal(Augment.none()(chips, np.random.default_rng(5)), chips)
     flip = Augment.parse("flip=1,rotate=0,scale=0,shift=0,contrast=0,brightness=0,blur=0")
     assert np.array_equal(flip(chips, np.random.default_rng(0)), chips[:, :, ::-1])
+
+
+def test_a_shared_chip_cache_neither_writes_through_a_link_nor_reads_another_users_chips(tmp_path, faces):
+    # The aligned chips of `siamface train` are cached in siamface's cache folder, which may be shared (the
+    # docs' own case: the embedding cache signs its entries for it). The chips were written to a name anyone
+    # could predict (.KEY.npz.PID.tmp.npz, then renamed): a link planted there made the trainer overwrite the
+    # link's target (any file of its user); and a chips file another user put at KEY.npz (its name is a digest
+    # of the dataset's paths, sizes and times: anyone who may list the dataset computes it) was trained on.
+    import os
+
+    cache = tmp_path / "shared-cache"
+    cache.mkdir()
+    cache.chmod(0o1777)
+    victim = tmp_path / "victims-file"
+    victim.write_bytes(b"keep me")
+    from siamface.training import data
+
+    files = data.folder_identities(ATT)
+    from siamface.alignment import ChipSpec
+
+    key = data._cache_key(ATT, files, "retinaface", True, ChipSpec(150, 0.25))
+    (cache / f".{key}.npz.{os.getpid()}.tmp.npz").symlink_to(victim)
+    honest = load_faces(ATT, aligned=True, chip=ChipSpec(150, 0.25), cache_dir=cache)
+    assert victim.read_bytes() == b"keep me"
+    assert np.array_equal(honest.chips, faces.chips)
+    if os.name == "nt" or os.getuid() != 0:
+        return  # giving a file to another user needs root
+    planted = cache / f"{key}.npz"
+    planted.unlink(missing_ok=True)
+    np.savez(
+        planted,
+        chips=np.zeros_like(honest.chips),
+        paths=np.array(honest.paths, str),
+        identities=np.array([honest.identities[k] for k in honest.labels], str),
+        skipped=np.array([], str),
+    )
+    os.chown(planted, 4321, 4321)
+    again = load_faces(ATT, aligned=True, chip=ChipSpec(150, 0.25), cache_dir=cache)
+    assert np.array_equal(again.chips, honest.chips)

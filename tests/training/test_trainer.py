@@ -13,9 +13,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import ATT, att  # noqa: E402
+from conftest import ATT, att, run_cli  # noqa: E402
 
 from siamface.embedding.onnx_file import preprocess  # noqa: E402
+from siamface.errors import ConfigError  # noqa: E402
 from siamface.training.data import load_faces  # noqa: E402
 from siamface.training.networks import SmallCNN  # noqa: E402
 from siamface.training.trainer import TrainConfig, train  # noqa: E402
@@ -215,3 +216,50 @@ def test_the_evaluate_command_train_prints_reads_person_folders_with_spaces(tmp_
     evaluated = run_cli(*shlex.split(command)[1:], "--no-cache", "--quiet")
     assert evaluated.returncode == 0, evaluated.stderr
     assert "18 genuine" in evaluated.stdout, evaluated.stdout
+
+
+class _Payload:
+    """What a crafted checkpoint carries: unpickling it calls ``touch`` on a file (any call would do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_crafted_checkpoint_runs_no_code(tmp_path, faces):
+    # A checkpoint is a pickle: torch.load(weights_only=False) ran whatever a file handed over as a run folder's
+    # last.pt held (train --resume), or a best.pt put into the run folder (read back at the end of a run). They
+    # are read as tensors and plain values only; a file that is not one is a one-line error.
+    out, marker = tmp_path / "run", tmp_path / "ran"
+    train(_config(out, epochs=2, augment="none"), faces=faces)
+    genuine = (out / "last.pt").read_bytes()
+    torch.save({"config": {"dataset": str(ATT)}, "encoder": _Payload(marker)}, out / "last.pt")
+    result = run_cli("train", ATT, "--aligned", "--out", out, "--resume", "--quiet")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "not a siamface training checkpoint" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not marker.exists()
+    # the run's own last.pt back, a crafted best.pt beside it: resuming a finished run reads best.pt at once
+    (out / "last.pt").write_bytes(genuine)
+    torch.save({"encoder": _Payload(marker)}, out / "best.pt")
+    with pytest.raises(ConfigError, match="not a siamface training checkpoint"):
+        train(_config(out, epochs=2, augment="none"), resume=True, faces=faces)
+    assert not marker.exists()
+
+
+def test_checkpoints_and_the_model_are_never_written_through_a_link(tmp_path, faces):
+    # last.pt, best.pt and model.onnx were written to last.tmp, best.tmp and .model.onnx.tmp in the run folder,
+    # then renamed: a link planted at one of those names (a run folder in a shared place) made the trainer
+    # overwrite the link's target. They are written under random names made O_EXCL, then renamed.
+    out = tmp_path / "run"
+    out.mkdir()
+    victims = []
+    for planted in ("last.tmp", "best.tmp", ".model.onnx.tmp"):
+        victim = tmp_path / f"victim-{planted}"
+        victim.write_bytes(b"keep me")
+        (out / planted).symlink_to(victim)
+        victims.append(victim)
+    train(_config(out, epochs=1, augment="none"), faces=faces)
+    assert [v.read_bytes() for v in victims] == [b"keep me"] * 3
+    assert (out / "model.onnx").stat().st_size > 1000 and (out / "last.pt").is_file()

@@ -22,6 +22,7 @@ import logging
 import sys
 
 from .. import __version__
+from .._progress import printable
 from ..errors import SiamfaceError
 from . import admin, evaluate, faces, gallery, index, library, live, serve, train
 from ._common import EXIT_ERROR
@@ -46,9 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    before = set(logging.getLogger().handlers)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    for handler in set(logging.getLogger().handlers) - before:  # a warning may name files others named
+        handler.setFormatter(_PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_ERROR
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     except SiamfaceError as exc:
         if args.debug:
             raise
-        print(f"siamface: error: {exc}", file=sys.stderr)
+        print(f"siamface: error: {printable(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("siamface: interrupted", file=sys.stderr)
@@ -69,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         # Python's own flush at exit must not fail on it either, so stdout now points at /dev/null.
         _silence_stdout()
         return EXIT_BROKEN_PIPE
+
+
+class _PrintableFormatter(logging.Formatter):
+    """Log lines with every control or format character but the line breaks (a traceback's) as '?'."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record), keep="\n")
 
 
 #: What a shell reports for a program ended by SIGPIPE (128 + 13).

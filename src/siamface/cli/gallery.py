@@ -21,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from .._progress import Progress
+from .._progress import Progress, printable
 from ..errors import ConfigError
 from ._common import (
     EXIT_ERROR,
@@ -266,11 +266,11 @@ def cmd_enroll(args) -> int:
         for r in reports:
             print(_enrolled_line(r, args.name if args.name is not None else r.person))
             for rejection in r.rejected:
-                print(f"  rejected ({rejection.reason}): {rejection.message}")
+                print(f"  rejected ({rejection.reason}): {printable(rejection.message)}")
             for warning in r.warnings:
-                print(f"  warning: {warning}")
+                print(f"  warning: {printable(warning)}")
         if not reports:
-            print(f"{args.folder}: no person folders found")
+            print(f"{printable(args.folder)}: no person folders found")
     return EXIT_OK if reports and all(r.added for r in reports) else EXIT_NO
 
 
@@ -374,18 +374,20 @@ def cmd_identify(args) -> int:
                 if r.fpir is not None
                 else " (fixed)"
             )
-            print(f"{r.probe}: {len(r.faces)} face(s), threshold {r.threshold:.4f}{policy}, margin {r.margin:g}")
+            print(
+                f"{printable(r.probe)}: {len(r.faces)} face(s), threshold {r.threshold:.4f}{policy}, margin {r.margin:g}"
+            )
             for i, face in enumerate(r.faces):
                 box = "(" + ", ".join(f"{v:.0f}" for v in face.box) + ")"
                 score = f"{face.similarity:.4f}" if face.similarity is not None else "-"
                 others = ", ".join(f"{c.person} {c.similarity:.4f}" for c in face.candidates[1:])
                 print(f"  [{i}] {box}: {face.name} ({score})" + (f"  next: {others}" if others else ""))
             for note in r.notes:
-                print(f"  note: {note}")
+                print(f"  note: {printable(note)}")
         for probe, out in annotated.items():
-            print(f"annotated {probe} -> {out}")
+            print(f"annotated {printable(probe)} -> {printable(out)}")
     for _, message in errors:
-        print(f"siamface: error: {message}", file=sys.stderr)
+        print(f"siamface: error: {printable(message)}", file=sys.stderr)
     if errors:
         return EXIT_ERROR
     return EXIT_OK if all(r.found for r in results) else EXIT_NO

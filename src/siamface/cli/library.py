@@ -1,7 +1,7 @@
 """Photo libraries: group the faces of people nobody enrolled, name a group, find a person everywhere.
 
     siamface cluster PATH... [--method whispers+mean|whispers|average|components] [--threshold T] [--json] [--out DIR]
-                     [--enroll -g GALLERY --name K=NAME ...] [--cache PATH | --no-cache] [--step S]
+                     [--enroll -g GALLERY --name KEY=NAME ...] [--cache PATH | --no-cache] [--step S]
     siamface find -g GALLERY NAME PATH... [--margin M] [--json] [--cache PATH | --no-cache] [--step S]
 
 PATH: photos, videos, or folders (every photo and video inside, subfolders included, not through symbolic
@@ -18,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+from .._progress import printable
 from ..errors import ConfigError
 from ._common import (
     EXIT_ERROR,
@@ -49,8 +50,8 @@ def add_parsers(sub) -> None:
         "mean template (the average of its faces) reaches that threshold. A face that belongs to no group "
         "stays alone (\"unclustered\"). A video's face track counts once, with its time range. Every "
         "file is embedded once through the embedding cache, so a re-run or a grown folder embeds only "
-        "what is new. Groups are numbered largest first; --enroll names groups into a gallery through "
-        "its enrolment gates. Exit code 0, or 2 on an error (a file that cannot be read is reported on "
+        "what is new. Groups are numbered largest first, each with a key (a digest of its photos and faces); "
+        "--enroll names groups, by key, into a gallery through its enrolment gates. Exit code 0, or 2 on an error (a file that cannot be read is reported on "
         "stderr and the others are grouped); with --enroll, 1 when a named group enrolled nothing.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="photos, videos or folders")
@@ -82,8 +83,10 @@ def add_parsers(sub) -> None:
         "--name",
         action="append",
         default=[],
-        metavar="K=NAME",
-        help="with --enroll: name group K (its id in this run's output) NAME; repeat for several groups",
+        metavar="KEY=NAME",
+        help="with --enroll: name the group whose key is KEY (printed beside each group, in --json and on the "
+        "contact sheet) NAME; repeat for several groups. A group is named by its key, not its number: numbers "
+        "follow the groups' sizes and move when photos are added; a key changes when one of its photos does",
     )
     p.add_argument(
         "--templates",
@@ -160,22 +163,32 @@ def _collect(args, pipeline):
         if cache is not None:
             cache.close()
     for path, message in collected.errors:
-        print(f"siamface: error: {path}: {message}", file=sys.stderr)
+        print(f"siamface: error: {printable(path)}: {printable(message)}", file=sys.stderr)
     return collected
 
 
-def _names(pairs: list[str]) -> dict[int, str]:
+def _names(pairs: list[str]) -> dict[str, str]:
+    """{group key: name} of the --name KEY=NAME options."""
     from ..gallery.names import check_name
+    from ..library.groups import KEY_DIGITS
 
-    names: dict[int, str] = {}
+    names: dict[str, str] = {}
     for pair in pairs:
         key, sep, name = pair.partition("=")
-        if not sep or not key.strip().isdigit():
-            raise ConfigError(f"--name {pair!r}: give K=NAME, K a group id of this run's output")
-        k = int(key)
-        if k in names:
-            raise ConfigError(f"--name: group {k} is named twice")
-        names[k] = check_name(name)
+        key = key.strip().lower()
+        if not sep or not key:
+            raise ConfigError(f"--name {pair!r}: give KEY=NAME, KEY a group's key as this command prints it")
+        if key.isdigit() and len(key) < KEY_DIGITS:
+            raise ConfigError(
+                f"--name {pair!r}: name a group by its key (printed beside it, e.g. 'group 0, key ...'), not by "
+                "its number: numbers follow the groups' sizes, so photos added to the folder since the groups "
+                "were shown could give someone else's group this number"
+            )
+        if len(key) != KEY_DIGITS or any(c not in "0123456789abcdef" for c in key):
+            raise ConfigError(f"--name {pair!r}: a group's key is {KEY_DIGITS} hex digits, as this command prints it")
+        if key in names:
+            raise ConfigError(f"--name: group {key} is named twice")
+        names[key] = check_name(name)
     return names
 
 
@@ -185,7 +198,7 @@ def cmd_cluster(args) -> int:
 
     names = _names(args.name)
     if args.enroll and not names:
-        raise ConfigError("--enroll needs --name K=NAME for at least one group")
+        raise ConfigError("--enroll needs --name KEY=NAME for at least one group")
     if names and not args.enroll:
         raise ConfigError("--name names groups for --enroll; add --enroll")
     if args.enroll and not args.gallery:
@@ -197,14 +210,19 @@ def cmd_cluster(args) -> int:
     threshold = pipeline.threshold if args.threshold is not None else cluster_threshold(pipeline)
     collected = _collect(args, pipeline)
     grouping = group_faces(collected.faces, threshold, model=pipeline.encoder.info.name, method=args.method)
-    unknown = sorted(k for k in names if k >= len(grouping.clusters))
+    keys = grouping.keys
+    unknown = sorted(k for k in names if k not in keys)
     if unknown:
-        raise ConfigError(f"--name: no group {unknown[0]} (this run found {len(grouping.clusters)} groups)")
+        raise ConfigError(
+            f"--name: no group has the key {unknown[0]} in this run: its photos changed since it was shown (one "
+            "of them changed, or a face joined or left the group); look at the groups again"
+        )
     reports = []
     if args.enroll:
         with open_gallery(args, pipeline, create=True) as gallery:
-            for k, name in sorted(names.items()):
-                reports.append((k, enroll_group(gallery, name, grouping.clusters[k], limit=args.templates)))
+            for k in sorted(keys.index(key) for key in names):
+                group = grouping.clusters[k]
+                reports.append((k, enroll_group(gallery, names[keys[k]], group, limit=args.templates)))
     sheet = None
     if args.out:
         from .._files import atomic_write_bytes
@@ -221,7 +239,7 @@ def cmd_cluster(args) -> int:
     if args.json:
         payload = grouping.to_dict()
         if reports:
-            payload["enrolled"] = [{"id": k, **r.to_dict()} for k, r in reports]
+            payload["enrolled"] = [{"id": k, "key": keys[k], **r.to_dict()} for k, r in reports]
         if collected.errors:
             payload["errors"] = [{"file": f, "error": e} for f, e in collected.errors]
         print_json(payload)
@@ -233,14 +251,14 @@ def cmd_cluster(args) -> int:
             f"method {args.method}; {collected.embedded} files embedded, {collected.cached} from the cache"
         )
         for k, group in enumerate(grouping.clusters):
-            files = sorted({f.file for f in group})
+            files = sorted({printable(f.file) for f in group})
             shown = ", ".join(files[:3]) + (f", ... ({len(files)} files)" if len(files) > 3 else "")
-            print(f"  group {k}: {len(group)} faces: {shown}")
+            print(f"  group {k}, key {keys[k]}: {len(group)} faces: {shown}")
         for k, r in reports:
             rejected = f", {len(r.rejected)} rejected" if r.rejected else ""
             print(f"  enrolled group {k} as {r.person}: {len(r.added)} template(s) added{rejected}")
         if sheet is not None:
-            print(f"contact sheet: {sheet}")
+            print(f"contact sheet: {printable(sheet)}")
     if collected.errors:
         return EXIT_ERROR
     return EXIT_OK if all(r.added for _, r in reports) else EXIT_NO
@@ -270,7 +288,7 @@ def cmd_find(args) -> int:
         for s in found:
             where = s.file if s.time is None else f"{s.file} {s.time[0]:.1f}-{s.time[1]:.1f} s"
             box = "(" + ", ".join(f"{v:.0f}" for v in s.box) + ")"
-            print(f"{where}: {person} {box} ({s.similarity:.4f})")
+            print(f"{printable(where)}: {person} {box} ({s.similarity:.4f})")
         if not found:
             print(f"{person}: not found in {collected.files} file(s)")
     if collected.errors:

@@ -107,6 +107,12 @@ def _decode(raw: dict, path) -> dict:
 
 
 def _session(path: Path, num_threads: int):
+    return _loaded(path, num_threads)[0]
+
+
+def _loaded(path: Path, num_threads: int):
+    """(session, sha256 of its bytes): the file is read once and the session made from the bytes hashed, so
+    that the version galleries bind (the digest) is that of the model that runs, whatever the file holds later."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -114,17 +120,13 @@ def _session(path: Path, num_threads: int):
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     try:
-        return new_session(path, num_threads)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return new_session(data, num_threads), hashlib.sha256(data).hexdigest()
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ModelError(f"onnxruntime could not load {path}: {exc}") from None
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _impostor_median(value, path) -> float | None:
@@ -149,7 +151,7 @@ class OnnxFileEncoder:
         from .onnx_runtime import default_num_threads
 
         self.path = Path(path)
-        self._session_obj = _session(self.path, num_threads or default_num_threads())
+        self._session_obj, digest = _loaded(self.path, num_threads or default_num_threads())
         self.meta = _decode(self._session_obj.get_modelmeta().custom_metadata_map, self.path)
         m = self.meta
         self.input_size = int(m["input_size"])
@@ -158,7 +160,7 @@ class OnnxFileEncoder:
         chip = m.get("chip", {"size": 150, "padding": 0.25})
         self.info = ModelInfo(
             name=str(m.get("name") or self.path.stem),
-            version=_file_digest(self.path)[:16],
+            version=digest[:16],
             embedding_size=int(m["embedding_size"]),
             chip=chip_from_metadata(chip),
             metric=str(m["metric"]),

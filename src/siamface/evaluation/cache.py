@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from .._files import create_private_file, default_cache_dir, file_sha256  # noqa: F401 - file_sha256 is also imported from here
+from .._files import create_private_file, default_cache_dir, exposure, file_sha256  # noqa: F401 - file_sha256 is also imported from here
 from ..errors import ConfigError
 
 __all__ = [
@@ -177,6 +177,23 @@ class EmbeddingCache:
             raise self._unusable(again) from None
         self._pending = 0
 
+    def _check_private(self) -> None:
+        """`ConfigError` unless the cache file and any -wal or -shm beside it are this user's alone: not a link,
+        not another user's, not readable or writable by others (`siamface._files.exposure`). In a shared cache
+        folder someone else may have made them first: their file would receive the embeddings of the user's
+        photos (biometric templates), and SQLite replays a -wal into its database."""
+        for suffix in ("", "-wal", "-shm"):
+            side = Path(f"{self.path}{suffix}")
+            why = f"{side} is a link" if side.is_symlink() else None
+            writable, readable = exposure(side)
+            why = why or writable or readable
+            if why:
+                raise ConfigError(
+                    f"embedding cache: {why}; it would hold the embeddings of your photos: make the cache yours "
+                    "alone (chmod 600, no link, in a folder others may not write), or pass --cache PATH elsewhere "
+                    "or --no-cache"
+                )
+
     def _unusable(self, exc: Exception) -> ConfigError:
         return ConfigError(
             f"embedding cache {self.path}: cannot be opened ({exc}); pass --cache PATH elsewhere or --no-cache"
@@ -184,6 +201,7 @@ class EmbeddingCache:
 
     def _open(self) -> sqlite3.Connection:
         create_private_file(self.path)  # embeddings are biometric templates: owner only (0600)
+        self._check_private()
         db = sqlite3.connect(str(self.path), timeout=30.0)
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -405,18 +423,23 @@ def _faces_entry(row) -> CachedFaces:
 
 def _secret_key() -> bytes:
     """The HMAC key of the user's cache entries: ``cache.key`` in the config folder (32 random bytes, 0600,
-    made on first use). Where that folder cannot be written, a key for this process only (entries then
-    check only in the process that wrote them)."""
+    made on first use). Where that folder cannot be written, or the file is one that another user owns or that
+    others may read or write (`siamface._files.exposure`), a key for this process only (entries then check only
+    in the process that wrote them)."""
     from ..thresholds import config_dir
 
     path = config_dir() / KEY_FILE
+    key = secrets.token_bytes(32)
+    writable, readable = exposure(path)
+    if writable or readable:  # whoever may read the key (or chose it) signs entries this user's siamface trusts
+        log.warning("%s: cached embeddings check only within this process", writable or readable)
+        return key
     try:
-        key = path.read_bytes()
-        if len(key) >= 32:
-            return key
+        found = path.read_bytes()
+        if len(found) >= 32:
+            return found
     except OSError:
         pass
-    key = secrets.token_bytes(32)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)

@@ -6,6 +6,7 @@ the protocols score every pair of that image NaN (see `siamface.evaluation.repor
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -18,6 +19,7 @@ import numpy as np
 
 from .._progress import Progress
 from ..errors import ConfigError, ImageError
+from ..image import load_image, read_image_file
 from .cache import EmbeddingCache, detector_key, file_sha256, model_key
 
 __all__ = ["EmbeddingRun", "ImageOutcome", "embed_images"]
@@ -99,11 +101,12 @@ def embed_images(
             try:
                 for start in range(0, len(todo), BATCH_IMAGES):
                     chunk = todo[start : start + BATCH_IMAGES]
-                    for p, outcome in zip(chunk, _embed_batch(pipeline, chunk, face)):
+                    for p, (outcome, digest) in zip(chunk, _embed_batch(pipeline, chunk, face)):
                         outcomes[p] = outcome
                         computed += 1
                         if cache is not None and p in keys and (outcome.error in (None, "no face")):
-                            cache.put(keys[p], mkey, dkey, outcome.embedding, outcome.n_faces)
+                            # under the digest of the bytes decoded: the file may have changed since it was hashed
+                            cache.put(digest, mkey, dkey, outcome.embedding, outcome.n_faces)
                         bar.update()
             finally:
                 if cache is not None:
@@ -112,17 +115,24 @@ def embed_images(
     return EmbeddingRun(ordered, n_cached, computed, time.perf_counter() - t0)
 
 
-def _embed_batch(pipeline: Any, paths: Sequence[Path], face: str) -> list[ImageOutcome]:
-    """One outcome per path: each image decoded and its faces detected, then the chosen faces of all of them
-    embedded together (`Pipeline.embed_many`: one forward pass per batch of faces, not one per image)."""
+def _embed_batch(pipeline: Any, paths: Sequence[Path], face: str) -> list[tuple[ImageOutcome, str]]:
+    """(outcome, sha256 of the bytes decoded) per path: each image read once, decoded and its faces detected,
+    then the chosen faces of all of them embedded together (`Pipeline.embed_many`: one forward pass per batch
+    of faces, not one per image)."""
     outcomes: list[ImageOutcome | None] = []
+    digests: list[str] = []
     found = []
     for path in paths:
+        digest = ""
         try:
-            array = pipeline.load_image(path)
+            data = read_image_file(path)
+            digest = hashlib.sha256(data).hexdigest()
+            array = load_image(data, name=str(path))
         except ImageError as exc:
             outcomes.append(ImageOutcome(None, 0, f"unreadable: {exc.reason}"))
+            digests.append(digest)
             continue
+        digests.append(digest)
         faces = pipeline.detect(array)
         if len(faces) == 0:
             outcomes.append(ImageOutcome(None, 0, "no face"))
@@ -132,7 +142,7 @@ def _embed_batch(pipeline: Any, paths: Sequence[Path], face: str) -> list[ImageO
     embedded = pipeline.embed_many([(array, chosen) for _, _, array, chosen in found]) if found else []
     for (k, n, _, _), faces in zip(found, embedded):
         outcomes[k] = ImageOutcome(np.asarray(faces.embeddings[0], np.float32), int(n), None)
-    return outcomes
+    return list(zip(outcomes, digests))
 
 
 #: Images decoded and detected before their faces are embedded together.

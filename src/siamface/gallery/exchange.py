@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import stat
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ from ..decision import Threshold
 from ..errors import ConfigError, GalleryError
 from .backends import gallery_exists, open_store
 from .store import AddResult, ModelBinding, NewTemplate, Store, Template, UnknownPersonError, is_database_url
+
+log = logging.getLogger(__name__)
 
 FORMAT = "siamface-gallery"
 VERSION = 1
@@ -232,6 +235,53 @@ def _people(path: Path, header: dict[str, Any], keep_images: bool) -> tuple[list
 NOT_MATCHING = "matches none of the person's templates"
 
 
+def _check_images(path: Path, people: list, model: ModelBinding, pipeline: Any = None) -> tuple[list, int]:
+    """(people, images dropped): every face image the file carries (kept by the gallery) must show the face of
+    its template: its largest face, embedded by the gallery's model, reaching the model's 1:1 threshold in force
+    against the template, else `GalleryError` and nothing is imported. The import's gates read the templates
+    only, and `Gallery.reembed` makes each template from its image: an image of another face than its template
+    would become a template of someone the gates never saw. `pipeline`: the gallery's model (default: built
+    from its name); images of a model that is not registered here cannot be checked and are not kept."""
+    if not any(t.image is not None for _, _, templates in people for t in templates):
+        return people, 0
+    if pipeline is None:
+        from ..embedding import model_names
+
+        if model.name not in model_names():
+            count = sum(t.image is not None for _, _, templates in people for t in templates)
+            log.warning("%s: %d face image(s) not kept: model %s cannot check them here", path, count, model.name)
+            return [(n, m, [replace(t, image=None) for t in ts]) for n, m, ts in people], count
+        from ..pipeline import Pipeline
+
+        pipeline = Pipeline(model=model.name)
+    if ModelBinding.of(pipeline.encoder.info) != model:
+        raise GalleryError(
+            f"{path}: the face images cannot be checked: this siamface's {model.name} is another version"
+        )
+    from ..errors import ImageError
+    from ..image import load_image
+
+    threshold = Threshold(float(pipeline.threshold), "")
+    for name, _, templates in people:
+        for k, t in enumerate(templates, 1):
+            if t.image is None:
+                continue
+            try:
+                faces = pipeline.embed(load_image(t.image, name=f"{name!r}'s image {k}"))
+            except ImageError as exc:
+                raise GalleryError(
+                    f"{path}: {name!r}: template {k}'s image: {exc.reason}; nothing was imported"
+                ) from None
+            similarity = float(np.asarray(t.embedding, np.float32) @ faces.embeddings[0]) if len(faces) else None
+            if similarity is None or not threshold.accepts(similarity):
+                shown = "no face" if similarity is None else f"similarity {similarity:.4f} < {threshold.value:.4f}"
+                raise GalleryError(
+                    f"{path}: {name!r}: template {k}'s image is not the face of its template ({shown}): it would "
+                    "become the template at the next `gallery reembed`; nothing was imported"
+                )
+    return people, 0
+
+
 def _clashes(store: Store, people: list, threshold: Threshold) -> list[tuple[str, str]]:
     """(new person, whom they match) for each person of an import who is not enrolled yet and whose
     templates match someone enrolled, or another new person of the import, at `threshold`."""
@@ -276,16 +326,21 @@ def import_gallery(
     match: Threshold | None = None,
     clash: Threshold | None = None,
     actor: str = "",
+    pipeline: Any = None,
 ) -> ImportSummary:
     """Add every person of an export file to `store`, in one transaction (see the module's rules).
     `match`: with `merge`, a template for a person already enrolled must reach this 1:1 threshold against
     one of their templates (None: no such check, as ``--force``). `clash`: a face belongs to one person: a
     new person whose templates reach this (1:N) threshold against someone enrolled or another new person
-    of the file stops the import, nothing added (None: no such check, as ``--force``)."""
+    of the file stops the import, nothing added (None: no such check, as ``--force``). A face image the file
+    carries is kept only when it shows the face of its template (`_check_images`, with `pipeline`: by default
+    the gallery's own model), whatever `match` and `clash` say."""
     path = Path(path)
     header = read_header(path)
     store.model.check(file_model(header), store.location)
     people, dropped = _people(path, header, store.keep_images)
+    people, unchecked = _check_images(path, people, store.model, pipeline)
+    dropped += unchecked
     if clash is not None and people:
         found = _clashes(store, people, clash)
         if found:

@@ -14,13 +14,13 @@ nothing links to anyone once the person is gone. The audit rows are chained by h
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .._progress import printable
 from ..errors import GalleryError, ModelMismatchError
 
 
@@ -94,7 +94,7 @@ def source_label(source: str) -> str:
     bidirectional overrides, ...) as ``?``: a name someone else chose is shown in an operator's terminal.
     Written so at enrolment and read so from galleries of older code."""
     text = str(source or "").replace("\\", "/").rstrip("/")
-    return "".join("?" if unicodedata.category(c).startswith("C") else c for c in text.rsplit("/", 1)[-1])
+    return printable(text.rsplit("/", 1)[-1])
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """A library's faces grouped by person, a group named into a gallery, and a person found in a library.
 
     grouping = group_faces(collected.faces, threshold, model="sface")
-    grouping.to_dict()     # {"clusters": [{"id", "faces"}], "unclustered": [...], "model", "threshold"}
+    grouping.to_dict()     # {"clusters": [{"id", "key", "faces"}], "unclustered": [...], "model", "threshold"}
     enroll_group(gallery, "alice", grouping.clusters[3])         # through the gallery's enrolment gates
     find_person(gallery, "alice", collected)                     # [Sighting]: photos, and time ranges in videos
 
@@ -15,6 +15,7 @@ decided once, on its mean embedding.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,8 @@ from .media import Collected, LibraryFace, face_crop
 DEFAULT_SHIFT = 0.02
 #: Faces of a group offered for enrolment at most (the largest ones).
 ENROLL_TEMPLATES = 10
+#: Hex digits of a group's key (`group_key`).
+KEY_DIGITS = 12
 
 
 @dataclass(frozen=True)
@@ -42,13 +45,36 @@ class Grouping:
     threshold: float
     method: str
 
+    @property
+    def keys(self) -> list[str]:
+        """Each group's `group_key`, in the groups' order."""
+        return [group_key(group) for group in self.clusters]
+
     def to_dict(self) -> dict[str, Any]:
         return {
-            "clusters": [{"id": k, "faces": [f.to_dict() for f in group]} for k, group in enumerate(self.clusters)],
+            "clusters": [
+                {"id": k, "key": key, "faces": [f.to_dict() for f in group]}
+                for k, (key, group) in enumerate(zip(self.keys, self.clusters))
+            ],
             "unclustered": [f.to_dict() for f in self.unclustered],
             "model": self.model,
             "threshold": round(float(self.threshold), 6),
         }
+
+
+def group_key(faces: Sequence[LibraryFace]) -> str:
+    """A group's key: 12 hex digits of the sha256 of its faces (each face's file content digest, or its file
+    when that is not known, its box and its time range). The same while the same photos make the group; another
+    as soon as one of them changes, joins or leaves it. Groups are named by their key (``cluster --enroll
+    --name KEY=NAME``), never by their number: numbers follow the groups' sizes, so photos added to the folder
+    between the run that showed the groups and the one that enrolls them could give a group someone else made
+    larger the number of the group meant."""
+    lines = sorted(
+        f"{f.digest or f.file}|{','.join(f'{v:.1f}' for v in f.box)}|"
+        + ("" if f.time is None else f"{f.time[0]:.3f},{f.time[1]:.3f}")
+        for f in faces
+    )
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()[:KEY_DIGITS]
 
 
 def group_faces(

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import atomic_file, exposure
 from ..errors import ConfigError, GalleryError, ModelMismatchError, SiamfaceError
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def _pipeline(options: dict[str, Any]):
 def embed_block(paths: list[str], options: dict[str, Any]) -> dict[str, list]:
     """The rows (columns as lists) of the images `paths`: every face detected, the faces of all of them
     embedded together (`Pipeline.embed_many`, in batches)."""
-    from ..image import load_image
+    from ..image import load_image, read_image_file
 
     pipeline = _pipeline(options)
     model = pipeline.encoder.info.name
@@ -105,9 +106,9 @@ def embed_block(paths: list[str], options: dict[str, Any]) -> dict[str, list]:
     for path in paths:
         data = None
         try:
-            data = Path(path).read_bytes()
+            data = read_image_file(path)  # a regular file only, and not past the size an image may have
             image = load_image(data, name=path)
-        except (OSError, SiamfaceError) as exc:
+        except SiamfaceError as exc:
             digest = hashlib.sha256(data).hexdigest() if data is not None else ""
             _row(rows, path, UNREADABLE, digest, error=str(exc) or type(exc).__name__)
             continue
@@ -196,11 +197,8 @@ class ParquetIndex:
         final = self.folder / name
         if final.exists():
             return
-        aside = self.folder / f".{name}.{os.getpid()}.tmp"
-        pq.write_table(table, aside)
-        with open(aside, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(aside, final)
+        with atomic_file(final) as f:  # written aside under a random name (never through a link), then renamed
+            pq.write_table(table, f)
 
     def close(self) -> None:
         for stale in self.folder.glob(".part-*.tmp"):  # a crashed run's unfinished parts
@@ -278,15 +276,23 @@ def open_index(spec: str | os.PathLike):
 
 
 def read_index(folder: str | os.PathLike) -> dict[str, Any]:
-    """The faces of a Parquet index: ``paths`` (n,), ``faces`` (n,), ``boxes`` (n, 4), ``embeddings`` (n, d)
-    float32 and ``model``; each (path, face) once, images without a face left out."""
+    """The faces of a Parquet index (refused, `ConfigError`, when other users may change a part of it:
+    `siamface._files.exposure`): ``paths`` (n,), ``faces`` (n,), ``boxes`` (n, 4), ``embeddings`` (n, d)
+    float32, ``digests`` (the sha256 of each face's image) and ``model``; each (path, face) once, images without a face left out."""
     import pyarrow.parquet as pq
 
     folder = Path(folder)
     parts = sorted(folder.glob("part-*.parquet"))
     if not parts:
         raise ConfigError(f"{folder} is not an index made by siamface index (no part-*.parquet inside)")
-    seen, paths, faces, boxes, vectors, models = set(), [], [], [], [], set()
+    for part in parts:  # its rows say which faces the photos hold: nobody else may have written them
+        writable, _ = exposure(part)
+        if writable:
+            raise ConfigError(
+                f"{writable}: an index that others may change says which faces the photos hold; make its folder "
+                "and parts yours alone (chmod 700 / 600), or index again"
+            )
+    seen, paths, faces, boxes, vectors, digests, models = set(), [], [], [], [], [], set()
     for part in parts:
         t = pq.read_table(part).to_pydict()
         for i, (path, face) in enumerate(zip(t["path"], t["face"])):
@@ -297,6 +303,7 @@ def read_index(folder: str | os.PathLike) -> dict[str, Any]:
             faces.append(face)
             boxes.append(t["box"][i])
             vectors.append(t["embedding"][i])
+            digests.append(t["image_sha256"][i] or "")
             models.add(t["model"][i])
     if len(models) > 1:
         raise ModelMismatchError(f"{folder} mixes embeddings of several models: {', '.join(sorted(models))}")
@@ -305,6 +312,7 @@ def read_index(folder: str | os.PathLike) -> dict[str, Any]:
         "faces": np.asarray(faces, np.int32),
         "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
         "embeddings": np.asarray(vectors, np.float32).reshape(len(paths), -1),
+        "digests": digests,
         "model": next(iter(models), None),
     }
 
@@ -406,8 +414,8 @@ def indexed_faces(folder: str | os.PathLike, under: Iterable[str | os.PathLike],
         return any(full == r or full.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
     faces = [
-        LibraryFace(path, tuple(float(v) for v in box), None, vector)
-        for path, box, vector in zip(index["paths"], index["boxes"], index["embeddings"])
+        LibraryFace(path, tuple(float(v) for v in box), None, vector, digest)
+        for path, box, vector, digest in zip(index["paths"], index["boxes"], index["embeddings"], index["digests"])
         if wanted(path)
     ]
     return Collected(faces, [], embedded=0, cached=len(faces), files=len({f.file for f in faces}))

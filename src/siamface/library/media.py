@@ -18,8 +18,10 @@ first frame, its time the first and last sampled times.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,12 +43,15 @@ MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 @dataclass(frozen=True)
 class LibraryFace:
-    """One face of a library: its file, box (x1, y1, x2, y2), time range (videos) and embedding."""
+    """One face of a library: its file, box (x1, y1, x2, y2), time range (videos), embedding, and the sha256 of
+    the file's bytes it was found in (`digest`, '' when not known): what is enrolled from it must come from
+    those bytes (`face_crop`)."""
 
     file: str
     box: tuple[float, float, float, float]
     time: tuple[float, float] | None
     embedding: np.ndarray = field(repr=False)
+    digest: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,7 +94,8 @@ def collect_faces(
     """Every face of the photos and videos `paths` name (folders walked), each file embedded once (the
     cache first). `link_threshold`: the similarity that continues a video track (default: the pipeline's
     1:1 threshold)."""
-    from ..evaluation.cache import detector_key, file_sha256, model_key
+    from ..evaluation.cache import detector_key, model_key
+    from ..image import load_image, read_image_file
 
     files = media_files(paths)
     link = float(pipeline.threshold if link_threshold is None else link_threshold)
@@ -101,26 +107,28 @@ def collect_faces(
         vkey = f"{base} video step={step:g} gap={max_gap:g} link={link:.6f}"
     for n, path in enumerate(files, 1):
         video = is_video(path)
-        sha = None
-        entry = None
-        if cache is not None:
-            try:
-                sha = file_sha256(path)
-            except OSError as exc:
-                out.errors.append((path, f"unreadable: {exc.strerror or exc}"))
-                continue
-            entry = cache.get_faces(sha, mkey, vkey if video else dkey)
+        data = sha = signature = None
+        try:  # a photo is read once: its hash (the cache's key, the faces' digest) and its faces are of the same bytes
+            if not video:
+                data = read_image_file(path)
+                sha = hashlib.sha256(data).hexdigest()
+            else:
+                sha, signature = _video_digest(path)
+        except (ImageError, SourceError) as exc:
+            out.errors.append((path, str(exc)))
+            continue
+        entry = cache.get_faces(sha, mkey, vkey if video else dkey) if cache is not None else None
         if entry is None:
             try:
                 if video:
                     boxes, vectors, times = _video_tracks(pipeline, path, step, max_gap, link)
                 else:
-                    boxes, vectors, times = _photo_faces(pipeline, path)
+                    boxes, vectors, times = _photo_faces(pipeline, load_image(data, name=path))
             except (ImageError, SourceError) as exc:
                 out.errors.append((path, str(exc)))
                 continue
             out.embedded += 1
-            if cache is not None:
+            if cache is not None and (not video or _signature(path) == signature):  # a video changed: not kept
                 cache.put_faces(sha, mkey, vkey if video else dkey, boxes, vectors, times)
         else:
             boxes, vectors, times = entry.boxes, entry.embeddings, entry.times
@@ -132,6 +140,7 @@ def collect_faces(
                     tuple(float(v) for v in boxes[k]),
                     None if times is None else (float(times[k, 0]), float(times[k, 1])),
                     np.asarray(vectors[k], np.float32),
+                    sha,
                 )
             )
         if progress is not None:
@@ -141,9 +150,40 @@ def collect_faces(
     return out
 
 
-def _photo_faces(pipeline: Any, path: str) -> tuple[np.ndarray, np.ndarray, None]:
-    faces = pipeline.embed(pipeline.load_image(path))
+def _photo_faces(pipeline: Any, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, None]:
+    faces = pipeline.embed(image)
     return faces.boxes.reshape(-1, 4), faces.embeddings, None
+
+
+def _signature(path: str) -> tuple[int, ...] | None:
+    """What says a file is still the one that was hashed: device, inode, size, modification time."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+
+
+def _video_digest(path: str) -> tuple[str, tuple[int, ...]]:
+    """(sha256, `_signature`) of the video file `path`, hashed from the file opened without waiting and only
+    when it is a regular file (a FIFO would wait for a writer for ever, a device may never end): SourceError."""
+    from .._files import open_for_reading
+
+    try:
+        fd, info = open_for_reading(path)
+    except OSError as exc:
+        raise SourceError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    try:
+        if not stat.S_ISREG(info.st_mode):
+            raise SourceError(f"{path}: not a regular file (a pipe, socket or device): not read")
+        digest = hashlib.sha256()
+        while chunk := os.read(fd, 1 << 20):
+            digest.update(chunk)
+    except OSError as exc:
+        raise SourceError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+    return digest.hexdigest(), (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def sampled_frames(path: str, step: float = VIDEO_STEP) -> Iterable[Any]:
@@ -206,10 +246,19 @@ def _video_tracks(pipeline: Any, path: str, step: float, max_gap: float, link: f
 
 def face_crop(face: LibraryFace, pipeline: Any, margin: float = 0.6) -> np.ndarray:
     """An RGB crop around a library face (`crop_around`), so that it is the largest face of what is
-    enrolled; a video face is cut from its track's first frame."""
+    enrolled; a video face is cut from its track's first frame. The file must still hold the bytes the face
+    was found in (`face.digest`, when known), else `ImageError`: a photo swapped after it was read and grouped
+    is not enrolled under the name its group was given."""
+    from ..image import load_image, read_image_file
+
     if face.time is None:
-        image = pipeline.load_image(face.file)
+        data = read_image_file(face.file)
+        if face.digest and hashlib.sha256(data).hexdigest() != face.digest:
+            raise ImageError(face.file, "changed since its faces were read and grouped: not enrolled")
+        image = load_image(data, name=face.file)
     else:
+        if face.digest and _video_digest(face.file)[0] != face.digest:
+            raise ImageError(face.file, "changed since its faces were read and grouped: not enrolled")
         image = _frame_at(face.file, face.time[0])
     return crop_around(image, face.box, margin)
 

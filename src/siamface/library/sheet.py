@@ -22,7 +22,7 @@ THUMB = 96
 
 
 def contact_sheet(grouping: Grouping, load_image: Callable[[str], np.ndarray], per_row: int = PER_ROW) -> str:
-    rows = [(f"group {k}", group) for k, group in enumerate(grouping.clusters)]
+    rows = [(f"group {k}, key {key}", group) for k, (key, group) in enumerate(zip(grouping.keys, grouping.clusters))]
     if grouping.unclustered:
         rows.append(("unclustered", grouping.unclustered))
     shown = [face for _, faces in rows for face in faces[:per_row]]

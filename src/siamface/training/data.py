@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .._files import atomic_file, exposure
 from ..alignment import DLIB_CHIP, ChipSpec, crop_all
 from ..datasets import (
     count_impostor_pairs,
@@ -85,6 +86,15 @@ def _cache_key(root: Path, files: dict[str, list[Path]], detector: str, aligned:
     return h.hexdigest()[:24]
 
 
+def _others_may_change(cache: Path) -> bool:
+    """Is the chips file `cache` one another user owns or others may write (a shared cache folder)? Then it
+    is not read: whoever wrote it would choose what is trained on."""
+    writable, _ = exposure(cache)
+    if writable:
+        log.warning("%s: aligned chips not read from it; aligning again", writable)
+    return writable is not None
+
+
 def default_chip_cache() -> Path:
     from .._files import default_cache_dir
 
@@ -119,23 +129,25 @@ def load_faces(
         raise ConfigError(f"{root}: no identity folders with images found")
     key = _cache_key(root, files, detector, aligned, chip)
     cache = None if str(cache_dir).lower() == "none" else Path(cache_dir or default_chip_cache()) / f"{key}.npz"
-    if cache is not None and cache.is_file():
+    trusted = cache is not None and cache.is_file() and not _others_may_change(cache)
+    if trusted:
         with np.load(cache, allow_pickle=False) as z:
             chips, rel, idents, skipped = z["chips"], list(z["paths"]), list(z["identities"]), list(z["skipped"])
         log.info("aligned chips read from %s", cache)
     else:
         chips, rel, idents, skipped = _align_all(root, files, detector, aligned, chip, progress)
         if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp.npz")
-            np.savez(
-                tmp,
-                chips=chips,
-                paths=np.array(rel, str),
-                identities=np.array(idents, str),
-                skipped=np.array(skipped, str),
-            )
-            os.replace(tmp, cache)
+            try:  # a temporary file of a random name, made O_EXCL (never through a link), renamed into place
+                with atomic_file(cache, mode=0o600, fsync=False) as f:
+                    np.savez(
+                        f,
+                        chips=chips,
+                        paths=np.array(rel, str),
+                        identities=np.array(idents, str),
+                        skipped=np.array(skipped, str),
+                    )
+            except OSError as exc:
+                log.warning("%s: the aligned chips are not cached (%s)", cache, exc.strerror or exc)
     counts: dict[str, int] = {}
     for ident in idents:
         counts[ident] = counts.get(ident, 0) + 1

@@ -13,6 +13,7 @@ import os
 import warnings
 from pathlib import Path
 
+from .._files import atomic_write_bytes
 from ..alignment import DLIB_CHIP, ChipSpec
 from ..embedding.onnx_file import INPUT_NAME, META_PREFIX, OUTPUT_NAME, chip_metadata
 from . import require_torch
@@ -70,8 +71,5 @@ def export_onnx(
         entry.key, entry.value = META_PREFIX + key, json.dumps(value)
     proto.doc_string = f"siamface encoder {name}: {training}"
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(proto.SerializeToString())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, proto.SerializeToString())  # a random temporary name, never through a link
     return path

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import atomic_file
 from .._progress import Progress
 from ..alignment import ChipSpec
 from ..decision import Threshold
@@ -159,6 +160,37 @@ def calibrate_threshold(scores: np.ndarray, labels: np.ndarray, far: float) -> t
         return eer_point.threshold, f"EER ({eer_point.n_impostor} impostor pairs are too few for FAR {far:g})"
 
 
+#: What a checkpoint must hold to resume a run from it.
+RESUME_KEYS = (
+    "config",
+    "epoch",
+    "encoder",
+    "head",
+    "optimiser",
+    "schedule",
+    "numpy_rng",
+    "torch_rng",
+    "history",
+    "best",
+)
+
+
+def read_checkpoint(path: Path, keys: tuple[str, ...]) -> dict:
+    """A checkpoint this trainer wrote, read as tensors and plain values only (``weights_only``: a checkpoint
+    is a pickle, and a crafted one would run code when loaded the default way); `ConfigError` when it is not
+    one, or lacks one of `keys`."""
+    torch = require_torch()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError ... for a file not its own
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{path}: not a siamface training checkpoint ({why[:200]})") from None
+    missing = [k for k in keys if k not in state] if isinstance(state, dict) else list(keys)
+    if missing:
+        raise ConfigError(f"{path}: not a siamface training checkpoint (no {', '.join(missing)})")
+    return state
+
+
 def train(
     config: TrainConfig, resume: bool = False, faces: FaceSet | None = None, stop_after: int | None = None
 ) -> dict:
@@ -178,7 +210,7 @@ def train(
     if resume:
         if not ckpt_last.is_file():
             raise ConfigError(f"--resume: no checkpoint {ckpt_last}")
-        state = torch.load(ckpt_last, map_location="cpu", weights_only=False)
+        state = read_checkpoint(ckpt_last, RESUME_KEYS)
         epochs, progress = config.epochs, config.progress
         config = TrainConfig.from_dict(state["config"])
         config.epochs, config.progress = max(epochs, config.epochs), progress
@@ -261,24 +293,24 @@ def train(
         log.info("resuming %s at epoch %d", out, start + 1)
 
     def checkpoint(path: Path, epoch: int) -> None:
-        torch.save(
-            {
-                "config": asdict(config),
-                "epoch": epoch,
-                "encoder": encoder.state_dict(),
-                "head": head.state_dict(),
-                "optimiser": optimiser.state_dict(),
-                "schedule": schedule.state_dict(),
-                "numpy_rng": rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state(),
-                "history": history,
-                "best": best,
-                "contract": c,
-                "frozen_blocks": frozen,
-            },
-            path.with_suffix(".tmp"),
-        )
-        path.with_suffix(".tmp").replace(path)
+        with atomic_file(path) as f:  # a random temporary name, never through a link, renamed into place
+            torch.save(
+                {
+                    "config": asdict(config),
+                    "epoch": epoch,
+                    "encoder": encoder.state_dict(),
+                    "head": head.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "numpy_rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(),
+                    "history": history,
+                    "best": best,
+                    "contract": c,
+                    "frozen_blocks": frozen,
+                },
+                f,
+            )
 
     stale = sum(1 for row in history[best["epoch"] + 1 :]) if history else 0
     t_start = time.monotonic() - sum(row["seconds"] for row in history)
@@ -352,7 +384,7 @@ def train(
     train_seconds = time.monotonic() - t_start
 
     # -- best weights, threshold on validation, test figures, export --------------------------------------
-    encoder.load_state_dict(torch.load(out / "best.pt", map_location="cpu", weights_only=False)["encoder"])
+    encoder.load_state_dict(read_checkpoint(out / "best.pt", ("encoder",))["encoder"])
     if len(val_pairs[0]):
         scored = _pair_scores(_embed(torch, encoder, x_val, forward=forward), val_pairs)
         source = f"on the validation split ({len(val_set.identities)} identities) of {faces.root}"
