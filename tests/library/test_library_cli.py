@@ -356,3 +356,22 @@ def test_a_photos_file_name_cannot_write_to_the_operators_terminal(tmp_path):
         assert "Traceback" not in text, (command, text)
         assert not any(c in text for c in "\x1b\x07\u202e"), (command, text)
         assert "a?]52;c;ZWNobyBwd25lZA==??[2J?gnp" in text, (command, text)  # the name is still there, shown
+
+
+def test_index_json_stays_one_document_when_ray_prints_to_stdout(tmp_path, monkeypatch):
+    """Ray's threads print their own lines to stdout (a raylet's "The node ... has been marked dead" under
+    load ended up inside `index --json`'s report, which no longer parsed): while the archive is indexed,
+    stdout is stderr, and the report is stdout's only content."""
+    from types import SimpleNamespace
+
+    import siamface.library.index as library_index
+
+    def chatty_run(paths, sink, options, **kwargs):
+        print("(raylet) The node with node id abc has been marked dead")
+        return SimpleNamespace(images=1, skipped=0, done=1, faces=1, seconds=0.5, faces_per_s=2.0, images_per_s=2.0)
+
+    monkeypatch.setattr(library_index, "run_index", chatty_run)
+    result = run_cli("index", att(3, 1), "--out", tmp_path / "index", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["indexed"] == 1
+    assert "(raylet)" in result.stderr

@@ -7,6 +7,7 @@ See `siamface.library.index`. Exit 0 when every image is in the index, 2 on an e
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from ._common import EXIT_OK, add_chain_options, print_json
@@ -65,9 +66,12 @@ def cmd_index(args) -> int:
         if not args.json:
             print(f"[{done}/{total}] images, {faces} faces", file=sys.stderr, flush=True)
 
-    stats = run_index(
-        paths, sink, options, address=args.address, workers=args.workers, batch=args.batch, progress=progress
-    )
+    # Ray's own lines (a raylet's "node marked dead" under load) are printed by its threads to stdout: while it
+    # runs they go to stderr, so that stdout holds this command's report alone (one JSON document with --json)
+    with contextlib.redirect_stdout(sys.stderr):
+        stats = run_index(
+            paths, sink, options, address=args.address, workers=args.workers, batch=args.batch, progress=progress
+        )
     payload = {
         "index": sink.location,
         "images": stats.images,
