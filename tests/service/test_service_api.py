@@ -344,8 +344,12 @@ def test_openapi_docs_and_page(server):
         docs = r.read().decode()
         assert r.status == 200 and "swagger" in docs.lower()
         assert "cdn" not in docs and "https://" not in docs  # offline: the UI is served from here
+        assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]  # not framed by another site
     with urllib.request.urlopen(server.url + "/docs-static/swagger-ui-bundle.js") as r:
         assert r.status == 200
+    # the package's other files are not served: its demo page fetches an example API from the internet
+    for other in ("index.html", "swagger-initializer.js", "swagger-ui.js.map", "../__init__.py"):
+        assert server.request("GET", f"/docs-static/{other}", key=None).status == 404, other
     with urllib.request.urlopen(server.url + "/") as r:
         page = r.read().decode()
         assert "getUserMedia" not in page and "/static/app.js" in page  # the script is a file of ours

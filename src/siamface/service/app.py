@@ -16,6 +16,7 @@ import contextlib
 import logging
 import urllib.parse
 from importlib import resources
+from pathlib import Path
 
 import anyio
 import anyio.to_thread
@@ -432,14 +433,25 @@ def _offline_docs(app) -> None:
             )
 
         return
-    app.mount("/docs-static", StaticFiles(directory=swagger_ui_path), name="docs-static")
+
+    # Only the three files the page loads: the package also holds Swagger's demo page, which fetches its
+    # example API from the internet, and source maps nobody needs.
+    served = {"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"}
+
+    @app.get("/docs-static/{name}", include_in_schema=False)
+    async def docs_static(name: str):
+        if name not in served:
+            return _json(404, "not-found", "no such file")
+        return FileResponse(Path(swagger_ui_path) / name)
 
     @app.get("/docs", include_in_schema=False)
     async def docs():
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=app.openapi_url,
             title="siamface API",
             swagger_js_url="/docs-static/swagger-ui-bundle.js",
             swagger_css_url="/docs-static/swagger-ui.css",
             swagger_favicon_url="/docs-static/favicon-32x32.png",
         )
+        page.headers["Content-Security-Policy"] = "frame-ancestors 'none'"  # not framed by another site
+        return page
