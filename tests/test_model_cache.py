@@ -19,6 +19,7 @@ from siamface._files import file_sha256  # noqa: E402
 from siamface._models import dlib_model_path  # noqa: E402
 from siamface.detection.mmod_onnx import MMOD_CONVERTER_VERSION, build_mmod_onnx  # noqa: E402
 from siamface.embedding.dlib_onnx import CONVERTER_VERSION, build_resnet_onnx  # noqa: E402
+from siamface.errors import ModelError  # noqa: E402
 
 
 def _constant_graph() -> bytes:
@@ -87,7 +88,7 @@ def test_a_truncated_cached_model_is_converted_again_not_a_crash(tmp_path):
     assert "converted again" in out.stderr and "Traceback" not in out.stderr
 
 
-def _exported_model(weight: float) -> bytes:
+def _exported_model(weight: float, name: str | None = None) -> bytes:
     """A tiny model in the format `siamface train` exports (input 'input', output 'embedding', siamface.*
     metadata), whose one weight tells it apart."""
     import onnx
@@ -103,7 +104,7 @@ def _exported_model(weight: float) -> bytes:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     meta = {"input_size": 8, "channels": 3, "mean": 0, "std": 1, "embedding_size": 4, "metric": "cosine"}
-    meta |= {"threshold": 0.5, "chip": {"size": 8, "padding": 0.25}}
+    meta |= {"threshold": 0.5, "chip": {"size": 8, "padding": 0.25}} | ({"name": name} if name is not None else {})
     helper.set_model_props(model, {f"siamface.{k}": json.dumps(v) for k, v in meta.items()})
     return model.SerializeToString()
 
@@ -132,3 +133,24 @@ def test_a_model_files_version_is_the_digest_of_the_bytes_loaded(tmp_path, monke
     encoder = OnnxFileEncoder(path, num_threads=1)
     assert loaded == [other]
     assert encoder.info.version == hashlib.sha256(other).hexdigest()[:16] != hashlib.sha256(trusted).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("name", ["\x1b]52;c;ZWNobyBwd25lZA==\x07mine", "alice\u202e", "a\nb", "m" * 201])
+def test_a_model_file_whose_name_could_write_to_the_terminal_is_refused(tmp_path, name):
+    """A model's name (printed by every command, stored in the galleries bound to it) comes from the file's
+    metadata: a crafted file's ESC sequence (OSC 52 sets the clipboard), bidirectional override, line break or
+    an endless name is refused with the reason, and `verify --model` says so in one line."""
+    path = tmp_path / "crafted.onnx"
+    path.write_bytes(_exported_model(0.1, name))
+    from siamface.embedding.onnx_file import OnnxFileEncoder
+
+    with pytest.raises(ModelError, match="control characters or is too long"):
+        OnnxFileEncoder(path, num_threads=1)
+    result = run_cli("verify", "--model", path, att(3, 1), att(3, 2))
+    assert result.returncode == 2 and "\x1b" not in result.stderr + result.stdout and "too long" in result.stderr
+    assert OnnxFileEncoder(_write(tmp_path / "fine.onnx", _exported_model(0.1, "my-model"))).info.name == "my-model"
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import threading
+import unicodedata
 from pathlib import Path
 
 import cv2
@@ -159,7 +160,7 @@ class OnnxFileEncoder:
         self.batch_size = int(batch_size)
         chip = m.get("chip", {"size": 150, "padding": 0.25})
         self.info = ModelInfo(
-            name=str(m.get("name") or self.path.stem),
+            name=_model_name(m.get("name") or self.path.stem, self.path),
             version=digest[:16],
             embedding_size=int(m["embedding_size"]),
             chip=chip_from_metadata(chip),
@@ -181,3 +182,13 @@ class OnnxFileEncoder:
             (out,) = self._session_obj.run([OUTPUT_NAME], {INPUT_NAME: x[start : start + self.batch_size]})
             parts.append(out)
         return l2_normalise(np.concatenate(parts))
+
+
+def _model_name(name: object, path: Path) -> str:
+    """The model's name as the file states it: printed by every command and stored in the galleries bound to
+    it, so one with a control, format or unassigned character (an ESC sequence for the operator's terminal, a
+    bidirectional override, a line break in a log line) or over 200 characters is refused."""
+    text = str(name)
+    if len(text) > 200 or any(unicodedata.category(c).startswith("C") for c in text):
+        raise ModelError(f"{path}: the model's name holds control characters or is too long: not a file to trust")
+    return text
