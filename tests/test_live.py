@@ -449,3 +449,12 @@ def test_cli_watch_with_liveness_does_not_lend_an_accomplices_movement_to_the_vi
     decided = [e for e in early if e["event"] == "liveness"]
     assert len(decided) == 1 and decided[0]["live"] is False and decided[0]["frame"] > 32, decided
     assert "another person" in decided[0]["liveness"]["reason"], decided
+
+
+def test_a_stream_urls_credentials_are_not_written_in_its_errors(gallery_file):
+    # cameras take a user and password in the URL or its query: an error line (kept in a service's journal)
+    # must not carry them
+    for url in ("rtsp://admin:hunter2@127.0.0.1:1/stream", "http://127.0.0.1:1/video.cgi?user=admin&pwd=hunter2"):
+        done = cli("watch", "-g", gallery_file, "--source", url)
+        assert done.returncode == 2 and "127.0.0.1:1" in done.stderr, done.stderr
+        assert "hunter2" not in done.stderr and "admin" not in done.stderr, done.stderr

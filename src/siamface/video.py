@@ -48,9 +48,20 @@ class Frame:
 
 
 def describe_source(spec: str | int | os.PathLike) -> str:
+    """The source's name in messages and logs. A stream URL's user name and password (``rtsp://user:pass@cam``)
+    and its query (``?user=admin&pwd=...``: how cameras take them) are starred out, so that no error line, log
+    or thread name carries them."""
     if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
         return f"camera {int(spec)}"
-    return os.fspath(spec)
+    text = os.fspath(spec)
+    if text.lower().startswith(STREAM_PREFIXES):
+        scheme, _, rest = text.partition("://")
+        authority, slash, path = rest.partition("/")
+        if "@" in authority:
+            authority = "***@" + authority.rpartition("@")[2]
+        path, query, _ = path.partition("?")
+        text = f"{scheme}://{authority}{slash}{path}{'?***' if query else ''}"
+    return text
 
 
 class FrameSource:
