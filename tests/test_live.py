@@ -458,3 +458,24 @@ def test_a_stream_urls_credentials_are_not_written_in_its_errors(gallery_file):
         done = cli("watch", "-g", gallery_file, "--source", url)
         assert done.returncode == 2 and "127.0.0.1:1" in done.stderr, done.stderr
         assert "hunter2" not in done.stderr and "admin" not in done.stderr, done.stderr
+
+
+def test_out_keeps_every_frame_when_the_frame_size_changes(gallery_file, tmp_path):
+    # a folder of frames of two sizes (or a stream whose resolution changes): OpenCV's writer dropped each
+    # frame not of the first one's size, without an error
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(6):
+        size = (480, 640) if i % 2 == 0 else (240, 180)
+        face = [(att_rgb(3, 1), 1.0, (50, 30))]
+        cv2.imwrite(str(frames / f"{i:03d}.png"), cv2.cvtColor(scene(face, size=size), cv2.COLOR_RGB2BGR))
+    out = tmp_path / "annotated.avi"
+    done = cli("watch", "-g", gallery_file, "--source", frames, "--out", out, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["frames"] == 6
+    video, read = cv2.VideoCapture(str(out)), []
+    while (got := video.read())[0]:
+        read.append(got[1])
+    video.release()
+    assert len(read) == 6 and {f.shape for f in read} == {(480, 640, 3)}
+    assert read[1][:, :120].max() < 40 and read[1][:, 200:440].mean() > 40  # the narrow one scaled, centred on black
