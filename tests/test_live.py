@@ -479,3 +479,57 @@ def test_out_keeps_every_frame_when_the_frame_size_changes(gallery_file, tmp_pat
     video.release()
     assert len(read) == 6 and {f.shape for f in read} == {(480, 640, 3)}
     assert read[1][:, :120].max() < 40 and read[1][:, 200:440].mean() > 40  # the narrow one scaled, centred on black
+
+
+class StallingStream:
+    """An MJPEG stream over HTTP on localhost: each connection sends `frames` frames, then nothing (the
+    camera's network stalls) until `close`."""
+
+    def __init__(self, frames: int = 3) -> None:
+        import socket
+
+        self.frames, self.connections = frames, []
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/stream.mjpg"
+        image = cv2.cvtColor(scene([(att_rgb(3, 1), 1.8, (100, 60))]), cv2.COLOR_RGB2BGR)
+        self.jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections.append(connection)
+            connection.recv(4096)
+            head = b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n"
+            part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(self.jpeg)
+            connection.sendall(head + (part + self.jpeg + b"\r\n") * self.frames)
+
+    def close(self) -> None:
+        self.server.close()
+        for connection in self.connections:
+            connection.close()
+
+
+def test_a_stalled_stream_is_reopened_after_its_read_timeout():
+    # a stream that stops sending without closing (a network stall) waited in FFmpeg's read for its own 30 s,
+    # past the reader's 20 s: watch gave up ('no frame for 20 s') and never reopened it
+    stream = StallingStream()
+    got, errors = [], []
+
+    def read() -> None:
+        try:
+            for frame in open_source(stream.url, read_timeout=0.3, reconnects=1):
+                got.append(frame.index)
+                if len(got) == 6:
+                    return
+        except SourceError as exc:
+            errors.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=8)
+    stream.close()
+    assert got == list(range(6)) and not errors, (got, errors)  # three frames, a stall, three more

@@ -126,7 +126,12 @@ class CaptureSource(FrameSource):
         level = cv2.utils.logging.getLogLevel()
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our error says it, once
         try:
-            capture = cv2.VideoCapture(self.spec)
+            if self.live and not isinstance(self.spec, int):  # FFmpeg's own timeouts are 30 s: a stalled stream
+                ms = int(self.read_timeout * 1000)  # would outlast the reader's wait, and never be reopened
+                timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 2 * ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+                capture = cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG, timeouts)
+            else:
+                capture = cv2.VideoCapture(self.spec)
         finally:
             cv2.utils.logging.setLogLevel(level)
         if not capture.isOpened():
