@@ -533,3 +533,25 @@ def test_a_stalled_stream_is_reopened_after_its_read_timeout():
     reader.join(timeout=8)
     stream.close()
     assert got == list(range(6)) and not errors, (got, errors)  # three frames, a stall, three more
+
+
+def test_watch_and_authenticate_stop_when_the_gallery_is_re_embedded_under_them(tmp_path, pipeline, dlib_pipeline):
+    # `gallery reembed` in another process while a watch runs: the matcher went on comparing this model's
+    # embeddings with the other model's templates (128-d both), and every enrolled face became 'unknown'
+    # (s3: similarity 0.91, then -0.02), as any face could become anyone
+    from siamface import ModelMismatchError
+    from siamface.gallery import Gallery
+
+    with Gallery(tmp_path / "people.db", pipeline, create=True, keep_images=True) as gallery:
+        gallery.enroll("s3", [att(3, i) for i in (2, 3)])
+        matcher = GalleryMatcher(gallery)
+        watcher = Watcher(pipeline, matcher)
+        frame = Frame(0, 0.0, scene([(att_rgb(3, 1), 2.0, (100, 100))]), time.perf_counter())
+        assert watcher.process(frame).labels == ["s3"]
+        with Gallery(tmp_path / "people.db", dlib_pipeline) as other:  # another process's reembed
+            other.reembed(dlib_pipeline)
+        embedding = pipeline.embed(frame.image).embeddings
+        with pytest.raises(ModelMismatchError, match="re-embedded"):
+            matcher.identify(embedding)
+        with pytest.raises(ModelMismatchError, match="re-embedded"):
+            matcher.verify("s3", embedding)

@@ -48,7 +48,9 @@ class GalleryMatcher(ThresholdsInForce):
 
     def identify(self, embeddings: np.ndarray) -> list[tuple[str | None, float]]:
         """Per embedding: the person when known, ``ambiguous`` when the second person is within the margin,
-        None when unknown (as `Gallery.identify` decides), and the best similarity (-1 with nobody enrolled)."""
+        None when unknown (as `Gallery.identify` decides), and the best similarity (-1 with nobody enrolled).
+        `ModelMismatchError` once the gallery was re-embedded with another model (one small read a call)."""
+        self.gallery.check_model()  # re-embedded by another process under a running loop: refused, not compared
         policy = self.thresholds
         hits = self.gallery.index.search(embeddings, k=2)  # the second person decides "ambiguous"
         hits = self.gallery.within_originals_reach(embeddings, hits, policy.verify)
@@ -64,7 +66,9 @@ class GalleryMatcher(ThresholdsInForce):
 
     def verify(self, claim: str, embeddings: np.ndarray) -> np.ndarray:
         """Best similarity of each embedding to the claimed person's templates (-1 when none are left:
-        a person removed during the session matches nothing)."""
+        a person removed during the session matches nothing; `ModelMismatchError` once the gallery was re-embedded
+        with another model)."""
+        self.gallery.check_model()
         return self.gallery.best_within_reach(embeddings, self._person_id(claim), self.thresholds.verify)
 
     def log_claim(self, claim: str, accepted: bool, score: float | None, rule: str = "live") -> tuple[str, ...]:
