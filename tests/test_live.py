@@ -555,3 +555,25 @@ def test_watch_and_authenticate_stop_when_the_gallery_is_re_embedded_under_them(
             matcher.identify(embedding)
         with pytest.raises(ModelMismatchError, match="re-embedded"):
             matcher.verify("s3", embedding)
+
+
+def test_a_claim_removed_during_authenticate_never_verifies_the_next_person_given_its_id(tmp_path, pipeline):
+    # the session looked the claim up once: alice removed (her access revoked) and bob enrolled took her id
+    # (SQLite gives the highest id again), and bob's face was verified as alice's (0.87): granted
+    from siamface.gallery import Gallery
+
+    with Gallery(tmp_path / "people.db", pipeline, create=True) as gallery:
+        gallery.enroll("s3", [att(3, i) for i in (2, 3)])
+        gallery.enroll("alice", [att(4, i) for i in (2, 3)])
+        auth = Authenticator(pipeline, GalleryMatcher(gallery), "alice", consecutive=2, liveness="off")
+        bob = scene([(att_rgb(5, 1), 2.0, (100, 100))])
+        auth.process(Frame(0, 0.0, bob, time.perf_counter()))
+        with Gallery(tmp_path / "people.db", pipeline) as admin:  # another process
+            alice = admin.store.person("alice").id
+            admin.store.delete("alice")
+            admin.enroll("bob", [att(5, i) for i in (2, 3)])
+            assert admin.store.person("bob").id == alice
+        for i in range(1, 4):
+            auth.process(Frame(i, i / 25, bob, time.perf_counter()))
+        assert auth.decision is None or not auth.decision.granted
+        assert max(auth.scores[1:]) < 0  # her templates are gone: nobody's match her claim
