@@ -577,3 +577,32 @@ def test_a_claim_removed_during_authenticate_never_verifies_the_next_person_give
             auth.process(Frame(i, i / 25, bob, time.perf_counter()))
         assert auth.decision is None or not auth.decision.granted
         assert max(auth.scores[1:]) < 0  # her templates are gone: nobody's match her claim
+
+
+def test_watch_stopped_by_sigterm_finishes_its_video_and_events(gallery_file, tmp_path):
+    # a service manager (or `timeout`) stops watch with SIGTERM: it died at once, its --out .mp4 without an
+    # index ('moov atom not found', 44 bytes: nothing of the run could be played), no 'left' event, no summary
+    import signal
+    import subprocess
+
+    from test_attacks_found_cli import _siamface
+
+    long_clip, out = tmp_path / "long.avi", tmp_path / "annotated.mp4"
+    write_clip(long_clip, [(3, 15), (4, 30), (None, 30)])
+    command = [*_siamface(), "watch", "-g", gallery_file, "--source", long_clip, "--out", out, "--json"]
+    process = subprocess.Popen([str(c) for c in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = [process.stdout.readline()]
+    while '"person": "s4"' not in seen[-1]:  # s4 named: 15 frames written
+        seen.append(process.stdout.readline())
+    process.send_signal(signal.SIGTERM)
+    rest, err = process.communicate(timeout=60)
+    events = [json.loads(line) for line in [*seen, *rest.splitlines()]]
+    assert events[-1]["event"] == "summary", err
+    tracks = {e["event"]: set() for e in events}
+    for e in events[:-1]:
+        tracks[e["event"]].add(e["track"])
+    assert tracks["left"] == tracks["appeared"], events  # every face that appeared has left
+    assert 15 <= events[-1]["frames"] < 45  # stopped before the end
+    video = cv2.VideoCapture(str(out))
+    assert video.isOpened() and video.read()[0], err
+    video.release()
