@@ -606,3 +606,16 @@ def test_watch_stopped_by_sigterm_finishes_its_video_and_events(gallery_file, tm
     video = cv2.VideoCapture(str(out))
     assert video.isOpened() and video.read()[0], err
     video.release()
+
+
+def test_an_error_naming_a_hostile_file_is_one_line_without_escape_sequences(gallery_file, tmp_path):
+    # a frame's file name with a line break and terminal escapes (clear the screen, a window title) was
+    # printed as it is: the error spanned lines and the terminal obeyed them
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "000.png"), cv2.cvtColor(scene([]), cv2.COLOR_RGB2BGR))
+    (frames / "001\n\x1b[2J\x1b]0;owned\x07\u202egnp.png").write_bytes(b"not an image" * 10)
+    done = cli("watch", "-g", gallery_file, "--source", frames)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "\x1b" not in done.stderr and "\u202e" not in done.stderr and "\x07" not in done.stderr
+    assert "001\\n\\x1b[2J\\x1b]0;owned\\x07\\u202egnp.png: not an image" in done.stderr

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except SiamfaceError as exc:
         if args.debug:
             raise
-        print(f"siamface: error: {exc}", file=sys.stderr)
+        print(f"siamface: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("siamface: interrupted", file=sys.stderr)
@@ -73,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
 
 #: What a shell reports for a program ended by SIGPIPE (128 + 13).
 EXIT_BROKEN_PIPE = 141
+
+
+def _one_line(text: str) -> str:
+    """An error as one line a terminal shows as written: control and format characters (a line break, an
+    escape sequence, a right-to-left override in a file's name) are written as their escapes (``\\x1b``)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _silence_stdout() -> None:
