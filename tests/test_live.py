@@ -619,3 +619,15 @@ def test_an_error_naming_a_hostile_file_is_one_line_without_escape_sequences(gal
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "\x1b" not in done.stderr and "\u202e" not in done.stderr and "\x07" not in done.stderr
     assert "001\\n\\x1b[2J\\x1b]0;owned\\x07\\u202egnp.png: not an image" in done.stderr
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_capture_that_would_never_end_is_refused(value, clip, gallery_file, tmp_path):
+    # --timeout nan: no comparison with NaN is true, so authenticate on a camera never denied and enroll
+    # --camera never stopped
+    done = cli("authenticate", "-g", gallery_file, "--claim", "s3", "--source", clip, "--timeout", value)
+    assert done.returncode == 2 and "timeout must be a positive number" in done.stderr, done.stderr
+    for option in ("--timeout", "--min-gap"):
+        done = cli("enroll", "-g", tmp_path / "new.db", "eve", "--video", clip, option, value)
+        assert done.returncode == 2 and "finite" in done.stderr, done.stderr
+    assert not (tmp_path / "new.db").exists()
