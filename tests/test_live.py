@@ -631,3 +631,14 @@ def test_a_capture_that_would_never_end_is_refused(value, clip, gallery_file, tm
         done = cli("enroll", "-g", tmp_path / "new.db", "eve", "--video", clip, option, value)
         assert done.returncode == 2 and "finite" in done.stderr, done.stderr
     assert not (tmp_path / "new.db").exists()
+
+
+def test_out_onto_the_source_video_is_refused_before_it_is_touched(clip, gallery_file, tmp_path):
+    # 'watch --source rec.avi --out rec.avi' overwrote the recording while reading it (21 frames became 4)
+    recording = tmp_path / "recording.avi"
+    recording.write_bytes(clip.read_bytes())
+    (tmp_path / "link.avi").symlink_to(recording)
+    for out in (recording, tmp_path / "link.avi"):
+        done = cli("watch", "-g", gallery_file, "--source", recording, "--out", out)
+        assert done.returncode == 2 and "would destroy it" in done.stderr, done.stderr
+        assert recording.read_bytes() == clip.read_bytes()

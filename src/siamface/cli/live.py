@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
 
 from ..decision import LIVENESS_MODES
+from ..errors import ConfigError
 from ._common import (
     add_camera_options,
     add_chain_options,
@@ -120,6 +122,13 @@ def _open(args):
     from ..live import GalleryMatcher, VideoOut
     from ..video import LatestFrameReader, open_source
 
+    if (
+        args.out
+        and os.path.exists(args.out)
+        and os.path.exists(args.source)
+        and os.path.samefile(args.out, args.source)
+    ):
+        raise ConfigError(f"--out {args.out} is the --source video: writing the annotated video would destroy it")
     pipeline = pipeline_from_args(args, gallery=args.gallery)
     gallery = open_gallery(args, pipeline)
     matcher = GalleryMatcher(
