@@ -642,3 +642,16 @@ def test_out_onto_the_source_video_is_refused_before_it_is_touched(clip, gallery
         done = cli("watch", "-g", gallery_file, "--source", recording, "--out", out)
         assert done.returncode == 2 and "would destroy it" in done.stderr, done.stderr
         assert recording.read_bytes() == clip.read_bytes()
+
+
+@pytest.mark.parametrize("source", ["99999999999999999999", "²"])
+def test_a_source_that_is_no_camera_number_is_a_one_line_error(source, gallery_file, tmp_path):
+    # '²' is a digit to Python but no number to int(), and OpenCV takes no camera past 2**31 - 1: both were
+    # tracebacks (ValueError, OpenCV's overload error)
+    done = cli("watch", "-g", gallery_file, "--source", source)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no such" in done.stderr, done.stderr
+    if source.isascii():
+        done = cli("enroll", "-g", tmp_path / "new.db", "eve", "--camera", source)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no such" in done.stderr, done.stderr
+    with pytest.raises(SourceError):
+        open_source(int(source) if source.isascii() else source)
