@@ -11,6 +11,7 @@ import pytest
 from conftest import att, att_rgb
 from PIL import Image
 
+import siamface
 from siamface.errors import ImageError
 from siamface.image import load_image
 
@@ -151,3 +152,23 @@ def test_decompression_bomb_is_refused_before_decoding():
 def test_custom_pixel_limit():
     with pytest.raises(ImageError, match="limit"):
         load_image(JPEG, max_pixels=1000)
+
+
+def test_an_array_of_another_scale_is_an_image_error_never_another_picture():
+    # a network's input (-1..1, or mean-subtracted), a float copy of a 16-bit picture: they were clipped into
+    # a picture of another face without a word (s3's embedding from its -1..1 copy: cosine 0.64 with its own)
+    face = att_rgb(3, 1)
+    for array in (
+        face / 127.5 - 1.0,
+        face.astype(np.float32) - face.mean(),
+        face.astype(np.float32) * 257.0,
+        face.astype(np.int32) - 128,
+        face.astype(np.int64) * 1000,
+    ):
+        with pytest.raises(ImageError, match="pixel values from .* expected"):
+            siamface.embed(array)
+    # a 0..1 picture a resize left a little over 1 (or under 0) is still that picture, not a black one
+    overshoot = face / 255.0
+    overshoot[0, 0, 0], overshoot[0, 1, 0] = 1.04, -0.02
+    decoded = load_image(overshoot)
+    assert np.array_equal(decoded[1:], face[1:]) and decoded[0, 0, 0] == 255 and decoded[0, 1, 0] == 0

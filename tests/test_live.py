@@ -449,3 +449,209 @@ def test_cli_watch_with_liveness_does_not_lend_an_accomplices_movement_to_the_vi
     decided = [e for e in early if e["event"] == "liveness"]
     assert len(decided) == 1 and decided[0]["live"] is False and decided[0]["frame"] > 32, decided
     assert "another person" in decided[0]["liveness"]["reason"], decided
+
+
+def test_a_stream_urls_credentials_are_not_written_in_its_errors(gallery_file):
+    # cameras take a user and password in the URL or its query: an error line (kept in a service's journal)
+    # must not carry them
+    for url in ("rtsp://admin:hunter2@127.0.0.1:1/stream", "http://127.0.0.1:1/video.cgi?user=admin&pwd=hunter2"):
+        done = cli("watch", "-g", gallery_file, "--source", url)
+        assert done.returncode == 2 and "127.0.0.1:1" in done.stderr, done.stderr
+        assert "hunter2" not in done.stderr and "admin" not in done.stderr, done.stderr
+
+
+def test_out_keeps_every_frame_when_the_frame_size_changes(gallery_file, tmp_path):
+    # a folder of frames of two sizes (or a stream whose resolution changes): OpenCV's writer dropped each
+    # frame not of the first one's size, without an error
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(6):
+        size = (480, 640) if i % 2 == 0 else (240, 180)
+        face = [(att_rgb(3, 1), 1.0, (50, 30))]
+        cv2.imwrite(str(frames / f"{i:03d}.png"), cv2.cvtColor(scene(face, size=size), cv2.COLOR_RGB2BGR))
+    out = tmp_path / "annotated.avi"
+    done = cli("watch", "-g", gallery_file, "--source", frames, "--out", out, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["frames"] == 6
+    video, read = cv2.VideoCapture(str(out)), []
+    while (got := video.read())[0]:
+        read.append(got[1])
+    video.release()
+    assert len(read) == 6 and {f.shape for f in read} == {(480, 640, 3)}
+    assert read[1][:, :120].max() < 40 and read[1][:, 200:440].mean() > 40  # the narrow one scaled, centred on black
+
+
+class StallingStream:
+    """An MJPEG stream over HTTP on localhost: each connection sends `frames` frames, then nothing (the
+    camera's network stalls) until `close`."""
+
+    def __init__(self, frames: int = 3) -> None:
+        import socket
+
+        self.frames, self.connections = frames, []
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/stream.mjpg"
+        image = cv2.cvtColor(scene([(att_rgb(3, 1), 1.8, (100, 60))]), cv2.COLOR_RGB2BGR)
+        self.jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections.append(connection)
+            connection.recv(4096)
+            head = b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n"
+            part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(self.jpeg)
+            connection.sendall(head + (part + self.jpeg + b"\r\n") * self.frames)
+
+    def close(self) -> None:
+        self.server.close()
+        for connection in self.connections:
+            connection.close()
+
+
+def test_a_stalled_stream_is_reopened_after_its_read_timeout():
+    # a stream that stops sending without closing (a network stall) waited in FFmpeg's read for its own 30 s,
+    # past the reader's 20 s: watch gave up ('no frame for 20 s') and never reopened it
+    stream = StallingStream()
+    got, errors = [], []
+
+    def read() -> None:
+        try:
+            for frame in open_source(stream.url, read_timeout=0.3, reconnects=1):
+                got.append(frame.index)
+                if len(got) == 6:
+                    return
+        except SourceError as exc:
+            errors.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=8)
+    stream.close()
+    assert got == list(range(6)) and not errors, (got, errors)  # three frames, a stall, three more
+
+
+def test_watch_and_authenticate_stop_when_the_gallery_is_re_embedded_under_them(tmp_path, pipeline, dlib_pipeline):
+    # `gallery reembed` in another process while a watch runs: the matcher went on comparing this model's
+    # embeddings with the other model's templates (128-d both), and every enrolled face became 'unknown'
+    # (s3: similarity 0.91, then -0.02), as any face could become anyone
+    from siamface import ModelMismatchError
+    from siamface.gallery import Gallery
+
+    with Gallery(tmp_path / "people.db", pipeline, create=True, keep_images=True) as gallery:
+        gallery.enroll("s3", [att(3, i) for i in (2, 3)])
+        matcher = GalleryMatcher(gallery)
+        watcher = Watcher(pipeline, matcher)
+        frame = Frame(0, 0.0, scene([(att_rgb(3, 1), 2.0, (100, 100))]), time.perf_counter())
+        assert watcher.process(frame).labels == ["s3"]
+        with Gallery(tmp_path / "people.db", dlib_pipeline) as other:  # another process's reembed
+            other.reembed(dlib_pipeline)
+        embedding = pipeline.embed(frame.image).embeddings
+        with pytest.raises(ModelMismatchError, match="re-embedded"):
+            matcher.identify(embedding)
+        with pytest.raises(ModelMismatchError, match="re-embedded"):
+            matcher.verify("s3", embedding)
+
+
+def test_a_claim_removed_during_authenticate_never_verifies_the_next_person_given_its_id(tmp_path, pipeline):
+    # the session looked the claim up once: alice removed (her access revoked) and bob enrolled took her id
+    # (SQLite gives the highest id again), and bob's face was verified as alice's (0.87): granted
+    from siamface.gallery import Gallery
+
+    with Gallery(tmp_path / "people.db", pipeline, create=True) as gallery:
+        gallery.enroll("s3", [att(3, i) for i in (2, 3)])
+        gallery.enroll("alice", [att(4, i) for i in (2, 3)])
+        auth = Authenticator(pipeline, GalleryMatcher(gallery), "alice", consecutive=2, liveness="off")
+        bob = scene([(att_rgb(5, 1), 2.0, (100, 100))])
+        auth.process(Frame(0, 0.0, bob, time.perf_counter()))
+        with Gallery(tmp_path / "people.db", pipeline) as admin:  # another process
+            alice = admin.store.person("alice").id
+            admin.store.delete("alice")
+            admin.enroll("bob", [att(5, i) for i in (2, 3)])
+            assert admin.store.person("bob").id == alice
+        for i in range(1, 4):
+            auth.process(Frame(i, i / 25, bob, time.perf_counter()))
+        assert auth.decision is None or not auth.decision.granted
+        assert max(auth.scores[1:]) < 0  # her templates are gone: nobody's match her claim
+
+
+def test_watch_stopped_by_sigterm_finishes_its_video_and_events(gallery_file, tmp_path):
+    # a service manager (or `timeout`) stops watch with SIGTERM: it died at once, its --out .mp4 without an
+    # index ('moov atom not found', 44 bytes: nothing of the run could be played), no 'left' event, no summary
+    import signal
+    import subprocess
+
+    from test_attacks_found_cli import _siamface
+
+    long_clip, out = tmp_path / "long.avi", tmp_path / "annotated.mp4"
+    write_clip(long_clip, [(3, 15), (4, 30), (None, 30)])
+    command = [*_siamface(), "watch", "-g", gallery_file, "--source", long_clip, "--out", out, "--json"]
+    process = subprocess.Popen([str(c) for c in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = [process.stdout.readline()]
+    while '"person": "s4"' not in seen[-1]:  # s4 named: 15 frames written
+        seen.append(process.stdout.readline())
+    process.send_signal(signal.SIGTERM)
+    rest, err = process.communicate(timeout=60)
+    events = [json.loads(line) for line in [*seen, *rest.splitlines()]]
+    assert events[-1]["event"] == "summary", err
+    tracks = {e["event"]: set() for e in events}
+    for e in events[:-1]:
+        tracks[e["event"]].add(e["track"])
+    assert tracks["left"] == tracks["appeared"], events  # every face that appeared has left
+    assert 15 <= events[-1]["frames"] < 45  # stopped before the end
+    video = cv2.VideoCapture(str(out))
+    assert video.isOpened() and video.read()[0], err
+    video.release()
+
+
+def test_an_error_naming_a_hostile_file_is_one_line_without_escape_sequences(gallery_file, tmp_path):
+    # a frame's file name with a line break and terminal escapes (clear the screen, a window title) was
+    # printed as it is: the error spanned lines and the terminal obeyed them
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "000.png"), cv2.cvtColor(scene([]), cv2.COLOR_RGB2BGR))
+    (frames / "001\n\x1b[2J\x1b]0;owned\x07\u202egnp.png").write_bytes(b"not an image" * 10)
+    done = cli("watch", "-g", gallery_file, "--source", frames)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "\x1b" not in done.stderr and "\u202e" not in done.stderr and "\x07" not in done.stderr
+    assert "001??[2J?]0;owned??gnp.png: not an image" in done.stderr  # each such character shown as ?
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_capture_that_would_never_end_is_refused(value, clip, gallery_file, tmp_path):
+    # --timeout nan: no comparison with NaN is true, so authenticate on a camera never denied and enroll
+    # --camera never stopped
+    done = cli("authenticate", "-g", gallery_file, "--claim", "s3", "--source", clip, "--timeout", value)
+    assert done.returncode == 2 and "timeout must be a positive number" in done.stderr, done.stderr
+    for option in ("--timeout", "--min-gap"):
+        done = cli("enroll", "-g", tmp_path / "new.db", "eve", "--video", clip, option, value)
+        assert done.returncode == 2 and "finite" in done.stderr, done.stderr
+    assert not (tmp_path / "new.db").exists()
+
+
+def test_out_onto_the_source_video_is_refused_before_it_is_touched(clip, gallery_file, tmp_path):
+    # 'watch --source rec.avi --out rec.avi' overwrote the recording while reading it (21 frames became 4)
+    recording = tmp_path / "recording.avi"
+    recording.write_bytes(clip.read_bytes())
+    (tmp_path / "link.avi").symlink_to(recording)
+    for out in (recording, tmp_path / "link.avi"):
+        done = cli("watch", "-g", gallery_file, "--source", recording, "--out", out)
+        assert done.returncode == 2 and "would destroy it" in done.stderr, done.stderr
+        assert recording.read_bytes() == clip.read_bytes()
+
+
+@pytest.mark.parametrize("source", ["99999999999999999999", "²"])
+def test_a_source_that_is_no_camera_number_is_a_one_line_error(source, gallery_file, tmp_path):
+    # '²' is a digit to Python but no number to int(), and OpenCV takes no camera past 2**31 - 1: both were
+    # tracebacks (ValueError, OpenCV's overload error)
+    done = cli("watch", "-g", gallery_file, "--source", source)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no such" in done.stderr, done.stderr
+    if source.isascii():
+        done = cli("enroll", "-g", tmp_path / "new.db", "eve", "--camera", source)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no such" in done.stderr, done.stderr
+    with pytest.raises(SourceError):
+        open_source(int(source) if source.isascii() else source)

@@ -50,7 +50,9 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS, name: str |
     """Return the image as an RGB uint8 array (H, W, 3), or raise `ImageError`.
 
     Arrays are taken as RGB (or gray) already: (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); uint8, uint16
-    (scaled down) or float in [0, 1] are accepted. OpenCV users must convert BGR to RGB first.
+    (scaled down), int32/int64/uint32 in 0..255 or 0..65535, or float in 0..1 or 0..255 (0..1 when no value is
+    over 1.1; a 10 % overshoot, as a resize leaves, is clipped) are accepted; values outside are an
+    `ImageError`, never clipped into another picture. OpenCV users must convert BGR to RGB first.
     """
     label = name or describe(source)
     if isinstance(source, np.ndarray):
@@ -193,12 +195,14 @@ def _from_array(arr: np.ndarray, label: str, max_pixels: int) -> np.ndarray:
         out = (arr >> 8).astype(np.uint8)
     elif arr.dtype in (np.int32, np.int64, np.uint32):
         top = 65535 if arr.max(initial=0) > 255 else 255
-        out = (np.clip(arr, 0, top) * (255.0 / top)).round().astype(np.uint8)
+        _check_range(arr, 0, top, "integer", "0..255 or 0..65535", label)
+        out = (arr * (255.0 / top)).round().astype(np.uint8)
     elif np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
             raise ImageError(label, "array contains NaN or infinite values")
-        scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
-        out = np.clip(arr * scale, 0, 255).round().astype(np.uint8)
+        top = 1.0 if arr.max(initial=0) <= 1.1 else 255.0  # a resize's overshoot of 0..1 is still 0..1
+        _check_range(arr, -0.1 * top, 1.1 * top, "float", "0..1 or 0..255", label)
+        out = np.clip(arr * (255.0 / top), 0, 255).round().astype(np.uint8)
     elif arr.dtype == np.bool_:
         out = arr.astype(np.uint8) * 255
     else:
@@ -210,6 +214,18 @@ def _from_array(arr: np.ndarray, label: str, max_pixels: int) -> np.ndarray:
         out = (out[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
     _check_side(out, label)
     return np.ascontiguousarray(out)
+
+
+def _check_range(arr: np.ndarray, low: float, high: float, kind: str, expected: str, label: str) -> None:
+    """`ImageError` for pixel values outside [low, high]: a normalised array (-1..1, mean-subtracted) or one of
+    another scale (0..65535 as floats) would otherwise be clipped into a wrong picture without a word."""
+    lowest, highest = float(arr.min(initial=0)), float(arr.max(initial=0))
+    if lowest < low or highest > high:
+        raise ImageError(
+            label,
+            f"{kind} pixel values from {lowest:g} to {highest:g}: expected {expected} (a normalised array must be "
+            "turned back into an image first)",
+        )
 
 
 def _check_side(arr: np.ndarray, label: str) -> None:

@@ -47,10 +47,32 @@ class Frame:
     captured: float
 
 
+def camera_index(spec: object) -> int | None:
+    """The camera a source names (``0``, ``"0"``, ``" 1 "``), or None: ASCII digits only (``"²"`` and ``"٣"`` are
+    digits to Python, not camera numbers) and at most 2**31 - 1, what OpenCV takes."""
+    if isinstance(spec, str):
+        text = spec.strip()
+        spec = int(text) if text.isascii() and text.isdecimal() else None
+    if isinstance(spec, int) and not isinstance(spec, bool) and 0 <= spec < 2**31:
+        return spec
+    return None
+
+
 def describe_source(spec: str | int | os.PathLike) -> str:
-    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
+    """The source's name in messages and logs. A stream URL's user name and password (``rtsp://user:pass@cam``)
+    and its query (``?user=admin&pwd=...``: how cameras take them) are starred out, so that no error line, log
+    or thread name carries them."""
+    if camera_index(spec) is not None or isinstance(spec, int):
         return f"camera {int(spec)}"
-    return os.fspath(spec)
+    text = os.fspath(spec)
+    if text.lower().startswith(STREAM_PREFIXES):
+        scheme, _, rest = text.partition("://")
+        authority, slash, path = rest.partition("/")
+        if "@" in authority:
+            authority = "***@" + authority.rpartition("@")[2]
+        path, query, _ = path.partition("?")
+        text = f"{scheme}://{authority}{slash}{path}{'?***' if query else ''}"
+    return text
 
 
 class FrameSource:
@@ -115,7 +137,12 @@ class CaptureSource(FrameSource):
         level = cv2.utils.logging.getLogLevel()
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our error says it, once
         try:
-            capture = cv2.VideoCapture(self.spec)
+            if self.live and not isinstance(self.spec, int):  # FFmpeg's own timeouts are 30 s: a stalled stream
+                ms = int(self.read_timeout * 1000)  # would outlast the reader's wait, and never be reopened
+                timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 2 * ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+                capture = cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG, timeouts)
+            else:
+                capture = cv2.VideoCapture(self.spec)
         finally:
             cv2.utils.logging.setLogLevel(level)
         if not capture.isOpened():
@@ -174,10 +201,10 @@ class CaptureSource(FrameSource):
 def open_source(spec: str | int | os.PathLike, **options) -> FrameSource:
     """A frame source from a camera index (``0`` or ``"0"``), a video file, a stream URL or a folder of
     images. Raises `SourceError` when it cannot be opened."""
-    if isinstance(spec, str) and spec.strip().isdigit():
-        spec = int(spec)
+    if camera_index(spec) is not None:
+        return CaptureSource(camera_index(spec), **options)
     if isinstance(spec, int):
-        return CaptureSource(spec, **options)
+        raise SourceError(f"camera {spec}: no such camera (a camera is a number from 0 to {2**31 - 1})")
     text = os.fspath(spec)
     if text.lower().startswith(STREAM_PREFIXES):
         return CaptureSource(text, **options)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ATT, att
+from conftest import ATT, att, run_cli
 
 from siamface.cli import build_parser, main
 from siamface.embedding import create_encoder
@@ -244,3 +244,23 @@ def test_missing_data_option_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["evaluate"])
     assert exc.value.code == 2
+
+
+def test_calibrate_counts_a_repeated_pair_once(tmp_path, cache_file, config_dir):
+    # one impostor pair listed 1,000 times made 'far=0.001' measurable: a threshold saved from 6 comparisons
+    same = tmp_path / "same.txt"
+    same.write_text(
+        "".join(f"s{s}/1.pgm s{s}/2.pgm\n" for s in (3, 4, 5, 6)) + "s3/2.pgm s3/1.pgm\ns7/1.pgm s7/1.pgm\n"
+    )
+    different = [f"s{s}/1.pgm s{s + 1}/1.pgm\n" for s in (3, 4, 5, 6, 7)] + ["s3/1.pgm s4/1.pgm\n"] * 1000
+    (tmp_path / "different.txt").write_text("".join(different))
+    args = ["calibrate", "--pairs-same", same, "--pairs-different", tmp_path / "different.txt", "--root", ATT]
+    args += ["--target", "far=0.001", "--cache", cache_file, "--quiet", "--out", tmp_path / "out"]
+    done = run_cli(*args)
+    assert done.returncode == 2, done.stderr
+    assert "1,000 impostor comparisons and there are 5" in done.stderr, done.stderr
+    assert "1002 pair(s) repeated or of an image with itself" in done.stderr
+    assert not (config_dir / "thresholds.json").exists()
+    (tmp_path / "different.txt").write_text("".join(different) + "s3/1.pgm s3/2.pgm\n")
+    done = run_cli(*args)
+    assert done.returncode == 2 and "s3/2.pgm is listed as both the same person and" in done.stderr, done.stderr

@@ -180,8 +180,10 @@ def test_open_set_identification(hog, shared_cache):
 def test_missing_images_are_an_error(tmp_path, hog):
     same = tmp_path / "same.txt"
     same.write_text("s11/1.pgm s11/2.pgm\n")
-    with pytest.raises(ConfigError, match="2 of 2 images not found"):
-        runner.evaluate_pair_lists(hog, same, same, tmp_path, cache=None, progress=False)
+    different = tmp_path / "different.txt"
+    different.write_text("s11/1.pgm s12/1.pgm\n")
+    with pytest.raises(ConfigError, match="3 of 3 images not found"):
+        runner.evaluate_pair_lists(hog, same, different, tmp_path, cache=None, progress=False)
 
 
 def test_explicit_threshold_is_reported(hog, shared_cache):

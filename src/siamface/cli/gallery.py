@@ -17,6 +17,7 @@ gallery (``<gallery>.thresholds.json``, written by ``siamface calibrate``) sets 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -200,8 +201,10 @@ def cmd_enroll(args) -> int:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")
     if (args.min_gap is not None or args.timeout is not None) and not capture:
         raise ConfigError("--min-gap and --timeout apply to --video and --camera only")
-    if (args.min_gap is not None and args.min_gap < 0) or (args.timeout is not None and args.timeout <= 0):
-        raise ConfigError("--min-gap must be >= 0 and --timeout > 0 seconds")
+    if (args.min_gap is not None and not 0 <= args.min_gap < math.inf) or (
+        args.timeout is not None and not 0 < args.timeout < math.inf
+    ):  # NaN and infinity too: a capture with either never ends
+        raise ConfigError("--min-gap must be >= 0 and --timeout > 0 seconds, finite")
     metadata = None
     if args.metadata:
         from ..gallery.sqlbase import MAX_JSON_DEPTH, json_object

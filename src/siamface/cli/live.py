@@ -8,10 +8,15 @@ deny); a summary (frames, fps, latency) goes to stderr, and with --json also as 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import sys
+import threading
 
 from ..decision import LIVENESS_MODES
+from ..errors import ConfigError
 from ._common import (
     add_camera_options,
     add_chain_options,
@@ -117,6 +122,13 @@ def _open(args):
     from ..live import GalleryMatcher, VideoOut
     from ..video import LatestFrameReader, open_source
 
+    if (
+        args.out
+        and os.path.exists(args.out)
+        and os.path.exists(args.source)
+        and os.path.samefile(args.out, args.source)
+    ):
+        raise ConfigError(f"--out {args.out} is the --source video: writing the annotated video would destroy it")
     pipeline = pipeline_from_args(args, gallery=args.gallery)
     gallery = open_gallery(args, pipeline)
     matcher = GalleryMatcher(
@@ -141,11 +153,30 @@ def _summary(command: str, stats, extra: str = "", as_json: bool = False) -> Non
     )
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (a service manager stopping the command, `timeout`, `kill`) ends the run as Ctrl-C does: the
+    last events and the summary written, the --out video finished (an .mp4 killed before its end has no index
+    and cannot be played), an authentication's attempt audited."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def cmd_watch(args) -> int:
     from ..live import Watcher, json_lines, run
 
     gallery, pipeline, matcher, reader, out = _open(args)
-    with gallery, reader:
+    with gallery, reader, _terminate_as_interrupt():
         watcher = Watcher(
             pipeline,
             matcher,
@@ -176,7 +207,7 @@ def cmd_authenticate(args) -> int:
     from ..live import Authenticator, json_lines, run
 
     gallery, pipeline, matcher, reader, out = _open(args)
-    with gallery, reader:
+    with gallery, reader, _terminate_as_interrupt():
         auth = Authenticator(
             pipeline,
             matcher,

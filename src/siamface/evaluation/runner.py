@@ -27,6 +27,7 @@ files), :mod:`.calibrate` (choosing and saving a threshold).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -58,6 +59,8 @@ from .metrics import (
 )
 from .protocols import flatten_folds, make_pairs, open_set_split, read_lfw_pairs, read_pairs_file
 from .report import FAILURE_POLICY, EvaluationReport, IdentificationResult, _now, format_report, write_outputs
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FAILURE_POLICY",
@@ -288,12 +291,14 @@ def evaluate_pair_lists(
     """Two two-column pair lists (``a b`` per line, relative to ``root``): same-person, different-person.
     Like LFW, the face nearest each image's centre is used when there are several (``face="largest"``:
     the biggest)."""
-    same = _read(read_pairs_file, same_file, root)
-    diff = _read(read_pairs_file, different_file, root)
+    same, diff, dropped = _distinct_pairs(
+        _read(read_pairs_file, same_file, root), _read(read_pairs_file, different_file, root)
+    )
     labels = np.array([1] * len(same) + [0] * len(diff))
     options = {
         "pairs_same": str(Path(same_file).resolve()),
         "pairs_different": str(Path(different_file).resolve()),
+        "pairs_dropped": dropped,
         **kw.pop("options", {}),
     }
     return evaluate_pairs(
@@ -405,6 +410,29 @@ def sweep_sizes(n_ids: int) -> list[int]:
     `n_ids` - 1 (a stranger's identity is always left; none below 2 people)."""
     sizes = [m * 10**e for e in range(1, 7) for m in (1, 2, 5) if m * 10**e < n_ids - 1]
     return sizes + [n_ids - 1] if n_ids - 1 >= 2 else sizes
+
+
+def _distinct_pairs(same: list, different: list) -> tuple[list, list, int]:
+    """The two pair lists with each pair once (``a b`` and ``b a`` are one comparison) and without an image
+    paired with itself, and how many were dropped: a repeated pair is one comparison, and counting it again
+    would let a calibration claim a FAR its data cannot measure (one impostor pair listed 1,000 times is not
+    1,000 impostor comparisons). `ConfigError` for a pair listed as both the same person and different people."""
+    label_of: dict[frozenset, int] = {}
+    kept: tuple[list, list] = ([], [])  # different, same
+    for label, pairs in ((1, same), (0, different)):
+        for a, b in pairs:
+            key = frozenset((os.path.normpath(a), os.path.normpath(b)))
+            if key in label_of:
+                if label_of[key] != label:
+                    raise ConfigError(f"the pair {a} {b} is listed as both the same person and different people")
+                continue
+            label_of[key] = label
+            if len(key) == 2:
+                kept[label].append((a, b))
+    dropped = len(same) + len(different) - len(kept[0]) - len(kept[1])
+    if dropped:
+        log.warning("%d pair(s) repeated or of an image with itself left out: each comparison counts once", dropped)
+    return kept[1], kept[0], dropped
 
 
 def _read(reader: Callable, path: str | os.PathLike, *args) -> Any:

@@ -279,9 +279,9 @@ def video_frames(
     is opened here, at once (`ImageError` if it cannot be), and released when the iterator is exhausted
     or closed. No window is opened: this works headless.
     """
-    from ..video import SourceError, describe_source, open_source
+    from ..video import SourceError, camera_index, describe_source, open_source
 
-    if isinstance(source, Path) or (isinstance(source, str) and not source.strip().isdigit()):
+    if isinstance(source, Path) or (isinstance(source, str) and camera_index(source) is None):
         if not Path(source).is_file():
             raise ImageError(str(source), "video file not found")
     try:

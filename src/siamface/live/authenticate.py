@@ -3,6 +3,7 @@ in one `AuthDecision`."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,6 +88,8 @@ class Authenticator:
     ) -> None:
         if consecutive < 1:
             raise ConfigError("consecutive must be >= 1")
+        if not (math.isfinite(timeout) and timeout > 0):  # NaN: no comparison is true, the session never ends
+            raise ConfigError(f"timeout must be a positive number of seconds, not {timeout!r}")
         if liveness not in LIVENESS_MODES:
             raise ConfigError(f"liveness must be one of {', '.join(LIVENESS_MODES)}, not {liveness!r}")
         self.pipeline, self.matcher, self.claim = pipeline, matcher, claim

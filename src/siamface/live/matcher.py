@@ -33,7 +33,7 @@ class GalleryMatcher(ThresholdsInForce):
         gallery.check_model()
         self._asked = (threshold, margin, fpir)
         self.thresholds  # noqa: B018 - a bad threshold, margin or target fails here, not at the first face
-        self._ids: dict[str, int] = {}  # claim -> person id: one lookup per session, not one per frame
+        self._ids: dict[str, int] = {}  # claim -> the person id it named when the session began
 
     @property
     def thresholds(self) -> Thresholds:  # type: ignore[override]
@@ -46,9 +46,20 @@ class GalleryMatcher(ThresholdsInForce):
             self._ids[claim] = self.gallery.store.person(claim).id
         return self._ids[claim]
 
+    def _named(self, claim: str) -> int | None:
+        """The id the claim names now (None: nobody)."""
+        from ..gallery.store import UnknownPersonError
+
+        try:
+            return self.gallery.store.person(claim, metadata=False).id
+        except UnknownPersonError:
+            return None
+
     def identify(self, embeddings: np.ndarray) -> list[tuple[str | None, float]]:
         """Per embedding: the person when known, ``ambiguous`` when the second person is within the margin,
-        None when unknown (as `Gallery.identify` decides), and the best similarity (-1 with nobody enrolled)."""
+        None when unknown (as `Gallery.identify` decides), and the best similarity (-1 with nobody enrolled).
+        `ModelMismatchError` once the gallery was re-embedded with another model (one small read a call)."""
+        self.gallery.check_model()  # re-embedded by another process under a running loop: refused, not compared
         policy = self.thresholds
         hits = self.gallery.index.search(embeddings, k=2)  # the second person decides "ambiguous"
         hits = self.gallery.within_originals_reach(embeddings, hits, policy.verify)
@@ -64,8 +75,13 @@ class GalleryMatcher(ThresholdsInForce):
 
     def verify(self, claim: str, embeddings: np.ndarray) -> np.ndarray:
         """Best similarity of each embedding to the claimed person's templates (-1 when none are left:
-        a person removed during the session matches nothing)."""
-        return self.gallery.best_within_reach(embeddings, self._person_id(claim), self.thresholds.verify)
+        a person removed during the session matches nothing; `ModelMismatchError` once the gallery was re-embedded
+        with another model)."""
+        self.gallery.check_model()
+        person_id = self._person_id(claim)
+        if self._named(claim) != person_id:  # removed (or removed and enrolled again) during the session: the
+            return np.full(len(embeddings), -1.0)  # id may be another person's now (SQLite gives it again)
+        return self.gallery.best_within_reach(embeddings, person_id, self.thresholds.verify)
 
     def log_claim(self, claim: str, accepted: bool, score: float | None, rule: str = "live") -> tuple[str, ...]:
         """Record a live 1:1 decision in the gallery's audit log (notes: why it could not be, when so)."""

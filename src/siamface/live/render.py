@@ -45,6 +45,7 @@ class VideoOut:
 
         self.path, self.fps, self.show, self.title = path, fps, show, title
         self._writer = None
+        self._size = (0, 0)  # the video's (width, height): its first frame's
         if path and os.path.splitext(path)[1].lower() not in WRITABLE_VIDEO_SUFFIXES:
             raise ConfigError(f"{path}: cannot write video (use .mp4 or .avi)")
         if show and re.search(r"GUI:\s+NONE", cv2.getBuildInformation()):
@@ -73,7 +74,8 @@ class VideoOut:
                 )
                 if not self._writer.isOpened():
                     raise ConfigError(f"{self.path}: cannot write video (use .mp4 or .avi)")
-            self._writer.write(bgr)
+                self._size = (bgr.shape[1], bgr.shape[0])
+            self._writer.write(_fit(bgr, self._size))
         if self.show:
             cv2.imshow(self.title, bgr)
             if cv2.waitKey(1) & 0xFF in (27, ord("q")):
@@ -87,3 +89,20 @@ class VideoOut:
             self._writer.release()
         if self.show:
             cv2.destroyAllWindows()
+
+
+def _fit(bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The frame scaled to fit the video's size (width, height), centred on black: a video file has one frame
+    size, and OpenCV's writer drops a frame of another size without an error (a folder of frames of several
+    sizes, a stream whose resolution changes)."""
+    import cv2
+
+    width, height = size
+    if (bgr.shape[1], bgr.shape[0]) == size:
+        return bgr
+    scale = min(width / bgr.shape[1], height / bgr.shape[0])
+    w, h = max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale))
+    out = np.zeros((height, width, 3), np.uint8)
+    x, y = (width - w) // 2, (height - h) // 2
+    out[y : y + h, x : x + w] = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA)
+    return out

@@ -164,6 +164,7 @@ class Watcher:
         return sorted(new + old[: -(-len(tracks) // self.refresh)])
 
     def process(self, frame: Frame) -> FrameResult:
+        self._last_frame = frame  # first: a run stopped within this frame still says who left (`finish`)
         faces = self.pipeline.detect(frame.image)
         tracks, _, ended = self.tracker.update(faces.boxes, frame.index)
         decided = self._check(frame, faces, tracks) if self.liveness != "off" else {}
@@ -187,12 +188,12 @@ class Watcher:
                 self._liveness_event(frame, track, decided.get(track.id), unlike.get(track.id))
         for track in tracks:
             shown = self.label(track)
-            if track.announced is None and track.votes:
+            if track.announced is None and track.votes:  # announced before the event: a run stopped while
+                track.announced = shown  # it is written still says the face left (`finish`)
                 self._event("appeared", frame, track)
-                track.announced = shown
             elif track.announced is not None and track.announced != shown:
-                self._event("identified", frame, track, previous=track.announced)
-                track.announced = shown
+                previous, track.announced = track.announced, shown
+                self._event("identified", frame, track, previous=previous)
         for track in ended:
             if track.announced is not None:
                 self._event("left", frame, track, frames=track.last_frame - track.first_frame + 1)
@@ -202,7 +203,6 @@ class Watcher:
         latency = (time.perf_counter() - frame.captured) * 1000
         self.stats.frames += 1
         self.stats.latencies_ms.append(latency)
-        self._last_frame = frame
         return FrameResult(
             frame,
             faces,
