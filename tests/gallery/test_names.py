@@ -97,6 +97,25 @@ def test_every_way_into_a_store_applies_the_rule(new_gallery):
     check_consistent(spec)
 
 
+def test_one_store_keeps_the_look_alike_rule_across_renames_removals_and_other_writers(new_gallery):
+    """The skeletons of names already seen are remembered by a store object (an enrolment no longer computes
+    every person's again); what is checked is still the names in the gallery at the time: a name renamed away,
+    or removed, frees its look-alikes, and one written by another writer is seen."""
+    spec, cyrillic = new_gallery(), "\u0420\u043e\u0435"  # Рое, all Cyrillic: Poe to the eye
+    with open_store(spec, MODEL, create=True) as store, open_store(spec, MODEL) as other:
+        store.add_templates("Poe", _one())
+        with pytest.raises(InvalidNameError, match="could be taken for"):
+            store.add_templates(cyrillic, _one(1))
+        store.rename("Poe", "Peter")
+        store.add_templates(cyrillic, _one(1))  # Poe's look-alike is free now
+        other.add_templates("Ian", _one(3))
+        with pytest.raises(InvalidNameError, match="could be taken for"):
+            store.add_templates("lan", _one(4))  # another writer's person is seen
+        other.delete("Ian")
+        store.add_templates("lan", _one(4))
+    assert sorted(name for (name,) in rows(spec, "SELECT name FROM people")) == sorted([cyrillic, "Peter", "lan"])
+
+
 def test_a_name_enrolled_before_the_rule_can_still_be_shown_and_removed(new_gallery):
     spec = new_gallery()
     with open_store(spec, MODEL, create=True) as store:

@@ -739,8 +739,22 @@ class SqlStore:
             return results
 
     def _skeletons(self, db) -> dict[str, tuple[int, str]]:
-        """skeleton -> (id, name) of every person (`siamface.gallery.names.skeleton`)."""
-        return {skeleton(name): (int(pid), name) for pid, name in db.execute("SELECT id, name FROM people")}
+        """skeleton -> (id, name) of every person (`siamface.gallery.names.skeleton`), from the names read now
+        in the caller's transaction. A name's skeleton is computed once per store object (keyed by the name:
+        a renamed person's new name is a new key), so a new person's look-alike check costs a read of the
+        names, not the skeleton of every person again (26 µs a name: 0.26 s an enrolment at 10,000 people)."""
+        known: dict[str, str] = self.__dict__.setdefault("_skeleton_of", {})
+        out = {}
+        for pid, name in db.execute("SELECT id, name FROM people"):
+            shape = known.get(name)
+            if shape is None:
+                shape = known[name] = skeleton(name)
+            out[shape] = (int(pid), name)
+        if len(known) > 2 * len(out) + 1024:  # names removed or renamed since: forget them
+            names = {name for _, name in out.values()}
+            for name in [n for n in list(known) if n not in names]:  # list(): one step, other threads may add
+                known.pop(name, None)
+        return out
 
     def _refuse_lookalike(self, name: str, skeletons: dict[str, tuple[int, str]], person_id: int | None = None):
         """`InvalidNameError` when `name` could be taken for another person's name (same skeleton)."""
