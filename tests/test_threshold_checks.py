@@ -72,7 +72,7 @@ def test_a_calibration_file_beside_a_gallery_outside_the_plausible_range_is_refu
     assert run_cli("verify", "--gallery", gallery, "--claim", "s3", att(4, 1)).returncode == 1  # then refused
 
 
-@pytest.mark.parametrize("how", ["mode 0666", "another user's", "folder 0777", "user file 0666"])
+@pytest.mark.parametrize("how", ["mode 0666", "another user's", "folder 0777", "user file 0666", "folder theirs"])
 def test_a_calibration_file_other_users_may_write_is_refused_by_the_commands(tmp_path, how):
     # `serve` refused a calibration file that other users may write; the commands that decide on their own
     # (verify --claim, identify, authenticate, watch) used it without a word. Planted beside a gallery in a shared
@@ -81,7 +81,7 @@ def test_a_calibration_file_other_users_may_write_is_refused_by_the_commands(tmp
     # checked as serve checks them, for the file beside the gallery and the user's own.
     import os
 
-    if how == "another user's" and (os.name == "nt" or os.getuid() != 0):
+    if how in ("another user's", "folder theirs") and (os.name == "nt" or os.getuid() != 0):
         pytest.skip("giving a file to another user needs root")
     folder = tmp_path / "shared"
     folder.mkdir()
@@ -91,10 +91,14 @@ def test_a_calibration_file_other_users_may_write_is_refused_by_the_commands(tmp
     floor = create_encoder(DEFAULT_MODEL).info.impostor_median
     config = tmp_path / "config"
     config.mkdir()
-    planted = config / "thresholds.json" if how == "user file 0666" else folder / "people.db.thresholds.json"
+    mine = how in ("user file 0666", "folder theirs")  # the user's own calibration file, not the gallery's
+    planted = config / "thresholds.json" if mine else folder / "people.db.thresholds.json"
     _write(planted, floor)
     if how == "another user's":
         os.chown(planted, 4321, 4321)
+    elif how == "folder theirs":  # a folder of theirs, not writable by others: its owner may still replace files
+        config.chmod(0o755)
+        os.chown(config, 4321, 4321)
     elif how == "folder 0777":
         folder.chmod(0o777)
     else:
@@ -102,8 +106,10 @@ def test_a_calibration_file_other_users_may_write_is_refused_by_the_commands(tmp
     env = {"SIAMFACE_CONFIG_DIR": str(config)}
     for command in (["verify", "--claim", "s3"], ["identify"]):
         out = run_cli(command[0], "--gallery", gallery, *command[1:], att(5, 1), env=env)
-        _one_line_error(out, str(planted.parent) if how == "folder 0777" else str(planted))
+        _one_line_error(out, str(planted.parent) if how in ("folder 0777", "folder theirs") else str(planted))
     folder.chmod(0o700)
+    if how == "folder theirs":
+        os.chown(config, os.getuid(), os.getgid())
     planted.chmod(0o600)
     if how == "another user's":
         os.chown(planted, os.getuid(), os.getgid())

@@ -201,8 +201,9 @@ def create_private_file(path: Path) -> None:
 
 
 def exposure(path: Path, *, owner: bool = True) -> tuple[str | None, str | None]:
-    """(why other users may change `path`, why they may read it), each None when they may not: the file owned
-    by another user (neither this process's nor root; not asked when not `owner`), its group or others write
+    """(why other users may change `path`, why they may read it), each None when they may not: the file or its
+    folder owned by another user (neither this process's nor root; not asked when not `owner`: whoever owns a
+    folder may replace what is in it, whatever its modes), its group or others write
     bits, or its folder's without the sticky bit (anyone who may write there may replace the file); its group
     or others read bits. Group bits count only for a group others may be in: not a user private group (the
     group of one user, named as they are, which Debian and Ubuntu make for each user, with umask 002). (None,
@@ -214,6 +215,8 @@ def exposure(path: Path, *, owner: bool = True) -> tuple[str | None, str | None]
     shared = not _private_group(st.st_gid, st.st_uid)
     if owner and st.st_uid not in (os.getuid(), 0):
         write = f"{path} is owned by another user (uid {st.st_uid}), who may rewrite it"
+    elif owner and parent.st_uid not in (os.getuid(), 0):
+        write = f"its folder {path.parent} is owned by another user (uid {parent.st_uid}), who may replace it"
     elif mode & stat.S_IWOTH or (mode & stat.S_IWGRP and shared):
         write = f"{path} may be written by other users (mode {stat.S_IMODE(mode):04o})"
     elif (
