@@ -655,3 +655,55 @@ def test_a_source_that_is_no_camera_number_is_a_one_line_error(source, gallery_f
         assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no such" in done.stderr, done.stderr
     with pytest.raises(SourceError):
         open_source(int(source) if source.isascii() else source)
+
+
+class _FakeCapture:
+    """OpenCV's capture as the reader uses it: `frames` good reads, then none; reading after release fails."""
+
+    def __init__(self, frames: int) -> None:
+        self.frames, self.released = frames, False
+
+    def read(self):
+        assert not self.released, "read after release"
+        self.frames -= 1
+        return (True, np.zeros((4, 4, 3), np.uint8)) if self.frames >= 0 else (False, None)
+
+    def release(self) -> None:
+        self.released = True
+
+    def get(self, prop) -> float:
+        return 0.0
+
+    def isOpened(self) -> bool:
+        return True
+
+
+def test_a_camera_reopened_while_the_run_closes_is_released_not_left_open(monkeypatch):
+    # a live source that failed reconnects on the reader's thread; the run ended meanwhile (Ctrl-C, the source's
+    # consumer closing it): close() released the old capture, then the reconnect put a new one in its place, which
+    # nothing released, and the thread went on reading it (a camera kept busy until the process ended)
+    from siamface.video import CaptureSource
+
+    first, second = _FakeCapture(frames=1), _FakeCapture(frames=1000)
+    opening, go = threading.Event(), threading.Event()
+    opened = []
+
+    def fake_open(self):
+        opened.append(len(opened))
+        if len(opened) == 1:
+            return first
+        opening.set()
+        go.wait(5)
+        return second
+
+    monkeypatch.setattr(CaptureSource, "_open", fake_open)
+    source = CaptureSource("rtsp://camera.invalid/live", reconnects=3)
+    frames: list = []
+    reader = threading.Thread(target=lambda: frames.extend(source), daemon=True)
+    reader.start()
+    assert opening.wait(5)  # the first capture gave one frame, then failed: a reconnect is opening
+    source.close()
+    go.set()
+    reader.join(5)
+    assert not reader.is_alive() and len(frames) == 1
+    assert first.released and second.released

@@ -124,6 +124,10 @@ class CaptureSource(FrameSource):
         self.live = isinstance(spec, int) or str(spec).lower().startswith(STREAM_PREFIXES)
         self.reconnects = reconnects
         self.read_timeout = read_timeout
+        # a read and a release never overlap (OpenCV's capture is not safe across threads), and a capture
+        # opened by a reconnect after `close` is released at once, not left holding the camera
+        self._lock = threading.Lock()
+        self._closed = False
         self._capture = self._open()
         self._refuse_huge_frames()
         fps = float(self._capture.get(_cv2().CAP_PROP_FPS) or 0.0)
@@ -170,7 +174,10 @@ class CaptureSource(FrameSource):
         cv2 = _cv2()
         index, start, failures = 0, time.perf_counter(), 0
         while True:
-            ok, bgr = self._capture.read()
+            with self._lock:
+                if self._closed or self._capture is None:
+                    return
+                ok, bgr = self._capture.read()
             if not ok or bgr is None:
                 if not self.live:
                     return  # end of file
@@ -178,12 +185,20 @@ class CaptureSource(FrameSource):
                 if failures > self.reconnects:
                     raise SourceError(f"{self.name}: no frames after {self.reconnects} reconnects")
                 log.warning("%s: no frame; reconnecting (%d/%d)", self.name, failures, self.reconnects)
-                self._capture.release()
+                with self._lock:
+                    if self._closed:
+                        return
+                    self._capture.release()
                 time.sleep(min(2.0, 0.25 * 2**failures))
                 try:
-                    self._capture = self._open()
+                    capture = self._open()
                 except SourceError:
                     continue
+                with self._lock:
+                    if self._closed:  # closed while it was being opened: nobody will read it
+                        capture.release()
+                        return
+                    self._capture = capture
                 continue
             failures = 0
             now = time.perf_counter()
@@ -193,9 +208,11 @@ class CaptureSource(FrameSource):
             index += 1
 
     def close(self) -> None:
-        if self._capture is not None:
-            self._capture.release()
-            self._capture = None
+        self._closed = True
+        with self._lock:  # after a read under way (at most its read timeout)
+            if self._capture is not None:
+                self._capture.release()
+                self._capture = None
 
 
 def open_source(spec: str | int | os.PathLike, **options) -> FrameSource:
