@@ -20,13 +20,13 @@ import hashlib
 import json
 import os
 import threading
-import unicodedata
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .._onnx import new_session
+from .._progress import printable
 from ..alignment import ChipSpec
 from ..errors import ModelError
 from .base import ModelInfo, check_chips, l2_normalise
@@ -87,7 +87,7 @@ def chip_from_metadata(meta: dict) -> ChipSpec:
 
 def read_metadata(path: str | os.PathLike) -> dict:
     """The ``siamface.*`` metadata of an exported model, values decoded from JSON."""
-    session = _session(Path(path), 1)
+    session, _ = _loaded(Path(path), 1)
     return _decode(session.get_modelmeta().custom_metadata_map, path)
 
 
@@ -105,10 +105,6 @@ def _decode(raw: dict, path) -> dict:
             f"{path} is not a siamface model: metadata lacks {', '.join(META_PREFIX + k for k in missing)}"
         )
     return meta
-
-
-def _session(path: Path, num_threads: int):
-    return _loaded(path, num_threads)[0]
 
 
 def _loaded(path: Path, num_threads: int):
@@ -189,6 +185,6 @@ def _model_name(name: object, path: Path) -> str:
     it, so one with a control, format or unassigned character (an ESC sequence for the operator's terminal, a
     bidirectional override, a line break in a log line) or over 200 characters is refused."""
     text = str(name)
-    if len(text) > 200 or any(unicodedata.category(c).startswith("C") for c in text):
+    if len(text) > 200 or printable(text) != text:
         raise ModelError(f"{path}: the model's name holds control characters or is too long: not a file to trust")
     return text
