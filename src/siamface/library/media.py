@@ -155,10 +155,11 @@ def _photo_faces(pipeline: Any, image: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return faces.boxes.reshape(-1, 4), faces.embeddings, None
 
 
-def _signature(path: str) -> tuple[int, ...] | None:
-    """What says a file is still the one that was hashed: device, inode, size, modification time."""
+def _signature(path: str | os.stat_result) -> tuple[int, ...] | None:
+    """What says a file (by its path, or its stat) is still the one that was hashed: device, inode, size,
+    modification time (None: it cannot be asked)."""
     try:
-        info = os.stat(path)
+        info = path if isinstance(path, os.stat_result) else os.stat(path)
     except OSError:
         return None
     return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
@@ -183,7 +184,7 @@ def _video_digest(path: str) -> tuple[str, tuple[int, ...]]:
         raise SourceError(f"{path}: unreadable ({exc.strerror or exc})") from None
     finally:
         os.close(fd)
-    return digest.hexdigest(), (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    return digest.hexdigest(), _signature(info)
 
 
 def sampled_frames(path: str, step: float = VIDEO_STEP) -> Iterable[Any]:
