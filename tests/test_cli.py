@@ -152,7 +152,7 @@ def test_models_lists_detectors_and_models():
     for m in (facenet, fused):  # 1:N by FPIR: stricter as the gallery grows
         by_size = list(m["identify_threshold_by_templates"].values())
         assert m["identify_fpir"] == 0.01 and by_size == sorted(by_size) and m["threshold"] < by_size[-1] < 1
-    assert [m["name"] for m in data["models"] if m["default"]] == [DEFAULT_MODEL] == ["sface"]
+    assert [m["name"] for m in data["models"] if m["default"]] == [DEFAULT_MODEL] == ["sface+dlib"]
     assert data["default_detector"] == "retinaface"
     liveness = {m["name"]: m for m in data["liveness"]}
     assert {"passive_v5", "passive_v5-grey", "minifasnet_v2", "minifasnet_v1se", "colour", "frame"} <= set(liveness)
@@ -166,7 +166,7 @@ def test_models_lists_detectors_and_models():
     )
     text = run("models").stdout
     assert (
-        "  sface (default): 128-d" in text and "  dlib-flip+facenet: 640-d" in text and "retinaface (default)" in text
+        "  sface+dlib (default): 256-d" in text and "  dlib-flip+facenet: 640-d" in text and "retinaface (default)" in text
     )
     assert "liveness models:" in text and "licence: Apache-2.0" in text and "training data:" in text
 

@@ -28,11 +28,12 @@ from .types import Faces, Verification
 log = logging.getLogger(__name__)
 
 DEFAULT_DETECTOR = "retinaface"
-#: SFace (128-d), chosen by the rule of benchmarks/DEFAULT_RULE.md (README "Encoders"): among the encoders
-#: whose embedding cost per face is at most half of the former default `dlib-flip+facenet`'s, the most
-#: accurate on celeba_ids held-out identities that is not worse on the other sets. Galleries bound to another
-#: model keep it (see `gallery.core.model_for_gallery`) and say how to move (`siamface gallery reembed`).
-DEFAULT_MODEL = "sface"
+#: SFace fused with dlib's ResNet (256-d: 128 + 128, weight 0.3 on SFace's part), chosen by the rule of
+#: benchmarks/DEFAULT_RULE.md (docs: *How it works*, "Encoders"): among the chains whose embedding cost per
+#: face is at most half of the former default `dlib-flip+facenet`'s, the most accurate on celeba_ids held-out
+#: identities that is not worse on the other sets. `sface` (128-d) was the default before. Galleries bound to
+#: another model keep it (see `gallery.core.model_for_gallery`) and say how to move (`siamface gallery reembed`).
+DEFAULT_MODEL = "sface+dlib"
 #: Faces embedded in one call of the encoder on the CPU (a time budget is checked between calls); on a GPU,
 #: `siamface._onnx.BATCH` (see `embed_batch`).
 EMBED_BATCH = BATCH[CPU]

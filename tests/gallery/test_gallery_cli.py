@@ -377,19 +377,19 @@ def test_missing_gallery_is_an_error_not_a_new_file(new_gallery):
 
 @pytest.mark.slow  # both runs use the PostgreSQL server
 def test_a_merge_skips_a_near_duplicate_by_the_models_own_measure(tmp_path):
-    """The same photo moved 2 px scores about 0.992 with SFace: below the fused models' 0.995, above SFace's
+    """The same photo moved 2 px scores about 0.992 with SFace: below the generic 0.995, above SFace's
     near-duplicate similarity (0.98). Merged into a gallery that has the photo, it is skipped, as enrolment
-    would refuse it."""
+    would refuse it. (`sface`: the model whose own measure is furthest from the generic one.)"""
     from PIL import Image
 
-    assert create_encoder(DEFAULT_MODEL).info.duplicate < 0.99
+    assert create_encoder("sface").info.duplicate < 0.99
     shifted = tmp_path / "shifted.png"
     Image.fromarray(np.ascontiguousarray(np.roll(att_rgb(3, 2), 2, axis=1))).save(shifted)
     a, b, export = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "b.jsonl"
-    assert cli("enroll", "-g", a, "s3", att(3, 2)).returncode == 0
+    assert cli("enroll", "-g", a, "s3", att(3, 2), "--model", "sface").returncode == 0
     out = cli("enroll", "-g", a, "s3", shifted, "--json")
     assert out.returncode == 1 and "near-duplicate" in out.stdout + out.stderr
-    assert cli("enroll", "-g", b, "s3", shifted).returncode == 0
+    assert cli("enroll", "-g", b, "s3", shifted, "--model", "sface").returncode == 0
     assert cli("gallery", "export", "-g", b, export).returncode == 0
     out = cli("gallery", "import", "-g", a, export, "--merge", "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["skipped_duplicates"] == 1, out.stdout
@@ -598,8 +598,8 @@ def test_an_unknown_claim_points_to_a_command_that_exists(gallery_file):
 def test_a_gallery_of_the_former_default_keeps_its_model(tmp_path):
     """A gallery enrolled with `dlib-flip+facenet` (the default before `sface`) is searched and verified with
     it, without --model: the right person found, the model and its own thresholds in the answers, and a note
-    on how to move. Run with the default model's thresholds instead (0.393 / at most 0.526 for SFace against
-    the fused model's 0.877 and up), a stranger would be named."""
+    on how to move. Judged by the default model's thresholds instead (its 1:1 threshold, under the former
+    model's 0.877 and up), the stranger's score would pass."""
     former = "dlib-flip+facenet"
     assert DEFAULT_MODEL != former
     info = create_encoder(former).info
@@ -616,7 +616,7 @@ def test_a_gallery_of_the_former_default_keeps_its_model(tmp_path):
     ] == "s3"
     # 1:N by FPIR for this gallery's size, from the former model's own tail (never below its 1:1 threshold)
     assert all(info.threshold <= r["threshold"] < 1 for r in results)
-    assert results[1]["faces"][0]["similarity"] > create_encoder(DEFAULT_MODEL).info.identify_threshold
+    assert results[1]["faces"][0]["similarity"] > create_encoder(DEFAULT_MODEL).info.threshold
     assert f"bound to model {former}, which it keeps using" in out.stderr
     assert f"`siamface gallery reembed --model {DEFAULT_MODEL}` moves it" in out.stderr
     out = cli("verify", "-g", g, "--claim", "s4", att(4, PROBE), "--json")

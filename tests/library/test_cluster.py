@@ -157,10 +157,15 @@ def embed(pipeline, image) -> np.ndarray:
     return pipeline.embed_largest(image)[0].embeddings[0]
 
 
-def test_a_person_whispers_splits_in_two_becomes_one_group_and_no_group_holds_two_people(pipeline):
-    """Every other fixture person's four photos, s8's in varied conditions and one of s8 out of focus: at the
-    default model's linking threshold Chinese whispers leaves the blurred photo alone (s8 in two groups);
-    whispers+mean joins it to s8's group by its mean template; every group holds one person either way."""
+def test_a_person_whispers_splits_in_two_becomes_one_group_and_no_group_holds_two_people():
+    """Every other fixture person's four photos, s8's in varied conditions and one of s8 out of focus: at
+    `sface`'s linking threshold Chinese whispers leaves the blurred photo alone (s8 in two groups);
+    whispers+mean joins it to s8's group by its mean template; every group holds one person either way.
+    `sface`, not the default model: the fused default keeps the blurred photo close enough to s8 for
+    whispers alone, so the split this test needs does not happen with it."""
+    from siamface import Pipeline
+
+    pipeline = Pipeline(model="sface")
     x = [embed(pipeline, photo(s, i)) for s in FIXTURE_PEOPLE for i in (1, 2, 3, 4)]
     x += [embed(pipeline, photo(*p)) for p in [*VARIED, BLURRED]]
     owners = np.array([s for s in FIXTURE_PEOPLE for _ in range(4)] + [8] * 4)

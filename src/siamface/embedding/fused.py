@@ -67,6 +67,7 @@ class Fusion:
         return f"{self.weight:g}" if not self.weights else "/".join(f"{w:g}" for w in self.weights)
 
     impostor_median: float | None = None  # see ModelInfo.impostor_median
+    duplicate: float = 0.995  # see ModelInfo.duplicate
     #: Run the parts side by side, each with its share of the threads (see module doc).
     concurrent: bool = False
 
@@ -115,6 +116,7 @@ class FusedEncoder:
             identify_threshold=fusion.identify_threshold,
             identify_threshold_source=fusion.identify_threshold_source,
             impostor_median=fusion.impostor_median,
+            duplicate=fusion.duplicate,
             extra={
                 "parts": [name for name, _ in fusion.parts],
                 "part_options": [dict(o) for _, o in fusion.parts],
@@ -237,6 +239,9 @@ SFACE_DLIB = replace(
     threshold=0.755,
     identify_threshold=0.806,  # 0.8062, 0.7790 (before: 0.8080, 0.7784)
     impostor_median=0.61,  # celeba_ids fitting identities 0.613, AT&T 0.617 (benchmarks/impostor_floor.py)
+    # benchmarks/duplicate_floor.py (AT&T s3-s10, 32 photos): a copy moved 1-3 px or saved as JPEG 80 scores
+    # 0.9918 at least (median 0.9967), two different photos of one person 0.9866 at most
+    duplicate=0.99,
     concurrent=True,
 )
 SFACE_FACENET = replace(
