@@ -166,7 +166,9 @@ def test_models_lists_detectors_and_models():
     )
     text = run("models").stdout
     assert (
-        "  sface+dlib (default): 256-d" in text and "  dlib-flip+facenet: 640-d" in text and "retinaface (default)" in text
+        "  sface+dlib (default): 256-d" in text
+        and "  dlib-flip+facenet: 640-d" in text
+        and "retinaface (default)" in text
     )
     assert "liveness models:" in text and "licence: Apache-2.0" in text and "training data:" in text
 
