@@ -132,3 +132,22 @@ def test_a_read_only_database_searches_and_refuses_changes_like_a_replica(postgr
             replica.delete("a")
     out = cli("people", "remove", "-g", postgres_gallery, "a")
     assert out.returncode == 2 and "read-only" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_wider_templates_are_searched_with_more_hnsw_candidates(postgres_gallery):
+    """At 1M synthetic templates 100 HNSW candidates found the best person for 98.6 % of 256-d probes (100 %
+    at 128-d): a gallery of wider templates searches with 150 (ef_search as the server sees it), a 128-d one
+    with 100, and a number given by the caller wins."""
+    from siamface.gallery import ModelBinding
+
+    wide = ModelBinding("fused-test", "1", 256)
+    templates = synthetic.gallery(8, per_person=4, d=256, seed=3)[2]
+    with open_store(postgres_gallery, wide, create=True) as store:
+        store.add_templates("a", [NewTemplate(v) for v in templates[:4]])
+        b = store.add_templates("b", [NewTemplate(v) for v in templates[4:]])
+        index = Gallery(store).index
+        assert index.candidates == 150
+        assert index.search(templates[5:6], k=1)[0][0].person_id == b.person.id
+        assert store._connect().execute("SHOW hnsw.ef_search").fetchone()[0] == "150"
+        assert PostgresIndex(store, 40).candidates == 40
+    assert PostgresIndex(type("S", (), {"model": MODEL})()).candidates == 100

@@ -636,9 +636,18 @@ def _vector(embedding: np.ndarray, size: int) -> np.ndarray:
 
 
 #: Nearest templates fetched from the HNSW index per probe (also its ``hnsw.ef_search``), re-ranked exactly
-#: here: enough for the 5 best people of a gallery of about 10 templates each (measured recall@1 in
-#: benchmarks/gallery_backends.py).
+#: here: enough for the 5 best people of a gallery of about 10 templates each, by the templates' size
+#: (`default_candidates`). Measured recall@1 at 1M synthetic templates (benchmarks/gallery_backends.py,
+#: isotropic, the hardest case for a graph index): 128-d 100 % with 100 candidates; 256-d 98.6 % with 100,
+#: 99.6 % with 150, 100 % with 200.
 CANDIDATES = 100
+#: Candidates for templates of more than 128 dimensions (a fusion's 256-d and up).
+CANDIDATES_WIDE = 150
+
+
+def default_candidates(embedding_size: int) -> int:
+    """HNSW candidates per probe for templates of `embedding_size` dimensions (see `CANDIDATES`)."""
+    return CANDIDATES if embedding_size <= 128 else CANDIDATES_WIDE
 
 
 class PostgresIndex:
@@ -653,9 +662,16 @@ class PostgresIndex:
 
     approximate = True
 
-    def __init__(self, store: PostgresStore, candidates: int = CANDIDATES) -> None:
+    def __init__(self, store: PostgresStore, candidates: int | None = None) -> None:
         self.store = store
-        self.candidates = int(candidates)
+        self._candidates = None if candidates is None else int(candidates)
+
+    @property
+    def candidates(self) -> int:
+        """HNSW candidates per probe: as given, else `default_candidates` for the gallery's template size."""
+        if self._candidates is not None:
+            return self._candidates
+        return default_candidates(self.store.model.embedding_size)
 
     def __len__(self) -> int:
         return int(self.store._connect().execute("SELECT count(*) FROM templates").fetchone()[0])
