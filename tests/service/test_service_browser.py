@@ -86,6 +86,10 @@ def open_page(server, browser_paths, clip: Path, key: str | None = None):
     browser = webdriver.Chrome(service=DriverService(executable_path=driver_path), options=options)
     try:
         browser.get(server.url + "/")
+        # before a key: the server tells its liveness mode to key holders only, and the page guesses none
+        # (it said "off" on every server, and kept saying so when a slow answer came after the key's)
+        WebDriverWait(browser, 30, poll_frequency=0.2).until(lambda b: b.find_element(By.ID, "liveness-mode").text)
+        assert "not known yet" in browser.find_element(By.ID, "liveness-mode").text
         browser.find_element(By.ID, "key").send_keys(key or server.key)
         browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
         WebDriverWait(browser, 90, poll_frequency=0.2).until(
@@ -199,7 +203,7 @@ def page_session(browser_paths, tmp_path, mode: str, shot_name: str):
         assert enrolled.status == 201, enrolled.body
         browser = open_page(srv, browser_paths, clip)
         text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
-        assert f"Liveness: {mode}" in text("liveness-mode")
+        WebDriverWait(browser, 30, poll_frequency=0.2).until(lambda b: f"Liveness: {mode}" in text("liveness-mode"))
         assert browser.execute_script("return getComputedStyle(document.getElementById('video')).transform").startswith(
             "matrix(-1"
         )  # a mirrored preview

@@ -18,7 +18,7 @@ const COLOURS = { known: "#22c55e", ambiguous: "#eab308", unknown: "#ef4444" };
 
 let identifying = false;
 let busy = false;
-let livenessMode = "off";      // the server's, from /v1/health
+let livenessMode = "unknown";  // the server's, from /v1/health (told to key holders only)
 
 // -- key -----------------------------------------------------------------------------------------------
 function apiKey() { return sessionStorage.getItem("siamface-key") || ""; }
@@ -134,6 +134,8 @@ function listFaces(faces) {
 
 // -- server --------------------------------------------------------------------------------------------
 const LIVENESS_HELP = {
+  unknown: "Liveness: not known yet (the server tells it to key holders: enter a key).",
+  unreachable: "Liveness: not known (the server did not answer; reload the page).",
   off: "Liveness: off on this server.",
   passive: "Liveness: passive. Verify films you for a moment; every frame must look live.",
   active: "Liveness: active. Verify asks you to move your head; follow the prompt over the video.",
@@ -143,9 +145,10 @@ const LIVENESS_HELP = {
 async function readServer() {
   try {
     const response = await fetch("/v1/health", apiKey() ? { headers: { "Authorization": "Bearer " + apiKey() } } : {});
-    livenessMode = (await response.json()).liveness || "off";
+    // no key (or a key refused): the answer has no mode, and the page does not guess one
+    livenessMode = (await response.json()).liveness || "unknown";
   } catch (err) {
-    livenessMode = "off";
+    livenessMode = "unreachable";
   }
   $("liveness-mode").textContent = LIVENESS_HELP[livenessMode] || `Liveness: ${livenessMode}.`;
 }
@@ -380,7 +383,10 @@ $("verify-form").addEventListener("submit", async (event) => {
   busy = true;
   $("evidence").textContent = "";
   try {
-    if (livenessMode !== "off") await verifySession(claim);
+    if (livenessMode === "unknown" || livenessMode === "unreachable") await readServer();
+    if (livenessMode === "unknown" || livenessMode === "unreachable") {
+      verdictIs("Verify needs the server's liveness mode: enter a key (or reload the page).", "bad");
+    } else if (livenessMode !== "off") await verifySession(claim);
     else await verifyFrames(claim);
   } catch (err) {
     verdictIs(`Verify failed: ${err.message}`, "bad");
