@@ -142,14 +142,20 @@ const LIVENESS_HELP = {
   both: "Liveness: active and passive. Verify asks you to move your head; follow the prompt over the video.",
 };
 
+let serverReads = 0;  // the latest readServer call wins: an earlier, slower answer (say, the keyless one) is dropped
+
 async function readServer() {
+  const mine = ++serverReads;
+  let mode;
   try {
     const response = await fetch("/v1/health", apiKey() ? { headers: { "Authorization": "Bearer " + apiKey() } } : {});
     // no key (or a key refused): the answer has no mode, and the page does not guess one
-    livenessMode = (await response.json()).liveness || "unknown";
+    mode = (await response.json()).liveness || "unknown";
   } catch (err) {
-    livenessMode = "unreachable";
+    mode = "unreachable";
   }
+  if (mine !== serverReads) return;
+  livenessMode = mode;
   $("liveness-mode").textContent = LIVENESS_HELP[livenessMode] || `Liveness: ${livenessMode}.`;
 }
 
