@@ -165,3 +165,40 @@ def test_a_crafted_older_gallery_is_refused_before_its_migration_runs_its_sql(tm
     with pytest.raises(GalleryError, match=r"not opened.*\(version 1\): trigger 'on_migration'"):
         SQLiteStore(path, MODEL)
     assert _digest(path) == before
+
+
+def test_a_damaged_page_is_a_one_line_error_not_a_traceback(tmp_path):
+    """A page of the people table overwritten (a failing disk, a crafted file): `people list` ended in an
+    sqlite3 traceback (exit 1); now exit 2 and one line saying SQLite finds the file damaged."""
+    path = _gallery(tmp_path / "damaged.db")
+    db = sqlite3.connect(path)
+    (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'people'").fetchone()
+    (page_size,) = db.execute("PRAGMA page_size").fetchone()
+    db.close()
+    with open(path, "r+b") as f:  # the page's header: its cell count and content offset
+        f.seek((root - 1) * page_size + 3)
+        f.write(b"\xff\xff\xff\xff")
+    done = cli("people", "list", "--gallery", path)
+    assert done.returncode == 2, done.stderr
+    assert "SQLite finds it damaged" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_value_over_the_limit_is_refused_and_a_long_source_label_cut(tmp_path, monkeypatch):
+    """No value of a gallery is read past `MAX_VALUE_BYTES` (SQLite's limit was 1 GB: a crafted 200 MB file
+    made `people show` take 2 GB and 35 s): shown here with the limit at 1 MiB and a 2 MB label. Under the
+    limit, a label is shown cut to its last `MAX_SOURCE` characters."""
+    from siamface.gallery import sqlite as module
+    from siamface.gallery.store import MAX_SOURCE
+    from siamface.image import MAX_PIXELS
+
+    assert module.MAX_VALUE_BYTES > 3 * MAX_PIXELS * 1.05  # a kept PNG crop of the largest image still reads
+    monkeypatch.setattr(module, "MAX_VALUE_BYTES", 1024 * 1024)
+    path = _gallery(tmp_path / "long.db")
+    _run(path, "UPDATE templates SET source = hex(zeroblob(1000000))")  # 2 MB of text
+    done = cli("people", "show", "alice", "--gallery", path)
+    assert done.returncode == 2, done.stderr
+    assert "holds a value over 1 MiB" in done.stderr and "Traceback" not in done.stderr
+    _run(path, "UPDATE templates SET source = hex(zeroblob(250000))")  # 500 kB
+    done = cli("people", "show", "alice", "--gallery", path)
+    assert done.returncode == 0, done.stderr
+    assert max(len(line) for line in done.stdout.splitlines()) < MAX_SOURCE + 100

@@ -56,6 +56,7 @@ from .sqlbase import (  # noqa: F401
     new_ref,
 )
 from .store import (
+    DamagedGalleryError,
     GalleryUnavailableError,
     ModelBinding,
     NewTemplate,
@@ -295,6 +296,66 @@ def _create_private(path: Path) -> None:
 STORAGE_ERRORS = ("database or disk is full", "disk I/O error")
 
 
+#: The longest value (text or blob) a gallery's rows are read with: SQLite's own limit is 1 GB, and a crafted
+#: file of 200 MB (one template's source) made `people show` take 2 GB. Above the largest kept face image (a
+#: PNG crop of an image of `siamface.image.MAX_PIXELS`, at most about 150 MB) and far above any other value.
+MAX_VALUE_BYTES = 256 * 1024 * 1024
+
+
+def _damage(db: sqlite3.Connection, exc: sqlite3.DatabaseError) -> None:
+    """`DamagedGalleryError` for SQLite's errors of a damaged file (a malformed page, not a database) or of a
+    value over `MAX_VALUE_BYTES`; nothing for any other error (the caller re-raises it)."""
+    code = getattr(exc, "sqlite_errorname", "")
+    where = getattr(db, "location", "the gallery")
+    if code == "SQLITE_TOOBIG":
+        raise DamagedGalleryError(
+            f"{where}: not a usable gallery file: it holds a value over {MAX_VALUE_BYTES // 2**20} MiB, which "
+            "siamface never writes; restore a backup"
+        ) from None
+    if code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        raise DamagedGalleryError(
+            f"{where}: not a usable gallery file: SQLite finds it damaged ({exc}); no decision is made from it: "
+            "restore a backup"
+        ) from None
+
+
+def _mapped(method: Callable) -> Callable:
+    """`method` of a cursor with SQLite's errors of a damaged file raised as `DamagedGalleryError`."""
+
+    def run(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            _damage(self.connection, exc)
+            raise
+
+    return run
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor whose errors of a damaged file are `DamagedGalleryError` (see `_damage`) where SQLite meets the
+    damage: running a query and fetching its rows (a command ended in an sqlite3 traceback). Iterating over
+    the cursor is left as SQLite's (a Python step per row would cost 0.5 s per million rows read so)."""
+
+    execute = _mapped(sqlite3.Cursor.execute)
+    executemany = _mapped(sqlite3.Cursor.executemany)
+    fetchone = _mapped(sqlite3.Cursor.fetchone)
+    fetchmany = _mapped(sqlite3.Cursor.fetchmany)
+    fetchall = _mapped(sqlite3.Cursor.fetchall)
+
+
+class _Connection(sqlite3.Connection):
+    """A gallery's connection: its queries run on `_Cursor`, its values are read up to `MAX_VALUE_BYTES`."""
+
+    location = "the gallery"
+
+    def execute(self, sql, parameters=()):
+        return _Cursor(self).execute(sql, parameters)
+
+    def executemany(self, sql, parameters):
+        return _Cursor(self).executemany(sql, parameters)
+
+
 #: SQLite's NOCASE: A-Z as a-z, nothing else.
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
@@ -399,6 +460,10 @@ class SQLiteStore(SqlStore):
                 f"{shown}. SQL stored in a gallery runs on every read or change; restore a backup"
             )
 
+    def _limit(self, db: _Connection) -> None:
+        db.location = str(self.path)
+        db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
+
     def _open_connection(self, read_only: bool) -> sqlite3.Connection:
         # Switching to WAL (and reading a WAL another process is creating) can answer "database is locked"
         # at once, without SQLite's busy handler: retry that until the busy timeout, like any writer wait.
@@ -413,14 +478,21 @@ class SQLiteStore(SqlStore):
                         timeout=self._busy_timeout,
                         isolation_level=None,
                         check_same_thread=False,
+                        factory=_Connection,
                     )
+                    self._limit(db)
                     db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
                     db.execute("PRAGMA trusted_schema = OFF")  # see `_check_schema`: functions in its SQL are not run
                     db.execute("PRAGMA user_version").fetchone()  # reads the header: a bad file fails here
                     return db
                 db = sqlite3.connect(
-                    self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+                    self.path,
+                    timeout=self._busy_timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                    factory=_Connection,
                 )
+                self._limit(db)
                 db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
                 db.execute("PRAGMA trusted_schema = OFF")
                 db.execute("PRAGMA foreign_keys = ON")
