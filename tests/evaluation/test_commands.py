@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ATT, att, run_cli
+from conftest import ATT, att, plant_links, run_cli
 
 from siamface.cli import build_parser, main
 from siamface.embedding import create_encoder
@@ -59,6 +59,30 @@ def test_evaluate_folder_writes_report_and_plots(tmp_path, cache_file, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["protocol"] == "folder" and report["images"]["failures"] == 2
     assert report["at_threshold"]["accuracy"] >= 0.95 and report["comparisons"]["genuine"] == 60
+
+
+def test_evaluate_writes_no_output_through_a_link(tmp_path, cache_file, capsys):
+    # report.json, scores.csv and the plots were opened by name for writing: a link planted at one of those
+    # names in the output folder (a shared place, or the default out/evaluate-<dataset>-<protocol>) made
+    # `evaluate` overwrite the link's target. Each is written under a random name and renamed into place.
+    out = tmp_path / "out"
+    planted = ["report.json", "scores.csv"] + (["roc.png", "scores.png"] if _has_matplotlib() else [])
+    victims = plant_links(out, planted, tmp_path)
+    code = main(
+        ["evaluate", "--folder", str(ATT), "--detector", "hog", "--out", str(out), "--cache", cache_file, "--quiet"]
+    )
+    capsys.readouterr()
+    assert code == 0
+    assert [v.read_bytes() for v in victims] == [b"keep me"] * len(planted)
+    for name in planted:
+        assert not (out / name).is_symlink() and (out / name).stat().st_size > 0, name
+    assert json.loads((out / "report.json").read_text())["protocol"] == "folder"
+
+
+def _has_matplotlib() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def test_evaluate_default_out_dir_and_json(tmp_path, cache_file, capsys, monkeypatch):
