@@ -288,3 +288,29 @@ def test_calibrate_counts_a_repeated_pair_once(tmp_path, cache_file, config_dir)
     (tmp_path / "different.txt").write_text("".join(different) + "s3/1.pgm s3/2.pgm\n")
     done = run_cli(*args)
     assert done.returncode == 2 and "s3/2.pgm is listed as both the same person and" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("flag", ["--lfw-pairs", "--pairs-same"])
+def test_a_pairs_file_that_is_a_fifo_or_not_utf8_is_a_one_line_error(tmp_path, flag):
+    # A dataset handed over (a tar extracts FIFOs) whose pairs file is a FIFO: `evaluate` and `calibrate`
+    # waited for ever for a writer (killed after 60 s); a pairs file that is not UTF-8 was an error naming
+    # neither the file nor the place. Both are one line naming the file, at once.
+    fifo, other = tmp_path / "pairs.txt", tmp_path / "different.txt"
+    os.mkfifo(fifo)
+    other.write_text("a.jpg\tb.jpg\n")
+    extra = ["--pairs-different", str(other)] if flag == "--pairs-same" else []
+    command = [SIAMFACE] if SIAMFACE else [sys.executable, "-m", "siamface"]
+    try:
+        done = subprocess.run(
+            [*command, "evaluate", flag, str(fifo), *extra, "--root", str(tmp_path), "--no-cache", "--quiet"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"evaluate {flag} FIFO did not end in 60 s")
+    assert done.returncode == 2 and f"{fifo}: not a regular file" in done.stderr, done.stderr
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("Jos\xe9\t1\t2\n".encode("latin-1"))
+    done = run_cli("calibrate", flag, latin, *extra, "--root", tmp_path, "--target", "eer", "--no-cache", "--quiet")
+    assert done.returncode == 2 and f"{latin}: not UTF-8 text (byte 3" in done.stderr, done.stderr
