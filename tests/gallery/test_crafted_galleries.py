@@ -6,6 +6,7 @@ error, not a traceback. SQLite only (a PostgreSQL gallery's schema is its server
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -202,3 +203,25 @@ def test_a_value_over_the_limit_is_refused_and_a_long_source_label_cut(tmp_path,
     done = cli("people", "show", "alice", "--gallery", path)
     assert done.returncode == 0, done.stderr
     assert max(len(line) for line in done.stdout.splitlines()) < MAX_SOURCE + 100
+
+
+def test_names_and_labels_of_a_crafted_gallery_reach_no_terminal_raw(tmp_path):
+    """A name no enrolment accepts (an OSC sequence setting the terminal's title, BEL, a right-to-left
+    override) written into the file, and a template label with a colour sequence: `people list`, `people
+    show` and `gallery audit` printed them raw, so the file's writer could set the operator's title or
+    clipboard (OSC 52) or rewrite the lines above. Every such character reaches stdout as '?'; the JSON
+    output stays as it was (ASCII, escaped)."""
+    path = _gallery(tmp_path / "escapes.db")
+    crafted = "ev\x1b]0;pwned\x07il\u202e"
+    db = sqlite3.connect(path)
+    db.execute("UPDATE people SET name = ?", (crafted,))
+    db.execute("UPDATE templates SET source = 'x\x1b[31m.png'")
+    db.commit()
+    db.close()
+    shown = "ev?]0;pwned?il?"
+    for args in (["people", "list"], ["people", "show", crafted], ["gallery", "audit"]):
+        done = cli(*args, "--gallery", path)
+        assert done.returncode == 0, done.stderr
+        assert shown in done.stdout and "\x1b" not in done.stdout and "\u202e" not in done.stdout, done.stdout
+    listed = cli("people", "list", "--gallery", path, "--json")
+    assert crafted in [p["name"] for p in json.loads(listed.stdout)["people"]]
