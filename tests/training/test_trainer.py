@@ -3,6 +3,7 @@ exported ONNX model runs without torch and equals the torch module, the CLI driv
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import ATT, att, run_cli  # noqa: E402
+from conftest import ATT, att, plant_links, run_cli  # noqa: E402
 
 from siamface.embedding.onnx_file import preprocess  # noqa: E402
 from siamface.errors import ConfigError  # noqa: E402
@@ -263,3 +264,18 @@ def test_checkpoints_and_the_model_are_never_written_through_a_link(tmp_path, fa
     train(_config(out, epochs=1, augment="none"), faces=faces)
     assert [v.read_bytes() for v in victims] == [b"keep me"] * 3
     assert (out / "model.onnx").stat().st_size > 1000 and (out / "last.pt").is_file()
+
+
+def test_the_run_files_are_never_written_through_a_link(tmp_path, faces):
+    # The checkpoints were fixed (above); the run folder's other files were still opened by name for writing: a
+    # link planted at config.json, split.json, the test pair files, metrics.csv, result.json or curves.png (a
+    # run folder in a shared place) made the trainer overwrite the link's target with its output.
+    out = tmp_path / "run"
+    planted = ["config.json", "split.json", "test_pairs_same.txt", "test_pairs_different.txt", "metrics.csv"]
+    planted += ["result.json"] + (["curves.png"] if importlib.util.find_spec("matplotlib") else [])
+    victims = plant_links(out, planted, tmp_path)
+    train(_config(out, epochs=1, augment="none", plot=True), faces=faces)
+    assert [v.read_bytes() for v in victims] == [b"keep me"] * len(planted)
+    for name in planted:
+        assert not (out / name).is_symlink() and (out / name).stat().st_size > 0, name
+    assert json.loads((out / "result.json").read_text())

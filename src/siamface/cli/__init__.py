@@ -56,6 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_ERROR
+    stdout = sys.stdout
+    sys.stdout = _PrintableStream(stdout)
+    try:
+        return _run(args)
+    finally:
+        sys.stdout = stdout
+
+
+def _run(args) -> int:
     try:
         code = args.func(args)
         sys.stdout.flush()  # a pipe closed early fails here, inside the try, not in Python's flush at exit
@@ -73,6 +82,29 @@ def main(argv: list[str] | None = None) -> int:
         # Python's own flush at exit must not fail on it either, so stdout now points at /dev/null.
         _silence_stdout()
         return EXIT_BROKEN_PIPE
+
+
+class _PrintableStream:
+    """stdout with every control, format or unassigned character but line breaks and tabs as '?' (`printable`):
+    a person's name, a template's source or metadata read from a gallery someone else wrote (a crafted file)
+    were printed as stored, so an ESC sequence in one set the operator's terminal title, clipboard (OSC 52) or
+    rewrote the lines above (a name shown as another). A valid name has no such character, and JSON output is
+    ASCII (escaped), so what siamface writes itself is unchanged."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if not text.translate(_LAYOUT).isprintable():  # the fast test first: most output is plain text
+            text = printable(text, keep="\n\t")
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+#: The layout characters stdout keeps (see `_PrintableStream`), removed before `str.isprintable`.
+_LAYOUT = {ord("\n"): None, ord("\t"): None}
 
 
 class _PrintableFormatter(logging.Formatter):

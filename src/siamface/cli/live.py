@@ -204,8 +204,10 @@ def _passive_check(args):
 
 
 def cmd_authenticate(args) -> int:
+    from ..gallery.core import refuse_exposed
     from ..live import Authenticator, json_lines, run
 
+    refuse_exposed(args.gallery, "before authenticating")  # a door: as `serve` refuses it
     gallery, pipeline, matcher, reader, out = _open(args)
     with gallery, reader, _terminate_as_interrupt():
         auth = Authenticator(

@@ -7,6 +7,7 @@ without matplotlib installed raises ``ImportError`` with an install hint.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import atomic_write_bytes
 from .metrics import auc, eer_from_roc
 
 __all__ = ["plot_roc", "plot_score_histograms"]
@@ -28,6 +30,16 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig: Any, path: str | os.PathLike, **options: Any) -> Path:
+    """Write a matplotlib figure to `path` as PNG, whole, under a random temporary name renamed into place:
+    never through a link planted at `path` in a shared output folder (``savefig(path)`` overwrote its target)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **options)
+    out = Path(path)
+    atomic_write_bytes(out, buf.getvalue())
+    return out
 
 
 def plot_roc(
@@ -83,8 +95,7 @@ def plot_roc(
         ax.grid(True, which="major", alpha=0.4)
         ax.legend(loc="lower right")
         fig.tight_layout()
-        out = Path(path)
-        fig.savefig(out, dpi=dpi)
+        out = save_figure(fig, path, dpi=dpi)
     finally:
         plt.close(fig)
     return out
@@ -142,8 +153,7 @@ def plot_score_histograms(
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper left")
         fig.tight_layout()
-        out = Path(path)
-        fig.savefig(out, dpi=dpi)
+        out = save_figure(fig, path, dpi=dpi)
     finally:
         plt.close(fig)
     return out
@@ -182,7 +192,6 @@ def plot_det(
     if label:
         ax.legend(loc="upper right")
     ax.grid(True, which="both", alpha=0.3)
-    out = Path(path)
-    fig.savefig(out, dpi=dpi, bbox_inches="tight")
+    out = save_figure(fig, path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return out

@@ -17,7 +17,9 @@ here reads images; it only lists paths. Labels: 1 = same person, 0 = different.
 
 from __future__ import annotations
 
+import io
 import os
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .._files import IMAGE_SUFFIXES
+from .._files import IMAGE_SUFFIXES, open_for_reading
 from ..datasets import (
     Pair,
     count_impostor_pairs,
@@ -103,6 +105,20 @@ def _parse_lfw_line(tokens: list[str], where: str) -> LfwPair:
     )
 
 
+def _text_lines(path: Path) -> list[str]:
+    """The lines of a pairs file (UTF-8, line ends kept), or ValueError naming the file: one that is not a
+    regular file (a FIFO in a dataset handed over blocked `evaluate` for ever), or not UTF-8 text."""
+    fd, info = open_for_reading(path)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path}: not a regular file (a pairs file is a text file)")
+        data = f.read()
+    try:
+        return list(io.StringIO(data.decode("utf-8"), newline=None))  # lines as a text file reads them
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+
+
 def read_lfw_pairs(path: PathLike) -> list[list[LfwPair]]:
     """Parse an LFW pairs file into a list of folds (each a list of :class:`LfwPair`).
 
@@ -122,12 +138,11 @@ def read_lfw_pairs(path: PathLike) -> list[list[LfwPair]]:
     """
     p = Path(path)
     lines: list[tuple[int, list[str]]] = []
-    with p.open("r", encoding="utf-8") as fh:
-        for no, raw in enumerate(fh, start=1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            lines.append((no, line.split()))
+    for no, raw in enumerate(_text_lines(p), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        lines.append((no, line.split()))
     if not lines:
         raise ValueError(f"{p}: no pairs found (empty file)")
 
@@ -224,18 +239,17 @@ def read_pairs_file(path: PathLike, root: PathLike | None = None) -> list[tuple[
     """
     p = Path(path)
     out: list[tuple[Any, Any]] = []
-    with p.open("r", encoding="utf-8") as fh:
-        for no, raw in enumerate(fh, start=1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            tok = raw.rstrip("\r\n").split("\t") if "\t" in line else line.split()
-            if len(tok) != 2:
-                raise ValueError(f"{p}:{no}: expected two fields 'a b', got {len(tok)}: {line!r}")
-            if root is not None:
-                out.append((Path(root) / tok[0], Path(root) / tok[1]))
-            else:
-                out.append((tok[0], tok[1]))
+    for no, raw in enumerate(_text_lines(p), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        tok = raw.rstrip("\r\n").split("\t") if "\t" in line else line.split()
+        if len(tok) != 2:
+            raise ValueError(f"{p}:{no}: expected two fields 'a b', got {len(tok)}: {line!r}")
+        if root is not None:
+            out.append((Path(root) / tok[0], Path(root) / tok[1]))
+        else:
+            out.append((tok[0], tok[1]))
     return out
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import atomic_write_bytes
 from ..errors import ConfigError
 from .metrics import (
     BestThreshold,
@@ -217,13 +219,15 @@ def write_outputs(
     try:
         out.mkdir(parents=True, exist_ok=True)
         written = [out / "report.json"]
-        (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        # each file whole under a random name, renamed into place: never through a link planted at its name
+        atomic_write_bytes(out / "report.json", (json.dumps(report.to_dict(), indent=2) + "\n").encode())
         if report.pairs is not None:
-            with open(out / "scores.csv", "w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(["a", "b", "label", "score"])
-                for (a, b), lab, s in zip(report.pairs, report.labels, report.scores):
-                    w.writerow([a, b, int(lab), "" if math.isnan(s) else f"{s:.6f}"])
+            text = io.StringIO(newline="")
+            w = csv.writer(text)
+            w.writerow(["a", "b", "label", "score"])
+            for (a, b), lab, s in zip(report.pairs, report.labels, report.scores):
+                w.writerow([a, b, int(lab), "" if math.isnan(s) else f"{s:.6f}"])
+            atomic_write_bytes(out / "scores.csv", text.getvalue().encode())
             written.append(out / "scores.csv")
     except OSError as exc:
         raise ConfigError(f"cannot write into {out}: {exc}") from None

@@ -39,7 +39,7 @@ from .enrolling import VIDEO_DIVERSITY as VIDEO_DIVERSITY
 from .enrolling import Enrolling
 from .index import index_for
 from .search import Searching
-from .store import AuditRecord, GalleryReembeddedError, ModelBinding, StaleRebindError, Store
+from .store import AuditRecord, GalleryReembeddedError, ModelBinding, StaleRebindError, Store, is_database_url
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,38 @@ REEMBED_ROUNDS = 20
 def calibration_file_for(gallery: str | os.PathLike) -> Path:
     """The calibration file that travels with a gallery: ``<gallery>.thresholds.json``."""
     return Path(f"{os.fspath(gallery)}.thresholds.json")
+
+
+def refuse_exposed(gallery: str | os.PathLike, doing: str) -> None:
+    """ConfigError when other users may change what decides who is granted besides the caller's keys: the
+    gallery file (its templates), by its mode or its folder's; its SQLite side files (-wal, -shm: replayed into
+    it), also when a user other than the gallery's owns them; a calibration file in force (its threshold: the
+    one beside the gallery, the user's), also when another user owns it. A gallery owned by another user passes
+    (read-only, when this process may not write it): its owner manages it. `doing`: the message's end ("before
+    serving"). What `serve` and `authenticate` (the commands that open doors) check before they start."""
+    from .._files import exposure
+    from ..errors import ConfigError
+    from ..thresholds import user_calibration_file
+
+    if is_database_url(gallery):  # a PostgreSQL URL: the database's roles decide
+        return
+    checks = [(Path(gallery), False), (calibration_file_for(gallery), True), (user_calibration_file(), True)]
+    for side in (Path(f"{os.fspath(gallery)}-wal"), Path(f"{os.fspath(gallery)}-shm")):
+        checks.append((side, False))
+        if os.name != "nt" and side.exists() and Path(gallery).exists():
+            owner = side.stat().st_uid
+            if owner not in (Path(gallery).stat().st_uid, 0):
+                raise ConfigError(
+                    f"{side} is owned by another user (uid {owner}) than the gallery's, who may have put "
+                    f"changes in it; move it away {doing}"
+                )
+    for path, owner in checks:
+        writable, _ = exposure(path, owner=owner)
+        if writable:
+            raise ConfigError(
+                f"{writable}: whoever may change the gallery or a calibration in force decides who is "
+                f"granted; make it yours alone (chmod 600, in a folder only you may write) {doing}"
+            )
 
 
 def calibration_beside(gallery: str | os.PathLike) -> Path | None:

@@ -387,6 +387,15 @@ class PostgresStore(SqlStore):
             raise self._unavailable(exc, "change not saved") from None
         except psycopg.errors.UndefinedTable as exc:
             raise GalleryError(f"{self.location}: not a siamface gallery ({str(exc).strip()})") from None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            # a role granted less than the gallery's tables (SELECT only: a reader): said in one line, a change
+            # as on a read-only gallery (it was a psycopg traceback)
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            error = ReadOnlyGalleryError if write else GalleryError
+            raise error(
+                f"{self.location}: {'change not saved' if write else 'not read'}: the database does not allow "
+                f"this role ({reason}); grant it the gallery's tables, or use a role that has them"
+            ) from None
 
     def _write(self):
         if self.read_only:

@@ -238,8 +238,10 @@ def matrix_from_rows(generation: int, rows, d: int, damaged=None) -> tuple[int, 
     people = np.fromiter((r[1] for r in rows), np.int64, len(rows))
     problems = [
         (int(r[0]), int(r[1]), f"{len(r[2])} bytes, not the {4 * d} of a {d}-d template")
+        if isinstance(r[2], bytes)
+        else (int(r[0]), int(r[1]), f"stored as {type(r[2]).__name__}, not as the bytes of a template")
         for r in rows
-        if len(r[2]) != 4 * d
+        if not isinstance(r[2], bytes) or len(r[2]) != 4 * d
     ]
     if not problems:
         matrix = np.frombuffer(b"".join(r[2] for r in rows), "<f4").reshape(len(rows), d).astype(np.float32)
@@ -375,8 +377,9 @@ class SqlStore:
 
     @staticmethod
     def _raw(value) -> bytes:
-        """A stored embedding as little-endian float32 bytes (SQLite keeps them so; PostgreSQL overrides)."""
-        return bytes(value)
+        """A stored embedding as little-endian float32 bytes (SQLite keeps them so; PostgreSQL overrides); a value
+        of another type (text, a number: a row siamface did not write) as it is, for `matrix_from_rows` to report."""
+        return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else value
 
     def _q(self, sql: str) -> str:
         """`sql` with this driver's placeholder (the statements here contain no other question mark)."""

@@ -24,6 +24,7 @@ One connection per thread (SQLite connections must not be shared across threads 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sqlite3
@@ -55,6 +56,7 @@ from .sqlbase import (  # noqa: F401
     new_ref,
 )
 from .store import (
+    DamagedGalleryError,
     GalleryUnavailableError,
     ModelBinding,
     NewTemplate,
@@ -239,6 +241,42 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
 SCHEMA_VERSION = max(MIGRATIONS)
 
 
+#: Tables SQLite itself may add to a gallery (``ANALYZE``'s statistics), whatever the schema version.
+_SQLITE_STATISTICS = {"sqlite_stat1", "sqlite_stat2", "sqlite_stat3", "sqlite_stat4"}
+
+
+def _schema_object(row: Sequence) -> tuple[str, str, str, str]:
+    """(type, name, table, SQL) of a row of ``sqlite_master``, its SQL without quotes and with single spaces
+    (so that the wording SQLite gives a renamed table, quoted or not, compares equal)."""
+    kind, name, table, sql = row
+    return str(kind), str(name), str(table), " ".join(str(sql or "").replace('"', "").split())
+
+
+@functools.cache
+def _expected_schema(steps: tuple[Callable[[sqlite3.Connection], None], ...]) -> frozenset[tuple[str, str, str, str]]:
+    """The objects (`_schema_object`) of a gallery made by the migrations `steps` (in memory)."""
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        db.execute("BEGIN")
+        for step in steps:
+            step(db)
+        return frozenset(map(_schema_object, db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master")))
+    finally:
+        db.close()
+
+
+def _schema_changes(db: sqlite3.Connection, version: int) -> list[str]:
+    """What the file's schema has that a gallery of `version` does not (a view, a trigger, a table or index
+    worded otherwise), each as '<type> <name>'; empty when it is the schema siamface wrote."""
+    expected = _expected_schema(tuple(MIGRATIONS[target] for target in range(1, version + 1)))
+    found = {_schema_object(r) for r in db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master")}
+    extra = [o for o in found - expected if not (o[0] == "table" and o[1] in _SQLITE_STATISTICS)]
+    missing = [o for o in expected - found if (o[0], o[1]) not in {(e[0], e[1]) for e in extra}]
+    return sorted(f"{kind} {name!r}" for kind, name, _, _ in extra) + sorted(
+        f"{kind} {name!r} (missing)" for kind, name, _, _ in missing
+    )
+
+
 def _writable(path: Path) -> bool:
     """Whether this process may change the gallery: write the file, and create its WAL and WAL index
     (-wal, -shm) in its folder."""
@@ -256,6 +294,66 @@ def _create_private(path: Path) -> None:
 
 #: SQLite's messages for a disk that is full or failing (SQLITE_FULL, SQLITE_IOERR).
 STORAGE_ERRORS = ("database or disk is full", "disk I/O error")
+
+
+#: The longest value (text or blob) a gallery's rows are read with: SQLite's own limit is 1 GB, and a crafted
+#: file of 200 MB (one template's source) made `people show` take 2 GB. Above the largest kept face image (a
+#: PNG crop of an image of `siamface.image.MAX_PIXELS`, at most about 150 MB) and far above any other value.
+MAX_VALUE_BYTES = 256 * 1024 * 1024
+
+
+def _damage(db: sqlite3.Connection, exc: sqlite3.DatabaseError) -> None:
+    """`DamagedGalleryError` for SQLite's errors of a damaged file (a malformed page, not a database) or of a
+    value over `MAX_VALUE_BYTES`; nothing for any other error (the caller re-raises it)."""
+    code = getattr(exc, "sqlite_errorname", "")
+    where = getattr(db, "location", "the gallery")
+    if code == "SQLITE_TOOBIG":
+        raise DamagedGalleryError(
+            f"{where}: not a usable gallery file: it holds a value over {MAX_VALUE_BYTES // 2**20} MiB, which "
+            "siamface never writes; restore a backup"
+        ) from None
+    if code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        raise DamagedGalleryError(
+            f"{where}: not a usable gallery file: SQLite finds it damaged ({exc}); no decision is made from it: "
+            "restore a backup"
+        ) from None
+
+
+def _mapped(method: Callable) -> Callable:
+    """`method` of a cursor with SQLite's errors of a damaged file raised as `DamagedGalleryError`."""
+
+    def run(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            _damage(self.connection, exc)
+            raise
+
+    return run
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor whose errors of a damaged file are `DamagedGalleryError` (see `_damage`) where SQLite meets the
+    damage: running a query and fetching its rows (a command ended in an sqlite3 traceback). Iterating over
+    the cursor is left as SQLite's (a Python step per row would cost 0.5 s per million rows read so)."""
+
+    execute = _mapped(sqlite3.Cursor.execute)
+    executemany = _mapped(sqlite3.Cursor.executemany)
+    fetchone = _mapped(sqlite3.Cursor.fetchone)
+    fetchmany = _mapped(sqlite3.Cursor.fetchmany)
+    fetchall = _mapped(sqlite3.Cursor.fetchall)
+
+
+class _Connection(sqlite3.Connection):
+    """A gallery's connection: its queries run on `_Cursor`, its values are read up to `MAX_VALUE_BYTES`."""
+
+    location = "the gallery"
+
+    def execute(self, sql, parameters=()):
+        return _Cursor(self).execute(sql, parameters)
+
+    def executemany(self, sql, parameters):
+        return _Cursor(self).executemany(sql, parameters)
 
 
 #: SQLite's NOCASE: A-Z as a-z, nothing else.
@@ -338,7 +436,33 @@ class SQLiteStore(SqlStore):
                 f"{self.path}: gallery schema version {version} is newer than this siamface "
                 f"understands ({SCHEMA_VERSION}); upgrade siamface"
             )
+        self._check_schema(version)
         return version
+
+    def _check_schema(self, version: int) -> None:
+        """`GalleryError` unless the file holds exactly the tables, indexes and triggers siamface makes at
+        `version` (read through a read-only connection, before any other query touches them): a view in place
+        of a table, a trigger or a generated column runs the SQL of whoever wrote the file on every read or
+        change (an endless view hung `people list`; a trigger could add a face to every person enrolled)."""
+        if version == 0:
+            return
+        db = self._open_connection(read_only=True)
+        try:
+            changed = _schema_changes(db, version)
+        except sqlite3.DatabaseError as exc:
+            raise GalleryError(f"{self.path}: not a usable gallery file ({exc})") from None
+        finally:
+            db.close()
+        if changed:
+            shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+            raise GalleryError(
+                f"{self.path}: not opened: its schema is not the one siamface writes (version {version}): "
+                f"{shown}. SQL stored in a gallery runs on every read or change; restore a backup"
+            )
+
+    def _limit(self, db: _Connection) -> None:
+        db.location = str(self.path)
+        db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
 
     def _open_connection(self, read_only: bool) -> sqlite3.Connection:
         # Switching to WAL (and reading a WAL another process is creating) can answer "database is locked"
@@ -354,14 +478,23 @@ class SQLiteStore(SqlStore):
                         timeout=self._busy_timeout,
                         isolation_level=None,
                         check_same_thread=False,
+                        factory=_Connection,
                     )
+                    self._limit(db)
                     db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+                    db.execute("PRAGMA trusted_schema = OFF")  # see `_check_schema`: functions in its SQL are not run
                     db.execute("PRAGMA user_version").fetchone()  # reads the header: a bad file fails here
                     return db
                 db = sqlite3.connect(
-                    self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+                    self.path,
+                    timeout=self._busy_timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                    factory=_Connection,
                 )
+                self._limit(db)
                 db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+                db.execute("PRAGMA trusted_schema = OFF")
                 db.execute("PRAGMA foreign_keys = ON")
                 db.execute("PRAGMA secure_delete = ON")
                 db.execute("PRAGMA synchronous = FULL")
@@ -518,7 +651,10 @@ class SQLiteStore(SqlStore):
     def _bind(self, meta: dict[str, str]) -> None:
         try:
             self.model = ModelBinding(meta["model_name"], meta["model_version"], int(meta["embedding_size"]))
-        except (KeyError, ValueError):
+            int(meta["generation"])  # read by every search: a file without it is damaged, not a traceback later
+            if self.model.embedding_size < 1:
+                raise ValueError
+        except (KeyError, ValueError, TypeError):
             raise GalleryError(
                 f"{self.path}: gallery is not bound to a model (its meta rows are missing or damaged)"
             ) from None
@@ -543,8 +679,9 @@ class SQLiteStore(SqlStore):
                     db.execute(f"PRAGMA user_version = {target}")
                 meta = dict(db.execute("SELECT key, value FROM meta"))
                 if "model_name" not in meta:
-                    meta = binding_meta(str(self.path), model, keep_images)
-                    db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
+                    binding = binding_meta(str(self.path), model, keep_images)
+                    db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", binding.items())
+                    meta.update(binding)
         except sqlite3.DatabaseError as exc:
             raise GalleryError(f"{self.path}: not a usable gallery file ({exc})") from None
         self._bind(meta)

@@ -88,12 +88,17 @@ class GalleryReembeddedError(ModelMismatchError):
         )
 
 
+#: The longest template source label kept or shown, in characters (see `source_label`).
+MAX_SOURCE = 1024
+
+
 def source_label(source: str) -> str:
     """What a template keeps of where it came from: the file name only (``/a/b/c.jpg`` -> ``c.jpg``, a
     Windows path too), never a path, with every control, format or unassigned character (ESC, C1 controls, the
     bidirectional overrides, ...) as ``?``: a name someone else chose is shown in an operator's terminal.
-    Written so at enrolment and read so from galleries of older code."""
-    text = str(source or "").replace("\\", "/").rstrip("/")
+    Written so at enrolment and read so from galleries of older code. Only the last `MAX_SOURCE` characters are
+    read (no file system has longer names: a crafted gallery's 100 MB label took `people show` 35 s and 2 GB)."""
+    text = str(source or "")[-MAX_SOURCE:].replace("\\", "/").rstrip("/")
     return printable(text.rsplit("/", 1)[-1])
 
 

@@ -17,7 +17,6 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -187,37 +186,11 @@ class Service:
         self._check_audit()
 
     def _refuse_exposed_gallery(self) -> None:
-        """ConfigError when other users may change what decides who is granted besides the keys: the gallery file
-        (its templates), by its mode or its folder's; its SQLite side files (-wal, -shm: replayed into it), also
-        when a user other than the gallery's owns them; a calibration file in force (its threshold: the one
-        beside the gallery, the user's), also when another user owns it. A gallery owned by another user is
-        served (read-only, when this process may not write it): its owner manages it."""
-        import os
+        """ConfigError when other users may change the gallery or a calibration in force
+        (`siamface.gallery.core.refuse_exposed`)."""
+        from ..gallery.core import refuse_exposed
 
-        from .._files import exposure
-        from ..gallery.core import calibration_file_for
-        from ..thresholds import user_calibration_file
-
-        gallery = self.settings.gallery
-        if isinstance(gallery, str):  # a PostgreSQL URL: the database's roles decide
-            return
-        checks = [(Path(gallery), False), (calibration_file_for(gallery), True), (user_calibration_file(), True)]
-        for side in (Path(f"{gallery}-wal"), Path(f"{gallery}-shm")):
-            checks.append((side, False))
-            if os.name != "nt" and side.exists() and Path(gallery).exists():
-                owner = side.stat().st_uid
-                if owner not in (Path(gallery).stat().st_uid, 0):
-                    raise ConfigError(
-                        f"{side} is owned by another user (uid {owner}) than the gallery's, who may have put "
-                        "changes in it; move it away before serving"
-                    )
-        for path, owner in checks:
-            writable, _ = exposure(path, owner=owner)
-            if writable:
-                raise ConfigError(
-                    f"{writable}: whoever may change the gallery or a calibration in force decides who is "
-                    "granted; make it yours alone (chmod 600, in a folder only you may write) before serving"
-                )
+        refuse_exposed(self.settings.gallery, "before serving")
 
     def _check_audit(self) -> None:
         """Verify the audit's hash chain once, at start. A broken chain (a row edited or removed) is said

@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .._files import atomic_file, exposure
+from .._files import atomic_file, atomic_write_bytes, exposure
 from ..alignment import DLIB_CHIP, ChipSpec, crop_all
 from ..datasets import (
     count_impostor_pairs,
@@ -279,7 +279,7 @@ def write_split(
         }
     doc = {"root": str(Path(faces.root).resolve()), "seed": seed, "skipped": faces.skipped, **parts}
     path = run_dir / "split.json"
-    path.write_text(json.dumps(doc, indent=1))
+    atomic_write_bytes(path, json.dumps(doc, indent=1).encode())  # never through a link planted at its name
     if pairs is not None:
         test = faces.subset(split["test"])
         a, b, same = pairs
@@ -296,7 +296,7 @@ def write_split(
                 for x, y, s in zip(a, b, same)
                 if bool(s) == flag and not {test.paths[x], test.paths[y]} & unwritable
             ]
-            (run_dir / fname).write_text("\n".join(lines) + "\n")
+            atomic_write_bytes(run_dir / fname, ("\n".join(lines) + "\n").encode())
     return path
 
 

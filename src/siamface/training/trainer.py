@@ -14,6 +14,7 @@ the result equals an uninterrupted run's.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._files import atomic_file
+from .._files import atomic_file, atomic_write_bytes
 from .._progress import Progress
 from ..alignment import ChipSpec
 from ..decision import Threshold
@@ -217,7 +218,7 @@ def train(
     else:
         state = None
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=1))
+    atomic_write_bytes(out / "config.json", json.dumps(asdict(config), indent=1).encode())
     from ..embedding.onnx_runtime import default_num_threads
 
     torch.set_num_threads(config.threads or default_num_threads())
@@ -434,7 +435,7 @@ def train(
         "test": test,
         "training": training,
     }
-    (out / "result.json").write_text(json.dumps(result, indent=1))
+    atomic_write_bytes(out / "result.json", json.dumps(result, indent=1).encode())
     if config.plot:
         _plot(out / "curves.png", history)
     return result
@@ -451,10 +452,11 @@ def preprocess_rgb(chip: np.ndarray, size: int) -> np.ndarray:
 
 
 def _write_csv(path: Path, history: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_bytes(path, text.getvalue().encode())
 
 
 def _plot(path: Path, history: list[dict]) -> None:
@@ -477,5 +479,7 @@ def _plot(path: Path, history: list[dict]) -> None:
     ax2.set_xlabel("epoch")
     ax2.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    from ..evaluation.plots import save_figure
+
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
