@@ -55,6 +55,11 @@ class GalleryError(SiamfaceError):
     """The gallery store refused an operation."""
 
 
+class UnboundGalleryError(GalleryError):
+    """The gallery holds no model binding yet (a file just created, by another process or an attempt that
+    failed): it is opened with a model to bind it."""
+
+
 class SourceError(SiamfaceError):
     """A camera, video file, stream or frame folder cannot be opened, or stopped delivering frames."""
 

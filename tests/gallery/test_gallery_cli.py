@@ -644,3 +644,16 @@ def test_a_gallery_keeps_its_model_when_the_default_changes(tmp_path):
         and json.loads(out.stdout)["results"][0]["model"] == DEFAULT_MODEL
         and "note" not in out.stderr
     )
+
+
+def test_a_gallery_file_created_but_not_yet_bound_is_enrolled_into(tmp_path):
+    """The state a second enrolling process can find (the first has created the SQLite file, not yet bound
+    it; or an earlier attempt stopped there): enrolment binds it to the default model, instead of failing
+    with "not bound to a model yet" (seen as a rare failure of two processes enrolling into a new gallery)."""
+    g = tmp_path / "new.db"
+    g.touch()
+    out = cli("enroll", "-g", g, "s3", att(3, 2))
+    assert out.returncode == 0, out.stderr
+    assert dict(rows(g, "SELECT key, value FROM meta"))["model_name"] == DEFAULT_MODEL
+    out = cli("identify", "-g", g, att(3, PROBE))
+    assert out.returncode == 0 and ": s3 (" in out.stdout, out.stdout + out.stderr

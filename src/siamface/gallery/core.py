@@ -30,7 +30,7 @@ from ..decision import DEFAULT_FRACTION as DEFAULT_FRACTION  # the rules, the ma
 from ..decision import DEFAULT_MARGIN as DEFAULT_MARGIN
 from ..decision import RULES as RULES
 from ..decision import Thresholds, ThresholdsInForce
-from ..errors import GalleryError, NoFaceError
+from ..errors import GalleryError, NoFaceError, UnboundGalleryError
 from ..image import load_image
 from .backends import gallery_exists, open_store
 from .enroll import QualityGates
@@ -104,8 +104,11 @@ def model_for_gallery(gallery, requested: str | None, default: str) -> tuple[str
         return requested, None
     if gallery is None or not gallery_exists(gallery):
         return default, None
-    with open_store(gallery) as store:
-        return _bound_model(gallery, store.model, default)
+    try:
+        with open_store(gallery) as store:
+            return _bound_model(gallery, store.model, default)
+    except UnboundGalleryError:  # created, not bound yet (another process is binding it, or nobody did)
+        return default, None
 
 
 def _bound_model(gallery, bound: ModelBinding | None, default: str) -> tuple[str, str | None]:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GalleryError
+from ..errors import GalleryError, UnboundGalleryError
 from .names import MAX_NAME_LENGTH, InvalidNameError, check_name, lookup_form, skeleton  # noqa: F401 - also imported from here
 from .store import (
     CHANGES,
@@ -141,7 +141,7 @@ AUDIT_COLUMNS = "time, kind, claimed_ref, returned_ref, score, threshold, accept
 def binding_meta(location: str, model: ModelBinding | None, keep_images: bool) -> dict[str, str]:
     """The meta rows that bind a new gallery to ``model`` (an error when there is no model to bind)."""
     if model is None:
-        raise GalleryError(f"{location}: gallery is not bound to a model yet; open it with the model to bind")
+        raise UnboundGalleryError(f"{location}: gallery is not bound to a model yet; open it with the model to bind")
     return {
         "model_name": model.name,
         "model_version": model.version,
