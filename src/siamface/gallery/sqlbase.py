@@ -700,6 +700,7 @@ class SqlStore:
             json_object(t.quality, "a template's quality")
         with self._write() as db:
             self._check_bound(db)
+            self._refresh_skeletons(db)
             result = self._add(db, name, templates, metadata, create, keep, new, since=since, now=created)
             added = [t for t, i in zip(templates, result.template_ids) if i is not None]
             if added:
@@ -742,6 +743,7 @@ class SqlStore:
                         f"{len(clashes)} name(s) already in {self.location}: {shown}; nothing "
                         "was added (merge them into the existing people with --merge)"
                     )
+            self._refresh_skeletons(db)  # once: each new person is then one lookup
             results = [self._add(db, n, ts, m, True, keep) for n, m, ts in people]
             for r in results:
                 added = sum(1 for i in r.template_ids if i is not None)
@@ -795,10 +797,10 @@ class SqlStore:
 
     def _refuse_lookalike(self, db, name: str, person_id: int | None = None) -> None:
         """`InvalidNameError` when `name` could be taken for another person's name (the same skeleton): one
-        lookup of the stored skeletons' index, inside the caller's write transaction. The names found are
-        checked again from their text (a stored skeleton is derived data: a wrong one written behind
-        siamface's back never refuses a name that does not look alike, nor breaks the check)."""
-        self._refresh_skeletons(db)
+        lookup of the stored skeletons' index, inside the caller's write transaction (which has called
+        `_refresh_skeletons`). The names found are checked again from their text (a stored skeleton is derived
+        data: a wrong one written behind siamface's back never refuses a name that does not look alike, nor
+        breaks the check)."""
         shape = skeleton(name)
         for pid, other in db.execute(self._q("SELECT id, name FROM people WHERE skeleton = ?"), (shape,)).fetchall():
             if int(pid) != person_id and name_skeleton(other) == shape:
@@ -894,6 +896,7 @@ class SqlStore:
             clash = self._find_row(db, new)
             if clash is not None and clash.id != found.id:
                 raise GalleryError(f"cannot rename {found.name!r} to {new!r}: that name is taken")
+            self._refresh_skeletons(db)
             self._refuse_lookalike(db, new, found.id)
             db.execute(self._q("UPDATE people SET name = ?, skeleton = ? WHERE id = ?"), (new, skeleton(new), found.id))
             self._audit_change(db, "rename", found, actor)
