@@ -67,7 +67,6 @@ def _legacy_gallery(spec, base, monkeypatch, renamed: dict[str, str]) -> None:
     with monkeypatch.context() as m:
         m.setattr(module, "MIGRATIONS", {v: module.MIGRATIONS[v] for v in range(1, 5)})
         m.setattr(module, "SCHEMA_VERSION", 4)
-        m.setattr(sqlbase.SqlStore, "_refresh_skeletons", lambda self, db, force=False: 0)
         open_store(spec, model, create=True).close()
     statements = [
         ("INSERT INTO people (name, metadata, created, ref) VALUES (?, '{}', 'then', ?)", (renamed.get(n, n), f"r{i}"))

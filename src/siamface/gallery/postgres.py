@@ -47,6 +47,7 @@ from .index import Hit, _ids
 from .sqlbase import (
     AUDIT_COLUMNS,
     NORM_TOLERANCE,
+    SKELETONS_SINCE,
     SqlStore,
     _blob,
     binding_meta,
@@ -465,7 +466,8 @@ class PostgresStore(SqlStore):
                 meta = binding_meta(self.location, model, keep_images)
                 with db.cursor() as cur:
                     cur.executemany("INSERT INTO meta (key, value) VALUES (%s, %s)", list(meta.items()))
-            self._refresh_skeletons(db)
+            if SCHEMA_VERSION >= SKELETONS_SINCE:
+                self._refresh_skeletons(db)
         self.model = ModelBinding(meta["model_name"], meta["model_version"], int(meta["embedding_size"]))
         self.keep_images = meta["keep_images"] == "1"
         self.created = meta["created"]

@@ -928,6 +928,10 @@ class SqlStore:
         return found.n_templates
 
 
+#: The schema version from which people have a stored skeleton (both backends).
+SKELETONS_SINCE = 5
+
+
 def name_skeleton(name: Any) -> str | None:
     """The `skeleton` of a name as stored: None for a value that is not text (written behind siamface's back)."""
     return skeleton(name) if isinstance(name, str) else None

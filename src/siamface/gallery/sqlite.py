@@ -43,6 +43,7 @@ from ..errors import GalleryError
 from .sqlbase import (  # noqa: F401
     AUDIT_COLUMNS,
     MAX_NAME_LENGTH,
+    SKELETONS_SINCE,
     SqlStore,
     _blob,
     _now,
@@ -557,7 +558,8 @@ class SQLiteStore(SqlStore):
                 if "model_name" not in meta:
                     meta = binding_meta(str(self.path), model, keep_images)
                     db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
-                self._refresh_skeletons(db)
+                if SCHEMA_VERSION >= SKELETONS_SINCE:
+                    self._refresh_skeletons(db)
         except sqlite3.DatabaseError as exc:
             raise GalleryError(f"{self.path}: not a usable gallery file ({exc})") from None
         self._bind(meta)
