@@ -98,9 +98,9 @@ def test_every_way_into_a_store_applies_the_rule(new_gallery):
 
 
 def test_one_store_keeps_the_look_alike_rule_across_renames_removals_and_other_writers(new_gallery):
-    """The skeletons of names already seen are remembered by a store object (an enrolment no longer computes
-    every person's again); what is checked is still the names in the gallery at the time: a name renamed away,
-    or removed, frees its look-alikes, and one written by another writer is seen."""
+    """The skeletons are stored beside the names (one lookup a new person); what is checked is the names in the
+    gallery at the time: a name renamed away, or removed, frees its look-alikes, and one written by another
+    writer is seen."""
     spec, cyrillic = new_gallery(), "\u0420\u043e\u0435"  # Рое, all Cyrillic: Poe to the eye
     with open_store(spec, MODEL, create=True) as store, open_store(spec, MODEL) as other:
         store.add_templates("Poe", _one())

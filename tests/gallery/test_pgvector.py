@@ -41,6 +41,7 @@ def test_a_bytea_gallery_of_real_faces_is_migrated_by_the_cli_and_identifies(bas
         "from_version": 2,
         "schema_version": SCHEMA_VERSION,
         "migrated": True,
+        "skeletons_repaired": 0,
     }
     assert rows(postgres_gallery, "SELECT version FROM siamface_schema") == [(SCHEMA_VERSION,)]
     assert rows(postgres_gallery, QUERY) == before  # the same bytes, now as vectors

@@ -108,7 +108,10 @@ def add_parsers(sub) -> None:
         "bytes; the server needs pgvector, and a damaged template stops the "
         "migration with nothing changed). Version 4: a hash-chained audit of every decision and "
         "change, rows keeping each person's opaque reference instead of a foreign key (the rows "
-        "there are chained as found).",
+        "there are chained as found). Version 5: each person's look-alike skeleton stored and indexed "
+        "(the check that a new name does not look like another's is one lookup); people enrolled "
+        "before that check whose names look alike all stay. Every run also computes each stored "
+        "skeleton again from its name and rewrites those that differ (skeletons_repaired).",
     )
     add_gallery_option(q, json_flag=True)
     q.set_defaults(func=cmd_migrate)
@@ -346,14 +349,22 @@ def cmd_migrate(args) -> int:
 
     with open_store(args.gallery) as store:  # opening applies the pending migrations, in one transaction
         before, after = store.opened_version, store.schema_version()
+        repaired = 0 if store.read_only else store.repair_skeletons()
     if args.json:
         print_json(
-            {"gallery": store.location, "from_version": before, "schema_version": after, "migrated": before != after}
+            {
+                "gallery": store.location,
+                "from_version": before,
+                "schema_version": after,
+                "migrated": before != after,
+                "skeletons_repaired": repaired,
+            }
         )
     else:
         print(
             f"{store.location}: schema version {after}"
             + (f" (migrated from {before})" if before != after else " (up to date)")
+            + (f"; {repaired} stored name skeleton(s) did not match the name and were rewritten" if repaired else "")
         )
     return EXIT_OK
 

@@ -34,6 +34,7 @@ can still be shown, renamed and removed by that name.
 from __future__ import annotations
 
 import functools
+import hashlib
 import unicodedata
 from importlib import resources
 
@@ -119,6 +120,21 @@ def skeleton(name: str) -> str:
     ``Ian`` and ``lan``; ``ꜱ3`` and ``s3``)."""
     text = _looks(unicodedata.normalize("NFD", unicodedata.normalize("NFKC", name)))
     return unicodedata.normalize("NFC", _looks(unicodedata.normalize("NFD", text.casefold())))
+
+
+#: The version of `skeleton`'s steps: raise it when they change (the tables they use and Unicode's version are in
+#: `skeleton_rule` by themselves).
+SKELETON_STEPS = 1
+
+
+@functools.cache
+def skeleton_rule() -> str:
+    """Which `skeleton` this is: `SKELETON_STEPS`, the Unicode version of this Python (its NFKC and case folding)
+    and a digest of the look-alike tables. A gallery stores each person's skeleton, and the rule that made them:
+    one written under another rule has them all computed again (`siamface.gallery.sqlbase`)."""
+    digest = hashlib.sha256(resources.files(__package__).joinpath("confusables.tsv").read_bytes())
+    digest.update(repr((sorted(_LOOKALIKE.items()), sorted(_SAME_SHAPE.items()))).encode())
+    return f"{SKELETON_STEPS}/unicode-{unicodedata.unidata_version}/{digest.hexdigest()[:16]}"
 
 
 def _mixed_lookalike(clean: str) -> str | None:

@@ -15,7 +15,7 @@ The same semantics as `SQLiteStore`, transaction for transaction:
   free space and write-ahead log until PostgreSQL reuses them (``VACUUM``, WAL recycling): protect the
   server's storage as the biometric data it holds.
 - The schema version lives in ``siamface_schema``; `MIGRATIONS` has one entry per version, applied in one
-  transaction on open (``siamface gallery migrate`` does it on its own). Versions 1, 2 and 4 are those
+  transaction on open (``siamface gallery migrate`` does it on its own). Versions 1, 2, 4 and 5 are those
   of the SQLite schema; version 3 (PostgreSQL only) keeps templates in a pgvector ``vector(d)`` column with an HNSW
   index (cosine distance), converting the float32 bytes of older galleries.
 - Templates live only in the database: 1:N search is one SQL query over the HNSW index (`PostgresIndex`,
@@ -47,6 +47,7 @@ from .index import Hit, _ids
 from .sqlbase import (
     AUDIT_COLUMNS,
     NORM_TOLERANCE,
+    SKELETONS_SINCE,
     SqlStore,
     _blob,
     binding_meta,
@@ -54,6 +55,7 @@ from .sqlbase import (
     lookup_form,
     matrix_from_rows,
     new_ref,
+    skeleton,
 )
 from .store import (
     DamagedGalleryError,
@@ -225,8 +227,15 @@ def _migrate_to_4(store: PostgresStore, db, model: ModelBinding | None) -> None:
     db.execute("INSERT INTO meta (key, value) VALUES ('audit_head', %s)", (head,))
 
 
+#: Version 5 as in SQLite (`siamface.gallery.sqlite._migrate_to_5`): each person's confusable skeleton, indexed
+#: (not unique), filled in the same transaction right after the migrations (`SqlStore._refresh_skeletons`).
+_MIGRATE_TO_5 = """
+    ALTER TABLE people ADD COLUMN skeleton TEXT;
+    CREATE INDEX people_skeleton ON people (skeleton)
+"""
+
 #: Schema migrations, version -> SQL (or a function of the store, the connection and the model to bind)
-#: bringing a database at version - 1 to it. Versions 1, 2 and 4 are those of
+#: bringing a database at version - 1 to it. Versions 1, 2, 4 and 5 are those of
 #: `siamface.gallery.sqlite.MIGRATIONS` (one schema, two dialects); 3 is PostgreSQL's own (pgvector).
 #: Never edit an entry; add one.
 MIGRATIONS: dict[int, Any] = {
@@ -234,6 +243,7 @@ MIGRATIONS: dict[int, Any] = {
     2: _MIGRATE_TO_2,
     3: _migrate_to_3,
     4: _migrate_to_4,
+    5: _MIGRATE_TO_5,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -465,6 +475,8 @@ class PostgresStore(SqlStore):
                 meta = binding_meta(self.location, model, keep_images)
                 with db.cursor() as cur:
                     cur.executemany("INSERT INTO meta (key, value) VALUES (%s, %s)", list(meta.items()))
+            if SCHEMA_VERSION >= SKELETONS_SINCE:
+                self._refresh_skeletons(db)
         self.model = ModelBinding(meta["model_name"], meta["model_version"], int(meta["embedding_size"]))
         self.keep_images = meta["keep_images"] == "1"
         self.created = meta["created"]
@@ -595,10 +607,19 @@ class PostgresStore(SqlStore):
     def _insert_person(self, db, name: str, metadata_json: str, now: str) -> int:
         return int(
             db.execute(
-                "INSERT INTO people (name, metadata, created, ref) VALUES (%s, %s, %s, %s) RETURNING id",
-                (name, metadata_json, now, new_ref()),
+                "INSERT INTO people (name, metadata, created, ref, skeleton) VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                (name, metadata_json, now, new_ref(), skeleton(name)),
             ).fetchone()[0]
         )
+
+    def _write_skeletons(self, db, changed: Sequence[tuple[str | None, int]]) -> None:
+        for start in range(0, len(changed), _BATCH):  # one statement a batch, not a round trip a person
+            part = changed[start : start + _BATCH]
+            db.execute(
+                "UPDATE people p SET skeleton = v.skeleton FROM unnest(%s::text[], %s::bigint[]) AS v(skeleton, id) "
+                "WHERE p.id = v.id",
+                ([shape for shape, _ in part], [pid for _, pid in part]),
+            )
 
     def _name_clashes(self, db, names: Sequence[str]) -> list[str]:
         return [

@@ -33,7 +33,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import GalleryError, UnboundGalleryError
-from .names import MAX_NAME_LENGTH, InvalidNameError, check_name, lookup_form, skeleton  # noqa: F401 - also imported from here
+from .names import (  # noqa: F401 - also imported from here
+    MAX_NAME_LENGTH,
+    InvalidNameError,
+    check_name,
+    lookup_form,
+    skeleton,
+    skeleton_rule,
+)
 from .store import (
     CHANGES,
     DECISIONS,
@@ -539,6 +546,11 @@ class SqlStore:
 
     # -- hooks -----------------------------------------------------------------------------------------
     def _insert_person(self, db, name: str, metadata_json: str, now: str) -> int:
+        """Insert a person (their skeleton with them, `skeleton`); return their id."""
+        raise NotImplementedError
+
+    def _write_skeletons(self, db, changed: Sequence[tuple[str | None, int]]) -> None:
+        """Write each (skeleton, person id) of `changed`."""
         raise NotImplementedError
 
     def _insert_templates(self, db, person_id: int, templates: Sequence[NewTemplate], now: str) -> list[int]:
@@ -691,6 +703,7 @@ class SqlStore:
             json_object(t.quality, "a template's quality")
         with self._write() as db:
             self._check_bound(db)
+            self._refresh_skeletons(db)
             result = self._add(db, name, templates, metadata, create, keep, new, since=since, now=created)
             added = [t for t, i in zip(templates, result.template_ids) if i is not None]
             if added:
@@ -733,40 +746,71 @@ class SqlStore:
                         f"{len(clashes)} name(s) already in {self.location}: {shown}; nothing "
                         "was added (merge them into the existing people with --merge)"
                     )
-            skeletons = self._skeletons(db)
-            results = [self._add(db, n, ts, m, True, keep, skeletons=skeletons) for n, m, ts in people]
+            self._refresh_skeletons(db)  # once: each new person is then one lookup
+            results = [self._add(db, n, ts, m, True, keep) for n, m, ts in people]
             for r in results:
                 added = sum(1 for i in r.template_ids if i is not None)
                 if added:
                     self._audit_change(db, "import", r.person, actor, templates=added, created=r.created)
             return results
 
-    def _skeletons(self, db) -> dict[str, tuple[int, str]]:
-        """skeleton -> (id, name) of every person (`siamface.gallery.names.skeleton`), from the names read now
-        in the caller's transaction. A name's skeleton is computed once per store object (keyed by the name:
-        a renamed person's new name is a new key), so a new person's look-alike check costs a read of the
-        names, not the skeleton of every person again (26 µs a name: 0.26 s an enrolment at 10,000 people)."""
-        known: dict[str, str] = self.__dict__.setdefault("_skeleton_of", {})
-        out = {}
-        for pid, name in db.execute("SELECT id, name FROM people"):
-            shape = known.get(name)
-            if shape is None:
-                shape = known[name] = skeleton(name)
-            out[shape] = (int(pid), name)
-        if len(known) > 2 * len(out) + 1024:  # names removed or renamed since: forget them
-            names = {name for _, name in out.values()}
-            for name in [n for n in list(known) if n not in names]:  # list(): one step, other threads may add
-                known.pop(name, None)
-        return out
-
-    def _refuse_lookalike(self, name: str, skeletons: dict[str, tuple[int, str]], person_id: int | None = None):
-        """`InvalidNameError` when `name` could be taken for another person's name (same skeleton)."""
-        found = skeletons.get(skeleton(name))
-        if found is not None and found[0] != person_id:
-            raise InvalidNameError(
-                f"invalid name {name!r}: it could be taken for {found[1]!r}, already enrolled (the same letters "
-                "to the eye); choose a name that cannot"
+    def _refresh_skeletons(self, db, force: bool = False) -> int:
+        """Inside the caller's write transaction: when the gallery's skeletons were made by another rule than
+        this siamface's `skeleton_rule` (a gallery just migrated to schema version 5, or a siamface whose
+        confusables differ wrote it), or when `force`, compute every person's skeleton again from their name
+        and write those that differ. The number rewritten (0 when the rule is this one and not `force`)."""
+        rule = skeleton_rule()
+        stored = db.execute("SELECT value FROM meta WHERE key = 'skeleton_rule'").fetchone()
+        if stored is not None and stored[0] == rule and not force:
+            return 0
+        changed = [
+            (shape, int(pid))
+            for pid, name, old in db.execute("SELECT id, name, skeleton FROM people").fetchall()
+            if (shape := name_skeleton(name)) != old
+        ]
+        self._write_skeletons(db, changed)
+        db.execute(
+            self._q(
+                "INSERT INTO meta (key, value) VALUES ('skeleton_rule', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+            ),
+            (rule,),
+        )
+        shared = db.execute(
+            "SELECT count(*), coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM people "
+            "WHERE skeleton IS NOT NULL GROUP BY skeleton HAVING count(*) > 1) alike"
+        ).fetchone()
+        if shared[0]:
+            log.warning(
+                "%s: %d people's names look like another's (%d group(s) of look-alikes, enrolled before the "
+                "look-alike check): all are kept; a new name or a rename that looks like theirs is refused",
+                self.location,
+                int(shared[1]),
+                int(shared[0]),
             )
+        if changed:
+            log.info("%s: %d skeleton(s) computed under rule %s", self.location, len(changed), rule)
+        return len(changed)
+
+    def repair_skeletons(self) -> int:
+        """Compute every person's skeleton again from their name (one transaction) and write those that differ
+        (written behind siamface's back): the number rewritten. `siamface gallery migrate` runs it."""
+        with self._write() as db:
+            return self._refresh_skeletons(db, force=True)
+
+    def _refuse_lookalike(self, db, name: str, person_id: int | None = None) -> None:
+        """`InvalidNameError` when `name` could be taken for another person's name (the same skeleton): one
+        lookup of the stored skeletons' index, inside the caller's write transaction (which has called
+        `_refresh_skeletons`). The names found are checked again from their text (a stored skeleton is derived
+        data: a wrong one written behind siamface's back never refuses a name that does not look alike, nor
+        breaks the check)."""
+        shape = skeleton(name)
+        for pid, other in db.execute(self._q("SELECT id, name FROM people WHERE skeleton = ?"), (shape,)).fetchall():
+            if int(pid) != person_id and name_skeleton(other) == shape:
+                raise InvalidNameError(
+                    f"invalid name {name!r}: it could be taken for {other!r}, already enrolled (the same letters "
+                    "to the eye); choose a name that cannot"
+                )
 
     def _add(
         self,
@@ -777,13 +821,12 @@ class SqlStore:
         create: bool,
         keep: KeepFilter | None,
         new: bool = False,
-        skeletons: dict[str, tuple[int, str]] | None = None,
         since: int | None = None,
         now: str | None = None,
     ) -> AddResult:
         """The body of an addition, inside the caller's write transaction: the name is looked up here, so
         that "must be new" and "must exist" cannot race with another writer. A new person's name must not
-        look like another's (`skeletons`: of everyone, read here when not given; the new name is added).
+        look like another's (`_refuse_lookalike`).
         `since`: `keep` also gets the templates added after that id (by other writers since the caller's
         checks), as its third argument."""
         found = self._find(db, name)
@@ -806,10 +849,8 @@ class SqlStore:
         now = now or _now()
         created = found is None
         if created:
-            skeletons = skeletons if skeletons is not None else self._skeletons(db)
-            self._refuse_lookalike(name, skeletons)
+            self._refuse_lookalike(db, name)
             person_id = self._insert_person(db, name, json_object(metadata or {}), now)
-            skeletons[skeleton(name)] = (person_id, name)
         else:
             person_id = found.id
             if metadata:
@@ -858,8 +899,9 @@ class SqlStore:
             clash = self._find_row(db, new)
             if clash is not None and clash.id != found.id:
                 raise GalleryError(f"cannot rename {found.name!r} to {new!r}: that name is taken")
-            self._refuse_lookalike(new, self._skeletons(db), found.id)
-            db.execute(self._q("UPDATE people SET name = ? WHERE id = ?"), (new, found.id))
+            self._refresh_skeletons(db)
+            self._refuse_lookalike(db, new, found.id)
+            db.execute(self._q("UPDATE people SET name = ?, skeleton = ? WHERE id = ?"), (new, skeleton(new), found.id))
             self._audit_change(db, "rename", found, actor)
             self._bump(db)
             return self._find(db, new)
@@ -887,6 +929,15 @@ class SqlStore:
             self._bump(db)
         self._after_delete()
         return found.n_templates
+
+
+#: The schema version from which people have a stored skeleton (both backends).
+SKELETONS_SINCE = 5
+
+
+def name_skeleton(name: Any) -> str | None:
+    """The `skeleton` of a name as stored: None for a value that is not text (written behind siamface's back)."""
+    return skeleton(name) if isinstance(name, str) else None
 
 
 def _counted(detail: str | None) -> bool:

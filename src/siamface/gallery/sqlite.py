@@ -44,6 +44,7 @@ from ..errors import GalleryError
 from .sqlbase import (  # noqa: F401
     AUDIT_COLUMNS,
     MAX_NAME_LENGTH,
+    SKELETONS_SINCE,
     SqlStore,
     _blob,
     _now,
@@ -54,6 +55,7 @@ from .sqlbase import (  # noqa: F401
     lookup_form,
     matrix_from_rows,
     new_ref,
+    skeleton,
 )
 from .store import (
     DamagedGalleryError,
@@ -226,6 +228,16 @@ def _migrate_to_4(db: sqlite3.Connection) -> None:
     db.execute("INSERT INTO meta (key, value) VALUES ('audit_head', ?)", (head,))
 
 
+def _migrate_to_5(db: sqlite3.Connection) -> None:
+    """Each person's confusable skeleton (`siamface.gallery.names.skeleton`) stored, with an index: the check
+    that a new name does not look like another person's is one lookup instead of a read of every name. The
+    column is filled in the same transaction, right after the migrations (`SqlStore._refresh_skeletons`: the
+    gallery has no ``skeleton_rule`` yet). Not unique: people enrolled before the check whose names look alike
+    all stay (each new look-alike of theirs is refused)."""
+    db.execute("ALTER TABLE people ADD COLUMN skeleton TEXT")
+    db.execute("CREATE INDEX people_skeleton ON people(skeleton)")
+
+
 #: Entries of the template change log kept (older ones are dropped; an index further behind rebuilds).
 #: Part of schema version 3 (its trigger): never change it; a new value needs a migration.
 CHANGE_LOG_KEEP = 200_000
@@ -237,6 +249,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     2: _migrate_to_2,
     3: _migrate_to_3,
     4: _migrate_to_4,
+    5: _migrate_to_5,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -682,6 +695,8 @@ class SQLiteStore(SqlStore):
                     binding = binding_meta(str(self.path), model, keep_images)
                     db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", binding.items())
                     meta.update(binding)
+                if SCHEMA_VERSION >= SKELETONS_SINCE:
+                    self._refresh_skeletons(db)
         except sqlite3.DatabaseError as exc:
             raise GalleryError(f"{self.path}: not a usable gallery file ({exc})") from None
         self._bind(meta)
@@ -763,10 +778,13 @@ class SQLiteStore(SqlStore):
 
     def _insert_person(self, db: sqlite3.Connection, name: str, metadata_json: str, now: str) -> int:
         cursor = db.execute(
-            "INSERT INTO people (name, metadata, created, ref) VALUES (?, ?, ?, ?)",
-            (name, metadata_json, now, new_ref()),
+            "INSERT INTO people (name, metadata, created, ref, skeleton) VALUES (?, ?, ?, ?, ?)",
+            (name, metadata_json, now, new_ref(), skeleton(name)),
         )
         return int(cursor.lastrowid)
+
+    def _write_skeletons(self, db: sqlite3.Connection, changed: Sequence[tuple[str | None, int]]) -> None:
+        db.executemany("UPDATE people SET skeleton = ? WHERE id = ?", changed)
 
     def _insert_templates(
         self, db: sqlite3.Connection, person_id: int, templates: Sequence[NewTemplate], now: str
