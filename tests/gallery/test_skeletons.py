@@ -20,6 +20,7 @@ from gallery_support import (  # noqa: F401
     cli,
     is_url,
     new_gallery,
+    postgres_gallery,
     rows,
     store_spec,
     unit_vectors,
@@ -181,7 +182,8 @@ def test_a_stored_skeleton_is_derived_data(store_spec):
     with open_store(store_spec) as store:
         with pytest.raises(InvalidNameError, match="could be taken for 'Bob'"):
             store.add_templates("B0b", _one(3))
-    # skeletons made by another rule (another siamface's confusables) are all computed again at the next open
+    # skeletons made by another rule (another siamface's confusables) are all computed again by the next change
+    # that checks names (opening only reads: a role that may not write opens it too)
     _change(
         store_spec,
         [
@@ -192,9 +194,10 @@ def test_a_stored_skeleton_is_derived_data(store_spec):
     with open_store(store_spec) as store:
         with pytest.raises(InvalidNameError, match="could be taken for 'Bob'"):
             store.add_templates("B0b", _one(3))
+        store.add_templates("Ann", _one(4))
     assert rows(store_spec, "SELECT value FROM meta WHERE key = 'skeleton_rule'") == [(skeleton_rule(),)]
     assert sorted(rows(store_spec, "SELECT name, skeleton FROM people")) == sorted(
-        (n, skeleton(n)) for n in ("Alice", "Bob", "Poe")
+        (n, skeleton(n)) for n in ("Alice", "Ann", "Bob", "Poe")
     )
 
 
@@ -244,3 +247,34 @@ def test_a_new_person_is_checked_by_one_lookup_not_a_read_of_every_name(store_sp
                 read = len(steps) * 1000
         assert read < PEOPLE // 4, read
         assert store.person("newcomer").n_templates == 1
+
+
+def _reader(url: str, grants: str = "people, templates, meta, siamface_schema") -> str:
+    """The URL of `url` for a new role that may only read the gallery's tables (a recognise-only deployment)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    role = f"reader_{url.rsplit('/', 1)[1]}"
+    rows(url, f'CREATE ROLE "{role}" LOGIN')
+    rows(url, f'GRANT SELECT ON {grants} TO "{role}"')
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+
+
+def test_a_reader_role_opens_a_gallery_whose_skeletons_another_rule_made(postgres_gallery):
+    """Skeletons made under another rule (the enrolling host runs another Python, or Python was upgraded) were
+    all computed again in the transaction that opened the gallery: a role that may only read failed to open it
+    at all ("change not saved", a recognise-only door locked out), and every open paid a read of every name.
+    They are computed again by the first change that checks names; opening only reads."""
+    with open_store(postgres_gallery, MODEL_128, create=True) as store:
+        for i, name in enumerate(("Poe", "Bob")):
+            store.add_templates(name, _one(i))
+    _change(postgres_gallery, [("UPDATE meta SET value = '0/old' WHERE key = 'skeleton_rule'", ())])
+    reader = _reader(postgres_gallery)
+    out = cli("people", "list", "-g", reader)
+    assert out.returncode == 0 and "Poe" in out.stdout and "Bob" in out.stdout, out.stderr
+    assert rows(postgres_gallery, "SELECT value FROM meta WHERE key = 'skeleton_rule'") == [("0/old",)]
+    with open_store(postgres_gallery) as store:
+        with pytest.raises(InvalidNameError, match="could be taken for 'Bob'"):
+            store.add_templates("B0b", _one(3))
+        store.add_templates("Ann", _one(4))  # a change that commits stores the rule with the skeletons
+    assert rows(postgres_gallery, "SELECT value FROM meta WHERE key = 'skeleton_rule'") == [(skeleton_rule(),)]

@@ -475,7 +475,7 @@ class PostgresStore(SqlStore):
                 meta = binding_meta(self.location, model, keep_images)
                 with db.cursor() as cur:
                     cur.executemany("INSERT INTO meta (key, value) VALUES (%s, %s)", list(meta.items()))
-            if SCHEMA_VERSION >= SKELETONS_SINCE:
+            if version < SKELETONS_SINCE <= SCHEMA_VERSION:  # the column was just added: fill it
                 self._refresh_skeletons(db)
         self.model = ModelBinding(meta["model_name"], meta["model_version"], int(meta["embedding_size"]))
         self.keep_images = meta["keep_images"] == "1"

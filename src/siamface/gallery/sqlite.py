@@ -695,7 +695,7 @@ class SQLiteStore(SqlStore):
                     binding = binding_meta(str(self.path), model, keep_images)
                     db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", binding.items())
                     meta.update(binding)
-                if SCHEMA_VERSION >= SKELETONS_SINCE:
+                if version < SKELETONS_SINCE <= SCHEMA_VERSION:  # the column was just added: fill it
                     self._refresh_skeletons(db)
         except sqlite3.DatabaseError as exc:
             raise GalleryError(f"{self.path}: not a usable gallery file ({exc})") from None
