@@ -278,3 +278,35 @@ def test_a_reader_role_opens_a_gallery_whose_skeletons_another_rule_made(postgre
             store.add_templates("B0b", _one(3))
         store.add_templates("Ann", _one(4))  # a change that commits stores the rule with the skeletons
     assert rows(postgres_gallery, "SELECT value FROM meta WHERE key = 'skeleton_rule'") == [(skeleton_rule(),)]
+
+
+def test_a_read_only_version_4_gallery_still_identifies_and_verifies(base_gallery, new_gallery, monkeypatch, pipeline):
+    """An upgraded siamface refused to open a version-4 gallery it may not migrate (a read-only file, a standby
+    database): every door stopped until someone migrated it with write access. Version 5 only added the stored
+    skeletons, which only changes use: the gallery is read as it is, changes are refused as on any read-only
+    gallery, and `gallery migrate` still says it needs write access."""
+    from siamface.gallery import Gallery
+    from siamface.gallery.store import ReadOnlyGalleryError
+
+    spec = new_gallery("old")
+    _legacy_gallery(spec, base_gallery, monkeypatch, {})
+    if is_url(spec):
+        database = spec.rsplit("/", 1)[1]
+        rows(
+            spec.rsplit("/", 1)[0] + "/postgres", f'ALTER DATABASE "{database}" SET default_transaction_read_only = on'
+        )
+        store = open_store(spec)
+        out = cli("gallery", "migrate", "-g", spec)
+        assert out.returncode == 2 and "needs migrating to version 5" in out.stderr, out.stderr
+    else:
+        store = sqlite.SQLiteStore(spec, read_only=True)
+        before = spec.read_bytes()
+    with Gallery(store, pipeline) as g:
+        assert g.store.read_only and g.store.stats()["schema_version"] == 4
+        assert g.identify(att(4, 1)).names == ["s4"]
+        assert g.verify("s5", att(5, 1)).accepted and not g.verify("s5", att(6, 1)).accepted
+        with pytest.raises(ReadOnlyGalleryError):
+            g.store.add_templates("Ann", [NewTemplate(unit_vectors(1, g.store.model.embedding_size)[0])])
+    assert _version(spec) == 4
+    if not is_url(spec):
+        assert spec.read_bytes() == before

@@ -47,6 +47,7 @@ from .index import Hit, _ids
 from .sqlbase import (
     AUDIT_COLUMNS,
     NORM_TOLERANCE,
+    READABLE_SINCE,
     SKELETONS_SINCE,
     SqlStore,
     _blob,
@@ -498,7 +499,7 @@ class PostgresStore(SqlStore):
                 f"{self.location}: gallery schema version {version} is newer than this "
                 f"siamface understands ({SCHEMA_VERSION}); upgrade siamface"
             )
-        if version < SCHEMA_VERSION or "model_name" not in meta:
+        if version < READABLE_SINCE or "model_name" not in meta:
             raise ReadOnlyGalleryError(
                 f"{self.location}: the gallery's schema (version {version}) needs migrating "
                 f"to version {SCHEMA_VERSION}, and the database is read-only: run "

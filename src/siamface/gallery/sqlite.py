@@ -44,6 +44,7 @@ from ..errors import GalleryError
 from .sqlbase import (  # noqa: F401
     AUDIT_COLUMNS,
     MAX_NAME_LENGTH,
+    READABLE_SINCE,
     SKELETONS_SINCE,
     SqlStore,
     _blob,
@@ -648,7 +649,7 @@ class SQLiteStore(SqlStore):
     def _open_read_only(self, version: int) -> None:
         if version == 0:
             raise ReadOnlyGalleryError(f"{self.path}: an empty file, not a gallery yet, and read-only")
-        if version < SCHEMA_VERSION:
+        if version < READABLE_SINCE:
             raise ReadOnlyGalleryError(
                 f"{self.path}: the gallery's schema (version {version}) needs migrating "
                 f"to version {SCHEMA_VERSION}, and it is read-only: run `siamface gallery "
