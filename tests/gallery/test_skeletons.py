@@ -310,3 +310,30 @@ def test_a_read_only_version_4_gallery_still_identifies_and_verifies(base_galler
     assert _version(spec) == 4
     if not is_url(spec):
         assert spec.read_bytes() == before
+
+
+def test_a_gallery_migrated_by_another_process_while_this_one_opens_it_is_opened(tmp_path, monkeypatch):
+    """Opening read the file's schema version and then, through another connection, its schema: when another
+    process committed a migration in between (two processes starting on an upgraded siamface, the first one
+    migrating a large gallery), the second compared the new schema with the old version's and refused the
+    file as not siamface's ("restore a backup"). Both are read in one snapshot now."""
+    path = tmp_path / "g.db"
+    with monkeypatch.context() as m:
+        m.setattr(sqlite, "MIGRATIONS", {v: sqlite.MIGRATIONS[v] for v in range(1, 5)})
+        m.setattr(sqlite, "SCHEMA_VERSION", 4)
+        sqlite.SQLiteStore(path, MODEL_128, create=True).close()
+    _change(path, [("INSERT INTO people (name, metadata, created, ref) VALUES ('Poe', '{}', 'then', 'r0')", ())])
+    original = sqlite._schema_changes
+    others: list = []
+
+    def another_process_migrates_first(db, version):
+        if not others:
+            others.append(None)
+            others.append(sqlite.SQLiteStore(path))  # migrates to version 5 and commits
+        return original(db, version)
+
+    monkeypatch.setattr(sqlite, "_schema_changes", another_process_migrates_first)
+    with sqlite.SQLiteStore(path) as store:
+        assert [p.name for p in store.people()] == ["Poe"] and store.schema_version() == 5
+    others[1].close()
+    assert rows(path, "SELECT name, skeleton FROM people") == [("Poe", skeleton("Poe"))]
