@@ -337,3 +337,22 @@ def test_a_gallery_migrated_by_another_process_while_this_one_opens_it_is_opened
         assert [p.name for p in store.people()] == ["Poe"] and store.schema_version() == 5
     others[1].close()
     assert rows(path, "SELECT name, skeleton FROM people") == [("Poe", skeleton("Poe"))]
+
+
+def test_a_reader_role_opening_a_gallery_to_migrate_is_told_who_can_migrate_it(postgres_gallery, monkeypatch):
+    """A role that may read but not alter the tables opening a version-4 gallery: the migration is refused by
+    the server, and the error said "change not saved ... grant it the gallery's tables" (no grant lets a role
+    ALTER a table it does not own). It says the gallery needs migrating and who can do it; nothing changed."""
+    with monkeypatch.context() as m:
+        m.setattr(postgres, "MIGRATIONS", {v: postgres.MIGRATIONS[v] for v in range(1, 5)})
+        m.setattr(postgres, "SCHEMA_VERSION", 4)
+        open_store(postgres_gallery, MODEL_128, create=True).close()
+    _change(
+        postgres_gallery, [("INSERT INTO people (name, metadata, created, ref) VALUES ('Poe', '{}', 't', 'r0')", ())]
+    )
+    out = cli("people", "list", "-g", _reader(postgres_gallery))
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "needs migrating to version 5, which this role may not do (must be owner of table" in out.stderr
+    assert "`siamface gallery migrate` once as the role that owns" in out.stderr
+    assert _version(postgres_gallery) == 4
+    assert cli("people", "list", "-g", postgres_gallery).returncode == 0 and _version(postgres_gallery) == 5

@@ -431,7 +431,7 @@ class PostgresStore(SqlStore):
         if self.read_only:
             self._open_read_only()
             return
-        with self._write() as db:
+        with self._write() as db, self._migration_refused():
             has_version = db.execute("SELECT to_regclass('siamface_schema') IS NOT NULL").fetchone()[0]
             if has_version:
                 version = db.execute("SELECT version FROM siamface_schema").fetchone()[0]
@@ -483,6 +483,22 @@ class PostgresStore(SqlStore):
         self.created = meta["created"]
         if model is not None and keep_images and not self.keep_images:
             log.warning("%s: this gallery was created without keep_images; images will not be kept", self.location)
+
+    @contextmanager
+    def _migration_refused(self) -> Iterator[None]:
+        """A migration this role may not make (ALTER TABLE needs the tables' owner: a role granted only reads or
+        rows) said as such; it was "change not saved ... grant it the gallery's tables", which no grant mends."""
+        try:
+            yield
+        except self._psycopg.errors.InsufficientPrivilege as exc:
+            if not 0 < self.opened_version < SCHEMA_VERSION:
+                raise
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ReadOnlyGalleryError(
+                f"{self.location}: the gallery's schema (version {self.opened_version}) needs migrating to version "
+                f"{SCHEMA_VERSION}, which this role may not do ({reason}): run `siamface gallery migrate` once as "
+                "the role that owns the gallery's tables"
+            ) from None
 
     def _open_read_only(self) -> None:
         """Open a gallery on a server that only reads (a replica): no migration, no binding can be written."""
