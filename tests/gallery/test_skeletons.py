@@ -20,6 +20,7 @@ from gallery_support import (  # noqa: F401
     cli,
     is_url,
     new_gallery,
+    postgres_gallery,
     rows,
     store_spec,
     unit_vectors,
@@ -181,7 +182,8 @@ def test_a_stored_skeleton_is_derived_data(store_spec):
     with open_store(store_spec) as store:
         with pytest.raises(InvalidNameError, match="could be taken for 'Bob'"):
             store.add_templates("B0b", _one(3))
-    # skeletons made by another rule (another siamface's confusables) are all computed again at the next open
+    # skeletons made by another rule (another siamface's confusables) are all computed again by the next change
+    # that checks names (opening only reads: a role that may not write opens it too)
     _change(
         store_spec,
         [
@@ -192,9 +194,10 @@ def test_a_stored_skeleton_is_derived_data(store_spec):
     with open_store(store_spec) as store:
         with pytest.raises(InvalidNameError, match="could be taken for 'Bob'"):
             store.add_templates("B0b", _one(3))
+        store.add_templates("Ann", _one(4))
     assert rows(store_spec, "SELECT value FROM meta WHERE key = 'skeleton_rule'") == [(skeleton_rule(),)]
     assert sorted(rows(store_spec, "SELECT name, skeleton FROM people")) == sorted(
-        (n, skeleton(n)) for n in ("Alice", "Bob", "Poe")
+        (n, skeleton(n)) for n in ("Alice", "Ann", "Bob", "Poe")
     )
 
 
@@ -244,3 +247,112 @@ def test_a_new_person_is_checked_by_one_lookup_not_a_read_of_every_name(store_sp
                 read = len(steps) * 1000
         assert read < PEOPLE // 4, read
         assert store.person("newcomer").n_templates == 1
+
+
+def _reader(url: str, grants: str = "people, templates, meta, siamface_schema") -> str:
+    """The URL of `url` for a new role that may only read the gallery's tables (a recognise-only deployment)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    role = f"reader_{url.rsplit('/', 1)[1]}"
+    rows(url, f'CREATE ROLE "{role}" LOGIN')
+    rows(url, f'GRANT SELECT ON {grants} TO "{role}"')
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+
+
+def test_a_reader_role_opens_a_gallery_whose_skeletons_another_rule_made(postgres_gallery):
+    """Skeletons made under another rule (the enrolling host runs another Python, or Python was upgraded) were
+    all computed again in the transaction that opened the gallery: a role that may only read failed to open it
+    at all ("change not saved", a recognise-only door locked out), and every open paid a read of every name.
+    They are computed again by the first change that checks names; opening only reads."""
+    with open_store(postgres_gallery, MODEL_128, create=True) as store:
+        for i, name in enumerate(("Poe", "Bob")):
+            store.add_templates(name, _one(i))
+    _change(postgres_gallery, [("UPDATE meta SET value = '0/old' WHERE key = 'skeleton_rule'", ())])
+    reader = _reader(postgres_gallery)
+    out = cli("people", "list", "-g", reader)
+    assert out.returncode == 0 and "Poe" in out.stdout and "Bob" in out.stdout, out.stderr
+    assert rows(postgres_gallery, "SELECT value FROM meta WHERE key = 'skeleton_rule'") == [("0/old",)]
+    with open_store(postgres_gallery) as store:
+        with pytest.raises(InvalidNameError, match="could be taken for 'Bob'"):
+            store.add_templates("B0b", _one(3))
+        store.add_templates("Ann", _one(4))  # a change that commits stores the rule with the skeletons
+    assert rows(postgres_gallery, "SELECT value FROM meta WHERE key = 'skeleton_rule'") == [(skeleton_rule(),)]
+
+
+def test_a_read_only_version_4_gallery_still_identifies_and_verifies(base_gallery, new_gallery, monkeypatch, pipeline):
+    """An upgraded siamface refused to open a version-4 gallery it may not migrate (a read-only file, a standby
+    database): every door stopped until someone migrated it with write access. Version 5 only added the stored
+    skeletons, which only changes use: the gallery is read as it is, changes are refused as on any read-only
+    gallery, and `gallery migrate` still says it needs write access."""
+    from siamface.gallery import Gallery
+    from siamface.gallery.store import ReadOnlyGalleryError
+
+    spec = new_gallery("old")
+    _legacy_gallery(spec, base_gallery, monkeypatch, {})
+    if is_url(spec):
+        database = spec.rsplit("/", 1)[1]
+        rows(
+            spec.rsplit("/", 1)[0] + "/postgres", f'ALTER DATABASE "{database}" SET default_transaction_read_only = on'
+        )
+        store = open_store(spec)
+        out = cli("gallery", "migrate", "-g", spec)
+        assert out.returncode == 2 and "needs migrating to version 5" in out.stderr, out.stderr
+    else:
+        store = sqlite.SQLiteStore(spec, read_only=True)
+        before = spec.read_bytes()
+    with Gallery(store, pipeline) as g:
+        assert g.store.read_only and g.store.stats()["schema_version"] == 4
+        assert g.identify(att(4, 1)).names == ["s4"]
+        assert g.verify("s5", att(5, 1)).accepted and not g.verify("s5", att(6, 1)).accepted
+        with pytest.raises(ReadOnlyGalleryError):
+            g.store.add_templates("Ann", [NewTemplate(unit_vectors(1, g.store.model.embedding_size)[0])])
+    assert _version(spec) == 4
+    if not is_url(spec):
+        assert spec.read_bytes() == before
+
+
+def test_a_gallery_migrated_by_another_process_while_this_one_opens_it_is_opened(tmp_path, monkeypatch):
+    """Opening read the file's schema version and then, through another connection, its schema: when another
+    process committed a migration in between (two processes starting on an upgraded siamface, the first one
+    migrating a large gallery), the second compared the new schema with the old version's and refused the
+    file as not siamface's ("restore a backup"). Both are read in one snapshot now."""
+    path = tmp_path / "g.db"
+    with monkeypatch.context() as m:
+        m.setattr(sqlite, "MIGRATIONS", {v: sqlite.MIGRATIONS[v] for v in range(1, 5)})
+        m.setattr(sqlite, "SCHEMA_VERSION", 4)
+        sqlite.SQLiteStore(path, MODEL_128, create=True).close()
+    _change(path, [("INSERT INTO people (name, metadata, created, ref) VALUES ('Poe', '{}', 'then', 'r0')", ())])
+    original = sqlite._schema_changes
+    others: list = []
+
+    def another_process_migrates_first(db, version):
+        if not others:
+            others.append(None)
+            others.append(sqlite.SQLiteStore(path))  # migrates to version 5 and commits
+        return original(db, version)
+
+    monkeypatch.setattr(sqlite, "_schema_changes", another_process_migrates_first)
+    with sqlite.SQLiteStore(path) as store:
+        assert [p.name for p in store.people()] == ["Poe"] and store.schema_version() == 5
+    others[1].close()
+    assert rows(path, "SELECT name, skeleton FROM people") == [("Poe", skeleton("Poe"))]
+
+
+def test_a_reader_role_opening_a_gallery_to_migrate_is_told_who_can_migrate_it(postgres_gallery, monkeypatch):
+    """A role that may read but not alter the tables opening a version-4 gallery: the migration is refused by
+    the server, and the error said "change not saved ... grant it the gallery's tables" (no grant lets a role
+    ALTER a table it does not own). It says the gallery needs migrating and who can do it; nothing changed."""
+    with monkeypatch.context() as m:
+        m.setattr(postgres, "MIGRATIONS", {v: postgres.MIGRATIONS[v] for v in range(1, 5)})
+        m.setattr(postgres, "SCHEMA_VERSION", 4)
+        open_store(postgres_gallery, MODEL_128, create=True).close()
+    _change(
+        postgres_gallery, [("INSERT INTO people (name, metadata, created, ref) VALUES ('Poe', '{}', 't', 'r0')", ())]
+    )
+    out = cli("people", "list", "-g", _reader(postgres_gallery))
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "needs migrating to version 5, which this role may not do (must be owner of table" in out.stderr
+    assert "`siamface gallery migrate` once as the role that owns" in out.stderr
+    assert _version(postgres_gallery) == 4
+    assert cli("people", "list", "-g", postgres_gallery).returncode == 0 and _version(postgres_gallery) == 5

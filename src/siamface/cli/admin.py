@@ -346,9 +346,15 @@ def cmd_import(args) -> int:
 
 def cmd_migrate(args) -> int:
     from ..gallery.backends import open_store
+    from ..gallery.store import ReadOnlyGalleryError
 
     with open_store(args.gallery) as store:  # opening applies the pending migrations, in one transaction
         before, after = store.opened_version, store.schema_version()
+        if after < store.SCHEMA_VERSION:  # read-only: opened as it is (`READABLE_SINCE`), not migrated
+            raise ReadOnlyGalleryError(
+                f"{store.location}: the gallery's schema (version {after}) needs migrating to version "
+                f"{store.SCHEMA_VERSION}, and it is read-only here: run `siamface gallery migrate` with write access"
+            )
         repaired = 0 if store.read_only else store.repair_skeletons()
     if args.json:
         print_json(

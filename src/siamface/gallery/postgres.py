@@ -47,6 +47,7 @@ from .index import Hit, _ids
 from .sqlbase import (
     AUDIT_COLUMNS,
     NORM_TOLERANCE,
+    READABLE_SINCE,
     SKELETONS_SINCE,
     SqlStore,
     _blob,
@@ -430,7 +431,7 @@ class PostgresStore(SqlStore):
         if self.read_only:
             self._open_read_only()
             return
-        with self._write() as db:
+        with self._write() as db, self._migration_refused():
             has_version = db.execute("SELECT to_regclass('siamface_schema') IS NOT NULL").fetchone()[0]
             if has_version:
                 version = db.execute("SELECT version FROM siamface_schema").fetchone()[0]
@@ -475,13 +476,29 @@ class PostgresStore(SqlStore):
                 meta = binding_meta(self.location, model, keep_images)
                 with db.cursor() as cur:
                     cur.executemany("INSERT INTO meta (key, value) VALUES (%s, %s)", list(meta.items()))
-            if SCHEMA_VERSION >= SKELETONS_SINCE:
+            if version < SKELETONS_SINCE <= SCHEMA_VERSION:  # the column was just added: fill it
                 self._refresh_skeletons(db)
         self.model = ModelBinding(meta["model_name"], meta["model_version"], int(meta["embedding_size"]))
         self.keep_images = meta["keep_images"] == "1"
         self.created = meta["created"]
         if model is not None and keep_images and not self.keep_images:
             log.warning("%s: this gallery was created without keep_images; images will not be kept", self.location)
+
+    @contextmanager
+    def _migration_refused(self) -> Iterator[None]:
+        """A migration this role may not make (ALTER TABLE needs the tables' owner: a role granted only reads or
+        rows) said as such; it was "change not saved ... grant it the gallery's tables", which no grant mends."""
+        try:
+            yield
+        except self._psycopg.errors.InsufficientPrivilege as exc:
+            if not 0 < self.opened_version < SCHEMA_VERSION:
+                raise
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ReadOnlyGalleryError(
+                f"{self.location}: the gallery's schema (version {self.opened_version}) needs migrating to version "
+                f"{SCHEMA_VERSION}, which this role may not do ({reason}): run `siamface gallery migrate` once as "
+                "the role that owns the gallery's tables"
+            ) from None
 
     def _open_read_only(self) -> None:
         """Open a gallery on a server that only reads (a replica): no migration, no binding can be written."""
@@ -498,7 +515,7 @@ class PostgresStore(SqlStore):
                 f"{self.location}: gallery schema version {version} is newer than this "
                 f"siamface understands ({SCHEMA_VERSION}); upgrade siamface"
             )
-        if version < SCHEMA_VERSION or "model_name" not in meta:
+        if version < READABLE_SINCE or "model_name" not in meta:
             raise ReadOnlyGalleryError(
                 f"{self.location}: the gallery's schema (version {version}) needs migrating "
                 f"to version {SCHEMA_VERSION}, and the database is read-only: run "

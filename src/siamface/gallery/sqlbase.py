@@ -531,7 +531,7 @@ class SqlStore:
             "embedding_size": self.model.embedding_size,
             "keep_images": self.keep_images,
             "created": self.created,
-            "schema_version": self.SCHEMA_VERSION,
+            "schema_version": self.schema_version(),  # a read-only gallery may be read unmigrated
             "people": people,
             "templates": templates,
             "kept_images": images,
@@ -933,6 +933,10 @@ class SqlStore:
 
 #: The schema version from which people have a stored skeleton (both backends).
 SKELETONS_SINCE = 5
+#: The oldest schema version a gallery that cannot be migrated (read-only) is read at as it is: version 5 added
+#: only what changes use (the stored skeletons), so an upgraded siamface at a read-only door keeps reading a
+#: version-4 gallery (every change is refused there anyway) until it is migrated with write access.
+READABLE_SINCE = 4
 
 
 def name_skeleton(name: Any) -> str | None:

@@ -44,6 +44,7 @@ from ..errors import GalleryError
 from .sqlbase import (  # noqa: F401
     AUDIT_COLUMNS,
     MAX_NAME_LENGTH,
+    READABLE_SINCE,
     SKELETONS_SINCE,
     SqlStore,
     _blob,
@@ -436,36 +437,32 @@ class SQLiteStore(SqlStore):
         not SQLite, an SQLite file of another program or a newer schema, before anything is written."""
         db = self._open_connection(read_only=True)
         try:
+            # one snapshot: another process may commit a migration meanwhile (its schema is not this version's)
+            db.execute("BEGIN")
             version = db.execute("PRAGMA user_version").fetchone()[0]
             tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if version == 0 and tables:
+                raise GalleryError(f"{self.path}: an SQLite file that is not a siamface gallery")
+            if version > SCHEMA_VERSION:
+                raise GalleryError(
+                    f"{self.path}: gallery schema version {version} is newer than this siamface "
+                    f"understands ({SCHEMA_VERSION}); upgrade siamface"
+                )
+            self._check_schema(db, version)
         except sqlite3.DatabaseError as exc:
             raise GalleryError(f"{self.path}: not a usable gallery file ({exc})") from None
         finally:
             db.close()
-        if version == 0 and tables:
-            raise GalleryError(f"{self.path}: an SQLite file that is not a siamface gallery")
-        if version > SCHEMA_VERSION:
-            raise GalleryError(
-                f"{self.path}: gallery schema version {version} is newer than this siamface "
-                f"understands ({SCHEMA_VERSION}); upgrade siamface"
-            )
-        self._check_schema(version)
         return version
 
-    def _check_schema(self, version: int) -> None:
+    def _check_schema(self, db: sqlite3.Connection, version: int) -> None:
         """`GalleryError` unless the file holds exactly the tables, indexes and triggers siamface makes at
-        `version` (read through a read-only connection, before any other query touches them): a view in place
-        of a table, a trigger or a generated column runs the SQL of whoever wrote the file on every read or
-        change (an endless view hung `people list`; a trigger could add a face to every person enrolled)."""
+        `version` (read through `_identify`'s read-only connection, before any other query touches them): a view
+        in place of a table, a trigger or a generated column runs the SQL of whoever wrote the file on every read
+        or change (an endless view hung `people list`; a trigger could add a face to every person enrolled)."""
         if version == 0:
             return
-        db = self._open_connection(read_only=True)
-        try:
-            changed = _schema_changes(db, version)
-        except sqlite3.DatabaseError as exc:
-            raise GalleryError(f"{self.path}: not a usable gallery file ({exc})") from None
-        finally:
-            db.close()
+        changed = _schema_changes(db, version)
         if changed:
             shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
             raise GalleryError(
@@ -648,7 +645,7 @@ class SQLiteStore(SqlStore):
     def _open_read_only(self, version: int) -> None:
         if version == 0:
             raise ReadOnlyGalleryError(f"{self.path}: an empty file, not a gallery yet, and read-only")
-        if version < SCHEMA_VERSION:
+        if version < READABLE_SINCE:
             raise ReadOnlyGalleryError(
                 f"{self.path}: the gallery's schema (version {version}) needs migrating "
                 f"to version {SCHEMA_VERSION}, and it is read-only: run `siamface gallery "
@@ -695,7 +692,7 @@ class SQLiteStore(SqlStore):
                     binding = binding_meta(str(self.path), model, keep_images)
                     db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", binding.items())
                     meta.update(binding)
-                if SCHEMA_VERSION >= SKELETONS_SINCE:
+                if version < SKELETONS_SINCE <= SCHEMA_VERSION:  # the column was just added: fill it
                     self._refresh_skeletons(db)
         except sqlite3.DatabaseError as exc:
             raise GalleryError(f"{self.path}: not a usable gallery file ({exc})") from None
