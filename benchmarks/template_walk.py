@@ -50,11 +50,22 @@ DETECTOR = "retinaface"
 MIN_PHOTOS = 5
 
 
-def chips_of(pipe, root: Path, files: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The aligned chip of each file's largest face and a mask of the files where one was found (the
-    detections read from the benchmarks' cache, `_facecache.detections`, when there)."""
-    size = pipe.encoder.info.chip.size
-    out = np.zeros((len(files), size, size, 3), np.uint8)
+def _specs(encoder) -> tuple:
+    """The chip of each part of the encoder (one for a single network; a fusion's parts each their own)."""
+    return tuple(getattr(encoder, "chip_specs", None) or (encoder.info.chip,))
+
+
+def _embed(encoder, chips: list[np.ndarray]) -> np.ndarray:
+    """`encoder.embed` of chips held one array per part (`_specs`), as the encoder takes them."""
+    return encoder.embed(tuple(chips) if getattr(encoder, "chip_specs", None) else chips[0])
+
+
+def chips_of(pipe, root: Path, files: list[str]) -> tuple[list[np.ndarray], np.ndarray]:
+    """The aligned chips of each file's largest face, one array per part of the encoder (`_specs`), and a
+    mask of the files where one was found (the detections read from the benchmarks' cache,
+    `_facecache.detections`, when there)."""
+    specs = _specs(pipe.encoder)
+    out = [np.zeros((len(files), spec.size, spec.size, 3), np.uint8) for spec in specs]
     ok = np.zeros(len(files), bool)
     found = detections(root, files, pipe.detector, DETECTOR)
     for i, f in enumerate(files):
@@ -63,21 +74,26 @@ def chips_of(pipe, root: Path, files: list[str]) -> tuple[np.ndarray, np.ndarray
             continue
         image = pipe.load_image(root / f)
         one = faces[faces.chosen("largest", image.shape)]
-        out[i] = encoder_chips(pipe.encoder, image, one.boxes, one.landmarks, one.data.get("keypoints"))[0]
+        made = encoder_chips(pipe.encoder, image, one.boxes, one.landmarks, one.data.get("keypoints"))
+        for part, chip in zip(out, made if len(specs) > 1 else (made,)):
+            part[i] = chip[0]
         ok[i] = True
     return out, ok
 
 
-def people(chips: np.ndarray, ok: np.ndarray, labels: np.ndarray) -> list[np.ndarray]:
+def people(ok: np.ndarray, labels: np.ndarray) -> list[np.ndarray]:
     """Per identity with at least MIN_PHOTOS faces found, the indices of its photos."""
     groups = [np.flatnonzero((labels == k) & ok) for k in np.unique(labels)]
     return [g for g in groups if len(g) >= MIN_PHOTOS]
 
 
-def walk_embeddings(pipe, chips: np.ndarray, a: int, b: int, steps: int) -> np.ndarray:
+def walk_embeddings(pipe, chips: list[np.ndarray], a: int, b: int, steps: int) -> np.ndarray:
+    """The embeddings of A's chip blended into B's in `steps` steps (each part's chips blended alike)."""
     w = (np.arange(1, steps + 1) / steps)[:, None, None, None]
-    mixes = ((1 - w) * chips[a].astype(np.float32) + w * chips[b].astype(np.float32)).clip(0, 255).astype(np.uint8)
-    return pipe.encoder.embed(mixes)
+    mixes = [
+        ((1 - w) * c[a].astype(np.float32) + w * c[b].astype(np.float32)).clip(0, 255).astype(np.uint8) for c in chips
+    ]
+    return _embed(pipe.encoder, mixes)
 
 
 def run(pipe, emb, chips, groups, pairs, steps, rules, t1, tn):
@@ -187,8 +203,8 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         chips, ok = chips_of(pipe, root, files)
         emb = np.full((len(files), info.embedding_size), np.nan, np.float32)
-        emb[ok] = pipe.encoder.embed(chips[ok])
-        groups = people(chips, ok, labels)
+        emb[ok] = _embed(pipe.encoder, [c[ok] for c in chips])
+        groups = people(ok, labels)
         n = len(groups)
         centres = np.stack([emb[g[:ORIGINALS]].mean(axis=0) for g in groups])
         near = centres @ centres.T
