@@ -659,3 +659,31 @@ def test_a_gallery_file_created_but_not_yet_bound_is_enrolled_into(tmp_path):
     assert dict(rows(g, "SELECT key, value FROM meta"))["model_name"] == DEFAULT_MODEL
     out = cli("identify", "-g", g, att(3, PROBE))
     assert out.returncode == 0 and ": s3 (" in out.stdout, out.stdout + out.stderr
+
+
+def test_no_templates_are_written_into_a_gallery_another_user_owns_or_may_change(tmp_path):
+    """A file planted where a gallery will be made (empty, owned by someone else, or in a folder anyone may
+    write): enrolling or importing into it would hand every template to its owner. Refused, nothing written;
+    the same gallery made the caller's own (0600, a private folder) is enrolled into."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    planted = shared / "people.db"
+    planted.touch()
+    os.chown(planted, 65534, 65534)  # nobody's (the tests run as root)
+    planted.chmod(0o666)
+    out = cli("enroll", "-g", planted, "s3", att(3, 2))
+    assert out.returncode == 2 and "owned by another user (uid 65534)" in out.stderr, out.stderr
+    assert planted.stat().st_size == 0
+    export = tmp_path / "one.jsonl"
+    mine = tmp_path / "mine.db"
+    assert cli("enroll", "-g", mine, "s3", att(3, 2)).returncode == 0
+    assert cli("gallery", "export", "-g", mine, export).returncode == 0
+    out = cli("gallery", "import", "-g", planted, export)
+    assert out.returncode == 2 and "owned by another user" in out.stderr and planted.stat().st_size == 0
+    os.chown(planted, os.getuid(), os.getgid())
+    shared.chmod(0o777)  # anyone may replace the file in its folder
+    out = cli("enroll", "-g", planted, "s3", att(3, 2))
+    assert out.returncode == 2 and "may be written by other users" in out.stderr
+    shared.chmod(0o700)
+    planted.chmod(0o600)
+    assert cli("enroll", "-g", planted, "s3", att(3, 2)).returncode == 0

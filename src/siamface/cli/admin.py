@@ -313,8 +313,10 @@ def _clash_threshold(args):
 
 
 def cmd_import(args) -> int:
+    from ..gallery.core import refuse_foreign_for_writing
     from ..gallery.exchange import import_into
 
+    refuse_foreign_for_writing(args.gallery)
     summary, location, create = import_into(
         args.gallery,
         args.file,

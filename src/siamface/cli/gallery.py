@@ -240,6 +240,9 @@ def cmd_enroll(args) -> int:
         )
         min_gap = args.min_gap if args.min_gap is not None else (0.5 if camera else 0.0)
         timeout = args.timeout if args.timeout is not None else (CAMERA_TIMEOUT_S if camera else None)
+    from ..gallery.core import refuse_foreign_for_writing
+
+    refuse_foreign_for_writing(args.gallery)
     pipe = pipeline_from_args(args, gallery=args.gallery)
     with open_gallery(args, pipe, create=True, keep_images=args.keep_images) as gallery:
         gallery.gates = gates

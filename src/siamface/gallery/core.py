@@ -89,6 +89,29 @@ def refuse_exposed(gallery: str | os.PathLike, doing: str) -> None:
             )
 
 
+def refuse_foreign_for_writing(gallery: str | os.PathLike) -> None:
+    """ConfigError before templates are written into an SQLite gallery that another user owns or may change
+    (the file, its folder, its -wal/-shm side files): they could read every template written, or swap the
+    file. A file planted where a gallery will be made (empty, or a gallery of someone else's) is the way in.
+    siamface makes its gallery files 0600 in the caller's name; a PostgreSQL gallery's roles decide for it.
+    What `enroll` and `gallery import` check; a gallery others may only read gets a warning (its templates
+    are readable)."""
+    from .._files import exposure
+    from ..errors import ConfigError
+
+    if is_database_url(gallery) or not Path(gallery).exists():
+        return
+    for path in (Path(gallery), Path(f"{os.fspath(gallery)}-wal"), Path(f"{os.fspath(gallery)}-shm")):
+        writable, readable = exposure(path)
+        if writable:
+            raise ConfigError(
+                f"{writable}: templates written into it would be theirs to read or replace; make it yours "
+                "alone (chmod 600, in a folder only you may write), or enroll into a new gallery"
+            )
+        if readable and path == Path(gallery):
+            log.warning("%s: the templates written into it (biometric data) are theirs to read; chmod 600 it", readable)
+
+
 def calibration_beside(gallery: str | os.PathLike) -> Path | None:
     """The calibration file beside `gallery` (`calibration_file_for`) when there is one, else None: what the
     commands and a `Gallery` without a pipeline give the pipeline as its explicit calibration file."""
