@@ -24,7 +24,7 @@ from pathlib import Path
 DEVICES = ("auto", "cpu", "cuda")
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 #: Faces per forward pass of an encoder, by device. On a CPU a face costs about the same at any batch size for
-#: the default encoder (sface's conversion 3, one thread, CPU ms per face at batch 1 / 4 / 16: 8.3 / 8.7 / 9.9;
+#: SFace (the default sface+dlib's first part; its conversion 3, one thread, CPU ms per face at batch 1 / 4 / 16: 8.3 / 8.7 / 9.9;
 #: its convolutions already run near the core's arithmetic peak with one face, and larger batches leave the
 #: cache); dlib-resnet gains from 4 (faces/s at batch 1 / 4 / 8 / 16: 291 / 347 / 343 / 349), facenet is flat:
 #: 4 keeps a request's time budget checked often. A GPU is fed by larger batches (benchmarks/throughput.py).
