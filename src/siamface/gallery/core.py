@@ -57,6 +57,11 @@ def calibration_file_for(gallery: str | os.PathLike) -> Path:
     return Path(f"{os.fspath(gallery)}.thresholds.json")
 
 
+def _side_files(gallery: str | os.PathLike) -> tuple[Path, Path]:
+    """An SQLite gallery's side files, `-wal` and `-shm` (replayed into it, holding its pages)."""
+    return Path(f"{os.fspath(gallery)}-wal"), Path(f"{os.fspath(gallery)}-shm")
+
+
 def refuse_exposed(gallery: str | os.PathLike, doing: str) -> None:
     """ConfigError when other users may change what decides who is granted besides the caller's keys: the
     gallery file (its templates), by its mode or its folder's; its SQLite side files (-wal, -shm: replayed into
@@ -71,7 +76,7 @@ def refuse_exposed(gallery: str | os.PathLike, doing: str) -> None:
     if is_database_url(gallery):  # a PostgreSQL URL: the database's roles decide
         return
     checks = [(Path(gallery), False), (calibration_file_for(gallery), True), (user_calibration_file(), True)]
-    for side in (Path(f"{os.fspath(gallery)}-wal"), Path(f"{os.fspath(gallery)}-shm")):
+    for side in _side_files(gallery):
         checks.append((side, False))
         if os.name != "nt" and side.exists() and Path(gallery).exists():
             owner = side.stat().st_uid
@@ -101,7 +106,7 @@ def refuse_foreign_for_writing(gallery: str | os.PathLike) -> None:
 
     if is_database_url(gallery) or not Path(gallery).exists():
         return
-    for path in (Path(gallery), Path(f"{os.fspath(gallery)}-wal"), Path(f"{os.fspath(gallery)}-shm")):
+    for path in (Path(gallery), *_side_files(gallery)):
         writable, readable = exposure(path)
         if writable:
             raise ConfigError(

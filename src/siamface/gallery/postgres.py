@@ -153,6 +153,12 @@ _MIGRATE_TO_2 = """
         ON DELETE SET NULL
 """
 
+
+def _first_line(exc: Exception) -> str:
+    """The first line of a driver error's message (its name when it has none), for a one-line error."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 #: The HNSW index of the templates (cosine distance; m=16 as pgvector's default, ef_construction 128 instead
 #: of 64: a better graph for recall, at about twice the build time; see benchmarks/gallery_backends.py).
 HNSW_INDEX = "templates_embedding_hnsw"
@@ -336,7 +342,7 @@ class PostgresStore(SqlStore):
                 db.close()
             except Exception as close_exc:  # a broken connection may fail to close: it is dropped all the same
                 log.debug("closing a broken connection: %s", close_exc)
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = _first_line(exc)
         return GalleryUnavailableError(
             f"{self.location}: {what}: the database is unreachable ({reason})", "unreachable"
         )
@@ -401,7 +407,7 @@ class PostgresStore(SqlStore):
         except psycopg.errors.InsufficientPrivilege as exc:
             # a role granted less than the gallery's tables (SELECT only: a reader): said in one line, a change
             # as on a read-only gallery (it was a psycopg traceback)
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            reason = _first_line(exc)
             error = ReadOnlyGalleryError if write else GalleryError
             raise error(
                 f"{self.location}: {'change not saved' if write else 'not read'}: the database does not allow "
@@ -493,7 +499,7 @@ class PostgresStore(SqlStore):
         except self._psycopg.errors.InsufficientPrivilege as exc:
             if not 0 < self.opened_version < SCHEMA_VERSION:
                 raise
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            reason = _first_line(exc)
             raise ReadOnlyGalleryError(
                 f"{self.location}: the gallery's schema (version {self.opened_version}) needs migrating to version "
                 f"{SCHEMA_VERSION}, which this role may not do ({reason}): run `siamface gallery migrate` once as "
@@ -685,8 +691,8 @@ def _vector(embedding: np.ndarray, size: int) -> np.ndarray:
 #: Nearest templates fetched from the HNSW index per probe (also its ``hnsw.ef_search``), re-ranked exactly
 #: here: enough for the 5 best people of a gallery of about 10 templates each, by the templates' size
 #: (`default_candidates`). Measured recall@1 at 1M synthetic templates (benchmarks/gallery_backends.py,
-#: isotropic, the hardest case for a graph index): 128-d 100 % with 100 candidates; 256-d 98.6 % with 100,
-#: 99.6 % with 150, 100 % with 200.
+#: isotropic, the hardest case for a graph index): 128-d 100 % with 100 candidates; 256-d 97.8 % with 100 and
+#: 99.4 % with 150 in a quiet run (98.6 %, 99.6 % and, with 200, 100 % in a loaded one).
 CANDIDATES = 100
 #: Candidates for templates of more than 128 dimensions (a fusion's 256-d and up).
 CANDIDATES_WIDE = 150

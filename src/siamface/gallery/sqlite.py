@@ -481,22 +481,9 @@ class SQLiteStore(SqlStore):
         while True:
             db = None
             try:
-                if read_only:
-                    db = sqlite3.connect(
-                        self._read_only_uri(),
-                        uri=True,
-                        timeout=self._busy_timeout,
-                        isolation_level=None,
-                        check_same_thread=False,
-                        factory=_Connection,
-                    )
-                    self._limit(db)
-                    db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-                    db.execute("PRAGMA trusted_schema = OFF")  # see `_check_schema`: functions in its SQL are not run
-                    db.execute("PRAGMA user_version").fetchone()  # reads the header: a bad file fails here
-                    return db
                 db = sqlite3.connect(
-                    self.path,
+                    self._read_only_uri() if read_only else self.path,
+                    uri=read_only,
                     timeout=self._busy_timeout,
                     isolation_level=None,
                     check_same_thread=False,
@@ -504,7 +491,10 @@ class SQLiteStore(SqlStore):
                 )
                 self._limit(db)
                 db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-                db.execute("PRAGMA trusted_schema = OFF")
+                db.execute("PRAGMA trusted_schema = OFF")  # see `_check_schema`: functions in its SQL are not run
+                if read_only:
+                    db.execute("PRAGMA user_version").fetchone()  # reads the header: a bad file fails here
+                    return db
                 db.execute("PRAGMA foreign_keys = ON")
                 db.execute("PRAGMA secure_delete = ON")
                 db.execute("PRAGMA synchronous = FULL")
