@@ -233,7 +233,7 @@ class Server:
 
         def run(app, **options):  # what `siamface serve` calls: uvicorn.run(app, host=..., port=..., ...)
             self.service = app.state.service
-            self.service.lockout.clock = self.service.sessions.clock = self.clock
+            self.service.lockout.clock = self.service.sessions.clock = self.service.quota.clock = self.clock
             self.service.wall = lambda: time.time() + self.clock.offset  # the additions window's
             self._uvicorn = uvicorn.Server(uvicorn.Config(app, **options))
             started.set()

@@ -238,6 +238,27 @@ def page_session(browser_paths, tmp_path, mode: str, shot_name: str):
         srv.stop()
 
 
+def test_page_waits_when_its_key_has_asked_for_its_decisions_a_minute(browser_paths, tmp_path):
+    """A key below admin may ask for `--decisions-per-minute` identifications a minute: the live loop, refused
+    429 `too-many-decisions`, says so and waits as the server tells it, instead of hammering it."""
+    srv = Server(tmp_path / "quota.db", "--liveness", "off", "--decisions-per-minute", "2")
+    clip = tmp_path / "face.y4m"
+    face_clip(clip)
+    try:
+        browser = open_page(srv, browser_paths, clip, key=srv.new_key("recognise", "door"))
+        try:
+            browser.find_element(By.ID, "identify").click()
+            WebDriverWait(browser, 60, poll_frequency=0.2).until(
+                lambda b: "decisions a minute are used up" in b.find_element(By.ID, "status").text
+            )
+            assert "Identify paused for" in browser.find_element(By.ID, "status").text
+            browser.find_element(By.ID, "identify").click()  # stop
+        finally:
+            browser.quit()
+    finally:
+        srv.stop()
+
+
 def test_page_drives_a_passive_capture_session_then_unlocks(browser_paths, tmp_path):
     verdict, evidence, prompts = page_session(browser_paths, tmp_path, "passive", "service_page_session.png")
     assert "GRANTED: this is s23" in verdict, (verdict, evidence)

@@ -45,6 +45,7 @@ def test_a_recognise_key_verifies_and_identifies_and_may_do_nothing_else(server)
         "key": key_id(key),
         "role": "recognise",
         "may": {"recognise": True, "enrol": False, "admin": False},
+        "decisions_per_minute": 240,
     }
     claim = server.request("POST", "/v1/verify", key=key, fields={"claim": "s3"}, files=probe(3))
     assert claim.status == 200 and claim.body["granted"] is True

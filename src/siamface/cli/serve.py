@@ -8,6 +8,7 @@
                    [--max-faces 20] [--time-budget 30] [--header-timeout 10] [--body-timeout 60]
                    [--max-connections 1000] [--keep-alive 5] [--access-log] [--library DIR]
                    [--additions-per-person 5] [--additions-window 86400]
+                   [--decisions-per-minute 240]
     siamface keys create --gallery G [--name LABEL] [--role recognise|enrol|admin] | list | revoke ID
                                                                                 (each with --json)
 
@@ -168,6 +169,15 @@ def add_parsers(sub) -> None:
         default=86400.0,
         metavar="S",
         help="... within S seconds (default: 86400, a day)",
+    )
+    p.add_argument(
+        "--decisions-per-minute",
+        type=int,
+        default=240,
+        metavar="N",
+        help="verifications and identified images one API key below admin may ask for a minute, a "
+        "bucket refilled continuously (default: 240; 0: not counted; 429 too-many-decisions above): a stolen "
+        "door key cannot query the gallery faster",
     )
     p.add_argument(
         "--lockout-failures",
@@ -371,6 +381,7 @@ def cmd_serve(args) -> int:
         keep_alive_s=args.keep_alive,
         additions_per_person=args.additions_per_person,
         additions_window_s=args.additions_window,
+        decisions_per_minute=args.decisions_per_minute,
         library=args.library,
         **options,
     )

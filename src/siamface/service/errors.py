@@ -17,6 +17,7 @@ that says what went wrong, and never a file path or a traceback.
     422 no-face, no-usable-face, invalid-request
     429 locked                                 too many failed verifications of this person (Retry-After)
     429 too-many-liveness-sessions             too many open, or opened by this key / for this person (Retry-After)
+    429 too-many-decisions                     this key asked for more decisions a minute than allowed (Retry-After)
     500 internal-error, model-error            the server's fault; details go to the server log only
     500 gallery-damaged                        a row of the gallery was tampered with or damaged (which one)
     503 gallery-read-only                      a change asked of a gallery the server may only read
@@ -159,7 +160,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         410: "liveness session expired",
         413: "upload too large",
         422: "no face / nothing enrolled / invalid request",
-        429: "locked after failed verifications or refused faces / too many liveness sessions",
+        429: "locked after failed verifications or refused faces / too many liveness sessions / decisions",
         503: "gallery unreachable, disk full, decision not audited, gallery re-embedded, or over time budget",
     }
     return {

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..decision import LIVENESS_MODES
 from ..errors import ConfigError
 from .keys import keys_file_for
+from .quota import DECISIONS_PER_MINUTE
 
 #: Largest request body accepted, in bytes (HTTP 413 above it).
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -82,6 +83,7 @@ class Settings:
     keep_alive_s: float = KEEP_ALIVE_S
     additions_per_person: int = ADDITIONS_PER_PERSON
     additions_window_s: float = ADDITIONS_WINDOW_S
+    decisions_per_minute: int = DECISIONS_PER_MINUTE  # per key below admin (0: not counted); see quota.py
     library: Path | None = None  # the one folder whose photos the page's photo library may read
 
     @property
@@ -161,6 +163,8 @@ class Settings:
             raise ConfigError("lock-out needs at least 1 failure and a positive window and duration")
         if self.additions_per_person < 0 or self.additions_window_s <= 0:
             raise ConfigError("the faces added per person must be >= 0, within a positive number of seconds")
+        if self.decisions_per_minute < 0:
+            raise ConfigError(f"decisions per minute must be >= 0 (0: not counted), got {self.decisions_per_minute}")
         if self.max_faces < 1 or self.max_connections < 1:
             raise ConfigError("max_faces and max_connections must be >= 1")
         timeouts = (self.time_budget_s, self.header_timeout_s, self.body_timeout_s, self.keep_alive_s)

@@ -40,6 +40,7 @@ from ..image import load_image
 from .errors import ServiceError, from_siamface
 from .keys import KeyStore, allows
 from .lockout import Lockout
+from .quota import DecisionQuota
 from .sessions import PASSED, PENDING, LivenessSessions, Session
 from .settings import Settings
 
@@ -108,6 +109,7 @@ class Service:
         self.settings = settings
         self.keys = KeyStore(settings.keys_file, guarded=True)
         self.lockout = Lockout(settings.lockout_failures, settings.lockout_window_s, settings.lockout_s)
+        self.quota = DecisionQuota(settings.decisions_per_minute)
         self.wall: Callable[[], float] = time.time  # the additions window's (compared with stored times)
         self.pipeline = None
         self.gallery = None

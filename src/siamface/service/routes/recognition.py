@@ -19,6 +19,12 @@ router = APIRouter(
 )
 
 
+def _count(svc: Service, key: str | None, role: str | None, n: int) -> None:
+    """`n` decisions asked by a key below admin, counted before any work (429 `too-many-decisions`)."""
+    if not allows(role, "admin"):
+        svc.quota.take(key, n)
+
+
 @router.post(
     "/verify",
     summary="Same person? Two images (a, b), or a claimed person and a probe image",
@@ -59,6 +65,7 @@ async def verify(
     if claim is not None:
         if image is None or a is not None or b is not None:
             raise ServiceError(400, "bad-request", "verify with 'claim' takes one image file in field 'image'")
+        _count(svc, key, role, 1)
         probe = await read_upload(image, "image")
         person = await svc.run(svc.claimed, claim, allows(role, "enrol"))
         svc.notice(person)
@@ -83,6 +90,7 @@ async def verify(
         raise ServiceError(
             400, "bad-request", "verify takes two image files 'a' and 'b', or 'claim' and an image file 'image'"
         )
+    _count(svc, key, role, 1)
     first, second = await read_upload(a, "a"), await read_upload(b, "b")
     return await svc.run(svc.verify_pair, first, second, allows(role, "admin"))
 
@@ -90,7 +98,7 @@ async def verify(
 @router.post(
     "/identify",
     summary="Who is in this image, or in each of these images? (1:N against the gallery)",
-    responses=error_responses(400, 401, 403, 413, 422),
+    responses=error_responses(400, 401, 403, 413, 422, 429),
 )
 async def identify(
     request: Request,
@@ -151,7 +159,9 @@ async def identify(
         )
     locked = {k for k in svc.lockout.locked() if isinstance(k, int)}  # people (not names nobody has)
     if image is not None:
+        _count(svc, key, role, 1)
         probe = await read_upload(image, "image")
         return await svc.run(svc.identify, probe, top, margin, locked, key, allows(role, "admin"), fpir)
     probes = await read_batch(svc, images)
+    _count(svc, key, role, len(probes))
     return await svc.run(svc.identify_many, probes, top, margin, locked, key, allows(role, "admin"), fpir)

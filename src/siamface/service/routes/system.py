@@ -34,7 +34,12 @@ async def health(svc: Service = Depends(service), key: str | None = Depends(api_
 
 
 @router.get("/v1/whoami", summary="This API key: its id, role and what it may do", responses=error_responses(401, 403))
-async def whoami(key: str | None = Depends(api_key), role: str | None = Depends(api_role)) -> dict[str, Any]:
+async def whoami(
+    key: str | None = Depends(api_key), role: str | None = Depends(api_role), svc: Service = Depends(service)
+) -> dict[str, Any]:
     """`may`: each role's name, true when this key has it (recognise: verify, identify, liveness sessions;
-    enrol: create people, add matching faces, list them; admin: force, rename, metadata, remove)."""
-    return {"key": key, "role": role, "may": {r: allows(role, r) for r in ROLES}}
+    enrol: create people, add matching faces, list them; admin: force, rename, metadata, remove).
+    `decisions_per_minute`: the verifications and identified images this key may ask for a minute (null:
+    not counted: an admin key, or a server started with 0)."""
+    limit = svc.quota.per_minute if svc.quota.per_minute > 0 and not allows(role, "admin") else None
+    return {"key": key, "role": role, "may": {r: allows(role, r) for r in ROLES}, "decisions_per_minute": limit}

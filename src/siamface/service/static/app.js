@@ -77,7 +77,8 @@ async function api(path, form) {
   let body = {};
   try { body = await response.json(); } catch (e) { body = { error: "bad-answer", detail: "not JSON" }; }
   $("answer").textContent = JSON.stringify(body, null, 2);
-  return { status: response.status, ok: response.ok, body };
+  const retry = Number(response.headers.get("Retry-After")) || 0;
+  return { status: response.status, ok: response.ok, body, retry };
 }
 
 function problem(answer) {
@@ -237,6 +238,9 @@ async function identifyLoop() {
         clearOverlay();
         listFaces([]);
         status("No face in view.");
+      } else if (answer.body.error === "too-many-decisions") {
+        status(`Identify paused for ${answer.retry} s: this key's decisions a minute are used up.`, "bad");
+        await sleep(answer.retry * 1000);
       } else {
         status(`Identify — ${problem(answer)}`, "bad");
         if (answer.status === 401 || answer.status === 403) stopIdentify();
