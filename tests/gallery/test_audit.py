@@ -128,3 +128,42 @@ def test_only_a_rows_own_counted_flag_keeps_a_denial_out_of_the_lock_out_count(s
         details = [{"counted": True}, {"note": {"counted": True}}, {"reason": '"counted"'}, {}]
         s.log([AuditRecord("verify", person.id, None, 0.1, 0.5, False, "", "m", "", d) for d in details])
         assert len(s.recent_denials(person.id, "2000-01-01T00:00:00")) == 3
+
+
+def test_old_rows_pruned_keep_the_chain_verifiable_and_the_pruning_is_audited(store_spec, monkeypatch):
+    """Retention: `gallery audit --prune-older-than DAYS` removes the oldest rows, the chain still verifies
+    from the last row removed, the removal is a row of its own, and removing a kept row is still found."""
+    from siamface.gallery import sqlbase
+
+    real_now = sqlbase._now
+    monkeypatch.setattr(sqlbase, "_now", lambda: "2020-01-01T00:00:00.000+00:00")  # rows of long ago
+    with open_store(store_spec, MODEL, create=True) as s:
+        old = s.add_templates("old", [NewTemplate(v) for v in unit_vectors(2)]).person
+        s.log([AuditRecord("verify", old.id, old.id, 0.97, 0.9, True, "best", "m")] * 3)
+        monkeypatch.setattr(sqlbase, "_now", real_now)
+        s.log([AuditRecord("identify", None, old.id, 0.95, 0.9, True, "best", "m")])
+    before = json.loads(cli("gallery", "audit", "-g", store_spec, "--limit", "0", "--json").stdout)["entries"]
+    assert len(before) == 5  # the enrolment, 3 old decisions, 1 new
+
+    for days in ("0.5", "nan"):
+        refused = cli("gallery", "audit", "-g", store_spec, "--prune-older-than", days)
+        assert refused.returncode == 2 and "at least 1 day" in refused.stderr
+    out = cli("gallery", "audit", "-g", store_spec, "--prune-older-than", "30", "--json")
+    assert out.returncode == 0, out.stderr
+    pruned = json.loads(out.stdout)
+    assert (
+        pruned["removed"] == 4
+        and pruned["base"] == rows(store_spec, "SELECT value FROM meta WHERE key = 'audit_base'")[0][0]
+    )
+    after = json.loads(cli("gallery", "audit", "-g", store_spec, "--limit", "0", "--json").stdout)["entries"]
+    assert [e["kind"] for e in after] == ["audit-prune", "identify"]
+    assert after[0]["detail"]["removed"] == 4 and after[1]["id"] == before[0]["id"]
+    code, check = _verify(store_spec)
+    assert code == 0 and check["intact"] and check["rows"] == 2
+    again = json.loads(cli("gallery", "audit", "-g", store_spec, "--prune-older-than", "30", "--json").stdout)
+    assert again["removed"] == 0  # nothing older left: nothing removed, nothing audited
+    assert len(json.loads(cli("gallery", "audit", "-g", store_spec, "--limit", "0", "--json").stdout)["entries"]) == 2
+
+    tamper(store_spec, "DELETE FROM audit WHERE id = ?", (after[1]["id"],))  # a kept row removed by hand
+    code, check = _verify(store_spec)
+    assert code == 1 and "a row was removed" in check["problems"][0]["problem"]

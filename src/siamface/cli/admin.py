@@ -2,7 +2,8 @@
 
     siamface people   list | show NAME | rename OLD NEW | remove NAME
     siamface gallery  export FILE [--with-images] | import FILE [--merge] [--force] | stats
-                      | audit [--limit N] [--verify] | export-images DIR | reembed --model M | migrate
+                      | audit [--limit N] [--verify] [--prune-older-than DAYS] | export-images DIR
+                      | reembed --model M | migrate
 
 Recognition against a gallery (enroll, identify, verify --claim) is in `gallery.py`. Exit codes and
 ``--json`` as there.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 
+from ..errors import ConfigError
 from ._common import (
     EXIT_NO,
     EXIT_OK,
@@ -129,9 +131,17 @@ def add_parsers(sub) -> None:
         "elsewhere: a later head must follow from it.",
     )
     add_gallery_option(q, json_flag=True)
-    q.add_argument("--limit", type=int, default=20, metavar="N", help="entries to show (default: 20)")
+    q.add_argument("--limit", type=int, default=20, metavar="N", help="entries to show (default: 20; 0: all)")
     q.add_argument("--person", metavar="NAME", help="only entries naming this person")
     q.add_argument("--verify", action="store_true", help="check the hash chain instead of listing")
+    q.add_argument(
+        "--prune-older-than",
+        type=float,
+        metavar="DAYS",
+        help="remove the rows older than DAYS (at least 1) instead of listing, oldest first: the chain stays "
+        "verifiable from the last row removed, and the removal is audited (export what you must keep first: "
+        "--json --limit 0)",
+    )
     q.set_defaults(func=cmd_audit)
     q = gsub.add_parser(
         "export-images",
@@ -231,10 +241,22 @@ def cmd_stats(args) -> int:
 
 
 def cmd_audit(args) -> int:
+    if args.verify and args.prune_older_than is not None:
+        raise ConfigError("give --verify or --prune-older-than, not both")
     if args.verify:
         return _verify_audit(args)
+    if args.prune_older_than is not None:
+        if not args.prune_older_than >= 1:  # NaN too
+            raise ConfigError(f"--prune-older-than: audit rows are kept at least 1 day, got {args.prune_older_than:g}")
+        with _store(args) as store:
+            pruned = store.prune_audit(args.prune_older_than)
+        if args.json:
+            print_json({"gallery": args.gallery, **pruned})
+        else:
+            print(f"removed {pruned['removed']} audit row(s) from before {pruned['before']}")
+        return EXIT_OK
     with _store(args) as store:
-        entries = store.audit(limit=args.limit, person=args.person)
+        entries = store.audit(limit=args.limit if args.limit > 0 else None, person=args.person)
     if args.json:
         print_json({"gallery": args.gallery, "entries": [e.to_dict() for e in entries]})
     else:

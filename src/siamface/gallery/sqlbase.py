@@ -27,7 +27,7 @@ import json
 import logging
 import secrets
 from collections.abc import Collection, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -497,9 +497,11 @@ class SqlStore:
     def verify_audit(self) -> AuditCheck:
         """Recompute the audit's hash chain in id order (see the module's docstring)."""
         problems: list[tuple[int | None, str]] = []
-        prev, count = GENESIS, 0
+        count = 0
         with self._read() as db:
             head = db.execute("SELECT value FROM meta WHERE key = 'audit_head'").fetchone()
+            base = db.execute("SELECT value FROM meta WHERE key = 'audit_base'").fetchone()
+            prev = base[0] if base is not None else GENESIS  # the last row pruned (`prune_audit`)
             rows = db.execute(f"SELECT id, prev_hash, hash, {AUDIT_COLUMNS} FROM audit ORDER BY id").fetchall()
         for r in rows:
             count += 1
@@ -516,6 +518,29 @@ class SqlStore:
         elif head[0] != prev:
             problems.append((None, "the last row is not the recorded head: the last row(s) were removed"))
         return AuditCheck(count, prev, tuple(problems))
+
+    def prune_audit(self, days: float, *, actor: str = "") -> dict[str, Any]:
+        """Remove the audit rows older than `days` (see `Store.prune_audit`), in one write transaction."""
+        if not days >= 1:  # NaN too
+            raise ValueError(f"audit rows are kept at least 1 day (the lock-outs read them), got {days}")
+        cutoff = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="milliseconds")
+        with self._write() as db:
+            kept = db.execute(self._q("SELECT min(id) FROM audit WHERE time >= ?"), (cutoff,)).fetchone()[0]
+            if kept is None:
+                row = db.execute("SELECT count(*), max(id) FROM audit").fetchone()
+            else:
+                row = db.execute(self._q("SELECT count(*), max(id) FROM audit WHERE id < ?"), (int(kept),)).fetchone()
+            removed, last = int(row[0]), row[1]
+            if not removed:
+                return {"removed": 0, "before": cutoff, "base": None}
+            base = db.execute(self._q("SELECT hash FROM audit WHERE id = ?"), (int(last),)).fetchone()[0]
+            db.execute(self._q("DELETE FROM audit WHERE id <= ?"), (int(last),))
+            if db.execute("SELECT value FROM meta WHERE key = 'audit_base'").fetchone() is None:
+                db.execute(self._q("INSERT INTO meta (key, value) VALUES ('audit_base', ?)"), (base,))
+            else:
+                db.execute(self._q("UPDATE meta SET value = ? WHERE key = 'audit_base'"), (base,))
+            self._audit_change(db, "audit-prune", None, actor, removed=removed, before=cutoff, base=base)
+        return {"removed": removed, "before": cutoff, "base": base}
 
     def stats(self) -> dict[str, Any]:
         with self._read() as db:

@@ -189,7 +189,7 @@ class NewTemplate:
 
 #: What an audit row records: a decision (verify, identify) or a change (the rest).
 DECISIONS = ("verify", "identify")
-CHANGES = ("enrol", "add-faces", "rename", "metadata", "delete", "import", "key-create", "key-revoke")
+CHANGES = ("enrol", "add-faces", "rename", "metadata", "delete", "import", "key-create", "key-revoke", "audit-prune")
 
 
 #: How the audit's ``claimed_ref`` of a claim of a name nobody has begins (a digest of the name, no person).
@@ -411,6 +411,11 @@ class Store(Protocol):
 
     def verify_audit(self) -> AuditCheck:
         """Recompute the audit's hash chain: an edited, removed or reordered row is a problem."""
+
+    def prune_audit(self, days: float, *, actor: str = "") -> dict[str, Any]:
+        """Remove the audit rows older than `days` (at least 1), oldest first up to the first row that is not,
+        keeping the chain verifiable: the hash of the last row removed becomes the chain's base, and the
+        removal is itself audited (``audit-prune``: rows removed, the cut-off, the base). Returns those."""
 
     def stats(self) -> dict[str, Any]: ...
 
