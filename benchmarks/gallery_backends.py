@@ -8,7 +8,7 @@ Each (backend, size) runs in a process of its own, so that its memory is its own
   PostgreSQL the HNSW index is dropped for the load and built after it (build time reported);
 - enroll: templates/s enrolling 100 more people one transaction each (10 templates), the index in place;
 - index ready: the first search (FAISS or NumPy: reads the gallery and builds or loads the index);
-- 1:N p50/p99: one probe per search (k=5) through the gallery's index (`siamface.gallery.index.index_for`);
+- 1:N p50/p99: one probe per search (k=5, or --k) through the gallery's index (`siamface.gallery.index.index_for`);
   with several settings (below), the probes in blocks of 50, the settings in a shuffled order per block;
 - recall@1: the share of probes whose best person is the exact search's (computed here in NumPy from the
   very templates stored);
@@ -116,7 +116,15 @@ def _build(admin, sql: str, name: str) -> tuple[float, float]:
 
 
 def one(
-    backend: str, spec: str, n: int, queries: int, tmp: Path, sweep: list[int], dim: int = 128, layout_name="isotropic"
+    backend: str,
+    spec: str,
+    n: int,
+    queries: int,
+    tmp: Path,
+    sweep: list[int],
+    dim: int = 128,
+    layout_name="isotropic",
+    k: int = 5,
 ) -> list[dict]:
     """Load a gallery of `n` templates and measure it through a searching process of its own (run in a
     process of its own too)."""
@@ -174,7 +182,7 @@ def one(
     (tmp / "truth.json").write_text(json.dumps([name_of[t] for t in truth]))
     del centres, owners, templates, extra
     searcher = subprocess.Popen(
-        [sys.executable, __file__, "--search", backend, spec, str(tmp), "--sweep", *map(str, sweep)],
+        [sys.executable, __file__, "--search", backend, spec, str(tmp), "--k", str(k), "--sweep", *map(str, sweep)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -199,7 +207,7 @@ def one(
     return rows
 
 
-def search(backend: str, spec: str, tmp: Path, sweep: list[int]) -> None:
+def search(backend: str, spec: str, tmp: Path, sweep: list[int], k: int = 5) -> None:
     """The searching process: its index, its latencies, recall and memory (one JSON line), then, per line
     read, search back to back until newcomer<r> is found and print when."""
     from siamface.gallery import ExactIndex, open_store
@@ -211,7 +219,7 @@ def search(backend: str, spec: str, tmp: Path, sweep: list[int]) -> None:
     store = open_store(spec)
     index = ExactIndex(store) if backend == "exact" else index_for(store)
     start = time.perf_counter()
-    index.search(probes[:1], k=5)
+    index.search(probes[:1], k=k)
     ready = time.perf_counter() - start
     kinds = [(index, getattr(index, "kind", type(index).__name__))]
     if backend == "postgres":
@@ -236,10 +244,10 @@ def search(backend: str, spec: str, tmp: Path, sweep: list[int]) -> None:
     for lo in range(0, len(probes), BLOCK):
         for j in order.permutation(len(kinds)):
             which = kinds[j][0]
-            which.search(probes[lo : lo + 1], k=5)
+            which.search(probes[lo : lo + 1], k=k)
             for q in probes[lo : lo + BLOCK]:
                 t0 = time.perf_counter()
-                hits = which.search(q[None], k=5)[0]
+                hits = which.search(q[None], k=k)[0]
                 times[j].append(time.perf_counter() - t0)
                 found[j].append(hits[0].person_id)
     results = []
@@ -332,6 +340,13 @@ def main() -> None:
         "--backends", nargs="+", default=["postgres", "sqlite", "exact"], choices=["postgres", "sqlite", "exact"]
     )
     parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument(
+        "--k",
+        type=int,
+        default=5,
+        help="people per search (default 5; the candidates are at least 20 per person asked for: k=1 lets a "
+        "--sweep under 100 show how each index ranks with few candidates)",
+    )
     parser.add_argument("--dim", type=int, default=128, help="template size (default 128; a fusion's: 256 and up)")
     parser.add_argument(
         "--layout",
@@ -366,12 +381,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.search:
         backend, spec, folder = args.search
-        search(backend, spec, Path(folder), args.sweep)
+        search(backend, spec, Path(folder), args.sweep, args.k)
         return
     if args.one:
         backend, spec, n = args.one
         with tempfile.TemporaryDirectory() as tmp:
-            print(json.dumps(one(backend, spec, int(n), args.queries, Path(tmp), args.sweep, args.dim, args.layout)))
+            print(
+                json.dumps(
+                    one(backend, spec, int(n), args.queries, Path(tmp), args.sweep, args.dim, args.layout, args.k)
+                )
+            )
         return
     if args.faiss_only:
         _report([faiss_only(args.faiss_only, args.queries, args.faiss_kind)], args.json)
@@ -422,6 +441,8 @@ def main() -> None:
                             args.layout,
                             "--sweep",
                             *map(str, args.sweep),
+                            "--k",
+                            str(args.k),
                         ],
                         capture_output=True,
                         text=True,

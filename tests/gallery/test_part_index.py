@@ -173,9 +173,12 @@ def test_a_migration_stopped_while_building_leaves_the_whole_vector_index(postgr
         assert store.names(found) == {f: f"p{w}" for f, w in zip(found, who)}
 
 
-def test_a_replica_reads_a_version_5_gallery_on_its_whole_vector_index(postgres_gallery, monkeypatch):
+def test_a_replica_reads_a_version_5_gallery_on_its_whole_vector_index_until_the_migration(
+    postgres_gallery, monkeypatch
+):
     """A read-only server cannot migrate: a 256-d gallery of version 5 is searched on its whole-vector index
-    with that index's candidates (150, as before version 6), and finds people."""
+    with that index's candidates (150, as before version 6), and finds people; once the primary has migrated
+    it, the replica's open gallery searches on the part index (the whole-vector one is gone)."""
     centres, people = _synthetic_people(500, 256, seed=13)
     _version_5(postgres_gallery, TRAINED_256, people, monkeypatch)
     database = postgres_gallery.rsplit("/", 1)[1]
@@ -191,6 +194,16 @@ def test_a_replica_reads_a_version_5_gallery_on_its_whole_vector_index(postgres_
         found = [h[0].person_id for h in index.search(probes, k=1)]
         assert replica.names(found) == {f: f"p{w}" for f, w in zip(found, who)}
         assert replica._connect().execute("SHOW hnsw.ef_search").fetchone()[0] == "150"
+        rows(
+            postgres_gallery.rsplit("/", 1)[0] + "/postgres",
+            f'ALTER DATABASE "{database}" SET default_transaction_read_only = off',
+        )
+        assert cli("gallery", "migrate", "-g", postgres_gallery).returncode == 0  # on the primary
+        assert replica._connect().execute("SHOW transaction_read_only").fetchone()[0] == "on"
+        replica._connect().execute("SET enable_seqscan = off")  # 500 rows: a scan would be cheaper
+        assert index.part == 128 and index.candidates == 100 and PART_INDEX in index.plan(probes[0])
+        found = [h[0].person_id for h in index.search(probes, k=1)]
+        assert replica.names(found) == {f: f"p{w}" for f, w in zip(found, who)}
 
 
 def test_a_reader_role_is_told_to_have_the_owner_migrate(postgres_gallery, monkeypatch):

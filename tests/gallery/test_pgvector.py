@@ -179,4 +179,3 @@ def test_the_number_of_hnsw_candidates_follows_what_the_index_covers(postgres_ga
         assert store._connect().execute("SHOW hnsw.ef_search").fetchone()[0] == str(CANDIDATES_PART)
         assert PostgresIndex(store, 40).candidates == 40
     assert PostgresIndex(type("S", (), {"model": MODEL, "index_dims": None})()).candidates == 100
-    assert PostgresIndex(type("S", (), {"model": wide, "index_dims": None})()).candidates == 150

@@ -848,8 +848,15 @@ class PostgresIndex:
     @property
     def part(self) -> int | None:
         """The leading dimensions the candidates are fetched by (the gallery's HNSW index: `index_part`), or
-        None for the whole template."""
-        return self.store.index_dims
+        None for the whole template. A gallery of templates over 128-d opened before its migration to version 6
+        (on a read-only replica) is looked at again at each search until the migration reaches it: its
+        whole-vector index is gone from then on."""
+        store = self.store
+        if store.index_dims is None and store.model.embedding_size > PART_DIMS:
+            store.index_dims = store._indexed_dims(
+                dict(store._connect().execute("SELECT key, value FROM meta WHERE key = 'index_dims'").fetchall())
+            )
+        return store.index_dims
 
     def __len__(self) -> int:
         return int(self.store._connect().execute("SELECT count(*) FROM templates").fetchone()[0])
