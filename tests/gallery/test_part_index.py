@@ -14,7 +14,7 @@ from conftest import att
 from gallery_support import MODEL_128, PROBE, backend, base_gallery, cli, gallery_file, postgres_gallery, rows  # noqa: F401
 
 from siamface.gallery import ExactIndex, Gallery, ModelBinding, NewTemplate, open_store, postgres, synthetic
-from siamface.gallery.postgres import HNSW_INDEX, PART_INDEX, PostgresIndex, index_part
+from siamface.gallery.postgres import CANDIDATES_PART, HNSW_INDEX, PART_INDEX, PostgresIndex, index_part
 from siamface.gallery.store import ReadOnlyGalleryError
 
 #: A model trained by the user (not a fusion) with 256-d templates.
@@ -80,7 +80,7 @@ def test_the_default_models_gallery_searches_its_part_index_and_finds_people_wit
     assert rows(gallery_file, "SELECT value FROM meta WHERE key = 'index_dims'") == [(str(first),)]
     with Gallery(gallery_file, pipeline) as g:
         index = g.index
-        assert isinstance(index, PostgresIndex) and index.part == first and index.candidates == 100
+        assert isinstance(index, PostgresIndex) and index.part == first and index.candidates == CANDIDATES_PART
         g.store._connect().execute("SET enable_seqscan = off")
         s4 = g.store.person("s4").id
         probe = pipeline.embed_largest(att(4, PROBE))[0].embeddings
@@ -143,7 +143,8 @@ def test_a_version_5_gallery_is_migrated_once_by_the_cli(postgres_gallery, monke
             assert rows(postgres_gallery, "SELECT value FROM meta WHERE key = 'index_dims'") == []
     with open_store(postgres_gallery) as store:
         index = PostgresIndex(store)
-        assert index.part == (128 if d == 256 else None) and index.candidates == 100
+        assert index.part == (128 if d == 256 else None)
+        assert index.candidates == (CANDIDATES_PART if d == 256 else 100)
         assert (PART_INDEX if d == 256 else HNSW_INDEX) in index.plan(probes[0])
         found = [h[0].person_id for h in index.search(probes, k=1)]
         assert store.names(found) == {f: f"p{w}" for f, w in zip(found, who)}
@@ -201,7 +202,7 @@ def test_a_replica_reads_a_version_5_gallery_on_its_whole_vector_index_until_the
         assert cli("gallery", "migrate", "-g", postgres_gallery).returncode == 0  # on the primary
         assert replica._connect().execute("SHOW transaction_read_only").fetchone()[0] == "on"
         replica._connect().execute("SET enable_seqscan = off")  # 500 rows: a scan would be cheaper
-        assert index.part == 128 and index.candidates == 100 and PART_INDEX in index.plan(probes[0])
+        assert index.part == 128 and index.candidates == CANDIDATES_PART and PART_INDEX in index.plan(probes[0])
         found = [h[0].person_id for h in index.search(probes, k=1)]
         assert replica.names(found) == {f: f"p{w}" for f, w in zip(found, who)}
 
