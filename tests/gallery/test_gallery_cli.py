@@ -159,9 +159,9 @@ def test_management_commands(gallery_file):
     assert rows(g, "SELECT count(*) FROM people") == [(6,)]
     out = cli("gallery", "stats", "-g", g, "--json")
     assert json.loads(out.stdout)["people"] == 6 and json.loads(out.stdout)["model"] == DEFAULT_MODEL
-    from siamface.gallery import SCHEMA_VERSION
+    from siamface.gallery import SCHEMA_VERSION, postgres
 
-    assert json.loads(out.stdout)["schema_version"] == SCHEMA_VERSION
+    assert json.loads(out.stdout)["schema_version"] == (postgres.SCHEMA_VERSION if is_url(g) else SCHEMA_VERSION)
     out = cli("gallery", "reembed", "-g", g)
     assert out.returncode == 2 and "no kept image" in out.stderr
 

@@ -86,7 +86,7 @@ def test_new_database_has_schema_and_binding(postgres_gallery):
     meta = dict(rows(store_spec, "SELECT key, value FROM meta"))
     assert (meta["model_name"], meta["model_version"], meta["embedding_size"]) == ("test-model", "1", "128")
     # versions 1 and 2 are SQLite's; 3 (templates as pgvector vectors, HNSW index) is PostgreSQL's own
-    assert set(postgres.MIGRATIONS) == set(range(1, postgres.SCHEMA_VERSION + 1)) == set(MIGRATIONS) | {3}
+    assert set(postgres.MIGRATIONS) == set(range(1, postgres.SCHEMA_VERSION + 1)) == set(MIGRATIONS) | {3, 6}
     assert rows(
         store_spec,
         "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "

@@ -112,7 +112,10 @@ def add_parsers(sub) -> None:
         "change, rows keeping each person's opaque reference instead of a foreign key (the rows "
         "there are chained as found). Version 5: each person's look-alike skeleton stored and indexed "
         "(the check that a new name does not look like another's is one lookup); people enrolled "
-        "before that check whose names look alike all stay. Every run also computes each stored "
+        "before that check whose names look alike all stay. Version 6 (PostgreSQL): templates over 128-d "
+        "(fused models) are indexed on their first part (a fusion's first encoder, otherwise the leading "
+        "128 dimensions) and each search ranks that index's candidates on the whole template; the new "
+        "index is built before the old one is dropped, in the same transaction. Every run also computes each stored "
         "skeleton again from its name and rewrites those that differ (skeletons_repaired).",
     )
     add_gallery_option(q, json_flag=True)

@@ -266,3 +266,25 @@ SFACE_DLIB_FLIP_FACENET = replace(
 
 for _fusion in (SFACE_DLIB_FLIP, SFACE_DLIB, SFACE_FACENET, SFACE_DLIB_FLIP_FACENET):
     register_model(_fusion.name)(partial(FusedEncoder, _fusion))
+
+#: The registered fusions by name.
+FUSIONS = {
+    f.name: f
+    for f in (DLIB_FACENET, DLIB_FLIP_FACENET, DLIB_FACENET_FLIP, SFACE_DLIB_FLIP, SFACE_DLIB, SFACE_FACENET)
+    + (SFACE_DLIB_FLIP_FACENET,)
+}
+
+
+def part_sizes(name: str) -> tuple[int, ...] | None:
+    """The sizes of the registered fusion `name`'s parts, in the order its template holds them (None: not a
+    fusion), known without loading any model (a PostgreSQL gallery indexes the first part:
+    `siamface.gallery.postgres.index_part`)."""
+    from .dlib_resnet import DLIB_RESNET_INFO
+    from .facenet import FACENET_INFO
+    from .sface import SFACE_INFO
+
+    sizes = {info.name: info.embedding_size for info in (DLIB_RESNET_INFO, FACENET_INFO, SFACE_INFO)}
+    fusion = FUSIONS.get(name)
+    if fusion is None:
+        return None
+    return tuple(sizes[part] for part, _ in fusion.parts)

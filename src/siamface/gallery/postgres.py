@@ -17,7 +17,8 @@ The same semantics as `SQLiteStore`, transaction for transaction:
 - The schema version lives in ``siamface_schema``; `MIGRATIONS` has one entry per version, applied in one
   transaction on open (``siamface gallery migrate`` does it on its own). Versions 1, 2, 4 and 5 are those
   of the SQLite schema; version 3 (PostgreSQL only) keeps templates in a pgvector ``vector(d)`` column with an HNSW
-  index (cosine distance), converting the float32 bytes of older galleries.
+  index (cosine distance), converting the float32 bytes of older galleries; version 6 (PostgreSQL only) indexes
+  templates over 128-d on their first part instead (`index_part`), the candidates ranked on the whole.
 - Templates live only in the database: 1:N search is one SQL query over the HNSW index (`PostgresIndex`,
   the candidates re-ranked exactly here), a 1:1 claim reads the claimed person's rows only. No process keeps
   a copy, so a change is seen by every server the moment its transaction commits.
@@ -162,10 +163,52 @@ def _first_line(exc: Exception) -> str:
 #: The HNSW index of the templates (cosine distance; m=16 as pgvector's default, ef_construction 128 instead
 #: of 64: a better graph for recall, at about twice the build time; see benchmarks/gallery_backends.py).
 HNSW_INDEX = "templates_embedding_hnsw"
-HNSW_SQL = (
-    f"CREATE INDEX {HNSW_INDEX} ON templates USING hnsw (embedding vector_cosine_ops) "
-    "WITH (m = 16, ef_construction = 128)"
-)
+_HNSW_WITH = "vector_cosine_ops) WITH (m = 16, ef_construction = 128)"
+HNSW_SQL = f"CREATE INDEX {HNSW_INDEX} ON templates USING hnsw (embedding {_HNSW_WITH}"
+#: Templates of more than this many dimensions are indexed on a part of them (schema version 6, `index_part`).
+PART_DIMS = 128
+#: The HNSW index of a part of the templates: an expression index on their leading dimensions.
+PART_INDEX = "templates_embedding_part_hnsw"
+
+
+def index_part(model_name: str, embedding_size: int) -> int | None:
+    """How many leading dimensions of a template the gallery's HNSW index covers; None: the whole template.
+
+    - ``embedding_size`` up to `PART_DIMS` (128): the whole template, as before version 6.
+    - A fusion (``[sqrt(w1) a, sqrt(w2) b, ...]``, `siamface.embedding.fused`): its first part, whatever its
+      size, read from the fusion's definition. On real ``sface+dlib`` templates (celeba_ids, 2,230 faces, each
+      against all others: benchmarks/part_rank.py) the whole template's best match ranks first by SFace's
+      part (the first) for 83.6 % of faces and within its 35 nearest for all; by dlib's part (the second,
+      weighted 0.7, whose cosines sit in a narrow band) first for 57.0 % and as far as 813th.
+    - Any other model over 128 dimensions (a model trained with ``siamface train``): its leading 128
+      dimensions (`PART_DIMS`); measured on isotropic synthetic 256-d templates (benchmarks/gallery_backends.py).
+
+    The candidates the index gives are then ranked on the whole template (`PostgresIndex`).
+    """
+    if embedding_size <= PART_DIMS:
+        return None
+    from ..embedding.fused import part_sizes
+
+    parts = part_sizes(model_name)
+    if parts and sum(parts) == embedding_size:
+        return parts[0] if parts[0] < embedding_size else None
+    return PART_DIMS
+
+
+def _part_expression(dims: int) -> str:
+    """The indexed expression: the first `dims` dimensions of the template as a ``vector(dims)`` (a query
+    orders by this very expression for the planner to use the index)."""
+    return f"(subvector(embedding, 1, {int(dims)}))::vector({int(dims)})"
+
+
+def index_sql(dims: int | None) -> str:
+    """The statement that builds the templates' HNSW index: on the whole vector (`dims` None) or on its first
+    `dims` dimensions (`index_part`)."""
+    if dims is None:
+        return HNSW_SQL
+    return f"CREATE INDEX IF NOT EXISTS {PART_INDEX} ON templates USING hnsw (({_part_expression(dims)}) {_HNSW_WITH}"
+
+
 #: Rows converted per batch by the migration to version 3.
 _BATCH = 50_000
 
@@ -241,9 +284,44 @@ _MIGRATE_TO_5 = """
     CREATE INDEX people_skeleton ON people (skeleton)
 """
 
+
+def _migrate_to_6(store: PostgresStore, db, model: ModelBinding | None) -> None:
+    """Templates of more than 128 dimensions: the HNSW index covers their first part (`index_part`) instead
+    of the whole vector, which needed more candidates, and so more time, for the same recall at 256-d. The new
+    index is built before the old one is dropped, in the migration's one transaction: a process killed while
+    it builds leaves the gallery at version 5 with its whole-vector index, working as before. Galleries of
+    128-d templates only move to version 6 (nothing to build)."""
+    rows = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('model_name', 'embedding_size')").fetchall())
+    if "model_name" in rows:
+        name, size = rows["model_name"], int(rows["embedding_size"])
+    elif model is not None:  # a new gallery: its binding is written after the migrations
+        name, size = model.name, model.embedding_size
+    else:
+        raise GalleryError(f"{store.location}: the gallery is not bound to a model; open it with one")
+    dims = index_part(name, size)
+    if dims is None:
+        return
+    db.execute(index_sql(dims))
+    db.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")
+    _set_index_dims(db, dims)
+
+
+def _set_index_dims(db, dims: int | None) -> None:
+    """Record in ``meta.index_dims`` which part of the templates the HNSW index covers (none: the whole)."""
+    if dims is None:
+        db.execute("DELETE FROM meta WHERE key = 'index_dims'")
+    else:
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('index_dims', %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (str(int(dims)),),
+        )
+
+
 #: Schema migrations, version -> SQL (or a function of the store, the connection and the model to bind)
 #: bringing a database at version - 1 to it. Versions 1, 2, 4 and 5 are those of
-#: `siamface.gallery.sqlite.MIGRATIONS` (one schema, two dialects); 3 is PostgreSQL's own (pgvector).
+#: `siamface.gallery.sqlite.MIGRATIONS` (one schema, two dialects); 3 and 6 are PostgreSQL's own (pgvector,
+#: and the HNSW index on a part of templates over 128-d).
 #: Never edit an entry; add one.
 MIGRATIONS: dict[int, Any] = {
     1: _MIGRATE_TO_1,
@@ -251,6 +329,7 @@ MIGRATIONS: dict[int, Any] = {
     3: _migrate_to_3,
     4: _migrate_to_4,
     5: _MIGRATE_TO_5,
+    6: _migrate_to_6,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -270,6 +349,9 @@ class PostgresStore(SqlStore):
     PARAM = "%s"
     SCHEMA_VERSION = SCHEMA_VERSION
 
+    #: Set on opening: the leading dimensions of the templates that the HNSW index covers (`index_part`), or
+    #: None for the whole vector.
+    index_dims: int | None = None
     #: Set on opening: the server only reads (a hot standby, a read replica, or default_transaction_read_only
     #: for this role or database). Then reads and searches work, decisions are not audited, and every change
     #: raises `ReadOnlyGalleryError`. Otherwise writes need the database's permissions, as any client's.
@@ -479,16 +561,35 @@ class PostgresStore(SqlStore):
             self._register_vector(db)
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             if "model_name" not in meta:
-                meta = binding_meta(self.location, model, keep_images)
+                binding = binding_meta(self.location, model, keep_images)
                 with db.cursor() as cur:
-                    cur.executemany("INSERT INTO meta (key, value) VALUES (%s, %s)", list(meta.items()))
+                    cur.executemany("INSERT INTO meta (key, value) VALUES (%s, %s)", list(binding.items()))
+                meta.update(binding)
             if version < SKELETONS_SINCE <= SCHEMA_VERSION:  # the column was just added: fill it
                 self._refresh_skeletons(db)
         self.model = ModelBinding(meta["model_name"], meta["model_version"], int(meta["embedding_size"]))
+        self.index_dims = self._indexed_dims(meta)
         self.keep_images = meta["keep_images"] == "1"
         self.created = meta["created"]
         if model is not None and keep_images and not self.keep_images:
             log.warning("%s: this gallery was created without keep_images; images will not be kept", self.location)
+
+    def _indexed_dims(self, meta: dict[str, str]) -> int | None:
+        """``meta.index_dims``, checked: the leading dimensions the HNSW index covers (None: the whole vector,
+        as in galleries of 128-d templates and in those not yet at version 6: a read-only replica reads them so)."""
+        value = meta.get("index_dims")
+        if value is None:
+            return None
+        try:
+            dims = int(value)
+        except ValueError:
+            dims = 0
+        if not 0 < dims < self.model.embedding_size:
+            raise GalleryError(
+                f"{self.location}: meta.index_dims is {value!r}, not a part of the {self.model.embedding_size}-d "
+                "templates (written behind siamface's back)"
+            )
+        return dims
 
     @contextmanager
     def _migration_refused(self) -> Iterator[None]:
@@ -528,6 +629,7 @@ class PostgresStore(SqlStore):
                 "`siamface gallery migrate` against the primary"
             )
         self.model = ModelBinding(meta["model_name"], meta["model_version"], int(meta["embedding_size"]))
+        self.index_dims = self._indexed_dims(meta)
         self.keep_images = meta["keep_images"] == "1"
         self.created = meta["created"]
 
@@ -656,8 +758,12 @@ class PostgresStore(SqlStore):
         with self._write() as db:
             ids = {int(r[0]) for r in db.execute("SELECT id FROM templates").fetchall()}
             embeddings = self._rebind_cover(ids, embeddings)
-            if model.embedding_size != self.model.embedding_size:  # a column of the new model's size
+            resized = model.embedding_size != self.model.embedding_size
+            dims = index_part(model.name, model.embedding_size)
+            if resized or dims != self.index_dims:  # the index made again for the new model, after the rows
                 db.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")
+                db.execute(f"DROP INDEX IF EXISTS {PART_INDEX}")
+            if resized:  # a column of the new model's size
                 db.execute("ALTER TABLE templates DROP COLUMN embedding")
                 db.execute(f"ALTER TABLE templates ADD COLUMN embedding vector({int(model.embedding_size)})")
             with db.cursor() as cur:
@@ -676,11 +782,14 @@ class PostgresStore(SqlStore):
                         (str(model.embedding_size), "embedding_size"),
                     ],
                 )
-            if model.embedding_size != self.model.embedding_size:
+            if resized:
                 db.execute("ALTER TABLE templates ALTER COLUMN embedding SET NOT NULL")
-                db.execute(HNSW_SQL)
+            if resized or dims != self.index_dims:
+                db.execute(index_sql(dims))
+                _set_index_dims(db, dims)
             self._bump(db)
         self.model = model
+        self.index_dims = dims
 
 
 def _vector(embedding: np.ndarray, size: int) -> np.ndarray:
@@ -691,16 +800,24 @@ def _vector(embedding: np.ndarray, size: int) -> np.ndarray:
 #: Nearest templates fetched from the HNSW index per probe (also its ``hnsw.ef_search``), re-ranked exactly
 #: here: enough for the 5 best people of a gallery of about 10 templates each, by the templates' size
 #: (`default_candidates`). Measured recall@1 at 1M synthetic templates (benchmarks/gallery_backends.py,
-#: isotropic, the hardest case for a graph index): 128-d 100 % with 100 candidates; 256-d 97.8 % with 100 and
-#: 99.4 % with 150 in a quiet run (98.6 %, 99.6 % and, with 200, 100 % in a loaded one).
+#: isotropic, the hardest case for a graph index): 128-d 100 % with 100 candidates; 256-d with the index on
+#: the whole vector 97.8 % with 100 and 99.4 % with 150 in a quiet run (98.6 %, 99.6 % and, with 200, 100 %
+#: in a loaded one).
 CANDIDATES = 100
-#: Candidates for templates of more than 128 dimensions (a fusion's 256-d and up).
+#: Candidates for templates of more than 128 dimensions when the index covers the whole vector (a gallery
+#: not yet at schema version 6, read on a read-only replica).
 CANDIDATES_WIDE = 150
+#: Candidates when the index covers a part of the template (`index_part`): they come by the part's distance
+#: and are ranked on the whole (see docs/shared-deployments.md for the sweep).
+CANDIDATES_PART = 100
 
 
-def default_candidates(embedding_size: int) -> int:
-    """HNSW candidates per probe for templates of `embedding_size` dimensions (see `CANDIDATES`)."""
-    return CANDIDATES if embedding_size <= 128 else CANDIDATES_WIDE
+def default_candidates(embedding_size: int, part: int | None = None) -> int:
+    """HNSW candidates per probe for templates of `embedding_size` dimensions whose index covers their first
+    `part` dimensions (None: the whole vector) (see `CANDIDATES`)."""
+    if part is not None:
+        return CANDIDATES_PART
+    return CANDIDATES if embedding_size <= PART_DIMS else CANDIDATES_WIDE
 
 
 class PostgresIndex:
@@ -708,7 +825,9 @@ class PostgresIndex:
 
     A 1:N search is one query per probe: the `candidates` nearest templates by cosine distance from the HNSW
     index (with ``hnsw.iterative_scan`` so that excluded people do not shorten the list), each with its
-    exact similarity (inner product) and length, ranked here, best template per person. A candidate not of
+    exact similarity (inner product) and length, ranked here, best template per person. Over 128
+    dimensions the index covers the template's first part (`index_part`): the candidates are the nearest by
+    that part, ranked on the whole template. A candidate not of
     length 1 is a `DamagedGalleryError`, never a score (pgvector refuses NaN, infinity and another size). ``exact=True`` scans every row
     instead (a sequential scan: for checks, not for serving).
     """
@@ -724,7 +843,20 @@ class PostgresIndex:
         """HNSW candidates per probe: as given, else `default_candidates` for the gallery's template size."""
         if self._candidates is not None:
             return self._candidates
-        return default_candidates(self.store.model.embedding_size)
+        return default_candidates(self.store.model.embedding_size, self.part)
+
+    @property
+    def part(self) -> int | None:
+        """The leading dimensions the candidates are fetched by (the gallery's HNSW index: `index_part`), or
+        None for the whole template. A gallery of templates over 128-d opened before its migration to version 6
+        (on a read-only replica) is looked at again at each search until the migration reaches it: its
+        whole-vector index is gone from then on."""
+        store = self.store
+        if store.index_dims is None and store.model.embedding_size > PART_DIMS:
+            store.index_dims = store._indexed_dims(
+                dict(store._connect().execute("SELECT key, value FROM meta WHERE key = 'index_dims'").fetchall())
+            )
+        return store.index_dims
 
     def __len__(self) -> int:
         return int(self.store._connect().execute("SELECT count(*) FROM templates").fetchone()[0])
@@ -797,15 +929,32 @@ class PostgresIndex:
                         "ORDER BY distance LIMIT %s",
                         [q, *params, k],
                     )
-                else:  # the candidates by cosine distance, with their exact similarity and length
-                    cur.execute(
-                        "SELECT id, person_id, -(embedding <#> %s), vector_norm(embedding) FROM templates "
-                        + where
-                        + "ORDER BY embedding <=> %s LIMIT %s",
-                        [q, *params, q, limit],
-                    )
+                else:
+                    cur.execute(*self._candidates_query(q, excluded, limit))
                 results.append(self._rank(cur.fetchall(), q, k))
         return results
+
+    def _candidates_query(self, query: np.ndarray, excluded, limit: int) -> tuple[str, list]:
+        """(SQL, parameters) of the candidates of one query: the `limit` nearest templates by cosine distance
+        (with a part index, by the part's: ordered by the very expression indexed, or the planner would not
+        use the index), with their exact similarity and length on the whole template."""
+        part = self.part
+        order, key = ("embedding", query) if part is None else (_part_expression(part), query[:part])
+        where = "" if excluded is None else "WHERE person_id <> ALL(%s) "
+        params = [] if excluded is None else [[int(i) for i in excluded]]
+        sql = (
+            "SELECT id, person_id, -(embedding <#> %s), vector_norm(embedding) FROM templates "
+            f"{where}ORDER BY {order} <=> %s LIMIT %s"
+        )
+        return sql, [query, *params, key, limit]
+
+    def plan(self, query: np.ndarray, exclude=None) -> str:
+        """The server's plan (EXPLAIN) of one query's candidates search: it names the HNSW index it uses, for
+        checks that the planner does use it."""
+        query = np.asarray(query, np.float32).reshape(-1)
+        with self._statements() as db:
+            sql, params = self._candidates_query(query, _ids(exclude), self.candidates)
+            return "\n".join(r[0] for r in db.execute("EXPLAIN " + sql, params).fetchall())
 
     def _rank(self, rows, query: np.ndarray, k: int) -> list[Hit]:
         """The k best people of (template id, person id, similarity, length) rows; a template not of length
