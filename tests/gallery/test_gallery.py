@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import threading
 
 import numpy as np
@@ -308,3 +309,35 @@ def test_threads_enrolling_at_once(new_gallery, pipeline):
     assert rows(
         path, "SELECT name, (SELECT count(*) FROM templates t WHERE t.person_id = p.id) FROM people p ORDER BY name"
     ) == [(name(s), 2) for s in (3, 4, 6, 7, 8)]
+
+
+def test_the_api_creates_no_gallery_in_a_file_another_user_owns_or_may_change(tmp_path, pipeline):
+    # The CLI refused to enroll into a file planted where a gallery will be made; `Gallery(path, create=True)`
+    # bound it and wrote every template enrolled through the API into it, for its owner to read.
+    planted = tmp_path / "people.db"
+    planted.touch()
+    os.chown(planted, 65534, 65534)  # nobody's (the tests run as root)
+    planted.chmod(0o666)
+    with pytest.raises(ConfigError, match="owned by another user"):
+        Gallery(planted, pipeline, create=True)
+    assert planted.stat().st_size == 0
+    os.chown(planted, os.getuid(), os.getgid())
+    planted.chmod(0o600)
+    with Gallery(planted, pipeline, create=True) as mine:
+        assert mine.enroll("s3", [att(3, 2)]).added
+
+
+def test_identify_faces_refuses_embeddings_that_are_not_unit_vectors(tmp_path, pipeline):
+    # `Gallery.identify_faces` takes faces embedded elsewhere (the cache, an index, a caller's own code). A
+    # vector longer than one (not normalised, a sum of several faces') scored every person at the ceiling of 1:
+    # with one person enrolled, a stranger's face times three was named as them; a NaN one was "unknown".
+    with Gallery(tmp_path / "one.db", pipeline, create=True) as one:
+        assert one.enroll("s3", [att(3, 2)]).added
+        own, stranger = pipeline.embed(att(3, 1)), pipeline.embed(att(STRANGER, 1))
+        assert one.identify_faces("s3", own).faces[0].person == "s3"
+        assert one.identify_faces("stranger", stranger).faces[0].person is None
+        for bad, why in ((stranger.embeddings * 3, "normalised"), (stranger.embeddings * np.nan, "NaN")):
+            stranger.embeddings = bad
+            with pytest.raises(ConfigError, match=why):
+                one.identify_faces("stranger", stranger)
+        assert one.store.verify_audit().rows == 3  # the enrolment, two decisions: none for the refused ones

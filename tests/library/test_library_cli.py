@@ -6,6 +6,7 @@ of face tracks with their time ranges; find finds a person's photos and time ran
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -378,3 +379,25 @@ def test_index_json_stays_one_document_when_ray_prints_to_stdout(tmp_path, monke
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["indexed"] == 1
     assert "(raylet)" in result.stderr
+
+
+def test_cluster_enroll_writes_no_template_into_a_gallery_another_user_owns_or_may_change(tmp_path):
+    # `enroll` refused a file planted where a gallery will be made (it would hand its owner every template),
+    # but `cluster --enroll -g` wrote the group's templates into it all the same.
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in (1, 2, 3):
+        shutil.copy(att(3, i), folder / f"s3_{i}.pgm")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    planted = shared / "people.db"
+    planted.touch()
+    os.chown(planted, 65534, 65534)  # nobody's (the tests run as root)
+    planted.chmod(0o666)
+    key = json.loads(run_cli("cluster", folder, "--no-cache", "--json").stdout)["clusters"][0]["key"]
+    out = run_cli("cluster", folder, "--no-cache", "--enroll", "-g", planted, "--name", f"{key}=alice")
+    assert out.returncode == 2 and "owned by another user (uid 65534)" in out.stderr, (out.stdout, out.stderr)
+    assert planted.stat().st_size == 0
+    mine = tmp_path / "mine.db"
+    out = run_cli("cluster", folder, "--no-cache", "--enroll", "-g", mine, "--name", f"{key}=alice")
+    assert out.returncode == 0 and "as alice: 3 template(s) added" in out.stdout, out.stderr

@@ -176,10 +176,12 @@ class Searching:
     ) -> Identification:
         """`identify` for faces already embedded with this gallery's pipeline (anything with ``boxes`` (n, 4)
         and ``embeddings`` (n, d), e.g. a `Faces`, or faces read back from the embedding cache): the same
-        decision, candidates and audit, for `label` (the probe's name). `n_found`: the faces the probe had
+        decision, candidates and audit, for `label` (the probe's name). Embeddings that are not finite unit
+        vectors are a `ConfigError` (`_unit_rows`), decided and logged for no face. `n_found`: the faces the probe had
         before a cap (default: these)."""
         if top < 1:
             raise ConfigError(f"top must be >= 1, got {top}")
+        embeddings = _unit_rows(faces.embeddings, len(faces))
         n_found = len(faces) if n_found is None else n_found
         policy = self.thresholds.given(threshold).with_margin(margin).with_fpir(fpir)
         margin, chosen = policy.margin, policy.identify
@@ -189,11 +191,11 @@ class Searching:
         # room for the withheld people, at most 64 of them (past that, a face whose candidates they fill is
         # theirs: unknown), so that locking many people out does not make every search long
         k = max(top, 2) + min(len(withheld), 64)
-        hits = self.index.search(faces.embeddings, k=k) if len(faces) else []
+        hits = self.index.search(embeddings, k=k) if len(faces) else []
         names = self.store.names([h.person_id for row in hits for h in row])
         # a person removed since the search (another process) is named by nobody: searched as if gone
         hits = [[h for h in row if h.person_id in names] for row in hits]
-        hits = self.within_originals_reach(faces.embeddings, hits, self.thresholds.given(threshold).verify)
+        hits = self.within_originals_reach(embeddings, hits, self.thresholds.given(threshold).verify)
         hits = [_withhold(row, withheld, margin) for row in hits]
         identities, records = [], []
         for i, row in enumerate(hits):
@@ -283,6 +285,30 @@ class Searching:
         """Per template id, in order: whether the store marks it provisional."""
         marks = self.store.provisional_templates({int(i) for i in template_ids})
         return np.array([int(i) in marks for i in template_ids], bool)
+
+
+#: How far from 1 an embedding's length may be (float32 rounding, a mean renormalised) and still be a unit vector.
+UNIT_TOLERANCE = 1e-3
+
+
+def _unit_rows(embeddings: Any, n: int) -> np.ndarray:
+    """`embeddings` as an (n, d) float32 array of unit vectors, else `ConfigError`: similarities are dot products
+    of L2-normalised embeddings, so a longer vector (not normalised, a sum of several faces') reached the ceiling
+    of 1 with every person, and named a stranger whenever one person stood out; a NaN one was silently unknown."""
+    rows = np.asarray(embeddings, np.float32)
+    if not n:
+        return rows.reshape(0, rows.shape[-1] if rows.ndim == 2 else 0)
+    if rows.ndim != 2 or len(rows) != n:
+        raise ConfigError(f"embeddings must be an (n, d) array with a row for each of the {n} faces, got {rows.shape}")
+    if not np.all(np.isfinite(rows)):
+        raise ConfigError("embeddings hold NaN or infinite values")
+    lengths = np.linalg.norm(rows, axis=1)
+    if np.any(np.abs(lengths - 1.0) > UNIT_TOLERANCE):
+        raise ConfigError(
+            f"embeddings must be L2-normalised (each of length 1), got lengths {lengths.min():.4g} to "
+            f"{lengths.max():.4g}: divide each by its norm (as siamface's own embeddings are)"
+        )
+    return rows
 
 
 def _withhold(row: list[Hit], withheld: set[int], margin: float) -> list[Hit]:
