@@ -401,3 +401,26 @@ def test_cluster_enroll_writes_no_template_into_a_gallery_another_user_owns_or_m
     mine = tmp_path / "mine.db"
     out = run_cli("cluster", folder, "--no-cache", "--enroll", "-g", mine, "--name", f"{key}=alice")
     assert out.returncode == 0 and "as alice: 3 template(s) added" in out.stdout, out.stderr
+
+
+def test_hidden_files_and_folders_of_a_library_are_not_read(tmp_path):
+    # A drive's folder holds what its user does not see: the photos they deleted (.Trash-1000/files/), the
+    # AppleDouble companion of every photo copied from a Mac (._IMG.jpg, not an image). cluster, find and
+    # index walked into them: deleted people were grouped (and found), and each ._ file was an error (exit 2).
+    # Hidden entries are skipped, as enroll --folder and the service's library already skip them.
+    folder = tmp_path / "photos"
+    (folder / ".Trash-1000" / "files").mkdir(parents=True)
+    for i in (1, 2, 3):
+        shutil.copy(att(3, i), folder / f"s3_{i}.pgm")
+        (folder / f"._s3_{i}.pgm").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64))
+    for i in (1, 2):
+        shutil.copy(att(4, i), folder / ".Trash-1000" / "files" / f"s4_{i}.pgm")
+    out = run_cli("cluster", folder, "--no-cache", "--json")
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    files = {f["file"] for c in payload["clusters"] for f in c["faces"]} | {f["file"] for f in payload["unclustered"]}
+    assert files == {str(folder / f"s3_{i}.pgm") for i in (1, 2, 3)} and "errors" not in payload
+    hidden = folder / ".Trash-1000" / "files" / "s4_1.pgm"  # named on its own, a file is read as given
+    assert json.loads(run_cli("cluster", hidden, "--no-cache", "--json").stdout)["unclustered"][0]["file"] == str(
+        hidden
+    )
