@@ -31,6 +31,9 @@ MIN_SIDE = 16
 #: JPEG of many cameras, included), PNG, BMP, PGM/PPM/PBM, TIFF, WebP, GIF.
 FORMATS = ("JPEG", "PNG", "BMP", "PPM", "TIFF", "WEBP", "GIF")
 
+#: The brands of an ISO media file (``ftyp``) that is a HEIF still image (HEIC of phones, AVIF): not decoded.
+HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"})
+
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes] | np.ndarray
 
 
@@ -143,6 +146,10 @@ def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
     except ImageError:
         raise
     except UnidentifiedImageError:
+        if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
+            raise ImageError(
+                label, "a HEIF/HEIC or AVIF photo, which is not decoded: convert it to JPEG or PNG"
+            ) from None
         raise ImageError(
             label,
             "not an image, or a format that cannot be decoded (JPEG, PNG, BMP, PGM/PPM, TIFF, WebP, GIF are supported)",

@@ -424,3 +424,21 @@ def test_hidden_files_and_folders_of_a_library_are_not_read(tmp_path):
     assert json.loads(run_cli("cluster", hidden, "--no-cache", "--json").stdout)["unclustered"][0]["file"] == str(
         hidden
     )
+
+
+def test_a_heic_photo_in_a_folder_is_reported_not_passed_over(tmp_path):
+    # An iPhone's folder is HEIC photos, which siamface does not decode. The walk passed over them without a
+    # word: `find` answered "not found" (exit 1) of a person in them, and `cluster` grouped the rest as if that
+    # were the whole library. Each is now a file that could not be read (exit 2), the others still searched.
+    folder = tmp_path / "iphone"
+    folder.mkdir()
+    shutil.copy(att(3, 1), folder / "IMG_0001.pgm")
+    heic = folder / "IMG_0002.HEIC"
+    heic.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(256))
+    gallery = tmp_path / "people.db"
+    assert run_cli("enroll", "-g", gallery, "s4", att(4, 2)).returncode == 0
+    out = run_cli("find", "-g", gallery, "s4", folder, "--no-cache")
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert "IMG_0002.HEIC" in out.stderr and "HEIC or AVIF photo, which is not decoded" in out.stderr
+    out = run_cli("cluster", folder, "--no-cache", "--json")
+    assert out.returncode == 2 and [e["file"] for e in json.loads(out.stdout)["errors"]] == [str(heic)]

@@ -64,10 +64,9 @@ class IndexStats:
 def archive_paths(sources: Iterable[str | os.PathLike], list_file: str | os.PathLike | None = None) -> list[str]:
     """The images of `sources` (files as given, folders walked) and of `list_file` (one path a line; blank lines
     and lines starting with # skipped), each once, in order."""
-    from .._files import IMAGE_SUFFIXES
     from ..datasets import files_under
 
-    paths = files_under(list(sources), IMAGE_SUFFIXES, what="photo") if sources else []
+    paths = files_under(list(sources), what="photo") if sources else []
     if list_file is not None:
         try:
             lines = Path(list_file).read_text(encoding="utf-8").splitlines()

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .._files import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from .._files import VIDEO_SUFFIXES, WALKED_PHOTO_SUFFIXES
 from ..errors import ImageError, SourceError
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 VIDEO_STEP = 0.5
 #: Seconds a video track may go unseen and still be continued.
 MAX_GAP = 2.0
-MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+MEDIA_SUFFIXES = WALKED_PHOTO_SUFFIXES | VIDEO_SUFFIXES  # a HEIC photo is reported as unreadable, not skipped
 
 
 @dataclass(frozen=True)
