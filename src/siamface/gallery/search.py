@@ -143,6 +143,8 @@ class Searching:
         search (1:N set by FPIR only; the threshold, the target and the gallery size are in the answer)."""
         if top < 1:
             raise ConfigError(f"top must be >= 1, got {top}")
+        if max_faces is not None and max_faces < 1:  # found[:-1] identified every face but the smallest
+            raise ConfigError(f"max_faces must be >= 1 (None: every face), got {max_faces}")
         self.check_model()
         image = probe if isinstance(probe, np.ndarray) else load_image(probe)
         found = self.pipeline.detect(image)
