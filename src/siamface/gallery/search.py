@@ -25,6 +25,7 @@ from .results import (
     Identification,
     TemplateScore,
 )
+from .sqlbase import embedding_problems
 from .store import AuditRecord, ModelBinding, Store, Template
 
 
@@ -289,27 +290,19 @@ class Searching:
         return np.array([int(i) in marks for i in template_ids], bool)
 
 
-#: How far from 1 an embedding's length may be (float32 rounding, a mean renormalised) and still be a unit vector.
-UNIT_TOLERANCE = 1e-3
-
-
 def _unit_rows(embeddings: Any, n: int) -> np.ndarray:
-    """`embeddings` as an (n, d) float32 array of unit vectors, else `ConfigError`: similarities are dot products
-    of L2-normalised embeddings, so a longer vector (not normalised, a sum of several faces') reached the ceiling
-    of 1 with every person, and named a stranger whenever one person stood out; a NaN one was silently unknown."""
+    """`embeddings` as an (n, d) float32 array of unit vectors (as a stored template must be: `sqlbase`'s check),
+    else `ConfigError`: similarities are dot products of L2-normalised embeddings, so a longer vector (not
+    normalised, a sum of several faces') reached the ceiling of 1 with every person, and named a stranger whenever
+    one person stood out; a NaN one was silently unknown."""
     rows = np.asarray(embeddings, np.float32)
     if not n:
         return rows.reshape(0, rows.shape[-1] if rows.ndim == 2 else 0)
     if rows.ndim != 2 or len(rows) != n:
         raise ConfigError(f"embeddings must be an (n, d) array with a row for each of the {n} faces, got {rows.shape}")
-    if not np.all(np.isfinite(rows)):
-        raise ConfigError("embeddings hold NaN or infinite values")
-    lengths = np.linalg.norm(rows, axis=1)
-    if np.any(np.abs(lengths - 1.0) > UNIT_TOLERANCE):
-        raise ConfigError(
-            f"embeddings must be L2-normalised (each of length 1), got lengths {lengths.min():.4g} to "
-            f"{lengths.max():.4g}: divide each by its norm (as siamface's own embeddings are)"
-        )
+    problem = next((p for p in embedding_problems(rows) if p), "")
+    if problem:
+        raise ConfigError(f"an embedding {problem}: give L2-normalised embeddings (as siamface's own are)")
     return rows
 
 
