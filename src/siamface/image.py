@@ -248,7 +248,16 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
 
 
 def save_image(image: np.ndarray, path: str | os.PathLike) -> None:
-    """Write an RGB uint8 image; the format comes from the file extension."""
+    """Write an RGB uint8 image; the format comes from the file extension. A picture of faces (`identify --out`
+    names them): written 0600 and atomically, so it appears whole and a link at `path` is replaced, never
+    written through."""
+    from pathlib import Path
+
     from PIL import Image
 
-    Image.fromarray(image).save(os.fspath(path))
+    from ._files import atomic_write_bytes
+
+    target = Path(path)
+    encoded = io.BytesIO()
+    Image.fromarray(image).save(encoded, format=Image.registered_extensions().get(target.suffix.lower()))
+    atomic_write_bytes(target, encoded.getvalue(), mode=0o600)
