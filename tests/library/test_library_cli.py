@@ -442,3 +442,37 @@ def test_a_heic_photo_in_a_folder_is_reported_not_passed_over(tmp_path):
     assert "IMG_0002.HEIC" in out.stderr and "HEIC or AVIF photo, which is not decoded" in out.stderr
     out = run_cli("cluster", folder, "--no-cache", "--json")
     assert out.returncode == 2 and [e["file"] for e in json.loads(out.stdout)["errors"]] == [str(heic)]
+
+
+def test_a_video_swapped_after_it_was_hashed_gives_no_face_to_a_group(tmp_path, monkeypatch):
+    # A group's video was hashed by name (it must still be the video grouped), then opened again by name to cut
+    # its faces: a video put in its place in between (by whoever may write the folder) was the one decoded, and
+    # `cluster --enroll --name KEY=alice` enrolled its faces as alice. Its frames are now read from the very
+    # file that was hashed.
+    import siamface.video
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    clip, other = folder / "clip.avi", tmp_path / "other.avi"
+    write_video(clip, [((3, 1), 1.0), (None, 2.5), ((3, 2), 1.0)])  # two tracks of s3: one group
+    write_video(other, [((5, 1), 1.0), (None, 2.5), ((5, 2), 1.0)])  # s5 at the same times
+    cache, gallery = tmp_path / "c.sqlite", tmp_path / "people.db"
+    shown = json.loads(run_cli("cluster", folder, "--cache", cache, "--json").stdout)
+    assert len(shown["clusters"]) == 1 and len(shown["clusters"][0]["faces"]) == 2, shown
+    real, swapped = siamface.video.open_source, []
+
+    def open_after_a_swap(spec, **options):  # the race won: the name now holds another video
+        if not swapped:
+            os.replace(other, clip)
+            swapped.append(spec)
+        return real(spec, **options)
+
+    monkeypatch.setattr(siamface.video, "open_source", open_after_a_swap)
+    key = shown["clusters"][0]["key"]
+    enroll = ("--enroll", "-g", gallery, "--name", f"{key}=alice", "--templates", "1")  # one face: no second look
+    out = run_cli("cluster", folder, "--cache", cache, *enroll)
+    assert swapped and out.returncode == 0 and "as alice: 1 template(s) added" in out.stdout, (out.stdout, out.stderr)
+    monkeypatch.undo()
+    for subject, named in ((3, "alice"), (5, "unknown")):
+        answer = json.loads(run_cli("identify", "-g", gallery, att(subject, 4), "--json").stdout)
+        assert answer["results"][0]["faces"][0]["person"] == named
