@@ -343,15 +343,17 @@ def test_identify_faces_refuses_embeddings_that_are_not_unit_vectors(tmp_path, p
         assert one.store.verify_audit().rows == 3  # the enrolment, two decisions: none for the refused ones
 
 
-def test_one_image_given_alone_is_one_image_and_max_faces_is_checked(tmp_path, pipeline):
+def test_one_image_given_alone_is_one_image_and_sources_and_max_faces_are_checked(tmp_path, pipeline):
     # `enroll("alice", "alice.jpg")` made a list of the path's letters: each one a "file not found", nothing
-    # enrolled; bytes became numbers, an array its rows. `identify(max_faces=-1)` identified every face but the
+    # enrolled; bytes became numbers, an array its rows; fewer `sources` than images dropped the images past them. `identify(max_faces=-1)` identified every face but the
     # smallest (found[:-1]), 0 none, without a word.
     with Gallery(tmp_path / "g.db", pipeline, create=True) as g:
         assert [a.source for a in g.enroll("s3", str(att(3, 2))).added] == [str(att(3, 2))]
         assert len(g.enroll("s4", att(4, 2).read_bytes()).added) == 1
         assert len(g.enroll("s5", att_rgb(5, 2)).added) == 1
         assert len(g.enroll("s6", [att(6, 2), att(6, 3)]).added) == 2  # a list is still a list
+        with pytest.raises(ConfigError, match="one source per image"):  # the images past the last source were dropped
+            g.enroll("s7", [att(7, 2), att(7, 3)], sources=["first"])
         for bad in (0, -1):
             with pytest.raises(ConfigError, match="max_faces"):
                 g.identify(att(3, 1), max_faces=bad)

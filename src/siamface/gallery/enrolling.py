@@ -101,6 +101,8 @@ class Enrolling:
         name = self.check_enrollment(name, new=new, existing=existing)
         images = _as_list(images)
         labels = list(sources) if sources is not None else [describe(i) for i in images]
+        if len(labels) != len(images):  # zip() dropped the images past the last source without a word
+            raise ConfigError(f"{len(images)} image(s) and {len(labels)} source(s): give one source per image")
         samples, rejected, warnings = [], [], []
         for outcome in assess_many(self.pipeline, list(zip(images, labels)), self.gates, self.store.keep_images):
             if isinstance(outcome, Rejection):
