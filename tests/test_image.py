@@ -91,6 +91,22 @@ def test_16_bit_grey_png_is_scaled_to_8_bit():
     assert np.array_equal(image[:, :, 0], np.asarray(Image.open(att(11, 1))))
 
 
+def test_big_endian_16_bit_tiffs_and_arrays_are_decoded_not_refused():
+    # A 16-bit TIFF in big-endian ("MM") byte order, as Macs, scanners and scientific cameras write it, decodes
+    # to Pillow's I;16B: it was refused as "unsupported array dtype >u2", and so was a big-endian array (one
+    # read from a file made on another machine), while the same pixels little-endian were a face.
+    gray = np.asarray(Image.open(att(3, 1)), np.uint16) * 257
+    buf = io.BytesIO()
+    Image.frombytes("I;16B", (gray.shape[1], gray.shape[0]), gray.astype(">u2").tobytes()).save(buf, format="TIFF")
+    assert Image.open(io.BytesIO(buf.getvalue())).mode == "I;16B"
+    image = load_image(buf.getvalue())
+    assert np.array_equal(image[:, :, 0], np.asarray(Image.open(att(3, 1))))
+    assert siamface.verify(buf.getvalue(), att(3, 2)).same
+    face = att_rgb(3, 1)
+    for array in (face.astype(">u2") * 257, face.astype(">i4"), face.astype(">f8") / 255.0):
+        assert np.array_equal(load_image(array), face)
+
+
 @pytest.mark.parametrize(
     "array, expected",
     [

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ._files import IMAGE_SUFFIXES
+from ._files import IMAGE_SUFFIXES, WALKED_PHOTO_SUFFIXES
 
 __all__ = [
     "Pair",
@@ -65,10 +65,15 @@ def image_files(folder: PathLike, exts: Iterable[str] = IMAGE_SUFFIXES) -> list[
     return sorted((f for f in files if f.is_file()), key=lambda q: natural_key(q.name))
 
 
-def files_under(paths: Iterable[PathLike], exts: Iterable[str] = IMAGE_SUFFIXES, what: str = "image") -> list[str]:
+def files_under(
+    paths: Iterable[PathLike], exts: Iterable[str] = WALKED_PHOTO_SUFFIXES, what: str = "image"
+) -> list[str]:
     """The files that `paths` name: a file as given; a folder as every file inside it whose suffix is in
-    `exts`, subfolders included (not through symbolic links), in natural order. A folder with no such file
-    is a `ConfigError` (naming `what` it lacks), not a silent nothing."""
+    `exts`, subfolders included (not through symbolic links), hidden files and folders skipped (a drive's
+    ``.Trash-1000`` holds the photos its user deleted, ``._IMG.jpg`` is a Mac's companion of a photo, not an
+    image), in natural order. A folder with no such file is a `ConfigError` (naming `what` it lacks), not a
+    silent nothing. By default the photos siamface decodes and those it does not (`WALKED_PHOTO_SUFFIXES`: the
+    reader reports a HEIC as unreadable rather than the walk passing over it)."""
     from .errors import ConfigError
 
     ext_set = _norm_exts(exts)
@@ -77,12 +82,10 @@ def files_under(paths: Iterable[PathLike], exts: Iterable[str] = IMAGE_SUFFIXES,
         if not Path(path).is_dir():
             out.append(os.fspath(path))
             continue
-        found = [
-            Path(root) / name
-            for root, _, names in os.walk(path)
-            for name in names
-            if Path(name).suffix.lower() in ext_set
-        ]
+        found = []
+        for root, folders, names in os.walk(path):
+            folders[:] = [f for f in folders if not f.startswith(".")]  # not walked into
+            found += [Path(root) / n for n in names if not n.startswith(".") and Path(n).suffix.lower() in ext_set]
         if not found:
             raise ConfigError(f"{os.fspath(path)}: a folder with no {what} in it ({', '.join(sorted(ext_set))})")
         out.extend(str(f) for f in sorted(found, key=lambda f: [natural_key(part) for part in f.parts]))

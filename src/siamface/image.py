@@ -4,7 +4,7 @@ Everything deeper in siamface takes an RGB ``uint8`` array of shape (H, W, 3), C
 accepts a path, raw bytes, a binary file object or a NumPy array and returns exactly that, or raises
 `ImageError` naming the input and the reason. Decoding is done by Pillow: JPEG, PNG, BMP, PGM/PPM, TIFF,
 WebP, GIF (first frame). The EXIF orientation is applied; grayscale, palette, alpha (composited over
-white), CMYK and 16-bit inputs are normalised. The pixel count is checked from the header *before*
+white), CMYK and 16-bit inputs (either byte order) are normalised. The pixel count is checked from the header *before*
 the pixels are decoded, so a decompression bomb is refused without allocating it.
 """
 
@@ -31,6 +31,9 @@ MIN_SIDE = 16
 #: JPEG of many cameras, included), PNG, BMP, PGM/PPM/PBM, TIFF, WebP, GIF.
 FORMATS = ("JPEG", "PNG", "BMP", "PPM", "TIFF", "WEBP", "GIF")
 
+#: The brands of an ISO media file (``ftyp``) that is a HEIF still image (HEIC of phones, AVIF): not decoded.
+HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"})
+
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes] | np.ndarray
 
 
@@ -49,8 +52,8 @@ def describe(source: object) -> str:
 def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
     """Return the image as an RGB uint8 array (H, W, 3), or raise `ImageError`.
 
-    Arrays are taken as RGB (or gray) already: (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); uint8, uint16
-    (scaled down), int32/int64/uint32 in 0..255 or 0..65535, or float in 0..1 or 0..255 (0..1 when no value is
+    Arrays are taken as RGB (or gray) already: (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), in either byte order;
+    uint8, uint16 (scaled down), int32/int64/uint32 in 0..255 or 0..65535, or float in 0..1 or 0..255 (0..1 when no value is
     over 1.1; a 10 % overshoot, as a resize leaves, is clipped) are accepted; values outside are an
     `ImageError`, never clipped into another picture. OpenCV users must convert BGR to RGB first.
     """
@@ -143,6 +146,10 @@ def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
     except ImageError:
         raise
     except UnidentifiedImageError:
+        if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
+            raise ImageError(
+                label, "a HEIF/HEIC or AVIF photo, which is not decoded: convert it to JPEG or PNG"
+            ) from None
         raise ImageError(
             label,
             "not an image, or a format that cannot be decoded (JPEG, PNG, BMP, PGM/PPM, TIFF, WebP, GIF are supported)",
@@ -183,6 +190,8 @@ def _to_rgb_array(img, label: str) -> np.ndarray:
 
 
 def _from_array(arr: np.ndarray, label: str, max_pixels: int) -> np.ndarray:
+    if not arr.dtype.isnative:  # big-endian samples (a 16-bit TIFF in "MM" order, Pillow's I;16B): the same values
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
@@ -239,7 +248,16 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
 
 
 def save_image(image: np.ndarray, path: str | os.PathLike) -> None:
-    """Write an RGB uint8 image; the format comes from the file extension."""
+    """Write an RGB uint8 image; the format comes from the file extension. A picture of faces (`identify --out`
+    names them): written 0600 and atomically, so it appears whole and a link at `path` is replaced, never
+    written through."""
+    from pathlib import Path
+
     from PIL import Image
 
-    Image.fromarray(image).save(os.fspath(path))
+    from ._files import atomic_write_bytes
+
+    target = Path(path)
+    encoded = io.BytesIO()
+    Image.fromarray(image).save(encoded, format=Image.registered_extensions().get(target.suffix.lower()))
+    atomic_write_bytes(target, encoded.getvalue(), mode=0o600)

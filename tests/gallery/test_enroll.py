@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import struct
 
 import cv2
 import numpy as np
@@ -318,3 +319,21 @@ def test_provisional_additions_never_become_the_reference_of_the_next(gallery, s
     assert len(marked) == len(added)
     owners = gallery.enroll("s7", [np.ascontiguousarray(att_rgb(7, 1)[:, ::-1])])  # the owner's: no mark
     assert owners.added and not any(t.quality.get("provisional") for t in gallery.store.templates("s7")[-1:])
+
+
+def test_a_video_whose_header_overstates_its_frames_is_sampled_over_the_frames_it_holds(tmp_path):
+    # A file is sampled by the frame count its header states. A damaged or cut recording (or a crafted one)
+    # stating 1,000,000,000 frames made a step past the file's end: of its 19 frames, only the first (faceless)
+    # was ever offered, and `enroll --video` added nothing from a video full of the person's face.
+    video = _video(tmp_path / "s6.avi", 6)
+    data = bytearray(video.read_bytes())
+    for chunk, offset in ((b"avih", 16), (b"strh", 32)):  # dwTotalFrames, the stream's dwLength
+        struct.pack_into("<I", data, data.find(chunk) + 8 + offset, 1_000_000_000)
+    stated = tmp_path / "stated.avi"
+    stated.write_bytes(bytes(data))
+    capture = cv2.VideoCapture(str(stated))
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 1_000_000_000
+    capture.release()
+    out = cli("enroll", "-g", tmp_path / "g.db", "s6", "--video", stated, "--frames", "2", "--json")
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    assert len(json.loads(out.stdout)["people"][0]["added"]) == 2

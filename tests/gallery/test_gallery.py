@@ -6,11 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import threading
 
 import numpy as np
 import pytest
-from conftest import att, faceless
+from conftest import att, att_rgb, faceless
 from gallery_support import (  # noqa: F401
     PEOPLE,
     PROBE,
@@ -308,3 +309,52 @@ def test_threads_enrolling_at_once(new_gallery, pipeline):
     assert rows(
         path, "SELECT name, (SELECT count(*) FROM templates t WHERE t.person_id = p.id) FROM people p ORDER BY name"
     ) == [(name(s), 2) for s in (3, 4, 6, 7, 8)]
+
+
+def test_the_api_creates_no_gallery_in_a_file_another_user_owns_or_may_change(tmp_path, pipeline):
+    # The CLI refused to enroll into a file planted where a gallery will be made; `Gallery(path, create=True)`
+    # bound it and wrote every template enrolled through the API into it, for its owner to read.
+    planted = tmp_path / "people.db"
+    planted.touch()
+    os.chown(planted, 65534, 65534)  # nobody's (the tests run as root)
+    planted.chmod(0o666)
+    with pytest.raises(ConfigError, match="owned by another user"):
+        Gallery(planted, pipeline, create=True)
+    assert planted.stat().st_size == 0
+    os.chown(planted, os.getuid(), os.getgid())
+    planted.chmod(0o600)
+    with Gallery(planted, pipeline, create=True) as mine:
+        assert mine.enroll("s3", [att(3, 2)]).added
+
+
+def test_identify_faces_refuses_embeddings_that_are_not_unit_vectors(tmp_path, pipeline):
+    # `Gallery.identify_faces` takes faces embedded elsewhere (the cache, an index, a caller's own code). A
+    # vector longer than one (not normalised, a sum of several faces') scored every person at the ceiling of 1:
+    # with one person enrolled, a stranger's face times three was named as them; a NaN one was "unknown".
+    with Gallery(tmp_path / "one.db", pipeline, create=True) as one:
+        assert one.enroll("s3", [att(3, 2)]).added
+        own, stranger = pipeline.embed(att(3, 1)), pipeline.embed(att(STRANGER, 1))
+        assert one.identify_faces("s3", own).faces[0].person == "s3"
+        assert one.identify_faces("stranger", stranger).faces[0].person is None
+        for bad, why in ((stranger.embeddings * 3, "normalised"), (stranger.embeddings * np.nan, "NaN")):
+            stranger.embeddings = bad
+            with pytest.raises(ConfigError, match=why):
+                one.identify_faces("stranger", stranger)
+        assert one.store.verify_audit().rows == 3  # the enrolment, two decisions: none for the refused ones
+
+
+def test_one_image_given_alone_is_one_image_and_sources_and_max_faces_are_checked(tmp_path, pipeline):
+    # `enroll("alice", "alice.jpg")` made a list of the path's letters: each one a "file not found", nothing
+    # enrolled; bytes became numbers, an array its rows; fewer `sources` than images dropped the images past them. `identify(max_faces=-1)` identified every face but the
+    # smallest (found[:-1]), 0 none, without a word.
+    with Gallery(tmp_path / "g.db", pipeline, create=True) as g:
+        assert [a.source for a in g.enroll("s3", str(att(3, 2))).added] == [str(att(3, 2))]
+        assert len(g.enroll("s4", att(4, 2).read_bytes()).added) == 1
+        assert len(g.enroll("s5", att_rgb(5, 2)).added) == 1
+        assert len(g.enroll("s6", [att(6, 2), att(6, 3)]).added) == 2  # a list is still a list
+        with pytest.raises(ConfigError, match="one source per image"):  # the images past the last source were dropped
+            g.enroll("s7", [att(7, 2), att(7, 3)], sources=["first"])
+        for bad in (0, -1):
+            with pytest.raises(ConfigError, match="max_faces"):
+                g.identify(att(3, 1), max_faces=bad)
+        assert g.identify(att(3, 1), max_faces=1).faces[0].person == "s3"

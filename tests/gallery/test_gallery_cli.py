@@ -687,3 +687,27 @@ def test_no_templates_are_written_into_a_gallery_another_user_owns_or_may_change
     shared.chmod(0o700)
     planted.chmod(0o600)
     assert cli("enroll", "-g", planted, "s3", att(3, 2)).returncode == 0
+
+
+def test_identify_out_writes_named_faces_for_this_user_only_and_through_no_link(tmp_path):
+    # `identify --out` draws each face with the name it was given: it was written 0644 into a folder made
+    # 0755 (anyone on the machine could see who is in which photo) and through a link planted at its name
+    # (the link's target overwritten). The contact sheet of `cluster --out` was already kept private.
+    gallery = tmp_path / "people.db"
+    assert cli("enroll", "-g", gallery, "s3", att(3, 2)).returncode == 0
+    elsewhere = tmp_path / "elsewhere.png"
+    elsewhere.write_bytes(b"not yours to overwrite")
+    named = tmp_path / "named.png"
+    named.symlink_to(elsewhere)
+    assert cli("identify", "-g", gallery, att(3, 1), "--out", named).returncode == 0
+    assert elsewhere.read_bytes() == b"not yours to overwrite" and not named.is_symlink()
+    assert (named.stat().st_mode & 0o777) == 0o600
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    assert cli("identify", "-g", gallery, att(3, 1), att(STRANGER, 1), "--out", shared).returncode == 1
+    assert (shared.stat().st_mode & 0o777) == 0o700
+    assert sorted((p.name, p.stat().st_mode & 0o777) for p in shared.iterdir()) == [
+        ("1-1.png", 0o600),
+        ("1.png", 0o600),
+    ]

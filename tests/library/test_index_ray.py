@@ -235,3 +235,29 @@ def test_a_part_is_never_written_through_a_link_planted_at_its_temporary_name(tm
     sink.close()
     assert victim.read_bytes() == b"keep me"
     assert pq.read_table(out / name).column("path").to_pylist() == ["a.jpg"]
+
+
+def test_an_index_is_not_made_in_a_folder_others_may_change(tmp_path):
+    # `siamface index --out DIR` wrote into a folder anyone may write: the index it made there would be refused
+    # when read (after the whole run), and the model's name was written through a link planted at
+    # DIR/_siamface_index.json, creating or overwriting the file it pointed to. Refused before any work now.
+    import os
+
+    from conftest import att
+
+    from siamface.library.index import ParquetIndex
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "s4.pgm").write_bytes(att(4, 1).read_bytes())
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    victim = tmp_path / "victims-file"
+    (shared / "_siamface_index.json").symlink_to(victim)
+    out = run_cli("index", photos, "--out", shared, "--workers", "1", "--json")
+    assert out.returncode == 2 and "may be written by other users" in out.stderr, (out.stdout, out.stderr)
+    assert not victim.exists() and not list(shared.glob("part-*"))
+    mine = tmp_path / "mine"
+    ParquetIndex(mine).bind("m")  # a folder of its own: made 0700, bound
+    assert os.stat(mine).st_mode & 0o777 == 0o700 and os.stat(mine / "_siamface_index.json").st_mode & 0o777 == 0o600

@@ -6,6 +6,7 @@ of face tracks with their time ranges; find finds a person's photos and time ran
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -378,3 +379,100 @@ def test_index_json_stays_one_document_when_ray_prints_to_stdout(tmp_path, monke
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["indexed"] == 1
     assert "(raylet)" in result.stderr
+
+
+def test_cluster_enroll_writes_no_template_into_a_gallery_another_user_owns_or_may_change(tmp_path):
+    # `enroll` refused a file planted where a gallery will be made (it would hand its owner every template),
+    # but `cluster --enroll -g` wrote the group's templates into it all the same.
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in (1, 2, 3):
+        shutil.copy(att(3, i), folder / f"s3_{i}.pgm")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    planted = shared / "people.db"
+    planted.touch()
+    os.chown(planted, 65534, 65534)  # nobody's (the tests run as root)
+    planted.chmod(0o666)
+    key = json.loads(run_cli("cluster", folder, "--no-cache", "--json").stdout)["clusters"][0]["key"]
+    out = run_cli("cluster", folder, "--no-cache", "--enroll", "-g", planted, "--name", f"{key}=alice")
+    assert out.returncode == 2 and "owned by another user (uid 65534)" in out.stderr, (out.stdout, out.stderr)
+    assert planted.stat().st_size == 0
+    mine = tmp_path / "mine.db"
+    out = run_cli("cluster", folder, "--no-cache", "--enroll", "-g", mine, "--name", f"{key}=alice")
+    assert out.returncode == 0 and "as alice: 3 template(s) added" in out.stdout, out.stderr
+
+
+def test_hidden_files_and_folders_of_a_library_are_not_read(tmp_path):
+    # A drive's folder holds what its user does not see: the photos they deleted (.Trash-1000/files/), the
+    # AppleDouble companion of every photo copied from a Mac (._IMG.jpg, not an image). cluster, find and
+    # index walked into them: deleted people were grouped (and found), and each ._ file was an error (exit 2).
+    # Hidden entries are skipped, as enroll --folder and the service's library already skip them.
+    folder = tmp_path / "photos"
+    (folder / ".Trash-1000" / "files").mkdir(parents=True)
+    for i in (1, 2, 3):
+        shutil.copy(att(3, i), folder / f"s3_{i}.pgm")
+        (folder / f"._s3_{i}.pgm").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64))
+    for i in (1, 2):
+        shutil.copy(att(4, i), folder / ".Trash-1000" / "files" / f"s4_{i}.pgm")
+    out = run_cli("cluster", folder, "--no-cache", "--json")
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    files = {f["file"] for c in payload["clusters"] for f in c["faces"]} | {f["file"] for f in payload["unclustered"]}
+    assert files == {str(folder / f"s3_{i}.pgm") for i in (1, 2, 3)} and "errors" not in payload
+    hidden = folder / ".Trash-1000" / "files" / "s4_1.pgm"  # named on its own, a file is read as given
+    assert json.loads(run_cli("cluster", hidden, "--no-cache", "--json").stdout)["unclustered"][0]["file"] == str(
+        hidden
+    )
+
+
+def test_a_heic_photo_in_a_folder_is_reported_not_passed_over(tmp_path):
+    # An iPhone's folder is HEIC photos, which siamface does not decode. The walk passed over them without a
+    # word: `find` answered "not found" (exit 1) of a person in them, and `cluster` grouped the rest as if that
+    # were the whole library. Each is now a file that could not be read (exit 2), the others still searched.
+    folder = tmp_path / "iphone"
+    folder.mkdir()
+    shutil.copy(att(3, 1), folder / "IMG_0001.pgm")
+    heic = folder / "IMG_0002.HEIC"
+    heic.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(256))
+    gallery = tmp_path / "people.db"
+    assert run_cli("enroll", "-g", gallery, "s4", att(4, 2)).returncode == 0
+    out = run_cli("find", "-g", gallery, "s4", folder, "--no-cache")
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert "IMG_0002.HEIC" in out.stderr and "HEIC or AVIF photo, which is not decoded" in out.stderr
+    out = run_cli("cluster", folder, "--no-cache", "--json")
+    assert out.returncode == 2 and [e["file"] for e in json.loads(out.stdout)["errors"]] == [str(heic)]
+
+
+def test_a_video_swapped_after_it_was_hashed_gives_no_face_to_a_group(tmp_path, monkeypatch):
+    # A group's video was hashed by name (it must still be the video grouped), then opened again by name to cut
+    # its faces: a video put in its place in between (by whoever may write the folder) was the one decoded, and
+    # `cluster --enroll --name KEY=alice` enrolled its faces as alice. Its frames are now read from the very
+    # file that was hashed.
+    import siamface.video
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    clip, other = folder / "clip.avi", tmp_path / "other.avi"
+    write_video(clip, [((3, 1), 1.0), (None, 2.5), ((3, 2), 1.0)])  # two tracks of s3: one group
+    write_video(other, [((5, 1), 1.0), (None, 2.5), ((5, 2), 1.0)])  # s5 at the same times
+    cache, gallery = tmp_path / "c.sqlite", tmp_path / "people.db"
+    shown = json.loads(run_cli("cluster", folder, "--cache", cache, "--json").stdout)
+    assert len(shown["clusters"]) == 1 and len(shown["clusters"][0]["faces"]) == 2, shown
+    real, swapped = siamface.video.open_source, []
+
+    def open_after_a_swap(spec, **options):  # the race won: the name now holds another video
+        if not swapped:
+            os.replace(other, clip)
+            swapped.append(spec)
+        return real(spec, **options)
+
+    monkeypatch.setattr(siamface.video, "open_source", open_after_a_swap)
+    key = shown["clusters"][0]["key"]
+    enroll = ("--enroll", "-g", gallery, "--name", f"{key}=alice", "--templates", "1")  # one face: no second look
+    out = run_cli("cluster", folder, "--cache", cache, *enroll)
+    assert swapped and out.returncode == 0 and "as alice: 1 template(s) added" in out.stdout, (out.stdout, out.stderr)
+    monkeypatch.undo()
+    for subject, named in ((3, "alice"), (5, "unknown")):
+        answer = json.loads(run_cli("identify", "-g", gallery, att(subject, 4), "--json").stdout)
+        assert answer["results"][0]["faces"][0]["person"] == named

@@ -409,7 +409,9 @@ def _outputs(out: str, probes: list[str]) -> dict[str, Path]:
         return {probes[0]: target}
     if target.exists() and not target.is_dir():
         raise ConfigError(f"--out {out}: several probes need a folder, and this is a file")
-    target.mkdir(parents=True, exist_ok=True)
+    from ..gallery.exchange import private_folder
+
+    os.close(private_folder(target, empty=False, what="identify --out"))  # named faces: 0700, this user's, no link
     names: dict[str, Path] = {}
     for i, probe in enumerate(probes):
         stem = Path(probe).stem or f"probe{i}"

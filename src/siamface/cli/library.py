@@ -206,6 +206,10 @@ def cmd_cluster(args) -> int:
     if args.templates < 1:
         raise ConfigError(f"--templates must be >= 1, got {args.templates}")
     gallery_spec = args.gallery if args.enroll else None
+    if gallery_spec is not None:  # before the gallery is first opened (for its model): as `enroll`
+        from ..gallery.core import refuse_foreign_for_writing
+
+        refuse_foreign_for_writing(gallery_spec)
     pipeline = pipeline_from_args(args, gallery=gallery_spec)
     threshold = pipeline.threshold if args.threshold is not None else cluster_threshold(pipeline)
     collected = _collect(args, pipeline)

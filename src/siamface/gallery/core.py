@@ -157,7 +157,9 @@ class Gallery(Enrolling, Searching, ThresholdsInForce):
 
     `store`: a `Store`, a path to an SQLite gallery file or a ``postgresql://`` URL (created, bound to the pipeline's model, when
     `create` is true and it does not exist; `keep_images` then decides whether face crops are kept, stored
-    unencrypted, which is what makes re-embedding with a new model possible).
+    unencrypted, which is what makes re-embedding with a new model possible). With `create`, an existing SQLite
+    file that another user owns or may change is refused (`ConfigError`, `refuse_foreign_for_writing`): a file
+    planted where a gallery will be made would hand its owner every template enrolled into it.
     `pipeline`: None builds one as the commands do: with the model the gallery is bound to (a registered
     one, else the default model) and the calibration file beside the gallery (``<gallery>.thresholds.json``,
     written by ``siamface calibrate``) as its explicit calibration, so that the thresholds in force follow
@@ -182,6 +184,8 @@ class Gallery(Enrolling, Searching, ThresholdsInForce):
         self._fpir = fpir
         self._spec = store if isinstance(store, (str, os.PathLike)) else store.location
         if isinstance(store, (str, os.PathLike)):
+            if create:  # made to be written: never into a file planted by someone else (as `enroll` refuses it)
+                refuse_foreign_for_writing(store)
             # Creating: always name the model, so that a second process racing to create the same file
             # binds (or checks) it too instead of finding an unbound file.
             model = ModelBinding.of(self.pipeline.encoder.info) if create else None

@@ -274,8 +274,9 @@ def video_frames(
     """RGB frames of a video file or camera, as `CaptureFrame`s, read through `siamface.video.open_source` (the
     sources `watch` and `authenticate` use).
 
-    A file yields about `candidates` frames spread evenly over its length; a camera yields every frame
-    read, up to `max_frames` (None: until the camera stops or the caller closes the iterator). The source
+    A file yields about `candidates` frames spread evenly over its length (as its header states it; a file that
+    ends before, holding fewer frames than stated, is read again and sampled over the frames it holds); a camera
+    yields every frame read, up to `max_frames` (None: until the camera stops or the caller closes the iterator). The source
     is opened here, at once (`ImageError` if it cannot be), and released when the iterator is exhausted
     or closed. No window is opened: this works headless.
     """
@@ -288,15 +289,35 @@ def video_frames(
         frames = open_source(source)
     except SourceError as exc:
         raise ImageError(describe_source(source), str(exc).split(": ", 1)[-1]) from None
-    return _frames(frames, candidates, max_frames)
+    return _frames(frames, candidates, max_frames, again=lambda: open_source(source))
 
 
-def _frames(source, candidates: int, max_frames: int | None) -> Iterator[CaptureFrame]:
+def _frames(
+    source, candidates: int, max_frames: int | None, again=None, total: int | None = None
+) -> Iterator[CaptureFrame]:
+    """Every `step`-th frame of `source`, the step spreading `candidates` frames over `total` (None: as the
+    header states). A header that states more frames than the file holds (a damaged or cut recording; a crafted
+    1,000,000,000) made a step past the file's end: one frame of a whole video was offered. When the file ends
+    early with frames skipped, `again()` opens it anew and the frames it holds are sampled."""
+    read = offered = 0
     with source:
-        total = source.frame_count if not source.live else 0
+        if total is None:
+            total = source.frame_count if not source.live else 0
         step = max(1, total // max(1, candidates)) if total > 0 else 1
         for frame in source:
             if max_frames is not None and frame.index >= max_frames * step:
-                break
+                return
+            read = frame.index + 1
             if frame.index % step == 0:
+                offered += 1
                 yield CaptureFrame(frame.image, f"{source.name}#frame={frame.index}", frame.time)
+    if again is not None and step > 1 and read < total and offered < candidates:
+        from ..video import SourceError
+
+        log.warning("%s: %d frames stated, %d held: read again, sampled over those", source.name, total, read)
+        try:
+            reopened = again()
+        except SourceError as exc:  # gone or changed since: what was offered stands
+            log.warning("%s", exc)
+            return
+        yield from _frames(reopened, candidates, max_frames, total=read)

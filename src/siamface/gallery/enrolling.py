@@ -74,9 +74,9 @@ class Enrolling:
         provisional: bool = False,
         cap: AdditionCap | None = None,
     ) -> EnrollmentReport:
-        """Enroll `name` from images (paths, bytes or RGB arrays): every image passes the quality gates or
-        is rejected with its reason; the ones kept are added in one transaction (the person is created
-        then, with all of them, or not at all).
+        """Enroll `name` from images (paths, bytes or RGB arrays; one of them alone is one image): every image
+        passes the quality gates or is rejected with its reason; the ones kept are added in one transaction (the
+        person is created then, with all of them, or not at all).
 
         A name already enrolled (ignoring case) gets the images added, but only those whose face matches
         one of the person's *original* templates (see below) at the 1:1 threshold: the others are rejected
@@ -99,8 +99,10 @@ class Enrolling:
         decided inside the store's write transaction, so that every process sharing the gallery counts the same
         stored templates and none can add past the cap, before or after a restart."""
         name = self.check_enrollment(name, new=new, existing=existing)
-        images = list(images)
+        images = _as_list(images)
         labels = list(sources) if sources is not None else [describe(i) for i in images]
+        if len(labels) != len(images):  # zip() dropped the images past the last source without a word
+            raise ConfigError(f"{len(images)} image(s) and {len(labels)} source(s): give one source per image")
         samples, rejected, warnings = [], [], []
         for outcome in assess_many(self.pipeline, list(zip(images, labels)), self.gates, self.store.keep_images):
             if isinstance(outcome, Rejection):
@@ -490,6 +492,16 @@ class Enrolling:
             f"(similarity {h.similarity:.4f} >= threshold {thr.value:.4f})"
             for s, h in found
         ]
+
+
+def _as_list(images: Any) -> list[Any]:
+    """The images offered: one image given alone (a path, bytes, an RGB or gray array) as a list of one. `list` of
+    it took ``"alice.jpg"`` for nine images named by its letters (each "file not found", nothing enrolled), bytes for
+    numbers and an array for its rows."""
+    single = isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview))
+    if isinstance(images, np.ndarray):
+        single = images.ndim == 2 or (images.ndim == 3 and images.shape[2] in (1, 3, 4))
+    return [images] if single else list(images)
 
 
 def _clash(candidates: Sequence[NewTemplate], others: Sequence[Template], threshold) -> dict[int, float]:

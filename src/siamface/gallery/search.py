@@ -25,6 +25,7 @@ from .results import (
     Identification,
     TemplateScore,
 )
+from .sqlbase import embedding_problems
 from .store import AuditRecord, ModelBinding, Store, Template
 
 
@@ -143,6 +144,8 @@ class Searching:
         search (1:N set by FPIR only; the threshold, the target and the gallery size are in the answer)."""
         if top < 1:
             raise ConfigError(f"top must be >= 1, got {top}")
+        if max_faces is not None and max_faces < 1:  # found[:-1] identified every face but the smallest
+            raise ConfigError(f"max_faces must be >= 1 (None: every face), got {max_faces}")
         self.check_model()
         image = probe if isinstance(probe, np.ndarray) else load_image(probe)
         found = self.pipeline.detect(image)
@@ -176,10 +179,12 @@ class Searching:
     ) -> Identification:
         """`identify` for faces already embedded with this gallery's pipeline (anything with ``boxes`` (n, 4)
         and ``embeddings`` (n, d), e.g. a `Faces`, or faces read back from the embedding cache): the same
-        decision, candidates and audit, for `label` (the probe's name). `n_found`: the faces the probe had
+        decision, candidates and audit, for `label` (the probe's name). Embeddings that are not finite unit
+        vectors are a `ConfigError` (`_unit_rows`), decided and logged for no face. `n_found`: the faces the probe had
         before a cap (default: these)."""
         if top < 1:
             raise ConfigError(f"top must be >= 1, got {top}")
+        embeddings = _unit_rows(faces.embeddings, len(faces))
         n_found = len(faces) if n_found is None else n_found
         policy = self.thresholds.given(threshold).with_margin(margin).with_fpir(fpir)
         margin, chosen = policy.margin, policy.identify
@@ -189,11 +194,11 @@ class Searching:
         # room for the withheld people, at most 64 of them (past that, a face whose candidates they fill is
         # theirs: unknown), so that locking many people out does not make every search long
         k = max(top, 2) + min(len(withheld), 64)
-        hits = self.index.search(faces.embeddings, k=k) if len(faces) else []
+        hits = self.index.search(embeddings, k=k) if len(faces) else []
         names = self.store.names([h.person_id for row in hits for h in row])
         # a person removed since the search (another process) is named by nobody: searched as if gone
         hits = [[h for h in row if h.person_id in names] for row in hits]
-        hits = self.within_originals_reach(faces.embeddings, hits, self.thresholds.given(threshold).verify)
+        hits = self.within_originals_reach(embeddings, hits, self.thresholds.given(threshold).verify)
         hits = [_withhold(row, withheld, margin) for row in hits]
         identities, records = [], []
         for i, row in enumerate(hits):
@@ -283,6 +288,22 @@ class Searching:
         """Per template id, in order: whether the store marks it provisional."""
         marks = self.store.provisional_templates({int(i) for i in template_ids})
         return np.array([int(i) in marks for i in template_ids], bool)
+
+
+def _unit_rows(embeddings: Any, n: int) -> np.ndarray:
+    """`embeddings` as an (n, d) float32 array of unit vectors (as a stored template must be: `sqlbase`'s check),
+    else `ConfigError`: similarities are dot products of L2-normalised embeddings, so a longer vector (not
+    normalised, a sum of several faces') reached the ceiling of 1 with every person, and named a stranger whenever
+    one person stood out; a NaN one was silently unknown."""
+    rows = np.asarray(embeddings, np.float32)
+    if not n:
+        return rows.reshape(0, rows.shape[-1] if rows.ndim == 2 else 0)
+    if rows.ndim != 2 or len(rows) != n:
+        raise ConfigError(f"embeddings must be an (n, d) array with a row for each of the {n} faces, got {rows.shape}")
+    problem = next((p for p in embedding_problems(rows) if p), "")
+    if problem:
+        raise ConfigError(f"an embedding {problem}: give L2-normalised embeddings (as siamface's own are)")
+    return rows
 
 
 def _withhold(row: list[Hit], withheld: set[int], margin: float) -> list[Hit]:

@@ -162,13 +162,13 @@ def _blob(embedding: np.ndarray, size: int) -> bytes:
     vector = np.asarray(embedding, dtype="<f4").reshape(-1)
     if vector.shape[0] != size:
         raise GalleryError(f"template has {vector.shape[0]} dimensions; this gallery's model makes {size}")
-    problem = _embedding_problem(vector.reshape(1, -1))[0]
+    problem = embedding_problems(vector.reshape(1, -1))[0]
     if problem:
         raise GalleryError(f"template embedding {problem}")
     return vector.tobytes()
 
 
-def _embedding_problem(vectors: np.ndarray) -> list[str]:
+def embedding_problems(vectors: np.ndarray) -> list[str]:
     """Per row of (n, d) float32 embeddings: '' when sound, else what is wrong with it."""
     finite = np.isfinite(vectors).all(axis=1)
     norms = np.linalg.norm(np.where(finite[:, None], vectors, 0), axis=1)
@@ -252,7 +252,7 @@ def matrix_from_rows(generation: int, rows, d: int, damaged=None) -> tuple[int, 
     ]
     if not problems:
         matrix = np.frombuffer(b"".join(r[2] for r in rows), "<f4").reshape(len(rows), d).astype(np.float32)
-        problems = [(int(ids[i]), int(people[i]), p) for i, p in enumerate(_embedding_problem(matrix)) if p]
+        problems = [(int(ids[i]), int(people[i]), p) for i, p in enumerate(embedding_problems(matrix)) if p]
     if problems:
         if damaged is not None:
             damaged(problems)

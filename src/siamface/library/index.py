@@ -64,10 +64,9 @@ class IndexStats:
 def archive_paths(sources: Iterable[str | os.PathLike], list_file: str | os.PathLike | None = None) -> list[str]:
     """The images of `sources` (files as given, folders walked) and of `list_file` (one path a line; blank lines
     and lines starting with # skipped), each once, in order."""
-    from .._files import IMAGE_SUFFIXES
     from ..datasets import files_under
 
-    paths = files_under(list(sources), IMAGE_SUFFIXES, what="photo") if sources else []
+    paths = files_under(list(sources), what="photo") if sources else []
     if list_file is not None:
         try:
             lines = Path(list_file).read_text(encoding="utf-8").splitlines()
@@ -179,15 +178,25 @@ class ParquetIndex:
         return out
 
     def bind(self, model: str) -> None:
-        """Refuse to mix models: an index holds the embeddings of one model (as a gallery does)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Refuse to mix models: an index holds the embeddings of one model (as a gallery does). Refuse, before
+        any work, a folder that another user owns or may change (`siamface._files.exposure`): `read_index`
+        refuses its parts (they say which faces the photos hold), and a link planted there had the model's
+        name written through it, to wherever it pointed."""
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        writable, _ = exposure(self.folder)
+        if writable:
+            raise ConfigError(
+                f"{writable}: an index there could be changed by others (and would not be read: cluster --index "
+                "and find --index refuse it); give --out a folder of your own (chmod 700)"
+            )
         meta = self.folder / _META
         if meta.exists():
             bound = json.loads(meta.read_text()).get("model")
             if bound != model:
                 raise ModelMismatchError(f"the index {self.folder} holds embeddings of {bound!r}, not {model!r}")
             return
-        meta.write_text(json.dumps({"model": model, "format": 1}) + "\n")
+        with atomic_file(meta, mode=0o600) as f:  # a new file, renamed into place: never through a link
+            f.write((json.dumps({"model": model, "format": 1}) + "\n").encode())
 
     def write(self, table) -> None:
         import pyarrow.parquet as pq

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .._files import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from .._files import VIDEO_SUFFIXES, WALKED_PHOTO_SUFFIXES
 from ..errors import ImageError, SourceError
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 VIDEO_STEP = 0.5
 #: Seconds a video track may go unseen and still be continued.
 MAX_GAP = 2.0
-MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+MEDIA_SUFFIXES = WALKED_PHOTO_SUFFIXES | VIDEO_SUFFIXES  # a HEIC photo is reported as unreadable, not skipped
 
 
 @dataclass(frozen=True)
@@ -168,23 +168,37 @@ def _signature(path: str | os.stat_result) -> tuple[int, ...] | None:
 def _video_digest(path: str) -> tuple[str, tuple[int, ...]]:
     """(sha256, `_signature`) of the video file `path`, hashed from the file opened without waiting and only
     when it is a regular file (a FIFO would wait for a writer for ever, a device may never end): SourceError."""
+    fd, info = _open_video(path)
+    try:
+        return _hash(fd, path), _signature(info)
+    finally:
+        os.close(fd)
+
+
+def _open_video(path: str) -> tuple[int, os.stat_result]:
+    """(descriptor, stat) of the video file `path`, opened without waiting, a regular file only: SourceError."""
     from .._files import open_for_reading
 
     try:
         fd, info = open_for_reading(path)
     except OSError as exc:
         raise SourceError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise SourceError(f"{path}: not a regular file (a pipe, socket or device): not read")
+    return fd, info
+
+
+def _hash(fd: int, path: str) -> str:
+    """The sha256 of what the open file `fd` holds (read from its start)."""
+    digest = hashlib.sha256()
     try:
-        if not stat.S_ISREG(info.st_mode):
-            raise SourceError(f"{path}: not a regular file (a pipe, socket or device): not read")
-        digest = hashlib.sha256()
+        os.lseek(fd, 0, os.SEEK_SET)
         while chunk := os.read(fd, 1 << 20):
             digest.update(chunk)
     except OSError as exc:
         raise SourceError(f"{path}: unreadable ({exc.strerror or exc})") from None
-    finally:
-        os.close(fd)
-    return digest.hexdigest(), _signature(info)
+    return digest.hexdigest()
 
 
 def sampled_frames(path: str, step: float = VIDEO_STEP) -> Iterable[Any]:
@@ -258,10 +272,26 @@ def face_crop(face: LibraryFace, pipeline: Any, margin: float = 0.6) -> np.ndarr
             raise ImageError(face.file, "changed since its faces were read and grouped: not enrolled")
         image = load_image(data, name=face.file)
     else:
-        if face.digest and _video_digest(face.file)[0] != face.digest:
-            raise ImageError(face.file, "changed since its faces were read and grouped: not enrolled")
-        image = _frame_at(face.file, face.time[0])
+        image = _hashed_frame(face.file, face.time[0], face.digest)
     return crop_around(image, face.box, margin)
+
+
+def _hashed_frame(path: str, when: float, digest: str) -> np.ndarray:
+    """The frame at `when` of the video `path`, read from the very file whose bytes hash to `digest` (when
+    given), else `ImageError`: the file is opened once, hashed, and its frames decoded from that open file
+    (``/proc/self/fd``, where there is one). Hashed by name and then opened again by name, a video put in its
+    place in between was the one decoded, and a group of someone's tracks enrolled the newcomer's face."""
+    fd, info = _open_video(path)
+    try:
+        if digest and _hash(fd, path) != digest:
+            raise ImageError(path, "changed since its faces were read and grouped: not enrolled")
+        opened = f"/proc/self/fd/{fd}"
+        image = _frame_at(opened if os.path.exists(opened) else path, when, name=path)
+        if _signature(os.fstat(fd)) != _signature(info):  # written into while it was read
+            raise ImageError(path, "changed while its frame was read: not enrolled")
+        return image
+    finally:
+        os.close(fd)
 
 
 def crop_around(image: np.ndarray, box, margin: float = 0.6) -> np.ndarray:
@@ -274,11 +304,11 @@ def crop_around(image: np.ndarray, box, margin: float = 0.6) -> np.ndarray:
     return np.ascontiguousarray(image[b:d, a:c])
 
 
-def _frame_at(path: str, when: float) -> np.ndarray:
+def _frame_at(path: str, when: float, name: str | None = None) -> np.ndarray:
     from ..video import open_source
 
     with open_source(path) as source:
         for frame in source:
             if frame.time + 1e-6 >= when:
                 return frame.image
-    raise SourceError(f"{path}: no frame at {when:.2f} s")
+    raise SourceError(f"{name or path}: no frame at {when:.2f} s")
