@@ -130,6 +130,15 @@ def chain_hash(prev: str, row: Sequence[Any]) -> str:
     return hashlib.sha256(f"{prev}\n{audit_content(row)}".encode("ascii")).hexdigest()
 
 
+def _pruned_base(detail: str | None) -> str | None:
+    """The chain's base an ``audit-prune`` row's detail recorded (None when unreadable)."""
+    try:
+        base = json.loads(detail or "{}").get("base")
+    except (ValueError, AttributeError):
+        return None
+    return base if isinstance(base, str) else None
+
+
 def chain_rows(db, q, rows) -> str:
     """Chain `rows` ((id, content...) in id order, written before the chain existed) from the start: set
     each row's prev_hash and hash, return the head. Used by the schema migrations to version 4."""
@@ -495,9 +504,10 @@ class SqlStore:
         return denied[::-1]
 
     def verify_audit(self) -> AuditCheck:
-        """Recompute the audit's hash chain in id order (see the module's docstring)."""
+        """Recompute the audit's hash chain in id order (see the module's docstring), from the base the last
+        ``audit-prune`` row recorded (`prune_audit`): a base no prune vouches for is a problem."""
         problems: list[tuple[int | None, str]] = []
-        count = 0
+        count, vouched = 0, None
         with self._read() as db:
             head = db.execute("SELECT value FROM meta WHERE key = 'audit_head'").fetchone()
             base = db.execute("SELECT value FROM meta WHERE key = 'audit_base'").fetchone()
@@ -513,6 +523,17 @@ class SqlStore:
             if chain_hash(stored_prev or "", r[3:]) != stored:
                 problems.append((row_id, "its content does not match its hash: the row was edited"))
             prev = stored or ""
+            if r[4] == "audit-prune":
+                vouched = _pruned_base(r[13])
+        if base is not None and vouched != base[0]:
+            problems.insert(
+                0,
+                (
+                    None,
+                    "the chain starts after rows no audited prune removed (meta.audit_base is not the base the "
+                    "last audit-prune row recorded): the first row(s) were removed",
+                ),
+            )
         if head is None:
             problems.append((None, "the gallery keeps no audit head (meta.audit_head is missing)"))
         elif head[0] != prev:
