@@ -9,7 +9,9 @@ from service_support import require_service
 
 require_service()
 
-from service_support import Server, images, probe  # noqa: E402
+import sqlite3  # noqa: E402
+
+from service_support import Server, images, probe, tiled  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +55,28 @@ def test_each_image_of_an_identification_counts_and_a_batch_the_bucket_cannot_pa
     srv.clock.advance(120)
     over = srv.request("POST", "/v1/identify", key=kiosk, files=four)  # more than a whole minute's
     assert over.status == 429 and "fewer images" in over.body["detail"]
+
+
+def identify_rows(srv: Server) -> int:
+    with sqlite3.connect(srv.gallery) as db:
+        return db.execute("SELECT count(*) FROM audit WHERE kind = 'identify'").fetchone()[0]
+
+
+def test_each_face_of_an_image_is_a_decision_a_picture_of_many_stolen_photos_pays_for_each(srv):
+    """Six photos side by side in one upload: six faces identified and audited, six decisions. The route
+    takes one for the image; each face past the first is taken once found, and those the bucket cannot pay
+    for are not identified (the largest first), nor audited."""
+    thief = srv.new_key("recognise", "thief")
+    audited = identify_rows(srv)
+    six = srv.request("POST", "/v1/identify", key=thief, files=[("image", "tiles.png", tiled(2, 3))])
+    assert six.status == 200 and six.body["faces_found"] == 6 and six.body["truncated"]
+    assert len(six.body["faces"]) == 3  # the bucket's 3
+    assert any("decisions a minute are used up" in note for note in six.body["notes"])
+    assert identify_rows(srv) == audited + 3
+    assert srv.request("POST", "/v1/identify", key=thief, files=probe(3)).status == 429
+    srv.clock.advance(60)
+    everyone = srv.request("POST", "/v1/identify", key=srv.key, files=[("image", "tiles.png", tiled(2, 3))])
+    assert everyone.status == 200 and len(everyone.body["faces"]) == 6  # admin keys are not counted
 
 
 def test_keys_have_their_own_buckets_and_admin_keys_are_not_counted(srv):

@@ -20,7 +20,8 @@ router = APIRouter(
 
 
 def _count(svc: Service, key: str | None, role: str | None, n: int) -> None:
-    """`n` decisions asked by a key below admin, counted before any work (429 `too-many-decisions`)."""
+    """`n` decisions asked by a key below admin, counted before any work (429 `too-many-decisions`); an
+    identification's faces past each image's first are counted once found (`Service.identify`)."""
     if not allows(role, "admin"):
         svc.quota.take(key, n)
 
@@ -158,10 +159,11 @@ async def identify(
             "identify takes one image file in field 'image', or several in field 'images' (not both)",
         )
     locked = {k for k in svc.lockout.locked() if isinstance(k, int)}  # people (not names nobody has)
+    admin = allows(role, "admin")
     if image is not None:
         _count(svc, key, role, 1)
         probe = await read_upload(image, "image")
-        return await svc.run(svc.identify, probe, top, margin, locked, key, allows(role, "admin"), fpir)
+        return await svc.run(svc.identify, probe, top, margin, locked, key, admin, fpir, not admin)
     probes = await read_batch(svc, images)
-    _count(svc, key, role, len(probes))
-    return await svc.run(svc.identify_many, probes, top, margin, locked, key, allows(role, "admin"), fpir)
+    _count(svc, key, role, len(probes))  # one per image now; each face past an image's first once found
+    return await svc.run(svc.identify_many, probes, top, margin, locked, key, admin, fpir, not admin)
