@@ -100,3 +100,22 @@ def test_zero_turns_the_count_off(tmp_path):
         assert server.request("GET", "/v1/whoami", key=door).body["decisions_per_minute"] is None
     finally:
         server.stop()
+
+
+def test_the_images_an_enrol_key_has_matched_against_the_gallery_count_too(srv):
+    """An enrol key asks the gallery about faces too: a new person's images are matched against everyone
+    (409 `already-enrolled`: "this face is enrolled"), an added face against the person ("does not match":
+    not them). Each image is a decision of the key's bucket, as a verification is."""
+    assert srv.request("POST", "/v1/people", fields={"name": "bo"}, files=images(5, 2, 3)).status == 201
+    clerk = srv.new_key("enrol", "clerk")
+    for _ in range(3):
+        other = srv.request("POST", "/v1/people/bo/faces", key=clerk, files=images(6, 1))
+        assert other.status == 422 and other.body["report"]["rejected"][0]["reason"] == "other-person"
+    refused = srv.request("POST", "/v1/people/bo/faces", key=clerk, files=images(6, 1))
+    assert refused.status == 429 and refused.body["error"] == "too-many-decisions"
+    desk = srv.new_key("enrol", "desk")
+    for i in range(3):
+        known = srv.request("POST", "/v1/people", key=desk, fields={"name": f"who {i}"}, files=images(3, 1))
+        assert known.status == 409 and known.body["error"] == "already-enrolled"
+    refused = srv.request("POST", "/v1/people", key=desk, fields={"name": "who 3"}, files=images(3, 1))
+    assert refused.status == 429 and refused.body["error"] == "too-many-decisions"
