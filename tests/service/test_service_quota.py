@@ -119,3 +119,14 @@ def test_the_images_an_enrol_key_has_matched_against_the_gallery_count_too(srv):
         assert known.status == 409 and known.body["error"] == "already-enrolled"
     refused = srv.request("POST", "/v1/people", key=desk, fields={"name": "who 3"}, files=images(3, 1))
     assert refused.status == 429 and refused.body["error"] == "too-many-decisions"
+
+
+def test_a_fraction_of_a_decision_a_minute_is_refused_not_taken_for_zero(tmp_path):
+    """`Settings(decisions_per_minute=0.5)` (the Python API) was int() 0 in the quota: the count silently off."""
+    from siamface.errors import ConfigError
+    from siamface.service.settings import Settings
+
+    for wrong in (0.5, -1, float("nan")):
+        with pytest.raises(ConfigError, match="decisions_per_minute|decisions per minute"):
+            Settings(gallery=tmp_path / "g.db", decisions_per_minute=wrong)
+    assert Settings(gallery=tmp_path / "g.db", decisions_per_minute=3.0).decisions_per_minute == 3
