@@ -212,3 +212,25 @@ def test_rows_removed_by_hand_with_a_base_no_audited_prune_recorded_are_found(st
     erase_before(last)  # the decision after the first prune removed by hand
     code, check = _verify(store_spec)
     assert code == 1 and "no audited prune" in check["problems"][0]["problem"]
+
+
+def test_pruned_rows_leave_no_byte_in_an_sqlite_file_a_server_holds_open(tmp_path, monkeypatch):
+    """Retention from cron while `serve` holds the gallery open: the removed rows stayed readable in the file
+    (and its WAL) until a checkpoint, hours later on a quiet gallery. They are flushed as a removed person's are."""
+    from siamface.gallery import sqlbase
+
+    g = tmp_path / "people.db"
+    monkeypatch.setattr(sqlbase, "_now", lambda: "2020-01-01T00:00:00.000+00:00")
+    with open_store(g, MODEL, create=True) as s:
+        ann = s.add_templates("ann", [NewTemplate(v) for v in unit_vectors(2)]).person
+        s.log([AuditRecord("verify", ann.id, None, 0.1, 0.9, False, "best", "model-of-2020")] * 20)
+    server = open_store(g, MODEL)  # another process's connection, as a server's
+    try:
+        assert len(server.audit(limit=None)) == 21
+        out = cli("gallery", "audit", "-g", g, "--prune-older-than", "30", "--json")
+        assert out.returncode == 0 and json.loads(out.stdout)["removed"] == 21, out.stderr
+        assert [e.kind for e in server.audit(limit=None)] == ["audit-prune"]
+        for part in (g, tmp_path / "people.db-wal"):
+            assert not part.exists() or b"model-of-2020" not in part.read_bytes(), part
+    finally:
+        server.close()

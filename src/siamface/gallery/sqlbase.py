@@ -561,6 +561,7 @@ class SqlStore:
             else:
                 db.execute(self._q("UPDATE meta SET value = ? WHERE key = 'audit_base'"), (base,))
             self._audit_change(db, "audit-prune", None, actor, removed=removed, before=cutoff, base=base)
+        self._after_prune()
         return {"removed": removed, "before": cutoff, "base": base}
 
     def stats(self) -> dict[str, Any]:
@@ -613,6 +614,9 @@ class SqlStore:
 
     def _after_delete(self) -> None:
         """Called after a deletion's transaction committed."""
+
+    def _after_prune(self) -> None:
+        """Called after `prune_audit` removed rows (committed): where their bytes may survive, remove them."""
 
     # -- shared ----------------------------------------------------------------------------------------
     def _refs(self, db, person_ids) -> dict[int, str]:
