@@ -234,3 +234,15 @@ def test_pruned_rows_leave_no_byte_in_an_sqlite_file_a_server_holds_open(tmp_pat
             assert not part.exists() or b"model-of-2020" not in part.read_bytes(), part
     finally:
         server.close()
+
+
+def test_a_huge_or_infinite_retention_is_no_traceback(tmp_path):
+    """`--prune-older-than 1e6` (before year 1) and `inf` were an OverflowError traceback."""
+    g = tmp_path / "people.db"
+    with open_store(g, MODEL, create=True) as s:
+        s.add_templates("ann", [NewTemplate(v) for v in unit_vectors(2)])
+    out = cli("gallery", "audit", "-g", g, "--prune-older-than", "1e6", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["removed"] == 0, out.stderr
+    out = cli("gallery", "audit", "-g", g, "--prune-older-than", "inf")
+    assert out.returncode == 2 and "at least 1 day" in out.stderr and "Traceback" not in out.stderr
+    assert _verify(g)[0] == 0 and len(json.loads(cli("gallery", "audit", "-g", g, "--json").stdout)["entries"]) == 1

@@ -542,9 +542,13 @@ class SqlStore:
 
     def prune_audit(self, days: float, *, actor: str = "") -> dict[str, Any]:
         """Remove the audit rows older than `days` (see `Store.prune_audit`), in one write transaction."""
-        if not days >= 1:  # NaN too
+        if not 1 <= days < float("inf"):  # NaN too
             raise ValueError(f"audit rows are kept at least 1 day (the lock-outs read them), got {days}")
-        cutoff = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="milliseconds")
+        now = datetime.now(UTC)
+        earliest = datetime(1, 1, 1, tzinfo=UTC)  # more days than since then: nothing is older
+        cutoff = (now - timedelta(days=days) if days < (now - earliest).days else earliest).isoformat(
+            timespec="milliseconds"
+        )
         with self._write() as db:
             kept = db.execute(self._q("SELECT min(id) FROM audit WHERE time >= ?"), (cutoff,)).fetchone()[0]
             if kept is None:
