@@ -246,3 +246,17 @@ def test_a_huge_or_infinite_retention_is_no_traceback(tmp_path):
     out = cli("gallery", "audit", "-g", g, "--prune-older-than", "inf")
     assert out.returncode == 2 and "at least 1 day" in out.stderr and "Traceback" not in out.stderr
     assert _verify(g)[0] == 0 and len(json.loads(cli("gallery", "audit", "-g", g, "--json").stdout)["entries"]) == 1
+
+
+def test_a_prune_asked_for_one_person_is_refused_not_applied_to_everyone(tmp_path, monkeypatch):
+    """`--person ann --prune-older-than 30` pruned everyone's old rows (--person was ignored): refused."""
+    from siamface.gallery import sqlbase
+
+    g = tmp_path / "people.db"
+    monkeypatch.setattr(sqlbase, "_now", lambda: "2020-01-01T00:00:00.000+00:00")
+    with open_store(g, MODEL, create=True) as s:
+        for name, v in zip(("ann", "bob"), unit_vectors(2)):
+            s.add_templates(name, [NewTemplate(v)])
+    out = cli("gallery", "audit", "-g", g, "--person", "ann", "--prune-older-than", "30")
+    assert out.returncode == 2 and "give no --person" in out.stderr
+    assert len(json.loads(cli("gallery", "audit", "-g", g, "--json").stdout)["entries"]) == 2

@@ -243,6 +243,8 @@ def cmd_stats(args) -> int:
 def cmd_audit(args) -> int:
     if args.verify and args.prune_older_than is not None:
         raise ConfigError("give --verify or --prune-older-than, not both")
+    if args.person is not None and args.prune_older_than is not None:
+        raise ConfigError("--prune-older-than removes everyone's old rows (the chain is one): give no --person")
     if args.verify:
         return _verify_audit(args)
     if args.prune_older_than is not None:
