@@ -260,3 +260,18 @@ def test_a_prune_asked_for_one_person_is_refused_not_applied_to_everyone(tmp_pat
     out = cli("gallery", "audit", "-g", g, "--person", "ann", "--prune-older-than", "30")
     assert out.returncode == 2 and "give no --person" in out.stderr
     assert len(json.loads(cli("gallery", "audit", "-g", g, "--json").stdout)["entries"]) == 2
+
+
+def test_the_cli_is_audited_as_its_user_id_not_as_the_user_its_environment_names(tmp_path):
+    """`LOGNAME=alice siamface gallery audit --prune-older-than 1` was audited as cli:alice (getpass reads the
+    environment first): whoever ran a change or a prune could put it on someone else."""
+    import os
+    import pwd
+
+    g = tmp_path / "people.db"
+    with open_store(g, MODEL, create=True) as s:
+        s.add_templates("ann", [NewTemplate(v) for v in unit_vectors(2)])
+    alias = {k: "alice-not-me" for k in ("LOGNAME", "USER", "LNAME", "USERNAME")}
+    assert cli("people", "rename", "ann", "bea", "-g", g, env=alias).returncode == 0
+    latest = json.loads(cli("gallery", "audit", "-g", g, "--json").stdout)["entries"][0]
+    assert (latest["kind"], latest["actor"]) == ("rename", f"cli:{pwd.getpwuid(os.getuid()).pw_name}")

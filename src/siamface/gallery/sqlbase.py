@@ -89,13 +89,21 @@ GENESIS = "0" * 64
 
 
 def local_actor() -> str:
-    """Who a change or decision is audited as when no API key made it: ``cli:<OS user>``."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):  # no name for this uid
-        import os
+    """Who a change or decision is audited as when no API key made it: ``cli:<OS user>``, the name of the
+    process's user id (not $LOGNAME or $USER, which whoever runs the command sets as they like)."""
+    import os
 
-        return f"cli:uid-{os.getuid()}" if hasattr(os, "getuid") else "cli:?"
+    try:
+        import pwd
+    except ImportError:  # Windows: no user ids
+        try:
+            return f"cli:{getpass.getuser()}"
+        except (KeyError, OSError):
+            return "cli:?"
+    try:
+        return f"cli:{pwd.getpwuid(os.getuid()).pw_name}"
+    except KeyError:  # no name for this uid
+        return f"cli:uid-{os.getuid()}"
 
 
 def new_ref() -> str:
