@@ -38,10 +38,10 @@ def test_a_decision_about_a_person_removed_meanwhile_is_still_audited(store_spec
         assert s.verify_audit().intact
 
 
-def tamper(g, sql: str, params=()) -> None:
+def tamper(g, sql: str, params=(), returning: str = "id") -> None:
     """Change the gallery behind siamface's back, as whoever holds the file or the database could."""
     if is_url(g):
-        rows(g, sql + " RETURNING id", params)
+        rows(g, f"{sql} RETURNING {returning}", params)
         return
     db = sqlite3.connect(g)
     db.execute(sql, params)
@@ -167,3 +167,111 @@ def test_old_rows_pruned_keep_the_chain_verifiable_and_the_pruning_is_audited(st
     tamper(store_spec, "DELETE FROM audit WHERE id = ?", (after[1]["id"],))  # a kept row removed by hand
     code, check = _verify(store_spec)
     assert code == 1 and "a row was removed" in check["problems"][0]["problem"]
+
+
+def test_rows_removed_by_hand_with_a_base_no_audited_prune_recorded_are_found(store_spec, monkeypatch):
+    """Whoever may write the gallery deletes the oldest rows and writes `meta.audit_base` (the first row kept's
+    prev_hash: no hash to compute, and the head unchanged, so a head noted elsewhere is still found): `--verify`
+    must not call that intact. A base is vouched for by the last `audit-prune` row of the chain only: a prune
+    after a prune verifies, rows removed by hand after a prune (the base moved on) are found."""
+    from siamface.gallery import sqlbase
+
+    real_now = sqlbase._now
+    monkeypatch.setattr(sqlbase, "_now", lambda: "2020-01-01T00:00:00.000+00:00")  # rows of long ago
+    with open_store(store_spec, MODEL, create=True) as s:
+        ann = s.add_templates("ann", [NewTemplate(v) for v in unit_vectors(2)]).person
+        s.log([AuditRecord("verify", ann.id, None, 0.1, 0.9, False, "best", "m")] * 3)  # denied claims
+    ids = [r[0] for r in rows(store_spec, "SELECT id FROM audit ORDER BY id")]
+    head = _verify(store_spec)[1]["head"]
+
+    def erase_before(row_id: int) -> None:  # no prune: rows deleted, the base written by hand
+        first_prev = rows(store_spec, "SELECT prev_hash FROM audit WHERE id = ?", (row_id,))[0][0]
+        tamper(store_spec, "DELETE FROM audit WHERE id < ?", (row_id,))
+        if rows(store_spec, "SELECT value FROM meta WHERE key = 'audit_base'"):
+            tamper(store_spec, "UPDATE meta SET value = ? WHERE key = 'audit_base'", (first_prev,), "key")
+        else:
+            tamper(store_spec, "INSERT INTO meta (key, value) VALUES ('audit_base', ?)", (first_prev,), "key")
+
+    erase_before(ids[2])  # the enrolment and the first denial gone
+    code, check = _verify(store_spec)
+    assert code == 1 and not check["intact"] and check["head"] == head
+    assert "no audited prune" in check["problems"][0]["problem"]
+
+    with open_store(store_spec, MODEL) as s:  # a real prune (its own row dated long ago too)
+        assert s.prune_audit(30)["removed"] == 2
+    monkeypatch.setattr(sqlbase, "_now", real_now)
+    with open_store(store_spec, MODEL) as s:
+        s.log([AuditRecord("verify", ann.id, ann.id, 0.97, 0.9, True, "best", "m")])
+    assert _verify(store_spec)[0] == 0  # the prune vouches for its base
+    out = cli("gallery", "audit", "-g", store_spec, "--prune-older-than", "30", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["removed"] == 1  # the first prune's own row
+    code, check = _verify(store_spec)
+    assert code == 0 and check["rows"] == 2  # a prune after a prune: the last one vouches
+
+    last = rows(store_spec, "SELECT max(id) FROM audit")[0][0]
+    erase_before(last)  # the decision after the first prune removed by hand
+    code, check = _verify(store_spec)
+    assert code == 1 and "no audited prune" in check["problems"][0]["problem"]
+
+
+def test_pruned_rows_leave_no_byte_in_an_sqlite_file_a_server_holds_open(tmp_path, monkeypatch):
+    """Retention from cron while `serve` holds the gallery open: the removed rows stayed readable in the file
+    (and its WAL) until a checkpoint, hours later on a quiet gallery. They are flushed as a removed person's are."""
+    from siamface.gallery import sqlbase
+
+    g = tmp_path / "people.db"
+    monkeypatch.setattr(sqlbase, "_now", lambda: "2020-01-01T00:00:00.000+00:00")
+    with open_store(g, MODEL, create=True) as s:
+        ann = s.add_templates("ann", [NewTemplate(v) for v in unit_vectors(2)]).person
+        s.log([AuditRecord("verify", ann.id, None, 0.1, 0.9, False, "best", "model-of-2020")] * 20)
+    server = open_store(g, MODEL)  # another process's connection, as a server's
+    try:
+        assert len(server.audit(limit=None)) == 21
+        out = cli("gallery", "audit", "-g", g, "--prune-older-than", "30", "--json")
+        assert out.returncode == 0 and json.loads(out.stdout)["removed"] == 21, out.stderr
+        assert [e.kind for e in server.audit(limit=None)] == ["audit-prune"]
+        for part in (g, tmp_path / "people.db-wal"):
+            assert not part.exists() or b"model-of-2020" not in part.read_bytes(), part
+    finally:
+        server.close()
+
+
+def test_a_huge_or_infinite_retention_is_no_traceback(tmp_path):
+    """`--prune-older-than 1e6` (before year 1) and `inf` were an OverflowError traceback."""
+    g = tmp_path / "people.db"
+    with open_store(g, MODEL, create=True) as s:
+        s.add_templates("ann", [NewTemplate(v) for v in unit_vectors(2)])
+    out = cli("gallery", "audit", "-g", g, "--prune-older-than", "1e6", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["removed"] == 0, out.stderr
+    out = cli("gallery", "audit", "-g", g, "--prune-older-than", "inf")
+    assert out.returncode == 2 and "at least 1 day" in out.stderr and "Traceback" not in out.stderr
+    assert _verify(g)[0] == 0 and len(json.loads(cli("gallery", "audit", "-g", g, "--json").stdout)["entries"]) == 1
+
+
+def test_a_prune_asked_for_one_person_is_refused_not_applied_to_everyone(tmp_path, monkeypatch):
+    """`--person ann --prune-older-than 30` pruned everyone's old rows (--person was ignored): refused."""
+    from siamface.gallery import sqlbase
+
+    g = tmp_path / "people.db"
+    monkeypatch.setattr(sqlbase, "_now", lambda: "2020-01-01T00:00:00.000+00:00")
+    with open_store(g, MODEL, create=True) as s:
+        for name, v in zip(("ann", "bob"), unit_vectors(2)):
+            s.add_templates(name, [NewTemplate(v)])
+    out = cli("gallery", "audit", "-g", g, "--person", "ann", "--prune-older-than", "30")
+    assert out.returncode == 2 and "give no --person" in out.stderr
+    assert len(json.loads(cli("gallery", "audit", "-g", g, "--json").stdout)["entries"]) == 2
+
+
+def test_the_cli_is_audited_as_its_user_id_not_as_the_user_its_environment_names(tmp_path):
+    """`LOGNAME=alice siamface gallery audit --prune-older-than 1` was audited as cli:alice (getpass reads the
+    environment first): whoever ran a change or a prune could put it on someone else."""
+    import os
+    import pwd
+
+    g = tmp_path / "people.db"
+    with open_store(g, MODEL, create=True) as s:
+        s.add_templates("ann", [NewTemplate(v) for v in unit_vectors(2)])
+    alias = {k: "alice-not-me" for k in ("LOGNAME", "USER", "LNAME", "USERNAME")}
+    assert cli("people", "rename", "ann", "bea", "-g", g, env=alias).returncode == 0
+    latest = json.loads(cli("gallery", "audit", "-g", g, "--json").stdout)["entries"][0]
+    assert (latest["kind"], latest["actor"]) == ("rename", f"cli:{pwd.getpwuid(os.getuid()).pw_name}")

@@ -20,8 +20,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import att, run_cli
+from conftest import att, att_rgb, run_cli
 from PIL import Image
 
 _BESIDE = Path(sys.executable).parent / "siamface"
@@ -104,6 +105,19 @@ def role_server(folder: Path, lock_failures: int, lock_seconds: int) -> Server:
         srv.stop()
         raise
     return srv
+
+
+def tiled(rows: int, cols: int) -> bytes:
+    """A PNG of rows x cols AT&T faces (subjects 3-9), each with a grey margin: many faces in one upload."""
+    subjects = (3, 4, 5, 6, 7, 8, 9)
+    tiles = [
+        np.pad(att_rgb(subjects[k % len(subjects)], 1 + (k // len(subjects)) % 4), ((10, 10), (10, 10), (0, 0)))
+        for k in range(rows * cols)
+    ]
+    grid = np.concatenate([np.concatenate(tiles[r * cols : (r + 1) * cols], axis=1) for r in range(rows)], axis=0)
+    out = io.BytesIO()
+    Image.fromarray(grid).save(out, format="PNG")
+    return out.getvalue()
 
 
 def png_bytes(array) -> bytes:

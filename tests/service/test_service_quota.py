@@ -9,7 +9,9 @@ from service_support import require_service
 
 require_service()
 
-from service_support import Server, images, probe  # noqa: E402
+import sqlite3  # noqa: E402
+
+from service_support import Server, images, probe, tiled  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +57,28 @@ def test_each_image_of_an_identification_counts_and_a_batch_the_bucket_cannot_pa
     assert over.status == 429 and "fewer images" in over.body["detail"]
 
 
+def identify_rows(srv: Server) -> int:
+    with sqlite3.connect(srv.gallery) as db:
+        return db.execute("SELECT count(*) FROM audit WHERE kind = 'identify'").fetchone()[0]
+
+
+def test_each_face_of_an_image_is_a_decision_a_picture_of_many_stolen_photos_pays_for_each(srv):
+    """Six photos side by side in one upload: six faces identified and audited, six decisions. The route
+    takes one for the image; each face past the first is taken once found, and those the bucket cannot pay
+    for are not identified (the largest first), nor audited."""
+    thief = srv.new_key("recognise", "thief")
+    audited = identify_rows(srv)
+    six = srv.request("POST", "/v1/identify", key=thief, files=[("image", "tiles.png", tiled(2, 3))])
+    assert six.status == 200 and six.body["faces_found"] == 6 and six.body["truncated"]
+    assert len(six.body["faces"]) == 3  # the bucket's 3
+    assert any("decisions a minute are used up" in note for note in six.body["notes"])
+    assert identify_rows(srv) == audited + 3
+    assert srv.request("POST", "/v1/identify", key=thief, files=probe(3)).status == 429
+    srv.clock.advance(60)
+    everyone = srv.request("POST", "/v1/identify", key=srv.key, files=[("image", "tiles.png", tiled(2, 3))])
+    assert everyone.status == 200 and len(everyone.body["faces"]) == 6  # admin keys are not counted
+
+
 def test_keys_have_their_own_buckets_and_admin_keys_are_not_counted(srv):
     a, b = srv.new_key("recognise", "a"), srv.new_key("enrol", "b")
     for _ in range(3):
@@ -76,3 +100,33 @@ def test_zero_turns_the_count_off(tmp_path):
         assert server.request("GET", "/v1/whoami", key=door).body["decisions_per_minute"] is None
     finally:
         server.stop()
+
+
+def test_the_images_an_enrol_key_has_matched_against_the_gallery_count_too(srv):
+    """An enrol key asks the gallery about faces too: a new person's images are matched against everyone
+    (409 `already-enrolled`: "this face is enrolled"), an added face against the person ("does not match":
+    not them). Each image is a decision of the key's bucket, as a verification is."""
+    assert srv.request("POST", "/v1/people", fields={"name": "bo"}, files=images(5, 2, 3)).status == 201
+    clerk = srv.new_key("enrol", "clerk")
+    for _ in range(3):
+        other = srv.request("POST", "/v1/people/bo/faces", key=clerk, files=images(6, 1))
+        assert other.status == 422 and other.body["report"]["rejected"][0]["reason"] == "other-person"
+    refused = srv.request("POST", "/v1/people/bo/faces", key=clerk, files=images(6, 1))
+    assert refused.status == 429 and refused.body["error"] == "too-many-decisions"
+    desk = srv.new_key("enrol", "desk")
+    for i in range(3):
+        known = srv.request("POST", "/v1/people", key=desk, fields={"name": f"who {i}"}, files=images(3, 1))
+        assert known.status == 409 and known.body["error"] == "already-enrolled"
+    refused = srv.request("POST", "/v1/people", key=desk, fields={"name": "who 3"}, files=images(3, 1))
+    assert refused.status == 429 and refused.body["error"] == "too-many-decisions"
+
+
+def test_a_fraction_of_a_decision_a_minute_is_refused_not_taken_for_zero(tmp_path):
+    """`Settings(decisions_per_minute=0.5)` (the Python API) was int() 0 in the quota: the count silently off."""
+    from siamface.errors import ConfigError
+    from siamface.service.settings import Settings
+
+    for wrong in (0.5, -1, float("nan")):
+        with pytest.raises(ConfigError, match="decisions_per_minute|decisions per minute"):
+            Settings(gallery=tmp_path / "g.db", decisions_per_minute=wrong)
+    assert Settings(gallery=tmp_path / "g.db", decisions_per_minute=3.0).decisions_per_minute == 3

@@ -24,22 +24,9 @@ require_service()
 
 from conftest import att_rgb  # noqa: E402
 from PIL import Image  # noqa: E402
-from service_support import ENROLLED, PROBE, Server, cli, fixture_bytes  # noqa: E402
+from service_support import ENROLLED, PROBE, Server, cli, fixture_bytes, tiled  # noqa: E402
 
 MAX_FACES = 3
-
-
-def tiled(rows: int, cols: int) -> bytes:
-    """A PNG of rows x cols AT&T faces (subjects 3-9), each with a grey margin: many faces in one upload."""
-    subjects = (3, 4, 5, 6, 7, 8, 9)
-    tiles = [
-        np.pad(att_rgb(subjects[k % len(subjects)], 1 + (k // len(subjects)) % 4), ((10, 10), (10, 10), (0, 0)))
-        for k in range(rows * cols)
-    ]
-    grid = np.concatenate([np.concatenate(tiles[r * cols : (r + 1) * cols], axis=1) for r in range(rows)], axis=0)
-    out = io.BytesIO()
-    Image.fromarray(grid).save(out, format="PNG")
-    return out.getvalue()
 
 
 def enroll(server, subject: int):

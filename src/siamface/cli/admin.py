@@ -246,11 +246,15 @@ def cmd_stats(args) -> int:
 def cmd_audit(args) -> int:
     if args.verify and args.prune_older_than is not None:
         raise ConfigError("give --verify or --prune-older-than, not both")
+    if args.person is not None and args.prune_older_than is not None:
+        raise ConfigError("--prune-older-than removes everyone's old rows (the chain is one): give no --person")
     if args.verify:
         return _verify_audit(args)
     if args.prune_older_than is not None:
-        if not args.prune_older_than >= 1:  # NaN too
-            raise ConfigError(f"--prune-older-than: audit rows are kept at least 1 day, got {args.prune_older_than:g}")
+        if not 1 <= args.prune_older_than < float("inf"):  # NaN too
+            raise ConfigError(
+                f"--prune-older-than: audit rows are kept at least 1 day (a finite number), got {args.prune_older_than:g}"
+            )
         with _store(args) as store:
             pruned = store.prune_audit(args.prune_older_than)
         if args.json:

@@ -175,7 +175,7 @@ def add_parsers(sub) -> None:
         type=int,
         default=240,
         metavar="N",
-        help="verifications and identified images one API key below admin may ask for a minute, a "
+        help="verifications and identified faces one API key below admin may ask for a minute, a "
         "bucket refilled continuously (default: 240; 0: not counted; 429 too-many-decisions above): a stolen "
         "door key cannot query the gallery faster",
     )

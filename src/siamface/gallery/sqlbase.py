@@ -89,13 +89,21 @@ GENESIS = "0" * 64
 
 
 def local_actor() -> str:
-    """Who a change or decision is audited as when no API key made it: ``cli:<OS user>``."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):  # no name for this uid
-        import os
+    """Who a change or decision is audited as when no API key made it: ``cli:<OS user>``, the name of the
+    process's user id (not $LOGNAME or $USER, which whoever runs the command sets as they like)."""
+    import os
 
-        return f"cli:uid-{os.getuid()}" if hasattr(os, "getuid") else "cli:?"
+    try:
+        import pwd
+    except ImportError:  # Windows: no user ids
+        try:
+            return f"cli:{getpass.getuser()}"
+        except (KeyError, OSError):
+            return "cli:?"
+    try:
+        return f"cli:{pwd.getpwuid(os.getuid()).pw_name}"
+    except KeyError:  # no name for this uid
+        return f"cli:uid-{os.getuid()}"
 
 
 def new_ref() -> str:
@@ -128,6 +136,15 @@ def audit_content(row: Sequence[Any]) -> str:
 
 def chain_hash(prev: str, row: Sequence[Any]) -> str:
     return hashlib.sha256(f"{prev}\n{audit_content(row)}".encode("ascii")).hexdigest()
+
+
+def _pruned_base(detail: str | None) -> str | None:
+    """The chain's base an ``audit-prune`` row's detail recorded (None when unreadable)."""
+    try:
+        base = json.loads(detail or "{}").get("base")
+    except (ValueError, AttributeError):
+        return None
+    return base if isinstance(base, str) else None
 
 
 def chain_rows(db, q, rows) -> str:
@@ -495,9 +512,10 @@ class SqlStore:
         return denied[::-1]
 
     def verify_audit(self) -> AuditCheck:
-        """Recompute the audit's hash chain in id order (see the module's docstring)."""
+        """Recompute the audit's hash chain in id order (see the module's docstring), from the base the last
+        ``audit-prune`` row recorded (`prune_audit`): a base no prune vouches for is a problem."""
         problems: list[tuple[int | None, str]] = []
-        count = 0
+        count, vouched = 0, None
         with self._read() as db:
             head = db.execute("SELECT value FROM meta WHERE key = 'audit_head'").fetchone()
             base = db.execute("SELECT value FROM meta WHERE key = 'audit_base'").fetchone()
@@ -513,6 +531,17 @@ class SqlStore:
             if chain_hash(stored_prev or "", r[3:]) != stored:
                 problems.append((row_id, "its content does not match its hash: the row was edited"))
             prev = stored or ""
+            if r[4] == "audit-prune":
+                vouched = _pruned_base(r[13])
+        if base is not None and vouched != base[0]:
+            problems.insert(
+                0,
+                (
+                    None,
+                    "the chain starts after rows no audited prune removed (meta.audit_base is not the base the "
+                    "last audit-prune row recorded): the first row(s) were removed",
+                ),
+            )
         if head is None:
             problems.append((None, "the gallery keeps no audit head (meta.audit_head is missing)"))
         elif head[0] != prev:
@@ -521,9 +550,13 @@ class SqlStore:
 
     def prune_audit(self, days: float, *, actor: str = "") -> dict[str, Any]:
         """Remove the audit rows older than `days` (see `Store.prune_audit`), in one write transaction."""
-        if not days >= 1:  # NaN too
+        if not 1 <= days < float("inf"):  # NaN too
             raise ValueError(f"audit rows are kept at least 1 day (the lock-outs read them), got {days}")
-        cutoff = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="milliseconds")
+        now = datetime.now(UTC)
+        earliest = datetime(1, 1, 1, tzinfo=UTC)  # more days than since then: nothing is older
+        cutoff = (now - timedelta(days=days) if days < (now - earliest).days else earliest).isoformat(
+            timespec="milliseconds"
+        )
         with self._write() as db:
             kept = db.execute(self._q("SELECT min(id) FROM audit WHERE time >= ?"), (cutoff,)).fetchone()[0]
             if kept is None:
@@ -540,6 +573,7 @@ class SqlStore:
             else:
                 db.execute(self._q("UPDATE meta SET value = ? WHERE key = 'audit_base'"), (base,))
             self._audit_change(db, "audit-prune", None, actor, removed=removed, before=cutoff, base=base)
+        self._after_prune()
         return {"removed": removed, "before": cutoff, "base": base}
 
     def stats(self) -> dict[str, Any]:
@@ -592,6 +626,9 @@ class SqlStore:
 
     def _after_delete(self) -> None:
         """Called after a deletion's transaction committed."""
+
+    def _after_prune(self) -> None:
+        """Called after `prune_audit` removed rows (committed): where their bytes may survive, remove them."""
 
     # -- shared ----------------------------------------------------------------------------------------
     def _refs(self, db, person_ids) -> dict[int, str]:

@@ -792,6 +792,11 @@ class SQLiteStore(SqlStore):
         except OSError as exc:
             log.warning("%s.faiss: not removed (%s); delete it by hand", self.path, exc.strerror)
 
+    def _after_prune(self) -> None:
+        # the removed audit rows stayed readable in the file until the next checkpoint (with a server holding
+        # the gallery open, as when pruning from cron), and in the WAL
+        self._flush_wal()
+
     def _flush_wal(self) -> None:
         """Copy the WAL into the main file (where secure_delete has zeroed the freed bytes) and truncate it,
         so that deleted biometric data does not survive in the WAL. Skipped (logged) while readers hold it."""

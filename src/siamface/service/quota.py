@@ -3,9 +3,11 @@
 A stolen door or kiosk key is a way to ask the gallery about any photo: is this face enrolled, and as whom.
 The lock-out bounds guesses at one person; this bounds the whole key. Each key has a bucket of `per_minute`
 decisions that refills continuously (a token bucket: `per_minute` at once after an idle minute, then
-`per_minute / 60` a second); a verification (a pair or a claim) takes one, an identification one per image.
-A request the bucket cannot pay for is refused whole, before any work (HTTP 429 ``too-many-decisions`` with
-``Retry-After``) and not audited: no decision was made. Admin keys are not counted (they may read the gallery
+`per_minute / 60` a second); a verification (a pair or a claim) takes one, an identification one per face
+it names (each is a decision and an audit row: a picture of 20 stolen photos side by side asks 20 times).
+A request the bucket cannot pay one decision per image for is refused whole, before any work (HTTP 429
+``too-many-decisions`` with ``Retry-After``) and not audited: no decision was made; an image's faces past
+the first are identified, largest first, as far as the bucket pays once they are found (`take_up_to`). Admin keys are not counted (they may read the gallery
 anyway). The buckets live in the server process's memory: a restart refills them.
 """
 
@@ -59,9 +61,23 @@ class DecisionQuota:
                     f"this API key asked for more than its {self.per_minute} decisions a minute; retry in {wait} s",
                     headers={"Retry-After": str(wait)},
                 )
-            self._buckets[key] = (tokens - n, now)
-            if len(self._buckets) > 4096:  # forget the full ones: a full bucket is what an unknown key gets
-                for k in [
-                    k for k, (t, w) in self._buckets.items() if t + (now - w) * self.per_minute / 60 >= self.per_minute
-                ]:
-                    del self._buckets[k]
+            self._store(key, tokens - n, now)
+
+    def take_up_to(self, key: Hashable, n: int) -> int:
+        """Count at most `n` decisions for `key`, as many as its bucket holds now; how many were counted (`n`
+        when not counted at all). Never raises: the faces of an image past the first (`Service.identify`)."""
+        if self.per_minute <= 0 or n <= 0:
+            return max(n, 0)
+        now = self.clock()
+        with self._lock:
+            tokens = self._tokens(key, now)
+            got = min(n, int(tokens))
+            self._store(key, tokens - got, now)
+        return got
+
+    def _store(self, key: Hashable, tokens: float, now: float) -> None:
+        self._buckets[key] = (tokens, now)
+        if len(self._buckets) > 4096:  # forget the full ones: a full bucket is what an unknown key gets
+            full = [k for k, (t, w) in self._buckets.items() if t + (now - w) * self.per_minute / 60 >= self.per_minute]
+            for k in full:
+                del self._buckets[k]

@@ -163,8 +163,11 @@ class Settings:
             raise ConfigError("lock-out needs at least 1 failure and a positive window and duration")
         if self.additions_per_person < 0 or self.additions_window_s <= 0:
             raise ConfigError("the faces added per person must be >= 0, within a positive number of seconds")
-        if self.decisions_per_minute < 0:
-            raise ConfigError(f"decisions per minute must be >= 0 (0: not counted), got {self.decisions_per_minute}")
+        if self.decisions_per_minute < 0 or self.decisions_per_minute != int(self.decisions_per_minute):
+            # 0.5 would be int() 0 in the quota: the count silently off
+            raise ConfigError(
+                f"decisions per minute must be a whole number >= 0 (0: not counted), got {self.decisions_per_minute}"
+            )
         if self.max_faces < 1 or self.max_connections < 1:
             raise ConfigError("max_faces and max_connections must be >= 1")
         timeouts = (self.time_budget_s, self.header_timeout_s, self.body_timeout_s, self.keep_alive_s)

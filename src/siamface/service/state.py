@@ -543,6 +543,7 @@ class Service:
         key: str | None = None,
         scores: bool = True,
         fpir: float | None = None,
+        counted: bool = False,
     ) -> dict[str, Any]:
         """Who is in the probe, revealing no more than a decision needs: people in `locked` (locked out of
         verification) are searched as if not enrolled, an unknown face carries no score and no candidates,
@@ -550,7 +551,10 @@ class Service:
         above it (so that identification is no score oracle for probing anybody). The client's `margin` may
         make the decision stricter (more faces ambiguous), never laxer, and never shows more candidates:
         the server's margin bounds both. So does the client's `fpir`: a lower FPIR target than the server's
-        is taken, a higher one is not (the server's is used), and with a fixed 1:N threshold it is ignored."""
+        is taken, a higher one is not (the server's is used), and with a fixed 1:N threshold it is ignored.
+        `counted` (a key below admin, whose route took one decision for the image): each face past the first is
+        a decision of its own, taken from `key`'s bucket once found (`DecisionQuota.take_up_to`): those it
+        cannot pay for are not identified (a note says so)."""
         image = self.decode(probe)
         in_force = self.gallery.thresholds
         policy = in_force.margin
@@ -558,20 +562,29 @@ class Service:
         target = None
         if fpir is not None and in_force.fpir is not None:
             target = min(float(fpir), in_force.fpir.fpir)
+        self.gallery.check_model()
+        found = self.gallery.pipeline.detect(image)
+        kept = min(len(found), self.settings.max_faces)
+        paid = 1 + self.quota.take_up_to(key, kept - 1) if counted and kept > 1 else kept
+        faces = self.gallery.pipeline.embed(image, found[:paid])
         with self._audited():
-            result = self.gallery.identify(
-                image,
+            result = self.gallery.identify_faces(
+                probe.label,
+                faces,
                 top=top,
                 margin=decided,
                 exclude=locked,
-                max_faces=self.settings.max_faces,
                 actor=actor(key),
+                n_found=len(found),
                 fpir=target,
             )
         if not result.faces:
             raise ServiceError(422, "no-face", f"no face found in {probe.label}")
-        result = dataclasses.replace(result, probe=probe.label)
         payload = result.to_dict()
+        if paid < kept:
+            payload["notes"].append(
+                f"{kept - paid} more face(s) not identified: this API key's decisions a minute are used up"
+            )
         threshold = Threshold(result.threshold, result.threshold_source)
         for item in payload["faces"]:
             if item["status"] == UNKNOWN:
@@ -613,10 +626,13 @@ class Service:
         key: str | None = None,
         scores: bool = True,
         fpir: float | None = None,
+        counted: bool = False,
     ) -> dict[str, Any]:
         """`identify` for each probe, in order (see `each`), each decision audited as one."""
         return {
-            "results": self.each(probes, lambda probe: self.identify(probe, top, margin, locked, key, scores, fpir))
+            "results": self.each(
+                probes, lambda probe: self.identify(probe, top, margin, locked, key, scores, fpir, counted)
+            )
         }
 
     def embed_many(self, uploads: list[Upload]) -> dict[str, Any]:

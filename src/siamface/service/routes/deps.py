@@ -42,6 +42,14 @@ def refuse(role: str | None, needed: str, what: str) -> None:
         )
 
 
+def count_decisions(svc: Service, key: str | None, role: str | None, n: int) -> None:
+    """`n` decisions asked of the gallery by a key below admin (verifications, identified images, enrolment
+    images matched against it), counted before any work (429 `too-many-decisions`, see `..quota`); an
+    identification's faces past each image's first are counted once found (`Service.identify`)."""
+    if not allows(role, "admin"):
+        svc.quota.take(key, n)
+
+
 def require(needed: str, what: str):
     """A route dependency: 403 `forbidden-role` unless the request's key may do what needs `needed`."""
 

@@ -16,7 +16,7 @@ from ..errors import ServiceError, error_responses
 from ..keys import allows
 from ..library import LibraryFull
 from ..state import Service
-from .deps import api_key, api_role, read_upload, require, service
+from .deps import api_key, api_role, count_decisions, read_upload, require, service
 
 router = APIRouter(
     prefix="/v1/library",
@@ -93,7 +93,7 @@ async def thumbnail(face_id: int, svc: Annotated[Service, Depends(service)]) -> 
     "/groups/{group}/enroll",
     summary="Enroll a group of the library as a new person",
     status_code=201,
-    responses=error_responses(400, 401, 403, 404, 409, 422),
+    responses=error_responses(400, 401, 403, 404, 409, 422, 429),
 )
 async def enroll_group(
     group: int,
@@ -108,6 +108,7 @@ async def enroll_group(
     enrolled, 409 `person-exists` for a taken name). 409 `library-changed` when the library changed since
     `version` (group ids may have moved: look again), or a photo of the group no longer holds what was read
     from it (what was shown is what is enrolled: scan and look again)."""
+    count_decisions(svc, key, role, 1)  # the group's face matched against the gallery (already enrolled?)
     try:
         added, report = await svc.run(svc.library_enroll, group, version, name, key, allows(role, "admin"))
     except (ImageError, NoFaceError) as exc:

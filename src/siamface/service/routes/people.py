@@ -15,7 +15,7 @@ from ...gallery.sqlbase import MAX_JSON_DEPTH, json_object
 from ..errors import ServiceError, error_responses
 from ..keys import allows
 from ..state import Service, actor
-from .deps import api_key, api_role, read_upload, refuse, require, service
+from .deps import api_key, api_role, count_decisions, read_upload, refuse, require, service
 
 router = APIRouter(prefix="/v1/people", tags=["people"], dependencies=[Depends(api_key)])
 _enrol = Depends(require("enrol", "enrolment"))
@@ -30,13 +30,16 @@ class PersonUpdate(BaseModel):
     metadata: dict[str, Any] | None = Field(default=None, description="the new metadata object")
 
 
-async def _uploads(svc: Service, images: list[UploadFile]):
+async def _uploads(svc: Service, images: list[UploadFile], key: str | None, role: str | None):
+    """The images of an enrolment, each a decision of a key below admin (`count_decisions`): each is matched
+    against the gallery (already enrolled? the person's face?), an answer its holder reads."""
     if not images:
         raise ServiceError(400, "bad-request", "send at least one image file in field 'images'")
     if len(images) > svc.settings.max_enroll_images:
         raise ServiceError(
             400, "bad-request", f"at most {svc.settings.max_enroll_images} images per request, got {len(images)}"
         )
+    count_decisions(svc, key, role, len(images))
     return [await read_upload(f, f"images[{i}]") for i, f in enumerate(images)]
 
 
@@ -72,7 +75,7 @@ def _enrolled(added: bool, report: dict[str, Any], status: int) -> JSONResponse:
     "",
     summary="Enroll a new person from one or more images",
     status_code=201,
-    responses=error_responses(400, 401, 403, 409, 413, 422),
+    responses=error_responses(400, 401, 403, 409, 413, 422, 429),
     dependencies=[_enrol],
 )
 async def create_person(
@@ -98,7 +101,7 @@ async def create_person(
     role."""
     if force:
         refuse(role, "admin", "force=true")
-    uploads = await _uploads(svc, images)
+    uploads = await _uploads(svc, images, key, role)
     added, report = await svc.run(
         svc.enroll, name, uploads, _metadata(metadata), False, force, key, allows(role, "admin")
     )
@@ -136,7 +139,7 @@ async def add_faces(
     person is locked, 429 `locked` (as POST /v1/verify). Needs the enrol role."""
     if force:
         refuse(role, "admin", "force=true")
-    uploads = await _uploads(svc, images)
+    uploads = await _uploads(svc, images, key, role)
     admin = allows(role, "admin")
     if force:
         added, report = await svc.run(svc.enroll, name, uploads, None, True, True, key, admin)

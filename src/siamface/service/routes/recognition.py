@@ -10,19 +10,13 @@ from ...gallery.names import lookup_form
 from ..errors import ServiceError, error_responses
 from ..keys import allows
 from ..state import Service
-from .deps import api_key, api_role, read_batch, read_upload, require, service
+from .deps import api_key, api_role, count_decisions, read_batch, read_upload, require, service
 
 router = APIRouter(
     prefix="/v1",
     tags=["recognition"],
     dependencies=[Depends(api_key), Depends(require("recognise", "verification and identification"))],
 )
-
-
-def _count(svc: Service, key: str | None, role: str | None, n: int) -> None:
-    """`n` decisions asked by a key below admin, counted before any work (429 `too-many-decisions`)."""
-    if not allows(role, "admin"):
-        svc.quota.take(key, n)
 
 
 @router.post(
@@ -65,7 +59,7 @@ async def verify(
     if claim is not None:
         if image is None or a is not None or b is not None:
             raise ServiceError(400, "bad-request", "verify with 'claim' takes one image file in field 'image'")
-        _count(svc, key, role, 1)
+        count_decisions(svc, key, role, 1)
         probe = await read_upload(image, "image")
         person = await svc.run(svc.claimed, claim, allows(role, "enrol"))
         svc.notice(person)
@@ -90,7 +84,7 @@ async def verify(
         raise ServiceError(
             400, "bad-request", "verify takes two image files 'a' and 'b', or 'claim' and an image file 'image'"
         )
-    _count(svc, key, role, 1)
+    count_decisions(svc, key, role, 1)
     first, second = await read_upload(a, "a"), await read_upload(b, "b")
     return await svc.run(svc.verify_pair, first, second, allows(role, "admin"))
 
@@ -158,10 +152,11 @@ async def identify(
             "identify takes one image file in field 'image', or several in field 'images' (not both)",
         )
     locked = {k for k in svc.lockout.locked() if isinstance(k, int)}  # people (not names nobody has)
+    admin = allows(role, "admin")
     if image is not None:
-        _count(svc, key, role, 1)
+        count_decisions(svc, key, role, 1)
         probe = await read_upload(image, "image")
-        return await svc.run(svc.identify, probe, top, margin, locked, key, allows(role, "admin"), fpir)
+        return await svc.run(svc.identify, probe, top, margin, locked, key, admin, fpir, not admin)
     probes = await read_batch(svc, images)
-    _count(svc, key, role, len(probes))
-    return await svc.run(svc.identify_many, probes, top, margin, locked, key, allows(role, "admin"), fpir)
+    count_decisions(svc, key, role, len(probes))  # one per image now; each face past an image's first once found
+    return await svc.run(svc.identify_many, probes, top, margin, locked, key, admin, fpir, not admin)

@@ -39,7 +39,7 @@ async def whoami(
 ) -> dict[str, Any]:
     """`may`: each role's name, true when this key has it (recognise: verify, identify, liveness sessions;
     enrol: create people, add matching faces, list them; admin: force, rename, metadata, remove).
-    `decisions_per_minute`: the verifications and identified images this key may ask for a minute (null:
+    `decisions_per_minute`: the verifications and identified faces this key may ask for a minute (null:
     not counted: an admin key, or a server started with 0)."""
     limit = svc.quota.per_minute if svc.quota.per_minute > 0 and not allows(role, "admin") else None
     return {"key": key, "role": role, "may": {r: allows(role, r) for r in ROLES}, "decisions_per_minute": limit}
