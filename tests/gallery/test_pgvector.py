@@ -179,3 +179,57 @@ def test_the_number_of_hnsw_candidates_follows_what_the_index_covers(postgres_ga
         assert store._connect().execute("SHOW hnsw.ef_search").fetchone()[0] == str(CANDIDATES_PART)
         assert PostgresIndex(store, 40).candidates == 40
     assert PostgresIndex(type("S", (), {"model": MODEL, "index_dims": None})()).candidates == 100
+
+
+def test_a_function_planted_in_the_galleries_schema_by_another_role_is_never_run_by_a_change(postgres_gallery):
+    """CVE-2018-1058's way in: a role that may CREATE in the gallery's schema (every role, in `public`, before
+    PostgreSQL 15 and after upgrades) plants ``public.pg_advisory_xact_lock(integer)``; the unqualified lock of
+    every change, sent an int4, resolved to it (an exact match beats pg_catalog's bigint one) and ran it as the
+    gallery's role: the planted body could do anything that role may, and writers were no longer serialised."""
+    _, _, templates = synthetic.gallery(2, per_person=1, seed=6)
+    with open_store(postgres_gallery, MODEL, create=True) as store:
+        store.add_templates("a", [NewTemplate(templates[0])])
+    database = postgres_gallery.rsplit("/", 1)[1]
+    role = f"planter_{database}"
+    rows(postgres_gallery, f'CREATE ROLE "{role}" LOGIN')
+    rows(postgres_gallery, f'GRANT CREATE ON SCHEMA public TO "{role}"')
+    parts = urlsplit(postgres_gallery)
+    planter = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+    rows(planter, "CREATE TABLE public.loot (who text)")
+    rows(planter, "GRANT INSERT ON public.loot TO PUBLIC")
+    rows(
+        planter,
+        "CREATE FUNCTION public.pg_advisory_xact_lock(integer) RETURNS void LANGUAGE sql "
+        "AS $$ INSERT INTO public.loot VALUES (current_user) $$",
+    )
+    with open_store(postgres_gallery, MODEL) as store:
+        store.add_templates("b", [NewTemplate(templates[1])])
+    assert rows(postgres_gallery, "SELECT who FROM public.loot") == []
+    assert rows(postgres_gallery, "SELECT name FROM people ORDER BY name") == [("a",), ("b",)]
+
+
+def test_a_door_is_not_opened_on_a_gallery_whose_schema_other_roles_may_create_in(postgres_gallery, tmp_path):
+    """`serve` and `authenticate` refuse a PostgreSQL gallery whose schema lets other roles create objects
+    (as they refuse a gallery file others may write): any of them could plant what the queries resolve."""
+    from siamface.errors import ConfigError
+    from siamface.gallery.core import refuse_exposed
+
+    with open_store(postgres_gallery, MODEL, create=True) as store:
+        store.add_templates("a", [NewTemplate(synthetic.gallery(1, per_person=1, seed=7)[2][0])])
+    refuse_exposed(postgres_gallery, "before serving")  # PostgreSQL 15+'s default: only the owner creates
+    role = f"planter2_{postgres_gallery.rsplit('/', 1)[1]}"
+    rows(postgres_gallery, f'CREATE ROLE "{role}" LOGIN')
+    rows(postgres_gallery, f'GRANT CREATE ON SCHEMA public TO "{role}"')
+    with pytest.raises(ConfigError, match=f"lets {role} create objects.*REVOKE CREATE ON SCHEMA public"):
+        refuse_exposed(postgres_gallery, "before serving")
+    rows(postgres_gallery, "GRANT CREATE ON SCHEMA public TO PUBLIC")  # as before PostgreSQL 15
+    with pytest.raises(ConfigError, match="PUBLIC"):
+        refuse_exposed(postgres_gallery, "before serving")
+    pytest.importorskip("fastapi", reason="the service extra is not installed")
+    from siamface.service.settings import Settings
+    from siamface.service.state import Service
+
+    keys = tmp_path / "keys.json"
+    assert cli("keys", "create", "-g", postgres_gallery, "--keys", keys, "--role", "admin").returncode == 0
+    with pytest.raises(ConfigError, match="create objects in it.* before serving"):  # what `serve` opens first
+        Service(Settings(postgres_gallery, keys_file=keys)).open()

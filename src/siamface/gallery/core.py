@@ -67,13 +67,24 @@ def refuse_exposed(gallery: str | os.PathLike, doing: str) -> None:
     gallery file (its templates), by its mode or its folder's; its SQLite side files (-wal, -shm: replayed into
     it), also when a user other than the gallery's owns them; a calibration file in force (its threshold: the
     one beside the gallery, the user's), also when another user owns it. A gallery owned by another user passes
-    (read-only, when this process may not write it): its owner manages it. `doing`: the message's end ("before
-    serving"). What `serve` and `authenticate` (the commands that open doors) check before they start."""
+    (read-only, when this process may not write it): its owner manages it. A PostgreSQL gallery: when roles
+    other than this one and the schema's owner may create objects in its schema (`postgres.schema_exposure`).
+    `doing`: the message's end ("before serving"). What `serve` and `authenticate` (the commands that open
+    doors) check before they start."""
     from .._files import exposure
     from ..errors import ConfigError
     from ..thresholds import user_calibration_file
 
-    if is_database_url(gallery):  # a PostgreSQL URL: the database's roles decide
+    if is_database_url(gallery):  # a PostgreSQL URL: the database's roles decide, but none may plant code
+        from .postgres import schema_exposure
+
+        schema, roles = schema_exposure(str(gallery))
+        if roles:
+            raise ConfigError(
+                f"the gallery's schema {schema!r} lets {', '.join(roles)} create objects in it: a function or "
+                "operator planted there could run as this role in siamface's queries; "
+                f"REVOKE CREATE ON SCHEMA {schema} FROM {', '.join(roles)} (as its owner) {doing}"
+            )
         return
     checks = [(Path(gallery), False), (calibration_file_for(gallery), True), (user_calibration_file(), True)]
     for side in _side_files(gallery):

@@ -155,6 +155,32 @@ _MIGRATE_TO_2 = """
 """
 
 
+def schema_exposure(url: str) -> tuple[str, list[str]]:
+    """(the gallery's schema, the roles other than this one and the schema's owner that may CREATE in it:
+    ``PUBLIC`` for every role). Such a role may plant functions or operators that a query resolving an
+    unqualified name would run as this role (CVE-2018-1058); `refuse_exposed` refuses to open a door on it.
+    ("", []) when the server cannot be reached: opening the gallery says why."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as db:
+            row = db.execute("SELECT pg_catalog.current_schema()").fetchone()
+            if row is None or row[0] is None:
+                return "", []
+            roles = db.execute(
+                "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END "
+                "FROM pg_catalog.pg_namespace n, "
+                "pg_catalog.aclexplode(COALESCE(n.nspacl, pg_catalog.acldefault('n', n.nspowner))) a "
+                "WHERE n.nspname = pg_catalog.current_schema() AND a.privilege_type = 'CREATE' "
+                "AND a.grantee <> n.nspowner AND a.grantee <> "
+                "(SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user) ORDER BY 1"
+            ).fetchall()
+    except psycopg.Error as exc:
+        log.debug("%s: schema privileges not read (%s)", url.rsplit("@", 1)[-1], exc)
+        return "", []
+    return str(row[0]), [str(r[0]) for r in roles]
+
+
 def _first_line(exc: Exception) -> str:
     """The first line of a driver error's message (its name when it has none), for a one-line error."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -476,7 +502,10 @@ class PostgresStore(SqlStore):
         try:
             with db.transaction():
                 if write:
-                    db.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                    # schema-qualified and typed exactly: an unqualified call with an int4 argument resolved to a
+                    # pg_advisory_xact_lock(integer) any role allowed to CREATE in the gallery's schema could plant
+                    # (an exact match beats pg_catalog's bigint one), run as this role at every change
+                    db.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s::bigint)", (WRITE_LOCK,))
                 else:
                     db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield db
