@@ -108,19 +108,24 @@ def test_the_hnsw_search_agrees_with_exact_search(postgres_gallery):
         assert first not in [h.person_id for h in fast.search(probes[:1], k=3, exclude=first)[0]]
 
 
+def _one_person_and_a_role(url: str, kind: str, seed: int, grant: str) -> str:
+    """A new gallery at `url` with person "a" (a synthetic template of `seed`), and a login role granted
+    `grant` ("SELECT ON people", "CREATE ON SCHEMA public"): that role's URL."""
+    _, _, templates = synthetic.gallery(2, per_person=1, seed=seed)
+    with open_store(url, MODEL, create=True) as store:
+        store.add_templates("a", [NewTemplate(templates[0])])
+    role = f"{kind}_{url.rsplit('/', 1)[1]}"
+    rows(url, f'CREATE ROLE "{role}" LOGIN')
+    rows(url, f'GRANT {grant} TO "{role}"')
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+
+
 def test_a_role_granted_less_than_the_gallery_gets_one_line_errors(postgres_gallery):
     """A role that may read people and templates but not the audit (a reader set up by hand, a grant
     forgotten): `gallery stats` and `gallery audit` ended in a psycopg InsufficientPrivilege traceback, and so
     did `people remove`. Each is one line naming what the database refused (exit 2); nothing changed."""
-    _, _, templates = synthetic.gallery(2, per_person=1, seed=5)
-    with open_store(postgres_gallery, MODEL, create=True) as store:
-        store.add_templates("a", [NewTemplate(templates[0])])
-    database = postgres_gallery.rsplit("/", 1)[1]
-    role = f"reader_{database}"
-    rows(postgres_gallery, f'CREATE ROLE "{role}" LOGIN')
-    rows(postgres_gallery, f'GRANT SELECT ON people, templates, meta, siamface_schema TO "{role}"')
-    parts = urlsplit(postgres_gallery)
-    reader = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+    reader = _one_person_and_a_role(postgres_gallery, "reader", 5, "SELECT ON people, templates, meta, siamface_schema")
     for args, said in [
         (["gallery", "stats"], "not read: the database does not allow this role (permission denied for table audit)"),
         (["gallery", "audit"], "not read: the database does not allow this role (permission denied for table audit)"),
@@ -186,15 +191,8 @@ def test_a_function_planted_in_the_galleries_schema_by_another_role_is_never_run
     PostgreSQL 15 and after upgrades) plants ``public.pg_advisory_xact_lock(integer)``; the unqualified lock of
     every change, sent an int4, resolved to it (an exact match beats pg_catalog's bigint one) and ran it as the
     gallery's role: the planted body could do anything that role may, and writers were no longer serialised."""
-    _, _, templates = synthetic.gallery(2, per_person=1, seed=6)
-    with open_store(postgres_gallery, MODEL, create=True) as store:
-        store.add_templates("a", [NewTemplate(templates[0])])
-    database = postgres_gallery.rsplit("/", 1)[1]
-    role = f"planter_{database}"
-    rows(postgres_gallery, f'CREATE ROLE "{role}" LOGIN')
-    rows(postgres_gallery, f'GRANT CREATE ON SCHEMA public TO "{role}"')
-    parts = urlsplit(postgres_gallery)
-    planter = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+    planter = _one_person_and_a_role(postgres_gallery, "planter", 6, "CREATE ON SCHEMA public")
+    templates = synthetic.gallery(2, per_person=1, seed=6)[2]
     rows(planter, "CREATE TABLE public.loot (who text)")
     rows(planter, "GRANT INSERT ON public.loot TO PUBLIC")
     rows(
