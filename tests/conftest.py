@@ -27,6 +27,17 @@ def att(subject: int, image: int) -> Path:
     return ATT / f"s{subject}" / f"{image}.pgm"
 
 
+def planted_gallery(folder: Path) -> Path:
+    """An empty file `folder`/people.db owned by nobody (uid 65534) and writable by all: what another user
+    plants where a gallery will be made (the tests run as root, who may give it away)."""
+    folder.mkdir(exist_ok=True)
+    planted = folder / "people.db"
+    planted.touch()
+    os.chown(planted, 65534, 65534)
+    planted.chmod(0o666)
+    return planted
+
+
 def att_rgb(subject: int, image: int, tint=(1.0, 1.0, 1.0)) -> np.ndarray:
     """An AT&T face as an RGB array, optionally tinted (per-channel gain) to make it colour."""
     gray = np.asarray(Image.open(att(subject, image)), np.float32)

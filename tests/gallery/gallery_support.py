@@ -89,6 +89,18 @@ def rows(path, sql: str, params=()) -> list[tuple]:
         db.close()
 
 
+def role_url(url: str, kind: str, grant: str) -> str:
+    """The URL of `url`'s database for a new login role `<kind>_<database>` granted `grant` ("SELECT ON
+    people, templates", "CREATE ON SCHEMA public"): a reader set up by hand, another tenant of the server."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    role = f"{kind}_{url.rsplit('/', 1)[1]}"
+    rows(url, f'CREATE ROLE "{role}" LOGIN')
+    rows(url, f'GRANT {grant} TO "{role}"')
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+
+
 def raw_rename(path, old: str, new: str) -> None:
     """Rename a person behind the store's back (a name the rules of today refuse, as an older siamface or
     another program may have written it)."""

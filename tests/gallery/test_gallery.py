@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import att, att_rgb, faceless
+from conftest import att, att_rgb, faceless, planted_gallery
 from gallery_support import (  # noqa: F401
     PEOPLE,
     PROBE,
@@ -314,10 +314,7 @@ def test_threads_enrolling_at_once(new_gallery, pipeline):
 def test_the_api_creates_no_gallery_in_a_file_another_user_owns_or_may_change(tmp_path, pipeline):
     # The CLI refused to enroll into a file planted where a gallery will be made; `Gallery(path, create=True)`
     # bound it and wrote every template enrolled through the API into it, for its owner to read.
-    planted = tmp_path / "people.db"
-    planted.touch()
-    os.chown(planted, 65534, 65534)  # nobody's (the tests run as root)
-    planted.chmod(0o666)
+    planted = planted_gallery(tmp_path)
     with pytest.raises(ConfigError, match="owned by another user"):
         Gallery(planted, pipeline, create=True)
     assert planted.stat().st_size == 0

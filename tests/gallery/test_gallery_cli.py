@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import att, att_rgb, faceless, scene
+from conftest import att, att_rgb, faceless, planted_gallery, scene
 from gallery_support import (  # noqa: F401
     PROBE,
     SIAMFACE,
@@ -665,12 +665,8 @@ def test_no_templates_are_written_into_a_gallery_another_user_owns_or_may_change
     """A file planted where a gallery will be made (empty, owned by someone else, or in a folder anyone may
     write): enrolling or importing into it would hand every template to its owner. Refused, nothing written;
     the same gallery made the caller's own (0600, a private folder) is enrolled into."""
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    planted = shared / "people.db"
-    planted.touch()
-    os.chown(planted, 65534, 65534)  # nobody's (the tests run as root)
-    planted.chmod(0o666)
+    planted = planted_gallery(tmp_path / "shared")
+    shared = planted.parent
     out = cli("enroll", "-g", planted, "s3", att(3, 2))
     assert out.returncode == 2 and "owned by another user (uid 65534)" in out.stderr, out.stderr
     assert planted.stat().st_size == 0

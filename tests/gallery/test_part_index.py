@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 from conftest import att
-from gallery_support import MODEL_128, PROBE, backend, base_gallery, cli, gallery_file, postgres_gallery, rows  # noqa: F401
+from gallery_support import MODEL_128, PROBE, backend, base_gallery, cli, gallery_file, postgres_gallery, role_url, rows  # noqa: F401
 
 from siamface.gallery import ExactIndex, Gallery, ModelBinding, NewTemplate, open_store, postgres, synthetic
 from siamface.gallery.postgres import CANDIDATES_PART, HNSW_INDEX, PART_INDEX, PostgresIndex, index_part
@@ -210,15 +210,9 @@ def test_a_replica_reads_a_version_5_gallery_on_its_whole_vector_index_until_the
 def test_a_reader_role_is_told_to_have_the_owner_migrate(postgres_gallery, monkeypatch):
     """A role that may only read the tables opening a 256-d gallery of version 5: one line saying the gallery
     needs migrating to version 6 and who can do it (no traceback); nothing changed; the owner migrates it."""
-    from urllib.parse import urlsplit, urlunsplit
-
     _, people = _synthetic_people(200, 256, seed=15)
     _version_5(postgres_gallery, TRAINED_256, people, monkeypatch)
-    role = f"reader_{postgres_gallery.rsplit('/', 1)[1]}"
-    rows(postgres_gallery, f'CREATE ROLE "{role}" LOGIN')
-    rows(postgres_gallery, f'GRANT SELECT ON people, templates, meta, siamface_schema TO "{role}"')
-    parts = urlsplit(postgres_gallery)
-    reader = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+    reader = role_url(postgres_gallery, "reader", "SELECT ON people, templates, meta, siamface_schema")
     out = cli("people", "list", "-g", reader)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
     assert "needs migrating to version 6, which this role may not do" in out.stderr, out.stderr

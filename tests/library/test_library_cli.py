@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import att, att_rgb, run_cli, scene
+from conftest import att, att_rgb, planted_gallery, run_cli, scene
 from PIL import Image
 
 from siamface.pipeline import DEFAULT_MODEL, Pipeline
@@ -388,12 +388,7 @@ def test_cluster_enroll_writes_no_template_into_a_gallery_another_user_owns_or_m
     folder.mkdir()
     for i in (1, 2, 3):
         shutil.copy(att(3, i), folder / f"s3_{i}.pgm")
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    planted = shared / "people.db"
-    planted.touch()
-    os.chown(planted, 65534, 65534)  # nobody's (the tests run as root)
-    planted.chmod(0o666)
+    planted = planted_gallery(tmp_path / "shared")
     key = json.loads(run_cli("cluster", folder, "--no-cache", "--json").stdout)["clusters"][0]["key"]
     out = run_cli("cluster", folder, "--no-cache", "--enroll", "-g", planted, "--name", f"{key}=alice")
     assert out.returncode == 2 and "owned by another user (uid 65534)" in out.stderr, (out.stdout, out.stderr)
