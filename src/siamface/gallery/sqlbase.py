@@ -568,10 +568,7 @@ class SqlStore:
                 return {"removed": 0, "before": cutoff, "base": None}
             base = db.execute(self._q("SELECT hash FROM audit WHERE id = ?"), (int(last),)).fetchone()[0]
             db.execute(self._q("DELETE FROM audit WHERE id <= ?"), (int(last),))
-            if db.execute("SELECT value FROM meta WHERE key = 'audit_base'").fetchone() is None:
-                db.execute(self._q("INSERT INTO meta (key, value) VALUES ('audit_base', ?)"), (base,))
-            else:
-                db.execute(self._q("UPDATE meta SET value = ? WHERE key = 'audit_base'"), (base,))
+            self._set_meta(db, "audit_base", base)
             self._audit_change(db, "audit-prune", None, actor, removed=removed, before=cutoff, base=base)
         self._after_prune()
         return {"removed": removed, "before": cutoff, "base": base}
@@ -631,6 +628,15 @@ class SqlStore:
         """Called after `prune_audit` removed rows (committed): where their bytes may survive, remove them."""
 
     # -- shared ----------------------------------------------------------------------------------------
+    def _set_meta(self, db, key: str, value: str) -> None:
+        """Write a meta row, inside the caller's write transaction (inserted, or its value replaced)."""
+        db.execute(
+            self._q(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+            ),
+            (key, value),
+        )
+
     def _refs(self, db, person_ids) -> dict[int, str]:
         """The audit references of the people with these ids (those still enrolled)."""
         ids = sorted({int(i) for i in person_ids if i is not None})
@@ -656,10 +662,7 @@ class SqlStore:
                 (*row, prev, digest),
             )
             prev = digest
-        if head is None:
-            db.execute(self._q("INSERT INTO meta (key, value) VALUES ('audit_head', ?)"), (prev,))
-        else:
-            db.execute(self._q("UPDATE meta SET value = ? WHERE key = 'audit_head'"), (prev,))
+        self._set_meta(db, "audit_head", prev)
 
     def log(self, records) -> None:
         """Write decisions to the audit log, one transaction. A person removed since the decision was made
@@ -831,13 +834,7 @@ class SqlStore:
             if (shape := name_skeleton(name)) != old
         ]
         self._write_skeletons(db, changed)
-        db.execute(
-            self._q(
-                "INSERT INTO meta (key, value) VALUES ('skeleton_rule', ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-            ),
-            (rule,),
-        )
+        self._set_meta(db, "skeleton_rule", rule)
         shared = db.execute(
             "SELECT count(*), coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM people "
             "WHERE skeleton IS NOT NULL GROUP BY skeleton HAVING count(*) > 1) alike"
