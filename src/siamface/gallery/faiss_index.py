@@ -26,11 +26,11 @@ import numpy as np
 
 from .._files import atomic_file
 
-#: Lists scanned per query. 1M synthetic templates (benchmarks/gallery_backends.py), recall@1 against exact
+#: Lists scanned per query. 1M synthetic templates (benchmarks/faiss_nprobe.py), recall@1 against exact
 #: search by lists scanned 16 / 32 / 64 / 128: templates as loose as real SFace ones (a person's about 0.58
-#: alike, `synthetic.SFACE_LIKE`, 128-d) 89.4 / 97.0 / 99.4 / 99.8 %; fused-like `sface+dlib` ones
-#: (`SFACE_DLIB_LIKE`, 256-d) 93.6 / 99.2 / 100 / 100 %; the tight isotropic ones of the first figures
-#: (0.88-0.94 alike) reached 99 % with 16. Hence 64: the fewest that keep 99 % on every layout measured.
+#: alike, `synthetic.SFACE_LIKE`, 128-d) 91.8 / 97.8 / 99.8 / 100 %; fused-like `sface+dlib` ones
+#: (`SFACE_DLIB_LIKE`, 256-d) 94.6 / 99.0 / 100 / 100 %; the tight isotropic ones of the first figures
+#: (0.88-0.94 alike) reached 99 % with 16. Hence 64: the fewest with 99 % and a margin on every layout.
 DEFAULT_NPROBE = 64
 #: Training sample per list (k-means on at most this many templates per list).
 SAMPLE_PER_LIST = 40
