@@ -175,6 +175,23 @@ def test_a_choice_with_no_near_one_still_lists_them_all():
     assert out.returncode == 2 and "choose from 'blazeface'" in out.stderr and out.stderr.count("\n") == 1
 
 
+def test_help_says_what_the_code_does():
+    """The help texts a new user reads first, against the code: every gallery command takes a postgresql://
+    URL (verify --claim too), `siamface gallery` lists migrate and export-images, serve lists every route, the
+    evaluate plots need the plot extra, and train's learning rate is 1e-4 for facenet as for resnet."""
+
+    def words(*command: str) -> str:
+        return " ".join(run(*command, "--help").stdout.split())
+
+    assert "FILE|URL" in words("verify") and "postgresql://" in words("verify")
+    assert "gallery file" not in words("people") + words("gallery")
+    top = words()
+    assert "migrate" in top and "kept face images" in top
+    assert "/v1/embed" in words("serve") and "/v1/whoami" in words("serve")
+    assert "siamface[plot]" in words("evaluate")
+    assert "1e-4 resnet and facenet" in words("train") and "(default cosine)" in words("train")
+
+
 def test_models_lists_detectors_and_models():
     out = run("models", "--json")
     data = json.loads(out.stdout)
