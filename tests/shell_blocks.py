@@ -65,13 +65,13 @@ def _quoted(line: str) -> str:
 # -- what a block names: siamface's commands and options, the scripts of the repository ----------------------
 _SIAMFACE = re.compile(r"(?:^|[\s;&|(])(?:\S*/)?siamface ([a-z][\w-]*)(.*)")
 _OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
-_SCRIPT = re.compile(r"(?:^|\s)((?:benchmarks|tools|examples)/[\w/]+\.py)([^#;&|]*)")
+_SCRIPT = re.compile(r"(?:^|\s)((?:benchmarks|tools|examples)/[\w/]+\.py|-m siamface\.[\w.]+)([^#;&|]*)")
 
 
 def unknown_names(block: str) -> list[str]:
     """Every command, action, option or script a block names that does not exist: `siamface CMD [ACTION]
     --option` against the real parser (actions written `list|show NAME|...` each checked, their options
-    against them all), `benchmarks/X.py --option` against the script's text."""
+    against them all), `benchmarks/X.py --option` (and `python -m siamface.X --option`) against its source."""
     from siamface.cli import build_parser
 
     commands = _subparsers(build_parser())
@@ -92,8 +92,9 @@ def unknown_names(block: str) -> list[str]:
                 parsers = [actions[a] for a in chosen if a in actions] or parsers
             known = {o for p in parsers for a in p._actions for o in a.option_strings}
             wrong += [f"siamface {command} {o}" for o in _OPTION.findall(rest) if o not in known]
-        for m in _SCRIPT.finditer(code):
-            script = ROOT / m.group(1)
+        for m in _SCRIPT.finditer(code):  # a script, or a module run with -m: its source file
+            name = m.group(1)
+            script = ROOT / ("src/" + name[3:].replace(".", "/") + ".py" if name.startswith("-m ") else name)
             if not script.is_file():
                 wrong.append(m.group(1))
                 continue
