@@ -138,6 +138,60 @@ def test_unknown_detector_is_a_usage_error():
     assert out.returncode == 2 and "invalid choice" in out.stderr
 
 
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (
+            ["verfy", "a.jpg", "b.jpg"],
+            "siamface: error: argument COMMAND: invalid choice: 'verfy' (did you mean verify?)",
+        ),
+        (
+            ["verify", "a.jpg", "b.jpg", "--treshold", "0.9"],
+            "siamface verify: error: unrecognized arguments: --treshold 0.9 (did you mean --threshold?)",
+        ),
+        (["verify", "a.jpg", "--detector", "retina"], "invalid choice: 'retina' (did you mean retinaface?)"),
+        (
+            ["people", "lst", "-g", "p.db"],
+            "siamface people: error: argument ACTION: invalid choice: 'lst' (did you mean list?)",
+        ),
+        (
+            ["gallery", "stats", "-g", "p.db", "--jsn"],
+            "siamface gallery stats: error: unrecognized arguments: --jsn (did you mean --json?)",
+        ),
+        (["enroll", "alice", "a.jpg"], "siamface enroll: error: the following arguments are required: --gallery/-g"),
+    ],
+)
+def test_a_usage_mistake_is_one_line_naming_the_fix(args, line, monkeypatch):
+    """A typo in a command, an action, a choice or an option: one line, said by the command it was given to,
+    with the nearest word and where the help is; not seven lines of usage above it."""
+    monkeypatch.delenv("SIAMFACE_GALLERY", raising=False)
+    out = run(*args)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.count("\n") == 1 and line in out.stderr and "--help'" in out.stderr, out.stderr
+
+
+def test_a_choice_with_no_near_one_still_lists_them_all():
+    out = run("verify", "a.jpg", "b.jpg", "--detector", "zzz")
+    assert out.returncode == 2 and "choose from 'blazeface'" in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_help_says_what_the_code_does():
+    """The help texts a new user reads first, against the code: every gallery command takes a postgresql://
+    URL (verify --claim too), `siamface gallery` lists migrate and export-images, serve lists every route, the
+    evaluate plots need the plot extra, and train's learning rate is 1e-4 for facenet as for resnet."""
+
+    def words(*command: str) -> str:
+        return " ".join(run(*command, "--help").stdout.split())
+
+    assert "FILE|URL" in words("verify") and "postgresql://" in words("verify")
+    assert "gallery file" not in words("people") + words("gallery")
+    top = words()
+    assert "migrate" in top and "kept face images" in top
+    assert "/v1/embed" in words("serve") and "/v1/whoami" in words("serve")
+    assert "siamface[plot]" in words("evaluate")
+    assert "1e-4 resnet and facenet" in words("train") and "(default cosine)" in words("train")
+
+
 def test_models_lists_detectors_and_models():
     out = run("models", "--json")
     data = json.loads(out.stdout)

@@ -5,24 +5,14 @@ above are errors). The service example is checked against a real server in tests
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from shell_blocks import ROOT, run_block, runnable, scratch_folder, shell_blocks, unknown_names
 
-ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-
-
-def shell_blocks(text: str) -> list[str]:
-    return re.findall(r"^```sh\n(.*?)^```", text, flags=re.S | re.M)
-
-
-def runnable(block: str) -> bool:
-    return not any(line.strip().startswith("# needs:") for line in block.splitlines())
 
 
 def test_the_readme_is_short_and_links_into_the_site():
@@ -38,22 +28,9 @@ def test_the_readme_is_short_and_links_into_the_site():
 
 @pytest.mark.skipif(not (Path(sys.executable).parent / "siamface").exists(), reason="needs the .venv's siamface")
 def test_readme_shell_blocks_run(tmp_path):
-    blocks = [b for b in shell_blocks(README.read_text()) if runnable(b)]
-    assert blocks, "the README has no runnable shell block"
-    (tmp_path / "tests").mkdir()
-    for name in ("fixtures",):
-        (tmp_path / "tests" / name).symlink_to(ROOT / "tests" / name)
-    (tmp_path / ".venv").symlink_to(Path(sys.executable).parents[1])
-    env = dict(os.environ, TMPDIR=str(tmp_path))
-    for block in blocks:
-        script = block.replace("\\\n", " ").replace("/tmp/", f"{tmp_path}/")  # a scratch folder of its own
-        done = subprocess.run(
-            ["bash", "-c", script.replace("\n", "\nrc=$?; [ $rc -le 1 ] || { echo FAILED $rc >&2; exit $rc; }\n")],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode <= 1 and "FAILED" not in done.stderr, (block, done.stdout[-2000:], done.stderr[-2000:])
-        assert "Traceback" not in done.stderr, done.stderr
+    blocks = [block for _, block in shell_blocks(README.read_text())]
+    assert any(runnable(b) for b in blocks), "the README has no runnable shell block"
+    assert not [name for b in blocks for name in unknown_names(b)]
+    folder = scratch_folder(tmp_path)
+    for block in filter(runnable, blocks):
+        run_block(block, folder)

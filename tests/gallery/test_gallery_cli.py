@@ -353,6 +353,8 @@ def test_import_of_a_file_that_is_not_text_is_a_one_line_error(gallery_file, tmp
         (["verify", "--claim", "s3", att(3, 1), "--fraction", "0.3"], "--rule fraction only"),
         (["enroll", "x", "--camera", "57"], "camera 57: cannot be opened"),
         (["enroll", "x"], "give image files"),
+        (["enroll", "s3", att(3, 1).parent], "is a folder, not an image: 'enroll s3 --folder"),
+        (["enroll", att(3, 1).parent.parent], "is a folder: 'enroll --folder"),
         (["people", "remove", "nobody"], "no person named"),
     ],
 )
@@ -369,6 +371,16 @@ def test_errors_exit_2_with_one_line(gallery_file, tmp_path, args, message):
     )
     assert out.returncode == 2, out
     assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_folder_given_as_the_gallery_is_one_line(tmp_path):
+    """`enroll -g photos/ ...` (a folder where the gallery file goes): the error, not a warning to chmod 600 the
+    folder above it."""
+    folder = tmp_path / "photos"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    out = cli("enroll", "-g", folder, "s3", att(3, 1))
+    assert out.returncode == 2 and out.stderr == f"siamface: error: {folder} is a directory, not a gallery file\n"
 
 
 def test_missing_gallery_is_an_error_not_a_new_file(new_gallery):

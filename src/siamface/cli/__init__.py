@@ -12,14 +12,18 @@
 
 `main(argv)` runs one command in this process and returns its exit code (the console script and
 ``python -m siamface`` call it). Every command has --help. Errors are one line on stderr (exit 2), never a
-traceback, unless --debug.
+traceback, unless --debug; so are usage errors, which name the likely fix (a command or option mistyped:
+"did you mean ...?") and the command's --help.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
+import re
 import sys
+from typing import NoReturn
 
 from .. import __version__
 from .._progress import printable
@@ -29,7 +33,7 @@ from ._common import EXIT_ERROR
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="siamface",
         description="Face verification and identification around a Siamese encoder. Offline: every model "
         "comes from an installed package.",
@@ -46,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command they were given to, which knows its own options
+        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     before = set(logging.getLogger().handlers)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
@@ -62,6 +68,41 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     finally:
         sys.stdout = stdout
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line naming the likely fix, instead of the usage (seven
+    lines for a command with the chain options) above the error: a mistyped command, action, choice or option
+    gets "did you mean ...?", and every error points at the command's --help."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = _did_you_mean(self, message)
+        if hint and " (choose from " in message:  # the near one instead of every one
+            message = message[: message.index(" (choose from ")]
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}{hint}; see '{self.prog} --help'\n")
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
+    """The hint " (did you mean X?)" for the words of a usage error nearest to what `parser` knows, or ""."""
+    choice = re.search(r"invalid choice: '?([^' ]+)'?", message)
+    if choice:
+        wrong = [choice.group(1)]
+        known = [str(c) for a in parser._actions if a.choices for c in a.choices]
+    elif message.startswith("unrecognized arguments:"):
+        wrong = [word.split("=")[0] for word in message.split()[2:] if word.startswith("-")]
+        known = [option for action in parser._actions for option in action.option_strings]
+    else:
+        return ""
+    near = [match for word in wrong for match in difflib.get_close_matches(word, known, n=1)]
+    return f" (did you mean {' '.join(near)}?)" if near else ""
+
+
+def _innermost(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
+    """The parser of the command (and action) `args` was parsed for: `siamface people list`'s own."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and getattr(args, action.dest, None) in action.choices:
+            return _innermost(action.choices[getattr(args, action.dest)], args)
+    return parser
 
 
 def _run(args) -> int:

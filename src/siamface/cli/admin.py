@@ -30,7 +30,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser(
         "people",
         help="list, show, rename, remove the people of a gallery",
-        description="Manage the people of a gallery file.",
+        description="Manage the people of a gallery (an SQLite file or a postgresql:// URL).",
     )
     psub = p.add_subparsers(dest="people_command", metavar="ACTION", required=True)
     q = psub.add_parser("list", help="the people enrolled")
@@ -58,7 +58,9 @@ def add_parsers(sub) -> None:
     q.set_defaults(func=cmd_delete)
 
     p = sub.add_parser(
-        "gallery", help="export, import, stats, audit, re-embed a gallery", description="Manage a gallery file."
+        "gallery",
+        help="export, import, migrate, stats, audit, re-embed a gallery; export its kept face images",
+        description="Manage a gallery (an SQLite file or a postgresql:// URL).",
     )
     gsub = p.add_subparsers(dest="gallery_command", metavar="ACTION", required=True)
     q = gsub.add_parser(

@@ -46,7 +46,8 @@ def add_parsers(sub) -> None:
             "precision, recall and F1 at the threshold in force, ROC AUC, EER, TAR at FAR 1e-1..1e-4 "
             "and the best-accuracy threshold. An image where no face is found makes its pairs "
             "non-matches (counted and reported). Writes report.json, scores.csv, roc.png and "
-            "scores.png into --out. Exit code 0, or 2 on error."
+            "scores.png (the plots with the plot extra: pip install 'siamface[plot]') into --out. "
+            "Exit code 0, or 2 on error."
         ),
         epilog=_DATA_HELP + _LIVENESS_HELP,
     )

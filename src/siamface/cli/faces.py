@@ -34,9 +34,9 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--gallery",
         "-g",
-        metavar="FILE",
+        metavar="FILE|URL",
         default=None,
-        help="with --claim: the gallery file (default: $SIAMFACE_GALLERY)",
+        help="with --claim: the gallery, an SQLite file or a postgresql:// URL (default: $SIAMFACE_GALLERY)",
     )
     p.add_argument("--claim", metavar="NAME", help="the claimed identity, checked against the gallery")
     p.add_argument(

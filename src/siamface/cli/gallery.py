@@ -190,6 +190,18 @@ def cmd_enroll(args) -> int:
     from ..gallery.enroll import QualityGates
 
     sources = [bool(args.images), bool(args.folder), bool(args.video), args.camera is not None]
+    named = [args.name] if args.name and not args.images else []  # with images, NAME is a name
+    folders = [path for path in [*named, *args.images] if os.path.isdir(path)]
+    if folders and not any(sources[1:]):  # a folder where images or a name go: say which option takes it
+        if args.images:
+            raise ConfigError(
+                f"{folders[0]} is a folder, not an image: 'enroll {args.name} --folder {folders[0]}' enrolls "
+                f"every image directly in it as {args.name}"
+            )
+        raise ConfigError(
+            f"{folders[0]} is a folder: 'enroll --folder {folders[0]}' enrolls each of its sub-folders as a "
+            f"person, 'enroll NAME --folder {folders[0]}' every image directly in it as NAME"
+        )
     if sum(sources) != 1:
         if args.name and not any(sources[1:]) and not args.images:
             raise ConfigError(f"enroll {args.name}: give image files, or one of --folder, --video, --camera")

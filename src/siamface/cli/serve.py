@@ -37,7 +37,8 @@ def add_parsers(sub) -> None:
         help="run the HTTP API and the web page over a gallery",
         description="Serve a gallery over HTTP: POST /v1/verify, /v1/identify, /v1/people (enroll), "
         "/v1/people/{name}/faces, /v1/liveness/sessions, /v1/liveness/sessions/{id}/frames; "
-        "GET/PATCH/DELETE /v1/people/{name}; GET /v1/people, /v1/health; the photo library under /v1/library. "
+        "POST /v1/embed (admin keys); GET/PATCH/DELETE /v1/people/{name}; GET /v1/people, /v1/health, /v1/whoami; "
+        "the photo library under /v1/library. "
         "Every route but /v1/health needs an API key (siamface keys create). The web page (camera "
         "enrollment, live identification and verification) is at /, the OpenAPI docs at /docs. "
         "Models load once, at start-up; the gallery is created when it does not exist. Plain HTTP "

@@ -49,8 +49,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--epochs", type=int, default=40, help="epochs (default 40)")
     p.add_argument("--batch", type=int, default=64, help="images per batch (default 64)")
     p.add_argument("--per-identity", type=int, default=4, metavar="K", help="images per identity in a batch (4)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 2e-3 small, 1e-4 resnet)")
-    p.add_argument("--schedule", default="cosine", choices=["cosine", "step", "none"], help="LR schedule")
+    p.add_argument(
+        "--lr", type=float, default=None, help="Adam learning rate (default 2e-3 small, 1e-4 resnet and facenet)"
+    )
+    p.add_argument(
+        "--schedule", default="cosine", choices=["cosine", "step", "none"], help="LR schedule (default cosine)"
+    )
     p.add_argument("--margin", type=float, default=None, help="margin (default 1.4 contrastive, 0.3 triplet)")
     p.add_argument(
         "--hard-negatives",
@@ -76,8 +80,12 @@ def add_parsers(sub) -> None:
         "for facenet -2 (only Block8 and the bottleneck train, of 25 blocks)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the split, sampling, augmentation and weights")
-    p.add_argument("--val", type=float, default=0.1, metavar="N", help="validation identities: count or fraction")
-    p.add_argument("--test", type=float, default=0.25, metavar="N", help="test identities: count or fraction")
+    p.add_argument(
+        "--val", type=float, default=0.1, metavar="N", help="validation identities: count or fraction (default 0.1)"
+    )
+    p.add_argument(
+        "--test", type=float, default=0.25, metavar="N", help="test identities: count or fraction (default 0.25)"
+    )
     p.add_argument("--aligned", action="store_true", help="images are aligned face crops: use them as given")
     p.add_argument(
         "--padding",
@@ -88,9 +96,9 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--max-per-identity", type=int, default=None, metavar="N", help="use at most N images each")
     p.add_argument("--input-size", type=int, default=64, help="small encoder: input side in pixels (64)")
-    p.add_argument("--channels", type=int, default=1, choices=[1, 3], help="small encoder: 1 grey, 3 RGB")
+    p.add_argument("--channels", type=int, default=1, choices=[1, 3], help="small encoder: 1 grey (default), 3 RGB")
     p.add_argument("--embedding-size", type=int, default=128, help="small encoder: embedding size (128)")
-    p.add_argument("--patience", type=int, default=10, help="stop after N epochs without a better val EER")
+    p.add_argument("--patience", type=int, default=10, help="stop after N epochs without a better val EER (default 10)")
     p.add_argument("--name", default=None, help="model name in the exported file (default: run folder name)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the CPUs available)")

@@ -115,8 +115,8 @@ def refuse_foreign_for_writing(gallery: str | os.PathLike) -> None:
     from .._files import exposure
     from ..errors import ConfigError
 
-    if is_database_url(gallery) or not Path(gallery).exists():
-        return
+    if is_database_url(gallery) or not Path(gallery).exists() or Path(gallery).is_dir():
+        return  # nothing there yet, or a folder given by mistake (the store refuses it, in one line)
     for path in (Path(gallery), *_side_files(gallery)):
         writable, readable = exposure(path)
         if writable:
