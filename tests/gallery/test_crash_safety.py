@@ -1,0 +1,70 @@
+"""Nothing is lost when several writers share a gallery or one of them dies: an import that fails never takes
+with it what another process enrolled meanwhile, and a process killed while it wrote a file beside the gallery
+leaves no copy of a person's templates behind once that person is removed. Through the real command (in this
+process, or a process of its own killed with SIGKILL), on both backends where a gallery is shared."""
+
+from __future__ import annotations
+
+from conftest import att
+from gallery_support import (  # noqa: F401
+    backend,
+    check_consistent,
+    cli,
+    is_url,
+    new_gallery,
+    rows,
+)
+
+from siamface.gallery import Gallery, gallery_exists
+
+
+def test_a_failed_import_keeps_what_another_process_enrolled_in_the_gallery_it_created(
+    new_gallery, tmp_path, pipeline, monkeypatch
+):
+    """`gallery import` into a gallery that does not exist creates it, and drops it again when the import
+    fails. Another client that enrolled into the new gallery meanwhile (a kiosk, a server started on it) lost
+    that enrollment with it: the command that enrolled had said "created"."""
+    from siamface.gallery import exchange
+
+    source = new_gallery("source")
+    with Gallery(source, pipeline, create=True) as g:
+        for s in (3, 4):
+            g.enroll(f"s{s}", [att(s, 2), att(s, 3)])
+    export = tmp_path / "people.jsonl"
+    assert cli("gallery", "export", "-g", source, export).returncode == 0
+
+    target = new_gallery("target")
+    checked = exchange._check_images
+    enrolled = []
+
+    def another_client_enrolls_meanwhile(*args, **kwargs):
+        # the import has created the gallery; before its transaction, someone else enrolls s3 into it
+        with Gallery(target, pipeline) as other:
+            enrolled.extend(other.enroll("s3", [att(3, 4), att(3, 6)]).added)
+        return checked(*args, **kwargs)
+
+    monkeypatch.setattr(exchange, "_check_images", another_client_enrolls_meanwhile)
+    out = cli("gallery", "import", "-g", target, export)
+    assert out.returncode == 2 and "already in" in out.stderr, out.stderr  # s3 is taken: nothing imported
+    assert gallery_exists(target)  # the gallery holds another client's work: it stays
+    check_consistent(target)
+    assert rows(target, "SELECT p.name, count(*) FROM people p JOIN templates t ON t.person_id = p.id GROUP BY 1") == [
+        ("s3", len(enrolled))
+    ]
+    assert enrolled
+
+
+def test_a_failed_import_still_removes_the_empty_gallery_it_created(new_gallery, tmp_path):
+    """What the fix above keeps: a gallery made by an import that failed, used by nobody else, goes again."""
+    bad = tmp_path / "bad.jsonl"
+    header = (
+        '{"format": "siamface-gallery", "version": 1, "embedding_encoding": "base64 float32 little-endian", '
+        '"model": {"name": "m", "version": "1", "embedding_size": 128}}'
+    )
+    bad.write_text(header + "\n" + '{"name": "x", "templates": [{"embedding": "AAAA"}]}\n')
+    target = new_gallery("target")
+    out = cli("gallery", "import", "-g", target, bad)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert not gallery_exists(target)
+    if not is_url(target):
+        assert not list(tmp_path.glob("target.db*"))
