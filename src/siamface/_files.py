@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import glob
 import hashlib
 import logging
 import os
@@ -53,6 +54,12 @@ def atomic_file(target: Path, *, mode: int | None = None, fsync: bool = True) ->
         except OSError:
             pass
         raise
+
+
+def atomic_leftovers(target: Path) -> list[Path]:
+    """The temporary files `atomic_file` began for `target` and never renamed into place: what a process
+    killed while writing it left behind (or one writing it now)."""
+    return sorted(target.parent.glob(f".{glob.escape(target.name)}.*.tmp"))
 
 
 def open_for_reading(path: str | os.PathLike) -> tuple[int, os.stat_result]:

@@ -5,6 +5,12 @@ process, or a process of its own killed with SIGKILL), on both backends where a 
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 from conftest import att
 from gallery_support import (  # noqa: F401
     backend,
@@ -68,3 +74,52 @@ def test_a_failed_import_still_removes_the_empty_gallery_it_created(new_gallery,
     assert not gallery_exists(target)
     if not is_url(target):
         assert not list(tmp_path.glob("target.db*"))
+
+
+#: A process that searches a gallery through its FAISS index (forced on from the first template) and is killed
+#: with SIGKILL while it saves that index beside the gallery: the index is written whole, the rename into place
+#: never comes. What a server killed during a save (the OOM killer, a power cut) leaves.
+_KILLED_WHILE_SAVING = """
+import os, signal, sys
+import numpy as np
+from siamface.gallery import open_store
+from siamface.gallery.index import GalleryIndex
+
+os.replace = lambda src, dst: os.kill(os.getpid(), signal.SIGKILL)  # the moment between write and rename
+with open_store(sys.argv[1]) as store:
+    index = GalleryIndex(store, approx_min=1)
+    index.search(np.ones((1, store.model.embedding_size), np.float32) / store.model.embedding_size**0.5)
+    index.close()  # waits for the writer: killed there
+"""
+
+
+def _files_holding(folder: Path, needles: list[bytes]) -> list[str]:
+    """The files under `folder` that hold any of `needles`."""
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file() and any(n in p.read_bytes() for n in needles)
+    )
+
+
+def test_a_removed_persons_templates_survive_in_no_file_a_killed_process_left_beside_the_gallery(tmp_path, pipeline):
+    pytest.importorskip("faiss")
+    folder = tmp_path / "gallery"
+    folder.mkdir()
+    path = folder / "people.db"
+    with Gallery(path, pipeline, create=True) as g:
+        for s in (3, 4, 5):
+            assert g.enroll(f"s{s}", [att(s, 2), att(s, 3)]).added
+    s3 = [
+        r[0]
+        for r in rows(path, "SELECT embedding FROM templates t JOIN people p ON p.id = t.person_id WHERE name = 's3'")
+    ]
+    killed = subprocess.run([sys.executable, "-c", _KILLED_WHILE_SAVING, str(path)], capture_output=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    assert _files_holding(folder, s3) and not (folder / "people.db.faiss").exists()  # a temporary file, left
+
+    out = cli("people", "remove", "s3", "-g", path)
+    assert out.returncode == 0, out.stderr
+    assert _files_holding(folder, s3) == []  # the temporary copy of the index went with the person
+    check_consistent(path)
+    assert cli("identify", "-g", path, att(4, 1)).returncode == 0  # and the gallery searches as before

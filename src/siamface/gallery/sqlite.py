@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._files import create_private_file
+from .._files import atomic_leftovers, create_private_file
 from ..errors import GalleryError
 
 # MAX_NAME_LENGTH, _blob, _now and check_name are also imported from here by other modules.
@@ -784,13 +784,16 @@ class SQLiteStore(SqlStore):
     def _after_delete(self) -> None:
         self._flush_wal()
         # the in-process FAISS index saved beside the gallery holds the removed templates: gone with them
-        # (an index in memory catches up from the change log and writes a new one)
-        try:
-            os.unlink(f"{self.path}.faiss")
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("%s.faiss: not removed (%s); delete it by hand", self.path, exc.strerror)
+        # (an index in memory catches up from the change log and writes a new one), and so do the copies
+        # of it a process killed while saving left (first: a save under way now fails instead of landing)
+        index = Path(f"{self.path}.faiss")
+        for stale in [*atomic_leftovers(index), index]:
+            try:
+                os.unlink(stale)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("%s: not removed (%s); delete it by hand", stale, exc.strerror)
 
     def _after_prune(self) -> None:
         # the removed audit rows stayed readable in the file until the next checkpoint (with a server holding
