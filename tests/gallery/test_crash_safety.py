@@ -16,6 +16,7 @@ from gallery_support import (  # noqa: F401
     backend,
     check_consistent,
     cli,
+    cli_command,
     is_url,
     new_gallery,
     rows,
@@ -123,3 +124,42 @@ def test_a_removed_persons_templates_survive_in_no_file_a_killed_process_left_be
     assert _files_holding(folder, s3) == []  # the temporary copy of the index went with the person
     check_consistent(path)
     assert cli("identify", "-g", path, att(4, 1)).returncode == 0  # and the gallery searches as before
+
+
+def _file_size_limit(n_bytes: int):
+    """For `preexec_fn`: files of this process may not grow past `n_bytes` (RLIMIT_FSIZE): a full disk as one
+    process sees it, without root or a small file system (Python ignores SIGXFSZ: a write fails with EFBIG)."""
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (n_bytes, n_bytes))
+
+
+def test_a_full_disk_is_named_as_such_and_loses_nothing(tmp_path, pipeline):
+    """Opening needs the WAL index (-shm, 32 KiB) beside the gallery: on a full disk that failed as "not a
+    usable gallery file (disk I/O error)", the words of a damaged file, which has a user restore a backup over
+    a sound gallery. A change that cannot be written is refused plainly, the person kept whole."""
+    path = tmp_path / "people.db"
+    with Gallery(path, pipeline, create=True) as g:
+        for s in (3, 4):
+            assert g.enroll(f"s{s}", [att(s, 2), att(s, 3)]).added
+    before = rows(path, "SELECT name, (SELECT count(*) FROM templates t WHERE t.person_id = p.id) FROM people p")
+    assert not Path(f"{path}-shm").exists()
+    for limit, command, said in (
+        (16 * 1024, ["people", "list"], "cannot open it: the disk is full"),
+        (34 * 1024, ["people", "remove", "s3"], "change not saved: the disk is full"),
+    ):
+        out = subprocess.run(
+            cli_command() + [*command, "-g", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            preexec_fn=_file_size_limit(limit),
+        )
+        assert out.returncode == 2 and said in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr and "not a usable" not in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+        check_consistent(path)
+        assert (
+            rows(path, "SELECT name, (SELECT count(*) FROM templates t WHERE t.person_id = p.id) FROM people p")
+            == before
+        )

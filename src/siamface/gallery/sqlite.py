@@ -506,6 +506,8 @@ class SQLiteStore(SqlStore):
                 if db is not None:
                     db.close()
                 if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                    # a full disk cannot take the WAL index (-shm): not a damaged gallery, nothing to restore
+                    self._raise_if_storage(exc, "cannot open it")
                     raise GalleryError(f"{self.path}: not a usable gallery file ({exc})") from None
                 time.sleep(0.02)
             except sqlite3.DatabaseError as exc:
@@ -566,12 +568,10 @@ class SQLiteStore(SqlStore):
                 self._raise_if_storage(exc)
                 raise GalleryError(f"{self.path}: change not saved ({exc})") from None
 
-    def _raise_if_storage(self, exc: sqlite3.Error) -> None:
+    def _raise_if_storage(self, exc: sqlite3.Error, what: str = "change not saved") -> None:
         """`GalleryUnavailableError` ("full") for SQLite's errors of a full or failing disk."""
         if any(text in str(exc) for text in STORAGE_ERRORS):
-            raise GalleryUnavailableError(
-                f"{self.path}: change not saved: the disk is full or failing ({exc})", "full"
-            ) from None
+            raise GalleryUnavailableError(f"{self.path}: {what}: the disk is full or failing ({exc})", "full") from None
 
     @contextmanager
     def outages(self) -> Iterator[None]:
