@@ -20,6 +20,7 @@ from gallery_support import (  # noqa: F401
     is_url,
     new_gallery,
     rows,
+    store_spec,
 )
 
 from siamface.gallery import Gallery, gallery_exists
@@ -163,3 +164,26 @@ def test_a_full_disk_is_named_as_such_and_loses_nothing(tmp_path, pipeline):
             rows(path, "SELECT name, (SELECT count(*) FROM templates t WHERE t.person_id = p.id) FROM people p")
             == before
         )
+
+
+def test_the_id_of_a_removed_person_or_template_is_never_given_again(store_spec):
+    """What a search's hits or a re-embedding hold between two reads of the gallery is an id: given again to a
+    newcomer, the removed person's face was taken for theirs (see test_gallery's re-embedding test)."""
+    from gallery_support import MODEL_128, unit_vectors
+
+    from siamface.gallery import NewTemplate, open_store
+
+    def templates(seed):
+        return [NewTemplate(v, source=f"{seed}-{i}.png") for i, v in enumerate(unit_vectors(2, seed=seed))]
+
+    with open_store(store_spec, MODEL_128, create=True) as store:
+        store.add_templates("a", templates(1))
+        removed = store.add_templates("b", templates(2))  # the newest: the highest ids
+        store.delete("b")
+        added = store.add_templates("c", templates(3))
+        assert added.person.id > removed.person.id
+        assert min(added.template_ids) > max(removed.template_ids)
+        store.delete("c")  # and again, after the ids kept were themselves removed
+        again = store.add_templates("d", templates(4))
+        assert again.person.id > added.person.id and min(again.template_ids) > max(added.template_ids)
+    check_consistent(store_spec)

@@ -370,6 +370,21 @@ class _Connection(sqlite3.Connection):
         return _Cursor(self).executemany(sql, parameters)
 
 
+#: Meta rows keeping the highest id a table has given, written before a deletion: SQLite gives a new row the
+#: largest id + 1, so removing the newest person or template gave their id to the next one, and whatever held
+#: the id meanwhile (a re-embedding under way, a search's hits before their names are read) took the newcomer
+#: for the removed one. Ids are never reused now, as PostgreSQL's identity columns never reuse them.
+_ID_HIGH = {"people": "people_id_high", "templates": "template_id_high"}
+
+
+def _new_id(table: str) -> str:
+    """SQL for the id of a new row of `table` (people or templates): past every id it ever gave."""
+    return (
+        f"(SELECT max(coalesce((SELECT max(id) FROM {table}), 0), "
+        f"coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{_ID_HIGH[table]}'), 0)) + 1)"
+    )
+
+
 #: SQLite's NOCASE: A-Z as a-z, nothing else.
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
@@ -757,18 +772,26 @@ class SQLiteStore(SqlStore):
     # -- writes --------------------------------------------------------------------------------------
     def _insert_template(self, db: sqlite3.Connection, person_id: int, template: NewTemplate, now: str) -> int:
         cursor = db.execute(
-            "INSERT INTO templates (person_id, embedding, model, model_version, source, quality, created, image) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO templates (id, person_id, embedding, model, model_version, source, quality, created, image) "
+            f"VALUES ({_new_id('templates')}, ?, ?, ?, ?, ?, ?, ?, ?)",
             self._template_row(person_id, template, now, _blob),
         )
         return int(cursor.lastrowid)
 
     def _insert_person(self, db: sqlite3.Connection, name: str, metadata_json: str, now: str) -> int:
         cursor = db.execute(
-            "INSERT INTO people (name, metadata, created, ref, skeleton) VALUES (?, ?, ?, ?, ?)",
+            f"INSERT INTO people (id, name, metadata, created, ref, skeleton) VALUES ({_new_id('people')}, ?, ?, ?, ?, ?)",
             (name, metadata_json, now, new_ref(), skeleton(name)),
         )
         return int(cursor.lastrowid)
+
+    def _before_delete(self, db: sqlite3.Connection) -> None:
+        for table, key in _ID_HIGH.items():  # the ids about to go are never given again
+            db.execute(
+                f"INSERT INTO meta (key, value) SELECT ?, {_new_id(table)} - 1 WHERE true "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key,),
+            )
 
     def _write_skeletons(self, db: sqlite3.Connection, changed: Sequence[tuple[str | None, int]]) -> None:
         db.executemany("UPDATE people SET skeleton = ? WHERE id = ?", changed)
