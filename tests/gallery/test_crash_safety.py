@@ -5,6 +5,7 @@ process, or a process of its own killed with SIGKILL), on both backends where a 
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -187,3 +188,23 @@ def test_the_id_of_a_removed_person_or_template_is_never_given_again(store_spec)
         again = store.add_templates("d", templates(4))
         assert again.person.id > added.person.id and min(again.template_ids) > max(added.template_ids)
     check_consistent(store_spec)
+
+
+def test_an_export_cut_short_is_refused_not_imported_as_a_smaller_gallery(new_gallery, tmp_path, pipeline):
+    """A copy or transfer of an export stopped at a line's end (the backup of a gallery, restored) imported the
+    people it still held and said nothing of the others: the header counts them, and now the import does."""
+    source = new_gallery("source")
+    with Gallery(source, pipeline, create=True) as g:
+        for s in (3, 4, 5):
+            assert g.enroll(f"s{s}", [att(s, 2)]).added
+    export = tmp_path / "people.jsonl"
+    assert cli("gallery", "export", "-g", source, export).returncode == 0
+    lines = export.read_text().splitlines(keepends=True)
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(lines[:-1]))  # the last person's line never arrived
+    target = new_gallery("target")
+    out = cli("gallery", "import", "-g", target, cut)
+    assert out.returncode == 2 and "3 people" in out.stderr and "holds 2 people" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and not gallery_exists(target)
+    out = cli("gallery", "import", "-g", target, export, "--json")  # the whole file goes in
+    assert out.returncode == 0 and json.loads(out.stdout)["new_people"] == 3, out.stdout

@@ -229,7 +229,25 @@ def _people(path: Path, header: dict[str, Any], keep_images: bool) -> tuple[list
         if not isinstance(metadata, dict):
             raise GalleryError(f"{path}:{number}: metadata must be a JSON object")
         people.append((name, metadata, templates))
+    _check_complete(path, header, people)
     return people, dropped
+
+
+def _check_complete(path: Path, header: dict[str, Any], people: list) -> None:
+    """`GalleryError` when the file holds fewer or more people or templates than its header counts: an export
+    cut short at a line's end (a copy or a transfer stopped) reads as a smaller gallery, and its import said
+    nothing of the people left behind."""
+    counted = {"people": len(people), "templates": sum(len(templates) for _, _, templates in people)}
+    expected = {
+        k: header.get(k) for k in counted if isinstance(header.get(k), int) and not isinstance(header.get(k), bool)
+    }
+    if any(counted[k] != v for k, v in expected.items()):
+        said = ", ".join(f"{v} {k}" for k, v in expected.items())
+        held = ", ".join(f"{counted[k]} {k}" for k in expected)
+        raise GalleryError(
+            f"{path}: incomplete or altered: its header counts {said}, it holds {held} (a copy cut short?); "
+            "nothing imported"
+        )
 
 
 NOT_MATCHING = "matches none of the person's templates"
