@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import att
 from gallery_support import (  # noqa: F401
@@ -208,3 +209,57 @@ def test_an_export_cut_short_is_refused_not_imported_as_a_smaller_gallery(new_ga
     assert "Traceback" not in out.stderr and not gallery_exists(target)
     out = cli("gallery", "import", "-g", target, export, "--json")  # the whole file goes in
     assert out.returncode == 0 and json.loads(out.stdout)["new_people"] == 3, out.stdout
+
+
+#: `people remove s3` in a process killed with SIGKILL at `point` of the removal: once its transaction committed
+#: (before anything beside it was cleaned), or once the WAL was checkpointed.
+_KILLED_WHILE_REMOVING = """
+import os, signal, sys
+from siamface.gallery import SQLiteStore, open_store
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if sys.argv[2] == "committed":
+    SQLiteStore._after_delete = die
+else:
+    flush = SQLiteStore._flush_wal
+    SQLiteStore._flush_wal = lambda self: (flush(self), die())
+with open_store(sys.argv[1]) as store:
+    store.delete("s3")
+"""
+
+
+@pytest.mark.parametrize("point", ["committed", "checkpointed"])
+def test_a_removal_killed_after_its_commit_leaves_no_copy_of_the_templates(tmp_path, pipeline, point):
+    """The FAISS index beside the gallery holds every template; it was removed after the removal committed and
+    the WAL was checkpointed (which takes a while on a large gallery): a process killed in between left the
+    removed person's templates in it, for as long as no process loaded it again."""
+    pytest.importorskip("faiss")
+    from siamface.gallery import open_store
+    from siamface.gallery.index import GalleryIndex
+
+    folder = tmp_path / "gallery"
+    folder.mkdir()
+    path = folder / "people.db"
+    with Gallery(path, pipeline, create=True) as g:
+        for s in (3, 4, 5):
+            assert g.enroll(f"s{s}", [att(s, 2), att(s, 3)]).added
+    s3 = [
+        r[0]
+        for r in rows(path, "SELECT embedding FROM templates t JOIN people p ON p.id = t.person_id WHERE name = 's3'")
+    ]
+    with open_store(path) as store:  # a server searched through FAISS, and saved the index beside the gallery
+        index = GalleryIndex(store, approx_min=1)
+        index.search(np.asarray([np.frombuffer(s3[0], "<f4")]))
+        index.close()
+    assert (folder / "people.db.faiss").exists() and _files_holding(folder, s3) == ["people.db", "people.db.faiss"]
+
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_WHILE_REMOVING, str(path), point], capture_output=True, timeout=120
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    out = cli("people", "list", "-g", path)  # the next use of the gallery
+    assert out.returncode == 0 and "s3" not in out.stdout and "s4" in out.stdout, out
+    check_consistent(path)
+    assert _files_holding(folder, s3) == []

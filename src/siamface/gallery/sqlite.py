@@ -792,6 +792,7 @@ class SQLiteStore(SqlStore):
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key,),
             )
+        self._remove_index_files()
 
     def _write_skeletons(self, db: sqlite3.Connection, changed: Sequence[tuple[str | None, int]]) -> None:
         db.executemany("UPDATE people SET skeleton = ? WHERE id = ?", changed)
@@ -806,9 +807,13 @@ class SQLiteStore(SqlStore):
 
     def _after_delete(self) -> None:
         self._flush_wal()
-        # the in-process FAISS index saved beside the gallery holds the removed templates: gone with them
-        # (an index in memory catches up from the change log and writes a new one), and so do the copies
-        # of it a process killed while saving left (first: a save under way now fails instead of landing)
+        self._remove_index_files()
+
+    def _remove_index_files(self) -> None:
+        """Remove the in-process FAISS index saved beside the gallery, which holds the removed templates (an
+        index in memory catches up from the change log and writes a new one), and the copies of it a process
+        killed while saving left (first: a save under way now fails instead of landing). Done before the
+        removal commits (a process killed after the commit leaves none) and again after (a save made meanwhile)."""
         index = Path(f"{self.path}.faiss")
         for stale in [*atomic_leftovers(index), index]:
             try:
