@@ -106,18 +106,21 @@ def _files_holding(folder: Path, needles: list[bytes]) -> list[str]:
     )
 
 
-def test_a_removed_persons_templates_survive_in_no_file_a_killed_process_left_beside_the_gallery(tmp_path, pipeline):
-    pytest.importorskip("faiss")
+def _three_people(tmp_path: Path, pipeline) -> tuple[Path, Path, list[bytes]]:
+    """(folder, gallery, s3's templates as stored): s3, s4, s5 enrolled into an SQLite gallery alone in a folder."""
     folder = tmp_path / "gallery"
     folder.mkdir()
     path = folder / "people.db"
     with Gallery(path, pipeline, create=True) as g:
         for s in (3, 4, 5):
             assert g.enroll(f"s{s}", [att(s, 2), att(s, 3)]).added
-    s3 = [
-        r[0]
-        for r in rows(path, "SELECT embedding FROM templates t JOIN people p ON p.id = t.person_id WHERE name = 's3'")
-    ]
+    s3 = rows(path, "SELECT embedding FROM templates t JOIN people p ON p.id = t.person_id WHERE name = 's3'")
+    return folder, path, [r[0] for r in s3]
+
+
+def test_a_removed_persons_templates_survive_in_no_file_a_killed_process_left_beside_the_gallery(tmp_path, pipeline):
+    pytest.importorskip("faiss")
+    folder, path, s3 = _three_people(tmp_path, pipeline)
     killed = subprocess.run([sys.executable, "-c", _KILLED_WHILE_SAVING, str(path)], capture_output=True, timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
     assert _files_holding(folder, s3) and not (folder / "people.db.faiss").exists()  # a temporary file, left
@@ -239,16 +242,7 @@ def test_a_removal_killed_after_its_commit_leaves_no_copy_of_the_templates(tmp_p
     from siamface.gallery import open_store
     from siamface.gallery.index import GalleryIndex
 
-    folder = tmp_path / "gallery"
-    folder.mkdir()
-    path = folder / "people.db"
-    with Gallery(path, pipeline, create=True) as g:
-        for s in (3, 4, 5):
-            assert g.enroll(f"s{s}", [att(s, 2), att(s, 3)]).added
-    s3 = [
-        r[0]
-        for r in rows(path, "SELECT embedding FROM templates t JOIN people p ON p.id = t.person_id WHERE name = 's3'")
-    ]
+    folder, path, s3 = _three_people(tmp_path, pipeline)
     with open_store(path) as store:  # a server searched through FAISS, and saved the index beside the gallery
         index = GalleryIndex(store, approx_min=1)
         index.search(np.asarray([np.frombuffer(s3[0], "<f4")]))
