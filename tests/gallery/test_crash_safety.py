@@ -5,10 +5,13 @@ process, or a process of its own killed with SIGKILL), on both backends where a 
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -257,3 +260,39 @@ def test_a_removal_killed_after_its_commit_leaves_no_copy_of_the_templates(tmp_p
     assert out.returncode == 0 and "s3" not in out.stdout and "s4" in out.stdout, out
     check_consistent(path)
     assert _files_holding(folder, s3) == []
+
+
+#: The real command in a process killed with SIGKILL once its output is written whole, before the rename that
+#: puts it in place (`siamface._files.atomic_file`).
+_KILLED_BEFORE_THE_RENAME = """
+import os, signal, sys
+os.replace = lambda src, dst: os.kill(os.getpid(), signal.SIGKILL)
+from siamface.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_an_export_killed_before_its_rename_leaves_no_lasting_copy_of_the_gallery(tmp_path, pipeline):
+    """The hidden temporary file of an export killed before its rename held every template for ever, after
+    `people remove` and another export (and a FAISS index's, or a model's, took their size again each time).
+    The next write of the same file removes one left for an hour (not one a writer is writing now)."""
+    folder, path, s3 = _three_people(tmp_path, pipeline)
+    out_dir = tmp_path / "exports"
+    out_dir.mkdir()
+    export = out_dir / "people.jsonl"
+    command = ["gallery", "export", "-g", str(path), str(export)]
+    killed = subprocess.run([sys.executable, "-c", _KILLED_BEFORE_THE_RENAME, *command], capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    [left] = list(out_dir.iterdir())
+    assert left.name.startswith(".people.jsonl.") and not export.exists()
+    exported = [base64.b64encode(t) for t in s3]  # s3's templates as an export writes them
+    assert _files_holding(out_dir, exported) == [left.name]
+
+    assert cli("people", "remove", "s3", "-g", path).returncode == 0
+    assert cli(*command).returncode == 0
+    assert left.exists()  # as far as anyone can tell, a writer at work: kept
+    hour_ago = time.time() - 3700  # the clock moved on: nobody is writing it
+    os.utime(left, (hour_ago, hour_ago))
+    assert cli(*command).returncode == 0
+    assert [p.name for p in out_dir.iterdir()] == ["people.jsonl"] and _files_holding(out_dir, exported) == []
+    assert [json.loads(line)["name"] for line in export.read_text().splitlines()[1:]] == ["s4", "s5"]
