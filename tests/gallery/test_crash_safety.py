@@ -296,3 +296,30 @@ def test_an_export_killed_before_its_rename_leaves_no_lasting_copy_of_the_galler
     assert cli(*command).returncode == 0
     assert [p.name for p in out_dir.iterdir()] == ["people.jsonl"] and _files_holding(out_dir, exported) == []
     assert [json.loads(line)["name"] for line in export.read_text().splitlines()[1:]] == ["s4", "s5"]
+
+
+def test_a_server_stopping_after_another_removed_someone_writes_no_index_holding_them(tmp_path, pipeline):
+    """Two servers on one SQLite gallery, each with its FAISS index: one removes s3 (and the index file with
+    them), the other, which had learnt of an enrollment since it last saved, stops before its next search and
+    wrote its index at shutdown as it stood: s3's templates were back on disk beside the gallery."""
+    pytest.importorskip("faiss")
+    from siamface.gallery import NewTemplate, open_store
+    from siamface.gallery.faiss_index import FaissIndex
+    from siamface.gallery.index import GalleryIndex
+
+    folder, path, s3 = _three_people(tmp_path, pipeline)
+    probe = np.asarray([np.frombuffer(s3[0], "<f4")])
+    with open_store(path) as remover, open_store(path) as store:
+        index = GalleryIndex(store, approx_min=1)
+        index.search(probe)  # built and saved
+        remover.add_templates("s6", [NewTemplate(probe[0][::-1].copy(), "s6.png")])
+        index.search(probe)  # caught up with the enrollment: not saved yet
+        remover.delete("s3")
+        assert _files_holding(folder, s3) == []
+        index.close()  # the server stops
+    saved, header, (ids, _) = FaissIndex.load(folder / "people.db.faiss")
+    held = {bytes(row.astype("<f4").tobytes()) for row in saved.contents()[1]}
+    assert len(ids) == len(held) == 5 and held.isdisjoint(s3)  # s4's, s5's and s6's templates, none of s3's
+    # (a gallery this small trains FAISS's coarse quantizer on copies of its templates: each template is one of
+    # its 16 centroids, s3's too; searches never return them. From 50,000 templates on, where the gallery
+    # searches through FAISS, a centroid is the mean of about 40 sampled templates.)
