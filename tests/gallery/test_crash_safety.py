@@ -323,3 +323,27 @@ def test_a_server_stopping_after_another_removed_someone_writes_no_index_holding
     # (a gallery this small trains FAISS's coarse quantizer on copies of its templates: each template is one of
     # its 16 centroids, s3's too; searches never return them. From 50,000 templates on, where the gallery
     # searches through FAISS, a centroid is the mean of about 40 sampled templates.)
+
+
+def test_a_save_that_lands_after_a_removal_is_overwritten_when_the_server_stops(tmp_path, pipeline):
+    """A server's background save that began before another process removed s3 lands after the removal deleted
+    the index file (as a copy of the file made before stands for here): the server, stopping, wrote nothing more
+    (it had nothing unsaved), and s3's templates stayed in the file."""
+    pytest.importorskip("faiss")
+    import shutil
+
+    from siamface.gallery import open_store
+    from siamface.gallery.faiss_index import FaissIndex
+    from siamface.gallery.index import GalleryIndex
+
+    folder, path, s3 = _three_people(tmp_path, pipeline)
+    with open_store(path) as remover, open_store(path) as store:
+        index = GalleryIndex(store, approx_min=1)
+        index.search(np.asarray([np.frombuffer(s3[0], "<f4")]))  # built and saved: nothing unsaved
+        index.close()
+        shutil.copy(folder / "people.db.faiss", tmp_path / "before.faiss")
+        remover.delete("s3")
+        shutil.copy(tmp_path / "before.faiss", folder / "people.db.faiss")  # the late save lands
+        index.close()  # the server stops
+    saved, _, (ids, _) = FaissIndex.load(folder / "people.db.faiss")
+    assert len(ids) == 4 and {row.astype("<f4").tobytes() for row in saved.contents()[1]}.isdisjoint(s3)

@@ -297,7 +297,7 @@ class GalleryIndex:
         may have removed someone since this one last searched: their templates are not written back), and
         wait for the writer."""
         with self._lock:
-            if isinstance(self._state, _Faiss) and self._state.unsaved:
+            if isinstance(self._state, _Faiss) and self._save_file:  # a save under way may hold them too
                 try:
                     self._current()
                 except Exception as exc:  # noqa: BLE001 - the gallery unreadable now: nothing written
