@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import functools
+import glob
 import hashlib
 import logging
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +39,7 @@ def atomic_file(target: Path, *, mode: int | None = None, fsync: bool = True) ->
     raises: a temporary file in the same folder (created with `mode`, e.g. 0o600, when given), flushed to
     disk unless `fsync` is False (a cache that can be rebuilt), then renamed into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_leftovers(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         if mode is not None:
@@ -53,6 +56,32 @@ def atomic_file(target: Path, *, mode: int | None = None, fsync: bool = True) ->
         except OSError:
             pass
         raise
+
+
+def atomic_leftovers(target: Path) -> list[Path]:
+    """The temporary files `atomic_file` began for `target` and never renamed into place: what a process
+    killed while writing it left behind (or one writing it now)."""
+    return sorted(target.parent.glob(f".{glob.escape(target.name)}.*.tmp"))
+
+
+#: A temporary file of `atomic_file` untouched for this long (seconds) was left by a process that died while
+#: writing it: the next write of the same target removes it (a writer at work now keeps touching its own).
+STALE_LEFTOVER_S = 3600.0
+
+
+def _remove_stale_leftovers(target: Path) -> None:
+    """Remove this user's temporary files of `target` that a killed writer left (`STALE_LEFTOVER_S`): hidden,
+    they kept what they held (a gallery export's templates, a FAISS index) after it was deleted everywhere else,
+    and each took the target's size again."""
+    now = time.time()
+    for leftover in atomic_leftovers(target):
+        try:
+            info = leftover.lstat()
+            if info.st_uid == os.geteuid() and stat.S_ISREG(info.st_mode) and now - info.st_mtime > STALE_LEFTOVER_S:
+                leftover.unlink()
+                log.info("%s: removed, left by a writer that died", leftover)
+        except OSError as exc:
+            log.debug("%s: not removed (%s)", leftover, exc)
 
 
 def open_for_reading(path: str | os.PathLike) -> tuple[int, os.stat_result]:

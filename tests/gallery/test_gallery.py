@@ -225,7 +225,7 @@ def test_reembed_needs_kept_images_then_rebinds(new_gallery, pipeline, gallery):
 
 class _EnrolsMeanwhile:
     """A pipeline whose embedding lets another writer (on the old model) enroll someone first, as a server
-    would while a re-embedding runs."""
+    would while a re-embedding runs (an arrival is (name, face), or a change to make: a callable)."""
 
     def __init__(self, inner, writer, arrivals) -> None:
         self.inner, self.writer, self.arrivals = inner, writer, list(arrivals)
@@ -235,8 +235,11 @@ class _EnrolsMeanwhile:
 
     def embed_many(self, items):
         if self.arrivals:
-            name, face = self.arrivals.pop(0)
-            self.writer.enroll(name, [face])
+            arrival = self.arrivals.pop(0)
+            if callable(arrival):
+                arrival()
+            else:
+                self.writer.enroll(arrival[0], [arrival[1]])
         return self.inner.embed_many(items)
 
 
@@ -254,6 +257,28 @@ def test_reembed_finishes_while_people_are_enrolled_meanwhile(new_gallery, pipel
     assert rows(path, "SELECT DISTINCT model_version FROM templates") == [("v2-retrained",)]  # no mixed models
     with Gallery(path, other) as g:
         assert g.verify("s5", att(5, 1)).accepted and g.identify(att(6, 1)).names == ["s6"]
+
+
+def test_reembed_never_gives_a_removed_persons_face_to_someone_enrolled_meanwhile(new_gallery, pipeline):
+    """SQLite gave a new template the id of a removed one (a rowid is max + 1): a person removed while a
+    re-embedding ran, and another enrolled, had the newcomer's templates re-embedded from the removed person's
+    kept images (their ids had been embedded), and the removed person's face was granted as the newcomer."""
+    path = new_gallery("reused")
+    with Gallery(path, pipeline, create=True, keep_images=True) as g:
+        g.enroll("s3", [att(3, 2), att(3, 3)])
+        g.enroll("s4", [att(4, 2), att(4, 3)])  # the newest templates: the highest ids
+    other = Pipeline(detector=pipeline.detector, model=_OtherVersion(pipeline.encoder))
+    with Gallery(path, pipeline) as writer, Gallery(path, pipeline) as g:
+
+        def remove_s4_enroll_s5():
+            writer.store.delete("s4")
+            assert len(writer.enroll("s5", [att(5, 2), att(5, 4)]).added) == 2
+
+        g.reembed(_EnrolsMeanwhile(other, writer, [remove_s4_enroll_s5]))
+    check_consistent(path)
+    with Gallery(path, other) as g:
+        assert g.identify(att(4, 1)).names == ["unknown"]  # s4 is gone: nobody holds their face
+        assert g.verify("s5", att(5, 1)).accepted
 
 
 def test_delete_removes_everything_about_a_person(gallery, gallery_file):

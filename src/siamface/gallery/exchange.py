@@ -229,7 +229,25 @@ def _people(path: Path, header: dict[str, Any], keep_images: bool) -> tuple[list
         if not isinstance(metadata, dict):
             raise GalleryError(f"{path}:{number}: metadata must be a JSON object")
         people.append((name, metadata, templates))
+    _check_complete(path, header, people)
     return people, dropped
+
+
+def _check_complete(path: Path, header: dict[str, Any], people: list) -> None:
+    """`GalleryError` when the file holds fewer or more people or templates than its header counts: an export
+    cut short at a line's end (a copy or a transfer stopped) reads as a smaller gallery, and its import said
+    nothing of the people left behind."""
+    counted = {"people": len(people), "templates": sum(len(templates) for _, _, templates in people)}
+    expected = {
+        k: header.get(k) for k in counted if isinstance(header.get(k), int) and not isinstance(header.get(k), bool)
+    }
+    if any(counted[k] != v for k, v in expected.items()):
+        said = ", ".join(f"{v} {k}" for k, v in expected.items())
+        held = ", ".join(f"{counted[k]} {k}" for k in expected)
+        raise GalleryError(
+            f"{path}: incomplete or altered: its header counts {said}, it holds {held} (a copy cut short?); "
+            "nothing imported"
+        )
 
 
 NOT_MATCHING = "matches none of the person's templates"
@@ -389,27 +407,60 @@ def import_into(
 ) -> tuple[ImportSummary, str, bool]:
     """`import_gallery` into the gallery `spec` (a file or a ``postgresql://`` URL), created when it does not
     exist, bound to the file's model (`keep_images`: keep the images the file carries). A gallery created
-    here goes again when the import fails; a bad file creates none. Returns (summary, the gallery's
-    location, whether it was created)."""
+    here goes again when the import fails, unless another client used it meanwhile (it holds people or audit
+    rows that are not the import's: those are never taken with it); a bad file creates none. Returns (summary,
+    the gallery's location, whether it was created)."""
     header = read_header(path)  # a bad file creates no gallery
     create = not gallery_exists(spec)
     store = None
+    unused = False
     try:
         store = open_store(spec, file_model(header) if create else None, create=create, keep_images=keep_images)
         with store:
-            summary = import_gallery(store, path, merge=merge, match=match, clash=clash)
+            try:
+                summary = import_gallery(store, path, merge=merge, match=match, clash=clash)
+            except BaseException:
+                unused = create and _unused(store)
+                raise
     except BaseException:
-        if create and is_database_url(spec):  # the gallery made for this import goes with it
-            if store is not None and getattr(store, "created_now", False):
-                store.drop()
-        elif create:
-            for suffix in ("", "-wal", "-shm"):
-                try:
-                    os.unlink(f"{spec}{suffix}")
-                except OSError:
-                    pass
+        if create:
+            _undo_creation(spec, store, unused)
         raise
     return summary, store.location, create
+
+
+def _unused(store: Store) -> bool:
+    """Whether a gallery this process created holds nothing yet: no person, no audit row (another client may
+    have enrolled into it, or been audited on it, since it was created)."""
+    try:
+        stats = store.stats()
+    except Exception as exc:  # noqa: BLE001 - not known to be unused: kept
+        log.debug("%s: not read (%s)", store.location, exc)
+        return False
+    return stats["people"] == 0 and stats["audit_entries"] == 0
+
+
+def _undo_creation(spec, store: Store | None, unused: bool) -> None:
+    """Remove the gallery an import created and then failed to fill: when it is still `unused`, or (a file
+    whose creation itself failed) still empty. A gallery another client wrote to is left, with a warning."""
+    if is_database_url(spec):
+        if store is None or not getattr(store, "created_now", False):
+            return
+    elif store is None:
+        try:
+            unused = os.stat(spec).st_size == 0
+        except OSError:
+            return
+    if not unused:
+        log.warning("%s: created for the import, kept: another client has written to it since", spec)
+    elif is_database_url(spec):
+        store.drop()
+    else:
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.unlink(f"{spec}{suffix}")
+            except OSError:
+                pass
 
 
 @dataclass(frozen=True)

@@ -293,8 +293,16 @@ class GalleryIndex:
         return state.index.filed_right(rows, lists)
 
     def close(self) -> None:
-        """Write what the index learnt since its last save, and wait for the writer."""
+        """Write what the index learnt since its last save, caught up with the gallery first (another process
+        may have removed someone since this one last searched: their templates are not written back), and
+        wait for the writer."""
         with self._lock:
+            if isinstance(self._state, _Faiss) and self._save_file:  # a save under way may hold them too
+                try:
+                    self._current()
+                except Exception as exc:  # noqa: BLE001 - the gallery unreadable now: nothing written
+                    log.warning("%s: FAISS index not saved: the gallery could not be read (%s)", self.path, exc)
+                    self._state = None
             if isinstance(self._state, _Faiss) and self._state.unsaved:
                 self._save(self._state)
             if self._saver is not None:

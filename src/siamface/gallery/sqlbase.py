@@ -621,6 +621,9 @@ class SqlStore:
         """(key, bytes) of the storage the gallery takes, for `stats`."""
         raise NotImplementedError
 
+    def _before_delete(self, db) -> None:
+        """Called inside a deletion's transaction, before the person's rows go."""
+
     def _after_delete(self) -> None:
         """Called after a deletion's transaction committed."""
 
@@ -983,6 +986,7 @@ class SqlStore:
                 raise UnknownPersonError(name, self.location)
             # the audit rows about them keep the person's reference, which nothing links to them once the
             # row of `people` is gone (no row of the audit changes: the hash chain stays whole)
+            self._before_delete(db)
             db.execute(self._q("DELETE FROM people WHERE id = ?"), (found.id,))  # cascades to templates, images
             self._audit_change(db, "delete", found, actor, templates=found.n_templates)
             self._bump(db)

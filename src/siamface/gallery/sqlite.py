@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._files import create_private_file
+from .._files import atomic_leftovers, create_private_file
 from ..errors import GalleryError
 
 # MAX_NAME_LENGTH, _blob, _now and check_name are also imported from here by other modules.
@@ -370,6 +370,21 @@ class _Connection(sqlite3.Connection):
         return _Cursor(self).executemany(sql, parameters)
 
 
+#: Meta rows keeping the highest id a table has given, written before a deletion: SQLite gives a new row the
+#: largest id + 1, so removing the newest person or template gave their id to the next one, and whatever held
+#: the id meanwhile (a re-embedding under way, a search's hits before their names are read) took the newcomer
+#: for the removed one. Ids are never reused now, as PostgreSQL's identity columns never reuse them.
+_ID_HIGH = {"people": "people_id_high", "templates": "template_id_high"}
+
+
+def _new_id(table: str) -> str:
+    """SQL for the id of a new row of `table` (people or templates): past every id it ever gave."""
+    return (
+        f"(SELECT max(coalesce((SELECT max(id) FROM {table}), 0), "
+        f"coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{_ID_HIGH[table]}'), 0)) + 1)"
+    )
+
+
 #: SQLite's NOCASE: A-Z as a-z, nothing else.
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
@@ -506,6 +521,8 @@ class SQLiteStore(SqlStore):
                 if db is not None:
                     db.close()
                 if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                    # a full disk cannot take the WAL index (-shm): not a damaged gallery, nothing to restore
+                    self._raise_if_storage(exc, "cannot open it")
                     raise GalleryError(f"{self.path}: not a usable gallery file ({exc})") from None
                 time.sleep(0.02)
             except sqlite3.DatabaseError as exc:
@@ -566,12 +583,10 @@ class SQLiteStore(SqlStore):
                 self._raise_if_storage(exc)
                 raise GalleryError(f"{self.path}: change not saved ({exc})") from None
 
-    def _raise_if_storage(self, exc: sqlite3.Error) -> None:
+    def _raise_if_storage(self, exc: sqlite3.Error, what: str = "change not saved") -> None:
         """`GalleryUnavailableError` ("full") for SQLite's errors of a full or failing disk."""
         if any(text in str(exc) for text in STORAGE_ERRORS):
-            raise GalleryUnavailableError(
-                f"{self.path}: change not saved: the disk is full or failing ({exc})", "full"
-            ) from None
+            raise GalleryUnavailableError(f"{self.path}: {what}: the disk is full or failing ({exc})", "full") from None
 
     @contextmanager
     def outages(self) -> Iterator[None]:
@@ -757,18 +772,27 @@ class SQLiteStore(SqlStore):
     # -- writes --------------------------------------------------------------------------------------
     def _insert_template(self, db: sqlite3.Connection, person_id: int, template: NewTemplate, now: str) -> int:
         cursor = db.execute(
-            "INSERT INTO templates (person_id, embedding, model, model_version, source, quality, created, image) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO templates (id, person_id, embedding, model, model_version, source, quality, created, image) "
+            f"VALUES ({_new_id('templates')}, ?, ?, ?, ?, ?, ?, ?, ?)",
             self._template_row(person_id, template, now, _blob),
         )
         return int(cursor.lastrowid)
 
     def _insert_person(self, db: sqlite3.Connection, name: str, metadata_json: str, now: str) -> int:
         cursor = db.execute(
-            "INSERT INTO people (name, metadata, created, ref, skeleton) VALUES (?, ?, ?, ?, ?)",
+            f"INSERT INTO people (id, name, metadata, created, ref, skeleton) VALUES ({_new_id('people')}, ?, ?, ?, ?, ?)",
             (name, metadata_json, now, new_ref(), skeleton(name)),
         )
         return int(cursor.lastrowid)
+
+    def _before_delete(self, db: sqlite3.Connection) -> None:
+        for table, key in _ID_HIGH.items():  # the ids about to go are never given again
+            db.execute(
+                f"INSERT INTO meta (key, value) SELECT ?, {_new_id(table)} - 1 WHERE true "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key,),
+            )
+        self._remove_index_files()
 
     def _write_skeletons(self, db: sqlite3.Connection, changed: Sequence[tuple[str | None, int]]) -> None:
         db.executemany("UPDATE people SET skeleton = ? WHERE id = ?", changed)
@@ -783,14 +807,21 @@ class SQLiteStore(SqlStore):
 
     def _after_delete(self) -> None:
         self._flush_wal()
-        # the in-process FAISS index saved beside the gallery holds the removed templates: gone with them
-        # (an index in memory catches up from the change log and writes a new one)
-        try:
-            os.unlink(f"{self.path}.faiss")
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("%s.faiss: not removed (%s); delete it by hand", self.path, exc.strerror)
+        self._remove_index_files()
+
+    def _remove_index_files(self) -> None:
+        """Remove the in-process FAISS index saved beside the gallery, which holds the removed templates (an
+        index in memory catches up from the change log and writes a new one), and the copies of it a process
+        killed while saving left (first: a save under way now fails instead of landing). Done before the
+        removal commits (a process killed after the commit leaves none) and again after (a save made meanwhile)."""
+        index = Path(f"{self.path}.faiss")
+        for stale in [*atomic_leftovers(index), index]:
+            try:
+                os.unlink(stale)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("%s: not removed (%s); delete it by hand", stale, exc.strerror)
 
     def _after_prune(self) -> None:
         # the removed audit rows stayed readable in the file until the next checkpoint (with a server holding

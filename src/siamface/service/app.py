@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..errors import SiamfaceError
 from .errors import ServiceError, from_siamface
+from .keys import presented_key
 from .lockout import LockedOut
 from .logs import secret_param
 from .settings import BODY_TIMEOUT_S, Settings
@@ -60,16 +61,6 @@ _HTTP_CODES = {
 
 def _json(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
-
-
-def presented_key(headers: Headers) -> str | None:
-    """The API key of a request: ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``."""
-    auth = headers.get("authorization")
-    if auth:
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-    return headers.get("x-api-key") or None
 
 
 def _relative(location: bytes) -> bytes:

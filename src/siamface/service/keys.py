@@ -35,7 +35,7 @@ import secrets
 import tempfile
 import threading
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +51,17 @@ ROLES = ("recognise", "enrol", "admin")
 DEFAULT_ROLE = "recognise"
 #: What a key stored without a role (made before roles existed) may do (see the module's docstring).
 LEGACY_ROLE = "enrol"
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The API key of a request (its headers, lower-case names): ``Authorization: Bearer KEY`` or
+    ``X-API-Key: KEY``."""
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return headers.get("x-api-key") or None
 
 
 def check_role(role: str) -> str:

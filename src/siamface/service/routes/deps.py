@@ -11,7 +11,7 @@ from fastapi import Request, Security, UploadFile
 from fastapi.security import APIKeyHeader, HTTPBearer
 
 from ..errors import ServiceError
-from ..keys import allows
+from ..keys import allows, presented_key
 from ..state import Service, Upload
 
 # Declared for the OpenAPI page (its "Authorize" button); the check itself is done by `app.Gate`, before the
@@ -21,13 +21,24 @@ _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Ke
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f<>\"'`\\]")
 
 
+def _still_active(request: Request) -> None:
+    """403 `revoked-api-key` when the key the gate let the request in with was revoked since: a body may take
+    long to arrive, and a route resolves its dependencies once it is in, before any work."""
+    if request.scope.get("state", {}).get("api_key") is None:
+        return
+    if request.app.state.service.keys.check(presented_key(request.headers)).reason == "revoked":
+        raise ServiceError(403, "revoked-api-key", "this API key was revoked")
+
+
 def api_key(request: Request, bearer=Security(_bearer), header=Security(_header)) -> str | None:
-    """The id of the key the request was let in with (set by the gate)."""
+    """The id of the key the request was let in with (set by the gate), still active."""
+    _still_active(request)
     return request.scope.get("state", {}).get("api_key")
 
 
 def api_role(request: Request) -> str | None:
-    """The role of the key the request was let in with (set by the gate)."""
+    """The role of the key the request was let in with (set by the gate), still active."""
+    _still_active(request)
     return request.scope.get("state", {}).get("api_role")
 
 
