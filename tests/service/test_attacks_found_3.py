@@ -3,6 +3,10 @@ role, of none, or of a stolen photo), over a real `siamface serve`: what got thr
 
 from __future__ import annotations
 
+import itertools
+import logging
+import time
+
 import pytest
 from service_support import require_service
 
@@ -49,3 +53,33 @@ def test_a_person_locked_before_a_restart_is_not_identified_after_it(tmp_path, f
         assert (locked.status, locked.error) == (429, "locked"), locked.body
     finally:
         again.stop()
+
+
+class _Lines(logging.Handler):
+    """The messages logged to a logger, kept."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_a_key_pasted_into_a_url_path_is_not_written_to_the_error_log(tmp_path):
+    # docs/service.md: a path segment shaped like a key is redacted in the access log; the line logged for a
+    # 5xx answer (and for an unexpected error) wrote the request's path as sent, key and all
+    srv = Server(tmp_path / "people.db", "--liveness", "off")
+    leaked = srv.new_key("enrol", "desk")
+    logged = _Lines()
+    logging.getLogger("siamface.service").addHandler(logged)
+    srv.service.clock = itertools.chain([time.monotonic()], itertools.repeat(time.monotonic() + 3600)).__next__
+    try:  # the request's budget is spent before a worker takes it: 503, logged
+        answer = srv.request("POST", f"/v1/people/{leaked}/faces", files=images(3, 1))
+    finally:
+        logging.getLogger("siamface.service").removeHandler(logged)
+        srv.service.clock = time.monotonic
+        srv.stop()
+    assert (answer.status, answer.error) == (503, "over-time-budget"), answer.body
+    assert [line for line in logged.lines if "POST /v1/people/" in line], logged.lines  # the line is written
+    assert not [line for line in logged.lines if leaked.split("_", 2)[2] in line], logged.lines

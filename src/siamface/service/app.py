@@ -31,7 +31,7 @@ from .. import __version__
 from ..errors import SiamfaceError
 from .errors import ServiceError, from_siamface
 from .lockout import LockedOut
-from .logs import secret_param
+from .logs import redact_query, secret_param
 from .settings import BODY_TIMEOUT_S, Settings
 from .state import Service
 
@@ -70,6 +70,12 @@ def presented_key(headers: Headers) -> str | None:
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
     return headers.get("x-api-key") or None
+
+
+def _logged(request: Request) -> str:
+    """A request's path as the log may show it: a segment shaped like an API key (pasted into the URL) redacted,
+    as in the access log."""
+    return redact_query(request.url.path)
 
 
 def _relative(location: bytes) -> bytes:
@@ -291,14 +297,14 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     async def _service_error(request: Request, exc: ServiceError):
         if exc.status >= 500:
             cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
-            log.error("%s %s: %s%s", request.method, request.url.path, exc.error, cause, extra={"kind": exc.error})
+            log.error("%s %s: %s%s", request.method, _logged(request), exc.error, cause, extra={"kind": exc.error})
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(SiamfaceError)
     async def _siamface_error(request: Request, exc: SiamfaceError):
         err = from_siamface(exc, *service.secrets)
         if err.status >= 500:  # one line per kind and interval (logs.RateLimit): a full disk is said once
-            log.error("%s %s: %s", request.method, request.url.path, exc, extra={"kind": err.error})
+            log.error("%s %s: %s", request.method, _logged(request), exc, extra={"kind": err.error})
         return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
     @app.exception_handler(LockedOut)
@@ -333,7 +339,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):
-        log.exception("%s %s failed", request.method, request.url.path)
+        log.exception("%s %s failed", request.method, _logged(request))
         return JSONResponse(
             {"error": "internal-error", "detail": "the server could not answer this request; see its log"},
             status_code=500,
