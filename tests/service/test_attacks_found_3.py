@@ -3,8 +3,11 @@ role, of none, or of a stolen photo), over a real `siamface serve`: what got thr
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import logging
+import sqlite3
 import time
 
 import pytest
@@ -83,3 +86,33 @@ def test_a_key_pasted_into_a_url_path_is_not_written_to_the_error_log(tmp_path):
     assert (answer.status, answer.error) == (503, "over-time-budget"), answer.body
     assert [line for line in logged.lines if "POST /v1/people/" in line], logged.lines  # the line is written
     assert not [line for line in logged.lines if leaked.split("_", 2)[2] in line], logged.lines
+
+
+def test_a_damaged_template_names_its_person_to_no_key_that_may_not_list_people(tmp_path):
+    # docs/service.md: who is enrolled is not a recognise key's to learn. A template damaged under a running
+    # server (a disk, a restore) made every search 500 `gallery-damaged`, the detail naming the person whose
+    # template it is ("template 7 of 'Quentin Zebedee' is damaged"), to whichever key searched
+    gallery = tmp_path / "people.db"
+    srv = Server(gallery, "--liveness", "off", "--min-size", "40")
+    try:
+        for name, s in (("s3", 3), ("Quentin Zebedee", 4)):
+            assert srv.request("POST", "/v1/people", fields={"name": name}, files=images(s, *ENROLLED)).status == 201
+        door, desk = srv.new_key("recognise", "door"), srv.new_key("enrol", "desk")
+        with contextlib.closing(sqlite3.connect(gallery)) as db:
+            db.execute(
+                "UPDATE templates SET embedding = zeroblob(16) WHERE person_id = "
+                "(SELECT id FROM people WHERE name = 'Quentin Zebedee')"
+            )
+            db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+            db.commit()
+        for ask in (
+            lambda: srv.request("POST", "/v1/identify", key=door, files=probe(3)),
+            lambda: srv.request("POST", "/v1/verify", key=door, fields={"claim": "s3"}, files=probe(3)),
+        ):
+            answer = ask()
+            assert (answer.status, answer.error) == (500, "gallery-damaged"), answer.body
+            assert "Quentin" not in json.dumps(answer.body), answer.body
+        told = srv.request("POST", "/v1/identify", key=desk, files=probe(3))  # an enrol key may list people
+        assert (told.status, told.error) == (500, "gallery-damaged") and "Quentin Zebedee" in told.body["detail"]
+    finally:
+        srv.stop()

@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..errors import SiamfaceError
 from .errors import ServiceError, from_siamface
+from .keys import allows
 from .lockout import LockedOut
 from .logs import redact_query, secret_param
 from .settings import BODY_TIMEOUT_S, Settings
@@ -305,6 +306,10 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         err = from_siamface(exc, *service.secrets)
         if err.status >= 500:  # one line per kind and interval (logs.RateLimit): a full disk is said once
             log.error("%s %s: %s", request.method, _logged(request), exc, extra={"kind": err.error})
+        if err.error == "gallery-damaged" and not allows(request.scope.get("state", {}).get("api_role"), "enrol"):
+            # the damaged rows' people are named to keys that may list people only: who is enrolled is not a
+            # recognise key's to learn
+            err.detail = "the gallery is damaged: no decision is made from it (the server's log says which rows)"
         return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
     @app.exception_handler(LockedOut)
