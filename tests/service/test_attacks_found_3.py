@@ -3,12 +3,16 @@ role, of none, or of a stolen photo), over a real `siamface serve`: what got thr
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import itertools
 import json
 import logging
+import re
 import sqlite3
 import time
+import urllib.request
 
 import pytest
 from service_support import require_service
@@ -116,3 +120,23 @@ def test_a_damaged_template_names_its_person_to_no_key_that_may_not_list_people(
         assert (told.status, told.error) == (500, "gallery-damaged") and "Quentin Zebedee" in told.body["detail"]
     finally:
         srv.stop()
+
+
+def test_the_docs_page_may_run_only_its_own_scripts_and_talk_only_to_this_server(tmp_path):
+    # /docs is of the web page's origin, where the page keeps its key (the tab's sessionStorage: the footer's
+    # link to /docs opens in that tab) and the camera may be allowed; it runs a large third-party script
+    # (Swagger UI) and had no policy but frame-ancestors: any script injected there could read the key and
+    # send it anywhere. Now: this server's files and the page's own inline start-up script (by hash) only,
+    # requests to this server only, never framed
+    srv = Server(tmp_path / "people.db", "--liveness", "off")
+    try:
+        with urllib.request.urlopen(srv.url + "/docs") as r:
+            page, policy = r.read().decode(), r.headers["Content-Security-Policy"]
+    finally:
+        srv.stop()
+    rules = dict(rule.strip().split(" ", 1) for rule in policy.split(";"))
+    (inline,) = re.findall(r"<script>(.*?)</script>", page, flags=re.S)
+    digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
+    assert rules["default-src"] == "'none'" and rules["connect-src"] == "'self'", policy
+    assert rules["script-src"] == f"'self' 'sha256-{digest}'", policy  # no 'unsafe-inline', no other site
+    assert rules["frame-ancestors"] == "'none'" and rules["base-uri"] == "'none'", policy

@@ -12,8 +12,11 @@ inference in a worker thread (`Service.run`), so the event loop keeps serving ot
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import logging
+import re
 import urllib.parse
 from importlib import resources
 from pathlib import Path
@@ -464,5 +467,17 @@ def _offline_docs(app) -> None:
             swagger_css_url="/docs-static/swagger-ui.css",
             swagger_favicon_url="/docs-static/favicon-32x32.png",
         )
-        page.headers["Content-Security-Policy"] = "frame-ancestors 'none'"  # not framed by another site
+        page.headers["Content-Security-Policy"] = _docs_policy(page.body.decode("utf-8"))
         return page
+
+
+def _docs_policy(html: str) -> str:
+    """The Content-Security-Policy of /docs: the page is of this origin, where the web page keeps its key (the
+    tab's sessionStorage) and the camera may be allowed, so it runs only the Swagger UI file served here and
+    its own inline start-up script (by hash), talks to this server only, and may not be framed."""
+    inline = re.findall(r"<script>(.*?)</script>", html, flags=re.S)
+    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'" for s in inline)
+    return (
+        f"default-src 'none'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
