@@ -192,6 +192,26 @@ def test_the_docs_page_runs_under_its_policy(server, browser_paths):
         browser.quit()
 
 
+def test_a_page_of_another_site_that_opens_ours_keeps_no_handle_to_it(server, browser_paths):
+    """A site that opens the page in a new window (window.open) used to keep a handle to it: it could navigate
+    the window, once the operator had pasted a key there, to a copy of the page asking for the key again.
+    With Cross-Origin-Opener-Policy: same-origin the page has no opener and the site's handle is closed. The
+    other site here is the same server under another name (http://localhost:PORT: another origin)."""
+    browser = chromium(browser_paths)
+    try:
+        browser.get(server.url.replace("127.0.0.1", "localhost") + "/docs")
+        ours = browser.current_window_handle
+        browser.execute_script(f"window.opened = window.open('{server.url}/', 'siamface')")
+        WebDriverWait(browser, 30, poll_frequency=0.2).until(lambda b: len(b.window_handles) == 2)
+        browser.switch_to.window(next(h for h in browser.window_handles if h != ours))
+        WebDriverWait(browser, 30, poll_frequency=0.2).until(lambda b: b.find_element(By.ID, "key-state").text)
+        assert browser.execute_script("return window.opener") is None
+        browser.switch_to.window(ours)
+        assert browser.execute_script("return window.opened.closed") is True  # no handle left to navigate
+    finally:
+        browser.quit()
+
+
 def camera_clip(path: Path, names=S23_MOVING) -> None:
     """s23 in front of a grey camera, 40 frames: a head moving a little (`S23_MOVING`, or the photos `names` in
     turn), each frame with its own noise and sway (a camera never repeats itself)."""

@@ -124,7 +124,12 @@ class Gate:
             return
         path = scope["path"]
         headers = Headers(scope=scope)
-        extra = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+        extra = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"no-referrer"),
+            # a page of another site that opened one of ours keeps no handle to it (to read or navigate it)
+            (b"cross-origin-opener-policy", b"same-origin"),
+        ]
         if path.startswith("/v1/"):
             extra.append((b"cache-control", b"no-store"))
         elif path == "/" or path.startswith("/static/"):
