@@ -474,13 +474,13 @@ class Service:
         times = self.gallery.store.recent_denials(person_id, since)
         return [now - datetime.fromisoformat(t).timestamp() for t in times]
 
-    def audit_locked(self, embeddings: np.ndarray, top: int, locked: frozenset | set) -> set[int]:
+    def audit_locked(self, embeddings: np.ndarray, top: int, locked: frozenset | set, in_force) -> set[int]:
         """The people an identification of `embeddings` could name or show (a candidate at or above the 1:N
         threshold less the server's margin), not in `locked` (this process's book), whom the denials in the
         gallery's audit lock out: audited by another server sharing the gallery, or by this one before a
         restart, which this process's book has not read (a claim reads them, identification did not). Each
-        person's denials are read once per `AUDIT_LOCK_TTL_S` (`_audit_locks`)."""
-        in_force = self.gallery.thresholds
+        person's denials are read once per `AUDIT_LOCK_TTL_S` (`_audit_locks`). `in_force`: the gallery's
+        thresholds."""
         floor = in_force.identify.value - in_force.margin
         k = max(top, 2) + min(len(locked), 64)  # as deep as the identification itself searches
         hits = self.gallery.index.search(np.asarray(embeddings, np.float32), k=k) if len(embeddings) else []
@@ -603,7 +603,7 @@ class Service:
         kept = min(len(found), self.settings.max_faces)
         paid = 1 + self.quota.take_up_to(key, kept - 1) if counted and kept > 1 else kept
         faces = self.gallery.pipeline.embed(image, found[:paid])
-        withheld = set(locked) | self.audit_locked(faces.embeddings, top, locked)
+        withheld = set(locked) | self.audit_locked(faces.embeddings, top, locked, in_force)
         with self._audited():
             result = self.gallery.identify_faces(
                 probe.label,
