@@ -65,8 +65,8 @@ def server(tmp_path_factory):
     srv.stop()
 
 
-def open_page(server, browser_paths, clip: Path, key: str | None = None):
-    """Headless Chromium whose camera plays `clip`, on the server's page with its key (or `key`) entered."""
+def chromium(browser_paths, *flags: str):
+    """Headless Chromium with `flags` added."""
     from selenium.webdriver.chrome.service import Service as DriverService
 
     binary, driver_path = browser_paths
@@ -78,12 +78,20 @@ def open_page(server, browser_paths, clip: Path, key: str | None = None):
         "--disable-dev-shm-usage",
         "--disable-gpu",
         "--window-size=1280,900",
+        *flags,
+    ):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=DriverService(executable_path=driver_path), options=options)
+
+
+def open_page(server, browser_paths, clip: Path, key: str | None = None):
+    """Headless Chromium whose camera plays `clip`, on the server's page with its key (or `key`) entered."""
+    browser = chromium(
+        browser_paths,
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-video-capture={clip}",
-    ):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(service=DriverService(executable_path=driver_path), options=options)
+    )
     try:
         browser.get(server.url + "/")
         # before a key: the server tells its liveness mode to key holders only, and the page guesses none
@@ -165,6 +173,41 @@ def test_page_shows_a_recognise_key_no_enrolment(server, browser_paths, tmp_path
         WebDriverWait(browser, 30, poll_frequency=0.2).until(lambda b: shown("enroll-panel"))
         assert "admin key set" in browser.find_element(By.ID, "key-state").text
         no_errors(browser)
+    finally:
+        browser.quit()
+
+
+def test_the_docs_page_runs_under_its_policy(server, browser_paths):
+    """/docs runs only this server's Swagger UI file and its own inline start-up script (its
+    Content-Security-Policy, tests/service/test_attacks_found_3.py): the page still starts, and the browser
+    refuses nothing."""
+    browser = chromium(browser_paths)
+    try:
+        browser.get(server.url + "/docs")
+        WebDriverWait(browser, 60, poll_frequency=0.2).until(
+            lambda b: b.execute_script("return document.getElementById('swagger-ui').innerText.length") > 0
+        )
+        no_errors(browser)
+    finally:
+        browser.quit()
+
+
+def test_a_page_of_another_site_that_opens_ours_keeps_no_handle_to_it(server, browser_paths):
+    """A site that opens the page in a new window (window.open) used to keep a handle to it: it could navigate
+    the window, once the operator had pasted a key there, to a copy of the page asking for the key again.
+    With Cross-Origin-Opener-Policy: same-origin the page has no opener and the site's handle is closed. The
+    other site here is the same server under another name (http://localhost:PORT: another origin)."""
+    browser = chromium(browser_paths)
+    try:
+        browser.get(server.url.replace("127.0.0.1", "localhost") + "/docs")
+        ours = browser.current_window_handle
+        browser.execute_script(f"window.opened = window.open('{server.url}/', 'siamface')")
+        WebDriverWait(browser, 30, poll_frequency=0.2).until(lambda b: len(b.window_handles) == 2)
+        browser.switch_to.window(next(h for h in browser.window_handles if h != ours))
+        WebDriverWait(browser, 30, poll_frequency=0.2).until(lambda b: b.find_element(By.ID, "key-state").text)
+        assert browser.execute_script("return window.opener") is None
+        browser.switch_to.window(ours)
+        assert browser.execute_script("return window.opened.closed") is True  # no handle left to navigate
     finally:
         browser.quit()
 

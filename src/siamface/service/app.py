@@ -12,8 +12,11 @@ inference in a worker thread (`Service.run`), so the event loop keeps serving ot
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import logging
+import re
 import urllib.parse
 from importlib import resources
 from pathlib import Path
@@ -30,9 +33,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..errors import SiamfaceError
 from .errors import ServiceError, from_siamface
-from .keys import presented_key
+from .keys import allows, presented_key
 from .lockout import LockedOut
-from .logs import secret_param
+from .logs import redact_query, secret_param
 from .settings import BODY_TIMEOUT_S, Settings
 from .state import Service
 
@@ -61,6 +64,12 @@ _HTTP_CODES = {
 
 def _json(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+def _logged(request: Request) -> str:
+    """A request's path as the log may show it: a segment shaped like an API key (pasted into the URL) redacted,
+    as in the access log."""
+    return redact_query(request.url.path)
 
 
 def _relative(location: bytes) -> bytes:
@@ -105,7 +114,12 @@ class Gate:
             return
         path = scope["path"]
         headers = Headers(scope=scope)
-        extra = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+        extra = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"no-referrer"),
+            # a page of another site that opened one of ours keeps no handle to it (to read or navigate it)
+            (b"cross-origin-opener-policy", b"same-origin"),
+        ]
         if path.startswith("/v1/"):
             extra.append((b"cache-control", b"no-store"))
         elif path == "/" or path.startswith("/static/"):
@@ -282,14 +296,18 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     async def _service_error(request: Request, exc: ServiceError):
         if exc.status >= 500:
             cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
-            log.error("%s %s: %s%s", request.method, request.url.path, exc.error, cause, extra={"kind": exc.error})
+            log.error("%s %s: %s%s", request.method, _logged(request), exc.error, cause, extra={"kind": exc.error})
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(SiamfaceError)
     async def _siamface_error(request: Request, exc: SiamfaceError):
         err = from_siamface(exc, *service.secrets)
         if err.status >= 500:  # one line per kind and interval (logs.RateLimit): a full disk is said once
-            log.error("%s %s: %s", request.method, request.url.path, exc, extra={"kind": err.error})
+            log.error("%s %s: %s", request.method, _logged(request), exc, extra={"kind": err.error})
+        if err.error == "gallery-damaged" and not allows(request.scope.get("state", {}).get("api_role"), "enrol"):
+            # the damaged rows' people are named to keys that may list people only: who is enrolled is not a
+            # recognise key's to learn
+            err.detail = "the gallery is damaged: no decision is made from it (the server's log says which rows)"
         return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
     @app.exception_handler(LockedOut)
@@ -324,7 +342,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):
-        log.exception("%s %s failed", request.method, request.url.path)
+        log.exception("%s %s failed", request.method, _logged(request))
         return JSONResponse(
             {"error": "internal-error", "detail": "the server could not answer this request; see its log"},
             status_code=500,
@@ -444,5 +462,17 @@ def _offline_docs(app) -> None:
             swagger_css_url="/docs-static/swagger-ui.css",
             swagger_favicon_url="/docs-static/favicon-32x32.png",
         )
-        page.headers["Content-Security-Policy"] = "frame-ancestors 'none'"  # not framed by another site
+        page.headers["Content-Security-Policy"] = _docs_policy(page.body.decode("utf-8"))
         return page
+
+
+def _docs_policy(html: str) -> str:
+    """The Content-Security-Policy of /docs: the page is of this origin, where the web page keeps its key (the
+    tab's sessionStorage) and the camera may be allowed, so it runs only the Swagger UI file served here and
+    its own inline start-up script (by hash), talks to this server only, and may not be framed."""
+    inline = re.findall(r"<script>(.*?)</script>", html, flags=re.S)
+    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'" for s in inline)
+    return (
+        f"default-src 'none'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )

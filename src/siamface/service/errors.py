@@ -19,7 +19,7 @@ that says what went wrong, and never a file path or a traceback.
     429 too-many-liveness-sessions             too many open, or opened by this key / for this person (Retry-After)
     429 too-many-decisions                     this key asked for more decisions a minute than allowed (Retry-After)
     500 internal-error, model-error            the server's fault; details go to the server log only
-    500 gallery-damaged                        a row of the gallery was tampered with or damaged (which one)
+    500 gallery-damaged                        a row of the gallery was tampered with or damaged (which one; whose: enrol keys up)
     503 gallery-read-only                      a change asked of a gallery the server may only read
     503 gallery-unavailable                    the gallery's database cannot be reached now (Retry-After)
     503 storage-full                           the disk is full or failing: the change was not saved

@@ -86,6 +86,17 @@ class Lockout:
         counted them, they lock `key` when they would have, and count as its failures when they are more
         than this process's own (which the audit holds too: the larger count, never the sum)."""
         now = self.clock()
+        until, failures = self._replay(ages, now)
+        state = self._states.setdefault(key, _State())
+        self._prune(state, now)
+        state.locked_until = max(state.locked_until, until)
+        if len(failures) > len(state.failures):
+            state.failures = failures
+        self._tidy(key, state, now)
+
+    def _replay(self, ages: Sequence[float], now: float) -> tuple[float, list[float]]:
+        """(when the lock the denials `ages` seconds old set ends, their failures still in the window), as
+        `_record` would have counted them."""
         failures: list[float] = []
         until = 0.0
         for t in sorted(now - float(age) for age in ages):
@@ -93,13 +104,13 @@ class Lockout:
             failures.append(t)
             if len(failures) >= self.max_failures:
                 until, failures = t + self.duration, []
-        failures = [f for f in failures if now - f < self.window]
-        state = self._states.setdefault(key, _State())
-        self._prune(state, now)
-        state.locked_until = max(state.locked_until, until)
-        if len(failures) > len(state.failures):
-            state.failures = failures
-        self._tidy(key, state, now)
+        return until, [f for f in failures if now - f < self.window]
+
+    def lock_left(self, ages: Sequence[float]) -> float:
+        """Seconds left of the lock that denials `ages` seconds old set (0: none), without touching the book:
+        safe from any thread (identification's check of the audit, `Service.audit_locked`)."""
+        now = self.clock()
+        return max(0.0, self._replay(ages, now)[0] - now)
 
     @contextlib.asynccontextmanager
     async def attempt(

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -46,6 +47,8 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: Seconds a person's lock-out read from the gallery's audit stands for identification (`Service.audit_locked`).
+AUDIT_LOCK_TTL_S = 5.0
 
 
 def _iso(seconds: float) -> str:
@@ -130,6 +133,8 @@ class Service:
 
         self.library = PhotoLibrary(settings.library)
         self.created_gallery = False
+        self._audit_locks: dict[int, tuple[float, float]] = {}  # person id -> (when read, locked until): lock-out clock
+        self._audit_lock_guard = threading.Lock()
         self._refs: dict[int, str] = {}  # person id -> the reference of the person it was seen for (`notice`)
         self.model_note: str | None = None
         self.warnings: list[str] = []  # said at start (serve prints them)
@@ -460,11 +465,42 @@ class Service:
         server sharing the gallery, and this one before a restart, audited them. A name nobody has is counted
         alike, by its lock-out key (`Unenrolled.id`, which its audit rows keep), so that the lock-out is no
         oracle of who is enrolled, on one server or several."""
+        return self._denial_ages(person.id)
+
+    def _denial_ages(self, person_id) -> list[float]:
         s = self.settings
         now = self.wall()
         since = _iso(now - s.lockout_window_s - s.lockout_s)
-        times = self.gallery.store.recent_denials(person.id, since)
+        times = self.gallery.store.recent_denials(person_id, since)
         return [now - datetime.fromisoformat(t).timestamp() for t in times]
+
+    def audit_locked(self, embeddings: np.ndarray, top: int, locked: frozenset | set, in_force) -> set[int]:
+        """The people an identification of `embeddings` could name or show (a candidate at or above the 1:N
+        threshold less the server's margin), not in `locked` (this process's book), whom the denials in the
+        gallery's audit lock out: audited by another server sharing the gallery, or by this one before a
+        restart, which this process's book has not read (a claim reads them, identification did not). Each
+        person's denials are read once per `AUDIT_LOCK_TTL_S` (`_audit_locks`). `in_force`: the gallery's
+        thresholds."""
+        floor = in_force.identify.value - in_force.margin
+        k = max(top, 2) + min(len(locked), 64)  # as deep as the identification itself searches
+        hits = self.gallery.index.search(np.asarray(embeddings, np.float32), k=k) if len(embeddings) else []
+        near = {h.person_id for row in hits for h in row if h.similarity >= floor and h.person_id not in locked}
+        now = self.lockout.clock()
+        found = set()
+        for person_id in sorted(near):
+            with self._audit_lock_guard:
+                checked = self._audit_locks.get(person_id)
+            if checked is None or now - checked[0] > AUDIT_LOCK_TTL_S:
+                checked = (now, now + self.lockout.lock_left(self._denial_ages(person_id)))
+                with self._audit_lock_guard:
+                    if len(self._audit_locks) >= 4096:  # forget the stale ones
+                        self._audit_locks = {
+                            p: c for p, c in self._audit_locks.items() if now - c[0] <= AUDIT_LOCK_TTL_S
+                        }
+                    self._audit_locks[person_id] = checked
+            if checked[1] > now:
+                found.add(person_id)
+        return found
 
     def stored_denials(self, person) -> Callable[[], Any]:
         """`denials` read in a worker (`run`), for `Lockout.attempt`."""
@@ -567,13 +603,14 @@ class Service:
         kept = min(len(found), self.settings.max_faces)
         paid = 1 + self.quota.take_up_to(key, kept - 1) if counted and kept > 1 else kept
         faces = self.gallery.pipeline.embed(image, found[:paid])
+        withheld = set(locked) | self.audit_locked(faces.embeddings, top, locked, in_force)
         with self._audited():
             result = self.gallery.identify_faces(
                 probe.label,
                 faces,
                 top=top,
                 margin=decided,
-                exclude=locked,
+                exclude=withheld,
                 actor=actor(key),
                 n_found=len(found),
                 fpir=target,
