@@ -28,6 +28,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import faiss
+    from gallery_backends import _truth  # this folder's: the exact best person of each probe
 
     from siamface.gallery import synthetic
     from siamface.gallery.faiss_index import FaissIndex
@@ -36,15 +37,7 @@ def main() -> None:
     d = 256 if layout is None else layout.size
     centres, owners, templates = synthetic.gallery(args.templates, per_person=10, d=d, seed=3, layout=layout)
     _, probes = synthetic.probes(centres, args.queries, seed=4, layout=layout)
-    best = np.full(len(probes), -np.inf, np.float32)
-    truth = np.zeros(len(probes), np.int64)
-    for lo in range(0, len(templates), 100_000):
-        scores = templates[lo : lo + 100_000] @ probes.T
-        top = np.argmax(scores, axis=0)
-        value = scores[top, np.arange(len(probes))]
-        better = value > best
-        best[better], truth[better] = value[better], owners[lo + top[better]]
-        del scores
+    truth = _truth(templates, owners, probes)
     index = FaissIndex(d, len(templates))
     start = time.perf_counter()
     index.train(templates)
