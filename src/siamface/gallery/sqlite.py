@@ -787,11 +787,7 @@ class SQLiteStore(SqlStore):
 
     def _before_delete(self, db: sqlite3.Connection) -> None:
         for table, key in _ID_HIGH.items():  # the ids about to go are never given again
-            db.execute(
-                f"INSERT INTO meta (key, value) SELECT ?, {_new_id(table)} - 1 WHERE true "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key,),
-            )
+            self._set_meta(db, key, db.execute(f"SELECT {_new_id(table)} - 1").fetchone()[0])
         self._remove_index_files()
 
     def _write_skeletons(self, db: sqlite3.Connection, changed: Sequence[tuple[str | None, int]]) -> None:
