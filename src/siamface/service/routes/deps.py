@@ -7,7 +7,7 @@ import os
 import re
 import unicodedata
 
-from fastapi import Request, Security, UploadFile
+from fastapi import Depends, Request, Security, UploadFile
 from fastapi.security import APIKeyHeader, HTTPBearer
 
 from ..errors import ServiceError
@@ -30,15 +30,16 @@ def _still_active(request: Request) -> None:
         raise ServiceError(403, "revoked-api-key", "this API key was revoked")
 
 
-def api_key(request: Request, bearer=Security(_bearer), header=Security(_header)) -> str | None:
+def api_key(
+    request: Request, bearer=Security(_bearer), header=Security(_header), _active=Depends(_still_active)
+) -> str | None:
     """The id of the key the request was let in with (set by the gate), still active."""
-    _still_active(request)
     return request.scope.get("state", {}).get("api_key")
 
 
-def api_role(request: Request) -> str | None:
-    """The role of the key the request was let in with (set by the gate), still active."""
-    _still_active(request)
+def api_role(request: Request, _active=Depends(_still_active)) -> str | None:
+    """The role of the key the request was let in with (set by the gate), still active (checked once per
+    request: FastAPI runs a dependency once however many others need it)."""
     return request.scope.get("state", {}).get("api_role")
 
 
