@@ -253,9 +253,12 @@ def cmd_audit(args) -> int:
     if args.verify:
         return _verify_audit(args)
     if args.prune_older_than is not None:
-        if not 1 <= args.prune_older_than < float("inf"):  # NaN too
+        from ..gallery.store import AUDIT_KEPT_DAYS
+
+        if not AUDIT_KEPT_DAYS <= args.prune_older_than < float("inf"):  # NaN too
             raise ConfigError(
-                f"--prune-older-than: audit rows are kept at least 1 day (a finite number), got {args.prune_older_than:g}"
+                f"--prune-older-than: audit rows are kept at least {AUDIT_KEPT_DAYS:g} day (a finite number), "
+                f"got {args.prune_older_than:g}"
             )
         with _store(args) as store:
             pruned = store.prune_audit(args.prune_older_than)
