@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ._files import atomic_write_bytes
+from ._files import atomic_write_bytes, exclusive_lock
 from .errors import ConfigError
 
 FILE_NAME = "thresholds.json"
@@ -100,10 +100,15 @@ def load_calibration(model: str, path: Path | None = None) -> Calibration | None
 
 
 def save_calibration(calibration: Calibration, path: Path | None = None) -> Path:
-    """Add or replace the model's entry in the calibration file (atomically); returns the file."""
+    """Add or replace the model's entry in the calibration file; returns the file. The file is read, changed
+    and written back under an advisory lock beside it (`siamface._files.exclusive_lock`: two calibrations
+    written at once both stay, where one lost the other's entry) and replaced atomically (0600; a reader
+    sees the whole file before or after)."""
     path = Path(path or user_calibration_file())
-    entries = read_calibrations(path)
-    entries[calibration.model] = calibration
-    payload = {name: asdict(c) for name, c in sorted(entries.items())}
-    atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(path, "the calibration file"):
+        entries = read_calibrations(path)
+        entries[calibration.model] = calibration
+        payload = {name: asdict(c) for name, c in sorted(entries.items())}
+        atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode(), mode=0o600)
     return path
