@@ -69,10 +69,11 @@ def add_parsers(sub) -> None:
         description="Write every person and template to FILE: JSON lines, a header (format "
         "siamface-gallery v1, the model) then one line per person with templates "
         "as base64 little-endian float32. No images unless --with-images (and the "
-        "gallery keeps them). The file is biometric data, unencrypted.",
+        "gallery keeps them). The file is biometric data, unencrypted (written 0600). An existing FILE is "
+        "replaced only when it is an earlier export.",
     )
     add_gallery_option(q, json_flag=True)
-    q.add_argument("file", help="the export file to write (replaced atomically)")
+    q.add_argument("file", help="the export file to write (replaced atomically; only an earlier export is replaced)")
     q.add_argument("--with-images", action="store_true", help="include the kept face images")
     q.set_defaults(func=cmd_export)
     q = gsub.add_parser(
