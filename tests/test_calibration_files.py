@@ -58,3 +58,14 @@ def test_two_processes_saving_calibrations_at_once_lose_no_entry_and_a_reader_se
     assert not lost, f"{len(lost)} of {2 * n} calibrations lost: {lost[:5]}"
     assert len(json.loads(target.read_text())) == 2 * n and seen <= 2 * n
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+
+
+def test_a_calibration_nested_too_deeply_beside_a_gallery_is_a_one_line_error(tmp_path):
+    from conftest import att, run_cli
+
+    gallery = tmp_path / "people.db"
+    assert run_cli("enroll", "--gallery", gallery, "--min-size", "40", "s3", att(3, 2)).returncode == 0
+    (tmp_path / "people.db.thresholds.json").write_text("[" * 100_000 + "]" * 100_000)
+    done = run_cli("verify", "--gallery", gallery, "--claim", "s3", att(3, 1))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "nested too deeply" in done.stderr and len(done.stderr.strip().splitlines()) == 1

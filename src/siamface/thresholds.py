@@ -70,6 +70,8 @@ def read_calibrations(path: Path) -> dict[str, Calibration]:
         return {}
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: not a readable calibration file ({exc})") from None
+    except RecursionError:  # JSON nested deeper than Python's stack: a traceback on every command that read it
+        raise ConfigError(f"{path}: not a calibration file (JSON nested too deeply)") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: not a calibration file (a JSON object of model name -> calibration)")
     out = {}
