@@ -77,3 +77,12 @@ def test_serve_refuses_a_lock_out_reaching_back_further_than_a_pruning_keeps(tmp
     done = cli("serve", "--gallery", gallery, "--port", "1", "--liveness", "off", *options)
     assert done.returncode == 2 and "prune" in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not gallery.exists()
+
+
+def test_a_keys_file_nested_too_deeply_is_a_one_line_error(tmp_path):
+    keys = tmp_path / "people.db.keys.json"
+    keys.write_text("[" * 100_000 + "]" * 100_000)
+    keys.chmod(0o600)
+    for action in (["list"], ["create"]):
+        done = cli("keys", *action, "--gallery", tmp_path / "people.db")
+        assert done.returncode == 2 and "nested too deeply" in done.stderr and "Traceback" not in done.stderr

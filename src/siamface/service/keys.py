@@ -204,6 +204,8 @@ class KeyStore:
             return keys
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{self.path}: not a readable keys file ({exc})") from None
+        except RecursionError:  # JSON nested deeper than Python's stack
+            raise ConfigError(f"{self.path}: not a readable keys file (JSON nested too deeply)") from None
 
     def _fresh(self) -> dict[str, ApiKey]:
         """The keys, re-read when the file's size or modification time moved."""
