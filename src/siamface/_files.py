@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import ModelError
+from .errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,31 @@ def atomic_file(target: Path, *, mode: int | None = None, fsync: bool = True) ->
         except OSError:
             pass
         raise
+
+
+@contextmanager
+def exclusive_lock(target: Path, what: str) -> Iterator[None]:
+    """Serialise the processes that change `target` (read, change, write back): an advisory lock (``flock``) on
+    ``<target>.lock`` beside it, made 0600 and never opened through a link planted under its name (its target
+    would be created or opened). Readers need no lock: `atomic_file` shows them the whole file before or after.
+    `what` names the file in the `ConfigError` raised when the lock cannot be taken. Its folder must exist."""
+    lock_path = target.with_name(target.name + ".lock")
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(lock_path, flags, 0o600)
+    except OSError as exc:
+        why = "a link (not followed)" if lock_path.is_symlink() else (exc.strerror or str(exc))
+        raise ConfigError(f"{lock_path}: cannot lock {what}: {why}") from None
+    try:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: one writer at a time is the user's care
+            fcntl = None
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def atomic_leftovers(target: Path) -> list[Path]:

@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ._files import atomic_write_bytes
+from ._files import atomic_write_bytes, exclusive_lock
 from .errors import ConfigError
 
 FILE_NAME = "thresholds.json"
@@ -70,6 +70,8 @@ def read_calibrations(path: Path) -> dict[str, Calibration]:
         return {}
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: not a readable calibration file ({exc})") from None
+    except RecursionError:  # JSON nested deeper than Python's stack: a traceback on every command that read it
+        raise ConfigError(f"{path}: not a calibration file (JSON nested too deeply)") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: not a calibration file (a JSON object of model name -> calibration)")
     out = {}
@@ -100,10 +102,15 @@ def load_calibration(model: str, path: Path | None = None) -> Calibration | None
 
 
 def save_calibration(calibration: Calibration, path: Path | None = None) -> Path:
-    """Add or replace the model's entry in the calibration file (atomically); returns the file."""
+    """Add or replace the model's entry in the calibration file; returns the file. The file is read, changed
+    and written back under an advisory lock beside it (`siamface._files.exclusive_lock`: two calibrations
+    written at once both stay, where one lost the other's entry) and replaced atomically (0600; a reader
+    sees the whole file before or after)."""
     path = Path(path or user_calibration_file())
-    entries = read_calibrations(path)
-    entries[calibration.model] = calibration
-    payload = {name: asdict(c) for name, c in sorted(entries.items())}
-    atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(path, "the calibration file"):
+        entries = read_calibrations(path)
+        entries[calibration.model] = calibration
+        payload = {name: asdict(c) for name, c in sorted(entries.items())}
+        atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode(), mode=0o600)
     return path

@@ -361,6 +361,6 @@ def test_serve_refuses_bad_liveness_options(tmp_path, options, message, monkeypa
     from service_support import cli, never_listen
 
     monkeypatch.setattr("uvicorn.run", never_listen)  # in this process: refused before it would listen
-    done = cli("serve", "--gallery", tmp_path / "g.db", "--port", "1", *options)
+    done = cli("serve", "--gallery", tmp_path / "g.db", "--port", "1", "--allow-empty", *options)  # no key: empty
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert not (tmp_path / "g.db").exists()

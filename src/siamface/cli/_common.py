@@ -152,6 +152,21 @@ def add_gallery_option(p: argparse.ArgumentParser, json_flag: bool = False) -> N
         p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
+def require_folder(path, option: str, hint: str) -> None:
+    """ConfigError (exit 2, one line) when the folder that would hold `path` (a file named by `option`) does
+    not exist: a command that makes a file beside a gallery as a side effect (`keys`, `serve`) does not make
+    folders, so that a typo in a path (``typo/people.db``) fails instead of starting a second, empty gallery
+    or keys file somewhere nobody looks. `hint`: how to go on. A ``postgresql://`` URL passes."""
+    from ..errors import ConfigError
+    from ..gallery.store import is_database_url
+
+    if path is None or is_database_url(path):
+        return
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    if not os.path.isdir(folder):
+        raise ConfigError(f"{option} {path}: the folder {folder} does not exist (a typo?); {hint}")
+
+
 def pipeline_from_args(args, gallery=None):
     """The chain from the chain options; with `gallery`, the calibration file beside it when there is one
     and, without --model, an existing gallery's own model (its note goes to stderr)."""

@@ -69,10 +69,11 @@ def add_parsers(sub) -> None:
         description="Write every person and template to FILE: JSON lines, a header (format "
         "siamface-gallery v1, the model) then one line per person with templates "
         "as base64 little-endian float32. No images unless --with-images (and the "
-        "gallery keeps them). The file is biometric data, unencrypted.",
+        "gallery keeps them). The file is biometric data, unencrypted (written 0600). An existing FILE is "
+        "replaced only when it is an earlier export.",
     )
     add_gallery_option(q, json_flag=True)
-    q.add_argument("file", help="the export file to write (replaced atomically)")
+    q.add_argument("file", help="the export file to write (replaced atomically; only an earlier export is replaced)")
     q.add_argument("--with-images", action="store_true", help="include the kept face images")
     q.set_defaults(func=cmd_export)
     q = gsub.add_parser(
@@ -253,9 +254,12 @@ def cmd_audit(args) -> int:
     if args.verify:
         return _verify_audit(args)
     if args.prune_older_than is not None:
-        if not 1 <= args.prune_older_than < float("inf"):  # NaN too
+        from ..gallery.store import AUDIT_KEPT_DAYS
+
+        if not AUDIT_KEPT_DAYS <= args.prune_older_than < float("inf"):  # NaN too
             raise ConfigError(
-                f"--prune-older-than: audit rows are kept at least 1 day (a finite number), got {args.prune_older_than:g}"
+                f"--prune-older-than: audit rows are kept at least {AUDIT_KEPT_DAYS:g} day (a finite number), "
+                f"got {args.prune_older_than:g}"
             )
         with _store(args) as store:
             pruned = store.prune_audit(args.prune_older_than)

@@ -8,7 +8,7 @@
                    [--max-faces 20] [--time-budget 30] [--header-timeout 10] [--body-timeout 60]
                    [--max-connections 1000] [--keep-alive 5] [--access-log] [--library DIR]
                    [--additions-per-person 5] [--additions-window 86400]
-                   [--decisions-per-minute 240]
+                   [--decisions-per-minute 240] [--allow-empty]
     siamface keys create --gallery G [--name LABEL] [--role recognise|enrol|admin] | list | revoke ID
                                                                                 (each with --json)
 
@@ -27,7 +27,14 @@ import sys
 from ..decision import LIVENESS_MODES
 from ..errors import ConfigError
 from ..service.keys import DEFAULT_ROLE, LEGACY_ROLE, ROLES
-from ._common import EXIT_OK, add_camera_options, add_chain_options, add_fpir_option, add_gallery_option
+from ._common import (
+    EXIT_OK,
+    add_camera_options,
+    add_chain_options,
+    add_fpir_option,
+    add_gallery_option,
+    require_folder,
+)
 
 
 def add_parsers(sub) -> None:
@@ -41,7 +48,8 @@ def add_parsers(sub) -> None:
         "the photo library under /v1/library. "
         "Every route but /v1/health needs an API key (siamface keys create). The web page (camera "
         "enrollment, live identification and verification) is at /, the OpenAPI docs at /docs. "
-        "Models load once, at start-up; the gallery is created when it does not exist. Plain HTTP "
+        "Models load once, at start-up; the gallery is created when it does not exist (in an existing folder, "
+        "and only when an API key exists already, unless --allow-empty). Plain HTTP "
         "unless --tls-cert/--tls-key: keep the default 127.0.0.1, or put a TLS proxy in front.",
     )
     _gallery_and_keys(p)
@@ -195,7 +203,7 @@ def add_parsers(sub) -> None:
         type=float,
         default=300.0,
         metavar="S",
-        help="how long the lock lasts (default: 300; 429 meanwhile)",
+        help="how long the lock lasts (default: 300; 429 meanwhile; with the window, at most a day: the audit keeps a day at least)",
     )
     p.add_argument(
         "--min-size",
@@ -220,6 +228,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (with --tls-key)")
     p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     p.add_argument("--access-log", action="store_true", help="log every request (off: paths name people)")
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="start even when there is no gallery and no API key yet (refused otherwise: such a server answers "
+        "nothing); the gallery is created empty, keys made later with `siamface keys create` are taken at once",
+    )
     add_fpir_option(p)
     add_chain_options(p, threshold=True, gallery=True, json_flag=False)
     p.set_defaults(func=cmd_serve)
@@ -268,10 +282,16 @@ def _gallery_and_keys(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _keys(args):
+def _keys(args, writing: bool = False):
+    """The keys file of the command's gallery (or --keys). `writing` (create, revoke): its folder must exist
+    (`require_folder`): a mistyped --gallery made a new folder and a keys file for a gallery nobody serves."""
     from ..service.keys import KeyStore, keys_file_for
 
-    return KeyStore(args.keys or keys_file_for(args.gallery))
+    path = args.keys or keys_file_for(args.gallery)
+    if writing:
+        option, named = ("--keys", args.keys) if args.keys else ("--gallery", args.gallery)
+        require_folder(named, option, "check the path, or create the folder first")
+    return KeyStore(path)
 
 
 def _audit_key(args, kind: str, record) -> None:
@@ -289,7 +309,7 @@ def _audit_key(args, kind: str, record) -> None:
 
 
 def cmd_keys_create(args) -> int:
-    store = _keys(args)
+    store = _keys(args, writing=True)
     record, key = store.create(args.name, args.role)
     _audit_key(args, "key-create", record)
     if args.json:
@@ -318,7 +338,7 @@ def cmd_keys_list(args) -> int:
 
 
 def cmd_keys_revoke(args) -> int:
-    record = _keys(args).revoke(args.key_id)
+    record = _keys(args, writing=True).revoke(args.key_id)
     _audit_key(args, "key-revoke", record)
     if args.json:
         print(json.dumps(record.public(), indent=2))
@@ -386,6 +406,7 @@ def cmd_serve(args) -> int:
         library=args.library,
         **options,
     )
+    _refuse_nothing_to_serve(args, settings)
     service = Service(settings)
     service.open()  # models and gallery before listening: a bad gallery or model fails here, plainly
     try:
@@ -456,6 +477,30 @@ def cmd_serve(args) -> int:
     finally:
         service.close()
     return EXIT_OK
+
+
+def _refuse_nothing_to_serve(args, settings) -> None:
+    """ConfigError (exit 2) before any model loads when the server could answer nothing: the folder of the
+    gallery or of the keys file does not exist (a typo: nothing is created there), or there is neither a
+    gallery nor an active API key yet (every request but /v1/health would be refused, on a gallery nobody
+    made), unless --allow-empty asks for that server."""
+    from ..gallery.postgres import redact
+
+    require_folder(settings.gallery, "--gallery", "check the path, or create the folder first")
+    require_folder(settings.keys_file, "--keys", "check the path, or create the folder first")
+    if args.allow_empty:
+        return
+    from ..gallery.backends import gallery_exists
+    from ..service.keys import KeyStore
+
+    if KeyStore(settings.keys_file).count_active() or gallery_exists(settings.gallery):
+        return
+    shown = redact(str(settings.gallery))
+    raise ConfigError(
+        f"no gallery at {shown} and no API key in {settings.keys_file}: the server would refuse every request. "
+        f"Create a key first (siamface keys create --gallery {shown} --role admin) and enrol through the API, or "
+        f"enrol with siamface enroll --gallery {shown} NAME IMAGE...; --allow-empty starts it as it is"
+    )
 
 
 def _exit_on_sigterm() -> None:

@@ -33,15 +33,23 @@ import logging
 import os
 import secrets
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
-from .._files import create_private_file, default_cache_dir, exposure, file_sha256  # noqa: F401 - file_sha256 is also imported from here
+from .._files import (  # noqa: F401 - file_sha256 is also imported from here
+    create_private_file,
+    default_cache_dir,
+    exposure,
+    file_sha256,
+    open_for_reading,
+)
 from ..errors import ConfigError
 
 __all__ = [
@@ -60,6 +68,10 @@ log = logging.getLogger(__name__)
 FILE_NAME = "embeddings.sqlite"
 SCHEMA_VERSION = 2  # 2: each entry's HMAC (entries of 1 have none: embedded again once)
 KEY_FILE = "cache.key"
+#: The tables an embedding cache holds (an SQLite file with any other is not one: `_refuse_foreign`).
+CACHE_TABLES = frozenset({"embeddings", "meta", "faces"})
+#: The first bytes of every SQLite database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 #: Detector attributes that do not change which face is found or where (left out of the key).
 _NOT_IN_KEY = frozenset({"threads", "num_threads", "name"})
@@ -149,6 +161,7 @@ class EmbeddingCache:
         self._key = _secret_key()
         #: entries found but refused since opening (damaged, or not written by this user's siamface)
         self.rejected = 0
+        self._refuse_foreign()
         try:
             self._db = self._open()
         except sqlite3.DatabaseError as exc:  # not a database, or damaged beyond reading: start again
@@ -176,6 +189,47 @@ class EmbeddingCache:
         except (OSError, sqlite3.Error) as again:
             raise self._unusable(again) from None
         self._pending = 0
+
+    def _refuse_foreign(self) -> None:
+        """`ConfigError`, the file untouched, when the cache's path holds a file that is not an embedding cache:
+        not a regular file (a FIFO hung the command), not SQLite at all (``--cache people.db.keys.json``, or a
+        photo, was moved aside as a damaged cache: every key gone), or the SQLite file of something else
+        (``--cache people.db``: the cache's tables made the gallery one siamface no longer opens). An empty
+        file, and an SQLite file too damaged to list its tables, are left to `_open` (a damaged cache is
+        moved aside there)."""
+        try:
+            fd, info = open_for_reading(self.path)
+        except FileNotFoundError:
+            return
+        except OSError:
+            return  # `_open` says why it cannot be used
+        try:
+            head = os.read(fd, len(SQLITE_HEADER)) if stat.S_ISREG(info.st_mode) else None
+        finally:
+            os.close(fd)
+        if head is None or (head and head != SQLITE_HEADER):
+            what = "not a regular file" if head is None else "not an SQLite file"
+            raise ConfigError(
+                f"embedding cache {self.path}: {what}, so not a cache: left untouched; pass --cache PATH "
+                "elsewhere (a new file) or --no-cache"
+            )
+        if not head:
+            return
+        try:
+            db = sqlite3.connect(f"file:{quote(str(self.path.resolve()))}?mode=ro", uri=True)
+            try:
+                names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return
+        foreign = sorted(n for n in names - CACHE_TABLES if not n.startswith("sqlite_"))
+        if foreign:
+            raise ConfigError(
+                f"embedding cache {self.path}: an SQLite file of something else (it holds {', '.join(foreign[:3])}"
+                f"{' ...' if len(foreign) > 3 else ''}; a gallery?): left untouched; pass --cache PATH elsewhere "
+                "(a new file) or --no-cache"
+            )
 
     def _check_private(self) -> None:
         """`ConfigError` unless the cache file and any -wal or -shm beside it are this user's alone: not a link,

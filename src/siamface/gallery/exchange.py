@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 FORMAT = "siamface-gallery"
 VERSION = 1
 ENCODING = "base64 float32 little-endian"
+#: The longest first line read to tell an earlier export (which an export may replace) from any other file.
+MAX_HEADER_BYTES = 64 * 1024
 #: A merged template this alike to one the person has is skipped: the enrollment duplicate gate's value, the
 #: model's own (`ModelInfo.duplicate`) for a registered model, else this.
 MERGE_DUPLICATE = 0.995
@@ -102,6 +104,7 @@ def export_gallery(store: Store, path: str | os.PathLike, *, with_images: bool =
     target = Path(path)
     if target.is_dir():
         raise GalleryError(f"{target} is a folder; give the export file's name")
+    _refuse_replacing(target)
     people = store.people()
     templates: dict[int, list[Template]] = {}
     for t in store.templates(embeddings=True):
@@ -145,6 +148,33 @@ def export_gallery(store: Store, path: str | os.PathLike, *, with_images: bool =
     except OSError as exc:
         raise GalleryError(f"cannot write {target}: {exc}") from None
     return ExportSummary(str(target), len(people), header["templates"], images)
+
+
+def _refuse_replacing(target: Path) -> None:
+    """`GalleryError` when `target` exists and is not an earlier export (a regular file whose first line is an
+    export's header): ``gallery export -g people.db people.db`` replaced the gallery itself, its audit with it,
+    and an export named like its keys file (``people.db.keys.json``) or a calibration replaced that file."""
+    try:
+        info = os.lstat(target)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise GalleryError(f"cannot write {target}: {exc.strerror or exc}") from None
+    what = "a link" if stat.S_ISLNK(info.st_mode) else None
+    if what is None and not stat.S_ISREG(info.st_mode):
+        what = "not a regular file"
+    if what is None:
+        try:
+            with open(target, "rb") as f:
+                header = json.loads(f.readline(MAX_HEADER_BYTES))
+            what = None if isinstance(header, dict) and header.get("format") == FORMAT else "not an earlier export"
+        except (OSError, ValueError, RecursionError):
+            what = "not an earlier export"
+    if what:
+        raise GalleryError(
+            f"{target} exists and is {what} (a gallery, its keys or another file): not replaced; remove it or "
+            "give a new file's name"
+        )
 
 
 def read_header(path: str | os.PathLike) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from .names import (  # noqa: F401 - also imported from here
     skeleton_rule,
 )
 from .store import (
+    AUDIT_KEPT_DAYS,
     CHANGES,
     DECISIONS,
     UNENROLLED,
@@ -550,8 +551,10 @@ class SqlStore:
 
     def prune_audit(self, days: float, *, actor: str = "") -> dict[str, Any]:
         """Remove the audit rows older than `days` (see `Store.prune_audit`), in one write transaction."""
-        if not 1 <= days < float("inf"):  # NaN too
-            raise ValueError(f"audit rows are kept at least 1 day (the lock-outs read them), got {days}")
+        if not AUDIT_KEPT_DAYS <= days < float("inf"):  # NaN too
+            raise ValueError(
+                f"audit rows are kept at least {AUDIT_KEPT_DAYS:g} day (the lock-outs read them), got {days}"
+            )
         now = datetime.now(UTC)
         earliest = datetime(1, 1, 1, tzinfo=UTC)  # more days than since then: nothing is older
         cutoff = (now - timedelta(days=days) if days < (now - earliest).days else earliest).isoformat(

@@ -189,6 +189,10 @@ class NewTemplate:
 
 #: What an audit row records: a decision (verify, identify) or a change (the rest).
 DECISIONS = ("verify", "identify")
+#: The youngest audit rows `Store.prune_audit` may remove are this many days old. The service's lock-outs read
+#: denials from the audit as far back as its lock-out window plus its lock-out (`siamface.service.settings`
+#: keeps that within these days), so that no pruning lets a locked-out person in early.
+AUDIT_KEPT_DAYS = 1.0
 CHANGES = ("enrol", "add-faces", "rename", "metadata", "delete", "import", "key-create", "key-revoke", "audit-prune")
 
 
@@ -413,7 +417,7 @@ class Store(Protocol):
         """Recompute the audit's hash chain: an edited, removed or reordered row is a problem."""
 
     def prune_audit(self, days: float, *, actor: str = "") -> dict[str, Any]:
-        """Remove the audit rows older than `days` (at least 1), oldest first up to the first row that is not,
+        """Remove the audit rows older than `days` (at least `AUDIT_KEPT_DAYS`), oldest first up to the first row that is not,
         keeping the chain verifiable: the hash of the last row removed becomes the chain's base, and the
         removal is itself audited (``audit-prune``: rows removed, the cut-off, the base). Returns those."""
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .._files import exposure
+from .._files import exclusive_lock, exposure
 from ..errors import ConfigError
 
 FORMAT = "siamface-keys"
@@ -204,6 +204,8 @@ class KeyStore:
             return keys
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{self.path}: not a readable keys file ({exc})") from None
+        except RecursionError:  # JSON nested deeper than Python's stack
+            raise ConfigError(f"{self.path}: not a readable keys file (JSON nested too deeply)") from None
 
     def _fresh(self) -> dict[str, ApiKey]:
         """The keys, re-read when the file's size or modification time moved."""
@@ -245,24 +247,10 @@ class KeyStore:
     # -- writing ---------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
-        """Serialise writers across processes (advisory lock on a sibling file)."""
+        """Serialise writers across processes (`siamface._files.exclusive_lock`, a sibling lock file)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        try:  # never through a link planted under its name (its target would be created or opened)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        except OSError as exc:
-            why = "a link (not followed)" if lock_path.is_symlink() else (exc.strerror or str(exc))
-            raise ConfigError(f"{lock_path}: cannot lock the keys file: {why}") from None
-        try:
-            try:
-                import fcntl
-
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except ImportError:  # pragma: no cover - not POSIX: one writer at a time is the user's care
-                pass
+        with exclusive_lock(self.path, "the keys file"):
             yield
-        finally:
-            os.close(fd)
 
     def _write(self, keys: dict[str, ApiKey]) -> None:
         payload = {
