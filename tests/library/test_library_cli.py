@@ -471,3 +471,35 @@ def test_a_video_swapped_after_it_was_hashed_gives_no_face_to_a_group(tmp_path, 
     for subject, named in ((3, "alice"), (5, "unknown")):
         answer = json.loads(run_cli("identify", "-g", gallery, att(subject, 4), "--json").stdout)
         assert answer["results"][0]["faces"][0]["person"] == named
+
+
+def test_cluster_threshold_links_faces_but_does_not_loosen_the_gallerys_enrolment_gates(tmp_path):
+    # `cluster --threshold T` is the linking threshold, but it also became the 1:1 threshold of the gallery that
+    # --enroll wrote into: a loose T put a stranger in s3's group, and the enrolment's own check (every face must
+    # match the new person's reference face at the gallery's 1:1 threshold) let the stranger through at T, so a
+    # photo of the stranger was then identified as alice. The gates now keep the gallery's own threshold.
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in (1, 2, 3):
+        shutil.copy(att(3, i), folder / f"s3_{i}.pgm")
+    shutil.copy(att(5, 1), folder / "stranger.pgm")
+    pipeline = Pipeline()
+    info = pipeline.encoder.info
+    s3 = np.concatenate([pipeline.embed_largest(att(3, i))[0].embeddings for i in (1, 2, 3)])
+    closest = float((s3 @ pipeline.embed_largest(att(5, 1))[0].embeddings[0]).max())
+    loose = round(closest - 0.005, 4)  # links the stranger to s3's photos, yet is no match at the 1:1 threshold
+    assert info.impostor_median < loose < closest < info.threshold
+    cache, gallery = tmp_path / "c.sqlite", tmp_path / "people.db"
+    args = ("cluster", folder, "--cache", cache, "--method", "components", "--threshold", str(loose))
+    shown = json.loads(run_cli(*args, "--json").stdout)
+    assert shown["threshold"] == pytest.approx(loose) and len(shown["clusters"]) == 1, shown
+    assert len(shown["clusters"][0]["faces"]) == 4  # the stranger is in the group
+    out = run_cli(*args, "--enroll", "-g", gallery, "--name", f"{shown['clusters'][0]['key']}=alice", "--json")
+    assert out.returncode == 0, out.stderr
+    enrolled = json.loads(out.stdout)["enrolled"][0]
+    assert sorted(Path(t["source"]).name for t in enrolled["added"]) == ["s3_1.pgm", "s3_2.pgm", "s3_3.pgm"]
+    assert [(Path(r["source"]).name, r["reason"]) for r in enrolled["rejected"]] == [("stranger.pgm", "other-person")]
+    for subject, named in ((3, "alice"), (5, "unknown")):
+        answer = json.loads(run_cli("identify", "-g", gallery, att(subject, 4), "--json").stdout)
+        assert answer["results"][0]["faces"][0]["person"] == named
+

@@ -96,7 +96,16 @@ def add_parsers(sub) -> None:
         help=f"with --enroll: faces of a group offered for enrolment, the largest (default: {ENROLL_TEMPLATES})",
     )
     _media_options(p)
-    add_chain_options(p, threshold=True, gallery=True)
+    add_chain_options(p, gallery=True)
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="the linking threshold: two faces are linked when their similarity reaches it (default: the 1:1 "
+        "threshold in force, calibrated or the model's, plus the model's gap to its 1:N default; see the docs, "
+        "Photo libraries). It must lie in the model's plausible range, else exit 2. The gallery of --enroll "
+        "keeps its own 1:1 threshold for its enrolment checks",
+    )
     p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser(
@@ -210,8 +219,17 @@ def cmd_cluster(args) -> int:
         from ..gallery.core import refuse_foreign_for_writing
 
         refuse_foreign_for_writing(gallery_spec)
+    # --threshold is the linking threshold, not the 1:1 threshold of the chain: --enroll's gates (a face must
+    # match the new person's reference face) keep the gallery's own, and a loose linking threshold that put a
+    # stranger in the group does not let the stranger's face be enrolled with it
+    link, args.threshold = args.threshold, None
     pipeline = pipeline_from_args(args, gallery=gallery_spec)
-    threshold = pipeline.threshold if args.threshold is not None else cluster_threshold(pipeline)
+    if link is None:
+        threshold = cluster_threshold(pipeline)
+    else:
+        from ..decision import check_threshold
+
+        threshold = check_threshold(link, pipeline.encoder.info, "--threshold")
     collected = _collect(args, pipeline)
     grouping = group_faces(collected.faces, threshold, model=pipeline.encoder.info.name, method=args.method)
     keys = grouping.keys
