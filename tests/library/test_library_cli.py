@@ -503,3 +503,24 @@ def test_cluster_threshold_links_faces_but_does_not_loosen_the_gallerys_enrolmen
         answer = json.loads(run_cli("identify", "-g", gallery, att(subject, 4), "--json").stdout)
         assert answer["results"][0]["faces"][0]["person"] == named
 
+
+def test_a_video_of_which_no_frame_can_be_decoded_is_an_error_not_a_video_without_faces(tmp_path):
+    # A video cut short after its header (a copy interrupted) opens, and gives no frame: it was read as a video
+    # in which nobody appears, cached so, and `find` answered "not found" (exit 1) of a person it never looked
+    # for. It is now a file that could not be read (exit 2), and nothing is cached for it.
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    whole = tmp_path / "whole.avi"
+    write_video(whole, [((3, 1), 1.0)])
+    data = whole.read_bytes()
+    cut = folder / "cut.avi"
+    cut.write_bytes(data[: data.index(b"movi") + 4 + 16])  # its header, and not one whole frame
+    gallery = tmp_path / "people.db"
+    assert run_cli("enroll", "-g", gallery, "carol", att(3, 4)).returncode == 0
+    cache = tmp_path / "c.sqlite"
+    for _ in range(2):  # the second run from the cache, if anything was cached
+        out = run_cli("find", "-g", gallery, "carol", folder, "--cache", cache)
+        assert out.returncode == 2 and "cut.avi" in out.stderr and "no frame" in out.stderr, (out.stdout, out.stderr)
+    shutil.copy(whole, cut)
+    out = run_cli("find", "-g", gallery, "carol", folder, "--cache", cache)
+    assert out.returncode == 0 and "cut.avi 0.0-" in out.stdout, (out.stdout, out.stderr)

@@ -219,7 +219,9 @@ def _video_tracks(pipeline: Any, path: str, step: float, max_gap: float, link: f
     from ..live.tracking import iou_matrix
 
     tracks: list[dict[str, Any]] = []
+    frames = 0
     for frame in sampled_frames(path, step):
+        frames += 1
         faces = pipeline.embed(frame.image)
         if not len(faces):
             continue
@@ -251,6 +253,8 @@ def _video_tracks(pipeline: Any, path: str, step: float, max_gap: float, link: f
                     {"sum": vector.copy(), "recent": vector, "box": box, "first_box": box}
                     | {"first": frame.time, "last": frame.time}
                 )
+    if not frames:  # not a video in which nobody appears: one in which nothing was looked at
+        raise SourceError(f"{path}: no frame could be decoded (a video cut short, or broken): not read")
     if not tracks:
         return np.zeros((0, 4), np.float32), np.zeros((0, 0), np.float32), np.zeros((0, 2))
     vectors = np.stack([t["sum"] / max(np.linalg.norm(t["sum"]), 1e-12) for t in tracks]).astype(np.float32)
