@@ -524,3 +524,43 @@ def test_a_video_of_which_no_frame_can_be_decoded_is_an_error_not_a_video_withou
     shutil.copy(whole, cut)
     out = run_cli("find", "-g", gallery, "carol", folder, "--cache", cache)
     assert out.returncode == 0 and "cut.avi 0.0-" in out.stdout, (out.stdout, out.stderr)
+
+
+def test_find_with_an_index_reports_the_files_under_its_paths_that_the_index_does_not_hold(tmp_path, monkeypatch):
+    # `find --index DIR` read the faces of the photos under PATH from the index and nothing else: a photo added to
+    # the folder since the index was made, a video (an index holds photos only) and a photo the index holds as
+    # unreadable were passed over without a word, and find answered "not found" (exit 1) of a person who was in
+    # them. Each is now a file that could not be read (exit 2); the photos the index holds are still searched.
+    import pyarrow as pa
+
+    import siamface.library.index as library_index
+
+    def run_here(paths, sink, options, **kwargs):  # `siamface index` without a Ray cluster: one block, here
+        rows = library_index.embed_block(paths, options)
+        sink.bind(rows["model"][0])
+        sink.write(pa.table(library_index._arrow_columns(rows)))
+        sink.close()
+        return library_index.IndexStats(len(paths), 0, len(paths), len(rows["path"]), 1.0)
+
+    monkeypatch.setattr(library_index, "run_index", run_here)
+    folder, index = tmp_path / "photos", tmp_path / "index"
+    folder.mkdir()
+    shutil.copy(att(4, 1), folder / "s4_1.pgm")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a whole JPEG")
+    assert run_cli("index", folder, "--out", index).returncode == 0
+    shutil.copy(att(3, 1), folder / "s3_1.pgm")  # added since
+    write_video(folder / "clip.avi", [((3, 2), 1.0)])
+    gallery = tmp_path / "people.db"
+    for name, subject in (("carol", 3), ("bob", 4)):
+        assert run_cli("enroll", "-g", gallery, name, att(subject, 4)).returncode == 0
+    out = run_cli("find", "-g", gallery, "carol", folder, "--index", index)
+    assert out.returncode == 2 and "not found in" not in out.stdout, (out.stdout, out.stderr)
+    for name, why in (("s3_1.pgm", "not in the index"), ("clip.avi", "not in the index"), ("broken.jpg", "corrupt")):
+        assert any(name in line and why in line for line in out.stderr.splitlines()), (name, out.stderr)
+    out = run_cli("find", "-g", gallery, "bob", folder, "--index", index, "--json")
+    assert out.returncode == 2, out.stderr  # found, and the files it could not look in said
+    payload = json.loads(out.stdout)
+    assert [Path(f["file"]).name for f in payload["found"]] == ["s4_1.pgm"]
+    assert sorted(Path(e["file"]).name for e in payload["errors"]) == ["broken.jpg", "clip.avi", "s3_1.pgm"]
+    out = run_cli("find", "-g", gallery, "bob", folder / "s4_1.pgm", "--index", index)  # all it holds: exit 0
+    assert out.returncode == 0 and "s4_1.pgm" in out.stdout, (out.stdout, out.stderr)

@@ -156,21 +156,22 @@ def _collect(args, pipeline):
     if args.index:
         from ..library.index import indexed_faces
 
-        return indexed_faces(args.index, args.paths, pipeline.encoder.info.name)
-    cache = None
-    if not args.no_cache:
-        from ..evaluation.cache import EmbeddingCache
+        collected = indexed_faces(args.index, args.paths, pipeline.encoder.info.name)
+    else:
+        cache = None
+        if not args.no_cache:
+            from ..evaluation.cache import EmbeddingCache
 
-        cache = EmbeddingCache(args.cache)
-    bar = Progress(0, "reading faces", stream=sys.stderr, enabled=not args.quiet and not args.json)
-    try:
-        collected = collect_faces(
-            pipeline, args.paths, cache, step=args.step, progress=lambda done, total, _: bar.to(done, total)
-        )
-    finally:
-        bar.close()
-        if cache is not None:
-            cache.close()
+            cache = EmbeddingCache(args.cache)
+        bar = Progress(0, "reading faces", stream=sys.stderr, enabled=not args.quiet and not args.json)
+        try:
+            collected = collect_faces(
+                pipeline, args.paths, cache, step=args.step, progress=lambda done, total, _: bar.to(done, total)
+            )
+        finally:
+            bar.close()
+            if cache is not None:
+                cache.close()
     for path, message in collected.errors:
         print(f"siamface: error: {printable(path)}: {printable(message)}", file=sys.stderr)
     return collected
@@ -311,7 +312,10 @@ def cmd_find(args) -> int:
             where = s.file if s.time is None else f"{s.file} {s.time[0]:.1f}-{s.time[1]:.1f} s"
             box = "(" + ", ".join(f"{v:.0f}" for v in s.box) + ")"
             print(f"{printable(where)}: {person} {box} ({s.similarity:.4f})")
-        if not found:
+        if not found and collected.errors:  # not "not found": it did not look in every file
+            read = collected.files - len(collected.errors)
+            print(f"{person}: not in the {read} file(s) read; {len(collected.errors)} could not be read (see above)")
+        elif not found:
             print(f"{person}: not found in {collected.files} file(s)")
     if collected.errors:
         return EXIT_ERROR
