@@ -564,3 +564,19 @@ def test_find_with_an_index_reports_the_files_under_its_paths_that_the_index_doe
     assert sorted(Path(e["file"]).name for e in payload["errors"]) == ["broken.jpg", "clip.avi", "s3_1.pgm"]
     out = run_cli("find", "-g", gallery, "bob", folder / "s4_1.pgm", "--index", index)  # all it holds: exit 0
     assert out.returncode == 0 and "s4_1.pgm" in out.stdout, (out.stdout, out.stderr)
+
+
+def test_faces_embedded_without_keypoint_refinement_are_not_taken_from_the_cache_for_refined_ones(tmp_path):
+    # The embedding cache's key named the model and the detector's settings, not whether the small faces'
+    # keypoints were found again (--no-keypoint-refinement): a run with it was given the faces another run had
+    # embedded without it, and the other way round (AT&T's faces, under 112 px, are refined by default).
+    gallery, cache = tmp_path / "people.db", tmp_path / "c.sqlite"
+    assert run_cli("enroll", "-g", gallery, "carol", att(3, 4)).returncode == 0
+    scores = {}
+    for run, options in (("refined", ()), ("plain", ("--no-keypoint-refinement",))):
+        fresh = run_cli("find", "-g", gallery, "carol", att(3, 1), "--no-cache", *options, "--json")
+        assert fresh.returncode == 0, fresh.stderr
+        scores[run] = json.loads(fresh.stdout)["found"][0]["similarity"]
+        cached = run_cli("find", "-g", gallery, "carol", att(3, 1), "--cache", cache, *options, "--json")
+        assert json.loads(cached.stdout)["found"][0]["similarity"] == scores[run], run
+    assert scores["refined"] != scores["plain"]  # the two give other embeddings: the key must tell them apart

@@ -103,6 +103,8 @@ def collect_faces(
     mkey = dkey = ""
     if cache is not None:
         mkey, base = model_key(pipeline.encoder.info), detector_key(pipeline.detector)
+        if getattr(pipeline, "refine_keypoints", True) is False:  # chips warped from the detector's first keypoints
+            base += " keypoints=unrefined"
         dkey = f"{base} every-face"
         vkey = f"{base} video step={step:g} gap={max_gap:g} link={link:.6f}"
     for n, path in enumerate(files, 1):
