@@ -580,3 +580,23 @@ def test_faces_embedded_without_keypoint_refinement_are_not_taken_from_the_cache
         cached = run_cli("find", "-g", gallery, "carol", att(3, 1), "--cache", cache, *options, "--json")
         assert json.loads(cached.stdout)["found"][0]["similarity"] == scores[run], run
     assert scores["refined"] != scores["plain"]  # the two give other embeddings: the key must tell them apart
+
+
+def test_a_link_to_a_folder_inside_a_library_is_reported_not_passed_over(tmp_path):
+    # A folder's walk does not go through links to folders (a link may lead anywhere, or round in a loop), but it
+    # passed over them without a word: photos kept on another drive and linked into the library (photos/2023 ->
+    # /mnt/disk/2023) were never looked at, and `find` answered "not found" (exit 1) of a person in them. Each
+    # such link is now a file that could not be read (exit 2); named on the command line, it is walked.
+    folder, elsewhere = tmp_path / "photos", tmp_path / "disk" / "2023"
+    folder.mkdir()
+    elsewhere.mkdir(parents=True)
+    shutil.copy(att(3, 1), folder / "s3.pgm")
+    shutil.copy(att(4, 1), elsewhere / "s4.pgm")
+    (folder / "2023").symlink_to(elsewhere, target_is_directory=True)
+    gallery = tmp_path / "people.db"
+    assert run_cli("enroll", "-g", gallery, "bob", att(4, 4)).returncode == 0
+    out = run_cli("find", "-g", gallery, "bob", folder, "--no-cache")
+    assert out.returncode == 2 and "not found in" not in out.stdout, (out.stdout, out.stderr)
+    assert "2023" in out.stderr and "link to a folder" in out.stderr, out.stderr
+    out = run_cli("find", "-g", gallery, "bob", folder, folder / "2023", "--no-cache")
+    assert "s4.pgm" in out.stdout, (out.stdout, out.stderr)

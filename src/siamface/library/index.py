@@ -419,7 +419,7 @@ def indexed_faces(folder: str | os.PathLike, under: Iterable[str | os.PathLike],
     as unreadable is one of its errors, never passed over: `find` must not answer "not found" of a person in
     files it did not look at. Raises ModelMismatchError when the index holds another model's embeddings than
     `model`."""
-    from .media import Collected, LibraryFace, media_files
+    from .media import FOLDER_LINK, Collected, LibraryFace, folder_link, media_files
 
     index = read_index(folder)
     if index["model"] is not None and index["model"] != model:
@@ -434,7 +434,9 @@ def indexed_faces(folder: str | os.PathLike, under: Iterable[str | os.PathLike],
     faces, errors = [], []
     for file in files:
         full = os.path.abspath(file)
-        if full not in held:
+        if folder_link(file):
+            errors.append((file, FOLDER_LINK))
+        elif full not in held:
             errors.append(
                 (file, f"not in the index {folder} (added since it was made, or a video): not read; index it again")
             )

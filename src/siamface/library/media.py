@@ -75,10 +75,20 @@ def is_video(path: str | os.PathLike) -> bool:
 
 
 def media_files(paths: Iterable[str | os.PathLike]) -> list[str]:
-    """Photos and videos: files as given, folders walked (see `siamface.datasets.files_under`)."""
+    """Photos and videos: files as given, folders walked (see `siamface.datasets.files_under`), and the links to
+    folders met inside them, which are not walked (`folder_link` tells them; reported, never passed over)."""
     from ..datasets import files_under
 
-    return files_under(paths, MEDIA_SUFFIXES, what="photo or video")
+    return files_under(paths, MEDIA_SUFFIXES, what="photo or video", links=True)
+
+
+#: Why a link to a folder met in a walk is not read.
+FOLDER_LINK = "a link to a folder: not walked (a link may lead anywhere); name it on the command line to read it"
+
+
+def folder_link(path: str) -> bool:
+    """`path` is a link to a folder (one that `media_files` met inside a folder)."""
+    return os.path.islink(path) and os.path.isdir(path)
 
 
 def collect_faces(
@@ -108,6 +118,9 @@ def collect_faces(
         dkey = f"{base} every-face"
         vkey = f"{base} video step={step:g} gap={max_gap:g} link={link:.6f}"
     for n, path in enumerate(files, 1):
+        if folder_link(path):
+            out.errors.append((path, FOLDER_LINK))
+            continue
         video = is_video(path)
         data = sha = signature = None
         try:  # a photo is read once: its hash (the cache's key, the faces' digest) and its faces are of the same bytes
