@@ -66,14 +66,15 @@ def image_files(folder: PathLike, exts: Iterable[str] = IMAGE_SUFFIXES) -> list[
 
 
 def files_under(
-    paths: Iterable[PathLike], exts: Iterable[str] = WALKED_PHOTO_SUFFIXES, what: str = "image"
+    paths: Iterable[PathLike], exts: Iterable[str] = WALKED_PHOTO_SUFFIXES, what: str = "image", links: bool = False
 ) -> list[str]:
     """The files that `paths` name: a file as given; a folder as every file inside it whose suffix is in
     `exts`, subfolders included (not through symbolic links), hidden files and folders skipped (a drive's
     ``.Trash-1000`` holds the photos its user deleted, ``._IMG.jpg`` is a Mac's companion of a photo, not an
     image), in natural order. A folder with no such file is a `ConfigError` (naming `what` it lacks), not a
     silent nothing. By default the photos siamface decodes and those it does not (`WALKED_PHOTO_SUFFIXES`: the
-    reader reports a HEIC as unreadable rather than the walk passing over it)."""
+    reader reports a HEIC as unreadable rather than the walk passing over it). `links`: the links to folders
+    met inside a folder (not walked) are listed too, in their place, for the caller to report."""
     from .errors import ConfigError
 
     ext_set = _norm_exts(exts)
@@ -86,6 +87,8 @@ def files_under(
         for root, folders, names in os.walk(path):
             folders[:] = [f for f in folders if not f.startswith(".")]  # not walked into
             found += [Path(root) / n for n in names if not n.startswith(".") and Path(n).suffix.lower() in ext_set]
+            if links:  # os.walk lists a link to a folder among the folders, and does not go through it
+                found += [Path(root) / f for f in folders if (Path(root) / f).is_symlink()]
         if not found:
             raise ConfigError(f"{os.fspath(path)}: a folder with no {what} in it ({', '.join(sorted(ext_set))})")
         out.extend(str(f) for f in sorted(found, key=lambda f: [natural_key(part) for part in f.parts]))

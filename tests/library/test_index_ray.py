@@ -118,7 +118,7 @@ def test_cluster_and_find_read_the_faces_from_an_index_without_embedding_again(c
         raise AssertionError("a face was embedded again")
 
     monkeypatch.setattr(Pipeline, "embed_many", no_embedding)
-    grouped = run_cli("cluster", ATT, "--index", out, "--no-cache", "--json")
+    grouped = run_cli("cluster", *SUBJECTS[:3], "--index", out, "--no-cache", "--json")
     assert grouped.returncode == 0, grouped.stderr
     payload = json.loads(grouped.stdout)
     owners = [{Path(f["file"]).parent.name for f in c["faces"]} for c in payload["clusters"]]
@@ -126,9 +126,11 @@ def test_cluster_and_find_read_the_faces_from_an_index_without_embedding_again(c
     assert sum(len(c["faces"]) for c in payload["clusters"]) + len(payload["unclustered"]) == 12
     only = run_cli("cluster", SUBJECTS[1], "--index", out, "--no-cache", "--json")  # PATH filters the index
     assert {Path(f["file"]).parent.name for c in json.loads(only.stdout)["clusters"] for f in c["faces"]} == {"s4"}
-    found = run_cli("find", "-g", gallery, "s4", ATT, "--index", out, "--no-cache", "--json")
+    found = run_cli("find", "-g", gallery, "s4", *SUBJECTS[:3], "--index", out, "--no-cache", "--json")
     assert found.returncode == 0, found.stderr
     assert {Path(p).parent.name for p in found.stdout.split('"') if p.endswith(".pgm")} == {"s4"}
+    beyond = run_cli("find", "-g", gallery, "s4", ATT, "--index", out, "--no-cache", "--json")  # s6... not indexed
+    assert beyond.returncode == 2 and "not in the index" in beyond.stderr, beyond.stderr
 
 
 def test_a_pipe_or_a_device_among_the_images_is_an_unreadable_row_not_a_hung_worker(tmp_path):

@@ -471,3 +471,132 @@ def test_a_video_swapped_after_it_was_hashed_gives_no_face_to_a_group(tmp_path, 
     for subject, named in ((3, "alice"), (5, "unknown")):
         answer = json.loads(run_cli("identify", "-g", gallery, att(subject, 4), "--json").stdout)
         assert answer["results"][0]["faces"][0]["person"] == named
+
+
+def test_cluster_threshold_links_faces_but_does_not_loosen_the_gallerys_enrolment_gates(tmp_path):
+    # `cluster --threshold T` is the linking threshold, but it also became the 1:1 threshold of the gallery that
+    # --enroll wrote into: a loose T put a stranger in s3's group, and the enrolment's own check (every face must
+    # match the new person's reference face at the gallery's 1:1 threshold) let the stranger through at T, so a
+    # photo of the stranger was then identified as alice. The gates now keep the gallery's own threshold.
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in (1, 2, 3):
+        shutil.copy(att(3, i), folder / f"s3_{i}.pgm")
+    shutil.copy(att(5, 1), folder / "stranger.pgm")
+    pipeline = Pipeline()
+    info = pipeline.encoder.info
+    s3 = np.concatenate([pipeline.embed_largest(att(3, i))[0].embeddings for i in (1, 2, 3)])
+    closest = float((s3 @ pipeline.embed_largest(att(5, 1))[0].embeddings[0]).max())
+    loose = round(closest - 0.005, 4)  # links the stranger to s3's photos, yet is no match at the 1:1 threshold
+    assert info.impostor_median < loose < closest < info.threshold
+    cache, gallery = tmp_path / "c.sqlite", tmp_path / "people.db"
+    args = ("cluster", folder, "--cache", cache, "--method", "components", "--threshold", str(loose))
+    shown = json.loads(run_cli(*args, "--json").stdout)
+    assert shown["threshold"] == pytest.approx(loose) and len(shown["clusters"]) == 1, shown
+    assert len(shown["clusters"][0]["faces"]) == 4  # the stranger is in the group
+    out = run_cli(*args, "--enroll", "-g", gallery, "--name", f"{shown['clusters'][0]['key']}=alice", "--json")
+    assert out.returncode == 0, out.stderr
+    enrolled = json.loads(out.stdout)["enrolled"][0]
+    assert sorted(Path(t["source"]).name for t in enrolled["added"]) == ["s3_1.pgm", "s3_2.pgm", "s3_3.pgm"]
+    assert [(Path(r["source"]).name, r["reason"]) for r in enrolled["rejected"]] == [("stranger.pgm", "other-person")]
+    for subject, named in ((3, "alice"), (5, "unknown")):
+        answer = json.loads(run_cli("identify", "-g", gallery, att(subject, 4), "--json").stdout)
+        assert answer["results"][0]["faces"][0]["person"] == named
+
+
+def test_a_video_of_which_no_frame_can_be_decoded_is_an_error_not_a_video_without_faces(tmp_path):
+    # A video cut short after its header (a copy interrupted) opens, and gives no frame: it was read as a video
+    # in which nobody appears, cached so, and `find` answered "not found" (exit 1) of a person it never looked
+    # for. It is now a file that could not be read (exit 2), and nothing is cached for it.
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    whole = tmp_path / "whole.avi"
+    write_video(whole, [((3, 1), 1.0)])
+    data = whole.read_bytes()
+    cut = folder / "cut.avi"
+    cut.write_bytes(data[: data.index(b"movi") + 4 + 16])  # its header, and not one whole frame
+    gallery = tmp_path / "people.db"
+    assert run_cli("enroll", "-g", gallery, "carol", att(3, 4)).returncode == 0
+    cache = tmp_path / "c.sqlite"
+    for _ in range(2):  # the second run from the cache, if anything was cached
+        out = run_cli("find", "-g", gallery, "carol", folder, "--cache", cache)
+        assert out.returncode == 2 and "cut.avi" in out.stderr and "no frame" in out.stderr, (out.stdout, out.stderr)
+    shutil.copy(whole, cut)
+    out = run_cli("find", "-g", gallery, "carol", folder, "--cache", cache)
+    assert out.returncode == 0 and "cut.avi 0.0-" in out.stdout, (out.stdout, out.stderr)
+
+
+def test_find_with_an_index_reports_the_files_under_its_paths_that_the_index_does_not_hold(tmp_path, monkeypatch):
+    # `find --index DIR` read the faces of the photos under PATH from the index and nothing else: a photo added to
+    # the folder since the index was made, a video (an index holds photos only) and a photo the index holds as
+    # unreadable were passed over without a word, and find answered "not found" (exit 1) of a person who was in
+    # them. Each is now a file that could not be read (exit 2); the photos the index holds are still searched.
+    import pyarrow as pa
+
+    import siamface.library.index as library_index
+
+    def run_here(paths, sink, options, **kwargs):  # `siamface index` without a Ray cluster: one block, here
+        rows = library_index.embed_block(paths, options)
+        sink.bind(rows["model"][0])
+        sink.write(pa.table(library_index._arrow_columns(rows)))
+        sink.close()
+        return library_index.IndexStats(len(paths), 0, len(paths), len(rows["path"]), 1.0)
+
+    monkeypatch.setattr(library_index, "run_index", run_here)
+    folder, index = tmp_path / "photos", tmp_path / "index"
+    folder.mkdir()
+    shutil.copy(att(4, 1), folder / "s4_1.pgm")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a whole JPEG")
+    assert run_cli("index", folder, "--out", index).returncode == 0
+    shutil.copy(att(3, 1), folder / "s3_1.pgm")  # added since
+    write_video(folder / "clip.avi", [((3, 2), 1.0)])
+    gallery = tmp_path / "people.db"
+    for name, subject in (("carol", 3), ("bob", 4)):
+        assert run_cli("enroll", "-g", gallery, name, att(subject, 4)).returncode == 0
+    out = run_cli("find", "-g", gallery, "carol", folder, "--index", index)
+    assert out.returncode == 2 and "not found in" not in out.stdout, (out.stdout, out.stderr)
+    for name, why in (("s3_1.pgm", "not in the index"), ("clip.avi", "not in the index"), ("broken.jpg", "corrupt")):
+        assert any(name in line and why in line for line in out.stderr.splitlines()), (name, out.stderr)
+    out = run_cli("find", "-g", gallery, "bob", folder, "--index", index, "--json")
+    assert out.returncode == 2, out.stderr  # found, and the files it could not look in said
+    payload = json.loads(out.stdout)
+    assert [Path(f["file"]).name for f in payload["found"]] == ["s4_1.pgm"]
+    assert sorted(Path(e["file"]).name for e in payload["errors"]) == ["broken.jpg", "clip.avi", "s3_1.pgm"]
+    out = run_cli("find", "-g", gallery, "bob", folder / "s4_1.pgm", "--index", index)  # all it holds: exit 0
+    assert out.returncode == 0 and "s4_1.pgm" in out.stdout, (out.stdout, out.stderr)
+
+
+def test_faces_embedded_without_keypoint_refinement_are_not_taken_from_the_cache_for_refined_ones(tmp_path):
+    # The embedding cache's key named the model and the detector's settings, not whether the small faces'
+    # keypoints were found again (--no-keypoint-refinement): a run with it was given the faces another run had
+    # embedded without it, and the other way round (AT&T's faces, under 112 px, are refined by default).
+    gallery, cache = tmp_path / "people.db", tmp_path / "c.sqlite"
+    assert run_cli("enroll", "-g", gallery, "carol", att(3, 4)).returncode == 0
+    scores = {}
+    for run, options in (("refined", ()), ("plain", ("--no-keypoint-refinement",))):
+        fresh = run_cli("find", "-g", gallery, "carol", att(3, 1), "--no-cache", *options, "--json")
+        assert fresh.returncode == 0, fresh.stderr
+        scores[run] = json.loads(fresh.stdout)["found"][0]["similarity"]
+        cached = run_cli("find", "-g", gallery, "carol", att(3, 1), "--cache", cache, *options, "--json")
+        assert json.loads(cached.stdout)["found"][0]["similarity"] == scores[run], run
+    assert scores["refined"] != scores["plain"]  # the two give other embeddings: the key must tell them apart
+
+
+def test_a_link_to_a_folder_inside_a_library_is_reported_not_passed_over(tmp_path):
+    # A folder's walk does not go through links to folders (a link may lead anywhere, or round in a loop), but it
+    # passed over them without a word: photos kept on another drive and linked into the library (photos/2023 ->
+    # /mnt/disk/2023) were never looked at, and `find` answered "not found" (exit 1) of a person in them. Each
+    # such link is now a file that could not be read (exit 2); named on the command line, it is walked.
+    folder, elsewhere = tmp_path / "photos", tmp_path / "disk" / "2023"
+    folder.mkdir()
+    elsewhere.mkdir(parents=True)
+    shutil.copy(att(3, 1), folder / "s3.pgm")
+    shutil.copy(att(4, 1), elsewhere / "s4.pgm")
+    (folder / "2023").symlink_to(elsewhere, target_is_directory=True)
+    gallery = tmp_path / "people.db"
+    assert run_cli("enroll", "-g", gallery, "bob", att(4, 4)).returncode == 0
+    out = run_cli("find", "-g", gallery, "bob", folder, "--no-cache")
+    assert out.returncode == 2 and "not found in" not in out.stdout, (out.stdout, out.stderr)
+    assert "2023" in out.stderr and "link to a folder" in out.stderr, out.stderr
+    out = run_cli("find", "-g", gallery, "bob", folder, folder / "2023", "--no-cache")
+    assert "s4.pgm" in out.stdout, (out.stdout, out.stderr)

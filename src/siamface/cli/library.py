@@ -96,7 +96,16 @@ def add_parsers(sub) -> None:
         help=f"with --enroll: faces of a group offered for enrolment, the largest (default: {ENROLL_TEMPLATES})",
     )
     _media_options(p)
-    add_chain_options(p, threshold=True, gallery=True)
+    add_chain_options(p, gallery=True)
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="the linking threshold: two faces are linked when their similarity reaches it (default: the 1:1 "
+        "threshold in force, calibrated or the model's, plus the model's gap to its 1:N default; see the docs, "
+        "Photo libraries). It must lie in the model's plausible range, else exit 2. The gallery of --enroll "
+        "keeps its own 1:1 threshold for its enrolment checks",
+    )
     p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser(
@@ -147,21 +156,22 @@ def _collect(args, pipeline):
     if args.index:
         from ..library.index import indexed_faces
 
-        return indexed_faces(args.index, args.paths, pipeline.encoder.info.name)
-    cache = None
-    if not args.no_cache:
-        from ..evaluation.cache import EmbeddingCache
+        collected = indexed_faces(args.index, args.paths, pipeline.encoder.info.name)
+    else:
+        cache = None
+        if not args.no_cache:
+            from ..evaluation.cache import EmbeddingCache
 
-        cache = EmbeddingCache(args.cache)
-    bar = Progress(0, "reading faces", stream=sys.stderr, enabled=not args.quiet and not args.json)
-    try:
-        collected = collect_faces(
-            pipeline, args.paths, cache, step=args.step, progress=lambda done, total, _: bar.to(done, total)
-        )
-    finally:
-        bar.close()
-        if cache is not None:
-            cache.close()
+            cache = EmbeddingCache(args.cache)
+        bar = Progress(0, "reading faces", stream=sys.stderr, enabled=not args.quiet and not args.json)
+        try:
+            collected = collect_faces(
+                pipeline, args.paths, cache, step=args.step, progress=lambda done, total, _: bar.to(done, total)
+            )
+        finally:
+            bar.close()
+            if cache is not None:
+                cache.close()
     for path, message in collected.errors:
         print(f"siamface: error: {printable(path)}: {printable(message)}", file=sys.stderr)
     return collected
@@ -210,8 +220,17 @@ def cmd_cluster(args) -> int:
         from ..gallery.core import refuse_foreign_for_writing
 
         refuse_foreign_for_writing(gallery_spec)
+    # --threshold is the linking threshold, not the 1:1 threshold of the chain: --enroll's gates (a face must
+    # match the new person's reference face) keep the gallery's own, and a loose linking threshold that put a
+    # stranger in the group does not let the stranger's face be enrolled with it
+    link, args.threshold = args.threshold, None
     pipeline = pipeline_from_args(args, gallery=gallery_spec)
-    threshold = pipeline.threshold if args.threshold is not None else cluster_threshold(pipeline)
+    if link is None:
+        threshold = cluster_threshold(pipeline)
+    else:
+        from ..decision import check_threshold
+
+        threshold = check_threshold(link, pipeline.encoder.info, "--threshold")
     collected = _collect(args, pipeline)
     grouping = group_faces(collected.faces, threshold, model=pipeline.encoder.info.name, method=args.method)
     keys = grouping.keys
@@ -293,7 +312,10 @@ def cmd_find(args) -> int:
             where = s.file if s.time is None else f"{s.file} {s.time[0]:.1f}-{s.time[1]:.1f} s"
             box = "(" + ", ".join(f"{v:.0f}" for v in s.box) + ")"
             print(f"{printable(where)}: {person} {box} ({s.similarity:.4f})")
-        if not found:
+        if not found and collected.errors:  # not "not found": it did not look in every file
+            read = collected.files - len(collected.errors)
+            print(f"{person}: not in the {read} file(s) read; {len(collected.errors)} could not be read (see above)")
+        elif not found:
             print(f"{person}: not found in {collected.files} file(s)")
     if collected.errors:
         return EXIT_ERROR

@@ -45,9 +45,13 @@ METHODS = ("whispers+mean", "whispers", "average", "components")
 #: alone to a group's mean template at the same threshold adds recall and, on the fitting identities, costs
 #: no precision.
 DEFAULT_METHOD = "whispers+mean"
-#: Faces up to which FAISS searches exactly; past it, an inverted-file index (see `_faiss_index`).
-EXACT_LIMIT = 50_000
-NPROBE = 16
+#: Faces up to which FAISS searches exactly; past it, an inverted-file index (see `_faiss_index`). Measured by
+#: benchmarks/cluster_nprobe.py on synthetic templates as loose as real ones (docs "Photo libraries"): at 60,000
+#: faces the fewest lists that lose under 0.5 % of the exact graph's edges (sface-like 256 of 979, sface+dlib-like
+#: 128) cost more than the exact search; at 200,000 (sface-like) 64 of 1,788 lists lost 10.6 % and cost more too.
+EXACT_LIMIT = 200_000
+#: Lists searched past `EXACT_LIMIT` (the most measured at 200,000 faces: 16 lost 30 % of the edges, 64 10.6 %).
+NPROBE = 64
 #: Rows of the similarity matrix computed at once by the NumPy neighbour search (memory: BLOCK * n floats).
 BLOCK = 1024
 
@@ -70,9 +74,11 @@ def _unit(embeddings: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
-def threshold_graph(embeddings: np.ndarray, threshold: float, use_faiss: bool | None = None) -> Graph:
+def threshold_graph(
+    embeddings: np.ndarray, threshold: float, use_faiss: bool | None = None, *, nprobe: int = NPROBE
+) -> Graph:
     """Every pair of faces whose cosine similarity is at least `threshold`. `use_faiss`: None uses FAISS
-    when it is installed."""
+    when it is installed; `nprobe`: the lists its inverted-file index searches past `EXACT_LIMIT` faces."""
     x = _unit(embeddings)
     n = len(x)
     if n < 2:
@@ -81,10 +87,7 @@ def threshold_graph(embeddings: np.ndarray, threshold: float, use_faiss: bool | 
     if use_faiss and faiss is None:
         raise ConfigError("FAISS is not installed: pip install 'siamface[faiss]'")
     if faiss is not None:
-        index = _faiss_index(faiss, x)
-        lims, sims, ids = index.range_search(x, float(threshold))
-        rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(lims.astype(np.int64)))
-        cols, sims = ids.astype(np.int64), sims.astype(np.float32)
+        rows, cols, sims = both_ways(*range_search(_faiss_index(faiss, x, nprobe), x, threshold))
     else:
         parts_r, parts_c, parts_s = [], [], []
         for start in range(0, n, BLOCK):
@@ -98,9 +101,27 @@ def threshold_graph(embeddings: np.ndarray, threshold: float, use_faiss: bool | 
     return Graph(n, rows[keep], cols[keep], sims[keep].astype(np.float32))
 
 
-def _faiss_index(faiss, x: np.ndarray):
+def range_search(index, x: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, cols, similarities): each face of `x` against `index`, every result at `threshold` or more."""
+    lims, sims, ids = index.range_search(x, float(threshold))
+    rows = np.repeat(np.arange(len(x), dtype=np.int64), np.diff(lims.astype(np.int64)))
+    return rows, ids.astype(np.int64), sims.astype(np.float32)
+
+
+def both_ways(rows: np.ndarray, cols: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs `rows` - `cols` as ``i < j`` once each, whichever of the two faces' searches found them: an
+    inverted-file search finds j from i only when j's list is among those searched for i, so a pair found
+    from one side alone is an edge too (keeping ``rows < cols`` lost it)."""
+    i, j = np.minimum(rows, cols), np.maximum(rows, cols)
+    keep = i < j
+    i, j, sims = i[keep], j[keep], sims[keep]
+    _, first = np.unique(i * (int(j.max(initial=0)) + 1) + j, return_index=True)
+    return i[first], j[first], sims[first]
+
+
+def _faiss_index(faiss, x: np.ndarray, nprobe: int = NPROBE):
     """An exact inner-product index up to `EXACT_LIMIT` faces; past it an inverted-file index (`nlist` about
-    4 sqrt(n) lists, `NPROBE` of them searched), whose range search may miss a few edges."""
+    4 sqrt(n) lists, `nprobe` of them searched), whose range search may miss a few edges."""
     n, d = x.shape
     if n <= EXACT_LIMIT:
         index = faiss.IndexFlatIP(d)
@@ -109,7 +130,7 @@ def _faiss_index(faiss, x: np.ndarray):
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
         sample = np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False)
         index.train(x[np.sort(sample)])
-        index.nprobe = NPROBE
+        index.nprobe = int(nprobe)
     index.add(x)
     return index
 
@@ -267,10 +288,12 @@ def cluster(
     seed: int = 0,
     use_faiss: bool | None = None,
     join: float | None = None,
+    graph: Graph | None = None,
 ) -> np.ndarray:
     """A group per face (n,), numbered by size, largest first; a group of one is an unclustered face. `join`:
     the similarity at which ``whispers+mean`` joins a lone face to a group's mean template (None: `threshold`
-    itself, the default measured; the other methods ignore it)."""
+    itself, the default measured; the other methods ignore it). `graph`: these embeddings' threshold graph
+    at `threshold` when already made (`threshold_graph`), else it is made here."""
     if method not in METHODS:
         raise ConfigError(f"unknown clustering method {method!r}; choose one of {', '.join(METHODS)}")
     for name, value in (("threshold", threshold), ("join threshold", threshold if join is None else join)):
@@ -279,7 +302,10 @@ def cluster(
     x = _unit(embeddings) if len(embeddings) else np.zeros((0, 1), np.float32)
     if len(x) == 0:
         return np.zeros(0, np.int64)
-    graph = threshold_graph(x, threshold, use_faiss=use_faiss)
+    if graph is None:
+        graph = threshold_graph(x, threshold, use_faiss=use_faiss)
+    elif graph.n != len(x):
+        raise ConfigError(f"the graph given has {graph.n} faces, the embeddings {len(x)}")
     if method == "components":
         raw = components(graph)
     elif method == "whispers":

@@ -287,7 +287,8 @@ def open_index(spec: str | os.PathLike):
 def read_index(folder: str | os.PathLike) -> dict[str, Any]:
     """The faces of a Parquet index (refused, `ConfigError`, when other users may change a part of it:
     `siamface._files.exposure`): ``paths`` (n,), ``faces`` (n,), ``boxes`` (n, 4), ``embeddings`` (n, d)
-    float32, ``digests`` (the sha256 of each face's image) and ``model``; each (path, face) once, images without a face left out."""
+    float32, ``digests`` (the sha256 of each face's image) and ``model``; each (path, face) once, images without a face left out;
+    and ``images``: every image the index holds, faces or not, with the error that made it unreadable (None: read)."""
     import pyarrow.parquet as pq
 
     folder = Path(folder)
@@ -302,9 +303,14 @@ def read_index(folder: str | os.PathLike) -> dict[str, Any]:
                 "and parts yours alone (chmod 700 / 600), or index again"
             )
     seen, paths, faces, boxes, vectors, digests, models = set(), [], [], [], [], [], set()
+    images: dict[str, str | None] = {}
     for part in parts:
         t = pq.read_table(part).to_pydict()
         for i, (path, face) in enumerate(zip(t["path"], t["face"])):
+            if face == UNREADABLE:
+                images.setdefault(path, t["error"][i] or "unreadable")
+            else:
+                images[path] = None
             if face < 0 or (path, face) in seen:
                 continue
             seen.add((path, face))
@@ -323,6 +329,7 @@ def read_index(folder: str | os.PathLike) -> dict[str, Any]:
         "embeddings": np.asarray(vectors, np.float32).reshape(len(paths), -1),
         "digests": digests,
         "model": next(iter(models), None),
+        "images": images,
     }
 
 
@@ -406,25 +413,40 @@ def run_index(
 
 
 def indexed_faces(folder: str | os.PathLike, under: Iterable[str | os.PathLike], model: str):
-    """The faces of a Parquet index whose image is one of `under` or inside one of those folders, as a
-    photo library's `Collected` (for `cluster` and `find`, instead of embedding them again). Raises
-    ModelMismatchError when the index holds another model's embeddings than `model`."""
-    from .media import Collected, LibraryFace
+    """The faces of the photos and videos `under` names (folders walked, as a scan walks them: `media_files`) read
+    from a Parquet index, as a photo library's `Collected` (for `cluster` and `find`, instead of embedding them
+    again). A file the index does not hold (added since it was made, or a video: an index holds photos) or holds
+    as unreadable is one of its errors, never passed over: `find` must not answer "not found" of a person in
+    files it did not look at. Raises ModelMismatchError when the index holds another model's embeddings than
+    `model`."""
+    from .media import FOLDER_LINK, Collected, LibraryFace, folder_link, media_files
 
     index = read_index(folder)
     if index["model"] is not None and index["model"] != model:
         raise ModelMismatchError(
             f"the index {folder} holds embeddings of {index['model']!r}, not {model!r} (give --model {index['model']})"
         )
-    roots = [os.path.abspath(p) for p in under]
-
-    def wanted(path: str) -> bool:
-        full = os.path.abspath(path)
-        return any(full == r or full.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
-
-    faces = [
-        LibraryFace(path, tuple(float(v) for v in box), None, vector, digest)
-        for path, box, vector, digest in zip(index["paths"], index["boxes"], index["embeddings"], index["digests"])
-        if wanted(path)
-    ]
-    return Collected(faces, [], embedded=0, cached=len(faces), files=len({f.file for f in faces}))
+    held = {os.path.abspath(path): error for path, error in index["images"].items()}
+    rows: dict[str, list[int]] = {}
+    for k, path in enumerate(index["paths"]):
+        rows.setdefault(os.path.abspath(path), []).append(k)
+    files = media_files(under)
+    faces, errors = [], []
+    for file in files:
+        full = os.path.abspath(file)
+        if folder_link(file):
+            errors.append((file, FOLDER_LINK))
+        elif full not in held:
+            errors.append(
+                (file, f"not in the index {folder} (added since it was made, or a video): not read; index it again")
+            )
+        elif held[full] is not None:
+            errors.append((file, f"unreadable when it was indexed: {held[full]}"))
+        else:
+            faces += [
+                LibraryFace(
+                    file, tuple(float(v) for v in index["boxes"][k]), None, index["embeddings"][k], index["digests"][k]
+                )
+                for k in rows.get(full, [])
+            ]
+    return Collected(faces, errors, embedded=0, cached=len(files) - len(errors), files=len(files))

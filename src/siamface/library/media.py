@@ -75,10 +75,20 @@ def is_video(path: str | os.PathLike) -> bool:
 
 
 def media_files(paths: Iterable[str | os.PathLike]) -> list[str]:
-    """Photos and videos: files as given, folders walked (see `siamface.datasets.files_under`)."""
+    """Photos and videos: files as given, folders walked (see `siamface.datasets.files_under`), and the links to
+    folders met inside them, which are not walked (`folder_link` tells them; reported, never passed over)."""
     from ..datasets import files_under
 
-    return files_under(paths, MEDIA_SUFFIXES, what="photo or video")
+    return files_under(paths, MEDIA_SUFFIXES, what="photo or video", links=True)
+
+
+#: Why a link to a folder met in a walk is not read.
+FOLDER_LINK = "a link to a folder: not walked (a link may lead anywhere); name it on the command line to read it"
+
+
+def folder_link(path: str) -> bool:
+    """`path` is a link to a folder (one that `media_files` met inside a folder)."""
+    return os.path.islink(path) and os.path.isdir(path)
 
 
 def collect_faces(
@@ -103,9 +113,14 @@ def collect_faces(
     mkey = dkey = ""
     if cache is not None:
         mkey, base = model_key(pipeline.encoder.info), detector_key(pipeline.detector)
+        if getattr(pipeline, "refine_keypoints", True) is False:  # chips warped from the detector's first keypoints
+            base += " keypoints=unrefined"
         dkey = f"{base} every-face"
         vkey = f"{base} video step={step:g} gap={max_gap:g} link={link:.6f}"
     for n, path in enumerate(files, 1):
+        if folder_link(path):
+            out.errors.append((path, FOLDER_LINK))
+            continue
         video = is_video(path)
         data = sha = signature = None
         try:  # a photo is read once: its hash (the cache's key, the faces' digest) and its faces are of the same bytes
@@ -219,7 +234,9 @@ def _video_tracks(pipeline: Any, path: str, step: float, max_gap: float, link: f
     from ..live.tracking import iou_matrix
 
     tracks: list[dict[str, Any]] = []
+    frames = 0
     for frame in sampled_frames(path, step):
+        frames += 1
         faces = pipeline.embed(frame.image)
         if not len(faces):
             continue
@@ -251,6 +268,8 @@ def _video_tracks(pipeline: Any, path: str, step: float, max_gap: float, link: f
                     {"sum": vector.copy(), "recent": vector, "box": box, "first_box": box}
                     | {"first": frame.time, "last": frame.time}
                 )
+    if not frames:  # not a video in which nobody appears: one in which nothing was looked at
+        raise SourceError(f"{path}: no frame could be decoded (a video cut short, or broken): not read")
     if not tracks:
         return np.zeros((0, 4), np.float32), np.zeros((0, 0), np.float32), np.zeros((0, 2))
     vectors = np.stack([t["sum"] / max(np.linalg.norm(t["sum"]), 1e-12) for t in tracks]).astype(np.float32)
