@@ -355,3 +355,23 @@ def test_a_new_embedding_cache_is_readable_by_its_owner_only(tmp_path):
         modes = {p.name: p.stat().st_mode & 0o777 for p in path.parent.iterdir()}
     assert modes["emb.sqlite"] == 0o600 and all(m == 0o600 for m in modes.values()), modes
     assert EmbeddingCache(path).get("0" * 64, "m", "d").n_faces == 1  # an existing cache opens as before
+
+
+def test_embeddings_without_keypoint_refinement_are_not_taken_from_the_cache_for_refined_ones(tmp_path):
+    # An evaluation or calibration run with --no-keypoint-refinement was given the embeddings a refined run had
+    # cached (the key named the model and the detector's settings only), and the other way round: AT&T's faces,
+    # under 112 px, are refined by default, so the two runs embed them differently.
+    from siamface.evaluation.embed import embed_images
+
+    photos = [att(3, 1), att(4, 1)]
+    fresh = {
+        refine: list(embed_images(Pipeline(refine_keypoints=refine), photos, progress=False).outcomes.values())
+        for refine in (True, False)
+    }
+    assert not np.allclose(fresh[True][0].embedding, fresh[False][0].embedding)
+    with EmbeddingCache(tmp_path / "cache.sqlite") as c:
+        for refine in (True, False):
+            run = embed_images(Pipeline(refine_keypoints=refine), photos, cache=c, progress=False)
+            assert run.n_cached == 0, refine  # the other run's entries are not this one's
+            for got, want in zip(run.outcomes.values(), fresh[refine]):
+                np.testing.assert_allclose(got.embedding, want.embedding, atol=1e-6)

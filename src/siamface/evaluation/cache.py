@@ -56,6 +56,7 @@ __all__ = [
     "CachedEmbedding",
     "CachedFaces",
     "EmbeddingCache",
+    "chain_keys",
     "default_cache_path",
     "detector_key",
     "detector_options",
@@ -129,6 +130,16 @@ def detector_key(detector: Any) -> str:
     name = getattr(detector, "name", type(detector).__name__)
     settings = {**_class_settings(detector), **detector_options(detector)}
     return f"{name} {json.dumps(settings, sort_keys=True, separators=(',', ':'))} siamface={__version__}"
+
+
+def chain_keys(pipeline: Any) -> tuple[str, str]:
+    """(model key, detector key) of a `Pipeline`'s embeddings: `model_key` of its encoder and `detector_key` of
+    its detector, the latter marked when its chips are warped from the detector's first keypoints (the
+    pipeline's keypoint refinement turned off), so that the two runs never share cached embeddings."""
+    dkey = detector_key(pipeline.detector)
+    if getattr(pipeline, "refine_keypoints", True) is False:
+        dkey += " keypoints=unrefined"
+    return model_key(pipeline.encoder.info), dkey
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import numpy as np
 from .._progress import Progress
 from ..errors import ConfigError, ImageError
 from ..image import load_image, read_image_file
-from .cache import EmbeddingCache, detector_key, file_sha256, model_key
+from .cache import EmbeddingCache, chain_keys, file_sha256
 
 __all__ = ["EmbeddingRun", "ImageOutcome", "embed_images"]
 
@@ -69,7 +69,7 @@ def embed_images(
     keys: dict[Path, str] = {}
     hits: dict[str, Any] = {}
     if cache is not None:
-        mkey, dkey = model_key(pipeline.encoder.info), detector_key(pipeline.detector)
+        mkey, dkey = chain_keys(pipeline)
         if face != "largest":  # the entries made before the choice existed are those of the largest face
             dkey += f" face={face}"
         for p in unique:

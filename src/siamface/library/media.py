@@ -104,7 +104,7 @@ def collect_faces(
     """Every face of the photos and videos `paths` name (folders walked), each file embedded once (the
     cache first). `link_threshold`: the similarity that continues a video track (default: the pipeline's
     1:1 threshold)."""
-    from ..evaluation.cache import detector_key, model_key
+    from ..evaluation.cache import chain_keys
     from ..image import load_image, read_image_file
 
     files = media_files(paths)
@@ -112,9 +112,7 @@ def collect_faces(
     out = Collected([], [], files=len(files))
     mkey = dkey = ""
     if cache is not None:
-        mkey, base = model_key(pipeline.encoder.info), detector_key(pipeline.detector)
-        if getattr(pipeline, "refine_keypoints", True) is False:  # chips warped from the detector's first keypoints
-            base += " keypoints=unrefined"
+        mkey, base = chain_keys(pipeline)
         dkey = f"{base} every-face"
         vkey = f"{base} video step={step:g} gap={max_gap:g} link={link:.6f}"
     for n, path in enumerate(files, 1):
