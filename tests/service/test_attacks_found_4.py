@@ -125,11 +125,13 @@ def test_an_identification_searches_the_index_once_and_never_names_a_person_the_
 # -- 2. upload bytes in flight --------------------------------------------------------------------------------
 def test_slow_uploads_hold_no_more_than_the_servers_cap_and_others_are_told_to_retry(srv):
     """--max-inflight-mb 1.5 with --max-upload-mb 1: one slow upload of 1,000,000 bytes holds most of it; a
-    second declared one is answered 503 server-busy with Retry-After (not hung, not crashed), as is a chunked
-    one that grows past what is left; a small upload still fits, requests without a body are not held, and
-    once the slow upload is gone the bytes are free again."""
+    second declared one (another key's) is answered 503 server-busy with Retry-After (not hung, not crashed),
+    as is a chunked one that grows past what is left; a small upload still fits, requests without a body are
+    not held, and once the slow upload is gone the bytes are free again. One key may hold a quarter of the cap,
+    at least one largest request (here 1 MiB): past it, 429 too-many-uploads, while another key's upload fits."""
     gate = _gate(srv)
     assert gate.inflight == 0
+    other = srv.new_key("enrol", "other-device")
     body, content_type = multipart({}, probe(7))
     slow = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
     try:
@@ -137,14 +139,14 @@ def test_slow_uploads_hold_no_more_than_the_servers_cap_and_others_are_told_to_r
         _until(lambda: gate.inflight == 1_000_000, "the slow upload was not counted")
         with socket.create_connection(("127.0.0.1", srv.port), timeout=60) as second:
             padded = body + b"\0" * (1_000_000 - len(body))
-            second.sendall(_head(srv, "/v1/identify", srv.key, content_type, len(padded)) + padded)
+            second.sendall(_head(srv, "/v1/identify", other, content_type, len(padded)) + padded)
             status, headers, answer = _answer(second)
         assert (status, answer.get("error")) == (503, "server-busy"), answer
         assert int(headers["retry-after"]) >= 1
         assert all(h in headers for h in SECURITY_HEADERS), headers
         large, large_type = multipart({}, [("image", "large.pgm", probe(7)[0][2] + b"\0" * 600_000)])
         with socket.create_connection(("127.0.0.1", srv.port), timeout=60) as chunked:
-            chunked.sendall(_head(srv, "/v1/identify", srv.key, large_type, None))
+            chunked.sendall(_head(srv, "/v1/identify", other, large_type, None))
             for start in range(0, len(large), 100_000):  # 610 kB: past the 572 kB left
                 piece = large[start : start + 100_000]
                 chunked.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
@@ -152,9 +154,15 @@ def test_slow_uploads_hold_no_more_than_the_servers_cap_and_others_are_told_to_r
             status, headers, answer = _answer(chunked)
         assert (status, answer.get("error")) == (503, "server-busy"), answer
         assert gate.inflight == 1_000_000  # what the refused ones counted is given back
-        small = srv.request("POST", "/v1/identify", files=probe(7))  # 10 kB fits in what is left
+        small = srv.request("POST", "/v1/identify", files=probe(7))  # 10 kB fits in what is left (and the key's)
         assert small.status == 200 and small.body["faces"][0]["person"] == "s7", small.body
         assert srv.request("GET", "/v1/whoami").status == 200
+        bigger = [("image", "s7.pgm", probe(7)[0][2] + b"\0" * 60_000)]  # 1,070 kB for one key: past its share
+        mine = srv.request("POST", "/v1/identify", files=bigger)
+        assert (mine.status, mine.error) == (429, "too-many-uploads"), mine.body
+        assert int(mine.headers["retry-after"]) >= 1
+        theirs = srv.request("POST", "/v1/identify", key=other, files=bigger)
+        assert theirs.status == 200, theirs.body
     finally:
         slow.close()
     _until(lambda: gate.inflight == 0, "the abandoned upload's bytes were not given back")
@@ -213,6 +221,15 @@ def test_every_kind_of_answer_carries_the_security_headers(srv):
     assert all(a.headers.get("cache-control") == "no-store" for a in answers if a.status >= 400)
 
 
+def test_a_request_that_is_not_valid_http_is_answered_with_the_security_headers(srv):
+    """Answered by the HTTP transport itself, before the application: uvicorn's own plain-text 400 carried none."""
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as s:
+        s.sendall(b"POST /v1/identify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\nContent-Length: 9\r\n\r\nx")
+        status, headers, answer = _answer(s)
+    assert (status, answer.get("error")) == (400, "bad-request"), answer
+    assert all(h in headers for h in SECURITY_HEADERS), headers
+
+
 # -- 4. a batch larger than the key's whole quota ---------------------------------------------------------------
 def test_a_batch_no_wait_would_pay_for_is_413_naming_the_quota_and_429_only_when_waiting_helps(srv):
     kiosk = srv.new_key("recognise", "kiosk-4")
@@ -262,6 +279,39 @@ def test_faces_added_when_the_key_is_revoked_meanwhile_are_not_added(srv):
         srv.service.decode = original
     assert (answer.status, answer.error) == (403, "revoked-api-key"), answer.body
     assert srv.request("GET", "/v1/people/s7").body["templates"] == before
+
+
+def test_a_claim_or_an_identification_whose_key_is_revoked_meanwhile_gets_no_decision(srv):
+    """A door's key revoked while its probe is embedded: no granted claim opens the door afterwards, nor is a
+    face named (403, nothing audited)."""
+    for route, fields, files in (
+        ("/v1/verify", {"claim": "s7"}, probe(7)),
+        ("/v1/identify", {}, probe(7)),
+    ):
+        door = srv.new_key("recognise", "door-5c")
+        original = srv.service.decode
+        rows = _audit_rows(srv)
+
+        def decode_then_revoke(upload, door=door, original=original):
+            assert cli("keys", "revoke", "--gallery", srv.gallery, door.split("_")[1]).returncode == 0
+            srv.service.decode = original
+            return original(upload)
+
+        srv.service.decode = decode_then_revoke
+        try:
+            answer = srv.request("POST", route, key=door, fields=fields, files=files)
+        finally:
+            srv.service.decode = original
+        assert (answer.status, answer.error) == (403, "revoked-api-key"), (route, answer.body)
+        assert _audit_rows(srv) == rows, route
+
+
+def _audit_rows(srv: Server) -> int:
+    """The decisions in the gallery's audit (the revocation writes a row of its own)."""
+    import sqlite3
+
+    with sqlite3.connect(srv.gallery) as db:
+        return db.execute("SELECT count(*) FROM audit WHERE kind IN ('verify', 'identify')").fetchone()[0]
 
 
 # -- 6. /docs renders: its document is OpenAPI 3.0 ---------------------------------------------------------------

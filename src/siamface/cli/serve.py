@@ -439,6 +439,12 @@ def cmd_serve(args) -> int:
                 "the network unencrypted; use --tls-cert/--tls-key or a TLS proxy",
                 file=sys.stderr,
             )
+        if settings.allowed_hosts is None and not args.allowed_host:
+            print(
+                f"siamface: note: listening on {args.host}, any Host name is answered; name this server's own "
+                "with --allowed-host NAME (a site whose name points here is then refused)",
+                file=sys.stderr,
+            )
         scheme = "https" if args.tls_cert else "http"
         from ..gallery.postgres import redact
 

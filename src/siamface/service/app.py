@@ -35,6 +35,7 @@ from .logs import redact_query, secret_param
 from .openapi import declare_limits, offline_docs
 from .settings import BODY_TIMEOUT_S, MAX_INFLIGHT_BYTES, Settings
 from .state import Service
+from .transport import SECURITY_HEADERS, STRICT_CSP
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +85,6 @@ def _key_in_query(query_string: bytes) -> bool:
     return any(secret_param(part) for part in query_string.decode("latin-1").split("&"))
 
 
-#: The policy of an answer that names none of its own (JSON, errors): it may run, load and frame nothing.
-STRICT_CSP = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-
-
 class Outermost:
     """Pure ASGI wrapper around the whole application, the framework's own error handling included: every
     answer, a crash's 500 and a refusal made before routing too, carries the security headers (nosniff, no
@@ -105,19 +102,13 @@ class Outermost:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        extra = [
-            (b"x-content-type-options", b"nosniff"),
-            (b"referrer-policy", b"no-referrer"),
-            # a page of another site that opened one of ours keeps no handle to it (to read or navigate it)
-            (b"cross-origin-opener-policy", b"same-origin"),
-        ]
         page = path == "/" or path.startswith("/static/")
 
         async def send_with_headers(message) -> None:
             if message["type"] == "http.response.start":
                 headers = [(k, _relative(v) if k.lower() == b"location" else v) for k, v in message.get("headers", [])]
                 names = {k.lower() for k, _ in headers}
-                added = list(extra)
+                added = list(SECURITY_HEADERS)
                 if b"content-security-policy" not in names:  # /docs sets its own
                     added.append((b"content-security-policy", (PAGE_CSP if page else STRICT_CSP).encode()))
                 if b"cache-control" not in names and (path.startswith("/v1/") or message["status"] >= 400):
@@ -169,15 +160,32 @@ class Gate:
         self.max_inflight_bytes = max_inflight_bytes
         #: Bytes of request bodies held now, all requests together: a body's declared length from the moment
         #: its request is let in (as it arrives, for a chunked body) until its answer is given (on the event
-        #: loop: no lock).
+        #: loop: no lock); and per API key, each of which may hold a quarter of the cap (at least one largest
+        #: request), so that one stolen key cannot take every upload from every other device.
         self.inflight = 0
+        self.per_key = max(max_bytes, max_inflight_bytes // 4)
+        self._by_key: dict[str, int] = {}
 
-    def _reserve(self, n: int) -> bool:
-        """Count `n` more bytes in flight, unless that would pass the server-wide cap."""
-        if n > 0 and self.inflight + n > self.max_inflight_bytes:
-            return False
+    def _reserve(self, n: int, key: str | None) -> str | None:
+        """Count `n` more bytes in flight for `key`; None, or what refuses them (``"server"``: the server-wide
+        cap, ``"key"``: the key's share)."""
+        if n <= 0:
+            return None
+        if self.inflight + n > self.max_inflight_bytes:
+            return "server"
+        if key is not None and self._by_key.get(key, 0) + n > self.per_key:
+            return "key"
         self.inflight += n
-        return True
+        if key is not None:
+            self._by_key[key] = self._by_key.get(key, 0) + n
+        return None
+
+    def _release(self, n: int, key: str | None) -> None:
+        self.inflight -= n
+        if key is not None and n:
+            left = self._by_key.pop(key, 0) - n
+            if left > 0:
+                self._by_key[key] = left
 
     async def _drain(self, receive) -> None:
         """Read and drop a refused request's body (bounded), so the client sees the answer, not a reset."""
@@ -271,21 +279,33 @@ class Gate:
                 if await self._drained(receive, scope, send):
                     await too_large(scope, receive, send)
                 return
-        busy = _json(
-            503,
-            "server-busy",
-            f"the server is receiving its most of {self.max_inflight_bytes} bytes of uploads at once; retry shortly",
-            RETRY,
-        )
+        busy = {
+            "server": _json(
+                503,
+                "server-busy",
+                f"the server is receiving its most of {self.max_inflight_bytes} bytes of uploads at once; retry "
+                "shortly",
+                RETRY,
+            ),
+            "key": _json(
+                429,
+                "too-many-uploads",
+                f"this API key is sending its most of {self.per_key} bytes of uploads at once; retry once they are "
+                "answered",
+                RETRY,
+            ),
+        }
+        key = scope.get("state", {}).get("api_key")
         reserved = int(length) if length is not None else 0
-        if not self._reserve(reserved):
-            log.warning("request refused: uploads in flight at their cap", extra={"kind": "server-busy"})
+        crowded = self._reserve(reserved, key)
+        if crowded:
+            log.warning("request refused: uploads in flight at their cap (%s)", crowded, extra={"kind": "server-busy"})
             if await self._drained(receive, scope, send):
-                await busy(scope, receive, send)
+                await busy[crowded](scope, receive, send)
             return
 
         received = 0
-        exceeded = crowded = False
+        exceeded = False
 
         async def limited_receive():
             nonlocal received, exceeded, crowded, reserved
@@ -296,8 +316,8 @@ class Gate:
                     exceeded = True
                     raise _Refused()
                 if received > reserved:  # a chunked body (or one longer than declared): counted as it comes
-                    if not self._reserve(received - reserved):
-                        crowded = True
+                    crowded = self._reserve(received - reserved, key)
+                    if crowded:
                         raise _Refused()
                     reserved = received
             return message
@@ -312,15 +332,17 @@ class Gate:
             if not (exceeded or late or crowded):
                 raise
         finally:
-            self.inflight -= reserved
+            self._release(reserved, key)
         if late:
             await _body_late(scope, receive, send)
         elif exceeded or crowded:
             if crowded:
-                log.warning("request refused: uploads in flight at their cap", extra={"kind": "server-busy"})
+                log.warning(
+                    "request refused: uploads in flight at their cap (%s)", crowded, extra={"kind": "server-busy"}
+                )
             # the body's last part may be what was refused: nothing is left to drain then
             if body_done or await self._drained(receive, scope, send):
-                await (too_large if exceeded else busy)(scope, receive, send)
+                await (too_large if exceeded else busy[crowded])(scope, receive, send)
 
     async def _drained(self, receive, scope, send) -> bool:
         """Drain a refused request's body; False (answered 408) when the client is too slow sending it."""

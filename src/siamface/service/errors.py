@@ -20,6 +20,7 @@ that says what went wrong, and never a file path or a traceback.
     429 locked                                 too many failed verifications of this person (Retry-After)
     429 too-many-liveness-sessions             too many open, or opened by this key / for this person (Retry-After)
     429 too-many-decisions                     this key asked for more decisions a minute than allowed (Retry-After)
+    429 too-many-uploads                       this key's uploads in flight at its share of the cap (Retry-After)
     500 internal-error, model-error            the server's fault; details go to the server log only
     500 gallery-damaged                        a row of the gallery was tampered with or damaged (which one; whose: enrol keys up)
     503 gallery-read-only                      a change asked of a gallery the server may only read

@@ -163,9 +163,13 @@ def offline_docs(app) -> None:
             return JSONResponse({"error": "not-found", "detail": "no such file"}, status_code=404)
         return FileResponse(Path(swagger_ui_path) / name)
 
+    converted: list[dict[str, Any]] = []  # made once, at the first request (the document does not change)
+
     @app.get(DOCS_OPENAPI_URL, include_in_schema=False)
     async def docs_openapi():
-        return JSONResponse(as_openapi_30(app.openapi()))
+        if not converted:
+            converted.append(as_openapi_30(app.openapi()))
+        return JSONResponse(converted[0])
 
     @app.get("/docs", include_in_schema=False)
     async def docs():

@@ -400,6 +400,7 @@ class Service:
             {"counted": True} if session is not None and session.counted and not granted.accepted else {},
         )
         _budget.check("writing the decision")
+        self.refuse_revoked(key)  # a key revoked while the probe was embedded is given no decision
         with self._audited():  # a decision that cannot be audited is not given
             unlogged = self.gallery.audit([record])
         payload["notes"] = list(granted.notes) + list(unlogged)
@@ -601,6 +602,7 @@ class Service:
         kept = min(len(found), self.settings.max_faces)
         paid = 1 + self.quota.take_up_to(key, kept - 1) if counted and kept > 1 else kept
         faces = self.gallery.pipeline.embed(image, found[:paid])
+        self.refuse_revoked(key)  # a key revoked while the probe was embedded is given no decision
         with self._audited():
             result = self.gallery.identify_faces(
                 probe.label,
@@ -759,8 +761,8 @@ class Service:
 
     def refuse_revoked(self, key: str | None) -> None:
         """403 ``revoked-api-key`` when `key` (the one a request was let in with) was revoked or removed since:
-        checked again right before a change is written, after the work that may take long (decoding,
-        embedding)."""
+        checked again right before a change or a decision is written, after the work that may take long
+        (decoding, embedding)."""
         if key is not None and not self.keys.still_active(key):
             raise ServiceError(403, "revoked-api-key", "this API key was revoked")
 
