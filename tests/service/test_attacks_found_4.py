@@ -287,6 +287,7 @@ def test_a_claim_or_an_identification_whose_key_is_revoked_meanwhile_gets_no_dec
     for route, fields, files in (
         ("/v1/verify", {"claim": "s7"}, probe(7)),
         ("/v1/identify", {}, probe(7)),
+        ("/v1/identify", {}, [("images", "a.pgm", probe(7)[0][2]), ("images", "b.pgm", probe(6)[0][2])]),  # whole
     ):
         door = srv.new_key("recognise", "door-5c")
         original = srv.service.decode

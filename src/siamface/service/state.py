@@ -642,14 +642,14 @@ class Service:
         """`answer` for each upload, in order, each with its ``index``: an image that cannot be answered (not an
         image, too large, no face: a 4xx of its own) is ``{"index", "probe", "status", "error", "detail"}``
         without failing the others; what fails the request itself (an unreachable gallery, the time budget:
-        5xx, 429) fails it whole."""
+        5xx, 429, the key revoked meanwhile: 403) fails it whole."""
         results = []
         for i, upload in enumerate(uploads):
             try:
                 item = answer(upload)
             except (ServiceError, SiamfaceError) as exc:
                 err = exc if isinstance(exc, ServiceError) else from_siamface(exc, *self.secrets)
-                if err.status >= 500 or err.status == 429:
+                if err.status >= 500 or err.status in (403, 429):  # the key revoked meanwhile: the request
                     raise
                 item = {"probe": upload.label, "status": err.status, **err.body()}
             results.append({"index": i, **item})
