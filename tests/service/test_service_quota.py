@@ -53,8 +53,8 @@ def test_each_image_of_an_identification_counts_and_a_batch_the_bucket_cannot_pa
     assert srv.request("POST", "/v1/identify", key=kiosk, files=probe(3)).status == 200  # the 1 left
     four = two + two
     srv.clock.advance(120)
-    over = srv.request("POST", "/v1/identify", key=kiosk, files=four)  # more than a whole minute's
-    assert over.status == 429 and "fewer images" in over.body["detail"]
+    over = srv.request("POST", "/v1/identify", key=kiosk, files=four)  # more than a whole minute's: no wait helps
+    assert over.status == 413 and over.body["error"] == "over-quota" and "at most 3 images" in over.body["detail"]
 
 
 def identify_rows(srv: Server) -> int:

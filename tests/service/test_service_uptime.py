@@ -121,11 +121,13 @@ def test_a_key_in_the_url_is_refused(server, query):
 
 def test_redirects_do_not_name_the_host_the_client_sent(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
-        s.sendall(b"GET /docs/ HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+        s.sendall(b"GET /docs/ HTTP/1.1\r\nHost: localhost:1\r\nConnection: close\r\n\r\n")
         head = _read_all(s).split(b"\r\n\r\n", 1)[0].decode()
     location = re.search(r"(?im)^location: (.*)$", head)
     assert head.startswith("HTTP/1.1 307") and location, head
-    assert location.group(1).strip() == "/docs" and "evil" not in head
+    assert (
+        location.group(1).strip() == "/docs" and "localhost" not in head
+    )  # (another name: 400, see test_attacks_found_4)
 
 
 def test_the_openapi_document_declares_the_limits_the_server_enforces(server):
@@ -271,7 +273,7 @@ def test_a_client_slow_to_send_its_headers_is_cut_off(guarded):
 def test_a_client_slow_to_send_its_body_gets_408(guarded):
     with socket.create_connection(("127.0.0.1", guarded.port), timeout=10) as s:
         s.sendall(
-            b"POST /v1/identify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + guarded.key.encode() + b"\r\n"
+            b"POST /v1/identify HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer " + guarded.key.encode() + b"\r\n"
             b"Content-Type: multipart/form-data; boundary=xx\r\nContent-Length: 100000\r\n\r\n--xx\r\n"
         )
         answer = _read_all(s, 8)

@@ -3,7 +3,7 @@
     siamface serve --gallery G [--host 127.0.0.1] [--port 8000] [--liveness off|passive|active|both]
                    [--camera colour|grey] [--liveness-model FILE]
                    [--challenge-seconds 20] [--session-seconds 60] [--max-frame-gap 1.5] [--workers N]
-                   [--max-upload-mb 10] [--max-pixels N] [--lockout-failures 5] [--lockout-window S]
+                   [--max-upload-mb 10] [--max-inflight-mb 256] [--allowed-host NAME] [--max-pixels N] [--lockout-failures 5] [--lockout-window S]
                    [--lockout-seconds S] [--keep-images] [--tls-cert PEM --tls-key PEM]
                    [--max-faces 20] [--time-budget 30] [--header-timeout 10] [--body-timeout 60]
                    [--max-connections 1000] [--keep-alive 5] [--access-log] [--library DIR]
@@ -104,6 +104,22 @@ def add_parsers(sub) -> None:
         default=10.0,
         metavar="MB",
         help="largest request body (default: 10 MB; 413 above)",
+    )
+    p.add_argument(
+        "--max-inflight-mb",
+        type=float,
+        default=256.0,
+        metavar="MB",
+        help="request bodies received and held at once, all clients together (default: 256 MB; 503 "
+        "server-busy with Retry-After above): many slow uploads cannot hold unbounded memory",
+    )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="a name clients address this server by (the Host header; repeat for several; '*': any). Default: "
+        "localhost, 127.0.0.1 and ::1 when listening on one of them (a web page of another site whose name "
+        "points here, DNS rebinding, is refused), else any",
     )
     p.add_argument(
         "--max-pixels",
@@ -389,6 +405,8 @@ def cmd_serve(args) -> int:
         max_frame_gap_s=args.max_frame_gap,
         challenges=tuple(args.liveness_challenges.split(",")) if args.liveness_challenges else None,
         max_upload_bytes=_upload_bytes(args.max_upload_mb),
+        max_inflight_bytes=_upload_bytes(args.max_inflight_mb, "--max-inflight-mb"),
+        allowed_hosts=_allowed_hosts(args.allowed_host, args.host),
         max_pixels=args.max_pixels if args.max_pixels is not None else MAX_PIXELS,
         lockout_failures=args.lockout_failures,
         lockout_window_s=args.lockout_window,
@@ -436,10 +454,16 @@ def cmd_serve(args) -> int:
                 "tests: a recording of a known challenge passes it)",
                 file=sys.stderr,
             )
-        if args.host not in ("127.0.0.1", "localhost", "::1") and not args.tls_cert:
+        if args.host not in LOOPBACK and not args.tls_cert:
             print(
                 f"siamface: warning: listening on {args.host} over plain HTTP: API keys and faces cross "
                 "the network unencrypted; use --tls-cert/--tls-key or a TLS proxy",
+                file=sys.stderr,
+            )
+        if settings.allowed_hosts is None and not args.allowed_host:
+            print(
+                f"siamface: note: listening on {args.host}, any Host name is answered; name this server's own "
+                "with --allowed-host NAME (a site whose name points here is then refused)",
                 file=sys.stderr,
             )
         scheme = "https" if args.tls_cert else "http"
@@ -518,8 +542,21 @@ def _exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
-def _upload_bytes(mb: float) -> int:
-    """--max-upload-mb in bytes; a one-line error for NaN or infinity (int() of them is a traceback)."""
+def _upload_bytes(mb: float, option: str = "--max-upload-mb") -> int:
+    """A size in MB in bytes; a one-line error for NaN or infinity (int() of them is a traceback)."""
     if not math.isfinite(mb):
-        raise ConfigError(f"--max-upload-mb must be a finite number, got {mb}")
+        raise ConfigError(f"{option} must be a finite number, got {mb}")
     return int(mb * 1024 * 1024)
+
+
+#: The names of this machine a server listening on one of them answers by default (`--allowed-host`).
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def _allowed_hosts(given: list[str] | None, host: str) -> tuple[str, ...] | None:
+    """The Host names the server answers: those `given` (None for '*': any); by default the loopback names when
+    it listens on one of them (a browser's page of another site resolved to 127.0.0.1 names its own site),
+    else any."""
+    if given:
+        return None if "*" in given else tuple(given)
+    return LOOPBACK if host.lower().strip("[]") in LOOPBACK else None

@@ -73,6 +73,7 @@ class Enrolling:
         actor: str = "",
         provisional: bool = False,
         cap: AdditionCap | None = None,
+        before_commit: Callable[[], None] | None = None,
     ) -> EnrollmentReport:
         """Enroll `name` from images (paths, bytes or RGB arrays; one of them alone is one image): every image
         passes the quality gates or is rejected with its reason; the ones kept are added in one transaction (the
@@ -97,7 +98,9 @@ class Enrolling:
         ``cap.limit`` provisional templates of the person made at or after ``cap.since``, those already stored
         included, the new ones stamped ``cap.now``; the others are rejected as ``too-many-additions``,
         decided inside the store's write transaction, so that every process sharing the gallery counts the same
-        stored templates and none can add past the cap, before or after a restart."""
+        stored templates and none can add past the cap, before or after a restart. `before_commit`: called once
+        the images are assessed (the long part), right before the transaction; what it raises stops the
+        enrolment with nothing written (the service: the key that asked was revoked meanwhile)."""
         name = self.check_enrollment(name, new=new, existing=existing)
         images = _as_list(images)
         labels = list(sources) if sources is not None else [describe(i) for i in images]
@@ -109,6 +112,8 @@ class Enrolling:
                 rejected.append(outcome)
             else:
                 samples.append(outcome)
+        if before_commit is not None:
+            before_commit()
         return self._commit(
             name,
             samples,

@@ -176,12 +176,14 @@ class Searching:
         actor: str = "",
         n_found: int | None = None,
         fpir: float | None = None,
+        withhold: Callable[[list[list[Hit]]], Collection[int]] | None = None,
     ) -> Identification:
         """`identify` for faces already embedded with this gallery's pipeline (anything with ``boxes`` (n, 4)
         and ``embeddings`` (n, d), e.g. a `Faces`, or faces read back from the embedding cache): the same
         decision, candidates and audit, for `label` (the probe's name). Embeddings that are not finite unit
         vectors are a `ConfigError` (`_unit_rows`), decided and logged for no face. `n_found`: the faces the probe had
-        before a cap (default: these)."""
+        before a cap (default: these). `withhold`: more people to search as if not enrolled, chosen from the
+        search's candidates (each face's, best first) by the caller, with no search of its own."""
         if top < 1:
             raise ConfigError(f"top must be >= 1, got {top}")
         embeddings = _unit_rows(faces.embeddings, len(faces))
@@ -199,6 +201,8 @@ class Searching:
         # a person removed since the search (another process) is named by nobody: searched as if gone
         hits = [[h for h in row if h.person_id in names] for row in hits]
         hits = self.within_originals_reach(embeddings, hits, self.thresholds.given(threshold).verify)
+        if withhold is not None:
+            withheld |= {int(i) for i in withhold(hits)}
         hits = [_withhold(row, withheld, margin) for row in hits]
         identities, records = [], []
         for i, row in enumerate(hits):

@@ -12,14 +12,10 @@ inference in a worker thread (`Service.run`), so the event loop keeps serving ot
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import logging
-import re
 import urllib.parse
 from importlib import resources
-from pathlib import Path
 
 import anyio
 import anyio.to_thread
@@ -32,12 +28,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import SiamfaceError
-from .errors import ServiceError, from_siamface
+from .errors import RETRY, ServiceError, from_siamface
 from .keys import allows, presented_key
 from .lockout import LockedOut
 from .logs import redact_query, secret_param
-from .settings import BODY_TIMEOUT_S, Settings
+from .openapi import declare_limits, offline_docs
+from .settings import BODY_TIMEOUT_S, MAX_INFLIGHT_BYTES, Settings
 from .state import Service
+from .transport import SECURITY_HEADERS, STRICT_CSP
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +85,107 @@ def _key_in_query(query_string: bytes) -> bool:
     return any(secret_param(part) for part in query_string.decode("latin-1").split("&"))
 
 
+class Outermost:
+    """Pure ASGI wrapper around the whole application, the framework's own error handling included: every
+    answer, a crash's 500 and a refusal made before routing too, carries the security headers (nosniff, no
+    referrer, COOP, a Content-Security-Policy, no-store on the API and on errors), and a redirect is made
+    relative. A request whose Host is not one of `allowed_hosts` (None: any) is refused first (400
+    ``host-not-allowed``): a page of another site whose name was pointed at this server (DNS rebinding) is
+    not answered."""
+
+    def __init__(self, app, allowed_hosts: tuple[str, ...] | None = None) -> None:
+        self.app = app
+        self.allowed_hosts = None if allowed_hosts is None else frozenset(h.lower() for h in allowed_hosts)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        page = path == "/" or path.startswith("/static/")
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, _relative(v) if k.lower() == b"location" else v) for k, v in message.get("headers", [])]
+                names = {k.lower() for k, _ in headers}
+                added = list(SECURITY_HEADERS)
+                if b"content-security-policy" not in names:  # /docs sets its own
+                    added.append((b"content-security-policy", (PAGE_CSP if page else STRICT_CSP).encode()))
+                if b"cache-control" not in names and (path.startswith("/v1/") or message["status"] >= 400):
+                    added.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers + added}
+            await send(message)
+
+        if (
+            self.allowed_hosts is not None
+            and _host_name(Headers(scope=scope).get("host", "")) not in self.allowed_hosts
+        ):
+            log.warning("request refused: Host not allowed", extra={"kind": "host-not-allowed"})
+            answer = _json(
+                400,
+                "host-not-allowed",
+                "this server answers requests addressed to its own names only (siamface serve --allowed-host)",
+                {"Connection": "close"},
+            )
+            await answer(scope, receive, send_with_headers)
+            return
+        await self.app(scope, receive, send_with_headers)
+
+
+def _host_name(host: str) -> str:
+    """The name of a Host header's value, without its port, lower case (``[::1]:8000`` -> ``::1``)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 class Gate:
     """Pure ASGI middleware: API key and upload limit, checked before the body is read; the body's deadline;
-    security headers; redirects made relative."""
+    the cap on request bytes being received and held at once, all requests together (503 ``server-busy``
+    with Retry-After past it: many slow uploads cannot hold unbounded memory)."""
 
-    def __init__(self, app, service: Service, max_bytes: int, body_timeout_s: float = BODY_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        app,
+        service: Service,
+        max_bytes: int,
+        body_timeout_s: float = BODY_TIMEOUT_S,
+        max_inflight_bytes: int = MAX_INFLIGHT_BYTES,
+    ) -> None:
         self.app = app
         self.service = service
         self.max_bytes = max_bytes
         self.body_timeout_s = body_timeout_s
+        self.max_inflight_bytes = max_inflight_bytes
+        #: Bytes of request bodies held now, all requests together: a body's declared length from the moment
+        #: its request is let in (as it arrives, for a chunked body) until its answer is given (on the event
+        #: loop: no lock); and per API key, each of which may hold a quarter of the cap (at least one largest
+        #: request), so that one stolen key cannot take every upload from every other device.
+        self.inflight = 0
+        self.per_key = max(max_bytes, max_inflight_bytes // 4)
+        self._by_key: dict[str, int] = {}
+
+    def _reserve(self, n: int, key: str | None) -> str | None:
+        """Count `n` more bytes in flight for `key`; None, or what refuses them (``"server"``: the server-wide
+        cap, ``"key"``: the key's share)."""
+        if n <= 0:
+            return None
+        if self.inflight + n > self.max_inflight_bytes:
+            return "server"
+        if key is not None and self._by_key.get(key, 0) + n > self.per_key:
+            return "key"
+        self.inflight += n
+        if key is not None:
+            self._by_key[key] = self._by_key.get(key, 0) + n
+        return None
+
+    def _release(self, n: int, key: str | None) -> None:
+        self.inflight -= n
+        if key is not None and n:
+            left = self._by_key.pop(key, 0) - n
+            if left > 0:
+                self._by_key[key] = left
 
     async def _drain(self, receive) -> None:
         """Read and drop a refused request's body (bounded), so the client sees the answer, not a reset."""
@@ -114,23 +204,6 @@ class Gate:
             return
         path = scope["path"]
         headers = Headers(scope=scope)
-        extra = [
-            (b"x-content-type-options", b"nosniff"),
-            (b"referrer-policy", b"no-referrer"),
-            # a page of another site that opened one of ours keeps no handle to it (to read or navigate it)
-            (b"cross-origin-opener-policy", b"same-origin"),
-        ]
-        if path.startswith("/v1/"):
-            extra.append((b"cache-control", b"no-store"))
-        elif path == "/" or path.startswith("/static/"):
-            extra.append((b"content-security-policy", PAGE_CSP.encode()))
-
-        async def send_with_headers(message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, _relative(v) if k.lower() == b"location" else v) for k, v in message.get("headers", [])]
-                message = {**message, "headers": headers + extra}
-            await send(message)
-
         deadline = anyio.current_time() + self.body_timeout_s
         late = body_done = False
         original_receive = receive
@@ -156,14 +229,14 @@ class Gate:
                     "'Authorization: Bearer KEY' or 'X-API-Key: KEY' only (and revoke a key that travelled so)",
                 ),
                 scope,
-                send_with_headers,
+                send,
             )
             return
 
         if path.startswith("/v1/") and path not in PUBLIC:
             check = self.service.keys.check(presented_key(headers))
             if not check.ok:
-                if not await self._drained(receive, scope, send_with_headers):
+                if not await self._drained(receive, scope, send):
                     return
                 if check.reason == "revoked":
                     answer = _json(403, "revoked-api-key", "this API key was revoked")
@@ -178,7 +251,7 @@ class Gate:
                     )
                 else:
                     answer = _json(401, "invalid-api-key", "this API key is not valid", {"WWW-Authenticate": "Bearer"})
-                await answer(scope, receive, send_with_headers)
+                await answer(scope, receive, send)
                 return
             state = scope.setdefault("state", {})
             state["api_key"], state["api_role"] = check.key_id, check.role
@@ -198,39 +271,78 @@ class Gate:
             try:
                 declared = int(length)
             except ValueError:
-                await _json(400, "bad-request", "invalid Content-Length")(scope, receive, send_with_headers)
+                declared = -1
+            if declared < 0:
+                await _json(400, "bad-request", "invalid Content-Length")(scope, receive, send)
                 return
             if declared > self.max_bytes:
-                if await self._drained(receive, scope, send_with_headers):
-                    await too_large(scope, receive, send_with_headers)
+                if await self._drained(receive, scope, send):
+                    await too_large(scope, receive, send)
                 return
+        busy = {
+            "server": _json(
+                503,
+                "server-busy",
+                f"the server is receiving its most of {self.max_inflight_bytes} bytes of uploads at once; retry "
+                "shortly",
+                RETRY,
+            ),
+            "key": _json(
+                429,
+                "too-many-uploads",
+                f"this API key is sending its most of {self.per_key} bytes of uploads at once; retry once they are "
+                "answered",
+                RETRY,
+            ),
+        }
+        key = scope.get("state", {}).get("api_key")
+        reserved = int(length) if length is not None else 0
+        crowded = self._reserve(reserved, key)
+        if crowded:
+            log.warning("request refused: uploads in flight at their cap (%s)", crowded, extra={"kind": "server-busy"})
+            if await self._drained(receive, scope, send):
+                await busy[crowded](scope, receive, send)
+            return
 
         received = 0
         exceeded = False
 
         async def limited_receive():
-            nonlocal received, exceeded
+            nonlocal received, exceeded, crowded, reserved
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:  # a chunked body that grows past the limit
                     exceeded = True
-                    raise _TooLarge()
+                    raise _Refused()
+                if received > reserved:  # a chunked body (or one longer than declared): counted as it comes
+                    crowded = self._reserve(received - reserved, key)
+                    if crowded:
+                        raise _Refused()
+                    reserved = received
             return message
 
         async def guarded_send(message) -> None:
-            if not (exceeded or late):
-                await send_with_headers(message)
+            if not (exceeded or late or crowded):
+                await send(message)
 
         try:
             await self.app(scope, limited_receive, guarded_send)
         except Exception:
-            if not (exceeded or late):
+            if not (exceeded or late or crowded):
                 raise
+        finally:
+            self._release(reserved, key)
         if late:
-            await _body_late(scope, receive, send_with_headers)
-        elif exceeded and await self._drained(receive, scope, send_with_headers):
-            await too_large(scope, receive, send_with_headers)
+            await _body_late(scope, receive, send)
+        elif exceeded or crowded:
+            if crowded:
+                log.warning(
+                    "request refused: uploads in flight at their cap (%s)", crowded, extra={"kind": "server-busy"}
+                )
+            # the body's last part may be what was refused: nothing is left to drain then
+            if body_done or await self._drained(receive, scope, send):
+                await (too_large if exceeded else busy[crowded])(scope, receive, send)
 
     async def _drained(self, receive, scope, send) -> bool:
         """Drain a refused request's body; False (answered 408) when the client is too slow sending it."""
@@ -252,8 +364,8 @@ async def _body_late(scope, receive, send) -> None:
     await answer(scope, receive, send)
 
 
-class _TooLarge(Exception):
-    pass
+class _Refused(Exception):
+    """A body refused as it arrives (over the request's limit, or the server's in flight)."""
 
 
 class _BodyTimeout(Exception):
@@ -365,7 +477,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     with resources.as_file(static) as folder:
         app.mount("/static", StaticFiles(directory=folder), name="static")
 
-    _offline_docs(app)
+    offline_docs(app)
     generate = app.openapi
 
     def openapi() -> dict:
@@ -375,104 +487,16 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
 
     app.openapi = openapi
     app.add_middleware(
-        Gate, service=service, max_bytes=settings.max_upload_bytes, body_timeout_s=settings.body_timeout_s
+        Gate,
+        service=service,
+        max_bytes=settings.max_upload_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        max_inflight_bytes=settings.max_inflight_bytes,
     )
+    build = app.build_middleware_stack
+
+    def build_middleware_stack():  # outside the framework's own 500 handler, which no middleware added wraps
+        return Outermost(build(), settings.allowed_hosts)
+
+    app.build_middleware_stack = build_middleware_stack
     return app
-
-
-def declare_limits(schema: dict, settings: Settings) -> dict:
-    """Declare in the OpenAPI document (in place) the limits the handlers enforce beyond what the route
-    signatures say, so that the document accepts nothing the server refuses: 1 to `max_enroll_images` images
-    per enrolment, 1 to `max_batch_images` per batch (/v1/identify's `images`, /v1/embed), /v1/identify's two
-    forms (one `image`, or `images`), names and claims of 1 to `MAX_NAME_LENGTH` characters, /v1/verify's two forms (a claim and
-    its image, or images a and b)."""
-    from ..gallery.names import MAX_NAME_LENGTH
-
-    name = {"minLength": 1, "maxLength": MAX_NAME_LENGTH}
-
-    def limit_string(prop: dict, limits: dict) -> None:
-        for branch in prop.get("anyOf", [prop]):
-            if branch.get("type") == "string":
-                branch.update(limits)
-
-    for body_name, body in schema.get("components", {}).get("schemas", {}).items():
-        props = body.get("properties", {})
-        batch = body_name.startswith(("Body_identify", "Body_embed"))
-        for branch in props.get("images", {}).get("anyOf", [props.get("images", {})]):
-            if branch.get("type") == "array":
-                branch.update(minItems=1, maxItems=settings.max_batch_images if batch else settings.max_enroll_images)
-        if body_name.startswith("Body_identify"):
-            body["oneOf"] = [{"required": ["image"]}, {"required": ["images"]}]
-        for field in ("name", "claim"):
-            if field in props:
-                limit_string(props[field], name)
-        if body_name.startswith("Body_verify"):
-            body["oneOf"] = [{"required": ["claim", "image"]}, {"required": ["a", "b"]}]
-    for operations in schema.get("paths", {}).values():
-        for operation in operations.values():
-            for parameter in operation.get("parameters", []):
-                if parameter.get("in") == "path" and parameter.get("name") == "name":
-                    parameter["schema"].update(name)
-    schema.setdefault("info", {})["description"] = (
-        schema["info"].get("description", "")
-        + f" Limits: a request body of at most {settings.max_upload_bytes} bytes (413), at most "
-        f"{settings.max_batch_images} images in a batch's field `images` (413 `too-many-images`), images of at most "
-        f"{settings.max_pixels} pixels (400), {settings.max_faces} faces identified per image, "
-        f"{settings.time_budget_s:g} s of work per request (503 `over-time-budget`)."
-    )
-    return schema
-
-
-def _offline_docs(app) -> None:
-    """/docs from the Swagger UI files of the `swagger-ui-bundle` package (FastAPI's default page loads them
-    from a CDN, which an offline machine cannot reach); without that package, /docs says where the OpenAPI
-    document is."""
-    from fastapi.openapi.docs import get_swagger_ui_html
-    from fastapi.responses import HTMLResponse
-
-    try:
-        from swagger_ui_bundle import swagger_ui_path
-    except ImportError:
-
-        @app.get("/docs", include_in_schema=False)
-        async def docs_without_ui():
-            return HTMLResponse(
-                '<p>The OpenAPI document is at <a href="/openapi.json">/openapi.json</a> '
-                '(install swagger-ui-bundle for the interactive page).</p>'
-            )
-
-        return
-
-    # Only the three files the page loads: the package also holds Swagger's demo page, which fetches its
-    # example API from the internet, and source maps nobody needs.
-    served = {"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"}
-
-    @app.get("/docs-static/{name}", include_in_schema=False)
-    async def docs_static(name: str):
-        if name not in served:
-            return _json(404, "not-found", "no such file")
-        return FileResponse(Path(swagger_ui_path) / name)
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs():
-        page = get_swagger_ui_html(
-            openapi_url=app.openapi_url,
-            title="siamface API",
-            swagger_js_url="/docs-static/swagger-ui-bundle.js",
-            swagger_css_url="/docs-static/swagger-ui.css",
-            swagger_favicon_url="/docs-static/favicon-32x32.png",
-        )
-        page.headers["Content-Security-Policy"] = _docs_policy(page.body.decode("utf-8"))
-        return page
-
-
-def _docs_policy(html: str) -> str:
-    """The Content-Security-Policy of /docs: the page is of this origin, where the web page keeps its key (the
-    tab's sessionStorage) and the camera may be allowed, so it runs only the Swagger UI file served here and
-    its own inline start-up script (by hash), talks to this server only, and may not be framed."""
-    inline = re.findall(r"<script>(.*?)</script>", html, flags=re.S)
-    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'" for s in inline)
-    return (
-        f"default-src 'none'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    )

@@ -2,6 +2,7 @@
 that says what went wrong, and never a file path or a traceback.
 
     400 bad-image, bad-request, invalid-name   the input cannot be used
+    400 host-not-allowed                       a Host header not among the server's names (--allowed-host)
     400 liveness-session-required, liveness-off   a claim without a capture session / sessions with liveness off
     401 missing-api-key, invalid-api-key       no key, or not one of this server's keys
     403 revoked-api-key                        a key that was revoked
@@ -14,10 +15,12 @@ that says what went wrong, and never a file path or a traceback.
     409 liveness-session-other-claim           a session opened for another person (now used up)
     410 expired-liveness-session               the session is past its life
     413 too-large                              the request body is over the upload limit
+    413 over-quota                             more images at once than the key's decisions a minute (split them)
     422 no-face, no-usable-face, invalid-request
     429 locked                                 too many failed verifications of this person (Retry-After)
     429 too-many-liveness-sessions             too many open, or opened by this key / for this person (Retry-After)
     429 too-many-decisions                     this key asked for more decisions a minute than allowed (Retry-After)
+    429 too-many-uploads                       this key's uploads in flight at its share of the cap (Retry-After)
     500 internal-error, model-error            the server's fault; details go to the server log only
     500 gallery-damaged                        a row of the gallery was tampered with or damaged (which one; whose: enrol keys up)
     503 gallery-read-only                      a change asked of a gallery the server may only read
@@ -27,6 +30,7 @@ that says what went wrong, and never a file path or a traceback.
     503 gallery-reembedded                     the gallery was re-embedded under the server: restart it
     503 over-time-budget                       the request's work went past its time budget (Retry-After)
     503 too-many-connections                   the server holds its maximum of connections (then closes)
+    503 server-busy                            uploads in flight at the server's cap (Retry-After)
 """
 
 from __future__ import annotations
@@ -158,7 +162,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         404: "unknown person or liveness session",
         409: "name already enrolled / face already enrolled / liveness session used or not finished",
         410: "liveness session expired",
-        413: "upload too large",
+        413: "upload too large, or more images than the key's decisions a minute (over-quota)",
         422: "no face / nothing enrolled / invalid request",
         429: "locked after failed verifications or refused faces / too many liveness sessions / decisions",
         503: "gallery unreachable, disk full, decision not audited, gallery re-embedded, or over time budget",

@@ -226,6 +226,11 @@ class KeyStore:
     def count_active(self) -> int:
         return sum(1 for k in self._fresh().values() if k.active)
 
+    def still_active(self, key_id: str) -> bool:
+        """Is the key `key_id` (checked once already, with its secret) still there and not revoked?"""
+        stored = self._fresh().get(key_id)
+        return stored is not None and stored.active
+
     def check(self, presented: str | None) -> Check:
         """Is `presented` an active key of this store?"""
         if not presented:

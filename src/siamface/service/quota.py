@@ -6,7 +6,8 @@ decisions that refills continuously (a token bucket: `per_minute` at once after 
 `per_minute / 60` a second); a verification (a pair or a claim) takes one, an identification one per face
 it names (each is a decision and an audit row: a picture of 20 stolen photos side by side asks 20 times).
 A request the bucket cannot pay one decision per image for is refused whole, before any work (HTTP 429
-``too-many-decisions`` with ``Retry-After``) and not audited: no decision was made; an image's faces past
+``too-many-decisions`` with ``Retry-After``; 413 ``over-quota`` when it asks for more than a full bucket
+holds, which no wait would pay) and not audited: no decision was made; an image's faces past
 the first are identified, largest first, as far as the bucket pays once they are found (`take_up_to`). Admin keys are not counted (they may read the gallery
 anyway). The buckets live in the server process's memory: a restart refills them.
 """
@@ -44,13 +45,12 @@ class DecisionQuota:
         now = self.clock()
         with self._lock:
             tokens = self._tokens(key, now)
-            if n > self.per_minute:
+            if n > self.per_minute:  # no wait would help: not a 429
                 raise ServiceError(
-                    429,
-                    "too-many-decisions",
-                    f"this API key may ask for {self.per_minute} decisions a minute; this request asks for {n}: "
-                    "send fewer images at once",
-                    headers={"Retry-After": "60"},
+                    413,
+                    "over-quota",
+                    f"this API key may ask for {self.per_minute} decisions a minute; this request asks for {n} at "
+                    f"once, more than the bucket ever holds: send at most {self.per_minute} images per request",
                 )
             if tokens < n:
                 wait = max(1, math.ceil((n - tokens) * 60.0 / self.per_minute))

@@ -15,6 +15,8 @@ from .quota import DECISIONS_PER_MINUTE
 
 #: Largest request body accepted, in bytes (HTTP 413 above it).
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+#: Request bytes received and held at once, all requests together (HTTP 503 ``server-busy`` above).
+MAX_INFLIGHT_BYTES = 256 * 1024 * 1024
 #: Largest decoded image, in pixels (a 24 MP photo; HTTP 400 above it).
 MAX_PIXELS = 24_000_000
 #: Images accepted by one enrollment request.
@@ -69,6 +71,8 @@ class Settings:
     sessions_per_person: int = SESSIONS_PER_PERSON
     challenges: tuple[str, ...] | None = None  # tests only: the same prompts for every session
     max_upload_bytes: int = MAX_UPLOAD_BYTES
+    max_inflight_bytes: int = MAX_INFLIGHT_BYTES
+    allowed_hosts: tuple[str, ...] | None = None  # the Host names answered (None: any); `serve` picks them
     max_pixels: int = MAX_PIXELS
     max_enroll_images: int = MAX_ENROLL_IMAGES
     max_batch_images: int = MAX_BATCH_IMAGES
@@ -158,6 +162,13 @@ class Settings:
             or min(self.max_enroll_images, self.max_batch_images) < 1
         ):
             raise ConfigError("upload, pixel and image-count limits must be positive (upload >= 1 kB)")
+        if self.max_inflight_bytes < self.max_upload_bytes:
+            raise ConfigError(
+                f"the uploads received at once ({self.max_inflight_bytes} bytes) must hold at least one of the "
+                f"largest request ({self.max_upload_bytes} bytes)"
+            )
+        if self.allowed_hosts is not None:
+            object.__setattr__(self, "allowed_hosts", tuple(h.strip().lower() for h in self.allowed_hosts))
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.lockout_failures < 1 or self.lockout_window_s <= 0 or self.lockout_s <= 0:

@@ -400,6 +400,7 @@ class Service:
             {"counted": True} if session is not None and session.counted and not granted.accepted else {},
         )
         _budget.check("writing the decision")
+        self.refuse_revoked(key)  # a key revoked while the probe was embedded is given no decision
         with self._audited():  # a decision that cannot be audited is not given
             unlogged = self.gallery.audit([record])
         payload["notes"] = list(granted.notes) + list(unlogged)
@@ -474,16 +475,14 @@ class Service:
         times = self.gallery.store.recent_denials(person_id, since)
         return [now - datetime.fromisoformat(t).timestamp() for t in times]
 
-    def audit_locked(self, embeddings: np.ndarray, top: int, locked: frozenset | set, in_force) -> set[int]:
-        """The people an identification of `embeddings` could name or show (a candidate at or above the 1:N
-        threshold less the server's margin), not in `locked` (this process's book), whom the denials in the
-        gallery's audit lock out: audited by another server sharing the gallery, or by this one before a
-        restart, which this process's book has not read (a claim reads them, identification did not). Each
-        person's denials are read once per `AUDIT_LOCK_TTL_S` (`_audit_locks`). `in_force`: the gallery's
-        thresholds."""
+    def audit_locked(self, hits, locked: frozenset | set, in_force) -> set[int]:
+        """The people among an identification's candidates `hits` (each face's, from its one search) whom it
+        could name or show (at or above the 1:N threshold less the server's margin), not in `locked` (this
+        process's book), whom the denials in the gallery's audit lock out: audited by another server sharing
+        the gallery, or by this one before a restart, which this process's book has not read (a claim reads
+        them, identification did not). Each person's denials are read once per `AUDIT_LOCK_TTL_S`
+        (`_audit_locks`). `in_force`: the gallery's thresholds."""
         floor = in_force.identify.value - in_force.margin
-        k = max(top, 2) + min(len(locked), 64)  # as deep as the identification itself searches
-        hits = self.gallery.index.search(np.asarray(embeddings, np.float32), k=k) if len(embeddings) else []
         near = {h.person_id for row in hits for h in row if h.similarity >= floor and h.person_id not in locked}
         now = self.lockout.clock()
         found = set()
@@ -603,14 +602,16 @@ class Service:
         kept = min(len(found), self.settings.max_faces)
         paid = 1 + self.quota.take_up_to(key, kept - 1) if counted and kept > 1 else kept
         faces = self.gallery.pipeline.embed(image, found[:paid])
-        withheld = set(locked) | self.audit_locked(faces.embeddings, top, locked, in_force)
+        self.refuse_revoked(key)  # a key revoked while the probe was embedded is given no decision
         with self._audited():
             result = self.gallery.identify_faces(
                 probe.label,
                 faces,
                 top=top,
                 margin=decided,
-                exclude=withheld,
+                exclude=set(locked),
+                # those the audit locks out, from the one search's candidates
+                withhold=lambda hits: self.audit_locked(hits, locked, in_force),
                 actor=actor(key),
                 n_found=len(found),
                 fpir=target,
@@ -641,14 +642,14 @@ class Service:
         """`answer` for each upload, in order, each with its ``index``: an image that cannot be answered (not an
         image, too large, no face: a 4xx of its own) is ``{"index", "probe", "status", "error", "detail"}``
         without failing the others; what fails the request itself (an unreachable gallery, the time budget:
-        5xx, 429) fails it whole."""
+        5xx, 429, the key revoked meanwhile: 403) fails it whole."""
         results = []
         for i, upload in enumerate(uploads):
             try:
                 item = answer(upload)
             except (ServiceError, SiamfaceError) as exc:
                 err = exc if isinstance(exc, ServiceError) else from_siamface(exc, *self.secrets)
-                if err.status >= 500 or err.status == 429:
+                if err.status >= 500 or err.status in (403, 429):  # the key revoked meanwhile: the request
                     raise
                 item = {"probe": upload.label, "status": err.status, **err.body()}
             results.append({"index": i, **item})
@@ -741,6 +742,7 @@ class Service:
             cap=AdditionCap(self.settings.additions_per_person, self.additions_since(), _iso(self.wall()))
             if capped
             else None,
+            before_commit=functools.partial(self.refuse_revoked, key),
         ).to_dict()
         if capped and not report["added"] and any(r["reason"] == "too-many-additions" for r in report["rejected"]):
             self.refuse_more_additions(name)
@@ -756,6 +758,13 @@ class Service:
         if not admin:
             report = _without_scores(report)
         return bool(report["added"]), report
+
+    def refuse_revoked(self, key: str | None) -> None:
+        """403 ``revoked-api-key`` when `key` (the one a request was let in with) was revoked or removed since:
+        checked again right before a change or a decision is written, after the work that may take long
+        (decoding, embedding)."""
+        if key is not None and not self.keys.still_active(key):
+            raise ServiceError(403, "revoked-api-key", "this API key was revoked")
 
     def notice(self, person) -> None:
         """Forget what this process holds under `person`'s id when it held it for another person, since removed

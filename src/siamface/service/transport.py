@@ -25,6 +25,15 @@ from .settings import Settings
 
 log = logging.getLogger("siamface.service.transport")
 
+#: The headers every answer carries (`app.Outermost` for the application's, `_refusal` for the transport's own).
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    # a page of another site that opened one of ours keeps no handle to it (to read or navigate it)
+    (b"cross-origin-opener-policy", b"same-origin"),
+)
+#: The policy of an answer that names none of its own (JSON, errors): it may run, load and frame nothing.
+STRICT_CSP = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 #: Largest request head (request line and headers), in bytes.
 MAX_HEAD_BYTES = 16 * 1024
 #: File descriptors kept free of connections for everything else (models, the gallery, logs, threads).
@@ -71,12 +80,22 @@ def _open_files() -> int:
 
 
 def _refusal(status: int, error: str, detail: str) -> bytes:
+    """A whole answer, written by the transport itself (then the connection is closed), with the headers of every
+    answer."""
     body = json.dumps({"error": error, "detail": detail}).encode()
-    reason = {503: b"Service Unavailable", 408: b"Request Timeout"}[status]
-    return (
-        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n"
-        b"retry-after: 5\r\n\r\n" % (status, reason, len(body))
-    ) + body
+    reason = {503: b"Service Unavailable", 408: b"Request Timeout", 400: b"Bad Request"}[status]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+        (b"connection", b"close"),
+        *SECURITY_HEADERS,
+        (b"content-security-policy", STRICT_CSP.encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    if status == 503:
+        headers.append((b"retry-after", b"5"))
+    head = b"".join(b"%s: %s\r\n" % pair for pair in headers)
+    return b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason, head) + body
 
 
 def guarded_protocol(max_connections: int, header_timeout_s: float) -> type[H11Protocol]:
@@ -84,6 +103,7 @@ def guarded_protocol(max_connections: int, header_timeout_s: float) -> type[H11P
     too_many = _refusal(
         503, "too-many-connections", f"the server holds its maximum of {max_connections} connections; retry later"
     )
+    invalid = _refusal(400, "bad-request", "the request is not valid HTTP/1.1")
 
     class GuardedH11Protocol(H11Protocol):
         _head_timer = None
@@ -122,6 +142,11 @@ def guarded_protocol(max_connections: int, header_timeout_s: float) -> type[H11P
             super().on_response_complete()
             if not self.transport.is_closing():
                 self._await_head()
+
+        def send_400_response(self, msg: str) -> None:  # uvicorn's own: plain text, without the headers
+            log.debug("invalid HTTP request: %s", msg)
+            self.transport.write(invalid)
+            self.transport.close()
 
         def connection_lost(self, exc) -> None:
             self._cancel_head_timer()
