@@ -23,11 +23,16 @@ log = logging.getLogger(__name__)
 #: The suffixes (lower case) of the image files siamface reads from a folder: what `siamface.image.load_image`
 #: decodes (Pillow: JPEG, PNG, BMP, PGM/PPM/PBM, TIFF, WebP, GIF's first frame). One set for every folder
 #: reader: enrollment, evaluation and training datasets, a folder of frames, the liveness data.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".tif", ".tiff", ".webp", ".gif"})
-#: Photo formats of phones and cameras that siamface does not decode (HEIF/HEIC, AVIF, JPEG XL). A folder's walk
-#: lists them beside `IMAGE_SUFFIXES` (`WALKED_PHOTO_SUFFIXES`), so that each is reported as a file that could not
-#: be read: passed over in silence, `find` said "not found" of a person in every photo of an iPhone's folder.
-UNDECODED_PHOTO_SUFFIXES = frozenset({".heic", ".heif", ".avif", ".jxl"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".tif", ".tiff", ".webp", ".gif"}
+)
+#: Photo formats of phones and cameras that siamface does not decode (HEIF/HEIC, AVIF, JPEG XL, cameras' raw
+#: files). A folder's walk lists them beside `IMAGE_SUFFIXES` (`WALKED_PHOTO_SUFFIXES`), so that each is reported
+#: as a file that could not be read: passed over in silence, `find` said "not found" of a person in every photo
+#: of an iPhone's folder (a raw file that holds a TIFF preview Pillow reads is read as that preview).
+UNDECODED_PHOTO_SUFFIXES = frozenset(
+    {".heic", ".heif", ".avif", ".jxl", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2"}
+)
 WALKED_PHOTO_SUFFIXES = IMAGE_SUFFIXES | UNDECODED_PHOTO_SUFFIXES
 #: The suffixes (lower case) of the video files read frame by frame through OpenCV's ``VideoCapture``.
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})

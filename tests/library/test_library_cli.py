@@ -600,3 +600,21 @@ def test_a_link_to_a_folder_inside_a_library_is_reported_not_passed_over(tmp_pat
     assert "2023" in out.stderr and "link to a folder" in out.stderr, out.stderr
     out = run_cli("find", "-g", gallery, "bob", folder, folder / "2023", "--no-cache")
     assert "s4.pgm" in out.stdout, (out.stdout, out.stderr)
+
+
+def test_jpeg_under_its_other_names_is_read_and_a_camera_raw_file_is_reported(tmp_path):
+    # `.jfif` and `.jpe` are JPEG (browsers save photos as .jfif), and a camera's raw file (.NEF, .CR2, ...) is a
+    # photo siamface does not decode: a folder's walk passed over both in silence, so `find` answered "not found"
+    # of a person in a .jfif photo of them. The first is read now, the second reported (exit 2).
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    Image.open(att(4, 1)).convert("RGB").save(folder / "saved.jfif", format="JPEG", quality=95)
+    Image.open(att(4, 3)).convert("RGB").save(folder / "other.jpe", format="JPEG", quality=95)
+    (folder / "DSC_0001.NEF").write_bytes(b"not a photo this build decodes" + bytes(64))
+    gallery = tmp_path / "people.db"
+    assert run_cli("enroll", "-g", gallery, "s4", att(4, 2)).returncode == 0
+    out = run_cli("find", "-g", gallery, "s4", folder, "--no-cache", "--json")
+    assert out.returncode == 2, (out.stdout, out.stderr)  # found, and one file could not be read
+    found = {Path(f["file"]).name for f in json.loads(out.stdout)["found"]}
+    assert found == {"saved.jfif", "other.jpe"}, out.stdout
+    assert "DSC_0001.NEF" in out.stderr
