@@ -618,3 +618,5 @@ def test_jpeg_under_its_other_names_is_read_and_a_camera_raw_file_is_reported(tm
     found = {Path(f["file"]).name for f in json.loads(out.stdout)["found"]}
     assert found == {"saved.jfif", "other.jpe"}, out.stdout
     assert "DSC_0001.NEF" in out.stderr
+    line = next(x for x in out.stderr.splitlines() if "DSC_0001.NEF" in x)
+    assert line.count("DSC_0001.NEF") == 1, line  # the file named once ("a: a: not an image" before)

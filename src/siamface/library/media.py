@@ -91,6 +91,13 @@ def folder_link(path: str) -> bool:
     return os.path.islink(path) and os.path.isdir(path)
 
 
+def _without_name(exc: Exception, path) -> str:
+    """An error's message without the file's name in front (the error lines and ``errors`` name the file
+    already: "photo.jpg: photo.jpg: not an image" read twice)."""
+    message, name = str(exc), f"{path}: "
+    return message[len(name) :] if message.startswith(name) else message
+
+
 def collect_faces(
     pipeline: Any,
     paths: Iterable[str | os.PathLike],
@@ -128,7 +135,7 @@ def collect_faces(
             else:
                 sha, signature = _video_digest(path)
         except (ImageError, SourceError) as exc:
-            out.errors.append((path, str(exc)))
+            out.errors.append((path, _without_name(exc, path)))
             continue
         entry = cache.get_faces(sha, mkey, vkey if video else dkey) if cache is not None else None
         if entry is None:
@@ -138,7 +145,7 @@ def collect_faces(
                 else:
                     boxes, vectors, times = _photo_faces(pipeline, load_image(data, name=path))
             except (ImageError, SourceError) as exc:
-                out.errors.append((path, str(exc)))
+                out.errors.append((path, _without_name(exc, path)))
                 continue
             out.embedded += 1
             if cache is not None and (not video or _signature(path) == signature):  # a video changed: not kept
