@@ -180,6 +180,30 @@ class Gate:
             self._by_key[key] = self._by_key.get(key, 0) + n
         return None
 
+    def _too_large(self) -> JSONResponse:
+        """The answer to a body over the request's limit (413)."""
+        mb = self.max_bytes // (1024 * 1024)
+        return _json(413, "too-large", f"the request body is over the {mb} MB limit ({self.max_bytes} bytes)")
+
+    def _busy(self, crowded: str) -> JSONResponse:
+        """The answer to a body refused by `_reserve` (`crowded`: what refused it), logged."""
+        log.warning("request refused: uploads in flight at their cap (%s)", crowded, extra={"kind": "server-busy"})
+        if crowded == "server":
+            return _json(
+                503,
+                "server-busy",
+                f"the server is receiving its most of {self.max_inflight_bytes} bytes of uploads at once; retry "
+                "shortly",
+                RETRY,
+            )
+        return _json(
+            429,
+            "too-many-uploads",
+            f"this API key is sending its most of {self.per_key} bytes of uploads at once; retry once they are "
+            "answered",
+            RETRY,
+        )
+
     def _release(self, n: int, key: str | None) -> None:
         self.inflight -= n
         if key is not None and n:
@@ -261,11 +285,6 @@ class Gate:
                 state = scope.setdefault("state", {})
                 state["api_key"], state["api_role"] = check.key_id, check.role
 
-        too_large = _json(
-            413,
-            "too-large",
-            f"the request body is over the {self.max_bytes // (1024 * 1024)} MB limit ({self.max_bytes} bytes)",
-        )
         length = headers.get("content-length")
         if length is not None:
             try:
@@ -277,31 +296,14 @@ class Gate:
                 return
             if declared > self.max_bytes:
                 if await self._drained(receive, scope, send):
-                    await too_large(scope, receive, send)
+                    await self._too_large()(scope, receive, send)
                 return
-        busy = {
-            "server": _json(
-                503,
-                "server-busy",
-                f"the server is receiving its most of {self.max_inflight_bytes} bytes of uploads at once; retry "
-                "shortly",
-                RETRY,
-            ),
-            "key": _json(
-                429,
-                "too-many-uploads",
-                f"this API key is sending its most of {self.per_key} bytes of uploads at once; retry once they are "
-                "answered",
-                RETRY,
-            ),
-        }
         key = scope.get("state", {}).get("api_key")
-        reserved = int(length) if length is not None else 0
+        reserved = declared if length is not None else 0
         crowded = self._reserve(reserved, key)
         if crowded:
-            log.warning("request refused: uploads in flight at their cap (%s)", crowded, extra={"kind": "server-busy"})
             if await self._drained(receive, scope, send):
-                await busy[crowded](scope, receive, send)
+                await self._busy(crowded)(scope, receive, send)
             return
 
         received = 0
@@ -336,13 +338,9 @@ class Gate:
         if late:
             await _body_late(scope, receive, send)
         elif exceeded or crowded:
-            if crowded:
-                log.warning(
-                    "request refused: uploads in flight at their cap (%s)", crowded, extra={"kind": "server-busy"}
-                )
             # the body's last part may be what was refused: nothing is left to drain then
             if body_done or await self._drained(receive, scope, send):
-                await (too_large if exceeded else busy[crowded])(scope, receive, send)
+                await (self._too_large() if exceeded else self._busy(crowded))(scope, receive, send)
 
     async def _drained(self, receive, scope, send) -> bool:
         """Drain a refused request's body; False (answered 408) when the client is too slow sending it."""
