@@ -11,7 +11,7 @@ from fastapi import Depends, Request, Security, UploadFile
 from fastapi.security import APIKeyHeader, HTTPBearer
 
 from ..errors import ServiceError
-from ..keys import allows, presented_key
+from ..keys import allows
 from ..state import Service, Upload
 
 # Declared for the OpenAPI page (its "Authorize" button); the check itself is done by `app.Gate`, before the
@@ -22,12 +22,10 @@ _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f<>\"'`\\]")
 
 
 def _still_active(request: Request) -> None:
-    """403 `revoked-api-key` when the key the gate let the request in with was revoked since: a body may take
+    """403 `revoked-api-key` when the key the gate let the request in with was revoked (or removed) since
+    (`Service.refuse_revoked`, the check made again before a change or a decision is written): a body may take
     long to arrive, and a route resolves its dependencies once it is in, before any work."""
-    if request.scope.get("state", {}).get("api_key") is None:
-        return
-    if request.app.state.service.keys.check(presented_key(request.headers)).reason == "revoked":
-        raise ServiceError(403, "revoked-api-key", "this API key was revoked")
+    request.app.state.service.refuse_revoked(request.scope.get("state", {}).get("api_key"))
 
 
 def api_key(
