@@ -79,15 +79,26 @@ def probe(subject: int, image: int = PROBE) -> list[tuple[str, str, bytes]]:
     return [("image", f"s{subject}-{image}.pgm", fixture_bytes(subject, image))]
 
 
+def enrolled_server(folder: Path, people, *options: str) -> Server:
+    """A server without liveness (faces of 40 px and up, `options` besides) where `people` (AT&T subjects) are
+    enrolled from their ENROLLED photos by its own admin key; stopped again when that fails."""
+    srv = Server(folder / "people.db", "--liveness", "off", "--min-size", "40", *options)
+    try:
+        for s in people:
+            answer = srv.request("POST", "/v1/people", fields={"name": f"s{s}"}, files=images(s, *ENROLLED))
+            assert answer.status == 201, answer.body
+    except BaseException:
+        srv.stop()
+        raise
+    return srv
+
+
 def role_server(folder: Path, lock_failures: int, lock_seconds: int) -> Server:
     """A server without liveness where PEOPLE are enrolled from their ENROLLED photos (by its own admin key),
     with a recognise key (`.recognise`) and an enrol key (`.enrol`): for the tests of what each role may do."""
-    srv = Server(
-        folder / "people.db",
-        "--liveness",
-        "off",
-        "--min-size",
-        "40",
+    srv = enrolled_server(
+        folder,
+        PEOPLE,
         "--lockout-failures",
         str(lock_failures),
         "--lockout-window",
@@ -96,9 +107,6 @@ def role_server(folder: Path, lock_failures: int, lock_seconds: int) -> Server:
         str(lock_seconds),
     )
     try:
-        for s in PEOPLE:
-            answer = srv.request("POST", "/v1/people", fields={"name": f"s{s}"}, files=images(s, *ENROLLED))
-            assert answer.status == 201, answer.body
         srv.recognise = srv.new_key("recognise", "door")
         srv.enrol = srv.new_key("enrol", "desk")
     except BaseException:

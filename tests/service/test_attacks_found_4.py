@@ -14,7 +14,7 @@ from service_support import require_service
 
 require_service()
 
-from service_support import ENROLLED, Server, cli, images, multipart, probe  # noqa: E402
+from service_support import ENROLLED, Server, cli, enrolled_server, images, multipart, probe  # noqa: E402
 
 SECURITY_HEADERS = ("x-content-type-options", "content-security-policy", "cross-origin-opener-policy", "cache-control")
 
@@ -22,12 +22,9 @@ SECURITY_HEADERS = ("x-content-type-options", "content-security-policy", "cross-
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     folder = tmp_path_factory.mktemp("attacks4")
-    server = Server(
-        folder / "people.db",
-        "--liveness",
-        "off",
-        "--min-size",
-        "40",
+    server = enrolled_server(
+        folder,
+        (6, 7),
         "--lockout-failures",
         "2",
         "--decisions-per-minute",
@@ -37,13 +34,6 @@ def srv(tmp_path_factory):
         "--max-inflight-mb",
         "1.5",
     )
-    try:
-        for s in (6, 7):
-            made = server.request("POST", "/v1/people", fields={"name": f"s{s}"}, files=images(s, *ENROLLED))
-            assert made.status == 201, made.body
-    except BaseException:
-        server.stop()
-        raise
     yield server
     server.stop()
 
