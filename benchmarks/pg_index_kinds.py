@@ -14,6 +14,11 @@ stored templates searched with themselves come first. The latencies are the serv
 trip, not the whole `PostgresIndex.search` (its ranking in Python adds a little): compare kinds within a run.
 
     python benchmarks/pg_index_kinds.py --templates 1000000 --kinds hnsw:16:128 hnsw:32:256 ivf:2000:8,16,32
+
+--data DIR keeps the server's folder in DIR, with its templates and the last kind's index: a later run with
+the same DIR and --templates loads nothing, and a first kind whose index is the one kept is not built again
+("kept" in the build column). A build takes 15-60 minutes at 1M; this lets its searches be timed again on a
+quiet machine.
 """
 
 from __future__ import annotations
@@ -59,12 +64,17 @@ def _kind(spec: str, expression: str) -> tuple[str, str, list[int], callable]:
     raise SystemExit(f"unknown kind {spec!r}: hnsw:M:EFC[:C,C], halfhnsw:M:EFC[:C,C] or ivf:LISTS[:P,P]")
 
 
+def _exists(db, index: str) -> bool:
+    return db.execute("SELECT to_regclass(%s) IS NOT NULL", (index,)).fetchone()[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--templates", type=int, default=1_000_000)
     parser.add_argument("--layout", choices=["fused", "sface", "isotropic"], default="fused")
     parser.add_argument("--kinds", nargs="+", default=["hnsw:16:128", "hnsw:32:256", "ivf:2000:8,16,32"])
     parser.add_argument("--json", metavar="FILE", help="also append each result as a JSON line to FILE")
+    parser.add_argument("--data", metavar="DIR", type=Path, help="keep the server's folder here (see above)")
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT / "tests" / "gallery"))
@@ -84,20 +94,27 @@ def main() -> None:
     centres, owners, templates = synthetic.gallery(args.templates, per_person=10, d=d, seed=3, layout=layout)
     _, probes = synthetic.probes(centres, 500, seed=4, layout=layout)
     truth = [f"person{p:07d}" for p in _truth(templates, owners, probes)]
-    cluster = Cluster(bindir, {"shared_buffers": "2GB", "max_wal_size": "4GB"})
+    cluster = Cluster(bindir, {"shared_buffers": "2GB", "max_wal_size": "4GB"}, root=args.data)
     try:
         url = cluster.url()
         with psycopg.connect(url, autocommit=True) as db:
-            db.execute("CREATE DATABASE kinds")
+            if not db.execute("SELECT 1 FROM pg_database WHERE datname = 'kinds'").fetchone():
+                db.execute("CREATE DATABASE kinds")
         spec = url.rsplit("/", 1)[0] + "/kinds"
         store = open_store(spec, model, create=True)
         part = store.index_dims or d
         admin = psycopg.connect(spec, autocommit=True)
-        admin.execute(f"DROP INDEX IF EXISTS {PART_INDEX}")
-        admin.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")
-        start = time.perf_counter()
-        _bulk(store, owners, templates)
-        print(f"{args.layout}: {len(templates)} templates of {d}-d loaded in {time.perf_counter() - start:.0f} s")
+        held = admin.execute("SELECT count(*) FROM templates").fetchone()[0]
+        if held == len(templates):
+            print(f"{args.layout}: {held} templates of {d}-d kept in {args.data}")
+        elif held:
+            sys.exit(f"{args.data} holds {held} templates, not {len(templates)}: give another --data")
+        else:
+            admin.execute(f"DROP INDEX IF EXISTS {PART_INDEX}")
+            admin.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")
+            start = time.perf_counter()
+            _bulk(store, owners, templates)
+            print(f"{args.layout}: {len(templates)} templates of {d}-d loaded in {time.perf_counter() - start:.0f} s")
         del centres, owners, templates
         expression = _part_expression(part)
         print(
@@ -106,7 +123,19 @@ def main() -> None:
         rng = np.random.default_rng(12)
         for entry in args.kinds:
             label, sql, settings, statements = _kind(entry, expression)
-            build_s, mb = _build(admin, sql, PART_INDEX)
+            kept = (
+                admin.execute("SELECT obj_description(%s::regclass, 'pg_class')", (PART_INDEX,)).fetchone()
+                if _exists(admin, PART_INDEX)
+                else None
+            )
+            if kept is not None and kept[0] == sql:
+                build_s = float("nan")
+                mb = admin.execute("SELECT pg_relation_size(%s)", (PART_INDEX,)).fetchone()[0] / 2**20
+            else:
+                admin.execute(f"DROP INDEX IF EXISTS {PART_INDEX}")
+                build_s, mb = _build(admin, sql, PART_INDEX)
+                quoted = sql.replace("'", "''")  # COMMENT takes no parameter
+                admin.execute(f"COMMENT ON INDEX {PART_INDEX} IS '{quoted}'")
             db = psycopg.connect(spec, autocommit=True)
             register_vector(db)
             order = expression.replace("::vector(", "::halfvec(") if "halfvec" in sql else expression
@@ -160,7 +189,7 @@ def main() -> None:
                     "one_template_recall": one,
                 }
                 print(
-                    f"{label:<22} {c:>7} {build_s:>8.0f} {mb:>6.0f} {row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} "
+                    f"{label:<22} {c:>7} {'kept' if build_s != build_s else f'{build_s:.0f}':>8} {mb:>6.0f} {row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} "
                     f"{recall:>8.3f} {one:>6.3f}",
                     flush=True,
                 )
@@ -168,11 +197,12 @@ def main() -> None:
                     with open(args.json, "a") as out:
                         out.write(json.dumps(row) + "\n")
             db.close()
-            admin.execute(f"DROP INDEX {PART_INDEX}")
+            if args.data is None or entry != args.kinds[-1]:
+                admin.execute(f"DROP INDEX {PART_INDEX}")
         admin.close()
         store.close()
     finally:
-        cluster.stop()
+        cluster.stop(keep=args.data is not None)
 
 
 if __name__ == "__main__":

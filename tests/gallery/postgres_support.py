@@ -68,10 +68,14 @@ def _free_port() -> int:
 class Cluster:
     """A running server; `new_database()` hands out fresh database URLs."""
 
-    def __init__(self, bindir: Path, settings: dict[str, str] | None = None) -> None:
+    def __init__(self, bindir: Path, settings: dict[str, str] | None = None, root: Path | None = None) -> None:
+        """A new cluster in a temporary folder; or in `root` (a benchmark's, kept by ``stop(keep=True)``),
+        started again as it was when `root` already holds one."""
         self.bindir = bindir
-        self.root = Path(tempfile.mkdtemp(prefix="siamface-pg-"))
+        self.root = Path(tempfile.mkdtemp(prefix="siamface-pg-")) if root is None else Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
         self.data = self.root / "data"
+        existing = (self.data / "PG_VERSION").exists()
         self.port = _free_port()
         self._as_user: list[str] = []
         if os.geteuid() == 0:
@@ -90,7 +94,8 @@ class Cluster:
             os.chown(self.root, user.pw_uid, user.pw_gid)
             self._as_user = ["runuser", "-u", user.pw_name, "--"]
         self._counter = itertools.count()
-        self._run("initdb", "-D", self.data, "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
+        if not existing:
+            self._run("initdb", "-D", self.data, "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
@@ -132,7 +137,11 @@ class Cluster:
         self.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
         return self.url(name)
 
-    def stop(self) -> None:
+    def stop(self, keep: bool = False) -> None:
+        """Stop the server and remove its folder; `keep`: a clean shutdown that keeps it for a later run."""
+        if keep:
+            self._run("pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")
+            return
         try:
             self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
         finally:
