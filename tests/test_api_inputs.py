@@ -1,0 +1,62 @@
+"""The Python API at its edges: what it raises for odd inputs (always a `SiamfaceError` with a clear message), and
+errors that cross a process boundary whole."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import pickle
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+from conftest import att
+from PIL import Image
+
+import siamface
+from siamface.errors import ImageError, NoFaceError, OverBudgetError, SiamfaceError
+from siamface.gallery.store import (
+    GalleryReembeddedError,
+    GalleryUnavailableError,
+    ModelBinding,
+    PersonExistsError,
+    StaleRebindError,
+    UnknownPersonError,
+)
+
+
+def _truncated_face() -> bytes:
+    buf = io.BytesIO()
+    Image.open(att(3, 1)).save(buf, format="JPEG")
+    return buf.getvalue()[:500]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ImageError("a.jpg", "truncated or corrupt image data"),
+        NoFaceError("a.jpg", "retinaface"),
+        OverBudgetError("detection", 2.5),
+        UnknownPersonError("alice", "g.db"),
+        PersonExistsError("alice"),
+        GalleryUnavailableError("g.db: disk full", "full"),
+        StaleRebindError("g.db", [3, 4]),
+        GalleryReembeddedError("g.db", ModelBinding("sface", "1", 128), ModelBinding("sface+dlib", "1", 256)),
+        siamface.ConfigError("top must be >= 1"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_every_error_pickles_with_its_message_and_attributes(error):
+    # ImageError, OverBudgetError, UnknownPersonError, ... raised TypeError when unpickled, and NoFaceError took
+    # its whole message for the file's name ("a.jpg: no face found ...: no face found")
+    back = pickle.loads(pickle.dumps(error))
+    assert type(back) is type(error) and str(back) == str(error) and back.args == error.args
+    assert vars(back) == vars(error)
+
+
+def test_an_image_error_in_a_worker_process_reaches_the_caller_as_itself():
+    # a pool of processes decoding photos: the worker's ImageError broke the pool's result instead
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        future = pool.submit(siamface.load_image, _truncated_face())
+        with pytest.raises(ImageError, match="truncated") as info:
+            future.result(timeout=60)
+    assert info.value.source == "<500 bytes>" and isinstance(info.value, SiamfaceError)
