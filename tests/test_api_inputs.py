@@ -60,3 +60,15 @@ def test_an_image_error_in_a_worker_process_reaches_the_caller_as_itself():
         with pytest.raises(ImageError, match="truncated") as info:
             future.result(timeout=60)
     assert info.value.source == "<500 bytes>" and isinstance(info.value, SiamfaceError)
+
+
+def test_an_unknown_face_choice_is_a_config_error_before_any_work():
+    # Pipeline.embed_one(image, "middle") detected the faces, then raised a bare ValueError
+    pipeline = siamface.Pipeline()
+    with pytest.raises(siamface.ConfigError, match="'largest' or 'centre', not 'middle'"):
+        pipeline.embed_one(att(3, 1), "middle")
+    assert pipeline._detector is None  # refused before the detector was built
+    faces = siamface.detect(att(3, 1))
+    with pytest.raises(siamface.ConfigError, match="not 'center'"):
+        faces.chosen("center", (112, 92))
+    assert faces.chosen("centre", (112, 92)) == 0

@@ -23,7 +23,7 @@ from .errors import ImageError, NoFaceError
 from .image import ImageSource, describe, load_image
 from .matching import cosine_similarity, similarity_to_distance
 from .thresholds import Calibration
-from .types import Faces, Verification
+from .types import Faces, Verification, check_face_choice
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,9 @@ class Pipeline(ThresholdsInForce):
 
     def embed_one(self, image: ImageSource, face: str = "largest") -> tuple[Faces, int]:
         """One face of an image, ``"largest"`` or the one nearest the ``"centre"`` (see `Faces.chosen`), as a
-        `Faces` of length 1, and how many faces were found. Raises `NoFaceError` when there is none."""
+        `Faces` of length 1, and how many faces were found. Raises `NoFaceError` when there is none, `ConfigError`
+        for another `face` (before the image is read)."""
+        check_face_choice(face)
         array = _as_array(image)
         _budget.check("detection")
         found = self.detector.detect(array)
