@@ -72,3 +72,23 @@ def test_an_unknown_face_choice_is_a_config_error_before_any_work():
     with pytest.raises(siamface.ConfigError, match="not 'center'"):
         faces.chosen("center", (112, 92))
     assert faces.chosen("centre", (112, 92)) == 0
+
+
+def test_a_path_given_as_bytes_is_told_to_be_given_as_str():
+    # os.fsencode(path), or a name read from a binary file: decoded as an image's contents, it was "not an image,
+    # or a format that cannot be decoded", which sent the user looking at a good photo
+    path = bytes(att(3, 1))
+    for call in (siamface.load_image, siamface.detect, lambda p: siamface.verify(p, att(3, 2))):
+        with pytest.raises(
+            ImageError,
+            match="a line of text like a file name; bytes are taken as.*give a path as a str or a pathlib.Path",
+        ):
+            call(path)
+    assert siamface.verify(str(path, "utf-8"), att(3, 2)).same
+    # bytes that are an image, or not text, are what they were
+    with pytest.raises(ImageError, match="not an image, or a format"):
+        siamface.load_image(bytes(range(256)) * 4)
+    with pytest.raises(ImageError, match="not an image, or a format"):
+        siamface.load_image(b"a text file\nof two lines\n")
+    with pytest.raises(ImageError, match="not an image, or a format"):
+        siamface.load_image(b"hello world")

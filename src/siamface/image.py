@@ -150,6 +150,12 @@ def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
             raise ImageError(
                 label, "a HEIF/HEIC or AVIF photo, which is not decoded: convert it to JPEG or PNG"
             ) from None
+        if _looks_like_a_path(data):
+            raise ImageError(
+                label,
+                "not an image: these bytes are a line of text like a file name; bytes are taken as the image file's "
+                "contents; give a path as a str or a pathlib.Path",
+            ) from None
         raise ImageError(
             label,
             "not an image, or a format that cannot be decoded (JPEG, PNG, BMP, PGM/PPM, TIFF, WebP, GIF are supported)",
@@ -166,6 +172,19 @@ def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
     except Exception:  # a broken EXIF block must not lose an otherwise good image
         pass
     return _to_rgb_array(img, label)
+
+
+def _looks_like_a_path(data: bytes) -> bool:
+    """Short bytes that are one line of printable text with a folder or a suffix in it: a path given as bytes
+    (``os.fsencode(path)``, a name read from a file), taken for the image's contents. Told by their form alone: no
+    file is looked up (the bytes of an upload would otherwise ask the server's disk whether a path exists)."""
+    if len(data) > 4096:
+        return False
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return False
+    return text.isprintable() and ("/" in text or os.sep in text or bool(os.path.splitext(text)[1]))
 
 
 def _to_rgb_array(img, label: str) -> np.ndarray:
