@@ -19,7 +19,7 @@ from typing import IO
 import numpy as np
 
 from ._files import open_for_reading
-from .errors import ImageError
+from .errors import ConfigError, ImageError
 
 #: Largest image decoded by default, in pixels (about 8000 x 6000). Override per call with `max_pixels`.
 MAX_PIXELS = 48_000_000
@@ -30,6 +30,19 @@ MIN_SIDE = 16
 #: The Pillow readers tried, and no other (each reader is a parser a crafted file may aim at): JPEG (MPO, the
 #: JPEG of many cameras, included), PNG, BMP, PGM/PPM/PBM, TIFF, WebP, GIF.
 FORMATS = ("JPEG", "PNG", "BMP", "PPM", "TIFF", "WEBP", "GIF")
+
+#: What `save_image` writes, by suffix: pictures that `load_image` reads back.
+SAVED_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".gif": "GIF",
+    ".ppm": "PPM",
+}
 
 #: The brands of an ISO media file (``ftyp``) that is a HEIF still image (HEIC of phones, AVIF): not decoded.
 HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"})
@@ -266,10 +279,22 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, ::-1])
 
 
+def output_format(path: str | os.PathLike) -> str:
+    """The format `save_image` writes for `path`, from its suffix (one of `SAVED_FORMATS`), or `ConfigError`:
+    asked before the work whose picture it is, so a name like ``faces.heic`` or a folder is refused first."""
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix not in SAVED_FORMATS:
+        raise ConfigError(
+            f"{os.fspath(path)}: not an image file name to write ({suffix or 'no suffix'}); give one ending "
+            + ", ".join(SAVED_FORMATS)
+        )
+    return SAVED_FORMATS[suffix]
+
+
 def save_image(image: np.ndarray, path: str | os.PathLike) -> None:
-    """Write an RGB uint8 image; the format comes from the file extension. A picture of faces (`identify --out`
-    names them): written 0600 and atomically, so it appears whole and a link at `path` is replaced, never
-    written through."""
+    """Write an RGB uint8 image; the format comes from the file's suffix (`output_format`: `ConfigError` for
+    another). A picture of faces (`identify --out` names them): written 0600 and atomically, so it appears whole
+    and a link at `path` is replaced, never written through."""
     from pathlib import Path
 
     from PIL import Image
@@ -278,5 +303,5 @@ def save_image(image: np.ndarray, path: str | os.PathLike) -> None:
 
     target = Path(path)
     encoded = io.BytesIO()
-    Image.fromarray(image).save(encoded, format=Image.registered_extensions().get(target.suffix.lower()))
+    Image.fromarray(image).save(encoded, format=output_format(target))
     atomic_write_bytes(target, encoded.getvalue(), mode=0o600)
