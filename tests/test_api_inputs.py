@@ -92,3 +92,23 @@ def test_a_path_given_as_bytes_is_told_to_be_given_as_str():
         siamface.load_image(b"a text file\nof two lines\n")
     with pytest.raises(ImageError, match="not an image, or a format"):
         siamface.load_image(b"hello world")
+
+
+def test_a_closed_gallery_refuses_to_be_used(tmp_path, pipeline):
+    # used after close() (after its `with` block), a gallery reopened its database unasked: searches and
+    # enrolments went on, leaving a connection open that nothing would close
+    from siamface.gallery import Gallery
+
+    with Gallery(tmp_path / "g.db", pipeline, create=True) as gallery:
+        gallery.enroll("s3", [att(3, 1), att(3, 2)])
+        assert gallery.identify(att(3, 4), audit=False).faces[0].person == "s3"
+    for use in (
+        lambda: gallery.identify(att(3, 4), audit=False),
+        lambda: gallery.verify("s3", att(3, 4)),
+        lambda: gallery.enroll("s4", [att(4, 1)]),
+    ):
+        with pytest.raises(siamface.GalleryError, match="g.db: this gallery was closed; open it again"):
+            use()
+    gallery.close()  # closing again does nothing
+    with Gallery(tmp_path / "g.db", pipeline) as again:
+        assert [p.name for p in again.store.people()] == ["s3"]

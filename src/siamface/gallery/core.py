@@ -193,6 +193,7 @@ class Gallery(Enrolling, Searching, ThresholdsInForce):
     ) -> None:
         self._pipeline = pipeline
         self._fpir = fpir
+        self._closed = False
         self._spec = store if isinstance(store, (str, os.PathLike)) else store.location
         if isinstance(store, (str, os.PathLike)):
             if create:  # made to be written: never into a file planted by someone else (as `enroll` refuses it)
@@ -201,10 +202,28 @@ class Gallery(Enrolling, Searching, ThresholdsInForce):
             # binds (or checks) it too instead of finding an unbound file.
             model = ModelBinding.of(self.pipeline.encoder.info) if create else None
             store = open_store(store, model, create=create, keep_images=keep_images)
-        self.store: Store = store
-        self.index = index_for(store)
+        self._store: Store = store
+        self._index = index_for(store)
         self.gates = gates or QualityGates()
         self._threshold = threshold
+
+    @property
+    def store(self) -> Store:
+        """The store of people and templates; `GalleryError` once the gallery is closed."""
+        self._check_open()
+        return self._store
+
+    @property
+    def index(self):
+        """The search index over the store's templates; `GalleryError` once the gallery is closed."""
+        self._check_open()
+        return self._index
+
+    def _check_open(self) -> None:
+        # A closed gallery reopened its database unasked (enrolments and searches went on, a FAISS index
+        # learnt what no close would save, a connection was left open): used after close() it refuses now.
+        if self._closed:
+            raise GalleryError(f"{self._spec}: this gallery was closed; open it again to use it")
 
     @property
     def pipeline(self):
@@ -241,10 +260,15 @@ class Gallery(Enrolling, Searching, ThresholdsInForce):
         return mine
 
     def close(self) -> None:
-        closer = getattr(self.index, "close", None)
+        """Save what the index learnt and close the store; the gallery is not used after it (`GalleryError`).
+        Closing again does nothing."""
+        if self._closed:
+            return
+        closer = getattr(self._index, "close", None)
         if closer is not None:  # an in-process FAISS index writes what it learnt since its last save
             closer()
-        self.store.close()
+        self._store.close()
+        self._closed = True
 
     def __enter__(self) -> Gallery:
         return self
