@@ -8,8 +8,9 @@ import multiprocessing
 import pickle
 from concurrent.futures import ProcessPoolExecutor
 
+import numpy as np
 import pytest
-from conftest import att
+from conftest import att, att_rgb
 from PIL import Image
 
 import siamface
@@ -112,3 +113,40 @@ def test_a_closed_gallery_refuses_to_be_used(tmp_path, pipeline):
     gallery.close()  # closing again does nothing
     with Gallery(tmp_path / "g.db", pipeline) as again:
         assert [p.name for p in again.store.people()] == ["s3"]
+
+
+def test_a_pillow_image_is_taken_as_its_file_is():
+    # a Pillow image was "unsupported input type", and np.asarray of it, the obvious way round, is another
+    # picture for some modes: a CMYK photo's four channels were taken for RGBA and its face was not found
+    face = att_rgb(3, 1, (1.0, 0.8, 0.6))
+    buf = io.BytesIO()
+    Image.fromarray(face).convert("CMYK").save(buf, format="JPEG", quality=95)
+    cmyk = Image.open(io.BytesIO(buf.getvalue()))
+    with pytest.raises(NoFaceError):
+        siamface.verify(np.asarray(cmyk), att(3, 2))
+    assert siamface.verify(cmyk, att(3, 2)).same and cmyk.mode == "CMYK"  # the caller's image is left as it was
+    assert np.array_equal(siamface.load_image(cmyk), siamface.load_image(buf.getvalue()))
+    # EXIF orientation applied as for the file; the file's name names it; one alone is one image to enroll
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(np.rot90(face))).save(buf, format="JPEG", exif=exif.tobytes(), quality=95)
+    sideways = Image.open(io.BytesIO(buf.getvalue()))
+    assert siamface.load_image(sideways).shape == face.shape
+    with Image.open(att(3, 1)) as opened:
+        pass
+    with pytest.raises(ImageError, match=r"s3/1.pgm: a Pillow image whose file was closed .* call its load\(\)"):
+        siamface.detect(opened)
+    with pytest.raises(ImageError, match=r"<RGB image 8x8>: image is 8x8"):
+        siamface.load_image(Image.new("RGB", (8, 8)))
+    with pytest.raises(ImageError, match="limit of 1000"):
+        siamface.load_image(Image.open(att(3, 1)), max_pixels=1000)
+
+
+def test_a_pillow_image_alone_is_one_image_to_enroll(tmp_path, pipeline):
+    from siamface.gallery import Gallery
+
+    with Gallery(tmp_path / "g.db", pipeline, create=True) as gallery:
+        report = gallery.enroll("s3", Image.open(att(3, 1)))
+        assert len(report.added) == 1 and report.added[0].source.endswith("s3/1.pgm"), report
+        assert gallery.verify("s3", Image.open(att(3, 2))).accepted

@@ -1,8 +1,8 @@
 """Decoding at the edge: the one place where files, bytes and foreign arrays become images.
 
 Everything deeper in siamface takes an RGB ``uint8`` array of shape (H, W, 3), C-contiguous. `load_image`
-accepts a path, raw bytes, a binary file object or a NumPy array and returns exactly that, or raises
-`ImageError` naming the input and the reason. Decoding is done by Pillow: JPEG, PNG, BMP, PGM/PPM, TIFF,
+accepts a path, raw bytes, a binary file object, a Pillow image or a NumPy array and returns exactly that, or
+raises `ImageError` naming the input and the reason. Decoding is done by Pillow: JPEG, PNG, BMP, PGM/PPM, TIFF,
 WebP, GIF (first frame). The EXIF orientation is applied; grayscale, palette, alpha (composited over
 white), CMYK and 16-bit inputs (either byte order) are normalised. The pixel count is checked from the header *before*
 the pixels are decoded, so a decompression bomb is refused without allocating it.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import sys
 import warnings
 from typing import IO
 
@@ -58,6 +59,13 @@ def describe(source: object) -> str:
         return f"<array {source.dtype} {source.shape}>"
     if isinstance(source, (bytes, bytearray, memoryview)):
         return f"<{len(source)} bytes>"
+    if is_pil_image(source):
+        filename = getattr(source, "filename", None)
+        return (
+            filename
+            if isinstance(filename, str) and filename
+            else f"<{source.mode} image {source.width}x{source.height}>"
+        )
     name = getattr(source, "name", None)
     return str(name) if isinstance(name, str) else f"<{type(source).__name__}>"
 
@@ -69,10 +77,22 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS, name: str |
     uint8, uint16 (scaled down), int32/int64/uint32 in 0..255 or 0..65535, or float in 0..1 or 0..255 (0..1 when no value is
     over 1.1; a 10 % overshoot, as a resize leaves, is clipped) are accepted; values outside are an
     `ImageError`, never clipped into another picture. OpenCV users must convert BGR to RGB first.
+
+    A Pillow image is converted by its mode, as a file is (CMYK, palette, 16-bit, alpha), its EXIF orientation
+    applied, and the caller's image left as it was; ``np.asarray`` of it would give the array of another picture
+    for some modes (CMYK's four channels taken for RGBA, a palette's indices for grey levels).
     """
     label = name or describe(source)
     if isinstance(source, np.ndarray):
         return _from_array(source, label, max_pixels)
+    if is_pil_image(source):
+        if getattr(source, "tile", None) and getattr(source, "fp", None) is None:  # Pillow asserts on it
+            raise ImageError(
+                label,
+                "a Pillow image whose file was closed before its pixels were read: call its load() inside the "
+                "with block, or give the path",
+            )
+        return _upright_rgb(lambda: source, label, max_pixels)
     data = _read_bytes(source, label)
     return _decode(data, label, max_pixels)
 
@@ -131,33 +151,24 @@ def _read_bytes(source: object, label: str) -> bytes:
         raise ImageError(
             label,
             f"unsupported input type {type(source).__name__}; "
-            "give a path, bytes, a binary file object or a NumPy array",
+            "give a path, bytes, a binary file object, a Pillow image or a NumPy array",
         )
     if not data:
         raise ImageError(label, "empty file (0 bytes)")
     return data
 
 
+def is_pil_image(source: object) -> bool:
+    """Whether `source` is a Pillow image (told without importing Pillow: none exists before it is imported)."""
+    module = sys.modules.get("PIL.Image")
+    return module is not None and isinstance(source, module.Image)
+
+
 def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings():
-            # Pillow warns (then raises) on its own bomb limit; our limit, checked below, is the one that counts.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=FORMATS)
-            width, height = img.size
-            if width <= 0 or height <= 0:
-                raise ImageError(label, f"invalid size {width}x{height}")
-            if width * height > max_pixels:
-                raise ImageError(
-                    label,
-                    f"{width}x{height} = {width * height} pixels is more than the limit of "
-                    f"{max_pixels} (a decompression bomb or a needlessly huge image)",
-                )
-            img.load()
-    except ImageError:
-        raise
+        return _upright_rgb(lambda: Image.open(io.BytesIO(data), formats=FORMATS), label, max_pixels)
     except UnidentifiedImageError:
         if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
             raise ImageError(
@@ -173,6 +184,31 @@ def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
             label,
             "not an image, or a format that cannot be decoded (JPEG, PNG, BMP, PGM/PPM, TIFF, WebP, GIF are supported)",
         ) from None
+
+
+def _upright_rgb(opened, label: str, max_pixels: int) -> np.ndarray:
+    """The Pillow image `opened()` returns, its size checked from the header before its pixels are decoded, as an
+    upright (EXIF orientation applied) RGB uint8 array; Pillow's errors as `ImageError` (an unidentified file's
+    `UnidentifiedImageError` left to the caller, which knows its bytes)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (then raises) on its own bomb limit; our limit, checked below, is the one that counts.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = opened()
+            width, height = img.size
+            if width <= 0 or height <= 0:
+                raise ImageError(label, f"invalid size {width}x{height}")
+            if width * height > max_pixels:
+                raise ImageError(
+                    label,
+                    f"{width}x{height} = {width * height} pixels is more than the limit of "
+                    f"{max_pixels} (a decompression bomb or a needlessly huge image)",
+                )
+            img.load()
+    except (ImageError, UnidentifiedImageError):
+        raise
     except Image.DecompressionBombError:
         raise ImageError(
             label, f"refused as a decompression bomb: far more pixels than the limit of {max_pixels}"
@@ -184,7 +220,12 @@ def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
         img = ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block must not lose an otherwise good image
         pass
-    return _to_rgb_array(img, label)
+    try:
+        return _to_rgb_array(img, label)
+    except ValueError as exc:  # a mode Pillow cannot turn into RGB (a Pillow image made in one, mostly)
+        if isinstance(exc, ImageError):
+            raise
+        raise ImageError(label, f"an image of mode {img.mode} that cannot be turned into RGB ({exc})") from None
 
 
 def _looks_like_a_path(data: bytes) -> bool:
