@@ -150,3 +150,18 @@ def test_a_pillow_image_alone_is_one_image_to_enroll(tmp_path, pipeline):
         report = gallery.enroll("s3", Image.open(att(3, 1)))
         assert len(report.added) == 1 and report.added[0].source.endswith("s3/1.pgm"), report
         assert gallery.verify("s3", Image.open(att(3, 2))).accepted
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"min_face": 40}, "detector 'retinaface' has no option 'min_face'; its options: min_face_size, upsample"),
+        ({"detector": "hog", "max_side": 640}, "detector 'hog' has no option 'max_side'"),
+        ({"detector": "retina"}, "unknown detector 'retina'; choose one of: .*retinaface"),
+    ],
+)
+def test_a_misspelt_detector_or_option_is_refused_when_the_pipeline_is_made(options, message):
+    # Pipeline(min_face=40) was made, then raised Python's TypeError at its first image
+    with pytest.raises(siamface.ConfigError, match=message):
+        siamface.Pipeline(**options)
+    assert siamface.Pipeline(max_side=640, min_face_size=40).detect(att(3, 1)).boxes.shape == (1, 4)

@@ -17,7 +17,7 @@ import numpy as np
 from . import _budget
 from ._onnx import BATCH, CPU, embed_batch
 from .decision import Thresholds, ThresholdsInForce, find_calibration, resolve, same
-from .detection import Detector, create_detector
+from .detection import Detector, check_detector, create_detector
 from .embedding import Encoder, create_encoder, encoder_chips, uses_keypoints
 from .errors import ImageError, NoFaceError
 from .image import ImageSource, describe, load_image
@@ -57,6 +57,8 @@ class Pipeline(ThresholdsInForce):
         refine_keypoints: bool = True,
         **detector_options,
     ) -> None:
+        if isinstance(detector, str):  # a misspelt name or option is refused here, not at the first image
+            check_detector(detector, **detector_options)
         self.refine_keypoints = refine_keypoints  # False: chips warped from the detector's first keypoints
         self._detector_spec = detector
         self._detector_options = detector_options
