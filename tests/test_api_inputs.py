@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import multiprocessing
 import pickle
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -165,3 +165,37 @@ def test_a_misspelt_detector_or_option_is_refused_when_the_pipeline_is_made(opti
     with pytest.raises(siamface.ConfigError, match=message):
         siamface.Pipeline(**options)
     assert siamface.Pipeline(max_side=640, min_face_size=40).detect(att(3, 1)).boxes.shape == (1, 4)
+
+
+def test_one_pipeline_and_gallery_shared_by_eight_threads_answer_as_one_thread(tmp_path, pipeline):
+    # every kind of input at once, from 8 threads, on one Pipeline and one Gallery: the same bits as alone
+    from siamface.gallery import Gallery
+
+    jpeg = io.BytesIO()
+    Image.open(att(5, 4)).save(jpeg, format="JPEG", quality=95)
+    probes = [
+        att(3, 4),
+        str(att(4, 4)),
+        jpeg.getvalue(),
+        Image.open(att(6, 4)),
+        att_rgb(3, 3).astype(np.float32) / 255,
+        att_rgb(4, 3)[:, ::-1],
+        np.asarray(Image.open(att(11, 4))),
+    ]
+    with Gallery(tmp_path / "g.db", pipeline, create=True) as gallery:
+        for s in (3, 4, 5, 6):
+            gallery.enroll(f"s{s}", [att(s, 1), att(s, 2)])
+
+        def answer(k):
+            probe = probes[k % len(probes)]
+            embedding = pipeline.embed(probe).embeddings[0]
+            found = gallery.identify(probe, audit=False)
+            return embedding, pipeline.verify(probe, att(3, 1)).similarity, found.names, found.faces[0].similarity
+
+        alone = [answer(k) for k in range(len(probes))]
+        with ThreadPoolExecutor(8) as pool:
+            shared = list(pool.map(answer, range(4 * len(probes))))
+    for k, (embedding, similarity, names, best) in enumerate(shared):
+        expected = alone[k % len(probes)]
+        assert np.array_equal(embedding, expected[0]) and (similarity, names, best) == expected[1:]
+    assert [a[2] for a in alone] == [["s3"], ["s4"], ["s5"], ["s6"], ["s3"], ["s4"], ["unknown"]]
