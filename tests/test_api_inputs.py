@@ -4,13 +4,14 @@ errors that cross a process boundary whole."""
 from __future__ import annotations
 
 import io
+import json
 import multiprocessing
 import pickle
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import att, att_rgb
+from conftest import att, att_rgb, run_cli, scene
 from PIL import Image
 
 import siamface
@@ -199,3 +200,38 @@ def test_one_pipeline_and_gallery_shared_by_eight_threads_answer_as_one_thread(t
         expected = alone[k % len(probes)]
         assert np.array_equal(embedding, expected[0]) and (similarity, names, best) == expected[1:]
     assert [a[2] for a in alone] == [["s3"], ["s4"], ["s5"], ["s6"], ["s3"], ["s4"], ["unknown"]]
+
+
+def _phone_photo(orientation: int) -> bytes:
+    """s3's face in a 360x480 portrait scene, stored as a phone held sideways stores it: the pixels turned, the
+    EXIF orientation saying how to turn them back."""
+    upright = scene([(att_rgb(3, 1), 2.0, (90, 150))], size=(480, 360))
+    stored = {3: np.rot90(upright, 2), 6: np.rot90(upright, 1), 8: np.rot90(upright, -1)}[orientation]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(stored)).save(buf, format="JPEG", exif=exif.tobytes(), quality=95)
+    return buf.getvalue()
+
+
+def test_a_phone_photo_stored_sideways_is_read_upright_on_every_path(tmp_path, pipeline):
+    # verify, detect --out, enrol, identify and find each read the photo upright (one decoder for all): a path
+    # that read the stored pixels would see the face turned, and reject it (see how-it-works, Decode)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for o in (3, 6, 8):
+        (photos / f"IMG_{o}.jpg").write_bytes(_phone_photo(o))
+        assert Image.open(photos / f"IMG_{o}.jpg").size == ((360, 480) if o == 3 else (480, 360))  # (w, h) stored
+        result = siamface.verify(photos / f"IMG_{o}.jpg", att(3, 2))
+        x1, y1, x2, y2 = result.box_a  # where the face is upright: about (90, 150) to (274, 374)
+        assert result.same and abs((x1 + x2) / 2 - 182) < 20 and abs((y1 + y2) / 2 - 262) < 30
+    out = run_cli("detect", photos / "IMG_6.jpg", "--out", tmp_path / "drawn.png")
+    assert out.returncode == 0 and np.asarray(Image.open(tmp_path / "drawn.png")).shape == (480, 360, 3)
+    gallery = tmp_path / "g.db"
+    out = run_cli("enroll", "-g", gallery, "s3", photos / "IMG_6.jpg", photos / "IMG_8.jpg")
+    assert out.returncode == 0, out.stderr
+    out = run_cli("identify", "-g", gallery, att(3, 4), "--json")
+    assert json.loads(out.stdout)["results"][0]["faces"][0]["person"] == "s3", out.stdout
+    out = run_cli("find", "-g", gallery, "s3", photos, "--no-cache", "--json")
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)["found"]) == 3, out.stdout
