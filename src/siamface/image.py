@@ -11,6 +11,7 @@ the pixels are decoded, so a decompression bomb is refused without allocating it
 from __future__ import annotations
 
 import io
+import logging
 import os
 import stat
 import sys
@@ -47,6 +48,8 @@ SAVED_FORMATS = {
 
 #: The brands of an ISO media file (``ftyp``) that is a HEIF still image (HEIC of phones, AVIF): not decoded.
 HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"})
+
+log = logging.getLogger(__name__)
 
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes] | np.ndarray
 
@@ -193,7 +196,8 @@ def _upright_rgb(opened, label: str, max_pixels: int) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             # Pillow warns (then raises) on its own bomb limit; our limit, checked below, is the one that counts.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = opened()
@@ -216,10 +220,16 @@ def _upright_rgb(opened, label: str, max_pixels: int) -> np.ndarray:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(label, f"truncated or corrupt image data ({exc})") from None
 
-    try:
-        img = ImageOps.exif_transpose(img)
-    except Exception:  # a broken EXIF block must not lose an otherwise good image
-        pass
+    with warnings.catch_warnings(record=True) as more:
+        warnings.simplefilter("always")
+        try:
+            img = ImageOps.exif_transpose(img)
+        except Exception as exc:  # noqa: BLE001 - a broken EXIF block must not lose an otherwise good image
+            warnings.warn(str(exc), stacklevel=1)
+    # Pillow's warnings ("Corrupt EXIF data", from many a phone's photo) went to stderr as Python warnings naming
+    # Pillow's source file, one per photo of a library; said once per image, in the log, naming the image.
+    for message in dict.fromkeys(str(w.message) for w in (*caught, *more)):
+        log.info("%s: %s (the image is read; an EXIF orientation in it may not be applied)", label, message)
     try:
         return _to_rgb_array(img, label)
     except ValueError as exc:  # a mode Pillow cannot turn into RGB (a Pillow image made in one, mostly)
