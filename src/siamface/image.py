@@ -196,10 +196,10 @@ def _upright_rgb(opened, label: str, max_pixels: int) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with warnings.catch_warnings():
             # Pillow warns (then raises) on its own bomb limit; our limit, checked below, is the one that counts.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            _quiet_pillow()
             img = opened()
             width, height = img.size
             if width <= 0 or height <= 0:
@@ -220,22 +220,26 @@ def _upright_rgb(opened, label: str, max_pixels: int) -> np.ndarray:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(label, f"truncated or corrupt image data ({exc})") from None
 
-    with warnings.catch_warnings(record=True) as more:
-        warnings.simplefilter("always")
+    with warnings.catch_warnings():
+        _quiet_pillow()
         try:
             img = ImageOps.exif_transpose(img)
         except Exception as exc:  # noqa: BLE001 - a broken EXIF block must not lose an otherwise good image
-            warnings.warn(str(exc), stacklevel=1)
-    # Pillow's warnings ("Corrupt EXIF data", from many a phone's photo) went to stderr as Python warnings naming
-    # Pillow's source file, one per photo of a library; said once per image, in the log, naming the image.
-    for message in dict.fromkeys(str(w.message) for w in (*caught, *more)):
-        log.info("%s: %s (the image is read; an EXIF orientation in it may not be applied)", label, message)
+            log.info("%s: its EXIF orientation is not applied: the EXIF block cannot be read (%s)", label, exc)
     try:
         return _to_rgb_array(img, label)
     except ValueError as exc:  # a mode Pillow cannot turn into RGB (a Pillow image made in one, mostly)
         if isinstance(exc, ImageError):
             raise
         raise ImageError(label, f"an image of mode {img.mode} that cannot be turned into RGB ({exc})") from None
+
+
+def _quiet_pillow() -> None:
+    """Within a `warnings.catch_warnings` block: Pillow's own warnings not shown. It warns "Corrupt EXIF data" of
+    many a phone's photo, which is read all the same: printed to stderr as a Python warning naming Pillow's source
+    file, once per photo of a library. (Filters, not ``record=True``: blocks of two threads that overlap may leave
+    the other's settings behind, and a left recorder would swallow every later warning of the process.)"""
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
 
 def _looks_like_a_path(data: bytes) -> bool:
