@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import time
 import zlib
 
 import numpy as np
@@ -200,3 +201,25 @@ def test_a_corrupt_exif_block_is_not_warned_of(recwarn):
     image = load_image(broken, name="IMG_0001.jpg")
     assert image.shape == FACE.shape and np.abs(image.astype(int) - FACE).mean() < 12
     assert not [w for w in recwarn if "EXIF" in str(w.message)]
+
+
+def test_a_picture_read_from_an_unbuffered_pipe_in_parts_is_whole():
+    # one read(n) of an unbuffered file object returns what has arrived: a JPEG sent down a pipe in parts was
+    # refused as "truncated or corrupt image data"
+    import os
+    import threading
+
+    read_end, write_end = os.pipe()
+
+    def send():
+        with open(write_end, "wb", buffering=0) as pipe:
+            for start in range(0, len(JPEG), 1000):
+                pipe.write(JPEG[start : start + 1000])
+                time.sleep(0.01)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    with open(read_end, "rb", buffering=0) as pipe:
+        image = load_image(pipe)
+    sender.join()
+    assert np.array_equal(image, load_image(JPEG))

@@ -141,15 +141,7 @@ def _read_bytes(source: object, label: str) -> bytes:
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif hasattr(source, "read"):
-        try:
-            data = source.read(MAX_BYTES + 1)
-        except OSError as exc:
-            raise ImageError(label, f"could not be read ({exc})") from None
-        if not isinstance(data, (bytes, bytearray)):
-            raise ImageError(label, "file object must be opened in binary mode")
-        if len(data) > MAX_BYTES:
-            raise ImageError(label, f"more than the {MAX_BYTES}-byte limit")
-        data = bytes(data)
+        data = _read_all(source, label)
     else:
         raise ImageError(
             label,
@@ -159,6 +151,29 @@ def _read_bytes(source: object, label: str) -> bytes:
     if not data:
         raise ImageError(label, "empty file (0 bytes)")
     return data
+
+
+def _read_all(source: IO[bytes], label: str) -> bytes:
+    """What a file object holds, to its end (at most `MAX_BYTES`). Read until it says the end: one ``read(n)``
+    of an unbuffered file object (a pipe's, a socket's) returns what has arrived so far, and a good picture sent
+    in parts was refused as truncated."""
+    chunks, size = [], 0
+    while size <= MAX_BYTES:
+        try:
+            chunk = source.read(MAX_BYTES + 1 - size)
+        except OSError as exc:
+            raise ImageError(label, f"could not be read ({exc})") from None
+        if chunk is None:  # a non-blocking file object with nothing to read now
+            raise ImageError(label, "a non-blocking file object had no data ready: give a blocking one or the bytes")
+        if not isinstance(chunk, (bytes, bytearray)):
+            raise ImageError(label, "file object must be opened in binary mode")
+        if not chunk:
+            break
+        chunks.append(bytes(chunk))
+        size += len(chunk)
+    if size > MAX_BYTES:
+        raise ImageError(label, f"more than the {MAX_BYTES}-byte limit")
+    return b"".join(chunks)
 
 
 def is_pil_image(source: object) -> bool:
