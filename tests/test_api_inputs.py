@@ -235,3 +235,15 @@ def test_a_phone_photo_stored_sideways_is_read_upright_on_every_path(tmp_path, p
     out = run_cli("find", "-g", gallery, "s3", photos, "--no-cache", "--json")
     assert out.returncode == 0, out.stderr
     assert len(json.loads(out.stdout)["found"]) == 3, out.stdout
+
+
+def test_a_pipeline_goes_to_a_worker_process_and_decides_there_as_here():
+    # pool.submit(pipeline.verify, a, b) pickles the pipeline: its lock and loaded networks raised TypeError
+    # ("cannot pickle '_thread.lock' object"); it travels as what it was made from, its thresholds as resolved
+    made = siamface.Pipeline(threshold=0.8, max_side=640)
+    here = made.verify(att(3, 1), att(3, 2))
+    copy = pickle.loads(pickle.dumps(made))
+    assert copy._detector is None and copy._encoder is None and copy.threshold == 0.8
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        there = pool.submit(made.verify, att(3, 1), att(3, 2)).result(timeout=120)
+    assert there == here and there.threshold == 0.8

@@ -71,6 +71,22 @@ class Pipeline(ThresholdsInForce):
         self._thresholds: Thresholds | None = None  # resolved on first use
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict:
+        """Pickled (a worker process's copy: ``pool.submit(pipeline.verify, a, b)``) as what it was made from: the
+        detector and model named by their names are built again on first use there (a loaded network cannot be
+        pickled, nor a lock; it raised TypeError); the thresholds resolved here travel as they are."""
+        state = dict(self.__dict__)
+        del state["_lock"]
+        if isinstance(self._detector_spec, str):
+            state["_detector"] = None
+        if isinstance(self._model_spec, str):
+            state["_encoder"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     # -- stages, built lazily -------------------------------------------------------------------
     @property
     def detector(self) -> Detector:
