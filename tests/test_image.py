@@ -223,3 +223,22 @@ def test_a_picture_read_from_an_unbuffered_pipe_in_parts_is_whole():
         image = load_image(pipe)
     sender.join()
     assert np.array_equal(image, load_image(JPEG))
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_before_decoding():
+    # each scan of a progressive JPEG is a pass over the whole picture, and libjpeg decodes a scan repeated (it
+    # only warns): a 150 KB file of 24 MP with one scan 300 times took 11 s, thousands would take minutes, in a
+    # call no time budget stops (a service worker held; a photo library stalled)
+    progressive = encode(FACE, "JPEG", progressive=True, quality=90)
+    last = progressive.rindex(b"\xff\xda")  # the last scan: from its SOS marker to the end-of-image marker
+
+    def repeated(times: int) -> bytes:
+        return progressive[:-2] + progressive[last:-2] * times + b"\xff\xd9"
+
+    assert progressive.count(b"\xff\xda") == 10  # libjpeg's progressive script
+    assert np.abs(load_image(progressive).astype(int) - FACE).mean() < 12
+    assert load_image(repeated(40)).shape == FACE.shape  # 50 scans: decoded
+    start = time.perf_counter()
+    with pytest.raises(ImageError, match="a JPEG of 3010 scans, more than the 64 decoded"):
+        load_image(repeated(3000))
+    assert time.perf_counter() - start < 0.5

@@ -46,6 +46,12 @@ SAVED_FORMATS = {
     ".ppm": "PPM",
 }
 
+#: Most scans (SOS markers) in a JPEG file that is decoded. A photo has 1 to about 12 (a progressive one, 10 by
+#: libjpeg's script; an MPO's later pictures and an EXIF thumbnail add a few), but each scan is a pass over the
+#: whole picture: a 150 KB progressive JPEG of 24 MP repeating one scan 300 times took 11 s to decode, 10,000 times
+#: (560 KB) would take about 6 minutes, in one call no time budget can stop.
+MAX_JPEG_SCANS = 64
+
 #: The brands of an ISO media file (``ftyp``) that is a HEIF still image (HEIC of phones, AVIF): not decoded.
 HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"})
 
@@ -185,6 +191,14 @@ def is_pil_image(source: object) -> bool:
 def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
+    # Every SOS marker is FF DA, and entropy-coded data never holds one (an FF there is followed by 00 or a
+    # restart's D0-D7), so the count bounds the scans (a segment's payload holding FF DA only counts high).
+    if data[:2] == b"\xff\xd8" and (scans := data.count(b"\xff\xda")) > MAX_JPEG_SCANS:
+        raise ImageError(
+            label,
+            f"a JPEG of {scans} scans, more than the {MAX_JPEG_SCANS} decoded (a photo has about 1 to 12; each is "
+            "a pass over the whole picture, so thousands take minutes to decode)",
+        )
     try:
         return _upright_rgb(lambda: Image.open(io.BytesIO(data), formats=FORMATS), label, max_pixels)
     except UnidentifiedImageError:
