@@ -263,3 +263,12 @@ def test_identify_converts_an_array_of_floats_once(tmp_path, pipeline, monkeypat
         calls.clear()
         assert gallery.identify(att_rgb(3, 4) / 255.0, audit=False).names == ["s3"]
     assert calls == [np.float64]
+
+
+def test_a_url_is_said_not_to_be_fetched():
+    # "https://example.com/a.jpg: file not found" left a user wondering whether it was downloaded and missing
+    for url in ("https://example.com/alice.jpg", "http://10.0.0.2/cam.jpg", "s3://bucket/alice.jpg"):
+        with pytest.raises(ImageError, match=f"^{url}: file not found: a URL is not fetched"):
+            siamface.detect(url)
+    with pytest.raises(ImageError, match=r"nope.jpg: file not found$"):
+        siamface.detect("nope.jpg")

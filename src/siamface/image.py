@@ -116,6 +116,10 @@ def read_image_file(path: str | os.PathLike, label: str | None = None) -> bytes:
     try:
         fd, info = open_for_reading(path)
     except FileNotFoundError:
+        if "://" in os.fspath(path)[:16]:  # https://, s3://, file://: a name, not a file here
+            raise ImageError(
+                label, "file not found: a URL is not fetched (siamface works offline); give a file"
+            ) from None
         raise ImageError(label, "file not found") from None
     except PermissionError:
         raise ImageError(label, "permission denied") from None
