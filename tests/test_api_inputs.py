@@ -272,3 +272,9 @@ def test_a_url_is_said_not_to_be_fetched():
             siamface.detect(url)
     with pytest.raises(ImageError, match=r"nope.jpg: file not found$"):
         siamface.detect("nope.jpg")
+
+
+def test_an_upload_of_a_line_of_text_is_not_told_about_python_paths():
+    # the hint about str and pathlib.Path is for a caller's bytes; the service's uploads (named by it) are contents
+    with pytest.raises(ImageError, match="^upload 'a': not an image, or a format that cannot be decoded"):
+        siamface.load_image(b"photos/alice.jpg", name="upload 'a'")

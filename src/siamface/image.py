@@ -104,7 +104,9 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS, name: str |
             )
         return _upright_rgb(lambda: source, label, max_pixels)
     data = _read_bytes(source, label)
-    return _decode(data, label, max_pixels)
+    # bytes a caller holds may be a path as bytes; an upload's or a file's (named by its reader) are contents
+    path_like = name is None and isinstance(source, (bytes, bytearray, memoryview))
+    return _decode(data, label, max_pixels, path_like)
 
 
 def read_image_file(path: str | os.PathLike, label: str | None = None) -> bytes:
@@ -193,7 +195,7 @@ def is_pil_image(source: object) -> bool:
     return module is not None and isinstance(source, module.Image)
 
 
-def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
+def _decode(data: bytes, label: str, max_pixels: int, path_like: bool = False) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     # Every SOS marker is FF DA, and entropy-coded data never holds one (an FF there is followed by 00 or a
@@ -211,7 +213,7 @@ def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
             raise ImageError(
                 label, "a HEIF/HEIC or AVIF photo, which is not decoded: convert it to JPEG or PNG"
             ) from None
-        if _looks_like_a_path(data):
+        if path_like and _looks_like_a_path(data):
             raise ImageError(
                 label,
                 "not an image: these bytes are a line of text like a file name; bytes are taken as the image file's "
