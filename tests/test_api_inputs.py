@@ -278,3 +278,17 @@ def test_an_upload_of_a_line_of_text_is_not_told_about_python_paths():
     # the hint about str and pathlib.Path is for a caller's bytes; the service's uploads (named by it) are contents
     with pytest.raises(ImageError, match="^upload 'a': not an image, or a format that cannot be decoded"):
         siamface.load_image(b"photos/alice.jpg", name="upload 'a'")
+
+
+def test_compare_takes_one_face_each_and_refuses_other_models_embeddings():
+    # two faces' embeddings each were flattened into one vector: the sum of two cosines, clipped to 1.0, called
+    # the same person; and embeddings of two models raised a bare ValueError
+    pipeline = siamface.Pipeline()
+    pair = pipeline.embed(scene([(att_rgb(3, 1), 1.5, (40, 60)), (att_rgb(4, 1), 1.5, (360, 60))])).embeddings
+    stranger = siamface.embed(att(11, 1)).embeddings
+    assert pair.shape[0] == 2 and pipeline.compare(pair[0], pair[1]) < 0.7
+    assert pipeline.compare(pair[:1], pair[1]) == pipeline.compare(pair[0], pair[1])  # one row is one face
+    with pytest.raises(siamface.ConfigError, match=r"one face's embedding as a, got an array of shape \(2, 256\)"):
+        pipeline.compare(pair, np.concatenate([stranger, stranger]))
+    with pytest.raises(siamface.ModelMismatchError, match="different sizes .256 and 128.: made by different models"):
+        pipeline.compare(pair[0], pair[0][:128])

@@ -19,7 +19,7 @@ from ._onnx import BATCH, CPU, embed_batch
 from .decision import Thresholds, ThresholdsInForce, find_calibration, resolve, same
 from .detection import Detector, check_detector, create_detector
 from .embedding import Encoder, create_encoder, encoder_chips, uses_keypoints
-from .errors import ImageError, NoFaceError
+from .errors import ConfigError, ImageError, NoFaceError
 from .image import ImageSource, describe, load_image
 from .matching import cosine_similarity, similarity_to_distance
 from .thresholds import Calibration
@@ -208,8 +208,10 @@ class Pipeline(ThresholdsInForce):
         return self.embed(array, found[k]), len(found)
 
     def compare(self, a: np.ndarray, b: np.ndarray) -> float:
-        """Cosine similarity of two embeddings (1-D)."""
-        return float(cosine_similarity(np.ravel(a), np.ravel(b)))
+        """Cosine similarity of two embeddings, each one face's (1-D, or one row: ``faces.embeddings[i]`` or a
+        `Faces` of one face's ``embeddings``). `ConfigError` for several faces' at once, `ModelMismatchError` for
+        embeddings of different sizes (made by different models)."""
+        return float(cosine_similarity(_one_embedding(a, "a"), _one_embedding(b, "b")))
 
     def verify(self, a: ImageSource, b: ImageSource, threshold: float | None = None) -> Verification:
         """Are the (largest) faces of two images the same person?
@@ -234,6 +236,18 @@ class Pipeline(ThresholdsInForce):
             faces_b=n_b,
             notes=tuple(notes),
         )
+
+
+def _one_embedding(embedding, which: str) -> np.ndarray:
+    # The embeddings of two faces each were flattened into one long vector: their similarity, the sum of two
+    # cosines, was clipped to 1.0 and called the same person.
+    vector = np.squeeze(np.asarray(embedding, np.float32))
+    if vector.ndim != 1:
+        raise ConfigError(
+            f"compare takes one face's embedding as {which}, got an array of shape {np.shape(embedding)} "
+            "(faces.embeddings[i] is face i's)"
+        )
+    return vector
 
 
 def _as_array(image: ImageSource) -> np.ndarray:
