@@ -292,3 +292,18 @@ def test_compare_takes_one_face_each_and_refuses_other_models_embeddings():
         pipeline.compare(pair, np.concatenate([stranger, stranger]))
     with pytest.raises(siamface.ModelMismatchError, match="different sizes .256 and 128.: made by different models"):
         pipeline.compare(pair[0], pair[0][:128])
+
+
+def test_embed_many_takes_the_images_embed_takes():
+    # a float or grey image given to embed_many was warped into chips as it was: a 0..1 photo's embedding
+    # matched its own at 0.61 (below the threshold: "another person"), a grey one raised IndexError, a path
+    # an OpenCV error; boxes as a list an AttributeError
+    pipeline = siamface.Pipeline()
+    face = att_rgb(3, 1)
+    found = pipeline.detect(face)
+    expected = pipeline.embed(face, found[:]).embeddings
+    for image in (face / 255.0, face.astype(np.float32), face[:, :, 0], att(3, 1), face.copy(order="F")):
+        (faces,) = pipeline.embed_many([(image, found[:])])
+        assert np.array_equal(faces.embeddings, expected)
+    with pytest.raises(siamface.ConfigError, match="faces must be a Faces .what detect returns., not list"):
+        pipeline.embed(face, [[8, 18, 84, 108]])

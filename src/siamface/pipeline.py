@@ -135,7 +135,8 @@ class Pipeline(ThresholdsInForce):
         return self.detector.detect(array)
 
     def embed(self, image: ImageSource, faces: Faces | None = None) -> Faces:
-        """Faces of an image with aligned chips and L2-normalised embeddings filled in."""
+        """Faces of an image (all those `detect` finds, or the `faces` given, a `Faces`) with aligned chips and
+        L2-normalised embeddings filled in."""
         array = _as_array(image)
         if faces is None:
             _budget.check("detection")
@@ -146,7 +147,11 @@ class Pipeline(ThresholdsInForce):
         """`embed` for several images at once: every face of every (RGB array, `Faces`) pair is cropped, and
         the chips go through the network together, `EMBED_BATCH` at a time on the CPU, more on a GPU (a
         request's time budget is checked between batches), so a folder or a group of photos costs one forward pass per batch rather than one
-        per image."""
+        per image. Each image is any image `embed` takes (an RGB uint8 array is used as it is); `faces` must be a
+        `Faces` (from `detect`)."""
+        # A float or grey array was warped into chips as it was: a 0..1 photo's embedding matched its own at 0.61
+        # (a stranger's), a grey one raised IndexError; a path reached OpenCV.
+        items = [(_as_array(image), _as_faces(faces)) for image, faces in items]
         encoder = self.encoder
         per_image = [
             encoder_chips(encoder, image, faces.boxes, faces.landmarks, self._chip_keypoints(image, faces))
@@ -236,6 +241,12 @@ class Pipeline(ThresholdsInForce):
             faces_b=n_b,
             notes=tuple(notes),
         )
+
+
+def _as_faces(faces) -> Faces:
+    if not isinstance(faces, Faces):  # boxes as a list went on to fail with "'list' object has no attribute 'boxes'"
+        raise ConfigError(f"faces must be a Faces (what detect returns), not {type(faces).__name__}")
+    return faces
 
 
 def _one_embedding(embedding, which: str) -> np.ndarray:
