@@ -112,6 +112,9 @@ def test_a_closed_gallery_refuses_to_be_used(tmp_path, pipeline):
         with pytest.raises(siamface.GalleryError, match="g.db: this gallery was closed; open it again"):
             use()
     gallery.close()  # closing again does nothing
+    for nothing in (None, 5, b"g.db"):  # an AttributeError ("'NoneType' object has no attribute 'location'")
+        with pytest.raises(siamface.ConfigError, match="a gallery is a path, a postgresql:// URL or a Store, not"):
+            Gallery(nothing, pipeline)
     with Gallery(tmp_path / "g.db", pipeline) as again:
         assert [p.name for p in again.store.people()] == ["s3"]
 

@@ -30,7 +30,7 @@ from ..decision import DEFAULT_FRACTION as DEFAULT_FRACTION  # the rules, the ma
 from ..decision import DEFAULT_MARGIN as DEFAULT_MARGIN
 from ..decision import RULES as RULES
 from ..decision import Thresholds, ThresholdsInForce
-from ..errors import GalleryError, NoFaceError, UnboundGalleryError
+from ..errors import ConfigError, GalleryError, NoFaceError, UnboundGalleryError
 from ..image import load_image
 from .backends import gallery_exists, open_store
 from .enroll import QualityGates
@@ -194,6 +194,8 @@ class Gallery(Enrolling, Searching, ThresholdsInForce):
         self._pipeline = pipeline
         self._fpir = fpir
         self._closed = False
+        if not isinstance(store, (str, os.PathLike)) and not hasattr(store, "location"):  # was an AttributeError
+            raise ConfigError(f"a gallery is a path, a postgresql:// URL or a Store, not {type(store).__name__}")
         self._spec = store if isinstance(store, (str, os.PathLike)) else store.location
         if isinstance(store, (str, os.PathLike)):
             if create:  # made to be written: never into a file planted by someone else (as `enroll` refuses it)
