@@ -154,6 +154,8 @@ def test_a_pillow_image_alone_is_one_image_to_enroll(tmp_path, pipeline):
         report = gallery.enroll("s3", Image.open(att(3, 1)))
         assert len(report.added) == 1 and report.added[0].source.endswith("s3/1.pgm"), report
         assert gallery.verify("s3", Image.open(att(3, 2))).accepted
+        with pytest.raises(siamface.ConfigError, match="images must be an image or a list of images, not NoneType"):
+            gallery.enroll("s4", None)
 
 
 @pytest.mark.parametrize(

@@ -506,7 +506,12 @@ def _as_list(images: Any) -> list[Any]:
     single = isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview)) or is_pil_image(images)
     if isinstance(images, np.ndarray):
         single = images.ndim == 2 or (images.ndim == 3 and images.shape[2] in (1, 3, 4))
-    return [images] if single else list(images)
+    if single:
+        return [images]
+    try:
+        return list(images)
+    except TypeError:  # None: "'NoneType' object is not iterable"
+        raise ConfigError(f"images must be an image or a list of images, not {type(images).__name__}") from None
 
 
 def _clash(candidates: Sequence[NewTemplate], others: Sequence[Template], threshold) -> dict[int, float]:
