@@ -90,7 +90,9 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS, name: str |
 
     A Pillow image is converted by its mode, as a file is (CMYK, palette, 16-bit, alpha), its EXIF orientation
     applied, and the caller's image left as it was; ``np.asarray`` of it would give the array of another picture
-    for some modes (CMYK's four channels taken for RGBA, a palette's indices for grey levels).
+    for some modes (CMYK's four channels taken for RGBA, a palette's indices for grey levels). An image turned
+    upright by hand (``rotate``) keeps its file's orientation tag and would be turned again: turn it with
+    ``ImageOps.exif_transpose``, which drops the tag.
     """
     label = name or describe(source)
     if isinstance(source, np.ndarray):
