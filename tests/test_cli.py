@@ -94,6 +94,18 @@ def test_detect_writes_annotated_image(tmp_path, group_scene):
     assert drawn.shape == group_scene.shape and not np.array_equal(drawn, group_scene)
 
 
+def test_detect_out_of_a_suffix_that_cannot_be_written_is_a_usage_error(tmp_path):
+    # `detect --out faces.heic` (or a name without a suffix) found the faces, then died with Pillow's
+    # "ValueError: unknown file extension" traceback and exit 1, which for detect means "no face"
+    for name in ("faces.heic", "faces", "faces.pdf"):
+        out = run("detect", att(5, 1), "--out", tmp_path / name)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert f"{name}: not an image file name to write" in out.stderr and ".png, .jpg" in out.stderr
+    assert not list(tmp_path.iterdir())
+    out = run("detect", att(5, 1), "--out", tmp_path / "faces.TIF")
+    assert out.returncode == 0 and Image.open(tmp_path / "faces.TIF").format == "TIFF"
+
+
 def test_embed_json_has_unit_embeddings():
     out = run("embed", att(33, 1), "--json", "--detector", "hog")
     assert out.returncode == 0, out.stderr

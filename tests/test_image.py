@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import time
 import zlib
 
 import numpy as np
@@ -188,3 +189,73 @@ def test_an_array_of_another_scale_is_an_image_error_never_another_picture():
     overshoot[0, 0, 0], overshoot[0, 1, 0] = 1.04, -0.02
     decoded = load_image(overshoot)
     assert np.array_equal(decoded[1:], face[1:]) and decoded[0, 0, 0] == 255 and decoded[0, 1, 0] == 0
+
+
+def test_a_corrupt_exif_block_is_not_warned_of(recwarn):
+    # a phone's photo with a broken EXIF block made Pillow warn "Corrupt EXIF data" on stderr, naming Pillow's
+    # own source file, once per photo of a library; the picture itself is good and is read
+    jpeg = encode(FACE, "JPEG", quality=95)
+    tiff = b"II*\x00\x08\x00\x00\x00" + struct.pack("<H", 50) + b"\x12\x01\x03\x00"  # 50 entries claimed, 1 there
+    app1 = b"Exif\x00\x00" + tiff
+    broken = jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+    image = load_image(broken, name="IMG_0001.jpg")
+    assert image.shape == FACE.shape and np.abs(image.astype(int) - FACE).mean() < 12
+    assert not [w for w in recwarn if "EXIF" in str(w.message)]
+
+
+def test_a_picture_read_from_an_unbuffered_pipe_in_parts_is_whole():
+    # one read(n) of an unbuffered file object returns what has arrived: a JPEG sent down a pipe in parts was
+    # refused as "truncated or corrupt image data"
+    import os
+    import threading
+
+    read_end, write_end = os.pipe()
+
+    def send():
+        with open(write_end, "wb", buffering=0) as pipe:
+            for start in range(0, len(JPEG), 1000):
+                pipe.write(JPEG[start : start + 1000])
+                time.sleep(0.01)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    with open(read_end, "rb", buffering=0) as pipe:
+        image = load_image(pipe)
+    sender.join()
+    assert np.array_equal(image, load_image(JPEG))
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_before_decoding():
+    # each scan of a progressive JPEG is a pass over the whole picture, and libjpeg decodes a scan repeated (it
+    # only warns): a 150 KB file of 24 MP with one scan 300 times took 11 s, thousands would take minutes, in a
+    # call no time budget stops (a service worker held; a photo library stalled)
+    progressive = encode(FACE, "JPEG", progressive=True, quality=90)
+    last = progressive.rindex(b"\xff\xda")  # the last scan: from its SOS marker to the end-of-image marker
+
+    def repeated(times: int) -> bytes:
+        return progressive[:-2] + progressive[last:-2] * times + b"\xff\xd9"
+
+    assert progressive.count(b"\xff\xda") == 10  # libjpeg's progressive script
+    assert np.abs(load_image(progressive).astype(int) - FACE).mean() < 12
+    assert load_image(repeated(40)).shape == FACE.shape  # 50 scans: decoded
+    start = time.perf_counter()
+    with pytest.raises(ImageError, match="a JPEG of 3010 scans, more than the 64 decoded"):
+        load_image(repeated(3000))
+    assert time.perf_counter() - start < 0.5
+
+
+def test_a_float_photo_is_converted_without_copies_of_its_size():
+    # a 12-megapixel float64 photo (skimage's img_as_float) took 2.4 s and three float64 copies of itself to
+    # convert, 15 times its detection; now a block of rows at a time, the same bits
+    import tracemalloc
+
+    photo = np.random.default_rng(0).random((2000, 1500, 3))  # 72 MB
+    expected = np.clip(photo * 255.0, 0, 255).round().astype(np.uint8)
+    tracemalloc.start()
+    try:
+        image = load_image(photo)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(image, expected)
+    assert peak < 36_000_000, peak  # the 9 MB result and a block's temporaries, 27 MB (was 144 MB)

@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 
 
 def detect(image) -> Faces:
-    """All faces in an image (path, bytes, file object or RGB array), biggest first."""
+    """All faces in an image (path, bytes, file object, Pillow image or RGB array), biggest first."""
     return default_pipeline().detect(image)
 
 

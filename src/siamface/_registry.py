@@ -13,6 +13,7 @@ Registering does not build anything: a factory runs only when `create` is called
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -47,7 +48,28 @@ class Registry(Generic[T]):
         """The error for a name not registered: it lists the valid ones (and `hint`, e.g. "or a path")."""
         return ConfigError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}{hint}")
 
-    def create(self, name: str, **options) -> T:
+    def check(self, name: str, **options) -> None:
+        """`ConfigError`, before anything is built, for a name not registered or an option its factory does not
+        take (it was Python's TypeError, raised on first use: ``Pipeline(min_face=40)`` was built, then failed at
+        its first image)."""
         if name not in self._factories:
             raise self.unknown(name)
+        try:
+            signature = inspect.signature(self._factories[name])
+        except (TypeError, ValueError):  # a factory without a signature to read: it says so itself
+            return
+        try:
+            signature.bind(**options)
+        except TypeError:
+            takes = [
+                p.name for p in signature.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            ]
+            unknown = sorted(set(options) - set(takes)) or sorted(options)
+            raise ConfigError(
+                f"{self.kind} {name!r} has no option {', '.join(map(repr, unknown))}; "
+                f"its options: {', '.join(takes) or 'none'}"
+            ) from None
+
+    def create(self, name: str, **options) -> T:
+        self.check(name, **options)
         return self._factories[name](**options)

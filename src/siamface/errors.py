@@ -17,7 +17,15 @@ from __future__ import annotations
 
 
 class SiamfaceError(Exception):
-    """Base class of every siamface error."""
+    """Base class of every siamface error. Each pickles (a worker process's error re-raised in its parent) with
+    its message and attributes."""
+
+    def __reduce__(self):
+        # Exception pickles as type(self)(*self.args): the errors whose __init__ takes other arguments than the
+        # one message (ImageError(source, reason), OverBudgetError, UnknownPersonError, ...) failed to unpickle
+        # (a TypeError, or for NoFaceError the message taken for a file name), so a ProcessPoolExecutor
+        # worker's ImageError reached its caller as a broken pool. Rebuilt without __init__ instead.
+        return _rebuilt, (type(self), self.args, self.__dict__)
 
 
 class ImageError(SiamfaceError, ValueError):
@@ -72,3 +80,11 @@ class OverBudgetError(SiamfaceError):
         self.step = step
         self.budget = budget
         super().__init__(f"over the {budget:g} s time budget ({step})")
+
+
+def _rebuilt(cls: type[SiamfaceError], args: tuple, state: dict) -> SiamfaceError:
+    """An unpickled `SiamfaceError`: its class, message arguments and attributes, its __init__ not called."""
+    exc = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc

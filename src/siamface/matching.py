@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import ModelMismatchError
+
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise similarity matrix (n, m) of two sets of L2-normalised embeddings (n, d) and (m, d); 1-D
@@ -16,7 +18,10 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = np.asarray(a, np.float32)
     b = np.asarray(b, np.float32)
     if a.shape[-1] != b.shape[-1]:
-        raise ValueError(f"embedding sizes differ: {a.shape[-1]} vs {b.shape[-1]}")
+        raise ModelMismatchError(
+            f"embeddings of different sizes ({a.shape[-1]} and {b.shape[-1]}): made by different models, which "
+            "cannot be compared"
+        )
     return np.clip(a @ b.T, -1.0, 1.0)
 
 

@@ -17,13 +17,13 @@ import numpy as np
 from . import _budget
 from ._onnx import BATCH, CPU, embed_batch
 from .decision import Thresholds, ThresholdsInForce, find_calibration, resolve, same
-from .detection import Detector, create_detector
+from .detection import Detector, check_detector, create_detector
 from .embedding import Encoder, create_encoder, encoder_chips, uses_keypoints
-from .errors import ImageError, NoFaceError
+from .errors import ConfigError, ImageError, NoFaceError
 from .image import ImageSource, describe, load_image
 from .matching import cosine_similarity, similarity_to_distance
 from .thresholds import Calibration
-from .types import Faces, Verification
+from .types import Faces, Verification, check_face_choice
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ class Pipeline(ThresholdsInForce):
         refine_keypoints: bool = True,
         **detector_options,
     ) -> None:
+        if isinstance(detector, str):  # a misspelt name or option is refused here, not at the first image
+            check_detector(detector, **detector_options)
         self.refine_keypoints = refine_keypoints  # False: chips warped from the detector's first keypoints
         self._detector_spec = detector
         self._detector_options = detector_options
@@ -67,6 +69,22 @@ class Pipeline(ThresholdsInForce):
         self._threshold_source = threshold_source
         self._calibration_file = Path(calibration_file) if calibration_file is not None else None
         self._thresholds: Thresholds | None = None  # resolved on first use
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        """Pickled (a worker process's copy: ``pool.submit(pipeline.verify, a, b)``) as what it was made from: the
+        detector and model named by their names are built again on first use there (a loaded network cannot be
+        pickled, nor a lock; it raised TypeError); the thresholds resolved here travel as they are."""
+        state = dict(self.__dict__)
+        del state["_lock"]
+        if isinstance(self._detector_spec, str):
+            state["_detector"] = None
+        if isinstance(self._model_spec, str):
+            state["_encoder"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     # -- stages, built lazily -------------------------------------------------------------------
@@ -117,7 +135,8 @@ class Pipeline(ThresholdsInForce):
         return self.detector.detect(array)
 
     def embed(self, image: ImageSource, faces: Faces | None = None) -> Faces:
-        """Faces of an image with aligned chips and L2-normalised embeddings filled in."""
+        """Faces of an image (all those `detect` finds, or the `faces` given, a `Faces`) with aligned chips and
+        L2-normalised embeddings filled in."""
         array = _as_array(image)
         if faces is None:
             _budget.check("detection")
@@ -128,7 +147,11 @@ class Pipeline(ThresholdsInForce):
         """`embed` for several images at once: every face of every (RGB array, `Faces`) pair is cropped, and
         the chips go through the network together, `EMBED_BATCH` at a time on the CPU, more on a GPU (a
         request's time budget is checked between batches), so a folder or a group of photos costs one forward pass per batch rather than one
-        per image."""
+        per image. Each image is any image `embed` takes (an RGB uint8 array is used as it is); `faces` must be a
+        `Faces` (from `detect`)."""
+        # A float or grey array was warped into chips as it was: a 0..1 photo's embedding matched its own at 0.61
+        # (a stranger's), a grey one raised IndexError; a path reached OpenCV.
+        items = [(_as_array(image), _as_faces(faces)) for image, faces in items]
         encoder = self.encoder
         per_image = [
             encoder_chips(encoder, image, faces.boxes, faces.landmarks, self._chip_keypoints(image, faces))
@@ -176,7 +199,9 @@ class Pipeline(ThresholdsInForce):
 
     def embed_one(self, image: ImageSource, face: str = "largest") -> tuple[Faces, int]:
         """One face of an image, ``"largest"`` or the one nearest the ``"centre"`` (see `Faces.chosen`), as a
-        `Faces` of length 1, and how many faces were found. Raises `NoFaceError` when there is none."""
+        `Faces` of length 1, and how many faces were found. Raises `NoFaceError` when there is none, `ConfigError`
+        for another `face` (before the image is read)."""
+        check_face_choice(face)
         array = _as_array(image)
         _budget.check("detection")
         found = self.detector.detect(array)
@@ -188,8 +213,10 @@ class Pipeline(ThresholdsInForce):
         return self.embed(array, found[k]), len(found)
 
     def compare(self, a: np.ndarray, b: np.ndarray) -> float:
-        """Cosine similarity of two embeddings (1-D)."""
-        return float(cosine_similarity(np.ravel(a), np.ravel(b)))
+        """Cosine similarity of two embeddings, each one face's (1-D, or one row: ``faces.embeddings[i]`` or a
+        `Faces` of one face's ``embeddings``). `ConfigError` for several faces' at once, `ModelMismatchError` for
+        embeddings of different sizes (made by different models)."""
+        return float(cosine_similarity(_one_embedding(a, "a"), _one_embedding(b, "b")))
 
     def verify(self, a: ImageSource, b: ImageSource, threshold: float | None = None) -> Verification:
         """Are the (largest) faces of two images the same person?
@@ -214,6 +241,24 @@ class Pipeline(ThresholdsInForce):
             faces_b=n_b,
             notes=tuple(notes),
         )
+
+
+def _as_faces(faces) -> Faces:
+    if not isinstance(faces, Faces):  # boxes as a list went on to fail with "'list' object has no attribute 'boxes'"
+        raise ConfigError(f"faces must be a Faces (what detect returns), not {type(faces).__name__}")
+    return faces
+
+
+def _one_embedding(embedding, which: str) -> np.ndarray:
+    # The embeddings of two faces each were flattened into one long vector: their similarity, the sum of two
+    # cosines, was clipped to 1.0 and called the same person.
+    vector = np.squeeze(np.asarray(embedding, np.float32))
+    if vector.ndim != 1:
+        raise ConfigError(
+            f"compare takes one face's embedding as {which}, got an array of shape {np.shape(embedding)} "
+            "(faces.embeddings[i] is face i's)"
+        )
+    return vector
 
 
 def _as_array(image: ImageSource) -> np.ndarray:

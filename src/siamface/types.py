@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from .errors import ConfigError
+
 #: Landmark layout used everywhere in siamface: dlib's 5-point shape, in image coordinates.
 #: 0/1 = outer/inner corner of the eye on the image's right, 2/3 = outer/inner corner of the eye on the
 #: image's left, 4 = base of the nose. The dlib encoder was trained on chips aligned on these points.
@@ -25,6 +27,17 @@ def _check_shape(name: str, value: np.ndarray, expected: tuple[int | None, ...])
     if not ok:
         want = "(" + ", ".join("n" if e is None else str(e) for e in expected) + ")"
         raise ValueError(f"Faces.{name}: expected shape {want}, got {value.shape}")
+
+
+#: How one face of several is chosen (`Faces.chosen`).
+FACE_CHOICES = ("largest", "centre")
+
+
+def check_face_choice(how: str) -> str:
+    """`how` when it is one of `FACE_CHOICES`, else `ConfigError` (a `ValueError`): raised before any work."""
+    if how not in FACE_CHOICES:
+        raise ConfigError(f"face choice must be 'largest' or 'centre', not {how!r}")
+    return how
 
 
 @dataclass
@@ -98,16 +111,15 @@ class Faces:
     def chosen(self, how: str, image_shape) -> int:
         """Index of the face to use when an image has several: ``"largest"`` (the biggest box) or
         ``"centre"`` (the box whose centre is nearest the image centre: the LFW convention, where the crops
-        are centred on the subject). Raises IndexError when there is no face."""
+        are centred on the subject). Raises `ConfigError` for another `how`, IndexError when there is no face."""
+        check_face_choice(how)
         if len(self) == 0:
             raise IndexError("no face to choose from")
         if how == "largest":
             return int(np.argmax(self.areas))
-        if how == "centre":
-            h, w = image_shape[:2]
-            centres = (self.boxes[:, :2] + self.boxes[:, 2:]) / 2.0
-            return int(np.argmin(((centres - np.array([w / 2.0, h / 2.0])) ** 2).sum(axis=1)))
-        raise ValueError(f"face choice must be 'largest' or 'centre', not {how!r}")
+        h, w = image_shape[:2]
+        centres = (self.boxes[:, :2] + self.boxes[:, 2:]) / 2.0
+        return int(np.argmin(((centres - np.array([w / 2.0, h / 2.0])) ** 2).sum(axis=1)))
 
     def sorted_by_size(self) -> Faces:
         """Biggest box first (ties broken by score)."""

@@ -62,7 +62,9 @@ def add_parsers(sub) -> None:
         "5 landmarks. Exit code 0 when at least one face is found, 1 when none.",
     )
     p.add_argument("image", help="image path")
-    p.add_argument("--out", metavar="PNG", help="write a copy of the image with boxes and landmarks drawn")
+    p.add_argument(
+        "--out", metavar="PNG", help="write a copy of the image with boxes and landmarks drawn (.png, .jpg, .webp, ...)"
+    )
     add_chain_options(p)
     p.set_defaults(func=cmd_detect)
 
@@ -122,8 +124,10 @@ def cmd_verify(args) -> int:
 
 def cmd_detect(args) -> int:
     from ..draw import draw_faces
-    from ..image import load_image, save_image
+    from ..image import load_image, output_format, save_image
 
+    if args.out:
+        output_format(args.out)  # a name that cannot be written is refused before the models load
     pipe = pipeline_from_args(args)
     image = load_image(args.image)
     faces = pipe.detect(image)

@@ -413,10 +413,12 @@ def cmd_identify(args) -> int:
 
 def _outputs(out: str, probes: list[str]) -> dict[str, Path]:
     """Where each probe's annotated copy goes: `out` itself for one probe, else a file in folder `out`."""
+    from ..image import SAVED_FORMATS
+
     target = Path(out)
     if len(probes) == 1 and not target.is_dir():
-        if target.suffix.lower() not in {".png", ".jpg", ".jpeg", ".bmp", ".webp"}:
-            raise ConfigError(f"--out {out}: give an image file name (.png, .jpg) or a folder")
+        if target.suffix.lower() not in SAVED_FORMATS:
+            raise ConfigError(f"--out {out}: give an image file name ({', '.join(SAVED_FORMATS)}) or a folder")
         target.parent.mkdir(parents=True, exist_ok=True)
         return {probes[0]: target}
     if target.exists() and not target.is_dir():

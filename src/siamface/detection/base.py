@@ -30,6 +30,11 @@ register_detector = _REGISTRY.register
 detector_names = _REGISTRY.names
 
 
+def check_detector(name: str, **options) -> None:
+    """`ConfigError` for an unknown detector or an option it does not take, without building it."""
+    _REGISTRY.check(name, **options)
+
+
 def create_detector(name: str, **options) -> Detector:
     """Build a detector by name: ``create_detector("hog", upsample=1, min_face_size=40)``."""
     return _REGISTRY.create(name, **options)

@@ -30,7 +30,7 @@ from ..decision import DEFAULT_FRACTION as DEFAULT_FRACTION  # the rules, the ma
 from ..decision import DEFAULT_MARGIN as DEFAULT_MARGIN
 from ..decision import RULES as RULES
 from ..decision import Thresholds, ThresholdsInForce
-from ..errors import GalleryError, NoFaceError, UnboundGalleryError
+from ..errors import ConfigError, GalleryError, NoFaceError, UnboundGalleryError
 from ..image import load_image
 from .backends import gallery_exists, open_store
 from .enroll import QualityGates
@@ -193,6 +193,9 @@ class Gallery(Enrolling, Searching, ThresholdsInForce):
     ) -> None:
         self._pipeline = pipeline
         self._fpir = fpir
+        self._closed = False
+        if not isinstance(store, (str, os.PathLike)) and not hasattr(store, "location"):  # was an AttributeError
+            raise ConfigError(f"a gallery is a path, a postgresql:// URL or a Store, not {type(store).__name__}")
         self._spec = store if isinstance(store, (str, os.PathLike)) else store.location
         if isinstance(store, (str, os.PathLike)):
             if create:  # made to be written: never into a file planted by someone else (as `enroll` refuses it)
@@ -201,10 +204,28 @@ class Gallery(Enrolling, Searching, ThresholdsInForce):
             # binds (or checks) it too instead of finding an unbound file.
             model = ModelBinding.of(self.pipeline.encoder.info) if create else None
             store = open_store(store, model, create=create, keep_images=keep_images)
-        self.store: Store = store
-        self.index = index_for(store)
+        self._store: Store = store
+        self._index = index_for(store)
         self.gates = gates or QualityGates()
         self._threshold = threshold
+
+    @property
+    def store(self) -> Store:
+        """The store of people and templates; `GalleryError` once the gallery is closed."""
+        self._check_open()
+        return self._store
+
+    @property
+    def index(self):
+        """The search index over the store's templates; `GalleryError` once the gallery is closed."""
+        self._check_open()
+        return self._index
+
+    def _check_open(self) -> None:
+        # A closed gallery reopened its database unasked (enrolments and searches went on, a FAISS index
+        # learnt what no close would save, a connection was left open): used after close() it refuses now.
+        if self._closed:
+            raise GalleryError(f"{self._spec}: this gallery was closed; open it again to use it")
 
     @property
     def pipeline(self):
@@ -241,10 +262,15 @@ class Gallery(Enrolling, Searching, ThresholdsInForce):
         return mine
 
     def close(self) -> None:
-        closer = getattr(self.index, "close", None)
+        """Save what the index learnt and close the store; the gallery is not used after it (`GalleryError`).
+        Closing again does nothing."""
+        if self._closed:
+            return
+        closer = getattr(self._index, "close", None)
         if closer is not None:  # an in-process FAISS index writes what it learnt since its last save
             closer()
-        self.store.close()
+        self._store.close()
+        self._closed = True
 
     def __enter__(self) -> Gallery:
         return self

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..decision import Threshold, Thresholds
 from ..errors import ConfigError
-from ..image import describe
+from ..image import describe, is_pil_image
 from .enroll import QualityGates, Sample, assess, assess_many, image_files, person_folders, video_frames
 from .names import InvalidNameError, check_name
 from .results import EnrolledTemplate, EnrollmentReport, Rejection
@@ -75,7 +75,7 @@ class Enrolling:
         cap: AdditionCap | None = None,
         before_commit: Callable[[], None] | None = None,
     ) -> EnrollmentReport:
-        """Enroll `name` from images (paths, bytes or RGB arrays; one of them alone is one image): every image
+        """Enroll `name` from images (paths, bytes, RGB arrays or Pillow images; one alone is one image): every image
         passes the quality gates or is rejected with its reason; the ones kept are added in one transaction (the
         person is created then, with all of them, or not at all).
 
@@ -500,13 +500,18 @@ class Enrolling:
 
 
 def _as_list(images: Any) -> list[Any]:
-    """The images offered: one image given alone (a path, bytes, an RGB or gray array) as a list of one. `list` of
-    it took ``"alice.jpg"`` for nine images named by its letters (each "file not found", nothing enrolled), bytes for
-    numbers and an array for its rows."""
-    single = isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview))
+    """The images offered: one image given alone (a path, bytes, an RGB or gray array, a Pillow image) as a list of
+    one. `list` of it took ``"alice.jpg"`` for nine images named by its letters (each "file not found", nothing
+    enrolled), bytes for numbers and an array for its rows."""
+    single = isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview)) or is_pil_image(images)
     if isinstance(images, np.ndarray):
         single = images.ndim == 2 or (images.ndim == 3 and images.shape[2] in (1, 3, 4))
-    return [images] if single else list(images)
+    if single:
+        return [images]
+    try:
+        return list(images)
+    except TypeError:  # None: "'NoneType' object is not iterable"
+        raise ConfigError(f"images must be an image or a list of images, not {type(images).__name__}") from None
 
 
 def _clash(candidates: Sequence[NewTemplate], others: Sequence[Template], threshold) -> dict[int, float]:

@@ -147,7 +147,7 @@ class Searching:
         if max_faces is not None and max_faces < 1:  # found[:-1] identified every face but the smallest
             raise ConfigError(f"max_faces must be >= 1 (None: every face), got {max_faces}")
         self.check_model()
-        image = probe if isinstance(probe, np.ndarray) else load_image(probe)
+        image = load_image(probe)  # once: an array of floats was converted again by detect and by embed
         found = self.pipeline.detect(image)
         faces = self.pipeline.embed(image, found if max_faces is None else found[:max_faces])
         return self.identify_faces(
