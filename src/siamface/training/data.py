@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,14 +205,25 @@ def _align_all(root, files, detector_name, aligned, chip, progress):
 
 
 def _count(value: float, n: int, what: str) -> int:
-    if value < 0:
-        raise ConfigError(f"{what} must be >= 0, got {value}")
-    count = int(round(value * n)) if value < 1 else int(value)
-    return count
+    """How many of `n` identities a ``--val`` / ``--test`` value takes: a fraction below 1 (rounded; one that
+    comes to a single identity takes two), or a whole count, 0 or at least 2. One identity has no impostor
+    pair: its EER, which picks the best epoch (validation) or is the reported figure (test), is undefined."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"--{what} must be a count or a fraction of the identities, >= 0, not {value!r}")
+    if value < 1:
+        count = int(round(value * n))
+        return 2 if count == 1 else count
+    if value != int(value) or value == 1:
+        raise ConfigError(
+            f"--{what} {value:g}: a count of identities is 0 or a whole number from 2 (one identity has no "
+            "impostor pairs to measure an error rate on), a fraction is below 1"
+        )
+    return int(value)
 
 
 def split_identities(identities: list[str], val: float, test: float, seed: int) -> dict[str, list[str]]:
-    """Disjoint train / val / test lists of identities; ``val`` and ``test`` are counts (>= 1) or fractions.
+    """Disjoint train / val / test lists of identities; ``val`` and ``test`` are counts (0, or >= 2) or
+    fractions (see `_count`).
 
     The identities are sorted, shuffled with ``seed``; test takes the first ones, val the next, train the rest
     (`siamface.datasets.split_by_counts`, the split evaluation uses too).
