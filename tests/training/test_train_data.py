@@ -119,3 +119,20 @@ def test_a_shared_chip_cache_neither_writes_through_a_link_nor_reads_another_use
     os.chown(planted, 4321, 4321)
     again = load_faces(ATT, aligned=True, chip=ChipSpec(150, 0.25), cache_dir=cache)
     assert np.array_equal(again.chips, honest.chips)
+
+
+def test_identities_left_out_are_named(tmp_path, caplog):
+    # a person with one photo, or only unreadable ones, was dropped without a word (the run then had fewer
+    # identities than the dataset's folders, and no line said which or why)
+    import shutil
+
+    for person in ("s3", "s4", "s5"):
+        shutil.copytree(ATT / person, tmp_path / person)
+    (tmp_path / "one").mkdir()
+    shutil.copy(ATT / "s6" / "1.pgm", tmp_path / "one" / "1.pgm")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.jpg").write_bytes(b"not a photo")
+    with caplog.at_level("WARNING", logger="siamface.training.data"):
+        faces = load_faces(tmp_path, aligned=True, cache_dir="none", min_per_identity=2)
+    assert faces.identities == ["s3", "s4", "s5"]
+    assert "2 identities left out: fewer than 2 usable images (junk, one)" in caplog.text

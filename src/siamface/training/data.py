@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from .._files import atomic_file, atomic_write_bytes, exposure
+from .._progress import printable
 from ..alignment import DLIB_CHIP, ChipSpec, crop_all
 from ..datasets import (
     count_impostor_pairs,
@@ -153,6 +154,12 @@ def load_faces(
     for ident in idents:
         counts[ident] = counts.get(ident, 0) + 1
     names = [k for k in files if counts.get(k, 0) >= max(1, min_per_identity)]
+    if len(names) < len(files):  # a person with one photo (or none readable) cannot make a genuine pair
+        left = [k for k in files if k not in set(names)]
+        shown = ", ".join(printable(k) for k in left[:5]) + (", ..." if len(left) > 5 else "")
+        log.warning(
+            "%d identities left out: fewer than %d usable images (%s)", len(left), max(1, min_per_identity), shown
+        )
     index = {name: i for i, name in enumerate(names)}
     keep = [i for i, ident in enumerate(idents) if ident in index]
     return FaceSet(
