@@ -140,3 +140,20 @@ def test_a_model_whose_weights_are_in_another_file_is_refused(tmp_path, monkeypa
     assert result.returncode == 2 and "external data" in result.stderr, result.stderr
     # the same weights inside the file are fine
     assert OnnxFileEncoder(_file(tmp_path / "whole.onnx", exported_model(weights)), num_threads=1).embed(CHIPS).shape
+
+
+def test_a_gallery_refuses_another_model_file_of_the_same_name_and_says_to_name_the_file(tmp_path):
+    # A gallery binds a model file by the digest of its bytes: another model saved in its place under the same
+    # name is refused. The refusal said 'Use --model mine' (the file's name for itself), which names no
+    # registered model; it says to use the model's file.
+    rng = np.random.default_rng(0)
+    path, gallery = tmp_path / "mine.onnx", tmp_path / "g.db"
+    _file(path, exported_model(rng.normal(size=(192, 4)), "mine", meta={"mean": 127, "std": 50}))
+    assert run_cli("enroll", "-g", gallery, "--model", path, "alice", att(11, 1)).returncode == 0
+    _file(path, exported_model(rng.normal(size=(192, 4)), "mine", meta={"mean": 127, "std": 50}))  # replaced
+    enrol = run_cli("enroll", "-g", gallery, "--model", path, "bob", att(12, 1))
+    search = run_cli("identify", "-g", gallery, "--model", path, att(11, 2))
+    for result in (enrol, search):
+        assert result.returncode == 2 and "embeddings of different models cannot be compared" in result.stderr
+        assert "Use --model with the model file of 'mine' version" in result.stderr, result.stderr
+        assert "reembed --model FILE.onnx" in result.stderr and "Use --model mine" not in result.stderr
