@@ -307,6 +307,8 @@ def test_the_run_files_are_never_written_through_a_link(tmp_path, faces):
         ({"augment": "flip=7"}, "--augment: flip must be from 0 to 1"),
         ({"freeze": 99}, "--freeze 99 freezes all 5 blocks of the small encoder"),  # torch's 'empty parameter list'
         ({"epochs": "4"}, "--epochs must be 1 or more, not '4'"),
+        # a name the exported file would be refused for (an ESC sequence for the terminal): after the whole run
+        ({"name": "evil\x1b[31mred"}, "--name 'evil\\x1b[31mred': a model's name has no control characters"),
     ],
 )
 def test_settings_out_of_range_are_one_line_errors(tmp_path, faces, setting, why):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .._files import atomic_file, atomic_write_bytes
-from .._progress import Progress
+from .._progress import Progress, printable
 from ..alignment import ChipSpec
 from ..decision import Threshold
 from ..embedding.onnx_file import preprocess
@@ -110,6 +110,10 @@ class TrainConfig:
         self._number("test", 0)
         self._number("far", 0, 1, above=True)
         Augment.parse(self.augment)
+        name = self.name or Path(self.out).resolve().name  # the exported model's name, as `train` sets it
+        if not isinstance(name, str) or len(name) > 200 or printable(name) != name:
+            # the model file would be refused when loaded (`siamface.embedding.onnx_file`), after the whole run
+            raise ConfigError(f"--name {name!r}: a model's name has no control characters and at most 200")
 
     def _number(self, name: str, low=None, high=None, *, optional=False, above=False) -> None:
         """The setting `name` is a finite number in [low, high] (``above``: above `low`), or None when
