@@ -353,8 +353,10 @@ def test_resuming_a_checkpoint_that_does_not_fit_its_run_is_a_one_line_error(tmp
         ({"batch": "x"}, "the run's settings are not valid: --batch must be 4 or more, not 'x'"),
         ({"width": 16}, "its state does not fit the run it describes"),  # the weights are of width 8
         ({"loss": "hinge"}, "the run's settings are not valid: --loss must be"),
+        ({k: None for k in genuine["config"]}, "its state does not fit the run it describes"),  # was a TypeError
     ]:
-        torch.save({**genuine, "config": {**genuine["config"], **change}}, tmp_path / "last.pt")
+        config = {k: v for k, v in {**genuine["config"], **change}.items() if v is not None}  # None: left out
+        torch.save({**genuine, "config": config}, tmp_path / "last.pt")
         result = run_cli("train", ATT, "--aligned", "--out", tmp_path, "--resume", "--quiet")
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert why in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr

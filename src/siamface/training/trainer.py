@@ -306,10 +306,10 @@ def train(
         if not isinstance(state["config"], dict):
             raise ConfigError(f"{ckpt_last}: not a siamface training checkpoint (its config is not a mapping)")
         given = config
-        config = TrainConfig.from_dict(state["config"])
+        config = TrainConfig.from_dict({**state["config"], "dataset": given.dataset})
         # the dataset named now is read (it may have moved; the split is checked below), to as many epochs as
         # asked now or before
-        config.dataset, config.progress = given.dataset, given.progress
+        config.progress = given.progress
         config.epochs = max(given.epochs, config.epochs) if isinstance(config.epochs, int) else given.epochs
         try:
             config.check()
