@@ -230,6 +230,10 @@ def calibrate_threshold(scores: np.ndarray, labels: np.ndarray, far: float) -> t
         return eer_point.threshold, f"EER ({eer_point.n_impostor} impostor pairs are too few for FAR {far:g})"
 
 
+#: The layout of the checkpoints this trainer writes (``format`` in them; absent: 1). A later layout (settings
+#: or state this code does not know, which it would drop without a word) is refused, not half read.
+CHECKPOINT_FORMAT = 1
+
 #: What a checkpoint must hold to resume a run from it.
 RESUME_KEYS = (
     "config",
@@ -258,6 +262,12 @@ def read_checkpoint(path: Path, keys: tuple[str, ...]) -> dict:
     missing = [k for k in keys if k not in state] if isinstance(state, dict) else list(keys)
     if missing:
         raise ConfigError(f"{path}: not a siamface training checkpoint (no {', '.join(missing)})")
+    layout = state.get("format", 1)
+    if layout != CHECKPOINT_FORMAT:
+        raise ConfigError(
+            f"{path}: a checkpoint of format {layout!r}, written by another version of siamface; this one reads "
+            f"format {CHECKPOINT_FORMAT}"
+        )
     return state
 
 
@@ -409,6 +419,7 @@ def train(
         with atomic_file(path) as f:  # a random temporary name, never through a link, renamed into place
             torch.save(
                 {
+                    "format": CHECKPOINT_FORMAT,
                     "config": asdict(config),
                     "epoch": epoch,
                     "encoder": encoder.state_dict(),
