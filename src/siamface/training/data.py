@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,9 +133,9 @@ def load_faces(
     key = _cache_key(root, files, detector, aligned, chip)
     cache = None if str(cache_dir).lower() == "none" else Path(cache_dir or default_chip_cache()) / f"{key}.npz"
     trusted = cache is not None and cache.is_file() and not _others_may_change(cache)
-    if trusted:
-        with np.load(cache, allow_pickle=False) as z:
-            chips, rel, idents, skipped = z["chips"], list(z["paths"]), list(z["identities"]), list(z["skipped"])
+    cached = _read_chips(cache, files, chip) if trusted else None
+    if cached is not None:
+        chips, rel, idents, skipped = cached
         log.info("aligned chips read from %s", cache)
     else:
         chips, rel, idents, skipped = _align_all(root, files, detector, aligned, chip, progress)
@@ -170,6 +171,30 @@ def load_faces(
         str(root),
         [str(s) for s in skipped],
     )
+
+
+def _read_chips(cache: Path, files: dict[str, list[Path]], chip: ChipSpec):
+    """(chips, paths, identities, skipped) from a chips file, or None, with a warning, when it cannot be read or
+    does not hold chips of these files (a file cut short when the machine stopped before it reached the disk:
+    it is written without fsync; one of another layout): a cache is aligned again, never trusted blindly."""
+    try:
+        with np.load(cache, allow_pickle=False) as z:
+            chips, rel, idents, skipped = z["chips"], list(z["paths"]), list(z["identities"]), list(z["skipped"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        log.warning("%s: aligned chips not read (%s); aligning again", cache, exc)
+        return None
+    known = {f"{ident}/{p.name}" for ident, paths in files.items() for p in paths}
+    if (
+        chips.ndim != 4
+        or chips.shape[1:] != (chip.size, chip.size, 3)
+        or chips.dtype != np.uint8
+        or not len(chips) == len(rel) == len(idents)
+        or not {str(r).replace(os.sep, "/") for r in rel} <= known
+        or not {str(i) for i in idents} <= set(files)
+    ):
+        log.warning("%s: not aligned chips of this dataset; aligning again", cache)
+        return None
+    return chips, rel, idents, skipped
 
 
 def _align_all(root, files, detector_name, aligned, chip, progress):
