@@ -366,12 +366,18 @@ def plant_links(folder: Path, names, victims: Path) -> list[Path]:
 
 
 def exported_model(
-    weight: float = 0.1, name: str | None = None, *, meta: dict | None = None, output=("n", 4), external: str = ""
+    weight: float = 0.1,
+    name: str | None = None,
+    *,
+    meta: dict | None = None,
+    batch="n",
+    output=("n", 4),
+    external: str = "",
 ) -> bytes:
     """A tiny model in the format `siamface train` exports (input 'input' (n, 3, 8, 8), output 'embedding', 4-d,
     siamface.* metadata), whose one weight tells it apart (a float, or an array of shape (192, 4)). `meta`:
     entries replacing the metadata's (a str value starting ``raw:`` is stored as it is, not as JSON);
-    `output`: the output shape the graph declares; `external`: its weight kept in that file instead (ONNX
+    `batch`, `output`: the input's first dimension and the output shape the graph declares; `external`: its weight kept in that file instead (ONNX
     external data), not in the model."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -386,7 +392,7 @@ def exported_model(
     graph = helper.make_graph(
         [helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["embedding"])],
         "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, 8, 8])],
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, list(output))],
         [w],
     )

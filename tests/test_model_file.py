@@ -157,3 +157,15 @@ def test_a_gallery_refuses_another_model_file_of_the_same_name_and_says_to_name_
         assert result.returncode == 2 and "embeddings of different models cannot be compared" in result.stderr
         assert "Use --model with the model file of 'mine' version" in result.stderr, result.stderr
         assert "reembed --model FILE.onnx" in result.stderr and "Use --model mine" not in result.stderr
+
+
+def test_a_graph_made_for_batches_of_one_runs_one_face_at_a_time(tmp_path):
+    # A graph exported with a fixed batch of one (as converters often leave it) failed at the second face of a
+    # batch, in onnxruntime; it runs face by face. One of a fixed batch of four cannot take any number of faces.
+    chips = np.random.default_rng(0).integers(0, 255, (5, 8, 8, 3), dtype=np.uint8)
+    weights = np.random.default_rng(1).normal(size=(192, 4))
+    one = OnnxFileEncoder(_file(tmp_path / "one.onnx", exported_model(weights, batch=1)), num_threads=1)
+    free = OnnxFileEncoder(_file(tmp_path / "free.onnx", exported_model(weights)), num_threads=1)
+    assert np.allclose(one.embed(chips), free.embed(chips), atol=1e-6)
+    with pytest.raises(ModelError, match="the graph takes batches of exactly 4 faces"):
+        OnnxFileEncoder(_file(tmp_path / "four.onnx", exported_model(weights, batch=4)), num_threads=1)

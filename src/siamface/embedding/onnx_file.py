@@ -206,7 +206,8 @@ def _contract(meta: dict, session, path: Path) -> dict:
     """The file's preprocessing contract, checked against what siamface can run and against the graph's own
     input and output: a hand-edited (or foreign) file whose metadata is wrong is refused when it is loaded,
     rather than failing at the first face with a traceback, running out of memory on a side of 100,000
-    pixels, or comparing embeddings it misreads. Returns input_size, channels, mean, std (float32 arrays),
+    pixels, or comparing embeddings it misreads. Returns batch (1 for a graph of fixed batches of one, else
+    None), input_size, channels, mean, std (float32 arrays),
     embedding_size, threshold, chip (a `ChipSpec`)."""
     try:
         size = _whole(meta["input_size"], "input_size", 1, MAX_SIDE)
@@ -239,9 +240,13 @@ def _contract(meta: dict, session, path: Path) -> dict:
             raise ValueError(f"the graph's input is a {inputs[0].type}, not a tensor(float)")
         _same_shape(inputs[0].shape, ["n", channels, size, size], "input")
         _same_shape(output.shape, ["n", embedding_size], "output")
+        batch = inputs[0].shape[0]
+        if isinstance(batch, int) and batch != 1:  # one face at a time runs a graph made for batches of one
+            raise ValueError(f"the graph takes batches of exactly {batch} faces, not any number (or one)")
     except ValueError as exc:
         raise ModelError(f"{path}: the model's metadata does not describe it: {exc}") from None
     return {
+        "batch": 1 if batch == 1 else None,
         "input_size": size,
         "channels": channels,
         "mean": mean,
@@ -302,7 +307,7 @@ class OnnxFileEncoder:
         contract = _contract(m, self._session_obj, self.path)
         self.input_size, self.channels = contract["input_size"], contract["channels"]
         self._mean, self._std = contract["mean"], contract["std"]
-        self.batch_size = int(batch_size)
+        self.batch_size = contract["batch"] or int(batch_size)
         self.info = ModelInfo(
             name=_model_name(m.get("name") or self.path.stem, self.path),
             version=digest[:16],
