@@ -384,3 +384,11 @@ def test_resuming_after_the_dataset_gained_a_person_is_refused(tmp_path, faces):
     assert json.loads((out / "split.json").read_text()) == split_before
     # the same people: it resumes
     assert train(_config(out, dataset=str(data), epochs=2, augment="none"), resume=True, faces=faces)["epochs_run"] == 2
+
+
+def test_an_encoder_that_does_not_tell_people_apart_is_not_exported(tmp_path, faces):
+    # One-dimensional embeddings are +1 or -1: most impostor pairs scored 1, and the exported file said so
+    # (impostor_median 1.0), which the runtime refuses: the run 'succeeded' with a model no command could load.
+    with pytest.raises(ConfigError, match="the trained encoder does not tell people apart: half the impostor pairs"):
+        train(_config(tmp_path, epochs=2, augment="none", embedding_size=1), faces=faces)
+    assert not (tmp_path / "model.onnx").exists() and (tmp_path / "best.pt").is_file()

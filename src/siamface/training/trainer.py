@@ -524,10 +524,18 @@ def train(
         scored = _pair_scores(_embed(torch, encoder, x_tr, forward=forward), tr_pairs)
         source = f"on the training identities of {faces.root} (no validation split)"
     threshold, how = calibrate_threshold(*scored, config.far)
-    source = f"{how} {source}"
+    where, source = source, f"{how} {source}"
     impostors = scored[0][scored[1] == 0]
     # the floor of the model's plausible thresholds (siamface.decision.check_threshold), measured as ours are
     floor = {"impostor_median": round(float(np.median(impostors)), 4)} if len(impostors) else {}
+    if floor.get("impostor_median", 0.0) >= 1.0:
+        # every embedding points one way: the model would be refused when loaded (its plausible thresholds
+        # start at 1), so none is exported
+        raise ConfigError(
+            f"the trained encoder does not tell people apart: half the impostor pairs {where} "
+            f"score {floor['impostor_median']:g} (best epoch {best['epoch'] + 1}); no model exported (more epochs or "
+            "another --lr may help)"
+        )
     test = {}
     if len(test_pairs[0]):
         test = verification_figures(
