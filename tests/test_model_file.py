@@ -6,6 +6,7 @@ similarity or a template stored from weights the version does not cover."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -169,3 +170,24 @@ def test_a_graph_made_for_batches_of_one_runs_one_face_at_a_time(tmp_path):
     assert np.allclose(one.embed(chips), free.embed(chips), atol=1e-6)
     with pytest.raises(ModelError, match="the graph takes batches of exactly 4 faces"):
         OnnxFileEncoder(_file(tmp_path / "four.onnx", exported_model(weights, batch=4)), num_threads=1)
+
+
+def test_a_calibration_of_another_model_of_the_same_name_is_not_used(tmp_path, monkeypatch):
+    # Calibrations are kept by model name: a model trained again into the same run folder (or another run's of
+    # that folder name) is named as the first, and verify used the threshold measured on the first model's
+    # embeddings. A calibration now records the version it measured; one of another version is passed over.
+    from siamface.thresholds import Calibration, save_calibration
+
+    monkeypatch.setenv("SIAMFACE_CONFIG_DIR", str(tmp_path / "config"))
+    rng = np.random.default_rng(0)
+    stats = {"mean": 127, "std": 50}
+    first = _file(tmp_path / "a" / "mine.onnx", exported_model(rng.normal(size=(192, 4)), "mine", meta=stats))
+    version = OnnxFileEncoder(first, num_threads=1).info.version
+    save_calibration(Calibration("mine", 0.9, "eer", 0.01, 0.02, model_version=version))
+    faces = (att(11, 1), att(11, 2))
+    calibrated = run_cli("verify", "--model", first, "--json", *faces)
+    assert calibrated.returncode in (0, 1) and json.loads(calibrated.stdout)["threshold"] == 0.9
+    second = _file(tmp_path / "b" / "mine.onnx", exported_model(rng.normal(size=(192, 4)), "mine", meta=stats))
+    other = run_cli("verify", "--model", second, "--json", *faces)
+    assert other.returncode in (0, 1) and json.loads(other.stdout)["threshold"] == 0.5  # the file's own
+    assert f"the calibration of mine is of its version {version}" in other.stderr and "not used" in other.stderr

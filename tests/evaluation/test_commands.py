@@ -217,6 +217,8 @@ def test_calibrate_write_file_and_json(tmp_path, cache_file, config_dir, capsys)
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["file"] == str(target) and data["read_by_verify"] is False
     assert read_calibrations(target)[DEFAULT_MODEL].criterion == "best-accuracy"
+    # the version measured, so that another model of the name is not given this threshold
+    assert read_calibrations(target)[DEFAULT_MODEL].model_version == create_encoder(DEFAULT_MODEL).info.version
     assert not (config_dir / "thresholds.json").exists()
 
 
