@@ -392,3 +392,12 @@ def test_an_encoder_that_does_not_tell_people_apart_is_not_exported(tmp_path, fa
     with pytest.raises(ConfigError, match="the trained encoder does not tell people apart: half the impostor pairs"):
         train(_config(tmp_path, epochs=2, augment="none", embedding_size=1), faces=faces)
     assert not (tmp_path / "model.onnx").exists() and (tmp_path / "best.pt").is_file()
+
+
+def test_resuming_without_epochs_runs_to_the_runs_own_count(tmp_path, faces):
+    # `--epochs` defaulted to 40 on --resume too: an interrupted 3-epoch run resumed from the command line ran to
+    # 40 epochs, on a cosine schedule stretched to 40 from then on (no longer the uninterrupted run)
+    train(_config(tmp_path, epochs=3, augment="none"), faces=faces, stop_after=1)
+    result = run_cli("train", ATT, "--aligned", "--out", tmp_path, "--resume", "--quiet", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["epochs_run"] == 3

@@ -46,7 +46,9 @@ def add_parsers(sub) -> None:
         "FaceNet's pretrained Inception-ResNet-v1, fine-tuned on its own box crops "
         "(default small)",
     )
-    p.add_argument("--epochs", type=int, default=40, help="epochs (default 40)")
+    p.add_argument(
+        "--epochs", type=int, default=None, help="epochs (default 40; with --resume, the run's own unless more)"
+    )
     p.add_argument("--batch", type=int, default=64, help="images per batch (default 64)")
     p.add_argument("--per-identity", type=int, default=4, metavar="K", help="images per identity in a batch (4)")
     p.add_argument(
@@ -139,7 +141,8 @@ def cmd_train(args) -> int:
         out=out,
         loss=args.loss,
         encoder=args.encoder,
-        epochs=args.epochs,
+        # resumed without --epochs: to the run's own count (the larger of the two is run), not 40
+        epochs=args.epochs if args.epochs is not None else (1 if args.resume else 40),
         batch=args.batch,
         per_identity=args.per_identity,
         lr=args.lr,
