@@ -401,3 +401,11 @@ def test_resuming_without_epochs_runs_to_the_runs_own_count(tmp_path, faces):
     result = run_cli("train", ATT, "--aligned", "--out", tmp_path, "--resume", "--quiet", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["epochs_run"] == 3
+
+
+def test_a_run_folder_that_cannot_be_made_is_a_one_line_error(tmp_path):
+    # --out naming an existing file was mkdir's FileExistsError traceback
+    (tmp_path / "taken").write_text("a file")
+    result = run_cli("train", ATT, "--aligned", "--out", tmp_path / "taken", "--val", "2", "--test", "2", "--quiet")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip() == f"siamface: error: {tmp_path / 'taken'}: File exists"

@@ -299,8 +299,17 @@ def train(
     """Run (or resume) a training run; returns the figures written to ``result.json``.
 
     faces: the dataset already loaded (else read from ``config.dataset``); stop_after: run at most this many
-    epochs in this call (an interrupted run, resumed later with ``resume=True``).
+    epochs in this call (an interrupted run, resumed later with ``resume=True``). A file that cannot be read or
+    written (``out`` an existing file, a full disk) is a `ConfigError` naming it, not a traceback.
     """
+    try:
+        return _train(config, resume, faces, stop_after)
+    except OSError as exc:
+        where = exc.filename or config.out
+        raise ConfigError(f"{where}: {exc.strerror or exc}") from None
+
+
+def _train(config: TrainConfig, resume: bool, faces: FaceSet | None, stop_after: int | None) -> dict:
     torch = require_torch()
     from .export import export_onnx
     from .losses import PAIR_LOSSES, build_loss
