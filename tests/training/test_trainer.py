@@ -303,6 +303,8 @@ def test_the_run_files_are_never_written_through_a_link(tmp_path, faces):
         ({"input_size": 30}, "--input-size must be a multiple of 16"),
         ({"embedding_size": 0}, "--embedding-size must be from 1 to 8192"),  # torch's IndexError traceback
         ({"threads": 0}, "--threads must be 1 or more"),
+        ({"seed": -1}, "--seed must be from 0 to"),  # numpy's ValueError traceback
+        ({"seed": 2**64}, "--seed must be from 0 to"),  # torch's 'Overflow when unpacking long long'
         ({"augment": "rotate=nan"}, "--augment: rotate must be a finite number >= 0"),
         ({"augment": "flip=7"}, "--augment: flip must be from 0 to 1"),
         ({"freeze": 99}, "--freeze 99 freezes all 5 blocks of the small encoder"),  # torch's 'empty parameter list'

@@ -92,7 +92,7 @@ class TrainConfig:
         self._whole("min_per_identity", 2)
         self._whole("max_per_identity", self.min_per_identity, None, "(images of each person)", optional=True)
         self._whole("threads", 1, optional=True)
-        self._whole("seed", 0)
+        self._whole("seed", 0, 2**63 - 1)  # torch takes seeds below 2**64; the pair samplers add a few
         self._whole("freeze", None)
         if self.encoder == "small":
             self._whole("input_size", 16, 512, "(a multiple of 16)")
