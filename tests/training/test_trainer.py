@@ -355,6 +355,7 @@ def test_resuming_a_checkpoint_that_does_not_fit_its_run_is_a_one_line_error(tmp
         ({"batch": "x"}, "the run's settings are not valid: --batch must be 4 or more, not 'x'"),
         ({"width": 16}, "its state does not fit the run it describes"),  # the weights are of width 8
         ({"loss": "hinge"}, "the run's settings are not valid: --loss must be"),
+        ({"augment": 5}, "the run's settings are not valid: --augment must be text, not 5"),  # an AttributeError
         ({k: None for k in genuine["config"]}, "its state does not fit the run it describes"),  # was a TypeError
     ]:
         config = {k: v for k, v in {**genuine["config"], **change}.items() if v is not None}  # None: left out

@@ -109,6 +109,9 @@ class TrainConfig:
         self._number("val", 0)
         self._number("test", 0)
         self._number("far", 0, 1, above=True)
+        for text in ("augment", "detector", "dataset", "out"):
+            if not isinstance(getattr(self, text), str):
+                raise ConfigError(f"{_option(text)} must be text, not {getattr(self, text)!r}")
         Augment.parse(self.augment)
         name = self.name or Path(self.out).resolve().name  # the exported model's name, as `train` sets it
         if not isinstance(name, str) or len(name) > 200 or printable(name) != name:
@@ -154,7 +157,7 @@ class TrainConfig:
 #: The settings `siamface train` takes as options (the others are named as fields of `TrainConfig`).
 _OPTIONS = {
     "epochs", "batch", "per_identity", "patience", "max_per_identity", "threads", "seed", "freeze", "input_size",
-    "embedding_size", "lr", "margin", "padding", "val", "test",
+    "embedding_size", "lr", "margin", "padding", "val", "test", "augment", "detector", "out",
 }  # fmt: skip
 
 
@@ -325,7 +328,7 @@ def _train(config: TrainConfig, resume: bool, faces: FaceSet | None, stop_after:
         if not isinstance(state["config"], dict):
             raise ConfigError(f"{ckpt_last}: not a siamface training checkpoint (its config is not a mapping)")
         given = config
-        config = TrainConfig.from_dict({**state["config"], "dataset": given.dataset})
+        config = TrainConfig.from_dict({**state["config"], "dataset": given.dataset, "out": given.out})
         # the dataset named now is read (it may have moved; the split is checked below), to as many epochs as
         # asked now or before
         config.progress = given.progress
