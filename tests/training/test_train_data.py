@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from conftest import ATT
 
+from siamface.errors import ConfigError
 from siamface.training.augment import Augment
 from siamface.training.data import load_faces, split_identities, verification_pairs
 from siamface.training.sampling import batch_pairs, pk_batches
@@ -163,3 +164,11 @@ def _npz(**arrays) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **{k: np.array(v, np.uint8 if k == "chips" else str) for k, v in arrays.items()})
     return buf.getvalue()
+
+
+def test_few_identities_say_how_to_train_on_them():
+    # 3 people at the default fractions: a test split of one person (no impostor pair: 'EER nan%') was made; a
+    # fraction coming to one takes two, and the refusal says how to leave the split out
+    with pytest.raises(ConfigError, match=r"3 identities cannot give 2 test .* \(--test 0 and --val 0 leave"):
+        split_identities(["a", "b", "c"], 0.1, 0.25, seed=0)
+    assert split_identities(["a", "b", "c"], 0, 0, seed=0)["train"] == ["a", "b", "c"]

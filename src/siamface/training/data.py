@@ -264,7 +264,8 @@ def split_identities(identities: list[str], val: float, test: float, seed: int) 
     n_test, n_val = _count(test, n, "test"), _count(val, n, "val")
     if n_test + n_val > n - 2:
         raise ConfigError(
-            f"{n} identities cannot give {n_test} test + {n_val} validation identities and still leave two to train on"
+            f"{n} identities cannot give {n_test} test + {n_val} validation identities and still leave two to train "
+            "on (--test 0 and --val 0 leave those splits out)"
         )
     test_ids, val_ids, train_ids = split_by_counts(identities, [n_test, n_val, n - n_test - n_val], seed)
     return {"train": train_ids, "val": val_ids, "test": test_ids}
