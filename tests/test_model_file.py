@@ -191,3 +191,13 @@ def test_a_calibration_of_another_model_of_the_same_name_is_not_used(tmp_path, m
     other = run_cli("verify", "--model", second, "--json", *faces)
     assert other.returncode in (0, 1) and json.loads(other.stdout)["threshold"] == 0.5  # the file's own
     assert f"the calibration of mine is of its version {version}" in other.stderr and "not used" in other.stderr
+
+
+def test_a_file_the_onnx_parser_cannot_read_is_refused_before_onnxruntime_sees_it(tmp_path):
+    # the external-data check parses the model; what it cannot parse is refused, not handed to onnxruntime
+    # (which might read, say, nesting deeper than this parser's limit, and the external data in it)
+    path = _file(tmp_path / "garbage.onnx", b"\x0a\xff\xff\xff\xff\x0f" + b"x" * 100)
+    with pytest.raises(ModelError, match="not an ONNX model"):
+        OnnxFileEncoder(path, num_threads=1)
+    result = run_cli("verify", "--model", path, att(11, 1), att(11, 2))
+    assert result.returncode == 2 and "not an ONNX model" in result.stderr and "Traceback" not in result.stderr

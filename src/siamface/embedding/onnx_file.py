@@ -174,8 +174,9 @@ def _refuse_external_data(data: bytes, path: Path) -> None:
     model = ModelProto()
     try:
         model.ParseFromString(data)
-    except (DecodeError, ValueError, RuntimeError):
-        return  # not an ONNX model at all: onnxruntime says so
+    except (DecodeError, ValueError, RuntimeError) as exc:  # refused, not left to onnxruntime, which might read
+        # what this parser cannot (nesting deeper than its limit) and the external data in it
+        raise ModelError(f"{path}: not an ONNX model ({str(exc)[:200] or type(exc).__name__})") from None
     name = _external_tensor(model)
     if name is not None:
         raise ModelError(
