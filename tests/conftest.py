@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import shutil
@@ -362,3 +363,43 @@ def plant_links(folder: Path, names, victims: Path) -> list[Path]:
         (folder / name).symlink_to(target)
         targets.append(target)
     return targets
+
+
+def exported_model(
+    weight: float = 0.1,
+    name: str | None = None,
+    *,
+    meta: dict | None = None,
+    batch="n",
+    output=("n", 4),
+    external: str = "",
+) -> bytes:
+    """A tiny model in the format `siamface train` exports (input 'input' (n, 3, 8, 8), output 'embedding', 4-d,
+    siamface.* metadata), whose one weight tells it apart (a float, or an array of shape (192, 4)). `meta`:
+    entries replacing the metadata's (a str value starting ``raw:`` is stored as it is, not as JSON);
+    `batch`, `output`: the input's first dimension and the output shape the graph declares; `external`: its weight kept in that file instead (ONNX
+    external data), not in the model."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    values = np.broadcast_to(np.asarray(weight, np.float32), (192, 4))
+    w = numpy_helper.from_array(np.ascontiguousarray(values), "w")
+    if external:
+        w.ClearField("raw_data")
+        w.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", external), ("length", str(values.nbytes))):
+            entry = w.external_data.add()
+            entry.key, entry.value = key, value
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["embedding"])],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, 8, 8])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, list(output))],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    entries = {"input_size": 8, "channels": 3, "mean": 0, "std": 1, "embedding_size": 4, "metric": "cosine"}
+    entries |= {"threshold": 0.5, "chip": {"size": 8, "padding": 0.25}} | ({"name": name} if name is not None else {})
+    entries |= meta or {}
+    stored = {k: v[4:] if isinstance(v, str) and v.startswith("raw:") else json.dumps(v) for k, v in entries.items()}
+    helper.set_model_props(model, {f"siamface.{k}": v for k, v in stored.items()})
+    return model.SerializeToString()

@@ -4,6 +4,7 @@ real head motion (AT&T subject s26 turning left and right) against the same face
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import random
 import time
@@ -26,6 +27,7 @@ from conftest import (
     camera_frame,
     held_photo,
     planar_turn,
+    plant_links,
     s26,
     scene,
 )
@@ -214,11 +216,15 @@ def test_authenticate_with_active_liveness(tmp_path, pipeline, keypoints):
 def test_evaluate_liveness_command(tmp_path, capsys):
     from siamface.cli import main
 
-    data = tmp_path / "pad"
+    # the folder's name and an attack type's go into the histogram's title and legend: a '$' there started
+    # matplotlib's mathtext ('\\foo' a parse error, a traceback); report.json and scores.png were written
+    # through links planted at their names in the output folder
+    data = tmp_path / "pad$\\foo{$"
+    victims = plant_links(tmp_path / "out", ["report.json", "scores.png"], tmp_path)
     for kind, images in (
         ("live", [s26(FRONTAL), s26(TURNED_LEFT)]),
         ("photo", [planar_turn(s26(FRONTAL), 25), planar_turn(s26(FRONTAL), -25)]),
-        ("screen", [s26(FRONTAL_2)]),
+        ("screen$\\bar$", [s26(FRONTAL_2)]),
     ):
         (data / kind).mkdir(parents=True)
         for i, image in enumerate(images):
@@ -230,12 +236,15 @@ def test_evaluate_liveness_command(tmp_path, capsys):
     writer.release()
     assert main(["evaluate", "--liveness", str(data), "--out", str(tmp_path / "out"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["counts"] == {"live": 3, "photo": 2, "screen": 1} and report["no_face"] == 0
-    assert set(report["apcer"]) == {"photo", "screen"} and 0 <= report["bpcer"] <= 1
+    assert report["counts"] == {"live": 3, "photo": 2, "screen$\\bar$": 1} and report["no_face"] == 0
+    assert set(report["apcer"]) == {"photo", "screen$\\bar$"} and 0 <= report["bpcer"] <= 1
     assert report["videos"] == 1 and report["per_frame"]["combined"]["counts"]["live"] == 2 + 12
     assert set(report["cues"]) == {"cnn", "colour", "frame"}  # every cue alone, beside the combination
     assert set(report["per_frame"]) == {"combined", "cnn", "colour", "frame"}
-    assert (tmp_path / "out" / "report.json").is_file()
+    assert (tmp_path / "out" / "report.json").is_file() and not (tmp_path / "out" / "report.json").is_symlink()
+    assert [v.read_bytes() for v in victims] == [b"keep me"] * 2
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "out" / "scores.png").stat().st_size > 0
 
     (data / "live").rename(data / "elsewhere")
     assert main(["evaluate", "--liveness", str(data)]) == 2

@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import att, run_cli
+from conftest import att, exported_model, run_cli
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -88,27 +88,6 @@ def test_a_truncated_cached_model_is_converted_again_not_a_crash(tmp_path):
     assert "converted again" in out.stderr and "Traceback" not in out.stderr
 
 
-def _exported_model(weight: float, name: str | None = None) -> bytes:
-    """A tiny model in the format `siamface train` exports (input 'input', output 'embedding', siamface.*
-    metadata), whose one weight tells it apart."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = numpy_helper.from_array(np.full((192, 4), weight, np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["embedding"])],
-        "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, 8, 8])],
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["n", 4])],
-        [w],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    meta = {"input_size": 8, "channels": 3, "mean": 0, "std": 1, "embedding_size": 4, "metric": "cosine"}
-    meta |= {"threshold": 0.5, "chip": {"size": 8, "padding": 0.25}} | ({"name": name} if name is not None else {})
-    helper.set_model_props(model, {f"siamface.{k}": json.dumps(v) for k, v in meta.items()})
-    return model.SerializeToString()
-
-
 def test_a_model_files_version_is_the_digest_of_the_bytes_loaded(tmp_path, monkeypatch):
     # An exported model (--model FILE) is bound to galleries by its version, the digest of its file, which was read
     # again after ONNX Runtime had loaded the file by its path: another model put in the file's place (by whoever
@@ -117,7 +96,7 @@ def test_a_model_files_version_is_the_digest_of_the_bytes_loaded(tmp_path, monke
     import siamface.embedding.onnx_file as onnx_file
     from siamface.embedding.onnx_file import OnnxFileEncoder
 
-    trusted, other = _exported_model(0.1), _exported_model(-0.3)
+    trusted, other = exported_model(0.1), exported_model(-0.3)
     path = tmp_path / "model.onnx"
     path.write_bytes(other)  # in the file's place when it is loaded
     loaded = []
@@ -141,14 +120,14 @@ def test_a_model_file_whose_name_could_write_to_the_terminal_is_refused(tmp_path
     metadata: a crafted file's ESC sequence (OSC 52 sets the clipboard), bidirectional override, line break or
     an endless name is refused with the reason, and `verify --model` says so in one line."""
     path = tmp_path / "crafted.onnx"
-    path.write_bytes(_exported_model(0.1, name))
+    path.write_bytes(exported_model(0.1, name))
     from siamface.embedding.onnx_file import OnnxFileEncoder
 
     with pytest.raises(ModelError, match="control characters or is too long"):
         OnnxFileEncoder(path, num_threads=1)
     result = run_cli("verify", "--model", path, att(3, 1), att(3, 2))
     assert result.returncode == 2 and "\x1b" not in result.stderr + result.stdout and "too long" in result.stderr
-    assert OnnxFileEncoder(_write(tmp_path / "fine.onnx", _exported_model(0.1, "my-model"))).info.name == "my-model"
+    assert OnnxFileEncoder(_write(tmp_path / "fine.onnx", exported_model(0.1, "my-model"))).info.name == "my-model"
 
 
 def _write(path, data: bytes):

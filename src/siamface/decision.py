@@ -47,6 +47,7 @@ and `live.AuthDecision` extend it with their verb's evidence.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ from .errors import ConfigError
 from .tails import ImpostorTail, shipped_tail
 from .thresholds import Calibration, load_calibration, user_calibration_file
 from .types import Decision
+
+log = logging.getLogger(__name__)
 
 #: The source said for the caller's threshold (an argument, ``--threshold``).
 CALLER = "given by the caller"
@@ -283,9 +286,22 @@ def find_calibration(model: str, calibration_file: str | Path | None = None, inf
     calibration file, else None. With `info` (the model's), a threshold outside its plausible range is a
     `ConfigError` naming the file (`check_threshold`): such a file is refused, not skipped. So is a file that
     other users may change (owned by another user, their write bits, or a folder where they may replace it,
-    `siamface._files.exposure`): a calibration decides who is granted."""
+    `siamface._files.exposure`): a calibration decides who is granted. With `info`, an entry measured on another
+    version of the model (``model_version``) is passed over with a warning."""
     for path in ([Path(calibration_file)] if calibration_file is not None else []) + [user_calibration_file()]:
         found = load_calibration(model, path)
+        version = getattr(info, "version", None)
+        if found is not None and found.model_version and version is not None and found.model_version != version:
+            # another model under the same name (a model file trained again into the same run folder, or
+            # another run's of that folder name): its threshold is not this model's
+            log.warning(
+                "%s: the calibration of %s is of its version %s, not %s: not used (calibrate this one)",
+                path,
+                model,
+                found.model_version,
+                version,
+            )
+            continue
         if found is not None:
             writable, _ = exposure(path)
             if writable:

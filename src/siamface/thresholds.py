@@ -49,6 +49,9 @@ class Calibration:
     created: str = ""
     fpir: float | None = None  # a calibration for 1:N by FPIR ("fpir=X"): its target ...
     tail: dict | None = None  # ... and the impostor tail measured (`siamface.tails.ImpostorTail.to_dict`)
+    #: The version of the model measured (`ModelInfo.version`; for a model file, the digest of its bytes): a
+    #: calibration is of those embeddings only. "" (files of older releases): any version of the model's name.
+    model_version: str = ""
 
     def describe(self) -> str:
         where = f" on {self.dataset}" if self.dataset else ""

@@ -79,6 +79,20 @@ def test_evaluate_writes_no_output_through_a_link(tmp_path, cache_file, capsys):
     assert json.loads((out / "report.json").read_text())["protocol"] == "folder"
 
 
+def test_a_dataset_or_model_name_with_dollars_is_drawn_as_written(tmp_path, cache_file):
+    # The dataset's folder name and the model's name are put into the plots' titles and legends: a '$' started
+    # matplotlib's mathtext, and one it could not parse ('\\foo') was a traceback when the figure was drawn,
+    # after the report was printed, with no plots written. They are shown as written.
+    pytest.importorskip("matplotlib")
+    data = tmp_path / "my$\\foo{$set"
+    for person in ("s3", "s4", "s5"):
+        shutil.copytree(ATT / person, data / person)
+    out = tmp_path / "out"
+    result = run_cli("evaluate", "--folder", data, "--detector", "hog", "--out", out, "--cache", cache_file, "--quiet")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert (out / "roc.png").stat().st_size > 0 and (out / "scores.png").stat().st_size > 0
+
+
 def _has_matplotlib() -> bool:
     import importlib.util
 
@@ -203,6 +217,8 @@ def test_calibrate_write_file_and_json(tmp_path, cache_file, config_dir, capsys)
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["file"] == str(target) and data["read_by_verify"] is False
     assert read_calibrations(target)[DEFAULT_MODEL].criterion == "best-accuracy"
+    # the version measured, so that another model of the name is not given this threshold
+    assert read_calibrations(target)[DEFAULT_MODEL].model_version == create_encoder(DEFAULT_MODEL).info.version
     assert not (config_dir / "thresholds.json").exists()
 
 

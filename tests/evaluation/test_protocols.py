@@ -89,6 +89,12 @@ def test_read_lfw_pairs_headerless(tmp_path):
         ("1\t1\nAbel_Pacheco\tx\t4\nAJ_Cook\t1\tMarsha_Thomason\t1\n", "integers"),
         ("Abel_Pacheco 1\n", "expected 'name i j'"),
         ("\n\n", "empty"),
+        # pairs whose label is false were counted as labelled: one image with itself as a genuine success (a
+        # perfect score), one person's two images as an impostor pair
+        ("1\t1\nAbel_Pacheco\t4\t4\nAJ_Cook\t1\tMarsha_Thomason\t1\n", "a matched pair of one image with itself"),
+        ("1\t1\nAbel_Pacheco\t1\t4\nAJ_Cook\t1\tAJ_Cook\t2\n", "a mismatched pair naming one person twice"),
+        ("AJ_Cook 1 AJ_Cook 2\n", "naming one person twice"),
+        ("Abel_Pacheco 0 4\n", "image numbers start at 1"),
     ],
 )
 def test_read_lfw_pairs_errors(tmp_path, text, match):
@@ -199,6 +205,10 @@ def test_make_pairs(att_like):
     # ratio 10 would ask for 40 but only 11 exist: capped
     assert len(make_pairs(att_like, impostor_ratio=10.0)) == 4 + 11
     assert make_pairs(att_like, seed=3) == make_pairs(att_like, seed=3)
+    # --impostor-ratio nan or inf: was numpy's 'cannot convert float NaN to integer' (an OverflowError for inf)
+    for ratio in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ValueError, match="impostor_ratio must be a finite number >= 0"):
+            make_pairs(att_like, impostor_ratio=ratio)
 
 
 @pytest.mark.parametrize(

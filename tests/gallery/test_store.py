@@ -118,7 +118,10 @@ def test_opening_a_missing_gallery(new_gallery, kwargs, error, message):
 
 def test_other_model_is_refused_with_a_clear_message(store, store_spec):
     store.close()
-    with pytest.raises(ModelMismatchError, match=r"'test-model' version '1'.*'other' version '2'.*--model test-model"):
+    with pytest.raises(
+        ModelMismatchError,
+        match=r"'test-model' version '1'.*'other' version '2'.*--model with the model file of 'test-model'",
+    ):
         open_store(store_spec, ModelBinding("other", "2", 128))
     with open_store(store_spec) as again:  # without a model: opened as it is (management commands)
         assert again.model == MODEL

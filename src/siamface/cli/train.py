@@ -46,16 +46,23 @@ def add_parsers(sub) -> None:
         "FaceNet's pretrained Inception-ResNet-v1, fine-tuned on its own box crops "
         "(default small)",
     )
-    p.add_argument("--epochs", type=int, default=40, help="epochs (default 40)")
+    p.add_argument(
+        "--epochs", type=int, default=None, help="epochs (default 40; with --resume, the run's own unless more)"
+    )
     p.add_argument("--batch", type=int, default=64, help="images per batch (default 64)")
     p.add_argument("--per-identity", type=int, default=4, metavar="K", help="images per identity in a batch (4)")
     p.add_argument(
-        "--lr", type=float, default=None, help="Adam learning rate (default 2e-3 small, 1e-4 resnet and facenet)"
+        "--lr",
+        type=float,
+        default=None,
+        help="Adam learning rate, at most 1 (default 2e-3 small, 1e-4 resnet and facenet)",
     )
     p.add_argument(
         "--schedule", default="cosine", choices=["cosine", "step", "none"], help="LR schedule (default cosine)"
     )
-    p.add_argument("--margin", type=float, default=None, help="margin (default 1.4 contrastive, 0.3 triplet)")
+    p.add_argument(
+        "--margin", type=float, default=None, help="margin, at most 2 (default 1.4 contrastive, 0.3 triplet)"
+    )
     p.add_argument(
         "--hard-negatives",
         action=argparse.BooleanOptionalAction,
@@ -81,10 +88,19 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the split, sampling, augmentation and weights")
     p.add_argument(
-        "--val", type=float, default=0.1, metavar="N", help="validation identities: count or fraction (default 0.1)"
+        "--val",
+        type=float,
+        default=0.1,
+        metavar="N",
+        help="validation identities: a count (0, or 2 or more) or a fraction below 1 (default 0.1; one that "
+        "comes to one identity takes two)",
     )
     p.add_argument(
-        "--test", type=float, default=0.25, metavar="N", help="test identities: count or fraction (default 0.25)"
+        "--test",
+        type=float,
+        default=0.25,
+        metavar="N",
+        help="test identities: a count (0, or 2 or more) or a fraction below 1 (default 0.25)",
     )
     p.add_argument("--aligned", action="store_true", help="images are aligned face crops: use them as given")
     p.add_argument(
@@ -100,7 +116,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--embedding-size", type=int, default=128, help="small encoder: embedding size (128)")
     p.add_argument("--patience", type=int, default=10, help="stop after N epochs without a better val EER (default 10)")
     p.add_argument("--name", default=None, help="model name in the exported file (default: run folder name)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint, on DATASET (the same people), with its settings",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the CPUs available)")
     p.add_argument("--detector", default="retinaface", help="face detector for alignment (default retinaface)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -121,7 +141,8 @@ def cmd_train(args) -> int:
         out=out,
         loss=args.loss,
         encoder=args.encoder,
-        epochs=args.epochs,
+        # resumed without --epochs: to the run's own count (the larger of the two is run), not 40
+        epochs=args.epochs if args.epochs is not None else (1 if args.resume else 40),
         batch=args.batch,
         per_identity=args.per_identity,
         lr=args.lr,

@@ -142,6 +142,7 @@ def calibration_from_report(report: EvaluationReport, target: str, force: bool =
     choice = choose_threshold(report.scores, report.labels, target, force=force)
     return Calibration(
         model=report.model,
+        model_version=report.model_version,
         threshold=round(choice.threshold, 6),
         criterion=choice.criterion,
         far=choice.far,

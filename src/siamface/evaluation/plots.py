@@ -32,6 +32,13 @@ def _pyplot() -> Any:
     return plt
 
 
+def literal(text: object) -> str:
+    """`text` as matplotlib should show it, as written: a ``$`` would start mathtext, and text such as a
+    folder's or a model file's name (``my$\\foo$set``) then failed to parse when the figure was drawn, a
+    traceback after the report was printed, the plots never written."""
+    return str(text).replace("$", r"\$")
+
+
 def save_figure(fig: Any, path: str | os.PathLike, **options: Any) -> Path:
     """Write a matplotlib figure to `path` as PNG, whole, under a random temporary name renamed into place:
     never through a link planted at `path` in a shared output folder (``savefig(path)`` overwrote its target)."""
@@ -75,7 +82,7 @@ def plot_roc(
 
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     try:
-        name = label or "ROC"
+        name = literal(label) if label else "ROC"
         if keep.all() and np.all(np.diff(x) >= 0):
             name += f" (AUC = {auc(x, y):.4f})"
         ax.plot(xs, y[keep], drawstyle="steps-post", lw=2, color="C0", label=name)
@@ -91,7 +98,7 @@ def plot_roc(
         ax.set_ylim(0.0, 1.01)
         ax.set_xlabel("False accept rate (FAR, log scale)")
         ax.set_ylabel("True accept rate (TAR = 1 - FRR)")
-        ax.set_title(title)
+        ax.set_title(literal(title))
         ax.grid(True, which="major", alpha=0.4)
         ax.legend(loc="lower right")
         fig.tight_layout()
@@ -149,7 +156,7 @@ def plot_score_histograms(
         ax.set_ylim(0.0, top * 1.3)  # headroom so the legend does not cover the bars
         ax.set_xlabel("Similarity score (higher = more alike)")
         ax.set_ylabel("Density")
-        ax.set_title(title)
+        ax.set_title(literal(title))
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper left")
         fig.tight_layout()
@@ -179,7 +186,7 @@ def plot_det(
     pos = x[x > 0]
     lo = 10 ** math.floor(math.log10(min(1e-3, float(pos.min()) if pos.size else 1e-3)))
     fig, ax = plt.subplots(figsize=(6, 5))
-    ax.plot(np.maximum(x, lo), np.maximum(y, 1e-4), label=label)
+    ax.plot(np.maximum(x, lo), np.maximum(y, 1e-4), label=None if label is None else literal(label))
     for t in fpir_targets:
         if t >= lo:
             ax.axvline(t, linestyle=":", color="grey")
@@ -188,7 +195,7 @@ def plot_det(
     ax.set_xlim(lo, 1)
     ax.set_xlabel("FPIR (strangers named)")
     ax.set_ylabel("FNIR (enrolled people missed)")
-    ax.set_title(title)
+    ax.set_title(literal(title))
     if label:
         ax.legend(loc="upper right")
     ax.grid(True, which="both", alpha=0.3)

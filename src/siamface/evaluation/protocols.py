@@ -93,16 +93,29 @@ def lfw_image_path(root: PathLike, name: str, i: int) -> Path:
 
 
 def _parse_lfw_line(tokens: list[str], where: str) -> LfwPair:
+    """One pair line; ValueError naming it when it is not one, or is a pair whose label would be false: a
+    matched pair of one image with itself (a perfect score counted as a genuine success), a mismatched pair
+    naming one person twice (a genuine pair counted as an impostor)."""
     try:
         if len(tokens) == 3:
-            return LfwPair(tokens[0], int(tokens[1]), tokens[0], int(tokens[2]))
-        if len(tokens) == 4:
-            return LfwPair(tokens[0], int(tokens[1]), tokens[2], int(tokens[3]))
+            pair = LfwPair(tokens[0], int(tokens[1]), tokens[0], int(tokens[2]))
+        elif len(tokens) == 4:
+            pair = LfwPair(tokens[0], int(tokens[1]), tokens[2], int(tokens[3]))
+        else:
+            raise LookupError
     except ValueError:
         raise ValueError(f"{where}: image numbers must be integers: {' '.join(tokens)!r}") from None
-    raise ValueError(
-        f"{where}: expected 'name i j' (matched) or 'name1 i name2 j' (mismatched), got {' '.join(tokens)!r}"
-    )
+    except LookupError:
+        raise ValueError(
+            f"{where}: expected 'name i j' (matched) or 'name1 i name2 j' (mismatched), got {' '.join(tokens)!r}"
+        ) from None
+    if min(pair.idx1, pair.idx2) < 1:
+        raise ValueError(f"{where}: image numbers start at 1: {' '.join(tokens)!r}")
+    if len(tokens) == 3 and pair.idx1 == pair.idx2:
+        raise ValueError(f"{where}: a matched pair of one image with itself: {' '.join(tokens)!r}")
+    if len(tokens) == 4 and pair.name1 == pair.name2:
+        raise ValueError(f"{where}: a mismatched pair naming one person twice: {' '.join(tokens)!r}")
+    return pair
 
 
 def _text_lines(path: Path) -> list[str]:
@@ -220,9 +233,9 @@ def make_pairs(
     ids = dict(root) if isinstance(root, Mapping) else folder_identities(root, exts)
     gen = genuine_pairs(ids)
     if n_impostors is None:
-        if impostor_ratio < 0:
-            raise ValueError(f"impostor_ratio must be >= 0, got {impostor_ratio}")
-        n_imp = min(int(round(impostor_ratio * len(gen))), count_impostor_pairs([len(v) for v in ids.values()]))
+        if not 0 <= impostor_ratio < np.inf:  # NaN too
+            raise ValueError(f"impostor_ratio must be a finite number >= 0, got {impostor_ratio}")
+        n_imp = min(round(impostor_ratio * len(gen)), count_impostor_pairs([len(v) for v in ids.values()]))
     else:
         n_imp = int(n_impostors)
     return gen + impostor_pairs(ids, n_imp, seed)

@@ -121,12 +121,19 @@ class ModelBinding:
     def check(self, other: ModelBinding, gallery: str = "") -> None:
         """Raise `ModelMismatchError` unless `other` is this very model."""
         if other != self:
+            from ..embedding import model_names
+
+            # a model exported by `siamface train` is named by its file, not its name: say so, rather than
+            # `--model NAME`, which would be refused as no registered model (or be another one)
+            known = set(model_names())
             where = f"gallery {gallery}" if gallery else "the gallery"
+            use = f"--model {self.name}" if self.name in known else f"--model with the model file of {self.describe()}"
+            new = f"--model {other.name}" if other.name in known else "--model FILE.onnx"
             raise ModelMismatchError(
                 f"{where} holds templates of model {self.describe()}, but this pipeline uses model "
-                f"{other.describe()}; embeddings of different models cannot be compared. Use "
-                f"--model {self.name}, or re-embed the gallery with the new model "
-                f"(`siamface gallery reembed --model {other.name}`, possible only when it keeps images)."
+                f"{other.describe()}; embeddings of different models cannot be compared. Use {use}, or re-embed "
+                f"the gallery with the new model (`siamface gallery reembed {new}`, possible only when it keeps "
+                "images)."
             )
 
 

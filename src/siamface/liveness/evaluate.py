@@ -14,6 +14,7 @@ matplotlib) into --out.
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._files import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from .._files import IMAGE_SUFFIXES, VIDEO_SUFFIXES, atomic_write_bytes
 from ..errors import ConfigError
 from .combined import PassiveCheck, PassiveScore
 from .metrics import LIVE, PadReport, pad_report
@@ -139,7 +140,9 @@ def evaluate_liveness(
         payload["per_frame"] = {
             k: pad_report(frame_scores[k], frame_labels, thresholds[k]).to_dict() for k in DECISIONS
         }
-    (out / "report.json").write_text(json.dumps(payload, indent=2))
+    # whole under a random name, renamed into place (as evaluate's other outputs): never through a link
+    # planted at its name in a shared output folder, which write_text followed and overwrote the target of
+    atomic_write_bytes(out / "report.json", json.dumps(payload, indent=2).encode())
     written = [out / "report.json"]
     if _histogram(scores["combined"], labels, report, out / "scores.png", root.name):
         written.append(out / "scores.png")
@@ -204,14 +207,22 @@ def _histogram(scores, labels, report: PadReport, path: Path, title: str) -> boo
             bins=bins,
             alpha=0.55,
             density=True,
-            label=f"{kind} (n={int((labels == kind).sum())})",
+            label=_literal(f"{kind} (n={int((labels == kind).sum())})"),
         )
     ax.axvline(report.threshold, color="k", ls="--", label=f"threshold {report.threshold:.3f}")
     ax.set_xlabel("liveness score (probability of live)")
     ax.set_ylabel("density")
-    ax.set_title(f"Liveness scores: {title}")
+    ax.set_title(_literal(f"Liveness scores: {title}"))
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())  # never through a link planted at its name
     return True
+
+
+def _literal(text: str) -> str:
+    """Folder names as written: a ``$`` would start matplotlib's mathtext, and a name it cannot parse failed
+    the figure (`siamface.evaluation.plots.literal`)."""
+    return text.replace("$", r"\$")

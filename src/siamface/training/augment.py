@@ -10,6 +10,7 @@ photometry (contrast around the image mean, brightness), then an occasional Gaus
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 import cv2
@@ -27,6 +28,18 @@ class Augment:
     contrast: float = 0.2  # contrast factor in [1 - c, 1 + c]
     brightness: float = 20.0  # added to pixels, in [-b, b]
     blur: float = 0.2  # probability of a Gaussian blur (sigma 0.5-1.2 px)
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            fine = isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+            if name in ("flip", "blur"):  # probabilities
+                fine, bound = fine and value <= 1, "from 0 to 1"
+            elif name in ("scale", "contrast"):  # factors drawn in [1 - v, 1 + v]: at 1 or more, 0 or below
+                fine, bound = fine and value < 1, "at least 0 and below 1"
+            else:
+                bound = "a finite number >= 0"
+            if not fine:
+                raise ConfigError(f"--augment: {name} must be {bound}, not {value!r}")
 
     @classmethod
     def none(cls) -> Augment:

@@ -17,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,7 @@ import cv2
 import numpy as np
 
 from .._files import atomic_file, atomic_write_bytes, exposure
+from .._progress import printable
 from ..alignment import DLIB_CHIP, ChipSpec, crop_all
 from ..datasets import (
     count_impostor_pairs,
@@ -130,9 +133,9 @@ def load_faces(
     key = _cache_key(root, files, detector, aligned, chip)
     cache = None if str(cache_dir).lower() == "none" else Path(cache_dir or default_chip_cache()) / f"{key}.npz"
     trusted = cache is not None and cache.is_file() and not _others_may_change(cache)
-    if trusted:
-        with np.load(cache, allow_pickle=False) as z:
-            chips, rel, idents, skipped = z["chips"], list(z["paths"]), list(z["identities"]), list(z["skipped"])
+    cached = _read_chips(cache, files, chip) if trusted else None
+    if cached is not None:
+        chips, rel, idents, skipped = cached
         log.info("aligned chips read from %s", cache)
     else:
         chips, rel, idents, skipped = _align_all(root, files, detector, aligned, chip, progress)
@@ -152,6 +155,12 @@ def load_faces(
     for ident in idents:
         counts[ident] = counts.get(ident, 0) + 1
     names = [k for k in files if counts.get(k, 0) >= max(1, min_per_identity)]
+    if len(names) < len(files):  # a person with one photo (or none readable) cannot make a genuine pair
+        left = [k for k in files if k not in set(names)]
+        shown = ", ".join(printable(k) for k in left[:5]) + (", ..." if len(left) > 5 else "")
+        log.warning(
+            "%d identities left out: fewer than %d usable images (%s)", len(left), max(1, min_per_identity), shown
+        )
     index = {name: i for i, name in enumerate(names)}
     keep = [i for i, ident in enumerate(idents) if ident in index]
     return FaceSet(
@@ -162,6 +171,30 @@ def load_faces(
         str(root),
         [str(s) for s in skipped],
     )
+
+
+def _read_chips(cache: Path, files: dict[str, list[Path]], chip: ChipSpec):
+    """(chips, paths, identities, skipped) from a chips file, or None, with a warning, when it cannot be read or
+    does not hold chips of these files (a file cut short when the machine stopped before it reached the disk:
+    it is written without fsync; one of another layout): a cache is aligned again, never trusted blindly."""
+    try:
+        with np.load(cache, allow_pickle=False) as z:
+            chips, rel, idents, skipped = z["chips"], list(z["paths"]), list(z["identities"]), list(z["skipped"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        log.warning("%s: aligned chips not read (%s); aligning again", cache, exc)
+        return None
+    known = {f"{ident}/{p.name}" for ident, paths in files.items() for p in paths}
+    if (
+        chips.ndim != 4
+        or chips.shape[1:] != (chip.size, chip.size, 3)
+        or chips.dtype != np.uint8
+        or not len(chips) == len(rel) == len(idents)
+        or not {str(r).replace(os.sep, "/") for r in rel} <= known
+        or not {str(i) for i in idents} <= set(files)
+    ):
+        log.warning("%s: not aligned chips of this dataset; aligning again", cache)
+        return None
+    return chips, rel, idents, skipped
 
 
 def _align_all(root, files, detector_name, aligned, chip, progress):
@@ -204,14 +237,25 @@ def _align_all(root, files, detector_name, aligned, chip, progress):
 
 
 def _count(value: float, n: int, what: str) -> int:
-    if value < 0:
-        raise ConfigError(f"{what} must be >= 0, got {value}")
-    count = int(round(value * n)) if value < 1 else int(value)
-    return count
+    """How many of `n` identities a ``--val`` / ``--test`` value takes: a fraction below 1 (rounded; one that
+    comes to a single identity takes two), or a whole count, 0 or at least 2. One identity has no impostor
+    pair: its EER, which picks the best epoch (validation) or is the reported figure (test), is undefined."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"--{what} must be a count or a fraction of the identities, >= 0, not {value!r}")
+    if value < 1:
+        count = int(round(value * n))
+        return 2 if count == 1 else count
+    if value != int(value) or value == 1:
+        raise ConfigError(
+            f"--{what} {value:g}: a count of identities is 0 or a whole number from 2 (one identity has no "
+            "impostor pairs to measure an error rate on), a fraction is below 1"
+        )
+    return int(value)
 
 
 def split_identities(identities: list[str], val: float, test: float, seed: int) -> dict[str, list[str]]:
-    """Disjoint train / val / test lists of identities; ``val`` and ``test`` are counts (>= 1) or fractions.
+    """Disjoint train / val / test lists of identities; ``val`` and ``test`` are counts (0, or >= 2) or
+    fractions (see `_count`).
 
     The identities are sorted, shuffled with ``seed``; test takes the first ones, val the next, train the rest
     (`siamface.datasets.split_by_counts`, the split evaluation uses too).
@@ -220,7 +264,8 @@ def split_identities(identities: list[str], val: float, test: float, seed: int) 
     n_test, n_val = _count(test, n, "test"), _count(val, n, "val")
     if n_test + n_val > n - 2:
         raise ConfigError(
-            f"{n} identities cannot give {n_test} test + {n_val} validation identities and still leave two to train on"
+            f"{n} identities cannot give {n_test} test + {n_val} validation identities and still leave two to train "
+            "on (--test 0 and --val 0 leave those splits out)"
         )
     test_ids, val_ids, train_ids = split_by_counts(identities, [n_test, n_val, n - n_test - n_val], seed)
     return {"train": train_ids, "val": val_ids, "test": test_ids}

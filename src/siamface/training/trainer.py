@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .._files import atomic_file, atomic_write_bytes
-from .._progress import Progress
+from .._progress import Progress, printable
 from ..alignment import ChipSpec
 from ..decision import Threshold
 from ..embedding.onnx_file import preprocess
@@ -77,20 +77,92 @@ class TrainConfig:
     plot: bool = True
 
     def check(self) -> None:
+        """`ConfigError` naming the first setting out of its range: a run's own, or those a checkpoint holds
+        (any JSON value there: a wrong type is refused, not a TypeError)."""
         if self.loss not in ("contrastive", "bce", "triplet"):
             raise ConfigError(f"--loss must be contrastive, bce or triplet, not {self.loss!r}")
         if self.encoder not in ("small", "resnet", "facenet"):
             raise ConfigError(f"--encoder must be small, resnet or facenet, not {self.encoder!r}")
         if self.schedule not in ("cosine", "step", "none"):
             raise ConfigError(f"--schedule must be cosine, step or none, not {self.schedule!r}")
-        if self.epochs < 1 or self.batch < 4:
-            raise ConfigError("--epochs must be >= 1 and --batch >= 4")
+        self._whole("epochs", 1)
+        self._whole("batch", 4)
+        self._whole("per_identity", 2, self.batch // 2, "(a batch holds at least two people)")
+        self._whole("patience", 1)
+        self._whole("min_per_identity", 2)
+        self._whole("max_per_identity", self.min_per_identity, None, "(images of each person)", optional=True)
+        self._whole("threads", 1, optional=True)
+        self._whole("seed", 0, 2**63 - 1)  # torch takes seeds below 2**64; the pair samplers add a few
+        self._whole("freeze", None)
+        if self.encoder == "small":
+            self._whole("input_size", 16, 512, "(a multiple of 16)")
+            if self.input_size % 16:
+                raise ConfigError(f"--input-size must be a multiple of 16, not {self.input_size}")
+            self._whole("embedding_size", 1, 8192)
+            self._whole("width", 1, 512)
+            if self.channels not in (1, 3):
+                raise ConfigError(f"--channels must be 1 or 3, not {self.channels!r}")
+        self._number("lr", 0, 1, optional=True, above=True)
+        self._number("margin", 0, 2, optional=True, above=True)  # 2: the distance of opposite unit vectors
+        self._number("weight_decay", 0)
+        self._number("padding", 0)
+        self._number("val", 0)
+        self._number("test", 0)
+        self._number("far", 0, 1, above=True)
+        for text in ("augment", "detector", "dataset", "out"):
+            if not isinstance(getattr(self, text), str):
+                raise ConfigError(f"{_option(text)} must be text, not {getattr(self, text)!r}")
         Augment.parse(self.augment)
+        name = self.name or Path(self.out).resolve().name  # the exported model's name, as `train` sets it
+        if not isinstance(name, str) or len(name) > 200 or printable(name) != name:
+            # the model file would be refused when loaded (`siamface.embedding.onnx_file`), after the whole run
+            raise ConfigError(f"--name {name!r}: a model's name has no control characters and at most 200")
+
+    def _number(self, name: str, low=None, high=None, *, optional=False, above=False) -> None:
+        """The setting `name` is a finite number in [low, high] (``above``: above `low`), or None when
+        `optional`."""
+        value = getattr(self, name)
+        if value is None and optional:
+            return
+        fine = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+        if fine and low is not None:
+            fine = value > low if above else value >= low
+        if fine and high is not None:
+            fine = value <= high
+        if not fine:
+            bounds = f"{'above' if above else 'at least'} {low:g}" if low is not None else "a finite number"
+            bounds += f" and at most {high:g}" if high is not None else ""
+            raise ConfigError(f"{_option(name)} must be {bounds}, not {value!r}")
+
+    def _whole(self, name: str, low, high=None, why: str = "", *, optional=False) -> None:
+        """The setting `name` is a whole number in [low, high] (None: unbounded), or None when `optional`."""
+        value = getattr(self, name)
+        if value is None and optional:
+            return
+        if not (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and (low is None or value >= low)
+            and (high is None or value <= high)
+        ):
+            bounds = "a whole number" if low is None else f"{low} or more" if high is None else f"from {low} to {high}"
+            raise ConfigError(f"{_option(name)} must be {bounds}{' ' + why if why else ''}, not {value!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+#: The settings `siamface train` takes as options (the others are named as fields of `TrainConfig`).
+_OPTIONS = {
+    "epochs", "batch", "per_identity", "patience", "max_per_identity", "threads", "seed", "freeze", "input_size",
+    "embedding_size", "lr", "margin", "padding", "val", "test", "augment", "detector", "out",
+}  # fmt: skip
+
+
+def _option(name: str) -> str:
+    return f"--{name.replace('_', '-')}" if name in _OPTIONS else name
 
 
 def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
@@ -161,6 +233,10 @@ def calibrate_threshold(scores: np.ndarray, labels: np.ndarray, far: float) -> t
         return eer_point.threshold, f"EER ({eer_point.n_impostor} impostor pairs are too few for FAR {far:g})"
 
 
+#: The layout of the checkpoints this trainer writes (``format`` in them; absent: 1). A later layout (settings
+#: or state this code does not know, which it would drop without a word) is refused, not half read.
+CHECKPOINT_FORMAT = 1
+
 #: What a checkpoint must hold to resume a run from it.
 RESUME_KEYS = (
     "config",
@@ -189,7 +265,35 @@ def read_checkpoint(path: Path, keys: tuple[str, ...]) -> dict:
     missing = [k for k in keys if k not in state] if isinstance(state, dict) else list(keys)
     if missing:
         raise ConfigError(f"{path}: not a siamface training checkpoint (no {', '.join(missing)})")
+    layout = state.get("format", 1)
+    if layout != CHECKPOINT_FORMAT:
+        raise ConfigError(
+            f"{path}: a checkpoint of format {layout!r}, written by another version of siamface; this one reads "
+            f"format {CHECKPOINT_FORMAT}"
+        )
     return state
+
+
+def _same_split(state: dict, split: dict[str, list[str]], out: Path) -> None:
+    """`ConfigError` when the identities split now are not those the interrupted run trained, validated and
+    tested on (the dataset gained or lost people since: the seeded split then deals them out anew, and some of
+    the test identities would be trained on). The split is in the checkpoint; in an older one, in
+    ``split.json``."""
+    saved = state.get("split")
+    if saved is None:
+        try:
+            doc = json.loads((out / "split.json").read_text())
+            saved = {part: doc[part]["identities"] for part in ("train", "val", "test")}
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # nothing to compare with
+    if saved != split:
+        was = {name for part in saved.values() for name in part} if isinstance(saved, dict) else set()
+        now = {name for part in split.values() for name in part}
+        raise ConfigError(
+            f"--resume: the identities of the dataset changed since the run in {out} started ({len(now - was)} "
+            f"new, {len(was - now)} gone): the split would differ and test identities could be trained on; "
+            "start a new run"
+        )
 
 
 def train(
@@ -198,8 +302,17 @@ def train(
     """Run (or resume) a training run; returns the figures written to ``result.json``.
 
     faces: the dataset already loaded (else read from ``config.dataset``); stop_after: run at most this many
-    epochs in this call (an interrupted run, resumed later with ``resume=True``).
+    epochs in this call (an interrupted run, resumed later with ``resume=True``). A file that cannot be read or
+    written (``out`` an existing file, a full disk) is a `ConfigError` naming it, not a traceback.
     """
+    try:
+        return _train(config, resume, faces, stop_after)
+    except OSError as exc:
+        where = exc.filename or config.out
+        raise ConfigError(f"{where}: {exc.strerror or exc}") from None
+
+
+def _train(config: TrainConfig, resume: bool, faces: FaceSet | None, stop_after: int | None) -> dict:
     torch = require_torch()
     from .export import export_onnx
     from .losses import PAIR_LOSSES, build_loss
@@ -212,13 +325,21 @@ def train(
         if not ckpt_last.is_file():
             raise ConfigError(f"--resume: no checkpoint {ckpt_last}")
         state = read_checkpoint(ckpt_last, RESUME_KEYS)
-        epochs, progress = config.epochs, config.progress
-        config = TrainConfig.from_dict(state["config"])
-        config.epochs, config.progress = max(epochs, config.epochs), progress
+        if not isinstance(state["config"], dict):
+            raise ConfigError(f"{ckpt_last}: not a siamface training checkpoint (its config is not a mapping)")
+        given = config
+        config = TrainConfig.from_dict({**state["config"], "dataset": given.dataset, "out": given.out})
+        # the dataset named now is read (it may have moved; the split is checked below), to as many epochs as
+        # asked now or before
+        config.progress = given.progress
+        config.epochs = max(given.epochs, config.epochs) if isinstance(config.epochs, int) else given.epochs
+        try:
+            config.check()
+        except ConfigError as exc:
+            raise ConfigError(f"{ckpt_last}: the run's settings are not valid: {exc}") from None
     else:
         state = None
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "config.json", json.dumps(asdict(config), indent=1).encode())
     from ..embedding.onnx_runtime import default_num_threads
 
     torch.set_num_threads(config.threads or default_num_threads())
@@ -246,6 +367,9 @@ def train(
             progress=lambda i, n: bar.show(f"aligning faces {i}/{n}", end=i == n),
         )
     split = split_identities(faces.identities, config.val, config.test, config.seed)
+    if state is not None:
+        _same_split(state, split, out)
+    atomic_write_bytes(out / "config.json", json.dumps(asdict(config), indent=1).encode())
     train_set, val_set, test_set = (faces.subset(split[k]) for k in ("train", "val", "test"))
     test_pairs = verification_pairs(test_set.labels, seed=config.seed + 2)
     val_pairs = verification_pairs(val_set.labels, seed=config.seed + 1, max_genuine=5000)
@@ -268,6 +392,11 @@ def train(
 
     head = build_loss(config.loss, config.margin, encoder.embedding_size)
     frozen = encoder.freeze(config.freeze) if config.freeze else 0
+    if frozen >= len(encoder.blocks()):
+        raise ConfigError(
+            f"--freeze {config.freeze} freezes all {len(encoder.blocks())} blocks of the {config.encoder} encoder: "
+            "nothing of it would train"
+        )
     # Frozen blocks whose output never changes (no augmentation) run once: every step then costs only the
     # trainable blocks (FaceNet fine-tuning on CPU). `forward` maps what is stored in x_* to embeddings.
     cached = bool(frozen) and hasattr(encoder, "trunk") and not augment.active
@@ -284,19 +413,25 @@ def train(
     best = {"eer": math.inf, "accuracy": -1.0, "epoch": -1}
     start = 0
     if state is not None:
-        encoder.load_state_dict(state["encoder"])
-        head.load_state_dict(state["head"])
-        optimiser.load_state_dict(state["optimiser"])
-        schedule.load_state_dict(state["schedule"])
-        rng.bit_generator.state = state["numpy_rng"]
-        torch.set_rng_state(state["torch_rng"])
-        history, best, start = state["history"], state["best"], state["epoch"] + 1
+        try:
+            encoder.load_state_dict(state["encoder"])
+            head.load_state_dict(state["head"])
+            optimiser.load_state_dict(state["optimiser"])
+            schedule.load_state_dict(state["schedule"])
+            rng.bit_generator.state = state["numpy_rng"]
+            torch.set_rng_state(state["torch_rng"])
+            history, best, start = list(state["history"]), dict(state["best"]), int(state["epoch"]) + 1
+            best["epoch"], best["eer"] = int(best["epoch"]), float(best["eer"])
+        except (RuntimeError, ValueError, TypeError, KeyError) as exc:  # weights of another shape, a wrong value
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(f"{ckpt_last}: its state does not fit the run it describes ({why[:200]})") from None
         log.info("resuming %s at epoch %d", out, start + 1)
 
     def checkpoint(path: Path, epoch: int) -> None:
         with atomic_file(path) as f:  # a random temporary name, never through a link, renamed into place
             torch.save(
                 {
+                    "format": CHECKPOINT_FORMAT,
                     "config": asdict(config),
                     "epoch": epoch,
                     "encoder": encoder.state_dict(),
@@ -309,6 +444,7 @@ def train(
                     "best": best,
                     "contract": c,
                     "frozen_blocks": frozen,
+                    "split": split,
                 },
                 f,
             )
@@ -337,6 +473,11 @@ def train(
                 loss, acc = head(emb[a], emb[b], torch.from_numpy(y))
             else:
                 loss, acc = head(emb, torch.from_numpy(labels))
+            if not torch.isfinite(loss):
+                raise ConfigError(
+                    f"training diverged: the loss is {float(loss.detach())} at epoch {epoch + 1}, step {step}; a lower "
+                    f"--lr (now {lr_used:g}) may help"
+                )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -395,10 +536,18 @@ def train(
         scored = _pair_scores(_embed(torch, encoder, x_tr, forward=forward), tr_pairs)
         source = f"on the training identities of {faces.root} (no validation split)"
     threshold, how = calibrate_threshold(*scored, config.far)
-    source = f"{how} {source}"
+    where, source = source, f"{how} {source}"
     impostors = scored[0][scored[1] == 0]
     # the floor of the model's plausible thresholds (siamface.decision.check_threshold), measured as ours are
     floor = {"impostor_median": round(float(np.median(impostors)), 4)} if len(impostors) else {}
+    if floor.get("impostor_median", 0.0) >= 1.0:
+        # every embedding points one way: the model would be refused when loaded (its plausible thresholds
+        # start at 1), so none is exported
+        raise ConfigError(
+            f"the trained encoder does not tell people apart: half the impostor pairs {where} "
+            f"score {floor['impostor_median']:g} (best epoch {best['epoch'] + 1}); no model exported (more epochs or "
+            "another --lr may help)"
+        )
     test = {}
     if len(test_pairs[0]):
         test = verification_figures(
