@@ -727,3 +727,32 @@ def test_a_camera_reopened_while_the_run_closes_is_released_not_left_open(monkey
     reader.join(5)
     assert not reader.is_alive() and len(frames) == 1
     assert first.released and second.released
+
+
+def test_a_damaged_frame_mid_file_is_skipped_not_taken_for_the_end(clip, gallery_file, tmp_path):
+    # a frame the decoder could not read (a damaged region of a recording) ended the file there: watch went on
+    # to exit 0 having seen 5 of its 40 frames, s4 and the stranger never looked at, nothing said
+    import re
+
+    data = bytearray(clip.read_bytes())
+    sixth = [m.start() for m in re.finditer(b"\xff\xd8\xff", data)][5]  # the JPEG of frame 5
+    data[sixth + 2 : sixth + 302] = np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8).tobytes()
+    damaged = tmp_path / "damaged.avi"
+    damaged.write_bytes(data)
+    with open_source(damaged) as source:
+        frames = list(source)
+    assert [f.index for f in frames] == [i for i in range(40) if i != 5]  # each after it at its own place
+    assert frames[5].time == pytest.approx(6 / 25)
+    done = cli("watch", "-g", gallery_file, "--source", damaged, "--json")
+    people = {json.loads(line).get("person") for line in done.stdout.splitlines()}
+    assert done.returncode == 0 and {"s3", "s4", "unknown"} <= people, done.stdout
+    assert "damaged.avi: 1 damaged frame(s) skipped" in done.stderr, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["frames"] == 39
+
+
+def test_a_file_cut_short_says_so(clip, gallery_file, tmp_path):
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
+    done = cli("watch", "-g", gallery_file, "--source", cut)
+    assert done.returncode == 0 and "cut.avi: ended after " in done.stderr, done.stderr
+    assert "of the 40 frames its header states (cut short or damaged)" in done.stderr

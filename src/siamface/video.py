@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 #: Seconds a live source may deliver nothing before it counts as disconnected.
 READ_TIMEOUT_S = 5.0
+#: Frames of a file in a row that may fail to decode before its end is taken as reached (a damaged region is
+#: skipped; a header stating a billion frames is not read a billion times).
+DAMAGED_FRAMES_IN_A_ROW = 25
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,7 @@ class CaptureSource(FrameSource):
 
     def __iter__(self) -> Iterator[Frame]:
         cv2 = _cv2()
-        index, start, failures = 0, time.perf_counter(), 0
+        index, start, failures, damaged = 0, time.perf_counter(), 0, 0
         while True:
             with self._lock:
                 if self._closed or self._capture is None:
@@ -180,7 +183,14 @@ class CaptureSource(FrameSource):
                 ok, bgr = self._capture.read()
             if not ok or bgr is None:
                 if not self.live:
-                    return  # end of file
+                    # a frame the decoder cannot read before the end its header states is damaged, not the end:
+                    # the frames after it were lost without a word (half a recording watched, exit 0)
+                    failures += 1
+                    if index < self.frame_count and failures <= DAMAGED_FRAMES_IN_A_ROW:
+                        index, damaged = index + 1, damaged + 1
+                        continue
+                    self._ended(index - (failures - 1), damaged - (failures - 1))
+                    return
                 failures += 1
                 if failures > self.reconnects:
                     raise SourceError(f"{self.name}: no frames after {self.reconnects} reconnects")
@@ -206,6 +216,19 @@ class CaptureSource(FrameSource):
             t = index / self.fps if not self.live else now - start
             yield Frame(index, t, rgb, now)
             index += 1
+
+    def _ended(self, frames: int, damaged: int) -> None:
+        """Say how a file ended when it was not as its header states: damaged frames skipped, or the end
+        reached before the frames stated (a cut or damaged recording)."""
+        if damaged:
+            log.warning("%s: %d damaged frame(s) skipped", self.name, damaged)
+        if frames < self.frame_count - 1:  # a container's count may be an estimate one frame off
+            log.warning(
+                "%s: ended after %d of the %d frames its header states (cut short or damaged)",
+                self.name,
+                frames,
+                self.frame_count,
+            )
 
     def close(self) -> None:
         self._closed = True
