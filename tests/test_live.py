@@ -7,6 +7,7 @@ import json
 import statistics
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -756,3 +757,65 @@ def test_a_file_cut_short_says_so(clip, gallery_file, tmp_path):
     done = cli("watch", "-g", gallery_file, "--source", cut)
     assert done.returncode == 0 and "cut.avi: ended after " in done.stderr, done.stderr
     assert "of the 40 frames its header states (cut short or damaged)" in done.stderr
+
+
+def _stopped_with_stdout_unread(command: list) -> tuple[int, str]:
+    """Run `siamface COMMAND` with its stdout a full pipe nobody reads (a reader that stopped reading), stop it
+    with SIGTERM once it waits to write its first event, and return its exit code (None: it never ended) and
+    its stderr."""
+    import fcntl
+    import os
+    import signal
+    import subprocess
+
+    from test_attacks_found_cli import _siamface
+
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    os.write(write_end, b"\n" * 4096)  # full: the first event blocks
+    process = subprocess.Popen(
+        [str(c) for c in [*_siamface(), *command]], stdout=write_end, stderr=subprocess.PIPE, text=True
+    )
+    os.close(write_end)
+    try:
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            if "pipe_write" in Path(f"/proc/{process.pid}/wchan").read_text():  # waiting for the pipe
+                break
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        try:
+            _, err = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return None, process.communicate()[1]
+        return process.returncode, err
+    finally:
+        os.close(read_end)
+
+
+def test_a_run_stopped_while_its_events_are_not_read_ends_with_its_video_finished(gallery_file, tmp_path):
+    # events to a pipe whose reader stopped reading: the loop waits (memory bounded, frames dropped at the
+    # source), but a SIGTERM then made the run write its "left" events and summary into the same full pipe:
+    # it hung until a SIGKILL, its --out video never finished
+    late, out = tmp_path / "late.avi", tmp_path / "annotated.avi"
+    write_clip(late, [(None, 5), (3, 10)])  # 5 frames written before the first event
+    code, err = _stopped_with_stdout_unread(["watch", "-g", gallery_file, "--source", late, "--out", out, "--json"])
+    assert code == 130 and "stdout was not read for 5 s after the stop" in err, err
+    video = cv2.VideoCapture(str(out))
+    assert video.isOpened() and video.read()[0], err  # the frames before the blocked event, in a finished file
+    video.release()
+
+
+def test_an_authentication_stopped_while_its_decision_is_not_read_is_audited(clip, tmp_path, pipeline):
+    from siamface.gallery import Gallery
+
+    with Gallery(tmp_path / "door.db", pipeline, create=True) as g:
+        g.enroll("s3", [att(3, i) for i in (2, 3, 4)])
+    command = ["authenticate", "-g", tmp_path / "door.db", "--claim", "s3", "--source", clip, "--liveness", "off"]
+    code, err = _stopped_with_stdout_unread([*command, "--json"])
+    assert code == 130 and "the last events were not written" in err, err
+    with Gallery(tmp_path / "door.db", pipeline) as g:
+        assert [(e.kind, e.claimed, e.accepted) for e in g.store.audit() if e.kind == "verify"] == [
+            ("verify", "s3", True)
+        ]

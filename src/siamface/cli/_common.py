@@ -187,3 +187,13 @@ def open_gallery(args, pipeline=None, create: bool = False, keep_images: bool = 
 
 def print_json(payload) -> None:
     print(json.dumps(payload, indent=2))
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered for it, and Python's own flush at exit, can then
+    neither fail (a reader gone: a broken pipe) nor block (a reader that stopped reading)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (a test's buffer): nothing to silence
+        pass

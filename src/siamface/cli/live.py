@@ -2,7 +2,8 @@
 
 Events are JSON lines on stdout (one per person appearing, being re-identified or leaving; one grant or
 deny); a summary (frames, fps, latency) goes to stderr, and with --json also as a last "summary" event. Exit codes: watch 0 (or 2 on error); authenticate
-0 granted, 1 denied, 2 error.
+0 granted, 1 denied, 2 error; either 130 when stopped (SIGTERM, Ctrl-C) while stdout was not being read, its last
+events dropped after `STOP_GRACE_S` seconds.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ._common import (
     add_margin_option,
     open_gallery,
     pipeline_from_args,
+    silence_stdout,
 )
 
 EXIT_GRANTED, EXIT_DENIED = 0, 1
@@ -153,30 +155,56 @@ def _summary(command: str, stats, extra: str = "", as_json: bool = False) -> Non
     )
 
 
+#: Seconds the run's last writes (the "left" events, the decision, the summary) may take after a stop.
+STOP_GRACE_S = 5.0
+
+
+class _Stalled(BaseException):
+    """The run's last writes outlasted `STOP_GRACE_S` after a stop (stdout a pipe its reader stopped reading)."""
+
+
 @contextlib.contextmanager
-def _terminate_as_interrupt():
+def _stoppable():
     """SIGTERM (a service manager stopping the command, `timeout`, `kill`) ends the run as Ctrl-C does: the
     last events and the summary written, the --out video finished (an .mp4 killed before its end has no index
-    and cannot be played), an authentication's attempt audited."""
+    and cannot be played), an authentication's attempt audited. After a stop (either signal) those last writes
+    get `STOP_GRACE_S` seconds: events to a pipe whose reader stopped reading blocked them, and the command
+    with them, until a SIGKILL; past that what is left unwritten is dropped and the command ends (exit 130)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def interrupt(signum, frame):
+    def stop(signum, frame):
+        signal.setitimer(signal.ITIMER_REAL, STOP_GRACE_S)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    def stalled(signum, frame):
+        raise _Stalled
+
+    handlers = {signal.SIGTERM: stop, signal.SIGALRM: stalled}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where Ctrl-C is ignored (nohup, &)
+        handlers[signal.SIGINT] = stop
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
     try:
         yield
+    except _Stalled:
+        silence_stdout()  # what is still buffered for stdout must not block the exit too
+        print(
+            f"siamface: stdout was not read for {STOP_GRACE_S:g} s after the stop: the last events were not written",
+            file=sys.stderr,
+        )
+        raise KeyboardInterrupt from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def cmd_watch(args) -> int:
     from ..live import Watcher, json_lines, run
 
     gallery, pipeline, matcher, reader, out = _open(args)
-    with gallery, reader, _terminate_as_interrupt():
+    with gallery, reader, _stoppable():
         watcher = Watcher(
             pipeline,
             matcher,
@@ -190,7 +218,7 @@ def cmd_watch(args) -> int:
             stats = run(reader, watcher, out, reader=reader)
         except KeyboardInterrupt:
             stats = watcher.stats
-    _summary("watch", stats, as_json=args.json)
+        _summary("watch", stats, as_json=args.json)
     return 0
 
 
@@ -209,7 +237,7 @@ def cmd_authenticate(args) -> int:
 
     refuse_exposed(args.gallery, "before authenticating")  # a door: as `serve` refuses it
     gallery, pipeline, matcher, reader, out = _open(args)
-    with gallery, reader, _terminate_as_interrupt():
+    with gallery, reader, _stoppable():
         auth = Authenticator(
             pipeline,
             matcher,
@@ -221,16 +249,19 @@ def cmd_authenticate(args) -> int:
             passive=_passive_check(args),
         )
         try:
-            run(reader, auth, out, stop_when_decided=True, reader=reader)
-        except KeyboardInterrupt:
-            auth.finish()
-        decision = auth.decision
-        for note in matcher.log_claim(args.claim, decision.granted, decision.best_score, rule="live"):
+            try:
+                run(reader, auth, out, stop_when_decided=True, reader=reader)
+            except KeyboardInterrupt:
+                auth.finish()
+        finally:  # audited even when its event could not be written (stdout not read) or the source failed
+            decision = auth.decision
+            notes = () if decision is None else matcher.log_claim(args.claim, decision.granted, decision.best_score)
+        for note in notes:
             print(f"siamface: note: {note}", file=sys.stderr)
-    _summary(
-        "authenticate",
-        auth.stats,
-        f"; {'GRANTED' if decision.granted else 'DENIED'}: {decision.reason}",
-        as_json=args.json,
-    )
+        _summary(
+            "authenticate",
+            auth.stats,
+            f"; {'GRANTED' if decision.granted else 'DENIED'}: {decision.reason}",
+            as_json=args.json,
+        )
     return EXIT_GRANTED if decision.granted else EXIT_DENIED
