@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import att, att_rgb, held_photo, run_cli, scene
 
-from siamface import SourceError
+from siamface import ConfigError, SourceError
 from siamface.live import Authenticator, GalleryMatcher, Tracker, Watcher, run
 from siamface.video import Frame, FrameSource, LatestFrameReader, open_source
 
@@ -819,3 +819,23 @@ def test_an_authentication_stopped_while_its_decision_is_not_read_is_audited(cli
         assert [(e.kind, e.claimed, e.accepted) for e in g.store.audit() if e.kind == "verify"] == [
             ("verify", "s3", True)
         ]
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_max_frames_under_one_is_refused(value, clip, gallery_file):
+    # --max-frames 0 and -1 processed one frame (the count was checked after a frame was handed over)
+    for command in (["watch"], ["authenticate", "--claim", "s3"]):
+        done = cli(*command, "-g", gallery_file, "--source", clip, "--max-frames", value)
+        assert done.returncode == 2 and done.stdout == "", done.stdout
+        assert done.stderr == f"siamface: error: --max-frames must be >= 1, got {value}\n"
+    with open_source(clip) as source, pytest.raises(ConfigError):
+        LatestFrameReader(source, max_frames=int(value))
+
+
+def test_a_decision_counts_the_frame_it_was_made_on(clip, gallery_file):
+    # a session failed by liveness was decided before its frame was counted: "frames": 2 in the decision, 3 in
+    # the summary of the same run
+    done = cli("authenticate", "-g", gallery_file, "--claim", "s3", "--source", clip, "--json")
+    decision, summary = (json.loads(line) for line in done.stdout.splitlines()[-2:])
+    assert done.returncode == 1 and decision["event"] == "denied" and "liveness" in decision["reason"], decision
+    assert decision["frames"] == summary["frames"] == decision["liveness"]["session"]["frames"], done.stdout

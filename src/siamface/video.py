@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ._files import IMAGE_SUFFIXES
-from .errors import SourceError
+from .errors import ConfigError, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +270,8 @@ class LatestFrameReader:
     def __init__(
         self, source: FrameSource, *, drop: bool | None = None, realtime: bool = False, max_frames: int | None = None
     ) -> None:
+        if max_frames is not None and max_frames < 1:
+            raise ConfigError(f"max_frames must be >= 1, not {max_frames!r}")
         self.source = source
         self.realtime = realtime and not source.live
         self.drop = (source.live or self.realtime) if drop is None else drop

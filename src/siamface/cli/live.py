@@ -124,6 +124,8 @@ def _open(args):
     from ..live import GalleryMatcher, VideoOut
     from ..video import LatestFrameReader, open_source
 
+    if args.max_frames is not None and args.max_frames < 1:  # 0 and -1 processed a frame
+        raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
     if (
         args.out
         and os.path.exists(args.out)

@@ -158,6 +158,7 @@ class Authenticator:
         return self.decision
 
     def process(self, frame: Frame) -> FrameResult:
+        self.stats.frames += 1  # first: a decision made on this frame counts it
         faces = self.pipeline.detect(frame.image)
         labels, scores = [], []
         seen = None
@@ -217,7 +218,6 @@ class Authenticator:
                 )
             live_done = result is not None and result.passed
         latency = (time.perf_counter() - frame.captured) * 1000
-        self.stats.frames += 1
         self.stats.latencies_ms.append(latency)
         if self.decision is None and self.run_length >= self.consecutive and live_done:
             how = f"{self.consecutive} consecutive frames verified"
