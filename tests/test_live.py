@@ -839,3 +839,29 @@ def test_a_decision_counts_the_frame_it_was_made_on(clip, gallery_file):
     decision, summary = (json.loads(line) for line in done.stdout.splitlines()[-2:])
     assert done.returncode == 1 and decision["event"] == "denied" and "liveness" in decision["reason"], decision
     assert decision["frames"] == summary["frames"] == decision["liveness"]["session"]["frames"], done.stdout
+
+
+def test_a_grant_over_a_recording_says_so_in_its_decision_and_audit(tmp_path, pipeline):
+    # a recording of the person moving (a video file, a folder of frames) passes a passive session as they did
+    # when it was recorded: `authenticate --source FILE` granted "(liveness passive)", audited as a door's
+    # grant, nothing telling it from someone at the camera (a video lifted from social media, given as FILE)
+    from conftest import S23_MOVING, camera_frame
+
+    from siamface.gallery import Gallery
+
+    rng = np.random.default_rng(5)
+    with Gallery(tmp_path / "g.db", pipeline, create=True) as g:
+        g.enroll("s23", [camera_frame(n, rng) for n in ("7", "1", "10")])
+    folder = tmp_path / "recording"
+    folder.mkdir()
+    for i in range(45):
+        frame = camera_frame(S23_MOVING[i % len(S23_MOVING)], rng)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    args = ("authenticate", "-g", tmp_path / "g.db", "--claim", "s23", "--source", folder, "--camera", "grey")
+    done = cli(*args, "--json")
+    decision = json.loads(done.stdout.splitlines()[-2])
+    assert done.returncode == 0 and decision["granted"] and decision["recorded"] is True, done.stdout
+    assert "over a recording: it shows the recorded person moved, not that anyone is at a camera" in decision["reason"]
+    assert "is a recording" in done.stderr.splitlines()[0], done.stderr
+    with Gallery(tmp_path / "g.db", pipeline) as g:
+        assert [(e.rule, e.accepted) for e in g.store.audit() if e.kind == "verify"] == [("live-recording", True)]

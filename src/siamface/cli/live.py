@@ -74,7 +74,8 @@ def add_parsers(sub) -> None:
         help="unlock for a claimed person in front of the camera (1:1 against a gallery)",
         description="Verify the largest face of each frame against the claimed person's templates: grant as "
         "soon as --consecutive frames in a row verify, deny at --timeout. Exit code 0 granted, "
-        "1 denied, 2 error.",
+        "1 denied, 2 error. A video file or a folder of frames is a recording, which shows no one at a camera "
+        "whatever its liveness: its decision says so (\"recorded\": true; audit rule live-recording).",
     )
     _source_options(p)
     p.add_argument("--claim", required=True, metavar="NAME", help="the person to authenticate")
@@ -236,9 +237,13 @@ def _passive_check(args):
 def cmd_authenticate(args) -> int:
     from ..gallery.core import refuse_exposed
     from ..live import Authenticator, json_lines, run
+    from ..live.authenticate import RECORDING
 
     refuse_exposed(args.gallery, "before authenticating")  # a door: as `serve` refuses it
     gallery, pipeline, matcher, reader, out = _open(args)
+    recorded = not reader.source.live  # a video file or a folder of frames: no one's presence at a camera
+    if recorded and args.liveness != "off":
+        print(f"siamface: note: --source {reader.source.name} is a recording: liveness {RECORDING}", file=sys.stderr)
     with gallery, reader, _stoppable():
         auth = Authenticator(
             pipeline,
@@ -249,6 +254,7 @@ def cmd_authenticate(args) -> int:
             on_event=json_lines(sys.stdout),
             liveness=args.liveness,
             passive=_passive_check(args),
+            recorded=recorded,
         )
         try:
             try:
@@ -257,7 +263,10 @@ def cmd_authenticate(args) -> int:
                 auth.finish()
         finally:  # audited even when its event could not be written (stdout not read) or the source failed
             decision = auth.decision
-            notes = () if decision is None else matcher.log_claim(args.claim, decision.granted, decision.best_score)
+            rule = "live-recording" if recorded else "live"  # the audit tells a door's grant from a file's
+            notes = (
+                () if decision is None else matcher.log_claim(args.claim, decision.granted, decision.best_score, rule)
+            )
         for note in notes:
             print(f"siamface: note: {note}", file=sys.stderr)
         _summary(
