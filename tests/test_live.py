@@ -889,3 +889,29 @@ def test_two_people_crossing_are_renamed_within_a_refresh_not_three(gallery, pip
     assert all(named[33:]), named  # right again at the first refreshes after they parted (frames 30, 31)
     renamed = [(e["track"], e["previous"], e["person"]) for e in events if e["event"] == "identified"]
     assert sorted(renamed) == [(1, "s4", "s3"), (2, "s3", "s4")], events
+
+
+def test_authenticate_locks_a_person_out_after_failed_attempts_as_serve_does(clip, tmp_path, pipeline):
+    # authenticate had no lock-out: at a door that runs it for each attempt, photos, masks or a look-alike
+    # could be tried without end, where serve locks the person after 5 denials in 5 minutes
+    from siamface.gallery import Gallery
+
+    with Gallery(tmp_path / "door.db", pipeline, create=True) as g:
+        for s in ENROLLED:
+            g.enroll(f"s{s}", [att(s, i) for i in (2, 3, 4)])
+    someone_else = tmp_path / "s4.avi"
+    write_clip(someone_else, [(4, 5)])
+    door = ("authenticate", "-g", tmp_path / "door.db", "--claim", "s3", "--liveness", "off", "--json")
+    for _ in range(2):
+        assert cli(*door, "--source", someone_else, "--lockout-failures", "2").returncode == 1
+    locked = cli(*door, "--source", clip, "--lockout-failures", "2")  # s3 herself, while locked
+    decision, summary = (json.loads(line) for line in locked.stdout.splitlines()[-2:])
+    assert locked.returncode == 1 and decision["reason"].startswith("locked out: 2 failed attempts within 300 s")
+    assert summary["frames"] == 0, summary  # no frame looked at
+    assert cli(*door, "--source", clip, "--lockout-failures", "3").returncode == 0  # 2 of 3: not locked
+    assert cli(*door, "--source", someone_else, "--lockout-failures", "2").returncode == 1  # her grant cleared them
+    with Gallery(tmp_path / "door.db", pipeline) as g:  # the refusal while locked is not counted as an attempt
+        assert [e.accepted for e in g.store.audit() if e.kind == "verify"] == [False, True, False, False]
+    for bad in (["--lockout-failures", "0"], ["--lockout-window", "nan"], ["--lockout-seconds", "86400"]):
+        done = cli(*door, "--source", clip, *bad)
+        assert done.returncode == 2 and "lock-out" in done.stderr and done.stderr.count("\n") == 1, done.stderr

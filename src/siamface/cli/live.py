@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
 import threading
+import time
 
 from ..decision import LIVENESS_MODES
 from ..errors import ConfigError
@@ -23,6 +25,7 @@ from ._common import (
     add_chain_options,
     add_fpir_option,
     add_gallery_option,
+    add_lockout_options,
     add_margin_option,
     open_gallery,
     pipeline_from_args,
@@ -99,6 +102,7 @@ def add_parsers(sub) -> None:
         "(default: passive)",
     )
     add_camera_options(p)
+    add_lockout_options(p, meanwhile="the claim is denied at once, not counted as an attempt")
     p.set_defaults(func=cmd_authenticate)
 
 
@@ -234,16 +238,28 @@ def _passive_check(args):
     return PassiveCheck(args.liveness_model, camera=args.camera)
 
 
+def _lock_left(gallery, args) -> float:
+    """Seconds left of the lock-out the audited denials of `args.claim` set (0: none), as `serve` counts them:
+    --lockout-failures denials within --lockout-window seconds lock the person for --lockout-seconds, from
+    every process that audits to this gallery (each authenticate, a server)."""
+    from ..service.lockout import Lockout, audited_denial_ages
+
+    lockout = Lockout(args.lockout_failures, args.lockout_window, args.lockout_seconds, clock=time.time)
+    person = gallery.store.person(args.claim, metadata=False)
+    reach = args.lockout_window + args.lockout_seconds
+    return lockout.lock_left(audited_denial_ages(gallery.store, person.id, reach, time.time()))
+
+
 def cmd_authenticate(args) -> int:
     from ..gallery.core import refuse_exposed
     from ..live import Authenticator, json_lines, run
     from ..live.authenticate import RECORDING
+    from ..service.lockout import check_lockout
 
+    check_lockout(args.lockout_failures, args.lockout_window, args.lockout_seconds)
     refuse_exposed(args.gallery, "before authenticating")  # a door: as `serve` refuses it
     gallery, pipeline, matcher, reader, out = _open(args)
     recorded = not reader.source.live  # a video file or a folder of frames: no one's presence at a camera
-    if recorded and args.liveness != "off":
-        print(f"siamface: note: --source {reader.source.name} is a recording: liveness {RECORDING}", file=sys.stderr)
     with gallery, reader, _stoppable():
         auth = Authenticator(
             pipeline,
@@ -256,16 +272,29 @@ def cmd_authenticate(args) -> int:
             passive=_passive_check(args),
             recorded=recorded,
         )
+        if recorded and args.liveness != "off":  # once the claim is known to be someone's
+            print(
+                f"siamface: note: --source {reader.source.name} is a recording: liveness {RECORDING}", file=sys.stderr
+            )
+        locked = _lock_left(gallery, args)
         try:
             try:
-                run(reader, auth, out, stop_when_decided=True, reader=reader)
+                if locked:  # as serve's 429: not an attempt, not counted (the lock would never end while tried)
+                    auth.deny(
+                        f"locked out: {args.lockout_failures} failed attempts within {args.lockout_window:g} s; "
+                        f"retry in {math.ceil(locked)} s"
+                    )
+                else:
+                    run(reader, auth, out, stop_when_decided=True, reader=reader)
             except KeyboardInterrupt:
                 auth.finish()
         finally:  # audited even when its event could not be written (stdout not read) or the source failed
             decision = auth.decision
             rule = "live-recording" if recorded else "live"  # the audit tells a door's grant from a file's
             notes = (
-                () if decision is None else matcher.log_claim(args.claim, decision.granted, decision.best_score, rule)
+                ()
+                if decision is None or locked
+                else matcher.log_claim(args.claim, decision.granted, decision.best_score, rule)
             )
         for note in notes:
             print(f"siamface: note: {note}", file=sys.stderr)

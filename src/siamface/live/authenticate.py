@@ -244,6 +244,10 @@ class Authenticator:
             )
         return FrameResult(frame, faces, labels, scores, [], latency, 1 if len(faces) else 0)
 
+    def deny(self, reason: str) -> AuthDecision:
+        """Deny at once, whatever the frames would show (the claim is locked out), unless decided already."""
+        return self.decision or self._decide(False, reason)
+
     def finish(self) -> AuthDecision:
         if self.decision is None:
             if not self.scores:
