@@ -915,3 +915,20 @@ def test_authenticate_locks_a_person_out_after_failed_attempts_as_serve_does(cli
     for bad in (["--lockout-failures", "0"], ["--lockout-window", "nan"], ["--lockout-seconds", "86400"]):
         done = cli(*door, "--source", clip, *bad)
         assert done.returncode == 2 and "lock-out" in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_a_fifo_or_device_as_source_is_named_for_what_it_is(gallery_file, tmp_path):
+    # an existing FIFO or device was refused as "no such file, folder or camera", sending the user looking
+    # for a file that is there
+    import os
+
+    os.mkfifo(tmp_path / "feed.avi")
+    for source in (tmp_path / "feed.avi", "/dev/null"):
+        done = cli("watch", "-g", gallery_file, "--source", source)
+        assert (
+            done.returncode == 2
+            and done.stderr == f"siamface: error: {source}: not a video file (a FIFO, device or socket)\n"
+        )
+    assert "no such file, folder or camera" in cli("watch", "-g", gallery_file, "--source", tmp_path / "no.avi").stderr
+    done = cli("enroll", "-g", tmp_path / "new.db", "eve", "--video", tmp_path / "feed.avi")
+    assert done.returncode == 2 and "not a video file (a FIFO, device or socket)" in done.stderr, done.stderr

@@ -251,8 +251,9 @@ def open_source(spec: str | int | os.PathLike, **options) -> FrameSource:
     path = Path(text)
     if path.is_dir():
         return FolderSource(path)
-    if not path.is_file():
-        raise SourceError(f"{text}: no such file, folder or camera")
+    if not path.is_file():  # a FIFO or a device exists: "no such file" misled
+        what = "not a video file (a FIFO, device or socket)" if path.exists() else "no such file, folder or camera"
+        raise SourceError(f"{text}: {what}")
     if path.stat().st_size == 0:
         raise SourceError(f"{text}: empty file")
     return CaptureSource(str(path), **options)
