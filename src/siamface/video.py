@@ -17,6 +17,7 @@ is reopened a bounded number of times (`reconnects`), then a `SourceError`; noth
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -41,7 +42,7 @@ DAMAGED_FRAMES_IN_A_ROW = 25
 
 @dataclass(frozen=True)
 class Frame:
-    """One frame: its number in the source, its time in seconds (position in a file, seconds since the
+    """One frame: its number in the source, its time in seconds (its time stamp in a file, seconds since the
     start for a live source), the RGB image, and ``time.perf_counter()`` when it was captured."""
 
     index: int
@@ -175,12 +176,13 @@ class CaptureSource(FrameSource):
 
     def __iter__(self) -> Iterator[Frame]:
         cv2 = _cv2()
-        index, start, failures, damaged = 0, time.perf_counter(), 0, 0
+        index, start, failures, damaged, last = 0, time.perf_counter(), 0, 0, 0.0
         while True:
             with self._lock:
                 if self._closed or self._capture is None:
                     return
                 ok, bgr = self._capture.read()
+                stamp = self._capture.get(cv2.CAP_PROP_POS_MSEC) / 1000 if ok and not self.live else math.nan
             if not ok or bgr is None:
                 if not self.live:
                     # a frame the decoder cannot read before the end its header states is damaged, not the end:
@@ -213,7 +215,11 @@ class CaptureSource(FrameSource):
             failures = 0
             now = time.perf_counter()
             rgb = cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB if bgr.ndim == 2 else cv2.COLOR_BGR2RGB)
-            t = index / self.fps if not self.live else now - start
+            if self.live:
+                t = now - start
+            else:  # the frame's own time stamp: with a variable frame rate (phones record so) or a damaged frame
+                t = stamp if math.isfinite(stamp) and stamp >= 0 else index / self.fps  # skipped, index / fps drifts
+                t = last = max(t, last)
             yield Frame(index, t, rgb, now)
             index += 1
 
