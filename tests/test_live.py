@@ -932,3 +932,52 @@ def test_a_fifo_or_device_as_source_is_named_for_what_it_is(gallery_file, tmp_pa
     assert "no such file, folder or camera" in cli("watch", "-g", gallery_file, "--source", tmp_path / "no.avi").stderr
     done = cli("enroll", "-g", tmp_path / "new.db", "eve", "--video", tmp_path / "feed.avi")
     assert done.returncode == 2 and "not a video file (a FIFO, device or socket)" in done.stderr, done.stderr
+
+
+def _variable_rate(mp4: bytes, slow_from: int) -> bytes:
+    """An .mp4 as OpenCV writes it (one track, its index after the frames, one time-to-sample entry) whose
+    frames from `slow_from` on last twice as long: a variable frame rate, as phones record."""
+    import struct
+
+    d = bytearray(mp4)
+    s = d.find(b"stts") - 4
+    count, delta = struct.unpack(">II", d[s + 16 : s + 24])
+    d[s : s + 24] = struct.pack(">I4sIIIIII", 32, b"stts", 0, 2, slow_from, delta, count - slow_from, 2 * delta)
+    for box in (b"moov", b"trak", b"mdia", b"minf", b"stbl"):  # the boxes around it grew by one entry
+        at = d.find(box) - 4
+        struct.pack_into(">I", d, at, struct.unpack(">I", d[at : at + 4])[0] + 8)
+    m, v = d.find(b"mdhd") + 4, d.find(b"mvhd") + 4  # the durations: the media's, the movie's, the edit's
+    media = (slow_from + 2 * (count - slow_from)) * delta
+    movie = media * struct.unpack(">I", d[v + 12 : v + 16])[0] // struct.unpack(">I", d[m + 12 : m + 16])[0]
+    for at in (m + 16, v + 16, d.find(b"tkhd") + 24, d.find(b"elst") + 12):
+        struct.pack_into(">I", d, at, media if at == m + 16 else movie)
+    return bytes(d)
+
+
+def test_a_variable_frame_rate_file_is_timed_by_its_frames_time_stamps(gallery_file, tmp_path):
+    # a file's frames were timed by their number over the average frame rate: in a video recorded at 25 fps
+    # and then 12.5 (a phone lowers its rate in the dark) every frame's time was off, by 0.38 s at the change
+    mp4 = tmp_path / "constant.mp4"
+    writer = cv2.VideoWriter(str(mp4), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (640, 480))
+    for i in range(40):
+        writer.write(
+            cv2.cvtColor(scene([(att_rgb(3, 1), 1.8, (80 + 4 * i, 60))] if i >= 30 else []), cv2.COLOR_RGB2BGR)
+        )
+    writer.release()
+    variable = tmp_path / "variable.mp4"
+    variable.write_bytes(_variable_rate(mp4.read_bytes(), 20))
+    with open_source(variable) as source:
+        times = [frame.time for frame in source]
+    assert times == pytest.approx([i * 0.04 for i in range(20)] + [0.8 + i * 0.08 for i in range(20)], abs=1e-3)
+    done = cli("watch", "-g", gallery_file, "--source", variable, "--json")
+    appeared = [e for e in map(json.loads, done.stdout.splitlines()) if e.get("person") == "s3"][0]
+    assert appeared["frame"] == 30 and appeared["video_time"] == pytest.approx(1.6), appeared  # was 1.8
+
+
+def test_out_into_a_missing_folder_is_refused_before_any_frame(clip, gallery_file, tmp_path):
+    # the writer was opened on the first frame: the run printed its events, then stopped on "cannot write
+    # video (use .mp4 or .avi)", the wrong hint for a folder that is not there
+    out = tmp_path / "no" / "such" / "annotated.mp4"
+    done = cli("watch", "-g", gallery_file, "--source", clip, "--out", out)
+    assert done.returncode == 2 and done.stdout == "", done.stdout
+    assert done.stderr == f"siamface: error: {out}: cannot write video: no such folder {out.parent}\n"
