@@ -7,13 +7,14 @@ import json
 import statistics
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from conftest import att, att_rgb, held_photo, run_cli, scene
 
-from siamface import SourceError
+from siamface import ConfigError, SourceError
 from siamface.live import Authenticator, GalleryMatcher, Tracker, Watcher, run
 from siamface.video import Frame, FrameSource, LatestFrameReader, open_source
 
@@ -727,3 +728,256 @@ def test_a_camera_reopened_while_the_run_closes_is_released_not_left_open(monkey
     reader.join(5)
     assert not reader.is_alive() and len(frames) == 1
     assert first.released and second.released
+
+
+def test_a_damaged_frame_mid_file_is_skipped_not_taken_for_the_end(clip, gallery_file, tmp_path):
+    # a frame the decoder could not read (a damaged region of a recording) ended the file there: watch went on
+    # to exit 0 having seen 5 of its 40 frames, s4 and the stranger never looked at, nothing said
+    import re
+
+    data = bytearray(clip.read_bytes())
+    sixth = [m.start() for m in re.finditer(b"\xff\xd8\xff", data)][5]  # the JPEG of frame 5
+    data[sixth + 2 : sixth + 302] = np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8).tobytes()
+    damaged = tmp_path / "damaged.avi"
+    damaged.write_bytes(data)
+    with open_source(damaged) as source:
+        frames = list(source)
+    assert [f.index for f in frames] == [i for i in range(40) if i != 5]  # each after it at its own place
+    assert frames[5].time == pytest.approx(6 / 25)
+    done = cli("watch", "-g", gallery_file, "--source", damaged, "--json")
+    people = {json.loads(line).get("person") for line in done.stdout.splitlines()}
+    assert done.returncode == 0 and {"s3", "s4", "unknown"} <= people, done.stdout
+    assert "damaged.avi: 1 damaged frame(s) skipped" in done.stderr, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["frames"] == 39
+
+
+def test_a_file_cut_short_says_so(clip, gallery_file, tmp_path):
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
+    done = cli("watch", "-g", gallery_file, "--source", cut)
+    assert done.returncode == 0 and "cut.avi: ended after " in done.stderr, done.stderr
+    assert "of the 40 frames its header states (cut short or damaged)" in done.stderr
+
+
+def _stopped_with_stdout_unread(command: list) -> tuple[int, str]:
+    """Run `siamface COMMAND` with its stdout a full pipe nobody reads (a reader that stopped reading), stop it
+    with SIGTERM once it waits to write its first event, and return its exit code (None: it never ended) and
+    its stderr."""
+    import fcntl
+    import os
+    import signal
+    import subprocess
+
+    from test_attacks_found_cli import _siamface
+
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    os.write(write_end, b"\n" * 4096)  # full: the first event blocks
+    process = subprocess.Popen(
+        [str(c) for c in [*_siamface(), *command]], stdout=write_end, stderr=subprocess.PIPE, text=True
+    )
+    os.close(write_end)
+    try:
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            if "pipe_write" in Path(f"/proc/{process.pid}/wchan").read_text():  # waiting for the pipe
+                break
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        try:
+            _, err = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return None, process.communicate()[1]
+        return process.returncode, err
+    finally:
+        os.close(read_end)
+
+
+def test_a_run_stopped_while_its_events_are_not_read_ends_with_its_video_finished(gallery_file, tmp_path):
+    # events to a pipe whose reader stopped reading: the loop waits (memory bounded, frames dropped at the
+    # source), but a SIGTERM then made the run write its "left" events and summary into the same full pipe:
+    # it hung until a SIGKILL, its --out video never finished
+    late, out = tmp_path / "late.avi", tmp_path / "annotated.avi"
+    write_clip(late, [(None, 5), (3, 10)])  # 5 frames written before the first event
+    code, err = _stopped_with_stdout_unread(["watch", "-g", gallery_file, "--source", late, "--out", out, "--json"])
+    assert code == 130 and "stdout was not read for 5 s after the stop" in err, err
+    video = cv2.VideoCapture(str(out))
+    assert video.isOpened() and video.read()[0], err  # the frames before the blocked event, in a finished file
+    video.release()
+
+
+def test_an_authentication_stopped_while_its_decision_is_not_read_is_audited(clip, tmp_path, pipeline):
+    from siamface.gallery import Gallery
+
+    with Gallery(tmp_path / "door.db", pipeline, create=True) as g:
+        g.enroll("s3", [att(3, i) for i in (2, 3, 4)])
+    command = ["authenticate", "-g", tmp_path / "door.db", "--claim", "s3", "--source", clip, "--liveness", "off"]
+    code, err = _stopped_with_stdout_unread([*command, "--json"])
+    assert code == 130 and "the last events were not written" in err, err
+    with Gallery(tmp_path / "door.db", pipeline) as g:
+        assert [(e.kind, e.claimed, e.accepted) for e in g.store.audit() if e.kind == "verify"] == [
+            ("verify", "s3", True)
+        ]
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_max_frames_under_one_is_refused(value, clip, gallery_file):
+    # --max-frames 0 and -1 processed one frame (the count was checked after a frame was handed over)
+    for command in (["watch"], ["authenticate", "--claim", "s3"]):
+        done = cli(*command, "-g", gallery_file, "--source", clip, "--max-frames", value)
+        assert done.returncode == 2 and done.stdout == "", done.stdout
+        assert done.stderr == f"siamface: error: --max-frames must be >= 1, got {value}\n"
+    with open_source(clip) as source, pytest.raises(ConfigError):
+        LatestFrameReader(source, max_frames=int(value))
+
+
+def test_a_decision_counts_the_frame_it_was_made_on(clip, gallery_file):
+    # a session failed by liveness was decided before its frame was counted: "frames": 2 in the decision, 3 in
+    # the summary of the same run
+    done = cli("authenticate", "-g", gallery_file, "--claim", "s3", "--source", clip, "--json")
+    decision, summary = (json.loads(line) for line in done.stdout.splitlines()[-2:])
+    assert done.returncode == 1 and decision["event"] == "denied" and "liveness" in decision["reason"], decision
+    assert decision["frames"] == summary["frames"] == decision["liveness"]["session"]["frames"], done.stdout
+
+
+def test_a_grant_over_a_recording_says_so_in_its_decision_and_audit(tmp_path, pipeline):
+    # a recording of the person moving (a video file, a folder of frames) passes a passive session as they did
+    # when it was recorded: `authenticate --source FILE` granted "(liveness passive)", audited as a door's
+    # grant, nothing telling it from someone at the camera (a video lifted from social media, given as FILE)
+    from conftest import S23_MOVING, camera_frame
+
+    from siamface.gallery import Gallery
+
+    rng = np.random.default_rng(5)
+    with Gallery(tmp_path / "g.db", pipeline, create=True) as g:
+        g.enroll("s23", [camera_frame(n, rng) for n in ("7", "1", "10")])
+    folder = tmp_path / "recording"
+    folder.mkdir()
+    for i in range(45):
+        frame = camera_frame(S23_MOVING[i % len(S23_MOVING)], rng)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    args = ("authenticate", "-g", tmp_path / "g.db", "--claim", "s23", "--source", folder, "--camera", "grey")
+    done = cli(*args, "--json")
+    decision = json.loads(done.stdout.splitlines()[-2])
+    assert done.returncode == 0 and decision["granted"] and decision["recorded"] is True, done.stdout
+    assert "over a recording: it shows the recorded person moved, not that anyone is at a camera" in decision["reason"]
+    assert "is a recording" in done.stderr.splitlines()[0], done.stderr
+    with Gallery(tmp_path / "g.db", pipeline) as g:
+        assert [(e.rule, e.accepted) for e in g.store.audit() if e.kind == "verify"] == [("live-recording", True)]
+
+
+def test_two_people_crossing_are_renamed_within_a_refresh_not_three(gallery, pipeline, tmp_path):
+    # s3 walks right and s4 left, past each other; while one hides the other the tracker keeps one track on
+    # the face it can see, and after they part each track is on the other's face. The names followed the
+    # tracks: s3 was called s4 (and s4 s3) to the end of the clip, 18 frames, no event said so (the vote
+    # needs 3 of 5 recognitions, 3 refreshes). A track embedded as someone else than its first face now
+    # starts its vote again from that face, as `watch --liveness passive` does with its liveness
+    path = tmp_path / "crossing.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (640, 480))
+    for i in range(40):
+        s3, s4 = (att_rgb(3, 1), 1.5, (40 + 400 * i // 39, 150)), (att_rgb(4, 1), 1.5, (440 - 400 * i // 39, 150))
+        writer.write(cv2.cvtColor(scene([s3, s4] if i < 20 else [s4, s3]), cv2.COLOR_RGB2BGR))
+    writer.release()
+    events, named = [], []
+    watcher = Watcher(pipeline, GalleryMatcher(gallery), on_event=events.append)  # refresh 10, votes 5
+    with open_source(path) as source:
+        for frame in source:
+            result = watcher.process(frame)
+            right = {("s3" if box[0] > 320 else "s4"): label for box, label in zip(result.faces.boxes, result.labels)}
+            named.append(frame.index >= 25 and len(right) == 2 and right == {"s3": "s3", "s4": "s4"})
+    assert all(named[33:]), named  # right again at the first refreshes after they parted (frames 30, 31)
+    renamed = [(e["track"], e["previous"], e["person"]) for e in events if e["event"] == "identified"]
+    assert sorted(renamed) == [(1, "s4", "s3"), (2, "s3", "s4")], events
+
+
+def test_authenticate_locks_a_person_out_after_failed_attempts_as_serve_does(clip, tmp_path, pipeline):
+    # authenticate had no lock-out: at a door that runs it for each attempt, photos, masks or a look-alike
+    # could be tried without end, where serve locks the person after 5 denials in 5 minutes
+    from siamface.gallery import Gallery
+
+    with Gallery(tmp_path / "door.db", pipeline, create=True) as g:
+        for s in ENROLLED:
+            g.enroll(f"s{s}", [att(s, i) for i in (2, 3, 4)])
+    someone_else = tmp_path / "s4.avi"
+    write_clip(someone_else, [(4, 5)])
+    door = ("authenticate", "-g", tmp_path / "door.db", "--claim", "s3", "--liveness", "off", "--json")
+    for _ in range(2):
+        assert cli(*door, "--source", someone_else, "--lockout-failures", "2").returncode == 1
+    locked = cli(*door, "--source", clip, "--lockout-failures", "2")  # s3 herself, while locked
+    decision, summary = (json.loads(line) for line in locked.stdout.splitlines()[-2:])
+    assert locked.returncode == 1 and decision["reason"].startswith("locked out: 2 failed attempts within 300 s")
+    assert summary["frames"] == 0, summary  # no frame looked at
+    assert cli(*door, "--source", clip, "--lockout-failures", "3").returncode == 0  # 2 of 3: not locked
+    assert cli(*door, "--source", someone_else, "--lockout-failures", "2").returncode == 1  # her grant cleared them
+    with Gallery(tmp_path / "door.db", pipeline) as g:  # the refusal while locked is not counted as an attempt
+        assert [e.accepted for e in g.store.audit() if e.kind == "verify"] == [False, True, False, False]
+    for bad in (["--lockout-failures", "0"], ["--lockout-window", "nan"], ["--lockout-seconds", "86400"]):
+        done = cli(*door, "--source", clip, *bad)
+        assert done.returncode == 2 and "lock-out" in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_a_fifo_or_device_as_source_is_named_for_what_it_is(gallery_file, tmp_path):
+    # an existing FIFO or device was refused as "no such file, folder or camera", sending the user looking
+    # for a file that is there
+    import os
+
+    os.mkfifo(tmp_path / "feed.avi")
+    for source in (tmp_path / "feed.avi", "/dev/null"):
+        done = cli("watch", "-g", gallery_file, "--source", source)
+        assert (
+            done.returncode == 2
+            and done.stderr == f"siamface: error: {source}: not a video file (a FIFO, device or socket)\n"
+        )
+    assert "no such file, folder or camera" in cli("watch", "-g", gallery_file, "--source", tmp_path / "no.avi").stderr
+    done = cli("enroll", "-g", tmp_path / "new.db", "eve", "--video", tmp_path / "feed.avi")
+    assert done.returncode == 2 and "not a video file (a FIFO, device or socket)" in done.stderr, done.stderr
+
+
+def _variable_rate(mp4: bytes, slow_from: int) -> bytes:
+    """An .mp4 as OpenCV writes it (one track, its index after the frames, one time-to-sample entry) whose
+    frames from `slow_from` on last twice as long: a variable frame rate, as phones record."""
+    import struct
+
+    d = bytearray(mp4)
+    s = d.find(b"stts") - 4
+    count, delta = struct.unpack(">II", d[s + 16 : s + 24])
+    d[s : s + 24] = struct.pack(">I4sIIIIII", 32, b"stts", 0, 2, slow_from, delta, count - slow_from, 2 * delta)
+    for box in (b"moov", b"trak", b"mdia", b"minf", b"stbl"):  # the boxes around it grew by one entry
+        at = d.find(box) - 4
+        struct.pack_into(">I", d, at, struct.unpack(">I", d[at : at + 4])[0] + 8)
+    m, v = d.find(b"mdhd") + 4, d.find(b"mvhd") + 4  # the durations: the media's, the movie's, the edit's
+    media = (slow_from + 2 * (count - slow_from)) * delta
+    movie = media * struct.unpack(">I", d[v + 12 : v + 16])[0] // struct.unpack(">I", d[m + 12 : m + 16])[0]
+    for at in (m + 16, v + 16, d.find(b"tkhd") + 24, d.find(b"elst") + 12):
+        struct.pack_into(">I", d, at, media if at == m + 16 else movie)
+    return bytes(d)
+
+
+def test_a_variable_frame_rate_file_is_timed_by_its_frames_time_stamps(gallery_file, tmp_path):
+    # a file's frames were timed by their number over the average frame rate: in a video recorded at 25 fps
+    # and then 12.5 (a phone lowers its rate in the dark) every frame's time was off, by 0.38 s at the change
+    mp4 = tmp_path / "constant.mp4"
+    writer = cv2.VideoWriter(str(mp4), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (640, 480))
+    for i in range(40):
+        writer.write(
+            cv2.cvtColor(scene([(att_rgb(3, 1), 1.8, (80 + 4 * i, 60))] if i >= 30 else []), cv2.COLOR_RGB2BGR)
+        )
+    writer.release()
+    variable = tmp_path / "variable.mp4"
+    variable.write_bytes(_variable_rate(mp4.read_bytes(), 20))
+    with open_source(variable) as source:
+        times = [frame.time for frame in source]
+    assert times == pytest.approx([i * 0.04 for i in range(20)] + [0.8 + i * 0.08 for i in range(20)], abs=1e-3)
+    done = cli("watch", "-g", gallery_file, "--source", variable, "--json")
+    appeared = [e for e in map(json.loads, done.stdout.splitlines()) if e.get("person") == "s3"][0]
+    assert appeared["frame"] == 30 and appeared["video_time"] == pytest.approx(1.6), appeared  # was 1.8
+
+
+def test_out_into_a_missing_folder_is_refused_before_any_frame(clip, gallery_file, tmp_path):
+    # the writer was opened on the first frame: the run printed its events, then stopped on "cannot write
+    # video (use .mp4 or .avi)", the wrong hint for a folder that is not there
+    out = tmp_path / "no" / "such" / "annotated.mp4"
+    done = cli("watch", "-g", gallery_file, "--source", clip, "--out", out)
+    assert done.returncode == 2 and done.stdout == "", done.stdout
+    assert done.stderr == f"siamface: error: {out}: cannot write video: no such folder {out.parent}\n"

@@ -17,6 +17,7 @@ is reopened a bounded number of times (`reconnects`), then a `SourceError`; noth
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -27,18 +28,21 @@ from pathlib import Path
 import numpy as np
 
 from ._files import IMAGE_SUFFIXES
-from .errors import SourceError
+from .errors import ConfigError, SourceError
 
 log = logging.getLogger(__name__)
 
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 #: Seconds a live source may deliver nothing before it counts as disconnected.
 READ_TIMEOUT_S = 5.0
+#: Frames of a file in a row that may fail to decode before its end is taken as reached (a damaged region is
+#: skipped; a header stating a billion frames is not read a billion times).
+DAMAGED_FRAMES_IN_A_ROW = 25
 
 
 @dataclass(frozen=True)
 class Frame:
-    """One frame: its number in the source, its time in seconds (position in a file, seconds since the
+    """One frame: its number in the source, its time in seconds (its time stamp in a file, seconds since the
     start for a live source), the RGB image, and ``time.perf_counter()`` when it was captured."""
 
     index: int
@@ -172,15 +176,23 @@ class CaptureSource(FrameSource):
 
     def __iter__(self) -> Iterator[Frame]:
         cv2 = _cv2()
-        index, start, failures = 0, time.perf_counter(), 0
+        index, start, failures, damaged, last = 0, time.perf_counter(), 0, 0, 0.0
         while True:
             with self._lock:
                 if self._closed or self._capture is None:
                     return
                 ok, bgr = self._capture.read()
+                stamp = self._capture.get(cv2.CAP_PROP_POS_MSEC) / 1000 if ok and not self.live else math.nan
             if not ok or bgr is None:
                 if not self.live:
-                    return  # end of file
+                    # a frame the decoder cannot read before the end its header states is damaged, not the end:
+                    # the frames after it were lost without a word (half a recording watched, exit 0)
+                    failures += 1
+                    if index < self.frame_count and failures <= DAMAGED_FRAMES_IN_A_ROW:
+                        index, damaged = index + 1, damaged + 1
+                        continue
+                    self._ended(index - (failures - 1), damaged - (failures - 1))
+                    return
                 failures += 1
                 if failures > self.reconnects:
                     raise SourceError(f"{self.name}: no frames after {self.reconnects} reconnects")
@@ -203,9 +215,26 @@ class CaptureSource(FrameSource):
             failures = 0
             now = time.perf_counter()
             rgb = cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB if bgr.ndim == 2 else cv2.COLOR_BGR2RGB)
-            t = index / self.fps if not self.live else now - start
+            if self.live:
+                t = now - start
+            else:  # the frame's own time stamp: with a variable frame rate (phones record so) or a damaged frame
+                t = stamp if math.isfinite(stamp) and stamp >= 0 else index / self.fps  # skipped, index / fps drifts
+                t = last = max(t, last)
             yield Frame(index, t, rgb, now)
             index += 1
+
+    def _ended(self, frames: int, damaged: int) -> None:
+        """Say how a file ended when it was not as its header states: damaged frames skipped, or the end
+        reached before the frames stated (a cut or damaged recording)."""
+        if damaged:
+            log.warning("%s: %d damaged frame(s) skipped", self.name, damaged)
+        if frames < self.frame_count - 1:  # a container's count may be an estimate one frame off
+            log.warning(
+                "%s: ended after %d of the %d frames its header states (cut short or damaged)",
+                self.name,
+                frames,
+                self.frame_count,
+            )
 
     def close(self) -> None:
         self._closed = True
@@ -228,8 +257,9 @@ def open_source(spec: str | int | os.PathLike, **options) -> FrameSource:
     path = Path(text)
     if path.is_dir():
         return FolderSource(path)
-    if not path.is_file():
-        raise SourceError(f"{text}: no such file, folder or camera")
+    if not path.is_file():  # a FIFO or a device exists: "no such file" misled
+        what = "not a video file (a FIFO, device or socket)" if path.exists() else "no such file, folder or camera"
+        raise SourceError(f"{text}: {what}")
     if path.stat().st_size == 0:
         raise SourceError(f"{text}: empty file")
     return CaptureSource(str(path), **options)
@@ -247,6 +277,8 @@ class LatestFrameReader:
     def __init__(
         self, source: FrameSource, *, drop: bool | None = None, realtime: bool = False, max_frames: int | None = None
     ) -> None:
+        if max_frames is not None and max_frames < 1:
+            raise ConfigError(f"max_frames must be >= 1, not {max_frames!r}")
         self.source = source
         self.realtime = realtime and not source.live
         self.drop = (source.live or self.realtime) if drop is None else drop

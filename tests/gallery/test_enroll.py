@@ -158,6 +158,32 @@ def test_video_keeps_good_and_diverse_frames(new_gallery, tmp_path, pipeline):
         assert g.verify("s6", att(6, 1)).accepted
 
 
+def test_a_video_whose_first_face_is_a_bystanders_enrols_nobody(new_gallery, tmp_path, pipeline):
+    # the first frame kept says who the person is: a bystander in the first frames (s10) was enrolled as the
+    # person, whose own 16 frames (s6) were all rejected as "other-person"
+    def video(path, segments):
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+        for subject, images in segments:
+            for i in images:
+                for k in range(4):
+                    frame = scene([(att_rgb(subject, i), 1.5, (90 + k, 40))], size=(240, 320))
+                    writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        writer.release()
+        return path
+
+    with Gallery(new_gallery(), pipeline, create=True) as g:
+        report = g.enroll_video("s6", video(tmp_path / "first.avi", [(10, [1]), (6, [1, 2, 3, 4])]), keep=5)
+        assert not report.added and not report.created, report
+        assert any(
+            "16 frame(s) show another person than the 4 frame(s) of the face kept first" in w for w in report.warnings
+        )
+        assert g.store.people() == []
+        report = g.enroll_video("s6", video(tmp_path / "last.avi", [(6, [1, 2, 3, 4]), (10, [1])]), keep=5)
+        assert report.created and len(report.added) >= 2, report  # a bystander's few frames are only rejected
+        assert sum(r.reason == "other-person" for r in report.rejected) == 4
+        assert g.identify(att(10, 2)).names == ["unknown"] and g.identify(att(6, 1)).names == ["s6"]
+
+
 def test_video_frames_too_close_in_time_are_skipped_and_a_timeout_stops(new_gallery, tmp_path, pipeline):
     video = _video(tmp_path / "s6.avi", 6)  # 19 frames at 10 fps: 0.0 .. 1.8 s
     with Gallery(new_gallery(), pipeline, create=True) as g:

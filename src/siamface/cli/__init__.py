@@ -29,7 +29,7 @@ from .. import __version__
 from .._progress import printable
 from ..errors import SiamfaceError
 from . import admin, evaluate, faces, gallery, index, library, live, serve, train
-from ._common import EXIT_ERROR
+from ._common import EXIT_ERROR, silence_stdout
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,7 +121,7 @@ def _run(args) -> int:
     except BrokenPipeError:
         # The reader went away (`siamface detect --json ... | head`): nothing more can be said on stdout, and
         # Python's own flush at exit must not fail on it either, so stdout now points at /dev/null.
-        _silence_stdout()
+        silence_stdout()
         return EXIT_BROKEN_PIPE
 
 
@@ -157,13 +157,3 @@ class _PrintableFormatter(logging.Formatter):
 
 #: What a shell reports for a program ended by SIGPIPE (128 + 13).
 EXIT_BROKEN_PIPE = 141
-
-
-def _silence_stdout() -> None:
-    import os
-
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # stdout is not a real file (a test's buffer): nothing to silence
-        pass

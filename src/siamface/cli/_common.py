@@ -123,6 +123,29 @@ def add_fpir_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_lockout_options(p: argparse.ArgumentParser, meanwhile: str) -> None:
+    """--lockout-failures, --lockout-window, --lockout-seconds (serve, authenticate): failed verifications of
+    one person, counted from the gallery's audit, that lock it; `meanwhile`: what a claim gets while locked."""
+    p.add_argument(
+        "--lockout-failures",
+        type=int,
+        default=5,
+        metavar="N",
+        help="failed verifications of one person that lock it (default: 5)",
+    )
+    p.add_argument(
+        "--lockout-window", type=float, default=300.0, metavar="S", help="... within S seconds (default: 300)"
+    )
+    p.add_argument(
+        "--lockout-seconds",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help=f"how long the lock lasts (default: 300; meanwhile {meanwhile}; with the window, at most a day: the "
+        "audit keeps a day at least)",
+    )
+
+
 def add_cache_options(p: argparse.ArgumentParser) -> None:
     """--cache PATH | --no-cache: the embedding cache (`siamface.evaluation.cache`)."""
     c = p.add_mutually_exclusive_group()
@@ -187,3 +210,13 @@ def open_gallery(args, pipeline=None, create: bool = False, keep_images: bool = 
 
 def print_json(payload) -> None:
     print(json.dumps(payload, indent=2))
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered for it, and Python's own flush at exit, can then
+    neither fail (a reader gone: a broken pipe) nor block (a reader that stopped reading)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (a test's buffer): nothing to silence
+        pass

@@ -2,7 +2,8 @@
 
 Events are JSON lines on stdout (one per person appearing, being re-identified or leaving; one grant or
 deny); a summary (frames, fps, latency) goes to stderr, and with --json also as a last "summary" event. Exit codes: watch 0 (or 2 on error); authenticate
-0 granted, 1 denied, 2 error.
+0 granted, 1 denied, 2 error; either 130 when stopped (SIGTERM, Ctrl-C) while stdout was not being read, its last
+events dropped after `STOP_GRACE_S` seconds.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
 import threading
+import time
 
 from ..decision import LIVENESS_MODES
 from ..errors import ConfigError
@@ -22,9 +25,11 @@ from ._common import (
     add_chain_options,
     add_fpir_option,
     add_gallery_option,
+    add_lockout_options,
     add_margin_option,
     open_gallery,
     pipeline_from_args,
+    silence_stdout,
 )
 
 EXIT_GRANTED, EXIT_DENIED = 0, 1
@@ -72,7 +77,8 @@ def add_parsers(sub) -> None:
         help="unlock for a claimed person in front of the camera (1:1 against a gallery)",
         description="Verify the largest face of each frame against the claimed person's templates: grant as "
         "soon as --consecutive frames in a row verify, deny at --timeout. Exit code 0 granted, "
-        "1 denied, 2 error.",
+        "1 denied, 2 error. A video file or a folder of frames is a recording, which shows no one at a camera "
+        "whatever its liveness: its decision says so (\"recorded\": true; audit rule live-recording).",
     )
     _source_options(p)
     p.add_argument("--claim", required=True, metavar="NAME", help="the person to authenticate")
@@ -96,6 +102,7 @@ def add_parsers(sub) -> None:
         "(default: passive)",
     )
     add_camera_options(p)
+    add_lockout_options(p, meanwhile="the claim is denied at once, not counted as an attempt")
     p.set_defaults(func=cmd_authenticate)
 
 
@@ -122,6 +129,8 @@ def _open(args):
     from ..live import GalleryMatcher, VideoOut
     from ..video import LatestFrameReader, open_source
 
+    if args.max_frames is not None and args.max_frames < 1:  # 0 and -1 processed a frame
+        raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
     if (
         args.out
         and os.path.exists(args.out)
@@ -153,30 +162,56 @@ def _summary(command: str, stats, extra: str = "", as_json: bool = False) -> Non
     )
 
 
+#: Seconds the run's last writes (the "left" events, the decision, the summary) may take after a stop.
+STOP_GRACE_S = 5.0
+
+
+class _Stalled(BaseException):
+    """The run's last writes outlasted `STOP_GRACE_S` after a stop (stdout a pipe its reader stopped reading)."""
+
+
 @contextlib.contextmanager
-def _terminate_as_interrupt():
+def _stoppable():
     """SIGTERM (a service manager stopping the command, `timeout`, `kill`) ends the run as Ctrl-C does: the
     last events and the summary written, the --out video finished (an .mp4 killed before its end has no index
-    and cannot be played), an authentication's attempt audited."""
+    and cannot be played), an authentication's attempt audited. After a stop (either signal) those last writes
+    get `STOP_GRACE_S` seconds: events to a pipe whose reader stopped reading blocked them, and the command
+    with them, until a SIGKILL; past that what is left unwritten is dropped and the command ends (exit 130)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def interrupt(signum, frame):
+    def stop(signum, frame):
+        signal.setitimer(signal.ITIMER_REAL, STOP_GRACE_S)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    def stalled(signum, frame):
+        raise _Stalled
+
+    handlers = {signal.SIGTERM: stop, signal.SIGALRM: stalled}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where Ctrl-C is ignored (nohup, &)
+        handlers[signal.SIGINT] = stop
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
     try:
         yield
+    except _Stalled:
+        silence_stdout()  # what is still buffered for stdout must not block the exit too
+        print(
+            f"siamface: stdout was not read for {STOP_GRACE_S:g} s after the stop: the last events were not written",
+            file=sys.stderr,
+        )
+        raise KeyboardInterrupt from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def cmd_watch(args) -> int:
     from ..live import Watcher, json_lines, run
 
     gallery, pipeline, matcher, reader, out = _open(args)
-    with gallery, reader, _terminate_as_interrupt():
+    with gallery, reader, _stoppable():
         watcher = Watcher(
             pipeline,
             matcher,
@@ -190,7 +225,7 @@ def cmd_watch(args) -> int:
             stats = run(reader, watcher, out, reader=reader)
         except KeyboardInterrupt:
             stats = watcher.stats
-    _summary("watch", stats, as_json=args.json)
+        _summary("watch", stats, as_json=args.json)
     return 0
 
 
@@ -203,13 +238,29 @@ def _passive_check(args):
     return PassiveCheck(args.liveness_model, camera=args.camera)
 
 
+def _lock_left(gallery, args) -> float:
+    """Seconds left of the lock-out the audited denials of `args.claim` set (0: none), as `serve` counts them:
+    --lockout-failures denials within --lockout-window seconds lock the person for --lockout-seconds, from
+    every process that audits to this gallery (each authenticate, a server)."""
+    from ..service.lockout import Lockout, audited_denial_ages
+
+    lockout = Lockout(args.lockout_failures, args.lockout_window, args.lockout_seconds, clock=time.time)
+    person = gallery.store.person(args.claim, metadata=False)
+    reach = args.lockout_window + args.lockout_seconds
+    return lockout.lock_left(audited_denial_ages(gallery.store, person.id, reach, time.time()))
+
+
 def cmd_authenticate(args) -> int:
     from ..gallery.core import refuse_exposed
     from ..live import Authenticator, json_lines, run
+    from ..live.authenticate import RECORDING
+    from ..service.lockout import check_lockout
 
+    check_lockout(args.lockout_failures, args.lockout_window, args.lockout_seconds)
     refuse_exposed(args.gallery, "before authenticating")  # a door: as `serve` refuses it
     gallery, pipeline, matcher, reader, out = _open(args)
-    with gallery, reader, _terminate_as_interrupt():
+    recorded = not reader.source.live  # a video file or a folder of frames: no one's presence at a camera
+    with gallery, reader, _stoppable():
         auth = Authenticator(
             pipeline,
             matcher,
@@ -219,18 +270,38 @@ def cmd_authenticate(args) -> int:
             on_event=json_lines(sys.stdout),
             liveness=args.liveness,
             passive=_passive_check(args),
+            recorded=recorded,
         )
+        if recorded and args.liveness != "off":  # once the claim is known to be someone's
+            print(
+                f"siamface: note: --source {reader.source.name} is a recording: liveness {RECORDING}", file=sys.stderr
+            )
+        locked = _lock_left(gallery, args)
         try:
-            run(reader, auth, out, stop_when_decided=True, reader=reader)
-        except KeyboardInterrupt:
-            auth.finish()
-        decision = auth.decision
-        for note in matcher.log_claim(args.claim, decision.granted, decision.best_score, rule="live"):
+            try:
+                if locked:  # as serve's 429: not an attempt, not counted (the lock would never end while tried)
+                    auth.deny(
+                        f"locked out: {args.lockout_failures} failed attempts within {args.lockout_window:g} s; "
+                        f"retry in {math.ceil(locked)} s"
+                    )
+                else:
+                    run(reader, auth, out, stop_when_decided=True, reader=reader)
+            except KeyboardInterrupt:
+                auth.finish()
+        finally:  # audited even when its event could not be written (stdout not read) or the source failed
+            decision = auth.decision
+            rule = "live-recording" if recorded else "live"  # the audit tells a door's grant from a file's
+            notes = (
+                ()
+                if decision is None or locked
+                else matcher.log_claim(args.claim, decision.granted, decision.best_score, rule)
+            )
+        for note in notes:
             print(f"siamface: note: {note}", file=sys.stderr)
-    _summary(
-        "authenticate",
-        auth.stats,
-        f"; {'GRANTED' if decision.granted else 'DENIED'}: {decision.reason}",
-        as_json=args.json,
-    )
+        _summary(
+            "authenticate",
+            auth.stats,
+            f"; {'GRANTED' if decision.granted else 'DENIED'}: {decision.reason}",
+            as_json=args.json,
+        )
     return EXIT_GRANTED if decision.granted else EXIT_DENIED

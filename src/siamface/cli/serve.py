@@ -33,6 +33,7 @@ from ._common import (
     add_chain_options,
     add_fpir_option,
     add_gallery_option,
+    add_lockout_options,
     require_folder,
 )
 
@@ -204,23 +205,7 @@ def add_parsers(sub) -> None:
         "bucket refilled continuously (default: 240; 0: not counted; 429 too-many-decisions above): a stolen "
         "door key cannot query the gallery faster",
     )
-    p.add_argument(
-        "--lockout-failures",
-        type=int,
-        default=5,
-        metavar="N",
-        help="failed verifications of one person that lock it (default: 5)",
-    )
-    p.add_argument(
-        "--lockout-window", type=float, default=300.0, metavar="S", help="... within S seconds (default: 300)"
-    )
-    p.add_argument(
-        "--lockout-seconds",
-        type=float,
-        default=300.0,
-        metavar="S",
-        help="how long the lock lasts (default: 300; 429 meanwhile; with the window, at most a day: the audit keeps a day at least)",
-    )
+    add_lockout_options(p, meanwhile="429")
     p.add_argument(
         "--min-size",
         type=int,

@@ -284,7 +284,8 @@ def video_frames(
 
     if isinstance(source, Path) or (isinstance(source, str) and camera_index(source) is None):
         if not Path(source).is_file():
-            raise ImageError(str(source), "video file not found")
+            what = "not a video file (a FIFO, device or socket)" if Path(source).exists() else "video file not found"
+            raise ImageError(str(source), "not a video file (a folder)" if Path(source).is_dir() else what)
     try:
         frames = open_source(source)
     except SourceError as exc:

@@ -169,8 +169,10 @@ class Enrolling:
         `VIDEO_DIVERSITY` or the model's near-duplicate similarity, the lower)
         similarity to the frames already kept and at least `min_gap` seconds away from them (frames too
         close in time are skipped before any work), and the same person as them (at or above the threshold:
-        a frame where someone else is the largest face is rejected as ``other-person``). Stops at `keep` frames, the end of the frames, or after
-        `timeout` seconds; everything kept is added in one transaction. An enrolled person's new frames must
+        a frame where someone else is the largest face is rejected as ``other-person``). The first frame kept
+        says who the person is; when as many frames or more show someone else as show them (a bystander
+        first, the person after), which one is `name` cannot be told and nothing is enrolled. Stops at `keep`
+        frames, the end of the frames, or after `timeout` seconds; everything kept is added in one transaction. An enrolled person's new frames must
         match their templates unless `force` (see `enroll`). `clock`: seconds for the timeout (monotonic)."""
         name = self.check_enrollment(name)
         if keep < 1:
@@ -228,6 +230,13 @@ class Enrolling:
             warnings.append(f"{close} frame(s) skipped as less than {min_gap:g} s from a frame kept")
         if timed_out:
             warnings.append(f"capture stopped after the {timeout:g} s timeout")
+        others, kept_person = sum(r.reason == "other-person" for r in rejected), len(samples) + similar
+        if samples and others >= kept_person:  # the first face kept may be a bystander's: never guessed
+            warnings.append(
+                f"{others} frame(s) show another person than the {kept_person} frame(s) of the face kept first: "
+                f"which one is {name} cannot be told, nothing enrolled (use a capture of {name} alone)"
+            )
+            samples = []
         if len(samples) < keep:
             warnings.append(f"only {len(samples)} of the {keep} frames asked for passed the gates")
         return self._commit(name, samples, rejected, warnings, metadata, force=force, actor=actor)

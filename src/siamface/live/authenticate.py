@@ -18,11 +18,15 @@ from ..video import Frame
 from .matcher import Matcher
 from .results import FrameResult, Stats, now_iso
 
+#: What a grant with liveness over a recording says of it.
+RECORDING = "over a recording: it shows the recorded person moved, not that anyone is at a camera"
+
 
 @dataclass(frozen=True, kw_only=True)
 class AuthDecision(Decision):
     """`authenticate`'s answer: a `Decision` (`granted` is its `accepted`, `best_score` its `score`: the best
-    frame's similarity to the claim) with why, over how many frames and seconds, and the liveness evidence."""
+    frame's similarity to the claim) with why, over how many frames and seconds, and the liveness evidence;
+    `recorded`: its frames came from a recording (a video file, a folder of frames), not a camera or stream."""
 
     claim: str
     reason: str
@@ -30,6 +34,7 @@ class AuthDecision(Decision):
     scores: tuple[float, ...]
     seconds: float
     liveness: dict[str, Any] = field(default_factory=dict)
+    recorded: bool = False
 
     @property
     def granted(self) -> bool:
@@ -53,6 +58,7 @@ class AuthDecision(Decision):
             "threshold_source": self.threshold_source,
             "seconds": round(self.seconds, 2),
             "liveness": self.liveness,
+            "recorded": self.recorded,
         }
 
 
@@ -69,8 +75,11 @@ class Authenticator:
     model's own 1:1 threshold between consecutive faces: a cut, an accomplice swapped for the victim's photo),
     and every face of the presentation that passed must verify as the claim (as the service requires of
     every face of its sessions), so that no one's movement unlocks someone else. Every decision carries
-    the liveness evidence. `clock`: seconds for the timeout (monotonic; a test may pass its own); `capture`:
-    a session to use instead of a new one (tests: fixed prompts)."""
+    the liveness evidence. `recorded`: the frames come from a recording (a video file, a folder of frames),
+    not a camera or stream: a recording of the person moving passes a liveness session as they did when it
+    was made, so no one's presence is shown by it, and the decision says so (its reason, ``recorded``).
+    `clock`: seconds for the timeout (monotonic; a test may pass its own); `capture`: a session to use instead
+    of a new one (tests: fixed prompts)."""
 
     def __init__(
         self,
@@ -84,6 +93,7 @@ class Authenticator:
         liveness: str = "off",
         passive=None,
         capture=None,
+        recorded: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if consecutive < 1:
@@ -93,6 +103,7 @@ class Authenticator:
         if liveness not in LIVENESS_MODES:
             raise ConfigError(f"liveness must be one of {', '.join(LIVENESS_MODES)}, not {liveness!r}")
         self.pipeline, self.matcher, self.claim = pipeline, matcher, claim
+        self.recorded = recorded
         matcher.verify(claim, np.zeros((0, pipeline.encoder.info.embedding_size), np.float32))  # claim exists
         self.consecutive = consecutive
         self.timeout = timeout
@@ -153,11 +164,13 @@ class Authenticator:
             scores=tuple(self.scores),
             seconds=self.clock() - self.started,
             liveness=self._liveness_evidence(),
+            recorded=self.recorded,
         )
         self.on_event(self.decision.to_dict())
         return self.decision
 
     def process(self, frame: Frame) -> FrameResult:
+        self.stats.frames += 1  # first: a decision made on this frame counts it
         faces = self.pipeline.detect(frame.image)
         labels, scores = [], []
         seen = None
@@ -217,11 +230,12 @@ class Authenticator:
                 )
             live_done = result is not None and result.passed
         latency = (time.perf_counter() - frame.captured) * 1000
-        self.stats.frames += 1
         self.stats.latencies_ms.append(latency)
         if self.decision is None and self.run_length >= self.consecutive and live_done:
             how = f"{self.consecutive} consecutive frames verified"
-            self._decide(True, how + (f" (liveness {self.liveness})" if self.liveness != "off" else ""))
+            if self.liveness != "off":
+                how += f" (liveness {self.liveness}" + (f", {RECORDING})" if self.recorded else ")")
+            self._decide(True, how)
         elif self.decision is None and self.clock() - self.started > self.timeout:
             self._decide(
                 False,
@@ -229,6 +243,10 @@ class Authenticator:
                 + (f" (liveness: {self.not_live_frames} frames not live)" if self.not_live_frames else ""),
             )
         return FrameResult(frame, faces, labels, scores, [], latency, 1 if len(faces) else 0)
+
+    def deny(self, reason: str) -> AuthDecision:
+        """Deny at once, whatever the frames would show (the claim is locked out), unless decided already."""
+        return self.decision or self._decide(False, reason)
 
     def finish(self) -> AuthDecision:
         if self.decision is None:

@@ -33,7 +33,9 @@ def run(
         runner.stats.seconds = time.perf_counter() - start
         if reader is not None:
             runner.stats.dropped = reader.dropped
-        runner.finish()
-        if out is not None:
-            out.close()
+        try:  # the video first: the last events may block (a reader that stopped reading them) or fail
+            if out is not None:
+                out.close()
+        finally:
+            runner.finish()
     return runner.stats

@@ -48,6 +48,9 @@ class VideoOut:
         self._size = (0, 0)  # the video's (width, height): its first frame's
         if path and os.path.splitext(path)[1].lower() not in WRITABLE_VIDEO_SUFFIXES:
             raise ConfigError(f"{path}: cannot write video (use .mp4 or .avi)")
+        folder = os.path.dirname(path or "") or "."
+        if path and not os.path.isdir(folder):  # the writer opens on the first frame: said before it, rightly
+            raise ConfigError(f"{path}: cannot write video: no such folder {folder}")
         if show and re.search(r"GUI:\s+NONE", cv2.getBuildInformation()):
             raise ConfigError(
                 "--show needs an OpenCV build with a GUI; this one is headless "

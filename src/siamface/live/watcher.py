@@ -11,7 +11,12 @@ the frame its session passes, and whenever it is embedded (new, refreshed, passe
 with the track's first (the model's own 1:1 threshold, as a capture session compares faces); an unlike one
 (the tracker kept the track by position through a cut: an accomplice's movement, then the victim's photo in
 their place) starts the track's liveness and its votes again from that face, the one compared with from then
-on, so that no one's name is reported live on someone else's movement."""
+on, so that no one's name is reported live on someone else's movement.
+
+With liveness off a track's votes are bound to its person the same way: two people crossing (the tracker
+keeps each track on the face it can see while one hides the other, then on the other's face), or a film's
+cut, start the vote again from the new face at its next embedding, within `refresh` frames, instead of
+naming one person with the other's votes until three recognitions outvote them."""
 
 from __future__ import annotations
 
@@ -62,7 +67,7 @@ class Watcher:
             self.rules = rules or CaptureRules()
         self.captures: dict[int, object] = {}  # track id -> its capture session
         self.not_live: set[int] = set()  # tracks whose last session failed
-        self.bound: dict[int, np.ndarray] = {}  # track id -> the embedding its liveness is bound to
+        self.bound: dict[int, np.ndarray] = {}  # track id -> the embedding its votes and liveness are bound to
         self.same_person = float(pipeline.encoder.info.threshold)  # the model's own 1:1 threshold
         self.pipeline = pipeline
         self.matcher = matcher
@@ -119,9 +124,10 @@ class Watcher:
         return decided
 
     def _bound(self, track: Track, embedding: np.ndarray) -> float | None:
-        """Whether the track's face is still the person its liveness is bound to (its first embedding, or the
-        first since its face became another person's): None when it is, else the similarity, and the track's liveness and votes start
-        again from this face (a new session from the next frame: the track is `checking` until it passes)."""
+        """Whether the track's face is still the person its votes (and liveness) are bound to (its first
+        embedding, or the first since its face became another person's): None when it is, else the similarity,
+        and the track's votes and liveness start again from this face (with liveness on, a new session from
+        the next frame: the track is `checking` until it passes)."""
         from ..liveness.session import CaptureSession, cosine
 
         vector = np.asarray(embedding, np.float32).ravel()
@@ -129,9 +135,10 @@ class Watcher:
         if score >= self.same_person:
             return None
         self.bound[track.id] = vector
-        self.captures[track.id] = CaptureSession("passive", self.rules)
-        self.not_live.discard(track.id)
         track.votes.clear()
+        if self.liveness != "off":
+            self.captures[track.id] = CaptureSession("passive", self.rules)
+            self.not_live.discard(track.id)
         return score
 
     def _liveness_event(self, frame: Frame, track: Track, result, unlike: float | None) -> None:
@@ -176,8 +183,8 @@ class Watcher:
             subset = self.pipeline.embed(frame.image, faces[np.array(stale)])
             for i, embedding, (name, score) in zip(stale, subset.embeddings, self.matcher.identify(subset.embeddings)):
                 track = tracks[i]
-                withdrawn = self._bound(track, embedding) if self.liveness != "off" else None
-                if withdrawn is not None:
+                withdrawn = self._bound(track, embedding)
+                if withdrawn is not None and self.liveness != "off":  # its liveness event
                     unlike[track.id] = withdrawn
                 track.votes.append((name, score))
                 track.embedded_frame = self.stats.frames

@@ -23,6 +23,35 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ..errors import ConfigError
+from ..gallery.store import AUDIT_KEPT_DAYS
+
+
+def check_lockout(failures: int, window: float, duration: float) -> None:
+    """`ConfigError` unless a lock-out of `failures` denials within `window` seconds for `duration` seconds
+    can be counted from the gallery's audit (`serve`'s and `authenticate`'s --lockout-* options)."""
+    if not (failures >= 1 and window > 0 and duration > 0):  # NaN too
+        raise ConfigError("lock-out needs at least 1 failure and a positive window and duration")
+    if not window + duration <= AUDIT_KEPT_DAYS * 86400:
+        raise ConfigError(
+            f"the lock-out window plus the lock-out ({window:g} + {duration:g} s) may reach "
+            f"back at most {AUDIT_KEPT_DAYS:g} day ({AUDIT_KEPT_DAYS * 86400:g} s): the denials a lock-out counts "
+            "are read from the gallery's audit, whose rows that old may be pruned (gallery audit --prune-older-than)"
+        )
+
+
+def iso(seconds: float) -> str:
+    """A time (seconds since the epoch) as the gallery stores times: ISO, UTC, milliseconds."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+
+
+def audited_denial_ages(store, person_id, reach: float, now: float) -> list[float]:
+    """The ages in seconds at `now` (seconds since the epoch) of the denied claims of `person_id` in `store`'s
+    audit since their last granted one, at most `reach` seconds back (a lock-out's window plus its length)."""
+    times = store.recent_denials(person_id, iso(now - reach))
+    return [now - datetime.fromisoformat(t).timestamp() for t in times]
 
 
 class LockedOut(Exception):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from ..decision import LIVENESS_MODES
 from ..errors import ConfigError
-from ..gallery.store import AUDIT_KEPT_DAYS
 from .keys import keys_file_for
+from .lockout import check_lockout
 from .quota import DECISIONS_PER_MINUTE
 
 #: Largest request body accepted, in bytes (HTTP 413 above it).
@@ -171,14 +171,7 @@ class Settings:
             object.__setattr__(self, "allowed_hosts", tuple(h.strip().lower() for h in self.allowed_hosts))
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
-        if self.lockout_failures < 1 or self.lockout_window_s <= 0 or self.lockout_s <= 0:
-            raise ConfigError("lock-out needs at least 1 failure and a positive window and duration")
-        if not self.lockout_window_s + self.lockout_s <= AUDIT_KEPT_DAYS * 86400:  # NaN too
-            raise ConfigError(
-                f"the lock-out window plus the lock-out ({self.lockout_window_s:g} + {self.lockout_s:g} s) may reach "
-                f"back at most {AUDIT_KEPT_DAYS:g} day ({AUDIT_KEPT_DAYS * 86400:g} s): the denials a lock-out counts "
-                "are read from the gallery's audit, whose rows that old may be pruned (gallery audit --prune-older-than)"
-            )
+        check_lockout(self.lockout_failures, self.lockout_window_s, self.lockout_s)
         if self.additions_per_person < 0 or self.additions_window_s <= 0:
             raise ConfigError("the faces added per person must be >= 0, within a positive number of seconds")
         if self.decisions_per_minute < 0 or self.decisions_per_minute != int(self.decisions_per_minute):

@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import anyio
@@ -40,7 +40,7 @@ from ..gallery.store import (
 from ..image import load_image
 from .errors import ServiceError, from_siamface
 from .keys import KeyStore, allows
-from .lockout import Lockout
+from .lockout import Lockout, audited_denial_ages, iso
 from .quota import DecisionQuota
 from .sessions import PASSED, PENDING, LivenessSessions, Session
 from .settings import Settings
@@ -49,11 +49,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: Seconds a person's lock-out read from the gallery's audit stands for identification (`Service.audit_locked`).
 AUDIT_LOCK_TTL_S = 5.0
-
-
-def _iso(seconds: float) -> str:
-    """A time (seconds since the epoch) as the gallery stores times: ISO, UTC, milliseconds."""
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
 
 
 def actor(key: str | None) -> str:
@@ -470,10 +465,7 @@ class Service:
 
     def _denial_ages(self, person_id) -> list[float]:
         s = self.settings
-        now = self.wall()
-        since = _iso(now - s.lockout_window_s - s.lockout_s)
-        times = self.gallery.store.recent_denials(person_id, since)
-        return [now - datetime.fromisoformat(t).timestamp() for t in times]
+        return audited_denial_ages(self.gallery.store, person_id, s.lockout_window_s + s.lockout_s, self.wall())
 
     def audit_locked(self, hits, locked: frozenset | set, in_force) -> set[int]:
         """The people among an identification's candidates `hits` (each face's, from its one search) whom it
@@ -739,7 +731,7 @@ class Service:
             force=force,
             actor=actor(key),
             provisional=not admin,
-            cap=AdditionCap(self.settings.additions_per_person, self.additions_since(), _iso(self.wall()))
+            cap=AdditionCap(self.settings.additions_per_person, self.additions_since(), iso(self.wall()))
             if capped
             else None,
             before_commit=functools.partial(self.refuse_revoked, key),
@@ -796,7 +788,7 @@ class Service:
 
     def additions_since(self) -> str:
         """The start of the additions window now, as the gallery stores times (ISO, UTC)."""
-        return _iso(self.wall() - self.settings.additions_window_s)
+        return iso(self.wall() - self.settings.additions_window_s)
 
     def refuse_more_additions(self, name: str, more: int = 1) -> None:
         """429 ``too-many-additions`` when `more` faces added to `name` by a key below admin would pass the cap,
